@@ -1,0 +1,1 @@
+"""Lambda@Edge source. Only ``handler.py`` is packaged into the function."""

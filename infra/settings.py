@@ -1,0 +1,502 @@
+"""Stack config -> typed, validated settings for the infra/ program.
+
+This module is pure: it imports no pulumi. ``infra/__main__.py`` is the only
+place that reads Pulumi config; it hands this module a getter, so every pin
+and its validation can be unit-tested without an engine.
+
+Every rollback-relevant version is a config key here. Rolling back
+infrastructure is selecting an earlier value of one of these keys (or an
+earlier update's whole config from stack history) and running ``pulumi up``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+# CloudFront publishes its metrics (and Lambda@Edge's per-distribution errors)
+# only in us-east-1, and an alarm can only notify a topic and be part of a
+# composite alarm in its own region.
+MONITORING_REGION = "us-east-1"
+
+MIN_BACKUP_RETENTION_DAYS = 7
+MAX_BACKUP_RETENTION_DAYS = 35
+
+# PostgreSQL on RDS: max_connections = LEAST(DBInstanceClassMemory / 9531392, 5000).
+# Memory in GiB per class; DBInstanceClassMemory is a little lower than the
+# nominal size, which the factor below approximates. Other classes: set
+# dbMaxConnections explicitly.
+_CLASS_MEMORY_GIB: dict[str, float] = {
+    "db.t3.micro": 1,
+    "db.t3.small": 2,
+    "db.t3.medium": 4,
+    "db.t3.large": 8,
+    "db.t4g.micro": 1,
+    "db.t4g.small": 2,
+    "db.t4g.medium": 4,
+    "db.t4g.large": 8,
+    "db.t4g.xlarge": 16,
+    "db.m6g.large": 8,
+    "db.m6g.xlarge": 16,
+    "db.m7g.large": 8,
+    "db.m7g.xlarge": 16,
+    "db.r6g.large": 16,
+    "db.r6g.xlarge": 32,
+    "db.r7g.large": 16,
+    "db.r7g.xlarge": 32,
+}
+_USABLE_MEMORY_FACTOR = 0.9
+
+_RELEASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+_SNAPSHOT_SUFFIX = re.compile(r"^[a-z0-9](?:-?[a-z0-9])*$")
+_DB_IDENTIFIER = re.compile(r"^[a-z](?:-?[a-z0-9])*$")
+_SNAPSHOT_REF = re.compile(r"^(arn:aws[a-z-]*:rds:[a-z0-9-]+:\d{12}:snapshot:)?[A-Za-z][A-Za-z0-9:-]*$")
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+_PRICE_CLASSES = ("PriceClass_100", "PriceClass_200", "PriceClass_All")
+
+
+class ConfigError(ValueError):
+    """A stack config value is missing or invalid.
+
+    Carries the offending key (without the project prefix), what was wrong and
+    what to do, and prints as one line.
+    """
+
+    def __init__(self, key: str, problem: str, fix: str) -> None:
+        self.key = key
+        self.problem = problem
+        self.fix = fix
+        full_key = key if ":" in key else f"rollback:{key}"
+        super().__init__(f"config {full_key}: {problem} ({fix})")
+
+
+@dataclass(frozen=True)
+class RestoreToTime:
+    """Point-in-time restore: a source instance and a time, or its latest restorable time."""
+
+    source_instance: str
+    time: datetime | None = None
+
+    @property
+    def use_latest_restorable_time(self) -> bool:
+        return self.time is None
+
+    @property
+    def restore_time(self) -> str | None:
+        """The time in the RFC 3339 form RDS expects, or None for latest."""
+        return None if self.time is None else self.time.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class AlarmThresholds:
+    """Rollback criteria from the runbook; each can be overridden in stack config."""
+
+    error_rate_5xx_percent: float = 5.0  # runbook: "error rates > 5%"
+    origin_latency_p95_ms: float = 5000.0  # runbook: "response times > 5s"
+    cache_hit_rate_min_percent: float = 70.0  # runbook checklist: "cache hit rate > 70%"
+    edge_errors_max: float = 0.0  # any Lambda@Edge error serves a 5xx to viewers
+    db_connections_percent: float = 90.0  # runbook: "connection pool exhaustion"
+    db_free_storage_min_percent: float = 10.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the program needs, validated. Built only by :func:`parse_settings`."""
+
+    name_prefix: str
+    region: str
+    # Assets bucket
+    assets_release: str
+    assets_bucket_name: str | None = None
+    assets_noncurrent_days: int = 30
+    assets_noncurrent_versions_kept: int = 10
+    # Edge function
+    edge_function_version: str | None = None
+    # CDN
+    app_origin_domain: str = ""
+    app_path_patterns: tuple[str, ...] = ("/api/*",)
+    origin_verify_secret: str | None = None
+    cdn_aliases: tuple[str, ...] = ()
+    cdn_certificate_arn: str | None = None
+    cdn_price_class: str = "PriceClass_100"
+    # Database
+    db_identifier: str = ""
+    db_instance_class: str = "db.t4g.medium"
+    db_engine_version: str = "16.4"
+    db_allocated_storage_gb: int = 20
+    db_name: str = "app"
+    db_username: str = "app_admin"
+    db_password: str = ""
+    db_backup_retention_days: int = MIN_BACKUP_RETENTION_DAYS
+    db_multi_az: bool = False
+    db_subnet_group_name: str | None = None
+    db_security_group_ids: tuple[str, ...] = ()
+    db_max_connections: int = 0
+    db_restore_from_snapshot: str | None = None
+    db_restore_to_time: RestoreToTime | None = None
+    db_release_snapshots: tuple[str, ...] = ()
+    # Alarms and operator
+    alarms: AlarmThresholds = field(default_factory=AlarmThresholds)
+    alert_email: str | None = None
+    operator_trusted_principals: tuple[str, ...] = ()
+
+    @property
+    def assets_origin_path(self) -> str:
+        """CloudFront origin path for the pinned release (releases/<release-id>/ in the bucket)."""
+        return f"/releases/{self.assets_release}"
+
+    @property
+    def db_instance_identifier(self) -> str:
+        """The RDS identifier in use: the base one, or a new one when restoring.
+
+        A restore creates a *new* instance (RDS cannot restore in place), so
+        its identifier must differ from the protected instance it replaces.
+        """
+        if self.db_restore_from_snapshot is not None:
+            snapshot = self.db_restore_from_snapshot.rsplit(":", 1)[-1]
+            return _db_id(f"{self.db_identifier}-from-{snapshot}")
+        if self.db_restore_to_time is not None:
+            when = self.db_restore_to_time.time
+            stamp = "latest" if when is None else when.strftime("%Y%m%dt%H%M%S")
+            return _db_id(f"{self.db_identifier}-pitr-{stamp}")
+        return self.db_identifier
+
+
+Getter = Callable[[str], str | None]
+
+
+def parse_settings(
+    get: Getter | Mapping[str, str],
+    *,
+    project: str,
+    stack: str,
+    region: str | None,
+    now: datetime | None = None,
+) -> Settings:
+    """Parse and validate stack config.
+
+    ``get`` returns the raw string value of a ``rollback:`` key (without the
+    prefix) or None; a plain mapping works too. Lists and objects are JSON, as
+    Pulumi hands structured config to programs. Raises :class:`ConfigError`.
+    """
+    getter: Getter = get.get if isinstance(get, Mapping) else get
+    now = now or datetime.now(UTC)
+    raw = _Raw(getter)
+
+    if not region:
+        raise ConfigError(
+            "aws:region",
+            "no AWS region is set",
+            f"run `pulumi config set aws:region {MONITORING_REGION}`",
+        )
+    if region != MONITORING_REGION:
+        raise ConfigError(
+            "aws:region",
+            f"region {region!r} is not supported",
+            f"set aws:region to {MONITORING_REGION}: CloudFront metrics exist only there and the "
+            "rollback alarms, their SNS topic and the composite alarm must share one region",
+        )
+
+    name_prefix = _db_id(f"{project}-{stack}")
+
+    release = raw.required_str("assetsRelease", "e.g. `pulumi config set assetsRelease 2026-11-20.1`")
+    if not _RELEASE_ID.match(release):
+        raise ConfigError(
+            "assetsRelease",
+            f"{release!r} is not a release id",
+            "use letters, digits, '.', '_' or '-', as in the folder releases/<release-id>/ of the bucket",
+        )
+
+    edge_version = raw.text("edgeFunctionVersion")
+    if edge_version is not None and not (edge_version.isdigit() and int(edge_version) >= 1):
+        raise ConfigError(
+            "edgeFunctionVersion",
+            f"{edge_version!r} is not a published version number",
+            "pin a numeric version such as 7 (Lambda@Edge cannot use $LATEST or aliases), "
+            "or remove the key to use the newest published version",
+        )
+
+    app_origin = raw.required_str(
+        "appOriginDomain", "e.g. `pulumi config set appOriginDomain app.vercel.app`"
+    )
+    if not _HOSTNAME.match(app_origin):
+        raise ConfigError(
+            "appOriginDomain", f"{app_origin!r} is not a host name", "give a bare host, no scheme"
+        )
+    patterns = raw.str_list("appPathPatterns", ["/api/*"])
+    for pattern in patterns:
+        if not pattern.startswith("/") or pattern == "/*":
+            raise ConfigError(
+                "appPathPatterns", f"{pattern!r} is not a path pattern", "use patterns like /api/*"
+            )
+
+    aliases = raw.str_list("cdnAliases", [])
+    cert = raw.text("cdnCertificateArn")
+    if aliases and not cert:
+        raise ConfigError(
+            "cdnCertificateArn",
+            "cdnAliases are set but no certificate is",
+            "set the ARN of an ACM certificate in us-east-1 covering the aliases",
+        )
+    if cert and not cert.startswith("arn:aws:acm:us-east-1:"):
+        raise ConfigError(
+            "cdnCertificateArn", f"{cert!r} is not an ACM ARN in us-east-1", "CloudFront needs one"
+        )
+    price_class = raw.text("cdnPriceClass") or "PriceClass_100"
+    if price_class not in _PRICE_CLASSES:
+        raise ConfigError(
+            "cdnPriceClass", f"{price_class!r} is unknown", f"use one of {', '.join(_PRICE_CLASSES)}"
+        )
+
+    noncurrent_days = raw.integer("assetsNoncurrentVersionDays", 30, minimum=1)
+    kept = raw.integer("assetsNoncurrentVersionsToKeep", 10, minimum=1, maximum=100)
+
+    retention = raw.integer("dbBackupRetentionDays", MIN_BACKUP_RETENTION_DAYS)
+    if not MIN_BACKUP_RETENTION_DAYS <= retention <= MAX_BACKUP_RETENTION_DAYS:
+        raise ConfigError(
+            "dbBackupRetentionDays",
+            f"{retention} days is outside {MIN_BACKUP_RETENTION_DAYS}-{MAX_BACKUP_RETENTION_DAYS}",
+            f"keep at least {MIN_BACKUP_RETENTION_DAYS} days so point-in-time restore reaches back a week",
+        )
+
+    db_identifier = raw.text("dbInstanceIdentifier") or f"{name_prefix}-db"
+    if not _DB_IDENTIFIER.match(db_identifier) or len(db_identifier) > 40:
+        raise ConfigError(
+            "dbInstanceIdentifier",
+            f"{db_identifier!r} is not a valid RDS identifier of at most 40 characters",
+            "use lowercase letters, digits and single hyphens, starting with a letter "
+            "(restores append a suffix, hence the shorter limit)",
+        )
+    instance_class = raw.text("dbInstanceClass") or "db.t4g.medium"
+    max_connections = raw.integer("dbMaxConnections", 0, minimum=0)
+    if max_connections == 0:
+        memory = _CLASS_MEMORY_GIB.get(instance_class)
+        if memory is None:
+            raise ConfigError(
+                "dbMaxConnections",
+                f"the connection limit of {instance_class} is not known to the program",
+                "set dbMaxConnections to the instance's max_connections",
+            )
+        max_connections = min(int(memory * 1024**3 * _USABLE_MEMORY_FACTOR / 9531392), 5000)
+
+    password = raw.text("dbMasterPassword")
+    if not password or len(password) < 16:
+        raise ConfigError(
+            "dbMasterPassword",
+            "missing or shorter than 16 characters",
+            "run `pulumi config set --secret dbMasterPassword <password>`",
+        )
+
+    from_snapshot = raw.text("dbRestoreFromSnapshot")
+    if from_snapshot is not None and not _SNAPSHOT_REF.match(from_snapshot):
+        raise ConfigError(
+            "dbRestoreFromSnapshot",
+            f"{from_snapshot!r} is not a snapshot identifier or ARN",
+            "check the name",
+        )
+    to_time = _parse_restore_to_time(raw.obj("dbRestoreToTime"), now)
+    if from_snapshot is not None and to_time is not None:
+        raise ConfigError(
+            "dbRestoreToTime",
+            "both dbRestoreFromSnapshot and dbRestoreToTime are set",
+            "choose one restore: remove one of the keys",
+        )
+
+    release_snapshots = raw.str_list("dbReleaseSnapshots", [])
+    for suffix in release_snapshots:
+        if not _SNAPSHOT_SUFFIX.match(suffix) or len(suffix) > 60:
+            raise ConfigError(
+                "dbReleaseSnapshots",
+                f"{suffix!r} is not a snapshot name suffix",
+                "use lowercase letters, digits and single hyphens, e.g. pre-2026-11-20-1",
+            )
+    if len(set(release_snapshots)) != len(release_snapshots):
+        raise ConfigError("dbReleaseSnapshots", "the list has duplicates", "list each release once")
+
+    thresholds = AlarmThresholds(
+        error_rate_5xx_percent=raw.number("alarm5xxErrorRatePercent", 5.0, 0, 100),
+        origin_latency_p95_ms=raw.number("alarmOriginLatencyP95Ms", 5000.0, 1, 60000),
+        cache_hit_rate_min_percent=raw.number("alarmCacheHitRateMinPercent", 70.0, 0, 100),
+        edge_errors_max=raw.number("alarmEdgeErrorsMax", 0.0, 0, 1e9),
+        db_connections_percent=raw.number("alarmDbConnectionsPercent", 90.0, 1, 100),
+        db_free_storage_min_percent=raw.number("alarmDbFreeStorageMinPercent", 10.0, 1, 99),
+    )
+
+    principals = raw.str_list("operatorTrustedPrincipals", [])
+    for arn in principals:
+        if not re.match(r"^arn:aws[a-z-]*:iam::\d{12}:(root|role/.+|user/.+)$", arn):
+            raise ConfigError(
+                "operatorTrustedPrincipals",
+                f"{arn!r} is not an IAM principal ARN",
+                "list role, user or root ARNs",
+            )
+
+    return Settings(
+        name_prefix=name_prefix,
+        region=region,
+        assets_release=release,
+        assets_bucket_name=raw.text("assetsBucketName"),
+        assets_noncurrent_days=noncurrent_days,
+        assets_noncurrent_versions_kept=kept,
+        edge_function_version=edge_version,
+        app_origin_domain=app_origin,
+        app_path_patterns=tuple(patterns),
+        origin_verify_secret=raw.text("originVerifySecret"),
+        cdn_aliases=tuple(aliases),
+        cdn_certificate_arn=cert,
+        cdn_price_class=price_class,
+        db_identifier=db_identifier,
+        db_instance_class=instance_class,
+        db_engine_version=raw.text("dbEngineVersion") or "16.4",
+        db_allocated_storage_gb=raw.integer("dbAllocatedStorageGb", 20, minimum=20, maximum=65536),
+        db_name=raw.text("dbName") or "app",
+        db_username=raw.text("dbUsername") or "app_admin",
+        db_password=password,
+        db_backup_retention_days=retention,
+        db_multi_az=raw.flag("dbMultiAz", False),
+        db_subnet_group_name=raw.text("dbSubnetGroupName"),
+        db_security_group_ids=tuple(raw.str_list("dbSecurityGroupIds", [])),
+        db_max_connections=max_connections,
+        db_restore_from_snapshot=from_snapshot,
+        db_restore_to_time=to_time,
+        db_release_snapshots=tuple(release_snapshots),
+        alarms=thresholds,
+        alert_email=raw.text("alertEmail"),
+        operator_trusted_principals=tuple(principals),
+    )
+
+
+def _parse_restore_to_time(value: dict[str, Any] | None, now: datetime) -> RestoreToTime | None:
+    key = "dbRestoreToTime"
+    if value is None:
+        return None
+    shape = (
+        '{"sourceInstance": "<db id>", "time": "2026-11-20T10:00:00Z"} '
+        'or {"sourceInstance": "<db id>", "useLatestRestorableTime": true}'
+    )
+    unknown = set(value) - {"sourceInstance", "time", "useLatestRestorableTime"}
+    if unknown:
+        raise ConfigError(key, f"unknown field(s) {', '.join(sorted(unknown))}", f"use {shape}")
+    source = value.get("sourceInstance")
+    if not isinstance(source, str) or not _DB_IDENTIFIER.match(source):
+        raise ConfigError(key, "sourceInstance is missing or not an RDS identifier", f"use {shape}")
+    latest = value.get("useLatestRestorableTime", False)
+    raw_time = value.get("time")
+    if latest not in (True, False) or (latest is True) == (raw_time is not None):
+        raise ConfigError(key, "give exactly one of time and useLatestRestorableTime: true", f"use {shape}")
+    if latest:
+        return RestoreToTime(source_instance=source)
+    if not isinstance(raw_time, str):
+        raise ConfigError(key, "time must be a string", f"use {shape}")
+    try:
+        when = datetime.fromisoformat(raw_time.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ConfigError(
+            key, f"time {raw_time!r} is not an ISO 8601 time", "write it like 2026-11-20T10:00:00Z"
+        ) from exc
+    if when.tzinfo is None:
+        raise ConfigError(key, f"time {raw_time!r} has no time zone", "write it in UTC with a trailing Z")
+    when = when.astimezone(UTC)
+    if when > now:
+        raise ConfigError(
+            key,
+            f"time {raw_time} is in the future (now is {now.strftime('%Y-%m-%dT%H:%M:%SZ')})",
+            "pick a time in the past, or useLatestRestorableTime: true",
+        )
+    return RestoreToTime(source_instance=source, time=when)
+
+
+def _db_id(text: str) -> str:
+    """Lowercase, hyphen-safe RDS identifier (max 63 characters)."""
+    ident = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    if not ident or not ident[0].isalpha():
+        ident = f"db-{ident}"
+    return ident[:63].rstrip("-")
+
+
+class _Raw:
+    """Typed reads of raw string config; empty strings count as unset."""
+
+    def __init__(self, get: Getter) -> None:
+        self._get = get
+
+    def text(self, key: str) -> str | None:
+        value = self._get(key)
+        if value is None:
+            return None
+        value = value.strip()
+        return value or None
+
+    def required_str(self, key: str, fix: str) -> str:
+        value = self.text(key)
+        if value is None:
+            raise ConfigError(key, "is required but not set", fix)
+        return value
+
+    def integer(
+        self, key: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+    ) -> int:
+        text = self.text(key)
+        if text is None:
+            return default
+        try:
+            value = int(text)
+        except ValueError:
+            raise ConfigError(key, f"{text!r} is not a whole number", "give an integer") from None
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            bounds = (
+                f"{minimum if minimum is not None else '-inf'}..{maximum if maximum is not None else 'inf'}"
+            )
+            raise ConfigError(key, f"{value} is out of range", f"give a value in {bounds}")
+        return value
+
+    def number(self, key: str, default: float, minimum: float, maximum: float) -> float:
+        text = self.text(key)
+        if text is None:
+            return default
+        try:
+            value = float(text)
+        except ValueError:
+            raise ConfigError(key, f"{text!r} is not a number", "give a number") from None
+        if not minimum <= value <= maximum:
+            raise ConfigError(key, f"{value:g} is out of range", f"give a value in {minimum:g}..{maximum:g}")
+        return value
+
+    def flag(self, key: str, default: bool) -> bool:
+        text = self.text(key)
+        if text is None:
+            return default
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        raise ConfigError(key, f"{text!r} is not a boolean", "use true or false")
+
+    def _json(self, key: str) -> Any:
+        text = self.text(key)
+        if text is None:
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:
+            raise ConfigError(
+                key, "is not valid structured config", "set it as a YAML list/object in the stack file"
+            ) from None
+
+    def str_list(self, key: str, default: list[str]) -> list[str]:
+        value = self._json(key)
+        if value is None:
+            return list(default)
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ConfigError(key, "must be a list of strings", "set it as a YAML list in the stack file")
+        return value
+
+    def obj(self, key: str) -> dict[str, Any] | None:
+        value = self._json(key)
+        if value is None:
+            return None
+        if not isinstance(value, dict):
+            raise ConfigError(key, "must be an object", "set it as a YAML mapping in the stack file")
+        return value

@@ -1,0 +1,140 @@
+"""The ``rollback`` command line: argument parsing and presentation only.
+
+Each layer keeps its group in its own module (``rollback.cli.app``, ...) and is
+imported only when used, so ``rollback --help`` stays fast and never imports
+boto3, httpx, psycopg or pulumi. The work itself is done by the plain functions
+in ``rollback.commands``.
+
+Exit codes (the CLI contract): 0 success; 1 an operation failed; 2 bad input;
+3 checks ran and some failed; 4 refused; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from rollback import __version__
+from rollback.cli.support import AppContext
+from rollback.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_REFUSED,
+    RollbackError,
+)
+
+__all__ = ["SUBCOMMANDS", "main", "root"]
+
+# name -> (module:attribute, section of the help page). Add a layer here when it exists.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "config": ("rollback.cli.config_cmd:config", "Setup"),
+    "journal": ("rollback.cli.journal_cmd:journal", "Setup"),
+}
+SECTIONS = ("Layers", "Incident", "Setup")
+
+
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *SUBCOMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in SUBCOMMANDS:
+            module_name, attribute = SUBCOMMANDS[cmd_name][0].split(":")
+            command = getattr(importlib.import_module(module_name), attribute)
+            assert isinstance(command, click.Command)
+            return command
+        return super().get_command(ctx, cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        by_section: dict[str, list[tuple[str, str]]] = {}
+        limit = formatter.width - 6 - max((len(n) for n in self.list_commands(ctx)), default=0)
+        for name in self.list_commands(ctx):
+            command = self.get_command(ctx, name)
+            if command is None or command.hidden:
+                continue
+            section = SUBCOMMANDS.get(name, ("", "Incident"))[1]
+            by_section.setdefault(section, []).append((name, command.get_short_help_str(limit)))
+        for section in SECTIONS:
+            if by_section.get(section):
+                with formatter.section(section):
+                    formatter.write_dl(by_section[section])
+
+
+@click.group(cls=LazyGroup, invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--config", "config_path", metavar="PATH",
+              help="Config file (else $ROLLBACK_CONFIG, else rollback.toml found upwards).")
+@click.option("--env", "env_name", metavar="NAME",
+              help="Environment in the config (else $ROLLBACK_ENV, else default_env).")
+@click.option("--traceback", "show_traceback", is_flag=True, help="Show a traceback on errors (for debugging).")
+@click.version_option(__version__, "--version", "-V", prog_name="rollback")
+@click.pass_context
+def root(ctx: click.Context, config_path: str | None, env_name: str | None, show_traceback: bool) -> None:
+    """Roll back a bad deploy: app (Vercel), database (PostgreSQL/Prisma, RDS) and
+    infrastructure (Pulumi, CloudFront, Lambda@Edge, S3): fast, safe by default,
+    journaled.
+
+    Exit codes: 0 ok, 1 operation failed, 2 bad input, 3 checks failed,
+    4 refused, 130 interrupted.
+    """
+    app = ctx.ensure_object(AppContext)
+    app.config_path = config_path or app.config_path
+    app.env_name = env_name or app.env_name
+    app.traceback = show_traceback
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+def _print_error(app: AppContext, line: str, document: dict[str, Any] | None = None) -> None:
+    if app.json and document is not None:
+        click.echo(json.dumps({"ok": False, "error": document}, indent=2))
+    click.echo(f"error: {line}", err=True)
+
+
+def _usage_line(exc: click.UsageError) -> str:
+    command = exc.ctx.command_path if exc.ctx is not None else "rollback"
+    message = " ".join(exc.format_message().split())
+    return f"{message} (see '{command} --help')"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI and return its exit code (the console script exits with it)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    app = AppContext(argv=args, traceback="--traceback" in args)
+    try:
+        result = root.main(args=args, prog_name="rollback", standalone_mode=False, obj=app)
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.UsageError as exc:
+        _print_error(app, _usage_line(exc), {"error": "UsageError", "message": exc.format_message(),
+                                              "exit_code": EXIT_BAD_INPUT})
+        return EXIT_BAD_INPUT
+    except click.Abort as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):
+            _print_error(app, "interrupted (the journal shows the last completed step)")
+            return EXIT_INTERRUPTED
+        _print_error(app, "cancelled: no answer at the prompt (pass --yes to confirm)")
+        return EXIT_REFUSED
+    except click.ClickException as exc:
+        _print_error(app, " ".join(exc.format_message().split()))
+        return exc.exit_code if exc.exit_code else EXIT_FAILED
+    except RollbackError as exc:
+        if app.traceback:
+            traceback.print_exc()
+        _print_error(app, exc.one_line(), exc.to_dict())
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _print_error(app, "interrupted (the journal shows the last completed step)")
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return EXIT_FAILED
+    return result if isinstance(result, int) else 0

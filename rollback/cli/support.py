@@ -1,0 +1,152 @@
+"""What every command shares: the app context, common options, output and confirmation.
+
+Presentation only: commands do their work through ``rollback.commands`` and
+hand back plain data; this module turns it into JSON or tables. ``rich`` is
+imported only when a table is printed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+
+from rollback.errors import ConfirmationRequired, Refused
+
+if TYPE_CHECKING:
+    from rollback.config import Config
+    from rollback.journal import Journal
+
+__all__ = [
+    "AppContext",
+    "common_options",
+    "confirm",
+    "dry_run_option",
+    "emit",
+    "pass_app",
+    "print_table",
+    "say",
+    "yes_option",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class AppContext:
+    """Global options, and the config loaded on first use."""
+
+    config_path: str | None = None
+    env_name: str | None = None
+    traceback: bool = False
+    json: bool = False
+    argv: list[str] = field(default_factory=list)
+    _config: Config | None = None
+
+    def config(self) -> Config:
+        if self._config is None:
+            from rollback.config import load_config
+
+            self._config = load_config(self.config_path, self.env_name)
+        return self._config
+
+    def journal_dir(self) -> Path:
+        """The journal directory, even without a config file (for ``journal list``)."""
+        import os
+
+        from rollback.config import find_config_file
+
+        if os.environ.get("ROLLBACK_JOURNAL_DIR"):
+            return Path(os.environ["ROLLBACK_JOURNAL_DIR"])
+        if self.config_path or os.environ.get("ROLLBACK_CONFIG") or find_config_file():
+            from rollback.config import load_settings
+
+            path = Path(self.config_path or os.environ.get("ROLLBACK_CONFIG") or find_config_file() or "")
+            path = path.expanduser().resolve()
+            settings = load_settings(path)
+            journal = Path(settings.journal.dir).expanduser()
+            return journal if journal.is_absolute() else path.parent / journal
+        return Path.cwd() / ".rollback" / "runs"
+
+    def start_journal(self, *, dry_run: bool = False, **details: Any) -> Journal:
+        from rollback.journal import Journal
+
+        config = self.config()
+        return Journal.start(config.journal_dir, command=["rollback", *self.argv], env=config.env_name,
+                             dry_run=dry_run, details=details)
+
+
+pass_app = click.make_pass_decorator(AppContext, ensure=True)
+
+
+def _set(attr: str) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    def callback(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value not in (None, False):
+            setattr(ctx.ensure_object(AppContext), attr, value)
+        return value
+
+    return callback
+
+
+def common_options(*, json_output: bool = True) -> Callable[[F], F]:
+    """``--env``, ``--config`` (also accepted after the subcommand) and ``--json``."""
+
+    def decorate(func: F) -> F:
+        if json_output:
+            func = click.option("--json", "json_", is_flag=True, expose_value=False, is_eager=True,
+                                callback=_set("json"),
+                                help="Print one JSON document on stdout and nothing else there.")(func)
+        func = click.option("--env", "env_name", metavar="NAME", expose_value=False, callback=_set("env_name"),
+                            help="Environment from rollback.toml (else $ROLLBACK_ENV, else default_env).")(func)
+        func = click.option("--config", "config_path", metavar="PATH", expose_value=False,
+                            callback=_set("config_path"),
+                            help="Config file (else $ROLLBACK_CONFIG, else rollback.toml found upwards).")(func)
+        return func
+
+    return decorate
+
+
+dry_run_option = click.option("--dry-run", is_flag=True,
+                              help="Walk the same steps and print what would be done; change nothing.")
+yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+
+
+def say(message: str, *, err: bool = True) -> None:
+    """Human progress and notes: stderr, so stdout stays clean for results and --json."""
+    click.echo(message, err=err)
+
+
+def emit(app: AppContext, document: Any, human: Callable[[], None] | None = None) -> None:
+    """Print a result: one JSON document with --json, else the human rendering."""
+    if app.json or human is None:
+        click.echo(json.dumps(document, indent=2, default=str, ensure_ascii=False))
+    else:
+        human()
+
+
+def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
+    for column in columns:
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(*("" if cell is None else str(cell) for cell in row))
+    Console(soft_wrap=False).print(table)
+
+
+def confirm(prompt: str, *, yes: bool, action: str) -> None:
+    """Ask before a destructive step. Without a terminal and without --yes, refuse (exit 4)."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise ConfirmationRequired(f"refusing to {action} without confirmation: no terminal to ask on",
+                                   "pass --yes to confirm, or --dry-run to see what it would do")
+    if not click.confirm(prompt, default=False, err=True):
+        raise Refused(f"{action}: cancelled at the prompt", "nothing was changed")

@@ -1,0 +1,432 @@
+"""``rollback.toml`` plus the environment, validated into typed settings.
+
+Resolution order:
+
+- the file: ``--config PATH``, else ``$ROLLBACK_CONFIG``, else the first
+  ``rollback.toml`` found walking up from the working directory;
+- the environment: ``--env NAME``, else ``$ROLLBACK_ENV``, else the file's
+  ``default_env`` (or its only environment).
+
+Secrets never live in the file: the Vercel token comes from ``VERCEL_TOKEN``,
+the database URL from the variable named by ``database.url_env``, AWS
+credentials from the usual chain. A secret written in the file is an error.
+Endpoint overrides for local stand-ins come from ``VERCEL_API_URL`` and
+``AWS_ENDPOINT_URL``.
+
+This module is pure apart from reading the file and ``os.environ``; pydantic is
+its only dependency.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from rollback.errors import ConfigError, UnknownEnvironment
+from rollback.redact import MASK, is_secret_key, redact_text, register_secret
+
+__all__ = [
+    "CONFIG_FILENAME",
+    "DEFAULT_VERCEL_API_URL",
+    "AwsSettings",
+    "Config",
+    "DatabaseSettings",
+    "EnvSettings",
+    "HealthSettings",
+    "PulumiSettings",
+    "Relation",
+    "Settings",
+    "Targets",
+    "VercelSettings",
+    "find_config_file",
+    "load_config",
+    "load_settings",
+]
+
+CONFIG_FILENAME = "rollback.toml"
+DEFAULT_VERCEL_API_URL = "https://api.vercel.com"
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+
+class VercelSettings(_Model):
+    project: str = Field(min_length=1, description="project id (prj_...) or name")
+    team: str | None = Field(default=None, description="team id (team_...) or slug")
+
+
+class HealthSettings(_Model):
+    base_url: str | None = None
+    paths: list[str] = Field(default_factory=lambda: ["/"])
+    version_path: str | None = None
+    timeout: float = Field(default=5.0, gt=0, description="seconds per request")
+    expect_status: int = Field(default=200, ge=100, le=599)
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^\s/]+", value):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/") if value else value
+
+    @field_validator("paths")
+    @classmethod
+    def _absolute_paths(cls, value: list[str]) -> list[str]:
+        for path in value:
+            if not path.startswith("/"):
+                raise ValueError(f"path {path!r} must start with '/'")
+        return value
+
+
+class Relation(_Model):
+    """A relation to check for orphans where the schema declares no foreign key
+    (Prisma's ``relationMode = "prisma"``): ``child.column -> parent.column``."""
+
+    child: str = Field(description='table.column, e.g. "Integration.userId"')
+    parent: str = Field(description='table.column, e.g. "User.id"')
+
+    @field_validator("child", "parent")
+    @classmethod
+    def _table_column(cls, value: str) -> str:
+        if value.count(".") != 1 or not all(value.split(".")):
+            raise ValueError(f"{value!r} must be written table.column")
+        return value
+
+
+class DatabaseSettings(_Model):
+    url_env: str = Field(default="DATABASE_URL", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    tables: list[str] = Field(default_factory=list)
+    grow_only: list[str] = Field(default_factory=list, description="tables that only ever grow")
+    relations: list[Relation] = Field(default_factory=list)
+    backups_dir: str = "backups"
+    migrations_dir: str = "prisma/migrations"
+
+
+class AwsSettings(_Model):
+    region: str = Field(default="us-east-1", pattern=r"^[a-z]{2}(-[a-z]+)+-\d$")
+    distribution_id: str | None = None
+    edge_function: str | None = None
+    assets_bucket: str | None = None
+    db_instance: str | None = None
+    from_stack_outputs: bool = Field(
+        default=True, description="fill unset resources from the Pulumi stack's outputs"
+    )
+
+
+class PulumiSettings(_Model):
+    stack: str = Field(min_length=1)
+    backend_url: str | None = None
+    project_dir: str = "."
+    project: str = "rollback"
+
+    @field_validator("backend_url")
+    @classmethod
+    def _backend(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^(file|s3|https?|gs|azblob)://", value):
+            raise ValueError("must start with file://, s3://, https://, gs:// or azblob://")
+        return value
+
+
+class Targets(_Model):
+    """Recovery-time targets in minutes (the runbook's defaults)."""
+
+    detect: float = Field(default=5, gt=0)
+    decide: float = Field(default=2, gt=0)
+    rollback: float = Field(default=10, gt=0)
+    verify: float = Field(default=5, gt=0)
+    total: float = Field(default=15, gt=0)
+
+
+class EnvSettings(_Model):
+    vercel: VercelSettings | None = None
+    health: HealthSettings = Field(default_factory=HealthSettings)
+    database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    aws: AwsSettings = Field(default_factory=AwsSettings)
+    pulumi: PulumiSettings | None = None
+    targets: Targets = Field(default_factory=Targets)
+
+
+class JournalSettings(_Model):
+    dir: str = ".rollback/runs"
+
+
+class Settings(_Model):
+    default_env: str | None = None
+    journal: JournalSettings = Field(default_factory=JournalSettings)
+    env: dict[str, EnvSettings] = Field(default_factory=dict)
+
+    @field_validator("env")
+    @classmethod
+    def _some_env(cls, value: dict[str, EnvSettings]) -> dict[str, EnvSettings]:
+        if not value:
+            raise ValueError("define at least one environment, e.g. [env.production.vercel]")
+        for name in value:
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$", name):
+                raise ValueError(f"environment name {name!r} may use letters, digits, '-' and '_'")
+        return value
+
+
+@dataclass(frozen=True)
+class Config:
+    """The settings of one environment, resolved against the file and the process environment."""
+
+    path: Path
+    env_name: str
+    settings: Settings
+    env: EnvSettings
+    environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
+
+    @property
+    def root(self) -> Path:
+        """The directory relative paths in the file are resolved against."""
+        return self.path.parent
+
+    def resolve_path(self, value: str) -> Path:
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else (self.root / path)
+
+    @property
+    def journal_dir(self) -> Path:
+        override = self.environ.get("ROLLBACK_JOURNAL_DIR")
+        return Path(override) if override else self.resolve_path(self.settings.journal.dir)
+
+    @property
+    def backups_dir(self) -> Path:
+        return self.resolve_path(self.env.database.backups_dir)
+
+    @property
+    def vercel_api_url(self) -> str:
+        return (self.environ.get("VERCEL_API_URL") or DEFAULT_VERCEL_API_URL).rstrip("/")
+
+    @property
+    def aws_endpoint_url(self) -> str | None:
+        return self.environ.get("AWS_ENDPOINT_URL") or None
+
+    def vercel_token(self) -> str | None:
+        token = self.environ.get("VERCEL_TOKEN") or None
+        register_secret(token)
+        return token
+
+    def database_url(self) -> str | None:
+        url = self.environ.get(self.env.database.url_env) or None
+        if url:
+            register_secret(url)
+            match = re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:([^@/\s]+)@", url)
+            if match:
+                register_secret(match.group(1))
+        return url
+
+    def describe(self) -> dict[str, Any]:
+        """The resolved settings with every secret masked, for ``config check``."""
+        database_url = self.database_url()
+        token = self.vercel_token()
+        return {
+            "config_file": str(self.path),
+            "env": self.env_name,
+            "environments": sorted(self.settings.env),
+            "settings": self.env.model_dump(mode="json"),
+            "journal_dir": str(self.journal_dir),
+            "backups_dir": str(self.backups_dir),
+            "secrets": {
+                "VERCEL_TOKEN": MASK if token else None,
+                self.env.database.url_env: redact_text(database_url) if database_url else None,
+                "AWS credentials": "from the AWS credential chain",
+            },
+            "endpoints": {
+                "vercel_api_url": self.vercel_api_url,
+                "aws_endpoint_url": self.aws_endpoint_url,
+            },
+        }
+
+
+def find_config_file(start: Path | None = None) -> Path | None:
+    """The first ``rollback.toml`` in ``start`` or one of its parents."""
+    here = (start or Path.cwd()).resolve()
+    for directory in (here, *here.parents):
+        candidate = directory / CONFIG_FILENAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _locate(config_path: str | os.PathLike[str] | None, environ: Mapping[str, str], cwd: Path | None) -> Path:
+    if config_path:
+        path = Path(config_path).expanduser()
+        origin = "--config"
+    elif environ.get("ROLLBACK_CONFIG"):
+        path = Path(environ["ROLLBACK_CONFIG"]).expanduser()
+        origin = "ROLLBACK_CONFIG"
+    else:
+        found = find_config_file(cwd)
+        if found is None:
+            raise ConfigError(
+                f"no {CONFIG_FILENAME} in {(cwd or Path.cwd()).resolve()} or its parents",
+                "run 'rollback config init' to write one, or pass --config PATH",
+            )
+        return found
+    if not path.is_file():
+        raise ConfigError(
+            f"config file {path} (from {origin}) does not exist",
+            "check the path, or run 'rollback config init' to write one",
+            path=str(path),
+        )
+    return path
+
+
+_SECRET_HOME = {
+    "vercel": "set VERCEL_TOKEN in the environment",
+    "database": "put the URL in an environment variable and name it in database.url_env",
+    "aws": "use the AWS credential chain (AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, SSO)",
+    "pulumi": "set PULUMI_ACCESS_TOKEN or PULUMI_CONFIG_PASSPHRASE in the environment",
+}
+_URL_WITH_PASSWORD = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:[^@/\s]+@")
+
+
+def _find_secrets(data: Any, path: tuple[str, ...] = ()) -> tuple[tuple[str, ...], str] | None:
+    """The first place in the raw TOML where a secret was written, and where it belongs."""
+    if isinstance(data, dict):
+        for key, value in data.items():
+            here = (*path, str(key))
+            section = here[2] if len(here) > 2 and here[0] == "env" else ""
+            home = _SECRET_HOME.get(section, "set it in the environment instead")
+            if (is_secret_key(str(key)) and not str(key).endswith("_env") and value) or (
+                str(key) in ("url", "database_url") and section == "database"
+            ):
+                return here, home
+            if isinstance(value, str) and _URL_WITH_PASSWORD.search(value):
+                return here, home
+            found = _find_secrets(value, here)
+            if found:
+                return found
+    elif isinstance(data, list):
+        for index, item in enumerate(data):
+            found = _find_secrets(item, (*path[:-1], f"{path[-1]}[{index}]") if path else (f"[{index}]",))
+            if found:
+                return found
+    return None
+
+
+def _line_of(text: str, loc: tuple[str, ...]) -> int | None:
+    """Best-effort line number of a dotted key in TOML source (for error messages)."""
+    if not loc:
+        return None
+    leaf = re.escape(loc[-1].split("[")[0])
+    table = ".".join(loc[:-1])
+    in_table = not table
+    current = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        stripped = line.strip()
+        header = re.match(r"^\[\[?\s*([^\]]+?)\s*\]\]?", stripped)
+        if header:
+            current = header.group(1).replace('"', "").replace(" ", "")
+            in_table = current == table
+            if current == ".".join(loc).split("[")[0]:
+                return number
+            continue
+        if re.match(rf'^"?{leaf}"?\s*=', stripped) and (in_table or not table):
+            return number
+        if re.match(rf"^{re.escape('.'.join(loc[len(current.split('.')) if current else 0:]))}\s*=", stripped):
+            return number
+    return None
+
+
+def _format_validation(exc: ValidationError, text: str, path: Path) -> ConfigError:
+    errors = exc.errors()
+    first = errors[0]
+    loc = tuple(str(part) for part in first["loc"])
+    key = ".".join(loc) or "(top level)"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown key"
+    elif first["type"] == "missing":
+        message = "required key is missing"
+    else:
+        value = first.get("input")
+        if isinstance(value, (str, int, float, bool)) and not isinstance(value, dict):
+            message = f"{message} (got {redact_text(repr(value))})"
+    line = _line_of(text, loc)
+    where = f"{path}:{line}" if line else str(path)
+    more = f"; {len(errors) - 1} more problem(s)" if len(errors) > 1 else ""
+    return ConfigError(
+        f"{where}: {key}: {message}{more}",
+        "fix the key, then run 'rollback config check'",
+        key=key,
+        line=line,
+        path=str(path),
+    )
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate one ``rollback.toml``. Raises :class:`ConfigError`."""
+    try:
+        raw_bytes = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", "check the path and its permissions",
+                          path=str(path)) from exc
+    try:
+        text = raw_bytes.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text (byte {exc.start})", "save the file as UTF-8",
+                          path=str(path)) from exc
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        line_match = re.search(r"line (\d+)", str(exc))
+        raise ConfigError(
+            f"{path}: not valid TOML: {exc}",
+            "fix the syntax at that line",
+            path=str(path),
+            line=int(line_match.group(1)) if line_match else None,
+        ) from exc
+    secret = _find_secrets(data)
+    if secret is not None:
+        loc, home = secret
+        key = ".".join(loc)
+        line = _line_of(text, loc)
+        where = f"{path}:{line}" if line else str(path)
+        raise ConfigError(
+            f"{where}: {key}: secrets must not be written in the config file",
+            f"remove it and {home}",
+            key=key,
+            line=line,
+            path=str(path),
+        )
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        raise _format_validation(exc, text, path) from None
+
+
+def load_config(
+    config_path: str | os.PathLike[str] | None = None,
+    env_name: str | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Config:
+    """Find, read and validate the config, then select one environment."""
+    environ = dict(os.environ) if environ is None else dict(environ)
+    path = _locate(config_path, environ, cwd).resolve()
+    settings = load_settings(path)
+    name = env_name or environ.get("ROLLBACK_ENV") or settings.default_env
+    if not name:
+        if len(settings.env) == 1:
+            name = next(iter(settings.env))
+        else:
+            raise ConfigError(
+                f"{path}: no environment selected and default_env is not set",
+                f"pass --env, set ROLLBACK_ENV, or set default_env to one of: {', '.join(sorted(settings.env))}",
+                key="default_env",
+                path=str(path),
+            )
+    if name not in settings.env:
+        raise UnknownEnvironment(name, sorted(settings.env))
+    return Config(path=path, env_name=name, settings=settings, env=settings.env[name], environ=environ)

@@ -1,0 +1,276 @@
+"""The run journal: an append-only JSON-lines record of every state-changing run.
+
+Each run gets an id (``20261128T093512Z-1a2b3c``, sortable by time) and one file
+``<journal dir>/<run id>.jsonl``. Events, one JSON object a line:
+
+- ``run_started``: who, host, pid, command, env, dry_run
+- ``step_planned``: the plan's steps, in order
+- ``step_started`` / ``step_finished`` (with its result) / ``step_failed``
+  (with the error and how to resume)
+- ``run_finished``: status (``succeeded``, ``failed``, ``refused``,
+  ``interrupted``) and exit code
+
+Every entry is redacted, written, flushed and fsynced before the call returns,
+so a crash (even SIGKILL) loses nothing already done; the reader tolerates a
+torn last line. A run with no ``run_finished`` is reported as ``unfinished``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import getpass
+import json
+import os
+import secrets
+import socket
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rollback.errors import BadInput
+from rollback.plan import Plan, Step
+from rollback.redact import redact
+
+__all__ = ["Journal", "JournalEntry", "RunRecord", "find_run", "list_runs", "new_run_id", "read_run", "utc_now"]
+
+SUFFIX = ".jsonl"
+
+
+def utc_now() -> str:
+    """An ISO-8601 UTC timestamp with milliseconds and a ``Z``."""
+    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def new_run_id(now: dt.datetime | None = None) -> str:
+    moment = now or dt.datetime.now(dt.UTC)
+    return f"{moment.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+
+
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+
+
+JournalEntry = dict[str, Any]
+
+
+class Journal:
+    """Writer for one run's journal file. Use :meth:`start` to open a new run."""
+
+    def __init__(self, path: Path, run_id: str) -> None:
+        self.path = path
+        self.run_id = run_id
+        self._fd: int | None = None
+
+    @classmethod
+    def start(
+        cls,
+        directory: Path,
+        *,
+        command: Sequence[str] | str,
+        env: str,
+        dry_run: bool = False,
+        details: Mapping[str, Any] | None = None,
+    ) -> Journal:
+        """Create the run's file and write ``run_started``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        run_id = new_run_id()
+        journal = cls(directory / f"{run_id}{SUFFIX}", run_id)
+        journal.write(
+            "run_started",
+            who=_who(),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            command=command if isinstance(command, str) else " ".join(command),
+            env=env,
+            dry_run=dry_run,
+            **dict(details or {}),
+        )
+        return journal
+
+    def write(self, event: str, **fields: Any) -> JournalEntry:
+        """Append one event, durably: redacted, written, flushed and fsynced."""
+        entry: JournalEntry = {"ts": utc_now(), "run": self.run_id, "event": event, **fields}
+        entry = redact(entry)
+        line = (json.dumps(entry, default=str, ensure_ascii=False, sort_keys=False) + "\n").encode()
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        # One write() of the whole line: O_APPEND keeps lines whole between processes.
+        os.write(self._fd, line)
+        os.fsync(self._fd)
+        return entry
+
+    def plan(self, plan: Plan) -> None:
+        self.write("step_planned", title=plan.title, steps=[step.to_dict() for step in plan.steps],
+                   notes=list(plan.notes))
+
+    def step_started(self, step: Step) -> None:
+        self.write("step_started", step=step.id, description=step.describe())
+
+    def step_finished(self, step: Step, result: Mapping[str, Any] | None = None, *,
+                      dry_run: bool = False) -> None:
+        self.write("step_finished", step=step.id, description=step.describe(), result=dict(result or {}),
+                   dry_run=dry_run)
+
+    def step_failed(self, step: Step, error: str, *, resume: str | None = None,
+                    error_type: str | None = None) -> None:
+        self.write("step_failed", step=step.id, description=step.describe(), error=error,
+                   error_type=error_type, resume=resume)
+
+    def note(self, message: str, **fields: Any) -> None:
+        self.write("note", message=message, **fields)
+
+    def finish(self, status: str, exit_code: int, **fields: Any) -> None:
+        self.write("run_finished", status=status, exit_code=exit_code, **fields)
+        self.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass
+class RunRecord:
+    """A run as read back from its journal file."""
+
+    run_id: str
+    path: Path
+    entries: list[JournalEntry] = field(default_factory=list)
+    torn_lines: int = 0
+
+    def _first(self, event: str) -> JournalEntry | None:
+        return next((e for e in self.entries if e.get("event") == event), None)
+
+    @property
+    def started(self) -> JournalEntry:
+        return self._first("run_started") or {}
+
+    @property
+    def finished(self) -> JournalEntry | None:
+        return self._first("run_finished")
+
+    @property
+    def status(self) -> str:
+        if self.finished is not None:
+            return str(self.finished.get("status", "unknown"))
+        return "unfinished"
+
+    @property
+    def steps(self) -> list[dict[str, Any]]:
+        """Every planned or started step with its latest state, in plan order."""
+        order: list[str] = []
+        state: dict[str, dict[str, Any]] = {}
+        for entry in self.entries:
+            event = entry.get("event")
+            if event == "step_planned":
+                for step in entry.get("steps", []):
+                    sid = str(step.get("id"))
+                    if sid not in state:
+                        order.append(sid)
+                        state[sid] = {"id": sid, "description": step.get("description", ""),
+                                      "status": "planned"}
+            elif event in ("step_started", "step_finished", "step_failed"):
+                sid = str(entry.get("step"))
+                if sid not in state:
+                    order.append(sid)
+                    state[sid] = {"id": sid, "description": entry.get("description", "")}
+                record = state[sid]
+                record["status"] = {"step_started": "started", "step_finished": "done",
+                                    "step_failed": "failed"}[event]
+                record[f"{record['status']}_at"] = entry.get("ts")
+                if event == "step_finished":
+                    record["result"] = entry.get("result", {})
+                    if entry.get("dry_run"):
+                        record["status"] = "dry-run"
+                if event == "step_failed":
+                    record["error"] = entry.get("error")
+                    record["resume"] = entry.get("resume")
+        return [state[sid] for sid in order]
+
+    @property
+    def last_completed_step(self) -> dict[str, Any] | None:
+        done = [s for s in self.steps if s.get("status") == "done"]
+        return done[-1] if done else None
+
+    @property
+    def failed_step(self) -> dict[str, Any] | None:
+        return next((s for s in self.steps if s.get("status") == "failed"), None)
+
+    def summary(self) -> dict[str, Any]:
+        started = self.started
+        last = self.last_completed_step
+        failed = self.failed_step
+        return {
+            "run": self.run_id,
+            "status": self.status,
+            "command": started.get("command"),
+            "env": started.get("env"),
+            "who": started.get("who"),
+            "host": started.get("host"),
+            "dry_run": started.get("dry_run", False),
+            "started_at": started.get("ts"),
+            "finished_at": (self.finished or {}).get("ts"),
+            "last_completed_step": last["id"] if last else None,
+            "failed_step": failed["id"] if failed else None,
+            "path": str(self.path),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.summary(), "steps": self.steps, "entries": self.entries,
+                "torn_lines": self.torn_lines}
+
+
+def read_run(path: Path) -> RunRecord:
+    """Read one journal file. A torn line (a crash mid-write) is counted, not fatal."""
+    record = RunRecord(run_id=path.name.removesuffix(SUFFIX), path=path)
+    with path.open("rb") as handle:
+        for raw in handle:
+            if not raw.strip():
+                continue
+            try:
+                entry = json.loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                record.torn_lines += 1
+                continue
+            if isinstance(entry, dict):
+                record.entries.append(entry)
+            else:
+                record.torn_lines += 1
+    return record
+
+
+def _runs(directory: Path) -> Iterator[Path]:
+    if directory.is_dir():
+        yield from sorted(directory.glob(f"*{SUFFIX}"))
+
+
+def list_runs(directory: Path) -> list[RunRecord]:
+    """Every run in the journal directory, newest first."""
+    return [read_run(path) for path in reversed(list(_runs(directory)))]
+
+
+def find_run(directory: Path, run: str) -> RunRecord:
+    """A run by id, unique id prefix, or ``last``."""
+    paths = list(_runs(directory))
+    if run in ("last", "latest"):
+        if not paths:
+            raise BadInput(f"no runs journaled in {directory}", "run a state-changing command first")
+        return read_run(paths[-1])
+    matches = [p for p in paths if p.name.startswith(run)]
+    if len(matches) == 1:
+        return read_run(matches[0])
+    if not matches:
+        raise BadInput(f"no run {run!r} in {directory}", "see 'rollback journal list' for run ids")
+    raise BadInput(f"run id {run!r} is ambiguous ({len(matches)} runs match)", "give more of the id")
