@@ -161,7 +161,7 @@ class JournalSettings(_Model):
 class Settings(_Model):
     default_env: str | None = None
     journal: JournalSettings = Field(default_factory=JournalSettings)
-    env: dict[str, EnvSettings] = Field(default_factory=dict)
+    env: dict[str, EnvSettings] = Field(default_factory=dict, validate_default=True)
 
     @field_validator("env")
     @classmethod
@@ -218,7 +218,8 @@ class Config:
     def database_url(self) -> str | None:
         url = self.environ.get(self.env.database.url_env) or None
         if url:
-            register_secret(url)
+            # Register the password, not the whole URL: host and database name
+            # stay readable in messages, the password never does.
             match = re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:([^@/\s]+)@", url)
             if match:
                 register_secret(match.group(1))

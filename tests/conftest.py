@@ -108,3 +108,13 @@ def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     for key, value in moto_environment(moto_server).items():
         monkeypatch.setenv(key, value)
     return moto_server
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """In CI a skipped test (marker or pytest.skip) fails instead: nothing is skipped silently."""
+    outcome = yield
+    report = outcome.get_result()
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, which is not allowed: {report.longrepr}"
