@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rollback.errors import BadInput
+from rollback.lock import RunLock, acquire
 from rollback.plan import Plan, Step
 from rollback.redact import redact
 
@@ -65,6 +66,8 @@ class Journal:
         self.path = path
         self.run_id = run_id
         self._fd: int | None = None
+        # Released with the journal: see rollback.lock.
+        self.lock: RunLock | None = None
 
     @classmethod
     def start(
@@ -75,11 +78,20 @@ class Journal:
         env: str,
         dry_run: bool = False,
         details: Mapping[str, Any] | None = None,
+        lock: bool = False,
     ) -> Journal:
-        """Create the run's file and write ``run_started``."""
+        """Create the run's file and write ``run_started``.
+
+        With ``lock``, first take the environment's run lock (:mod:`rollback.lock`):
+        a second state-changing run on the same environment is refused (exit 4).
+        """
         directory.mkdir(parents=True, exist_ok=True)
         run_id = new_run_id()
         journal = cls(directory / f"{run_id}{SUFFIX}", run_id)
+        if lock:
+            journal.lock = acquire(directory, env, {
+                "run": run_id, "who": _who(), "host": socket.gethostname(), "pid": os.getpid(),
+                "command": command if isinstance(command, str) else " ".join(command)})
         journal.write(
             "run_started",
             who=_who(),
@@ -129,6 +141,9 @@ class Journal:
         self.close()
 
     def close(self) -> None:
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
         if self._fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._fd)

@@ -78,7 +78,7 @@ class AppContext:
 
         config = self.config()
         return Journal.start(config.journal_dir, command=["rollback", *self.argv], env=config.env_name,
-                             dry_run=dry_run, details=details)
+                             dry_run=dry_run, details=details, lock=not dry_run)
 
 
 pass_app = click.make_pass_decorator(AppContext, ensure=True)

@@ -133,3 +133,17 @@ def test_list_and_find_runs(tmp_path: Path) -> None:
         find_run(tmp_path, "nope")
     with pytest.raises(BadInput, match="no runs journaled"):
         find_run(tmp_path / "empty", "last")
+
+
+def test_one_state_changing_run_per_environment(tmp_path: Path) -> None:
+    from rollback.errors import LockHeld
+
+    first = Journal.start(tmp_path, command="rollback app rollback", env="production", lock=True)
+    with pytest.raises(LockHeld, match="another rollback run is in progress on env 'production'") as info:
+        Journal.start(tmp_path, command="rollback db restore", env="production", lock=True)
+    assert first.run_id in info.value.message
+    assert info.value.exit_code == 4
+    other_env = Journal.start(tmp_path, command="x", env="staging", lock=True)  # other envs are free
+    other_env.finish("succeeded", 0)
+    first.finish("succeeded", 0)  # finishing releases the lock
+    Journal.start(tmp_path, command="rollback db restore", env="production", lock=True).close()
