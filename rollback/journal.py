@@ -68,6 +68,7 @@ class Journal:
         self._fd: int | None = None
         # Released with the journal: see rollback.lock.
         self.lock: RunLock | None = None
+        self.finished = False
 
     @classmethod
     def start(
@@ -138,6 +139,7 @@ class Journal:
 
     def finish(self, status: str, exit_code: int, **fields: Any) -> None:
         self.write("run_finished", status=status, exit_code=exit_code, **fields)
+        self.finished = True
         self.close()
 
     def close(self) -> None:

@@ -110,6 +110,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code (the console script exits with it)."""
     args = list(sys.argv[1:] if argv is None else argv)
     app = AppContext(argv=args, traceback="--traceback" in args)
+    code = EXIT_FAILED
+    try:
+        code = _run(app, args)
+    finally:
+        app.close_journals(_STATUS.get(code, "failed"), code, app.last_error)
+    return code
+
+
+_STATUS = {0: "succeeded", EXIT_REFUSED: "refused", EXIT_INTERRUPTED: "interrupted"}
+
+
+def _run(app: AppContext, args: list[str]) -> int:
     try:
         result = root.main(args=args, prog_name="rollback", standalone_mode=False, obj=app)
     except click.exceptions.Exit as exc:
@@ -130,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RollbackError as exc:
         if app.traceback:
             traceback.print_exc()
+        app.last_error = exc.one_line()
         _print_error(app, exc.one_line(), exc.to_dict())
         return exc.exit_code
     except KeyboardInterrupt:

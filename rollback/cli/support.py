@@ -47,6 +47,8 @@ class AppContext:
     json: bool = False
     argv: list[str] = field(default_factory=list)
     _config: Config | None = None
+    journals: list[Journal] = field(default_factory=list)
+    last_error: str | None = None
 
     def config(self) -> Config:
         if self._config is None:
@@ -77,8 +79,24 @@ class AppContext:
         from rollback.journal import Journal
 
         config = self.config()
-        return Journal.start(config.journal_dir, command=["rollback", *self.argv], env=config.env_name,
-                             dry_run=dry_run, details=details, lock=not dry_run)
+        journal = Journal.start(config.journal_dir, command=["rollback", *self.argv], env=config.env_name,
+                                dry_run=dry_run, details=details, lock=not dry_run)
+        self.journals.append(journal)
+        return journal
+
+    def close_journals(self, status: str, exit_code: int, error: str | None = None) -> None:
+        """Close every journal this invocation opened; one left open is finished with the outcome.
+
+        Commands normally finish their journal themselves (``runner.execute``);
+        this catches an error raised between starting a journal and running the
+        plan, so that no run is left without ``run_finished`` or holding its lock.
+        """
+        for journal in self.journals:
+            if not journal.finished:
+                fields = {"error": error} if error else {}
+                journal.finish(status, exit_code, **fields)
+            journal.close()
+        self.journals.clear()
 
 
 pass_app = click.make_pass_decorator(AppContext, ensure=True)

@@ -203,3 +203,32 @@ def test_a_journal_written_by_a_killed_process_still_parses(run_cli: RunCli, tmp
     assert [s["status"] for s in document["steps"]] == ["done", "done", "started"]
     human = run_cli("journal", "show", run_id)
     assert "last completed step: restore" in human.out
+
+
+def test_a_journal_left_open_by_a_failing_command_is_finished_and_unlocked(
+        run_cli: RunCli, write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """An error between starting the journal and running the plan still closes the run."""
+    import click
+
+    from rollback.cli import SUBCOMMANDS
+    from rollback.cli.support import AppContext, pass_app
+    from rollback.errors import UnsafePrecondition
+    from rollback.journal import list_runs
+
+    @click.command()
+    @pass_app
+    def fails(app: AppContext) -> None:
+        app.start_journal()
+        raise UnsafePrecondition("the target is not READY", "pick another deployment")
+
+    module = type(sys)("tests_fake_group")
+    module.fails = fails  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tests_fake_group", module)
+    monkeypatch.setitem(SUBCOMMANDS, "fails", ("tests_fake_group:fails", "Incident"))
+    path = write_config(VALID, default_env="production")
+    for _ in range(2):  # the second run is not refused by a lock left behind
+        result = run_cli("--config", str(path), "fails")
+        assert_one_line_error(result, 4, "the target is not READY")
+    runs = list_runs(path.parent / ".rollback" / "runs")
+    assert [r.status for r in runs] == ["refused", "refused"]
+    assert runs[0].finished is not None and "not READY" in runs[0].finished["error"]
