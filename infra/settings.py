@@ -11,6 +11,7 @@ earlier update's whole config from stack history) and running ``pulumi up``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -119,7 +120,7 @@ class Settings:
     # CDN
     app_origin_domain: str = ""
     app_path_patterns: tuple[str, ...] = ("/api/*",)
-    origin_verify_secret: str | None = None
+    origin_verify_secret: str | None = field(default=None, repr=False)
     cdn_aliases: tuple[str, ...] = ()
     cdn_certificate_arn: str | None = None
     cdn_price_class: str = "PriceClass_100"
@@ -130,7 +131,7 @@ class Settings:
     db_allocated_storage_gb: int = 20
     db_name: str = "app"
     db_username: str = "app_admin"
-    db_password: str = ""
+    db_password: str = field(default="", repr=False)
     db_backup_retention_days: int = MIN_BACKUP_RETENTION_DAYS
     db_multi_az: bool = False
     db_subnet_group_name: str | None = None
@@ -145,11 +146,6 @@ class Settings:
     operator_trusted_principals: tuple[str, ...] = ()
 
     @property
-    def assets_origin_path(self) -> str:
-        """CloudFront origin path for the pinned release (releases/<release-id>/ in the bucket)."""
-        return f"/releases/{self.assets_release}"
-
-    @property
     def db_instance_identifier(self) -> str:
         """The RDS identifier in use: the base one, or a new one when restoring.
 
@@ -158,11 +154,11 @@ class Settings:
         """
         if self.db_restore_from_snapshot is not None:
             snapshot = self.db_restore_from_snapshot.rsplit(":", 1)[-1]
-            return _db_id(f"{self.db_identifier}-from-{snapshot}")
+            return _restored_id(self.db_identifier, "from", snapshot)
         if self.db_restore_to_time is not None:
             when = self.db_restore_to_time.time
             stamp = "latest" if when is None else when.strftime("%Y%m%dt%H%M%S")
-            return _db_id(f"{self.db_identifier}-pitr-{stamp}")
+            return _restored_id(self.db_identifier, "pitr", stamp)
         return self.db_identifier
 
 
@@ -220,19 +216,13 @@ def parse_settings(
             "or remove the key to use the newest published version",
         )
 
-    app_origin = raw.required_str(
-        "appOriginDomain", "e.g. `pulumi config set appOriginDomain app.vercel.app`"
-    )
+    app_origin = raw.required_str("appOriginDomain", "e.g. `pulumi config set appOriginDomain app.vercel.app`")
     if not _HOSTNAME.match(app_origin):
-        raise ConfigError(
-            "appOriginDomain", f"{app_origin!r} is not a host name", "give a bare host, no scheme"
-        )
+        raise ConfigError("appOriginDomain", f"{app_origin!r} is not a host name", "give a bare host, no scheme")
     patterns = raw.str_list("appPathPatterns", ["/api/*"])
     for pattern in patterns:
         if not pattern.startswith("/") or pattern == "/*":
-            raise ConfigError(
-                "appPathPatterns", f"{pattern!r} is not a path pattern", "use patterns like /api/*"
-            )
+            raise ConfigError("appPathPatterns", f"{pattern!r} is not a path pattern", "use patterns like /api/*")
 
     aliases = raw.str_list("cdnAliases", [])
     cert = raw.text("cdnCertificateArn")
@@ -243,14 +233,10 @@ def parse_settings(
             "set the ARN of an ACM certificate in us-east-1 covering the aliases",
         )
     if cert and not cert.startswith("arn:aws:acm:us-east-1:"):
-        raise ConfigError(
-            "cdnCertificateArn", f"{cert!r} is not an ACM ARN in us-east-1", "CloudFront needs one"
-        )
+        raise ConfigError("cdnCertificateArn", f"{cert!r} is not an ACM ARN in us-east-1", "CloudFront needs one")
     price_class = raw.text("cdnPriceClass") or "PriceClass_100"
     if price_class not in _PRICE_CLASSES:
-        raise ConfigError(
-            "cdnPriceClass", f"{price_class!r} is unknown", f"use one of {', '.join(_PRICE_CLASSES)}"
-        )
+        raise ConfigError("cdnPriceClass", f"{price_class!r} is unknown", f"use one of {', '.join(_PRICE_CLASSES)}")
 
     noncurrent_days = raw.integer("assetsNoncurrentVersionDays", 30, minimum=1)
     kept = raw.integer("assetsNoncurrentVersionsToKeep", 10, minimum=1, maximum=100)
@@ -385,6 +371,8 @@ def _parse_restore_to_time(value: dict[str, Any] | None, now: datetime) -> Resto
     if not isinstance(source, str) or not _DB_IDENTIFIER.match(source):
         raise ConfigError(key, "sourceInstance is missing or not an RDS identifier", f"use {shape}")
     latest = value.get("useLatestRestorableTime", False)
+    if isinstance(latest, str) and latest.lower() in ("true", "false"):
+        latest = latest.lower() == "true"  # as `pulumi config set --path` may store it
     raw_time = value.get("time")
     if latest not in (True, False) or (latest is True) == (raw_time is not None):
         raise ConfigError(key, "give exactly one of time and useLatestRestorableTime: true", f"use {shape}")
@@ -408,6 +396,14 @@ def _parse_restore_to_time(value: dict[str, Any] | None, now: datetime) -> Resto
             "pick a time in the past, or useLatestRestorableTime: true",
         )
     return RestoreToTime(source_instance=source, time=when)
+
+
+def _restored_id(base: str, kind: str, source: str) -> str:
+    """``<base>-<kind>-<source>``; a short hash of the source replaces it when that is too long for RDS."""
+    readable = _db_id(f"{base}-{kind}-{source}")
+    if len(f"{base}-{kind}-{source}") <= 63 and readable == f"{base}-{kind}-{source}".lower():
+        return readable
+    return f"{base}-{kind}-{hashlib.sha256(source.encode()).hexdigest()[:10]}"
 
 
 def _db_id(text: str) -> str:
@@ -437,9 +433,7 @@ class _Raw:
             raise ConfigError(key, "is required but not set", fix)
         return value
 
-    def integer(
-        self, key: str, default: int, *, minimum: int | None = None, maximum: int | None = None
-    ) -> int:
+    def integer(self, key: str, default: int, *, minimum: int | None = None, maximum: int | None = None) -> int:
         text = self.text(key)
         if text is None:
             return default
@@ -448,9 +442,7 @@ class _Raw:
         except ValueError:
             raise ConfigError(key, f"{text!r} is not a whole number", "give an integer") from None
         if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            bounds = (
-                f"{minimum if minimum is not None else '-inf'}..{maximum if maximum is not None else 'inf'}"
-            )
+            bounds = f"{minimum if minimum is not None else '-inf'}..{maximum if maximum is not None else 'inf'}"
             raise ConfigError(key, f"{value} is out of range", f"give a value in {bounds}")
         return value
 

@@ -1,0 +1,1 @@
+"""The Pulumi program (``__main__.py``) and its components, one ComponentResource per file."""

@@ -1,0 +1,172 @@
+"""The rollback stack: every piece a rollback touches, versioned as code.
+
+The only place that reads config. Pins (``assetsRelease``,
+``edgeFunctionVersion``, ``dbRestoreFromSnapshot``, ``dbRestoreToTime``, ...)
+are parsed and validated by ``infra.settings`` and handed to the components
+as typed args. Rolling infrastructure back is selecting earlier pins and
+running ``pulumi preview --diff`` then ``pulumi up``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# The Pulumi CLI runs this directory with infra/ as the working directory and on
+# sys.path; the components are imported as the ``infra`` package (as the tests
+# do), so the repository root must be importable too.
+_REPO_ROOT = str(Path(__file__).resolve().parent.parent)
+if _REPO_ROOT not in sys.path:
+    sys.path.insert(0, _REPO_ROOT)
+
+import pulumi  # noqa: E402
+import pulumi_aws as aws  # noqa: E402
+
+from infra.alarms import AlarmsArgs, RollbackAlarms  # noqa: E402
+from infra.assets_bucket import AssetsBucket, AssetsBucketArgs  # noqa: E402
+from infra.cdn import Cdn, CdnArgs  # noqa: E402
+from infra.database import Database, DatabaseArgs  # noqa: E402
+from infra.edge_function import EdgeFunction, EdgeFunctionArgs  # noqa: E402
+from infra.operator_role import OperatorRole, OperatorRoleArgs  # noqa: E402
+from infra.settings import MONITORING_REGION, ConfigError, Settings, parse_settings  # noqa: E402
+
+
+def load_settings() -> Settings:
+    """Read the stack config (the only config read in the program) into validated settings."""
+    config = pulumi.Config()
+    try:
+        return parse_settings(
+            config.get,
+            project=pulumi.get_project(),
+            stack=pulumi.get_stack(),
+            region=pulumi.Config("aws").get("region"),
+        )
+    except ConfigError as exc:
+        # RunError: the CLI prints the one-line message without a Python traceback.
+        raise pulumi.RunError(str(exc)) from exc
+
+
+def main() -> None:
+    settings = load_settings()
+    prefix = settings.name_prefix
+    tags = {"project": pulumi.get_project(), "stack": pulumi.get_stack(), "managed-by": "pulumi"}
+
+    # Lambda@Edge and CloudFront metrics live only in us-east-1, whatever aws:region says.
+    # An explicit provider does not inherit the default one's settings: pass the profile on.
+    us_east_1 = aws.Provider("us-east-1", region=MONITORING_REGION, profile=pulumi.Config("aws").get("profile"))
+
+    assets = AssetsBucket(
+        "assets",
+        AssetsBucketArgs(
+            noncurrent_version_days=settings.assets_noncurrent_days,
+            noncurrent_versions_kept=settings.assets_noncurrent_versions_kept,
+            bucket_name=settings.assets_bucket_name,
+            tags=tags,
+        ),
+    )
+
+    edge = EdgeFunction(
+        "edge",
+        EdgeFunctionArgs(
+            function_name=f"{prefix}-security-headers",
+            us_east_1=us_east_1,
+            pinned_version=settings.edge_function_version,
+            tags=tags,
+        ),
+    )
+
+    cdn = Cdn(
+        "cdn",
+        CdnArgs(
+            assets_bucket_id=assets.bucket.id,
+            assets_bucket_arn=assets.bucket_arn,
+            assets_bucket_domain=assets.regional_domain_name,
+            assets_release=settings.assets_release,
+            app_origin_domain=settings.app_origin_domain,
+            edge_function_version_arn=edge.version_arn,
+            app_path_patterns=settings.app_path_patterns,
+            origin_verify_secret=(
+                pulumi.Output.secret(settings.origin_verify_secret) if settings.origin_verify_secret else None
+            ),
+            aliases=settings.cdn_aliases,
+            certificate_arn=settings.cdn_certificate_arn,
+            price_class=settings.cdn_price_class,
+            tags=tags,
+        ),
+    )
+
+    db = Database(
+        "db",
+        DatabaseArgs(
+            identifier=settings.db_instance_identifier,
+            password=pulumi.Output.secret(settings.db_password),
+            backup_retention_days=settings.db_backup_retention_days,
+            instance_class=settings.db_instance_class,
+            engine_version=settings.db_engine_version,
+            allocated_storage_gb=settings.db_allocated_storage_gb,
+            db_name=settings.db_name,
+            username=settings.db_username,
+            multi_az=settings.db_multi_az,
+            subnet_group_name=settings.db_subnet_group_name,
+            security_group_ids=settings.db_security_group_ids,
+            restore_from_snapshot=settings.db_restore_from_snapshot,
+            restore_to_time=settings.db_restore_to_time,
+            release_snapshots=settings.db_release_snapshots,
+            tags=tags,
+        ),
+    )
+
+    alarms = RollbackAlarms(
+        "alarms",
+        AlarmsArgs(
+            name_prefix=prefix,
+            distribution_id=cdn.distribution_id,
+            db_instance_id=db.instance_id,
+            db_max_connections=settings.db_max_connections,
+            db_allocated_storage_gb=settings.db_allocated_storage_gb,
+            provider=us_east_1,
+            thresholds=settings.alarms,
+            alert_email=settings.alert_email,
+            tags=tags,
+        ),
+    )
+
+    trusted: pulumi.Input[list[str]]
+    if settings.operator_trusted_principals:
+        trusted = list(settings.operator_trusted_principals)
+    else:
+        account_id = aws.get_caller_identity_output().account_id
+        trusted = pulumi.Output.concat("arn:aws:iam::", account_id, ":root").apply(lambda arn: [arn])
+
+    operator = OperatorRole(
+        "operator",
+        OperatorRoleArgs(
+            role_name=f"{prefix}-rollback-operator",
+            trusted_principals=trusted,
+            distribution_arn=cdn.distribution_arn,
+            edge_function_arn=edge.function_arn,
+            assets_bucket_arn=assets.bucket_arn,
+            db_instance_arn=db.instance_arn,
+            db_identifier_base=settings.db_identifier,
+            alarm_arns=[a.arn for a in alarms.alarms.values()] + [alarms.composite.arn],
+            db_subnet_group_name=settings.db_subnet_group_name,
+            tags=tags,
+        ),
+    )
+
+    # Read by the rollback CLI; names are a contract (see README).
+    pulumi.export("distributionId", cdn.distribution_id)
+    pulumi.export("distributionDomain", cdn.domain_name)
+    pulumi.export("edgeFunctionName", edge.function_name)
+    pulumi.export("edgeFunctionVersionArn", edge.version_arn)
+    pulumi.export("edgeFunctionVersion", edge.version)
+    pulumi.export("assetsBucket", assets.bucket_name)
+    pulumi.export("assetsRelease", settings.assets_release)
+    pulumi.export("dbInstanceId", db.instance_id)
+    pulumi.export("alarmNames", alarms.alarm_names)
+    pulumi.export("compositeAlarmName", alarms.composite_name)
+    pulumi.export("alertTopicArn", alarms.topic_arn)
+    pulumi.export("operatorRoleArn", operator.role_arn)
+
+
+main()

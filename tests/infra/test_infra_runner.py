@@ -1,0 +1,113 @@
+"""rollback.adapters.pulumi_mocks: the reusable in-process runner behind the suite and `preview --offline`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from rollback.adapters.pulumi_mocks import (
+    SECRET_MASK,
+    diff_declared_inputs,
+    run_program,
+    run_program_under_mocks,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROGRAM_DIR = REPO_ROOT / "infra"
+CONFIG = {
+    "aws:region": "us-east-1",
+    "assetsRelease": "2026-11-20.1",
+    "appOriginDomain": "huntaze.vercel.app",
+    "dbMasterPassword": "correct-horse-battery-staple",
+}
+
+
+def test_import_has_no_side_effects_and_does_not_import_pulumi() -> None:
+    code = "import sys, rollback.adapters.pulumi_mocks; print('pulumi' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO_ROOT)
+    assert result.stdout.strip() == "False"
+    assert result.stderr == ""
+
+
+def test_returns_name_to_type_and_plain_inputs() -> None:
+    resources = run_program_under_mocks(PROGRAM_DIR, CONFIG)
+    bucket = resources["assets-versioning"]
+    assert bucket["type"] == "aws:s3/bucketVersioning:BucketVersioning"
+    assert bucket["inputs"]["versioningConfiguration"] == {"status": "Enabled"}
+    json.dumps(resources)  # plain data all the way down
+
+
+def test_reusable_in_one_process_with_other_stacks_and_structured_config() -> None:
+    first = run_program(PROGRAM_DIR, CONFIG, stack="staging")
+    second = run_program(
+        PROGRAM_DIR, {**CONFIG, "dbReleaseSnapshots": ["pre-1"], "dbMultiAz": True}, stack="production"
+    )
+    assert first.outputs["dbInstanceId"] == "rollback-staging-db"
+    assert second.outputs["dbInstanceId"] == "rollback-production-db"
+    assert second.resources["db-instance"]["inputs"]["multiAz"] is True
+    assert "db-snapshot-pre-1" in second.resources and "db-snapshot-pre-1" not in first.resources
+
+
+def test_secret_values_are_masked_by_key_name_or_explicitly() -> None:
+    run = run_program(PROGRAM_DIR, CONFIG)
+    assert run.resources["db-instance"]["inputs"]["password"] == SECRET_MASK
+    shown = run_program(PROGRAM_DIR, CONFIG, secret_keys=[])
+    assert shown.resources["db-instance"]["inputs"]["password"] == "correct-horse-battery-staple"
+    hidden = run_program(PROGRAM_DIR, CONFIG, secret_keys=["appOriginDomain", "dbMasterPassword"])
+    origins = hidden.resources["cdn-distribution"]["inputs"]["origins"]
+    assert origins[1]["domainName"] == SECRET_MASK
+
+
+def test_program_errors_propagate_and_the_runner_stays_usable() -> None:
+    with pytest.raises(Exception, match="rollback:edgeFunctionVersion"):
+        run_program(PROGRAM_DIR, {**CONFIG, "edgeFunctionVersion": "newest"})
+    assert run_program(PROGRAM_DIR, CONFIG).outputs["edgeFunctionVersion"] == "3"
+
+
+def test_any_program_directory(tmp_path: Path) -> None:
+    program = tmp_path / "tiny"
+    program.mkdir()
+    (program / "__main__.py").write_text(
+        textwrap.dedent(
+            """
+            import pulumi
+            import pulumi_aws as aws
+
+            config = pulumi.Config()
+            topic = aws.sns.Topic("alerts", name=config.require("topicName"))
+            pulumi.export("topic", topic.arn)
+            """
+        )
+    )
+    run = run_program(program, {"topicName": "t1"}, project="tiny")
+    assert run.resources == {
+        "alerts": {"type": "aws:sns/topic:Topic", "inputs": {"name": "t1"}, "custom": True, "provider": None}
+    }
+    assert run.outputs == {"topic": "arn:aws:sns:us-east-1:123456789012:t1"}
+
+
+def test_missing_program() -> None:
+    with pytest.raises(FileNotFoundError):
+        run_program_under_mocks(REPO_ROOT / "nowhere", CONFIG)
+
+
+def test_diff_declared_inputs() -> None:
+    before = {
+        "a": {"type": "t", "inputs": {"x": 1, "nested": {"list": [1, 2], "keep": True}}},
+        "gone": {"type": "t", "inputs": {}},
+    }
+    after = {
+        "a": {"type": "t", "inputs": {"x": 1, "nested": {"list": [1, 3], "keep": True}, "new": "v"}},
+        "added": {"type": "t", "inputs": {}},
+    }
+    assert diff_declared_inputs(before, after) == {
+        "a": [("nested.list[1]", 2, 3), ("new", None, "v")],
+        "added": [("", None, {"type": "t", "inputs": {}})],
+        "gone": [("", {"type": "t", "inputs": {}}, None)],
+    }
+    assert diff_declared_inputs(before, before) == {}
