@@ -34,8 +34,11 @@ __all__ = ["SUBCOMMANDS", "main", "root"]
 
 # name -> (module:attribute, section of the help page). Add a layer here when it exists.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "app": ("rollback.cli.app:app", "Layers"),
     "config": ("rollback.cli.config_cmd:config", "Setup"),
     "journal": ("rollback.cli.journal_cmd:journal", "Setup"),
+    "db": ("rollback.cli.db:db", "Layers"),
+    "infra": ("rollback.cli.infra:infra", "Layers"),
 }
 SECTIONS = ("Layers", "Incident", "Setup")
 

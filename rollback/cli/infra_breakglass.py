@@ -1,7 +1,253 @@
-"""Commands of `rollback infra` (see rollback/cli/infra.py)."""
+"""Break-glass commands of ``rollback infra`` (see rollback/cli/infra.py): edge, assets,
+invalidate, drift. Parsing and presentation only; the work is in
+``rollback.commands.infra_breakglass``.
+"""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from rollback.cli.support import AppContext, common_options, confirm, dry_run_option, emit, pass_app, say, yes_option
+
+if TYPE_CHECKING:
+    from rollback.plan import Plan
+
+__all__ = ["COMMANDS", "assets", "drift", "edge", "invalidate"]
+
+
+def _show_plan(plan: Plan, *, dry_run: bool) -> None:
+    """The plan on stderr. A dry run lists its steps as it walks them ("would ..."), so only the title here."""
+    say(f"{'dry run: ' if dry_run else ''}{plan.title} ({plan.env})")
+    if not plan.steps:
+        say("  nothing to do")
+    if not dry_run:
+        for number, description, flag in plan.rows():
+            say(f"  {number}. {description}" + (f"  [{flag}]" if flag else ""))
+    for note in plan.notes:
+        say(f"  note: {note}")
+
+
+def _run(app: AppContext, plan: Plan, handlers: Any, *, dry_run: bool, yes: bool, action: str,
+         details: dict[str, Any]) -> Any:
+    from rollback.runner import execute
+
+    _show_plan(plan, dry_run=dry_run)
+    if not dry_run and plan.is_destructive:
+        confirm(f"{action}?", yes=yes, action=action)
+    journal = None if dry_run else app.start_journal(dry_run=False, **details)
+    try:
+        return execute(plan, handlers, journal=journal, dry_run=dry_run, progress=lambda m: say(f"  {m}"))
+    finally:
+        if journal is not None:
+            say(f"journaled as run {journal.run_id} (rollback journal show {journal.run_id})")
+
+
+def _duration(text: str, option: str) -> float:
+    from rollback.units import parse_duration
+
+    return parse_duration(text, option=option)
+
+
+@click.command("edge")
+@click.option("--to-version", "to_version", type=int, required=True, metavar="N",
+              help="Published Lambda@Edge version to put back on the distribution.")
+@click.option("--distribution", metavar="ID", help="Distribution (else aws.distribution_id, else stack outputs).")
+@click.option("--function", "function", metavar="NAME",
+              help="Lambda@Edge function name or ARN (else aws.edge_function, else stack outputs).")
+@click.option("--timeout", default="20m", show_default=True, metavar="DURATION",
+              help="How long to wait for the distribution to be Deployed.")
+@click.option("--poll-interval", default="15s", show_default=True, metavar="DURATION",
+              help="How often to check the distribution's status while waiting.")
+@click.option("--no-pin", is_flag=True,
+              help="Do not write rollback:edgeFunctionVersion into the stack config (pin it yourself).")
+@dry_run_option
+@yes_option
+@common_options()
+@pass_app
+def edge(app: AppContext, to_version: int, distribution: str | None, function: str | None, timeout: str,
+         poll_interval: str, no_pin: bool, dry_run: bool, yes: bool) -> None:
+    """Put a Lambda@Edge version back on the distribution, straight through CloudFront.
+
+    Checks the version exists, swaps every association of the function (guarded
+    by the distribution's ETag; if someone else changed the distribution, re-reads
+    once and retries only if the associations are still as planned), waits until
+    the distribution is Deployed, then pins the version in the stack config so
+    the next pulumi up keeps it. Exit 4 if someone else changed the association
+    meanwhile (nothing is overwritten).
+
+    \b
+    Example:
+      rollback infra edge --to-version 6 --dry-run
+      rollback infra edge --to-version 6 --yes
+    """
+    from rollback.commands import infra_breakglass as commands
+
+    config = app.config()
+    resources = commands.resolve_resources(config, need=("distribution", "function"), distribution=distribution,
+                                           function=function)
+    assert resources.distribution and resources.function
+    adapter = commands.edge_adapter(commands.aws_clients(config))
+    wait_timeout = _duration(timeout, "--timeout")
+    planned = commands.plan_edge(config, adapter, to_version=to_version, distribution_id=resources.distribution,
+                                 function=resources.function, pin=not no_pin, timeout=wait_timeout)
+    handlers = commands.edge_handlers(adapter, planned, interval=_duration(poll_interval, "--poll-interval"))
+    outcome = _run(app, planned.plan, handlers, dry_run=dry_run, yes=yes,
+                   action=f"move edge function {planned.function} to version {planned.to_version}",
+                   details={"layer": "infra", "verb": "edge", "distribution": planned.distribution_id,
+                            "function": planned.function, "to_version": planned.to_version})
+    results = {item.step.id: item.result for item in outcome.steps}
+    summary = commands.edge_summary(planned, results)
+    document = {"ok": True, "dry_run": dry_run, "summary": ("dry run: " if dry_run else "") + summary,
+                "resources": resources.to_dict(), "edge": planned.to_dict(), "run": outcome.to_dict()}
+    emit(app, document, lambda: click.echo(document["summary"]))
+
+
+@click.command("assets")
+@click.option("--key", metavar="KEY", help="One object key.")
+@click.option("--prefix", metavar="PREFIX", help="Every key under this prefix.")
+@click.option("--to-version", "to_version", metavar="VERSION_ID", help="Put this version back (with --key).")
+@click.option("--before", metavar="TIME", help="Restore each key to its state at TIME ('2026-11-28T09:30:00Z', "
+              "'15m ago').")
+@click.option("--undelete", is_flag=True, help="Remove the delete markers on top of deleted keys.")
+@click.option("--keep-new", is_flag=True, help="With --before: leave keys created after TIME alone "
+              "(default: delete them with a delete marker).")
+@click.option("--bucket", metavar="NAME", help="Bucket (else aws.assets_bucket, else stack outputs).")
+@dry_run_option
+@yes_option
+@common_options()
+@pass_app
+def assets(app: AppContext, key: str | None, prefix: str | None, to_version: str | None, before: str | None,
+           undelete: bool, keep_new: bool, bucket: str | None, dry_run: bool, yes: bool) -> None:
+    """Restore S3 object versions in the assets bucket.
+
+    --to-version copies that version over the current one (content type and
+    metadata come with it); --undelete removes delete markers; --before TIME
+    puts every key back to its state at TIME: older content is copied back (or
+    uncovered by removing later delete markers), keys created after TIME get a
+    delete marker (unless --keep-new), keys deleted before TIME stay deleted.
+    No version is ever deleted, so every action can itself be undone. Exit 4 if
+    a key changed between plan and apply (it is left alone).
+
+    \b
+    Example:
+      rollback infra assets --key index.html --to-version 3HL4kqtJlcpXroDTDmJ --yes
+      rollback infra assets --prefix releases/2026-11-20.1/ --before "30m ago" --dry-run
+      rollback infra assets --prefix releases/ --undelete --yes --json
+    """
+    from rollback.commands import infra_breakglass as commands
+    from rollback.units import parse_time
+
+    config = app.config()
+    moment = parse_time(before, option="--before") if before else None
+    resources = commands.resolve_resources(config, need=("bucket",), bucket=bucket)
+    assert resources.bucket
+    store = commands.s3_versions(commands.aws_clients(config))
+    planned = commands.plan_assets(config, store, bucket=resources.bucket, key=key, prefix=prefix,
+                                   to_version=to_version, before=moment, undelete=undelete, keep_new=keep_new)
+    outcome = _run(app, planned.plan, commands.assets_handlers(store), dry_run=dry_run, yes=yes,
+                   action=f"restore {len(planned.plan.steps)} key(s) in s3://{resources.bucket}",
+                   details={"layer": "infra", "verb": "assets", "bucket": resources.bucket})
+    changed = len(planned.plan.steps)
+    summary = (f"{'dry run: would restore' if dry_run else 'restored'} {changed} key(s) in s3://{resources.bucket}"
+               f"; {len(planned.actions) - changed} unchanged")
+    document = {"ok": True, "dry_run": dry_run, "summary": summary, "bucket": resources.bucket,
+                "actions": [a.to_dict() for a in planned.actions],
+                "results": [item.result for item in outcome.steps], "run": outcome.to_dict()}
+
+    def human() -> None:
+        for action in planned.actions:
+            click.echo(("would " if dry_run and action.changes else "") + action.describe())
+        click.echo(summary)
+
+    emit(app, document, human)
+
+
+@click.command("invalidate")
+@click.option("--paths", "paths", multiple=True, metavar="PATHS",
+              help='Paths to invalidate (repeat, or space-separated); default "/*".')
+@click.option("--wait", is_flag=True, help="Wait until the invalidation is Completed.")
+@click.option("--timeout", default="15m", show_default=True, metavar="DURATION", help="Longest wait with --wait.")
+@click.option("--poll-interval", default="10s", show_default=True, metavar="DURATION",
+              help="How often to check while waiting.")
+@click.option("--distribution", metavar="ID", help="Distribution (else aws.distribution_id, else stack outputs).")
+@dry_run_option
+@common_options()
+@pass_app
+def invalidate(app: AppContext, paths: tuple[str, ...], wait: bool, timeout: str, poll_interval: str,
+               distribution: str | None, dry_run: bool) -> None:
+    """Invalidate cached paths on the distribution (after an edge or assets restore).
+
+    \b
+    Example:
+      rollback infra invalidate --paths "/*" --wait
+      rollback infra invalidate --paths "/index.html /app.js"
+    """
+    from rollback.commands import infra_breakglass as commands
+
+    config = app.config()
+    resources = commands.resolve_resources(config, need=("distribution",), distribution=distribution)
+    assert resources.distribution
+    split = [p for item in (paths or ("/*",)) for p in item.split()]
+    plan = commands.plan_invalidate(config, distribution_id=resources.distribution, paths=split, wait=wait,
+                                    timeout=_duration(timeout, "--timeout"))
+    adapter = commands.edge_adapter(commands.aws_clients(config))
+    outcome = _run(app, plan, commands.invalidate_handlers(adapter, interval=_duration(poll_interval,
+                                                                                       "--poll-interval")),
+                   dry_run=dry_run, yes=True, action="invalidate",
+                   details={"layer": "infra", "verb": "invalidate", "distribution": resources.distribution})
+    created = outcome.result_of("invalidate")
+    status = outcome.result_of("wait").get("status") if wait else created.get("status")
+    summary = (f"dry run: would invalidate {', '.join(split)} on distribution {resources.distribution}" if dry_run
+               else f"invalidation {created.get('id')} of {', '.join(split)} on distribution "
+                    f"{resources.distribution}: {status}")
+    document = {"ok": True, "dry_run": dry_run, "summary": summary, "distribution": resources.distribution,
+                "paths": split, "invalidation": dict(created), "status": status, "run": outcome.to_dict()}
+    emit(app, document, lambda: click.echo(summary))
+
+
+@click.command("drift")
+@click.option("--checkpoint", type=click.Path(dir_okay=False, exists=True), metavar="FILE",
+              help="Compare against this 'pulumi stack export' file instead of the stack's current checkpoint.")
+@common_options()
+@pass_app
+def drift(app: AppContext, checkpoint: str | None) -> None:
+    """Compare the live CloudFront distribution (edge associations, origin paths),
+    Lambda@Edge versions, bucket versioning and alarms with the stack's last checkpoint.
+
+    Exit 0 when they match, 3 when there is drift (every difference is listed),
+    e.g. after a break-glass restore that was not yet applied through Pulumi.
+
+    \b
+    Example:
+      rollback infra drift
+      rollback infra drift --json --checkpoint stack-export.json
+    """
+    from pathlib import Path
+
+    from rollback.commands import infra_breakglass as commands
+
+    config = app.config()
+    report = commands.drift(config, commands.aws_clients(config), checkpoint=Path(checkpoint) if checkpoint else None)
+    differences = report["differences"]
+
+    def human() -> None:
+        checked = report["checked"]
+        click.echo(f"checked against {report['checkpoint']}: {len(checked['distributions'])} distribution(s), "
+                   f"{len(checked['functions'])} function(s), {len(checked['buckets'])} bucket(s), "
+                   f"{len(checked['alarms'])} alarm(s)")
+        for note in report["notes"]:
+            click.echo(f"note: {note}")
+        if not differences:
+            click.echo("no drift")
+        for difference in differences:
+            click.echo(f"drift: {difference['description']}")
+
+    emit(app, {"ok": not differences, **report}, human)
+    if differences:
+        say(f"{len(differences)} difference(s) between the live edge and the stack's checkpoint")
+        raise click.exceptions.Exit(3)
+
+
+COMMANDS: list[click.Command] = [edge, assets, invalidate, drift]

@@ -1,7 +1,272 @@
-"""Commands of `rollback infra` (see rollback/cli/infra.py)."""
+"""``rollback infra history | diff | preview | restore | config-restore``: Pulumi stack state.
+
+Parsing and presentation only; the verbs live in ``rollback.commands.infra_stack``.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
 import click
 
-COMMANDS: list[click.Command] = []
+from rollback.cli.support import (
+    AppContext,
+    common_options,
+    confirm,
+    dry_run_option,
+    emit,
+    pass_app,
+    say,
+    yes_option,
+)
+
+__all__ = ["COMMANDS"]
+
+_VIA = click.option("--via", type=click.Choice(["auto", "backend", "cli"]), default="auto", show_default=True,
+                    help="History source: the self-managed backend read directly, or the Pulumi CLI "
+                         "(auto: the backend when pulumi.backend_url is file:// or s3://).")
+
+
+def _when(epoch: int | None) -> str:
+    if epoch is None:
+        return ""
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def _changes(counts: dict[str, int]) -> str:
+    signs = {"create": "+", "delete": "-", "update": "~", "replace": "+-", "same": "="}
+    return " ".join(f"{signs.get(k, k + ':')}{v}" for k, v in counts.items() if v)
+
+
+@click.command("history")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Only the newest N updates.")
+@_VIA
+@common_options()
+@pass_app
+def history_command(app: AppContext, limit: int | None, via: str) -> None:
+    """List the stack's updates, oldest first: version, time, kind, result,
+    message, git head, resource changes and the config keys each one changed.
+
+    \b
+    Example:
+      rollback infra history --limit 10
+    """
+    from rollback.commands import infra_stack as commands
+
+    document = commands.history(app.config(), limit=limit, via=via)
+
+    def human() -> None:
+        say(f"stack {document['stack']}: {document['count']} update(s), oldest first", err=False)
+        for index, v in enumerate(document["versions"]):
+            head = (v["git_head"] or "-")[:12]
+            say(f"  v{v['version']:<4} {_when(v['start_time'])}  {v['kind']:<7} {v['result']:<10} {head:<12} "
+                f"{_changes(v['resource_changes']):<12} {v['message']}", err=False)
+            keys = v["config_changed"]
+            if v["version"] == 1 or (index == 0 and document["count"] == len(document["versions"])):
+                say(f"         config: {len(keys)} key(s) (first update)", err=False)
+            elif keys:
+                say(f"         config changed: {', '.join(keys)}", err=False)
+        for note in document["notes"]:
+            say(f"note: {note}", err=False)
+
+    emit(app, document, human)
+
+
+@click.command("diff")
+@click.argument("from_version", metavar="FROM", type=int)
+@click.argument("to_version", metavar="[TO]", type=int, required=False)
+@_VIA
+@common_options()
+@pass_app
+def diff_command(app: AppContext, from_version: int, to_version: int | None, via: str) -> None:
+    """Show what separates two versions (TO defaults to the current state):
+    config keys (secret values never shown, only whether they changed) and
+    resources by URN: added, removed, and changed properties by path.
+
+    \b
+    Example:
+      rollback infra diff 3 4
+      rollback infra diff 2 --json
+    """
+    from rollback.commands import infra_stack as commands
+
+    document = commands.diff(app.config(), from_version, to_version, via=via)
+
+    def human() -> None:
+        from rollback.stackdiff import SECRET_MASK, shorten
+
+        to = document["to"]
+        say(f"stack {document['stack']}: version {document['from']} -> {to}", err=False)
+        say("config:", err=False)
+        if not document["config"]:
+            say("  (no differences)", err=False)
+        for change in document["config"]:
+            if change["secret"]:
+                say(f"  ~ {change['key']}: {SECRET_MASK} {change['change']}", err=False)
+            else:
+                sign = {"added": "+", "removed": "-", "changed": "~"}[change["change"]]
+                say(f"  {sign} {change['key']}: {shorten(change['old'], 100)} -> {shorten(change['new'], 100)}",
+                    err=False)
+        say("resources:", err=False)
+        if document["resources"] is None:
+            say("  (not compared: see the notes)", err=False)
+        elif not document["resources"]:
+            say("  (no differences)", err=False)
+        for resource in document["resources"] or []:
+            sign = {"added": "+", "removed": "-", "changed": "~"}[resource["change"]]
+            say(f"  {sign} {resource['urn']}", err=False)
+            for prop in resource["properties"]:
+                if prop["secret"]:
+                    say(f"      {prop['path']}: {SECRET_MASK} changed", err=False)
+                else:
+                    say(f"      {prop['path']}: {shorten(prop['old'], 100)} -> {shorten(prop['new'], 100)}", err=False)
+        for note in document["notes"]:
+            say(f"note: {note}", err=False)
+
+    emit(app, document, human)
+
+
+@click.command("preview")
+@click.option("--to", "to_version", type=int, required=True, metavar="VERSION", help="The version to return to.")
+@click.option("--plan-file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Where to save the update plan [default: .rollback/plans/<stack>-v<VERSION>.plan.json].")
+@click.option("--offline", is_flag=True,
+              help="Do not call the Pulumi CLI: run the program under Pulumi's mocks (desired-state diff).")
+@click.option("--message", "-m", default=None, help="Message recorded with the preview.")
+@dry_run_option
+@common_options()
+@pass_app
+def preview_command(app: AppContext, to_version: int, plan_file: Path | None, offline: bool,
+                    message: str | None, dry_run: bool) -> None:
+    """Pin VERSION's config as the stack's config and preview it, saving the
+    update plan for 'restore'. The previous config file is saved first; the
+    output names the one command that puts it back.
+
+    Without the Pulumi CLI (or with --offline) the config is written into
+    stacks/Pulumi.<stack>.yaml (comments and order kept) and the program runs
+    under Pulumi's mocks with the current and the pinned config: the result is
+    a desired-state diff, not a diff against the cloud, and the exact 'pulumi
+    preview' command to run where the CLI is installed is printed.
+
+    \b
+    Example:
+      rollback infra preview --to 3 --plan-file rollback-v3.plan.json
+    """
+    from rollback.commands import infra_stack as commands
+    from rollback.runner import execute
+
+    config = app.config()
+    options = commands.PreviewOptions(to_version, (plan_file or commands.default_plan_file(config, to_version))
+                                      .resolve(), offline, message)
+    plan, context = commands.preview_plan(config, options)
+    journal = None if dry_run else app.start_journal(dry_run=False, version=to_version)
+    outcome = execute(plan, commands.preview_handlers(config, context), journal=journal, dry_run=dry_run,
+                      progress=None if app.json else (lambda m: say(m)))
+    report = commands.preview_report(config, context, {"dry_run": dry_run, "run": outcome.run_id})
+
+    def human() -> None:
+        _print_preview(report)
+
+    emit(app, report, human)
+
+
+def _print_preview(report: dict[str, Any]) -> None:
+    from rollback.stackdiff import SECRET_MASK, shorten
+
+    say(f"stack {report['stack']}: pinned version {report['version']}'s config "
+        f"(latest is {report['latest_version']}) in {report['config_file']}", err=False)
+    for change in report["config_changes"]:
+        if change["secret"]:
+            say(f"  ~ {change['key']}: {SECRET_MASK} {change['change']}", err=False)
+        else:
+            say(f"  ~ {change['key']}: {shorten(change['old'], 100)} -> {shorten(change['new'], 100)}", err=False)
+    if not report["config_changes"]:
+        say("  (the config already matches)", err=False)
+    if report["mode"] == "cli":
+        summary = report.get("change_summary") or {}
+        text = ", ".join(f"{k} {v}" for k, v in summary.items()) or "no changes"
+        say(f"preview: {text}; plan saved to {report['plan_file']}", err=False)
+    else:
+        say(report["label"], err=False)
+        rows = report.get("desired_state_diff") or []
+        for r in rows:
+            say(f"  ~ {r['resource']} ({r['type']}) {r['path'] or '(whole resource)'}: "
+                f"{shorten(r['old'], 100)} -> {shorten(r['new'], 100)}", err=False)
+        if not rows:
+            say("  (no declared input differs)", err=False)
+        say(f"run where the Pulumi CLI is installed:\n  {report['run_where_cli_is_installed']}", err=False)
+    if report.get("dry_run"):
+        say("dry run: nothing was written", err=False)
+    else:
+        say(f"next: {report['next']}", err=False)
+        if report.get("undo"):
+            say(f"to abandon this preview and put the previous config back: {report['undo']}", err=False)
+
+
+@click.command("restore")
+@click.option("--to", "to_version", type=int, required=True, metavar="VERSION", help="The version previewed.")
+@click.option("--plan-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The plan saved by 'rollback infra preview'.")
+@yes_option
+@dry_run_option
+@common_options()
+@pass_app
+def restore_command(app: AppContext, to_version: int, plan_file: Path, yes: bool, dry_run: bool) -> None:
+    """Apply exactly the plan saved by 'preview' (pulumi up --plan). Refuses
+    (exit 4) while the stack is locked or has pending operations, or when the
+    plan file is missing, was previewed for another version, or the stack
+    config changed since.
+
+    \b
+    Example:
+      rollback infra restore --to 3 --plan-file rollback-v3.plan.json --yes
+    """
+    from rollback.commands import infra_stack as commands
+    from rollback.runner import execute
+
+    config = app.config()
+    plan_file = plan_file.resolve()
+    plan = commands.restore_plan(config, to_version, plan_file)
+    if not dry_run:
+        commands.check_restore(config, to_version, plan_file)  # refuse before asking
+        confirm(f"Apply {plan_file.name} to stack {config.env.pulumi.stack if config.env.pulumi else '?'}?",
+                yes=yes, action=f"restore version {to_version}")
+    journal = None if dry_run else app.start_journal(dry_run=False, version=to_version, plan_file=str(plan_file))
+    outcome = execute(plan, commands.restore_handlers(config), journal=journal, dry_run=dry_run,
+                      progress=None if app.json else (lambda m: say(m)))
+    document = outcome.to_dict()
+
+    def human() -> None:
+        if dry_run:
+            for row in plan.rows():
+                say(f"  {row[0]}. {row[1]} {row[2]}".rstrip(), err=False)
+            say("dry run: nothing was applied", err=False)
+            return
+        up = outcome.result_of("up")
+        changes = ", ".join(f"{k} {v}" for k, v in (up.get("resource_changes") or {}).items()) or "no changes"
+        say(f"restored version {to_version}: {up.get('result')} ({changes}); run {outcome.run_id}", err=False)
+
+    emit(app, document, human)
+
+
+@click.command("config-restore")
+@click.argument("backup", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@common_options()
+@pass_app
+def config_restore_command(app: AppContext, backup: Path) -> None:
+    """Put back the stack config file saved by 'preview' (undo an abandoned preview).
+
+    \b
+    Example:
+      rollback infra config-restore .rollback/stack-config/staging-20261128T100000123456Z.yaml
+    """
+    from rollback.commands import infra_stack as commands
+
+    document = commands.config_restore(app.config(), backup)
+    emit(app, document, lambda: say(f"restored {document['restored']} from {document['from']}", err=False))
+
+
+COMMANDS: list[click.Command] = [history_command, diff_command, preview_command, restore_command,
+                                 config_restore_command]

@@ -1,0 +1,273 @@
+"""Benchmark: the runbook's database restore recipe against rollback's backup + restore --swap.
+
+Run by hand (it takes a few minutes)::
+
+    python bench/db_restore.py            # pgbench scale 30, about 450 MB
+    python bench/db_restore.py --scale 5  # quicker
+
+It starts its own throwaway PostgreSQL (``rollback.sandbox.postgres``), builds
+the database with ``pgbench -i``, then measures, in one run:
+
+- the recipe (runbook option 3, "restore from manual backup"): ``pg_dump > file.sql``;
+  then ``dropdb``, ``createdb``, ``psql < file.sql``. The database is absent or
+  incomplete from ``dropdb`` until ``psql`` ends: its downtime is the whole restore.
+- rollback: ``rollback db backup`` then ``rollback db restore NAME --swap --yes``
+  (the restore loads big tables over parallel COPY streams, the rest with pg_restore)
+  (which also takes an emergency backup first; its restore phase is reported
+  apart). Downtime is measured twice: by the command (block connections ->
+  renamed database answers) and, for both, by an outside prober (one application
+  session querying a row every 10 ms, reconnecting after failures): the longest
+  window in which it got an error or no row.
+
+Targets: downtime < 1 s; restore time <= 0.9x the recipe's; backup size <= 0.2x the plain SQL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rollback.sandbox.postgres import PostgresCluster, start_postgres  # noqa: E402
+
+DB = "bench"
+
+
+class Prober:
+    """An application stand-in: one connection querying a row every ``interval`` seconds, reconnecting
+    after a failure. Records the longest window in which the query failed or found no row."""
+
+    def __init__(self, url: str, interval: float = 0.01, *, enabled: bool = True) -> None:
+        self.url = url
+        self.enabled = enabled
+        self.interval = interval
+        self.longest = 0.0
+        self._conn: Any = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _probe(self) -> bool:
+        import psycopg
+
+        try:
+            if self._conn is None or self._conn.closed:
+                self._conn = psycopg.connect(self.url, connect_timeout=2, autocommit=True)
+            row = self._conn.execute("SELECT abalance FROM pgbench_accounts WHERE aid = 1").fetchone()
+            return row is not None
+        except psycopg.Error:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+            return False
+
+    def _run(self) -> None:
+        down_since: float | None = None
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if self._probe():
+                if down_since is not None:
+                    self.longest = max(self.longest, time.monotonic() - down_since)
+                    down_since = None
+            else:
+                down_since = down_since if down_since is not None else now
+            time.sleep(self.interval)
+        if down_since is not None:
+            self.longest = max(self.longest, time.monotonic() - down_since)
+        if self._conn is not None:
+            self._conn.close()
+
+    def __enter__(self) -> Prober:
+        if not self.enabled:
+            return self
+        self._thread.start()
+        time.sleep(0.2)  # connected before the measured phase starts
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.enabled:
+            self._stop.set()
+            self._thread.join()
+
+
+def tool_env(cluster: PostgresCluster, user: str = "app") -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+    env.update(PGHOST=cluster.host, PGPORT=str(cluster.port), PGUSER=user, PGPASSWORD=cluster.passwords[user])
+    return env
+
+
+def run(args: list[str], env: dict[str, str], **kwargs: Any) -> float:
+    started = time.monotonic()
+    subprocess.run(args, env=env, check=True, **kwargs)
+    return time.monotonic() - started
+
+
+def count_accounts(cluster: PostgresCluster) -> int:
+    return int(cluster.execute("SELECT count(*) FROM pgbench_accounts", dbname=DB)[0][0])
+
+
+def checkpoint(cluster: PostgresCluster) -> None:
+    """Flush dirty pages before a measured phase, so one phase's writes do not land in the next one's time."""
+    cluster.execute("CHECKPOINT")
+
+
+def recipe_backup(cluster: PostgresCluster, dump: Path) -> dict[str, float]:
+    checkpoint(cluster)
+    with open(dump, "wb") as out:
+        backup_s = run([cluster.tool("pg_dump"), "-d", DB], tool_env(cluster), stdout=out)
+    return {"backup_s": backup_s, "size": dump.stat().st_size}
+
+
+def recipe_restore(cluster: PostgresCluster, dump: Path, *, probe: bool = False) -> dict[str, float]:
+    env = tool_env(cluster)
+    checkpoint(cluster)
+    with Prober(cluster.url(DB, "app"), enabled=probe) as prober:
+        started = time.monotonic()
+        # dropdb cannot drop a database with sessions: the runbook's operator stops the app first;
+        # here the prober's session is ended the same way (FORCE), and counted as downtime.
+        run([cluster.tool("dropdb"), "--force", DB], env)
+        run([cluster.tool("createdb"), DB], env)
+        with open(dump, "rb") as inp:
+            run([cluster.tool("psql"), "-q", "-X", "-d", DB], env, stdin=inp, stdout=subprocess.DEVNULL)
+        restore_s = time.monotonic() - started
+    return {"restore_s": restore_s, "downtime_s": restore_s, "probe_downtime_s": prober.longest}
+
+
+class Ours:
+    def __init__(self, cluster: PostgresCluster, work: Path, jobs: int) -> None:
+        self.cluster = cluster
+        self.jobs = jobs
+        config = work / "rollback.toml"
+        config.write_text(f'[journal]\ndir = "{work / "runs"}"\n[env.bench.database]\n'
+                          f'backups_dir = "{work / "backups"}"\n')
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        self.env.update(DATABASE_URL=cluster.url(DB, "app"), ROLLBACK_CONFIG=str(config), PYTHONPATH=str(ROOT))
+        self.cli = [sys.executable, "-m", "rollback", "db"]
+
+    def cli_json(self, *args: str) -> Any:
+        done = subprocess.run([*self.cli, *args, "--json"], env=self.env, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise SystemExit(f"rollback db {' '.join(args)} failed: {done.stderr.strip()}")
+        return json.loads(done.stdout)
+
+    def backup(self) -> dict[str, Any]:
+        checkpoint(self.cluster)
+        started = time.monotonic()
+        backup = self.cli_json("backup", "--jobs", str(self.jobs))["backup"]
+        return {"backup_s": time.monotonic() - started, "size": backup["total_bytes"], "name": backup["name"]}
+
+    def restore(self, name: str, *, probe: bool = False) -> dict[str, float]:
+        checkpoint(self.cluster)
+        with Prober(self.cluster.url(DB, "app"), enabled=probe) as prober:
+            started = time.monotonic()
+            doc = self.cli_json("restore", name, "--swap", "--yes", "--jobs", str(self.jobs))
+            command_s = time.monotonic() - started
+        self.cli_json("prune", "--yes")
+        steps = {s["id"]: s for s in doc["steps"]}
+        return {"restore_s": sum(steps[i]["seconds"] for i in ("restore", "check-counts", "swap")),
+                "downtime_s": doc["swap"]["downtime_seconds"], "probe_downtime_s": prober.longest,
+                "command_s": command_s, "emergency_backup_s": steps["emergency-backup"]["seconds"],
+                "pg_restore_s": steps["restore"]["result"]["pg_restore_seconds"],
+                "count_check_s": steps["check-counts"]["seconds"]}
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scale", type=int, default=30, help="pgbench scale (30 = about 450 MB)")
+    parser.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1))
+    parser.add_argument("--rounds", type=int, default=3, help="measurements per figure (medians are printed)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="rollback-bench-"))
+    print(f"starting PostgreSQL; building pgbench scale {args.scale} ...", flush=True)
+    cluster = start_postgres(fast=False)
+    try:
+        cluster.create_database(DB, owner="app")
+        run([cluster.tool("pgbench"), "-i", "-q", "-s", str(args.scale), DB], tool_env(cluster),
+            stderr=subprocess.DEVNULL)
+        size = int(cluster.execute(f"SELECT pg_database_size('{DB}')")[0][0])
+        rows = count_accounts(cluster)
+        print(f"database {DB}: {size / 1e6:.0f} MB, {rows} accounts; {args.jobs} jobs, {os.cpu_count()} CPUs",
+              flush=True)
+        dump = work / "backup.sql"
+        ours = Ours(cluster, work, args.jobs)
+        base: dict[str, list[float]] = {}
+        mine: dict[str, list[float]] = {}
+        backup_name = ""
+        for round_ in range(1, args.rounds + 1):
+            print(f"round {round_}/{args.rounds}: recipe backup + restore, then rollback backup + restore --swap",
+                  flush=True)
+            for key, value in {**recipe_backup(cluster, dump), **recipe_restore(cluster, dump)}.items():
+                if key != "probe_downtime_s":
+                    base.setdefault(key, []).append(value)
+            assert count_accounts(cluster) == rows
+            taken = ours.backup()
+            backup_name = str(taken.pop("name"))
+            for key, value in {**taken, **ours.restore(backup_name)}.items():
+                if key == "probe_downtime_s":
+                    continue
+                mine.setdefault(key, []).append(float(value))
+            assert count_accounts(cluster) == rows
+        # The prober costs CPU (a failed connection attempt is a fork plus SCRAM authentication, every
+        # 10 ms while the database is down), so it runs in one extra round of its own, not in the timed ones.
+        print("probe round: recipe restore, then rollback restore --swap, each with the outside prober", flush=True)
+        base["probe_downtime_s"] = [recipe_restore(cluster, dump, probe=True)["probe_downtime_s"]]
+        mine["probe_downtime_s"] = [ours.restore(backup_name, probe=True)["probe_downtime_s"]]
+        assert count_accounts(cluster) == rows
+    finally:
+        cluster.stop()
+        subprocess.run(["rm", "-rf", str(work)], check=False)
+    b = {k: median(v) for k, v in base.items()}
+    m = {k: median(v) for k, v in mine.items()}
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.3f}x" if b else "n/a"
+
+    print()
+    print(f"medians of {args.rounds} round(s); scale {args.scale} ({size / 1e6:.0f} MB), {args.jobs} jobs, "
+          f"{os.cpu_count()} CPUs")
+    print(f"{'':30}{'recipe':>10}{'rollback':>10}{'ratio':>9}   target")
+    rows_out = [
+        ("backup time (s)", b["backup_s"], m["backup_s"], ""),
+        ("backup size (MB)", b["size"] / 1e6, m["size"] / 1e6, "<= 0.2x"),
+        ("restore time (s)", b["restore_s"], m["restore_s"], "<= 0.9x"),
+        ("downtime (s)", b["downtime_s"], m["downtime_s"], "< 1 s"),
+    ]
+    for label, left, right, target in rows_out:
+        print(f"{label:30}{left:10.3f}{right:10.3f}{ratio(right, left):>9}   {target}")
+    print(f"{'downtime, probe round (s)':30}{b['probe_downtime_s']:10.3f}{m['probe_downtime_s']:10.3f}"
+          f"{ratio(m['probe_downtime_s'], b['probe_downtime_s']):>9}")
+    whole_recipe = b["backup_s"] + b["restore_s"]
+    print(f"{'whole procedure (s)':30}{whole_recipe:10.3f}{m['command_s']:10.3f}"
+          f"{ratio(m['command_s'], whole_recipe):>9}")
+    print()
+    print("restore time: recipe = dropdb + createdb + psql < file.sql; rollback = load into a new database "
+          f"(pg_restore by section, big tables over {args.jobs} parallel COPY streams: {m['pg_restore_s']:.2f} s) "
+          f"+ exact row-count check ({m['count_check_s']:.2f} s) + swap.")
+    print("whole procedure: recipe = pg_dump > file.sql (the runbook's emergency backup) + restore; rollback = "
+          "the whole 'db restore --swap' command incl. its verified emergency backup "
+          f"({m['emergency_backup_s']:.2f} s).")
+    verdict = {
+        "downtime < 1 s": m["downtime_s"] < 1 and m["probe_downtime_s"] < 1,
+        "restore <= 0.9x": m["restore_s"] <= 0.9 * b["restore_s"],
+        "size <= 0.2x": m["size"] <= 0.2 * b["size"],
+    }
+    print("targets: " + ", ".join(f"{k}: {'met' if v else 'MISSED'}" for k, v in verdict.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

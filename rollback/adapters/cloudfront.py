@@ -1,0 +1,374 @@
+"""CloudFront and Lambda@Edge through boto3: read a distribution, swap its edge
+associations under ``IfMatch``, wait for deployment, invalidate.
+
+The adapter takes its clients in the constructor (``cloudfront``, ``lambda`` in
+us-east-1, where Lambda@Edge functions live; optionally ``cloudwatch`` for the
+alarms that watch the edge) and returns our dataclasses. The distribution's
+full config is carried as an opaque mapping (:attr:`DistributionConfig.raw`)
+because an update must send back everything it read, changed only where we
+mean to change it.
+
+Optimistic concurrency is CloudFront's: every read returns an ETag, every
+update sends it as ``IfMatch``; a stale one gets ``PreconditionFailed`` (412),
+which surfaces here as :class:`StaleETag` so the caller can decide whether to
+re-read and retry.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rollback.adapters.aws import aws_errors
+from rollback.errors import AwsError
+
+__all__ = [
+    "DEFAULT_BEHAVIOUR",
+    "Alarm",
+    "CloudWatchAlarms",
+    "DistributionConfig",
+    "EdgeAdapter",
+    "EdgeAssociation",
+    "FunctionVersion",
+    "Invalidation",
+    "LambdaArn",
+    "OriginInfo",
+    "StaleETag",
+    "function_name_of",
+    "parse_lambda_arn",
+    "swap_associations",
+]
+
+DEFAULT_BEHAVIOUR = "default"
+_LAMBDA_ARN = re.compile(
+    r"^arn:(?P<partition>aws[a-zA-Z-]*):lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):function:"
+    r"(?P<name>[A-Za-z0-9_-]+)(?::(?P<qualifier>[A-Za-z0-9_$-]+))?$"
+)
+
+
+class StaleETag(AwsError):
+    """``IfMatch`` no longer matches: someone else updated the distribution since we read it."""
+
+    default_hint = "re-read the distribution and plan again"
+
+
+@dataclass(frozen=True)
+class LambdaArn:
+    region: str
+    account: str
+    name: str
+    qualifier: str | None
+
+    @property
+    def version(self) -> str | None:
+        """The numeric version, when the ARN is qualified with one."""
+        return self.qualifier if self.qualifier and self.qualifier.isdigit() else None
+
+
+def parse_lambda_arn(arn: str) -> LambdaArn | None:
+    match = _LAMBDA_ARN.match(arn)
+    if not match:
+        return None
+    return LambdaArn(match["region"], match["account"], match["name"], match["qualifier"])
+
+
+def function_name_of(name_or_arn: str) -> str:
+    """``sec-headers`` or any of its ARNs -> ``sec-headers``."""
+    parsed = parse_lambda_arn(name_or_arn)
+    return parsed.name if parsed else name_or_arn
+
+
+@dataclass(frozen=True)
+class EdgeAssociation:
+    behaviour: str  # "default" or the path pattern
+    event_type: str
+    arn: str
+    include_body: bool = False
+
+    @property
+    def function(self) -> str | None:
+        parsed = parse_lambda_arn(self.arn)
+        return parsed.name if parsed else None
+
+    @property
+    def version(self) -> str | None:
+        parsed = parse_lambda_arn(self.arn)
+        return parsed.version if parsed else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"behaviour": self.behaviour, "event_type": self.event_type, "arn": self.arn,
+                "function": self.function, "version": self.version, "include_body": self.include_body}
+
+
+@dataclass(frozen=True)
+class OriginInfo:
+    id: str
+    domain_name: str
+    origin_path: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "domain_name": self.domain_name, "origin_path": self.origin_path}
+
+
+@dataclass(frozen=True)
+class DistributionConfig:
+    """A distribution's config as read, with the ETag that guards the next update."""
+
+    distribution_id: str
+    etag: str
+    associations: tuple[EdgeAssociation, ...]
+    origins: tuple[OriginInfo, ...]
+    behaviours: tuple[str, ...]
+    raw: Mapping[str, Any] = field(repr=False, compare=False, default_factory=dict)
+
+    def associations_of(self, function: str) -> tuple[EdgeAssociation, ...]:
+        name = function_name_of(function)
+        return tuple(a for a in self.associations if a.function == name)
+
+
+@dataclass(frozen=True)
+class FunctionVersion:
+    function: str
+    version: str
+    arn: str
+    last_modified: str | None = None
+    code_sha256: str | None = None
+    description: str = ""
+    state: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"function": self.function, "version": self.version, "arn": self.arn,
+                "last_modified": self.last_modified, "code_sha256": self.code_sha256,
+                "description": self.description, "state": self.state}
+
+
+@dataclass(frozen=True)
+class Invalidation:
+    id: str
+    status: str
+    paths: tuple[str, ...]
+    distribution_id: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "status": self.status, "paths": list(self.paths),
+                "distribution_id": self.distribution_id}
+
+
+@dataclass(frozen=True)
+class Alarm:
+    name: str
+    state: str
+    metric: str | None
+    namespace: str | None
+    threshold: float | None
+    comparison: str | None
+    actions_enabled: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "state": self.state, "metric": self.metric, "namespace": self.namespace,
+                "threshold": self.threshold, "comparison": self.comparison,
+                "actions_enabled": self.actions_enabled}
+
+
+def _behaviours(config: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    found: list[tuple[str, Mapping[str, Any]]] = [(DEFAULT_BEHAVIOUR, config.get("DefaultCacheBehavior") or {})]
+    for item in (config.get("CacheBehaviors") or {}).get("Items") or []:
+        found.append((str(item.get("PathPattern", "")), item))
+    return found
+
+
+def _parse_config(distribution_id: str, etag: str, config: Mapping[str, Any]) -> DistributionConfig:
+    associations: list[EdgeAssociation] = []
+    for name, behaviour in _behaviours(config):
+        for item in (behaviour.get("LambdaFunctionAssociations") or {}).get("Items") or []:
+            associations.append(EdgeAssociation(name, str(item.get("EventType", "")),
+                                                str(item.get("LambdaFunctionARN", "")),
+                                                bool(item.get("IncludeBody", False))))
+    origins = tuple(OriginInfo(str(o.get("Id", "")), str(o.get("DomainName", "")), str(o.get("OriginPath") or ""))
+                    for o in (config.get("Origins") or {}).get("Items") or [])
+    return DistributionConfig(distribution_id, etag, tuple(associations), origins,
+                              tuple(name for name, _ in _behaviours(config)), dict(config))
+
+
+def swap_associations(raw: Mapping[str, Any], function: str, new_arn: str,
+                      behaviours: Iterable[str]) -> dict[str, Any]:
+    """A copy of ``raw`` whose associations with ``function`` on ``behaviours`` point at ``new_arn``.
+
+    Pure: nothing else in the config changes (event types, other functions, other behaviours).
+    """
+    name = function_name_of(function)
+    wanted = set(behaviours)
+    updated = copy.deepcopy(dict(raw))
+    for behaviour_name, behaviour in _behaviours(updated):
+        if behaviour_name not in wanted:
+            continue
+        for item in (behaviour.get("LambdaFunctionAssociations") or {}).get("Items") or []:
+            parsed = parse_lambda_arn(str(item.get("LambdaFunctionARN", "")))
+            if parsed and parsed.name == name:
+                item["LambdaFunctionARN"] = new_arn
+    return updated
+
+
+class EdgeAdapter:
+    """One distribution's edge associations and the Lambda@Edge function behind them."""
+
+    def __init__(self, cloudfront: Any, lambda_: Any, *, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.cloudfront = cloudfront
+        self.lambda_ = lambda_
+        self._sleep = sleep
+        self._clock = clock
+
+    # --- CloudFront ---------------------------------------------------------------------------------
+
+    def get_config(self, distribution_id: str) -> DistributionConfig:
+        with aws_errors(f"reading distribution {distribution_id}", _hint_for(distribution_id)):
+            response = self.cloudfront.get_distribution_config(Id=distribution_id)
+        return _parse_config(distribution_id, str(response["ETag"]), response["DistributionConfig"])
+
+    def status(self, distribution_id: str) -> str:
+        with aws_errors(f"reading distribution {distribution_id}", _hint_for(distribution_id)):
+            response = self.cloudfront.get_distribution(Id=distribution_id)
+        return str(response["Distribution"]["Status"])
+
+    def update_config(self, distribution_id: str, raw: Mapping[str, Any], if_match: str) -> str:
+        """Send ``raw`` guarded by ``if_match``; return the new ETag. Raises :class:`StaleETag` on 412."""
+        from botocore.exceptions import ClientError
+
+        with aws_errors(f"updating distribution {distribution_id}"):
+            try:
+                response = self.cloudfront.update_distribution(Id=distribution_id, IfMatch=if_match,
+                                                               DistributionConfig=dict(raw))
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "PreconditionFailed":
+                    # Not a ClientError, so aws_errors lets it through as it is.
+                    raise StaleETag(
+                        f"distribution {distribution_id} changed since it was read (ETag {if_match} is stale)",
+                        code="PreconditionFailed", etag=if_match) from exc
+                raise
+        return str(response["ETag"])
+
+    def wait_deployed(self, distribution_id: str, *, timeout: float, interval: float,
+                      progress: Callable[[str], None] | None = None) -> tuple[str, float]:
+        """Poll until ``Deployed``; return ``(status, seconds)``. Raises :class:`AwsError` on timeout."""
+        started = self._clock()
+        while True:
+            status = self.status(distribution_id)
+            waited = self._clock() - started
+            if status == "Deployed":
+                return status, waited
+            if progress is not None:
+                progress(f"distribution {distribution_id}: {status} ({waited:.0f}s of at most {timeout:.0f}s)")
+            if waited + interval > timeout:
+                raise AwsError(
+                    f"distribution {distribution_id} is still {status} after {waited:.0f}s (timeout {timeout:.0f}s)",
+                    "the change is applied and still propagating; re-run the same command to wait again "
+                    "(it will not re-apply)", code="Timeout", status=status)
+            self._sleep(interval)
+
+    def create_invalidation(self, distribution_id: str, paths: Sequence[str],
+                            caller_reference: str | None = None) -> Invalidation:
+        reference = caller_reference or f"rollback-{uuid.uuid4().hex}"
+        with aws_errors(f"invalidating {', '.join(paths)} on distribution {distribution_id}",
+                        _hint_for(distribution_id)):
+            response = self.cloudfront.create_invalidation(DistributionId=distribution_id, InvalidationBatch={
+                "Paths": {"Quantity": len(paths), "Items": list(paths)}, "CallerReference": reference})
+        item = response["Invalidation"]
+        return Invalidation(str(item["Id"]), str(item["Status"]), tuple(paths), distribution_id)
+
+    def invalidation_status(self, distribution_id: str, invalidation_id: str) -> str:
+        with aws_errors(f"reading invalidation {invalidation_id}"):
+            response = self.cloudfront.get_invalidation(DistributionId=distribution_id, Id=invalidation_id)
+        return str(response["Invalidation"]["Status"])
+
+    def wait_invalidation(self, distribution_id: str, invalidation_id: str, *, timeout: float, interval: float,
+                          progress: Callable[[str], None] | None = None) -> tuple[str, float]:
+        started = self._clock()
+        while True:
+            status = self.invalidation_status(distribution_id, invalidation_id)
+            waited = self._clock() - started
+            if status == "Completed":
+                return status, waited
+            if progress is not None:
+                progress(f"invalidation {invalidation_id}: {status} ({waited:.0f}s)")
+            if waited + interval > timeout:
+                raise AwsError(f"invalidation {invalidation_id} is still {status} after {waited:.0f}s",
+                               "it keeps running on its own; check it with 'aws cloudfront get-invalidation'",
+                               code="Timeout")
+            self._sleep(interval)
+
+    # --- Lambda@Edge --------------------------------------------------------------------------------
+
+    def function_versions(self, function: str) -> list[FunctionVersion]:
+        """Published versions (not ``$LATEST``), oldest first."""
+        name = function_name_of(function)
+        versions: list[FunctionVersion] = []
+        with aws_errors(f"listing versions of function {name}",
+                        "check aws.edge_function (Lambda@Edge functions live in us-east-1)"):
+            paginator = self.lambda_.get_paginator("list_versions_by_function")
+            for page in paginator.paginate(FunctionName=name):
+                for item in page.get("Versions", []):
+                    if item.get("Version") == "$LATEST":
+                        continue
+                    versions.append(_function_version(name, item))
+        return sorted(versions, key=lambda v: int(v.version) if v.version.isdigit() else 0)
+
+    def get_version(self, function: str, version: str) -> FunctionVersion | None:
+        """That published version, or ``None`` when it does not exist."""
+        from botocore.exceptions import ClientError
+
+        name = function_name_of(function)
+        with aws_errors(f"reading version {version} of function {name}"):
+            try:
+                response = self.lambda_.get_function(FunctionName=name, Qualifier=str(version))
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                    return None
+                raise
+        return _function_version(name, response["Configuration"])
+
+
+def _function_version(name: str, item: Mapping[str, Any]) -> FunctionVersion:
+    version = str(item.get("Version", ""))
+    arn = str(item.get("FunctionArn", ""))
+    parsed = parse_lambda_arn(arn)
+    if parsed is not None and parsed.qualifier is None and version:
+        arn = f"{arn}:{version}"  # some responses return the unqualified ARN
+    return FunctionVersion(name, version, arn, item.get("LastModified"), item.get("CodeSha256"),
+                           str(item.get("Description") or ""), item.get("State"))
+
+
+def _hint_for(distribution_id: str) -> str:
+    return f"check that distribution {distribution_id} exists (aws.distribution_id, or --distribution)"
+
+
+class CloudWatchAlarms:
+    """The alarms that watch the edge (named in the stack), for drift. Kept beside the edge
+    adapter because drift is their only reader."""
+
+    def __init__(self, cloudwatch: Any) -> None:
+        self.cloudwatch = cloudwatch
+
+    def describe(self, names: Sequence[str]) -> dict[str, Alarm]:
+        found: dict[str, Alarm] = {}
+        wanted = list(dict.fromkeys(names))
+        with aws_errors("describing alarms"):
+            for start in range(0, len(wanted), 100):
+                paginator = self.cloudwatch.get_paginator("describe_alarms")
+                for page in paginator.paginate(AlarmNames=wanted[start:start + 100],
+                                               AlarmTypes=["MetricAlarm", "CompositeAlarm"]):
+                    for item in page.get("MetricAlarms", []):
+                        found[item["AlarmName"]] = Alarm(
+                            item["AlarmName"], str(item.get("StateValue", "")), item.get("MetricName"),
+                            item.get("Namespace"), item.get("Threshold"), item.get("ComparisonOperator"),
+                            bool(item.get("ActionsEnabled", True)))
+                    for item in page.get("CompositeAlarms", []):
+                        found[item["AlarmName"]] = Alarm(item["AlarmName"], str(item.get("StateValue", "")), None,
+                                                         None, None, None, bool(item.get("ActionsEnabled", True)))
+        return found
+

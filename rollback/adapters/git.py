@@ -1,0 +1,147 @@
+"""git, run as a subprocess with an argument list (never a shell).
+
+:class:`GitRepo` wraps one work tree: resolve revisions, check that the tree is
+clean, ``git revert --no-edit`` a commit or an ``A..B`` range (aborting a
+conflicted revert so the tree is left as it was), push. Failures become
+:class:`~rollback.errors.OperationFailed` (or :class:`~rollback.errors.BadInput`
+for a revision that does not exist) carrying git's own message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rollback.errors import BadInput, OperationFailed, UnsafePrecondition
+from rollback.redact import redact_text
+
+__all__ = ["GitRepo", "RevertResult"]
+
+_REVISION = re.compile(r"^[A-Za-z0-9_./@^~{}\-]+$")
+
+
+@dataclass(frozen=True)
+class RevertResult:
+    """The commits reverted (oldest first as git applied them) and the new HEAD."""
+
+    reverted: tuple[str, ...]
+    head: str
+    previous_head: str
+
+    def to_dict(self) -> dict[str, object]:
+        return {"reverted": list(self.reverted), "head": self.head, "previous_head": self.previous_head}
+
+
+@dataclass
+class GitRepo:
+    """One git work tree. ``git`` is the executable (found on PATH by default)."""
+
+    path: Path
+    git: str = field(default_factory=lambda: shutil.which("git") or "git")
+    env: Mapping[str, str] | None = None
+    timeout: float = 120.0
+
+    def _run(self, *args: str, check: bool = True, what: str | None = None) -> subprocess.CompletedProcess[str]:
+        environ = dict(os.environ if self.env is None else self.env)
+        environ.setdefault("GIT_TERMINAL_PROMPT", "0")
+        environ["LC_ALL"] = "C"
+        try:
+            proc = subprocess.run([self.git, *args], cwd=self.path, env=environ, capture_output=True, text=True,
+                                  timeout=self.timeout, stdin=subprocess.DEVNULL, check=False)
+        except FileNotFoundError as exc:
+            raise OperationFailed("git is not installed (or not on PATH)", "install git") from exc
+        except subprocess.TimeoutExpired as exc:
+            raise OperationFailed(f"git {what or args[0]} timed out after {self.timeout:.0f} s",
+                                  "check the remote and your credentials") from exc
+        if check and proc.returncode != 0:
+            raise OperationFailed(f"git {what or args[0]} failed: {self._first_line(proc)}",
+                                  "see git's message; the work tree is unchanged")
+        return proc
+
+    @staticmethod
+    def _first_line(proc: subprocess.CompletedProcess[str]) -> str:
+        text = (proc.stderr or proc.stdout or "").strip()
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        fatal = next((line for line in lines if line.startswith(("fatal:", "error:"))), None)
+        return redact_text(fatal or (lines[0] if lines else f"exit {proc.returncode}"))
+
+    def check_repository(self) -> None:
+        proc = self._run("rev-parse", "--is-inside-work-tree", check=False)
+        if proc.returncode != 0 or proc.stdout.strip() != "true":
+            raise BadInput(f"{self.path} is not a git work tree", "run it from your app's repository (or --repo)")
+
+    def resolve(self, revision: str) -> str:
+        """The full sha of a commit-ish; BadInput if it does not exist."""
+        if not _REVISION.match(revision) or revision.startswith("-"):
+            raise BadInput(f"{revision!r} is not a git revision", "give a commit sha, a tag or a branch")
+        proc = self._run("rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}", check=False)
+        if proc.returncode != 0 or not proc.stdout.strip():
+            raise BadInput(f"no commit {revision!r} in {self.path}", "check 'git log --oneline'")
+        return proc.stdout.strip()
+
+    def head(self) -> str:
+        return self._run("rev-parse", "HEAD", what="rev-parse HEAD").stdout.strip()
+
+    def current_branch(self) -> str | None:
+        proc = self._run("symbolic-ref", "--quiet", "--short", "HEAD", check=False)
+        return proc.stdout.strip() or None
+
+    def dirty_files(self) -> list[str]:
+        """Tracked files with changes (staged or not); untracked files do not block a revert."""
+        proc = self._run("status", "--porcelain", "--untracked-files=no", what="status")
+        return [line[3:] for line in proc.stdout.splitlines() if line.strip()]
+
+    def require_clean(self) -> None:
+        dirty = self.dirty_files()
+        if dirty:
+            shown = ", ".join(dirty[:5]) + (f" and {len(dirty) - 5} more" if len(dirty) > 5 else "")
+            raise UnsafePrecondition(f"the work tree has uncommitted changes ({shown})",
+                                     "commit or stash them first; nothing was changed")
+
+    def commits_in(self, spec: str) -> list[str]:
+        """The commits a revert of ``spec`` (one commit or ``A..B``) undoes, newest first."""
+        if ".." in spec:
+            start, _, end = spec.partition("..")
+            if not start or not end or end.startswith("."):
+                raise BadInput(f"{spec!r} is not a range", "write it A..B (reverts the commits after A up to B)")
+            a, b = self.resolve(start), self.resolve(end)
+            proc = self._run("rev-list", f"{a}..{b}", what="rev-list")
+            commits = [line for line in proc.stdout.split() if line]
+            if not commits:
+                raise BadInput(f"the range {spec} holds no commits", "A..B reverts the commits after A up to B")
+            return commits
+        return [self.resolve(spec)]
+
+    def revert(self, spec: str) -> RevertResult:
+        """``git revert --no-edit`` the commit or range; a conflict is aborted and reported."""
+        commits = self.commits_in(spec)
+        previous = self.head()
+        args = ["revert", "--no-edit", *commits]
+        proc = self._run(*args, check=False)
+        if proc.returncode != 0:
+            self._run("revert", "--abort", check=False)
+            raise OperationFailed(f"git revert {spec} failed: {self._first_line(proc)}",
+                                  "the revert was aborted and the work tree is as it was; revert by hand")
+        return RevertResult(reverted=tuple(commits), head=self.head(), previous_head=previous)
+
+    def push(self, remote: str, branch: str) -> None:
+        for value, what in ((remote, "remote"), (branch, "branch")):
+            if not _REVISION.match(value) or value.startswith("-"):
+                raise BadInput(f"{value!r} is not a valid {what} name", f"check --{what}")
+        self._run("push", remote, f"HEAD:refs/heads/{branch}", what=f"push {remote} {branch}")
+
+    def remotes(self) -> list[str]:
+        return self._run("remote", what="remote").stdout.split()
+
+    def log_line(self, sha: str) -> str:
+        return self._run("log", "-1", "--format=%h %s", sha, what="log").stdout.strip()
+
+    @staticmethod
+    def run_args(args: Sequence[str]) -> list[str]:
+        """For display only."""
+        return ["git", *args]

@@ -1,0 +1,581 @@
+"""PostgreSQL through psycopg 3: row counts, rights, create/rename/swap, orphans.
+
+psycopg is imported inside the functions that need it, so importing this
+module stays cheap. Every ``psycopg.Error`` becomes a :class:`DatabaseError`
+(redacted) in :func:`db_errors`, the one place the mapping happens.
+
+A connection target (:class:`Target`) keeps the password apart: it is passed to
+psycopg in the conninfo and to child processes in ``PGPASSWORD``, never on a
+command line, and :meth:`Target.describe` never shows it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rollback.errors import BadInput, DatabaseError, LockHeld, UnsafePrecondition
+from rollback.redact import redact_text, register_secret
+
+__all__ = [
+    "Database",
+    "ForeignKey",
+    "RoleRights",
+    "SwapResult",
+    "TableCount",
+    "Target",
+    "db_errors",
+    "quote_ident",
+]
+
+PRISMA_LOCK_ID = 72707369
+MAX_IDENT = 63
+
+
+def quote_ident(name: str) -> str:
+    """Quote an SQL identifier (``"User"``), doubling embedded quotes."""
+    return '"' + name.replace('"', '""') + '"'
+
+
+def qualified(schema: str, table: str) -> str:
+    return f"{quote_ident(schema)}.{quote_ident(table)}"
+
+
+@contextlib.contextmanager
+def db_errors(action: str, hint: str | None = None) -> Iterator[None]:
+    """Map psycopg errors raised inside the block to :class:`DatabaseError`."""
+    import psycopg
+
+    try:
+        yield
+    except psycopg.Error as exc:
+        detail = " ".join(str(exc).split()) or type(exc).__name__
+        sqlstate = getattr(exc, "sqlstate", None)
+        raise DatabaseError(f"{action} failed: {redact_text(detail)}", hint or _HINTS.get(str(sqlstate)),
+                            sqlstate=sqlstate) from exc
+
+
+_HINTS = {
+    "42501": "the role lacks a privilege on that object: grant it, or use the owner's URL",
+    "28P01": "authentication failed: check the user and password in the database URL",
+    "28000": "the server refused the role: check pg_hba.conf and the user in the database URL",
+    "3D000": "the database does not exist: check the database name in the URL",
+    "57P01": "the session was ended by an administrator; run the command again",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where to connect: libpq parameters (``dbname``, ``user``, ``host``...) incl. the password."""
+
+    params: Mapping[str, str]
+
+    @classmethod
+    def from_url(cls, url: str) -> Target:
+        from psycopg.conninfo import conninfo_to_dict
+
+        url, schema = _strip_prisma_params(url)
+        try:
+            params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
+        except Exception as exc:  # psycopg.ProgrammingError: the URL does not parse
+            raise BadInput("the database URL does not parse", "check the variable named by database.url_env") \
+                from exc
+        register_secret(params.get("password"))
+        if not params.get("dbname"):
+            raise BadInput("the database URL names no database", "append /DBNAME to the URL")
+        if schema and "options" not in params:
+            params["options"] = f"-csearch_path={schema}"
+        return cls(params)
+
+    @property
+    def dbname(self) -> str:
+        return self.params["dbname"]
+
+    @property
+    def user(self) -> str:
+        return self.params.get("user", "")
+
+    @property
+    def password(self) -> str | None:
+        return self.params.get("password")
+
+    def for_db(self, dbname: str) -> Target:
+        return Target({**self.params, "dbname": dbname})
+
+    def conninfo(self) -> str:
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(**self.params)
+
+    def public_conninfo(self) -> str:
+        """The conninfo without the password (safe on a command line)."""
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(**{k: v for k, v in self.params.items() if k != "password"})
+
+    def child_env(self, base: Mapping[str, str]) -> dict[str, str]:
+        """Environment for pg_dump/pg_restore: the password in PGPASSWORD, nothing on argv."""
+        env = {k: v for k, v in base.items() if not k.startswith("PG")}
+        if self.password:
+            env["PGPASSWORD"] = self.password
+        env.setdefault("PGCONNECT_TIMEOUT", "10")
+        return env
+
+    def describe(self) -> str:
+        host = self.params.get("host", "localhost")
+        port = self.params.get("port", "5432")
+        return f"{self.user or '(default user)'}@{host}:{port}/{self.dbname}"
+
+
+@dataclass(frozen=True)
+class TableCount:
+    schema: str
+    name: str
+    rows: int
+
+    @property
+    def key(self) -> str:
+        return self.name if self.schema == "public" else f"{self.schema}.{self.name}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema": self.schema, "name": self.name, "rows": self.rows}
+
+
+@dataclass(frozen=True)
+class RoleRights:
+    role: str
+    superuser: bool
+    createdb: bool
+    owns: Mapping[str, bool] = field(default_factory=dict)
+    can_signal: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"role": self.role, "superuser": self.superuser, "createdb": self.createdb,
+                "owns": dict(self.owns), "can_signal_backends": self.can_signal}
+
+
+@dataclass(frozen=True)
+class ForeignKey:
+    name: str
+    child_table: str
+    child_columns: tuple[str, ...]
+    parent_table: str
+    parent_columns: tuple[str, ...]
+    declared: bool = True
+
+    @property
+    def label(self) -> str:
+        return (f"{self.child_table}({', '.join(self.child_columns)}) -> "
+                f"{self.parent_table}({', '.join(self.parent_columns)})")
+
+
+@dataclass(frozen=True)
+class SwapResult:
+    live: str
+    restored: str
+    set_aside: str
+    downtime_seconds: float
+    terminated_sessions: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"live": self.live, "restored": self.restored, "set_aside": self.set_aside,
+                "downtime_seconds": round(self.downtime_seconds, 4),
+                "terminated_sessions": self.terminated_sessions}
+
+
+_COUNT_TABLES = """
+SELECT n.nspname, c.relname
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind = 'r' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+  AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%'
+ORDER BY 1, 2
+"""
+
+
+class Database:
+    """One PostgreSQL server reached through ``target`` (its database is the live one)."""
+
+    def __init__(self, target: Target, *, connect_timeout: int = 10) -> None:
+        self.target = target
+        self.connect_timeout = connect_timeout
+
+    # -- connections -----------------------------------------------------------------------------
+    def connect(self, dbname: str | None = None, *, autocommit: bool = True) -> Any:
+        import psycopg
+
+        target = self.target.for_db(dbname) if dbname else self.target
+        with db_errors(f"connecting to {target.describe()}"):
+            return psycopg.connect(target.conninfo(), autocommit=autocommit, connect_timeout=self.connect_timeout)
+
+    def maintenance(self) -> Any:
+        """A connection to a database other than the live one (``postgres``, else ``template1``)."""
+        import psycopg
+
+        last: Exception | None = None
+        for name in ("postgres", "template1"):
+            if name == self.target.dbname:
+                continue
+            try:
+                return psycopg.connect(self.target.for_db(name).conninfo(), autocommit=True,
+                                       connect_timeout=self.connect_timeout)
+            except psycopg.Error as exc:
+                last = exc
+        raise DatabaseError(f"cannot connect to a maintenance database (postgres, template1) on "
+                            f"{self.target.describe()}: {redact_text(' '.join(str(last).split()))}",
+                            "the role needs CONNECT on the postgres database to create, rename or drop databases")
+
+    def query(self, sql: str, params: Sequence[Any] = (), *, dbname: str | None = None) -> list[tuple[Any, ...]]:
+        with self.connect(dbname) as conn, db_errors("querying the database"):
+            cur = conn.execute(sql, params)
+            return list(cur.fetchall()) if cur.description else []
+
+    # -- facts -------------------------------------------------------------------------------------
+    def server_version(self) -> tuple[str, int]:
+        """(``"15.5"``, 150005)."""
+        rows = self.query("SELECT current_setting('server_version'), current_setting('server_version_num')::int")
+        return str(rows[0][0]).split()[0], int(rows[0][1])
+
+    def exists(self, dbname: str) -> bool:
+        with self.maintenance() as conn, db_errors("looking up databases"):
+            return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is not None
+
+    def databases_like(self, prefix: str) -> list[tuple[str, int]]:
+        """Databases whose name starts with ``prefix``: (name, size in bytes)."""
+        with self.maintenance() as conn, db_errors("listing databases"):
+            rows = conn.execute(
+                "SELECT datname, pg_database_size(oid) FROM pg_database WHERE left(datname, %s) = %s ORDER BY 1",
+                (len(prefix), prefix)).fetchall()
+        return [(str(r[0]), int(r[1])) for r in rows]
+
+    def rights(self, databases: Sequence[str] = ()) -> RoleRights:
+        with self.maintenance() as conn, db_errors("reading the role's rights"):
+            role, superuser, createdb = conn.execute(
+                "SELECT rolname, rolsuper, rolcreatedb FROM pg_roles WHERE rolname = current_user").fetchone()
+            owns: dict[str, bool] = {}
+            for name in databases:
+                row = conn.execute("SELECT pg_has_role(current_user, datdba, 'USAGE') FROM pg_database "
+                                   "WHERE datname = %s", (name,)).fetchone()
+                owns[name] = bool(row[0]) if row else False
+            signal = conn.execute("SELECT pg_has_role(current_user, 'pg_signal_backend', 'USAGE')").fetchone()
+        return RoleRights(str(role), bool(superuser), bool(createdb), owns, bool(signal[0]) or bool(superuser))
+
+    def table_counts(self, dbname: str | None = None, tables: Sequence[tuple[str, str]] | None = None,
+                     conn: Any = None) -> list[TableCount]:
+        """Exact row counts (``count(*)``) of every user table, or of ``tables``."""
+
+        def run(connection: Any) -> list[TableCount]:
+            with db_errors("counting rows"):
+                names = tables if tables is not None else [(str(s), str(t)) for s, t in
+                                                            connection.execute(_COUNT_TABLES).fetchall()]
+                out = []
+                for schema, table in names:
+                    count = connection.execute(f"SELECT count(*) FROM {qualified(schema, table)}").fetchone()[0]
+                    out.append(TableCount(schema, table, int(count)))
+                return out
+
+        if conn is not None:
+            return run(conn)
+        with self.connect(dbname) as connection:
+            return run(connection)
+
+    @contextlib.contextmanager
+    def exported_snapshot(self) -> Iterator[tuple[str, Any]]:
+        """A REPEATABLE READ transaction with an exported snapshot, kept open for the block.
+
+        pg_dump ``--snapshot`` then dumps exactly what this transaction sees, so
+        the row counts taken here match the dump.
+        """
+        conn = self.connect(autocommit=False)
+        try:
+            with db_errors("exporting a snapshot"):
+                conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                snapshot = str(conn.execute("SELECT pg_export_snapshot()").fetchone()[0])
+            yield snapshot, conn
+        finally:
+            with contextlib.suppress(Exception):
+                conn.rollback()
+            conn.close()
+
+    # -- databases -----------------------------------------------------------------------------------
+    def create_database_like(self, name: str, like: str) -> None:
+        """Create an empty database ``name`` with the owner, settings and grants of ``like``."""
+        from psycopg import sql
+
+        with self.maintenance() as conn, db_errors(f"creating database {name}"):
+            row = conn.execute(
+                "SELECT pg_get_userbyid(datdba), datconnlimit, datacl IS NULL, "
+                "pg_encoding_to_char(encoding), datcollate, datctype, rolsuper "
+                "FROM pg_database, pg_roles WHERE datname = %s AND rolname = current_user", (like,)).fetchone()
+            if row is None:
+                raise DatabaseError(f"database {like} does not exist", "check the database URL")
+            owner, connlimit, default_acl, encoding, collate, ctype, superuser = row
+            ident = sql.Identifier(name)
+            create = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+                ident, sql.Literal(encoding), sql.Literal(collate), sql.Literal(ctype))
+            if superuser:
+                create = sql.SQL("{} OWNER {}").format(create, sql.Identifier(owner))
+            conn.execute(create)
+            try:
+                if connlimit != -1:
+                    conn.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(ident,
+                                                                                       sql.Literal(connlimit)))
+                for (setting,) in conn.execute(
+                        "SELECT unnest(setconfig) FROM pg_db_role_setting s JOIN pg_database d "
+                        "ON d.oid = s.setdatabase WHERE d.datname = %s AND s.setrole = 0", (like,)).fetchall():
+                    key, _, value = str(setting).partition("=")
+                    conn.execute(sql.SQL("ALTER DATABASE {} SET {} = {}").format(ident, sql.Identifier(key),
+                                                                               sql.Literal(value)))
+                if not default_acl:
+                    conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(ident))
+                    grants = conn.execute(
+                        "SELECT CASE WHEN a.grantee = 0 THEN NULL ELSE pg_get_userbyid(a.grantee) END, "
+                        "a.privilege_type FROM pg_database d, aclexplode(d.datacl) a WHERE d.datname = %s",
+                        (like,)).fetchall()
+                    for grantee, privilege in grants:
+                        who = sql.SQL("PUBLIC") if grantee is None else sql.Identifier(grantee)
+                        conn.execute(sql.SQL("GRANT {} ON DATABASE {} TO {}").format(sql.SQL(privilege), ident, who))
+            except Exception:
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(ident))
+                raise
+
+    def drop_database(self, name: str) -> None:
+        """Drop ``name`` (never the live database: refused here as a last line of defence)."""
+        from psycopg import sql
+
+        if name == self.target.dbname:
+            raise UnsafePrecondition(f"refusing to drop the live database {name}")
+        with self.maintenance() as conn, db_errors(f"dropping database {name}"):
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    def _unendable_sessions(self, conn: Any, dbname: str) -> int:
+        """Client sessions on ``dbname`` this role may not end (another role's, without pg_signal_backend)."""
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity a JOIN pg_roles r ON r.oid = a.usesysid "
+            "WHERE a.datname = %s AND a.pid <> pg_backend_pid() AND a.usesysid IS NOT NULL "
+            "AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) "
+            "AND (r.rolsuper OR NOT (pg_has_role(current_user, r.oid, 'MEMBER') "
+            "OR pg_has_role(current_user, 'pg_signal_backend', 'MEMBER')))", (dbname,)).fetchone()
+        return int(row[0])
+
+    def _terminate(self, conn: Any, dbname: str, timeout: float = 10.0) -> int:
+        """End every other client session on ``dbname`` and wait until they are gone.
+
+        Only sessions with a role (``usesysid``; ``backend_type`` is hidden from
+        unprivileged roles for others' sessions): autovacuum workers are the
+        server's own, and ``ALTER DATABASE ... RENAME`` asks them to leave itself.
+        """
+        ended = 0
+        deadline = time.monotonic() + timeout
+        while True:
+            rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                "WHERE datname = %s AND pid <> pg_backend_pid() AND usesysid IS NOT NULL",
+                                (dbname,)).fetchall()
+            if not rows:
+                return ended
+            ended += sum(1 for (ok,) in rows if ok)
+            if not any(ok for (ok,) in rows) and time.monotonic() > deadline:
+                raise UnsafePrecondition(
+                    f"{len(rows)} session(s) on {dbname} could not be ended",
+                    "the role needs pg_signal_backend (GRANT pg_signal_backend TO <role>) or to be a superuser")
+            if time.monotonic() > deadline:
+                raise DatabaseError(f"sessions on {dbname} did not end within {timeout:.0f} s")
+            time.sleep(0.02)
+
+    def swap(self, restored: str, set_aside: str) -> SwapResult:
+        """Put ``restored`` in place of the live database in one short step.
+
+        Blocks new connections to the live database, ends its sessions, renames it
+        to ``set_aside`` (kept) and ``restored`` to the live name. On any failure
+        before the second rename completes, the live database gets its name and
+        connections back. Downtime runs from blocking connections until the new
+        database answers a query.
+        """
+        from psycopg import sql
+
+        live = self.target.dbname
+        live_id, restored_id, aside_id = (sql.Identifier(n) for n in (live, restored, set_aside))
+        with self.maintenance() as conn, db_errors("swapping databases",
+                                                   "the live database keeps its name; nothing was lost"):
+            for name in (live, restored):
+                blocked = self._unendable_sessions(conn, name)
+                if blocked:
+                    raise UnsafePrecondition(
+                        f"{blocked} session(s) of other roles are connected to {name} and this role may not "
+                        "end them: it lacks pg_signal_backend", f"GRANT pg_signal_backend TO {self.target.user} "
+                        "(as a superuser), or close those sessions; nothing was changed", missing="pg_signal_backend")
+            self._terminate(conn, restored, timeout=5)
+            started = time.monotonic()
+            conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(live_id))
+            renamed = False
+            try:
+                ended = self._terminate(conn, live)
+                conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(live_id, aside_id))
+                renamed = True
+                conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(restored_id, live_id))
+            except BaseException:
+                if renamed:
+                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(aside_id, live_id))
+                conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(live_id))
+                raise
+            with self.connect(live) as check:
+                check.execute("SELECT 1").fetchone()
+            downtime = time.monotonic() - started
+            # The set-aside copy stays reachable by name for inspection; applications
+            # connect by the live name, so they cannot reach it by accident.
+            conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(aside_id))
+        return SwapResult(live, restored, set_aside, downtime, ended)
+
+    # -- parallel COPY -----------------------------------------------------------------------------
+    def copy_in(self, dbname: str, schema: str, table: str, blocks: Iterable[bytes], *, streams: int,
+                encoding: str, session: Mapping[str, str] | None = None) -> int:
+        """Load COPY text rows (blocks of whole lines) into ``schema.table`` over ``streams``
+        connections at once; returns the bytes sent.
+
+        pg_restore loads one table over one connection, so on a database whose size
+        is one big table its parallel jobs do not help; splitting the rows does. The
+        column list is the one pg_dump writes (no dropped or generated columns).
+        Any failure aborts every stream's COPY (``CopyFail``) and raises.
+        """
+        import queue
+        import threading
+
+        from psycopg import sql
+
+        with self.connect(dbname) as conn, db_errors(f"reading the columns of {schema}.{table}"):
+            columns = [str(r[0]) for r in conn.execute(
+                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
+                "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum", (qualified(schema, table),)).fetchall()]
+        statement = sql.SQL("COPY {}.{} ({}) FROM STDIN").format(
+            sql.Identifier(schema), sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns))
+        settings = {"client_encoding": encoding, "datestyle": "ISO", "intervalstyle": "postgres",
+                    "row_security": "off", **dict(session or {})}
+        done, abort = object(), object()
+        queues: list[queue.Queue[Any]] = [queue.Queue(maxsize=4) for _ in range(max(1, streams))]
+        errors: list[BaseException] = []
+
+        def writer(inbox: queue.Queue[Any]) -> None:
+            ended = False  # the producer's last item (done or abort) was taken
+            try:
+                with self.connect(dbname) as conn:
+                    for key, value in settings.items():
+                        conn.execute("SELECT set_config(%s, %s, false)", (key, value))
+                    with conn.cursor() as cur, cur.copy(statement) as copy:
+                        while True:
+                            item = inbox.get()
+                            ended = item is done or item is abort
+                            if item is done:
+                                break
+                            if item is abort:
+                                raise InterruptedError("aborted: another stream failed")
+                            copy.write(item)
+            except BaseException as exc:  # reported to the producer, which stops every stream
+                errors.append(exc)
+                while not ended:  # keep taking blocks so the producer never blocks on a full queue
+                    item = inbox.get()
+                    ended = item is done or item is abort
+
+        threads = [threading.Thread(target=writer, args=(q,), daemon=True) for q in queues]
+        for thread in threads:
+            thread.start()
+        sent = 0
+        end = done
+        try:
+            for number, block in enumerate(blocks):
+                if errors:
+                    end = abort
+                    break
+                queues[number % len(queues)].put(block)
+                sent += len(block)
+        except BaseException:
+            end = abort
+            raise
+        finally:
+            for inbox in queues:
+                inbox.put(end)
+            for thread in threads:
+                thread.join()
+        failures = [e for e in errors if not isinstance(e, InterruptedError)]
+        if failures:
+            with db_errors(f"loading {schema}.{table}"):
+                raise failures[0]
+            raise failures[0]
+        return sent
+
+    # -- advisory lock ----------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def advisory_lock(self, conn: Any, key: int = PRISMA_LOCK_ID, timeout: float = 10.0) -> Iterator[None]:
+        """Prisma Migrate's session lock (``pg_advisory_lock(72707369)``), waited for up to ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with db_errors("taking the migration advisory lock"):
+            while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+                if time.monotonic() > deadline:
+                    raise LockHeld(f"the migration advisory lock ({key}) is held by another session",
+                                   "wait for the running 'prisma migrate' to finish", holder=key)
+                time.sleep(0.1)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+    # -- integrity ---------------------------------------------------------------------------------------
+    def foreign_keys(self, conn: Any) -> list[ForeignKey]:
+        rows = conn.execute("""
+            SELECT c.conname, c.conrelid::regclass::text, c.confrelid::regclass::text,
+                   ARRAY(SELECT a.attname FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
+                         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),
+                   ARRAY(SELECT a.attname FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
+                         JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)
+            FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+            WHERE c.contype = 'f' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+            ORDER BY 2, 1""").fetchall()
+        return [ForeignKey(str(r[0]), str(r[1]), tuple(r[3]), str(r[2]), tuple(r[4])) for r in rows]
+
+    def count_orphans(self, conn: Any, fk: ForeignKey) -> int:
+        """Child rows whose (non-null) key has no parent row."""
+        child = _table_sql(fk.child_table)
+        parent = _table_sql(fk.parent_table)
+        not_null = " AND ".join(f"ch.{quote_ident(c)} IS NOT NULL" for c in fk.child_columns)
+        match = " AND ".join(f"p.{quote_ident(pc)} = ch.{quote_ident(cc)}"
+                             for cc, pc in zip(fk.child_columns, fk.parent_columns, strict=True))
+        query = (f"SELECT count(*) FROM {child} ch WHERE {not_null} "
+                 f"AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {match})")
+        return int(conn.execute(query).fetchone()[0])
+
+
+# Query parameters Prisma accepts in its URLs that libpq would reject.
+_PRISMA_PARAMS = {"schema", "connection_limit", "pool_timeout", "pgbouncer", "socket_timeout",
+                  "statement_cache_size", "sslaccept", "sslidentity", "sslpassword"}
+
+
+def _strip_prisma_params(url: str) -> tuple[str, str | None]:
+    """Remove Prisma-only query parameters; return the URL and Prisma's ``schema``."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    if "://" not in url or "?" not in url:
+        return url, None
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = next((v for k, v in query if k == "schema"), None)
+    kept = [(k, v) for k, v in query if k not in _PRISMA_PARAMS]
+    return urlunsplit(parts._replace(query=urlencode(kept))), schema
+
+
+def _table_sql(name: str) -> str:
+    """``regclass::text`` output or a config name -> a quoted (schema.)table."""
+    if '"' in name or re.fullmatch(r"[a-z_][a-z0-9_$]*(\.[a-z_][a-z0-9_$]*)?", name):
+        return name  # already in SQL form (regclass text quotes what needs quoting)
+    if "." in name:
+        schema, table = name.split(".", 1)
+        return qualified(schema, table)
+    return quote_ident(name)
+
+
+def set_aside_name(live: str, kind: str, stamp: str) -> str:
+    """``<live>_<kind>_<stamp>`` trimmed to PostgreSQL's 63-byte identifier limit."""
+    suffix = f"_{kind}_{stamp}"
+    return live[: MAX_IDENT - len(suffix)] + suffix

@@ -1,0 +1,225 @@
+"""Amazon RDS: snapshots, point-in-time windows and restores into NEW instances.
+
+Nothing here deletes or modifies a source instance or snapshot: the only
+mutating calls are ``create_db_snapshot`` and the two ``restore_*`` calls, which
+create a new instance. Waiting uses boto3's waiters. boto3 is imported lazily
+(through :mod:`rollback.adapters.aws`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rollback.adapters.aws import AwsClients, aws_errors, make_session
+from rollback.errors import AwsError, BadInput
+
+if TYPE_CHECKING:
+    from rollback.config import Config
+
+__all__ = ["DbInstance", "DbSnapshot", "RdsAdapter", "open_rds", "resolve_instance"]
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.astimezone(dt.UTC).isoformat().replace("+00:00", "Z") if value else None
+
+
+def _utc(value: Any) -> dt.datetime | None:
+    if not isinstance(value, dt.datetime):
+        return None
+    return value.astimezone(dt.UTC) if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+@dataclass(frozen=True)
+class DbSnapshot:
+    id: str
+    instance: str
+    type: str
+    status: str
+    created: dt.datetime | None
+    engine: str | None
+    allocated_gb: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "instance": self.instance, "type": self.type, "status": self.status,
+                "created": _iso(self.created), "engine": self.engine, "allocated_gb": self.allocated_gb}
+
+
+@dataclass(frozen=True)
+class DbInstance:
+    id: str
+    status: str
+    engine: str | None
+    instance_class: str | None
+    endpoint: str | None
+    port: int | None
+    retention_days: int
+    earliest_restorable: dt.datetime | None
+    latest_restorable: dt.datetime | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "status": self.status, "engine": self.engine, "instance_class": self.instance_class,
+                "endpoint": self.endpoint, "port": self.port, "backup_retention_days": self.retention_days,
+                "earliest_restorable_time": _iso(self.earliest_restorable),
+                "latest_restorable_time": _iso(self.latest_restorable)}
+
+
+class RdsAdapter:
+    """RDS through one boto3 client."""
+
+    def __init__(self, client: Any, *, waiter_delay: int = 15, waiter_max_attempts: int = 120) -> None:
+        self.client = client
+        self.waiter_delay = waiter_delay
+        self.waiter_max_attempts = waiter_max_attempts
+
+    def _describe(self, instance: str) -> dict[str, Any] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            found = self.client.describe_db_instances(DBInstanceIdentifier=instance)["DBInstances"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "DBInstanceNotFound":
+                return None
+            with aws_errors(f"describing DB instance {instance}"):
+                raise
+        return dict(found[0]) if found else None
+
+    def instance_exists(self, instance: str) -> bool:
+        return self._describe(instance) is not None
+
+    def instance(self, instance: str) -> DbInstance:
+        raw = self._describe(instance)
+        if raw is None:
+            raise BadInput(f"no DB instance {instance}", "check aws.db_instance in rollback.toml or --instance")
+        return self._instance(raw)
+
+    def _instance(self, raw: dict[str, Any]) -> DbInstance:
+        name = str(raw["DBInstanceIdentifier"])
+        retention = int(raw.get("BackupRetentionPeriod") or 0)
+        latest = _utc(raw.get("LatestRestorableTime"))
+        earliest = self._earliest_restorable(name, raw, retention) if retention and latest else None
+        endpoint = raw.get("Endpoint") or {}
+        return DbInstance(name, str(raw.get("DBInstanceStatus", "unknown")), raw.get("Engine"),
+                          raw.get("DBInstanceClass"), endpoint.get("Address"),
+                          int(endpoint["Port"]) if endpoint.get("Port") else None, retention, earliest, latest)
+
+    def _earliest_restorable(self, name: str, raw: dict[str, Any], retention: int) -> dt.datetime | None:
+        """The automated backups' RestoreWindow when reported; else the retention period
+        back from now, but not before the instance existed."""
+        from botocore.exceptions import ClientError
+
+        try:
+            backups = self.client.describe_db_instance_automated_backups(DBInstanceIdentifier=name)
+        except ClientError:  # not every endpoint implements it; fall back to the retention period
+            backups = {}
+        for item in backups.get("DBInstanceAutomatedBackups", []):
+            window = item.get("RestoreWindow") or {}
+            if window.get("EarliestTime"):
+                return _utc(window["EarliestTime"])
+        floor = dt.datetime.now(dt.UTC) - dt.timedelta(days=retention)
+        created = _utc(raw.get("InstanceCreateTime"))
+        return max(floor, created) if created else floor
+
+    def _snapshot(self, raw: dict[str, Any]) -> DbSnapshot:
+        return DbSnapshot(str(raw["DBSnapshotIdentifier"]), str(raw.get("DBInstanceIdentifier", "")),
+                          str(raw.get("SnapshotType", "")), str(raw.get("Status", "")),
+                          _utc(raw.get("SnapshotCreateTime")), raw.get("Engine"), raw.get("AllocatedStorage"))
+
+    def snapshots(self, instance: str) -> list[DbSnapshot]:
+        """Manual and automated snapshots of ``instance``, newest first."""
+        out: list[DbSnapshot] = []
+        with aws_errors(f"listing snapshots of {instance}"):
+            paginator = self.client.get_paginator("describe_db_snapshots")
+            for page in paginator.paginate(DBInstanceIdentifier=instance):
+                out += [self._snapshot(s) for s in page.get("DBSnapshots", [])]
+        out.sort(key=lambda s: s.created or dt.datetime.min.replace(tzinfo=dt.UTC), reverse=True)
+        return out
+
+    def snapshot(self, snapshot_id: str) -> DbSnapshot | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            found = self.client.describe_db_snapshots(DBSnapshotIdentifier=snapshot_id)["DBSnapshots"]
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "DBSnapshotNotFound":
+                return None
+            with aws_errors(f"describing snapshot {snapshot_id}"):
+                raise
+        return self._snapshot(found[0]) if found else None
+
+    def create_snapshot(self, instance: str, snapshot_id: str) -> DbSnapshot:
+        with aws_errors(f"creating snapshot {snapshot_id} of {instance}"):
+            raw = self.client.create_db_snapshot(DBSnapshotIdentifier=snapshot_id, DBInstanceIdentifier=instance)
+        return self._snapshot(raw["DBSnapshot"])
+
+    def _wait(self, name: str, **kwargs: Any) -> None:
+        from botocore.exceptions import WaiterError
+
+        try:
+            self.client.get_waiter(name).wait(**kwargs, WaiterConfig={"Delay": self.waiter_delay,
+                                                                      "MaxAttempts": self.waiter_max_attempts})
+        except WaiterError as exc:
+            raise AwsError(f"waiting ({name}) failed: {' '.join(str(exc).split())}",
+                           "check the AWS console; the operation may still finish") from exc
+
+    def wait_snapshot(self, snapshot_id: str) -> DbSnapshot:
+        self._wait("db_snapshot_available", DBSnapshotIdentifier=snapshot_id)
+        found = self.snapshot(snapshot_id)
+        assert found is not None
+        return found
+
+    def wait_instance(self, instance: str) -> DbInstance:
+        self._wait("db_instance_available", DBInstanceIdentifier=instance)
+        return self.instance(instance)
+
+    def _copy_settings(self, source: str | None) -> dict[str, Any]:
+        """Network and size settings of the source, so the new instance is reachable like it."""
+        raw = self._describe(source) if source else None
+        if raw is None:
+            return {}
+        out: dict[str, Any] = {}
+        if raw.get("DBInstanceClass"):
+            out["DBInstanceClass"] = raw["DBInstanceClass"]
+        subnet = (raw.get("DBSubnetGroup") or {}).get("DBSubnetGroupName")
+        if subnet:
+            out["DBSubnetGroupName"] = subnet
+        groups = [g["VpcSecurityGroupId"] for g in raw.get("VpcSecurityGroups", []) if g.get("VpcSecurityGroupId")]
+        if groups:
+            out["VpcSecurityGroupIds"] = groups
+        if raw.get("PubliclyAccessible") is not None:
+            out["PubliclyAccessible"] = bool(raw["PubliclyAccessible"])
+        return out
+
+    def restore_from_snapshot(self, snapshot_id: str, target: str, *, like: str | None = None) -> DbInstance:
+        with aws_errors(f"restoring snapshot {snapshot_id} into {target}"):
+            raw = self.client.restore_db_instance_from_db_snapshot(
+                DBInstanceIdentifier=target, DBSnapshotIdentifier=snapshot_id, **self._copy_settings(like))
+        return self._instance(raw["DBInstance"])
+
+    def restore_to_time(self, source: str, target: str, when: dt.datetime | None) -> DbInstance:
+        """Point-in-time restore of ``source`` into ``target``; ``None`` = latest restorable time."""
+        kwargs: dict[str, Any] = {"SourceDBInstanceIdentifier": source, "TargetDBInstanceIdentifier": target}
+        if when is None:
+            kwargs["UseLatestRestorableTime"] = True
+        else:
+            kwargs["RestoreTime"] = when
+        settings = self._copy_settings(source)
+        with aws_errors(f"restoring {source} into {target}"):
+            raw = self.client.restore_db_instance_to_point_in_time(**kwargs, **settings)
+        return self._instance(raw["DBInstance"])
+
+
+def open_rds(config: Config) -> RdsAdapter:
+    import os
+
+    session = make_session(config.env.aws.region)
+    delay = int(os.environ.get("ROLLBACK_RDS_WAIT_DELAY", "15"))
+    return RdsAdapter(AwsClients(session).client("rds"), waiter_delay=delay)
+
+
+def resolve_instance(config: Config, instance: str | None) -> str:
+    name = instance or config.env.aws.db_instance
+    if not name:
+        raise BadInput("no RDS instance given", "pass --instance ID or set aws.db_instance in rollback.toml")
+    return name

@@ -1,0 +1,522 @@
+"""Vercel's REST API, over an injected ``httpx.Client``.
+
+The client is built by the caller (:func:`make_http_client` builds the usual
+one: base URL from ``VERCEL_API_URL``, ``Authorization: Bearer $VERCEL_TOKEN``)
+so tests can point it at the emulator. Methods return our dataclasses
+(:class:`Deployment`, :class:`Project`, :class:`AliasRequest`, :class:`AliasStatus`),
+never raw JSON.
+
+Errors: Vercel answers ``{"error": {"code", "message"}}``; :func:`_api_error`
+maps that (and transport failures) to :class:`~rollback.errors.VercelError`
+with the message kept and ``.status``/``.code`` set. Reads are retried with
+backoff on 429/500/502/503/504 and transport errors, honouring ``Retry-After``
+(seconds or an HTTP date), within a total deadline. A rollback or promote POST
+is never re-sent blindly: after a failed or timed-out POST we read the
+project's ``lastAliasRequest`` and re-send only if the request did not take.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from rollback.errors import BadInput, VercelError
+from rollback.redact import redact_text
+
+if TYPE_CHECKING:
+    import httpx
+
+__all__ = [
+    "RETRY_STATUSES",
+    "TERMINAL_JOB_STATUSES",
+    "AliasChange",
+    "AliasRequest",
+    "AliasStatus",
+    "Deployment",
+    "Project",
+    "VercelClient",
+    "make_http_client",
+    "parse_retry_after",
+]
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+TERMINAL_JOB_STATUSES = frozenset({"succeeded", "failed", "skipped"})
+
+
+def _iso(ms: int | None) -> str | None:
+    if not ms:
+        return None
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """One deployment. ``target`` is ``"production"`` or ``None`` (a preview)."""
+
+    id: str
+    url: str
+    name: str = ""
+    project_id: str | None = None
+    target: str | None = None
+    state: str = "UNKNOWN"
+    created_at: int = 0
+    ready_at: int | None = None
+    commit_sha: str | None = None
+    commit_message: str | None = None
+    commit_ref: str | None = None
+    is_rollback_candidate: bool | None = None
+    alias_assigned: bool = False
+    aliases: tuple[str, ...] = ()
+    team_id: str | None = None
+
+    @property
+    def is_production(self) -> bool:
+        return self.target == "production"
+
+    @property
+    def is_ready(self) -> bool:
+        return self.state == "READY"
+
+    @property
+    def created(self) -> str | None:
+        return _iso(self.created_at)
+
+    def label(self) -> str:
+        return f"{self.url} ({self.id})"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "url": self.url, "name": self.name, "project_id": self.project_id,
+            "target": self.target or "preview", "state": self.state, "created": self.created,
+            "created_at": self.created_at, "commit": self.commit_sha, "commit_message": self.commit_message,
+            "branch": self.commit_ref, "rollback_candidate": self.is_rollback_candidate,
+        }
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> Deployment:
+        """From any of Vercel's deployment shapes (v6 list item, v13, a project's target)."""
+        meta = data.get("meta") if isinstance(data.get("meta"), Mapping) else {}
+        assert isinstance(meta, Mapping)
+        git_source = data.get("gitSource") if isinstance(data.get("gitSource"), Mapping) else {}
+        assert isinstance(git_source, Mapping)
+        team = data.get("team") if isinstance(data.get("team"), Mapping) else {}
+        assert isinstance(team, Mapping)
+        url = str(data.get("url") or "")
+        sha = (meta.get("githubCommitSha") or meta.get("gitlabCommitSha") or meta.get("bitbucketCommitSha")
+               or git_source.get("sha"))
+        ref = meta.get("githubCommitRef") or meta.get("gitlabCommitRef") or meta.get("bitbucketCommitRef")
+        message = (meta.get("githubCommitMessage") or meta.get("gitlabCommitMessage")
+                   or meta.get("bitbucketCommitMessage"))
+        assigned = data.get("aliasAssigned")
+        candidate = data.get("isRollbackCandidate")
+        return cls(
+            id=str(data.get("uid") or data.get("id") or ""),
+            url=url,
+            name=str(data.get("name") or ""),
+            project_id=data.get("projectId") if isinstance(data.get("projectId"), str) else None,
+            target=data.get("target") if isinstance(data.get("target"), str) else None,
+            state=str(data.get("readyState") or data.get("state") or data.get("status") or "UNKNOWN"),
+            created_at=int(data.get("createdAt") or data.get("created") or 0),
+            ready_at=int(data["ready"]) if isinstance(data.get("ready"), (int, float)) else (
+                int(data["readyAt"]) if isinstance(data.get("readyAt"), (int, float)) else None),
+            commit_sha=str(sha) if sha else None,
+            commit_message=str(message).splitlines()[0] if message else None,
+            commit_ref=str(ref) if ref else None,
+            is_rollback_candidate=candidate if isinstance(candidate, bool) else None,
+            alias_assigned=bool(assigned),
+            aliases=tuple(str(a) for a in data.get("alias") or () if isinstance(a, str)),
+            team_id=str(team["id"]) if team.get("id") else (
+                str(data["teamId"]) if isinstance(data.get("teamId"), str) else None),
+        )
+
+
+@dataclass(frozen=True)
+class AliasRequest:
+    """A project's last rollback or promote request and its job's progress."""
+
+    type: str  # rollback | promote
+    job_status: str  # pending | in-progress | succeeded | failed | skipped
+    to_deployment_id: str
+    from_deployment_id: str | None
+    requested_at: int
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.job_status in TERMINAL_JOB_STATUSES
+
+    @property
+    def requested(self) -> str | None:
+        return _iso(self.requested_at)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"type": self.type, "job_status": self.job_status, "from_deployment_id": self.from_deployment_id,
+                "to_deployment_id": self.to_deployment_id, "requested_at": self.requested_at,
+                "requested": self.requested}
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any] | None) -> AliasRequest | None:
+        if not isinstance(data, Mapping) or not data.get("toDeploymentId"):
+            return None
+        return cls(type=str(data.get("type") or ""), job_status=str(data.get("jobStatus") or ""),
+                   to_deployment_id=str(data["toDeploymentId"]),
+                   from_deployment_id=str(data["fromDeploymentId"]) if data.get("fromDeploymentId") else None,
+                   requested_at=int(data.get("requestedAt") or 0))
+
+
+@dataclass(frozen=True)
+class Project:
+    """A project, its current production deployment and its last alias request."""
+
+    id: str
+    name: str
+    account_id: str
+    production: Deployment | None = None
+    last_alias_request: AliasRequest | None = None
+    rollback_active: bool = False  # Vercel stops auto-assigning production domains until undone
+
+    @property
+    def production_deployment_id(self) -> str | None:
+        return self.production.id if self.production else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "account_id": self.account_id,
+                "production": self.production.to_dict() if self.production else None,
+                "last_alias_request": self.last_alias_request.to_dict() if self.last_alias_request else None,
+                "rollback_active": self.rollback_active}
+
+    @classmethod
+    def from_api(cls, data: Mapping[str, Any]) -> Project:
+        targets = data.get("targets") if isinstance(data.get("targets"), Mapping) else {}
+        assert isinstance(targets, Mapping)
+        production = targets.get("production")
+        return cls(
+            id=str(data.get("id") or ""),
+            name=str(data.get("name") or ""),
+            account_id=str(data.get("accountId") or ""),
+            production=Deployment.from_api(production) if isinstance(production, Mapping) else None,
+            last_alias_request=AliasRequest.from_api(data.get("lastAliasRequest")),
+            rollback_active=bool(data.get("lastRollbackTarget")),
+        )
+
+
+@dataclass(frozen=True)
+class AliasStatus:
+    """One alias of a rollback or promote job and how it fared."""
+
+    alias: str
+    status: str
+    deployment_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"alias": self.alias, "status": self.status, "deployment_id": self.deployment_id}
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """The outcome of a rollback or promote request: how many POSTs were sent,
+    and how we know it took (``response`` or ``lastAliasRequest``)."""
+
+    kind: str
+    project_id: str
+    deployment_id: str
+    sends: int
+    confirmed_by: str
+    request: AliasRequest | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "project_id": self.project_id, "deployment_id": self.deployment_id,
+                "sends": self.sends, "confirmed_by": self.confirmed_by}
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return max(0.0, moment.timestamp() - (time.time() if now is None else now))
+
+
+def make_http_client(base_url: str, token: str | None, *, timeout: float = 15.0) -> httpx.Client:
+    """The usual client: Vercel's base URL and the bearer token. Missing token: exit 2."""
+    import httpx
+
+    if not token:
+        raise BadInput("VERCEL_TOKEN is not set", "export VERCEL_TOKEN=<a token from vercel.com/account/tokens>")
+    # A plain-http base URL (the emulator) never does TLS: skip building an SSL context
+    # (loading the CA bundle costs ~15 ms of a command benchmarked in milliseconds).
+    # Redirects are not followed, so nothing can be sent over https without verification.
+    plain_http = base_url.lower().startswith("http://")
+    return httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}",
+                                                     "User-Agent": "rollback-cli"},
+                        timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)), verify=not plain_http,
+                        follow_redirects=False)
+
+
+@dataclass
+class _Budget:
+    """Attempts and a total deadline shared by one logical call."""
+
+    deadline: float
+    attempts: int
+    clock: Callable[[], float]
+    used: int = 0
+
+    def remaining(self) -> float:
+        return self.deadline - self.clock()
+
+
+@dataclass
+class VercelClient:
+    """Vercel's API. ``team`` is a team id (``team_...``) or slug, sent on every call."""
+
+    http: httpx.Client
+    team: str | None = None
+    deadline: float = 30.0  # seconds, total, for one call including its retries
+    max_attempts: int = 5
+    backoff: float = 0.2
+    max_backoff: float = 5.0
+    in_flight_grace: float = 5.0  # after a timed-out POST, how long to look for it landing before re-sending
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    on_retry: Callable[[str], None] = field(default=lambda message: None)
+
+    # ------------------------------------------------------------ plumbing
+    def _params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        out = {k: v for k, v in (params or {}).items() if v is not None}
+        if self.team:
+            out["teamId" if self.team.startswith("team_") else "slug"] = self.team
+        return out
+
+    def _budget(self) -> _Budget:
+        return _Budget(deadline=self.clock() + self.deadline, attempts=self.max_attempts, clock=self.clock)
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        if retry_after is not None:
+            return retry_after
+        return float(min(self.max_backoff, self.backoff * (2 ** (attempt - 1))))
+
+    def _send(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+              json: Any = None) -> httpx.Response:
+        """One HTTP exchange; transport failures become VercelError (``transient``)."""
+        import httpx
+
+        try:
+            return self.http.request(method, path, params=self._params(params), json=json)
+        except httpx.TimeoutException as exc:
+            raise VercelError(f"Vercel API {method} {_path_only(path)} timed out",
+                              "check connectivity to the Vercel API, then retry", code="timeout", status=None,
+                              transient=True, retry_after=None) from exc
+        except httpx.HTTPError as exc:
+            raise VercelError(f"cannot reach the Vercel API ({redact_text(type(exc).__name__)}: "
+                              f"{redact_text(str(exc))[:200]})", "check VERCEL_API_URL and your network",
+                              code="network", status=None, transient=True, retry_after=None) from exc
+
+    def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None,
+                 budget: _Budget | None = None) -> httpx.Response:
+        """A read (or idempotent call), retried on transient failures within the budget."""
+        budget = budget or self._budget()
+        while True:
+            budget.used += 1
+            try:
+                response = self._send(method, path, params=params, json=json)
+                if response.status_code < 400:
+                    return response
+                error = _api_error(response, method, path)
+            except VercelError as exc:
+                error = exc
+            if not getattr(error, "transient", False):
+                raise error
+            delay = self._delay(budget.used, getattr(error, "retry_after", None))
+            if budget.used >= budget.attempts or delay > budget.remaining():
+                raise error
+            self.on_retry(f"{error.message}; retrying in {delay:.1f} s ({budget.used}/{budget.attempts})")
+            self.sleep(delay)
+
+    def _json(self, response: httpx.Response) -> Any:
+        if not response.content:
+            return {}
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise VercelError(f"Vercel API answered {response.status_code} with a body that is not JSON",
+                              code="bad_response", status=response.status_code) from exc
+
+    # -------------------------------------------------------------- reads
+    def get_project(self, id_or_name: str) -> Project:
+        """``GET /v9/projects/{idOrName}``: the project, its production deployment and ``lastAliasRequest``."""
+        data = self._json(self._request("GET", f"/v9/projects/{quote(id_or_name, safe='')}"))
+        return Project.from_api(data)
+
+    def get_deployment(self, id_or_url: str) -> Deployment:
+        """``GET /v13/deployments/{idOrUrl}`` (an id, or a URL / hostname)."""
+        host = id_or_url.split("://", 1)[-1].split("/", 1)[0] if "." in id_or_url else id_or_url
+        data = self._json(self._request("GET", f"/v13/deployments/{quote(host, safe='')}"))
+        return Deployment.from_api(data)
+
+    def iter_deployments(self, project_id: str, *, target: str | None = "production",
+                         states: tuple[str, ...] = (), page_size: int = 20, sha: str | None = None,
+                         ) -> Iterator[Deployment]:
+        """``GET /v6/deployments``, newest first, following ``pagination.next`` as ``until``."""
+        until: int | None = None
+        while True:
+            params = {"projectId": project_id, "target": target, "limit": page_size, "until": until,
+                      "state": ",".join(states) if states else None, "sha": sha}
+            data = self._json(self._request("GET", "/v6/deployments", params=params))
+            for item in data.get("deployments") or []:
+                if isinstance(item, Mapping):
+                    yield Deployment.from_api(item)
+            following = (data.get("pagination") or {}).get("next")
+            if not following or following == until:
+                return
+            until = int(following)
+
+    def list_deployments(self, project_id: str, *, limit: int = 20, target: str | None = "production",
+                         states: tuple[str, ...] = (), sha: str | None = None,
+                         where: Callable[[Deployment], bool] | None = None) -> list[Deployment]:
+        """Up to ``limit`` deployments (matching ``where``), paging as needed."""
+        found: list[Deployment] = []
+        for deployment in self.iter_deployments(project_id, target=target, states=states,
+                                                page_size=min(max(limit, 20), 100), sha=sha):
+            if where is None or where(deployment):
+                found.append(deployment)
+                if len(found) >= limit:
+                    break
+        return found
+
+    def list_job_aliases(self, project_id: str, kind: str, *, failed_only: bool = True) -> list[AliasStatus]:
+        """The aliases of the last rollback/promote job (``failedOnly``), following pagination.
+
+        Promote uses the published ``/v1/projects/{id}/promote/aliases``; rollback
+        the route Vercel's own CLI reads, ``/v9/projects/{id}/rollback/aliases``.
+        """
+        path = (f"/v1/projects/{quote(project_id, safe='')}/promote/aliases" if kind == "promote"
+                else f"/v9/projects/{quote(project_id, safe='')}/rollback/aliases")
+        out: list[AliasStatus] = []
+        until: int | None = None
+        for _ in range(50):
+            data = self._json(self._request("GET", path, params={
+                "failedOnly": "true" if failed_only else None, "limit": 100, "until": until}))
+            for item in data.get("aliases") or []:
+                if not isinstance(item, Mapping):
+                    continue
+                alias = item.get("alias")
+                if isinstance(alias, Mapping):  # the CLI's /v9 shape
+                    out.append(AliasStatus(str(alias.get("alias") or ""), str(item.get("status") or ""),
+                                           alias.get("deploymentId")))
+                else:
+                    out.append(AliasStatus(str(alias or ""), str(item.get("status") or ""), None))
+            following = (data.get("pagination") or {}).get("next")
+            if not following or following == until:
+                break
+            until = int(following)
+        return out
+
+    # ------------------------------------------------------------- writes
+    def request_rollback(self, project_id: str, deployment_id: str, *, description: str | None = None,
+                         before: AliasRequest | None = None) -> AliasChange:
+        """``POST /v1/projects/{projectId}/rollback/{deploymentId}?description=...``, once per intent."""
+        path = f"/v1/projects/{quote(project_id, safe='')}/rollback/{quote(deployment_id, safe='')}"
+        return self._alias_change("rollback", path, project_id, deployment_id, before,
+                                  params={"description": description or None})
+
+    def request_promote(self, project_id: str, deployment_id: str, *,
+                        before: AliasRequest | None = None) -> AliasChange:
+        """``POST /v10/projects/{projectId}/promote/{deploymentId}``, once per intent."""
+        path = f"/v10/projects/{quote(project_id, safe='')}/promote/{quote(deployment_id, safe='')}"
+        return self._alias_change("promote", path, project_id, deployment_id, before, params=None)
+
+    def _alias_change(self, kind: str, path: str, project_id: str, deployment_id: str,
+                      before: AliasRequest | None, params: Mapping[str, Any] | None) -> AliasChange:
+        """Send the POST; after a transient failure, re-send only if ``lastAliasRequest`` shows it did not take."""
+        budget = self._budget()
+        sends = 0
+        while True:
+            sends += 1
+            budget.used += 1
+            try:
+                response = self._send("POST", path, params=params, json={})
+                if response.status_code < 400:
+                    return AliasChange(kind, project_id, deployment_id, sends, "response")
+                error = _api_error(response, "POST", path)
+            except VercelError as exc:
+                error = exc
+            if not getattr(error, "transient", False):
+                raise error
+            # The request may have been acted on even though we saw no success: ask before re-sending.
+            # After a timeout it may even still be in flight, so keep looking for a grace period.
+            grace_end = self.clock() + (min(self.in_flight_grace, max(0.0, budget.remaining()))
+                                        if getattr(error, "code", None) == "timeout" else 0.0)
+            interval = 0.1
+            while True:
+                try:
+                    current = self.get_project(project_id).last_alias_request
+                except VercelError:
+                    current = None
+                    if budget.remaining() <= 0:
+                        raise error from None
+                if _took(current, before, kind, deployment_id):
+                    return AliasChange(kind, project_id, deployment_id, sends, "lastAliasRequest", current)
+                if self.clock() >= grace_end:
+                    break
+                self.sleep(min(interval, max(0.0, grace_end - self.clock())))
+                interval = min(interval * 1.5, 1.0)
+            delay = self._delay(budget.used, getattr(error, "retry_after", None))
+            if budget.used >= budget.attempts or delay > budget.remaining():
+                raise error
+            self.on_retry(f"{error.message}; the {kind} did not take, re-sending in {delay:.1f} s")
+            self.sleep(delay)
+
+
+def _took(current: AliasRequest | None, before: AliasRequest | None, kind: str, deployment_id: str) -> bool:
+    """Did our request land? A new ``lastAliasRequest`` of our kind, to our deployment."""
+    if current is None or current.type != kind or current.to_deployment_id != deployment_id:
+        return False
+    return before is None or current.requested_at != before.requested_at
+
+
+def _path_only(path: str) -> str:
+    return path.split("?", 1)[0]
+
+
+def _api_error(response: httpx.Response, method: str, path: str) -> VercelError:
+    """Map an error response (``{"error": {"code", "message"}}``) to :class:`VercelError`."""
+    status = response.status_code
+    code: str | None = None
+    message: str | None = None
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
+        code = str(body["error"].get("code") or "") or None
+        message = str(body["error"].get("message") or "") or None
+    text = redact_text(message or response.reason_phrase or "error")
+    hint: str | None = None
+    if status in (401, 403):
+        hint = "check VERCEL_TOKEN, and the team in rollback.toml ([env.<name>.vercel] team)"
+    elif status == 404:
+        hint = "check the project and deployment ids"
+    elif status == 429:
+        hint = "Vercel is rate limiting; wait and retry"
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    return VercelError(
+        f"Vercel API {method} {_path_only(path)}: {text} (HTTP {status}{', ' + code if code else ''})",
+        hint, code=code, status=status, transient=status in RETRY_STATUSES, retry_after=retry_after,
+    )

@@ -1,0 +1,288 @@
+"""``rollback app``: Vercel instant rollback, promote and undo, and git revert.
+
+Parsing and presentation only; the work is done by :mod:`rollback.commands.app`
+(imported lazily, with httpx, so ``rollback --help`` stays fast).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from rollback.cli.support import AppContext, common_options, confirm, dry_run_option, emit, pass_app, say, yes_option
+
+if TYPE_CHECKING:
+    from rollback.commands.app import AppPlan
+    from rollback.runner import Handler
+
+
+@click.group()
+def app() -> None:
+    """The app on Vercel: instant rollback, promote, undo, git revert (runbook options 1 and 2).
+
+    Needs VERCEL_TOKEN in the environment and [env.<name>.vercel] project (and team) in rollback.toml.
+    """
+
+
+timeout_option = click.option("--timeout", default="3m", show_default=True, metavar="DURATION",
+                              help="How long to wait for Vercel's alias job (90s, 5m...).")
+
+
+def _seconds(text: str) -> float:
+    from rollback.units import parse_duration
+
+    return parse_duration(text, option="--timeout")
+
+
+def _short(sha: str | None) -> str:
+    return sha[:7] if sha else "-"
+
+
+def _show_plan(app_ctx: AppContext, planned: AppPlan, dry_run: bool) -> None:
+    if app_ctx.json:
+        return
+    plan = planned.plan
+    say(f"{'dry run: ' if dry_run else ''}{plan.title} (env {plan.env})")
+    for number, step in enumerate(plan.steps, start=1):
+        say(f"  {number}. {step.describe()}")
+
+
+def _run_change(app_ctx: AppContext, planned: AppPlan, step_handlers: dict[str, Handler], *, dry_run: bool,
+                yes: bool, action: str, human: Callable[[dict[str, Any]], None], needs_confirm: bool = True) -> None:
+    from rollback.commands import app as commands
+
+    if planned.noop:
+        document = {**planned.to_dict(), "ok": True, "dry_run": dry_run}
+        emit(app_ctx, document, lambda: say(f"nothing to do: {planned.noop}", err=False))
+        return
+    if not dry_run and needs_confirm:
+        if not yes:  # the runner reports each step as it starts; show the whole plan only before asking
+            _show_plan(app_ctx, planned, dry_run)
+        confirm(f"{planned.plan.title}: go ahead?", yes=yes, action=action)
+    # The CLI's main() closes (and finishes, on an error) any journal left open, releasing the run lock.
+    journal = None if dry_run else app_ctx.start_journal(dry_run=False)
+    document = commands.apply(planned, step_handlers, journal=journal, dry_run=dry_run, progress=say)
+    emit(app_ctx, document, lambda: human(document))
+
+
+@app.command("status")
+@click.option("--limit", type=click.IntRange(1, 100), default=10, show_default=True,
+              help="How many recent production deployments to list.")
+@common_options()
+@pass_app
+def status_command(app_ctx: AppContext, limit: int) -> None:
+    """Show production now, the last rollback/promote and its job status, and recent
+    production deployments (marking the rollback candidates).
+
+    \b
+    Example:
+      rollback app status --json
+    """
+    from rollback.commands import app as commands
+
+    config = app_ctx.config()
+    client = commands.make_client(config, on_retry=say)
+    result = commands.status(config, client, limit=limit)
+
+    def human() -> None:
+        from rollback.cli.support import print_table
+
+        project = result["project"]
+        current = result["current"]
+        click.echo(f"project {project['name']} ({project['id']}), env {result['env']}")
+        if current:
+            click.echo(f"production: {current['url']} ({current['id']}), commit {_short(current['commit'])}, "
+                       f"created {current['created']}")
+        else:
+            click.echo("production: none")
+        last = result["last_alias_request"]
+        if last:
+            click.echo(f"last alias request: {last['type']} {last['from_deployment_id'] or '-'} -> "
+                       f"{last['to_deployment_id']}: {last['job_status']} (requested {last['requested']})")
+            for alias in result["failed_aliases"]:
+                click.echo(f"  failed alias: {alias['alias']} ({alias['status']})")
+        else:
+            click.echo("last alias request: none")
+        if result["rollback_active"]:
+            click.echo("note: a rollback is in effect; new production deployments are not assigned the production "
+                       "domains until 'rollback app undo' (or a promote)")
+        print_table(["", "id", "url", "commit", "created (UTC)", "state", "candidate"],
+                    [("*" if d["current"] else "", d["id"], d["url"], _short(d["commit"]),
+                      (d["created"] or "")[:16].replace("T", " "), d["state"],
+                      "yes" if d["rollback_candidate"] else "") for d in result["deployments"]],
+                    title="recent production deployments (* serves production; candidate: a rollback target)")
+
+    emit(app_ctx, result, human)
+
+
+def _alias_human(kind: str) -> Callable[[dict[str, Any]], None]:
+    def human(document: dict[str, Any]) -> None:
+        from rollback.commands.app import AUTO_ASSIGN_NOTE
+
+        target = document.get("to") or {}
+        if document.get("dry_run"):
+            for step in document.get("steps", []):
+                result = step.get("result", {})
+                for key in ("would_send", "would_poll"):
+                    if key in result:
+                        click.echo(f"would: {result[key]}")
+            click.echo("dry run: nothing was changed")
+            return
+        verb = {"rollback": "rolled back", "promote": "promoted", "undo": "undid the rollback:"}[kind]
+        status = document.get("job_status")
+        project = (document.get("project") or {}).get("name", "")
+        click.echo(f"{verb} {project}: production is now {target.get('url')} ({target.get('id')}, commit "
+                   f"{_short(target.get('commit'))}), job {status} in {document.get('seconds')} s "
+                   f"[run {document.get('run')}]")
+        if kind == "rollback":
+            click.echo(f"note: {AUTO_ASSIGN_NOTE}")
+        else:
+            click.echo("note: production domains follow new production deployments again.")
+
+    return human
+
+
+@app.command("rollback")
+@click.option("--to", "to", metavar="DEPLOYMENT", help="Deployment id or URL (default: the previous stable "
+              "production deployment).")
+@click.option("--reason", metavar="TEXT", help="Why (sent to Vercel as the rollback's description, and journaled).")
+@timeout_option
+@dry_run_option
+@yes_option
+@common_options()
+@pass_app
+def rollback_command(app_ctx: AppContext, to: str | None, reason: str | None, timeout: str, dry_run: bool,
+                     yes: bool) -> None:
+    """Instant rollback of production to an earlier deployment, and wait until Vercel confirms it.
+
+    By default the target is the previous stable production deployment (READY, served production, older than
+    the current one). Exits 1 if the alias job fails (listing the failed aliases) or the timeout passes.
+
+    \b
+    Example:
+      rollback app rollback --reason "checkout 500s" --yes
+      rollback app rollback --to dpl_8NfTAmBDz... --dry-run
+    """
+    from rollback.commands import app as commands
+
+    seconds = _seconds(timeout)
+    config = app_ctx.config()
+    client = commands.make_client(config, on_retry=say)
+    planned = commands.plan_rollback(config, client, to=to, reason=reason, timeout=seconds)
+    _run_change(app_ctx, planned, commands.handlers(config=config, client=lambda: client), dry_run=dry_run,
+                yes=yes, action="roll back production", human=_alias_human("rollback"))
+
+
+@app.command("undo")
+@timeout_option
+@dry_run_option
+@yes_option
+@common_options()
+@pass_app
+def undo_command(app_ctx: AppContext, timeout: str, dry_run: bool, yes: bool) -> None:
+    """Undo the last rollback: promote back the deployment that was live before it
+    (from the journal, else Vercel's lastAliasRequest). Production domains then follow new deployments again.
+
+    \b
+    Example:
+      rollback app undo --yes
+    """
+    from rollback.commands import app as commands
+
+    seconds = _seconds(timeout)
+    config = app_ctx.config()
+    client = commands.make_client(config, on_retry=say)
+    planned = commands.plan_undo(config, client, timeout=seconds)
+    _run_change(app_ctx, planned, commands.handlers(config=config, client=lambda: client), dry_run=dry_run,
+                yes=yes, action="undo the rollback", human=_alias_human("undo"))
+
+
+@app.command("promote")
+@click.argument("deployment")
+@timeout_option
+@dry_run_option
+@yes_option
+@common_options()
+@pass_app
+def promote_command(app_ctx: AppContext, deployment: str, timeout: str, dry_run: bool, yes: bool) -> None:
+    """Promote a READY production deployment (id or URL) to serve production, and wait until it does.
+
+    \b
+    Example:
+      rollback app promote demo-m5aejtrhn-demo-team.vercel.app --yes
+    """
+    from rollback.commands import app as commands
+
+    seconds = _seconds(timeout)
+    config = app_ctx.config()
+    client = commands.make_client(config, on_retry=say)
+    planned = commands.plan_promote(config, client, deployment, timeout=seconds)
+    _run_change(app_ctx, planned, commands.handlers(config=config, client=lambda: client), dry_run=dry_run,
+                yes=yes, action="promote a deployment", human=_alias_human("promote"))
+
+
+@app.command("revert")
+@click.argument("commit", metavar="COMMIT|A..B")
+@click.option("--push", is_flag=True, help="Push the revert (what triggers Vercel's production deploy).")
+@click.option("--remote", default="origin", show_default=True, metavar="R", help="Remote to push to.")
+@click.option("--branch", metavar="B", help="Branch to push to (default: the current branch).")
+@click.option("--wait", is_flag=True, help="Wait until a READY production deployment of the revert commit is live, "
+              "then run the health and version checks from rollback.toml (needs --push).")
+@click.option("--timeout", default="10m", show_default=True, metavar="DURATION",
+              help="How long --wait waits for the deployment.")
+@click.option("--repo", default=".", show_default=True, type=click.Path(file_okay=False),
+              help="The git work tree.")
+@dry_run_option
+@yes_option
+@common_options()
+@pass_app
+def revert_command(app_ctx: AppContext, commit: str, push: bool, remote: str, branch: str | None, wait: bool,
+                   timeout: str, repo: str, dry_run: bool, yes: bool) -> None:
+    """git revert --no-edit a commit or a range A..B (refuses a dirty work tree); with --push push it,
+    with --wait wait for its production deployment and check health. Exits 3 if a check fails.
+
+    \b
+    Example:
+      rollback app revert abc1234 --push --wait --yes
+      rollback app revert abc1234..HEAD --dry-run
+    """
+    from pathlib import Path
+
+    from rollback.adapters.git import GitRepo
+    from rollback.commands import app as commands
+
+    seconds = _seconds(timeout)
+    config = app_ctx.config()
+    git_repo = GitRepo(Path(repo).resolve())
+    client = None
+    project = None
+    if wait and push:  # check the token, team and project before changing anything
+        client = commands.make_client(config, on_retry=say)
+        project = commands.project_of(config, client)
+    planned = commands.plan_revert(config, git_repo, commit, push=push, remote=remote, branch=branch, wait=wait,
+                                   timeout=seconds, project=project)
+
+    def human(document: dict[str, Any]) -> None:
+        if document.get("dry_run"):
+            for step in document.get("steps", []):
+                for key, value in step.get("result", {}).items():
+                    if key.startswith("would"):
+                        click.echo(f"would: {value}")
+            click.echo("dry run: nothing was changed")
+            return
+        results = {s["id"]: s["result"] for s in document.get("steps", [])}
+        head = results.get("git-revert", {}).get("head", "")
+        click.echo(f"reverted {commit}: HEAD is {head[:12]}")
+        if "git-push" in results:
+            click.echo(f"pushed to {results['git-push'].get('pushed')}")
+        if "wait-deploy" in results:
+            live = results["wait-deploy"]
+            click.echo(f"live: {live.get('url')} ({live.get('deployment_id')}) after {live.get('seconds')} s")
+        if "health" in results:
+            click.echo(f"health: {len(results['health'].get('checks', []))} check(s) passed")
+
+    factory = (lambda: client) if client is not None else None
+    _run_change(app_ctx, planned, commands.handlers(config=config, client=factory, repo=git_repo), dry_run=dry_run,
+                yes=yes, action="push a revert", human=human, needs_confirm=push)

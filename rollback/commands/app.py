@@ -1,0 +1,592 @@
+"""``rollback app``: the app layer on Vercel (runbook options 1 and 2).
+
+The verbs, as plain functions taking the config (and the adapters) first:
+
+- :func:`status`: production now, the last alias request, recent production deployments;
+- :func:`plan_rollback` / :func:`plan_promote` / :func:`plan_undo`: read-only
+  planning of an instant rollback, a promote, or the undo of a rollback;
+- :func:`plan_revert`: ``git revert`` a commit or range, push, wait for the
+  deploy, check health;
+- :func:`apply`: run a plan through :func:`rollback.runner.execute` with this
+  layer's handlers (a dry run walks the same handlers, which stop short of the
+  side effect).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rollback.errors import (
+    BadInput,
+    ChecksFailed,
+    ConfigError,
+    OperationFailed,
+    UnsafePrecondition,
+    VercelError,
+)
+from rollback.plan import Plan, Step
+from rollback.runner import ExecutionResult, Handler, StepContext, execute
+from rollback.units import format_duration
+
+if TYPE_CHECKING:
+    from rollback.adapters.git import GitRepo
+    from rollback.adapters.health import CheckResult
+    from rollback.adapters.vercel import AliasRequest, Deployment, Project, VercelClient
+    from rollback.config import Config, VercelSettings
+    from rollback.journal import Journal
+
+__all__ = [
+    "AUTO_ASSIGN_NOTE",
+    "AppPlan",
+    "apply",
+    "handlers",
+    "make_client",
+    "pick_rollback_target",
+    "plan_promote",
+    "plan_revert",
+    "plan_rollback",
+    "plan_undo",
+    "project_of",
+    "run_health_checks",
+    "status",
+    "vercel_settings",
+]
+
+AUTO_ASSIGN_NOTE = (
+    "Vercel no longer assigns the production domains to new production deployments of this project "
+    "until the rollback is undone: new pushes will build but not go live. Undo it with 'rollback app undo' "
+    "(promotes back the deployment that was live before), or promote a fixed deployment with "
+    "'rollback app promote DEPLOYMENT'."
+)
+
+
+# ------------------------------------------------------------------ set-up
+def vercel_settings(config: Config) -> VercelSettings:
+    if config.env.vercel is None:
+        raise ConfigError(f"environment {config.env_name!r} has no [env.{config.env_name}.vercel] section",
+                          f"add [env.{config.env_name}.vercel] with project = \"<id or name>\" to rollback.toml",
+                          key=f"env.{config.env_name}.vercel")
+    return config.env.vercel
+
+
+def make_client(config: Config, *, on_retry: Callable[[str], None] | None = None,
+                deadline: float = 30.0) -> VercelClient:
+    """A :class:`VercelClient` for the environment: ``VERCEL_API_URL``, ``VERCEL_TOKEN``, the team."""
+    from rollback.adapters.vercel import VercelClient, make_http_client
+
+    settings = vercel_settings(config)
+    http = make_http_client(config.vercel_api_url, config.vercel_token())
+    client = VercelClient(http, team=settings.team, deadline=deadline)
+    if on_retry is not None:
+        client.on_retry = on_retry
+    return client
+
+
+# ------------------------------------------------------------------ status
+def _is_candidate(deployment: Deployment, current: Deployment | None) -> bool:
+    if not (deployment.is_production and deployment.is_ready):
+        return False
+    if current is not None and (deployment.id == current.id or deployment.created_at >= current.created_at):
+        return False
+    return deployment.is_rollback_candidate is not False
+
+
+def status(config: Config, client: VercelClient, *, limit: int = 10) -> dict[str, Any]:
+    """Production now, the last alias request (and its job status), recent production deployments."""
+    settings = vercel_settings(config)
+    project = _project(client, settings.project)
+    current = project.production
+    recent = client.list_deployments(project.id, limit=limit, target="production")
+    rows = []
+    for deployment in recent:
+        row = deployment.to_dict()
+        row["current"] = current is not None and deployment.id == current.id
+        row["rollback_candidate"] = _is_candidate(deployment, current)
+        rows.append(row)
+    last = project.last_alias_request
+    failed = ([a.to_dict() for a in client.list_job_aliases(project.id, last.type, failed_only=True)]
+              if last is not None and last.job_status == "failed" else [])
+    return {
+        "env": config.env_name,
+        "project": {"id": project.id, "name": project.name},
+        "failed_aliases": failed,
+        "current": current.to_dict() if current else None,
+        "last_alias_request": project.last_alias_request.to_dict() if project.last_alias_request else None,
+        "rollback_active": project.rollback_active,
+        "deployments": rows,
+    }
+
+
+def project_of(config: Config, client: VercelClient) -> Project:
+    """The configured project (BadInput when it does not exist in the configured team)."""
+    return _project(client, vercel_settings(config).project)
+
+
+def _project(client: VercelClient, ref: str) -> Project:
+    try:
+        return client.get_project(ref)
+    except VercelError as exc:
+        if getattr(exc, "status", None) == 404:
+            raise BadInput(f"no Vercel project {ref!r} (in the configured team)",
+                           "check [env.<name>.vercel] project and team in rollback.toml") from exc
+        raise
+
+
+def _deployment(client: VercelClient, ref: str) -> Deployment:
+    try:
+        return client.get_deployment(ref)
+    except VercelError as exc:
+        if getattr(exc, "status", None) in (400, 404):
+            raise BadInput(f"no deployment {ref!r}", "see 'rollback app status' for deployment ids") from exc
+        raise
+
+
+# --------------------------------------------------------------- planning
+@dataclass(frozen=True)
+class AppPlan:
+    """A planned rollback / promote / revert: the plan, plus what it was planned from."""
+
+    plan: Plan
+    project: Project | None = None
+    current: Deployment | None = None
+    target: Deployment | None = None
+    noop: str | None = None  # why there is nothing to do
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "plan": self.plan.to_dict(),
+            "project": {"id": self.project.id, "name": self.project.name} if self.project else None,
+            "from": self.current.to_dict() if self.current else None,
+            "to": self.target.to_dict() if self.target else None,
+            "noop": self.noop,
+            **dict(self.extra),
+        }
+
+
+def pick_rollback_target(client: VercelClient, project: Project) -> Deployment:
+    """The previous stable production deployment: READY, served production, older than the current one."""
+    current = project.production
+    found = client.list_deployments(project.id, limit=1, target="production", states=("READY",),
+                                    where=lambda d: _is_candidate(d, current))
+    if not found:
+        raise UnsafePrecondition(f"project {project.name} has no earlier READY production deployment to roll back to",
+                                 "see 'rollback app status'; nothing was changed")
+    return found[0]
+
+
+def _validate_target(project: Project, target: Deployment, *, kind: str) -> None:
+    if target.project_id and target.project_id != project.id:
+        raise BadInput(f"deployment {target.label()} belongs to another project, not {project.name}",
+                       "give a deployment of the configured project")
+    if not target.is_production:
+        raise BadInput(f"deployment {target.label()} is a preview deployment, not a production one",
+                       f"{kind} needs a production deployment; see 'rollback app status'")
+    if not target.is_ready:
+        raise BadInput(f"deployment {target.label()} is {target.state}, not READY",
+                       "pick a READY production deployment; see 'rollback app status'")
+
+
+def _alias_steps(kind: str, project: Project, current: Deployment | None, target: Deployment, *, timeout: float,
+                 reason: str | None = None, undo_of: str | None = None) -> list[Step]:
+    before = project.last_alias_request.to_dict() if project.last_alias_request else None
+    frm = current.url if current else "(none)"
+    verb = "instant rollback" if kind == "rollback" else "promote"
+    params: dict[str, Any] = {
+        "project_id": project.id,
+        "project": project.name,
+        "from_deployment_id": current.id if current else None,
+        "from_url": current.url if current else None,
+        "to_deployment_id": target.id,
+        "to_url": target.url,
+        "to_commit": target.commit_sha,
+        "before": before,
+    }
+    if reason:
+        params["reason"] = reason
+    if undo_of:
+        params["undo_of"] = undo_of
+    return [
+        Step(id=f"vercel-{kind}", action=f"vercel.{kind}", target=f"{project.name} production",
+             summary=f"{verb}: {frm} -> {target.url}", params=params, destructive=True),
+        Step(id=f"wait-{kind}", action="vercel.wait_alias_job", target=f"{project.name} production",
+             summary=f"wait for the {kind} job to finish (up to {format_duration(timeout)})",
+             params={"project_id": project.id, "kind": kind, "to_deployment_id": target.id, "timeout": timeout,
+                     "before": before}),
+    ]
+
+
+IN_FLIGHT_WINDOW = 15 * 60  # seconds: an older pending job is considered stuck, not in flight
+
+
+def _refuse_in_flight(project: Project) -> None:
+    """One alias job at a time: a re-run after a timeout must not stack a second rollback."""
+    last = project.last_alias_request
+    if last is None or last.job_status not in ("pending", "in-progress"):
+        return
+    if time.time() * 1000 - last.requested_at > IN_FLIGHT_WINDOW * 1000:
+        return
+    raise UnsafePrecondition(
+        f"a {last.type} of {project.name} to {last.to_deployment_id} is still {last.job_status} "
+        f"(requested {last.requested})",
+        "wait for it: 'rollback app status' shows its progress; nothing was changed")
+
+
+def plan_rollback(config: Config, client: VercelClient, *, to: str | None = None, reason: str | None = None,
+                  timeout: float = 180.0) -> AppPlan:
+    """Resolve the current production deployment and the target, validate, and plan the rollback."""
+    settings = vercel_settings(config)
+    project = _project(client, settings.project)
+    _refuse_in_flight(project)
+    current = project.production
+    if current is None:
+        raise UnsafePrecondition(f"project {project.name} has no production deployment", "nothing to roll back")
+    if to:
+        target = _deployment(client, to)
+        _validate_target(project, target, kind="an instant rollback")
+        if target.id == current.id:
+            raise BadInput(f"deployment {target.label()} already serves production", "pick an earlier deployment")
+    else:
+        target = pick_rollback_target(client, project)
+    steps = _alias_steps("rollback", project, current, target, timeout=timeout, reason=reason)
+    plan = Plan.of(f"instant rollback of {project.name}", config.env_name, steps, notes=[AUTO_ASSIGN_NOTE])
+    return AppPlan(plan, project, current, target)
+
+
+def plan_promote(config: Config, client: VercelClient, deployment: str, *, timeout: float = 180.0,
+                 undo_of: str | None = None) -> AppPlan:
+    settings = vercel_settings(config)
+    project = _project(client, settings.project)
+    _refuse_in_flight(project)
+    target = _deployment(client, deployment)
+    _validate_target(project, target, kind="promote")
+    current = project.production
+    if current is not None and current.id == target.id and not project.rollback_active:
+        return AppPlan(Plan.of(f"promote {target.url}", config.env_name, []), project, current, target,
+                       noop=f"{target.label()} already serves production")
+    steps = _alias_steps("promote", project, current, target, timeout=timeout, undo_of=undo_of)
+    return AppPlan(Plan.of(f"promote {target.url} to production", config.env_name, steps), project, current, target)
+
+
+def _journaled_rollbacks(journal_dir: Path, project_id: str) -> list[tuple[str, str, str]]:
+    """``(from, to, run id)`` of journaled, completed rollbacks of the project, newest first."""
+    from rollback.journal import list_runs
+
+    found = []
+    for run in list_runs(journal_dir):
+        if run.started.get("dry_run"):
+            continue
+        for entry in run.entries:
+            result = entry.get("result") or {}
+            if (entry.get("event") == "step_finished" and entry.get("step") == "vercel-rollback"
+                    and not entry.get("dry_run") and result.get("project_id") == project_id
+                    and result.get("from_deployment_id") and result.get("to_deployment_id")):
+                found.append((str(result["from_deployment_id"]), str(result["to_deployment_id"]), run.run_id))
+    return found
+
+
+def plan_undo(config: Config, client: VercelClient, *, timeout: float = 180.0) -> AppPlan:
+    """Promote back the deployment that was live before the last rollback (journal, else ``lastAliasRequest``)."""
+    settings = vercel_settings(config)
+    project = _project(client, settings.project)
+    current_id = project.production_deployment_id
+    sources: list[tuple[str, str, str]] = _journaled_rollbacks(config.journal_dir, project.id)
+    last = project.last_alias_request
+    if last is not None and last.type == "rollback" and last.from_deployment_id:
+        sources.append((last.from_deployment_id, last.to_deployment_id, "lastAliasRequest"))
+    if not sources:
+        raise BadInput(f"no rollback of {project.name} to undo (none journaled, and the last alias request "
+                       "is not a rollback)", "promote a deployment explicitly: rollback app promote DEPLOYMENT")
+    chosen = next((s for s in sources if s[1] == current_id), sources[0])
+    before_id, _rolled_to, source = chosen
+    planned = plan_promote(config, client, before_id, timeout=timeout, undo_of=source)
+    return AppPlan(planned.plan, planned.project, planned.current, planned.target, planned.noop,
+                   {"source": source})
+
+
+def plan_revert(config: Config, repo: GitRepo, spec: str, *, push: bool = False, remote: str = "origin",
+                branch: str | None = None, wait: bool = False, timeout: float = 600.0,
+                project: Project | None = None) -> AppPlan:
+    """Plan ``git revert --no-edit SPEC`` (+ push, + wait for the production deploy, + health checks)."""
+    repo.check_repository()
+    commits = repo.commits_in(spec)
+    repo.require_clean()
+    if wait and not push:
+        raise BadInput("--wait needs --push: only a pushed revert gets deployed", "add --push")
+    chosen_branch = branch or repo.current_branch()
+    if push and not chosen_branch:
+        raise BadInput("HEAD is detached: cannot tell which branch to push", "pass --branch")
+    if push and remote not in repo.remotes():
+        raise BadInput(f"no git remote {remote!r}", f"use one of: {', '.join(repo.remotes()) or 'none'}")
+    shown = ", ".join(c[:9] for c in commits[:5]) + (f" and {len(commits) - 5} more" if len(commits) > 5 else "")
+    steps = [Step(id="git-revert", action="git.revert", target=str(repo.path),
+                  summary=f"git revert --no-edit {spec} ({len(commits)} commit(s): {shown})",
+                  params={"spec": spec, "commits": commits, "repo": str(repo.path)}, destructive=False)]
+    if push:
+        steps.append(Step(id="git-push", action="git.push", target=f"{remote}/{chosen_branch}",
+                          summary=f"git push {remote} HEAD:{chosen_branch}",
+                          params={"remote": remote, "branch": chosen_branch}))
+    if wait:
+        settings = vercel_settings(config)
+        steps.append(Step(id="wait-deploy", action="vercel.wait_deploy", target=f"{settings.project} production",
+                          summary=f"wait for a READY production deployment of the revert commit to go live "
+                                  f"(up to {format_duration(timeout)})",
+                          params={"project": project.id if project else settings.project, "timeout": timeout}))
+        if config.env.health.base_url:
+            steps.append(Step(id="health", action="health.check", target=config.env.health.base_url,
+                              summary="health and version checks: "
+                                      + ", ".join([*config.env.health.paths,
+                                                   *([config.env.health.version_path]
+                                                     if config.env.health.version_path else [])]),
+                              params={"base_url": config.env.health.base_url}))
+    return AppPlan(Plan.of(f"git revert {spec}", config.env_name, steps), project, extra={"commits": commits})
+
+
+# ------------------------------------------------------------ the handlers
+@dataclass
+class _Deps:
+    config: Config | None
+    client: Callable[[], VercelClient]
+    repo: GitRepo | None
+    sleep: Callable[[float], None]
+    clock: Callable[[], float]
+
+
+def _before(step: Step) -> AliasRequest | None:
+    from rollback.adapters.vercel import AliasRequest
+
+    raw = step.params.get("before")
+    if not isinstance(raw, Mapping):
+        return None
+    return AliasRequest(type=str(raw.get("type")), job_status=str(raw.get("job_status")),
+                        to_deployment_id=str(raw.get("to_deployment_id")),
+                        from_deployment_id=raw.get("from_deployment_id"),
+                        requested_at=int(raw.get("requested_at") or 0))
+
+
+def _request_handler(kind: str, deps: _Deps) -> Handler:
+    def handler(step: Step, ctx: StepContext) -> Mapping[str, Any]:
+        p = step.params
+        base = {"project_id": p["project_id"], "from_deployment_id": p.get("from_deployment_id"),
+                "to_deployment_id": p["to_deployment_id"], "to_url": p.get("to_url"),
+                "from_url": p.get("from_url")}
+        if p.get("undo_of"):
+            base["undo_of"] = p["undo_of"]
+        if ctx.dry_run:
+            path = (f"/v1/projects/{p['project_id']}/rollback/{p['to_deployment_id']}" if kind == "rollback"
+                    else f"/v10/projects/{p['project_id']}/promote/{p['to_deployment_id']}")
+            return {**base, "would_send": f"POST {path}"}
+        client = deps.client()
+        if kind == "rollback":
+            change = client.request_rollback(p["project_id"], p["to_deployment_id"], description=p.get("reason"),
+                                             before=_before(step))
+        else:
+            change = client.request_promote(p["project_id"], p["to_deployment_id"], before=_before(step))
+        if change.sends > 1 or change.confirmed_by != "response":
+            ctx.note(f"{kind} request confirmed by {change.confirmed_by} after {change.sends} send(s)")
+        return {**base, **change.to_dict()}
+
+    return handler
+
+
+def _wait_alias_job(deps: _Deps) -> Handler:
+    def handler(step: Step, ctx: StepContext) -> Mapping[str, Any]:
+        p = step.params
+        kind, project_id, to_id, timeout = p["kind"], p["project_id"], p["to_deployment_id"], float(p["timeout"])
+        if ctx.dry_run:
+            return {"would_poll": f"GET /v9/projects/{project_id} (lastAliasRequest) until the job finishes"}
+        client = deps.client()
+        before = _before(step)
+        started = deps.clock()
+        deadline = started + timeout
+        interval = 0.05
+        last_status: str | None = None
+        while True:
+            request = client.get_project(project_id).last_alias_request
+            changed = request is not None and (before is None or request.requested_at != before.requested_at)
+            ours = changed and request is not None and request.type == kind and request.to_deployment_id == to_id
+            if changed and not ours and request is not None:
+                raise OperationFailed(
+                    f"the {kind} was superseded: someone requested a {request.type} to "
+                    f"{request.to_deployment_id} at {request.requested}",
+                    "see 'rollback app status' before doing anything else")
+            job_status = request.job_status if (ours and request is not None) else "pending"
+            if job_status != last_status:
+                ctx.note(f"{kind} job: {job_status} ({format_duration(deps.clock() - started)})",
+                         job_status=job_status)
+                last_status = job_status
+            if job_status in ("succeeded", "skipped"):
+                return {"job_status": job_status, "seconds": round(deps.clock() - started, 3)}
+            if job_status == "failed":
+                failed = client.list_job_aliases(project_id, kind, failed_only=True)
+                for alias in failed:
+                    ctx.note(f"  alias {alias.alias}: {alias.status}", alias=alias.alias, status=alias.status)
+                names = ", ".join(a.alias for a in failed) or "unknown aliases"
+                raise VercelError(f"the {kind} job failed: {len(failed)} alias(es) not moved: {names}",
+                                  "check those domains in the Vercel dashboard, then run the command again",
+                                  code="job_failed", failed_aliases=[a.to_dict() for a in failed])
+            remaining = deadline - deps.clock()
+            if remaining <= 0:
+                raise OperationFailed(
+                    f"the {kind} was not confirmed within {format_duration(timeout)}: the job's last status "
+                    f"is {job_status}",
+                    "it may still finish: check 'rollback app status'", job_status=job_status)
+            deps.sleep(min(interval, remaining))
+            interval = min(interval * 1.6, 1.0)
+
+    return handler
+
+
+def _git_revert(deps: _Deps) -> Handler:
+    def handler(step: Step, ctx: StepContext) -> Mapping[str, Any]:
+        if ctx.dry_run:
+            return {"would_run": f"git revert --no-edit {step.params['spec']}", "commits": step.params["commits"]}
+        assert deps.repo is not None
+        deps.repo.require_clean()
+        result = deps.repo.revert(str(step.params["spec"]))
+        ctx.note(f"reverted {len(result.reverted)} commit(s); HEAD is now {result.head[:12]}", head=result.head)
+        return result.to_dict()
+
+    return handler
+
+
+def _git_push(deps: _Deps) -> Handler:
+    def handler(step: Step, ctx: StepContext) -> Mapping[str, Any]:
+        remote, branch = str(step.params["remote"]), str(step.params["branch"])
+        if ctx.dry_run:
+            return {"would_run": f"git push {remote} HEAD:{branch}"}
+        assert deps.repo is not None
+        deps.repo.push(remote, branch)
+        return {"pushed": f"{remote}/{branch}", "head": deps.repo.head()}
+
+    return handler
+
+
+def _revert_head(ctx: StepContext) -> str | None:
+    result = ctx.results.get("git-revert") or {}
+    head = result.get("head")
+    return str(head) if head else None
+
+
+def _wait_deploy(deps: _Deps) -> Handler:
+    def handler(step: Step, ctx: StepContext) -> Mapping[str, Any]:
+        timeout = float(step.params["timeout"])
+        sha = _revert_head(ctx)
+        if ctx.dry_run or sha is None:
+            return {"would_wait": "for a READY production deployment of the revert commit to serve production"}
+        client = deps.client()
+        project = client.get_project(str(step.params["project"]))
+        started = deps.clock()
+        deadline = started + timeout
+        interval = 0.25
+        seen: dict[str, str] = {}
+        while True:
+            current = project.production
+            if current is not None and current.commit_sha and current.commit_sha == sha and current.is_ready:
+                ctx.note(f"{current.url} ({current.id}) serves production with {sha[:12]}")
+                return {"deployment_id": current.id, "url": current.url, "commit": sha,
+                        "seconds": round(deps.clock() - started, 3)}
+            for deployment in client.list_deployments(project.id, limit=5, target="production", sha=sha):
+                if seen.get(deployment.id) != deployment.state:
+                    seen[deployment.id] = deployment.state
+                    ctx.note(f"deployment {deployment.url} for {sha[:12]}: {deployment.state}")
+                if deployment.state in ("ERROR", "CANCELED"):
+                    raise OperationFailed(f"the deployment of the revert ({deployment.label()}) is {deployment.state}",
+                                          "see its build logs in the Vercel dashboard")
+                if deployment.is_ready and project.rollback_active:
+                    raise UnsafePrecondition(
+                        f"{deployment.label()} is READY but does not serve production: a rollback paused the "
+                        "automatic assignment of production domains",
+                        f"promote it: rollback app promote {deployment.id}")
+            if deps.clock() >= deadline:
+                raise OperationFailed(f"no READY production deployment of {sha[:12]} went live within "
+                                      f"{format_duration(timeout)}", "check the Vercel dashboard for the build")
+            deps.sleep(min(interval, max(0.0, deadline - deps.clock())))
+            interval = min(interval * 1.5, 3.0)
+            project = client.get_project(project.id)
+
+    return handler
+
+
+def _health(deps: _Deps) -> Handler:
+    def handler(step: Step, ctx: StepContext) -> Mapping[str, Any]:
+        if ctx.dry_run:
+            return {"would_check": step.params["base_url"]}
+        assert deps.config is not None
+        results = run_health_checks(deps.config, expected_version=_revert_head(ctx), sleep=deps.sleep,
+                                    clock=deps.clock)
+        for result in results:
+            ctx.note(f"{'ok  ' if result.ok else 'FAIL'} {result.name}: {result.detail}")
+        failed = [r for r in results if not r.ok]
+        if failed:
+            raise ChecksFailed(f"{len(failed)} of {len(results)} health check(s) failed: "
+                               + "; ".join(f"{r.name} {r.detail}" for r in failed),
+                               "the revert is deployed; investigate the app", checks=[r.to_dict() for r in results])
+        return {"checks": [r.to_dict() for r in results]}
+
+    return handler
+
+
+def run_health_checks(config: Config, *, expected_version: str | None = None, settle: float | None = None,
+                      sleep: Callable[[float], None] = time.sleep,
+                      clock: Callable[[], float] = time.monotonic) -> list[CheckResult]:
+    """The configured health and version checks, retried for a short settle window until all pass."""
+    from rollback.adapters.health import HealthChecker, make_health_client
+
+    settings = config.env.health
+    window = settings.timeout if settle is None else settle
+    with make_health_client(settings) as http:
+        checker = HealthChecker(http, settings)
+        deadline = clock() + window
+        while True:
+            results = checker.run(expected_version)
+            if all(r.ok for r in results) or clock() >= deadline:
+                return results
+            sleep(0.25)
+
+
+def handlers(*, config: Config | None = None, client: Callable[[], VercelClient] | None = None,
+             repo: GitRepo | None = None, sleep: Callable[[float], None] = time.sleep,
+             clock: Callable[[], float] = time.monotonic) -> dict[str, Handler]:
+    """This layer's step handlers. ``client`` is a factory, called on first use, so that a
+    git-only plan never needs a Vercel token."""
+
+    cache: list[VercelClient] = []
+
+    def get_client() -> VercelClient:
+        if not cache:
+            if client is not None:
+                cache.append(client())
+            else:
+                assert config is not None
+                cache.append(make_client(config))
+        return cache[0]
+
+    deps = _Deps(config=config, client=get_client, repo=repo, sleep=sleep, clock=clock)
+    return {
+        "vercel.rollback": _request_handler("rollback", deps),
+        "vercel.promote": _request_handler("promote", deps),
+        "vercel.wait_alias_job": _wait_alias_job(deps),
+        "git.revert": _git_revert(deps),
+        "git.push": _git_push(deps),
+        "vercel.wait_deploy": _wait_deploy(deps),
+        "health.check": _health(deps),
+    }
+
+
+def apply(planned: AppPlan, step_handlers: Mapping[str, Handler], *, journal: Journal | None = None,
+          dry_run: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Execute a planned change and return the result document."""
+    outcome: ExecutionResult = execute(planned.plan, step_handlers, journal=journal, dry_run=dry_run,
+                                       progress=progress)
+    document = planned.to_dict()
+    document.update({"ok": True, "dry_run": dry_run, "run": outcome.run_id, "seconds": round(outcome.seconds, 3),
+                     "steps": [s.to_dict() for s in outcome.steps]})
+    for item in outcome.steps:
+        if item.step.action == "vercel.wait_alias_job":
+            document["job_status"] = item.result.get("job_status")
+    return document

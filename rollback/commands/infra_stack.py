@@ -1,0 +1,834 @@
+"""``rollback infra history | diff | preview | restore | config-restore``: stack-state rollback.
+
+Pulumi has no rollback command: rolling infrastructure back is *selecting a
+prior stack state*. These verbs list the stack's updates, diff any two, pin an
+earlier update's config and preview it (saving the update plan), then apply
+exactly that plan.
+
+History comes from one of two sources behind :class:`HistorySource`:
+
+- :class:`BackendSource`: a self-managed backend (``file://``, ``s3://``) read
+  directly, no CLI needed; checkpoints are read only for resource diffs;
+- :class:`CliSource`: the Automation API (``pulumi stack history`` with a page
+  size large enough for the whole history), when the CLI is installed.
+
+Preview and restore are plans executed by :func:`rollback.runner.execute`, so
+they are journaled and have a dry run.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shlex
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from rollback.errors import BadInput, ConfigError, LockHeld, PulumiError, RollbackError, UnsafePrecondition
+from rollback.plan import Plan, Step
+from rollback.stackdiff import (
+    ConfigValue,
+    StackState,
+    StackVersion,
+    changed_config_keys,
+    diff_config,
+    diff_states,
+    shorten,
+)
+
+if TYPE_CHECKING:
+    from rollback.adapters.pulumi import PulumiStack
+    from rollback.adapters.pulumi_backend import DiyBackend
+    from rollback.config import Config, PulumiSettings
+    from rollback.runner import Handler, StepContext
+
+__all__ = [
+    "BackendSource",
+    "CliSource",
+    "HistorySource",
+    "PreviewOptions",
+    "config_restore",
+    "diff",
+    "history",
+    "preview_handlers",
+    "preview_plan",
+    "restore_handlers",
+    "restore_plan",
+    "stack_outputs",
+]
+
+NUMBERING_NOTE = ("this backend records version 0 for every update: versions here are numbered by rollback, "
+                  "oldest = 1, in update order")
+SIDECAR_SUFFIX = ".rollback.json"
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class HistorySource(Protocol):
+    """Where a stack's versions come from."""
+
+    kind: str
+
+    def history(self) -> list[StackVersion]:
+        """Every update, oldest first."""
+
+    def find(self, number: int) -> StackVersion:
+        """One update by version number (BadInput naming the known range when absent)."""
+
+    def latest(self) -> StackVersion | None:
+        """The newest update, or None before the first."""
+
+    def state_of(self, version: StackVersion) -> StackState | None:
+        """That update's checkpoint, or ``None`` when this source cannot read old checkpoints."""
+
+    def current(self) -> StackState:
+        """The current checkpoint."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the source is, and what it read, for the output."""
+
+
+@dataclass
+class BackendSource:
+    """A self-managed backend read directly (no CLI)."""
+
+    backend: DiyBackend
+    project: str
+    stack: str
+    kind: str = "backend"
+
+    def history(self) -> list[StackVersion]:
+        return self.backend.history(self.project, self.stack)
+
+    def find(self, number: int) -> StackVersion:
+        # Reads that update's history file only: numbering needs just the directory listing.
+        found = self.backend.version(self.project, self.stack, number)
+        if found is None:
+            count = self.backend.count(self.project, self.stack)
+            known = f"1..{count}" if count else "none"
+            raise BadInput(f"no version {number} in the stack history (versions: {known})",
+                           "list them with 'rollback infra history'")
+        return found
+
+    def latest(self) -> StackVersion | None:
+        count = self.backend.count(self.project, self.stack)
+        return self.backend.version(self.project, self.stack, count) if count else None
+
+    def state_of(self, version: StackVersion) -> StackState | None:
+        return self.backend.state(version)
+
+    def current(self) -> StackState:
+        return self.backend.current(self.project, self.stack)
+
+    def locks(self) -> list[str]:
+        return [lock.describe() for lock in self.backend.locks(self.project, self.stack)]
+
+    def describe(self) -> dict[str, Any]:
+        return {"kind": self.kind, "url": self.backend.url,
+                "layout": "project" if self.backend.project_layout else "legacy",
+                **self.backend.counters.to_dict()}
+
+
+@dataclass
+class CliSource:
+    """The Automation API. Old checkpoints are read from a self-managed backend when
+    one is configured (``pulumi stack export --version`` exists only on Pulumi Cloud)."""
+
+    stack: PulumiStack
+    backend: BackendSource | None = None
+    kind: str = "cli"
+    _history: list[StackVersion] | None = field(default=None, repr=False)
+
+    def history(self) -> list[StackVersion]:
+        if self._history is None:
+            self._history = self.stack.history()
+        return self._history
+
+    def find(self, number: int) -> StackVersion:
+        return _find(self.history(), number)
+
+    def latest(self) -> StackVersion | None:
+        versions = self.history()
+        return versions[-1] if versions else None
+
+    def state_of(self, version: StackVersion) -> StackState | None:
+        if self.backend is None:
+            return None
+        try:
+            candidate: StackVersion | None = self.backend.find(version.version)
+        except BadInput:
+            candidate = None
+        if candidate is not None and candidate.start_time == version.start_time:
+            return self.backend.state_of(candidate)
+        for candidate in self.backend.history():
+            if candidate.version == version.version and candidate.start_time == version.start_time:
+                return self.backend.state_of(candidate)
+        return None
+
+    def current(self) -> StackState:
+        return self.stack.export()
+
+    def describe(self) -> dict[str, Any]:
+        described: dict[str, Any] = {"kind": self.kind, "stack": self.stack.name}
+        if self.backend is not None:
+            described["checkpoints_from"] = self.backend.describe()
+        return described
+
+
+def _settings(config: Config) -> PulumiSettings:
+    if config.env.pulumi is None:
+        raise ConfigError(f"environment {config.env_name!r} has no [env.{config.env_name}.pulumi] section",
+                          f"add [env.{config.env_name}.pulumi] with stack = \"...\" to rollback.toml",
+                          key=f"env.{config.env_name}.pulumi")
+    return config.env.pulumi
+
+
+def project_dir(config: Config) -> Path:
+    return config.resolve_path(_settings(config).project_dir)
+
+
+def backend_url(config: Config) -> str | None:
+    """``pulumi.backend_url`` with a relative ``file://`` path made absolute (against rollback.toml's
+    directory), so the CLI, run from the project directory, finds the same backend."""
+    url = _settings(config).backend_url
+    if url and url.startswith("file://"):
+        raw = url[len("file://"):]
+        path = Path(raw).expanduser()
+        if not path.is_absolute():
+            return f"file://{(config.root / path).resolve()}"
+    return url
+
+
+def _backend_source(config: Config) -> BackendSource | None:
+    from rollback.adapters.pulumi_backend import is_diy_url, open_backend
+
+    settings = _settings(config)
+    url = backend_url(config) or config.environ.get("PULUMI_BACKEND_URL")
+    if not url or not is_diy_url(url):
+        return None
+    backend = open_backend(url, base_dir=config.root, region=config.env.aws.region)
+    return BackendSource(backend, settings.project, settings.stack)
+
+
+def _cli_stack(config: Config) -> PulumiStack:
+    from rollback.adapters.pulumi import select_stack
+
+    settings = _settings(config)
+    return select_stack(settings.stack, project_dir(config), backend_url=backend_url(config))
+
+
+def open_source(config: Config, via: str = "auto") -> HistorySource:
+    """``backend`` (self-managed backend read directly), ``cli`` (Automation API), or
+    ``auto``: the backend when it is self-managed, else the CLI."""
+    from rollback.adapters.pulumi import cli_available
+
+    if via not in ("auto", "backend", "cli"):
+        raise BadInput(f"unknown history source {via!r}", "use auto, backend or cli")
+    backend = _backend_source(config) if via in ("auto", "backend") else None
+    if via == "backend" and backend is None:
+        raise BadInput("no self-managed backend configured",
+                       "set pulumi.backend_url to file://... or s3://... in rollback.toml")
+    if backend is not None and via != "cli":
+        return backend
+    if not cli_available():
+        raise PulumiError("the Pulumi CLI is not installed and no self-managed backend is configured",
+                          "install the Pulumi CLI, or set pulumi.backend_url to the file:// or s3:// backend")
+    try:
+        checkpoints = _backend_source(config)
+    except BadInput:
+        checkpoints = None
+    return CliSource(_cli_stack(config), checkpoints)
+
+
+def _find(versions: list[StackVersion], number: int) -> StackVersion:
+    for version in versions:
+        if version.version == number:
+            return version
+    known = f"{versions[0].version}..{versions[-1].version}" if versions else "none"
+    raise BadInput(f"no version {number} in the stack history (versions: {known})",
+                   "list them with 'rollback infra history'")
+
+
+# --------------------------------------------------------------------------- history / diff
+
+
+def history(config: Config, *, limit: int | None = None, via: str = "auto") -> dict[str, Any]:
+    """Every update (oldest first; ``limit`` keeps the newest N) with the config keys each changed."""
+    source = open_source(config, via)
+    versions = source.history()
+    rows: list[dict[str, Any]] = []
+    previous: Mapping[str, ConfigValue] | None = None
+    for version in versions:
+        row = version.to_dict()
+        del row["config"]
+        row["config_changed"] = changed_config_keys(previous, version.config)
+        previous = version.config
+        rows.append(row)
+    if limit:
+        rows = rows[-limit:]
+    numbered_locally = any(v.numbered_locally for v in versions)
+    return {
+        "stack": _settings(config).stack,
+        "source": source.describe(),
+        "count": len(versions),
+        "numbered_locally": numbered_locally,
+        "notes": [NUMBERING_NOTE] if numbered_locally else [],
+        "versions": rows,
+    }
+
+
+def diff(config: Config, from_version: int, to_version: int | None = None, *, via: str = "auto") -> dict[str, Any]:
+    """Config and resource differences between two versions (``to_version`` None = current state)."""
+    source = open_source(config, via)
+    latest = source.latest()
+    if latest is None:
+        raise BadInput("the stack has no history yet", "run 'pulumi up' once first")
+    older = source.find(from_version)
+    notes: list[str] = []
+    if to_version is None:
+        newer_config = latest.config
+        newer_state: StackState | None = source.current()
+        notes.append(f"'current' = the current checkpoint, with the config of the last update "
+                     f"(version {latest.version})")
+    else:
+        newer = source.find(to_version)
+        newer_config = newer.config
+        newer_state = source.state_of(newer)
+    older_state = source.state_of(older)
+    if older_state is None or newer_state is None:
+        notes.append("resource differences need the old checkpoints: configure a self-managed backend "
+                     "(pulumi.backend_url) or use Pulumi Cloud's 'pulumi stack export --version N'")
+    if latest.numbered_locally:
+        notes.append(NUMBERING_NOTE)
+    result = diff_states(from_version, to_version, older.config, newer_config, older_state, newer_state, notes)
+    document = result.to_dict()
+    document["stack"] = _settings(config).stack
+    document["source"] = source.describe()
+    return document
+
+
+# --------------------------------------------------------------------------- stack config file
+
+
+def stack_config_file(config: Config) -> Path:
+    from rollback.adapters.stack_config import stack_config_path
+
+    return stack_config_path(project_dir(config), _settings(config).stack)
+
+
+def _file_digest(path: Path) -> str | None:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+
+
+def _yaml_value_to_config(value: Any) -> ConfigValue:
+    if isinstance(value, Mapping) and set(value) == {"secure"}:
+        return ConfigValue(None, True, str(value["secure"]))
+    if isinstance(value, str):
+        return ConfigValue(value)
+    if isinstance(value, bool):
+        return ConfigValue("true" if value else "false")
+    if isinstance(value, (int, float)):
+        return ConfigValue(str(value))
+    return ConfigValue(json.dumps(value, sort_keys=True, separators=(",", ":")))
+
+
+def file_config(path: Path) -> dict[str, ConfigValue]:
+    """The ``config:`` of ``Pulumi.<stack>.yaml`` as ConfigValues (secrets as ciphertext)."""
+    from rollback.adapters.stack_config import read_stack_config
+
+    return {key: _yaml_value_to_config(value) for key, value in read_stack_config(path).items()}
+
+
+def _write_file_config(path: Path, target: Mapping[str, ConfigValue], current: Mapping[str, ConfigValue],
+                       project: str) -> list[str]:
+    """Make the file's config equal ``target``, touching only the keys that differ
+    (so comments and order of everything else survive). Returns the keys written."""
+    from rollback.adapters.stack_config import write_stack_config
+
+    changed = [c.key for c in diff_config(current, target)]
+    if not changed:
+        return []
+    simple: dict[str, str | None] = {}
+    structured: dict[str, Any] = {}
+    for key in changed:
+        value = target.get(key)
+        if value is None:
+            simple[key] = None
+        elif value.secret:
+            if value.ciphertext is None:
+                raise PulumiError(f"cannot write secret {key}: only its plaintext is known",
+                                  "pin it through the Pulumi CLI (rollback infra preview without --offline)")
+            structured[key] = {"secure": value.ciphertext}
+        else:
+            text = value.value or ""
+            parsed = None
+            if text[:1] in ("[", "{"):
+                try:
+                    parsed = json.loads(text)
+                except ValueError:
+                    parsed = None
+            if isinstance(parsed, (list, dict)) and not (current.get(key) and current[key].value == text):
+                structured[key] = parsed
+            else:
+                simple[key] = text
+    if simple:
+        write_stack_config(path, simple, project=project)
+    if structured:
+        _write_structured(path, structured)
+    return changed
+
+
+def _write_structured(path: Path, values: Mapping[str, Any]) -> None:
+    """Set secure and object values (``write_stack_config`` takes strings only), round-trip."""
+    import io
+
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap
+
+    from rollback.adapters import stack_config
+
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    # Keep the file's own indentation, guessed as write_stack_config does (Pulumi writes 2, 4, 2).
+    guess = getattr(stack_config, "_guess_indent", None)
+    mapping, sequence, offset = guess(text) if (guess and text) else (2, 4, 2)
+    yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
+    document = yaml.load(text) if text else None
+    if document is None:
+        document = CommentedMap()
+    config = document.setdefault("config", CommentedMap())
+    for key, value in values.items():
+        config[key] = value
+    buffer = io.StringIO()
+    yaml.dump(document, buffer)
+    stack_config._atomic_write(path, buffer.getvalue())
+
+
+def _backup_dir(config: Config) -> Path:
+    return config.resolve_path(".rollback/stack-config")
+
+
+def backup_stack_config(config: Config) -> Path:
+    """Copy ``Pulumi.<stack>.yaml`` (byte for byte) before it is rewritten; returns the backup."""
+    path = stack_config_file(config)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    directory = _backup_dir(config)
+    directory.mkdir(parents=True, exist_ok=True)
+    backup = directory / f"{_settings(config).stack}-{stamp}.yaml"
+    if path.exists():
+        shutil.copy2(path, backup)
+    else:
+        backup.write_text("", encoding="utf-8")
+    meta = {"stack": _settings(config).stack, "path": str(path), "existed": path.exists(),
+            "sha256": _file_digest(path), "saved_at": stamp}
+    backup.with_suffix(".json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    return backup
+
+
+def config_restore(config: Config, backup: Path) -> dict[str, Any]:
+    """Put back the stack config file saved by ``preview`` (undo an abandoned preview)."""
+    from rollback.adapters.stack_config import _atomic_write
+
+    meta_path = backup.with_suffix(".json")
+    if not backup.is_file() or not meta_path.is_file():
+        raise BadInput(f"{backup} is not a stack config backup made by 'rollback infra preview'",
+                       f"pick one from {_backup_dir(config)}")
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("stack") != _settings(config).stack:
+        raise BadInput(f"{backup} belongs to stack {meta.get('stack')!r}, not {_settings(config).stack!r}",
+                       "pass --env for that stack's environment")
+    target = Path(meta["path"])
+    if meta.get("existed"):
+        _atomic_write(target, backup.read_text(encoding="utf-8"))
+    else:
+        target.unlink(missing_ok=True)
+    return {"stack": meta["stack"], "restored": str(target), "from": str(backup), "existed": meta.get("existed")}
+
+
+# --------------------------------------------------------------------------- preview
+
+
+@dataclass(frozen=True)
+class PreviewOptions:
+    to_version: int
+    plan_file: Path
+    offline: bool = False
+    message: str | None = None
+
+
+def default_plan_file(config: Config, version: int) -> Path:
+    return config.resolve_path(f".rollback/plans/{_settings(config).stack}-v{version}.plan.json")
+
+
+def _preview_command(config: Config, plan_file: Path) -> str:
+    settings = _settings(config)
+    parts = ["pulumi", "preview", "--diff", "--stack", settings.stack, "--save-plan", str(plan_file),
+             "--cwd", str(project_dir(config))]
+    command = " ".join(shlex.quote(p) for p in parts)
+    url = backend_url(config)
+    if url:
+        command = f"PULUMI_BACKEND_URL={shlex.quote(url)} {command}"
+    return command
+
+
+def _up_command(config: Config, plan_file: Path) -> str:
+    settings = _settings(config)
+    parts = ["pulumi", "up", "--plan", str(plan_file), "--stack", settings.stack, "--cwd", str(project_dir(config))]
+    command = " ".join(shlex.quote(p) for p in parts)
+    url = backend_url(config)
+    return f"PULUMI_BACKEND_URL={shlex.quote(url)} {command}" if url else command
+
+
+def preview_plan(config: Config, options: PreviewOptions) -> tuple[Plan, dict[str, Any]]:
+    """Read-only: find the version and what its config changes; return the plan and a context."""
+    from rollback.adapters.pulumi import cli_available
+
+    settings = _settings(config)
+    offline = options.offline or not cli_available()
+    # Online, the config must come from the CLI (secrets decrypted, to be set back through it);
+    # offline, from the self-managed backend (secrets as ciphertext, written back as 'secure:').
+    source = _offline_source(config) if offline else open_source(config, "cli")
+    target = source.find(options.to_version)
+    latest = source.latest()
+    path = stack_config_file(config)
+    if offline:
+        current = file_config(path)
+    else:
+        assert isinstance(source, CliSource)
+        current = source.stack.get_config()
+    changes = diff_config(current, target.config)
+    mode = "offline" if offline else "cli"
+    backup_step = Step("backup-config", "infra.backup-config", f"save {path.name} to {_backup_dir(config)}",
+                       target=f"stack {settings.stack}")
+    write_step = Step("write-config", "infra.write-config",
+                      f"write version {target.version}'s config ({len(changes)} key(s) differ)"
+                      + ("" if offline else " through the Automation API"),
+                      target=f"stack {settings.stack}",
+                      params={"version": target.version, "keys": [c.key for c in changes]},
+                      destructive=bool(changes))
+    if offline:
+        # The program runs under mocks first: a pin it rejects stops the preview before any file changes.
+        steps = [Step("desired-state", "infra.desired-state",
+                      "run the program under Pulumi's mocks with the current and the pinned config",
+                      target=f"stack {settings.stack}"), backup_step, write_step]
+    else:
+        steps = [backup_step, write_step,
+                 Step("preview", "infra.preview", f"pulumi preview --diff --save-plan {options.plan_file}",
+                      target=f"stack {settings.stack}", params={"plan_file": str(options.plan_file)})]
+    notes = [f"config changes: {c.describe()}" for c in changes]
+    if target.numbered_locally:
+        notes.append(NUMBERING_NOTE)
+    plan = Plan.of(f"preview stack {settings.stack} at version {target.version}", config.env_name, steps, notes)
+    context = {"mode": mode, "source": source, "target": target, "current": current, "changes": changes,
+               "path": path, "options": options, "latest": latest.version if latest else None}
+    return plan, context
+
+
+def _offline_source(config: Config) -> HistorySource:
+    source = _backend_source(config)
+    if source is None:
+        raise PulumiError("offline preview needs the stack history: the Pulumi CLI is not installed and no "
+                          "self-managed backend is configured",
+                          "set pulumi.backend_url to the file:// or s3:// backend, or install the Pulumi CLI")
+    return source
+
+
+def _mock_config(values: Mapping[str, ConfigValue]) -> tuple[dict[str, object], list[str]]:
+    """Config for the mocks runner: secrets get one placeholder (their values are not known offline)."""
+    plain: dict[str, object] = {}
+    secrets: list[str] = []
+    for key, value in values.items():
+        if value.secret:
+            plain[key] = "rollback-offline-secret-placeholder"
+            secrets.append(key)
+        else:
+            text = value.value or ""
+            try:
+                plain[key] = json.loads(text) if text[:1] in ("[", "{") else text
+            except ValueError:
+                plain[key] = text
+    return plain, secrets
+
+
+def desired_state_diff(config: Config, before: Mapping[str, ConfigValue],
+                       after: Mapping[str, ConfigValue]) -> list[dict[str, Any]]:
+    """Declared inputs that differ between the program run with ``before`` and with ``after``."""
+    from rollback.adapters.pulumi_mocks import diff_declared_inputs, run_program_under_mocks
+
+    settings = _settings(config)
+    program = _program_dir(config)
+    runs = []
+    for values in (before, after):
+        plain, secrets = _mock_config(values)
+        try:
+            runs.append(run_program_under_mocks(program, plain, project=settings.project, stack=settings.stack,
+                                                secret_keys=secrets))
+        except Exception as exc:  # the program's own error, e.g. a pin it rejects
+            message = str(getattr(exc, "message", None) or exc)
+            raise PulumiError(f"the Pulumi program failed under mocks: {shorten(message, 300)}",
+                              "fix the pinned config, or preview with the Pulumi CLI") from exc
+    changes = diff_declared_inputs(runs[0], runs[1])
+    rows: list[dict[str, Any]] = []
+    for name, items in changes.items():
+        kind = runs[1].get(name, runs[0].get(name, {})).get("type")
+        for path, old, new in items:
+            rows.append({"resource": name, "type": kind, "path": path, "old": old, "new": new})
+    return rows
+
+
+def _program_dir(config: Config) -> Path:
+    directory = project_dir(config)
+    main = "."
+    for name in ("Pulumi.yaml", "Pulumi.yml"):
+        project_file = directory / name
+        if project_file.is_file():
+            from ruamel.yaml import YAML
+
+            document = YAML(typ="safe").load(project_file.read_text(encoding="utf-8")) or {}
+            main = str(document.get("main") or ".")
+            break
+    return directory / main
+
+
+def _write_sidecar(config: Config, plan_file: Path, target: StackVersion, mode: str,
+                   summary: Mapping[str, Any] | None) -> Path:
+    sidecar = Path(str(plan_file) + SIDECAR_SUFFIX)
+    sidecar.parent.mkdir(parents=True, exist_ok=True)
+    sidecar.write_text(json.dumps({
+        "stack": _settings(config).stack,
+        "env": config.env_name,
+        "version": target.version,
+        "mode": mode,
+        "config_sha256": _file_digest(stack_config_file(config)),
+        "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "change_summary": dict(summary or {}),
+    }, indent=2), encoding="utf-8")
+    return sidecar
+
+
+def preview_handlers(config: Config, context: dict[str, Any]) -> dict[str, Handler]:
+    options: PreviewOptions = context["options"]
+    target: StackVersion = context["target"]
+    settings = _settings(config)
+
+    def backup(step: Step, ctx: StepContext) -> dict[str, Any]:
+        if ctx.dry_run:
+            return {"would_save": str(context["path"])}
+        saved = backup_stack_config(config)
+        context["backup"] = saved
+        return {"backup": str(saved)}
+
+    def desired(step: Step, ctx: StepContext) -> dict[str, Any]:
+        rows = desired_state_diff(config, context["current"], target.config)
+        context["desired"] = rows
+        return {"changed_inputs": len(rows)}
+
+    def write(step: Step, ctx: StepContext) -> dict[str, Any]:
+        keys = [c.key for c in context["changes"]]
+        if ctx.dry_run:
+            return {"would_write": keys}
+        if context["mode"] == "cli":
+            stack: PulumiStack = context["source"].stack
+            values = {key: target.config[key] for key in keys if key in target.config}
+            remove = [key for key in keys if key not in target.config]
+            stack.set_config(values, remove=remove)
+            return {"written": keys, "file": str(context["path"])}
+        _write_file_config(context["path"], target.config, context["current"], settings.project)
+        # No plan exists yet offline: the sidecar records the version and the config the user's
+        # 'pulumi preview --save-plan' will run with, so that restore can check both.
+        sidecar = _write_sidecar(config, options.plan_file, target, "offline", None)
+        return {"written": keys, "file": str(context["path"]), "sidecar": str(sidecar)}
+
+    def preview(step: Step, ctx: StepContext) -> dict[str, Any]:
+        if ctx.dry_run:
+            return {"would_run": f"pulumi preview --diff --save-plan {options.plan_file}"}
+        stack: PulumiStack = context["source"].stack
+        options.plan_file.parent.mkdir(parents=True, exist_ok=True)
+        result = stack.preview(options.plan_file,
+                               message=options.message or f"rollback: preview of version {target.version}")
+        context["preview"] = result
+        sidecar = _write_sidecar(config, options.plan_file, target, "cli", result.change_summary)
+        return {**result.to_dict(), "sidecar": str(sidecar)}
+
+    def undoable(handler: Handler) -> Handler:
+        """Once the config file may have changed, every failure names the command that puts it back."""
+
+        def run(step: Step, ctx: StepContext) -> Any:
+            try:
+                return handler(step, ctx)
+            except RollbackError as exc:
+                if context.get("backup") is not None:
+                    undo = f"rollback infra config-restore {shlex.quote(str(context['backup']))}"
+                    exc.hint = f"{exc.hint}; to put the previous stack config back: {undo}"
+                raise
+
+        return run
+
+    return {"infra.backup-config": backup, "infra.write-config": undoable(write), "infra.desired-state": desired,
+            "infra.preview": undoable(preview)}
+
+
+def preview_report(config: Config, context: dict[str, Any], outcome: Mapping[str, Any]) -> dict[str, Any]:
+    """The document ``preview`` prints."""
+    options: PreviewOptions = context["options"]
+    target: StackVersion = context["target"]
+    backup = context.get("backup")
+    report: dict[str, Any] = {
+        "stack": _settings(config).stack,
+        "version": target.version,
+        "latest_version": context["latest"],
+        "mode": context["mode"],
+        "config_file": str(context["path"]),
+        "config_changes": [c.to_dict() for c in context["changes"]],
+        "plan_file": str(options.plan_file),
+        "undo": f"rollback infra config-restore {shlex.quote(str(backup))}" if backup else None,
+        **outcome,
+    }
+    if context["mode"] == "cli":
+        preview = context.get("preview")
+        report["change_summary"] = preview.change_summary if preview else None
+        report["next"] = (f"rollback infra restore --to {target.version} "
+                          f"--plan-file {shlex.quote(str(options.plan_file))}")
+    else:
+        report["desired_state_diff"] = context.get("desired", [])
+        report["label"] = ("desired-state diff: the program's declared inputs with the current vs the pinned "
+                           "config, run under Pulumi's mocks; NOT a diff against the cloud")
+        report["run_where_cli_is_installed"] = _preview_command(config, options.plan_file)
+        report["next"] = (f"then rollback infra restore --to {target.version} "
+                          f"--plan-file {shlex.quote(str(options.plan_file))}")
+    return report
+
+
+# --------------------------------------------------------------------------- restore
+
+
+def _read_sidecar(plan_file: Path) -> dict[str, Any]:
+    sidecar = Path(str(plan_file) + SIDECAR_SUFFIX)
+    if not plan_file.is_file():
+        raise UnsafePrecondition(f"plan file {plan_file} does not exist",
+                                 "run 'rollback infra preview --to VERSION --plan-file FILE' first")
+    if not sidecar.is_file():
+        raise UnsafePrecondition(f"plan file {plan_file} was not saved by 'rollback infra preview' "
+                                 f"({sidecar.name} is missing)",
+                                 "run 'rollback infra preview --to VERSION --plan-file FILE' first")
+    try:
+        data: dict[str, Any] = json.loads(sidecar.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise UnsafePrecondition(f"{sidecar} is not valid JSON", "run the preview again") from exc
+    return data
+
+
+def check_restore(config: Config, version: int, plan_file: Path, *,
+                  source: HistorySource | None = None) -> dict[str, Any]:
+    """Every precondition of ``restore``; raises Refused subclasses naming the way out."""
+    settings = _settings(config)
+    meta = _read_sidecar(plan_file)
+    if meta.get("stack") != settings.stack:
+        raise UnsafePrecondition(f"plan file {plan_file} is for stack {meta.get('stack')!r}, not {settings.stack!r}",
+                                 "pass the plan file of this stack, or --env for the other one")
+    if meta.get("version") != version:
+        raise UnsafePrecondition(f"plan file {plan_file} was previewed for version {meta.get('version')}, "
+                                 f"not {version}",
+                                 f"run 'rollback infra preview --to {version} --plan-file {plan_file}' first")
+    if meta.get("applied"):
+        applied = meta["applied"]
+        raise UnsafePrecondition(f"plan file {plan_file} was already applied (run {applied.get('run')} at "
+                                 f"{applied.get('at')})",
+                                 f"run 'rollback infra preview --to {version} --plan-file {plan_file}' for a new plan")
+    digest = _file_digest(stack_config_file(config))
+    if meta.get("config_sha256") != digest:
+        raise UnsafePrecondition(f"the stack config changed since the preview ({stack_config_file(config).name})",
+                                 f"run 'rollback infra preview --to {version} --plan-file {plan_file}' again")
+    backend = _backend_source(config)
+    if backend is not None:
+        locks = backend.locks()
+        if locks:
+            raise LockHeld(f"stack {settings.stack} is locked: {'; '.join(locks)}",
+                           f"wait for that update to finish; if it is stale (its process is gone), run "
+                           f"'pulumi cancel --stack {settings.stack}' or delete the lock file, then retry",
+                           holder=locks[0])
+        state = backend.current()
+    elif source is not None:
+        state = source.current()
+    else:
+        state = _cli_stack(config).export()
+    if state.pending_operations:
+        kinds = ", ".join(sorted({str(op.get("type", "?")) for op in state.pending_operations}))
+        raise UnsafePrecondition(
+            f"stack {settings.stack} has {len(state.pending_operations)} pending operation(s) ({kinds}) from an "
+            "interrupted update",
+            f"check them against the cloud, then 'pulumi refresh --clear-pending-creates --stack {settings.stack}', "
+            f"or 'pulumi stack export --file state.json', remove pending_operations, "
+            f"'pulumi stack import --file state.json'; then retry")
+    return {"plan_file": str(plan_file), "version": version, "locks": 0, "pending_operations": 0,
+            "previewed_at": meta.get("created_at")}
+
+
+def restore_plan(config: Config, version: int, plan_file: Path) -> Plan:
+    settings = _settings(config)
+    steps = [
+        Step("check", "infra.check", f"not locked, no pending operations, plan matches version {version}",
+             target=f"stack {settings.stack}", params={"plan_file": str(plan_file), "version": version}),
+        Step("up", "infra.up", f"pulumi up --plan {plan_file} (restore version {version})",
+             target=f"stack {settings.stack}", params={"plan_file": str(plan_file), "version": version},
+             destructive=True),
+    ]
+    return Plan.of(f"restore stack {settings.stack} to version {version}", config.env_name, steps,
+                   [f"applies exactly the plan saved by the preview: {plan_file}"])
+
+
+def restore_handlers(config: Config) -> dict[str, Handler]:
+    from rollback.adapters.pulumi import cli_available
+
+    def check(step: Step, ctx: StepContext) -> dict[str, Any]:
+        return check_restore(config, int(step.params["version"]), Path(step.params["plan_file"]))
+
+    def up(step: Step, ctx: StepContext) -> dict[str, Any]:
+        plan_file = Path(step.params["plan_file"])
+        if not cli_available():
+            raise PulumiError("the Pulumi CLI is not installed: a saved plan can only be applied by it",
+                              f"run '{_up_command(config, plan_file)}' where it is installed")
+        if ctx.dry_run:
+            return {"would_run": _up_command(config, plan_file)}
+        stack = _cli_stack(config)
+        result = stack.up(plan_file, message=f"rollback: restore version {step.params['version']}")
+        # A plan is applied once: mark it so that a second restore asks for a new preview.
+        sidecar = Path(str(plan_file) + SIDECAR_SUFFIX)
+        meta = json.loads(sidecar.read_text(encoding="utf-8"))
+        meta["applied"] = {"run": ctx.journal.run_id if ctx.journal else None,
+                           "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "result": result.result}
+        sidecar.write_text(json.dumps(meta, indent=2), encoding="utf-8")
+        return result.to_dict()
+
+    return {"infra.check": check, "infra.up": up}
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def stack_outputs(config: Config) -> dict[str, Any]:
+    """Current stack outputs (distributionId, assetsBucket, edgeFunctionName, ...).
+
+    From the self-managed backend's current checkpoint when one is configured
+    (no CLI needed), else through the Automation API. Secret outputs come back
+    as ``"[secret]"``.
+    """
+    from rollback.stackdiff import SECRET_MASK, is_secret_value
+
+    backend = _backend_source(config)
+    if backend is not None:
+        outputs = backend.current().outputs
+        return {k: (SECRET_MASK if is_secret_value(v) else v) for k, v in outputs.items()}
+    from rollback.adapters.pulumi import cli_available
+
+    if not cli_available():
+        raise PulumiError("cannot read the stack outputs: no Pulumi CLI and no self-managed backend configured",
+                          "set pulumi.backend_url, or set the resources under [env.<name>.aws] in rollback.toml")
+    return _cli_stack(config).outputs()

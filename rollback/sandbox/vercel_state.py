@@ -1,0 +1,466 @@
+"""The Vercel API emulator's state: teams, projects, deployments, aliases, alias jobs, faults.
+
+Pure Python, no I/O: :mod:`rollback.sandbox.vercel` serves it over HTTP. Every
+public method takes the lock, so the threaded server can call it from any
+request thread.
+
+Alias jobs (what an instant rollback or a promote starts) are advanced lazily
+from the wall clock whenever state is read: ``pending`` for the first third of
+``job_seconds``, then ``in-progress``, then ``succeeded`` (or ``failed`` when
+some alias was configured to fail). With ``job_seconds = 0`` a job completes
+on the first read after the request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "AliasJob",
+    "ApiFailure",
+    "DemoIds",
+    "EmulatorState",
+    "FaultRule",
+    "SimDeployment",
+    "SimProject",
+]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def fake_id(prefix: str, seed: str, length: int = 24) -> str:
+    """A stable Vercel-looking id (``dpl_`` + base62) derived from ``seed``."""
+    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+    number = int.from_bytes(hashlib.sha256(seed.encode()).digest(), "big")
+    chars = []
+    for _ in range(length):
+        number, index = divmod(number, len(alphabet))
+        chars.append(alphabet[index])
+    return f"{prefix}_{''.join(chars)}"
+
+
+def fake_sha(seed: str) -> str:
+    return hashlib.sha1(seed.encode()).hexdigest()
+
+
+class ApiFailure(Exception):
+    """An API error response: ``{"error": {"code", "message"}}`` with a status."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, **self.extra}}
+
+
+@dataclass
+class SimDeployment:
+    id: str
+    project_id: str
+    name: str
+    url: str
+    target: str | None
+    state: str
+    created_at: int
+    sha: str
+    message: str
+    ref: str = "main"
+    ready_at: int | None = None
+    served: bool = False
+    alias_assigned_at: int | None = None
+    healthy: bool = True
+    ready_after: float = 0.0  # seconds after creation when a BUILDING deployment becomes READY
+    created_mono: float = field(default_factory=time.monotonic)
+
+
+@dataclass
+class SimProject:
+    id: str
+    name: str
+    account_id: str
+    domains: list[str]
+    production_id: str | None = None
+    auto_assign_paused: bool = False
+    created_at: int = field(default_factory=now_ms)
+    last_alias_request: dict[str, Any] | None = None
+
+
+@dataclass
+class AliasJob:
+    project_id: str
+    type: str  # rollback | promote
+    from_id: str | None
+    to_id: str
+    requested_at: int
+    started: float
+    seconds: float
+    fail_aliases: frozenset[str]
+    status: str = "pending"
+    alias_statuses: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class SimAlias:
+    uid: str
+    alias: str
+    deployment_id: str
+    project_id: str
+    created_at: int
+    updated_at: int
+
+
+@dataclass
+class FaultRule:
+    """An injected fault. Matches a request by method and a regex on the path.
+
+    ``status`` answers with that status (and ``Retry-After`` when given);
+    ``latency`` delays the answer; ``after`` applies the operation first and
+    then answers with the error (a gateway failing after the origin acted);
+    ``times`` limits how often it fires (``None``: always).
+    """
+
+    method: str | None = None
+    path: str | None = None
+    status: int | None = None
+    retry_after: str | None = None
+    latency: float = 0.0
+    times: int | None = 1
+    after: bool = False
+    fired: int = 0
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.times is not None and self.fired >= self.times:
+            return False
+        if self.method and self.method.upper() != method.upper():
+            return False
+        return not (self.path and not re.search(self.path, path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"method": self.method, "path": self.path, "status": self.status, "retry_after": self.retry_after,
+                "latency": self.latency, "times": self.times, "after": self.after, "fired": self.fired}
+
+
+@dataclass(frozen=True)
+class DemoIds:
+    """The ids of the ``demo`` seed, for tests and the README."""
+
+    team_id: str = "team_demo0000000000000000"
+    team_slug: str = "demo-team"
+    user_id: str = "user_demo0000000000000000"
+    project_id: str = "prj_demo0000000000000000"
+    project_name: str = "demo"
+    current: str = fake_id("dpl", "demo-5")
+    previous: str = fake_id("dpl", "demo-4")
+    errored: str = fake_id("dpl", "demo-3")
+    older: str = fake_id("dpl", "demo-2")
+    preview: str = fake_id("dpl", "demo-preview")
+    oldest: str = fake_id("dpl", "demo-1")
+    domains: tuple[str, ...] = ("demo.example.com", "www.demo.example.com")
+
+
+DEMO = DemoIds()
+
+
+class EmulatorState:
+    """Everything the emulator knows. Thread-safe."""
+
+    def __init__(self, *, token: str = "test-token", seed: str | None = "demo", job_seconds: float = 0.0) -> None:
+        self.lock = threading.RLock()
+        self.token = token
+        self.job_seconds = job_seconds
+        self.fail_aliases: set[str] = set()
+        self.faults: list[FaultRule] = []
+        self.requests: list[dict[str, Any]] = []
+        self.alias_history: list[dict[str, Any]] = []
+        # When a list, every API response is appended as (method, path, status, body): the tests
+        # validate each one against the published schema of its operation.
+        self.captured: list[tuple[str, str, int, Any]] | None = None
+        self.seed_name = seed
+        self.reset(seed)
+
+    # ---------------------------------------------------------------- seeding
+    def reset(self, seed: str | None = None) -> None:
+        with self.lock:
+            self.user = {"id": DEMO.user_id, "username": "demo", "email": "demo@example.com", "name": "Demo User"}
+            self.teams: dict[str, dict[str, Any]] = {}
+            self.projects: dict[str, SimProject] = {}
+            self.deployments: dict[str, SimDeployment] = {}
+            self.aliases: dict[str, SimAlias] = {}
+            self.jobs: dict[str, AliasJob] = {}
+            self.faults = []
+            self.requests = []
+            self.alias_history = []
+            self.fail_aliases = set()
+            chosen = seed if seed is not None else self.seed_name
+            if chosen == "demo":
+                self._seed_demo()
+            elif chosen not in (None, "", "empty"):
+                raise ValueError(f"unknown seed {chosen!r} (use 'demo' or 'empty')")
+
+    def _seed_demo(self) -> None:
+        self.teams[DEMO.team_id] = {"id": DEMO.team_id, "slug": DEMO.team_slug, "name": "Demo Team",
+                                    "createdAt": now_ms() - 90 * 86400_000}
+        project = SimProject(id=DEMO.project_id, name=DEMO.project_name, account_id=DEMO.team_id,
+                             domains=list(DEMO.domains), created_at=now_ms() - 30 * 86400_000)
+        self.projects[project.id] = project
+        hour = 3600_000
+        base = now_ms()
+        rows = [  # (id, seed, target, state, hours ago, served, message)
+            (DEMO.oldest, "demo-1", "production", "READY", 50, True, "Initial release"),
+            (DEMO.preview, "demo-preview", None, "READY", 30, False, "Try a new header (preview)"),
+            (DEMO.older, "demo-2", "production", "READY", 26, True, "Fix bug in auth"),
+            (DEMO.errored, "demo-3", "production", "ERROR", 5, False, "Update dependencies"),
+            (DEMO.previous, "demo-4", "production", "READY", 2, True, "Add stats cache"),
+            (DEMO.current, "demo-5", "production", "READY", 0.05, True, "Add new feature"),
+        ]
+        for dep_id, seed, target, state, hours_ago, served, message in rows:
+            created = base - int(hours_ago * hour)
+            self.deployments[dep_id] = SimDeployment(
+                id=dep_id, project_id=project.id, name=project.name,
+                url=f"{project.name}-{dep_id[4:13].lower()}-{DEMO.team_slug}.vercel.app",
+                target=target, state=state, created_at=created, sha=fake_sha(seed), message=message,
+                ref="main" if target else "feature/header",
+                ready_at=created + 60_000 if state == "READY" else None, served=served,
+                alias_assigned_at=created + 61_000 if served else None,
+            )
+        project.production_id = DEMO.current
+        self._point_domains(project, DEMO.current)
+
+    def _point_domains(self, project: SimProject, deployment_id: str, only: Iterable[str] | None = None) -> None:
+        stamp = now_ms()
+        for domain in only if only is not None else project.domains:
+            existing = self.aliases.get(domain)
+            if existing is None:
+                self.aliases[domain] = SimAlias(uid=fake_id("alias", domain), alias=domain,
+                                                deployment_id=deployment_id, project_id=project.id,
+                                                created_at=stamp, updated_at=stamp)
+            else:
+                existing.deployment_id = deployment_id
+                existing.updated_at = stamp
+
+    # ------------------------------------------------------------- admin knobs
+    def configure(self, *, job_seconds: float | None = None, fail_aliases: Iterable[str] | None = None,
+                  unhealthy: Iterable[str] | None = None) -> None:
+        with self.lock:
+            if job_seconds is not None:
+                self.job_seconds = float(job_seconds)
+            if fail_aliases is not None:
+                self.fail_aliases = set(fail_aliases)
+            if unhealthy is not None:
+                bad = set(unhealthy)
+                for dep in self.deployments.values():
+                    dep.healthy = dep.id not in bad
+
+    def add_fault(self, rule: FaultRule) -> None:
+        with self.lock:
+            self.faults.append(rule)
+
+    def clear_faults(self) -> None:
+        with self.lock:
+            self.faults = []
+
+    def take_fault(self, method: str, path: str) -> FaultRule | None:
+        with self.lock:
+            for rule in self.faults:
+                if rule.matches(method, path):
+                    rule.fired += 1
+                    return rule
+            return None
+
+    def log_request(self, method: str, path: str, query: str, status: int) -> None:
+        with self.lock:
+            self.requests.append({"method": method, "path": path, "query": query, "status": status,
+                                  "at": now_ms()})
+
+    # --------------------------------------------------------------- lookups
+    def check_team(self, team: str | None) -> None:
+        """403 when a request is scoped to a team the token does not belong to."""
+        if team and not any(team in (t["id"], t["slug"]) for t in self.teams.values()):
+            raise ApiFailure(403, "forbidden", "You don't have permission to access this team")
+
+    def team(self, id_or_slug: str) -> dict[str, Any]:
+        with self.lock:
+            for team in self.teams.values():
+                if id_or_slug in (team["id"], team["slug"]):
+                    return dict(team)
+        raise ApiFailure(404, "not_found", "Team not found")
+
+    def project(self, id_or_name: str) -> SimProject:
+        with self.lock:
+            self._advance()
+            for project in self.projects.values():
+                if id_or_name in (project.id, project.name):
+                    return project
+        raise ApiFailure(404, "not_found", "Project not found")
+
+    def deployment(self, id_or_url: str) -> SimDeployment:
+        with self.lock:
+            self._advance()
+            host = re.sub(r"^(?:.*?//)?([^/]+).*$", r"\1", id_or_url)
+            for dep in self.deployments.values():
+                if id_or_url == dep.id or host == dep.url:
+                    return dep
+            alias = self.aliases.get(host)
+            if alias is not None:
+                return self.deployments[alias.deployment_id]
+        raise ApiFailure(404, "not_found", f"Deployment {id_or_url!r} not found", deploymentId=id_or_url)
+
+    def list_deployments(self, *, project: str | None = None, target: str | None = None,
+                         states: set[str] | None = None, until: int | None = None, since: int | None = None,
+                         sha: str | None = None, rollback_candidate: bool | None = None,
+                         ) -> list[SimDeployment]:
+        with self.lock:
+            self._advance()
+            project_id = self.project(project).id if project else None
+            found = []
+            for dep in self.deployments.values():
+                if project_id and dep.project_id != project_id:
+                    continue
+                if target and (dep.target or "preview") != target:
+                    continue
+                if states and dep.state not in states:
+                    continue
+                if until is not None and dep.created_at >= until:
+                    continue
+                if since is not None and dep.created_at <= since:
+                    continue
+                if sha and not dep.sha.startswith(sha):
+                    continue
+                if rollback_candidate is not None and self.is_rollback_candidate(dep) != rollback_candidate:
+                    continue
+                found.append(dep)
+            return sorted(found, key=lambda d: d.created_at, reverse=True)
+
+    def is_rollback_candidate(self, dep: SimDeployment) -> bool:
+        project = self.projects.get(dep.project_id)
+        return (dep.target == "production" and dep.state == "READY" and dep.served
+                and project is not None and project.production_id != dep.id)
+
+    def aliases_of(self, *, project_id: str | None = None, deployment_id: str | None = None) -> list[SimAlias]:
+        with self.lock:
+            self._advance()
+            return [a for a in self.aliases.values()
+                    if (project_id is None or a.project_id == project_id)
+                    and (deployment_id is None or a.deployment_id == deployment_id)]
+
+    # ------------------------------------------------------------ alias jobs
+    def request_alias_job(self, project_ref: str, deployment_ref: str, kind: str) -> AliasJob:
+        """Start a rollback or promote job. Validates like Vercel does."""
+        with self.lock:
+            project = self.project(project_ref)
+            dep = self.deployment(deployment_ref)
+            if dep.project_id != project.id:
+                raise ApiFailure(400, "bad_request", "The deployment does not belong to this project")
+            if dep.state != "READY":
+                raise ApiFailure(400, "deployment_not_ready",
+                                 f"Deployment {dep.id} is not ready (state {dep.state})")
+            if kind == "rollback" and dep.target != "production":
+                raise ApiFailure(400, "invalid_deployment",
+                                 "Only production deployments can be used for an instant rollback")
+            job = AliasJob(project_id=project.id, type=kind, from_id=project.production_id, to_id=dep.id,
+                           requested_at=now_ms(), started=time.monotonic(), seconds=self.job_seconds,
+                           fail_aliases=frozenset(self.fail_aliases))
+            if project.production_id == dep.id and kind == "rollback":
+                job.status = "skipped"
+            self.jobs[project.id] = job
+            self.alias_history.append({"type": kind, "project": project.id, "from": job.from_id,
+                                       "to": dep.id, "requestedAt": job.requested_at})
+            self._publish(project, job)
+            return job
+
+    def _publish(self, project: SimProject, job: AliasJob) -> None:
+        project.last_alias_request = {
+            "fromDeploymentId": job.from_id or "",
+            "toDeploymentId": job.to_id,
+            "jobStatus": job.status,
+            "requestedAt": job.requested_at,
+            "type": job.type,
+        }
+
+    def _advance(self) -> None:
+        """Move time forward for jobs and builds (called under the lock on every read)."""
+        mono = time.monotonic()
+        for dep in self.deployments.values():
+            if dep.state == "BUILDING" and mono - dep.created_mono >= dep.ready_after:
+                dep.state = "READY"
+                dep.ready_at = now_ms()
+                project = self.projects.get(dep.project_id)
+                if dep.target == "production" and project is not None and not project.auto_assign_paused:
+                    project.production_id = dep.id
+                    dep.served = True
+                    dep.alias_assigned_at = now_ms()
+                    self._point_domains(project, dep.id)
+        for job in self.jobs.values():
+            if job.status in ("succeeded", "failed", "skipped"):
+                continue
+            elapsed = mono - job.started
+            if job.seconds <= 0 or elapsed >= job.seconds:
+                self._complete(job)
+            elif elapsed >= job.seconds / 3:
+                job.status = "in-progress"
+            project = self.projects[job.project_id]
+            self._publish(project, job)
+
+    def _complete(self, job: AliasJob) -> None:
+        project = self.projects[job.project_id]
+        moved = [d for d in project.domains if d not in job.fail_aliases]
+        for domain in project.domains:
+            job.alias_statuses[domain] = "failed" if domain in job.fail_aliases else "completed"
+        self._point_domains(project, job.to_id, only=moved)
+        if len(moved) == len(project.domains):
+            job.status = "succeeded"
+            project.production_id = job.to_id
+            dep = self.deployments[job.to_id]
+            dep.served = True
+            dep.alias_assigned_at = now_ms()
+            project.auto_assign_paused = job.type == "rollback"
+        else:
+            job.status = "failed"
+
+    def job_aliases(self, project_ref: str, *, failed_only: bool = False) -> list[tuple[str, str, str]]:
+        """``(alias, status, deployment id)`` of the project's last alias job."""
+        with self.lock:
+            project = self.project(project_ref)
+            job = self.jobs.get(project.id)
+            if job is None:
+                return []
+            rows = []
+            for domain in project.domains:
+                status = job.alias_statuses.get(domain, "pending" if job.status == "pending" else "in-progress")
+                if job.status == "skipped":
+                    status = "skipped"
+                if failed_only and status != "failed":
+                    continue
+                alias = self.aliases.get(domain)
+                rows.append((domain, status, alias.deployment_id if alias else job.to_id))
+            return rows
+
+    # ------------------------------------------------------ git-push deploys
+    def create_deployment(self, project_ref: str, *, sha: str, message: str = "", ref: str = "main",
+                          target: str | None = "production", ready_after: float = 0.0,
+                          state: str = "BUILDING", healthy: bool = True) -> SimDeployment:
+        """What a git push does on Vercel: a new deployment that builds, then (for
+        production, unless a rollback paused it) takes the production domains."""
+        with self.lock:
+            project = self.project(project_ref)
+            created = now_ms()
+            dep_id = fake_id("dpl", f"{project.id}-{sha}-{created}-{len(self.deployments)}")
+            dep = SimDeployment(id=dep_id, project_id=project.id, name=project.name,
+                                url=f"{project.name}-{dep_id[4:13].lower()}-{DEMO.team_slug}.vercel.app",
+                                target=target, state=state, created_at=created, sha=sha, message=message,
+                                ref=ref, ready_after=ready_after, healthy=healthy)
+            self.deployments[dep.id] = dep
+            self._advance()
+            return dep

@@ -1,0 +1,189 @@
+"""``rollback app revert`` against a real temporary git repository with a bare
+remote whose post-receive hook asks the emulator for a production deployment,
+as Vercel's git integration does on a push."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from rollback.adapters.git import GitRepo
+from rollback.errors import BadInput, UnsafePrecondition
+from rollback.sandbox.vercel import DEMO, VercelEmulator
+from tests.conftest import CliResult
+
+RunCli = Callable[..., CliResult]
+
+HOOK = """#!{python}
+import json, os, sys, urllib.request
+for line in sys.stdin:
+    old, new, ref = line.split()
+    if ref != "refs/heads/main":
+        continue
+    body = {{"project": "demo", "sha": new, "ready_after": 0.2,
+             "healthy": os.environ.get("EMULATOR_DEPLOY_HEALTHY", "1") == "1"}}
+    request = urllib.request.Request("{url}/_admin/deployments", data=json.dumps(body).encode(),
+                                     headers={{"Content-Type": "application/json"}}, method="POST")
+    urllib.request.urlopen(request, timeout=5).read()
+"""
+
+
+def git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.com"}
+    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
+
+
+@pytest.fixture
+def repo(tmp_path: Path, emulator: VercelEmulator, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A work tree on main with three commits, pushed to a bare 'origin' whose hook deploys."""
+    for key, value in {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+                       "GIT_COMMITTER_EMAIL": "t@example.com"}.items():
+        monkeypatch.setenv(key, value)
+    remote = tmp_path / "origin.git"
+    work = tmp_path / "work"
+    git(tmp_path, "init", "--bare", "-b", "main", str(remote))
+    hook = remote / "hooks" / "post-receive"
+    hook.write_text(HOOK.format(python=sys.executable, url=emulator.url))
+    hook.chmod(0o755)
+    git(tmp_path, "init", "-b", "main", str(work))
+    for number, text in enumerate(["hello", "feature", "bug"], start=1):
+        (work / f"file{number}.txt").write_text(text + "\n")
+        git(work, "add", ".")
+        git(work, "commit", "-m", f"commit {number}: {text}")
+    git(work, "remote", "add", "origin", str(remote))
+    git(work, "push", "-q", "origin", "main")
+    return work
+
+
+def live_sha(emulator: VercelEmulator) -> str:
+    project = emulator.state.project(DEMO.project_id)
+    return emulator.state.deployments[project.production_id or ""].sha
+
+
+def test_revert_push_wait_and_check_health(run_cli: RunCli, app_env: Path, repo: Path,
+                                           emulator: VercelEmulator) -> None:
+    bad = git(repo, "rev-parse", "HEAD")
+    result = run_cli("app", "revert", bad, "--push", "--wait", "--timeout", "20s", "--yes", "--repo", str(repo))
+    assert result.code == 0, result.err
+    head = git(repo, "rev-parse", "HEAD")
+    assert head != bad
+    assert git(repo, "log", "-1", "--format=%s").startswith('Revert "commit 3: bug"')
+    assert not (repo / "file3.txt").exists()
+    assert git(repo.parent / "origin.git", "rev-parse", "main") == head
+    assert live_sha(emulator) == head
+    assert "health: 3 check(s) passed" in result.out
+    assert "version /api/version: reports" in result.err
+    journal = "".join(p.read_text() for p in app_env.glob("*.jsonl"))
+    assert '"git-revert"' in journal and '"wait-deploy"' in journal and '"health"' in journal
+
+
+def test_revert_a_range_without_push(run_cli: RunCli, app_env: Path, repo: Path) -> None:
+    first = git(repo, "rev-list", "--max-parents=0", "HEAD")
+    result = run_cli("app", "revert", f"{first}..HEAD", "--repo", str(repo), "--json")
+    assert result.code == 0, result.err
+    doc = result.json()
+    assert len(doc["commits"]) == 2
+    assert git(repo, "rev-list", "--count", "HEAD") == "5"
+    assert sorted(p.name for p in repo.glob("*.txt")) == ["file1.txt"]
+    assert git(repo.parent / "origin.git", "rev-list", "--count", "main") == "3"  # not pushed
+
+
+def test_a_dirty_work_tree_is_refused(run_cli: RunCli, app_env: Path, repo: Path) -> None:
+    (repo / "file1.txt").write_text("local edit\n")
+    head = git(repo, "rev-parse", "HEAD")
+    result = run_cli("app", "revert", "HEAD", "--repo", str(repo))
+    assert result.code == 4
+    assert "uncommitted changes (file1.txt)" in result.err
+    assert git(repo, "rev-parse", "HEAD") == head
+
+
+def test_untracked_files_do_not_block(repo: Path) -> None:
+    (repo / "notes.tmp").write_text("scratch\n")
+    GitRepo(repo).require_clean()
+
+
+def test_unknown_commit_exits_2(run_cli: RunCli, app_env: Path, repo: Path) -> None:
+    result = run_cli("app", "revert", "deadbeef", "--repo", str(repo))
+    assert result.code == 2
+    assert result.err.strip().splitlines() == [result.err.strip()]
+    assert "no commit 'deadbeef'" in result.err
+
+
+def test_option_like_revisions_are_rejected(repo: Path) -> None:
+    with pytest.raises(BadInput):
+        GitRepo(repo).resolve("--exec=sh")
+    with pytest.raises(BadInput):
+        GitRepo(repo).push("origin", "--force")
+
+
+def test_wait_needs_push(run_cli: RunCli, app_env: Path, repo: Path) -> None:
+    result = run_cli("app", "revert", "HEAD", "--wait", "--repo", str(repo))
+    assert result.code == 2 and "--push" in result.err
+
+
+def test_dry_run_changes_nothing(run_cli: RunCli, app_env: Path, repo: Path) -> None:
+    head = git(repo, "rev-parse", "HEAD")
+    result = run_cli("app", "revert", "HEAD", "--push", "--wait", "--dry-run", "--repo", str(repo))
+    assert result.code == 0, result.err
+    assert "would: git revert --no-edit HEAD" in result.out and "would: git push origin HEAD:main" in result.out
+    assert git(repo, "rev-parse", "HEAD") == head
+    assert not list(app_env.glob("*.jsonl"))
+
+
+def test_push_without_yes_and_terminal_is_refused(run_cli: RunCli, app_env: Path, repo: Path) -> None:
+    head = git(repo, "rev-parse", "HEAD")
+    assert run_cli("app", "revert", "HEAD", "--push", "--repo", str(repo)).code == 4
+    assert git(repo, "rev-parse", "HEAD") == head
+
+
+def test_a_conflicting_revert_is_aborted(run_cli: RunCli, app_env: Path, repo: Path) -> None:
+    target = git(repo, "rev-parse", "HEAD~1")  # adds file2.txt
+    (repo / "file2.txt").write_text("changed later\n")
+    git(repo, "commit", "-am", "edit file2")
+    result = run_cli("app", "revert", target, "--repo", str(repo))
+    assert result.code == 1
+    assert "aborted" in result.err
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def test_failing_health_checks_exit_3(run_cli: RunCli, app_env: Path, repo: Path, emulator: VercelEmulator,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EMULATOR_DEPLOY_HEALTHY", "0")
+    result = run_cli("app", "revert", "HEAD", "--push", "--wait", "--timeout", "20s", "--yes", "--repo", str(repo))
+    assert result.code == 3, result.err
+    assert "health check(s) failed" in result.err.strip().splitlines()[-1]
+    assert live_sha(emulator) == git(repo, "rev-parse", "HEAD")
+
+
+def test_a_rollback_in_effect_keeps_the_revert_from_going_live(run_cli: RunCli, app_env: Path, repo: Path,
+                                                               emulator: VercelEmulator) -> None:
+    assert run_cli("app", "rollback", "--yes").code == 0
+    result = run_cli("app", "revert", "HEAD", "--push", "--wait", "--timeout", "20s", "--yes", "--repo", str(repo))
+    assert result.code == 4, result.err
+    assert "rollback app promote dpl_" in result.err.strip().splitlines()[-1]
+
+
+def test_git_repo_adapter_revert_result(repo: Path) -> None:
+    gitrepo = GitRepo(repo)
+    before = gitrepo.head()
+    result = gitrepo.revert("HEAD")
+    assert result.previous_head == before and result.reverted == (before,)
+    assert gitrepo.head() == result.head
+    (repo / "file1.txt").write_text("dirty\n")
+    with pytest.raises(UnsafePrecondition):
+        gitrepo.require_clean()
+
+
+def test_wait_checks_the_token_before_changing_anything(run_cli: RunCli, app_env: Path, repo: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VERCEL_TOKEN")
+    head = git(repo, "rev-parse", "HEAD")
+    result = run_cli("app", "revert", "HEAD", "--push", "--wait", "--yes", "--repo", str(repo))
+    assert result.code == 2 and "VERCEL_TOKEN" in result.err
+    assert git(repo, "rev-parse", "HEAD") == head

@@ -1,0 +1,71 @@
+"""``rollback db verify``: each check with its measured value; exit 3 when one fails."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from tests.conftest import CliResult
+from tests.db.conftest import LiveDb
+
+RunCli = Callable[..., CliResult]
+
+
+def checks(result: CliResult) -> dict[str, dict[str, object]]:
+    return {c["check"]: c for c in result.json()["checks"]}
+
+
+def test_a_healthy_database_passes(run_cli: RunCli, live_db: LiveDb) -> None:
+    result = run_cli("db", "verify", "--json")
+    assert result.code == 0, result.out
+    found = checks(result)
+    assert found["migrations.failed"]["value"] == 0
+    assert found["rows.User"]["value"] == 300
+    assert found['orphans."Integration"(userId) -> "User"(id)']["value"] == 0
+    assert found["orphans.UserStats(userId) -> User(id)"]["detail"] == "relation from config"
+    human = run_cli("db", "verify")
+    assert human.code == 0 and "rows.User" in human.out
+
+
+def test_orphans_of_a_config_relation_fail_with_their_count(run_cli: RunCli, live_db: LiveDb) -> None:
+    live_db.sql('INSERT INTO "UserStats"("userId") VALUES (5000), (5001), (5002)')
+    result = run_cli("db", "verify", "--json")
+    assert result.code == 3
+    check = checks(result)["orphans.UserStats(userId) -> User(id)"]
+    assert check["ok"] is False and check["value"] == 3
+    assert "check(s) failed" in result.err and "Traceback" not in result.err
+
+
+def test_failed_migrations_fail(run_cli: RunCli, live_db: LiveDb) -> None:
+    live_db.sql("INSERT INTO _prisma_migrations (id, checksum, migration_name) VALUES ('f', 'x', 'broken')")
+    result = run_cli("db", "verify", "--json")
+    assert result.code == 3
+    assert checks(result)["migrations.failed"]["value"] == 1
+
+
+def test_row_counts_against_a_baseline_with_grow_only_tolerance(run_cli: RunCli, live_db: LiveDb) -> None:
+    backup = run_cli("db", "backup", "--json").json()["backup"]["name"]
+    # User is grow-only: more rows is fine
+    live_db.sql("INSERT INTO \"User\"(email) VALUES ('new@example.com')")
+    grown = run_cli("db", "verify", "--baseline", backup, "--json")
+    assert grown.code == 0, grown.out
+    assert checks(grown)["rows.User"]["expected"] == ">= 300"
+    # Integration is not: a lost row fails, with the measured value
+    live_db.sql('DELETE FROM "Integration" WHERE id = 1')
+    lost = run_cli("db", "verify", "--baseline", backup, "--json")
+    assert lost.code == 3
+    assert checks(lost)["rows.Integration"]["value"] == 149
+    assert checks(lost)["rows.Integration"]["expected"] == 150
+    # within a tolerance it passes
+    tolerated = run_cli("db", "verify", "--baseline", backup, "--tolerance", "1", "--json")
+    assert tolerated.code == 0
+    # a grow-only table that shrank fails
+    live_db.sql('DELETE FROM "User" WHERE id IN (2, 4)')
+    shrunk = run_cli("db", "verify", "--baseline", backup, "--tolerance", "1", "--json")
+    assert shrunk.code == 3 and checks(shrunk)["rows.User"]["ok"] is False
+
+
+def test_a_missing_watched_table_fails(run_cli: RunCli, live_db: LiveDb) -> None:
+    live_db.sql('DROP TABLE "UserStats"')
+    result = run_cli("db", "verify", "--json")
+    assert result.code == 3
+    assert checks(result)["rows.UserStats"]["detail"] == "table missing"

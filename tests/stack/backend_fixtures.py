@@ -1,0 +1,260 @@
+"""Self-managed (DIY) Pulumi backends built from the real checkpoints in tests/stack/fixtures/.
+
+:func:`build_backend` writes a backend directory with the layout of Pulumi's
+``pkg/backend/diy`` (``.pulumi/meta.yaml``, ``stacks/``, ``history/`` with one
+``.history.json`` / ``.checkpoint.json`` pair per update), in the project or
+legacy layout, plain or gzip- or zstd-compressed.
+
+Each update's checkpoint is one of the real fixture checkpoints (v0, v1, v3 and
+the one with encrypted secrets: a long-lived stack carries old checkpoint
+versions in its history), with its URNs moved to ``staging::rollback`` and the
+resources a rollback touches added: the stack (with its outputs), the
+Lambda@Edge function, the CloudFront distribution (edge version in
+``defaultCacheBehavior.lambdaFunctionAssociations[0].lambdaArn``, release in
+``origins[0].originPath``) and the database (its password a secret input).
+
+Secrets use Pulumi's ``b64`` secrets provider format (the one the fixture
+checkpoints declare): ciphertext = base64 of the value. The recorded-CLI double
+"decrypts" them the same way.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import gzip
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PROJECT = "rollback"
+STACK = "staging"
+ACCOUNT = "123456789012"
+FUNCTION = "rollback-staging-security-headers"
+DISTRIBUTION_ID = "E2QWRUHAPOMQZL"
+SIG = "4dabf18193072939515e22adb298388d"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
+START = 1_764_000_000  # 2025-11-24T16:00:00Z
+DB_PASSWORD_KEY = "rollback:dbMasterPassword"
+
+
+@dataclass(frozen=True)
+class Update:
+    message: str
+    edge_version: str
+    release: str
+    db_password: str
+    base: str
+    git_head: str
+
+
+# The stack's history: edge version, release (origin path) and a secret change along the way.
+UPDATES: tuple[Update, ...] = (
+    Update("initial deploy", "5", "2026-11-25.1", "first-password-1", "checkpoint-v0.json", "a1" * 20),
+    Update("edge function v6", "6", "2026-11-25.1", "first-password-1", "checkpoint-v1.json", "b2" * 20),
+    Update("release 2026-11-26.1", "6", "2026-11-26.1", "first-password-1", "checkpoint-v3.json", "c3" * 20),
+    Update("edge v7, rotate db password", "7", "2026-11-26.1", "second-password-2", "checkpoint-v3.json",
+           "d4" * 20),
+    Update("release 2026-11-27.2", "7", "2026-11-27.2", "second-password-2", "checkpoint-v3.json", "e5" * 20),
+)
+
+
+def encrypt(value: str) -> str:
+    return base64.b64encode(value.encode()).decode()
+
+
+def secret_property(value: Any) -> dict[str, str]:
+    return {SIG: SECRET_SIG, "ciphertext": encrypt(json.dumps(value))}
+
+
+def base_config() -> dict[str, Any]:
+    """The repository's staging stack config (plain values), read without the program's files."""
+    from rollback.adapters.stack_config import read_stack_config
+
+    return read_stack_config(REPO_ROOT / "stacks" / "Pulumi.staging.yaml")
+
+
+def history_config(update: Update) -> dict[str, Any]:
+    """The config an update ran with, as a DIY ``.history.json`` stores it."""
+    config: dict[str, Any] = dict(base_config())
+    config["rollback:edgeFunctionVersion"] = update.edge_version
+    config["rollback:assetsRelease"] = update.release
+    config[DB_PASSWORD_KEY] = {"secure": encrypt(update.db_password)}
+    return config
+
+
+def _urn(typ: str, name: str, parent_type: str | None = None) -> str:
+    qualified = f"{parent_type}${typ}" if parent_type else typ
+    return f"urn:pulumi:{STACK}::{PROJECT}::{qualified}::{name}"
+
+
+def rollback_resources(update: Update) -> list[dict[str, Any]]:
+    stack_urn = _urn("pulumi:pulumi:Stack", f"{PROJECT}-{STACK}")
+    function_arn = f"arn:aws:lambda:us-east-1:{ACCOUNT}:function:{FUNCTION}"
+    version_arn = f"{function_arn}:{update.edge_version}"
+    bucket = "rollback-staging-assets"
+    outputs = {
+        "distributionId": DISTRIBUTION_ID,
+        "distributionDomain": "d111111abcdef8.cloudfront.net",
+        "edgeFunctionName": FUNCTION,
+        "edgeFunctionVersion": update.edge_version,
+        "edgeFunctionVersionArn": version_arn,
+        "assetsBucket": bucket,
+        "assetsRelease": update.release,
+        "dbInstanceId": "rollback-staging-db",
+        "alarmNames": ["rollback-staging-5xx", "rollback-staging-edge-errors"],
+        "compositeAlarmName": "rollback-staging-rollback",
+        "alertTopicArn": f"arn:aws:sns:us-east-1:{ACCOUNT}:rollback-staging-alerts",
+        "operatorRoleArn": f"arn:aws:iam::{ACCOUNT}:role/rollback-staging-operator",
+    }
+    return [
+        {"urn": stack_urn, "custom": False, "type": "pulumi:pulumi:Stack", "outputs": outputs},
+        {
+            "urn": _urn("aws:lambda/function:Function", "security-headers"),
+            "custom": True, "id": FUNCTION, "type": "aws:lambda/function:Function", "parent": stack_urn,
+            "inputs": {"name": FUNCTION, "publish": True, "runtime": "nodejs20.x", "handler": "index.handler"},
+            "outputs": {"name": FUNCTION, "arn": function_arn, "version": update.edge_version,
+                        "qualifiedArn": version_arn},
+        },
+        {
+            "urn": _urn("aws:cloudfront/distribution:Distribution", "cdn"),
+            "custom": True, "id": DISTRIBUTION_ID, "type": "aws:cloudfront/distribution:Distribution",
+            "parent": stack_urn,
+            "inputs": {
+                "enabled": True,
+                "defaultCacheBehavior": {
+                    "targetOriginId": "assets",
+                    "viewerProtocolPolicy": "redirect-to-https",
+                    "lambdaFunctionAssociations": [{"eventType": "viewer-response", "lambdaArn": version_arn}],
+                },
+                "origins": [{"originId": "assets", "domainName": f"{bucket}.s3.us-east-1.amazonaws.com",
+                             "originPath": f"/releases/{update.release}"}],
+                "priceClass": "PriceClass_100",
+            },
+            "outputs": {"id": DISTRIBUTION_ID, "status": "Deployed"},
+        },
+        {
+            "urn": _urn("aws:rds/instance:Instance", "db"),
+            "custom": True, "id": "rollback-staging-db", "type": "aws:rds/instance:Instance", "parent": stack_urn,
+            "inputs": {"identifier": "rollback-staging-db", "engine": "postgres", "engineVersion": "16.4",
+                       "instanceClass": "db.t4g.small", "password": secret_property(update.db_password)},
+            "outputs": {"identifier": "rollback-staging-db", "password": secret_property(update.db_password)},
+        },
+    ]
+
+
+def checkpoint(update: Update, *, pending: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The stack file after ``update``: the real fixture checkpoint plus the rollback resources."""
+    text = (FIXTURES / update.base).read_text(encoding="utf-8")
+    text = text.replace("foo::countdown", f"{STACK}::{PROJECT}")
+    document = json.loads(text)
+    body = document.get("checkpoint", document)
+    if "target" in body:
+        body["target"] = STACK
+    if "stack" in body:
+        body["stack"] = f"organization/{PROJECT}/{STACK}"
+    latest = body["latest"]
+    latest["resources"] = rollback_resources(update) + latest["resources"]
+    if "secrets_providers" in latest:
+        latest["secrets_providers"] = {"type": "b64", "state": {}}
+    if pending:
+        latest["pending_operations"] = pending
+    return copy.deepcopy(document)
+
+
+def history_entry(number: int, update: Update, changes: dict[str, int]) -> dict[str, Any]:
+    start = START + number * 3600
+    return {
+        "kind": "update",
+        "startTime": start,
+        "message": update.message,
+        "environment": {"git.head": update.git_head, "git.dirty": "false", "exec.kind": "cli",
+                        "git.headName": "refs/heads/main"},
+        "config": history_config(update),
+        "result": "succeeded",
+        "endTime": start + 95,
+        "version": 0,
+        "resourceChanges": changes,
+    }
+
+
+def _encode(data: bytes, compression: str | None) -> tuple[bytes, str]:
+    if compression == "gz":
+        return gzip.compress(data), ".gz"
+    if compression == "zst":
+        import zstandard
+
+        return zstandard.ZstdCompressor().compress(data), ".zst"
+    return data, ""
+
+
+def write_file(path: Path, document: Any, compression: str | None = None) -> Path:
+    data, ext = _encode(json.dumps(document, indent=4).encode(), compression)
+    target = path.with_name(path.name + ext)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    return target
+
+
+def build_backend(root: Path, *, layout: str = "project", compression: str | None = None,
+                  updates: tuple[Update, ...] = UPDATES, pending: list[dict[str, Any]] | None = None) -> Path:
+    """Write a DIY backend with one history/checkpoint pair per update; returns ``root``.
+
+    ``compression`` is ``None``, ``"gz"``, ``"zst"`` or ``"mixed"`` (alternating per update).
+    """
+    pulumi_dir = root / ".pulumi"
+    pulumi_dir.mkdir(parents=True, exist_ok=True)
+    if layout == "project":
+        (pulumi_dir / "meta.yaml").write_text("version: 1\n", encoding="utf-8")
+        stacks_dir = pulumi_dir / "stacks" / PROJECT
+        history_dir = pulumi_dir / "history" / PROJECT / STACK
+    else:
+        stacks_dir = pulumi_dir / "stacks"
+        history_dir = pulumi_dir / "history" / STACK
+    cycle = [None, "gz", "zst"]
+    for number, update in enumerate(updates, start=1):
+        mode = cycle[number % 3] if compression == "mixed" else compression
+        changes = {"create": 34} if number == 1 else {"same": 33, "update": 1}
+        nanos = (START + number * 3600) * 1_000_000_000 + 123_456_789
+        stem = history_dir / f"{STACK}-{nanos}"
+        write_file(stem.with_name(stem.name + ".history.json"), history_entry(number, update, changes), mode)
+        write_file(stem.with_name(stem.name + ".checkpoint.json"), checkpoint(update), mode)
+    current = checkpoint(updates[-1], pending=pending)
+    mode = "zst" if compression == "mixed" else compression
+    write_file(stacks_dir / f"{STACK}.json", current, mode)
+    return root
+
+
+def write_lock(root: Path, *, layout: str = "project") -> Path:
+    """A lock file as a running ``pulumi up`` leaves it (Pulumi's ``lockContent``)."""
+    directory = (root / ".pulumi" / "locks" / "organization" / PROJECT / STACK if layout == "project"
+                 else root / ".pulumi" / "locks" / STACK)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "8a3c1f2e-6f4e-4c1b-9e0a-5d1f2b3c4d5e.json"
+    path.write_text(json.dumps({"pid": 4242, "username": "ci", "hostname": "runner-7",
+                                "timestamp": "2026-11-28T09:30:00Z"}), encoding="utf-8")
+    return path
+
+
+def build_project(root: Path, *, current: Update = UPDATES[-1]) -> Path:
+    """A copy of the repository's Pulumi project (Pulumi.yaml, infra/, stacks/) whose staging
+    config matches ``current``, so tests never touch the real files."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(REPO_ROOT / "Pulumi.yaml", root / "Pulumi.yaml")
+    shutil.copytree(REPO_ROOT / "infra", root / "infra",
+                    ignore=shutil.ignore_patterns("__pycache__", "node_modules", ".venv"))
+    (root / "stacks").mkdir(exist_ok=True)
+    text = (REPO_ROOT / "stacks" / "Pulumi.staging.yaml").read_text(encoding="utf-8")
+    path = root / "stacks" / "Pulumi.staging.yaml"
+    path.write_text(text, encoding="utf-8")
+    from rollback.adapters.stack_config import write_stack_config
+
+    write_stack_config(path, {"rollback:edgeFunctionVersion": current.edge_version,
+                              "rollback:assetsRelease": current.release})
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(f"  {DB_PASSWORD_KEY}:\n    secure: {encrypt(current.db_password)}\n")
+    return root
