@@ -225,6 +225,26 @@ class Config:
                 register_secret(match.group(1))
         return url
 
+    def _missing_section(self, section: str, example: str) -> ConfigError:
+        return ConfigError(
+            f"environment {self.env_name!r} has no [env.{self.env_name}.{section}] section",
+            f"add [env.{self.env_name}.{section}] with {example} to {self.path.name}",
+            key=f"env.{self.env_name}.{section}",
+            path=str(self.path),
+        )
+
+    def require_vercel(self) -> VercelSettings:
+        """The ``vercel`` section, or a config error naming what to add."""
+        if self.env.vercel is None:
+            raise self._missing_section("vercel", 'project = "<id or name>"')
+        return self.env.vercel
+
+    def require_pulumi(self) -> PulumiSettings:
+        """The ``pulumi`` section, or a config error naming what to add."""
+        if self.env.pulumi is None:
+            raise self._missing_section("pulumi", 'stack = "<stack name>"')
+        return self.env.pulumi
+
     def describe(self) -> dict[str, Any]:
         """The resolved settings with every secret masked, for ``config check``."""
         database_url = self.database_url()

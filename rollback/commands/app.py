@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from rollback.errors import (
     BadInput,
     ChecksFailed,
-    ConfigError,
     OperationFailed,
     UnsafePrecondition,
     VercelError,
@@ -36,7 +35,7 @@ if TYPE_CHECKING:
     from rollback.adapters.git import GitRepo
     from rollback.adapters.health import CheckResult
     from rollback.adapters.vercel import AliasRequest, Deployment, Project, VercelClient
-    from rollback.config import Config, VercelSettings
+    from rollback.config import Config
     from rollback.journal import Journal
 
 __all__ = [
@@ -53,7 +52,6 @@ __all__ = [
     "project_of",
     "run_health_checks",
     "status",
-    "vercel_settings",
 ]
 
 AUTO_ASSIGN_NOTE = (
@@ -65,20 +63,12 @@ AUTO_ASSIGN_NOTE = (
 
 
 # ------------------------------------------------------------------ set-up
-def vercel_settings(config: Config) -> VercelSettings:
-    if config.env.vercel is None:
-        raise ConfigError(f"environment {config.env_name!r} has no [env.{config.env_name}.vercel] section",
-                          f"add [env.{config.env_name}.vercel] with project = \"<id or name>\" to rollback.toml",
-                          key=f"env.{config.env_name}.vercel")
-    return config.env.vercel
-
-
 def make_client(config: Config, *, on_retry: Callable[[str], None] | None = None,
                 deadline: float = 30.0) -> VercelClient:
     """A :class:`VercelClient` for the environment: ``VERCEL_API_URL``, ``VERCEL_TOKEN``, the team."""
     from rollback.adapters.vercel import VercelClient, make_http_client
 
-    settings = vercel_settings(config)
+    settings = config.require_vercel()
     http = make_http_client(config.vercel_api_url, config.vercel_token())
     client = VercelClient(http, team=settings.team, deadline=deadline)
     if on_retry is not None:
@@ -97,7 +87,7 @@ def _is_candidate(deployment: Deployment, current: Deployment | None) -> bool:
 
 def status(config: Config, client: VercelClient, *, limit: int = 10) -> dict[str, Any]:
     """Production now, the last alias request (and its job status), recent production deployments."""
-    settings = vercel_settings(config)
+    settings = config.require_vercel()
     project = _project(client, settings.project)
     current = project.production
     recent = client.list_deployments(project.id, limit=limit, target="production")
@@ -123,7 +113,7 @@ def status(config: Config, client: VercelClient, *, limit: int = 10) -> dict[str
 
 def project_of(config: Config, client: VercelClient) -> Project:
     """The configured project (BadInput when it does not exist in the configured team)."""
-    return _project(client, vercel_settings(config).project)
+    return _project(client, config.require_vercel().project)
 
 
 def _project(client: VercelClient, ref: str) -> Project:
@@ -239,7 +229,7 @@ def _refuse_in_flight(project: Project) -> None:
 def plan_rollback(config: Config, client: VercelClient, *, to: str | None = None, reason: str | None = None,
                   timeout: float = 180.0) -> AppPlan:
     """Resolve the current production deployment and the target, validate, and plan the rollback."""
-    settings = vercel_settings(config)
+    settings = config.require_vercel()
     project = _project(client, settings.project)
     _refuse_in_flight(project)
     current = project.production
@@ -259,7 +249,7 @@ def plan_rollback(config: Config, client: VercelClient, *, to: str | None = None
 
 def plan_promote(config: Config, client: VercelClient, deployment: str, *, timeout: float = 180.0,
                  undo_of: str | None = None) -> AppPlan:
-    settings = vercel_settings(config)
+    settings = config.require_vercel()
     project = _project(client, settings.project)
     _refuse_in_flight(project)
     target = _deployment(client, deployment)
@@ -291,7 +281,7 @@ def _journaled_rollbacks(journal_dir: Path, project_id: str) -> list[tuple[str, 
 
 def plan_undo(config: Config, client: VercelClient, *, timeout: float = 180.0) -> AppPlan:
     """Promote back the deployment that was live before the last rollback (journal, else ``lastAliasRequest``)."""
-    settings = vercel_settings(config)
+    settings = config.require_vercel()
     project = _project(client, settings.project)
     current_id = project.production_deployment_id
     sources: list[tuple[str, str, str]] = _journaled_rollbacks(config.journal_dir, project.id)
@@ -331,7 +321,7 @@ def plan_revert(config: Config, repo: GitRepo, spec: str, *, push: bool = False,
                           summary=f"git push {remote} HEAD:{chosen_branch}",
                           params={"remote": remote, "branch": chosen_branch}))
     if wait:
-        settings = vercel_settings(config)
+        settings = config.require_vercel()
         steps.append(Step(id="wait-deploy", action="vercel.wait_deploy", target=f"{settings.project} production",
                           summary=f"wait for a READY production deployment of the revert commit to go live "
                                   f"(up to {format_duration(timeout)})",

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rollback.errors import BadInput, ConfigError, LockHeld, PulumiError, RollbackError, UnsafePrecondition
+from rollback.errors import BadInput, LockHeld, PulumiError, RollbackError, UnsafePrecondition
 from rollback.plan import Plan, Step
 from rollback.stackdiff import (
     ConfigValue,
@@ -43,7 +43,7 @@ from rollback.stackdiff import (
 if TYPE_CHECKING:
     from rollback.adapters.pulumi import PulumiStack
     from rollback.adapters.pulumi_backend import DiyBackend
-    from rollback.config import Config, PulumiSettings
+    from rollback.config import Config
     from rollback.runner import Handler, StepContext
 
 __all__ = [
@@ -180,22 +180,14 @@ class CliSource:
         return described
 
 
-def _settings(config: Config) -> PulumiSettings:
-    if config.env.pulumi is None:
-        raise ConfigError(f"environment {config.env_name!r} has no [env.{config.env_name}.pulumi] section",
-                          f"add [env.{config.env_name}.pulumi] with stack = \"...\" to rollback.toml",
-                          key=f"env.{config.env_name}.pulumi")
-    return config.env.pulumi
-
-
 def project_dir(config: Config) -> Path:
-    return config.resolve_path(_settings(config).project_dir)
+    return config.resolve_path(config.require_pulumi().project_dir)
 
 
 def backend_url(config: Config) -> str | None:
     """``pulumi.backend_url`` with a relative ``file://`` path made absolute (against rollback.toml's
     directory), so the CLI, run from the project directory, finds the same backend."""
-    url = _settings(config).backend_url
+    url = config.require_pulumi().backend_url
     if url and url.startswith("file://"):
         raw = url[len("file://"):]
         path = Path(raw).expanduser()
@@ -207,7 +199,7 @@ def backend_url(config: Config) -> str | None:
 def _backend_source(config: Config) -> BackendSource | None:
     from rollback.adapters.pulumi_backend import is_diy_url, open_backend
 
-    settings = _settings(config)
+    settings = config.require_pulumi()
     url = backend_url(config) or config.environ.get("PULUMI_BACKEND_URL")
     if not url or not is_diy_url(url):
         return None
@@ -218,7 +210,7 @@ def _backend_source(config: Config) -> BackendSource | None:
 def _cli_stack(config: Config) -> PulumiStack:
     from rollback.adapters.pulumi import select_stack
 
-    settings = _settings(config)
+    settings = config.require_pulumi()
     return select_stack(settings.stack, project_dir(config), backend_url=backend_url(config))
 
 
@@ -273,7 +265,7 @@ def history(config: Config, *, limit: int | None = None, via: str = "auto") -> d
         rows = rows[-limit:]
     numbered_locally = any(v.numbered_locally for v in versions)
     return {
-        "stack": _settings(config).stack,
+        "stack": config.require_pulumi().stack,
         "source": source.describe(),
         "count": len(versions),
         "numbered_locally": numbered_locally,
@@ -307,7 +299,7 @@ def diff(config: Config, from_version: int, to_version: int | None = None, *, vi
         notes.append(NUMBERING_NOTE)
     result = diff_states(from_version, to_version, older.config, newer_config, older_state, newer_state, notes)
     document = result.to_dict()
-    document["stack"] = _settings(config).stack
+    document["stack"] = config.require_pulumi().stack
     document["source"] = source.describe()
     return document
 
@@ -318,7 +310,7 @@ def diff(config: Config, from_version: int, to_version: int | None = None, *, vi
 def stack_config_file(config: Config) -> Path:
     from rollback.adapters.stack_config import stack_config_path
 
-    return stack_config_path(project_dir(config), _settings(config).stack)
+    return stack_config_path(project_dir(config), config.require_pulumi().stack)
 
 
 def _file_digest(path: Path) -> str | None:
@@ -421,12 +413,12 @@ def backup_stack_config(config: Config) -> Path:
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     directory = _backup_dir(config)
     directory.mkdir(parents=True, exist_ok=True)
-    backup = directory / f"{_settings(config).stack}-{stamp}.yaml"
+    backup = directory / f"{config.require_pulumi().stack}-{stamp}.yaml"
     if path.exists():
         shutil.copy2(path, backup)
     else:
         backup.write_text("", encoding="utf-8")
-    meta = {"stack": _settings(config).stack, "path": str(path), "existed": path.exists(),
+    meta = {"stack": config.require_pulumi().stack, "path": str(path), "existed": path.exists(),
             "sha256": _file_digest(path), "saved_at": stamp}
     backup.with_suffix(".json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
     return backup
@@ -441,8 +433,8 @@ def config_restore(config: Config, backup: Path) -> dict[str, Any]:
         raise BadInput(f"{backup} is not a stack config backup made by 'rollback infra preview'",
                        f"pick one from {_backup_dir(config)}")
     meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("stack") != _settings(config).stack:
-        raise BadInput(f"{backup} belongs to stack {meta.get('stack')!r}, not {_settings(config).stack!r}",
+    if meta.get("stack") != config.require_pulumi().stack:
+        raise BadInput(f"{backup} belongs to stack {meta.get('stack')!r}, not {config.require_pulumi().stack!r}",
                        "pass --env for that stack's environment")
     target = Path(meta["path"])
     if meta.get("existed"):
@@ -464,11 +456,11 @@ class PreviewOptions:
 
 
 def default_plan_file(config: Config, version: int) -> Path:
-    return config.resolve_path(f".rollback/plans/{_settings(config).stack}-v{version}.plan.json")
+    return config.resolve_path(f".rollback/plans/{config.require_pulumi().stack}-v{version}.plan.json")
 
 
 def _preview_command(config: Config, plan_file: Path) -> str:
-    settings = _settings(config)
+    settings = config.require_pulumi()
     parts = ["pulumi", "preview", "--diff", "--stack", settings.stack, "--save-plan", str(plan_file),
              "--cwd", str(project_dir(config))]
     command = " ".join(shlex.quote(p) for p in parts)
@@ -479,7 +471,7 @@ def _preview_command(config: Config, plan_file: Path) -> str:
 
 
 def _up_command(config: Config, plan_file: Path) -> str:
-    settings = _settings(config)
+    settings = config.require_pulumi()
     parts = ["pulumi", "up", "--plan", str(plan_file), "--stack", settings.stack, "--cwd", str(project_dir(config))]
     command = " ".join(shlex.quote(p) for p in parts)
     url = backend_url(config)
@@ -490,7 +482,7 @@ def preview_plan(config: Config, options: PreviewOptions) -> tuple[Plan, dict[st
     """Read-only: find the version and what its config changes; return the plan and a context."""
     from rollback.adapters.pulumi import cli_available
 
-    settings = _settings(config)
+    settings = config.require_pulumi()
     offline = options.offline or not cli_available()
     # Online, the config must come from the CLI (secrets decrypted, to be set back through it);
     # offline, from the self-managed backend (secrets as ciphertext, written back as 'secure:').
@@ -562,7 +554,7 @@ def desired_state_diff(config: Config, before: Mapping[str, ConfigValue],
     """Declared inputs that differ between the program run with ``before`` and with ``after``."""
     from rollback.adapters.pulumi_mocks import diff_declared_inputs, run_program_under_mocks
 
-    settings = _settings(config)
+    settings = config.require_pulumi()
     program = _program_dir(config)
     runs = []
     for values in (before, after):
@@ -602,7 +594,7 @@ def _write_sidecar(config: Config, plan_file: Path, target: StackVersion, mode: 
     sidecar = Path(str(plan_file) + SIDECAR_SUFFIX)
     sidecar.parent.mkdir(parents=True, exist_ok=True)
     sidecar.write_text(json.dumps({
-        "stack": _settings(config).stack,
+        "stack": config.require_pulumi().stack,
         "env": config.env_name,
         "version": target.version,
         "mode": mode,
@@ -616,7 +608,7 @@ def _write_sidecar(config: Config, plan_file: Path, target: StackVersion, mode: 
 def preview_handlers(config: Config, context: dict[str, Any]) -> dict[str, Handler]:
     options: PreviewOptions = context["options"]
     target: StackVersion = context["target"]
-    settings = _settings(config)
+    settings = config.require_pulumi()
 
     def backup(step: Step, ctx: StepContext) -> dict[str, Any]:
         if ctx.dry_run:
@@ -681,7 +673,7 @@ def preview_report(config: Config, context: dict[str, Any], outcome: Mapping[str
     target: StackVersion = context["target"]
     backup = context.get("backup")
     report: dict[str, Any] = {
-        "stack": _settings(config).stack,
+        "stack": config.require_pulumi().stack,
         "version": target.version,
         "latest_version": context["latest"],
         "mode": context["mode"],
@@ -728,7 +720,7 @@ def _read_sidecar(plan_file: Path) -> dict[str, Any]:
 def check_restore(config: Config, version: int, plan_file: Path, *,
                   source: HistorySource | None = None) -> dict[str, Any]:
     """Every precondition of ``restore``; raises Refused subclasses naming the way out."""
-    settings = _settings(config)
+    settings = config.require_pulumi()
     meta = _read_sidecar(plan_file)
     if meta.get("stack") != settings.stack:
         raise UnsafePrecondition(f"plan file {plan_file} is for stack {meta.get('stack')!r}, not {settings.stack!r}",
@@ -772,7 +764,7 @@ def check_restore(config: Config, version: int, plan_file: Path, *,
 
 
 def restore_plan(config: Config, version: int, plan_file: Path) -> Plan:
-    settings = _settings(config)
+    settings = config.require_pulumi()
     steps = [
         Step("check", "infra.check", f"not locked, no pending operations, plan matches version {version}",
              target=f"stack {settings.stack}", params={"plan_file": str(plan_file), "version": version}),
