@@ -156,7 +156,9 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title:
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*("" if cell is None else str(cell) for cell in row))
-    Console(soft_wrap=False).print(table)
+    # Piped or captured output (a log, an incident channel) must not wrap ids and URLs at 80 columns.
+    width = None if sys.stdout.isatty() else 240
+    Console(soft_wrap=False, width=width).print(table)
 
 
 def confirm(prompt: str, *, yes: bool, action: str) -> None:

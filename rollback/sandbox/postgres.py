@@ -19,6 +19,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -74,6 +75,7 @@ class PostgresCluster:
     major: int
     host: str = "127.0.0.1"
     _stopped: bool = field(default=False, repr=False)
+    _watchdog: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
     def data_dir(self) -> Path:
@@ -119,6 +121,8 @@ class PostgresCluster:
         return str(self.bin_dir / name)
 
     def stop(self, *, remove: bool = True) -> None:
+        _dismiss(self._watchdog)
+        self._watchdog = None
         if not self._stopped:
             self._stopped = True
             subprocess.run(_as_server_user([self.tool("pg_ctl"), "-D", str(self.data_dir), "-m", "immediate",
@@ -200,6 +204,7 @@ def start_postgres(
         cluster = PostgresCluster(base=base, bin_dir=bins, port=chosen,
                                   passwords={SERVER_USER: super_password, "app": app_password}, major=major)
         _wait_ready(cluster)
+        cluster._watchdog = _start_watchdog(bins, base)
         cluster.execute(f"CREATE ROLE app LOGIN CREATEDB PASSWORD '{app_password}'")
         cluster.create_database("app", owner="app")
         return cluster
@@ -208,6 +213,34 @@ def start_postgres(
                        capture_output=True, check=False)
         shutil.rmtree(base, ignore_errors=True)
         raise
+
+
+# Stops the cluster and removes its directory when the process that started it
+# dies without calling stop() (SIGKILL, SIGTERM, a crashed test run): it waits
+# for EOF on a pipe only its parent holds. "done" on the pipe dismisses it.
+_WATCHDOG = """
+import shutil, subprocess, sys
+if sys.stdin.readline().strip() != "done":
+    subprocess.run(sys.argv[3:] + [sys.argv[1], "-D", sys.argv[2] + "/data", "-m", "immediate", "stop"],
+                   capture_output=True, check=False, timeout=60)
+    shutil.rmtree(sys.argv[2], ignore_errors=True)
+"""
+
+
+def _start_watchdog(bins: Path, base: Path) -> subprocess.Popen[bytes]:
+    prefix = _as_server_user([])
+    return subprocess.Popen([sys.executable, "-c", _WATCHDOG, str(bins / "pg_ctl"), str(base), *prefix],
+                            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
+def _dismiss(watchdog: subprocess.Popen[bytes] | None) -> None:
+    if watchdog is not None and watchdog.stdin is not None:
+        with contextlib.suppress(OSError):
+            watchdog.stdin.write(b"done\n")
+            watchdog.stdin.close()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            watchdog.wait(timeout=5)
 
 
 def _wait_ready(cluster: PostgresCluster, timeout: float = 30) -> None:
