@@ -168,20 +168,24 @@ def _remove(config: Any, key: str) -> None:
         slot[2].value = str(slot[2].value) + rest
 
 
-def write_stack_config(path: Path, values: Mapping[str, str | None], *, project: str | None = None) -> dict[str, Any]:
-    """Set (``str``) or remove (``None``) keys under ``config:`` and save, keeping everything else.
+def write_stack_config(path: Path, values: Mapping[str, Any], *, project: str | None = None) -> dict[str, Any]:
+    """Set or remove (``None``) keys under ``config:`` and save, keeping everything else.
 
-    Keys without a namespace are qualified with ``project`` when given. Creates
-    the file (with just ``config:``) when it does not exist. Returns the
-    resulting ``config:`` mapping as plain values.
+    A value is a ``str`` (written in the style the key already had), or a
+    mapping or list for structured values (``{"secure": "<ciphertext>"}`` for a
+    secret, objects and lists as Pulumi stores them). Keys without a namespace
+    are qualified with ``project`` when given. Creates the file (with just
+    ``config:``) when it does not exist. Returns the resulting ``config:``
+    mapping as plain values.
     """
     from ruamel.yaml.comments import CommentedMap
 
     for key, value in values.items():
         if not isinstance(key, str) or not key:
             raise BadInput(f"invalid stack config key {key!r}")
-        if value is not None and not isinstance(value, str):
-            raise BadInput(f"stack config value for {key} must be a string, got {type(value).__name__}")
+        if value is not None and not isinstance(value, (str, Mapping, list)):
+            raise BadInput(f"stack config value for {key} must be a string, a mapping or a list, "
+                           f"got {type(value).__name__}")
     yaml = _yaml()
     if path.exists():
         document = _load(path)  # raises a clear StackConfigError on broken YAML
@@ -205,11 +209,13 @@ def write_stack_config(path: Path, values: Mapping[str, str | None], *, project:
         if value is None:
             if key in config:
                 _remove(config, key)
-        else:
+        elif isinstance(value, str):
             config[key] = _styled(yaml, config.get(key), value)
+        else:
+            config[key] = value
     buffer = io.StringIO()
     yaml.dump(document, buffer)
-    _atomic_write(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue())
     result = _plain(config)
     assert isinstance(result, dict)
     return result
@@ -240,7 +246,7 @@ def _guess_indent(text: str) -> tuple[int, int, int]:
     return mapping, max(seq, offset + 2), offset
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         mode = path.stat().st_mode & 0o7777 if path.exists() else 0o644

@@ -345,17 +345,16 @@ def _write_file_config(path: Path, target: Mapping[str, ConfigValue], current: M
     changed = [c.key for c in diff_config(current, target)]
     if not changed:
         return []
-    simple: dict[str, str | None] = {}
-    structured: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for key in changed:
         value = target.get(key)
         if value is None:
-            simple[key] = None
+            values[key] = None
         elif value.secret:
             if value.ciphertext is None:
                 raise PulumiError(f"cannot write secret {key}: only its plaintext is known",
                                   "pin it through the Pulumi CLI (rollback infra preview without --offline)")
-            structured[key] = {"secure": value.ciphertext}
+            values[key] = {"secure": value.ciphertext}
         else:
             text = value.value or ""
             parsed = None
@@ -364,43 +363,10 @@ def _write_file_config(path: Path, target: Mapping[str, ConfigValue], current: M
                     parsed = json.loads(text)
                 except ValueError:
                     parsed = None
-            if isinstance(parsed, (list, dict)) and not (current.get(key) and current[key].value == text):
-                structured[key] = parsed
-            else:
-                simple[key] = text
-    if simple:
-        write_stack_config(path, simple, project=project)
-    if structured:
-        _write_structured(path, structured)
+            structured = isinstance(parsed, (list, dict)) and not (current.get(key) and current[key].value == text)
+            values[key] = parsed if structured else text
+    write_stack_config(path, values, project=project)
     return changed
-
-
-def _write_structured(path: Path, values: Mapping[str, Any]) -> None:
-    """Set secure and object values (``write_stack_config`` takes strings only), round-trip."""
-    import io
-
-    from ruamel.yaml import YAML
-    from ruamel.yaml.comments import CommentedMap
-
-    from rollback.adapters import stack_config
-
-    yaml = YAML(typ="rt")
-    yaml.preserve_quotes = True
-    yaml.width = 4096
-    text = path.read_text(encoding="utf-8") if path.exists() else ""
-    # Keep the file's own indentation, guessed as write_stack_config does (Pulumi writes 2, 4, 2).
-    guess = getattr(stack_config, "_guess_indent", None)
-    mapping, sequence, offset = guess(text) if (guess and text) else (2, 4, 2)
-    yaml.indent(mapping=mapping, sequence=sequence, offset=offset)
-    document = yaml.load(text) if text else None
-    if document is None:
-        document = CommentedMap()
-    config = document.setdefault("config", CommentedMap())
-    for key, value in values.items():
-        config[key] = value
-    buffer = io.StringIO()
-    yaml.dump(document, buffer)
-    stack_config._atomic_write(path, buffer.getvalue())
 
 
 def _backup_dir(config: Config) -> Path:
@@ -426,7 +392,7 @@ def backup_stack_config(config: Config) -> Path:
 
 def config_restore(config: Config, backup: Path) -> dict[str, Any]:
     """Put back the stack config file saved by ``preview`` (undo an abandoned preview)."""
-    from rollback.adapters.stack_config import _atomic_write
+    from rollback.adapters.stack_config import atomic_write
 
     meta_path = backup.with_suffix(".json")
     if not backup.is_file() or not meta_path.is_file():
@@ -438,7 +404,7 @@ def config_restore(config: Config, backup: Path) -> dict[str, Any]:
                        "pass --env for that stack's environment")
     target = Path(meta["path"])
     if meta.get("existed"):
-        _atomic_write(target, backup.read_text(encoding="utf-8"))
+        atomic_write(target, backup.read_text(encoding="utf-8"))
     else:
         target.unlink(missing_ok=True)
     return {"stack": meta["stack"], "restored": str(target), "from": str(backup), "existed": meta.get("existed")}

@@ -214,3 +214,18 @@ def test_relative_file_backend_resolves_against_the_config(stack_env: StackEnv, 
     restore = run_cli("infra", "restore", "--to", "4", "--plan-file", "v4.plan.json", "--yes")
     assert restore.code == 1
     assert f"PULUMI_BACKEND_URL=file://{stack_env.backend} pulumi up --plan" in restore.err
+
+
+def test_config_restore_refuses_what_preview_did_not_save(stack_env: StackEnv, run_cli: RunCli,
+                                                         tmp_path: Path) -> None:
+    before = stack_env.stack_file.read_text()
+    stray = tmp_path / "Pulumi.staging.yaml"
+    stray.write_text("config: {}\n")
+    cases = ((tmp_path / "missing.yaml", "does not exist"),  # absent
+             (stray, "is not a stack config backup made by 'rollback infra preview'"))  # no preview metadata
+    for candidate, message in cases:
+        result = run_cli("infra", "config-restore", str(candidate))
+        assert result.code == 2, result.err
+        assert result.err.startswith("error: ") and len(result.err.strip().splitlines()) == 1
+        assert message in result.err
+    assert stack_env.stack_file.read_text() == before

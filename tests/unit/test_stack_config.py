@@ -163,9 +163,18 @@ def test_config_not_a_mapping(tmp_path: Path) -> None:
         write_stack_config(path, {"a": "b"})
 
 
-def test_non_string_value_rejected(stack_file: Path) -> None:
-    with pytest.raises(BadInput):
-        write_stack_config(stack_file, {"rollback:x": 7})  # type: ignore[dict-item]
+def test_non_string_scalar_value_rejected(stack_file: Path) -> None:
+    with pytest.raises(BadInput, match="must be a string, a mapping or a list"):
+        write_stack_config(stack_file, {"rollback:x": 7})
+
+
+def test_structured_values_replace_in_place_keeping_the_rest(stack_file: Path) -> None:
+    """A secret (``secure:``) and a list are written as Pulumi stores them; nothing else moves."""
+    write_stack_config(stack_file, {"rollback:dbPassword": {"secure": "v1:CCCCDDDD"},
+                                    "rollback:alarmEmails": ["ops@example.com"]})
+    text = stack_file.read_text()
+    assert text == STACK.replace("v1:AAAABBBB", "v1:CCCCDDDD").replace("    - oncall@example.com\n", "")
+    assert read_stack_config(stack_file)["rollback:dbPassword"] == {"secure": "v1:CCCCDDDD"}
 
 
 def test_stack_config_path(tmp_path: Path) -> None:
