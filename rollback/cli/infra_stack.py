@@ -263,9 +263,18 @@ def config_restore_command(app: AppContext, backup: Path) -> None:
       rollback infra config-restore .rollback/stack-config/staging-20261128T100000123456Z.yaml
     """
     from rollback.commands import infra_stack as commands
+    from rollback.plan import Plan, Step
+    from rollback.runner import execute
 
-    document = commands.config_restore(app.config(), backup)
-    emit(app, document, lambda: say(f"restored {document['restored']} from {document['from']}", err=False))
+    config = app.config()
+    step = Step("restore", "stack.config_restore", f"put back the stack config saved in {backup.name}",
+                target=f"stack {config.require_pulumi().stack}", params={"backup": str(backup)}, destructive=True)
+    result = execute(Plan.of("restore stack config", config.env_name, [step]),
+                     {step.action: lambda _step, _ctx: commands.config_restore(config, backup)},
+                     journal=app.start_journal())
+    document = dict(result.result_of("restore"))
+    emit(app, document, lambda: say(f"restored {document['restored']} from {document['from']} "
+                                    f"[run {result.run_id}]", err=False))
 
 
 COMMANDS: list[click.Command] = [history_command, diff_command, preview_command, restore_command,

@@ -113,6 +113,8 @@ def test_offline_preview_writes_the_earlier_config_keeping_comments(stack_env: S
     restored = run_cli("infra", "config-restore", backup)
     assert restored.code == 0, restored.err
     assert stack_env.stack_file.read_text() == before
+    journaled = run_cli("journal", "show", "last", "--json").json()
+    assert "config-restore" in journaled["command"] and journaled["status"] == "succeeded"
 
 
 def test_offline_preview_json_and_journal(stack_env: StackEnv, run_cli: RunCli) -> None:
