@@ -37,7 +37,7 @@ def check(app: AppContext) -> None:
                 for key, item in value.items():
                     walk(f"{prefix}.{key}" if prefix else str(key), item)
             else:
-                rows.append((prefix, "" if value is None else str(value)))
+                rows.append((prefix, "(not set)" if value is None else str(value)))
 
         walk("", result["settings"])
         walk("secrets", result["secrets"])
