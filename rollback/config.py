@@ -29,7 +29,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from rollback.errors import ConfigError, UnknownEnvironment
+from rollback.errors import BadInput, ConfigError, UnknownEnvironment
 from rollback.redact import MASK, is_secret_key, redact_text, register_secret
 
 __all__ = [
@@ -211,8 +211,21 @@ class Config:
         return self.environ.get("AWS_ENDPOINT_URL") or None
 
     def vercel_token(self) -> str | None:
-        token = self.environ.get("VERCEL_TOKEN") or None
+        """``$VERCEL_TOKEN``, stripped (a CRLF ``.env`` file leaves a ``\r``) and checked.
+
+        A token that is not printable ASCII cannot go into an HTTP header; it is
+        refused here, before httpx would echo it back inside an error message.
+        """
+        raw = self.environ.get("VERCEL_TOKEN") or ""
+        register_secret(raw)
+        token = raw.strip()
+        if not token:
+            return None
         register_secret(token)
+        if not (token.isascii() and token.isprintable()) or any(c.isspace() for c in token):
+            raise BadInput("VERCEL_TOKEN holds characters a token cannot have (whitespace, control or "
+                           "non-ASCII characters)", "set it again from vercel.com/account/tokens, without quotes "
+                           "or line breaks")
         return token
 
     def database_url(self) -> str | None:

@@ -98,9 +98,12 @@ def root(ctx: click.Context, config_path: str | None, env_name: str | None, show
 
 
 def _print_error(app: AppContext, line: str, document: dict[str, Any] | None = None) -> None:
+    # Errors embed text from outside (API bodies, library messages): redact on the way out too.
+    from rollback.redact import redact, redact_text
+
     if app.json and document is not None:
-        click.echo(json.dumps({"ok": False, "error": document}, indent=2))
-    click.echo(f"error: {line}", err=True)
+        click.echo(json.dumps({"ok": False, "error": redact(document)}, indent=2))
+    click.echo(f"error: {redact_text(line)}", err=True)
 
 
 def _usage_line(exc: click.UsageError) -> str:
@@ -145,7 +148,9 @@ def _run(app: AppContext, args: list[str]) -> int:
     except RollbackError as exc:
         if app.traceback:
             traceback.print_exc()
-        app.last_error = exc.one_line()
+        from rollback.redact import redact_text
+
+        app.last_error = redact_text(exc.one_line())
         _print_error(app, exc.one_line(), exc.to_dict())
         return exc.exit_code
     except KeyboardInterrupt:

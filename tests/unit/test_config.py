@@ -9,7 +9,7 @@ import pytest
 
 from rollback.commands.config import init, template_text
 from rollback.config import load_config
-from rollback.errors import ConfigError, Refused, UnknownEnvironment
+from rollback.errors import BadInput, ConfigError, Refused, UnknownEnvironment
 
 VALID = {
     "production": {
@@ -141,3 +141,18 @@ def test_two_envs_and_no_default_needs_a_choice(write_config: Callable[..., Path
         load_config(path, environ={})
     single = write_config({"only": {"vercel": {"project": "p"}}}, name="single.toml")
     assert load_config(single, environ={}).env_name == "only"
+
+
+@pytest.mark.parametrize("token", ["tok_abc123\r", "  tok_abc123\n"])
+def test_vercel_token_is_stripped(write_config: Callable[..., Path], token: str) -> None:
+    config = load_config(write_config(VALID, default_env="production"), environ={"VERCEL_TOKEN": token})
+    assert config.vercel_token() == "tok_abc123"
+
+
+@pytest.mark.parametrize("token", ["short\r\nX-Evil: 1", "tok\u00e9n-n0n-ascii", "two words"])
+def test_a_token_that_cannot_be_a_header_is_bad_input_and_never_echoed(write_config: Callable[..., Path],
+                                                                      token: str) -> None:
+    config = load_config(write_config(VALID, default_env="production"), environ={"VERCEL_TOKEN": token})
+    with pytest.raises(BadInput, match="VERCEL_TOKEN holds characters") as info:
+        config.vercel_token()
+    assert token.strip() not in info.value.one_line()
