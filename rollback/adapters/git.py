@@ -46,7 +46,8 @@ class GitRepo:
     env: Mapping[str, str] | None = None
     timeout: float = 120.0
 
-    def _run(self, *args: str, check: bool = True, what: str | None = None) -> subprocess.CompletedProcess[str]:
+    def _run(self, *args: str, check: bool = True, what: str | None = None,
+             hint: str = "see git's message; the work tree is unchanged") -> subprocess.CompletedProcess[str]:
         environ = dict(os.environ if self.env is None else self.env)
         environ.setdefault("GIT_TERMINAL_PROMPT", "0")
         environ["LC_ALL"] = "C"
@@ -57,10 +58,9 @@ class GitRepo:
             raise OperationFailed("git is not installed (or not on PATH)", "install git") from exc
         except subprocess.TimeoutExpired as exc:
             raise OperationFailed(f"git {what or args[0]} timed out after {self.timeout:.0f} s",
-                                  "check the remote and your credentials") from exc
+                                  f"check the remote and your credentials; {hint}") from exc
         if check and proc.returncode != 0:
-            raise OperationFailed(f"git {what or args[0]} failed: {self._first_line(proc)}",
-                                  "see git's message; the work tree is unchanged")
+            raise OperationFailed(f"git {what or args[0]} failed: {self._first_line(proc)}", hint)
         return proc
 
     @staticmethod
@@ -117,9 +117,14 @@ class GitRepo:
             return commits
         return [self.resolve(spec)]
 
-    def revert(self, spec: str) -> RevertResult:
-        """``git revert --no-edit`` the commit or range; a conflict is aborted and reported."""
-        commits = self.commits_in(spec)
+    def revert(self, commits: Sequence[str], *, spec: str | None = None) -> RevertResult:
+        """``git revert --no-edit`` exactly ``commits`` (newest first, as planned by :meth:`commits_in`);
+        a conflict is aborted and reported. ``spec`` only names them in messages."""
+        listed = [commits] if isinstance(commits, str) else list(commits)  # one sha is not a list of chars
+        if not listed:
+            raise BadInput("nothing to revert", "give a commit or a range")
+        commits = [self.resolve(c) for c in listed]
+        spec = spec or " ".join(c[:12] for c in commits)
         previous = self.head()
         args = ["revert", "--no-edit", *commits]
         proc = self._run(*args, check=False)
@@ -129,19 +134,19 @@ class GitRepo:
                                   "the revert was aborted and the work tree is as it was; revert by hand")
         return RevertResult(reverted=tuple(commits), head=self.head(), previous_head=previous)
 
-    def push(self, remote: str, branch: str) -> None:
+    def push(self, remote: str, branch: str, *, previous_head: str | None = None) -> None:
+        """``git push REMOTE HEAD:refs/heads/BRANCH``. ``previous_head`` (HEAD before the revert)
+        lets a failure say exactly how to drop the local revert."""
         for value, what in ((remote, "remote"), (branch, "branch")):
             if not _REVISION.match(value) or value.startswith("-"):
                 raise BadInput(f"{value!r} is not a valid {what} name", f"check --{what}")
-        self._run("push", remote, f"HEAD:refs/heads/{branch}", what=f"push {remote} {branch}")
+        head = self.head()
+        reset = (f"'git reset --hard {previous_head[:12]}'" if previous_head
+                 else "'git reset --hard' to the commit before it")
+        # By now the revert commit exists: "the work tree is unchanged" would be wrong.
+        self._run("push", remote, f"HEAD:refs/heads/{branch}", what=f"push {remote} {branch}",
+                  hint=f"the revert is committed locally as HEAD {head[:12]} but not pushed: push it by hand "
+                       f"with 'git push {remote} HEAD:{branch}', or drop it with {reset}")
 
     def remotes(self) -> list[str]:
         return self._run("remote", what="remote").stdout.split()
-
-    def log_line(self, sha: str) -> str:
-        return self._run("log", "-1", "--format=%h %s", sha, what="log").stdout.strip()
-
-    @staticmethod
-    def run_args(args: Sequence[str]) -> list[str]:
-        """For display only."""
-        return ["git", *args]

@@ -12,7 +12,10 @@ with the message kept and ``.status``/``.code`` set. Reads are retried with
 backoff on 429/500/502/503/504 and transport errors, honouring ``Retry-After``
 (seconds or an HTTP date), within a total deadline. A rollback or promote POST
 is never re-sent blindly: after a failed or timed-out POST we read the
-project's ``lastAliasRequest`` and re-send only if the request did not take.
+project's ``lastAliasRequest`` (for a grace period, when the request may have
+reached Vercel) and re-send only if the request did not take; only a failure
+to connect at all is re-sent without looking, and when the look itself fails
+the outcome is reported as unknown rather than guessed.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ __all__ = [
     "Deployment",
     "Project",
     "VercelClient",
+    "is_transient",
     "make_http_client",
     "parse_retry_after",
 ]
@@ -226,7 +230,6 @@ class AliasChange:
     deployment_id: str
     sends: int
     confirmed_by: str
-    request: AliasRequest | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "project_id": self.project_id, "deployment_id": self.deployment_id,
@@ -292,7 +295,7 @@ class VercelClient:
     max_attempts: int = 5
     backoff: float = 0.2
     max_backoff: float = 5.0
-    in_flight_grace: float = 5.0  # after a timed-out POST, how long to look for it landing before re-sending
+    in_flight_grace: float = 5.0  # after a POST that may have reached Vercel, how long to look for it landing
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     on_retry: Callable[[str], None] = field(default=lambda message: None)
@@ -319,14 +322,19 @@ class VercelClient:
 
         try:
             return self.http.request(method, path, params=self._params(params), json=json)
+        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            # No connection, so no byte of the request left: the only failure safe to re-send blindly.
+            raise VercelError(f"cannot reach the Vercel API ({redact_text(type(exc).__name__)}: "
+                              f"{redact_text(str(exc))[:200]})", "check VERCEL_API_URL and your network",
+                              code="connect", status=None, transient=True, retry_after=None, sent=False) from exc
         except httpx.TimeoutException as exc:
             raise VercelError(f"Vercel API {method} {_path_only(path)} timed out",
                               "check connectivity to the Vercel API, then retry", code="timeout", status=None,
-                              transient=True, retry_after=None) from exc
+                              transient=True, retry_after=None, sent=True) from exc
         except httpx.HTTPError as exc:
             raise VercelError(f"cannot reach the Vercel API ({redact_text(type(exc).__name__)}: "
                               f"{redact_text(str(exc))[:200]})", "check VERCEL_API_URL and your network",
-                              code="network", status=None, transient=True, retry_after=None) from exc
+                              code="network", status=None, transient=True, retry_after=None, sent=True) from exc
 
     def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None,
                  budget: _Budget | None = None) -> httpx.Response:
@@ -359,9 +367,13 @@ class VercelClient:
                               code="bad_response", status=response.status_code) from exc
 
     # -------------------------------------------------------------- reads
-    def get_project(self, id_or_name: str) -> Project:
-        """``GET /v9/projects/{idOrName}``: the project, its production deployment and ``lastAliasRequest``."""
-        data = self._json(self._request("GET", f"/v9/projects/{quote(id_or_name, safe='')}"))
+    def get_project(self, id_or_name: str, *, deadline: float | None = None) -> Project:
+        """``GET /v9/projects/{idOrName}``: the project, its production deployment and ``lastAliasRequest``.
+
+        ``deadline`` (a :attr:`clock` reading) caps the call and its retries instead of :attr:`deadline`."""
+        budget = None if deadline is None else _Budget(deadline=deadline, attempts=self.max_attempts,
+                                                       clock=self.clock)
+        data = self._json(self._request("GET", f"/v9/projects/{quote(id_or_name, safe='')}", budget=budget))
         return Project.from_api(data)
 
     def get_deployment(self, id_or_url: str) -> Deployment:
@@ -372,13 +384,22 @@ class VercelClient:
 
     def iter_deployments(self, project_id: str, *, target: str | None = "production",
                          states: tuple[str, ...] = (), page_size: int = 20, sha: str | None = None,
-                         ) -> Iterator[Deployment]:
-        """``GET /v6/deployments``, newest first, following ``pagination.next`` as ``until``."""
+                         max_pages: int = 50) -> Iterator[Deployment]:
+        """``GET /v6/deployments``, newest first, following ``pagination.next`` as ``until``.
+
+        At most ``max_pages`` pages, all within one :attr:`deadline`: a cursor that never
+        ends (or a very long history) must not keep a command paging forever."""
         until: int | None = None
-        while True:
+        deadline = self.clock() + self.deadline
+        for _ in range(max_pages):
+            if self.clock() >= deadline:
+                raise VercelError(f"listing deployments took longer than {self.deadline:.0f} s",
+                                  "check connectivity to the Vercel API, then retry", code="deadline",
+                                  status=None, transient=True, retry_after=None)
             params = {"projectId": project_id, "target": target, "limit": page_size, "until": until,
                       "state": ",".join(states) if states else None, "sha": sha}
-            data = self._json(self._request("GET", "/v6/deployments", params=params))
+            budget = _Budget(deadline=deadline, attempts=self.max_attempts, clock=self.clock)
+            data = self._json(self._request("GET", "/v6/deployments", params=params, budget=budget))
             for item in data.get("deployments") or []:
                 if isinstance(item, Mapping):
                     yield Deployment.from_api(item)
@@ -457,31 +478,52 @@ class VercelClient:
                 error = _api_error(response, "POST", path)
             except VercelError as exc:
                 error = exc
-            if not getattr(error, "transient", False):
+            if not is_transient(error):
                 raise error
-            # The request may have been acted on even though we saw no success: ask before re-sending.
-            # After a timeout it may even still be in flight, so keep looking for a grace period.
-            grace_end = self.clock() + (min(self.in_flight_grace, max(0.0, budget.remaining()))
-                                        if getattr(error, "code", None) == "timeout" else 0.0)
-            interval = 0.1
-            while True:
-                try:
-                    current = self.get_project(project_id).last_alias_request
-                except VercelError:
-                    current = None
-                    if budget.remaining() <= 0:
-                        raise error from None
-                if _took(current, before, kind, deployment_id):
-                    return AliasChange(kind, project_id, deployment_id, sends, "lastAliasRequest", current)
-                if self.clock() >= grace_end:
-                    break
-                self.sleep(min(interval, max(0.0, grace_end - self.clock())))
-                interval = min(interval * 1.5, 1.0)
+            if getattr(error, "sent", True):
+                landed = self._await_landing(kind, project_id, deployment_id, before, error, budget)
+                if landed is not None:
+                    return AliasChange(kind, project_id, deployment_id, sends, "lastAliasRequest")
             delay = self._delay(budget.used, getattr(error, "retry_after", None))
             if budget.used >= budget.attempts or delay > budget.remaining():
                 raise error
             self.on_retry(f"{error.message}; the {kind} did not take, re-sending in {delay:.1f} s")
             self.sleep(delay)
+
+    def _await_landing(self, kind: str, project_id: str, deployment_id: str, before: AliasRequest | None,
+                       error: VercelError, budget: _Budget) -> AliasRequest | None:
+        """After a failed POST that may have reached Vercel: did it take? ``None`` only when we know it did not.
+
+        A timeout, a dropped connection or a 5xx may hide a request that Vercel acted on (or
+        is still acting on), so keep looking for a grace period; a 429 was turned away, so one
+        look is enough. If we cannot look at all, the outcome is unknown and re-sending could
+        stack a second rollback: stop and say so.
+        """
+        status = getattr(error, "status", None)
+        may_have_landed = status is None or status >= 500
+        grace = min(self.in_flight_grace, max(0.0, budget.remaining())) if may_have_landed else 0.0
+        grace_end = self.clock() + grace
+        interval = 0.1
+        while True:
+            try:
+                current = self.get_project(project_id, deadline=budget.deadline).last_alias_request
+            except VercelError as exc:
+                raise VercelError(
+                    f"the {kind} request to {deployment_id} failed ({error.message}) and whether it took "
+                    f"could not be read ({exc.message})",
+                    "outcome unknown: check 'rollback app status' before re-running",
+                    code="outcome_unknown", status=None, transient=False) from exc
+            if _took(current, before, kind, deployment_id):
+                return current
+            if self.clock() >= grace_end:
+                return None
+            self.sleep(min(interval, max(0.0, grace_end - self.clock())))
+            interval = min(interval * 1.5, 1.0)
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a :class:`VercelError` is worth retrying (a timeout, a dropped connection, 429, 5xx)."""
+    return isinstance(error, VercelError) and bool(getattr(error, "transient", False))
 
 
 def _took(current: AliasRequest | None, before: AliasRequest | None, kind: str, deployment_id: str) -> bool:

@@ -158,7 +158,9 @@ def rollback_command(app_ctx: AppContext, to: str | None, reason: str | None, ti
     """Instant rollback of production to an earlier deployment, and wait until Vercel confirms it.
 
     By default the target is the previous stable production deployment (READY, served production, older than
-    the current one). Exits 1 if the alias job fails (listing the failed aliases) or the timeout passes.
+    the current one). Exits 1 if the alias job fails (listing the failed aliases) or the timeout passes, or if a
+    request failed and whether it took cannot be read (check 'rollback app status' before re-running). Without
+    --to, exits 4 right after a rollback (production is its target): pass --to to go further back.
 
     \b
     Example:
@@ -184,6 +186,7 @@ def rollback_command(app_ctx: AppContext, to: str | None, reason: str | None, ti
 def undo_command(app_ctx: AppContext, timeout: str, dry_run: bool, yes: bool) -> None:
     """Undo the last rollback: promote back the deployment that was live before it
     (from the journal, else Vercel's lastAliasRequest). Production domains then follow new deployments again.
+    Exits 4 if production is not the target of a rollback (nothing to undo).
 
     \b
     Example:
@@ -241,7 +244,8 @@ def promote_command(app_ctx: AppContext, deployment: str, timeout: str, dry_run:
 def revert_command(app_ctx: AppContext, commit: str, push: bool, remote: str, branch: str | None, wait: bool,
                    timeout: str, repo: str, dry_run: bool, yes: bool) -> None:
     """git revert --no-edit a commit or a range A..B (refuses a dirty work tree); with --push push it,
-    with --wait wait for its production deployment and check health. Exits 3 if a check fails.
+    with --wait wait for its production deployment and check health. Exits 3 if a check fails; with --wait,
+    exits 4 before any git step while a rollback is in effect (undo it first).
 
     \b
     Example:

@@ -63,14 +63,13 @@ AUTO_ASSIGN_NOTE = (
 
 
 # ------------------------------------------------------------------ set-up
-def make_client(config: Config, *, on_retry: Callable[[str], None] | None = None,
-                deadline: float = 30.0) -> VercelClient:
+def make_client(config: Config, *, on_retry: Callable[[str], None] | None = None) -> VercelClient:
     """A :class:`VercelClient` for the environment: ``VERCEL_API_URL``, ``VERCEL_TOKEN``, the team."""
     from rollback.adapters.vercel import VercelClient, make_http_client
 
     settings = config.require_vercel()
     http = make_http_client(config.vercel_api_url, config.vercel_token())
-    client = VercelClient(http, team=settings.team, deadline=deadline)
+    client = VercelClient(http, team=settings.team)
     if on_retry is not None:
         client.on_retry = on_retry
     return client
@@ -216,7 +215,7 @@ IN_FLIGHT_WINDOW = 15 * 60  # seconds: an older pending job is considered stuck,
 def _refuse_in_flight(project: Project) -> None:
     """One alias job at a time: a re-run after a timeout must not stack a second rollback."""
     last = project.last_alias_request
-    if last is None or last.job_status not in ("pending", "in-progress"):
+    if last is None or last.is_terminal:
         return
     if time.time() * 1000 - last.requested_at > IN_FLIGHT_WINDOW * 1000:
         return
@@ -224,6 +223,18 @@ def _refuse_in_flight(project: Project) -> None:
         f"a {last.type} of {project.name} to {last.to_deployment_id} is still {last.job_status} "
         f"(requested {last.requested})",
         "wait for it: 'rollback app status' shows its progress; nothing was changed")
+
+
+def _refuse_stepping_further(project: Project, current: Deployment) -> None:
+    """A re-run of a rollback that (late) succeeded must not roll back one more step."""
+    last = project.last_alias_request
+    if last is None or last.type != "rollback" or last.to_deployment_id != current.id:
+        return
+    if time.time() * 1000 - last.requested_at > IN_FLIGHT_WINDOW * 1000:
+        return
+    raise UnsafePrecondition(
+        f"production was just rolled back to {current.label()} (requested {last.requested})",
+        "pass --to to go further back, or 'rollback app undo'; nothing was changed")
 
 
 def plan_rollback(config: Config, client: VercelClient, *, to: str | None = None, reason: str | None = None,
@@ -241,6 +252,7 @@ def plan_rollback(config: Config, client: VercelClient, *, to: str | None = None
         if target.id == current.id:
             raise BadInput(f"deployment {target.label()} already serves production", "pick an earlier deployment")
     else:
+        _refuse_stepping_further(project, current)
         target = pick_rollback_target(client, project)
     steps = _alias_steps("rollback", project, current, target, timeout=timeout, reason=reason)
     plan = Plan.of(f"instant rollback of {project.name}", config.env_name, steps, notes=[AUTO_ASSIGN_NOTE])
@@ -291,11 +303,32 @@ def plan_undo(config: Config, client: VercelClient, *, timeout: float = 180.0) -
     if not sources:
         raise BadInput(f"no rollback of {project.name} to undo (none journaled, and the last alias request "
                        "is not a rollback)", "promote a deployment explicitly: rollback app promote DEPLOYMENT")
-    chosen = next((s for s in sources if s[1] == current_id), sources[0])
+    # Only a rollback whose target still serves production can be undone: promoting the
+    # "before" of an older rollback could put the bad deployment back.
+    chosen = next((s for s in sources if current_id is not None and s[1] == current_id), None)
+    if chosen is None and current_id is not None and sources[0][0] == current_id:
+        chosen = sources[0]  # already undone (a re-run): promoting what serves is a no-op
+    if chosen is None:
+        raise UnsafePrecondition(f"production of {project.name} ({current_id or 'none'}) is not the target of a "
+                                 "rollback; nothing to undo",
+                                 "see 'rollback app status'; promote a deployment explicitly with "
+                                 "'rollback app promote DEPLOYMENT'")
     before_id, _rolled_to, source = chosen
     planned = plan_promote(config, client, before_id, timeout=timeout, undo_of=source)
     return AppPlan(planned.plan, planned.project, planned.current, planned.target, planned.noop,
                    {"source": source})
+
+
+def _refuse_revert_under_rollback(project: Project) -> None:
+    """While a rollback is in effect Vercel does not put new production deployments live:
+    the revert would build and never serve, so refuse before any git step."""
+    last = project.last_alias_request
+    before = (f" (promotes back {last.from_deployment_id})"
+              if last is not None and last.type == "rollback" and last.from_deployment_id else "")
+    raise UnsafePrecondition(
+        f"a rollback of {project.name} is in effect: a pushed revert would build but not go live",
+        f"undo it first with 'rollback app undo'{before}, or promote a fixed deployment with "
+        "'rollback app promote DEPLOYMENT'; nothing was changed")
 
 
 def plan_revert(config: Config, repo: GitRepo, spec: str, *, push: bool = False, remote: str = "origin",
@@ -307,6 +340,8 @@ def plan_revert(config: Config, repo: GitRepo, spec: str, *, push: bool = False,
     repo.require_clean()
     if wait and not push:
         raise BadInput("--wait needs --push: only a pushed revert gets deployed", "add --push")
+    if wait and project is not None and project.rollback_active:
+        _refuse_revert_under_rollback(project)
     chosen_branch = branch or repo.current_branch()
     if push and not chosen_branch:
         raise BadInput("HEAD is detached: cannot tell which branch to push", "pass --branch")
@@ -337,6 +372,12 @@ def plan_revert(config: Config, repo: GitRepo, spec: str, *, push: bool = False,
 
 
 # ------------------------------------------------------------ the handlers
+def _is_transient(exc: VercelError) -> bool:
+    from rollback.adapters.vercel import is_transient
+
+    return is_transient(exc)
+
+
 @dataclass
 class _Deps:
     config: Config | None
@@ -396,7 +437,16 @@ def _wait_alias_job(deps: _Deps) -> Handler:
         interval = 0.05
         last_status: str | None = None
         while True:
-            request = client.get_project(project_id).last_alias_request
+            try:
+                request = client.get_project(project_id).last_alias_request
+            except VercelError as exc:
+                # The POST already went out: a blip while watching must not abort the watch.
+                if not _is_transient(exc) or deps.clock() >= deadline:
+                    raise
+                ctx.note(f"reading the {kind} job's status failed ({exc.message}); still waiting")
+                deps.sleep(min(interval, max(0.0, deadline - deps.clock())))
+                interval = min(interval * 1.6, 1.0)
+                continue
             changed = request is not None and (before is None or request.requested_at != before.requested_at)
             ours = changed and request is not None and request.type == kind and request.to_deployment_id == to_id
             if changed and not ours and request is not None:
@@ -409,7 +459,7 @@ def _wait_alias_job(deps: _Deps) -> Handler:
                 ctx.note(f"{kind} job: {job_status} ({format_duration(deps.clock() - started)})",
                          job_status=job_status)
                 last_status = job_status
-            if job_status in ("succeeded", "skipped"):
+            if request is not None and ours and request.is_terminal and job_status != "failed":
                 return {"job_status": job_status, "seconds": round(deps.clock() - started, 3)}
             if job_status == "failed":
                 failed = client.list_job_aliases(project_id, kind, failed_only=True)
@@ -437,7 +487,8 @@ def _git_revert(deps: _Deps) -> Handler:
             return {"would_run": f"git revert --no-edit {step.params['spec']}", "commits": step.params["commits"]}
         assert deps.repo is not None
         deps.repo.require_clean()
-        result = deps.repo.revert(str(step.params["spec"]))
+        # Exactly the commits that were planned (and shown), not a fresh reading of the spec.
+        result = deps.repo.revert([str(c) for c in step.params["commits"]], spec=str(step.params["spec"]))
         ctx.note(f"reverted {len(result.reverted)} commit(s); HEAD is now {result.head[:12]}", head=result.head)
         return result.to_dict()
 
@@ -450,7 +501,8 @@ def _git_push(deps: _Deps) -> Handler:
         if ctx.dry_run:
             return {"would_run": f"git push {remote} HEAD:{branch}"}
         assert deps.repo is not None
-        deps.repo.push(remote, branch)
+        previous = (ctx.results.get("git-revert") or {}).get("previous_head")
+        deps.repo.push(remote, branch, previous_head=str(previous) if previous else None)
         return {"pushed": f"{remote}/{branch}", "head": deps.repo.head()}
 
     return handler
@@ -469,26 +521,40 @@ def _wait_deploy(deps: _Deps) -> Handler:
         if ctx.dry_run or sha is None:
             return {"would_wait": "for a READY production deployment of the revert commit to serve production"}
         client = deps.client()
-        project = client.get_project(str(step.params["project"]))
         started = deps.clock()
         deadline = started + timeout
         interval = 0.25
         seen: dict[str, str] = {}
+        project_ref = str(step.params["project"])
+        project: Project | None = None
         while True:
-            current = project.production
-            if current is not None and current.commit_sha and current.commit_sha == sha and current.is_ready:
-                ctx.note(f"{current.url} ({current.id}) serves production with {sha[:12]}")
-                return {"deployment_id": current.id, "url": current.url, "commit": sha,
-                        "seconds": round(deps.clock() - started, 3)}
-            for deployment in client.list_deployments(project.id, limit=5, target="production", sha=sha):
+            try:
+                project = client.get_project(project_ref)
+                project_ref = project.id
+                current = project.production
+                if current is not None and current.commit_sha and current.commit_sha == sha and current.is_ready:
+                    ctx.note(f"{current.url} ({current.id}) serves production with {sha[:12]}")
+                    return {"deployment_id": current.id, "url": current.url, "commit": sha,
+                            "seconds": round(deps.clock() - started, 3)}
+                deployments = client.list_deployments(project.id, limit=5, target="production", sha=sha)
+            except VercelError as exc:
+                # The revert is pushed: a blip while watching must not abort the watch.
+                if not _is_transient(exc) or deps.clock() >= deadline:
+                    raise
+                ctx.note(f"reading the deployment's status failed ({exc.message}); still waiting")
+                deployments = []
+                project = None
+            for deployment in deployments:
                 if seen.get(deployment.id) != deployment.state:
                     seen[deployment.id] = deployment.state
                     ctx.note(f"deployment {deployment.url} for {sha[:12]}: {deployment.state}")
                 if deployment.state in ("ERROR", "CANCELED"):
                     raise OperationFailed(f"the deployment of the revert ({deployment.label()}) is {deployment.state}",
                                           "see its build logs in the Vercel dashboard")
-                if deployment.is_ready and project.rollback_active:
-                    raise UnsafePrecondition(
+                if deployment.is_ready and project is not None and project.rollback_active:
+                    # Planning refuses while a rollback is in effect; one that started since is a failure
+                    # of this run (the revert is pushed), not a precondition the user could have met.
+                    raise OperationFailed(
                         f"{deployment.label()} is READY but does not serve production: a rollback paused the "
                         "automatic assignment of production domains",
                         f"promote it: rollback app promote {deployment.id}")
@@ -497,7 +563,6 @@ def _wait_deploy(deps: _Deps) -> Handler:
                                       f"{format_duration(timeout)}", "check the Vercel dashboard for the build")
             deps.sleep(min(interval, max(0.0, deadline - deps.clock())))
             interval = min(interval * 1.5, 3.0)
-            project = client.get_project(project.id)
 
     return handler
 

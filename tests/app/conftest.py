@@ -81,13 +81,20 @@ def app_env(emulator: VercelEmulator, write_config: Callable[..., Path], tmp_pat
 
 @pytest.fixture
 def client(emulator: VercelEmulator) -> Iterator[Any]:
-    """A VercelClient on the emulator, with a recording (non-sleeping) sleep."""
+    """A VercelClient on the emulator, with a recording (non-sleeping) sleep and a clock
+    that moves only when it sleeps, so deadlines and grace periods cost no real time."""
     import httpx
 
     from rollback.adapters.vercel import VercelClient
 
     sleeps: list[float] = []
+    now = [0.0]
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
     with httpx.Client(base_url=emulator.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5) as http:
-        vercel = VercelClient(http, team=DEMO.team_id, sleep=sleeps.append)
+        vercel = VercelClient(http, team=DEMO.team_id, sleep=sleep, clock=lambda: now[0])
         vercel.sleeps = sleeps  # type: ignore[attr-defined]
         yield vercel

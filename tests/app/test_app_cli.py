@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -315,3 +316,48 @@ def test_json_failure_is_one_document_with_the_error(run_cli: RunCli, app_env: P
     doc = json.loads(result.out)
     assert doc["ok"] is False and doc["error"]["error"] == "VercelError"
     assert "demo.example.com" in doc["error"]["message"]
+
+
+# ---------------------------------------------------------- re-runs, late outcomes
+def test_a_rerun_after_a_rollback_does_not_step_further_back(run_cli: RunCli, app_env: Path,
+                                                             emulator: VercelEmulator) -> None:
+    assert run_cli("app", "rollback", "--yes").code == 0
+    assert production(emulator) == DEMO.previous
+    again = run_cli("app", "rollback", "--yes")
+    assert_one_line_error(again, 4, "production was just rolled back to", DEMO.previous, "pass --to",
+                          "rollback app undo")
+    assert production(emulator) == DEMO.previous
+    assert len(emulator.state.alias_history) == 1
+    further = run_cli("app", "rollback", "--to", DEMO.older, "--yes")  # explicit: allowed
+    assert further.code == 0, further.err
+    assert production(emulator) == DEMO.older
+
+
+def test_undo_refuses_when_production_is_not_a_rollback_target(run_cli: RunCli, app_env: Path,
+                                                               emulator: VercelEmulator) -> None:
+    assert run_cli("app", "rollback", "--yes").code == 0  # journaled: current -> previous
+    assert run_cli("app", "promote", DEMO.older, "--yes").code == 0  # production moved on since
+    result = run_cli("app", "undo", "--yes")
+    assert_one_line_error(result, 4, "is not the target of a rollback", "nothing to undo")
+    assert production(emulator) == DEMO.older  # the deployment rolled away from was not put back
+    assert [r["type"] for r in emulator.state.alias_history] == ["rollback", "promote"]
+
+
+def test_a_transient_read_error_while_waiting_for_the_job_keeps_waiting(app_env: Path, client: Any,
+                                                                        emulator: VercelEmulator) -> None:
+    from rollback.commands import app as commands
+    from rollback.config import load_config
+
+    config = load_config()
+    planned = commands.plan_rollback(config, client)
+    # The POST is answered; then every read of the project fails for a whole retry budget once.
+    emulator.state.add_fault(FaultRule(method="GET", path="^/v9/projects", status=503,
+                                       times=client.max_attempts))
+    notes: list[str] = []
+    document = commands.apply(planned, commands.handlers(config=config, client=lambda: client,
+                                                         sleep=client.sleep, clock=client.clock),
+                              progress=notes.append)
+    assert document["job_status"] == "succeeded"
+    assert production(emulator) == DEMO.previous
+    assert len(emulator.state.alias_history) == 1
+    assert any("still waiting" in note for note in notes), notes

@@ -9,12 +9,13 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from rollback.adapters.git import GitRepo
-from rollback.errors import BadInput, UnsafePrecondition
-from rollback.sandbox.vercel import DEMO, VercelEmulator
+from rollback.errors import BadInput, OperationFailed, UnsafePrecondition
+from rollback.sandbox.vercel import DEMO, FaultRule, VercelEmulator
 from tests.conftest import CliResult
 
 RunCli = Callable[..., CliResult]
@@ -164,15 +165,83 @@ def test_failing_health_checks_exit_3(run_cli: RunCli, app_env: Path, repo: Path
 def test_a_rollback_in_effect_keeps_the_revert_from_going_live(run_cli: RunCli, app_env: Path, repo: Path,
                                                                emulator: VercelEmulator) -> None:
     assert run_cli("app", "rollback", "--yes").code == 0
+    head = git(repo, "rev-parse", "HEAD")
     result = run_cli("app", "revert", "HEAD", "--push", "--wait", "--timeout", "20s", "--yes", "--repo", str(repo))
     assert result.code == 4, result.err
-    assert "rollback app promote dpl_" in result.err.strip().splitlines()[-1]
+    last = result.err.strip().splitlines()[-1]
+    assert "rollback app undo" in last and DEMO.current in last and "nothing was changed" in last
+    assert git(repo, "rev-parse", "HEAD") == head  # refused before any git step
+    assert git(repo.parent / "origin.git", "rev-parse", "main") == head
+
+
+def test_a_rollback_that_starts_after_the_push_fails_the_wait(app_env: Path, repo: Path, client: Any,
+                                                              emulator: VercelEmulator) -> None:
+    from rollback.commands import app as commands
+    from rollback.config import load_config
+
+    config = load_config()
+    gitrepo = GitRepo(repo)
+    planned = commands.plan_revert(config, gitrepo, "HEAD", push=True, wait=True, timeout=20,
+                                   project=commands.project_of(config, client))
+    emulator.state.request_alias_job(DEMO.project_id, DEMO.previous, "rollback")  # someone rolls back meanwhile
+    with pytest.raises(OperationFailed) as info:
+        commands.apply(planned, commands.handlers(config=config, client=lambda: client, repo=gitrepo))
+    assert type(info.value) is OperationFailed and info.value.exit_code == 1
+    assert "rollback app promote dpl_" in info.value.one_line()
+
+
+def test_a_transient_read_error_while_waiting_for_the_deploy_keeps_waiting(app_env: Path, repo: Path, client: Any,
+                                                                           emulator: VercelEmulator) -> None:
+    from rollback.commands import app as commands
+    from rollback.config import load_config
+
+    config = load_config()
+    gitrepo = GitRepo(repo)
+    planned = commands.plan_revert(config, gitrepo, "HEAD", push=True, wait=True, timeout=20,
+                                   project=commands.project_of(config, client))
+    hook = repo.parent / "origin.git" / "hooks" / "post-receive"  # a slower build: the wait must list deployments
+    hook.write_text(hook.read_text().replace('"ready_after": 0.2', '"ready_after": 1.0'))
+    for path in ("^/v9/projects", "^/v6/deployments"):  # each fails for a whole retry budget once
+        emulator.state.add_fault(FaultRule(method="GET", path=path, status=503, times=client.max_attempts))
+    notes: list[str] = []
+    commands.apply(planned, commands.handlers(config=config, client=lambda: client, repo=gitrepo),
+                   progress=notes.append)
+    assert live_sha(emulator) == git(repo, "rev-parse", "HEAD")
+    assert sum("still waiting" in note for note in notes) == 2, notes
+
+
+def test_apply_reverts_the_planned_commits_not_a_fresh_reading(app_env: Path, repo: Path) -> None:
+    from rollback.commands import app as commands
+    from rollback.config import load_config
+
+    gitrepo = GitRepo(repo)
+    bad = gitrepo.head()
+    planned = commands.plan_revert(load_config(), gitrepo, "HEAD")
+    (repo / "file4.txt").write_text("later\n")  # HEAD moves between plan and apply
+    git(repo, "add", ".")
+    git(repo, "commit", "-m", "commit 4: later")
+    document = commands.apply(planned, commands.handlers(repo=gitrepo))
+    assert document["steps"][0]["result"]["reverted"] == [bad]
+    assert (repo / "file4.txt").exists() and not (repo / "file3.txt").exists()
+
+
+def test_a_failed_push_says_the_revert_is_committed_locally(run_cli: RunCli, app_env: Path, repo: Path) -> None:
+    before = git(repo, "rev-parse", "HEAD")
+    git(repo, "remote", "add", "broken", str(repo.parent / "does-not-exist.git"))
+    result = run_cli("app", "revert", "HEAD", "--push", "--remote", "broken", "--yes", "--repo", str(repo))
+    assert result.code == 1, result.err
+    head = git(repo, "rev-parse", "HEAD")
+    assert head != before
+    last = result.err.strip().splitlines()[-1]
+    assert "work tree is unchanged" not in last
+    assert f"committed locally as HEAD {head[:12]}" in last
+    assert "git push broken HEAD:main" in last and f"git reset --hard {before[:12]}" in last
 
 
 def test_git_repo_adapter_revert_result(repo: Path) -> None:
     gitrepo = GitRepo(repo)
     before = gitrepo.head()
-    result = gitrepo.revert("HEAD")
+    result = gitrepo.revert(gitrepo.commits_in("HEAD"))
     assert result.previous_head == before and result.reverted == (before,)
     assert gitrepo.head() == result.head
     (repo / "file1.txt").write_text("dirty\n")

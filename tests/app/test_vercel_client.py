@@ -162,9 +162,13 @@ def test_a_post_that_did_not_take_is_re_sent_after_checking(client: VercelClient
     assert (change.sends, change.confirmed_by) == (3, "response")
     promotes = [r for r in emulator.state.alias_history if r["type"] == "promote"]
     assert len(promotes) == 1
-    assert client.sleeps == [2.0, 0.4]  # type: ignore[attr-defined]
+    sleeps = client.sleeps  # type: ignore[attr-defined]
+    # 429: turned away, one look, then Retry-After; 503: it may have reached Vercel, so
+    # lastAliasRequest is watched for the grace period before the re-send's backoff.
+    assert sleeps[0] == 2.0 and sleeps[-1] == 0.4
+    assert sum(sleeps[1:-1]) == pytest.approx(client.in_flight_grace)
     checks = [r for r in emulator.state.requests if r["method"] == "GET" and r["path"].startswith("/v9/projects")]
-    assert len(checks) == 2  # lastAliasRequest read after each failure, before re-sending
+    assert len(checks) == 1 + len(sleeps[1:-1]) + 1  # every look happened before a re-send
 
 
 def test_a_repeated_rollback_to_the_same_deployment_is_recognised_as_new(client: VercelClient,
@@ -200,3 +204,118 @@ def test_parse_retry_after(header: str | None, expected: float | None) -> None:
 def test_parse_retry_after_future_date() -> None:
     now = time.time()
     assert parse_retry_after(email.utils.formatdate(now + 30, usegmt=True), now=now) == pytest.approx(30, abs=1)
+
+
+# ------------------------------------------------ a POST whose outcome is unclear
+
+
+def test_an_unreadable_outcome_is_reported_and_never_re_sent(client: VercelClient, emulator: VercelEmulator) -> None:
+    emulator.state.add_fault(FaultRule(method="POST", path="/rollback/", status=503, times=None))
+    emulator.state.add_fault(FaultRule(method="GET", path="^/v9/projects", status=503, times=None))
+    with pytest.raises(VercelError) as info:
+        client.request_rollback(DEMO.project_id, DEMO.previous)
+    assert posts(emulator) == 1
+    assert "outcome unknown: check 'rollback app status' before re-running" in info.value.hint
+    assert "HTTP 503" in info.value.message
+
+
+class MockVercel:
+    """An in-process Vercel for the cases the emulator cannot produce: a POST that fails
+    on the wire (or with a 5xx) and lands on Vercel's side a moment later."""
+
+    def __init__(self, post_failure: Any, *, lands_after_reads: int | None, post_seconds: float = 0.0) -> None:
+        self.post_failure = post_failure
+        self.lands_after_reads = lands_after_reads
+        self.post_seconds = post_seconds
+        self.posts = 0
+        self.reads = 0
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        if request.method == "POST":
+            self.posts += 1
+            self.now += self.post_seconds
+            if self.posts == 1:
+                if isinstance(self.post_failure, int):
+                    return httpx.Response(self.post_failure, json={"error": {"code": "x", "message": "boom"}})
+                raise self.post_failure("boom", request=request)
+            return httpx.Response(201, json={})
+        self.reads += 1
+        landed = self.lands_after_reads is not None and self.reads > self.lands_after_reads
+        last = ({"type": "rollback", "jobStatus": "in-progress", "toDeploymentId": DEMO.previous,
+                 "fromDeploymentId": DEMO.current, "requestedAt": 1000} if landed else None)
+        return httpx.Response(200, json={"id": DEMO.project_id, "name": "demo", "accountId": DEMO.team_id,
+                                         "lastAliasRequest": last})
+
+    def client(self) -> VercelClient:
+        http = httpx.Client(base_url="https://api.vercel.test", transport=httpx.MockTransport(self.handler))
+        return VercelClient(http, team=DEMO.team_id, sleep=self.sleep, clock=lambda: self.now)
+
+
+@pytest.mark.parametrize("failure", [httpx.ReadError, httpx.RemoteProtocolError, httpx.ReadTimeout, 502, 500])
+def test_a_post_that_may_have_reached_vercel_gets_the_grace_period(failure: Any) -> None:
+    fake = MockVercel(failure, lands_after_reads=3)
+    change = fake.client().request_rollback(DEMO.project_id, DEMO.previous)
+    assert (change.sends, change.confirmed_by) == (1, "lastAliasRequest")
+    assert fake.posts == 1 and fake.reads == 4
+
+
+def test_only_a_failed_connect_is_re_sent_without_looking() -> None:
+    fake = MockVercel(httpx.ConnectError, lands_after_reads=None)
+    change = fake.client().request_rollback(DEMO.project_id, DEMO.previous)
+    assert (change.sends, change.confirmed_by) == (2, "response")
+    assert fake.posts == 2 and fake.reads == 0
+
+
+def test_the_outcome_read_shares_the_post_deadline() -> None:
+    # The POST used 9.9 of the 10 s: the read gets the 0.1 s left, not a fresh deadline of its own.
+    fake = MockVercel(503, lands_after_reads=None, post_seconds=9.9)
+    vercel = fake.client()
+    vercel.deadline = 10.0
+
+    def failing(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            fake.reads += 1
+            return httpx.Response(503, json={"error": {"code": "x", "message": "down"}})
+        return fake.handler(request)
+
+    vercel.http = httpx.Client(base_url="https://api.vercel.test", transport=httpx.MockTransport(failing))
+    with pytest.raises(VercelError, match="could not be read") as info:
+        vercel.request_rollback(DEMO.project_id, DEMO.previous)
+    assert "outcome unknown" in info.value.hint
+    assert fake.posts == 1 and fake.reads == 1
+
+
+# ------------------------------------------------------------------- paging
+
+
+def test_listing_stops_after_a_bounded_number_of_pages() -> None:
+    calls = []
+
+    def endless(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        cursor = 10_000 - len(calls)
+        return httpx.Response(200, json={"deployments": [], "pagination": {"next": cursor}})
+
+    with httpx.Client(base_url="https://api.vercel.test", transport=httpx.MockTransport(endless)) as http:
+        found = list(VercelClient(http).iter_deployments(DEMO.project_id, max_pages=7))
+    assert found == [] and len(calls) == 7
+
+
+def test_listing_respects_one_overall_deadline() -> None:
+    now = [0.0]
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        now[0] += 4.0
+        return httpx.Response(200, json={"deployments": [], "pagination": {"next": 10_000 - int(now[0])}})
+
+    with httpx.Client(base_url="https://api.vercel.test", transport=httpx.MockTransport(slow)) as http:
+        vercel = VercelClient(http, deadline=10.0, clock=lambda: now[0], sleep=lambda s: None)
+        with pytest.raises(VercelError, match="longer than 10 s"):
+            list(vercel.iter_deployments(DEMO.project_id))
+    assert now[0] == 12.0  # three pages of 4 s, then the deadline
