@@ -12,7 +12,6 @@ command line, and :meth:`Target.describe` never shows it.
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,20 +28,10 @@ __all__ = [
     "TableCount",
     "Target",
     "db_errors",
-    "quote_ident",
 ]
 
 PRISMA_LOCK_ID = 72707369
 MAX_IDENT = 63
-
-
-def quote_ident(name: str) -> str:
-    """Quote an SQL identifier (``"User"``), doubling embedded quotes."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def qualified(schema: str, table: str) -> str:
-    return f"{quote_ident(schema)}.{quote_ident(table)}"
 
 
 @contextlib.contextmanager
@@ -118,8 +107,13 @@ class Target:
         return make_conninfo(**{k: v for k, v in self.params.items() if k != "password"})
 
     def child_env(self, base: Mapping[str, str]) -> dict[str, str]:
-        """Environment for pg_dump/pg_restore: the password in PGPASSWORD, nothing on argv."""
-        env = {k: v for k, v in base.items() if not k.startswith("PG")}
+        """Environment for pg_dump/pg_restore: the password in PGPASSWORD, nothing on argv.
+
+        The rest of ``base`` is kept: PGSSLMODE, PGSSLROOTCERT and the like apply to
+        the tools as to psycopg, and the ``--dbname`` conninfo overrides host, port,
+        database and user.
+        """
+        env = dict(base)
         if self.password:
             env["PGPASSWORD"] = self.password
         env.setdefault("PGCONNECT_TIMEOUT", "10")
@@ -160,17 +154,25 @@ class RoleRights:
 
 @dataclass(frozen=True)
 class ForeignKey:
+    """A child -> parent relation; a schema of ``None`` means "found through search_path"
+    (config relations name bare tables, as Prisma models do)."""
+
     name: str
     child_table: str
     child_columns: tuple[str, ...]
     parent_table: str
     parent_columns: tuple[str, ...]
     declared: bool = True
+    child_schema: str | None = None
+    parent_schema: str | None = None
 
     @property
     def label(self) -> str:
-        return (f"{self.child_table}({', '.join(self.child_columns)}) -> "
-                f"{self.parent_table}({', '.join(self.parent_columns)})")
+        def table(schema: str | None, name: str) -> str:
+            return name if schema in (None, "public") else f"{schema}.{name}"
+
+        return (f"{table(self.child_schema, self.child_table)}({', '.join(self.child_columns)}) -> "
+                f"{table(self.parent_schema, self.parent_table)}({', '.join(self.parent_columns)})")
 
 
 @dataclass(frozen=True)
@@ -239,6 +241,19 @@ class Database:
         rows = self.query("SELECT current_setting('server_version'), current_setting('server_version_num')::int")
         return str(rows[0][0]).split()[0], int(rows[0][1])
 
+    def comment(self, dbname: str) -> str | None:
+        """``COMMENT ON DATABASE`` text of ``dbname`` (None without one or without the database)."""
+        with self.maintenance() as conn, db_errors(f"reading the comment of database {dbname}"):
+            row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                               (dbname,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def set_comment(self, dbname: str, text: str) -> None:
+        from psycopg import sql
+
+        with self.maintenance() as conn, db_errors(f"commenting on database {dbname}"):
+            conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(sql.Identifier(dbname), sql.Literal(text)))
+
     def exists(self, dbname: str) -> bool:
         with self.maintenance() as conn, db_errors("looking up databases"):
             return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is not None
@@ -266,6 +281,7 @@ class Database:
     def table_counts(self, dbname: str | None = None, tables: Sequence[tuple[str, str]] | None = None,
                      conn: Any = None) -> list[TableCount]:
         """Exact row counts (``count(*)``) of every user table, or of ``tables``."""
+        from psycopg import sql
 
         def run(connection: Any) -> list[TableCount]:
             with db_errors("counting rows"):
@@ -273,7 +289,8 @@ class Database:
                                                             connection.execute(_COUNT_TABLES).fetchall()]
                 out = []
                 for schema, table in names:
-                    count = connection.execute(f"SELECT count(*) FROM {qualified(schema, table)}").fetchone()[0]
+                    query = sql.SQL("SELECT count(*) FROM {}.{}").format(sql.Identifier(schema), sql.Identifier(table))
+                    count = connection.execute(query).fetchone()[0]
                     out.append(TableCount(schema, table, int(count)))
                 return out
 
@@ -327,8 +344,11 @@ class Database:
                         "SELECT unnest(setconfig) FROM pg_db_role_setting s JOIN pg_database d "
                         "ON d.oid = s.setdatabase WHERE d.datname = %s AND s.setrole = 0", (like,)).fetchall():
                     key, _, value = str(setting).partition("=")
+                    # A list setting is stored already quoted, item by item ('"$user", public');
+                    # as one Literal it would become a single item.
+                    rendered = sql.SQL(value) if _is_list_setting(key) else sql.Literal(value)
                     conn.execute(sql.SQL("ALTER DATABASE {} SET {} = {}").format(ident, sql.Identifier(key),
-                                                                               sql.Literal(value)))
+                                                                               rendered))
                 if not default_acl:
                     conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(ident))
                     grants = conn.execute(
@@ -388,45 +408,107 @@ class Database:
     def swap(self, restored: str, set_aside: str) -> SwapResult:
         """Put ``restored`` in place of the live database in one short step.
 
-        Blocks new connections to the live database, ends its sessions, renames it
-        to ``set_aside`` (kept) and ``restored`` to the live name. On any failure
-        before the second rename completes, the live database gets its name and
-        connections back. Downtime runs from blocking connections until the new
-        database answers a query.
+        Blocks new connections to both databases, ends their sessions, renames the
+        live one to ``set_aside`` (kept) and ``restored`` to the live name. On any
+        failure before the second rename completes, each step is undone on its own;
+        if an undo fails, the error names the statements to run by hand. Downtime
+        runs from blocking connections until the new database answers a query.
         """
+        import psycopg
         from psycopg import sql
 
         live = self.target.dbname
         live_id, restored_id, aside_id = (sql.Identifier(n) for n in (live, restored, set_aside))
-        with self.maintenance() as conn, db_errors("swapping databases",
-                                                   "the live database keeps its name; nothing was lost"):
-            for name in (live, restored):
-                blocked = self._unendable_sessions(conn, name)
-                if blocked:
-                    raise UnsafePrecondition(
-                        f"{blocked} session(s) of other roles are connected to {name} and this role may not "
-                        "end them: it lacks pg_signal_backend", f"GRANT pg_signal_backend TO {self.target.user} "
-                        "(as a superuser), or close those sessions; nothing was changed", missing="pg_signal_backend")
-            self._terminate(conn, restored, timeout=5)
+
+        def allow(ident: sql.Identifier, allowed: bool) -> sql.Composed:
+            return sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+                ident, sql.SQL("true" if allowed else "false"))
+
+        def rename(old: sql.Identifier, new: sql.Identifier) -> sql.Composed:
+            return sql.SQL("ALTER DATABASE {} RENAME TO {}").format(old, new)
+
+        with self.maintenance() as conn:
+            with db_errors("swapping databases", "nothing was changed"):
+                for name in (live, restored):
+                    unendable = self._unendable_sessions(conn, name)
+                    if unendable:
+                        raise UnsafePrecondition(
+                            f"{unendable} session(s) of other roles are connected to {name} and this role may "
+                            "not end them: it lacks pg_signal_backend", f"GRANT pg_signal_backend TO "
+                            f"{self.target.user} (as a superuser), or close those sessions; nothing was changed",
+                            missing="pg_signal_backend")
+                self._terminate(conn, restored, timeout=5)
+            # Written out now: if the connection breaks, the hand-run statements are still known.
+            by_hand = {"rename_back": rename(aside_id, live_id).as_string(conn),
+                       "allow_live": allow(live_id, True).as_string(conn),
+                       "allow_restored": allow(restored_id, True).as_string(conn),
+                       "allow_aside": allow(aside_id, True).as_string(conn)}
             started = time.monotonic()
-            conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(live_id))
-            renamed = False
+            blocked: list[sql.Identifier] = []
+            renamed = swapped = False
+            ended = 0
             try:
+                for ident in (live_id, restored_id):
+                    conn.execute(allow(ident, False))
+                    blocked.append(ident)
                 ended = self._terminate(conn, live)
-                conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(live_id, aside_id))
+                self._terminate(conn, restored, timeout=5)
+                conn.execute(rename(live_id, aside_id))
                 renamed = True
-                conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(restored_id, live_id))
-            except BaseException:
+                conn.execute(rename(restored_id, live_id))
+                swapped = True
+                conn.execute(allow(live_id, True))
+                with self.connect(live) as check:
+                    check.execute("SELECT 1").fetchone()
+            except BaseException as exc:
+                detail = _describe_failure(exc)
+                if swapped:
+                    # The new database holds the live name: undoing now would be a second swap.
+                    raise DatabaseError(
+                        f"the swap DID happen ({restored} is now {live}, the previous database is kept as "
+                        f"{set_aside}), but a later step failed: {detail}",
+                        f"check {live}; if it refuses connections run as its owner: {by_hand['allow_live']}; "
+                        f"{set_aside} stays closed until: {by_hand['allow_aside']}", set_aside=set_aside) from exc
+                manual: list[str] = []
+                live_now: sql.Identifier = live_id
                 if renamed:
-                    conn.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(aside_id, live_id))
-                conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(live_id))
+                    try:
+                        conn.execute(rename(aside_id, live_id))
+                    except psycopg.Error:
+                        live_now = aside_id
+                        manual.append(by_hand["rename_back"])
+                for ident in blocked:
+                    if ident == live_id and live_now == aside_id:
+                        # Still under the set-aside name: it opens again once renamed back, by hand.
+                        manual.append(by_hand["allow_live"])
+                        continue
+                    try:
+                        conn.execute(allow(ident, True))
+                    except psycopg.Error:
+                        manual.append(by_hand["allow_live" if ident == live_id else "allow_restored"])
+                if manual:
+                    if live_now == aside_id:
+                        state = f"the live database is renamed to {set_aside} and refuses connections"
+                    elif by_hand["allow_live"] in manual:
+                        state = f"the live database is named {live} but refuses connections"
+                    else:
+                        state = f"the live database is back; {restored} refuses connections"
+                    raise DatabaseError(
+                        f"swapping databases failed ({detail}) and undoing it failed too: {state}",
+                        "run by hand as its owner: " + "; ".join(manual), set_aside=set_aside,
+                        statements=manual) from exc
+                if isinstance(exc, psycopg.Error):
+                    raise DatabaseError(f"swapping databases failed: {detail}",
+                                        f"undone: {live} keeps its name and takes connections again; "
+                                        "nothing was changed", sqlstate=getattr(exc, "sqlstate", None)) from exc
                 raise
-            with self.connect(live) as check:
-                check.execute("SELECT 1").fetchone()
             downtime = time.monotonic() - started
             # The set-aside copy stays reachable by name for inspection; applications
             # connect by the live name, so they cannot reach it by accident.
-            conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(aside_id))
+            with db_errors("allowing connections to the set-aside database",
+                           f"the swap DID happen; {set_aside} (the previous database) refuses connections: "
+                           f"run {by_hand['allow_aside']}"):
+                conn.execute(allow(aside_id, True))
         return SwapResult(live, restored, set_aside, downtime, ended)
 
     # -- parallel COPY -----------------------------------------------------------------------------
@@ -447,8 +529,10 @@ class Database:
 
         with self.connect(dbname) as conn, db_errors(f"reading the columns of {schema}.{table}"):
             columns = [str(r[0]) for r in conn.execute(
-                "SELECT attname FROM pg_attribute WHERE attrelid = %s::regclass AND attnum > 0 "
-                "AND NOT attisdropped AND attgenerated = '' ORDER BY attnum", (qualified(schema, table),)).fetchall()]
+                "SELECT a.attname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = %s "
+                "AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated = '' ORDER BY a.attnum",
+                (schema, table)).fetchall()]
         statement = sql.SQL("COPY {}.{} ({}) FROM STDIN").format(
             sql.Identifier(schema), sql.Identifier(table), sql.SQL(", ").join(sql.Identifier(c) for c in columns))
         settings = {"client_encoding": encoding, "datestyle": "ISO", "intervalstyle": "postgres",
@@ -525,26 +609,52 @@ class Database:
     # -- integrity ---------------------------------------------------------------------------------------
     def foreign_keys(self, conn: Any) -> list[ForeignKey]:
         rows = conn.execute("""
-            SELECT c.conname, c.conrelid::regclass::text, c.confrelid::regclass::text,
+            SELECT c.conname, cn.nspname, cc.relname, pn.nspname, pc.relname,
                    ARRAY(SELECT a.attname FROM unnest(c.conkey) WITH ORDINALITY k(n, i)
                          JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n ORDER BY k.i),
                    ARRAY(SELECT a.attname FROM unnest(c.confkey) WITH ORDINALITY k(n, i)
                          JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n ORDER BY k.i)
             FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+            JOIN pg_class cc ON cc.oid = c.conrelid JOIN pg_namespace cn ON cn.oid = cc.relnamespace
+            JOIN pg_class pc ON pc.oid = c.confrelid JOIN pg_namespace pn ON pn.oid = pc.relnamespace
             WHERE c.contype = 'f' AND n.nspname NOT IN ('pg_catalog', 'information_schema')
-            ORDER BY 2, 1""").fetchall()
-        return [ForeignKey(str(r[0]), str(r[1]), tuple(r[3]), str(r[2]), tuple(r[4])) for r in rows]
+            ORDER BY 2, 3, 1""").fetchall()
+        return [ForeignKey(str(r[0]), str(r[2]), tuple(r[5]), str(r[4]), tuple(r[6]),
+                           child_schema=str(r[1]), parent_schema=str(r[3])) for r in rows]
 
     def count_orphans(self, conn: Any, fk: ForeignKey) -> int:
-        """Child rows whose (non-null) key has no parent row."""
-        child = _table_sql(fk.child_table)
-        parent = _table_sql(fk.parent_table)
-        not_null = " AND ".join(f"ch.{quote_ident(c)} IS NOT NULL" for c in fk.child_columns)
-        match = " AND ".join(f"p.{quote_ident(pc)} = ch.{quote_ident(cc)}"
-                             for cc, pc in zip(fk.child_columns, fk.parent_columns, strict=True))
-        query = (f"SELECT count(*) FROM {child} ch WHERE {not_null} "
-                 f"AND NOT EXISTS (SELECT 1 FROM {parent} p WHERE {match})")
+        """Child rows whose (non-null) key has no parent row.
+
+        Every name is an ``sql.Identifier``: config relations are user input.
+        """
+        from psycopg import sql
+
+        def table(schema: str | None, name: str) -> sql.Composable:
+            if schema is None:
+                return sql.Identifier(name)
+            return sql.SQL("{}.{}").format(sql.Identifier(schema), sql.Identifier(name))
+
+        not_null = sql.SQL(" AND ").join(sql.SQL("ch.{} IS NOT NULL").format(sql.Identifier(c))
+                                         for c in fk.child_columns)
+        match = sql.SQL(" AND ").join(sql.SQL("p.{} = ch.{}").format(sql.Identifier(pc), sql.Identifier(cc))
+                                      for cc, pc in zip(fk.child_columns, fk.parent_columns, strict=True))
+        query = sql.SQL("SELECT count(*) FROM {} ch WHERE {} AND NOT EXISTS (SELECT 1 FROM {} p WHERE {})").format(
+            table(fk.child_schema, fk.child_table), not_null, table(fk.parent_schema, fk.parent_table), match)
         return int(conn.execute(query).fetchone()[0])
+
+
+_LIST_SETTINGS = {"search_path", "temp_tablespaces"}
+
+
+def _is_list_setting(key: str) -> bool:
+    """Settings PostgreSQL stores as a list of quoted items (GUC_LIST_QUOTE or GUC_LIST_INPUT)."""
+    return key.lower() in _LIST_SETTINGS or key.lower().endswith("_preload_libraries")
+
+
+def _describe_failure(exc: BaseException) -> str:
+    if isinstance(exc, DatabaseError):
+        return exc.message
+    return redact_text(" ".join(str(exc).split())) or type(exc).__name__
 
 
 # Query parameters Prisma accepts in its URLs that libpq would reject.
@@ -563,16 +673,6 @@ def _strip_prisma_params(url: str) -> tuple[str, str | None]:
     schema = next((v for k, v in query if k == "schema"), None)
     kept = [(k, v) for k, v in query if k not in _PRISMA_PARAMS]
     return urlunsplit(parts._replace(query=urlencode(kept))), schema
-
-
-def _table_sql(name: str) -> str:
-    """``regclass::text`` output or a config name -> a quoted (schema.)table."""
-    if '"' in name or re.fullmatch(r"[a-z_][a-z0-9_$]*(\.[a-z_][a-z0-9_$]*)?", name):
-        return name  # already in SQL form (regclass text quotes what needs quoting)
-    if "." in name:
-        schema, table = name.split(".", 1)
-        return qualified(schema, table)
-    return quote_ident(name)
 
 
 def set_aside_name(live: str, kind: str, stamp: str) -> str:

@@ -76,12 +76,13 @@ class RdsAdapter:
     def _describe(self, instance: str) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError
 
-        try:
-            found = self.client.describe_db_instances(DBInstanceIdentifier=instance)["DBInstances"]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "DBInstanceNotFound":
-                return None
-            with aws_errors(f"describing DB instance {instance}"):
+        # Inside aws_errors: no credentials or an unreachable endpoint is one line, not a traceback.
+        with aws_errors(f"describing DB instance {instance}"):
+            try:
+                found = self.client.describe_db_instances(DBInstanceIdentifier=instance)["DBInstances"]
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "DBInstanceNotFound":
+                    return None
                 raise
         return dict(found[0]) if found else None
 
@@ -109,10 +110,11 @@ class RdsAdapter:
         back from now, but not before the instance existed."""
         from botocore.exceptions import ClientError
 
-        try:
-            backups = self.client.describe_db_instance_automated_backups(DBInstanceIdentifier=name)
-        except ClientError:  # not every endpoint implements it; fall back to the retention period
-            backups = {}
+        with aws_errors(f"describing the automated backups of {name}"):
+            try:
+                backups = self.client.describe_db_instance_automated_backups(DBInstanceIdentifier=name)
+            except ClientError:  # not every endpoint implements it; fall back to the retention period
+                backups = {}
         for item in backups.get("DBInstanceAutomatedBackups", []):
             window = item.get("RestoreWindow") or {}
             if window.get("EarliestTime"):
@@ -139,12 +141,12 @@ class RdsAdapter:
     def snapshot(self, snapshot_id: str) -> DbSnapshot | None:
         from botocore.exceptions import ClientError
 
-        try:
-            found = self.client.describe_db_snapshots(DBSnapshotIdentifier=snapshot_id)["DBSnapshots"]
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") == "DBSnapshotNotFound":
-                return None
-            with aws_errors(f"describing snapshot {snapshot_id}"):
+        with aws_errors(f"describing snapshot {snapshot_id}"):
+            try:
+                found = self.client.describe_db_snapshots(DBSnapshotIdentifier=snapshot_id)["DBSnapshots"]
+            except ClientError as exc:
+                if exc.response.get("Error", {}).get("Code") == "DBSnapshotNotFound":
+                    return None
                 raise
         return self._snapshot(found[0]) if found else None
 
@@ -156,12 +158,13 @@ class RdsAdapter:
     def _wait(self, name: str, **kwargs: Any) -> None:
         from botocore.exceptions import WaiterError
 
-        try:
-            self.client.get_waiter(name).wait(**kwargs, WaiterConfig={"Delay": self.waiter_delay,
-                                                                      "MaxAttempts": self.waiter_max_attempts})
-        except WaiterError as exc:
-            raise AwsError(f"waiting ({name}) failed: {' '.join(str(exc).split())}",
-                           "check the AWS console; the operation may still finish") from exc
+        with aws_errors(f"waiting ({name})", "check the AWS console; the operation may still finish"):
+            try:
+                self.client.get_waiter(name).wait(**kwargs, WaiterConfig={"Delay": self.waiter_delay,
+                                                                          "MaxAttempts": self.waiter_max_attempts})
+            except WaiterError as exc:
+                raise AwsError(f"waiting ({name}) failed: {' '.join(str(exc).split())}",
+                               "check the AWS console; the operation may still finish") from exc
 
     def wait_snapshot(self, snapshot_id: str) -> DbSnapshot:
         self._wait("db_snapshot_available", DBSnapshotIdentifier=snapshot_id)

@@ -227,6 +227,9 @@ def restore_command(app: AppContext, backup: str, swap: bool, in_place: bool, sk
 def swap_command(app: AppContext, restored: str, dry_run: bool, yes: bool) -> None:
     """Swap RESTORED (a database beside the live one) into the live name; the live one is kept aside.
 
+    RESTORED must be a copy made by 'rollback db restore' (named <live>_restore_<time>) whose row
+    counts matched its backup: any other name exits 2, an unchecked or mismatched copy exits 4.
+
     \b
     Example:
       rollback db swap app_restore_20261128093000 --yes

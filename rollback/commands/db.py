@@ -25,7 +25,7 @@ import datetime as dt
 import json
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,6 +61,8 @@ __all__ = [
 ]
 
 MANIFEST_FORMAT = "rollback-db-backup/1"
+# check_counts marks a restored copy whose row counts match its backup; swap accepts only those.
+COUNTS_MATCH_MARK = "rollback: row counts match backup "
 MANIFEST_SUFFIX = ".manifest.json"
 DEFAULT_COMPRESS = 6
 
@@ -126,9 +128,11 @@ def take_backup(db: Database, tools: PgTools, out_dir: Path, *, jobs: int, kind:
     On any failure the partial dump is removed and nothing is reported as a backup.
     """
     from rollback.adapters.pg_tools import file_checksums, remove_tree
+    from rollback.adapters.postgres import db_errors
     from rollback.adapters.prisma import PrismaMigrations
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with _disk_errors(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
     dbname = db.target.dbname
     base = f"{dbname}-{_stamp()}" + ("-emergency" if kind == "emergency" else "")
     name, n = base, 1
@@ -142,18 +146,20 @@ def take_backup(db: Database, tools: PgTools, out_dir: Path, *, jobs: int, kind:
         version, _ = db.server_version()
         with db.exported_snapshot() as (snapshot, conn):
             counts = db.table_counts(conn=conn)
-            encoding = str(conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
-                                        "WHERE datname = current_database()").fetchone()[0])
-            prisma = PrismaMigrations(conn)
-            managed = prisma.is_managed()
-            head = prisma.head() if managed else None
+            with db_errors("reading the database's encoding and migrations"):
+                encoding = str(conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
+                                            "WHERE datname = current_database()").fetchone()[0])
+                prisma = PrismaMigrations(conn)
+                managed = prisma.is_managed()
+                head = prisma.head() if managed else None
             counted = time.monotonic()
             if progress:
                 progress(f"counted {len(counts)} tables ({sum(c.rows for c in counts)} rows); dumping")
             dump = tools.dump(db.target, dump_dir, jobs=jobs, compress=compress, snapshot=snapshot,
                               progress=progress, total=len(counts))
         dumped = time.monotonic()
-        files = file_checksums(dump_dir)
+        with _disk_errors(out_dir):
+            files = file_checksums(dump_dir)
         hashed = time.monotonic()
         manifest: dict[str, Any] = {
             "format": MANIFEST_FORMAT,
@@ -186,16 +192,28 @@ def take_backup(db: Database, tools: PgTools, out_dir: Path, *, jobs: int, kind:
                                  "checksum_seconds": round(hashed - dumped, 3),
                                  "verify_seconds": round(verified - hashed, 3),
                                  "total_seconds": round(verified - started, 3)}
-        manifest = redact(manifest)
+        # Not redact()ed: it holds catalog names and checksums that a short password could
+        # match by chance; it never holds the password (host, port and user only).
         path = _manifest_path(dump_dir)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        with _disk_errors(out_dir):
+            tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+            os.replace(tmp, path)
     except BaseException:
         remove_tree(dump_dir)
         _manifest_path(dump_dir).with_name(_manifest_path(dump_dir).name + ".tmp").unlink(missing_ok=True)
         raise
     return {**manifest, "manifest_path": str(path), "path": str(dump_dir)}
+
+
+@contextlib.contextmanager
+def _disk_errors(out_dir: Path) -> Iterator[None]:
+    """A full disk or a read-only directory is the environment's fault: one line, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise DatabaseError(f"writing the backup to {out_dir} failed: {exc.strerror or exc}",
+                            "check the free space and permissions of the backups directory") from exc
 
 
 def verify_backup(manifest: Mapping[str, Any], dump_dir: Path, tools: PgTools) -> dict[str, Any]:
@@ -342,7 +360,7 @@ def plan_restore(config: Config, backup_ref: str, *, swap: bool = False, in_plac
                  f"restore {name} IN PLACE (pg_restore --clean, one transaction)", target=live,
                  params={**common, "database": live}, destructive=True),
             Step("check-counts", "db.check_counts", f"check row counts of {live} against the manifest",
-                 params={**common, "database": live}),
+                 params={**common, "database": live, "in_place": True}),
         ]
     else:
         steps += [
@@ -373,6 +391,11 @@ def plan_swap(config: Config, restored: str) -> Plan:
     live = database_target(config).dbname
     if restored == live:
         raise BadInput(f"{restored} is the live database", "name the restored database to swap in")
+    if not restored.startswith(f"{live}_restore_"):
+        # Only a copy that 'rollback db restore' made (and count-checked) may take the live name.
+        raise BadInput(f"{restored} was not restored by rollback (its name does not start with {live}_restore_)",
+                       "swap in a database listed by 'rollback db prune --dry-run', or run "
+                       "'rollback db restore BACKUP --swap'")
     aside = set_aside_name(live, "replaced", _db_stamp())
     return Plan.of(f"db swap {restored}", config.env_name, [
         Step("check-rights", "db.check_rights", f"check the role's rights on {live}",
@@ -636,12 +659,15 @@ class DbHandlers:
                                      on_start=self.on_restore_start, split_min_rows=self.split_min_rows)
         except BaseException as exc:
             # The half-restored copy is ours to remove; the live database was never touched.
+            dropped = False
             with contextlib.suppress(DatabaseError):
                 db.drop_database(name)
+                dropped = True
             if isinstance(exc, DatabaseError):
-                raise DatabaseError(f"{exc.message}; the partial copy {name} was dropped, the live database "
-                                    f"{db.target.dbname} is untouched", "check the backup and the server log") \
-                    from exc
+                partial = (f"the partial copy {name} was dropped" if dropped else
+                           f"the partial copy {name} could not be dropped; remove it with 'rollback db prune'")
+                raise DatabaseError(f"{exc.message}; {partial}, the live database {db.target.dbname} is untouched",
+                                    "check the backup and the server log") from exc
             raise
         return {"database": name, "seconds": round(time.monotonic() - started, 3), **loaded}
 
@@ -665,8 +691,10 @@ class DbHandlers:
         manifest, _ = self._manifest(step)
         if ctx.dry_run:
             return {"would": f"compare row counts of {len(manifest.get('tables', []))} tables in {name}"}
+        from rollback.adapters.postgres import db_errors
+
         expected = {(str(t["schema"]), str(t["name"])): int(t["rows"]) for t in manifest.get("tables", [])}
-        with self.db.connect(name) as conn:
+        with self.db.connect(name) as conn, db_errors(f"checking the row counts of {name}"):
             present = {(str(s), str(t)) for s, t in conn.execute(
                 "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
                 "WHERE c.relkind = 'r'").fetchall()}
@@ -676,15 +704,30 @@ class DbHandlers:
                       if c.rows != expected[(c.schema, c.name)]]
         mismatches += [f"{'.'.join(m)}: missing" for m in missing]
         if mismatches:
+            if step.params.get("in_place"):
+                emergency = ctx.results.get("emergency-backup") or {}
+                source = (f"the emergency backup {emergency['name']}" if emergency.get("name")
+                          else "your latest backup (the emergency backup was skipped)")
+                hint = (f"the live database {name} WAS restored in place and does not match; restore it from "
+                        f"{source}: rollback db restore {emergency.get('name') or 'BACKUP'} --in-place")
+            else:
+                hint = (f"the live database {self.db.target.dbname} is untouched; {name} is kept for inspection "
+                        "(remove it with 'rollback db prune')")
             raise ChecksFailed(
                 f"row counts of {name} do not match the backup: {'; '.join(mismatches[:3])}"
-                + (f" (+{len(mismatches) - 3} more)" if len(mismatches) > 3 else ""),
-                f"the live database {self.db.target.dbname} is untouched; {name} is kept for inspection "
-                "(remove it with 'rollback db prune')", checks=mismatches)
+                + (f" (+{len(mismatches) - 3} more)" if len(mismatches) > 3 else ""), hint, checks=mismatches)
+        if not step.params.get("in_place"):
+            self.db.set_comment(name, f"{COUNTS_MATCH_MARK}{manifest.get('name', '')}")
         return {"database": name, "tables": len(counts), "rows": sum(c.rows for c in counts), "match": True}
 
     def swap(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         restored, aside = str(step.params["restored"]), str(step.params["aside"])
+        # In a dry run of 'restore --swap' the copy does not exist yet: its check-counts step comes first.
+        pending = ctx.dry_run and "check-counts" in ctx.results
+        if not pending and not (self.db.comment(restored) or "").startswith(COUNTS_MATCH_MARK):
+            raise UnsafePrecondition(f"the row counts of {restored} were not checked against its backup, or did "
+                                     "not match", "nothing was changed; restore again with 'rollback db restore "
+                                     "BACKUP --swap'")
         if ctx.dry_run:
             return {"would": f"rename {self.db.target.dbname} -> {aside}, {restored} -> {self.db.target.dbname}"}
         result = self.db.swap(restored, aside)
@@ -716,10 +759,11 @@ class DbHandlers:
                                           dry_run=ctx.dry_run)
 
     def check_migration(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        from rollback.adapters.postgres import db_errors
         from rollback.adapters.prisma import PrismaMigrations, migration_error
 
         name = str(step.params["name"])
-        with self.db.connect() as conn:
+        with self.db.connect() as conn, db_errors(f"reading migration {name}"):
             prisma = PrismaMigrations(conn)
             if not prisma.is_managed():
                 raise UnsafePrecondition("the database is not managed by Prisma Migrate (no _prisma_migrations)")

@@ -204,6 +204,28 @@ def test_a_killed_pg_restore_leaves_the_live_database(live_db: LiveDb) -> None:
     assert not [d for d in live_db.databases() if "_restore_" in d or "_replaced_" in d]
 
 
+def test_a_partial_copy_that_cannot_be_dropped_is_named(live_db: LiveDb, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rollback.commands import db as commands
+    from rollback.errors import DatabaseError
+
+    config = live_db.config()
+    backup = commands.backup(config)
+    plan = commands.plan_restore(config, backup["name"], skip_emergency_reason="test")
+    handlers = commands.DbHandlers(config, on_restore_start=lambda proc: os.kill(proc.pid, signal.SIGKILL))
+
+    def refuse(name: str) -> None:
+        raise DatabaseError(f"dropping database {name} failed: injected")
+
+    monkeypatch.setattr(handlers.db, "drop_database", refuse)
+    with pytest.raises(DatabaseError) as caught:
+        commands.run(config, plan, handlers=handlers)
+    partial = [d for d in live_db.databases() if "_restore_" in d]
+    assert len(partial) == 1
+    assert f"the partial copy {partial[0]} could not be dropped; remove it with 'rollback db prune'" in \
+        caught.value.message
+    assert "was dropped" not in caught.value.message
+
+
 def test_a_failed_count_check_keeps_the_live_database(run_cli: RunCli, live_db: LiveDb) -> None:
     backup = take_backup(run_cli)
     manifest_path = Path(backup["manifest_path"])
@@ -432,3 +454,76 @@ def test_a_failing_parallel_load_drops_the_copy_and_keeps_the_live_database(
         commands.run(config, plan, handlers=commands.DbHandlers(config, split_min_rows=250))
     assert live_db.databases() == [live_db.name]
     assert live_db.scalar('SELECT count(*) FROM "User"') == 300
+
+
+def test_a_failed_count_check_after_in_place_names_the_emergency_backup(run_cli: RunCli, live_db: LiveDb) -> None:
+    backup = take_backup(run_cli)
+    manifest_path = Path(backup["manifest_path"])
+    manifest = json.loads(manifest_path.read_text())
+    for table in manifest["tables"]:
+        if table["name"] == "User":
+            table["rows"] = 301
+    manifest_path.write_text(json.dumps(manifest))
+    result = run_cli("db", "restore", backup["name"], "--in-place", "--yes")
+    emergency = [b["name"] for b in run_cli("db", "backups", "--json").json()["backups"] if b["kind"] == "emergency"]
+    assert len(emergency) == 1
+    one_line_error(result, 3, "do not match", "WAS restored in place", emergency[0])
+    assert "untouched" not in result.err
+
+
+def test_swap_accepts_only_a_database_rollback_restored(run_cli: RunCli, live_db: LiveDb) -> None:
+    other = f"{live_db.name}_other"
+    live_db.pg.create_database(other, owner="app")
+    result = run_cli("db", "swap", other, "--yes")
+    one_line_error(result, 2, f"{other} was not restored by rollback")
+    assert live_db.scalar(f"SELECT count(*) FROM pg_database WHERE datname = '{other}'") == 1
+    assert not [d for d in live_db.databases() if "_replaced_" in d]
+
+
+def test_a_backups_dir_that_cannot_be_written_is_one_line(run_cli: RunCli, live_db: LiveDb) -> None:
+    live_db.backups_dir.parent.mkdir(parents=True, exist_ok=True)
+    live_db.backups_dir.write_text("a file where the directory should be")
+    result = run_cli("db", "backup")
+    one_line_error(result, 1, f"writing the backup to {live_db.backups_dir} failed")
+
+
+def test_a_short_password_does_not_corrupt_the_manifest(run_cli: RunCli, live_db: LiveDb, password_of: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from rollback import redact
+
+    # Registered secrets are process-wide: keep "User" from masking later tests' output.
+    monkeypatch.setattr(redact, "_registered", set(redact._registered))
+    role = app_role(live_db)
+    password = "User"  # also a table name: masking it in the manifest would lose the table
+    live_db.pg.execute(f"ALTER ROLE \"{role}\" PASSWORD '{password}'")
+    try:
+        monkeypatch.setenv("TEST_LIVE_DATABASE_URL", live_db.url.replace(f":{password_of}@", f":{password}@", 1))
+        backup = take_backup(run_cli)
+        text = Path(backup["manifest_path"]).read_text()
+        manifest = json.loads(text)
+        assert {t["name"] for t in manifest["tables"]} == {"User", "Integration", "UserStats", "_prisma_migrations"}
+        assert "password" not in manifest and f":{password}@" not in text
+        assert password_of not in text
+    finally:
+        live_db.pg.execute(f"ALTER ROLE \"{role}\" PASSWORD '{password_of}'")
+
+
+def test_swap_refuses_a_copy_whose_counts_failed_or_were_never_checked(run_cli: RunCli, live_db: LiveDb) -> None:
+    unchecked = f"{live_db.name}_restore_20261128000000"
+    live_db.pg.create_database(unchecked, owner="app")
+    result = run_cli("db", "swap", unchecked, "--yes")
+    one_line_error(result, 4, f"the row counts of {unchecked} were not checked", "nothing was changed")
+    backup = take_backup(run_cli)
+    manifest_path = Path(backup["manifest_path"])
+    manifest = json.loads(manifest_path.read_text())
+    for table in manifest["tables"]:
+        if table["name"] == "User":
+            table["rows"] = 301
+    manifest_path.write_text(json.dumps(manifest))
+    failed = run_cli("db", "restore", backup["name"], "--yes", "--skip-emergency-backup", "--reason", "test")
+    assert failed.code == 3, failed.err
+    mismatched = [d for d in live_db.databases() if "_restore_" in d and d != unchecked]
+    assert len(mismatched) == 1
+    refused = run_cli("db", "swap", mismatched[0], "--yes")
+    one_line_error(refused, 4, "were not checked against its backup, or did not match")
+    assert not [d for d in live_db.databases() if "_replaced_" in d]

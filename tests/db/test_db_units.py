@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from rollback.adapters.postgres import Target, _strip_prisma_params, _table_sql, set_aside_name
+from rollback.adapters.postgres import ForeignKey, Target, _strip_prisma_params, set_aside_name
 from rollback.errors import BadInput
 
 
@@ -29,7 +31,24 @@ def test_the_password_stays_out_of_descriptions_and_command_lines() -> None:
     assert "word" not in target.describe() and target.describe() == "app@db.internal:6543/prod"
     assert "word" not in target.public_conninfo()
     env = target.child_env({"PATH": "/bin", "PGPASSWORD": "stale", "PGHOST": "elsewhere"})
-    assert env["PGPASSWORD"] == "pa$$word-xyz" and "PGHOST" not in env
+    assert env["PGPASSWORD"] == "pa$$word-xyz"
+
+
+def test_pg_dump_gets_the_tls_settings_and_the_password_only_in_its_environment(tmp_path: Path) -> None:
+    from rollback.adapters.pg_tools import PgTools
+
+    record = tmp_path / "record"
+    fake = tmp_path / "pg_dump"
+    fake.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}.argv\nenv > {record}.env\n')
+    fake.chmod(0o755)
+    tools = PgTools(tmp_path, {"PATH": "/usr/bin:/bin", "PGSSLMODE": "verify-full",
+                               "PGSSLROOTCERT": "/etc/ca.pem", "PGPASSWORD": "stale"})
+    tools.dump(Target.from_url("postgresql://app:s3cret-pass-42@db.internal:5432/prod"), tmp_path / "out", jobs=1)
+    env = dict(line.split("=", 1) for line in Path(f"{record}.env").read_text().splitlines() if "=" in line)
+    assert env["PGSSLMODE"] == "verify-full" and env["PGSSLROOTCERT"] == "/etc/ca.pem"
+    assert env["PGPASSWORD"] == "s3cret-pass-42"
+    argv = Path(f"{record}.argv").read_text()
+    assert "host=db.internal" in argv and "s3cret-pass-42" not in argv
 
 
 def test_a_url_without_a_database_is_bad_input() -> None:
@@ -37,11 +56,9 @@ def test_a_url_without_a_database_is_bad_input() -> None:
         Target.from_url("postgresql://app:pw@host:5432")
 
 
-@pytest.mark.parametrize(("name", "sql"), [
-    ("User", '"User"'),
-    ("user_stats", "user_stats"),
-    ('"Integration"', '"Integration"'),
-    ("billing.Invoice", '"billing"."Invoice"'),
-])
-def test_table_names_are_quoted_for_sql(name: str, sql: str) -> None:
-    assert _table_sql(name) == sql
+def test_foreign_key_labels_name_schema_only_outside_public() -> None:
+    declared = ForeignKey("fk", "Integration", ("userId",), "User", ("id",), child_schema="public",
+                          parent_schema="billing")
+    assert declared.label == "Integration(userId) -> billing.User(id)"
+    assert ForeignKey("c", "UserStats", ("userId",), "User", ("id",), declared=False).label == \
+        "UserStats(userId) -> User(id)"

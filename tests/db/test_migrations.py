@@ -155,3 +155,10 @@ def test_a_failing_down_script_changes_nothing(run_cli: RunCli, live_db: LiveDb)
 
 def test_down_needs_a_down_script(run_cli: RunCli, live_db: LiveDb) -> None:
     one_line_error(run_cli("db", "down", "20261120000000_stats", "--yes"), 2, "no down migration")
+
+
+def test_an_unreadable_migrations_table_is_one_line(run_cli: RunCli, live_db: LiveDb) -> None:
+    write_migration(live_db, "20261120000000_stats", down="SELECT 1;")
+    live_db.sql("REVOKE SELECT ON _prisma_migrations FROM CURRENT_USER", user="app")
+    result = run_cli("db", "down", "20261120000000_stats", "--skip-emergency-backup", "--reason", "test", "--yes")
+    one_line_error(result, 1, "reading migration 20261120000000_stats failed", "permission denied")

@@ -122,3 +122,14 @@ def test_a_snapshot_not_yet_available_is_refused(tmp_path: Path, write_config: C
     config = load_config(write_config({"test": {"aws": {"db_instance": "app-db"}}}))
     with pytest.raises(UnsafePrecondition, match="is creating, not available"):
         commands.plan_rds_restore(config, snapshot="s1", target="new", rds=FakeRds())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("args", [("db", "snapshots"), ("db", "snapshot", "create", "--id", "x"),
+                                  ("db", "rds-restore", "--latest", "--target", "copy")])
+def test_an_unreachable_endpoint_is_one_line(run_cli: RunCli, rds_instance: dict[str, Any],
+                                             monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...]) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:1")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    result = run_cli(*args)
+    one_line_error(result, 1, "describing")
+    assert "Could not connect to the endpoint URL" in result.err

@@ -20,7 +20,7 @@ def test_a_healthy_database_passes(run_cli: RunCli, live_db: LiveDb) -> None:
     found = checks(result)
     assert found["migrations.failed"]["value"] == 0
     assert found["rows.User"]["value"] == 300
-    assert found['orphans."Integration"(userId) -> "User"(id)']["value"] == 0
+    assert found["orphans.Integration(userId) -> User(id)"]["value"] == 0
     assert found["orphans.UserStats(userId) -> User(id)"]["detail"] == "relation from config"
     human = run_cli("db", "verify")
     assert human.code == 0 and "rows.User" in human.out
@@ -69,3 +69,20 @@ def test_a_missing_watched_table_fails(run_cli: RunCli, live_db: LiveDb) -> None
     result = run_cli("db", "verify", "--json")
     assert result.code == 3
     assert checks(result)["rows.UserStats"]["detail"] == "table missing"
+
+
+def test_a_config_relation_cannot_inject_sql(run_cli: RunCli, live_db: LiveDb) -> None:
+    from tests.conftest import render_config
+
+    live_db.sql('CREATE TABLE victim (id int); CREATE TABLE "t" (id int)', user="app")
+    evil = '"t" ch WHERE false; DROP TABLE victim; SELECT count(*) FROM "t".id'
+    live_db.config_path.write_text(render_config({"test": {"database": {
+        "url_env": "TEST_LIVE_DATABASE_URL", "tables": ["User"],
+        "relations": [{"child": evil, "parent": "User.id"}],
+    }}}, default_env="test", journal_dir=str(live_db.journal_dir)))
+    result = run_cli("db", "verify", "--json")
+    assert result.code == 3, (result.out, result.err)
+    assert "Traceback" not in result.err
+    failed = [c for c in result.json()["checks"] if not c["ok"]]
+    assert len(failed) == 1 and "cannot check" in failed[0]["detail"]
+    assert live_db.scalar("SELECT count(*) FROM pg_class WHERE relname = 'victim'") == 1
