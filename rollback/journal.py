@@ -1,6 +1,7 @@
 """The run journal: an append-only JSON-lines record of every state-changing run.
 
-Each run gets an id (``20261128T093512Z-1a2b3c``, sortable by time) and one file
+Each run gets an id (``20261128T093512.048213Z-1a2b3c``, sortable by start time to the
+microsecond, so two runs in the same second keep their order) and one file
 ``<journal dir>/<run id>.jsonl``. Events, one JSON object a line:
 
 - ``run_started``: who, host, pid, command, env, dry_run
@@ -46,7 +47,7 @@ def utc_now() -> str:
 
 def new_run_id(now: dt.datetime | None = None) -> str:
     moment = now or dt.datetime.now(dt.UTC)
-    return f"{moment.strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(3)}"
+    return f"{moment.strftime('%Y%m%dT%H%M%S')}.{moment.microsecond:06d}Z-{secrets.token_hex(3)}"
 
 
 def _who() -> str:

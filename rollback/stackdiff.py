@@ -99,8 +99,9 @@ class ConfigValue:
 
 def config_value_from_history(raw: Any) -> ConfigValue:
     """A value as a self-managed backend stores it in ``*.history.json``:
-    ``"text"``, ``{"secure": "<ciphertext>"}`` or an object value."""
-    if isinstance(raw, Mapping) and "secure" in raw:
+    ``"text"``, ``{"secure": "<ciphertext>"}`` or an object value. ``Pulumi.<stack>.yaml``
+    holds its values in the same form."""
+    if isinstance(raw, Mapping) and set(raw) == {"secure"}:
         return ConfigValue(None, True, str(raw["secure"]))
     if isinstance(raw, str):
         return ConfigValue(raw)
@@ -268,7 +269,8 @@ def _masked(value: Any) -> Any:
 def diff_properties(old: Any, new: Any, path: tuple[str | int, ...] = ()) -> list[PropertyChange]:
     """Leaf-level differences between two property values, by path."""
     if is_secret_value(old) or is_secret_value(new):
-        if json.dumps(old, sort_keys=True) != json.dumps(new, sort_keys=True):
+        # An added or removed secret has the _ABSENT sentinel on one side, which json cannot encode.
+        if old is _ABSENT or new is _ABSENT or json.dumps(old, sort_keys=True) != json.dumps(new, sort_keys=True):
             return [PropertyChange(format_path(path) or "(value)", SECRET_MASK if old is not _ABSENT else None,
                                    SECRET_MASK if new is not _ABSENT else None, secret=True)]
         return []

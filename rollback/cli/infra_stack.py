@@ -231,7 +231,7 @@ def restore_command(app: AppContext, to_version: int, plan_file: Path, yes: bool
     plan = commands.restore_plan(config, to_version, plan_file)
     if not dry_run:
         commands.check_restore(config, to_version, plan_file)  # refuse before asking
-        confirm(f"Apply {plan_file.name} to stack {config.env.pulumi.stack if config.env.pulumi else '?'}?",
+        confirm(f"Apply {plan_file.name} to stack {config.require_pulumi().stack}?",
                 yes=yes, action=f"restore version {to_version}")
     journal = None if dry_run else app.start_journal(dry_run=False, version=to_version, plan_file=str(plan_file))
     outcome = execute(plan, commands.restore_handlers(config), journal=journal, dry_run=dry_run,
@@ -253,28 +253,49 @@ def restore_command(app: AppContext, to_version: int, plan_file: Path, yes: bool
 
 @click.command("config-restore")
 @click.argument("backup", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@yes_option
+@dry_run_option
 @common_options()
 @pass_app
-def config_restore_command(app: AppContext, backup: Path) -> None:
+def config_restore_command(app: AppContext, backup: Path, yes: bool, dry_run: bool) -> None:
     """Put back the stack config file saved by 'preview' (undo an abandoned preview).
+    The file it overwrites is saved first; the output names the command that
+    puts it back in turn. Asks first (exit 4 without a terminal and without --yes).
 
     \b
     Example:
-      rollback infra config-restore .rollback/stack-config/staging-20261128T100000123456Z.yaml
+      rollback infra config-restore .rollback/stack-config/staging-20261128T100000123456Z.yaml --yes
     """
     from rollback.commands import infra_stack as commands
     from rollback.plan import Plan, Step
-    from rollback.runner import execute
+    from rollback.runner import StepContext, execute
 
     config = app.config()
+    meta = commands.check_config_backup(config, backup)  # refuse a stray file before asking
+    if not dry_run:
+        confirm(f"Overwrite {meta['path']} with the copy saved in {backup.name}?", yes=yes,
+                action="overwrite the stack config")
     step = Step("restore", "stack.config_restore", f"put back the stack config saved in {backup.name}",
                 target=f"stack {config.require_pulumi().stack}", params={"backup": str(backup)}, destructive=True)
-    result = execute(Plan.of("restore stack config", config.env_name, [step]),
-                     {step.action: lambda _step, _ctx: commands.config_restore(config, backup)},
-                     journal=app.start_journal())
-    document = dict(result.result_of("restore"))
-    emit(app, document, lambda: say(f"restored {document['restored']} from {document['from']} "
-                                    f"[run {result.run_id}]", err=False))
+
+    def restore(_step: Step, ctx: StepContext) -> dict[str, Any]:
+        if ctx.dry_run:
+            return {"would_restore": meta["path"], "from": str(backup)}
+        return commands.config_restore(config, backup)
+
+    result = execute(Plan.of("restore stack config", config.env_name, [step]), {step.action: restore},
+                     journal=None if dry_run else app.start_journal(), dry_run=dry_run)
+    document = {"dry_run": dry_run, **result.result_of("restore")}
+
+    def human() -> None:
+        if dry_run:
+            say(f"would put back {document['would_restore']} from {document['from']}; "
+                "dry run: nothing was written", err=False)
+            return
+        say(f"restored {document['restored']} from {document['from']} [run {result.run_id}]", err=False)
+        say(f"the overwritten file was saved; to put it back: {document['undo']}", err=False)
+
+    emit(app, document, human)
 
 
 COMMANDS: list[click.Command] = [history_command, diff_command, preview_command, restore_command,

@@ -80,16 +80,10 @@ class Resources:
                 "sources": dict(self.sources)}
 
 
-def _stack_outputs(config: Config) -> Mapping[str, Any] | None:
-    try:
-        from rollback.commands import infra_stack
-    except ImportError:
-        return None
-    reader = getattr(infra_stack, "stack_outputs", None)
-    if reader is None:
-        return None
-    outputs = reader(config)
-    return outputs if isinstance(outputs, Mapping) else None
+def _stack_outputs(config: Config) -> Mapping[str, Any]:
+    from rollback.commands.infra_stack import stack_outputs
+
+    return stack_outputs(config)
 
 
 def resolve_resources(config: Config, *, need: Sequence[str], distribution: str | None = None,
@@ -427,8 +421,21 @@ def plan_assets(config: Config, store: S3Versions, *, bucket: str, key: str | No
     versions = store.list_versions(bucket, key=key, prefix=prefix)
     if key is not None and not versions:
         raise BadInput(f"s3://{bucket}/{key} has no versions", "check the key (it is case-sensitive)")
+    by_key = group_by_key(versions)
     actions = tuple(plan_key(k, v, to_version=to_version, before=before, undelete=undelete, keep_new=keep_new)
-                    for k, v in group_by_key(versions).items())
+                    for k, v in by_key.items())
+    if versioning == "Suspended":
+        # With versioning suspended, copy_object and an unversioned delete_object write the version
+        # "null", replacing the one already there: that content would be gone for good.
+        at_risk = [a.key for a in actions if a.action in ("copy", "delete")
+                   and any(v.version_id == "null" and not v.is_delete_marker for v in by_key[a.key])]
+        if at_risk:
+            shown = ", ".join(at_risk[:5]) + (f" and {len(at_risk) - 5} more" if len(at_risk) > 5 else "")
+            raise UnsafePrecondition(
+                f"bucket {bucket} has versioning suspended: restoring {shown} would overwrite or remove its "
+                "null version for good",
+                f"re-enable versioning first: aws s3api put-bucket-versioning --bucket {bucket} "
+                "--versioning-configuration Status=Enabled", keys=at_risk)
     steps = [Step(id=f"key-{number}", action="s3.restore", target=f"s3://{bucket}", summary=action.describe(),
                   params={"bucket": bucket, **action.to_dict(), "size": action.size},
                   destructive=True)
@@ -442,7 +449,8 @@ def plan_assets(config: Config, store: S3Versions, *, bucket: str, key: str | No
         notes.append(f"{deleting} key(s) did not exist (or were deleted) at that time and get a delete marker; "
                      "no version is removed (undo with --undelete); --keep-new leaves keys created since alone")
     if versioning == "Suspended":
-        notes.append(f"bucket {bucket} has versioning suspended: a copy replaces the null version")
+        notes.append(f"bucket {bucket} has versioning suspended: a restored key's new version is 'null', which the "
+                     "next write replaces (re-enable versioning to keep it)")
     return AssetsPlan(Plan.of(f"restore {what} ({mode})", config.env_name, steps, notes), bucket, actions,
                       versioning)
 
@@ -530,11 +538,9 @@ def load_checkpoint_file(path: Path) -> list[Mapping[str, Any]]:
 def _checkpoint_resources(config: Config, checkpoint: Path | None) -> tuple[list[Mapping[str, Any]], str]:
     if checkpoint is not None:
         return load_checkpoint_file(checkpoint), str(checkpoint)
-    try:
-        from rollback.commands import infra_stack
-    except ImportError as exc:  # the stack half is not installed in this build
-        raise BadInput("cannot read the stack's checkpoint", "pass --checkpoint FILE (pulumi stack export)") from exc
-    source = infra_stack.open_source(config)
+    from rollback.commands.infra_stack import open_source
+
+    source = open_source(config)
     state = source.current()
     described = source.describe()
     where = str(described.get("url") or described.get("stack") or described.get("kind"))

@@ -28,13 +28,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from rollback.errors import BadInput, LockHeld, PulumiError, RollbackError, UnsafePrecondition
+from rollback.errors import (
+    BadInput,
+    LockHeld,
+    OperationFailed,
+    PulumiError,
+    RollbackError,
+    UnsafePrecondition,
+)
 from rollback.plan import Plan, Step
 from rollback.stackdiff import (
     ConfigValue,
     StackState,
     StackVersion,
     changed_config_keys,
+    config_value_from_history,
     diff_config,
     diff_states,
     shorten,
@@ -51,6 +59,7 @@ __all__ = [
     "CliSource",
     "HistorySource",
     "PreviewOptions",
+    "check_config_backup",
     "config_restore",
     "diff",
     "history",
@@ -314,26 +323,17 @@ def stack_config_file(config: Config) -> Path:
 
 
 def _file_digest(path: Path) -> str | None:
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
-
-
-def _yaml_value_to_config(value: Any) -> ConfigValue:
-    if isinstance(value, Mapping) and set(value) == {"secure"}:
-        return ConfigValue(None, True, str(value["secure"]))
-    if isinstance(value, str):
-        return ConfigValue(value)
-    if isinstance(value, bool):
-        return ConfigValue("true" if value else "false")
-    if isinstance(value, (int, float)):
-        return ConfigValue(str(value))
-    return ConfigValue(json.dumps(value, sort_keys=True, separators=(",", ":")))
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+    except OSError as exc:
+        raise OperationFailed(f"cannot read {path}: {exc.strerror}", "check the file's permissions") from exc
 
 
 def file_config(path: Path) -> dict[str, ConfigValue]:
     """The ``config:`` of ``Pulumi.<stack>.yaml`` as ConfigValues (secrets as ciphertext)."""
     from rollback.adapters.stack_config import read_stack_config
 
-    return {key: _yaml_value_to_config(value) for key, value in read_stack_config(path).items()}
+    return {key: config_value_from_history(value) for key, value in read_stack_config(path).items()}
 
 
 def _write_file_config(path: Path, target: Mapping[str, ConfigValue], current: Mapping[str, ConfigValue],
@@ -373,41 +373,79 @@ def _backup_dir(config: Config) -> Path:
     return config.resolve_path(".rollback/stack-config")
 
 
-def backup_stack_config(config: Config) -> Path:
-    """Copy ``Pulumi.<stack>.yaml`` (byte for byte) before it is rewritten; returns the backup."""
-    path = stack_config_file(config)
+def backup_stack_config(config: Config, path: Path | None = None) -> Path:
+    """Copy ``Pulumi.<stack>.yaml`` (or ``path``) byte for byte before it is rewritten; returns the backup."""
+    from rollback.adapters.stack_config import atomic_write
+
+    path = path or stack_config_file(config)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     directory = _backup_dir(config)
-    directory.mkdir(parents=True, exist_ok=True)
     backup = directory / f"{config.require_pulumi().stack}-{stamp}.yaml"
-    if path.exists():
-        shutil.copy2(path, backup)
-    else:
-        backup.write_text("", encoding="utf-8")
-    meta = {"stack": config.require_pulumi().stack, "path": str(path), "existed": path.exists(),
+    existed = path.exists()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if existed:
+            shutil.copy2(path, backup)
+        else:
+            backup.write_text("", encoding="utf-8")
+    except OSError as exc:
+        raise OperationFailed(f"cannot save a backup of {path.name} to {directory}: {exc.strerror}",
+                              "check that directory's permissions; nothing was changed") from exc
+    meta = {"stack": config.require_pulumi().stack, "path": str(path), "existed": existed,
             "sha256": _file_digest(path), "saved_at": stamp}
-    backup.with_suffix(".json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+    atomic_write(backup.with_suffix(".json"), json.dumps(meta, indent=2))
     return backup
 
 
+def check_config_backup(config: Config, backup: Path) -> dict[str, Any]:
+    """The metadata ``preview`` saved with a stack config backup; BadInput when ``backup`` is not one."""
+    stack = config.require_pulumi().stack
+    meta_path = backup.with_suffix(".json")
+    pick = f"pick one from {_backup_dir(config)}"
+    if not backup.is_file() or not meta_path.is_file():
+        raise BadInput(f"{backup} is not a stack config backup made by 'rollback infra preview'", pick)
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BadInput(f"cannot read {meta_path}, the metadata of backup {backup.name}: {exc.strerror}", pick) from exc
+    except ValueError as exc:
+        raise BadInput(f"{meta_path}, the metadata of backup {backup.name}, is not valid JSON", pick) from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("path"), str) or not meta["path"]:
+        raise BadInput(f"{meta_path}, the metadata of backup {backup.name}, does not name the file it saved", pick)
+    if meta.get("stack") != stack:
+        raise BadInput(f"{backup} belongs to stack {meta.get('stack')!r}, not {stack!r}",
+                       "pass --env for that stack's environment")
+    return meta
+
+
 def config_restore(config: Config, backup: Path) -> dict[str, Any]:
-    """Put back the stack config file saved by ``preview`` (undo an abandoned preview)."""
+    """Put back the stack config file saved by ``preview`` (undo an abandoned preview).
+
+    The file it overwrites is saved first, so that this restore can be undone in turn.
+    """
     from rollback.adapters.stack_config import atomic_write
 
-    meta_path = backup.with_suffix(".json")
-    if not backup.is_file() or not meta_path.is_file():
-        raise BadInput(f"{backup} is not a stack config backup made by 'rollback infra preview'",
-                       f"pick one from {_backup_dir(config)}")
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("stack") != config.require_pulumi().stack:
-        raise BadInput(f"{backup} belongs to stack {meta.get('stack')!r}, not {config.require_pulumi().stack!r}",
-                       "pass --env for that stack's environment")
+    meta = check_config_backup(config, backup)
     target = Path(meta["path"])
+    text = None
     if meta.get("existed"):
-        atomic_write(target, backup.read_text(encoding="utf-8"))
+        try:
+            text = backup.read_text(encoding="utf-8")
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise BadInput(f"cannot read backup {backup}: {reason}", f"pick another from {_backup_dir(config)}") \
+                from exc
+    saved = backup_stack_config(config, target)
+    if text is not None:
+        atomic_write(target, text)
     else:
-        target.unlink(missing_ok=True)
-    return {"stack": meta["stack"], "restored": str(target), "from": str(backup), "existed": meta.get("existed")}
+        try:
+            target.unlink(missing_ok=True)
+        except OSError as exc:
+            raise OperationFailed(f"cannot remove {target}: {exc.strerror}", "check the directory's permissions") \
+                from exc
+    return {"stack": meta["stack"], "restored": str(target), "from": str(backup), "existed": meta.get("existed"),
+            "backup": str(saved), "undo": f"rollback infra config-restore {shlex.quote(str(saved))}"}
 
 
 # --------------------------------------------------------------------------- preview
@@ -557,17 +595,35 @@ def _program_dir(config: Config) -> Path:
 
 def _write_sidecar(config: Config, plan_file: Path, target: StackVersion, mode: str,
                    summary: Mapping[str, Any] | None) -> Path:
+    """Record what the plan at ``plan_file`` was previewed for, next to it.
+
+    In ``cli`` mode the plan exists and its digest is recorded, so that restore applies exactly
+    that file. Offline, the plan is made later by the user's ``pulumi preview --save-plan``: a plan
+    left at that path by an earlier preview (perhaps already applied) is removed, so that whatever
+    plan restore finds there was made after this preview.
+    """
+    from rollback.adapters.stack_config import atomic_write
+
     sidecar = Path(str(plan_file) + SIDECAR_SUFFIX)
-    sidecar.parent.mkdir(parents=True, exist_ok=True)
-    sidecar.write_text(json.dumps({
+    if mode == "offline":
+        try:
+            plan_file.unlink(missing_ok=True)
+        except OSError as exc:
+            raise OperationFailed(f"cannot remove the earlier plan file {plan_file}: {exc.strerror}",
+                                  "remove it by hand, then preview again") from exc
+        plan_digest = None
+    else:
+        plan_digest = _file_digest(plan_file)
+    atomic_write(sidecar, json.dumps({
         "stack": config.require_pulumi().stack,
         "env": config.env_name,
         "version": target.version,
         "mode": mode,
+        "plan_sha256": plan_digest,
         "config_sha256": _file_digest(stack_config_file(config)),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "change_summary": dict(summary or {}),
-    }, indent=2), encoding="utf-8")
+    }, indent=2))
     return sidecar
 
 
@@ -608,7 +664,11 @@ def preview_handlers(config: Config, context: dict[str, Any]) -> dict[str, Handl
         if ctx.dry_run:
             return {"would_run": f"pulumi preview --diff --save-plan {options.plan_file}"}
         stack: PulumiStack = context["source"].stack
-        options.plan_file.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            options.plan_file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OperationFailed(f"cannot create {options.plan_file.parent}: {exc.strerror}",
+                                  "pass --plan-file in a writable directory") from exc
         result = stack.preview(options.plan_file,
                                message=options.message or f"rollback: preview of version {target.version}")
         context["preview"] = result
@@ -676,10 +736,15 @@ def _read_sidecar(plan_file: Path) -> dict[str, Any]:
         raise UnsafePrecondition(f"plan file {plan_file} was not saved by 'rollback infra preview' "
                                  f"({sidecar.name} is missing)",
                                  "run 'rollback infra preview --to VERSION --plan-file FILE' first")
+    again = "run 'rollback infra preview --to VERSION --plan-file FILE' again"
     try:
-        data: dict[str, Any] = json.loads(sidecar.read_text(encoding="utf-8"))
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BadInput(f"cannot read {sidecar}: {exc.strerror}", again) from exc
     except ValueError as exc:
-        raise UnsafePrecondition(f"{sidecar} is not valid JSON", "run the preview again") from exc
+        raise BadInput(f"{sidecar} is not valid JSON", again) from exc
+    if not isinstance(data, dict):
+        raise BadInput(f"{sidecar} is not a preview record (a JSON object)", again)
     return data
 
 
@@ -696,14 +761,24 @@ def check_restore(config: Config, version: int, plan_file: Path, *,
                                  f"not {version}",
                                  f"run 'rollback infra preview --to {version} --plan-file {plan_file}' first")
     if meta.get("applied"):
-        applied = meta["applied"]
+        applied = meta["applied"] if isinstance(meta["applied"], dict) else {}
         raise UnsafePrecondition(f"plan file {plan_file} was already applied (run {applied.get('run')} at "
                                  f"{applied.get('at')})",
                                  f"run 'rollback infra preview --to {version} --plan-file {plan_file}' for a new plan")
+    preview_again = f"run 'rollback infra preview --to {version} --plan-file {plan_file}' again"
+    # Offline, no plan exists at preview time (any earlier one at that path was removed then), so
+    # only an offline sidecar may lack the digest; any other without one predates it: preview again.
+    offline = meta.get("mode") == "offline" and "plan_sha256" in meta
+    recorded = meta.get("plan_sha256")
+    if recorded is None and not offline:
+        raise UnsafePrecondition(f"plan file {plan_file} has no recorded digest, so it cannot be tied to a preview",
+                                 preview_again)
+    if recorded is not None and recorded != _file_digest(plan_file):
+        raise UnsafePrecondition(f"the plan file {plan_file.name} changed since the preview", preview_again)
     digest = _file_digest(stack_config_file(config))
     if meta.get("config_sha256") != digest:
         raise UnsafePrecondition(f"the stack config changed since the preview ({stack_config_file(config).name})",
-                                 f"run 'rollback infra preview --to {version} --plan-file {plan_file}' again")
+                                 preview_again)
     backend = _backend_source(config)
     if backend is not None:
         locks = backend.locks()
@@ -742,6 +817,14 @@ def restore_plan(config: Config, version: int, plan_file: Path) -> Plan:
                    [f"applies exactly the plan saved by the preview: {plan_file}"])
 
 
+def _mark_applied(plan_file: Path, applied: Mapping[str, Any]) -> None:
+    from rollback.adapters.stack_config import atomic_write
+
+    meta = _read_sidecar(plan_file)
+    meta["applied"] = dict(applied)
+    atomic_write(Path(str(plan_file) + SIDECAR_SUFFIX), json.dumps(meta, indent=2))
+
+
 def restore_handlers(config: Config) -> dict[str, Handler]:
     from rollback.adapters.pulumi import cli_available
 
@@ -758,12 +841,18 @@ def restore_handlers(config: Config) -> dict[str, Handler]:
         stack = _cli_stack(config)
         result = stack.up(plan_file, message=f"rollback: restore version {step.params['version']}")
         # A plan is applied once: mark it so that a second restore asks for a new preview.
-        sidecar = Path(str(plan_file) + SIDECAR_SUFFIX)
-        meta = json.loads(sidecar.read_text(encoding="utf-8"))
-        meta["applied"] = {"run": ctx.journal.run_id if ctx.journal else None,
-                           "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "result": result.result}
-        sidecar.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-        return result.to_dict()
+        applied = {"run": ctx.journal.run_id if ctx.journal else None,
+                   "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "result": result.result}
+        document = result.to_dict()
+        try:
+            _mark_applied(plan_file, applied)
+        except RollbackError as exc:
+            # The update succeeded: failing to record that must not turn it into a failed step.
+            warning = (f"the stack was updated, but marking {plan_file.name} as applied failed: {exc.message}; "
+                       f"do not apply this plan again (delete {plan_file} and its {SIDECAR_SUFFIX} file)")
+            ctx.note(f"warning: {warning}", level="warning")
+            document["warning"] = warning
+        return document
 
     return {"infra.check": check, "infra.up": up}
 

@@ -230,3 +230,46 @@ def test_bucket_option_overrides_config(aws: Callable[[str], Any], edge_stack: C
                      "--config", str(proj.config))
     assert result.code == 0, result.err
     assert _body(s3, stack.bucket, "x.txt") == "1"
+
+
+def test_suspended_versioning_refuses_to_replace_a_null_version(aws: Callable[[str], Any],
+                                                                bucket: tuple[str, Project], run_cli: Any) -> None:
+    name, proj = bucket
+    s3 = aws("s3")
+
+    def versioning(status: str) -> None:
+        s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": status})
+
+    versioning("Suspended")
+    s3.put_object(Bucket=name, Key="index.html", Body=b"only copy of this")  # version "null"
+    versioning("Enabled")
+    good = _put(s3, name, "index.html", "good")
+    _put(s3, name, "index.html", "bad")
+    moment = _next_second()
+    versioning("Suspended")
+    s3.put_object(Bucket=name, Key="new.html", Body=b"created while suspended")  # version "null"
+    nulls = [v["Key"] for v in s3.list_object_versions(Bucket=name)["Versions"] if v["VersionId"] == "null"]
+    assert sorted(nulls) == ["index.html", "new.html"]
+    for args in (("--key", "index.html", "--to-version", good),  # a copy would replace the null version
+                 ("--key", "new.html", "--before", moment.isoformat())):  # a delete would remove it
+        result = run_cli(*ASSETS, *args, "--yes", "--config", str(proj.config))
+        assert result.code == 4, result.err
+        assert len(result.err.strip().splitlines()) == 1 and "Traceback" not in result.err
+        assert "versioning suspended" in result.err and "null version for good" in result.err
+        assert f"aws s3api put-bucket-versioning --bucket {name} --versioning-configuration Status=Enabled" \
+            in result.err
+    assert _body(s3, name, "new.html") == "created while suspended"
+    assert len(s3.list_object_versions(Bucket=name)["Versions"]) == 4
+
+
+def test_suspended_versioning_plans_a_restore_when_no_null_version_is_at_stake(
+        aws: Callable[[str], Any], bucket: tuple[str, Project], run_cli: Any) -> None:
+    name, proj = bucket
+    s3 = aws("s3")
+    good = _put(s3, name, "app.js", "good")
+    _put(s3, name, "app.js", "bad")
+    s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Suspended"})
+    result = run_cli(*ASSETS, "--key", "app.js", "--to-version", good, "--dry-run", "--json",
+                     "--config", str(proj.config))
+    assert result.code == 0, result.err
+    assert [a["action"] for a in result.json()["actions"]] == ["copy"]

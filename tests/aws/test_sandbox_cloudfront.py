@@ -95,9 +95,15 @@ def test_missing_if_match_is_rejected(aws: Callable[[str], Any], edge_stack: Cal
     stack = edge_stack()
     cf = aws("cloudfront")
     config = cf.get_distribution_config(Id=stack.distribution_id)["DistributionConfig"]
+    for if_match in ({"IfMatch": ""}, {}):  # empty, and left out altogether
+        with pytest.raises(ClientError) as caught:
+            cf.update_distribution(Id=stack.distribution_id, DistributionConfig=config, **if_match)
+        assert caught.value.response["Error"]["Code"] == "InvalidIfMatchVersion"
+        assert caught.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
     with pytest.raises(ClientError) as caught:
-        cf.update_distribution(Id=stack.distribution_id, IfMatch="", DistributionConfig=config)
+        cf.delete_distribution(Id=stack.distribution_id)
     assert caught.value.response["Error"]["Code"] == "InvalidIfMatchVersion"
+    assert cf.get_distribution(Id=stack.distribution_id)["Distribution"]["Id"] == stack.distribution_id
 
 
 def test_unversioned_lambda_arn_is_rejected(aws: Callable[[str], Any], edge_stack: Callable[..., EdgeStack]) -> None:

@@ -153,7 +153,7 @@ def test_journal_list_and_show(run_cli: RunCli, tmp_path: Path, monkeypatch: pyt
     runs = listed.json()["runs"]
     assert runs[0]["run"] == journal.run_id and runs[0]["status"] == "succeeded"
 
-    shown = run_cli("journal", "show", journal.run_id[:18], "--json")
+    shown = run_cli("journal", "show", journal.run_id[:22], "--json")
     assert shown.code == 0
     assert shown.json()["last_completed_step"] == "two"
     human = run_cli("journal", "show", "last")

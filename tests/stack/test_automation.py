@@ -204,7 +204,7 @@ def test_failed_preview_names_the_undo_command(stack_env: StackEnv, fake_pulumi:
     undo = result.err.split("to put the previous stack config back: ", 1)[1].strip().rstrip(")")
     assert undo.startswith("rollback infra config-restore ")
     assert stack_env.stack_file.read_text() != before
-    assert run_cli(*undo.split()[1:]).code == 0
+    assert run_cli(*undo.split()[1:], "--yes").code == 0
     assert stack_env.stack_file.read_text() == before
 
 
@@ -216,3 +216,69 @@ def test_backend_version_numbers_are_kept_when_the_backend_has_them(
     document = result.json()
     assert [v["version"] for v in document["versions"]] == [1, 2, 3, 4, 5]
     assert document["numbered_locally"] is False and document["notes"] == []
+
+
+def test_restore_refuses_a_plan_file_changed_since_the_preview(stack_env: StackEnv, fake_pulumi: FakePulumi,
+                                                               run_cli: RunCli) -> None:
+    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    plan = stack_env.root / "v3.plan.json"
+    sidecar = Path(f"{plan}.rollback.json")
+    assert json.loads(sidecar.read_text())["plan_sha256"]
+    plan.write_text(plan.read_text() + " ")  # another plan saved at the same path
+    result = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
+    assert result.code == 4, result.err
+    assert "the plan file v3.plan.json changed since the preview" in result.err
+    assert "rollback infra preview --to 3" in result.err
+    assert _sub(fake_pulumi.calls(), "up") == []
+
+
+def test_restore_refuses_a_sidecar_without_a_plan_digest(stack_env: StackEnv, fake_pulumi: FakePulumi,
+                                                         run_cli: RunCli) -> None:
+    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    sidecar = stack_env.root / "v3.plan.json.rollback.json"
+    meta = json.loads(sidecar.read_text())
+    del meta["plan_sha256"]  # as an earlier rollback wrote it
+    sidecar.write_text(json.dumps(meta))
+    result = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
+    assert result.code == 4 and "has no recorded digest" in result.err
+    assert _sub(fake_pulumi.calls(), "up") == []
+
+
+def test_offline_preview_removes_an_applied_plan_at_the_same_path(stack_env: StackEnv, fake_pulumi: FakePulumi,
+                                                                  run_cli: RunCli) -> None:
+    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes").code == 0
+    offline = run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json", "--offline")
+    assert offline.code == 0, offline.err
+    assert not (stack_env.root / "v3.plan.json").exists()  # the applied plan cannot pass for a new one
+    again = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
+    assert again.code == 4 and "does not exist" in again.err
+    assert len(_sub(fake_pulumi.calls(), "up")) == 1
+    # The plan the user then saves with 'pulumi preview --save-plan' is accepted.
+    (stack_env.root / "v3.plan.json").write_text("{}")
+    fresh = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes", "--dry-run")
+    assert fresh.code == 0, fresh.err
+
+
+def test_restore_that_cannot_mark_the_plan_applied_still_succeeds_with_a_warning(
+        stack_env: StackEnv, fake_pulumi: FakePulumi, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import rollback.adapters.stack_config as stack_config
+
+    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    real_write = stack_config.atomic_write
+
+    def full_disk(path: Path, text: str) -> None:
+        if path.name.endswith(".rollback.json"):
+            raise stack_config.StackConfigError(f"cannot write {path}: No space left on device")
+        real_write(path, text)
+
+    monkeypatch.setattr(stack_config, "atomic_write", full_disk)
+    result = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
+    assert result.code == 0, result.err
+    assert "restored version 3: succeeded" in result.out
+    assert "warning: the stack was updated, but marking v3.plan.json as applied failed" in result.err
+    assert len(_sub(fake_pulumi.calls(), "up")) == 1
+    run_id = result.out.strip().rsplit("run ", 1)[1]
+    journal = run_cli("journal", "show", run_id, "--json").json()
+    assert journal["status"] == "succeeded"
+    assert "marking v3.plan.json as applied failed" in json.dumps(journal)

@@ -110,10 +110,12 @@ def test_offline_preview_writes_the_earlier_config_keeping_comments(stack_env: S
     # The one command named in the output puts the previous config back, byte for byte.
     undo = next(line for line in out.splitlines() if "rollback infra config-restore" in line)
     backup = undo.split("config-restore ", 1)[1].strip()
-    restored = run_cli("infra", "config-restore", backup)
+    restored = run_cli("infra", "config-restore", backup, "--yes")
     assert restored.code == 0, restored.err
     assert stack_env.stack_file.read_text() == before
-    journaled = run_cli("journal", "show", "last", "--json").json()
+    # By id: 'last' orders runs by their second-resolution id, so it may pick the preview's run.
+    run_id = restored.out.split("[run ", 1)[1].split("]", 1)[0]
+    journaled = run_cli("journal", "show", run_id, "--json").json()
     assert "config-restore" in journaled["command"] and journaled["status"] == "succeeded"
 
 
@@ -231,3 +233,63 @@ def test_config_restore_refuses_what_preview_did_not_save(stack_env: StackEnv, r
         assert result.err.startswith("error: ") and len(result.err.strip().splitlines()) == 1
         assert message in result.err
     assert stack_env.stack_file.read_text() == before
+
+
+def _offline_backup(run_cli: RunCli, version: str = "3") -> Path:
+    preview = run_cli("infra", "preview", "--to", version, "--offline", "--plan-file", "v.plan.json", "--json")
+    assert preview.code == 0, preview.err
+    return Path(preview.json()["undo"].split("config-restore ", 1)[1])
+
+
+def test_config_restore_asks_first_and_saves_what_it_overwrites(stack_env: StackEnv, run_cli: RunCli) -> None:
+    original = stack_env.stack_file.read_text()
+    backup = _offline_backup(run_cli)
+    pinned = stack_env.stack_file.read_text()
+    assert pinned != original
+    refused = run_cli("infra", "config-restore", str(backup))
+    assert refused.code == 4, refused.err
+    assert "without confirmation" in refused.err and len(refused.err.strip().splitlines()) == 1
+    assert stack_env.stack_file.read_text() == pinned
+    dry = run_cli("infra", "config-restore", str(backup), "--dry-run")
+    assert dry.code == 0, dry.err
+    assert "dry run: nothing was written" in dry.out and str(stack_env.stack_file) in dry.out
+    assert stack_env.stack_file.read_text() == pinned
+    restored = run_cli("infra", "config-restore", str(backup), "--yes", "--json")
+    assert restored.code == 0, restored.err
+    document = restored.json()
+    assert stack_env.stack_file.read_text() == original
+    # What it overwrote was saved first, and the named command puts that back in turn.
+    assert Path(document["backup"]).read_text() == pinned
+    assert document["undo"] == f"rollback infra config-restore {document['backup']}"
+    again = run_cli(*document["undo"].split()[1:], "--yes")
+    assert again.code == 0, again.err
+    assert "to put it back: rollback infra config-restore " in again.out
+    assert stack_env.stack_file.read_text() == pinned
+
+
+@pytest.mark.parametrize("metadata", ["{not json", "[]", '{"stack": "staging"}', '{"stack": "staging", "path": 7}'])
+def test_config_restore_with_corrupt_backup_metadata_is_one_line(stack_env: StackEnv, run_cli: RunCli,
+                                                                 metadata: str) -> None:
+    backup = _offline_backup(run_cli)
+    before = stack_env.stack_file.read_text()
+    backup.with_suffix(".json").write_text(metadata)
+    result = run_cli("infra", "config-restore", str(backup), "--yes")
+    assert result.code == 2, result.err
+    assert result.err.startswith("error: ") and len(result.err.strip().splitlines()) == 1
+    assert "Traceback" not in result.err and "metadata of backup" in result.err
+    assert stack_env.stack_file.read_text() == before
+
+
+@pytest.mark.parametrize("sidecar", ["{not json", "[1, 2]", b"\xff\xfe"])
+def test_restore_with_a_corrupt_sidecar_is_one_line(stack_env: StackEnv, run_cli: RunCli,
+                                                    sidecar: str | bytes) -> None:
+    Path("v.plan.json").write_text("{}")
+    path = Path("v.plan.json.rollback.json")
+    if isinstance(sidecar, bytes):
+        path.write_bytes(sidecar)
+    else:
+        path.write_text(sidecar)
+    result = run_cli("infra", "restore", "--to", "3", "--plan-file", "v.plan.json", "--yes")
+    assert result.code == 2, result.err
+    assert result.err.startswith("error: ") and len(result.err.strip().splitlines()) == 1
+    assert "Traceback" not in result.err and "v.plan.json.rollback.json" in result.err

@@ -128,7 +128,8 @@ def test_list_and_find_runs(tmp_path: Path) -> None:
     runs = list_runs(tmp_path)
     assert {r.run_id for r in runs} == {first.run_id, second.run_id}
     assert find_run(tmp_path, first.run_id).started["command"] == "one"
-    assert find_run(tmp_path, "last").run_id == max(first.run_id, second.run_id)
+    assert find_run(tmp_path, "last").run_id == second.run_id  # ids order by start time, to the microsecond
+    assert [r.run_id for r in runs] == [second.run_id, first.run_id]
     with pytest.raises(BadInput, match="no run"):
         find_run(tmp_path, "nope")
     with pytest.raises(BadInput, match="no runs journaled"):

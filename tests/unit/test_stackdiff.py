@@ -53,6 +53,9 @@ def test_format_path(parts: list[Any], expected: str) -> None:
     ({"a": 1}, {"a": "1"}, [("a", 1, "1", False)]),
     ({"code": ASSET}, {"code": {**ASSET, "hash": "def"}}, [("code.hash", "abc", "def", False)]),
     ({"n": {"inner": SECRET}}, {"n": {"inner": SECRET}, "m": {"s": SECRET}}, [("m", None, {"s": SECRET_MASK}, False)]),
+    ({}, {"p": SECRET}, [("p", None, SECRET_MASK, True)]),
+    ({"p": SECRET}, {}, [("p", SECRET_MASK, None, True)]),
+    ({"a": [SECRET]}, {"a": []}, [("a[0]", SECRET_MASK, None, True)]),
 ])
 def test_diff_properties(old: Any, new: Any, expected: list[tuple[str, Any, Any, bool]]) -> None:
     changes = diff_properties(old, new)
@@ -144,6 +147,15 @@ def test_config_values_never_show_secrets() -> None:
     ("7", "7", False, None),
     ({"secure": "djE6YWJj"}, None, True, "djE6YWJj"),
     (["/api/*", "/auth/*"], '["/api/*","/auth/*"]', False, None),
+    # As Pulumi reads it, only an object whose one key is "secure" is a secret; any other is an object value.
+    ({"secure": "x", "note": "y"}, '{"note":"y","secure":"x"}', False, None),
+    # Values as a Pulumi.<stack>.yaml file holds them (the stack file reader uses this function too).
+    (True, "true", False, None),
+    (False, "false", False, None),
+    (42, "42", False, None),
+    (1.5, "1.5", False, None),
+    (None, "null", False, None),
+    ({"b": 1, "a": [True]}, '{"a":[true],"b":1}', False, None),
 ])
 def test_config_value_from_history(raw: Any, value: str | None, secret: bool, ciphertext: str | None) -> None:
     parsed = config_value_from_history(raw)
