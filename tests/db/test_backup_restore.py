@@ -29,6 +29,16 @@ def take_backup(run_cli: RunCli) -> dict[str, Any]:
     return backup
 
 
+def overstate_user_rows(backup: dict[str, Any]) -> None:
+    """Make the manifest claim 301 "User" rows where the dump holds 300: the count check must fail."""
+    manifest_path = Path(backup["manifest_path"])
+    manifest = json.loads(manifest_path.read_text())
+    for table in manifest["tables"]:
+        if table["name"] == "User":
+            table["rows"] = 301
+    manifest_path.write_text(json.dumps(manifest))
+
+
 def one_line_error(result: CliResult, code: int, *needles: str) -> None:
     assert result.code == code, (result.code, result.out, result.err)
     assert "Traceback" not in result.err
@@ -228,12 +238,7 @@ def test_a_partial_copy_that_cannot_be_dropped_is_named(live_db: LiveDb, monkeyp
 
 def test_a_failed_count_check_keeps_the_live_database(run_cli: RunCli, live_db: LiveDb) -> None:
     backup = take_backup(run_cli)
-    manifest_path = Path(backup["manifest_path"])
-    manifest = json.loads(manifest_path.read_text())
-    for table in manifest["tables"]:
-        if table["name"] == "User":
-            table["rows"] = 301  # the manifest says more than the dump holds
-    manifest_path.write_text(json.dumps(manifest))
+    overstate_user_rows(backup)
     result = run_cli("db", "restore", backup["name"], "--swap", "--yes")
     one_line_error(result, 3, "do not match", "User: 300 rows, backup had 301", "untouched")
     assert live_db.scalar(f"SELECT count(*) FROM pg_database WHERE datname = '{live_db.name}'") == 1
@@ -458,12 +463,7 @@ def test_a_failing_parallel_load_drops_the_copy_and_keeps_the_live_database(
 
 def test_a_failed_count_check_after_in_place_names_the_emergency_backup(run_cli: RunCli, live_db: LiveDb) -> None:
     backup = take_backup(run_cli)
-    manifest_path = Path(backup["manifest_path"])
-    manifest = json.loads(manifest_path.read_text())
-    for table in manifest["tables"]:
-        if table["name"] == "User":
-            table["rows"] = 301
-    manifest_path.write_text(json.dumps(manifest))
+    overstate_user_rows(backup)
     result = run_cli("db", "restore", backup["name"], "--in-place", "--yes")
     emergency = [b["name"] for b in run_cli("db", "backups", "--json").json()["backups"] if b["kind"] == "emergency"]
     assert len(emergency) == 1
@@ -514,12 +514,7 @@ def test_swap_refuses_a_copy_whose_counts_failed_or_were_never_checked(run_cli: 
     result = run_cli("db", "swap", unchecked, "--yes")
     one_line_error(result, 4, f"the row counts of {unchecked} were not checked", "nothing was changed")
     backup = take_backup(run_cli)
-    manifest_path = Path(backup["manifest_path"])
-    manifest = json.loads(manifest_path.read_text())
-    for table in manifest["tables"]:
-        if table["name"] == "User":
-            table["rows"] = 301
-    manifest_path.write_text(json.dumps(manifest))
+    overstate_user_rows(backup)
     failed = run_cli("db", "restore", backup["name"], "--yes", "--skip-emergency-backup", "--reason", "test")
     assert failed.code == 3, failed.err
     mismatched = [d for d in live_db.databases() if "_restore_" in d and d != unchecked]
