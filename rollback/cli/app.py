@@ -62,7 +62,7 @@ def _run_change(app_ctx: AppContext, planned: AppPlan, step_handlers: dict[str, 
             _show_plan(app_ctx, planned, dry_run)
         confirm(f"{planned.plan.title}: go ahead?", yes=yes, action=action)
     # The CLI's main() closes (and finishes, on an error) any journal left open, releasing the run lock.
-    journal = None if dry_run else app_ctx.start_journal(dry_run=False)
+    journal = app_ctx.journal_unless(dry_run)
     document = commands.apply(planned, step_handlers, journal=journal, dry_run=dry_run, progress=say)
     emit(app_ctx, document, lambda: human(document))
 

@@ -56,7 +56,7 @@ def _apply(app: AppContext, plan: Plan, *, dry_run: bool, yes: bool, action: str
     _show_plan(app, plan)
     if not dry_run and (plan.is_destructive or confirm_always):
         confirm(f"{action}?", yes=yes, action=action)
-    journal = None if dry_run else app.start_journal(dry_run=False)
+    journal = app.journal_unless(dry_run)
     return commands.run(app.config(), plan, journal=journal, dry_run=dry_run, progress=_progress(),
                         handlers=handlers)
 

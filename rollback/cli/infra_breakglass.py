@@ -36,7 +36,7 @@ def _run(app: AppContext, plan: Plan, handlers: Any, *, dry_run: bool, yes: bool
     _show_plan(plan, dry_run=dry_run)
     if not dry_run and plan.is_destructive:
         confirm(f"{action}?", yes=yes, action=action)
-    journal = None if dry_run else app.start_journal(dry_run=False, **details)
+    journal = app.journal_unless(dry_run, **details)
     try:
         return execute(plan, handlers, journal=journal, dry_run=dry_run, progress=lambda m: say(f"  {m}"))
     finally:

@@ -161,7 +161,7 @@ def preview_command(app: AppContext, to_version: int, plan_file: Path | None, of
     options = commands.PreviewOptions(to_version, (plan_file or commands.default_plan_file(config, to_version))
                                       .resolve(), offline, message)
     plan, context = commands.preview_plan(config, options)
-    journal = None if dry_run else app.start_journal(dry_run=False, version=to_version)
+    journal = app.journal_unless(dry_run, version=to_version)
     outcome = execute(plan, commands.preview_handlers(config, context), journal=journal, dry_run=dry_run,
                       progress=None if app.json else (lambda m: say(m)))
     report = commands.preview_report(config, context, {"dry_run": dry_run, "run": outcome.run_id})
@@ -233,7 +233,7 @@ def restore_command(app: AppContext, to_version: int, plan_file: Path, yes: bool
         commands.check_restore(config, to_version, plan_file)  # refuse before asking
         confirm(f"Apply {plan_file.name} to stack {config.require_pulumi().stack}?",
                 yes=yes, action=f"restore version {to_version}")
-    journal = None if dry_run else app.start_journal(dry_run=False, version=to_version, plan_file=str(plan_file))
+    journal = app.journal_unless(dry_run, version=to_version, plan_file=str(plan_file))
     outcome = execute(plan, commands.restore_handlers(config), journal=journal, dry_run=dry_run,
                       progress=None if app.json else (lambda m: say(m)))
     document = outcome.to_dict()
@@ -284,7 +284,7 @@ def config_restore_command(app: AppContext, backup: Path, yes: bool, dry_run: bo
         return commands.config_restore(config, backup)
 
     result = execute(Plan.of("restore stack config", config.env_name, [step]), {step.action: restore},
-                     journal=None if dry_run else app.start_journal(), dry_run=dry_run)
+                     journal=app.journal_unless(dry_run), dry_run=dry_run)
     document = {"dry_run": dry_run, **result.result_of("restore")}
 
     def human() -> None:

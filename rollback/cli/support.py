@@ -75,14 +75,19 @@ class AppContext:
             return journal if journal.is_absolute() else path.parent / journal
         return Path.cwd() / ".rollback" / "runs"
 
-    def start_journal(self, *, dry_run: bool = False, **details: Any) -> Journal:
+    def start_journal(self, **details: Any) -> Journal:
+        """Open the run's journal, taking the environment's run lock."""
         from rollback.journal import Journal
 
         config = self.config()
         journal = Journal.start(config.journal_dir, command=["rollback", *self.argv], env=config.env_name,
-                                dry_run=dry_run, details=details, lock=not dry_run)
+                                details=details, lock=True)
         self.journals.append(journal)
         return journal
+
+    def journal_unless(self, dry_run: bool, **details: Any) -> Journal | None:
+        """The journal of a real run; ``None`` for a dry run, which changes nothing and is not journaled."""
+        return None if dry_run else self.start_journal(**details)
 
     def close_journals(self, status: str, exit_code: int, error: str | None = None) -> None:
         """Close every journal this invocation opened; one left open is finished with the outcome.
