@@ -48,6 +48,7 @@ __all__ = [
     "find_config_file",
     "load_config",
     "load_settings",
+    "resolve_journal_dir",
 ]
 
 CONFIG_FILENAME = "rollback.toml"
@@ -195,8 +196,7 @@ class Config:
 
     @property
     def journal_dir(self) -> Path:
-        override = self.environ.get("ROLLBACK_JOURNAL_DIR")
-        return Path(override) if override else self.resolve_path(self.settings.journal.dir)
+        return _journal_dir(self.path, self.settings, self.environ)
 
     @property
     def backups_dir(self) -> Path:
@@ -437,6 +437,33 @@ def load_settings(path: Path) -> Settings:
         return Settings.model_validate(data)
     except ValidationError as exc:
         raise _format_validation(exc, text, path) from None
+
+
+def _journal_dir(config_file: Path, settings: Settings, environ: Mapping[str, str]) -> Path:
+    override = environ.get("ROLLBACK_JOURNAL_DIR")
+    if override:
+        return Path(override)
+    journal = Path(settings.journal.dir).expanduser()
+    return journal if journal.is_absolute() else config_file.parent / journal
+
+
+def resolve_journal_dir(
+    config_path: str | os.PathLike[str] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> Path:
+    """The journal directory without selecting an environment, so that the
+    journal commands work with no config file at all (``./.rollback/runs``)."""
+    environ = dict(os.environ) if environ is None else environ
+    if environ.get("ROLLBACK_JOURNAL_DIR"):
+        return Path(environ["ROLLBACK_JOURNAL_DIR"])
+    if not (config_path or environ.get("ROLLBACK_CONFIG")):
+        found = find_config_file(cwd)
+        if found is None:
+            return (cwd or Path.cwd()) / ".rollback" / "runs"
+    path = _locate(config_path, environ, cwd).resolve()
+    return _journal_dir(path, load_settings(path), environ)
 
 
 def load_config(

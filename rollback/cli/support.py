@@ -59,21 +59,9 @@ class AppContext:
 
     def journal_dir(self) -> Path:
         """The journal directory, even without a config file (for ``journal list``)."""
-        import os
+        from rollback.config import resolve_journal_dir
 
-        from rollback.config import find_config_file
-
-        if os.environ.get("ROLLBACK_JOURNAL_DIR"):
-            return Path(os.environ["ROLLBACK_JOURNAL_DIR"])
-        if self.config_path or os.environ.get("ROLLBACK_CONFIG") or find_config_file():
-            from rollback.config import load_settings
-
-            path = Path(self.config_path or os.environ.get("ROLLBACK_CONFIG") or find_config_file() or "")
-            path = path.expanduser().resolve()
-            settings = load_settings(path)
-            journal = Path(settings.journal.dir).expanduser()
-            return journal if journal.is_absolute() else path.parent / journal
-        return Path.cwd() / ".rollback" / "runs"
+        return resolve_journal_dir(self.config_path)
 
     def start_journal(self, **details: Any) -> Journal:
         """Open the run's journal, taking the environment's run lock."""

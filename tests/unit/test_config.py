@@ -156,3 +156,16 @@ def test_a_token_that_cannot_be_a_header_is_bad_input_and_never_echoed(write_con
     with pytest.raises(BadInput, match="VERCEL_TOKEN holds characters") as info:
         config.vercel_token()
     assert token.strip() not in info.value.one_line()
+
+
+def test_journal_dir_without_selecting_an_environment(write_config: Callable[..., Path], tmp_path: Path) -> None:
+    from rollback.config import resolve_journal_dir
+
+    empty = tmp_path / "elsewhere"
+    empty.mkdir()
+    assert resolve_journal_dir(environ={}, cwd=empty) == empty / ".rollback" / "runs"
+    path = write_config(VALID, journal_dir="journals")  # two envs, no default: still fine here
+    assert resolve_journal_dir(environ={}, cwd=tmp_path) == path.parent.resolve() / "journals"
+    assert resolve_journal_dir(path, environ={"ROLLBACK_JOURNAL_DIR": "/j"}) == Path("/j")
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_journal_dir(tmp_path / "missing.toml", environ={})
