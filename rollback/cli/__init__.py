@@ -39,8 +39,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "journal": ("rollback.cli.journal_cmd:journal", "Setup"),
     "db": ("rollback.cli.db:db", "Layers"),
     "infra": ("rollback.cli.infra:infra", "Layers"),
+    "sandbox": ("rollback.cli.sandbox_cmd:sandbox", "Practice"),
 }
-SECTIONS = ("Layers", "Incident", "Setup")
+SECTIONS = ("Layers", "Incident", "Setup", "Practice")
 
 
 class LazyGroup(click.Group):
