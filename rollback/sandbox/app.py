@@ -16,12 +16,12 @@ a rollback changes what it answers:
 **The monitor** plays CloudWatch's part, which moto does not (moto stores
 datapoints but never evaluates an alarm). Every ``--interval`` seconds it
 sends a few synthetic requests to the app itself, measures the error rate and
-p95 latency of everything the app answered in the last ``--window`` seconds,
-looks at the edge and assets layers, publishes the datapoints the rollback
-alarms watch (``AWS/CloudFront`` ``5xxErrorRate``, ``OriginLatency``,
-``CacheHitRate``, ``Requests``, ``LambdaExecutionError``,
-``LambdaValidationError``; ``AWS/RDS`` ``DatabaseConnections``,
-``FreeStorageSpace``) and sets each alarm to ALARM or OK from them, so alarms
+p95 latency of every request to the app that started within a ``--window``
+seconds long window (ending once the slowest could have finished), looks at
+the edge and assets layers, publishes the datapoints the rollback alarms watch
+(``AWS/CloudFront`` ``5xxErrorRate``, ``OriginLatency``, ``CacheHitRate``,
+``Requests``, ``LambdaExecutionError``, ``LambdaValidationError``; ``AWS/RDS``
+``DatabaseConnections``, ``FreeStorageSpace``) and sets each alarm to ALARM or OK from them, so alarms
 clear within seconds of a rollback. Each layer is observable:
 
 - app: the bad deployment's 500s and slow answers -> ``5xxErrorRate``/``OriginLatency``;
@@ -128,12 +128,16 @@ class AppServer:
             self._cached = (time.monotonic(), found)
         return found
 
-    def record(self, status: int, seconds: float) -> None:
-        self.answered.append((time.monotonic(), status, seconds))
+    def record(self, started: float, status: int, seconds: float) -> None:
+        self.answered.append((started, status, seconds))
 
-    def measure(self, window: float) -> Measurement:
-        since = time.monotonic() - window
-        recent = [item for item in list(self.answered) if item[0] >= since]
+    def measure(self, window: float, *, settle: float = 0.0, since: float = 0.0) -> Measurement:
+        """The requests that *started* in the ``window`` seconds before ``settle`` seconds ago (and not
+        before ``since``): a slow request is counted with the fast ones sent at the same time, once it
+        has had ``settle`` seconds to finish."""
+        end = time.monotonic() - settle
+        begin = max(since, end - window)
+        recent = [item for item in list(self.answered) if begin <= item[0] < end]
         latencies = [seconds * 1000 for _, _, seconds in recent]
         return Measurement(
             requests=len(recent),
@@ -218,7 +222,7 @@ class _Handler(BaseHTTPRequestHandler):
             except Exception as exc:  # the app's own bug: a 500, as a real app would answer
                 log.exception("answering %s", path)
                 status, kind, body = _json(500, {"error": type(exc).__name__})
-            app.record(status, time.monotonic() - started)
+            app.record(started, status, time.monotonic() - started)
         self.send_response(status)
         self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(body)))
@@ -256,25 +260,36 @@ class Monitor:
     app: AppServer
     base_url: str
     world_path: Path
-    interval: float = 2.0
-    window: float = 6.0
+    interval: float = 1.0
+    window: float = 4.0
+    min_samples: int = 5
     last: dict[str, Any] = field(default_factory=dict)
     _world: dict[str, Any] | None = None
     _world_mtime: float = 0.0
     _clients: dict[str, Any] = field(default_factory=dict)
     stopping: threading.Event = field(default_factory=threading.Event)
 
+    _since: float = 0.0
+
+    @property
+    def settle(self) -> float:
+        """How long a probe may take and still be counted with the others sent with it."""
+        return self.app.bad_latency + 0.5
+
     def world(self) -> dict[str, Any] | None:
         try:
             mtime = self.world_path.stat().st_mtime
         except OSError:
+            self._world = None
             return None
         if self._world is None or mtime != self._world_mtime:
             try:
                 self._world = json.loads(self.world_path.read_text(encoding="utf-8"))
                 self._world_mtime = mtime
             except (OSError, ValueError):
-                return self._world
+                return None
+            # A new world (up, reset): answers about the previous one must not decide its alarms.
+            self._since = time.monotonic()
         return self._world
 
     def client(self, service: str) -> Any:
@@ -328,7 +343,13 @@ class Monitor:
 
     def cycle(self, world: dict[str, Any]) -> dict[str, Any]:
         self.probe()
-        measured = self.app.measure(self.window)
+        measured = self.app.measure(self.window, settle=self.settle, since=self._since)
+        if measured.requests < self.min_samples:
+            # Too few answers yet (just started, or a new world): no verdict, as CloudWatch's
+            # "insufficient data" leaves an alarm where it is.
+            self.last = {"at": dt.datetime.now(dt.UTC).isoformat().replace("+00:00", "Z"),
+                         "measurement": measured.to_dict(), "note": "too few requests measured yet"}
+            return self.last
         layers = self.inspect(world)
         values = {
             "5xxErrorRate": measured.error_rate,

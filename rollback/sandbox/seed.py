@@ -441,13 +441,17 @@ def backdate_aws(aws: Mapping[str, Any], timeline: Timeline) -> None:
     instance = rds.databases[aws["db_instance"]]
     instance.created = _naive(timeline.created)
     instance.instance_create_time = _naive(timeline.created)
-    for snapshot in rds.database_snapshots.values():
+    for snapshot_id, snapshot in list(rds.database_snapshots.items()):
         if snapshot.db_instance_identifier != aws["db_instance"]:
             continue
         when = timeline.good_release if snapshot.snapshot_type == "manual" else timeline.created
         snapshot.created = _naive(when)
         snapshot.original_snapshot_create_time = _naive(when)
         snapshot.instance_create_time = _naive(timeline.created)
+        if snapshot.snapshot_type == "automated":  # its name carries its time, as RDS names them
+            renamed = f"rds:{aws['db_instance']}-{when.strftime('%Y-%m-%d-%H-%M')}"
+            snapshot.db_snapshot_identifier = renamed
+            rds.database_snapshots[renamed] = rds.database_snapshots.pop(snapshot_id)
 
     alarms = cloudwatch_backends[ACCOUNT][REGION].alarms
     for alarm in alarms.values():

@@ -342,7 +342,8 @@ def _require_extras() -> None:
 
     missing = [name for name in ("moto", "flask", "flask_cors") if importlib.util.find_spec(name) is None]
     if missing:
-        raise BadInput(f"the sandbox needs {', '.join(missing)}, which are not installed",
+        verb = "is" if len(missing) == 1 else "are"
+        raise BadInput(f"the sandbox needs {', '.join(missing)}, which {verb} not installed",
                        "pip install -e '.[sandbox]'")
 
 
