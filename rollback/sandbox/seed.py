@@ -608,6 +608,12 @@ def _counts(cluster: Any) -> dict[str, int]:
 # ---------------------------------------------------------------------------------------- Pulumi
 
 
+def _source_hash(edge_version: str) -> str:
+    import base64
+
+    return base64.b64encode(hashlib.sha256(_zip(_EDGE_SOURCES[edge_version])).digest()).decode()
+
+
 def _stack_resources(aws: Mapping[str, Any], edge_version: str, db_password: str) -> list[dict[str, Any]]:
     urn = f"urn:pulumi:{STACK}::{PROJECT}::"
     stack_urn = f"{urn}pulumi:pulumi:Stack::{PROJECT}-{STACK}"
@@ -622,26 +628,31 @@ def _stack_resources(aws: Mapping[str, Any], edge_version: str, db_password: str
         "compositeAlarmName": aws["composite_alarm"], "alertTopicArn": aws["alert_topic"],
         "operatorRoleArn": aws["operator_role"],
     }
+    distribution = {
+        "enabled": True, "defaultRootObject": "index.html", "comment": "cdn: assets bucket and app origin",
+        "defaultCacheBehavior": {"targetOriginId": "assets", "viewerProtocolPolicy": "redirect-to-https",
+                                 "lambdaFunctionAssociations": [
+                                     {"eventType": "viewer-response", "lambdaArn": arn, "includeBody": False}]},
+        "orderedCacheBehaviors": [{"pathPattern": "/api/*", "targetOriginId": "app",
+                                   "viewerProtocolPolicy": "redirect-to-https", "lambdaFunctionAssociations": []}],
+        "origins": [{"originId": "assets", "originPath": f"/releases/{aws['assets_release']}",
+                     "domainName": f"{aws['assets_bucket']}.s3.us-east-1.amazonaws.com"},
+                    {"originId": "app", "originPath": "", "domainName": DEMO.domains[0]}],
+    }
     resources: list[dict[str, Any]] = [
         {"urn": stack_urn, "custom": False, "type": "pulumi:pulumi:Stack", "outputs": outputs},
         {"urn": f"{urn}aws:lambda/function:Function::edge-function", "custom": True, "type":
             "aws:lambda/function:Function", "id": aws["edge_function"], "parent": stack_urn,
          "inputs": {"name": aws["edge_function"], "publish": True, "runtime": "nodejs20.x",
-                    "handler": "index.handler"},
+                    "handler": "index.handler", "sourceCodeHash": _source_hash(edge_version)},
          "outputs": {"name": aws["edge_function"], "arn": function_arn, "version": edge_version,
-                     "qualifiedArn": arn}},
+                     "qualifiedArn": arn, "sourceCodeHash": _source_hash(edge_version)}},
         {"urn": f"{urn}aws:cloudfront/distribution:Distribution::cdn-distribution", "custom": True,
          "type": "aws:cloudfront/distribution:Distribution", "id": aws["distribution_id"], "parent": stack_urn,
-         "inputs": {"enabled": True, "defaultRootObject": "index.html"},
-         "outputs": {
-             "id": aws["distribution_id"], "status": "Deployed",
-             "defaultCacheBehavior": {"targetOriginId": "assets", "lambdaFunctionAssociations": [
-                 {"eventType": "viewer-response", "lambdaArn": arn, "includeBody": False}]},
-             "orderedCacheBehaviors": [{"pathPattern": "/api/*", "targetOriginId": "app",
-                                        "lambdaFunctionAssociations": []}],
-             "origins": [{"originId": "assets", "originPath": f"/releases/{aws['assets_release']}",
-                          "domainName": f"{aws['assets_bucket']}.s3.us-east-1.amazonaws.com"},
-                         {"originId": "app", "originPath": "", "domainName": DEMO.domains[0]}]}},
+         "inputs": distribution,
+         "outputs": {**distribution, "id": aws["distribution_id"], "status": "Deployed",
+                     "arn": f"arn:aws:cloudfront::{ACCOUNT}:distribution/{aws['distribution_id']}",
+                     "domainName": "d2sandboxr42cf.cloudfront.net"}},
         {"urn": f"{urn}aws:s3/bucket:Bucket::assets-bucket", "custom": True, "type": "aws:s3/bucket:Bucket",
          "id": aws["assets_bucket"], "parent": stack_urn, "outputs": {"bucket": aws["assets_bucket"]}},
         {"urn": f"{urn}aws:s3/bucketVersioning:BucketVersioning::assets-versioning", "custom": True,

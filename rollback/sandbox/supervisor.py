@@ -47,7 +47,7 @@ from typing import Any
 from rollback.sandbox import processes
 from rollback.sandbox.processes import ProcessRef, process_ref
 
-__all__ = ["STATE_FILE", "main", "read_state", "write_state"]
+__all__ = ["STATE_FILE", "lock_holder", "main", "read_state", "write_state"]
 
 STATE_FILE = "sandbox.json"
 LOCK_FILE = "supervisor.lock"
@@ -97,7 +97,11 @@ class Supervisor:
         self.ports: dict[str, int] = {}
         self.moto: Any = None
         self.cluster: Any = None
+        self._pg_result: dict[str, Any] = {}
+        self._pg_root = Path()
+        self._pg_thread = threading.Thread()
         self.token = "sandbox" + secrets.token_hex(12)
+        self.lock_inode = -1
         self.state: dict[str, Any] = {
             "version": 1, "state": "starting", "dir": str(directory), "started_at": _now(), "ready_at": None,
             "seconds_to_ready": None, "generation": 0, "error": None, "processes": {}, "pids": {}, "ports": {},
@@ -107,8 +111,18 @@ class Supervisor:
         self._started = time.monotonic()
 
     # ---------------------------------------------------------------- state
+    def owns_directory(self) -> bool:
+        """Whether ``DIR/supervisor.lock`` is still the file this process locked: a sandbox directory
+        deleted (or replaced) under a running supervisor must not get its state written over."""
+        try:
+            return os.stat(self.dir / LOCK_FILE).st_ino == self.lock_inode
+        except OSError:
+            return False
+
     def save(self, **changes: Any) -> None:
         self.state.update(changes)
+        if not self.owns_directory():
+            return
         self.state["processes"] = {name: ref.to_dict() for name, ref in self.refs.items()}
         self.state["pids"] = {name: ref.pid for name, ref in self.refs.items()}
         self.state["pids"]["moto"] = os.getpid()
@@ -148,69 +162,76 @@ class Supervisor:
                             vercel_url, "--project", seed.DEMO.project_name, "--world", str(self.dir / WORLD_FILE)])
         self.save()
 
-        pg_result: dict[str, Any] = {}
         # The cluster goes into a directory recorded before it exists, so that `down` finds (and removes)
         # it whatever moment this process is killed at.
         pg_root = Path(tempfile.mkdtemp(prefix="rollback-sandbox-pg-"))
         os.chmod(pg_root, 0o755)  # the server runs as the postgres OS user when we are root
         self.save(postgres={"root": str(pg_root)})
-
-        def start_pg() -> None:
-            from rollback.sandbox.postgres import start_postgres
-
-            try:
-                pg_result["cluster"] = start_postgres(base_dir=pg_root)
-            except BaseException as exc:  # reported by the main thread
-                pg_result["error"] = exc
-
-        pg_thread = threading.Thread(target=start_pg, name="postgres", daemon=True)
-        pg_thread.start()
+        self._pg_root = pg_root
+        self._pg_thread = threading.Thread(target=self._start_postgres, name="postgres", daemon=True)
+        self._pg_thread.start()
 
         from rollback.sandbox.aws import start_moto
 
         self.moto = start_moto(self.ports["moto"], deploy_after_seconds=seed.CLOUDFRONT_DEPLOY_SECONDS)
         log.info("moto serving at %.2f s", time.monotonic() - self._started)
-        _warm_backends()  # while PostgreSQL initialises in its thread
-        log.info("moto backends ready at %.2f s", time.monotonic() - self._started)
         for name in ("vercel", "app"):
             child = self.children[name]
             if not processes.wait_for_port(self.ports[name], timeout=60, alive=lambda c=child: c.poll() is None):
                 raise RuntimeError(f"the {name} server did not start (see {self.logs / (name + '.log')})")
         log.info("vercel and app serving at %.2f s", time.monotonic() - self._started)
-        pg_thread.join(timeout=120)
-        log.info("postgres ready at %.2f s", time.monotonic() - self._started)
-        if "error" in pg_result:
-            raise RuntimeError(f"PostgreSQL did not start: {pg_result['error']}")
-        if "cluster" not in pg_result:
-            raise RuntimeError("PostgreSQL did not start within 120 s")
-        self.cluster = pg_result["cluster"]
-        self.ports["postgres"] = self.cluster.port
-        postmaster = _postmaster_pid(self.cluster.data_dir)
-        if postmaster:
-            self.refs["postgres"] = process_ref("postgres", postmaster)
-        if self.cluster._watchdog is not None:
-            self.refs["postgres-watchdog"] = process_ref("postgres-watchdog", self.cluster._watchdog.pid)
-        database_url = self.cluster.url("app", "app")
         app_url = f"http://127.0.0.1:{self.ports['app']}"
-        vercel_args = f"--api {vercel_url} --token {self.token} --scope {seed.DEMO.team_slug}"
-        env = {
+        self.state["env"] = {
             "ROLLBACK_CONFIG": str(self.dir / "rollback.toml"),
             "ROLLBACK_ENV": seed.ENV,
-            **{k: v for k, v in aws_env.items()},
-            "DATABASE_URL": database_url,
+            **aws_env,
             "VERCEL_API_URL": vercel_url,
             "VERCEL_TOKEN": self.token,
             "VERCEL_ORG_ID": seed.DEMO.team_id,
             "VERCEL_PROJECT_ID": seed.DEMO.project_id,
             "VERCEL_SCOPE": seed.DEMO.team_slug,
-            "VERCEL_ARGS": vercel_args,
+            "VERCEL_ARGS": f"--api {vercel_url} --token {self.token} --scope {seed.DEMO.team_slug}",
             "APP_URL": app_url,
         }
-        self.save(env=env, urls={"aws": moto_url, "vercel": vercel_url, "app": app_url,
-                                 "database": f"postgresql://app@127.0.0.1:{self.cluster.port}/app"},
-                  postgres={"root": str(pg_root), "base": str(self.cluster.base),
-                            "data_dir": str(self.cluster.data_dir), "bin_dir": str(self.cluster.bin_dir),
-                            "port": self.cluster.port, "major": self.cluster.major})
+        self.save(urls={"aws": moto_url, "vercel": vercel_url, "app": app_url})
+
+    def _start_postgres(self) -> None:
+        from rollback.sandbox.postgres import start_postgres
+
+        try:
+            self._pg_result["cluster"] = start_postgres(base_dir=self._pg_root)
+        except BaseException as exc:  # reported by the thread that waits for it
+            self._pg_result["error"] = exc
+
+    def wait_for_postgres(self) -> Any:
+        """The cluster, once started (the first seed waits for it in its database thread)."""
+        if self.cluster is not None:
+            return self.cluster
+        self._pg_thread.join(timeout=120)
+        if "error" in self._pg_result:
+            raise RuntimeError(f"PostgreSQL did not start: {self._pg_result['error']}")
+        if "cluster" not in self._pg_result:
+            raise RuntimeError("PostgreSQL did not start within 120 s")
+        cluster = self._pg_result["cluster"]
+        log.info("postgres ready at %.2f s", time.monotonic() - self._started)
+        self.ports["postgres"] = cluster.port
+        postmaster = _postmaster_pid(cluster.data_dir)
+        if postmaster:
+            self.refs["postgres"] = process_ref("postgres", postmaster)
+        if cluster._watchdog is not None:
+            self.refs["postgres-watchdog"] = process_ref("postgres-watchdog", cluster._watchdog.pid)
+        self.state["env"]["DATABASE_URL"] = cluster.url("app", "app")
+        order = list(self.state["env"])
+        # DATABASE_URL right after the AWS variables, where `status` lists it.
+        order.insert(order.index("VERCEL_API_URL"), order.pop(order.index("DATABASE_URL")))
+        self.state["env"] = {k: self.state["env"][k] for k in order}
+        self.state["urls"]["database"] = f"postgresql://app@127.0.0.1:{cluster.port}/app"
+        self.state["postgres"] = {"root": str(self._pg_root), "base": str(cluster.base),
+                                  "data_dir": str(cluster.data_dir), "bin_dir": str(cluster.bin_dir),
+                                  "port": cluster.port, "major": cluster.major}
+        self.cluster = cluster
+        self.save()
+        return cluster
 
     # ----------------------------------------------------------------- seed
     def seed(self) -> dict[str, Any]:
@@ -238,10 +259,15 @@ class Supervisor:
             thread.start()
             return thread
 
+        def database() -> dict[str, Any]:
+            return seed.seed_database(self.wait_for_postgres(), self.dir, timeline)
+
         threads = [in_thread("vercel", seed.seed_vercel, self.state["urls"]["vercel"]),
-                   in_thread("database", seed.seed_database, self.cluster, self.dir, timeline)]
+                   in_thread("database", database)]
         import boto3
 
+        _warm_backends()  # no-op after the first time
+        log.info("moto backends ready at %.2f s", time.monotonic() - self._started)
         aws = seed.seed_aws(boto3.session.Session(), timeline)
         seed.backdate_aws(aws, timeline)
         log.info("AWS seeded in %.2f s", time.monotonic() - started)
@@ -273,6 +299,9 @@ class Supervisor:
                 except Exception as exc:
                     log.exception("re-seeding failed")
                     self.save(state="failed", error=f"re-seeding failed: {exc}")
+            if not self.owns_directory():
+                log.error("%s was removed or replaced under the running sandbox: stopping", self.dir)
+                return
             dead = [name for name, child in self.children.items() if child.poll() is not None]
             if dead and self.state["state"] == "ready":
                 log.error("stopped unexpectedly: %s", ", ".join(dead))
@@ -297,8 +326,11 @@ class Supervisor:
             with contextlib.suppress(Exception):
                 self.moto.stop()
         log.info("moto stopped in %.2f s", time.monotonic() - started)
-        if self.cluster is not None:
-            self.cluster.stop(remove=True)
+        if self._pg_thread.is_alive():  # still starting: let it finish, then stop what it started
+            self._pg_thread.join(timeout=60)
+        cluster = self.cluster or self._pg_result.get("cluster")
+        if cluster is not None:
+            cluster.stop(remove=True)
         log.info("postgres stopped in %.2f s", time.monotonic() - started)
         root = self.state.get("postgres", {}).get("root")
         if root:
@@ -351,6 +383,7 @@ def _postmaster_pid(data_dir: Path) -> int | None:
 
 
 def _take_lock(path: Path) -> Any:
+    """Lock ``path`` for this process's life and write our identity into it (for ``down``)."""
     import fcntl
 
     handle = open(path, "a+")  # noqa: SIM115 - held for the process's whole life
@@ -359,7 +392,19 @@ def _take_lock(path: Path) -> Any:
     except BlockingIOError:
         handle.close()
         return None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(json.dumps(process_ref("supervisor", os.getpid()).to_dict()) + "\n")
+    handle.flush()
     return handle
+
+
+def lock_holder(directory: Path) -> ProcessRef | None:
+    """The supervisor that wrote ``DIR/supervisor.lock`` (whether or not it still runs)."""
+    try:
+        return ProcessRef.from_dict(json.loads((directory / LOCK_FILE).read_text(encoding="utf-8")))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -377,6 +422,7 @@ def main(argv: list[str] | None = None) -> int:
         log.error("another supervisor owns %s", directory)
         return 3
     supervisor = Supervisor(directory)
+    supervisor.lock_inode = os.fstat(lock.fileno()).st_ino
 
     def request_stop(signum: int, frame: Any) -> None:
         supervisor.stopping.set()

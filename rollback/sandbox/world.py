@@ -38,7 +38,7 @@ from typing import Any
 
 from rollback.errors import BadInput, OperationFailed
 from rollback.sandbox.processes import ProcessRef, is_alive, stop_process
-from rollback.sandbox.supervisor import LOCK_FILE, STATE_FILE, WORLD_FILE, read_state
+from rollback.sandbox.supervisor import LOCK_FILE, STATE_FILE, WORLD_FILE, lock_holder, read_state
 
 __all__ = ["DEFAULT_DIR", "DownResult", "Sandbox", "SandboxInfo", "down", "reset", "status", "up"]
 
@@ -284,6 +284,9 @@ def _stop(directory: Path, state: dict[str, Any] | None, *, timeout: float = 30.
     stopped: list[str] = []
     refs = {name: ProcessRef.from_dict(data) for name, data in ((state or {}).get("processes") or {}).items()}
     supervisor = refs.pop("supervisor", None)
+    holder = lock_holder(directory)
+    if holder is not None and holder != supervisor and is_alive(holder) and _supervisor_alive(directory):
+        supervisor = holder  # the state file names another (older) owner: trust the lock's
     if supervisor is not None and is_alive(supervisor):
         # The owner stops its children and the cluster itself; wait for it to let go of its lock.
         os.kill(supervisor.pid, signal.SIGTERM)

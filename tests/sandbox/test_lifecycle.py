@@ -167,3 +167,14 @@ def test_missing_sandbox_extra_is_one_line(run_cli: Any, monkeypatch: pytest.Mon
     assert result.code == 2
     assert result.err.strip().splitlines() == [
         "error: the sandbox needs moto, which is not installed (pip install -e '.[sandbox]')"]
+
+
+def test_a_deleted_sandbox_directory_stops_its_sandbox(directory: Path) -> None:
+    """rm -rf of a running sandbox's directory: its supervisor notices, stops everything, and never writes
+    into a new sandbox made in the same place."""
+    import shutil
+
+    Sandbox.up(directory)
+    state = recorded(directory)
+    shutil.rmtree(directory)
+    assert_nothing_left(state, timeout=30)
