@@ -478,14 +478,14 @@ def impact_window(record: Mapping[str, Any]) -> tuple[dt.datetime, dt.datetime] 
 def _impact_lines(impact: Impact) -> dict[str, str]:
     if not impact.measured:
         why = f" ({impact.reason})" if impact.reason else ""
-        return {"error_rate": f"not measured{why}", "requests_failed": f"not measured{why}"}
+        return {"error_rate_text": f"not measured{why}", "requests_failed_text": f"not measured{why}"}
     rate = (f"{impact.error_rate:.2f}% of {impact.requests} requests" if impact.error_rate is not None
             and impact.requests is not None else
             (f"{impact.error_rate:.2f}% (average)" if impact.error_rate is not None else "not measured"))
     if impact.peak_error_rate is not None:
         rate += f", peak {impact.peak_error_rate:.2f}%"
     failed = str(impact.requests_failed) if impact.requests_failed is not None else "not measured"
-    return {"error_rate": rate, "requests_failed": failed}
+    return {"error_rate_text": rate, "requests_failed_text": failed}
 
 
 # --------------------------------------------------------------------------- the report

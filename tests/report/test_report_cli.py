@@ -227,7 +227,8 @@ def test_templates_are_overridden_beside_the_config(run_cli: Run, incident: Inci
         "{{ report.incident }} {{ report.summary.severity }}: {{ report.summary.reasons[1].detail }}\n",
         encoding="utf-8")
     result = run_cli("report")
-    assert result.out == f"{INCIDENT} P1: " + r"\[/api/pay\](http://evil.example) \| \*bold\* \<img src=x onerror=alert(1)>" + "\n"
+    escaped = r"\[/api/pay\](http://evil.example) \| \*bold\* \<img src=x onerror=alert(1)>"
+    assert result.out == f"{INCIDENT} P1: {escaped}\n"
     # the other templates are still the package's
     assert run_cli("report", "--format", "html").out.startswith("<!DOCTYPE html>")
 

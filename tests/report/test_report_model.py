@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Any
@@ -157,7 +158,7 @@ def test_timeline_bar_segments_follow_the_phases(incident: IncidentFixture) -> N
     bar = _data(incident)["timeline_bar"]
     assert [s["phase"] for s in bar["segments"]] == ["detect", "decide", "rollback", "verify"]
     xs = [(s["x"], s["x"] + s["width"]) for s in bar["segments"]]
-    assert all(a[1] <= b[0] + 0.01 for a, b in zip(xs, xs[1:], strict=False))  # consecutive, no overlap
+    assert all(a[1] <= b[0] + 0.01 for a, b in itertools.pairwise(xs))  # consecutive, no overlap
     assert all(16 <= m["x"] <= bar["width"] - 16 for m in bar["markers"])
     total = next(m for m in bar["markers"] if m["kind"] == "total")
     assert total["at"] == 210 + 900  # 15 min after detection, which came 3 min 30 s after the deploy
@@ -249,7 +250,7 @@ def test_impact_lines() -> None:
     record = {"id": "INC-x", "timeline": {"detected": "2026-11-28T09:00:00Z"}}
     measured = Impact(measured=True, requests=1000, requests_failed=125, error_rate=12.5, peak_error_rate=40.0)
     summary = build_report(record, [], impact=measured)["summary"]["impact"]
-    assert summary["error_rate"] == "12.50% of 1000 requests, peak 40.00%"
-    assert summary["requests_failed"] == "125"
+    assert summary["error_rate_text"] == "12.50% of 1000 requests, peak 40.00%"
+    assert summary["requests_failed_text"] == "125" and summary["requests_failed"] == 125
     summary = build_report(record, [], impact=Impact.not_measured("no aws.distribution_id in the config"))["summary"]
-    assert summary["impact"]["requests_failed"] == "not measured (no aws.distribution_id in the config)"
+    assert summary["impact"]["requests_failed_text"] == "not measured (no aws.distribution_id in the config)"
