@@ -24,7 +24,7 @@ How a command uses it::
     notifier = Notifier.from_config(config, incident=incident_id, journal=journal)
     try:
         notifier.start(severity, plan)
-        for each step:   notifier.step_started(step) ... notifier.step_finished(step)
+        for each step:   with notifier.running(step): ...   # heartbeats while it runs
         after a layer:   notifier.layer_done("app", {"status": "restored", "seconds": 41.2})
         notifier.end(restored=True, verified=True, metrics=record["metrics"], targets=record["targets"])
     finally:
@@ -38,7 +38,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -198,7 +198,7 @@ class Notifier:
         if seconds is not None:
             text += f" in {format_seconds(float(seconds))}"
         if steps is not None:
-            text += f" ({steps} steps)"
+            text += f" ({steps} step{'' if steps == 1 else 's'})"
         if detail:
             text += f": {slack_escape(detail)}"
         self._post(text)
@@ -219,6 +219,16 @@ class Notifier:
         with self._lock:
             self._step = None
         self._flush_notes()
+
+    @contextlib.contextmanager
+    def running(self, step: Step | str) -> Iterator[None]:
+        """``with notifier.running(step): handler.act(step, ctx)``: step_started, then step_finished
+        whatever happens."""
+        self.step_started(step)
+        try:
+            yield
+        finally:
+            self.step_finished(step)
 
     def heartbeat(self, step: Step | str, elapsed: float) -> bool:
         """Post "still running" for ``step``, at most once every ``heartbeat_every`` seconds;
@@ -294,6 +304,8 @@ class Notifier:
                 try:
                     item = self._queue.get(timeout=tick)
                 except queue.Empty:
+                    if self._stopping.is_set():
+                        break  # closed, and nothing left to send
                     item = None
                 if item is _STOP:
                     break

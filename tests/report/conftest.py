@@ -43,7 +43,7 @@ class Receiver:
     posts: list[dict[str, Any]] = field(default_factory=list)
     raw: list[bytes] = field(default_factory=list)
     paths: list[str] = field(default_factory=list)
-    mode: str = "ok"  # ok | 500 | 429 | hang
+    mode: str = "ok"  # ok | 500 | 429 | hang | 429-once (one 429 with Retry-After, then ok)
     release: threading.Event = field(default_factory=threading.Event)
     got: threading.Condition = field(default_factory=threading.Condition)
 
@@ -69,10 +69,13 @@ def receiver() -> Iterator[Receiver]:
             if state.mode == "hang":
                 state.release.wait(30)
                 return
-            if state.mode in ("500", "429"):
-                self.send_response(int(state.mode))
-                if state.mode == "429":
-                    self.send_header("Retry-After", "0")
+            answer = state.mode
+            if answer == "429-once":
+                state.mode, answer = "ok", "429"
+            if answer in ("500", "429"):
+                self.send_response(int(answer))
+                if answer == "429":
+                    self.send_header("Retry-After", "1")
                 self.send_header("Content-Length", "0")
                 self.end_headers()
             else:
@@ -82,7 +85,7 @@ def receiver() -> Iterator[Receiver]:
                 self.end_headers()
                 self.wfile.write(b"ok")
             with state.got:
-                if state.mode == "ok":
+                if answer == "ok":
                     state.posts.append(json.loads(body))
                 state.got.notify_all()
 
