@@ -397,6 +397,8 @@ class Notifier:
             with self._lock:
                 self._notes[:0] = notes  # keep them for when a journal is attached
             return
+        if getattr(self.journal, "finished", False):
+            return  # a finished journal takes no more lines; they were said on stderr
         for line in notes:
             with contextlib.suppress(Exception):  # a note must never break the rollback
                 self.journal.note(line, kind="notify")

@@ -251,3 +251,14 @@ def test_bad_notify_config_is_one_line(run_cli: Run, tmp_path: Path, section: st
     assert result.code == 2
     assert message in result.err and result.err.count("\n") == 1
     assert "hooks.slack.com" not in result.err
+
+
+def test_notes_never_follow_run_finished(receiver: Receiver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    receiver.mode = "500"
+    journal = Journal.start(tmp_path / "runs", command="rollback run", env="production")
+    notifier = Notifier.from_config(_config(tmp_path, receiver, monkeypatch), journal=journal,
+                                    stderr=lambda line: None)
+    notifier.post("late")
+    journal.finish("succeeded", 0)  # the caller finished its journal before closing the notifier
+    notifier.close(timeout=10)
+    assert read_run(journal.path).entries[-1]["event"] == "run_finished"
