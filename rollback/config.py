@@ -40,6 +40,7 @@ __all__ = [
     "DatabaseSettings",
     "EnvSettings",
     "HealthSettings",
+    "NotifySettings",
     "PulumiSettings",
     "Relation",
     "Settings",
@@ -146,6 +147,17 @@ class Targets(_Model):
     total: float = Field(default=15, gt=0)
 
 
+class NotifySettings(_Model):
+    """Progress posts to a Slack-compatible incoming webhook. The URL is a secret: it is read
+    from the environment variable named here, never from the file."""
+
+    webhook_env: str = Field(default="SLACK_WEBHOOK_URL", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                             description="name of the environment variable holding the webhook URL")
+    heartbeat_minutes: float = Field(default=5, gt=0, description="at most one progress post this often "
+                                     "while a long step runs")
+    timeout: float = Field(default=5.0, gt=0, le=60, description="seconds per post attempt")
+
+
 class EnvSettings(_Model):
     vercel: VercelSettings | None = None
     health: HealthSettings = Field(default_factory=HealthSettings)
@@ -153,6 +165,7 @@ class EnvSettings(_Model):
     aws: AwsSettings = Field(default_factory=AwsSettings)
     pulumi: PulumiSettings | None = None
     targets: Targets = Field(default_factory=Targets)
+    notify: NotifySettings | None = None
 
 
 class JournalSettings(_Model):
@@ -162,6 +175,8 @@ class JournalSettings(_Model):
 class Settings(_Model):
     default_env: str | None = None
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    templates_dir: str | None = Field(default=None, min_length=1,
+                                      description="report, email and banner templates that override the defaults")
     env: dict[str, EnvSettings] = Field(default_factory=dict, validate_default=True)
 
     @field_validator("env")
@@ -197,6 +212,28 @@ class Config:
     @property
     def journal_dir(self) -> Path:
         return _journal_dir(self.path, self.settings, self.environ)
+
+    @property
+    def templates_dirs(self) -> list[Path]:
+        """Where user templates are looked up, before the package's defaults: ``templates_dir``
+        when set, then ``.rollback/templates/`` beside the config file."""
+        dirs = [self.resolve_path(self.settings.templates_dir)] if self.settings.templates_dir else []
+        return [*dirs, self.root / ".rollback" / "templates"]
+
+    def webhook_url(self) -> str | None:
+        """The notification webhook's URL from ``$<notify.webhook_env>``, registered as a secret
+        (its path is the credential); ``None`` when notifications are off or the variable is unset."""
+        if self.env.notify is None:
+            return None
+        raw = self.environ.get(self.env.notify.webhook_env) or ""
+        register_secret(raw)
+        url = raw.strip()
+        register_secret(url)
+        if url:
+            match = re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://[^/]+(/.+)$", url)
+            if match:
+                register_secret(match.group(1).lstrip("/"))
+        return url or None
 
     @property
     def backups_dir(self) -> Path:
@@ -262,6 +299,7 @@ class Config:
         """The resolved settings with every secret masked, for ``config check``."""
         database_url = self.database_url()
         token = self.vercel_token()
+        webhook = {self.env.notify.webhook_env: MASK if self.webhook_url() else None} if self.env.notify else {}
         return {
             "config_file": str(self.path),
             "env": self.env_name,
@@ -269,10 +307,12 @@ class Config:
             "settings": self.env.model_dump(mode="json"),
             "journal_dir": str(self.journal_dir),
             "backups_dir": str(self.backups_dir),
+            "templates_dirs": [str(d) for d in self.templates_dirs],
             "secrets": {
                 "VERCEL_TOKEN": MASK if token else None,
                 self.env.database.url_env: redact_text(database_url) if database_url else None,
                 "AWS credentials": "from the AWS credential chain",
+                **webhook,
             },
             "endpoints": {
                 "vercel_api_url": self.vercel_api_url,
@@ -320,6 +360,7 @@ _SECRET_HOME = {
     "database": "put the URL in an environment variable and name it in database.url_env",
     "aws": "use the AWS credential chain (AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, SSO)",
     "pulumi": "set PULUMI_ACCESS_TOKEN or PULUMI_CONFIG_PASSPHRASE in the environment",
+    "notify": "put the webhook URL in an environment variable and name it in notify.webhook_env",
 }
 _URL_WITH_PASSWORD = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:[^@/\s]+@")
 
@@ -333,7 +374,7 @@ def _find_secrets(data: Any, path: tuple[str, ...] = ()) -> tuple[tuple[str, ...
             home = _SECRET_HOME.get(section, "set it in the environment instead")
             if (is_secret_key(str(key)) and not str(key).endswith("_env") and value) or (
                 str(key) in ("url", "database_url") and section == "database"
-            ):
+            ) or (str(key) in ("url", "webhook", "webhook_url") and section == "notify"):
                 return here, home
             if isinstance(value, str) and _URL_WITH_PASSWORD.search(value):
                 return here, home

@@ -39,6 +39,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "journal": ("rollback.cli.journal_cmd:journal", "Setup"),
     "db": ("rollback.cli.db:db", "Layers"),
     "infra": ("rollback.cli.infra:infra", "Layers"),
+    "report": ("rollback.cli.report:report", "Incident"),
 }
 SECTIONS = ("Layers", "Incident", "Setup")
 
