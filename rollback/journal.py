@@ -112,6 +112,8 @@ class Journal:
             dry_run=dry_run,
             **dict(details or {}),
         )
+        if journal.lock is not None:
+            journal.lock.sync()  # the team sees the run from its first line
         return journal
 
     def write(self, event: str, **fields: Any) -> JournalEntry:

@@ -56,6 +56,7 @@ __all__ = [
     "RunLock",
     "TeamLock",
     "acquire",
+    "describe_holder",
     "lock_dir",
     "lock_path",
     "parse_s3_url",
@@ -76,7 +77,7 @@ def lock_path(identity: str, environ: Mapping[str, str] | None = None) -> Path:
     return lock_dir(environ) / f"{digest}.lock"
 
 
-def _describe(holder: Mapping[str, Any]) -> str:
+def describe_holder(holder: Mapping[str, Any]) -> str:
     who = f"{holder.get('who', '?')}@{holder.get('host', '?')} (pid {holder.get('pid', '?')})"
     return f"run {holder.get('run', '?')} by {who}: {holder.get('command', '?')}"
 
@@ -206,7 +207,7 @@ class Lease:
 
     def _refuse(self, other: Mapping[str, Any], expires_in: str = "") -> LockHeld:
         return LockHeld(
-            f"another rollback run holds the team lock on env {self.env!r}: {_describe(other)}{expires_in}",
+            f"another rollback run holds the team lock on env {self.env!r}: {describe_holder(other)}{expires_in}",
             f"wait for it to finish; the lease ({self.key}) expires {self.ttl:g} s after its holder stops "
             "renewing it",
             holder=dict(other),
@@ -241,12 +242,15 @@ class Lease:
             etag = self.store.replace(self.key, self._body(), self.etag)
             if etag is None:
                 current = self.store.read(self.key)
-                self.lost = ("the team lease was taken over: " + _describe(current.body)) if current else (
+                self.lost = ("the team lease was taken over: " + describe_holder(current.body)) if current else (
                     "the team lease was removed by someone else")
                 return False
             self.etag = etag
             self.renewals += 1
             return True
+
+    def mirror_now(self) -> None:
+        self._mirror()
 
     def _mirror(self) -> None:
         for kind, path in list(self.mirrors):
@@ -311,6 +315,11 @@ class RunLock:
         if self.lease is not None:
             self.lease.mirrors.append((kind, path))
 
+    def sync(self) -> None:
+        """Copy the mirrored files to the team prefix now (best effort)."""
+        if self.lease is not None:
+            self.lease.mirror_now()
+
     def release(self) -> None:
         if self.lease is not None:
             self.lease.release()
@@ -343,7 +352,7 @@ def _lock_file(path: Path, env: str) -> int:
             os.close(fd)
             other = _holder(path)
             raise LockHeld(
-                f"another rollback run is in progress on env {env!r}: {_describe(other)}",
+                f"another rollback run is in progress on env {env!r}: {describe_holder(other)}",
                 "wait for it to finish and check 'rollback journal show last'; the lock is released when that "
                 "process exits",
                 holder=other,

@@ -75,6 +75,13 @@ class AppContext:
         journal = Journal.start(config.journal_dir, command=["rollback", *self.argv], env=config.env_name,
                                 details=details, lock=True, lock_identity=config.identity, team_lock=team)
         self.journals.append(journal)
+        lease = journal.lock.lease if journal.lock is not None else None
+        if lease is not None and lease.taken_over is not None:
+            from rollback.lock import describe_holder
+
+            message = f"took over the expired team lease of {describe_holder(lease.taken_over)}"
+            say(f"note: {message}")
+            journal.note(message, taken_over=lease.taken_over)
         return journal
 
     def journal_unless(self, dry_run: bool, **details: Any) -> Journal | None:
