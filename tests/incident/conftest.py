@@ -54,11 +54,11 @@ class World:
 
     def put_metric(self, metric: str, value: float, *, count: int = 1, ago: float = 30.0) -> None:
         when = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=ago)
-        self.cloudwatch().put_metric_data(Namespace="AWS/CloudFront", MetricData=[{
-            "MetricName": metric, "Value": value, "Timestamp": when, "Unit": "None" if metric != "OriginLatency"
-            else "Milliseconds",
-            "Dimensions": [{"Name": "DistributionId", "Value": self.distribution}, {"Name": "Region", "Value": "Global"}],
-        } for _ in range(count)])
+        unit = "Milliseconds" if metric == "OriginLatency" else "None"
+        dimensions = [{"Name": "DistributionId", "Value": self.distribution}, {"Name": "Region", "Value": "Global"}]
+        self.cloudwatch().put_metric_data(Namespace="AWS/CloudFront", MetricData=[
+            {"MetricName": metric, "Value": value, "Timestamp": when, "Unit": unit, "Dimensions": dimensions}
+            for _ in range(count)])
 
     def set_alarm(self, state: str, name: str | None = None) -> None:
         self.cloudwatch().set_alarm_state(AlarmName=name or self.alarms[0], StateValue=state,

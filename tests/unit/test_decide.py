@@ -100,7 +100,8 @@ OPTIONS: list[tuple[str, Context, list[Signal], dict[str, str]]] = [
      {"app": "vercel-instant-rollback", "db": "restore-backup"}),
     ("db: migration repair for a failed migration", Context(), [Signal("failed_migration", True)],
      {"app": "vercel-instant-rollback", "db": "migration-repair"}),
-    ("data loss and failed migration: restore", Context(), [Signal("failed_migration", True), Signal("data_loss", True)],
+    ("data loss and failed migration: restore", Context(),
+     [Signal("failed_migration", True), Signal("data_loss", True)],
      {"app": "vercel-instant-rollback", "db": "restore-backup"}),
 ]
 
