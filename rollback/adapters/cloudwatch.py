@@ -90,30 +90,40 @@ class CloudWatch:
 
     def statistic(self, namespace: str, metric: str, dimensions: Sequence[Mapping[str, str]], *, stat: str,
                   minutes: int, now: dt.datetime | None = None) -> MetricWindow:
-        """``stat`` (``Average``, ``Sum``, ``p95``...) of a metric over the last ``minutes``, as one value.
+        """``stat`` (``Average``, ``Sum``, ``p95``...) of a metric over the last ``minutes``, as one value."""
+        return self.statistics(namespace, [(metric, stat)], dimensions, minutes=minutes, now=now)[0]
 
-        One GetMetricData query with a period of the whole window: CloudWatch
+    def statistics(self, namespace: str, wanted: Sequence[tuple[str, str]], dimensions: Sequence[Mapping[str, str]],
+                   *, minutes: int, now: dt.datetime | None = None) -> list[MetricWindow]:
+        """Several ``(metric, stat)`` of one dimension set over the last ``minutes``, in one GetMetricData call.
+
+        Each statistic is one query with a period of the whole window: CloudWatch
         aggregates the window itself (a p95 of per-minute p95s would be wrong).
-        A second query (per minute, ``SampleCount``) tells how many datapoints
-        there were and the newest one's time, so "no data" is never taken for 0.
+        A second query per metric (per minute, ``SampleCount``) tells how many
+        datapoints there were and the newest one's time, so "no data" is never
+        taken for 0.
         """
         end = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0) + dt.timedelta(seconds=1)
         start = end - dt.timedelta(minutes=minutes)
-        metric_spec = {"Namespace": namespace, "MetricName": metric, "Dimensions": list(dimensions)}
-        queries = [
-            {"Id": "value", "MetricStat": {"Metric": metric_spec, "Period": minutes * 60, "Stat": stat},
-             "ReturnData": True},
-            {"Id": "count", "MetricStat": {"Metric": metric_spec, "Period": 60, "Stat": "SampleCount"},
-             "ReturnData": True},
-        ]
-        with aws_errors(f"reading CloudWatch metric {namespace}/{metric}"):
+        queries: list[dict[str, Any]] = []
+        for index, (metric, stat) in enumerate(wanted):
+            spec = {"Namespace": namespace, "MetricName": metric, "Dimensions": list(dimensions)}
+            queries.append({"Id": f"v{index}", "MetricStat": {"Metric": spec, "Period": minutes * 60, "Stat": stat},
+                            "ReturnData": True})
+            queries.append({"Id": f"c{index}", "MetricStat": {"Metric": spec, "Period": 60, "Stat": "SampleCount"},
+                            "ReturnData": True})
+        names = ", ".join(metric for metric, _ in wanted)
+        with aws_errors(f"reading CloudWatch metrics {namespace}/{names}"):
             response = self.client.get_metric_data(MetricDataQueries=queries, StartTime=start, EndTime=end,
                                                    ScanBy="TimestampDescending")
         results = {r["Id"]: r for r in response.get("MetricDataResults", [])}
-        values = [float(v) for v in results.get("value", {}).get("Values", [])
-                  if isinstance(v, (int, float)) and math.isfinite(v)]
-        counts = results.get("count", {})
-        stamps = [_aware(t) for t in counts.get("Timestamps", [])]
-        present = [t for t, c in zip(stamps, counts.get("Values", []), strict=False) if t is not None and c]
-        newest = max(present) if present else None
-        return MetricWindow(namespace, metric, stat, values[0] if values else None, len(present), newest)
+        windows: list[MetricWindow] = []
+        for index, (metric, stat) in enumerate(wanted):
+            values = [float(v) for v in results.get(f"v{index}", {}).get("Values", [])
+                      if isinstance(v, (int, float)) and math.isfinite(v)]
+            counts = results.get(f"c{index}", {})
+            stamps = [_aware(t) for t in counts.get("Timestamps", [])]
+            present = [t for t, c in zip(stamps, counts.get("Values", []), strict=False) if t is not None and c]
+            windows.append(MetricWindow(namespace, metric, stat, values[0] if values else None, len(present),
+                                        max(present) if present else None))
+        return windows

@@ -85,9 +85,8 @@ def live_signals(config: Config, *, budget: float = LIVE_BUDGET, minutes: int = 
     readers: dict[str, Any] = {"alarms": lambda: live.read_alarms(config, timeout=timeout)}
     if not alarms_only:
         readers.update({
-            "error_rate": lambda: live.cloudfront_metric(config, "5xxErrorRate", "Average", minutes=minutes,
-                                                         timeout=timeout),
-            "p95": lambda: live.cloudfront_metric(config, "OriginLatency", "p95", minutes=minutes, timeout=timeout),
+            "cloudfront": lambda: live.cloudfront_metrics(
+                config, [("5xxErrorRate", "Average"), ("OriginLatency", "p95")], minutes=minutes, timeout=timeout),
             "health": lambda: live.probe_health(config, timeout=timeout),
             "migrations": lambda: live.failed_migrations(config, timeout=timeout),
             "vercel": lambda: live.production_deployment(config, timeout=timeout),
@@ -114,14 +113,14 @@ def live_signals(config: Config, *, budget: float = LIVE_BUDGET, minutes: int = 
     if alarms_only:
         return reading
 
-    for key, name, unit in (("error_rate", "error_rate", "%"), ("p95", "p95_ms", "ms")):
-        outcome = outcomes[key]
-        if not outcome.ok:
-            signals.append(_not_measured(name, "cloudfront", str(outcome.problem)))
-        elif outcome.value.value is None:
+    cloudfront = outcomes["cloudfront"]
+    for index, (name, unit) in enumerate((("error_rate", "%"), ("p95_ms", "ms"))):
+        if not cloudfront.ok:
+            signals.append(_not_measured(name, "cloudfront", str(cloudfront.problem)))
+        elif cloudfront.value[index].value is None:
             signals.append(_not_measured(name, "cloudfront", f"no datapoints in the last {minutes} min"))
         else:
-            window = outcome.value
+            window = cloudfront.value[index]
             signals.append(Signal(name, round(window.value, 3), "cloudfront", unit,
                                   f"{window.metric} {window.stat} over the last {minutes} min"))
 

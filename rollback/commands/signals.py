@@ -30,6 +30,7 @@ __all__ = [
     "Outcome",
     "alarm_names",
     "cloudfront_metric",
+    "cloudfront_metrics",
     "cloudwatch",
     "distribution_id",
     "failed_migrations",
@@ -100,15 +101,26 @@ def gather(readers: Mapping[str, Callable[[], Any]], *, budget: float) -> dict[s
 # ------------------------------------------------------------------------------------------ AWS
 
 
-def cloudwatch(config: Config, *, timeout: float) -> CloudWatch:
-    import boto3
-    from botocore.config import Config as BotoConfig
+_CLIENTS: dict[tuple[str | None, float], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
 
+
+def cloudwatch(config: Config, *, timeout: float) -> CloudWatch:
+    """A CloudWatch adapter on a client shared by every reader of this process (clients are thread-safe,
+    and building one costs more than the calls it makes)."""
     from rollback.adapters.cloudwatch import CloudWatch
 
-    client = boto3.Session(region_name=CLOUDWATCH_REGION).client(
-        "cloudwatch", config=BotoConfig(retries={"max_attempts": 2, "mode": "standard"},
-                                        connect_timeout=timeout, read_timeout=timeout))
+    key = (config.aws_endpoint_url, round(timeout, 1))
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(key)
+        if client is None:
+            import boto3
+            from botocore.config import Config as BotoConfig
+
+            client = boto3.Session(region_name=CLOUDWATCH_REGION).client(
+                "cloudwatch", config=BotoConfig(retries={"max_attempts": 2, "mode": "standard"},
+                                                connect_timeout=timeout, read_timeout=timeout))
+            _CLIENTS[key] = client
     return CloudWatch(client)
 
 
@@ -169,11 +181,18 @@ def distribution_id(config: Config) -> str:
 
 def cloudfront_metric(config: Config, metric: str, stat: str, *, minutes: int, timeout: float,
                       distribution: str | None = None) -> MetricWindow:
+    return cloudfront_metrics(config, [(metric, stat)], minutes=minutes, timeout=timeout,
+                              distribution=distribution)[0]
+
+
+def cloudfront_metrics(config: Config, wanted: list[tuple[str, str]], *, minutes: int, timeout: float,
+                       distribution: str | None = None) -> list[MetricWindow]:
+    """Several CloudFront ``(metric, stat)`` of the distribution over the last ``minutes``, in one call."""
     from rollback.adapters.cloudwatch import cloudfront_dimensions
 
     chosen = distribution or distribution_id(config)
-    return cloudwatch(config, timeout=timeout).statistic("AWS/CloudFront", metric, cloudfront_dimensions(chosen),
-                                                         stat=stat, minutes=minutes)
+    return cloudwatch(config, timeout=timeout).statistics("AWS/CloudFront", wanted, cloudfront_dimensions(chosen),
+                                                          minutes=minutes)
 
 
 # ------------------------------------------------------------------------------------------ HTTP
