@@ -65,6 +65,9 @@ def verify(app: AppContext, baseline: str | None, expect_version: str | None, wa
                     title=f"post-rollback checklist: env {document['env']} at {document['checked_at']}")
         click.echo(f"{summary['pass']} passed, {summary['fail']} failed, {summary['not_measured']} not measured "
                    f"({document['seconds']:.1f} s, {document['rounds']} round(s))")
+        if summary["pass"] + summary["fail"] == 0:
+            click.echo("note: nothing could be measured; configure the sources named above (or use --strict to "
+                       "fail on this)")
         if document["incident"]:
             click.echo(f"recorded on incident {document['incident']}")
 
