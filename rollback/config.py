@@ -35,17 +35,21 @@ from rollback.redact import MASK, is_secret_key, redact_text, register_secret
 __all__ = [
     "CONFIG_FILENAME",
     "DEFAULT_VERCEL_API_URL",
+    "AlarmSettings",
     "AwsSettings",
     "Config",
     "DatabaseSettings",
     "EnvSettings",
     "HealthSettings",
+    "LockSettings",
     "NotifySettings",
     "PulumiSettings",
     "Relation",
     "Settings",
     "Targets",
     "VercelSettings",
+    "VerifyFlow",
+    "VerifySettings",
     "find_config_file",
     "load_config",
     "load_settings",
@@ -158,6 +162,91 @@ class NotifySettings(_Model):
     timeout: float = Field(default=5.0, gt=0, le=60, description="seconds per post attempt")
 
 
+class AlarmSettings(_Model):
+    """The rollback alarms ``decide`` and ``verify`` read (else the stack outputs ``alarmNames``
+    and ``compositeAlarmName``)."""
+
+    names: list[str] = Field(default_factory=list, description="alarm names")
+    prefix: str | None = Field(default=None, min_length=1, description="every alarm whose name starts with it")
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+class VerifyFlow(_Model):
+    """A critical flow ``rollback verify`` exercises: a request and what the answer must be."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$")
+    method: str = "GET"
+    path: str
+    status: int = Field(default=200, ge=100, le=599)
+    body_contains: str | None = Field(default=None, description="a substring the answer's body must contain")
+    body: str | None = Field(default=None, description="request body, sent as is")
+    content_type: str = "application/json"
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, value: str) -> str:
+        if value.upper() not in _METHODS:
+            raise ValueError(f"must be one of {', '.join(_METHODS)}")
+        return value.upper()
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"path {value!r} must start with '/'")
+        return value
+
+
+class VerifySettings(_Model):
+    """``rollback verify``: the post-rollback checklist's sources and thresholds."""
+
+    api_paths: list[str] | None = Field(default=None, description="paths timed for the API p95 (else health.paths)")
+    requests: int = Field(default=20, ge=1, le=1000, description="requests per API p95 measurement")
+    concurrency: int = Field(default=10, ge=1, le=100)
+    api_p95_ms: float = Field(default=500, gt=0, allow_inf_nan=False)
+    page_paths: list[str] = Field(default_factory=lambda: ["/"])
+    page_load_ms: float = Field(default=3000, gt=0, allow_inf_nan=False)
+    flows: list[VerifyFlow] = Field(default_factory=list)
+    smoke: str | None = Field(default=None, min_length=1, description="a smoke-test command, run without a shell")
+    smoke_timeout: float = Field(default=600, gt=0, allow_inf_nan=False, description="seconds")
+    error_rate_percent: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    cache_hit_percent: float = Field(default=70.0, ge=0, le=100, allow_inf_nan=False)
+    metrics_minutes: int = Field(default=5, ge=1, le=60, description="window for CloudFront rates")
+    fresh_minutes: int = Field(default=10, ge=1, le=120, description="metrics count as arriving within this")
+
+    @field_validator("api_paths", "page_paths")
+    @classmethod
+    def _absolute(cls, value: list[str] | None) -> list[str] | None:
+        for path in value or []:
+            if not path.startswith("/"):
+                raise ValueError(f"path {path!r} must start with '/'")
+        return value
+
+    @field_validator("flows")
+    @classmethod
+    def _unique(cls, value: list[VerifyFlow]) -> list[VerifyFlow]:
+        names = [flow.name for flow in value]
+        if len(names) != len(set(names)):
+            raise ValueError("flow names must be unique")
+        return value
+
+
+class LockSettings(_Model):
+    """The team-wide lease (``url = "s3://bucket/prefix"``); without it, a local lock only."""
+
+    url: str | None = None
+    ttl: float = Field(default=60, ge=5, le=3600, allow_inf_nan=False, description="lease seconds")
+
+    @field_validator("url")
+    @classmethod
+    def _s3(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?$", value):
+            raise ValueError('must be written s3://bucket or s3://bucket/prefix')
+        return value.rstrip("/") if value else value
+
+
 class EnvSettings(_Model):
     vercel: VercelSettings | None = None
     health: HealthSettings = Field(default_factory=HealthSettings)
@@ -166,6 +255,9 @@ class EnvSettings(_Model):
     pulumi: PulumiSettings | None = None
     targets: Targets = Field(default_factory=Targets)
     notify: NotifySettings | None = None
+    alarms: AlarmSettings = Field(default_factory=AlarmSettings)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
+    lock: LockSettings | None = None
 
 
 class JournalSettings(_Model):
@@ -177,6 +269,7 @@ class Settings(_Model):
     journal: JournalSettings = Field(default_factory=JournalSettings)
     templates_dir: str | None = Field(default=None, min_length=1,
                                       description="report, email and banner templates that override the defaults")
+    lock: LockSettings = Field(default_factory=LockSettings)
     env: dict[str, EnvSettings] = Field(default_factory=dict, validate_default=True)
 
     @field_validator("env")
@@ -234,6 +327,18 @@ class Config:
             if match:
                 register_secret(match.group(1).lstrip("/"))
         return url or None
+
+    @property
+
+
+    def lock_settings(self) -> LockSettings:
+        """``[env.<name>.lock]``, else the global ``[lock]``."""
+        return self.env.lock if self.env.lock is not None else self.settings.lock
+
+    @property
+    def identity(self) -> str:
+        """What the environment's run lock is keyed on: this config file and the environment's name."""
+        return f"{self.path.resolve()}\0{self.env_name}"
 
     @property
     def backups_dir(self) -> Path:

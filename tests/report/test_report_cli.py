@@ -266,4 +266,5 @@ def test_a_broken_template_is_one_line(run_cli: Run, incident: IncidentFixture, 
 
 def test_report_is_listed_in_the_incident_section(run_cli: Run) -> None:
     text = run_cli("--help").out
-    assert re.search(r"Incident:\n\s+report\s", text)
+    section = text.split("Incident:\n", 1)[1].split("\n\n", 1)[0]
+    assert re.search(r"^\s+report\s", section, re.MULTILINE)
