@@ -40,6 +40,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "db": ("rollback.cli.db:db", "Layers"),
     "infra": ("rollback.cli.infra:infra", "Layers"),
     "sandbox": ("rollback.cli.sandbox_cmd:sandbox", "Practice"),
+    "report": ("rollback.cli.report:report", "Incident"),
+    "decide": ("rollback.cli.decide_cmd:decide", "Incident"),
+    "incident": ("rollback.cli.incident_cmd:incident", "Incident"),
+    "verify": ("rollback.cli.verify_cmd:verify", "Incident"),
 }
 SECTIONS = ("Layers", "Incident", "Setup", "Practice")
 

@@ -27,7 +27,7 @@ __all__ = ["install", "percentile"]
 
 _MARK = "_rollback_cloudwatch_installed"
 _LOCK = threading.Lock()
-_PERCENTILE = re.compile(r"^p(\d{1,2}(?:\.\d{1,2})?|100)$")
+_PERCENTILE = re.compile(r"^[pP](\d{1,2}(?:\.\d+)?|100)$")
 
 
 def percentile(values: list[float], stat: str) -> float | None:
