@@ -9,7 +9,7 @@ a rollback changes what it answers:
 - ``GET /api/version``: ``{"commit", "deploymentId", "url", "message"}``;
 - ``/api/auth/login`` (200; 500 from a bad deployment), ``/api/auth/register``
   (201 for POST, 200 otherwise), ``/api/integrations``, ``/api/stats`` (200);
-- every ``/api/*`` path of a bad deployment answers only after
+- every other ``/api/*`` path of a bad deployment answers only after
   ``--bad-latency`` seconds (1.5 s by default);
 - ``GET /_sandbox/monitor``: the monitor's last measurement (not counted).
 
@@ -155,8 +155,8 @@ class AppServer:
             return _json(502, {"error": "bad gateway", "detail": f"the deployment platform did not answer: {exc}"})
         if dep is None:
             return _json(502, {"error": "bad gateway", "detail": "no production deployment"})
-        if path.startswith("/api/") and not dep.healthy:
-            time.sleep(self.bad_latency)
+        if path.startswith("/api/") and path != "/api/health" and not dep.healthy:
+            time.sleep(self.bad_latency)  # its health check fails fast; the rest of its API is slow
         info = {"deploymentId": dep.id, "commit": dep.sha}
         if path in ("/", "/index.html"):
             page = (f"<!doctype html><html><head><title>demo</title></head><body><h1>demo</h1>"
@@ -270,6 +270,7 @@ class Monitor:
     stopping: threading.Event = field(default_factory=threading.Event)
 
     _since: float = 0.0
+    _rds_published: float = -1e9
 
     @property
     def settle(self) -> float:
@@ -329,15 +330,10 @@ class Monitor:
         items = config["DefaultCacheBehavior"].get("LambdaFunctionAssociations", {}).get("Items") or []
         versions = sorted({str(item["LambdaFunctionARN"]).rsplit(":", 1)[-1] for item in items})
         edge_bad = any(v in aws["edge_bad_versions"] for v in versions)
-        s3 = self.client("s3")
-        changed: list[str] = []
-        for key, etag in aws["assets_good_etags"].items():
-            try:
-                found = s3.head_object(Bucket=aws["assets_bucket"], Key=key)["ETag"]
-            except Exception:  # 404 or a delete marker: the object is missing
-                found = None
-            if found != etag:
-                changed.append(key)
+        listed = self.client("s3").list_object_versions(Bucket=aws["assets_bucket"], Prefix=aws["assets_prefix"])
+        current = {v["Key"]: v["ETag"] for v in listed.get("Versions", []) if v.get("IsLatest")}
+        # A key whose newest version is a delete marker is missing: it is not in `current`.
+        changed = sorted(key for key, etag in aws["assets_good_etags"].items() if current.get(key) != etag)
         return {"edge_versions": versions, "edge_bad": edge_bad, "assets_changed": changed,
                 "assets_bad": bool(changed)}
 
@@ -388,6 +384,9 @@ class Monitor:
         ]
         cloudwatch = self.client("cloudwatch")
         cloudwatch.put_metric_data(Namespace="AWS/CloudFront", MetricData=data)
+        if time.monotonic() - self._rds_published < 30:  # RDS publishes every minute; these never change
+            return
+        self._rds_published = time.monotonic()
         rds = [{"Name": "DBInstanceIdentifier", "Value": aws["db_instance"]}]
         cloudwatch.put_metric_data(Namespace="AWS/RDS", MetricData=[
             {"MetricName": "DatabaseConnections", "Dimensions": rds, "Timestamp": now,

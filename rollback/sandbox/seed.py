@@ -775,6 +775,30 @@ project = "{pulumi['project']}"
 backend_url = "{pulumi['backend_url']}"
 project_dir = "pulumi"
 
+[env.{ENV}.verify]
+api_paths = ["/api/health", "/api/version", "/api/integrations"]
+page_paths = ["/"]
+
+[[env.{ENV}.verify.flows]]
+name = "login"
+method = "POST"
+path = "/api/auth/login"
+body = '{{"email": "user1@example.com", "password": "sandbox"}}'
+status = 200
+body_contains = '"ok": true'
+
+[[env.{ENV}.verify.flows]]
+name = "registration"
+method = "POST"
+path = "/api/auth/register"
+body = '{{"email": "new@example.com", "password": "sandbox"}}'
+status = 201
+
+[[env.{ENV}.verify.flows]]
+name = "integrations"
+path = "/api/integrations"
+body_contains = "github"
+
 [env.{ENV}.targets]
 detect = 5
 decide = 2

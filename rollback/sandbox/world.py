@@ -88,6 +88,9 @@ class SandboxInfo:
             env.setdefault("DB_INSTANCE", str(aws.get("db_instance", "")))
         if self.env.get("DATABASE_URL"):
             env.setdefault("DATABASE_NAME", "app")
+        good_backup = (self.world.get("database") or {}).get("good_backup")
+        if good_backup:
+            env.setdefault("DB_GOOD_BACKUP", str(good_backup))
         ordered = {k: env[k] for k in EXPORT_ORDER if k in env}
         ordered.update({k: v for k, v in env.items() if k not in ordered})
         return ordered
