@@ -35,8 +35,7 @@ def _json_option(func: Any) -> Any:
 
 
 def _summary(info: SandboxInfo) -> list[str]:
-    from rich.markup import escape
-
+    """Plain lines (printed with click, not rich: nothing to escape), from the sandbox's own seed."""
     world = info.world
     vercel, aws, database = world.get("vercel", {}), world.get("aws", {}), world.get("database", {})
     alarms = [a["name"] for a in aws.get("alarms", [])]
@@ -56,7 +55,7 @@ def _summary(info: SandboxInfo) -> list[str]:
         f"{world.get('pulumi', {}).get('updates')} updates (the last one is bad)",
         f"config     {info.config_path}",
     ]
-    return [escape(line) for line in lines]
+    return lines
 
 
 @click.group()
