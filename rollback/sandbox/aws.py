@@ -107,21 +107,36 @@ def memoize_region_lists() -> None:
         session_class.get_service_data = get_service_data
         session_class._rollback_service_data_shared = True
 
+        # Listing EC2's regions (moto's RDS backend imports EC2's) needs only its endpoint prefix,
+        # which is its name: no need to parse its 4 MB model at all.
+        list_regions = session_class.get_available_regions
+        known_prefixes = {"ec2": "ec2"}
+
+        def get_available_regions(self: Any, service_name: str, partition_name: str = "aws",
+                                  allow_non_regional: bool = False) -> Any:
+            prefix = known_prefixes.get(service_name)
+            if prefix is None:
+                return list_regions(self, service_name, partition_name, allow_non_regional)
+            resolver = self._get_internal_component("endpoint_resolver")
+            return resolver.get_available_endpoints(prefix, partition_name, allow_non_regional)
+
+        session_class.get_available_regions = get_available_regions
+
         # Each new session's endpoint resolver parses endpoints.json (1.2 MB) again, too.
         import botocore.loaders
 
         loader_class: Any = botocore.loaders.Loader
-        load_data = loader_class.load_data
+        load_data_with_path = loader_class.load_data_with_path
         shared: dict[str, Any] = {}
 
-        def load_data_shared(self: Any, name: str) -> Any:
+        def load_data_with_path_shared(self: Any, name: str) -> Any:
             if name not in ("endpoints", "partitions"):
-                return load_data(self, name)
+                return load_data_with_path(self, name)
             if name not in shared:
-                shared[name] = load_data(self, name)
+                shared[name] = load_data_with_path(self, name)
             return shared[name]
 
-        loader_class.load_data = load_data_shared
+        loader_class.load_data_with_path = load_data_with_path_shared
 
 
 def moto_environment(url: str, region: str = "us-east-1") -> dict[str, str]:

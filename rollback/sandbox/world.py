@@ -101,7 +101,8 @@ class SandboxInfo:
 
     def to_dict(self) -> dict[str, Any]:
         return {"dir": str(self.dir), "state": self.state, "reused": self.reused, "generation": self.generation,
-                "seconds_to_ready": self.seconds_to_ready, "error": self.error, "config": str(self.config_path),
+                "seconds_to_ready": self.seconds_to_ready, "cpu_seconds_to_ready": self.raw.get("cpu_seconds_to_ready"),
+                "error": self.error, "config": str(self.config_path),
                 "pids": self.pids, "ports": self.ports, "urls": self.urls, "env": self.exports(),
                 "processes": self.raw.get("processes", {}), "logs": self.raw.get("logs", {}), "world": self.world}
 
