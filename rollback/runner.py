@@ -156,8 +156,16 @@ def _checked_result(step: Step, ctx: StepContext) -> Mapping[str, Any]:
 
 def read_only(check: CheckFunction) -> StepHandler:
     """A step that only reads (verify a backup, check the rights): its check does the work and
-    its act returns what the check found, so a dry run walks (and can fail on) the same reads."""
-    return StepFunctions(_checked_result, check)
+    its act returns what the check found, so a dry run walks (and can fail on) the same reads.
+    Resumed, a step the earlier run finished is done when its check passes again."""
+
+    def again(step: Step, ctx: StepContext) -> Check:
+        found = check(step, ctx)
+        if step.id in ctx.earlier:
+            return Check(True, found.result, found.would)
+        return found
+
+    return StepFunctions(_checked_result, again)
 
 
 # ------------------------------------------------------------------ results
@@ -320,7 +328,7 @@ def _run_step(chosen: StepHandler, step: Step, ctx: StepContext) -> tuple[dict[s
     check = chosen.check(step, ctx)
     earlier = ctx.earlier.get(step.id)
     if check.done:
-        return ({**earlier, **check.result} if earlier is not None else dict(check.result)), True
+        return ({**check.result, **earlier} if earlier is not None else dict(check.result)), True
     if earlier is not None:
         # Finished by the earlier run, but its effect is gone: repeating it blindly could undo
         # whatever changed the world since. Stop and say so.
