@@ -259,6 +259,9 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 def make_http_client(base_url: str, token: str | None, *, timeout: float = 15.0) -> httpx.Client:
     """The usual client: Vercel's base URL and the bearer token. Missing token: exit 2."""
+    from rollback.adapters.http import import_httpx
+
+    import_httpx()
     import httpx
 
     if not token:

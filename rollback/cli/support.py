@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,16 +18,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from rollback.errors import ConfirmationRequired, Refused
-from rollback.runner import RunObserver
 
 if TYPE_CHECKING:
-    from rich.console import Console, RenderableType
-    from rich.live import Live
+    from rich.console import RenderableType
 
     from rollback.config import Config
     from rollback.journal import Journal
-    from rollback.plan import Plan, Step
-    from rollback.runner import ExecutionResult, Handler, StepHandler, StepResult
+    from rollback.plan import Plan
+    from rollback.runner import ExecutionResult, Handler, StepHandler
 
 __all__ = [
     "AppContext",
@@ -253,83 +250,6 @@ def show_plan(app: AppContext, plan: Plan, *, dry_run: bool) -> None:
         say(line)
 
 
-class _PlainProgress(RunObserver):
-    """One line per event on stderr: for logs, pipes and --json runs."""
-
-    def __init__(self, total: int) -> None:
-        self.total = total
-
-    def note(self, message: str) -> None:
-        say(f"      {printable(message)}")
-
-    def step_started(self, number: int, step: Step, *, dry_run: bool) -> None:
-        say(f"[{number}/{self.total}] {'would ' if dry_run else ''}{printable(step.describe())}")
-
-    def step_finished(self, number: int, item: StepResult) -> None:
-        if item.already_done:
-            say(f"[{number}/{self.total}] already done")
-        elif not item.dry_run:
-            say(f"[{number}/{self.total}] done ({item.seconds:.2f} s)")
-
-
-class _LiveProgress(RunObserver):
-    """The plan as a live table on a terminal: a spinner and the elapsed time on the running step,
-    the outcome on each finished one; notes print above it."""
-
-    def __init__(self, plan: Plan, *, dry_run: bool) -> None:
-        from rich.console import Console
-
-        self.plan = plan
-        self.dry_run = dry_run
-        self.console: Console = Console(stderr=True, soft_wrap=False)
-        self.states: dict[int, Any] = {}
-        self.running: tuple[int, float] | None = None
-        self.live: Live | None = None
-
-    def _render(self) -> Any:
-        from rich.spinner import Spinner
-
-        states = dict(self.states)
-        if self.running is not None:
-            number, started = self.running
-            states[number] = Spinner("dots", text=f"{time.monotonic() - started:.1f} s", style="cyan")
-        return _plan_table(self.plan, states, dry_run=self.dry_run)
-
-    def __enter__(self) -> _LiveProgress:
-        from rich.live import Live
-
-        self.live = Live(console=self.console, get_renderable=self._render, refresh_per_second=10,
-                         transient=False, redirect_stdout=False, redirect_stderr=False)
-        self.live.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.live is not None:
-            self.running = None
-            self.live.refresh()
-            self.live.stop()
-
-    def note(self, message: str) -> None:
-        self.console.print(f"  {_markup(message)}")
-
-    def step_started(self, number: int, step: Step, *, dry_run: bool) -> None:
-        self.running = (number, time.monotonic())
-
-    def step_finished(self, number: int, item: StepResult) -> None:
-        self.running = None
-        if item.already_done:
-            self.states[number] = "[green]already done[/]"
-        elif item.dry_run:
-            self.states[number] = "[yellow]would[/]"
-        else:
-            self.states[number] = f"[green]done[/] {item.seconds:.1f} s"
-
-    def step_failed(self, number: int, step: Step, error: BaseException) -> None:
-        self.running = None
-        interrupted = isinstance(error, KeyboardInterrupt)
-        self.states[number] = "[red]interrupted[/]" if interrupted else "[red]failed[/]"
-
-
 def run_plan(
     app: AppContext,
     plan: Plan,
@@ -353,6 +273,7 @@ def run_plan(
     Progress goes to stderr: a live table on a terminal, plain lines otherwise. With ``document``
     (and ``human``) the outcome is also emitted: one JSON document with --json, else ``human``.
     """
+    from rollback.cli.progress import LiveProgress, PlainProgress
     from rollback.runner import execute
 
     asks = (plan.is_destructive if confirm_first is None else confirm_first) and not dry_run
@@ -369,11 +290,11 @@ def run_plan(
     journal = app.journal_unless(dry_run, **dict(details or {}))
     try:
         if live:
-            with _LiveProgress(plan, dry_run=dry_run) as display:
+            with LiveProgress(plan, dry_run=dry_run) as display:
                 outcome = execute(plan, handlers, journal=journal, dry_run=dry_run, progress=display)
         else:
             outcome = execute(plan, handlers, journal=journal, dry_run=dry_run,
-                              progress=_PlainProgress(len(plan.steps)))
+                              progress=PlainProgress(len(plan.steps)))
     finally:
         if journal is not None and not app.json:
             say(f"journaled as run {journal.run_id} (rollback journal show {journal.run_id})")
