@@ -64,7 +64,7 @@ def test_a_killed_rollback_is_resumed_without_sending_it_again(app_env: Path, em
     path = _wait_for_step(app_env, "wait-rollback", proc)
     time.sleep(0.3)  # well inside the watch
     proc.send_signal(signum)
-    out, err = proc.communicate(timeout=30)
+    _, err = proc.communicate(timeout=30)
     run_id = path.name.removesuffix(".jsonl")
     events = _events(path)
     if signum == signal.SIGKILL:
