@@ -536,6 +536,7 @@ def resume(
     details: Mapping[str, Any] | None = None,
     lock: bool = True,
     on_journal: Callable[[Journal], None] | None = None,
+    start_journal: Callable[[Mapping[str, Any]], Journal] | None = None,
 ) -> ExecutionResult:
     """Continue run ``run`` from its first unfinished step, in a new journaled run.
 
@@ -547,6 +548,11 @@ def resume(
     SIGKILL is not done twice. The new run's ``run_started`` records ``resumes``.
     A dry run changes nothing and is not journaled. ``on_journal`` sees the new
     journal as soon as it exists (the CLI registers it to close it on any error).
+
+    ``start_journal(details)`` opens the new run's journal instead of ``Journal.start``
+    (the CLI passes ``AppContext.start_journal``, which takes the environment's lock the
+    way every other command does, the team lease included); it must be for the run's
+    environment (``load_resume_point(...).env``).
     """
     from rollback.journal import Journal
 
@@ -554,8 +560,12 @@ def resume(
     chosen = handlers(point.plan) if callable(handlers) else handlers
     journal = None
     if not dry_run:
-        journal = Journal.start(journal_dir, command=command or f"rollback resume {point.run_id}", env=point.env,
-                                details={"resumes": point.run_id, **dict(details or {})}, lock=lock)
+        fields = {"resumes": point.run_id, **dict(details or {})}
+        if start_journal is not None:
+            journal = start_journal(fields)
+        else:
+            journal = Journal.start(journal_dir, command=command or f"rollback resume {point.run_id}",
+                                    env=point.env, details=fields, lock=lock)
         if on_journal is not None:
             on_journal(journal)
     try:
