@@ -119,8 +119,6 @@ class StepHandler(Protocol):
 
 
 Handlers = Mapping[str, StepHandler]
-# TRANSITIONAL: the old handler shape, a function branching on ctx.dry_run (see _LegacyHandler).
-Handler = Callable[[Step, StepContext], Mapping[str, Any] | None]
 ActFunction = Callable[[Step, StepContext], Mapping[str, Any] | None]
 CheckFunction = Callable[[Step, StepContext], Check]
 
@@ -343,34 +341,6 @@ def _run_step(chosen: StepHandler, step: Step, ctx: StepContext) -> tuple[dict[s
     return dict(chosen.act(step, ctx) or {}), False
 
 
-@dataclass(frozen=True)
-class _LegacyHandler:
-    """TRANSITIONAL: a plain ``handler(step, ctx)`` function that branches on ``ctx.dry_run`` itself,
-    from the layers not converted to check + act yet. Removed once every layer is converted."""
-
-    function: Callable[[Step, StepContext], Mapping[str, Any] | None]
-
-    def check(self, step: Step, ctx: StepContext) -> Check:
-        earlier = ctx.earlier.get(step.id)
-        if earlier is not None:
-            return Check(True, dict(earlier), step.describe())
-        if ctx.dry_run:
-            result = dict(self.function(step, ctx) or {})
-            return Check(False, result, str(result.get("would", step.describe())))
-        return Check(False, {}, step.describe())
-
-    def act(self, step: Step, ctx: StepContext) -> Mapping[str, Any]:
-        return dict(self.function(step, ctx) or {})
-
-
-def _legacy(action: str, chosen: Any) -> StepHandler:
-    if isinstance(chosen, StepHandler):
-        return chosen
-    if callable(chosen):
-        return _LegacyHandler(chosen)
-    raise TypeError(f"the handler of {action!r} is not a StepHandler (an object with check() and act())")
-
-
 def _resume_text(journal: Journal, completed: list[StepResult]) -> str:
     done = ", ".join(s.step.id for s in completed) or "none"
     return (f"steps completed before this one: {done}; fix the cause, then 'rollback resume {journal.run_id}' "
@@ -379,7 +349,7 @@ def _resume_text(journal: Journal, completed: list[StepResult]) -> str:
 
 def execute(
     plan: Plan,
-    handlers: Mapping[str, StepHandler | Handler],
+    handlers: Handlers,
     *,
     journal: Journal | None = None,
     dry_run: bool = False,
@@ -399,7 +369,10 @@ def execute(
     missing = sorted({s.action for s in plan.steps} - set(handlers))
     if missing:
         raise ValueError(f"no handler for action(s): {', '.join(missing)}")
-    converted = {action: _legacy(action, chosen) for action, chosen in handlers.items()}
+    for action in plan.actions:
+        if not isinstance(handlers[action], StepHandler):
+            raise TypeError(f"the handler of {action!r} is not a StepHandler (an object with check() and act()); "
+                            "wrap a function with rollback.runner.handler(act, check)")
     earlier = {str(k): dict(v) for k, v in (done or {}).items()}
     unknown = sorted(set(earlier) - {s.id for s in plan.steps})
     if unknown:
@@ -427,7 +400,7 @@ def execute(
             step_started = time.monotonic()
             try:
                 with interrupts.step():
-                    result, already_done = _run_step(converted[step.action], step, ctx)
+                    result, already_done = _run_step(handlers[step.action], step, ctx)
             except BaseException as exc:
                 if journal is not None:
                     message = exc.one_line() if isinstance(exc, RollbackError) else f"{type(exc).__name__}: {exc}"

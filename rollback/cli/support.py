@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from rollback.config import Config
     from rollback.journal import Journal
     from rollback.plan import Plan
-    from rollback.runner import ExecutionResult, Handler, StepHandler
+    from rollback.runner import ExecutionResult, Handlers
 
 __all__ = [
     "AppContext",
@@ -267,7 +267,7 @@ def show_plan(app: AppContext, plan: Plan, *, dry_run: bool) -> None:
 def run_plan(
     app: AppContext,
     plan: Plan,
-    handlers: Mapping[str, StepHandler | Handler],
+    handlers: Handlers,
     *,
     dry_run: bool,
     yes: bool,

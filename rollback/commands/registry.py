@@ -36,7 +36,7 @@ from rollback.errors import BadInput
 if TYPE_CHECKING:
     from rollback.adapters.aws import AwsClients
     from rollback.config import Config
-    from rollback.runner import Handler, StepHandler
+    from rollback.runner import StepHandler
 
 __all__ = ["FAMILIES", "family_of", "handlers_for"]
 
@@ -133,7 +133,7 @@ def _db(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dic
     from rollback.commands.db import DbHandlers
 
     chosen = services.get("db") or DbHandlers(config, rds=services.get("rds"))
-    return dict(chosen.mapping())
+    return dict(chosen.handlers())
 
 
 _BUILDERS: dict[str, Callable[[Config, Mapping[str, Any], _Adapters], dict[str, Any]]] = {
@@ -143,7 +143,7 @@ _BUILDERS: dict[str, Callable[[Config, Mapping[str, Any], _Adapters], dict[str, 
 
 
 def handlers_for(config: Config, actions: Iterable[str],
-                 services: Mapping[str, Any] | None = None) -> dict[str, StepHandler | Handler]:
+                 services: Mapping[str, Any] | None = None) -> dict[str, StepHandler]:
     """The handlers of ``actions`` (any mix of layers), keyed by action.
 
     Only the layers the actions belong to are built; their adapters come from ``services``

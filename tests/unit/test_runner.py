@@ -288,3 +288,16 @@ def test_handlers_for_builds_any_mix_of_layers(write_config: Any) -> None:
     assert all(isinstance(h, StepHandler) for h in built.values())
     with pytest.raises(BadInput, match="no step handler for action"):
         handlers_for(config, ["vercel.rollback", "teleport.now"])
+
+
+def test_no_handler_branches_on_dry_run() -> None:
+    """The runner is the only place a dry run branches: handlers and adapters never look at it."""
+    import re
+
+    root = Path(__file__).resolve().parents[2] / "rollback"
+    offenders = []
+    for path in sorted([*root.glob("commands/*.py"), *root.glob("adapters/*.py")]):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if re.search(r"ctx\.dry_run|\bif (not )?dry_run\b|dry_run=ctx", line):
+                offenders.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
+    assert offenders == []
