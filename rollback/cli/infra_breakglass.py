@@ -81,7 +81,8 @@ def edge(app: AppContext, to_version: int, distribution: str | None, function: s
     results = {item.step.id: item.result for item in outcome.steps}
     summary = commands.edge_summary(planned, results)
     document = {"ok": True, "dry_run": dry_run, "summary": ("dry run: " if dry_run else "") + summary,
-                "resources": resources.to_dict(), "edge": planned.to_dict(), "run": outcome.to_dict()}
+                "resources": resources.to_dict(), "edge": planned.to_dict(), "plan": planned.plan.to_dict(),
+                "run": outcome.to_dict()}
     emit(app, document, lambda: click.echo(document["summary"]))
 
 
@@ -135,7 +136,8 @@ def assets(app: AppContext, key: str | None, prefix: str | None, to_version: str
                f"; {len(planned.actions) - changed} unchanged")
     document = {"ok": True, "dry_run": dry_run, "summary": summary, "bucket": resources.bucket,
                 "actions": [a.to_dict() for a in planned.actions],
-                "results": [item.result for item in outcome.steps], "run": outcome.to_dict()}
+                "results": [item.result for item in outcome.steps], "plan": planned.plan.to_dict(),
+                "run": outcome.to_dict()}
 
     def human() -> None:
         for action in planned.actions:
@@ -184,7 +186,8 @@ def invalidate(app: AppContext, paths: tuple[str, ...], wait: bool, timeout: str
                else f"invalidation {created.get('id')} of {', '.join(split)} on distribution "
                     f"{resources.distribution}: {status}")
     document = {"ok": True, "dry_run": dry_run, "summary": summary, "distribution": resources.distribution,
-                "paths": split, "invalidation": dict(created), "status": status, "run": outcome.to_dict()}
+                "paths": split, "invalidation": dict(created), "status": status, "plan": plan.to_dict(),
+                "run": outcome.to_dict()}
     emit(app, document, lambda: click.echo(summary))
 
 

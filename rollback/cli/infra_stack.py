@@ -163,7 +163,8 @@ def preview_command(app: AppContext, to_version: int, plan_file: Path | None, of
     handlers = commands.StackHandlers(config, context["source"]).handlers()
     outcome = run_plan(app, plan, handlers, dry_run=dry_run, yes=True, action="preview", confirm_first=False,
                        details={"version": to_version})
-    report = commands.preview_report(config, context, {"dry_run": dry_run, "run": outcome.run_id},
+    report = commands.preview_report(config, context, {"dry_run": dry_run, "run": outcome.run_id,
+                                                       "plan": plan.to_dict()},
                                      {item.step.id: item.result for item in outcome.steps})
 
     def human() -> None:
@@ -272,7 +273,7 @@ def config_restore_command(app: AppContext, backup: Path, yes: bool, dry_run: bo
     result = run_plan(app, plan, commands.StackHandlers(config).handlers(), dry_run=dry_run, yes=yes,
                       action="overwrite the stack config", confirm_first=True,
                       prompt=f"Overwrite {meta['path']} with the copy saved in {backup.name}?")
-    document = {"dry_run": dry_run, **result.result_of("restore")}
+    document = {"dry_run": dry_run, **result.result_of("restore"), "plan": plan.to_dict()}
 
     def human() -> None:
         if dry_run:

@@ -17,11 +17,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from rollback.sandbox.vercel import DEMO, VercelEmulator
+from tests.conftest import CliResult
+
+RunCli = Callable[..., CliResult]
 
 
 def _start(app_env: Path) -> subprocess.Popen[str]:
@@ -108,3 +112,22 @@ def test_a_resumed_run_refuses_when_production_moved_since(app_env: Path, emulat
         _resume(app_env, path.name.removesuffix(".jsonl"))
     assert emulator.state.project(DEMO.project_id).production_id == DEMO.older
     assert [r["type"] for r in emulator.state.alias_history] == ["rollback", "promote"]
+
+
+def test_the_plan_a_dry_run_prints_is_what_runs(app_env: Path, emulator: VercelEmulator, run_cli: RunCli) -> None:
+    """``--dry-run --json`` prints a plan that, read back, executes as it is (no re-planning)."""
+    from rollback.commands.registry import handlers_for
+    from rollback.config import load_config
+    from rollback.plan import Plan
+    from rollback.runner import execute
+
+    dry = run_cli("app", "rollback", "--dry-run", "--json")
+    assert dry.code == 0, dry.err
+    plan = Plan.from_dict(json.loads(json.dumps(dry.json()["plan"])))
+    assert [s.layer for s in plan.steps] == ["app", "app", "verify"]
+    assert emulator.state.project(DEMO.project_id).production_id == DEMO.current  # the dry run changed nothing
+    config = load_config()
+    outcome = execute(plan, handlers_for(config, plan.actions))
+    assert emulator.state.project(DEMO.project_id).production_id == DEMO.previous
+    assert outcome.result_of("wait-rollback")["job_status"] == "succeeded"
+    assert all(c["ok"] for c in outcome.result_of("health")["checks"])
