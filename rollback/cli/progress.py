@@ -46,11 +46,12 @@ class LiveProgress(RunObserver):
     """The plan as a live table on a terminal: a spinner and the elapsed time on the running step,
     the outcome on each finished one; notes print above it."""
 
-    def __init__(self, plan: Plan, *, dry_run: bool) -> None:
+    def __init__(self, plan: Plan, *, dry_run: bool, show_notes: bool = True) -> None:
         from rich.console import Console
 
         self.plan = plan
         self.dry_run = dry_run
+        self.show_notes = show_notes
         self.console: Console = Console(stderr=True, soft_wrap=False)
         self.states: dict[int, Any] = {}
         self.running: tuple[int, float] | None = None
@@ -68,6 +69,8 @@ class LiveProgress(RunObserver):
     def __enter__(self) -> LiveProgress:
         from rich.live import Live
 
+        for note in self.plan.notes if self.show_notes else ():
+            self.console.print(f"note: {_markup(note)}")
         self.live = Live(console=self.console, get_renderable=self._render, refresh_per_second=10,
                          transient=False, redirect_stdout=False, redirect_stderr=False)
         self.live.start()

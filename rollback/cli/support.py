@@ -304,7 +304,7 @@ def run_plan(
     journal = app.journal_unless(dry_run, **dict(details or {}))
     try:
         if live:
-            with LiveProgress(plan, dry_run=dry_run) as display:
+            with LiveProgress(plan, dry_run=dry_run, show_notes=not (asks and not yes)) as display:
                 outcome = execute(plan, handlers, journal=journal, dry_run=dry_run, progress=display)
         else:
             outcome = execute(plan, handlers, journal=journal, dry_run=dry_run,
