@@ -352,6 +352,9 @@ class EdgeHandlers:
     def check_wait(self, step: Step, ctx: StepContext) -> Check:
         timeout = float(step.params["timeout"])
         would = f"wait until distribution {step.params['distribution']} is Deployed"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None:  # the deploy it waited for ended; a later change is another deploy's
+            return Check(True, dict(earlier), would)
         associate = ctx.results.get(step.sibling("associate")) or {}
         # Read the status only when the associations were not just changed (or, in a dry run, to be
         # changed): right after a change the distribution is deploying, and the wait reads it anyway.
