@@ -7,6 +7,7 @@ opens its own. The CLI runs in this process (``run_cli``) except where a real pr
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -235,19 +236,15 @@ class Proxy:
             pass
         finally:
             for end in (source, sink):
-                try:
+                with contextlib.suppress(OSError):
                     end.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
 
     def cut(self) -> None:
         self.up = False
         with self.lock:
             for sock in self.sockets:
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
             self.sockets.clear()
 
     def restore(self) -> None:
