@@ -36,11 +36,22 @@ class CliResult:
         return json.loads(self.out)
 
 
+def forget_secrets() -> None:
+    """Empty the redactor's registry, as a new process starts: each CLI run must register the
+    secrets it reads itself (a test must not pass because an earlier run registered them)."""
+    import rollback.redact as redact
+
+    redact._registered.clear()
+    if hasattr(redact, "_ordered"):
+        redact._ordered = ()
+
+
 @pytest.fixture
 def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
     from rollback.cli import main
 
     def run(*args: str) -> CliResult:
+        forget_secrets()
         capsys.readouterr()
         code = main(list(args))
         captured = capsys.readouterr()
@@ -88,6 +99,17 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture(params=[True, False], ids=["journal-redacts", "journal-does-not-redact"])
+def journal_redaction(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Run an end-to-end secrets test twice: with the journal's own redaction, and with it
+    switched off (a test-only switch), to prove that every value reaching the journal was
+    already redacted where it was made; ``Journal.write`` must not be the only guard."""
+    from rollback.journal import Journal
+
+    monkeypatch.setattr(Journal, "redact_entries", bool(request.param))
+    return bool(request.param)
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rollback.errors import BadInput, DatabaseError, LockHeld, UnsafePrecondition
-from rollback.redact import redact_text, register_secret
+from rollback.redact import redact_text
 
 __all__ = [
     "Database",
@@ -64,18 +64,14 @@ class Target:
     params: Mapping[str, str]
 
     @classmethod
-    def from_url(cls, url: str) -> Target:
-        from psycopg.conninfo import conninfo_to_dict
+    def from_url(cls, url: str, variable: str = "the database URL") -> Target:
+        """libpq's reading of a URL or key=value string (:mod:`rollback.dburl`: every candidate
+        password registered as a secret, ambiguous URLs refused naming ``variable``)."""
+        from rollback.dburl import parse_database_url
 
-        url, schema = _strip_prisma_params(url)
-        try:
-            params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
-        except Exception as exc:  # psycopg.ProgrammingError: the URL does not parse
-            raise BadInput("the database URL does not parse", "check the variable named by database.url_env") \
-                from exc
-        register_secret(params.get("password"))
+        params, schema = parse_database_url(url, variable)
         if not params.get("dbname"):
-            raise BadInput("the database URL names no database", "append /DBNAME to the URL")
+            raise BadInput(f"{variable} names no database", "append /DBNAME to the URL")
         if schema and "options" not in params:
             params["options"] = f"-csearch_path={schema}"
         return cls(params)
@@ -122,7 +118,9 @@ class Target:
     def describe(self) -> str:
         host = self.params.get("host", "localhost")
         port = self.params.get("port", "5432")
-        return f"{self.user or '(default user)'}@{host}:{port}/{self.dbname}"
+        # Redacted: a value is never a piece of the password (from_url refuses such URLs),
+        # but this line goes into errors and journals, so it is checked once more here.
+        return redact_text(f"{self.user or '(default user)'}@{host}:{port}/{self.dbname}")
 
 
 @dataclass(frozen=True)
@@ -657,22 +655,11 @@ def _describe_failure(exc: BaseException) -> str:
     return redact_text(" ".join(str(exc).split())) or type(exc).__name__
 
 
-# Query parameters Prisma accepts in its URLs that libpq would reject.
-_PRISMA_PARAMS = {"schema", "connection_limit", "pool_timeout", "pgbouncer", "socket_timeout",
-                  "statement_cache_size", "sslaccept", "sslidentity", "sslpassword"}
-
-
 def _strip_prisma_params(url: str) -> tuple[str, str | None]:
     """Remove Prisma-only query parameters; return the URL and Prisma's ``schema``."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+    from rollback.dburl import strip_prisma_params
 
-    if "://" not in url or "?" not in url:
-        return url, None
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((v for k, v in query if k == "schema"), None)
-    kept = [(k, v) for k, v in query if k not in _PRISMA_PARAMS]
-    return urlunsplit(parts._replace(query=urlencode(kept))), schema
+    return strip_prisma_params(url)
 
 
 def set_aside_name(live: str, kind: str, stamp: str) -> str:

@@ -99,7 +99,7 @@ def database_target(config: Config) -> Target:
         raise ConfigError(f"{config.env.database.url_env} is not set",
                           f"export {config.env.database.url_env}=postgresql://USER:PASSWORD@HOST:PORT/DB",
                           key="database.url_env")
-    return Target.from_url(url)
+    return Target.from_url(url, config.env.database.url_env)
 
 
 def open_database(config: Config) -> Database:
