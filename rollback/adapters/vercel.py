@@ -266,10 +266,15 @@ def make_http_client(base_url: str, token: str | None, *, timeout: float = 15.0)
     # (loading the CA bundle costs ~15 ms of a command benchmarked in milliseconds).
     # Redirects are not followed, so nothing can be sent over https without verification.
     plain_http = base_url.lower().startswith("http://")
-    return httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}",
-                                                     "User-Agent": "rollback-cli"},
-                        timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)), verify=not plain_http,
-                        follow_redirects=False)
+    try:
+        return httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}",
+                                                         "User-Agent": "rollback-cli"},
+                            timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)), verify=not plain_http,
+                            follow_redirects=False)
+    except httpx.InvalidURL as exc:
+        raise BadInput(f"VERCEL_API_URL={redact_text(repr(base_url[:200]))} is not a usable URL "
+                       f"({redact_text(str(exc))})", "set VERCEL_API_URL to a URL such as https://host:port, "
+                       "or unset it") from None
 
 
 @dataclass

@@ -7,7 +7,6 @@ imported only when a table is printed.
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from rollback.errors import ConfirmationRequired, Refused
+from rollback.safetext import dumps, printable
 
 if TYPE_CHECKING:
     from rollback.config import Config
@@ -27,6 +27,7 @@ __all__ = [
     "common_options",
     "confirm",
     "dry_run_option",
+    "echo",
     "emit",
     "pass_app",
     "print_table",
@@ -128,27 +129,39 @@ yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for conf
 
 
 def say(message: str, *, err: bool = True) -> None:
-    """Human progress and notes: stderr, so stdout stays clean for results and --json."""
-    click.echo(message, err=err)
+    """Human progress and notes: stderr, so stdout stays clean for results and --json.
+
+    Control characters in the message (an ESC from a ``--reason``...) are shown escaped.
+    """
+    click.echo(printable(message, keep_newlines=True), err=err)
+
+
+def echo(message: str) -> None:
+    """A human result line on stdout (``say(message, err=False)``)."""
+    say(message, err=False)
 
 
 def emit(app: AppContext, document: Any, human: Callable[[], None] | None = None) -> None:
-    """Print a result: one JSON document with --json, else the human rendering."""
+    """Print a result: one strict JSON document with --json (no NaN/Infinity), else the human rendering."""
     if app.json or human is None:
-        click.echo(json.dumps(document, indent=2, default=str, ensure_ascii=False))
+        click.echo(dumps(document))
     else:
         human()
 
 
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None) -> None:
+    """A table on stdout. Every cell is text: rich markup in it is shown as written
+    (``rich.text.Text`` is never parsed as markup) and control characters escaped."""
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
+    table = Table(title=Text(printable(title)) if title is not None else None, title_justify="left",
+                  show_lines=False, header_style="bold")
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(Text(printable(column)), overflow="fold")
     for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
+        table.add_row(*(Text("" if cell is None else printable(cell)) for cell in row))
     # Piped or captured output (a log, an incident channel) must not wrap ids and URLs at 80 columns.
     width = None if sys.stdout.isatty() else 240
     Console(soft_wrap=False, width=width).print(table)
