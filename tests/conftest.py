@@ -112,6 +112,69 @@ def journal_redaction(request: pytest.FixtureRequest, monkeypatch: pytest.Monkey
     return bool(request.param)
 
 
+@dataclass
+class SmallDisk:
+    """A directory on a disk that a test can fill at a chosen moment.
+
+    ``tmpfs``: a 256 kB tmpfs mounted for the test (needs root); :meth:`fill` pads the
+    journal's last page with blank lines (which the reader skips) and fills the rest of the
+    disk, so the journal's next write needs a page that is not there. ``dev-full``, where
+    nothing can be mounted: :meth:`fill` puts ``/dev/full`` under the journal's file
+    descriptor (``dup2``), whose writes fail with ENOSPC. Either way the failing write is
+    the kernel's, through the journal's own ``os.write``.
+    """
+
+    path: Path
+    mode: str
+    note: str = ""
+
+    def fill(self, journal: Any = None) -> None:
+        import errno
+
+        if self.mode == "dev-full":
+            assert journal is not None and journal._fd is not None, "dev-full needs the open journal"
+            full = os.open("/dev/full", os.O_WRONLY)
+            os.dup2(full, journal._fd)
+            os.close(full)
+            return
+        if journal is not None and journal.path.exists():
+            size = journal.path.stat().st_size
+            with journal.path.open("ab") as handle:
+                handle.write(b"\n" * (-size % 4096))
+        with (self.path / "filler").open("ab", buffering=0) as handle:
+            try:
+                while True:
+                    handle.write(b"\0" * 4096)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+
+    def free(self) -> None:
+        (self.path / "filler").unlink(missing_ok=True)
+
+
+@pytest.fixture(params=["tmpfs", "dev-full"])
+def small_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SmallDisk]:
+    """See :class:`SmallDisk`. Where a tmpfs cannot be mounted (not root, no CAP_SYS_ADMIN), the
+    tmpfs case runs the dev-full way instead of skipping, and says so in ``note``."""
+    import subprocess
+
+    path = tmp_path / "disk"
+    path.mkdir()
+    if request.param == "dev-full":
+        yield SmallDisk(path, "dev-full")
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(path)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        yield SmallDisk(path, "dev-full", note=f"tmpfs not mountable here ({mounted.stderr.strip()}): "
+                                               "ran the dev-full way")
+        return
+    try:
+        yield SmallDisk(path, "tmpfs")
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     from rollback.sandbox.aws import start_moto

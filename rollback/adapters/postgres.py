@@ -44,17 +44,54 @@ def db_errors(action: str, hint: str | None = None) -> Iterator[None]:
     except psycopg.Error as exc:
         detail = " ".join(str(exc).split()) or type(exc).__name__
         sqlstate = getattr(exc, "sqlstate", None)
-        raise DatabaseError(f"{action} failed: {redact_text(detail)}", hint or _HINTS.get(str(sqlstate)),
+        raise DatabaseError(f"{action} failed: {redact_text(detail)}",
+                            hint or hint_for(sqlstate, connection=isinstance(exc, psycopg.OperationalError),
+                                             detail=detail),
                             sqlstate=sqlstate) from exc
 
 
+URL_HINT = "check the database URL and that the server is reachable"
 _HINTS = {
     "42501": "the role lacks a privilege on that object: grant it, or use the owner's URL",
     "28P01": "authentication failed: check the user and password in the database URL",
     "28000": "the server refused the role: check pg_hba.conf and the user in the database URL",
     "3D000": "the database does not exist: check the database name in the URL",
+    "3F000": "that schema does not exist: check the schema names in database.tables and the URL's ?schema=",
+    "42P01": "that table does not exist: check database.tables in rollback.toml (schema.table for a schema "
+             "other than the search path's)",
+    "53100": "the database server's disk is full: free space on the server, then retry",
     "57P01": "the session was ended by an administrator; run the command again",
+    "57014": "the statement was cancelled (a statement_timeout or an operator); run the command again",
 }
+# By SQLSTATE class (the first two characters), where no exact code matches.
+_CLASS_HINTS = {
+    "08": URL_HINT,
+    "53": "the database server is out of a resource (disk, memory, connections): see the message, free it, "
+          "then retry",
+    "40": "a concurrent transaction got in the way; run the command again",
+    "42": "the server rejected the statement: see the message (a missing table, column or privilege)",
+}
+
+
+def hint_for(sqlstate: str | None, *, connection: bool = False, detail: str = "") -> str | None:
+    """The hint that matches a PostgreSQL error's cause (SQLSTATE), never a guess.
+
+    The database URL is suggested only for what it can cause: a connection that could not
+    be made or was lost (an ``OperationalError`` without SQLSTATE, class 08) and the
+    authentication and database-name codes. libpq reports a refused login at connect time
+    without a SQLSTATE: its message tells which.
+    """
+    if sqlstate:
+        return _HINTS.get(sqlstate) or _CLASS_HINTS.get(sqlstate[:2])
+    if not connection:
+        return None
+    if "password authentication failed" in detail:
+        return _HINTS["28P01"]
+    if "no pg_hba.conf entry" in detail or ("role" in detail and "does not exist" in detail):
+        return _HINTS["28000"]
+    if "database" in detail and "does not exist" in detail:
+        return _HINTS["3D000"]
+    return URL_HINT
 
 
 @dataclass(frozen=True)
