@@ -303,6 +303,8 @@ class VercelClient:
     in_flight_grace: float = 5.0  # after a POST that may have reached Vercel, how long to look for it landing
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
+    # Wall-clock seconds since the epoch: a Retry-After given as an HTTP date is counted from it.
+    wall_clock: Callable[[], float] = time.time
     on_retry: Callable[[str], None] = field(default=lambda message: None)
 
     # ------------------------------------------------------------ plumbing
@@ -351,7 +353,7 @@ class VercelClient:
                 response = self._send(method, path, params=params, json=json)
                 if response.status_code < 400:
                     return response
-                error = _api_error(response, method, path)
+                error = _api_error(response, method, path, now=self.wall_clock())
             except VercelError as exc:
                 error = exc
             if not getattr(error, "transient", False):
@@ -480,7 +482,7 @@ class VercelClient:
                 response = self._send("POST", path, params=params, json={})
                 if response.status_code < 400:
                     return AliasChange(kind, project_id, deployment_id, sends, "response")
-                error = _api_error(response, "POST", path)
+                error = _api_error(response, "POST", path, now=self.wall_clock())
             except VercelError as exc:
                 error = exc
             if not is_transient(error):
@@ -542,7 +544,7 @@ def _path_only(path: str) -> str:
     return path.split("?", 1)[0]
 
 
-def _api_error(response: httpx.Response, method: str, path: str) -> VercelError:
+def _api_error(response: httpx.Response, method: str, path: str, *, now: float | None = None) -> VercelError:
     """Map an error response (``{"error": {"code", "message"}}``) to :class:`VercelError`."""
     status = response.status_code
     code: str | None = None
@@ -562,7 +564,7 @@ def _api_error(response: httpx.Response, method: str, path: str) -> VercelError:
         hint = "check the project and deployment ids"
     elif status == 429:
         hint = "Vercel is rate limiting; wait and retry"
-    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    retry_after = parse_retry_after(response.headers.get("Retry-After"), now=now)
     return VercelError(
         f"Vercel API {method} {_path_only(path)}: {text} (HTTP {status}{', ' + code if code else ''})",
         hint, code=code, status=status, transient=status in RETRY_STATUSES, retry_after=retry_after,
