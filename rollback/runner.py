@@ -20,7 +20,7 @@ from typing import Any
 from rollback.errors import Interrupted, Refused, RollbackError
 from rollback.journal import Journal
 from rollback.plan import Plan, Step
-from rollback.redact import redact_text
+from rollback.redact import redact, redact_text
 
 __all__ = ["ExecutionResult", "Handler", "StepContext", "StepResult", "execute"]
 
@@ -37,9 +37,10 @@ class StepContext:
 
     def note(self, message: str, **fields: Any) -> None:
         """Tell the operator, and the journal, something worth knowing mid-step."""
+        message = redact_text(message)  # notes quote API and tool messages: redacted where made
         self.progress(message)
         if self.journal is not None:
-            self.journal.note(message, **fields)
+            self.journal.note(message, **redact(fields))
 
 
 Handler = Callable[[Step, StepContext], Mapping[str, Any] | None]

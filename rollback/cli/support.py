@@ -67,10 +67,13 @@ class AppContext:
     def start_journal(self, **details: Any) -> Journal:
         """Open the run's journal, taking the environment's run lock."""
         from rollback.journal import Journal
+        from rollback.redact import redact, redact_text
 
         config = self.config()
-        journal = Journal.start(config.journal_dir, command=["rollback", *self.argv], env=config.env_name,
-                                details=details, lock=True)
+        # Redacted here, where the text is made (an argument may quote a URL with its password):
+        # the journal's own redaction is a second guard, not the only one.
+        journal = Journal.start(config.journal_dir, command=redact_text(" ".join(["rollback", *self.argv])),
+                                env=config.env_name, details=redact(details), lock=True)
         self.journals.append(journal)
         return journal
 

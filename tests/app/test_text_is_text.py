@@ -72,3 +72,14 @@ def test_a_hostile_deployment_ref_is_one_escaped_error_line(run_cli: RunCli, app
     assert_shown_not_acted_on(result)
     lines = result.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "[/x][red]\\x1b[31m\\x07" in lines[0], lines
+
+
+def test_a_secret_quoted_in_an_argument_is_redacted_before_the_journal(run_cli: RunCli, app_env: Path,
+                                                                      journal_redaction: bool) -> None:
+    reason = "db at postgresql://app:hunter2-in-a-reason@db.internal/app is fine; token=tok-in-a-reason-1"
+    result = run_cli("app", "rollback", "--reason", reason, "--yes")
+    assert result.code == 0, result.err
+    journal = "".join(p.read_text() for p in app_env.glob("*.jsonl"))
+    assert "rollback app rollback --reason" in journal
+    for secret in ("hunter2-in-a-reason", "tok-in-a-reason-1"):
+        assert secret not in journal and secret not in result.out + result.err
