@@ -31,6 +31,7 @@ __all__ = [
     "emit",
     "pass_app",
     "print_table",
+    "printable",
     "say",
     "yes_option",
 ]
@@ -67,14 +68,25 @@ class AppContext:
     def start_journal(self, **details: Any) -> Journal:
         """Open the run's journal, taking the environment's run lock."""
         from rollback.journal import Journal
+        from rollback.lock import TeamLock
         from rollback.redact import redact, redact_text
 
         config = self.config()
+        lock = config.lock_settings
+        team = TeamLock(lock.url, lock.ttl) if lock.url else None
         # Redacted here, where the text is made (an argument may quote a URL with its password):
         # the journal's own redaction is a second guard, not the only one.
         journal = Journal.start(config.journal_dir, command=redact_text(" ".join(["rollback", *self.argv])),
-                                env=config.env_name, details=redact(details), lock=True)
+                                env=config.env_name, details=redact(details), lock=True,
+                                lock_identity=config.identity, team_lock=team)
         self.journals.append(journal)
+        lease = journal.lock.lease if journal.lock is not None else None
+        if lease is not None and lease.taken_over is not None:
+            from rollback.lock import describe_holder
+
+            message = f"took over the expired team lease of {describe_holder(lease.taken_over)}"
+            say(f"note: {message}")
+            journal.note(message, taken_over=lease.taken_over)
         return journal
 
     def journal_unless(self, dry_run: bool, **details: Any) -> Journal | None:
