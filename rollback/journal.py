@@ -152,7 +152,7 @@ class Journal:
             with contextlib.suppress(OSError):
                 if journal.path.exists() and journal.path.stat().st_size == 0:
                     journal.path.unlink()
-            raise Refused(f"journal could not be written: {write_error_reason(exc)} ({directory})",
+            raise Refused(f"journal could not be written: {write_error_reason(exc)} ({exc.filename or directory})",
                           "nothing was changed; free space there, or set ROLLBACK_JOURNAL_DIR to a directory "
                           "on another disk", path=str(directory)) from None
         if journal.lock is not None:

@@ -355,14 +355,17 @@ def invocations(draw: st.DrawFn, scratch: Path) -> tuple[list[str], Verdict, boo
     path, command = draw(st.sampled_from(COMMANDS))
     options: list[list[str]] = []
     positional: list[str] = []
+    arguments_done = False  # after an argument left out, no later one (it would take its place)
     for param in command.params:
         if param.name == "help":
             continue
         if isinstance(param, click.Argument):
-            if not param.required and not draw(st.booleans()):
+            if arguments_done or (not param.required and not draw(st.booleans())):
+                arguments_done = True
                 continue
             if param.required and verdict.breaks_here(draw):
                 verdict.broken(f"{param.name}: missing argument")
+                arguments_done = True
                 continue
             positional.append(_value(draw, param, verdict, scratch))
         elif isinstance(param, click.Option):
