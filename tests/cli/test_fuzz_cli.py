@@ -313,6 +313,10 @@ TEXT = st.text(alphabet=string.ascii_letters + string.digits + " ._:/[]@%'\"\u00
 def _value(draw: st.DrawFn, param: click.Parameter, verdict: Verdict, scratch: Path) -> str:
     """A value for ``param``: valid for its type, or (sometimes) one its type refuses."""
     kind = param.type
+    callback = getattr(param.callback, "__qualname__", "")
+    if param.callback is not None and not callback.startswith("_set."):
+        # A callback may refuse what the type accepts (decide --changed): we cannot tell valid input.
+        verdict.unknown(f"{param.name}: checked by {callback}")
     bad = verdict.breaks_here(draw, 3)
     if isinstance(kind, click.Choice):
         if bad:
@@ -328,7 +332,7 @@ def _value(draw: st.DrawFn, param: click.Parameter, verdict: Verdict, scratch: P
             return str(low - 1) if below else ("lots" if kind.max is None else str(high + 1))
         number = draw(st.integers(int(low) + (1 if kind.min_open else 0), int(high) - (1 if kind.max_open else 0)))
         return str(number)
-    if isinstance(kind, click.types.IntParamType | click.types.FloatParamType):
+    if type(kind) in (click.types.IntParamType, click.types.FloatParamType):
         if bad:
             verdict.broken(f"{param.name}: not a number")
             return "x7"
@@ -342,7 +346,7 @@ def _value(draw: st.DrawFn, param: click.Parameter, verdict: Verdict, scratch: P
             existing.write_text("x")
             return str(existing)
         return str(scratch / draw(st.sampled_from(["out", "plan.json", "dir/x"])))
-    if isinstance(kind, click.types.StringParamType):
+    if type(kind) is click.types.StringParamType:  # a subclass may refuse text: "unknown" below
         return draw(TEXT)
     verdict.unknown(f"{param.name}: no generator for {type(kind).__name__}")
     return draw(TEXT)
