@@ -78,8 +78,11 @@ def test_a_full_disk_before_the_run_refuses_it(run_cli: RunCli, app_env: Path, e
     before = production(emulator)
     result = run_cli("app", "rollback", "--yes")
     assert result.code == 4, (small_disk.note, result.err)
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {MESSAGE}"), result.err
-    assert "nothing was changed" in lines[0] and "ROLLBACK_JOURNAL_DIR" in lines[0]
+    # the plan may be shown first (stderr); then exactly one error line, the last
+    errors = [line for line in result.err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and result.err.strip().splitlines()[-1] == errors[0], result.err
+    assert errors[0].startswith(f"error: {MESSAGE}"), result.err
+    assert "nothing was changed" in errors[0] and "ROLLBACK_JOURNAL_DIR" in errors[0]
+    assert "Traceback" not in result.err
     assert production(emulator) == before
     assert not [r for r in emulator.state.alias_history if r["type"] == "rollback"]

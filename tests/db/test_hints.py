@@ -68,7 +68,8 @@ def test_a_full_disk_under_the_backups_is_called_a_full_disk(run_cli: RunCli, li
         monkeypatch.setenv("PG_BIN_DIR", str(fake))
     result = run_cli("db", "backup")
     assert result.code == 1, (small_disk.note, result.err)
-    lines = result.err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.err
-    assert "disk is full" in lines[0] or "No space left on device" in lines[0], lines[0]
-    assert URL not in lines[0]
+    errors = [line for line in result.err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and result.err.strip().splitlines()[-1] == errors[0], result.err
+    assert "Traceback" not in result.err
+    assert "disk is full" in errors[0] and "No space left on device" in errors[0], errors[0]
+    assert URL not in errors[0]
