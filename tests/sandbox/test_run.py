@@ -147,6 +147,16 @@ def test_run_app_edge_db_restores_all_three_then_verifies(world: SandboxInfo, ru
     assert incident["verifications"][-1]["ok"] is True
     assert incident["verifications"][-1]["since"] is not None  # rates judged since the rollback
 
+    # a standalone verify judges the CloudFront rates since the incident's restore
+    again = run_cli("verify", "--json")
+    assert again.json()["since"] == timeline["restored"]
+    rate = next(i for i in again.json()["items"] if i["id"] == "cdn.5xx-rate")
+    assert "since the service was restored" in rate["detail"] or "no 5xxErrorRate datapoint since" in rate["detail"]
+    # and the report renders the incident, its runs and the swap's data-loss facts
+    report = run_cli("report", document["incident"], "--format", "md")
+    assert report.code == 0, report.err
+    assert document["run"] in report.out and "emergency backup" in report.out.lower()
+
 
 # ------------------------------------------------------------------------------------------ faults and resume
 
@@ -361,7 +371,7 @@ def test_sigkill_mid_run_then_resume(world: SandboxInfo, run_cli: RunCli) -> Non
     assert document["verification"]["ok"] is True
 
 
-def test_sigterm_between_steps_is_a_journaled_interruption(world: SandboxInfo, run_cli: RunCli) -> None:
+def test_sigterm_mid_run_is_a_journaled_interruption(world: SandboxInfo, run_cli: RunCli) -> None:
     info = world
     known = {p.name for p in journal_dir(info).glob("*.jsonl")}
     httpx.post(f"{info.env['VERCEL_API_URL']}/_admin/config", json={"job_seconds": 3}, timeout=10).raise_for_status()
