@@ -12,7 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollback.cli.support import AppContext, common_options, dry_run_option, emit, pass_app, printable, say, yes_option
+from rollback.cli.support import (
+    AppContext,
+    common_options,
+    dry_run_option,
+    echo,
+    emit,
+    pass_app,
+    say,
+    yes_option,
+)
 from rollback.errors import BadInput, Interrupted, RollbackError, UnsafePrecondition
 
 if TYPE_CHECKING:
@@ -135,7 +144,7 @@ def _summary(tracker: RunTracker | None, outcome: ExecutionResult) -> dict[str, 
 def _human(document: dict[str, Any]) -> None:
     from rollback.report import format_seconds
 
-    out = click.echo
+    out = echo
     if document["dry_run"]:
         out(f"dry run: {len(document['steps'])} step(s) checked; nothing was changed")
         out("save this plan with --json and run it with --plan FILE; it is refused if the world changes meanwhile")
@@ -149,7 +158,7 @@ def _human(document: dict[str, Any]) -> None:
         out(f"verified: {summary.get('pass', 0)} passed, {summary.get('fail', 0)} failed, "
             f"{summary.get('not_measured', 0)} not measured ({verification.get('rounds')} round(s))")
     for change in document.get("database_url_changes") or []:
-        out(f"database: {printable(change)}")
+        out(f"database: {change}")
     metrics, targets = document.get("metrics") or {}, document.get("targets") or {}
     shown = []
     for phase in ("detect", "decide", "rollback", "verify", "total"):

@@ -400,3 +400,15 @@ def test_run_plan_steps_are_strict_json(config: Config, planners: dict[str, Any]
     planned = plan_run(config, RunRequest(layers=("app", "edge", "assets", "db")))
     text = json.dumps(planned.to_dict(), allow_nan=False)
     assert Plan.from_dict(json.loads(text)["plan"]) == dataclasses.replace(planned.plan)
+
+
+def test_the_infra_layer_without_the_pulumi_cli_is_refused_naming_break_glass(tmp_path: Path,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from rollback.errors import UnsafePrecondition
+
+    path = tmp_path / "rollback.toml"
+    path.write_text('default_env = "production"\n[env.production.pulumi]\nstack = "production"\n', encoding="utf-8")
+    monkeypatch.setenv("PATH", str(tmp_path))  # no pulumi executable here
+    with pytest.raises(UnsafePrecondition, match="Pulumi CLI") as caught:
+        plan_run(load_config(path, environ={}), RunRequest(layers=("infra",)))
+    assert "--layers edge,assets" in caught.value.hint
