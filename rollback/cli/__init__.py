@@ -41,6 +41,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "sandbox": ("rollback.cli.sandbox_cmd:sandbox", "Practice"),
     "report": ("rollback.cli.report:report", "Incident"),
     "decide": ("rollback.cli.decide_cmd:decide", "Incident"),
+    "run": ("rollback.cli.run_cmd:run", "Incident"),
+    "resume": ("rollback.cli.run_cmd:resume", "Incident"),
     "incident": ("rollback.cli.incident_cmd:incident", "Incident"),
     "verify": ("rollback.cli.verify_cmd:verify", "Incident"),
 }
