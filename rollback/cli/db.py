@@ -140,7 +140,13 @@ def backup_command(app: AppContext, out: Path | None, jobs: int | None) -> None:
 @common_options()
 @pass_app
 def backups_command(app: AppContext) -> None:
-    """List backups (newest first) with their manifests.
+    """List backups (newest first) with their manifests and the database each was taken from.
+
+    STATUS is ok, damaged (a manifest that is unreadable or of the wrong shape),
+    missing dump, incomplete (a backup that died before writing its manifest;
+    'rollback db prune' removes it) or in progress. THIS DB says whether the
+    backup was taken from this environment's database (by name, host and port;
+    a restore also compares the server's system identifier).
 
     \b
     Example:
@@ -148,17 +154,27 @@ def backups_command(app: AppContext) -> None:
     """
     from rollback.commands import db as commands
 
-    directory = app.config().backups_dir
-    found = commands.list_backups(directory)
+    config = app.config()
+    directory = config.backups_dir
+    found = commands.list_backups(directory, commands.config_identity(config))
+
+    def source(b: dict[str, Any]) -> str:
+        src = b.get("source") or {}
+        return f"{src.get('database')}@{src.get('host') or 'localhost'}:{src.get('port') or 5432}" if src else ""
+
+    def this_db(b: dict[str, Any]) -> str:
+        return {True: "yes", False: "no"}.get(b.get("this_database"), "")  # type: ignore[arg-type]
 
     def human() -> None:
         if not found:
             say(f"no backups in {directory}")
             return
-        print_table(["name", "kind", "created", "tables", "rows", "size", "prisma head", "present"],
-                    [(b.get("name"), b.get("kind"), b.get("created_at"), len(b.get("tables", [])),
-                      b.get("total_rows"), _size(b.get("total_bytes")), b.get("prisma_migration_head") or "",
-                      "yes" if b.get("present") else "MISSING") for b in found])
+        print_table(["name", "kind", "created", "database", "this db", "tables", "rows", "size", "prisma head",
+                     "status"],
+                    [(b.get("name"), b.get("kind"), b.get("created_at"), source(b), this_db(b),
+                      len(b.get("tables", [])) if b.get("status") == "ok" else "",
+                      b.get("total_rows"), _size(b.get("total_bytes", b.get("bytes"))),
+                      b.get("prisma_migration_head") or "", b.get("status")) for b in found])
 
     emit(app, {"backups_dir": str(directory), "backups": found}, human)
 
@@ -168,6 +184,8 @@ def backups_command(app: AppContext) -> None:
 @click.option("--swap", is_flag=True, help="Swap the restored database in place of the live one (kept aside).")
 @click.option("--in-place", is_flag=True,
               help="Restore into the live database itself (pg_restore --clean, one transaction).")
+@click.option("--from-other-database", is_flag=True,
+              help="Accept a backup taken from another database (another environment or server).")
 @skip_emergency
 @reason_option
 @jobs_option
@@ -175,16 +193,19 @@ def backups_command(app: AppContext) -> None:
 @yes_option
 @common_options()
 @pass_app
-def restore_command(app: AppContext, backup: str, swap: bool, in_place: bool, skip_emergency_backup: bool,
-                    reason: str | None, jobs: int | None, dry_run: bool, yes: bool) -> None:
+def restore_command(app: AppContext, backup: str, swap: bool, in_place: bool, from_other_database: bool,
+                    skip_emergency_backup: bool, reason: str | None, jobs: int | None, dry_run: bool,
+                    yes: bool) -> None:
     """Restore BACKUP beside the live database, check it, and optionally swap it in.
 
     BACKUP is a name from 'rollback db backups', a manifest or dump path, or
-    'latest'. Steps: verify the backup; check the role's rights; emergency backup
-    of the live database; pg_restore into a new database; compare row counts with
-    the manifest; with --swap, block connections, end sessions, rename the live
-    database aside (kept) and the restored one into its place, and report the
-    downtime. Exit 3 when the counts differ, 4 when refused (damaged backup,
+    'latest' (the newest backup of THIS database). Steps: verify the backup;
+    check the role's rights; emergency backup of the live database; pg_restore
+    into a new database; compare row counts with the manifest; with --swap, end
+    the sessions and rename the live database aside (kept) and the restored one
+    into its place in one transaction, and report the downtime. A backup taken
+    from another database is refused unless --from-other-database. Exit 3 when
+    the counts differ, 4 when refused (damaged backup, another database's backup,
     missing right, no confirmation); the live database exists after every failure.
 
     \b
@@ -196,7 +217,8 @@ def restore_command(app: AppContext, backup: str, swap: bool, in_place: bool, sk
 
     config = app.config()
     plan = commands.plan_restore(config, backup, swap=swap, in_place=in_place,
-                                 skip_emergency_reason=_skip_reason(skip_emergency_backup, reason), jobs=jobs)
+                                 skip_emergency_reason=_skip_reason(skip_emergency_backup, reason), jobs=jobs,
+                                 from_other_database=from_other_database)
     action = "swap the restored database into place" if swap else (
         "restore in place" if in_place else "restore beside the live database")
     outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action=action)
@@ -227,8 +249,10 @@ def restore_command(app: AppContext, backup: str, swap: bool, in_place: bool, sk
 def swap_command(app: AppContext, restored: str, dry_run: bool, yes: bool) -> None:
     """Swap RESTORED (a database beside the live one) into the live name; the live one is kept aside.
 
-    RESTORED must be a copy made by 'rollback db restore' (named <live>_restore_<time>) whose row
-    counts matched its backup: any other name exits 2, an unchecked or mismatched copy exits 4.
+    RESTORED must be a copy made by 'rollback db restore' (named <live>_restore_<YYYYmmddHHMMSS>)
+    whose row counts matched its backup: any other name, or no such database, exits 2; an
+    unchecked or mismatched copy exits 4. Both renames run in one transaction: an interruption
+    at any moment (Ctrl-C, SIGTERM, SIGHUP, even SIGKILL) leaves the old state or the new one.
 
     \b
     Example:
@@ -251,7 +275,12 @@ def swap_command(app: AppContext, restored: str, dry_run: bool, yes: bool) -> No
 @common_options()
 @pass_app
 def prune_command(app: AppContext, dry_run: bool, yes: bool) -> None:
-    """Drop the databases set aside by earlier swaps (and restores never swapped in), with confirmation.
+    """Drop what rollback set aside: databases replaced by swaps, restores never swapped in, and
+    interrupted backups (dump directories without a manifest), with confirmation.
+
+    Only databases that carry rollback's mark (a COMMENT naming the run and role) and a name
+    of the form <live>_restore_/<live>_replaced_<YYYYmmddHHMMSS> are dropped; look-alikes are
+    listed and kept. While the live database is missing, the newest replaced copy is kept.
 
     \b
     Example:
@@ -262,7 +291,12 @@ def prune_command(app: AppContext, dry_run: bool, yes: bool) -> None:
 
     plan = commands.plan_prune(app.config())
     if not plan.steps:
-        emit(app, {"ok": True, "dropped": []}, lambda: say("nothing to prune", err=False))
+        def nothing() -> None:
+            for note in plan.notes:
+                say(f"note: {note}")
+            say("nothing to prune", err=False)
+
+        emit(app, {"ok": True, "dropped": [], "notes": list(plan.notes)}, nothing)
         return
     outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action=f"drop {len(plan.steps)} set-aside database(s)")
     emit(app, {"ok": True, **outcome.to_dict()}, lambda: _step_lines(outcome))

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rollback.backups import MANIFEST_FORMAT, MANIFEST_SUFFIX
 from rollback.errors import BadInput, ChecksFailed, ConfigError, DatabaseError, UnsafePrecondition
 from rollback.plan import Plan, Step
 from rollback.redact import redact
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from rollback.adapters.pg_tools import PgTools
     from rollback.adapters.postgres import Database, Target
     from rollback.adapters.rds import RdsAdapter
+    from rollback.backups import SourceIdentity
     from rollback.config import Config
     from rollback.journal import Journal
     from rollback.runner import ExecutionResult, StepContext
@@ -60,10 +62,6 @@ __all__ = [
     "verify",
 ]
 
-MANIFEST_FORMAT = "rollback-db-backup/1"
-# check_counts marks a restored copy whose row counts match its backup; swap accepts only those.
-COUNTS_MATCH_MARK = "rollback: row counts match backup "
-MANIFEST_SUFFIX = ".manifest.json"
 DEFAULT_COMPRESS = 6
 
 Progress = Callable[[str], None]
@@ -118,7 +116,24 @@ def tools_for(db: Database, environ: Mapping[str, str] | None = None) -> PgTools
 # -- backups ----------------------------------------------------------------------------------------------
 
 def _manifest_path(dump_dir: Path) -> Path:
-    return dump_dir.with_name(dump_dir.name + MANIFEST_SUFFIX)
+    from rollback.backups import manifest_path
+
+    return manifest_path(dump_dir)
+
+
+def live_identity(db: Database) -> SourceIdentity:
+    """The identity of the live database (system identifier read from the server)."""
+    from rollback.backups import SourceIdentity
+
+    return SourceIdentity.from_dict(db.identity())
+
+
+def config_identity(config: Config) -> SourceIdentity:
+    """The live database as the URL names it (no connection: no system identifier)."""
+    from rollback.backups import SourceIdentity
+
+    target = database_target(config)
+    return SourceIdentity(target.dbname, target.params.get("host"), target.params.get("port"))
 
 
 def take_backup(db: Database, tools: PgTools, out_dir: Path, *, jobs: int, kind: str = "manual",
@@ -126,77 +141,32 @@ def take_backup(db: Database, tools: PgTools, out_dir: Path, *, jobs: int, kind:
     """Dump the live database (one exported snapshot), checksum and verify it, write the manifest.
 
     On any failure the partial dump is removed and nothing is reported as a backup.
+    While it runs, ``<name>.inprogress`` is locked: a dump directory without a
+    manifest and without that lock was left by a backup that died (``db prune``
+    removes it).
     """
-    from rollback.adapters.pg_tools import file_checksums, remove_tree
-    from rollback.adapters.postgres import db_errors
-    from rollback.adapters.prisma import PrismaMigrations
+    from rollback.adapters.pg_tools import remove_tree
+    from rollback.backups import INPROGRESS_SUFFIX, backup_in_progress
 
     with _disk_errors(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
     dbname = db.target.dbname
     base = f"{dbname}-{_stamp()}" + ("-emergency" if kind == "emergency" else "")
     name, n = base, 1
-    while (out_dir / name).exists() or (out_dir / (name + MANIFEST_SUFFIX)).exists():
+    while any((out_dir / (name + suffix)).exists() for suffix in ("", MANIFEST_SUFFIX, INPROGRESS_SUFFIX)):
         n += 1
         name = f"{base}-{n}"
     dump_dir = out_dir / name
     started = time.monotonic()
     created = dt.datetime.now(dt.UTC)
     try:
-        version, _ = db.server_version()
-        with db.exported_snapshot() as (snapshot, conn):
-            counts = db.table_counts(conn=conn)
-            with db_errors("reading the database's encoding and migrations"):
-                encoding = str(conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
-                                            "WHERE datname = current_database()").fetchone()[0])
-                prisma = PrismaMigrations(conn)
-                managed = prisma.is_managed()
-                head = prisma.head() if managed else None
-            counted = time.monotonic()
-            if progress:
-                progress(f"counted {len(counts)} tables ({sum(c.rows for c in counts)} rows); dumping")
-            dump = tools.dump(db.target, dump_dir, jobs=jobs, compress=compress, snapshot=snapshot,
-                              progress=progress, total=len(counts))
-        dumped = time.monotonic()
-        with _disk_errors(out_dir):
-            files = file_checksums(dump_dir)
-        hashed = time.monotonic()
-        manifest: dict[str, Any] = {
-            "format": MANIFEST_FORMAT,
-            "name": name,
-            "kind": kind,
-            "created_at": created.isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "database": dbname,
-            "host": db.target.params.get("host"),
-            "port": db.target.params.get("port"),
-            "user": db.target.user,
-            "server_version": version,
-            "encoding": encoding,
-            "pg_dump_version": tools.version("pg_dump"),
-            "dump_format": "directory",
-            "dump_dir": name,
-            "jobs": jobs,
-            "compression": compress,
-            "tables": [c.to_dict() for c in counts],
-            "total_rows": sum(c.rows for c in counts),
-            "prisma_managed": managed,
-            "prisma_migration_head": head,
-            "files": files,
-            "total_bytes": sum(int(str(f["bytes"])) for f in files),
-        }
-        check = verify_backup(manifest, dump_dir, tools)
-        verified = time.monotonic()
-        manifest["verified"] = {"toc_entries": check["toc_entries"], "checksums": "match"}
-        manifest["durations"] = {"count_seconds": round(counted - started, 3),
-                                 "dump_seconds": round(dump.seconds, 3),
-                                 "checksum_seconds": round(hashed - dumped, 3),
-                                 "verify_seconds": round(verified - hashed, 3),
-                                 "total_seconds": round(verified - started, 3)}
-        # Not redact()ed: it holds catalog names and checksums that a short password could
-        # match by chance; it never holds the password (host, port and user only).
-        path = _manifest_path(dump_dir)
-        tmp = path.with_name(path.name + ".tmp")
-        with _disk_errors(out_dir):
+        with _disk_errors(out_dir), backup_in_progress(out_dir, name, {"pid": os.getpid(), "kind": kind}):
+            manifest = _dump_and_describe(db, tools, dump_dir, name=name, kind=kind, created=created, jobs=jobs,
+                                          compress=compress, progress=progress, started=started)
+            path = _manifest_path(dump_dir)
+            tmp = path.with_name(path.name + ".tmp")
+            # Not redact()ed: it holds catalog names and checksums that a short password could
+            # match by chance; it never holds the password (host, port and user only).
             tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
             os.replace(tmp, path)
     except BaseException:
@@ -204,6 +174,68 @@ def take_backup(db: Database, tools: PgTools, out_dir: Path, *, jobs: int, kind:
         _manifest_path(dump_dir).with_name(_manifest_path(dump_dir).name + ".tmp").unlink(missing_ok=True)
         raise
     return {**manifest, "manifest_path": str(path), "path": str(dump_dir)}
+
+
+def _dump_and_describe(db: Database, tools: PgTools, dump_dir: Path, *, name: str, kind: str,
+                       created: dt.datetime, jobs: int, compress: int, progress: Progress | None,
+                       started: float) -> dict[str, Any]:
+    """pg_dump from one exported snapshot, then the manifest (counts, source, checksums), verified."""
+    from rollback.adapters.pg_tools import file_checksums
+    from rollback.adapters.postgres import db_errors
+    from rollback.adapters.prisma import PrismaMigrations
+    from rollback.backups import verify_backup
+
+    version, _ = db.server_version()
+    source = db.identity()
+    with db.exported_snapshot() as (snapshot, conn):
+        counts = db.table_counts(conn=conn)
+        with db_errors("reading the database's encoding and migrations"):
+            encoding = str(conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
+                                        "WHERE datname = current_database()").fetchone()[0])
+            prisma = PrismaMigrations(conn)
+            managed = prisma.is_managed()
+            head = prisma.head() if managed else None
+        counted = time.monotonic()
+        if progress:
+            progress(f"counted {len(counts)} tables ({sum(c.rows for c in counts)} rows); dumping")
+        dump = tools.dump(db.target, dump_dir, jobs=jobs, compress=compress, snapshot=snapshot,
+                          progress=progress, total=len(counts))
+    dumped = time.monotonic()
+    files = file_checksums(dump_dir)
+    hashed = time.monotonic()
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "name": name,
+        "kind": kind,
+        "created_at": created.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "database": db.target.dbname,
+        "host": db.target.params.get("host"),
+        "port": db.target.params.get("port"),
+        "user": db.target.user,
+        "source": source,
+        "server_version": version,
+        "encoding": encoding,
+        "pg_dump_version": tools.version("pg_dump"),
+        "dump_format": "directory",
+        "dump_dir": name,
+        "jobs": jobs,
+        "compression": compress,
+        "tables": [c.to_dict() for c in counts],
+        "total_rows": sum(c.rows for c in counts),
+        "prisma_managed": managed,
+        "prisma_migration_head": head,
+        "files": files,
+        "total_bytes": sum(int(str(f["bytes"])) for f in files),
+    }
+    check = verify_backup(manifest, dump_dir, tools)
+    verified = time.monotonic()
+    manifest["verified"] = {"toc_entries": check["toc_entries"], "checksums": "match"}
+    manifest["durations"] = {"count_seconds": round(counted - started, 3),
+                             "dump_seconds": round(dump.seconds, 3),
+                             "checksum_seconds": round(hashed - dumped, 3),
+                             "verify_seconds": round(verified - hashed, 3),
+                             "total_seconds": round(verified - started, 3)}
+    return manifest
 
 
 @contextlib.contextmanager
@@ -217,88 +249,25 @@ def _disk_errors(out_dir: Path) -> Iterator[None]:
 
 
 def verify_backup(manifest: Mapping[str, Any], dump_dir: Path, tools: PgTools) -> dict[str, Any]:
-    """Refuse a damaged backup: every file present with its size and sha256, and a readable TOC."""
-    from rollback.adapters.pg_tools import sha256_file
+    """Refuse a damaged backup (see :func:`rollback.backups.verify_backup`)."""
+    from rollback.backups import verify_backup as verify
 
-    name = str(manifest.get("name", dump_dir.name))
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise UnsafePrecondition(f"backup {name}: not a rollback backup manifest (format "
-                                 f"{manifest.get('format')!r})", "nothing was touched; use another backup")
-    if not dump_dir.is_dir():
-        raise UnsafePrecondition(f"backup {name}: dump directory {dump_dir} is missing",
-                                 "nothing was touched; use another backup")
-    expected = {str(f["path"]): f for f in manifest.get("files", [])}
-    actual = {p.relative_to(dump_dir).as_posix() for p in dump_dir.rglob("*") if p.is_file()}
-    problems: list[str] = []
-    for missing in sorted(set(expected) - actual):
-        problems.append(f"{missing} is missing")
-    for extra in sorted(actual - set(expected)):
-        problems.append(f"{extra} is not in the manifest")
-    for rel in sorted(set(expected) & actual):
-        path = dump_dir / rel
-        if path.stat().st_size != int(expected[rel]["bytes"]):
-            problems.append(f"{rel} has {path.stat().st_size} bytes, the manifest says {expected[rel]['bytes']} "
-                            "(truncated?)")
-        elif sha256_file(path) != expected[rel]["sha256"]:
-            problems.append(f"{rel} checksum does not match")
-    if problems:
-        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise UnsafePrecondition(f"backup {name} is damaged: {'; '.join(problems[:3])}{more}",
-                                 "nothing was touched; use another backup", problems=problems)
-    try:
-        toc = tools.list_archive(dump_dir)
-    except DatabaseError as exc:
-        raise UnsafePrecondition(f"backup {name} is damaged: {exc.message}",
-                                 "nothing was touched; use another backup") from exc
-    return {"backup": name, "files": len(expected), "toc_entries": len(toc), "ok": True}
+    return verify(manifest, dump_dir, tools)
 
 
-def resolve_backup(config: Config, ref: str) -> tuple[dict[str, Any], Path]:
-    """A backup given as a manifest path, a dump directory, a name in the backups dir, or ``latest``."""
-    backups_dir = config.backups_dir
-    if ref in ("latest", "latest-emergency"):
-        # "latest" skips emergency backups: a restore takes one, and restoring that
-        # one again by accident would undo nothing.
-        found = [b for b in list_backups(backups_dir) if "error" not in b
-                 and (b.get("kind") == "emergency") == (ref == "latest-emergency")]
-        if not found:
-            raise BadInput(f"no {'emergency ' if ref != 'latest' else ''}backups in {backups_dir}",
-                           "take one with 'rollback db backup'")
-        ref = str(found[0]["manifest_path"])
-    path = Path(ref).expanduser()
-    candidates = [path, backups_dir / ref] if not path.is_absolute() else [path]
-    for candidate in candidates:
-        manifest_path = candidate if candidate.name.endswith(MANIFEST_SUFFIX) else _manifest_path(candidate)
-        if manifest_path.is_file():
-            try:
-                manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise UnsafePrecondition(f"backup manifest {manifest_path} is unreadable: {exc}",
-                                         "nothing was touched; use another backup") from exc
-            dump_dir = manifest_path.parent / str(manifest.get("dump_dir") or
-                                                  manifest_path.name[: -len(MANIFEST_SUFFIX)])
-            return manifest, dump_dir
-    raise BadInput(f"no backup {ref!r} (looked for its manifest in {backups_dir})",
-                   "list backups with 'rollback db backups'")
+def resolve_backup(config: Config, ref: str, *, live: SourceIdentity | None = None) -> tuple[dict[str, Any], Path]:
+    """A backup given as a manifest path, a dump directory, a name in the backups dir, or ``latest``
+    (the newest backup of ``live`` when given)."""
+    from rollback.backups import resolve_backup as resolve
+
+    return resolve(config.backups_dir, ref, live=live)
 
 
-def list_backups(directory: Path) -> list[dict[str, Any]]:
-    """Backups in ``directory`` with their manifests, newest first."""
-    out: list[dict[str, Any]] = []
-    if not directory.is_dir():
-        return out
-    for path in directory.glob("*" + MANIFEST_SUFFIX):
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            out.append({"name": path.name[: -len(MANIFEST_SUFFIX)], "manifest_path": str(path),
-                        "created_at": "", "error": "unreadable manifest"})
-            continue
-        dump_dir = path.parent / str(manifest.get("dump_dir", ""))
-        out.append({**manifest, "manifest_path": str(path), "path": str(dump_dir),
-                    "present": dump_dir.is_dir()})
-    out.sort(key=lambda m: (str(m.get("created_at", "")), str(m.get("name", ""))), reverse=True)
-    return out
+def list_backups(directory: Path, live: SourceIdentity | None = None) -> list[dict[str, Any]]:
+    """Backups in ``directory`` with their manifests, newest first (see :func:`rollback.backups.list_backups`)."""
+    from rollback.backups import list_backups as listing
+
+    return listing(directory, live)
 
 
 # -- plans ------------------------------------------------------------------------------------------------
@@ -330,30 +299,44 @@ def _emergency_step(reason: str | None, config: Config, jobs: int) -> Step:
 
 
 def plan_restore(config: Config, backup_ref: str, *, swap: bool = False, in_place: bool = False,
-                 skip_emergency_reason: str | None = None, jobs: int | None = None) -> Plan:
-    """Plan a restore of ``backup_ref``: verify, rights, emergency backup, restore beside, counts, swap."""
-    from rollback.adapters.postgres import set_aside_name
+                 skip_emergency_reason: str | None = None, jobs: int | None = None,
+                 from_other_database: bool = False) -> Plan:
+    """Plan a restore of ``backup_ref``: verify, rights, emergency backup, restore beside, counts, swap.
+
+    The backup must have been taken from this environment's database (``latest``
+    is the newest such backup); another database's backup is refused unless
+    ``from_other_database``.
+    """
+    from rollback.backups import check_source, source_of
+    from rollback.setaside import set_aside_name
 
     if swap and in_place:
         raise BadInput("--swap and --in-place exclude each other", "--swap restores beside, then swaps")
-    target = database_target(config)
-    manifest, dump_dir = resolve_backup(config, backup_ref)
-    live = target.dbname
+    db = open_database(config)
+    live = db.target.dbname
+    identity = live_identity(db)
+    manifest, dump_dir = resolve_backup(config, backup_ref, live=identity)
+    other = check_source(manifest, identity, allow_other=from_other_database)
     jobs = jobs or default_jobs()
     stamp = _db_stamp()
     restored = set_aside_name(live, "restore", stamp)
     aside = set_aside_name(live, "replaced", stamp)
     name = str(manifest.get("name", dump_dir.name))
-    common = {"manifest": manifest.get("_path") or str(_manifest_path(dump_dir)), "dump_dir": str(dump_dir)}
+    source = source_of(manifest)
+    common = {"manifest": str(_manifest_path(dump_dir)), "dump_dir": str(dump_dir)}
     steps = [
-        Step("verify-backup", "db.verify_backup", f"verify backup {name} (checksums, pg_restore --list)",
-             params=common),
+        Step("verify-backup", "db.verify_backup",
+             f"verify backup {name} of database {source.describe()} (checksums, pg_restore --list)",
+             params={**common, "live": identity.to_dict(), "from_other_database": from_other_database}),
         Step("check-rights", "db.check_rights", f"check the role's rights on {live}",
              params={"live": live, "restored": None if in_place else restored, "swap": swap,
                      "in_place": in_place}),
         _emergency_step(skip_emergency_reason, config, jobs),
     ]
-    notes: list[str] = []
+    notes: list[str] = [f"backup {name} was taken at {manifest.get('created_at')} from database "
+                        f"{source.describe()}"]
+    if other:
+        notes.append(other)
     if in_place:
         steps += [
             Step("restore", "db.restore_in_place",
@@ -377,8 +360,6 @@ def plan_restore(config: Config, backup_ref: str, *, swap: bool = False, in_plac
         else:
             notes.append(f"the restored database stays beside the live one; swap with: "
                          f"rollback db swap {restored} --yes")
-    if manifest.get("database") and manifest.get("database") != live:
-        notes.append(f"this backup was taken from database {manifest.get('database')}, not {live}")
     notes.append("the live database is never dropped: a swap keeps it as <name>_replaced_<time> "
                  "(remove later with 'rollback db prune')")
     return Plan.of(f"db restore {name}" + (" --swap" if swap else "") + (" --in-place" if in_place else ""),
@@ -386,16 +367,20 @@ def plan_restore(config: Config, backup_ref: str, *, swap: bool = False, in_plac
 
 
 def plan_swap(config: Config, restored: str) -> Plan:
-    from rollback.adapters.postgres import set_aside_name
+    from rollback.setaside import parse_set_aside_name, set_aside_name
 
-    live = database_target(config).dbname
+    db = open_database(config)
+    live = db.target.dbname
     if restored == live:
         raise BadInput(f"{restored} is the live database", "name the restored database to swap in")
-    if not restored.startswith(f"{live}_restore_"):
+    parsed = parse_set_aside_name(restored, live)
+    if parsed is None or parsed[0] != "restore":
         # Only a copy that 'rollback db restore' made (and count-checked) may take the live name.
-        raise BadInput(f"{restored} was not restored by rollback (its name does not start with {live}_restore_)",
+        raise BadInput(f"{restored} was not restored by rollback (its name is not {live}_restore_<YYYYmmddHHMMSS>)",
                        "swap in a database listed by 'rollback db prune --dry-run', or run "
                        "'rollback db restore BACKUP --swap'")
+    if not db.exists(restored):
+        raise BadInput(f"no database {restored}", "list the restored copies with 'rollback db prune --dry-run'")
     aside = set_aside_name(live, "replaced", _db_stamp())
     return Plan.of(f"db swap {restored}", config.env_name, [
         Step("check-rights", "db.check_rights", f"check the role's rights on {live}",
@@ -405,24 +390,63 @@ def plan_swap(config: Config, restored: str) -> Plan:
     ], ["the replaced database is kept; remove it later with 'rollback db prune'"])
 
 
-def set_aside_databases(config: Config) -> list[dict[str, Any]]:
-    db = open_database(config)
-    live = db.target.dbname
-    out = []
-    for kind in ("replaced", "restore"):
-        for name, size in db.databases_like(f"{live}_{kind}_"):
-            out.append({"database": name, "kind": "replaced by a swap" if kind == "replaced" else
-                        "restored, never swapped in", "bytes": size})
+def _journaled_copies(config: Config) -> dict[str, str]:
+    """Databases that journaled runs planned to create beside the live one: name -> run id.
+
+    A copy is marked right after ``CREATE DATABASE``; a kill between the two leaves it
+    unmarked, and the journal is then the proof that rollback made it.
+    """
+    from rollback.journal import list_runs
+
+    out: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for run in list_runs(config.journal_dir):
+            for entry in run.entries:
+                if entry.get("event") != "step_planned" or not isinstance(entry.get("steps"), list):
+                    continue
+                for step in entry["steps"]:
+                    params = step.get("params") if isinstance(step, dict) else None
+                    if isinstance(params, dict) and step.get("action") == "db.restore_beside" \
+                            and isinstance(params.get("database"), str):
+                        out.setdefault(params["database"], run.run_id)
     return out
 
 
+def set_aside_databases(config: Config) -> list[dict[str, Any]]:
+    """Databases beside the live one that rollback set aside (``prunable``), and look-alikes it did not
+    make or must keep (``prunable`` false, with the reason)."""
+    return _classified(open_database(config), config)
+
+
+def _classified(db: Database, config: Config) -> list[dict[str, Any]]:
+    from rollback.setaside import classify_set_aside
+
+    live = db.target.dbname
+    rows = db.databases_with_prefix("")
+    return classify_set_aside(rows, live, live_exists=any(r["name"] == live for r in rows),
+                              journaled=_journaled_copies(config))
+
+
 def plan_prune(config: Config) -> Plan:
+    """Drop the databases rollback set aside and remove interrupted backups of this database."""
+    from rollback.backups import incomplete_backups
+
     found = set_aside_databases(config)
+    live = database_target(config).dbname
     steps = [Step(f"drop-{n}", "db.drop_set_aside", f"drop {d['database']} ({d['kind']}, {d['bytes']} bytes)",
-                  target=d["database"], params={"database": d["database"]}, destructive=True)
-             for n, d in enumerate(found, start=1)]
-    return Plan.of("db prune", config.env_name, steps,
-                   [] if steps else ["nothing to prune: no databases set aside by earlier swaps"])
+                  target=d["database"], params={"database": d["database"], "evidence": d["evidence"]},
+                  destructive=True)
+             for n, d in enumerate((d for d in found if d["prunable"]), start=1)]
+    incomplete = [b for b in incomplete_backups(config.backups_dir, live) if not b["in_progress"]]
+    steps += [Step(f"remove-{n}", "db.remove_incomplete_backup",
+                   f"remove incomplete backup {b['name']} (no manifest: interrupted; {b['bytes']} bytes)",
+                   target=b["path"], params={"directory": str(config.backups_dir), "name": b["name"]},
+                   destructive=True)
+              for n, b in enumerate(incomplete, start=1)]
+    notes = [f"kept {d['database']}: {d['reason']}" for d in found if not d["prunable"]]
+    if not steps:
+        notes.append("nothing to prune: no databases set aside by earlier restores or swaps, no interrupted backups")
+    return Plan.of("db prune", config.env_name, steps, notes)
 
 
 def migrations_dir(config: Config) -> Path:
@@ -580,6 +604,7 @@ class DbHandlers:
             "db.check_counts": self.check_counts,
             "db.swap": self.swap,
             "db.drop_set_aside": self.drop_set_aside,
+            "db.remove_incomplete_backup": self.remove_incomplete_backup,
             "db.resolve": self.resolve,
             "db.check_migration": self.check_migration,
             "db.down": self.down,
@@ -606,12 +631,24 @@ class DbHandlers:
         return {"skipped": True, "reason": step.params["reason"]}
 
     def _manifest(self, step: Step) -> tuple[dict[str, Any], Path]:
-        path = Path(str(step.params["manifest"]))
-        return json.loads(path.read_text(encoding="utf-8")), Path(str(step.params["dump_dir"]))
+        from rollback.backups import load_manifest
+
+        return load_manifest(Path(str(step.params["manifest"]))), Path(str(step.params["dump_dir"]))
 
     def verify_backup(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        from rollback.backups import check_source, source_of
+
         manifest, dump_dir = self._manifest(step)
-        return verify_backup(manifest, dump_dir, self.tools)
+        note = check_source(manifest, live_identity(self.db),
+                            allow_other=bool(step.params.get("from_other_database")))
+        result = verify_backup(manifest, dump_dir, self.tools)
+        return {**result, "source": source_of(manifest).to_dict(), **({"note": note} if note else {})}
+
+    def _mark(self, ctx: StepContext, role: str, name: str, **details: Any) -> str:
+        from rollback.setaside import Mark
+
+        run = ctx.journal.run_id if ctx.journal is not None else "unjournaled"
+        return Mark(role, run, self.db.target.dbname, name, details=details).to_comment()
 
     def check_rights(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         live = str(step.params["live"])
@@ -651,7 +688,8 @@ class DbHandlers:
             return {"would": f"create {name} and pg_restore {manifest['name']} into it"}
         db = self.db
         started = time.monotonic()
-        db.create_database_like(name, str(step.params["like"]))
+        db.create_database_like(name, str(step.params["like"]),
+                                comment=self._mark(ctx, "restore", name, backup=manifest["name"], counts=None))
         try:
             rights = db.rights()
             loaded = restore_archive(db, self.tools, name, dump_dir, manifest, jobs=int(step.params["jobs"]),
@@ -717,33 +755,54 @@ class DbHandlers:
                 f"row counts of {name} do not match the backup: {'; '.join(mismatches[:3])}"
                 + (f" (+{len(mismatches) - 3} more)" if len(mismatches) > 3 else ""), hint, checks=mismatches)
         if not step.params.get("in_place"):
-            self.db.set_comment(name, f"{COUNTS_MATCH_MARK}{manifest.get('name', '')}")
+            self.db.set_comment(name, self._mark(ctx, "restore", name, backup=manifest["name"], counts="match"))
         return {"database": name, "tables": len(counts), "rows": sum(c.rows for c in counts), "match": True}
 
     def swap(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        from rollback.setaside import Mark
+
         restored, aside = str(step.params["restored"]), str(step.params["aside"])
+        live = self.db.target.dbname
         # In a dry run of 'restore --swap' the copy does not exist yet: its check-counts step comes first.
         pending = ctx.dry_run and "check-counts" in ctx.results
-        if not pending and not (self.db.comment(restored) or "").startswith(COUNTS_MATCH_MARK):
+        mark = None if pending else Mark.from_comment(self.db.comment(restored))
+        if not pending and (mark is None or not mark.is_mark_of(restored, live) or mark.get("counts") != "match"):
             raise UnsafePrecondition(f"the row counts of {restored} were not checked against its backup, or did "
                                      "not match", "nothing was changed; restore again with 'rollback db restore "
                                      "BACKUP --swap'")
         if ctx.dry_run:
-            return {"would": f"rename {self.db.target.dbname} -> {aside}, {restored} -> {self.db.target.dbname}"}
-        result = self.db.swap(restored, aside)
+            return {"would": f"rename {live} -> {aside}, {restored} -> {live} (one transaction)"}
+        backup_name = mark.get("backup") if mark else None
+        result = self.db.swap(restored, aside, aside_comment=self._mark(ctx, "replaced", aside, replaced_by=restored,
+                                                                         backup=backup_name))
         ctx.note(f"swapped in {restored}; downtime {result.downtime_seconds * 1000:.0f} ms; "
                  f"previous database kept as {aside}", downtime_seconds=result.downtime_seconds)
         return result.to_dict()
 
     def drop_set_aside(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         name = str(step.params["database"])
-        live = self.db.target.dbname
-        if not (name.startswith(f"{live}_replaced_") or name.startswith(f"{live}_restore_")):
-            raise UnsafePrecondition(f"{name} was not set aside by rollback", "nothing was dropped")
+        found = next((d for d in _classified(self.db, self.config) if d["database"] == name), None)
+        if found is None or not found["prunable"]:
+            why = found["reason"] if found else "no such database beside the live one"
+            raise UnsafePrecondition(f"{name} was not set aside by rollback, or must be kept: {why}",
+                                     "nothing was dropped")
         if ctx.dry_run:
-            return {"would": f"drop {name}"}
+            return {"would": f"drop {name}", "evidence": found["evidence"]}
         self.db.drop_database(name)
-        return {"dropped": name}
+        return {"dropped": name, "evidence": found["evidence"]}
+
+    def remove_incomplete_backup(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        from rollback.backups import incomplete_backups, remove_incomplete
+
+        directory, name = Path(str(step.params["directory"])), str(step.params["name"])
+        found = next((b for b in incomplete_backups(directory, self.db.target.dbname) if b["name"] == name), None)
+        if found is None or found["in_progress"]:
+            raise UnsafePrecondition(f"{name} is not an interrupted backup of {self.db.target.dbname} (complete, "
+                                     "gone, or still being written)", "nothing was removed")
+        if ctx.dry_run:
+            return {"would": f"remove {found['path']}"}
+        with _disk_errors(directory):
+            return remove_incomplete(directory, name)
 
     # migrations
     def resolve(self, step: Step, ctx: StepContext) -> dict[str, Any]:
