@@ -926,8 +926,29 @@ def _check(name: str, ok: bool, value: Any, expected: Any = None, detail: str = 
     return {"check": name, "ok": ok, "value": value, "expected": expected, "detail": detail}
 
 
+def _short(exc: BaseException) -> str:
+    from rollback.redact import redact_text
+
+    return redact_text(" ".join(str(exc).split())[:200]) or type(exc).__name__
+
+
+def _find_table(conn: Any, schema: str, name: str) -> tuple[str, str] | None:
+    """``(schema, table)`` of a watched table: ``schema.table``, or a bare name found through
+    search_path (as Prisma's models are); None when there is no such table."""
+    from psycopg import sql
+
+    ident = sql.Identifier(schema, name) if schema else sql.Identifier(name)
+    row = conn.execute(sql.SQL("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n "
+                               "ON n.oid = c.relnamespace WHERE c.oid = to_regclass({}) AND c.relkind IN ('r', 'p')")
+                       .format(sql.Literal(ident.as_string(conn)))).fetchone()
+    return None if row is None else (str(row[0]), str(row[1]))
+
+
 def verify(config: Config, *, baseline: str | None = None, tolerance: float = 0.0) -> dict[str, Any]:
-    """Integrity checks; ``ok`` is False when one fails (the CLI exits 3)."""
+    """Integrity checks; ``ok`` is False when one fails (the CLI exits 3). Each check runs on its own:
+    one that cannot run (a missing schema or table, a missing privilege) is reported as failed."""
+    import psycopg
+
     from rollback.adapters.postgres import ForeignKey, db_errors
     from rollback.adapters.prisma import PrismaMigrations
 
@@ -940,29 +961,35 @@ def verify(config: Config, *, baseline: str | None = None, tolerance: float = 0.
         version = conn.execute("SELECT current_setting('server_version')").fetchone()[0]
         checks.append(_check("connect", True, f"{(time.monotonic() - started) * 1000:.0f} ms",
                              detail=f"PostgreSQL {str(version).split()[0]}"))
-        prisma = PrismaMigrations(conn)
-        if prisma.is_managed():
-            failed_names = [m.name for m in prisma.all() if m.status == "failed"]
+        try:
+            with conn.transaction():
+                prisma = PrismaMigrations(conn)
+                managed = prisma.is_managed()
+                failed_names = [m.name for m in prisma.all() if m.status == "failed"] if managed else []
             checks.append(_check("migrations.failed", not failed_names, len(failed_names), 0,
-                                 ", ".join(failed_names)))
-        else:
-            checks.append(_check("migrations.failed", True, 0, 0, "not managed by Prisma Migrate"))
-        existing = {str(r[0]) for r in conn.execute(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY(current_schemas(false))").fetchall()}
+                                 ", ".join(failed_names) if managed else "not managed by Prisma Migrate"))
+        except psycopg.Error as exc:
+            checks.append(_check("migrations.failed", False, None, 0, f"cannot check: {_short(exc)}"))
         base: dict[str, int] = {}
         if baseline:
-            manifest, _ = resolve_backup(config, baseline)
+            manifest, _ = resolve_backup(config, baseline, live=live_identity(db))
             base = {str(t["name"]) if t["schema"] == "public" else f"{t['schema']}.{t['name']}": int(t["rows"])
-                    for t in manifest.get("tables", [])}
+                    for t in manifest["tables"]}
         watched = list(settings.tables) or sorted(base)
         for table in watched:
-            if table.split(".")[-1] not in existing and table not in existing:
-                checks.append(_check(f"rows.{table}", False, None, base.get(table), "table missing"))
-                continue
+            # One check per table, each on its own: a missing schema, a missing table or a
+            # table the role may not read fails that check, and the others still run.
             schema, _, name = table.rpartition(".")
-            count = db.table_counts(conn=conn, tables=[(schema or "public", name)])[0].rows
-            if table not in base:
+            try:
+                with conn.transaction():
+                    found = _find_table(conn, schema, name)
+                    count = None if found is None else db.table_counts(conn=conn, tables=[found])[0].rows
+            except psycopg.Error as exc:
+                checks.append(_check(f"rows.{table}", False, None, base.get(table), f"cannot count: {_short(exc)}"))
+                continue
+            if count is None:
+                checks.append(_check(f"rows.{table}", False, None, base.get(table), "table missing"))
+            elif table not in base:
                 checks.append(_check(f"rows.{table}", True, count, None, "no baseline"))
             elif table in settings.grow_only:
                 checks.append(_check(f"rows.{table}", count >= base[table], count, f">= {base[table]}",
@@ -981,9 +1008,8 @@ def verify(config: Config, *, baseline: str | None = None, tolerance: float = 0.
             try:
                 with conn.transaction():
                     orphans = db.count_orphans(conn, fk)
-            except Exception as exc:
-                checks.append(_check(f"orphans.{fk.label}", False, None, 0,
-                                     f"cannot check: {' '.join(str(exc).split())[:200]}"))
+            except psycopg.Error as exc:
+                checks.append(_check(f"orphans.{fk.label}", False, None, 0, f"cannot check: {_short(exc)}"))
                 continue
             checks.append(_check(f"orphans.{fk.label}", orphans == 0, orphans, 0,
                                  "foreign key" if fk.declared else "relation from config"))
