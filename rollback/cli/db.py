@@ -339,9 +339,11 @@ def migrations_command(app: AppContext) -> None:
 @click.option("--rolled-back", "rolled_back", metavar="NAME", help="Mark a failed migration rolled back.")
 @click.option("--applied", metavar="NAME", help="Record a migration as applied (checksum of local migration.sql).")
 @dry_run_option
+@yes_option
 @common_options()
 @pass_app
-def resolve_command(app: AppContext, rolled_back: str | None, applied: str | None, dry_run: bool) -> None:
+def resolve_command(app: AppContext, rolled_back: str | None, applied: str | None, dry_run: bool,
+                    yes: bool) -> None:
     """Do what 'prisma migrate resolve' does, under Prisma's advisory lock.
 
     Errors carry Prisma's codes: P3011 never applied, P3012 not in a failed state,
@@ -349,13 +351,13 @@ def resolve_command(app: AppContext, rolled_back: str | None, applied: str | Non
 
     \b
     Example:
-      rollback db resolve --rolled-back 20261128093000_add_stats
-      rollback db resolve --applied 20261128093000_add_stats
+      rollback db resolve --rolled-back 20261128093000_add_stats --yes
+      rollback db resolve --applied 20261128093000_add_stats --yes
     """
     from rollback.commands import db as commands
 
     plan = commands.plan_resolve(app.config(), rolled_back=rolled_back, applied=applied)
-    outcome = _apply(app, plan, dry_run=dry_run, yes=True, action="resolve the migration")
+    outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action="resolve the migration", confirm_always=True)
     emit(app, {"ok": True, **outcome.to_dict()}, lambda: _step_lines(outcome))
 
 
@@ -451,20 +453,21 @@ def snapshot_group() -> None:
 @click.option("--instance", metavar="ID", help="RDS instance (default: aws.db_instance).")
 @click.option("--wait", is_flag=True, help="Wait until the snapshot is available.")
 @dry_run_option
+@yes_option
 @common_options()
 @pass_app
 def snapshot_create_command(app: AppContext, snapshot_id: str | None, instance: str | None, wait: bool,
-                            dry_run: bool) -> None:
+                            dry_run: bool, yes: bool) -> None:
     """Create a manual snapshot of the RDS instance.
 
     \b
     Example:
-      rollback db snapshot create --id before-migration --wait
+      rollback db snapshot create --id before-migration --wait --yes
     """
     from rollback.commands import db as commands
 
     plan = commands.plan_snapshot_create(app.config(), instance=instance, snapshot_id=snapshot_id, wait=wait)
-    outcome = _apply(app, plan, dry_run=dry_run, yes=True, action="create the snapshot")
+    outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action="create the snapshot", confirm_always=True)
     emit(app, {"ok": True, **outcome.to_dict()}, lambda: _step_lines(outcome))
 
 
@@ -476,10 +479,11 @@ def snapshot_create_command(app: AppContext, snapshot_id: str | None, instance: 
 @click.option("--instance", metavar="ID", help="Source instance for --to-time/--latest (default: aws.db_instance).")
 @click.option("--wait", is_flag=True, help="Wait until the new instance is available and print its endpoint.")
 @dry_run_option
+@yes_option
 @common_options()
 @pass_app
 def rds_restore_command(app: AppContext, snapshot: str | None, to_time: str | None, latest: bool, target: str,
-                        instance: str | None, wait: bool, dry_run: bool) -> None:
+                        instance: str | None, wait: bool, dry_run: bool, yes: bool) -> None:
     """Restore RDS into a NEW instance from a snapshot or a point in time (the source is never touched).
 
     Validated before any AWS change: the time lies in the restorable window, the
@@ -487,14 +491,15 @@ def rds_restore_command(app: AppContext, snapshot: str | None, to_time: str | No
 
     \b
     Example:
-      rollback db rds-restore --to-time "15m ago" --target app-db-restored --wait
-      rollback db rds-restore --snapshot before-migration --target app-db-restored
+      rollback db rds-restore --to-time "15m ago" --target app-db-restored --wait --yes
+      rollback db rds-restore --snapshot before-migration --target app-db-restored --yes
     """
     from rollback.commands import db as commands
 
     plan = commands.plan_rds_restore(app.config(), snapshot=snapshot, to_time=to_time, latest=latest,
                                      target=target, instance=instance, wait=wait)
-    outcome = _apply(app, plan, dry_run=dry_run, yes=True, action="restore into a new RDS instance")
+    outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action="restore into a new RDS instance",
+                     confirm_always=True)
     result = dict(outcome.result_of("rds-restore"))
 
     def human() -> None:
