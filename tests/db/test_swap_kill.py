@@ -124,7 +124,7 @@ def drop_leftovers(live_db: LiveDb) -> None:
             live_db.pg.drop_database(name)
 
 
-def start(args: list[str], pause: float = 0.4) -> subprocess.Popen[str]:
+def start(args: list[str], pause: float = 0.25) -> subprocess.Popen[str]:
     env = {**os.environ, "SWAP_KILL_PAUSE": str(pause), "PGAPPNAME": "rollback-swap-kill-test"}
     return subprocess.Popen([sys.executable, str(CHILD), *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
@@ -163,56 +163,59 @@ def check_after(live_db: LiveDb, run_cli: RunCli, proc: subprocess.Popen[str], s
 
 def cases(*, full: bool) -> list[Any]:
     if not full and not REPEAT:
-        return [pytest.param(point, SIGNALS[i % len(SIGNALS)], 0, id=f"{point}-{SIGNALS[i % len(SIGNALS)]}-0")
+        return [pytest.param(point, SIGNALS[i % len(SIGNALS)], id=f"{point}-{SIGNALS[i % len(SIGNALS)]}")
                 for i, point in enumerate(POINTS)]
-    return [pytest.param(point, sig, n, id=f"{point}-{sig}-{n}") for n in range(max(1, REPEAT)) for point in POINTS
-            for sig in SIGNALS]
+    return [pytest.param(point, sig, id=f"{point}-{sig}") for point in POINTS for sig in SIGNALS]
 
 
-@pytest.mark.parametrize(("point", "sig", "n"), cases(full=True))
-def test_db_swap_killed_at_each_point(live_db: LiveDb, run_cli: RunCli, point: str, sig: str, n: int) -> None:
+@pytest.mark.parametrize(("point", "sig"), cases(full=True))
+def test_db_swap_killed_at_each_point(live_db: LiveDb, run_cli: RunCli, point: str, sig: str) -> None:
     import psycopg
 
-    live_db.sql("CREATE TABLE swap_probe (v text); INSERT INTO swap_probe VALUES ('old')", user="app")
-    restored = make_restored_copy(live_db, "new", n)
-    restored_oid = oid_of(live_db, restored)
-    app_session = psycopg.connect(live_db.url, autocommit=True)  # an application on the live database
-    try:
-        proc = start(["db", "swap", restored, "--yes"])
-        wait_for_point(live_db, proc, point, restored, restored_oid)
-        proc.send_signal(getattr(signal, sig))
-        data = check_after(live_db, run_cli, proc, sig, point, "old", "new")
-    finally:
-        app_session.close()
-    if data == "old":  # the swap did not happen: running it again does it
-        again = run_cli("db", "swap", restored, "--yes", "--json")
-        assert again.code == 0, again.err
-        assert live_answers(live_db) == "new"
-    drop_leftovers(live_db)
+    live_db.sql("CREATE TABLE swap_probe (v text); INSERT INTO swap_probe VALUES ('v0')", user="app")
+    for n in range(max(1, REPEAT)):  # each round starts from what the last one left under the live name
+        old, new = probe(live_db), f"v{n + 1}"
+        restored = make_restored_copy(live_db, new, n)
+        restored_oid = oid_of(live_db, restored)
+        app_session = psycopg.connect(live_db.url, autocommit=True)  # an application on the live database
+        try:
+            proc = start(["db", "swap", restored, "--yes"])
+            wait_for_point(live_db, proc, point, restored, restored_oid)
+            proc.send_signal(getattr(signal, sig))
+            data = check_after(live_db, run_cli, proc, sig, point, old, new)
+        finally:
+            app_session.close()
+        if data == old:  # the swap did not happen: running it again does it
+            again = run_cli("db", "swap", restored, "--yes", "--json")
+            assert again.code == 0, again.err
+            assert live_answers(live_db) == new
+        drop_leftovers(live_db)
 
 
-@pytest.mark.parametrize(("point", "sig", "n"), cases(full=False))
-def test_db_restore_swap_killed_at_each_point(live_db: LiveDb, run_cli: RunCli, point: str, sig: str,
-                                              n: int) -> None:
+@pytest.mark.parametrize(("point", "sig"), cases(full=False))
+def test_db_restore_swap_killed_at_each_point(live_db: LiveDb, run_cli: RunCli, point: str, sig: str) -> None:
     live_db.sql("CREATE TABLE swap_probe (v text); INSERT INTO swap_probe VALUES ('backup')", user="app")
     backup = run_cli("db", "backup", "--json")
     assert backup.code == 0, backup.err
     name = backup.json()["backup"]["name"]
-    live_db.sql("UPDATE swap_probe SET v = 'live'")
-    proc = start(["db", "restore", name, "--swap", "--yes", "--skip-emergency-backup", "--reason", "kill test"])
-    # The restored copy's name is chosen when the command plans: wait for it to appear.
-    deadline = time.monotonic() + 60
-    restored = ""
-    while not restored and time.monotonic() < deadline:
-        restored = next((d for d in live_db.databases() if "_restore_" in d), "")
-        time.sleep(0.01)
-    assert restored, "the restore never created its copy"
-    restored_oid = oid_of(live_db, restored)
-    wait_for_point(live_db, proc, point, restored, restored_oid)
-    proc.send_signal(getattr(signal, sig))
-    data = check_after(live_db, run_cli, proc, sig, point, "live", "backup")
-    if data == "live":
-        again = run_cli("db", "restore", name, "--swap", "--yes", "--skip-emergency-backup", "--reason", "again")
-        assert again.code == 0, again.err
-        assert live_answers(live_db) == "backup"
-    drop_leftovers(live_db)
+    for n in range(max(1, REPEAT)):
+        live_db.sql(f"UPDATE swap_probe SET v = 'live{n}'")
+        proc = start(["db", "restore", name, "--swap", "--yes", "--skip-emergency-backup", "--reason", "kill test"])
+        # The restored copy's name is chosen when the command plans: wait for it to appear.
+        deadline = time.monotonic() + 60
+        restored = ""
+        while not restored and time.monotonic() < deadline:
+            restored = next((d for d in live_db.databases() if "_restore_" in d), "")
+            time.sleep(0.01)
+        assert restored, "the restore never created its copy"
+        restored_oid = oid_of(live_db, restored)
+        wait_for_point(live_db, proc, point, restored, restored_oid)
+        proc.send_signal(getattr(signal, sig))
+        data = check_after(live_db, run_cli, proc, sig, point, f"live{n}", "backup")
+        drop_leftovers(live_db)
+        if data == f"live{n}":
+            again = run_cli("db", "restore", name, "--swap", "--yes", "--skip-emergency-backup", "--reason",
+                            "again")
+            assert again.code == 0, again.err
+            assert live_answers(live_db) == "backup"
+            drop_leftovers(live_db)
