@@ -2,6 +2,7 @@
 
 ``<live>_restore_<YYYYmmddHHMMSS>``  a backup restored beside the live database
 ``<live>_replaced_<YYYYmmddHHMMSS>`` the previous live database, kept by a swap
+``<live>_standby_<YYYYmmddHHMMSS>``  a backup staged ahead of time (``db backup --stage``), no connections
 
 A name alone proves nothing (``CREATE DATABASE app_restore_points`` is someone's
 database), so each copy also carries a mark in its ``COMMENT ON DATABASE``:
@@ -22,18 +23,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["MARK_PREFIX", "ROLES", "Mark", "classify_set_aside", "parse_set_aside_name", "set_aside_name"]
+__all__ = ["KINDS", "MARK_PREFIX", "ROLES", "Mark", "classify_set_aside", "parse_set_aside_name", "set_aside_name"]
 
 MARK_PREFIX = "rollback:"
-ROLES = ("restore", "replaced")
+ROLES = ("restore", "replaced", "standby")
 MAX_IDENT = 63
 STAMP_FORMAT = "%Y%m%d%H%M%S"
 
 
 def set_aside_name(live: str, kind: str, stamp: str) -> str:
-    """``<live>_<kind>_<stamp>`` trimmed to PostgreSQL's 63-byte identifier limit."""
+    """``<live>_<kind>_<stamp>`` trimmed to PostgreSQL's 63-BYTE identifier limit (PostgreSQL would
+    cut a longer name itself, in bytes; a non-ASCII live name is cut here at a character boundary)."""
     suffix = f"_{kind}_{stamp}"
-    return live[: MAX_IDENT - len(suffix)] + suffix
+    room = MAX_IDENT - len(suffix.encode())
+    return live.encode()[:room].decode("utf-8", "ignore") + suffix
 
 
 def parse_set_aside_name(name: str, live: str) -> tuple[str, str] | None:
@@ -97,8 +100,12 @@ class Mark:
         return parsed is not None and parsed[0] == self.role and self.name == name and self.live == live
 
 
+KINDS = {"replaced": "replaced by a swap", "restore": "restored, never swapped in",
+         "standby": "staged standby of a backup"}
+
+
 def classify_set_aside(rows: list[dict[str, Any]], live: str, *, live_exists: bool,
-                       journaled: Mapping[str, str]) -> list[dict[str, Any]]:
+                       journaled: Mapping[str, str], keep_standbys: int = 1) -> list[dict[str, Any]]:
     """Which databases beside ``live`` rollback may drop.
 
     ``rows``: ``{name, bytes, comment}`` from the catalog; ``journaled``: databases
@@ -106,7 +113,7 @@ def classify_set_aside(rows: list[dict[str, Any]], live: str, *, live_exists: bo
     before it was marked. Each result has ``prunable`` and, when it is kept, the
     ``reason``. While the live database is missing (a swap of an older version
     killed between its renames), the newest copy a swap set aside may be the only
-    copy of the live data: it is always kept.
+    copy of the live data: it is always kept. The ``keep_standbys`` newest standbys are kept.
     """
     candidates: list[tuple[dict[str, Any], str, str]] = []
     lookalikes: list[dict[str, Any]] = []
@@ -125,11 +132,12 @@ def classify_set_aside(rows: list[dict[str, Any]], live: str, *, live_exists: bo
         name = str(row["name"])
         mark = Mark.from_comment(row.get("comment"))
         item: dict[str, Any] = {"database": name, "role": role, "bytes": int(row.get("bytes") or 0),
-                                "kind": "replaced by a swap" if role == "replaced" else "restored, never swapped in",
+                                "kind": KINDS[role],
                                 "run": None, "evidence": None, "prunable": False, "reason": None}
         if mark is not None and mark.is_mark_of(name, live):
-            item.update(run=mark.run, evidence=f"marked by run {mark.run}")
-        elif role == "restore" and name in journaled:
+            item.update(run=mark.run, evidence=f"marked by run {mark.run}", backup=mark.get("backup"),
+                        complete=mark.get("counts") == "match")
+        elif role in ("restore", "standby") and name in journaled:
             item.update(run=journaled[name], evidence=f"created by run {journaled[name]} (journaled; not yet marked)")
         else:
             item["reason"] = "it carries no rollback mark, so rollback did not make it (drop it by hand if it is yours)"
@@ -139,8 +147,13 @@ def classify_set_aside(rows: list[dict[str, Any]], live: str, *, live_exists: bo
                                               f"back: ALTER DATABASE \"{name}\" RENAME TO \"{live}\")")
         item["prunable"] = item["evidence"] is not None
         out.append(item)
+    # Only complete standbys (row counts checked) take a place among those kept.
+    standbys = sorted((i for i in out if i["role"] == "standby" and i["prunable"] and i.get("complete")),
+                      key=lambda i: i["database"], reverse=True)
+    for kept in standbys[:max(0, keep_standbys)]:
+        kept.update(prunable=False, reason=f"one of the {keep_standbys} newest standbys kept (--keep-standbys)")
     for row in lookalikes:
         out.append({"database": str(row["name"]), "role": None, "bytes": int(row.get("bytes") or 0),
                     "kind": "not rollback's", "run": None, "evidence": None, "prunable": False,
-                    "reason": "its name is not one rollback gives (<db>_restore_/<db>_replaced_<YYYYmmddHHMMSS>)"})
+                    "reason": "its name is not one rollback gives (<db>_restore_/_replaced_/_standby_<timestamp>)"})
     return out

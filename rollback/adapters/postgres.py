@@ -343,9 +343,16 @@ class Database:
             conn.close()
 
     # -- databases -----------------------------------------------------------------------------------
-    def create_database_like(self, name: str, like: str, *, comment: str | None = None) -> None:
-        """Create an empty database ``name`` with the owner, settings and grants of ``like``
-        (and ``comment``, rollback's mark, set right after it is created)."""
+    def create_database_like(self, name: str, like: str, *, comment: str | None = None,
+                             template: str | None = None) -> None:
+        """Create a database ``name`` with the owner, settings and grants of ``like`` (and
+        ``comment``, rollback's mark, set right after it is created).
+
+        Empty (from ``template0``), or with ``template`` a file copy of that database
+        (``STRATEGY FILE_COPY``: a checkpoint, a copy of its files, another checkpoint; no
+        WAL for the data). A template must have no sessions: a staged standby refuses
+        connections for that reason.
+        """
         from psycopg import sql
 
         with self.maintenance() as conn, db_errors(f"creating database {name}"):
@@ -357,8 +364,14 @@ class Database:
                 raise DatabaseError(f"database {like} does not exist", "check the database URL")
             owner, connlimit, default_acl, encoding, collate, ctype, superuser = row
             ident = sql.Identifier(name)
-            create = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
-                ident, sql.Literal(encoding), sql.Literal(collate), sql.Literal(ctype))
+            if template is None:
+                create = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+                    ident, sql.Literal(encoding), sql.Literal(collate), sql.Literal(ctype))
+            else:
+                # The copy keeps the template's encoding and locale (the standby was created like the live one).
+                create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(ident, sql.Identifier(template))
+                if int(conn.execute("SHOW server_version_num").fetchone()[0]) >= 150000:
+                    create = sql.SQL("{} STRATEGY FILE_COPY").format(create)
             if superuser:
                 create = sql.SQL("{} OWNER {}").format(create, sql.Identifier(owner))
             conn.execute(create)
@@ -389,6 +402,40 @@ class Database:
             except Exception:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(ident))
                 raise
+
+    def set_allow_connections(self, name: str, allowed: bool) -> None:
+        from psycopg import sql
+
+        with self.maintenance() as conn, db_errors(f"changing whether {name} takes connections"):
+            conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+                sql.Identifier(name), sql.SQL("true" if allowed else "false")))
+
+    def database_facts(self, name: str) -> dict[str, Any] | None:
+        """Size, whether it takes connections, its sessions, and whether this role may use it as
+        a template (owner or superuser); None when there is no such database."""
+        with self.maintenance() as conn, db_errors(f"reading the catalog entry of {name}"):
+            row = conn.execute(
+                "SELECT pg_database_size(d.oid), d.datallowconn, "
+                "(SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid), "
+                "pg_has_role(current_user, d.datdba, 'USAGE') OR (SELECT rolsuper FROM pg_roles "
+                "WHERE rolname = current_user) FROM pg_database d WHERE d.datname = %s", (name,)).fetchone()
+        if row is None:
+            return None
+        return {"bytes": int(row[0]), "allows_connections": bool(row[1]), "sessions": int(row[2]),
+                "may_copy": bool(row[3])}
+
+    def end_sessions(self, name: str, timeout: float = 10.0) -> int:
+        """End every client session on ``name`` and wait until they are gone."""
+        with self.maintenance() as conn, db_errors(f"ending the sessions on {name}"):
+            row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if row is None:
+            return 0
+        ender = _SessionEnder(self, [int(row[0])])
+        try:
+            with db_errors(f"ending the sessions on {name}"):
+                return ender.end_and_wait(timeout)
+        finally:
+            ender.finish()
 
     def drop_database(self, name: str) -> None:
         """Drop ``name`` (never the live database: refused here as a last line of defence)."""

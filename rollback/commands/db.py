@@ -37,12 +37,13 @@ from rollback.redact import redact
 
 if TYPE_CHECKING:
     from rollback.adapters.pg_tools import PgTools
-    from rollback.adapters.postgres import Database, Target
+    from rollback.adapters.postgres import Database, TableCount, Target
     from rollback.adapters.rds import RdsAdapter
     from rollback.backups import SourceIdentity
     from rollback.config import Config
     from rollback.journal import Journal
     from rollback.runner import ExecutionResult, StepContext
+    from rollback.standby import StandbyChoice
 
 __all__ = [
     "DbHandlers",
@@ -55,9 +56,12 @@ __all__ = [
     "plan_rds_restore",
     "plan_resolve",
     "plan_restore",
+    "plan_salvage",
     "plan_snapshot_create",
     "plan_swap",
+    "rpo",
     "run",
+    "salvage",
     "snapshots",
     "verify",
 ]
@@ -272,20 +276,70 @@ def list_backups(directory: Path, live: SourceIdentity | None = None) -> list[di
 
 # -- plans ------------------------------------------------------------------------------------------------
 
-def plan_backup(config: Config, *, out: Path | None = None, jobs: int | None = None) -> Plan:
+def plan_backup(config: Config, *, out: Path | None = None, jobs: int | None = None, stage: bool = False,
+                kind: str = "manual") -> Plan:
+    """A verified backup; with ``stage``, also restored into a standby beside the live database
+    (and standbys beyond ``database.keep_standbys`` dropped once the new one is ready)."""
     target = database_target(config)
     directory = out or config.backups_dir
-    step = Step("backup", "db.backup", f"pg_dump (directory format, {jobs or default_jobs()} jobs) into {directory}",
-                target=f"database {target.dbname}", params={"out": str(directory), "jobs": jobs or default_jobs(),
-                                                            "kind": "manual"})
-    return Plan.of("db backup", config.env_name, [step])
+    jobs = jobs or default_jobs()
+    steps = [Step("backup", "db.backup", f"pg_dump (directory format, {jobs} jobs) into {directory}",
+                  target=f"database {target.dbname}", params={"out": str(directory), "jobs": jobs, "kind": kind})]
+    notes: list[str] = []
+    if stage:
+        steps += _stage_steps(config, jobs)
+        notes.append("the standby uses as much disk as the database; it refuses connections and is kept until "
+                     f"'rollback db prune' (the {config.env.database.keep_standbys} newest are kept)")
+    return Plan.of("db backup" + (" --stage" if stage else ""), config.env_name, steps, notes)
+
+
+def _stage_steps(config: Config, jobs: int, *, after: str = "backup") -> list[Step]:
+    """Restore the backup that step ``after`` takes into a new standby; drop the standbys that
+    then exceed ``database.keep_standbys``."""
+    from rollback.setaside import set_aside_name
+
+    db = open_database(config)
+    live = db.target.dbname
+    standby = set_aside_name(live, "standby", _db_stamp())
+    keep = config.env.database.keep_standbys
+    steps = [Step("stage", "db.stage", f"restore the new backup into standby {standby} ({jobs} jobs), check its row "
+                  "counts, close it to connections", target=standby,
+                  params={"database": standby, "like": live, "jobs": jobs, "backup_step": after})]
+    old = [d for d in _classified(db, config, keep_standbys=max(0, keep - 1)) if d["role"] == "standby"
+           and d["prunable"]]
+    steps += [Step(f"drop-standby-{n}", "db.drop_set_aside", f"drop older standby {d['database']} "
+                   f"(keeping the {keep} newest)", target=d["database"],
+                   params={"database": d["database"], "keep_standbys": max(0, keep - 1)}, destructive=True)
+              for n, d in enumerate(old, start=1)]
+    return steps
 
 
 def backup(config: Config, *, out: Path | None = None, jobs: int | None = None, journal: Journal | None = None,
-           progress: Progress | None = None) -> dict[str, Any]:
-    """Take a verified backup; returns its manifest (plus ``manifest_path``/``path``)."""
-    outcome = run(config, plan_backup(config, out=out, jobs=jobs), journal=journal, progress=progress)
-    return dict(outcome.result_of("backup"))
+           progress: Progress | None = None, stage: bool = False) -> dict[str, Any]:
+    """Take a verified backup (and stage it); returns its manifest (plus ``manifest_path``/``path``,
+    and ``standby`` when staged)."""
+    outcome = run(config, plan_backup(config, out=out, jobs=jobs, stage=stage), journal=journal, progress=progress)
+    result = dict(outcome.result_of("backup"))
+    if stage:
+        result["standby"] = outcome.result_of("stage")["database"]
+    return result
+
+
+def standbys(config: Config) -> dict[str, dict[str, Any]]:
+    """Backup name -> its fresh standby (``{"standby": name}``) or why none is usable (``reason``)."""
+    from rollback.backups import list_backups as listing
+    from rollback.standby import choose_standby
+
+    db = open_database(config)
+    rows = db.databases_with_prefix("")
+    out: dict[str, dict[str, Any]] = {}
+    for item in listing(config.backups_dir):
+        if item.get("status") != "ok":
+            continue
+        choice = choose_standby(rows, db.target.dbname, item, db.database_facts)
+        if choice.staged or choice.reason:
+            out[str(item["name"])] = {"standby": choice.name, "reason": choice.reason}
+    return out
 
 
 def _emergency_step(reason: str | None, config: Config, jobs: int) -> Step:
@@ -298,9 +352,9 @@ def _emergency_step(reason: str | None, config: Config, jobs: int) -> Step:
                 params={"out": str(config.backups_dir), "jobs": jobs, "kind": "emergency"})
 
 
-def plan_restore(config: Config, backup_ref: str, *, swap: bool = False, in_place: bool = False,
+def plan_restore(config: Config, backup_ref: str | None, *, swap: bool = False, in_place: bool = False,
                  skip_emergency_reason: str | None = None, jobs: int | None = None,
-                 from_other_database: bool = False) -> Plan:
+                 from_other_database: bool = False, before_migration: str | None = None) -> Plan:
     """Plan a restore of ``backup_ref``: verify, rights, emergency backup, restore beside, counts, swap.
 
     The backup must have been taken from this environment's database (``latest``
@@ -315,6 +369,12 @@ def plan_restore(config: Config, backup_ref: str, *, swap: bool = False, in_plac
     db = open_database(config)
     live = db.target.dbname
     identity = live_identity(db)
+    if bool(backup_ref) == bool(before_migration):
+        raise BadInput("give a BACKUP or --before-migration NAME (one of them)",
+                       "rollback db restore latest --swap, or rollback db restore --before-migration NAME --swap")
+    if before_migration:
+        backup_ref = _backup_before_migration(config, identity, before_migration)
+    assert backup_ref is not None
     manifest, dump_dir = resolve_backup(config, backup_ref, live=identity)
     other = check_source(manifest, identity, allow_other=from_other_database)
     jobs = jobs or default_jobs()
@@ -324,10 +384,20 @@ def plan_restore(config: Config, backup_ref: str, *, swap: bool = False, in_plac
     name = str(manifest.get("name", dump_dir.name))
     source = source_of(manifest)
     common = {"manifest": str(_manifest_path(dump_dir)), "dump_dir": str(dump_dir)}
+    choice = None if in_place else _standby_for(db, manifest)
+    staged = choice is not None and choice.staged
+    if staged:
+        assert choice is not None and choice.name is not None
+        first = Step("check-standby", "db.check_standby",
+                     f"check standby {choice.name} of backup {name} (database {source.describe()}) is still fresh",
+                     params={**common, "standby": choice.name, "live": identity.to_dict(),
+                             "from_other_database": from_other_database})
+    else:
+        first = Step("verify-backup", "db.verify_backup",
+                     f"verify backup {name} of database {source.describe()} (checksums, pg_restore --list)",
+                     params={**common, "live": identity.to_dict(), "from_other_database": from_other_database})
     steps = [
-        Step("verify-backup", "db.verify_backup",
-             f"verify backup {name} of database {source.describe()} (checksums, pg_restore --list)",
-             params={**common, "live": identity.to_dict(), "from_other_database": from_other_database}),
+        first,
         Step("check-rights", "db.check_rights", f"check the role's rights on {live}",
              params={"live": live, "restored": None if in_place else restored, "swap": swap,
                      "in_place": in_place}),
@@ -337,6 +407,11 @@ def plan_restore(config: Config, backup_ref: str, *, swap: bool = False, in_plac
                         f"{source.describe()}"]
     if other:
         notes.append(other)
+    if staged and choice is not None:
+        notes.append(f"backup {name} is staged: the restore clones standby {choice.name} (a file copy; the "
+                     "standby is kept for a second attempt)")
+    elif choice is not None and choice.reason:
+        notes.append(f"{choice.reason}; restoring from the dump instead")
     if in_place:
         steps += [
             Step("restore", "db.restore_in_place",
@@ -346,10 +421,15 @@ def plan_restore(config: Config, backup_ref: str, *, swap: bool = False, in_plac
                  params={**common, "database": live, "in_place": True}),
         ]
     else:
+        if staged and choice is not None:
+            restore = Step("restore", "db.clone_standby", f"clone standby {choice.name} into a new database "
+                           "(CREATE DATABASE ... TEMPLATE, file copy)", target=restored,
+                           params={**common, "database": restored, "standby": choice.name, "like": live})
+        else:
+            restore = Step("restore", "db.restore_beside", f"restore {name} into a new database ({jobs} jobs)",
+                           target=restored, params={**common, "database": restored, "jobs": jobs, "like": live})
         steps += [
-            Step("restore", "db.restore_beside", f"restore {name} into a new database ({jobs} jobs)",
-                 target=restored, params={**common, "database": restored, "jobs": jobs,
-                                                        "like": live}),
+            restore,
             Step("check-counts", "db.check_counts", f"check row counts of {restored} against the manifest",
                  params={**common, "database": restored}),
         ]
@@ -364,6 +444,24 @@ def plan_restore(config: Config, backup_ref: str, *, swap: bool = False, in_plac
                  "(remove later with 'rollback db prune')")
     return Plan.of(f"db restore {name}" + (" --swap" if swap else "") + (" --in-place" if in_place else ""),
                    config.env_name, steps, notes)
+
+
+def _backup_before_migration(config: Config, identity: SourceIdentity, migration: str) -> str:
+    """The manifest path of the newest backup of this database that 'db guard' took before ``migration``."""
+    from rollback.commands.db_guard import backups_before_migration
+
+    found = backups_before_migration([b for b in list_backups(config.backups_dir, identity)
+                                      if b.get("this_database")], migration)
+    if not found:
+        raise BadInput(f"no backup of this database was taken by 'rollback db guard' before migration {migration}",
+                       "list backups with 'rollback db backups --json' (their 'guard' field names the migrations)")
+    return str(found[0]["manifest_path"])
+
+
+def _standby_for(db: Database, manifest: Mapping[str, Any]) -> StandbyChoice:
+    from rollback.standby import choose_standby
+
+    return choose_standby(db.databases_with_prefix(""), db.target.dbname, manifest, db.database_facts)
 
 
 def plan_swap(config: Config, restored: str) -> Plan:
@@ -418,23 +516,28 @@ def set_aside_databases(config: Config) -> list[dict[str, Any]]:
     return _classified(open_database(config), config)
 
 
-def _classified(db: Database, config: Config) -> list[dict[str, Any]]:
+def _classified(db: Database, config: Config, *, keep_standbys: int | None = None) -> list[dict[str, Any]]:
     from rollback.setaside import classify_set_aside
 
     live = db.target.dbname
     rows = db.databases_with_prefix("")
+    keep = config.env.database.keep_standbys if keep_standbys is None else keep_standbys
     return classify_set_aside(rows, live, live_exists=any(r["name"] == live for r in rows),
-                              journaled=_journaled_copies(config))
+                              journaled=_journaled_copies(config), keep_standbys=keep)
 
 
-def plan_prune(config: Config) -> Plan:
-    """Drop the databases rollback set aside and remove interrupted backups of this database."""
+def plan_prune(config: Config, *, keep_standbys: int | None = None) -> Plan:
+    """Drop the databases rollback set aside (standbys beyond the ``keep_standbys`` newest, default
+    ``database.keep_standbys``) and remove interrupted backups of this database."""
     from rollback.backups import incomplete_backups
 
-    found = set_aside_databases(config)
-    live = database_target(config).dbname
+    db = open_database(config)
+    keep = config.env.database.keep_standbys if keep_standbys is None else keep_standbys
+    found = _classified(db, config, keep_standbys=keep)
+    live = db.target.dbname
     steps = [Step(f"drop-{n}", "db.drop_set_aside", f"drop {d['database']} ({d['kind']}, {d['bytes']} bytes)",
-                  target=d["database"], params={"database": d["database"], "evidence": d["evidence"]},
+                  target=d["database"], params={"database": d["database"], "evidence": d["evidence"],
+                                                "keep_standbys": keep},
                   destructive=True)
              for n, d in enumerate((d for d in found if d["prunable"]), start=1)]
     incomplete = [b for b in incomplete_backups(config.backups_dir, live) if not b["in_progress"]]
@@ -567,6 +670,23 @@ def restore_archive(db: Database, tools: PgTools, dbname: str, dump_dir: Path, m
             "split_tables": [f"{schema}.{table}" for schema, table, *_ in big]}
 
 
+def compare_counts(db: Database, name: str, manifest: Mapping[str, Any]) -> tuple[list[TableCount], list[str]]:
+    """Exact row counts of database ``name`` against the manifest: ``(counts, mismatches)``."""
+    from rollback.adapters.postgres import db_errors
+
+    expected = {(str(t["schema"]), str(t["name"])): int(t["rows"]) for t in manifest["tables"]}
+    with db.connect(name) as conn, db_errors(f"checking the row counts of {name}"):
+        present = {(str(s), str(t)) for s, t in conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'r'").fetchall()}
+        missing = sorted(set(expected) - present)
+        counts = db.table_counts(conn=conn, tables=sorted(set(expected) & present))
+    mismatches = [f"{c.key}: {c.rows} rows, backup had {expected[(c.schema, c.name)]}" for c in counts
+                  if c.rows != expected[(c.schema, c.name)]]
+    mismatches += [f"{'.'.join(m)}: missing" for m in missing]
+    return counts, mismatches
+
+
 # -- handlers -------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -578,6 +698,7 @@ class DbHandlers:
     on_restore_start: Callable[[Any], None] | None = None  # test seam: receives the pg_restore process
     lock_timeout: float = 10.0
     split_min_rows: int = SPLIT_MIN_ROWS
+    guard_stdout_to_stderr: bool = False  # 'db guard --json': the guarded command's output goes to stderr
     _db: Database | None = field(default=None, init=False)
     _tools: PgTools | None = field(default=None, init=False)
 
@@ -604,6 +725,14 @@ class DbHandlers:
             "db.check_counts": self.check_counts,
             "db.swap": self.swap,
             "db.drop_set_aside": self.drop_set_aside,
+            "db.stage": self.stage,
+            "db.check_standby": self.check_standby,
+            "db.clone_standby": self.clone_standby,
+            "db.salvage_compare": self.salvage_compare,
+            "db.salvage_apply": self.salvage_apply,
+            "db.guard_migrations": self.guard_migrations,
+            "db.guard_run": self.guard_run,
+            "db.guard_record": self.guard_record,
             "db.remove_incomplete_backup": self.remove_incomplete_backup,
             "db.resolve": self.resolve,
             "db.check_migration": self.check_migration,
@@ -729,18 +858,7 @@ class DbHandlers:
         manifest, _ = self._manifest(step)
         if ctx.dry_run:
             return {"would": f"compare row counts of {len(manifest.get('tables', []))} tables in {name}"}
-        from rollback.adapters.postgres import db_errors
-
-        expected = {(str(t["schema"]), str(t["name"])): int(t["rows"]) for t in manifest.get("tables", [])}
-        with self.db.connect(name) as conn, db_errors(f"checking the row counts of {name}"):
-            present = {(str(s), str(t)) for s, t in conn.execute(
-                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE c.relkind = 'r'").fetchall()}
-            missing = sorted(set(expected) - present)
-            counts = self.db.table_counts(conn=conn, tables=sorted(set(expected) & present))
-        mismatches = [f"{c.key}: {c.rows} rows, backup had {expected[(c.schema, c.name)]}" for c in counts
-                      if c.rows != expected[(c.schema, c.name)]]
-        mismatches += [f"{'.'.join(m)}: missing" for m in missing]
+        counts, mismatches = compare_counts(self.db, name, manifest)
         if mismatches:
             if step.params.get("in_place"):
                 emergency = ctx.results.get("emergency-backup") or {}
@@ -755,11 +873,87 @@ class DbHandlers:
                 f"row counts of {name} do not match the backup: {'; '.join(mismatches[:3])}"
                 + (f" (+{len(mismatches) - 3} more)" if len(mismatches) > 3 else ""), hint, checks=mismatches)
         if not step.params.get("in_place"):
-            self.db.set_comment(name, self._mark(ctx, "restore", name, backup=manifest["name"], counts="match"))
+            self.db.set_comment(name, self._mark(ctx, "restore", name, backup=manifest["name"], counts="match",
+                                                 **({"standby": step.params["standby"]}
+                                                    if step.params.get("standby") else {})))
         return {"database": name, "tables": len(counts), "rows": sum(c.rows for c in counts), "match": True}
+
+    # staged standbys
+    def stage(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        """Restore the backup just taken into a standby, check its counts, close it, mark it complete."""
+        from rollback.backups import load_manifest
+        from rollback.standby import standby_details
+
+        name = str(step.params["database"])
+        if ctx.dry_run:
+            return {"would": f"restore the new backup into {name}, check its row counts, refuse connections to it"}
+        taken = ctx.results[str(step.params.get("backup_step", "backup"))]
+        manifest_path = Path(str(taken["manifest_path"]))
+        manifest = load_manifest(manifest_path)
+        dump_dir = manifest_path.parent / str(manifest["dump_dir"])
+        db = self.db
+        started = time.monotonic()
+        db.create_database_like(name, str(step.params["like"]),
+                                comment=self._mark(ctx, "standby", name, backup=manifest["name"], counts=None))
+        try:
+            loaded = restore_archive(db, self.tools, name, dump_dir, manifest, jobs=int(step.params["jobs"]),
+                                     no_owner=not db.rights().superuser, progress=ctx.progress,
+                                     on_start=self.on_restore_start, split_min_rows=self.split_min_rows)
+            counts, mismatches = compare_counts(db, name, manifest)
+            if mismatches:
+                raise ChecksFailed(f"row counts of standby {name} do not match the backup: "
+                                   f"{'; '.join(mismatches[:3])}", "the backup itself is kept; stage it again "
+                                   "with 'rollback db backup --stage'", checks=mismatches)
+            db.set_allow_connections(name, False)
+            db.end_sessions(name)
+            facts = db.database_facts(name) or {}
+            db.set_comment(name, self._mark(ctx, "standby", name,
+                                            **standby_details(manifest, int(facts.get("bytes") or 0))))
+        except BaseException as exc:
+            dropped = False
+            with contextlib.suppress(DatabaseError):
+                db.drop_database(name)
+                dropped = True
+            if isinstance(exc, DatabaseError):
+                raise DatabaseError(f"{exc.message}; the standby {name} was "
+                                    f"{'dropped' if dropped else 'left (remove it with rollback db prune)'}; the "
+                                    f"backup {manifest['name']} itself is complete", exc.hint) from exc
+            raise
+        ctx.note(f"backup {manifest['name']} staged as {name} ({len(counts)} tables checked)")
+        return {"database": name, "backup": manifest["name"], "seconds": round(time.monotonic() - started, 3),
+                "bytes": facts.get("bytes"), **loaded}
+
+    def check_standby(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        """The standby chosen at planning time is still fresh (and the backup is of this database)."""
+        from rollback.backups import check_source, source_of
+
+        manifest, _ = self._manifest(step)
+        note = check_source(manifest, live_identity(self.db), allow_other=bool(step.params.get("from_other_database")))
+        name = str(step.params["standby"])
+        choice = _standby_for(self.db, manifest)
+        if choice.name != name:
+            why = choice.reason or f"standby {name} is gone"
+            raise UnsafePrecondition(f"the standby chosen when planning is no longer usable: {why}",
+                                     f"nothing was changed; plan again: rollback db restore {manifest['name']}")
+        return {"standby": name, "backup": manifest["name"], "source": source_of(manifest).to_dict(),
+                **({"note": note} if note else {})}
+
+    def clone_standby(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        """Create the restored copy as a file copy of the standby (which is kept)."""
+        name, standby = str(step.params["database"]), str(step.params["standby"])
+        manifest, _ = self._manifest(step)
+        if ctx.dry_run:
+            return {"would": f"CREATE DATABASE {name} TEMPLATE {standby} STRATEGY FILE_COPY"}
+        started = time.monotonic()
+        self.db.create_database_like(name, str(step.params["like"]), template=standby,
+                                     comment=self._mark(ctx, "restore", name, backup=manifest["name"], counts=None,
+                                                        standby=standby))
+        return {"database": name, "standby": standby, "seconds": round(time.monotonic() - started, 3),
+                "pg_restore_seconds": 0.0, "split_tables": []}
 
     def swap(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         from rollback.setaside import Mark
+        from rollback.units import format_duration
 
         restored, aside = str(step.params["restored"]), str(step.params["aside"])
         live = self.db.target.dbname
@@ -775,13 +969,15 @@ class DbHandlers:
         backup_name = mark.get("backup") if mark else None
         result = self.db.swap(restored, aside, aside_comment=self._mark(ctx, "replaced", aside, replaced_by=restored,
                                                                          backup=backup_name))
-        ctx.note(f"swapped in {restored}; downtime {result.downtime_seconds * 1000:.0f} ms; "
+        ctx.note(f"swapped in {restored}; downtime {format_duration(result.downtime_seconds)}; "
                  f"previous database kept as {aside}", downtime_seconds=result.downtime_seconds)
         return result.to_dict()
 
     def drop_set_aside(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         name = str(step.params["database"])
-        found = next((d for d in _classified(self.db, self.config) if d["database"] == name), None)
+        keep = step.params.get("keep_standbys")
+        found = next((d for d in _classified(self.db, self.config, keep_standbys=None if keep is None else int(keep))
+                      if d["database"] == name), None)
         if found is None or not found["prunable"]:
             why = found["reason"] if found else "no such database beside the live one"
             raise UnsafePrecondition(f"{name} was not set aside by rollback, or must be kept: {why}",
@@ -803,6 +999,37 @@ class DbHandlers:
             return {"would": f"remove {found['path']}"}
         with _disk_errors(directory):
             return remove_incomplete(directory, name)
+
+    # salvage
+    def salvage_compare(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        """Read-only: what the kept copy holds that the live database does not (keys and counts)."""
+        return salvage_report(self.db, str(step.params["kept"]), step.params.get("tables"))
+
+    def salvage_apply(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        """Copy the rows only in the kept copy into the live database, in one transaction."""
+        kept = str(step.params["kept"])
+        if ctx.dry_run:
+            compared = ctx.results.get("compare") or {}
+            rows = (compared.get("summary") or {}).get("only_in_kept", "the")
+            return {"would": f"copy {rows} row(s) only in {kept} into {self.db.target.dbname} in one transaction, "
+                             "parents first, skipping (and naming) rows that violate a constraint"}
+        return salvage_report(self.db, kept, step.params.get("tables"), apply=True)
+
+    # guard (see rollback.commands.db_guard)
+    def guard_migrations(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        from rollback.commands.db_guard import migrations_step
+
+        return migrations_step(self, step, ctx)
+
+    def guard_run(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        from rollback.commands.db_guard import run_step
+
+        return run_step(self, step, ctx)
+
+    def guard_record(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        from rollback.commands.db_guard import record_step
+
+        return record_step(self, step, ctx)
 
     # migrations
     def resolve(self, step: Step, ctx: StepContext) -> dict[str, Any]:
@@ -883,6 +1110,97 @@ class DbHandlers:
             ctx.note(f"waiting for {target} to become available")
             inst = rds.wait_instance(target)
         return inst.to_dict()
+
+
+# -- salvage --------------------------------------------------------------------------------------------------
+
+def salvage_target(db: Database, kept: str | None) -> tuple[str, dict[str, Any]]:
+    """The kept copy to salvage from: ``kept``, or the newest copy a swap set aside; refused unless
+    rollback's swap made it from THIS database (its mark says so)."""
+    from rollback.setaside import Mark, parse_set_aside_name
+
+    live = db.target.dbname
+    rows = {str(r["name"]): r for r in db.databases_with_prefix("")}
+    if kept is None:
+        candidates = sorted((n for n in rows if (parse_set_aside_name(n, live) or ("",))[0] == "replaced"),
+                            reverse=True)
+        marked = [n for n in candidates if (m := Mark.from_comment(rows[n]["comment"])) and m.is_mark_of(n, live)]
+        if not marked:
+            raise BadInput(f"no copy of {live} set aside by a swap ({live}_replaced_<time>)",
+                           "name one: rollback db salvage NAME")
+        kept = marked[0]
+    if kept not in rows:
+        raise BadInput(f"no database {kept}", "list the set-aside copies with 'rollback db prune --dry-run'")
+    parsed = parse_set_aside_name(kept, live)
+    mark = Mark.from_comment(rows[kept]["comment"])
+    if parsed is None or parsed[0] != "replaced" or mark is None or not mark.is_mark_of(kept, live):
+        raise UnsafePrecondition(
+            f"{kept} is not a copy of {live} that 'rollback db restore --swap' set aside (its name or its rollback "
+            "mark does not say so)", "nothing was read or changed; salvage only from this database's "
+            f"{live}_replaced_<time> copies")
+    if not rows[kept]["allows_connections"]:
+        raise UnsafePrecondition(f"{kept} refuses connections", f"ALTER DATABASE \"{kept}\" ALLOW_CONNECTIONS true "
+                                 "(as its owner), then run it again")
+    return kept, {"run": mark.run, "at": mark.at, "backup": mark.get("backup")}
+
+
+def salvage_report(db: Database, kept: str, tables: Any = None, *, apply: bool = False) -> dict[str, Any]:
+    """Compare (and with ``apply`` copy, in one transaction) the kept copy against the live database."""
+    from rollback.adapters.postgres import db_errors
+    from rollback.adapters.salvage import compare, copy_missing, summary
+
+    live_name = db.target.dbname
+    wanted = [str(t) for t in tables] if tables else None
+    with db.connect(kept, autocommit=False) as old, db.connect(autocommit=False) as new, \
+            db_errors(f"comparing {kept} with {live_name}", "nothing was changed" if apply else None):
+        old.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        diffs = compare(old, new, wanted)
+        if wanted is not None:
+            found = {d.name for d in diffs} | {f"{d.schema}.{d.name}" for d in diffs}
+            unknown = sorted(set(wanted) - found)
+            if unknown:
+                raise BadInput(f"no table {', '.join(unknown)} in {kept} or {live_name}",
+                               "name tables as Table or schema.Table")
+        if apply:
+            copy_missing(old, new, diffs)
+            new.commit()
+        else:
+            new.rollback()
+    return {"kept": kept, "live": live_name, "applied": apply, "summary": dict(summary(diffs)),
+            "tables": [d.to_dict() for d in diffs]}
+
+
+def plan_salvage(config: Config, kept: str | None = None, *, tables: list[str] | None = None,
+                 skip_emergency_reason: str | None = None, jobs: int | None = None) -> Plan:
+    """Compare, emergency backup, copy the rows only in the kept copy (one transaction)."""
+    db = open_database(config)
+    name, mark = salvage_target(db, kept)
+    live = db.target.dbname
+    params: dict[str, Any] = {"kept": name, "tables": tables}
+    return Plan.of(f"db salvage {name}", config.env_name, [
+        Step("compare", "db.salvage_compare", f"compare {name} with {live} by primary key, parents first",
+             params=params),
+        _emergency_step(skip_emergency_reason, config, jobs or default_jobs()),
+        Step("apply", "db.salvage_apply", f"copy the rows only in {name} into {live} (one transaction; rows that "
+             "violate a constraint are skipped and named; rows that differ are never overwritten)", target=live,
+             params=params, destructive=True),
+    ], [f"{name} was set aside by run {mark['run']}" + (f" (swapping in backup {mark['backup']})"
+                                                          if mark.get("backup") else ""),
+        "row contents are never printed: keys and counts only"])
+
+
+def salvage(config: Config, kept: str | None = None, *, tables: list[str] | None = None) -> dict[str, Any]:
+    """The read-only salvage report (``db salvage`` without ``--apply``)."""
+    db = open_database(config)
+    name, mark = salvage_target(db, kept)
+    return {**salvage_report(db, name, tables), "set_aside_by": mark}
+
+
+def rpo(config: Config, **kwargs: Any) -> dict[str, Any]:
+    """Recovery points and their age against ``targets.rpo`` (see :mod:`rollback.commands.db_rpo`)."""
+    from rollback.commands.db_rpo import rpo as recovery_points
+
+    return recovery_points(config, **kwargs)
 
 
 def run(config: Config, plan: Plan, *, journal: Journal | None = None, dry_run: bool = False,

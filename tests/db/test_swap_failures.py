@@ -169,3 +169,19 @@ def test_list_settings_are_copied_item_by_item(live_db: LiveDb) -> None:
             f"ON d.oid = s.setdatabase WHERE d.datname = '{name}'", dbname="postgres"))
     assert len(settings(copy)) == 2 and settings(copy) == settings(live_db.name)
     assert live_db.sql("SHOW search_path", dbname=copy)[0][0] == '"$user", public, "Other Schema"'
+
+
+def test_a_non_ascii_live_name_near_the_limit_gets_whole_set_aside_names(live_db: LiveDb) -> None:
+    from rollback.setaside import set_aside_name
+
+    live = "données_ü" * 6  # 54 characters, 60 bytes
+    live_db.pg.create_database(live, owner="app")
+    try:
+        db = Database(Target.from_url(live_db.url).for_db(live))
+        copy = set_aside_name(live, "restore", "20261128000000")
+        db.create_database_like(copy, live)
+        assert db.exists(copy)  # PostgreSQL did not cut the name: it is exactly the one we computed
+    finally:
+        for name in live_db.pg.databases():
+            if name.startswith("données"):
+                live_db.pg.drop_database(name)
