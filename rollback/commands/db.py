@@ -325,12 +325,13 @@ def backup(config: Config, *, out: Path | None = None, jobs: int | None = None, 
     return result
 
 
-def standbys(config: Config) -> dict[str, dict[str, Any]]:
+def standbys(config: Config, *, connect_timeout: int = 3) -> dict[str, dict[str, Any]]:
     """Backup name -> its fresh standby (``{"standby": name}``) or why none is usable (``reason``)."""
+    from rollback.adapters.postgres import Database
     from rollback.backups import list_backups as listing
     from rollback.standby import choose_standby
 
-    db = open_database(config)
+    db = Database(database_target(config), connect_timeout=connect_timeout)
     rows = db.databases_with_prefix("")
     out: dict[str, dict[str, Any]] = {}
     for item in listing(config.backups_dir):
@@ -488,6 +489,9 @@ def plan_swap(config: Config, restored: str) -> Plan:
     ], ["the replaced database is kept; remove it later with 'rollback db prune'"])
 
 
+COPY_ACTIONS = ("db.restore_beside", "db.clone_standby", "db.stage")  # the steps that create a database
+
+
 def _journaled_copies(config: Config) -> dict[str, str]:
     """Databases that journaled runs planned to create beside the live one: name -> run id.
 
@@ -504,7 +508,7 @@ def _journaled_copies(config: Config) -> dict[str, str]:
                     continue
                 for step in entry["steps"]:
                     params = step.get("params") if isinstance(step, dict) else None
-                    if isinstance(params, dict) and step.get("action") == "db.restore_beside" \
+                    if isinstance(params, dict) and step.get("action") in COPY_ACTIONS \
                             and isinstance(params.get("database"), str):
                         out.setdefault(params["database"], run.run_id)
     return out

@@ -152,3 +152,13 @@ def test_an_interrupted_backup_is_listed_as_incomplete_and_pruned(run_cli: RunCl
     assert pruned.code == 0, pruned.err
     assert not dump_dir.exists() and not list(live_db.backups_dir.iterdir())
     assert run_cli("db", "backups", "--json").json()["backups"] == []
+
+
+def test_a_standby_killed_before_its_mark_is_proved_by_the_journal(run_cli: RunCli, live_db: LiveDb) -> None:
+    staged = run_cli("db", "backup", "--stage", "--json")
+    assert staged.code == 0, staged.err
+    standby = staged.json()["backup"]["standby"]
+    assert prune_targets(run_cli)[0] == []  # the newest standby is kept (keep_standbys = 1)
+    live_db.sql(f'COMMENT ON DATABASE "{standby}" IS NULL', dbname="postgres")  # as if killed before marking
+    targets, _ = prune_targets(run_cli)
+    assert targets == [standby]  # an unfinished standby: the journal proves rollback created it

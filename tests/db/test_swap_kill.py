@@ -66,22 +66,27 @@ def oid_of(live_db: LiveDb, name: str) -> int | None:
 
 def wait_for_point(live_db: LiveDb, proc: subprocess.Popen[str], point: str, restored: str,
                    restored_oid: int | None, timeout: float = 60) -> None:
+    """Poll the catalog (over one superuser session) until the swap stands at ``point``."""
+    import psycopg
+
     pattern = POINTS[point]
+    like = None if pattern is None else pattern.format(live=live_db.name, restored=restored)
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            _, err = proc.communicate()
-            pytest.fail(f"the command ended (exit {proc.returncode}) before point {point}: {err}")
-        if pattern is None:
-            reached = restored_oid is not None and oid_of(live_db, live_db.name) == restored_oid
-        else:
-            like = pattern.format(live=live_db.name, restored=restored).replace("'", "''")
-            reached = bool(live_db.sql(
-                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'rollback-swap-kill-test' "
-                f"AND state IN ('idle', 'idle in transaction') AND query LIKE '{like}'", dbname="postgres"))
-        if reached:
-            return
-        time.sleep(0.005)
+    with psycopg.connect(live_db.pg.url("postgres", "postgres"), autocommit=True) as conn:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                _, err = proc.communicate()
+                pytest.fail(f"the command ended (exit {proc.returncode}) before point {point}: {err}")
+            if like is None:
+                row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (live_db.name,)).fetchone()
+                reached = restored_oid is not None and row is not None and int(row[0]) == restored_oid
+            else:
+                reached = conn.execute(
+                    "SELECT 1 FROM pg_stat_activity WHERE application_name = 'rollback-swap-kill-test' "
+                    "AND state IN ('idle', 'idle in transaction') AND query LIKE %s", (like,)).fetchone() is not None
+            if reached:
+                return
+            time.sleep(0.005)
     proc.kill()
     pytest.fail(f"point {point} not reached within {timeout} s")
 
