@@ -443,8 +443,26 @@ class Database:
 
         if name == self.target.dbname:
             raise UnsafePrecondition(f"refusing to drop the live database {name}")
+        # Not WITH (FORCE): for a role that is not a superuser it refuses while an autovacuum
+        # worker is in the database (a freshly loaded copy attracts one). Plain DROP DATABASE
+        # asks autovacuum to leave and waits for it; the client sessions are ended here, and by
+        # a second connection while DROP waits (it holds the database's lock: nobody new gets in).
         with self.maintenance() as conn, db_errors(f"dropping database {name}"):
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if row is None:
+                return
+            unendable = self._unendable_sessions(conn, name)
+            if unendable:
+                raise UnsafePrecondition(f"{unendable} session(s) of other roles are connected to {name} and this "
+                                         "role may not end them", f"close them, or GRANT pg_signal_backend TO "
+                                         f"{self.target.user}; nothing was dropped", missing="pg_signal_backend")
+            ender = _SessionEnder(self, [int(row[0])])
+            try:
+                ender.end_and_wait(timeout=10)
+                ender.start()
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            finally:
+                ender.finish()
 
     def _unendable_sessions(self, conn: Any, dbname: str) -> int:
         """Client sessions on ``dbname`` this role may not end (another role's, without pg_signal_backend)."""
