@@ -5,7 +5,6 @@ Presentation only; the work is in :mod:`rollback.commands.db`.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,11 +13,11 @@ import click
 from rollback.cli.support import (
     AppContext,
     common_options,
-    confirm,
     dry_run_option,
     emit,
     pass_app,
     print_table,
+    run_plan,
     say,
     yes_option,
 )
@@ -26,10 +25,6 @@ from rollback.cli.support import (
 if TYPE_CHECKING:
     from rollback.plan import Plan
     from rollback.runner import ExecutionResult
-
-
-def _progress() -> Any:
-    return say if sys.stderr.isatty() else None
 
 
 def _size(num: Any) -> str:
@@ -41,24 +36,13 @@ def _size(num: Any) -> str:
     return f"{value:.1f} GB"
 
 
-def _show_plan(app: AppContext, plan: Plan) -> None:
-    if app.json:
-        return
-    print_table(["#", "step", ""], plan.rows(), title=plan.title)
-    for note in plan.notes:
-        say(f"note: {note}")
-
-
 def _apply(app: AppContext, plan: Plan, *, dry_run: bool, yes: bool, action: str, handlers: Any = None,
            confirm_always: bool = False) -> ExecutionResult:
     from rollback.commands import db as commands
 
-    _show_plan(app, plan)
-    if not dry_run and (plan.is_destructive or confirm_always):
-        confirm(f"{action}?", yes=yes, action=action)
-    journal = app.journal_unless(dry_run)
-    return commands.run(app.config(), plan, journal=journal, dry_run=dry_run, progress=_progress(),
-                        handlers=handlers)
+    chosen = handlers or commands.DbHandlers(app.config())
+    return run_plan(app, plan, chosen.handlers(), dry_run=dry_run, yes=yes, action=action,
+                    confirm_first=plan.is_destructive or confirm_always)
 
 
 def _step_lines(outcome: ExecutionResult) -> None:
@@ -128,8 +112,10 @@ def backup_command(app: AppContext, out: Path | None, stage: bool, jobs: int | N
 
     config = app.config()
     plan = commands.plan_backup(config, out=out, jobs=jobs, stage=stage)
-    journal = app.start_journal()
-    outcome = commands.run(config, plan, journal=journal, progress=_progress())
+    # Not confirmed: a backup changes nothing, and with --stage the only drops are standbys beyond
+    # database.keep_standbys (copies of backups, which the setting says not to keep).
+    outcome = run_plan(app, plan, commands.DbHandlers(config).handlers(), dry_run=False, yes=True,
+                       action="take a backup", confirm_first=False)
     result = dict(outcome.result_of("backup"))
     manifest = result.pop("manifest")
     if stage:
@@ -487,35 +473,26 @@ def guard_command(app: AppContext, snapshot: bool, stage: bool, instance: str | 
       rollback db guard --snapshot -- npx prisma migrate deploy
     """
     from rollback.commands import db as commands
-    from rollback.commands.db_guard import plan_guard, run_guarded
+    from rollback.commands.db_guard import plan_guard, restore_hint
+    from rollback.redact import redact
 
     config = app.config()
     plan = plan_guard(config, list(command), snapshot=snapshot, stage=stage, instance=instance, jobs=jobs)
     handlers = commands.DbHandlers(config, guard_stdout_to_stderr=app.json)
-    journal = app.start_journal()
-    result = run_guarded(config, plan, handlers, journal, _progress())
-    record, code = result["record"], result["exit_code"]
-    backup = record.get("backup")
-    restore_hint = (f"rollback db restore {backup} --swap" if backup else
-                    f"rollback db rds-restore --snapshot {record.get('snapshot')} --target NEW_ID")
-    if record.get("applied") and backup:
-        restore_hint += f" (or: rollback db restore --before-migration {record['applied'][0]} --swap)"
+    # A failing command fails the 'outcome' step with the command's exit status (the error names the backup).
+    outcome = run_plan(app, plan, handlers.handlers(), dry_run=False, yes=True, action="guard the command",
+                       confirm_first=False)
+    record = dict(outcome.result_of("record"))
 
     def human() -> None:
-        what = f"backup {backup}" if backup else f"snapshot {record.get('snapshot')}"
-        say(f"guard: {what} taken before the command; the command exited with {code}")
+        what = f"backup {record.get('backup')}" if record.get("backup") else f"snapshot {record.get('snapshot')}"
+        say(f"guard: {what} taken before the command; the command exited with 0")
         say(f"guard: migrations applied: {', '.join(record.get('applied') or []) or 'none'}"
             + (f"; failed: {', '.join(record['failed'])}" if record.get("failed") else ""))
-        if code != 0:
-            say(f"guard: the command FAILED (exit {code}); to go back to before it: {restore_hint}")
+        say(f"guard: to go back to before it: {restore_hint(record)}")
 
-    from rollback.redact import redact
-
-    emit(app, redact({"ok": code == 0, **result, "restore_with": restore_hint}), human)
-    if code != 0 and app.json:
-        say(f"guard: the command FAILED (exit {code}); to go back to before it: {restore_hint}")
-    if code != 0:
-        raise click.exceptions.Exit(code)
+    emit(app, redact({"ok": True, **outcome.to_dict(), "record": record, "exit_code": 0,
+                      "restore_with": restore_hint(record)}), human)
 
 
 @db.command("migrations")

@@ -15,7 +15,9 @@ complete, verified copy sits beside it:
    takes its name: downtime is that rename window, measured.
 
 Every state-changing verb is a :class:`~rollback.plan.Plan` run by
-:func:`rollback.runner.execute` with the handlers built by :class:`DbHandlers`.
+:func:`rollback.runner.execute` with the handlers built by :class:`DbHandlers`:
+each a read-only check (a backup already taken, a swap already made is "already
+done") and an act.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from rollback.backups import MANIFEST_FORMAT, MANIFEST_SUFFIX
 from rollback.errors import BadInput, ChecksFailed, ConfigError, DatabaseError, UnsafePrecondition
 from rollback.plan import Plan, Step
 from rollback.redact import redact
+from rollback.runner import Check, handler, read_only
 
 if TYPE_CHECKING:
     from rollback.adapters.pg_tools import PgTools
@@ -42,7 +45,7 @@ if TYPE_CHECKING:
     from rollback.backups import SourceIdentity
     from rollback.config import Config
     from rollback.journal import Journal
-    from rollback.runner import ExecutionResult, StepContext
+    from rollback.runner import ExecutionResult, StepContext, StepHandler
     from rollback.standby import StandbyChoice
 
 __all__ = [
@@ -718,38 +721,49 @@ class DbHandlers:
             self._tools = tools_for(self.db, self.config.environ)
         return self._tools
 
-    def mapping(self) -> dict[str, Callable[[Step, StepContext], Mapping[str, Any] | None]]:
+    def handlers(self) -> dict[str, StepHandler]:
         return {
-            "db.backup": self.backup,
-            "db.skip_emergency_backup": self.skip_emergency_backup,
-            "db.verify_backup": self.verify_backup,
-            "db.check_rights": self.check_rights,
-            "db.restore_beside": self.restore_beside,
-            "db.restore_in_place": self.restore_in_place,
-            "db.check_counts": self.check_counts,
-            "db.swap": self.swap,
-            "db.drop_set_aside": self.drop_set_aside,
-            "db.stage": self.stage,
-            "db.check_standby": self.check_standby,
-            "db.clone_standby": self.clone_standby,
-            "db.salvage_compare": self.salvage_compare,
-            "db.salvage_apply": self.salvage_apply,
-            "db.guard_migrations": self.guard_migrations,
-            "db.guard_run": self.guard_run,
-            "db.guard_record": self.guard_record,
-            "db.remove_incomplete_backup": self.remove_incomplete_backup,
-            "db.resolve": self.resolve,
-            "db.check_migration": self.check_migration,
-            "db.down": self.down,
-            "rds.create_snapshot": self.rds_create_snapshot,
-            "rds.restore": self.rds_restore,
+            "db.backup": handler(self.backup, self.check_backup),
+            "db.skip_emergency_backup": handler(self.skip_emergency_backup, self.check_skip_emergency_backup),
+            "db.verify_backup": read_only(self.verify_backup),
+            "db.check_rights": read_only(self.check_rights),
+            "db.restore_beside": handler(self.restore_beside, self.check_restore_beside),
+            "db.restore_in_place": handler(self.restore_in_place, self.check_restore_in_place),
+            "db.check_counts": handler(self.check_counts, self.check_check_counts),
+            "db.swap": handler(self.swap, self.check_swap),
+            "db.drop_set_aside": handler(self.drop_set_aside, self.check_drop_set_aside),
+            "db.remove_incomplete_backup": handler(self.remove_incomplete_backup,
+                                                   self.check_remove_incomplete_backup),
+            "db.stage": handler(self.stage, self.check_stage),
+            "db.check_standby": read_only(self.check_standby),
+            "db.clone_standby": handler(self.clone_standby, self.check_clone_standby),
+            "db.salvage_compare": read_only(self.salvage_compare),
+            "db.salvage_apply": handler(self.salvage_apply, self.check_salvage_apply),
+            "db.guard_migrations": handler(self.guard_migrations, self.check_guard_migrations),
+            "db.guard_run": handler(self.guard_run, self.check_guard_run),
+            "db.guard_record": handler(self.guard_record, self.check_guard_record),
+            "db.guard_outcome": read_only(self.guard_outcome),
+            "db.resolve": handler(self.resolve, self.check_resolve),
+            "db.check_migration": read_only(self.check_migration),
+            "db.down": handler(self.down, self.check_down),
+            "rds.create_snapshot": handler(self.rds_create_snapshot, self.check_rds_create_snapshot),
+            "rds.restore": handler(self.rds_restore, self.check_rds_restore),
         }
 
+    mapping = handlers  # the name callers used before the handlers were split into check and act
+
     # backups
+    def check_backup(self, step: Step, ctx: StepContext) -> Check:
+        out = Path(str(step.params["out"]))
+        would = f"dump {self.db.target.dbname} into {out}"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None and earlier.get("manifest_path") and Path(str(earlier["manifest_path"])).is_file() \
+                and Path(str(earlier.get("path"))).is_dir():
+            return Check(True, dict(earlier), would)
+        return Check(False, {"kind": step.params["kind"]}, would)
+
     def backup(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         out = Path(str(step.params["out"]))
-        if ctx.dry_run:
-            return {"would": f"dump {self.db.target.dbname} into {out}", "kind": step.params["kind"]}
         manifest = take_backup(self.db, self.tools, out, jobs=int(step.params["jobs"]),
                                kind=str(step.params["kind"]), progress=ctx.progress)
         ctx.note(f"backup {manifest['name']}: {manifest['total_bytes']} bytes, {len(manifest['tables'])} tables, "
@@ -758,6 +772,10 @@ class DbHandlers:
                 "total_bytes": manifest["total_bytes"], "total_rows": manifest["total_rows"],
                 "tables": len(manifest["tables"]), "prisma_migration_head": manifest["prisma_migration_head"],
                 "seconds": manifest["durations"]["total_seconds"], "manifest": manifest}
+
+    def check_skip_emergency_backup(self, step: Step, ctx: StepContext) -> Check:
+        return Check(False, {"skipped": True, "reason": step.params["reason"]},
+                     f"skip the emergency backup (reason: {step.params['reason']})")
 
     def skip_emergency_backup(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         ctx.note(f"emergency backup skipped: {step.params['reason']}", reason=step.params["reason"])
@@ -768,22 +786,33 @@ class DbHandlers:
 
         return load_manifest(Path(str(step.params["manifest"]))), Path(str(step.params["dump_dir"]))
 
-    def verify_backup(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+    def verify_backup(self, step: Step, ctx: StepContext) -> Check:
         from rollback.backups import check_source, source_of
 
         manifest, dump_dir = self._manifest(step)
         note = check_source(manifest, live_identity(self.db),
                             allow_other=bool(step.params.get("from_other_database")))
-        result = verify_backup(manifest, dump_dir, self.tools)
-        return {**result, "source": source_of(manifest).to_dict(), **({"note": note} if note else {})}
+        found = verify_backup(manifest, dump_dir, self.tools)
+        return Check(False, {**found, "source": source_of(manifest).to_dict(), **({"note": note} if note else {})},
+                     f"backup {found['backup']} verified: {found['files']} files, {found['toc_entries']} TOC entries")
 
     def _mark(self, ctx: StepContext, role: str, name: str, **details: Any) -> str:
         from rollback.setaside import Mark
 
-        run = ctx.journal.run_id if ctx.journal is not None else "unjournaled"
-        return Mark(role, run, self.db.target.dbname, name, details=details).to_comment()
+        return Mark(role, ctx.run_id or "unjournaled", self.db.target.dbname, name, details=details).to_comment()
 
-    def check_rights(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+    def _is_marked(self, name: str, role: str, **expected: Any) -> bool:
+        """``name`` carries rollback's mark for ``role`` (and the ``expected`` details)."""
+        from rollback.setaside import Mark
+
+        mark = Mark.from_comment(self.db.comment(name))
+        return mark is not None and mark.role == role and mark.is_mark_of(name, self.db.target.dbname) \
+            and all(mark.get(k) == v for k, v in expected.items())
+
+    def check_rights(self, step: Step, ctx: StepContext) -> Check:
+        return Check(False, self._rights(step, ctx), "the role's rights are sufficient")
+
+    def _rights(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         live = str(step.params["live"])
         swap_in = step.params.get("swap_in")
         names = [live] + ([str(swap_in)] if swap_in else [])
@@ -793,7 +822,8 @@ class DbHandlers:
             if not self.db.exists(name):
                 raise UnsafePrecondition(f"database {name} does not exist", "check the name and the database URL")
         restored = step.params.get("restored")
-        if restored and self.db.exists(str(restored)):
+        # Resumed, the copy may be there from the run that stopped: the restore step deals with it.
+        if restored and self.db.exists(str(restored)) and not ctx.resuming:
             raise UnsafePrecondition(f"database {restored} already exists", "wait a second and run it again")
         if not rights.superuser:
             if not step.params.get("in_place") and not rights.createdb:
@@ -814,13 +844,26 @@ class DbHandlers:
                                          f"ALTER ROLE {role} CREATEDB (as a superuser)", missing="CREATEDB")
         return {"role": role, **rights.to_dict()}
 
+    def check_restore_beside(self, step: Step, ctx: StepContext) -> Check:
+        name = str(step.params["database"])
+        manifest, _ = self._manifest(step)
+        would = f"create {name} and pg_restore {manifest['name']} into it"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None and self.db.exists(name):
+            return Check(True, dict(earlier), would)
+        if ctx.resuming and self.db.exists(name):
+            would = f"drop the partial copy {name} the stopped run left, then {would}"
+        return Check(False, {}, would)
+
     def restore_beside(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         name = str(step.params["database"])
         manifest, dump_dir = self._manifest(step)
-        if ctx.dry_run:
-            return {"would": f"create {name} and pg_restore {manifest['name']} into it"}
         db = self.db
         started = time.monotonic()
+        if ctx.resuming and db.exists(name):
+            # This plan's own copy (its name is unique to the plan), half restored when the run stopped.
+            ctx.note(f"dropping the partial copy {name} left by the stopped run")
+            db.drop_database(name)
         db.create_database_like(name, str(step.params["like"]),
                                 comment=self._mark(ctx, "restore", name, backup=manifest["name"], counts=None))
         try:
@@ -842,11 +885,18 @@ class DbHandlers:
             raise
         return {"database": name, "seconds": round(time.monotonic() - started, 3), **loaded}
 
+    def check_restore_in_place(self, step: Step, ctx: StepContext) -> Check:
+        name = str(step.params["database"])
+        manifest, _ = self._manifest(step)
+        would = f"pg_restore --clean --single-transaction {manifest['name']} into {name}"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None:  # one transaction: it happened whole (the row counts are checked next)
+            return Check(True, dict(earlier), would)
+        return Check(False, {}, would)
+
     def restore_in_place(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         name = str(step.params["database"])
-        manifest, dump_dir = self._manifest(step)
-        if ctx.dry_run:
-            return {"would": f"pg_restore --clean --single-transaction {manifest['name']} into {name}"}
+        _, dump_dir = self._manifest(step)
         rights = self.db.rights()
         try:
             run = self.tools.restore(self.db.target, name, dump_dir, jobs=1, clean=True, single_transaction=True,
@@ -857,11 +907,19 @@ class DbHandlers:
                                 f"{name} is as it was", "check the backup and the server log") from exc
         return {"database": name, "seconds": round(run.seconds, 3)}
 
+    def check_check_counts(self, step: Step, ctx: StepContext) -> Check:
+        name = str(step.params["database"])
+        manifest, _ = self._manifest(step)
+        would = f"compare row counts of {len(manifest.get('tables', []))} tables in {name}"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None and (step.params.get("in_place") or (
+                self.db.exists(name) and self._is_marked(name, "restore", counts="match"))):
+            return Check(True, dict(earlier), would)
+        return Check(False, {}, would)
+
     def check_counts(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         name = str(step.params["database"])
         manifest, _ = self._manifest(step)
-        if ctx.dry_run:
-            return {"would": f"compare row counts of {len(manifest.get('tables', []))} tables in {name}"}
         counts, mismatches = compare_counts(self.db, name, manifest)
         if mismatches:
             if step.params.get("in_place"):
@@ -883,20 +941,29 @@ class DbHandlers:
         return {"database": name, "tables": len(counts), "rows": sum(c.rows for c in counts), "match": True}
 
     # staged standbys
+    def check_stage(self, step: Step, ctx: StepContext) -> Check:
+        name = str(step.params["database"])
+        would = f"restore the new backup into {name}, check its row counts, refuse connections to it"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None and self._is_marked(name, "standby", counts="match"):
+            return Check(True, dict(earlier), would)
+        return Check(False, {}, would)
+
     def stage(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         """Restore the backup just taken into a standby, check its counts, close it, mark it complete."""
         from rollback.backups import load_manifest
         from rollback.standby import standby_details
 
         name = str(step.params["database"])
-        if ctx.dry_run:
-            return {"would": f"restore the new backup into {name}, check its row counts, refuse connections to it"}
         taken = ctx.results[str(step.params.get("backup_step", "backup"))]
         manifest_path = Path(str(taken["manifest_path"]))
         manifest = load_manifest(manifest_path)
         dump_dir = manifest_path.parent / str(manifest["dump_dir"])
         db = self.db
         started = time.monotonic()
+        if ctx.resuming and db.exists(name):  # this plan's own standby, half made when the run stopped
+            ctx.note(f"dropping the partial standby {name} left by the stopped run")
+            db.drop_database(name)
         db.create_database_like(name, str(step.params["like"]),
                                 comment=self._mark(ctx, "standby", name, backup=manifest["name"], counts=None))
         try:
@@ -927,7 +994,7 @@ class DbHandlers:
         return {"database": name, "backup": manifest["name"], "seconds": round(time.monotonic() - started, 3),
                 "bytes": facts.get("bytes"), **loaded}
 
-    def check_standby(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+    def check_standby(self, step: Step, ctx: StepContext) -> Check:
         """The standby chosen at planning time is still fresh (and the backup is of this database)."""
         from rollback.backups import check_source, source_of
 
@@ -939,15 +1006,23 @@ class DbHandlers:
             why = choice.reason or f"standby {name} is gone"
             raise UnsafePrecondition(f"the standby chosen when planning is no longer usable: {why}",
                                      f"nothing was changed; plan again: rollback db restore {manifest['name']}")
-        return {"standby": name, "backup": manifest["name"], "source": source_of(manifest).to_dict(),
-                **({"note": note} if note else {})}
+        return Check(False, {"standby": name, "backup": manifest["name"], "source": source_of(manifest).to_dict(),
+                             **({"note": note} if note else {})}, f"standby {name} is fresh")
+
+    def check_clone_standby(self, step: Step, ctx: StepContext) -> Check:
+        name, standby = str(step.params["database"]), str(step.params["standby"])
+        would = f"CREATE DATABASE {name} TEMPLATE {standby} STRATEGY FILE_COPY"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None and self.db.exists(name):
+            return Check(True, dict(earlier), would)
+        return Check(False, {}, would)
 
     def clone_standby(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         """Create the restored copy as a file copy of the standby (which is kept)."""
         name, standby = str(step.params["database"]), str(step.params["standby"])
         manifest, _ = self._manifest(step)
-        if ctx.dry_run:
-            return {"would": f"CREATE DATABASE {name} TEMPLATE {standby} STRATEGY FILE_COPY"}
+        if ctx.resuming and self.db.exists(name):
+            self.db.drop_database(name)
         started = time.monotonic()
         self.db.create_database_like(name, str(step.params["like"]), template=standby,
                                      comment=self._mark(ctx, "restore", name, backup=manifest["name"], counts=None,
@@ -955,21 +1030,30 @@ class DbHandlers:
         return {"database": name, "standby": standby, "seconds": round(time.monotonic() - started, 3),
                 "pg_restore_seconds": 0.0, "split_tables": []}
 
+    def check_swap(self, step: Step, ctx: StepContext) -> Check:
+        restored, aside = str(step.params["restored"]), str(step.params["aside"])
+        live = self.db.target.dbname
+        would = f"rename {live} -> {aside}, {restored} -> {live} (one transaction)"
+        # Swapped already (resumed after the COMMIT): the copy has the live name, the old one is marked aside.
+        if not self.db.exists(restored) and self.db.exists(aside) \
+                and self._is_marked(aside, "replaced", replaced_by=restored):
+            return Check(True, {"live": live, "restored": restored, "set_aside": aside, "downtime_seconds": 0.0,
+                                "terminated_sessions": 0}, would)
+        # In a dry run of 'restore --swap' the copy does not exist yet: its check-counts step only said
+        # what it would do.
+        pending = "would" in (ctx.results.get("check-counts") or {})
+        if not pending and not self._is_marked(restored, "restore", counts="match"):
+            raise UnsafePrecondition(f"the row counts of {restored} were not checked against its backup, or did "
+                                     "not match", "nothing was changed; restore again with 'rollback db restore "
+                                     "BACKUP --swap'")
+        return Check(False, {}, would)
+
     def swap(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         from rollback.setaside import Mark
         from rollback.units import format_duration
 
         restored, aside = str(step.params["restored"]), str(step.params["aside"])
-        live = self.db.target.dbname
-        # In a dry run of 'restore --swap' the copy does not exist yet: its check-counts step comes first.
-        pending = ctx.dry_run and "check-counts" in ctx.results
-        mark = None if pending else Mark.from_comment(self.db.comment(restored))
-        if not pending and (mark is None or not mark.is_mark_of(restored, live) or mark.get("counts") != "match"):
-            raise UnsafePrecondition(f"the row counts of {restored} were not checked against its backup, or did "
-                                     "not match", "nothing was changed; restore again with 'rollback db restore "
-                                     "BACKUP --swap'")
-        if ctx.dry_run:
-            return {"would": f"rename {live} -> {aside}, {restored} -> {live} (one transaction)"}
+        mark = Mark.from_comment(self.db.comment(restored))
         backup_name = mark.get("backup") if mark else None
         result = self.db.swap(restored, aside, aside_comment=self._mark(ctx, "replaced", aside, replaced_by=restored,
                                                                          backup=backup_name))
@@ -977,8 +1061,10 @@ class DbHandlers:
                  f"previous database kept as {aside}", downtime_seconds=result.downtime_seconds)
         return result.to_dict()
 
-    def drop_set_aside(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+    def check_drop_set_aside(self, step: Step, ctx: StepContext) -> Check:
         name = str(step.params["database"])
+        if not self.db.exists(name):
+            return Check(True, {"dropped": name}, f"drop {name}")
         keep = step.params.get("keep_standbys")
         found = next((d for d in _classified(self.db, self.config, keep_standbys=None if keep is None else int(keep))
                       if d["database"] == name), None)
@@ -986,69 +1072,127 @@ class DbHandlers:
             why = found["reason"] if found else "no such database beside the live one"
             raise UnsafePrecondition(f"{name} was not set aside by rollback, or must be kept: {why}",
                                      "nothing was dropped")
-        if ctx.dry_run:
-            return {"would": f"drop {name}", "evidence": found["evidence"]}
-        self.db.drop_database(name)
-        return {"dropped": name, "evidence": found["evidence"]}
+        return Check(False, {"evidence": found["evidence"]}, f"drop {name}")
 
-    def remove_incomplete_backup(self, step: Step, ctx: StepContext) -> dict[str, Any]:
-        from rollback.backups import incomplete_backups, remove_incomplete
+    def drop_set_aside(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        name = str(step.params["database"])
+        found = dict(ctx.checked.result) if ctx.checked is not None else {}
+        self.db.drop_database(name)
+        return {"dropped": name, "evidence": found.get("evidence")}
+
+    def check_remove_incomplete_backup(self, step: Step, ctx: StepContext) -> Check:
+        from rollback.backups import incomplete_backups
 
         directory, name = Path(str(step.params["directory"])), str(step.params["name"])
+        would = f"remove the interrupted backup {directory / name}"
         found = next((b for b in incomplete_backups(directory, self.db.target.dbname) if b["name"] == name), None)
+        if found is None and not (directory / name).exists():
+            return Check(True, {"removed": str(directory / name)}, would)
         if found is None or found["in_progress"]:
             raise UnsafePrecondition(f"{name} is not an interrupted backup of {self.db.target.dbname} (complete, "
-                                     "gone, or still being written)", "nothing was removed")
-        if ctx.dry_run:
-            return {"would": f"remove {found['path']}"}
+                                     "or still being written)", "nothing was removed")
+        return Check(False, {}, would)
+
+    def remove_incomplete_backup(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        from rollback.backups import remove_incomplete
+
+        directory, name = Path(str(step.params["directory"])), str(step.params["name"])
         with _disk_errors(directory):
             return remove_incomplete(directory, name)
 
     # salvage
-    def salvage_compare(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+    def salvage_compare(self, step: Step, ctx: StepContext) -> Check:
         """Read-only: what the kept copy holds that the live database does not (keys and counts)."""
-        return salvage_report(self.db, str(step.params["kept"]), step.params.get("tables"))
+        report = salvage_report(self.db, str(step.params["kept"]), step.params.get("tables"))
+        return Check(False, report, f"{report['summary']['only_in_kept']} row(s) only in {report['kept']}, "
+                                    f"{report['summary']['differ']} differ")
+
+    def check_salvage_apply(self, step: Step, ctx: StepContext) -> Check:
+        kept = str(step.params["kept"])
+        earlier = ctx.earlier.get(step.id)
+        would = (f"copy the rows only in {kept} into {self.db.target.dbname} in one transaction, parents first, "
+                 "skipping (and naming) rows that violate a constraint")
+        if earlier is not None:  # one transaction: it happened whole
+            return Check(True, dict(earlier), would)
+        return Check(False, {}, would)
 
     def salvage_apply(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         """Copy the rows only in the kept copy into the live database, in one transaction."""
-        kept = str(step.params["kept"])
-        if ctx.dry_run:
-            compared = ctx.results.get("compare") or {}
-            rows = (compared.get("summary") or {}).get("only_in_kept", "the")
-            return {"would": f"copy {rows} row(s) only in {kept} into {self.db.target.dbname} in one transaction, "
-                             "parents first, skipping (and naming) rows that violate a constraint"}
-        return salvage_report(self.db, kept, step.params.get("tables"), apply=True)
+        return salvage_report(self.db, str(step.params["kept"]), step.params.get("tables"), apply=True)
 
     # guard (see rollback.commands.db_guard)
-    def guard_migrations(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+    def check_guard_migrations(self, step: Step, ctx: StepContext) -> Check:
         from rollback.commands.db_guard import migrations_step
 
-        return migrations_step(self, step, ctx)
+        if step.id in ctx.earlier:  # resumed: the state before the command is the one read then
+            return Check(True, dict(ctx.earlier[step.id]), "read _prisma_migrations")
+        return Check(False, migrations_step(self, step, ctx), "read _prisma_migrations")
+
+    def guard_migrations(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        return dict(ctx.checked.result) if ctx.checked is not None else {}
+
+    def check_guard_run(self, step: Step, ctx: StepContext) -> Check:
+        from rollback.redact import redact_text
+
+        would = f"run {redact_text(' '.join(str(c) for c in step.params['command']))}"
+        earlier = ctx.earlier.get(step.id)
+        # Resumed after the command ran: never run a migration twice.
+        return Check(True, dict(earlier), would) if earlier is not None else Check(False, {}, would)
 
     def guard_run(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         from rollback.commands.db_guard import run_step
 
         return run_step(self, step, ctx)
 
+    def check_guard_record(self, step: Step, ctx: StepContext) -> Check:
+        would = "compare _prisma_migrations with its state before the command and record the difference"
+        earlier = ctx.earlier.get(step.id)
+        return Check(True, dict(earlier), would) if earlier is not None else Check(False, {}, would)
+
     def guard_record(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         from rollback.commands.db_guard import record_step
 
         return record_step(self, step, ctx)
 
+    def guard_outcome(self, step: Step, ctx: StepContext) -> Check:
+        from rollback.commands.db_guard import outcome_step
+
+        return outcome_step(self, step, ctx)
+
     # migrations
+    def check_resolve(self, step: Step, ctx: StepContext) -> Check:
+        """What ``resolve`` would change (Prisma's errors when it cannot: P3011, P3012, P3008, P3017)."""
+        from rollback.adapters.postgres import db_errors
+        from rollback.adapters.prisma import PrismaMigrations
+
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None:  # one transaction, under Prisma's lock: it happened whole
+            return Check(True, dict(earlier), step.describe())
+        with self.db.connect() as conn, db_errors("reading the migration"):
+            prisma = PrismaMigrations(conn)
+            if step.params.get("rolled_back"):
+                name = str(step.params["rolled_back"])
+                failed = prisma.failed_rows(name)
+                return Check(False, {"migration": name, "marked_rolled_back": [m.id for m in failed]},
+                             f"mark {len(failed)} failed row(s) of {name} rolled back")
+            name = str(step.params["applied"])
+            checksum, failed = prisma.applicable(name, Path(str(step.params["migrations_dir"])))
+            return Check(False, {"migration": name, "checksum": checksum,
+                                 "marked_rolled_back": [m.id for m in failed]},
+                         f"record {name} as applied (checksum {checksum[:12]})")
+
     def resolve(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         from rollback.adapters.postgres import db_errors
         from rollback.adapters.prisma import PrismaMigrations
 
         with self.db.connect() as conn, self.db.advisory_lock(conn, timeout=self.lock_timeout), \
-                db_errors("resolving the migration"):
+                db_errors("resolving the migration"), conn.transaction():
             prisma = PrismaMigrations(conn)
             if step.params.get("rolled_back"):
-                return prisma.resolve_rolled_back(str(step.params["rolled_back"]), dry_run=ctx.dry_run)
-            return prisma.resolve_applied(str(step.params["applied"]), Path(str(step.params["migrations_dir"])),
-                                          dry_run=ctx.dry_run)
+                return prisma.resolve_rolled_back(str(step.params["rolled_back"]))
+            return prisma.resolve_applied(str(step.params["applied"]), Path(str(step.params["migrations_dir"])))
 
-    def check_migration(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+    def check_migration(self, step: Step, ctx: StepContext) -> Check:
         from rollback.adapters.postgres import db_errors
         from rollback.adapters.prisma import PrismaMigrations, migration_error
 
@@ -1062,8 +1206,25 @@ class DbHandlers:
             raise migration_error("P3011", name)
         live = [m for m in rows if m.status != "rolled back"]
         if not live:
+            if step.id in ctx.earlier:  # resumed: rolled back since by this run's own down step
+                return Check(True, dict(ctx.earlier[step.id]), f"migration {name} is applied")
             raise UnsafePrecondition(f"migration {name} is already rolled back", "nothing was changed")
-        return {"migration": name, "status": [m.status for m in live]}
+        return Check(False, {"migration": name, "status": [m.status for m in live]}, f"migration {name} is applied")
+
+    def check_down(self, step: Step, ctx: StepContext) -> Check:
+        from rollback.adapters.postgres import db_errors
+        from rollback.adapters.prisma import PrismaMigrations
+
+        name, script = str(step.params["name"]), Path(str(step.params["script"]))
+        sql = script.read_text(encoding="utf-8")
+        would = f"run {script} ({len(sql)} bytes) in one transaction, then mark {name} rolled back"
+        if ctx.resuming:  # the transaction either committed (and marked the migration) or left no trace
+            with self.db.connect() as conn, db_errors(f"reading migration {name}"):
+                rows = [m for m in PrismaMigrations(conn).all() if m.name == name]
+            if rows and all(m.status == "rolled back" for m in rows):
+                return Check(True, {"migration": name, "script": str(script),
+                                    **dict(ctx.earlier.get(step.id) or {})}, would)
+        return Check(False, {}, would)
 
     def down(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         from rollback.adapters.postgres import db_errors
@@ -1071,8 +1232,6 @@ class DbHandlers:
 
         name, script = str(step.params["name"]), Path(str(step.params["script"]))
         sql = script.read_text(encoding="utf-8")
-        if ctx.dry_run:
-            return {"would": f"run {script} ({len(sql)} bytes) in one transaction, then mark {name} rolled back"}
         failed = f"running {script.name} of {name}"
         with self.db.connect() as conn, self.db.advisory_lock(conn, timeout=self.lock_timeout), \
                 db_errors(failed, "the transaction was rolled back: the schema is as it was"), conn.transaction():
@@ -1088,24 +1247,40 @@ class DbHandlers:
             self.rds = open_rds(self.config)
         return self.rds
 
+    def check_rds_create_snapshot(self, step: Step, ctx: StepContext) -> Check:
+        instance, snapshot_id = str(step.params["instance"]), str(step.params["snapshot"])
+        would = f"create snapshot {snapshot_id} of {instance}"
+        if ctx.resuming:  # the planning refused an existing id: one there now is this run's
+            snap = self._rds().snapshot(snapshot_id)
+            if snap is not None and (snap.status == "available" or not step.params.get("wait")):
+                return Check(True, snap.to_dict(), would)
+        return Check(False, {}, would)
+
     def rds_create_snapshot(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         rds = self._rds()
         instance, snapshot_id = str(step.params["instance"]), str(step.params["snapshot"])
-        if ctx.dry_run:
-            return {"would": f"create snapshot {snapshot_id} of {instance}"}
-        snap = rds.create_snapshot(instance, snapshot_id)
+        existing = rds.snapshot(snapshot_id) if ctx.resuming else None
+        snap = existing if existing is not None else rds.create_snapshot(instance, snapshot_id)
         if step.params.get("wait"):
             ctx.note(f"waiting for snapshot {snapshot_id} to become available")
             snap = rds.wait_snapshot(snapshot_id)
         return snap.to_dict()
 
+    def check_rds_restore(self, step: Step, ctx: StepContext) -> Check:
+        target = str(step.params["target"])
+        if ctx.resuming and self._rds().instance_exists(target):  # the planning refused an existing target
+            inst = self._rds().instance(target)
+            if inst.status == "available" or not step.params.get("wait"):
+                return Check(True, inst.to_dict(), step.summary)
+        return Check(False, {}, step.summary)
+
     def rds_restore(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         rds = self._rds()
         p = step.params
         target = str(p["target"])
-        if ctx.dry_run:
-            return {"would": step.summary}
-        if p.get("snapshot"):
+        if ctx.resuming and rds.instance_exists(target):
+            inst = rds.instance(target)  # created by the stopped run: only the wait is left
+        elif p.get("snapshot"):
             inst = rds.restore_from_snapshot(str(p["snapshot"]), target, like=str(p["source"]))
         else:
             when = dt.datetime.fromisoformat(str(p["time"])) if p.get("time") else None
@@ -1213,7 +1388,7 @@ def run(config: Config, plan: Plan, *, journal: Journal | None = None, dry_run: 
     from rollback.runner import execute
 
     chosen = handlers or DbHandlers(config)
-    return execute(plan, chosen.mapping(), journal=journal, dry_run=dry_run, progress=progress)
+    return execute(plan, chosen.handlers(), journal=journal, dry_run=dry_run, progress=progress)
 
 
 # -- read-only verbs ---------------------------------------------------------------------------------------------

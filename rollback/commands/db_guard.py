@@ -27,16 +27,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rollback.errors import BadInput
+from rollback.errors import BadInput, OperationFailed
 from rollback.plan import Plan, Step
 from rollback.redact import redact_text
 
 if TYPE_CHECKING:
     from rollback.commands.db import DbHandlers
     from rollback.config import Config
-    from rollback.runner import StepContext
+    from rollback.runner import Check, StepContext
 
-__all__ = ["GUARD_KEY", "backups_before_migration", "plan_guard", "record_in_manifest", "run_guarded"]
+__all__ = ["GUARD_KEY", "backups_before_migration", "plan_guard", "record_in_manifest", "restore_hint"]
 
 GUARD_KEY = "guard"
 
@@ -70,6 +70,7 @@ def plan_guard(config: Config, command: Sequence[str], *, snapshot: bool = False
         Step("record", "db.guard_record", "read _prisma_migrations again; record what the command applied in the "
              + ("journal" if snapshot else "backup's manifest and the journal"),
              params={"backup_step": "snapshot" if snapshot else "backup"}),
+        Step("outcome", "db.guard_outcome", "the command's exit status is the run's"),
     ]
     return Plan.of(f"db guard -- {shown}", config.env_name, steps)
 
@@ -115,8 +116,6 @@ def run_step(handlers: DbHandlers, step: Step, ctx: StepContext) -> dict[str, An
     import signal
 
     command = [str(c) for c in step.params["command"]]
-    if ctx.dry_run:
-        return {"would": f"run {redact_text(' '.join(command))}"}
     started = time.monotonic()
     # With --json our stdout carries one JSON document: the command's output goes to stderr.
     stdout = 2 if handlers.guard_stdout_to_stderr else None  # file descriptor 2: our stderr
@@ -140,8 +139,6 @@ def run_step(handlers: DbHandlers, step: Step, ctx: StepContext) -> dict[str, An
 
 def record_step(handlers: DbHandlers, step: Step, ctx: StepContext) -> dict[str, Any]:
     """Migrations after vs before; written into the backup's manifest (a logical backup)."""
-    if ctx.dry_run:
-        return {"would": "compare _prisma_migrations with its state before the command and record the difference"}
     before = {m["id"]: m["status"] for m in ctx.results.get("migrations-before", {}).get("migrations", [])}
     after = _migrations(handlers)
     applied = [m["name"] for m in after if m["status"] == "applied" and before.get(m["id"]) != "applied"]
@@ -149,7 +146,7 @@ def record_step(handlers: DbHandlers, step: Step, ctx: StepContext) -> dict[str,
     command = ctx.results.get("command", {})
     taken = dict(ctx.results.get(str(step.params["backup_step"])) or {})
     record = {"command": redact_text(" ".join(str(c) for c in ctx.plan.step("command").params["command"])),
-              "run": ctx.journal.run_id if ctx.journal is not None else None,
+              "run": ctx.run_id,
               "exit_code": command.get("exit_code"), "applied": applied, "failed": failed,
               "finished_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")}
     out: dict[str, Any] = {**record, "backup": taken.get("name"), "snapshot": taken.get("id")}
@@ -186,15 +183,26 @@ def backups_before_migration(backups: Sequence[Mapping[str, Any]], migration: st
     return out
 
 
-def run_guarded(config: Config, plan: Plan, handlers: DbHandlers, journal: Any, progress: Any) -> dict[str, Any]:
-    """Execute the guard plan; the journal's outcome is the command's (its exit code)."""
-    from rollback.runner import execute
+def restore_hint(record: Mapping[str, Any]) -> str:
+    """How to go back to before the guarded command."""
+    backup = record.get("backup")
+    if not backup:
+        return f"rollback db rds-restore --snapshot {record.get('snapshot')} --target NEW_ID"
+    hint = f"rollback db restore {backup} --swap"
+    first = [*(record.get("applied") or []), *(record.get("failed") or [])]
+    return hint + (f" (or: rollback db restore --before-migration {first[0]} --swap)" if first else "")
 
-    outcome = execute(plan, handlers.mapping(), journal=journal, progress=progress, finish_run=False)
-    result = {"run": outcome.run_id, **outcome.to_dict()}
-    code = int(outcome.result_of("command").get("exit_code") or 0)
-    if journal is not None:
-        journal.finish("succeeded" if code == 0 else "failed", code, seconds=round(outcome.seconds, 3))
-    result["exit_code"] = code
-    result["record"] = dict(outcome.result_of("record"))
-    return result
+
+def outcome_step(handlers: DbHandlers, step: Step, ctx: StepContext) -> Check:
+    """A failing command fails the run with its own exit status, naming what to restore."""
+    from rollback.runner import Check
+
+    code = int((ctx.results.get("command") or {}).get("exit_code") or 0)
+    record = dict(ctx.results.get("record") or {})
+    if "would" in (ctx.results.get("command") or {}):  # a dry run: nothing ran
+        return Check(False, {}, "pass the command's exit status through")
+    if code != 0:
+        what = f"backup {record.get('backup')}" if record.get("backup") else f"snapshot {record.get('snapshot')}"
+        raise OperationFailed(f"the guarded command failed (exit {code}); the {what} was taken just before it",
+                              f"to go back to before it: {restore_hint(record)}", exit_code=code, record=record)
+    return Check(False, {"exit_code": 0}, "the command succeeded")

@@ -95,3 +95,13 @@ def test_marks_round_trip_and_prove_only_their_own_name() -> None:
     assert not parsed.is_mark_of("app_replaced_20261128093000", "app2")
     for text in (None, "", "the shop", "rollback:", "rollback:[]", 'rollback:{"role": 1}', "rollback:{bad json"):
         assert Mark.from_comment(text) is None
+
+
+def test_the_registry_knows_every_db_action() -> None:
+    """Resume and 'rollback run' build handlers through the registry: it must know every action."""
+    from typing import Any, cast
+
+    from rollback.commands.db import DbHandlers
+    from rollback.commands.registry import FAMILIES
+
+    assert set(DbHandlers(cast(Any, None)).handlers()) == set(FAMILIES["db"])

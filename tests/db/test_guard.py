@@ -78,8 +78,10 @@ def test_a_failing_migration_passes_its_exit_status_and_names_the_backup(run_cli
     assert backups[0]["guard"]["applied"] == ["20261201000000_add_plan"]
     assert backups[0]["guard"]["failed"] == ["20261201000001_broken"]
     assert backups[0]["guard"]["exit_code"] == 1
-    assert f"the command FAILED (exit 1); to go back to before it: rollback db restore {name} --swap" in result.err
-    assert "Traceback" not in result.err
+    errors = [line for line in result.err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in result.err, result.err
+    assert f"the guarded command failed (exit 1); the backup {name} was taken just before it" in errors[0]
+    assert f"to go back to before it: rollback db restore {name} --swap" in errors[0]
     journal = [json.loads(line) for line in live_db.journal_text().splitlines()]
     finished = [e for e in journal if e["event"] == "run_finished"]
     assert finished[-1]["status"] == "failed" and finished[-1]["exit_code"] == 1
