@@ -73,10 +73,12 @@ def _skip_reason(skip: bool, reason: str | None) -> str | None:
 
 @click.group()
 def db() -> None:
-    """Database: verified backups, restore beside + swap, Prisma migrations, integrity, RDS.
+    """Database: verified backups, restore beside + swap, salvage, RPO, Prisma migrations, RDS.
 
     The live database is never dropped: restores go into a new database beside
-    it and a swap renames the live one aside.
+    it and a swap renames the live one aside, in one transaction. Staged backups
+    restore as a file copy; 'salvage' brings back what was written after the
+    backup; 'guard' pairs each migration with the backup taken before it.
     """
 
 
