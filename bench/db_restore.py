@@ -141,8 +141,10 @@ def recipe_restore(cluster: PostgresCluster, dump: Path, *, probe: bool = False)
     with Prober(cluster.url(DB, "app"), enabled=probe) as prober:
         started = time.monotonic()
         # dropdb cannot drop a database with sessions: the runbook's operator stops the app first;
-        # here the prober's session is ended the same way (FORCE), and counted as downtime.
-        run([cluster.tool("dropdb"), "--force", DB], env)
+        # here the prober's session is ended the same way (FORCE), and counted as downtime. As the
+        # superuser: for another role FORCE refuses while autovacuum works in the database (a
+        # freshly restored one attracts it).
+        run([cluster.tool("dropdb"), "--force", DB], tool_env(cluster, "postgres"))
         run([cluster.tool("createdb"), DB], env)
         with open(dump, "rb") as inp:
             run([cluster.tool("psql"), "-q", "-X", "-d", DB], env, stdin=inp, stdout=subprocess.DEVNULL)
