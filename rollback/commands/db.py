@@ -405,8 +405,10 @@ def plan_restore(config: Config, backup_ref: str | None, *, swap: bool = False, 
         Step("check-rights", "db.check_rights", f"check the role's rights on {live}",
              params={"live": live, "restored": None if in_place else restored, "swap": swap,
                      "in_place": in_place}),
-        _emergency_step(skip_emergency_reason, config, jobs),
     ]
+    emergency = _emergency_step(skip_emergency_reason, config, jobs)
+    if not staged:
+        steps.append(emergency)
     notes: list[str] = [f"backup {name} was taken at {manifest.get('created_at')} from database "
                         f"{source.describe()}"]
     if other:
@@ -437,6 +439,10 @@ def plan_restore(config: Config, backup_ref: str | None, *, swap: bool = False, 
             Step("check-counts", "db.check_counts", f"check row counts of {restored} against the manifest",
                  params={**common, "database": restored}),
         ]
+        if staged:
+            # After the clone, right before the swap: the clone's checkpoint then does not have to write
+            # the pages the backup's reads dirtied (hint bits), and the backup is as recent as it can be.
+            steps.append(emergency)
         if swap:
             steps.append(Step("swap", "db.swap", f"swap: {live} -> {aside} (kept), {restored} -> {live}",
                               target=live, params={"restored": restored, "aside": aside},

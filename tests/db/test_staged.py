@@ -40,7 +40,8 @@ def test_a_staged_backup_restores_by_cloning_its_standby(run_cli: RunCli, live_d
     result = run_cli("db", "restore", backup["name"], "--swap", "--yes", "--json")
     assert result.code == 0, result.err
     steps = {s["id"]: s for s in result.json()["steps"]}
-    assert list(steps) == ["check-standby", "check-rights", "emergency-backup", "restore", "check-counts", "swap"]
+    # the emergency backup right before the swap (after the clone: see plan_restore)
+    assert list(steps) == ["check-standby", "check-rights", "restore", "check-counts", "emergency-backup", "swap"]
     assert steps["restore"]["result"]["standby"] == standby
     assert any("is staged" in n for n in result.json()["plan"]["notes"])
     assert live_db.scalar('SELECT count(*) FROM "Integration"') == 150
