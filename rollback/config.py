@@ -123,6 +123,7 @@ class DatabaseSettings(_Model):
     relations: list[Relation] = Field(default_factory=list)
     backups_dir: str = "backups"
     migrations_dir: str = "prisma/migrations"
+    keep_standbys: int = Field(default=1, ge=0, description="staged standby databases kept beside the live one")
 
 
 class AwsSettings(_Model):
@@ -154,13 +155,15 @@ class PulumiSettings(_Model):
 
 
 class Targets(_Model):
-    """Recovery-time targets in minutes (the runbook's defaults)."""
+    """Recovery-time targets in minutes (the runbook's defaults), and the recovery-point target
+    (``rpo``: the newest recovery point may be at most that old)."""
 
     detect: float = Field(default=5, gt=0)
     decide: float = Field(default=2, gt=0)
     rollback: float = Field(default=10, gt=0)
     verify: float = Field(default=5, gt=0)
     total: float = Field(default=15, gt=0)
+    rpo: float = Field(default=5, gt=0)
 
 
 class NotifySettings(_Model):

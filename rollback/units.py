@@ -31,8 +31,14 @@ def format_duration(seconds: float) -> str:
         return f"{seconds * 1000:.0f} ms"
     if seconds < 120:
         return f"{seconds:.1f} s"
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes} min {secs:02d} s"
+    if seconds < 2 * 3600:
+        minutes, secs = divmod(round(seconds), 60)
+        return f"{minutes} min {secs:02d} s"
+    if seconds < 2 * 86400:
+        hours, rest = divmod(round(seconds), 3600)
+        return f"{hours} h {rest // 60:02d} min"
+    days, rest = divmod(round(seconds), 86400)
+    return f"{days} d {rest // 3600:02d} h"
 
 
 def parse_time(text: str, *, option: str = "time", now: dt.datetime | None = None) -> dt.datetime:

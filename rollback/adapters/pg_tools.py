@@ -239,9 +239,5 @@ def copy_blocks(path: Path, block: int = 1 << 18) -> Iterator[bytes]:
         yield pending if pending.endswith(b"\n") else pending + b"\n"
 
 
-def disk_usage(directory: Path) -> int:
-    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
-
-
 def remove_tree(directory: Path) -> None:
     shutil.rmtree(directory, ignore_errors=True)

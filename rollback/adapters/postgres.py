@@ -17,8 +17,9 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from rollback.errors import BadInput, DatabaseError, LockHeld, UnsafePrecondition
+from rollback.errors import BadInput, DatabaseError, Interrupted, LockHeld, RollbackError, UnsafePrecondition
 from rollback.redact import redact_text
+from rollback.setaside import set_aside_name
 
 __all__ = [
     "Database",
@@ -28,10 +29,10 @@ __all__ = [
     "TableCount",
     "Target",
     "db_errors",
+    "set_aside_name",
 ]
 
 PRISMA_LOCK_ID = 72707369
-MAX_IDENT = 63
 
 
 @contextlib.contextmanager
@@ -248,7 +249,7 @@ class Database:
         with db_errors(f"connecting to {target.describe()}"):
             return psycopg.connect(target.conninfo(), autocommit=autocommit, connect_timeout=self.connect_timeout)
 
-    def maintenance(self) -> Any:
+    def maintenance(self, *, autocommit: bool = True) -> Any:
         """A connection to a database other than the live one (``postgres``, else ``template1``)."""
         import psycopg
 
@@ -257,7 +258,7 @@ class Database:
             if name == self.target.dbname:
                 continue
             try:
-                return psycopg.connect(self.target.for_db(name).conninfo(), autocommit=True,
+                return psycopg.connect(self.target.for_db(name).conninfo(), autocommit=autocommit,
                                        connect_timeout=self.connect_timeout)
             except psycopg.Error as exc:
                 last = exc
@@ -292,6 +293,30 @@ class Database:
     def exists(self, dbname: str) -> bool:
         with self.maintenance() as conn, db_errors("looking up databases"):
             return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is not None
+
+    def identity(self) -> dict[str, Any]:
+        """Which database this is: the server's system identifier (``pg_control_system()``; None when
+        the role may not read it), the database name, host and port (as the URL gives them)."""
+        import psycopg
+
+        system: str | None = None
+        with self.connect() as conn:
+            try:
+                row = conn.execute("SELECT system_identifier::text FROM pg_control_system()").fetchone()
+                system = str(row[0]) if row and row[0] is not None else None
+            except psycopg.Error:
+                system = None
+        return {"system_identifier": system, "database": self.target.dbname,
+                "host": self.target.params.get("host"), "port": self.target.params.get("port")}
+
+    def databases_with_prefix(self, prefix: str) -> list[dict[str, Any]]:
+        """Databases whose name starts with ``prefix``: name, size, comment, whether they take connections."""
+        with self.maintenance() as conn, db_errors("listing databases"):
+            rows = conn.execute(
+                "SELECT datname, pg_database_size(oid), shobj_description(oid, 'pg_database'), datallowconn "
+                "FROM pg_database WHERE left(datname, %s) = %s ORDER BY 1", (len(prefix), prefix)).fetchall()
+        return [{"name": str(r[0]), "bytes": int(r[1]), "comment": None if r[2] is None else str(r[2]),
+                 "allows_connections": bool(r[3])} for r in rows]
 
     def databases_like(self, prefix: str) -> list[tuple[str, int]]:
         """Databases whose name starts with ``prefix``: (name, size in bytes)."""
@@ -353,8 +378,16 @@ class Database:
             conn.close()
 
     # -- databases -----------------------------------------------------------------------------------
-    def create_database_like(self, name: str, like: str) -> None:
-        """Create an empty database ``name`` with the owner, settings and grants of ``like``."""
+    def create_database_like(self, name: str, like: str, *, comment: str | None = None,
+                             template: str | None = None) -> None:
+        """Create a database ``name`` with the owner, settings and grants of ``like`` (and
+        ``comment``, rollback's mark, set right after it is created).
+
+        Empty (from ``template0``), or with ``template`` a file copy of that database
+        (``STRATEGY FILE_COPY``: a checkpoint, a copy of its files, another checkpoint; no
+        WAL for the data). A template must have no sessions: a staged standby refuses
+        connections for that reason.
+        """
         from psycopg import sql
 
         with self.maintenance() as conn, db_errors(f"creating database {name}"):
@@ -366,12 +399,20 @@ class Database:
                 raise DatabaseError(f"database {like} does not exist", "check the database URL")
             owner, connlimit, default_acl, encoding, collate, ctype, superuser = row
             ident = sql.Identifier(name)
-            create = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
-                ident, sql.Literal(encoding), sql.Literal(collate), sql.Literal(ctype))
+            if template is None:
+                create = sql.SQL("CREATE DATABASE {} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+                    ident, sql.Literal(encoding), sql.Literal(collate), sql.Literal(ctype))
+            else:
+                # The copy keeps the template's encoding and locale (the standby was created like the live one).
+                create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(ident, sql.Identifier(template))
+                if int(conn.execute("SHOW server_version_num").fetchone()[0]) >= 150000:
+                    create = sql.SQL("{} STRATEGY FILE_COPY").format(create)
             if superuser:
                 create = sql.SQL("{} OWNER {}").format(create, sql.Identifier(owner))
             conn.execute(create)
             try:
+                if comment is not None:
+                    conn.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(ident, sql.Literal(comment)))
                 if connlimit != -1:
                     conn.execute(sql.SQL("ALTER DATABASE {} CONNECTION LIMIT {}").format(ident,
                                                                                        sql.Literal(connlimit)))
@@ -397,14 +438,66 @@ class Database:
                 conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(ident))
                 raise
 
+    def set_allow_connections(self, name: str, allowed: bool) -> None:
+        from psycopg import sql
+
+        with self.maintenance() as conn, db_errors(f"changing whether {name} takes connections"):
+            conn.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
+                sql.Identifier(name), sql.SQL("true" if allowed else "false")))
+
+    def database_facts(self, name: str) -> dict[str, Any] | None:
+        """Size, whether it takes connections, its sessions, and whether this role may use it as
+        a template (owner or superuser); None when there is no such database."""
+        with self.maintenance() as conn, db_errors(f"reading the catalog entry of {name}"):
+            row = conn.execute(
+                "SELECT pg_database_size(d.oid), d.datallowconn, "
+                "(SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid), "
+                "pg_has_role(current_user, d.datdba, 'USAGE') OR (SELECT rolsuper FROM pg_roles "
+                "WHERE rolname = current_user) FROM pg_database d WHERE d.datname = %s", (name,)).fetchone()
+        if row is None:
+            return None
+        return {"bytes": int(row[0]), "allows_connections": bool(row[1]), "sessions": int(row[2]),
+                "may_copy": bool(row[3])}
+
+    def end_sessions(self, name: str, timeout: float = 10.0) -> int:
+        """End every client session on ``name`` and wait until they are gone."""
+        with self.maintenance() as conn, db_errors(f"ending the sessions on {name}"):
+            row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (name,)).fetchone()
+        if row is None:
+            return 0
+        ender = _SessionEnder(self, [int(row[0])])
+        try:
+            with db_errors(f"ending the sessions on {name}"):
+                return ender.end_and_wait(timeout)
+        finally:
+            ender.finish()
+
     def drop_database(self, name: str) -> None:
         """Drop ``name`` (never the live database: refused here as a last line of defence)."""
         from psycopg import sql
 
         if name == self.target.dbname:
             raise UnsafePrecondition(f"refusing to drop the live database {name}")
+        # Not WITH (FORCE): for a role that is not a superuser it refuses while an autovacuum
+        # worker is in the database (a freshly loaded copy attracts one). Plain DROP DATABASE
+        # asks autovacuum to leave and waits for it; the client sessions are ended here, and by
+        # a second connection while DROP waits (it holds the database's lock: nobody new gets in).
         with self.maintenance() as conn, db_errors(f"dropping database {name}"):
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (name,)).fetchone()
+            if row is None:
+                return
+            unendable = self._unendable_sessions(conn, name)
+            if unendable:
+                raise UnsafePrecondition(f"{unendable} session(s) of other roles are connected to {name} and this "
+                                         "role may not end them", f"close them, or GRANT pg_signal_backend TO "
+                                         f"{self.target.user}; nothing was dropped", missing="pg_signal_backend")
+            ender = _SessionEnder(self, [int(row[0])])
+            try:
+                ender.end_and_wait(timeout=10)
+                ender.start()
+                conn.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            finally:
+                ender.finish()
 
     def _unendable_sessions(self, conn: Any, dbname: str) -> int:
         """Client sessions on ``dbname`` this role may not end (another role's, without pg_signal_backend)."""
@@ -416,135 +509,149 @@ class Database:
             "OR pg_has_role(current_user, 'pg_signal_backend', 'MEMBER')))", (dbname,)).fetchone()
         return int(row[0])
 
-    def _terminate(self, conn: Any, dbname: str, timeout: float = 10.0) -> int:
-        """End every other client session on ``dbname`` and wait until they are gone.
+    def swap(self, restored: str, set_aside: str, *, aside_comment: str | None = None) -> SwapResult:
+        """Put ``restored`` in place of the live database: both renames in ONE transaction.
 
-        Only sessions with a role (``usesysid``; ``backend_type`` is hidden from
-        unprivileged roles for others' sessions): autovacuum workers are the
-        server's own, and ``ALTER DATABASE ... RENAME`` asks them to leave itself.
+        A kill at any moment (SIGKILL included) leaves either the old state or the
+        new one: until ``COMMIT`` the server rolls everything back when our
+        connection goes away. Nothing else is committed on the way (no
+        ``ALLOW_CONNECTIONS false``): the first ``RENAME`` takes the database's
+        exclusive lock, which holds new connections at the door until the commit
+        (they then fail with "database was just renamed" and reconnect), while a
+        second connection ends the sessions already inside. The set-aside copy
+        gets ``aside_comment`` (rollback's mark) in the same transaction and the
+        new live database the old one's comment.
+
+        SIGINT, SIGTERM and SIGHUP abort the transaction before ``COMMIT``; from
+        ``COMMIT`` until its outcome is known they wait. The outcome of a failure is
+        read from the catalog over a fresh connection, never assumed.
         """
-        ended = 0
-        deadline = time.monotonic() + timeout
-        while True:
-            rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                "WHERE datname = %s AND pid <> pg_backend_pid() AND usesysid IS NOT NULL",
-                                (dbname,)).fetchall()
-            if not rows:
-                return ended
-            ended += sum(1 for (ok,) in rows if ok)
-            if not any(ok for (ok,) in rows) and time.monotonic() > deadline:
-                raise UnsafePrecondition(
-                    f"{len(rows)} session(s) on {dbname} could not be ended",
-                    "the role needs pg_signal_backend (GRANT pg_signal_backend TO <role>) or to be a superuser")
-            if time.monotonic() > deadline:
-                raise DatabaseError(f"sessions on {dbname} did not end within {timeout:.0f} s")
-            time.sleep(0.02)
-
-    def swap(self, restored: str, set_aside: str) -> SwapResult:
-        """Put ``restored`` in place of the live database in one short step.
-
-        Blocks new connections to both databases, ends their sessions, renames the
-        live one to ``set_aside`` (kept) and ``restored`` to the live name. On any
-        failure before the second rename completes, each step is undone on its own;
-        if an undo fails, the error names the statements to run by hand. Downtime
-        runs from blocking connections until the new database answers a query.
-        """
-        import psycopg
         from psycopg import sql
 
         live = self.target.dbname
-        live_id, restored_id, aside_id = (sql.Identifier(n) for n in (live, restored, set_aside))
+        with self.maintenance() as conn, db_errors("swapping databases", "nothing was changed"):
+            oids = {str(n): int(o) for n, o in conn.execute(
+                "SELECT datname, oid FROM pg_database WHERE datname = ANY(%s)", ([live, restored, set_aside],))}
+            for name in (live, restored):
+                if name not in oids:
+                    raise UnsafePrecondition(f"database {name} does not exist", "nothing was changed")
+            if set_aside in oids:
+                raise UnsafePrecondition(f"database {set_aside} already exists",
+                                         "wait a second and run it again; nothing was changed")
+            for name in (live, restored):
+                unendable = self._unendable_sessions(conn, name)
+                if unendable:
+                    raise UnsafePrecondition(
+                        f"{unendable} session(s) of other roles are connected to {name} and this role may "
+                        "not end them: it lacks pg_signal_backend", f"GRANT pg_signal_backend TO "
+                        f"{self.target.user} (as a superuser), or close those sessions; nothing was changed",
+                        missing="pg_signal_backend")
+            row = conn.execute("SELECT shobj_description(%s, 'pg_database')", (oids[live],)).fetchone()
+            live_comment = None if row is None or row[0] is None else str(row[0])
+        live_oid, restored_oid = oids[live], oids[restored]
 
-        def allow(ident: sql.Identifier, allowed: bool) -> sql.Composed:
-            return sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS {}").format(
-                ident, sql.SQL("true" if allowed else "false"))
+        def rename(old: str, new: str) -> sql.Composed:
+            return sql.SQL("ALTER DATABASE {} RENAME TO {}").format(sql.Identifier(old), sql.Identifier(new))
 
-        def rename(old: sql.Identifier, new: sql.Identifier) -> sql.Composed:
-            return sql.SQL("ALTER DATABASE {} RENAME TO {}").format(old, new)
+        def comment(name: str, text: str | None) -> sql.Composed:
+            return sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                sql.Identifier(name), sql.SQL("NULL") if text is None else sql.Literal(text))
 
-        with self.maintenance() as conn:
-            with db_errors("swapping databases", "nothing was changed"):
-                for name in (live, restored):
-                    unendable = self._unendable_sessions(conn, name)
-                    if unendable:
-                        raise UnsafePrecondition(
-                            f"{unendable} session(s) of other roles are connected to {name} and this role may "
-                            "not end them: it lacks pg_signal_backend", f"GRANT pg_signal_backend TO "
-                            f"{self.target.user} (as a superuser), or close those sessions; nothing was changed",
-                            missing="pg_signal_backend")
-                self._terminate(conn, restored, timeout=5)
-            # Written out now: if the connection breaks, the hand-run statements are still known.
-            by_hand = {"rename_back": rename(aside_id, live_id).as_string(conn),
-                       "allow_live": allow(live_id, True).as_string(conn),
-                       "allow_restored": allow(restored_id, True).as_string(conn),
-                       "allow_aside": allow(aside_id, True).as_string(conn)}
+        with _InterruptGuard() as guard:
+            ender = _SessionEnder(self, [live_oid, restored_oid])
+            try:
+                txn = self.maintenance(autocommit=False)
+            except BaseException:
+                ender.finish()
+                raise
+            pid = int(txn.info.backend_pid)
+            committed: bool | None = False
             started = time.monotonic()
-            blocked: list[sql.Identifier] = []
-            renamed = swapped = False
             ended = 0
             try:
-                for ident in (live_id, restored_id):
-                    conn.execute(allow(ident, False))
-                    blocked.append(ident)
-                ended = self._terminate(conn, live)
-                self._terminate(conn, restored, timeout=5)
-                conn.execute(rename(live_id, aside_id))
-                renamed = True
-                conn.execute(rename(restored_id, live_id))
-                swapped = True
-                conn.execute(allow(live_id, True))
-                with self.connect(live) as check:
-                    check.execute("SELECT 1").fetchone()
+                with db_errors("swapping databases", "nothing was changed"):
+                    txn.execute("SET LOCAL lock_timeout = '10s'")
+                    txn.execute("SET LOCAL statement_timeout = '30s'")
+                    started = time.monotonic()
+                    ended = ender.end_and_wait(timeout=5)
+                    ender.start()  # ends stragglers while the first RENAME waits for the database to empty
+                    txn.execute(rename(live, set_aside))
+                    txn.execute(rename(restored, live))
+                    txn.execute(comment(set_aside, aside_comment))
+                    txn.execute(comment(live, live_comment))
+                    ended += ender.finish()
+                    guard.hold()  # from COMMIT on, signals wait until the outcome is known
+                    committed = None
+                    txn.commit()
+                    committed = True
             except BaseException as exc:
-                detail = _describe_failure(exc)
-                if swapped:
-                    # The new database holds the live name: undoing now would be a second swap.
-                    raise DatabaseError(
-                        f"the swap DID happen ({restored} is now {live}, the previous database is kept as "
-                        f"{set_aside}), but a later step failed: {detail}",
-                        f"check {live}; if it refuses connections run as its owner: {by_hand['allow_live']}; "
-                        f"{set_aside} stays closed until: {by_hand['allow_aside']}", set_aside=set_aside) from exc
-                manual: list[str] = []
-                live_now: sql.Identifier = live_id
-                if renamed:
-                    try:
-                        conn.execute(rename(aside_id, live_id))
-                    except psycopg.Error:
-                        live_now = aside_id
-                        manual.append(by_hand["rename_back"])
-                for ident in blocked:
-                    if ident == live_id and live_now == aside_id:
-                        # Still under the set-aside name: it opens again once renamed back, by hand.
-                        manual.append(by_hand["allow_live"])
-                        continue
-                    try:
-                        conn.execute(allow(ident, True))
-                    except psycopg.Error:
-                        manual.append(by_hand["allow_live" if ident == live_id else "allow_restored"])
-                if manual:
-                    if live_now == aside_id:
-                        state = f"the live database is renamed to {set_aside} and refuses connections"
-                    elif by_hand["allow_live"] in manual:
-                        state = f"the live database is named {live} but refuses connections"
-                    else:
-                        state = f"the live database is back; {restored} refuses connections"
-                    raise DatabaseError(
-                        f"swapping databases failed ({detail}) and undoing it failed too: {state}",
-                        "run by hand as its owner: " + "; ".join(manual), set_aside=set_aside,
-                        statements=manual) from exc
-                if isinstance(exc, psycopg.Error):
-                    raise DatabaseError(f"swapping databases failed: {detail}",
-                                        f"undone: {live} keeps its name and takes connections again; "
-                                        "nothing was changed", sqlstate=getattr(exc, "sqlstate", None)) from exc
-                raise
+                guard.hold()  # nothing may interrupt working out where things stand
+                with contextlib.suppress(Exception):
+                    ender.finish()
+                with contextlib.suppress(Exception):
+                    txn.close()
+                # committed False: COMMIT was never sent, the server rolls back as the connection goes.
+                # committed None: it was sent; read the catalog once that session is gone.
+                state = "old" if committed is False else self._swap_state(live, live_oid, restored_oid, pid)
+                if state != "new":
+                    failure = _swap_failed(exc, state, live, restored, set_aside, guard.pending)
+                    if failure is exc:
+                        raise
+                    raise failure from exc
+            finally:
+                guard.hold()
+                with contextlib.suppress(Exception):
+                    ender.finish()
+                with contextlib.suppress(Exception):
+                    txn.close()
+            answered = self._answers(live)
             downtime = time.monotonic() - started
-            # The set-aside copy stays reachable by name for inspection; applications
-            # connect by the live name, so they cannot reach it by accident.
-            with db_errors("allowing connections to the set-aside database",
-                           f"the swap DID happen; {set_aside} (the previous database) refuses connections: "
-                           f"run {by_hand['allow_aside']}"):
-                conn.execute(allow(aside_id, True))
-        return SwapResult(live, restored, set_aside, downtime, ended)
+            result = SwapResult(live, restored, set_aside, downtime, ended)
+            if not answered:
+                raise DatabaseError(
+                    f"the swap DID happen ({restored} is now {live}, the previous database is kept as "
+                    f"{set_aside}), but {live} does not answer a query", f"check the server log and {live}",
+                    set_aside=set_aside, swapped=result.to_dict())
+            if guard.pending:
+                raise Interrupted(
+                    f"interrupted ({guard.pending}) after the swap completed: {restored} is now {live}, the "
+                    f"previous database is kept as {set_aside}", "nothing to undo; check the live database",
+                    swapped=result.to_dict())
+        return result
+
+    def _answers(self, dbname: str, attempts: int = 20) -> bool:
+        """The database takes a new connection and answers ``SELECT 1`` (connections that were waiting
+        at the rename's lock are refused once: retry briefly)."""
+        import psycopg
+
+        for _ in range(attempts):
+            try:
+                with psycopg.connect(self.target.for_db(dbname).conninfo(), autocommit=True,
+                                     connect_timeout=self.connect_timeout) as conn:
+                    conn.execute("SELECT 1").fetchone()
+                return True
+            except psycopg.Error:
+                time.sleep(0.05)
+        return False
+
+    def _swap_state(self, live: str, live_oid: int, restored_oid: int, backend_pid: int) -> str:
+        """``"old"``, ``"new"`` or ``"missing"``: which database holds the live name, read once the
+        swap's own backend is gone (so its transaction has committed or rolled back)."""
+        with self.maintenance() as conn, db_errors(
+                "the swap's COMMIT was sent but its outcome is unknown; reading the catalog",
+                f"check which database is named {live}: the previous one or the restored copy"):
+            deadline = time.monotonic() + 10
+            while conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (backend_pid,)).fetchone():
+                if time.monotonic() > deadline:
+                    # Still there (busy): end it, which rolls its transaction back.
+                    conn.execute("SELECT pg_terminate_backend(%s)", (backend_pid,))
+                    deadline = time.monotonic() + 10
+                time.sleep(0.02)
+            row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (live,)).fetchone()
+        if row is None:
+            return "missing"
+        oid = int(row[0])
+        return "old" if oid == live_oid else "new" if oid == restored_oid else "missing"
 
     # -- parallel COPY -----------------------------------------------------------------------------
     def copy_in(self, dbname: str, schema: str, table: str, blocks: Iterable[bytes], *, streams: int,
@@ -678,6 +785,152 @@ class Database:
         return int(conn.execute(query).fetchone()[0])
 
 
+class _InterruptGuard:
+    """SIGINT, SIGTERM and SIGHUP as Ctrl-C (``KeyboardInterrupt``) while the swap runs, except inside
+    :meth:`deferred` (and after :meth:`hold`), where they are only recorded in ``pending``.
+
+    Installed only in the main thread (where Python runs signal handlers); the
+    previous handlers come back on exit.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self) -> None:
+        self.pending: str | None = None
+        self.received: str | None = None
+        self._defer = 0
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> _InterruptGuard:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                number = getattr(signal, name, None)
+                if number is None:
+                    continue
+                with contextlib.suppress(ValueError, OSError):
+                    self._old[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import signal
+
+        name = signal.Signals(signum).name
+        self.received = name
+        if self._defer:
+            self.pending = self.pending or name
+            return
+        raise KeyboardInterrupt(name)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._defer += 1
+        try:
+            yield
+        finally:
+            self._defer -= 1
+
+    def hold(self) -> None:
+        """Defer every signal from now until the guard is left."""
+        self._defer += 1
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for number, old in self._old.items():
+            with contextlib.suppress(ValueError, OSError, TypeError):
+                signal.signal(number, signal.SIG_DFL if old is None else old)
+        self._old.clear()
+
+
+class _SessionEnder:
+    """A second connection that ends every client session on some databases (by oid: after the
+    swap the live *name* belongs to another database, whose new sessions must live)."""
+
+    def __init__(self, db: Database, oids: Sequence[int]) -> None:
+        import threading
+
+        self.db = db
+        self.oids = list(oids)
+        self.ended = 0
+        # Connected now, before the sessions are ended: connecting is not part of the downtime.
+        self._conn: Any = db.maintenance()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _end_once(self) -> tuple[int, int]:
+        if self._conn is None:
+            self._conn = self.db.maintenance()
+        rows = self._conn.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datid = ANY(%s) "
+            "AND pid <> pg_backend_pid() AND usesysid IS NOT NULL", (self.oids,)).fetchall()
+        return sum(1 for (ok,) in rows if ok), len(rows)
+
+    def end_and_wait(self, timeout: float) -> int:
+        """End the sessions now and wait until none is left; returns how many were ended."""
+        deadline = time.monotonic() + timeout
+        ended = 0
+        while True:
+            now_ended, present = self._end_once()
+            ended += now_ended
+            if not present:
+                return ended
+            if time.monotonic() > deadline:
+                raise UnsafePrecondition(f"{present} session(s) could not be ended within {timeout:.0f} s",
+                                         "the role needs pg_signal_backend (GRANT pg_signal_backend TO <role>) "
+                                         "or to be a superuser; nothing was changed")
+            time.sleep(0.002)  # an ended session is gone within milliseconds
+
+    def start(self) -> None:
+        import threading
+
+        self._thread = threading.Thread(target=self._run, name="rollback-swap-session-ender", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        deadline = time.monotonic() + 60  # a safety net: the swap stops it long before
+        while not self._stop.wait(0.02) and time.monotonic() < deadline:
+            try:
+                self.ended += self._end_once()[0]
+            except Exception:  # the swap's own statements report the real failure
+                return
+
+    def finish(self) -> int:
+        """Stop ending sessions (before COMMIT: afterwards the restored database is the live one)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            if self._thread.is_alive():
+                raise DatabaseError("the helper connection that ends sessions did not stop",
+                                    "nothing was changed; run the command again")
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                self._conn.close()
+            self._conn = None
+        ended, self.ended = self.ended, 0
+        return ended
+
+
+def _swap_failed(exc: BaseException, state: str, live: str, restored: str, set_aside: str,
+                 pending: str | None) -> RollbackError:
+    """The error for a swap that did not happen (``state`` "old") or left the live name empty."""
+    if state == "missing":
+        return DatabaseError(
+            f"swapping databases failed ({_describe_failure(exc)}) and no database is named {live} now",
+            f"look for {set_aside} and {restored}; rename the one to keep to {live} by hand", set_aside=set_aside)
+    unchanged = f"nothing was changed: {live} keeps its name and its data"
+    if isinstance(exc, KeyboardInterrupt) or pending:
+        how = str(exc) if isinstance(exc, KeyboardInterrupt) and str(exc) else pending or "Ctrl-C"
+        return Interrupted(f"interrupted ({how}) during the swap; {unchanged}", "run the command again to swap")
+    if isinstance(exc, RollbackError):
+        if "nothing was changed" not in (exc.hint or ""):
+            exc.hint = f"{exc.hint}; {unchanged}"
+        return exc
+    return DatabaseError(f"swapping databases failed: {_describe_failure(exc)}", unchanged)
+
+
 _LIST_SETTINGS = {"search_path", "temp_tablespaces"}
 
 
@@ -697,9 +950,3 @@ def _strip_prisma_params(url: str) -> tuple[str, str | None]:
     from rollback.dburl import strip_prisma_params
 
     return strip_prisma_params(url)
-
-
-def set_aside_name(live: str, kind: str, stamp: str) -> str:
-    """``<live>_<kind>_<stamp>`` trimmed to PostgreSQL's 63-byte identifier limit."""
-    suffix = f"_{kind}_{stamp}"
-    return live[: MAX_IDENT - len(suffix)] + suffix

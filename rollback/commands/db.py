@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rollback.backups import MANIFEST_FORMAT, MANIFEST_SUFFIX
 from rollback.errors import BadInput, ChecksFailed, ConfigError, DatabaseError, UnsafePrecondition
 from rollback.plan import Plan, Step
 from rollback.redact import redact, redact_text
@@ -39,11 +40,13 @@ from rollback.runner import Check, handler, read_only
 
 if TYPE_CHECKING:
     from rollback.adapters.pg_tools import PgTools
-    from rollback.adapters.postgres import Database, Target
+    from rollback.adapters.postgres import Database, TableCount, Target
     from rollback.adapters.rds import RdsAdapter
+    from rollback.backups import SourceIdentity
     from rollback.config import Config
     from rollback.journal import Journal
     from rollback.runner import ExecutionResult, StepContext, StepHandler
+    from rollback.standby import StandbyChoice
 
 __all__ = [
     "DbHandlers",
@@ -56,17 +59,16 @@ __all__ = [
     "plan_rds_restore",
     "plan_resolve",
     "plan_restore",
+    "plan_salvage",
     "plan_snapshot_create",
     "plan_swap",
+    "rpo",
     "run",
+    "salvage",
     "snapshots",
     "verify",
 ]
 
-MANIFEST_FORMAT = "rollback-db-backup/1"
-# check_counts marks a restored copy whose row counts match its backup; swap accepts only those.
-COUNTS_MATCH_MARK = "rollback: row counts match backup "
-MANIFEST_SUFFIX = ".manifest.json"
 DEFAULT_COMPRESS = 6
 
 Progress = Callable[[str], None]
@@ -121,7 +123,24 @@ def tools_for(db: Database, environ: Mapping[str, str] | None = None) -> PgTools
 # -- backups ----------------------------------------------------------------------------------------------
 
 def _manifest_path(dump_dir: Path) -> Path:
-    return dump_dir.with_name(dump_dir.name + MANIFEST_SUFFIX)
+    from rollback.backups import manifest_path
+
+    return manifest_path(dump_dir)
+
+
+def live_identity(db: Database) -> SourceIdentity:
+    """The identity of the live database (system identifier read from the server)."""
+    from rollback.backups import SourceIdentity
+
+    return SourceIdentity.from_dict(db.identity())
+
+
+def config_identity(config: Config) -> SourceIdentity:
+    """The live database as the URL names it (no connection: no system identifier)."""
+    from rollback.backups import SourceIdentity
+
+    target = database_target(config)
+    return SourceIdentity(target.dbname, target.params.get("host"), target.params.get("port"))
 
 
 def take_backup(db: Database, tools: PgTools, out_dir: Path, *, jobs: int, kind: str = "manual",
@@ -129,77 +148,32 @@ def take_backup(db: Database, tools: PgTools, out_dir: Path, *, jobs: int, kind:
     """Dump the live database (one exported snapshot), checksum and verify it, write the manifest.
 
     On any failure the partial dump is removed and nothing is reported as a backup.
+    While it runs, ``<name>.inprogress`` is locked: a dump directory without a
+    manifest and without that lock was left by a backup that died (``db prune``
+    removes it).
     """
-    from rollback.adapters.pg_tools import file_checksums, remove_tree
-    from rollback.adapters.postgres import db_errors
-    from rollback.adapters.prisma import PrismaMigrations
+    from rollback.adapters.pg_tools import remove_tree
+    from rollback.backups import INPROGRESS_SUFFIX, backup_in_progress
 
     with _disk_errors(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
     dbname = db.target.dbname
     base = f"{dbname}-{_stamp()}" + ("-emergency" if kind == "emergency" else "")
     name, n = base, 1
-    while (out_dir / name).exists() or (out_dir / (name + MANIFEST_SUFFIX)).exists():
+    while any((out_dir / (name + suffix)).exists() for suffix in ("", MANIFEST_SUFFIX, INPROGRESS_SUFFIX)):
         n += 1
         name = f"{base}-{n}"
     dump_dir = out_dir / name
     started = time.monotonic()
     created = dt.datetime.now(dt.UTC)
     try:
-        version, _ = db.server_version()
-        with db.exported_snapshot() as (snapshot, conn):
-            counts = db.table_counts(conn=conn)
-            with db_errors("reading the database's encoding and migrations"):
-                encoding = str(conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
-                                            "WHERE datname = current_database()").fetchone()[0])
-                prisma = PrismaMigrations(conn)
-                managed = prisma.is_managed()
-                head = prisma.head() if managed else None
-            counted = time.monotonic()
-            if progress:
-                progress(f"counted {len(counts)} tables ({sum(c.rows for c in counts)} rows); dumping")
-            dump = tools.dump(db.target, dump_dir, jobs=jobs, compress=compress, snapshot=snapshot,
-                              progress=progress, total=len(counts))
-        dumped = time.monotonic()
-        with _disk_errors(out_dir):
-            files = file_checksums(dump_dir)
-        hashed = time.monotonic()
-        manifest: dict[str, Any] = {
-            "format": MANIFEST_FORMAT,
-            "name": name,
-            "kind": kind,
-            "created_at": created.isoformat(timespec="seconds").replace("+00:00", "Z"),
-            "database": dbname,
-            "host": db.target.params.get("host"),
-            "port": db.target.params.get("port"),
-            "user": db.target.user,
-            "server_version": version,
-            "encoding": encoding,
-            "pg_dump_version": tools.version("pg_dump"),
-            "dump_format": "directory",
-            "dump_dir": name,
-            "jobs": jobs,
-            "compression": compress,
-            "tables": [c.to_dict() for c in counts],
-            "total_rows": sum(c.rows for c in counts),
-            "prisma_managed": managed,
-            "prisma_migration_head": head,
-            "files": files,
-            "total_bytes": sum(int(str(f["bytes"])) for f in files),
-        }
-        check = verify_backup(manifest, dump_dir, tools)
-        verified = time.monotonic()
-        manifest["verified"] = {"toc_entries": check["toc_entries"], "checksums": "match"}
-        manifest["durations"] = {"count_seconds": round(counted - started, 3),
-                                 "dump_seconds": round(dump.seconds, 3),
-                                 "checksum_seconds": round(hashed - dumped, 3),
-                                 "verify_seconds": round(verified - hashed, 3),
-                                 "total_seconds": round(verified - started, 3)}
-        # Not redact()ed: it holds catalog names and checksums that a short password could
-        # match by chance; it never holds the password (host, port and user only).
-        path = _manifest_path(dump_dir)
-        tmp = path.with_name(path.name + ".tmp")
-        with _disk_errors(out_dir):
+        with _disk_errors(out_dir), backup_in_progress(out_dir, name, {"pid": os.getpid(), "kind": kind}):
+            manifest = _dump_and_describe(db, tools, dump_dir, name=name, kind=kind, created=created, jobs=jobs,
+                                          compress=compress, progress=progress, started=started)
+            path = _manifest_path(dump_dir)
+            tmp = path.with_name(path.name + ".tmp")
+            # Not redact()ed: it holds catalog names and checksums that a short password could
+            # match by chance; it never holds the password (host, port and user only).
             tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
             os.replace(tmp, path)
     except BaseException:
@@ -207,6 +181,68 @@ def take_backup(db: Database, tools: PgTools, out_dir: Path, *, jobs: int, kind:
         _manifest_path(dump_dir).with_name(_manifest_path(dump_dir).name + ".tmp").unlink(missing_ok=True)
         raise
     return {**manifest, "manifest_path": str(path), "path": str(dump_dir)}
+
+
+def _dump_and_describe(db: Database, tools: PgTools, dump_dir: Path, *, name: str, kind: str,
+                       created: dt.datetime, jobs: int, compress: int, progress: Progress | None,
+                       started: float) -> dict[str, Any]:
+    """pg_dump from one exported snapshot, then the manifest (counts, source, checksums), verified."""
+    from rollback.adapters.pg_tools import file_checksums
+    from rollback.adapters.postgres import db_errors
+    from rollback.adapters.prisma import PrismaMigrations
+    from rollback.backups import verify_backup
+
+    version, _ = db.server_version()
+    source = db.identity()
+    with db.exported_snapshot() as (snapshot, conn):
+        counts = db.table_counts(conn=conn)
+        with db_errors("reading the database's encoding and migrations"):
+            encoding = str(conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
+                                        "WHERE datname = current_database()").fetchone()[0])
+            prisma = PrismaMigrations(conn)
+            managed = prisma.is_managed()
+            head = prisma.head() if managed else None
+        counted = time.monotonic()
+        if progress:
+            progress(f"counted {len(counts)} tables ({sum(c.rows for c in counts)} rows); dumping")
+        dump = tools.dump(db.target, dump_dir, jobs=jobs, compress=compress, snapshot=snapshot,
+                          progress=progress, total=len(counts))
+    dumped = time.monotonic()
+    files = file_checksums(dump_dir)
+    hashed = time.monotonic()
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "name": name,
+        "kind": kind,
+        "created_at": created.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "database": db.target.dbname,
+        "host": db.target.params.get("host"),
+        "port": db.target.params.get("port"),
+        "user": db.target.user,
+        "source": source,
+        "server_version": version,
+        "encoding": encoding,
+        "pg_dump_version": tools.version("pg_dump"),
+        "dump_format": "directory",
+        "dump_dir": name,
+        "jobs": jobs,
+        "compression": compress,
+        "tables": [c.to_dict() for c in counts],
+        "total_rows": sum(c.rows for c in counts),
+        "prisma_managed": managed,
+        "prisma_migration_head": head,
+        "files": files,
+        "total_bytes": sum(int(str(f["bytes"])) for f in files),
+    }
+    check = verify_backup(manifest, dump_dir, tools)
+    verified = time.monotonic()
+    manifest["verified"] = {"toc_entries": check["toc_entries"], "checksums": "match"}
+    manifest["durations"] = {"count_seconds": round(counted - started, 3),
+                             "dump_seconds": round(dump.seconds, 3),
+                             "checksum_seconds": round(hashed - dumped, 3),
+                             "verify_seconds": round(verified - hashed, 3),
+                             "total_seconds": round(verified - started, 3)}
+    return manifest
 
 
 @contextlib.contextmanager
@@ -220,106 +256,94 @@ def _disk_errors(out_dir: Path) -> Iterator[None]:
 
 
 def verify_backup(manifest: Mapping[str, Any], dump_dir: Path, tools: PgTools) -> dict[str, Any]:
-    """Refuse a damaged backup: every file present with its size and sha256, and a readable TOC."""
-    from rollback.adapters.pg_tools import sha256_file
+    """Refuse a damaged backup (see :func:`rollback.backups.verify_backup`)."""
+    from rollback.backups import verify_backup as verify
 
-    name = str(manifest.get("name", dump_dir.name))
-    if manifest.get("format") != MANIFEST_FORMAT:
-        raise UnsafePrecondition(f"backup {name}: not a rollback backup manifest (format "
-                                 f"{manifest.get('format')!r})", "nothing was touched; use another backup")
-    if not dump_dir.is_dir():
-        raise UnsafePrecondition(f"backup {name}: dump directory {dump_dir} is missing",
-                                 "nothing was touched; use another backup")
-    expected = {str(f["path"]): f for f in manifest.get("files", [])}
-    actual = {p.relative_to(dump_dir).as_posix() for p in dump_dir.rglob("*") if p.is_file()}
-    problems: list[str] = []
-    for missing in sorted(set(expected) - actual):
-        problems.append(f"{missing} is missing")
-    for extra in sorted(actual - set(expected)):
-        problems.append(f"{extra} is not in the manifest")
-    for rel in sorted(set(expected) & actual):
-        path = dump_dir / rel
-        if path.stat().st_size != int(expected[rel]["bytes"]):
-            problems.append(f"{rel} has {path.stat().st_size} bytes, the manifest says {expected[rel]['bytes']} "
-                            "(truncated?)")
-        elif sha256_file(path) != expected[rel]["sha256"]:
-            problems.append(f"{rel} checksum does not match")
-    if problems:
-        more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
-        raise UnsafePrecondition(f"backup {name} is damaged: {'; '.join(problems[:3])}{more}",
-                                 "nothing was touched; use another backup", problems=problems)
-    try:
-        toc = tools.list_archive(dump_dir)
-    except DatabaseError as exc:
-        raise UnsafePrecondition(f"backup {name} is damaged: {exc.message}",
-                                 "nothing was touched; use another backup") from exc
-    return {"backup": name, "files": len(expected), "toc_entries": len(toc), "ok": True}
+    return verify(manifest, dump_dir, tools)
 
 
-def resolve_backup(config: Config, ref: str) -> tuple[dict[str, Any], Path]:
-    """A backup given as a manifest path, a dump directory, a name in the backups dir, or ``latest``."""
-    backups_dir = config.backups_dir
-    if ref in ("latest", "latest-emergency"):
-        # "latest" skips emergency backups: a restore takes one, and restoring that
-        # one again by accident would undo nothing.
-        found = [b for b in list_backups(backups_dir) if "error" not in b
-                 and (b.get("kind") == "emergency") == (ref == "latest-emergency")]
-        if not found:
-            raise BadInput(f"no {'emergency ' if ref != 'latest' else ''}backups in {backups_dir}",
-                           "take one with 'rollback db backup'")
-        ref = str(found[0]["manifest_path"])
-    path = Path(ref).expanduser()
-    candidates = [path, backups_dir / ref] if not path.is_absolute() else [path]
-    for candidate in candidates:
-        manifest_path = candidate if candidate.name.endswith(MANIFEST_SUFFIX) else _manifest_path(candidate)
-        if manifest_path.is_file():
-            try:
-                manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
-            except (OSError, ValueError) as exc:
-                raise UnsafePrecondition(f"backup manifest {manifest_path} is unreadable: {exc}",
-                                         "nothing was touched; use another backup") from exc
-            dump_dir = manifest_path.parent / str(manifest.get("dump_dir") or
-                                                  manifest_path.name[: -len(MANIFEST_SUFFIX)])
-            return manifest, dump_dir
-    raise BadInput(f"no backup {ref!r} (looked for its manifest in {backups_dir})",
-                   "list backups with 'rollback db backups'")
+def resolve_backup(config: Config, ref: str, *, live: SourceIdentity | None = None) -> tuple[dict[str, Any], Path]:
+    """A backup given as a manifest path, a dump directory, a name in the backups dir, or ``latest``
+    (the newest backup of ``live`` when given)."""
+    from rollback.backups import resolve_backup as resolve
+
+    return resolve(config.backups_dir, ref, live=live)
 
 
-def list_backups(directory: Path) -> list[dict[str, Any]]:
-    """Backups in ``directory`` with their manifests, newest first."""
-    out: list[dict[str, Any]] = []
-    if not directory.is_dir():
-        return out
-    for path in directory.glob("*" + MANIFEST_SUFFIX):
-        try:
-            manifest = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            out.append({"name": path.name[: -len(MANIFEST_SUFFIX)], "manifest_path": str(path),
-                        "created_at": "", "error": "unreadable manifest"})
-            continue
-        dump_dir = path.parent / str(manifest.get("dump_dir", ""))
-        out.append({**manifest, "manifest_path": str(path), "path": str(dump_dir),
-                    "present": dump_dir.is_dir()})
-    out.sort(key=lambda m: (str(m.get("created_at", "")), str(m.get("name", ""))), reverse=True)
-    return out
+def list_backups(directory: Path, live: SourceIdentity | None = None) -> list[dict[str, Any]]:
+    """Backups in ``directory`` with their manifests, newest first (see :func:`rollback.backups.list_backups`)."""
+    from rollback.backups import list_backups as listing
+
+    return listing(directory, live)
 
 
 # -- plans ------------------------------------------------------------------------------------------------
 
-def plan_backup(config: Config, *, out: Path | None = None, jobs: int | None = None) -> Plan:
+def plan_backup(config: Config, *, out: Path | None = None, jobs: int | None = None, stage: bool = False,
+                kind: str = "manual") -> Plan:
+    """A verified backup; with ``stage``, also restored into a standby beside the live database
+    (and standbys beyond ``database.keep_standbys`` dropped once the new one is ready)."""
     target = database_target(config)
     directory = out or config.backups_dir
-    step = Step("backup", "db.backup", f"pg_dump (directory format, {jobs or default_jobs()} jobs) into {directory}",
-                target=f"database {target.dbname}", params={"out": str(directory), "jobs": jobs or default_jobs(),
-                                                            "kind": "manual"})
-    return Plan.of("db backup", config.env_name, [step])
+    jobs = jobs or default_jobs()
+    steps = [Step("backup", "db.backup", f"pg_dump (directory format, {jobs} jobs) into {directory}",
+                  target=f"database {target.dbname}", params={"out": str(directory), "jobs": jobs, "kind": kind})]
+    notes: list[str] = []
+    if stage:
+        steps += _stage_steps(config, jobs)
+        notes.append("the standby uses as much disk as the database; it refuses connections and is kept until "
+                     f"'rollback db prune' (the {config.env.database.keep_standbys} newest are kept)")
+    return Plan.of("db backup" + (" --stage" if stage else ""), config.env_name, steps, notes)
+
+
+def _stage_steps(config: Config, jobs: int, *, after: str = "backup") -> list[Step]:
+    """Restore the backup that step ``after`` takes into a new standby; drop the standbys that
+    then exceed ``database.keep_standbys``."""
+    from rollback.setaside import set_aside_name
+
+    db = open_database(config)
+    live = db.target.dbname
+    standby = set_aside_name(live, "standby", _db_stamp())
+    keep = config.env.database.keep_standbys
+    steps = [Step("stage", "db.stage", f"restore the new backup into standby {standby} ({jobs} jobs), check its row "
+                  "counts, close it to connections", target=standby,
+                  params={"database": standby, "like": live, "jobs": jobs, "backup_step": after})]
+    old = [d for d in _classified(db, config, keep_standbys=max(0, keep - 1)) if d["role"] == "standby"
+           and d["prunable"]]
+    steps += [Step(f"drop-standby-{n}", "db.drop_set_aside", f"drop older standby {d['database']} "
+                   f"(keeping the {keep} newest)", target=d["database"],
+                   params={"database": d["database"], "keep_standbys": max(0, keep - 1)}, destructive=True)
+              for n, d in enumerate(old, start=1)]
+    return steps
 
 
 def backup(config: Config, *, out: Path | None = None, jobs: int | None = None, journal: Journal | None = None,
-           progress: Progress | None = None) -> dict[str, Any]:
-    """Take a verified backup; returns its manifest (plus ``manifest_path``/``path``)."""
-    outcome = run(config, plan_backup(config, out=out, jobs=jobs), journal=journal, progress=progress)
-    return dict(outcome.result_of("backup"))
+           progress: Progress | None = None, stage: bool = False) -> dict[str, Any]:
+    """Take a verified backup (and stage it); returns its manifest (plus ``manifest_path``/``path``,
+    and ``standby`` when staged)."""
+    outcome = run(config, plan_backup(config, out=out, jobs=jobs, stage=stage), journal=journal, progress=progress)
+    result = dict(outcome.result_of("backup"))
+    if stage:
+        result["standby"] = outcome.result_of("stage")["database"]
+    return result
+
+
+def standbys(config: Config, *, connect_timeout: int = 3) -> dict[str, dict[str, Any]]:
+    """Backup name -> its fresh standby (``{"standby": name}``) or why none is usable (``reason``)."""
+    from rollback.adapters.postgres import Database
+    from rollback.backups import list_backups as listing
+    from rollback.standby import choose_standby
+
+    db = Database(database_target(config), connect_timeout=connect_timeout)
+    rows = db.databases_with_prefix("")
+    out: dict[str, dict[str, Any]] = {}
+    for item in listing(config.backups_dir):
+        if item.get("status") != "ok":
+            continue
+        choice = choose_standby(rows, db.target.dbname, item, db.database_facts)
+        if choice.staged or choice.reason:
+            out[str(item["name"])] = {"standby": choice.name, "reason": choice.reason}
+    return out
 
 
 def _emergency_step(reason: str | None, config: Config, jobs: int) -> Step:
@@ -333,31 +357,68 @@ def _emergency_step(reason: str | None, config: Config, jobs: int) -> Step:
                 params={"out": str(config.backups_dir), "jobs": jobs, "kind": "emergency"})
 
 
-def plan_restore(config: Config, backup_ref: str, *, swap: bool = False, in_place: bool = False,
-                 skip_emergency_reason: str | None = None, jobs: int | None = None) -> Plan:
-    """Plan a restore of ``backup_ref``: verify, rights, emergency backup, restore beside, counts, swap."""
-    from rollback.adapters.postgres import set_aside_name
+def plan_restore(config: Config, backup_ref: str | None, *, swap: bool = False, in_place: bool = False,
+                 skip_emergency_reason: str | None = None, jobs: int | None = None,
+                 from_other_database: bool = False, before_migration: str | None = None) -> Plan:
+    """Plan a restore of ``backup_ref``: verify, rights, emergency backup, restore beside, counts, swap.
+
+    The backup must have been taken from this environment's database (``latest``
+    is the newest such backup); another database's backup is refused unless
+    ``from_other_database``.
+    """
+    from rollback.backups import check_source, source_of
+    from rollback.setaside import set_aside_name
 
     if swap and in_place:
         raise BadInput("--swap and --in-place exclude each other", "--swap restores beside, then swaps")
-    target = database_target(config)
-    manifest, dump_dir = resolve_backup(config, backup_ref)
-    live = target.dbname
+    db = open_database(config)
+    live = db.target.dbname
+    identity = live_identity(db)
+    if bool(backup_ref) == bool(before_migration):
+        raise BadInput("give a BACKUP or --before-migration NAME (one of them)",
+                       "rollback db restore latest --swap, or rollback db restore --before-migration NAME --swap")
+    if before_migration:
+        backup_ref = _backup_before_migration(config, identity, before_migration)
+    assert backup_ref is not None
+    manifest, dump_dir = resolve_backup(config, backup_ref, live=identity)
+    other = check_source(manifest, identity, allow_other=from_other_database)
     jobs = jobs or default_jobs()
     stamp = _db_stamp()
     restored = set_aside_name(live, "restore", stamp)
     aside = set_aside_name(live, "replaced", stamp)
     name = str(manifest.get("name", dump_dir.name))
-    common = {"manifest": manifest.get("_path") or str(_manifest_path(dump_dir)), "dump_dir": str(dump_dir)}
+    source = source_of(manifest)
+    common = {"manifest": str(_manifest_path(dump_dir)), "dump_dir": str(dump_dir)}
+    choice = None if in_place else _standby_for(db, manifest)
+    staged = choice is not None and choice.staged
+    if staged:
+        assert choice is not None and choice.name is not None
+        first = Step("check-standby", "db.check_standby",
+                     f"check standby {choice.name} of backup {name} (database {source.describe()}) is still fresh",
+                     params={**common, "standby": choice.name, "live": identity.to_dict(),
+                             "from_other_database": from_other_database})
+    else:
+        first = Step("verify-backup", "db.verify_backup",
+                     f"verify backup {name} of database {source.describe()} (checksums, pg_restore --list)",
+                     params={**common, "live": identity.to_dict(), "from_other_database": from_other_database})
     steps = [
-        Step("verify-backup", "db.verify_backup", f"verify backup {name} (checksums, pg_restore --list)",
-             params=common),
+        first,
         Step("check-rights", "db.check_rights", f"check the role's rights on {live}",
              params={"live": live, "restored": None if in_place else restored, "swap": swap,
                      "in_place": in_place}),
-        _emergency_step(skip_emergency_reason, config, jobs),
     ]
-    notes: list[str] = []
+    emergency = _emergency_step(skip_emergency_reason, config, jobs)
+    if not staged:
+        steps.append(emergency)
+    notes: list[str] = [f"backup {name} was taken at {manifest.get('created_at')} from database "
+                        f"{source.describe()}"]
+    if other:
+        notes.append(other)
+    if staged and choice is not None:
+        notes.append(f"backup {name} is staged: the restore clones standby {choice.name} (a file copy; the "
+                     "standby is kept for a second attempt)")
+    elif choice is not None and choice.reason:
+        notes.append(f"{choice.reason}; restoring from the dump instead")
     if in_place:
         steps += [
             Step("restore", "db.restore_in_place",
@@ -367,13 +428,22 @@ def plan_restore(config: Config, backup_ref: str, *, swap: bool = False, in_plac
                  params={**common, "database": live, "in_place": True}),
         ]
     else:
+        if staged and choice is not None:
+            restore = Step("restore", "db.clone_standby", f"clone standby {choice.name} into a new database "
+                           "(CREATE DATABASE ... TEMPLATE, file copy)", target=restored,
+                           params={**common, "database": restored, "standby": choice.name, "like": live})
+        else:
+            restore = Step("restore", "db.restore_beside", f"restore {name} into a new database ({jobs} jobs)",
+                           target=restored, params={**common, "database": restored, "jobs": jobs, "like": live})
         steps += [
-            Step("restore", "db.restore_beside", f"restore {name} into a new database ({jobs} jobs)",
-                 target=restored, params={**common, "database": restored, "jobs": jobs,
-                                                        "like": live}),
+            restore,
             Step("check-counts", "db.check_counts", f"check row counts of {restored} against the manifest",
                  params={**common, "database": restored}),
         ]
+        if staged:
+            # After the clone, right before the swap: the clone's checkpoint then does not have to write
+            # the pages the backup's reads dirtied (hint bits), and the backup is as recent as it can be.
+            steps.append(emergency)
         if swap:
             steps.append(Step("swap", "db.swap", f"swap: {live} -> {aside} (kept), {restored} -> {live}",
                               target=live, params={"restored": restored, "aside": aside},
@@ -381,25 +451,45 @@ def plan_restore(config: Config, backup_ref: str, *, swap: bool = False, in_plac
         else:
             notes.append(f"the restored database stays beside the live one; swap with: "
                          f"rollback db swap {restored} --yes")
-    if manifest.get("database") and manifest.get("database") != live:
-        notes.append(f"this backup was taken from database {manifest.get('database')}, not {live}")
     notes.append("the live database is never dropped: a swap keeps it as <name>_replaced_<time> "
                  "(remove later with 'rollback db prune')")
     return Plan.of(f"db restore {name}" + (" --swap" if swap else "") + (" --in-place" if in_place else ""),
                    config.env_name, steps, notes)
 
 
-def plan_swap(config: Config, restored: str) -> Plan:
-    from rollback.adapters.postgres import set_aside_name
+def _backup_before_migration(config: Config, identity: SourceIdentity, migration: str) -> str:
+    """The manifest path of the newest backup of this database that 'db guard' took before ``migration``."""
+    from rollback.commands.db_guard import backups_before_migration
 
-    live = database_target(config).dbname
+    found = backups_before_migration([b for b in list_backups(config.backups_dir, identity)
+                                      if b.get("this_database")], migration)
+    if not found:
+        raise BadInput(f"no backup of this database was taken by 'rollback db guard' before migration {migration}",
+                       "list backups with 'rollback db backups --json' (their 'guard' field names the migrations)")
+    return str(found[0]["manifest_path"])
+
+
+def _standby_for(db: Database, manifest: Mapping[str, Any]) -> StandbyChoice:
+    from rollback.standby import choose_standby
+
+    return choose_standby(db.databases_with_prefix(""), db.target.dbname, manifest, db.database_facts)
+
+
+def plan_swap(config: Config, restored: str) -> Plan:
+    from rollback.setaside import parse_set_aside_name, set_aside_name
+
+    db = open_database(config)
+    live = db.target.dbname
     if restored == live:
         raise BadInput(f"{restored} is the live database", "name the restored database to swap in")
-    if not restored.startswith(f"{live}_restore_"):
+    parsed = parse_set_aside_name(restored, live)
+    if parsed is None or parsed[0] != "restore":
         # Only a copy that 'rollback db restore' made (and count-checked) may take the live name.
-        raise BadInput(f"{restored} was not restored by rollback (its name does not start with {live}_restore_)",
+        raise BadInput(f"{restored} was not restored by rollback (its name is not {live}_restore_<YYYYmmddHHMMSS>)",
                        "swap in a database listed by 'rollback db prune --dry-run', or run "
                        "'rollback db restore BACKUP --swap'")
+    if not db.exists(restored):
+        raise BadInput(f"no database {restored}", "list the restored copies with 'rollback db prune --dry-run'")
     aside = set_aside_name(live, "replaced", _db_stamp())
     return Plan.of(f"db swap {restored}", config.env_name, [
         Step("check-rights", "db.check_rights", f"check the role's rights on {live}",
@@ -409,24 +499,71 @@ def plan_swap(config: Config, restored: str) -> Plan:
     ], ["the replaced database is kept; remove it later with 'rollback db prune'"])
 
 
-def set_aside_databases(config: Config) -> list[dict[str, Any]]:
-    db = open_database(config)
-    live = db.target.dbname
-    out = []
-    for kind in ("replaced", "restore"):
-        for name, size in db.databases_like(f"{live}_{kind}_"):
-            out.append({"database": name, "kind": "replaced by a swap" if kind == "replaced" else
-                        "restored, never swapped in", "bytes": size})
+COPY_ACTIONS = ("db.restore_beside", "db.clone_standby", "db.stage")  # the steps that create a database
+
+
+def _journaled_copies(config: Config) -> dict[str, str]:
+    """Databases that journaled runs planned to create beside the live one: name -> run id.
+
+    A copy is marked right after ``CREATE DATABASE``; a kill between the two leaves it
+    unmarked, and the journal is then the proof that rollback made it.
+    """
+    from rollback.journal import list_runs
+
+    out: dict[str, str] = {}
+    with contextlib.suppress(OSError):
+        for run in list_runs(config.journal_dir):
+            for entry in run.entries:
+                if entry.get("event") != "step_planned" or not isinstance(entry.get("steps"), list):
+                    continue
+                for step in entry["steps"]:
+                    params = step.get("params") if isinstance(step, dict) else None
+                    if isinstance(params, dict) and step.get("action") in COPY_ACTIONS \
+                            and isinstance(params.get("database"), str):
+                        out.setdefault(params["database"], run.run_id)
     return out
 
 
-def plan_prune(config: Config) -> Plan:
-    found = set_aside_databases(config)
+def set_aside_databases(config: Config) -> list[dict[str, Any]]:
+    """Databases beside the live one that rollback set aside (``prunable``), and look-alikes it did not
+    make or must keep (``prunable`` false, with the reason)."""
+    return _classified(open_database(config), config)
+
+
+def _classified(db: Database, config: Config, *, keep_standbys: int | None = None) -> list[dict[str, Any]]:
+    from rollback.setaside import classify_set_aside
+
+    live = db.target.dbname
+    rows = db.databases_with_prefix("")
+    keep = config.env.database.keep_standbys if keep_standbys is None else keep_standbys
+    return classify_set_aside(rows, live, live_exists=any(r["name"] == live for r in rows),
+                              journaled=_journaled_copies(config), keep_standbys=keep)
+
+
+def plan_prune(config: Config, *, keep_standbys: int | None = None) -> Plan:
+    """Drop the databases rollback set aside (standbys beyond the ``keep_standbys`` newest, default
+    ``database.keep_standbys``) and remove interrupted backups of this database."""
+    from rollback.backups import incomplete_backups
+
+    db = open_database(config)
+    keep = config.env.database.keep_standbys if keep_standbys is None else keep_standbys
+    found = _classified(db, config, keep_standbys=keep)
+    live = db.target.dbname
     steps = [Step(f"drop-{n}", "db.drop_set_aside", f"drop {d['database']} ({d['kind']}, {d['bytes']} bytes)",
-                  target=d["database"], params={"database": d["database"]}, destructive=True)
-             for n, d in enumerate(found, start=1)]
-    return Plan.of("db prune", config.env_name, steps,
-                   [] if steps else ["nothing to prune: no databases set aside by earlier swaps"])
+                  target=d["database"], params={"database": d["database"], "evidence": d["evidence"],
+                                                "keep_standbys": keep},
+                  destructive=True)
+             for n, d in enumerate((d for d in found if d["prunable"]), start=1)]
+    incomplete = [b for b in incomplete_backups(config.backups_dir, live) if not b["in_progress"]]
+    steps += [Step(f"remove-{n}", "db.remove_incomplete_backup",
+                   f"remove incomplete backup {b['name']} (no manifest: interrupted; {b['bytes']} bytes)",
+                   target=b["path"], params={"directory": str(config.backups_dir), "name": b["name"]},
+                   destructive=True)
+              for n, b in enumerate(incomplete, start=1)]
+    notes = [f"kept {d['database']}: {d['reason']}" for d in found if not d["prunable"]]
+    if not steps:
+        notes.append("nothing to prune: no databases set aside by earlier restores or swaps, no interrupted backups")
+    return Plan.of("db prune", config.env_name, steps, notes)
 
 
 def migrations_dir(config: Config) -> Path:
@@ -547,6 +684,23 @@ def restore_archive(db: Database, tools: PgTools, dbname: str, dump_dir: Path, m
             "split_tables": [f"{schema}.{table}" for schema, table, *_ in big]}
 
 
+def compare_counts(db: Database, name: str, manifest: Mapping[str, Any]) -> tuple[list[TableCount], list[str]]:
+    """Exact row counts of database ``name`` against the manifest: ``(counts, mismatches)``."""
+    from rollback.adapters.postgres import db_errors
+
+    expected = {(str(t["schema"]), str(t["name"])): int(t["rows"]) for t in manifest["tables"]}
+    with db.connect(name) as conn, db_errors(f"checking the row counts of {name}"):
+        present = {(str(s), str(t)) for s, t in conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'r'").fetchall()}
+        missing = sorted(set(expected) - present)
+        counts = db.table_counts(conn=conn, tables=sorted(set(expected) & present))
+    mismatches = [f"{c.key}: {c.rows} rows, backup had {expected[(c.schema, c.name)]}" for c in counts
+                  if c.rows != expected[(c.schema, c.name)]]
+    mismatches += [f"{'.'.join(m)}: missing" for m in missing]
+    return counts, mismatches
+
+
 # -- handlers -------------------------------------------------------------------------------------------------
 
 @dataclass
@@ -558,6 +712,7 @@ class DbHandlers:
     on_restore_start: Callable[[Any], None] | None = None  # test seam: receives the pg_restore process
     lock_timeout: float = 10.0
     split_min_rows: int = SPLIT_MIN_ROWS
+    guard_stdout_to_stderr: bool = False  # 'db guard --json': the guarded command's output goes to stderr
     _db: Database | None = field(default=None, init=False)
     _tools: PgTools | None = field(default=None, init=False)
 
@@ -584,6 +739,17 @@ class DbHandlers:
             "db.check_counts": handler(self.check_counts, self.check_check_counts),
             "db.swap": handler(self.swap, self.check_swap),
             "db.drop_set_aside": handler(self.drop_set_aside, self.check_drop_set_aside),
+            "db.remove_incomplete_backup": handler(self.remove_incomplete_backup,
+                                                   self.check_remove_incomplete_backup),
+            "db.stage": handler(self.stage, self.check_stage),
+            "db.check_standby": read_only(self.check_standby),
+            "db.clone_standby": handler(self.clone_standby, self.check_clone_standby),
+            "db.salvage_compare": read_only(self.salvage_compare),
+            "db.salvage_apply": handler(self.salvage_apply, self.check_salvage_apply),
+            "db.guard_migrations": handler(self.guard_migrations, self.check_guard_migrations),
+            "db.guard_run": handler(self.guard_run, self.check_guard_run),
+            "db.guard_record": handler(self.guard_record, self.check_guard_record),
+            "db.guard_outcome": read_only(self.guard_outcome),
             "db.resolve": handler(self.resolve, self.check_resolve),
             "db.check_migration": read_only(self.check_migration),
             "db.down": handler(self.down, self.check_down),
@@ -623,14 +789,32 @@ class DbHandlers:
         return {"skipped": True, "reason": step.params["reason"]}
 
     def _manifest(self, step: Step) -> tuple[dict[str, Any], Path]:
-        path = Path(str(step.params["manifest"]))
-        return json.loads(path.read_text(encoding="utf-8")), Path(str(step.params["dump_dir"]))
+        from rollback.backups import load_manifest
+
+        return load_manifest(Path(str(step.params["manifest"]))), Path(str(step.params["dump_dir"]))
 
     def verify_backup(self, step: Step, ctx: StepContext) -> Check:
+        from rollback.backups import check_source, source_of
+
         manifest, dump_dir = self._manifest(step)
+        note = check_source(manifest, live_identity(self.db),
+                            allow_other=bool(step.params.get("from_other_database")))
         found = verify_backup(manifest, dump_dir, self.tools)
-        return Check(False, found, f"backup {found['backup']} verified: {found['files']} files, "
-                                   f"{found['toc_entries']} TOC entries")
+        return Check(False, {**found, "source": source_of(manifest).to_dict(), **({"note": note} if note else {})},
+                     f"backup {found['backup']} verified: {found['files']} files, {found['toc_entries']} TOC entries")
+
+    def _mark(self, ctx: StepContext, role: str, name: str, **details: Any) -> str:
+        from rollback.setaside import Mark
+
+        return Mark(role, ctx.run_id or "unjournaled", self.db.target.dbname, name, details=details).to_comment()
+
+    def _is_marked(self, name: str, role: str, **expected: Any) -> bool:
+        """``name`` carries rollback's mark for ``role`` (and the ``expected`` details)."""
+        from rollback.setaside import Mark
+
+        mark = Mark.from_comment(self.db.comment(name))
+        return mark is not None and mark.role == role and mark.is_mark_of(name, self.db.target.dbname) \
+            and all(mark.get(k) == v for k, v in expected.items())
 
     def check_rights(self, step: Step, ctx: StepContext) -> Check:
         return Check(False, self._rights(step, ctx), "the role's rights are sufficient")
@@ -687,7 +871,8 @@ class DbHandlers:
             # This plan's own copy (its name is unique to the plan), half restored when the run stopped.
             ctx.note(f"dropping the partial copy {name} left by the stopped run")
             db.drop_database(name)
-        db.create_database_like(name, str(step.params["like"]))
+        db.create_database_like(name, str(step.params["like"]),
+                                comment=self._mark(ctx, "restore", name, backup=manifest["name"], counts=None))
         try:
             rights = db.rights()
             loaded = restore_archive(db, self.tools, name, dump_dir, manifest, jobs=int(step.params["jobs"]),
@@ -735,25 +920,14 @@ class DbHandlers:
         would = f"compare row counts of {len(manifest.get('tables', []))} tables in {name}"
         earlier = ctx.earlier.get(step.id)
         if earlier is not None and (step.params.get("in_place") or (
-                self.db.exists(name) and (self.db.comment(name) or "").startswith(COUNTS_MATCH_MARK))):
+                self.db.exists(name) and self._is_marked(name, "restore", counts="match"))):
             return Check(True, dict(earlier), would)
         return Check(False, {}, would)
 
     def check_counts(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         name = str(step.params["database"])
         manifest, _ = self._manifest(step)
-        from rollback.adapters.postgres import db_errors
-
-        expected = {(str(t["schema"]), str(t["name"])): int(t["rows"]) for t in manifest.get("tables", [])}
-        with self.db.connect(name) as conn, db_errors(f"checking the row counts of {name}"):
-            present = {(str(s), str(t)) for s, t in conn.execute(
-                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE c.relkind = 'r'").fetchall()}
-            missing = sorted(set(expected) - present)
-            counts = self.db.table_counts(conn=conn, tables=sorted(set(expected) & present))
-        mismatches = [f"{c.key}: {c.rows} rows, backup had {expected[(c.schema, c.name)]}" for c in counts
-                      if c.rows != expected[(c.schema, c.name)]]
-        mismatches += [f"{'.'.join(m)}: missing" for m in missing]
+        counts, mismatches = compare_counts(self.db, name, manifest)
         if mismatches:
             if step.params.get("in_place"):
                 emergency = ctx.results.get(step.sibling("emergency-backup")) or {}
@@ -768,45 +942,229 @@ class DbHandlers:
                 f"row counts of {name} do not match the backup: {'; '.join(mismatches[:3])}"
                 + (f" (+{len(mismatches) - 3} more)" if len(mismatches) > 3 else ""), hint, checks=mismatches)
         if not step.params.get("in_place"):
-            self.db.set_comment(name, f"{COUNTS_MATCH_MARK}{manifest.get('name', '')}")
+            self.db.set_comment(name, self._mark(ctx, "restore", name, backup=manifest["name"], counts="match",
+                                                 **({"standby": step.params["standby"]}
+                                                    if step.params.get("standby") else {})))
         return {"database": name, "tables": len(counts), "rows": sum(c.rows for c in counts), "match": True}
+
+    # staged standbys
+    def check_stage(self, step: Step, ctx: StepContext) -> Check:
+        name = str(step.params["database"])
+        would = f"restore the new backup into {name}, check its row counts, refuse connections to it"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None and self._is_marked(name, "standby", counts="match"):
+            return Check(True, dict(earlier), would)
+        return Check(False, {}, would)
+
+    def stage(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        """Restore the backup just taken into a standby, check its counts, close it, mark it complete."""
+        from rollback.backups import load_manifest
+        from rollback.standby import standby_details
+
+        name = str(step.params["database"])
+        taken = ctx.results[step.sibling(str(step.params.get("backup_step", "backup")))]
+        manifest_path = Path(str(taken["manifest_path"]))
+        manifest = load_manifest(manifest_path)
+        dump_dir = manifest_path.parent / str(manifest["dump_dir"])
+        db = self.db
+        started = time.monotonic()
+        if ctx.resuming and db.exists(name):  # this plan's own standby, half made when the run stopped
+            ctx.note(f"dropping the partial standby {name} left by the stopped run")
+            db.drop_database(name)
+        db.create_database_like(name, str(step.params["like"]),
+                                comment=self._mark(ctx, "standby", name, backup=manifest["name"], counts=None))
+        try:
+            loaded = restore_archive(db, self.tools, name, dump_dir, manifest, jobs=int(step.params["jobs"]),
+                                     no_owner=not db.rights().superuser, progress=ctx.progress,
+                                     on_start=self.on_restore_start, split_min_rows=self.split_min_rows)
+            counts, mismatches = compare_counts(db, name, manifest)
+            if mismatches:
+                raise ChecksFailed(f"row counts of standby {name} do not match the backup: "
+                                   f"{'; '.join(mismatches[:3])}", "the backup itself is kept; stage it again "
+                                   "with 'rollback db backup --stage'", checks=mismatches)
+            db.set_allow_connections(name, False)
+            db.end_sessions(name)
+            facts = db.database_facts(name) or {}
+            db.set_comment(name, self._mark(ctx, "standby", name,
+                                            **standby_details(manifest, int(facts.get("bytes") or 0))))
+        except BaseException as exc:
+            dropped = False
+            with contextlib.suppress(DatabaseError):
+                db.drop_database(name)
+                dropped = True
+            if isinstance(exc, DatabaseError):
+                raise DatabaseError(f"{exc.message}; the standby {name} was "
+                                    f"{'dropped' if dropped else 'left (remove it with rollback db prune)'}; the "
+                                    f"backup {manifest['name']} itself is complete", exc.hint) from exc
+            raise
+        ctx.note(f"backup {manifest['name']} staged as {name} ({len(counts)} tables checked)")
+        return {"database": name, "backup": manifest["name"], "seconds": round(time.monotonic() - started, 3),
+                "bytes": facts.get("bytes"), **loaded}
+
+    def check_standby(self, step: Step, ctx: StepContext) -> Check:
+        """The standby chosen at planning time is still fresh (and the backup is of this database)."""
+        from rollback.backups import check_source, source_of
+
+        manifest, _ = self._manifest(step)
+        note = check_source(manifest, live_identity(self.db), allow_other=bool(step.params.get("from_other_database")))
+        name = str(step.params["standby"])
+        choice = _standby_for(self.db, manifest)
+        if choice.name != name:
+            why = choice.reason or f"standby {name} is gone"
+            raise UnsafePrecondition(f"the standby chosen when planning is no longer usable: {why}",
+                                     f"nothing was changed; plan again: rollback db restore {manifest['name']}")
+        return Check(False, {"standby": name, "backup": manifest["name"], "source": source_of(manifest).to_dict(),
+                             **({"note": note} if note else {})}, f"standby {name} is fresh")
+
+    def check_clone_standby(self, step: Step, ctx: StepContext) -> Check:
+        name, standby = str(step.params["database"]), str(step.params["standby"])
+        would = f"CREATE DATABASE {name} TEMPLATE {standby} STRATEGY FILE_COPY"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None and self.db.exists(name):
+            return Check(True, dict(earlier), would)
+        return Check(False, {}, would)
+
+    def clone_standby(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        """Create the restored copy as a file copy of the standby (which is kept)."""
+        name, standby = str(step.params["database"]), str(step.params["standby"])
+        manifest, _ = self._manifest(step)
+        if ctx.resuming and self.db.exists(name):
+            self.db.drop_database(name)
+        started = time.monotonic()
+        self.db.create_database_like(name, str(step.params["like"]), template=standby,
+                                     comment=self._mark(ctx, "restore", name, backup=manifest["name"], counts=None,
+                                                        standby=standby))
+        return {"database": name, "standby": standby, "seconds": round(time.monotonic() - started, 3),
+                "pg_restore_seconds": 0.0, "split_tables": []}
 
     def check_swap(self, step: Step, ctx: StepContext) -> Check:
         restored, aside = str(step.params["restored"]), str(step.params["aside"])
         live = self.db.target.dbname
-        would = f"rename {live} -> {aside}, {restored} -> {live}"
-        if self.db.exists(aside) and not self.db.exists(restored):  # swapped: the copy has the live name
+        would = f"rename {live} -> {aside}, {restored} -> {live} (one transaction)"
+        # Swapped already (resumed after the COMMIT): the copy has the live name, the old one is marked aside.
+        if not self.db.exists(restored) and self.db.exists(aside) \
+                and self._is_marked(aside, "replaced", replaced_by=restored):
             return Check(True, {"live": live, "restored": restored, "set_aside": aside, "downtime_seconds": 0.0,
                                 "terminated_sessions": 0}, would)
         # In a dry run of 'restore --swap' the copy does not exist yet: its check-counts step only said
         # what it would do.
         pending = "would" in (ctx.results.get(step.sibling("check-counts")) or {})
-        if not pending and not (self.db.comment(restored) or "").startswith(COUNTS_MATCH_MARK):
+        if not pending and not self._is_marked(restored, "restore", counts="match"):
             raise UnsafePrecondition(f"the row counts of {restored} were not checked against its backup, or did "
                                      "not match", "nothing was changed; restore again with 'rollback db restore "
                                      "BACKUP --swap'")
         return Check(False, {}, would)
 
     def swap(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        from rollback.setaside import Mark
+        from rollback.units import format_duration
+
         restored, aside = str(step.params["restored"]), str(step.params["aside"])
-        result = self.db.swap(restored, aside)
-        ctx.note(f"swapped in {restored}; downtime {result.downtime_seconds * 1000:.0f} ms; "
+        mark = Mark.from_comment(self.db.comment(restored))
+        backup_name = mark.get("backup") if mark else None
+        result = self.db.swap(restored, aside, aside_comment=self._mark(ctx, "replaced", aside, replaced_by=restored,
+                                                                         backup=backup_name))
+        ctx.note(f"swapped in {restored}; downtime {format_duration(result.downtime_seconds)}; "
                  f"previous database kept as {aside}", downtime_seconds=result.downtime_seconds)
         return result.to_dict()
 
     def check_drop_set_aside(self, step: Step, ctx: StepContext) -> Check:
         name = str(step.params["database"])
-        live = self.db.target.dbname
-        if not (name.startswith(f"{live}_replaced_") or name.startswith(f"{live}_restore_")):
-            raise UnsafePrecondition(f"{name} was not set aside by rollback", "nothing was dropped")
         if not self.db.exists(name):
             return Check(True, {"dropped": name}, f"drop {name}")
-        return Check(False, {}, f"drop {name}")
+        keep = step.params.get("keep_standbys")
+        found = next((d for d in _classified(self.db, self.config, keep_standbys=None if keep is None else int(keep))
+                      if d["database"] == name), None)
+        if found is None or not found["prunable"]:
+            why = found["reason"] if found else "no such database beside the live one"
+            raise UnsafePrecondition(f"{name} was not set aside by rollback, or must be kept: {why}",
+                                     "nothing was dropped")
+        return Check(False, {"evidence": found["evidence"]}, f"drop {name}")
 
     def drop_set_aside(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         name = str(step.params["database"])
+        found = dict(ctx.checked.result) if ctx.checked is not None else {}
         self.db.drop_database(name)
-        return {"dropped": name}
+        return {"dropped": name, "evidence": found.get("evidence")}
+
+    def check_remove_incomplete_backup(self, step: Step, ctx: StepContext) -> Check:
+        from rollback.backups import incomplete_backups
+
+        directory, name = Path(str(step.params["directory"])), str(step.params["name"])
+        would = f"remove the interrupted backup {directory / name}"
+        found = next((b for b in incomplete_backups(directory, self.db.target.dbname) if b["name"] == name), None)
+        if found is None and not (directory / name).exists():
+            return Check(True, {"removed": str(directory / name)}, would)
+        if found is None or found["in_progress"]:
+            raise UnsafePrecondition(f"{name} is not an interrupted backup of {self.db.target.dbname} (complete, "
+                                     "or still being written)", "nothing was removed")
+        return Check(False, {}, would)
+
+    def remove_incomplete_backup(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        from rollback.backups import remove_incomplete
+
+        directory, name = Path(str(step.params["directory"])), str(step.params["name"])
+        with _disk_errors(directory):
+            return remove_incomplete(directory, name)
+
+    # salvage
+    def salvage_compare(self, step: Step, ctx: StepContext) -> Check:
+        """Read-only: what the kept copy holds that the live database does not (keys and counts)."""
+        report = salvage_report(self.db, str(step.params["kept"]), step.params.get("tables"))
+        return Check(False, report, f"{report['summary']['only_in_kept']} row(s) only in {report['kept']}, "
+                                    f"{report['summary']['differ']} differ")
+
+    def check_salvage_apply(self, step: Step, ctx: StepContext) -> Check:
+        kept = str(step.params["kept"])
+        earlier = ctx.earlier.get(step.id)
+        would = (f"copy the rows only in {kept} into {self.db.target.dbname} in one transaction, parents first, "
+                 "skipping (and naming) rows that violate a constraint")
+        if earlier is not None:  # one transaction: it happened whole
+            return Check(True, dict(earlier), would)
+        return Check(False, {}, would)
+
+    def salvage_apply(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        """Copy the rows only in the kept copy into the live database, in one transaction."""
+        return salvage_report(self.db, str(step.params["kept"]), step.params.get("tables"), apply=True)
+
+    # guard (see rollback.commands.db_guard)
+    def check_guard_migrations(self, step: Step, ctx: StepContext) -> Check:
+        from rollback.commands.db_guard import migrations_step
+
+        if step.id in ctx.earlier:  # resumed: the state before the command is the one read then
+            return Check(True, dict(ctx.earlier[step.id]), "read _prisma_migrations")
+        return Check(False, migrations_step(self, step, ctx), "read _prisma_migrations")
+
+    def guard_migrations(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        return dict(ctx.checked.result) if ctx.checked is not None else {}
+
+    def check_guard_run(self, step: Step, ctx: StepContext) -> Check:
+        from rollback.redact import redact_text
+
+        would = f"run {redact_text(' '.join(str(c) for c in step.params['command']))}"
+        earlier = ctx.earlier.get(step.id)
+        # Resumed after the command ran: never run a migration twice.
+        return Check(True, dict(earlier), would) if earlier is not None else Check(False, {}, would)
+
+    def guard_run(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        from rollback.commands.db_guard import run_step
+
+        return run_step(self, step, ctx)
+
+    def check_guard_record(self, step: Step, ctx: StepContext) -> Check:
+        would = "compare _prisma_migrations with its state before the command and record the difference"
+        earlier = ctx.earlier.get(step.id)
+        return Check(True, dict(earlier), would) if earlier is not None else Check(False, {}, would)
+
+    def guard_record(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        from rollback.commands.db_guard import record_step
+
+        return record_step(self, step, ctx)
+
+    def guard_outcome(self, step: Step, ctx: StepContext) -> Check:
+        from rollback.commands.db_guard import outcome_step
+
+        return outcome_step(self, step, ctx)
 
     # migrations
     def check_resolve(self, step: Step, ctx: StepContext) -> Check:
@@ -940,6 +1298,97 @@ class DbHandlers:
         return inst.to_dict()
 
 
+# -- salvage --------------------------------------------------------------------------------------------------
+
+def salvage_target(db: Database, kept: str | None) -> tuple[str, dict[str, Any]]:
+    """The kept copy to salvage from: ``kept``, or the newest copy a swap set aside; refused unless
+    rollback's swap made it from THIS database (its mark says so)."""
+    from rollback.setaside import Mark, parse_set_aside_name
+
+    live = db.target.dbname
+    rows = {str(r["name"]): r for r in db.databases_with_prefix("")}
+    if kept is None:
+        candidates = sorted((n for n in rows if (parse_set_aside_name(n, live) or ("",))[0] == "replaced"),
+                            reverse=True)
+        marked = [n for n in candidates if (m := Mark.from_comment(rows[n]["comment"])) and m.is_mark_of(n, live)]
+        if not marked:
+            raise BadInput(f"no copy of {live} set aside by a swap ({live}_replaced_<time>)",
+                           "name one: rollback db salvage NAME")
+        kept = marked[0]
+    if kept not in rows:
+        raise BadInput(f"no database {kept}", "list the set-aside copies with 'rollback db prune --dry-run'")
+    parsed = parse_set_aside_name(kept, live)
+    mark = Mark.from_comment(rows[kept]["comment"])
+    if parsed is None or parsed[0] != "replaced" or mark is None or not mark.is_mark_of(kept, live):
+        raise UnsafePrecondition(
+            f"{kept} is not a copy of {live} that 'rollback db restore --swap' set aside (its name or its rollback "
+            "mark does not say so)", "nothing was read or changed; salvage only from this database's "
+            f"{live}_replaced_<time> copies")
+    if not rows[kept]["allows_connections"]:
+        raise UnsafePrecondition(f"{kept} refuses connections", f"ALTER DATABASE \"{kept}\" ALLOW_CONNECTIONS true "
+                                 "(as its owner), then run it again")
+    return kept, {"run": mark.run, "at": mark.at, "backup": mark.get("backup")}
+
+
+def salvage_report(db: Database, kept: str, tables: Any = None, *, apply: bool = False) -> dict[str, Any]:
+    """Compare (and with ``apply`` copy, in one transaction) the kept copy against the live database."""
+    from rollback.adapters.postgres import db_errors
+    from rollback.adapters.salvage import compare, copy_missing, summary
+
+    live_name = db.target.dbname
+    wanted = [str(t) for t in tables] if tables else None
+    with db.connect(kept, autocommit=False) as old, db.connect(autocommit=False) as new, \
+            db_errors(f"comparing {kept} with {live_name}", "nothing was changed" if apply else None):
+        old.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        diffs = compare(old, new, wanted)
+        if wanted is not None:
+            found = {d.name for d in diffs} | {f"{d.schema}.{d.name}" for d in diffs}
+            unknown = sorted(set(wanted) - found)
+            if unknown:
+                raise BadInput(f"no table {', '.join(unknown)} in {kept} or {live_name}",
+                               "name tables as Table or schema.Table")
+        if apply:
+            copy_missing(old, new, diffs)
+            new.commit()
+        else:
+            new.rollback()
+    return {"kept": kept, "live": live_name, "applied": apply, "summary": dict(summary(diffs)),
+            "tables": [d.to_dict() for d in diffs]}
+
+
+def plan_salvage(config: Config, kept: str | None = None, *, tables: list[str] | None = None,
+                 skip_emergency_reason: str | None = None, jobs: int | None = None) -> Plan:
+    """Compare, emergency backup, copy the rows only in the kept copy (one transaction)."""
+    db = open_database(config)
+    name, mark = salvage_target(db, kept)
+    live = db.target.dbname
+    params: dict[str, Any] = {"kept": name, "tables": tables}
+    return Plan.of(f"db salvage {name}", config.env_name, [
+        Step("compare", "db.salvage_compare", f"compare {name} with {live} by primary key, parents first",
+             params=params),
+        _emergency_step(skip_emergency_reason, config, jobs or default_jobs()),
+        Step("apply", "db.salvage_apply", f"copy the rows only in {name} into {live} (one transaction; rows that "
+             "violate a constraint are skipped and named; rows that differ are never overwritten)", target=live,
+             params=params, destructive=True),
+    ], [f"{name} was set aside by run {mark['run']}" + (f" (swapping in backup {mark['backup']})"
+                                                          if mark.get("backup") else ""),
+        "row contents are never printed: keys and counts only"])
+
+
+def salvage(config: Config, kept: str | None = None, *, tables: list[str] | None = None) -> dict[str, Any]:
+    """The read-only salvage report (``db salvage`` without ``--apply``)."""
+    db = open_database(config)
+    name, mark = salvage_target(db, kept)
+    return {**salvage_report(db, name, tables), "set_aside_by": mark}
+
+
+def rpo(config: Config, **kwargs: Any) -> dict[str, Any]:
+    """Recovery points and their age against ``targets.rpo`` (see :mod:`rollback.commands.db_rpo`)."""
+    from rollback.commands.db_rpo import rpo as recovery_points
+
+    return recovery_points(config, **kwargs)
+
+
 def run(config: Config, plan: Plan, *, journal: Journal | None = None, dry_run: bool = False,
         progress: Progress | None = None, handlers: DbHandlers | None = None) -> ExecutionResult:
     """Execute a db plan with the db handlers."""
@@ -981,8 +1430,29 @@ def _check(name: str, ok: bool, value: Any, expected: Any = None, detail: str = 
     return {"check": name, "ok": ok, "value": value, "expected": expected, "detail": detail}
 
 
+def _short(exc: BaseException) -> str:
+    from rollback.redact import redact_text
+
+    return redact_text(" ".join(str(exc).split())[:200]) or type(exc).__name__
+
+
+def _find_table(conn: Any, schema: str, name: str) -> tuple[str, str] | None:
+    """``(schema, table)`` of a watched table: ``schema.table``, or a bare name found through
+    search_path (as Prisma's models are); None when there is no such table."""
+    from psycopg import sql
+
+    ident = sql.Identifier(schema, name) if schema else sql.Identifier(name)
+    row = conn.execute(sql.SQL("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n "
+                               "ON n.oid = c.relnamespace WHERE c.oid = to_regclass({}) AND c.relkind IN ('r', 'p')")
+                       .format(sql.Literal(ident.as_string(conn)))).fetchone()
+    return None if row is None else (str(row[0]), str(row[1]))
+
+
 def verify(config: Config, *, baseline: str | None = None, tolerance: float = 0.0) -> dict[str, Any]:
-    """Integrity checks; ``ok`` is False when one fails (the CLI exits 3)."""
+    """Integrity checks; ``ok`` is False when one fails (the CLI exits 3). Each check runs on its own:
+    one that cannot run (a missing schema or table, a missing privilege) is reported as failed."""
+    import psycopg
+
     from rollback.adapters.postgres import ForeignKey, db_errors
     from rollback.adapters.prisma import PrismaMigrations
 
@@ -995,29 +1465,35 @@ def verify(config: Config, *, baseline: str | None = None, tolerance: float = 0.
         version = conn.execute("SELECT current_setting('server_version')").fetchone()[0]
         checks.append(_check("connect", True, f"{(time.monotonic() - started) * 1000:.0f} ms",
                              detail=f"PostgreSQL {str(version).split()[0]}"))
-        prisma = PrismaMigrations(conn)
-        if prisma.is_managed():
-            failed_names = [m.name for m in prisma.all() if m.status == "failed"]
+        try:
+            with conn.transaction():
+                prisma = PrismaMigrations(conn)
+                managed = prisma.is_managed()
+                failed_names = [m.name for m in prisma.all() if m.status == "failed"] if managed else []
             checks.append(_check("migrations.failed", not failed_names, len(failed_names), 0,
-                                 ", ".join(failed_names)))
-        else:
-            checks.append(_check("migrations.failed", True, 0, 0, "not managed by Prisma Migrate"))
-        existing = {str(r[0]) for r in conn.execute(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relkind IN ('r', 'p') AND n.nspname = ANY(current_schemas(false))").fetchall()}
+                                 ", ".join(failed_names) if managed else "not managed by Prisma Migrate"))
+        except psycopg.Error as exc:
+            checks.append(_check("migrations.failed", False, None, 0, f"cannot check: {_short(exc)}"))
         base: dict[str, int] = {}
         if baseline:
-            manifest, _ = resolve_backup(config, baseline)
+            manifest, _ = resolve_backup(config, baseline, live=live_identity(db))
             base = {str(t["name"]) if t["schema"] == "public" else f"{t['schema']}.{t['name']}": int(t["rows"])
-                    for t in manifest.get("tables", [])}
+                    for t in manifest["tables"]}
         watched = list(settings.tables) or sorted(base)
         for table in watched:
-            if table.split(".")[-1] not in existing and table not in existing:
-                checks.append(_check(f"rows.{table}", False, None, base.get(table), "table missing"))
-                continue
+            # One check per table, each on its own: a missing schema, a missing table or a
+            # table the role may not read fails that check, and the others still run.
             schema, _, name = table.rpartition(".")
-            count = db.table_counts(conn=conn, tables=[(schema or "public", name)])[0].rows
-            if table not in base:
+            try:
+                with conn.transaction():
+                    found = _find_table(conn, schema, name)
+                    count = None if found is None else db.table_counts(conn=conn, tables=[found])[0].rows
+            except psycopg.Error as exc:
+                checks.append(_check(f"rows.{table}", False, None, base.get(table), f"cannot count: {_short(exc)}"))
+                continue
+            if count is None:
+                checks.append(_check(f"rows.{table}", False, None, base.get(table), "table missing"))
+            elif table not in base:
                 checks.append(_check(f"rows.{table}", True, count, None, "no baseline"))
             elif table in settings.grow_only:
                 checks.append(_check(f"rows.{table}", count >= base[table], count, f">= {base[table]}",
@@ -1036,9 +1512,8 @@ def verify(config: Config, *, baseline: str | None = None, tolerance: float = 0.
             try:
                 with conn.transaction():
                     orphans = db.count_orphans(conn, fk)
-            except Exception as exc:
-                checks.append(_check(f"orphans.{fk.label}", False, None, 0,
-                                     f"cannot check: {' '.join(str(exc).split())[:200]}"))
+            except psycopg.Error as exc:
+                checks.append(_check(f"orphans.{fk.label}", False, None, 0, f"cannot check: {_short(exc)}"))
                 continue
             checks.append(_check(f"orphans.{fk.label}", orphans == 0, orphans, 0,
                                  "foreign key" if fk.declared else "relation from config"))

@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rollback.backups import manifest_path as backup_manifest_path
 from rollback.errors import BadInput, ConfigError, RollbackError, UnsafePrecondition
 from rollback.layers import Hazard, MigrationRow, assets_mismatch, database_switch, order, schema_skew
 from rollback.plan import Plan, Step
@@ -487,7 +488,7 @@ def _plan_db(config: Config, services: Services, request: RunRequest) -> tuple[_
     if mode == "restore":
         plan = db_commands.plan_restore(config, argument, swap=True, jobs=jobs)
         manifest, dump_dir = db_commands.resolve_backup(config, argument)
-        manifest_path = dump_dir.with_name(dump_dir.name + db_commands.MANIFEST_SUFFIX)
+        manifest_path = backup_manifest_path(dump_dir)
         last.steps = _prefixed([s for s in plan.steps if s.id != "emergency-backup"], "db")
         last.notes = list(plan.notes)
         name = str(manifest.get("name", dump_dir.name))
@@ -765,7 +766,7 @@ class WorldHandlers:
                 from rollback.commands import db as db_commands
 
                 _, dump_dir = db_commands.resolve_backup(config, str(db["backup"]))
-                digest = _file_sha256(dump_dir.with_name(dump_dir.name + db_commands.MANIFEST_SUFFIX))
+                digest = _file_sha256(backup_manifest_path(dump_dir))
                 if digest != db.get("manifest_sha256"):
                     found.append(f"backup {db['backup']}'s manifest changed")
             if "failed_migrations" in db and sorted(_failed_migrations(config)) != sorted(db["failed_migrations"]):

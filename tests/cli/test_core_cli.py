@@ -89,7 +89,7 @@ def test_config_check_valid_masks_secrets(run_cli: RunCli, write_config: Callabl
     assert document["env"] == "staging"
     assert document["secrets"]["VERCEL_TOKEN"] == "***"
     assert document["settings"]["targets"] == {"detect": 5, "decide": 2, "rollback": 10, "verify": 5,
-                                               "total": 15}
+                                               "total": 15, "rpo": 5}
 
 
 def test_config_check_failures_exit_2_with_one_line(run_cli: RunCli, write_config: Callable[..., Path],

@@ -62,3 +62,46 @@ def test_foreign_key_labels_name_schema_only_outside_public() -> None:
     assert declared.label == "Integration(userId) -> billing.User(id)"
     assert ForeignKey("c", "UserStats", ("userId",), "User", ("id",), declared=False).label == \
         "UserStats(userId) -> User(id)"
+
+
+def test_set_aside_names_are_cut_in_bytes_at_a_character_boundary() -> None:
+    from rollback.setaside import parse_set_aside_name
+
+    live = "données_ünïcødé_" * 3  # 48 characters, 63 bytes in UTF-8
+    name = set_aside_name(live, "replaced", "20261128093000")
+    assert len(name.encode()) <= 63 and name.endswith("_replaced_20261128093000")
+    assert live.startswith(name[: -len("_replaced_20261128093000")])
+    assert parse_set_aside_name(name, live) == ("replaced", "20261128093000")
+
+
+def test_set_aside_names_parse_only_with_a_real_timestamp_and_role() -> None:
+    from rollback.setaside import parse_set_aside_name
+
+    assert parse_set_aside_name("app_restore_20261128093000", "app") == ("restore", "20261128093000")
+    assert parse_set_aside_name("app_restore_points", "app") is None
+    assert parse_set_aside_name("app_restore_20261399093000", "app") is None  # month 13
+    assert parse_set_aside_name("app_backup_20261128093000", "app") is None
+    assert parse_set_aside_name("other_restore_20261128093000", "app") is None
+
+
+def test_marks_round_trip_and_prove_only_their_own_name() -> None:
+    from rollback.setaside import Mark
+
+    mark = Mark("replaced", "run-1", "app", "app_replaced_20261128093000", details={"backup": "b"})
+    parsed = Mark.from_comment(mark.to_comment())
+    assert parsed is not None and parsed.get("backup") == "b" and parsed.run == "run-1"
+    assert parsed.is_mark_of("app_replaced_20261128093000", "app")
+    assert not parsed.is_mark_of("app_replaced_20261128093001", "app")
+    assert not parsed.is_mark_of("app_replaced_20261128093000", "app2")
+    for text in (None, "", "the shop", "rollback:", "rollback:[]", 'rollback:{"role": 1}', "rollback:{bad json"):
+        assert Mark.from_comment(text) is None
+
+
+def test_the_registry_knows_every_db_action() -> None:
+    """Resume and 'rollback run' build handlers through the registry: it must know every action."""
+    from typing import Any, cast
+
+    from rollback.commands.db import DbHandlers
+    from rollback.commands.registry import FAMILIES
+
+    assert set(DbHandlers(cast(Any, None)).handlers()) == set(FAMILIES["db"])

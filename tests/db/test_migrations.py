@@ -59,46 +59,50 @@ def test_a_database_without_the_table_is_not_managed(run_cli: RunCli, live_db: L
     assert result.code == 0
     assert result.json()["managed"] is False
     assert "not managed by Prisma Migrate" in result.json()["note"]
-    one_line_error(run_cli("db", "resolve", "--rolled-back", "x"), 2, "P3011")
+    one_line_error(run_cli("db", "resolve", "--rolled-back", "x", "--yes"), 2, "P3011")
 
 
 def test_resolve_rolled_back_follows_prisma(run_cli: RunCli, live_db: LiveDb) -> None:
-    one_line_error(run_cli("db", "resolve", "--rolled-back", "20990101000000_nope"), 2, "P3011",
+    one_line_error(run_cli("db", "resolve", "--rolled-back", "20990101000000_nope", "--yes"), 2, "P3011",
                    "never applied")
-    one_line_error(run_cli("db", "resolve", "--rolled-back", "20261120000000_stats"), 4, "P3012",
+    one_line_error(run_cli("db", "resolve", "--rolled-back", "20261120000000_stats", "--yes"), 4, "P3012",
                    "not in a failed state")
     add_failed(live_db)
     dry = run_cli("db", "resolve", "--rolled-back", FAILED, "--dry-run")
     assert dry.code == 0 and rows(live_db, FAILED)[0][2] is False
-    done = run_cli("db", "resolve", "--rolled-back", FAILED, "--json")
+    # it changes the database's state: like every such command, it asks first (no terminal: refused)
+    one_line_error(run_cli("db", "resolve", "--rolled-back", FAILED), 4, "without confirmation")
+    assert rows(live_db, FAILED)[0][2] is False
+    done = run_cli("db", "resolve", "--rolled-back", FAILED, "--json", "--yes")
     assert done.code == 0, done.err
     assert rows(live_db, FAILED)[0][2] is True
     # a second time it is no longer failed: P3012, like Prisma
-    one_line_error(run_cli("db", "resolve", "--rolled-back", FAILED), 4, "P3012")
+    one_line_error(run_cli("db", "resolve", "--rolled-back", FAILED, "--yes"), 4, "P3012")
     assert FAILED in live_db.journal_text()
 
 
 def test_resolve_applied_follows_prisma(run_cli: RunCli, live_db: LiveDb) -> None:
-    one_line_error(run_cli("db", "resolve", "--applied", FAILED), 2, "P3017")
+    one_line_error(run_cli("db", "resolve", "--applied", FAILED, "--yes"), 2, "P3017")
     script = "ALTER TABLE \"User\" ADD COLUMN nickname TEXT;\n"
     write_migration(live_db, FAILED, script)
     write_migration(live_db, "20261120000000_stats")
-    one_line_error(run_cli("db", "resolve", "--applied", "20261120000000_stats"), 4, "P3008", "already recorded")
+    one_line_error(run_cli("db", "resolve", "--applied", "20261120000000_stats", "--yes"), 4, "P3008",
+                   "already recorded")
     add_failed(live_db)
-    done = run_cli("db", "resolve", "--applied", FAILED, "--json")
+    done = run_cli("db", "resolve", "--applied", FAILED, "--json", "--yes")
     assert done.code == 0, done.err
     recorded = rows(live_db, FAILED)
     assert len(recorded) == 2
     assert recorded[0][1:3] == (False, True)  # the failed attempt is marked rolled back
     assert recorded[1] == (hashlib.sha256(script.encode()).hexdigest(), True, False, 1)
-    one_line_error(run_cli("db", "resolve", "--applied", FAILED), 4, "P3008")
+    one_line_error(run_cli("db", "resolve", "--applied", FAILED, "--yes"), 4, "P3008")
     assert run_cli("db", "migrations", "--json").json()["head"] == FAILED
 
 
 def test_resolve_applied_creates_the_table_when_missing(run_cli: RunCli, live_db: LiveDb) -> None:
     live_db.sql("DROP TABLE _prisma_migrations")
     write_migration(live_db, "20261101000000_init", "CREATE TABLE x (id int);")
-    done = run_cli("db", "resolve", "--applied", "20261101000000_init")
+    done = run_cli("db", "resolve", "--applied", "20261101000000_init", "--yes")
     assert done.code == 0, done.err
     assert run_cli("db", "migrations", "--json").json()["head"] == "20261101000000_init"
 

@@ -43,7 +43,9 @@ def instances(client: Any) -> set[str]:
 
 
 def test_snapshots_lists_manual_and_automated_with_the_window(run_cli: RunCli, rds_instance: dict[str, Any]) -> None:
-    created = run_cli("db", "snapshot", "create", "--id", "before-migration", "--wait", "--json")
+    unconfirmed = run_cli("db", "snapshot", "create", "--id", "before-migration")
+    one_line_error(unconfirmed, 4, "without confirmation")
+    created = run_cli("db", "snapshot", "create", "--id", "before-migration", "--wait", "--json", "--yes")
     assert created.code == 0, created.err
     assert created.json()["steps"][0]["result"]["status"] == "available"
     result = run_cli("db", "snapshots", "--json")
@@ -54,24 +56,24 @@ def test_snapshots_lists_manual_and_automated_with_the_window(run_cli: RunCli, r
     assert "before-migration" in {s["id"] for s in doc["snapshots"]}
     assert doc["instance"]["latest_restorable_time"] is not None
     assert doc["instance"]["earliest_restorable_time"] <= doc["instance"]["latest_restorable_time"]
-    again = run_cli("db", "snapshot", "create", "--id", "before-migration")
+    again = run_cli("db", "snapshot", "create", "--id", "before-migration", "--yes")
     one_line_error(again, 4, "already exists")
     human = run_cli("db", "snapshots")
     assert human.code == 0 and "before-migration" in human.out
 
 
 def test_restore_from_a_snapshot_into_a_new_instance(run_cli: RunCli, rds_instance: dict[str, Any]) -> None:
-    run_cli("db", "snapshot", "create", "--id", "snap1")
+    run_cli("db", "snapshot", "create", "--id", "snap1", "--yes")
     target = f"{rds_instance['name']}-restored"
-    result = run_cli("db", "rds-restore", "--snapshot", "snap1", "--target", target, "--wait")
+    result = run_cli("db", "rds-restore", "--snapshot", "snap1", "--target", target, "--wait", "--yes")
     assert result.code == 0, result.err
     assert f"{target}." in result.out  # the endpoint
     assert target in instances(rds_instance["client"])
     source = rds_instance["client"].describe_db_instances(DBInstanceIdentifier=rds_instance["name"])
     assert source["DBInstances"][0]["DBInstanceStatus"] == "available"  # untouched
-    exists = run_cli("db", "rds-restore", "--snapshot", "snap1", "--target", target)
+    exists = run_cli("db", "rds-restore", "--snapshot", "snap1", "--target", target, "--yes")
     one_line_error(exists, 4, f"{target} already exists")
-    missing = run_cli("db", "rds-restore", "--snapshot", "nope", "--target", target + "2")
+    missing = run_cli("db", "rds-restore", "--snapshot", "nope", "--target", target + "2", "--yes")
     one_line_error(missing, 2, "no DB snapshot nope")
 
 
@@ -79,19 +81,19 @@ def test_point_in_time_restore_is_validated_before_aws(run_cli: RunCli, rds_inst
     client = rds_instance["client"]
     before = instances(client)
     future = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)).isoformat().replace("+00:00", "Z")
-    too_late = run_cli("db", "rds-restore", "--to-time", future, "--target", "pitr-future")
+    too_late = run_cli("db", "rds-restore", "--to-time", future, "--target", "pitr-future", "--yes")
     one_line_error(too_late, 2, "outside", "restorable window")
-    too_early = run_cli("db", "rds-restore", "--to-time", "30d ago", "--target", "pitr-early")
+    too_early = run_cli("db", "rds-restore", "--to-time", "30d ago", "--target", "pitr-early", "--yes")
     one_line_error(too_early, 2, "outside")
     assert instances(client) == before
-    both = run_cli("db", "rds-restore", "--latest", "--snapshot", "x", "--target", "t")
+    both = run_cli("db", "rds-restore", "--latest", "--snapshot", "x", "--target", "t", "--yes")
     one_line_error(both, 2, "exactly one")
-    latest = run_cli("db", "rds-restore", "--latest", "--target", "pitr-latest", "--wait", "--json")
+    latest = run_cli("db", "rds-restore", "--latest", "--target", "pitr-latest", "--wait", "--json", "--yes")
     assert latest.code == 0, latest.err
     assert latest.json()["instance"]["endpoint"]
     window = client.describe_db_instances(DBInstanceIdentifier=rds_instance["name"])["DBInstances"][0]
     inside = window["LatestRestorableTime"].astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-    at_time = run_cli("db", "rds-restore", "--to-time", inside, "--target", "pitr-time")
+    at_time = run_cli("db", "rds-restore", "--to-time", inside, "--target", "pitr-time", "--yes")
     assert at_time.code == 0, at_time.err
     assert {"pitr-latest", "pitr-time"} <= instances(client)
     dry = run_cli("db", "rds-restore", "--latest", "--target", "pitr-dry", "--dry-run")

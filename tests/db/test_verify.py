@@ -86,3 +86,23 @@ def test_a_config_relation_cannot_inject_sql(run_cli: RunCli, live_db: LiveDb) -
     failed = [c for c in result.json()["checks"] if not c["ok"]]
     assert len(failed) == 1 and "cannot check" in failed[0]["detail"]
     assert live_db.scalar("SELECT count(*) FROM pg_class WHERE relname = 'victim'") == 1
+
+
+def test_a_table_that_cannot_be_counted_is_one_failed_check_and_the_rest_run(run_cli: RunCli,
+                                                                            live_db: LiveDb) -> None:
+    from tests.conftest import render_config
+
+    live_db.sql("CREATE SCHEMA audit; CREATE TABLE audit.log (id int)")  # the app role may not read it
+    live_db.config_path.write_text(render_config({"test": {"database": {
+        "url_env": "TEST_LIVE_DATABASE_URL", "tables": ["nosuchschema.User", "audit.log", "User", "public.Integration"],
+        "relations": [{"child": "UserStats.userId", "parent": "User.id"}],
+    }}}, default_env="test", journal_dir=str(live_db.journal_dir)))
+    result = run_cli("db", "verify", "--json")
+    assert result.code == 3, (result.out, result.err)
+    found = checks(result)
+    assert found["rows.nosuchschema.User"]["ok"] is False
+    assert found["rows.nosuchschema.User"]["detail"] == "table missing"
+    assert found["rows.audit.log"]["ok"] is False and "permission denied" in str(found["rows.audit.log"]["detail"])
+    assert found["rows.User"]["value"] == 300 and found["rows.public.Integration"]["value"] == 150
+    assert found["orphans.UserStats(userId) -> User(id)"]["ok"] is True  # the checks after it ran
+    assert result.json()["failed"] == 2

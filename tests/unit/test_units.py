@@ -36,3 +36,6 @@ def test_format_duration() -> None:
     assert format_duration(0.25) == "250 ms"
     assert format_duration(12.34) == "12.3 s"
     assert format_duration(185) == "3 min 05 s"
+    assert format_duration(7199) == "119 min 59 s"
+    assert format_duration(3 * 3600 + 5 * 60) == "3 h 05 min"  # a backup's age reads in hours, then days
+    assert format_duration(3 * 86400 + 4 * 3600) == "3 d 04 h"

@@ -1,0 +1,98 @@
+"""``rollback db rpo``: the recovery points available now, and their age against ``targets.rpo``.
+
+The runbook's recovery point objective (RPO, default 5 minutes): after a restore,
+at most that much of what users wrote may be missing. Each kind of recovery point
+is looked up on its own and shown with its age:
+
+- the newest verified logical backup of this database (``rollback db backup``);
+- the newest RDS manual snapshot, the newest automated snapshot, and the
+  instance's latest restorable time (point-in-time restore), when
+  ``aws.db_instance`` is known.
+
+A kind that cannot be read (no instance configured, AWS unreachable) is listed
+with the reason and counts as not within the target. :func:`rpo` returns the
+document; ``ok`` is False (the CLI exits 3) when no point is within the target.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import TYPE_CHECKING, Any
+
+from rollback.errors import RollbackError
+
+if TYPE_CHECKING:
+    from rollback.adapters.rds import RdsAdapter
+    from rollback.config import Config
+
+__all__ = ["rpo"]
+
+
+def _iso(value: dt.datetime) -> str:
+    return value.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _point(kind: str, name: str | None, at: dt.datetime | None, now: dt.datetime, target: float,
+           detail: str = "") -> dict[str, Any]:
+    age = None if at is None else max(0.0, round((now - at).total_seconds(), 1))
+    return {"kind": kind, "name": name, "at": _iso(at) if at else None, "age_seconds": age,
+            "within_target": age is not None and age <= target, "detail": detail}
+
+
+def _logical(config: Config, now: dt.datetime, target: float) -> dict[str, Any]:
+    from rollback.commands import db as commands
+
+    kind = "logical backup"
+    try:
+        try:
+            identity = commands.live_identity(commands.open_database(config))
+        except RollbackError:  # no connection: the URL's name, host and port still tell
+            identity = commands.config_identity(config)
+        found = [b for b in commands.list_backups(config.backups_dir, identity)
+                 if b.get("status") == "ok" and b.get("this_database") and b.get("verified")]
+    except RollbackError as exc:
+        return _point(kind, None, None, now, target, f"cannot read: {exc.message}")
+    if not found:
+        return _point(kind, None, None, now, target, f"no verified backup of this database in {config.backups_dir}")
+    newest = found[0]
+    at = dt.datetime.fromisoformat(str(newest["created_at"]).replace("Z", "+00:00"))
+    return _point(kind, str(newest["name"]), at, now, target, "verified")
+
+
+def _rds(config: Config, now: dt.datetime, target: float, rds: RdsAdapter | None) -> list[dict[str, Any]]:
+    kinds = ("RDS manual snapshot", "RDS automated snapshot", "RDS point-in-time restore")
+    instance = config.env.aws.db_instance
+    if not instance:
+        return [_point(k, None, None, now, target, "aws.db_instance is not set") for k in kinds]
+    try:
+        if rds is None:
+            from rollback.adapters.rds import open_rds
+
+            rds = open_rds(config)
+        inst = rds.instance(instance)
+        snaps = [s for s in rds.snapshots(instance) if s.status == "available" and s.created]
+    except RollbackError as exc:
+        return [_point(k, None, None, now, target, f"cannot read: {exc.message}") for k in kinds]
+    out = []
+    for kind, wanted in zip(kinds[:2], ("manual", "automated"), strict=True):
+        newest = next((s for s in snaps if s.type == wanted), None)
+        out.append(_point(kind, newest.id if newest else None, newest.created if newest else None, now, target,
+                          "" if newest else f"no available {wanted} snapshot of {instance}"))
+    out.append(_point(kinds[2], instance, inst.latest_restorable, now, target,
+                      "latest restorable time" if inst.latest_restorable else
+                      f"{instance} has no point-in-time window (automated backups off?)"))
+    return out
+
+
+def rpo(config: Config, *, rds: RdsAdapter | None = None, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Recovery points of each kind with their age; ``ok`` when at least one is within ``targets.rpo``.
+
+    ``points``: ``[{kind, name, at, age_seconds, within_target, detail}]`` (the
+    shape ``rollback verify`` shows as one checklist item).
+    """
+    moment = now or dt.datetime.now(dt.UTC)
+    target = float(config.env.targets.rpo) * 60
+    points = [_logical(config, moment, target), *_rds(config, moment, target, rds)]
+    best = min((p for p in points if p["age_seconds"] is not None), key=lambda p: p["age_seconds"], default=None)
+    return {"env": config.env_name, "checked_at": _iso(moment), "target_seconds": target,
+            "ok": any(p["within_target"] for p in points), "newest": best, "points": points}
