@@ -86,7 +86,9 @@ def test_any_program_directory(tmp_path: Path) -> None:
     )
     run = run_program(program, {"topicName": "t1"}, project="tiny")
     assert run.resources == {
-        "alerts": {"type": "aws:sns/topic:Topic", "inputs": {"name": "t1"}, "custom": True, "provider": None}
+        "alerts": {"type": "aws:sns/topic:Topic", "inputs": {"name": "t1"}, "custom": True, "provider": None,
+                   "options": {"protect": False, "retain_on_delete": False, "ignore_changes": [],
+                               "delete_before_replace": False, "replace_on_changes": [], "depends_on": []}}
     }
     assert run.outputs == {"topic": "arn:aws:sns:us-east-1:123456789012:t1"}
 
@@ -111,3 +113,23 @@ def test_diff_declared_inputs() -> None:
         "gone": [("", {"type": "t", "inputs": {}}, None)],
     }
     assert diff_declared_inputs(before, before) == {}
+
+
+def test_a_copy_in_another_directory_leaves_the_callers_modules_alone(tmp_path: Path) -> None:
+    """tests/stack runs copies of infra/; the tests here keep the classes they imported (issue 13)."""
+    import shutil
+
+    import infra.settings
+
+    before_class, before_path = infra.settings.ConfigError, list(sys.path)
+    copy = tmp_path / "checkout"
+    shutil.copytree(PROGRAM_DIR, copy / "infra", ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "infra" / "settings.py").write_text(
+        (copy / "infra" / "settings.py").read_text().replace('"db.t4g.medium"', '"db.t4g.large"'))
+    run = run_program(copy / "infra", CONFIG)
+    assert run.resources["db-instance"]["inputs"]["instanceClass"] == "db.t4g.large"  # the copy's code ran
+    assert sys.modules["infra.settings"].ConfigError is before_class
+    assert sys.path == before_path
+    with pytest.raises(Exception) as caught:
+        run_program(PROGRAM_DIR, {**CONFIG, "edgeFunctionVersion": "newest"})
+    assert isinstance(caught.value.__cause__, before_class)
