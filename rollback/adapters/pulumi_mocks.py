@@ -237,18 +237,18 @@ def _run(main_file: Path, config: dict[str, str], project: str, stack: str, invo
     asyncio.set_event_loop(loop)
     mocks = _RecordingMocks(invokes)
 
-    class RecordingMonitor(MockMonitor):  # type: ignore[misc]
+    class RecordingMonitor(MockMonitor):
         """Records each registration's resource options, which Mocks.new_resource does not see."""
 
         def RegisterResource(self, request: Any) -> Any:  # the gRPC method name
             mocks.note_options(request)
-            return super().RegisterResource(request)
+            return super().RegisterResource(request)  # type: ignore[no-untyped-call]
 
     try:
         runtime_config.set_all_config(config)
         runtime_settings.SETTINGS.outputs = set()
         pulumi.runtime.set_mocks(cast(Any, mocks), project=project, stack=stack, preview=False,
-                                 monitor=RecordingMonitor(mocks))
+                                 monitor=RecordingMonitor(cast(Any, mocks)))
         root = runtime_settings.get_root_resource()
         code = compile(main_file.read_text(encoding="utf-8"), str(main_file), "exec")
         exported: dict[str, Any] = {}
