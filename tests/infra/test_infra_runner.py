@@ -12,6 +12,7 @@ import pytest
 
 from rollback.adapters.pulumi_mocks import (
     SECRET_MASK,
+    MockRun,
     diff_declared_inputs,
     run_program,
     run_program_under_mocks,
@@ -23,7 +24,9 @@ CONFIG = {
     "aws:region": "us-east-1",
     "assetsRelease": "2026-11-20.1",
     "appOriginDomain": "huntaze.vercel.app",
-    "dbMasterPassword": "correct-horse-battery-staple",
+    "originVerifySecret": "correct-horse-battery-staple",
+    "dbNetwork": {"access": "public", "vpcId": "vpc-0a1b2c3d4e5f60718", "allowedCidrs": ["0.0.0.0/0"],
+                  "subnetIds": ["subnet-0a1b2c3d4e5f60718", "subnet-1a2b3c4d5e6f70819"]},
 }
 
 
@@ -54,11 +57,13 @@ def test_reusable_in_one_process_with_other_stacks_and_structured_config() -> No
 
 
 def test_secret_values_are_masked_by_key_name_or_explicitly() -> None:
-    run = run_program(PROGRAM_DIR, CONFIG)
-    assert run.resources["db-instance"]["inputs"]["password"] == SECRET_MASK
-    shown = run_program(PROGRAM_DIR, CONFIG, secret_keys=[])
-    assert shown.resources["db-instance"]["inputs"]["password"] == "correct-horse-battery-staple"
-    hidden = run_program(PROGRAM_DIR, CONFIG, secret_keys=["appOriginDomain", "dbMasterPassword"])
+    def header(run: MockRun) -> str:
+        app = run.resources["cdn-distribution"]["inputs"]["origins"][1]
+        return str(app["customHeaders"][0]["value"])
+
+    assert header(run_program(PROGRAM_DIR, CONFIG)) == SECRET_MASK
+    assert header(run_program(PROGRAM_DIR, CONFIG, secret_keys=[])) == "correct-horse-battery-staple"
+    hidden = run_program(PROGRAM_DIR, CONFIG, secret_keys=["appOriginDomain", "originVerifySecret"])
     origins = hidden.resources["cdn-distribution"]["inputs"]["origins"]
     assert origins[1]["domainName"] == SECRET_MASK
 
