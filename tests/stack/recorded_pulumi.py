@@ -283,7 +283,7 @@ def main(argv: list[str]) -> None:
 AFFECTS = {
     "rollback:edgeFunctionVersion": "urn:pulumi:staging::rollback::aws:cloudfront/distribution:Distribution::cdn",
     "rollback:assetsRelease": "urn:pulumi:staging::rollback::aws:cloudfront/distribution:Distribution::cdn",
-    "rollback:dbMasterPassword": "urn:pulumi:staging::rollback::aws:rds/instance:Instance::db",
+    "rollback:originVerifySecret": "urn:pulumi:staging::rollback::aws:cloudfront/distribution:Distribution::cdn",
 }
 
 

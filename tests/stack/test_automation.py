@@ -12,11 +12,11 @@ import pytest
 
 from rollback.errors import LockHeld
 from tests.conftest import CliResult
-from tests.stack.backend_fixtures import DB_PASSWORD_KEY, UPDATES, encrypt, write_lock
+from tests.stack.backend_fixtures import SECRET_KEY, UPDATES, encrypt, write_lock
 from tests.stack.conftest import FakePulumi, StackEnv
 
 RunCli = Callable[..., CliResult]
-SECRETS = [u.db_password for u in UPDATES]
+SECRETS = [u.origin_secret for u in UPDATES]
 
 
 def _sub(calls: list[list[str]], name: str) -> list[list[str]]:
@@ -32,7 +32,7 @@ def test_history_through_the_automation_api(stack_env: StackEnv, fake_pulumi: Fa
     assert [v["version"] for v in document["versions"]] == [1, 2, 3, 4, 5]
     assert [v["message"] for v in document["versions"]] == [u.message for u in UPDATES]
     assert document["numbered_locally"] is True
-    assert document["versions"][3]["config_changed"] == [DB_PASSWORD_KEY, "rollback:edgeFunctionVersion"]
+    assert document["versions"][3]["config_changed"] == ["rollback:edgeFunctionVersion", SECRET_KEY]
     (history_call,) = [c for c in _sub(fake_pulumi.calls(), "stack") if c[1] == "history"]
     assert history_call == ["stack", "history", "--json", "--show-secrets", "--page-size", "100000", "--page", "1",
                             "--stack", "staging"]
@@ -45,7 +45,7 @@ def test_diff_through_the_cli_reads_old_checkpoints_from_the_backend(stack_env: 
     result = run_cli("infra", "diff", "3", "--via", "cli", "--json")
     assert result.code == 0, result.err
     document = result.json()
-    assert {r["name"] for r in document["resources"]} == {"cdn", "db"}
+    assert {r["name"] for r in document["resources"]} == {"cdn"}
     assert ["stack", "export", "--show-secrets", "--stack", "staging"] in _sub(fake_pulumi.calls(), "stack")
 
 
@@ -59,8 +59,8 @@ def test_diff_through_the_cli_without_a_diy_backend_compares_config(
     assert result.code == 0, result.err
     document = result.json()
     assert document["resources"] is None
-    assert [c["key"] for c in document["config"]] == ["rollback:assetsRelease", DB_PASSWORD_KEY,
-                                                      "rollback:edgeFunctionVersion"]
+    assert [c["key"] for c in document["config"]] == ["rollback:assetsRelease", "rollback:edgeFunctionVersion",
+                                                      SECRET_KEY]
     assert any("pulumi stack export --version" in note for note in document["notes"])
 
 
@@ -78,7 +78,7 @@ def test_preview_sets_the_config_and_saves_the_plan(stack_env: StackEnv, fake_pu
     assert sorted(zip(set_all[4::2], set_all[5::2], strict=True)) == [
         ("--plaintext", "rollback:assetsRelease=2026-11-26.1"),
         ("--plaintext", "rollback:edgeFunctionVersion=6"),
-        ("--secret", f"{DB_PASSWORD_KEY}={UPDATES[2].db_password}"),
+        ("--secret", f"{SECRET_KEY}={UPDATES[2].origin_secret}"),
     ]
     (preview,) = _sub(calls, "preview")
     assert "--diff" in preview
@@ -90,9 +90,9 @@ def test_preview_sets_the_config_and_saves_the_plan(stack_env: StackEnv, fake_pu
     assert changed == [
         ("  rollback:assetsRelease: 2026-11-27.2", "  rollback:assetsRelease: 2026-11-26.1"),
         ('  rollback:edgeFunctionVersion: "7"', '  rollback:edgeFunctionVersion: "6"'),
-        (f"    secure: {encrypt(UPDATES[-1].db_password)}", f"    secure: {encrypt(UPDATES[2].db_password)}"),
+        (f"    secure: {encrypt(UPDATES[-1].origin_secret)}", f"    secure: {encrypt(UPDATES[2].origin_secret)}"),
     ]
-    assert "preview: same 32, update 2; plan saved to" in result.out
+    assert "preview: same 33, update 1; plan saved to" in result.out
     assert f"rollback infra restore --to 3 --plan-file {plan}" in result.out
     assert plan.exists() and json.loads(Path(f"{plan}.rollback.json").read_text())["version"] == 3
     for secret in SECRETS:
@@ -105,7 +105,7 @@ def test_restore_applies_exactly_the_saved_plan(stack_env: StackEnv, fake_pulumi
     plan = stack_env.root / "v3.plan.json"
     result = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
     assert result.code == 0, result.err
-    assert "restored version 3: succeeded (same 32, update 2)" in result.out
+    assert "restored version 3: succeeded (same 33, update 1)" in result.out
     (up,) = _sub(fake_pulumi.calls(), "up")
     assert up[:3] == ["up", "--yes", "--skip-preview"]
     assert up[up.index("--plan") + 1] == str(plan)

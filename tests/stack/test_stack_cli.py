@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CliResult
-from tests.stack.backend_fixtures import DB_PASSWORD_KEY, UPDATES, encrypt
+from tests.stack.backend_fixtures import SECRET_KEY, UPDATES, encrypt
 from tests.stack.conftest import StackEnv
 
 RunCli = Callable[..., CliResult]
-SECRETS = [u.db_password for u in UPDATES] + [encrypt(u.db_password) for u in UPDATES]
+SECRETS = [u.origin_secret for u in UPDATES] + [encrypt(u.origin_secret) for u in UPDATES]
 
 
 def assert_no_secrets(text: str) -> None:
@@ -36,7 +36,7 @@ def test_history_lists_every_update_in_order(make_stack: Callable[..., StackEnv]
     assert "numbered by rollback" in document["notes"][0]
     assert [v["config_changed"] for v in document["versions"][1:]] == [
         ["rollback:edgeFunctionVersion"], ["rollback:assetsRelease"],
-        [DB_PASSWORD_KEY, "rollback:edgeFunctionVersion"], ["rollback:assetsRelease"]]
+        ["rollback:edgeFunctionVersion", SECRET_KEY], ["rollback:assetsRelease"]]
     assert document["source"]["checkpoints_read"] == 0
     assert document["source"]["layout"] == layout
     assert_no_secrets(result.out)
@@ -55,13 +55,13 @@ def test_diff_names_exactly_the_changed_properties(stack_env: StackEnv, run_cli:
     assert result.code == 0, result.err
     document = result.json()
     assert [(c["key"], c["change"], c["secret"]) for c in document["config"]] == [
-        ("rollback:assetsRelease", "changed", False), (DB_PASSWORD_KEY, "changed", True),
-        ("rollback:edgeFunctionVersion", "changed", False)]
+        ("rollback:assetsRelease", "changed", False), ("rollback:edgeFunctionVersion", "changed", False),
+        (SECRET_KEY, "changed", True)]
     secret = next(c for c in document["config"] if c["secret"])
     assert secret["old"] == secret["new"] == "[secret]"
     paths = {r["name"]: [p["path"] for p in r["properties"]] for r in document["resources"]}
     assert paths == {"cdn": ["defaultCacheBehavior.lambdaFunctionAssociations[0].lambdaArn",
-                             "origins[0].originPath"], "db": ["password"]}
+                             "origins[0].originPath", "origins[1].customHeaders[0].value"]}
     assert document["source"]["checkpoints_read"] == 2
     assert_no_secrets(result.out)
 
@@ -76,7 +76,7 @@ def test_diff_defaults_to_the_current_state(stack_env: StackEnv, run_cli: RunCli
     assert result.code == 0, result.err
     assert "version 2 -> current" in result.out
     assert "function:rollback-staging-security-headers:6 -> " in result.out
-    assert "rollback:dbMasterPassword: [secret] changed" in result.out
+    assert "rollback:originVerifySecret: [secret] changed" in result.out
     assert_no_secrets(result.out)
 
 
@@ -98,7 +98,7 @@ def test_offline_preview_writes_the_earlier_config_keeping_comments(stack_env: S
     assert changed == [
         ("  rollback:assetsRelease: 2026-11-27.2", "  rollback:assetsRelease: 2026-11-26.1"),
         ('  rollback:edgeFunctionVersion: "7"', '  rollback:edgeFunctionVersion: "6"'),
-        (f"    secure: {encrypt(UPDATES[-1].db_password)}", f"    secure: {encrypt(UPDATES[2].db_password)}"),
+        (f"    secure: {encrypt(UPDATES[-1].origin_secret)}", f"    secure: {encrypt(UPDATES[2].origin_secret)}"),
     ]
     out = result.out
     assert "desired-state diff" in out and "NOT a diff against the cloud" in out
@@ -125,7 +125,8 @@ def test_offline_preview_json_and_journal(stack_env: StackEnv, run_cli: RunCli) 
     document = result.json()
     assert document["mode"] == "offline"
     assert {r["path"] for r in document["desired_state_diff"]} == {
-        "defaultCacheBehavior.lambdaFunctionAssociations[0].lambdaArn", "origins[0].originPath"}
+        "defaultCacheBehavior.lambdaFunctionAssociations[0].lambdaArn", "origins[0].originPath",
+        "origin_path"}  # the release invalidation, keyed on the origin path
     assert document["undo"].startswith("rollback infra config-restore ")
     runs = run_cli("journal", "show", "last", "--json").json()
     assert runs["status"] == "succeeded"
