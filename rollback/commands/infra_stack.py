@@ -554,22 +554,25 @@ def _mock_config(values: Mapping[str, ConfigValue]) -> tuple[dict[str, object], 
 
 
 def desired_state_diff(config: Config, before: Mapping[str, ConfigValue],
-                       after: Mapping[str, ConfigValue]) -> list[dict[str, Any]]:
-    """Declared inputs that differ between the program run with ``before`` and with ``after``."""
+                       after: Mapping[str, ConfigValue], *, after_label: str = "the pinned version's config",
+                       ) -> list[dict[str, Any]]:
+    """Declared inputs that differ between the program run with ``before`` (the stack's current
+    config) and with ``after``; a run the program refuses names which config it was and why."""
     from rollback.adapters.pulumi_mocks import diff_declared_inputs, run_program_under_mocks
 
     settings = config.require_pulumi()
     program = _program_dir(config)
+    stack_file = stack_config_file(config)
     runs = []
-    for values in (before, after):
+    for values, label in ((before, f"the current stack config ({_display(config, stack_file)})"),
+                          (after, after_label)):
         plain, secrets = _mock_config(values)
         try:
             runs.append(run_program_under_mocks(program, plain, project=settings.project, stack=settings.stack,
                                                 secret_keys=secrets))
-        except Exception as exc:  # the program's own error, e.g. a pin it rejects
-            message = str(getattr(exc, "message", None) or exc)
-            raise PulumiError(f"the Pulumi program failed under mocks: {shorten(message, 300)}",
-                              "fix the pinned config, or preview with the Pulumi CLI") from exc
+        except Exception as exc:  # the program's own error, e.g. a key it requires or a pin it rejects
+            raise _program_failure(exc, label, is_current=values is before, stack_file=stack_file,
+                                   program=program) from exc
     changes = diff_declared_inputs(runs[0], runs[1])
     rows: list[dict[str, Any]] = []
     for name, items in changes.items():
@@ -577,6 +580,31 @@ def desired_state_diff(config: Config, before: Mapping[str, ConfigValue],
         for path, old, new in items:
             rows.append({"resource": name, "type": kind, "path": path, "old": old, "new": new})
     return rows
+
+
+def _display(config: Config, path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(config.root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _program_failure(exc: BaseException, label: str, *, is_current: bool, stack_file: Path,
+                     program: Path) -> PulumiError:
+    """One line naming the config the program refused (the current one or the pinned one) and what to do."""
+    message = shorten(str(getattr(exc, "message", None) or exc), 300)
+    rejected = message.startswith("config ")  # infra.settings.ConfigError, as the program reports it
+    if rejected and is_current:
+        return PulumiError(f"the program rejects {label}: {message}",
+                           f"fix {stack_file.name} first (nothing was changed); the message says how")
+    if rejected:
+        return PulumiError(f"the program rejects {label}: {message}",
+                           "that version's config does not run with this program; pick another version, or "
+                           "set the value the message asks for in the pinned config")
+    which = "the current stack config" if is_current else label
+    return PulumiError(f"the Pulumi program in {program} failed under mocks with {which}: "
+                       f"{type(exc).__name__}: {message}",
+                       "run 'pytest tests/infra -q' to see the program's error in full; nothing was changed")
 
 
 def _program_dir(config: Config) -> Path:
@@ -614,7 +642,7 @@ def _write_sidecar(config: Config, plan_file: Path, target: StackVersion, mode: 
         plan_digest = None
     else:
         plan_digest = _file_digest(plan_file)
-    atomic_write(sidecar, json.dumps({
+    record: dict[str, Any] = {
         "stack": config.require_pulumi().stack,
         "env": config.env_name,
         "version": target.version,
@@ -623,7 +651,11 @@ def _write_sidecar(config: Config, plan_file: Path, target: StackVersion, mode: 
         "config_sha256": _file_digest(stack_config_file(config)),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "change_summary": dict(summary or {}),
-    }, indent=2))
+    }
+    if mode == "offline":
+        # What restore names while the plan does not exist yet.
+        record["preview_command"] = _preview_command(config, plan_file)
+    atomic_write(sidecar, json.dumps(record, indent=2))
     return sidecar
 
 
@@ -730,6 +762,12 @@ def preview_report(config: Config, context: dict[str, Any], outcome: Mapping[str
 def _read_sidecar(plan_file: Path) -> dict[str, Any]:
     sidecar = Path(str(plan_file) + SIDECAR_SUFFIX)
     if not plan_file.is_file():
+        waiting = _offline_waiting_for_plan(sidecar)
+        if waiting is not None:
+            raise UnsafePrecondition(
+                f"plan file {plan_file} does not exist yet: the offline preview of version {waiting['version']} "
+                "pinned its config but cannot save a plan without the Pulumi CLI",
+                f"run where the Pulumi CLI is installed: {waiting['preview_command']} ; then run this restore again")
         raise UnsafePrecondition(f"plan file {plan_file} does not exist",
                                  "run 'rollback infra preview --to VERSION --plan-file FILE' first")
     if not sidecar.is_file():
@@ -746,6 +784,17 @@ def _read_sidecar(plan_file: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadInput(f"{sidecar} is not a preview record (a JSON object)", again)
     return data
+
+
+def _offline_waiting_for_plan(sidecar: Path) -> dict[str, Any] | None:
+    """The offline preview's record when it waits for the user's ``pulumi preview --save-plan``."""
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and data.get("mode") == "offline" and data.get("preview_command"):
+        return data
+    return None
 
 
 def check_restore(config: Config, version: int, plan_file: Path, *,

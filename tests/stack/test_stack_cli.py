@@ -294,3 +294,34 @@ def test_restore_with_a_corrupt_sidecar_is_one_line(stack_env: StackEnv, run_cli
     assert result.code == 2, result.err
     assert result.err.startswith("error: ") and len(result.err.strip().splitlines()) == 1
     assert "Traceback" not in result.err and "v.plan.json.rollback.json" in result.err
+
+
+@pytest.mark.usefixtures("no_pulumi")
+def test_offline_preview_names_the_config_the_program_rejects(stack_env: StackEnv, run_cli: RunCli) -> None:
+    """README practice against the repo's stack files: a key the program requires is missing from the
+    *current* file; the error says so and names the key, instead of blaming the pinned config."""
+    from rollback.adapters.stack_config import write_stack_config
+
+    before = stack_env.stack_file.read_text()
+    write_stack_config(stack_env.stack_file, {"rollback:dbNetwork": None})
+    broken = stack_env.stack_file.read_text()
+    result = run_cli("infra", "preview", "--to", "3", "--offline")
+    assert result.code == 1
+    (error,) = [line for line in result.err.splitlines() if line.startswith("error: ")]
+    assert error.startswith("error: the program rejects the current stack config "
+                            "(project/stacks/Pulumi.staging.yaml): config rollback:dbNetwork: is required")
+    assert "fix Pulumi.staging.yaml first (nothing was changed)" in error
+    assert "pinned" not in error
+    assert stack_env.stack_file.read_text() == broken != before
+
+
+@pytest.mark.usefixtures("no_pulumi")
+def test_restore_after_an_offline_preview_names_the_preview_to_run(stack_env: StackEnv, run_cli: RunCli) -> None:
+    preview = run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json", "--json")
+    assert preview.code == 0, preview.err
+    command = preview.json()["run_where_cli_is_installed"]
+    result = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
+    assert result.code == 4
+    assert "does not exist yet: the offline preview of version 3 pinned its config" in result.err
+    assert f"run where the Pulumi CLI is installed: {command} ; then run this restore again" in result.err
+    assert "run 'rollback infra preview" not in result.err  # not the loop back to preview
