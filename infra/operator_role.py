@@ -1,8 +1,8 @@
 """Rollback operator: the IAM role the ``rollback`` CLI assumes, and nothing more.
 
 Every statement names this stack's resources by ARN. The only ``"*"``
-resources are the CloudWatch metric reads, which AWS does not scope to
-resources at all (GetMetricData, GetMetricStatistics, ListMetrics).
+resource is the CloudWatch metric read (GetMetricData), which AWS does not
+scope to resources at all.
 
 What the CLI does with each grant (``tests/infra/test_operator_role_vs_cli.py``
 records every AWS call the CLI's adapters make during the test suite and
@@ -11,11 +11,12 @@ checks each against this document, action and resource):
 * CloudFront: read the distribution and its config, update it under
   ``IfMatch`` (edge associations, ``infra cdn restore|release``), invalidate.
   Associating a Lambda@Edge version needs ``lambda:GetFunction`` and
-  ``lambda:EnableReplication*`` on that version.
-* S3 (assets bucket): list versions, read objects and their tags, copy a
-  version back (``CopyObject`` with ``TaggingDirective=COPY`` also needs the
-  source's tags and ``PutObjectTagging``), delete markers (``DeleteObjectVersion``)
-  and write delete markers (``DeleteObject``).
+  ``lambda:EnableReplication*`` on that version (``DisableReplication*`` on
+  the one it replaces).
+* S3 (assets bucket): list versions, copy a version back (``CopyObject`` of a
+  version with ``TaggingDirective=COPY`` reads the version and its tags and
+  writes the key and its tags), remove delete markers (``DeleteObjectVersion``)
+  and write delete markers (``DeleteObject``). Nothing unversioned is read.
 * RDS: the base instance ``db:<base>`` *and* every instance restored from it
   (``db:<base>-*``: the program's ``<base>-from-...``/``<base>-pitr...`` and
   the CLI's ``--target``), their snapshots (``<base>-*``, automated
@@ -42,8 +43,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-# Actions AWS cannot scope to a resource ARN.
-UNSCOPABLE_ACTIONS = ("cloudwatch:GetMetricData", "cloudwatch:GetMetricStatistics", "cloudwatch:ListMetrics")
+# Actions AWS cannot scope to a resource ARN (rollback verify / report read the alarms' metrics).
+UNSCOPABLE_ACTIONS = ("cloudwatch:GetMetricData",)
 
 
 @dataclass
@@ -163,6 +164,7 @@ def operator_policy(
         f"{rds_prefix}subgrp:{db_subnet_group_name}",
         f"{rds_prefix}pg:{db_parameter_group_name}",
         f"{rds_prefix}og:default:postgres-*",
+        f"{rds_prefix}og:{db_identifier_base}-*",
     ]
     # arn:aws:cloudwatch:<region>:<account>:alarm:<name>
     region_account = rds_prefix.split(":", 3)[3]  # "<region>:<account>:"
@@ -177,7 +179,6 @@ def operator_policy(
                 "cloudfront:UpdateDistribution",
                 "cloudfront:CreateInvalidation",
                 "cloudfront:GetInvalidation",
-                "cloudfront:ListInvalidations",
             ],
             "Resource": [distribution_arn],
         },
@@ -188,17 +189,17 @@ def operator_policy(
             "Resource": [function_arn, f"{function_arn}:*"],
         },
         {
-            # CloudFront requires the caller of UpdateDistribution to be allowed to
-            # replicate the Lambda@Edge version it associates.
+            # CloudFront requires the caller of UpdateDistribution to be allowed to replicate the
+            # Lambda@Edge version it associates, and to stop replicating the one it drops.
             "Sid": "EdgeFunctionReplicationOnAssociate",
             "Effect": "Allow",
-            "Action": ["lambda:EnableReplication*"],
+            "Action": ["lambda:EnableReplication*", "lambda:DisableReplication*"],
             "Resource": [f"{function_arn}:*"],
         },
         {
             "Sid": "AssetsBucketVersionListing",
             "Effect": "Allow",
-            "Action": ["s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketVersioning"],
+            "Action": ["s3:ListBucketVersions", "s3:GetBucketVersioning"],
             "Resource": [bucket_arn],
         },
         {
@@ -208,9 +209,7 @@ def operator_policy(
             "Sid": "AssetsObjectsRestore",
             "Effect": "Allow",
             "Action": [
-                "s3:GetObject",
                 "s3:GetObjectVersion",
-                "s3:GetObjectTagging",
                 "s3:GetObjectVersionTagging",
                 "s3:PutObject",
                 "s3:PutObjectTagging",
@@ -222,7 +221,7 @@ def operator_policy(
         {
             "Sid": "DatabaseDescribe",
             "Effect": "Allow",
-            "Action": ["rds:DescribeDBInstances", "rds:DescribeDBSnapshots", "rds:ListTagsForResource"],
+            "Action": ["rds:DescribeDBInstances", "rds:DescribeDBSnapshots"],
             "Resource": instances + snapshots,
         },
         {
@@ -235,19 +234,21 @@ def operator_policy(
         {
             "Sid": "DatabaseSnapshot",
             "Effect": "Allow",
-            "Action": ["rds:CreateDBSnapshot", "rds:AddTagsToResource"],
+            "Action": ["rds:CreateDBSnapshot"],
             "Resource": instances + snapshots,
         },
         {
+            # A restore copies the source's tags onto the new instance (AddTagsToResource on it).
             "Sid": "DatabaseRestore",
             "Effect": "Allow",
-            "Action": ["rds:RestoreDBInstanceFromDBSnapshot", "rds:RestoreDBInstanceToPointInTime"],
+            "Action": ["rds:RestoreDBInstanceFromDBSnapshot", "rds:RestoreDBInstanceToPointInTime",
+                       "rds:AddTagsToResource"],
             "Resource": instances + snapshots + restore_groups,
         },
         {
             "Sid": "AlarmsRead",
             "Effect": "Allow",
-            "Action": ["cloudwatch:DescribeAlarms", "cloudwatch:DescribeAlarmHistory"],
+            "Action": ["cloudwatch:DescribeAlarms"],
             "Resource": [alarms],
         },
         {
