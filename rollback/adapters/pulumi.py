@@ -107,8 +107,24 @@ def select_stack(stack: str, work_dir: Path, *, backend_url: str | None = None,
         env_vars["PULUMI_BACKEND_URL"] = backend_url
     with pulumi_errors("selecting the stack", stack=stack):
         workspace = auto.LocalWorkspace(work_dir=str(work_dir), env_vars=env_vars)
-        selected = auto.Stack.select(stack, workspace)
+        try:
+            selected = auto.Stack.select(stack, workspace)
+        except auto.StackNotFoundError as exc:
+            raise BadInput(f"stack {stack} not found ({_existing_stacks(workspace)})",
+                           "check pulumi.stack, pulumi.project_dir (Pulumi.yaml's name) and pulumi.backend_url "
+                           "in rollback.toml") from exc
     return PulumiStack(selected)
+
+
+def _existing_stacks(workspace: Any) -> str:
+    """The stacks the backend has for this project, for a "not found" message."""
+    from pulumi.automation import errors as auto_errors
+
+    try:
+        names = sorted(str(s.name) for s in workspace.list_stacks())
+    except (auto_errors.CommandError, OSError, ValueError):
+        return "the backend's stacks could not be listed"
+    return f"stacks there: {', '.join(names)}" if names else "the backend has no stack of this project"
 
 
 @dataclass(frozen=True)
@@ -145,11 +161,12 @@ class PulumiStack:
         self.stack = stack
         self.name: str = str(stack.name)
 
-    def history(self) -> list[StackVersion]:
-        """Every update, oldest first. Self-managed backends report version 0 for
-        every update: then versions are numbered here, oldest = 1."""
+    def history(self, newest: int | None = None) -> list[StackVersion]:
+        """Every update (or one page of the ``newest`` N), oldest first. Self-managed backends
+        report version 0 for every update: then versions are numbered here, oldest = 1 (which
+        is right only for the whole history: callers read it all in that case)."""
         with pulumi_errors("reading the stack history", stack=self.name):
-            summaries = self.stack.history(page_size=HISTORY_PAGE_SIZE, show_secrets=True)
+            summaries = self.stack.history(page_size=newest or HISTORY_PAGE_SIZE, page=1, show_secrets=True)
         summaries = list(reversed(summaries))  # the CLI lists newest first
         numbered_locally = all(not (s.version or 0) for s in summaries)
         versions: list[StackVersion] = []

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rollback.errors import BadInput, ChecksFailed, ConfigError, DatabaseError, UnsafePrecondition
+from rollback.errors import BadInput, ChecksFailed, ConfigError, DatabaseError, RollbackError, UnsafePrecondition
 from rollback.plan import Plan, Step
 from rollback.redact import redact
 
@@ -1022,7 +1022,14 @@ def _restore_notes(config: Config, adapter: RdsAdapter, source: str | None, targ
         parts.append(f"{len(copied.get('Tags', [])) - 1} tag(s) plus rollback:restored-from={source}")
         notes.append(f"copied from {source}: " + ", ".join(parts))
     pulumi = config.env.pulumi
-    lines = alarm_pin_lines(target, stack=pulumi.stack if pulumi else None,
-                            project=pulumi.project if pulumi else "rollback")
+    project = "rollback"
+    if pulumi is not None:
+        from rollback.commands.infra_stack import stack_ref
+
+        try:
+            project = stack_ref(config).project
+        except RollbackError:
+            project = pulumi.project or project
+    lines = alarm_pin_lines(target, stack=pulumi.stack if pulumi else None, project=project)
     notes.append("to point the stack's rollback alarms at the new instance: " + "; ".join(lines))
     return notes

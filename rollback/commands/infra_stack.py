@@ -51,6 +51,7 @@ from rollback.stackdiff import (
 if TYPE_CHECKING:
     from rollback.adapters.pulumi import PulumiStack
     from rollback.adapters.pulumi_backend import DiyBackend
+    from rollback.adapters.pulumi_project import StackRef
     from rollback.config import Config
     from rollback.runner import Handler, StepContext
 
@@ -83,8 +84,11 @@ class HistorySource(Protocol):
 
     kind: str
 
-    def history(self) -> list[StackVersion]:
-        """Every update, oldest first."""
+    def history(self, newest: int | None = None) -> list[StackVersion]:
+        """Every update (or the ``newest`` N), oldest first."""
+
+    def total(self) -> int:
+        """How many updates the stack has."""
 
     def find(self, number: int) -> StackVersion:
         """One update by version number (BadInput naming the known range when absent)."""
@@ -111,8 +115,11 @@ class BackendSource:
     stack: str
     kind: str = "backend"
 
-    def history(self) -> list[StackVersion]:
-        return self.backend.history(self.project, self.stack)
+    def history(self, newest: int | None = None) -> list[StackVersion]:
+        return self.backend.history(self.project, self.stack, newest=newest)
+
+    def total(self) -> int:
+        return self.backend.count(self.project, self.stack)
 
     def find(self, number: int) -> StackVersion:
         # Reads that update's history file only: numbering needs just the directory listing.
@@ -153,10 +160,24 @@ class CliSource:
     kind: str = "cli"
     _history: list[StackVersion] | None = field(default=None, repr=False)
 
-    def history(self) -> list[StackVersion]:
+    def history(self, newest: int | None = None) -> list[StackVersion]:
+        if self._history is not None:
+            return self._history[-newest:] if newest else self._history
+        if newest:
+            # One page of the newest N. Self-managed backends report version 0 for every update,
+            # and numbering them needs the whole history: then read it all.
+            page = self.stack.history(newest=newest)
+            if not any(v.numbered_locally for v in page):
+                return page
+        self._history = self.stack.history()
+        return self._history[-newest:] if newest else self._history
+
+    def total(self) -> int:
         if self._history is None:
-            self._history = self.stack.history()
-        return self._history
+            page = self.stack.history(newest=1)
+            if page and not page[-1].numbered_locally:
+                return page[-1].version
+        return len(self.history())
 
     def find(self, number: int) -> StackVersion:
         return _find(self.history(), number)
@@ -193,6 +214,14 @@ def project_dir(config: Config) -> Path:
     return config.resolve_path(config.require_pulumi().project_dir)
 
 
+def stack_ref(config: Config) -> StackRef:
+    """The configured stack as Pulumi spells it, its project from Pulumi.yaml unless pulumi.project says."""
+    from rollback.adapters.pulumi_project import resolve_stack
+
+    settings = config.require_pulumi()
+    return resolve_stack(settings.stack, project_dir(config), project=settings.project)
+
+
 def backend_url(config: Config) -> str | None:
     """``pulumi.backend_url`` with a relative ``file://`` path made absolute (against rollback.toml's
     directory), so the CLI, run from the project directory, finds the same backend."""
@@ -207,13 +236,18 @@ def backend_url(config: Config) -> str | None:
 
 def _backend_source(config: Config) -> BackendSource | None:
     from rollback.adapters.pulumi_backend import is_diy_url, open_backend
+    from rollback.adapters.pulumi_project import DIY_ORGANIZATION
 
-    settings = config.require_pulumi()
     url = backend_url(config) or config.environ.get("PULUMI_BACKEND_URL")
     if not url or not is_diy_url(url):
         return None
+    ref = stack_ref(config)
+    if ref.organization not in (None, DIY_ORGANIZATION):
+        raise BadInput(f"stack {ref.given!r}: a self-managed backend has the one organization "
+                       f"{DIY_ORGANIZATION!r}, not {ref.organization!r}",
+                       f'write pulumi.stack as "{DIY_ORGANIZATION}/{ref.project}/{ref.name}" or "{ref.name}"')
     backend = open_backend(url, base_dir=config.root, region=config.env.aws.region)
-    return BackendSource(backend, settings.project, settings.stack)
+    return BackendSource(backend, ref.project, ref.name)
 
 
 def _cli_stack(config: Config) -> PulumiStack:
@@ -259,15 +293,21 @@ def _find(versions: list[StackVersion], number: int) -> StackVersion:
 
 
 def history(config: Config, *, limit: int | None = None, via: str = "auto") -> dict[str, Any]:
-    """Every update (oldest first; ``limit`` keeps the newest N) with the config keys each changed."""
+    """Every update (oldest first) with the config keys each changed.
+
+    ``limit`` keeps the newest N and reads only the newest N+1 updates: the extra one
+    says what the oldest listed update changed.
+    """
     source = open_source(config, via)
-    versions = source.history()
+    versions = source.history(newest=limit + 1 if limit else None)
     rows: list[dict[str, Any]] = []
     previous: Mapping[str, ConfigValue] | None = None
-    for version in versions:
+    for index, version in enumerate(versions):
         row = version.to_dict()
         del row["config"]
-        row["config_changed"] = changed_config_keys(previous, version.config)
+        # The oldest update read has no predecessor here unless it is the first update.
+        known = index > 0 or version.version == 1 or not limit
+        row["config_changed"] = changed_config_keys(previous, version.config) if known else None
         previous = version.config
         rows.append(row)
     if limit:
@@ -276,7 +316,7 @@ def history(config: Config, *, limit: int | None = None, via: str = "auto") -> d
     return {
         "stack": config.require_pulumi().stack,
         "source": source.describe(),
-        "count": len(versions),
+        "count": source.total(),
         "numbered_locally": numbered_locally,
         "notes": [NUMBERING_NOTE] if numbered_locally else [],
         "versions": rows,
@@ -319,7 +359,7 @@ def diff(config: Config, from_version: int, to_version: int | None = None, *, vi
 def stack_config_file(config: Config) -> Path:
     from rollback.adapters.stack_config import stack_config_path
 
-    return stack_config_path(project_dir(config), config.require_pulumi().stack)
+    return stack_config_path(project_dir(config), stack_ref(config).name)
 
 
 def _file_digest(path: Path) -> str | None:
@@ -337,7 +377,7 @@ def file_config(path: Path) -> dict[str, ConfigValue]:
 
 
 def _write_file_config(path: Path, target: Mapping[str, ConfigValue], current: Mapping[str, ConfigValue],
-                       project: str) -> list[str]:
+                       project: str | None) -> list[str]:
     """Make the file's config equal ``target``, touching only the keys that differ
     (so comments and order of everything else survive). Returns the keys written."""
     from rollback.adapters.stack_config import write_stack_config
@@ -380,7 +420,7 @@ def backup_stack_config(config: Config, path: Path | None = None) -> Path:
     path = path or stack_config_file(config)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     directory = _backup_dir(config)
-    backup = directory / f"{config.require_pulumi().stack}-{stamp}.yaml"
+    backup = directory / f"{stack_ref(config).name}-{stamp}.yaml"
     existed = path.exists()
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -460,7 +500,7 @@ class PreviewOptions:
 
 
 def default_plan_file(config: Config, version: int) -> Path:
-    return config.resolve_path(f".rollback/plans/{config.require_pulumi().stack}-v{version}.plan.json")
+    return config.resolve_path(f".rollback/plans/{stack_ref(config).name}-v{version}.plan.json")
 
 
 def _preview_command(config: Config, plan_file: Path) -> str:
@@ -560,7 +600,7 @@ def desired_state_diff(config: Config, before: Mapping[str, ConfigValue],
     config) and with ``after``; a run the program refuses names which config it was and why."""
     from rollback.adapters.pulumi_mocks import diff_declared_inputs, run_program_under_mocks
 
-    settings = config.require_pulumi()
+    ref = stack_ref(config)
     program = _program_dir(config)
     stack_file = stack_config_file(config)
     runs = []
@@ -568,7 +608,7 @@ def desired_state_diff(config: Config, before: Mapping[str, ConfigValue],
                           (after, after_label)):
         plain, secrets = _mock_config(values)
         try:
-            runs.append(run_program_under_mocks(program, plain, project=settings.project, stack=settings.stack,
+            runs.append(run_program_under_mocks(program, plain, project=ref.project, stack=ref.name,
                                                 secret_keys=secrets))
         except Exception as exc:  # the program's own error, e.g. a key it requires or a pin it rejects
             raise _program_failure(exc, label, is_current=values is before, stack_file=stack_file,

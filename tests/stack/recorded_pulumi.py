@@ -7,7 +7,9 @@ CLI's real output formats, against a self-managed backend directory given by
 
 - ``version`` -> ``v3.205.0`` (at or below 3.205 the SDK reads the event log
   from a file, which this double writes);
-- ``stack select --stack S``; unknown stacks fail with ``no stack named 'S' found``;
+- ``stack select --stack S`` (``S``, ``project/S`` or ``organization/project/S``); unknown
+  stacks fail with ``no stack named 'S' found``, another project's with the CLI's message;
+- ``stack ls --json``: the project's stacks;
 - ``stack history --json [--show-secrets] --page-size N --page P`` -> the
   ``updateInfoJSON`` array, newest first, version 0 as DIY backends report it;
 - ``stack export --show-secrets`` -> ``{"version": 3, "deployment": {...}}``;
@@ -115,6 +117,13 @@ class Backend:
             found.append((nanos, path))
         return sorted(found)
 
+    def stacks(self) -> list[str]:
+        """``pulumi stack ls``: this project's stacks (short names, as the CLI lists them)."""
+        base = self.root / ".pulumi" / "stacks"
+        base = base / self.project if self.project_layout else base
+        names = {path.name.split(".json", 1)[0] for path in base.glob("*.json*")} if base.is_dir() else set()
+        return sorted(names)
+
     def locks(self) -> list[Path]:
         base = self.root / ".pulumi" / "locks"
         directory = base / "organization" / self.project / self.stack if self.project_layout else base / self.stack
@@ -203,7 +212,9 @@ def main(argv: list[str]) -> None:
         print(VERSION)
         return
     positional, options = flags(args)
-    stack = (options.get("--stack") or [""])[-1].split("/")[-1]
+    given = (options.get("--stack") or [""])[-1].split("/")
+    stack = given[-1]
+    given_project = given[-2] if len(given) >= 2 else None
     project, config_dir = project_info(cwd)
     backend = Backend(os.environ.get("PULUMI_BACKEND_URL", ""), project, stack)
     config_path = config_dir / f"Pulumi.{stack}.yaml"
@@ -213,6 +224,11 @@ def main(argv: list[str]) -> None:
     if command == ["stack", "select"] or command == ["stack"]:
         if backend.stack_file() is None:
             fail(f"no stack named '{stack}' found")
+        if given_project and given_project != project:
+            fail(f"provided project name \"{given_project}\" doesn't match Pulumi.yaml")
+        return
+    if command == ["stack", "ls"]:
+        print(json.dumps([{"name": name, "current": False} for name in backend.stacks()], indent=4))
         return
     if command == ["stack", "history"]:
         entries = []

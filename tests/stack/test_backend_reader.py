@@ -97,8 +97,12 @@ def test_locks_are_found_in_both_layouts(tmp_path: Path, layout: str) -> None:
 def test_unknown_stack_and_unsupported_store(tmp_path: Path) -> None:
     root = build_backend(tmp_path)
     backend = open_backend(f"file://{root}")
-    with pytest.raises(BadInput, match="stack rollback/prod not found"):
+    with pytest.raises(BadInput, match=r"stack organization/rollback/prod not found .*"
+                                       r"\(stacks there: organization/rollback/staging\)"):
         backend.history(PROJECT, "prod")
+    legacy = open_backend(f"file://{build_backend(tmp_path / 'legacy', layout='legacy')}")
+    with pytest.raises(BadInput, match=r"stack prod not found .*\(stacks there: staging\)"):
+        legacy.history(PROJECT, "prod")
     (root / ".pulumi" / "meta.yaml").write_text("version: 2\n")
     with pytest.raises(PulumiError, match="version 2 is not supported"):
         DiyBackend(FileStore(root)).history(PROJECT, STACK)
