@@ -23,7 +23,7 @@ import hashlib
 import json
 import shlex
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -619,7 +619,35 @@ def desired_state_diff(config: Config, before: Mapping[str, ConfigValue],
         kind = runs[1].get(name, runs[0].get(name, {})).get("type")
         for path, old, new in items:
             rows.append({"resource": name, "type": kind, "path": path, "old": old, "new": new})
+    refuse_replacements(rows, after_label)
     return rows
+
+
+# Resources whose replacement a rollback must never trigger: inputs that force one (and a changed
+# logical name, which is a delete plus a create). The program retains the edge function and protects
+# the bucket, but by then CloudFront would already point at the new (empty or not yet replicated) one.
+NEVER_REPLACED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "aws:s3/bucket:Bucket": ("the assets bucket", ("bucket", "bucketPrefix")),
+    "aws:lambda/function:Function": ("the Lambda@Edge function", ("name",)),
+}
+
+
+def refuse_replacements(rows: Sequence[Mapping[str, Any]], label: str) -> None:
+    """Refuse a desired state that replaces the assets bucket or the edge function (UnsafePrecondition)."""
+    for row in rows:
+        what = NEVER_REPLACED.get(str(row.get("type")))
+        if what is None:
+            continue
+        noun, forcing = what
+        if row["path"] == "" or row["path"] in forcing:
+            change = (f"{row['path']}: {shorten(row['old'], 80)} -> {shorten(row['new'], 80)}" if row["path"]
+                      else "its logical name changed (a delete and a create)")
+            raise UnsafePrecondition(
+                f"{label} would replace {noun} {row['resource']} ({change}): CloudFront would be re-pointed at "
+                "the new one before the old one could be removed (a Lambda@Edge function stays undeletable for "
+                "hours; an emptied bucket serves nothing)",
+                f"keep {noun}'s name as it is now: restore the other keys, or this version's program, by hand; "
+                "a rename is a migration, not a rollback")
 
 
 def _display(config: Config, path: Path) -> str:

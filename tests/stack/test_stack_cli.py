@@ -325,3 +325,19 @@ def test_restore_after_an_offline_preview_names_the_preview_to_run(stack_env: St
     assert "does not exist yet: the offline preview of version 3 pinned its config" in result.err
     assert f"run where the Pulumi CLI is installed: {command} ; then run this restore again" in result.err
     assert "run 'rollback infra preview" not in result.err  # not the loop back to preview
+
+
+@pytest.mark.usefixtures("no_pulumi")
+def test_offline_preview_refuses_a_version_that_would_replace_the_assets_bucket(
+        stack_env: StackEnv, run_cli: RunCli) -> None:
+    """The bucket was renamed after version 3: going back would re-point CloudFront at another bucket."""
+    from rollback.adapters.stack_config import write_stack_config
+
+    write_stack_config(stack_env.stack_file, {"rollback:assetsBucketName": "huntaze-staging-assets"})
+    before = stack_env.stack_file.read_text()
+    result = run_cli("infra", "preview", "--to", "3", "--offline")
+    assert result.code == 4, result.err
+    (error,) = [line for line in result.err.splitlines() if line.startswith("error: ")]
+    assert "would replace the assets bucket assets-bucket (bucket: huntaze-staging-assets -> (absent))" in error
+    assert "a rename is a migration, not a rollback" in error
+    assert stack_env.stack_file.read_text() == before  # refused before anything was written
