@@ -35,16 +35,21 @@ from rollback.redact import MASK, is_secret_key, redact_text, register_secret
 __all__ = [
     "CONFIG_FILENAME",
     "DEFAULT_VERCEL_API_URL",
+    "AlarmSettings",
     "AwsSettings",
     "Config",
     "DatabaseSettings",
     "EnvSettings",
     "HealthSettings",
+    "LockSettings",
+    "NotifySettings",
     "PulumiSettings",
     "Relation",
     "Settings",
     "Targets",
     "VercelSettings",
+    "VerifyFlow",
+    "VerifySettings",
     "find_config_file",
     "load_config",
     "load_settings",
@@ -153,6 +158,102 @@ class Targets(_Model):
     total: float = Field(default=15, gt=0)
 
 
+class NotifySettings(_Model):
+    """Progress posts to a Slack-compatible incoming webhook. The URL is a secret: it is read
+    from the environment variable named here, never from the file."""
+
+    webhook_env: str = Field(default="SLACK_WEBHOOK_URL", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+                             description="name of the environment variable holding the webhook URL")
+    heartbeat_minutes: float = Field(default=5, gt=0, description="at most one progress post this often "
+                                     "while a long step runs")
+    timeout: float = Field(default=5.0, gt=0, le=60, description="seconds per post attempt")
+
+
+class AlarmSettings(_Model):
+    """The rollback alarms ``decide`` and ``verify`` read (else the stack outputs ``alarmNames``
+    and ``compositeAlarmName``)."""
+
+    names: list[str] = Field(default_factory=list, description="alarm names")
+    prefix: str | None = Field(default=None, min_length=1, description="every alarm whose name starts with it")
+
+
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+class VerifyFlow(_Model):
+    """A critical flow ``rollback verify`` exercises: a request and what the answer must be."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$")
+    method: str = "GET"
+    path: str
+    status: int = Field(default=200, ge=100, le=599)
+    body_contains: str | None = Field(default=None, description="a substring the answer's body must contain")
+    body: str | None = Field(default=None, description="request body, sent as is")
+    content_type: str = "application/json"
+
+    @field_validator("method")
+    @classmethod
+    def _method(cls, value: str) -> str:
+        if value.upper() not in _METHODS:
+            raise ValueError(f"must be one of {', '.join(_METHODS)}")
+        return value.upper()
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"path {value!r} must start with '/'")
+        return value
+
+
+class VerifySettings(_Model):
+    """``rollback verify``: the post-rollback checklist's sources and thresholds."""
+
+    api_paths: list[str] | None = Field(default=None, description="paths timed for the API p95 (else health.paths)")
+    requests: int = Field(default=20, ge=1, le=1000, description="requests per API p95 measurement")
+    concurrency: int = Field(default=10, ge=1, le=100)
+    api_p95_ms: float = Field(default=500, gt=0, allow_inf_nan=False)
+    page_paths: list[str] = Field(default_factory=lambda: ["/"])
+    page_load_ms: float = Field(default=3000, gt=0, allow_inf_nan=False)
+    flows: list[VerifyFlow] = Field(default_factory=list)
+    smoke: str | None = Field(default=None, min_length=1, description="a smoke-test command, run without a shell")
+    smoke_timeout: float = Field(default=600, gt=0, allow_inf_nan=False, description="seconds")
+    error_rate_percent: float = Field(default=1.0, ge=0, allow_inf_nan=False)
+    cache_hit_percent: float = Field(default=70.0, ge=0, le=100, allow_inf_nan=False)
+    metrics_minutes: int = Field(default=5, ge=1, le=60, description="window for CloudFront rates")
+    fresh_minutes: int = Field(default=10, ge=1, le=120, description="metrics count as arriving within this")
+
+    @field_validator("api_paths", "page_paths")
+    @classmethod
+    def _absolute(cls, value: list[str] | None) -> list[str] | None:
+        for path in value or []:
+            if not path.startswith("/"):
+                raise ValueError(f"path {path!r} must start with '/'")
+        return value
+
+    @field_validator("flows")
+    @classmethod
+    def _unique(cls, value: list[VerifyFlow]) -> list[VerifyFlow]:
+        names = [flow.name for flow in value]
+        if len(names) != len(set(names)):
+            raise ValueError("flow names must be unique")
+        return value
+
+
+class LockSettings(_Model):
+    """The team-wide lease (``url = "s3://bucket/prefix"``); without it, a local lock only."""
+
+    url: str | None = None
+    ttl: float = Field(default=60, ge=5, le=3600, allow_inf_nan=False, description="lease seconds")
+
+    @field_validator("url")
+    @classmethod
+    def _s3(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?$", value):
+            raise ValueError('must be written s3://bucket or s3://bucket/prefix')
+        return value.rstrip("/") if value else value
+
+
 class EnvSettings(_Model):
     vercel: VercelSettings | None = None
     health: HealthSettings = Field(default_factory=HealthSettings)
@@ -160,6 +261,10 @@ class EnvSettings(_Model):
     aws: AwsSettings = Field(default_factory=AwsSettings)
     pulumi: PulumiSettings | None = None
     targets: Targets = Field(default_factory=Targets)
+    notify: NotifySettings | None = None
+    alarms: AlarmSettings = Field(default_factory=AlarmSettings)
+    verify: VerifySettings = Field(default_factory=VerifySettings)
+    lock: LockSettings | None = None
 
 
 class JournalSettings(_Model):
@@ -169,6 +274,9 @@ class JournalSettings(_Model):
 class Settings(_Model):
     default_env: str | None = None
     journal: JournalSettings = Field(default_factory=JournalSettings)
+    templates_dir: str | None = Field(default=None, min_length=1,
+                                      description="report, email and banner templates that override the defaults")
+    lock: LockSettings = Field(default_factory=LockSettings)
     env: dict[str, EnvSettings] = Field(default_factory=dict, validate_default=True)
 
     @field_validator("env")
@@ -204,6 +312,40 @@ class Config:
     @property
     def journal_dir(self) -> Path:
         return _journal_dir(self.path, self.settings, self.environ)
+
+    @property
+    def templates_dirs(self) -> list[Path]:
+        """Where user templates are looked up, before the package's defaults: ``templates_dir``
+        when set, then ``.rollback/templates/`` beside the config file."""
+        dirs = [self.resolve_path(self.settings.templates_dir)] if self.settings.templates_dir else []
+        return [*dirs, self.root / ".rollback" / "templates"]
+
+    def webhook_url(self) -> str | None:
+        """The notification webhook's URL from ``$<notify.webhook_env>``, registered as a secret
+        (its path is the credential); ``None`` when notifications are off or the variable is unset."""
+        if self.env.notify is None:
+            return None
+        raw = self.environ.get(self.env.notify.webhook_env) or ""
+        register_secret(raw)
+        url = raw.strip()
+        register_secret(url)
+        if url:
+            match = re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://[^/]+(/.+)$", url)
+            if match:
+                register_secret(match.group(1).lstrip("/"))
+        return url or None
+
+    @property
+
+
+    def lock_settings(self) -> LockSettings:
+        """``[env.<name>.lock]``, else the global ``[lock]``."""
+        return self.env.lock if self.env.lock is not None else self.settings.lock
+
+    @property
+    def identity(self) -> str:
+        """What the environment's run lock is keyed on: this config file and the environment's name."""
+        return f"{self.path.resolve()}\0{self.env_name}"
 
     @property
     def backups_dir(self) -> Path:
@@ -269,6 +411,7 @@ class Config:
         """The resolved settings with every secret masked, for ``config check``."""
         database_url = self.database_url()
         token = self.vercel_token()
+        webhook = {self.env.notify.webhook_env: MASK if self.webhook_url() else None} if self.env.notify else {}
         return {
             "config_file": str(self.path),
             "env": self.env_name,
@@ -276,10 +419,12 @@ class Config:
             "settings": self.env.model_dump(mode="json"),
             "journal_dir": str(self.journal_dir),
             "backups_dir": str(self.backups_dir),
+            "templates_dirs": [str(d) for d in self.templates_dirs],
             "secrets": {
                 "VERCEL_TOKEN": MASK if token else None,
                 self.env.database.url_env: redact_text(database_url) if database_url else None,
                 "AWS credentials": "from the AWS credential chain",
+                **webhook,
             },
             "endpoints": {
                 "vercel_api_url": self.vercel_api_url,
@@ -327,6 +472,7 @@ _SECRET_HOME = {
     "database": "put the URL in an environment variable and name it in database.url_env",
     "aws": "use the AWS credential chain (AWS_PROFILE, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, SSO)",
     "pulumi": "set PULUMI_ACCESS_TOKEN or PULUMI_CONFIG_PASSPHRASE in the environment",
+    "notify": "put the webhook URL in an environment variable and name it in notify.webhook_env",
 }
 _URL_WITH_PASSWORD = re.compile(r"[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:[^@/\s]+@")
 
@@ -340,7 +486,7 @@ def _find_secrets(data: Any, path: tuple[str, ...] = ()) -> tuple[tuple[str, ...
             home = _SECRET_HOME.get(section, "set it in the environment instead")
             if (is_secret_key(str(key)) and not str(key).endswith("_env") and value) or (
                 str(key) in ("url", "database_url") and section == "database"
-            ):
+            ) or (str(key) in ("url", "webhook", "webhook_url") and section == "notify"):
                 return here, home
             if isinstance(value, str) and _URL_WITH_PASSWORD.search(value):
                 return here, home

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from rollback.errors import BadInput
-from rollback.lock import RunLock, acquire
+from rollback.lock import RunLock, TeamLock, acquire
 from rollback.plan import Plan, Step
 from rollback.redact import redact
 
@@ -81,19 +81,27 @@ class Journal:
         dry_run: bool = False,
         details: Mapping[str, Any] | None = None,
         lock: bool = False,
+        lock_identity: str | None = None,
+        team_lock: TeamLock | None = None,
     ) -> Journal:
         """Create the run's file and write ``run_started``.
 
         With ``lock``, first take the environment's run lock (:mod:`rollback.lock`):
         a second state-changing run on the same environment is refused (exit 4).
+        ``lock_identity`` names the environment (``Config.identity``); without it
+        the journal directory and ``env`` do. With ``team_lock``, the team lease
+        is taken too, and the journal is copied to the team's prefix.
         """
         directory.mkdir(parents=True, exist_ok=True)
         run_id = new_run_id()
         journal = cls(directory / f"{run_id}{SUFFIX}", run_id)
         if lock:
-            journal.lock = acquire(directory, env, {
+            identity = lock_identity or f"{directory.resolve()}\0{env}"
+            journal.lock = acquire(env, {
                 "run": run_id, "who": _who(), "host": socket.gethostname(), "pid": os.getpid(),
-                "command": command if isinstance(command, str) else " ".join(command)})
+                "command": command if isinstance(command, str) else " ".join(command)},
+                identity=identity, team=team_lock)
+            journal.lock.mirror("runs", journal.path)
         journal.write(
             "run_started",
             who=_who(),
@@ -104,6 +112,8 @@ class Journal:
             dry_run=dry_run,
             **dict(details or {}),
         )
+        if journal.lock is not None:
+            journal.lock.sync()  # the team sees the run from its first line
         return journal
 
     def write(self, event: str, **fields: Any) -> JournalEntry:
@@ -123,6 +133,8 @@ class Journal:
                    notes=list(plan.notes))
 
     def step_started(self, step: Step) -> None:
+        if self.lock is not None:
+            self.lock.check()  # a team lease lost mid-run stops the run before its next step
         self.write("step_started", step=step.id, description=step.describe())
 
     def step_finished(self, step: Step, result: Mapping[str, Any] | None = None, *,

@@ -39,6 +39,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "journal": ("rollback.cli.journal_cmd:journal", "Setup"),
     "db": ("rollback.cli.db:db", "Layers"),
     "infra": ("rollback.cli.infra:infra", "Layers"),
+    "report": ("rollback.cli.report:report", "Incident"),
+    "decide": ("rollback.cli.decide_cmd:decide", "Incident"),
+    "incident": ("rollback.cli.incident_cmd:incident", "Incident"),
+    "verify": ("rollback.cli.verify_cmd:verify", "Incident"),
 }
 SECTIONS = ("Layers", "Incident", "Setup")
 

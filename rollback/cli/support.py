@@ -30,6 +30,7 @@ __all__ = [
     "emit",
     "pass_app",
     "print_table",
+    "printable",
     "say",
     "yes_option",
 ]
@@ -66,11 +67,21 @@ class AppContext:
     def start_journal(self, **details: Any) -> Journal:
         """Open the run's journal, taking the environment's run lock."""
         from rollback.journal import Journal
+        from rollback.lock import TeamLock
 
         config = self.config()
+        lock = config.lock_settings
+        team = TeamLock(lock.url, lock.ttl) if lock.url else None
         journal = Journal.start(config.journal_dir, command=["rollback", *self.argv], env=config.env_name,
-                                details=details, lock=True)
+                                details=details, lock=True, lock_identity=config.identity, team_lock=team)
         self.journals.append(journal)
+        lease = journal.lock.lease if journal.lock is not None else None
+        if lease is not None and lease.taken_over is not None:
+            from rollback.lock import describe_holder
+
+            message = f"took over the expired team lease of {describe_holder(lease.taken_over)}"
+            say(f"note: {message}")
+            journal.note(message, taken_over=lease.taken_over)
         return journal
 
     def journal_unless(self, dry_run: bool, **details: Any) -> Journal | None:
@@ -140,15 +151,28 @@ def emit(app: AppContext, document: Any, human: Callable[[], None] | None = None
         human()
 
 
+_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7f)}
+_CONTROL.update({code: f"\\x{code:02x}" for code in range(0x80, 0xa0)})
+_CONTROL.update({0x09: "\\t", 0x0a: "\\n", 0x0d: "\\r"})
+
+
+def printable(text: Any) -> str:
+    """``text`` with control characters shown escaped (an ESC from outside never reaches the terminal)."""
+    return str(text).translate(_CONTROL)
+
+
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
-    table = Table(title=title, title_justify="left", show_lines=False, header_style="bold")
+    table = Table(title=escape(printable(title)) if title else None, title_justify="left", show_lines=False,
+                  header_style="bold")
     for column in columns:
-        table.add_column(column, overflow="fold")
+        table.add_column(escape(column), overflow="fold")
     for row in rows:
-        table.add_row(*("" if cell is None else str(cell) for cell in row))
+        # Cells are text, never markup: "[/api/pay]" from a reason or an S3 key prints as written.
+        table.add_row(*("" if cell is None else escape(printable(cell)) for cell in row))
     # Piped or captured output (a log, an incident channel) must not wrap ids and URLs at 80 columns.
     width = None if sys.stdout.isatty() else 240
     Console(soft_wrap=False, width=width).print(table)

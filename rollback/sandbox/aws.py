@@ -58,9 +58,11 @@ def start_moto(port: int | None = None, *, deploy_after_reads: int = 2,
     """
     from moto.server import ThreadedMotoServer
 
+    from rollback.sandbox import cloudwatch
     from rollback.sandbox.cloudfront import install
 
     install(deploy_after_reads=deploy_after_reads, deploy_after_seconds=deploy_after_seconds)
+    cloudwatch.install()
     # One access-log line per request on stderr drowns test output and the drill's progress.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     chosen = port or _free_port()

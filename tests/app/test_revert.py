@@ -164,12 +164,18 @@ def test_failing_health_checks_exit_3(run_cli: RunCli, app_env: Path, repo: Path
 
 def test_a_rollback_in_effect_keeps_the_revert_from_going_live(run_cli: RunCli, app_env: Path, repo: Path,
                                                                emulator: VercelEmulator) -> None:
+    # The fixture's first push deploys the repo's HEAD (ready after 0.2 s): whether that deployment or the seeded
+    # one is live when the rollback reads the project depends on timing, so name whichever the rollback replaced.
+    before = emulator.state.project(DEMO.project_id).production_id
     assert run_cli("app", "rollback", "--yes").code == 0
+    replaced = emulator.state.project(DEMO.project_id).last_alias_request
+    assert replaced is not None
     head = git(repo, "rev-parse", "HEAD")
     result = run_cli("app", "revert", "HEAD", "--push", "--wait", "--timeout", "20s", "--yes", "--repo", str(repo))
     assert result.code == 4, result.err
     last = result.err.strip().splitlines()[-1]
-    assert "rollback app undo" in last and DEMO.current in last and "nothing was changed" in last
+    assert before and replaced["fromDeploymentId"] == before
+    assert "rollback app undo" in last and before in last and "nothing was changed" in last
     assert git(repo, "rev-parse", "HEAD") == head  # refused before any git step
     assert git(repo.parent / "origin.git", "rev-parse", "main") == head
 

@@ -1,0 +1,230 @@
+"""``rollback decide``: gather signals (flags, or live sources), decide, record it on the incident.
+
+The decision itself is pure (:func:`rollback.decide.decide`). This module
+turns flags into :class:`~rollback.decide.Signal` values, measures the live
+ones concurrently within a budget (:func:`live_signals`): the rollback alarms,
+CloudFront ``5xxErrorRate`` and ``OriginLatency`` p95 over the last 5
+minutes, a probe of the health URLs, failed ``_prisma_migrations`` rows, and
+Vercel (is a rollback already in effect; when was production deployed). A
+source that is not configured is a signal *not measured*, with the reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from rollback.decide import Context, Decision, Signal, alarm_criterion, decide, order_layers
+from rollback.errors import BadInput
+
+if TYPE_CHECKING:
+    from rollback.adapters.cloudwatch import AlarmState
+    from rollback.commands.signals import Production
+    from rollback.config import Config
+
+__all__ = ["DecideResult", "Flags", "LiveReading", "flag_signals", "live_signals", "run_decide"]
+
+LIVE_BUDGET = 1.5  # seconds for every live source together (the decision must take < 2 s)
+METRIC_MINUTES = 5
+
+
+@dataclass(frozen=True)
+class Flags:
+    """What the operator knows, from the command line."""
+
+    error_rate: float | None = None
+    p95_ms: float | None = None
+    service_down: bool = False
+    data_loss: bool = False
+    security_breach: bool = False
+    feature_broken: str | None = None  # major | minor
+    failed_migration: bool = False
+    db_connections_exhausted: bool = False
+    cosmetic: bool = False
+
+    def any(self) -> bool:
+        return any(value not in (None, False) for value in vars(self).values())
+
+
+def flag_signals(flags: Flags) -> list[Signal]:
+    signals: list[Signal] = []
+    if flags.error_rate is not None:
+        signals.append(Signal("error_rate", float(flags.error_rate), "flag", "%"))
+    if flags.p95_ms is not None:
+        signals.append(Signal("p95_ms", float(flags.p95_ms), "flag", "ms"))
+    if flags.feature_broken:
+        signals.append(Signal("feature_broken", flags.feature_broken.lower(), "flag"))
+    for name in ("service_down", "data_loss", "security_breach", "failed_migration", "db_connections_exhausted",
+                 "cosmetic"):
+        if getattr(flags, name):
+            signals.append(Signal(name, True, "flag"))
+    return signals
+
+
+@dataclass
+class LiveReading:
+    signals: list[Signal] = field(default_factory=list)
+    alarms: list[AlarmState] | None = None
+    production: Production | None = None
+    seconds: float = 0.0
+    sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def _not_measured(name: str, source: str, problem: str) -> Signal:
+    return Signal(name, None, source, detail=f"not measured: {problem}")
+
+
+def live_signals(config: Config, *, budget: float = LIVE_BUDGET, minutes: int = METRIC_MINUTES,
+                 alarms_only: bool = False) -> LiveReading:
+    """Measure every live source concurrently; a source that did not answer in time is not measured."""
+    from rollback.commands import signals as live
+
+    timeout = max(0.3, budget - 0.2)
+    readers: dict[str, Any] = {"alarms": lambda: live.read_alarms(config, timeout=timeout)}
+    if not alarms_only:
+        readers.update({
+            "cloudfront": lambda: live.cloudfront_metrics(
+                config, [("5xxErrorRate", "Average"), ("OriginLatency", "p95")], minutes=minutes, timeout=timeout),
+            "health": lambda: live.probe_health(config, timeout=timeout),
+            "migrations": lambda: live.failed_migrations(config, timeout=timeout),
+            "vercel": lambda: live.production_deployment(config, timeout=timeout),
+        })
+    started = time.monotonic()
+    outcomes = live.gather(readers, budget=budget)
+    reading = LiveReading(seconds=time.monotonic() - started)
+    reading.sources = {name: {"ok": o.ok, "problem": o.problem, "seconds": round(o.seconds, 3)}
+                       for name, o in outcomes.items()}
+    signals = reading.signals
+
+    alarms = outcomes["alarms"]
+    if alarms.ok:
+        wanted, found = alarms.value
+        reading.alarms = list(found)
+        if not found:
+            signals.append(_not_measured("alarms", "alarm", f"none of the rollback alarms ({wanted.origin}) exist"))
+        for alarm in found:
+            criterion = "composite" if alarm.composite else alarm_criterion(alarm.name, wanted.prefix)
+            since = f" since {alarm.updated_at.isoformat(timespec='seconds')}" if alarm.updated_at else ""
+            signals.append(Signal(f"alarm.{criterion}", alarm.state, "alarm", detail=f"{alarm.name}{since}"))
+    else:
+        signals.append(_not_measured("alarms", "alarm", str(alarms.problem)))
+    if alarms_only:
+        return reading
+
+    cloudfront = outcomes["cloudfront"]
+    for index, (name, unit) in enumerate((("error_rate", "%"), ("p95_ms", "ms"))):
+        if not cloudfront.ok:
+            signals.append(_not_measured(name, "cloudfront", str(cloudfront.problem)))
+        elif cloudfront.value[index].value is None:
+            signals.append(_not_measured(name, "cloudfront", f"no datapoints in the last {minutes} min"))
+        else:
+            window = cloudfront.value[index]
+            signals.append(Signal(name, round(window.value, 3), "cloudfront", unit,
+                                  f"{window.metric} {window.stat} over the last {minutes} min"))
+
+    health = outcomes["health"]
+    if not health.ok:
+        signals.append(_not_measured("service_down", "health", str(health.problem)))
+    else:
+        results = health.value
+        failing = [r for r in results if not r.ok]
+        detail = "; ".join(f"{r.name}: {r.detail}" for r in failing) or f"{len(results)} health URL(s) answer"
+        all_down = bool(results) and len(failing) == len(results)
+        signals.append(Signal("service_down", all_down, "health", detail=detail))
+        if failing and not all_down:
+            signals.append(Signal("health_failing", True, "health", detail=f"{len(failing)}/{len(results)} "
+                                  f"failing: {detail}"))
+
+    migrations = outcomes["migrations"]
+    if not migrations.ok:
+        signals.append(_not_measured("failed_migration", "database", str(migrations.problem)))
+    elif migrations.value is None:
+        signals.append(Signal("failed_migration", False, "database", detail="not managed by Prisma Migrate"))
+    else:
+        names = migrations.value
+        signals.append(Signal("failed_migration", bool(names), "database",
+                              detail=", ".join(names) if names else "no failed migration"))
+
+    vercel = outcomes["vercel"]
+    if vercel.ok:
+        reading.production = vercel.value
+    else:
+        signals.append(_not_measured("rollback_active", "vercel", str(vercel.problem)))
+    return reading
+
+
+@dataclass
+class DecideResult:
+    decision: Decision
+    seconds: float
+    incident: str | None = None
+    incident_opened: bool = False
+    detection: dict[str, Any] | None = None
+    live: LiveReading | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        document = self.decision.to_dict()
+        return {**document, "seconds": round(self.seconds, 3), "incident": self.incident,
+                "incident_opened": self.incident_opened, "detected": self.detection,
+                "live_sources": self.live.sources if self.live else None, "warnings": self.warnings}
+
+
+def run_decide(config: Config, flags: Flags, *, live: bool = False, changed: Sequence[str] = ("app",),
+               remove_commit: bool = False, record: bool = True, incident: str | None = None,
+               detected_at: str | None = None, deployed_at: str | None = None, drill: bool = False,
+               budget: float = LIVE_BUDGET) -> DecideResult:
+    """Decide from ``flags`` (and the live sources with ``live``), and record it on the environment's incident.
+
+    No incident is opened when nothing crosses a threshold.
+    """
+    from rollback.commands import incident as incidents
+    from rollback.incident import iso
+    from rollback.units import parse_time
+
+    if not flags.any() and not live:
+        raise BadInput("no signal given", "pass what you see (e.g. --error-rate 7, --service-down) or --live")
+    started = time.monotonic()
+    deployed = parse_time(deployed_at, option="--deployed-at") if deployed_at else None
+    detected_flag = parse_time(detected_at, option="--detected-at") if detected_at else None
+    signals = flag_signals(flags)
+    reading: LiveReading | None = None
+    if live:
+        reading = live_signals(config, budget=budget)
+        signals.extend(reading.signals)
+    production = reading.production if reading else None
+    ctx = Context(env=config.env_name, changed=order_layers(changed) or ("app",),
+                  rollback_active=bool(production and production.rollback_active), remove_commit=remove_commit,
+                  has_pulumi=config.env.pulumi is not None)
+    decision = decide(signals, ctx)
+    seconds = time.monotonic() - started
+    result = DecideResult(decision, seconds, live=reading)
+    if not record or decision.severity is None:
+        return result
+    alarms = reading.alarms if reading else None
+    if alarms is None and detected_flag is None:
+        # Not --live: still look at the alarms for when the incident began (within the same budget).
+        alarms = live_signals(config, budget=budget, alarms_only=True).alarms
+    detection = incidents.detect(detected_at, alarms)
+    if production is not None and deployed is None and production.created is not None \
+            and not production.rollback_active:
+        deployed = production.created
+    log, opened = incidents.ensure(config, incident, detection=detection, drill=drill,
+                                   deployment=production.deployment if production else None,
+                                   deployment_initiated_at=deployed)
+    incidents.record_decision(log, decision, seconds)
+    result.incident, result.incident_opened = log.id, opened
+    result.detection = {"at": iso(detection.at), "from": detection.source, "detail": detection.detail}
+    if not opened:
+        from rollback.incident import read_incident
+
+        first = read_incident(log.path).opened
+        result.detection = {"at": first.get("detected_at"), "from": first.get("detected_from"),
+                            "detail": first.get("detected_detail")}
+        result.warnings.append(f"attached to the open incident {log.id} of env {config.env_name}")
+        if detected_at:
+            result.warnings.append("--detected-at is kept from when the incident was opened")
+    return result
+

@@ -1,0 +1,185 @@
+"""Incidents as verbs: open or attach, record, list, show, close.
+
+The record itself (file format, read model) is :mod:`rollback.incident`; this
+module wires it to the config: where the files live, which incident a command
+attaches to, when detection happened, and the copy to the team's S3 prefix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import getpass
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rollback.errors import BadInput, RollbackError
+from rollback.incident import (
+    IncidentLog,
+    IncidentRecord,
+    find_incident,
+    incidents_dir,
+    iso,
+    list_incidents,
+    open_incident_of,
+    read_incident,
+)
+from rollback.units import parse_time
+
+if TYPE_CHECKING:
+    from rollback.adapters.cloudwatch import AlarmState
+    from rollback.config import Config
+    from rollback.decide import Decision
+
+__all__ = [
+    "Detection",
+    "attach",
+    "close",
+    "detect",
+    "directory",
+    "ensure",
+    "list_",
+    "note",
+    "record_decision",
+    "show",
+    "targets_seconds",
+]
+
+
+def directory(config: Config) -> Path:
+    return incidents_dir(config.journal_dir)
+
+
+def targets_seconds(config: Config) -> dict[str, float]:
+    targets = config.env.targets
+    return {"detect": targets.detect * 60, "decide": targets.decide * 60, "rollback": targets.rollback * 60,
+            "verify": targets.verify * 60, "total": targets.total * 60}
+
+
+class _Mirrored(IncidentLog):
+    """An incident log whose file is copied to the team prefix after each event (best effort)."""
+
+    def __init__(self, path: Path, config: Config) -> None:
+        super().__init__(path)
+        self.config = config
+        self.mirror_error: str | None = None
+
+    def write(self, event: str, **fields: Any) -> dict[str, Any]:
+        entry = super().write(event, **fields)
+        self.copy()
+        return entry
+
+    def copy(self) -> None:
+        lock = self.config.lock_settings
+        if lock.url and self.mirror_error is None:
+            from rollback.lock import TeamLock
+
+            try:
+                TeamLock(lock.url, lock.ttl).copy("incidents", self.path)
+            except (RollbackError, OSError) as exc:
+                # The local record is the one that counts; say once that the team copy failed.
+                self.mirror_error = exc.message if isinstance(exc, RollbackError) else str(exc)
+
+
+def _log(config: Config, path: Path) -> IncidentLog:
+    return _Mirrored(path, config)
+
+
+@dataclass(frozen=True)
+class Detection:
+    at: dt.datetime
+    source: str  # flag | alarm | now
+    detail: str
+
+
+def detect(flag: str | None, alarms: Sequence[AlarmState] | None, *, now: dt.datetime | None = None) -> Detection:
+    """``detected_at``: ``--detected-at``, else the earliest state change of a rollback alarm now in ALARM, else now."""
+    current = now or dt.datetime.now(dt.UTC)
+    if flag:
+        return Detection(parse_time(flag, option="--detected-at", now=current), "flag", f"--detected-at {flag}")
+    firing = [a for a in alarms or () if a.state == "ALARM" and a.updated_at is not None]
+    if firing:
+        first = min(firing, key=lambda a: a.updated_at or current)
+        assert first.updated_at is not None
+        return Detection(first.updated_at.astimezone(dt.UTC), "alarm", f"alarm {first.name} in ALARM since then")
+    return Detection(current, "now", "no --detected-at and no rollback alarm in ALARM")
+
+
+def attach(config: Config, ref: str | None = None) -> IncidentLog | None:
+    """The incident a command attaches to: ``--incident ID``, else the environment's open one, else None."""
+    folder = directory(config)
+    if ref:
+        record = find_incident(folder, ref, env=config.env_name)
+        if record.env != config.env_name:
+            raise BadInput(f"incident {record.id} belongs to env {record.env!r}, not {config.env_name!r}",
+                           f"pass --env {record.env}, or another --incident")
+        if record.status == "closed":
+            raise BadInput(f"incident {record.id} is closed", "open a new one with 'rollback decide'")
+        return _log(config, record.path)
+    record_open = open_incident_of(folder, config.env_name)
+    return _log(config, record_open.path) if record_open else None
+
+
+def ensure(config: Config, ref: str | None, *, detection: Detection, drill: bool = False,
+           deployment: dict[str, Any] | None = None,
+           deployment_initiated_at: dt.datetime | None = None) -> tuple[IncidentLog, bool]:
+    """Attach to the incident (see :func:`attach`) or open a new one. Returns ``(log, opened)``."""
+    found = attach(config, ref)
+    if found is not None:
+        return found, False
+    log = IncidentLog.create(
+        directory(config), config.env_name, drill=drill, detected_at=iso(detection.at),
+        detected_from=detection.source, detected_detail=detection.detail,
+        deployment_initiated_at=iso(deployment_initiated_at) if deployment_initiated_at else None,
+        deployment=deployment)
+    mirrored = _Mirrored(log.path, config)
+    mirrored.copy()  # the opened event was written before the mirror existed
+    return mirrored, True
+
+
+def record_decision(log: IncidentLog, decision: Decision, seconds: float) -> dict[str, Any]:
+    document = decision.to_dict()
+    return log.write("decided", severity=decision.severity, reasons=document["reasons"],
+                     layers=document["layers"], options=document["options"], command=decision.command,
+                     seconds=round(seconds, 3), signals=document["signals"])
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return str(os.getuid())
+
+
+def list_(config: Config, *, all_envs: bool = False, include_closed: bool = True) -> list[dict[str, Any]]:
+    records = list_incidents(directory(config), env=None if all_envs else config.env_name)
+    return [r.summary() for r in records if include_closed or r.status == "open"]
+
+
+def _find(config: Config, ref: str) -> IncidentRecord:
+    return find_incident(directory(config), ref, env=config.env_name)
+
+
+def show(config: Config, ref: str = "last") -> dict[str, Any]:
+    return _find(config, ref).to_dict(targets_seconds(config))
+
+
+def note(config: Config, ref: str, message: str) -> dict[str, Any]:
+    record = _find(config, ref)
+    if record.status == "closed":
+        raise BadInput(f"incident {record.id} is closed", "notes go on open incidents")
+    _log(config, record.path).write("note", message=message)
+    return read_incident(record.path).to_dict(targets_seconds(config))
+
+
+def close(config: Config, ref: str, *, resolution: str, by: str | None = None) -> dict[str, Any]:
+    record = _find(config, ref)
+    if record.status == "closed":
+        raise BadInput(f"incident {record.id} is already closed", "see 'rollback incident show'")
+    _log(config, record.path).write("closed", by=by or _user(), resolution=resolution)
+    with contextlib.suppress(BadInput):
+        record = read_incident(record.path)
+    return record.to_dict(targets_seconds(config))

@@ -1,0 +1,497 @@
+"""``rollback verify``: the runbook's Post-Rollback Checklist, as measurements.
+
+Every checklist item is an :class:`Item` with a measured value, a threshold
+and a verdict (``pass``, ``fail``, or ``not measured`` with the reason when its
+source is not configured: never a silent pass). Groups follow the runbook:
+
+- **Service health**: each health URL answers ``expect_status``; the version
+  endpoint reports what production should serve (``--expect-version``, else
+  the commit of Vercel's production deployment); CloudFront 5xx rate < 1 %
+  over the last 5 minutes.
+- **Critical flows**: each ``[[env.<name>.verify.flows]]`` (method, path,
+  status, body substring); the smoke command (``verify.smoke``, run without a
+  shell), exit status 0.
+- **Data integrity**: the database answers, no failed migration, row counts
+  against ``--baseline``, no orphans (:func:`rollback.commands.db.verify`).
+- **Performance**: API p95 < 500 ms over N concurrent requests; page load < 3 s;
+  CloudFront cache hit rate > 70 % over the last 5 minutes.
+- **Monitoring**: every rollback alarm OK; metrics still arriving (a
+  CloudFront datapoint in the last 10 minutes).
+
+Sources are measured concurrently. The document is Contract C (see
+``rollback verify --json`` in the README).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import shlex
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from rollback.errors import BadInput, RollbackError
+from rollback.redact import redact_text
+
+if TYPE_CHECKING:
+    import httpx
+
+    from rollback.config import Config
+
+__all__ = ["GROUPS", "Item", "VerifyResult", "verify", "verify_once"]
+
+GROUPS = ("Service health", "Critical flows", "Data integrity", "Performance", "Monitoring")
+PASS, FAIL, UNMEASURED = "pass", "fail", "not measured"
+AWS_TIMEOUT = 5.0
+HTTP_BUDGET = 120.0  # every HTTP/AWS/DB source together; the smoke command has its own timeout
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    group: str
+    name: str
+    status: str  # pass | fail | not measured
+    value: str = ""
+    threshold: str = ""
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "group": self.group, "name": self.name, "status": self.status, "value": self.value,
+                "threshold": self.threshold, "detail": self.detail}
+
+
+def _unmeasured(item_id: str, group: str, name: str, why: str, threshold: str = "") -> Item:
+    return Item(item_id, group, name, UNMEASURED, "", threshold, f"not measured: {why}")
+
+
+def _verdict(ok: bool) -> str:
+    return PASS if ok else FAIL
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    text = redact_text(" ".join(str(text).split()))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# ------------------------------------------------------------------------------------------ HTTP items
+
+
+def _http(config: Config) -> httpx.Client:
+    import httpx
+
+    settings = config.env.health
+    concurrency = config.env.verify.concurrency
+    return httpx.Client(base_url=settings.base_url or "", timeout=settings.timeout, follow_redirects=True,
+                        headers={"User-Agent": "rollback-verify"},
+                        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency))
+
+
+def _request(http: httpx.Client, method: str, path: str, *, content: str | None = None,
+             content_type: str | None = None) -> tuple[int | None, str, float, str]:
+    """(status, body, seconds, problem): a transport failure is a status of None and its reason."""
+    import httpx
+
+    headers = {"Content-Type": content_type} if content is not None and content_type else None
+    started = time.monotonic()
+    try:
+        response = http.request(method, path, content=content.encode() if content is not None else None,
+                                headers=headers)
+        body = response.text
+    except httpx.TimeoutException:
+        return None, "", time.monotonic() - started, "timed out"
+    except httpx.HTTPError as exc:
+        return None, "", time.monotonic() - started, _clip(f"{type(exc).__name__}: {exc}", 200)
+    return response.status_code, body, time.monotonic() - started, ""
+
+
+def health_items(config: Config, expected: Sequence[str] | None, expected_problem: str | None) -> list[Item]:
+    from rollback.adapters.health import extract_version, versions_match
+
+    group = "Service health"
+    settings = config.env.health
+    if not settings.base_url:
+        why = f"[env.{config.env_name}.health] base_url is not set"
+        return [_unmeasured("health", group, "health checks", why, f"== {settings.expect_status}"),
+                _unmeasured("version", group, "version endpoint", why)]
+    items: list[Item] = []
+    with _http(config) as http:
+        for path in settings.paths:
+            status, _, seconds, problem = _request(http, "GET", path)
+            value = str(status) if status is not None else "no answer"
+            items.append(Item(f"health.{path}", group, f"health check {path}",
+                              _verdict(status == settings.expect_status), value, f"== {settings.expect_status}",
+                              problem or f"{_ms(seconds)}"))
+        version_path = settings.version_path
+        if not version_path:
+            items.append(_unmeasured("version", group, "version endpoint",
+                                     f"[env.{config.env_name}.health] version_path is not set"))
+        elif not expected:
+            items.append(_unmeasured("version", group, f"version {version_path}",
+                                     expected_problem or "no expected version"))
+        else:
+            import httpx
+
+            started = time.monotonic()
+            try:
+                response = http.get(version_path)
+                found = extract_version(response.text, response.headers.get("Content-Type", "")) \
+                    if response.status_code == 200 else None
+                problem = "" if response.status_code == 200 else f"HTTP {response.status_code}"
+            except httpx.HTTPError as exc:
+                found, problem = None, _clip(f"{type(exc).__name__}: {exc}", 200)
+            ok = any(versions_match(found, candidate) for candidate in expected)
+            items.append(Item("version", group, f"version {version_path}", _verdict(ok), found or "none",
+                              "== " + " or ".join(expected),
+                              problem or f"{_ms(time.monotonic() - started)}"))
+    return items
+
+
+def flow_items(config: Config) -> list[Item]:
+    group = "Critical flows"
+    flows = config.env.verify.flows
+    if not flows:
+        return [_unmeasured("flows", group, "critical flows",
+                            f"no [[env.{config.env_name}.verify.flows]] configured (e.g. login, registration)")]
+    if not config.env.health.base_url:
+        return [_unmeasured(f"flow.{flow.name}", group, f"flow {flow.name}",
+                            f"[env.{config.env_name}.health] base_url is not set") for flow in flows]
+    items: list[Item] = []
+    with _http(config) as http:
+        for flow in flows:
+            status, body, seconds, problem = _request(http, flow.method, flow.path, content=flow.body,
+                                                      content_type=flow.content_type)
+            ok = status == flow.status
+            threshold = f"== {flow.status}"
+            detail = problem or f"{flow.method} {flow.path} in {_ms(seconds)}"
+            if flow.body_contains is not None:
+                threshold += f", body contains {flow.body_contains!r}"
+                has = flow.body_contains in body
+                ok = ok and has
+                if status is not None and not has:
+                    detail += f"; body lacks {flow.body_contains!r}"
+            value = str(status) if status is not None else "no answer"
+            items.append(Item(f"flow.{flow.name}", group, f"flow {flow.name}", _verdict(ok), value, threshold,
+                              detail))
+    return items
+
+
+def smoke_item(config: Config) -> Item:
+    group = "Critical flows"
+    command = config.env.verify.smoke
+    if not command:
+        return _unmeasured("smoke", group, "smoke tests", f"[env.{config.env_name}.verify] smoke is not set",
+                           "exit 0")
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        return Item("smoke", group, "smoke tests", FAIL, "", "exit 0", f"cannot parse verify.smoke: {exc}")
+    if not argv:
+        return Item("smoke", group, "smoke tests", FAIL, "", "exit 0", "verify.smoke is empty")
+    started = time.monotonic()
+    timeout = config.env.verify.smoke_timeout
+    try:
+        # No shell: the command is split like a shell would, and run as is.
+        done = subprocess.run(argv, cwd=config.root, capture_output=True, timeout=timeout, check=False,
+                              stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        return Item("smoke", group, f"smoke tests: {_clip(command, 80)}", FAIL, "not run", "exit 0",
+                    f"{argv[0]}: command not found")
+    except subprocess.TimeoutExpired:
+        return Item("smoke", group, f"smoke tests: {_clip(command, 80)}", FAIL, "timed out", "exit 0",
+                    f"still running after {timeout:g} s (verify.smoke_timeout)")
+    except OSError as exc:
+        return Item("smoke", group, f"smoke tests: {_clip(command, 80)}", FAIL, "not run", "exit 0",
+                    _clip(str(exc)))
+    tail = (done.stderr or done.stdout or b"").decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
+    detail = f"{time.monotonic() - started:.1f} s" + (f"; {_clip(tail[0], 200)}" if done.returncode else "")
+    return Item("smoke", group, f"smoke tests: {_clip(command, 80)}", _verdict(done.returncode == 0),
+                f"exit {done.returncode}", "exit 0", detail)
+
+
+def performance_items(config: Config) -> list[Item]:
+    group = "Performance"
+    settings, verify_settings = config.env.health, config.env.verify
+    threshold_api = f"< {verify_settings.api_p95_ms:g} ms"
+    threshold_page = f"< {verify_settings.page_load_ms / 1000:g} s"
+    if not settings.base_url:
+        why = f"[env.{config.env_name}.health] base_url is not set"
+        return [_unmeasured("api.p95", group, "API response time p95", why, threshold_api),
+                _unmeasured("page.load", group, "page load time", why, threshold_page)]
+    paths = verify_settings.api_paths or settings.paths
+    count = verify_settings.requests
+    targets = [paths[i % len(paths)] for i in range(count)]
+    items: list[Item] = []
+    with _http(config) as http:
+        with ThreadPoolExecutor(max_workers=min(verify_settings.concurrency, count)) as pool:
+            answers = list(pool.map(lambda path: _request(http, "GET", path), targets))
+        times = sorted(seconds for _, _, seconds, _ in answers)
+        failed = [problem or f"HTTP {status}" for status, _, _, problem in answers
+                  if status is None or status >= 500]
+        rank = max(1, -(-95 * len(times) // 100))
+        p95 = times[rank - 1]
+        ok = p95 * 1000 < verify_settings.api_p95_ms and not failed
+        detail = f"{count} requests over {', '.join(paths)}, {verify_settings.concurrency} at a time"
+        if failed:
+            detail += f"; {len(failed)} failed ({failed[0]})"
+        items.append(Item("api.p95", group, "API response time p95", _verdict(ok), _ms(p95), threshold_api, detail))
+        for path in verify_settings.page_paths:
+            status, body, seconds, problem = _request(http, "GET", path)
+            ok = status is not None and status < 400 and seconds * 1000 < verify_settings.page_load_ms
+            detail = problem or f"HTTP {status}, {len(body)} characters"
+            items.append(Item(f"page.{path}", group, f"page load {path}", _verdict(ok), f"{seconds:.2f} s",
+                              threshold_page, detail))
+    return items
+
+
+# ------------------------------------------------------------------------------------------ AWS items
+
+
+def cloudfront_items(config: Config) -> list[Item]:
+    from rollback.commands import signals
+
+    verify_settings = config.env.verify
+    minutes = verify_settings.metrics_minutes
+    error_threshold = f"< {verify_settings.error_rate_percent:g} %"
+    cache_threshold = f"> {verify_settings.cache_hit_percent:g} %"
+    fresh_threshold = f"newest < {verify_settings.fresh_minutes} min old"
+    try:
+        distribution = signals.distribution_id(config)
+    except signals.NotConfigured as exc:
+        why = str(exc)
+        return [_unmeasured("cdn.5xx-rate", "Service health", f"CloudFront 5xx error rate ({minutes} min)", why,
+                            error_threshold),
+                _unmeasured("cdn.cache-hit-rate", "Performance", f"CloudFront cache hit rate ({minutes} min)", why,
+                            cache_threshold),
+                _unmeasured("metrics.arriving", "Monitoring", "metrics being collected", why, fresh_threshold)]
+
+    def rate(item_id: str, group: str, name: str, metric: str, threshold: str,
+             good: Callable[[float], bool]) -> Item:
+        try:
+            window = signals.cloudfront_metric(config, metric, "Average", minutes=minutes, timeout=AWS_TIMEOUT,
+                                               distribution=distribution)
+        except RollbackError as exc:
+            return Item(item_id, group, name, FAIL, "", threshold, _clip(exc.message))
+        if window.value is None:
+            return _unmeasured(item_id, group, name, f"no {metric} datapoints for {distribution} in the last "
+                               f"{minutes} min", threshold)
+        return Item(item_id, group, name, _verdict(good(window.value)), f"{window.value:.2f} %", threshold,
+                    f"{metric} average over {window.datapoints} minute(s), distribution {distribution}")
+
+    items = [
+        rate("cdn.5xx-rate", "Service health", f"CloudFront 5xx error rate ({minutes} min)", "5xxErrorRate",
+             error_threshold, lambda v: v < verify_settings.error_rate_percent),
+        rate("cdn.cache-hit-rate", "Performance", f"CloudFront cache hit rate ({minutes} min)", "CacheHitRate",
+             cache_threshold, lambda v: v > verify_settings.cache_hit_percent),
+    ]
+    fresh = verify_settings.fresh_minutes
+    try:
+        window = signals.cloudfront_metric(config, "Requests", "Sum", minutes=fresh, timeout=AWS_TIMEOUT,
+                                           distribution=distribution)
+        if window.newest is None:
+            items.append(Item("metrics.arriving", "Monitoring", "metrics being collected", FAIL, "none",
+                              fresh_threshold, f"no CloudFront Requests datapoint for {distribution} in the last "
+                              f"{fresh} min"))
+        else:
+            age = (dt.datetime.now(dt.UTC) - window.newest).total_seconds()
+            items.append(Item("metrics.arriving", "Monitoring", "metrics being collected",
+                              _verdict(age < fresh * 60), f"newest {max(0, age) / 60:.1f} min old", fresh_threshold,
+                              f"CloudFront Requests, {window.datapoints} datapoint minute(s)"))
+    except RollbackError as exc:
+        items.append(Item("metrics.arriving", "Monitoring", "metrics being collected", FAIL, "", fresh_threshold,
+                          _clip(exc.message)))
+    return items
+
+
+def alarm_items(config: Config) -> list[Item]:
+    from rollback.commands import signals
+
+    group = "Monitoring"
+    try:
+        wanted, found = signals.read_alarms(config, timeout=AWS_TIMEOUT)
+    except signals.NotConfigured as exc:
+        return [_unmeasured("alarms", group, "rollback alarms in OK state", str(exc), "== OK")]
+    except RollbackError as exc:
+        return [Item("alarms", group, "rollback alarms in OK state", FAIL, "", "== OK", _clip(exc.message))]
+    if not found:
+        return [Item("alarms", group, "rollback alarms in OK state", FAIL, "none found", "== OK",
+                     f"none of the rollback alarms ({wanted.origin}) exist")]
+    missing = [name for name in wanted.names if name not in {a.name for a in found}]
+    items = [Item(f"alarm.{alarm.name}", group, f"alarm {alarm.name}", _verdict(alarm.state == "OK"), alarm.state,
+                  "== OK", _clip(alarm.reason, 160) if alarm.state != "OK" else
+                  (f"since {alarm.updated_at.isoformat(timespec='seconds')}" if alarm.updated_at else ""))
+             for alarm in found]
+    items += [Item(f"alarm.{name}", group, f"alarm {name}", FAIL, "missing", "== OK", "the alarm does not exist")
+              for name in missing]
+    return items
+
+
+# ------------------------------------------------------------------------------------------ database items
+
+
+def database_items(config: Config, baseline: str | None) -> list[Item]:
+    group = "Data integrity"
+    if not config.database_url():
+        why = f"{config.env.database.url_env} is not set"
+        return [_unmeasured("db.connect", group, "database answers", why),
+                _unmeasured("db.migrations", group, "no failed migrations", why, "== 0"),
+                _unmeasured("db.rows", group, "row counts match the baseline", why),
+                _unmeasured("db.orphans", group, "no orphaned records", why, "== 0")]
+    from rollback.commands import db as db_commands
+
+    try:
+        report = db_commands.verify(config, baseline=baseline)
+    except BadInput:
+        raise
+    except RollbackError as exc:
+        return [Item("db.connect", group, "database answers", FAIL, "no answer", "answers", _clip(exc.message))]
+    items: list[Item] = []
+    for check in report.get("checks", []):
+        name = str(check.get("check"))
+        value = check.get("value")
+        expected = check.get("expected")
+        detail = str(check.get("detail") or "")
+        if name == "connect":
+            items.append(Item("db.connect", group, "database answers", _verdict(bool(check["ok"])), str(value),
+                              "answers", detail))
+        elif name == "migrations.failed":
+            items.append(Item("db.migrations", group, "no failed migrations", _verdict(bool(check["ok"])),
+                              str(value), "== 0", detail))
+        elif name.startswith("rows."):
+            table = name[len("rows."):]
+            if expected is None and check["ok"]:
+                items.append(Item(f"db.rows.{table}", group, f"row count {table}", UNMEASURED, str(value), "",
+                                  "not measured: no baseline to compare with (pass --baseline BACKUP)"))
+            else:
+                threshold = str(expected) if isinstance(expected, str) else f"== {expected}"
+                items.append(Item(f"db.rows.{table}", group, f"row count {table}", _verdict(bool(check["ok"])),
+                                  str(value) if value is not None else "", threshold, detail))
+        elif name.startswith("orphans."):
+            label = name[len("orphans."):]
+            items.append(Item(f"db.orphans.{label}", group, f"no orphans {label}", _verdict(bool(check["ok"])),
+                              str(value) if value is not None else "", "== 0", detail))
+        else:
+            items.append(Item(f"db.{name}", group, name, _verdict(bool(check["ok"])), str(value), str(expected),
+                              detail))
+    if not any(i.id.startswith("db.rows.") for i in items):
+        items.append(_unmeasured("db.rows", group, "row counts match the baseline",
+                                 "no tables to count (set database.tables, or pass --baseline)"))
+    return items
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+def _expected_version(config: Config, expect_version: str | None) -> tuple[list[str] | None, str | None]:
+    if expect_version:
+        return [expect_version], None
+    from rollback.commands import signals
+
+    try:
+        production = signals.production_deployment(config, timeout=10.0)
+    except signals.NotConfigured as exc:
+        return None, f"no expected version: pass --expect-version ({exc})"
+    except RollbackError as exc:
+        return None, f"no expected version: Vercel did not say what production serves ({_clip(exc.message)})"
+    deployment = production.deployment or {}
+    candidates = [str(v) for v in (deployment.get("commit"), deployment.get("id")) if v]
+    return (candidates or None), (None if candidates else "Vercel reports no production deployment")
+
+
+@dataclass
+class VerifyResult:
+    document: dict[str, Any]
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.document["ok"])
+
+
+def verify_once(config: Config, *, baseline: str | None = None, expect_version: str | None = None,
+                strict: bool = False) -> dict[str, Any]:
+    """Measure every checklist item once; the Contract C document."""
+    from rollback.commands import signals
+    from rollback.incident import iso
+
+    if baseline:
+        from rollback.commands import db as db_commands
+
+        db_commands.resolve_backup(config, baseline)  # an unknown baseline is bad input (exit 2), up front
+    started = time.monotonic()
+    checked_at = dt.datetime.now(dt.UTC)
+
+    def service() -> list[Item]:
+        expected, problem = _expected_version(config, expect_version)
+        return health_items(config, expected, problem)
+
+    readers: dict[str, Callable[[], list[Item]]] = {
+        "service": service,
+        "flows": lambda: flow_items(config),
+        "smoke": lambda: [smoke_item(config)],
+        "database": lambda: database_items(config, baseline),
+        "performance": lambda: performance_items(config),
+        "cloudfront": lambda: cloudfront_items(config),
+        "alarms": lambda: alarm_items(config),
+    }
+    budget = HTTP_BUDGET + (config.env.verify.smoke_timeout if config.env.verify.smoke else 0)
+    outcomes = signals.gather(readers, budget=budget)
+    items: list[Item] = []
+    for name, outcome in outcomes.items():
+        if outcome.ok:
+            items.extend(outcome.value)
+        elif outcome.problem and outcome.problem.startswith("not configured"):
+            items.append(_unmeasured(name, _GROUP_OF[name], name, outcome.problem.removeprefix("not configured: ")))
+        else:
+            items.append(Item(name, _GROUP_OF[name], name, FAIL, "", "", f"could not measure: {outcome.problem}"))
+    items.sort(key=lambda i: GROUPS.index(i.group))
+    failed = [i for i in items if i.status == FAIL]
+    unmeasured = [i for i in items if i.status == UNMEASURED]
+    ok = not failed and not (strict and unmeasured)
+    return {"ok": ok, "strict": strict, "env": config.env_name, "checked_at": iso(checked_at),
+            "seconds": round(time.monotonic() - started, 3), "items": [i.to_dict() for i in items],
+            "summary": {"pass": sum(1 for i in items if i.status == PASS), "fail": len(failed),
+                        "not_measured": len(unmeasured)}}
+
+
+_GROUP_OF = {"service": "Service health", "flows": "Critical flows", "smoke": "Critical flows",
+             "database": "Data integrity", "performance": "Performance", "cloudfront": "Performance",
+             "alarms": "Monitoring"}
+
+
+def verify(config: Config, *, baseline: str | None = None, expect_version: str | None = None, strict: bool = False,
+           wait: float = 0.0, interval: float = 10.0, progress: Callable[[str], None] | None = None,
+           incident: str | None = None, record: bool = True,
+           sleep: Callable[[float], None] = time.sleep) -> VerifyResult:
+    """Verify; with ``wait`` re-check until every item passes or the time is up. Records ``verified``
+    on the environment's open incident (or ``incident``)."""
+    from rollback.commands import incident as incidents
+
+    log = incidents.attach(config, incident) if record else None
+    deadline = time.monotonic() + max(0.0, wait)
+    rounds = 0
+    while True:
+        rounds += 1
+        document = verify_once(config, baseline=baseline, expect_version=expect_version, strict=strict)
+        left = deadline - time.monotonic()
+        if document["ok"] or left <= 0:
+            break
+        pause = min(interval, left)
+        if progress is not None:
+            failing = [i["id"] for i in document["items"] if i["status"] == FAIL]
+            progress(f"{len(failing)} item(s) not passing yet ({', '.join(failing[:4])}"
+                     f"{'...' if len(failing) > 4 else ''}); checking again in {pause:.0f} s "
+                     f"({left:.0f} s left)")
+        sleep(pause)
+    document["rounds"] = rounds
+    document["incident"] = log.id if log else None
+    if log is not None:
+        log.write("verified", ok=document["ok"], strict=strict, document=document)
+    return VerifyResult(document)
+

@@ -1,0 +1,347 @@
+"""The rollback decision: the runbook's decision matrix and tree, as data.
+
+Pure: no I/O, no clock, no boto3/httpx/psycopg. ``rollback decide`` gathers
+:class:`Signal` values (from flags, or measured live by
+:mod:`rollback.commands.decide`) and :func:`decide` turns them into a
+:class:`Decision`: a severity, the layers to roll back and the option for each,
+the reasons (each with its measured value and threshold) and the ``rollback
+run`` command to type.
+
+Severity (the runbook's matrix, made exact):
+
+======  ==========================================================================
+P0      service down, data being lost or corrupted, security breach
+P1      error rate > 5 %, p95 > 5 s, major feature broken, failed migration,
+        DB connections exhausted (and the rollback alarms for those criteria)
+P2      minor feature broken, some errors (error rate > 1 %)
+P3      cosmetic (UI issues, non-critical bugs): fix forward
+======  ==========================================================================
+
+Each signal is judged by the first row of :data:`RULES` (most severe first)
+that it matches; the decision's severity is the most severe of its reasons.
+
+Layers and options. The runbook's tree sends "data being lost" to option 1
+(Vercel instant rollback) alone; that is wrong. An app rollback stops the
+damage (the bad code stops writing), and only a database step repairs what
+was lost. So data loss recommends *app + db*, and a database restore is
+recommended only for data loss or corruption, never for high error rates
+alone. A failed migration gets the db layer too, but its option is migration
+repair (``prisma migrate resolve`` / a down migration), not a restore.
+
+- ``app``: Vercel instant rollback; ``git revert`` instead when a rollback is
+  already in effect (an instant rollback would go further back) or the bad
+  commit must go.
+- ``edge`` / ``assets``: break-glass (straight through the AWS API) for P0 or
+  without a Pulumi stack; else a pinned restore through the stack.
+- ``infra``: a pinned restore through the stack (break-glass without one).
+- ``db``: ``restore-backup`` for data loss or corruption; ``migration-repair``
+  for a failed migration.
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ACTIONS",
+    "ALARM_CRITERIA",
+    "CHANGED",
+    "LAYERS",
+    "RULES",
+    "SEVERITIES",
+    "Context",
+    "Decision",
+    "Reason",
+    "Rule",
+    "Signal",
+    "alarm_criterion",
+    "decide",
+    "order_layers",
+    "run_command",
+]
+
+SEVERITIES = ("P0", "P1", "P2", "P3")
+LAYERS = ("app", "edge", "assets", "infra", "db")  # the order ``rollback run`` restores them in
+CHANGED = "@changed"  # in a rule's layers: the layers the bad change touched (default: app)
+
+# The runbook's action and timeline per severity.
+ACTIONS: dict[str, tuple[str, str]] = {
+    "P0": ("immediate rollback", "< 5 min"),
+    "P1": ("rollback within 15 min", "< 15 min"),
+    "P2": ("fix forward or roll back", "< 1 hour"),
+    "P3": ("fix forward in the next deployment", "next deploy"),
+}
+
+# What each rollback alarm of infra/alarms.py (named ``<prefix>-<criterion>``) stands for.
+ALARM_CRITERIA = (
+    "cdn-5xx-error-rate",
+    "cdn-origin-latency-p95",
+    "cdn-cache-hit-rate",
+    "edge-function-errors",
+    "db-connections",
+    "db-free-storage",
+)
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One observation: from a flag, or measured live.
+
+    ``value`` is a number (``error_rate`` in percent, ``p95_ms`` in ms), a
+    bool (``service_down``...), a string (``feature_broken``: major|minor;
+    an alarm's state), or ``None`` when the source could not be measured, in
+    which case ``detail`` says why.
+    """
+
+    name: str
+    value: float | bool | str | None
+    source: str = "flag"  # flag | alarm | cloudfront | health | database | vercel
+    unit: str = ""
+    detail: str = ""
+
+    @property
+    def measured(self) -> bool:
+        return self.value is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"signal": self.name, "value": _json_value(self.value), "unit": self.unit, "source": self.source,
+                "detail": self.detail}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One row of the decision matrix: ``signal op threshold`` gives ``severity`` and ``layers``."""
+
+    signal: str
+    op: str  # ">" (number above), "is" (true), "==" (equals)
+    threshold: float | bool | str
+    severity: str
+    layers: tuple[str, ...]
+    why: str
+    unit: str = ""
+
+    def matches(self, value: float | bool | str | None) -> bool:
+        if value is None:
+            return False
+        if self.op == "is":
+            return value is True
+        if self.op == "==":
+            return isinstance(value, str) and value.lower() == str(self.threshold).lower()
+        if self.op == ">":
+            return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                    and value > float(self.threshold))
+        raise ValueError(f"unknown operator {self.op!r}")
+
+    def threshold_text(self) -> str:
+        if self.op == "is":
+            return "true"
+        if self.op == "==":
+            return f"== {self.threshold}"
+        return f"> {self.threshold:g}" if isinstance(self.threshold, float) else f"> {self.threshold}"
+
+
+def _alarm_rule(criterion: str, severity: str, layers: tuple[str, ...], why: str) -> Rule:
+    return Rule(f"alarm.{criterion}", "==", "ALARM", severity, layers, why)
+
+
+# The decision matrix, most severe first. A signal takes the first row it matches.
+RULES: tuple[Rule, ...] = (
+    Rule("service_down", "is", True, "P0", (CHANGED,), "service down"),
+    Rule("data_loss", "is", True, "P0", (CHANGED, "db"),
+         "data being lost or corrupted: an app rollback stops the damage, a database step repairs it"),
+    Rule("security_breach", "is", True, "P0", (CHANGED,), "security breach"),
+    Rule("error_rate", ">", 5.0, "P1", (CHANGED,), "high error rate", "%"),
+    Rule("p95_ms", ">", 5000.0, "P1", (CHANGED,), "slow responses (p95 over 5 s)", "ms"),
+    Rule("feature_broken", "==", "major", "P1", (CHANGED,), "major feature broken"),
+    Rule("health_failing", "is", True, "P1", (CHANGED,), "some health checks fail"),
+    Rule("failed_migration", "is", True, "P1", (CHANGED, "db"),
+         "failed migration: roll the code back and repair the migration (no restore)"),
+    Rule("db_connections_exhausted", "is", True, "P1", (CHANGED,), "database connections exhausted"),
+    _alarm_rule("cdn-5xx-error-rate", "P1", (CHANGED,), "rollback alarm: CloudFront 5xx error rate"),
+    _alarm_rule("cdn-origin-latency-p95", "P1", (CHANGED,), "rollback alarm: origin latency p95"),
+    _alarm_rule("edge-function-errors", "P1", ("edge",), "rollback alarm: Lambda@Edge errors"),
+    _alarm_rule("db-connections", "P1", (CHANGED,), "rollback alarm: database connections exhausted"),
+    _alarm_rule("db-free-storage", "P1", (CHANGED,), "rollback alarm: database storage running out"),
+    Rule("feature_broken", "==", "minor", "P2", (CHANGED,), "minor feature broken"),
+    Rule("error_rate", ">", 1.0, "P2", (CHANGED,), "some errors", "%"),
+    _alarm_rule("cdn-cache-hit-rate", "P2", ("edge",), "rollback alarm: CloudFront cache hit rate low"),
+    _alarm_rule("other", "P2", (CHANGED,), "an alarm is in ALARM"),
+    Rule("cosmetic", "is", True, "P3", (), "cosmetic issue (UI, non-critical bug)"),
+)
+
+
+def alarm_criterion(alarm_name: str, prefix: str | None = None) -> str:
+    """The criterion an alarm stands for (``...-db-connections`` -> ``db-connections``), else ``other``.
+
+    The composite rollback alarm (``<prefix>-rollback``) is ``composite``: it
+    only repeats its children and decides nothing by itself.
+    """
+    name = alarm_name.removeprefix(f"{prefix}-") if prefix else alarm_name
+    for criterion in ALARM_CRITERIA:
+        if name == criterion or name.endswith(f"-{criterion}"):
+            return criterion
+    if name == "rollback" or name.endswith("-rollback"):
+        return "composite"
+    return "other"
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the decision needs besides the signals."""
+
+    env: str = "production"
+    changed: tuple[str, ...] = ("app",)  # layers the bad change touched
+    rollback_active: bool = False  # Vercel: an instant rollback is already in effect
+    remove_commit: bool = False  # the bad commit must go (git revert)
+    has_pulumi: bool = False  # a Pulumi stack is configured (pinned restores possible)
+
+
+@dataclass(frozen=True)
+class Reason:
+    """A signal that crossed a threshold, and the row it matched."""
+
+    signal: Signal
+    rule: Rule
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"signal": self.signal.name, "value": _json_value(self.signal.value), "threshold":
+                self.rule.threshold_text(), "unit": self.rule.unit or self.signal.unit,
+                "detail": self.signal.detail or self.rule.why, "why": self.rule.why,
+                "severity": self.rule.severity, "source": self.signal.source}
+
+    def line(self) -> str:
+        unit = self.rule.unit or self.signal.unit
+        value = _show(self.signal.value, unit)
+        threshold = self.rule.threshold_text() + (f" {unit}" if unit and self.rule.op == ">" else "")
+        detail = f" ({self.signal.detail})" if self.signal.detail else ""
+        return (f"{self.rule.severity}  {self.signal.name} = {value} (threshold {threshold}, "
+                f"from {self.signal.source}): {self.rule.why}{detail}")
+
+
+@dataclass(frozen=True)
+class Decision:
+    severity: str | None  # None: nothing crossed a threshold
+    reasons: tuple[Reason, ...]
+    layers: tuple[str, ...]
+    options: Mapping[str, str]
+    command: str | None
+    action: str
+    timeline: str | None
+    signals: tuple[Signal, ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def not_measured(self) -> tuple[Signal, ...]:
+        return tuple(s for s in self.signals if not s.measured)
+
+    def to_dict(self) -> dict[str, Any]:
+        breached = {id(r.signal) for r in self.reasons}
+        return {
+            "severity": self.severity,
+            "action": self.action,
+            "timeline": self.timeline,
+            "layers": list(self.layers),
+            "options": dict(self.options),
+            "command": self.command,
+            "reasons": [r.to_dict() for r in self.reasons],
+            "signals": [{**s.to_dict(), "status": ("breach" if id(s) in breached else
+                                                   "ok" if s.measured else "not measured")}
+                        for s in self.signals],
+            "not_measured": [{"signal": s.name, "source": s.source, "detail": s.detail} for s in self.not_measured],
+            "notes": list(self.notes),
+        }
+
+
+def _json_value(value: float | bool | str | None) -> float | bool | str | None:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None  # strict JSON: never NaN/Infinity
+    return value
+
+
+def _show(value: float | bool | str | None, unit: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g} {unit}".rstrip()
+    return f"{value} {unit}".rstrip() if value is not None else "not measured"
+
+
+def order_layers(layers: Iterable[str]) -> tuple[str, ...]:
+    """Layers in the order ``rollback run`` restores them (unknown names last, as given)."""
+    wanted = list(dict.fromkeys(layers))
+    known = [layer for layer in LAYERS if layer in wanted]
+    return (*known, *(layer for layer in wanted if layer not in LAYERS))
+
+
+def _rule_for(signal: Signal, rules: Sequence[Rule]) -> Rule | None:
+    return next((rule for rule in rules if rule.signal == signal.name and rule.matches(signal.value)), None)
+
+
+def _option(layer: str, severity: str, reasons: Sequence[Reason], ctx: Context) -> str:
+    signals = {r.signal.name for r in reasons}
+    if layer == "app":
+        return "git-revert" if ctx.rollback_active or ctx.remove_commit else "vercel-instant-rollback"
+    if layer in ("edge", "assets"):
+        return "break-glass" if severity == "P0" or not ctx.has_pulumi else "infra-pin"
+    if layer == "infra":
+        return "infra-pin" if ctx.has_pulumi else "break-glass"
+    if layer == "db":
+        return "restore-backup" if "data_loss" in signals else "migration-repair"
+    return "manual"
+
+
+def run_command(env: str, severity: str, layers: Sequence[str]) -> str:
+    """The ``rollback run`` command line that carries out a decision."""
+    return " ".join(["rollback", "--env", shlex.quote(env), "run", "--severity", severity, "--layers",
+                     ",".join(layers)])
+
+
+def decide(signals: Sequence[Signal], ctx: Context | None = None, rules: Sequence[Rule] = RULES) -> Decision:
+    """Judge every signal against the matrix and recommend layers, options and a command."""
+    ctx = ctx or Context()
+    reasons = [Reason(s, rule) for s in signals if (rule := _rule_for(s, rules)) is not None]
+    reasons.sort(key=lambda r: SEVERITIES.index(r.rule.severity))
+    if not reasons:
+        return Decision(None, (), (), {}, None, "no rollback indicated: no signal crosses a threshold", None,
+                        tuple(signals), _notes(None, (), ctx, signals))
+    severity = reasons[0].rule.severity
+    action, timeline = ACTIONS[severity]
+    layers: list[str] = []
+    if severity != "P3":
+        for reason in reasons:
+            for layer in reason.rule.layers:
+                layers.extend(ctx.changed or ("app",)) if layer == CHANGED else layers.append(layer)
+    ordered = order_layers(layers)
+    options = {layer: _option(layer, severity, reasons, ctx) for layer in ordered}
+    command = run_command(ctx.env, severity, ordered) if ordered else None
+    return Decision(severity, tuple(reasons), ordered, options, command, action, timeline, tuple(signals),
+                    _notes(severity, reasons, ctx, signals))
+
+
+def _notes(severity: str | None, reasons: Sequence[Reason], ctx: Context, signals: Sequence[Signal]) -> tuple[str, ...]:
+    notes: list[str] = []
+    names = {r.signal.name for r in reasons}
+    if ctx.rollback_active:
+        notes.append("an instant rollback is already in effect: another one would go further back, so the app "
+                     "option is git revert (or 'rollback app undo' then promote a fixed deployment)")
+    if "security_breach" in names:
+        notes.append("rotate every credential that may have leaked, and git revert the bad commit so a new "
+                     "deployment cannot bring it back")
+    if "data_loss" in names:
+        notes.append("the db layer takes an emergency backup first; pick the backup to restore from before the "
+                     "damage started ('rollback db backups'), and give it as --to db=BACKUP")
+    if "failed_migration" in names and "data_loss" not in names:
+        notes.append("repair the failed migration ('rollback db migrations'; 'rollback db resolve "
+                     "--rolled-back NAME'); a restore is not needed unless data was lost")
+    if severity == "P2":
+        notes.append("P2: fixing forward is an option; the command rolls back if the fix takes longer than an hour")
+    if severity == "P3":
+        notes.append("P3: no rollback; fix forward in the next deployment")
+    missing = [s for s in signals if not s.measured]
+    if missing:
+        notes.append(f"{len(missing)} signal source(s) not measured: the decision may be missing something")
+    return tuple(notes)

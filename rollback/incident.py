@@ -1,0 +1,315 @@
+"""The incident record: one timeline from detection to verification.
+
+``rollback decide`` (or ``rollback run`` without one) opens an incident of an
+environment; later ``run``, ``resume`` and ``verify`` attach to the open
+incident of their environment (or to ``--incident ID``). The record is an
+append-only JSON-lines file beside the run journals,
+``<journal dir>/../incidents/<incident id>.jsonl`` (``.rollback/incidents/``
+for the default ``.rollback/runs``), written like the journal: every line is
+redacted, written whole with ``O_APPEND``, and fsynced before the call returns.
+
+Incident id: ``INC-<YYYYMMDDTHHMMSSZ>-<env>`` (plus ``-<hex4>`` when taken).
+
+Events (each line also has ``ts``, ``incident`` and ``event``):
+
+- ``opened``      env, drill, detected_at, detected_from (flag|alarm|now),
+                  deployment_initiated_at, deployment
+- ``decided``     severity, reasons, layers, options, command, seconds
+- ``run_started`` run, layers, plan_title; ``run_finished`` run, status, exit_code
+- ``initiated``   run (its first state-changing step started)
+- ``restored``    run, layer, health (the layer that brings service back finished and its health check passed)
+- ``verified``    ok, strict, document (the ``rollback verify`` document)
+- ``note``        message; ``closed`` by, resolution
+
+:class:`IncidentRecord` is the read model (``rollback incident show --json``):
+the timeline, the latest decision, the runs and verifications, and the
+runbook's recovery metrics against the environment's targets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import secrets
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rollback.errors import BadInput
+from rollback.redact import redact
+
+__all__ = [
+    "EVENTS",
+    "IncidentLog",
+    "IncidentRecord",
+    "find_incident",
+    "incidents_dir",
+    "list_incidents",
+    "new_incident_id",
+    "open_incident_of",
+    "parse_ts",
+    "read_incident",
+]
+
+SUFFIX = ".jsonl"
+EVENTS = ("opened", "decided", "run_started", "run_finished", "initiated", "restored", "verified", "note",
+          "closed")
+TARGET_KEYS = ("detect", "decide", "rollback", "verify", "total")
+
+
+def incidents_dir(journal_dir: Path) -> Path:
+    """Where incidents live: beside the journal directory (``.rollback/runs`` -> ``.rollback/incidents``)."""
+    return journal_dir.parent / "incidents"
+
+
+def iso(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_ts(text: Any) -> dt.datetime | None:
+    """An aware datetime from an ISO timestamp in the record, or ``None``."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+def new_incident_id(directory: Path, env: str, now: dt.datetime | None = None) -> str:
+    moment = (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC)
+    base = f"INC-{moment.strftime('%Y%m%dT%H%M%SZ')}-{env}"
+    if not (directory / f"{base}{SUFFIX}").exists():
+        return base
+    while True:
+        candidate = f"{base}-{secrets.token_hex(2)}"
+        if not (directory / f"{candidate}{SUFFIX}").exists():
+            return candidate
+
+
+class IncidentLog:
+    """Appends events to one incident's file (durably, redacted)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.id = path.name.removesuffix(SUFFIX)
+
+    @classmethod
+    def create(cls, directory: Path, env: str, *, now: dt.datetime | None = None, **opened: Any) -> IncidentLog:
+        """Create a new incident file and write its ``opened`` event."""
+        directory.mkdir(parents=True, exist_ok=True)
+        for _ in range(20):
+            incident_id = new_incident_id(directory, env, now)
+            path = directory / f"{incident_id}{SUFFIX}"
+            try:
+                # O_EXCL: two processes opening an incident in the same second get two ids, not one file.
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                continue
+            os.close(fd)
+            log = cls(path)
+            log.write("opened", env=env, **opened)
+            return log
+        raise BadInput(f"cannot create an incident file in {directory}", "check the directory")
+
+    def write(self, event: str, **fields: Any) -> dict[str, Any]:
+        entry: dict[str, Any] = redact({"ts": iso(dt.datetime.now(dt.UTC)), "incident": self.id, "event": event,
+                                        **fields})
+        line = (json.dumps(entry, default=str, ensure_ascii=False, allow_nan=False) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            os.write(fd, line)  # one write of the whole line: O_APPEND keeps lines whole between processes
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        return entry
+
+
+def _seconds(later: dt.datetime | None, earlier: dt.datetime | None) -> float | None:
+    if later is None or earlier is None:
+        return None
+    return round((later - earlier).total_seconds(), 3)
+
+
+@dataclass
+class IncidentRecord:
+    """An incident as read back from its file."""
+
+    id: str
+    path: Path
+    events: list[dict[str, Any]] = field(default_factory=list)
+    torn_lines: int = 0
+
+    def _all(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e.get("event") == event]
+
+    def _first(self, event: str) -> dict[str, Any] | None:
+        found = self._all(event)
+        return found[0] if found else None
+
+    def _last(self, event: str) -> dict[str, Any] | None:
+        found = self._all(event)
+        return found[-1] if found else None
+
+    @property
+    def opened(self) -> dict[str, Any]:
+        return self._first("opened") or {}
+
+    @property
+    def env(self) -> str:
+        return str(self.opened.get("env") or "")
+
+    @property
+    def drill(self) -> bool:
+        return bool(self.opened.get("drill", False))
+
+    @property
+    def status(self) -> str:
+        return "closed" if self._first("closed") else "open"
+
+    @property
+    def decision(self) -> dict[str, Any]:
+        """The latest decision (the one acted on)."""
+        return self._last("decided") or {}
+
+    def timeline(self) -> dict[str, str | None]:
+        """Moments of the runbook's incident timeline (ISO UTC), ``None`` when not reached yet.
+
+        ``decided``, ``initiated`` and ``restored`` are the first such events;
+        ``verified`` the first passing verification.
+        """
+        opened = self.opened
+        verified = next((e for e in self._all("verified") if e.get("ok")), None)
+
+        def ts(entry: Mapping[str, Any] | None) -> str | None:
+            return str(entry["ts"]) if entry and entry.get("ts") else None
+
+        return {
+            "deployment_initiated": opened.get("deployment_initiated_at") or None,
+            "detected": opened.get("detected_at") or ts(opened),
+            "decided": ts(self._first("decided")),
+            "initiated": ts(self._first("initiated")),
+            "restored": ts(self._first("restored")),
+            "verified": ts(verified),
+            "closed": ts(self._first("closed")),
+        }
+
+    def metrics(self) -> dict[str, float | None]:
+        """Seconds per phase: detect, decide, rollback (decided -> restored), verify, total (detected -> verified)."""
+        moments = {key: parse_ts(value) for key, value in self.timeline().items()}
+        return {
+            "detect": _seconds(moments["detected"], moments["deployment_initiated"]),
+            "decide": _seconds(moments["decided"], moments["detected"]),
+            "rollback": _seconds(moments["restored"], moments["decided"]),
+            "verify": _seconds(moments["verified"], moments["restored"]),
+            "total": _seconds(moments["verified"], moments["detected"]),
+        }
+
+    @property
+    def runs(self) -> list[str]:
+        return list(dict.fromkeys(str(e["run"]) for e in self.events
+                                  if e.get("event") in ("run_started", "initiated") and e.get("run")))
+
+    def to_dict(self, targets: Mapping[str, float] | None = None) -> dict[str, Any]:
+        """The read model of Contract B. ``targets`` in seconds (default: the runbook's)."""
+        decision = self.decision
+        chosen = dict(targets or {})
+        return {
+            "id": self.id,
+            "env": self.env,
+            "drill": self.drill,
+            "status": self.status,
+            "timeline": self.timeline(),
+            "severity": decision.get("severity"),
+            "reasons": decision.get("reasons", []),
+            "layers": decision.get("layers", []),
+            "options": decision.get("options", {}),
+            "command": decision.get("command"),
+            "runs": self.runs,
+            "verifications": [e.get("document") for e in self._all("verified")],
+            "metrics": self.metrics(),
+            "targets": {key: chosen.get(key, DEFAULT_TARGETS[key]) for key in TARGET_KEYS},
+            "events": self.events,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        timeline = self.timeline()
+        return {"id": self.id, "env": self.env, "status": self.status, "drill": self.drill,
+                "severity": self.decision.get("severity"), "layers": self.decision.get("layers", []),
+                "detected": timeline["detected"], "verified": timeline["verified"], "closed": timeline["closed"],
+                "runs": len(self.runs), "path": str(self.path)}
+
+
+# The runbook's "Rollback Metrics" targets, in seconds.
+DEFAULT_TARGETS: dict[str, float] = {"detect": 300, "decide": 120, "rollback": 600, "verify": 300, "total": 900}
+
+
+def read_incident(path: Path) -> IncidentRecord:
+    """One incident file; a torn last line (a crash mid-write) is counted, not fatal."""
+    record = IncidentRecord(id=path.name.removesuffix(SUFFIX), path=path)
+    try:
+        raw_lines = path.read_bytes().splitlines()
+    except OSError as exc:
+        raise BadInput(f"cannot read incident {path.name}: {exc.strerror}", "check the file") from exc
+    for raw in raw_lines:
+        if not raw.strip():
+            continue
+        try:
+            entry = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            record.torn_lines += 1
+            continue
+        if isinstance(entry, dict):
+            record.events.append(entry)
+        else:
+            record.torn_lines += 1
+    return record
+
+
+def _paths(directory: Path) -> Iterator[Path]:
+    if directory.is_dir():
+        for path in sorted(directory.glob(f"INC-*{SUFFIX}")):
+            if path.is_file():
+                yield path
+
+
+def list_incidents(directory: Path, *, env: str | None = None) -> list[IncidentRecord]:
+    """Every incident (of ``env``), newest first. Unreadable files are skipped."""
+    records: list[IncidentRecord] = []
+    for path in reversed(list(_paths(directory))):
+        with contextlib.suppress(BadInput):
+            record = read_incident(path)
+            if env is None or record.env == env:
+                records.append(record)
+    return records
+
+
+def open_incident_of(directory: Path, env: str) -> IncidentRecord | None:
+    """The newest open incident of ``env``, if any."""
+    return next((r for r in list_incidents(directory, env=env) if r.status == "open"), None)
+
+
+def find_incident(directory: Path, ref: str, *, env: str | None = None) -> IncidentRecord:
+    """An incident by id, unique id prefix, ``last`` or ``open`` (of ``env`` when given)."""
+    if ref in ("last", "latest", "open"):
+        records = list_incidents(directory, env=env)
+        if ref == "open":
+            records = [r for r in records if r.status == "open"]
+        if not records:
+            which = "open incident" if ref == "open" else "incident"
+            scope = f" of env {env!r}" if env else ""
+            raise BadInput(f"no {which}{scope} in {directory}", "open one with 'rollback decide'")
+        return records[0]
+    matches = [p for p in _paths(directory) if p.name.startswith(ref)]
+    exact = [p for p in matches if p.name == f"{ref}{SUFFIX}"]
+    if exact:
+        return read_incident(exact[0])
+    if len(matches) == 1:
+        return read_incident(matches[0])
+    if not matches:
+        raise BadInput(f"no incident {ref!r} in {directory}", "see 'rollback incident list'")
+    raise BadInput(f"incident id {ref!r} is ambiguous ({len(matches)} match)", "give more of the id")

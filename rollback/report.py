@@ -1,0 +1,608 @@
+"""The incident report as data: built from the incident record and the run journals.
+
+Pure: no I/O here. :func:`build_report` takes the incident record's read model
+(``IncidentRecord.to_dict()``, CONTRACTS.md "Contract B"), the journals of the
+incident's runs (:class:`rollback.journal.RunRecord`), the impact measured in
+CloudWatch (or why it was not) and, when known, the rows that exist only in a
+database a swap set aside. It returns one JSON-ready ``dict`` that every
+rendering (Markdown, HTML, JSON, the email and the banner) reads; the
+templates only lay it out.
+
+The structure follows the runbook's "Incident Report Template": summary,
+timeline, root cause (left for people), impact, resolution (every action with
+its result), verification, data loss, metrics against the targets, prevention,
+action items and lessons learned (left for people).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rollback.journal import RunRecord
+
+__all__ = [
+    "ACTION_ITEMS",
+    "PHASES",
+    "REPORT_FORMAT",
+    "TIMELINE",
+    "DataLossFacts",
+    "Impact",
+    "build_report",
+    "data_loss_facts",
+    "format_seconds",
+    "phase_seconds",
+    "reason_text",
+    "run_actions",
+    "timeline_bar",
+]
+
+REPORT_FORMAT = "rollback.report/1"
+
+# (key in the record's timeline, label) in the order of the runbook's template.
+TIMELINE: tuple[tuple[str, str], ...] = (
+    ("deployment_initiated", "Deployment initiated"),
+    ("detected", "Issue detected"),
+    ("decided", "Rollback decision made"),
+    ("initiated", "Rollback initiated"),
+    ("restored", "Service restored"),
+    ("verified", "Verification complete"),
+)
+
+# (phase, label, start event, end event): CONTRACTS.md "Contract B" metrics.
+PHASES: tuple[tuple[str, str, str, str], ...] = (
+    ("detect", "Time to detect", "deployment_initiated", "detected"),
+    ("decide", "Time to decide", "detected", "decided"),
+    ("rollback", "Time to roll back", "decided", "restored"),
+    ("verify", "Time to verify", "restored", "verified"),
+    ("total", "Total recovery time", "detected", "verified"),
+)
+
+DEFAULT_TARGETS = {"detect": 300.0, "decide": 120.0, "rollback": 600.0, "verify": 300.0, "total": 900.0}
+
+# The runbook's checklist; people tick them off.
+ACTION_ITEMS: tuple[str, ...] = (
+    "Fix underlying bug",
+    "Add test coverage",
+    "Update monitoring",
+    "Improve deployment process",
+    "Update documentation",
+)
+
+LAYER_WORDS = {
+    "app": "the application",
+    "edge": "the edge function",
+    "assets": "the static assets",
+    "infra": "the infrastructure",
+    "db": "the database",
+    "verify": "verification",
+    "core": "coordination",
+}
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def parse_time(value: Any) -> dt.datetime | None:
+    """An ISO-8601 timestamp (``Z`` or offset) as an aware UTC datetime; ``None`` if absent or unreadable."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+def _iso(moment: dt.datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``42 s``, ``3 min 10 s``, ``1 h 2 min``; ``not measured`` for ``None``."""
+    if seconds is None:
+        return "not measured"
+    negative = seconds < 0
+    whole = round(abs(seconds))
+    if whole < 60:
+        text = f"{abs(seconds):.1f} s" if abs(seconds) < 10 and abs(seconds) != whole else f"{whole} s"
+    elif whole < 3600:
+        minutes, rest = divmod(whole, 60)
+        text = f"{minutes} min" + (f" {rest} s" if rest else "")
+    else:
+        hours, rest = divmod(whole, 3600)
+        text = f"{hours} h" + (f" {rest // 60} min" if rest // 60 else "")
+    return f"-{text}" if negative else text
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _plain(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def reason_text(reason: Mapping[str, Any]) -> str:
+    """One decision reason in words: ``5xx error rate: 12.5% (threshold 5%): alarm in ALARM``."""
+    unit = str(reason.get("unit") or "")
+
+    def with_unit(value: Any) -> str:
+        text = _plain(value)
+        if not unit:
+            return text
+        return f"{text}{unit}" if unit in ("%", "s", "ms") else f"{text} {unit}"
+
+    text = str(reason.get("signal") or "signal")
+    if reason.get("value") is not None:
+        text += f": {with_unit(reason['value'])}"
+    if reason.get("threshold") is not None:
+        text += f" (threshold {with_unit(reason['threshold'])})"
+    if reason.get("detail"):
+        text += f": {reason['detail']}"
+    return text
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def phase_seconds(timeline: Mapping[str, Any]) -> dict[str, float | None]:
+    """The phase durations (Contract B's formulas) computed from the timeline's timestamps."""
+    moments = {key: parse_time(timeline.get(key)) for key in {p[2] for p in PHASES} | {p[3] for p in PHASES}}
+    out: dict[str, float | None] = {}
+    for phase, _label, start, end in PHASES:
+        a, b = moments[start], moments[end]
+        out[phase] = round((b - a).total_seconds(), 3) if a is not None and b is not None else None
+    return out
+
+
+def _metrics(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    computed = phase_seconds(record.get("timeline") or {})
+    recorded = record.get("metrics") or {}
+    targets = {**DEFAULT_TARGETS, **{k: float(v) for k, v in (record.get("targets") or {}).items()
+                                     if _number(v) is not None}}
+    rows = []
+    for phase, label, start, end in PHASES:
+        seconds = _number(recorded.get(phase))
+        if seconds is None:
+            seconds = computed[phase]
+        target = targets[phase]
+        met = None if seconds is None else seconds <= target
+        rows.append({
+            "phase": phase, "label": label, "from": start, "to": end,
+            "seconds": seconds, "text": format_seconds(seconds),
+            "target_seconds": target, "target_text": f"< {format_seconds(target)}",
+            "met": met, "verdict": "not measured" if met is None else ("met" if met else "missed"),
+        })
+    return rows
+
+
+def timeline_bar(record: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]], *, width: float = 720.0,
+                 left: float = 16.0, right: float = 16.0) -> dict[str, Any]:
+    """Geometry of the timeline drawn as one bar: each phase a segment (``x``, ``width`` in
+    user units of an SVG ``viewBox`` ``width`` wide), each phase's target a marker where the
+    phase had to end, and the total target a marker ``total`` after detection. Time runs from
+    the deployment (or the detection, when the deployment time is unknown)."""
+    timeline = record.get("timeline") or {}
+    moments = {key: parse_time(timeline.get(key)) for key, _ in TIMELINE}
+    origin = moments["deployment_initiated"] or moments["detected"]
+    by_phase = {m["phase"]: m for m in metrics}
+    usable = width - left - right
+    if origin is None:
+        return {"width": width, "segments": [], "markers": [], "ticks": [], "span_seconds": 0, "origin": None}
+
+    def offset(moment: dt.datetime) -> float:
+        return (moment - origin).total_seconds()
+
+    segments: list[dict[str, Any]] = []
+    markers: list[dict[str, Any]] = []
+    ends = [0.0]
+    for phase, label, start, end in PHASES[:-1]:
+        a, b = moments.get(start), moments.get(end)
+        if a is None or b is None:
+            continue
+        metric = by_phase[phase]
+        segments.append({"phase": phase, "label": label, "start": offset(a), "end": offset(b),
+                         "seconds": metric["seconds"], "text": metric["text"], "met": metric["met"],
+                         "verdict": metric["verdict"], "target_text": metric["target_text"]})
+        markers.append({"phase": phase, "label": f"{phase} target", "at": offset(a) + metric["target_seconds"],
+                        "kind": "phase"})
+        ends += [offset(b), offset(a) + metric["target_seconds"]]
+    detected = moments["detected"]
+    if detected is not None:
+        total = by_phase["total"]
+        markers.append({"phase": "total", "label": f"total target ({format_seconds(total['target_seconds'])})",
+                        "at": offset(detected) + total["target_seconds"], "kind": "total"})
+        ends.append(offset(detected) + total["target_seconds"])
+    span = max(max(ends), 1.0)
+    scale = usable / span
+    for segment in segments:
+        segment["x"] = round(left + segment["start"] * scale, 2)
+        segment["width"] = round(max((segment["end"] - segment["start"]) * scale, 1.0), 2)
+    for marker in markers:
+        marker["x"] = round(left + marker["at"] * scale, 2)
+    step = next(s for s in (60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400) if span / s <= 10)
+    ticks = [{"x": round(left + t * scale, 2), "label": f"{t // 60} min"} for t in range(0, int(span) + 1, step)]
+    return {"width": width, "segments": segments, "markers": markers, "ticks": ticks, "span_seconds": span,
+            "origin": _iso(origin)}
+
+
+# --------------------------------------------------------------------------- actions from the journals
+
+
+def _entry_seconds(start: Any, end: Any) -> float | None:
+    a, b = parse_time(start), parse_time(end)
+    return round((b - a).total_seconds(), 3) if a is not None and b is not None else None
+
+
+def result_text(result: Any, *, limit: int = 200) -> str:
+    """A step's result in one line: its ``would`` or its scalar fields, nested ones counted."""
+    if not isinstance(result, Mapping) or not result:
+        return ""
+    if result.get("would"):
+        return f"would {result['would']}" if not str(result["would"]).startswith("would") else str(result["would"])
+    parts: list[str] = []
+    for key, value in result.items():
+        if key in ("already_done", "seconds") or value is None:
+            continue
+        if isinstance(value, bool):
+            parts.append(f"{key}={'true' if value else 'false'}")
+        elif isinstance(value, (str, int, float)):
+            parts.append(f"{key}={_plain(value)}")
+        elif isinstance(value, (list, tuple)):
+            parts.append(f"{key}=[{len(value)}]")
+    text = ", ".join(parts)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def run_actions(run: RunRecord) -> dict[str, Any]:
+    """One run's steps in plan order with status (``done``, ``already done``, ``failed``,
+    ``running`` when the run ended mid-step, ``not run``, ``dry run``), duration and result."""
+    order: list[str] = []
+    steps: dict[str, dict[str, Any]] = {}
+
+    def slot(step_id: str, description: str = "") -> dict[str, Any]:
+        if step_id not in steps:
+            order.append(step_id)
+            steps[step_id] = {"id": step_id, "description": description, "layer": None, "action": None,
+                              "destructive": False, "status": "not run", "seconds": None, "result": {},
+                              "result_text": "", "error": None, "started_at": None, "finished_at": None}
+        return steps[step_id]
+
+    for entry in run.entries:
+        event = entry.get("event")
+        if event == "step_planned":
+            for planned in entry.get("steps", []):
+                item = slot(str(planned.get("id")), str(planned.get("description") or planned.get("summary") or ""))
+                item.update(layer=planned.get("layer"), action=planned.get("action"),
+                            destructive=bool(planned.get("destructive")),
+                            params=planned.get("params") if isinstance(planned.get("params"), Mapping) else {})
+        elif event in ("step_started", "step_finished", "step_failed"):
+            item = slot(str(entry.get("step")), str(entry.get("description") or ""))
+            if entry.get("description"):
+                item["description"] = str(entry["description"])
+            if event == "step_started":
+                item.update(status="running", started_at=entry.get("ts"), error=None)
+            elif event == "step_finished":
+                raw = entry.get("result")
+                result: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
+                already = bool(entry.get("already_done") or result.get("already_done"))
+                status = "dry run" if entry.get("dry_run") else ("already done" if already else "done")
+                item.update(status=status, finished_at=entry.get("ts"), result=dict(result),
+                            result_text=result_text(result))
+                item["seconds"] = _entry_seconds(item["started_at"], entry.get("ts"))
+            else:
+                item.update(status="failed", finished_at=entry.get("ts"), error=entry.get("error"))
+                item["seconds"] = _entry_seconds(item["started_at"], entry.get("ts"))
+    rows = [steps[s] for s in order]
+    for number, row in enumerate(rows, start=1):
+        row["n"] = number
+        row["seconds_text"] = format_seconds(row["seconds"]) if row["seconds"] is not None else ""
+    started = run.started
+    return {"run": run.run_id, "status": run.status, "command": started.get("command"),
+            "dry_run": bool(started.get("dry_run")), "resumes": started.get("resumes"),
+            "started_at": started.get("ts"), "finished_at": (run.finished or {}).get("ts"),
+            "exit_code": (run.finished or {}).get("exit_code"), "steps": rows}
+
+
+# --------------------------------------------------------------------------- data loss
+
+
+@dataclass(frozen=True)
+class DataLossFacts:
+    """What the journals say about data at stake: the input of the salvage count hook."""
+
+    db_restore: str | None = None  # "beside", "in place" or None
+    backup: str | None = None  # the backup that was restored
+    restored_database: str | None = None  # the copy a restore created beside the live database
+    swapped: bool = False
+    live_database: str | None = None
+    kept_database: str | None = None  # <db>_replaced_<time>, set aside by the swap
+    swapped_at: str | None = None
+    emergency_backup: str | None = None
+    emergency_backup_at: str | None = None
+    emergency_skipped: str | None = None  # the reason given
+    down_migrations: tuple[str, ...] = ()
+    rds_restores: tuple[Mapping[str, Any], ...] = ()
+    runs: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def any(self) -> bool:
+        return bool(self.db_restore or self.swapped or self.down_migrations or self.rds_restores)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"db_restore": self.db_restore, "backup": self.backup, "restored_database": self.restored_database,
+                "swapped": self.swapped, "live_database": self.live_database, "kept_database": self.kept_database,
+                "swapped_at": self.swapped_at, "emergency_backup": self.emergency_backup,
+                "emergency_backup_at": self.emergency_backup_at, "emergency_skipped": self.emergency_skipped,
+                "down_migrations": list(self.down_migrations), "rds_restores": [dict(r) for r in self.rds_restores]}
+
+
+def data_loss_facts(actions: Sequence[Mapping[str, Any]]) -> DataLossFacts:
+    """Read the database steps that really ran (not dry runs) out of the runs' actions."""
+    found: dict[str, Any] = {"down_migrations": [], "rds_restores": [], "runs": []}
+    for run in actions:
+        if run.get("dry_run"):
+            continue
+        for step in run.get("steps", []):
+            if step.get("status") not in ("done", "already done"):
+                continue
+            action = str(step.get("action") or "")
+            params = step.get("params") or {}
+            result = step.get("result") or {}
+            if action == "db.backup" and params.get("kind") == "emergency":
+                found["emergency_backup"] = result.get("name") or found.get("emergency_backup")
+                found["emergency_backup_at"] = step.get("started_at")
+            elif action == "db.skip_emergency_backup":
+                found["emergency_skipped"] = str(params.get("reason") or result.get("reason") or "no reason given")
+            elif action in ("db.restore_beside", "db.restore_in_place"):
+                found["db_restore"] = "in place" if action == "db.restore_in_place" else "beside"
+                dump_dir = params.get("dump_dir")
+                found["backup"] = Path(str(dump_dir)).name if dump_dir else None
+                found["restored_database"] = result.get("database") or params.get("database")
+                found["runs"].append(run.get("run"))
+            elif action == "db.swap":
+                found["swapped"] = True
+                found["kept_database"] = result.get("set_aside") or params.get("aside")
+                found["live_database"] = result.get("live")
+                found["restored_database"] = result.get("restored") or params.get("restored") \
+                    or found.get("restored_database")
+                found["swapped_at"] = step.get("finished_at")
+            elif action == "db.down":
+                found["down_migrations"].append(str(params.get("name") or result.get("name") or step.get("id")))
+            elif action == "rds.restore":
+                found["rds_restores"].append({"target": params.get("target"), "source": params.get("source"),
+                                              "snapshot": params.get("snapshot"), "time": params.get("time")})
+    return DataLossFacts(
+        db_restore=found.get("db_restore"), backup=found.get("backup"),
+        restored_database=found.get("restored_database"), swapped=bool(found.get("swapped")),
+        live_database=found.get("live_database"), kept_database=found.get("kept_database"),
+        swapped_at=found.get("swapped_at"), emergency_backup=found.get("emergency_backup"),
+        emergency_backup_at=found.get("emergency_backup_at"), emergency_skipped=found.get("emergency_skipped"),
+        down_migrations=tuple(found["down_migrations"]), rds_restores=tuple(found["rds_restores"]),
+        runs=tuple(str(r) for r in found["runs"] if r))
+
+
+def _data_loss(facts: DataLossFacts, rows_only_in_kept: Mapping[str, int] | None) -> dict[str, Any]:
+    lines: list[str] = []
+    if not facts.any:
+        status = "none"
+        lines.append("None: no database restore, swap or down migration ran in this incident.")
+    else:
+        status = "possible"
+        if facts.emergency_backup:
+            lines.append(f"An emergency backup of the live database was taken first: {facts.emergency_backup}"
+                         + (f" (at {facts.emergency_backup_at})" if facts.emergency_backup_at else "") + ".")
+        elif facts.emergency_skipped:
+            lines.append(f"The emergency backup was SKIPPED (reason: {facts.emergency_skipped}).")
+        if facts.db_restore == "in place":
+            lines.append(f"Backup {facts.backup or '(unknown)'} was restored in place: rows written after that "
+                         "backup are no longer in the live database; the emergency backup holds them.")
+        elif facts.swapped:
+            lines.append(f"Backup {facts.backup or '(unknown)'} was restored beside the live database and swapped "
+                         f"in; the previous live database is kept as {facts.kept_database or '(unknown)'}.")
+            lines.append("Rows written after the emergency backup (up to the swap) exist only in the kept "
+                         "database.")
+        elif facts.db_restore == "beside":
+            status = "none"
+            lines.append(f"Backup {facts.backup or '(unknown)'} was restored into "
+                         f"{facts.restored_database or 'a new database'} beside the live database, which was "
+                         "not replaced: no data was lost.")
+        for name in facts.down_migrations:
+            lines.append(f"The down migration of {name} ran; what it removed is in the emergency backup.")
+        for restore in facts.rds_restores:
+            point = restore.get("snapshot") or restore.get("time") or "the latest restorable time"
+            lines.append(f"RDS instance {restore.get('target')} was restored from {point}; the source instance "
+                         f"{restore.get('source')} is untouched and holds every row written after that point.")
+    counted = dict(rows_only_in_kept) if rows_only_in_kept is not None else None
+    if facts.swapped:
+        if counted is None:
+            lines.append("Rows only in the kept database: not counted yet.")
+        else:
+            total = sum(counted.values())
+            status = "none" if total == 0 else "some"
+            detail = ", ".join(f"{table} {rows}" for table, rows in sorted(counted.items()) if rows)
+            lines.append(f"Rows only in the kept database: {total}" + (f" ({detail})" if detail else "") + ".")
+    return {"status": status, "lines": lines, "rows_only_in_kept": counted, **facts.to_dict()}
+
+
+# --------------------------------------------------------------------------- impact
+
+
+@dataclass(frozen=True)
+class Impact:
+    """What CloudWatch says about the incident window (or why nothing was measured)."""
+
+    measured: bool
+    requests: int | None = None
+    requests_failed: int | None = None
+    error_rate: float | None = None  # percent over the window, weighted by requests
+    peak_error_rate: float | None = None  # percent, the worst period
+    window_start: str | None = None
+    window_end: str | None = None
+    source: str = ""
+    reason: str = ""
+
+    @classmethod
+    def not_measured(cls, reason: str) -> Impact:
+        return cls(measured=False, reason=reason)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"measured": self.measured, "requests": self.requests, "requests_failed": self.requests_failed,
+                "error_rate": self.error_rate, "peak_error_rate": self.peak_error_rate,
+                "window_start": self.window_start, "window_end": self.window_end, "source": self.source,
+                "reason": self.reason}
+
+
+def impact_window(record: Mapping[str, Any]) -> tuple[dt.datetime, dt.datetime] | None:
+    """From the deployment (else the detection) to the restoration (else the verification)."""
+    timeline = record.get("timeline") or {}
+    start = parse_time(timeline.get("deployment_initiated")) or parse_time(timeline.get("detected"))
+    end = parse_time(timeline.get("restored")) or parse_time(timeline.get("verified"))
+    if start is None or end is None or end <= start:
+        return None
+    return start, end
+
+
+def _impact_lines(impact: Impact) -> dict[str, str]:
+    if not impact.measured:
+        why = f" ({impact.reason})" if impact.reason else ""
+        return {"error_rate_text": f"not measured{why}", "requests_failed_text": f"not measured{why}"}
+    rate = (f"{impact.error_rate:.2f}% of {impact.requests} requests" if impact.error_rate is not None
+            and impact.requests is not None else
+            (f"{impact.error_rate:.2f}% (average)" if impact.error_rate is not None else "not measured"))
+    if impact.peak_error_rate is not None:
+        rate += f", peak {impact.peak_error_rate:.2f}%"
+    failed = str(impact.requests_failed) if impact.requests_failed is not None else "not measured"
+    return {"error_rate_text": rate, "requests_failed_text": failed}
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def _hhmm(moment: dt.datetime | None) -> str:
+    return moment.strftime("%H:%M:%S") if moment else ""
+
+
+def _timeline_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    timeline = record.get("timeline") or {}
+    detected = parse_time(timeline.get("detected"))
+    first_day = None
+    rows = []
+    for key, label in TIMELINE:
+        moment = parse_time(timeline.get(key))
+        offset = None
+        if moment is not None and detected is not None and moment != detected:
+            seconds = (moment - detected).total_seconds()
+            offset = format_seconds(abs(seconds)) + (" after detection" if seconds > 0 else " before detection")
+        day = moment.date().isoformat() if moment else None
+        rows.append({"key": key, "label": label, "at": _iso(moment), "time": _hhmm(moment),
+                     "date": day if day and day != first_day else None, "since_detected": offset,
+                     "known": moment is not None})
+        if day and first_day is None:
+            first_day = day
+    return rows
+
+
+def _brief(record: Mapping[str, Any]) -> str:
+    severity = record.get("severity") or "unrated"
+    env = record.get("env") or "?"
+    layers = [str(layer) for layer in record.get("layers") or []]
+    reasons = record.get("reasons") or []
+    what = str(reasons[0].get("signal")) if reasons and isinstance(reasons[0], Mapping) else "bad deploy"
+    rolled = f", rolled back {', '.join(layers)}" if layers else ""
+    return f"{severity} on {env}: {what}{rolled}"
+
+
+def _resolution(record: Mapping[str, Any]) -> dict[str, Any]:
+    layers = [str(layer) for layer in record.get("layers") or []]
+    options = {str(k): str(v) for k, v in (record.get("options") or {}).items()}
+    parts = [LAYER_WORDS.get(layer, layer) + (f" ({options[layer].replace('-', ' ')})" if options.get(layer) else "")
+             for layer in layers]
+    text = ("Rolled back " + _join(parts) + " to the previous stable version.") if parts else \
+        "No rollback plan was run."
+    return {"layers": layers, "options": options, "command": record.get("command"), "text": text,
+            "layer_words": parts}
+
+
+def _join(parts: Sequence[str]) -> str:
+    if len(parts) <= 1:
+        return "".join(parts)
+    return ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
+def build_report(
+    record: Mapping[str, Any],
+    runs: Sequence[RunRecord],
+    *,
+    impact: Impact | None = None,
+    rows_only_in_kept: Mapping[str, int] | None = None,
+    missing_runs: Sequence[str] = (),
+    generated_at: str | None = None,
+) -> dict[str, Any]:
+    """The report's data. ``runs`` are the journals of ``record["runs"]`` that could be read;
+    ``missing_runs`` those that could not (named in the report, not fatal)."""
+    impact = impact or Impact.not_measured("no measurement source")
+    timeline = record.get("timeline") or {}
+    detected = parse_time(timeline.get("detected"))
+    start = parse_time(timeline.get("deployment_initiated")) or detected
+    end = parse_time(timeline.get("restored")) or parse_time(timeline.get("verified"))
+    duration = (end - start).total_seconds() if start is not None and end is not None else None
+    metrics = _metrics(record)
+    actions = [run_actions(run) for run in runs]
+    verifications = [v for v in record.get("verifications") or [] if isinstance(v, Mapping)]
+    last = verifications[-1] if verifications else None
+    facts = data_loss_facts(actions)
+    reasons = [dict(r) | {"text": reason_text(r)} for r in record.get("reasons") or [] if isinstance(r, Mapping)]
+    notes = [str(e.get("message")) for e in record.get("events") or []
+             if isinstance(e, Mapping) and e.get("event") == "note" and e.get("message")]
+    brief = _brief(record)
+    first = start or detected
+    date = first.date().isoformat() if first is not None else "unknown date"
+    return {
+        "format": REPORT_FORMAT,
+        "generated_at": generated_at,
+        "incident": record.get("id"),
+        "env": record.get("env"),
+        "drill": bool(record.get("drill")),
+        "status": record.get("status"),
+        "title": f"Incident Report: {date} {'[DRILL] ' if record.get('drill') else ''}{brief}",
+        "brief": brief,
+        "summary": {
+            "date": date,
+            "duration_seconds": duration,
+            "duration": format_seconds(duration),
+            "duration_from": "deployment initiated" if timeline.get("deployment_initiated") else "issue detected",
+            "duration_to": "service restored" if timeline.get("restored") else "verification complete",
+            "start_time": _iso(start),
+            "end_time": _iso(end),
+            "severity": record.get("severity"),
+            "reasons": reasons,
+            "impact": {**impact.to_dict(), **_impact_lines(impact), "users_affected": "not measured"},
+        },
+        "timeline": _timeline_rows(record),
+        "resolution": _resolution(record),
+        "actions": actions,
+        "missing_runs": list(missing_runs),
+        "verification": None if last is None else {
+            "ok": bool(last.get("ok")), "strict": bool(last.get("strict")), "checked_at": last.get("checked_at"),
+            "seconds": last.get("seconds"), "items": [dict(i) for i in last.get("items") or []
+                                                      if isinstance(i, Mapping)],
+            "count": len(verifications)},
+        "data_loss": _data_loss(facts, rows_only_in_kept),
+        "metrics": metrics,
+        "timeline_bar": timeline_bar(record, metrics),
+        "action_items": list(ACTION_ITEMS),
+        "notes": notes,
+    }

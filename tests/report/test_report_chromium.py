@@ -1,0 +1,116 @@
+"""The HTML report rendered by a real headless browser (Debian's ``chromium``; ``.ci/run``
+installs it when missing): the page the browser builds shows the report's text, the
+record's hostile strings as written (no element, no script run), and the SVG timeline."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import CliResult
+from tests.report.fixture_incident import HOSTILE_DETAIL, HOSTILE_PATH, IncidentFixture
+
+Run = Callable[..., CliResult]
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        path = shutil.which(name)
+        if path:
+            return path
+    pytest.skip("no chromium on PATH (bash .ci/run installs Debian's chromium package)")
+
+
+class Dom(HTMLParser):
+    """Elements and visible text of a dumped DOM (``<style>``/``<title>`` text left out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+        self.title = ""
+        self._skip = 0
+        self._in_title = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+        self._in_title = tag == "title"
+        if tag in ("style", "head"):
+            self._skip += 1
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_title = False
+        if tag in ("style", "head"):
+            self._skip -= 1
+
+    def handle_data(self, data: str) -> None:
+        if self._in_title and not self.title:
+            self.title = data
+        if not self._skip:
+            self.text.append(data)
+
+    def count(self, tag: str) -> int:
+        return sum(1 for name, _ in self.tags if name == tag)
+
+    def visible_text(self) -> str:
+        return " ".join(" ".join(self.text).split())
+
+
+def render_in_chromium(page: Path, tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    profile = tmp_path / "chromium-profile"
+    command = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+               *extra, page.as_uri()]
+    env = {**os.environ, "HOME": str(tmp_path)}
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=False)
+
+
+def test_html_report_renders_in_headless_chromium(run_cli: Run, incident: IncidentFixture, tmp_path: Path) -> None:
+    page = tmp_path / "incident.html"
+    assert run_cli("report", "--format", "html", "--out", str(page)).code == 0
+    done = render_in_chromium(page, tmp_path, "--dump-dom")
+    assert done.returncode == 0, done.stderr[-2000:]
+    dom = Dom()
+    dom.feed(done.stdout)
+    text = dom.visible_text()
+
+    # the page the browser built is the report
+    for heading in ("Summary", "Timeline", "Root Cause Analysis", "Impact Assessment", "Resolution",
+                    "Actions taken", "Verification", "Rollback metrics", "Prevention", "Action Items",
+                    "Lessons Learned"):
+        assert heading in text, heading
+    assert "Incident Report: 2026-11-28 P1 on production" in text
+    assert "09:15:30 Issue detected" in text
+    assert "Time to verify < 5 min 11 min 20 s missed" in text
+    assert "Total recovery time < 15 min 17 min 30 s missed" in text
+    assert "app_replaced_20261128T092200" in text
+
+    # text from the record shows as written: no element was made of it, no script ran
+    assert HOSTILE_DETAIL in text
+    assert HOSTILE_PATH in text
+    assert dom.count("script") == 0 and dom.count("img") == 0
+    assert not any(tag == "a" for tag, _ in dom.tags)
+    assert dom.title.startswith("Incident Report: 2026-11-28 P1")  # a script would have set it to 'pwned'
+
+    # the timeline: one inline SVG, a segment per phase, a marker per target
+    assert dom.count("svg") == 1
+    rects = [attrs for tag, attrs in dom.tags if tag == "rect"]
+    assert [a.get("class") for a in rects] == ["seg-met", "seg-met", "seg-met", "seg-missed"]
+    assert sum(1 for tag, attrs in dom.tags if tag == "line" and "marker" in (attrs.get("class") or "")) == 5
+    assert "detect 3 min 30 s" in text and "verify 11 min 20 s" in text and "total target (15 min)" in text
+
+
+def test_html_report_screenshot_is_drawn(run_cli: Run, incident: IncidentFixture, tmp_path: Path) -> None:
+    """A screenshot comes out (its layout was judged by eye when the template was written)."""
+    page = tmp_path / "incident.html"
+    assert run_cli("report", "--format", "html", "--out", str(page)).code == 0
+    shot = tmp_path / "incident.png"
+    done = render_in_chromium(page, tmp_path, "--window-size=1100,1600", f"--screenshot={shot}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000

@@ -1,0 +1,74 @@
+"""The report's impact figures from CloudWatch: GetMetricData against the moto server (real HTTP)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import CliResult
+from tests.report.fixture_incident import DISTRIBUTION, IncidentFixture
+
+Run = Callable[..., CliResult]
+
+# Per minute of the incident window (09:12 deploy .. 09:21:40 restored): requests and 5xx rate (%).
+MINUTES = [(dt.datetime(2026, 11, 28, 9, 12 + i, 0, tzinfo=dt.UTC), requests, rate) for i, (requests, rate) in
+           enumerate([(1000, 2.0), (1200, 10.0), (900, 40.0), (1100, 25.0), (1000, 20.0), (800, 10.0),
+                      (1000, 5.0), (1000, 1.0), (1000, 0.5), (1000, 0.0)])]
+OUTSIDE = (dt.datetime(2026, 11, 28, 8, 0, tzinfo=dt.UTC), 50000, 90.0)  # an hour before: not this incident
+
+
+def _seed(distribution: str) -> None:
+    import boto3
+
+    cloudwatch = boto3.client("cloudwatch", region_name="us-east-1")
+    dimensions = [{"Name": "DistributionId", "Value": distribution}, {"Name": "Region", "Value": "Global"}]
+    for moment, requests, rate in [*MINUTES, OUTSIDE]:
+        cloudwatch.put_metric_data(Namespace="AWS/CloudFront", MetricData=[
+            {"MetricName": "Requests", "Dimensions": dimensions, "Timestamp": moment, "Value": requests,
+             "Unit": "None"},
+            {"MetricName": "5xxErrorRate", "Dimensions": dimensions, "Timestamp": moment, "Value": rate,
+             "Unit": "Percent"},
+        ])
+
+
+def test_requests_failed_and_error_rate_over_the_incident_window(run_cli: Run, incident: IncidentFixture,
+                                                                 aws_env: str) -> None:
+    _seed(DISTRIBUTION)
+    result = run_cli("report", "--json")
+    assert result.code == 0, result.err
+    impact = result.json()["summary"]["impact"]
+    total = sum(r for _, r, _ in MINUTES)
+    failed = sum(r * rate / 100 for _, r, rate in MINUTES)
+    assert impact["measured"] is True
+    assert impact["requests"] == total
+    assert impact["requests_failed"] == round(failed)
+    assert impact["error_rate"] == pytest.approx(failed / total * 100, abs=1e-3)
+    assert impact["peak_error_rate"] == 40.0
+    assert impact["window_start"] == "2026-11-28T09:12:00Z" and impact["window_end"] == "2026-11-28T09:22:00Z"
+    md = run_cli("report").out
+    assert f"- Requests failed: {round(failed)}" in md
+    assert f"- Error rate: {failed / total * 100:.2f}% of {total} requests, peak 40.00%" in md
+
+
+def test_no_datapoints_is_not_measured(run_cli: Run, incident: IncidentFixture, aws_env: str) -> None:
+    text = incident.config.read_text(encoding="utf-8").replace(DISTRIBUTION, "E000NODATAPOINTS")
+    incident.config.write_text(text, encoding="utf-8")
+    impact = run_cli("report", "--json").json()["summary"]["impact"]
+    assert impact["measured"] is False
+    assert impact["requests_failed_text"] == ("not measured (no CloudFront datapoints for E000NODATAPOINTS in the "
+                                              "window)")
+
+
+def test_unreachable_cloudwatch_does_not_fail_the_report(run_cli: Run, incident: IncidentFixture,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing-secret-key")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on the discard port
+    result = run_cli("report", "--json")
+    assert result.code == 0, result.err
+    impact = result.json()["summary"]["impact"]
+    assert impact["measured"] is False
+    assert impact["reason"].startswith("CloudWatch: reading CloudFront metrics (cloudwatch:GetMetricData) failed")
+    assert "testing-secret-key" not in result.out
