@@ -25,7 +25,12 @@ CLI's real output formats, against a self-managed backend directory given by
 
 Secrets use the ``b64`` provider's format (ciphertext = base64 of the value).
 ``$FAKE_PULUMI_FAIL=<command>`` makes that command fail as the CLI does (exit
-255, ``error: ...`` on stderr). Every invocation is appended to ``$FAKE_PULUMI_LOG`` (one JSON line: argv, cwd)
+255, ``error: ...`` on stderr). ``$FAKE_PULUMI_VIOLATE="<urn> <property>"`` makes ``up --plan``
+refuse a correct plan as the CLI does for pulumi/pulumi#11587 (``resource <urn> violates plan:
+properties changed: ~~code[...]``, exit 255, nothing applied); ``$FAKE_PULUMI_EXTRA_STEP="<urn>
+<property>"`` adds a step to every preview (the world moved since the plan).
+``preview --json`` prints the steps and the change summary. Every invocation is appended to
+``$FAKE_PULUMI_LOG`` (one JSON line: argv, cwd)
 so tests can assert on the exact commands run.
 """
 
@@ -295,12 +300,32 @@ def main(argv: list[str]) -> None:
     fail(f"the recorded-CLI double does not know: pulumi {' '.join(argv)}", 2)
 
 
-# Which of the stack's resources each config key feeds (what a real preview would find).
+# Which of the stack's resources each config key feeds (what a real preview would find), and the
+# top-level property it changes there.
+CDN = "urn:pulumi:staging::rollback::aws:cloudfront/distribution:Distribution::cdn"
 AFFECTS = {
-    "rollback:edgeFunctionVersion": "urn:pulumi:staging::rollback::aws:cloudfront/distribution:Distribution::cdn",
-    "rollback:assetsRelease": "urn:pulumi:staging::rollback::aws:cloudfront/distribution:Distribution::cdn",
-    "rollback:originVerifySecret": "urn:pulumi:staging::rollback::aws:cloudfront/distribution:Distribution::cdn",
+    "rollback:edgeFunctionVersion": CDN,
+    "rollback:assetsRelease": CDN,
+    "rollback:originVerifySecret": CDN,
 }
+PROPERTY = {
+    "rollback:edgeFunctionVersion": "defaultCacheBehavior",
+    "rollback:assetsRelease": "origins",
+    "rollback:originVerifySecret": "origins",
+}
+
+
+def planned_changes(changed: list[str]) -> dict[str, list[str]]:
+    """URN -> the top-level properties the changed config keys change."""
+    found: dict[str, set[str]] = {}
+    for key in changed:
+        if key in AFFECTS:
+            found.setdefault(AFFECTS[key], set()).add(PROPERTY[key])
+    extra = os.environ.get("FAKE_PULUMI_EXTRA_STEP")  # "<urn> <property>": the world moved since the plan
+    if extra:
+        urn, prop = extra.split(" ", 1)
+        found.setdefault(urn, set()).add(prop)
+    return {urn: sorted(props) for urn, props in sorted(found.items())}
 
 
 def _last_config(backend: Backend) -> dict[str, Any]:
@@ -327,8 +352,10 @@ def preview(backend: Backend, config_path: Path, options: dict[str, list[str]]) 
     _locked(backend)
     config = stack_config(config_path)
     changed = _changed(_last_config(backend), config)
-    urns = sorted({AFFECTS[k] for k in changed if k in AFFECTS})
-    total = len(backend.deployment().get("resources") or [])
+    changes = planned_changes(changed)
+    urns = sorted(changes)
+    resources = backend.deployment().get("resources") or []
+    total = len(resources)
     summary = {"same": total - len(urns)}
     if urns:
         summary["update"] = len(urns)
@@ -336,7 +363,9 @@ def preview(backend: Backend, config_path: Path, options: dict[str, list[str]]) 
     if plan:
         Path(plan).write_text(json.dumps({
             "manifest": {"time": format_time(int(time.time())), "magic": "", "version": VERSION},
-            "resourcePlans": {urn: {"steps": ["update"]} for urn in urns},
+            "resourcePlans": {urn: {"steps": ["update"],
+                                    "goal": {"inputDiff": {"updates": {p: {} for p in props}}}}
+                              for urn, props in changes.items()},
             "config": config,
         }, indent=4))
     log = options.get("--event-log", [None])[-1]
@@ -351,6 +380,15 @@ def preview(backend: Backend, config_path: Path, options: dict[str, list[str]]) 
                                                       "resourceChanges": summary, "PolicyPacks": {}}}) + "\n")
             # The CLI always ends the event log with a cancel event; the SDK stops reading there.
             handle.write(json.dumps({"sequence": 2, "timestamp": now, "cancelEvent": {}}) + "\n")
+    if "--json" in options:
+        # `pulumi preview --json`: the steps (same ones too) and the summary, nothing else on stdout.
+        steps = [{"op": "update", "urn": urn, "diffReasons": props,
+                  "detailedDiff": {p: {"kind": "update", "inputDiff": True} for p in props}}
+                 for urn, props in changes.items()]
+        steps += [{"op": "same", "urn": r["urn"]} for r in resources if r.get("urn") not in changes]
+        print(json.dumps({"config": {k: "[secret]" if isinstance(v, dict) else v for k, v in config.items()},
+                          "steps": steps, "changeSummary": summary}, indent=4))
+        return
     print(f"Previewing update ({backend.stack}):")
     for urn in urns:
         print(f"    ~ {urn.split('::')[-2]} {urn.split('::')[-1]} update [diff: {', '.join(changed)}]")
@@ -370,6 +408,19 @@ def up(backend: Backend, config_path: Path, options: dict[str, list[str]]) -> No
         plan = json.loads(Path(plan_path).read_text())
         if _changed(plan.get("config") or {}, config):
             fail("the update plan was saved for a different configuration: run the preview again")
+        violated = os.environ.get("FAKE_PULUMI_VIOLATE")  # "<urn> <property>": pulumi/pulumi#11587
+        if violated:
+            urn, prop = violated.split(" ", 1)
+            name = urn.rsplit("::", 1)[-1]
+            # As the CLI prints it: the Archive's hash differs between the plan and the update.
+            print(f"Updating ({backend.stack}):")
+            print(f" aws:lambda:Function ({name}):")
+            print(f"    error: resource {urn} violates plan: properties changed: "
+                  f"~~{prop}[{{&{{ d12b4d63b3797584e6d74bb09da2ee1219698efd677800678744960201a2a528 "
+                  f"map[handler.py:0xc0033c9d10]  }}}}!="
+                  f"{{&{{ 23333f4988302b4e113a8ad9587d76c65fe21061bbb4f5a090d7249535bd32c9 "
+                  f"map[handler.py:0xc003c9b810]  }}}}]")
+            fail("update failed")
     # The checkpoint this config produces: that of the newest update that ran with the same config.
     history = backend.history()
     source = None
