@@ -595,9 +595,14 @@ def _mock_config(values: Mapping[str, ConfigValue]) -> tuple[dict[str, object], 
 
 def desired_state_diff(config: Config, before: Mapping[str, ConfigValue],
                        after: Mapping[str, ConfigValue], *, after_label: str = "the pinned version's config",
-                       ) -> list[dict[str, Any]]:
+                       after_project_dir: Path | None = None) -> list[dict[str, Any]]:
     """Declared inputs that differ between the program run with ``before`` (the stack's current
-    config) and with ``after``; a run the program refuses names which config it was and why."""
+    config) and with ``after``; a run the program refuses names which config it was and why.
+
+    ``after_project_dir`` runs the ``after`` side with the program of another checkout (the
+    project directory of a worktree of an earlier commit): program@HEAD + current config against
+    program@commit + that version's config.
+    """
     from rollback.adapters.pulumi_mocks import diff_declared_inputs, run_program_under_mocks
 
     ref = stack_ref(config)
@@ -606,6 +611,8 @@ def desired_state_diff(config: Config, before: Mapping[str, ConfigValue],
     runs = []
     for values, label in ((before, f"the current stack config ({_display(config, stack_file)})"),
                           (after, after_label)):
+        if values is after and after_project_dir is not None:
+            program = _program_dir_in(after_project_dir)
         plain, secrets = _mock_config(values)
         try:
             runs.append(run_program_under_mocks(program, plain, project=ref.project, stack=ref.name,
@@ -676,7 +683,11 @@ def _program_failure(exc: BaseException, label: str, *, is_current: bool, stack_
 
 
 def _program_dir(config: Config) -> Path:
-    directory = project_dir(config)
+    return _program_dir_in(project_dir(config))
+
+
+def _program_dir_in(directory: Path) -> Path:
+    """The program directory of the project in ``directory`` (Pulumi.yaml's ``main``)."""
     main = "."
     for name in ("Pulumi.yaml", "Pulumi.yml"):
         project_file = directory / name
