@@ -171,6 +171,7 @@ def main() -> None:
             db_subnet_group_name=db.subnet_group.name,
             db_parameter_group_name=db.parameter_group.name,
             backend_url=settings.operator_backend_url,
+            lock_url=settings.operator_lock_url,
             tags=tags,
         ),
     )

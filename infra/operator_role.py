@@ -24,7 +24,9 @@ checks each against this document, action and resource):
   and parameter groups and add tags.
 * CloudWatch: the stack's alarms (``<prefix>-*``) and metric reads.
 * Optionally (``operatorBackendUrl``) read-only access to an ``s3://`` Pulumi
-  backend, which the CLI reads directly for ``infra history|diff``.
+  backend, which the CLI reads directly for ``infra history|diff``, and
+  (``operatorLockUrl``) the team lease every state-changing command takes
+  (``[env.X.lock] url``: read, conditional writes, release; journals copied there).
 
 Not granted: ``iam:CreateServiceLinkedRole``. CloudFront needs the Lambda@Edge
 service-linked role the first time a function is associated; ``pulumi up``
@@ -43,7 +45,7 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-# Actions AWS cannot scope to a resource ARN (rollback verify / report read the alarms' metrics).
+# Actions AWS cannot scope to a resource ARN (rollback report reads the distribution's metrics).
 UNSCOPABLE_ACTIONS = ("cloudwatch:GetMetricData",)
 
 
@@ -68,6 +70,8 @@ class OperatorRoleArgs:
     db_parameter_group_name: pulumi.Input[str]
     backend_url: str | None = None
     """``s3://bucket/prefix`` of a self-managed Pulumi backend to read."""
+    lock_url: str | None = None
+    """``s3://bucket/prefix`` of the CLI's team lease (and the journals it copies there)."""
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -112,6 +116,7 @@ class OperatorRole(pulumi.ComponentResource):
                         db_identifier_base=args.db_identifier_base,
                         alarm_name_prefix=args.alarm_name_prefix,
                         backend_url=args.backend_url,
+                        lock_url=args.lock_url,
                     ),
                     sort_keys=True,
                 )
@@ -151,6 +156,7 @@ def operator_policy(
     db_parameter_group_name: str,
     alarm_name_prefix: str,
     backend_url: str | None = None,
+    lock_url: str | None = None,
 ) -> dict[str, Any]:
     """The operator's permissions, as a policy document (pure, for tests and review)."""
     # arn:aws:rds:<region>:<account>:db:<id> -> arn:aws:rds:<region>:<account>:
@@ -278,4 +284,15 @@ def operator_policy(
                 "Resource": [f"arn:aws:s3:::{bucket}/{state}/*"],
             },
         ]
+    if lock_url:
+        bucket, _, prefix = lock_url[len("s3://"):].partition("/")
+        objects = f"arn:aws:s3:::{bucket}/{prefix.strip('/')}/*" if prefix.strip("/") else f"arn:aws:s3:::{bucket}/*"
+        statements.append({
+            # Every state-changing command takes the team lease (conditional writes) and copies its
+            # journal and incident record next to it.
+            "Sid": "TeamLease",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            "Resource": [objects],
+        })
     return {"Version": "2012-10-17", "Statement": statements}

@@ -184,6 +184,8 @@ class Settings:
     operator_trusted_principals: tuple[str, ...] = ()
     operator_backend_url: str | None = None
     """``s3://bucket/prefix`` of a self-managed Pulumi backend the operator may read."""
+    operator_lock_url: str | None = None
+    """``s3://bucket/prefix`` of the CLI's team lease (``[env.X.lock] url``), which the operator writes."""
     warnings: tuple[str, ...] = ()
     """Set keys this program no longer reads, with what to do; reported by the program, never fatal."""
 
@@ -391,6 +393,11 @@ def parse_settings(
         raise ConfigError("operatorBackendUrl", f"{backend_url!r} is not an s3:// backend URL",
                           "give the URL of `pulumi login s3://bucket/prefix`, or remove the key for other backends")
 
+    lock_url = raw.text("operatorLockUrl")
+    if lock_url is not None and not _BACKEND_URL.match(lock_url):
+        raise ConfigError("operatorLockUrl", f"{lock_url!r} is not an s3:// URL",
+                          "give the [env.<name>.lock] url of rollback.toml (s3://bucket/prefix), or remove the key")
+
     return Settings(
         name_prefix=name_prefix,
         region=region,
@@ -425,6 +432,7 @@ def parse_settings(
         alert_email=raw.text("alertEmail"),
         operator_trusted_principals=tuple(principals),
         operator_backend_url=backend_url,
+        operator_lock_url=lock_url.rstrip("/") if lock_url else None,
         warnings=warnings,
     )
 

@@ -461,6 +461,13 @@ def test_operator_policy_scoped_to_this_stack(base: MockRun) -> None:
     assert "PulumiBackendRead" not in s  # only with operatorBackendUrl
 
 
+def test_operator_may_take_the_team_lease(run_infra: RunInfra) -> None:
+    s = statements(run_infra({"operatorLockUrl": "s3://acme-rollback-locks/team/"}))
+    assert s["TeamLease"] == {"Sid": "TeamLease", "Effect": "Allow",
+                              "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+                              "Resource": ["arn:aws:s3:::acme-rollback-locks/team/*"]}
+
+
 def test_operator_may_read_an_s3_pulumi_backend(run_infra: RunInfra) -> None:
     s = statements(run_infra({"operatorBackendUrl": "s3://acme-pulumi-state/rollback"}))
     assert s["PulumiBackendList"]["Resource"] == ["arn:aws:s3:::acme-pulumi-state"]

@@ -23,7 +23,8 @@ the test's base DB instance (the shortest instance identifier it used) onto the
 stack's base identifier, keeping suffixes (``<base>-restored`` stays
 ``<base>-restored``, a snapshot not named from the base stays as it is, so a
 name outside the role's namespace is still caught); alarms under the stack's
-alarm prefix; an ``s3://`` Pulumi backend onto ``operatorBackendUrl``.
+alarm prefix; an ``s3://`` Pulumi backend onto ``operatorBackendUrl``, the team lease's bucket onto
+``operatorLockUrl``.
 """
 
 from __future__ import annotations
@@ -51,17 +52,18 @@ pytestmark = pytest.mark.after_aws_tests
 SOURCES = [
     "tests/aws",
     "tests/db/test_rds.py",
+    "tests/incident/test_lock.py",
+    "tests/report/test_report_impact.py",
     "tests/stack/test_backend_reader.py::test_s3_backend_through_moto",
     "tests/stack/test_stack_cli.py::test_history_and_diff_from_an_s3_backend",
 ]
 STATE_BACKEND = ("rollback-state", "pulumi")
+TEAM_LEASE = ("rollback-locks", "team")
 
 # Granted, but no recorded call can show the need; each with the reason it stays.
 NOT_OBSERVABLE = {
     ("EdgeFunctionReplicationOnAssociate", "lambda:DisableReplication*"):
         "AWS requires it on the version an UpdateDistribution stops using; the call shows only the new config",
-    ("MetricsRead", "cloudwatch:GetMetricData"):
-        "read by rollback verify / report (the incident and report layers); observed once their tests run here",
 }
 
 
@@ -78,7 +80,8 @@ class StackNames:
 
 @pytest.fixture(scope="module")
 def rendered() -> MockRun:
-    config = {**BASE_CONFIG, "rollback:operatorBackendUrl": f"s3://{STATE_BACKEND[0]}/{STATE_BACKEND[1]}"}
+    config = {**BASE_CONFIG, "rollback:operatorBackendUrl": f"s3://{STATE_BACKEND[0]}/{STATE_BACKEND[1]}",
+              "rollback:operatorLockUrl": f"s3://{TEAM_LEASE[0]}/{TEAM_LEASE[1]}"}
     return run_program(PROGRAM_DIR, config)
 
 
@@ -176,6 +179,10 @@ def canonical(call: Call, names: StackNames, db_base: str | None) -> dict[str, A
             for key in ("Key", "Prefix"):
                 if isinstance(p.get(key), str) and ".pulumi" in p[key]:
                     p[key] = f"{STATE_BACKEND[1]}/.pulumi" + p[key].split(".pulumi", 1)[1]
+        elif call.caller == "rollback.adapters.s3_lease":
+            # <prefix>/locks/<env>.json and <prefix>/<kind>/<file>: the test's prefix becomes the stack's.
+            p["Bucket"] = TEAM_LEASE[0]
+            p["Key"] = f"{TEAM_LEASE[1]}/" + "/".join(str(p["Key"]).split("/")[-2:])
         else:
             p["Bucket"] = names.bucket
             source = p.get("CopySource")
