@@ -5,9 +5,11 @@ microsecond, so two runs in the same second keep their order) and one file
 ``<journal dir>/<run id>.jsonl``. Events, one JSON object a line:
 
 - ``run_started``: who, host, pid, command, env, dry_run
-- ``step_planned``: the plan's steps, in order
-- ``step_started`` / ``step_finished`` (with its result) / ``step_failed``
-  (with the error and how to resume)
+- ``step_planned``: the plan's title, env, notes and steps in order (each step
+  whole, params included: :func:`rollback.runner.resume` rebuilds the plan from it)
+- ``step_started`` / ``step_finished`` (with its result; ``already_done`` when
+  the step's check found its effect already there) / ``step_failed`` (with the
+  error and how to resume)
 - ``run_finished``: status (``succeeded``, ``failed``, ``refused``,
   ``interrupted``) and exit code
 
@@ -129,7 +131,7 @@ class Journal:
         return entry
 
     def plan(self, plan: Plan) -> None:
-        self.write("step_planned", title=plan.title, steps=[step.to_dict() for step in plan.steps],
+        self.write("step_planned", title=plan.title, env=plan.env, steps=[step.to_dict() for step in plan.steps],
                    notes=list(plan.notes))
 
     def step_started(self, step: Step) -> None:
@@ -138,9 +140,9 @@ class Journal:
         self.write("step_started", step=step.id, description=step.describe())
 
     def step_finished(self, step: Step, result: Mapping[str, Any] | None = None, *,
-                      dry_run: bool = False) -> None:
+                      dry_run: bool = False, already_done: bool = False) -> None:
         self.write("step_finished", step=step.id, description=step.describe(), result=dict(result or {}),
-                   dry_run=dry_run)
+                   dry_run=dry_run, already_done=already_done)
 
     def step_failed(self, step: Step, error: str, *, resume: str | None = None,
                     error_type: str | None = None) -> None:
@@ -222,6 +224,8 @@ class RunRecord:
                 record[f"{record['status']}_at"] = entry.get("ts")
                 if event == "step_finished":
                     record["result"] = entry.get("result", {})
+                    if entry.get("already_done"):
+                        record["already_done"] = True
                     if entry.get("dry_run"):
                         record["status"] = "dry-run"
                 if event == "step_failed":
@@ -250,6 +254,7 @@ class RunRecord:
             "who": started.get("who"),
             "host": started.get("host"),
             "dry_run": started.get("dry_run", False),
+            "resumes": started.get("resumes"),
             "started_at": started.get("ts"),
             "finished_at": (self.finished or {}).get("ts"),
             "last_completed_step": last["id"] if last else None,

@@ -6,7 +6,13 @@ steps through the same handlers, which branch only at the final side effect.
 
 A :class:`Step` describes itself in one line (``describe()``), e.g.
 ``edge function sec-headers: version 7 -> 6``, so that the plan prints as a
-table, serialises to JSON and reads well in the journal.
+table, serialises to JSON and reads well in the journal. ``Plan.from_dict`` and
+``Step.from_dict`` are the exact inverses of ``to_dict``: a plan printed by
+``--dry-run --json`` (or journaled in ``step_planned``) can be executed as is.
+
+Every step belongs to a *layer* (:data:`LAYERS`): the app on Vercel, the edge,
+the assets bucket, the Pulumi stack, the database, a verification, or the core
+(anything else). A step built without one gets it from its action's prefix.
 """
 
 from __future__ import annotations
@@ -15,7 +21,27 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Plan", "Step"]
+from rollback.errors import BadInput
+
+__all__ = ["LAYERS", "Plan", "Step", "layer_of"]
+
+LAYERS = ("app", "edge", "assets", "infra", "db", "verify", "core")
+
+# action prefix -> layer, for steps built without an explicit layer
+_LAYER_OF_PREFIX = {
+    "vercel": "app", "git": "app", "edge": "edge", "cloudfront": "edge", "s3": "assets", "infra": "infra",
+    "stack": "infra", "db": "db", "rds": "db", "health": "verify", "verify": "verify",
+}
+
+
+def layer_of(action: str) -> str:
+    """The layer an action belongs to, from its prefix (``"vercel.rollback"`` -> ``"app"``)."""
+    return _LAYER_OF_PREFIX.get(action.split(".", 1)[0], "core")
+
+
+def _bad(where: str, problem: str) -> BadInput:
+    return BadInput(f"plan document: {where}: {problem}",
+                    "pass a plan printed by '--dry-run --json' (its \"plan\" object), unchanged")
 
 
 @dataclass(frozen=True)
@@ -23,9 +49,10 @@ class Step:
     """One unit of work.
 
     ``action`` names the handler that runs it (``"vercel.rollback"``);
-    ``summary`` is the one-line description; ``params`` hold what the handler
-    needs (JSON-serialisable, never a secret); ``destructive`` marks steps that
-    change or remove something that exists.
+    ``summary`` is the one-line description; ``params`` hold everything the
+    handler needs (JSON-serialisable, never a secret); ``destructive`` marks
+    steps that change or remove something that exists; ``layer`` is one of
+    :data:`LAYERS` (default: from the action's prefix).
     """
 
     id: str
@@ -34,6 +61,13 @@ class Step:
     target: str = ""
     params: Mapping[str, Any] = field(default_factory=dict)
     destructive: bool = False
+    layer: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.layer:
+            object.__setattr__(self, "layer", layer_of(self.action))
+        elif self.layer not in LAYERS:
+            raise ValueError(f"step {self.id!r}: unknown layer {self.layer!r} (one of {', '.join(LAYERS)})")
 
     def describe(self) -> str:
         """One line for tables, prompts and the journal."""
@@ -49,7 +83,31 @@ class Step:
             "description": self.describe(),
             "params": dict(self.params),
             "destructive": self.destructive,
+            "layer": self.layer,
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "step") -> Step:
+        """The inverse of :meth:`to_dict` (``description`` is derived, so it is not read back)."""
+        if not isinstance(data, Mapping):
+            raise _bad(where, "is not an object")
+        for key in ("id", "action", "summary"):
+            if not isinstance(data.get(key), str) or not data[key]:
+                raise _bad(where, f"{key!r} must be a non-empty string")
+        target = data.get("target", "")
+        params = data.get("params", {})
+        destructive = data.get("destructive", False)
+        layer = data.get("layer", "")
+        if not isinstance(target, str):
+            raise _bad(where, "'target' must be a string")
+        if not isinstance(params, Mapping):
+            raise _bad(where, "'params' must be an object")
+        if not isinstance(destructive, bool):
+            raise _bad(where, "'destructive' must be true or false")
+        if not isinstance(layer, str) or (layer and layer not in LAYERS):
+            raise _bad(where, f"'layer' must be one of {', '.join(LAYERS)}")
+        return cls(id=data["id"], action=data["action"], summary=data["summary"], target=target,
+                   params=dict(params), destructive=destructive, layer=layer)
 
 
 @dataclass(frozen=True)
@@ -87,10 +145,27 @@ class Plan:
         ids = [step.id for step in self.steps]
         return self.steps[ids.index(step_id) + 1 :]
 
+    @property
+    def actions(self) -> tuple[str, ...]:
+        """The actions of the plan's steps, each once, in order (what its handlers must cover)."""
+        return tuple(dict.fromkeys(step.action for step in self.steps))
+
+    @property
+    def layers(self) -> tuple[str, ...]:
+        """The layers of the plan's steps, in order of first appearance."""
+        return tuple(dict.fromkeys(step.layer for step in self.steps))
+
     def rows(self) -> list[tuple[str, str, str]]:
         """``(number, description, flag)`` rows for a table."""
         return [
             (str(number), step.describe(), "destructive" if step.destructive else "")
+            for number, step in enumerate(self.steps, start=1)
+        ]
+
+    def table_rows(self) -> list[tuple[str, str, str, str]]:
+        """``(number, layer, description, flag)``: the one table every plan prints as."""
+        return [
+            (str(number), step.layer, step.describe(), "destructive" if step.destructive else "")
             for number, step in enumerate(self.steps, start=1)
         ]
 
@@ -102,3 +177,23 @@ class Plan:
             "steps": [step.to_dict() for step in self.steps],
             "notes": list(self.notes),
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Plan:
+        """The inverse of :meth:`to_dict` (``destructive`` is derived, so it is not read back)."""
+        if not isinstance(data, Mapping):
+            raise _bad("plan", "is not an object")
+        title, env, steps, notes = data.get("title"), data.get("env"), data.get("steps"), data.get("notes", [])
+        if not isinstance(title, str):
+            raise _bad("plan", "'title' must be a string")
+        if not isinstance(env, str) or not env:
+            raise _bad("plan", "'env' must be a non-empty string")
+        if not isinstance(steps, list):
+            raise _bad("plan", "'steps' must be a list")
+        if not isinstance(notes, list) or not all(isinstance(n, str) for n in notes):
+            raise _bad("plan", "'notes' must be a list of strings")
+        parsed = [Step.from_dict(step, where=f"step {number}") for number, step in enumerate(steps, start=1)]
+        try:
+            return cls.of(title, env, parsed, notes)
+        except ValueError as exc:
+            raise _bad("plan", str(exc)) from exc

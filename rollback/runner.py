@@ -1,39 +1,104 @@
-"""Apply a :class:`~rollback.plan.Plan`: run each step's handler, journal each step.
+"""Apply a :class:`~rollback.plan.Plan`: check each step, act on it, journal it.
 
-Handlers are plain callables ``handler(step, ctx) -> result`` registered by
-action name. They receive a :class:`StepContext` whose ``dry_run`` flag tells
-them to stop short of the final side effect and return what they would have
-done: a dry run walks the same code as the real one.
+A handler is an object with two methods (:class:`StepHandler`):
 
-Each step is journaled as started before its handler runs and as finished or
-failed before the next one starts. A failure records where the run stopped and
-how to resume, then re-raises.
+- ``check(step, ctx) -> Check``: read-only, what the world is like. ``Check.done``
+  means the step's effect is already there ("already rolled back", "backup
+  already taken"): that is a result, not an error;
+- ``act(step, ctx) -> dict``: the side effect; returns the step's result.
+
+Handlers read only ``step.params`` and ``ctx.results`` (the results of earlier
+steps), so that a plan printed as JSON, or read back from a journal, runs the
+same as the plan built a moment ago. For every step :func:`execute` journals
+*started*, calls ``check``, and then: if done, journals *finished* with
+``already_done: true``; in a dry run, records ``{"would": ..., **check.result}``;
+otherwise calls ``act``. That is the only place a dry run branches.
+
+:func:`resume` rebuilds a plan and the finished steps' results from a journal
+and continues from the first unfinished step; the finished ones are re-checked,
+not repeated. Ctrl-C, SIGTERM and SIGHUP stop the run between steps, or
+interrupt the running step; either way the journal says where it stopped, and
+the run ends with :class:`~rollback.errors.Interrupted` (exit 130).
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from rollback.errors import Interrupted, Refused, RollbackError
-from rollback.journal import Journal
+from rollback.errors import BadInput, Interrupted, Refused, RollbackError, UnsafePrecondition
 from rollback.plan import Plan, Step
 from rollback.redact import redact_text
 
-__all__ = ["ExecutionResult", "Handler", "StepContext", "StepResult", "execute"]
+if TYPE_CHECKING:
+    from rollback.journal import Journal, RunRecord
+
+__all__ = [
+    "Check",
+    "ExecutionResult",
+    "Handlers",
+    "ResumePoint",
+    "RunObserver",
+    "StepContext",
+    "StepFunctions",
+    "StepHandler",
+    "StepResult",
+    "execute",
+    "handler",
+    "load_resume_point",
+    "read_only",
+    "resume",
+]
+
+
+@dataclass(frozen=True)
+class Check:
+    """What a step's ``check`` found. ``done``: the effect is already there and ``result`` is the
+    step's result; otherwise ``would`` says in one line what ``act`` would do (a dry run prints it),
+    and ``result`` holds what the check read (recorded with ``would`` in a dry run)."""
+
+    done: bool = False
+    result: Mapping[str, Any] = field(default_factory=dict)
+    would: str = ""
 
 
 @dataclass
 class StepContext:
-    """What a handler gets besides its step."""
+    """What a handler gets besides its step.
+
+    ``results`` holds the results of the steps before this one, keyed by step id.
+    ``earlier`` holds the results of steps finished by an earlier run that this
+    one resumes (``resumes`` is that run's id): a check sees there what its step
+    did then. ``checked`` is the check of the step being acted on (a read-only
+    step returns what its check read instead of reading it twice).
+    ``dry_run`` is for information only: handlers never branch on it.
+    """
 
     dry_run: bool
     plan: Plan
     journal: Journal | None = None
     results: dict[str, Mapping[str, Any]] = field(default_factory=dict)
     progress: Callable[[str], None] = lambda message: None
+    earlier: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    resumes: str | None = None
+    checked: Check | None = None
+
+    @property
+    def resuming(self) -> bool:
+        """Whether this run continues an earlier one. In a fresh run, what the planning read moments
+        ago still holds (nothing has acted since); a resumed run must read the world again."""
+        return self.resumes is not None or bool(self.earlier)
+
+    @property
+    def run_id(self) -> str | None:
+        return self.journal.run_id if self.journal is not None else None
 
     def note(self, message: str, **fields: Any) -> None:
         """Tell the operator, and the journal, something worth knowing mid-step."""
@@ -42,7 +107,66 @@ class StepContext:
             self.journal.note(message, **fields)
 
 
-Handler = Callable[[Step, StepContext], Mapping[str, Any] | None]
+@runtime_checkable
+class StepHandler(Protocol):
+    """The two halves of a step: a read-only ``check`` and the ``act``."""
+
+    def check(self, step: Step, ctx: StepContext) -> Check:
+        """What the world is like; ``Check(done=True, result=...)`` when the step's effect is there."""
+
+    def act(self, step: Step, ctx: StepContext) -> Mapping[str, Any]:
+        """Carry out the step; return its result (JSON-serialisable, no secrets)."""
+
+
+Handlers = Mapping[str, StepHandler]
+ActFunction = Callable[[Step, StepContext], Mapping[str, Any] | None]
+CheckFunction = Callable[[Step, StepContext], Check]
+
+
+@dataclass(frozen=True)
+class StepFunctions:
+    """A :class:`StepHandler` made of two functions (a layer class binds its methods this way).
+
+    Without a ``check`` function the step is never found done in a fresh run; when
+    resuming, a step the earlier run finished counts as done with that run's result."""
+
+    act_function: ActFunction
+    check_function: CheckFunction | None = None
+
+    def check(self, step: Step, ctx: StepContext) -> Check:
+        if self.check_function is not None:
+            return self.check_function(step, ctx)
+        earlier = ctx.earlier.get(step.id)
+        return Check(done=earlier is not None, result=dict(earlier or {}), would=step.describe())
+
+    def act(self, step: Step, ctx: StepContext) -> Mapping[str, Any]:
+        return dict(self.act_function(step, ctx) or {})
+
+
+def handler(act: ActFunction, check: CheckFunction | None = None) -> StepHandler:
+    """A :class:`StepHandler` from an ``act`` function and an optional ``check`` function."""
+    return StepFunctions(act, check)
+
+
+def _checked_result(step: Step, ctx: StepContext) -> Mapping[str, Any]:
+    return dict(ctx.checked.result) if ctx.checked is not None else {}
+
+
+def read_only(check: CheckFunction) -> StepHandler:
+    """A step that only reads (verify a backup, check the rights): its check does the work and
+    its act returns what the check found, so a dry run walks (and can fail on) the same reads.
+    Resumed, a step the earlier run finished is done when its check passes again."""
+
+    def again(step: Step, ctx: StepContext) -> Check:
+        found = check(step, ctx)
+        if step.id in ctx.earlier:
+            return Check(True, found.result, found.would)
+        return found
+
+    return StepFunctions(_checked_result, again)
+
+
+# ------------------------------------------------------------------ results
 
 
 @dataclass(frozen=True)
@@ -51,10 +175,12 @@ class StepResult:
     result: Mapping[str, Any]
     seconds: float
     dry_run: bool
+    already_done: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.step.id, "description": self.step.describe(), "result": dict(self.result),
-                "seconds": round(self.seconds, 3), "dry_run": self.dry_run}
+        return {"id": self.step.id, "description": self.step.describe(), "layer": self.step.layer,
+                "result": dict(self.result), "seconds": round(self.seconds, 3), "dry_run": self.dry_run,
+                "already_done": self.already_done}
 
 
 @dataclass(frozen=True)
@@ -64,6 +190,7 @@ class ExecutionResult:
     dry_run: bool
     run_id: str | None
     seconds: float
+    resumes: str | None = None
 
     def result_of(self, step_id: str) -> Mapping[str, Any]:
         for item in self.steps:
@@ -72,8 +199,117 @@ class ExecutionResult:
         raise KeyError(step_id)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"plan": self.plan.to_dict(), "dry_run": self.dry_run, "run": self.run_id,
-                "seconds": round(self.seconds, 3), "steps": [s.to_dict() for s in self.steps]}
+        document = {"plan": self.plan.to_dict(), "dry_run": self.dry_run, "run": self.run_id,
+                    "seconds": round(self.seconds, 3), "steps": [s.to_dict() for s in self.steps]}
+        if self.resumes:
+            document["resumes"] = self.resumes
+        return document
+
+
+# ------------------------------------------------------------------ progress
+
+
+class RunObserver:
+    """What a live display learns from the runner. The default does nothing; the CLI's
+    table with a spinner and plain progress lines are both observers."""
+
+    def note(self, message: str) -> None:
+        """A note from a step (job status, a retry...)."""
+
+    def step_started(self, number: int, step: Step, *, dry_run: bool) -> None:
+        """``step`` (1-based ``number``) is about to be checked and acted on."""
+
+    def step_finished(self, number: int, item: StepResult) -> None:
+        """The step finished (or was found already done)."""
+
+    def step_failed(self, number: int, step: Step, error: BaseException) -> None:
+        """The step failed or was interrupted; the run stops here."""
+
+
+class _Lines(RunObserver):
+    """Plain lines through a ``Callable[[str], None]`` (the historical ``progress`` argument)."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+
+    def note(self, message: str) -> None:
+        self.say(message)
+
+    def step_started(self, number: int, step: Step, *, dry_run: bool) -> None:
+        self.say(("would " if dry_run else "") + step.describe())
+
+    def step_finished(self, number: int, item: StepResult) -> None:
+        if item.already_done:
+            self.say(f"already done: {item.step.describe()}")
+
+
+Progress = Callable[[str], None] | RunObserver
+
+
+def _observer(progress: Progress | None) -> RunObserver:
+    if progress is None:
+        return RunObserver()
+    if isinstance(progress, RunObserver):
+        return progress
+    return _Lines(progress)
+
+
+# ------------------------------------------------------------------ signals
+
+
+class _Interrupts:
+    """SIGINT, SIGTERM and SIGHUP while a plan runs: inside a step they raise
+    KeyboardInterrupt (interrupting it); between steps they are remembered and the
+    run stops before the next step, so a journal entry is never cut in half."""
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+    def __init__(self) -> None:
+        self.pending: str | None = None
+        self.armed = False
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
+        if self.armed:
+            self.armed = False  # a second signal while the step cleans up is only remembered
+            raise KeyboardInterrupt(name)
+        self.pending = self.pending or name
+
+    def __enter__(self) -> _Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                try:
+                    current = signal.getsignal(sig)
+                    if current == signal.SIG_IGN:  # nohup, or a parent that wants it ignored
+                        continue
+                    self._previous[sig] = signal.signal(sig, self._handle)
+                except (ValueError, OSError):
+                    continue
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, previous in self._previous.items():
+            try:
+                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
+            except (ValueError, OSError):
+                continue
+        self._previous.clear()
+
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        self.armed = True
+        try:
+            yield
+        finally:
+            self.armed = False
+
+
+def _signal_text(name: str | None) -> str:
+    return "Ctrl-C" if name in (None, "", "SIGINT") else name
+
+
+# ------------------------------------------------------------------ execute
 
 
 def _status_of(exc: BaseException) -> str:
@@ -84,62 +320,236 @@ def _status_of(exc: BaseException) -> str:
     return "failed"
 
 
+def _run_step(chosen: StepHandler, step: Step, ctx: StepContext) -> tuple[dict[str, Any], bool]:
+    """``(result, already_done)``: check, then (unless done, or a dry run) act."""
+    ctx.checked = None
+    check = chosen.check(step, ctx)
+    earlier = ctx.earlier.get(step.id)
+    if check.done:
+        return ({**check.result, **earlier} if earlier is not None else dict(check.result)), True
+    if earlier is not None:
+        # Finished by the earlier run, but its effect is gone: repeating it blindly could undo
+        # whatever changed the world since. Stop and say so.
+        raise UnsafePrecondition(
+            f"step {step.id} ({step.describe()}) was finished by run {ctx.resumes or 'an earlier run'}, but "
+            f"checking it again finds it not done: {check.would or 'its effect is gone'}",
+            "something changed since that run: look at the current state, then plan a new run instead of "
+            "resuming this one", step=step.id)
+    if ctx.dry_run:
+        return {"would": check.would, **check.result}, False
+    ctx.checked = check
+    return dict(chosen.act(step, ctx) or {}), False
+
+
+def _resume_text(journal: Journal, completed: list[StepResult]) -> str:
+    done = ", ".join(s.step.id for s in completed) or "none"
+    return (f"steps completed before this one: {done}; fix the cause, then 'rollback resume {journal.run_id}' "
+            "continues from this step (finished steps are re-checked, not repeated)")
+
+
 def execute(
     plan: Plan,
-    handlers: Mapping[str, Handler],
+    handlers: Handlers,
     *,
     journal: Journal | None = None,
     dry_run: bool = False,
-    progress: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
+    done: Mapping[str, Mapping[str, Any]] | None = None,
+    resumes: str | None = None,
     resume_hint: str | None = None,
     finish_run: bool = True,
 ) -> ExecutionResult:
-    """Run every step of ``plan`` in order through ``handlers``.
+    """Run every step of ``plan`` in order through ``handlers`` (action -> :class:`StepHandler`).
 
-    With ``finish_run`` the journal's ``run_finished`` is written here; callers
-    that journal more after the plan pass ``False`` and finish it themselves.
+    ``progress`` is a function taking one line, or a :class:`RunObserver`. ``done`` holds the
+    results of steps an earlier run finished (``resumes`` is its run id): they are re-checked,
+    not acted on again. With ``finish_run`` the journal's ``run_finished`` is written here;
+    callers that journal more after the plan pass ``False`` and finish it themselves.
     """
     missing = sorted({s.action for s in plan.steps} - set(handlers))
     if missing:
         raise ValueError(f"no handler for action(s): {', '.join(missing)}")
-    ctx = StepContext(dry_run=dry_run, plan=plan, journal=journal, progress=progress or (lambda m: None))
+    for action in plan.actions:
+        if not isinstance(handlers[action], StepHandler):
+            raise TypeError(f"the handler of {action!r} is not a StepHandler (an object with check() and act()); "
+                            "wrap a function with rollback.runner.handler(act, check)")
+    earlier = {str(k): dict(v) for k, v in (done or {}).items()}
+    unknown = sorted(set(earlier) - {s.id for s in plan.steps})
+    if unknown:
+        raise ValueError(f"finished step(s) not in the plan: {', '.join(unknown)}")
+    observer = _observer(progress)
+    ctx = StepContext(dry_run=dry_run, plan=plan, journal=journal, progress=observer.note, earlier=earlier,
+                      resumes=resumes)
     if journal is not None:
         journal.plan(plan)
-    done: list[StepResult] = []
+    completed: list[StepResult] = []
     started = time.monotonic()
-    for step in plan.steps:
-        if journal is not None:
-            journal.step_started(step)
-        ctx.progress(("would " if dry_run else "") + step.describe())
-        step_started = time.monotonic()
-        try:
-            result = dict(handlers[step.action](step, ctx) or {})
-        except BaseException as exc:
+    with _Interrupts() as interrupts:
+        for number, step in enumerate(plan.steps, start=1):
+            if interrupts.pending:
+                why = _signal_text(interrupts.pending)
+                if journal is not None:
+                    journal.note(f"interrupted ({why}) before step {step.id}", signal=interrupts.pending)
+                    journal.finish("interrupted", 130, stopped_before=step.id,
+                                   resume=resume_hint or _resume_text(journal, completed).replace(
+                                       "this step", f"step {step.id}"))
+                raise Interrupted(f"interrupted ({why}) before step {step.id!r}; the steps before it are done")
             if journal is not None:
-                message = exc.one_line() if isinstance(exc, RollbackError) else f"{type(exc).__name__}: {exc}"
+                journal.step_started(step)
+            observer.step_started(number, step, dry_run=dry_run)
+            step_started = time.monotonic()
+            try:
+                with interrupts.step():
+                    result, already_done = _run_step(handlers[step.action], step, ctx)
+            except BaseException as exc:
+                if journal is not None:
+                    message = exc.one_line() if isinstance(exc, RollbackError) else f"{type(exc).__name__}: {exc}"
+                    if isinstance(exc, KeyboardInterrupt):
+                        message = f"interrupted ({_signal_text(str(exc))})"
+                    journal.step_failed(step, redact_text(message), error_type=type(exc).__name__,
+                                        resume=resume_hint or _resume_text(journal, completed))
+                    status = _status_of(exc)
+                    code = exc.exit_code if isinstance(exc, RollbackError) else (130 if status == "interrupted" else 1)
+                    journal.finish(status, code, stopped_at=step.id)
+                observer.step_failed(number, step, exc)
                 if isinstance(exc, KeyboardInterrupt):
-                    message = "interrupted (Ctrl-C)"
-                completed = ", ".join(s.step.id for s in done) or "none"
-                journal.step_failed(
-                    step,
-                    redact_text(message),
-                    error_type=type(exc).__name__,
-                    resume=resume_hint
-                    or f"steps completed before this one: {completed}; fix the cause, then run the same "
-                    "command again (completed steps are re-checked, not repeated blindly)",
-                )
-                status = _status_of(exc)
-                code = exc.exit_code if isinstance(exc, RollbackError) else (130 if status == "interrupted" else 1)
-                journal.finish(status, code, stopped_at=step.id)
-            if isinstance(exc, KeyboardInterrupt):
-                raise Interrupted(f"interrupted during step {step.id!r}") from exc
-            raise
-        ctx.results[step.id] = result
-        done.append(StepResult(step, result, time.monotonic() - step_started, dry_run))
-        if journal is not None:
-            journal.step_finished(step, result, dry_run=dry_run)
-    outcome = ExecutionResult(plan, tuple(done), dry_run, journal.run_id if journal else None,
-                              time.monotonic() - started)
+                    raise Interrupted(f"interrupted ({_signal_text(str(exc))}) during step {step.id!r}") from exc
+                raise
+            ctx.results[step.id] = result
+            item = StepResult(step, result, time.monotonic() - step_started, dry_run, already_done)
+            completed.append(item)
+            if journal is not None:
+                journal.step_finished(step, result, dry_run=dry_run, already_done=already_done)
+            observer.step_finished(number, item)
+    outcome = ExecutionResult(plan, tuple(completed), dry_run, journal.run_id if journal else None,
+                              time.monotonic() - started, resumes)
     if journal is not None and finish_run:
         journal.finish("succeeded", 0, seconds=round(outcome.seconds, 3))
     return outcome
+
+
+# ------------------------------------------------------------------ resume
+
+RESUMABLE = ("failed", "interrupted", "refused", "unfinished")
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """A journaled run as :func:`resume` continues it: the plan, the finished steps' results,
+    and the first step not finished."""
+
+    run_id: str
+    env: str
+    status: str
+    command: str | None
+    plan: Plan
+    done: Mapping[str, Mapping[str, Any]]
+    next_step: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"run": self.run_id, "env": self.env, "status": self.status, "command": self.command,
+                "plan": self.plan.to_dict(), "done": sorted(self.done), "next_step": self.next_step}
+
+
+def _plan_of(record: RunRecord) -> Plan:
+    planned = next((e for e in record.entries if e.get("event") == "step_planned"), None)
+    if planned is None:
+        raise BadInput(f"run {record.run_id} stopped before its plan was journaled: there is nothing to resume",
+                       "run the command again")
+    env = planned.get("env") or record.started.get("env")
+    try:
+        return Plan.from_dict({"title": planned.get("title", ""), "env": env, "steps": planned.get("steps"),
+                               "notes": planned.get("notes", [])})
+    except BadInput as exc:
+        raise BadInput(f"run {record.run_id}: the journaled plan cannot be read back ({exc.message})",
+                       "run the command again") from exc
+
+
+def load_resume_point(journal_dir: Path, run: str) -> ResumePoint:
+    """Read run ``run`` (an id, a unique prefix, or ``last``) back for :func:`resume`.
+
+    Refuses (exit 2) a run that succeeded, a dry run, a run without a journaled
+    plan, and a run that a later run already resumes (resume that one instead)."""
+    from rollback.journal import find_run, list_runs
+
+    record = find_run(journal_dir, run)
+    if record.started.get("dry_run"):
+        raise BadInput(f"run {record.run_id} was a dry run: it changed nothing, so there is nothing to resume",
+                       "run the command without --dry-run")
+    if record.status not in RESUMABLE:
+        raise BadInput(f"run {record.run_id} {record.status}: there is nothing to resume",
+                       "see 'rollback journal show " + record.run_id + "'")
+    later = [r.run_id for r in list_runs(journal_dir) if r.started.get("resumes") == record.run_id]
+    if later:
+        raise BadInput(f"run {record.run_id} was already resumed by run {later[0]}",
+                       f"resume that one instead: rollback resume {later[0]}")
+    plan = _plan_of(record)
+    done: dict[str, Mapping[str, Any]] = {}
+    for entry in record.entries:
+        if entry.get("event") == "step_finished" and not entry.get("dry_run"):
+            result = entry.get("result")
+            done[str(entry.get("step"))] = dict(result) if isinstance(result, Mapping) else {}
+        elif entry.get("event") == "step_failed":
+            done.pop(str(entry.get("step")), None)
+    ids = {s.id for s in plan.steps}
+    done = {k: v for k, v in done.items() if k in ids}
+    next_step = next((s.id for s in plan.steps if s.id not in done), None)
+    return ResumePoint(record.run_id, str(plan.env), record.status, record.started.get("command"), plan, done,
+                       next_step)
+
+
+def resume(
+    journal_dir: Path,
+    run: str,
+    handlers: Handlers | Callable[[Plan], Handlers],
+    *,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    command: str | None = None,
+    details: Mapping[str, Any] | None = None,
+    lock: bool = True,
+    on_journal: Callable[[Journal], None] | None = None,
+    start_journal: Callable[[Mapping[str, Any]], Journal] | None = None,
+) -> ExecutionResult:
+    """Continue run ``run`` from its first unfinished step, in a new journaled run.
+
+    The plan comes from the old run's ``step_planned`` entry and the finished steps'
+    results from its ``step_finished`` entries; ``handlers`` is a mapping, or a function
+    that builds one from the plan (``lambda plan: handlers_for(config, plan.actions)``).
+    Finished steps are re-checked (``already_done`` in the new journal), never repeated;
+    the step that was running is checked first, so one that completed before a
+    SIGKILL is not done twice. The new run's ``run_started`` records ``resumes``.
+    A dry run changes nothing and is not journaled. ``on_journal`` sees the new
+    journal as soon as it exists (the CLI registers it to close it on any error).
+
+    ``start_journal(details)`` opens the new run's journal instead of ``Journal.start``
+    (the CLI passes ``AppContext.start_journal``, which takes the environment's lock the
+    way every other command does, the team lease included); it must be for the run's
+    environment (``load_resume_point(...).env``).
+    """
+    from rollback.journal import Journal
+
+    point = load_resume_point(journal_dir, run)
+    chosen = handlers(point.plan) if callable(handlers) else handlers
+    journal = None
+    if not dry_run:
+        fields = {"resumes": point.run_id, **dict(details or {})}
+        if start_journal is not None:
+            journal = start_journal(fields)
+        else:
+            journal = Journal.start(journal_dir, command=command or f"rollback resume {point.run_id}",
+                                    env=point.env, details=fields, lock=lock)
+        if on_journal is not None:
+            on_journal(journal)
+    try:
+        return execute(point.plan, chosen, journal=journal, dry_run=dry_run, progress=progress, done=point.done,
+                       resumes=point.run_id)
+    except BaseException as exc:
+        if journal is not None and not journal.finished:  # failed before its first step
+            code = exc.exit_code if isinstance(exc, RollbackError) else (130 if _status_of(exc) == "interrupted"
+                                                                         else 1)
+            journal.finish(_status_of(exc), code, error=redact_text(str(exc))[:500])
+        raise
+    finally:
+        if journal is not None:
+            journal.close()

@@ -50,14 +50,28 @@ class CheckResult:
 
 
 def make_health_client(settings: HealthSettings) -> httpx.Client:
-    """A client for ``settings.base_url`` with the configured per-request timeout."""
-    import httpx
+    """A client for ``settings.base_url`` with the configured per-request timeout.
 
+    An ``http://`` base URL skips building a TLS context (loading the CA bundle costs tens of
+    milliseconds of a check run right after a rollback); a redirect from it to ``https://``
+    then fails the check instead of being fetched over unverified TLS."""
+    from rollback.adapters.http import import_httpx
+
+    import_httpx()
+    import httpx
     if not settings.base_url:
         raise ConfigError("health.base_url is not set", "set [env.<name>.health] base_url in rollback.toml",
                           key="health.base_url")
+    plain_http = settings.base_url.lower().startswith("http://")
+
+    def plain_only(request: httpx.Request) -> None:
+        if request.url.scheme != "http":
+            raise httpx.UnsupportedProtocol(f"redirected to {request.url.scheme}:// from an http:// base_url "
+                                            "(set health.base_url to the https:// URL)", request=request)
+
+    hooks = {"request": [plain_only]} if plain_http else {}
     return httpx.Client(base_url=settings.base_url, timeout=settings.timeout, follow_redirects=True,
-                        headers={"User-Agent": "rollback-health-check"})
+                        verify=not plain_http, event_hooks=hooks, headers={"User-Agent": "rollback-health-check"})
 
 
 def extract_version(body: str, content_type: str = "") -> str | None:

@@ -128,7 +128,8 @@ class PrismaMigrations:
     def _named(self, name: str) -> list[Migration]:
         return [m for m in self.all() if m.name == name]
 
-    def resolve_rolled_back(self, name: str, *, dry_run: bool = False) -> dict[str, Any]:
+    def failed_rows(self, name: str) -> list[Migration]:
+        """The failed rows of ``name``, which ``resolve --rolled-back`` marks (P3011 / P3012 when none)."""
         relevant = self._named(name)
         if not relevant:
             raise migration_error("P3011", name)
@@ -136,12 +137,16 @@ class PrismaMigrations:
         if not failed:
             raise migration_error("P3012", name, "only a failed migration can be marked rolled back; "
                                   "to undo an applied one use 'rollback db down'")
-        if not dry_run:
-            for migration in failed:
-                self.conn.execute(f'UPDATE "{TABLE}" SET rolled_back_at = now() WHERE id = %s', (migration.id,))
-        return {"migration": name, "marked_rolled_back": [m.id for m in failed], "dry_run": dry_run}
+        return failed
 
-    def resolve_applied(self, name: str, migrations_dir: Path, *, dry_run: bool = False) -> dict[str, Any]:
+    def resolve_rolled_back(self, name: str) -> dict[str, Any]:
+        failed = self.failed_rows(name)
+        for migration in failed:
+            self.conn.execute(f'UPDATE "{TABLE}" SET rolled_back_at = now() WHERE id = %s', (migration.id,))
+        return {"migration": name, "marked_rolled_back": [m.id for m in failed]}
+
+    def applicable(self, name: str, migrations_dir: Path) -> tuple[str, list[Migration]]:
+        """``(checksum, failed rows)`` for ``resolve --applied`` (P3017 no script, P3008 already applied)."""
         script = migrations_dir / name / "migration.sql"
         if not script.is_file():
             raise migration_error("P3017", name, f"no {script}; check database.migrations_dir")
@@ -149,17 +154,19 @@ class PrismaMigrations:
         relevant = self._named(name) if self.is_managed() else []
         if any(m.finished_at is not None and m.rolled_back_at is None for m in relevant):
             raise migration_error("P3008", name)
-        failed = [m for m in relevant if m.finished_at is None and m.rolled_back_at is None]
+        return checksum, [m for m in relevant if m.finished_at is None and m.rolled_back_at is None]
+
+    def resolve_applied(self, name: str, migrations_dir: Path) -> dict[str, Any]:
+        checksum, failed = self.applicable(name, migrations_dir)
         new_id = str(uuid.uuid4())
-        if not dry_run:
-            self.conn.execute(_CREATE)
-            for migration in failed:
-                self.conn.execute(f'UPDATE "{TABLE}" SET rolled_back_at = now() WHERE id = %s', (migration.id,))
-            self.conn.execute(
-                f'INSERT INTO "{TABLE}" (id, checksum, migration_name, started_at, finished_at, '
-                f'applied_steps_count) VALUES (%s, %s, %s, now(), now(), 1)', (new_id, checksum, name))
-        return {"migration": name, "recorded_id": None if dry_run else new_id, "checksum": checksum,
-                "marked_rolled_back": [m.id for m in failed], "dry_run": dry_run}
+        self.conn.execute(_CREATE)
+        for migration in failed:
+            self.conn.execute(f'UPDATE "{TABLE}" SET rolled_back_at = now() WHERE id = %s', (migration.id,))
+        self.conn.execute(
+            f'INSERT INTO "{TABLE}" (id, checksum, migration_name, started_at, finished_at, '
+            f'applied_steps_count) VALUES (%s, %s, %s, now(), now(), 1)', (new_id, checksum, name))
+        return {"migration": name, "recorded_id": new_id, "checksum": checksum,
+                "marked_rolled_back": [m.id for m in failed]}
 
     def mark_applied_rolled_back(self, name: str) -> list[str]:
         """After a down migration: the applied row(s) of ``name`` get ``rolled_back_at``."""

@@ -46,6 +46,7 @@ __all__ = [
     "is_transient",
     "make_http_client",
     "parse_retry_after",
+    "request_took",
 ]
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
@@ -258,6 +259,9 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
 
 def make_http_client(base_url: str, token: str | None, *, timeout: float = 15.0) -> httpx.Client:
     """The usual client: Vercel's base URL and the bearer token. Missing token: exit 2."""
+    from rollback.adapters.http import import_httpx
+
+    import_httpx()
     import httpx
 
     if not token:
@@ -526,11 +530,15 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, VercelError) and bool(getattr(error, "transient", False))
 
 
-def _took(current: AliasRequest | None, before: AliasRequest | None, kind: str, deployment_id: str) -> bool:
-    """Did our request land? A new ``lastAliasRequest`` of our kind, to our deployment."""
+def request_took(current: AliasRequest | None, before: AliasRequest | None, kind: str, deployment_id: str) -> bool:
+    """Did our request land? A ``lastAliasRequest`` of our kind, to our deployment, newer than ``before``
+    (the one seen before sending)."""
     if current is None or current.type != kind or current.to_deployment_id != deployment_id:
         return False
     return before is None or current.requested_at != before.requested_at
+
+
+_took = request_took
 
 
 def _path_only(path: str) -> str:

@@ -39,12 +39,13 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "journal": ("rollback.cli.journal_cmd:journal", "Setup"),
     "db": ("rollback.cli.db:db", "Layers"),
     "infra": ("rollback.cli.infra:infra", "Layers"),
+    "sandbox": ("rollback.cli.sandbox_cmd:sandbox", "Practice"),
     "report": ("rollback.cli.report:report", "Incident"),
     "decide": ("rollback.cli.decide_cmd:decide", "Incident"),
     "incident": ("rollback.cli.incident_cmd:incident", "Incident"),
     "verify": ("rollback.cli.verify_cmd:verify", "Incident"),
 }
-SECTIONS = ("Layers", "Incident", "Setup")
+SECTIONS = ("Layers", "Incident", "Setup", "Practice")
 
 
 class LazyGroup(click.Group):

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollback.cli.support import AppContext, common_options, confirm, dry_run_option, emit, pass_app, say, yes_option
+from rollback.cli.support import AppContext, common_options, dry_run_option, emit, pass_app, say, yes_option
 
 if TYPE_CHECKING:
     from rollback.commands.app import AppPlan
-    from rollback.runner import Handler
+    from rollback.runner import Handlers
 
 
 @click.group()
@@ -28,6 +28,8 @@ def app() -> None:
 
 timeout_option = click.option("--timeout", default="3m", show_default=True, metavar="DURATION",
                               help="How long to wait for Vercel's alias job (90s, 5m...).")
+no_verify_option = click.option("--no-verify", is_flag=True,
+                                help="Skip the closing health and version checks of [env.<name>.health].")
 
 
 def _seconds(text: str) -> float:
@@ -40,30 +42,18 @@ def _short(sha: str | None) -> str:
     return sha[:7] if sha else "-"
 
 
-def _show_plan(app_ctx: AppContext, planned: AppPlan, dry_run: bool) -> None:
-    if app_ctx.json:
-        return
-    plan = planned.plan
-    say(f"{'dry run: ' if dry_run else ''}{plan.title} (env {plan.env})")
-    for number, step in enumerate(plan.steps, start=1):
-        say(f"  {number}. {step.describe()}")
-
-
-def _run_change(app_ctx: AppContext, planned: AppPlan, step_handlers: dict[str, Handler], *, dry_run: bool,
+def _run_change(app_ctx: AppContext, planned: AppPlan, step_handlers: Handlers, *, dry_run: bool,
                 yes: bool, action: str, human: Callable[[dict[str, Any]], None], needs_confirm: bool = True) -> None:
+    from rollback.cli.support import run_plan
     from rollback.commands import app as commands
 
     if planned.noop:
         document = {**planned.to_dict(), "ok": True, "dry_run": dry_run}
         emit(app_ctx, document, lambda: say(f"nothing to do: {planned.noop}", err=False))
         return
-    if not dry_run and needs_confirm:
-        if not yes:  # the runner reports each step as it starts; show the whole plan only before asking
-            _show_plan(app_ctx, planned, dry_run)
-        confirm(f"{planned.plan.title}: go ahead?", yes=yes, action=action)
-    # The CLI's main() closes (and finishes, on an error) any journal left open, releasing the run lock.
-    journal = app_ctx.journal_unless(dry_run)
-    document = commands.apply(planned, step_handlers, journal=journal, dry_run=dry_run, progress=say)
+    outcome = run_plan(app_ctx, planned.plan, step_handlers, dry_run=dry_run, yes=yes, action=action,
+                       confirm_first=needs_confirm, prompt=f"{planned.plan.title}: go ahead?")
+    document = commands.result_document(planned, outcome)
     emit(app_ctx, document, lambda: human(document))
 
 
@@ -136,6 +126,9 @@ def _alias_human(kind: str) -> Callable[[dict[str, Any]], None]:
         click.echo(f"{verb} {project}: production is now {target.get('url')} ({target.get('id')}, commit "
                    f"{_short(target.get('commit'))}), job {status} in {document.get('seconds')} s "
                    f"[run {document.get('run')}]")
+        health = document.get("health")
+        if health is not None:
+            click.echo(f"health: {len(health)} check(s) passed")
         if kind == "rollback":
             click.echo(f"note: {AUTO_ASSIGN_NOTE}")
         else:
@@ -149,18 +142,21 @@ def _alias_human(kind: str) -> Callable[[dict[str, Any]], None]:
               "production deployment).")
 @click.option("--reason", metavar="TEXT", help="Why (sent to Vercel as the rollback's description, and journaled).")
 @timeout_option
+@no_verify_option
 @dry_run_option
 @yes_option
 @common_options()
 @pass_app
-def rollback_command(app_ctx: AppContext, to: str | None, reason: str | None, timeout: str, dry_run: bool,
-                     yes: bool) -> None:
+def rollback_command(app_ctx: AppContext, to: str | None, reason: str | None, timeout: str, no_verify: bool,
+                     dry_run: bool, yes: bool) -> None:
     """Instant rollback of production to an earlier deployment, and wait until Vercel confirms it.
 
     By default the target is the previous stable production deployment (READY, served production, older than
-    the current one). Exits 1 if the alias job fails (listing the failed aliases) or the timeout passes, or if a
-    request failed and whether it took cannot be read (check 'rollback app status' before re-running). Without
-    --to, exits 4 right after a rollback (production is its target): pass --to to go further back.
+    the current one). Then, unless --no-verify, the health and version checks of [env.<name>.health] run
+    (the version must be the target's commit): exit 3 if one fails (the rollback stays done and journaled).
+    Exits 1 if the alias job fails (listing the failed aliases) or the timeout passes, or if a request failed
+    and whether it took cannot be read (check 'rollback app status' before re-running). Without --to, exits 4
+    right after a rollback (production is its target): pass --to to go further back.
 
     \b
     Example:
@@ -172,20 +168,22 @@ def rollback_command(app_ctx: AppContext, to: str | None, reason: str | None, ti
     seconds = _seconds(timeout)
     config = app_ctx.config()
     client = commands.make_client(config, on_retry=say)
-    planned = commands.plan_rollback(config, client, to=to, reason=reason, timeout=seconds)
+    planned = commands.plan_rollback(config, client, to=to, reason=reason, timeout=seconds, verify=not no_verify)
     _run_change(app_ctx, planned, commands.handlers(config=config, client=lambda: client), dry_run=dry_run,
                 yes=yes, action="roll back production", human=_alias_human("rollback"))
 
 
 @app.command("undo")
 @timeout_option
+@no_verify_option
 @dry_run_option
 @yes_option
 @common_options()
 @pass_app
-def undo_command(app_ctx: AppContext, timeout: str, dry_run: bool, yes: bool) -> None:
+def undo_command(app_ctx: AppContext, timeout: str, no_verify: bool, dry_run: bool, yes: bool) -> None:
     """Undo the last rollback: promote back the deployment that was live before it
     (from the journal, else Vercel's lastAliasRequest). Production domains then follow new deployments again.
+    Ends with the health and version checks (exit 3 if one fails) unless --no-verify.
     Exits 4 if production is not the target of a rollback (nothing to undo).
 
     \b
@@ -197,7 +195,7 @@ def undo_command(app_ctx: AppContext, timeout: str, dry_run: bool, yes: bool) ->
     seconds = _seconds(timeout)
     config = app_ctx.config()
     client = commands.make_client(config, on_retry=say)
-    planned = commands.plan_undo(config, client, timeout=seconds)
+    planned = commands.plan_undo(config, client, timeout=seconds, verify=not no_verify)
     _run_change(app_ctx, planned, commands.handlers(config=config, client=lambda: client), dry_run=dry_run,
                 yes=yes, action="undo the rollback", human=_alias_human("undo"))
 
@@ -205,12 +203,15 @@ def undo_command(app_ctx: AppContext, timeout: str, dry_run: bool, yes: bool) ->
 @app.command("promote")
 @click.argument("deployment")
 @timeout_option
+@no_verify_option
 @dry_run_option
 @yes_option
 @common_options()
 @pass_app
-def promote_command(app_ctx: AppContext, deployment: str, timeout: str, dry_run: bool, yes: bool) -> None:
-    """Promote a READY production deployment (id or URL) to serve production, and wait until it does.
+def promote_command(app_ctx: AppContext, deployment: str, timeout: str, no_verify: bool, dry_run: bool,
+                    yes: bool) -> None:
+    """Promote a READY production deployment (id or URL) to serve production, and wait until it does;
+    then run the health and version checks (exit 3 if one fails) unless --no-verify.
 
     \b
     Example:
@@ -221,7 +222,7 @@ def promote_command(app_ctx: AppContext, deployment: str, timeout: str, dry_run:
     seconds = _seconds(timeout)
     config = app_ctx.config()
     client = commands.make_client(config, on_retry=say)
-    planned = commands.plan_promote(config, client, deployment, timeout=seconds)
+    planned = commands.plan_promote(config, client, deployment, timeout=seconds, verify=not no_verify)
     _run_change(app_ctx, planned, commands.handlers(config=config, client=lambda: client), dry_run=dry_run,
                 yes=yes, action="promote a deployment", human=_alias_human("promote"))
 

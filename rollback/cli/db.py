@@ -5,7 +5,6 @@ Presentation only; the work is in :mod:`rollback.commands.db`.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -14,7 +13,6 @@ import click
 from rollback.cli.support import (
     AppContext,
     common_options,
-    confirm,
     dry_run_option,
     emit,
     pass_app,
@@ -28,10 +26,6 @@ if TYPE_CHECKING:
     from rollback.runner import ExecutionResult
 
 
-def _progress() -> Any:
-    return say if sys.stderr.isatty() else None
-
-
 def _size(num: Any) -> str:
     value = float(num or 0)
     for unit in ("B", "KB", "MB", "GB"):
@@ -41,24 +35,14 @@ def _size(num: Any) -> str:
     return f"{value:.1f} GB"
 
 
-def _show_plan(app: AppContext, plan: Plan) -> None:
-    if app.json:
-        return
-    print_table(["#", "step", ""], plan.rows(), title=plan.title)
-    for note in plan.notes:
-        say(f"note: {note}")
-
-
 def _apply(app: AppContext, plan: Plan, *, dry_run: bool, yes: bool, action: str, handlers: Any = None,
            confirm_always: bool = False) -> ExecutionResult:
+    from rollback.cli.support import run_plan
     from rollback.commands import db as commands
 
-    _show_plan(app, plan)
-    if not dry_run and (plan.is_destructive or confirm_always):
-        confirm(f"{action}?", yes=yes, action=action)
-    journal = app.journal_unless(dry_run)
-    return commands.run(app.config(), plan, journal=journal, dry_run=dry_run, progress=_progress(),
-                        handlers=handlers)
+    chosen = handlers or commands.DbHandlers(app.config())
+    return run_plan(app, plan, chosen.handlers(), dry_run=dry_run, yes=yes, action=action,
+                    confirm_first=plan.is_destructive or confirm_always)
 
 
 def _step_lines(outcome: ExecutionResult) -> None:
@@ -119,8 +103,7 @@ def backup_command(app: AppContext, out: Path | None, jobs: int | None) -> None:
 
     config = app.config()
     plan = commands.plan_backup(config, out=out, jobs=jobs)
-    journal = app.start_journal()
-    outcome = commands.run(config, plan, journal=journal, progress=_progress())
+    outcome = _apply(app, plan, dry_run=False, yes=True, action="take a backup")
     result = dict(outcome.result_of("backup"))
     manifest = result.pop("manifest")
 

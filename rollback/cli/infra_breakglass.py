@@ -9,39 +9,20 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollback.cli.support import AppContext, common_options, confirm, dry_run_option, emit, pass_app, say, yes_option
+from rollback.cli.support import AppContext, common_options, dry_run_option, emit, pass_app, say, yes_option
 
 if TYPE_CHECKING:
     from rollback.plan import Plan
+    from rollback.runner import ExecutionResult, Handlers
 
 __all__ = ["COMMANDS", "assets", "drift", "edge", "invalidate"]
 
 
-def _show_plan(plan: Plan, *, dry_run: bool) -> None:
-    """The plan on stderr. A dry run lists its steps as it walks them ("would ..."), so only the title here."""
-    say(f"{'dry run: ' if dry_run else ''}{plan.title} ({plan.env})")
-    if not plan.steps:
-        say("  nothing to do")
-    if not dry_run:
-        for number, description, flag in plan.rows():
-            say(f"  {number}. {description}" + (f"  [{flag}]" if flag else ""))
-    for note in plan.notes:
-        say(f"  note: {note}")
+def _run(app: AppContext, plan: Plan, handlers: Handlers, *, dry_run: bool, yes: bool, action: str,
+         details: dict[str, Any]) -> ExecutionResult:
+    from rollback.cli.support import run_plan
 
-
-def _run(app: AppContext, plan: Plan, handlers: Any, *, dry_run: bool, yes: bool, action: str,
-         details: dict[str, Any]) -> Any:
-    from rollback.runner import execute
-
-    _show_plan(plan, dry_run=dry_run)
-    if not dry_run and plan.is_destructive:
-        confirm(f"{action}?", yes=yes, action=action)
-    journal = app.journal_unless(dry_run, **details)
-    try:
-        return execute(plan, handlers, journal=journal, dry_run=dry_run, progress=lambda m: say(f"  {m}"))
-    finally:
-        if journal is not None:
-            say(f"journaled as run {journal.run_id} (rollback journal show {journal.run_id})")
+    return run_plan(app, plan, handlers, dry_run=dry_run, yes=yes, action=action, details=details)
 
 
 def _duration(text: str, option: str) -> float:
@@ -92,7 +73,7 @@ def edge(app: AppContext, to_version: int, distribution: str | None, function: s
     wait_timeout = _duration(timeout, "--timeout")
     planned = commands.plan_edge(config, adapter, to_version=to_version, distribution_id=resources.distribution,
                                  function=resources.function, pin=not no_pin, timeout=wait_timeout)
-    handlers = commands.edge_handlers(adapter, planned, interval=_duration(poll_interval, "--poll-interval"))
+    handlers = commands.EdgeHandlers(adapter, interval=_duration(poll_interval, "--poll-interval")).handlers()
     outcome = _run(app, planned.plan, handlers, dry_run=dry_run, yes=yes,
                    action=f"move edge function {planned.function} to version {planned.to_version}",
                    details={"layer": "infra", "verb": "edge", "distribution": planned.distribution_id,
@@ -100,7 +81,8 @@ def edge(app: AppContext, to_version: int, distribution: str | None, function: s
     results = {item.step.id: item.result for item in outcome.steps}
     summary = commands.edge_summary(planned, results)
     document = {"ok": True, "dry_run": dry_run, "summary": ("dry run: " if dry_run else "") + summary,
-                "resources": resources.to_dict(), "edge": planned.to_dict(), "run": outcome.to_dict()}
+                "resources": resources.to_dict(), "edge": planned.to_dict(), "plan": planned.plan.to_dict(),
+                "run": outcome.to_dict()}
     emit(app, document, lambda: click.echo(document["summary"]))
 
 
@@ -146,7 +128,7 @@ def assets(app: AppContext, key: str | None, prefix: str | None, to_version: str
     store = commands.s3_versions(commands.aws_clients(config))
     planned = commands.plan_assets(config, store, bucket=resources.bucket, key=key, prefix=prefix,
                                    to_version=to_version, before=moment, undelete=undelete, keep_new=keep_new)
-    outcome = _run(app, planned.plan, commands.assets_handlers(store), dry_run=dry_run, yes=yes,
+    outcome = _run(app, planned.plan, commands.AssetsHandlers(store).handlers(), dry_run=dry_run, yes=yes,
                    action=f"restore {len(planned.plan.steps)} key(s) in s3://{resources.bucket}",
                    details={"layer": "infra", "verb": "assets", "bucket": resources.bucket})
     changed = len(planned.plan.steps)
@@ -154,7 +136,8 @@ def assets(app: AppContext, key: str | None, prefix: str | None, to_version: str
                f"; {len(planned.actions) - changed} unchanged")
     document = {"ok": True, "dry_run": dry_run, "summary": summary, "bucket": resources.bucket,
                 "actions": [a.to_dict() for a in planned.actions],
-                "results": [item.result for item in outcome.steps], "run": outcome.to_dict()}
+                "results": [item.result for item in outcome.steps], "plan": planned.plan.to_dict(),
+                "run": outcome.to_dict()}
 
     def human() -> None:
         for action in planned.actions:
@@ -193,8 +176,8 @@ def invalidate(app: AppContext, paths: tuple[str, ...], wait: bool, timeout: str
     plan = commands.plan_invalidate(config, distribution_id=resources.distribution, paths=split, wait=wait,
                                     timeout=_duration(timeout, "--timeout"))
     adapter = commands.edge_adapter(commands.aws_clients(config))
-    outcome = _run(app, plan, commands.invalidate_handlers(adapter, interval=_duration(poll_interval,
-                                                                                       "--poll-interval")),
+    interval = _duration(poll_interval, "--poll-interval")
+    outcome = _run(app, plan, commands.InvalidateHandlers(adapter, interval=interval).handlers(),
                    dry_run=dry_run, yes=True, action="invalidate",
                    details={"layer": "infra", "verb": "invalidate", "distribution": resources.distribution})
     created = outcome.result_of("invalidate")
@@ -203,7 +186,8 @@ def invalidate(app: AppContext, paths: tuple[str, ...], wait: bool, timeout: str
                else f"invalidation {created.get('id')} of {', '.join(split)} on distribution "
                     f"{resources.distribution}: {status}")
     document = {"ok": True, "dry_run": dry_run, "summary": summary, "distribution": resources.distribution,
-                "paths": split, "invalidation": dict(created), "status": status, "run": outcome.to_dict()}
+                "paths": split, "invalidation": dict(created), "status": status, "plan": plan.to_dict(),
+                "run": outcome.to_dict()}
     emit(app, document, lambda: click.echo(summary))
 
 

@@ -14,10 +14,10 @@ import click
 from rollback.cli.support import (
     AppContext,
     common_options,
-    confirm,
     dry_run_option,
     emit,
     pass_app,
+    run_plan,
     say,
     yes_option,
 )
@@ -155,16 +155,17 @@ def preview_command(app: AppContext, to_version: int, plan_file: Path | None, of
       rollback infra preview --to 3 --plan-file rollback-v3.plan.json
     """
     from rollback.commands import infra_stack as commands
-    from rollback.runner import execute
 
     config = app.config()
     options = commands.PreviewOptions(to_version, (plan_file or commands.default_plan_file(config, to_version))
                                       .resolve(), offline, message)
     plan, context = commands.preview_plan(config, options)
-    journal = app.journal_unless(dry_run, version=to_version)
-    outcome = execute(plan, commands.preview_handlers(config, context), journal=journal, dry_run=dry_run,
-                      progress=None if app.json else (lambda m: say(m)))
-    report = commands.preview_report(config, context, {"dry_run": dry_run, "run": outcome.run_id})
+    handlers = commands.StackHandlers(config, context["source"]).handlers()
+    outcome = run_plan(app, plan, handlers, dry_run=dry_run, yes=True, action="preview", confirm_first=False,
+                       details={"version": to_version})
+    report = commands.preview_report(config, context, {"dry_run": dry_run, "run": outcome.run_id,
+                                                       "plan": plan.to_dict()},
+                                     {item.step.id: item.result for item in outcome.steps})
 
     def human() -> None:
         _print_preview(report)
@@ -224,18 +225,16 @@ def restore_command(app: AppContext, to_version: int, plan_file: Path, yes: bool
       rollback infra restore --to 3 --plan-file rollback-v3.plan.json --yes
     """
     from rollback.commands import infra_stack as commands
-    from rollback.runner import execute
 
     config = app.config()
     plan_file = plan_file.resolve()
     plan = commands.restore_plan(config, to_version, plan_file)
     if not dry_run:
         commands.check_restore(config, to_version, plan_file)  # refuse before asking
-        confirm(f"Apply {plan_file.name} to stack {config.require_pulumi().stack}?",
-                yes=yes, action=f"restore version {to_version}")
-    journal = app.journal_unless(dry_run, version=to_version, plan_file=str(plan_file))
-    outcome = execute(plan, commands.restore_handlers(config), journal=journal, dry_run=dry_run,
-                      progress=None if app.json else (lambda m: say(m)))
+    outcome = run_plan(app, plan, commands.StackHandlers(config).handlers(), dry_run=dry_run, yes=yes,
+                       action=f"restore version {to_version}", confirm_first=True,
+                       prompt=f"Apply {plan_file.name} to stack {config.require_pulumi().stack}?",
+                       details={"version": to_version, "plan_file": str(plan_file)})
     document = outcome.to_dict()
 
     def human() -> None:
@@ -267,25 +266,14 @@ def config_restore_command(app: AppContext, backup: Path, yes: bool, dry_run: bo
       rollback infra config-restore .rollback/stack-config/staging-20261128T100000123456Z.yaml --yes
     """
     from rollback.commands import infra_stack as commands
-    from rollback.plan import Plan, Step
-    from rollback.runner import StepContext, execute
 
     config = app.config()
     meta = commands.check_config_backup(config, backup)  # refuse a stray file before asking
-    if not dry_run:
-        confirm(f"Overwrite {meta['path']} with the copy saved in {backup.name}?", yes=yes,
-                action="overwrite the stack config")
-    step = Step("restore", "stack.config_restore", f"put back the stack config saved in {backup.name}",
-                target=f"stack {config.require_pulumi().stack}", params={"backup": str(backup)}, destructive=True)
-
-    def restore(_step: Step, ctx: StepContext) -> dict[str, Any]:
-        if ctx.dry_run:
-            return {"would_restore": meta["path"], "from": str(backup)}
-        return commands.config_restore(config, backup)
-
-    result = execute(Plan.of("restore stack config", config.env_name, [step]), {step.action: restore},
-                     journal=app.journal_unless(dry_run), dry_run=dry_run)
-    document = {"dry_run": dry_run, **result.result_of("restore")}
+    plan = commands.config_restore_plan(config, backup)
+    result = run_plan(app, plan, commands.StackHandlers(config).handlers(), dry_run=dry_run, yes=yes,
+                      action="overwrite the stack config", confirm_first=True,
+                      prompt=f"Overwrite {meta['path']} with the copy saved in {backup.name}?")
+    document = {"dry_run": dry_run, **result.result_of("restore"), "plan": plan.to_dict()}
 
     def human() -> None:
         if dry_run:

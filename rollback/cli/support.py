@@ -1,15 +1,16 @@
-"""What every command shares: the app context, common options, output and confirmation.
+"""What every command shares: the app context, common options, output, confirmation,
+and :func:`run_plan`, the one path from a plan to its effect.
 
 Presentation only: commands do their work through ``rollback.commands`` and
 hand back plain data; this module turns it into JSON or tables. ``rich`` is
-imported only when a table is printed.
+imported only when something is drawn on a terminal (or a table is printed).
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -19,8 +20,12 @@ import click
 from rollback.errors import ConfirmationRequired, Refused
 
 if TYPE_CHECKING:
+    from rich.console import RenderableType
+
     from rollback.config import Config
     from rollback.journal import Journal
+    from rollback.plan import Plan
+    from rollback.runner import ExecutionResult, Handlers
 
 __all__ = [
     "AppContext",
@@ -29,8 +34,10 @@ __all__ = [
     "dry_run_option",
     "emit",
     "pass_app",
+    "plan_lines",
     "print_table",
     "printable",
+    "run_plan",
     "say",
     "yes_option",
 ]
@@ -178,12 +185,134 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title:
     Console(soft_wrap=False, width=width).print(table)
 
 
+def _require_a_way_to_confirm(action: str, yes: bool) -> None:
+    if not yes and not sys.stdin.isatty():
+        raise ConfirmationRequired(f"refusing to {action} without confirmation: no terminal to ask on",
+                                   "pass --yes to confirm, or --dry-run to see what it would do")
+
+
 def confirm(prompt: str, *, yes: bool, action: str) -> None:
     """Ask before a destructive step. Without a terminal and without --yes, refuse (exit 4)."""
     if yes:
         return
-    if not sys.stdin.isatty():
-        raise ConfirmationRequired(f"refusing to {action} without confirmation: no terminal to ask on",
-                                   "pass --yes to confirm, or --dry-run to see what it would do")
+    _require_a_way_to_confirm(action, yes)
     if not click.confirm(prompt, default=False, err=True):
         raise Refused(f"{action}: cancelled at the prompt", "nothing was changed")
+
+
+# --------------------------------------------------------------------------- text is text
+
+
+def _markup(value: Any) -> str:
+    """Printable text, safe to hand to rich (``[/api/pay]`` prints as written)."""
+    from rich.markup import escape
+
+    return escape(printable(value))
+
+
+# --------------------------------------------------------------------------- the plan, shown one way
+
+PLAN_COLUMNS = ("#", "layer", "step", "destructive")
+
+
+def plan_lines(plan: Plan, *, dry_run: bool = False) -> list[str]:
+    """The plan as plain text: its title, one aligned row per step (number, layer, step,
+    destructive flag), then its notes. What a terminal shows as a table, a log gets as text."""
+    rows = [tuple(printable(cell) for cell in row) for row in plan.table_rows()]
+    lines = [printable(f"{'dry run: ' if dry_run else ''}{plan.title} (env {plan.env})")]
+    if not rows:
+        lines.append("  nothing to do")
+    else:
+        widths = [max(len(row[i]) for row in rows) for i in range(2)]
+        for number, layer, step, flag in rows:
+            lines.append(f"  {number.rjust(widths[0])}  {layer.ljust(widths[1])}  {step}"
+                         + (f"  [{flag}]" if flag else ""))
+    lines.extend(f"  note: {printable(note)}" for note in plan.notes)
+    return lines
+
+
+def _plan_table(plan: Plan, states: Mapping[int, RenderableType] | None = None, *, dry_run: bool = False) -> Any:
+    from rich.table import Table
+
+    table = Table(title=_markup(f"{'dry run: ' if dry_run else ''}{plan.title} (env {plan.env})"),
+                  title_justify="left", header_style="bold", show_lines=False)
+    for column in PLAN_COLUMNS:
+        table.add_column(column, overflow="fold", no_wrap=column != "step")
+    if states is not None:
+        table.add_column("status", no_wrap=True)
+    for index, (number, layer, step, flag) in enumerate(plan.table_rows(), start=1):
+        cells: list[Any] = [number, _markup(layer), _markup(step), "[bold red]yes[/]" if flag else ""]
+        if states is not None:
+            cells.append(states.get(index, ""))
+        table.add_row(*cells)
+    return table
+
+
+def show_plan(app: AppContext, plan: Plan, *, dry_run: bool) -> None:
+    """Print the plan on stderr (a table on a terminal, aligned text otherwise); nothing with --json."""
+    if app.json:
+        return
+    if sys.stderr.isatty():
+        from rich.console import Console
+
+        console = Console(stderr=True, soft_wrap=False)
+        console.print(_plan_table(plan, dry_run=dry_run))
+        for note in plan.notes:
+            console.print(f"note: {_markup(note)}")
+        return
+    for line in plan_lines(plan, dry_run=dry_run):
+        say(line)
+
+
+def run_plan(
+    app: AppContext,
+    plan: Plan,
+    handlers: Handlers,
+    *,
+    dry_run: bool,
+    yes: bool,
+    action: str,
+    human: Callable[[ExecutionResult], None] | None = None,
+    document: Callable[[ExecutionResult], Any] | None = None,
+    confirm_first: bool | None = None,
+    prompt: str | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> ExecutionResult:
+    """Show the plan, confirm, journal, execute: the one path every state-changing command takes.
+
+    ``confirm_first`` (default: when the plan is destructive) asks ``prompt`` (default
+    ``"<action>?"``) unless ``yes``; with no terminal to ask on it refuses (exit 4) before
+    printing anything. A real run is journaled (with ``details`` in ``run_started``) under the
+    environment's run lock; a dry run walks the same steps, changes nothing and is not journaled.
+    Progress goes to stderr: a live table on a terminal, plain lines otherwise. With ``document``
+    (and ``human``) the outcome is also emitted: one JSON document with --json, else ``human``.
+    """
+    from rollback.cli.progress import LiveProgress, PlainProgress
+    from rollback.runner import execute
+
+    asks = (plan.is_destructive if confirm_first is None else confirm_first) and not dry_run
+    if asks:
+        _require_a_way_to_confirm(action, yes)
+    live = not app.json and sys.stderr.isatty()
+    if not live:
+        show_plan(app, plan, dry_run=dry_run)
+    if asks and not yes:
+        if live:
+            show_plan(app, plan, dry_run=dry_run)
+        confirm(prompt or f"{action}?", yes=yes, action=action)
+    # The CLI's main() closes (and finishes, on an error) any journal left open, releasing the run lock.
+    journal = app.journal_unless(dry_run, **dict(details or {}))
+    try:
+        if live:
+            with LiveProgress(plan, dry_run=dry_run, show_notes=not (asks and not yes)) as display:
+                outcome = execute(plan, handlers, journal=journal, dry_run=dry_run, progress=display)
+        else:
+            outcome = execute(plan, handlers, journal=journal, dry_run=dry_run,
+                              progress=PlainProgress(len(plan.steps)))
+    finally:
+        if journal is not None and not app.json:
+            say(f"journaled as run {journal.run_id} (rollback journal show {journal.run_id})")
+    if document is not None or human is not None:
+        body = document(outcome) if document is not None else outcome.to_dict()
+        emit(app, body, (lambda: human(outcome)) if human is not None else None)
+    return outcome

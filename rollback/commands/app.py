@@ -7,18 +7,20 @@ The verbs, as plain functions taking the config (and the adapters) first:
   planning of an instant rollback, a promote, or the undo of a rollback;
 - :func:`plan_revert`: ``git revert`` a commit or range, push, wait for the
   deploy, check health;
-- :func:`apply`: run a plan through :func:`rollback.runner.execute` with this
-  layer's handlers (a dry run walks the same handlers, which stop short of the
-  side effect).
+- :class:`AppHandlers` (and :class:`HealthHandlers` for the closing health and
+  version check): the step handlers, each a read-only *check* and an *act*, run
+  by :func:`rollback.runner.execute` (a dry run stops after the checks);
+- :func:`apply`: run a plan with those handlers and return the result document.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from rollback.errors import (
     BadInput,
@@ -28,21 +30,25 @@ from rollback.errors import (
     VercelError,
 )
 from rollback.plan import Plan, Step
-from rollback.runner import ExecutionResult, Handler, StepContext, execute
+from rollback.runner import Check, ExecutionResult, StepContext, StepHandler, execute, handler
 from rollback.units import format_duration
 
 if TYPE_CHECKING:
     from rollback.adapters.git import GitRepo
     from rollback.adapters.health import CheckResult
     from rollback.adapters.vercel import AliasRequest, Deployment, Project, VercelClient
-    from rollback.config import Config
+    from rollback.config import Config, HealthSettings
     from rollback.journal import Journal
 
 __all__ = [
     "AUTO_ASSIGN_NOTE",
+    "AppHandlers",
     "AppPlan",
+    "HealthHandlers",
     "apply",
+    "check_health",
     "handlers",
+    "health_step",
     "make_client",
     "pick_rollback_target",
     "plan_promote",
@@ -50,6 +56,7 @@ __all__ = [
     "plan_rollback",
     "plan_undo",
     "project_of",
+    "result_document",
     "run_health_checks",
     "status",
 ]
@@ -237,41 +244,98 @@ def _refuse_stepping_further(project: Project, current: Deployment) -> None:
         "pass --to to go further back, or 'rollback app undo'; nothing was changed")
 
 
+T = TypeVar("T")
+
+
+def _in_background(read: Callable[[], T]) -> Callable[[], T]:
+    """Start an independent read now; the returned function waits for it (and re-raises its error).
+
+    Planning reads the project and a deployment (or the first page of deployments) at once:
+    one round trip instead of two. httpx clients are safe to share between threads."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = read()
+        except BaseException as exc:  # handed to the caller, in its thread
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name="rollback-read", daemon=True)
+    thread.start()
+
+    def result() -> T:
+        thread.join()
+        if "error" in box:
+            raise box["error"]
+        return cast(T, box["value"])
+
+    return result
+
+
+def _verify_steps(config: Config, target: Deployment, *, verify: bool, after: str) -> tuple[list[Step], list[str]]:
+    if not verify:
+        return [], []
+    step = health_step(config, expected_version=target.commit_sha, after=after)
+    if step is None:
+        return [], [f"no health check at the end: [env.{config.env_name}.health] base_url is not set"]
+    return [step], []
+
+
 def plan_rollback(config: Config, client: VercelClient, *, to: str | None = None, reason: str | None = None,
-                  timeout: float = 180.0) -> AppPlan:
-    """Resolve the current production deployment and the target, validate, and plan the rollback."""
+                  timeout: float = 180.0, verify: bool = True) -> AppPlan:
+    """Resolve the current production deployment and the target, validate, and plan the rollback
+    (and, with ``verify``, the health and version checks that end it)."""
     settings = config.require_vercel()
+    if to:
+        wanted = _in_background(lambda: _deployment(client, to))
+    else:
+        # Vercel's projectId filter takes an id or a name: list while the project is read.
+        first_page = _in_background(lambda: client.list_deployments(
+            settings.project, limit=20, target="production", states=("READY",)))
     project = _project(client, settings.project)
     _refuse_in_flight(project)
     current = project.production
     if current is None:
         raise UnsafePrecondition(f"project {project.name} has no production deployment", "nothing to roll back")
     if to:
-        target = _deployment(client, to)
+        target = wanted()
         _validate_target(project, target, kind="an instant rollback")
         if target.id == current.id:
             raise BadInput(f"deployment {target.label()} already serves production", "pick an earlier deployment")
     else:
         _refuse_stepping_further(project, current)
-        target = pick_rollback_target(client, project)
+        try:
+            listed = first_page()
+        except VercelError:
+            listed = []  # read again, the usual way, below
+        candidates = [d for d in listed if _is_candidate(d, current)]
+        target = candidates[0] if candidates else pick_rollback_target(client, project)
     steps = _alias_steps("rollback", project, current, target, timeout=timeout, reason=reason)
-    plan = Plan.of(f"instant rollback of {project.name}", config.env_name, steps, notes=[AUTO_ASSIGN_NOTE])
+    checks, notes = _verify_steps(config, target, verify=verify, after="the rollback is done and journaled")
+    plan = Plan.of(f"instant rollback of {project.name}", config.env_name, [*steps, *checks],
+                   notes=[AUTO_ASSIGN_NOTE, *notes])
     return AppPlan(plan, project, current, target)
 
 
 def plan_promote(config: Config, client: VercelClient, deployment: str, *, timeout: float = 180.0,
-                 undo_of: str | None = None) -> AppPlan:
+                 undo_of: str | None = None, verify: bool = True, project: Project | None = None) -> AppPlan:
+    """Plan a promote of ``deployment`` (and, with ``verify``, the closing health checks).
+    ``project``: the configured project, when the caller has just read it."""
     settings = config.require_vercel()
-    project = _project(client, settings.project)
+    wanted = _in_background(lambda: _deployment(client, deployment))
+    project = project or _project(client, settings.project)
     _refuse_in_flight(project)
-    target = _deployment(client, deployment)
+    target = wanted()
     _validate_target(project, target, kind="promote")
     current = project.production
     if current is not None and current.id == target.id and not project.rollback_active:
         return AppPlan(Plan.of(f"promote {target.url}", config.env_name, []), project, current, target,
                        noop=f"{target.label()} already serves production")
     steps = _alias_steps("promote", project, current, target, timeout=timeout, undo_of=undo_of)
-    return AppPlan(Plan.of(f"promote {target.url} to production", config.env_name, steps), project, current, target)
+    after = "the undo is done and journaled" if undo_of else "the promote is done and journaled"
+    checks, notes = _verify_steps(config, target, verify=verify, after=after)
+    return AppPlan(Plan.of(f"promote {target.url} to production", config.env_name, [*steps, *checks], notes),
+                   project, current, target)
 
 
 def _journaled_rollbacks(journal_dir: Path, project_id: str) -> list[tuple[str, str, str]]:
@@ -291,7 +355,7 @@ def _journaled_rollbacks(journal_dir: Path, project_id: str) -> list[tuple[str, 
     return found
 
 
-def plan_undo(config: Config, client: VercelClient, *, timeout: float = 180.0) -> AppPlan:
+def plan_undo(config: Config, client: VercelClient, *, timeout: float = 180.0, verify: bool = True) -> AppPlan:
     """Promote back the deployment that was live before the last rollback (journal, else ``lastAliasRequest``)."""
     settings = config.require_vercel()
     project = _project(client, settings.project)
@@ -314,7 +378,8 @@ def plan_undo(config: Config, client: VercelClient, *, timeout: float = 180.0) -
                                  "see 'rollback app status'; promote a deployment explicitly with "
                                  "'rollback app promote DEPLOYMENT'")
     before_id, _rolled_to, source = chosen
-    planned = plan_promote(config, client, before_id, timeout=timeout, undo_of=source)
+    planned = plan_promote(config, client, before_id, timeout=timeout, undo_of=source, verify=verify,
+                           project=project)
     return AppPlan(planned.plan, planned.project, planned.current, planned.target, planned.noop,
                    {"source": source})
 
@@ -354,20 +419,16 @@ def plan_revert(config: Config, repo: GitRepo, spec: str, *, push: bool = False,
     if push:
         steps.append(Step(id="git-push", action="git.push", target=f"{remote}/{chosen_branch}",
                           summary=f"git push {remote} HEAD:{chosen_branch}",
-                          params={"remote": remote, "branch": chosen_branch}))
+                          params={"remote": remote, "branch": chosen_branch, "repo": str(repo.path)}))
     if wait:
         settings = config.require_vercel()
         steps.append(Step(id="wait-deploy", action="vercel.wait_deploy", target=f"{settings.project} production",
                           summary=f"wait for a READY production deployment of the revert commit to go live "
                                   f"(up to {format_duration(timeout)})",
                           params={"project": project.id if project else settings.project, "timeout": timeout}))
-        if config.env.health.base_url:
-            steps.append(Step(id="health", action="health.check", target=config.env.health.base_url,
-                              summary="health and version checks: "
-                                      + ", ".join([*config.env.health.paths,
-                                                   *([config.env.health.version_path]
-                                                     if config.env.health.version_path else [])]),
-                              params={"base_url": config.env.health.base_url}))
+        check = health_step(config, expected_from="git-revert", after="the revert is deployed")
+        if check is not None:
+            steps.append(check)
     return AppPlan(Plan.of(f"git revert {spec}", config.env_name, steps), project, extra={"commits": commits})
 
 
@@ -376,15 +437,6 @@ def _is_transient(exc: VercelError) -> bool:
     from rollback.adapters.vercel import is_transient
 
     return is_transient(exc)
-
-
-@dataclass
-class _Deps:
-    config: Config | None
-    client: Callable[[], VercelClient]
-    repo: GitRepo | None
-    sleep: Callable[[float], None]
-    clock: Callable[[], float]
 
 
 def _before(step: Step) -> AliasRequest | None:
@@ -399,19 +451,99 @@ def _before(step: Step) -> AliasRequest | None:
                         requested_at=int(raw.get("requested_at") or 0))
 
 
-def _request_handler(kind: str, deps: _Deps) -> Handler:
-    def handler(step: Step, ctx: StepContext) -> Mapping[str, Any]:
+def _ours(request: AliasRequest | None, step: Step, kind: str) -> bool:
+    """Is ``request`` the alias request this plan sent (newer than the one seen when planning)?"""
+    from rollback.adapters.vercel import request_took
+
+    return request_took(request, _before(step), kind, str(step.params["to_deployment_id"]))
+
+
+# The alias-job watch: a job usually ends within a few seconds, so look often at first
+# (a 0.5 s job is noticed within one interval), then back off to spare the API.
+POLL_INTERVAL = 0.1
+POLL_STEADY_SECONDS = 3.0
+POLL_MAX_INTERVAL = 1.0
+
+
+def next_poll_gap(elapsed: float, previous: float) -> float:
+    """The gap before the next look at an alias job, ``elapsed`` seconds into the watch."""
+    if elapsed < POLL_STEADY_SECONDS:
+        return POLL_INTERVAL
+    return min(max(previous, POLL_INTERVAL) * 1.6, POLL_MAX_INTERVAL)
+
+
+@dataclass
+class AppHandlers:
+    """The app layer's step handlers (Vercel alias jobs, git revert and push, the deploy watch)
+    and the adapters they use. ``client`` is a factory called on first use, so a git-only plan
+    never needs a Vercel token. Each handler reads only its step's params and earlier results."""
+
+    config: Config | None = None
+    client_factory: Callable[[], VercelClient] | None = None
+    repo: GitRepo | None = None
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+    _client: VercelClient | None = field(default=None, init=False, repr=False)
+
+    def client(self) -> VercelClient:
+        if self._client is None:
+            if self.client_factory is not None:
+                self._client = self.client_factory()
+            else:
+                assert self.config is not None, "AppHandlers needs a config or a client factory"
+                self._client = make_client(self.config)
+        return self._client
+
+    def git(self, step: Step) -> GitRepo:
+        """The injected repository, else the one the step names (``params["repo"]``)."""
+        if self.repo is None:
+            from rollback.adapters.git import GitRepo
+
+            if not step.params.get("repo"):
+                raise BadInput(f"step {step.id} does not name its git work tree", "plan it again")
+            self.repo = GitRepo(Path(str(step.params["repo"])))
+        return self.repo
+
+    def handlers(self) -> dict[str, StepHandler]:
+        return {
+            "vercel.rollback": handler(self.request, self.check_request),
+            "vercel.promote": handler(self.request, self.check_request),
+            "vercel.wait_alias_job": handler(self.wait_alias_job, self.check_alias_job),
+            "git.revert": handler(self.revert, self.check_revert),
+            "git.push": handler(self.push, self.check_push),
+            "vercel.wait_deploy": handler(self.wait_deploy, self.check_deploy),
+        }
+
+    # ---------------------------------------------------------- rollback / promote
+    @staticmethod
+    def _base(step: Step) -> dict[str, Any]:
         p = step.params
         base = {"project_id": p["project_id"], "from_deployment_id": p.get("from_deployment_id"),
-                "to_deployment_id": p["to_deployment_id"], "to_url": p.get("to_url"),
-                "from_url": p.get("from_url")}
+                "to_deployment_id": p["to_deployment_id"], "to_url": p.get("to_url"), "from_url": p.get("from_url")}
         if p.get("undo_of"):
             base["undo_of"] = p["undo_of"]
-        if ctx.dry_run:
-            path = (f"/v1/projects/{p['project_id']}/rollback/{p['to_deployment_id']}" if kind == "rollback"
-                    else f"/v10/projects/{p['project_id']}/promote/{p['to_deployment_id']}")
-            return {**base, "would_send": f"POST {path}"}
-        client = deps.client()
+        return base
+
+    def check_request(self, step: Step, ctx: StepContext) -> Check:
+        p = step.params
+        kind = step.action.split(".", 1)[1]
+        path = (f"/v1/projects/{p['project_id']}/rollback/{p['to_deployment_id']}" if kind == "rollback"
+                else f"/v10/projects/{p['project_id']}/promote/{p['to_deployment_id']}")
+        base = self._base(step)
+        if ctx.resuming:
+            # An earlier run may have sent it (perhaps killed before it could journal that).
+            project = self.client().get_project(str(p["project_id"]))
+            serves = project.production_deployment_id == p["to_deployment_id"]
+            if _ours(project.last_alias_request, step, kind) or (step.id in ctx.earlier and serves):
+                return Check(True, {**base, "kind": kind, "deployment_id": p["to_deployment_id"], "sends": 0,
+                                    "confirmed_by": "lastAliasRequest"})
+        # In a fresh run the planning read the project a moment ago and refused an alias job in flight.
+        return Check(False, {**base, "would_send": f"POST {path}"}, f"POST {path}")
+
+    def request(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        p = step.params
+        kind = step.action.split(".", 1)[1]
+        client = self.client()
         if kind == "rollback":
             change = client.request_rollback(p["project_id"], p["to_deployment_id"], description=p.get("reason"),
                                              before=_before(step))
@@ -419,33 +551,40 @@ def _request_handler(kind: str, deps: _Deps) -> Handler:
             change = client.request_promote(p["project_id"], p["to_deployment_id"], before=_before(step))
         if change.sends > 1 or change.confirmed_by != "response":
             ctx.note(f"{kind} request confirmed by {change.confirmed_by} after {change.sends} send(s)")
-        return {**base, **change.to_dict()}
+        return {**self._base(step), **change.to_dict()}
 
-    return handler
+    def check_alias_job(self, step: Step, ctx: StepContext) -> Check:
+        p = step.params
+        would = f"GET /v9/projects/{p['project_id']} (lastAliasRequest) until the job finishes"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None:  # a job that succeeded stays succeeded; the request's check looks at production
+            return Check(True, dict(earlier), would)
+        if ctx.resuming:
+            request = self.client().get_project(str(p["project_id"])).last_alias_request
+            if request is not None and _ours(request, step, str(p["kind"])) and request.job_status in (
+                    "succeeded", "skipped"):
+                return Check(True, {"job_status": request.job_status, "seconds": 0.0}, would)
+        return Check(False, {"would_poll": would}, would)
 
-
-def _wait_alias_job(deps: _Deps) -> Handler:
-    def handler(step: Step, ctx: StepContext) -> Mapping[str, Any]:
+    def wait_alias_job(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         p = step.params
         kind, project_id, to_id, timeout = p["kind"], p["project_id"], p["to_deployment_id"], float(p["timeout"])
-        if ctx.dry_run:
-            return {"would_poll": f"GET /v9/projects/{project_id} (lastAliasRequest) until the job finishes"}
-        client = deps.client()
+        client = self.client()
         before = _before(step)
-        started = deps.clock()
+        started = self.clock()
         deadline = started + timeout
-        interval = 0.05
+        interval = POLL_INTERVAL
         last_status: str | None = None
         while True:
             try:
                 request = client.get_project(project_id).last_alias_request
             except VercelError as exc:
                 # The POST already went out: a blip while watching must not abort the watch.
-                if not _is_transient(exc) or deps.clock() >= deadline:
+                if not _is_transient(exc) or self.clock() >= deadline:
                     raise
                 ctx.note(f"reading the {kind} job's status failed ({exc.message}); still waiting")
-                deps.sleep(min(interval, max(0.0, deadline - deps.clock())))
-                interval = min(interval * 1.6, 1.0)
+                interval = next_poll_gap(self.clock() - started, interval)
+                self.sleep(min(interval, max(0.0, deadline - self.clock())))
                 continue
             changed = request is not None and (before is None or request.requested_at != before.requested_at)
             ours = changed and request is not None and request.type == kind and request.to_deployment_id == to_id
@@ -456,11 +595,11 @@ def _wait_alias_job(deps: _Deps) -> Handler:
                     "see 'rollback app status' before doing anything else")
             job_status = request.job_status if (ours and request is not None) else "pending"
             if job_status != last_status:
-                ctx.note(f"{kind} job: {job_status} ({format_duration(deps.clock() - started)})",
+                ctx.note(f"{kind} job: {job_status} ({format_duration(self.clock() - started)})",
                          job_status=job_status)
                 last_status = job_status
             if request is not None and ours and request.is_terminal and job_status != "failed":
-                return {"job_status": job_status, "seconds": round(deps.clock() - started, 3)}
+                return {"job_status": job_status, "seconds": round(self.clock() - started, 3)}
             if job_status == "failed":
                 failed = client.list_job_aliases(project_id, kind, failed_only=True)
                 for alias in failed:
@@ -469,59 +608,61 @@ def _wait_alias_job(deps: _Deps) -> Handler:
                 raise VercelError(f"the {kind} job failed: {len(failed)} alias(es) not moved: {names}",
                                   "check those domains in the Vercel dashboard, then run the command again",
                                   code="job_failed", failed_aliases=[a.to_dict() for a in failed])
-            remaining = deadline - deps.clock()
+            remaining = deadline - self.clock()
             if remaining <= 0:
                 raise OperationFailed(
                     f"the {kind} was not confirmed within {format_duration(timeout)}: the job's last status "
                     f"is {job_status}",
                     "it may still finish: check 'rollback app status'", job_status=job_status)
-            deps.sleep(min(interval, remaining))
-            interval = min(interval * 1.6, 1.0)
+            interval = next_poll_gap(self.clock() - started, interval)
+            self.sleep(min(interval, remaining))
 
-    return handler
+    # ---------------------------------------------------------- git revert
+    def check_revert(self, step: Step, ctx: StepContext) -> Check:
+        would = f"git revert --no-edit {step.params['spec']}"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None and earlier.get("head") and self.git(step).head() == earlier["head"]:
+            return Check(True, dict(earlier), would)
+        return Check(False, {"would_run": would, "commits": step.params["commits"]}, would)
 
-
-def _git_revert(deps: _Deps) -> Handler:
-    def handler(step: Step, ctx: StepContext) -> Mapping[str, Any]:
-        if ctx.dry_run:
-            return {"would_run": f"git revert --no-edit {step.params['spec']}", "commits": step.params["commits"]}
-        assert deps.repo is not None
-        deps.repo.require_clean()
+    def revert(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        repo = self.git(step)
+        repo.require_clean()
         # Exactly the commits that were planned (and shown), not a fresh reading of the spec.
-        result = deps.repo.revert([str(c) for c in step.params["commits"]], spec=str(step.params["spec"]))
+        result = repo.revert([str(c) for c in step.params["commits"]], spec=str(step.params["spec"]))
         ctx.note(f"reverted {len(result.reverted)} commit(s); HEAD is now {result.head[:12]}", head=result.head)
         return result.to_dict()
 
-    return handler
-
-
-def _git_push(deps: _Deps) -> Handler:
-    def handler(step: Step, ctx: StepContext) -> Mapping[str, Any]:
+    def check_push(self, step: Step, ctx: StepContext) -> Check:
         remote, branch = str(step.params["remote"]), str(step.params["branch"])
-        if ctx.dry_run:
-            return {"would_run": f"git push {remote} HEAD:{branch}"}
-        assert deps.repo is not None
+        would = f"git push {remote} HEAD:{branch}"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None and earlier.get("head") and self.git(step).head() == earlier["head"]:
+            return Check(True, dict(earlier), would)
+        return Check(False, {"would_run": would}, would)
+
+    def push(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        remote, branch = str(step.params["remote"]), str(step.params["branch"])
+        repo = self.git(step)
         previous = (ctx.results.get("git-revert") or {}).get("previous_head")
-        deps.repo.push(remote, branch, previous_head=str(previous) if previous else None)
-        return {"pushed": f"{remote}/{branch}", "head": deps.repo.head()}
+        repo.push(remote, branch, previous_head=str(previous) if previous else None)
+        return {"pushed": f"{remote}/{branch}", "head": repo.head()}
 
-    return handler
+    # ---------------------------------------------------------- the deploy watch
+    def check_deploy(self, step: Step, ctx: StepContext) -> Check:
+        would = "wait for a READY production deployment of the revert commit to serve production"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None:
+            return Check(True, dict(earlier), would)
+        return Check(False, {"would_wait": would}, would)
 
-
-def _revert_head(ctx: StepContext) -> str | None:
-    result = ctx.results.get("git-revert") or {}
-    head = result.get("head")
-    return str(head) if head else None
-
-
-def _wait_deploy(deps: _Deps) -> Handler:
-    def handler(step: Step, ctx: StepContext) -> Mapping[str, Any]:
+    def wait_deploy(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         timeout = float(step.params["timeout"])
         sha = _revert_head(ctx)
-        if ctx.dry_run or sha is None:
+        if sha is None:
             return {"would_wait": "for a READY production deployment of the revert commit to serve production"}
-        client = deps.client()
-        started = deps.clock()
+        client = self.client()
+        started = self.clock()
         deadline = started + timeout
         interval = 0.25
         seen: dict[str, str] = {}
@@ -535,11 +676,11 @@ def _wait_deploy(deps: _Deps) -> Handler:
                 if current is not None and current.commit_sha and current.commit_sha == sha and current.is_ready:
                     ctx.note(f"{current.url} ({current.id}) serves production with {sha[:12]}")
                     return {"deployment_id": current.id, "url": current.url, "commit": sha,
-                            "seconds": round(deps.clock() - started, 3)}
+                            "seconds": round(self.clock() - started, 3)}
                 deployments = client.list_deployments(project.id, limit=5, target="production", sha=sha)
             except VercelError as exc:
                 # The revert is pushed: a blip while watching must not abort the watch.
-                if not _is_transient(exc) or deps.clock() >= deadline:
+                if not _is_transient(exc) or self.clock() >= deadline:
                     raise
                 ctx.note(f"reading the deployment's status failed ({exc.message}); still waiting")
                 deployments = []
@@ -558,41 +699,97 @@ def _wait_deploy(deps: _Deps) -> Handler:
                         f"{deployment.label()} is READY but does not serve production: a rollback paused the "
                         "automatic assignment of production domains",
                         f"promote it: rollback app promote {deployment.id}")
-            if deps.clock() >= deadline:
+            if self.clock() >= deadline:
                 raise OperationFailed(f"no READY production deployment of {sha[:12]} went live within "
                                       f"{format_duration(timeout)}", "check the Vercel dashboard for the build")
-            deps.sleep(min(interval, max(0.0, deadline - deps.clock())))
+            self.sleep(min(interval, max(0.0, deadline - self.clock())))
             interval = min(interval * 1.5, 3.0)
 
-    return handler
+
+def _revert_head(ctx: StepContext) -> str | None:
+    result = ctx.results.get("git-revert") or {}
+    head = result.get("head")
+    return str(head) if head else None
 
 
-def _health(deps: _Deps) -> Handler:
-    def handler(step: Step, ctx: StepContext) -> Mapping[str, Any]:
-        if ctx.dry_run:
-            return {"would_check": step.params["base_url"]}
-        assert deps.config is not None
-        results = run_health_checks(deps.config, expected_version=_revert_head(ctx), sleep=deps.sleep,
-                                    clock=deps.clock)
+# ------------------------------------------------------------ health and version (the "verify" layer)
+def health_step(config: Config, *, expected_version: str | None = None, expected_from: str | None = None,
+                after: str = "the change is done", step_id: str = "health") -> Step | None:
+    """The configured health and version checks as a plan step (``None`` without ``health.base_url``).
+
+    The expected version is ``expected_version``, or the ``head`` of step ``expected_from``'s
+    result (a revert's commit); it is checked only when a ``version_path`` is configured."""
+    settings = config.env.health
+    if not settings.base_url:
+        return None
+    version_path = settings.version_path
+    shown = [*settings.paths, *([version_path] if version_path else [])]
+    expecting = ""
+    if version_path and expected_version:
+        expecting = f" (expecting {expected_version[:12]})"
+    return Step(id=step_id, action="health.check", target=settings.base_url, layer="verify",
+                summary="health and version checks: " + ", ".join(shown) + expecting,
+                params={"base_url": settings.base_url, "paths": list(settings.paths), "version_path": version_path,
+                        "expect_status": settings.expect_status, "timeout": settings.timeout,
+                        "expected_version": expected_version if version_path else None,
+                        "expected_from": expected_from, "after": after})
+
+
+def _health_settings(params: Mapping[str, Any]) -> HealthSettings:
+    from rollback.config import HealthSettings
+
+    return HealthSettings(base_url=str(params["base_url"]), paths=list(params.get("paths") or ["/"]),
+                          version_path=params.get("version_path"), timeout=float(params.get("timeout") or 5.0),
+                          expect_status=int(params.get("expect_status") or 200))
+
+
+def _expected_version(step: Step, ctx: StepContext) -> str | None:
+    if step.params.get("expected_version"):
+        return str(step.params["expected_version"])
+    source = step.params.get("expected_from")
+    if source:
+        head = (ctx.results.get(str(source)) or {}).get("head")
+        return str(head) if head else None
+    return None
+
+
+@dataclass
+class HealthHandlers:
+    """The ``health.check`` step: GET the configured paths (and the version endpoint), retried for a
+    short settle window; a failed check fails the step with exit 3, listing every check."""
+
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+
+    def handlers(self) -> dict[str, StepHandler]:
+        return {"health.check": handler(self.run, self.check)}
+
+    def check(self, step: Step, ctx: StepContext) -> Check:
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None:  # passed in the run resumed: the steps after it were built on that
+            return Check(True, dict(earlier), f"check {step.params['base_url']}")
+        return Check(False, {"would_check": step.params["base_url"]}, f"check {step.params['base_url']}")
+
+    def run(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        results = check_health(_health_settings(step.params), expected_version=_expected_version(step, ctx),
+                               sleep=self.sleep, clock=self.clock)
         for result in results:
             ctx.note(f"{'ok  ' if result.ok else 'FAIL'} {result.name}: {result.detail}")
         failed = [r for r in results if not r.ok]
         if failed:
+            after = str(step.params.get("after") or "the change is done")
             raise ChecksFailed(f"{len(failed)} of {len(results)} health check(s) failed: "
                                + "; ".join(f"{r.name} {r.detail}" for r in failed),
-                               "the revert is deployed; investigate the app", checks=[r.to_dict() for r in results])
+                               f"{after}; investigate the app", checks=[r.to_dict() for r in results])
         return {"checks": [r.to_dict() for r in results]}
 
-    return handler
 
-
-def run_health_checks(config: Config, *, expected_version: str | None = None, settle: float | None = None,
-                      sleep: Callable[[float], None] = time.sleep,
-                      clock: Callable[[], float] = time.monotonic) -> list[CheckResult]:
-    """The configured health and version checks, retried for a short settle window until all pass."""
+def check_health(settings: HealthSettings, *, expected_version: str | None = None, settle: float | None = None,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic) -> list[CheckResult]:
+    """The health and version checks of ``settings``, retried for a short settle window until all pass."""
     from rollback.adapters.health import HealthChecker, make_health_client
 
-    settings = config.env.health
     window = settings.timeout if settle is None else settle
     with make_health_client(settings) as http:
         checker = HealthChecker(http, settings)
@@ -604,44 +801,37 @@ def run_health_checks(config: Config, *, expected_version: str | None = None, se
             sleep(0.25)
 
 
+def run_health_checks(config: Config, *, expected_version: str | None = None, settle: float | None = None,
+                      sleep: Callable[[float], None] = time.sleep,
+                      clock: Callable[[], float] = time.monotonic) -> list[CheckResult]:
+    """The configured health and version checks, retried for a short settle window until all pass."""
+    return check_health(config.env.health, expected_version=expected_version, settle=settle, sleep=sleep,
+                        clock=clock)
+
+
 def handlers(*, config: Config | None = None, client: Callable[[], VercelClient] | None = None,
              repo: GitRepo | None = None, sleep: Callable[[float], None] = time.sleep,
-             clock: Callable[[], float] = time.monotonic) -> dict[str, Handler]:
-    """This layer's step handlers. ``client`` is a factory, called on first use, so that a
-    git-only plan never needs a Vercel token."""
-
-    cache: list[VercelClient] = []
-
-    def get_client() -> VercelClient:
-        if not cache:
-            if client is not None:
-                cache.append(client())
-            else:
-                assert config is not None
-                cache.append(make_client(config))
-        return cache[0]
-
-    deps = _Deps(config=config, client=get_client, repo=repo, sleep=sleep, clock=clock)
-    return {
-        "vercel.rollback": _request_handler("rollback", deps),
-        "vercel.promote": _request_handler("promote", deps),
-        "vercel.wait_alias_job": _wait_alias_job(deps),
-        "git.revert": _git_revert(deps),
-        "git.push": _git_push(deps),
-        "vercel.wait_deploy": _wait_deploy(deps),
-        "health.check": _health(deps),
-    }
+             clock: Callable[[], float] = time.monotonic) -> dict[str, StepHandler]:
+    """This layer's step handlers and the health check's (see :class:`AppHandlers`)."""
+    app = AppHandlers(config=config, client_factory=client, repo=repo, sleep=sleep, clock=clock)
+    return {**app.handlers(), **HealthHandlers(sleep=sleep, clock=clock).handlers()}
 
 
-def apply(planned: AppPlan, step_handlers: Mapping[str, Handler], *, journal: Journal | None = None,
-          dry_run: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Execute a planned change and return the result document."""
-    outcome: ExecutionResult = execute(planned.plan, step_handlers, journal=journal, dry_run=dry_run,
-                                       progress=progress)
+def result_document(planned: AppPlan, outcome: ExecutionResult) -> dict[str, Any]:
+    """The document an app command prints: the plan's context plus every step's result."""
     document = planned.to_dict()
-    document.update({"ok": True, "dry_run": dry_run, "run": outcome.run_id, "seconds": round(outcome.seconds, 3),
-                     "steps": [s.to_dict() for s in outcome.steps]})
+    document.update({"ok": True, "dry_run": outcome.dry_run, "run": outcome.run_id,
+                     "seconds": round(outcome.seconds, 3), "steps": [s.to_dict() for s in outcome.steps]})
     for item in outcome.steps:
         if item.step.action == "vercel.wait_alias_job":
             document["job_status"] = item.result.get("job_status")
+        if item.step.action == "health.check" and not item.dry_run:
+            document["health"] = list(item.result.get("checks") or [])
     return document
+
+
+def apply(planned: AppPlan, step_handlers: Mapping[str, StepHandler], *, journal: Journal | None = None,
+          dry_run: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Execute a planned change and return the result document."""
+    outcome = execute(planned.plan, step_handlers, journal=journal, dry_run=dry_run, progress=progress)
+    return result_document(planned, outcome)

@@ -15,7 +15,9 @@ complete, verified copy sits beside it:
    takes its name: downtime is that rename window, measured.
 
 Every state-changing verb is a :class:`~rollback.plan.Plan` run by
-:func:`rollback.runner.execute` with the handlers built by :class:`DbHandlers`.
+:func:`rollback.runner.execute` with the handlers built by :class:`DbHandlers`:
+each a read-only check (a backup already taken, a swap already made is "already
+done") and an act.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from rollback.errors import BadInput, ChecksFailed, ConfigError, DatabaseError, RollbackError, UnsafePrecondition
 from rollback.plan import Plan, Step
 from rollback.redact import redact
+from rollback.runner import Check, handler, read_only
 
 if TYPE_CHECKING:
     from rollback.adapters.pg_tools import PgTools
@@ -40,7 +43,7 @@ if TYPE_CHECKING:
     from rollback.adapters.rds import RdsAdapter
     from rollback.config import Config
     from rollback.journal import Journal
-    from rollback.runner import ExecutionResult, StepContext
+    from rollback.runner import ExecutionResult, StepContext, StepHandler
 
 __all__ = [
     "DbHandlers",
@@ -569,29 +572,38 @@ class DbHandlers:
             self._tools = tools_for(self.db, self.config.environ)
         return self._tools
 
-    def mapping(self) -> dict[str, Callable[[Step, StepContext], Mapping[str, Any] | None]]:
+    def handlers(self) -> dict[str, StepHandler]:
         return {
-            "db.backup": self.backup,
-            "db.skip_emergency_backup": self.skip_emergency_backup,
-            "db.verify_backup": self.verify_backup,
-            "db.check_rights": self.check_rights,
-            "db.restore_beside": self.restore_beside,
-            "db.restore_in_place": self.restore_in_place,
-            "db.check_counts": self.check_counts,
-            "db.swap": self.swap,
-            "db.drop_set_aside": self.drop_set_aside,
-            "db.resolve": self.resolve,
-            "db.check_migration": self.check_migration,
-            "db.down": self.down,
-            "rds.create_snapshot": self.rds_create_snapshot,
-            "rds.restore": self.rds_restore,
+            "db.backup": handler(self.backup, self.check_backup),
+            "db.skip_emergency_backup": handler(self.skip_emergency_backup, self.check_skip_emergency_backup),
+            "db.verify_backup": read_only(self.verify_backup),
+            "db.check_rights": read_only(self.check_rights),
+            "db.restore_beside": handler(self.restore_beside, self.check_restore_beside),
+            "db.restore_in_place": handler(self.restore_in_place, self.check_restore_in_place),
+            "db.check_counts": handler(self.check_counts, self.check_check_counts),
+            "db.swap": handler(self.swap, self.check_swap),
+            "db.drop_set_aside": handler(self.drop_set_aside, self.check_drop_set_aside),
+            "db.resolve": handler(self.resolve, self.check_resolve),
+            "db.check_migration": read_only(self.check_migration),
+            "db.down": handler(self.down, self.check_down),
+            "rds.create_snapshot": handler(self.rds_create_snapshot, self.check_rds_create_snapshot),
+            "rds.restore": handler(self.rds_restore, self.check_rds_restore),
         }
 
+    mapping = handlers  # the name callers used before the handlers were split into check and act
+
     # backups
+    def check_backup(self, step: Step, ctx: StepContext) -> Check:
+        out = Path(str(step.params["out"]))
+        would = f"dump {self.db.target.dbname} into {out}"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None and earlier.get("manifest_path") and Path(str(earlier["manifest_path"])).is_file() \
+                and Path(str(earlier.get("path"))).is_dir():
+            return Check(True, dict(earlier), would)
+        return Check(False, {"kind": step.params["kind"]}, would)
+
     def backup(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         out = Path(str(step.params["out"]))
-        if ctx.dry_run:
-            return {"would": f"dump {self.db.target.dbname} into {out}", "kind": step.params["kind"]}
         manifest = take_backup(self.db, self.tools, out, jobs=int(step.params["jobs"]),
                                kind=str(step.params["kind"]), progress=ctx.progress)
         ctx.note(f"backup {manifest['name']}: {manifest['total_bytes']} bytes, {len(manifest['tables'])} tables, "
@@ -601,6 +613,10 @@ class DbHandlers:
                 "tables": len(manifest["tables"]), "prisma_migration_head": manifest["prisma_migration_head"],
                 "seconds": manifest["durations"]["total_seconds"], "manifest": manifest}
 
+    def check_skip_emergency_backup(self, step: Step, ctx: StepContext) -> Check:
+        return Check(False, {"skipped": True, "reason": step.params["reason"]},
+                     f"skip the emergency backup (reason: {step.params['reason']})")
+
     def skip_emergency_backup(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         ctx.note(f"emergency backup skipped: {step.params['reason']}", reason=step.params["reason"])
         return {"skipped": True, "reason": step.params["reason"]}
@@ -609,11 +625,16 @@ class DbHandlers:
         path = Path(str(step.params["manifest"]))
         return json.loads(path.read_text(encoding="utf-8")), Path(str(step.params["dump_dir"]))
 
-    def verify_backup(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+    def verify_backup(self, step: Step, ctx: StepContext) -> Check:
         manifest, dump_dir = self._manifest(step)
-        return verify_backup(manifest, dump_dir, self.tools)
+        found = verify_backup(manifest, dump_dir, self.tools)
+        return Check(False, found, f"backup {found['backup']} verified: {found['files']} files, "
+                                   f"{found['toc_entries']} TOC entries")
 
-    def check_rights(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+    def check_rights(self, step: Step, ctx: StepContext) -> Check:
+        return Check(False, self._rights(step, ctx), "the role's rights are sufficient")
+
+    def _rights(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         live = str(step.params["live"])
         swap_in = step.params.get("swap_in")
         names = [live] + ([str(swap_in)] if swap_in else [])
@@ -623,7 +644,8 @@ class DbHandlers:
             if not self.db.exists(name):
                 raise UnsafePrecondition(f"database {name} does not exist", "check the name and the database URL")
         restored = step.params.get("restored")
-        if restored and self.db.exists(str(restored)):
+        # Resumed, the copy may be there from the run that stopped: the restore step deals with it.
+        if restored and self.db.exists(str(restored)) and not ctx.resuming:
             raise UnsafePrecondition(f"database {restored} already exists", "wait a second and run it again")
         if not rights.superuser:
             if not step.params.get("in_place") and not rights.createdb:
@@ -644,13 +666,26 @@ class DbHandlers:
                                          f"ALTER ROLE {role} CREATEDB (as a superuser)", missing="CREATEDB")
         return {"role": role, **rights.to_dict()}
 
+    def check_restore_beside(self, step: Step, ctx: StepContext) -> Check:
+        name = str(step.params["database"])
+        manifest, _ = self._manifest(step)
+        would = f"create {name} and pg_restore {manifest['name']} into it"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None and self.db.exists(name):
+            return Check(True, dict(earlier), would)
+        if ctx.resuming and self.db.exists(name):
+            would = f"drop the partial copy {name} the stopped run left, then {would}"
+        return Check(False, {}, would)
+
     def restore_beside(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         name = str(step.params["database"])
         manifest, dump_dir = self._manifest(step)
-        if ctx.dry_run:
-            return {"would": f"create {name} and pg_restore {manifest['name']} into it"}
         db = self.db
         started = time.monotonic()
+        if ctx.resuming and db.exists(name):
+            # This plan's own copy (its name is unique to the plan), half restored when the run stopped.
+            ctx.note(f"dropping the partial copy {name} left by the stopped run")
+            db.drop_database(name)
         db.create_database_like(name, str(step.params["like"]))
         try:
             rights = db.rights()
@@ -671,11 +706,18 @@ class DbHandlers:
             raise
         return {"database": name, "seconds": round(time.monotonic() - started, 3), **loaded}
 
+    def check_restore_in_place(self, step: Step, ctx: StepContext) -> Check:
+        name = str(step.params["database"])
+        manifest, _ = self._manifest(step)
+        would = f"pg_restore --clean --single-transaction {manifest['name']} into {name}"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None:  # one transaction: it happened whole (the row counts are checked next)
+            return Check(True, dict(earlier), would)
+        return Check(False, {}, would)
+
     def restore_in_place(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         name = str(step.params["database"])
-        manifest, dump_dir = self._manifest(step)
-        if ctx.dry_run:
-            return {"would": f"pg_restore --clean --single-transaction {manifest['name']} into {name}"}
+        _, dump_dir = self._manifest(step)
         rights = self.db.rights()
         try:
             run = self.tools.restore(self.db.target, name, dump_dir, jobs=1, clean=True, single_transaction=True,
@@ -686,11 +728,19 @@ class DbHandlers:
                                 f"{name} is as it was", "check the backup and the server log") from exc
         return {"database": name, "seconds": round(run.seconds, 3)}
 
+    def check_check_counts(self, step: Step, ctx: StepContext) -> Check:
+        name = str(step.params["database"])
+        manifest, _ = self._manifest(step)
+        would = f"compare row counts of {len(manifest.get('tables', []))} tables in {name}"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None and (step.params.get("in_place") or (
+                self.db.exists(name) and (self.db.comment(name) or "").startswith(COUNTS_MATCH_MARK))):
+            return Check(True, dict(earlier), would)
+        return Check(False, {}, would)
+
     def check_counts(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         name = str(step.params["database"])
         manifest, _ = self._manifest(step)
-        if ctx.dry_run:
-            return {"would": f"compare row counts of {len(manifest.get('tables', []))} tables in {name}"}
         from rollback.adapters.postgres import db_errors
 
         expected = {(str(t["schema"]), str(t["name"])): int(t["rows"]) for t in manifest.get("tables", [])}
@@ -720,45 +770,77 @@ class DbHandlers:
             self.db.set_comment(name, f"{COUNTS_MATCH_MARK}{manifest.get('name', '')}")
         return {"database": name, "tables": len(counts), "rows": sum(c.rows for c in counts), "match": True}
 
-    def swap(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+    def check_swap(self, step: Step, ctx: StepContext) -> Check:
         restored, aside = str(step.params["restored"]), str(step.params["aside"])
-        # In a dry run of 'restore --swap' the copy does not exist yet: its check-counts step comes first.
-        pending = ctx.dry_run and "check-counts" in ctx.results
+        live = self.db.target.dbname
+        would = f"rename {live} -> {aside}, {restored} -> {live}"
+        if self.db.exists(aside) and not self.db.exists(restored):  # swapped: the copy has the live name
+            return Check(True, {"live": live, "restored": restored, "set_aside": aside, "downtime_seconds": 0.0,
+                                "terminated_sessions": 0}, would)
+        # In a dry run of 'restore --swap' the copy does not exist yet: its check-counts step only said
+        # what it would do.
+        pending = "would" in (ctx.results.get("check-counts") or {})
         if not pending and not (self.db.comment(restored) or "").startswith(COUNTS_MATCH_MARK):
             raise UnsafePrecondition(f"the row counts of {restored} were not checked against its backup, or did "
                                      "not match", "nothing was changed; restore again with 'rollback db restore "
                                      "BACKUP --swap'")
-        if ctx.dry_run:
-            return {"would": f"rename {self.db.target.dbname} -> {aside}, {restored} -> {self.db.target.dbname}"}
+        return Check(False, {}, would)
+
+    def swap(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        restored, aside = str(step.params["restored"]), str(step.params["aside"])
         result = self.db.swap(restored, aside)
         ctx.note(f"swapped in {restored}; downtime {result.downtime_seconds * 1000:.0f} ms; "
                  f"previous database kept as {aside}", downtime_seconds=result.downtime_seconds)
         return result.to_dict()
 
-    def drop_set_aside(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+    def check_drop_set_aside(self, step: Step, ctx: StepContext) -> Check:
         name = str(step.params["database"])
         live = self.db.target.dbname
         if not (name.startswith(f"{live}_replaced_") or name.startswith(f"{live}_restore_")):
             raise UnsafePrecondition(f"{name} was not set aside by rollback", "nothing was dropped")
-        if ctx.dry_run:
-            return {"would": f"drop {name}"}
+        if not self.db.exists(name):
+            return Check(True, {"dropped": name}, f"drop {name}")
+        return Check(False, {}, f"drop {name}")
+
+    def drop_set_aside(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        name = str(step.params["database"])
         self.db.drop_database(name)
         return {"dropped": name}
 
     # migrations
+    def check_resolve(self, step: Step, ctx: StepContext) -> Check:
+        """What ``resolve`` would change (Prisma's errors when it cannot: P3011, P3012, P3008, P3017)."""
+        from rollback.adapters.postgres import db_errors
+        from rollback.adapters.prisma import PrismaMigrations
+
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None:  # one transaction, under Prisma's lock: it happened whole
+            return Check(True, dict(earlier), step.describe())
+        with self.db.connect() as conn, db_errors("reading the migration"):
+            prisma = PrismaMigrations(conn)
+            if step.params.get("rolled_back"):
+                name = str(step.params["rolled_back"])
+                failed = prisma.failed_rows(name)
+                return Check(False, {"migration": name, "marked_rolled_back": [m.id for m in failed]},
+                             f"mark {len(failed)} failed row(s) of {name} rolled back")
+            name = str(step.params["applied"])
+            checksum, failed = prisma.applicable(name, Path(str(step.params["migrations_dir"])))
+            return Check(False, {"migration": name, "checksum": checksum,
+                                 "marked_rolled_back": [m.id for m in failed]},
+                         f"record {name} as applied (checksum {checksum[:12]})")
+
     def resolve(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         from rollback.adapters.postgres import db_errors
         from rollback.adapters.prisma import PrismaMigrations
 
         with self.db.connect() as conn, self.db.advisory_lock(conn, timeout=self.lock_timeout), \
-                db_errors("resolving the migration"):
+                db_errors("resolving the migration"), conn.transaction():
             prisma = PrismaMigrations(conn)
             if step.params.get("rolled_back"):
-                return prisma.resolve_rolled_back(str(step.params["rolled_back"]), dry_run=ctx.dry_run)
-            return prisma.resolve_applied(str(step.params["applied"]), Path(str(step.params["migrations_dir"])),
-                                          dry_run=ctx.dry_run)
+                return prisma.resolve_rolled_back(str(step.params["rolled_back"]))
+            return prisma.resolve_applied(str(step.params["applied"]), Path(str(step.params["migrations_dir"])))
 
-    def check_migration(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+    def check_migration(self, step: Step, ctx: StepContext) -> Check:
         from rollback.adapters.postgres import db_errors
         from rollback.adapters.prisma import PrismaMigrations, migration_error
 
@@ -772,8 +854,25 @@ class DbHandlers:
             raise migration_error("P3011", name)
         live = [m for m in rows if m.status != "rolled back"]
         if not live:
+            if step.id in ctx.earlier:  # resumed: rolled back since by this run's own down step
+                return Check(True, dict(ctx.earlier[step.id]), f"migration {name} is applied")
             raise UnsafePrecondition(f"migration {name} is already rolled back", "nothing was changed")
-        return {"migration": name, "status": [m.status for m in live]}
+        return Check(False, {"migration": name, "status": [m.status for m in live]}, f"migration {name} is applied")
+
+    def check_down(self, step: Step, ctx: StepContext) -> Check:
+        from rollback.adapters.postgres import db_errors
+        from rollback.adapters.prisma import PrismaMigrations
+
+        name, script = str(step.params["name"]), Path(str(step.params["script"]))
+        sql = script.read_text(encoding="utf-8")
+        would = f"run {script} ({len(sql)} bytes) in one transaction, then mark {name} rolled back"
+        if ctx.resuming:  # the transaction either committed (and marked the migration) or left no trace
+            with self.db.connect() as conn, db_errors(f"reading migration {name}"):
+                rows = [m for m in PrismaMigrations(conn).all() if m.name == name]
+            if rows and all(m.status == "rolled back" for m in rows):
+                return Check(True, {"migration": name, "script": str(script),
+                                    **dict(ctx.earlier.get(step.id) or {})}, would)
+        return Check(False, {}, would)
 
     def down(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         from rollback.adapters.postgres import db_errors
@@ -781,8 +880,6 @@ class DbHandlers:
 
         name, script = str(step.params["name"]), Path(str(step.params["script"]))
         sql = script.read_text(encoding="utf-8")
-        if ctx.dry_run:
-            return {"would": f"run {script} ({len(sql)} bytes) in one transaction, then mark {name} rolled back"}
         failed = f"running {script.name} of {name}"
         with self.db.connect() as conn, self.db.advisory_lock(conn, timeout=self.lock_timeout), \
                 db_errors(failed, "the transaction was rolled back: the schema is as it was"), conn.transaction():
@@ -798,24 +895,40 @@ class DbHandlers:
             self.rds = open_rds(self.config)
         return self.rds
 
+    def check_rds_create_snapshot(self, step: Step, ctx: StepContext) -> Check:
+        instance, snapshot_id = str(step.params["instance"]), str(step.params["snapshot"])
+        would = f"create snapshot {snapshot_id} of {instance}"
+        if ctx.resuming:  # the planning refused an existing id: one there now is this run's
+            snap = self._rds().snapshot(snapshot_id)
+            if snap is not None and (snap.status == "available" or not step.params.get("wait")):
+                return Check(True, snap.to_dict(), would)
+        return Check(False, {}, would)
+
     def rds_create_snapshot(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         rds = self._rds()
         instance, snapshot_id = str(step.params["instance"]), str(step.params["snapshot"])
-        if ctx.dry_run:
-            return {"would": f"create snapshot {snapshot_id} of {instance}"}
-        snap = rds.create_snapshot(instance, snapshot_id)
+        existing = rds.snapshot(snapshot_id) if ctx.resuming else None
+        snap = existing if existing is not None else rds.create_snapshot(instance, snapshot_id)
         if step.params.get("wait"):
             ctx.note(f"waiting for snapshot {snapshot_id} to become available")
             snap = rds.wait_snapshot(snapshot_id)
         return snap.to_dict()
 
+    def check_rds_restore(self, step: Step, ctx: StepContext) -> Check:
+        target = str(step.params["target"])
+        if ctx.resuming and self._rds().instance_exists(target):  # the planning refused an existing target
+            inst = self._rds().instance(target)
+            if inst.status == "available" or not step.params.get("wait"):
+                return Check(True, inst.to_dict(), step.summary)
+        return Check(False, {}, step.summary)
+
     def rds_restore(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         rds = self._rds()
         p = step.params
         target = str(p["target"])
-        if ctx.dry_run:
-            return {"would": step.summary}
-        if p.get("snapshot"):
+        if ctx.resuming and rds.instance_exists(target):
+            inst = rds.instance(target)  # created by the stopped run: only the wait is left
+        elif p.get("snapshot"):
             inst = rds.restore_from_snapshot(str(p["snapshot"]), target, like=str(p["source"]))
         else:
             when = dt.datetime.fromisoformat(str(p["time"])) if p.get("time") else None
@@ -832,7 +945,7 @@ def run(config: Config, plan: Plan, *, journal: Journal | None = None, dry_run: 
     from rollback.runner import execute
 
     chosen = handlers or DbHandlers(config)
-    return execute(plan, chosen.mapping(), journal=journal, dry_run=dry_run, progress=progress)
+    return execute(plan, chosen.handlers(), journal=journal, dry_run=dry_run, progress=progress)
 
 
 # -- read-only verbs ---------------------------------------------------------------------------------------------

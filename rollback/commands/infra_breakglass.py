@@ -2,11 +2,13 @@
 path is too slow or broken: ``edge``, ``assets``, ``invalidate`` and ``drift``.
 
 Each state-changing verb is split in two: ``plan_*`` reads and returns a
-:class:`~rollback.plan.Plan` (nothing changes), ``*_handlers`` gives the step
-handlers that :func:`rollback.runner.execute` runs, journaled, dry run or not.
-The handlers carry out exactly the planned change; where the world moved in
-between (a stale CloudFront ETag, an S3 key written since the plan), they
-re-check and stop rather than overwrite someone else's change.
+:class:`~rollback.plan.Plan` (nothing changes); :class:`EdgeHandlers`,
+:class:`AssetsHandlers` and :class:`InvalidateHandlers` hold the step handlers
+(a read-only check and an act each) that :func:`rollback.runner.execute` runs,
+journaled, dry run or not. The handlers carry out exactly the planned change,
+read from the step's params; where the world moved in between (a stale
+CloudFront ETag, an S3 key written since the plan), they re-check and stop
+rather than overwrite someone else's change.
 
 Resources come from the command line (``--distribution``, ``--function``,
 ``--bucket``), else ``[env.<name>.aws]`` in rollback.toml, else (with
@@ -25,26 +27,27 @@ from typing import TYPE_CHECKING, Any
 
 from rollback.errors import AwsError, BadInput, ConfigError, OperationFailed, RollbackError, UnsafePrecondition
 from rollback.plan import Plan, Step
+from rollback.runner import Check, handler
 from rollback.units import format_duration
 
 if TYPE_CHECKING:
     from rollback.adapters.aws import AwsClients
     from rollback.adapters.cloudfront import DistributionConfig, EdgeAdapter
-    from rollback.adapters.s3_versions import KeyAction, S3Versions
+    from rollback.adapters.s3_versions import KeyAction, ObjectVersion, S3Versions
     from rollback.config import Config
-    from rollback.runner import Handler
+    from rollback.runner import StepContext, StepHandler
 
 __all__ = [
     "EDGE_PIN_KEY",
+    "AssetsHandlers",
+    "EdgeHandlers",
     "EdgePlan",
+    "InvalidateHandlers",
     "Resources",
-    "assets_handlers",
     "aws_clients",
     "drift",
     "edge_adapter",
-    "edge_handlers",
     "edge_summary",
-    "invalidate_handlers",
     "load_checkpoint_file",
     "pin_command",
     "plan_assets",
@@ -259,7 +262,7 @@ def plan_edge(config: Config, adapter: EdgeAdapter, *, to_version: int, distribu
         steps.append(Step(
             id="pin", action="edge.pin", target=f"stack {stack}",
             summary=f"pin {key} = {version} in {_short(config, path)} so the next pulumi up keeps it",
-            params=pin_info, destructive=False,
+            params={**pin_info, "function": name}, destructive=False, layer="edge",
         ))
     else:
         notes.append(f"--no-pin: the stack config is not changed; the next pulumi up will put back the version "
@@ -269,14 +272,14 @@ def plan_edge(config: Config, adapter: EdgeAdapter, *, to_version: int, distribu
                     from_versions, current, pin_info)
 
 
-def _changed_by_someone(planned: EdgePlan, fresh: DistributionConfig) -> str | None:
+def _changed_by_someone(function: str, planned: Sequence[Mapping[str, Any]], fresh: DistributionConfig) -> str | None:
     """Why re-applying on ``fresh`` would overwrite someone else's change, or ``None`` when it would not."""
-    now = {(a.behaviour, a.event_type): a.arn for a in fresh.associations_of(planned.function)}
-    then = {(a["behaviour"], a["event_type"]): a["arn"] for a in planned.associations}
+    now = {(a.behaviour, a.event_type): a.arn for a in fresh.associations_of(function)}
+    then = {(str(a["behaviour"]), str(a["event_type"])): str(a["arn"]) for a in planned}
     for key in sorted(set(now) | set(then)):
         behaviour, event = key
         if key not in now:
-            return f"behaviour {behaviour} ({event}) no longer uses function {planned.function}"
+            return f"behaviour {behaviour} ({event}) no longer uses function {function}"
         if key not in then:
             return f"behaviour {behaviour} ({event}) now also uses {now[key]}"
         if now[key] != then[key]:
@@ -284,78 +287,124 @@ def _changed_by_someone(planned: EdgePlan, fresh: DistributionConfig) -> str | N
     return None
 
 
-def edge_handlers(adapter: EdgeAdapter, edge: EdgePlan, *, interval: float = 15.0) -> dict[str, Handler]:
-    from rollback.adapters.cloudfront import StaleETag, swap_associations
-    from rollback.runner import StepContext
+@dataclass
+class EdgeHandlers:
+    """The edge layer's handlers: swap the Lambda@Edge associations (ETag-guarded), wait for the
+    distribution to deploy, pin the version in the stack config. ``interval``: seconds between polls."""
 
-    def associate(step: Step, ctx: StepContext) -> dict[str, Any]:
-        if edge.unchanged:
-            return {"changed": False, "etag": edge.etag, "arn": edge.to_arn,
-                    "reason": f"already on version {edge.to_version}"}
-        if ctx.dry_run:
-            return {"changed": False, "would_update": list(edge.behaviours), "if_match": edge.etag,
-                    "to_arn": edge.to_arn}
-        body = swap_associations(edge.config.raw, edge.function, edge.to_arn, edge.behaviours)
-        try:
-            new_etag = adapter.update_config(edge.distribution_id, body, edge.etag)
-            return {"changed": True, "etag_before": edge.etag, "etag_after": new_etag, "arn": edge.to_arn,
-                    "retried": False}
-        except StaleETag:
-            ctx.note(f"distribution {edge.distribution_id} changed since the plan (ETag {edge.etag} is stale); "
-                     "re-reading it once")
-        fresh = adapter.get_config(edge.distribution_id)
-        reason = _changed_by_someone(edge, fresh)
+    adapter: EdgeAdapter
+    interval: float = 15.0
+
+    def handlers(self) -> dict[str, StepHandler]:
+        return {"edge.associate": handler(self.associate, self.check_associate),
+                "edge.wait": handler(self.wait, self.check_wait),
+                "edge.pin": handler(self.pin, self.check_pin)}
+
+    def check_associate(self, step: Step, ctx: StepContext) -> Check:
+        p = step.params
+        distribution, function, to_arn = str(p["distribution"]), str(p["function"]), str(p["to_arn"])
+        fresh = self.adapter.get_config(distribution)
+        mine = fresh.associations_of(function)
+        would = (f"update distribution {distribution}: {function} -> version {p['to_version']} on behaviours "
+                 f"[{', '.join(p['behaviours'])}] (IfMatch {p['etag']})")
+        if mine and all(a.arn == to_arn for a in mine):
+            return Check(True, {"changed": False, "etag": fresh.etag, "arn": to_arn,
+                                "reason": f"already on version {p['to_version']}"}, would)
+        return Check(False, {"changed": False, "would_update": list(p["behaviours"]), "if_match": p["etag"],
+                             "to_arn": to_arn}, would)
+
+    def associate(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        from rollback.adapters.cloudfront import StaleETag, swap_associations
+
+        p = step.params
+        distribution, function, to_arn = str(p["distribution"]), str(p["function"]), str(p["to_arn"])
+        planned_etag, behaviours = str(p["etag"]), [str(b) for b in p["behaviours"]]
+        fresh = self.adapter.get_config(distribution)
+        if fresh.etag == planned_etag:
+            body = swap_associations(fresh.raw, function, to_arn, behaviours)
+            try:
+                new_etag = self.adapter.update_config(distribution, body, planned_etag)
+                return {"changed": True, "etag_before": planned_etag, "etag_after": new_etag, "arn": to_arn,
+                        "retried": False}
+            except StaleETag:
+                pass
+            fresh = self.adapter.get_config(distribution)
+        ctx.note(f"distribution {distribution} changed since the plan (ETag {planned_etag} is stale); "
+                 "re-reading it once")
+        reason = _changed_by_someone(function, list(p["associations"]), fresh)
         if reason is not None:
             raise UnsafePrecondition(
-                f"distribution {edge.distribution_id} was changed by someone else since the plan: {reason}; "
+                f"distribution {distribution} was changed by someone else since the plan: {reason}; "
                 "not overwriting it",
                 "nothing was changed by this run; find out who changed it, then run the command again to plan "
                 "against the new state", reason=reason)
         ctx.note(f"the edge associations are as planned (ETag now {fresh.etag}); retrying once")
-        body = swap_associations(fresh.raw, edge.function, edge.to_arn, edge.behaviours)
+        body = swap_associations(fresh.raw, function, to_arn, behaviours)
         try:
-            new_etag = adapter.update_config(edge.distribution_id, body, fresh.etag)
+            new_etag = self.adapter.update_config(distribution, body, fresh.etag)
         except StaleETag as exc:
             raise AwsError(
-                f"distribution {edge.distribution_id} changed again while retrying (ETag {fresh.etag} is stale); "
+                f"distribution {distribution} changed again while retrying (ETag {fresh.etag} is stale); "
                 "stopped after one retry",
                 "nothing was changed by this run; wait for the other change to finish, then run the command again",
                 code="PreconditionFailed") from exc
-        return {"changed": True, "etag_before": fresh.etag, "etag_planned": edge.etag, "etag_after": new_etag,
-                "arn": edge.to_arn, "retried": True}
+        return {"changed": True, "etag_before": fresh.etag, "etag_planned": planned_etag, "etag_after": new_etag,
+                "arn": to_arn, "retried": True}
 
-    def wait(step: Step, ctx: StepContext) -> dict[str, Any]:
+    def check_wait(self, step: Step, ctx: StepContext) -> Check:
         timeout = float(step.params["timeout"])
-        if ctx.dry_run:
-            return {"would_wait_for": "Deployed", "timeout": timeout}
-        status, seconds = adapter.wait_deployed(edge.distribution_id, timeout=timeout, interval=interval,
-                                                progress=ctx.note)
+        would = f"wait until distribution {step.params['distribution']} is Deployed"
+        associate = ctx.results.get("associate") or {}
+        # Read the status only when the associations were not just changed (or, in a dry run, to be
+        # changed): right after a change the distribution is deploying, and the wait reads it anyway.
+        settled = "would_update" not in associate and associate.get("changed") is not True
+        if settled and self.adapter.status(str(step.params["distribution"])) == "Deployed":
+            return Check(True, {"status": "Deployed", "seconds": 0.0}, would)
+        return Check(False, {"would_wait_for": "Deployed", "timeout": timeout}, would)
+
+    def wait(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        status, seconds = self.adapter.wait_deployed(str(step.params["distribution"]),
+                                                     timeout=float(step.params["timeout"]), interval=self.interval,
+                                                     progress=ctx.note)
         return {"status": status, "seconds": round(seconds, 3)}
 
-    def pin(step: Step, ctx: StepContext) -> dict[str, Any]:
-        from rollback.adapters.stack_config import read_stack_config, write_stack_config
-
-        path, key, stack, value = (Path(step.params["path"]), str(step.params["key"]), str(step.params["stack"]),
-                                   str(step.params["value"]))
+    @staticmethod
+    def _pin_failed(step: Step, ctx: StepContext, exc: RollbackError | OSError) -> OperationFailed:
+        key, stack, value, path = (str(step.params["key"]), str(step.params["stack"]), str(step.params["value"]),
+                                   str(step.params["path"]))
         changed = ctx.results.get("associate", {})
+        message = exc.message if isinstance(exc, RollbackError) else str(exc)
+        function = str(step.params.get("function") or "the edge function")
+        applied = (f"CloudFront now uses {function} version {value}"
+                   + (f" (ETag {changed['etag_after']})" if changed.get("etag_after") else ""))
+        return OperationFailed(
+            f"{applied}, but writing the pin to {path} failed: {message}",
+            f"write it by hand, or the next pulumi up undoes the rollback: {pin_command(key, value, stack)}",
+            pin_command=pin_command(key, value, stack))
+
+    def check_pin(self, step: Step, ctx: StepContext) -> Check:
+        from rollback.adapters.stack_config import read_stack_config
+
+        path, key, value = Path(step.params["path"]), str(step.params["key"]), str(step.params["value"])
         try:
             before = read_stack_config(path).get(key)
-            if ctx.dry_run:
-                return {"would_set": {key: value}, "current": before, "path": str(path)}
-            if before == value:
-                return {"changed": False, "key": key, "value": value, "path": str(path)}
+        except (RollbackError, OSError) as exc:
+            raise self._pin_failed(step, ctx, exc) from exc
+        would = f"set {key} = {value} in {path}"
+        if before == value:
+            return Check(True, {"changed": False, "key": key, "value": value, "path": str(path)}, would)
+        return Check(False, {"would_set": {key: value}, "current": before, "path": str(path)}, would)
+
+    def pin(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        from rollback.adapters.stack_config import read_stack_config, write_stack_config
+
+        path, key, value = Path(step.params["path"]), str(step.params["key"]), str(step.params["value"])
+        try:
+            before = read_stack_config(path).get(key)
             write_stack_config(path, {key: value})
         except (RollbackError, OSError) as exc:
-            message = exc.message if isinstance(exc, RollbackError) else str(exc)
-            applied = (f"CloudFront now uses {edge.function} version {value}"
-                       + (f" (ETag {changed['etag_after']})" if changed.get("etag_after") else ""))
-            raise OperationFailed(
-                f"{applied}, but writing the pin to {path} failed: {message}",
-                f"write it by hand, or the next pulumi up undoes the rollback: {pin_command(key, value, stack)}",
-                pin_command=pin_command(key, value, stack)) from exc
+            raise self._pin_failed(step, ctx, exc) from exc
         return {"changed": True, "key": key, "before": before, "value": value, "path": str(path)}
-
-    return {"edge.associate": associate, "edge.wait": wait, "edge.pin": pin}
 
 
 def edge_summary(edge: EdgePlan, results: Mapping[str, Mapping[str, Any]]) -> str:
@@ -458,19 +507,67 @@ def plan_assets(config: Config, store: S3Versions, *, bucket: str, key: str | No
                       versioning)
 
 
-def assets_handlers(store: S3Versions) -> dict[str, Handler]:
+def _key_action(step: Step) -> KeyAction:
     from rollback.adapters.s3_versions import KeyAction
-    from rollback.runner import StepContext
 
-    def restore(step: Step, ctx: StepContext) -> dict[str, Any]:
-        p = step.params
-        action = KeyAction(str(p["key"]), str(p["action"]), str(p["reason"]), p.get("current_version"),
-                           p.get("target_version"), tuple(p.get("markers") or ()), p.get("size"))
-        if ctx.dry_run:
-            return {"would": action.describe(), "key": action.key, "action": action.action}
-        return store.apply(str(p["bucket"]), action)
+    p = step.params
+    return KeyAction(str(p["key"]), str(p["action"]), str(p["reason"]), p.get("current_version"),
+                     p.get("target_version"), tuple(p.get("markers") or ()), p.get("size"))
 
-    return {"s3.restore": restore}
+
+@dataclass
+class AssetsHandlers:
+    """The assets layer's handler: put one key of a versioned bucket back (copy an old version over
+    it, remove delete markers, or add one). Never deletes a version."""
+
+    store: S3Versions
+
+    def handlers(self) -> dict[str, StepHandler]:
+        return {"s3.restore": handler(self.restore, self.check_restore)}
+
+    def check_restore(self, step: Step, ctx: StepContext) -> Check:
+        """Done when the key is already as this step leaves it; refused when someone wrote it since the plan."""
+        from rollback.adapters.s3_versions import newest_first
+
+        bucket, action = str(step.params["bucket"]), _key_action(step)
+        would = action.describe()
+        versions = newest_first(self.store.list_versions(bucket, key=action.key))
+        latest = versions[0] if versions else None
+        now = latest.version_id if latest is not None else None
+        done = self._already(action, versions)
+        if done is not None:
+            return Check(True, done, would)
+        if now != action.current_version:
+            raise UnsafePrecondition(
+                f"s3://{bucket}/{action.key} changed since the plan (current version {now}, "
+                f"planned over {action.current_version})",
+                "someone else wrote it; run the command again to plan against the new state")
+        return Check(False, {"key": action.key, "action": action.action}, would)
+
+    @staticmethod
+    def _already(action: KeyAction, versions: Sequence[ObjectVersion]) -> dict[str, Any] | None:
+        if not versions or versions[0].version_id == action.current_version:
+            return None
+        latest = versions[0]
+        if action.action == "copy":
+            target = next((v for v in versions if v.version_id == action.target_version), None)
+            if (target is not None and not latest.is_delete_marker and latest.etag and latest.etag == target.etag
+                    and latest.last_modified >= target.last_modified):
+                return {"key": action.key, "action": "copy", "from_version": action.target_version,
+                        "new_version": latest.version_id}
+        if action.action == "remove-delete-markers":
+            left = {v.version_id for v in versions} & set(action.markers)
+            if latest.version_id == action.target_version and not left:
+                return {"key": action.key, "action": "remove-delete-markers", "removed": list(action.markers),
+                        "current_version": action.target_version}
+        if action.action == "delete" and latest.is_delete_marker and any(
+                v.version_id == action.current_version for v in versions[1:]):
+            return {"key": action.key, "action": "delete", "delete_marker": latest.version_id}
+        return None
+
+    def restore(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        # The check just read the key and found it as planned.
+        return self.store.apply(str(step.params["bucket"]), _key_action(step), check=False)
 
 
 # --------------------------------------------------------------------------- invalidate
@@ -486,7 +583,8 @@ def plan_invalidate(config: Config, *, distribution_id: str, paths: Sequence[str
         raise BadInput(f"invalidation paths must start with '/': {', '.join(bad)}")
     steps = [Step(id="invalidate", action="cloudfront.invalidate", target=f"distribution {distribution_id}",
                   summary=f"invalidate {', '.join(cleaned)}",
-                  params={"distribution": distribution_id, "paths": cleaned})]
+                  params={"distribution": distribution_id, "paths": cleaned,
+                          "caller_reference": f"rollback-{uuid.uuid4().hex}"})]
     if wait:
         steps.append(Step(id="wait", action="cloudfront.wait_invalidation", target=f"distribution {distribution_id}",
                           summary=f"wait until the invalidation is Completed (at most {format_duration(timeout)})",
@@ -494,27 +592,48 @@ def plan_invalidate(config: Config, *, distribution_id: str, paths: Sequence[str
     return Plan.of(f"invalidate distribution {distribution_id}", config.env_name, steps)
 
 
-def invalidate_handlers(adapter: EdgeAdapter, *, interval: float = 10.0) -> dict[str, Handler]:
-    from rollback.runner import StepContext
+@dataclass
+class InvalidateHandlers:
+    """Create a CloudFront invalidation (its CallerReference is planned, so a resumed run that sends it
+    again gets the same invalidation back) and wait for it to complete."""
 
-    def invalidate(step: Step, ctx: StepContext) -> dict[str, Any]:
+    adapter: EdgeAdapter
+    interval: float = 10.0
+
+    def handlers(self) -> dict[str, StepHandler]:
+        return {"cloudfront.invalidate": handler(self.invalidate, self.check_invalidate),
+                "cloudfront.wait_invalidation": handler(self.wait, self.check_wait)}
+
+    def check_invalidate(self, step: Step, ctx: StepContext) -> Check:
         paths = [str(p) for p in step.params["paths"]]
-        if ctx.dry_run:
-            return {"would_invalidate": paths}
-        created = adapter.create_invalidation(str(step.params["distribution"]), paths,
-                                              f"rollback-{uuid.uuid4().hex}")
-        return created.to_dict()
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None:
+            return Check(True, dict(earlier), f"invalidate {', '.join(paths)}")
+        return Check(False, {"would_invalidate": paths}, f"invalidate {', '.join(paths)}")
 
-    def wait(step: Step, ctx: StepContext) -> dict[str, Any]:
-        if ctx.dry_run:
-            return {"would_wait_for": "Completed"}
+    def invalidate(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        paths = [str(p) for p in step.params["paths"]]
+        reference = str(step.params.get("caller_reference") or f"rollback-{uuid.uuid4().hex}")
+        return self.adapter.create_invalidation(str(step.params["distribution"]), paths, reference).to_dict()
+
+    def check_wait(self, step: Step, ctx: StepContext) -> Check:
+        would = "wait until the invalidation is Completed"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None:
+            return Check(True, dict(earlier), would)
+        created = ctx.results.get("invalidate") or {}
+        if created.get("id"):
+            status = self.adapter.invalidation_status(str(step.params["distribution"]), str(created["id"]))
+            if status == "Completed":
+                return Check(True, {"id": created["id"], "status": status, "seconds": 0.0}, would)
+        return Check(False, {"would_wait_for": "Completed"}, would)
+
+    def wait(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         invalidation_id = str(ctx.results["invalidate"]["id"])
-        status, seconds = adapter.wait_invalidation(str(step.params["distribution"]), invalidation_id,
-                                                    timeout=float(step.params["timeout"]), interval=interval,
-                                                    progress=ctx.note)
+        status, seconds = self.adapter.wait_invalidation(str(step.params["distribution"]), invalidation_id,
+                                                         timeout=float(step.params["timeout"]),
+                                                         interval=self.interval, progress=ctx.note)
         return {"id": invalidation_id, "status": status, "seconds": round(seconds, 3)}
-
-    return {"cloudfront.invalidate": invalidate, "cloudfront.wait_invalidation": wait}
 
 
 # --------------------------------------------------------------------------- drift

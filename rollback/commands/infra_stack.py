@@ -12,8 +12,9 @@ History comes from one of two sources behind :class:`HistorySource`:
 - :class:`CliSource`: the Automation API (``pulumi stack history`` with a page
   size large enough for the whole history), when the CLI is installed.
 
-Preview and restore are plans executed by :func:`rollback.runner.execute`, so
-they are journaled and have a dry run.
+Preview, restore and config-restore are plans executed by
+:func:`rollback.runner.execute` with :class:`StackHandlers`, so they are
+journaled and have a dry run.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from rollback.errors import (
     UnsafePrecondition,
 )
 from rollback.plan import Plan, Step
+from rollback.runner import Check, handler, read_only
 from rollback.stackdiff import (
     ConfigValue,
     StackState,
@@ -53,20 +55,20 @@ if TYPE_CHECKING:
     from rollback.adapters.pulumi_backend import DiyBackend
     from rollback.adapters.pulumi_project import StackRef
     from rollback.config import Config
-    from rollback.runner import Handler, StepContext
+    from rollback.runner import StepContext, StepHandler
 
 __all__ = [
     "BackendSource",
     "CliSource",
     "HistorySource",
     "PreviewOptions",
+    "StackHandlers",
     "check_config_backup",
     "config_restore",
+    "config_restore_plan",
     "diff",
     "history",
-    "preview_handlers",
     "preview_plan",
-    "restore_handlers",
     "restore_plan",
     "stack_outputs",
 ]
@@ -541,23 +543,25 @@ def preview_plan(config: Config, options: PreviewOptions) -> tuple[Plan, dict[st
         current = source.stack.get_config()
     changes = diff_config(current, target.config)
     mode = "offline" if offline else "cli"
+    common = {"version": target.version, "mode": mode, "path": str(path), "plan_file": str(options.plan_file)}
     backup_step = Step("backup-config", "infra.backup-config", f"save {path.name} to {_backup_dir(config)}",
-                       target=f"stack {settings.stack}")
+                       target=f"stack {settings.stack}", params={"path": str(path)})
     write_step = Step("write-config", "infra.write-config",
                       f"write version {target.version}'s config ({len(changes)} key(s) differ)"
                       + ("" if offline else " through the Automation API"),
                       target=f"stack {settings.stack}",
-                      params={"version": target.version, "keys": [c.key for c in changes]},
+                      params={**common, "keys": [c.key for c in changes]},
                       destructive=bool(changes))
     if offline:
         # The program runs under mocks first: a pin it rejects stops the preview before any file changes.
         steps = [Step("desired-state", "infra.desired-state",
                       "run the program under Pulumi's mocks with the current and the pinned config",
-                      target=f"stack {settings.stack}"), backup_step, write_step]
+                      target=f"stack {settings.stack}", params=common), backup_step, write_step]
     else:
         steps = [backup_step, write_step,
                  Step("preview", "infra.preview", f"pulumi preview --diff --save-plan {options.plan_file}",
-                      target=f"stack {settings.stack}", params={"plan_file": str(options.plan_file)})]
+                      target=f"stack {settings.stack}",
+                      params={**common, "message": options.message})]
     notes = [f"config changes: {c.describe()}" for c in changes]
     if target.numbered_locally:
         notes.append(NUMBERING_NOTE)
@@ -738,77 +742,221 @@ def _write_sidecar(config: Config, plan_file: Path, target: StackVersion, mode: 
     return sidecar
 
 
-def preview_handlers(config: Config, context: dict[str, Any]) -> dict[str, Handler]:
-    options: PreviewOptions = context["options"]
-    target: StackVersion = context["target"]
-    settings = config.require_pulumi()
+def _undo_hint(exc: RollbackError, ctx: StepContext) -> None:
+    """Once the config file may have changed, every failure names the command that puts it back."""
+    backup = (ctx.results.get("backup-config") or {}).get("backup")
+    if backup:
+        exc.hint = f"{exc.hint}; to put the previous stack config back: " \
+                   f"rollback infra config-restore {shlex.quote(str(backup))}"
 
-    def backup(step: Step, ctx: StepContext) -> dict[str, Any]:
-        if ctx.dry_run:
-            return {"would_save": str(context["path"])}
-        saved = backup_stack_config(config)
-        context["backup"] = saved
-        return {"backup": str(saved)}
 
-    def desired(step: Step, ctx: StepContext) -> dict[str, Any]:
-        rows = desired_state_diff(config, context["current"], target.config)
-        context["desired"] = rows
-        return {"changed_inputs": len(rows)}
+@dataclass
+class StackHandlers:
+    """The Pulumi stack layer's handlers: save the stack config, pin an old version's config, preview
+    (or, offline, diff the desired state under mocks), apply a saved plan, put a saved config back.
 
-    def write(step: Step, ctx: StepContext) -> dict[str, Any]:
-        keys = [c.key for c in context["changes"]]
-        if ctx.dry_run:
-            return {"would_write": keys}
-        if context["mode"] == "cli":
-            stack: PulumiStack = context["source"].stack
-            values = {key: target.config[key] for key in keys if key in target.config}
-            remove = [key for key in keys if key not in target.config]
-            stack.set_config(values, remove=remove)
-            return {"written": keys, "file": str(context["path"])}
-        _write_file_config(context["path"], target.config, context["current"], settings.project)
-        # No plan exists yet offline: the sidecar records the version and the config the user's
-        # 'pulumi preview --save-plan' will run with, so that restore can check both.
-        sidecar = _write_sidecar(config, options.plan_file, target, "offline", None)
-        return {"written": keys, "file": str(context["path"]), "sidecar": str(sidecar)}
+    ``source`` is the history source the plan was read from (opened from the config when not given:
+    the Automation API for ``cli`` steps, the self-managed backend for ``offline`` ones)."""
 
-    def preview(step: Step, ctx: StepContext) -> dict[str, Any]:
-        if ctx.dry_run:
-            return {"would_run": f"pulumi preview --diff --save-plan {options.plan_file}"}
-        stack: PulumiStack = context["source"].stack
+    config: Config
+    source: HistorySource | None = None
+
+    def handlers(self) -> dict[str, StepHandler]:
+        return {
+            "infra.backup-config": handler(self.backup_config, self.check_backup_config),
+            "infra.desired-state": read_only(self.desired_state),
+            "infra.write-config": handler(self.write_config, self.check_write_config),
+            "infra.preview": handler(self.preview, self.check_preview),
+            "infra.check": read_only(self.check_restore),
+            "infra.up": handler(self.up, self.check_up),
+            "stack.config_restore": handler(self.config_restore, self.check_config_restore),
+        }
+
+    def _source(self, mode: str) -> HistorySource:
+        if self.source is None or (mode == "cli") != isinstance(self.source, CliSource):
+            self.source = _offline_source(self.config) if mode == "offline" else open_source(self.config, "cli")
+        return self.source
+
+    def _stack(self) -> PulumiStack:
+        source = self._source("cli")
+        assert isinstance(source, CliSource)
+        return source.stack
+
+    def _target(self, step: Step) -> Mapping[str, ConfigValue]:
+        """The config of the planned version."""
+        return self._source(str(step.params["mode"])).find(int(step.params["version"])).config
+
+    def _current(self, step: Step) -> dict[str, ConfigValue]:
+        """The stack's config now: the file offline, else through the Automation API."""
+        if step.params["mode"] == "offline":
+            return file_config(Path(step.params["path"]))
+        return dict(self._stack().get_config())
+
+    def _configs(self, step: Step) -> tuple[dict[str, ConfigValue], Mapping[str, ConfigValue]]:
+        return self._current(step), self._target(step)
+
+    # ------------------------------------------------------------ preview
+    def check_backup_config(self, step: Step, ctx: StepContext) -> Check:
+        earlier = ctx.earlier.get(step.id)
+        would = f"save {step.params['path']} to {_backup_dir(self.config)}"
+        if earlier is not None and earlier.get("backup") and Path(str(earlier["backup"])).exists():
+            return Check(True, dict(earlier), would)
+        return Check(False, {"would_save": str(step.params["path"])}, would)
+
+    def backup_config(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        return {"backup": str(backup_stack_config(self.config))}
+
+    def desired_state(self, step: Step, ctx: StepContext) -> Check:
+        current, target = self._configs(step)
+        rows = desired_state_diff(self.config, current, target)
+        return Check(False, {"changed_inputs": len(rows), "rows": rows},
+                     f"{len(rows)} declared input(s) differ under mocks")
+
+    def check_write_config(self, step: Step, ctx: StepContext) -> Check:
+        mode, keys = str(step.params["mode"]), [str(k) for k in step.params["keys"]]
+        would = f"write {', '.join(keys) or 'no key'} into {step.params['path']}" + (
+            " through the Automation API" if mode == "cli" else "")
+        if mode == "cli" and not ctx.resuming:
+            # The planning read the config through the CLI a moment ago; nothing has written it since.
+            return Check(False, {"would_write": keys}, would)
+        current, target = self._configs(step)
+        differ = [c.key for c in diff_config(current, target)]
+        if sorted(differ) not in (sorted(keys), []):
+            raise UnsafePrecondition(
+                f"the stack config changed since the plan: keys {', '.join(sorted(differ))} differ from version "
+                f"{step.params['version']}'s, the plan expected {', '.join(sorted(keys)) or 'none'}",
+                "nothing was written; preview again")
+        if not differ and (mode == "cli" or self._sidecar_written(step)):
+            return Check(True, {"written": [], "file": str(step.params["path"]), "already": True}, would)
+        return Check(False, {"would_write": keys}, would)
+
+    def _sidecar_written(self, step: Step) -> bool:
+        """Offline, the step also records (next to the plan file) what the user's preview will run with."""
+        plan_file = Path(str(step.params["plan_file"]))
         try:
-            options.plan_file.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise OperationFailed(f"cannot create {options.plan_file.parent}: {exc.strerror}",
-                                  "pass --plan-file in a writable directory") from exc
-        result = stack.preview(options.plan_file,
-                               message=options.message or f"rollback: preview of version {target.version}")
-        context["preview"] = result
-        sidecar = _write_sidecar(config, options.plan_file, target, "cli", result.change_summary)
+            meta = json.loads(Path(str(plan_file) + SIDECAR_SUFFIX).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return (isinstance(meta, dict) and meta.get("version") == step.params["version"]
+                and meta.get("mode") == "offline" and not meta.get("applied")
+                and meta.get("config_sha256") == _file_digest(Path(step.params["path"])))
+
+    def write_config(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        mode, keys = str(step.params["mode"]), [str(k) for k in step.params["keys"]]
+        path = Path(step.params["path"])
+        try:
+            target = self._target(step)
+            if mode == "cli":
+                values = {key: target[key] for key in keys if key in target}
+                remove = [key for key in keys if key not in target]
+                self._stack().set_config(values, remove=remove)
+                return {"written": keys, "file": str(path)}
+            _write_file_config(path, target, self._current(step), self.config.require_pulumi().project)
+            # No plan exists yet offline: the sidecar records the version and the config the user's
+            # 'pulumi preview --save-plan' will run with, so that restore can check both.
+            version = self._source(mode).find(int(step.params["version"]))
+            sidecar = _write_sidecar(self.config, Path(str(step.params["plan_file"])), version, "offline", None)
+            return {"written": keys, "file": str(path), "sidecar": str(sidecar)}
+        except RollbackError as exc:
+            _undo_hint(exc, ctx)
+            raise
+
+    def check_preview(self, step: Step, ctx: StepContext) -> Check:
+        would = f"pulumi preview --diff --save-plan {step.params['plan_file']}"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None and Path(str(step.params["plan_file"])).is_file():
+            return Check(True, dict(earlier), would)
+        return Check(False, {"would_run": would}, would)
+
+    def preview(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        plan_file = Path(str(step.params["plan_file"]))
+        version = int(step.params["version"])
+        try:
+            stack = self._stack()
+            try:
+                plan_file.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OperationFailed(f"cannot create {plan_file.parent}: {exc.strerror}",
+                                      "pass --plan-file in a writable directory") from exc
+            result = stack.preview(plan_file, message=step.params.get("message")
+                                   or f"rollback: preview of version {version}")
+            sidecar = _write_sidecar(self.config, plan_file, self._source("cli").find(version), "cli",
+                                     result.change_summary)
+        except RollbackError as exc:
+            _undo_hint(exc, ctx)
+            raise
         return {**result.to_dict(), "sidecar": str(sidecar)}
 
-    def undoable(handler: Handler) -> Handler:
-        """Once the config file may have changed, every failure names the command that puts it back."""
+    # ------------------------------------------------------------ restore
+    def check_restore(self, step: Step, ctx: StepContext) -> Check:
+        version, plan_file = int(step.params["version"]), Path(step.params["plan_file"])
+        found = check_restore(self.config, version, plan_file)
+        return Check(False, found, f"checked: not locked, no pending operations, plan matches version {version}")
 
-        def run(step: Step, ctx: StepContext) -> Any:
-            try:
-                return handler(step, ctx)
-            except RollbackError as exc:
-                if context.get("backup") is not None:
-                    undo = f"rollback infra config-restore {shlex.quote(str(context['backup']))}"
-                    exc.hint = f"{exc.hint}; to put the previous stack config back: {undo}"
-                raise
+    def check_up(self, step: Step, ctx: StepContext) -> Check:
+        from rollback.adapters.pulumi import cli_available
 
-        return run
+        plan_file = Path(step.params["plan_file"])
+        would = _up_command(self.config, plan_file)
+        applied = _read_sidecar(plan_file).get("applied") if plan_file.is_file() else None
+        if isinstance(applied, Mapping) and (step.id in ctx.earlier or ctx.resuming):
+            return Check(True, {**dict(ctx.earlier.get(step.id) or {}), "applied": dict(applied)}, would)
+        if not cli_available():
+            raise PulumiError("the Pulumi CLI is not installed: a saved plan can only be applied by it",
+                              f"run '{would}' where it is installed")
+        return Check(False, {"would_run": would}, would)
 
-    return {"infra.backup-config": backup, "infra.write-config": undoable(write), "infra.desired-state": desired,
-            "infra.preview": undoable(preview)}
+    def up(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        plan_file = Path(step.params["plan_file"])
+        stack = _cli_stack(self.config)
+        result = stack.up(plan_file, message=f"rollback: restore version {step.params['version']}")
+        # A plan is applied once: mark it so that a second restore asks for a new preview.
+        applied = {"run": ctx.run_id, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                   "result": result.result}
+        document = result.to_dict()
+        try:
+            _mark_applied(plan_file, applied)
+        except RollbackError as exc:
+            # The update succeeded: failing to record that must not turn it into a failed step.
+            warning = (f"the stack was updated, but marking {plan_file.name} as applied failed: {exc.message}; "
+                       f"do not apply this plan again (delete {plan_file} and its {SIDECAR_SUFFIX} file)")
+            ctx.note(f"warning: {warning}", level="warning")
+            document["warning"] = warning
+        return document
+
+    # ------------------------------------------------------------ config-restore
+    def check_config_restore(self, step: Step, ctx: StepContext) -> Check:
+        backup = Path(str(step.params["backup"]))
+        meta = check_config_backup(self.config, backup)
+        would = f"put back {meta['path']} from {backup}"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None:
+            target = Path(str(meta["path"]))
+            same = (target.read_bytes() == backup.read_bytes()) if meta.get("existed") and target.exists() \
+                else (not meta.get("existed") and not target.exists())
+            if same:
+                return Check(True, dict(earlier), would)
+        return Check(False, {"would_restore": meta["path"], "from": str(backup)}, would)
+
+    def config_restore(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        return config_restore(self.config, Path(str(step.params["backup"])))
 
 
-def preview_report(config: Config, context: dict[str, Any], outcome: Mapping[str, Any]) -> dict[str, Any]:
-    """The document ``preview`` prints."""
+def config_restore_plan(config: Config, backup: Path) -> Plan:
+    """The one-step plan of ``config-restore`` (the backup is checked first: BadInput when it is not one)."""
+    check_config_backup(config, backup)
+    step = Step("restore", "stack.config_restore", f"put back the stack config saved in {backup.name}",
+                target=f"stack {config.require_pulumi().stack}", params={"backup": str(backup)}, destructive=True)
+    return Plan.of("restore stack config", config.env_name, [step])
+
+
+def preview_report(config: Config, context: dict[str, Any], outcome: Mapping[str, Any],
+                   results: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Any]:
+    """The document ``preview`` prints (``results``: the steps' results, by step id)."""
     options: PreviewOptions = context["options"]
     target: StackVersion = context["target"]
-    backup = context.get("backup")
+    results = results or {}
+    backup = (results.get("backup-config") or {}).get("backup")
     report: dict[str, Any] = {
         "stack": config.require_pulumi().stack,
         "version": target.version,
@@ -821,12 +969,12 @@ def preview_report(config: Config, context: dict[str, Any], outcome: Mapping[str
         **outcome,
     }
     if context["mode"] == "cli":
-        preview = context.get("preview")
-        report["change_summary"] = preview.change_summary if preview else None
+        preview = results.get("preview") or {}
+        report["change_summary"] = preview.get("change_summary")
         report["next"] = (f"rollback infra restore --to {target.version} "
                           f"--plan-file {shlex.quote(str(options.plan_file))}")
     else:
-        report["desired_state_diff"] = context.get("desired", [])
+        report["desired_state_diff"] = list((results.get("desired-state") or {}).get("rows") or [])
         report["label"] = ("desired-state diff: the program's declared inputs with the current vs the pinned "
                            "config, run under Pulumi's mocks; NOT a diff against the cloud")
         report["run_where_cli_is_installed"] = _preview_command(config, options.plan_file)
@@ -951,38 +1099,6 @@ def _mark_applied(plan_file: Path, applied: Mapping[str, Any]) -> None:
     meta = _read_sidecar(plan_file)
     meta["applied"] = dict(applied)
     atomic_write(Path(str(plan_file) + SIDECAR_SUFFIX), json.dumps(meta, indent=2))
-
-
-def restore_handlers(config: Config) -> dict[str, Handler]:
-    from rollback.adapters.pulumi import cli_available
-
-    def check(step: Step, ctx: StepContext) -> dict[str, Any]:
-        return check_restore(config, int(step.params["version"]), Path(step.params["plan_file"]))
-
-    def up(step: Step, ctx: StepContext) -> dict[str, Any]:
-        plan_file = Path(step.params["plan_file"])
-        if not cli_available():
-            raise PulumiError("the Pulumi CLI is not installed: a saved plan can only be applied by it",
-                              f"run '{_up_command(config, plan_file)}' where it is installed")
-        if ctx.dry_run:
-            return {"would_run": _up_command(config, plan_file)}
-        stack = _cli_stack(config)
-        result = stack.up(plan_file, message=f"rollback: restore version {step.params['version']}")
-        # A plan is applied once: mark it so that a second restore asks for a new preview.
-        applied = {"run": ctx.journal.run_id if ctx.journal else None,
-                   "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "result": result.result}
-        document = result.to_dict()
-        try:
-            _mark_applied(plan_file, applied)
-        except RollbackError as exc:
-            # The update succeeded: failing to record that must not turn it into a failed step.
-            warning = (f"the stack was updated, but marking {plan_file.name} as applied failed: {exc.message}; "
-                       f"do not apply this plan again (delete {plan_file} and its {SIDECAR_SUFFIX} file)")
-            ctx.note(f"warning: {warning}", level="warning")
-            document["warning"] = warning
-        return document
-
-    return {"infra.check": check, "infra.up": up}
 
 
 # --------------------------------------------------------------------------- outputs

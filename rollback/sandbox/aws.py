@@ -4,7 +4,8 @@
 with ``AWS_ENDPOINT_URL`` (see :func:`moto_environment`). Before serving, it
 adds the CloudFront semantics moto lacks (ETags that change, ``IfMatch``,
 Lambda@Edge associations, deploy and invalidation status; see
-:mod:`rollback.sandbox.cloudfront`).
+:mod:`rollback.sandbox.cloudfront`) and CloudWatch's percentiles and composite
+alarms (:mod:`rollback.sandbox.cloudwatch`).
 
 Standalone, for the sandbox drill::
 
@@ -28,6 +29,7 @@ import json
 import logging
 import socket
 import sys
+import threading
 import zipfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -61,6 +63,7 @@ def start_moto(port: int | None = None, *, deploy_after_reads: int = 2,
     from rollback.sandbox import cloudwatch
     from rollback.sandbox.cloudfront import install
 
+    memoize_region_lists()
     install(deploy_after_reads=deploy_after_reads, deploy_after_seconds=deploy_after_seconds)
     cloudwatch.install()
     # One access-log line per request on stderr drowns test output and the drill's progress.
@@ -69,6 +72,71 @@ def start_moto(port: int | None = None, *, deploy_after_reads: int = 2,
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=chosen, verbose=False)
     server.start()
     return MotoServer(url=f"http://127.0.0.1:{chosen}", stop=server.stop)
+
+
+_REGIONS_LOCK = threading.Lock()
+
+
+def memoize_region_lists() -> None:
+    """Make botocore parse each service model once per process, not once per session.
+
+    moto asks a *new* ``boto3.Session()`` for a service's regions whenever it creates a
+    backend (and EC2's module does so three times at import); each new session parses the
+    service's whole model again to find its endpoint prefix (EC2's is 4 MB of JSON), which
+    made the first RDS request of a moto server take 5-10 s on a loaded 2-core machine.
+    ``Session.get_service_data`` is therefore remembered process-wide (the data is read-only
+    for its callers, and the ``service-data-loaded`` handlers ran on the first load).
+    """
+    import botocore.session
+
+    session_class: Any = botocore.session.Session
+    if getattr(session_class, "_rollback_service_data_shared", False):
+        return
+    with _REGIONS_LOCK:
+        if getattr(session_class, "_rollback_service_data_shared", False):
+            return
+        original = session_class.get_service_data
+        loaded: dict[tuple[str, str | None], Any] = {}
+
+        def get_service_data(self: Any, service_name: str, api_version: str | None = None) -> Any:
+            key = (service_name, api_version)
+            if key not in loaded:
+                loaded[key] = original(self, service_name, api_version)
+            return loaded[key]
+
+        session_class.get_service_data = get_service_data
+        session_class._rollback_service_data_shared = True
+
+        # Listing EC2's regions (moto's RDS backend imports EC2's) needs only its endpoint prefix,
+        # which is its name: no need to parse its 4 MB model at all.
+        list_regions = session_class.get_available_regions
+        known_prefixes = {"ec2": "ec2"}
+
+        def get_available_regions(self: Any, service_name: str, partition_name: str = "aws",
+                                  allow_non_regional: bool = False) -> Any:
+            prefix = known_prefixes.get(service_name)
+            if prefix is None:
+                return list_regions(self, service_name, partition_name, allow_non_regional)
+            resolver = self._get_internal_component("endpoint_resolver")
+            return resolver.get_available_endpoints(prefix, partition_name, allow_non_regional)
+
+        session_class.get_available_regions = get_available_regions
+
+        # Each new session's endpoint resolver parses endpoints.json (1.2 MB) again, too.
+        import botocore.loaders
+
+        loader_class: Any = botocore.loaders.Loader
+        load_data_with_path = loader_class.load_data_with_path
+        shared: dict[str, Any] = {}
+
+        def load_data_with_path_shared(self: Any, name: str) -> Any:
+            if name not in ("endpoints", "partitions"):
+                return load_data_with_path(self, name)
+            if name not in shared:
+                shared[name] = load_data_with_path(self, name)
+            return shared[name]
+
+        loader_class.load_data_with_path = load_data_with_path_shared
 
 
 def moto_environment(url: str, region: str = "us-east-1") -> dict[str, str]:

@@ -1,13 +1,19 @@
-"""Percentile statistics for moto's CloudWatch (moto pinned at 5.2.5).
+"""CloudWatch semantics moto (pinned at 5.2.5) lacks and the rollback alarms rely on.
 
-moto stores the datapoints of ``PutMetricData`` and answers ``GetMetricData``
-for ``Sum``, ``Average``, ``Minimum``, ``Maximum`` and ``SampleCount``, but a
-percentile (``p95``, what ``rollback decide`` and the origin-latency alarm
-read) comes back as no value at all. :func:`install` teaches moto's
-``Statistics`` the ``pNN`` / ``pNN.N`` statistics, computed from the raw
-values in the period with the nearest-rank method, as CloudWatch does for
-values published one by one. Idempotent; called by
-:func:`rollback.sandbox.aws.start_moto`.
+- **Percentiles.** moto computes Sum/Average/Minimum/Maximum/SampleCount only:
+  ``GetMetricData`` with ``Stat: "p95"`` answers no values and
+  ``GetMetricStatistics`` ignores ``ExtendedStatistics``. The rollback alarm on
+  origin latency is a p95 alarm and ``rollback decide``/``verify`` read p95, so
+  percentiles are computed here from the raw values (``Value`` or
+  ``Values``/``Counts``), as CloudWatch does; a statistic set
+  (``StatisticValues``) has no percentiles, in CloudWatch as here.
+- **Composite alarms.** ``PutCompositeAlarm`` is not implemented; moto's
+  ``PutMetricAlarm`` handler already reads ``AlarmRule`` and
+  ``DescribeAlarms`` already lists alarms with a rule as ``CompositeAlarms``,
+  so the operation is routed to it. moto never evaluates alarms (nor the
+  rule): the sandbox's monitor sets every state itself.
+
+:func:`install` patches once per process, like :mod:`rollback.sandbox.cloudfront`.
 """
 
 from __future__ import annotations
@@ -19,33 +25,61 @@ from typing import Any
 
 __all__ = ["install", "percentile"]
 
-_PERCENTILE = re.compile(r"^[pP](\d{1,2}(?:\.\d+)?)$")
+_MARK = "_rollback_cloudwatch_installed"
 _LOCK = threading.Lock()
-_MARK = "_rollback_percentiles_installed"
+_PERCENTILE = re.compile(r"^[pP](\d{1,2}(?:\.\d+)?|100)$")
 
 
-def percentile(values: list[float], pct: float) -> float | None:
-    """Nearest-rank percentile of ``values`` (``None`` when empty)."""
-    if not values:
+def percentile(values: list[float], stat: str) -> float | None:
+    """``pNN`` of ``values`` (nearest rank, as CloudWatch documents), or None."""
+    match = _PERCENTILE.match(stat)
+    if not match or not values:
         return None
     ordered = sorted(values)
-    rank = max(1, math.ceil(pct / 100 * len(ordered)))
-    return ordered[min(rank, len(ordered)) - 1]
+    rank = math.ceil(float(match.group(1)) / 100 * len(ordered))
+    return ordered[min(max(rank, 1), len(ordered)) - 1]
 
 
 def install() -> None:
-    from moto.cloudwatch import models
+    """Patch moto's CloudWatch (once per process)."""
+    from moto.cloudwatch import models, responses
 
     with _LOCK:
-        if getattr(models.Statistics, _MARK, False):
+        if getattr(models.CloudWatchBackend, _MARK, False):
             return
-        original = models.Statistics.get_statistics_for_type
+        statistics = models.Statistics
+        base_stat = statistics.get_statistics_for_type
 
         def get_statistics_for_type(self: Any, stat: str) -> Any:
-            match = _PERCENTILE.match(stat or "")
-            if match:
-                return percentile([float(v) for v in self.metric_single_values_list], float(match.group(1)))
-            return original(self, stat)
+            if _PERCENTILE.match(stat or ""):
+                return percentile(list(self.metric_single_values_list), stat)
+            return base_stat(self, stat)
 
-        models.Statistics.get_statistics_for_type = get_statistics_for_type  # type: ignore[method-assign]
-        setattr(models.Statistics, _MARK, True)
+        def extended_statistics(self: Any) -> dict[str, float] | None:
+            found = {s: percentile(list(self.metric_single_values_list), s) for s in self.stats
+                     if _PERCENTILE.match(s)}
+            kept = {s: v for s, v in found.items() if v is not None}
+            return kept or None
+
+        statistics.get_statistics_for_type = get_statistics_for_type  # type: ignore[method-assign]
+        statistics.extended_statistics = property(extended_statistics)  # type: ignore[attr-defined]
+
+        response = responses.CloudWatchResponse
+        base_get_statistics = response.get_metric_statistics
+
+        def get_metric_statistics(self: Any) -> Any:
+            extended = self._get_param("ExtendedStatistics") or []
+            if not extended:
+                return base_get_statistics(self)
+            from moto.core.responses import ActionResult
+
+            datapoints = self.cloudwatch_backend.get_metric_statistics(
+                self._get_param("Namespace"), self._get_param("MetricName"), self._get_param("StartTime"),
+                self._get_param("EndTime"), self._get_int_param("Period"),
+                list(self._get_param("Statistics", [])) + list(extended), unit=self._get_param("Unit"),
+                dimensions=self._get_param("Dimensions", []))
+            return ActionResult({"Label": self._get_param("MetricName"), "Datapoints": datapoints})
+
+        response.get_metric_statistics = get_metric_statistics  # type: ignore[method-assign]
+        response.put_composite_alarm = response.put_metric_alarm  # type: ignore[attr-defined]
+        setattr(models.CloudWatchBackend, _MARK, True)

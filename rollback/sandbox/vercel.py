@@ -27,6 +27,8 @@ Admin endpoints (no auth, loopback only; not part of Vercel's API):
 - ``POST /_admin/faults``      ``{"method": "POST", "path": "/rollback/", "status": 429, "retry_after": "1",
   "latency": 0.5, "times": 1, "after": false}``; ``DELETE /_admin/faults`` clears them
 - ``GET  /_admin/requests``    every API request served (method, path, query, status)
+- ``GET  /_admin/production/<project>`` the deployment production serves now, with its health (what the
+  sandbox's app server answers from)
 - ``POST /_admin/deployments`` ``{"project": "demo", "sha": "...", "ready_after": 1, "healthy": true}``: what a
   git push does (a production deployment that builds, then takes the domains unless a rollback paused that)
 
@@ -344,6 +346,8 @@ class _Handler(BaseHTTPRequestHandler):
                 return 200, {"faults": [f.to_dict() for f in state.faults]}
             if path == "/_admin/requests" and method == "GET":
                 return 200, {"requests": list(state.requests)}
+            if path.startswith("/_admin/production/") and method == "GET":
+                return 200, _production(state, path[len("/_admin/production/"):])
             if path == "/_admin/deployments" and method == "POST":
                 dep = state.create_deployment(str(data.get("project", DEMO.project_name)), sha=str(data["sha"]),
                                               message=str(data.get("message", "")), ref=str(data.get("ref", "main")),
@@ -358,6 +362,16 @@ class _Handler(BaseHTTPRequestHandler):
         return 404, {"error": {"code": "not_found", "message": f"no admin endpoint {method} {path}"}}
 
 
+def _production(state: EmulatorState, project_ref: str) -> dict[str, Any]:
+    """What production serves now: the deployment (or null) with its health, for the sandbox's app server."""
+    with state.lock:
+        project = state.project(project_ref)
+        dep = state.deployments.get(project.production_id or "")
+        served = None if dep is None else {"id": dep.id, "url": dep.url, "sha": dep.sha, "message": dep.message,
+                                           "healthy": dep.healthy, "createdAt": dep.created_at}
+        return {"project": project.id, "name": project.name, "deployment": served}
+
+
 def _snapshot(state: EmulatorState) -> dict[str, Any]:
     with state.lock:
         state.list_deployments()  # advance jobs and builds
@@ -366,7 +380,7 @@ def _snapshot(state: EmulatorState) -> dict[str, Any]:
                           "autoAssignPaused": p.auto_assign_paused, "lastAliasRequest": p.last_alias_request}
                          for p in state.projects.values()],
             "deployments": [{"id": d.id, "url": d.url, "target": d.target, "state": d.state, "sha": d.sha,
-                             "createdAt": d.created_at} for d in state.deployments.values()],
+                             "createdAt": d.created_at, "healthy": d.healthy} for d in state.deployments.values()],
             "aliases": {a.alias: a.deployment_id for a in state.aliases.values()},
             "aliasRequests": list(state.alias_history),
             "jobSeconds": state.job_seconds,

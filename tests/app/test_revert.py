@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -164,8 +165,11 @@ def test_failing_health_checks_exit_3(run_cli: RunCli, app_env: Path, repo: Path
 
 def test_a_rollback_in_effect_keeps_the_revert_from_going_live(run_cli: RunCli, app_env: Path, repo: Path,
                                                                emulator: VercelEmulator) -> None:
-    # The fixture's first push deploys the repo's HEAD (ready after 0.2 s): whether that deployment or the seeded
-    # one is live when the rollback reads the project depends on timing, so name whichever the rollback replaced.
+    # The fixture's first push deploys the repo's HEAD (ready after 0.2 s): let it go live first, so that the
+    # deployment read here is the one the rollback replaces (on a loaded machine it can take a while).
+    deadline = time.monotonic() + 15
+    while live_sha(emulator) != git(repo, "rev-parse", "HEAD") and time.monotonic() < deadline:
+        time.sleep(0.05)
     before = emulator.state.project(DEMO.project_id).production_id
     assert run_cli("app", "rollback", "--yes").code == 0
     replaced = emulator.state.project(DEMO.project_id).last_alias_request

@@ -171,7 +171,7 @@ def test_key_written_between_plan_and_apply_is_left_alone(aws: Callable[[str], A
     planned = commands.plan_assets(config, store, bucket=name, key="index.html", to_version=good)
     _put(s3, name, "index.html", "hotfix by someone else")
     with pytest.raises(UnsafePrecondition, match="changed since the plan"):
-        execute(planned.plan, commands.assets_handlers(store))
+        execute(planned.plan, commands.AssetsHandlers(store).handlers())
     assert _body(s3, name, "index.html") == "hotfix by someone else"
 
 

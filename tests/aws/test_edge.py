@@ -125,7 +125,7 @@ def test_concurrent_association_change_fails_cleanly(aws: Callable[[str], Any],
 
     journal = Journal.start(config.journal_dir, command="test", env="prod")
     with pytest.raises(UnsafePrecondition) as caught:
-        execute(planned.plan, commands.edge_handlers(adapter, planned, interval=0), journal=journal)
+        execute(planned.plan, commands.EdgeHandlers(adapter, interval=0).handlers(), journal=journal)
     assert caught.value.exit_code == 4
     assert "changed by someone else" in caught.value.message
     assert f"now uses {stack.arn(4)} (planned to change {stack.arn(3)})" in caught.value.message
@@ -151,7 +151,7 @@ def test_concurrent_unrelated_change_is_kept_and_retried_once(aws: Callable[[str
     cf = aws("cloudfront")
     their_etag = _someone_else_updates(cf, stack.distribution_id, lambda c: c.update(Comment="changed by Alice"))
     notes: list[str] = []
-    outcome = execute(planned.plan, commands.edge_handlers(adapter, planned, interval=0), progress=notes.append)
+    outcome = execute(planned.plan, commands.EdgeHandlers(adapter, interval=0).handlers(), progress=notes.append)
     result = outcome.result_of("associate")
     assert result["retried"] is True
     assert result["etag_before"] == their_etag and result["etag_planned"] == planned.etag
@@ -180,7 +180,7 @@ def test_changed_again_during_retry_stops(aws: Callable[[str], Any], edge_stack:
 
     adapter.get_config = get_then_change
     with pytest.raises(AwsError) as caught:
-        execute(planned.plan, commands.edge_handlers(adapter, planned, interval=0))
+        execute(planned.plan, commands.EdgeHandlers(adapter, interval=0).handlers())
     assert getattr(caught.value, "code", None) == "PreconditionFailed"
     assert "stopped after one retry" in caught.value.message
     assert associations(cf, stack.distribution_id)["default"] == [stack.arn(3)]

@@ -141,12 +141,12 @@ def test_config_init_refuses_to_overwrite(run_cli: RunCli, tmp_path: Path) -> No
 def test_journal_list_and_show(run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rollback.journal import Journal
     from rollback.plan import Plan, Step
-    from rollback.runner import execute
+    from rollback.runner import execute, handler
 
     monkeypatch.setenv("ROLLBACK_JOURNAL_DIR", str(tmp_path / "runs"))
     journal = Journal.start(tmp_path / "runs", command="rollback app rollback", env="production")
     plan = Plan.of("t", "production", [Step("one", "a", "first step"), Step("two", "a", "second step")])
-    execute(plan, {"a": lambda step, ctx: {"n": 1}}, journal=journal)
+    execute(plan, {"a": handler(lambda step, ctx: {"n": 1})}, journal=journal)
 
     listed = run_cli("journal", "list", "--json")
     assert listed.code == 0
@@ -166,7 +166,7 @@ import sys, time
 from pathlib import Path
 from rollback.journal import Journal
 from rollback.plan import Plan, Step
-from rollback.runner import execute
+from rollback.runner import execute, handler
 
 journal = Journal.start(Path(sys.argv[1]), command="rollback db restore", env="production")
 print(journal.run_id, flush=True)
@@ -180,7 +180,7 @@ def work(step, ctx):
 def hang(step, ctx):
     print("HANGING", flush=True)
     time.sleep(60)
-execute(plan, {"work": work, "hang": hang}, journal=journal)
+execute(plan, {"work": handler(work), "hang": handler(hang)}, journal=journal)
 """
 
 

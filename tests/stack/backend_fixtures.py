@@ -1,9 +1,9 @@
 """Self-managed (DIY) Pulumi backends built from the real checkpoints in tests/stack/fixtures/.
 
-:func:`build_backend` writes a backend directory with the layout of Pulumi's
-``pkg/backend/diy`` (``.pulumi/meta.yaml``, ``stacks/``, ``history/`` with one
-``.history.json`` / ``.checkpoint.json`` pair per update), in the project or
-legacy layout, plain or gzip- or zstd-compressed.
+:func:`build_backend` writes a backend directory (through
+:func:`rollback.sandbox.pulumi_backend.build_backend`, which the sandbox uses
+too) with the layout of Pulumi's ``pkg/backend/diy``, in the project or legacy
+layout, plain or gzip- or zstd-compressed.
 
 Each update's checkpoint is one of the real fixture checkpoints (v0, v1, v3 and
 the one with encrypted secrets: a long-lived stack carries old checkpoint
@@ -21,14 +21,15 @@ checkpoints declare): ciphertext = base64 of the value. The recorded-CLI double
 
 from __future__ import annotations
 
-import base64
 import copy
-import gzip
 import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rollback.sandbox import pulumi_backend as sandbox_backend
+from rollback.sandbox.pulumi_backend import BackendUpdate, encrypt, secret_property
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -37,8 +38,6 @@ STACK = "staging"
 ACCOUNT = "123456789012"
 FUNCTION = "rollback-staging-security-headers"
 DISTRIBUTION_ID = "E2QWRUHAPOMQZL"
-SIG = "4dabf18193072939515e22adb298388d"
-SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 START = 1_764_000_000  # 2025-11-24T16:00:00Z
 SECRET_KEY = "rollback:originVerifySecret"
 
@@ -63,14 +62,6 @@ UPDATES: tuple[Update, ...] = (
            "d4" * 20),
     Update("release 2026-11-27.2", "7", "2026-11-27.2", "second-password-2", "checkpoint-v3.json", "e5" * 20),
 )
-
-
-def encrypt(value: str) -> str:
-    return base64.b64encode(value.encode()).decode()
-
-
-def secret_property(value: Any) -> dict[str, str]:
-    return {SIG: SECRET_SIG, "ciphertext": encrypt(json.dumps(value))}
 
 
 def base_config() -> dict[str, Any]:
@@ -171,78 +162,26 @@ def checkpoint(update: Update, *, pending: list[dict[str, Any]] | None = None) -
     return copy.deepcopy(document)
 
 
-def history_entry(number: int, update: Update, changes: dict[str, int]) -> dict[str, Any]:
-    start = START + number * 3600
-    return {
-        "kind": "update",
-        "startTime": start,
-        "message": update.message,
-        "environment": {"git.head": update.git_head, "git.dirty": "false", "exec.kind": "cli",
-                        "git.headName": "refs/heads/main"},
-        "config": history_config(update),
-        "result": "succeeded",
-        "endTime": start + 95,
-        "version": 0,
-        "resourceChanges": changes,
-    }
-
-
-def _encode(data: bytes, compression: str | None) -> tuple[bytes, str]:
-    if compression == "gz":
-        return gzip.compress(data), ".gz"
-    if compression == "zst":
-        import zstandard
-
-        return zstandard.ZstdCompressor().compress(data), ".zst"
-    return data, ""
-
-
-def write_file(path: Path, document: Any, compression: str | None = None) -> Path:
-    data, ext = _encode(json.dumps(document, indent=4).encode(), compression)
-    target = path.with_name(path.name + ext)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
-    return target
-
-
 def build_backend(root: Path, *, layout: str = "project", compression: str | None = None,
                   updates: tuple[Update, ...] = UPDATES, pending: list[dict[str, Any]] | None = None) -> Path:
     """Write a DIY backend with one history/checkpoint pair per update; returns ``root``.
 
     ``compression`` is ``None``, ``"gz"``, ``"zst"`` or ``"mixed"`` (alternating per update).
     """
-    pulumi_dir = root / ".pulumi"
-    pulumi_dir.mkdir(parents=True, exist_ok=True)
-    if layout == "project":
-        (pulumi_dir / "meta.yaml").write_text("version: 1\n", encoding="utf-8")
-        stacks_dir = pulumi_dir / "stacks" / PROJECT
-        history_dir = pulumi_dir / "history" / PROJECT / STACK
-    else:
-        stacks_dir = pulumi_dir / "stacks"
-        history_dir = pulumi_dir / "history" / STACK
-    cycle = [None, "gz", "zst"]
-    for number, update in enumerate(updates, start=1):
-        mode = cycle[number % 3] if compression == "mixed" else compression
-        changes = {"create": 34} if number == 1 else {"same": 33, "update": 1}
-        nanos = (START + number * 3600) * 1_000_000_000 + 123_456_789
-        stem = history_dir / f"{STACK}-{nanos}"
-        write_file(stem.with_name(stem.name + ".history.json"), history_entry(number, update, changes), mode)
-        write_file(stem.with_name(stem.name + ".checkpoint.json"), checkpoint(update), mode)
-    current = checkpoint(updates[-1], pending=pending)
-    mode = "zst" if compression == "mixed" else compression
-    write_file(stacks_dir / f"{STACK}.json", current, mode)
-    return root
+    written = [
+        BackendUpdate(message=update.message, start_time=START + number * 3600, config=history_config(update),
+                      checkpoint=checkpoint(update),
+                      changes={"create": 34} if number == 1 else {"same": 33, "update": 1},
+                      git_head=update.git_head)
+        for number, update in enumerate(updates, start=1)
+    ]
+    return sandbox_backend.build_backend(root, project=PROJECT, stack=STACK, updates=written, layout=layout,
+                                         compression=compression, current=checkpoint(updates[-1], pending=pending))
 
 
 def write_lock(root: Path, *, layout: str = "project") -> Path:
     """A lock file as a running ``pulumi up`` leaves it (Pulumi's ``lockContent``)."""
-    directory = (root / ".pulumi" / "locks" / "organization" / PROJECT / STACK if layout == "project"
-                 else root / ".pulumi" / "locks" / STACK)
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "8a3c1f2e-6f4e-4c1b-9e0a-5d1f2b3c4d5e.json"
-    path.write_text(json.dumps({"pid": 4242, "username": "ci", "hostname": "runner-7",
-                                "timestamp": "2026-11-28T09:30:00Z"}), encoding="utf-8")
-    return path
+    return sandbox_backend.write_lock(root, project=PROJECT, stack=STACK, layout=layout)
 
 
 def build_project(root: Path, *, current: Update = UPDATES[-1]) -> Path:

@@ -11,6 +11,7 @@ from rollback.errors import BadInput, DatabaseError
 from rollback.journal import Journal, find_run, list_runs, read_run
 from rollback.plan import Plan, Step
 from rollback.runner import execute
+from rollback.runner import handler as step_handler
 
 PLAN = Plan.of(
     "restore",
@@ -31,7 +32,8 @@ def test_a_successful_run_reads_back_step_by_step(tmp_path: Path) -> None:
         return {"done": step.id}
 
     journal = Journal.start(tmp_path, command=["rollback", "db", "restore"], env="production")
-    result = execute(PLAN, {"db.backup": handler, "db.restore": handler, "db.swap": handler}, journal=journal)
+    result = execute(PLAN, dict.fromkeys(("db.backup", "db.restore", "db.swap"), step_handler(handler)),
+                     journal=journal)
     assert [s.step.id for s in result.steps] == ["backup", "restore", "swap"]
     assert calls == [("backup", False), ("restore", False), ("swap", False)]
 
@@ -55,7 +57,7 @@ def test_a_dry_run_walks_the_same_handlers_without_side_effects() -> None:
         side_effects.append(step.id)
         return {}
 
-    result = execute(PLAN, dict.fromkeys(("db.backup", "db.restore", "db.swap"), handler), dry_run=True)
+    result = execute(PLAN, dict.fromkeys(("db.backup", "db.restore", "db.swap"), step_handler(handler)), dry_run=True)
     assert side_effects == []
     assert result.dry_run and result.run_id is None
     assert result.result_of("swap") == {"would": "swap app_restored into place"}
@@ -70,7 +72,8 @@ def test_a_failed_step_records_where_it_stopped_and_how_to_resume(tmp_path: Path
 
     journal = Journal.start(tmp_path, command="rollback db restore", env="production")
     with pytest.raises(DatabaseError):
-        execute(PLAN, {"db.backup": ok, "db.restore": boom, "db.swap": ok}, journal=journal)
+        execute(PLAN, {"db.backup": step_handler(ok), "db.restore": step_handler(boom), "db.swap": step_handler(ok)},
+                journal=journal)
     run = read_run(journal.path)
     assert run.status == "failed"
     assert run.failed_step is not None and run.failed_step["id"] == "restore"
@@ -88,7 +91,7 @@ def test_interrupt_is_journaled_as_interrupted(tmp_path: Path) -> None:
     from rollback.errors import Interrupted
 
     with pytest.raises(Interrupted):
-        execute(PLAN, dict.fromkeys(("db.backup", "db.restore", "db.swap"), interrupt), journal=journal)
+        execute(PLAN, dict.fromkeys(("db.backup", "db.restore", "db.swap"), step_handler(interrupt)), journal=journal)
     run = read_run(journal.path)
     assert run.status == "interrupted"
     assert run.finished is not None and run.finished["exit_code"] == 130
