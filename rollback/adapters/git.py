@@ -70,6 +70,10 @@ class GitRepo:
         fatal = next((line for line in lines if line.startswith(("fatal:", "error:"))), None)
         return redact_text(fatal or (lines[0] if lines else f"exit {proc.returncode}"))
 
+    def is_repository(self) -> bool:
+        proc = self._run("rev-parse", "--is-inside-work-tree", check=False)
+        return proc.returncode == 0 and proc.stdout.strip() == "true"
+
     def check_repository(self) -> None:
         proc = self._run("rev-parse", "--is-inside-work-tree", check=False)
         if proc.returncode != 0 or proc.stdout.strip() != "true":
@@ -163,9 +167,11 @@ class GitRepo:
         proc = self._run("cat-file", "-e", f"{sha}^{{commit}}", check=False)
         return proc.returncode == 0
 
-    def changed_files(self, old: str, new: str, paths: Sequence[str] = ()) -> list[str]:
-        """Files that differ between two commits (under ``paths`` when given)."""
-        proc = self._run("diff", "--name-only", old, new, "--", *paths, what="diff --name-only")
+    def changed_files(self, old: str, new: str | None = None, paths: Sequence[str] = ()) -> list[str]:
+        """Files that differ between two commits, or (``new=None``) between ``old`` and the work tree
+        (under ``paths`` when given; untracked files are not listed)."""
+        revisions = [old] if new is None else [old, new]
+        proc = self._run("diff", "--name-only", *revisions, "--", *paths, what="diff --name-only")
         return [line for line in proc.stdout.splitlines() if line.strip()]
 
     def add_worktree(self, sha: str, path: Path) -> Path:

@@ -26,8 +26,8 @@ from typing import Any
 from rollback.adapters.git import GitRepo
 from rollback.errors import BadInput, UnsafePrecondition
 
-__all__ = ["Checkout", "ProgramSource", "checkout", "program_source", "remove_stale", "require_program",
-           "worktrees_dir"]
+__all__ = ["Checkout", "ProgramSource", "checkout", "program_changes", "program_paths", "program_source",
+           "project_in_repo", "remove_stale", "require_program", "worktree_path", "worktrees_dir"]
 
 WORKTREES = ".rollback/worktrees"
 
@@ -96,18 +96,39 @@ def remove_stale(repo: GitRepo, root: Path) -> list[Path]:
     return removed
 
 
-@contextmanager
-def checkout(repo: GitRepo, commit: str, *, project_dir: Path, root: Path) -> Iterator[Checkout]:
-    """A worktree of ``commit`` for the project in ``project_dir`` (a directory of ``repo``); removed on exit."""
+def project_in_repo(repo: GitRepo, project_dir: Path) -> Path:
+    """``project_dir`` relative to the repository's top level (BadInput when it is outside)."""
     top = repo.toplevel().resolve()
     try:
-        relative = project_dir.resolve().relative_to(top)
+        return project_dir.resolve().relative_to(top)
     except ValueError as exc:
         raise BadInput(f"the Pulumi project {project_dir} is not inside the git repository {top}",
                        "run from the repository that holds the program, or use --config-only") from exc
-    remove_stale(repo, root)
+
+
+def program_paths(relative: Path) -> list[str]:
+    """What "the program" is, for comparing commits: infra/ and Pulumi.yaml of the project."""
+    base = "" if str(relative) == "." else f"{relative}/"
+    return [f"{base}infra", f"{base}Pulumi.yaml"]
+
+
+def program_changes(repo: GitRepo, commit: str, project_dir: Path) -> list[str]:
+    """The program files that differ between ``commit`` and the work tree (what runs today)."""
+    return repo.changed_files(commit, None, program_paths(project_in_repo(repo, project_dir)))
+
+
+def worktree_path(commit: str, project_dir: Path, root: Path) -> Path:
+    """Where :func:`checkout` puts the worktree of ``commit`` (the same path each time)."""
     name = f"{commit[:12]}-{hashlib.sha256(str(project_dir.resolve()).encode()).hexdigest()[:8]}"
-    path = worktrees_dir(root) / name
+    return worktrees_dir(root) / name
+
+
+@contextmanager
+def checkout(repo: GitRepo, commit: str, *, project_dir: Path, root: Path) -> Iterator[Checkout]:
+    """A worktree of ``commit`` for the project in ``project_dir`` (a directory of ``repo``); removed on exit."""
+    relative = project_in_repo(repo, project_dir)
+    remove_stale(repo, root)
+    path = worktree_path(commit, project_dir, root)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         repo.add_worktree(commit, path)
@@ -116,9 +137,7 @@ def checkout(repo: GitRepo, commit: str, *, project_dir: Path, root: Path) -> It
             raise UnsafePrecondition(f"commit {commit[:12]} has no Pulumi project at {relative or '.'}",
                                      "that version's program is elsewhere; preview with --config-only")
         _link_virtualenv(project_dir, inner)
-        program_paths = [str(relative / "infra") if str(relative) != "." else "infra",
-                         str(relative / "Pulumi.yaml") if str(relative) != "." else "Pulumi.yaml"]
-        changed = tuple(repo.changed_files(commit, "HEAD", program_paths))
+        changed = tuple(repo.changed_files(commit, None, program_paths(relative)))
         requirements = [f for f in changed if f.endswith("requirements.txt")]
         yield Checkout(commit, path, inner, changed, bool(requirements))
     finally:

@@ -240,12 +240,14 @@ class PulumiStack:
             if remove:
                 self.stack.remove_all_config(list(remove))
 
-    def preview_steps(self, *, message: str | None = None) -> dict[str, PlannedStep]:
+    def preview_steps(self, *, message: str | None = None, config_file: Path | None = None
+                      ) -> dict[str, PlannedStep]:
         """``pulumi preview --json``: the steps an update would take now, by URN (nothing is saved)."""
         import json
 
         with pulumi_errors("previewing", stack=self.name):
-            result = self.stack.preview(json=True, message=message, color="never")
+            result = self.stack.preview(json=True, message=message, color="never",
+                                        config_file=str(config_file) if config_file else None)
         try:
             document = json.loads(result.stdout or "{}")
         except ValueError as exc:
@@ -253,14 +255,21 @@ class PulumiStack:
                               "run 'pulumi preview --json' by hand to see why") from exc
         return preview_json_steps(document if isinstance(document, dict) else {})
 
-    def preview(self, plan_file: Path, *, message: str | None = None) -> PreviewSummary:
-        """``pulumi preview --diff --save-plan <plan_file>``: the change summary comes from the event log."""
+    def preview(self, plan_file: Path, *, message: str | None = None, config_file: Path | None = None
+                ) -> PreviewSummary:
+        """``pulumi preview --diff --save-plan <plan_file>``: the change summary comes from the event log.
+
+        ``config_file``: the stack config file to use (``--config-file``), when the program runs from
+        another checkout than the one holding the stack's config.
+        """
         with pulumi_errors("previewing", stack=self.name):
-            result = self.stack.preview(diff=True, plan=str(plan_file), message=message, color="never")
+            result = self.stack.preview(diff=True, plan=str(plan_file), message=message, color="never",
+                                        config_file=str(config_file) if config_file else None)
         return PreviewSummary({str(k): int(v) for k, v in (result.change_summary or {}).items()},
                               redact_text(result.stdout or ""), str(plan_file))
 
-    def up(self, plan_file: Path | None, *, message: str | None = None) -> UpSummary:
+    def up(self, plan_file: Path | None, *, message: str | None = None, config_file: Path | None = None
+           ) -> UpSummary:
         """``pulumi up --plan <plan_file>``: applies exactly what the saved plan allows.
 
         A plan the CLI refuses as violated raises :class:`PlanViolated` naming the resources and
@@ -271,7 +280,8 @@ class PulumiStack:
         with pulumi_errors("applying the plan" if plan_file else "applying the update", stack=self.name):
             try:
                 result = self.stack.up(plan=str(plan_file) if plan_file else None, message=message,
-                                       color="never", show_secrets=False)
+                                       color="never", show_secrets=False,
+                                       config_file=str(config_file) if config_file else None)
             except auto_errors.CommandError as exc:
                 violations = parse_plan_violations("\n".join(_streams(exc)))
                 if plan_file is not None and violations:

@@ -24,7 +24,8 @@ import hashlib
 import json
 import shlex
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -499,29 +500,103 @@ class PreviewOptions:
     plan_file: Path
     offline: bool = False
     message: str | None = None
+    config_only: bool = False
+    """Preview version N's config with today's program (the old behaviour), not N's own program."""
+
+
+# --------------------------------------------------------------------------- the program of version N
+
+
+def program_for(config: Config, version: StackVersion, *, config_only: bool = False) -> dict[str, Any]:
+    """Which program previews ``version``: its own (the commit it ran from) or today's.
+
+    Returns the JSON-only description the steps carry: ``mode`` is ``"commit"`` (that commit's
+    program differs from the work tree's: run it from a worktree), ``"same"`` (it does not) or
+    ``"config-only"``. Refuses (UnsafePrecondition) a version whose program cannot be checked out:
+    no commit recorded, run from a dirty tree, a commit this repository lacks, no git repository.
+    """
+    from rollback.adapters.git import GitRepo
+    from rollback.adapters.program_checkout import program_changes, program_source, require_program
+
+    source = program_source(version.version, version.environment)
+    if config_only:
+        return {"mode": "config-only", "commit": source.commit, "files": [], "dirty": source.dirty}
+    repo = GitRepo(project_dir(config))
+    if not repo.is_repository():
+        raise UnsafePrecondition(
+            f"the Pulumi project {project_dir(config)} is not in a git repository, so version {version.version}'s "
+            "program cannot be checked out",
+            "preview it with today's program: add --config-only")
+    commit = require_program(repo, source)
+    files = program_changes(repo, commit, project_dir(config))
+    return {"mode": "commit" if files else "same", "commit": commit, "files": files, "dirty": False}
+
+
+def describe_program(program: Mapping[str, Any], version: int) -> str:
+    commit = str(program.get("commit") or "")[:12]
+    if program.get("mode") == "commit":
+        files = ", ".join(program.get("files") or [])
+        return f"program: version {version}'s own, from commit {commit} (differs from the work tree in {files})"
+    if program.get("mode") == "same":
+        return f"program: today's, the same as version {version}'s commit {commit}"
+    return "program: today's (--config-only): only the config goes back" + (
+        f"; version {version} ran from commit {commit}" if commit else "")
+
+
+@contextmanager
+def program_project_dir(config: Config, program: Mapping[str, Any] | None) -> Iterator[Path]:
+    """The project directory to run Pulumi in: a worktree of the program's commit (removed on exit) when
+    it differs from the work tree's, else the project itself."""
+    if not program or program.get("mode") != "commit":
+        yield project_dir(config)
+        return
+    from rollback.adapters.git import GitRepo
+    from rollback.adapters.program_checkout import checkout
+
+    repo = GitRepo(project_dir(config))
+    with checkout(repo, str(program["commit"]), project_dir=project_dir(config), root=config.root) as found:
+        yield found.project_dir
+
+
+def _program_stack(config: Config, directory: Path) -> PulumiStack:
+    from rollback.adapters.pulumi import select_stack
+
+    return select_stack(config.require_pulumi().stack, directory, backend_url=backend_url(config))
 
 
 def default_plan_file(config: Config, version: int) -> Path:
     return config.resolve_path(f".rollback/plans/{stack_ref(config).name}-v{version}.plan.json")
 
 
-def _preview_command(config: Config, plan_file: Path) -> str:
+def _preview_command(config: Config, plan_file: Path, program: Mapping[str, Any] | None = None) -> str:
     settings = config.require_pulumi()
-    parts = ["pulumi", "preview", "--diff", "--stack", settings.stack, "--save-plan", str(plan_file),
-             "--cwd", str(project_dir(config))]
-    command = " ".join(shlex.quote(p) for p in parts)
-    url = backend_url(config)
-    if url:
-        command = f"PULUMI_BACKEND_URL={shlex.quote(url)} {command}"
-    return command
+    return _in_program(config, program, ["pulumi", "preview", "--diff", "--stack", settings.stack,
+                                         "--save-plan", str(plan_file)])
 
 
-def _up_command(config: Config, plan_file: Path) -> str:
+def _up_command(config: Config, plan_file: Path, program: Mapping[str, Any] | None = None) -> str:
     settings = config.require_pulumi()
-    parts = ["pulumi", "up", "--plan", str(plan_file), "--stack", settings.stack, "--cwd", str(project_dir(config))]
-    command = " ".join(shlex.quote(p) for p in parts)
+    return _in_program(config, program, ["pulumi", "up", "--plan", str(plan_file), "--stack", settings.stack])
+
+
+def _in_program(config: Config, program: Mapping[str, Any] | None, parts: list[str]) -> str:
+    """``parts`` run in the project, or in a worktree of the program's commit (made, then removed)."""
     url = backend_url(config)
-    return f"PULUMI_BACKEND_URL={shlex.quote(url)} {command}" if url else command
+    env = f"PULUMI_BACKEND_URL={shlex.quote(url)} " if url else ""
+    if not program or program.get("mode") != "commit":
+        return env + " ".join(shlex.quote(p) for p in [*parts, "--cwd", str(project_dir(config))])
+    from rollback.adapters.git import GitRepo
+    from rollback.adapters.program_checkout import project_in_repo, worktree_path
+
+    repo = GitRepo(project_dir(config))
+    top = repo.toplevel()
+    tree = worktree_path(str(program["commit"]), project_dir(config), config.root)
+    inner = tree / project_in_repo(repo, project_dir(config))
+    run = " ".join(shlex.quote(p) for p in [*parts, "--cwd", str(inner), "--config-file",
+                                            str(stack_config_file(config))])
+    git = f"git -C {shlex.quote(str(top))} worktree"
+    return (f"{git} add --detach {shlex.quote(str(tree))} {program['commit']} && {env}{run}; "
+            f"{git} remove --force {shlex.quote(str(tree))}")
 
 
 def preview_plan(config: Config, options: PreviewOptions) -> tuple[Plan, dict[str, Any]]:
@@ -543,7 +618,9 @@ def preview_plan(config: Config, options: PreviewOptions) -> tuple[Plan, dict[st
         current = source.stack.get_config()
     changes = diff_config(current, target.config)
     mode = "offline" if offline else "cli"
-    common = {"version": target.version, "mode": mode, "path": str(path), "plan_file": str(options.plan_file)}
+    program = program_for(config, target, config_only=options.config_only)
+    common = {"version": target.version, "mode": mode, "path": str(path), "plan_file": str(options.plan_file),
+              "program": program}
     backup_step = Step("backup-config", "infra.backup-config", f"save {path.name} to {_backup_dir(config)}",
                        target=f"stack {settings.stack}", params={"path": str(path)})
     write_step = Step("write-config", "infra.write-config",
@@ -554,20 +631,23 @@ def preview_plan(config: Config, options: PreviewOptions) -> tuple[Plan, dict[st
                       destructive=bool(changes))
     if offline:
         # The program runs under mocks first: a pin it rejects stops the preview before any file changes.
+        against = (f"the program of commit {str(program['commit'])[:12]} with version {target.version}'s config"
+                   if program["mode"] == "commit" else "the pinned config")
         steps = [Step("desired-state", "infra.desired-state",
-                      "run the program under Pulumi's mocks with the current and the pinned config",
+                      f"run the program under Pulumi's mocks: today's with the current config vs {against}",
                       target=f"stack {settings.stack}", params=common), backup_step, write_step]
     else:
         steps = [backup_step, write_step,
                  Step("preview", "infra.preview", f"pulumi preview --diff --save-plan {options.plan_file}",
                       target=f"stack {settings.stack}",
                       params={**common, "message": options.message})]
-    notes = [f"config changes: {c.describe()}" for c in changes]
+    notes = [describe_program(program, target.version)]
+    notes += [f"config changes: {c.describe()}" for c in changes]
     if target.numbered_locally:
         notes.append(NUMBERING_NOTE)
     plan = Plan.of(f"preview stack {settings.stack} at version {target.version}", config.env_name, steps, notes)
     context = {"mode": mode, "source": source, "target": target, "current": current, "changes": changes,
-               "path": path, "options": options, "latest": latest.version if latest else None}
+               "path": path, "options": options, "latest": latest.version if latest else None, "program": program}
     return plan, context
 
 
@@ -643,6 +723,17 @@ NEVER_REPLACED: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+def _program_rows(config: Config, values: Mapping[str, ConfigValue], directory: Path) -> set[tuple[str, str]]:
+    """(resource, path) of the declared inputs today's program and the one in ``directory`` give for the
+    same config: the program change itself. Empty when the other program refuses that config."""
+    try:
+        rows = desired_state_diff(config, values, dict(values), after_project_dir=directory,
+                                  after_label="that program with today's config")
+    except RollbackError:
+        return set()
+    return {(str(r["resource"]), str(r["path"])) for r in rows}
+
+
 def refuse_replacements(rows: Sequence[Mapping[str, Any]], label: str) -> None:
     """Refuse a desired state that replaces the assets bucket or the edge function (UnsafePrecondition)."""
     for row in rows:
@@ -705,7 +796,7 @@ def _program_dir_in(directory: Path) -> Path:
 
 
 def _write_sidecar(config: Config, plan_file: Path, target: StackVersion, mode: str,
-                   summary: Mapping[str, Any] | None) -> Path:
+                   summary: Mapping[str, Any] | None, program: Mapping[str, Any] | None = None) -> Path:
     """Record what the plan at ``plan_file`` was previewed for, next to it.
 
     In ``cli`` mode the plan exists and its digest is recorded, so that restore applies exactly
@@ -734,10 +825,12 @@ def _write_sidecar(config: Config, plan_file: Path, target: StackVersion, mode: 
         "config_sha256": _file_digest(stack_config_file(config)),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "change_summary": dict(summary or {}),
+        # The program the plan was (or, offline, must be) made with: restore applies it from the same commit.
+        "program": dict(program or {"mode": "config-only"}),
     }
     if mode == "offline":
         # What restore names while the plan does not exist yet.
-        record["preview_command"] = _preview_command(config, plan_file)
+        record["preview_command"] = _preview_command(config, plan_file, program)
     atomic_write(sidecar, json.dumps(record, indent=2))
     return sidecar
 
@@ -808,8 +901,23 @@ class StackHandlers:
 
     def desired_state(self, step: Step, ctx: StepContext) -> Check:
         current, target = self._configs(step)
-        rows = desired_state_diff(self.config, current, target)
-        return Check(False, {"changed_inputs": len(rows), "rows": rows},
+        program = step.params.get("program") or {}
+        version = int(step.params["version"])
+        if program.get("mode") == "commit":
+            commit = str(program["commit"])
+            with program_project_dir(self.config, program) as directory:
+                rows = desired_state_diff(self.config, current, target, after_project_dir=directory,
+                                          after_label=f"version {version}'s program (commit {commit[:12]}) "
+                                                      "with its config")
+                # Which differences the program makes: today's config under that program.
+                by_program = _program_rows(self.config, current, directory)
+            for row in rows:
+                row["cause"] = "program" if (row["resource"], row["path"]) in by_program else "config"
+        else:
+            rows = desired_state_diff(self.config, current, target)
+            for row in rows:
+                row["cause"] = "config"
+        return Check(False, {"changed_inputs": len(rows), "rows": rows, "program": dict(program)},
                      f"{len(rows)} declared input(s) differ under mocks")
 
     def check_write_config(self, step: Step, ctx: StepContext) -> Check:
@@ -855,7 +963,8 @@ class StackHandlers:
             # No plan exists yet offline: the sidecar records the version and the config the user's
             # 'pulumi preview --save-plan' will run with, so that restore can check both.
             version = self._source(mode).find(int(step.params["version"]))
-            sidecar = _write_sidecar(self.config, Path(str(step.params["plan_file"])), version, "offline", None)
+            sidecar = _write_sidecar(self.config, Path(str(step.params["plan_file"])), version, "offline", None,
+                                     step.params.get("program"))
             return {"written": keys, "file": str(path), "sidecar": str(sidecar)}
         except RollbackError as exc:
             _undo_hint(exc, ctx)
@@ -871,21 +980,27 @@ class StackHandlers:
     def preview(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         plan_file = Path(str(step.params["plan_file"]))
         version = int(step.params["version"])
+        program = step.params.get("program") or {}
         try:
-            stack = self._stack()
             try:
                 plan_file.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise OperationFailed(f"cannot create {plan_file.parent}: {exc.strerror}",
                                       "pass --plan-file in a writable directory") from exc
-            result = stack.preview(plan_file, message=step.params.get("message")
-                                   or f"rollback: preview of version {version}")
+            message = step.params.get("message") or f"rollback: preview of version {version}"
+            if program.get("mode") == "commit":
+                # Version N's program, from a worktree of its commit, with version N's config (just written).
+                with program_project_dir(self.config, program) as directory:
+                    result = _program_stack(self.config, directory).preview(
+                        plan_file, message=message, config_file=stack_config_file(self.config))
+            else:
+                result = self._stack().preview(plan_file, message=message)
             sidecar = _write_sidecar(self.config, plan_file, self._source("cli").find(version), "cli",
-                                     result.change_summary)
+                                     result.change_summary, program)
         except RollbackError as exc:
             _undo_hint(exc, ctx)
             raise
-        return {**result.to_dict(), "sidecar": str(sidecar)}
+        return {**result.to_dict(), "sidecar": str(sidecar), "program": dict(program)}
 
     # ------------------------------------------------------------ restore
     def check_restore(self, step: Step, ctx: StepContext) -> Check:
@@ -897,8 +1012,9 @@ class StackHandlers:
         from rollback.adapters.pulumi import cli_available
 
         plan_file = Path(step.params["plan_file"])
-        would = _up_command(self.config, plan_file)
-        applied = _read_sidecar(plan_file).get("applied") if plan_file.is_file() else None
+        meta = _read_sidecar(plan_file) if plan_file.is_file() else {}
+        would = _up_command(self.config, plan_file, meta.get("program"))
+        applied = meta.get("applied")
         if isinstance(applied, Mapping) and (step.id in ctx.earlier or ctx.resuming):
             return Check(True, {**dict(ctx.earlier.get(step.id) or {}), "applied": dict(applied)}, would)
         if not cli_available():
@@ -908,8 +1024,15 @@ class StackHandlers:
 
     def up(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         plan_file = Path(step.params["plan_file"])
-        stack = _cli_stack(self.config)
-        result = stack.up(plan_file, message=f"rollback: restore version {step.params['version']}")
+        program = _read_sidecar(plan_file).get("program") or {}
+        message = f"rollback: restore version {step.params['version']}"
+        if program.get("mode") == "commit":
+            # The same commit's program the plan was made with, from a worktree (removed afterwards).
+            with program_project_dir(self.config, program) as directory:
+                result = _program_stack(self.config, directory).up(plan_file, message=message,
+                                                                   config_file=stack_config_file(self.config))
+        else:
+            result = _cli_stack(self.config).up(plan_file, message=message)
         # A plan is applied once: mark it so that a second restore asks for a new preview.
         applied = {"run": ctx.run_id, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                    "result": result.result}
@@ -965,6 +1088,7 @@ def preview_report(config: Config, context: dict[str, Any], outcome: Mapping[str
         "config_file": str(context["path"]),
         "config_changes": [c.to_dict() for c in context["changes"]],
         "plan_file": str(options.plan_file),
+        "program": {**context["program"], "describe": describe_program(context["program"], target.version)},
         "undo": f"rollback infra config-restore {shlex.quote(str(backup))}" if backup else None,
         **outcome,
     }
@@ -975,9 +1099,11 @@ def preview_report(config: Config, context: dict[str, Any], outcome: Mapping[str
                           f"--plan-file {shlex.quote(str(options.plan_file))}")
     else:
         report["desired_state_diff"] = list((results.get("desired-state") or {}).get("rows") or [])
-        report["label"] = ("desired-state diff: the program's declared inputs with the current vs the pinned "
-                           "config, run under Pulumi's mocks; NOT a diff against the cloud")
-        report["run_where_cli_is_installed"] = _preview_command(config, options.plan_file)
+        against = ("version's program (commit " + str(context["program"]["commit"])[:12] + ") and config"
+                   if context["program"]["mode"] == "commit" else "pinned config")
+        report["label"] = (f"desired-state diff: the program's declared inputs with the current config vs the "
+                           f"{against}, run under Pulumi's mocks; NOT a diff against the cloud")
+        report["run_where_cli_is_installed"] = _preview_command(config, options.plan_file, context["program"])
         report["next"] = (f"then rollback infra restore --to {target.version} "
                           f"--plan-file {shlex.quote(str(options.plan_file))}")
     return report
@@ -1051,6 +1177,14 @@ def check_restore(config: Config, version: int, plan_file: Path, *,
                                  preview_again)
     if recorded is not None and recorded != _file_digest(plan_file):
         raise UnsafePrecondition(f"the plan file {plan_file.name} changed since the preview", preview_again)
+    recorded_program = meta.get("program")
+    program: dict[str, Any] = recorded_program if isinstance(recorded_program, dict) else {}
+    if program.get("mode") == "commit":
+        from rollback.adapters.git import GitRepo
+
+        if not GitRepo(project_dir(config)).has_commit(str(program.get("commit"))):
+            raise UnsafePrecondition(f"the plan was made with the program of commit {program.get('commit')}, "
+                                     "which this repository no longer has", preview_again)
     digest = _file_digest(stack_config_file(config))
     if meta.get("config_sha256") != digest:
         raise UnsafePrecondition(f"the stack config changed since the preview ({stack_config_file(config).name})",

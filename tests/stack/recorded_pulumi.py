@@ -16,6 +16,7 @@ CLI's real output formats, against a self-managed backend directory given by
 - ``stack output --json [--show-secrets]``;
 - ``config --show-secrets --json``, ``config set-all --plaintext k=v --secret k=v``,
   ``config rm-all k...`` on ``Pulumi.<stack>.yaml`` (``stackConfigDir`` honoured);
+- ``--config-file F`` on any command: the stack config file to use instead of ``Pulumi.<stack>.yaml``;
 - ``preview ... --save-plan P --event-log F``: writes the plan, the event log
   (prelude, summary and the closing cancel event) and a ``--diff`` style listing;
 - ``up --yes --skip-preview ... --plan P``: refuses like the CLI while the stack
@@ -222,7 +223,9 @@ def main(argv: list[str]) -> None:
     given_project = given[-2] if len(given) >= 2 else None
     project, config_dir = project_info(cwd)
     backend = Backend(os.environ.get("PULUMI_BACKEND_URL", ""), project, stack)
-    config_path = config_dir / f"Pulumi.{stack}.yaml"
+    # --config-file (a program run from another checkout) names the stack config file to use.
+    config_path = Path(options["--config-file"][-1]) if options.get("--config-file") else \
+        config_dir / f"Pulumi.{stack}.yaml"
     show_secrets = "--show-secrets" in options
     command = positional[:2]
 

@@ -67,7 +67,7 @@ def test_diff_through_the_cli_without_a_diy_backend_compares_config(
 def test_preview_sets_the_config_and_saves_the_plan(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                     run_cli: RunCli) -> None:
     before = stack_env.stack_file.read_text()
-    result = run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json")
+    result = run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json")
     assert result.code == 0, result.err
     plan = stack_env.root / "v3.plan.json"
     calls = fake_pulumi.calls()
@@ -101,7 +101,7 @@ def test_preview_sets_the_config_and_saves_the_plan(stack_env: StackEnv, fake_pu
 
 def test_restore_applies_exactly_the_saved_plan(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                 run_cli: RunCli) -> None:
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     plan = stack_env.root / "v3.plan.json"
     result = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
     assert result.code == 0, result.err
@@ -122,7 +122,7 @@ def test_restore_applies_exactly_the_saved_plan(stack_env: StackEnv, fake_pulumi
 
 def test_restore_refuses_while_the_stack_is_locked(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                    run_cli: RunCli) -> None:
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     write_lock(stack_env.backend)
     result = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
     assert result.code == 4
@@ -136,7 +136,7 @@ def test_cli_lock_conflict_maps_to_lock_held(stack_env: StackEnv, fake_pulumi: F
     """When only the CLI sees the lock (ConcurrentUpdateError), the adapter raises LockHeld."""
     from rollback.adapters.pulumi import select_stack
 
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     write_lock(stack_env.backend)
     stack = select_stack("staging", stack_env.project, backend_url=f"file://{stack_env.backend}")
     with pytest.raises(LockHeld, match="locked by another update") as caught:
@@ -150,7 +150,7 @@ def test_restore_refuses_pending_operations(make_stack: Callable[..., StackEnv],
     pending = [{"resource": {"urn": "urn:pulumi:staging::rollback::aws:s3/bucket:Bucket::b",
                              "type": "aws:s3/bucket:Bucket"}, "type": "creating"}]
     make_stack(pending=pending)
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     result = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
     assert result.code == 4
     assert "1 pending operation(s) (creating)" in result.err
@@ -160,7 +160,7 @@ def test_restore_refuses_pending_operations(make_stack: Callable[..., StackEnv],
 
 def test_restore_refuses_a_plan_for_another_version_or_config(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                               run_cli: RunCli) -> None:
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     wrong = run_cli("infra", "restore", "--to", "2", "--plan-file", "v3.plan.json", "--yes")
     assert wrong.code == 4 and "previewed for version 3, not 2" in wrong.err
     stack_env.stack_file.write_text(stack_env.stack_file.read_text() + "# edited after the preview\n")
@@ -171,7 +171,7 @@ def test_restore_refuses_a_plan_for_another_version_or_config(stack_env: StackEn
 
 def test_restore_needs_confirmation_without_yes(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                 run_cli: RunCli) -> None:
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     result = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json")
     assert result.code == 4 and "without confirmation" in result.err
     dry = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--dry-run")
@@ -197,7 +197,7 @@ def test_failed_preview_names_the_undo_command(stack_env: StackEnv, fake_pulumi:
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     before = stack_env.stack_file.read_text()
     monkeypatch.setenv("FAKE_PULUMI_FAIL", "preview")
-    result = run_cli("infra", "preview", "--to", "2", "--plan-file", "v2.plan.json")
+    result = run_cli("infra", "preview", "--config-only", "--to", "2", "--plan-file", "v2.plan.json")
     assert result.code == 1
     assert "previewing failed: error: preview failed" in result.err and "AccessDenied" in result.err
     assert "Traceback" not in result.err
@@ -220,7 +220,7 @@ def test_backend_version_numbers_are_kept_when_the_backend_has_them(
 
 def test_restore_refuses_a_plan_file_changed_since_the_preview(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                                run_cli: RunCli) -> None:
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     plan = stack_env.root / "v3.plan.json"
     sidecar = Path(f"{plan}.rollback.json")
     assert json.loads(sidecar.read_text())["plan_sha256"]
@@ -234,7 +234,7 @@ def test_restore_refuses_a_plan_file_changed_since_the_preview(stack_env: StackE
 
 def test_restore_refuses_a_sidecar_without_a_plan_digest(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                          run_cli: RunCli) -> None:
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     sidecar = stack_env.root / "v3.plan.json.rollback.json"
     meta = json.loads(sidecar.read_text())
     del meta["plan_sha256"]  # as an earlier rollback wrote it
@@ -246,9 +246,9 @@ def test_restore_refuses_a_sidecar_without_a_plan_digest(stack_env: StackEnv, fa
 
 def test_offline_preview_removes_an_applied_plan_at_the_same_path(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                                   run_cli: RunCli) -> None:
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     assert run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes").code == 0
-    offline = run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json", "--offline")
+    offline = run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json", "--offline")
     assert offline.code == 0, offline.err
     assert not (stack_env.root / "v3.plan.json").exists()  # the applied plan cannot pass for a new one
     again = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
@@ -264,7 +264,7 @@ def test_restore_that_cannot_mark_the_plan_applied_still_succeeds_with_a_warning
         stack_env: StackEnv, fake_pulumi: FakePulumi, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
     import rollback.adapters.stack_config as stack_config
 
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     real_write = stack_config.atomic_write
 
     def full_disk(path: Path, text: str) -> None:

@@ -74,7 +74,7 @@ def test_the_double_reproduces_the_violation_and_the_fresh_preview_matches_the_p
         stack_env: StackEnv, fake_pulumi: FakePulumi, monkeypatch: pytest.MonkeyPatch, run_cli: object) -> None:
     from rollback.adapters.pulumi import PulumiStack
 
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0  # type: ignore[operator]
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0  # type: ignore[operator]
     plan = stack_env.root / "v3.plan.json"
     saved = plan_file_steps(plan)
     assert saved == {CDN: PlannedStep(CDN, ("update",), frozenset({"defaultCacheBehavior", "origins"}))}

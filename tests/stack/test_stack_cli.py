@@ -90,7 +90,7 @@ def test_diff_unknown_version_is_bad_input(stack_env: StackEnv, run_cli: RunCli)
 @pytest.mark.usefixtures("no_pulumi")
 def test_offline_preview_writes_the_earlier_config_keeping_comments(stack_env: StackEnv, run_cli: RunCli) -> None:
     before = stack_env.stack_file.read_text()
-    result = run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json")
+    result = run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json")
     assert result.code == 0, result.err
     after = stack_env.stack_file.read_text()
     # Exactly the three pinned keys changed, every comment and the key order kept.
@@ -120,7 +120,7 @@ def test_offline_preview_writes_the_earlier_config_keeping_comments(stack_env: S
 
 
 def test_offline_preview_json_and_journal(stack_env: StackEnv, run_cli: RunCli) -> None:
-    result = run_cli("infra", "preview", "--to", "2", "--offline", "--json")
+    result = run_cli("infra", "preview", "--config-only", "--to", "2", "--offline", "--json")
     assert result.code == 0, result.err
     document = result.json()
     assert document["mode"] == "offline"
@@ -135,7 +135,7 @@ def test_offline_preview_json_and_journal(stack_env: StackEnv, run_cli: RunCli) 
 
 def test_offline_preview_dry_run_changes_nothing(stack_env: StackEnv, run_cli: RunCli) -> None:
     before = stack_env.stack_file.read_text()
-    result = run_cli("infra", "preview", "--to", "1", "--offline", "--dry-run")
+    result = run_cli("infra", "preview", "--config-only", "--to", "1", "--offline", "--dry-run")
     assert result.code == 0, result.err
     assert "dry run: nothing was written" in result.out
     assert stack_env.stack_file.read_text() == before
@@ -143,7 +143,7 @@ def test_offline_preview_dry_run_changes_nothing(stack_env: StackEnv, run_cli: R
 
 @pytest.mark.usefixtures("no_pulumi")
 def test_restore_without_the_cli_names_the_exact_command(stack_env: StackEnv, run_cli: RunCli) -> None:
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     Path("v3.plan.json").write_text("{}")  # as 'pulumi preview --save-plan' would leave it
     result = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
     assert result.code == 1
@@ -212,7 +212,7 @@ def test_history_and_diff_from_an_s3_backend(stack_env: StackEnv, run_cli: RunCl
 def test_relative_file_backend_resolves_against_the_config(stack_env: StackEnv, run_cli: RunCli) -> None:
     text = stack_env.config.read_text().replace(f"file://{stack_env.backend}", "file://state")
     stack_env.config.write_text(text)
-    result = run_cli("infra", "preview", "--to", "4", "--plan-file", "v4.plan.json")
+    result = run_cli("infra", "preview", "--config-only", "--to", "4", "--plan-file", "v4.plan.json")
     assert result.code == 0, result.err
     assert f"PULUMI_BACKEND_URL=file://{stack_env.backend} pulumi preview --diff --stack staging" in result.out
     Path("v4.plan.json").write_text("{}")
@@ -237,7 +237,8 @@ def test_config_restore_refuses_what_preview_did_not_save(stack_env: StackEnv, r
 
 
 def _offline_backup(run_cli: RunCli, version: str = "3") -> Path:
-    preview = run_cli("infra", "preview", "--to", version, "--offline", "--plan-file", "v.plan.json", "--json")
+    preview = run_cli("infra", "preview", "--config-only", "--to", version, "--offline", "--plan-file",
+                      "v.plan.json", "--json")
     assert preview.code == 0, preview.err
     return Path(preview.json()["undo"].split("config-restore ", 1)[1])
 
@@ -305,7 +306,7 @@ def test_offline_preview_names_the_config_the_program_rejects(stack_env: StackEn
     before = stack_env.stack_file.read_text()
     write_stack_config(stack_env.stack_file, {"rollback:dbNetwork": None})
     broken = stack_env.stack_file.read_text()
-    result = run_cli("infra", "preview", "--to", "3", "--offline")
+    result = run_cli("infra", "preview", "--config-only", "--to", "3", "--offline")
     assert result.code == 1
     (error,) = [line for line in result.err.splitlines() if line.startswith("error: ")]
     assert error.startswith("error: the program rejects the current stack config "
@@ -317,7 +318,7 @@ def test_offline_preview_names_the_config_the_program_rejects(stack_env: StackEn
 
 @pytest.mark.usefixtures("no_pulumi")
 def test_restore_after_an_offline_preview_names_the_preview_to_run(stack_env: StackEnv, run_cli: RunCli) -> None:
-    preview = run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json", "--json")
+    preview = run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json", "--json")
     assert preview.code == 0, preview.err
     command = preview.json()["run_where_cli_is_installed"]
     result = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
@@ -335,7 +336,7 @@ def test_offline_preview_refuses_a_version_that_would_replace_the_assets_bucket(
 
     write_stack_config(stack_env.stack_file, {"rollback:assetsBucketName": "huntaze-staging-assets"})
     before = stack_env.stack_file.read_text()
-    result = run_cli("infra", "preview", "--to", "3", "--offline")
+    result = run_cli("infra", "preview", "--config-only", "--to", "3", "--offline")
     assert result.code == 4, result.err
     (error,) = [line for line in result.err.splitlines() if line.startswith("error: ")]
     assert "would replace the assets bucket assets-bucket (bucket: huntaze-staging-assets -> (absent))" in error
