@@ -219,25 +219,37 @@ def _print_preview(report: dict[str, Any]) -> None:
 @click.option("--to", "to_version", type=int, required=True, metavar="VERSION", help="The version previewed.")
 @click.option("--plan-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The plan saved by 'rollback infra preview'.")
+@click.option("--without-plan", is_flag=True,
+              help="Only after 'pulumi up --plan' refused the plan (a known Pulumi bug): apply without it, if a "
+                   "fresh preview takes exactly the plan's steps.")
 @yes_option
 @dry_run_option
 @common_options()
 @pass_app
-def restore_command(app: AppContext, to_version: int, plan_file: Path, yes: bool, dry_run: bool) -> None:
-    """Apply exactly the plan saved by 'preview' (pulumi up --plan). Refuses
+def restore_command(app: AppContext, to_version: int, plan_file: Path, without_plan: bool, yes: bool,
+                    dry_run: bool) -> None:
+    """Apply exactly the plan saved by 'preview' (pulumi up --plan), with the
+    program the preview used (version N's commit, from a worktree). Refuses
     (exit 4) while the stack is locked or has pending operations, or when the
     plan file is missing, was previewed for another version, or the stack
     config changed since.
 
+    When 'pulumi up --plan' refuses a correct plan ("resource ... violates
+    plan", a known Pulumi bug), it names the resource and property, compares a
+    fresh 'pulumi preview --json' with the plan, and (exit 4) names the
+    --without-plan command when they agree; --without-plan compares again and
+    applies with a plain 'pulumi up' only if they still do.
+
     \b
     Example:
       rollback infra restore --to 3 --plan-file rollback-v3.plan.json --yes
+      rollback infra restore --to 3 --plan-file rollback-v3.plan.json --without-plan
     """
     from rollback.commands import infra_stack as commands
 
     config = app.config()
     plan_file = plan_file.resolve()
-    plan = commands.restore_plan(config, to_version, plan_file)
+    plan = commands.restore_plan(config, to_version, plan_file, without_plan=without_plan)
     if not dry_run:
         commands.check_restore(config, to_version, plan_file)  # refuse before asking
     outcome = run_plan(app, plan, commands.StackHandlers(config).handlers(), dry_run=dry_run, yes=yes,
@@ -254,7 +266,8 @@ def restore_command(app: AppContext, to_version: int, plan_file: Path, yes: bool
             return
         up = outcome.result_of("up")
         changes = ", ".join(f"{k} {v}" for k, v in (up.get("resource_changes") or {}).items()) or "no changes"
-        say(f"restored version {to_version}: {up.get('result')} ({changes}); run {outcome.run_id}", err=False)
+        how = " without the refused plan (a fresh preview took exactly its steps)" if up.get("without_plan") else ""
+        say(f"restored version {to_version}{how}: {up.get('result')} ({changes}); run {outcome.run_id}", err=False)
 
     emit(app, document, human)
 

@@ -52,7 +52,7 @@ from rollback.stackdiff import (
 )
 
 if TYPE_CHECKING:
-    from rollback.adapters.pulumi import PulumiStack
+    from rollback.adapters.pulumi import PlanViolated, PulumiStack, StepComparison
     from rollback.adapters.pulumi_backend import DiyBackend
     from rollback.adapters.pulumi_project import StackRef
     from rollback.config import Config
@@ -1014,6 +1014,9 @@ class StackHandlers:
         plan_file = Path(step.params["plan_file"])
         meta = _read_sidecar(plan_file) if plan_file.is_file() else {}
         would = _up_command(self.config, plan_file, meta.get("program"))
+        if step.params.get("without_plan"):
+            would = ("pulumi preview --json, compared with the plan's steps, then pulumi up without the plan "
+                     f"(the plan refused: {plan_file.name})")
         applied = meta.get("applied")
         if isinstance(applied, Mapping) and (step.id in ctx.earlier or ctx.resuming):
             return Check(True, {**dict(ctx.earlier.get(step.id) or {}), "applied": dict(applied)}, would)
@@ -1023,20 +1026,37 @@ class StackHandlers:
         return Check(False, {"would_run": would}, would)
 
     def up(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        from rollback.adapters.pulumi import PlanViolated
+
         plan_file = Path(step.params["plan_file"])
-        program = _read_sidecar(plan_file).get("program") or {}
-        message = f"rollback: restore version {step.params['version']}"
-        if program.get("mode") == "commit":
-            # The same commit's program the plan was made with, from a worktree (removed afterwards).
-            with program_project_dir(self.config, program) as directory:
-                result = _program_stack(self.config, directory).up(plan_file, message=message,
-                                                                   config_file=stack_config_file(self.config))
-        else:
-            result = _cli_stack(self.config).up(plan_file, message=message)
+        meta = _read_sidecar(plan_file)
+        program = meta.get("program") or {}
+        version = int(step.params["version"])
+        message = f"rollback: restore version {version}"
+        without_plan = bool(step.params.get("without_plan"))
+        if without_plan and not isinstance(meta.get("refused"), Mapping):
+            raise UnsafePrecondition(f"--without-plan is for a plan 'pulumi up --plan' refused, and {plan_file.name} "
+                                     "never was", "apply it with the plan: drop --without-plan")
+        config_file = stack_config_file(self.config) if program.get("mode") == "commit" else None
+        extra: dict[str, Any] = {}
+        # The same commit's program the plan was made with (a worktree, removed afterwards), or today's.
+        with program_project_dir(self.config, program) as directory:
+            stack = _program_stack(self.config, directory) if config_file else _cli_stack(self.config)
+            if without_plan:
+                comparison = self._compare_with_plan(stack, plan_file, config_file, version)
+                ctx.note(f"a fresh preview takes exactly the plan's steps ({comparison.describe()}); "
+                         "applying them without the plan")
+                result = stack.up(None, message=f"{message} (without the refused plan)", config_file=config_file)
+                extra = {"without_plan": True, "comparison": comparison.to_dict()}
+            else:
+                try:
+                    result = stack.up(plan_file, message=message, config_file=config_file)
+                except PlanViolated as exc:
+                    raise self._refused(exc, stack, plan_file, config_file, version, ctx) from exc
         # A plan is applied once: mark it so that a second restore asks for a new preview.
         applied = {"run": ctx.run_id, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                   "result": result.result}
-        document = result.to_dict()
+                   "result": result.result, **({"without_plan": True} if without_plan else {})}
+        document = {**result.to_dict(), **extra}
         try:
             _mark_applied(plan_file, applied)
         except RollbackError as exc:
@@ -1046,6 +1066,45 @@ class StackHandlers:
             ctx.note(f"warning: {warning}", level="warning")
             document["warning"] = warning
         return document
+
+    def _compare_with_plan(self, stack: PulumiStack, plan_file: Path, config_file: Path | None,
+                           version: int) -> StepComparison:
+        """A fresh ``preview --json`` against the saved plan; refuses (UnsafePrecondition) when they differ."""
+        from rollback.adapters.pulumi import compare_steps, plan_file_steps
+
+        comparison = compare_steps(plan_file_steps(plan_file),
+                                   stack.preview_steps(message=f"rollback: check of version {version}'s plan",
+                                                       config_file=config_file))
+        if not comparison.approved:
+            raise UnsafePrecondition(
+                f"a fresh preview does not take the steps of {plan_file.name}: {comparison.describe()}; "
+                "not applying anything without the plan",
+                f"the stack or the program moved since the preview: run 'rollback infra preview --to {version} "
+                f"--plan-file {plan_file}' again")
+        return comparison
+
+    def _refused(self, exc: PlanViolated, stack: PulumiStack, plan_file: Path, config_file: Path | None,
+                 version: int, ctx: StepContext) -> RollbackError:
+        """``up --plan`` refused the plan: compare a fresh preview with it and say what can be done."""
+        violations = "; ".join(v.describe() for v in exc.violations)
+        refusal: dict[str, Any] = {"at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "run": ctx.run_id,
+                                   "violations": [v.to_dict() for v in exc.violations]}
+        try:
+            comparison = self._compare_with_plan(stack, plan_file, config_file, version)
+        except UnsafePrecondition as differs:
+            refusal["fresh_preview"] = "differs"
+            _record_refusal(plan_file, refusal)
+            return UnsafePrecondition(f"pulumi up refused the saved plan ({violations}), and {differs.message}",
+                                      differs.hint, violations=refusal["violations"])
+        refusal["fresh_preview"] = comparison.to_dict()
+        _record_refusal(plan_file, refusal)
+        again = f"rollback infra restore --to {version} --plan-file {shlex.quote(str(plan_file))} --without-plan"
+        return UnsafePrecondition(
+            f"pulumi up refused the saved plan although nothing changed: {violations} (a known Pulumi update-plan "
+            f"bug: {KNOWN_PLAN_BUGS}); a fresh preview from the same program and config takes exactly the plan's "
+            f"steps ({comparison.describe()})",
+            f"to apply those steps with a plain 'pulumi up' after checking them again: {again}",
+            violations=refusal["violations"], fallback=again)
 
     # ------------------------------------------------------------ config-restore
     def check_config_restore(self, step: Step, ctx: StepContext) -> Check:
@@ -1214,17 +1273,36 @@ def check_restore(config: Config, version: int, plan_file: Path, *,
             "previewed_at": meta.get("created_at")}
 
 
-def restore_plan(config: Config, version: int, plan_file: Path) -> Plan:
+def restore_plan(config: Config, version: int, plan_file: Path, *, without_plan: bool = False) -> Plan:
+    """Check, then ``pulumi up --plan``; ``without_plan``: the guarded fallback for a plan the CLI refused."""
     settings = config.require_pulumi()
-    steps = [
-        Step("check", "infra.check", f"not locked, no pending operations, plan matches version {version}",
-             target=f"stack {settings.stack}", params={"plan_file": str(plan_file), "version": version}),
-        Step("up", "infra.up", f"pulumi up --plan {plan_file} (restore version {version})",
-             target=f"stack {settings.stack}", params={"plan_file": str(plan_file), "version": version},
-             destructive=True),
-    ]
-    return Plan.of(f"restore stack {settings.stack} to version {version}", config.env_name, steps,
-                   [f"applies exactly the plan saved by the preview: {plan_file}"])
+    params = {"plan_file": str(plan_file), "version": version}
+    if without_plan:
+        up = Step("up", "infra.up", f"pulumi up without the plan, only if a fresh preview takes exactly the steps "
+                                    f"of {plan_file.name} (restore version {version})",
+                  target=f"stack {settings.stack}", params={**params, "without_plan": True}, destructive=True)
+        notes = [f"the guarded fallback for a plan 'pulumi up --plan' refused: {plan_file} names the steps allowed; "
+                 "a fresh 'pulumi preview --json' from the same program and config must take exactly those"]
+    else:
+        up = Step("up", "infra.up", f"pulumi up --plan {plan_file} (restore version {version})",
+                  target=f"stack {settings.stack}", params=params, destructive=True)
+        notes = [f"applies exactly the plan saved by the preview: {plan_file}"]
+    steps = [Step("check", "infra.check", f"not locked, no pending operations, plan matches version {version}",
+                  target=f"stack {settings.stack}", params=params), up]
+    return Plan.of(f"restore stack {settings.stack} to version {version}", config.env_name, steps, notes)
+
+
+def _record_refusal(plan_file: Path, refusal: Mapping[str, Any]) -> None:
+    """Note in the sidecar that ``pulumi up --plan`` refused this plan (what ``--without-plan`` requires)."""
+    from rollback.adapters.stack_config import atomic_write
+
+    meta = _read_sidecar(plan_file)
+    meta["refused"] = dict(refusal)
+    atomic_write(Path(str(plan_file) + SIDECAR_SUFFIX), json.dumps(meta, indent=2))
+
+
+KNOWN_PLAN_BUGS = ("pulumi/pulumi#11587 (a Lambda function whose code is an Archive), #16670 and #16681 "
+                   "(stack outputs)")
 
 
 def _mark_applied(plan_file: Path, applied: Mapping[str, Any]) -> None:

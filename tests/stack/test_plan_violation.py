@@ -100,3 +100,61 @@ def test_plan_file_steps_of_an_unreadable_plan_is_one_line(tmp_path: Path) -> No
     bad.write_text("{not json")
     with pytest.raises(PulumiError, match="cannot read the update plan"):
         plan_file_steps(bad)
+
+
+def _history_count(run_cli: object) -> int:
+    document = run_cli("infra", "history", "--json").json()  # type: ignore[operator]
+    return int(document["count"])
+
+
+def test_restore_recognises_the_violation_and_falls_back_only_on_the_same_steps(
+        stack_env: StackEnv, fake_pulumi: FakePulumi, monkeypatch: pytest.MonkeyPatch, run_cli: object) -> None:
+    import json
+
+    cli = run_cli  # type: ignore[assignment]
+    assert cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    plan = stack_env.root / "v3.plan.json"
+    before = _history_count(cli)
+    monkeypatch.setenv("FAKE_PULUMI_VIOLATE", f"{FUNCTION} code")
+    refused = cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
+    assert refused.code == 4, refused.err
+    (error,) = [line for line in refused.err.splitlines() if line.startswith("error: ")]
+    assert f"security-headers ({FUNCTION}): properties code" in error
+    assert "pulumi/pulumi#11587" in error
+    assert "a fresh preview from the same program and config takes exactly the plan's steps" in error
+    assert f"rollback infra restore --to 3 --plan-file {plan} --without-plan" in error
+    assert _history_count(cli) == before  # nothing applied
+    sidecar = json.loads(Path(f"{plan}.rollback.json").read_text())
+    assert sidecar["refused"]["violations"] == [{"urn": FUNCTION, "resource": "security-headers",
+                                                 "properties": ["code"]}]
+    assert "applied" not in sidecar
+
+    fallback = cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--without-plan", "--yes",
+                   "--json")
+    assert fallback.code == 0, fallback.err
+    up = next(s for s in fallback.json()["steps"] if s["id"] == "up")["result"]
+    assert up["without_plan"] is True and up["comparison"]["approved"] is True
+    assert _history_count(cli) == before + 1
+    ups = [c for c in fake_pulumi.calls() if "up" in c]
+    assert "--plan" in ups[0] and "--plan" not in ups[-1]
+    assert "--json" in [c for c in fake_pulumi.calls() if "preview" in c][-1]
+    again = cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
+    assert again.code == 4 and "was already applied" in again.err
+
+
+def test_the_fallback_is_refused_when_a_fresh_preview_differs(
+        stack_env: StackEnv, fake_pulumi: FakePulumi, monkeypatch: pytest.MonkeyPatch, run_cli: object) -> None:
+    cli = run_cli  # type: ignore[assignment]
+    assert cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    before = _history_count(cli)
+    never = cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--without-plan", "--yes")
+    assert never.code == 4 and "never was" in never.err  # only for a plan the CLI refused
+    monkeypatch.setenv("FAKE_PULUMI_VIOLATE", f"{FUNCTION} code")
+    monkeypatch.setenv("FAKE_PULUMI_EXTRA_STEP", f"{DB} instanceClass")  # the world moved since the preview
+    refused = cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
+    assert refused.code == 4, refused.err
+    assert f"a fresh preview does not take the steps of v3.plan.json: not in the plan: {DB} update" in refused.err
+    assert "--without-plan" not in refused.err and "preview --to 3" in refused.err
+    fallback = cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--without-plan", "--yes")
+    assert fallback.code == 4 and "not applying anything without the plan" in fallback.err
+    assert _history_count(cli) == before
