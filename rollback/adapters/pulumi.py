@@ -141,9 +141,15 @@ class PreviewSummary:
     change_summary: dict[str, int]
     stdout: str
     plan_file: str
+    steps: tuple[dict[str, Any], ...] = ()
+    """Each changing step of the preview: urn, type, op, keys (the properties that force a replacement)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"change_summary": self.change_summary, "plan_file": self.plan_file}
+        return {"change_summary": self.change_summary, "plan_file": self.plan_file,
+                "replacements": [s for s in self.steps if s["op"] in REPLACING_OPS]}
+
+
+REPLACING_OPS = ("replace", "create-replacement", "delete-replaced")
 
 
 @dataclass(frozen=True)
@@ -262,11 +268,23 @@ class PulumiStack:
         ``config_file``: the stack config file to use (``--config-file``), when the program runs from
         another checkout than the one holding the stack's config.
         """
+        steps: list[dict[str, Any]] = []
+
+        def on_event(event: Any) -> None:
+            pre = getattr(event, "resource_pre_event", None)
+            metadata = getattr(pre, "metadata", None)
+            if metadata is None:
+                return
+            op = str(getattr(metadata.op, "value", metadata.op))
+            if op not in ("same", "read"):
+                steps.append({"urn": str(metadata.urn), "type": str(metadata.type), "op": op,
+                              "keys": [str(k) for k in (metadata.keys or [])]})
+
         with pulumi_errors("previewing", stack=self.name):
             result = self.stack.preview(diff=True, plan=str(plan_file), message=message, color="never",
-                                        config_file=str(config_file) if config_file else None)
+                                        config_file=str(config_file) if config_file else None, on_event=on_event)
         return PreviewSummary({str(k): int(v) for k, v in (result.change_summary or {}).items()},
-                              redact_text(result.stdout or ""), str(plan_file))
+                              redact_text(result.stdout or ""), str(plan_file), tuple(steps))
 
     def up(self, plan_file: Path | None, *, message: str | None = None, config_file: Path | None = None
            ) -> UpSummary:

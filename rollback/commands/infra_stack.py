@@ -752,6 +752,23 @@ def refuse_replacements(rows: Sequence[Mapping[str, Any]], label: str) -> None:
                 "a rename is a migration, not a rollback")
 
 
+def refuse_replaced_resources(steps: Sequence[Mapping[str, Any]], label: str) -> None:
+    """The same refusal for a real preview's steps (``pulumi preview``'s replace operations)."""
+    for step in steps:
+        what = NEVER_REPLACED.get(str(step.get("type")))
+        if what is None or step.get("op") not in ("replace", "create-replacement", "delete-replaced"):
+            continue
+        noun, _ = what
+        name = str(step.get("urn", "")).rsplit("::", 1)[-1]
+        keys = ", ".join(step.get("keys") or []) or "its name"
+        raise UnsafePrecondition(
+            f"{label} would replace {noun} {name} (because of {keys}): CloudFront would be re-pointed at the new one "
+            "before the old one could be removed (a Lambda@Edge function stays undeletable for hours; an emptied "
+            "bucket serves nothing); the plan was not kept",
+            f"keep {noun}'s name as it is now: restore the other keys, or this version's program, by hand; "
+            "a rename is a migration, not a rollback")
+
+
 def _display(config: Config, path: Path) -> str:
     try:
         return str(path.resolve().relative_to(config.root.resolve()))
@@ -995,6 +1012,11 @@ class StackHandlers:
                         plan_file, message=message, config_file=stack_config_file(self.config))
             else:
                 result = self._stack().preview(plan_file, message=message)
+            try:
+                refuse_replaced_resources(result.steps, f"version {version}")
+            except UnsafePrecondition:
+                plan_file.unlink(missing_ok=True)  # a plan that must not be applied is not kept
+                raise
             sidecar = _write_sidecar(self.config, plan_file, self._source("cli").find(version), "cli",
                                      result.change_summary, program)
         except RollbackError as exc:

@@ -30,6 +30,7 @@ Secrets use the ``b64`` provider's format (ciphertext = base64 of the value).
 refuse a correct plan as the CLI does for pulumi/pulumi#11587 (``resource <urn> violates plan:
 properties changed: ~~code[...]``, exit 255, nothing applied); ``$FAKE_PULUMI_EXTRA_STEP="<urn>
 <property>"`` adds a step to every preview (the world moved since the plan).
+``$FAKE_PULUMI_REPLACE="<urn> <property>"`` adds a replacement to the preview's event log.
 ``preview --json`` prints the steps and the change summary. Every invocation is appended to
 ``$FAKE_PULUMI_LOG`` (one JSON line: argv, cwd)
 so tests can assert on the exact commands run.
@@ -381,8 +382,20 @@ def preview(backend: Backend, config_path: Path, options: dict[str, list[str]]) 
             handle.write(json.dumps({"sequence": 1, "timestamp": now,
                                      "summaryEvent": {"maybeCorrupt": False, "durationSeconds": 1,
                                                       "resourceChanges": summary, "PolicyPacks": {}}}) + "\n")
+            replaced = os.environ.get("FAKE_PULUMI_REPLACE")  # "<urn> <property>": a replacement in the preview
+            sequence = 2
+            for urn, props in changes.items():
+                handle.write(json.dumps({"sequence": sequence, "timestamp": now, "resourcePreEvent": {"metadata": {
+                    "op": "update", "urn": urn, "type": urn.split("::")[-2], "provider": "", "diffs": props}}}) + "\n")
+                sequence += 1
+            if replaced:
+                urn, prop = replaced.split(" ", 1)
+                handle.write(json.dumps({"sequence": sequence, "timestamp": now, "resourcePreEvent": {"metadata": {
+                    "op": "replace", "urn": urn, "type": urn.split("::")[-2], "provider": "", "keys": [prop],
+                    "diffs": [prop]}}}) + "\n")
+                sequence += 1
             # The CLI always ends the event log with a cancel event; the SDK stops reading there.
-            handle.write(json.dumps({"sequence": 2, "timestamp": now, "cancelEvent": {}}) + "\n")
+            handle.write(json.dumps({"sequence": sequence, "timestamp": now, "cancelEvent": {}}) + "\n")
     if "--json" in options:
         # `pulumi preview --json`: the steps (same ones too) and the summary, nothing else on stdout.
         steps = [{"op": "update", "urn": urn, "diffReasons": props,

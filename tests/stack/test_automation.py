@@ -282,3 +282,18 @@ def test_restore_that_cannot_mark_the_plan_applied_still_succeeds_with_a_warning
     journal = run_cli("journal", "show", run_id, "--json").json()
     assert journal["status"] == "succeeded"
     assert "marking v3.plan.json as applied failed" in json.dumps(journal)
+
+
+def test_preview_refuses_a_plan_that_replaces_the_assets_bucket(stack_env: StackEnv, fake_pulumi: FakePulumi,
+                                                                run_cli: RunCli,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = "urn:pulumi:staging::rollback::aws:s3/bucket:Bucket::assets-bucket"
+    monkeypatch.setenv("FAKE_PULUMI_REPLACE", f"{bucket} bucket")
+    result = run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json")
+    assert result.code == 4, result.err
+    (error,) = [line for line in result.err.splitlines() if line.startswith("error: ")]
+    assert "version 3 would replace the assets bucket assets-bucket (because of bucket)" in error
+    assert "a rename is a migration, not a rollback" in error
+    assert "rollback infra config-restore " in error  # the config was written: the undo is named
+    plan = stack_env.root / "v3.plan.json"
+    assert not plan.exists() and not Path(f"{plan}.rollback.json").exists()
