@@ -238,7 +238,10 @@ def plan_edge(config: Config, adapter: EdgeAdapter, *, to_version: int, distribu
     from_versions = tuple(a.version or a.arn for a in mine)
     associations = tuple(a.to_dict() for a in mine)
     unchanged = all(a.arn == target.arn for a in mine)
-    steps = [Step(
+    from rollback.commands.infra_cdn import snapshot_step
+
+    steps = [] if unchanged else [snapshot_step(config, distribution_id, f"before moving {name} to version {version}")]
+    steps += [Step(
         id="associate", action="edge.associate", target=f"distribution {distribution_id}",
         summary=(f"edge function {name}: already on version {version} on behaviours [{', '.join(behaviours)}]"
                  if unchanged else
