@@ -642,6 +642,10 @@ def preview_plan(config: Config, options: PreviewOptions) -> tuple[Plan, dict[st
                       target=f"stack {settings.stack}",
                       params={**common, "message": options.message})]
     notes = [describe_program(program, target.version)]
+    if program["mode"] == "commit" and any(f.endswith("requirements.txt") for f in program["files"]):
+        notes.append(f"commit {str(program['commit'])[:12]} pins other program dependencies "
+                     "(infra/requirements.txt): the worktree uses the project's .venv; run 'pulumi install' in it "
+                     "first for an exact preview")
     notes += [f"config changes: {c.describe()}" for c in changes]
     if target.numbered_locally:
         notes.append(NUMBERING_NOTE)
