@@ -43,7 +43,7 @@ def test_history_through_the_automation_api(stack_env: StackEnv, fake_pulumi: Fa
 def test_diff_through_the_cli_reads_old_checkpoints_from_the_backend(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                                      run_cli: RunCli) -> None:
     """The one path where secrets arrive decrypted (``pulumi stack export --show-secrets``): the
-    diff must say the password changed and print none of its values, in JSON or for humans."""
+    diff must say the secret changed and print none of its values, in JSON or for humans."""
     result = run_cli("infra", "diff", "3", "--via", "cli", "--json")
     assert result.code == 0, result.err
     document = result.json()
@@ -54,9 +54,10 @@ def test_diff_through_the_cli_reads_old_checkpoints_from_the_backend(stack_env: 
     for secret in set(SECRETS):
         for text in (result.out, result.err, human.out, human.err):
             assert secret not in text
-    assert f"{DB_PASSWORD_KEY}: [secret] changed" in human.out and "password: [secret] changed" in human.out
-    password_change = next(c for c in document["config"] if c["key"] == DB_PASSWORD_KEY)
-    assert password_change["secret"] is True
+    assert f"{SECRET_KEY}: [secret] changed" in human.out
+    assert "origins[1].customHeaders[0].value: [secret] changed" in human.out
+    secret_change = next(c for c in document["config"] if c["key"] == SECRET_KEY)
+    assert secret_change["secret"] is True
 
 
 def test_diff_through_the_cli_without_a_diy_backend_compares_config(
