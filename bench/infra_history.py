@@ -108,7 +108,7 @@ def generate(root: Path, updates: int, resource_count: int) -> dict[str, int]:
         info = {"kind": "update", "startTime": START + number * 600, "message": f"update {number}",
                 "environment": {"git.head": f"{number:040x}", "exec.kind": "cli"},
                 "config": {"aws:region": "us-east-1", "rollback:edgeFunctionVersion": str(variant + 1),
-                           "rollback:assetsRelease": f"r{variant + 1}", "rollback:dbMasterPassword":
+                           "rollback:assetsRelease": f"r{variant + 1}", "rollback:originVerifySecret":
                            {"secure": "djE6YmVuY2g="}},
                 "result": "succeeded", "endTime": START + number * 600 + 60, "version": 0,
                 "resourceChanges": {"same": resource_count - 1, "update": 1}}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 # The Pulumi CLI runs this directory with infra/ as the working directory and on
 # sys.path; the components are imported as the ``infra`` package (as the tests
@@ -28,22 +29,39 @@ from infra.cdn import Cdn, CdnArgs  # noqa: E402
 from infra.database import Database, DatabaseArgs  # noqa: E402
 from infra.edge_function import EdgeFunction, EdgeFunctionArgs  # noqa: E402
 from infra.operator_role import OperatorRole, OperatorRoleArgs  # noqa: E402
-from infra.settings import MONITORING_REGION, ConfigError, Settings, parse_settings  # noqa: E402
+from infra.settings import ConfigError, Settings, check_live_database, parse_settings  # noqa: E402
 
 
 def load_settings() -> Settings:
     """Read the stack config (the only config read in the program) into validated settings."""
     config = pulumi.Config()
     try:
-        return parse_settings(
+        settings = parse_settings(
             config.get,
             project=pulumi.get_project(),
             stack=pulumi.get_stack(),
             region=pulumi.Config("aws").get("region"),
         )
+        check_live_database(settings, **live_database(settings.db_instance_identifier))
     except ConfigError as exc:
         # RunError: the CLI prints the one-line message without a Python traceback.
         raise pulumi.RunError(str(exc)) from exc
+    for warning in settings.warnings:
+        pulumi.log.warn(warning)
+    return settings
+
+
+def live_database(identifier: str) -> dict[str, Any]:
+    """Engine version and storage of the instance the config targets, read from AWS (None before it exists).
+
+    A read at preview time: RDS rejects an engine downgrade or a storage shrink only in the
+    middle of ``pulumi up``, so the program refuses such a config before anything changes.
+    """
+    found = aws.rds.get_instances(filters=[{"name": "db-instance-id", "values": [identifier]}])
+    if identifier not in (found.instance_identifiers or []):
+        return {"engine_version": None, "allocated_storage_gb": None}
+    live = aws.rds.get_instance(db_instance_identifier=identifier)
+    return {"engine_version": live.engine_version, "allocated_storage_gb": live.allocated_storage}
 
 
 def main() -> None:
@@ -51,9 +69,10 @@ def main() -> None:
     prefix = settings.name_prefix
     tags = {"project": pulumi.get_project(), "stack": pulumi.get_stack(), "managed-by": "pulumi"}
 
-    # Lambda@Edge and CloudFront metrics live only in us-east-1, whatever aws:region says.
-    # An explicit provider does not inherit the default one's settings: pass the profile on.
-    us_east_1 = aws.Provider("us-east-1", region=MONITORING_REGION, profile=pulumi.Config("aws").get("profile"))
+    # Lambda@Edge and the CloudFront metrics exist only in us-east-1: the stack's region must be
+    # us-east-1 (infra.settings), and the edge function and alarms name that region themselves.
+    # Everything uses the default provider, so every aws:* setting (profile, assumed role,
+    # default tags...) applies to all of it.
 
     assets = AssetsBucket(
         "assets",
@@ -69,7 +88,6 @@ def main() -> None:
         "edge",
         EdgeFunctionArgs(
             function_name=f"{prefix}-security-headers",
-            us_east_1=us_east_1,
             pinned_version=settings.edge_function_version,
             tags=tags,
         ),
@@ -78,6 +96,7 @@ def main() -> None:
     cdn = Cdn(
         "cdn",
         CdnArgs(
+            name_prefix=prefix,
             assets_bucket_id=assets.bucket.id,
             assets_bucket_arn=assets.bucket_arn,
             assets_bucket_domain=assets.regional_domain_name,
@@ -99,16 +118,16 @@ def main() -> None:
         "db",
         DatabaseArgs(
             identifier=settings.db_instance_identifier,
-            password=pulumi.Output.secret(settings.db_password),
+            identifier_base=settings.db_identifier,
             backup_retention_days=settings.db_backup_retention_days,
+            network=settings.db_network,
             instance_class=settings.db_instance_class,
-            engine_version=settings.db_engine_version,
+            engine_major=settings.db_engine_major,
             allocated_storage_gb=settings.db_allocated_storage_gb,
             db_name=settings.db_name,
             username=settings.db_username,
             multi_az=settings.db_multi_az,
-            subnet_group_name=settings.db_subnet_group_name,
-            security_group_ids=settings.db_security_group_ids,
+            apply_immediately=settings.db_apply_immediately,
             restore_from_snapshot=settings.db_restore_from_snapshot,
             restore_to_time=settings.db_restore_to_time,
             release_snapshots=settings.db_release_snapshots,
@@ -121,10 +140,10 @@ def main() -> None:
         AlarmsArgs(
             name_prefix=prefix,
             distribution_id=cdn.distribution_id,
-            db_instance_id=db.instance_id,
+            # After a CLI restore (`rollback db rds-restore`) the alarms can watch that instance.
+            db_instance_id=settings.db_alarm_instance_id or db.instance_id,
             db_max_connections=settings.db_max_connections,
             db_allocated_storage_gb=settings.db_allocated_storage_gb,
-            provider=us_east_1,
             thresholds=settings.alarms,
             alert_email=settings.alert_email,
             tags=tags,
@@ -148,8 +167,11 @@ def main() -> None:
             assets_bucket_arn=assets.bucket_arn,
             db_instance_arn=db.instance_arn,
             db_identifier_base=settings.db_identifier,
-            alarm_arns=[a.arn for a in alarms.alarms.values()] + [alarms.composite.arn],
-            db_subnet_group_name=settings.db_subnet_group_name,
+            alarm_name_prefix=prefix,
+            db_subnet_group_name=db.subnet_group.name,
+            db_parameter_group_name=db.parameter_group.name,
+            backend_url=settings.operator_backend_url,
+            lock_url=settings.operator_lock_url,
             tags=tags,
         ),
     )
@@ -163,6 +185,8 @@ def main() -> None:
     pulumi.export("assetsBucket", assets.bucket_name)
     pulumi.export("assetsRelease", settings.assets_release)
     pulumi.export("dbInstanceId", db.instance_id)
+    pulumi.export("dbAddress", db.address)
+    pulumi.export("dbMasterSecretArn", db.master_secret_arn)
     pulumi.export("alarmNames", alarms.alarm_names)
     pulumi.export("compositeAlarmName", alarms.composite_name)
     pulumi.export("alertTopicArn", alarms.topic_arn)

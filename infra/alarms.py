@@ -8,7 +8,14 @@ runbook's numbers (see ``infra.settings.AlarmThresholds``).
 Everything here is created in us-east-1: CloudFront (and its Lambda@Edge
 error) metrics exist only there, and a composite alarm and its SNS topic must
 share the region of the alarms they watch. The program therefore requires the
-database to be in us-east-1 as well (checked in ``infra.settings``).
+database to be in us-east-1 as well (checked in ``infra.settings``). Each
+resource names the region itself (pulumi-aws 7's per-resource ``region``) and
+uses the default provider, so every ``aws:*`` setting of the stack applies.
+
+The edge-errors alarm adds Lambda@Edge execution, validation and limit-exceeded
+errors with ``FILL(m, 0)``: CloudFront publishes an error metric only for
+minutes that had one, and a sum with a missing series is itself missing, which
+would read as "not breaching".
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from dataclasses import dataclass, field
 import pulumi
 import pulumi_aws as aws
 
-from infra.settings import AlarmThresholds
+from infra.settings import MONITORING_REGION, AlarmThresholds
 
 # Evaluate every minute and alarm on 3 bad minutes out of 5: fast enough for the
 # runbook's "rollback within 15 minutes", tolerant of a single noisy minute.
@@ -28,6 +35,7 @@ DATAPOINTS_TO_ALARM = 3
 # Cache hit rate is noisy at low traffic; judge it over 15 minutes.
 CACHE_HIT_PERIOD_SECONDS = 300
 CACHE_HIT_EVALUATION_PERIODS = 3
+EDGE_ERROR_QUERIES = ("executionErrors", "validationErrors", "limitErrors")
 
 
 @dataclass
@@ -40,8 +48,6 @@ class AlarmsArgs:
     db_instance_id: pulumi.Input[str]
     db_max_connections: int
     db_allocated_storage_gb: int
-    provider: aws.Provider
-    """us-east-1 provider (see module docstring)."""
     thresholds: AlarmThresholds = field(default_factory=AlarmThresholds)
     alert_email: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
@@ -56,17 +62,20 @@ class RollbackAlarms(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: AlarmsArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("rollback:infra:RollbackAlarms", name, None, opts)
-        child = pulumi.ResourceOptions(parent=self, provider=args.provider)
+        child = pulumi.ResourceOptions(parent=self)
         t = args.thresholds
         prefix = args.name_prefix
 
-        self.topic = aws.sns.Topic(f"{name}-topic", name=f"{prefix}-rollback-alerts", tags=args.tags, opts=child)
+        self.topic = aws.sns.Topic(
+            f"{name}-topic", name=f"{prefix}-rollback-alerts", region=MONITORING_REGION, tags=args.tags, opts=child
+        )
         if args.alert_email:
             aws.sns.TopicSubscription(
                 f"{name}-email",
                 topic=self.topic.arn,
                 protocol="email",
                 endpoint=args.alert_email,
+                region=MONITORING_REGION,
                 opts=child,
             )
         actions = [self.topic.arn]
@@ -76,6 +85,7 @@ class RollbackAlarms(pulumi.ComponentResource):
         common: dict[str, object] = {
             "alarm_actions": actions,
             "ok_actions": actions,
+            "region": MONITORING_REGION,
             "tags": args.tags,
             "opts": child,
         }
@@ -141,15 +151,17 @@ class RollbackAlarms(pulumi.ComponentResource):
             f"{name}-edge-function-errors",
             name=f"{prefix}-edge-function-errors",
             alarm_description=(
-                f"Rollback criterion: Lambda@Edge execution + validation errors > {t.edge_errors_max:g} "
-                "per minute on this distribution"
+                f"Rollback criterion: Lambda@Edge execution + validation + limit-exceeded errors > "
+                f"{t.edge_errors_max:g} per minute on this distribution"
             ),
             metric_queries=[
                 _cdn_metric("executionErrors", "LambdaExecutionError", cdn),
                 _cdn_metric("validationErrors", "LambdaValidationError", cdn),
+                _cdn_metric("limitErrors", "LambdaLimitExceededErrors", cdn),
                 {
                     "id": "edgeErrors",
-                    "expression": "executionErrors + validationErrors",
+                    # A missing series (no error that minute) counts as 0, not as "no data".
+                    "expression": " + ".join(f"FILL({m}, 0)" for m in EDGE_ERROR_QUERIES),
                     "label": "Lambda@Edge errors",
                     "return_data": True,
                 },
@@ -209,6 +221,7 @@ class RollbackAlarms(pulumi.ComponentResource):
             ),
             alarm_actions=actions,
             ok_actions=actions,
+            region=MONITORING_REGION,
             tags=args.tags,
             opts=child,
         )

@@ -5,6 +5,12 @@ keeps the previous object); the lifecycle bounds its cost without ever
 dropping the newest noncurrent versions. Read access for CloudFront (origin
 access control) is granted by the CDN component, because the bucket policy
 names the distribution, which itself needs this bucket as its origin.
+
+The bucket is ``protect``-ed: a replacement (a new ``assetsBucketName``, or
+an earlier config with another one) would re-point CloudFront at an empty
+bucket before failing to delete the old one. Pulumi refuses to delete a
+protected resource, and ``rollback infra preview`` refuses the replacement
+before anything changes.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ class AssetsBucket(pulumi.ComponentResource):
             # A rollback must never find its history emptied by a stack teardown.
             force_destroy=False,
             tags=args.tags,
-            opts=child,
+            opts=pulumi.ResourceOptions(parent=self, protect=True),
         )
         self.versioning = aws.s3.BucketVersioning(
             f"{name}-versioning",

@@ -5,6 +5,16 @@ edge-function version ARN on the default behaviour. Rolling back either is a
 change of exactly one distribution input. Additional metrics (origin latency,
 cache hit rate, error rates per status) are switched on so the rollback
 alarms can watch them.
+
+A change of the origin path invalidates ``/*`` (``infra.invalidation``): the
+cache key does not include the origin path, so without it the other release's
+objects would be served for up to a day.
+
+Security headers: the Lambda@Edge function adds them on the default (assets)
+behaviour and stays the versioned rollback lever the runbook names; the app
+paths (``/api/*``, ``/auth/*``) get the same headers from a CloudFront
+response-headers policy, built from the function's own header values. Neither
+overrides a header the origin already sent.
 """
 
 from __future__ import annotations
@@ -17,6 +27,8 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.assets_bucket import release_origin_path
+from infra.edge.handler import SECURITY_HEADERS
+from infra.invalidation import ReleaseInvalidation
 
 ASSETS_ORIGIN_ID = "assets"
 APP_ORIGIN_ID = "app"
@@ -33,6 +45,8 @@ ORIGIN_VERIFY_HEADER = "X-Origin-Verify"
 class CdnArgs:
     """Inputs of :class:`Cdn`."""
 
+    name_prefix: str
+    """``<project>-<stack>``: account-wide names (origin access control, headers policy) are unique per stack."""
     assets_bucket_id: pulumi.Input[str]
     assets_bucket_arn: pulumi.Input[str]
     assets_bucket_domain: pulumi.Input[str]
@@ -63,7 +77,8 @@ class Cdn(pulumi.ComponentResource):
 
         self.origin_access_control = aws.cloudfront.OriginAccessControl(
             f"{name}-oac",
-            name=f"{name}-assets-oac",
+            # Account-wide name: two stacks in one account must not collide.
+            name=f"{args.name_prefix}-assets-oac"[:64],
             description="CloudFront reads the assets bucket with SigV4",
             origin_access_control_origin_type="s3",
             signing_behavior="always",
@@ -83,6 +98,14 @@ class Cdn(pulumi.ComponentResource):
         }
         if args.origin_verify_secret is not None:
             app_origin["custom_headers"] = [{"name": ORIGIN_VERIFY_HEADER, "value": args.origin_verify_secret}]
+
+        self.app_headers = aws.cloudfront.ResponseHeadersPolicy(
+            f"{name}-app-headers",
+            name=f"{args.name_prefix}-app-security-headers"[:128],
+            comment="Security headers on the app paths (the edge function adds them on the assets)",
+            security_headers_config=security_headers_config(),
+            opts=child,
+        )
 
         viewer_certificate: dict[str, object]
         if args.certificate_arn:
@@ -140,6 +163,7 @@ class Cdn(pulumi.ComponentResource):
                     "compress": True,
                     "cache_policy_id": CACHING_DISABLED,
                     "origin_request_policy_id": ALL_VIEWER_EXCEPT_HOST_HEADER,
+                    "response_headers_policy_id": self.app_headers.id,
                 }
                 for pattern in args.app_path_patterns
             ],
@@ -147,6 +171,14 @@ class Cdn(pulumi.ComponentResource):
             viewer_certificate=viewer_certificate,
             tags=args.tags,
             opts=child,
+        )
+
+        # Keyed on the origin path: a release change (or its rollback) invalidates what was cached.
+        self.release_invalidation = ReleaseInvalidation(
+            f"{name}-release-invalidation",
+            distribution_id=self.distribution.id,
+            origin_path=release_origin_path(args.assets_release),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.distribution]),
         )
 
         # Additional metrics: OriginLatency and CacheHitRate exist only with this subscription.
@@ -180,6 +212,27 @@ class Cdn(pulumi.ComponentResource):
                 "domainName": self.domain_name,
             }
         )
+
+
+def security_headers_config() -> dict[str, object]:
+    """The edge function's headers as a response-headers policy; the origin's own headers win."""
+    hsts = {d.strip().lower(): d.strip() for d in SECURITY_HEADERS["Strict-Transport-Security"].split(";")}
+    max_age = next(int(d.split("=", 1)[1]) for d in hsts if d.startswith("max-age="))
+    return {
+        "strict_transport_security": {
+            "access_control_max_age_sec": max_age,
+            "include_subdomains": "includesubdomains" in hsts,
+            "preload": "preload" in hsts,
+            "override": False,
+        },
+        "content_security_policy": {
+            "content_security_policy": SECURITY_HEADERS["Content-Security-Policy"],
+            "override": False,
+        },
+        "content_type_options": {"override": False},
+        "frame_options": {"frame_option": SECURITY_HEADERS["X-Frame-Options"], "override": False},
+        "referrer_policy": {"referrer_policy": SECURITY_HEADERS["Referrer-Policy"], "override": False},
+    }
 
 
 def _bucket_policy(bucket_arn: str, distribution_arn: str) -> str:

@@ -4,6 +4,18 @@ Each code change publishes a new immutable version; CloudFront references a
 version ARN, never ``$LATEST``. ``pinned_version`` selects which one: rolling
 the edge back is pinning an earlier number, which changes only the
 association ARN on the distribution.
+
+The function is ``retain_on_delete``: a replaced function (a rename, or an
+earlier config with another name) is forgotten by Pulumi instead of deleted,
+because CloudFront's replicas of a Lambda@Edge function keep it undeletable
+for hours after the distribution stops using it; the delete would fail the
+update after CloudFront had already been re-pointed. ``rollback infra
+preview`` refuses such a replacement before anything changes.
+
+Lambda@Edge functions can only be created in us-east-1: the function (and
+its logs policy) name that region themselves (pulumi-aws 7's per-resource
+``region``) and use the default provider, which carries every ``aws:*``
+setting of the stack (profile, assumed role, default tags...).
 """
 
 from __future__ import annotations
@@ -16,6 +28,7 @@ import pulumi
 import pulumi_aws as aws
 
 EDGE_SOURCE_DIR = Path(__file__).resolve().parent / "edge"
+EDGE_REGION = "us-east-1"
 HANDLER_FILE = "handler.py"
 
 _ASSUME_ROLE_POLICY = json.dumps(
@@ -38,8 +51,6 @@ class EdgeFunctionArgs:
 
     function_name: str
     """Lambda function name (the CLI lists this function's versions)."""
-    us_east_1: aws.Provider
-    """Provider for us-east-1: Lambda@Edge functions can only be created there."""
     pinned_version: str | None = None
     """Version CloudFront uses; None means the newest published version."""
     source_dir: Path = EDGE_SOURCE_DIR
@@ -55,9 +66,7 @@ class EdgeFunction(pulumi.ComponentResource):
 
     def __init__(self, name: str, args: EdgeFunctionArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("rollback:infra:EdgeFunction", name, None, opts)
-        # Always the explicit us-east-1 provider, even when the stack's region is us-east-1:
-        # the function must not move if someone changes aws:region.
-        edge = pulumi.ResourceOptions(parent=self, provider=args.us_east_1)
+        edge = pulumi.ResourceOptions(parent=self)
 
         self.role = aws.iam.Role(
             f"{name}-role",
@@ -81,13 +90,15 @@ class EdgeFunction(pulumi.ComponentResource):
             # Only the handler is packaged, so the code hash (and a new version) changes only with it.
             code=pulumi.AssetArchive({HANDLER_FILE: pulumi.FileAsset(str(args.source_dir / HANDLER_FILE))}),
             role=self.role.arn,
+            # Whatever aws:region says, the function must not move.
+            region=EDGE_REGION,
             # Lambda@Edge: published versions only, x86_64, and viewer triggers allow 128 MB / 5 s.
             publish=True,
             architectures=["x86_64"],
             memory_size=128,
             timeout=5,
             tags=args.tags,
-            opts=pulumi.ResourceOptions(parent=self, provider=args.us_east_1, depends_on=[self.logs]),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.logs], retain_on_delete=True),
         )
 
         pinned = args.pinned_version

@@ -1,12 +1,38 @@
 """Rollback operator: the IAM role the ``rollback`` CLI assumes, and nothing more.
 
 Every statement names this stack's resources by ARN. The only ``"*"``
-resources are the CloudWatch metric reads, which AWS does not scope to
-resources at all (GetMetricData, GetMetricStatistics, ListMetrics).
+resource is the CloudWatch metric read (GetMetricData), which AWS does not
+scope to resources at all.
+
+What the CLI does with each grant (``tests/infra/test_operator_role_vs_cli.py``
+records every AWS call the CLI's adapters make during the test suite and
+checks each against this document, action and resource):
+
+* CloudFront: read the distribution and its config, update it under
+  ``IfMatch`` (edge associations, ``infra cdn restore|release``), invalidate.
+  Associating a Lambda@Edge version needs ``lambda:GetFunction`` and
+  ``lambda:EnableReplication*`` on that version (``DisableReplication*`` on
+  the one it replaces).
+* S3 (assets bucket): list versions, copy a version back (``CopyObject`` of a
+  version with ``TaggingDirective=COPY`` reads the version and its tags and
+  writes the key and its tags), remove delete markers (``DeleteObjectVersion``)
+  and write delete markers (``DeleteObject``). Nothing unversioned is read.
+* RDS: the base instance ``db:<base>`` *and* every instance restored from it
+  (``db:<base>-*``: the program's ``<base>-from-...``/``<base>-pitr...`` and
+  the CLI's ``--target``), their snapshots (``<base>-*``, automated
+  ``rds:<base>-*``) and automated backups; restores name the declared subnet
+  and parameter groups and add tags.
+* CloudWatch: the stack's alarms (``<prefix>-*``) and metric reads.
+* Optionally (``operatorBackendUrl``) read-only access to an ``s3://`` Pulumi
+  backend, which the CLI reads directly for ``infra history|diff``, and
+  (``operatorLockUrl``) the team lease every state-changing command takes
+  (``[env.X.lock] url``: read, conditional writes, release; journals copied there).
 
 Not granted: ``iam:CreateServiceLinkedRole``. CloudFront needs the Lambda@Edge
 service-linked role the first time a function is associated; ``pulumi up``
 creates that association, so the role exists before the CLI ever re-points it.
+Nor anything ``pulumi up`` needs: ``infra preview``/``restore`` through the
+Pulumi CLI run with the *deployer's* credentials (see README, "Deployer role").
 """
 
 from __future__ import annotations
@@ -19,8 +45,8 @@ from typing import Any
 import pulumi
 import pulumi_aws as aws
 
-# Actions AWS cannot scope to a resource ARN.
-UNSCOPABLE_ACTIONS = ("cloudwatch:GetMetricData", "cloudwatch:GetMetricStatistics", "cloudwatch:ListMetrics")
+# Actions AWS cannot scope to a resource ARN (rollback report reads the distribution's metrics).
+UNSCOPABLE_ACTIONS = ("cloudwatch:GetMetricData",)
 
 
 @dataclass
@@ -35,10 +61,17 @@ class OperatorRoleArgs:
     """Unqualified function ARN; its versions are ``<arn>:<n>``."""
     assets_bucket_arn: pulumi.Input[str]
     db_instance_arn: pulumi.Input[str]
+    """ARN of the instance in use (its region and account name the others)."""
     db_identifier_base: str
-    """Base RDS identifier: restored instances and snapshots are named from it."""
-    alarm_arns: Sequence[pulumi.Input[str]]
-    db_subnet_group_name: str | None = None
+    """Base RDS identifier: restored instances, snapshots and the network groups are named from it."""
+    alarm_name_prefix: str
+    """Every rollback alarm is named ``<prefix>-...``."""
+    db_subnet_group_name: pulumi.Input[str]
+    db_parameter_group_name: pulumi.Input[str]
+    backend_url: str | None = None
+    """``s3://bucket/prefix`` of a self-managed Pulumi backend to read."""
+    lock_url: str | None = None
+    """``s3://bucket/prefix`` of the CLI's team lease (and the journals it copies there)."""
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -69,7 +102,8 @@ class OperatorRole(pulumi.ComponentResource):
                 args.edge_function_arn,
                 args.assets_bucket_arn,
                 args.db_instance_arn,
-                pulumi.Output.all(*args.alarm_arns),
+                args.db_subnet_group_name,
+                args.db_parameter_group_name,
             ).apply(
                 lambda v: json.dumps(
                     operator_policy(
@@ -77,9 +111,12 @@ class OperatorRole(pulumi.ComponentResource):
                         function_arn=v[1],
                         bucket_arn=v[2],
                         db_instance_arn=v[3],
-                        alarm_arns=v[4],
+                        db_subnet_group_name=v[4],
+                        db_parameter_group_name=v[5],
                         db_identifier_base=args.db_identifier_base,
-                        db_subnet_group_name=args.db_subnet_group_name,
+                        alarm_name_prefix=args.alarm_name_prefix,
+                        backend_url=args.backend_url,
+                        lock_url=args.lock_url,
                     ),
                     sort_keys=True,
                 )
@@ -114,95 +151,148 @@ def operator_policy(
     function_arn: str,
     bucket_arn: str,
     db_instance_arn: str,
-    alarm_arns: Sequence[str],
     db_identifier_base: str,
-    db_subnet_group_name: str | None,
+    db_subnet_group_name: str,
+    db_parameter_group_name: str,
+    alarm_name_prefix: str,
+    backend_url: str | None = None,
+    lock_url: str | None = None,
 ) -> dict[str, Any]:
     """The operator's permissions, as a policy document (pure, for tests and review)."""
     # arn:aws:rds:<region>:<account>:db:<id> -> arn:aws:rds:<region>:<account>:
     rds_prefix = db_instance_arn.split(":db:", 1)[0] + ":"
-    # Restores create new instances named <base>-from-... / <base>-pitr-...; snapshots
-    # (release, final, automated "rds:<id>-...") are named from the same base.
-    instances = [db_instance_arn, f"{rds_prefix}db:{db_identifier_base}-*"]
+    # The base instance and every instance restored from it (by the program or the CLI):
+    # after a restore the instance in use is <base>-..., and the original stays <base>.
+    instances = [f"{rds_prefix}db:{db_identifier_base}", f"{rds_prefix}db:{db_identifier_base}-*"]
     snapshots = [f"{rds_prefix}snapshot:{db_identifier_base}-*", f"{rds_prefix}snapshot:rds:{db_identifier_base}-*"]
     # A restore also names the instance's subnet, parameter and option groups.
     restore_groups = [
-        f"{rds_prefix}subgrp:{db_subnet_group_name or 'default'}",
-        f"{rds_prefix}pg:default.postgres*",
+        f"{rds_prefix}subgrp:{db_subnet_group_name}",
+        f"{rds_prefix}pg:{db_parameter_group_name}",
         f"{rds_prefix}og:default:postgres-*",
+        f"{rds_prefix}og:{db_identifier_base}-*",
     ]
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
+    # arn:aws:cloudwatch:<region>:<account>:alarm:<name>
+    region_account = rds_prefix.split(":", 3)[3]  # "<region>:<account>:"
+    alarms = f"arn:aws:cloudwatch:{region_account}alarm:{alarm_name_prefix}-*"
+    statements: list[dict[str, Any]] = [
+        {
+            "Sid": "CloudFrontConfigAndInvalidations",
+            "Effect": "Allow",
+            "Action": [
+                "cloudfront:GetDistribution",
+                "cloudfront:GetDistributionConfig",
+                "cloudfront:UpdateDistribution",
+                "cloudfront:CreateInvalidation",
+                "cloudfront:GetInvalidation",
+            ],
+            "Resource": [distribution_arn],
+        },
+        {
+            "Sid": "EdgeFunctionVersionsRead",
+            "Effect": "Allow",
+            "Action": ["lambda:GetFunction", "lambda:ListVersionsByFunction"],
+            "Resource": [function_arn, f"{function_arn}:*"],
+        },
+        {
+            # CloudFront requires the caller of UpdateDistribution to be allowed to replicate the
+            # Lambda@Edge version it associates, and to stop replicating the one it drops.
+            "Sid": "EdgeFunctionReplicationOnAssociate",
+            "Effect": "Allow",
+            "Action": ["lambda:EnableReplication*", "lambda:DisableReplication*"],
+            "Resource": [f"{function_arn}:*"],
+        },
+        {
+            "Sid": "AssetsBucketVersionListing",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucketVersions", "s3:GetBucketVersioning"],
+            "Resource": [bucket_arn],
+        },
+        {
+            # Restoring a version is CopyObject (read the version and its tags, write the key
+            # and the tags); undeleting removes delete markers (DeleteObjectVersion); a
+            # restore to a time before a key existed writes a delete marker (DeleteObject).
+            "Sid": "AssetsObjectsRestore",
+            "Effect": "Allow",
+            "Action": [
+                "s3:GetObjectVersion",
+                "s3:GetObjectVersionTagging",
+                "s3:PutObject",
+                "s3:PutObjectTagging",
+                "s3:DeleteObject",
+                "s3:DeleteObjectVersion",
+            ],
+            "Resource": [f"{bucket_arn}/*"],
+        },
+        {
+            "Sid": "DatabaseDescribe",
+            "Effect": "Allow",
+            "Action": ["rds:DescribeDBInstances", "rds:DescribeDBSnapshots"],
+            "Resource": instances + snapshots,
+        },
+        {
+            # Automated backups are named by the instance's resource id, which no config knows.
+            "Sid": "DatabaseAutomatedBackups",
+            "Effect": "Allow",
+            "Action": ["rds:DescribeDBInstanceAutomatedBackups"],
+            "Resource": [f"{rds_prefix}auto-backup:*"],
+        },
+        {
+            "Sid": "DatabaseSnapshot",
+            "Effect": "Allow",
+            "Action": ["rds:CreateDBSnapshot"],
+            "Resource": instances + snapshots,
+        },
+        {
+            # A restore copies the source's tags onto the new instance (AddTagsToResource on it).
+            "Sid": "DatabaseRestore",
+            "Effect": "Allow",
+            "Action": ["rds:RestoreDBInstanceFromDBSnapshot", "rds:RestoreDBInstanceToPointInTime",
+                       "rds:AddTagsToResource"],
+            "Resource": instances + snapshots + restore_groups,
+        },
+        {
+            "Sid": "AlarmsRead",
+            "Effect": "Allow",
+            "Action": ["cloudwatch:DescribeAlarms"],
+            "Resource": [alarms],
+        },
+        {
+            # AWS offers no resource-level permissions for metric reads.
+            "Sid": "MetricsRead",
+            "Effect": "Allow",
+            "Action": list(UNSCOPABLE_ACTIONS),
+            "Resource": "*",
+        },
+    ]
+    if backend_url:
+        bucket, _, prefix = backend_url[len("s3://"):].partition("/")
+        prefix = prefix.strip("/")
+        state = f"{prefix}/.pulumi" if prefix else ".pulumi"
+        statements += [
             {
-                "Sid": "CloudFrontConfigAndInvalidations",
+                "Sid": "PulumiBackendList",
                 "Effect": "Allow",
-                "Action": [
-                    "cloudfront:GetDistribution",
-                    "cloudfront:GetDistributionConfig",
-                    "cloudfront:UpdateDistribution",
-                    "cloudfront:CreateInvalidation",
-                    "cloudfront:GetInvalidation",
-                    "cloudfront:ListInvalidations",
-                ],
-                "Resource": [distribution_arn],
+                "Action": ["s3:ListBucket"],
+                "Resource": [f"arn:aws:s3:::{bucket}"],
+                "Condition": {"StringLike": {"s3:prefix": [state, f"{state}/*"]}},
             },
             {
-                "Sid": "EdgeFunctionVersionsRead",
+                "Sid": "PulumiBackendRead",
                 "Effect": "Allow",
-                "Action": ["lambda:GetFunction", "lambda:GetFunctionConfiguration", "lambda:ListVersionsByFunction"],
-                "Resource": [function_arn, f"{function_arn}:*"],
+                "Action": ["s3:GetObject"],
+                "Resource": [f"arn:aws:s3:::{bucket}/{state}/*"],
             },
-            {
-                # CloudFront requires the caller of UpdateDistribution to be allowed to
-                # replicate the Lambda@Edge version it associates.
-                "Sid": "EdgeFunctionReplicationOnAssociate",
-                "Effect": "Allow",
-                "Action": ["lambda:EnableReplication*"],
-                "Resource": [f"{function_arn}:*"],
-            },
-            {
-                "Sid": "AssetsBucketVersionListing",
-                "Effect": "Allow",
-                "Action": ["s3:ListBucket", "s3:ListBucketVersions", "s3:GetBucketVersioning"],
-                "Resource": [bucket_arn],
-            },
-            {
-                "Sid": "AssetsObjectsGetPut",
-                "Effect": "Allow",
-                "Action": ["s3:GetObject", "s3:GetObjectVersion", "s3:PutObject"],
-                "Resource": [f"{bucket_arn}/*"],
-            },
-            {
-                "Sid": "DatabaseDescribe",
-                "Effect": "Allow",
-                "Action": ["rds:DescribeDBInstances", "rds:DescribeDBSnapshots", "rds:ListTagsForResource"],
-                "Resource": instances + snapshots,
-            },
-            {
-                "Sid": "DatabaseSnapshot",
-                "Effect": "Allow",
-                "Action": ["rds:CreateDBSnapshot", "rds:AddTagsToResource"],
-                "Resource": instances + snapshots,
-            },
-            {
-                "Sid": "DatabaseRestore",
-                "Effect": "Allow",
-                "Action": ["rds:RestoreDBInstanceFromDBSnapshot", "rds:RestoreDBInstanceToPointInTime"],
-                "Resource": instances + snapshots + restore_groups,
-            },
-            {
-                "Sid": "AlarmsRead",
-                "Effect": "Allow",
-                "Action": ["cloudwatch:DescribeAlarms", "cloudwatch:DescribeAlarmHistory"],
-                "Resource": sorted(alarm_arns),
-            },
-            {
-                # AWS offers no resource-level permissions for metric reads.
-                "Sid": "MetricsRead",
-                "Effect": "Allow",
-                "Action": list(UNSCOPABLE_ACTIONS),
-                "Resource": "*",
-            },
-        ],
-    }
+        ]
+    if lock_url:
+        bucket, _, prefix = lock_url[len("s3://"):].partition("/")
+        objects = f"arn:aws:s3:::{bucket}/{prefix.strip('/')}/*" if prefix.strip("/") else f"arn:aws:s3:::{bucket}/*"
+        statements.append({
+            # Every state-changing command takes the team lease (conditional writes) and copies its
+            # journal and incident record next to it.
+            "Sid": "TeamLease",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+            "Resource": [objects],
+        })
+    return {"Version": "2012-10-17", "Statement": statements}

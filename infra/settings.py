@@ -58,6 +58,20 @@ _DB_IDENTIFIER = re.compile(r"^[a-z](?:-?[a-z0-9])*$")
 _SNAPSHOT_REF = re.compile(r"^(arn:aws[a-z-]*:rds:[a-z0-9-]+:\d{12}:snapshot:)?[A-Za-z][A-Za-z0-9:-]*$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
 _PRICE_CLASSES = ("PriceClass_100", "PriceClass_200", "PriceClass_All")
+_ENGINE_MAJOR = re.compile(r"^\d{1,3}$")
+_VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
+_SUBNET_ID = re.compile(r"^subnet-[0-9a-f]{8,17}$")
+_SECURITY_GROUP_ID = re.compile(r"^sg-[0-9a-f]{8,17}$")
+_CIDR = re.compile(r"^(\d{1,3}\.){3}\d{1,3}/\d{1,2}$")
+_BACKEND_URL = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?P<prefix>/[^?#]*)?$")
+DEFAULT_ENGINE_MAJOR = "16"
+POSTGRES_PORT = 5432
+
+# Keys an earlier program read and this one does not: set, they are reported, not applied.
+_RETIRED_KEYS = {
+    "dbMasterPassword": "the master password is managed by RDS in Secrets Manager (manage_master_user_password); "
+    "remove it with `pulumi config rm dbMasterPassword`",
+}
 
 
 class ConfigError(ValueError):
@@ -90,6 +104,27 @@ class RestoreToTime:
     def restore_time(self) -> str | None:
         """The time in the RFC 3339 form RDS expects, or None for latest."""
         return None if self.time is None else self.time.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class DbNetwork:
+    """How the app reaches the database, declared by the program (subnet group + security group).
+
+    ``access`` is ``"public"`` (a public endpoint, TLS enforced by the parameter group, port 5432
+    open to ``allowed_cidrs`` only: the app on Vercel reaches it over the internet) or
+    ``"private"`` (no public endpoint; reachable from ``allowed_security_group_ids`` /
+    ``allowed_cidrs`` inside the VPC, e.g. Vercel Secure Compute peered into it).
+    """
+
+    access: str
+    vpc_id: str
+    subnet_ids: tuple[str, ...]
+    allowed_cidrs: tuple[str, ...] = ()
+    allowed_security_group_ids: tuple[str, ...] = ()
+
+    @property
+    def publicly_accessible(self) -> bool:
+        return self.access == "public"
 
 
 @dataclass(frozen=True)
@@ -127,23 +162,32 @@ class Settings:
     # Database
     db_identifier: str = ""
     db_instance_class: str = "db.t4g.medium"
-    db_engine_version: str = "16.4"
+    db_engine_version: str = DEFAULT_ENGINE_MAJOR
+    """The engine's major version; minor upgrades are automatic (see database.py)."""
     db_allocated_storage_gb: int = 20
     db_name: str = "app"
     db_username: str = "app_admin"
-    db_password: str = field(default="", repr=False)
     db_backup_retention_days: int = MIN_BACKUP_RETENTION_DAYS
     db_multi_az: bool = False
-    db_subnet_group_name: str | None = None
-    db_security_group_ids: tuple[str, ...] = ()
+    db_apply_immediately: bool = True
+    db_network: DbNetwork | None = None
     db_max_connections: int = 0
     db_restore_from_snapshot: str | None = None
     db_restore_to_time: RestoreToTime | None = None
+    db_restore_generation: int = 1
     db_release_snapshots: tuple[str, ...] = ()
+    db_alarm_instance_id: str | None = None
+    """The instance the RDS alarms watch when it is not the stack's own (after `rollback db rds-restore`)."""
     # Alarms and operator
     alarms: AlarmThresholds = field(default_factory=AlarmThresholds)
     alert_email: str | None = None
     operator_trusted_principals: tuple[str, ...] = ()
+    operator_backend_url: str | None = None
+    """``s3://bucket/prefix`` of a self-managed Pulumi backend the operator may read."""
+    operator_lock_url: str | None = None
+    """``s3://bucket/prefix`` of the CLI's team lease (``[env.X.lock] url``), which the operator writes."""
+    warnings: tuple[str, ...] = ()
+    """Set keys this program no longer reads, with what to do; reported by the program, never fatal."""
 
     @property
     def db_instance_identifier(self) -> str:
@@ -152,14 +196,22 @@ class Settings:
         A restore creates a *new* instance (RDS cannot restore in place), so
         its identifier must differ from the protected instance it replaces.
         """
+        generation = "" if self.db_restore_generation == 1 else str(self.db_restore_generation)
         if self.db_restore_from_snapshot is not None:
             snapshot = self.db_restore_from_snapshot.rsplit(":", 1)[-1]
-            return _restored_id(self.db_identifier, "from", snapshot)
+            return _restored_id(self.db_identifier, f"from{generation}", snapshot)
         if self.db_restore_to_time is not None:
+            # The source and the generation are part of the name: two restores of different
+            # sources to the same time, or a second restore to "latest", never collide.
             when = self.db_restore_to_time.time
             stamp = "latest" if when is None else when.strftime("%Y%m%dt%H%M%S")
-            return _restored_id(self.db_identifier, "pitr", stamp)
+            source = self.db_restore_to_time.source_instance
+            return _restored_id(self.db_identifier, f"pitr{generation or '1'}", f"{source}-{stamp}")
         return self.db_identifier
+
+    @property
+    def db_engine_major(self) -> str:
+        return self.db_engine_version.split(".", 1)[0]
 
 
 Getter = Callable[[str], str | None]
@@ -269,13 +321,23 @@ def parse_settings(
             )
         max_connections = min(int(memory * 1024**3 * _USABLE_MEMORY_FACTOR / 9531392), 5000)
 
-    password = raw.text("dbMasterPassword")
-    if not password or len(password) < 16:
+    warnings = tuple(f"config rollback:{key} is set but no longer used: {why}"
+                     for key, why in _RETIRED_KEYS.items() if raw.text(key) is not None)
+    for key in ("dbSubnetGroupName", "dbSecurityGroupIds"):
+        if raw.text(key) is not None:
+            raise ConfigError(key, "is replaced by dbNetwork, which the program now declares",
+                              "describe the network in dbNetwork (see README) and remove this key")
+    network = _parse_network(raw.obj("dbNetwork"))
+
+    engine = raw.text("dbEngineVersion") or DEFAULT_ENGINE_MAJOR
+    if not _ENGINE_MAJOR.match(engine):
         raise ConfigError(
-            "dbMasterPassword",
-            "missing or shorter than 16 characters",
-            "run `pulumi config set --secret dbMasterPassword <password>`",
+            "dbEngineVersion",
+            f"{engine!r} is not a major version",
+            "pin the major version only (e.g. 16): minor versions are upgraded automatically in the maintenance "
+            "window, and RDS cannot go back to an older minor version, so a minor pin could not be rolled back",
         )
+    generation = raw.integer("dbRestoreGeneration", 1, minimum=1, maximum=99)
 
     from_snapshot = raw.text("dbRestoreFromSnapshot")
     if from_snapshot is not None and not _SNAPSHOT_REF.match(from_snapshot):
@@ -321,6 +383,21 @@ def parse_settings(
                 "list role, user or root ARNs",
             )
 
+    alarm_instance = raw.text("dbAlarmInstanceId")
+    if alarm_instance is not None and not _DB_IDENTIFIER.match(alarm_instance):
+        raise ConfigError("dbAlarmInstanceId", f"{alarm_instance!r} is not an RDS identifier",
+                          "give the identifier `rollback db rds-restore` printed, or remove the key")
+
+    backend_url = raw.text("operatorBackendUrl")
+    if backend_url is not None and not _BACKEND_URL.match(backend_url):
+        raise ConfigError("operatorBackendUrl", f"{backend_url!r} is not an s3:// backend URL",
+                          "give the URL of `pulumi login s3://bucket/prefix`, or remove the key for other backends")
+
+    lock_url = raw.text("operatorLockUrl")
+    if lock_url is not None and not _BACKEND_URL.match(lock_url):
+        raise ConfigError("operatorLockUrl", f"{lock_url!r} is not an s3:// URL",
+                          "give the [env.<name>.lock] url of rollback.toml (s3://bucket/prefix), or remove the key")
+
     return Settings(
         name_prefix=name_prefix,
         region=region,
@@ -337,22 +414,26 @@ def parse_settings(
         cdn_price_class=price_class,
         db_identifier=db_identifier,
         db_instance_class=instance_class,
-        db_engine_version=raw.text("dbEngineVersion") or "16.4",
+        db_engine_version=engine,
         db_allocated_storage_gb=raw.integer("dbAllocatedStorageGb", 20, minimum=20, maximum=65536),
         db_name=raw.text("dbName") or "app",
         db_username=raw.text("dbUsername") or "app_admin",
-        db_password=password,
         db_backup_retention_days=retention,
         db_multi_az=raw.flag("dbMultiAz", False),
-        db_subnet_group_name=raw.text("dbSubnetGroupName"),
-        db_security_group_ids=tuple(raw.str_list("dbSecurityGroupIds", [])),
+        db_apply_immediately=raw.flag("dbApplyImmediately", True),
+        db_network=network,
         db_max_connections=max_connections,
         db_restore_from_snapshot=from_snapshot,
         db_restore_to_time=to_time,
+        db_restore_generation=generation,
         db_release_snapshots=tuple(release_snapshots),
+        db_alarm_instance_id=alarm_instance,
         alarms=thresholds,
         alert_email=raw.text("alertEmail"),
         operator_trusted_principals=tuple(principals),
+        operator_backend_url=backend_url,
+        operator_lock_url=lock_url.rstrip("/") if lock_url else None,
+        warnings=warnings,
     )
 
 
@@ -396,6 +477,84 @@ def _parse_restore_to_time(value: dict[str, Any] | None, now: datetime) -> Resto
             "pick a time in the past, or useLatestRestorableTime: true",
         )
     return RestoreToTime(source_instance=source, time=when)
+
+
+def _parse_network(value: dict[str, Any] | None) -> DbNetwork:
+    key = "dbNetwork"
+    shape = ('{access: public, vpcId: vpc-..., subnetIds: [subnet-..., subnet-...], allowedCidrs: [...]} '
+             'or {access: private, vpcId: ..., subnetIds: [...], allowedSecurityGroupIds: [sg-...]}')
+    if value is None:
+        raise ConfigError(
+            key, "is required: it says how the app reaches the database",
+            f"set it as a YAML mapping in the stack file: {shape} (see README, 'The database network')")
+    unknown = set(value) - {"access", "vpcId", "subnetIds", "allowedCidrs", "allowedSecurityGroupIds"}
+    if unknown:
+        raise ConfigError(key, f"unknown field(s) {', '.join(sorted(unknown))}", f"use {shape}")
+    access = value.get("access")
+    if access not in ("public", "private"):
+        raise ConfigError(key, f"access {access!r} is neither public nor private", f"use {shape}")
+    vpc = value.get("vpcId")
+    if not isinstance(vpc, str) or not _VPC_ID.match(vpc):
+        raise ConfigError(key, "vpcId is missing or not a VPC id", f"use {shape}")
+
+    def strings(field_name: str, pattern: re.Pattern[str]) -> tuple[str, ...]:
+        items = value.get(field_name) or []
+        if not isinstance(items, list) or not all(isinstance(i, str) and pattern.match(i) for i in items):
+            raise ConfigError(key, f"{field_name} must be a list of {pattern.pattern} values", f"use {shape}")
+        return tuple(items)
+
+    subnets = strings("subnetIds", _SUBNET_ID)
+    if len(subnets) < 2:
+        raise ConfigError(key, "subnetIds needs at least two subnets", "RDS requires subnets in two availability zones")
+    cidrs = strings("allowedCidrs", _CIDR)
+    groups = strings("allowedSecurityGroupIds", _SECURITY_GROUP_ID)
+    if not cidrs and not groups:
+        raise ConfigError(key, "nothing may connect: allowedCidrs and allowedSecurityGroupIds are both empty",
+                          "list who may reach port 5432 (the app's egress CIDRs or security groups)")
+    if access == "public" and groups and not cidrs:
+        raise ConfigError(key, "a public endpoint reached only from security groups is not reachable from Vercel",
+                          "use access: private, or list the app's egress in allowedCidrs")
+    return DbNetwork(access=str(access), vpc_id=vpc, subnet_ids=subnets, allowed_cidrs=cidrs,
+                     allowed_security_group_ids=groups)
+
+
+def _version_tuple(version: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for part in version.split("."):
+        digits = re.match(r"\d+", part)
+        if digits is None:
+            break
+        parts.append(int(digits.group()))
+    return tuple(parts)
+
+
+def check_live_database(settings: Settings, *, engine_version: str | None, allocated_storage_gb: int | None) -> None:
+    """Refuse a config the live instance cannot take: RDS neither downgrades an engine nor shrinks storage.
+
+    ``engine_version`` and ``allocated_storage_gb`` are what the instance under
+    ``settings.db_instance_identifier`` runs now (None when it does not exist yet).
+    Rolling the config back across an engine upgrade or a storage increase would
+    otherwise preview fine and fail in the middle of ``pulumi up``.
+    """
+    if engine_version:
+        live = _version_tuple(engine_version)
+        wanted = _version_tuple(settings.db_engine_version)
+        if live and wanted and wanted < live[: len(wanted)]:
+            raise ConfigError(
+                "dbEngineVersion",
+                f"{settings.db_engine_version} would downgrade {settings.db_instance_identifier}, which runs "
+                f"PostgreSQL {engine_version}: RDS cannot downgrade an engine",
+                f"keep dbEngineVersion at {live[0]}; to get the older engine back, restore a snapshot taken "
+                "before the upgrade into a new instance (dbRestoreFromSnapshot)",
+            )
+    if allocated_storage_gb is not None and settings.db_allocated_storage_gb < allocated_storage_gb:
+        raise ConfigError(
+            "dbAllocatedStorageGb",
+            f"{settings.db_allocated_storage_gb} GiB is less than the {allocated_storage_gb} GiB "
+            f"{settings.db_instance_identifier} has now: RDS cannot shrink storage",
+            f"keep dbAllocatedStorageGb at {allocated_storage_gb} or more (a whole-config rollback must not take "
+            "it back); smaller storage means a new instance restored from a snapshot",
+        )
 
 
 def _restored_id(base: str, kind: str, source: str) -> str:

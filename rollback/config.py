@@ -141,10 +141,17 @@ class AwsSettings(_Model):
 
 
 class PulumiSettings(_Model):
-    stack: str = Field(min_length=1)
+    stack: str = Field(min_length=1, description='"stack", "project/stack" or "org/project/stack", as Pulumi spells it')
     backend_url: str | None = None
     project_dir: str = "."
-    project: str = "rollback"
+    project: str | None = Field(default=None, description="default: the name in Pulumi.yaml (in project_dir)")
+
+    @field_validator("stack")
+    @classmethod
+    def _stack(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+){0,2}", value):
+            raise ValueError('must be "stack", "project/stack" or "organization/project/stack"')
+        return value
 
     @field_validator("backend_url")
     @classmethod

@@ -29,8 +29,8 @@ LAYERS = ("app", "edge", "assets", "infra", "db", "verify", "core")
 
 # action prefix -> layer, for steps built without an explicit layer
 _LAYER_OF_PREFIX = {
-    "vercel": "app", "git": "app", "edge": "edge", "cloudfront": "edge", "s3": "assets", "infra": "infra",
-    "stack": "infra", "db": "db", "rds": "db", "health": "verify", "verify": "verify",
+    "vercel": "app", "git": "app", "edge": "edge", "cloudfront": "edge", "cdn": "edge", "s3": "assets",
+    "infra": "infra", "stack": "infra", "db": "db", "rds": "db", "health": "verify", "verify": "verify",
 }
 
 

@@ -208,3 +208,32 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
         report.outcome = "failed"
         where = "in CI" if IN_CI else "without ROLLBACK_TESTS_ALLOW_SKIP=1"
         report.longrepr = f"skipped {where}, which is not allowed: {report.longrepr}"
+
+
+# --- every AWS call the CLI makes, for the operator-role test (tests/aws_calls.py) ---------------------
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    from tests import aws_calls
+
+    aws_calls.install()
+    config.addinivalue_line(
+        "markers", "after_aws_tests: runs after every other test (it reads the AWS calls they recorded)")
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    last = [item for item in items if item.get_closest_marker("after_aws_tests")]
+    if last:
+        items[:] = [item for item in items if not item.get_closest_marker("after_aws_tests")] + last
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    from tests import aws_calls
+
+    aws_calls.current_test(item.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    from tests import aws_calls
+
+    aws_calls.dump()

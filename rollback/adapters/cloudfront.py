@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rollback.adapters.aws import aws_errors
@@ -32,16 +33,22 @@ __all__ = [
     "Alarm",
     "CloudWatchAlarms",
     "DistributionConfig",
+    "DistributionSnapshot",
     "EdgeAdapter",
     "EdgeAssociation",
     "FunctionVersion",
     "Invalidation",
     "LambdaArn",
     "OriginInfo",
+    "SnapshotStore",
     "StaleETag",
     "function_name_of",
+    "invalidation_paths",
+    "origin_header_values",
     "parse_lambda_arn",
+    "set_origin_path",
     "swap_associations",
+    "take_snapshot",
 ]
 
 DEFAULT_BEHAVIOUR = "default"
@@ -387,3 +394,189 @@ class CloudWatchAlarms:
                                                          None, None, None, bool(item.get("ActionsEnabled", True)))
         return found
 
+
+
+# --- whole-distribution snapshots (infra cdn snapshot | list | restore | release) -------------------
+
+SNAPSHOT_SUFFIX = ".distribution.json"
+_DEFAULT_PATTERN = "/*"
+
+
+@dataclass(frozen=True)
+class DistributionSnapshot:
+    """A distribution's full ``DistributionConfig`` as read, with the ETag it had then.
+
+    The config may hold secrets (custom origin header values such as ``X-Origin-Verify``):
+    snapshots are written owner-only, those values are registered for redaction when a
+    snapshot is loaded, and :meth:`summary` never contains them.
+    """
+
+    id: str
+    distribution_id: str
+    etag: str
+    taken_at: str
+    reason: str
+    config: Mapping[str, Any] = field(repr=False)
+
+    def summary(self) -> dict[str, Any]:
+        parsed = _parse_config(self.distribution_id, self.etag, self.config)
+        return {"id": self.id, "distribution": self.distribution_id, "etag": self.etag, "taken_at": self.taken_at,
+                "reason": self.reason, "origins": [o.to_dict() for o in parsed.origins],
+                "associations": [a.to_dict() for a in parsed.associations],
+                "behaviours": list(parsed.behaviours)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "distribution_id": self.distribution_id, "etag": self.etag,
+                "taken_at": self.taken_at, "reason": self.reason, "config": dict(self.config)}
+
+
+def origin_header_values(config: Mapping[str, Any]) -> list[str]:
+    """Custom origin header values (secrets such as X-Origin-Verify) in a distribution config."""
+    values: list[str] = []
+    for origin in (config.get("Origins") or {}).get("Items") or []:
+        for header in (origin.get("CustomHeaders") or {}).get("Items") or []:
+            if header.get("HeaderValue"):
+                values.append(str(header["HeaderValue"]))
+    return values
+
+
+class SnapshotStore:
+    """Distribution snapshots as files: ``<directory>/<distribution>/<snapshot id>.distribution.json``."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def save(self, snapshot: DistributionSnapshot) -> Path:
+        import json
+        import os
+        import tempfile
+
+        from rollback.errors import OperationFailed
+
+        folder = self.directory / snapshot.distribution_id
+        path = folder / f"{snapshot.id}{SNAPSHOT_SUFFIX}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+            try:
+                os.fchmod(fd, 0o600)  # custom origin headers may hold secrets
+                with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                    handle.write(json.dumps(snapshot.to_dict(), indent=2, sort_keys=True, default=str))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise OperationFailed(f"cannot save distribution snapshot {snapshot.id} in {folder}: {exc.strerror}",
+                                  "check the directory's permissions; nothing was changed") from exc
+        return path
+
+    def list(self, distribution_id: str | None = None) -> list[DistributionSnapshot]:
+        """Snapshots (of one distribution, or all), newest first; unreadable files are skipped."""
+        folders = ([self.directory / distribution_id] if distribution_id
+                   else [p for p in self.directory.iterdir() if p.is_dir()] if self.directory.is_dir() else [])
+        found: list[DistributionSnapshot] = []
+        for folder in folders:
+            for path in folder.glob(f"*{SNAPSHOT_SUFFIX}") if folder.is_dir() else []:
+                try:
+                    found.append(self._read(path))
+                except ValueError:
+                    continue
+        return sorted(found, key=lambda s: (s.taken_at, s.id), reverse=True)
+
+    def load(self, snapshot_id: str) -> DistributionSnapshot:
+        from rollback.errors import BadInput
+
+        if "/" in snapshot_id or snapshot_id.startswith("."):
+            raise BadInput(f"{snapshot_id!r} is not a snapshot id", "list them with 'rollback infra cdn list'")
+        for path in self.directory.glob(f"*/{snapshot_id}{SNAPSHOT_SUFFIX}") if self.directory.is_dir() else []:
+            try:
+                return self._read(path)
+            except ValueError as exc:
+                raise BadInput(f"snapshot {snapshot_id} is damaged ({exc})",
+                               "pick another one with 'rollback infra cdn list'") from exc
+        raise BadInput(f"no distribution snapshot {snapshot_id} in {self.directory}",
+                       "list them with 'rollback infra cdn list'")
+
+    @staticmethod
+    def _read(path: Path) -> DistributionSnapshot:
+        import json
+
+        from rollback.redact import register_secret
+
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"{path.name}: not a readable snapshot") from exc
+        required = ("id", "distribution_id", "etag", "taken_at", "config")
+        if not isinstance(data, dict) or any(k not in data for k in required) or not isinstance(data["config"], dict):
+            raise ValueError(f"{path.name}: not a distribution snapshot")
+        for value in origin_header_values(data["config"]):
+            register_secret(value)
+        return DistributionSnapshot(str(data["id"]), str(data["distribution_id"]), str(data["etag"]),
+                                    str(data["taken_at"]), str(data.get("reason") or ""), data["config"])
+
+
+def take_snapshot(adapter: EdgeAdapter, distribution_id: str, reason: str, *,
+                  now: Callable[[], Any] | None = None) -> DistributionSnapshot:
+    """Read the distribution's whole config (and its ETag) as a snapshot."""
+    import datetime as dt
+
+    from rollback.redact import register_secret
+
+    moment = (now or (lambda: dt.datetime.now(dt.UTC)))()
+    read = adapter.get_config(distribution_id)
+    for value in origin_header_values(read.raw):
+        register_secret(value)
+    stamp = moment.strftime("%Y%m%dT%H%M%S%fZ")
+    return DistributionSnapshot(f"{distribution_id}-{stamp}", distribution_id, read.etag,
+                                moment.isoformat(timespec="seconds").replace("+00:00", "Z"), reason, dict(read.raw))
+
+
+def set_origin_path(raw: Mapping[str, Any], origin_id: str, path: str) -> dict[str, Any]:
+    """A copy of ``raw`` whose origin ``origin_id`` serves from ``path`` (pure; nothing else changes)."""
+    from rollback.errors import BadInput
+
+    updated = copy.deepcopy(dict(raw))
+    origins = (updated.get("Origins") or {}).get("Items") or []
+    for origin in origins:
+        if origin.get("Id") == origin_id:
+            origin["OriginPath"] = path
+            return updated
+    known = ", ".join(str(o.get("Id")) for o in origins) or "none"
+    raise BadInput(f"the distribution has no origin {origin_id!r} (origins: {known})",
+                   "pass --origin with one of them")
+
+
+def invalidation_paths(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """What to invalidate after ``old`` became ``new``: the paths whose responses may differ.
+
+    An origin whose path or domain changed invalidates every behaviour that targets it (the cache
+    key does not include the origin path); a changed, added or removed behaviour invalidates its
+    path pattern (``/*`` for the default one); a new default root object invalidates ``/``. Settings
+    that do not change what is served (comment, price class, logging, aliases...) invalidate nothing.
+    """
+    def origins(config: Mapping[str, Any]) -> dict[str, Any]:
+        return {str(o.get("Id")): (o.get("DomainName"), o.get("OriginPath") or "")
+                for o in (config.get("Origins") or {}).get("Items") or []}
+
+    def behaviours(config: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+        return {(_DEFAULT_PATTERN if name == DEFAULT_BEHAVIOUR else name): b for name, b in _behaviours(config)}
+
+    changed_origins = {i for i in set(origins(old)) | set(origins(new)) if origins(old).get(i) != origins(new).get(i)}
+    old_b, new_b = behaviours(old), behaviours(new)
+    paths: set[str] = set()
+    for pattern in set(old_b) | set(new_b):
+        before, after = old_b.get(pattern), new_b.get(pattern)
+        if before != after:
+            paths.add(pattern)
+        for behaviour in (before, after):
+            if behaviour is not None and behaviour.get("TargetOriginId") in changed_origins:
+                paths.add(pattern)
+    if old.get("DefaultRootObject") != new.get("DefaultRootObject"):
+        paths.add("/")
+    if _DEFAULT_PATTERN in paths:
+        return [_DEFAULT_PATTERN]
+    return sorted(paths)

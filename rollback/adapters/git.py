@@ -70,6 +70,10 @@ class GitRepo:
         fatal = next((line for line in lines if line.startswith(("fatal:", "error:"))), None)
         return redact_text(fatal or (lines[0] if lines else f"exit {proc.returncode}"))
 
+    def is_repository(self) -> bool:
+        proc = self._run("rev-parse", "--is-inside-work-tree", check=False)
+        return proc.returncode == 0 and proc.stdout.strip() == "true"
+
     def check_repository(self) -> None:
         proc = self._run("rev-parse", "--is-inside-work-tree", check=False)
         if proc.returncode != 0 or proc.stdout.strip() != "true":
@@ -150,3 +154,39 @@ class GitRepo:
 
     def remotes(self) -> list[str]:
         return self._run("remote", what="remote").stdout.split()
+
+    # --- another commit's files, beside this work tree ---------------------------------------------
+
+    def toplevel(self) -> Path:
+        return Path(self._run("rev-parse", "--show-toplevel", what="rev-parse --show-toplevel").stdout.strip())
+
+    def has_commit(self, sha: str) -> bool:
+        """Whether ``sha`` names a commit this repository has (never fetches)."""
+        if not re.fullmatch(r"[0-9a-fA-F]{7,64}", sha):
+            return False
+        proc = self._run("cat-file", "-e", f"{sha}^{{commit}}", check=False)
+        return proc.returncode == 0
+
+    def changed_files(self, old: str, new: str | None = None, paths: Sequence[str] = ()) -> list[str]:
+        """Files that differ between two commits, or (``new=None``) between ``old`` and the work tree
+        (under ``paths`` when given; untracked files are not listed)."""
+        revisions = [old] if new is None else [old, new]
+        proc = self._run("diff", "--name-only", *revisions, "--", *paths, what="diff --name-only")
+        return [line for line in proc.stdout.splitlines() if line.strip()]
+
+    def add_worktree(self, sha: str, path: Path) -> Path:
+        """A detached work tree of ``sha`` at ``path`` (which must not exist)."""
+        self._run("worktree", "add", "--detach", "--force", str(path), sha, what=f"worktree add {sha[:12]}",
+                  hint="nothing else was changed")
+        return path
+
+    def remove_worktree(self, path: Path) -> None:
+        """Remove a work tree made by :meth:`add_worktree` (also a half-made or stale one) and its record."""
+        self._run("worktree", "remove", "--force", "--force", str(path), check=False)
+        if path.exists():
+            shutil.rmtree(path, ignore_errors=True)
+        self._run("worktree", "prune", check=False)
+
+    def worktrees(self) -> list[Path]:
+        proc = self._run("worktree", "list", "--porcelain", what="worktree list")
+        return [Path(line.split(" ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("worktree ")]

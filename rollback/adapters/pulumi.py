@@ -24,6 +24,7 @@ registered for redaction at once and only ever leave this module inside
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -39,10 +40,18 @@ from rollback.stackdiff import ConfigValue, StackState, StackVersion, config_val
 
 __all__ = [
     "HISTORY_PAGE_SIZE",
+    "PlanViolated",
+    "PlanViolation",
+    "PlannedStep",
     "PreviewSummary",
     "PulumiStack",
+    "StepComparison",
     "UpSummary",
     "cli_available",
+    "compare_steps",
+    "parse_plan_violations",
+    "plan_file_steps",
+    "preview_json_steps",
     "pulumi_errors",
     "select_stack",
 ]
@@ -107,8 +116,24 @@ def select_stack(stack: str, work_dir: Path, *, backend_url: str | None = None,
         env_vars["PULUMI_BACKEND_URL"] = backend_url
     with pulumi_errors("selecting the stack", stack=stack):
         workspace = auto.LocalWorkspace(work_dir=str(work_dir), env_vars=env_vars)
-        selected = auto.Stack.select(stack, workspace)
+        try:
+            selected = auto.Stack.select(stack, workspace)
+        except auto.StackNotFoundError as exc:
+            raise BadInput(f"stack {stack} not found ({_existing_stacks(workspace)})",
+                           "check pulumi.stack, pulumi.project_dir (Pulumi.yaml's name) and pulumi.backend_url "
+                           "in rollback.toml") from exc
     return PulumiStack(selected)
+
+
+def _existing_stacks(workspace: Any) -> str:
+    """The stacks the backend has for this project, for a "not found" message."""
+    from pulumi.automation import errors as auto_errors
+
+    try:
+        names = sorted(str(s.name) for s in workspace.list_stacks())
+    except (auto_errors.CommandError, OSError, ValueError):
+        return "the backend's stacks could not be listed"
+    return f"stacks there: {', '.join(names)}" if names else "the backend has no stack of this project"
 
 
 @dataclass(frozen=True)
@@ -116,9 +141,15 @@ class PreviewSummary:
     change_summary: dict[str, int]
     stdout: str
     plan_file: str
+    steps: tuple[dict[str, Any], ...] = ()
+    """Each changing step of the preview: urn, type, op, keys (the properties that force a replacement)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"change_summary": self.change_summary, "plan_file": self.plan_file}
+        return {"change_summary": self.change_summary, "plan_file": self.plan_file,
+                "replacements": [s for s in self.steps if s["op"] in REPLACING_OPS]}
+
+
+REPLACING_OPS = ("replace", "create-replacement", "delete-replaced")
 
 
 @dataclass(frozen=True)
@@ -145,11 +176,12 @@ class PulumiStack:
         self.stack = stack
         self.name: str = str(stack.name)
 
-    def history(self) -> list[StackVersion]:
-        """Every update, oldest first. Self-managed backends report version 0 for
-        every update: then versions are numbered here, oldest = 1."""
+    def history(self, newest: int | None = None) -> list[StackVersion]:
+        """Every update (or one page of the ``newest`` N), oldest first. Self-managed backends
+        report version 0 for every update: then versions are numbered here, oldest = 1 (which
+        is right only for the whole history: callers read it all in that case)."""
         with pulumi_errors("reading the stack history", stack=self.name):
-            summaries = self.stack.history(page_size=HISTORY_PAGE_SIZE, show_secrets=True)
+            summaries = self.stack.history(page_size=newest or HISTORY_PAGE_SIZE, page=1, show_secrets=True)
         summaries = list(reversed(summaries))  # the CLI lists newest first
         numbered_locally = all(not (s.version or 0) for s in summaries)
         versions: list[StackVersion] = []
@@ -214,19 +246,273 @@ class PulumiStack:
             if remove:
                 self.stack.remove_all_config(list(remove))
 
-    def preview(self, plan_file: Path, *, message: str | None = None) -> PreviewSummary:
-        """``pulumi preview --diff --save-plan <plan_file>``: the change summary comes from the event log."""
-        with pulumi_errors("previewing", stack=self.name):
-            result = self.stack.preview(diff=True, plan=str(plan_file), message=message, color="never")
-        return PreviewSummary({str(k): int(v) for k, v in (result.change_summary or {}).items()},
-                              redact_text(result.stdout or ""), str(plan_file))
+    def preview_steps(self, *, message: str | None = None, config_file: Path | None = None
+                      ) -> dict[str, PlannedStep]:
+        """``pulumi preview --json``: the steps an update would take now, by URN (nothing is saved)."""
+        import json
 
-    def up(self, plan_file: Path, *, message: str | None = None) -> UpSummary:
-        """``pulumi up --plan <plan_file>``: applies exactly what the saved plan allows."""
-        with pulumi_errors("applying the plan", stack=self.name):
-            result = self.stack.up(plan=str(plan_file), message=message, color="never", show_secrets=False)
+        with pulumi_errors("previewing", stack=self.name):
+            result = self.stack.preview(json=True, message=message, color="never",
+                                        config_file=str(config_file) if config_file else None)
+        try:
+            document = json.loads(result.stdout or "{}")
+        except ValueError as exc:
+            raise PulumiError("pulumi preview --json printed no JSON document",
+                              "run 'pulumi preview --json' by hand to see why") from exc
+        return preview_json_steps(document if isinstance(document, dict) else {})
+
+    def preview(self, plan_file: Path, *, message: str | None = None, config_file: Path | None = None
+                ) -> PreviewSummary:
+        """``pulumi preview --diff --save-plan <plan_file>``: the change summary comes from the event log.
+
+        ``config_file``: the stack config file to use (``--config-file``), when the program runs from
+        another checkout than the one holding the stack's config.
+        """
+        steps: list[dict[str, Any]] = []
+
+        def on_event(event: Any) -> None:
+            pre = getattr(event, "resource_pre_event", None)
+            metadata = getattr(pre, "metadata", None)
+            if metadata is None:
+                return
+            op = str(getattr(metadata.op, "value", metadata.op))
+            if op not in ("same", "read"):
+                steps.append({"urn": str(metadata.urn), "type": str(metadata.type), "op": op,
+                              "keys": [str(k) for k in (metadata.keys or [])]})
+
+        with pulumi_errors("previewing", stack=self.name):
+            result = self.stack.preview(diff=True, plan=str(plan_file), message=message, color="never",
+                                        config_file=str(config_file) if config_file else None, on_event=on_event)
+        return PreviewSummary({str(k): int(v) for k, v in (result.change_summary or {}).items()},
+                              redact_text(result.stdout or ""), str(plan_file), tuple(steps))
+
+    def up(self, plan_file: Path | None, *, message: str | None = None, config_file: Path | None = None
+           ) -> UpSummary:
+        """``pulumi up --plan <plan_file>``: applies exactly what the saved plan allows.
+
+        A plan the CLI refuses as violated raises :class:`PlanViolated` naming the resources and
+        properties. ``plan_file=None`` is a plain ``pulumi up`` (the guarded fallback only).
+        """
+        from pulumi.automation import errors as auto_errors
+
+        with pulumi_errors("applying the plan" if plan_file else "applying the update", stack=self.name):
+            try:
+                result = self.stack.up(plan=str(plan_file) if plan_file else None, message=message,
+                                       color="never", show_secrets=False,
+                                       config_file=str(config_file) if config_file else None)
+            except auto_errors.CommandError as exc:
+                violations = parse_plan_violations("\n".join(_streams(exc)))
+                if plan_file is not None and violations:
+                    shown = "; ".join(v.describe() for v in violations)
+                    # Not a CommandError: pulumi_errors lets it through as it is.
+                    raise PlanViolated(f"pulumi up refused the saved plan: {shown}", violations=violations) from exc
+                raise
         summary = result.summary
         outputs = {k: ("[secret]" if v.secret else v.value) for k, v in (result.outputs or {}).items()}
         return UpSummary(str(summary.result), {str(k): int(v) for k, v in (summary.resource_changes or {}).items()},
                          outputs, redact_text(result.stdout or ""))
 
+
+
+# --- when `up --plan` refuses a correct plan ------------------------------------------------------
+#
+# Update plans are still experimental and some correct plans are refused: a Lambda function whose code
+# is an Archive (pulumi/pulumi#11587, our edge function), stack outputs (#16670, #16681). The CLI then
+# fails with "resource <urn> violates plan: properties changed: ~~code[...]" (or "<op> is not allowed by
+# the plan"), possibly after applying the steps before it. The guarded fallback compares a fresh
+# `pulumi preview --json` with the saved plan and applies without the plan only when every step the
+# preview would take is one the plan allowed (same operations, same changed properties).
+
+_VIOLATION = re.compile(r"resource (?P<urn>urn:pulumi:\S+) violates plan: (?P<detail>.*)")
+_NOT_ALLOWED = re.compile(
+    r"(?P<op>[a-z-]+) is not allowed by the plan: (?P<detail>.*?)(?: for (?P<urn>urn:pulumi:\S+))?$")
+_CHANGED_PROPERTY = re.compile(r"(~~|\+\+|--)([A-Za-z0-9_$.\-]+)\[")
+
+
+@dataclass(frozen=True)
+class PlanViolation:
+    """One "violates plan" report of the Pulumi CLI: which resource, which properties."""
+
+    urn: str | None
+    properties: tuple[str, ...]
+    detail: str
+
+    @property
+    def resource(self) -> str:
+        return self.urn.rsplit("::", 1)[-1] if self.urn else "(the stack)"
+
+    def describe(self) -> str:
+        what = f"properties {', '.join(self.properties)}" if self.properties else shorten_text(self.detail, 120)
+        return f"{self.resource} ({self.urn or 'no resource named'}): {what}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"urn": self.urn, "resource": self.resource, "properties": list(self.properties)}
+
+
+def shorten_text(text: str, width: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _top_level_properties(detail: str) -> tuple[str, ...]:
+    """``~~code[{..}!={..}] ++tags[..]`` -> ("code", "tags"), reading only bracket depth 0."""
+    found: list[str] = []
+    depth = 0
+    index = 0
+    while index < len(detail):
+        char = detail[index]
+        if depth == 0:
+            match = _CHANGED_PROPERTY.match(detail, index)
+            if match:
+                found.append(match.group(2))
+                index = match.end()
+                depth = 1
+                continue
+        if char in "[{(":
+            depth += 1
+        elif char in "]})":
+            depth = max(depth - 1, 0)
+        index += 1
+    return tuple(dict.fromkeys(found))
+
+
+def parse_plan_violations(text: str) -> list[PlanViolation]:
+    """Every plan violation the CLI reported in ``text`` (its output of a failed ``up --plan``)."""
+    violations: list[PlanViolation] = []
+    for line in text.splitlines():
+        line = line.strip()
+        match = _VIOLATION.search(line)
+        if match:
+            detail = match.group("detail")
+            properties = _top_level_properties(detail.split("properties changed:", 1)[-1])
+            violations.append(PlanViolation(match.group("urn"), properties, detail))
+            continue
+        match = _NOT_ALLOWED.search(line)
+        if match:
+            violations.append(PlanViolation(match.group("urn"), (), f"{match.group('op')} is not allowed: "
+                                                                    f"{match.group('detail')}"))
+    unique: dict[tuple[str | None, tuple[str, ...]], PlanViolation] = {}
+    for violation in violations:
+        unique.setdefault((violation.urn, violation.properties), violation)
+    return list(unique.values())
+
+
+class PlanViolated(PulumiError):
+    """``pulumi up --plan`` refused the saved plan (see the module note above)."""
+
+    default_hint = "compare a fresh preview with the plan (rollback infra restore offers that), or preview again"
+
+    def __init__(self, message: str, hint: str | None = None, *, violations: list[PlanViolation],
+                 **data: Any) -> None:
+        super().__init__(message, hint, **data)
+        self.violations = violations
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    """What an update does to one resource: its operations and the top-level properties it changes."""
+
+    urn: str
+    ops: tuple[str, ...]
+    properties: frozenset[str] | None  # None: the source does not say
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"urn": self.urn, "ops": list(self.ops),
+                "properties": sorted(self.properties) if self.properties is not None else None}
+
+
+_NO_CHANGE = {"same", "read", "refresh"}
+
+
+def _top(path: str) -> str:
+    return re.split(r"[.\[]", path, maxsplit=1)[0]
+
+
+def plan_file_steps(plan_file: Path) -> dict[str, PlannedStep]:
+    """The steps a saved update plan (``pulumi preview --save-plan``) allows, by URN."""
+    import json
+
+    try:
+        document = json.loads(plan_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PulumiError(f"cannot read the update plan {plan_file}: {exc}", "preview again") from exc
+    plans = document.get("resourcePlans") if isinstance(document, dict) else None
+    steps: dict[str, PlannedStep] = {}
+    for urn, plan in (plans or {}).items():
+        ops = tuple(str(op) for op in (plan or {}).get("steps") or [] if str(op) not in _NO_CHANGE)
+        if not ops:
+            continue
+        diff = ((plan or {}).get("goal") or {}).get("inputDiff")
+        properties: frozenset[str] | None = None
+        if isinstance(diff, dict):
+            names = [*(diff.get("adds") or {}), *(diff.get("deletes") or []), *(diff.get("updates") or {})]
+            properties = frozenset(_top(str(n)) for n in names)
+        steps[str(urn)] = PlannedStep(str(urn), ops, properties)
+    return steps
+
+
+def preview_json_steps(document: Mapping[str, Any]) -> dict[str, PlannedStep]:
+    """The steps of a ``pulumi preview --json`` document, by URN."""
+    ops: dict[str, list[str]] = {}
+    properties: dict[str, set[str] | None] = {}
+    for step in document.get("steps") or []:
+        urn, op = str(step.get("urn")), str(step.get("op"))
+        if op in _NO_CHANGE:
+            continue
+        ops.setdefault(urn, []).append(op)
+        detailed = step.get("detailedDiff")
+        reasons = step.get("diffReasons")
+        if isinstance(detailed, dict) or isinstance(reasons, list):
+            changed = [*(detailed or {}), *(reasons or [])]
+            known = properties.get(urn) or set()
+            properties[urn] = known | {_top(str(n)) for n in changed}
+        else:
+            properties.setdefault(urn, None)
+    steps: dict[str, PlannedStep] = {}
+    for urn, found in ops.items():
+        names = properties.get(urn)
+        steps[urn] = PlannedStep(urn, tuple(found), frozenset(names) if names is not None else None)
+    return steps
+
+
+@dataclass(frozen=True)
+class StepComparison:
+    """A fresh preview against the saved plan."""
+
+    unplanned: tuple[PlannedStep, ...]  # the preview would do this; the plan did not allow it
+    differing: tuple[tuple[PlannedStep, PlannedStep], ...]  # (planned, previewed): other ops or properties
+    done: tuple[PlannedStep, ...]  # planned, no longer needed (the failed update applied it)
+
+    @property
+    def approved(self) -> bool:
+        """Every step the preview would take is one the plan allowed, as planned."""
+        return not self.unplanned and not self.differing
+
+    def describe(self) -> str:
+        parts = [f"not in the plan: {s.urn} {'/'.join(s.ops)}" for s in self.unplanned]
+        for planned, fresh in self.differing:
+            parts.append(f"{fresh.urn}: planned {'/'.join(planned.ops)} of "
+                         f"{', '.join(sorted(planned.properties or [])) or '?'}, preview {'/'.join(fresh.ops)} of "
+                         f"{', '.join(sorted(fresh.properties or [])) or '?'}")
+        return "; ".join(parts) or "the preview's steps are the plan's"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"approved": self.approved, "unplanned": [s.to_dict() for s in self.unplanned],
+                "differing": [{"planned": p.to_dict(), "preview": f.to_dict()} for p, f in self.differing],
+                "done": [s.to_dict() for s in self.done]}
+
+
+def compare_steps(planned: Mapping[str, PlannedStep], fresh: Mapping[str, PlannedStep]) -> StepComparison:
+    unplanned: list[PlannedStep] = []
+    differing: list[tuple[PlannedStep, PlannedStep]] = []
+    for urn, step in sorted(fresh.items()):
+        allowed = planned.get(urn)
+        if allowed is None:
+            unplanned.append(step)
+            continue
+        same_properties = (allowed.properties is None or step.properties is None
+                           or allowed.properties == step.properties)
+        if allowed.ops != step.ops or not same_properties:
+            differing.append((allowed, step))
+    done = [step for urn, step in sorted(planned.items()) if urn not in fresh]
+    return StepComparison(tuple(unplanned), tuple(differing), tuple(done))

@@ -272,11 +272,33 @@ class DiyBackend:
                 found.append((int(match.group("nanos")), key))
         return sorted(found)
 
-    def history(self, project: str, stack: str) -> list[StackVersion]:
-        """Every update, oldest first, numbered 1..n (the backend records version 0)."""
+    def history(self, project: str, stack: str, *, newest: int | None = None) -> list[StackVersion]:
+        """Every update (or the ``newest`` N), oldest first, numbered 1..n (the backend records version 0).
+
+        Numbering needs only the directory listing, so ``newest`` reads just those N history files.
+        """
         keys = self._keys_or_fail(project, stack)
-        versions = [self._version(number, key) for number, (_, key) in enumerate(keys, start=1)]
+        first = max(len(keys) - newest, 0) if newest else 0
+        versions = [self._version(number, key) for number, (_, key) in enumerate(keys[first:], start=first + 1)]
         return [v for v in versions if v is not None]
+
+    def stacks(self) -> list[str]:
+        """Every stack in the backend as Pulumi names it: ``organization/<project>/<stack>`` (legacy: ``<stack>``)."""
+        found: set[str] = set()
+        for key in self.store.list(".pulumi/stacks"):
+            parts = key.split("/")[2:]
+            name = parts[-1]
+            for ext in _COMPRESSIONS:
+                if ext and name.endswith(ext):
+                    name = name[: -len(ext)]
+            if not name.endswith(".json") or name.endswith(".json.bak"):
+                continue
+            name = name[: -len(".json")]
+            if self.project_layout and len(parts) == 2:
+                found.add(f"organization/{parts[0]}/{name}")
+            elif not self.project_layout and len(parts) == 1:
+                found.add(name)
+        return sorted(found)
 
     def version(self, project: str, stack: str, number: int) -> StackVersion | None:
         """One update by our number, reading only its history file (numbering needs only the listing)."""
@@ -293,9 +315,12 @@ class DiyBackend:
             return self._keys[(project, stack)]
         keys = self.history_keys(project, stack)
         if not keys and self._stack_file(project, stack) is None:
-            where = f"{project}/{stack}" if self.project_layout else stack
-            raise BadInput(f"stack {where} not found in {self.url}",
-                           "check pulumi.stack, pulumi.project and pulumi.backend_url in rollback.toml")
+            where = f"organization/{project}/{stack}" if self.project_layout else stack
+            existing = self.stacks()
+            there = f"stacks there: {', '.join(existing)}" if existing else "it has no stacks"
+            raise BadInput(f"stack {where} not found in {self.url} ({there})",
+                           "check pulumi.stack, pulumi.project_dir (Pulumi.yaml's name) and pulumi.backend_url "
+                           "in rollback.toml")
         self._keys[(project, stack)] = keys
         return keys
 

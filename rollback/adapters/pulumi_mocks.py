@@ -15,7 +15,20 @@ context. Runs are serialised: the runtime also keeps some process-wide state.
 
 Mocked values are deterministic (account 123456789012, region us-east-1,
 Lambda functions report version 3), so two runs of the same program with
-the same config give identical results.
+the same config give identical results. Data-source calls (invokes) answer
+from ``invokes`` (token -> result, or a function of the call's arguments);
+unknown ones answer ``{}``, so a program sees "nothing exists yet" unless a
+test says otherwise.
+
+Each run imports the program's own package (``infra`` for ``<dir>/infra``)
+with the program's parent directory first on ``sys.path``, and afterwards puts
+``sys.path`` and any copy of that package the caller had imported back as they
+were: running a program from another checkout (a ``git worktree`` of an older
+commit, a test's copy) never replaces the caller's modules.
+
+Besides its inputs, each resource's options that matter for a rollback are
+recorded (``protect``, ``retain_on_delete``, ``ignore_changes``,
+``delete_before_replace``, ``replace_on_changes``, ``depends_on``).
 """
 
 from __future__ import annotations
@@ -25,7 +38,8 @@ import hashlib
 import json
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -52,6 +66,7 @@ _SECRET_KEY_HINTS = ("password", "secret", "token")
 _SIG_KEY = "4dabf18193072939515e22adb298388d"
 _SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 
+_DYNAMIC_TYPE = "pulumi-python:dynamic:Resource"
 _RUN_LOCK = threading.Lock()
 _T = TypeVar("_T")
 
@@ -61,7 +76,7 @@ class MockRun:
     """What one run of the program declared."""
 
     resources: dict[str, dict[str, Any]]
-    """Resource name -> {"type", "inputs", "custom", "provider"}; inputs are plain values."""
+    """Resource name -> {"type", "inputs", "custom", "provider", "options"}; inputs are plain values."""
     outputs: dict[str, Any]
     """Stack outputs (``pulumi.export``), resolved to plain values."""
 
@@ -72,6 +87,7 @@ def run_program_under_mocks(
     project: str = "rollback",
     stack: str = "dev",
     secret_keys: Iterable[str] | None = None,
+    invokes: Mapping[str, Any] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Run the program in ``program_dir`` under mocks; return resource name -> {"type", "inputs", ...}.
 
@@ -84,7 +100,8 @@ def run_program_under_mocks(
     a whole string it is replaced by ``"[secret]"``. ``secret_keys`` names those
     keys; by default, every key whose name contains password, secret or token.
     """
-    return run_program(program_dir, config, project=project, stack=stack, secret_keys=secret_keys).resources
+    return run_program(program_dir, config, project=project, stack=stack, secret_keys=secret_keys,
+                       invokes=invokes).resources
 
 
 def run_program(
@@ -93,8 +110,13 @@ def run_program(
     project: str = "rollback",
     stack: str = "dev",
     secret_keys: Iterable[str] | None = None,
+    invokes: Mapping[str, Any] | None = None,
 ) -> MockRun:
-    """Like :func:`run_program_under_mocks`, also returning the stack outputs."""
+    """Like :func:`run_program_under_mocks`, also returning the stack outputs.
+
+    ``invokes`` maps a data-source token (``"aws:rds/getInstances:getInstances"``)
+    to its result, or to a function of the call's arguments returning it.
+    """
     main_file = Path(program_dir) / "__main__.py"
     if not main_file.is_file():
         raise FileNotFoundError(f"no Pulumi program at {main_file}")
@@ -104,9 +126,8 @@ def run_program(
     else:
         hidden = {_full_key(k, project) for k in secret_keys}
     secrets = frozenset(full_config[k] for k in hidden if full_config.get(k))
-    with _RUN_LOCK:
-        _forget_stale_package(Path(program_dir))
-        run = _in_fresh_thread(lambda: _run(main_file, full_config, project, stack))
+    with _RUN_LOCK, _program_imports(Path(program_dir)):
+        run = _in_fresh_thread(lambda: _run(main_file, full_config, project, stack, dict(invokes or {})))
     return MockRun(resources=_mask(run.resources, secrets), outputs=_mask(run.outputs, secrets))
 
 
@@ -115,7 +136,8 @@ def diff_declared_inputs(
 ) -> dict[str, list[tuple[str, Any, Any]]]:
     """Per resource name, the input paths whose values differ: [(path, before, after)].
 
-    Resources only in one run appear with path ``""`` and None on the other side.
+    Resources only in one run appear with path ``""`` and None on the other side; a changed
+    resource option appears as ``<options>.<name>`` (``<options>.protect``).
     """
     changes: dict[str, list[tuple[str, Any, Any]]] = {}
     for name in sorted(set(before) | set(after)):
@@ -126,6 +148,10 @@ def diff_declared_inputs(
         _diff_values("", before[name].get("inputs"), after[name].get("inputs"), found)
         if before[name].get("type") != after[name].get("type"):
             found.insert(0, ("<type>", before[name].get("type"), after[name].get("type")))
+        old_options, new_options = before[name].get("options") or {}, after[name].get("options") or {}
+        for option in sorted(set(old_options) | set(new_options)):
+            if old_options.get(option) != new_options.get(option):
+                found.append((f"<options>.{option}", old_options.get(option), new_options.get(option)))
         if found:
             changes[name] = found
     return changes
@@ -152,14 +178,32 @@ def _config_value(value: object) -> str:
     return json.dumps(value)
 
 
-def _forget_stale_package(program_dir: Path) -> None:
-    """Drop a cached copy of the program's package loaded from another directory."""
-    package = program_dir.resolve().name
+@contextmanager
+def _program_imports(program_dir: Path) -> Iterator[None]:
+    """Import the program's package from ``program_dir`` during the run, and restore the caller's afterwards.
+
+    The package is the directory's name (``infra``), imported from its parent. A copy the caller
+    imported from the same directory is used as it is (no re-import); one from another directory
+    is set aside for the run and put back afterwards, as is ``sys.path``.
+    """
+    directory = program_dir.resolve()
+    package = directory.name
+    saved_path = list(sys.path)
+    ours = [m for m in sys.modules if m == package or m.startswith(f"{package}.")]
     cached = sys.modules.get(package)
     cached_file = getattr(cached, "__file__", None) if cached is not None else None
-    if cached_file is not None and Path(cached_file).resolve().parent != program_dir.resolve():
-        for name in [m for m in sys.modules if m == package or m.startswith(f"{package}.")]:
-            del sys.modules[name]
+    same = cached_file is not None and Path(cached_file).resolve().parent == directory
+    stashed = {} if same else {name: sys.modules.pop(name) for name in ours}
+    root = str(directory.parent)
+    sys.path[:] = [root] + [entry for entry in sys.path if entry != root]
+    try:
+        yield
+    finally:
+        sys.path[:] = saved_path
+        if stashed or not same:
+            for name in [m for m in sys.modules if m == package or m.startswith(f"{package}.")]:
+                del sys.modules[name]
+            sys.modules.update(stashed)
 
 
 def _in_fresh_thread(fn: Callable[[], _T]) -> _T:
@@ -181,20 +225,30 @@ def _in_fresh_thread(fn: Callable[[], _T]) -> _T:
     return result
 
 
-def _run(main_file: Path, config: dict[str, str], project: str, stack: str) -> MockRun:
+def _run(main_file: Path, config: dict[str, str], project: str, stack: str, invokes: dict[str, Any]) -> MockRun:
     import pulumi
     from pulumi.runtime import config as runtime_config
     from pulumi.runtime import settings as runtime_settings
+    from pulumi.runtime.mocks import MockMonitor
     from pulumi.runtime.stack import run_pulumi_func
     from pulumi.runtime.sync_await import _sync_await
 
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
-    mocks = _RecordingMocks()
+    mocks = _RecordingMocks(invokes)
+
+    class RecordingMonitor(MockMonitor):
+        """Records each registration's resource options, which Mocks.new_resource does not see."""
+
+        def RegisterResource(self, request: Any) -> Any:  # the gRPC method name
+            mocks.note_options(request)
+            return super().RegisterResource(request)  # type: ignore[no-untyped-call]
+
     try:
         runtime_config.set_all_config(config)
         runtime_settings.SETTINGS.outputs = set()
-        pulumi.runtime.set_mocks(cast(Any, mocks), project=project, stack=stack, preview=False)
+        pulumi.runtime.set_mocks(cast(Any, mocks), project=project, stack=stack, preview=False,
+                                 monitor=RecordingMonitor(cast(Any, mocks)))
         root = runtime_settings.get_root_resource()
         code = compile(main_file.read_text(encoding="utf-8"), str(main_file), "exec")
         exported: dict[str, Any] = {}
@@ -223,11 +277,28 @@ class _RecordingMocks:
     pulumi; ``set_mocks`` only calls ``new_resource`` and ``call``.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, invokes: Mapping[str, Any] | None = None) -> None:
         self._lock = threading.Lock()
         self._resources: dict[str, dict[str, Any]] = {}
+        self._options: dict[tuple[str, str], dict[str, Any]] = {}
+        self._urn_names: dict[str, str] = {}
+        self._invokes = dict(invokes or {})
         # The mock monitor gives each worker thread its own event loop; closed after the run.
         self.worker_loops: set[asyncio.AbstractEventLoop] = set()
+
+    def note_options(self, request: Any) -> None:
+        """Keep the options of a registration (called by the monitor just before ``new_resource``)."""
+        dependencies = [str(urn) for urn in request.dependencies]
+        options = {
+            "protect": bool(request.protect) if request.HasField("protect") else False,
+            "retain_on_delete": bool(request.retainOnDelete) if request.HasField("retainOnDelete") else False,
+            "ignore_changes": sorted(str(p) for p in request.ignoreChanges),
+            "delete_before_replace": bool(request.deleteBeforeReplace),
+            "replace_on_changes": sorted(str(p) for p in request.replaceOnChanges),
+            "depends_on": sorted(urn.rsplit("::", 1)[-1] for urn in dependencies),
+        }
+        with self._lock:
+            self._options[(str(request.type), str(request.name))] = options
 
     def _note_worker_loop(self) -> None:
         with self._lock:
@@ -243,11 +314,17 @@ class _RecordingMocks:
         inputs: dict[str, Any] = _plain(dict(args.inputs))
         typ: str = args.typ
         name: str = args.name
+        with self._lock:
+            options = self._options.get((typ, name), {})
+        if typ == _DYNAMIC_TYPE and "__provider" in inputs:
+            # The pickled provider code: the same code pickles differently per process and checkout.
+            inputs["__provider"] = "<dynamic provider>"
         record = {
             "type": typ,
             "inputs": inputs,
             "custom": bool(args.custom),
             "provider": _provider_name(args.provider),
+            "options": options,
         }
         with self._lock:
             key = name if name not in self._resources else f"{typ}::{name}"
@@ -270,7 +347,10 @@ class _RecordingMocks:
             return {"name": MOCK_REGION, "region": MOCK_REGION, "id": MOCK_REGION}, []
         if token == "aws:index/getPartition:getPartition":
             return {"partition": "aws", "dnsSuffix": "amazonaws.com", "id": "aws"}, []
-        return {}, []
+        answer = self._invokes.get(token)
+        if callable(answer):
+            answer = answer(_plain(dict(args.args)))
+        return dict(answer or {}), []
 
     def register_transform(self, transform: Any) -> None:
         """Transforms are not run under mocks."""

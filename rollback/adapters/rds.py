@@ -18,7 +18,10 @@ from rollback.errors import AwsError, BadInput
 if TYPE_CHECKING:
     from rollback.config import Config
 
-__all__ = ["DbInstance", "DbSnapshot", "RdsAdapter", "open_rds", "resolve_instance"]
+__all__ = ["RESTORED_FROM_TAG", "DbInstance", "DbSnapshot", "RdsAdapter", "alarm_pin_lines", "open_rds",
+           "resolve_instance"]
+
+RESTORED_FROM_TAG = "rollback:restored-from"
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -177,7 +180,11 @@ class RdsAdapter:
         return self.instance(instance)
 
     def _copy_settings(self, source: str | None) -> dict[str, Any]:
-        """Network and size settings of the source, so the new instance is reachable like it."""
+        """What the new instance takes from its source so it behaves like it: network and size,
+        parameter and option groups, Multi-AZ, deletion protection, backup retention (so point-in-time
+        restore keeps working on the copy), managed master password, and tags (plus one naming the
+        source). RDS would otherwise give a restore the account's defaults: no deletion protection,
+        a single AZ, default groups, one day of backups."""
         raw = self._describe(source) if source else None
         if raw is None:
             return {}
@@ -192,7 +199,33 @@ class RdsAdapter:
             out["VpcSecurityGroupIds"] = groups
         if raw.get("PubliclyAccessible") is not None:
             out["PubliclyAccessible"] = bool(raw["PubliclyAccessible"])
+        # A default group ("default.postgres16", "default:postgres-16") is what a restore gets anyway.
+        parameter_groups = [str(g["DBParameterGroupName"]) for g in raw.get("DBParameterGroups") or []
+                            if g.get("DBParameterGroupName")]
+        parameter_groups = [g for g in parameter_groups if not g.startswith("default.")]
+        if parameter_groups:
+            out["DBParameterGroupName"] = parameter_groups[0]
+        option_groups = [str(g["OptionGroupName"]) for g in raw.get("OptionGroupMemberships") or []
+                         if g.get("OptionGroupName")]
+        option_groups = [g for g in option_groups if not g.startswith("default:")]
+        if option_groups:
+            out["OptionGroupName"] = option_groups[0]
+        for key in ("MultiAZ", "DeletionProtection", "CopyTagsToSnapshot"):
+            if raw.get(key) is not None:
+                out[key] = bool(raw[key])
+        if raw.get("BackupRetentionPeriod"):
+            out["BackupRetentionPeriod"] = int(raw["BackupRetentionPeriod"])
+        if raw.get("MasterUserSecret"):
+            out["ManageMasterUserPassword"] = True
+        # aws:* tags are reserved; the copy says where it came from.
+        tags = [{"Key": t["Key"], "Value": t.get("Value", "")} for t in raw.get("TagList") or []
+                if t.get("Key") and not str(t["Key"]).startswith("aws:") and t["Key"] != RESTORED_FROM_TAG]
+        out["Tags"] = [*tags, {"Key": RESTORED_FROM_TAG, "Value": str(raw["DBInstanceIdentifier"])}]
         return out
+
+    def copied_settings(self, source: str) -> dict[str, Any]:
+        """The settings a restore copies from ``source`` (for the plan and its tests)."""
+        return self._copy_settings(source)
 
     def restore_from_snapshot(self, snapshot_id: str, target: str, *, like: str | None = None) -> DbInstance:
         with aws_errors(f"restoring snapshot {snapshot_id} into {target}"):
@@ -226,3 +259,14 @@ def resolve_instance(config: Config, instance: str | None) -> str:
     if not name:
         raise BadInput("no RDS instance given", "pass --instance ID or set aws.db_instance in rollback.toml")
     return name
+
+
+def alarm_pin_lines(target: str, *, stack: str | None, project: str = "rollback") -> list[str]:
+    """The commands that point the stack's RDS rollback alarms at an instance restored by the CLI.
+
+    The restored instance is not the stack's (Pulumi did not create it); until the stack adopts it
+    (a ``dbRestoreFromSnapshot`` / ``dbRestoreToTime`` pin), ``dbAlarmInstanceId`` makes the
+    connection and free-storage alarms watch it.
+    """
+    where = f" --stack {stack}" if stack else ""
+    return [f"pulumi config set {project}:dbAlarmInstanceId {target}{where}", f"pulumi up{where}"]

@@ -3,14 +3,15 @@
 Two families of commands share this group: the stack-state commands (history,
 diff, preview, restore through Pulumi; ``rollback.cli.infra_stack``) and the
 break-glass restores straight through boto3 (edge, assets, invalidate, drift;
-``rollback.cli.infra_breakglass``). Each module exports ``COMMANDS``.
+``rollback.cli.infra_breakglass``; the whole distribution: ``cdn``,
+``rollback.cli.infra_cdn``).
 """
 
 from __future__ import annotations
 
 import click
 
-from rollback.cli import infra_breakglass, infra_stack
+from rollback.cli import infra_breakglass, infra_cdn, infra_stack
 
 
 @click.group()
@@ -19,5 +20,5 @@ def infra() -> None:
     and break-glass CloudFront / Lambda@Edge / S3 restores."""
 
 
-for _command in (*infra_stack.COMMANDS, *infra_breakglass.COMMANDS):
+for _command in (*infra_stack.COMMANDS, *infra_breakglass.COMMANDS, infra_cdn.cdn):
     infra.add_command(_command)

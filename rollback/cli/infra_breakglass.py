@@ -73,7 +73,11 @@ def edge(app: AppContext, to_version: int, distribution: str | None, function: s
     wait_timeout = _duration(timeout, "--timeout")
     planned = commands.plan_edge(config, adapter, to_version=to_version, distribution_id=resources.distribution,
                                  function=resources.function, pin=not no_pin, timeout=wait_timeout)
-    handlers = commands.EdgeHandlers(adapter, interval=_duration(poll_interval, "--poll-interval")).handlers()
+    from rollback.commands.infra_cdn import CdnHandlers
+
+    interval = _duration(poll_interval, "--poll-interval")
+    handlers = {**commands.EdgeHandlers(adapter, interval=interval).handlers(),
+                **CdnHandlers(adapter, interval=interval).handlers()}
     outcome = _run(app, planned.plan, handlers, dry_run=dry_run, yes=yes,
                    action=f"move edge function {planned.function} to version {planned.to_version}",
                    details={"layer": "infra", "verb": "edge", "distribution": planned.distribution_id,

@@ -135,30 +135,37 @@ def diff_command(app: AppContext, from_version: int, to_version: int | None, via
 @click.option("--offline", is_flag=True,
               help="Do not call the Pulumi CLI: run the program under Pulumi's mocks (desired-state diff).")
 @click.option("--message", "-m", default=None, help="Message recorded with the preview.")
+@click.option("--config-only", is_flag=True,
+              help="Put back VERSION's config only, with today's program (not the program it ran with).")
 @dry_run_option
 @common_options()
 @pass_app
 def preview_command(app: AppContext, to_version: int, plan_file: Path | None, offline: bool,
-                    message: str | None, dry_run: bool) -> None:
-    """Pin VERSION's config as the stack's config and preview it, saving the
-    update plan for 'restore'. The previous config file is saved first; the
-    output names the one command that puts it back.
+                    message: str | None, config_only: bool, dry_run: bool) -> None:
+    """Put VERSION back as it ran: its program (the commit its update ran from,
+    checked out in a temporary git worktree) and its config, and preview it,
+    saving the update plan for 'restore'. The previous config file is saved
+    first; the output names the one command that puts it back. Refused (exit 4)
+    when that commit is missing from the repository or the update ran from a
+    dirty tree, unless --config-only (today's program, VERSION's config).
 
     Without the Pulumi CLI (or with --offline) the config is written into
     stacks/Pulumi.<stack>.yaml (comments and order kept) and the program runs
-    under Pulumi's mocks with the current and the pinned config: the result is
-    a desired-state diff, not a diff against the cloud, and the exact 'pulumi
+    under Pulumi's mocks: today's with the current config against VERSION's
+    with its config. The result is a desired-state diff naming what the
+    program change does, not a diff against the cloud; the exact 'pulumi
     preview' command to run where the CLI is installed is printed.
 
     \b
     Example:
       rollback infra preview --to 3 --plan-file rollback-v3.plan.json
+      rollback infra preview --to 3 --offline --config-only
     """
     from rollback.commands import infra_stack as commands
 
     config = app.config()
     options = commands.PreviewOptions(to_version, (plan_file or commands.default_plan_file(config, to_version))
-                                      .resolve(), offline, message)
+                                      .resolve(), offline, message, config_only)
     plan, context = commands.preview_plan(config, options)
     handlers = commands.StackHandlers(config, context["source"]).handlers()
     outcome = run_plan(app, plan, handlers, dry_run=dry_run, yes=True, action="preview", confirm_first=False,
@@ -185,6 +192,7 @@ def _print_preview(report: dict[str, Any]) -> None:
             say(f"  ~ {change['key']}: {shorten(change['old'], 100)} -> {shorten(change['new'], 100)}", err=False)
     if not report["config_changes"]:
         say("  (the config already matches)", err=False)
+    say(report["program"]["describe"], err=False)
     if report["mode"] == "cli":
         summary = report.get("change_summary") or {}
         text = ", ".join(f"{k} {v}" for k, v in summary.items()) or "no changes"
@@ -193,8 +201,9 @@ def _print_preview(report: dict[str, Any]) -> None:
         say(report["label"], err=False)
         rows = report.get("desired_state_diff") or []
         for r in rows:
+            cause = f" [{r['cause']}]" if r.get("cause") == "program" else ""
             say(f"  ~ {r['resource']} ({r['type']}) {r['path'] or '(whole resource)'}: "
-                f"{shorten(r['old'], 100)} -> {shorten(r['new'], 100)}", err=False)
+                f"{shorten(r['old'], 100)} -> {shorten(r['new'], 100)}{cause}", err=False)
         if not rows:
             say("  (no declared input differs)", err=False)
         say(f"run where the Pulumi CLI is installed:\n  {report['run_where_cli_is_installed']}", err=False)
@@ -210,25 +219,37 @@ def _print_preview(report: dict[str, Any]) -> None:
 @click.option("--to", "to_version", type=int, required=True, metavar="VERSION", help="The version previewed.")
 @click.option("--plan-file", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="The plan saved by 'rollback infra preview'.")
+@click.option("--without-plan", is_flag=True,
+              help="Only after 'pulumi up --plan' refused the plan (a known Pulumi bug): apply without it, if a "
+                   "fresh preview takes exactly the plan's steps.")
 @yes_option
 @dry_run_option
 @common_options()
 @pass_app
-def restore_command(app: AppContext, to_version: int, plan_file: Path, yes: bool, dry_run: bool) -> None:
-    """Apply exactly the plan saved by 'preview' (pulumi up --plan). Refuses
+def restore_command(app: AppContext, to_version: int, plan_file: Path, without_plan: bool, yes: bool,
+                    dry_run: bool) -> None:
+    """Apply exactly the plan saved by 'preview' (pulumi up --plan), with the
+    program the preview used (version N's commit, from a worktree). Refuses
     (exit 4) while the stack is locked or has pending operations, or when the
     plan file is missing, was previewed for another version, or the stack
     config changed since.
 
+    When 'pulumi up --plan' refuses a correct plan ("resource ... violates
+    plan", a known Pulumi bug), it names the resource and property, compares a
+    fresh 'pulumi preview --json' with the plan, and (exit 4) names the
+    --without-plan command when they agree; --without-plan compares again and
+    applies with a plain 'pulumi up' only if they still do.
+
     \b
     Example:
       rollback infra restore --to 3 --plan-file rollback-v3.plan.json --yes
+      rollback infra restore --to 3 --plan-file rollback-v3.plan.json --without-plan
     """
     from rollback.commands import infra_stack as commands
 
     config = app.config()
     plan_file = plan_file.resolve()
-    plan = commands.restore_plan(config, to_version, plan_file)
+    plan = commands.restore_plan(config, to_version, plan_file, without_plan=without_plan)
     if not dry_run:
         commands.check_restore(config, to_version, plan_file)  # refuse before asking
     outcome = run_plan(app, plan, commands.StackHandlers(config).handlers(), dry_run=dry_run, yes=yes,
@@ -245,7 +266,8 @@ def restore_command(app: AppContext, to_version: int, plan_file: Path, yes: bool
             return
         up = outcome.result_of("up")
         changes = ", ".join(f"{k} {v}" for k, v in (up.get("resource_changes") or {}).items()) or "no changes"
-        say(f"restored version {to_version}: {up.get('result')} ({changes}); run {outcome.run_id}", err=False)
+        how = " without the refused plan (a fresh preview took exactly its steps)" if up.get("without_plan") else ""
+        say(f"restored version {to_version}{how}: {up.get('result')} ({changes}); run {outcome.run_id}", err=False)
 
     emit(app, document, human)
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rollback.backups import MANIFEST_FORMAT, MANIFEST_SUFFIX
-from rollback.errors import BadInput, ChecksFailed, ConfigError, DatabaseError, UnsafePrecondition
+from rollback.errors import BadInput, ChecksFailed, ConfigError, DatabaseError, RollbackError, UnsafePrecondition
 from rollback.plan import Plan, Step
 from rollback.redact import redact, redact_text
 from rollback.runner import Check, handler, read_only
@@ -1590,6 +1590,35 @@ def plan_rds_restore(config: Config, *, snapshot: str | None = None, to_time: st
                                "pick a time inside the window, or use --latest")
             params.update(source=source, time=when.isoformat())
             summary = f"restore {source} as of {when.isoformat()} into new instance {target}"
+    notes = ["the source instance is never modified or deleted; point the app at the new endpoint"]
+    notes += _restore_notes(config, adapter, str(params["source"]) if params.get("source") else None, target)
     return Plan.of("db rds-restore", config.env_name,
-                   [Step("rds-restore", "rds.restore", summary, target=f"rds {target}", params=params)],
-                   ["the source instance is never modified or deleted; point the app at the new endpoint"])
+                   [Step("rds-restore", "rds.restore", summary, target=f"rds {target}", params=params)], notes)
+
+
+def _restore_notes(config: Config, adapter: RdsAdapter, source: str | None, target: str) -> list[str]:
+    """What the new instance copies from its source, and how to point the rollback alarms at it."""
+    from rollback.adapters.rds import alarm_pin_lines
+
+    notes: list[str] = []
+    copied = adapter.copied_settings(source) if source else {}
+    if copied:
+        shown = {"DBParameterGroupName": "parameter group", "OptionGroupName": "option group",
+                 "MultiAZ": "Multi-AZ", "DeletionProtection": "deletion protection",
+                 "BackupRetentionPeriod": "backup retention (days)", "DBSubnetGroupName": "subnet group",
+                 "DBInstanceClass": "class"}
+        parts = [f"{label} {copied[key]}" for key, label in shown.items() if key in copied]
+        parts.append(f"{len(copied.get('Tags', [])) - 1} tag(s) plus rollback:restored-from={source}")
+        notes.append(f"copied from {source}: " + ", ".join(parts))
+    pulumi = config.env.pulumi
+    project = "rollback"
+    if pulumi is not None:
+        from rollback.commands.infra_stack import stack_ref
+
+        try:
+            project = stack_ref(config).project
+        except RollbackError:
+            project = pulumi.project or project
+    lines = alarm_pin_lines(target, stack=pulumi.stack if pulumi else None, project=project)
+    notes.append("to point the stack's rollback alarms at the new instance: " + "; ".join(lines))
+    return notes

@@ -155,14 +155,17 @@ def _pin_target(config: Config) -> tuple[Path, str, str]:
             "cannot be written to the stack config",
             f"add [env.{config.env_name}.pulumi] with stack = \"...\", or pass --no-pin and pin the version by hand",
             key=f"env.{config.env_name}.pulumi")
-    path = stack_config_path(config.resolve_path(pulumi.project_dir), pulumi.stack)
+    from rollback.commands.infra_stack import stack_ref
+
+    ref = stack_ref(config)
+    path = stack_config_path(config.resolve_path(pulumi.project_dir), ref.name)
     if not path.exists():
         # Creating it would hide a wrong project_dir / stackConfigDir: the pin would land where Pulumi never looks.
         raise ConfigError(f"stack config file {path} does not exist, so the edge pin cannot be written",
                           "check pulumi.project_dir and pulumi.stack in rollback.toml (and stackConfigDir in "
                           "Pulumi.yaml), or pass --no-pin and pin the version by hand",
                           key=f"env.{config.env_name}.pulumi.project_dir")
-    return path, qualify_key(EDGE_PIN_KEY, pulumi.project), pulumi.stack
+    return path, qualify_key(EDGE_PIN_KEY, ref.project), pulumi.stack
 
 
 def _short(config: Config, path: Path) -> str:
@@ -235,7 +238,10 @@ def plan_edge(config: Config, adapter: EdgeAdapter, *, to_version: int, distribu
     from_versions = tuple(a.version or a.arn for a in mine)
     associations = tuple(a.to_dict() for a in mine)
     unchanged = all(a.arn == target.arn for a in mine)
-    steps = [Step(
+    from rollback.commands.infra_cdn import snapshot_step
+
+    steps = [] if unchanged else [snapshot_step(config, distribution_id, f"before moving {name} to version {version}")]
+    steps += [Step(
         id="associate", action="edge.associate", target=f"distribution {distribution_id}",
         summary=(f"edge function {name}: already on version {version} on behaviours [{', '.join(behaviours)}]"
                  if unchanged else

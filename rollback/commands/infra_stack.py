@@ -24,7 +24,8 @@ import hashlib
 import json
 import shlex
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -51,8 +52,9 @@ from rollback.stackdiff import (
 )
 
 if TYPE_CHECKING:
-    from rollback.adapters.pulumi import PulumiStack
+    from rollback.adapters.pulumi import PlanViolated, PulumiStack, StepComparison
     from rollback.adapters.pulumi_backend import DiyBackend
+    from rollback.adapters.pulumi_project import StackRef
     from rollback.config import Config
     from rollback.runner import StepContext, StepHandler
 
@@ -85,8 +87,11 @@ class HistorySource(Protocol):
 
     kind: str
 
-    def history(self) -> list[StackVersion]:
-        """Every update, oldest first."""
+    def history(self, newest: int | None = None) -> list[StackVersion]:
+        """Every update (or the ``newest`` N), oldest first."""
+
+    def total(self) -> int:
+        """How many updates the stack has."""
 
     def find(self, number: int) -> StackVersion:
         """One update by version number (BadInput naming the known range when absent)."""
@@ -113,8 +118,11 @@ class BackendSource:
     stack: str
     kind: str = "backend"
 
-    def history(self) -> list[StackVersion]:
-        return self.backend.history(self.project, self.stack)
+    def history(self, newest: int | None = None) -> list[StackVersion]:
+        return self.backend.history(self.project, self.stack, newest=newest)
+
+    def total(self) -> int:
+        return self.backend.count(self.project, self.stack)
 
     def find(self, number: int) -> StackVersion:
         # Reads that update's history file only: numbering needs just the directory listing.
@@ -155,10 +163,24 @@ class CliSource:
     kind: str = "cli"
     _history: list[StackVersion] | None = field(default=None, repr=False)
 
-    def history(self) -> list[StackVersion]:
+    def history(self, newest: int | None = None) -> list[StackVersion]:
+        if self._history is not None:
+            return self._history[-newest:] if newest else self._history
+        if newest:
+            # One page of the newest N. Self-managed backends report version 0 for every update,
+            # and numbering them needs the whole history: then read it all.
+            page = self.stack.history(newest=newest)
+            if not any(v.numbered_locally for v in page):
+                return page
+        self._history = self.stack.history()
+        return self._history[-newest:] if newest else self._history
+
+    def total(self) -> int:
         if self._history is None:
-            self._history = self.stack.history()
-        return self._history
+            page = self.stack.history(newest=1)
+            if page and not page[-1].numbered_locally:
+                return page[-1].version
+        return len(self.history())
 
     def find(self, number: int) -> StackVersion:
         return _find(self.history(), number)
@@ -195,6 +217,14 @@ def project_dir(config: Config) -> Path:
     return config.resolve_path(config.require_pulumi().project_dir)
 
 
+def stack_ref(config: Config) -> StackRef:
+    """The configured stack as Pulumi spells it, its project from Pulumi.yaml unless pulumi.project says."""
+    from rollback.adapters.pulumi_project import resolve_stack
+
+    settings = config.require_pulumi()
+    return resolve_stack(settings.stack, project_dir(config), project=settings.project)
+
+
 def backend_url(config: Config) -> str | None:
     """``pulumi.backend_url`` with a relative ``file://`` path made absolute (against rollback.toml's
     directory), so the CLI, run from the project directory, finds the same backend."""
@@ -209,13 +239,18 @@ def backend_url(config: Config) -> str | None:
 
 def _backend_source(config: Config) -> BackendSource | None:
     from rollback.adapters.pulumi_backend import is_diy_url, open_backend
+    from rollback.adapters.pulumi_project import DIY_ORGANIZATION
 
-    settings = config.require_pulumi()
     url = backend_url(config) or config.environ.get("PULUMI_BACKEND_URL")
     if not url or not is_diy_url(url):
         return None
+    ref = stack_ref(config)
+    if ref.organization not in (None, DIY_ORGANIZATION):
+        raise BadInput(f"stack {ref.given!r}: a self-managed backend has the one organization "
+                       f"{DIY_ORGANIZATION!r}, not {ref.organization!r}",
+                       f'write pulumi.stack as "{DIY_ORGANIZATION}/{ref.project}/{ref.name}" or "{ref.name}"')
     backend = open_backend(url, base_dir=config.root, region=config.env.aws.region)
-    return BackendSource(backend, settings.project, settings.stack)
+    return BackendSource(backend, ref.project, ref.name)
 
 
 def _cli_stack(config: Config) -> PulumiStack:
@@ -261,15 +296,21 @@ def _find(versions: list[StackVersion], number: int) -> StackVersion:
 
 
 def history(config: Config, *, limit: int | None = None, via: str = "auto") -> dict[str, Any]:
-    """Every update (oldest first; ``limit`` keeps the newest N) with the config keys each changed."""
+    """Every update (oldest first) with the config keys each changed.
+
+    ``limit`` keeps the newest N and reads only the newest N+1 updates: the extra one
+    says what the oldest listed update changed.
+    """
     source = open_source(config, via)
-    versions = source.history()
+    versions = source.history(newest=limit + 1 if limit else None)
     rows: list[dict[str, Any]] = []
     previous: Mapping[str, ConfigValue] | None = None
-    for version in versions:
+    for index, version in enumerate(versions):
         row = version.to_dict()
         del row["config"]
-        row["config_changed"] = changed_config_keys(previous, version.config)
+        # The oldest update read has no predecessor here unless it is the first update.
+        known = index > 0 or version.version == 1 or not limit
+        row["config_changed"] = changed_config_keys(previous, version.config) if known else None
         previous = version.config
         rows.append(row)
     if limit:
@@ -278,7 +319,7 @@ def history(config: Config, *, limit: int | None = None, via: str = "auto") -> d
     return {
         "stack": config.require_pulumi().stack,
         "source": source.describe(),
-        "count": len(versions),
+        "count": source.total(),
         "numbered_locally": numbered_locally,
         "notes": [NUMBERING_NOTE] if numbered_locally else [],
         "versions": rows,
@@ -321,7 +362,7 @@ def diff(config: Config, from_version: int, to_version: int | None = None, *, vi
 def stack_config_file(config: Config) -> Path:
     from rollback.adapters.stack_config import stack_config_path
 
-    return stack_config_path(project_dir(config), config.require_pulumi().stack)
+    return stack_config_path(project_dir(config), stack_ref(config).name)
 
 
 def _file_digest(path: Path) -> str | None:
@@ -339,7 +380,7 @@ def file_config(path: Path) -> dict[str, ConfigValue]:
 
 
 def _write_file_config(path: Path, target: Mapping[str, ConfigValue], current: Mapping[str, ConfigValue],
-                       project: str) -> list[str]:
+                       project: str | None) -> list[str]:
     """Make the file's config equal ``target``, touching only the keys that differ
     (so comments and order of everything else survive). Returns the keys written."""
     from rollback.adapters.stack_config import write_stack_config
@@ -382,7 +423,7 @@ def backup_stack_config(config: Config, path: Path | None = None) -> Path:
     path = path or stack_config_file(config)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
     directory = _backup_dir(config)
-    backup = directory / f"{config.require_pulumi().stack}-{stamp}.yaml"
+    backup = directory / f"{stack_ref(config).name}-{stamp}.yaml"
     existed = path.exists()
     try:
         directory.mkdir(parents=True, exist_ok=True)
@@ -459,29 +500,103 @@ class PreviewOptions:
     plan_file: Path
     offline: bool = False
     message: str | None = None
+    config_only: bool = False
+    """Preview version N's config with today's program (the old behaviour), not N's own program."""
+
+
+# --------------------------------------------------------------------------- the program of version N
+
+
+def program_for(config: Config, version: StackVersion, *, config_only: bool = False) -> dict[str, Any]:
+    """Which program previews ``version``: its own (the commit it ran from) or today's.
+
+    Returns the JSON-only description the steps carry: ``mode`` is ``"commit"`` (that commit's
+    program differs from the work tree's: run it from a worktree), ``"same"`` (it does not) or
+    ``"config-only"``. Refuses (UnsafePrecondition) a version whose program cannot be checked out:
+    no commit recorded, run from a dirty tree, a commit this repository lacks, no git repository.
+    """
+    from rollback.adapters.git import GitRepo
+    from rollback.adapters.program_checkout import program_changes, program_source, require_program
+
+    source = program_source(version.version, version.environment)
+    if config_only:
+        return {"mode": "config-only", "commit": source.commit, "files": [], "dirty": source.dirty}
+    repo = GitRepo(project_dir(config))
+    if not repo.is_repository():
+        raise UnsafePrecondition(
+            f"the Pulumi project {project_dir(config)} is not in a git repository, so version {version.version}'s "
+            "program cannot be checked out",
+            "preview it with today's program: add --config-only")
+    commit = require_program(repo, source)
+    files = program_changes(repo, commit, project_dir(config))
+    return {"mode": "commit" if files else "same", "commit": commit, "files": files, "dirty": False}
+
+
+def describe_program(program: Mapping[str, Any], version: int) -> str:
+    commit = str(program.get("commit") or "")[:12]
+    if program.get("mode") == "commit":
+        files = ", ".join(program.get("files") or [])
+        return f"program: version {version}'s own, from commit {commit} (differs from the work tree in {files})"
+    if program.get("mode") == "same":
+        return f"program: today's, the same as version {version}'s commit {commit}"
+    return "program: today's (--config-only): only the config goes back" + (
+        f"; version {version} ran from commit {commit}" if commit else "")
+
+
+@contextmanager
+def program_project_dir(config: Config, program: Mapping[str, Any] | None) -> Iterator[Path]:
+    """The project directory to run Pulumi in: a worktree of the program's commit (removed on exit) when
+    it differs from the work tree's, else the project itself."""
+    if not program or program.get("mode") != "commit":
+        yield project_dir(config)
+        return
+    from rollback.adapters.git import GitRepo
+    from rollback.adapters.program_checkout import checkout
+
+    repo = GitRepo(project_dir(config))
+    with checkout(repo, str(program["commit"]), project_dir=project_dir(config), root=config.root) as found:
+        yield found.project_dir
+
+
+def _program_stack(config: Config, directory: Path) -> PulumiStack:
+    from rollback.adapters.pulumi import select_stack
+
+    return select_stack(config.require_pulumi().stack, directory, backend_url=backend_url(config))
 
 
 def default_plan_file(config: Config, version: int) -> Path:
-    return config.resolve_path(f".rollback/plans/{config.require_pulumi().stack}-v{version}.plan.json")
+    return config.resolve_path(f".rollback/plans/{stack_ref(config).name}-v{version}.plan.json")
 
 
-def _preview_command(config: Config, plan_file: Path) -> str:
+def _preview_command(config: Config, plan_file: Path, program: Mapping[str, Any] | None = None) -> str:
     settings = config.require_pulumi()
-    parts = ["pulumi", "preview", "--diff", "--stack", settings.stack, "--save-plan", str(plan_file),
-             "--cwd", str(project_dir(config))]
-    command = " ".join(shlex.quote(p) for p in parts)
-    url = backend_url(config)
-    if url:
-        command = f"PULUMI_BACKEND_URL={shlex.quote(url)} {command}"
-    return command
+    return _in_program(config, program, ["pulumi", "preview", "--diff", "--stack", settings.stack,
+                                         "--save-plan", str(plan_file)])
 
 
-def _up_command(config: Config, plan_file: Path) -> str:
+def _up_command(config: Config, plan_file: Path, program: Mapping[str, Any] | None = None) -> str:
     settings = config.require_pulumi()
-    parts = ["pulumi", "up", "--plan", str(plan_file), "--stack", settings.stack, "--cwd", str(project_dir(config))]
-    command = " ".join(shlex.quote(p) for p in parts)
+    return _in_program(config, program, ["pulumi", "up", "--plan", str(plan_file), "--stack", settings.stack])
+
+
+def _in_program(config: Config, program: Mapping[str, Any] | None, parts: list[str]) -> str:
+    """``parts`` run in the project, or in a worktree of the program's commit (made, then removed)."""
     url = backend_url(config)
-    return f"PULUMI_BACKEND_URL={shlex.quote(url)} {command}" if url else command
+    env = f"PULUMI_BACKEND_URL={shlex.quote(url)} " if url else ""
+    if not program or program.get("mode") != "commit":
+        return env + " ".join(shlex.quote(p) for p in [*parts, "--cwd", str(project_dir(config))])
+    from rollback.adapters.git import GitRepo
+    from rollback.adapters.program_checkout import project_in_repo, worktree_path
+
+    repo = GitRepo(project_dir(config))
+    top = repo.toplevel()
+    tree = worktree_path(str(program["commit"]), project_dir(config), config.root)
+    inner = tree / project_in_repo(repo, project_dir(config))
+    run = " ".join(shlex.quote(p) for p in [*parts, "--cwd", str(inner), "--config-file",
+                                            str(stack_config_file(config))])
+    git = f"git -C {shlex.quote(str(top))} worktree"
+    return (f"{git} add --detach {shlex.quote(str(tree))} {program['commit']} && {env}{run}; "
+            f"{git} remove --force {shlex.quote(str(tree))}")
 
 
 def preview_plan(config: Config, options: PreviewOptions) -> tuple[Plan, dict[str, Any]]:
@@ -503,7 +618,9 @@ def preview_plan(config: Config, options: PreviewOptions) -> tuple[Plan, dict[st
         current = source.stack.get_config()
     changes = diff_config(current, target.config)
     mode = "offline" if offline else "cli"
-    common = {"version": target.version, "mode": mode, "path": str(path), "plan_file": str(options.plan_file)}
+    program = program_for(config, target, config_only=options.config_only)
+    common = {"version": target.version, "mode": mode, "path": str(path), "plan_file": str(options.plan_file),
+              "program": program}
     backup_step = Step("backup-config", "infra.backup-config", f"save {path.name} to {_backup_dir(config)}",
                        target=f"stack {settings.stack}", params={"path": str(path)})
     write_step = Step("write-config", "infra.write-config",
@@ -514,20 +631,27 @@ def preview_plan(config: Config, options: PreviewOptions) -> tuple[Plan, dict[st
                       destructive=bool(changes))
     if offline:
         # The program runs under mocks first: a pin it rejects stops the preview before any file changes.
+        against = (f"the program of commit {str(program['commit'])[:12]} with version {target.version}'s config"
+                   if program["mode"] == "commit" else "the pinned config")
         steps = [Step("desired-state", "infra.desired-state",
-                      "run the program under Pulumi's mocks with the current and the pinned config",
+                      f"run the program under Pulumi's mocks: today's with the current config vs {against}",
                       target=f"stack {settings.stack}", params=common), backup_step, write_step]
     else:
         steps = [backup_step, write_step,
                  Step("preview", "infra.preview", f"pulumi preview --diff --save-plan {options.plan_file}",
                       target=f"stack {settings.stack}",
                       params={**common, "message": options.message})]
-    notes = [f"config changes: {c.describe()}" for c in changes]
+    notes = [describe_program(program, target.version)]
+    if program["mode"] == "commit" and any(f.endswith("requirements.txt") for f in program["files"]):
+        notes.append(f"commit {str(program['commit'])[:12]} pins other program dependencies "
+                     "(infra/requirements.txt): the worktree uses the project's .venv; run 'pulumi install' in it "
+                     "first for an exact preview")
+    notes += [f"config changes: {c.describe()}" for c in changes]
     if target.numbered_locally:
         notes.append(NUMBERING_NOTE)
     plan = Plan.of(f"preview stack {settings.stack} at version {target.version}", config.env_name, steps, notes)
     context = {"mode": mode, "source": source, "target": target, "current": current, "changes": changes,
-               "path": path, "options": options, "latest": latest.version if latest else None}
+               "path": path, "options": options, "latest": latest.version if latest else None, "program": program}
     return plan, context
 
 
@@ -558,33 +682,128 @@ def _mock_config(values: Mapping[str, ConfigValue]) -> tuple[dict[str, object], 
 
 
 def desired_state_diff(config: Config, before: Mapping[str, ConfigValue],
-                       after: Mapping[str, ConfigValue]) -> list[dict[str, Any]]:
-    """Declared inputs that differ between the program run with ``before`` and with ``after``."""
+                       after: Mapping[str, ConfigValue], *, after_label: str = "the pinned version's config",
+                       after_project_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Declared inputs that differ between the program run with ``before`` (the stack's current
+    config) and with ``after``; a run the program refuses names which config it was and why.
+
+    ``after_project_dir`` runs the ``after`` side with the program of another checkout (the
+    project directory of a worktree of an earlier commit): program@HEAD + current config against
+    program@commit + that version's config.
+    """
     from rollback.adapters.pulumi_mocks import diff_declared_inputs, run_program_under_mocks
 
-    settings = config.require_pulumi()
+    ref = stack_ref(config)
     program = _program_dir(config)
+    stack_file = stack_config_file(config)
     runs = []
-    for values in (before, after):
+    for values, label in ((before, f"the current stack config ({_display(config, stack_file)})"),
+                          (after, after_label)):
+        if values is after and after_project_dir is not None:
+            program = _program_dir_in(after_project_dir)
         plain, secrets = _mock_config(values)
         try:
-            runs.append(run_program_under_mocks(program, plain, project=settings.project, stack=settings.stack,
+            runs.append(run_program_under_mocks(program, plain, project=ref.project, stack=ref.name,
                                                 secret_keys=secrets))
-        except Exception as exc:  # the program's own error, e.g. a pin it rejects
-            message = str(getattr(exc, "message", None) or exc)
-            raise PulumiError(f"the Pulumi program failed under mocks: {shorten(message, 300)}",
-                              "fix the pinned config, or preview with the Pulumi CLI") from exc
+        except Exception as exc:  # the program's own error, e.g. a key it requires or a pin it rejects
+            raise _program_failure(exc, label, is_current=values is before, stack_file=stack_file,
+                                   program=program) from exc
     changes = diff_declared_inputs(runs[0], runs[1])
     rows: list[dict[str, Any]] = []
     for name, items in changes.items():
         kind = runs[1].get(name, runs[0].get(name, {})).get("type")
         for path, old, new in items:
             rows.append({"resource": name, "type": kind, "path": path, "old": old, "new": new})
+    refuse_replacements(rows, after_label)
     return rows
 
 
+# Resources whose replacement a rollback must never trigger: inputs that force one (and a changed
+# logical name, which is a delete plus a create). The program retains the edge function and protects
+# the bucket, but by then CloudFront would already point at the new (empty or not yet replicated) one.
+NEVER_REPLACED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "aws:s3/bucket:Bucket": ("the assets bucket", ("bucket", "bucketPrefix")),
+    "aws:lambda/function:Function": ("the Lambda@Edge function", ("name",)),
+}
+
+
+def _program_rows(config: Config, values: Mapping[str, ConfigValue], directory: Path) -> set[tuple[str, str]]:
+    """(resource, path) of the declared inputs today's program and the one in ``directory`` give for the
+    same config: the program change itself. Empty when the other program refuses that config."""
+    try:
+        rows = desired_state_diff(config, values, dict(values), after_project_dir=directory,
+                                  after_label="that program with today's config")
+    except RollbackError:
+        return set()
+    return {(str(r["resource"]), str(r["path"])) for r in rows}
+
+
+def refuse_replacements(rows: Sequence[Mapping[str, Any]], label: str) -> None:
+    """Refuse a desired state that replaces the assets bucket or the edge function (UnsafePrecondition)."""
+    for row in rows:
+        what = NEVER_REPLACED.get(str(row.get("type")))
+        if what is None:
+            continue
+        noun, forcing = what
+        if row["path"] == "" or row["path"] in forcing:
+            change = (f"{row['path']}: {shorten(row['old'], 80)} -> {shorten(row['new'], 80)}" if row["path"]
+                      else "its logical name changed (a delete and a create)")
+            raise UnsafePrecondition(
+                f"{label} would replace {noun} {row['resource']} ({change}): CloudFront would be re-pointed at "
+                "the new one before the old one could be removed (a Lambda@Edge function stays undeletable for "
+                "hours; an emptied bucket serves nothing)",
+                f"keep {noun}'s name as it is now: restore the other keys, or this version's program, by hand; "
+                "a rename is a migration, not a rollback")
+
+
+def refuse_replaced_resources(steps: Sequence[Mapping[str, Any]], label: str) -> None:
+    """The same refusal for a real preview's steps (``pulumi preview``'s replace operations)."""
+    for step in steps:
+        what = NEVER_REPLACED.get(str(step.get("type")))
+        if what is None or step.get("op") not in ("replace", "create-replacement", "delete-replaced"):
+            continue
+        noun, _ = what
+        name = str(step.get("urn", "")).rsplit("::", 1)[-1]
+        keys = ", ".join(step.get("keys") or []) or "its name"
+        raise UnsafePrecondition(
+            f"{label} would replace {noun} {name} (because of {keys}): CloudFront would be re-pointed at the new one "
+            "before the old one could be removed (a Lambda@Edge function stays undeletable for hours; an emptied "
+            "bucket serves nothing); the plan was not kept",
+            f"keep {noun}'s name as it is now: restore the other keys, or this version's program, by hand; "
+            "a rename is a migration, not a rollback")
+
+
+def _display(config: Config, path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(config.root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _program_failure(exc: BaseException, label: str, *, is_current: bool, stack_file: Path,
+                     program: Path) -> PulumiError:
+    """One line naming the config the program refused (the current one or the pinned one) and what to do."""
+    message = shorten(str(getattr(exc, "message", None) or exc), 300)
+    rejected = message.startswith("config ")  # infra.settings.ConfigError, as the program reports it
+    if rejected and is_current:
+        return PulumiError(f"the program rejects {label}: {message}",
+                           f"fix {stack_file.name} first (nothing was changed); the message says how")
+    if rejected:
+        return PulumiError(f"the program rejects {label}: {message}",
+                           "that version's config does not run with this program; pick another version, or "
+                           "set the value the message asks for in the pinned config")
+    which = "the current stack config" if is_current else label
+    return PulumiError(f"the Pulumi program in {program} failed under mocks with {which}: "
+                       f"{type(exc).__name__}: {message}",
+                       "run 'pytest tests/infra -q' to see the program's error in full; nothing was changed")
+
+
 def _program_dir(config: Config) -> Path:
-    directory = project_dir(config)
+    return _program_dir_in(project_dir(config))
+
+
+def _program_dir_in(directory: Path) -> Path:
+    """The program directory of the project in ``directory`` (Pulumi.yaml's ``main``)."""
     main = "."
     for name in ("Pulumi.yaml", "Pulumi.yml"):
         project_file = directory / name
@@ -598,7 +817,7 @@ def _program_dir(config: Config) -> Path:
 
 
 def _write_sidecar(config: Config, plan_file: Path, target: StackVersion, mode: str,
-                   summary: Mapping[str, Any] | None) -> Path:
+                   summary: Mapping[str, Any] | None, program: Mapping[str, Any] | None = None) -> Path:
     """Record what the plan at ``plan_file`` was previewed for, next to it.
 
     In ``cli`` mode the plan exists and its digest is recorded, so that restore applies exactly
@@ -618,7 +837,7 @@ def _write_sidecar(config: Config, plan_file: Path, target: StackVersion, mode: 
         plan_digest = None
     else:
         plan_digest = _file_digest(plan_file)
-    atomic_write(sidecar, json.dumps({
+    record: dict[str, Any] = {
         "stack": config.require_pulumi().stack,
         "env": config.env_name,
         "version": target.version,
@@ -627,7 +846,13 @@ def _write_sidecar(config: Config, plan_file: Path, target: StackVersion, mode: 
         "config_sha256": _file_digest(stack_config_file(config)),
         "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "change_summary": dict(summary or {}),
-    }, indent=2))
+        # The program the plan was (or, offline, must be) made with: restore applies it from the same commit.
+        "program": dict(program or {"mode": "config-only"}),
+    }
+    if mode == "offline":
+        # What restore names while the plan does not exist yet.
+        record["preview_command"] = _preview_command(config, plan_file, program)
+    atomic_write(sidecar, json.dumps(record, indent=2))
     return sidecar
 
 
@@ -697,8 +922,23 @@ class StackHandlers:
 
     def desired_state(self, step: Step, ctx: StepContext) -> Check:
         current, target = self._configs(step)
-        rows = desired_state_diff(self.config, current, target)
-        return Check(False, {"changed_inputs": len(rows), "rows": rows},
+        program = step.params.get("program") or {}
+        version = int(step.params["version"])
+        if program.get("mode") == "commit":
+            commit = str(program["commit"])
+            with program_project_dir(self.config, program) as directory:
+                rows = desired_state_diff(self.config, current, target, after_project_dir=directory,
+                                          after_label=f"version {version}'s program (commit {commit[:12]}) "
+                                                      "with its config")
+                # Which differences the program makes: today's config under that program.
+                by_program = _program_rows(self.config, current, directory)
+            for row in rows:
+                row["cause"] = "program" if (row["resource"], row["path"]) in by_program else "config"
+        else:
+            rows = desired_state_diff(self.config, current, target)
+            for row in rows:
+                row["cause"] = "config"
+        return Check(False, {"changed_inputs": len(rows), "rows": rows, "program": dict(program)},
                      f"{len(rows)} declared input(s) differ under mocks")
 
     def check_write_config(self, step: Step, ctx: StepContext) -> Check:
@@ -744,7 +984,8 @@ class StackHandlers:
             # No plan exists yet offline: the sidecar records the version and the config the user's
             # 'pulumi preview --save-plan' will run with, so that restore can check both.
             version = self._source(mode).find(int(step.params["version"]))
-            sidecar = _write_sidecar(self.config, Path(str(step.params["plan_file"])), version, "offline", None)
+            sidecar = _write_sidecar(self.config, Path(str(step.params["plan_file"])), version, "offline", None,
+                                     step.params.get("program"))
             return {"written": keys, "file": str(path), "sidecar": str(sidecar)}
         except RollbackError as exc:
             _undo_hint(exc, step, ctx)
@@ -760,21 +1001,32 @@ class StackHandlers:
     def preview(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         plan_file = Path(str(step.params["plan_file"]))
         version = int(step.params["version"])
+        program = step.params.get("program") or {}
         try:
-            stack = self._stack()
             try:
                 plan_file.parent.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise OperationFailed(f"cannot create {plan_file.parent}: {exc.strerror}",
                                       "pass --plan-file in a writable directory") from exc
-            result = stack.preview(plan_file, message=step.params.get("message")
-                                   or f"rollback: preview of version {version}")
+            message = step.params.get("message") or f"rollback: preview of version {version}"
+            if program.get("mode") == "commit":
+                # Version N's program, from a worktree of its commit, with version N's config (just written).
+                with program_project_dir(self.config, program) as directory:
+                    result = _program_stack(self.config, directory).preview(
+                        plan_file, message=message, config_file=stack_config_file(self.config))
+            else:
+                result = self._stack().preview(plan_file, message=message)
+            try:
+                refuse_replaced_resources(result.steps, f"version {version}")
+            except UnsafePrecondition:
+                plan_file.unlink(missing_ok=True)  # a plan that must not be applied is not kept
+                raise
             sidecar = _write_sidecar(self.config, plan_file, self._source("cli").find(version), "cli",
-                                     result.change_summary)
+                                     result.change_summary, program)
         except RollbackError as exc:
             _undo_hint(exc, step, ctx)
             raise
-        return {**result.to_dict(), "sidecar": str(sidecar)}
+        return {**result.to_dict(), "sidecar": str(sidecar), "program": dict(program)}
 
     # ------------------------------------------------------------ restore
     def check_restore(self, step: Step, ctx: StepContext) -> Check:
@@ -786,8 +1038,12 @@ class StackHandlers:
         from rollback.adapters.pulumi import cli_available
 
         plan_file = Path(step.params["plan_file"])
-        would = _up_command(self.config, plan_file)
-        applied = _read_sidecar(plan_file).get("applied") if plan_file.is_file() else None
+        meta = _read_sidecar(plan_file) if plan_file.is_file() else {}
+        would = _up_command(self.config, plan_file, meta.get("program"))
+        if step.params.get("without_plan"):
+            would = ("pulumi preview --json, compared with the plan's steps, then pulumi up without the plan "
+                     f"(the plan refused: {plan_file.name})")
+        applied = meta.get("applied")
         if isinstance(applied, Mapping) and (step.id in ctx.earlier or ctx.resuming):
             return Check(True, {**dict(ctx.earlier.get(step.id) or {}), "applied": dict(applied)}, would)
         if not cli_available():
@@ -796,13 +1052,37 @@ class StackHandlers:
         return Check(False, {"would_run": would}, would)
 
     def up(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        from rollback.adapters.pulumi import PlanViolated
+
         plan_file = Path(step.params["plan_file"])
-        stack = _cli_stack(self.config)
-        result = stack.up(plan_file, message=f"rollback: restore version {step.params['version']}")
+        meta = _read_sidecar(plan_file)
+        program = meta.get("program") or {}
+        version = int(step.params["version"])
+        message = f"rollback: restore version {version}"
+        without_plan = bool(step.params.get("without_plan"))
+        if without_plan and not isinstance(meta.get("refused"), Mapping):
+            raise UnsafePrecondition(f"--without-plan is for a plan 'pulumi up --plan' refused, and {plan_file.name} "
+                                     "never was", "apply it with the plan: drop --without-plan")
+        config_file = stack_config_file(self.config) if program.get("mode") == "commit" else None
+        extra: dict[str, Any] = {}
+        # The same commit's program the plan was made with (a worktree, removed afterwards), or today's.
+        with program_project_dir(self.config, program) as directory:
+            stack = _program_stack(self.config, directory) if config_file else _cli_stack(self.config)
+            if without_plan:
+                comparison = self._compare_with_plan(stack, plan_file, config_file, version)
+                ctx.note(f"a fresh preview takes exactly the plan's steps ({comparison.describe()}); "
+                         "applying them without the plan")
+                result = stack.up(None, message=f"{message} (without the refused plan)", config_file=config_file)
+                extra = {"without_plan": True, "comparison": comparison.to_dict()}
+            else:
+                try:
+                    result = stack.up(plan_file, message=message, config_file=config_file)
+                except PlanViolated as exc:
+                    raise self._refused(exc, stack, plan_file, config_file, version, ctx) from exc
         # A plan is applied once: mark it so that a second restore asks for a new preview.
         applied = {"run": ctx.run_id, "at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                   "result": result.result}
-        document = result.to_dict()
+                   "result": result.result, **({"without_plan": True} if without_plan else {})}
+        document = {**result.to_dict(), **extra}
         try:
             _mark_applied(plan_file, applied)
         except RollbackError as exc:
@@ -812,6 +1092,45 @@ class StackHandlers:
             ctx.note(f"warning: {warning}", level="warning")
             document["warning"] = warning
         return document
+
+    def _compare_with_plan(self, stack: PulumiStack, plan_file: Path, config_file: Path | None,
+                           version: int) -> StepComparison:
+        """A fresh ``preview --json`` against the saved plan; refuses (UnsafePrecondition) when they differ."""
+        from rollback.adapters.pulumi import compare_steps, plan_file_steps
+
+        comparison = compare_steps(plan_file_steps(plan_file),
+                                   stack.preview_steps(message=f"rollback: check of version {version}'s plan",
+                                                       config_file=config_file))
+        if not comparison.approved:
+            raise UnsafePrecondition(
+                f"a fresh preview does not take the steps of {plan_file.name}: {comparison.describe()}; "
+                "not applying anything without the plan",
+                f"the stack or the program moved since the preview: run 'rollback infra preview --to {version} "
+                f"--plan-file {plan_file}' again")
+        return comparison
+
+    def _refused(self, exc: PlanViolated, stack: PulumiStack, plan_file: Path, config_file: Path | None,
+                 version: int, ctx: StepContext) -> RollbackError:
+        """``up --plan`` refused the plan: compare a fresh preview with it and say what can be done."""
+        violations = "; ".join(v.describe() for v in exc.violations)
+        refusal: dict[str, Any] = {"at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "run": ctx.run_id,
+                                   "violations": [v.to_dict() for v in exc.violations]}
+        try:
+            comparison = self._compare_with_plan(stack, plan_file, config_file, version)
+        except UnsafePrecondition as differs:
+            refusal["fresh_preview"] = "differs"
+            _record_refusal(plan_file, refusal)
+            return UnsafePrecondition(f"pulumi up refused the saved plan ({violations}), and {differs.message}",
+                                      differs.hint, violations=refusal["violations"])
+        refusal["fresh_preview"] = comparison.to_dict()
+        _record_refusal(plan_file, refusal)
+        again = f"rollback infra restore --to {version} --plan-file {shlex.quote(str(plan_file))} --without-plan"
+        return UnsafePrecondition(
+            f"pulumi up refused the saved plan although nothing changed: {violations} (a known Pulumi update-plan "
+            f"bug: {KNOWN_PLAN_BUGS}); a fresh preview from the same program and config takes exactly the plan's "
+            f"steps ({comparison.describe()})",
+            f"to apply those steps with a plain 'pulumi up' after checking them again: {again}",
+            violations=refusal["violations"], fallback=again)
 
     # ------------------------------------------------------------ config-restore
     def check_config_restore(self, step: Step, ctx: StepContext) -> Check:
@@ -854,6 +1173,7 @@ def preview_report(config: Config, context: dict[str, Any], outcome: Mapping[str
         "config_file": str(context["path"]),
         "config_changes": [c.to_dict() for c in context["changes"]],
         "plan_file": str(options.plan_file),
+        "program": {**context["program"], "describe": describe_program(context["program"], target.version)},
         "undo": f"rollback infra config-restore {shlex.quote(str(backup))}" if backup else None,
         **outcome,
     }
@@ -864,9 +1184,11 @@ def preview_report(config: Config, context: dict[str, Any], outcome: Mapping[str
                           f"--plan-file {shlex.quote(str(options.plan_file))}")
     else:
         report["desired_state_diff"] = list((results.get("desired-state") or {}).get("rows") or [])
-        report["label"] = ("desired-state diff: the program's declared inputs with the current vs the pinned "
-                           "config, run under Pulumi's mocks; NOT a diff against the cloud")
-        report["run_where_cli_is_installed"] = _preview_command(config, options.plan_file)
+        against = ("version's program (commit " + str(context["program"]["commit"])[:12] + ") and config"
+                   if context["program"]["mode"] == "commit" else "pinned config")
+        report["label"] = (f"desired-state diff: the program's declared inputs with the current config vs the "
+                           f"{against}, run under Pulumi's mocks; NOT a diff against the cloud")
+        report["run_where_cli_is_installed"] = _preview_command(config, options.plan_file, context["program"])
         report["next"] = (f"then rollback infra restore --to {target.version} "
                           f"--plan-file {shlex.quote(str(options.plan_file))}")
     return report
@@ -878,6 +1200,12 @@ def preview_report(config: Config, context: dict[str, Any], outcome: Mapping[str
 def _read_sidecar(plan_file: Path) -> dict[str, Any]:
     sidecar = Path(str(plan_file) + SIDECAR_SUFFIX)
     if not plan_file.is_file():
+        waiting = _offline_waiting_for_plan(sidecar)
+        if waiting is not None:
+            raise UnsafePrecondition(
+                f"plan file {plan_file} does not exist yet: the offline preview of version {waiting['version']} "
+                "pinned its config but cannot save a plan without the Pulumi CLI",
+                f"run where the Pulumi CLI is installed: {waiting['preview_command']} ; then run this restore again")
         raise UnsafePrecondition(f"plan file {plan_file} does not exist",
                                  "run 'rollback infra preview --to VERSION --plan-file FILE' first")
     if not sidecar.is_file():
@@ -894,6 +1222,17 @@ def _read_sidecar(plan_file: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise BadInput(f"{sidecar} is not a preview record (a JSON object)", again)
     return data
+
+
+def _offline_waiting_for_plan(sidecar: Path) -> dict[str, Any] | None:
+    """The offline preview's record when it waits for the user's ``pulumi preview --save-plan``."""
+    try:
+        data = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and data.get("mode") == "offline" and data.get("preview_command"):
+        return data
+    return None
 
 
 def check_restore(config: Config, version: int, plan_file: Path, *,
@@ -923,6 +1262,14 @@ def check_restore(config: Config, version: int, plan_file: Path, *,
                                  preview_again)
     if recorded is not None and recorded != _file_digest(plan_file):
         raise UnsafePrecondition(f"the plan file {plan_file.name} changed since the preview", preview_again)
+    recorded_program = meta.get("program")
+    program: dict[str, Any] = recorded_program if isinstance(recorded_program, dict) else {}
+    if program.get("mode") == "commit":
+        from rollback.adapters.git import GitRepo
+
+        if not GitRepo(project_dir(config)).has_commit(str(program.get("commit"))):
+            raise UnsafePrecondition(f"the plan was made with the program of commit {program.get('commit')}, "
+                                     "which this repository no longer has", preview_again)
     digest = _file_digest(stack_config_file(config))
     if meta.get("config_sha256") != digest:
         raise UnsafePrecondition(f"the stack config changed since the preview ({stack_config_file(config).name})",
@@ -952,17 +1299,36 @@ def check_restore(config: Config, version: int, plan_file: Path, *,
             "previewed_at": meta.get("created_at")}
 
 
-def restore_plan(config: Config, version: int, plan_file: Path) -> Plan:
+def restore_plan(config: Config, version: int, plan_file: Path, *, without_plan: bool = False) -> Plan:
+    """Check, then ``pulumi up --plan``; ``without_plan``: the guarded fallback for a plan the CLI refused."""
     settings = config.require_pulumi()
-    steps = [
-        Step("check", "infra.check", f"not locked, no pending operations, plan matches version {version}",
-             target=f"stack {settings.stack}", params={"plan_file": str(plan_file), "version": version}),
-        Step("up", "infra.up", f"pulumi up --plan {plan_file} (restore version {version})",
-             target=f"stack {settings.stack}", params={"plan_file": str(plan_file), "version": version},
-             destructive=True),
-    ]
-    return Plan.of(f"restore stack {settings.stack} to version {version}", config.env_name, steps,
-                   [f"applies exactly the plan saved by the preview: {plan_file}"])
+    params = {"plan_file": str(plan_file), "version": version}
+    if without_plan:
+        up = Step("up", "infra.up", f"pulumi up without the plan, only if a fresh preview takes exactly the steps "
+                                    f"of {plan_file.name} (restore version {version})",
+                  target=f"stack {settings.stack}", params={**params, "without_plan": True}, destructive=True)
+        notes = [f"the guarded fallback for a plan 'pulumi up --plan' refused: {plan_file} names the steps allowed; "
+                 "a fresh 'pulumi preview --json' from the same program and config must take exactly those"]
+    else:
+        up = Step("up", "infra.up", f"pulumi up --plan {plan_file} (restore version {version})",
+                  target=f"stack {settings.stack}", params=params, destructive=True)
+        notes = [f"applies exactly the plan saved by the preview: {plan_file}"]
+    steps = [Step("check", "infra.check", f"not locked, no pending operations, plan matches version {version}",
+                  target=f"stack {settings.stack}", params=params), up]
+    return Plan.of(f"restore stack {settings.stack} to version {version}", config.env_name, steps, notes)
+
+
+def _record_refusal(plan_file: Path, refusal: Mapping[str, Any]) -> None:
+    """Note in the sidecar that ``pulumi up --plan`` refused this plan (what ``--without-plan`` requires)."""
+    from rollback.adapters.stack_config import atomic_write
+
+    meta = _read_sidecar(plan_file)
+    meta["refused"] = dict(refusal)
+    atomic_write(Path(str(plan_file) + SIDECAR_SUFFIX), json.dumps(meta, indent=2))
+
+
+KNOWN_PLAN_BUGS = ("pulumi/pulumi#11587 (a Lambda function whose code is an Archive), #16670 and #16681 "
+                   "(stack outputs)")
 
 
 def _mark_applied(plan_file: Path, applied: Mapping[str, Any]) -> None:

@@ -49,6 +49,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "run": ("run.check_world",),
     "switch": ("vercel.switch_database", "vercel.redeploy"),
     "edge": ("edge.associate", "edge.wait", "edge.pin"),
+    "cdn": ("cdn.snapshot", "cdn.update", "cdn.wait", "cdn.pin"),
     "invalidate": ("cloudfront.invalidate", "cloudfront.wait_invalidation"),
     "assets": ("s3.restore",),
     "stack": ("infra.backup-config", "infra.desired-state", "infra.write-config", "infra.preview", "infra.check",
@@ -129,6 +130,12 @@ def _edge(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> d
                              ramp=bool(services.get("poll_ramp", False))).handlers())
 
 
+def _cdn(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dict[str, Any]:
+    from rollback.commands.infra_cdn import CdnHandlers
+
+    return dict(CdnHandlers(adapters.edge(), interval=float(services.get("edge_interval", 15.0))).handlers())
+
+
 def _invalidate(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dict[str, Any]:
     from rollback.commands.infra_breakglass import InvalidateHandlers
 
@@ -157,7 +164,7 @@ def _db(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dic
 
 
 _BUILDERS: dict[str, Callable[[Config, Mapping[str, Any], _Adapters], dict[str, Any]]] = {
-    "app": _app, "verify": _verify, "edge": _edge, "invalidate": _invalidate, "assets": _assets,
+    "app": _app, "verify": _verify, "edge": _edge, "cdn": _cdn, "invalidate": _invalidate, "assets": _assets,
     "stack": _stack, "db": _db, "run": _run, "switch": _switch,
 }
 

@@ -86,7 +86,9 @@ GOOD_EDGE_VERSION = "2"
 BAD_EDGE_VERSION = "3"
 VERCEL_JOB_SECONDS = 0.5
 CLOUDFRONT_DEPLOY_SECONDS = 1.0
-DB_PASSWORD_KEY = f"{PROJECT}:dbMasterPassword"
+# The stack's one secret (the X-Origin-Verify value CloudFront sends to the app). The database
+# password is not in stack config: RDS manages it in Secrets Manager (infra/database.py).
+ORIGIN_SECRET_KEY = f"{PROJECT}:originVerifySecret"
 
 # The runbook's thresholds, as infra/settings.py AlarmThresholds defaults them.
 DB_MAX_CONNECTIONS = 429  # db.t4g.medium, as infra/settings.py computes it
@@ -614,7 +616,7 @@ def _source_hash(edge_version: str) -> str:
     return base64.b64encode(hashlib.sha256(_zip(_EDGE_SOURCES[edge_version])).digest()).decode()
 
 
-def _stack_resources(aws: Mapping[str, Any], edge_version: str, db_password: str) -> list[dict[str, Any]]:
+def _stack_resources(aws: Mapping[str, Any], edge_version: str, origin_secret: str) -> list[dict[str, Any]]:
     urn = f"urn:pulumi:{STACK}::{PROJECT}::"
     stack_urn = f"{urn}pulumi:pulumi:Stack::{PROJECT}-{STACK}"
     arn = aws["edge_versions"][edge_version]
@@ -637,7 +639,8 @@ def _stack_resources(aws: Mapping[str, Any], edge_version: str, db_password: str
                                    "viewerProtocolPolicy": "redirect-to-https", "lambdaFunctionAssociations": []}],
         "origins": [{"originId": "assets", "originPath": f"/releases/{aws['assets_release']}",
                      "domainName": f"{aws['assets_bucket']}.s3.us-east-1.amazonaws.com"},
-                    {"originId": "app", "originPath": "", "domainName": DEMO.domains[0]}],
+                    {"originId": "app", "originPath": "", "domainName": DEMO.domains[0],
+                     "customHeaders": [{"name": "X-Origin-Verify", "value": secret_property(origin_secret)}]}],
     }
     resources: list[dict[str, Any]] = [
         {"urn": stack_urn, "custom": False, "type": "pulumi:pulumi:Stack", "outputs": outputs},
@@ -660,10 +663,10 @@ def _stack_resources(aws: Mapping[str, Any], edge_version: str, db_password: str
          "outputs": {"bucket": aws["assets_bucket"], "versioningConfiguration": {"status": "Enabled"}}},
         {"urn": f"{urn}aws:rds/instance:Instance::db-instance", "custom": True, "type": "aws:rds/instance:Instance",
          "id": aws["db_instance"], "parent": stack_urn,
-         "inputs": {"identifier": aws["db_instance"], "engine": "postgres", "engineVersion": "16.4",
+         "inputs": {"identifier": aws["db_instance"], "engine": "postgres", "engineVersion": "16",
                     "instanceClass": "db.t4g.medium", "backupRetentionPeriod": 7,
-                    "password": secret_property(db_password)},
-         "outputs": {"identifier": aws["db_instance"], "password": secret_property(db_password)}},
+                    "manageMasterUserPassword": True},
+         "outputs": {"identifier": aws["db_instance"]}},
     ]
     for alarm in aws["alarms"]:
         resources.append({"urn": f"{urn}aws:cloudwatch/metricAlarm:MetricAlarm::{alarm['name']}", "custom": True,
@@ -679,11 +682,11 @@ def write_pulumi(directory: Path, aws: Mapping[str, Any], timeline: Timeline) ->
     state = directory / "pulumi-state"
     project = directory / "pulumi"
     shutil.rmtree(state, ignore_errors=True)
-    password = secrets.token_urlsafe(18)
+    origin_secret = secrets.token_urlsafe(18)
     base_config: dict[str, Any] = {
         "aws:region": REGION, f"{PROJECT}:assetsBucketName": aws["assets_bucket"],
         f"{PROJECT}:appOriginDomain": DEMO.domains[0], f"{PROJECT}:dbInstanceIdentifier": aws["db_instance"],
-        f"{PROJECT}:dbInstanceClass": "db.t4g.medium", DB_PASSWORD_KEY: {"secure": encrypt(password)},
+        f"{PROJECT}:dbInstanceClass": "db.t4g.medium", ORIGIN_SECRET_KEY: {"secure": encrypt(origin_secret)},
     }
     story = (
         ("initial deploy", timeline.created, "1", {"create": 21}, "a1"),
@@ -696,7 +699,7 @@ def write_pulumi(directory: Path, aws: Mapping[str, Any], timeline: Timeline) ->
         config = {**base_config, f"{PROJECT}:assetsRelease": RELEASE, f"{PROJECT}:edgeFunctionVersion": edge}
         updates.append(BackendUpdate(
             message=message, start_time=int(when.timestamp()), config=config, changes=changes, git_head=head * 20,
-            checkpoint=checkpoint_document(PROJECT, STACK, _stack_resources(aws, edge, password))))
+            checkpoint=checkpoint_document(PROJECT, STACK, _stack_resources(aws, edge, origin_secret))))
     build_backend(state, project=PROJECT, stack=STACK, updates=updates)
 
     (project / "stacks").mkdir(parents=True, exist_ok=True)
@@ -714,7 +717,7 @@ def write_pulumi(directory: Path, aws: Mapping[str, Any], timeline: Timeline) ->
         f"  {PROJECT}:appOriginDomain: {DEMO.domains[0]}\n"
         f"  {PROJECT}:dbInstanceIdentifier: {aws['db_instance']}\n"
         f"  {PROJECT}:dbInstanceClass: db.t4g.medium\n"
-        f"  {DB_PASSWORD_KEY}:\n    secure: {encrypt(password)}\n", encoding="utf-8")
+        f"  {ORIGIN_SECRET_KEY}:\n    secure: {encrypt(origin_secret)}\n", encoding="utf-8")
     return {"backend_url": f"file://{state}", "project": PROJECT, "stack": STACK, "project_dir": str(project),
             "updates": len(updates), "bad_version": len(updates), "good_version": len(updates) - 1}
 

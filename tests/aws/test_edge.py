@@ -16,6 +16,14 @@ from tests.aws.conftest import STACK_FILE, EdgeStack, Project, associations, jou
 EDGE = ("infra", "edge", "--poll-interval", "0s")
 
 
+
+def edge_handlers(adapter: Any) -> dict[str, Any]:
+    """The edge plan's handlers: its own and the automatic distribution snapshot's."""
+    from rollback.commands.infra_breakglass import EdgeHandlers
+    from rollback.commands.infra_cdn import CdnHandlers
+
+    return {**EdgeHandlers(adapter, interval=0).handlers(), **CdnHandlers(adapter, interval=0).handlers()}
+
 def test_edge_rollback_end_to_end(aws: Callable[[str], Any], edge_stack: Callable[..., EdgeStack],
                                   project: Callable[..., Project], run_cli: Any) -> None:
     stack = edge_stack(versions=3, live=3)
@@ -40,7 +48,7 @@ def test_edge_rollback_end_to_end(aws: Callable[[str], Any], edge_stack: Callabl
     assert "InProgress" in result.err  # progress while waiting
     events = journal_events(proj.journal_dir)
     finished = [e["step"] for e in events if e["event"] == "step_finished"]
-    assert finished == ["associate", "wait", "pin"]
+    assert finished == ["snapshot", "associate", "wait", "pin"]  # the distribution is saved first
     assert events[-1]["event"] == "run_finished" and events[-1]["status"] == "succeeded"
 
 
@@ -110,7 +118,6 @@ def _someone_else_updates(cf: Any, distribution_id: str, change: Callable[[dict[
 def test_concurrent_association_change_fails_cleanly(aws: Callable[[str], Any],
                                                      edge_stack: Callable[..., EdgeStack],
                                                      project: Callable[..., Project]) -> None:
-    from rollback.commands import infra_breakglass as commands
     from rollback.journal import Journal
 
     stack = edge_stack(versions=4, live=3)
@@ -125,7 +132,7 @@ def test_concurrent_association_change_fails_cleanly(aws: Callable[[str], Any],
 
     journal = Journal.start(config.journal_dir, command="test", env="prod")
     with pytest.raises(UnsafePrecondition) as caught:
-        execute(planned.plan, commands.EdgeHandlers(adapter, interval=0).handlers(), journal=journal)
+        execute(planned.plan, edge_handlers(adapter), journal=journal)
     assert caught.value.exit_code == 4
     assert "changed by someone else" in caught.value.message
     assert f"now uses {stack.arn(4)} (planned to change {stack.arn(3)})" in caught.value.message
@@ -143,7 +150,6 @@ def test_concurrent_association_change_fails_cleanly(aws: Callable[[str], Any],
 def test_concurrent_unrelated_change_is_kept_and_retried_once(aws: Callable[[str], Any],
                                                                edge_stack: Callable[..., EdgeStack],
                                                                project: Callable[..., Project]) -> None:
-    from rollback.commands import infra_breakglass as commands
 
     stack = edge_stack()
     proj = project(stack)
@@ -151,7 +157,7 @@ def test_concurrent_unrelated_change_is_kept_and_retried_once(aws: Callable[[str
     cf = aws("cloudfront")
     their_etag = _someone_else_updates(cf, stack.distribution_id, lambda c: c.update(Comment="changed by Alice"))
     notes: list[str] = []
-    outcome = execute(planned.plan, commands.EdgeHandlers(adapter, interval=0).handlers(), progress=notes.append)
+    outcome = execute(planned.plan, edge_handlers(adapter), progress=notes.append)
     result = outcome.result_of("associate")
     assert result["retried"] is True
     assert result["etag_before"] == their_etag and result["etag_planned"] == planned.etag
@@ -164,7 +170,6 @@ def test_concurrent_unrelated_change_is_kept_and_retried_once(aws: Callable[[str
 
 def test_changed_again_during_retry_stops(aws: Callable[[str], Any], edge_stack: Callable[..., EdgeStack],
                                           project: Callable[..., Project]) -> None:
-    from rollback.commands import infra_breakglass as commands
 
     stack = edge_stack()
     proj = project(stack)
@@ -180,7 +185,7 @@ def test_changed_again_during_retry_stops(aws: Callable[[str], Any], edge_stack:
 
     adapter.get_config = get_then_change
     with pytest.raises(AwsError) as caught:
-        execute(planned.plan, commands.EdgeHandlers(adapter, interval=0).handlers())
+        execute(planned.plan, edge_handlers(adapter))
     assert getattr(caught.value, "code", None) == "PreconditionFailed"
     assert "stopped after one retry" in caught.value.message
     assert associations(cf, stack.distribution_id)["default"] == [stack.arn(3)]

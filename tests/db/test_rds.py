@@ -42,10 +42,15 @@ def instances(client: Any) -> set[str]:
     return {i["DBInstanceIdentifier"] for i in client.describe_db_instances()["DBInstances"]}
 
 
+# Names follow the stack's convention, <instance>-...: the operator role may only create and restore
+# snapshots and instances named from the base instance (tests/infra/test_operator_role_vs_cli.py).
+
+
 def test_snapshots_lists_manual_and_automated_with_the_window(run_cli: RunCli, rds_instance: dict[str, Any]) -> None:
-    unconfirmed = run_cli("db", "snapshot", "create", "--id", "before-migration")
+    snapshot = f"{rds_instance['name']}-before-migration"
+    unconfirmed = run_cli("db", "snapshot", "create", "--id", snapshot)
     one_line_error(unconfirmed, 4, "without confirmation")
-    created = run_cli("db", "snapshot", "create", "--id", "before-migration", "--wait", "--json", "--yes")
+    created = run_cli("db", "snapshot", "create", "--id", snapshot, "--wait", "--json", "--yes")
     assert created.code == 0, created.err
     assert created.json()["steps"][0]["result"]["status"] == "available"
     result = run_cli("db", "snapshots", "--json")
@@ -53,25 +58,26 @@ def test_snapshots_lists_manual_and_automated_with_the_window(run_cli: RunCli, r
     doc = result.json()
     types = {s["type"] for s in doc["snapshots"]}
     assert types == {"manual", "automated"}
-    assert "before-migration" in {s["id"] for s in doc["snapshots"]}
+    assert snapshot in {s["id"] for s in doc["snapshots"]}
     assert doc["instance"]["latest_restorable_time"] is not None
     assert doc["instance"]["earliest_restorable_time"] <= doc["instance"]["latest_restorable_time"]
-    again = run_cli("db", "snapshot", "create", "--id", "before-migration", "--yes")
+    again = run_cli("db", "snapshot", "create", "--id", snapshot, "--yes")
     one_line_error(again, 4, "already exists")
     human = run_cli("db", "snapshots")
-    assert human.code == 0 and "before-migration" in human.out
+    assert human.code == 0 and snapshot in human.out
 
 
 def test_restore_from_a_snapshot_into_a_new_instance(run_cli: RunCli, rds_instance: dict[str, Any]) -> None:
-    run_cli("db", "snapshot", "create", "--id", "snap1", "--yes")
+    snapshot = f"{rds_instance['name']}-snap1"
+    run_cli("db", "snapshot", "create", "--id", snapshot, "--yes")
     target = f"{rds_instance['name']}-restored"
-    result = run_cli("db", "rds-restore", "--snapshot", "snap1", "--target", target, "--wait", "--yes")
+    result = run_cli("db", "rds-restore", "--snapshot", snapshot, "--target", target, "--wait", "--yes")
     assert result.code == 0, result.err
     assert f"{target}." in result.out  # the endpoint
     assert target in instances(rds_instance["client"])
     source = rds_instance["client"].describe_db_instances(DBInstanceIdentifier=rds_instance["name"])
     assert source["DBInstances"][0]["DBInstanceStatus"] == "available"  # untouched
-    exists = run_cli("db", "rds-restore", "--snapshot", "snap1", "--target", target, "--yes")
+    exists = run_cli("db", "rds-restore", "--snapshot", snapshot, "--target", target, "--yes")
     one_line_error(exists, 4, f"{target} already exists")
     missing = run_cli("db", "rds-restore", "--snapshot", "nope", "--target", target + "2", "--yes")
     one_line_error(missing, 2, "no DB snapshot nope")
@@ -79,25 +85,26 @@ def test_restore_from_a_snapshot_into_a_new_instance(run_cli: RunCli, rds_instan
 
 def test_point_in_time_restore_is_validated_before_aws(run_cli: RunCli, rds_instance: dict[str, Any]) -> None:
     client = rds_instance["client"]
+    name = rds_instance["name"]
     before = instances(client)
     future = (dt.datetime.now(dt.UTC) + dt.timedelta(hours=2)).isoformat().replace("+00:00", "Z")
-    too_late = run_cli("db", "rds-restore", "--to-time", future, "--target", "pitr-future", "--yes")
+    too_late = run_cli("db", "rds-restore", "--to-time", future, "--target", f"{name}-pitr-future", "--yes")
     one_line_error(too_late, 2, "outside", "restorable window")
-    too_early = run_cli("db", "rds-restore", "--to-time", "30d ago", "--target", "pitr-early", "--yes")
+    too_early = run_cli("db", "rds-restore", "--to-time", "30d ago", "--target", f"{name}-pitr-early", "--yes")
     one_line_error(too_early, 2, "outside")
     assert instances(client) == before
     both = run_cli("db", "rds-restore", "--latest", "--snapshot", "x", "--target", "t", "--yes")
     one_line_error(both, 2, "exactly one")
-    latest = run_cli("db", "rds-restore", "--latest", "--target", "pitr-latest", "--wait", "--json", "--yes")
+    latest = run_cli("db", "rds-restore", "--latest", "--target", f"{name}-pitr-latest", "--wait", "--json", "--yes")
     assert latest.code == 0, latest.err
     assert latest.json()["instance"]["endpoint"]
     window = client.describe_db_instances(DBInstanceIdentifier=rds_instance["name"])["DBInstances"][0]
     inside = window["LatestRestorableTime"].astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-    at_time = run_cli("db", "rds-restore", "--to-time", inside, "--target", "pitr-time", "--yes")
+    at_time = run_cli("db", "rds-restore", "--to-time", inside, "--target", f"{name}-pitr-time", "--yes")
     assert at_time.code == 0, at_time.err
-    assert {"pitr-latest", "pitr-time"} <= instances(client)
-    dry = run_cli("db", "rds-restore", "--latest", "--target", "pitr-dry", "--dry-run")
-    assert dry.code == 0 and "pitr-dry" not in instances(client)
+    assert {f"{name}-pitr-latest", f"{name}-pitr-time"} <= instances(client)
+    dry = run_cli("db", "rds-restore", "--latest", "--target", f"{name}-pitr-dry", "--dry-run")
+    assert dry.code == 0 and f"{name}-pitr-dry" not in instances(client)
 
 
 def test_unknown_instance_is_bad_input(run_cli: RunCli, rds_instance: dict[str, Any]) -> None:
@@ -135,3 +142,49 @@ def test_an_unreachable_endpoint_is_one_line(run_cli: RunCli, rds_instance: dict
     result = run_cli(*args)
     one_line_error(result, 1, "describing")
     assert "Could not connect to the endpoint URL" in result.err
+
+
+@pytest.mark.parametrize("how", ["snapshot", "latest"])
+def test_a_restore_copies_the_sources_settings_and_names_the_alarm_pin(
+        run_cli: RunCli, aws_env: str, write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path, how: str) -> None:
+    """Without them RDS gives a restore the account's defaults: no deletion protection, one AZ,
+    default groups, one day of backups (so no point-in-time restore of the copy for a week)."""
+    import boto3
+
+    client = boto3.client("rds", region_name="us-east-1")
+    name = f"app-db-{secrets.token_hex(3)}"
+    client.create_db_parameter_group(DBParameterGroupName=f"{name}-pg13", DBParameterGroupFamily="postgres13",
+                                     Description="TLS required")
+    # moto knows option groups up to PostgreSQL 13 only.
+    client.create_option_group(OptionGroupName=f"{name}-og", EngineName="postgres", MajorEngineVersion="13",
+                               OptionGroupDescription="options")
+    client.create_db_instance(DBInstanceIdentifier=name, DBInstanceClass="db.t3.micro", Engine="postgres",
+                              EngineVersion="13.7", MasterUsername="app", MasterUserPassword="not-a-real-secret",
+                              AllocatedStorage=20, BackupRetentionPeriod=14, MultiAZ=True, DeletionProtection=True,
+                              DBParameterGroupName=f"{name}-pg13", OptionGroupName=f"{name}-og",
+                              Tags=[{"Key": "team", "Value": "payments"}, {"Key": "stack", "Value": "production"}])
+    path = write_config({"test": {"aws": {"region": "us-east-1", "db_instance": name},
+                                  "pulumi": {"stack": "production"}}},
+                        default_env="test", journal_dir=str(tmp_path / "runs"))
+    monkeypatch.setenv("ROLLBACK_CONFIG", str(path))
+    monkeypatch.setenv("ROLLBACK_RDS_WAIT_DELAY", "1")
+    target = f"{name}-restored"
+    if how == "snapshot":
+        assert run_cli("db", "snapshot", "create", "--id", f"{name}-snap", "--wait", "--yes").code == 0
+        result = run_cli("db", "rds-restore", "--snapshot", f"{name}-snap", "--target", target, "--wait", "--yes")
+    else:
+        result = run_cli("db", "rds-restore", "--latest", "--target", target, "--wait", "--yes")
+    assert result.code == 0, result.err
+    restored = client.describe_db_instances(DBInstanceIdentifier=target)["DBInstances"][0]
+    assert restored["MultiAZ"] is True and restored["DeletionProtection"] is True
+    assert restored["BackupRetentionPeriod"] == 14
+    assert [g["DBParameterGroupName"] for g in restored["DBParameterGroups"]] == [f"{name}-pg13"]
+    assert [g["OptionGroupName"] for g in restored["OptionGroupMemberships"]] == [f"{name}-og"]
+    listed = client.list_tags_for_resource(ResourceName=restored["DBInstanceArn"])["TagList"]
+    tags = {t["Key"]: t["Value"] for t in listed}
+    assert tags == {"team": "payments", "stack": "production", "rollback:restored-from": name}
+    # The plan said what it copies and how to point the rollback alarms at the new instance.
+    assert f"copied from {name}: parameter group {name}-pg13, option group {name}-og, Multi-AZ True" in result.err
+    assert (f"pulumi config set rollback:dbAlarmInstanceId {target} --stack production; "
+            "pulumi up --stack production") in result.err

@@ -25,11 +25,18 @@ from rollback.adapters.pulumi_mocks import MockRun, run_program  # noqa: E402
 
 PROGRAM_DIR = REPO_ROOT / "infra"
 
+NETWORK = {
+    "access": "public",
+    "vpcId": "vpc-0a1b2c3d4e5f60718",
+    "subnetIds": ["subnet-0a1b2c3d4e5f60718", "subnet-1a2b3c4d5e6f70819"],
+    "allowedCidrs": ["0.0.0.0/0"],
+}
+
 BASE_CONFIG: dict[str, str] = {
     "aws:region": "us-east-1",
     "rollback:assetsRelease": "2026-11-20.1",
     "rollback:appOriginDomain": "huntaze.vercel.app",
-    "rollback:dbMasterPassword": "correct-horse-battery-staple",
+    "rollback:dbNetwork": json.dumps(NETWORK),
     "rollback:dbReleaseSnapshots": json.dumps(["pre-2026-11-20-1"]),
 }
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import pulumi
-import pulumi_aws as aws
 import pytest
 
 
@@ -36,8 +35,7 @@ def mocks() -> None:
 def make_edge(name: str, pinned: str | None) -> Any:
     from infra.edge_function import EdgeFunction, EdgeFunctionArgs
 
-    provider = aws.Provider(f"{name}-us-east-1", region="us-east-1")
-    return EdgeFunction(name, EdgeFunctionArgs(function_name=f"{name}-fn", us_east_1=provider, pinned_version=pinned))
+    return EdgeFunction(name, EdgeFunctionArgs(function_name=f"{name}-fn", pinned_version=pinned))
 
 
 @pulumi.runtime.test

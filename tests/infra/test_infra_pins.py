@@ -54,10 +54,13 @@ def test_pinning_the_newest_version_explicitly_changes_nothing(base: MockRun, ru
     assert changes(base, run_infra({"edgeFunctionVersion": "3"})) == {}
 
 
-def test_assets_release_changes_only_the_origin_path(base: MockRun, run_infra: RunInfra) -> None:
+def test_assets_release_changes_only_the_origin_path_and_invalidates(base: MockRun, run_infra: RunInfra) -> None:
     rolled_back = run_infra({"assetsRelease": "2026-11-13.4"})
     assert changes(base, rolled_back) == {
-        "cdn-distribution": [("origins[0].originPath", "/releases/2026-11-20.1", "/releases/2026-11-13.4")]
+        "cdn-distribution": [("origins[0].originPath", "/releases/2026-11-20.1", "/releases/2026-11-13.4")],
+        # The cache key does not include the origin path: the invalidation resource is keyed on it,
+        # so this update (pulumi up, or rollback infra restore) invalidates /* after the change.
+        "cdn-release-invalidation": [("origin_path", "/releases/2026-11-20.1", "/releases/2026-11-13.4")],
     }
     assert rolled_back.outputs["assetsRelease"] == "2026-11-13.4"
 
@@ -75,14 +78,16 @@ def test_restore_from_snapshot_declares_a_new_instance_from_the_snapshot(base: M
     assert db["finalSnapshotIdentifier"] == f"{db['identifier']}-final"
     assert restored.outputs["dbInstanceId"] == db["identifier"]
 
-    # What follows the new identifier: the instance, its snapshots, the RDS alarms, the operator policy.
-    assert set(changes(base, restored)) == {
-        "db-instance",
-        "db-snapshot-pre-2026-11-20-1",
-        "alarms-db-connections",
-        "alarms-db-free-storage",
-        "operator-policy",
-    }
+    # What follows the new identifier: the instance and the RDS alarms. The release snapshot keeps its
+    # name (from the base identifier) and ignores its source after creation: it is not re-taken.
+    # The operator policy names the base and every <base>-* instance, so it does not change either.
+    assert set(changes(base, restored)) == {"db-instance", "db-snapshot-pre-2026-11-20-1",
+                                            "alarms-db-connections", "alarms-db-free-storage"}
+    snapshot = restored.resources["db-snapshot-pre-2026-11-20-1"]
+    assert snapshot["inputs"]["dbSnapshotIdentifier"] == "rollback-dev-db-pre-2026-11-20-1"
+    assert snapshot["options"]["ignore_changes"] == ["dbInstanceIdentifier", "dbSnapshotIdentifier"]
+    assert [path for path, _, _ in changes(base, restored)["db-snapshot-pre-2026-11-20-1"]] == [
+        "dbInstanceIdentifier"]  # ignored by the engine: no replacement
     alarm = restored.resources["alarms-db-connections"]["inputs"]
     assert alarm["dimensions"] == {"DBInstanceIdentifier": db["identifier"]}
 
@@ -95,7 +100,7 @@ def test_restore_to_time(base: MockRun, run_infra: RunInfra) -> None:
         "sourceDbInstanceIdentifier": "rollback-dev-db",
         "restoreTime": "2026-01-15T08:30:00Z",
     }
-    assert db["identifier"] == "rollback-dev-db-pitr-20260115t083000"
+    assert db["identifier"] == "rollback-dev-db-pitr1-rollback-dev-db-20260115t083000"
     assert "snapshotIdentifier" not in db
 
 
@@ -106,16 +111,18 @@ def test_restore_to_latest_restorable_time(run_infra: RunInfra) -> None:
         "sourceDbInstanceIdentifier": "rollback-dev-db",
         "useLatestRestorableTime": True,
     }
-    assert db["identifier"] == "rollback-dev-db-pitr-latest"
+    assert db["identifier"] == "rollback-dev-db-pitr1-rollback-dev-db-latest"
 
 
-def test_operator_may_restore_into_the_new_instance(run_infra: RunInfra) -> None:
+def test_operator_keeps_the_original_instance_after_a_restore(run_infra: RunInfra) -> None:
     restored = run_infra({"dbRestoreFromSnapshot": "rollback-dev-db-pre-2026-11-20-1"})
     policy = json.loads(restored.resources["operator-policy"]["inputs"]["policy"])
-    (restore,) = [s for s in policy["Statement"] if s["Sid"] == "DatabaseRestore"]
     rds = f"arn:aws:rds:us-east-1:{MOCK_ACCOUNT_ID}:"
-    assert f"{rds}db:rollback-dev-db-from-rollback-dev-db-pre-2026-11-20-1" in restore["Resource"]
-    assert f"{rds}db:rollback-dev-db-*" in restore["Resource"]
+    for sid in ("DatabaseDescribe", "DatabaseSnapshot", "DatabaseRestore"):
+        (statement,) = [s for s in policy["Statement"] if s["Sid"] == sid]
+        # The original (db:<base>, not matched by db:<base>-*) and every instance restored from it.
+        assert f"{rds}db:rollback-dev-db" in statement["Resource"]
+        assert f"{rds}db:rollback-dev-db-*" in statement["Resource"]
 
 
 def _future(hours: int) -> str:

@@ -12,6 +12,7 @@ import pytest
 
 from rollback.adapters.pulumi_mocks import (
     SECRET_MASK,
+    MockRun,
     diff_declared_inputs,
     run_program,
     run_program_under_mocks,
@@ -23,7 +24,9 @@ CONFIG = {
     "aws:region": "us-east-1",
     "assetsRelease": "2026-11-20.1",
     "appOriginDomain": "huntaze.vercel.app",
-    "dbMasterPassword": "correct-horse-battery-staple",
+    "originVerifySecret": "correct-horse-battery-staple",
+    "dbNetwork": {"access": "public", "vpcId": "vpc-0a1b2c3d4e5f60718", "allowedCidrs": ["0.0.0.0/0"],
+                  "subnetIds": ["subnet-0a1b2c3d4e5f60718", "subnet-1a2b3c4d5e6f70819"]},
 }
 
 
@@ -54,11 +57,13 @@ def test_reusable_in_one_process_with_other_stacks_and_structured_config() -> No
 
 
 def test_secret_values_are_masked_by_key_name_or_explicitly() -> None:
-    run = run_program(PROGRAM_DIR, CONFIG)
-    assert run.resources["db-instance"]["inputs"]["password"] == SECRET_MASK
-    shown = run_program(PROGRAM_DIR, CONFIG, secret_keys=[])
-    assert shown.resources["db-instance"]["inputs"]["password"] == "correct-horse-battery-staple"
-    hidden = run_program(PROGRAM_DIR, CONFIG, secret_keys=["appOriginDomain", "dbMasterPassword"])
+    def header(run: MockRun) -> str:
+        app = run.resources["cdn-distribution"]["inputs"]["origins"][1]
+        return str(app["customHeaders"][0]["value"])
+
+    assert header(run_program(PROGRAM_DIR, CONFIG)) == SECRET_MASK
+    assert header(run_program(PROGRAM_DIR, CONFIG, secret_keys=[])) == "correct-horse-battery-staple"
+    hidden = run_program(PROGRAM_DIR, CONFIG, secret_keys=["appOriginDomain", "originVerifySecret"])
     origins = hidden.resources["cdn-distribution"]["inputs"]["origins"]
     assert origins[1]["domainName"] == SECRET_MASK
 
@@ -86,7 +91,9 @@ def test_any_program_directory(tmp_path: Path) -> None:
     )
     run = run_program(program, {"topicName": "t1"}, project="tiny")
     assert run.resources == {
-        "alerts": {"type": "aws:sns/topic:Topic", "inputs": {"name": "t1"}, "custom": True, "provider": None}
+        "alerts": {"type": "aws:sns/topic:Topic", "inputs": {"name": "t1"}, "custom": True, "provider": None,
+                   "options": {"protect": False, "retain_on_delete": False, "ignore_changes": [],
+                               "delete_before_replace": False, "replace_on_changes": [], "depends_on": []}}
     }
     assert run.outputs == {"topic": "arn:aws:sns:us-east-1:123456789012:t1"}
 
@@ -111,3 +118,23 @@ def test_diff_declared_inputs() -> None:
         "gone": [("", {"type": "t", "inputs": {}}, None)],
     }
     assert diff_declared_inputs(before, before) == {}
+
+
+def test_a_copy_in_another_directory_leaves_the_callers_modules_alone(tmp_path: Path) -> None:
+    """tests/stack runs copies of infra/; the tests here keep the classes they imported (issue 13)."""
+    import shutil
+
+    import infra.settings
+
+    before_class, before_path = infra.settings.ConfigError, list(sys.path)
+    copy = tmp_path / "checkout"
+    shutil.copytree(PROGRAM_DIR, copy / "infra", ignore=shutil.ignore_patterns("__pycache__"))
+    (copy / "infra" / "settings.py").write_text(
+        (copy / "infra" / "settings.py").read_text().replace('"db.t4g.medium"', '"db.t4g.large"'))
+    run = run_program(copy / "infra", CONFIG)
+    assert run.resources["db-instance"]["inputs"]["instanceClass"] == "db.t4g.large"  # the copy's code ran
+    assert sys.modules["infra.settings"].ConfigError is before_class
+    assert sys.path == before_path
+    with pytest.raises(Exception) as caught:
+        run_program(PROGRAM_DIR, {**CONFIG, "edgeFunctionVersion": "newest"})
+    assert isinstance(caught.value.__cause__, before_class)

@@ -7,13 +7,19 @@ from datetime import UTC, datetime
 
 import pytest
 
-from infra.settings import ConfigError, RestoreToTime, Settings, parse_settings
+from infra.settings import ConfigError, RestoreToTime, Settings, check_live_database, parse_settings
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
+NETWORK = {
+    "access": "public",
+    "vpcId": "vpc-0a1b2c3d4e5f60718",
+    "subnetIds": ["subnet-0a1b2c3d4e5f60718", "subnet-1a2b3c4d5e6f70819"],
+    "allowedCidrs": ["0.0.0.0/0"],
+}
 MINIMAL = {
     "assetsRelease": "2026-11-20.1",
     "appOriginDomain": "huntaze.vercel.app",
-    "dbMasterPassword": "correct-horse-battery-staple",
+    "dbNetwork": json.dumps(NETWORK),
 }
 
 
@@ -113,7 +119,8 @@ def test_restore_to_time() -> None:
         source_instance="rollback-staging-db", time=datetime(2026, 11, 27, 22, 15, tzinfo=UTC)
     )
     assert settings.db_restore_to_time.restore_time == "2026-11-27T22:15:00Z"
-    assert settings.db_instance_identifier == "rollback-staging-db-pitr-20261127t221500"
+    # The source and the generation are in the name (two restores never collide).
+    assert settings.db_instance_identifier == "rollback-staging-db-pitr1-rollback-staging-db-20261127t221500"
 
 
 def test_long_snapshot_names_give_a_short_unique_identifier() -> None:
@@ -174,7 +181,7 @@ def test_both_restores_at_once_is_an_error() -> None:
         )
 
 
-@pytest.mark.parametrize("key", ["assetsRelease", "appOriginDomain", "dbMasterPassword"])
+@pytest.mark.parametrize("key", ["assetsRelease", "appOriginDomain", "dbNetwork"])
 def test_required_keys(key: str) -> None:
     config = {k: v for k, v in MINIMAL.items() if k != key}
     with pytest.raises(ConfigError) as caught:
@@ -182,9 +189,113 @@ def test_required_keys(key: str) -> None:
     assert caught.value.key == key
 
 
-def test_password_error_names_the_secret_command() -> None:
-    with pytest.raises(ConfigError, match=r"pulumi config set --secret dbMasterPassword"):
-        parse(dbMasterPassword="short")
+def test_no_password_in_config_an_old_one_is_reported_not_used() -> None:
+    # The master password is managed by RDS (Secrets Manager): an earlier update's config that
+    # still carries one is accepted, the value is not used, and the program says so.
+    settings = parse(dbMasterPassword="an-old-password-from-history")
+    assert "an-old-password-from-history" not in repr(settings)
+    (warning,) = settings.warnings
+    assert warning.startswith("config rollback:dbMasterPassword is set but no longer used")
+    assert "pulumi config rm dbMasterPassword" in warning
+    assert parse().warnings == ()
+
+
+@pytest.mark.parametrize("version", ["16", "17", "15"])
+def test_engine_pins_the_major_only(version: str) -> None:
+    settings = parse(dbEngineVersion=version)
+    assert settings.db_engine_version == settings.db_engine_major == version
+    assert parse().db_engine_version == "16"
+
+
+@pytest.mark.parametrize("version", ["16.4", "16.4.1", "latest", "v16"])
+def test_engine_minor_pins_are_refused_with_the_reason(version: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(dbEngineVersion=version)
+    assert caught.value.key == "dbEngineVersion"
+    assert "pin the major version only" in caught.value.fix
+    assert "cannot go back to an older minor" in caught.value.fix
+
+
+def test_apply_immediately_defaults_to_true() -> None:
+    assert parse().db_apply_immediately is True
+    assert parse(dbApplyImmediately="false").db_apply_immediately is False
+
+
+@pytest.mark.parametrize(
+    ("live_engine", "live_storage", "overrides", "key", "phrase"),
+    [
+        ("17.2", None, {}, "dbEngineVersion", "cannot downgrade an engine"),
+        ("16.6", None, {"dbEngineVersion": "15"}, "dbEngineVersion", "runs PostgreSQL 16.6"),
+        (None, 120, {"dbAllocatedStorageGb": "100"}, "dbAllocatedStorageGb", "cannot shrink storage"),
+    ],
+)
+def test_live_database_refuses_a_downgrade_or_a_shrink(
+    live_engine: str | None, live_storage: int | None, overrides: dict[str, str], key: str, phrase: str
+) -> None:
+    settings = parse(**overrides)
+    with pytest.raises(ConfigError) as caught:
+        check_live_database(settings, engine_version=live_engine, allocated_storage_gb=live_storage)
+    assert caught.value.key == key
+    assert phrase in caught.value.problem
+    assert "rollback-staging-db" in caught.value.problem  # names the instance
+
+
+@pytest.mark.parametrize(
+    ("live_engine", "live_storage", "overrides"),
+    [
+        (None, None, {}),  # the instance does not exist yet
+        ("16.6", 20, {}),  # minor upgrades are expected: the major pin matches
+        ("16.6", 20, {"dbEngineVersion": "17"}),  # a major upgrade is an explicit change
+        ("16.6", 20, {"dbAllocatedStorageGb": "50"}),  # growing is fine
+    ],
+)
+def test_live_database_accepts_what_rds_can_do(
+    live_engine: str | None, live_storage: int | None, overrides: dict[str, str]
+) -> None:
+    check_live_database(parse(**overrides), engine_version=live_engine, allocated_storage_gb=live_storage)
+
+
+def test_restore_identifiers_include_source_and_generation() -> None:
+    latest = {"sourceInstance": "rollback-staging-db", "useLatestRestorableTime": True}
+    other = {"sourceInstance": "rollback-staging-db-from-snap-1", "useLatestRestorableTime": True}
+    first = parse(dbRestoreToTime=json.dumps(latest)).db_instance_identifier
+    again = parse(dbRestoreToTime=json.dumps(latest), dbRestoreGeneration="2").db_instance_identifier
+    from_other = parse(dbRestoreToTime=json.dumps(other)).db_instance_identifier
+    assert len({first, again, from_other}) == 3
+    assert first == "rollback-staging-db-pitr1-rollback-staging-db-latest"
+    assert again == "rollback-staging-db-pitr2-rollback-staging-db-latest"
+    assert all(len(i) <= 63 and i.startswith("rollback-staging-db-pitr") for i in (first, again, from_other))
+    # Snapshot restores keep their name at generation 1 (an existing restored instance is not renamed).
+    assert parse(dbRestoreFromSnapshot="snap-1").db_instance_identifier == "rollback-staging-db-from-snap-1"
+    assert parse(dbRestoreFromSnapshot="snap-1", dbRestoreGeneration="2").db_instance_identifier == (
+        "rollback-staging-db-from2-snap-1")
+
+
+@pytest.mark.parametrize(
+    ("network", "problem"),
+    [
+        ({**NETWORK, "access": "vpn"}, "neither public nor private"),
+        ({**NETWORK, "vpcId": "default"}, "vpcId"),
+        ({**NETWORK, "subnetIds": ["subnet-0a1b2c3d4e5f60718"]}, "at least two subnets"),
+        ({**NETWORK, "allowedCidrs": []}, "nothing may connect"),
+        ({**NETWORK, "allowedCidrs": ["everyone"]}, "allowedCidrs"),
+        ({**NETWORK, "allowedCidrs": [], "allowedSecurityGroupIds": ["sg-0a1b2c3d4e5f60718"]}, "not reachable"),
+        ({**NETWORK, "port": 5433}, "unknown field"),
+    ],
+)
+def test_network_errors(network: dict[str, object], problem: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse(dbNetwork=json.dumps(network))
+    assert caught.value.key == "dbNetwork"
+    assert problem in caught.value.problem
+
+
+def test_private_network_and_the_retired_network_keys() -> None:
+    private = {**NETWORK, "access": "private", "allowedCidrs": [], "allowedSecurityGroupIds": ["sg-0a1b2c3d4e5f60718"]}
+    network = parse(dbNetwork=json.dumps(private)).db_network
+    assert network is not None and not network.publicly_accessible
+    with pytest.raises(ConfigError, match="replaced by dbNetwork"):
+        parse(dbSubnetGroupName="my-subnets")
 
 
 @pytest.mark.parametrize("release", ["../2026", "a/b", "", " "])

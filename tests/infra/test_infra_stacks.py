@@ -41,14 +41,15 @@ def stack_config(stack: str) -> dict[str, str]:
     }
     stack_file = load_yaml(REPO_ROOT / "stacks" / f"Pulumi.{stack}.yaml")
     config.update({key: as_pulumi_config(value) for key, value in stack_file["config"].items()})
-    config["rollback:dbMasterPassword"] = "a-secret-set-with-pulumi-config-set"
     config["rollback:originVerifySecret"] = "another-secret-for-the-vercel-origin"
     return config
 
 
 def keys_read_by_the_program() -> set[str]:
     read: set[str] = set()
-    values = {"assetsRelease": "r1", "appOriginDomain": "a.example.com", "dbMasterPassword": "x" * 16}
+    values = {"assetsRelease": "r1", "appOriginDomain": "a.example.com", "dbNetwork": json.dumps({
+        "access": "public", "vpcId": "vpc-0a1b2c3d4e5f60718", "allowedCidrs": ["0.0.0.0/0"],
+        "subnetIds": ["subnet-0a1b2c3d4e5f60718", "subnet-1a2b3c4d5e6f70819"]})}
 
     def get(key: str) -> str | None:
         read.add(key)
@@ -105,8 +106,10 @@ def test_stack_config_runs_and_pins_what_it_says(stack_run: tuple[str, MockRun])
 def test_secrets_never_appear_in_declared_inputs(stack_run: tuple[str, MockRun]) -> None:
     _, run = stack_run
     text = json.dumps([run.resources, run.outputs])
-    for secret in ("a-secret-set-with-pulumi-config-set", "another-secret-for-the-vercel-origin"):
-        assert secret not in text
+    assert "another-secret-for-the-vercel-origin" not in text
+    # No password in config at all: RDS manages the master password in Secrets Manager.
+    assert run.resources["db-instance"]["inputs"]["manageMasterUserPassword"] is True
+    assert "password" not in run.resources["db-instance"]["inputs"]
 
 
 def test_production_is_pinned_and_hardened() -> None:
@@ -114,3 +117,33 @@ def test_production_is_pinned_and_hardened() -> None:
     assert raw["rollback:edgeFunctionVersion"].isdigit()
     assert int(raw["rollback:dbBackupRetentionDays"]) >= 7
     assert raw["rollback:dbMultiAz"] == "true"
+
+
+@pytest.mark.parametrize("stack", STACKS)
+def test_stack_files_hold_no_password_and_declare_the_network(stack: str) -> None:
+    raw = load_yaml(REPO_ROOT / "stacks" / f"Pulumi.{stack}.yaml")["config"]
+    assert "rollback:dbMasterPassword" not in raw
+    assert raw["rollback:dbNetwork"]["access"] in {"public", "private"}
+    assert raw["rollback:dbEngineVersion"].isdigit()  # the major only
+
+
+def test_program_dependencies_are_pinned_exactly() -> None:
+    """The `up` that applies a saved plan must run the provider that previewed it."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    text = (REPO_ROOT / "infra" / "requirements.txt").read_text(encoding="utf-8")
+    lines = [line.split("#", 1)[0].strip() for line in text.splitlines()]
+    pins = [Requirement(line) for line in lines if line]
+    assert {p.name for p in pins} >= {"pulumi", "pulumi-aws", "boto3"}
+    for pin in pins:
+        (spec,) = pin.specifier
+        assert spec.operator == "==" and not spec.version.endswith("*"), str(pin)
+    # ...and within what the CLI's `infra` extra accepts, so the tests run the program as deployed.
+    extra = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["infra"]
+    ranges = {Requirement(r).name: Requirement(r).specifier for r in extra}
+    for pin in pins:
+        if pin.name in ranges:
+            (spec,) = pin.specifier
+            assert spec.version in ranges[pin.name], f"{pin} is outside the infra extra's {ranges[pin.name]}"

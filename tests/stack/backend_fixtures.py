@@ -11,7 +11,8 @@ versions in its history), with its URNs moved to ``staging::rollback`` and the
 resources a rollback touches added: the stack (with its outputs), the
 Lambda@Edge function, the CloudFront distribution (edge version in
 ``defaultCacheBehavior.lambdaFunctionAssociations[0].lambdaArn``, release in
-``origins[0].originPath``) and the database (its password a secret input).
+``origins[0].originPath``, the origin-verify secret as a secret input of the
+app origin's header) and the database.
 
 Secrets use Pulumi's ``b64`` secrets provider format (the one the fixture
 checkpoints declare): ciphertext = base64 of the value. The recorded-CLI double
@@ -38,7 +39,7 @@ ACCOUNT = "123456789012"
 FUNCTION = "rollback-staging-security-headers"
 DISTRIBUTION_ID = "E2QWRUHAPOMQZL"
 START = 1_764_000_000  # 2025-11-24T16:00:00Z
-DB_PASSWORD_KEY = "rollback:dbMasterPassword"
+SECRET_KEY = "rollback:originVerifySecret"
 
 
 @dataclass(frozen=True)
@@ -46,17 +47,18 @@ class Update:
     message: str
     edge_version: str
     release: str
-    db_password: str
+    origin_secret: str
     base: str
     git_head: str
 
 
-# The stack's history: edge version, release (origin path) and a secret change along the way.
+# The stack's history: edge version, release (origin path) and a secret (the X-Origin-Verify value
+# CloudFront sends to the app) rotated along the way.
 UPDATES: tuple[Update, ...] = (
     Update("initial deploy", "5", "2026-11-25.1", "first-password-1", "checkpoint-v0.json", "a1" * 20),
     Update("edge function v6", "6", "2026-11-25.1", "first-password-1", "checkpoint-v1.json", "b2" * 20),
     Update("release 2026-11-26.1", "6", "2026-11-26.1", "first-password-1", "checkpoint-v3.json", "c3" * 20),
-    Update("edge v7, rotate db password", "7", "2026-11-26.1", "second-password-2", "checkpoint-v3.json",
+    Update("edge v7, rotate origin secret", "7", "2026-11-26.1", "second-password-2", "checkpoint-v3.json",
            "d4" * 20),
     Update("release 2026-11-27.2", "7", "2026-11-27.2", "second-password-2", "checkpoint-v3.json", "e5" * 20),
 )
@@ -74,7 +76,7 @@ def history_config(update: Update) -> dict[str, Any]:
     config: dict[str, Any] = dict(base_config())
     config["rollback:edgeFunctionVersion"] = update.edge_version
     config["rollback:assetsRelease"] = update.release
-    config[DB_PASSWORD_KEY] = {"secure": encrypt(update.db_password)}
+    config[SECRET_KEY] = {"secure": encrypt(update.origin_secret)}
     return config
 
 
@@ -123,7 +125,10 @@ def rollback_resources(update: Update) -> list[dict[str, Any]]:
                     "lambdaFunctionAssociations": [{"eventType": "viewer-response", "lambdaArn": version_arn}],
                 },
                 "origins": [{"originId": "assets", "domainName": f"{bucket}.s3.us-east-1.amazonaws.com",
-                             "originPath": f"/releases/{update.release}"}],
+                             "originPath": f"/releases/{update.release}"},
+                            {"originId": "app", "domainName": "huntaze-staging.vercel.app",
+                             "customHeaders": [{"name": "X-Origin-Verify",
+                                                "value": secret_property(update.origin_secret)}]}],
                 "priceClass": "PriceClass_100",
             },
             "outputs": {"id": DISTRIBUTION_ID, "status": "Deployed"},
@@ -131,9 +136,9 @@ def rollback_resources(update: Update) -> list[dict[str, Any]]:
         {
             "urn": _urn("aws:rds/instance:Instance", "db"),
             "custom": True, "id": "rollback-staging-db", "type": "aws:rds/instance:Instance", "parent": stack_urn,
-            "inputs": {"identifier": "rollback-staging-db", "engine": "postgres", "engineVersion": "16.4",
-                       "instanceClass": "db.t4g.small", "password": secret_property(update.db_password)},
-            "outputs": {"identifier": "rollback-staging-db", "password": secret_property(update.db_password)},
+            "inputs": {"identifier": "rollback-staging-db", "engine": "postgres", "engineVersion": "16",
+                       "instanceClass": "db.t4g.small", "manageMasterUserPassword": True},
+            "outputs": {"identifier": "rollback-staging-db"},
         },
     ]
 
@@ -195,5 +200,5 @@ def build_project(root: Path, *, current: Update = UPDATES[-1]) -> Path:
     write_stack_config(path, {"rollback:edgeFunctionVersion": current.edge_version,
                               "rollback:assetsRelease": current.release})
     with path.open("a", encoding="utf-8") as handle:
-        handle.write(f"  {DB_PASSWORD_KEY}:\n    secure: {encrypt(current.db_password)}\n")
+        handle.write(f"  {SECRET_KEY}:\n    secure: {encrypt(current.origin_secret)}\n")
     return root

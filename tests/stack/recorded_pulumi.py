@@ -7,13 +7,16 @@ CLI's real output formats, against a self-managed backend directory given by
 
 - ``version`` -> ``v3.205.0`` (at or below 3.205 the SDK reads the event log
   from a file, which this double writes);
-- ``stack select --stack S``; unknown stacks fail with ``no stack named 'S' found``;
+- ``stack select --stack S`` (``S``, ``project/S`` or ``organization/project/S``); unknown
+  stacks fail with ``no stack named 'S' found``, another project's with the CLI's message;
+- ``stack ls --json``: the project's stacks;
 - ``stack history --json [--show-secrets] --page-size N --page P`` -> the
   ``updateInfoJSON`` array, newest first, version 0 as DIY backends report it;
 - ``stack export --show-secrets`` -> ``{"version": 3, "deployment": {...}}``;
 - ``stack output --json [--show-secrets]``;
 - ``config --show-secrets --json``, ``config set-all --plaintext k=v --secret k=v``,
   ``config rm-all k...`` on ``Pulumi.<stack>.yaml`` (``stackConfigDir`` honoured);
+- ``--config-file F`` on any command: the stack config file to use instead of ``Pulumi.<stack>.yaml``;
 - ``preview ... --save-plan P --event-log F``: writes the plan, the event log
   (prelude, summary and the closing cancel event) and a ``--diff`` style listing;
 - ``up --yes --skip-preview ... --plan P``: refuses like the CLI while the stack
@@ -23,7 +26,13 @@ CLI's real output formats, against a self-managed backend directory given by
 
 Secrets use the ``b64`` provider's format (ciphertext = base64 of the value).
 ``$FAKE_PULUMI_FAIL=<command>`` makes that command fail as the CLI does (exit
-255, ``error: ...`` on stderr). Every invocation is appended to ``$FAKE_PULUMI_LOG`` (one JSON line: argv, cwd)
+255, ``error: ...`` on stderr). ``$FAKE_PULUMI_VIOLATE="<urn> <property>"`` makes ``up --plan``
+refuse a correct plan as the CLI does for pulumi/pulumi#11587 (``resource <urn> violates plan:
+properties changed: ~~code[...]``, exit 255, nothing applied); ``$FAKE_PULUMI_EXTRA_STEP="<urn>
+<property>"`` adds a step to every preview (the world moved since the plan).
+``$FAKE_PULUMI_REPLACE="<urn> <property>"`` adds a replacement to the preview's event log.
+``preview --json`` prints the steps and the change summary. Every invocation is appended to
+``$FAKE_PULUMI_LOG`` (one JSON line: argv, cwd)
 so tests can assert on the exact commands run.
 """
 
@@ -115,6 +124,13 @@ class Backend:
             found.append((nanos, path))
         return sorted(found)
 
+    def stacks(self) -> list[str]:
+        """``pulumi stack ls``: this project's stacks (short names, as the CLI lists them)."""
+        base = self.root / ".pulumi" / "stacks"
+        base = base / self.project if self.project_layout else base
+        names = {path.name.split(".json", 1)[0] for path in base.glob("*.json*")} if base.is_dir() else set()
+        return sorted(names)
+
     def locks(self) -> list[Path]:
         base = self.root / ".pulumi" / "locks"
         directory = base / "organization" / self.project / self.stack if self.project_layout else base / self.stack
@@ -203,16 +219,25 @@ def main(argv: list[str]) -> None:
         print(VERSION)
         return
     positional, options = flags(args)
-    stack = (options.get("--stack") or [""])[-1].split("/")[-1]
+    given = (options.get("--stack") or [""])[-1].split("/")
+    stack = given[-1]
+    given_project = given[-2] if len(given) >= 2 else None
     project, config_dir = project_info(cwd)
     backend = Backend(os.environ.get("PULUMI_BACKEND_URL", ""), project, stack)
-    config_path = config_dir / f"Pulumi.{stack}.yaml"
+    # --config-file (a program run from another checkout) names the stack config file to use.
+    config_path = Path(options["--config-file"][-1]) if options.get("--config-file") else \
+        config_dir / f"Pulumi.{stack}.yaml"
     show_secrets = "--show-secrets" in options
     command = positional[:2]
 
     if command == ["stack", "select"] or command == ["stack"]:
         if backend.stack_file() is None:
             fail(f"no stack named '{stack}' found")
+        if given_project and given_project != project:
+            fail(f"provided project name \"{given_project}\" doesn't match Pulumi.yaml")
+        return
+    if command == ["stack", "ls"]:
+        print(json.dumps([{"name": name, "current": False} for name in backend.stacks()], indent=4))
         return
     if command == ["stack", "history"]:
         entries = []
@@ -279,12 +304,32 @@ def main(argv: list[str]) -> None:
     fail(f"the recorded-CLI double does not know: pulumi {' '.join(argv)}", 2)
 
 
-# Which of the stack's resources each config key feeds (what a real preview would find).
+# Which of the stack's resources each config key feeds (what a real preview would find), and the
+# top-level property it changes there.
+CDN = "urn:pulumi:staging::rollback::aws:cloudfront/distribution:Distribution::cdn"
 AFFECTS = {
-    "rollback:edgeFunctionVersion": "urn:pulumi:staging::rollback::aws:cloudfront/distribution:Distribution::cdn",
-    "rollback:assetsRelease": "urn:pulumi:staging::rollback::aws:cloudfront/distribution:Distribution::cdn",
-    "rollback:dbMasterPassword": "urn:pulumi:staging::rollback::aws:rds/instance:Instance::db",
+    "rollback:edgeFunctionVersion": CDN,
+    "rollback:assetsRelease": CDN,
+    "rollback:originVerifySecret": CDN,
 }
+PROPERTY = {
+    "rollback:edgeFunctionVersion": "defaultCacheBehavior",
+    "rollback:assetsRelease": "origins",
+    "rollback:originVerifySecret": "origins",
+}
+
+
+def planned_changes(changed: list[str]) -> dict[str, list[str]]:
+    """URN -> the top-level properties the changed config keys change."""
+    found: dict[str, set[str]] = {}
+    for key in changed:
+        if key in AFFECTS:
+            found.setdefault(AFFECTS[key], set()).add(PROPERTY[key])
+    extra = os.environ.get("FAKE_PULUMI_EXTRA_STEP")  # "<urn> <property>": the world moved since the plan
+    if extra:
+        urn, prop = extra.split(" ", 1)
+        found.setdefault(urn, set()).add(prop)
+    return {urn: sorted(props) for urn, props in sorted(found.items())}
 
 
 def _last_config(backend: Backend) -> dict[str, Any]:
@@ -311,8 +356,10 @@ def preview(backend: Backend, config_path: Path, options: dict[str, list[str]]) 
     _locked(backend)
     config = stack_config(config_path)
     changed = _changed(_last_config(backend), config)
-    urns = sorted({AFFECTS[k] for k in changed if k in AFFECTS})
-    total = len(backend.deployment().get("resources") or [])
+    changes = planned_changes(changed)
+    urns = sorted(changes)
+    resources = backend.deployment().get("resources") or []
+    total = len(resources)
     summary = {"same": total - len(urns)}
     if urns:
         summary["update"] = len(urns)
@@ -320,7 +367,9 @@ def preview(backend: Backend, config_path: Path, options: dict[str, list[str]]) 
     if plan:
         Path(plan).write_text(json.dumps({
             "manifest": {"time": format_time(int(time.time())), "magic": "", "version": VERSION},
-            "resourcePlans": {urn: {"steps": ["update"]} for urn in urns},
+            "resourcePlans": {urn: {"steps": ["update"],
+                                    "goal": {"inputDiff": {"updates": {p: {} for p in props}}}}
+                              for urn, props in changes.items()},
             "config": config,
         }, indent=4))
     log = options.get("--event-log", [None])[-1]
@@ -333,8 +382,29 @@ def preview(backend: Backend, config_path: Path, options: dict[str, list[str]]) 
             handle.write(json.dumps({"sequence": 1, "timestamp": now,
                                      "summaryEvent": {"maybeCorrupt": False, "durationSeconds": 1,
                                                       "resourceChanges": summary, "PolicyPacks": {}}}) + "\n")
+            replaced = os.environ.get("FAKE_PULUMI_REPLACE")  # "<urn> <property>": a replacement in the preview
+            sequence = 2
+            for urn, props in changes.items():
+                handle.write(json.dumps({"sequence": sequence, "timestamp": now, "resourcePreEvent": {"metadata": {
+                    "op": "update", "urn": urn, "type": urn.split("::")[-2], "provider": "", "diffs": props}}}) + "\n")
+                sequence += 1
+            if replaced:
+                urn, prop = replaced.split(" ", 1)
+                handle.write(json.dumps({"sequence": sequence, "timestamp": now, "resourcePreEvent": {"metadata": {
+                    "op": "replace", "urn": urn, "type": urn.split("::")[-2], "provider": "", "keys": [prop],
+                    "diffs": [prop]}}}) + "\n")
+                sequence += 1
             # The CLI always ends the event log with a cancel event; the SDK stops reading there.
-            handle.write(json.dumps({"sequence": 2, "timestamp": now, "cancelEvent": {}}) + "\n")
+            handle.write(json.dumps({"sequence": sequence, "timestamp": now, "cancelEvent": {}}) + "\n")
+    if "--json" in options:
+        # `pulumi preview --json`: the steps (same ones too) and the summary, nothing else on stdout.
+        steps = [{"op": "update", "urn": urn, "diffReasons": props,
+                  "detailedDiff": {p: {"kind": "update", "inputDiff": True} for p in props}}
+                 for urn, props in changes.items()]
+        steps += [{"op": "same", "urn": r["urn"]} for r in resources if r.get("urn") not in changes]
+        print(json.dumps({"config": {k: "[secret]" if isinstance(v, dict) else v for k, v in config.items()},
+                          "steps": steps, "changeSummary": summary}, indent=4))
+        return
     print(f"Previewing update ({backend.stack}):")
     for urn in urns:
         print(f"    ~ {urn.split('::')[-2]} {urn.split('::')[-1]} update [diff: {', '.join(changed)}]")
@@ -354,6 +424,19 @@ def up(backend: Backend, config_path: Path, options: dict[str, list[str]]) -> No
         plan = json.loads(Path(plan_path).read_text())
         if _changed(plan.get("config") or {}, config):
             fail("the update plan was saved for a different configuration: run the preview again")
+        violated = os.environ.get("FAKE_PULUMI_VIOLATE")  # "<urn> <property>": pulumi/pulumi#11587
+        if violated:
+            urn, prop = violated.split(" ", 1)
+            name = urn.rsplit("::", 1)[-1]
+            # As the CLI prints it: the Archive's hash differs between the plan and the update.
+            print(f"Updating ({backend.stack}):")
+            print(f" aws:lambda:Function ({name}):")
+            print(f"    error: resource {urn} violates plan: properties changed: "
+                  f"~~{prop}[{{&{{ d12b4d63b3797584e6d74bb09da2ee1219698efd677800678744960201a2a528 "
+                  f"map[handler.py:0xc0033c9d10]  }}}}!="
+                  f"{{&{{ 23333f4988302b4e113a8ad9587d76c65fe21061bbb4f5a090d7249535bd32c9 "
+                  f"map[handler.py:0xc003c9b810]  }}}}]")
+            fail("update failed")
     # The checkpoint this config produces: that of the newest update that ran with the same config.
     history = backend.history()
     source = None

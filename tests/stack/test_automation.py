@@ -12,11 +12,11 @@ import pytest
 
 from rollback.errors import LockHeld
 from tests.conftest import CliResult
-from tests.stack.backend_fixtures import DB_PASSWORD_KEY, UPDATES, encrypt, write_lock
+from tests.stack.backend_fixtures import SECRET_KEY, UPDATES, encrypt, write_lock
 from tests.stack.conftest import FakePulumi, StackEnv
 
 RunCli = Callable[..., CliResult]
-SECRETS = [u.db_password for u in UPDATES]
+SECRETS = [u.origin_secret for u in UPDATES]
 
 
 def _sub(calls: list[list[str]], name: str) -> list[list[str]]:
@@ -32,7 +32,7 @@ def test_history_through_the_automation_api(stack_env: StackEnv, fake_pulumi: Fa
     assert [v["version"] for v in document["versions"]] == [1, 2, 3, 4, 5]
     assert [v["message"] for v in document["versions"]] == [u.message for u in UPDATES]
     assert document["numbered_locally"] is True
-    assert document["versions"][3]["config_changed"] == [DB_PASSWORD_KEY, "rollback:edgeFunctionVersion"]
+    assert document["versions"][3]["config_changed"] == ["rollback:edgeFunctionVersion", SECRET_KEY]
     (history_call,) = [c for c in _sub(fake_pulumi.calls(), "stack") if c[1] == "history"]
     assert history_call == ["stack", "history", "--json", "--show-secrets", "--page-size", "100000", "--page", "1",
                             "--stack", "staging"]
@@ -43,20 +43,21 @@ def test_history_through_the_automation_api(stack_env: StackEnv, fake_pulumi: Fa
 def test_diff_through_the_cli_reads_old_checkpoints_from_the_backend(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                                      run_cli: RunCli) -> None:
     """The one path where secrets arrive decrypted (``pulumi stack export --show-secrets``): the
-    diff must say the password changed and print none of its values, in JSON or for humans."""
+    diff must say the secret changed and print none of its values, in JSON or for humans."""
     result = run_cli("infra", "diff", "3", "--via", "cli", "--json")
     assert result.code == 0, result.err
     document = result.json()
-    assert {r["name"] for r in document["resources"]} == {"cdn", "db"}
+    assert {r["name"] for r in document["resources"]} == {"cdn"}
     assert ["stack", "export", "--show-secrets", "--stack", "staging"] in _sub(fake_pulumi.calls(), "stack")
     human = run_cli("infra", "diff", "3", "--via", "cli")
     assert human.code == 0, human.err
     for secret in set(SECRETS):
         for text in (result.out, result.err, human.out, human.err):
             assert secret not in text
-    assert f"{DB_PASSWORD_KEY}: [secret] changed" in human.out and "password: [secret] changed" in human.out
-    password_change = next(c for c in document["config"] if c["key"] == DB_PASSWORD_KEY)
-    assert password_change["secret"] is True
+    assert f"{SECRET_KEY}: [secret] changed" in human.out
+    assert "origins[1].customHeaders[0].value: [secret] changed" in human.out
+    secret_change = next(c for c in document["config"] if c["key"] == SECRET_KEY)
+    assert secret_change["secret"] is True
 
 
 def test_diff_through_the_cli_without_a_diy_backend_compares_config(
@@ -69,15 +70,15 @@ def test_diff_through_the_cli_without_a_diy_backend_compares_config(
     assert result.code == 0, result.err
     document = result.json()
     assert document["resources"] is None
-    assert [c["key"] for c in document["config"]] == ["rollback:assetsRelease", DB_PASSWORD_KEY,
-                                                      "rollback:edgeFunctionVersion"]
+    assert [c["key"] for c in document["config"]] == ["rollback:assetsRelease", "rollback:edgeFunctionVersion",
+                                                      SECRET_KEY]
     assert any("pulumi stack export --version" in note for note in document["notes"])
 
 
 def test_preview_sets_the_config_and_saves_the_plan(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                     run_cli: RunCli, journal_redaction: bool) -> None:
     before = stack_env.stack_file.read_text()
-    result = run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json")
+    result = run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json")
     assert result.code == 0, result.err
     plan = stack_env.root / "v3.plan.json"
     calls = fake_pulumi.calls()
@@ -88,7 +89,7 @@ def test_preview_sets_the_config_and_saves_the_plan(stack_env: StackEnv, fake_pu
     assert sorted(zip(set_all[4::2], set_all[5::2], strict=True)) == [
         ("--plaintext", "rollback:assetsRelease=2026-11-26.1"),
         ("--plaintext", "rollback:edgeFunctionVersion=6"),
-        ("--secret", f"{DB_PASSWORD_KEY}={UPDATES[2].db_password}"),
+        ("--secret", f"{SECRET_KEY}={UPDATES[2].origin_secret}"),
     ]
     (preview,) = _sub(calls, "preview")
     assert "--diff" in preview
@@ -100,9 +101,9 @@ def test_preview_sets_the_config_and_saves_the_plan(stack_env: StackEnv, fake_pu
     assert changed == [
         ("  rollback:assetsRelease: 2026-11-27.2", "  rollback:assetsRelease: 2026-11-26.1"),
         ('  rollback:edgeFunctionVersion: "7"', '  rollback:edgeFunctionVersion: "6"'),
-        (f"    secure: {encrypt(UPDATES[-1].db_password)}", f"    secure: {encrypt(UPDATES[2].db_password)}"),
+        (f"    secure: {encrypt(UPDATES[-1].origin_secret)}", f"    secure: {encrypt(UPDATES[2].origin_secret)}"),
     ]
-    assert "preview: same 32, update 2; plan saved to" in result.out
+    assert "preview: same 33, update 1; plan saved to" in result.out
     assert f"rollback infra restore --to 3 --plan-file {plan}" in result.out
     assert plan.exists() and json.loads(Path(f"{plan}.rollback.json").read_text())["version"] == 3
     journals = "".join(p.read_text() for p in (stack_env.root / "runs").glob("*.jsonl"))
@@ -113,11 +114,11 @@ def test_preview_sets_the_config_and_saves_the_plan(stack_env: StackEnv, fake_pu
 
 def test_restore_applies_exactly_the_saved_plan(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                 run_cli: RunCli) -> None:
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     plan = stack_env.root / "v3.plan.json"
     result = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
     assert result.code == 0, result.err
-    assert "restored version 3: succeeded (same 32, update 2)" in result.out
+    assert "restored version 3: succeeded (same 33, update 1)" in result.out
     (up,) = _sub(fake_pulumi.calls(), "up")
     assert up[:3] == ["up", "--yes", "--skip-preview"]
     assert up[up.index("--plan") + 1] == str(plan)
@@ -134,7 +135,7 @@ def test_restore_applies_exactly_the_saved_plan(stack_env: StackEnv, fake_pulumi
 
 def test_restore_refuses_while_the_stack_is_locked(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                    run_cli: RunCli) -> None:
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     write_lock(stack_env.backend)
     result = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
     assert result.code == 4
@@ -148,7 +149,7 @@ def test_cli_lock_conflict_maps_to_lock_held(stack_env: StackEnv, fake_pulumi: F
     """When only the CLI sees the lock (ConcurrentUpdateError), the adapter raises LockHeld."""
     from rollback.adapters.pulumi import select_stack
 
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     write_lock(stack_env.backend)
     stack = select_stack("staging", stack_env.project, backend_url=f"file://{stack_env.backend}")
     with pytest.raises(LockHeld, match="locked by another update") as caught:
@@ -162,7 +163,7 @@ def test_restore_refuses_pending_operations(make_stack: Callable[..., StackEnv],
     pending = [{"resource": {"urn": "urn:pulumi:staging::rollback::aws:s3/bucket:Bucket::b",
                              "type": "aws:s3/bucket:Bucket"}, "type": "creating"}]
     make_stack(pending=pending)
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     result = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
     assert result.code == 4
     assert "1 pending operation(s) (creating)" in result.err
@@ -172,7 +173,7 @@ def test_restore_refuses_pending_operations(make_stack: Callable[..., StackEnv],
 
 def test_restore_refuses_a_plan_for_another_version_or_config(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                               run_cli: RunCli) -> None:
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     wrong = run_cli("infra", "restore", "--to", "2", "--plan-file", "v3.plan.json", "--yes")
     assert wrong.code == 4 and "previewed for version 3, not 2" in wrong.err
     stack_env.stack_file.write_text(stack_env.stack_file.read_text() + "# edited after the preview\n")
@@ -183,7 +184,7 @@ def test_restore_refuses_a_plan_for_another_version_or_config(stack_env: StackEn
 
 def test_restore_needs_confirmation_without_yes(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                 run_cli: RunCli) -> None:
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     result = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json")
     assert result.code == 4 and "without confirmation" in result.err
     dry = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--dry-run")
@@ -209,7 +210,7 @@ def test_failed_preview_names_the_undo_command(stack_env: StackEnv, fake_pulumi:
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     before = stack_env.stack_file.read_text()
     monkeypatch.setenv("FAKE_PULUMI_FAIL", "preview")
-    result = run_cli("infra", "preview", "--to", "2", "--plan-file", "v2.plan.json")
+    result = run_cli("infra", "preview", "--config-only", "--to", "2", "--plan-file", "v2.plan.json")
     assert result.code == 1
     assert "previewing failed: error: preview failed" in result.err and "AccessDenied" in result.err
     assert "Traceback" not in result.err
@@ -232,7 +233,7 @@ def test_backend_version_numbers_are_kept_when_the_backend_has_them(
 
 def test_restore_refuses_a_plan_file_changed_since_the_preview(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                                run_cli: RunCli) -> None:
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     plan = stack_env.root / "v3.plan.json"
     sidecar = Path(f"{plan}.rollback.json")
     assert json.loads(sidecar.read_text())["plan_sha256"]
@@ -246,7 +247,7 @@ def test_restore_refuses_a_plan_file_changed_since_the_preview(stack_env: StackE
 
 def test_restore_refuses_a_sidecar_without_a_plan_digest(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                          run_cli: RunCli) -> None:
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     sidecar = stack_env.root / "v3.plan.json.rollback.json"
     meta = json.loads(sidecar.read_text())
     del meta["plan_sha256"]  # as an earlier rollback wrote it
@@ -258,9 +259,9 @@ def test_restore_refuses_a_sidecar_without_a_plan_digest(stack_env: StackEnv, fa
 
 def test_offline_preview_removes_an_applied_plan_at_the_same_path(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                                   run_cli: RunCli) -> None:
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     assert run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes").code == 0
-    offline = run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json", "--offline")
+    offline = run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json", "--offline")
     assert offline.code == 0, offline.err
     assert not (stack_env.root / "v3.plan.json").exists()  # the applied plan cannot pass for a new one
     again = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
@@ -276,7 +277,7 @@ def test_restore_that_cannot_mark_the_plan_applied_still_succeeds_with_a_warning
         stack_env: StackEnv, fake_pulumi: FakePulumi, run_cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
     import rollback.adapters.stack_config as stack_config
 
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     real_write = stack_config.atomic_write
 
     def full_disk(path: Path, text: str) -> None:
@@ -294,3 +295,18 @@ def test_restore_that_cannot_mark_the_plan_applied_still_succeeds_with_a_warning
     journal = run_cli("journal", "show", run_id, "--json").json()
     assert journal["status"] == "succeeded"
     assert "marking v3.plan.json as applied failed" in json.dumps(journal)
+
+
+def test_preview_refuses_a_plan_that_replaces_the_assets_bucket(stack_env: StackEnv, fake_pulumi: FakePulumi,
+                                                                run_cli: RunCli,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    bucket = "urn:pulumi:staging::rollback::aws:s3/bucket:Bucket::assets-bucket"
+    monkeypatch.setenv("FAKE_PULUMI_REPLACE", f"{bucket} bucket")
+    result = run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json")
+    assert result.code == 4, result.err
+    (error,) = [line for line in result.err.splitlines() if line.startswith("error: ")]
+    assert "version 3 would replace the assets bucket assets-bucket (because of bucket)" in error
+    assert "a rename is a migration, not a rollback" in error
+    assert "rollback infra config-restore " in error  # the config was written: the undo is named
+    plan = stack_env.root / "v3.plan.json"
+    assert not plan.exists() and not Path(f"{plan}.rollback.json").exists()

@@ -11,9 +11,9 @@ from rollback.adapters.pulumi_backend import DiyBackend, FileStore, S3Store, ope
 from rollback.errors import BadInput, PulumiError
 from rollback.stackdiff import diff_resources
 from tests.stack.backend_fixtures import (
-    DB_PASSWORD_KEY,
     DISTRIBUTION_ID,
     PROJECT,
+    SECRET_KEY,
     STACK,
     UPDATES,
     build_backend,
@@ -36,7 +36,7 @@ def test_history_lists_every_update_in_order_without_reading_checkpoints(
     assert [v.config["rollback:edgeFunctionVersion"].value for v in versions] == ["5", "6", "6", "7", "7"]
     assert versions[-1].git_head == UPDATES[-1].git_head
     assert versions[0].resource_changes == {"create": 34}
-    secret = versions[0].config[DB_PASSWORD_KEY]
+    secret = versions[0].config[SECRET_KEY]
     assert secret.secret and secret.value is None and secret.ciphertext
     assert backend.counters.checkpoints_read == 0
     assert backend.counters.history_files_read == 5
@@ -55,8 +55,8 @@ def test_checkpoints_are_read_on_demand_and_diff_names_exactly_the_changed_prope
     arn = "arn:aws:lambda:us-east-1:123456789012:function:rollback-staging-security-headers"
     assert changes == {
         "cdn": [("defaultCacheBehavior.lambdaFunctionAssociations[0].lambdaArn", f"{arn}:6", f"{arn}:7", False),
-                ("origins[0].originPath", "/releases/2026-11-26.1", "/releases/2026-11-27.2", False)],
-        "db": [("password", "[secret]", "[secret]", True)],
+                ("origins[0].originPath", "/releases/2026-11-26.1", "/releases/2026-11-27.2", False),
+                ("origins[1].customHeaders[0].value", "[secret]", "[secret]", True)],
     }
 
 
@@ -97,8 +97,12 @@ def test_locks_are_found_in_both_layouts(tmp_path: Path, layout: str) -> None:
 def test_unknown_stack_and_unsupported_store(tmp_path: Path) -> None:
     root = build_backend(tmp_path)
     backend = open_backend(f"file://{root}")
-    with pytest.raises(BadInput, match="stack rollback/prod not found"):
+    with pytest.raises(BadInput, match=r"stack organization/rollback/prod not found .*"
+                                       r"\(stacks there: organization/rollback/staging\)"):
         backend.history(PROJECT, "prod")
+    legacy = open_backend(f"file://{build_backend(tmp_path / 'legacy', layout='legacy')}")
+    with pytest.raises(BadInput, match=r"stack prod not found .*\(stacks there: staging\)"):
+        legacy.history(PROJECT, "prod")
     (root / ".pulumi" / "meta.yaml").write_text("version: 2\n")
     with pytest.raises(PulumiError, match="version 2 is not supported"):
         DiyBackend(FileStore(root)).history(PROJECT, STACK)

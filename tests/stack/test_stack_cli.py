@@ -10,11 +10,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import CliResult
-from tests.stack.backend_fixtures import DB_PASSWORD_KEY, UPDATES, encrypt
+from tests.stack.backend_fixtures import SECRET_KEY, UPDATES, encrypt
 from tests.stack.conftest import StackEnv
 
 RunCli = Callable[..., CliResult]
-SECRETS = [u.db_password for u in UPDATES] + [encrypt(u.db_password) for u in UPDATES]
+SECRETS = [u.origin_secret for u in UPDATES] + [encrypt(u.origin_secret) for u in UPDATES]
 
 
 def assert_no_secrets(text: str) -> None:
@@ -36,7 +36,7 @@ def test_history_lists_every_update_in_order(make_stack: Callable[..., StackEnv]
     assert "numbered by rollback" in document["notes"][0]
     assert [v["config_changed"] for v in document["versions"][1:]] == [
         ["rollback:edgeFunctionVersion"], ["rollback:assetsRelease"],
-        [DB_PASSWORD_KEY, "rollback:edgeFunctionVersion"], ["rollback:assetsRelease"]]
+        ["rollback:edgeFunctionVersion", SECRET_KEY], ["rollback:assetsRelease"]]
     assert document["source"]["checkpoints_read"] == 0
     assert document["source"]["layout"] == layout
     assert_no_secrets(result.out)
@@ -55,13 +55,13 @@ def test_diff_names_exactly_the_changed_properties(stack_env: StackEnv, run_cli:
     assert result.code == 0, result.err
     document = result.json()
     assert [(c["key"], c["change"], c["secret"]) for c in document["config"]] == [
-        ("rollback:assetsRelease", "changed", False), (DB_PASSWORD_KEY, "changed", True),
-        ("rollback:edgeFunctionVersion", "changed", False)]
+        ("rollback:assetsRelease", "changed", False), ("rollback:edgeFunctionVersion", "changed", False),
+        (SECRET_KEY, "changed", True)]
     secret = next(c for c in document["config"] if c["secret"])
     assert secret["old"] == secret["new"] == "[secret]"
     paths = {r["name"]: [p["path"] for p in r["properties"]] for r in document["resources"]}
     assert paths == {"cdn": ["defaultCacheBehavior.lambdaFunctionAssociations[0].lambdaArn",
-                             "origins[0].originPath"], "db": ["password"]}
+                             "origins[0].originPath", "origins[1].customHeaders[0].value"]}
     assert document["source"]["checkpoints_read"] == 2
     assert_no_secrets(result.out)
 
@@ -76,7 +76,7 @@ def test_diff_defaults_to_the_current_state(stack_env: StackEnv, run_cli: RunCli
     assert result.code == 0, result.err
     assert "version 2 -> current" in result.out
     assert "function:rollback-staging-security-headers:6 -> " in result.out
-    assert "rollback:dbMasterPassword: [secret] changed" in result.out
+    assert "rollback:originVerifySecret: [secret] changed" in result.out
     assert_no_secrets(result.out)
 
 
@@ -90,7 +90,7 @@ def test_diff_unknown_version_is_bad_input(stack_env: StackEnv, run_cli: RunCli)
 @pytest.mark.usefixtures("no_pulumi")
 def test_offline_preview_writes_the_earlier_config_keeping_comments(stack_env: StackEnv, run_cli: RunCli) -> None:
     before = stack_env.stack_file.read_text()
-    result = run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json")
+    result = run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json")
     assert result.code == 0, result.err
     after = stack_env.stack_file.read_text()
     # Exactly the three pinned keys changed, every comment and the key order kept.
@@ -98,7 +98,7 @@ def test_offline_preview_writes_the_earlier_config_keeping_comments(stack_env: S
     assert changed == [
         ("  rollback:assetsRelease: 2026-11-27.2", "  rollback:assetsRelease: 2026-11-26.1"),
         ('  rollback:edgeFunctionVersion: "7"', '  rollback:edgeFunctionVersion: "6"'),
-        (f"    secure: {encrypt(UPDATES[-1].db_password)}", f"    secure: {encrypt(UPDATES[2].db_password)}"),
+        (f"    secure: {encrypt(UPDATES[-1].origin_secret)}", f"    secure: {encrypt(UPDATES[2].origin_secret)}"),
     ]
     out = result.out
     assert "desired-state diff" in out and "NOT a diff against the cloud" in out
@@ -120,12 +120,13 @@ def test_offline_preview_writes_the_earlier_config_keeping_comments(stack_env: S
 
 
 def test_offline_preview_json_and_journal(stack_env: StackEnv, run_cli: RunCli) -> None:
-    result = run_cli("infra", "preview", "--to", "2", "--offline", "--json")
+    result = run_cli("infra", "preview", "--config-only", "--to", "2", "--offline", "--json")
     assert result.code == 0, result.err
     document = result.json()
     assert document["mode"] == "offline"
     assert {r["path"] for r in document["desired_state_diff"]} == {
-        "defaultCacheBehavior.lambdaFunctionAssociations[0].lambdaArn", "origins[0].originPath"}
+        "defaultCacheBehavior.lambdaFunctionAssociations[0].lambdaArn", "origins[0].originPath",
+        "origin_path"}  # the release invalidation, keyed on the origin path
     assert document["undo"].startswith("rollback infra config-restore ")
     runs = run_cli("journal", "show", "last", "--json").json()
     assert runs["status"] == "succeeded"
@@ -134,7 +135,7 @@ def test_offline_preview_json_and_journal(stack_env: StackEnv, run_cli: RunCli) 
 
 def test_offline_preview_dry_run_changes_nothing(stack_env: StackEnv, run_cli: RunCli) -> None:
     before = stack_env.stack_file.read_text()
-    result = run_cli("infra", "preview", "--to", "1", "--offline", "--dry-run")
+    result = run_cli("infra", "preview", "--config-only", "--to", "1", "--offline", "--dry-run")
     assert result.code == 0, result.err
     assert "dry run: nothing was written" in result.out
     assert stack_env.stack_file.read_text() == before
@@ -142,7 +143,7 @@ def test_offline_preview_dry_run_changes_nothing(stack_env: StackEnv, run_cli: R
 
 @pytest.mark.usefixtures("no_pulumi")
 def test_restore_without_the_cli_names_the_exact_command(stack_env: StackEnv, run_cli: RunCli) -> None:
-    assert run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json").code == 0
+    assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
     Path("v3.plan.json").write_text("{}")  # as 'pulumi preview --save-plan' would leave it
     result = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
     assert result.code == 1
@@ -211,7 +212,7 @@ def test_history_and_diff_from_an_s3_backend(stack_env: StackEnv, run_cli: RunCl
 def test_relative_file_backend_resolves_against_the_config(stack_env: StackEnv, run_cli: RunCli) -> None:
     text = stack_env.config.read_text().replace(f"file://{stack_env.backend}", "file://state")
     stack_env.config.write_text(text)
-    result = run_cli("infra", "preview", "--to", "4", "--plan-file", "v4.plan.json")
+    result = run_cli("infra", "preview", "--config-only", "--to", "4", "--plan-file", "v4.plan.json")
     assert result.code == 0, result.err
     assert f"PULUMI_BACKEND_URL=file://{stack_env.backend} pulumi preview --diff --stack staging" in result.out
     Path("v4.plan.json").write_text("{}")
@@ -236,7 +237,8 @@ def test_config_restore_refuses_what_preview_did_not_save(stack_env: StackEnv, r
 
 
 def _offline_backup(run_cli: RunCli, version: str = "3") -> Path:
-    preview = run_cli("infra", "preview", "--to", version, "--offline", "--plan-file", "v.plan.json", "--json")
+    preview = run_cli("infra", "preview", "--config-only", "--to", version, "--offline", "--plan-file",
+                      "v.plan.json", "--json")
     assert preview.code == 0, preview.err
     return Path(preview.json()["undo"].split("config-restore ", 1)[1])
 
@@ -293,3 +295,50 @@ def test_restore_with_a_corrupt_sidecar_is_one_line(stack_env: StackEnv, run_cli
     assert result.code == 2, result.err
     assert result.err.startswith("error: ") and len(result.err.strip().splitlines()) == 1
     assert "Traceback" not in result.err and "v.plan.json.rollback.json" in result.err
+
+
+@pytest.mark.usefixtures("no_pulumi")
+def test_offline_preview_names_the_config_the_program_rejects(stack_env: StackEnv, run_cli: RunCli) -> None:
+    """README practice against the repo's stack files: a key the program requires is missing from the
+    *current* file; the error says so and names the key, instead of blaming the pinned config."""
+    from rollback.adapters.stack_config import write_stack_config
+
+    before = stack_env.stack_file.read_text()
+    write_stack_config(stack_env.stack_file, {"rollback:dbNetwork": None})
+    broken = stack_env.stack_file.read_text()
+    result = run_cli("infra", "preview", "--config-only", "--to", "3", "--offline")
+    assert result.code == 1
+    (error,) = [line for line in result.err.splitlines() if line.startswith("error: ")]
+    assert error.startswith("error: the program rejects the current stack config "
+                            "(project/stacks/Pulumi.staging.yaml): config rollback:dbNetwork: is required")
+    assert "fix Pulumi.staging.yaml first (nothing was changed)" in error
+    assert "pinned" not in error
+    assert stack_env.stack_file.read_text() == broken != before
+
+
+@pytest.mark.usefixtures("no_pulumi")
+def test_restore_after_an_offline_preview_names_the_preview_to_run(stack_env: StackEnv, run_cli: RunCli) -> None:
+    preview = run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json", "--json")
+    assert preview.code == 0, preview.err
+    command = preview.json()["run_where_cli_is_installed"]
+    result = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
+    assert result.code == 4
+    assert "does not exist yet: the offline preview of version 3 pinned its config" in result.err
+    assert f"run where the Pulumi CLI is installed: {command} ; then run this restore again" in result.err
+    assert "run 'rollback infra preview" not in result.err  # not the loop back to preview
+
+
+@pytest.mark.usefixtures("no_pulumi")
+def test_offline_preview_refuses_a_version_that_would_replace_the_assets_bucket(
+        stack_env: StackEnv, run_cli: RunCli) -> None:
+    """The bucket was renamed after version 3: going back would re-point CloudFront at another bucket."""
+    from rollback.adapters.stack_config import write_stack_config
+
+    write_stack_config(stack_env.stack_file, {"rollback:assetsBucketName": "huntaze-staging-assets"})
+    before = stack_env.stack_file.read_text()
+    result = run_cli("infra", "preview", "--config-only", "--to", "3", "--offline")
+    assert result.code == 4, result.err
+    (error,) = [line for line in result.err.splitlines() if line.startswith("error: ")]
+    assert "would replace the assets bucket assets-bucket (bucket: huntaze-staging-assets -> (absent))" in error
+    assert "a rename is a migration, not a rollback" in error
+    assert stack_env.stack_file.read_text() == before  # refused before anything was written

@@ -1,0 +1,211 @@
+"""``rollback infra cdn snapshot | list | restore | release``: the whole distribution, break-glass.
+
+Parsing and presentation only; the verbs live in ``rollback.commands.infra_cdn``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from rollback.cli.support import AppContext, common_options, dry_run_option, emit, pass_app, say, yes_option
+
+__all__ = ["cdn"]
+
+_DISTRIBUTION = click.option("--distribution", metavar="ID",
+                             help="Distribution (else aws.distribution_id, else the stack outputs).")
+_TIMEOUT = click.option("--timeout", default="20m", show_default=True, metavar="DURATION",
+                        help="How long to wait for the distribution to be Deployed.")
+_POLL = click.option("--poll-interval", default="15s", show_default=True, metavar="DURATION",
+                     help="How often to check the distribution's status while waiting.")
+_NO_PIN = click.option("--no-pin", is_flag=True,
+                       help="Do not write assetsRelease / edgeFunctionVersion into the stack config.")
+
+
+@click.group("cdn")
+def cdn() -> None:
+    """The whole CloudFront distribution: snapshots of its config, put back under
+    its ETag, and the assets release switch. Every change saves a snapshot first,
+    waits until the distribution is Deployed, invalidates what it changed and pins
+    the same values in the stack config."""
+
+
+def _distribution(app: AppContext, distribution: str | None) -> str:
+    from rollback.commands import infra_breakglass as breakglass
+
+    resources = breakglass.resolve_resources(app.config(), need=("distribution",), distribution=distribution)
+    assert resources.distribution
+    return resources.distribution
+
+
+def _adapter(app: AppContext) -> Any:
+    from rollback.commands import infra_breakglass as breakglass
+
+    return breakglass.edge_adapter(breakglass.aws_clients(app.config()))
+
+
+def _handlers(adapter: Any, interval: float) -> dict[str, Any]:
+    from rollback.commands.infra_breakglass import InvalidateHandlers
+    from rollback.commands.infra_cdn import CdnHandlers
+
+    return {**CdnHandlers(adapter, interval=interval).handlers(),
+            **InvalidateHandlers(adapter, interval=interval).handlers()}
+
+
+def _seconds(text: str, option: str) -> float:
+    from rollback.units import parse_duration
+
+    return parse_duration(text, option=option)
+
+
+@cdn.command("snapshot")
+@_DISTRIBUTION
+@click.option("--reason", default="", metavar="TEXT", help="Why (kept with the snapshot).")
+@common_options()
+@pass_app
+def snapshot_command(app: AppContext, distribution: str | None, reason: str) -> None:
+    """Save the distribution's whole config with its ETag (journaled).
+
+    \b
+    Example:
+      rollback infra cdn snapshot --reason "before the release"
+    """
+    from rollback.cli.support import run_plan
+    from rollback.commands import infra_cdn as commands
+
+    distribution_id = _distribution(app, distribution)
+    plan = commands.plan_snapshot(app.config(), distribution_id, reason)
+    outcome = run_plan(app, plan, _handlers(_adapter(app), 15.0), dry_run=False, yes=True,
+                       action="snapshot the distribution", confirm_first=False,
+                       details={"layer": "infra", "verb": "cdn snapshot", "distribution": distribution_id})
+    result = dict(outcome.result_of("snapshot"))
+    document = {"ok": True, **result, "distribution": distribution_id, "run": outcome.run_id}
+    emit(app, document, lambda: say(f"saved snapshot {result['snapshot']} (ETag {result['etag']}); "
+                                    f"to put it back: {result['restore']}", err=False))
+
+
+@cdn.command("list")
+@_DISTRIBUTION
+@common_options()
+@pass_app
+def list_command(app: AppContext, distribution: str | None) -> None:
+    """List saved snapshots, newest first: id, when, ETag, release, edge versions, reason.
+
+    \b
+    Example:
+      rollback infra cdn list --json
+    """
+    from rollback.commands import infra_cdn as commands
+
+    snapshots = commands.list_snapshots(app.config(), distribution)
+
+    def human() -> None:
+        if not snapshots:
+            say("no snapshots", err=False)
+        for item in snapshots:
+            paths = ", ".join(f"{o['id']}={o['origin_path'] or '/'}" for o in item["origins"])
+            versions = ", ".join(sorted({str(a["version"]) for a in item["associations"] if a["version"]})) or "-"
+            say(f"{item['id']}  {item['taken_at']}  ETag {item['etag']}  origins {paths}  edge {versions}  "
+                f"{item['reason']}", err=False)
+
+    emit(app, {"snapshots": snapshots}, human)
+
+
+def _run(app: AppContext, planned: Any, adapter: Any, *, dry_run: bool, yes: bool, interval: float, action: str,
+         verb: str) -> None:
+    from rollback.cli.support import run_plan
+
+    outcome = run_plan(app, planned.plan, _handlers(adapter, interval), dry_run=dry_run, yes=yes, action=action,
+                       details={"layer": "infra", "verb": verb, "distribution": planned.distribution_id})
+    results = {item.step.id: dict(item.result) for item in outcome.steps}
+    document = {"ok": True, "dry_run": dry_run, **planned.to_dict(), "run": outcome.to_dict(),
+                "results": results}
+
+    def human() -> None:
+        update = results.get("update") or {}
+        if dry_run:
+            say(f"dry run: would update distribution {planned.distribution_id} under IfMatch {planned.etag}; "
+                "nothing was changed", err=False)
+            return
+        change = (f"ETag {update.get('etag_before')} -> {update.get('etag_after')}" if update.get("changed")
+                  else "already as planned")
+        parts = [f"distribution {planned.distribution_id}: {change}"]
+        if results.get("invalidate", {}).get("id"):
+            parts.append(f"invalidated {', '.join(planned.invalidate)} ({results['invalidate']['id']})")
+        if planned.pins:
+            parts.append("pinned " + ", ".join(f"{k} = {v}" for k, v in planned.pins.items()))
+        saved = results.get("snapshot", {}).get("snapshot")
+        say("; ".join(parts), err=False)
+        if saved:
+            say(f"the config before this change is snapshot {saved}: rollback infra cdn restore {saved}", err=False)
+
+    emit(app, document, human)
+
+
+@cdn.command("restore")
+@click.argument("snapshot_id", metavar="SNAPSHOT")
+@_TIMEOUT
+@_POLL
+@_NO_PIN
+@dry_run_option
+@yes_option
+@common_options()
+@pass_app
+def restore_command(app: AppContext, snapshot_id: str, timeout: str, poll_interval: str, no_pin: bool,
+                    dry_run: bool, yes: bool) -> None:
+    """Put a saved distribution config back, guarded by the ETag read now (IfMatch):
+    if anyone changes the distribution in between, CloudFront answers 412 and
+    nothing is overwritten (exit 4). Saves the current config first, waits until
+    Deployed, invalidates what the change serves differently, pins assetsRelease
+    and edgeFunctionVersion in the stack config.
+
+    \b
+    Example:
+      rollback infra cdn restore E2QWRUHAPOMQZL-20261128T093000123456Z --yes
+    """
+    from rollback.commands import infra_breakglass as breakglass
+    from rollback.commands import infra_cdn as commands
+
+    config = app.config()
+    snapshot = commands.snapshot_store(config).load(snapshot_id)
+    function = breakglass.resolve_resources(config, need=()).function
+    adapter = _adapter(app)
+    planned = commands.plan_restore(config, adapter, snapshot, function=function, pin=not no_pin,
+                                    timeout=_seconds(timeout, "--timeout"))
+    _run(app, planned, adapter, dry_run=dry_run, yes=yes, interval=_seconds(poll_interval, "--poll-interval"),
+         action=f"put snapshot {snapshot_id} back on distribution {planned.distribution_id}", verb="cdn restore")
+
+
+@cdn.command("release")
+@click.argument("release")
+@_DISTRIBUTION
+@click.option("--origin", default="assets", show_default=True, metavar="ID", help="The origin to switch.")
+@_TIMEOUT
+@_POLL
+@_NO_PIN
+@dry_run_option
+@yes_option
+@common_options()
+@pass_app
+def release_command(app: AppContext, release: str, distribution: str | None, origin: str, timeout: str,
+                    poll_interval: str, no_pin: bool, dry_run: bool, yes: bool) -> None:
+    """Serve another assets release: the origin path alone becomes
+    /releases/RELEASE, under the ETag read now (412: exit 4, nothing
+    overwritten). Saves the current config first, waits until Deployed,
+    invalidates every path that origin serves (the cache key does not include
+    the origin path), pins assetsRelease in the stack config.
+
+    \b
+    Example:
+      rollback infra cdn release 2026-11-20.1 --yes
+    """
+    from rollback.commands import infra_cdn as commands
+
+    config = app.config()
+    distribution_id = _distribution(app, distribution)
+    adapter = _adapter(app)
+    planned = commands.plan_release(config, adapter, distribution_id=distribution_id, release=release, origin=origin,
+                                    pin=not no_pin, timeout=_seconds(timeout, "--timeout"))
+    _run(app, planned, adapter, dry_run=dry_run, yes=yes, interval=_seconds(poll_interval, "--poll-interval"),
+         action=f"switch distribution {distribution_id} to release {release}", verb="cdn release")

@@ -1,0 +1,321 @@
+"""``rollback infra cdn snapshot | list | restore | release``: break-glass for the whole distribution.
+
+``snapshot`` saves the distribution's full ``DistributionConfig`` with its ETag
+(under ``.rollback/cdn-snapshots/<distribution>/``, owner-only: custom origin
+headers may hold secrets); every break-glass change of the distribution takes
+one first, automatically (``infra edge`` too). ``restore SNAPSHOT`` puts a
+saved config back; ``release RELEASE`` switches the assets origin path alone.
+Both are plans run through the one step shape (Contract A):
+
+1. ``cdn.snapshot``: save the config as it is now (the undo of this run);
+2. ``cdn.update``: send the new config guarded by the ETag read when planning
+   (``IfMatch``): if anyone changed the distribution since, CloudFront answers
+   412 and the run stops, exit 4, nothing overwritten;
+3. ``cdn.wait``: until the distribution is ``Deployed``;
+4. ``cloudfront.invalidate``: what the change can serve differently (an origin
+   path change invalidates every behaviour of that origin: the cache key does
+   not include the origin path, so the other release would be served for up to
+   a day otherwise);
+5. ``cdn.pin``: the same values in the stack config (``assetsRelease``,
+   ``edgeFunctionVersion``), like ``infra edge`` does, so the next
+   ``pulumi up`` keeps them (``--no-pin`` skips it).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rollback.errors import BadInput, OperationFailed, RollbackError, UnsafePrecondition
+from rollback.plan import Plan, Step
+from rollback.runner import Check, StepContext, StepHandler, handler
+from rollback.units import format_duration
+
+if TYPE_CHECKING:
+    from rollback.adapters.cloudfront import DistributionSnapshot, EdgeAdapter, SnapshotStore
+    from rollback.config import Config
+
+__all__ = ["ASSETS_ORIGIN", "CdnHandlers", "CdnPlan", "list_snapshots", "plan_release", "plan_restore",
+           "plan_snapshot", "snapshot_step", "snapshot_store"]
+
+ASSETS_ORIGIN = "assets"
+RELEASE_PIN_KEY = "assetsRelease"
+EDGE_PIN_KEY = "edgeFunctionVersion"
+RELEASES_PREFIX = "/releases/"
+
+
+def snapshot_store(config: Config) -> SnapshotStore:
+    from rollback.adapters.cloudfront import SnapshotStore
+
+    return SnapshotStore(config.resolve_path(".rollback/cdn-snapshots"))
+
+
+def snapshot_step(config: Config, distribution_id: str, reason: str, step_id: str = "snapshot") -> Step:
+    """The automatic first step of every break-glass change of the distribution."""
+    directory = snapshot_store(config).directory
+    return Step(step_id, "cdn.snapshot", f"save distribution {distribution_id}'s whole config and ETag first "
+                                         f"({reason})", target=f"distribution {distribution_id}",
+                params={"distribution": distribution_id, "reason": reason, "directory": str(directory)},
+                layer="edge")
+
+
+@dataclass(frozen=True)
+class CdnPlan:
+    plan: Plan
+    distribution_id: str
+    etag: str
+    invalidate: tuple[str, ...]
+    pins: Mapping[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"distribution": self.distribution_id, "etag": self.etag, "invalidate": list(self.invalidate),
+                "pins": dict(self.pins), "plan": self.plan.to_dict()}
+
+
+def plan_snapshot(config: Config, distribution_id: str, reason: str) -> Plan:
+    return Plan.of(f"snapshot distribution {distribution_id}", config.env_name,
+                   [snapshot_step(config, distribution_id, reason or "on request")])
+
+
+def _release_of(config: Mapping[str, Any], origin: str) -> str | None:
+    for item in (config.get("Origins") or {}).get("Items") or []:
+        if item.get("Id") == origin:
+            path = str(item.get("OriginPath") or "")
+            return path[len(RELEASES_PREFIX):] if path.startswith(RELEASES_PREFIX) else None
+    return None
+
+
+def _edge_version_of(config: Mapping[str, Any], function: str | None) -> str | None:
+    from rollback.adapters.cloudfront import DEFAULT_BEHAVIOUR, _parse_config, function_name_of
+
+    parsed = _parse_config("", "", config)
+    wanted = function_name_of(function) if function else None
+    versions = {a.version for a in parsed.associations if a.behaviour == DEFAULT_BEHAVIOUR and a.version
+                and (wanted is None or a.function == wanted)}
+    return versions.pop() if len(versions) == 1 else None
+
+
+def _pin_steps(config: Config, values: Mapping[str, str | None], pin: bool) -> tuple[list[Step], dict[str, str],
+                                                                                      list[str]]:
+    from rollback.commands.infra_breakglass import _pin_target, _short
+
+    wanted = {k: v for k, v in values.items() if v}
+    if not wanted:
+        return [], {}, []
+    if not pin:
+        shown = ", ".join(f"{k} = {v}" for k, v in wanted.items())
+        return [], {}, [f"--no-pin: the stack config is not changed; the next pulumi up puts back what the stack "
+                        f"pins unless you set {shown}"]
+    path, _key, stack = _pin_target(config)
+    project = _key.split(":", 1)[0] if ":" in _key else None
+    qualified = {(f"{project}:{k}" if project else k): v for k, v in wanted.items()}
+    step = Step("pin", "cdn.pin", f"pin {', '.join(f'{k} = {v}' for k, v in qualified.items())} in "
+                                  f"{_short(config, path)} so the next pulumi up keeps it",
+                target=f"stack {stack}", params={"path": str(path), "stack": stack, "values": qualified},
+                layer="edge")
+    return [step], qualified, []
+
+
+def _tail_steps(config: Config, distribution_id: str, paths: list[str], timeout: float) -> list[Step]:
+    steps = [Step("wait", "cdn.wait", f"wait until it is Deployed (at most {format_duration(timeout)})",
+                  target=f"distribution {distribution_id}", params={"distribution": distribution_id,
+                                                                     "timeout": timeout}, layer="edge")]
+    if paths:
+        steps.append(Step("invalidate", "cloudfront.invalidate",
+                          f"invalidate {', '.join(paths)} (what the change serves differently)",
+                          target=f"distribution {distribution_id}",
+                          params={"distribution": distribution_id, "paths": paths,
+                                  "caller_reference": f"rollback-{uuid.uuid4().hex}"}, layer="edge"))
+    return steps
+
+
+def plan_restore(config: Config, adapter: EdgeAdapter, snapshot: DistributionSnapshot, *, function: str | None = None,
+                 pin: bool = True, timeout: float = 1200.0) -> CdnPlan:
+    """Put ``snapshot``'s whole config back (read-only: reads the distribution now, for the ETag and the diff)."""
+    from rollback.adapters.cloudfront import invalidation_paths
+
+    distribution_id = snapshot.distribution_id
+    current = adapter.get_config(distribution_id)
+    paths = invalidation_paths(current.raw, snapshot.config)
+    unchanged = _same(current.raw, snapshot.config)
+    steps = [snapshot_step(config, distribution_id, f"before restoring {snapshot.id}"),
+             Step("update", "cdn.update",
+                  (f"already as in snapshot {snapshot.id}" if unchanged else
+                   f"put back snapshot {snapshot.id} (taken {snapshot.taken_at}) under IfMatch {current.etag}"),
+                  target=f"distribution {distribution_id}",
+                  params={"distribution": distribution_id, "etag": current.etag, "kind": "restore",
+                          "snapshot": snapshot.id, "directory": str(snapshot_store(config).directory)},
+                  destructive=not unchanged, layer="edge"),
+             *_tail_steps(config, distribution_id, paths, timeout)]
+    pin_steps, pins, notes = _pin_steps(config, {RELEASE_PIN_KEY: _release_of(snapshot.config, ASSETS_ORIGIN),
+                                                 EDGE_PIN_KEY: _edge_version_of(snapshot.config, function)}, pin)
+    notes = [f"what changes is served fresh: invalidating {', '.join(paths)}" if paths else
+             "nothing served changes (no invalidation needed)", *notes]
+    plan = Plan.of(f"restore distribution {distribution_id} from snapshot {snapshot.id}", config.env_name,
+                   [*steps, *pin_steps], notes)
+    return CdnPlan(plan, distribution_id, current.etag, tuple(paths), pins)
+
+
+def plan_release(config: Config, adapter: EdgeAdapter, *, distribution_id: str, release: str,
+                 origin: str = ASSETS_ORIGIN, pin: bool = True, timeout: float = 1200.0) -> CdnPlan:
+    """Switch the assets origin to ``releases/<release>`` alone."""
+    import re
+
+    from rollback.adapters.cloudfront import invalidation_paths, set_origin_path
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", release):
+        raise BadInput(f"{release!r} is not a release id", "use the folder name under releases/ in the bucket")
+    current = adapter.get_config(distribution_id)
+    path = f"{RELEASES_PREFIX}{release}"
+    target = set_origin_path(current.raw, origin, path)  # BadInput naming the origins when it is not there
+    before = next(o.origin_path for o in current.origins if o.id == origin)
+    paths = invalidation_paths(current.raw, target)
+    unchanged = before == path
+    steps = [snapshot_step(config, distribution_id, f"before switching {origin} to {path}"),
+             Step("update", "cdn.update",
+                  (f"origin {origin} already serves {path}" if unchanged else
+                   f"origin {origin}: {before or '(root)'} -> {path} under IfMatch {current.etag}"),
+                  target=f"distribution {distribution_id}",
+                  params={"distribution": distribution_id, "etag": current.etag, "kind": "release", "origin": origin,
+                          "origin_path": path}, destructive=not unchanged, layer="edge"),
+             *_tail_steps(config, distribution_id, paths, timeout)]
+    pin_steps, pins, notes = _pin_steps(config, {RELEASE_PIN_KEY: release} if origin == ASSETS_ORIGIN else {}, pin)
+    notes = [f"the cache key does not include the origin path: invalidating {', '.join(paths)}" if paths else
+             "nothing served changes (no invalidation needed)", *notes]
+    plan = Plan.of(f"switch distribution {distribution_id} to release {release}", config.env_name,
+                   [*steps, *pin_steps], notes)
+    return CdnPlan(plan, distribution_id, current.etag, tuple(paths), pins)
+
+
+def _same(current: Mapping[str, Any], target: Mapping[str, Any]) -> bool:
+    """Whether ``current`` already serves as ``target`` would (origins, behaviours, associations)."""
+    from rollback.adapters.cloudfront import _parse_config, invalidation_paths
+
+    if invalidation_paths(current, target):
+        return False
+    return _parse_config("", "", current).associations == _parse_config("", "", target).associations
+
+
+def list_snapshots(config: Config, distribution_id: str | None = None) -> list[dict[str, Any]]:
+    return [s.summary() for s in snapshot_store(config).list(distribution_id)]
+
+
+@dataclass
+class CdnHandlers:
+    """The distribution's break-glass handlers: snapshot, ETag-guarded update, wait, pin."""
+
+    adapter: EdgeAdapter
+    interval: float = 15.0
+
+    def handlers(self) -> dict[str, StepHandler]:
+        return {"cdn.snapshot": handler(self.snapshot, self.check_snapshot),
+                "cdn.update": handler(self.update, self.check_update),
+                "cdn.wait": handler(self.wait, self.check_wait),
+                "cdn.pin": handler(self.pin, self.check_pin)}
+
+    @staticmethod
+    def _store(step: Step) -> SnapshotStore:
+        from rollback.adapters.cloudfront import SnapshotStore
+
+        return SnapshotStore(Path(str(step.params["directory"])))
+
+    # --- snapshot -----------------------------------------------------------------------------------
+    def check_snapshot(self, step: Step, ctx: StepContext) -> Check:
+        would = f"save distribution {step.params['distribution']}'s config and ETag"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None and earlier.get("path") and Path(str(earlier["path"])).exists():
+            return Check(True, dict(earlier), would)
+        return Check(False, {"would_save_in": str(step.params["directory"])}, would)
+
+    def snapshot(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        from rollback.adapters.cloudfront import take_snapshot
+
+        taken = take_snapshot(self.adapter, str(step.params["distribution"]), str(step.params.get("reason") or ""))
+        path = self._store(step).save(taken)
+        return {"snapshot": taken.id, "etag": taken.etag, "path": str(path), "taken_at": taken.taken_at,
+                "restore": f"rollback infra cdn restore {taken.id}"}
+
+    # --- update -------------------------------------------------------------------------------------
+    def _target(self, step: Step, current: Mapping[str, Any]) -> Mapping[str, Any]:
+        from rollback.adapters.cloudfront import set_origin_path
+
+        if step.params["kind"] == "restore":
+            return self._store(step).load(str(step.params["snapshot"])).config
+        return set_origin_path(current, str(step.params["origin"]), str(step.params["origin_path"]))
+
+    def check_update(self, step: Step, ctx: StepContext) -> Check:
+        distribution = str(step.params["distribution"])
+        fresh = self.adapter.get_config(distribution)
+        would = f"update distribution {distribution} (IfMatch {step.params['etag']})"
+        if _same(fresh.raw, self._target(step, fresh.raw)):
+            return Check(True, {"changed": False, "etag": fresh.etag, "reason": "already as planned"}, would)
+        return Check(False, {"changed": False, "if_match": step.params["etag"]}, would)
+
+    def update(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        from rollback.adapters.cloudfront import StaleETag
+
+        distribution, planned = str(step.params["distribution"]), str(step.params["etag"])
+        fresh = self.adapter.get_config(distribution)
+        body = self._target(step, fresh.raw)
+        try:
+            new_etag = self.adapter.update_config(distribution, body, planned)
+        except StaleETag as exc:
+            raise UnsafePrecondition(
+                f"distribution {distribution} changed since the plan (IfMatch {planned}: 412 PreconditionFailed); "
+                "nothing was overwritten",
+                "see what changed ('rollback infra cdn snapshot' saves it as it is now), then run the command again "
+                "to plan against it", etag=planned) from exc
+        return {"changed": True, "etag_before": planned, "etag_after": new_etag}
+
+    # --- wait ---------------------------------------------------------------------------------------
+    def check_wait(self, step: Step, ctx: StepContext) -> Check:
+        would = f"wait until distribution {step.params['distribution']} is Deployed"
+        update = ctx.results.get(step.sibling("update")) or {}
+        if update.get("changed") is not True and "if_match" not in update \
+                and self.adapter.status(str(step.params["distribution"])) == "Deployed":
+            return Check(True, {"status": "Deployed", "seconds": 0.0}, would)
+        return Check(False, {"would_wait_for": "Deployed", "timeout": float(step.params["timeout"])}, would)
+
+    def wait(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        status, seconds = self.adapter.wait_deployed(str(step.params["distribution"]),
+                                                     timeout=float(step.params["timeout"]), interval=self.interval,
+                                                     progress=ctx.note)
+        return {"status": status, "seconds": round(seconds, 3)}
+
+    # --- pin ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _pin_failed(step: Step, exc: RollbackError | OSError) -> OperationFailed:
+        message = exc.message if isinstance(exc, RollbackError) else str(exc)
+        stack = str(step.params["stack"])
+        commands = "; ".join(f"pulumi config set {k} {v} --stack {stack}" for k, v in step.params["values"].items())
+        return OperationFailed(f"CloudFront was changed, but writing the pins to {step.params['path']} failed: "
+                               f"{message}", f"write them by hand, or the next pulumi up undoes the change: {commands}",
+                               pin_command=commands)
+
+    def check_pin(self, step: Step, ctx: StepContext) -> Check:
+        from rollback.adapters.stack_config import read_stack_config
+
+        values = {str(k): str(v) for k, v in step.params["values"].items()}
+        try:
+            current = read_stack_config(Path(str(step.params["path"])))
+        except (RollbackError, OSError) as exc:
+            raise self._pin_failed(step, exc) from exc
+        would = f"set {', '.join(f'{k} = {v}' for k, v in values.items())} in {step.params['path']}"
+        if all(current.get(k) == v for k, v in values.items()):
+            return Check(True, {"changed": False, "values": values, "path": str(step.params["path"])}, would)
+        return Check(False, {"would_set": values, "current": {k: current.get(k) for k in values}}, would)
+
+    def pin(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        from rollback.adapters.stack_config import read_stack_config, write_stack_config
+
+        path = Path(str(step.params["path"]))
+        values = {str(k): str(v) for k, v in step.params["values"].items()}
+        try:
+            before = read_stack_config(path)
+            write_stack_config(path, values)
+        except (RollbackError, OSError) as exc:
+            raise self._pin_failed(step, exc) from exc
+        return {"changed": True, "values": values, "before": {k: before.get(k) for k in values}, "path": str(path)}

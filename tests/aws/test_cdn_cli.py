@@ -1,0 +1,131 @@
+"""``rollback infra cdn snapshot | list | restore | release`` through the CLI, against the moto server with the
+sandbox's CloudFront semantics (ETags that change on every update, IfMatch checked with a 412, invalidations):
+a concurrent change is a 412 and exit 4 with nothing overwritten; every change saves a snapshot first,
+invalidates what it changed, pins the stack config and is journaled."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from rollback.adapters.cloudfront import set_origin_path
+from tests.aws.conftest import EdgeStack, Project, journal_events
+
+CDN = ("infra", "cdn")
+FAST = ("--poll-interval", "0s")
+
+
+def origin_path(aws: Callable[[str], Any], distribution_id: str) -> str:
+    config = aws("cloudfront").get_distribution_config(Id=distribution_id)["DistributionConfig"]
+    return str(config["Origins"]["Items"][0]["OriginPath"])
+
+
+def invalidations(aws: Callable[[str], Any], distribution_id: str) -> list[list[str]]:
+    client = aws("cloudfront")
+    found = []
+    for item in client.list_invalidations(DistributionId=distribution_id)["InvalidationList"].get("Items", []):
+        batch = client.get_invalidation(DistributionId=distribution_id, Id=item["Id"])["Invalidation"]
+        found.append(batch["InvalidationBatch"]["Paths"]["Items"])
+    return found
+
+
+def test_release_switches_the_origin_path_invalidates_and_pins(
+        aws: Callable[[str], Any], edge_stack: Callable[..., EdgeStack], project: Callable[..., Project],
+        run_cli: Any) -> None:
+    stack = edge_stack()
+    proj = project(stack)
+    dry = run_cli(*CDN, "release", "r41", "--dry-run", "--config", str(proj.config))
+    assert dry.code == 0, dry.err
+    assert origin_path(aws, stack.distribution_id) == "/releases/r42"  # the dry run changed nothing
+    result = run_cli(*CDN, "release", "r41", *FAST, "--yes", "--json", "--config", str(proj.config))
+    assert result.code == 0, result.err
+    document = result.json()
+    assert origin_path(aws, stack.distribution_id) == "/releases/r41"
+    assert document["invalidate"] == ["/*"]  # the default behaviour serves that origin
+    assert ["/*"] in invalidations(aws, stack.distribution_id)
+    assert 'rollback:assetsRelease: r41' in proj.stack_file.read_text()
+    assert "# Edge: pinned to the version verified in staging." in proj.stack_file.read_text()  # comments kept
+    # The config before the change was saved, and the run was journaled step by step.
+    saved = document["results"]["snapshot"]["snapshot"]
+    listed = run_cli(*CDN, "list", "--json", "--config", str(proj.config)).json()["snapshots"]
+    assert [s["id"] for s in listed] == [saved]
+    assert listed[0]["origins"][0]["origin_path"] == "/releases/r42"
+    finished = [e["step"] for e in journal_events(proj.journal_dir) if e["event"] == "step_finished"]
+    assert finished == ["snapshot", "update", "wait", "invalidate", "pin"]
+
+    # Put the snapshot back: the release returns, /* invalidated again, the pin follows.
+    back = run_cli(*CDN, "restore", saved, *FAST, "--yes", "--config", str(proj.config))
+    assert back.code == 0, back.err
+    assert origin_path(aws, stack.distribution_id) == "/releases/r42"
+    assert "rollback:assetsRelease: r42" in proj.stack_file.read_text()
+    assert len(invalidations(aws, stack.distribution_id)) == 2
+
+
+def test_a_concurrent_change_is_a_412_and_nothing_is_overwritten(
+        aws: Callable[[str], Any], edge_stack: Callable[..., EdgeStack], project: Callable[..., Project],
+        run_cli: Any, monkeypatch: Any) -> None:
+    from rollback.commands import infra_cdn
+
+    stack = edge_stack()
+    proj = project(stack)
+    snapshot = run_cli(*CDN, "snapshot", "--reason", "before", "--json", "--config", str(proj.config)).json()
+    before_pin = proj.stack_file.read_text()
+    planned = infra_cdn.plan_restore
+
+    def someone_changes_it_after_the_plan(*args: Any, **kwargs: Any) -> Any:
+        result = planned(*args, **kwargs)
+        client = aws("cloudfront")
+        current = client.get_distribution_config(Id=stack.distribution_id)
+        client.update_distribution(Id=stack.distribution_id, IfMatch=current["ETag"],
+                                   DistributionConfig=set_origin_path(current["DistributionConfig"], "assets",
+                                                                      "/releases/hotfix"))
+        return result
+
+    # The distribution moves on between the snapshot and the restore's plan...
+    client = aws("cloudfront")
+    current = client.get_distribution_config(Id=stack.distribution_id)
+    client.update_distribution(Id=stack.distribution_id, IfMatch=current["ETag"],
+                               DistributionConfig=set_origin_path(current["DistributionConfig"], "assets",
+                                                                  "/releases/r43"))
+    # ...and again between the plan and the update: the planned ETag is stale.
+    monkeypatch.setattr(infra_cdn, "plan_restore", someone_changes_it_after_the_plan)
+    result = run_cli(*CDN, "restore", snapshot["snapshot"], *FAST, "--yes", "--config", str(proj.config))
+    assert result.code == 4, result.err
+    (error,) = [line for line in result.err.splitlines() if line.startswith("error: ")]
+    assert "changed since the plan" in error and "412 PreconditionFailed" in error
+    assert "nothing was overwritten" in error
+    assert origin_path(aws, stack.distribution_id) == "/releases/hotfix"  # the other change stands
+    assert proj.stack_file.read_text() == before_pin  # no pin for a change that did not happen
+    events = journal_events_of(proj, "refused")
+    assert events and events[-1]["stopped_at"] == "update"
+
+
+def journal_events_of(proj: Project, status: str) -> list[dict[str, Any]]:
+    found = []
+    for path in sorted(proj.journal_dir.glob("*.jsonl")):
+        events = [json.loads(line) for line in path.read_text().splitlines()]
+        found += [e for e in events if e["event"] == "run_finished" and e.get("status") == status]
+    return found
+
+
+def test_edge_rollback_saves_the_distribution_first(aws: Callable[[str], Any], edge_stack: Callable[..., EdgeStack],
+                                                    project: Callable[..., Project], run_cli: Any) -> None:
+    stack = edge_stack()
+    proj = project(stack)
+    result = run_cli("infra", "edge", "--to-version", "2", "--poll-interval", "0s", "--yes", "--json",
+                     "--config", str(proj.config))
+    assert result.code == 0, result.err
+    (saved,) = run_cli(*CDN, "list", "--json", "--config", str(proj.config)).json()["snapshots"]
+    assert {a["version"] for a in saved["associations"]} == {"3"}  # as it was before the edge rollback
+
+
+def test_unknown_snapshot_and_release_are_bad_input(edge_stack: Callable[..., EdgeStack],
+                                                    project: Callable[..., Project], run_cli: Any) -> None:
+    proj = project(edge_stack())
+    missing = run_cli(*CDN, "restore", "nope", "--yes", "--config", str(proj.config))
+    assert missing.code == 2 and "no distribution snapshot nope" in missing.err
+    bad = run_cli(*CDN, "release", "../x", "--yes", "--config", str(proj.config))
+    assert bad.code == 2 and "is not a release id" in bad.err
+    origin = run_cli(*CDN, "release", "r1", "--origin", "media", "--yes", "--config", str(proj.config))
+    assert origin.code == 2 and "no origin 'media' (origins: assets)" in origin.err
