@@ -98,12 +98,12 @@ class CloudWatch:
         return [found[name] for name in sorted(found)]
 
     def statistic(self, namespace: str, metric: str, dimensions: Sequence[Mapping[str, str]], *, stat: str,
-                  minutes: int, now: dt.datetime | None = None) -> MetricWindow:
+                  minutes: float, now: dt.datetime | None = None) -> MetricWindow:
         """``stat`` (``Average``, ``Sum``, ``p95``...) of a metric over the last ``minutes``, as one value."""
         return self.statistics(namespace, [(metric, stat)], dimensions, minutes=minutes, now=now)[0]
 
     def statistics(self, namespace: str, wanted: Sequence[tuple[str, str]], dimensions: Sequence[Mapping[str, str]],
-                   *, minutes: int, now: dt.datetime | None = None) -> list[MetricWindow]:
+                   *, minutes: float, now: dt.datetime | None = None) -> list[MetricWindow]:
         """Several ``(metric, stat)`` of one dimension set over the last ``minutes``, in one GetMetricData call.
 
         Each statistic is one query with a period of the whole window: CloudWatch
@@ -113,11 +113,12 @@ class CloudWatch:
         taken for 0.
         """
         end = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0) + dt.timedelta(seconds=1)
-        start = end - dt.timedelta(minutes=minutes)
+        period = max(1, round(minutes * 60))
+        start = end - dt.timedelta(seconds=period)
         queries: list[dict[str, Any]] = []
         for index, (metric, stat) in enumerate(wanted):
             spec = {"Namespace": namespace, "MetricName": metric, "Dimensions": list(dimensions)}
-            queries.append({"Id": f"v{index}", "MetricStat": {"Metric": spec, "Period": minutes * 60, "Stat": stat},
+            queries.append({"Id": f"v{index}", "MetricStat": {"Metric": spec, "Period": period, "Stat": stat},
                             "ReturnData": True})
             queries.append({"Id": f"c{index}", "MetricStat": {"Metric": spec, "Period": 60, "Stat": "SampleCount"},
                             "ReturnData": True})

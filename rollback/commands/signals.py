@@ -179,13 +179,13 @@ def distribution_id(config: Config) -> str:
     return value
 
 
-def cloudfront_metric(config: Config, metric: str, stat: str, *, minutes: int, timeout: float,
+def cloudfront_metric(config: Config, metric: str, stat: str, *, minutes: float, timeout: float,
                       distribution: str | None = None) -> MetricWindow:
     return cloudfront_metrics(config, [(metric, stat)], minutes=minutes, timeout=timeout,
                               distribution=distribution)[0]
 
 
-def cloudfront_metrics(config: Config, wanted: list[tuple[str, str]], *, minutes: int, timeout: float,
+def cloudfront_metrics(config: Config, wanted: list[tuple[str, str]], *, minutes: float, timeout: float,
                        distribution: str | None = None) -> list[MetricWindow]:
     """Several CloudFront ``(metric, stat)`` of the distribution over the last ``minutes``, in one call."""
     from rollback.adapters.cloudwatch import cloudfront_dimensions

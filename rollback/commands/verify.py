@@ -266,9 +266,9 @@ def cloudfront_items(config: Config) -> list[Item]:
         distribution = signals.distribution_id(config)
     except signals.NotConfigured as exc:
         why = str(exc)
-        return [_unmeasured("cdn.5xx-rate", "Service health", f"CloudFront 5xx error rate ({minutes} min)", why,
+        return [_unmeasured("cdn.5xx-rate", "Service health", f"CloudFront 5xx error rate ({minutes:g} min)", why,
                             error_threshold),
-                _unmeasured("cdn.cache-hit-rate", "Performance", f"CloudFront cache hit rate ({minutes} min)", why,
+                _unmeasured("cdn.cache-hit-rate", "Performance", f"CloudFront cache hit rate ({minutes:g} min)", why,
                             cache_threshold),
                 _unmeasured("metrics.arriving", "Monitoring", "metrics being collected", why, fresh_threshold)]
 
@@ -281,14 +281,14 @@ def cloudfront_items(config: Config) -> list[Item]:
             return Item(item_id, group, name, FAIL, "", threshold, _clip(exc.message))
         if window.value is None:
             return _unmeasured(item_id, group, name, f"no {metric} datapoints for {distribution} in the last "
-                               f"{minutes} min", threshold)
+                               f"{minutes:g} min", threshold)
         return Item(item_id, group, name, _verdict(good(window.value)), f"{window.value:.2f} %", threshold,
-                    f"{metric} average over {window.datapoints} minute(s), distribution {distribution}")
+                    f"{metric} average over the last {minutes:g} min, distribution {distribution}")
 
     items = [
-        rate("cdn.5xx-rate", "Service health", f"CloudFront 5xx error rate ({minutes} min)", "5xxErrorRate",
+        rate("cdn.5xx-rate", "Service health", f"CloudFront 5xx error rate ({minutes:g} min)", "5xxErrorRate",
              error_threshold, lambda v: v < verify_settings.error_rate_percent),
-        rate("cdn.cache-hit-rate", "Performance", f"CloudFront cache hit rate ({minutes} min)", "CacheHitRate",
+        rate("cdn.cache-hit-rate", "Performance", f"CloudFront cache hit rate ({minutes:g} min)", "CacheHitRate",
              cache_threshold, lambda v: v > verify_settings.cache_hit_percent),
     ]
     fresh = verify_settings.fresh_minutes

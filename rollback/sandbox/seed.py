@@ -71,6 +71,7 @@ __all__ = [
 ]
 
 ENV = "sandbox"
+WEBHOOK_ENV = "SANDBOX_WEBHOOK_URL"  # the variable holding the sandbox incident channel's URL (a secret)
 PROJECT = "rollback"
 STACK = "sandbox"
 PREFIX = f"{PROJECT}-{STACK}"
@@ -778,6 +779,14 @@ project_dir = "pulumi"
 [env.{ENV}.verify]
 api_paths = ["/api/health", "/api/version", "/api/integrations"]
 page_paths = ["/"]
+# The sandbox's monitor measures every second where CloudWatch aggregates per minute: its CloudFront
+# rates are judged over the last 15 s (0.25 min), as production's are over the last 5 min.
+metrics_minutes = 0.25
+
+# The sandbox's own incident channel: a Slack-compatible webhook served by the app server
+# (`curl $APP_URL/_sandbox/channel` lists the posts). Its URL is a secret, exported by `status`.
+[env.{ENV}.notify]
+webhook_env = "{WEBHOOK_ENV}"
 
 [[env.{ENV}.verify.flows]]
 name = "login"

@@ -101,6 +101,7 @@ class Supervisor:
         self._pg_root = Path()
         self._pg_thread = threading.Thread()
         self.token = "sandbox" + secrets.token_hex(12)
+        self.hook_token = secrets.token_hex(16)  # the incident channel's webhook URL is a secret, as Slack's is
         self.lock_inode = -1
         self.state: dict[str, Any] = {
             "version": 1, "state": "starting", "dir": str(directory), "started_at": _now(), "ready_at": None,
@@ -159,7 +160,8 @@ class Supervisor:
         os.environ["AWS_CONFIG_FILE"] = os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
         os.environ.pop("AWS_PROFILE", None)
         self._spawn("app", ["-m", "rollback.sandbox.app", "--port", str(self.ports["app"]), "--vercel-url",
-                            vercel_url, "--project", seed.DEMO.project_name, "--world", str(self.dir / WORLD_FILE)])
+                            vercel_url, "--project", seed.DEMO.project_name, "--world", str(self.dir / WORLD_FILE)],
+                    env={"SANDBOX_HOOK_TOKEN": self.hook_token})
         self.save()
 
         # The cluster goes into a directory recorded before it exists, so that `down` finds (and removes)
@@ -192,6 +194,7 @@ class Supervisor:
             "VERCEL_SCOPE": seed.DEMO.team_slug,
             "VERCEL_ARGS": f"--api {vercel_url} --token {self.token} --scope {seed.DEMO.team_slug}",
             "APP_URL": app_url,
+            seed.WEBHOOK_ENV: f"{app_url}/_sandbox/hooks/{self.hook_token}",
         }
         self.save(urls={"aws": moto_url, "vercel": vercel_url, "app": app_url})
 
@@ -459,4 +462,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_code = main()
+    # Everything is stopped and saved, the lock released: skip the interpreter's teardown of moto's
+    # and boto's module graph, which takes seconds on a busy machine while `down` waits for the pid.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)

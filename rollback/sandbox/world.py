@@ -47,7 +47,8 @@ UP_LOCK = "up.lock"
 # The order `status` prints the variables in (any others follow).
 EXPORT_ORDER = ("ROLLBACK_CONFIG", "ROLLBACK_ENV", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                 "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "DATABASE_URL", "VERCEL_API_URL",
-                "VERCEL_TOKEN", "VERCEL_ORG_ID", "VERCEL_PROJECT_ID", "VERCEL_SCOPE", "VERCEL_ARGS", "APP_URL")
+                "VERCEL_TOKEN", "VERCEL_ORG_ID", "VERCEL_PROJECT_ID", "VERCEL_SCOPE", "VERCEL_ARGS", "APP_URL",
+                "SANDBOX_WEBHOOK_URL")
 
 Progress = Callable[[str], None]
 
