@@ -288,7 +288,7 @@ class Monitor:
     base_url: str
     world_path: Path
     interval: float = 1.0
-    window: float = 4.0
+    window: float = 2.0  # short: an alarm clears (and a datapoint turns good) seconds after the fix
     min_samples: int = 5
     last: dict[str, Any] = field(default_factory=dict)
     _world: dict[str, Any] | None = None
@@ -468,7 +468,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--world", type=Path, help="world.json written by the supervisor (enables the monitor)")
     parser.add_argument("--bad-latency", type=float, default=1.5, help="seconds a bad deployment takes on /api/*")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between monitor cycles")
-    parser.add_argument("--window", type=float, default=4.0, help="seconds of answers each measurement covers")
+    parser.add_argument("--window", type=float, default=2.0, help="seconds of answers each measurement covers")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s app: %(message)s")
     logging.getLogger("botocore").setLevel(logging.WARNING)

@@ -780,8 +780,8 @@ project_dir = "pulumi"
 api_paths = ["/api/health", "/api/version", "/api/integrations"]
 page_paths = ["/"]
 # The sandbox's monitor measures every second where CloudWatch aggregates per minute: its CloudFront
-# rates are judged over the last 15 s (0.25 min), as production's are over the last 5 min.
-metrics_minutes = 0.25
+# rates are judged over the last 12 s (0.2 min), as production's are over the last 5 min.
+metrics_minutes = 0.2
 
 # The sandbox's own incident channel: a Slack-compatible webhook served by the app server
 # (`curl $APP_URL/_sandbox/channel` lists the posts). Its URL is a secret, exported by `status`.
