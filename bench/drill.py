@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import require_rollback
+
 PHASES = ("sandbox", "detect", "decide", "rollback", "verify", "report", "teardown")
 METRICS = ("detect", "decide", "rollback", "verify", "total")
 TARGET_SECONDS = 60.0
@@ -62,6 +64,7 @@ def main() -> int:
     args = parser.parse_args()
 
     python = sys.executable
+    require_rollback(python, extras=("moto",))
     env = clean_env()
     baselines: dict[str, list[float]] = {"python -c pass": [], "rollback --help": []}
     phases: dict[str, list[float]] = {name: [] for name in PHASES}

@@ -266,7 +266,8 @@ class Supervisor:
             return seed.seed_database(self.wait_for_postgres(), self.dir, timeline)
 
         threads = [in_thread("vercel", seed.seed_vercel, self.state["urls"]["vercel"]),
-                   in_thread("database", database)]
+                   in_thread("database", database),
+                   in_thread("git", seed.seed_git, self.dir, self.state["urls"]["vercel"], timeline)]
         import boto3
 
         _warm_backends()  # no-op after the first time
@@ -279,13 +280,13 @@ class Supervisor:
         for thread in threads:
             thread.join(timeout=120)
         log.info("Vercel, database and Pulumi seeded in %.2f s", time.monotonic() - started)
-        for name in ("vercel", "database"):
+        for name in ("vercel", "database", "git"):
             if isinstance(results.get(name), BaseException):
                 raise RuntimeError(f"seeding {name} failed: {results[name]}") from results[name]
             if name not in results:
                 raise RuntimeError(f"seeding {name} did not finish within 120 s")
         world = {"env": seed.ENV, "timeline": timeline.to_dict(), "vercel": results["vercel"], "aws": aws,
-                 "database": results["database"], "pulumi": pulumi,
+                 "database": results["database"], "pulumi": pulumi, "git": results["git"],
                  "seconds": round(time.monotonic() - started, 3)}
         _write_json(self.dir / WORLD_FILE, world)
         return world
