@@ -38,6 +38,7 @@ import datetime as dt
 import io
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -67,6 +68,8 @@ DEFAULT_LAYERS = {"sandbox": ("app", "edge", "assets", "db"), "env": ("app",)}
 SANDBOX_DETECT_TIMEOUT = 60.0
 POLL_INTERVAL = 0.5
 MARKER = "drill.json"
+LOCK = "drill.lock"
+STREAMED = re.compile(r"^(\[\d+/\d+\] |error: |warning: |journaled as run )")
 # What a drill in the sandbox must not inherit from the shell it runs in.
 HERMETIC_UNSET = ("ROLLBACK_JOURNAL_DIR", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "PULUMI_BACKEND_URL",
                   "AWS_CA_BUNDLE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")
@@ -249,8 +252,10 @@ class Runner:
             real, show = sys.stderr, self.echo
 
             def echo(line: str) -> None:
-                with contextlib.redirect_stderr(real):  # the terminal, not the capture
-                    show(line)
+                # The steps as they start and end, and what went wrong; the notes in between are in the log.
+                if STREAMED.match(line):
+                    with contextlib.redirect_stderr(real):  # the terminal, not the capture
+                        show(line)
 
         err = _Lines(self._log, echo)
         started = time.monotonic()
@@ -361,6 +366,7 @@ class Drill:
         self.config: Any = None  # Config
         self.global_args: list[str] = []
         self.deployed_at: dt.datetime | None = None
+        self._lock: Any = None
 
     # ------------------------------------------------------------------ phases
 
@@ -406,25 +412,25 @@ class Drill:
 
     def start_sandbox(self) -> None:
         from rollback.sandbox import world
-        from rollback.sandbox.processes import ProcessRef, is_alive, process_ref
+        from rollback.sandbox.processes import ProcessRef, process_ref
 
         directory = self.options.sandbox_dir.expanduser().resolve()
         marker = directory / MARKER
         with self.phase("sandbox") as entry:
+            self._lock_directory(directory)
             running = world.status(directory)
             self.result.sandbox = {"dir": str(directory), "reused": running is not None}
             owner = None
-            if marker.exists():
+            if marker.exists():  # a drill started the sandbox here and never stopped it (SIGKILL)
                 with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
                     owner = ProcessRef.from_dict(json.loads(marker.read_text(encoding="utf-8")))
-            if running is not None and owner is not None and owner.pid != os.getpid() and is_alive(owner):
-                raise Refused(f"another drill (pid {owner.pid}) is using the sandbox in {directory}",
-                              "wait for it to finish, or drill in another directory")
             if running is not None and running.is_ready:
                 # Someone's sandbox (or one a killed drill left): re-break it, as `rollback sandbox reset`.
                 self.say(f"sandbox already running in {directory}: breaking it again (reset)")
-                self.info = world.reset(directory)
                 self.started_sandbox = owner is not None  # a drill started it and died: it is ours to stop
+                if self.started_sandbox:
+                    self._write_marker(marker, process_ref("drill", os.getpid()))
+                self.info = world.reset(directory)
                 entry.detail = "reused the running sandbox, re-seeded"
             else:
                 directory.mkdir(parents=True, exist_ok=True)
@@ -432,8 +438,6 @@ class Drill:
                 self.started_sandbox = True
                 self.info = world.up(directory, progress=lambda m: self.run.note(m))
                 entry.detail = f"started and seeded in {self.info.seconds_to_ready or 0:.1f} s"
-            if self.started_sandbox:
-                self._write_marker(marker, process_ref("drill", os.getpid()))
             timeline = (self.info.world or {}).get("timeline") or {}
             from rollback.report import parse_time
 
@@ -443,6 +447,26 @@ class Drill:
         self.exports = dict(self.info.exports())
         # Hermetic, as the sandbox's own processes are: the user's ~/.aws must not re-credential it.
         self.exports.update({"AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
+
+    def _lock_directory(self, directory: Path) -> None:
+        """One drill per sandbox directory: an exclusive lock held for the whole drill (the kernel
+        releases it however the drill ends, SIGKILL included)."""
+        import fcntl
+
+        directory.mkdir(parents=True, exist_ok=True)
+        handle = open(directory / LOCK, "a+")  # noqa: SIM115 (held until the drill ends)
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.close()
+            raise Refused(f"another drill is using the sandbox in {directory}",
+                          "wait for it to finish, or drill in another directory (--dir)") from None
+        self._lock = handle
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
 
     @staticmethod
     def _write_marker(path: Path, ref: Any) -> None:
@@ -769,6 +793,7 @@ class Drill:
                 self.stop_sandbox()
             finally:
                 self.run.close()
+                self.release()
                 result.seconds = time.monotonic() - self.started
         return result
 

@@ -62,7 +62,7 @@ def test_drill_restores_every_layer_and_reports_it(fresh_sandbox: SandboxInfo, r
     assert before["rows"] != world["database"]["good_counts"]
     checked = run_cli("verify", "--json", "--baseline", good_backup)
     assert checked.code == 3, checked.err
-    assert checked.json()["ok"] is False
+    assert checked.json()["ok"] is False and checked.json()["error"]["exit_code"] == 3
 
     # The drill in the directory that holds .rollback/sandbox: it reuses (and re-breaks) the running one.
     drill = run_cli("drill", "--sandbox", "--json")
@@ -177,6 +177,19 @@ def test_drill_refuses_production(env_name: str, extra: dict[str, Any], tmp_path
     allowed = run_cli("drill", "--env", env_name, "--i-know-this-is-production", "--detect-timeout", "1s", "--json")
     assert allowed.code == 1, allowed.err
     assert "not detected" in json.loads(allowed.out)["error"]
+
+
+def test_one_drill_per_sandbox_directory(tmp_path: Path, run_cli: RunCli) -> None:
+    import fcntl
+
+    directory = tmp_path / ".rollback" / "sandbox"
+    directory.mkdir(parents=True)
+    with open(directory / "drill.lock", "a+") as held:  # what a running drill holds
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        result = run_cli("drill", "--sandbox", "--dir", str(directory))
+    assert result.code == 4, result.err
+    assert "another drill is using the sandbox" in result.err
+    assert not (directory / "sandbox.json").exists()
 
 
 def test_drill_needs_a_target(run_cli: RunCli) -> None:
