@@ -26,6 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -50,6 +51,7 @@ __all__ = [
     "VercelSettings",
     "VerifyFlow",
     "VerifySettings",
+    "check_url_variable",
     "find_config_file",
     "load_config",
     "load_settings",
@@ -59,10 +61,17 @@ __all__ = [
 CONFIG_FILENAME = "rollback.toml"
 DEFAULT_VERCEL_API_URL = "https://api.vercel.com"
 PRODUCTION_NAMES = frozenset({"production", "prod"})
+# A config file is a few kB; anything this size is a mistake (or an attack on the parser).
+MAX_CONFIG_BYTES = 1 << 20
+# Deeper than any real config nests (arrays of inline tables of arrays...); tomllib and the
+# validators recurse, so a 5,000-deep list would otherwise end in RecursionError.
+MAX_CONFIG_DEPTH = 32
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+    # allow_inf_nan=False: a target of "inf" minutes or a NaN timeout is a typo, and would print as
+    # Infinity/NaN (not JSON) in every --json document that shows it.
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
 
 
 class VercelSettings(_Model):
@@ -358,11 +367,14 @@ class Config:
 
     @property
     def vercel_api_url(self) -> str:
-        return (self.environ.get("VERCEL_API_URL") or DEFAULT_VERCEL_API_URL).rstrip("/")
+        """``$VERCEL_API_URL`` (else Vercel's), checked: a bad value is exit 2 naming the variable."""
+        value = self.environ.get("VERCEL_API_URL")
+        return check_url_variable("VERCEL_API_URL", value).rstrip("/") if value else DEFAULT_VERCEL_API_URL
 
     @property
     def aws_endpoint_url(self) -> str | None:
-        return self.environ.get("AWS_ENDPOINT_URL") or None
+        value = self.environ.get("AWS_ENDPOINT_URL")
+        return check_url_variable("AWS_ENDPOINT_URL", value) if value else None
 
     def vercel_token(self) -> str | None:
         """``$VERCEL_TOKEN``, stripped (a CRLF ``.env`` file leaves a ``\r``) and checked.
@@ -385,11 +397,12 @@ class Config:
     def database_url(self) -> str | None:
         url = self.environ.get(self.env.database.url_env) or None
         if url:
-            # Register the password, not the whole URL: host and database name
-            # stay readable in messages, the password never does.
-            match = re.match(r"^[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:([^@/\s]+)@", url)
-            if match:
-                register_secret(match.group(1))
+            from rollback.dburl import register_conninfo_secrets
+
+            # Register the password (every reading of it libpq or a person could make, see
+            # rollback.dburl), not the whole URL: host and database name stay readable in
+            # messages, the password never does.
+            register_conninfo_secrets(url)
         return url
 
     def _missing_section(self, section: str, example: str) -> ConfigError:
@@ -413,8 +426,16 @@ class Config:
         return self.env.pulumi
 
     def describe(self) -> dict[str, Any]:
-        """The resolved settings with every secret masked, for ``config check``."""
+        """The resolved settings with every secret masked, for ``config check``.
+
+        The database URL is read by libpq here (:mod:`rollback.dburl`), so that a URL
+        libpq would misread is reported now (exit 2), not in the middle of an incident.
+        """
         database_url = self.database_url()
+        if database_url:
+            from rollback.dburl import parse_database_url
+
+            parse_database_url(database_url, self.env.database.url_env)
         token = self.vercel_token()
         webhook = {self.env.notify.webhook_env: MASK if self.webhook_url() else None} if self.env.notify else {}
         return {
@@ -436,6 +457,28 @@ class Config:
                 "aws_endpoint_url": self.aws_endpoint_url,
             },
         }
+
+
+def check_url_variable(name: str, value: str) -> str:
+    """``value`` if it is an http(s) URL with a host; else :class:`BadInput` naming ``name``."""
+    problem = None
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in range
+    except ValueError as exc:
+        problem = str(exc)
+    else:
+        if parts.scheme not in ("http", "https"):
+            problem = "not an http:// or https:// URL"
+        elif not parts.hostname:
+            problem = "no host"
+        elif any(ch.isspace() or not ch.isprintable() for ch in value):
+            problem = "it holds spaces or control characters"
+    if problem is None:
+        return value
+    shown = redact_text(repr(value[:200]))
+    raise BadInput(f"{name}={shown} is not a usable URL ({problem})",
+                   f"set {name} to a URL such as https://host:port, or unset it")
 
 
 def find_config_file(start: Path | None = None) -> Path | None:
@@ -543,7 +586,9 @@ def _format_validation(exc: ValidationError, text: str, path: Path) -> ConfigErr
     else:
         value = first.get("input")
         if isinstance(value, (str, int, float, bool)) and not isinstance(value, dict):
-            message = f"{message} (got {redact_text(repr(value))})"
+            shown = repr(value)
+            shown = shown if len(shown) <= 80 else shown[:77] + "..."
+            message = f"{message} (got {redact_text(shown)})"
     line = _line_of(text, loc)
     where = f"{path}:{line}" if line else str(path)
     more = f"; {len(errors) - 1} more problem(s)" if len(errors) > 1 else ""
@@ -556,13 +601,41 @@ def _format_validation(exc: ValidationError, text: str, path: Path) -> ConfigErr
     )
 
 
+def _depth(data: Any) -> int:
+    """How deeply tables and arrays nest in ``data`` (iterative: no recursion limit to hit)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, level = stack.pop()
+        if isinstance(value, dict):
+            items: Any = value.values()
+        elif isinstance(value, list):
+            items = value
+        else:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_CONFIG_DEPTH:
+            break
+        stack.extend((item, level + 1) for item in items)
+    return deepest
+
+
+def _too_deep(path: Path) -> ConfigError:
+    return ConfigError(f"{path}: tables and arrays nest more than {MAX_CONFIG_DEPTH} levels deep",
+                       "a rollback.toml nests a few levels at most: fix the file", path=str(path))
+
+
 def load_settings(path: Path) -> Settings:
     """Read and validate one ``rollback.toml``. Raises :class:`ConfigError`."""
     try:
-        raw_bytes = path.read_bytes()
+        with path.open("rb") as handle:
+            raw_bytes = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}", "check the path and its permissions",
                           path=str(path)) from exc
+    if len(raw_bytes) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path} is larger than {MAX_CONFIG_BYTES // 1024} KiB: not a rollback config",
+                          "check the path; a rollback.toml is a few kB", path=str(path))
     try:
         text = raw_bytes.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -570,6 +643,8 @@ def load_settings(path: Path) -> Settings:
                           path=str(path)) from exc
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise _too_deep(path) from None
     except tomllib.TOMLDecodeError as exc:
         line_match = re.search(r"line (\d+)", str(exc))
         raise ConfigError(
@@ -578,6 +653,8 @@ def load_settings(path: Path) -> Settings:
             path=str(path),
             line=int(line_match.group(1)) if line_match else None,
         ) from exc
+    if _depth(data) > MAX_CONFIG_DEPTH:
+        raise _too_deep(path)
     secret = _find_secrets(data)
     if secret is not None:
         loc, home = secret

@@ -115,7 +115,9 @@ class AwsError(OperationFailed):
 
 
 class DatabaseError(OperationFailed):
-    default_hint = "check the database URL and that the server is reachable"
+    # Not "check the database URL": that hint is given where the URL can be the cause
+    # (rollback.adapters.postgres.hint_for), never for a full disk or a missing table.
+    default_hint = "the message says what PostgreSQL or its tools reported; fix that, then run the command again"
 
 
 class PulumiError(OperationFailed):

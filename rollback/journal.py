@@ -16,26 +16,38 @@ microsecond, so two runs in the same second keep their order) and one file
 Every entry is redacted, written, flushed and fsynced before the call returns,
 so a crash (even SIGKILL) loses nothing already done; the reader tolerates a
 torn last line. A run with no ``run_finished`` is reported as ``unfinished``.
+
+A journal that cannot be written (a full disk, a quota, an I/O error) stops
+nothing once the run has started: what the run did has happened and must be
+reported, so :meth:`Journal.write` says "journal could not be written: disk full"
+once (on stderr) and the run goes on, its output now the only record. Before
+the run starts it is a refusal instead (exit 4: nothing was changed).
+Reading is as forgiving: a file that is not a journal (a directory, a dangling
+symlink, entries of the wrong shape) is skipped with a warning by
+:func:`list_runs`, never fatal for the other runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import getpass
 import json
 import os
 import secrets
 import socket
-from collections.abc import Iterator, Mapping, Sequence
+import sys
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rollback.errors import BadInput
+from rollback.errors import BadInput, Refused
 from rollback.lock import RunLock, TeamLock, acquire
 from rollback.plan import Plan, Step
 from rollback.redact import redact
+from rollback.safetext import dumps, printable
 
 __all__ = ["Journal", "JournalEntry", "RunRecord", "find_run", "list_runs", "new_run_id", "read_run", "utc_now"]
 
@@ -61,17 +73,38 @@ def _who() -> str:
 
 JournalEntry = dict[str, Any]
 
+_WRITE_ERRORS = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EIO: "I/O error",
+                 errno.EROFS: "read-only file system", errno.EFBIG: "file too large"}
+
+
+def write_error_reason(exc: OSError) -> str:
+    """"disk full", "I/O error"...: what a failed write of ours tells the operator."""
+    return _WRITE_ERRORS.get(exc.errno or 0) or (exc.strerror or type(exc).__name__).lower()
+
+
+def _stderr(message: str) -> None:
+    print(printable(message), file=sys.stderr, flush=True)
+
 
 class Journal:
     """Writer for one run's journal file. Use :meth:`start` to open a new run."""
 
-    def __init__(self, path: Path, run_id: str) -> None:
+    # Test-only switch: the end-to-end secret tests also run with this off, to prove that what
+    # reaches the journal was redacted where it was made, not only here.
+    redact_entries = True
+
+    def __init__(self, path: Path, run_id: str, *, warn: Callable[[str], None] | None = None) -> None:
         self.path = path
         self.run_id = run_id
         self._fd: int | None = None
         # Released with the journal: see rollback.lock.
         self.lock: RunLock | None = None
         self.finished = False
+        # Where the one "journal could not be written" line goes (stderr by default).
+        self.warn = warn or _stderr
+        self.write_error: str | None = None
+        self.lost_entries = 0
+        self._torn = False
 
     @classmethod
     def start(
@@ -94,40 +127,81 @@ class Journal:
         the journal directory and ``env`` do. With ``team_lock``, the team lease
         is taken too, and the journal is copied to the team's prefix.
         """
-        directory.mkdir(parents=True, exist_ok=True)
         run_id = new_run_id()
         journal = cls(directory / f"{run_id}{SUFFIX}", run_id)
-        if lock:
-            identity = lock_identity or f"{directory.resolve()}\0{env}"
-            journal.lock = acquire(env, {
-                "run": run_id, "who": _who(), "host": socket.gethostname(), "pid": os.getpid(),
-                "command": command if isinstance(command, str) else " ".join(command)},
-                identity=identity, team=team_lock)
-            journal.lock.mirror("runs", journal.path)
-        journal.write(
-            "run_started",
-            who=_who(),
-            host=socket.gethostname(),
-            pid=os.getpid(),
-            command=command if isinstance(command, str) else " ".join(command),
-            env=env,
-            dry_run=dry_run,
-            **dict(details or {}),
-        )
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            if lock:
+                identity = lock_identity or f"{directory.resolve()}\0{env}"
+                journal.lock = acquire(env, {
+                    "run": run_id, "who": _who(), "host": socket.gethostname(), "pid": os.getpid(),
+                    "command": command if isinstance(command, str) else " ".join(command)},
+                    identity=identity, team=team_lock)
+                journal.lock.mirror("runs", journal.path)
+            journal._append(journal._entry(
+                "run_started",
+                who=_who(),
+                host=socket.gethostname(),
+                pid=os.getpid(),
+                command=command if isinstance(command, str) else " ".join(command),
+                env=env,
+                dry_run=dry_run,
+                **dict(details or {}),
+            ))
+        except OSError as exc:
+            # Nothing has happened yet: refuse rather than act without a record (or a lock).
+            journal.close()
+            with contextlib.suppress(OSError):
+                if journal.path.exists() and journal.path.stat().st_size == 0:
+                    journal.path.unlink()
+            raise Refused(f"journal could not be written: {write_error_reason(exc)} ({exc.filename or directory})",
+                          "nothing was changed; free space there, or set ROLLBACK_JOURNAL_DIR to a directory "
+                          "on another disk", path=str(directory)) from None
         if journal.lock is not None:
             journal.lock.sync()  # the team sees the run from its first line
         return journal
 
-    def write(self, event: str, **fields: Any) -> JournalEntry:
-        """Append one event, durably: redacted, written, flushed and fsynced."""
+    def _entry(self, event: str, **fields: Any) -> JournalEntry:
         entry: JournalEntry = {"ts": utc_now(), "run": self.run_id, "event": event, **fields}
-        entry = redact(entry)
-        line = (json.dumps(entry, default=str, ensure_ascii=False, sort_keys=False) + "\n").encode()
+        return redact(entry) if self.redact_entries else entry
+
+    def _append(self, entry: JournalEntry) -> None:
+        """One line, durably; raises OSError. A line after a torn one starts on a line of its own."""
+        line = ("\n" if self._torn else "") + dumps(entry, indent=None) + "\n"
+        data = line.encode("utf-8", errors="backslashreplace")
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        # One write() of the whole line: O_APPEND keeps lines whole between processes.
-        os.write(self._fd, line)
+        # One write() of the whole line: O_APPEND keeps lines whole between processes. A short
+        # write (a disk filling up) leaves a torn line, which the reader skips.
+        written = os.write(self._fd, data)
+        if written < len(data):
+            self._torn = True
+            os.write(self._fd, data[written:])
         os.fsync(self._fd)
+        self._torn = False
+
+    def write(self, event: str, **fields: Any) -> JournalEntry:
+        """Append one event, durably: redacted, written, flushed and fsynced.
+
+        A failed write (disk full...) is reported once through :attr:`warn` and
+        counted in :attr:`lost_entries`; it never raises: the run has already
+        acted, and stopping it now would leave its result unreported.
+        """
+        entry = self._entry(event, **fields)
+        if self.lost_entries:
+            # The first entry that lands after a failure says how many are missing before it.
+            entry["lost_entries"] = self.lost_entries
+        try:
+            self._append(entry)
+        except OSError as exc:
+            self._torn = True
+            self.lost_entries += 1
+            if self.write_error is None:
+                self.write_error = write_error_reason(exc)
+                self.warn(f"warning: journal could not be written: {self.write_error} ({self.path}); the run "
+                          "goes on and its output here is the record of what it does: keep it")
+        else:
+            self.lost_entries = 0
         return entry
 
     def plan(self, plan: Plan) -> None:
@@ -207,7 +281,11 @@ class RunRecord:
         for entry in self.entries:
             event = entry.get("event")
             if event == "step_planned":
-                for step in entry.get("steps", []):
+                planned = entry.get("steps")
+                # A hand-edited or foreign file may hold anything here: take what has a step's shape.
+                for step in planned if isinstance(planned, list) else []:
+                    if not isinstance(step, dict):
+                        continue
                     sid = str(step.get("id"))
                     if sid not in state:
                         order.append(sid)
@@ -268,7 +346,10 @@ class RunRecord:
 
 
 def read_run(path: Path) -> RunRecord:
-    """Read one journal file. A torn line (a crash mid-write) is counted, not fatal."""
+    """Read one journal file. A torn line (a crash mid-write) is counted, not fatal.
+
+    Raises ``OSError`` when the file cannot be read at all (a directory, a dangling symlink...).
+    """
     record = RunRecord(run_id=path.name.removesuffix(SUFFIX), path=path)
     with path.open("rb") as handle:
         for raw in handle:
@@ -276,7 +357,7 @@ def read_run(path: Path) -> RunRecord:
                 continue
             try:
                 entry = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
+            except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a 5,000-deep line
                 record.torn_lines += 1
                 continue
             if isinstance(entry, dict):
@@ -291,21 +372,51 @@ def _runs(directory: Path) -> Iterator[Path]:
         yield from sorted(directory.glob(f"*{SUFFIX}"))
 
 
-def list_runs(directory: Path) -> list[RunRecord]:
-    """Every run in the journal directory, newest first."""
-    return [read_run(path) for path in reversed(list(_runs(directory)))]
+def _unreadable(path: Path, exc: OSError) -> str:
+    if path.is_symlink() and not path.exists():
+        why = "a symlink to nothing"
+    elif path.is_dir():
+        why = "a directory"
+    else:
+        why = (exc.strerror or type(exc).__name__).lower()
+    return f"{path.name}: {why}"
+
+
+def list_runs(directory: Path, skipped: list[str] | None = None) -> list[RunRecord]:
+    """Every run in the journal directory, newest first.
+
+    A ``*.jsonl`` that cannot be read (a directory, a dangling symlink...) is left
+    out, and described in ``skipped`` when a list is given.
+    """
+    records = []
+    for path in reversed(list(_runs(directory))):
+        try:
+            records.append(read_run(path))
+        except OSError as exc:
+            if skipped is not None:
+                skipped.append(_unreadable(path, exc))
+    return records
+
+
+def _read_or_refuse(path: Path) -> RunRecord:
+    try:
+        return read_run(path)
+    except OSError as exc:
+        raise BadInput(f"the journal {_unreadable(path, exc)}, not a journal file",
+                       "remove or rename it; 'rollback journal list' shows the other runs") from None
 
 
 def find_run(directory: Path, run: str) -> RunRecord:
-    """A run by id, unique id prefix, or ``last``."""
+    """A run by id, unique id prefix, or ``last`` (the newest run whose journal can be read)."""
     paths = list(_runs(directory))
     if run in ("last", "latest"):
-        if not paths:
-            raise BadInput(f"no runs journaled in {directory}", "run a state-changing command first")
-        return read_run(paths[-1])
+        for path in reversed(paths):
+            with contextlib.suppress(OSError):
+                return read_run(path)
+        raise BadInput(f"no runs journaled in {directory}", "run a state-changing command first")
     matches = [p for p in paths if p.name.startswith(run)]
     if len(matches) == 1:
-        return read_run(matches[0])
+        return _read_or_refuse(matches[0])
     if not matches:
         raise BadInput(f"no run {run!r} in {directory}", "see 'rollback journal list' for run ids")
     raise BadInput(f"run id {run!r} is ambiguous ({len(matches)} runs match)", "give more of the id")

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from rollback.errors import BadInput, Interrupted, Refused, RollbackError, UnsafePrecondition
 from rollback.plan import Plan, Step
-from rollback.redact import redact_text
+from rollback.redact import redact, redact_text
 
 if TYPE_CHECKING:
     from rollback.journal import Journal, RunRecord
@@ -102,9 +102,10 @@ class StepContext:
 
     def note(self, message: str, **fields: Any) -> None:
         """Tell the operator, and the journal, something worth knowing mid-step."""
+        message = redact_text(message)  # notes quote API and tool messages: redacted where made
         self.progress(message)
         if self.journal is not None:
-            self.journal.note(message, **fields)
+            self.journal.note(message, **redact(fields))
 
 
 @runtime_checkable

@@ -7,8 +7,10 @@
 - ``moto_server``: one moto server for the session (real HTTP); tests get the
   AWS environment pointing at it through ``aws_env``.
 
-In CI (``CI=true``) nothing may be skipped: tests that need a local server
-fail loudly when it cannot start.
+Nothing may be skipped, in CI (``CI=true``) or by default anywhere else: a
+missing PostgreSQL or Vercel CLI would otherwise turn whole suites into a green
+run. Outside CI, ``ROLLBACK_TESTS_ALLOW_SKIP=1`` allows skips (say, on a laptop
+without PostgreSQL); in CI nothing does.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+ALLOW_SKIP = not IN_CI and os.environ.get("ROLLBACK_TESTS_ALLOW_SKIP", "").lower() in ("1", "true", "yes")
 
 
 @dataclass
@@ -36,11 +39,22 @@ class CliResult:
         return json.loads(self.out)
 
 
+def forget_secrets() -> None:
+    """Empty the redactor's registry, as a new process starts: each CLI run must register the
+    secrets it reads itself (a test must not pass because an earlier run registered them)."""
+    import rollback.redact as redact
+
+    redact._registered.clear()
+    if hasattr(redact, "_ordered"):
+        redact._ordered = ()
+
+
 @pytest.fixture
 def run_cli(capsys: pytest.CaptureFixture[str]) -> Callable[..., CliResult]:
     from rollback.cli import main
 
     def run(*args: str) -> CliResult:
+        forget_secrets()
         capsys.readouterr()
         code = main(list(args))
         captured = capsys.readouterr()
@@ -90,6 +104,80 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
+@pytest.fixture(params=[True, False], ids=["journal-redacts", "journal-does-not-redact"])
+def journal_redaction(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Run an end-to-end secrets test twice: with the journal's own redaction, and with it
+    switched off (a test-only switch), to prove that every value reaching the journal was
+    already redacted where it was made; ``Journal.write`` must not be the only guard."""
+    from rollback.journal import Journal
+
+    monkeypatch.setattr(Journal, "redact_entries", bool(request.param))
+    return bool(request.param)
+
+
+@dataclass
+class SmallDisk:
+    """A directory on a disk that a test can fill at a chosen moment.
+
+    ``tmpfs``: a 256 kB tmpfs mounted for the test (needs root); :meth:`fill` pads the
+    journal's last page with blank lines (which the reader skips) and fills the rest of the
+    disk, so the journal's next write needs a page that is not there. ``dev-full``, where
+    nothing can be mounted: :meth:`fill` puts ``/dev/full`` under the journal's file
+    descriptor (``dup2``), whose writes fail with ENOSPC. Either way the failing write is
+    the kernel's, through the journal's own ``os.write``.
+    """
+
+    path: Path
+    mode: str
+    note: str = ""
+
+    def fill(self, journal: Any = None) -> None:
+        import errno
+
+        if self.mode == "dev-full":
+            assert journal is not None and journal._fd is not None, "dev-full needs the open journal"
+            full = os.open("/dev/full", os.O_WRONLY)
+            os.dup2(full, journal._fd)
+            os.close(full)
+            return
+        if journal is not None and journal.path.exists():
+            size = journal.path.stat().st_size
+            with journal.path.open("ab") as handle:
+                handle.write(b"\n" * (-size % 4096))
+        with (self.path / "filler").open("ab", buffering=0) as handle:
+            try:
+                while True:
+                    handle.write(b"\0" * 4096)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+
+    def free(self) -> None:
+        (self.path / "filler").unlink(missing_ok=True)
+
+
+@pytest.fixture(params=["tmpfs", "dev-full"])
+def small_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SmallDisk]:
+    """See :class:`SmallDisk`. Where a tmpfs cannot be mounted (not root, no CAP_SYS_ADMIN), the
+    tmpfs case runs the dev-full way instead of skipping, and says so in ``note``."""
+    import subprocess
+
+    path = tmp_path / "disk"
+    path.mkdir()
+    if request.param == "dev-full":
+        yield SmallDisk(path, "dev-full")
+        return
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(path)],
+                             capture_output=True, text=True, check=False)
+    if mounted.returncode != 0:
+        yield SmallDisk(path, "dev-full", note=f"tmpfs not mountable here ({mounted.stderr.strip()}): "
+                                               "ran the dev-full way")
+        return
+    try:
+        yield SmallDisk(path, "tmpfs")
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     from rollback.sandbox.aws import start_moto
@@ -112,9 +200,11 @@ def aws_env(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
-    """In CI a skipped test (marker or pytest.skip) fails instead: nothing is skipped silently."""
+    """A skipped test (marker or pytest.skip) fails instead, unless ROLLBACK_TESTS_ALLOW_SKIP=1
+    outside CI: nothing is skipped silently."""
     outcome = yield
     report = outcome.get_result()
-    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+    if not ALLOW_SKIP and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
-        report.longrepr = f"skipped in CI, which is not allowed: {report.longrepr}"
+        where = "in CI" if IN_CI else "without ROLLBACK_TESTS_ALLOW_SKIP=1"
+        report.longrepr = f"skipped {where}, which is not allowed: {report.longrepr}"

@@ -22,8 +22,17 @@ __all__ = ["AwsClients", "aws_errors", "make_session"]
 
 
 def make_session(region: str) -> boto3.Session:
+    """A boto3 session; ``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_<SERVICE>``) checked first,
+    so that a bad value is one line naming the variable (exit 2), not botocore's traceback."""
+    import os
+
     import boto3
 
+    from rollback.config import check_url_variable
+
+    for name, value in os.environ.items():
+        if (name == "AWS_ENDPOINT_URL" or name.startswith("AWS_ENDPOINT_URL_")) and value:
+            check_url_variable(name, value)
     return boto3.Session(region_name=region)
 
 

@@ -53,6 +53,24 @@ class ToolRun:
     stderr_tail: str
 
 
+def _tool_hint(action: str, output: str) -> str | None:
+    """A hint from what pg_dump/pg_restore said, matched to the cause."""
+    text = output.lower()
+    if "no space left on device" in text or "disk quota exceeded" in text:
+        where = "where the backup is written (backups_dir)" if action.startswith("pg_dump") else \
+            "on the database server (or where the backup is read from)"
+        return f"a disk is full: free space {where}, then run the command again"
+    if "could not connect" in text or "connection to server" in text or "could not translate host" in text:
+        from rollback.adapters.postgres import URL_HINT
+
+        return URL_HINT
+    if "password authentication failed" in text:
+        return "authentication failed: check the user and password in the database URL"
+    if "permission denied" in text:
+        return "the role lacks a privilege on that object: grant it, or use the owner's URL"
+    return None
+
+
 class PgTools:
     """The client tools of one PostgreSQL major version."""
 
@@ -128,7 +146,7 @@ class PgTools:
         if code != 0:
             how = f"killed by signal {-code}" if code < 0 else f"exit {code}"
             raise DatabaseError(f"{action} failed ({how}){': ' + tail if tail else ''}",
-                                returncode=code)
+                                _tool_hint(action, "\n".join(lines)), returncode=code)
         return ToolRun(time.monotonic() - started, tail)
 
     def dump(self, target: Target, out_dir: Path, *, jobs: int, compress: int = 6, snapshot: str | None = None,

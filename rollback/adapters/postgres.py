@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rollback.errors import BadInput, DatabaseError, LockHeld, UnsafePrecondition
-from rollback.redact import redact_text, register_secret
+from rollback.redact import redact_text
 
 __all__ = [
     "Database",
@@ -44,17 +44,54 @@ def db_errors(action: str, hint: str | None = None) -> Iterator[None]:
     except psycopg.Error as exc:
         detail = " ".join(str(exc).split()) or type(exc).__name__
         sqlstate = getattr(exc, "sqlstate", None)
-        raise DatabaseError(f"{action} failed: {redact_text(detail)}", hint or _HINTS.get(str(sqlstate)),
+        raise DatabaseError(f"{action} failed: {redact_text(detail)}",
+                            hint or hint_for(sqlstate, connection=isinstance(exc, psycopg.OperationalError),
+                                             detail=detail),
                             sqlstate=sqlstate) from exc
 
 
+URL_HINT = "check the database URL and that the server is reachable"
 _HINTS = {
     "42501": "the role lacks a privilege on that object: grant it, or use the owner's URL",
     "28P01": "authentication failed: check the user and password in the database URL",
     "28000": "the server refused the role: check pg_hba.conf and the user in the database URL",
     "3D000": "the database does not exist: check the database name in the URL",
+    "3F000": "that schema does not exist: check the schema names in database.tables and the URL's ?schema=",
+    "42P01": "that table does not exist: check database.tables in rollback.toml (schema.table for a schema "
+             "other than the search path's)",
+    "53100": "the database server's disk is full: free space on the server, then retry",
     "57P01": "the session was ended by an administrator; run the command again",
+    "57014": "the statement was cancelled (a statement_timeout or an operator); run the command again",
 }
+# By SQLSTATE class (the first two characters), where no exact code matches.
+_CLASS_HINTS = {
+    "08": URL_HINT,
+    "53": "the database server is out of a resource (disk, memory, connections): see the message, free it, "
+          "then retry",
+    "40": "a concurrent transaction got in the way; run the command again",
+    "42": "the server rejected the statement: see the message (a missing table, column or privilege)",
+}
+
+
+def hint_for(sqlstate: str | None, *, connection: bool = False, detail: str = "") -> str | None:
+    """The hint that matches a PostgreSQL error's cause (SQLSTATE), never a guess.
+
+    The database URL is suggested only for what it can cause: a connection that could not
+    be made or was lost (an ``OperationalError`` without SQLSTATE, class 08) and the
+    authentication and database-name codes. libpq reports a refused login at connect time
+    without a SQLSTATE: its message tells which.
+    """
+    if sqlstate:
+        return _HINTS.get(sqlstate) or _CLASS_HINTS.get(sqlstate[:2])
+    if not connection:
+        return None
+    if "password authentication failed" in detail:
+        return _HINTS["28P01"]
+    if "no pg_hba.conf entry" in detail or ("role" in detail and "does not exist" in detail):
+        return _HINTS["28000"]
+    if "database" in detail and "does not exist" in detail:
+        return _HINTS["3D000"]
+    return URL_HINT
 
 
 @dataclass(frozen=True)
@@ -64,18 +101,14 @@ class Target:
     params: Mapping[str, str]
 
     @classmethod
-    def from_url(cls, url: str) -> Target:
-        from psycopg.conninfo import conninfo_to_dict
+    def from_url(cls, url: str, variable: str = "the database URL") -> Target:
+        """libpq's reading of a URL or key=value string (:mod:`rollback.dburl`: every candidate
+        password registered as a secret, ambiguous URLs refused naming ``variable``)."""
+        from rollback.dburl import parse_database_url
 
-        url, schema = _strip_prisma_params(url)
-        try:
-            params = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
-        except Exception as exc:  # psycopg.ProgrammingError: the URL does not parse
-            raise BadInput("the database URL does not parse", "check the variable named by database.url_env") \
-                from exc
-        register_secret(params.get("password"))
+        params, schema = parse_database_url(url, variable)
         if not params.get("dbname"):
-            raise BadInput("the database URL names no database", "append /DBNAME to the URL")
+            raise BadInput(f"{variable} names no database", "append /DBNAME to the URL")
         if schema and "options" not in params:
             params["options"] = f"-csearch_path={schema}"
         return cls(params)
@@ -122,7 +155,9 @@ class Target:
     def describe(self) -> str:
         host = self.params.get("host", "localhost")
         port = self.params.get("port", "5432")
-        return f"{self.user or '(default user)'}@{host}:{port}/{self.dbname}"
+        # Redacted: a value is never a piece of the password (from_url refuses such URLs),
+        # but this line goes into errors and journals, so it is checked once more here.
+        return redact_text(f"{self.user or '(default user)'}@{host}:{port}/{self.dbname}")
 
 
 @dataclass(frozen=True)
@@ -657,22 +692,11 @@ def _describe_failure(exc: BaseException) -> str:
     return redact_text(" ".join(str(exc).split())) or type(exc).__name__
 
 
-# Query parameters Prisma accepts in its URLs that libpq would reject.
-_PRISMA_PARAMS = {"schema", "connection_limit", "pool_timeout", "pgbouncer", "socket_timeout",
-                  "statement_cache_size", "sslaccept", "sslidentity", "sslpassword"}
-
-
 def _strip_prisma_params(url: str) -> tuple[str, str | None]:
     """Remove Prisma-only query parameters; return the URL and Prisma's ``schema``."""
-    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+    from rollback.dburl import strip_prisma_params
 
-    if "://" not in url or "?" not in url:
-        return url, None
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = next((v for k, v in query if k == "schema"), None)
-    kept = [(k, v) for k, v in query if k not in _PRISMA_PARAMS]
-    return urlunsplit(parts._replace(query=urlencode(kept))), schema
+    return strip_prisma_params(url)
 
 
 def set_aside_name(live: str, kind: str, stamp: str) -> str:

@@ -270,10 +270,15 @@ def make_http_client(base_url: str, token: str | None, *, timeout: float = 15.0)
     # (loading the CA bundle costs ~15 ms of a command benchmarked in milliseconds).
     # Redirects are not followed, so nothing can be sent over https without verification.
     plain_http = base_url.lower().startswith("http://")
-    return httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}",
-                                                     "User-Agent": "rollback-cli"},
-                        timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)), verify=not plain_http,
-                        follow_redirects=False)
+    try:
+        return httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}",
+                                                         "User-Agent": "rollback-cli"},
+                            timeout=httpx.Timeout(timeout, connect=min(5.0, timeout)), verify=not plain_http,
+                            follow_redirects=False)
+    except httpx.InvalidURL as exc:
+        raise BadInput(f"VERCEL_API_URL={redact_text(repr(base_url[:200]))} is not a usable URL "
+                       f"({redact_text(str(exc))})", "set VERCEL_API_URL to a URL such as https://host:port, "
+                       "or unset it") from None
 
 
 @dataclass
@@ -302,6 +307,8 @@ class VercelClient:
     in_flight_grace: float = 5.0  # after a POST that may have reached Vercel, how long to look for it landing
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
+    # Wall-clock seconds since the epoch: a Retry-After given as an HTTP date is counted from it.
+    wall_clock: Callable[[], float] = time.time
     on_retry: Callable[[str], None] = field(default=lambda message: None)
 
     # ------------------------------------------------------------ plumbing
@@ -350,7 +357,7 @@ class VercelClient:
                 response = self._send(method, path, params=params, json=json)
                 if response.status_code < 400:
                     return response
-                error = _api_error(response, method, path)
+                error = _api_error(response, method, path, now=self.wall_clock())
             except VercelError as exc:
                 error = exc
             if not getattr(error, "transient", False):
@@ -479,7 +486,7 @@ class VercelClient:
                 response = self._send("POST", path, params=params, json={})
                 if response.status_code < 400:
                     return AliasChange(kind, project_id, deployment_id, sends, "response")
-                error = _api_error(response, "POST", path)
+                error = _api_error(response, "POST", path, now=self.wall_clock())
             except VercelError as exc:
                 error = exc
             if not is_transient(error):
@@ -545,7 +552,7 @@ def _path_only(path: str) -> str:
     return path.split("?", 1)[0]
 
 
-def _api_error(response: httpx.Response, method: str, path: str) -> VercelError:
+def _api_error(response: httpx.Response, method: str, path: str, *, now: float | None = None) -> VercelError:
     """Map an error response (``{"error": {"code", "message"}}``) to :class:`VercelError`."""
     status = response.status_code
     code: str | None = None
@@ -565,7 +572,7 @@ def _api_error(response: httpx.Response, method: str, path: str) -> VercelError:
         hint = "check the project and deployment ids"
     elif status == 429:
         hint = "Vercel is rate limiting; wait and retry"
-    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    retry_after = parse_retry_after(response.headers.get("Retry-After"), now=now)
     return VercelError(
         f"Vercel API {method} {_path_only(path)}: {text} (HTTP {status}{', ' + code if code else ''})",
         hint, code=code, status=status, transient=status in RETRY_STATUSES, retry_after=retry_after,

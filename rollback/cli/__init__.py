@@ -12,7 +12,6 @@ Exit codes (the CLI contract): 0 success; 1 an operation failed; 2 bad input;
 from __future__ import annotations
 
 import importlib
-import json
 import sys
 import traceback
 from collections.abc import Sequence
@@ -148,12 +147,22 @@ def root(ctx: click.Context, config_path: str | None, env_name: str | None, show
 
 
 def _print_error(app: AppContext, line: str, document: dict[str, Any] | None = None) -> None:
-    # Errors embed text from outside (API bodies, library messages): redact on the way out too.
+    # Errors embed text from outside (API bodies, library messages, arguments): redact on the way
+    # out too, and show control characters escaped.
     from rollback.redact import redact, redact_text
+    from rollback.safetext import dumps, printable
 
     if app.json and document is not None:
-        click.echo(json.dumps({"ok": False, "error": redact(document)}, indent=2))
-    click.echo(f"error: {redact_text(line)}", err=True)
+        click.echo(dumps({"ok": False, "error": redact(document)}))
+    click.echo(f"error: {printable(redact_text(line))}", err=True)
+
+
+def _print_traceback() -> None:
+    """The current exception's traceback, through the redactor (``--traceback``, and bugs)."""
+    from rollback.redact import redact_text
+    from rollback.safetext import printable
+
+    click.echo(printable(redact_text(traceback.format_exc()), keep_newlines=True).rstrip("\n"), err=True)
 
 
 def _usage_line(exc: click.UsageError) -> str:
@@ -197,7 +206,7 @@ def _run(app: AppContext, args: list[str]) -> int:
         return exc.exit_code if exc.exit_code else EXIT_FAILED
     except RollbackError as exc:
         if app.traceback:
-            traceback.print_exc()
+            _print_traceback()
         from rollback.redact import redact_text
 
         app.last_error = redact_text(exc.one_line())
@@ -207,5 +216,10 @@ def _run(app: AppContext, args: list[str]) -> int:
         _print_error(app, "interrupted (the journal shows the last completed step)")
         return EXIT_INTERRUPTED
     except BrokenPipeError:
+        return EXIT_FAILED
+    except Exception:
+        # A bug: show its traceback (that is what it is for), but never a secret in it.
+        _print_traceback()
+        app.last_error = "internal error (a bug): see the traceback"
         return EXIT_FAILED
     return result if isinstance(result, int) else 0

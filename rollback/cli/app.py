@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollback.cli.support import AppContext, common_options, dry_run_option, emit, pass_app, say, yes_option
+from rollback.cli.support import AppContext, common_options, dry_run_option, echo, emit, pass_app, say, yes_option
 
 if TYPE_CHECKING:
     from rollback.commands.app import AppPlan
@@ -81,22 +81,22 @@ def status_command(app_ctx: AppContext, limit: int) -> None:
 
         project = result["project"]
         current = result["current"]
-        click.echo(f"project {project['name']} ({project['id']}), env {result['env']}")
+        echo(f"project {project['name']} ({project['id']}), env {result['env']}")
         if current:
-            click.echo(f"production: {current['url']} ({current['id']}), commit {_short(current['commit'])}, "
+            echo(f"production: {current['url']} ({current['id']}), commit {_short(current['commit'])}, "
                        f"created {current['created']}")
         else:
-            click.echo("production: none")
+            echo("production: none")
         last = result["last_alias_request"]
         if last:
-            click.echo(f"last alias request: {last['type']} {last['from_deployment_id'] or '-'} -> "
+            echo(f"last alias request: {last['type']} {last['from_deployment_id'] or '-'} -> "
                        f"{last['to_deployment_id']}: {last['job_status']} (requested {last['requested']})")
             for alias in result["failed_aliases"]:
-                click.echo(f"  failed alias: {alias['alias']} ({alias['status']})")
+                echo(f"  failed alias: {alias['alias']} ({alias['status']})")
         else:
-            click.echo("last alias request: none")
+            echo("last alias request: none")
         if result["rollback_active"]:
-            click.echo("note: a rollback is in effect; new production deployments are not assigned the production "
+            echo("note: a rollback is in effect; new production deployments are not assigned the production "
                        "domains until 'rollback app undo' (or a promote)")
         print_table(["", "id", "url", "commit", "created (UTC)", "state", "candidate"],
                     [("*" if d["current"] else "", d["id"], d["url"], _short(d["commit"]),
@@ -117,22 +117,22 @@ def _alias_human(kind: str) -> Callable[[dict[str, Any]], None]:
                 result = step.get("result", {})
                 for key in ("would_send", "would_poll"):
                     if key in result:
-                        click.echo(f"would: {result[key]}")
-            click.echo("dry run: nothing was changed")
+                        echo(f"would: {result[key]}")
+            echo("dry run: nothing was changed")
             return
         verb = {"rollback": "rolled back", "promote": "promoted", "undo": "undid the rollback:"}[kind]
         status = document.get("job_status")
         project = (document.get("project") or {}).get("name", "")
-        click.echo(f"{verb} {project}: production is now {target.get('url')} ({target.get('id')}, commit "
+        echo(f"{verb} {project}: production is now {target.get('url')} ({target.get('id')}, commit "
                    f"{_short(target.get('commit'))}), job {status} in {document.get('seconds')} s "
                    f"[run {document.get('run')}]")
         health = document.get("health")
         if health is not None:
-            click.echo(f"health: {len(health)} check(s) passed")
+            echo(f"health: {len(health)} check(s) passed")
         if kind == "rollback":
-            click.echo(f"note: {AUTO_ASSIGN_NOTE}")
+            echo(f"note: {AUTO_ASSIGN_NOTE}")
         else:
-            click.echo("note: production domains follow new production deployments again.")
+            echo("note: production domains follow new production deployments again.")
 
     return human
 
@@ -274,19 +274,19 @@ def revert_command(app_ctx: AppContext, commit: str, push: bool, remote: str, br
             for step in document.get("steps", []):
                 for key, value in step.get("result", {}).items():
                     if key.startswith("would"):
-                        click.echo(f"would: {value}")
-            click.echo("dry run: nothing was changed")
+                        echo(f"would: {value}")
+            echo("dry run: nothing was changed")
             return
         results = {s["id"]: s["result"] for s in document.get("steps", [])}
         head = results.get("git-revert", {}).get("head", "")
-        click.echo(f"reverted {commit}: HEAD is {head[:12]}")
+        echo(f"reverted {commit}: HEAD is {head[:12]}")
         if "git-push" in results:
-            click.echo(f"pushed to {results['git-push'].get('pushed')}")
+            echo(f"pushed to {results['git-push'].get('pushed')}")
         if "wait-deploy" in results:
             live = results["wait-deploy"]
-            click.echo(f"live: {live.get('url')} ({live.get('deployment_id')}) after {live.get('seconds')} s")
+            echo(f"live: {live.get('url')} ({live.get('deployment_id')}) after {live.get('seconds')} s")
         if "health" in results:
-            click.echo(f"health: {len(results['health'].get('checks', []))} check(s) passed")
+            echo(f"health: {len(results['health'].get('checks', []))} check(s) passed")
 
     factory = (lambda: client) if client is not None else None
     _run_change(app_ctx, planned, commands.handlers(config=config, client=factory, repo=git_repo), dry_run=dry_run,

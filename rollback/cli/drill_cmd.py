@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollback.cli.support import AppContext, emit, pass_app, printable, say
+from rollback.cli.support import AppContext, echo, emit, pass_app, printable, say
 
 if TYPE_CHECKING:
     from rollback.commands.drill import DrillResult
@@ -146,13 +146,13 @@ def drill(app: AppContext, use_sandbox: bool, env_name: str | None, config_path:
     options = DrillOptions(sandbox=use_sandbox, env=env_name, config_path=config_path, layers=layers, out=out,
                            keep=keep, i_know_this_is_production=production_ok, sandbox_dir=sandbox_dir,
                            detect_timeout=detect_timeout, verify_wait=verify_wait)
-    echo = None if app.json else (lambda line: say(f"    {printable(line)}"))
-    result = run_drill(options, progress=say, echo=echo)
+    stream = None if app.json else (lambda line: say(f"    {printable(line)}"))
+    result = run_drill(options, progress=say, echo=stream)
     document: dict[str, Any] = result.to_dict()
 
     def human() -> None:
         for line in _lines(result):
-            click.echo(line)
+            echo(line)
 
     emit(app, document, human)
     if not result.ok:

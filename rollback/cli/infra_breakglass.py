@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollback.cli.support import AppContext, common_options, dry_run_option, emit, pass_app, say, yes_option
+from rollback.cli.support import AppContext, common_options, dry_run_option, echo, emit, pass_app, say, yes_option
 
 if TYPE_CHECKING:
     from rollback.plan import Plan
@@ -80,10 +80,11 @@ def edge(app: AppContext, to_version: int, distribution: str | None, function: s
                             "function": planned.function, "to_version": planned.to_version})
     results = {item.step.id: item.result for item in outcome.steps}
     summary = commands.edge_summary(planned, results)
-    document = {"ok": True, "dry_run": dry_run, "summary": ("dry run: " if dry_run else "") + summary,
+    line = ("dry run: " if dry_run else "") + summary
+    document = {"ok": True, "dry_run": dry_run, "summary": line,
                 "resources": resources.to_dict(), "edge": planned.to_dict(), "plan": planned.plan.to_dict(),
                 "run": outcome.to_dict()}
-    emit(app, document, lambda: click.echo(document["summary"]))
+    emit(app, document, lambda: echo(line))
 
 
 @click.command("assets")
@@ -141,8 +142,8 @@ def assets(app: AppContext, key: str | None, prefix: str | None, to_version: str
 
     def human() -> None:
         for action in planned.actions:
-            click.echo(("would " if dry_run and action.changes else "") + action.describe())
-        click.echo(summary)
+            echo(("would " if dry_run and action.changes else "") + action.describe())
+        echo(summary)
 
     emit(app, document, human)
 
@@ -188,7 +189,7 @@ def invalidate(app: AppContext, paths: tuple[str, ...], wait: bool, timeout: str
     document = {"ok": True, "dry_run": dry_run, "summary": summary, "distribution": resources.distribution,
                 "paths": split, "invalidation": dict(created), "status": status, "plan": plan.to_dict(),
                 "run": outcome.to_dict()}
-    emit(app, document, lambda: click.echo(summary))
+    emit(app, document, lambda: echo(summary))
 
 
 @click.command("drift")
@@ -218,15 +219,15 @@ def drift(app: AppContext, checkpoint: str | None) -> None:
 
     def human() -> None:
         checked = report["checked"]
-        click.echo(f"checked against {report['checkpoint']}: {len(checked['distributions'])} distribution(s), "
+        echo(f"checked against {report['checkpoint']}: {len(checked['distributions'])} distribution(s), "
                    f"{len(checked['functions'])} function(s), {len(checked['buckets'])} bucket(s), "
                    f"{len(checked['alarms'])} alarm(s)")
         for note in report["notes"]:
-            click.echo(f"note: {note}")
+            echo(f"note: {note}")
         if not differences:
-            click.echo("no drift")
+            echo("no drift")
         for difference in differences:
-            click.echo(f"drift: {difference['description']}")
+            echo(f"drift: {difference['description']}")
 
     emit(app, {"ok": not differences, **report}, human)
     if differences:

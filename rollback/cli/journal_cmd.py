@@ -26,7 +26,10 @@ def list_command(app: AppContext, limit: int) -> None:
     from rollback.commands import journal as commands
 
     directory = app.journal_dir()
-    runs = commands.list_(directory, limit=limit)
+    skipped: list[str] = []
+    runs = commands.list_(directory, limit=limit, skipped=skipped)
+    for item in skipped:
+        say(f"warning: skipped {item} (not a journal file)")
 
     def human() -> None:
         if not runs:
@@ -38,7 +41,7 @@ def list_command(app: AppContext, limit: int) -> None:
               r["failed_step"]) for r in runs],
         )
 
-    emit(app, {"journal_dir": str(directory), "runs": runs}, human)
+    emit(app, {"journal_dir": str(directory), "runs": runs, "skipped": skipped}, human)
 
 
 @journal.command("show")

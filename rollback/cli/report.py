@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,6 +10,7 @@ import click
 
 from rollback.cli.support import AppContext, common_options, pass_app, say
 from rollback.errors import BadInput
+from rollback.safetext import dumps
 
 if TYPE_CHECKING:
     from rollback.config import Config
@@ -72,11 +72,11 @@ def report(app: AppContext, incident: str | None, fmt: str | None, out: Path | N
                           measure=not (as_email or feature is not None))
     if as_email:
         message = commands.email(data, templates)
-        text = (json.dumps(message, indent=2, ensure_ascii=False) + "\n" if fmt == "json"
+        text = (dumps(message) + "\n" if fmt == "json"
                 else f"Subject: {message['subject']}\n\n{message['body']}")
     elif feature is not None:
         body = commands.banner(data, feature, templates)
-        text = json.dumps({"banner": body}, indent=2, ensure_ascii=False) + "\n" if fmt == "json" else body
+        text = dumps({"banner": body}) + "\n" if fmt == "json" else body
     else:
         text = commands.render(data, fmt, templates)
     if data.get("drill"):

@@ -8,7 +8,6 @@ imported only when something is drawn on a terminal (or a table is printed).
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from rollback.errors import ConfirmationRequired, Refused
+from rollback.safetext import dumps, printable
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -32,6 +32,7 @@ __all__ = [
     "common_options",
     "confirm",
     "dry_run_option",
+    "echo",
     "emit",
     "pass_app",
     "plan_lines",
@@ -75,12 +76,16 @@ class AppContext:
         """Open the run's journal, taking the environment's run lock."""
         from rollback.journal import Journal
         from rollback.lock import TeamLock
+        from rollback.redact import redact, redact_text
 
         config = self.config()
         lock = config.lock_settings
         team = TeamLock(lock.url, lock.ttl) if lock.url else None
-        journal = Journal.start(config.journal_dir, command=["rollback", *self.argv], env=config.env_name,
-                                details=details, lock=True, lock_identity=config.identity, team_lock=team)
+        # Redacted here, where the text is made (an argument may quote a URL with its password):
+        # the journal's own redaction is a second guard, not the only one.
+        journal = Journal.start(config.journal_dir, command=redact_text(" ".join(["rollback", *self.argv])),
+                                env=config.env_name, details=redact(details), lock=True,
+                                lock_identity=config.identity, team_lock=team)
         self.journals.append(journal)
         lease = journal.lock.lease if journal.lock is not None else None
         if lease is not None and lease.taken_over is not None:
@@ -146,40 +151,39 @@ yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for conf
 
 
 def say(message: str, *, err: bool = True) -> None:
-    """Human progress and notes: stderr, so stdout stays clean for results and --json."""
-    click.echo(message, err=err)
+    """Human progress and notes: stderr, so stdout stays clean for results and --json.
+
+    Control characters in the message (an ESC from a ``--reason``...) are shown escaped.
+    """
+    click.echo(printable(message, keep_newlines=True), err=err)
+
+
+def echo(message: str) -> None:
+    """A human result line on stdout (``say(message, err=False)``)."""
+    say(message, err=False)
 
 
 def emit(app: AppContext, document: Any, human: Callable[[], None] | None = None) -> None:
-    """Print a result: one JSON document with --json, else the human rendering."""
+    """Print a result: one strict JSON document with --json (no NaN/Infinity), else the human rendering."""
     if app.json or human is None:
-        click.echo(json.dumps(document, indent=2, default=str, ensure_ascii=False))
+        click.echo(dumps(document))
     else:
         human()
 
 
-_CONTROL = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7f)}
-_CONTROL.update({code: f"\\x{code:02x}" for code in range(0x80, 0xa0)})
-_CONTROL.update({0x09: "\\t", 0x0a: "\\n", 0x0d: "\\r"})
-
-
-def printable(text: Any) -> str:
-    """``text`` with control characters shown escaped (an ESC from outside never reaches the terminal)."""
-    return str(text).translate(_CONTROL)
-
-
 def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None) -> None:
+    """A table on stdout. Every cell is text: rich markup in it is shown as written
+    (``rich.text.Text`` is never parsed as markup) and control characters escaped."""
     from rich.console import Console
-    from rich.markup import escape
     from rich.table import Table
+    from rich.text import Text
 
-    table = Table(title=escape(printable(title)) if title else None, title_justify="left", show_lines=False,
-                  header_style="bold")
+    table = Table(title=Text(printable(title)) if title is not None else None, title_justify="left",
+                  show_lines=False, header_style="bold")
     for column in columns:
-        table.add_column(escape(column), overflow="fold")
+        table.add_column(Text(printable(column)), overflow="fold")
     for row in rows:
-        # Cells are text, never markup: "[/api/pay]" from a reason or an S3 key prints as written.
-        table.add_row(*("" if cell is None else escape(printable(cell)) for cell in row))
+        table.add_row(*(Text("" if cell is None else printable(cell)) for cell in row))
     # Piped or captured output (a log, an incident channel) must not wrap ids and URLs at 80 columns.
     width = None if sys.stdout.isatty() else 240
     Console(soft_wrap=False, width=width).print(table)

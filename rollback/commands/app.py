@@ -30,6 +30,7 @@ from rollback.errors import (
     VercelError,
 )
 from rollback.plan import Plan, Step
+from rollback.redact import redact_text
 from rollback.runner import Check, ExecutionResult, StepContext, StepHandler, execute, handler
 from rollback.units import format_duration
 
@@ -203,7 +204,8 @@ def _alias_steps(kind: str, project: Project, current: Deployment | None, target
         "before": before,
     }
     if reason:
-        params["reason"] = reason
+        # Free text, sent to Vercel and journaled: a secret quoted in it goes to neither.
+        params["reason"] = redact_text(reason)
     if undo_of:
         params["undo_of"] = undo_of
     return [

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from rollback.errors import BadInput, ChecksFailed, ConfigError, DatabaseError, UnsafePrecondition
 from rollback.plan import Plan, Step
-from rollback.redact import redact
+from rollback.redact import redact, redact_text
 from rollback.runner import Check, handler, read_only
 
 if TYPE_CHECKING:
@@ -102,7 +102,7 @@ def database_target(config: Config) -> Target:
         raise ConfigError(f"{config.env.database.url_env} is not set",
                           f"export {config.env.database.url_env}=postgresql://USER:PASSWORD@HOST:PORT/DB",
                           key="database.url_env")
-    return Target.from_url(url)
+    return Target.from_url(url, config.env.database.url_env)
 
 
 def open_database(config: Config) -> Database:
@@ -326,8 +326,9 @@ def _emergency_step(reason: str | None, config: Config, jobs: int) -> Step:
     if reason is not None:
         if not reason.strip():
             raise BadInput("--skip-emergency-backup needs a non-empty --reason", "say why, it is journaled")
+        why = redact_text(reason.strip())  # free text, journaled and printed: redacted where it enters
         return Step("emergency-backup", "db.skip_emergency_backup",
-                    f"emergency backup SKIPPED (reason: {reason.strip()})", params={"reason": reason.strip()})
+                    f"emergency backup SKIPPED (reason: {why})", params={"reason": why})
     return Step("emergency-backup", "db.backup", f"emergency backup of the live database into {config.backups_dir}",
                 params={"out": str(config.backups_dir), "jobs": jobs, "kind": "emergency"})
 

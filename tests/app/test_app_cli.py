@@ -287,7 +287,8 @@ def test_promote(run_cli: RunCli, app_env: Path, emulator: VercelEmulator) -> No
 
 
 def test_the_token_never_reaches_output_errors_or_the_journal(run_cli: RunCli, app_env: Path,
-                                                              emulator: VercelEmulator) -> None:
+                                                              emulator: VercelEmulator,
+                                                              journal_redaction: bool) -> None:
     outputs = [run_cli("app", "status"), run_cli("app", "status", "--json"),
                run_cli("app", "rollback", "--yes", "--json"), run_cli("app", "undo", "--yes"),
                run_cli("app", "rollback", "--to", "dpl_nope", "--yes")]

@@ -4,9 +4,10 @@
 The CLI is found at ``$VERCEL_CLI`` or ``.cache/vercel-cli/node_modules/.bin/vercel``
 (install: ``npm i -E --prefix .cache/vercel-cli vercel@58.10.0``). In CI
 (``CI=true``) a missing CLI fails the test; elsewhere it is skipped with the
-reason. It runs with a throwaway HOME and --global-config, telemetry and update
-checks off, stdin closed and a timeout, so it never touches the user's config
-or the network.
+reason, which fails the run too unless ``ROLLBACK_TESTS_ALLOW_SKIP=1``. It runs
+with a throwaway HOME and --global-config, telemetry and update checks off,
+stdin closed and a timeout, so it never touches the user's config or the
+network.
 """
 
 from __future__ import annotations

@@ -80,11 +80,17 @@ def test_429_retry_after_seconds_is_honoured(client: VercelClient, emulator: Ver
 
 
 def test_429_retry_after_http_date_is_honoured(client: VercelClient, emulator: VercelEmulator) -> None:
-    when = email.utils.formatdate(time.time() + 4, usegmt=True)
+    """The wait is counted from the client's wall clock (injected): exactly the date's distance."""
+    now = 1_795_000_000.0  # a whole second, as HTTP dates are
+    client.wall_clock = lambda: now
+    when = email.utils.formatdate(now + 4, usegmt=True)
     emulator.state.add_fault(FaultRule(method="GET", path="^/v9/projects", status=429, retry_after=when))
+    assert client.get_project(DEMO.project_id).id == DEMO.project_id
+    assert client.sleeps == [4.0]  # type: ignore[attr-defined]
+    past = email.utils.formatdate(now - 30, usegmt=True)
+    emulator.state.add_fault(FaultRule(method="GET", path="^/v9/projects", status=429, retry_after=past))
     client.get_project(DEMO.project_id)
-    (slept,) = client.sleeps  # type: ignore[attr-defined]
-    assert 2.0 < slept <= 4.0
+    assert client.sleeps == [4.0, 0.0]  # type: ignore[attr-defined]  # a date gone by: retry at once
 
 
 @pytest.mark.parametrize("status", [500, 502, 503, 504])

@@ -260,6 +260,9 @@ def test_suspended_versioning_refuses_to_replace_a_null_version(aws: Callable[[s
             in result.err
     assert _body(s3, name, "new.html") == "created while suspended"
     assert len(s3.list_object_versions(Bucket=name)["Versions"]) == 4
+    # the refused restores left both null versions exactly as they were: read them back by id
+    for key, body in (("index.html", "only copy of this"), ("new.html", "created while suspended")):
+        assert s3.get_object(Bucket=name, Key=key, VersionId="null")["Body"].read().decode() == body
 
 
 def test_suspended_versioning_plans_a_restore_when_no_null_version_is_at_stake(

@@ -6,7 +6,8 @@ unless ``TEST_DATABASE_URL`` names a server (a superuser URL). Each test gets a
 fresh database owned by the non-superuser role ``app``, seeded with a small
 Prisma-like schema (sequences, indexes, constraints, ``_prisma_migrations``), and
 a rollback.toml pointing at it. With ``CI=true`` a server that cannot start
-fails the run; it is never skipped.
+fails the run; elsewhere it is a skip, which fails the run too unless
+``ROLLBACK_TESTS_ALLOW_SKIP=1`` (tests/conftest.py).
 """
 
 from __future__ import annotations

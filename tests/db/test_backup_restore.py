@@ -48,7 +48,8 @@ def one_line_error(result: CliResult, code: int, *needles: str) -> None:
         assert needle in lines[0], lines[0]
 
 
-def test_backup_writes_a_verified_manifest(run_cli: RunCli, live_db: LiveDb, password_of: str) -> None:
+def test_backup_writes_a_verified_manifest(run_cli: RunCli, live_db: LiveDb, password_of: str,
+                                          journal_redaction: bool) -> None:
     backup = take_backup(run_cli)
     manifest_path = Path(backup["manifest_path"])
     manifest = json.loads(manifest_path.read_text())
@@ -334,11 +335,12 @@ def test_missing_url_and_unknown_backup_are_one_line_errors(run_cli: RunCli, liv
 
 
 def test_unreachable_server_is_a_one_line_error_without_the_password(run_cli: RunCli, live_db: LiveDb,
-                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                      monkeypatch: pytest.MonkeyPatch,
+                                                                      journal_redaction: bool) -> None:
     monkeypatch.setenv("TEST_LIVE_DATABASE_URL", "postgresql://app:sup3rs3cretpw@127.0.0.1:1/app")
     result = run_cli("db", "backup")
     one_line_error(result, 1, "connecting to app@127.0.0.1:1/app")
-    assert "sup3rs3cretpw" not in result.out + result.err
+    assert "sup3rs3cretpw" not in result.out + result.err + live_db.journal_text()
 
 
 def test_sessions_the_role_may_not_end_refuse_the_swap(run_cli: RunCli, live_db: LiveDb) -> None:
@@ -356,7 +358,8 @@ def test_sessions_the_role_may_not_end_refuse_the_swap(run_cli: RunCli, live_db:
         other.close()
 
 
-def test_a_failed_pg_dump_leaves_no_backup_behind(run_cli: RunCli, live_db: LiveDb, password_of: str) -> None:
+def test_a_failed_pg_dump_leaves_no_backup_behind(run_cli: RunCli, live_db: LiveDb, password_of: str,
+                                                  journal_redaction: bool) -> None:
     live_db.sql("CREATE TABLE secret_audit (id int)")  # owned by the superuser: the app role cannot read it
     result = run_cli("db", "backup")
     one_line_error(result, 1, "permission denied for table secret_audit", "grant it")
@@ -369,6 +372,7 @@ def test_a_failed_pg_dump_leaves_no_backup_behind(run_cli: RunCli, live_db: Live
     refused = run_cli("db", "restore", backup["name"], "--swap", "--yes")
     one_line_error(refused, 1, "permission denied for table secret_audit")
     assert live_db.databases() == [live_db.name]
+    assert password_of not in refused.err + live_db.journal_text()
     live_db.sql("DROP TABLE secret_audit")
 
 

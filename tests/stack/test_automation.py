@@ -24,7 +24,7 @@ def _sub(calls: list[list[str]], name: str) -> list[list[str]]:
 
 
 def test_history_through_the_automation_api(stack_env: StackEnv, fake_pulumi: FakePulumi,
-                                            run_cli: RunCli) -> None:
+                                            run_cli: RunCli, journal_redaction: bool) -> None:
     result = run_cli("infra", "history", "--via", "cli", "--json")
     assert result.code == 0, result.err
     document = result.json()
@@ -42,11 +42,21 @@ def test_history_through_the_automation_api(stack_env: StackEnv, fake_pulumi: Fa
 
 def test_diff_through_the_cli_reads_old_checkpoints_from_the_backend(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                                      run_cli: RunCli) -> None:
+    """The one path where secrets arrive decrypted (``pulumi stack export --show-secrets``): the
+    diff must say the password changed and print none of its values, in JSON or for humans."""
     result = run_cli("infra", "diff", "3", "--via", "cli", "--json")
     assert result.code == 0, result.err
     document = result.json()
     assert {r["name"] for r in document["resources"]} == {"cdn", "db"}
     assert ["stack", "export", "--show-secrets", "--stack", "staging"] in _sub(fake_pulumi.calls(), "stack")
+    human = run_cli("infra", "diff", "3", "--via", "cli")
+    assert human.code == 0, human.err
+    for secret in set(SECRETS):
+        for text in (result.out, result.err, human.out, human.err):
+            assert secret not in text
+    assert f"{DB_PASSWORD_KEY}: [secret] changed" in human.out and "password: [secret] changed" in human.out
+    password_change = next(c for c in document["config"] if c["key"] == DB_PASSWORD_KEY)
+    assert password_change["secret"] is True
 
 
 def test_diff_through_the_cli_without_a_diy_backend_compares_config(
@@ -65,7 +75,7 @@ def test_diff_through_the_cli_without_a_diy_backend_compares_config(
 
 
 def test_preview_sets_the_config_and_saves_the_plan(stack_env: StackEnv, fake_pulumi: FakePulumi,
-                                                    run_cli: RunCli) -> None:
+                                                    run_cli: RunCli, journal_redaction: bool) -> None:
     before = stack_env.stack_file.read_text()
     result = run_cli("infra", "preview", "--to", "3", "--plan-file", "v3.plan.json")
     assert result.code == 0, result.err
@@ -95,8 +105,10 @@ def test_preview_sets_the_config_and_saves_the_plan(stack_env: StackEnv, fake_pu
     assert "preview: same 32, update 2; plan saved to" in result.out
     assert f"rollback infra restore --to 3 --plan-file {plan}" in result.out
     assert plan.exists() and json.loads(Path(f"{plan}.rollback.json").read_text())["version"] == 3
+    journals = "".join(p.read_text() for p in (stack_env.root / "runs").glob("*.jsonl"))
+    assert journals  # the preview is journaled: check it too
     for secret in SECRETS:
-        assert secret not in result.out and secret not in result.err
+        assert secret not in result.out and secret not in result.err and secret not in journals
 
 
 def test_restore_applies_exactly_the_saved_plan(stack_env: StackEnv, fake_pulumi: FakePulumi,

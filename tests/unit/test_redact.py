@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+import time
+from typing import Any
 
-from rollback.redact import MASK, redact, redact_text, register_secret
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rollback.redact import MASK, MAX_SCAN, redact, redact_text, register_secret
 
 
 @pytest.mark.parametrize(
@@ -45,3 +51,70 @@ def test_structures_are_redacted_by_key_and_value() -> None:
     assert "rootpw1" not in out["nested"][1]
     assert out["count"] == 3
     assert data["token"] == "abc123456"  # the input is left alone
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        # unencoded '/', '@' and spaces, as `openssl rand -base64` passwords have them
+        ("postgresql://app:ab/cd+ef==@db.internal:5432/app", "ab/cd+ef=="),
+        ("postgres://app:p@ss@word@db.internal/app failed", "p@ss@word"),
+        ("connecting to redis://:only-a-password@cache:6379", "only-a-password"),
+        # libpq key=value, quoted or escaped
+        ("host=db password='a b\\' c' dbname=app", "a b\\' c"),
+        ("host=db password = \"quoted pw\" dbname=app", "quoted pw"),
+        ("host=db password=bare\\ value dbname=app", "bare\\ value"),
+        ('{"user": "app", "password": "in-a-json-body"}', "in-a-json-body"),
+    ],
+)
+def test_secrets_in_awkward_spellings_are_masked(text: str, secret: str) -> None:
+    out = redact_text(text)
+    assert secret not in out, out
+    assert MASK in out
+
+
+def test_a_registered_secret_is_masked_in_every_spelling() -> None:
+    secret = "pa ss/w@rd'\\\"%"
+    register_secret(secret)
+    from urllib.parse import quote
+
+    for spelling in (secret, quote(secret, safe=""), repr(secret)[1:-1], json.dumps(secret)[1:-1]):
+        assert spelling not in redact_text(f"x {spelling} y"), spelling
+
+
+def test_text_beyond_the_scan_limit_is_cut_never_passed_through() -> None:
+    register_secret("hunter2hunter2")
+    text = "a " * (MAX_SCAN // 2) + "password=past-the-limit hunter2hunter2 " * 10
+    out = redact_text(text)
+    assert len(out) < MAX_SCAN + 200
+    assert "past-the-limit" not in out and "hunter2hunter2" not in out
+    assert out.endswith("too long to check for secrets]")
+    # one token cut in two at the limit is dropped whole: its first half may be a secret's
+    cut = redact_text("x" * (MAX_SCAN - 5) + " secret-half-of-a-token-spanning-the-limit")
+    assert "secret-half" not in cut
+
+
+# Fragments of the patterns the redactor looks for: repeated, they make a backtracking regex blow up.
+FRAGMENTS = ["x", " ", "://", ":", "/", "@", "a", "password", "=", "'", '"', "\\", "authorization", "bearer",
+             "token", "?", "&", "{", "}", ",", "\t", "\n"]
+
+
+def _best_of(runs: int, func: Any) -> float:
+    best = float("inf")
+    for _ in range(runs):
+        started = time.perf_counter()
+        func()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+@settings(max_examples=25, deadline=None)
+@given(unit=st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=6).map("".join))
+def test_redaction_time_grows_linearly_with_the_text(unit: str) -> None:
+    """A measure of scaling, not a wall-clock limit: 4x the text may cost at most ~4x the time
+    (a quadratic pattern costs 16x). The absolute figures are in bench/redact.py."""
+    small = (unit * (25_000 // len(unit) + 1))[:25_000]
+    large = (unit * (100_000 // len(unit) + 1))[:100_000]
+    t_small = _best_of(3, lambda: redact_text(small))
+    t_large = _best_of(3, lambda: redact_text(large))
+    assert t_large < 9 * t_small + 0.005, (unit, t_small, t_large)
