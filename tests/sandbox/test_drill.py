@@ -234,7 +234,9 @@ def test_ctrl_c_stops_the_sandbox_the_drill_started(tmp_path: Path) -> None:
     state = _wait_for_ready(tmp_path, process)
     process.send_signal(signal.SIGINT)
     _out, err = process.communicate(timeout=60)
-    assert process.returncode == 130, err
+    # 130, or (rarely, when the signal lands as the interpreter exits) death by SIGINT: $? is 130 either way.
+    assert process.returncode in (130, -signal.SIGINT), err
+    assert "error: interrupted" in err
     assert _all_gone(state), state["processes"]
     assert not Path(state["postgres"]["root"]).exists()
     assert Sandbox.status(tmp_path / ".rollback" / "sandbox") is None
