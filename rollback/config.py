@@ -132,6 +132,9 @@ class AwsSettings(_Model):
     edge_function: str | None = None
     assets_bucket: str | None = None
     db_instance: str | None = None
+    assets_releases: dict[str, str] = Field(
+        default_factory=dict, description="asset release (the last part of its prefix, e.g. r42) -> the app "
+        "deployment id or commit it belongs to; 'rollback run' refuses a mismatch")
     from_stack_outputs: bool = Field(
         default=True, description="fill unset resources from the Pulumi stack's outputs"
     )

@@ -31,11 +31,19 @@ repair (``prisma migrate resolve`` / a down migration), not a restore.
 - ``app``: Vercel instant rollback; ``git revert`` instead when a rollback is
   already in effect (an instant rollback would go further back) or the bad
   commit must go.
-- ``edge`` / ``assets``: break-glass (straight through the AWS API) for P0 or
-  without a Pulumi stack; else a pinned restore through the stack.
-- ``infra``: a pinned restore through the stack (break-glass without one).
+- ``edge`` / ``assets``: break-glass (straight through the AWS API) for P0,
+  without a Pulumi stack, or without the Pulumi CLI on PATH (a pinned restore
+  previews and applies through it; ``rollback infra edge`` pins the version
+  in the stack config itself); else a pinned restore through the stack.
+- ``infra``: a pinned restore through the stack (break-glass of the edge and
+  the assets without a stack or without the CLI).
 - ``db``: ``restore-backup`` for data loss or corruption; ``migration-repair``
   for a failed migration.
+
+The recommended command (:func:`run_command`) is what ``rollback run`` runs as
+written: a pinned restore of the edge or the assets is its ``infra`` layer, a
+break-glass one its ``edge``/``assets`` layers; ``--to db=repair`` asks for the
+migration repair, ``--to app=revert`` for the git revert.
 """
 
 from __future__ import annotations
@@ -198,6 +206,7 @@ class Context:
     rollback_active: bool = False  # Vercel: an instant rollback is already in effect
     remove_commit: bool = False  # the bad commit must go (git revert)
     has_pulumi: bool = False  # a Pulumi stack is configured (pinned restores possible)
+    pulumi_cli: bool = True  # the Pulumi CLI is on PATH (a pinned restore previews and applies through it)
 
 
 @dataclass(frozen=True)
@@ -233,6 +242,7 @@ class Decision:
     timeline: str | None
     signals: tuple[Signal, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    option_reasons: Mapping[str, str] = field(default_factory=dict)  # layer -> why this option
 
     @property
     def not_measured(self) -> tuple[Signal, ...]:
@@ -246,6 +256,7 @@ class Decision:
             "timeline": self.timeline,
             "layers": list(self.layers),
             "options": dict(self.options),
+            "option_reasons": dict(self.option_reasons),
             "command": self.command,
             "reasons": [r.to_dict() for r in self.reasons],
             "signals": [{**s.to_dict(), "status": ("breach" if id(s) in breached else
@@ -281,23 +292,61 @@ def _rule_for(signal: Signal, rules: Sequence[Rule]) -> Rule | None:
     return next((rule for rule in rules if rule.signal == signal.name and rule.matches(signal.value)), None)
 
 
-def _option(layer: str, severity: str, reasons: Sequence[Reason], ctx: Context) -> str:
+NO_CLI = ("the Pulumi CLI is not on PATH, and a pinned restore previews and applies through it; the break-glass "
+          "restore goes straight through the AWS API, and 'rollback infra edge' also pins the version in the "
+          "stack config so the next pulumi up keeps it")
+
+
+def _option(layer: str, severity: str, reasons: Sequence[Reason], ctx: Context) -> tuple[str, str]:
+    """The option for ``layer``, and why."""
     signals = {r.signal.name for r in reasons}
     if layer == "app":
-        return "git-revert" if ctx.rollback_active or ctx.remove_commit else "vercel-instant-rollback"
-    if layer in ("edge", "assets"):
-        return "break-glass" if severity == "P0" or not ctx.has_pulumi else "infra-pin"
-    if layer == "infra":
-        return "infra-pin" if ctx.has_pulumi else "break-glass"
+        if ctx.rollback_active:
+            return "git-revert", "an instant rollback is already in effect: another one would go further back"
+        if ctx.remove_commit:
+            return "git-revert", "the bad commit must go"
+        return "vercel-instant-rollback", "the fastest way to restore service (option 1)"
+    if layer in ("edge", "assets", "infra"):
+        if severity == "P0" and layer != "infra":
+            return "break-glass", "P0: straight through the AWS API, the fastest path"
+        if not ctx.has_pulumi:
+            return "break-glass", "no Pulumi stack is configured for this environment"
+        if not ctx.pulumi_cli:
+            return "break-glass", NO_CLI
+        return "infra-pin", "a pinned restore through the Pulumi stack keeps the stack and the cloud in step"
     if layer == "db":
-        return "restore-backup" if "data_loss" in signals else "migration-repair"
-    return "manual"
+        if "data_loss" in signals:
+            return "restore-backup", "data was lost or corrupted: restore a backup from before the damage"
+        return "migration-repair", "a failed migration: repair it; no restore unless data was lost"
+    return "manual", "no automated option"
 
 
-def run_command(env: str, severity: str, layers: Sequence[str]) -> str:
-    """The ``rollback run`` command line that carries out a decision."""
-    return " ".join(["rollback", "--env", shlex.quote(env), "run", "--severity", severity, "--layers",
-                     ",".join(layers)])
+def _command_layers(layers: Sequence[str], options: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """The ``--layers`` and ``--to`` of the ``rollback run`` that carries out these options."""
+    chosen: list[str] = []
+    targets: list[str] = []
+    for layer in layers:
+        option = options.get(layer, "")
+        if layer in ("edge", "assets") and option == "infra-pin":
+            chosen.append("infra")  # a pinned restore of the edge or the assets is the stack's restore
+        elif layer == "infra" and option == "break-glass":
+            chosen.extend(("edge", "assets"))  # what break-glass can restore of the stack, through AWS
+        else:
+            chosen.append(layer)
+        if layer == "db" and option == "migration-repair":
+            targets.append("db=repair")
+        if layer == "app" and option == "git-revert":
+            targets.append("app=revert")
+    return list(order_layers(chosen)), targets
+
+
+def run_command(env: str, severity: str, layers: Sequence[str], options: Mapping[str, str] | None = None) -> str:
+    """The ``rollback run`` command line that carries out a decision (``rollback run`` runs it as written)."""
+    chosen, targets = _command_layers(layers, options or {})
+    parts = ["rollback", "--env", shlex.quote(env), "run", "--severity", severity, "--layers", ",".join(chosen)]
+    for target in targets:
+        parts += ["--to", target]
+    return " ".join(parts)
 
 
 def decide(signals: Sequence[Signal], ctx: Context | None = None, rules: Sequence[Rule] = RULES) -> Decision:
@@ -316,10 +365,15 @@ def decide(signals: Sequence[Signal], ctx: Context | None = None, rules: Sequenc
             for layer in reason.rule.layers:
                 layers.extend(ctx.changed or ("app",)) if layer == CHANGED else layers.append(layer)
     ordered = order_layers(layers)
-    options = {layer: _option(layer, severity, reasons, ctx) for layer in ordered}
-    command = run_command(ctx.env, severity, ordered) if ordered else None
+    chosen = {layer: _option(layer, severity, reasons, ctx) for layer in ordered}
+    options = {layer: option for layer, (option, _why) in chosen.items()}
+    command = run_command(ctx.env, severity, ordered, options) if ordered else None
+    notes = list(_notes(severity, reasons, ctx, signals))
+    if any(why == NO_CLI for _option_name, why in chosen.values()):
+        notes.append(f"{', '.join(layer for layer, (_o, why) in chosen.items() if why == NO_CLI)}: break-glass "
+                     f"rather than a pinned restore: {NO_CLI}")
     return Decision(severity, tuple(reasons), ordered, options, command, action, timeline, tuple(signals),
-                    _notes(severity, reasons, ctx, signals))
+                    tuple(notes), {layer: why for layer, (_option_name, why) in chosen.items()})
 
 
 def _notes(severity: str | None, reasons: Sequence[Reason], ctx: Context, signals: Sequence[Signal]) -> tuple[str, ...]:
@@ -332,8 +386,9 @@ def _notes(severity: str | None, reasons: Sequence[Reason], ctx: Context, signal
         notes.append("rotate every credential that may have leaked, and git revert the bad commit so a new "
                      "deployment cannot bring it back")
     if "data_loss" in names:
-        notes.append("the db layer takes an emergency backup first; pick the backup to restore from before the "
-                     "damage started ('rollback db backups'), and give it as --to db=BACKUP")
+        notes.append("the db layer takes an emergency backup first, then restores the newest backup (not an "
+                     "emergency one) and swaps it in last; if that backup is not from before the damage started, "
+                     "pick one ('rollback db backups') and give it as --to db=BACKUP")
     if "failed_migration" in names and "data_loss" not in names:
         notes.append("repair the failed migration ('rollback db migrations'; 'rollback db resolve "
                      "--rolled-back NAME'); a restore is not needed unless data was lost")

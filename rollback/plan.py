@@ -69,6 +69,20 @@ class Step:
         elif self.layer not in LAYERS:
             raise ValueError(f"step {self.id!r}: unknown layer {self.layer!r} (one of {', '.join(LAYERS)})")
 
+    @property
+    def group(self) -> str:
+        """The part of the id before its first ``.`` (``"edge"`` for ``"edge.associate"``), or ``""``.
+
+        A cross-layer ``rollback run`` prefixes each layer's step ids with the layer
+        (``app.vercel-rollback``, ``db.swap``) so that they stay unique."""
+        return self.id.partition(".")[0] if "." in self.id else ""
+
+    def sibling(self, step_id: str) -> str:
+        """The id of step ``step_id`` of this step's plan, in the same group: a handler that reads an
+        earlier step's result (``ctx.results[step.sibling("associate")]``) finds it whether the plan
+        is a layer's own (``associate``) or part of a cross-layer run (``edge.associate``)."""
+        return f"{self.group}.{step_id}" if self.group else step_id
+
     def describe(self) -> str:
         """One line for tables, prompts and the journal."""
         prefix = f"{self.target}: " if self.target and not self.summary.startswith(self.target) else ""

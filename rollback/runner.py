@@ -44,6 +44,7 @@ __all__ = [
     "Check",
     "ExecutionResult",
     "Handlers",
+    "Observers",
     "ResumePoint",
     "RunObserver",
     "StepContext",
@@ -226,6 +227,38 @@ class RunObserver:
     def step_failed(self, number: int, step: Step, error: BaseException) -> None:
         """The step failed or was interrupted; the run stops here."""
 
+    def run_ending(self, status: str, exit_code: int) -> None:
+        """The run stops (failed, refused or interrupted) and its journal is about to be finished:
+        the last moment to write to it. Not called when the plan completes (the caller finishes
+        the journal then, see ``finish_run``)."""
+
+
+class Observers(RunObserver):
+    """Several observers as one (a live display and an incident's bookkeeping, say), called in order."""
+
+    def __init__(self, *observers: RunObserver) -> None:
+        self.observers = observers
+
+    def note(self, message: str) -> None:
+        for observer in self.observers:
+            observer.note(message)
+
+    def step_started(self, number: int, step: Step, *, dry_run: bool) -> None:
+        for observer in self.observers:
+            observer.step_started(number, step, dry_run=dry_run)
+
+    def step_finished(self, number: int, item: StepResult) -> None:
+        for observer in self.observers:
+            observer.step_finished(number, item)
+
+    def step_failed(self, number: int, step: Step, error: BaseException) -> None:
+        for observer in self.observers:
+            observer.step_failed(number, step, error)
+
+    def run_ending(self, status: str, exit_code: int) -> None:
+        for observer in self.observers:
+            observer.run_ending(status, exit_code)
+
 
 class _Lines(RunObserver):
     """Plain lines through a ``Callable[[str], None]`` (the historical ``progress`` argument)."""
@@ -391,6 +424,8 @@ def execute(
                 why = _signal_text(interrupts.pending)
                 if journal is not None:
                     journal.note(f"interrupted ({why}) before step {step.id}", signal=interrupts.pending)
+                observer.run_ending("interrupted", 130)
+                if journal is not None:
                     journal.finish("interrupted", 130, stopped_before=step.id,
                                    resume=resume_hint or _resume_text(journal, completed).replace(
                                        "this step", f"step {step.id}"))
@@ -403,16 +438,18 @@ def execute(
                 with interrupts.step():
                     result, already_done = _run_step(handlers[step.action], step, ctx)
             except BaseException as exc:
+                status = _status_of(exc)
+                code = exc.exit_code if isinstance(exc, RollbackError) else (130 if status == "interrupted" else 1)
                 if journal is not None:
                     message = exc.one_line() if isinstance(exc, RollbackError) else f"{type(exc).__name__}: {exc}"
                     if isinstance(exc, KeyboardInterrupt):
                         message = f"interrupted ({_signal_text(str(exc))})"
                     journal.step_failed(step, redact_text(message), error_type=type(exc).__name__,
                                         resume=resume_hint or _resume_text(journal, completed))
-                    status = _status_of(exc)
-                    code = exc.exit_code if isinstance(exc, RollbackError) else (130 if status == "interrupted" else 1)
-                    journal.finish(status, code, stopped_at=step.id)
                 observer.step_failed(number, step, exc)
+                observer.run_ending(status, code)
+                if journal is not None:
+                    journal.finish(status, code, stopped_at=step.id)
                 if isinstance(exc, KeyboardInterrupt):
                     raise Interrupted(f"interrupted ({_signal_text(str(exc))}) during step {step.id!r}") from exc
                 raise
@@ -511,6 +548,7 @@ def resume(
     lock: bool = True,
     on_journal: Callable[[Journal], None] | None = None,
     start_journal: Callable[[Mapping[str, Any]], Journal] | None = None,
+    finish_run: bool = True,
 ) -> ExecutionResult:
     """Continue run ``run`` from its first unfinished step, in a new journaled run.
 
@@ -526,7 +564,8 @@ def resume(
     ``start_journal(details)`` opens the new run's journal instead of ``Journal.start``
     (the CLI passes ``AppContext.start_journal``, which takes the environment's lock the
     way every other command does, the team lease included); it must be for the run's
-    environment (``load_resume_point(...).env``).
+    environment (``load_resume_point(...).env``). With ``finish_run=False`` a completed plan
+    leaves the new journal open (the caller finishes and closes it; see :func:`execute`).
     """
     from rollback.journal import Journal
 
@@ -544,7 +583,7 @@ def resume(
             on_journal(journal)
     try:
         return execute(point.plan, chosen, journal=journal, dry_run=dry_run, progress=progress, done=point.done,
-                       resumes=point.run_id)
+                       resumes=point.run_id, finish_run=finish_run)
     except BaseException as exc:
         if journal is not None and not journal.finished:  # failed before its first step
             code = exc.exit_code if isinstance(exc, RollbackError) else (130 if _status_of(exc) == "interrupted"
@@ -552,5 +591,5 @@ def resume(
             journal.finish(_status_of(exc), code, error=redact_text(str(exc))[:500])
         raise
     finally:
-        if journal is not None:
+        if journal is not None and (finish_run or journal.finished):
             journal.close()

@@ -214,6 +214,12 @@ def swap_associations(raw: Mapping[str, Any], function: str, new_arn: str,
     return updated
 
 
+def ramp_gap(waited: float, interval: float) -> float:
+    """The gap before the next poll, ``waited`` seconds into a wait: 0.5 s at first, a tenth of the
+    time waited so far, at most ``interval``."""
+    return min(interval, max(0.5, waited / 10))
+
+
 class EdgeAdapter:
     """One distribution's edge associations and the Lambda@Edge function behind them."""
 
@@ -254,10 +260,16 @@ class EdgeAdapter:
         return str(response["ETag"])
 
     def wait_deployed(self, distribution_id: str, *, timeout: float, interval: float,
-                      progress: Callable[[str], None] | None = None) -> tuple[str, float]:
-        """Poll until ``Deployed``; return ``(status, seconds)``. Raises :class:`AwsError` on timeout."""
+                      progress: Callable[[str], None] | None = None, ramp: bool = False) -> tuple[str, float]:
+        """Poll until ``Deployed``; return ``(status, seconds)``. Raises :class:`AwsError` on timeout.
+
+        With ``ramp`` the first looks come quickly (from 0.5 s apart, a tenth of the time waited so
+        far) up to ``interval``: a deploy that ends in seconds is not waited on for a whole interval."""
         started = self._clock()
+        base = interval
         while True:
+            if ramp:
+                interval = ramp_gap(self._clock() - started, base)
             status = self.status(distribution_id)
             waited = self._clock() - started
             if status == "Deployed":
@@ -287,9 +299,12 @@ class EdgeAdapter:
         return str(response["Invalidation"]["Status"])
 
     def wait_invalidation(self, distribution_id: str, invalidation_id: str, *, timeout: float, interval: float,
-                          progress: Callable[[str], None] | None = None) -> tuple[str, float]:
+                          progress: Callable[[str], None] | None = None, ramp: bool = False) -> tuple[str, float]:
         started = self._clock()
+        base = interval
         while True:
+            if ramp:
+                interval = ramp_gap(self._clock() - started, base)
             status = self.invalidation_status(distribution_id, invalidation_id)
             waited = self._clock() - started
             if status == "Completed":

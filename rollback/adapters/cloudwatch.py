@@ -24,6 +24,7 @@ __all__ = [
     "CloudFrontMetrics",
     "CloudWatch",
     "MetricWindow",
+    "clean_start",
     "cloudfront_dimensions",
 ]
 
@@ -60,6 +61,22 @@ class MetricWindow:
 
 def cloudfront_dimensions(distribution_id: str) -> list[dict[str, str]]:
     return [{"Name": "DistributionId", "Value": distribution_id}, {"Name": "Region", "Value": "Global"}]
+
+
+def clean_start(since: dt.datetime, end: dt.datetime) -> dt.datetime:
+    """Where a window of datapoints that hold nothing from before ``since`` starts.
+
+    A datapoint covers its whole period, so the one whose period holds ``since`` mixes the
+    minutes before it. CloudFront publishes one datapoint a minute, and CloudWatch rounds a
+    start time down to the minute: once a whole minute after ``since`` has ended, the window
+    starts at the next minute boundary. Until then it starts at the next whole second (finer
+    datapoints, as the sandbox's monitor publishes, are clean from there; CloudWatch's own
+    rounding makes it the minute of ``since``, i.e. the newest datapoint, which is judged as is).
+    """
+    moment = since.astimezone(dt.UTC)
+    second = moment.replace(microsecond=0) + (dt.timedelta(seconds=1) if moment.microsecond else dt.timedelta())
+    minute = second.replace(second=0) + (dt.timedelta(minutes=1) if second.second else dt.timedelta())
+    return minute if end - minute >= dt.timedelta(minutes=1) else second
 
 
 def _aware(value: Any) -> dt.datetime | None:
@@ -103,7 +120,8 @@ class CloudWatch:
         return self.statistics(namespace, [(metric, stat)], dimensions, minutes=minutes, now=now)[0]
 
     def statistics(self, namespace: str, wanted: Sequence[tuple[str, str]], dimensions: Sequence[Mapping[str, str]],
-                   *, minutes: float, now: dt.datetime | None = None) -> list[MetricWindow]:
+                   *, minutes: float, now: dt.datetime | None = None,
+                   since: dt.datetime | None = None) -> list[MetricWindow]:
         """Several ``(metric, stat)`` of one dimension set over the last ``minutes``, in one GetMetricData call.
 
         Each statistic is one query with a period of the whole window: CloudWatch
@@ -111,10 +129,17 @@ class CloudWatch:
         A second query per metric (per minute, ``SampleCount``) tells how many
         datapoints there were and the newest one's time, so "no data" is never
         taken for 0.
+
+        ``since`` starts the window later than ``minutes`` ago (never earlier): a verification
+        after a rollback judges the time since the service was restored, not the bad minutes
+        before it that a plain 5-minute average would still hold (see :func:`clean_start`).
         """
         end = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0) + dt.timedelta(seconds=1)
-        period = max(1, round(minutes * 60))
-        start = end - dt.timedelta(seconds=period)
+        start = end - dt.timedelta(minutes=minutes)
+        if since is not None:
+            start = min(max(start, clean_start(since, end)), end - dt.timedelta(seconds=1))
+        # A period is a whole number of minutes (standard-resolution metrics), covering the window.
+        period = max(60, -(-int((end - start).total_seconds()) // 60) * 60)
         queries: list[dict[str, Any]] = []
         for index, (metric, stat) in enumerate(wanted):
             spec = {"Namespace": namespace, "MetricName": metric, "Dimensions": list(dimensions)}
@@ -137,6 +162,26 @@ class CloudWatch:
             windows.append(MetricWindow(namespace, metric, stat, values[0] if values else None, len(present),
                                         max(present) if present else None))
         return windows
+
+    def newest(self, namespace: str, metric: str, stat: str, dimensions: Sequence[Mapping[str, str]], *,
+               minutes: float, now: dt.datetime | None = None) -> MetricWindow:
+        """``stat`` of the newest one-minute datapoint of the last ``minutes`` (``value`` None without any)."""
+        end = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0) + dt.timedelta(seconds=1)
+        start = end - dt.timedelta(minutes=minutes)
+        spec = {"Namespace": namespace, "MetricName": metric, "Dimensions": list(dimensions)}
+        with aws_errors(f"reading CloudWatch metric {namespace}/{metric}"):
+            response = self.client.get_metric_data(
+                MetricDataQueries=[{"Id": "v", "MetricStat": {"Metric": spec, "Period": 60, "Stat": stat},
+                                    "ReturnData": True}],
+                StartTime=start, EndTime=end, ScanBy="TimestampDescending")
+        result: Mapping[str, Any] = next(iter(response.get("MetricDataResults", [])), {})
+        points = sorted(((t, float(v)) for t, v in zip((_aware(t) for t in result.get("Timestamps", [])),
+                                                       result.get("Values", []), strict=False)
+                         if t is not None and isinstance(v, (int, float)) and math.isfinite(v)),
+                        key=lambda point: point[0], reverse=True)
+        if not points:
+            return MetricWindow(namespace, metric, stat, None, 0, None)
+        return MetricWindow(namespace, metric, stat, points[0][1], 1, points[0][0])
 
 
 # -- impact (report) --------------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "drill": ("rollback.cli.drill_cmd:drill", "Practice"),
     "report": ("rollback.cli.report:report", "Incident"),
     "decide": ("rollback.cli.decide_cmd:decide", "Incident"),
+    "run": ("rollback.cli.run_cmd:run", "Incident"),
+    "resume": ("rollback.cli.run_cmd:resume", "Incident"),
     "incident": ("rollback.cli.incident_cmd:incident", "Incident"),
     "verify": ("rollback.cli.verify_cmd:verify", "Incident"),
 }

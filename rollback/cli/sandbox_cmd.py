@@ -130,21 +130,21 @@ def status_command(app: AppContext, directory: Path) -> None:
     ROLLBACK_CONFIG, AWS_ENDPOINT_URL and test credentials, DATABASE_URL,
     VERCEL_API_URL, VERCEL_TOKEN, VERCEL_ORG_ID/VERCEL_PROJECT_ID/VERCEL_SCOPE,
     VERCEL_ARGS (for the vercel CLI), APP_URL, APP_REPO, DISTRIBUTION_ID,
-    EDGE_FUNCTION, ASSETS_BUCKET, DB_GOOD_BACKUP, SANDBOX_WEBHOOK_URL. Exit 1 when
-    no sandbox runs in DIR.
+    EDGE_FUNCTION, ASSETS_BUCKET, DB_GOOD_BACKUP, SANDBOX_WEBHOOK_URL. Exit 3 when
+    no sandbox runs in DIR (the status check found none).
 
     \b
     Example:
       eval "$(rollback sandbox status)"
       rollback sandbox status --json
     """
-    from rollback.errors import OperationFailed
+    from rollback.errors import ChecksFailed
     from rollback.sandbox import world
 
     info = world.status(directory)
     if info is None:
-        raise OperationFailed(f"no sandbox runs in {directory}", "start one with 'rollback sandbox up"
-                              f"{_dir_arg(directory)}'")
+        raise ChecksFailed(f"no sandbox runs in {directory}", "start one with 'rollback sandbox up"
+                           f"{_dir_arg(directory)}'")
     emit(app, {"ok": True, **info.to_dict()}, lambda: click.echo(info.shell(), nl=False))
 
 

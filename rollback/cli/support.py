@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from rollback.config import Config
     from rollback.journal import Journal
     from rollback.plan import Plan
-    from rollback.runner import ExecutionResult, Handlers
+    from rollback.runner import ExecutionResult, Handlers, RunObserver
 
 __all__ = [
     "AppContext",
@@ -281,6 +281,9 @@ def run_plan(
     confirm_first: bool | None = None,
     prompt: str | None = None,
     details: Mapping[str, Any] | None = None,
+    observer: RunObserver | None = None,
+    on_journal: Callable[[Journal], None] | None = None,
+    finish_run: bool = True,
 ) -> ExecutionResult:
     """Show the plan, confirm, journal, execute: the one path every state-changing command takes.
 
@@ -290,9 +293,14 @@ def run_plan(
     environment's run lock; a dry run walks the same steps, changes nothing and is not journaled.
     Progress goes to stderr: a live table on a terminal, plain lines otherwise. With ``document``
     (and ``human``) the outcome is also emitted: one JSON document with --json, else ``human``.
+
+    ``observer`` sees the run besides the display (``rollback run`` keeps the incident's timeline
+    and the notifications with it); ``on_journal`` gets the run's journal as soon as it is open,
+    before the first step. With ``finish_run=False`` a completed plan leaves the journal open
+    for the caller to finish (a failed or interrupted one is finished by the runner).
     """
     from rollback.cli.progress import LiveProgress, PlainProgress
-    from rollback.runner import execute
+    from rollback.runner import Observers, execute
 
     asks = (plan.is_destructive if confirm_first is None else confirm_first) and not dry_run
     if asks:
@@ -306,13 +314,17 @@ def run_plan(
         confirm(prompt or f"{action}?", yes=yes, action=action)
     # The CLI's main() closes (and finishes, on an error) any journal left open, releasing the run lock.
     journal = app.journal_unless(dry_run, **dict(details or {}))
+    if journal is not None and on_journal is not None:
+        on_journal(journal)
+    extra = (observer,) if observer is not None else ()
     try:
         if live:
             with LiveProgress(plan, dry_run=dry_run, show_notes=not (asks and not yes)) as display:
-                outcome = execute(plan, handlers, journal=journal, dry_run=dry_run, progress=display)
+                outcome = execute(plan, handlers, journal=journal, dry_run=dry_run,
+                                  progress=Observers(display, *extra), finish_run=finish_run)
         else:
             outcome = execute(plan, handlers, journal=journal, dry_run=dry_run,
-                              progress=PlainProgress(len(plan.steps)))
+                              progress=Observers(PlainProgress(len(plan.steps)), *extra), finish_run=finish_run)
     finally:
         if journal is not None and not app.json:
             say(f"journaled as run {journal.run_id} (rollback journal show {journal.run_id})")

@@ -350,7 +350,9 @@ def _journaled_rollbacks(journal_dir: Path, project_id: str) -> list[tuple[str, 
             continue
         for entry in run.entries:
             result = entry.get("result") or {}
-            if (entry.get("event") == "step_finished" and entry.get("step") == "vercel-rollback"
+            step_id = str(entry.get("step") or "")
+            # "vercel-rollback" of 'rollback app rollback', "app.vercel-rollback" of 'rollback run'
+            if (entry.get("event") == "step_finished" and step_id.rpartition(".")[2] == "vercel-rollback"
                     and not entry.get("dry_run") and result.get("project_id") == project_id
                     and result.get("from_deployment_id") and result.get("to_deployment_id")):
                 found.append((str(result["from_deployment_id"]), str(result["to_deployment_id"]), run.run_id))
@@ -569,11 +571,35 @@ class AppHandlers:
                 return Check(True, {"job_status": request.job_status, "seconds": 0.0}, would)
         return Check(False, {"would_poll": would}, would)
 
+    def _send_again(self, step: Step, ctx: StepContext) -> AliasRequest | None:
+        """Resuming after the job failed (aliases not moved: a fault that has cleared since), send the
+        request once more; returns the failed request (the new one must be newer), else ``None``."""
+        p = step.params
+        kind, project_id, to_id = str(p["kind"]), str(p["project_id"]), str(p["to_deployment_id"])
+        client = self.client()
+        project = client.get_project(project_id)
+        failed = project.last_alias_request
+        if (failed is None or not _ours(failed, step, kind) or failed.job_status != "failed"
+                or project.production_deployment_id == to_id):
+            return None
+        ctx.note(f"the {kind} job of the stopped run failed (requested {failed.requested}); sending the {kind} "
+                 "request again", resent=True)
+        if kind == "rollback":
+            client.request_rollback(project_id, to_id, before=failed)
+        else:
+            client.request_promote(project_id, to_id, before=failed)
+        return failed
+
     def wait_alias_job(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        """Poll ``lastAliasRequest`` until the job of the request this plan sent ends. Resumed after
+        that job failed, the request is sent once more (its step finished: the POST went out), and
+        the new job is the one waited for."""
         p = step.params
         kind, project_id, to_id, timeout = p["kind"], p["project_id"], p["to_deployment_id"], float(p["timeout"])
         client = self.client()
         before = _before(step)
+        if ctx.resuming:
+            before = self._send_again(step, ctx) or before
         started = self.clock()
         deadline = started + timeout
         interval = POLL_INTERVAL
@@ -647,7 +673,7 @@ class AppHandlers:
     def push(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         remote, branch = str(step.params["remote"]), str(step.params["branch"])
         repo = self.git(step)
-        previous = (ctx.results.get("git-revert") or {}).get("previous_head")
+        previous = (ctx.results.get(step.sibling("git-revert")) or {}).get("previous_head")
         repo.push(remote, branch, previous_head=str(previous) if previous else None)
         return {"pushed": f"{remote}/{branch}", "head": repo.head()}
 
@@ -661,7 +687,7 @@ class AppHandlers:
 
     def wait_deploy(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         timeout = float(step.params["timeout"])
-        sha = _revert_head(ctx)
+        sha = _revert_head(step, ctx)
         if sha is None:
             return {"would_wait": "for a READY production deployment of the revert commit to serve production"}
         client = self.client()
@@ -715,8 +741,8 @@ class AppHandlers:
             interval = min(interval * 1.5, 3.0)
 
 
-def _revert_head(ctx: StepContext) -> str | None:
-    result = ctx.results.get("git-revert") or {}
+def _revert_head(step: Step, ctx: StepContext) -> str | None:
+    result = ctx.results.get(step.sibling("git-revert")) or {}
     head = result.get("head")
     return str(head) if head else None
 
@@ -757,7 +783,7 @@ def _expected_version(step: Step, ctx: StepContext) -> str | None:
         return str(step.params["expected_version"])
     source = step.params.get("expected_from")
     if source:
-        head = (ctx.results.get(str(source)) or {}).get("head")
+        head = (ctx.results.get(step.sibling(str(source))) or {}).get("head")
         return str(head) if head else None
     return None
 

@@ -756,7 +756,7 @@ class DbHandlers:
         mismatches += [f"{'.'.join(m)}: missing" for m in missing]
         if mismatches:
             if step.params.get("in_place"):
-                emergency = ctx.results.get("emergency-backup") or {}
+                emergency = ctx.results.get(step.sibling("emergency-backup")) or {}
                 source = (f"the emergency backup {emergency['name']}" if emergency.get("name")
                           else "your latest backup (the emergency backup was skipped)")
                 hint = (f"the live database {name} WAS restored in place and does not match; restore it from "
@@ -780,7 +780,7 @@ class DbHandlers:
                                 "terminated_sessions": 0}, would)
         # In a dry run of 'restore --swap' the copy does not exist yet: its check-counts step only said
         # what it would do.
-        pending = "would" in (ctx.results.get("check-counts") or {})
+        pending = "would" in (ctx.results.get(step.sibling("check-counts")) or {})
         if not pending and not (self.db.comment(restored) or "").startswith(COUNTS_MATCH_MARK):
             raise UnsafePrecondition(f"the row counts of {restored} were not checked against its backup, or did "
                                      "not match", "nothing was changed; restore again with 'rollback db restore "

@@ -4,9 +4,12 @@ The decision itself is pure (:func:`rollback.decide.decide`). This module
 turns flags into :class:`~rollback.decide.Signal` values, measures the live
 ones concurrently within a budget (:func:`live_signals`): the rollback alarms,
 CloudFront ``5xxErrorRate`` and ``OriginLatency`` p95 over the last 5
-minutes, a probe of the health URLs, failed ``_prisma_migrations`` rows, and
-Vercel (is a rollback already in effect; when was production deployed). A
-source that is not configured is a signal *not measured*, with the reason.
+minutes, a probe of the health URLs, failed ``_prisma_migrations`` rows,
+data loss in the tables declared ``grow_only`` (fewer rows than in the newest
+backup: rows were deleted where they never are), and Vercel (is a rollback
+already in effect; when was production deployed). A source that is not
+configured is a signal *not measured*, with the reason (the grow-only check
+only when some table is declared grow-only).
 """
 
 from __future__ import annotations
@@ -89,6 +92,7 @@ def live_signals(config: Config, *, budget: float = LIVE_BUDGET, minutes: int = 
                 config, [("5xxErrorRate", "Average"), ("OriginLatency", "p95")], minutes=minutes, timeout=timeout),
             "health": lambda: live.probe_health(config, timeout=timeout),
             "migrations": lambda: live.failed_migrations(config, timeout=timeout),
+            "data": lambda: live.grow_only_losses(config, timeout=timeout),
             "vercel": lambda: live.production_deployment(config, timeout=timeout),
         })
     started = time.monotonic()
@@ -147,6 +151,16 @@ def live_signals(config: Config, *, budget: float = LIVE_BUDGET, minutes: int = 
         signals.append(Signal("failed_migration", bool(names), "database",
                               detail=", ".join(names) if names else "no failed migration"))
 
+    data = outcomes["data"]
+    if not data.ok:
+        if config.env.database.grow_only:
+            signals.append(_not_measured("data_loss", "database", str(data.problem)))
+    elif data.value is not None:
+        shrunk = data.value
+        detail = "; ".join(f"{s.table}: {s.rows} rows, {s.backup_rows} in backup {s.backup} (grow-only)"
+                           for s in shrunk) or "no grow-only table lost rows since the newest backup"
+        signals.append(Signal("data_loss", bool(shrunk), "database", detail=detail))
+
     vercel = outcomes["vercel"]
     if vercel.ok:
         reading.production = vercel.value
@@ -195,9 +209,11 @@ def run_decide(config: Config, flags: Flags, *, live: bool = False, changed: Seq
         reading = live_signals(config, budget=budget)
         signals.extend(reading.signals)
     production = reading.production if reading else None
+    from rollback.adapters.pulumi import cli_available
+
     ctx = Context(env=config.env_name, changed=order_layers(changed) or ("app",),
                   rollback_active=bool(production and production.rollback_active), remove_commit=remove_commit,
-                  has_pulumi=config.env.pulumi is not None)
+                  has_pulumi=config.env.pulumi is not None, pulumi_cli=cli_available())
     decision = decide(signals, ctx)
     seconds = time.monotonic() - started
     result = DecideResult(decision, seconds, live=reading)

@@ -291,6 +291,7 @@ class EdgeHandlers:
 
     adapter: EdgeAdapter
     interval: float = 15.0
+    ramp: bool = False  # poll often at first (see EdgeAdapter.wait_deployed)
 
     def handlers(self) -> dict[str, StepHandler]:
         return {"edge.associate": handler(self.associate, self.check_associate),
@@ -351,7 +352,10 @@ class EdgeHandlers:
     def check_wait(self, step: Step, ctx: StepContext) -> Check:
         timeout = float(step.params["timeout"])
         would = f"wait until distribution {step.params['distribution']} is Deployed"
-        associate = ctx.results.get("associate") or {}
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None:  # the deploy it waited for ended; a later change is another deploy's
+            return Check(True, dict(earlier), would)
+        associate = ctx.results.get(step.sibling("associate")) or {}
         # Read the status only when the associations were not just changed (or, in a dry run, to be
         # changed): right after a change the distribution is deploying, and the wait reads it anyway.
         settled = "would_update" not in associate and associate.get("changed") is not True
@@ -362,14 +366,14 @@ class EdgeHandlers:
     def wait(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         status, seconds = self.adapter.wait_deployed(str(step.params["distribution"]),
                                                      timeout=float(step.params["timeout"]), interval=self.interval,
-                                                     progress=ctx.note)
+                                                     progress=ctx.note, ramp=self.ramp)
         return {"status": status, "seconds": round(seconds, 3)}
 
     @staticmethod
     def _pin_failed(step: Step, ctx: StepContext, exc: RollbackError | OSError) -> OperationFailed:
         key, stack, value, path = (str(step.params["key"]), str(step.params["stack"]), str(step.params["value"]),
                                    str(step.params["path"]))
-        changed = ctx.results.get("associate", {})
+        changed = ctx.results.get(step.sibling("associate"), {})
         message = exc.message if isinstance(exc, RollbackError) else str(exc)
         function = str(step.params.get("function") or "the edge function")
         applied = (f"CloudFront now uses {function} version {value}"
@@ -596,6 +600,7 @@ class InvalidateHandlers:
 
     adapter: EdgeAdapter
     interval: float = 10.0
+    ramp: bool = False
 
     def handlers(self) -> dict[str, StepHandler]:
         return {"cloudfront.invalidate": handler(self.invalidate, self.check_invalidate),
@@ -618,7 +623,7 @@ class InvalidateHandlers:
         earlier = ctx.earlier.get(step.id)
         if earlier is not None:
             return Check(True, dict(earlier), would)
-        created = ctx.results.get("invalidate") or {}
+        created = ctx.results.get(step.sibling("invalidate")) or {}
         if created.get("id"):
             status = self.adapter.invalidation_status(str(step.params["distribution"]), str(created["id"]))
             if status == "Completed":
@@ -626,10 +631,10 @@ class InvalidateHandlers:
         return Check(False, {"would_wait_for": "Completed"}, would)
 
     def wait(self, step: Step, ctx: StepContext) -> dict[str, Any]:
-        invalidation_id = str(ctx.results["invalidate"]["id"])
+        invalidation_id = str(ctx.results[step.sibling("invalidate")]["id"])
         status, seconds = self.adapter.wait_invalidation(str(step.params["distribution"]), invalidation_id,
                                                          timeout=float(step.params["timeout"]),
-                                                         interval=self.interval, progress=ctx.note)
+                                                         interval=self.interval, progress=ctx.note, ramp=self.ramp)
         return {"id": invalidation_id, "status": status, "seconds": round(seconds, 3)}
 
 

@@ -631,9 +631,9 @@ def _write_sidecar(config: Config, plan_file: Path, target: StackVersion, mode: 
     return sidecar
 
 
-def _undo_hint(exc: RollbackError, ctx: StepContext) -> None:
+def _undo_hint(exc: RollbackError, step: Step, ctx: StepContext) -> None:
     """Once the config file may have changed, every failure names the command that puts it back."""
-    backup = (ctx.results.get("backup-config") or {}).get("backup")
+    backup = (ctx.results.get(step.sibling("backup-config")) or {}).get("backup")
     if backup:
         exc.hint = f"{exc.hint}; to put the previous stack config back: " \
                    f"rollback infra config-restore {shlex.quote(str(backup))}"
@@ -747,7 +747,7 @@ class StackHandlers:
             sidecar = _write_sidecar(self.config, Path(str(step.params["plan_file"])), version, "offline", None)
             return {"written": keys, "file": str(path), "sidecar": str(sidecar)}
         except RollbackError as exc:
-            _undo_hint(exc, ctx)
+            _undo_hint(exc, step, ctx)
             raise
 
     def check_preview(self, step: Step, ctx: StepContext) -> Check:
@@ -772,7 +772,7 @@ class StackHandlers:
             sidecar = _write_sidecar(self.config, plan_file, self._source("cli").find(version), "cli",
                                      result.change_summary)
         except RollbackError as exc:
-            _undo_hint(exc, ctx)
+            _undo_hint(exc, step, ctx)
             raise
         return {**result.to_dict(), "sidecar": str(sidecar)}
 

@@ -21,6 +21,7 @@ commands use.
 ``db``                 a :class:`~rollback.commands.db.DbHandlers` (its database, tools, seams)
 ``edge_interval``      seconds between CloudFront deploy polls (default 15)
 ``invalidate_interval`` seconds between invalidation polls (default 10)
+``poll_ramp``          poll CloudFront often at first, then every interval (``run``)
 ``sleep`` / ``clock``  for the app layer's watches (tests)
 =====================  ============================================================
 """
@@ -44,7 +45,9 @@ __all__ = ["FAMILIES", "family_of", "handlers_for"]
 FAMILIES: dict[str, tuple[str, ...]] = {
     "app": ("vercel.rollback", "vercel.promote", "vercel.wait_alias_job", "git.revert", "git.push",
             "vercel.wait_deploy"),
-    "verify": ("health.check",),
+    "verify": ("health.check", "verify.checklist"),
+    "run": ("run.check_world",),
+    "switch": ("vercel.switch_database", "vercel.redeploy"),
     "edge": ("edge.associate", "edge.wait", "edge.pin"),
     "invalidate": ("cloudfront.invalidate", "cloudfront.wait_invalidation"),
     "assets": ("s3.restore",),
@@ -98,22 +101,37 @@ def _app(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> di
 
 def _verify(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dict[str, Any]:
     from rollback.commands.app import HealthHandlers
+    from rollback.commands.verify import VerifyHandlers
 
-    return dict(HealthHandlers(sleep=services.get("sleep", time.sleep),
-                               clock=services.get("clock", time.monotonic)).handlers())
+    return {**HealthHandlers(sleep=services.get("sleep", time.sleep),
+                             clock=services.get("clock", time.monotonic)).handlers(),
+            **VerifyHandlers(config, sleep=services.get("sleep", time.sleep)).handlers()}
+
+
+def _run(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dict[str, Any]:
+    from rollback.commands.run import Services, WorldHandlers
+
+    return dict(WorldHandlers(Services(config, services)).handlers())
+
+
+def _switch(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dict[str, Any]:
+    from rollback.commands.run import Services, SwitchHandlers
+
+    return dict(SwitchHandlers(Services(config, services)).handlers())
 
 
 def _edge(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dict[str, Any]:
     from rollback.commands.infra_breakglass import EdgeHandlers
 
-    return dict(EdgeHandlers(adapters.edge(), interval=float(services.get("edge_interval", 15.0))).handlers())
+    return dict(EdgeHandlers(adapters.edge(), interval=float(services.get("edge_interval", 15.0)),
+                             ramp=bool(services.get("poll_ramp", False))).handlers())
 
 
 def _invalidate(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dict[str, Any]:
     from rollback.commands.infra_breakglass import InvalidateHandlers
 
-    return dict(InvalidateHandlers(adapters.edge(),
-                                   interval=float(services.get("invalidate_interval", 10.0))).handlers())
+    return dict(InvalidateHandlers(adapters.edge(), interval=float(services.get("invalidate_interval", 10.0)),
+                                   ramp=bool(services.get("poll_ramp", False))).handlers())
 
 
 def _assets(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dict[str, Any]:
@@ -138,7 +156,7 @@ def _db(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dic
 
 _BUILDERS: dict[str, Callable[[Config, Mapping[str, Any], _Adapters], dict[str, Any]]] = {
     "app": _app, "verify": _verify, "edge": _edge, "invalidate": _invalidate, "assets": _assets,
-    "stack": _stack, "db": _db,
+    "stack": _stack, "db": _db, "run": _run, "switch": _switch,
 }
 
 

@@ -28,7 +28,6 @@ from rollback.report import (
     data_loss_facts,
     impact_window,
     parse_time,
-    phase_seconds,
     reason_text,
 )
 from rollback.templating import Templates
@@ -68,61 +67,7 @@ def incidents_dir(journal_dir: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- the incident record
-# Interim reader of Contract B's record, folded into the read model that
-# rollback.incident.IncidentRecord.to_dict() prints. When the incident module
-# lands, load_incident() calls it instead; everything downstream reads the
-# read model only.
-
-
-def _read_events(path: Path) -> list[dict[str, Any]]:
-    events = []
-    with path.open("rb") as handle:
-        for raw in handle:
-            if not raw.strip():
-                continue
-            try:
-                entry = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                continue  # a torn last line (a crash mid-write)
-            if isinstance(entry, dict):
-                events.append(entry)
-    return events
-
-
-def _fold(incident_id: str, events: list[dict[str, Any]], targets: Mapping[str, float]) -> dict[str, Any]:
-    timeline: dict[str, str | None] = dict.fromkeys(
-        ("deployment_initiated", "detected", "decided", "initiated", "restored", "verified", "closed"))
-    record: dict[str, Any] = {"id": incident_id, "env": None, "drill": False, "status": "open",
-                              "timeline": timeline, "severity": None, "reasons": [], "layers": [], "options": {},
-                              "command": None, "runs": [], "verifications": [], "metrics": {},
-                              "targets": dict(targets), "events": events}
-    for event in events:
-        kind, ts = event.get("event"), event.get("ts")
-        if kind == "opened":
-            record.update(env=event.get("env"), drill=bool(event.get("drill")))
-            timeline["detected"] = event.get("detected_at") or ts
-            timeline["deployment_initiated"] = event.get("deployment_initiated_at")
-        elif kind == "decided":
-            record.update(severity=event.get("severity"), reasons=list(event.get("reasons") or []),
-                          layers=list(event.get("layers") or []), options=dict(event.get("options") or {}),
-                          command=event.get("command"))
-            timeline["decided"] = ts
-        elif kind == "run_started" and event.get("run") and event["run"] not in record["runs"]:
-            record["runs"].append(event["run"])
-        elif kind == "initiated":
-            timeline["initiated"] = timeline["initiated"] or ts
-        elif kind == "restored":
-            timeline["restored"] = timeline["restored"] or ts
-        elif kind == "verified":
-            if isinstance(event.get("document"), Mapping):
-                record["verifications"].append(event["document"])
-            if event.get("ok") and not timeline["verified"]:
-                timeline["verified"] = ts
-        elif kind == "closed":
-            record["status"] = "closed"
-            timeline["closed"] = ts
-    record["metrics"] = phase_seconds(timeline)
-    return record
+# The record is rollback.incident's (Contract B); the report reads its read model only.
 
 
 def _targets(config: Config | None) -> dict[str, float]:
@@ -134,10 +79,12 @@ def _targets(config: Config | None) -> dict[str, float]:
 
 
 def _opened_env(path: Path) -> str | None:
-    for event in _read_events(path):
-        if event.get("event") == "opened":
-            return str(event.get("env")) if event.get("env") is not None else None
-    return None
+    from rollback.incident import read_incident
+
+    try:
+        return read_incident(path).env or None
+    except BadInput:
+        return None
 
 
 def find_incident(directory: Path, ref: str | None = None, *, env: str | None = None) -> Path:
@@ -164,8 +111,11 @@ def find_incident(directory: Path, ref: str | None = None, *, env: str | None = 
 
 
 def load_incident(path: Path, config: Config | None = None) -> dict[str, Any]:
-    """The incident's read model (Contract B) from its file."""
-    return _fold(path.name.removesuffix(SUFFIX), _read_events(path), _targets(config))
+    """The incident's read model (Contract B, :meth:`rollback.incident.IncidentRecord.to_dict`) from its file,
+    with the environment's targets."""
+    from rollback.incident import read_incident
+
+    return read_incident(path).to_dict(_targets(config))
 
 
 # --------------------------------------------------------------------------- measurements

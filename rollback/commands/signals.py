@@ -31,10 +31,12 @@ __all__ = [
     "alarm_names",
     "cloudfront_metric",
     "cloudfront_metrics",
+    "cloudfront_newest",
     "cloudwatch",
     "distribution_id",
     "failed_migrations",
     "gather",
+    "grow_only_losses",
     "probe_health",
     "production_deployment",
     "read_alarms",
@@ -180,19 +182,30 @@ def distribution_id(config: Config) -> str:
 
 
 def cloudfront_metric(config: Config, metric: str, stat: str, *, minutes: float, timeout: float,
-                      distribution: str | None = None) -> MetricWindow:
+                      distribution: str | None = None, since: dt.datetime | None = None) -> MetricWindow:
     return cloudfront_metrics(config, [(metric, stat)], minutes=minutes, timeout=timeout,
-                              distribution=distribution)[0]
+                              distribution=distribution, since=since)[0]
 
 
 def cloudfront_metrics(config: Config, wanted: list[tuple[str, str]], *, minutes: float, timeout: float,
-                       distribution: str | None = None) -> list[MetricWindow]:
-    """Several CloudFront ``(metric, stat)`` of the distribution over the last ``minutes``, in one call."""
+                       distribution: str | None = None, since: dt.datetime | None = None) -> list[MetricWindow]:
+    """Several CloudFront ``(metric, stat)`` of the distribution over the last ``minutes`` (or since
+    ``since``, when that is later), in one call."""
     from rollback.adapters.cloudwatch import cloudfront_dimensions
 
     chosen = distribution or distribution_id(config)
     return cloudwatch(config, timeout=timeout).statistics("AWS/CloudFront", wanted, cloudfront_dimensions(chosen),
-                                                          minutes=minutes)
+                                                          minutes=minutes, since=since)
+
+
+def cloudfront_newest(config: Config, metric: str, stat: str, *, minutes: float, timeout: float,
+                      distribution: str | None = None) -> MetricWindow:
+    """The newest one-minute datapoint of a CloudFront metric in the last ``minutes``."""
+    from rollback.adapters.cloudwatch import cloudfront_dimensions
+
+    chosen = distribution or distribution_id(config)
+    return cloudwatch(config, timeout=timeout).newest("AWS/CloudFront", metric, stat, cloudfront_dimensions(chosen),
+                                                      minutes=minutes)
 
 
 # ------------------------------------------------------------------------------------------ HTTP
@@ -228,6 +241,47 @@ def failed_migrations(config: Config, *, timeout: float) -> list[str] | None:
         if not prisma.is_managed():
             return None
         return [m.name for m in prisma.all() if m.status == "failed"]
+
+
+@dataclass(frozen=True)
+class Shrunk:
+    """A grow-only table with fewer rows than in the newest backup: rows were deleted (data loss)."""
+
+    table: str
+    rows: int
+    backup_rows: int
+    backup: str
+
+
+def grow_only_losses(config: Config, *, timeout: float) -> list[Shrunk] | None:
+    """The ``database.grow_only`` tables (rows are never deleted there) that now hold fewer rows than in
+    the newest backup that is not an emergency one; ``None`` when no table is declared grow-only."""
+    settings = config.env.database
+    if not settings.grow_only:
+        return None
+    url = config.database_url()
+    if not url:
+        raise NotConfigured(f"{settings.url_env} is not set")
+    from rollback.adapters.postgres import Database, Target, db_errors
+    from rollback.commands.db import list_backups
+
+    backups = [b for b in list_backups(config.backups_dir) if "error" not in b and b.get("kind") != "emergency"]
+    if not backups:
+        raise NotConfigured(f"no backup in {config.backups_dir} to compare the grow-only tables with")
+    newest = backups[0]
+    counted = {str(t["name"]) if t.get("schema") in (None, "public") else f"{t['schema']}.{t['name']}": int(t["rows"])
+               for t in newest.get("tables", []) if isinstance(t, dict)}
+    db = Database(Target.from_url(url), connect_timeout=max(1, round(timeout)))
+    found: list[Shrunk] = []
+    with db.connect() as conn, db_errors("counting the grow-only tables"):
+        for table in settings.grow_only:
+            if table not in counted:
+                continue
+            schema, _, name = table.rpartition(".")
+            rows = db.table_counts(conn=conn, tables=[(schema or "public", name)])[0].rows
+            if rows < counted[table]:
+                found.append(Shrunk(table, rows, counted[table], str(newest.get("name"))))
+    return found
 
 
 # ------------------------------------------------------------------------------------------ Vercel

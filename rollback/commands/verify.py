@@ -18,6 +18,16 @@ source is not configured: never a silent pass). Groups follow the runbook:
 - **Monitoring**: every rollback alarm OK; metrics still arriving (a
   CloudFront datapoint in the last 10 minutes).
 
+The CloudFront rates judge the minutes *since the service was restored*
+when that time is known (``since``): a standalone ``rollback verify`` reads
+it from the open incident's ``restored`` event (which ``rollback run``
+writes); the checklist at the end of ``rollback run`` judges the time since
+the run's last layer was rolled back (never before ``restored``). The window
+is never longer than the last 5 minutes; when no datapoint has arrived in it
+yet, the newest datapoint is judged. A plain 5-minute average would still
+hold the bad minutes before the rollback, so a rollback could not verify
+within minutes of its end.
+
 Sources are measured concurrently. The document is Contract C (see
 ``rollback verify --json`` in the README).
 """
@@ -31,17 +41,20 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rollback.errors import BadInput, RollbackError
+from rollback.errors import BadInput, ChecksFailed, RollbackError
 from rollback.redact import redact_text
 
 if TYPE_CHECKING:
     import httpx
 
     from rollback.config import Config
+    from rollback.plan import Step
+    from rollback.runner import Check, StepContext, StepHandler
 
-__all__ = ["GROUPS", "Item", "VerifyResult", "verify", "verify_once"]
+__all__ = ["GROUPS", "Item", "VerifyHandlers", "VerifyResult", "checklist_step", "verify", "verify_once"]
 
 GROUPS = ("Service health", "Critical flows", "Data integrity", "Performance", "Monitoring")
 PASS, FAIL, UNMEASURED = "pass", "fail", "not measured"
@@ -62,6 +75,10 @@ class Item:
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "group": self.group, "name": self.name, "status": self.status, "value": self.value,
                 "threshold": self.threshold, "detail": self.detail}
+
+
+def iso_seconds(moment: dt.datetime) -> str:
+    return moment.astimezone(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _unmeasured(item_id: str, group: str, name: str, why: str, threshold: str = "") -> Item:
@@ -254,11 +271,17 @@ def performance_items(config: Config) -> list[Item]:
 # ------------------------------------------------------------------------------------------ AWS items
 
 
-def cloudfront_items(config: Config) -> list[Item]:
+def cloudfront_items(config: Config, since: dt.datetime | None = None) -> list[Item]:
+    """The CloudFront items; the rates over the last ``metrics_minutes``, or since ``since`` when later."""
     from rollback.commands import signals
 
     verify_settings = config.env.verify
     minutes = verify_settings.metrics_minutes
+    if since is not None and since >= dt.datetime.now(dt.UTC) - dt.timedelta(minutes=minutes):
+        restored = since.astimezone(dt.UTC)
+    else:
+        restored = None  # restored longer ago than the window: the window is all after it
+    span = f"since restored {restored.strftime('%H:%M:%S')}Z" if restored else f"{minutes} min"
     error_threshold = f"< {verify_settings.error_rate_percent:g} %"
     cache_threshold = f"> {verify_settings.cache_hit_percent:g} %"
     fresh_threshold = f"newest < {verify_settings.fresh_minutes} min old"
@@ -266,9 +289,9 @@ def cloudfront_items(config: Config) -> list[Item]:
         distribution = signals.distribution_id(config)
     except signals.NotConfigured as exc:
         why = str(exc)
-        return [_unmeasured("cdn.5xx-rate", "Service health", f"CloudFront 5xx error rate ({minutes:g} min)", why,
+        return [_unmeasured("cdn.5xx-rate", "Service health", f"CloudFront 5xx error rate ({span})", why,
                             error_threshold),
-                _unmeasured("cdn.cache-hit-rate", "Performance", f"CloudFront cache hit rate ({minutes:g} min)", why,
+                _unmeasured("cdn.cache-hit-rate", "Performance", f"CloudFront cache hit rate ({span})", why,
                             cache_threshold),
                 _unmeasured("metrics.arriving", "Monitoring", "metrics being collected", why, fresh_threshold)]
 
@@ -276,19 +299,30 @@ def cloudfront_items(config: Config) -> list[Item]:
              good: Callable[[float], bool]) -> Item:
         try:
             window = signals.cloudfront_metric(config, metric, "Average", minutes=minutes, timeout=AWS_TIMEOUT,
-                                               distribution=distribution)
+                                               distribution=distribution, since=restored)
+            detail = f"{metric} average over {window.datapoints} minute(s), distribution {distribution}"
+            if restored is not None:
+                detail = (f"{metric} average since the service was restored ({iso_seconds(restored)}), "
+                          f"{window.datapoints} datapoint minute(s), distribution {distribution}")
+                if window.value is None:
+                    # Nothing since the restore yet: judge the newest datapoint (at least one).
+                    window = signals.cloudfront_newest(config, metric, "Average", minutes=minutes,
+                                                       timeout=AWS_TIMEOUT, distribution=distribution)
+                    detail = (f"no {metric} datapoint since the service was restored ({iso_seconds(restored)}) "
+                              f"yet: the newest one"
+                              + (f" ({iso_seconds(window.newest)})" if window.newest else "")
+                              + f", distribution {distribution}")
         except RollbackError as exc:
             return Item(item_id, group, name, FAIL, "", threshold, _clip(exc.message))
         if window.value is None:
             return _unmeasured(item_id, group, name, f"no {metric} datapoints for {distribution} in the last "
-                               f"{minutes:g} min", threshold)
-        return Item(item_id, group, name, _verdict(good(window.value)), f"{window.value:.2f} %", threshold,
-                    f"{metric} average over the last {minutes:g} min, distribution {distribution}")
+                               f"{minutes} min", threshold)
+        return Item(item_id, group, name, _verdict(good(window.value)), f"{window.value:.2f} %", threshold, detail)
 
     items = [
-        rate("cdn.5xx-rate", "Service health", f"CloudFront 5xx error rate ({minutes:g} min)", "5xxErrorRate",
+        rate("cdn.5xx-rate", "Service health", f"CloudFront 5xx error rate ({span})", "5xxErrorRate",
              error_threshold, lambda v: v < verify_settings.error_rate_percent),
-        rate("cdn.cache-hit-rate", "Performance", f"CloudFront cache hit rate ({minutes:g} min)", "CacheHitRate",
+        rate("cdn.cache-hit-rate", "Performance", f"CloudFront cache hit rate ({span})", "CacheHitRate",
              cache_threshold, lambda v: v > verify_settings.cache_hit_percent),
     ]
     fresh = verify_settings.fresh_minutes
@@ -415,8 +449,9 @@ class VerifyResult:
 
 
 def verify_once(config: Config, *, baseline: str | None = None, expect_version: str | None = None,
-                strict: bool = False) -> dict[str, Any]:
-    """Measure every checklist item once; the Contract C document."""
+                strict: bool = False, since: dt.datetime | None = None) -> dict[str, Any]:
+    """Measure every checklist item once; the Contract C document. ``since``: when the service was
+    restored (the CloudFront rates judge the minutes after it)."""
     from rollback.commands import signals
     from rollback.incident import iso
 
@@ -437,7 +472,7 @@ def verify_once(config: Config, *, baseline: str | None = None, expect_version: 
         "smoke": lambda: [smoke_item(config)],
         "database": lambda: database_items(config, baseline),
         "performance": lambda: performance_items(config),
-        "cloudfront": lambda: cloudfront_items(config),
+        "cloudfront": lambda: cloudfront_items(config, since),
         "alarms": lambda: alarm_items(config),
     }
     budget = HTTP_BUDGET + (config.env.verify.smoke_timeout if config.env.verify.smoke else 0)
@@ -455,6 +490,7 @@ def verify_once(config: Config, *, baseline: str | None = None, expect_version: 
     unmeasured = [i for i in items if i.status == UNMEASURED]
     ok = not failed and not (strict and unmeasured)
     return {"ok": ok, "strict": strict, "env": config.env_name, "checked_at": iso(checked_at),
+            "since": iso(since) if since is not None else None,
             "seconds": round(time.monotonic() - started, 3), "items": [i.to_dict() for i in items],
             "summary": {"pass": sum(1 for i in items if i.status == PASS), "fail": len(failed),
                         "not_measured": len(unmeasured)}}
@@ -467,18 +503,28 @@ _GROUP_OF = {"service": "Service health", "flows": "Critical flows", "smoke": "C
 
 def verify(config: Config, *, baseline: str | None = None, expect_version: str | None = None, strict: bool = False,
            wait: float = 0.0, interval: float = 10.0, progress: Callable[[str], None] | None = None,
-           incident: str | None = None, record: bool = True,
+           incident: str | None = None, record: bool = True, since: dt.datetime | None = None,
            sleep: Callable[[float], None] = time.sleep) -> VerifyResult:
     """Verify; with ``wait`` re-check until every item passes or the time is up. Records ``verified``
-    on the environment's open incident (or ``incident``)."""
+    on the environment's open incident (or ``incident``).
+
+    ``since`` (when the service was restored) defaults to the incident's ``restored`` time, so the
+    CloudFront rates judge the minutes after the rollback (see the module's docstring)."""
     from rollback.commands import incident as incidents
 
-    log = incidents.attach(config, incident) if record else None
+    log = incidents.attach(config, incident) if (record or since is None) else None
+    if since is None and log is not None:
+        from rollback.incident import parse_ts, read_incident
+
+        since = parse_ts(read_incident(log.path).timeline().get("restored"))
+    if not record:
+        log = None
     deadline = time.monotonic() + max(0.0, wait)
     rounds = 0
     while True:
         rounds += 1
-        document = verify_once(config, baseline=baseline, expect_version=expect_version, strict=strict)
+        document = verify_once(config, baseline=baseline, expect_version=expect_version, strict=strict,
+                               since=since)
         left = deadline - time.monotonic()
         if document["ok"] or left <= 0:
             break
@@ -495,3 +541,73 @@ def verify(config: Config, *, baseline: str | None = None, expect_version: str |
         log.write("verified", ok=document["ok"], strict=strict, document=document)
     return VerifyResult(document)
 
+
+
+# ------------------------------------------------------------------------------------------ as a plan step
+
+
+def checklist_step(config: Config, *, step_id: str = "checklist", incident: str | None = None,
+                   baseline: str | None = None, expect_version: str | None = None, wait: float | None = None,
+                   interval: float = 3.0, strict: bool = False) -> Step:
+    """The post-rollback checklist as the last step of a plan (``rollback run``): re-checked until every
+    item passes or ``wait`` (default: the environment's verify target) is up; a failure is exit 3."""
+    from rollback.plan import Step
+
+    budget = float(wait if wait is not None else config.env.targets.verify * 60)
+    shown = f" (rows against {Path(baseline).name.removesuffix('.manifest.json')})" if baseline else ""
+    return Step(id=step_id, action="verify.checklist", target=f"env {config.env_name}", layer="verify",
+                summary=f"post-rollback checklist{shown}, re-checked for up to {budget / 60:g} min until every "
+                        "item passes",
+                params={"incident": incident, "baseline": baseline, "expect_version": expect_version,
+                        "wait": budget, "interval": interval, "strict": strict})
+
+
+@dataclass
+class VerifyHandlers:
+    """The ``verify.checklist`` step: :func:`verify` with the step's params; records ``verified`` on
+    the incident. Its check never finds it done in a fresh run (a verification is a measurement
+    of now); resumed, a checklist that passed in the stopped run is done."""
+
+    config: Config
+    sleep: Callable[[float], None] = time.sleep
+
+    def handlers(self) -> dict[str, StepHandler]:
+        from rollback.runner import handler
+
+        return {"verify.checklist": handler(self.run, self.check)}
+
+    def check(self, step: Step, ctx: StepContext) -> Check:
+        from rollback.runner import Check
+
+        would = f"run the post-rollback checklist of env {self.config.env_name}"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None and earlier.get("ok"):
+            return Check(True, dict(earlier), would)
+        return Check(False, {"would_check": self.config.env_name}, would)
+
+    def run(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        p = step.params
+        # The rates judge the time since every layer of the run was rolled back: this moment, which is
+        # never before the incident's "restored" (the errors of a layer still rolling back after the app
+        # came back were real, but they are over; a verification says what the service is like now).
+        since = dt.datetime.now(dt.UTC)
+        result = verify(self.config, baseline=p.get("baseline"), expect_version=p.get("expect_version"),
+                        strict=bool(p.get("strict")), wait=float(p.get("wait") or 0.0),
+                        interval=float(p.get("interval") or 3.0), progress=ctx.note, incident=p.get("incident"),
+                        since=since, sleep=self.sleep)
+        document = result.document
+        summary = document["summary"]
+        items = [{"id": i["id"], "status": i["status"], "value": i["value"]} for i in document["items"]]
+        compact = {"ok": result.ok, "summary": summary, "rounds": document.get("rounds"),
+                   "checked_at": document["checked_at"], "since": document.get("since"),
+                   "incident": document.get("incident"), "items": items}
+        if not result.ok:
+            failing = [i for i in document["items"] if i["status"] == FAIL
+                       or (document["strict"] and i["status"] == UNMEASURED)]
+            raise ChecksFailed(
+                f"verification failed: {len(failing)} checklist item(s) did not pass within "
+                f"{float(p.get('wait') or 0):g} s: " + "; ".join(f"{i['name']} = {i['value'] or i['detail']}"
+                                                                 for i in failing[:5]),
+                "see 'rollback verify' for every item; once they pass, 'rollback verify' records it on the incident",
+                checks=items, document=compact)
+        return compact

@@ -391,7 +391,10 @@ class Monitor:
 
     def publish(self, world: dict[str, Any], measured: Measurement, values: dict[str, float]) -> None:
         aws = world["aws"]
-        now = dt.datetime.now(dt.UTC)
+        # As CloudFront does, a datapoint carries the start of the period its requests were sent in (the
+        # measurement covers requests that started window + settle seconds ago and later), never the
+        # moment it is published: a window of datapoints from a time on holds no request made before it.
+        now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.window + self.settle)
         cdn = [{"Name": "DistributionId", "Value": aws["distribution_id"]}, {"Name": "Region", "Value": "Global"}]
         latencies = measured.latencies_ms[-150:] or [values["OriginLatency"]]
         data: list[dict[str, Any]] = [

@@ -32,6 +32,15 @@ Admin endpoints (no auth, loopback only; not part of Vercel's API):
 - ``POST /_admin/deployments`` ``{"project": "demo", "sha": "...", "ready_after": 1, "healthy": true}``: what a
   git push does (a production deployment that builds, then takes the domains unless a rollback paused that)
 
+Environment variables and redeploys, as Vercel documents them (the OpenAPI subset in
+``/work/shared/fixtures/vercel/openapi-subset.json`` does not include these operations, so their
+shapes follow Vercel's REST API reference): ``GET /v10/projects/{idOrName}/env`` (values shown
+only with ``decrypt=true``, never for ``sensitive`` ones), ``GET /v1/projects/{idOrName}/env/{id}``
+(the decrypted value), ``POST /v10/projects/{idOrName}/env`` (``upsert=true`` replaces),
+``PATCH /v9/projects/{idOrName}/env/{id}``, and ``POST /v13/deployments`` with ``name`` and
+``deploymentId`` (a redeploy: a new deployment of the same source, built with the variables as they
+are now; it builds for half a second, then takes the production domains unless a rollback paused that).
+
 A stand-in for the app itself is served at ``/_app/<project>/``: ``/``,
 ``/api/health`` and ``/api/version`` answer for the deployment currently
 serving production (``/api/version`` gives its commit sha).
@@ -192,6 +201,67 @@ def _job_aliases(state: EmulatorState, match: re.Match[str], query: Query, body:
     else:  # the shape Vercel's CLI reads from /v9: alias is an object
         aliases = [{"status": status, "alias": {"alias": alias, "deploymentId": dep}} for alias, status, dep in rows]
     return 200, {"aliases": aliases, "pagination": {"count": len(aliases), "next": None, "prev": None}}
+
+
+# ------------------------------------------------------- environment variables
+def _env_body(env: Any, *, decrypt: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"type": env.type, "key": env.key, "target": list(env.target), "id": env.id,
+                            "createdAt": env.created_at, "updatedAt": env.updated_at, "configurationId": None,
+                            "gitBranch": env.git_branch}
+    readable = env.type != "sensitive"
+    if decrypt and readable:
+        body.update(value=env.value, decrypted=True)
+    elif env.type == "plain":
+        body["value"] = env.value
+    else:
+        body.update(value="" if env.type == "sensitive" else "encrypted:" + fake_id("enc", env.value, 32),
+                    decrypted=False)
+    return body
+
+
+@route("GET", r"/v10/projects/(?P<project>[^/]+)/env")
+def _list_env(state: EmulatorState, match: re.Match[str], query: Query, body: Any) -> Response:
+    decrypt = query.get("decrypt", "").lower() == "true"
+    envs = [_env_body(e, decrypt=decrypt) for e in state.envs_of(match["project"])]
+    return 200, {"envs": envs, "pagination": {"count": len(envs), "next": None, "prev": None}}
+
+
+@route("GET", r"/v1/projects/(?P<project>[^/]+)/env/(?P<env>[^/]+)")
+def _get_env(state: EmulatorState, match: re.Match[str], query: Query, body: Any) -> Response:
+    return 200, _env_body(state.env(match["project"], match["env"]), decrypt=True)
+
+
+@route("POST", r"/v10/projects/(?P<project>[^/]+)/env")
+def _create_env(state: EmulatorState, match: re.Match[str], query: Query, body: Any) -> Response:
+    items = body if isinstance(body, list) else [body] if isinstance(body, dict) else []
+    if not items:
+        raise ApiFailure(400, "bad_request", "Invalid request: the body must be a variable or a list of them")
+    upsert = query.get("upsert", "").lower() == "true"
+    created = [_env_body(state.create_env(match["project"], dict(item), upsert=upsert), decrypt=False)
+               for item in items if isinstance(item, dict)]
+    return 201, {"created": created[0] if len(created) == 1 else created, "failed": []}
+
+
+@route("PATCH", r"/v9/projects/(?P<project>[^/]+)/env/(?P<env>[^/]+)")
+def _edit_env(state: EmulatorState, match: re.Match[str], query: Query, body: Any) -> Response:
+    if not isinstance(body, dict):
+        raise ApiFailure(400, "bad_request", "Invalid request: the body must be an object")
+    return 200, _env_body(state.edit_env(match["project"], match["env"], body), decrypt=False)
+
+
+@route("POST", r"/v13/deployments")
+def _create_deployment(state: EmulatorState, match: re.Match[str], query: Query, body: Any) -> Response:
+    data = body if isinstance(body, dict) else {}
+    if not isinstance(data.get("name"), str) or not data["name"]:
+        raise ApiFailure(400, "bad_request", "Invalid request: missing required property `name`")
+    if not isinstance(data.get("deploymentId"), str):
+        # Only redeploys: a file or git-source deployment needs uploads the emulator does not take.
+        raise ApiFailure(400, "bad_request", "Invalid request: the emulator only redeploys (pass `deploymentId`)")
+    target = data.get("target")
+    dep = state.redeploy(data["name"], data["deploymentId"],
+                         target=str(target) if target in ("production", "staging") else None)
+    with state.lock:
+        return 200, shapes.deployment_v13(state, dep)
 
 
 # ---------------------------------------------------------------- the app
@@ -372,15 +442,24 @@ def _production(state: EmulatorState, project_ref: str) -> dict[str, Any]:
         return {"project": project.id, "name": project.name, "deployment": served}
 
 
+def _host_of(value: str) -> str:
+    """What the admin view shows of a variable: a URL's host (never its password), else ``***``."""
+    parts = urlsplit(value)
+    return parts.hostname or "***" if parts.scheme else "***"
+
+
 def _snapshot(state: EmulatorState) -> dict[str, Any]:
     with state.lock:
         state.list_deployments()  # advance jobs and builds
         return {
             "projects": [{"id": p.id, "name": p.name, "production": p.production_id, "domains": p.domains,
-                          "autoAssignPaused": p.auto_assign_paused, "lastAliasRequest": p.last_alias_request}
+                          "autoAssignPaused": p.auto_assign_paused, "lastAliasRequest": p.last_alias_request,
+                          "envHosts": {e.key: _host_of(e.value) for e in p.envs}}
                          for p in state.projects.values()],
             "deployments": [{"id": d.id, "url": d.url, "target": d.target, "state": d.state, "sha": d.sha,
-                             "createdAt": d.created_at, "healthy": d.healthy} for d in state.deployments.values()],
+                             "createdAt": d.created_at, "healthy": d.healthy, "redeployOf": d.redeploy_of,
+                             "envHosts": {k: _host_of(v) for k, v in d.env.items()}}
+                            for d in state.deployments.values()],
             "aliases": {a.alias: a.deployment_id for a in state.aliases.values()},
             "aliasRequests": list(state.alias_history),
             "jobSeconds": state.job_seconds,

@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "DEMO_DATABASE_URL",
     "AliasJob",
     "ApiFailure",
     "DemoIds",
     "EmulatorState",
     "FaultRule",
     "SimDeployment",
+    "SimEnv",
     "SimProject",
 ]
 
@@ -83,6 +85,8 @@ class SimDeployment:
     healthy: bool = True
     ready_after: float = 0.0  # seconds after creation when a BUILDING deployment becomes READY
     created_mono: float = field(default_factory=time.monotonic)
+    env: dict[str, str] = field(default_factory=dict)  # the production variables it was built with
+    redeploy_of: str | None = None
 
 
 @dataclass
@@ -95,6 +99,21 @@ class SimProject:
     auto_assign_paused: bool = False
     created_at: int = field(default_factory=now_ms)
     last_alias_request: dict[str, Any] | None = None
+    envs: list[SimEnv] = field(default_factory=list)
+
+
+@dataclass
+class SimEnv:
+    """A project environment variable (``GET /v10/projects/{idOrName}/env``)."""
+
+    id: str
+    key: str
+    value: str
+    type: str  # plain | encrypted | sensitive | secret | system
+    target: list[str]
+    created_at: int = field(default_factory=now_ms)
+    updated_at: int = field(default_factory=now_ms)
+    git_branch: str | None = None
 
 
 @dataclass
@@ -171,6 +190,8 @@ class DemoIds:
 
 
 DEMO = DemoIds()
+# The demo project's DATABASE_URL on Vercel (a throwaway value: the emulator serves no database).
+DEMO_DATABASE_URL = "postgresql://app:demo-password@demo-db.cluster.internal:5432/app"
 
 
 class EmulatorState:
@@ -237,6 +258,11 @@ class EmulatorState:
             )
         project.production_id = DEMO.current
         self._point_domains(project, DEMO.current)
+        project.envs.append(SimEnv(id=fake_id("env", "demo-database-url", 16), key="DATABASE_URL",
+                                   value=DEMO_DATABASE_URL, type="encrypted", target=["production", "preview"],
+                                   created_at=base - 30 * 86400_000, updated_at=base - 30 * 86400_000))
+        for dep in self.deployments.values():
+            dep.env = {"DATABASE_URL": DEMO_DATABASE_URL}
 
     def _point_domains(self, project: SimProject, deployment_id: str, only: Iterable[str] | None = None) -> None:
         stamp = now_ms()
@@ -447,6 +473,69 @@ class EmulatorState:
                 rows.append((domain, status, alias.deployment_id if alias else job.to_id))
             return rows
 
+    # ------------------------------------------------------ environment variables
+    def envs_of(self, project_ref: str) -> list[SimEnv]:
+        with self.lock:
+            return list(self.project(project_ref).envs)
+
+    def env(self, project_ref: str, env_id: str) -> SimEnv:
+        with self.lock:
+            for env in self.project(project_ref).envs:
+                if env.id == env_id:
+                    return env
+            raise ApiFailure(404, "not_found", "Environment Variable was not found")
+
+    def edit_env(self, project_ref: str, env_id: str, changes: dict[str, Any]) -> SimEnv:
+        """``PATCH /v9/projects/{idOrName}/env/{id}``: change the given fields."""
+        with self.lock:
+            env = self.env(project_ref, env_id)
+            if "key" in changes and changes["key"] is not None:
+                env.key = str(changes["key"])
+            if "value" in changes and changes["value"] is not None:
+                env.value = str(changes["value"])
+            if "type" in changes and changes["type"] is not None:
+                env.type = str(changes["type"])
+            if "target" in changes and changes["target"] is not None:
+                env.target = [str(t) for t in changes["target"]]
+            env.updated_at = now_ms()
+            return env
+
+    def create_env(self, project_ref: str, item: dict[str, Any], *, upsert: bool) -> SimEnv:
+        """``POST /v10/projects/{idOrName}/env``: one variable (an existing key and target with ``upsert``)."""
+        with self.lock:
+            project = self.project(project_ref)
+            key, value = item.get("key"), item.get("value")
+            if not isinstance(key, str) or not key or not isinstance(value, str):
+                raise ApiFailure(400, "bad_request", "Invalid request: `key` and `value` are required")
+            target = [str(t) for t in item.get("target") or ["production", "preview", "development"]]
+            for env in project.envs:
+                if env.key == key and set(env.target) & set(target):
+                    if not upsert:
+                        raise ApiFailure(400, "ENV_ALREADY_EXISTS",
+                                         f"A variable with the name `{key}` already exists for the target")
+                    env.value, env.target, env.updated_at = value, target, now_ms()
+                    env.type = str(item.get("type") or env.type)
+                    return env
+            env = SimEnv(id=fake_id("env", f"{project.id}-{key}-{now_ms()}", 16), key=key, value=value,
+                         type=str(item.get("type") or "encrypted"), target=target)
+            project.envs.append(env)
+            return env
+
+    def redeploy(self, name: str, deployment_ref: str, *, target: str | None,
+                 ready_after: float = 0.5) -> SimDeployment:
+        """``POST /v13/deployments`` with ``deploymentId``: a new build of that deployment's source, with
+        the project's variables as they are now."""
+        with self.lock:
+            source = self.deployment(deployment_ref)
+            project = self.projects[source.project_id]
+            if name not in (project.name, project.id):
+                raise ApiFailure(400, "bad_request", f"The deployment {source.id} belongs to project "
+                                 f"{project.name}, not {name}")
+            dep = self.create_deployment(project.id, sha=source.sha, message=source.message, ref=source.ref,
+                                         target=target, ready_after=ready_after, healthy=source.healthy)
+            dep.redeploy_of = source.id
+            return dep
+
     # ------------------------------------------------------ git-push deploys
     def create_deployment(self, project_ref: str, *, sha: str, message: str = "", ref: str = "main",
                           target: str | None = "production", ready_after: float = 0.0,
@@ -460,7 +549,8 @@ class EmulatorState:
             dep = SimDeployment(id=dep_id, project_id=project.id, name=project.name,
                                 url=f"{project.name}-{dep_id[4:13].lower()}-{DEMO.team_slug}.vercel.app",
                                 target=target, state=state, created_at=created, sha=sha, message=message,
-                                ref=ref, ready_after=ready_after, healthy=healthy)
+                                ref=ref, ready_after=ready_after, healthy=healthy,
+                                env={e.key: e.value for e in project.envs if (target or "preview") in e.target})
             self.deployments[dep.id] = dep
             self._advance()
             return dep

@@ -86,7 +86,7 @@ def test_up_twice_reuses_then_down_leaves_nothing(directory: Path) -> None:
     assert json.loads(down.stdout)["was_running"] is True
     assert_nothing_left(state)
     assert not (directory / "sandbox.json").exists()
-    assert rollback("sandbox", "status", "--dir", str(directory)).returncode == 1
+    assert rollback("sandbox", "status", "--dir", str(directory)).returncode == 3
     repeat = rollback("sandbox", "down", "--dir", str(directory))
     assert repeat.returncode == 0 and "no sandbox was running" in repeat.stdout
 

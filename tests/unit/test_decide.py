@@ -64,7 +64,7 @@ def test_matrix(signals: list[Signal], severity: str | None, layers: tuple[str, 
     if severity is None:
         assert decision.reasons == () and decision.command is None
     elif layers:
-        assert decision.command == run_command("production", severity, layers)
+        assert decision.command == run_command("production", severity, layers, decision.options)
     else:
         assert decision.command is None  # P3: fix forward
 

@@ -100,21 +100,24 @@ FRAGMENTS = ["x", " ", "://", ":", "/", "@", "a", "password", "=", "'", '"', "\\
 
 
 def _best_of(runs: int, func: Any) -> float:
+    # CPU time of this process, the best of several runs: what other processes on a loaded machine do moves
+    # wall-clock time far more than it moves this.
     best = float("inf")
     for _ in range(runs):
-        started = time.perf_counter()
+        started = time.process_time()
         func()
-        best = min(best, time.perf_counter() - started)
+        best = min(best, time.process_time() - started)
     return best
 
 
 @settings(max_examples=25, deadline=None)
 @given(unit=st.lists(st.sampled_from(FRAGMENTS), min_size=1, max_size=6).map("".join))
 def test_redaction_time_grows_linearly_with_the_text(unit: str) -> None:
-    """A measure of scaling, not a wall-clock limit: 4x the text may cost at most ~4x the time
-    (a quadratic pattern costs 16x). The absolute figures are in bench/redact.py."""
-    small = (unit * (25_000 // len(unit) + 1))[:25_000]
-    large = (unit * (100_000 // len(unit) + 1))[:100_000]
-    t_small = _best_of(3, lambda: redact_text(small))
-    t_large = _best_of(3, lambda: redact_text(large))
-    assert t_large < 9 * t_small + 0.005, (unit, t_small, t_large)
+    """A measure of scaling, not a wall-clock limit: 16x the text may cost at most ~3x of 16x the time
+    (linear costs 16x, a quadratic pattern 256x: the bound sits far from both). The absolute figures
+    are in bench/redact.py."""
+    small = (unit * (16_000 // len(unit) + 1))[:16_000]
+    large = (unit * (256_000 // len(unit) + 1))[:256_000]
+    t_small = _best_of(5, lambda: redact_text(small))
+    t_large = _best_of(5, lambda: redact_text(large))
+    assert t_large < 48 * t_small + 0.01, (unit, t_small, t_large)

@@ -1,0 +1,554 @@
+"""``rollback run`` and ``rollback resume``: one plan across layers, journaled, with the incident kept.
+
+Parsing and presentation; the plan is built by :mod:`rollback.commands.run` and
+executed through :func:`rollback.cli.support.run_plan` like every other command.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from rollback.cli.support import (
+    AppContext,
+    common_options,
+    dry_run_option,
+    echo,
+    emit,
+    pass_app,
+    say,
+    yes_option,
+)
+from rollback.errors import BadInput, Interrupted, RollbackError, UnsafePrecondition
+
+if TYPE_CHECKING:
+    from rollback.commands.run import RunPlan, RunRequest, RunTracker
+    from rollback.config import Config
+    from rollback.decide import Decision
+    from rollback.incident import IncidentLog
+    from rollback.journal import Journal
+    from rollback.plan import Plan
+    from rollback.runner import ExecutionResult
+
+__all__ = ["resume", "run"]
+
+SEVERITIES = ("P0", "P1", "P2", "P3")
+NOTIFY_CLOSE_SECONDS = 5.0
+
+
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    if value is not None and (not math.isfinite(value) or value < 0):
+        raise click.BadParameter("must be a finite number >= 0")
+    return value
+
+
+def _status_of(exc: BaseException) -> tuple[str, int]:
+    from rollback.errors import Refused
+
+    if isinstance(exc, (KeyboardInterrupt, Interrupted)):
+        return "interrupted", 130
+    if isinstance(exc, Refused):
+        return "refused", exc.exit_code
+    if isinstance(exc, RollbackError):
+        return "failed", exc.exit_code
+    return "failed", 1
+
+
+def _layers_and_targets(decision_layers: list[str], options: dict[str, str]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The ``--layers`` and ``--to`` of the ``rollback run`` a decision recommends (decide's own mapping)."""
+    from rollback.decide import _command_layers
+
+    layers, targets = _command_layers(decision_layers, options)
+    return tuple(layers), dict(t.split("=", 1) for t in targets)
+
+
+def _decision_of(log: IncidentLog | None) -> dict[str, Any]:
+    if log is None:
+        return {}
+    from rollback.incident import read_incident
+
+    return dict(read_incident(log.path).decision)
+
+
+def _operator_options(planned: RunPlan) -> dict[str, str]:
+    options: dict[str, str] = {}
+    for layer in planned.plan.layers:
+        if layer == "app":
+            options[layer] = str(planned.facts.get("app", {}).get("option") or "vercel-instant-rollback")
+        elif layer in ("edge", "assets"):
+            options[layer] = "break-glass"
+        elif layer == "infra":
+            options[layer] = "infra-pin"
+        elif layer == "db":
+            mode = planned.facts.get("db", {}).get("mode")
+            options[layer] = {"repair": "migration-repair", "rds": "rds-restore"}.get(str(mode), "restore-backup")
+    return options
+
+
+def _open_incident(app: AppContext, config: Config, planned: RunPlan | None, plan: Plan, *, ref: str | None,
+                   severity: str | None, detected_at: str | None, drill: bool) -> IncidentLog:
+    """The incident this run attaches to: ``--incident``, the open one, or a new one (a run without a
+    decision opens one, and records the operator's choice of layers as its decision)."""
+    from rollback.commands import incident as incidents
+    from rollback.commands.decide import live_signals
+    from rollback.incident import parse_ts
+
+    log = incidents.attach(config, ref)
+    if log is None:
+        alarms = None if detected_at else live_signals(config, alarms_only=True).alarms
+        detection = incidents.detect(detected_at, alarms)
+        facts = (planned.facts.get("app") if planned is not None else None) or {}
+        deployment = {"id": facts.get("from"), "created": facts.get("from_created")} if facts.get("from") else None
+        log, _ = incidents.ensure(config, None, detection=detection, drill=drill, deployment=deployment,
+                                  deployment_initiated_at=parse_ts(facts.get("from_created")))
+        say(f"opened incident {log.id} (detected {detection.source}: {detection.detail})")
+    if not _decision_of(log):
+        options = _operator_options(planned) if planned is not None else {}
+        command = "rollback " + " ".join(app.argv)
+        log.write("decided", severity=severity, layers=list(plan.layers), options=options, command=command,
+                  seconds=0.0, signals=[],
+                  reasons=[{"signal": "operator", "value": command, "threshold": "", "unit": "",
+                            "detail": "layers chosen by the operator ('rollback run' without a decision)",
+                            "why": "the operator's choice", "severity": severity, "source": "operator"}])
+    return log
+
+
+def _with_incident(plan: Plan, incident: str) -> Plan:
+    """The plan with the verify step recording on ``incident``."""
+    import dataclasses
+
+    steps = [dataclasses.replace(s, params={**s.params, "incident": incident})
+             if s.action == "verify.checklist" and not s.params.get("incident") else s for s in plan.steps]
+    return dataclasses.replace(plan, steps=tuple(steps))
+
+
+def _resume_hint(exc: BaseException, run_id: str | None) -> None:
+    if run_id and isinstance(exc, RollbackError) and "rollback resume" not in exc.hint:
+        exc.hint = f"{exc.hint}; then continue with: rollback resume {run_id}"
+
+
+def _summary(tracker: RunTracker | None, outcome: ExecutionResult) -> dict[str, Any]:
+    verification = next((dict(s.result) for s in outcome.steps if s.step.action == "verify.checklist"), None)
+    document: dict[str, Any] = {"verification": verification}
+    if tracker is not None:
+        metrics, targets = tracker.metrics()
+        document.update(restored={"layer": tracker.layer, "step": tracker.restored_step,
+                                  "at": tracker.restored_at} if tracker.restored else None,
+                        metrics=metrics, targets=targets, notifications=tracker.notifier.report.to_dict())
+    return document
+
+
+def _human(document: dict[str, Any]) -> None:
+    from rollback.report import format_seconds
+
+    out = echo
+    if document["dry_run"]:
+        out(f"dry run: {len(document['steps'])} step(s) checked; nothing was changed")
+        out("save this plan with --json and run it with --plan FILE; it is refused if the world changes meanwhile")
+        return
+    restored = document.get("restored")
+    if restored:
+        out(f"restored: {restored['layer']} at {restored['at']} (step {restored['step']})")
+    verification = document.get("verification")
+    if verification:
+        summary = verification.get("summary") or {}
+        out(f"verified: {summary.get('pass', 0)} passed, {summary.get('fail', 0)} failed, "
+            f"{summary.get('not_measured', 0)} not measured ({verification.get('rounds')} round(s))")
+    for change in document.get("database_url_changes") or []:
+        out(f"database: {change}")
+    metrics, targets = document.get("metrics") or {}, document.get("targets") or {}
+    shown = []
+    for phase in ("detect", "decide", "rollback", "verify", "total"):
+        value = metrics.get(phase)
+        if isinstance(value, (int, float)):
+            target = targets.get(phase)
+            verdict = "" if not isinstance(target, (int, float)) else (
+                " (met)" if value <= target else f" (missed: target {format_seconds(float(target))})")
+            shown.append(f"{phase} {format_seconds(float(value))}{verdict}")
+    if document.get("incident"):
+        out(f"incident {document['incident']}" + (": " + "; ".join(shown) if shown else ""))
+
+
+def _database_url_changes(outcome: ExecutionResult, config: Config) -> list[str]:
+    """An RDS restore the app does not point at yet: the DATABASE_URL change to make (host only)."""
+    from urllib.parse import urlsplit
+
+    url = config.database_url()
+    host = urlsplit(url).hostname if url else None
+    switched = any(s.step.action == "vercel.switch_database" for s in outcome.steps)
+    changes = []
+    for item in outcome.steps:
+        endpoint = item.result.get("endpoint") if item.step.action == "rds.restore" else None
+        if endpoint and endpoint != host:
+            env = config.env.database.url_env
+            changes.append(f"{env} on Vercel now points at {endpoint}" if switched else
+                           f"the app's {env} points at {host or '(unset)'}, not at the restored instance: change its "
+                           f"host to {endpoint} (or run again with --switch-database)")
+    return changes
+
+
+@click.command("run")
+@click.option("--layers", "layer_values", multiple=True, metavar="LAYER[,LAYER]",
+              help="Layers to roll back: app, edge, assets, infra, db (run in that order).")
+@click.option("--to", "target_values", multiple=True, metavar="LAYER=TARGET",
+              help="A layer's target: app=DEPLOYMENT|revert[:SHA], edge=VERSION, assets=TIME|PREFIX/|PREFIX@TIME|"
+                   "KEY#VERSION, infra=STACK_VERSION, db=BACKUP|latest|repair|rds-time:TIME|rds-snapshot:ID|"
+                   "rds-latest.")
+@click.option("--severity", type=click.Choice(SEVERITIES, case_sensitive=False), help="The incident's severity.")
+@click.option("--plan", "plan_file", metavar="FILE",
+              help="Run the plan saved by '--dry-run --json' (refused when the world changed since).")
+@click.option("--incident", "incident_ref", metavar="ID", help="Attach to this incident (else the open one, else a "
+              "new one).")
+@click.option("--accept-schema-skew", is_flag=True,
+              help="Roll the app back past migrations applied since its target was built, without the db layer.")
+@click.option("--accept-mismatch", is_flag=True, help="Accept an asset release that belongs to another deployment.")
+@click.option("--switch-database", is_flag=True,
+              help="After an RDS restore: point the Vercel project's database variable at it and redeploy.")
+@click.option("--no-verify", is_flag=True, help="Skip the post-rollback checklist at the end.")
+@click.option("--poll-interval", default="15s", show_default=True, metavar="DURATION",
+              help="Longest pause between CloudFront status polls (the first ones come sooner).")
+@click.option("--error-rate", type=float, metavar="PCT", callback=_finite, help="Decide first: error rate in %.")
+@click.option("--p95-ms", type=float, metavar="MS", callback=_finite, help="Decide first: p95 in ms.")
+@click.option("--service-down", is_flag=True, help="Decide first: the service does not answer.")
+@click.option("--data-loss", is_flag=True, help="Decide first: data is being lost or corrupted.")
+@click.option("--security-breach", is_flag=True, help="Decide first: a security breach.")
+@click.option("--feature-broken", type=click.Choice(["major", "minor"], case_sensitive=False),
+              help="Decide first: a broken feature.")
+@click.option("--failed-migration", is_flag=True, help="Decide first: a migration failed.")
+@click.option("--live", is_flag=True, help="Decide first from live signals (as 'rollback decide --live').")
+@click.option("--detected-at", metavar="TIME", help="When the issue was detected (for a new incident).")
+@click.option("--drill", is_flag=True, help="Mark a newly opened incident as a drill.")
+@dry_run_option
+@yes_option
+@common_options()
+@pass_app
+def run(app: AppContext, layer_values: tuple[str, ...], target_values: tuple[str, ...], severity: str | None,
+        plan_file: str | None, incident_ref: str | None, accept_schema_skew: bool, accept_mismatch: bool,
+        switch_database: bool, no_verify: bool, poll_interval: str, error_rate: float | None,
+        p95_ms: float | None, service_down: bool, data_loss: bool, security_breach: bool,
+        feature_broken: str | None, failed_migration: bool, live: bool, detected_at: str | None, drill: bool,
+        dry_run: bool, yes: bool) -> None:
+    """Roll back several layers as one plan: app, edge, assets, infra, db, then verify.
+
+    One plan across the layers, in a safe order: with db, an emergency
+    backup first; the app (fastest to restore service); the edge and the
+    assets (and an invalidation); the Pulumi stack; the database restore
+    last; then the post-rollback checklist. Cross-layer hazards are in the
+    plan and refuse the run (exit 4) unless accepted. Without --layers, the
+    open incident's decision says what to run (or decide's flags decide
+    first). A failed or interrupted run prints 'rollback resume RUN'.
+
+    \b
+    Examples:
+      rollback run --layers app,edge,db --dry-run
+      rollback run --layers app,edge,db --yes
+      rollback run --layers app --to app=dpl_123 --yes
+      rollback run --dry-run --json > plan.json && rollback run --plan plan.json --yes
+
+    Exit codes: 0 restored (and verified), 1 a step failed, 2 bad input,
+    3 a health check or the verification failed, 4 refused (a hazard, a
+    changed world, no --yes without a terminal), 130 interrupted.
+    """
+    from rollback.commands import run as commands
+    from rollback.commands.decide import Flags
+    from rollback.units import parse_duration
+
+    config = app.config()
+    poll = parse_duration(poll_interval, option="--poll-interval")
+    flags = Flags(error_rate=error_rate, p95_ms=p95_ms, service_down=service_down, data_loss=data_loss,
+                  security_breach=security_breach, feature_broken=feature_broken.lower() if feature_broken else None,
+                  failed_migration=failed_migration)
+    severity = severity.upper() if severity else None
+    planned: RunPlan | None = None
+    services = commands.Services(config)
+    if plan_file:
+        if layer_values or target_values or flags.any() or live:
+            raise BadInput("--plan runs a saved plan as it is", "drop --layers, --to and the decide flags")
+        plan, saved = commands.load_plan_document(Path(plan_file))
+        if plan.env != config.env_name:
+            raise BadInput(f"--plan {plan_file} is for env {plan.env!r}, not {config.env_name!r}",
+                           f"pass --env {plan.env}")
+        severity = severity or saved.get("severity")
+        layers = tuple(name for name in plan.layers if name in commands.SERVICE_LAYERS)
+        request: RunRequest = commands.RunRequest(layers=layers, severity=severity, incident=incident_ref,
+                                                  poll_interval=poll)
+    else:
+        request = _request(app, config, layer_values, target_values, severity, incident_ref, flags, live,
+                           detected_at, drill, dry_run, accept_schema_skew, accept_mismatch, switch_database,
+                           no_verify, poll)
+        severity = request.severity
+        planned = commands.plan_run(config, request, services)
+        plan = planned.plan
+        if planned.blocking:
+            from rollback.cli.support import show_plan
+
+            show_plan(app, plan, dry_run=dry_run)
+            first = planned.blocking[0]
+            others = f" (and {len(planned.blocking) - 1} more hazard(s))" if len(planned.blocking) > 1 else ""
+            flags_needed = ", ".join(dict.fromkeys(h.override or "" for h in planned.blocking if h.override))
+            raise UnsafePrecondition(f"{first.kind}: {first.message}{others}",
+                                     f"nothing was changed; accept it with {flags_needed}, or change the layers",
+                                     hazards=[h.to_dict() for h in planned.blocking])
+    _execute(app, config, plan, planned, request, services, dry_run=dry_run, yes=yes, detected_at=detected_at,
+             drill=drill)
+
+
+def _request(app: AppContext, config: Config, layer_values: tuple[str, ...], target_values: tuple[str, ...],
+             severity: str | None, incident_ref: str | None, flags: Any, live: bool, detected_at: str | None,
+             drill: bool, dry_run: bool, accept_schema_skew: bool, accept_mismatch: bool, switch_database: bool,
+             no_verify: bool, poll: float) -> RunRequest:
+    """The run's layers and targets: ``--layers``, else the open incident's decision, else decide now."""
+    from rollback.commands import incident as incidents
+    from rollback.commands.decide import run_decide
+    from rollback.commands.run import RunRequest
+    from rollback.layers import LAYERS, parse_layers, parse_targets
+
+    options: dict[str, str] = {}
+    targets: dict[str, str] = {}
+    if layer_values:
+        if flags.any() or live:
+            raise BadInput("--layers and decide's flags exclude each other", "give the layers, or the signals")
+        layers = parse_layers(layer_values)
+        log = incidents.attach(config, incident_ref)
+        decision = _decision_of(log)
+        severity = severity or decision.get("severity")
+    else:
+        log = incidents.attach(config, incident_ref)
+        decision = _decision_of(log)
+        if not decision.get("layers") and (flags.any() or live):
+            result = run_decide(config, flags, live=live, record=not dry_run, incident=incident_ref,
+                                detected_at=detected_at, drill=drill)
+            made: Decision = result.decision
+            if made.severity is None or not made.layers:
+                raise BadInput(f"decide: {made.action}", "nothing to roll back; see 'rollback decide' for the signals")
+            say(f"decided {made.severity}: {', '.join(f'{k} ({v})' for k, v in made.options.items())}"
+                + (f" (incident {result.incident})" if result.incident else ""))
+            decision = {"severity": made.severity, "layers": list(made.layers), "options": dict(made.options)}
+        elif not decision.get("layers"):
+            raise BadInput("nothing to run: no --layers, and no decision on an open incident of env "
+                           f"{config.env_name}",
+                           "pass --layers (e.g. --layers app), or decide's flags (e.g. --error-rate 7), or run "
+                           "'rollback decide' first")
+        else:
+            say(f"running the decision of incident {log.id if log else '?'}: {decision.get('command')}")
+        layers, targets = _layers_and_targets(list(decision.get("layers") or []), dict(decision.get("options") or {}))
+        options = dict(decision.get("options") or {})
+        severity = severity or decision.get("severity")
+    given = parse_targets(target_values, layers if layer_values else tuple(LAYERS))
+    unknown = [layer for layer in given if layer not in layers]
+    if unknown:
+        raise BadInput(f"--to names layer {unknown[0]!r}, which is not in the run ({', '.join(layers)})",
+                       "add it to --layers")
+    targets.update(given)
+    return RunRequest(layers=tuple(layers), targets=targets, severity=severity, accept_schema_skew=accept_schema_skew,
+                      accept_mismatch=accept_mismatch, switch_database=switch_database, verify=not no_verify,
+                      incident=incident_ref, options=options, poll_interval=poll)
+
+
+def _execute(app: AppContext, config: Config, plan: Plan, planned: RunPlan | None, request: RunRequest,
+             services: Any, *, dry_run: bool, yes: bool, detected_at: str | None, drill: bool) -> None:
+    from rollback.cli.support import run_plan
+    from rollback.commands.registry import handlers_for
+    from rollback.commands.run import RunTracker
+    from rollback.notify import Notifier
+
+    tracker: RunTracker | None = None
+    log: IncidentLog | None = None
+    if not dry_run:
+        log = _open_incident(app, config, planned, plan, ref=request.incident, severity=request.severity,
+                             detected_at=detected_at, drill=drill)
+        plan = _with_incident(plan, log.id)
+        from rollback.incident import read_incident
+
+        notifier = Notifier.from_config(config, incident=log.id, drill=read_incident(log.path).drill, stderr=say)
+        tracker = RunTracker(plan, config=config, incident=log, notifier=notifier, severity=request.severity)
+    handlers = handlers_for(config, plan.actions, services.handler_services(request.poll_interval))
+    journals: list[Journal] = []
+
+    def opened(journal: Journal) -> None:
+        journals.append(journal)
+        if tracker is not None:
+            tracker.started(journal)
+
+    details = {"layer": "run", "verb": "run", "layers": list(plan.layers), "severity": request.severity,
+               "incident": log.id if log else None, "poll_interval": request.poll_interval}
+    try:
+        outcome = run_plan(app, plan, handlers, dry_run=dry_run, yes=yes,
+                           action=f"roll back {', '.join(n for n in plan.layers if n not in ('core', 'verify'))} "
+                                  f"of env {config.env_name}",
+                           observer=tracker, on_journal=opened, finish_run=False, details=details)
+    except BaseException as exc:
+        status, code = _status_of(exc)
+        if tracker is not None:
+            if tracker.run_id is not None:
+                tracker.finish(status, code)
+            else:
+                tracker.notifier.close(timeout=0)
+            if journals and not journals[0].finished:
+                journals[0].finish(status, code, error=(exc.one_line() if isinstance(exc, RollbackError)
+                                                        else type(exc).__name__)[:500])
+            tracker.closed(status, code)
+        _resume_hint(exc, journals[0].run_id if journals else None)
+        raise
+    if tracker is not None:
+        tracker.finish("succeeded", 0, timeout=NOTIFY_CLOSE_SECONDS)
+    if journals:
+        journals[0].finish("succeeded", 0, seconds=round(outcome.seconds, 3))
+    if tracker is not None:
+        tracker.closed("succeeded", 0)
+    document: dict[str, Any] = {"ok": True, "dry_run": dry_run, "run": outcome.run_id,
+                                "incident": log.id if log else None, "plan": plan.to_dict(),
+                                "hazards": [h.to_dict() for h in planned.hazards] if planned else [],
+                                "request": request.to_dict(), "facts": planned.facts if planned else {},
+                                "steps": [s.to_dict() for s in outcome.steps], **_summary(tracker, outcome),
+                                "database_url_changes": _database_url_changes(outcome, config)}
+    emit(app, document, lambda: _human(document))
+
+
+# --------------------------------------------------------------------------------------------- resume
+
+
+def _newest_resumable(journal_dir: Path, env: str) -> str:
+    from rollback.journal import list_runs
+    from rollback.runner import RESUMABLE
+
+    runs = list_runs(journal_dir)
+    resumed = {str(r.started.get("resumes")) for r in runs if r.started.get("resumes")}
+    for record in runs:
+        if (record.started.get("env") == env and record.status in RESUMABLE and not record.started.get("dry_run")
+                and record.run_id not in resumed
+                and any(e.get("event") == "step_planned" for e in record.entries)):
+            return record.run_id
+    raise BadInput(f"no failed, interrupted or unfinished run of env {env} to resume",
+                   "see 'rollback journal list'")
+
+
+@click.command("resume")
+@click.argument("run_ref", metavar="[RUN]", required=False)
+@dry_run_option
+@yes_option
+@common_options()
+@pass_app
+def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> None:
+    """Continue a failed, interrupted or killed run from its first unfinished step.
+
+    RUN is a run id (or a unique prefix, or 'last'); default: the newest
+    unfinished, failed or interrupted run of the environment. The plan and
+    the finished steps' results come from the run's journal; every finished
+    step is checked again (and journaled as already done), never repeated;
+    the step that was running is checked first. Attaches to the same
+    incident. Asks before continuing a plan with destructive steps left
+    (or --yes).
+
+    \b
+    Examples:
+      rollback resume
+      rollback resume 20261128T093512.048213Z-1a2b3c --yes
+
+    Exit codes: 0 completed, 1 a step failed, 2 bad input (nothing to
+    resume), 3 a check failed, 4 refused (a finished step no longer holds,
+    the lock is held, no --yes without a terminal), 130 interrupted.
+    """
+    import sys
+
+    from rollback.cli.progress import LiveProgress, PlainProgress
+    from rollback.cli.support import confirm, show_plan
+    from rollback.commands import incident as incidents
+    from rollback.commands.registry import handlers_for
+    from rollback.commands.run import RunTracker, Services
+    from rollback.journal import find_run
+    from rollback.notify import Notifier
+    from rollback.runner import Observers, RunObserver, load_resume_point
+    from rollback.runner import resume as resume_run
+
+    config = app.config()
+    journal_dir = config.journal_dir
+    chosen = run_ref or _newest_resumable(journal_dir, config.env_name)
+    point = load_resume_point(journal_dir, chosen)
+    if point.env != config.env_name:
+        raise BadInput(f"run {point.run_id} is of env {point.env!r}, not {config.env_name!r}",
+                       f"pass --env {point.env}")
+    started = find_run(journal_dir, point.run_id).started
+    severity = started.get("severity") if isinstance(started.get("severity"), str) else None
+    poll = float(started.get("poll_interval") or 15.0)
+    log = None
+    if started.get("incident"):
+        try:
+            log = incidents.attach(config, str(started["incident"]))
+        except BadInput as exc:
+            say(f"note: not recording on incident {started['incident']}: {exc.message}")
+    left = [s for s in point.plan.steps if s.id not in point.done]
+    say(f"resuming run {point.run_id} ({point.status}): {len(point.done)} of {len(point.plan.steps)} step(s) "
+        f"finished; continuing at step {point.next_step}")
+    asks = any(s.destructive for s in left) and not dry_run
+    if asks and not yes:
+        if not sys.stdin.isatty():
+            confirm("", yes=False, action=f"resume run {point.run_id}")
+        show_plan(app, point.plan, dry_run=dry_run)
+        confirm(f"continue run {point.run_id} from step {point.next_step}?", yes=yes,
+                action=f"resume run {point.run_id}")
+    tracker: RunTracker | None = None
+    if not dry_run:
+        from rollback.incident import read_incident
+
+        notifier = Notifier.from_config(config, incident=log.id if log else None,
+                                        drill=read_incident(log.path).drill if log else False, stderr=say)
+        tracker = RunTracker(point.plan, config=config, incident=log, notifier=notifier, severity=severity,
+                             resumes=point.run_id, done=list(point.done))
+    services = Services(config)
+    journals: list[Journal] = []
+
+    def opened(journal: Journal) -> None:
+        journals.append(journal)
+        if tracker is not None:
+            tracker.started(journal)
+
+    live = not app.json and sys.stderr.isatty()
+    extra: tuple[RunObserver, ...] = (tracker,) if tracker is not None else ()
+    details = {"layer": str(started.get("layer") or "run"), "verb": "resume", "layers": list(point.plan.layers),
+               "severity": severity, "incident": log.id if log else None, "poll_interval": poll}
+
+    def go(display: RunObserver) -> ExecutionResult:
+        return resume_run(journal_dir, point.run_id,
+                          lambda plan: handlers_for(config, plan.actions, services.handler_services(poll)),
+                          dry_run=dry_run, progress=Observers(display, *extra), details=details,
+                          start_journal=lambda fields: app.start_journal(**fields), on_journal=opened,
+                          finish_run=False)
+
+    try:
+        if live:
+            with LiveProgress(point.plan, dry_run=dry_run) as display:
+                outcome = go(display)
+        else:
+            if not app.json:
+                show_plan(app, point.plan, dry_run=dry_run)
+            outcome = go(PlainProgress(len(point.plan.steps)))
+    except BaseException as exc:
+        status, code = _status_of(exc)
+        if tracker is not None:
+            if tracker.run_id is not None:
+                tracker.finish(status, code)
+            else:
+                tracker.notifier.close(timeout=0)
+            if journals and not journals[0].finished:
+                journals[0].finish(status, code)
+            tracker.closed(status, code)
+        _resume_hint(exc, journals[0].run_id if journals else None)
+        raise
+    if tracker is not None:
+        tracker.finish("succeeded", 0, timeout=NOTIFY_CLOSE_SECONDS)
+    if journals:
+        journals[0].finish("succeeded", 0, seconds=round(outcome.seconds, 3))
+        journals[0].close()
+        say(f"journaled as run {journals[0].run_id} (rollback journal show {journals[0].run_id})")
+    if tracker is not None:
+        tracker.closed("succeeded", 0)
+    document: dict[str, Any] = {"ok": True, "dry_run": dry_run, "run": outcome.run_id, "resumes": point.run_id,
+                                "incident": log.id if log else None, "plan": point.plan.to_dict(),
+                                "already_done": sorted(point.done),
+                                "steps": [s.to_dict() for s in outcome.steps], **_summary(tracker, outcome),
+                                "database_url_changes": _database_url_changes(outcome, config)}
+    emit(app, document, lambda: _human(document))

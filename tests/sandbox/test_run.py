@@ -1,0 +1,568 @@
+"""``rollback run`` and ``rollback resume`` end to end against the session's sandbox (real processes: the
+supervisor with moto, the Vercel emulator, the app server and its monitor, PostgreSQL).
+
+Every test starts from the world as seeded (``fresh_sandbox``) with no open incident, so that each run
+opens its own. The CLI runs in this process (``run_cli``) except where a real process is killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from rollback.sandbox.world import SandboxInfo
+from tests.conftest import CliResult
+from tests.report.conftest import Receiver, receiver  # noqa: F401  (the webhook receiver fixture)
+
+RunCli = Callable[..., CliResult]
+
+
+def aws(service: str) -> Any:
+    import boto3
+
+    return boto3.client(service, region_name="us-east-1")  # type: ignore[call-overload]
+
+
+@pytest.fixture
+def world(fresh_sandbox: SandboxInfo, run_cli: RunCli) -> SandboxInfo:
+    """The seeded world, with no incident left open by an earlier test."""
+    for incident in run_cli("incident", "list", "--json").json().get("incidents", []):
+        if incident["status"] == "open":
+            assert run_cli("incident", "close", incident["id"], "--resolution", "test isolation").code == 0
+    return fresh_sandbox
+
+
+def journal_dir(info: SandboxInfo) -> Path:
+    return info.dir.parent / "runs"
+
+
+def events(info: SandboxInfo, run_id: str) -> list[dict[str, Any]]:
+    path = journal_dir(info) / f"{run_id}.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def acted(info: SandboxInfo, run_ids: list[str]) -> dict[str, int]:
+    """How many times each step acted (finished, not as already done) across ``run_ids``."""
+    counts: dict[str, int] = {}
+    for run_id in run_ids:
+        for entry in events(info, run_id):
+            if entry["event"] == "step_finished" and not entry.get("already_done") and not entry.get("dry_run"):
+                counts[entry["step"]] = counts.get(entry["step"], 0) + 1
+    return counts
+
+
+def production(info: SandboxInfo) -> dict[str, Any]:
+    return dict(httpx.get(f"{info.env['VERCEL_API_URL']}/_admin/production/demo", timeout=10).json())
+
+
+def edge_state(info: SandboxInfo) -> tuple[str, str]:
+    """(the version the distribution's edge association runs, its ETag)."""
+    response = aws("cloudfront").get_distribution_config(Id=info.world["aws"]["distribution_id"])
+    items = response["DistributionConfig"]["DefaultCacheBehavior"]["LambdaFunctionAssociations"]["Items"]
+    return str(items[0]["LambdaFunctionARN"]).rsplit(":", 1)[1], str(response["ETag"])
+
+
+def row_counts(run_cli: RunCli) -> dict[str, int]:
+    report = run_cli("db", "verify", "--json").json()
+    return {c["check"][len("rows."):]: c["value"] for c in report["checks"] if c["check"].startswith("rows.")}
+
+
+def incident_of(run_cli: RunCli, incident: str) -> dict[str, Any]:
+    shown = run_cli("incident", "show", incident, "--json")
+    assert shown.code == 0, shown.err
+    return dict(shown.json())
+
+
+def repair_assets(run_cli: RunCli) -> None:
+    """This scenario's bad deploy did not touch the assets: put them back first."""
+    result = run_cli("infra", "assets", "--prefix", "releases/r42/", "--before", "30m ago", "--yes")
+    assert result.code == 0, result.err
+
+
+# ------------------------------------------------------------------------------------------ the must-show
+
+
+def test_run_app_edge_db_restores_all_three_then_verifies(world: SandboxInfo, run_cli: RunCli) -> None:
+    info = world
+    repair_assets(run_cli)
+    version_before, etag_before = edge_state(info)
+    assert version_before == "3"
+    counts_before = row_counts(run_cli)
+    good = info.world["database"]["good_counts"]
+    assert counts_before != good
+
+    result = run_cli("run", "--layers", "app,edge,db", "--yes", "--json")
+    assert result.code == 0, result.err
+    document = result.json()
+
+    # app: the alias moved to the good deployment
+    assert production(info)["deployment"]["id"] == info.world["vercel"]["good_deployment"]
+    # edge: the association runs version 2 now, and the distribution's ETag changed
+    version_after, etag_after = edge_state(info)
+    assert version_after == "2" and etag_after != etag_before
+    # db: the rows are back
+    after = row_counts(run_cli)
+    assert {table: after[table] for table in good} == good
+    # verified: every measured checklist item passes
+    verification = document["verification"]
+    assert verification["ok"] is True and verification["summary"]["fail"] == 0
+    assert {i["status"] for i in verification["items"]} <= {"pass", "not measured"}
+    # the plan: world check, emergency backup first, app, edge, the restore last, then verification
+    ids = [s["id"] for s in document["plan"]["steps"]]
+    assert ids[0] == "run.world" and ids[1] == "db.emergency-backup" and ids[-1] == "verify.checklist"
+    assert ids.index("app.vercel-rollback") < ids.index("edge.associate") < ids.index("db.swap")
+    assert ids.index("app.health") == ids.index("app.wait-rollback") + 1
+    assert len(ids) == len(set(ids))
+    # every step acted exactly once
+    assert set(acted(info, [document["run"]]).values()) == {1}
+
+    # the incident's timeline, in order
+    incident = incident_of(run_cli, document["incident"])
+    order = [e["event"] for e in incident["events"]]
+    assert order == ["opened", "decided", "run_started", "initiated", "restored", "verified", "run_finished"]
+    timeline = incident["timeline"]
+    assert timeline["detected"] <= timeline["decided"] <= timeline["initiated"] <= timeline["restored"] \
+        <= timeline["verified"]
+    restored = next(e for e in incident["events"] if e["event"] == "restored")
+    assert restored["layer"] == "app" and restored["run"] == document["run"]
+    assert {c["ok"] for c in restored["health"]} == {True} and len(restored["health"]) >= 2
+    initiated = next(e for e in incident["events"] if e["event"] == "initiated")
+    assert initiated["step"] == "db.emergency-backup"  # the first step that is not a check
+    finished = next(e for e in incident["events"] if e["event"] == "run_finished")
+    assert finished["status"] == "succeeded" and finished["exit_code"] == 0
+    assert incident["metrics"]["rollback"] is not None and incident["metrics"]["verify"] is not None
+    assert incident["verifications"][-1]["ok"] is True
+    assert incident["verifications"][-1]["since"] is not None  # rates judged since the rollback
+
+    # a standalone verify judges the CloudFront rates since the incident's restore
+    again = run_cli("verify", "--json")
+    assert again.json()["since"] == timeline["restored"]
+    rate = next(i for i in again.json()["items"] if i["id"] == "cdn.5xx-rate")
+    assert "since the service was restored" in rate["detail"] or "no 5xxErrorRate datapoint since" in rate["detail"]
+    # and the report renders the incident, its runs and the swap's data-loss facts
+    report = run_cli("report", document["incident"], "--format", "md")
+    assert report.code == 0, report.err
+    assert document["run"] in report.out and "emergency backup" in report.out.lower()
+
+
+# ------------------------------------------------------------------------------------------ faults and resume
+
+
+def test_a_failed_vercel_job_stops_the_run_and_resume_completes_it(world: SandboxInfo, run_cli: RunCli) -> None:
+    info = world
+    repair_assets(run_cli)
+    admin = f"{info.env['VERCEL_API_URL']}/_admin/config"
+    httpx.post(admin, json={"fail_aliases": ["www.demo.example.com"]}, timeout=10).raise_for_status()
+    try:
+        failed = run_cli("run", "--layers", "app,edge,db", "--yes")
+    finally:
+        httpx.post(admin, json={"fail_aliases": []}, timeout=10).raise_for_status()
+    assert failed.code == 1, failed.err
+    line = failed.err.strip().splitlines()[-1]
+    assert line.startswith("error: the rollback job failed")
+    first = line.rsplit("rollback resume ", 1)[1].rstrip(")")
+    assert f"then continue with: rollback resume {first})" in line
+    first_events = events(info, first)
+    assert [e["step"] for e in first_events if e["event"] == "step_failed"] == ["app.wait-rollback"]
+
+    resumed = run_cli("resume", "--yes", "--json")  # the newest unfinished run of the environment
+    assert resumed.code == 0, resumed.err
+    document = resumed.json()
+    assert document["resumes"] == first
+    second = document["run"]
+    # nothing finished is repeated: each step acted exactly once across both runs
+    counts = acted(info, [first, second])
+    assert set(counts.values()) == {1}
+    # and every step of the plan finished (acted once, or found already done by its check)
+    assert {s["id"] for s in document["steps"]} == {s["id"] for s in document["plan"]["steps"]}
+    assert set(counts) >= {"app.vercel-rollback", "app.wait-rollback", "edge.associate", "db.swap"}
+    done_again = [s["id"] for s in document["steps"] if s["already_done"]]
+    assert done_again[:3] == ["run.world", "db.emergency-backup", "app.vercel-rollback"]
+    # the job went through the second time: production serves the good deployment; the world is restored
+    assert production(info)["deployment"]["id"] == info.world["vercel"]["good_deployment"]
+    assert edge_state(info)[0] == "2"
+    assert document["verification"]["ok"] is True
+    # one incident holds both runs
+    incident = incident_of(run_cli, document["incident"])
+    assert incident["runs"] == [first, second]
+    started = [e for e in incident["events"] if e["event"] == "run_started"]
+    assert started[1]["resumes"] == first
+    assert [e["event"] for e in incident["events"]].count("initiated") == 1
+    assert [(e["run"], e["status"]) for e in incident["events"] if e["event"] == "run_finished"] == [
+        (first, "failed"), (second, "succeeded")]
+
+
+class Proxy:
+    """A TCP proxy in front of PostgreSQL that can drop every connection and refuse new ones:
+    the database becoming unreachable mid-run, then reachable again."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.up = True
+        self.sockets: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if not self.up:
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.sockets += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.up = False
+        with self.lock:
+            for sock in self.sockets:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+            self.sockets.clear()
+
+    def restore(self) -> None:
+        self.up = True
+
+    def close(self) -> None:
+        self.server.close()
+        self.cut()
+
+
+@pytest.fixture
+def db_proxy(world: SandboxInfo, monkeypatch: pytest.MonkeyPatch) -> Iterator[Proxy]:
+    from urllib.parse import urlsplit, urlunsplit
+
+    url = world.env["DATABASE_URL"]
+    parts = urlsplit(url)
+    proxy = Proxy((parts.hostname or "127.0.0.1", parts.port or 5432))
+    netloc = parts.netloc.rsplit(":", 1)[0] + f":{proxy.port}"
+    monkeypatch.setenv("DATABASE_URL", urlunsplit(parts._replace(netloc=netloc)))
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def _cut_when_started(info: SandboxInfo, step: str, proxy: Proxy, known: set[str]) -> threading.Thread:
+    def watch() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            for path in journal_dir(info).glob("*.jsonl"):
+                if path.name in known:
+                    continue
+                if f'"step_started", "step": "{step}"' in path.read_text():
+                    proxy.cut()
+                    return
+            time.sleep(0.005)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_the_database_becoming_unreachable_mid_run_then_resume(world: SandboxInfo, run_cli: RunCli,
+                                                               db_proxy: Proxy) -> None:
+    info = world
+    repair_assets(run_cli)
+    known = {p.name for p in journal_dir(info).glob("*.jsonl")}
+    watcher = _cut_when_started(info, "db.verify-backup", db_proxy, known)
+    failed = run_cli("run", "--layers", "app,edge,db", "--yes", "--no-verify")
+    watcher.join(5)
+    assert failed.code == 1, failed.err
+    assert "rollback resume " in failed.err.strip().splitlines()[-1]
+    first = failed.err.strip().splitlines()[-1].rsplit("rollback resume ", 1)[1].rstrip(")")
+    first_events = events(info, first)
+    stopped = [e["step"] for e in first_events if e["event"] == "step_failed"]
+    assert stopped and stopped[0].startswith("db.")
+    finished = {e["step"] for e in first_events if e["event"] == "step_finished"}
+    assert {"app.vercel-rollback", "edge.associate"} <= finished  # the layers before it were done
+
+    db_proxy.restore()
+    resumed = run_cli("resume", first, "--yes", "--json")
+    assert resumed.code == 0, resumed.err
+    second = resumed.json()["run"]
+    assert set(acted(info, [first, second]).values()) == {1}
+    good = info.world["database"]["good_counts"]
+    after = row_counts(run_cli)
+    assert {table: after[table] for table in good} == good
+
+
+def _journal_with_step(info: SandboxInfo, step: str, proc: subprocess.Popen[str], known: set[str],
+                       timeout: float = 60.0) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for path in journal_dir(info).glob("*.jsonl"):
+            if path.name not in known and f'"step_started", "step": "{step}"' in path.read_text():
+                return path
+        if proc.poll() is not None:
+            raise AssertionError(f"rollback run ended early ({proc.returncode}): {proc.communicate()}")
+        time.sleep(0.01)
+    raise AssertionError(f"step {step} never started")
+
+
+def test_sigkill_mid_run_then_resume(world: SandboxInfo, run_cli: RunCli) -> None:
+    info = world
+    repair_assets(run_cli)
+    httpx.post(f"{info.env['VERCEL_API_URL']}/_admin/config", json={"job_seconds": 4}, timeout=10).raise_for_status()
+    known = {p.name for p in journal_dir(info).glob("*.jsonl")}
+    proc = subprocess.Popen([sys.executable, "-m", "rollback", "run", "--layers", "app,edge,db", "--yes"],
+                            env=dict(os.environ), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        path = _journal_with_step(info, "app.wait-rollback", proc, known)
+        time.sleep(0.3)  # inside the watch of the alias job
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        httpx.post(f"{info.env['VERCEL_API_URL']}/_admin/config", json={"job_seconds": 0.5},
+                   timeout=10).raise_for_status()
+    assert proc.returncode == -signal.SIGKILL
+    first = path.name.removesuffix(".jsonl")
+    assert not any(e["event"] == "run_finished" for e in events(info, first))
+
+    resumed = run_cli("resume", "--yes", "--json")
+    assert resumed.code == 0, resumed.err
+    document = resumed.json()
+    assert document["resumes"] == first
+    assert set(acted(info, [first, document["run"]]).values()) == {1}
+    requests = httpx.get(f"{info.env['VERCEL_API_URL']}/_admin/state", timeout=10).json()["aliasRequests"]
+    assert [r["type"] for r in requests] == ["rollback"]  # the rollback was not sent again
+    assert production(info)["deployment"]["id"] == info.world["vercel"]["good_deployment"]
+    assert edge_state(info)[0] == "2"
+    assert document["verification"]["ok"] is True
+
+
+def test_sigterm_mid_run_is_a_journaled_interruption(world: SandboxInfo, run_cli: RunCli) -> None:
+    info = world
+    known = {p.name for p in journal_dir(info).glob("*.jsonl")}
+    httpx.post(f"{info.env['VERCEL_API_URL']}/_admin/config", json={"job_seconds": 3}, timeout=10).raise_for_status()
+    proc = subprocess.Popen([sys.executable, "-m", "rollback", "run", "--layers", "app", "--yes", "--no-verify"],
+                            env=dict(os.environ), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        path = _journal_with_step(info, "app.wait-rollback", proc, known)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        httpx.post(f"{info.env['VERCEL_API_URL']}/_admin/config", json={"job_seconds": 0.5},
+                   timeout=10).raise_for_status()
+    assert proc.returncode == 130, err
+    run_id = path.name.removesuffix(".jsonl")
+    assert f"rollback resume {run_id}" in err.strip().splitlines()[-1]
+    finished = [e for e in events(info, run_id) if e["event"] == "run_finished"]
+    assert finished and finished[0]["status"] == "interrupted" and finished[0]["exit_code"] == 130
+    resumed = run_cli("resume", run_id, "--yes")
+    assert resumed.code == 0, resumed.err
+    assert production(info)["deployment"]["id"] == info.world["vercel"]["good_deployment"]
+
+
+# ------------------------------------------------------------------------------------------ saved plans, hazards
+
+
+def test_the_dry_run_plan_is_what_runs_and_a_changed_world_refuses_it(world: SandboxInfo, run_cli: RunCli,
+                                                                     tmp_path: Path) -> None:
+    info = world
+    # (edge and db stay broken in this test: no checklist at the end, it would wait for them)
+    dry = run_cli("run", "--layers", "app,assets", "--no-verify", "--dry-run", "--json")
+    assert dry.code == 0, dry.err
+    saved = tmp_path / "plan.json"
+    saved.write_text(dry.out)
+    document = dry.json()
+    assert document["dry_run"] is True and document["run"] is None and document["incident"] is None
+    # a dry run records nothing: no incident was opened
+    assert [i for i in run_cli("incident", "list", "--json").json()["incidents"] if i["status"] == "open"] == []
+
+    done = run_cli("run", "--plan", str(saved), "--yes", "--json")
+    assert done.code == 0, done.err
+    run_id = done.json()["run"]
+    planned = next(e for e in events(info, run_id) if e["event"] == "step_planned")
+    assert planned["steps"] == document["plan"]["steps"]  # exactly the saved plan
+    assert [s["id"] for s in done.json()["steps"]] == [s["id"] for s in document["plan"]["steps"]]
+    assert production(info)["deployment"]["id"] == info.world["vercel"]["good_deployment"]
+    body = aws("s3").get_object(Bucket=info.world["aws"]["assets_bucket"], Key="releases/r42/index.html")["Body"]
+    assert b"app.3f9c.js" not in body.read()
+
+    # the same saved plan again: production changed since (it was just rolled back), so it is refused
+    again = run_cli("run", "--plan", str(saved), "--yes")
+    assert again.code == 4, again.err
+    assert "the world changed since the plan was made" in again.err
+    assert "production serves" in again.err
+
+
+def test_schema_skew_names_the_migrations(world: SandboxInfo, run_cli: RunCli) -> None:
+    from rollback.sandbox.vercel_state import DEMO
+
+    refused = run_cli("run", "--layers", "app", "--to", f"app={DEMO.oldest}", "--dry-run")
+    assert refused.code == 4, refused.err
+    line = refused.err.strip().splitlines()[-1]
+    assert "schema-skew" in line and "20261115090000_integrations_and_stats" in line
+    assert "--accept-schema-skew" in line
+    accepted = run_cli("run", "--layers", "app", "--to", f"app={DEMO.oldest}", "--accept-schema-skew",
+                       "--dry-run", "--json")
+    assert accepted.code == 0, accepted.err
+    hazards = accepted.json()["hazards"]
+    assert [h["kind"] for h in hazards] == ["schema-skew"] and hazards[0]["blocking"] is False
+    assert hazards[0]["details"]["migrations"] == ["20261115090000_integrations_and_stats"]
+    assert any("20261115090000_integrations_and_stats" in n for n in accepted.json()["plan"]["notes"])
+
+
+def test_assets_release_of_another_deployment_is_refused(world: SandboxInfo, run_cli: RunCli,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    info = world
+    config = info.dir / "rollback-releases.toml"
+    text = info.config_path.read_text()
+    config.write_text(text.replace("[env.sandbox.aws]\n", "[env.sandbox.aws]\nassets_releases = { r42 = "
+                                   f"\"{info.world['vercel']['bad_deployment']}\" }}\n"))
+    monkeypatch.setenv("ROLLBACK_CONFIG", str(config))
+    refused = run_cli("run", "--layers", "app,assets", "--dry-run")
+    assert refused.code == 4, refused.err
+    assert "assets-mismatch" in refused.err and "'r42'" in refused.err
+    assert run_cli("run", "--layers", "app,assets", "--dry-run", "--accept-mismatch").code == 0
+
+
+def test_rds_restore_names_the_database_url_change_and_switch_database_makes_it(world: SandboxInfo,
+                                                                                run_cli: RunCli) -> None:
+    info = world
+    dry = run_cli("run", "--layers", "app,db", "--to", "db=rds-latest", "--dry-run", "--json")
+    assert dry.code == 0, dry.err
+    hazard = dry.json()["hazards"][0]
+    assert hazard["kind"] == "database-not-switched" and hazard["override"] == "--switch-database"
+    assert "DATABASE_URL" in hazard["message"]
+
+    result = run_cli("run", "--layers", "app,db", "--to", "db=rds-latest", "--switch-database", "--yes",
+                     "--no-verify", "--json")
+    assert result.code == 0, result.err
+    document = result.json()
+    restored = next(s for s in document["steps"] if s["id"] == "db.rds-restore")["result"]
+    endpoint = restored["endpoint"]
+    assert endpoint
+    state = httpx.get(f"{info.env['VERCEL_API_URL']}/_admin/state", timeout=10).json()
+    project = state["projects"][0]
+    assert project["envHosts"]["DATABASE_URL"] == endpoint
+    serving = next(d for d in state["deployments"] if d["id"] == project["production"])
+    # production serves a redeploy of the rolled-back deployment, built with the new variable
+    assert serving["redeployOf"] == info.world["vercel"]["good_deployment"]
+    assert serving["envHosts"]["DATABASE_URL"] == endpoint
+    assert any(endpoint in change for change in document["database_url_changes"])
+    # the variable's value (it holds a password) is in no journal line
+    text = (journal_dir(info) / f"{document['run']}.jsonl").read_text()
+    assert "demo-password" not in text
+
+
+# ------------------------------------------------------------------------------------------ decide -> run
+
+
+def test_decides_recommended_command_runs_as_written(world: SandboxInfo, run_cli: RunCli) -> None:
+    import shlex
+
+    decided = run_cli("decide", "--live", "--json")
+    assert decided.code == 0, decided.err
+    document = decided.json()
+    assert document["severity"] in ("P0", "P1")
+    assert "data_loss" in {r["signal"] for r in document["reasons"]}  # the grow-only table lost rows
+    command = shlex.split(document["command"])
+    assert command[0] == "rollback" and "run" in command
+    for layer in document["layers"]:
+        if layer in ("edge", "assets"):
+            # P0, and no Pulumi CLI on PATH either: break-glass, which 'rollback run' does with these layers
+            assert document["options"][layer] == "break-glass" and document["option_reasons"][layer]
+    ran = run_cli(*command[1:], "--yes", "--no-verify", "--json")
+    assert ran.code == 0, ran.err
+    assert ran.json()["incident"] == document["incident"]  # the decision's incident
+    assert production(info := world)["deployment"]["id"] == info.world["vercel"]["good_deployment"]
+
+
+def test_run_without_layers_or_decision_says_what_to_give(world: SandboxInfo, run_cli: RunCli) -> None:
+    result = run_cli("run", "--dry-run")
+    assert result.code == 2
+    assert "nothing to run" in result.err and "--layers" in result.err
+
+
+# ------------------------------------------------------------------------------------------ notifications
+
+
+def test_notifications_start_per_layer_end_and_no_secret(world: SandboxInfo, run_cli: RunCli,
+                                                        receiver: Receiver,  # noqa: F811
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    info = world
+    repair_assets(run_cli)
+    config = info.dir / "rollback-notify.toml"
+    config.write_text(info.config_path.read_text() + '\n[env.sandbox.notify]\nwebhook_env = "TEST_WEBHOOK"\n'
+                      "heartbeat_minutes = 0.01\n")
+    monkeypatch.setenv("ROLLBACK_CONFIG", str(config))
+    monkeypatch.setenv("TEST_WEBHOOK", receiver.url)
+    httpx.post(f"{info.env['VERCEL_API_URL']}/_admin/config", json={"job_seconds": 2}, timeout=10).raise_for_status()
+    try:
+        result = run_cli("run", "--layers", "app,edge,db", "--severity", "P1", "--yes", "--json")
+    finally:
+        httpx.post(f"{info.env['VERCEL_API_URL']}/_admin/config", json={"job_seconds": 0.5},
+                   timeout=10).raise_for_status()
+    assert result.code == 0, result.err
+    texts = receiver.texts()
+    assert "rollback started" in texts[0] and "P1" in texts[0] and "[app]" in texts[0]
+    layers = [t for t in texts if ": layer " in t]
+    assert any("layer db: emergency backup taken" in t for t in layers)
+    assert any("layer app: restored" in t for t in layers)
+    assert any("layer edge: done" in t for t in layers)
+    assert any("layer verification: passed" in t for t in layers)
+    assert any("still running" in t for t in texts)  # a heartbeat while the 2 s alias job ran
+    assert "rollback finished: service restored, verification passed" in texts[-1]
+    assert result.json()["notifications"]["sent"] == len(texts)
+    secrets = [info.env["VERCEL_TOKEN"], receiver.url,
+               info.env["DATABASE_URL"].split("@")[0].rsplit(":", 1)[1]]
+    for raw in receiver.raw:
+        for secret in secrets:
+            assert secret.encode() not in raw
+
+
+def test_a_dry_run_posts_nothing(world: SandboxInfo, run_cli: RunCli, receiver: Receiver,  # noqa: F811
+                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    info = world
+    config = info.dir / "rollback-notify.toml"
+    config.write_text(info.config_path.read_text() + '\n[env.sandbox.notify]\nwebhook_env = "TEST_WEBHOOK"\n')
+    monkeypatch.setenv("ROLLBACK_CONFIG", str(config))
+    monkeypatch.setenv("TEST_WEBHOOK", receiver.url)
+    assert run_cli("run", "--layers", "app,edge,db", "--dry-run").code == 0
+    time.sleep(0.5)
+    assert receiver.raw == []
