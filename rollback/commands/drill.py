@@ -595,78 +595,20 @@ class Drill:
     # ------------------------------------------------------------------ rollback
 
     def rollback(self, decision: Mapping[str, Any]) -> bool:
+        """The command decide recommends, as printed, confirmed with ``--yes``."""
         command = shlex.split(str(decision["command"]))
         if command[:1] == ["rollback"]:
             command = command[1:]
         with self.phase("rollback") as entry:
-            if self._has_run():
-                done = self.invoke(entry, [*command, "--yes", "--json"], stream=True)
-                document = done.document() or {}
-                run_id = document.get("run") if isinstance(document, dict) else None
-                if run_id:
-                    self.result.runs.append(str(run_id))
-                ok = done.code == EXIT_OK
-            else:
-                ok = self._rollback_layer_by_layer(entry, decision)
-            entry.ok = ok
-            entry.detail = f"{' '.join(['rollback', *command])} --yes" + ("" if ok else " failed")
-            return ok
-
-    @staticmethod
-    def _has_run() -> bool:
-        from rollback.cli import SUBCOMMANDS
-
-        return "run" in SUBCOMMANDS
-
-    def _rollback_layer_by_layer(self, entry: PhaseResult, decision: Mapping[str, Any]) -> bool:
-        """TEMPORARY, until ``rollback run`` is on main: the recommended layers, one command each, in
-        the order decide gives, with the incident events ``run`` writes. Sandbox only."""
-        from rollback.commands import incident as incidents
-        from rollback.notify import Notifier
-
-        if not self.options.sandbox:
-            raise OperationFailed("'rollback run' is not available in this build",
-                                  "update rollback; a drill of a real environment runs the recommended command")
-        world = self.info.world
-        commands = {
-            "app": ["app", "rollback", "--yes", "--json"],
-            "edge": ["infra", "edge", "--to-version", str(world["aws"]["edge_good_version"]), "--yes", "--json",
-                     "--poll-interval", "1s"],
-            "assets": ["infra", "assets", "--prefix", str(world["aws"]["assets_prefix"]), "--before", "30m ago",
-                       "--yes", "--json"],
-            "db": ["db", "restore", str(world["database"]["good_backup"]), "--swap", "--yes", "--json"],
-        }
-        log = incidents.attach(self.config, self.result.incident)
-        assert log is not None
-        notifier = Notifier.from_config(self.config, incident=self.result.incident, drill=True)
-        layers = [layer for layer in decision.get("layers") or [] if layer in commands]
-        notifier.start(decision.get("severity"), {"title": decision.get("command"),
-                                                  "steps": [{"layer": layer, "summary": " ".join(commands[layer])}
-                                                            for layer in layers]})
-        ok = True
-        try:
-            for number, layer in enumerate(layers):
-                done = self.invoke(entry, commands[layer], stream=True)
-                document = done.document() if isinstance(done.document(), dict) else {}
-                run = document.get("run")
-                run_id = str((run.get("run") if isinstance(run, dict) else run) or f"{self.result.id}-{layer}")
-                self.result.runs.append(run_id)
-                log.write("run_started", run=run_id, layers=[layer], plan_title=" ".join(commands[layer]))
-                if number == 0:
-                    log.write("initiated", run=run_id)
-                if done.code == EXIT_OK and layer == "app":
-                    log.write("restored", run=run_id, layer="app", health=document.get("health") or [])
-                log.write("run_finished", run=run_id, status="succeeded" if done.code == EXIT_OK else "failed",
-                          exit_code=done.code)
-                notifier.layer_done(layer, {"status": "restored" if done.code == EXIT_OK else "failed",
-                                            "seconds": done.seconds})
-                if done.code != EXIT_OK:
-                    ok = False
-                    break
-        finally:
-            notifier.end(restored=ok, verified=None)
-            notifier.close(timeout=5)
-        return ok
+            done = self.invoke(entry, [*command, "--yes", "--json"], stream=True)
+            document = done.document()
+            run_id = document.get("run") if isinstance(document, dict) else None
+            if run_id:
+                self.result.runs.append(str(run_id))
+            entry.ok = done.code == EXIT_OK
+            entry.detail = shlex.join(["rollback", *command, "--yes"]) + \
+                ("" if entry.ok else f" failed (exit {done.code}): {done.error_line()}")
+            return entry.ok
 
     # ------------------------------------------------------------------ verify, report
 
