@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import require_rollback
+
 
 def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
     started = time.perf_counter()
@@ -39,6 +41,7 @@ def main() -> int:
     args = parser.parse_args()
 
     python = sys.executable
+    require_rollback(python, extras=("moto",))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ROLLBACK_", "AWS_", "VERCEL_"))}
     names = ("python -c pass (baseline)", "rollback --help (baseline)", "rollback sandbox up",
              "  supervisor: ready", "  supervisor: CPU to ready", "  supervisor: seeding", "rollback sandbox status",

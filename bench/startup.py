@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from _common import require_rollback
+
 TARGET_HELP_SECONDS = 0.25
 
 
@@ -38,6 +40,7 @@ def main() -> int:
     args = parser.parse_args()
 
     python = sys.executable
+    require_rollback(python)
     with tempfile.TemporaryDirectory() as scratch:
         config = Path(scratch) / "rollback.toml"
         subprocess.run([python, "-m", "rollback", "config", "init", "--path", str(config)], check=True,

@@ -60,6 +60,7 @@ __all__ = [
 
 CONFIG_FILENAME = "rollback.toml"
 DEFAULT_VERCEL_API_URL = "https://api.vercel.com"
+PRODUCTION_NAMES = frozenset({"production", "prod"})
 # A config file is a few kB; anything this size is a mistake (or an attack on the parser).
 MAX_CONFIG_BYTES = 1 << 20
 # Deeper than any real config nests (arrays of inline tables of arrays...); tomllib and the
@@ -235,7 +236,10 @@ class VerifySettings(_Model):
     smoke_timeout: float = Field(default=600, gt=0, allow_inf_nan=False, description="seconds")
     error_rate_percent: float = Field(default=1.0, ge=0, allow_inf_nan=False)
     cache_hit_percent: float = Field(default=70.0, ge=0, le=100, allow_inf_nan=False)
-    metrics_minutes: int = Field(default=5, ge=1, le=60, description="window for CloudFront rates")
+    # A fraction of a minute is for stand-ins that measure every second (the sandbox: 0.25 = 15 s);
+    # CloudWatch itself aggregates standard-resolution metrics per whole minute.
+    metrics_minutes: float = Field(default=5, gt=0, le=60, allow_inf_nan=False,
+                                   description="window for CloudFront rates")
     fresh_minutes: int = Field(default=10, ge=1, le=120, description="metrics count as arriving within this")
 
     @field_validator("api_paths", "page_paths")
@@ -270,6 +274,9 @@ class LockSettings(_Model):
 
 
 class EnvSettings(_Model):
+    # A production environment (also any environment named production or prod): `rollback drill
+    # --env` refuses it without --i-know-this-is-production.
+    production: bool = False
     vercel: VercelSettings | None = None
     health: HealthSettings = Field(default_factory=HealthSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -314,6 +321,11 @@ class Config:
     settings: Settings
     env: EnvSettings
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
+
+    @property
+    def is_production(self) -> bool:
+        """Marked ``production = true``, or named ``production``/``prod`` (any case)."""
+        return self.env.production or self.env_name.lower() in PRODUCTION_NAMES
 
     @property
     def root(self) -> Path:

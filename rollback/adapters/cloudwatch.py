@@ -115,12 +115,12 @@ class CloudWatch:
         return [found[name] for name in sorted(found)]
 
     def statistic(self, namespace: str, metric: str, dimensions: Sequence[Mapping[str, str]], *, stat: str,
-                  minutes: int, now: dt.datetime | None = None) -> MetricWindow:
+                  minutes: float, now: dt.datetime | None = None) -> MetricWindow:
         """``stat`` (``Average``, ``Sum``, ``p95``...) of a metric over the last ``minutes``, as one value."""
         return self.statistics(namespace, [(metric, stat)], dimensions, minutes=minutes, now=now)[0]
 
     def statistics(self, namespace: str, wanted: Sequence[tuple[str, str]], dimensions: Sequence[Mapping[str, str]],
-                   *, minutes: int, now: dt.datetime | None = None,
+                   *, minutes: float, now: dt.datetime | None = None,
                    since: dt.datetime | None = None) -> list[MetricWindow]:
         """Several ``(metric, stat)`` of one dimension set over the last ``minutes``, in one GetMetricData call.
 
@@ -164,7 +164,7 @@ class CloudWatch:
         return windows
 
     def newest(self, namespace: str, metric: str, stat: str, dimensions: Sequence[Mapping[str, str]], *,
-               minutes: int, now: dt.datetime | None = None) -> MetricWindow:
+               minutes: float, now: dt.datetime | None = None) -> MetricWindow:
         """``stat`` of the newest one-minute datapoint of the last ``minutes`` (``value`` None without any)."""
         end = (now or dt.datetime.now(dt.UTC)).replace(microsecond=0) + dt.timedelta(seconds=1)
         start = end - dt.timedelta(minutes=minutes)

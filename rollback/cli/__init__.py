@@ -26,6 +26,7 @@ from rollback.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_REFUSED,
+    BadInput,
     RollbackError,
 )
 
@@ -39,6 +40,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "db": ("rollback.cli.db:db", "Layers"),
     "infra": ("rollback.cli.infra:infra", "Layers"),
     "sandbox": ("rollback.cli.sandbox_cmd:sandbox", "Practice"),
+    "drill": ("rollback.cli.drill_cmd:drill", "Practice"),
     "report": ("rollback.cli.report:report", "Incident"),
     "decide": ("rollback.cli.decide_cmd:decide", "Incident"),
     "run": ("rollback.cli.run_cmd:run", "Incident"),
@@ -48,9 +50,29 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 SECTIONS = ("Layers", "Incident", "Setup", "Practice")
 
+# Top-level packages of the optional extras (pyproject.toml), and the extra that installs each.
+EXTRA_OF: dict[str, str] = {"pulumi": "infra", "pulumi_aws": "infra", "moto": "sandbox", "flask": "sandbox",
+                            "flask_cors": "sandbox", "werkzeug": "sandbox", "docker": "sandbox"}
+
+
+def missing_extra(exc: ImportError) -> BadInput | None:
+    """The one-line error for a module of an optional extra that is not installed, else None."""
+    name = (getattr(exc, "name", None) or "").split(".")[0]
+    extra = EXTRA_OF.get(name)
+    if extra is None:
+        return None
+    return BadInput(f"this command needs the '{extra}' extra: {name} is not installed",
+                    f"pip install -e '.[{extra}]' in the repository (or pip install 'rollback[{extra}]')",
+                    extra=extra, module=name)
+
 
 class LazyGroup(click.Group):
-    """A group whose subcommands are imported on first use."""
+    """A group whose subcommands are imported on first use.
+
+    A module of an optional extra that is not installed (``pulumi`` for ``infra``, ``moto`` for
+    ``sandbox``), whether imported with the command or while it runs, is one line naming the
+    extra to install (exit 2), never a ``ModuleNotFoundError`` traceback.
+    """
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *SUBCOMMANDS})
@@ -58,16 +80,39 @@ class LazyGroup(click.Group):
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         if cmd_name in SUBCOMMANDS:
             module_name, attribute = SUBCOMMANDS[cmd_name][0].split(":")
-            command = getattr(importlib.import_module(module_name), attribute)
+            try:
+                command = getattr(importlib.import_module(module_name), attribute)
+            except ImportError as exc:
+                error = missing_extra(exc)
+                if error is None:
+                    raise
+                app = ctx.find_object(AppContext)
+                if app is not None and "--json" in app.argv:
+                    app.json = True  # the command's own --json was never parsed: honour it for the error
+                raise error from exc
             assert isinstance(command, click.Command)
             return command
         return super().get_command(ctx, cmd_name)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ImportError as exc:
+            error = missing_extra(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         by_section: dict[str, list[tuple[str, str]]] = {}
         limit = formatter.width - 6 - max((len(n) for n in self.list_commands(ctx)), default=0)
         for name in self.list_commands(ctx):
-            command = self.get_command(ctx, name)
+            try:
+                command = self.get_command(ctx, name)
+            except BadInput as exc:  # its extra is missing: still listed, with what to install
+                section = SUBCOMMANDS.get(name, ("", "Incident"))[1]
+                by_section.setdefault(section, []).append((name, f"(needs the '{exc.data.get('extra')}' extra)"))
+                continue
             if command is None or command.hidden:
                 continue
             section = SUBCOMMANDS.get(name, ("", "Incident"))[1]

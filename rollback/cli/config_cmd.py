@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from rollback.cli.support import AppContext, common_options, emit, pass_app, print_table, say
@@ -49,15 +47,17 @@ def check(app: AppContext) -> None:
 
 
 @config.command()
-@click.option("--path", "path", type=click.Path(path_type=Path), default=Path("."), show_default=True,
-              help="File or directory to write rollback.toml to.")
+@click.option("--path", "path", type=click.Path(), default=".", show_default=True,
+              help="File or directory to write rollback.toml to (a name ending in / is a directory, created "
+                   "if missing).")
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
-def init(path: Path, force: bool) -> None:
+def init(path: str, force: bool) -> None:
     """Write an annotated starter rollback.toml.
 
     \b
-    Example:
+    Examples:
       rollback config init && $EDITOR rollback.toml
+      rollback config init --path deploy/     # deploy/rollback.toml
     """
     from rollback.commands import config as commands
 

@@ -81,9 +81,12 @@ def sandbox() -> None:
 @dir_option
 @click.option("--timeout", type=click.FloatRange(min=1), default=180, show_default=True, metavar="SECONDS",
               help="How long to wait for the sandbox to be ready.")
+@click.option("--reset", "fresh", is_flag=True,
+              help="If a sandbox already runs in DIR, break its world again (as 'reset'): every layer broken "
+                   "either way.")
 @_json_option
 @pass_app
-def up_command(app: AppContext, directory: Path, timeout: float) -> None:
+def up_command(app: AppContext, directory: Path, timeout: float, fresh: bool) -> None:
     """Start the sandbox in DIR and seed its world (or reuse the one already running there).
 
     Runs in the background until 'rollback sandbox down'. Exit 1 when it cannot start
@@ -92,14 +95,16 @@ def up_command(app: AppContext, directory: Path, timeout: float) -> None:
     \b
     Example:
       rollback sandbox up
+      rollback sandbox up --reset         # started, or re-broken if it was running
       rollback sandbox up --dir /tmp/practice --json
     """
     from rollback.sandbox import world
 
-    info = world.up(directory, timeout=timeout, progress=None if app.json else (lambda m: say(m)))
+    info = world.up(directory, timeout=timeout, progress=None if app.json else (lambda m: say(m)), fresh=fresh)
 
     def human() -> None:
-        verb = "already running" if info.reused else f"up in {info.seconds_to_ready:.1f} s"
+        verb = ("already running, re-seeded" if fresh else "already running") if info.reused else \
+            f"up in {info.seconds_to_ready:.1f} s"
         say(f"sandbox {verb} in {info.dir}", err=False)
         for line in _summary(info):
             say(f"  {line}", err=False)
@@ -124,8 +129,9 @@ def status_command(app: AppContext, directory: Path) -> None:
 
     ROLLBACK_CONFIG, AWS_ENDPOINT_URL and test credentials, DATABASE_URL,
     VERCEL_API_URL, VERCEL_TOKEN, VERCEL_ORG_ID/VERCEL_PROJECT_ID/VERCEL_SCOPE,
-    VERCEL_ARGS (for the vercel CLI), APP_URL, DISTRIBUTION_ID, EDGE_FUNCTION,
-    ASSETS_BUCKET. Exit 3 when no sandbox runs in DIR (the status check found none).
+    VERCEL_ARGS (for the vercel CLI), APP_URL, APP_REPO, DISTRIBUTION_ID,
+    EDGE_FUNCTION, ASSETS_BUCKET, DB_GOOD_BACKUP, SANDBOX_WEBHOOK_URL. Exit 3 when
+    no sandbox runs in DIR (the status check found none).
 
     \b
     Example:

@@ -467,6 +467,7 @@ def _ours(request: AliasRequest | None, step: Step, kind: str) -> bool:
 POLL_INTERVAL = 0.1
 POLL_STEADY_SECONDS = 3.0
 POLL_MAX_INTERVAL = 1.0
+WAIT_NOTE_SECONDS = 10.0  # while a pushed revert builds: a "still waiting" line at least this often
 
 
 def next_poll_gap(elapsed: float, previous: float) -> float:
@@ -694,6 +695,7 @@ class AppHandlers:
         deadline = started + timeout
         interval = 0.25
         seen: dict[str, str] = {}
+        said = started  # a line at least every WAIT_NOTE_SECONDS: a long build is not a hung command
         project_ref = str(step.params["project"])
         project: Project | None = None
         while True:
@@ -730,6 +732,11 @@ class AppHandlers:
             if self.clock() >= deadline:
                 raise OperationFailed(f"no READY production deployment of {sha[:12]} went live within "
                                       f"{format_duration(timeout)}", "check the Vercel dashboard for the build")
+            if self.clock() - said >= WAIT_NOTE_SECONDS:
+                said = self.clock()
+                building = ", ".join(f"{d}: {state}" for d, state in seen.items()) or "no deployment of it yet"
+                ctx.note(f"still waiting for {sha[:12]} to serve production ({building}; "
+                         f"{format_duration(said - started)} of {format_duration(timeout)})")
             self.sleep(min(interval, max(0.0, deadline - self.clock())))
             interval = min(interval * 1.5, 3.0)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,18 @@ def template_text() -> str:
     return resources.files("rollback").joinpath("templates", CONFIG_FILENAME).read_text(encoding="utf-8")
 
 
-def init(path: Path, *, force: bool = False) -> Path:
-    """Write the starter config to ``path`` (a file or a directory). Never overwrites without ``force``."""
-    target = path / CONFIG_FILENAME if path.is_dir() else path
+def init(path: str | Path, *, force: bool = False) -> Path:
+    """Write the starter config to ``path``: a file, or a directory (an existing one, or a name ending
+    in ``/``, created if missing) that gets ``rollback.toml``. Never overwrites without ``force``."""
+    raw = os.fspath(path)
+    folder = Path(raw)
+    if raw.endswith(("/", os.sep)) or folder.is_dir():
+        if folder.exists() and not folder.is_dir():
+            raise BadInput(f"{raw} is not a directory", "name a directory, or a file such as rollback.toml")
+        folder.mkdir(parents=True, exist_ok=True)
+        target = folder / CONFIG_FILENAME
+    else:
+        target = folder
     if target.exists() and not force:
         raise Refused(f"{target} already exists", "pass --force to overwrite it, or edit it")
     if not target.parent.is_dir():

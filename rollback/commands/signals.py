@@ -181,13 +181,13 @@ def distribution_id(config: Config) -> str:
     return value
 
 
-def cloudfront_metric(config: Config, metric: str, stat: str, *, minutes: int, timeout: float,
+def cloudfront_metric(config: Config, metric: str, stat: str, *, minutes: float, timeout: float,
                       distribution: str | None = None, since: dt.datetime | None = None) -> MetricWindow:
     return cloudfront_metrics(config, [(metric, stat)], minutes=minutes, timeout=timeout,
                               distribution=distribution, since=since)[0]
 
 
-def cloudfront_metrics(config: Config, wanted: list[tuple[str, str]], *, minutes: int, timeout: float,
+def cloudfront_metrics(config: Config, wanted: list[tuple[str, str]], *, minutes: float, timeout: float,
                        distribution: str | None = None, since: dt.datetime | None = None) -> list[MetricWindow]:
     """Several CloudFront ``(metric, stat)`` of the distribution over the last ``minutes`` (or since
     ``since``, when that is later), in one call."""
@@ -198,7 +198,7 @@ def cloudfront_metrics(config: Config, wanted: list[tuple[str, str]], *, minutes
                                                           minutes=minutes, since=since)
 
 
-def cloudfront_newest(config: Config, metric: str, stat: str, *, minutes: int, timeout: float,
+def cloudfront_newest(config: Config, metric: str, stat: str, *, minutes: float, timeout: float,
                       distribution: str | None = None) -> MetricWindow:
     """The newest one-minute datapoint of a CloudFront metric in the last ``minutes``."""
     from rollback.adapters.cloudwatch import cloudfront_dimensions

@@ -11,7 +11,11 @@ a rollback changes what it answers:
   (201 for POST, 200 otherwise), ``/api/integrations``, ``/api/stats`` (200);
 - every other ``/api/*`` path of a bad deployment answers only after
   ``--bad-latency`` seconds (1.5 s by default);
-- ``GET /_sandbox/monitor``: the monitor's last measurement (not counted).
+- ``GET /_sandbox/monitor``: the monitor's last measurement (not counted);
+- ``POST /_sandbox/hooks/<token>``: the sandbox's incident channel, a Slack-compatible
+  incoming webhook (``{"text": ...}``; the token, from ``$SANDBOX_HOOK_TOKEN``, makes
+  the URL a secret as a real webhook's is); ``GET /_sandbox/channel`` lists what was
+  posted (newest last), so a drill's notifications can be read back.
 
 **The monitor** plays CloudWatch's part, which moto does not (moto stores
 datapoints but never evaluates an alarm). Every ``--interval`` seconds it
@@ -47,6 +51,7 @@ import datetime as dt
 import json
 import logging
 import math
+import os
 import sys
 import threading
 import time
@@ -111,6 +116,25 @@ class AppServer:
         self._cached: tuple[float, Production | None] | None = None
         self.answered: collections.deque[tuple[float, int, float]] = collections.deque(maxlen=20000)
         self.monitor: Monitor | None = None
+        self.hook_token: str | None = None
+        self.channel: collections.deque[dict[str, Any]] = collections.deque(maxlen=2000)
+
+    def receive_post(self, token: str, raw: bytes) -> tuple[int, str, bytes]:
+        """The incident channel: a post to ``/_sandbox/hooks/<token>`` (Slack's answers: ``ok``,
+        404 for an unknown hook, 400 for a body without ``text``)."""
+        import hmac
+
+        if not self.hook_token or not hmac.compare_digest(token, self.hook_token):
+            return 404, "text/plain; charset=utf-8", b"no_service"
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("text"), str):
+            return 400, "text/plain; charset=utf-8", b"invalid_payload"
+        self.channel.append({"at": dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace(
+            "+00:00", "Z"), "text": body["text"]})
+        return 200, "text/plain; charset=utf-8", b"ok"
 
     def production(self) -> Production | None:
         """The deployment production serves (None when there is none); raises OSError when the
@@ -209,13 +233,16 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self, method: str) -> None:
         started = time.monotonic()
         length = int(self.headers.get("Content-Length") or 0)
-        if length:
-            self.rfile.read(min(length, 1 << 20))
+        raw = self.rfile.read(min(length, 1 << 20)) if length else b""
         path = self.path.split("?", 1)[0]
         app = self.server.app
         if path == "/_sandbox/monitor":
             monitor = app.monitor
             status, kind, body = _json(200, monitor.last if monitor is not None else {})
+        elif path.startswith("/_sandbox/hooks/") and method == "POST":
+            status, kind, body = app.receive_post(path.removeprefix("/_sandbox/hooks/"), raw)
+        elif path == "/_sandbox/channel":
+            status, kind, body = _json(200, {"posts": list(app.channel)})
         else:
             try:
                 status, kind, body = app.answer(method, path)
@@ -261,7 +288,7 @@ class Monitor:
     base_url: str
     world_path: Path
     interval: float = 1.0
-    window: float = 4.0
+    window: float = 2.0  # short: an alarm clears (and a datapoint turns good) seconds after the fix
     min_samples: int = 5
     last: dict[str, Any] = field(default_factory=dict)
     _world: dict[str, Any] | None = None
@@ -444,11 +471,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--world", type=Path, help="world.json written by the supervisor (enables the monitor)")
     parser.add_argument("--bad-latency", type=float, default=1.5, help="seconds a bad deployment takes on /api/*")
     parser.add_argument("--interval", type=float, default=1.0, help="seconds between monitor cycles")
-    parser.add_argument("--window", type=float, default=4.0, help="seconds of answers each measurement covers")
+    parser.add_argument("--window", type=float, default=2.0, help="seconds of answers each measurement covers")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s app: %(message)s")
     logging.getLogger("botocore").setLevel(logging.WARNING)
     app = AppServer(args.vercel_url, args.project, bad_latency=args.bad_latency)
+    app.hook_token = os.environ.get("SANDBOX_HOOK_TOKEN") or None  # not an argument: ps would show it
     server = _Server(("127.0.0.1", args.port), app)
     if args.world is not None:
         app.monitor = Monitor(app, f"http://127.0.0.1:{args.port}", args.world, interval=args.interval,

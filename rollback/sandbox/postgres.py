@@ -58,9 +58,18 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _runuser() -> str:
+    """``runuser`` lives in sbin, which a non-login root shell (or ``env -i``) may not have on PATH."""
+    import shutil
+
+    found = shutil.which("runuser") or next((p for p in ("/usr/sbin/runuser", "/sbin/runuser")
+                                             if os.access(p, os.X_OK)), None)
+    return found or "runuser"
+
+
 def _as_server_user(args: list[str]) -> list[str]:
     if hasattr(os, "geteuid") and os.geteuid() == 0:
-        return ["runuser", "-u", SERVER_USER, "--", *args]
+        return [_runuser(), "-u", SERVER_USER, "--", *args]
     return args
 
 

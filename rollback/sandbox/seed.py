@@ -44,8 +44,11 @@ import datetime as dt
 import hashlib
 import io
 import json
+import os
 import secrets
 import shutil
+import subprocess
+import sys
 import uuid
 import zipfile
 from collections.abc import Mapping
@@ -65,12 +68,14 @@ __all__ = [
     "backdate_aws",
     "seed_aws",
     "seed_database",
+    "seed_git",
     "seed_vercel",
     "write_config",
     "write_pulumi",
 ]
 
 ENV = "sandbox"
+WEBHOOK_ENV = "SANDBOX_WEBHOOK_URL"  # the variable holding the sandbox incident channel's URL (a secret)
 PROJECT = "rollback"
 STACK = "sandbox"
 PREFIX = f"{PROJECT}-{STACK}"
@@ -725,6 +730,80 @@ def write_pulumi(directory: Path, aws: Mapping[str, Any], timeline: Timeline) ->
 # ---------------------------------------------------------------------------------------- config
 
 
+# ------------------------------------------------------------------------------------------ git
+
+# The app's repository: a bare "origin" whose post-receive hook tells the Vercel emulator about every push
+# to main, as Vercel's Git integration does (a production deployment that builds, then goes live unless a
+# rollback paused that), and a clone to work in. `rollback app revert HEAD --push --wait` runs against it.
+GIT_FILES = (
+    ("Initial commit", {"README.md": "# demo\n", "app/page.tsx": "export default () => <h1>demo</h1>;\n"}),
+    ("Add integrations page", {"app/integrations/page.tsx": "export default () => <h1>integrations</h1>;\n"}),
+    ("Add new feature", {"app/api/health/route.ts": "export const GET = () => feature.enabled.check();\n"}),
+)
+HOOK = """#!{python}
+# Written by `rollback sandbox up`: what Vercel's Git integration does on a push to main.
+import json, subprocess, sys, urllib.request
+
+for line in sys.stdin:
+    old, new, ref = line.split()
+    if ref != "refs/heads/main" or set(new) == {{"0"}}:
+        continue
+    subject = subprocess.run(["git", "log", "-1", "--format=%s", new], capture_output=True, text=True).stdout
+    body = json.dumps({{"project": {project!r}, "sha": new, "ref": "main", "ready_after": {ready_after},
+                       "message": subject.strip()}}).encode()
+    request = urllib.request.Request({url!r} + "/_admin/deployments", data=body, method="POST",
+                                     headers={{"Content-Type": "application/json"}})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        created = json.loads(answer.read())
+    print(f"vercel: deployment {{created['url']}} ({{created['id']}}) building for {{new[:12]}}", flush=True)
+"""
+GIT_READY_AFTER = 1.0  # seconds a pushed commit takes to build in the emulator
+
+
+def seed_git(directory: Path, vercel_url: str, timeline: Timeline) -> dict[str, Any]:
+    """``DIR/app.git`` (bare, with the deploy hook) and ``DIR/app`` (a clone whose HEAD is the bad commit)."""
+    origin, work = directory / "app.git", directory / "app"
+    for path in (origin, work):
+        shutil.rmtree(path, ignore_errors=True)
+    env = {**os.environ, "GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0", "HOME": str(directory),
+           "GIT_AUTHOR_NAME": "Sandbox Developer", "GIT_AUTHOR_EMAIL": "dev@demo.example.com",
+           "GIT_COMMITTER_NAME": "Sandbox Developer", "GIT_COMMITTER_EMAIL": "dev@demo.example.com"}
+
+    def git(*args: str, cwd: Path = work, when: dt.datetime | None = None) -> str:
+        extra = {"GIT_AUTHOR_DATE": when.isoformat(), "GIT_COMMITTER_DATE": when.isoformat()} if when else {}
+        done = subprocess.run(["git", *args], cwd=cwd, env={**env, **extra}, capture_output=True, text=True,
+                              check=True)
+        return done.stdout.strip()
+
+    git("init", "-q", "--bare", "-b", "main", str(origin), cwd=directory)
+    hook = origin / "hooks" / "post-receive"
+    hook.write_text(HOOK.format(python=sys.executable, project=DEMO.project_name, url=vercel_url.rstrip("/"),
+                                ready_after=GIT_READY_AFTER), encoding="utf-8")
+    hook.chmod(0o755)
+    git("init", "-q", "-b", "main", str(work), cwd=directory)
+    # The operator's identity lives in the clone, so that `git revert` works from any HOME.
+    git("config", "user.name", "Sandbox Operator")
+    git("config", "user.email", "oncall@demo.example.com")
+    git("remote", "add", "origin", str(origin))
+    shas = []
+    for (message, files), when in zip(GIT_FILES, (timeline.created, timeline.good_release, timeline.bad_app),
+                                      strict=True):
+        for name, text in files.items():
+            path = work / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        git("add", "-A")
+        git("commit", "-q", "-m", message, when=when)
+        shas.append(git("rev-parse", "HEAD"))
+    # Pushed before the hook could deploy it: the emulator's seeded deployments stand for these pushes.
+    hook.rename(hook.with_suffix(".off"))
+    git("push", "-q", "origin", "main")
+    hook.with_suffix(".off").rename(hook)
+    git("branch", "-q", "--set-upstream-to=origin/main", "main")
+    return {"origin": str(origin), "repo": str(work), "bad_commit": shas[-1], "good_commit": shas[-2],
+            "commits": shas}
+
+
 def journal_dir_for(directory: Path) -> Path:
     """Where the sandbox's journals go: beside DIR in ``.rollback/runs`` when DIR is inside a
     ``.rollback`` directory (the default), so ``rollback journal``/``report`` find them from the
@@ -781,6 +860,14 @@ project_dir = "pulumi"
 [env.{ENV}.verify]
 api_paths = ["/api/health", "/api/version", "/api/integrations"]
 page_paths = ["/"]
+# The sandbox's monitor measures every second where CloudWatch aggregates per minute: its CloudFront
+# rates are judged over the last 12 s (0.2 min), as production's are over the last 5 min.
+metrics_minutes = 0.2
+
+# The sandbox's own incident channel: a Slack-compatible webhook served by the app server
+# (`curl $APP_URL/_sandbox/channel` lists the posts). Its URL is a secret, exported by `status`.
+[env.{ENV}.notify]
+webhook_env = "{WEBHOOK_ENV}"
 
 [[env.{ENV}.verify.flows]]
 name = "login"

@@ -101,6 +101,7 @@ class Supervisor:
         self._pg_root = Path()
         self._pg_thread = threading.Thread()
         self.token = "sandbox" + secrets.token_hex(12)
+        self.hook_token = secrets.token_hex(16)  # the incident channel's webhook URL is a secret, as Slack's is
         self.lock_inode = -1
         self.state: dict[str, Any] = {
             "version": 1, "state": "starting", "dir": str(directory), "started_at": _now(), "ready_at": None,
@@ -159,7 +160,8 @@ class Supervisor:
         os.environ["AWS_CONFIG_FILE"] = os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
         os.environ.pop("AWS_PROFILE", None)
         self._spawn("app", ["-m", "rollback.sandbox.app", "--port", str(self.ports["app"]), "--vercel-url",
-                            vercel_url, "--project", seed.DEMO.project_name, "--world", str(self.dir / WORLD_FILE)])
+                            vercel_url, "--project", seed.DEMO.project_name, "--world", str(self.dir / WORLD_FILE)],
+                    env={"SANDBOX_HOOK_TOKEN": self.hook_token})
         self.save()
 
         # The cluster goes into a directory recorded before it exists, so that `down` finds (and removes)
@@ -192,6 +194,7 @@ class Supervisor:
             "VERCEL_SCOPE": seed.DEMO.team_slug,
             "VERCEL_ARGS": f"--api {vercel_url} --token {self.token} --scope {seed.DEMO.team_slug}",
             "APP_URL": app_url,
+            seed.WEBHOOK_ENV: f"{app_url}/_sandbox/hooks/{self.hook_token}",
         }
         self.save(urls={"aws": moto_url, "vercel": vercel_url, "app": app_url})
 
@@ -263,7 +266,8 @@ class Supervisor:
             return seed.seed_database(self.wait_for_postgres(), self.dir, timeline)
 
         threads = [in_thread("vercel", seed.seed_vercel, self.state["urls"]["vercel"]),
-                   in_thread("database", database)]
+                   in_thread("database", database),
+                   in_thread("git", seed.seed_git, self.dir, self.state["urls"]["vercel"], timeline)]
         import boto3
 
         _warm_backends()  # no-op after the first time
@@ -276,13 +280,13 @@ class Supervisor:
         for thread in threads:
             thread.join(timeout=120)
         log.info("Vercel, database and Pulumi seeded in %.2f s", time.monotonic() - started)
-        for name in ("vercel", "database"):
+        for name in ("vercel", "database", "git"):
             if isinstance(results.get(name), BaseException):
                 raise RuntimeError(f"seeding {name} failed: {results[name]}") from results[name]
             if name not in results:
                 raise RuntimeError(f"seeding {name} did not finish within 120 s")
         world = {"env": seed.ENV, "timeline": timeline.to_dict(), "vercel": results["vercel"], "aws": aws,
-                 "database": results["database"], "pulumi": pulumi,
+                 "database": results["database"], "pulumi": pulumi, "git": results["git"],
                  "seconds": round(time.monotonic() - started, 3)}
         _write_json(self.dir / WORLD_FILE, world)
         return world
@@ -459,4 +463,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_code = main()
+    # Everything is stopped and saved, the lock released: skip the interpreter's teardown of moto's
+    # and boto's module graph, which takes seconds on a busy machine while `down` waits for the pid.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(exit_code)

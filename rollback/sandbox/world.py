@@ -47,7 +47,8 @@ UP_LOCK = "up.lock"
 # The order `status` prints the variables in (any others follow).
 EXPORT_ORDER = ("ROLLBACK_CONFIG", "ROLLBACK_ENV", "AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
                 "AWS_SESSION_TOKEN", "AWS_DEFAULT_REGION", "AWS_REGION", "DATABASE_URL", "VERCEL_API_URL",
-                "VERCEL_TOKEN", "VERCEL_ORG_ID", "VERCEL_PROJECT_ID", "VERCEL_SCOPE", "VERCEL_ARGS", "APP_URL")
+                "VERCEL_TOKEN", "VERCEL_ORG_ID", "VERCEL_PROJECT_ID", "VERCEL_SCOPE", "VERCEL_ARGS", "APP_URL",
+                "SANDBOX_WEBHOOK_URL")
 
 Progress = Callable[[str], None]
 
@@ -88,6 +89,9 @@ class SandboxInfo:
             env.setdefault("DB_INSTANCE", str(aws.get("db_instance", "")))
         if self.env.get("DATABASE_URL"):
             env.setdefault("DATABASE_NAME", "app")
+        repo = (self.world.get("git") or {}).get("repo")
+        if repo:
+            env.setdefault("APP_REPO", str(repo))
         good_backup = (self.world.get("database") or {}).get("good_backup")
         if good_backup:
             env.setdefault("DB_GOOD_BACKUP", str(good_backup))
@@ -176,40 +180,48 @@ def _tail(path: Path, lines: int = 12) -> str:
         return ""
 
 
-def up(directory: Path = DEFAULT_DIR, *, timeout: float = 180.0, progress: Progress | None = None) -> SandboxInfo:
+def up(directory: Path = DEFAULT_DIR, *, timeout: float = 180.0, progress: Progress | None = None,
+       fresh: bool = False) -> SandboxInfo:
     """Start the sandbox in ``directory`` (or reuse the one running there) and return it once seeded.
 
-    Raises :class:`OperationFailed` (with the log's last lines) when it cannot start; whatever it
-    started is stopped again. Ctrl-C while waiting stops it too.
+    With ``fresh``, a sandbox already running is re-seeded (:func:`reset`), so that every layer is
+    broken as after a first ``up`` either way. Raises :class:`OperationFailed` (with the log's last
+    lines) when it cannot start; whatever it started is stopped again. Ctrl-C while waiting stops it too.
     """
     _require_extras()
     directory = _check_directory(directory)
     with _up_lock(directory):
         state = read_state(directory)
-        if _supervisor_alive(directory) and state is not None:
-            if state.get("state") in ("ready", "degraded"):
+        running = state is not None and _supervisor_alive(directory)
+        if running and state is not None:
+            if state.get("state") not in ("ready", "degraded"):
+                return _wait_ready(directory, timeout, progress, reused=True)
+            if not fresh:
                 return _info(directory, state, reused=True)
-            return _wait_ready(directory, timeout, progress, reused=True)
-        if state is not None:
-            _cleanup(directory, state)  # stale: its owner is dead
-        _prepare(directory)
-        log_path = directory / "logs" / "supervisor.log"
-        with open(log_path, "ab") as log_file:
-            subprocess.Popen([sys.executable, "-m", "rollback.sandbox.supervisor", "--dir", str(directory)],
-                             stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                             start_new_session=True, cwd=str(directory), close_fds=True)
-        try:
-            return _wait_ready(directory, timeout, progress)
-        except BaseException:
-            with contextlib.suppress(Exception):
-                _stop(directory, read_state(directory))
-            raise
+        else:
+            if state is not None:
+                _cleanup(directory, state)  # stale: its owner is dead
+            _prepare(directory)
+            log_path = directory / "logs" / "supervisor.log"
+            with open(log_path, "ab") as log_file:
+                subprocess.Popen([sys.executable, "-m", "rollback.sandbox.supervisor", "--dir", str(directory)],
+                                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                 start_new_session=True, cwd=str(directory), close_fds=True)
+            try:
+                return _wait_ready(directory, timeout, progress)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    _stop(directory, read_state(directory))
+                raise
+    info = reset(directory, timeout=timeout)  # running, and a fresh world was asked for
+    info.reused = True
+    return info
 
 
 def _prepare(directory: Path) -> None:
     """A fresh directory for a new sandbox: the generated files of an earlier one are removed
     (journals, incidents and logs are kept)."""
-    for name in ("pulumi", "pulumi-state", "prisma", "backups"):
+    for name in ("pulumi", "pulumi-state", "prisma", "backups", "app", "app.git"):
         shutil.rmtree(directory / name, ignore_errors=True)
     for name in (STATE_FILE, WORLD_FILE, "rollback.toml"):
         (directory / name).unlink(missing_ok=True)

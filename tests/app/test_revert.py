@@ -217,7 +217,29 @@ def test_a_transient_read_error_while_waiting_for_the_deploy_keeps_waiting(app_e
     commands.apply(planned, commands.handlers(config=config, client=lambda: client, repo=gitrepo),
                    progress=notes.append)
     assert live_sha(emulator) == git(repo, "rev-parse", "HEAD")
-    assert sum("still waiting" in note for note in notes) == 2, notes
+    assert sum("status failed" in note and "still waiting" in note for note in notes) == 2, notes
+
+
+def test_a_slow_build_says_it_is_still_waiting(app_env: Path, repo: Path, client: Any, emulator: VercelEmulator,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from rollback.commands import app as commands
+    from rollback.config import load_config
+
+    monkeypatch.setattr(commands, "WAIT_NOTE_SECONDS", 0.3)  # every 10 s in real life
+    config = load_config()
+    gitrepo = GitRepo(repo)
+    planned = commands.plan_revert(config, gitrepo, "HEAD", push=True, wait=True, timeout=20,
+                                   project=commands.project_of(config, client))
+    hook = repo.parent / "origin.git" / "hooks" / "post-receive"
+    hook.write_text(hook.read_text().replace('"ready_after": 0.2', '"ready_after": 1.5'))
+    notes: list[str] = []
+    commands.apply(planned, commands.handlers(config=config, client=lambda: client, repo=gitrepo),
+                   progress=notes.append)
+    head = git(repo, "rev-parse", "HEAD")
+    assert live_sha(emulator) == head
+    waiting = [note for note in notes if note.startswith(f"still waiting for {head[:12]} to serve production")]
+    assert len(waiting) >= 2, notes
+    assert "BUILDING" in waiting[-1]
 
 
 def test_apply_reverts_the_planned_commits_not_a_fresh_reading(app_env: Path, repo: Path) -> None:

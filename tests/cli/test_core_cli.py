@@ -138,6 +138,16 @@ def test_config_init_refuses_to_overwrite(run_cli: RunCli, tmp_path: Path) -> No
     assert run_cli("config", "init", "--path", str(tmp_path), "--force").code == 0
 
 
+def test_config_init_into_a_directory(run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert run_cli("config", "init", "--path", "sub/").code == 0  # a name ending in / is a directory
+    assert (tmp_path / "sub" / "rollback.toml").is_file()
+    assert run_cli("config", "init", "--path", "other.toml").code == 0  # anything else is the file itself
+    assert (tmp_path / "other.toml").is_file()
+    (tmp_path / "plain").write_text("")
+    assert_one_line_error(run_cli("config", "init", "--path", "plain/"), 2, "is not a directory")
+
+
 def test_journal_list_and_show(run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from rollback.journal import Journal
     from rollback.plan import Plan, Step

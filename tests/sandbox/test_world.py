@@ -183,6 +183,21 @@ def test_reset_breaks_the_world_again(fresh_sandbox: SandboxInfo, run_cli: RunCl
     assert again.world["aws"]["distribution_id"] == info.world["aws"]["distribution_id"]
     assert httpx.get(f"{info.env['APP_URL']}/api/health", timeout=10).status_code == 500
     assert alarm_states(again)["rollback-sandbox-cdn-5xx-error-rate"] == "ALARM"
+    # `up --reset` on the running sandbox: the same processes, the world seeded once more.
+    assert run_cli("app", "rollback", "--yes").code == 0
+    result = run_cli("sandbox", "up", "--reset", "--dir", str(info.dir), "--json")
+    assert result.code == 0, result.err
+    document = result.json()
+    assert document["reused"] is True and document["generation"] == again.generation + 1
+    assert document["pids"] == again.pids
+    assert httpx.get(f"{info.env['APP_URL']}/api/health", timeout=10).status_code == 500
+    # The app's repository was re-created too: HEAD is the bad commit again, and its remote deploys pushes.
+    import subprocess
+
+    repo = document["env"]["APP_REPO"]
+    head = subprocess.run(["git", "-C", repo, "log", "-1", "--format=%s"], capture_output=True, text=True, check=True)
+    assert head.stdout.strip() == "Add new feature"
+    assert (Path(repo).parent / "app.git" / "hooks" / "post-receive").stat().st_mode & 0o111
 
 
 def test_state_file_is_private_and_strict_json(sandbox_env: SandboxInfo) -> None:
