@@ -33,13 +33,16 @@ import datetime as dt
 import json
 import os
 import secrets
-from collections.abc import Iterator, Mapping
+import sys
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rollback.errors import BadInput
+from rollback.errors import BadInput, OperationFailed, Refused
+from rollback.journal import write_error_reason
 from rollback.redact import redact
+from rollback.safetext import printable
 
 __all__ = [
     "EVENTS",
@@ -92,16 +95,31 @@ def new_incident_id(directory: Path, env: str, now: dt.datetime | None = None) -
 
 
 class IncidentLog:
-    """Appends events to one incident's file (durably, redacted)."""
+    """Appends events to one incident's file (durably, redacted).
 
-    def __init__(self, path: Path) -> None:
+    :meth:`write` never raises: it is called while a rollback runs (``run_started``, ``restored``...),
+    and a full disk must not turn a rollback that worked into a traceback. A failed write is said once
+    through :attr:`warn` and counted in :attr:`lost_events`; the next line that lands carries the
+    count. :meth:`must_write` is for commands whose only job is the record (``incident note``,
+    ``close``, a decision): there a failed write is a one-line :class:`OperationFailed`.
+    """
+
+    def __init__(self, path: Path, *, warn: Callable[[str], None] | None = None) -> None:
         self.path = path
         self.id = path.name.removesuffix(SUFFIX)
+        self.warn: Callable[[str], None] = warn or _to_stderr
+        self.lost_events = 0
+        self.write_error: str | None = None
+        self._torn = False
 
     @classmethod
     def create(cls, directory: Path, env: str, *, now: dt.datetime | None = None, **opened: Any) -> IncidentLog:
-        """Create a new incident file and write its ``opened`` event."""
-        directory.mkdir(parents=True, exist_ok=True)
+        """Create a new incident file and write its ``opened`` event; a disk that cannot take it
+        refuses (nothing has happened yet) and leaves no empty incident behind."""
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _refused(exc, directory) from None
         for _ in range(20):
             incident_id = new_incident_id(directory, env, now)
             path = directory / f"{incident_id}{SUFFIX}"
@@ -110,23 +128,89 @@ class IncidentLog:
                 fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
                 continue
+            except OSError as exc:
+                raise _refused(exc, directory) from None
             os.close(fd)
             log = cls(path)
-            log.write("opened", env=env, **opened)
+            try:
+                log._append(log._entry("opened", env=env, **opened))
+            except OSError as exc:
+                with contextlib.suppress(OSError):
+                    path.unlink()
+                raise _refused(exc, directory) from None
+            log._written()
             return log
         raise BadInput(f"cannot create an incident file in {directory}", "check the directory")
 
-    def write(self, event: str, **fields: Any) -> dict[str, Any]:
+    def _entry(self, event: str, **fields: Any) -> dict[str, Any]:
         entry: dict[str, Any] = redact({"ts": iso(dt.datetime.now(dt.UTC)), "incident": self.id, "event": event,
                                         **fields})
-        line = (json.dumps(entry, default=str, ensure_ascii=False, allow_nan=False) + "\n").encode()
+        if self.lost_events:
+            entry["lost_events"] = self.lost_events
+        return entry
+
+    def _append(self, entry: Mapping[str, Any]) -> None:
+        """One line, durably; raises OSError. A line after a torn one starts on a line of its own."""
+        line = ("\n" if self._torn else "") + json.dumps(entry, default=str, ensure_ascii=False,
+                                                         allow_nan=False) + "\n"
+        data = line.encode("utf-8", errors="backslashreplace")
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            os.write(fd, line)  # one write of the whole line: O_APPEND keeps lines whole between processes
+            # One write of the whole line: O_APPEND keeps lines whole between processes. A short
+            # write (a disk filling up) leaves a torn line, which the reader counts and skips.
+            written = os.write(fd, data)
+            if written < len(data):
+                self._torn = True
+                os.write(fd, data[written:])
             os.fsync(fd)
         finally:
             os.close(fd)
+        self._torn = False
+        self.lost_events = 0
+
+    def _written(self) -> None:
+        """Called after each event that landed (subclasses copy the file elsewhere)."""
+
+    def write(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Append one event; never raises (see the class)."""
+        entry = self._entry(event, **fields)
+        try:
+            self._append(entry)
+        except OSError as exc:
+            self._torn = True
+            self.lost_events += 1
+            if self.write_error is None:
+                self.write_error = write_error_reason(exc)
+                self.warn(f"warning: incident {self.id} could not be written: {self.write_error} ({self.path}); "
+                          "the rollback goes on, and its output and journal are the record of what it does")
+            return entry
+        self._written()
         return entry
+
+    def must_write(self, event: str, **fields: Any) -> dict[str, Any]:
+        """Append one event or fail with one line: for commands whose only job is the record."""
+        entry = self._entry(event, **fields)
+        try:
+            self._append(entry)
+        except OSError as exc:
+            self._torn = True
+            raise OperationFailed(
+                f"incident {self.id} could not be written: {write_error_reason(exc)} ({self.path})",
+                "nothing was recorded; free space there, then run the command again") from None
+        self._written()
+        return entry
+
+
+def _to_stderr(message: str) -> None:
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(printable(message) + "\n")
+        sys.stderr.flush()
+
+
+def _refused(exc: OSError, directory: Path) -> Refused:
+    return Refused(f"incident record could not be written: {write_error_reason(exc)} ({exc.filename or directory})",
+                   "nothing was changed; free space there, or set ROLLBACK_JOURNAL_DIR to a directory on "
+                   "another disk (incidents live beside the journals)")
 
 
 def _seconds(later: dt.datetime | None, earlier: dt.datetime | None) -> float | None:

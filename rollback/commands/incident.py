@@ -67,10 +67,8 @@ class _Mirrored(IncidentLog):
         self.config = config
         self.mirror_error: str | None = None
 
-    def write(self, event: str, **fields: Any) -> dict[str, Any]:
-        entry = super().write(event, **fields)
+    def _written(self) -> None:
         self.copy()
-        return entry
 
     def copy(self) -> None:
         lock = self.config.lock_settings
@@ -142,9 +140,9 @@ def ensure(config: Config, ref: str | None, *, detection: Detection, drill: bool
 
 def record_decision(log: IncidentLog, decision: Decision, seconds: float) -> dict[str, Any]:
     document = decision.to_dict()
-    return log.write("decided", severity=decision.severity, reasons=document["reasons"],
-                     layers=document["layers"], options=document["options"], command=decision.command,
-                     seconds=round(seconds, 3), signals=document["signals"])
+    return log.must_write("decided", severity=decision.severity, reasons=document["reasons"],
+                          layers=document["layers"], options=document["options"], command=decision.command,
+                          seconds=round(seconds, 3), signals=document["signals"])
 
 
 def _user() -> str:
@@ -171,7 +169,7 @@ def note(config: Config, ref: str, message: str) -> dict[str, Any]:
     record = _find(config, ref)
     if record.status == "closed":
         raise BadInput(f"incident {record.id} is closed", "notes go on open incidents")
-    _log(config, record.path).write("note", message=message)
+    _log(config, record.path).must_write("note", message=message)
     return read_incident(record.path).to_dict(targets_seconds(config))
 
 
@@ -179,7 +177,7 @@ def close(config: Config, ref: str, *, resolution: str, by: str | None = None) -
     record = _find(config, ref)
     if record.status == "closed":
         raise BadInput(f"incident {record.id} is already closed", "see 'rollback incident show'")
-    _log(config, record.path).write("closed", by=by or _user(), resolution=resolution)
+    _log(config, record.path).must_write("closed", by=by or _user(), resolution=resolution)
     with contextlib.suppress(BadInput):
         record = read_incident(record.path)
     return record.to_dict(targets_seconds(config))
