@@ -117,11 +117,12 @@ def test_pagination_follows_next_as_until(emulator: VercelEmulator) -> None:
 
 
 def test_alias_job_progresses_pending_in_progress_succeeded(emulator: VercelEmulator) -> None:
-    admin(emulator, "config", {"job_seconds": 1.5})
+    # pending for a third of the job: 1.5 s, long enough to be seen first on a loaded machine
+    admin(emulator, "config", {"job_seconds": 4.5})
     assert post(emulator, f"/v1/projects/{DEMO.project_id}/rollback/{DEMO.previous}",
                 description="drill").status_code == 201
     statuses = []
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         status = get(emulator, f"/v9/projects/{DEMO.project_id}").json()["lastAliasRequest"]["jobStatus"]
         if not statuses or statuses[-1] != status:
