@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import json
 import os
 import time
@@ -251,8 +252,11 @@ def _disk_errors(out_dir: Path) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
         raise DatabaseError(f"writing the backup to {out_dir} failed: {exc.strerror or exc}",
-                            "check the free space and permissions of the backups directory") from exc
+                            "a disk is full: free space where the backup is written (backups_dir), then run the "
+                            "command again" if full else
+                            "check the permissions of the backups directory") from exc
 
 
 def verify_backup(manifest: Mapping[str, Any], dump_dir: Path, tools: PgTools) -> dict[str, Any]:

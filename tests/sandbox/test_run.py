@@ -8,8 +8,10 @@ opens its own. The CLI runs in this process (``run_cli``) except where a real pr
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -23,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 
+from rollback.config import load_settings
 from rollback.sandbox.world import SandboxInfo
 from tests.conftest import CliResult
 from tests.report.conftest import Receiver, receiver  # noqa: F401  (the webhook receiver fixture)
@@ -151,7 +154,16 @@ def test_run_app_edge_db_restores_all_three_then_verifies(world: SandboxInfo, ru
     again = run_cli("verify", "--json")
     assert again.json()["since"] == timeline["restored"]
     rate = next(i for i in again.json()["items"] if i["id"] == "cdn.5xx-rate")
-    assert "since the service was restored" in rate["detail"] or "no 5xxErrorRate datapoint since" in rate["detail"]
+    assert rate["status"] == "pass", rate
+    if "since restored" in rate["name"]:  # verify judged from the restore on
+        assert rate["name"].endswith(f"(since restored {timeline['restored'][11:19]}Z)"), rate
+        assert "since the service was restored" in rate["detail"] \
+            or "no 5xxErrorRate datapoint since" in rate["detail"], rate
+    else:  # restored longer ago than the window (the sandbox's is 12 s): the whole window is after it
+        window = load_settings(info.config_path).env["sandbox"].verify.metrics_minutes
+        restored_at = dt.datetime.fromisoformat(timeline["restored"].replace("Z", "+00:00"))
+        assert dt.datetime.now(dt.UTC) - restored_at >= dt.timedelta(minutes=window), rate
+        assert "average over" in rate["detail"], rate
     # and the report renders the incident, its runs and the swap's data-loss facts
     report = run_cli("report", document["incident"], "--format", "md")
     assert report.code == 0, report.err
@@ -522,14 +534,23 @@ def test_run_without_layers_or_decision_says_what_to_give(world: SandboxInfo, ru
 # ------------------------------------------------------------------------------------------ notifications
 
 
+def _notify_to_test_webhook(info: SandboxInfo, extra: str = "") -> Path:
+    """The sandbox's config with its incident channel pointed at $TEST_WEBHOOK (the test's receiver)."""
+    text, count = re.subn(r'(\[env\.sandbox\.notify\]\n(?:#.*\n)*)webhook_env = "[^"]*"\n',
+                          lambda m: m.group(1) + 'webhook_env = "TEST_WEBHOOK"\n' + extra,
+                          info.config_path.read_text())
+    assert count == 1, "the sandbox's config has no [env.sandbox.notify] webhook_env line"
+    config = info.dir / "rollback-notify.toml"
+    config.write_text(text)
+    return config
+
+
 def test_notifications_start_per_layer_end_and_no_secret(world: SandboxInfo, run_cli: RunCli,
                                                         receiver: Receiver,  # noqa: F811
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     info = world
     repair_assets(run_cli)
-    config = info.dir / "rollback-notify.toml"
-    config.write_text(info.config_path.read_text() + '\n[env.sandbox.notify]\nwebhook_env = "TEST_WEBHOOK"\n'
-                      "heartbeat_minutes = 0.01\n")
+    config = _notify_to_test_webhook(info, "heartbeat_minutes = 0.01\n")
     monkeypatch.setenv("ROLLBACK_CONFIG", str(config))
     monkeypatch.setenv("TEST_WEBHOOK", receiver.url)
     httpx.post(f"{info.env['VERCEL_API_URL']}/_admin/config", json={"job_seconds": 2}, timeout=10).raise_for_status()
@@ -559,8 +580,7 @@ def test_notifications_start_per_layer_end_and_no_secret(world: SandboxInfo, run
 def test_a_dry_run_posts_nothing(world: SandboxInfo, run_cli: RunCli, receiver: Receiver,  # noqa: F811
                                  monkeypatch: pytest.MonkeyPatch) -> None:
     info = world
-    config = info.dir / "rollback-notify.toml"
-    config.write_text(info.config_path.read_text() + '\n[env.sandbox.notify]\nwebhook_env = "TEST_WEBHOOK"\n')
+    config = _notify_to_test_webhook(info)
     monkeypatch.setenv("ROLLBACK_CONFIG", str(config))
     monkeypatch.setenv("TEST_WEBHOOK", receiver.url)
     assert run_cli("run", "--layers", "app,edge,db", "--dry-run").code == 0
