@@ -171,6 +171,12 @@ def parse_database_url(value: str, variable: str = "the database URL") -> tuple[
             raise BadInput(f"{variable} has an '@' in its user name or password that is not percent-encoded "
                            "(libpq would take what follows it for the host)",
                            "write '@' as %40; " + ENCODE_HINT)
+        if "@" in authority and "@" in before_query[len(authority):]:
+            # 'user:pa@/ss@host/db': libpq stops the password at the first '@' and reads the rest as an
+            # empty host and a database named 'ss@host/db'
+            raise BadInput(f"{variable} has an '@' and a '/' in its user name or password that are not "
+                           "percent-encoded (libpq would take what follows them for the database name)",
+                           "write '@' as %40 and '/' as %2F; " + ENCODE_HINT)
         if "@" not in authority and "@" in before_query:
             raise BadInput(f"{variable} has a '/' in its user name or password that is not percent-encoded "
                            "(libpq would take what follows it for the port and the database name)",

@@ -25,6 +25,8 @@ from rollback.redact import redact_text
         ("postgresql://app:ab/cd+ef==@db.internal:5432/app", "ab/cd+ef==", "'/'"),
         ("postgresql://app:12/cd+ef@db.internal:5432/app", "12/cd+ef", "'/'"),
         ("postgresql://app:p@ss@db.internal/app", "p@ss", "'@'"),
+        # found by hypothesis: '@' then '/' read as an empty host and a database named 'c2094cac@db...'
+        ("postgresql://app:e3e70682@/c2094cac@db.internal:5432/app", "e3e70682@/c2094cac", "'@'"),
         ("postgresql://app:a b c@db.internal/app", "a b c", "space"),
         ("postgresql://app:100%pure@db.internal/app", "100%pure", "'%'"),
         ("host=db password=two words dbname=app", "two words", "space"),
