@@ -368,7 +368,7 @@ def _run_step(chosen: StepHandler, step: Step, ctx: StepContext) -> tuple[dict[s
             f"step {step.id} ({step.describe()}) was finished by run {ctx.resumes or 'an earlier run'}, but "
             f"checking it again finds it not done: {check.would or 'its effect is gone'}",
             "something changed since that run: look at the current state, then plan a new run instead of "
-            "resuming this one", step=step.id)
+            "resuming this one", details={"step": step.id})
     if ctx.dry_run:
         return {"would": check.would, **check.result}, False
     ctx.checked = check

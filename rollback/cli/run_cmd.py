@@ -125,9 +125,11 @@ def _with_incident(plan: Plan, incident: str) -> Plan:
     return dataclasses.replace(plan, steps=tuple(steps))
 
 
-def _resume_hint(exc: BaseException, run_id: str | None) -> None:
+def _resume_hint(exc: BaseException, run_id: str | None) -> BaseException:
+    """The error to raise: a RollbackError's hint names the command that continues the run."""
     if run_id and isinstance(exc, RollbackError) and "rollback resume" not in exc.hint:
-        exc.hint = f"{exc.hint}; then continue with: rollback resume {run_id}"
+        return exc.with_hint(f"{exc.hint}; then continue with: rollback resume {run_id}")
+    return exc
 
 
 def _summary(tracker: RunTracker | None, outcome: ExecutionResult) -> dict[str, Any]:
@@ -291,7 +293,7 @@ def run(app: AppContext, layer_values: tuple[str, ...], target_values: tuple[str
             flags_needed = ", ".join(dict.fromkeys(h.override or "" for h in planned.blocking if h.override))
             raise UnsafePrecondition(f"{first.kind}: {first.message}{others}",
                                      f"nothing was changed; accept it with {flags_needed}, or change the layers",
-                                     hazards=[h.to_dict() for h in planned.blocking])
+                                     details={"hazards": [h.to_dict() for h in planned.blocking]})
     _execute(app, config, plan, planned, request, services, dry_run=dry_run, yes=yes, detected_at=detected_at,
              drill=drill)
 
@@ -391,8 +393,10 @@ def _execute(app: AppContext, config: Config, plan: Plan, planned: RunPlan | Non
                 journals[0].finish(status, code, error=(exc.one_line() if isinstance(exc, RollbackError)
                                                         else type(exc).__name__)[:500])
             tracker.closed(status, code)
-        _resume_hint(exc, journals[0].run_id if journals else None)
-        raise
+        again = _resume_hint(exc, journals[0].run_id if journals else None)
+        if again is exc:
+            raise
+        raise again from exc
     if tracker is not None:
         tracker.finish("succeeded", 0, timeout=NOTIFY_CLOSE_SECONDS)
     if journals:
@@ -536,8 +540,10 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
             if journals and not journals[0].finished:
                 journals[0].finish(status, code)
             tracker.closed(status, code)
-        _resume_hint(exc, journals[0].run_id if journals else None)
-        raise
+        again = _resume_hint(exc, journals[0].run_id if journals else None)
+        if again is exc:
+            raise
+        raise again from exc
     if tracker is not None:
         tracker.finish("succeeded", 0, timeout=NOTIFY_CLOSE_SECONDS)
     if journals:

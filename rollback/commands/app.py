@@ -127,7 +127,7 @@ def _project(client: VercelClient, ref: str) -> Project:
     try:
         return client.get_project(ref)
     except VercelError as exc:
-        if getattr(exc, "status", None) == 404:
+        if exc.status == 404:
             raise BadInput(f"no Vercel project {ref!r} (in the configured team)",
                            "check [env.<name>.vercel] project and team in rollback.toml") from exc
         raise
@@ -137,7 +137,7 @@ def _deployment(client: VercelClient, ref: str) -> Deployment:
     try:
         return client.get_deployment(ref)
     except VercelError as exc:
-        if getattr(exc, "status", None) in (400, 404):
+        if exc.status in (400, 404):
             raise BadInput(f"no deployment {ref!r}", "see 'rollback app status' for deployment ids") from exc
         raise
 
@@ -636,13 +636,13 @@ class AppHandlers:
                 names = ", ".join(a.alias for a in failed) or "unknown aliases"
                 raise VercelError(f"the {kind} job failed: {len(failed)} alias(es) not moved: {names}",
                                   "check those domains in the Vercel dashboard, then run the command again",
-                                  code="job_failed", failed_aliases=[a.to_dict() for a in failed])
+                                  code="job_failed", details={"failed_aliases": [a.to_dict() for a in failed]})
             remaining = deadline - self.clock()
             if remaining <= 0:
                 raise OperationFailed(
                     f"the {kind} was not confirmed within {format_duration(timeout)}: the job's last status "
                     f"is {job_status}",
-                    "it may still finish: check 'rollback app status'", job_status=job_status)
+                    "it may still finish: check 'rollback app status'", details={"job_status": job_status})
             interval = next_poll_gap(self.clock() - started, interval)
             self.sleep(min(interval, remaining))
 

@@ -266,5 +266,5 @@ def write_output(text: str, out: Path) -> Path:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise OperationFailed(f"cannot write {out}: {exc.strerror}", "check the path and its permissions",
-                              path=str(out)) from exc
+                              details={"path": str(out)}) from exc
     return out
