@@ -27,6 +27,7 @@ from rollback.errors import BadInput, Interrupted, RollbackError, UnsafePrecondi
 if TYPE_CHECKING:
     from rollback.commands.run import RunPlan, RunRequest, RunTracker
     from rollback.config import Config
+    from rollback.context import Services
     from rollback.decide import Decision
     from rollback.incident import IncidentLog
     from rollback.journal import Journal
@@ -351,10 +352,10 @@ def _request(app: AppContext, config: Config, layer_values: tuple[str, ...], tar
 
 
 def _execute(app: AppContext, config: Config, plan: Plan, planned: RunPlan | None, request: RunRequest,
-             services: Any, *, dry_run: bool, yes: bool, detected_at: str | None, drill: bool) -> None:
+             services: Services, *, dry_run: bool, yes: bool, detected_at: str | None, drill: bool) -> None:
     from rollback.cli.support import run_plan
     from rollback.commands.registry import handlers_for
-    from rollback.commands.run import RunTracker
+    from rollback.commands.run import RunTracker, handler_services
     from rollback.notify import Notifier
 
     tracker: RunTracker | None = None
@@ -367,7 +368,7 @@ def _execute(app: AppContext, config: Config, plan: Plan, planned: RunPlan | Non
 
         notifier = Notifier.from_config(config, incident=log.id, drill=read_incident(log.path).drill, stderr=say)
         tracker = RunTracker(plan, config=config, incident=log, notifier=notifier, severity=request.severity)
-    handlers = handlers_for(config, plan.actions, services.handler_services(request.poll_interval))
+    handlers = handlers_for(config, plan.actions, handler_services(services, request.poll_interval))
     journals: list[Journal] = []
 
     def opened(journal: Journal) -> None:
@@ -462,7 +463,7 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
     from rollback.cli.support import confirm, show_plan
     from rollback.commands import incident as incidents
     from rollback.commands.registry import handlers_for
-    from rollback.commands.run import RunTracker, Services
+    from rollback.commands.run import RunTracker, Services, handler_services
     from rollback.journal import find_run
     from rollback.notify import Notifier
     from rollback.runner import Observers, RunObserver, load_resume_point
@@ -517,7 +518,7 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
 
     def go(display: RunObserver) -> ExecutionResult:
         return resume_run(journal_dir, point.run_id,
-                          lambda plan: handlers_for(config, plan.actions, services.handler_services(poll)),
+                          lambda plan: handlers_for(config, plan.actions, handler_services(services, poll)),
                           dry_run=dry_run, progress=Observers(display, *extra), details=details,
                           start_journal=lambda fields: app.start_journal(**fields), on_journal=opened,
                           finish_run=False)

@@ -22,6 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
+from rollback.adapters.git import GitRepo
+from rollback.adapters.health import HealthChecker, make_health_client
+from rollback.adapters.vercel import AliasRequest, is_transient, request_took
+from rollback.config import HealthSettings
+from rollback.context import Services
 from rollback.errors import (
     BadInput,
     ChecksFailed,
@@ -29,16 +34,16 @@ from rollback.errors import (
     UnsafePrecondition,
     VercelError,
 )
+from rollback.journal import list_runs
 from rollback.plan import Plan, Step
 from rollback.redact import redact_text
 from rollback.runner import Check, ExecutionResult, StepContext, StepHandler, execute, handler
 from rollback.units import format_duration
 
 if TYPE_CHECKING:
-    from rollback.adapters.git import GitRepo
     from rollback.adapters.health import CheckResult
-    from rollback.adapters.vercel import AliasRequest, Deployment, Project, VercelClient
-    from rollback.config import Config, HealthSettings
+    from rollback.adapters.vercel import Deployment, Project, VercelClient
+    from rollback.config import Config
     from rollback.journal import Journal
 
 __all__ = [
@@ -50,7 +55,6 @@ __all__ = [
     "check_health",
     "handlers",
     "health_step",
-    "make_client",
     "pick_rollback_target",
     "plan_promote",
     "plan_revert",
@@ -68,19 +72,6 @@ AUTO_ASSIGN_NOTE = (
     "(promotes back the deployment that was live before), or promote a fixed deployment with "
     "'rollback app promote DEPLOYMENT'."
 )
-
-
-# ------------------------------------------------------------------ set-up
-def make_client(config: Config, *, on_retry: Callable[[str], None] | None = None) -> VercelClient:
-    """A :class:`VercelClient` for the environment: ``VERCEL_API_URL``, ``VERCEL_TOKEN``, the team."""
-    from rollback.adapters.vercel import VercelClient, make_http_client
-
-    settings = config.require_vercel()
-    http = make_http_client(config.vercel_api_url, config.vercel_token())
-    client = VercelClient(http, team=settings.team)
-    if on_retry is not None:
-        client.on_retry = on_retry
-    return client
 
 
 # ------------------------------------------------------------------ status
@@ -342,8 +333,6 @@ def plan_promote(config: Config, client: VercelClient, deployment: str, *, timeo
 
 def _journaled_rollbacks(journal_dir: Path, project_id: str) -> list[tuple[str, str, str]]:
     """``(from, to, run id)`` of journaled, completed rollbacks of the project, newest first."""
-    from rollback.journal import list_runs
-
     found = []
     for run in list_runs(journal_dir):
         if run.started.get("dry_run"):
@@ -438,14 +427,10 @@ def plan_revert(config: Config, repo: GitRepo, spec: str, *, push: bool = False,
 
 # ------------------------------------------------------------ the handlers
 def _is_transient(exc: VercelError) -> bool:
-    from rollback.adapters.vercel import is_transient
-
     return is_transient(exc)
 
 
 def _before(step: Step) -> AliasRequest | None:
-    from rollback.adapters.vercel import AliasRequest
-
     raw = step.params.get("before")
     if not isinstance(raw, Mapping):
         return None
@@ -457,8 +442,6 @@ def _before(step: Step) -> AliasRequest | None:
 
 def _ours(request: AliasRequest | None, step: Step, kind: str) -> bool:
     """Is ``request`` the alias request this plan sent (newer than the one seen when planning)?"""
-    from rollback.adapters.vercel import request_took
-
     return request_took(request, _before(step), kind, str(step.params["to_deployment_id"]))
 
 
@@ -496,14 +479,12 @@ class AppHandlers:
                 self._client = self.client_factory()
             else:
                 assert self.config is not None, "AppHandlers needs a config or a client factory"
-                self._client = make_client(self.config)
+                self._client = Services(self.config).vercel()
         return self._client
 
     def git(self, step: Step) -> GitRepo:
         """The injected repository, else the one the step names (``params["repo"]``)."""
         if self.repo is None:
-            from rollback.adapters.git import GitRepo
-
             if not step.params.get("repo"):
                 raise BadInput(f"step {step.id} does not name its git work tree", "plan it again")
             self.repo = GitRepo(Path(str(step.params["repo"])))
@@ -771,8 +752,6 @@ def health_step(config: Config, *, expected_version: str | None = None, expected
 
 
 def _health_settings(params: Mapping[str, Any]) -> HealthSettings:
-    from rollback.config import HealthSettings
-
     return HealthSettings(base_url=str(params["base_url"]), paths=list(params.get("paths") or ["/"]),
                           version_path=params.get("version_path"), timeout=float(params.get("timeout") or 5.0),
                           expect_status=int(params.get("expect_status") or 200))
@@ -823,8 +802,6 @@ def check_health(settings: HealthSettings, *, expected_version: str | None = Non
                  sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> list[CheckResult]:
     """The health and version checks of ``settings``, retried for a short settle window until all pass."""
-    from rollback.adapters.health import HealthChecker, make_health_client
-
     window = settings.timeout if settle is None else settle
     with make_health_client(settings) as http:
         checker = HealthChecker(http, settings)

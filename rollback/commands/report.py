@@ -13,7 +13,7 @@ import datetime as dt
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -174,8 +174,13 @@ def _finite(value: Any) -> Any:
 
 
 def build(config: Config | None, journal_dir: Path, ref: str | None = None, *, env: str | None = None,
-          measure: bool = True, cloudwatch: Any = None) -> dict[str, Any]:
-    """The report's data for incident ``ref`` (default: the newest of ``env``)."""
+          measure: bool = True, cloudwatch: Any = None,
+          count_rows: Callable[[Config | None, DataLossFacts], Mapping[str, int] | None] | None = None
+          ) -> dict[str, Any]:
+    """The report's data for incident ``ref`` (default: the newest of ``env``).
+
+    ``count_rows`` counts the rows only in a database a swap kept aside (default
+    :func:`count_rows_only_in_kept`)."""
     path = find_incident(incidents_dir(journal_dir), ref, env=env)
     record = load_incident(path, config)
     runs: list[RunRecord] = []
@@ -190,7 +195,7 @@ def build(config: Config | None, journal_dir: Path, ref: str | None = None, *, e
     from rollback.report import run_actions
 
     facts = data_loss_facts([run_actions(run) for run in runs])
-    counted = count_rows_only_in_kept(config, facts) if facts.swapped else None
+    counted = (count_rows or count_rows_only_in_kept)(config, facts) if facts.swapped else None
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     data = build_report(record, runs, impact=impact, rows_only_in_kept=counted, missing_runs=missing,
                         generated_at=now)

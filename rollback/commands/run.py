@@ -44,16 +44,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rollback.backups import manifest_path as backup_manifest_path
+from rollback.context import Services
 from rollback.errors import BadInput, ConfigError, RollbackError, UnsafePrecondition
 from rollback.layers import Hazard, MigrationRow, assets_mismatch, database_switch, order, schema_skew
 from rollback.plan import Plan, Step
 from rollback.runner import Check, RunObserver, handler
 
 if TYPE_CHECKING:
-    from rollback.adapters.aws import AwsClients
     from rollback.adapters.cloudfront import EdgeAdapter
-    from rollback.adapters.s3_versions import ObjectVersion, S3Versions
-    from rollback.adapters.vercel import VercelClient
+    from rollback.adapters.s3_versions import ObjectVersion
     from rollback.config import Config
     from rollback.incident import IncidentLog
     from rollback.journal import Journal
@@ -69,6 +68,7 @@ __all__ = [
     "Services",
     "SwitchHandlers",
     "WorldHandlers",
+    "handler_services",
     "load_plan_document",
     "newest_release_start",
     "plan_run",
@@ -134,54 +134,14 @@ class RunPlan:
 # --------------------------------------------------------------------------------------------- adapters
 
 
-class Services:
-    """The adapters a run reads and acts through, built on first use (or injected, as for
-    :func:`rollback.commands.registry.handlers_for`: ``vercel``, ``aws``, ``edge``, ``s3``, ``git``)."""
-
-    def __init__(self, config: Config, services: Mapping[str, Any] | None = None) -> None:
-        self.config = config
-        self.given = dict(services or {})
-        self._built: dict[str, Any] = {}
-
-    def _get(self, name: str, build: Callable[[], Any]) -> Any:
-        if self.given.get(name) is not None:
-            return self.given[name]
-        if name not in self._built:
-            self._built[name] = build()
-        return self._built[name]
-
-    def vercel(self) -> VercelClient:
-        from rollback.commands.app import make_client
-
-        client: VercelClient = self._get("vercel", lambda: make_client(self.config,
-                                                                        on_retry=self.given.get("on_retry")))
-        return client
-
-    def aws(self) -> AwsClients:
-        from rollback.commands.infra_breakglass import aws_clients
-
-        clients: AwsClients = self._get("aws", lambda: aws_clients(self.config))
-        return clients
-
-    def edge(self) -> EdgeAdapter:
-        from rollback.commands.infra_breakglass import edge_adapter
-
-        adapter: EdgeAdapter = self._get("edge", lambda: edge_adapter(self.aws()))
-        return adapter
-
-    def s3(self) -> S3Versions:
-        from rollback.commands.infra_breakglass import s3_versions
-
-        store: S3Versions = self._get("s3", lambda: s3_versions(self.aws()))
-        return store
-
-    def handler_services(self, poll_interval: float) -> dict[str, Any]:
-        """What :func:`~rollback.commands.registry.handlers_for` gets: the adapters built while planning."""
-        chosen = {**self.given, **self._built}
-        chosen.setdefault("edge_interval", poll_interval)
-        chosen.setdefault("invalidate_interval", poll_interval)
-        chosen.setdefault("poll_ramp", True)
-        return chosen
+def handler_services(services: Services, poll_interval: float) -> dict[str, Any]:
+    """What :func:`~rollback.commands.registry.handlers_for` gets: the adapters built while planning, and
+    CloudFront polls every ``poll_interval`` seconds, often at first."""
+    chosen = services.built()
+    chosen.setdefault("edge_interval", poll_interval)
+    chosen.setdefault("invalidate_interval", poll_interval)
+    chosen.setdefault("poll_ramp", True)
+    return chosen
 
 
 # --------------------------------------------------------------------------------------------- layers
