@@ -621,9 +621,9 @@ def preview_plan(config: Config, options: PreviewOptions) -> tuple[Plan, dict[st
     program = program_for(config, target, config_only=options.config_only)
     common = {"version": target.version, "mode": mode, "path": str(path), "plan_file": str(options.plan_file),
               "program": program}
-    backup_step = Step("backup-config", "infra.backup-config", f"save {path.name} to {_backup_dir(config)}",
+    backup_step = Step("backup-config", "infra.backup_config", f"save {path.name} to {_backup_dir(config)}",
                        target=f"stack {settings.stack}", params={"path": str(path)})
-    write_step = Step("write-config", "infra.write-config",
+    write_step = Step("write-config", "infra.write_config",
                       f"write version {target.version}'s config ({len(changes)} key(s) differ)"
                       + ("" if offline else " through the Automation API"),
                       target=f"stack {settings.stack}",
@@ -633,7 +633,7 @@ def preview_plan(config: Config, options: PreviewOptions) -> tuple[Plan, dict[st
         # The program runs under mocks first: a pin it rejects stops the preview before any file changes.
         against = (f"the program of commit {str(program['commit'])[:12]} with version {target.version}'s config"
                    if program["mode"] == "commit" else "the pinned config")
-        steps = [Step("desired-state", "infra.desired-state",
+        steps = [Step("desired-state", "infra.desired_state",
                       f"run the program under Pulumi's mocks: today's with the current config vs {against}",
                       target=f"stack {settings.stack}", params=common), backup_step, write_step]
     else:
@@ -878,9 +878,9 @@ class StackHandlers:
 
     def handlers(self) -> dict[str, StepHandler]:
         return {
-            "infra.backup-config": handler(self.backup_config, self.check_backup_config),
-            "infra.desired-state": read_only(self.desired_state),
-            "infra.write-config": handler(self.write_config, self.check_write_config),
+            "infra.backup_config": handler(self.backup_config, self.check_backup_config),
+            "infra.desired_state": read_only(self.desired_state),
+            "infra.write_config": handler(self.write_config, self.check_write_config),
             "infra.preview": handler(self.preview, self.check_preview),
             "infra.check": read_only(self.check_restore),
             "infra.up": handler(self.up, self.check_up),

@@ -48,7 +48,7 @@ from rollback.context import Services
 from rollback.errors import BadInput, ConfigError, RollbackError, UnsafePrecondition
 from rollback.layers import Hazard, MigrationRow, assets_mismatch, database_switch, order, schema_skew
 from rollback.plan import Plan, Step
-from rollback.runner import Check, RunObserver, handler
+from rollback.runner import Check, RunObserver, handler, renamed_actions
 
 if TYPE_CHECKING:
     from rollback.adapters.cloudfront import EdgeAdapter
@@ -80,7 +80,7 @@ __all__ = [
 READ_ONLY_ACTIONS = frozenset({
     "run.check_world", "health.check", "verify.checklist", "vercel.wait_alias_job", "vercel.wait_deploy",
     "edge.wait", "cloudfront.wait_invalidation", "db.verify_backup", "db.check_rights", "db.check_counts",
-    "db.check_migration", "infra.check", "infra.desired-state",
+    "db.check_migration", "infra.check", "infra.desired_state",
 })
 RELEASE_GAP = dt.timedelta(minutes=10)  # writes closer together than this belong to one release
 SERVICE_LAYERS = ("app", "edge", "assets", "infra", "db")
@@ -886,7 +886,7 @@ def load_plan_document(path: Path) -> tuple[Plan, dict[str, Any]]:
         raise BadInput(f"--plan {path} is not a JSON object", "pass the output of 'rollback run ... --dry-run --json'")
     inner = document.get("plan")
     body: dict[str, Any] = inner if isinstance(inner, dict) else document
-    plan = Plan.from_dict(body)
+    plan = Plan.from_dict({**body, "steps": renamed_actions(body.get("steps"))})
     if not any(step.action == "run.check_world" for step in plan.steps):
         raise BadInput(f"--plan {path} was not made by 'rollback run' (it has no run.check_world step, so a change "
                        "of the world since could not be noticed)", "plan with 'rollback run ... --dry-run --json'")
