@@ -23,7 +23,7 @@ from rollback.commands import app as app_commands
 from rollback.commands import db as db_commands
 from rollback.commands import infra_breakglass as bg
 from rollback.commands import infra_stack as stack
-from rollback.commands.app import health_step
+from rollback.commands.app_health import health_step
 from rollback.commands.run_types import RELEASE_GAP, SERVICE_LAYERS, RunPlan, RunRequest
 from rollback.commands.verify import checklist_step
 from rollback.context import Services
