@@ -86,7 +86,6 @@ def _iso_ms(ms: int | None) -> str | None:
 
 
 def _plan_app(config: Config, services: Services, request: RunRequest) -> _Layer:
-
     layer = _Layer("app")
     target = request.targets.get("app")
     client = services.vercel()
@@ -141,7 +140,6 @@ def _edge_version(adapter: EdgeAdapter, distribution: str, function: str) -> int
 
 
 def _plan_edge(config: Config, services: Services, request: RunRequest, *, pin: bool) -> _Layer:
-
     layer = _Layer("edge")
     resources = bg.resolve_resources(config, need=("distribution", "function"))
     assert resources.distribution and resources.function
@@ -204,7 +202,6 @@ def _origin_prefix(config: Config, services: Services, bucket: str) -> str | Non
 
 
 def _plan_assets(config: Config, services: Services, request: RunRequest) -> _Layer:
-
     layer = _Layer("assets")
     resources = bg.resolve_resources(config, need=("bucket",))
     assert resources.bucket
@@ -270,7 +267,6 @@ def _invalidation(config: Config, group: str) -> list[Step]:
 
 
 def _plan_infra(config: Config, services: Services, request: RunRequest) -> _Layer:
-
     config.require_pulumi()
     if not cli_available():
         raise UnsafePrecondition(
@@ -335,7 +331,6 @@ def _db_mode(request: RunRequest) -> tuple[str, str]:
 
 
 def failed_migrations(config: Config) -> list[str]:
-
     return [str(name) for name in db_commands.migrations(config).get("failed", [])]
 
 
@@ -409,7 +404,6 @@ def _parse_iso(text: Any) -> dt.datetime | None:
 
 
 def _database_host(config: Config) -> str | None:
-
     url = config.database_url()
     return urlsplit(url).hostname if url else None
 

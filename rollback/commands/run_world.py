@@ -145,7 +145,6 @@ class SwitchHandlers:
                                  f"add it in the Vercel dashboard, or change {key} by hand")
 
     def check_switch(self, step: Step, ctx: StepContext) -> Check:
-
         endpoint, _ = self._endpoint(step, ctx)
         would = f"set {step.params['key']} of {step.params['project']} to the restored instance's endpoint"
         if endpoint is None:
@@ -156,7 +155,6 @@ class SwitchHandlers:
         return Check(False, {"would_set": step.params["key"], "host": endpoint}, would)
 
     def switch(self, step: Step, ctx: StepContext) -> dict[str, Any]:
-
         endpoint, port = self._endpoint(step, ctx)
         if endpoint is None:
             raise UnsafePrecondition("the restored instance has no endpoint yet", "wait for it, then resume")
@@ -185,7 +183,6 @@ class SwitchHandlers:
         return Check(False, {"would_redeploy": step.params.get("deployment") or "production"}, would)
 
     def redeploy(self, step: Step, ctx: StepContext) -> dict[str, Any]:
-
         client = self.services.vercel()
         project = client.get_project(str(step.params["project"]))
         source = str(step.params.get("deployment") or project.production_deployment_id or "")
