@@ -52,7 +52,7 @@ def test_verify_fails_in_a_broken_world_and_passes_after_the_rollback(run_cli: C
     rolled = run_cli("app", "rollback", "--yes", "--json")
     assert rolled.code == 0, rolled.err
     assert world.emulator.state.project(DEMO.project_name).production_id == DEMO.previous
-    resolved = run_cli("db", "resolve", "--rolled-back", FAILED_MIGRATION)
+    resolved = run_cli("db", "resolve", "--rolled-back", FAILED_MIGRATION, "--yes")
     assert resolved.code == 0, resolved.err
     world.heal_monitoring()
 
