@@ -17,7 +17,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rollback.adapters.cloudwatch import CLOUDFRONT_REGION, CloudFrontMetrics
 from rollback.errors import BadInput, OperationFailed, Refused, RollbackError
+from rollback.incident import read_incident
 from rollback.journal import RunRecord, find_run
 from rollback.redact import redact
 from rollback.report import (
@@ -29,6 +31,7 @@ from rollback.report import (
     impact_window,
     parse_time,
     reason_text,
+    run_actions,
 )
 from rollback.templating import Templates
 
@@ -79,8 +82,6 @@ def _targets(config: Config | None) -> dict[str, float]:
 
 
 def _opened_env(path: Path) -> str | None:
-    from rollback.incident import read_incident
-
     try:
         return read_incident(path).env or None
     except BadInput:
@@ -113,7 +114,6 @@ def find_incident(directory: Path, ref: str | None = None, *, env: str | None = 
 def load_incident(path: Path, config: Config | None = None) -> dict[str, Any]:
     """The incident's read model (Contract B, :meth:`rollback.incident.IncidentRecord.to_dict`) from its file,
     with the environment's targets."""
-    from rollback.incident import read_incident
 
     return read_incident(path).to_dict(_targets(config))
 
@@ -132,11 +132,9 @@ def measure_impact(config: Config | None, record: Mapping[str, Any], *, cloudwat
     distribution = config.env.aws.distribution_id if config is not None else None
     if not distribution:
         return Impact.not_measured("no aws.distribution_id in the config")
-    from rollback.adapters.cloudwatch import CLOUDFRONT_REGION, CloudFrontMetrics
-
     try:
         if cloudwatch is None:
-            import boto3
+            import boto3  # heavy: only when the report measures impact without an injected client
             from botocore.config import Config as BotoConfig
 
             # Short and bounded: a report must not wait on an unreachable CloudWatch.
@@ -192,8 +190,6 @@ def build(config: Config | None, journal_dir: Path, ref: str | None = None, *, e
             missing.append(str(run_id))
     impact = measure_impact(config, record, cloudwatch=cloudwatch) if measure else \
         Impact.not_measured("not asked")
-    from rollback.report import run_actions
-
     facts = data_loss_facts([run_actions(run) for run in runs])
     counted = (count_rows or count_rows_only_in_kept)(config, facts) if facts.swapped else None
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
