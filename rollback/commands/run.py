@@ -30,6 +30,12 @@ with a running plan: ``run_started``, ``initiated`` (the first state-changing
 step started), ``restored`` (the restoring layer finished and its health check
 passed), ``run_finished``; the notifier's start, heartbeats, one post per layer
 and the end.
+
+One job per module: :mod:`~rollback.commands.run_types` (the request, the plan,
+saved plans, segments), :mod:`~rollback.commands.run_plan` (each layer's planning
+and :func:`plan_run`), :mod:`~rollback.commands.run_world` (the ``run.check_world``
+and ``--switch-database`` handlers); this module keeps :class:`RunTracker` and
+re-exports the public names of the others.
 """
 
 from __future__ import annotations
