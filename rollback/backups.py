@@ -133,7 +133,7 @@ def manifest_path(dump_dir: Path) -> Path:
 
 
 def _damaged(name: str, detail: str) -> UnsafePrecondition:
-    return UnsafePrecondition(f"backup {name} is damaged: {detail}", _DAMAGED_HINT, damaged=True)
+    return UnsafePrecondition(f"backup {name} is damaged: {detail}", _DAMAGED_HINT, details={"damaged": True})
 
 
 def _first_problem(exc: ValidationError) -> str:
@@ -228,7 +228,7 @@ def check_source(manifest: Mapping[str, Any], live: SourceIdentity, *, allow_oth
             f"backup {name} was taken from database {source.describe()}, not from this environment's database "
             f"{live.describe()}",
             "nothing was touched; restore a backup of this database ('rollback db backups' marks them), or pass "
-            "--from-other-database to restore it anyway", source=source.to_dict())
+            "--from-other-database to restore it anyway", details={"source": source.to_dict()})
     return f"backup {name} comes from ANOTHER database ({source.describe()}); restoring it was asked for with " \
            "--from-other-database"
 
@@ -444,7 +444,7 @@ def verify_backup(manifest: Mapping[str, Any], dump_dir: Path, tools: PgTools) -
     if problems:
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
         raise UnsafePrecondition(f"backup {name} is damaged: {'; '.join(problems[:3])}{more}", _DAMAGED_HINT,
-                                 problems=problems)
+                                 details={"problems": problems})
     try:
         toc = tools.list_archive(dump_dir)
     except DatabaseError as exc:

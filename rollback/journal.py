@@ -156,7 +156,7 @@ class Journal:
                     journal.path.unlink()
             raise Refused(f"journal could not be written: {write_error_reason(exc)} ({exc.filename or directory})",
                           "nothing was changed; free space there, or set ROLLBACK_JOURNAL_DIR to a directory "
-                          "on another disk", path=str(directory)) from None
+                          "on another disk", details={"path": str(directory)}) from None
         if journal.lock is not None:
             journal.lock.sync()  # the team sees the run from its first line
         return journal

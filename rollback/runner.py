@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from rollback.journal import Journal, RunRecord
 
 __all__ = [
+    "ACTION_RENAMES",
     "Check",
     "ExecutionResult",
     "Handlers",
@@ -55,8 +56,27 @@ __all__ = [
     "handler",
     "load_resume_point",
     "read_only",
+    "renamed_actions",
     "resume",
 ]
+
+# Action names are ``family.snake_case``. Names an earlier version wrote -> today's, applied wherever a
+# plan is read back (a journal for ``resume``, a ``--plan`` file), so that those plans still run.
+ACTION_RENAMES: Mapping[str, str] = {
+    "infra.backup-config": "infra.backup_config",
+    "infra.desired-state": "infra.desired_state",
+    "infra.write-config": "infra.write_config",
+}
+
+
+def renamed_actions(steps: Any) -> Any:
+    """Serialised steps (as ``Plan.to_dict()["steps"]``) with old action names replaced by today's
+    (:data:`ACTION_RENAMES`); anything that is not a list of objects is returned as it is, for
+    :meth:`Plan.from_dict` to refuse."""
+    if not isinstance(steps, list):
+        return steps
+    return [{**step, "action": ACTION_RENAMES.get(step["action"], step["action"])}
+            if isinstance(step, Mapping) and isinstance(step.get("action"), str) else step for step in steps]
 
 
 @dataclass(frozen=True)
@@ -368,7 +388,7 @@ def _run_step(chosen: StepHandler, step: Step, ctx: StepContext) -> tuple[dict[s
             f"step {step.id} ({step.describe()}) was finished by run {ctx.resumes or 'an earlier run'}, but "
             f"checking it again finds it not done: {check.would or 'its effect is gone'}",
             "something changed since that run: look at the current state, then plan a new run instead of "
-            "resuming this one", step=step.id)
+            "resuming this one", details={"step": step.id})
     if ctx.dry_run:
         return {"would": check.would, **check.result}, False
     ctx.checked = check
@@ -496,7 +516,8 @@ def _plan_of(record: RunRecord) -> Plan:
                        "run the command again")
     env = planned.get("env") or record.started.get("env")
     try:
-        return Plan.from_dict({"title": planned.get("title", ""), "env": env, "steps": planned.get("steps"),
+        return Plan.from_dict({"title": planned.get("title", ""), "env": env,
+                               "steps": renamed_actions(planned.get("steps")),
                                "notes": planned.get("notes", [])})
     except BadInput as exc:
         raise BadInput(f"run {record.run_id}: the journaled plan cannot be read back ({exc.message})",

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from rollback.adapters.aws import aws_errors
-from rollback.errors import AwsError
+from rollback.errors import AwsError, StaleETag
 
 __all__ = [
     "DEFAULT_BEHAVIOUR",
@@ -56,12 +56,6 @@ _LAMBDA_ARN = re.compile(
     r"^arn:(?P<partition>aws[a-zA-Z-]*):lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):function:"
     r"(?P<name>[A-Za-z0-9_-]+)(?::(?P<qualifier>[A-Za-z0-9_$-]+))?$"
 )
-
-
-class StaleETag(AwsError):
-    """``IfMatch`` no longer matches: someone else updated the distribution since we read it."""
-
-    default_hint = "re-read the distribution and plan again"
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import os
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +28,29 @@ __all__ = [
     "MetricWindow",
     "clean_start",
     "cloudfront_dimensions",
+    "make_client",
 ]
+
+_CLIENTS: dict[tuple[str | None, float], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def make_client(*, timeout: float) -> Any:
+    """A boto3 ``cloudwatch`` client in us-east-1 (CloudFront's metrics and the rollback alarms live
+    there) with short timeouts, shared by every reader of this process for the same endpoint and
+    timeout (clients are thread-safe, and building one costs more than the calls it makes)."""
+    key = (os.environ.get("AWS_ENDPOINT_URL"), round(timeout, 1))
+    with _CLIENTS_LOCK:
+        client = _CLIENTS.get(key)
+        if client is None:
+            import boto3
+            from botocore.config import Config as BotoConfig
+
+            client = boto3.Session(region_name=CLOUDFRONT_REGION).client(
+                "cloudwatch", config=BotoConfig(retries={"max_attempts": 2, "mode": "standard"},
+                                                connect_timeout=timeout, read_timeout=timeout))
+            _CLIENTS[key] = client
+    return client
 
 
 @dataclass(frozen=True)

@@ -490,7 +490,8 @@ class Database:
             if unendable:
                 raise UnsafePrecondition(f"{unendable} session(s) of other roles are connected to {name} and this "
                                          "role may not end them", f"close them, or GRANT pg_signal_backend TO "
-                                         f"{self.target.user}; nothing was dropped", missing="pg_signal_backend")
+                                         f"{self.target.user}; nothing was dropped",
+                                         details={"missing": "pg_signal_backend"})
             ender = _SessionEnder(self, [int(row[0])])
             try:
                 ender.end_and_wait(timeout=10)
@@ -545,7 +546,7 @@ class Database:
                         f"{unendable} session(s) of other roles are connected to {name} and this role may "
                         "not end them: it lacks pg_signal_backend", f"GRANT pg_signal_backend TO "
                         f"{self.target.user} (as a superuser), or close those sessions; nothing was changed",
-                        missing="pg_signal_backend")
+                        details={"missing": "pg_signal_backend"})
             row = conn.execute("SELECT shobj_description(%s, 'pg_database')", (oids[live],)).fetchone()
             live_comment = None if row is None or row[0] is None else str(row[0])
         live_oid, restored_oid = oids[live], oids[restored]
@@ -926,7 +927,7 @@ def _swap_failed(exc: BaseException, state: str, live: str, restored: str, set_a
         return Interrupted(f"interrupted ({how}) during the swap; {unchanged}", "run the command again to swap")
     if isinstance(exc, RollbackError):
         if "nothing was changed" not in (exc.hint or ""):
-            exc.hint = f"{exc.hint}; {unchanged}"
+            return exc.with_hint(f"{exc.hint}; {unchanged}")
         return exc
     return DatabaseError(f"swapping databases failed: {_describe_failure(exc)}", unchanged)
 

@@ -56,8 +56,8 @@ def migration_error(code: str, name: str, hint: str | None = None) -> BadInput |
     """Prisma's error, with its code: unknown names are bad input (2), wrong states refusals (4)."""
     message = f"{code}: {_MESSAGES[code].format(name=name)}"
     if code in ("P3011", "P3017"):
-        return BadInput(message, hint or "list migrations with 'rollback db migrations'", code=code)
-    return UnsafePrecondition(message, hint or "nothing was changed", code=code)
+        return BadInput(message, hint or "list migrations with 'rollback db migrations'", details={"code": code})
+    return UnsafePrecondition(message, hint or "nothing was changed", details={"code": code})
 
 
 @dataclass(frozen=True)

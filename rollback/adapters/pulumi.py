@@ -403,8 +403,8 @@ class PlanViolated(PulumiError):
     default_hint = "compare a fresh preview with the plan (rollback infra restore offers that), or preview again"
 
     def __init__(self, message: str, hint: str | None = None, *, violations: list[PlanViolation],
-                 **data: Any) -> None:
-        super().__init__(message, hint, **data)
+                 details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message, hint, details=details)
         self.violations = violations
 
 

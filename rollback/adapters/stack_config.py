@@ -21,15 +21,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from rollback.errors import BadInput, OperationFailed
+from rollback.errors import BadInput, StackConfigError
 
 __all__ = ["StackConfigError", "qualify_key", "read_stack_config", "stack_config_path", "write_stack_config"]
-
-
-class StackConfigError(OperationFailed):
-    """The stack config file cannot be read, parsed or written."""
-
-    default_hint = "fix the file by hand, or set the value with 'pulumi config set'"
 
 
 def qualify_key(key: str, project: str | None) -> str:

@@ -388,9 +388,9 @@ class VercelClient:
                 error = _api_error(response, method, path, now=self.wall_clock())
             except VercelError as exc:
                 error = exc
-            if not getattr(error, "transient", False):
+            if not error.transient:
                 raise error
-            delay = self._delay(budget.used, getattr(error, "retry_after", None))
+            delay = self._delay(budget.used, error.retry_after)
             if budget.used >= budget.attempts or delay > budget.remaining():
                 raise error
             self.on_retry(f"{error.message}; retrying in {delay:.1f} s ({budget.used}/{budget.attempts})")
@@ -529,7 +529,7 @@ class VercelClient:
             try:
                 response = self._send("POST", "/v13/deployments", json=body)
             except VercelError as exc:
-                if getattr(exc, "sent", True) or budget.used >= budget.attempts:
+                if exc.sent or budget.used >= budget.attempts:
                     raise
                 self.sleep(self._delay(budget.used, None))
                 continue
@@ -568,11 +568,11 @@ class VercelClient:
                 error = exc
             if not is_transient(error):
                 raise error
-            if getattr(error, "sent", True):
+            if error.sent:
                 landed = self._await_landing(kind, project_id, deployment_id, before, error, budget)
                 if landed is not None:
                     return AliasChange(kind, project_id, deployment_id, sends, "lastAliasRequest")
-            delay = self._delay(budget.used, getattr(error, "retry_after", None))
+            delay = self._delay(budget.used, error.retry_after)
             if budget.used >= budget.attempts or delay > budget.remaining():
                 raise error
             self.on_retry(f"{error.message}; the {kind} did not take, re-sending in {delay:.1f} s")
@@ -587,7 +587,7 @@ class VercelClient:
         look is enough. If we cannot look at all, the outcome is unknown and re-sending could
         stack a second rollback: stop and say so.
         """
-        status = getattr(error, "status", None)
+        status = error.status
         may_have_landed = status is None or status >= 500
         grace = min(self.in_flight_grace, max(0.0, budget.remaining())) if may_have_landed else 0.0
         grace_end = self.clock() + grace
@@ -611,7 +611,7 @@ class VercelClient:
 
 def is_transient(error: BaseException) -> bool:
     """Whether a :class:`VercelError` is worth retrying (a timeout, a dropped connection, 429, 5xx)."""
-    return isinstance(error, VercelError) and bool(getattr(error, "transient", False))
+    return isinstance(error, VercelError) and error.transient
 
 
 def request_took(current: AliasRequest | None, before: AliasRequest | None, kind: str, deployment_id: str) -> bool:

@@ -27,6 +27,7 @@ from rollback.errors import (
     EXIT_INTERRUPTED,
     EXIT_REFUSED,
     BadInput,
+    MissingExtra,
     RollbackError,
 )
 
@@ -55,13 +56,13 @@ EXTRA_OF: dict[str, str] = {"pulumi": "infra", "pulumi_aws": "infra", "moto": "s
                             "flask_cors": "sandbox", "werkzeug": "sandbox", "docker": "sandbox"}
 
 
-def missing_extra(exc: ImportError) -> BadInput | None:
+def missing_extra(exc: ImportError) -> MissingExtra | None:
     """The one-line error for a module of an optional extra that is not installed, else None."""
     name = (getattr(exc, "name", None) or "").split(".")[0]
     extra = EXTRA_OF.get(name)
     if extra is None:
         return None
-    return BadInput(f"this command needs the '{extra}' extra: {name} is not installed",
+    return MissingExtra(f"this command needs the '{extra}' extra: {name} is not installed",
                     f"pip install -e '.[{extra}]' in the repository (or pip install 'rollback[{extra}]')",
                     extra=extra, module=name)
 
@@ -111,7 +112,8 @@ class LazyGroup(click.Group):
                 command = self.get_command(ctx, name)
             except BadInput as exc:  # its extra is missing: still listed, with what to install
                 section = SUBCOMMANDS.get(name, ("", "Incident"))[1]
-                by_section.setdefault(section, []).append((name, f"(needs the '{exc.data.get('extra')}' extra)"))
+                extra = exc.extra if isinstance(exc, MissingExtra) else None
+                by_section.setdefault(section, []).append((name, f"(needs the '{extra}' extra)"))
                 continue
             if command is None or command.hidden:
                 continue

@@ -7,11 +7,13 @@ Parsing and presentation only; the work is done by :mod:`rollback.commands.app`
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from rollback.cli.support import AppContext, common_options, dry_run_option, echo, emit, pass_app, say, yes_option
+from rollback.context import Services
 
 if TYPE_CHECKING:
     from rollback.commands.app import AppPlan
@@ -73,7 +75,7 @@ def status_command(app_ctx: AppContext, limit: int) -> None:
     from rollback.commands import app as commands
 
     config = app_ctx.config()
-    client = commands.make_client(config, on_retry=say)
+    client = Services(config, on_retry=say).vercel()
     result = commands.status(config, client, limit=limit)
 
     def human() -> None:
@@ -167,7 +169,7 @@ def rollback_command(app_ctx: AppContext, to: str | None, reason: str | None, ti
 
     seconds = _seconds(timeout)
     config = app_ctx.config()
-    client = commands.make_client(config, on_retry=say)
+    client = Services(config, on_retry=say).vercel()
     planned = commands.plan_rollback(config, client, to=to, reason=reason, timeout=seconds, verify=not no_verify)
     _run_change(app_ctx, planned, commands.handlers(config=config, client=lambda: client), dry_run=dry_run,
                 yes=yes, action="roll back production", human=_alias_human("rollback"))
@@ -194,7 +196,7 @@ def undo_command(app_ctx: AppContext, timeout: str, no_verify: bool, dry_run: bo
 
     seconds = _seconds(timeout)
     config = app_ctx.config()
-    client = commands.make_client(config, on_retry=say)
+    client = Services(config, on_retry=say).vercel()
     planned = commands.plan_undo(config, client, timeout=seconds, verify=not no_verify)
     _run_change(app_ctx, planned, commands.handlers(config=config, client=lambda: client), dry_run=dry_run,
                 yes=yes, action="undo the rollback", human=_alias_human("undo"))
@@ -221,7 +223,7 @@ def promote_command(app_ctx: AppContext, deployment: str, timeout: str, no_verif
 
     seconds = _seconds(timeout)
     config = app_ctx.config()
-    client = commands.make_client(config, on_retry=say)
+    client = Services(config, on_retry=say).vercel()
     planned = commands.plan_promote(config, client, deployment, timeout=seconds, verify=not no_verify)
     _run_change(app_ctx, planned, commands.handlers(config=config, client=lambda: client), dry_run=dry_run,
                 yes=yes, action="promote a deployment", human=_alias_human("promote"))
@@ -253,18 +255,16 @@ def revert_command(app_ctx: AppContext, commit: str, push: bool, remote: str, br
       rollback app revert abc1234 --push --wait --yes
       rollback app revert abc1234..HEAD --dry-run
     """
-    from pathlib import Path
-
-    from rollback.adapters.git import GitRepo
     from rollback.commands import app as commands
 
     seconds = _seconds(timeout)
     config = app_ctx.config()
-    git_repo = GitRepo(Path(repo).resolve())
+    services = Services(config, on_retry=say)
+    git_repo = services.git(Path(repo))
     client = None
     project = None
     if wait and push:  # check the token, team and project before changing anything
-        client = commands.make_client(config, on_retry=say)
+        client = services.vercel()
         project = commands.project_of(config, client)
     planned = commands.plan_revert(config, git_repo, commit, push=push, remote=remote, branch=branch, wait=wait,
                                    timeout=seconds, project=project)

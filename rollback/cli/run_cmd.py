@@ -27,6 +27,7 @@ from rollback.errors import BadInput, Interrupted, RollbackError, UnsafePrecondi
 if TYPE_CHECKING:
     from rollback.commands.run import RunPlan, RunRequest, RunTracker
     from rollback.config import Config
+    from rollback.context import Services
     from rollback.decide import Decision
     from rollback.incident import IncidentLog
     from rollback.journal import Journal
@@ -125,9 +126,11 @@ def _with_incident(plan: Plan, incident: str) -> Plan:
     return dataclasses.replace(plan, steps=tuple(steps))
 
 
-def _resume_hint(exc: BaseException, run_id: str | None) -> None:
+def _resume_hint(exc: BaseException, run_id: str | None) -> BaseException:
+    """The error to raise: a RollbackError's hint names the command that continues the run."""
     if run_id and isinstance(exc, RollbackError) and "rollback resume" not in exc.hint:
-        exc.hint = f"{exc.hint}; then continue with: rollback resume {run_id}"
+        return exc.with_hint(f"{exc.hint}; then continue with: rollback resume {run_id}")
+    return exc
 
 
 def _summary(tracker: RunTracker | None, outcome: ExecutionResult) -> dict[str, Any]:
@@ -291,7 +294,7 @@ def run(app: AppContext, layer_values: tuple[str, ...], target_values: tuple[str
             flags_needed = ", ".join(dict.fromkeys(h.override or "" for h in planned.blocking if h.override))
             raise UnsafePrecondition(f"{first.kind}: {first.message}{others}",
                                      f"nothing was changed; accept it with {flags_needed}, or change the layers",
-                                     hazards=[h.to_dict() for h in planned.blocking])
+                                     details={"hazards": [h.to_dict() for h in planned.blocking]})
     _execute(app, config, plan, planned, request, services, dry_run=dry_run, yes=yes, detected_at=detected_at,
              drill=drill)
 
@@ -349,10 +352,10 @@ def _request(app: AppContext, config: Config, layer_values: tuple[str, ...], tar
 
 
 def _execute(app: AppContext, config: Config, plan: Plan, planned: RunPlan | None, request: RunRequest,
-             services: Any, *, dry_run: bool, yes: bool, detected_at: str | None, drill: bool) -> None:
+             services: Services, *, dry_run: bool, yes: bool, detected_at: str | None, drill: bool) -> None:
     from rollback.cli.support import run_plan
     from rollback.commands.registry import handlers_for
-    from rollback.commands.run import RunTracker
+    from rollback.commands.run import RunTracker, handler_services
     from rollback.notify import Notifier
 
     tracker: RunTracker | None = None
@@ -365,7 +368,7 @@ def _execute(app: AppContext, config: Config, plan: Plan, planned: RunPlan | Non
 
         notifier = Notifier.from_config(config, incident=log.id, drill=read_incident(log.path).drill, stderr=say)
         tracker = RunTracker(plan, config=config, incident=log, notifier=notifier, severity=request.severity)
-    handlers = handlers_for(config, plan.actions, services.handler_services(request.poll_interval))
+    handlers = handlers_for(config, plan.actions, handler_services(services, request.poll_interval))
     journals: list[Journal] = []
 
     def opened(journal: Journal) -> None:
@@ -391,8 +394,10 @@ def _execute(app: AppContext, config: Config, plan: Plan, planned: RunPlan | Non
                 journals[0].finish(status, code, error=(exc.one_line() if isinstance(exc, RollbackError)
                                                         else type(exc).__name__)[:500])
             tracker.closed(status, code)
-        _resume_hint(exc, journals[0].run_id if journals else None)
-        raise
+        again = _resume_hint(exc, journals[0].run_id if journals else None)
+        if again is exc:
+            raise
+        raise again from exc
     if tracker is not None:
         tracker.finish("succeeded", 0, timeout=NOTIFY_CLOSE_SECONDS)
     if journals:
@@ -458,7 +463,7 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
     from rollback.cli.support import confirm, show_plan
     from rollback.commands import incident as incidents
     from rollback.commands.registry import handlers_for
-    from rollback.commands.run import RunTracker, Services
+    from rollback.commands.run import RunTracker, Services, handler_services
     from rollback.journal import find_run
     from rollback.notify import Notifier
     from rollback.runner import Observers, RunObserver, load_resume_point
@@ -513,7 +518,7 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
 
     def go(display: RunObserver) -> ExecutionResult:
         return resume_run(journal_dir, point.run_id,
-                          lambda plan: handlers_for(config, plan.actions, services.handler_services(poll)),
+                          lambda plan: handlers_for(config, plan.actions, handler_services(services, poll)),
                           dry_run=dry_run, progress=Observers(display, *extra), details=details,
                           start_journal=lambda fields: app.start_journal(**fields), on_journal=opened,
                           finish_run=False)
@@ -536,8 +541,10 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
             if journals and not journals[0].finished:
                 journals[0].finish(status, code)
             tracker.closed(status, code)
-        _resume_hint(exc, journals[0].run_id if journals else None)
-        raise
+        again = _resume_hint(exc, journals[0].run_id if journals else None)
+        if again is exc:
+            raise
+        raise again from exc
     if tracker is not None:
         tracker.finish("succeeded", 0, timeout=NOTIFY_CLOSE_SECONDS)
     if journals:

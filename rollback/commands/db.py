@@ -841,7 +841,7 @@ class DbHandlers:
                 raise UnsafePrecondition(
                     f"role {role} lacks CREATEDB: it cannot create the database to restore into beside {live}",
                     f"ALTER ROLE {role} CREATEDB (as a superuser), or pass --in-place (still takes the "
-                    "emergency backup first)", missing="CREATEDB")
+                    "emergency backup first)", details={"missing": "CREATEDB"})
             for name in names:
                 if not rights.owns.get(name):
                     why = ("restoring in place drops and recreates its objects" if step.params.get("in_place")
@@ -849,10 +849,11 @@ class DbHandlers:
                     raise UnsafePrecondition(
                         f"role {role} does not own database {name}: {why}",
                         f"ALTER DATABASE {name} OWNER TO {role} (as a superuser or the owner), or use the "
-                        "owner's URL", missing="OWNER")
+                        "owner's URL", details={"missing": "OWNER"})
             if step.params.get("swap") and not rights.createdb:
                 raise UnsafePrecondition(f"role {role} lacks CREATEDB: renaming a database needs it",
-                                         f"ALTER ROLE {role} CREATEDB (as a superuser)", missing="CREATEDB")
+                                         f"ALTER ROLE {role} CREATEDB (as a superuser)",
+                                         details={"missing": "CREATEDB"})
         return {"role": role, **rights.to_dict()}
 
     def check_restore_beside(self, step: Step, ctx: StepContext) -> Check:

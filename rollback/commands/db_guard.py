@@ -27,7 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rollback.errors import BadInput, OperationFailed
+from rollback.errors import BadInput, CommandFailed
 from rollback.plan import Plan, Step
 from rollback.redact import redact_text
 
@@ -205,6 +205,6 @@ def outcome_step(handlers: DbHandlers, step: Step, ctx: StepContext) -> Check:
         return Check(False, {}, "pass the command's exit status through")
     if code != 0:
         what = f"backup {record.get('backup')}" if record.get("backup") else f"snapshot {record.get('snapshot')}"
-        raise OperationFailed(f"the guarded command failed (exit {code}); the {what} was taken just before it",
+        raise CommandFailed(f"the guarded command failed (exit {code}); the {what} was taken just before it",
                               f"to go back to before it: {restore_hint(record)}", exit_code=code, record=record)
     return Check(False, {"exit_code": 0}, "the command succeeded")

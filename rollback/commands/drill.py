@@ -35,19 +35,26 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import io
+import fcntl
 import json
 import os
-import re
 import shlex
-import signal
-import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rollback.commands.drill_runner import (
+    DrillInterrupted,
+    Invocation,
+    Progress,
+    Runner,
+    scoped_environ,
+    signals_ignored,
+    signals_interrupt,
+)
+from rollback.config import load_config
 from rollback.errors import (
     EXIT_BAD_INPUT,
     EXIT_CHECKS_FAILED,
@@ -58,7 +65,10 @@ from rollback.errors import (
     OperationFailed,
     Refused,
 )
-from rollback.redact import redact_text
+from rollback.notify import Notifier
+from rollback.report import parse_time
+from rollback.sandbox import world
+from rollback.sandbox.processes import ProcessRef, process_ref
 
 __all__ = ["DEFAULT_LAYERS", "PHASES", "DrillOptions", "DrillResult", "Invocation", "PhaseResult", "run_drill"]
 
@@ -69,17 +79,10 @@ SANDBOX_DETECT_TIMEOUT = 60.0
 POLL_INTERVAL = 0.5
 MARKER = "drill.json"
 LOCK = "drill.lock"
-STREAMED = re.compile(r"^(\[\d+/\d+\] |error: |warning: |journaled as run )")
 # What a drill in the sandbox must not inherit from the shell it runs in.
 HERMETIC_UNSET = ("ROLLBACK_JOURNAL_DIR", "AWS_PROFILE", "AWS_DEFAULT_PROFILE", "PULUMI_BACKEND_URL",
                   "AWS_CA_BUNDLE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE")
 
-Progress = Callable[[str], None]
-
-
-class DrillInterrupted(Exception):
-    """Ctrl-C, SIGTERM or SIGHUP during a drill (a phase's command exited 130, or the drill itself
-    was interrupted between commands)."""
 
 
 @dataclass(frozen=True)
@@ -97,34 +100,6 @@ class DrillOptions:
 
     def mode(self) -> str:
         return "sandbox" if self.sandbox else "env"
-
-
-@dataclass
-class Invocation:
-    """One ``rollback`` command run by the drill."""
-
-    argv: list[str]
-    code: int
-    stdout: str
-    stderr: str
-    seconds: float
-
-    def document(self) -> Any:
-        """The command's ``--json`` document (``None`` when it printed none)."""
-        text = self.stdout.strip()
-        if not text:
-            return None
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError:
-            return None
-
-    def error_line(self) -> str:
-        lines = [line for line in self.stderr.splitlines() if line.startswith("error: ")]
-        if lines:
-            return lines[-1].removeprefix("error: ")
-        tail = [line for line in self.stderr.splitlines() if line.strip()]
-        return tail[-1] if tail else f"exit {self.code}"
 
 
 @dataclass
@@ -181,156 +156,6 @@ class DrillResult:
             "verification": self.verification, "report": self.report_path, "log": self.log_path,
             "notifications": self.notifications,
         }
-
-
-# --------------------------------------------------------------------------- running one command
-
-
-class _Lines(io.StringIO):
-    """A text stream that keeps everything written, copies it to the drill's log, and hands each
-    complete line to ``echo`` (the rollback's progress, shown as it happens)."""
-
-    def __init__(self, log: io.TextIOBase | None, echo: Progress | None) -> None:
-        super().__init__()
-        self._log = log
-        self._echo = echo
-        self._pending = ""
-
-    def write(self, text: str) -> int:
-        written = super().write(text)  # a TypeError for bytes, as a text stream must (click probes it)
-        if self._log is not None:
-            self._log.write(redact_text(text))
-        if self._echo is not None:
-            self._pending += text
-            *lines, self._pending = self._pending.split("\n")
-            for line in lines:
-                self._echo(line)
-        return written
-
-    def flush(self) -> None:
-        super().flush()
-        if self._log is not None:
-            self._log.flush()
-
-    def finish(self) -> str:
-        if self._echo is not None and self._pending:
-            self._echo(self._pending)
-            self._pending = ""
-        self.flush()
-        return self.getvalue()
-
-
-class Runner:
-    """Runs ``rollback`` commands in this process, as a shell would run them, and logs them."""
-
-    def __init__(self, log_path: Path | None, echo: Progress | None = None) -> None:
-        self.log_path = log_path
-        self.echo = echo
-        self._log: io.TextIOBase | None = None
-        if log_path is not None:
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            self._log = open(log_path, "a", encoding="utf-8")  # noqa: SIM115 (closed by close())
-
-    def close(self) -> None:
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def note(self, line: str) -> None:
-        if self._log is not None:
-            self._log.write(redact_text(line) + "\n")
-            self._log.flush()
-
-    def __call__(self, argv: Sequence[str], *, stream: bool = False) -> Invocation:
-        from rollback.cli import main
-
-        args = [str(a) for a in argv]
-        self.note(f"$ rollback {shlex.join(args)}")
-        out = _Lines(None, None)
-        echo = None
-        if stream and self.echo is not None:
-            real, show = sys.stderr, self.echo
-
-            def echo(line: str) -> None:
-                # The steps as they start and end, and what went wrong; the notes in between are in the log.
-                if STREAMED.match(line):
-                    with contextlib.redirect_stderr(real):  # the terminal, not the capture
-                        show(line)
-
-        err = _Lines(self._log, echo)
-        started = time.monotonic()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(args)
-        stderr = err.finish()
-        stdout = out.finish()
-        invocation = Invocation(args, code, stdout, stderr, time.monotonic() - started)
-        if self._log is not None:
-            self._log.write(redact_text(stdout if stdout.endswith("\n") or not stdout else stdout + "\n"))
-        self.note(f"# exit {code} in {invocation.seconds:.2f} s")
-        if code == EXIT_INTERRUPTED:
-            raise DrillInterrupted(shlex.join(["rollback", *args]))
-        return invocation
-
-
-# --------------------------------------------------------------------------- the environment
-
-
-@contextlib.contextmanager
-def _scoped_environ(values: Mapping[str, str], unset: Sequence[str] = ()) -> Iterator[None]:
-    """``values`` set (and ``unset`` removed) in ``os.environ`` for the drill; put back afterwards."""
-    saved = dict(os.environ)
-    try:
-        for name in unset:
-            os.environ.pop(name, None)
-        os.environ.update(values)
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-@contextlib.contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP stop the drill as Ctrl-C does (a running step handles them itself)."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    previous = {}
-    for name in ("SIGTERM", "SIGHUP"):
-        sig = getattr(signal, name, None)
-        if sig is not None and signal.getsignal(sig) != signal.SIG_IGN:
-            previous[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
-@contextlib.contextmanager
-def _signals_ignored() -> Iterator[None]:
-    """While the sandbox is being stopped: a second Ctrl-C must not leave it half stopped."""
-    import threading
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = {}
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        sig = getattr(signal, name, None)
-        if sig is not None:
-            previous[sig] = signal.signal(sig, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _iso(moment: dt.datetime) -> str:
@@ -399,7 +224,6 @@ class Drill:
 
     def prepare_env(self) -> None:
         """``--env NAME``: the config, the production guard."""
-        from rollback.config import load_config
 
         options = self.options
         config = load_config(options.config_path, options.env)
@@ -411,9 +235,6 @@ class Drill:
         self.exports = {"ROLLBACK_CONFIG": str(config.path), "ROLLBACK_ENV": config.env_name}
 
     def start_sandbox(self) -> None:
-        from rollback.sandbox import world
-        from rollback.sandbox.processes import ProcessRef, process_ref
-
         directory = self.options.sandbox_dir.expanduser().resolve()
         marker = directory / MARKER
         with self.phase("sandbox") as entry:
@@ -439,7 +260,6 @@ class Drill:
                 self.info = world.up(directory, progress=lambda m: self.run.note(m))
                 entry.detail = f"started and seeded in {self.info.seconds_to_ready or 0:.1f} s"
             timeline = (self.info.world or {}).get("timeline") or {}
-            from rollback.report import parse_time
 
             self.deployed_at = parse_time(timeline.get("now")) or _now()
         self.result.sandbox.update(started=self.started_sandbox, kept=None)
@@ -451,7 +271,6 @@ class Drill:
     def _lock_directory(self, directory: Path) -> None:
         """One drill per sandbox directory: an exclusive lock held for the whole drill (the kernel
         releases it however the drill ends, SIGKILL included)."""
-        import fcntl
 
         directory.mkdir(parents=True, exist_ok=True)
         handle = open(directory / LOCK, "a+")  # noqa: SIM115 (held until the drill ends)
@@ -475,11 +294,10 @@ class Drill:
     def stop_sandbox(self) -> None:
         if self.info is None:
             return
-        from rollback.sandbox import world
 
         directory = self.info.dir
         keep = self.options.keep or not self.started_sandbox
-        with self.phase("teardown") as entry, _signals_ignored():
+        with self.phase("teardown") as entry, signals_ignored():
             if keep:
                 entry.detail = ("kept running (--keep)" if self.options.keep else
                                 "left running: it was running before the drill")
@@ -490,8 +308,6 @@ class Drill:
         self.result.sandbox["kept"] = keep
 
     def load_config(self) -> None:
-        from rollback.config import load_config
-
         self.config = load_config(self.exports.get("ROLLBACK_CONFIG"), self.exports.get("ROLLBACK_ENV"))
         self.result.env = self.config.env_name
 
@@ -661,7 +477,6 @@ class Drill:
 
     def notify(self, kind: str) -> None:
         """The drill's own posts to the incident channel: that it starts, and its metrics at the end."""
-        from rollback.notify import Notifier
 
         if self.config is None or self.config.env.notify is None:
             return
@@ -695,12 +510,12 @@ class Drill:
         result = self.result
         layers = _layers(options)
         try:
-            with _signals_interrupt():
+            with signals_interrupt():
                 if options.sandbox:
                     self.start_sandbox()
                 else:
                     self.prepare_env()
-                with _scoped_environ(self.exports, HERMETIC_UNSET if options.sandbox else ()):
+                with scoped_environ(self.exports, HERMETIC_UNSET if options.sandbox else ()):
                     self.load_config()
                     self.open_log()
                     self.close_stale_incidents()

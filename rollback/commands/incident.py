@@ -27,6 +27,7 @@ from rollback.incident import (
     open_incident_of,
     read_incident,
 )
+from rollback.lock import TeamLock
 from rollback.units import parse_time
 
 if TYPE_CHECKING:
@@ -73,8 +74,6 @@ class _Mirrored(IncidentLog):
     def copy(self) -> None:
         lock = self.config.lock_settings
         if lock.url and self.mirror_error is None:
-            from rollback.lock import TeamLock
-
             try:
                 TeamLock(lock.url, lock.ttl).copy("incidents", self.path)
             except (RollbackError, OSError) as exc:

@@ -227,7 +227,7 @@ def plan_edge(config: Config, adapter: EdgeAdapter, *, to_version: int, distribu
     if target is None:
         published = [v.version for v in adapter.function_versions(name)]
         raise BadInput(f"version {version} of function {name} does not exist",
-                       f"published versions: {', '.join(published) or 'none'}", available=published)
+                       f"published versions: {', '.join(published) or 'none'}", details={"available": published})
     current = adapter.get_config(distribution_id)
     mine = current.associations_of(name)
     if not mine:
@@ -341,7 +341,7 @@ class EdgeHandlers:
                 f"distribution {distribution} was changed by someone else since the plan: {reason}; "
                 "not overwriting it",
                 "nothing was changed by this run; find out who changed it, then run the command again to plan "
-                "against the new state", reason=reason)
+                "against the new state", details={"reason": reason})
         ctx.note(f"the edge associations are as planned (ETag now {fresh.etag}); retrying once")
         body = swap_associations(fresh.raw, function, to_arn, behaviours)
         try:
@@ -387,7 +387,7 @@ class EdgeHandlers:
         return OperationFailed(
             f"{applied}, but writing the pin to {path} failed: {message}",
             f"write it by hand, or the next pulumi up undoes the rollback: {pin_command(key, value, stack)}",
-            pin_command=pin_command(key, value, stack))
+            details={"pin_command": pin_command(key, value, stack)})
 
     def check_pin(self, step: Step, ctx: StepContext) -> Check:
         from rollback.adapters.stack_config import read_stack_config
@@ -494,7 +494,7 @@ def plan_assets(config: Config, store: S3Versions, *, bucket: str, key: str | No
                 f"bucket {bucket} has versioning suspended: restoring {shown} would overwrite or remove its "
                 "null version for good",
                 f"re-enable versioning first: aws s3api put-bucket-versioning --bucket {bucket} "
-                "--versioning-configuration Status=Enabled", keys=at_risk)
+                "--versioning-configuration Status=Enabled", details={"keys": at_risk})
     steps = [Step(id=f"key-{number}", action="s3.restore", target=f"s3://{bucket}", summary=action.describe(),
                   params={"bucket": bucket, **action.to_dict(), "size": action.size},
                   destructive=True)

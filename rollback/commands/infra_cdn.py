@@ -267,7 +267,7 @@ class CdnHandlers:
                 f"distribution {distribution} changed since the plan (IfMatch {planned}: 412 PreconditionFailed); "
                 "nothing was overwritten",
                 "see what changed ('rollback infra cdn snapshot' saves it as it is now), then run the command again "
-                "to plan against it", etag=planned) from exc
+                "to plan against it", details={"etag": planned}) from exc
         return {"changed": True, "etag_before": planned, "etag_after": new_etag}
 
     # --- wait ---------------------------------------------------------------------------------------
@@ -293,7 +293,7 @@ class CdnHandlers:
         commands = "; ".join(f"pulumi config set {k} {v} --stack {stack}" for k, v in step.params["values"].items())
         return OperationFailed(f"CloudFront was changed, but writing the pins to {step.params['path']} failed: "
                                f"{message}", f"write them by hand, or the next pulumi up undoes the change: {commands}",
-                               pin_command=commands)
+                               details={"pin_command": commands})
 
     def check_pin(self, step: Step, ctx: StepContext) -> Check:
         from rollback.adapters.stack_config import read_stack_config

@@ -621,9 +621,9 @@ def preview_plan(config: Config, options: PreviewOptions) -> tuple[Plan, dict[st
     program = program_for(config, target, config_only=options.config_only)
     common = {"version": target.version, "mode": mode, "path": str(path), "plan_file": str(options.plan_file),
               "program": program}
-    backup_step = Step("backup-config", "infra.backup-config", f"save {path.name} to {_backup_dir(config)}",
+    backup_step = Step("backup-config", "infra.backup_config", f"save {path.name} to {_backup_dir(config)}",
                        target=f"stack {settings.stack}", params={"path": str(path)})
-    write_step = Step("write-config", "infra.write-config",
+    write_step = Step("write-config", "infra.write_config",
                       f"write version {target.version}'s config ({len(changes)} key(s) differ)"
                       + ("" if offline else " through the Automation API"),
                       target=f"stack {settings.stack}",
@@ -633,7 +633,7 @@ def preview_plan(config: Config, options: PreviewOptions) -> tuple[Plan, dict[st
         # The program runs under mocks first: a pin it rejects stops the preview before any file changes.
         against = (f"the program of commit {str(program['commit'])[:12]} with version {target.version}'s config"
                    if program["mode"] == "commit" else "the pinned config")
-        steps = [Step("desired-state", "infra.desired-state",
+        steps = [Step("desired-state", "infra.desired_state",
                       f"run the program under Pulumi's mocks: today's with the current config vs {against}",
                       target=f"stack {settings.stack}", params=common), backup_step, write_step]
     else:
@@ -856,12 +856,13 @@ def _write_sidecar(config: Config, plan_file: Path, target: StackVersion, mode: 
     return sidecar
 
 
-def _undo_hint(exc: RollbackError, step: Step, ctx: StepContext) -> None:
+def _undo_hint(exc: RollbackError, step: Step, ctx: StepContext) -> RollbackError:
     """Once the config file may have changed, every failure names the command that puts it back."""
     backup = (ctx.results.get(step.sibling("backup-config")) or {}).get("backup")
-    if backup:
-        exc.hint = f"{exc.hint}; to put the previous stack config back: " \
-                   f"rollback infra config-restore {shlex.quote(str(backup))}"
+    if not backup:
+        return exc
+    return exc.with_hint(f"{exc.hint}; to put the previous stack config back: "
+                         f"rollback infra config-restore {shlex.quote(str(backup))}")
 
 
 @dataclass
@@ -877,9 +878,9 @@ class StackHandlers:
 
     def handlers(self) -> dict[str, StepHandler]:
         return {
-            "infra.backup-config": handler(self.backup_config, self.check_backup_config),
-            "infra.desired-state": read_only(self.desired_state),
-            "infra.write-config": handler(self.write_config, self.check_write_config),
+            "infra.backup_config": handler(self.backup_config, self.check_backup_config),
+            "infra.desired_state": read_only(self.desired_state),
+            "infra.write_config": handler(self.write_config, self.check_write_config),
             "infra.preview": handler(self.preview, self.check_preview),
             "infra.check": read_only(self.check_restore),
             "infra.up": handler(self.up, self.check_up),
@@ -988,8 +989,7 @@ class StackHandlers:
                                      step.params.get("program"))
             return {"written": keys, "file": str(path), "sidecar": str(sidecar)}
         except RollbackError as exc:
-            _undo_hint(exc, step, ctx)
-            raise
+            raise _undo_hint(exc, step, ctx) from exc
 
     def check_preview(self, step: Step, ctx: StepContext) -> Check:
         would = f"pulumi preview --diff --save-plan {step.params['plan_file']}"
@@ -1024,8 +1024,7 @@ class StackHandlers:
             sidecar = _write_sidecar(self.config, plan_file, self._source("cli").find(version), "cli",
                                      result.change_summary, program)
         except RollbackError as exc:
-            _undo_hint(exc, step, ctx)
-            raise
+            raise _undo_hint(exc, step, ctx) from exc
         return {**result.to_dict(), "sidecar": str(sidecar), "program": dict(program)}
 
     # ------------------------------------------------------------ restore
@@ -1121,7 +1120,7 @@ class StackHandlers:
             refusal["fresh_preview"] = "differs"
             _record_refusal(plan_file, refusal)
             return UnsafePrecondition(f"pulumi up refused the saved plan ({violations}), and {differs.message}",
-                                      differs.hint, violations=refusal["violations"])
+                                      differs.hint, details={"violations": refusal["violations"]})
         refusal["fresh_preview"] = comparison.to_dict()
         _record_refusal(plan_file, refusal)
         again = f"rollback infra restore --to {version} --plan-file {shlex.quote(str(plan_file))} --without-plan"
@@ -1130,7 +1129,7 @@ class StackHandlers:
             f"bug: {KNOWN_PLAN_BUGS}); a fresh preview from the same program and config takes exactly the plan's "
             f"steps ({comparison.describe()})",
             f"to apply those steps with a plain 'pulumi up' after checking them again: {again}",
-            violations=refusal["violations"], fallback=again)
+            details={"violations": refusal["violations"], "fallback": again})
 
     # ------------------------------------------------------------ config-restore
     def check_config_restore(self, step: Step, ctx: StepContext) -> Check:

@@ -2,10 +2,10 @@
 
 Each layer keeps its handlers in one class (:class:`~rollback.commands.app.AppHandlers`,
 :class:`~rollback.commands.infra_breakglass.EdgeHandlers`, ...). :func:`handlers_for`
-builds only the classes a plan's actions need, with adapters made from the config or
-injected through ``services``, so that a cross-layer run, a plan read back from
-``--dry-run --json`` or a journal, and ``resume`` all get the same handlers the single
-commands use.
+builds only the classes a plan's actions need, with adapters from one
+:class:`~rollback.context.Services` (built from the config on first use, or injected), so
+that a cross-layer run, a plan read back from ``--dry-run --json`` or a journal, and
+``resume`` all get the same handlers the single commands use.
 
 ``services`` (all optional):
 
@@ -32,10 +32,17 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
+from rollback.commands.app import AppHandlers, HealthHandlers
+from rollback.commands.db import DbHandlers
+from rollback.commands.infra_breakglass import AssetsHandlers, EdgeHandlers, InvalidateHandlers
+from rollback.commands.infra_cdn import CdnHandlers
+from rollback.commands.infra_stack import StackHandlers
+from rollback.commands.run import SwitchHandlers, WorldHandlers
+from rollback.commands.verify import VerifyHandlers
+from rollback.context import Services
 from rollback.errors import BadInput
 
 if TYPE_CHECKING:
-    from rollback.adapters.aws import AwsClients
     from rollback.config import Config
     from rollback.runner import StepHandler
 
@@ -52,7 +59,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "cdn": ("cdn.snapshot", "cdn.update", "cdn.wait", "cdn.pin"),
     "invalidate": ("cloudfront.invalidate", "cloudfront.wait_invalidation"),
     "assets": ("s3.restore",),
-    "stack": ("infra.backup-config", "infra.desired-state", "infra.write-config", "infra.preview", "infra.check",
+    "stack": ("infra.backup_config", "infra.desired_state", "infra.write_config", "infra.preview", "infra.check",
               "infra.up", "stack.config_restore"),
     "db": ("db.backup", "db.skip_emergency_backup", "db.verify_backup", "db.check_rights", "db.restore_beside",
            "db.restore_in_place", "db.check_counts", "db.swap", "db.drop_set_aside", "db.resolve",
@@ -68,122 +75,75 @@ def family_of(action: str) -> str | None:
     return _FAMILY_OF.get(action)
 
 
-class _Adapters:
-    """Adapters built on first use, shared between the families of one plan."""
-
-    def __init__(self, config: Config, services: Mapping[str, Any]) -> None:
-        self.config = config
-        self.services = services
-        self._aws: AwsClients | None = services.get("aws")
-
-    def aws(self) -> AwsClients:
-        if self._aws is None:
-            from rollback.commands.infra_breakglass import aws_clients
-
-            self._aws = aws_clients(self.config)
-        return self._aws
-
-    def edge(self) -> Any:
-        if self.services.get("edge") is None:
-            from rollback.commands.infra_breakglass import edge_adapter
-
-            return edge_adapter(self.aws())
-        return self.services["edge"]
+def _app(services: Services) -> dict[str, Any]:
+    return dict(AppHandlers(config=services.config, client_factory=services.vercel, repo=services.setting("git"),
+                            sleep=services.setting("sleep", time.sleep),
+                            clock=services.setting("clock", time.monotonic)).handlers())
 
 
-def _app(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dict[str, Any]:
-    from rollback.commands.app import AppHandlers, make_client
-
-    client = services.get("vercel")
-    on_retry: Callable[[str], None] | None = services.get("on_retry")
-    factory = (lambda: client) if client is not None else (lambda: make_client(config, on_retry=on_retry))
-    return dict(AppHandlers(config=config, client_factory=factory, repo=services.get("git"),
-                            sleep=services.get("sleep", time.sleep),
-                            clock=services.get("clock", time.monotonic)).handlers())
+def _verify(services: Services) -> dict[str, Any]:
+    return {**HealthHandlers(sleep=services.setting("sleep", time.sleep),
+                             clock=services.setting("clock", time.monotonic)).handlers(),
+            **VerifyHandlers(services.config, sleep=services.setting("sleep", time.sleep)).handlers()}
 
 
-def _verify(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dict[str, Any]:
-    from rollback.commands.app import HealthHandlers
-    from rollback.commands.verify import VerifyHandlers
-
-    return {**HealthHandlers(sleep=services.get("sleep", time.sleep),
-                             clock=services.get("clock", time.monotonic)).handlers(),
-            **VerifyHandlers(config, sleep=services.get("sleep", time.sleep)).handlers()}
+def _run(services: Services) -> dict[str, Any]:
+    return dict(WorldHandlers(services).handlers())
 
 
-def _run(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dict[str, Any]:
-    from rollback.commands.run import Services, WorldHandlers
-
-    return dict(WorldHandlers(Services(config, services)).handlers())
+def _switch(services: Services) -> dict[str, Any]:
+    return dict(SwitchHandlers(services).handlers())
 
 
-def _switch(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dict[str, Any]:
-    from rollback.commands.run import Services, SwitchHandlers
-
-    return dict(SwitchHandlers(Services(config, services)).handlers())
-
-
-def _edge(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dict[str, Any]:
-    from rollback.commands.infra_breakglass import EdgeHandlers
-
-    return dict(EdgeHandlers(adapters.edge(), interval=float(services.get("edge_interval", 15.0)),
-                             ramp=bool(services.get("poll_ramp", False))).handlers())
+def _edge(services: Services) -> dict[str, Any]:
+    return dict(EdgeHandlers(services.edge(), interval=float(services.setting("edge_interval", 15.0)),
+                             ramp=bool(services.setting("poll_ramp", False))).handlers())
 
 
-def _cdn(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dict[str, Any]:
-    from rollback.commands.infra_cdn import CdnHandlers
-
-    return dict(CdnHandlers(adapters.edge(), interval=float(services.get("edge_interval", 15.0))).handlers())
+def _cdn(services: Services) -> dict[str, Any]:
+    return dict(CdnHandlers(services.edge(), interval=float(services.setting("edge_interval", 15.0))).handlers())
 
 
-def _invalidate(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dict[str, Any]:
-    from rollback.commands.infra_breakglass import InvalidateHandlers
-
-    return dict(InvalidateHandlers(adapters.edge(), interval=float(services.get("invalidate_interval", 10.0)),
-                                   ramp=bool(services.get("poll_ramp", False))).handlers())
+def _invalidate(services: Services) -> dict[str, Any]:
+    return dict(InvalidateHandlers(services.edge(), interval=float(services.setting("invalidate_interval", 10.0)),
+                                   ramp=bool(services.setting("poll_ramp", False))).handlers())
 
 
-def _assets(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dict[str, Any]:
-    from rollback.commands.infra_breakglass import AssetsHandlers, s3_versions
-
-    store = services.get("s3") or s3_versions(adapters.aws())
-    return dict(AssetsHandlers(store).handlers())
+def _assets(services: Services) -> dict[str, Any]:
+    return dict(AssetsHandlers(services.s3()).handlers())
 
 
-def _stack(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dict[str, Any]:
-    from rollback.commands.infra_stack import StackHandlers
-
-    return dict(StackHandlers(config, services.get("stack_source")).handlers())
+def _stack(services: Services) -> dict[str, Any]:
+    return dict(StackHandlers(services.config, services.setting("stack_source")).handlers())
 
 
-def _db(config: Config, services: Mapping[str, Any], adapters: _Adapters) -> dict[str, Any]:
-    from rollback.commands.db import DbHandlers
-
-    chosen = services.get("db") or DbHandlers(config, rds=services.get("rds"))
+def _db(services: Services) -> dict[str, Any]:
+    chosen = services.setting("db") or DbHandlers(services.config, rds=services.setting("rds"))
     return dict(chosen.handlers())
 
 
-_BUILDERS: dict[str, Callable[[Config, Mapping[str, Any], _Adapters], dict[str, Any]]] = {
+_BUILDERS: dict[str, Callable[[Services], dict[str, Any]]] = {
     "app": _app, "verify": _verify, "edge": _edge, "cdn": _cdn, "invalidate": _invalidate, "assets": _assets,
     "stack": _stack, "db": _db, "run": _run, "switch": _switch,
 }
 
 
 def handlers_for(config: Config, actions: Iterable[str],
-                 services: Mapping[str, Any] | None = None) -> dict[str, StepHandler]:
+                 services: Services | Mapping[str, Any] | None = None) -> dict[str, StepHandler]:
     """The handlers of ``actions`` (any mix of layers), keyed by action.
 
     Only the layers the actions belong to are built; their adapters come from ``services``
-    when given, else from ``config`` (on first use). An action no layer knows is bad input
-    (exit 2): a plan from a newer version, or edited by hand.
+    (a :class:`~rollback.context.Services`, or a mapping of injected names it is built with),
+    else from ``config`` (on first use). An action no layer knows is bad input (exit 2): a plan
+    from a newer version, or edited by hand.
     """
     wanted = list(dict.fromkeys(actions))
     unknown = [action for action in wanted if family_of(action) is None]
     if unknown:
         raise BadInput(f"no step handler for action(s) {', '.join(unknown)}",
                        f"known actions: {', '.join(sorted(_FAMILY_OF))}")
-    adapters = _Adapters(config, services or {})
+    context = services if isinstance(services, Services) else Services(config, services)
     built: dict[str, Any] = {}
     for family in dict.fromkeys(str(family_of(action)) for action in wanted):
-        built.update(_BUILDERS[family](config, services or {}, adapters))
+        built.update(_BUILDERS[family](context))
     return {action: built[action] for action in wanted}

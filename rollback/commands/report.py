@@ -13,11 +13,13 @@ import datetime as dt
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rollback.adapters.cloudwatch import CLOUDFRONT_REGION, CloudFrontMetrics
 from rollback.errors import BadInput, OperationFailed, Refused, RollbackError
+from rollback.incident import read_incident
 from rollback.journal import RunRecord, find_run
 from rollback.redact import redact
 from rollback.report import (
@@ -29,6 +31,7 @@ from rollback.report import (
     impact_window,
     parse_time,
     reason_text,
+    run_actions,
 )
 from rollback.templating import Templates
 
@@ -79,8 +82,6 @@ def _targets(config: Config | None) -> dict[str, float]:
 
 
 def _opened_env(path: Path) -> str | None:
-    from rollback.incident import read_incident
-
     try:
         return read_incident(path).env or None
     except BadInput:
@@ -113,7 +114,6 @@ def find_incident(directory: Path, ref: str | None = None, *, env: str | None = 
 def load_incident(path: Path, config: Config | None = None) -> dict[str, Any]:
     """The incident's read model (Contract B, :meth:`rollback.incident.IncidentRecord.to_dict`) from its file,
     with the environment's targets."""
-    from rollback.incident import read_incident
 
     return read_incident(path).to_dict(_targets(config))
 
@@ -132,11 +132,9 @@ def measure_impact(config: Config | None, record: Mapping[str, Any], *, cloudwat
     distribution = config.env.aws.distribution_id if config is not None else None
     if not distribution:
         return Impact.not_measured("no aws.distribution_id in the config")
-    from rollback.adapters.cloudwatch import CLOUDFRONT_REGION, CloudFrontMetrics
-
     try:
         if cloudwatch is None:
-            import boto3
+            import boto3  # heavy: only when the report measures impact without an injected client
             from botocore.config import Config as BotoConfig
 
             # Short and bounded: a report must not wait on an unreachable CloudWatch.
@@ -174,8 +172,13 @@ def _finite(value: Any) -> Any:
 
 
 def build(config: Config | None, journal_dir: Path, ref: str | None = None, *, env: str | None = None,
-          measure: bool = True, cloudwatch: Any = None) -> dict[str, Any]:
-    """The report's data for incident ``ref`` (default: the newest of ``env``)."""
+          measure: bool = True, cloudwatch: Any = None,
+          count_rows: Callable[[Config | None, DataLossFacts], Mapping[str, int] | None] | None = None
+          ) -> dict[str, Any]:
+    """The report's data for incident ``ref`` (default: the newest of ``env``).
+
+    ``count_rows`` counts the rows only in a database a swap kept aside (default
+    :func:`count_rows_only_in_kept`)."""
     path = find_incident(incidents_dir(journal_dir), ref, env=env)
     record = load_incident(path, config)
     runs: list[RunRecord] = []
@@ -187,10 +190,8 @@ def build(config: Config | None, journal_dir: Path, ref: str | None = None, *, e
             missing.append(str(run_id))
     impact = measure_impact(config, record, cloudwatch=cloudwatch) if measure else \
         Impact.not_measured("not asked")
-    from rollback.report import run_actions
-
     facts = data_loss_facts([run_actions(run) for run in runs])
-    counted = count_rows_only_in_kept(config, facts) if facts.swapped else None
+    counted = (count_rows or count_rows_only_in_kept)(config, facts) if facts.swapped else None
     now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     data = build_report(record, runs, impact=impact, rows_only_in_kept=counted, missing_runs=missing,
                         generated_at=now)
@@ -266,5 +267,5 @@ def write_output(text: str, out: Path) -> Path:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise OperationFailed(f"cannot write {out}: {exc.strerror}", "check the path and its permissions",
-                              path=str(out)) from exc
+                              details={"path": str(out)}) from exc
     return out

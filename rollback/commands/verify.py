@@ -44,15 +44,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rollback.adapters import http as http_adapter
+from rollback.adapters.health import extract_version, versions_match
+from rollback.commands import db as db_commands
+from rollback.commands import incident as incidents
+from rollback.commands import signals
 from rollback.errors import BadInput, ChecksFailed, RollbackError
+from rollback.incident import iso, parse_ts, read_incident
+from rollback.plan import Step
 from rollback.redact import redact_text
+from rollback.runner import Check, handler
 
 if TYPE_CHECKING:
     import httpx
 
     from rollback.config import Config
-    from rollback.plan import Step
-    from rollback.runner import Check, StepContext, StepHandler
+    from rollback.runner import StepContext, StepHandler
 
 __all__ = ["GROUPS", "Item", "VerifyHandlers", "VerifyResult", "checklist_step", "verify", "verify_once"]
 
@@ -102,36 +109,20 @@ def _clip(text: str, limit: int = 300) -> str:
 
 
 def _http(config: Config) -> httpx.Client:
-    import httpx
-
     settings = config.env.health
-    concurrency = config.env.verify.concurrency
-    return httpx.Client(base_url=settings.base_url or "", timeout=settings.timeout, follow_redirects=True,
-                        headers={"User-Agent": "rollback-verify"},
-                        limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency))
+    return http_adapter.make_client(settings.base_url or "", timeout=settings.timeout,
+                                    concurrency=config.env.verify.concurrency, user_agent="rollback-verify")
 
 
 def _request(http: httpx.Client, method: str, path: str, *, content: str | None = None,
              content_type: str | None = None) -> tuple[int | None, str, float, str]:
     """(status, body, seconds, problem): a transport failure is a status of None and its reason."""
-    import httpx
-
-    headers = {"Content-Type": content_type} if content is not None and content_type else None
-    started = time.monotonic()
-    try:
-        response = http.request(method, path, content=content.encode() if content is not None else None,
-                                headers=headers)
-        body = response.text
-    except httpx.TimeoutException:
-        return None, "", time.monotonic() - started, "timed out"
-    except httpx.HTTPError as exc:
-        return None, "", time.monotonic() - started, _clip(f"{type(exc).__name__}: {exc}", 200)
-    return response.status_code, body, time.monotonic() - started, ""
+    answer = http_adapter.exchange(http, method, path, content=content, content_type=content_type)
+    problem = "" if answer.status is not None else "timed out" if answer.timed_out else _clip(answer.error, 200)
+    return answer.status, answer.body, answer.seconds, problem
 
 
 def health_items(config: Config, expected: Sequence[str] | None, expected_problem: str | None) -> list[Item]:
-    from rollback.adapters.health import extract_version, versions_match
-
     group = "Service health"
     settings = config.env.health
     if not settings.base_url:
@@ -154,16 +145,13 @@ def health_items(config: Config, expected: Sequence[str] | None, expected_proble
             items.append(_unmeasured("version", group, f"version {version_path}",
                                      expected_problem or "no expected version"))
         else:
-            import httpx
-
             started = time.monotonic()
-            try:
-                response = http.get(version_path)
-                found = extract_version(response.text, response.headers.get("Content-Type", "")) \
-                    if response.status_code == 200 else None
-                problem = "" if response.status_code == 200 else f"HTTP {response.status_code}"
-            except httpx.HTTPError as exc:
-                found, problem = None, _clip(f"{type(exc).__name__}: {exc}", 200)
+            answer = http_adapter.exchange(http, "GET", version_path)
+            if answer.status is None:
+                found, problem = None, _clip(answer.error, 200)
+            else:
+                found = extract_version(answer.body, answer.content_type) if answer.status == 200 else None
+                problem = "" if answer.status == 200 else f"HTTP {answer.status}"
             ok = any(versions_match(found, candidate) for candidate in expected)
             items.append(Item("version", group, f"version {version_path}", _verdict(ok), found or "none",
                               "== " + " or ".join(expected),
@@ -273,7 +261,6 @@ def performance_items(config: Config) -> list[Item]:
 
 def cloudfront_items(config: Config, since: dt.datetime | None = None) -> list[Item]:
     """The CloudFront items; the rates over the last ``metrics_minutes``, or since ``since`` when later."""
-    from rollback.commands import signals
 
     verify_settings = config.env.verify
     minutes = verify_settings.metrics_minutes
@@ -345,8 +332,6 @@ def cloudfront_items(config: Config, since: dt.datetime | None = None) -> list[I
 
 
 def alarm_items(config: Config) -> list[Item]:
-    from rollback.commands import signals
-
     group = "Monitoring"
     try:
         wanted, found = signals.read_alarms(config, timeout=AWS_TIMEOUT)
@@ -378,7 +363,6 @@ def database_items(config: Config, baseline: str | None) -> list[Item]:
                 _unmeasured("db.migrations", group, "no failed migrations", why, "== 0"),
                 _unmeasured("db.rows", group, "row counts match the baseline", why),
                 _unmeasured("db.orphans", group, "no orphaned records", why, "== 0")]
-    from rollback.commands import db as db_commands
 
     try:
         report = db_commands.verify(config, baseline=baseline)
@@ -426,7 +410,6 @@ def database_items(config: Config, baseline: str | None) -> list[Item]:
 def _expected_version(config: Config, expect_version: str | None) -> tuple[list[str] | None, str | None]:
     if expect_version:
         return [expect_version], None
-    from rollback.commands import signals
 
     try:
         production = signals.production_deployment(config, timeout=10.0)
@@ -452,12 +435,8 @@ def verify_once(config: Config, *, baseline: str | None = None, expect_version: 
                 strict: bool = False, since: dt.datetime | None = None) -> dict[str, Any]:
     """Measure every checklist item once; the Contract C document. ``since``: when the service was
     restored (the CloudFront rates judge the minutes after it)."""
-    from rollback.commands import signals
-    from rollback.incident import iso
 
     if baseline:
-        from rollback.commands import db as db_commands
-
         db_commands.resolve_backup(config, baseline)  # an unknown baseline is bad input (exit 2), up front
     started = time.monotonic()
     checked_at = dt.datetime.now(dt.UTC)
@@ -510,12 +489,9 @@ def verify(config: Config, *, baseline: str | None = None, expect_version: str |
 
     ``since`` (when the service was restored) defaults to the incident's ``restored`` time, so the
     CloudFront rates judge the minutes after the rollback (see the module's docstring)."""
-    from rollback.commands import incident as incidents
 
     log = incidents.attach(config, incident) if (record or since is None) else None
     if since is None and log is not None:
-        from rollback.incident import parse_ts, read_incident
-
         since = parse_ts(read_incident(log.path).timeline().get("restored"))
     if not record:
         log = None
@@ -551,8 +527,6 @@ def checklist_step(config: Config, *, step_id: str = "checklist", incident: str 
                    interval: float = 3.0, strict: bool = False) -> Step:
     """The post-rollback checklist as the last step of a plan (``rollback run``): re-checked until every
     item passes or ``wait`` (default: the environment's verify target) is up; a failure is exit 3."""
-    from rollback.plan import Step
-
     budget = float(wait if wait is not None else config.env.targets.verify * 60)
     shown = f" (rows against {Path(baseline).name.removesuffix('.manifest.json')})" if baseline else ""
     return Step(id=step_id, action="verify.checklist", target=f"env {config.env_name}", layer="verify",
@@ -572,13 +546,9 @@ class VerifyHandlers:
     sleep: Callable[[float], None] = time.sleep
 
     def handlers(self) -> dict[str, StepHandler]:
-        from rollback.runner import handler
-
         return {"verify.checklist": handler(self.run, self.check)}
 
     def check(self, step: Step, ctx: StepContext) -> Check:
-        from rollback.runner import Check
-
         would = f"run the post-rollback checklist of env {self.config.env_name}"
         earlier = ctx.earlier.get(step.id)
         if earlier is not None and earlier.get("ok"):

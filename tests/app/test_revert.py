@@ -223,9 +223,10 @@ def test_a_transient_read_error_while_waiting_for_the_deploy_keeps_waiting(app_e
 def test_a_slow_build_says_it_is_still_waiting(app_env: Path, repo: Path, client: Any, emulator: VercelEmulator,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from rollback.commands import app as commands
+    from rollback.commands import app_handlers
     from rollback.config import load_config
 
-    monkeypatch.setattr(commands, "WAIT_NOTE_SECONDS", 0.3)  # every 10 s in real life
+    monkeypatch.setattr(app_handlers, "WAIT_NOTE_SECONDS", 0.3)  # every 10 s in real life
     config = load_config()
     gitrepo = GitRepo(repo)
     planned = commands.plan_revert(config, gitrepo, "HEAD", push=True, wait=True, timeout=20,

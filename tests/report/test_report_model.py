@@ -101,15 +101,14 @@ def test_data_loss_names_the_backups_and_the_kept_database(incident: IncidentFix
     assert any("not counted yet" in line for line in loss["lines"])
 
 
-def test_the_salvage_hook_fills_the_count(incident: IncidentFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_salvage_hook_fills_the_count(incident: IncidentFixture) -> None:
     seen: list[DataLossFacts] = []
 
     def count(config: Any, facts: DataLossFacts) -> dict[str, int]:
         seen.append(facts)
         return {"User": 3, "Integration": 1, "UserStats": 0}
 
-    monkeypatch.setattr(commands, "count_rows_only_in_kept", count)
-    loss = _data(incident)["data_loss"]
+    loss = _data(incident, count_rows=count)["data_loss"]
     assert seen[0].kept_database == "app_replaced_20261128T092200"
     assert loss["status"] == "some"
     assert loss["rows_only_in_kept"] == {"User": 3, "Integration": 1, "UserStats": 0}

@@ -15,17 +15,17 @@ import pytest
 
 from rollback.adapters.cloudwatch import clean_start
 from rollback.adapters.s3_versions import ObjectVersion
-from rollback.commands import run as run_module
+from rollback.commands import run_plan as run_module  # the planning seams (layer planners) live here
 from rollback.commands.run import (
     RunRequest,
     RunTracker,
-    _db_mode,
     load_plan_document,
     newest_release_start,
     plan_run,
     restoring_step,
     segments,
 )
+from rollback.commands.run_plan import _db_mode
 from rollback.config import Config, load_config
 from rollback.decide import NO_CLI, Context, Signal, decide, run_command
 from rollback.errors import BadInput, ChecksFailed

@@ -1,0 +1,222 @@
+"""``rollback run``'s own step handlers: ``run.check_world`` (is the world still as planned?) and
+``--switch-database`` (point the app at the restored database and redeploy).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from rollback.adapters.s3_versions import group_by_key, newest_first
+from rollback.backups import manifest_path as backup_manifest_path
+from rollback.commands import db as db_commands
+from rollback.commands import infra_stack as stack
+from rollback.commands.run_plan import failed_migrations, file_sha256
+from rollback.context import Services
+from rollback.errors import OperationFailed, UnsafePrecondition
+from rollback.plan import Step
+from rollback.runner import Check, handler
+
+if TYPE_CHECKING:
+    from rollback.runner import StepContext, StepHandler
+
+
+__all__ = [
+    "SwitchHandlers",
+    "WorldHandlers",
+]
+
+# --------------------------------------------------------------------------------------------- world check
+
+
+@dataclass
+class WorldHandlers:
+    """The ``run.check_world`` step: read again what the plan was made from; refuse (exit 4) when it
+    changed, so that a saved plan (``--plan FILE``) never acts on a world it was not made for."""
+
+    services: Services
+
+    def handlers(self) -> dict[str, StepHandler]:
+        return {"run.check_world": handler(self.act, self.check)}
+
+    def check(self, step: Step, ctx: StepContext) -> Check:
+        if step.id in ctx.earlier:  # checked by the run this one resumes; its own steps changed it since
+            return Check(True, dict(ctx.earlier[step.id]), step.summary)
+        planned = step.params.get("world") or {}
+        changed = self.differences(planned)
+        if changed:
+            raise UnsafePrecondition("the world changed since the plan was made: " + "; ".join(changed),
+                                     "nothing was changed; plan again (rollback run ... --dry-run) and run that plan")
+        return Check(False, {"checked": sorted(planned)}, step.summary)
+
+    def act(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        return dict(ctx.checked.result) if ctx.checked is not None else {}
+
+    def differences(self, planned: Mapping[str, Any]) -> list[str]:
+        config = self.services.config
+        found: list[str] = []
+        if "app" in planned:
+            project = self.services.vercel().get_project(config.require_vercel().project)
+            app = planned["app"]
+            last = project.last_alias_request
+            if project.production_deployment_id != app.get("production"):
+                found.append(f"production serves {project.production_deployment_id}, not {app.get('production')}")
+            elif (last.requested_at if last else None) != app.get("alias_request_at"):
+                found.append(f"a new rollback or promote was requested ({last.requested if last else 'none'})")
+        if "edge" in planned:
+            edge = planned["edge"]
+            etag = self.services.edge().get_config(str(edge["distribution"])).etag
+            if etag != edge.get("etag"):
+                found.append(f"distribution {edge['distribution']} changed (ETag {edge.get('etag')} -> {etag})")
+        if "assets" in planned:
+            assets = planned["assets"]
+            keys: Mapping[str, Any] = assets.get("keys") or {}
+            store = self.services.s3()
+            moved = []
+            prefix = _common_prefix(list(keys))
+            listed = group_by_key(store.list_versions(str(assets["bucket"]), prefix=prefix)) if keys else {}
+            for key, version in keys.items():
+                versions = newest_first(listed.get(key, []))
+                now = versions[0].version_id if versions else None
+                if now != version:
+                    moved.append(key)
+            if moved:
+                found.append(f"{len(moved)} asset key(s) written since the plan: {', '.join(moved[:3])}")
+        if "infra" in planned:
+            latest = stack.open_source(config, "cli").latest()
+            if (latest.version if latest else None) != planned["infra"].get("stack_latest"):
+                found.append(f"stack updated since the plan (update {latest.version if latest else None})")
+        if "db" in planned:
+            db = planned["db"]
+            if "backup" in db:
+                _, dump_dir = db_commands.resolve_backup(config, str(db["backup"]))
+                digest = file_sha256(backup_manifest_path(dump_dir))
+                if digest != db.get("manifest_sha256"):
+                    found.append(f"backup {db['backup']}'s manifest changed")
+            if "failed_migrations" in db and sorted(failed_migrations(config)) != sorted(db["failed_migrations"]):
+                found.append("the failed migrations changed")
+        return found
+
+
+def _common_prefix(keys: Sequence[str]) -> str:
+    if not keys:
+        return ""
+    first, last = min(keys), max(keys)
+    size = 0
+    while size < min(len(first), len(last)) and first[size] == last[size]:
+        size += 1
+    return first[:size]
+
+
+# --------------------------------------------------------------------------------------------- --switch-database
+
+
+@dataclass
+class SwitchHandlers:
+    """``--switch-database``: the Vercel project's database variable to the restored RDS instance, then a
+    redeploy of what production serves (a variable applies to deployments built after it), promoted
+    when a rollback paused the automatic assignment of production domains. The variable's value (it
+    holds a password) is read, changed and written back without ever being journaled or printed."""
+
+    services: Services
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+
+    def handlers(self) -> dict[str, StepHandler]:
+        return {"vercel.switch_database": handler(self.switch, self.check_switch),
+                "vercel.redeploy": handler(self.redeploy, self.check_redeploy)}
+
+    def _endpoint(self, step: Step, ctx: StepContext) -> tuple[str | None, int | None]:
+        restored = ctx.results.get(step.sibling(str(step.params.get("from_step") or "rds-restore"))) or {}
+        endpoint = restored.get("endpoint")
+        port = restored.get("port")
+        return (str(endpoint) if endpoint else None), (int(port) if isinstance(port, int) else None)
+
+    def _variable(self, step: Step) -> tuple[Any, str | None]:
+        client = self.services.vercel()
+        project, key = str(step.params["project"]), str(step.params["key"])
+        for env in client.list_env(project):
+            if env.key == key and "production" in env.target:
+                return env, client.env_value(project, env.id)
+        raise UnsafePrecondition(f"Vercel project {project} has no production variable {key}",
+                                 f"add it in the Vercel dashboard, or change {key} by hand")
+
+    def check_switch(self, step: Step, ctx: StepContext) -> Check:
+        endpoint, _ = self._endpoint(step, ctx)
+        would = f"set {step.params['key']} of {step.params['project']} to the restored instance's endpoint"
+        if endpoint is None:
+            return Check(False, {"would_set": step.params["key"], "host": "(known once restored)"}, would)
+        env, value = self._variable(step)
+        if value is not None and urlsplit(value).hostname == endpoint:
+            return Check(True, {"variable": env.to_dict(), "host": endpoint}, would)
+        return Check(False, {"would_set": step.params["key"], "host": endpoint}, would)
+
+    def switch(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        endpoint, port = self._endpoint(step, ctx)
+        if endpoint is None:
+            raise UnsafePrecondition("the restored instance has no endpoint yet", "wait for it, then resume")
+        env, value = self._variable(step)
+        source = value
+        if source is None:  # a sensitive variable cannot be read back: build it from our own URL
+            source = self.services.config.database_url()
+            ctx.note(f"{env.key} on Vercel cannot be read back (type {env.type}): using this environment's "
+                     f"{self.services.config.env.database.url_env} with the new host")
+        if not source:
+            raise UnsafePrecondition(f"no value of {env.key} to change the host of", "set it by hand")
+        parts = urlsplit(source)
+        userinfo = parts.netloc.rpartition("@")[0]
+        host = f"{endpoint}:{port or parts.port or 5432}"
+        new = urlunsplit(parts._replace(netloc=f"{userinfo}@{host}" if userinfo else host))
+        self.services.vercel().edit_env(str(step.params["project"]), env.id, value=new)
+        ctx.note(f"{env.key}: host {parts.hostname} -> {endpoint} (Vercel project {step.params['project']}, "
+                 "production)")
+        return {"variable": env.to_dict(), "from_host": parts.hostname, "to_host": endpoint}
+
+    def check_redeploy(self, step: Step, ctx: StepContext) -> Check:
+        earlier = ctx.earlier.get(step.id)
+        would = f"POST /v13/deployments (redeploy) for {step.params['project']}, then promote it"
+        if earlier is not None:
+            return Check(True, dict(earlier), would)
+        return Check(False, {"would_redeploy": step.params.get("deployment") or "production"}, would)
+
+    def redeploy(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        client = self.services.vercel()
+        project = client.get_project(str(step.params["project"]))
+        source = str(step.params.get("deployment") or project.production_deployment_id or "")
+        if not source:
+            raise UnsafePrecondition(f"project {project.name} serves no deployment to redeploy", "deploy by hand")
+        created = client.redeploy(project.name, source, target="production")
+        ctx.note(f"redeploying {source} as {created.id} ({created.url})", deployment=created.id)
+        deadline = self.clock() + float(step.params.get("timeout") or 600.0)
+        while True:
+            current = client.get_deployment(created.id)
+            if current.is_ready:
+                break
+            if current.state in ("ERROR", "CANCELED"):
+                raise OperationFailed(f"the redeploy {created.id} is {current.state}", "see its build logs on Vercel")
+            if self.clock() >= deadline:
+                raise OperationFailed(f"the redeploy {created.id} is not READY after {step.params.get('timeout')} s",
+                                      f"promote it when it is: rollback app promote {created.id}")
+            self.sleep(0.5)
+        project = client.get_project(project.id)
+        promoted = False
+        if project.production_deployment_id != created.id:
+            # A rollback paused the automatic assignment: promote the new build explicitly.
+            before = project.last_alias_request
+            client.request_promote(project.id, created.id, before=before)
+            while True:
+                project = client.get_project(project.id)
+                last = project.last_alias_request
+                if project.production_deployment_id == created.id:
+                    break
+                if last is not None and last.to_deployment_id == created.id and last.job_status == "failed":
+                    raise OperationFailed(f"promoting {created.id} failed", f"rollback app promote {created.id}")
+                if self.clock() >= deadline:
+                    raise OperationFailed(f"{created.id} does not serve production yet",
+                                          f"rollback app promote {created.id}")
+                self.sleep(0.25)
+            promoted = True
+        return {"redeployed": source, "deployment": created.id, "url": created.url, "promoted": promoted}

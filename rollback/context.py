@@ -1,0 +1,196 @@
+"""One place that builds adapters from config: the environment a command acts on.
+
+Modelled on alembic's ``EnvironmentContext``: a command (``rollback.commands.*``) receives a
+:class:`Services` and asks it for what it talks to (``services.vercel()``, ``services.edge()``,
+``services.database()`` ...). Each adapter is built on first use from the environment's config and
+the process environment, and then shared by every step of the command, so one run opens one
+Vercel client, one boto3 session, one database target.
+
+Tests and library callers inject adapters instead of patching module functions::
+
+    services = Services(config, vercel=client, edge=EdgeAdapter(cloudfront, lambda_))
+    app_commands.rollback(config, services, ...)
+
+Nothing heavy is imported here: every adapter imports its library (httpx, boto3, psycopg, pulumi)
+when it is built, so ``rollback --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rollback.errors import ConfigError
+
+if TYPE_CHECKING:
+    from rollback.adapters.aws import AwsClients
+    from rollback.adapters.cloudfront import EdgeAdapter
+    from rollback.adapters.cloudwatch import CloudWatch
+    from rollback.adapters.git import GitRepo
+    from rollback.adapters.pg_tools import PgTools
+    from rollback.adapters.postgres import Database, Target
+    from rollback.adapters.rds import RdsAdapter
+    from rollback.adapters.s3_versions import S3Versions
+    from rollback.adapters.vercel import VercelClient
+    from rollback.config import Config
+
+__all__ = ["EDGE_REGION", "Services"]
+
+# Lambda@Edge functions and CloudFront's API live in us-east-1, whatever the environment's region.
+EDGE_REGION = "us-east-1"
+
+
+class Services:
+    """The adapters of one environment, built on first use or injected by name.
+
+    Injected names (all optional): ``vercel``, ``git``, ``aws``, ``edge``, ``s3``, ``rds``,
+    ``database``, ``pg_tools``, ``cloudwatch``, ``stack_source``; plus settings the handlers read
+    (``on_retry``, ``edge_interval``, ``invalidate_interval``, ``poll_ramp``, ``sleep``, ``clock``).
+    """
+
+    def __init__(self, config: Config, given: Mapping[str, Any] | None = None, **overrides: Any) -> None:
+        self.config = config
+        self.given: dict[str, Any] = {**dict(given or {}), **overrides}
+        self._built: dict[str, Any] = {}
+
+    # -------------------------------------------------------------------------------- plumbing
+    def _get(self, name: str, build: Callable[[], Any]) -> Any:
+        if self.given.get(name) is not None:
+            return self.given[name]
+        if name not in self._built:
+            self._built[name] = build()
+        return self._built[name]
+
+    def setting(self, name: str, default: Any = None) -> Any:
+        """A non-adapter value handed in by the caller (poll intervals, a test clock)."""
+        value = self.given.get(name)
+        return default if value is None else value
+
+    def built(self) -> dict[str, Any]:
+        """Everything injected or built so far (what a later phase of the same run reuses)."""
+        return {**self.given, **self._built}
+
+    # -------------------------------------------------------------------------------- Vercel
+    def vercel(self) -> VercelClient:
+        """A :class:`VercelClient` for ``VERCEL_API_URL`` with ``$VERCEL_TOKEN`` and the team."""
+
+        def build() -> VercelClient:
+            from rollback.adapters.vercel import VercelClient, make_http_client
+
+            settings = self.config.require_vercel()
+            http = make_http_client(self.config.vercel_api_url, self.config.vercel_token())
+            client = VercelClient(http, team=settings.team)
+            on_retry = self.given.get("on_retry")
+            if on_retry is not None:
+                client.on_retry = on_retry
+            return client
+
+        client: VercelClient = self._get("vercel", build)
+        return client
+
+    # -------------------------------------------------------------------------------- git
+    def git(self, path: Path | None = None) -> GitRepo:
+        """The app's git work tree (``path``, default: the current directory)."""
+        from rollback.adapters.git import GitRepo
+
+        repo: GitRepo = self._get("git", lambda: GitRepo((path or Path.cwd()).resolve()))
+        return repo
+
+    # -------------------------------------------------------------------------------- AWS
+    def aws(self) -> AwsClients:
+        """One boto3 session for the environment's region (``AWS_ENDPOINT_URL`` honoured)."""
+
+        def build() -> AwsClients:
+            from rollback.adapters.aws import AwsClients, make_session
+
+            return AwsClients(make_session(self.config.env.aws.region))
+
+        clients: AwsClients = self._get("aws", build)
+        return clients
+
+    def edge(self) -> EdgeAdapter:
+        """CloudFront and Lambda (both in us-east-1, where Lambda@Edge lives)."""
+
+        def build() -> EdgeAdapter:
+            from rollback.adapters.cloudfront import EdgeAdapter
+
+            clients = self.aws()
+            return EdgeAdapter(clients.client("cloudfront", EDGE_REGION), clients.client("lambda", EDGE_REGION))
+
+        adapter: EdgeAdapter = self._get("edge", build)
+        return adapter
+
+    def s3(self) -> S3Versions:
+        """Object versions of the assets bucket."""
+
+        def build() -> S3Versions:
+            from rollback.adapters.s3_versions import S3Versions
+
+            return S3Versions(self.aws().client("s3"))
+
+        store: S3Versions = self._get("s3", build)
+        return store
+
+    def rds(self) -> RdsAdapter:
+        """RDS snapshots and restores; ``$ROLLBACK_RDS_WAIT_DELAY`` seconds between waiter polls."""
+
+        def build() -> RdsAdapter:
+            from rollback.adapters.rds import RdsAdapter
+
+            raw = self.config.environ.get("ROLLBACK_RDS_WAIT_DELAY", "15")
+            try:
+                delay = int(raw)
+            except ValueError:
+                raise ConfigError(f"ROLLBACK_RDS_WAIT_DELAY={raw!r} is not a whole number of seconds",
+                                  "unset it, or give seconds, e.g. ROLLBACK_RDS_WAIT_DELAY=15") from None
+            return RdsAdapter(self.aws().client("rds"), waiter_delay=delay)
+
+        adapter: RdsAdapter = self._get("rds", build)
+        return adapter
+
+    def cloudwatch(self, *, timeout: float = 5.0) -> CloudWatch:
+        """CloudWatch alarms and metrics, on a client with short timeouts (signals must not stall)."""
+
+        def build() -> CloudWatch:
+            from rollback.adapters.cloudwatch import CloudWatch, make_client
+
+            return CloudWatch(make_client(timeout=timeout))
+
+        adapter: CloudWatch = self._get("cloudwatch", build)
+        return adapter
+
+    # -------------------------------------------------------------------------------- PostgreSQL
+    def database_target(self) -> Target:
+        """Where ``$<database.url_env>`` points (the URL's password is registered as a secret)."""
+        from rollback.adapters.postgres import Target
+
+        url = self.config.database_url()
+        env = self.config.env.database.url_env
+        if not url:
+            raise ConfigError(f"{env} is not set", f"export {env}=postgresql://USER:PASSWORD@HOST:PORT/DB",
+                              key="database.url_env")
+        return Target.from_url(url, env)
+
+    def database(self) -> Database:
+        """The environment's PostgreSQL database."""
+
+        def build() -> Database:
+            from rollback.adapters.postgres import Database
+
+            return Database(self.database_target())
+
+        db: Database = self._get("database", build)
+        return db
+
+    def pg_tools(self) -> PgTools:
+        """``pg_dump``/``pg_restore``/``psql`` of the server's major version."""
+
+        def build() -> PgTools:
+            from rollback.adapters.pg_tools import PgTools
+
+            _, number = self.database().server_version()
+            return PgTools.for_major(number // 10000, self.config.environ)
+
+        tools: PgTools = self._get("pg_tools", build)
+        return tools
