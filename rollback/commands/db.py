@@ -28,11 +28,13 @@ import json
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rollback.adapters.pg_restore import IN_PLACE_SESSION, SPLIT_MIN_ROWS, restore_archive
 from rollback.backups import MANIFEST_FORMAT, MANIFEST_SUFFIX
+from rollback.context import Services
 from rollback.errors import BadInput, ChecksFailed, ConfigError, DatabaseError, RollbackError, UnsafePrecondition
 from rollback.plan import Plan, Step
 from rollback.redact import redact, redact_text
@@ -72,15 +74,6 @@ __all__ = [
 DEFAULT_COMPRESS = 6
 
 Progress = Callable[[str], None]
-
-# Settings for pg_restore's own sessions. Index and constraint builds sort in
-# memory instead of spilling to disk. Commits into the new database need not
-# wait for WAL flushes: nobody uses it until the row counts have been checked
-# after pg_restore ends, and a crash in between fails that check. Both are
-# user-settable, so a non-superuser role may set them.
-RESTORE_SESSION = {"maintenance_work_mem": "256MB", "synchronous_commit": "off"}
-IN_PLACE_SESSION = {"maintenance_work_mem": "256MB"}
-
 
 def default_jobs() -> int:
     return max(1, min(4, os.cpu_count() or 1))
@@ -196,9 +189,8 @@ def _dump_and_describe(db: Database, tools: PgTools, dump_dir: Path, *, name: st
     source = db.identity()
     with db.exported_snapshot() as (snapshot, conn):
         counts = db.table_counts(conn=conn)
-        with db_errors("reading the database's encoding and migrations"):
-            encoding = str(conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
-                                        "WHERE datname = current_database()").fetchone()[0])
+        encoding = db.encoding(conn)
+        with db_errors("reading the database's migrations"):
             prisma = PrismaMigrations(conn)
             managed = prisma.is_managed()
             head = prisma.head() if managed else None
@@ -601,98 +593,13 @@ def plan_down(config: Config, name: str, *, skip_emergency_reason: str | None = 
 
 # -- restore -----------------------------------------------------------------------------------------------
 
-SPLIT_MIN_ROWS = 200_000
-
-
-def restore_archive(db: Database, tools: PgTools, dbname: str, dump_dir: Path, manifest: Mapping[str, Any], *,
-                    jobs: int, no_owner: bool, progress: Progress | None = None,
-                    on_start: Callable[[Any], None] | None = None,
-                    split_min_rows: int = SPLIT_MIN_ROWS) -> dict[str, Any]:
-    """Restore a backup into the (new, empty) database ``dbname``.
-
-    Tables of at least ``split_min_rows`` rows are loaded by us over ``jobs``
-    parallel COPY streams, while pg_restore loads the rest (``--use-list`` without
-    them) with ``jobs`` workers; schema before (``pre-data``), indexes and
-    constraints after (``post-data``, parallel). Without such tables, or with one
-    job, it is one ``pg_restore --jobs``.
-    """
-    import tempfile
-    import threading
-
-    from rollback.adapters.pg_tools import copy_blocks, table_data_entries
-
-    started = time.monotonic()
-    common: dict[str, Any] = {"no_owner": no_owner, "on_start": on_start, "session": RESTORE_SESSION,
-                              "progress": progress}
-    toc = tools.list_archive(dump_dir)
-    entries = table_data_entries(toc)
-    big: list[tuple[str, str, str, Path]] = []
-    encoding = manifest.get("encoding")
-    if jobs > 1 and encoding:
-        for table in manifest.get("tables", []):
-            key = (str(table["schema"]), str(table["name"]))
-            if int(table["rows"]) >= split_min_rows and key in entries:
-                dump_id = entries[key]
-                path = next((p for p in (dump_dir / f"{dump_id}.dat.gz", dump_dir / f"{dump_id}.dat")
-                             if p.is_file()), None)
-                if path is not None:
-                    big.append((key[0], key[1], dump_id, path))
-    if not big:
-        run = tools.restore(db.target, dbname, dump_dir, jobs=jobs,
-                            total=len(manifest.get("tables", [])), **common)
-        return {"pg_restore_seconds": round(run.seconds, 3), "split_tables": []}
-    tools.restore(db.target, dbname, dump_dir, jobs=1, section="pre-data", **common)
-    skip = {dump_id for *_, dump_id, _ in big}
-    procs: list[Any] = []
-    outcome: dict[str, Any] = {}
-
-    def remember(proc: Any) -> None:
-        procs.append(proc)
-        if on_start is not None:
-            on_start(proc)
-
-    with tempfile.TemporaryDirectory(prefix="rollback-restore-") as scratch:
-        use_list = Path(scratch) / "toc.list"
-        use_list.write_text("\n".join((";" if line.split(";", 1)[0] in skip else "") + line for line in toc) + "\n",
-                            encoding="utf-8")
-
-        def other_tables() -> None:
-            try:
-                outcome["run"] = tools.restore(db.target, dbname, dump_dir, jobs=jobs, section="data",
-                                               use_list=use_list, **{**common, "on_start": remember})
-            except BaseException as exc:  # re-raised in the calling thread
-                outcome["error"] = exc
-
-        worker = threading.Thread(target=other_tables, daemon=True)
-        worker.start()
-        try:
-            for schema, table, _, path in big:
-                if progress:
-                    progress(f"loading {schema}.{table} over {jobs} parallel COPY streams")
-                db.copy_in(dbname, schema, table, copy_blocks(path), streams=jobs, encoding=str(encoding),
-                           session=RESTORE_SESSION)
-        except BaseException:
-            for proc in procs:
-                proc.terminate()
-            worker.join()
-            raise
-        worker.join()
-    if "error" in outcome:
-        raise outcome["error"]
-    tools.restore(db.target, dbname, dump_dir, jobs=jobs, section="post-data", **common)
-    return {"pg_restore_seconds": round(time.monotonic() - started, 3),
-            "split_tables": [f"{schema}.{table}" for schema, table, *_ in big]}
-
-
 def compare_counts(db: Database, name: str, manifest: Mapping[str, Any]) -> tuple[list[TableCount], list[str]]:
     """Exact row counts of database ``name`` against the manifest: ``(counts, mismatches)``."""
     from rollback.adapters.postgres import db_errors
 
     expected = {(str(t["schema"]), str(t["name"])): int(t["rows"]) for t in manifest["tables"]}
     with db.connect(name) as conn, db_errors(f"checking the row counts of {name}"):
-        present = {(str(s), str(t)) for s, t in conn.execute(
-            "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relkind = 'r'").fetchall()}
+        present = db.tables(conn)
         missing = sorted(set(expected) - present)
         counts = db.table_counts(conn=conn, tables=sorted(set(expected) & present))
     mismatches = [f"{c.key}: {c.rows} rows, backup had {expected[(c.schema, c.name)]}" for c in counts
@@ -713,20 +620,24 @@ class DbHandlers:
     lock_timeout: float = 10.0
     split_min_rows: int = SPLIT_MIN_ROWS
     guard_stdout_to_stderr: bool = False  # 'db guard --json': the guarded command's output goes to stderr
-    _db: Database | None = field(default=None, init=False)
-    _tools: PgTools | None = field(default=None, init=False)
+    services: Services | None = None  # where the database, the pg tools and RDS come from (built on first use)
+
+    def __post_init__(self) -> None:
+        if self.services is None:
+            self.services = Services(self.config, rds=self.rds)
+
+    @property
+    def _services(self) -> Services:
+        assert self.services is not None  # set in __post_init__
+        return self.services
 
     @property
     def db(self) -> Database:
-        if self._db is None:
-            self._db = open_database(self.config)
-        return self._db
+        return self._services.database()
 
     @property
     def tools(self) -> PgTools:
-        if self._tools is None:
-            self._tools = tools_for(self.db, self.config.environ)
-        return self._tools
+        return self._services.pg_tools()
 
     def handlers(self) -> dict[str, StepHandler]:
         return {
@@ -1242,16 +1153,14 @@ class DbHandlers:
         failed = f"running {script.name} of {name}"
         with self.db.connect() as conn, self.db.advisory_lock(conn, timeout=self.lock_timeout), \
                 db_errors(failed, "the transaction was rolled back: the schema is as it was"), conn.transaction():
-            conn.execute(sql.encode())
+            self.db.run_script(conn, sql)
             ids = PrismaMigrations(conn).mark_applied_rolled_back(name)
         return {"migration": name, "script": str(script), "marked_rolled_back": ids}
 
     # rds
     def _rds(self) -> RdsAdapter:
         if self.rds is None:
-            from rollback.adapters.rds import open_rds
-
-            self.rds = open_rds(self.config)
+            self.rds = self._services.rds()
         return self.rds
 
     def check_rds_create_snapshot(self, step: Step, ctx: StepContext) -> Check:
@@ -1339,7 +1248,7 @@ def salvage_report(db: Database, kept: str, tables: Any = None, *, apply: bool =
     wanted = [str(t) for t in tables] if tables else None
     with db.connect(kept, autocommit=False) as old, db.connect(autocommit=False) as new, \
             db_errors(f"comparing {kept} with {live_name}", "nothing was changed" if apply else None):
-        old.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        db.begin_read_only_snapshot(old)
         diffs = compare(old, new, wanted)
         if wanted is not None:
             found = {d.name for d in diffs} | {f"{d.schema}.{d.name}" for d in diffs}
@@ -1430,30 +1339,10 @@ def _check(name: str, ok: bool, value: Any, expected: Any = None, detail: str = 
     return {"check": name, "ok": ok, "value": value, "expected": expected, "detail": detail}
 
 
-def _short(exc: BaseException) -> str:
-    from rollback.redact import redact_text
-
-    return redact_text(" ".join(str(exc).split())[:200]) or type(exc).__name__
-
-
-def _find_table(conn: Any, schema: str, name: str) -> tuple[str, str] | None:
-    """``(schema, table)`` of a watched table: ``schema.table``, or a bare name found through
-    search_path (as Prisma's models are); None when there is no such table."""
-    from psycopg import sql
-
-    ident = sql.Identifier(schema, name) if schema else sql.Identifier(name)
-    row = conn.execute(sql.SQL("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n "
-                               "ON n.oid = c.relnamespace WHERE c.oid = to_regclass({}) AND c.relkind IN ('r', 'p')")
-                       .format(sql.Literal(ident.as_string(conn)))).fetchone()
-    return None if row is None else (str(row[0]), str(row[1]))
-
-
 def verify(config: Config, *, baseline: str | None = None, tolerance: float = 0.0) -> dict[str, Any]:
     """Integrity checks; ``ok`` is False when one fails (the CLI exits 3). Each check runs on its own:
     one that cannot run (a missing schema or table, a missing privilege) is reported as failed."""
-    import psycopg
-
-    from rollback.adapters.postgres import ForeignKey, db_errors
+    from rollback.adapters.postgres import ForeignKey, StatementFailed, db_errors, savepoint
     from rollback.adapters.prisma import PrismaMigrations
 
     settings = config.env.database
@@ -1462,18 +1351,18 @@ def verify(config: Config, *, baseline: str | None = None, tolerance: float = 0.
     started = time.monotonic()
     conn = db.connect()
     with conn, db_errors("verifying the database"):
-        version = conn.execute("SELECT current_setting('server_version')").fetchone()[0]
+        version, _ = db.server_version(conn)
         checks.append(_check("connect", True, f"{(time.monotonic() - started) * 1000:.0f} ms",
-                             detail=f"PostgreSQL {str(version).split()[0]}"))
+                             detail=f"PostgreSQL {version}"))
         try:
-            with conn.transaction():
+            with savepoint(conn):
                 prisma = PrismaMigrations(conn)
                 managed = prisma.is_managed()
                 failed_names = [m.name for m in prisma.all() if m.status == "failed"] if managed else []
             checks.append(_check("migrations.failed", not failed_names, len(failed_names), 0,
                                  ", ".join(failed_names) if managed else "not managed by Prisma Migrate"))
-        except psycopg.Error as exc:
-            checks.append(_check("migrations.failed", False, None, 0, f"cannot check: {_short(exc)}"))
+        except StatementFailed as exc:
+            checks.append(_check("migrations.failed", False, None, 0, f"cannot check: {exc.detail}"))
         base: dict[str, int] = {}
         if baseline:
             manifest, _ = resolve_backup(config, baseline, live=live_identity(db))
@@ -1485,11 +1374,11 @@ def verify(config: Config, *, baseline: str | None = None, tolerance: float = 0.
             # table the role may not read fails that check, and the others still run.
             schema, _, name = table.rpartition(".")
             try:
-                with conn.transaction():
-                    found = _find_table(conn, schema, name)
+                with savepoint(conn):
+                    found = db.find_table(conn, schema, name)
                     count = None if found is None else db.table_counts(conn=conn, tables=[found])[0].rows
-            except psycopg.Error as exc:
-                checks.append(_check(f"rows.{table}", False, None, base.get(table), f"cannot count: {_short(exc)}"))
+            except StatementFailed as exc:
+                checks.append(_check(f"rows.{table}", False, None, base.get(table), f"cannot count: {exc.detail}"))
                 continue
             if count is None:
                 checks.append(_check(f"rows.{table}", False, None, base.get(table), "table missing"))
@@ -1510,10 +1399,10 @@ def verify(config: Config, *, baseline: str | None = None, tolerance: float = 0.
                                   (parent_column,), declared=False))
         for fk in fks:
             try:
-                with conn.transaction():
+                with savepoint(conn):
                     orphans = db.count_orphans(conn, fk)
-            except psycopg.Error as exc:
-                checks.append(_check(f"orphans.{fk.label}", False, None, 0, f"cannot check: {_short(exc)}"))
+            except StatementFailed as exc:
+                checks.append(_check(f"orphans.{fk.label}", False, None, 0, f"cannot check: {exc.detail}"))
                 continue
             checks.append(_check(f"orphans.{fk.label}", orphans == 0, orphans, 0,
                                  "foreign key" if fk.declared else "relation from config"))
