@@ -46,14 +46,17 @@ __all__ = [
     "Manifest",
     "SourceIdentity",
     "check_source",
+    "disk_errors",
     "incomplete_backups",
     "list_backups",
     "load_manifest",
     "manifest_path",
+    "new_manifest",
     "remove_incomplete",
     "resolve_backup",
     "source_of",
     "verify_backup",
+    "write_manifest",
 ]
 
 MANIFEST_FORMAT = "rollback-db-backup/1"
@@ -130,6 +133,64 @@ class Manifest(_Loose):
 
 def manifest_path(dump_dir: Path) -> Path:
     return dump_dir.with_name(dump_dir.name + MANIFEST_SUFFIX)
+
+
+def new_manifest(*, name: str, kind: str, created: str, target: Mapping[str, Any], source: Mapping[str, Any],
+                 server_version: str, encoding: str, pg_dump_version: str, jobs: int, compression: int,
+                 tables: Sequence[Mapping[str, Any]], prisma_managed: bool, prisma_migration_head: str | None,
+                 files: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The manifest of a new backup (format ``MANIFEST_FORMAT``), before it is verified.
+
+    ``target``: the live database as the URL names it (``database``, ``host``, ``port``, ``user``:
+    never the password); ``source``: its identity as the server reports it.
+    """
+    return {
+        "format": MANIFEST_FORMAT,
+        "name": name,
+        "kind": kind,
+        "created_at": created,
+        "database": target["database"],
+        "host": target.get("host"),
+        "port": target.get("port"),
+        "user": target.get("user"),
+        "source": dict(source),
+        "server_version": server_version,
+        "encoding": encoding,
+        "pg_dump_version": pg_dump_version,
+        "dump_format": "directory",
+        "dump_dir": name,
+        "jobs": jobs,
+        "compression": compression,
+        "tables": [dict(t) for t in tables],
+        "total_rows": sum(int(t["rows"]) for t in tables),
+        "prisma_managed": prisma_managed,
+        "prisma_migration_head": prisma_migration_head,
+        "files": [dict(f) for f in files],
+        "total_bytes": sum(int(str(f["bytes"])) for f in files),
+    }
+
+
+def write_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
+    """Write a manifest atomically (a temporary file, then a rename): a reader sees the old or the new one."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    # Not redact()ed: it holds catalog names and checksums that a short password could
+    # match by chance; it never holds the password (host, port and user only).
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def disk_errors(directory: Path) -> Iterator[None]:
+    """A full disk or a read-only directory is the environment's fault: one line, not a traceback.
+
+    The one place where file-system errors of backups (writing, removing, recording) become a
+    :class:`~rollback.errors.DatabaseError`.
+    """
+    try:
+        yield
+    except OSError as exc:
+        raise DatabaseError(f"writing the backup to {directory} failed: {exc.strerror or exc}",
+                            "check the free space and permissions of the backups directory") from exc
 
 
 def _damaged(name: str, detail: str) -> UnsafePrecondition:
