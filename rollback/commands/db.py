@@ -31,10 +31,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rollback import backups
 from rollback.adapters.pg_restore import SPLIT_MIN_ROWS, restore_archive
+from rollback.adapters.postgres import Target
 from rollback.backups import SourceIdentity, list_backups, verify_backup
 from rollback.commands import db_rpo
 from rollback.commands.db_backup import (
@@ -62,15 +63,11 @@ from rollback.commands.db_migrations import MigrationSteps, migrations, plan_dow
 from rollback.commands.db_rds import RdsSteps, plan_rds_restore, plan_snapshot_create, snapshots
 from rollback.commands.db_restore import RestoreSteps, plan_restore, plan_swap
 from rollback.commands.db_salvage import SalvageSteps, plan_salvage, salvage, salvage_report, salvage_target
+from rollback.config import Config
+from rollback.context import Services
+from rollback.journal import Journal
 from rollback.plan import Plan
-from rollback.runner import execute, handler, read_only
-
-if TYPE_CHECKING:
-    from rollback.adapters.postgres import Target
-    from rollback.config import Config
-    from rollback.context import Services
-    from rollback.journal import Journal
-    from rollback.runner import ExecutionResult, StepHandler
+from rollback.runner import ExecutionResult, StepHandler, execute, handler, read_only
 
 __all__ = [
     "COPY_ACTIONS",

@@ -14,10 +14,10 @@ import datetime as dt
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rollback.adapters.pg_restore import restore_archive
-from rollback.adapters.pg_tools import file_checksums, remove_tree
+from rollback.adapters.pg_tools import PgTools, file_checksums, remove_tree
 from rollback.adapters.postgres import Database, db_errors
 from rollback.adapters.prisma import PrismaMigrations
 from rollback.backups import (
@@ -44,18 +44,14 @@ from rollback.commands.db_common import (
     services_for,
     stamp,
 )
+from rollback.config import Config
+from rollback.context import Services
 from rollback.errors import ChecksFailed, DatabaseError, UnsafePrecondition
 from rollback.journal import list_runs
 from rollback.plan import Plan, Step
-from rollback.runner import Check
+from rollback.runner import Check, StepContext
 from rollback.setaside import classify_set_aside, set_aside_name
 from rollback.standby import choose_standby, standby_details
-
-if TYPE_CHECKING:
-    from rollback.adapters.pg_tools import PgTools
-    from rollback.config import Config
-    from rollback.context import Services
-    from rollback.runner import StepContext
 
 __all__ = ["COPY_ACTIONS", "BackupSteps", "classified", "plan_backup", "plan_prune", "set_aside_databases",
            "stage_steps", "standbys", "take_backup"]

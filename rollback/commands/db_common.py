@@ -15,23 +15,20 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rollback.adapters.pg_restore import SPLIT_MIN_ROWS
-from rollback.adapters.postgres import db_errors
+from rollback.adapters.pg_tools import PgTools
+from rollback.adapters.postgres import Database, TableCount, db_errors
+from rollback.adapters.rds import RdsAdapter
 from rollback.backups import SourceIdentity, load_manifest
+from rollback.config import Config
 from rollback.context import Services
 from rollback.errors import BadInput
 from rollback.plan import Step
 from rollback.redact import redact_text
+from rollback.runner import StepContext
 from rollback.setaside import Mark
-
-if TYPE_CHECKING:
-    from rollback.adapters.pg_tools import PgTools
-    from rollback.adapters.postgres import Database, TableCount
-    from rollback.adapters.rds import RdsAdapter
-    from rollback.config import Config
-    from rollback.runner import StepContext
 
 __all__ = ["DEFAULT_COMPRESS", "DbSteps", "Progress", "compare_counts", "config_identity", "db_stamp", "default_jobs",
            "emergency_step", "live_identity", "migrations_dir", "services_for", "stamp"]

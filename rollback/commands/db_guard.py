@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rollback.adapters.postgres import db_errors
 from rollback.adapters.prisma import PrismaMigrations
@@ -34,15 +34,12 @@ from rollback.adapters.rds import resolve_instance
 from rollback.backups import disk_errors, write_manifest
 from rollback.commands.db_backup import plan_backup
 from rollback.commands.db_common import DbSteps
+from rollback.config import Config
+from rollback.context import Services
 from rollback.errors import BadInput, OperationFailed
 from rollback.plan import Plan, Step
 from rollback.redact import redact_text
-from rollback.runner import Check
-
-if TYPE_CHECKING:
-    from rollback.config import Config
-    from rollback.context import Services
-    from rollback.runner import StepContext
+from rollback.runner import Check, StepContext
 
 __all__ = ["GUARD_KEY", "GuardSteps", "backups_before_migration", "plan_guard", "record_in_manifest", "restore_hint"]
 

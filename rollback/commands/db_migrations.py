@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rollback.adapters.postgres import ForeignKey, StatementFailed, db_errors, savepoint
 from rollback.adapters.prisma import PrismaMigrations, local_migrations, migration_error
@@ -21,15 +21,12 @@ from rollback.commands.db_common import (
     migrations_dir,
     services_for,
 )
+from rollback.config import Config
+from rollback.context import Services
 from rollback.errors import BadInput, UnsafePrecondition
 from rollback.plan import Plan, Step
 from rollback.redact import redact
-from rollback.runner import Check
-
-if TYPE_CHECKING:
-    from rollback.config import Config
-    from rollback.context import Services
-    from rollback.runner import StepContext
+from rollback.runner import Check, StepContext
 
 __all__ = ["MigrationSteps", "migrations", "plan_down", "plan_resolve", "verify"]
 

@@ -8,20 +8,17 @@ stack's rollback alarms at it.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rollback.adapters.rds import RdsAdapter, alarm_pin_lines, resolve_instance
 from rollback.commands.db_common import DbSteps, services_for, stamp
 from rollback.commands.infra_stack import stack_ref
+from rollback.config import Config
+from rollback.context import Services
 from rollback.errors import BadInput, RollbackError, UnsafePrecondition
 from rollback.plan import Plan, Step
-from rollback.runner import Check
+from rollback.runner import Check, StepContext
 from rollback.units import parse_time
-
-if TYPE_CHECKING:
-    from rollback.config import Config
-    from rollback.context import Services
-    from rollback.runner import StepContext
 
 __all__ = ["RdsSteps", "plan_rds_restore", "plan_snapshot_create", "snapshots"]
 

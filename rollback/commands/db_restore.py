@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rollback.adapters.pg_restore import IN_PLACE_SESSION, restore_archive
 from rollback.adapters.postgres import Database
@@ -35,17 +35,14 @@ from rollback.commands.db_common import (
     services_for,
 )
 from rollback.commands.db_guard import backups_before_migration
+from rollback.config import Config
+from rollback.context import Services
 from rollback.errors import BadInput, ChecksFailed, DatabaseError, UnsafePrecondition
 from rollback.plan import Plan, Step
-from rollback.runner import Check
+from rollback.runner import Check, StepContext
 from rollback.setaside import Mark, parse_set_aside_name, set_aside_name
 from rollback.standby import StandbyChoice, choose_standby
 from rollback.units import format_duration
-
-if TYPE_CHECKING:
-    from rollback.config import Config
-    from rollback.context import Services
-    from rollback.runner import StepContext
 
 __all__ = ["RestoreSteps", "plan_restore", "plan_swap"]
 

@@ -17,16 +17,14 @@ document; ``ok`` is False (the CLI exits 3) when no point is within the target.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from rollback.adapters.rds import RdsAdapter
 from rollback.backups import list_backups
 from rollback.commands.db_common import config_identity, live_identity, services_for
+from rollback.config import Config
 from rollback.context import Services
 from rollback.errors import RollbackError
-
-if TYPE_CHECKING:
-    from rollback.adapters.rds import RdsAdapter
-    from rollback.config import Config
 
 __all__ = ["rpo"]
 

@@ -7,20 +7,17 @@ from the live database are copied, in one transaction. Row contents are never pr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rollback.adapters.postgres import Database, db_errors
 from rollback.adapters.salvage import compare, copy_missing, summary
 from rollback.commands.db_common import DbSteps, default_jobs, emergency_step, services_for
+from rollback.config import Config
+from rollback.context import Services
 from rollback.errors import BadInput, UnsafePrecondition
 from rollback.plan import Plan, Step
-from rollback.runner import Check
+from rollback.runner import Check, StepContext
 from rollback.setaside import Mark, parse_set_aside_name
-
-if TYPE_CHECKING:
-    from rollback.config import Config
-    from rollback.context import Services
-    from rollback.runner import StepContext
 
 __all__ = ["SalvageSteps", "plan_salvage", "salvage", "salvage_report", "salvage_target"]
 
