@@ -26,6 +26,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -397,8 +398,6 @@ def incomplete_backups(directory: Path, database: str | None = None) -> list[dic
 
 def remove_incomplete(directory: Path, name: str) -> dict[str, Any]:
     """Remove one incomplete backup (dump directory and leftovers); refuses one still being written."""
-    import shutil
-
     _plain_name(name)
     if (directory / (name + MANIFEST_SUFFIX)).exists():
         raise UnsafePrecondition(f"backup {name} has a manifest: it is complete", "nothing was removed")
