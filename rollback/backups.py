@@ -22,10 +22,12 @@ No psycopg here: the pg tools are passed in where a check needs them.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
 import re
+import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -46,14 +48,17 @@ __all__ = [
     "Manifest",
     "SourceIdentity",
     "check_source",
+    "disk_errors",
     "incomplete_backups",
     "list_backups",
     "load_manifest",
     "manifest_path",
+    "new_manifest",
     "remove_incomplete",
     "resolve_backup",
     "source_of",
     "verify_backup",
+    "write_manifest",
 ]
 
 MANIFEST_FORMAT = "rollback-db-backup/1"
@@ -130,6 +135,67 @@ class Manifest(_Loose):
 
 def manifest_path(dump_dir: Path) -> Path:
     return dump_dir.with_name(dump_dir.name + MANIFEST_SUFFIX)
+
+
+def new_manifest(*, name: str, kind: str, created: str, target: Mapping[str, Any], source: Mapping[str, Any],
+                 server_version: str, encoding: str, pg_dump_version: str, jobs: int, compression: int,
+                 tables: Sequence[Mapping[str, Any]], prisma_managed: bool, prisma_migration_head: str | None,
+                 files: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The manifest of a new backup (format ``MANIFEST_FORMAT``), before it is verified.
+
+    ``target``: the live database as the URL names it (``database``, ``host``, ``port``, ``user``:
+    never the password); ``source``: its identity as the server reports it.
+    """
+    return {
+        "format": MANIFEST_FORMAT,
+        "name": name,
+        "kind": kind,
+        "created_at": created,
+        "database": target["database"],
+        "host": target.get("host"),
+        "port": target.get("port"),
+        "user": target.get("user"),
+        "source": dict(source),
+        "server_version": server_version,
+        "encoding": encoding,
+        "pg_dump_version": pg_dump_version,
+        "dump_format": "directory",
+        "dump_dir": name,
+        "jobs": jobs,
+        "compression": compression,
+        "tables": [dict(t) for t in tables],
+        "total_rows": sum(int(t["rows"]) for t in tables),
+        "prisma_managed": prisma_managed,
+        "prisma_migration_head": prisma_migration_head,
+        "files": [dict(f) for f in files],
+        "total_bytes": sum(int(str(f["bytes"])) for f in files),
+    }
+
+
+def write_manifest(path: Path, manifest: Mapping[str, Any]) -> None:
+    """Write a manifest atomically (a temporary file, then a rename): a reader sees the old or the new one."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    # Not redact()ed: it holds catalog names and checksums that a short password could
+    # match by chance; it never holds the password (host, port and user only).
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@contextlib.contextmanager
+def disk_errors(directory: Path) -> Iterator[None]:
+    """A full disk or a read-only directory is the environment's fault: one line, not a traceback.
+
+    The one place where file-system errors of backups (writing, removing, recording) become a
+    :class:`~rollback.errors.DatabaseError`.
+    """
+    try:
+        yield
+    except OSError as exc:
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        raise DatabaseError(f"writing the backup to {directory} failed: {exc.strerror or exc}",
+                            "a disk is full: free space where the backup is written (backups_dir), then run the "
+                            "command again" if full else
+                            "check the permissions of the backups directory") from exc
 
 
 def _damaged(name: str, detail: str) -> UnsafePrecondition:
@@ -336,8 +402,6 @@ def incomplete_backups(directory: Path, database: str | None = None) -> list[dic
 
 def remove_incomplete(directory: Path, name: str) -> dict[str, Any]:
     """Remove one incomplete backup (dump directory and leftovers); refuses one still being written."""
-    import shutil
-
     _plain_name(name)
     if (directory / (name + MANIFEST_SUFFIX)).exists():
         raise UnsafePrecondition(f"backup {name} has a manifest: it is complete", "nothing was removed")

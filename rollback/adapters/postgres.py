@@ -25,10 +25,12 @@ __all__ = [
     "Database",
     "ForeignKey",
     "RoleRights",
+    "StatementFailed",
     "SwapResult",
     "TableCount",
     "Target",
     "db_errors",
+    "savepoint",
     "set_aside_name",
 ]
 
@@ -49,6 +51,28 @@ def db_errors(action: str, hint: str | None = None) -> Iterator[None]:
                             hint or hint_for(sqlstate, connection=isinstance(exc, psycopg.OperationalError),
                                              detail=detail),
                             sqlstate=sqlstate) from exc
+
+
+class StatementFailed(DatabaseError):
+    """A statement inside :func:`savepoint` failed; the connection is usable again (``detail``: the server's
+    message, redacted)."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+@contextlib.contextmanager
+def savepoint(conn: Any) -> Iterator[None]:
+    """Run the block in a savepoint: a failing statement rolls back to it and raises :class:`StatementFailed`,
+    so one check that cannot run (a missing table, a missing privilege) does not end the others."""
+    import psycopg
+
+    try:
+        with conn.transaction():
+            yield
+    except psycopg.Error as exc:
+        raise StatementFailed(redact_text(" ".join(str(exc).split())[:200]) or type(exc).__name__) from exc
 
 
 URL_HINT = "check the database URL and that the server is reachable"
@@ -272,10 +296,47 @@ class Database:
             return list(cur.fetchall()) if cur.description else []
 
     # -- facts -------------------------------------------------------------------------------------
-    def server_version(self) -> tuple[str, int]:
-        """(``"15.5"``, 150005)."""
-        rows = self.query("SELECT current_setting('server_version'), current_setting('server_version_num')::int")
+    def server_version(self, conn: Any = None) -> tuple[str, int]:
+        """(``"15.5"``, 150005); on ``conn`` when given (else on a connection of its own)."""
+        sql = "SELECT current_setting('server_version'), current_setting('server_version_num')::int"
+        if conn is None:
+            rows = self.query(sql)
+        else:
+            with db_errors("reading the server version"):
+                rows = conn.execute(sql).fetchall()
         return str(rows[0][0]).split()[0], int(rows[0][1])
+
+    def encoding(self, conn: Any) -> str:
+        """The encoding of the database ``conn`` is connected to (``UTF8``)."""
+        with db_errors("reading the database's encoding"):
+            return str(conn.execute("SELECT pg_encoding_to_char(encoding) FROM pg_database "
+                                    "WHERE datname = current_database()").fetchone()[0])
+
+    def tables(self, conn: Any) -> set[tuple[str, str]]:
+        """``(schema, table)`` of every ordinary table of the database ``conn`` is connected to."""
+        with db_errors("listing tables"):
+            return {(str(s), str(t)) for s, t in conn.execute(
+                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind = 'r'").fetchall()}
+
+    def find_table(self, conn: Any, schema: str, name: str) -> tuple[str, str] | None:
+        """``(schema, table)`` of ``schema.name``, or of a bare ``name`` found through search_path (as
+        Prisma's models are); None when there is no such table. psycopg's errors pass through."""
+        from psycopg import sql
+
+        ident = sql.Identifier(schema, name) if schema else sql.Identifier(name)
+        row = conn.execute(sql.SQL("SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n "
+                                   "ON n.oid = c.relnamespace WHERE c.oid = to_regclass({}) "
+                                   "AND c.relkind IN ('r', 'p')").format(sql.Literal(ident.as_string(conn)))).fetchone()
+        return None if row is None else (str(row[0]), str(row[1]))
+
+    def begin_read_only_snapshot(self, conn: Any) -> None:
+        """Make ``conn``'s transaction (autocommit off) REPEATABLE READ, READ ONLY: one consistent view."""
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+
+    def run_script(self, conn: Any, script: str) -> None:
+        """Run a SQL script (several statements, no parameters) on ``conn``."""
+        conn.execute(script.encode())
 
     def comment(self, dbname: str) -> str | None:
         """``COMMENT ON DATABASE`` text of ``dbname`` (None without one or without the database)."""

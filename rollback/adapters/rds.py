@@ -12,13 +12,13 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rollback.adapters.aws import AwsClients, aws_errors, make_session
+from rollback.adapters.aws import aws_errors
 from rollback.errors import AwsError, BadInput
 
 if TYPE_CHECKING:
     from rollback.config import Config
 
-__all__ = ["RESTORED_FROM_TAG", "DbInstance", "DbSnapshot", "RdsAdapter", "alarm_pin_lines", "open_rds",
+__all__ = ["RESTORED_FROM_TAG", "DbInstance", "DbSnapshot", "RdsAdapter", "alarm_pin_lines",
            "resolve_instance"]
 
 RESTORED_FROM_TAG = "rollback:restored-from"
@@ -244,14 +244,6 @@ class RdsAdapter:
         with aws_errors(f"restoring {source} into {target}"):
             raw = self.client.restore_db_instance_to_point_in_time(**kwargs, **settings)
         return self._instance(raw["DBInstance"])
-
-
-def open_rds(config: Config) -> RdsAdapter:
-    import os
-
-    session = make_session(config.env.aws.region)
-    delay = int(os.environ.get("ROLLBACK_RDS_WAIT_DELAY", "15"))
-    return RdsAdapter(AwsClients(session).client("rds"), waiter_delay=delay)
 
 
 def resolve_instance(config: Config, instance: str | None) -> str:

@@ -21,6 +21,7 @@ from rollback.cli.support import (
     say,
     yes_option,
 )
+from rollback.context import Services
 
 if TYPE_CHECKING:
     from rollback.plan import Plan
@@ -37,10 +38,10 @@ def _size(num: Any) -> str:
 
 
 def _apply(app: AppContext, plan: Plan, *, dry_run: bool, yes: bool, action: str, handlers: Any = None,
-           confirm_always: bool = False) -> ExecutionResult:
+           confirm_always: bool = False, services: Services) -> ExecutionResult:
     from rollback.commands import db as commands
 
-    chosen = handlers or commands.DbHandlers(app.config())
+    chosen = handlers or commands.DbHandlers(services.config, services=services)
     return run_plan(app, plan, chosen.handlers(), dry_run=dry_run, yes=yes, action=action,
                     confirm_first=plan.is_destructive or confirm_always)
 
@@ -112,11 +113,12 @@ def backup_command(app: AppContext, out: Path | None, stage: bool, jobs: int | N
     """
     from rollback.commands import db as commands
 
-    config = app.config()
-    plan = commands.plan_backup(config, out=out, jobs=jobs, stage=stage)
+    services = Services(app.config())
+    config = services.config
+    plan = commands.plan_backup(config, out=out, jobs=jobs, stage=stage, services=services)
     # Not confirmed: a backup changes nothing, and with --stage the only drops are standbys beyond
     # database.keep_standbys (copies of backups, which the setting says not to keep).
-    outcome = run_plan(app, plan, commands.DbHandlers(config).handlers(), dry_run=False, yes=True,
+    outcome = run_plan(app, plan, commands.DbHandlers(config, services=services).handlers(), dry_run=False, yes=True,
                        action="take a backup", confirm_first=False)
     result = dict(outcome.result_of("backup"))
     manifest = result.pop("manifest")
@@ -161,12 +163,13 @@ def backups_command(app: AppContext) -> None:
     from rollback.commands import db as commands
     from rollback.errors import RollbackError
 
-    config = app.config()
+    services = Services(app.config())
+    config = services.config
     directory = config.backups_dir
-    found = commands.list_backups(directory, commands.config_identity(config))
+    found = commands.list_backups(directory, commands.config_identity(config, services))
     staged_note = None
     try:
-        staged = commands.standbys(config)
+        staged = commands.standbys(config, services=services)
     except RollbackError as exc:  # no database: the files are still listed
         staged, staged_note = None, f"staged standbys unknown: {exc.message}"
     for item in found:
@@ -247,13 +250,15 @@ def restore_command(app: AppContext, backup: str | None, swap: bool, in_place: b
     """
     from rollback.commands import db as commands
 
-    config = app.config()
+    services = Services(app.config())
+    config = services.config
     plan = commands.plan_restore(config, backup, swap=swap, in_place=in_place,
                                  skip_emergency_reason=_skip_reason(skip_emergency_backup, reason), jobs=jobs,
-                                 from_other_database=from_other_database, before_migration=before_migration)
+                                 from_other_database=from_other_database, before_migration=before_migration,
+                                 services=services)
     action = "swap the restored database into place" if swap else (
         "restore in place" if in_place else "restore beside the live database")
-    outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action=action)
+    outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action=action, services=services)
     swapped = next((dict(s.result) for s in outcome.steps if s.step.id == "swap"), None)
 
     def human() -> None:
@@ -294,8 +299,9 @@ def swap_command(app: AppContext, restored: str, dry_run: bool, yes: bool) -> No
     """
     from rollback.commands import db as commands
 
-    plan = commands.plan_swap(app.config(), restored)
-    outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action=f"swap {restored} into place")
+    services = Services(app.config())
+    plan = commands.plan_swap(services.config, restored, services=services)
+    outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action=f"swap {restored} into place", services=services)
 
     def human() -> None:
         _step_lines(outcome)
@@ -326,7 +332,8 @@ def prune_command(app: AppContext, keep_standbys: int | None, dry_run: bool, yes
     """
     from rollback.commands import db as commands
 
-    plan = commands.plan_prune(app.config(), keep_standbys=keep_standbys)
+    services = Services(app.config())
+    plan = commands.plan_prune(services.config, keep_standbys=keep_standbys, services=services)
     if not plan.steps:
         def nothing() -> None:
             for note in plan.notes:
@@ -335,7 +342,8 @@ def prune_command(app: AppContext, keep_standbys: int | None, dry_run: bool, yes
 
         emit(app, {"ok": True, "dropped": [], "notes": list(plan.notes)}, nothing)
         return
-    outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action=f"drop {len(plan.steps)} set-aside database(s)")
+    outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action=f"drop {len(plan.steps)} set-aside database(s)",
+                     services=services)
     emit(app, {"ok": True, **outcome.to_dict()}, lambda: _step_lines(outcome))
 
 
@@ -374,17 +382,19 @@ def salvage_command(app: AppContext, replaced: str | None, tables: tuple[str, ..
     """
     from rollback.commands import db as commands
 
-    config = app.config()
+    services = Services(app.config())
+    config = services.config
     chosen = [t.strip() for item in tables for t in item.split(",") if t.strip()] or None
     if not apply_:
         if skip_emergency_backup or reason:
             raise click.UsageError("--skip-emergency-backup and --reason go with --apply")
-        report = commands.salvage(config, replaced, tables=chosen)
+        report = commands.salvage(config, replaced, tables=chosen, services=services)
         emit(app, {"ok": True, **report}, lambda: _salvage_human(report))
         return
     plan = commands.plan_salvage(config, replaced, tables=chosen,
-                                 skip_emergency_reason=_skip_reason(skip_emergency_backup, reason))
-    outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action=f"copy rows from {plan.steps[0].params['kept']}")
+                                 skip_emergency_reason=_skip_reason(skip_emergency_backup, reason), services=services)
+    outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action=f"copy rows from {plan.steps[0].params['kept']}",
+                     services=services)
     result = dict(outcome.result_of("apply" if not dry_run else "compare"))
 
     def human() -> None:
@@ -433,7 +443,8 @@ def rpo_command(app: AppContext) -> None:
     from rollback.commands import db as commands
     from rollback.units import format_duration
 
-    report = commands.rpo(app.config())
+    services = Services(app.config())
+    report = commands.rpo(services.config, services=services)
 
     def human() -> None:
         print_table(["recovery point", "name", "at", "age", "within target"],
@@ -478,9 +489,11 @@ def guard_command(app: AppContext, snapshot: bool, stage: bool, instance: str | 
     from rollback.commands.db_guard import plan_guard, restore_hint
     from rollback.redact import redact
 
-    config = app.config()
-    plan = plan_guard(config, list(command), snapshot=snapshot, stage=stage, instance=instance, jobs=jobs)
-    handlers = commands.DbHandlers(config, guard_stdout_to_stderr=app.json)
+    services = Services(app.config())
+    config = services.config
+    plan = plan_guard(config, list(command), snapshot=snapshot, stage=stage, instance=instance, jobs=jobs,
+                      services=services)
+    handlers = commands.DbHandlers(config, guard_stdout_to_stderr=app.json, services=services)
     # A failing command fails the 'outcome' step with the command's exit status (the error names the backup).
     outcome = run_plan(app, plan, handlers.handlers(), dry_run=False, yes=True, action="guard the command",
                        confirm_first=False)
@@ -512,7 +525,8 @@ def migrations_command(app: AppContext) -> None:
     """
     from rollback.commands import db as commands
 
-    report = commands.migrations(app.config())
+    services = Services(app.config())
+    report = commands.migrations(services.config, services=services)
 
     def human() -> None:
         if not report["managed"]:
@@ -551,8 +565,10 @@ def resolve_command(app: AppContext, rolled_back: str | None, applied: str | Non
     """
     from rollback.commands import db as commands
 
-    plan = commands.plan_resolve(app.config(), rolled_back=rolled_back, applied=applied)
-    outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action="resolve the migration", confirm_always=True)
+    services = Services(app.config())
+    plan = commands.plan_resolve(services.config, rolled_back=rolled_back, applied=applied, services=services)
+    outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action="resolve the migration", confirm_always=True,
+                     services=services)
     emit(app, {"ok": True, **outcome.to_dict()}, lambda: _step_lines(outcome))
 
 
@@ -577,8 +593,10 @@ def down_command(app: AppContext, name: str, skip_emergency_backup: bool, reason
     """
     from rollback.commands import db as commands
 
-    plan = commands.plan_down(app.config(), name, skip_emergency_reason=_skip_reason(skip_emergency_backup, reason))
-    outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action=f"run the down migration of {name}")
+    services = Services(app.config())
+    plan = commands.plan_down(services.config, name, skip_emergency_reason=_skip_reason(skip_emergency_backup, reason),
+                              services=services)
+    outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action=f"run the down migration of {name}", services=services)
     emit(app, {"ok": True, **outcome.to_dict()}, lambda: _step_lines(outcome))
 
 
@@ -600,7 +618,8 @@ def verify_command(app: AppContext, baseline: str | None, tolerance: float) -> N
     """
     from rollback.commands import db as commands
 
-    report = commands.verify(app.config(), baseline=baseline, tolerance=tolerance)
+    services = Services(app.config())
+    report = commands.verify(services.config, baseline=baseline, tolerance=tolerance, services=services)
 
     def human() -> None:
         print_table(["check", "result", "value", "expected", "detail"],
@@ -626,7 +645,8 @@ def snapshots_command(app: AppContext, instance: str | None) -> None:
     """
     from rollback.commands import db as commands
 
-    report = commands.snapshots(app.config(), instance)
+    services = Services(app.config())
+    report = commands.snapshots(services.config, instance, services=services)
 
     def human() -> None:
         inst = report["instance"]
@@ -661,8 +681,11 @@ def snapshot_create_command(app: AppContext, snapshot_id: str | None, instance: 
     """
     from rollback.commands import db as commands
 
-    plan = commands.plan_snapshot_create(app.config(), instance=instance, snapshot_id=snapshot_id, wait=wait)
-    outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action="create the snapshot", confirm_always=True)
+    services = Services(app.config())
+    plan = commands.plan_snapshot_create(services.config, instance=instance, snapshot_id=snapshot_id, wait=wait,
+                                         services=services)
+    outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action="create the snapshot", confirm_always=True,
+                     services=services)
     emit(app, {"ok": True, **outcome.to_dict()}, lambda: _step_lines(outcome))
 
 
@@ -691,10 +714,11 @@ def rds_restore_command(app: AppContext, snapshot: str | None, to_time: str | No
     """
     from rollback.commands import db as commands
 
-    plan = commands.plan_rds_restore(app.config(), snapshot=snapshot, to_time=to_time, latest=latest,
-                                     target=target, instance=instance, wait=wait)
+    services = Services(app.config())
+    plan = commands.plan_rds_restore(services.config, snapshot=snapshot, to_time=to_time, latest=latest,
+                                     target=target, instance=instance, wait=wait, services=services)
     outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action="restore into a new RDS instance",
-                     confirm_always=True)
+                     confirm_always=True, services=services)
     result = dict(outcome.result_of("rds-restore"))
 
     def human() -> None:

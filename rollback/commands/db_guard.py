@@ -19,33 +19,36 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-import os
 import shutil
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from rollback.adapters.postgres import db_errors
+from rollback.adapters.prisma import PrismaMigrations
+from rollback.adapters.rds import resolve_instance
+from rollback.backups import disk_errors, write_manifest
+from rollback.commands.db_backup import plan_backup
+from rollback.commands.db_common import DbSteps
+from rollback.config import Config
+from rollback.context import Services
 from rollback.errors import BadInput, CommandFailed
 from rollback.plan import Plan, Step
 from rollback.redact import redact_text
+from rollback.runner import Check, StepContext
 
-if TYPE_CHECKING:
-    from rollback.commands.db import DbHandlers
-    from rollback.config import Config
-    from rollback.runner import Check, StepContext
-
-__all__ = ["GUARD_KEY", "backups_before_migration", "plan_guard", "record_in_manifest", "restore_hint"]
+__all__ = ["GUARD_KEY", "GuardSteps", "backups_before_migration", "plan_guard", "record_in_manifest", "restore_hint"]
 
 GUARD_KEY = "guard"
 
 
 def plan_guard(config: Config, command: Sequence[str], *, snapshot: bool = False, stage: bool = False,
-               instance: str | None = None, jobs: int | None = None) -> Plan:
+               instance: str | None = None, jobs: int | None = None, services: Services | None = None) -> Plan:
     """Backup (or snapshot), migrations before, the command, migrations after (recorded)."""
-    from rollback.commands import db as commands
-
     if not command:
         raise BadInput("no command to guard", "rollback db guard -- npx prisma migrate deploy")
     if shutil.which(command[0]) is None:
@@ -55,15 +58,13 @@ def plan_guard(config: Config, command: Sequence[str], *, snapshot: bool = False
         raise BadInput("--snapshot and --stage exclude each other", "--stage stages a logical backup")
     shown = redact_text(" ".join(command))
     if snapshot:
-        from rollback.adapters.rds import resolve_instance
-
         name = resolve_instance(config, instance)
         snapshot_id = f"{name}-guard-{dt.datetime.now(dt.UTC).strftime('%Y%m%d-%H%M%S')}"
         steps = [Step("snapshot", "rds.create_snapshot", f"create manual snapshot {snapshot_id} of {name} and wait "
                       "until it is available", target=f"rds {name}",
                       params={"instance": name, "snapshot": snapshot_id, "wait": True})]
     else:
-        steps = list(commands.plan_backup(config, jobs=jobs, stage=stage, kind="guard").steps)
+        steps = list(plan_backup(config, jobs=jobs, stage=stage, kind="guard", services=services).steps)
     steps += [
         Step("migrations-before", "db.guard_migrations", "read _prisma_migrations before the command"),
         Step("command", "db.guard_run", f"run: {shown}", params={"command": list(command)}),
@@ -75,24 +76,18 @@ def plan_guard(config: Config, command: Sequence[str], *, snapshot: bool = False
     return Plan.of(f"db guard -- {shown}", config.env_name, steps)
 
 
-def _migrations(handlers: DbHandlers) -> list[dict[str, Any]]:
-    from rollback.adapters.postgres import db_errors
-    from rollback.adapters.prisma import PrismaMigrations
-
+def _migrations(handlers: DbSteps) -> list[dict[str, Any]]:
     with handlers.db.connect() as conn, db_errors("reading _prisma_migrations"):
         return [{"id": m.id, "name": m.name, "status": m.status} for m in PrismaMigrations(conn).all()]
 
 
-def migrations_step(handlers: DbHandlers, step: Step, ctx: StepContext) -> dict[str, Any]:
+def migrations_step(handlers: DbSteps, step: Step, ctx: StepContext) -> dict[str, Any]:
     return {"migrations": _migrations(handlers)}
 
 
 @contextlib.contextmanager
 def _forwarding(proc: subprocess.Popen[bytes]) -> Iterator[None]:
     """SIGTERM/SIGHUP to us go on to the command (main thread only)."""
-    import signal
-    import threading
-
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -111,10 +106,8 @@ def _forwarding(proc: subprocess.Popen[bytes]) -> Iterator[None]:
             signal.signal(number, handler if handler is not None else signal.SIG_DFL)
 
 
-def run_step(handlers: DbHandlers, step: Step, ctx: StepContext) -> dict[str, Any]:
+def run_step(handlers: DbSteps, step: Step, ctx: StepContext) -> dict[str, Any]:
     """Run the command; its exit status is the result (a failing command is not a failing step)."""
-    import signal
-
     command = [str(c) for c in step.params["command"]]
     started = time.monotonic()
     # With --json our stdout carries one JSON document: the command's output goes to stderr.
@@ -137,7 +130,7 @@ def run_step(handlers: DbHandlers, step: Step, ctx: StepContext) -> dict[str, An
     return {"exit_code": code, "seconds": round(time.monotonic() - started, 3), "interrupted": interrupts > 0}
 
 
-def record_step(handlers: DbHandlers, step: Step, ctx: StepContext) -> dict[str, Any]:
+def record_step(handlers: DbSteps, step: Step, ctx: StepContext) -> dict[str, Any]:
     """Migrations after vs before; written into the backup's manifest (a logical backup)."""
     earlier = ctx.results.get(step.sibling("migrations-before"), {})
     before = {m["id"]: m["status"] for m in earlier.get("migrations", [])}
@@ -162,14 +155,10 @@ def record_step(handlers: DbHandlers, step: Step, ctx: StepContext) -> dict[str,
 
 def record_in_manifest(path: Path, record: Mapping[str, Any]) -> None:
     """Add the guard record to a manifest (atomically: a temporary file, then a rename)."""
-    from rollback.commands.db import _disk_errors
-
-    with _disk_errors(path.parent):
+    with disk_errors(path.parent):
         manifest = json.loads(path.read_text(encoding="utf-8"))
         manifest[GUARD_KEY] = dict(record)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        os.replace(tmp, path)
+        write_manifest(path, manifest)
 
 
 def backups_before_migration(backups: Sequence[Mapping[str, Any]], migration: str) -> list[Mapping[str, Any]]:
@@ -195,10 +184,8 @@ def restore_hint(record: Mapping[str, Any]) -> str:
     return hint + (f" (or: rollback db restore --before-migration {first[0]} --swap)" if first else "")
 
 
-def outcome_step(handlers: DbHandlers, step: Step, ctx: StepContext) -> Check:
+def outcome_step(handlers: DbSteps, step: Step, ctx: StepContext) -> Check:
     """A failing command fails the run with its own exit status, naming what to restore."""
-    from rollback.runner import Check
-
     code = int((ctx.results.get(step.sibling("command")) or {}).get("exit_code") or 0)
     record = dict(ctx.results.get(step.sibling("record")) or {})
     if "would" in (ctx.results.get(step.sibling("command")) or {}):  # a dry run: nothing ran
@@ -206,5 +193,37 @@ def outcome_step(handlers: DbHandlers, step: Step, ctx: StepContext) -> Check:
     if code != 0:
         what = f"backup {record.get('backup')}" if record.get("backup") else f"snapshot {record.get('snapshot')}"
         raise CommandFailed(f"the guarded command failed (exit {code}); the {what} was taken just before it",
-                              f"to go back to before it: {restore_hint(record)}", exit_code=code, record=record)
+                            f"to go back to before it: {restore_hint(record)}", exit_code=code, record=record)
     return Check(False, {"exit_code": 0}, "the command succeeded")
+
+
+class GuardSteps(DbSteps):
+    """Step handlers of ``db guard``: migrations before, the command, the record, the outcome."""
+
+    def check_guard_migrations(self, step: Step, ctx: StepContext) -> Check:
+        if step.id in ctx.earlier:  # resumed: the state before the command is the one read then
+            return Check(True, dict(ctx.earlier[step.id]), "read _prisma_migrations")
+        return Check(False, migrations_step(self, step, ctx), "read _prisma_migrations")
+
+    def guard_migrations(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        return dict(ctx.checked.result) if ctx.checked is not None else {}
+
+    def check_guard_run(self, step: Step, ctx: StepContext) -> Check:
+        would = f"run {redact_text(' '.join(str(c) for c in step.params['command']))}"
+        earlier = ctx.earlier.get(step.id)
+        # Resumed after the command ran: never run a migration twice.
+        return Check(True, dict(earlier), would) if earlier is not None else Check(False, {}, would)
+
+    def guard_run(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        return run_step(self, step, ctx)
+
+    def check_guard_record(self, step: Step, ctx: StepContext) -> Check:
+        would = "compare _prisma_migrations with its state before the command and record the difference"
+        earlier = ctx.earlier.get(step.id)
+        return Check(True, dict(earlier), would) if earlier is not None else Check(False, {}, would)
+
+    def guard_record(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        return record_step(self, step, ctx)
+
+    def guard_outcome(self, step: Step, ctx: StepContext) -> Check:
+        return outcome_step(self, step, ctx)

@@ -17,13 +17,14 @@ document; ``ok`` is False (the CLI exits 3) when no point is within the target.
 from __future__ import annotations
 
 import datetime as dt
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from rollback.adapters.rds import RdsAdapter
+from rollback.backups import list_backups
+from rollback.commands.db_common import config_identity, live_identity, services_for
+from rollback.config import Config
+from rollback.context import Services
 from rollback.errors import RollbackError
-
-if TYPE_CHECKING:
-    from rollback.adapters.rds import RdsAdapter
-    from rollback.config import Config
 
 __all__ = ["rpo"]
 
@@ -39,16 +40,14 @@ def _point(kind: str, name: str | None, at: dt.datetime | None, now: dt.datetime
             "within_target": age is not None and age <= target, "detail": detail}
 
 
-def _logical(config: Config, now: dt.datetime, target: float) -> dict[str, Any]:
-    from rollback.commands import db as commands
-
+def _logical(config: Config, services: Services, now: dt.datetime, target: float) -> dict[str, Any]:
     kind = "logical backup"
     try:
         try:
-            identity = commands.live_identity(commands.open_database(config))
+            identity = live_identity(services.database())
         except RollbackError:  # no connection: the URL's name, host and port still tell
-            identity = commands.config_identity(config)
-        found = [b for b in commands.list_backups(config.backups_dir, identity)
+            identity = config_identity(config, services)
+        found = [b for b in list_backups(config.backups_dir, identity)
                  if b.get("status") == "ok" and b.get("this_database") and b.get("verified")]
     except RollbackError as exc:
         return _point(kind, None, None, now, target, f"cannot read: {exc.message}")
@@ -59,16 +58,13 @@ def _logical(config: Config, now: dt.datetime, target: float) -> dict[str, Any]:
     return _point(kind, str(newest["name"]), at, now, target, "verified")
 
 
-def _rds(config: Config, now: dt.datetime, target: float, rds: RdsAdapter | None) -> list[dict[str, Any]]:
+def _rds(config: Config, services: Services, now: dt.datetime, target: float) -> list[dict[str, Any]]:
     kinds = ("RDS manual snapshot", "RDS automated snapshot", "RDS point-in-time restore")
     instance = config.env.aws.db_instance
     if not instance:
         return [_point(k, None, None, now, target, "aws.db_instance is not set") for k in kinds]
     try:
-        if rds is None:
-            from rollback.adapters.rds import open_rds
-
-            rds = open_rds(config)
+        rds = services.rds()
         inst = rds.instance(instance)
         snaps = [s for s in rds.snapshots(instance) if s.status == "available" and s.created]
     except RollbackError as exc:
@@ -84,7 +80,8 @@ def _rds(config: Config, now: dt.datetime, target: float, rds: RdsAdapter | None
     return out
 
 
-def rpo(config: Config, *, rds: RdsAdapter | None = None, now: dt.datetime | None = None) -> dict[str, Any]:
+def rpo(config: Config, *, rds: RdsAdapter | None = None, now: dt.datetime | None = None,
+        services: Services | None = None) -> dict[str, Any]:
     """Recovery points of each kind with their age; ``ok`` when at least one is within ``targets.rpo``.
 
     ``points``: ``[{kind, name, at, age_seconds, within_target, detail}]`` (the
@@ -92,7 +89,10 @@ def rpo(config: Config, *, rds: RdsAdapter | None = None, now: dt.datetime | Non
     """
     moment = now or dt.datetime.now(dt.UTC)
     target = float(config.env.targets.rpo) * 60
-    points = [_logical(config, moment, target), *_rds(config, moment, target, rds)]
+    chosen = services_for(config, services)
+    if rds is not None:
+        chosen = Services(config, chosen.built(), rds=rds)
+    points = [_logical(config, chosen, moment, target), *_rds(config, chosen, moment, target)]
     best = min((p for p in points if p["age_seconds"] is not None), key=lambda p: p["age_seconds"], default=None)
     return {"env": config.env_name, "checked_at": _iso(moment), "target_seconds": target,
             "ok": any(p["within_target"] for p in points), "newest": best, "points": points}

@@ -6,12 +6,15 @@ import json
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from rollback.adapters.postgres import Database
+from rollback.context import Services
+from rollback.errors import DatabaseError
 from tests.conftest import CliResult
 from tests.db.conftest import LiveDb
 
@@ -214,19 +217,22 @@ def test_a_killed_pg_restore_leaves_the_live_database(live_db: LiveDb) -> None:
     assert not [d for d in live_db.databases() if "_restore_" in d or "_replaced_" in d]
 
 
-def test_a_partial_copy_that_cannot_be_dropped_is_named(live_db: LiveDb, monkeypatch: pytest.MonkeyPatch) -> None:
+class UndroppableDatabase(Database):
+    """A real Database that cannot drop databases (injected through Services)."""
+
+    def drop_database(self, name: str) -> None:
+        raise DatabaseError(f"dropping database {name} failed: injected")
+
+
+def test_a_partial_copy_that_cannot_be_dropped_is_named(live_db: LiveDb) -> None:
     from rollback.commands import db as commands
-    from rollback.errors import DatabaseError
 
     config = live_db.config()
     backup = commands.backup(config)
     plan = commands.plan_restore(config, backup["name"], skip_emergency_reason="test")
-    handlers = commands.DbHandlers(config, on_restore_start=lambda proc: os.kill(proc.pid, signal.SIGKILL))
-
-    def refuse(name: str) -> None:
-        raise DatabaseError(f"dropping database {name} failed: injected")
-
-    monkeypatch.setattr(handlers.db, "drop_database", refuse)
+    services = Services(config, database=UndroppableDatabase(Services(config).database_target()))
+    handlers = commands.DbHandlers(config, on_restore_start=lambda proc: os.kill(proc.pid, signal.SIGKILL),
+                                   services=services)
     with pytest.raises(DatabaseError) as caught:
         commands.run(config, plan, handlers=handlers)
     partial = [d for d in live_db.databases() if "_restore_" in d]
@@ -443,23 +449,23 @@ def test_big_tables_load_over_parallel_streams_byte_for_byte(live_db: LiveDb) ->
         live_db.sql("INSERT INTO \"User\"(email) VALUES ('user1@example.com')", user="app")
 
 
-def test_a_failing_parallel_load_drops_the_copy_and_keeps_the_live_database(
-        live_db: LiveDb, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rollback.adapters import pg_tools
+class BrokenCopyDatabase(Database):
+    """A real Database whose parallel COPY streams are fed rows that are not rows (injected through Services)."""
+
+    def copy_in(self, dbname: str, schema: str, table: str, blocks: Iterable[bytes], **kwargs: Any) -> Any:
+        broken = iter([b"1\tnot-an-email\n", b"this is not a row\n"])
+        return super().copy_in(dbname, schema, table, broken, **kwargs)
+
+
+def test_a_failing_parallel_load_drops_the_copy_and_keeps_the_live_database(live_db: LiveDb) -> None:
     from rollback.commands import db as commands
-    from rollback.errors import DatabaseError
 
     config = live_db.config()
     backup = commands.backup(config)
-
-    def broken(path: Path, block: int = 1 << 18) -> Any:
-        yield b"1\tnot-an-email\n"
-        yield b"this is not a row\n"
-
-    monkeypatch.setattr(pg_tools, "copy_blocks", broken)
+    services = Services(config, database=BrokenCopyDatabase(Services(config).database_target()))
     plan = commands.plan_restore(config, backup["name"], swap=True, jobs=2)
     with pytest.raises(DatabaseError, match="untouched"):
-        commands.run(config, plan, handlers=commands.DbHandlers(config, split_min_rows=250))
+        commands.run(config, plan, handlers=commands.DbHandlers(config, split_min_rows=250, services=services))
     assert live_db.databases() == [live_db.name]
     assert live_db.scalar('SELECT count(*) FROM "User"') == 300
 

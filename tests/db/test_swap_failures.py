@@ -55,13 +55,28 @@ class FailingConnection:
         self._maybe_fail("COMMIT", before=False)
 
 
-def database_failing_on(live_db: LiveDb, monkeypatch: pytest.MonkeyPatch, *fail_on: str, after: bool = False,
+class FailingDatabase(Database):
+    """A real Database whose maintenance connections fail on chosen statements (injected, not patched)."""
+
+    def __init__(self, target: Target, fail_on: list[str], *, after: bool, error: type[BaseException]) -> None:
+        super().__init__(target)
+        self.fail_on, self.after, self.error = fail_on, after, error
+
+    def maintenance(self, *, autocommit: bool = True) -> Any:
+        return FailingConnection(super().maintenance(autocommit=autocommit), self.fail_on, after=self.after,
+                                 error=self.error)
+
+
+class SilentDatabase(Database):
+    """A real Database whose live database never answers after the swap."""
+
+    def _answers(self, dbname: str, attempts: int = 20) -> bool:
+        return False
+
+
+def database_failing_on(live_db: LiveDb, *fail_on: str, after: bool = False,
                         error: type[BaseException] = Exception) -> Database:
-    db = Database(Target.from_url(live_db.url))
-    real = db.maintenance
-    monkeypatch.setattr(db, "maintenance", lambda autocommit=True: FailingConnection(
-        real(autocommit=autocommit), list(fail_on), after=after, error=error))
-    return db
+    return FailingDatabase(Target.from_url(live_db.url), list(fail_on), after=after, error=error)
 
 
 def state(live_db: LiveDb, restored: str, aside: str) -> dict[str, Any]:
@@ -87,11 +102,11 @@ STATEMENTS = ['" RENAME TO "{aside}"', '"{restored}" RENAME TO', 'COMMENT ON DAT
 
 @pytest.mark.parametrize("where", STATEMENTS)
 @pytest.mark.parametrize("error", [Exception, KeyboardInterrupt], ids=["error", "ctrl-c"])
-def test_a_failure_before_the_commit_changes_nothing(live_db: LiveDb, restored: str, monkeypatch: pytest.MonkeyPatch,
+def test_a_failure_before_the_commit_changes_nothing(live_db: LiveDb, restored: str,
                                                       where: str, error: type[BaseException]) -> None:
     aside = f"{live_db.name}_replaced_20261128000001"
     needle = where.format(aside=aside, restored=restored, live=live_db.name)
-    db = database_failing_on(live_db, monkeypatch, needle, error=error)
+    db = database_failing_on(live_db, needle, error=error)
     expected = Interrupted if error is KeyboardInterrupt else DatabaseError
     with pytest.raises(expected) as caught:
         db.swap(restored, aside, aside_comment="rollback:{}")
@@ -102,23 +117,22 @@ def test_a_failure_before_the_commit_changes_nothing(live_db: LiveDb, restored: 
 
 @pytest.mark.parametrize("where", STATEMENTS[:-1])
 def test_a_failure_after_a_statement_ran_changes_nothing(live_db: LiveDb, restored: str,
-                                                          monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+                                                          where: str) -> None:
     """The statement took effect inside the transaction, and the failure rolls it back with the rest."""
     aside = f"{live_db.name}_replaced_20261128000002"
     needle = where.format(aside=aside, restored=restored, live=live_db.name)
-    db = database_failing_on(live_db, monkeypatch, needle, after=True, error=KeyboardInterrupt)
+    db = database_failing_on(live_db, needle, after=True, error=KeyboardInterrupt)
     with pytest.raises(Interrupted, match="nothing was changed"):
         db.swap(restored, aside)
     assert state(live_db, restored, aside)["live_data"] == "old"
     assert not state(live_db, restored, aside)["aside"]
 
 
-def test_a_commit_whose_reply_is_lost_is_read_back_as_done(live_db: LiveDb, restored: str,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_commit_whose_reply_is_lost_is_read_back_as_done(live_db: LiveDb, restored: str) -> None:
     """COMMIT ran but the client saw an error: the outcome is read from the catalog, not assumed."""
     aside = f"{live_db.name}_replaced_20261128000003"
     mark = Mark("replaced", "run-1", live_db.name, aside).to_comment()
-    db = database_failing_on(live_db, monkeypatch, "COMMIT", after=True)
+    db = database_failing_on(live_db, "COMMIT", after=True)
     result = db.swap(restored, aside, aside_comment=mark)
     assert result.set_aside == aside
     assert state(live_db, restored, aside) == {"live_data": "new", "restored": False, "aside": True,
@@ -127,10 +141,9 @@ def test_a_commit_whose_reply_is_lost_is_read_back_as_done(live_db: LiveDb, rest
                           f"WHERE datname = '{aside}'", dbname="postgres") == mark
 
 
-def test_a_ctrl_c_at_the_commit_waits_for_its_outcome(live_db: LiveDb, restored: str,
-                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_ctrl_c_at_the_commit_waits_for_its_outcome(live_db: LiveDb, restored: str) -> None:
     aside = f"{live_db.name}_replaced_20261128000004"
-    db = database_failing_on(live_db, monkeypatch, "COMMIT", after=True, error=KeyboardInterrupt)
+    db = database_failing_on(live_db, "COMMIT", after=True, error=KeyboardInterrupt)
     result = db.swap(restored, aside)  # the interrupt came after COMMIT: the swap is done and said so
     assert result.live == live_db.name
     assert state(live_db, restored, aside)["live_data"] == "new"
@@ -146,10 +159,9 @@ def test_the_live_comment_moves_with_the_name(live_db: LiveDb, restored: str) ->
 
 
 def test_a_live_database_that_does_not_answer_after_the_swap_says_it_happened(
-        live_db: LiveDb, restored: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        live_db: LiveDb, restored: str) -> None:
     aside = f"{live_db.name}_replaced_20261128000006"
-    db = Database(Target.from_url(live_db.url))
-    monkeypatch.setattr(db, "_answers", lambda dbname, attempts=20: False)
+    db = SilentDatabase(Target.from_url(live_db.url))
     with pytest.raises(DatabaseError) as caught:
         db.swap(restored, aside)
     line = caught.value.one_line()

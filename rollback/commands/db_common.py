@@ -1,0 +1,142 @@
+"""What every part of ``rollback db`` shares: the step handlers' base, names, jobs, the emergency step.
+
+:class:`DbSteps` holds what the handlers of every db plan share (one :class:`~rollback.context.Services`:
+one Database, one set of pg tools, one RDS adapter) and the helpers they all use; each job's
+handlers are a mixin of it in that job's module (:mod:`~rollback.commands.db_backup`,
+:mod:`~rollback.commands.db_restore`, :mod:`~rollback.commands.db_salvage`,
+:mod:`~rollback.commands.db_migrations`, :mod:`~rollback.commands.db_rds`,
+:mod:`~rollback.commands.db_guard`), and :class:`rollback.commands.db.DbHandlers` combines them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rollback.adapters.pg_restore import SPLIT_MIN_ROWS
+from rollback.adapters.pg_tools import PgTools
+from rollback.adapters.postgres import Database, TableCount, db_errors
+from rollback.adapters.rds import RdsAdapter
+from rollback.backups import SourceIdentity, load_manifest
+from rollback.config import Config
+from rollback.context import Services
+from rollback.errors import BadInput
+from rollback.plan import Step
+from rollback.redact import redact_text
+from rollback.runner import StepContext
+from rollback.setaside import Mark
+
+__all__ = ["DEFAULT_COMPRESS", "DbSteps", "Progress", "compare_counts", "config_identity", "db_stamp", "default_jobs",
+           "emergency_step", "live_identity", "migrations_dir", "services_for", "stamp"]
+
+DEFAULT_COMPRESS = 6
+
+Progress = Callable[[str], None]
+
+
+def default_jobs() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def stamp(now: dt.datetime | None = None) -> str:
+    return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
+
+
+def db_stamp(now: dt.datetime | None = None) -> str:
+    return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d%H%M%S")
+
+
+def services_for(config: Config, services: Services | None) -> Services:
+    """The caller's services, or the environment's own (a library call without them)."""
+    return services if services is not None else Services(config)
+
+
+def live_identity(db: Database) -> SourceIdentity:
+    """The identity of the live database (system identifier read from the server)."""
+    return SourceIdentity.from_dict(db.identity())
+
+
+def config_identity(config: Config, services: Services | None = None) -> SourceIdentity:
+    """The live database as the URL names it (no connection: no system identifier)."""
+    target = services_for(config, services).database_target()
+    return SourceIdentity(target.dbname, target.params.get("host"), target.params.get("port"))
+
+
+def migrations_dir(config: Config) -> Path:
+    return config.resolve_path(config.env.database.migrations_dir)
+
+
+def emergency_step(reason: str | None, config: Config, jobs: int) -> Step:
+    """The emergency backup before a destructive step, or its journaled skip."""
+    if reason is not None:
+        if not reason.strip():
+            raise BadInput("--skip-emergency-backup needs a non-empty --reason", "say why, it is journaled")
+        why = redact_text(reason.strip())  # free text, journaled and printed: redacted where it enters
+        return Step("emergency-backup", "db.skip_emergency_backup",
+                    f"emergency backup SKIPPED (reason: {why})", params={"reason": why})
+    return Step("emergency-backup", "db.backup", f"emergency backup of the live database into {config.backups_dir}",
+                params={"out": str(config.backups_dir), "jobs": jobs, "kind": "emergency"})
+
+
+def compare_counts(db: Database, name: str, manifest: Mapping[str, Any]) -> tuple[list[TableCount], list[str]]:
+    """Exact row counts of database ``name`` against the manifest: ``(counts, mismatches)``."""
+    expected = {(str(t["schema"]), str(t["name"])): int(t["rows"]) for t in manifest["tables"]}
+    with db.connect(name) as conn, db_errors(f"checking the row counts of {name}"):
+        present = db.tables(conn)
+        missing = sorted(set(expected) - present)
+        counts = db.table_counts(conn=conn, tables=sorted(set(expected) & present))
+    mismatches = [f"{c.key}: {c.rows} rows, backup had {expected[(c.schema, c.name)]}" for c in counts
+                  if c.rows != expected[(c.schema, c.name)]]
+    mismatches += [f"{'.'.join(m)}: missing" for m in missing]
+    return counts, mismatches
+
+
+@dataclass
+class DbSteps:
+    """What the step handlers of every db plan share: one Database, one set of pg tools, one RDS adapter."""
+
+    config: Config
+    rds: RdsAdapter | None = None
+    on_restore_start: Callable[[Any], None] | None = None  # test seam: receives the pg_restore process
+    lock_timeout: float = 10.0
+    split_min_rows: int = SPLIT_MIN_ROWS
+    guard_stdout_to_stderr: bool = False  # 'db guard --json': the guarded command's output goes to stderr
+    services: Services | None = None  # where the database, the pg tools and RDS come from (built on first use)
+
+    def __post_init__(self) -> None:
+        if self.services is None:
+            self.services = Services(self.config, rds=self.rds)
+
+    @property
+    def _services(self) -> Services:
+        assert self.services is not None  # set in __post_init__
+        return self.services
+
+    @property
+    def db(self) -> Database:
+        return self._services.database()
+
+    @property
+    def tools(self) -> PgTools:
+        return self._services.pg_tools()
+
+    def _rds(self) -> RdsAdapter:
+        if self.rds is None:
+            self.rds = self._services.rds()
+        return self.rds
+
+    def _manifest(self, step: Step) -> tuple[dict[str, Any], Path]:
+        return load_manifest(Path(str(step.params["manifest"]))), Path(str(step.params["dump_dir"]))
+
+    def _mark(self, ctx: StepContext, role: str, name: str, **details: Any) -> str:
+        return Mark(role, ctx.run_id or "unjournaled", self.db.target.dbname, name, details=details).to_comment()
+
+    def _is_marked(self, name: str, role: str, **expected: Any) -> bool:
+        """``name`` carries rollback's mark for ``role`` (and the ``expected`` details)."""
+        mark = Mark.from_comment(self.db.comment(name))
+        return mark is not None and mark.role == role and mark.is_mark_of(name, self.db.target.dbname) \
+            and all(mark.get(k) == v for k, v in expected.items())
