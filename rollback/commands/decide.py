@@ -147,7 +147,7 @@ def live_signals(config: Config, *, budget: float | None = None, minutes: int = 
             "data": lambda: sources.grow_only_losses(config, timeout=timeout),
             "vercel": lambda: sources.production_deployment(config, timeout=timeout),
             "changes.vercel": lambda: sources.recent_deployments(config, timeout=timeout),
-            "changes.stack": lambda: sources.stack_changes(config),
+            "changes.stack": lambda: sources.stack_changes(config, timeout=timeout),
             "changes.cdn": lambda: sources.cdn_changes(config, timeout=timeout, services=services),
         })
     started = time.monotonic()

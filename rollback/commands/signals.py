@@ -26,12 +26,13 @@ from typing import TYPE_CHECKING, Any
 
 from rollback.adapters.aws import aws_errors
 from rollback.adapters.cloudfront import parse_lambda_arn
-from rollback.adapters.cloudwatch import cloudfront_dimensions
+from rollback.adapters.cloudwatch import cloudfront_dimensions, make_client
 from rollback.adapters.health import HealthChecker, make_health_client
 from rollback.adapters.postgres import Database, Target, db_errors
 from rollback.adapters.prisma import Migration, PrismaMigrations
 from rollback.adapters.pulumi_backend import is_diy_url, open_backend
 from rollback.adapters.pulumi_project import resolve_stack
+from rollback.adapters.s3_versions import S3Versions
 from rollback.adapters.vercel import VercelClient, make_http_client
 from rollback.backups import list_backups
 from rollback.changes import Change, Deployed
@@ -234,55 +235,45 @@ class CdnChanges:
     prefix: str | None = None  # the served assets release (the S3 origin's path)
 
 
-def _lambda_time(text: str | None) -> dt.datetime | None:
-    """Lambda's ``LastModified`` (``2026-11-30T09:00:00.000+0000``) as an aware datetime."""
-    if not text:
-        return None
-    for layout in ("%Y-%m-%dT%H:%M:%S.%f%z", "%Y-%m-%dT%H:%M:%S%z"):
-        try:
-            return dt.datetime.strptime(text, layout).astimezone(dt.UTC)
-        except ValueError:
-            continue
-    return None
-
-
 def _utc(value: Any) -> dt.datetime | None:
     if not isinstance(value, dt.datetime):
         return None
     return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
 
 
+def _cdn_clients(config: Config, services: Services | None, timeout: float) -> tuple[Any, S3Versions]:
+    """CloudFront's client and the assets bucket's versions: injected through ``services`` (``edge``,
+    ``s3``), else short-timeout clients shared by the process (``make_client``), not the Services'
+    own, whose 30 s reads and five attempts would outlast the decision's budget."""
+    given = services.given if services is not None else {}
+    edge = given.get("edge")
+    cloudfront = edge.cloudfront if edge is not None else make_client(timeout=timeout, service="cloudfront")
+    store = given.get("s3")
+    if store is None:
+        store = S3Versions(make_client(timeout=timeout, service="s3", region=config.env.aws.region))
+    return cloudfront, store
+
+
 def cdn_changes(config: Config, *, timeout: float, services: Services | None = None) -> CdnChanges:
-    """The distribution's last modification, when the Lambda@Edge versions it serves were published, and
-    the newest object written (or deleted) under the assets release it serves."""
+    """When the distribution was last modified (and which Lambda@Edge versions it serves), and the newest
+    object written (or deleted) under the assets release it serves."""
     distribution = distribution_id(config)
-    with _BUILD_LOCK:
-        chosen = _services(config, services)
-        edge, store = chosen.edge(), chosen.s3()
+    cloudfront, store = _cdn_clients(config, services, timeout)
     with aws_errors(f"reading distribution {distribution}"):
-        found = edge.cloudfront.get_distribution(Id=distribution)["Distribution"]
+        found = cloudfront.get_distribution(Id=distribution)["Distribution"]
     result = CdnChanges()
-    modified = _utc(found.get("LastModifiedTime"))
-    if modified is not None:
-        result.changes.append(Change("edge", "cloudfront", f"distribution {distribution} modified", modified))
     settings = found.get("DistributionConfig") or {}
     behaviours = [settings.get("DefaultCacheBehavior") or {},
                   *((settings.get("CacheBehaviors") or {}).get("Items") or [])]
-    arns = dict.fromkeys(str(item.get("LambdaFunctionARN", "")) for behaviour in behaviours
-                         for item in (behaviour.get("LambdaFunctionAssociations") or {}).get("Items") or [])
-    for arn in arns:
-        parsed = parse_lambda_arn(arn)
-        if parsed is None or parsed.version is None:
-            continue
-        try:
-            version = edge.get_version(parsed.name, parsed.version)
-        except RollbackError as exc:
-            result.problems.append(redact_text(exc.message))
-            continue
-        published = _lambda_time(version.last_modified) if version else None
-        if published is not None:
-            result.changes.append(Change("edge", "lambda", f"{parsed.name} version {parsed.version} (served by "
-                                                          f"{distribution}) published", published))
+    served = dict.fromkeys(f"{parsed.name}:{parsed.version}" for behaviour in behaviours
+                           for item in (behaviour.get("LambdaFunctionAssociations") or {}).get("Items") or []
+                           if (parsed := parse_lambda_arn(str(item.get("LambdaFunctionARN", "")))) is not None
+                           and parsed.version is not None)
+    modified = _utc(found.get("LastModifiedTime"))
+    if modified is not None:
+        serves = f" (serves {', '.join(served)})" if served else ""
+        result.changes.append(Change("edge", "cloudfront", f"distribution {distribution}{serves} modified",
+                                     modified))
     bucket = config.env.aws.assets_bucket
     if not bucket:
         result.problems.append("assets: aws.assets_bucket is not set")
@@ -395,7 +386,7 @@ def grow_only_losses(config: Config, *, timeout: float) -> list[Shrunk] | None:
 # ------------------------------------------------------------------------------------------ Pulumi
 
 
-def stack_changes(config: Config) -> list[Change]:
+def stack_changes(config: Config, *, timeout: float) -> list[Change]:
     """What the stack's latest update changed, read from its self-managed backend (``file://``, ``s3://``):
     the layers its config keys name (:func:`rollback.changes.stack_changes`), and when."""
     settings = config.env.pulumi
@@ -406,10 +397,8 @@ def stack_changes(config: Config) -> list[Change]:
         raise NotConfigured("the stack's history is read only from a self-managed backend (pulumi.backend_url "
                             "file:// or s3://) within the decision's budget")
     ref = resolve_stack(settings.stack, config.resolve_path(settings.project_dir), project=settings.project)
-    s3_client = None
-    if url.startswith("s3://"):
-        with _BUILD_LOCK:
-            s3_client = Services(config).aws().client("s3")
+    s3_client = make_client(timeout=timeout, service="s3", region=config.env.aws.region) \
+        if url.startswith("s3://") else None
     backend = open_backend(url, base_dir=config.root, s3_client=s3_client, region=config.env.aws.region)
     versions = backend.history(ref.project, ref.name, newest=RECENT_DEPLOYMENTS)
     updates = [i for i, v in enumerate(versions) if v.kind in ("update", "destroy", "import")]

@@ -2,7 +2,8 @@
 
 The sandbox's world (rollback/sandbox/seed.py): the bad Vercel deployment went live 2 min ago, the
 stack's last update moved the edge pin to version 3 (4 min ago), the assets under the served release
-were overwritten 4 min ago, the failed migration started 3 min ago, and the alarms went off 1 min ago.
+were overwritten 4 min ago (and the distribution, serving edge version 3, last modified then), the
+failed migration started 3 min ago, and the alarms went off 1 min ago.
 """
 
 from __future__ import annotations
@@ -34,14 +35,14 @@ def test_live_decide_recommends_every_layer_the_bad_deploy_changed(
     assert changed["not_measured"] == []
     assert changed["detected_at"][:19] == fresh_sandbox.world["timeline"]["detected"][:19]  # the alarms' time
     counted = {(c["layer"], c["source"]) for c in changed["changes"] if c["changed"]}
-    assert counted == {("app", "vercel"), ("edge", "pulumi"), ("edge", "lambda"), ("edge", "cloudfront"),
-                       ("assets", "s3"), ("db", "prisma")}
+    assert counted == {("app", "vercel"), ("edge", "pulumi"), ("edge", "cloudfront"), ("assets", "s3"),
+                       ("db", "prisma")}
     world = fresh_sandbox.world
     details = "\n".join(c["detail"] for c in changed["changes"])
     assert f"app: deployment {world['vercel']['bad_deployment']} 'Add new feature' went live" in details
-    assert f"edge: distribution {world['aws']['distribution_id']} modified 3 min before detection" in details
+    assert (f"edge: distribution {world['aws']['distribution_id']} (serves {world['aws']['edge_function']}:3) "
+            f"modified 3 min before detection") in details
     assert "changed rollback:edgeFunctionVersion" in details
-    assert f"{world['aws']['edge_function']} version 3 (served by" in details
     assert f"s3://{world['aws']['assets_bucket']}/{world['aws']['assets_prefix']}" in details
     assert f"db: migration {world['database']['failed_migration']} started (failed)" in details
     for change in changed["changes"]:
