@@ -45,7 +45,8 @@ def make_client(*, timeout: float, service: str = "cloudwatch", region: str | No
 
     ``region`` defaults to us-east-1, where CloudFront's metrics, the rollback alarms, CloudFront's API
     and Lambda@Edge live. The clients share one session per endpoint, so the endpoint and model data
-    botocore loads for the first client serve the next ones.
+    botocore loads for the first client serve the next ones. A plain botocore session: boto3 adds
+    nothing these reads use, and importing it costs a sixth more CPU than botocore alone.
     """
     endpoint = os.environ.get("AWS_ENDPOINT_URL")
     chosen = region or CLOUDFRONT_REGION
@@ -53,15 +54,15 @@ def make_client(*, timeout: float, service: str = "cloudwatch", region: str | No
     with _CLIENTS_LOCK:  # botocore sessions are not thread-safe: clients are built one at a time
         client = _CLIENTS.get(key)
         if client is None:
-            import boto3
+            import botocore.session
             from botocore.config import Config as BotoConfig
 
             session = _SESSIONS.get(endpoint)
             if session is None:
-                session = _SESSIONS[endpoint] = boto3.Session(region_name=CLOUDFRONT_REGION)
-            client = session.client(service, region_name=chosen,  # type: ignore[call-overload]
-                                    config=BotoConfig(retries={"max_attempts": 2, "mode": "standard"},
-                                                      connect_timeout=timeout, read_timeout=timeout))
+                session = _SESSIONS[endpoint] = botocore.session.Session()
+            client = session.create_client(service, region_name=chosen,
+                                           config=BotoConfig(retries={"max_attempts": 2, "mode": "standard"},
+                                                             connect_timeout=timeout, read_timeout=timeout))
             _CLIENTS[key] = client
     return client
 
