@@ -6,7 +6,8 @@ the world (production answers 500, the rollback alarm in ALARM, 20 % 5xx, a
 failed migration) and times, over several runs:
 
 - the pure decision (``rollback.decide.decide``) from flag signals, in process;
-- ``run_decide(--live)``: every live source read concurrently, then the decision, in process;
+- ``run_decide(--live)``: every live source read concurrently (the signals and the recent-change
+  sources), then the decision, in process;
 - ``rollback decide --live --no-incident`` as a whole process (interpreter start-up included);
 - ``python -c pass`` as the baseline of a process in the same run.
 
@@ -93,12 +94,13 @@ def main() -> int:
             pure.append(time.perf_counter() - started)
 
         run_decide(config, Flags(), live=True, record=False)  # warm-up: imports, first connections
-        live, severities = [], set()
+        live, severities, sources = [], set(), 0
         for _ in range(args.runs):
             started = time.perf_counter()
             result = run_decide(config, Flags(), live=True, record=False)
             live.append(time.perf_counter() - started)
             severities.add(result.decision.severity)
+            sources = len(result.live.sources) if result.live is not None else 0
             unmeasured = [s.name for s in result.decision.not_measured]
             if unmeasured:
                 print(f"warning: not measured in a run: {unmeasured}")
@@ -125,7 +127,7 @@ def main() -> int:
     print(f"{'case':52} {'median':>10} {'p95':>10} {'x baseline':>11}")
     rows = [
         ("decide(): pure decision from 3 flag signals", pure),
-        ("run_decide(live): 6 live sources + decision", live),
+        (f"run_decide(live): {sources} live sources + decision", live),
         ("rollback decide --live (whole process)", process),
         ("python -c pass (baseline)", baseline),
     ]

@@ -15,10 +15,12 @@ import os
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rollback.adapters.aws import aws_errors
-from rollback.report import Impact
+
+if TYPE_CHECKING:
+    from rollback.report import Impact
 
 __all__ = [
     "CLOUDFRONT_REGION",
@@ -31,24 +33,36 @@ __all__ = [
     "make_client",
 ]
 
-_CLIENTS: dict[tuple[str | None, float], Any] = {}
+_CLIENTS: dict[tuple[str | None, str, str, float], Any] = {}
+_SESSIONS: dict[str | None, Any] = {}
 _CLIENTS_LOCK = threading.Lock()
 
 
-def make_client(*, timeout: float) -> Any:
-    """A boto3 ``cloudwatch`` client in us-east-1 (CloudFront's metrics and the rollback alarms live
-    there) with short timeouts, shared by every reader of this process for the same endpoint and
-    timeout (clients are thread-safe, and building one costs more than the calls it makes)."""
-    key = (os.environ.get("AWS_ENDPOINT_URL"), round(timeout, 1))
-    with _CLIENTS_LOCK:
+def make_client(*, timeout: float, service: str = "cloudwatch", region: str | None = None) -> Any:
+    """A boto3 client with short timeouts and two attempts, for reads that must not stall (live signals),
+    shared by every reader of this process for the same endpoint, service, region and timeout (clients
+    are thread-safe, and building one costs more than the calls it makes).
+
+    ``region`` defaults to us-east-1, where CloudFront's metrics, the rollback alarms, CloudFront's API
+    and Lambda@Edge live. The clients share one session per endpoint, so the endpoint and model data
+    botocore loads for the first client serve the next ones. A plain botocore session: boto3 adds
+    nothing these reads use, and importing it costs a sixth more CPU than botocore alone.
+    """
+    endpoint = os.environ.get("AWS_ENDPOINT_URL")
+    chosen = region or CLOUDFRONT_REGION
+    key = (endpoint, service, chosen, round(timeout, 1))
+    with _CLIENTS_LOCK:  # botocore sessions are not thread-safe: clients are built one at a time
         client = _CLIENTS.get(key)
         if client is None:
-            import boto3
+            import botocore.session
             from botocore.config import Config as BotoConfig
 
-            client = boto3.Session(region_name=CLOUDFRONT_REGION).client(
-                "cloudwatch", config=BotoConfig(retries={"max_attempts": 2, "mode": "standard"},
-                                                connect_timeout=timeout, read_timeout=timeout))
+            session = _SESSIONS.get(endpoint)
+            if session is None:
+                session = _SESSIONS[endpoint] = botocore.session.Session()
+            client = session.create_client(service, region_name=chosen,
+                                           config=BotoConfig(retries={"max_attempts": 2, "mode": "standard"},
+                                                             connect_timeout=timeout, read_timeout=timeout))
             _CLIENTS[key] = client
     return client
 
@@ -275,6 +289,9 @@ class CloudFrontMetrics:
     def impact(self, distribution_id: str, start: dt.datetime, end: dt.datetime, *,
                period: int = PERIOD) -> Impact:
         """Requests, failed requests and the error rate of ``distribution_id`` between ``start`` and ``end``."""
+        # Imported here: the report's module brings the journal's, which reading alarms does not need.
+        from rollback.report import Impact
+
         first, last = _floor(start, period), _ceil(end, period)
         if last <= first:
             last = first + dt.timedelta(seconds=period)

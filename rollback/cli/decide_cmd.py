@@ -43,9 +43,12 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 @click.option("--cosmetic", is_flag=True, help="A UI issue or non-critical bug.")
 @click.option("--live", is_flag=True,
               help="Measure: rollback alarms, CloudFront 5xx rate and origin p95 (5 min), health URLs, failed "
-                   "migrations, Vercel.")
+                   "migrations, Vercel; and what changed recently in each layer.")
 @click.option("--changed", "changed", multiple=True, callback=_layers, metavar="LAYER[,LAYER]",
-              help="Layers the bad change touched (default app): app, edge, assets, infra, db.")
+              help="Layers the bad change touched: app, edge, assets, infra, db (default: with --live, the "
+                   "layers that changed within --lookback before detection; else app).")
+@click.option("--lookback", type=click.FloatRange(min=1, max=7 * 24 * 60), default=60, show_default=True,
+              metavar="MINUTES", help="With --live: a layer changed when it changed this long before detection.")
 @click.option("--revert", "remove_commit", is_flag=True,
               help="The bad commit must go: recommend git revert over an instant rollback.")
 @click.option("--detected-at", metavar="TIME", help="When the issue was detected: ISO-8601 or '15m ago'.")
@@ -58,13 +61,16 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 def decide(app: AppContext, error_rate: float | None, p95_ms: float | None, service_down: bool, data_loss: bool,
            security_breach: bool, feature_broken: str | None, failed_migration: bool,
            db_connections_exhausted: bool, cosmetic: bool, live: bool, changed: tuple[str, ...],
-           remove_commit: bool, detected_at: str | None, deployed_at: str | None, incident_ref: str | None,
-           no_incident: bool, drill: bool) -> None:
+           lookback: float, remove_commit: bool, detected_at: str | None, deployed_at: str | None,
+           incident_ref: str | None, no_incident: bool, drill: bool) -> None:
     """Decide severity (P0..P3), the layers to roll back and how, from the runbook's matrix.
 
     Give what you see as flags, or --live to measure it. Prints each reason
     with its measured value and threshold, and the 'rollback run' command to
-    type. A decision that calls for a rollback opens the environment's
+    type. With --live it also finds which layers changed recently (the Vercel
+    production deployment, the stack's latest update, the distribution and its
+    Lambda@Edge version, the served assets, the newest migration) and
+    recommends those; --changed overrides that. A decision that calls for a rollback opens the environment's
     incident (or updates the open one); 'rollback run' and 'rollback verify'
     attach to it.
 
@@ -76,15 +82,16 @@ def decide(app: AppContext, error_rate: float | None, p95_ms: float | None, serv
 
     Exit codes: 0 decided (whatever the severity), 2 bad input.
     """
+    from rollback.changes import changed_layers
     from rollback.commands.decide import Flags, run_decide
 
     flags = Flags(error_rate=error_rate, p95_ms=p95_ms, service_down=service_down, data_loss=data_loss,
                   security_breach=security_breach, feature_broken=feature_broken.lower() if feature_broken else None,
                   failed_migration=failed_migration, db_connections_exhausted=db_connections_exhausted,
                   cosmetic=cosmetic)
-    result = run_decide(app.config(), flags, live=live, changed=changed or ("app",), remove_commit=remove_commit,
+    result = run_decide(app.config(), flags, live=live, changed=changed or None, remove_commit=remove_commit,
                         record=not no_incident, incident=incident_ref, detected_at=detected_at,
-                        deployed_at=deployed_at, drill=drill)
+                        deployed_at=deployed_at, drill=drill, lookback=lookback)
     decision = result.decision
 
     def human() -> None:
@@ -108,6 +115,16 @@ def decide(app: AppContext, error_rate: float | None, p95_ms: float | None, serv
                 out(f"  {signal.name} = {printable(value)}{unit}{printable(detail)}")
         for signal in decision.not_measured:
             out(f"  {signal.name}: {printable(signal.detail)}")
+        changed_now = result.changed
+        if changed_now is not None and (changed_now.findings or changed_now.problems):
+            found = changed_layers(changed_now.findings)
+            out(f"changed within {changed_now.lookback:g} min before detection: "
+                + (", ".join(found) or "nothing found")
+                + (" (--changed overrides)" if changed_now.origin == "flag" else ""))
+            for finding in changed_now.findings:
+                out(f"  {printable(finding.line())}")
+            for source, problem in changed_now.problems.items():
+                out(f"  {source}: not measured: {printable(problem)}")
         if decision.layers:
             out("layers: " + ", ".join(f"{layer} ({decision.options[layer]})" for layer in decision.layers))
         for note in decision.notes:

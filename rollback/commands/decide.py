@@ -10,27 +10,59 @@ backup: rows were deleted where they never are), and Vercel (is a rollback
 already in effect; when was production deployed). A source that is not
 configured is a signal *not measured*, with the reason (the grow-only check
 only when some table is declared grow-only).
+
+In the same budget it reads what changed recently in each layer (the Vercel
+production deployment, the stack's latest update, the distribution and the
+Lambda@Edge version it serves, the objects under the served assets release,
+the newest migration) and :func:`rollback.changes.judge` measures each change
+against the detection time: the layers that changed within the lookback
+window fill the matrix's ``@changed`` slot, unless ``--changed`` names them.
+A change source that cannot be read is reported as such and never fails the
+decision.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rollback import changes as recent
+from rollback.adapters.pulumi import cli_available
+from rollback.commands import incident as incidents
+from rollback.commands import signals as sources
+from rollback.context import Services
 from rollback.decide import Context, Decision, Signal, alarm_criterion, decide, order_layers
 from rollback.errors import BadInput
+from rollback.incident import iso, read_incident
+from rollback.units import parse_time
 
 if TYPE_CHECKING:
     from rollback.adapters.cloudwatch import AlarmState
     from rollback.commands.signals import Production
     from rollback.config import Config
 
-__all__ = ["DecideResult", "Flags", "LiveReading", "flag_signals", "live_signals", "run_decide"]
+__all__ = [
+    "BUDGET_ENV",
+    "LIVE_BUDGET",
+    "DecideResult",
+    "Flags",
+    "LiveReading",
+    "flag_signals",
+    "live_budget",
+    "live_signals",
+    "run_decide",
+]
 
 LIVE_BUDGET = 1.5  # seconds for every live source together (the decision must take < 2 s)
+# Overrides LIVE_BUDGET (seconds): a slow link to the sources, or a loaded test machine, trades the
+# 2 s target for measuring every source.
+BUDGET_ENV = "ROLLBACK_DECIDE_BUDGET"
 METRIC_MINUTES = 5
+
 
 
 @dataclass(frozen=True)
@@ -66,6 +98,23 @@ def flag_signals(flags: Flags) -> list[Signal]:
     return signals
 
 
+def live_budget(given: float | None = None, environ: dict[str, str] | None = None) -> float:
+    """The live sources' budget: ``given``, else ``$ROLLBACK_DECIDE_BUDGET``, else :data:`LIVE_BUDGET`."""
+    if given is not None:
+        return given
+    raw = (os.environ if environ is None else environ).get(BUDGET_ENV, "").strip()
+    if not raw:
+        return LIVE_BUDGET
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.1 <= value <= 600:
+        raise BadInput(f"{BUDGET_ENV}={raw!r} is not a number of seconds between 0.1 and 600",
+                       f"unset it, or give seconds, e.g. {BUDGET_ENV}=1.5")
+    return value
+
+
 @dataclass
 class LiveReading:
     signals: list[Signal] = field(default_factory=list)
@@ -73,30 +122,36 @@ class LiveReading:
     production: Production | None = None
     seconds: float = 0.0
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
+    changes: list[recent.Change] = field(default_factory=list)  # what changed recently, not yet judged
+    change_problems: dict[str, str] = field(default_factory=dict)  # change source -> why it was not read
 
 
 def _not_measured(name: str, source: str, problem: str) -> Signal:
     return Signal(name, None, source, detail=f"not measured: {problem}")
 
 
-def live_signals(config: Config, *, budget: float = LIVE_BUDGET, minutes: int = METRIC_MINUTES,
-                 alarms_only: bool = False) -> LiveReading:
+def live_signals(config: Config, *, budget: float | None = None, minutes: int = METRIC_MINUTES,
+                 alarms_only: bool = False, services: Services | None = None) -> LiveReading:
     """Measure every live source concurrently; a source that did not answer in time is not measured."""
-    from rollback.commands import signals as live
-
+    budget = live_budget(budget)
+    services = services if services is not None else Services(config)
     timeout = max(0.3, budget - 0.2)
-    readers: dict[str, Any] = {"alarms": lambda: live.read_alarms(config, timeout=timeout)}
+    readers: dict[str, Any] = {"alarms": lambda: sources.read_alarms(config, timeout=timeout, services=services)}
     if not alarms_only:
         readers.update({
-            "cloudfront": lambda: live.cloudfront_metrics(
-                config, [("5xxErrorRate", "Average"), ("OriginLatency", "p95")], minutes=minutes, timeout=timeout),
-            "health": lambda: live.probe_health(config, timeout=timeout),
-            "migrations": lambda: live.failed_migrations(config, timeout=timeout),
-            "data": lambda: live.grow_only_losses(config, timeout=timeout),
-            "vercel": lambda: live.production_deployment(config, timeout=timeout),
+            "cloudfront": lambda: sources.cloudfront_metrics(
+                config, [("5xxErrorRate", "Average"), ("OriginLatency", "p95")], minutes=minutes, timeout=timeout,
+                services=services),
+            "health": lambda: sources.probe_health(config, timeout=timeout),
+            "migrations": lambda: sources.migration_state(config, timeout=timeout),
+            "data": lambda: sources.grow_only_losses(config, timeout=timeout),
+            "vercel": lambda: sources.production_deployment(config, timeout=timeout),
+            "changes.vercel": lambda: sources.recent_deployments(config, timeout=timeout),
+            "changes.stack": lambda: sources.stack_changes(config, timeout=timeout),
+            "changes.cdn": lambda: sources.cdn_changes(config, timeout=timeout, services=services),
         })
     started = time.monotonic()
-    outcomes = live.gather(readers, budget=budget)
+    outcomes = sources.gather(readers, budget=budget)
     reading = LiveReading(seconds=time.monotonic() - started)
     reading.sources = {name: {"ok": o.ok, "problem": o.problem, "seconds": round(o.seconds, 3)}
                        for name, o in outcomes.items()}
@@ -144,12 +199,16 @@ def live_signals(config: Config, *, budget: float = LIVE_BUDGET, minutes: int = 
     migrations = outcomes["migrations"]
     if not migrations.ok:
         signals.append(_not_measured("failed_migration", "database", str(migrations.problem)))
-    elif migrations.value is None:
+        reading.change_problems["changes.db"] = str(migrations.problem)
+    elif not migrations.value.managed:
         signals.append(Signal("failed_migration", False, "database", detail="not managed by Prisma Migrate"))
     else:
-        names = migrations.value
+        names = migrations.value.failed
         signals.append(Signal("failed_migration", bool(names), "database",
                               detail=", ".join(names) if names else "no failed migration"))
+        change = migrations.value.change()
+        if change is not None:
+            reading.changes.append(change)
 
     data = outcomes["data"]
     if not data.ok:
@@ -166,7 +225,65 @@ def live_signals(config: Config, *, budget: float = LIVE_BUDGET, minutes: int = 
         reading.production = vercel.value
     else:
         signals.append(_not_measured("rollback_active", "vercel", str(vercel.problem)))
+    _read_changes(reading, outcomes)
     return reading
+
+
+def _read_changes(reading: LiveReading, outcomes: dict[str, sources.Outcome]) -> None:
+    """The recent-change facts of every change source that answered; why not, for the others."""
+    deployments = outcomes["changes.vercel"]
+    serving = reading.production.serving if reading.production is not None else None
+    if deployments.ok or serving is not None:
+        change = recent.app_change(serving, deployments.value if deployments.ok else [])
+        if change is not None:
+            reading.changes.append(change)
+    if not deployments.ok:
+        reading.change_problems["changes.vercel"] = str(deployments.problem)
+    stack = outcomes["changes.stack"]
+    if stack.ok:
+        reading.changes.extend(stack.value)
+    else:
+        reading.change_problems["changes.stack"] = str(stack.problem)
+    cdn = outcomes["changes.cdn"]
+    if cdn.ok:
+        reading.changes.extend(cdn.value.changes)
+        if cdn.value.problems:
+            reading.change_problems["changes.cdn"] = "; ".join(cdn.value.problems)
+    else:
+        reading.change_problems["changes.cdn"] = str(cdn.problem)
+
+
+@dataclass(frozen=True)
+class Changed:
+    """The layers the bad change touched, and how that is known."""
+
+    layers: tuple[str, ...]
+    origin: str  # "flag" (--changed) | "live" (recent changes) | "default" (app)
+    detected_at: dt.datetime | None = None
+    lookback: float = recent.LOOKBACK_MINUTES
+    findings: tuple[recent.Finding, ...] = ()
+    problems: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layers": list(self.layers), "from": self.origin, "lookback_minutes": self.lookback,
+                "detected_at": iso(self.detected_at) if self.detected_at else None,
+                "changes": [f.to_dict() for f in self.findings],
+                "not_measured": [{"source": name, "detail": f"not measured: {problem}"}
+                                 for name, problem in self.problems.items()]}
+
+
+def judge_changed(given: Sequence[str] | None, reading: LiveReading | None, detected: dt.datetime,
+                  lookback: float = recent.LOOKBACK_MINUTES) -> Changed:
+    """``--changed`` when given; else the layers that changed within ``lookback`` minutes before
+    ``detected`` (with ``--live``); else the app."""
+    findings = recent.judge(reading.changes, detected, lookback) if reading is not None else ()
+    problems = dict(reading.change_problems) if reading is not None else {}
+    if given:
+        return Changed(order_layers(given), "flag", detected, lookback, findings, problems)
+    layers = recent.changed_layers(findings)
+    if layers:
+        return Changed(layers, "live", detected, lookback, findings, problems)
+    return Changed(("app",), "default", detected if reading is not None else None, lookback, findings, problems)
 
 
 @dataclass
@@ -178,26 +295,27 @@ class DecideResult:
     detection: dict[str, Any] | None = None
     live: LiveReading | None = None
     warnings: list[str] = field(default_factory=list)
+    changed: Changed | None = None
 
     def to_dict(self) -> dict[str, Any]:
         document = self.decision.to_dict()
         return {**document, "seconds": round(self.seconds, 3), "incident": self.incident,
                 "incident_opened": self.incident_opened, "detected": self.detection,
+                "changed": self.changed.to_dict() if self.changed else None,
                 "live_sources": self.live.sources if self.live else None, "warnings": self.warnings}
 
 
-def run_decide(config: Config, flags: Flags, *, live: bool = False, changed: Sequence[str] = ("app",),
+def run_decide(config: Config, flags: Flags, *, live: bool = False, changed: Sequence[str] | None = None,
                remove_commit: bool = False, record: bool = True, incident: str | None = None,
                detected_at: str | None = None, deployed_at: str | None = None, drill: bool = False,
-               budget: float = LIVE_BUDGET) -> DecideResult:
+               budget: float | None = None, lookback: float = recent.LOOKBACK_MINUTES,
+               services: Services | None = None) -> DecideResult:
     """Decide from ``flags`` (and the live sources with ``live``), and record it on the environment's incident.
 
-    No incident is opened when nothing crosses a threshold.
+    ``changed``: the layers the bad change touched; None = find them (with ``live``: the layers that
+    changed within ``lookback`` minutes before detection), else the app. No incident is opened when
+    nothing crosses a threshold.
     """
-    from rollback.commands import incident as incidents
-    from rollback.incident import iso
-    from rollback.units import parse_time
-
     if not flags.any() and not live:
         raise BadInput("no signal given", "pass what you see (e.g. --error-rate 7, --service-down) or --live")
     started = time.monotonic()
@@ -205,24 +323,25 @@ def run_decide(config: Config, flags: Flags, *, live: bool = False, changed: Seq
     detected_flag = parse_time(detected_at, option="--detected-at") if detected_at else None
     signals = flag_signals(flags)
     reading: LiveReading | None = None
+    budget = live_budget(budget)
     if live:
-        reading = live_signals(config, budget=budget)
+        reading = live_signals(config, budget=budget, services=services)
         signals.extend(reading.signals)
     production = reading.production if reading else None
-    from rollback.adapters.pulumi import cli_available
-
-    ctx = Context(env=config.env_name, changed=order_layers(changed) or ("app",),
+    when = incidents.detect(detected_at, reading.alarms if reading else None).at
+    layers_changed = judge_changed(changed, reading, when, lookback)
+    ctx = Context(env=config.env_name, changed=layers_changed.layers,
                   rollback_active=bool(production and production.rollback_active), remove_commit=remove_commit,
                   has_pulumi=config.env.pulumi is not None, pulumi_cli=cli_available())
     decision = decide(signals, ctx)
     seconds = time.monotonic() - started
-    result = DecideResult(decision, seconds, live=reading)
+    result = DecideResult(decision, seconds, live=reading, changed=layers_changed)
     if not record or decision.severity is None:
         return result
     alarms = reading.alarms if reading else None
     if alarms is None and detected_flag is None:
         # Not --live: still look at the alarms for when the incident began (within the same budget).
-        alarms = live_signals(config, budget=budget, alarms_only=True).alarms
+        alarms = live_signals(config, budget=budget, alarms_only=True, services=services).alarms
     detection = incidents.detect(detected_at, alarms)
     if production is not None and deployed is None and production.created is not None \
             and not production.rollback_active:
@@ -234,8 +353,6 @@ def run_decide(config: Config, flags: Flags, *, live: bool = False, changed: Seq
     result.incident, result.incident_opened = log.id, opened
     result.detection = {"at": iso(detection.at), "from": detection.source, "detail": detection.detail}
     if not opened:
-        from rollback.incident import read_incident
-
         first = read_incident(log.path).opened
         result.detection = {"at": first.get("detected_at"), "from": first.get("detected_from"),
                             "detail": first.get("detected_detail")}

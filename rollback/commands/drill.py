@@ -16,8 +16,8 @@ Phases (each timed):
               initiated".
 ``detect``    ``rollback decide --live --no-incident --json`` until the rollback alarms and the health
               probe see the bad deploy (in a real environment: until either does).
-``decide``    ``rollback decide --live --drill --detected-at T --changed LAYERS --json``: opens the
-              incident, marked as a drill, with the severity, the layers and the command to run.
+``decide``    ``rollback decide --live --drill --detected-at T --json`` (``--changed LAYERS`` with ``--layers``):
+              opens the incident, marked as a drill, with the severity, the layers and the command to run.
 ``rollback``  that command, verbatim, with ``--yes --json``.
 ``verify``    ``rollback verify --json --wait <verify target> --interval 1s``.
 ``report``    ``rollback incident close``, ``rollback report ID --format json`` (the timeline and the
@@ -382,8 +382,8 @@ class Drill:
                 time.sleep(POLL_INTERVAL)
 
     def decide(self, detected: dt.datetime, layers: Sequence[str]) -> dict[str, Any]:
-        argv = ["decide", "--live", "--drill", "--json", "--detected-at", _iso(detected), "--changed",
-                ",".join(layers)]
+        argv = ["decide", "--live", "--drill", "--json", "--detected-at", _iso(detected),
+                *(["--changed", ",".join(layers)] if self.options.layers else [])]  # else decide finds them
         if "db" in layers:
             argv.append("--data-loss")  # the drill's bad change destroyed rows: what users would report
         if self.deployed_at is not None:

@@ -1,10 +1,18 @@
-"""Live sources shared by ``decide`` and ``verify``: alarms, CloudFront metrics, health, migrations, Vercel.
+"""Live sources shared by ``decide`` and ``verify``: alarms, CloudFront metrics, health, migrations, Vercel,
+and what changed recently in each layer.
 
-Each reader takes the config (and a timeout) and returns plain values; a
-source that is not configured raises :class:`NotConfigured` with the reason,
-so the caller reports it as *not measured*, never as fine. :func:`gather`
-runs readers concurrently on daemon threads and returns within its budget
-whatever happens: a reader still running then is reported as timed out.
+Each reader takes the config (and a timeout, and the command's
+:class:`~rollback.context.Services` for its AWS clients) and returns plain
+values; a source that is not configured raises :class:`NotConfigured` with
+the reason, so the caller reports it as *not measured*, never as fine.
+:func:`gather` runs readers concurrently on daemon threads and returns within
+its budget whatever happens: a reader still running then is reported as
+timed out.
+
+The recent-change readers (:func:`recent_deployments`, :func:`stack_changes`,
+:func:`cdn_changes`, and the newest migration of :func:`migration_state`)
+return :class:`~rollback.changes.Change` facts; ``decide`` judges them
+against the detection time (:func:`rollback.changes.judge`).
 """
 
 from __future__ import annotations
@@ -13,11 +21,26 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from rollback.adapters.aws import aws_errors
+from rollback.adapters.cloudfront import parse_lambda_arn
+from rollback.adapters.cloudwatch import cloudfront_dimensions, make_client
+from rollback.adapters.health import HealthChecker, make_health_client
+from rollback.adapters.postgres import Database, Target, db_errors
+from rollback.adapters.prisma import Migration, PrismaMigrations
+from rollback.adapters.pulumi_backend import is_diy_url, open_backend
+from rollback.adapters.pulumi_project import resolve_stack
+from rollback.adapters.s3_versions import S3Versions
+from rollback.adapters.vercel import VercelClient, make_http_client
+from rollback.backups import list_backups
+from rollback.changes import Change, Deployed
+from rollback.changes import stack_changes as changes_of_update
+from rollback.context import Services
 from rollback.errors import RollbackError
 from rollback.redact import redact_text
+from rollback.stackdiff import changed_config_keys
 
 if TYPE_CHECKING:
     from rollback.adapters.cloudwatch import AlarmState, CloudWatch, MetricWindow
@@ -26,23 +49,28 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AlarmSet",
+    "CdnChanges",
+    "MigrationState",
     "NotConfigured",
     "Outcome",
+    "Production",
     "alarm_names",
+    "cdn_changes",
     "cloudfront_metric",
     "cloudfront_metrics",
     "cloudfront_newest",
-    "cloudwatch",
     "distribution_id",
-    "failed_migrations",
     "gather",
     "grow_only_losses",
+    "migration_state",
     "probe_health",
     "production_deployment",
     "read_alarms",
+    "recent_deployments",
+    "stack_changes",
 ]
 
-CLOUDWATCH_REGION = "us-east-1"  # CloudFront metrics and the rollback alarms live there (infra/alarms.py)
+RECENT_DEPLOYMENTS = 3  # production deployments read for "what changed": the serving one and those before
 
 
 class NotConfigured(Exception):
@@ -102,33 +130,23 @@ def gather(readers: Mapping[str, Callable[[], Any]], *, budget: float) -> dict[s
 
 # ------------------------------------------------------------------------------------------ AWS
 
+# Services builds an adapter on first use and is not thread-safe; readers run on threads.
+_BUILD_LOCK = threading.Lock()
 
-_CLIENTS: dict[tuple[str | None, float], Any] = {}
-_CLIENTS_LOCK = threading.Lock()
+
+def _services(config: Config, services: Services | None) -> Services:
+    return services if services is not None else Services(config)
 
 
-def cloudwatch(config: Config, *, timeout: float) -> CloudWatch:
-    """A CloudWatch adapter on a client shared by every reader of this process (clients are thread-safe,
-    and building one costs more than the calls it makes)."""
-    from rollback.adapters.cloudwatch import CloudWatch
-
-    key = (config.aws_endpoint_url, round(timeout, 1))
-    with _CLIENTS_LOCK:
-        client = _CLIENTS.get(key)
-        if client is None:
-            import boto3
-            from botocore.config import Config as BotoConfig
-
-            client = boto3.Session(region_name=CLOUDWATCH_REGION).client(
-                "cloudwatch", config=BotoConfig(retries={"max_attempts": 2, "mode": "standard"},
-                                                connect_timeout=timeout, read_timeout=timeout))
-            _CLIENTS[key] = client
-    return CloudWatch(client)
+def _cloudwatch(config: Config, services: Services | None, timeout: float) -> CloudWatch:
+    with _BUILD_LOCK:
+        return _services(config, services).cloudwatch(timeout=timeout)
 
 
 def _stack_outputs(config: Config) -> Mapping[str, Any]:
     if config.env.pulumi is None or not config.env.aws.from_stack_outputs:
         raise NotConfigured("no Pulumi stack configured to read its outputs from")
+    # Imported here: infra_stack is the largest command module, and only this fallback needs it.
     from rollback.commands.infra_stack import stack_outputs
 
     try:
@@ -162,9 +180,10 @@ def alarm_names(config: Config) -> AlarmSet:
     return AlarmSet(tuple(names), None, "stack outputs")
 
 
-def read_alarms(config: Config, *, timeout: float) -> tuple[AlarmSet, list[AlarmState]]:
+def read_alarms(config: Config, *, timeout: float, services: Services | None = None
+                ) -> tuple[AlarmSet, list[AlarmState]]:
     wanted = alarm_names(config)
-    found = cloudwatch(config, timeout=timeout).alarms(names=wanted.names, prefix=wanted.prefix)
+    found = _cloudwatch(config, services, timeout).alarms(names=wanted.names, prefix=wanted.prefix)
     return wanted, found
 
 
@@ -182,30 +201,99 @@ def distribution_id(config: Config) -> str:
 
 
 def cloudfront_metric(config: Config, metric: str, stat: str, *, minutes: float, timeout: float,
-                      distribution: str | None = None, since: dt.datetime | None = None) -> MetricWindow:
+                      distribution: str | None = None, since: dt.datetime | None = None,
+                      services: Services | None = None) -> MetricWindow:
     return cloudfront_metrics(config, [(metric, stat)], minutes=minutes, timeout=timeout,
-                              distribution=distribution, since=since)[0]
+                              distribution=distribution, since=since, services=services)[0]
 
 
 def cloudfront_metrics(config: Config, wanted: list[tuple[str, str]], *, minutes: float, timeout: float,
-                       distribution: str | None = None, since: dt.datetime | None = None) -> list[MetricWindow]:
+                       distribution: str | None = None, since: dt.datetime | None = None,
+                       services: Services | None = None) -> list[MetricWindow]:
     """Several CloudFront ``(metric, stat)`` of the distribution over the last ``minutes`` (or since
     ``since``, when that is later), in one call."""
-    from rollback.adapters.cloudwatch import cloudfront_dimensions
-
     chosen = distribution or distribution_id(config)
-    return cloudwatch(config, timeout=timeout).statistics("AWS/CloudFront", wanted, cloudfront_dimensions(chosen),
-                                                          minutes=minutes, since=since)
+    return _cloudwatch(config, services, timeout).statistics("AWS/CloudFront", wanted,
+                                                             cloudfront_dimensions(chosen), minutes=minutes,
+                                                             since=since)
 
 
 def cloudfront_newest(config: Config, metric: str, stat: str, *, minutes: float, timeout: float,
-                      distribution: str | None = None) -> MetricWindow:
+                      distribution: str | None = None, services: Services | None = None) -> MetricWindow:
     """The newest one-minute datapoint of a CloudFront metric in the last ``minutes``."""
-    from rollback.adapters.cloudwatch import cloudfront_dimensions
-
     chosen = distribution or distribution_id(config)
-    return cloudwatch(config, timeout=timeout).newest("AWS/CloudFront", metric, stat, cloudfront_dimensions(chosen),
-                                                      minutes=minutes)
+    return _cloudwatch(config, services, timeout).newest("AWS/CloudFront", metric, stat,
+                                                         cloudfront_dimensions(chosen), minutes=minutes)
+
+
+@dataclass
+class CdnChanges:
+    """What changed at the edge and in the served assets, and what could not be read."""
+
+    changes: list[Change] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    prefix: str | None = None  # the served assets release (the S3 origin's path)
+
+
+def _utc(value: Any) -> dt.datetime | None:
+    if not isinstance(value, dt.datetime):
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
+
+
+def _cdn_clients(config: Config, services: Services | None, timeout: float) -> tuple[Any, S3Versions]:
+    """CloudFront's client and the assets bucket's versions: injected through ``services`` (``edge``,
+    ``s3``), else short-timeout clients shared by the process (``make_client``), not the Services'
+    own, whose 30 s reads and five attempts would outlast the decision's budget."""
+    given = services.given if services is not None else {}
+    edge = given.get("edge")
+    cloudfront = edge.cloudfront if edge is not None else make_client(timeout=timeout, service="cloudfront")
+    store = given.get("s3")
+    if store is None:
+        store = S3Versions(make_client(timeout=timeout, service="s3", region=config.env.aws.region))
+    return cloudfront, store
+
+
+def cdn_changes(config: Config, *, timeout: float, services: Services | None = None) -> CdnChanges:
+    """When the distribution was last modified (and which Lambda@Edge versions it serves), and the newest
+    object written (or deleted) under the assets release it serves."""
+    distribution = distribution_id(config)
+    cloudfront, store = _cdn_clients(config, services, timeout)
+    with aws_errors(f"reading distribution {distribution}"):
+        found = cloudfront.get_distribution(Id=distribution)["Distribution"]
+    result = CdnChanges()
+    settings = found.get("DistributionConfig") or {}
+    behaviours = [settings.get("DefaultCacheBehavior") or {},
+                  *((settings.get("CacheBehaviors") or {}).get("Items") or [])]
+    served = dict.fromkeys(f"{parsed.name}:{parsed.version}" for behaviour in behaviours
+                           for item in (behaviour.get("LambdaFunctionAssociations") or {}).get("Items") or []
+                           if (parsed := parse_lambda_arn(str(item.get("LambdaFunctionARN", "")))) is not None
+                           and parsed.version is not None)
+    modified = _utc(found.get("LastModifiedTime"))
+    if modified is not None:
+        serves = f" (serves {', '.join(served)})" if served else ""
+        result.changes.append(Change("edge", "cloudfront", f"distribution {distribution}{serves} modified",
+                                     modified))
+    bucket = config.env.aws.assets_bucket
+    if not bucket:
+        result.problems.append("assets: aws.assets_bucket is not set")
+        return result
+    origins = (settings.get("Origins") or {}).get("Items") or []
+    path = next((str(o.get("OriginPath") or "") for o in origins
+                 if str(o.get("DomainName", "")).startswith(f"{bucket}.")), "")
+    result.prefix = f"{path.strip('/')}/" if path.strip("/") else ""
+    try:
+        versions = store.list_versions(bucket, prefix=result.prefix)
+    except RollbackError as exc:
+        result.problems.append(redact_text(exc.message))
+        return result
+    if versions:
+        newest = max(versions, key=lambda v: v.last_modified)
+        verb = "deleted" if newest.is_delete_marker else "written"
+        result.changes.append(Change("assets", "s3", f"s3://{bucket}/{newest.key} {verb} (newest of "
+                                                     f"{len(versions)} object version(s) under the served "
+                                                     f"release)", newest.last_modified))
+    return result
 
 
 # ------------------------------------------------------------------------------------------ HTTP
@@ -213,8 +301,6 @@ def cloudfront_newest(config: Config, metric: str, stat: str, *, minutes: float,
 
 def probe_health(config: Config, *, timeout: float) -> list[CheckResult]:
     """Every configured health path (not the version: that needs an expected value)."""
-    from rollback.adapters.health import HealthChecker, make_health_client
-
     settings = config.env.health
     if not settings.base_url:
         raise NotConfigured(f"[env.{config.env_name}.health] base_url is not set")
@@ -227,11 +313,24 @@ def probe_health(config: Config, *, timeout: float) -> list[CheckResult]:
 # ------------------------------------------------------------------------------------------ database
 
 
-def failed_migrations(config: Config, *, timeout: float) -> list[str] | None:
-    """Names of failed ``_prisma_migrations`` rows; ``None`` when the database is not managed by Prisma."""
-    from rollback.adapters.postgres import Database, Target, db_errors
-    from rollback.adapters.prisma import PrismaMigrations
+@dataclass(frozen=True)
+class MigrationState:
+    """``_prisma_migrations``: the failed rows, and the newest migration started (what changed last)."""
 
+    managed: bool
+    failed: list[str]
+    newest: Migration | None
+
+    def change(self) -> Change | None:
+        if self.newest is None or self.newest.started_at is None:
+            return None
+        started = _utc(self.newest.started_at)
+        assert started is not None
+        return Change("db", "prisma", f"migration {self.newest.name} started ({self.newest.status})", started)
+
+
+def migration_state(config: Config, *, timeout: float) -> MigrationState:
+    """The failed ``_prisma_migrations`` rows and the newest one; ``managed`` False without that table."""
     url = config.database_url()
     if not url:
         raise NotConfigured(f"{config.env.database.url_env} is not set")
@@ -239,8 +338,11 @@ def failed_migrations(config: Config, *, timeout: float) -> list[str] | None:
     with db.connect() as conn, db_errors("reading _prisma_migrations"):
         prisma = PrismaMigrations(conn)
         if not prisma.is_managed():
-            return None
-        return [m.name for m in prisma.all() if m.status == "failed"]
+            return MigrationState(False, [], None)
+        rows = prisma.all()
+    started = [m for m in rows if m.started_at is not None]
+    newest = max(started, key=lambda m: m.started_at or dt.datetime.min) if started else None
+    return MigrationState(True, [m.name for m in rows if m.status == "failed"], newest)
 
 
 @dataclass(frozen=True)
@@ -262,9 +364,6 @@ def grow_only_losses(config: Config, *, timeout: float) -> list[Shrunk] | None:
     url = config.database_url()
     if not url:
         raise NotConfigured(f"{settings.url_env} is not set")
-    from rollback.adapters.postgres import Database, Target, db_errors
-    from rollback.commands.db import list_backups
-
     backups = [b for b in list_backups(config.backups_dir) if "error" not in b and b.get("kind") != "emergency"]
     if not backups:
         raise NotConfigured(f"no backup in {config.backups_dir} to compare the grow-only tables with")
@@ -284,6 +383,38 @@ def grow_only_losses(config: Config, *, timeout: float) -> list[Shrunk] | None:
     return found
 
 
+# ------------------------------------------------------------------------------------------ Pulumi
+
+
+def stack_changes(config: Config, *, timeout: float) -> list[Change]:
+    """What the stack's latest update changed, read from its self-managed backend (``file://``, ``s3://``):
+    the layers its config keys name (:func:`rollback.changes.stack_changes`), and when."""
+    settings = config.env.pulumi
+    if settings is None:
+        raise NotConfigured(f"[env.{config.env_name}.pulumi] is not set")
+    url = settings.backend_url or config.environ.get("PULUMI_BACKEND_URL")
+    if not url or not is_diy_url(url):
+        raise NotConfigured("the stack's history is read only from a self-managed backend (pulumi.backend_url "
+                            "file:// or s3://) within the decision's budget")
+    ref = resolve_stack(settings.stack, config.resolve_path(settings.project_dir), project=settings.project)
+    s3_client = make_client(timeout=timeout, service="s3", region=config.env.aws.region) \
+        if url.startswith("s3://") else None
+    backend = open_backend(url, base_dir=config.root, s3_client=s3_client, region=config.env.aws.region)
+    versions = backend.history(ref.project, ref.name, newest=RECENT_DEPLOYMENTS)
+    updates = [i for i, v in enumerate(versions) if v.kind in ("update", "destroy", "import")]
+    if not updates:
+        return []
+    index = updates[-1]
+    latest = versions[index]
+    stamp = latest.end_time or latest.start_time
+    if stamp is None:
+        return []
+    previous = versions[index - 1] if index > 0 else None
+    keys = changed_config_keys(previous.config, latest.config) if previous is not None else None
+    at = dt.datetime.fromtimestamp(stamp, dt.UTC)
+    return changes_of_update(latest.version, latest.message, at, keys, latest.resource_changes)
+
+
 # ------------------------------------------------------------------------------------------ Vercel
 
 
@@ -293,21 +424,45 @@ class Production:
     created: dt.datetime | None
     rollback_active: bool
     expected_version: str | None  # the commit sha (else the deployment id) production serves
+    serving: Deployed | None = None  # what production serves, and when it went live
 
 
-def production_deployment(config: Config, *, timeout: float) -> Production:
-    """What production serves according to Vercel, and whether an instant rollback is in effect."""
+def _deployed(deployment: Any) -> Deployed | None:
+    moment = deployment.ready_at or deployment.created_at
+    if not moment:
+        return None
+    message = f" {deployment.commit_message!r}" if deployment.commit_message else ""
+    return Deployed(deployment.id, f"{deployment.id}{message}", dt.datetime.fromtimestamp(moment / 1000, dt.UTC))
+
+
+def _vercel(config: Config, timeout: float) -> VercelClient:
+    """A client with the budget's timeout: the Services' Vercel client waits up to 15 s per call."""
     if config.env.vercel is None:
         raise NotConfigured(f"[env.{config.env_name}.vercel] is not set")
     if not config.vercel_token():
         raise NotConfigured("VERCEL_TOKEN is not set")
-    from rollback.adapters.vercel import VercelClient, make_http_client
+    http = make_http_client(config.vercel_api_url, config.vercel_token(), timeout=timeout)
+    return VercelClient(http, team=config.env.vercel.team, deadline=timeout, max_attempts=2)
 
-    with make_http_client(config.vercel_api_url, config.vercel_token(), timeout=timeout) as http:
-        client = VercelClient(http, team=config.env.vercel.team, deadline=timeout, max_attempts=2)
+
+def production_deployment(config: Config, *, timeout: float) -> Production:
+    """What production serves according to Vercel, and whether an instant rollback is in effect."""
+    client = _vercel(config, timeout)
+    assert config.env.vercel is not None
+    with client.http:
         project = client.get_project(config.env.vercel.project)
     current = project.production
     created = (dt.datetime.fromtimestamp(current.created_at / 1000, dt.UTC)
                if current is not None and current.created_at else None)
     expected = (current.commit_sha or current.id) if current is not None else None
-    return Production(current.to_dict() if current else None, created, project.rollback_active, expected)
+    return Production(current.to_dict() if current else None, created, project.rollback_active, expected,
+                      _deployed(current) if current is not None else None)
+
+
+def recent_deployments(config: Config, *, timeout: float) -> list[Deployed]:
+    """The newest READY production deployments (the one that went live last first)."""
+    client = _vercel(config, timeout)
+    assert config.env.vercel is not None
+    with client.http:
+        found = client.list_deployments(config.env.vercel.project, limit=RECENT_DEPLOYMENTS, states=("READY",))
+    return [d for d in (_deployed(item) for item in found) if d is not None]

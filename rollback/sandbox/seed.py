@@ -26,7 +26,7 @@ What it seeds (names follow the Pulumi program in ``infra/`` for project
   window) and a manual snapshot taken before the release.
 - **Alarms**: the six rollback criterion alarms and the composite alarm of
   ``infra/alarms.py``; the 5xx, edge-errors, cache-hit and composite alarms in
-  ALARM since 2 minutes ago, with 15 minutes of datapoints that turn bad at
+  ALARM since 1 minute ago, with 15 minutes of datapoints that turn bad at
   the deploy. The app server's monitor keeps publishing and re-evaluating.
 - **Pulumi**: a self-managed ``file://`` backend with four updates of stack
   ``sandbox``; the last one (4 minutes ago) moved the edge pin to the bad
@@ -127,8 +127,8 @@ class Timeline:
         return self.now - dt.timedelta(minutes=3)
 
     @property
-    def detected(self) -> dt.datetime:  # the alarms went to ALARM
-        return self.now - dt.timedelta(minutes=2)
+    def detected(self) -> dt.datetime:  # the alarms went to ALARM, after the bad app went live (3 min ago + 60 s)
+        return self.now - dt.timedelta(minutes=1)
 
     def to_dict(self) -> dict[str, str]:
         return {name: _iso(getattr(self, name)) for name in
@@ -420,7 +420,7 @@ def _backfill_metrics(cloudwatch: Any, distribution_id: str, timeline: Timeline)
 def backdate_aws(aws: Mapping[str, Any], timeline: Timeline) -> None:
     """Move moto's own timestamps back to the story's times. Must run in the moto process.
 
-    Only what no API can set: object and function version times, the RDS
+    Only what no API can set: object and function version times, the distribution's last modification, the RDS
     instance's creation (its restorable window) and its snapshots, alarm
     state-change times.
     """
@@ -435,6 +435,12 @@ def backdate_aws(aws: Mapping[str, Any], timeline: Timeline) -> None:
         for version in bucket.keys.getlist(key):
             when = timeline.good_release if version.version_id in good else timeline.bad_deploy
             version.last_modified = _naive(when)
+
+    from moto.cloudfront.models import cloudfront_backends
+
+    distribution = cloudfront_backends[ACCOUNT]["global"].distributions.get(aws["distribution_id"])
+    if distribution is not None:  # the bad deploy's stack update left it serving edge version 3
+        distribution.last_modified_time = timeline.bad_deploy.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
     functions = lambda_backends[ACCOUNT][REGION]._lambdas._functions[aws["edge_function"]]
     times = {"1": timeline.created, "2": timeline.edge_v2, "3": timeline.bad_deploy}
