@@ -26,10 +26,24 @@ import shlex
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
+from rollback.adapters.stack_history import (
+    BackendSource,
+    CliSource,
+    HistorySource,
+    backend_source,
+    backend_url,
+    cli_stack,
+    find_version,
+    open_source,
+    project_dir,
+    select_source,
+    stack_ref,
+)
+from rollback.context import Services
 from rollback.errors import (
     BadInput,
     LockHeld,
@@ -53,8 +67,6 @@ from rollback.stackdiff import (
 
 if TYPE_CHECKING:
     from rollback.adapters.pulumi import PlanViolated, PulumiStack, StepComparison
-    from rollback.adapters.pulumi_backend import DiyBackend
-    from rollback.adapters.pulumi_project import StackRef
     from rollback.config import Config
     from rollback.runner import StepContext, StepHandler
 
@@ -64,14 +76,18 @@ __all__ = [
     "HistorySource",
     "PreviewOptions",
     "StackHandlers",
+    "backend_url",
     "check_config_backup",
     "config_restore",
     "config_restore_plan",
     "diff",
     "history",
+    "open_source",
     "preview_plan",
+    "project_dir",
     "restore_plan",
     "stack_outputs",
+    "stack_ref",
 ]
 
 NUMBERING_NOTE = ("this backend records version 0 for every update: versions here are numbered by rollback, "
@@ -80,228 +96,25 @@ SIDECAR_SUFFIX = ".rollback.json"
 
 
 # --------------------------------------------------------------------------- sources
+# HistorySource and its implementations live in rollback.adapters.stack_history (re-exported here);
+# commands get them from rollback.context.Services.
 
-
-class HistorySource(Protocol):
-    """Where a stack's versions come from."""
-
-    kind: str
-
-    def history(self, newest: int | None = None) -> list[StackVersion]:
-        """Every update (or the ``newest`` N), oldest first."""
-
-    def total(self) -> int:
-        """How many updates the stack has."""
-
-    def find(self, number: int) -> StackVersion:
-        """One update by version number (BadInput naming the known range when absent)."""
-
-    def latest(self) -> StackVersion | None:
-        """The newest update, or None before the first."""
-
-    def state_of(self, version: StackVersion) -> StackState | None:
-        """That update's checkpoint, or ``None`` when this source cannot read old checkpoints."""
-
-    def current(self) -> StackState:
-        """The current checkpoint."""
-
-    def describe(self) -> dict[str, Any]:
-        """What the source is, and what it read, for the output."""
-
-
-@dataclass
-class BackendSource:
-    """A self-managed backend read directly (no CLI)."""
-
-    backend: DiyBackend
-    project: str
-    stack: str
-    kind: str = "backend"
-
-    def history(self, newest: int | None = None) -> list[StackVersion]:
-        return self.backend.history(self.project, self.stack, newest=newest)
-
-    def total(self) -> int:
-        return self.backend.count(self.project, self.stack)
-
-    def find(self, number: int) -> StackVersion:
-        # Reads that update's history file only: numbering needs just the directory listing.
-        found = self.backend.version(self.project, self.stack, number)
-        if found is None:
-            count = self.backend.count(self.project, self.stack)
-            known = f"1..{count}" if count else "none"
-            raise BadInput(f"no version {number} in the stack history (versions: {known})",
-                           "list them with 'rollback infra history'")
-        return found
-
-    def latest(self) -> StackVersion | None:
-        count = self.backend.count(self.project, self.stack)
-        return self.backend.version(self.project, self.stack, count) if count else None
-
-    def state_of(self, version: StackVersion) -> StackState | None:
-        return self.backend.state(version)
-
-    def current(self) -> StackState:
-        return self.backend.current(self.project, self.stack)
-
-    def locks(self) -> list[str]:
-        return [lock.describe() for lock in self.backend.locks(self.project, self.stack)]
-
-    def describe(self) -> dict[str, Any]:
-        return {"kind": self.kind, "url": self.backend.url,
-                "layout": "project" if self.backend.project_layout else "legacy",
-                **self.backend.counters.to_dict()}
-
-
-@dataclass
-class CliSource:
-    """The Automation API. Old checkpoints are read from a self-managed backend when
-    one is configured (``pulumi stack export --version`` exists only on Pulumi Cloud)."""
-
-    stack: PulumiStack
-    backend: BackendSource | None = None
-    kind: str = "cli"
-    _history: list[StackVersion] | None = field(default=None, repr=False)
-
-    def history(self, newest: int | None = None) -> list[StackVersion]:
-        if self._history is not None:
-            return self._history[-newest:] if newest else self._history
-        if newest:
-            # One page of the newest N. Self-managed backends report version 0 for every update,
-            # and numbering them needs the whole history: then read it all.
-            page = self.stack.history(newest=newest)
-            if not any(v.numbered_locally for v in page):
-                return page
-        self._history = self.stack.history()
-        return self._history[-newest:] if newest else self._history
-
-    def total(self) -> int:
-        if self._history is None:
-            page = self.stack.history(newest=1)
-            if page and not page[-1].numbered_locally:
-                return page[-1].version
-        return len(self.history())
-
-    def find(self, number: int) -> StackVersion:
-        return _find(self.history(), number)
-
-    def latest(self) -> StackVersion | None:
-        versions = self.history()
-        return versions[-1] if versions else None
-
-    def state_of(self, version: StackVersion) -> StackState | None:
-        if self.backend is None:
-            return None
-        try:
-            candidate: StackVersion | None = self.backend.find(version.version)
-        except BadInput:
-            candidate = None
-        if candidate is not None and candidate.start_time == version.start_time:
-            return self.backend.state_of(candidate)
-        for candidate in self.backend.history():
-            if candidate.version == version.version and candidate.start_time == version.start_time:
-                return self.backend.state_of(candidate)
-        return None
-
-    def current(self) -> StackState:
-        return self.stack.export()
-
-    def describe(self) -> dict[str, Any]:
-        described: dict[str, Any] = {"kind": self.kind, "stack": self.stack.name}
-        if self.backend is not None:
-            described["checkpoints_from"] = self.backend.describe()
-        return described
-
-
-def project_dir(config: Config) -> Path:
-    return config.resolve_path(config.require_pulumi().project_dir)
-
-
-def stack_ref(config: Config) -> StackRef:
-    """The configured stack as Pulumi spells it, its project from Pulumi.yaml unless pulumi.project says."""
-    from rollback.adapters.pulumi_project import resolve_stack
-
-    settings = config.require_pulumi()
-    return resolve_stack(settings.stack, project_dir(config), project=settings.project)
-
-
-def backend_url(config: Config) -> str | None:
-    """``pulumi.backend_url`` with a relative ``file://`` path made absolute (against rollback.toml's
-    directory), so the CLI, run from the project directory, finds the same backend."""
-    url = config.require_pulumi().backend_url
-    if url and url.startswith("file://"):
-        raw = url[len("file://"):]
-        path = Path(raw).expanduser()
-        if not path.is_absolute():
-            return f"file://{(config.root / path).resolve()}"
-    return url
-
-
-def _backend_source(config: Config) -> BackendSource | None:
-    from rollback.adapters.pulumi_backend import is_diy_url, open_backend
-    from rollback.adapters.pulumi_project import DIY_ORGANIZATION
-
-    url = backend_url(config) or config.environ.get("PULUMI_BACKEND_URL")
-    if not url or not is_diy_url(url):
-        return None
-    ref = stack_ref(config)
-    if ref.organization not in (None, DIY_ORGANIZATION):
-        raise BadInput(f"stack {ref.given!r}: a self-managed backend has the one organization "
-                       f"{DIY_ORGANIZATION!r}, not {ref.organization!r}",
-                       f'write pulumi.stack as "{DIY_ORGANIZATION}/{ref.project}/{ref.name}" or "{ref.name}"')
-    backend = open_backend(url, base_dir=config.root, region=config.env.aws.region)
-    return BackendSource(backend, ref.project, ref.name)
-
-
-def _cli_stack(config: Config) -> PulumiStack:
-    from rollback.adapters.pulumi import select_stack
-
-    settings = config.require_pulumi()
-    return select_stack(settings.stack, project_dir(config), backend_url=backend_url(config))
-
-
-def open_source(config: Config, via: str = "auto") -> HistorySource:
-    """``backend`` (self-managed backend read directly), ``cli`` (Automation API), or
-    ``auto``: the backend when it is self-managed, else the CLI."""
-    from rollback.adapters.pulumi import cli_available
-
-    if via not in ("auto", "backend", "cli"):
-        raise BadInput(f"unknown history source {via!r}", "use auto, backend or cli")
-    backend = _backend_source(config) if via in ("auto", "backend") else None
-    if via == "backend" and backend is None:
-        raise BadInput("no self-managed backend configured",
-                       "set pulumi.backend_url to file://... or s3://... in rollback.toml")
-    if backend is not None and via != "cli":
-        return backend
-    if not cli_available():
-        raise PulumiError("the Pulumi CLI is not installed and no self-managed backend is configured",
-                          "install the Pulumi CLI, or set pulumi.backend_url to the file:// or s3:// backend")
-    try:
-        checkpoints = _backend_source(config)
-    except BadInput:
-        checkpoints = None
-    return CliSource(_cli_stack(config), checkpoints)
-
-
-def _find(versions: list[StackVersion], number: int) -> StackVersion:
-    for version in versions:
-        if version.version == number:
-            return version
-    known = f"{versions[0].version}..{versions[-1].version}" if versions else "none"
-    raise BadInput(f"no version {number} in the stack history (versions: {known})",
-                   "list them with 'rollback infra history'")
+_backend_source = backend_source
+_cli_stack = cli_stack
+_find = find_version
 
 
 # --------------------------------------------------------------------------- history / diff
 
 
-def history(config: Config, *, limit: int | None = None, via: str = "auto") -> dict[str, Any]:
+def history(config: Config, *, limit: int | None = None, via: str = "auto",
+            services: Services | None = None) -> dict[str, Any]:
     """Every update (oldest first) with the config keys each changed.
 
     ``limit`` keeps the newest N and reads only the newest N+1 updates: the extra one
     says what the oldest listed update changed.
     """
-    source = open_source(config, via)
+    source = (services or Services(config)).stack_source(via)
     versions = source.history(newest=limit + 1 if limit else None)
     rows: list[dict[str, Any]] = []
     previous: Mapping[str, ConfigValue] | None = None
@@ -326,9 +139,10 @@ def history(config: Config, *, limit: int | None = None, via: str = "auto") -> d
     }
 
 
-def diff(config: Config, from_version: int, to_version: int | None = None, *, via: str = "auto") -> dict[str, Any]:
+def diff(config: Config, from_version: int, to_version: int | None = None, *, via: str = "auto",
+         services: Services | None = None) -> dict[str, Any]:
     """Config and resource differences between two versions (``to_version`` None = current state)."""
-    source = open_source(config, via)
+    source = (services or Services(config)).stack_source(via)
     latest = source.latest()
     if latest is None:
         raise BadInput("the stack has no history yet", "run 'pulumi up' once first")
@@ -559,9 +373,7 @@ def program_project_dir(config: Config, program: Mapping[str, Any] | None) -> It
 
 
 def _program_stack(config: Config, directory: Path) -> PulumiStack:
-    from rollback.adapters.pulumi import select_stack
-
-    return select_stack(config.require_pulumi().stack, directory, backend_url=backend_url(config))
+    return cli_stack(config, directory)
 
 
 def default_plan_file(config: Config, version: int) -> Path:
@@ -599,7 +411,8 @@ def _in_program(config: Config, program: Mapping[str, Any] | None, parts: list[s
             f"{git} remove --force {shlex.quote(str(tree))}")
 
 
-def preview_plan(config: Config, options: PreviewOptions) -> tuple[Plan, dict[str, Any]]:
+def preview_plan(config: Config, options: PreviewOptions,
+                 services: Services | None = None) -> tuple[Plan, dict[str, Any]]:
     """Read-only: find the version and what its config changes; return the plan and a context."""
     from rollback.adapters.pulumi import cli_available
 
@@ -607,7 +420,8 @@ def preview_plan(config: Config, options: PreviewOptions) -> tuple[Plan, dict[st
     offline = options.offline or not cli_available()
     # Online, the config must come from the CLI (secrets decrypted, to be set back through it);
     # offline, from the self-managed backend (secrets as ciphertext, written back as 'secure:').
-    source = _offline_source(config) if offline else open_source(config, "cli")
+    services = services or Services(config)
+    source = _offline_source(services) if offline else _cli_source(services)
     target = source.find(options.to_version)
     latest = source.latest()
     path = stack_config_file(config)
@@ -655,8 +469,13 @@ def preview_plan(config: Config, options: PreviewOptions) -> tuple[Plan, dict[st
     return plan, context
 
 
-def _offline_source(config: Config) -> HistorySource:
-    source = _backend_source(config)
+def _cli_source(services: Services) -> HistorySource:
+    """The Automation API (checkpoints from the self-managed backend when there is one)."""
+    return select_source("cli", backend=services.stack_backend, stack=services.pulumi_stack)
+
+
+def _offline_source(services: Services) -> HistorySource:
+    source = services.stack_backend()
     if source is None:
         raise PulumiError("offline preview needs the stack history: the Pulumi CLI is not installed and no "
                           "self-managed backend is configured",
@@ -874,6 +693,16 @@ class StackHandlers:
 
     config: Config
     source: HistorySource | None = None
+    services: Services | None = None
+
+    def __post_init__(self) -> None:
+        if self.services is None:
+            self.services = Services(self.config)
+
+    @property
+    def _services(self) -> Services:
+        assert self.services is not None
+        return self.services
 
     def handlers(self) -> dict[str, StepHandler]:
         return {
@@ -888,7 +717,7 @@ class StackHandlers:
 
     def _source(self, mode: str) -> HistorySource:
         if self.source is None or (mode == "cli") != isinstance(self.source, CliSource):
-            self.source = _offline_source(self.config) if mode == "offline" else open_source(self.config, "cli")
+            self.source = _offline_source(self._services) if mode == "offline" else _cli_source(self._services)
         return self.source
 
     def _stack(self) -> PulumiStack:
@@ -1031,7 +860,7 @@ class StackHandlers:
     # ------------------------------------------------------------ restore
     def check_restore(self, step: Step, ctx: StepContext) -> Check:
         version, plan_file = int(step.params["version"]), Path(step.params["plan_file"])
-        found = check_restore(self.config, version, plan_file)
+        found = check_restore(self.config, version, plan_file, services=self._services)
         return Check(False, found, f"checked: not locked, no pending operations, plan matches version {version}")
 
     def check_up(self, step: Step, ctx: StepContext) -> Check:
@@ -1067,7 +896,7 @@ class StackHandlers:
         extra: dict[str, Any] = {}
         # The same commit's program the plan was made with (a worktree, removed afterwards), or today's.
         with program_project_dir(self.config, program) as directory:
-            stack = _program_stack(self.config, directory) if config_file else _cli_stack(self.config)
+            stack = _program_stack(self.config, directory) if config_file else self._services.pulumi_stack()
             if without_plan:
                 comparison = self._compare_with_plan(stack, plan_file, config_file, version)
                 ctx.note(f"a fresh preview takes exactly the plan's steps ({comparison.describe()}); "
@@ -1235,8 +1064,8 @@ def _offline_waiting_for_plan(sidecar: Path) -> dict[str, Any] | None:
     return None
 
 
-def check_restore(config: Config, version: int, plan_file: Path, *,
-                  source: HistorySource | None = None) -> dict[str, Any]:
+def check_restore(config: Config, version: int, plan_file: Path, *, source: HistorySource | None = None,
+                  services: Services | None = None) -> dict[str, Any]:
     """Every precondition of ``restore``; raises Refused subclasses naming the way out."""
     settings = config.require_pulumi()
     meta = _read_sidecar(plan_file)
@@ -1274,7 +1103,8 @@ def check_restore(config: Config, version: int, plan_file: Path, *,
     if meta.get("config_sha256") != digest:
         raise UnsafePrecondition(f"the stack config changed since the preview ({stack_config_file(config).name})",
                                  preview_again)
-    backend = _backend_source(config)
+    services = services or Services(config)
+    backend = services.stack_backend()
     if backend is not None:
         locks = backend.locks()
         if locks:
@@ -1286,7 +1116,7 @@ def check_restore(config: Config, version: int, plan_file: Path, *,
     elif source is not None:
         state = source.current()
     else:
-        state = _cli_stack(config).export()
+        state = services.pulumi_stack().export()
     if state.pending_operations:
         kinds = ", ".join(sorted({str(op.get("type", "?")) for op in state.pending_operations}))
         raise UnsafePrecondition(
@@ -1342,22 +1172,11 @@ def _mark_applied(plan_file: Path, applied: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------- outputs
 
 
-def stack_outputs(config: Config) -> dict[str, Any]:
+def stack_outputs(config: Config, services: Services | None = None) -> dict[str, Any]:
     """Current stack outputs (distributionId, assetsBucket, edgeFunctionName, ...).
 
     From the self-managed backend's current checkpoint when one is configured
     (no CLI needed), else through the Automation API. Secret outputs come back
     as ``"[secret]"``.
     """
-    from rollback.stackdiff import SECRET_MASK, is_secret_value
-
-    backend = _backend_source(config)
-    if backend is not None:
-        outputs = backend.current().outputs
-        return {k: (SECRET_MASK if is_secret_value(v) else v) for k, v in outputs.items()}
-    from rollback.adapters.pulumi import cli_available
-
-    if not cli_available():
-        raise PulumiError("cannot read the stack outputs: no Pulumi CLI and no self-managed backend configured",
-                          "set pulumi.backend_url, or set the resources under [env.<name>.aws] in rollback.toml")
-    return _cli_stack(config).outputs()
+    return (services or Services(config)).stack_outputs()

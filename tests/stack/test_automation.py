@@ -61,14 +61,19 @@ def test_diff_through_the_cli_reads_old_checkpoints_from_the_backend(stack_env: 
 
 
 def test_diff_through_the_cli_without_a_diy_backend_compares_config(
-        make_stack: Callable[..., StackEnv], fake_pulumi: FakePulumi, run_cli: RunCli,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        make_stack: Callable[..., StackEnv], fake_pulumi: FakePulumi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Automation API with no self-managed backend to read old checkpoints from: injected as a
+    CliSource without one (the recorded-CLI double still needs PULUMI_BACKEND_URL to answer)."""
+    from rollback.adapters.stack_history import CliSource, cli_stack
+    from rollback.commands import infra_stack
+    from rollback.config import load_config
+    from rollback.context import Services
+
     env = make_stack(backend_in_config=False)
     monkeypatch.setenv("PULUMI_BACKEND_URL", f"file://{env.backend}")  # for the double only
-    monkeypatch.setattr("rollback.commands.infra_stack._backend_source", lambda config: None)
-    result = run_cli("infra", "diff", "2", "4", "--json")
-    assert result.code == 0, result.err
-    document = result.json()
+    config = load_config(env.config)
+    services = Services(config, stack_source=CliSource(cli_stack(config), None))
+    document = json.loads(json.dumps(infra_stack.diff(config, 2, 4, services=services)))
     assert document["resources"] is None
     assert [c["key"] for c in document["config"]] == ["rollback:assetsRelease", "rollback:edgeFunctionVersion",
                                                       SECRET_KEY]
@@ -195,13 +200,14 @@ def test_restore_needs_confirmation_without_yes(stack_env: StackEnv, fake_pulumi
 
 def test_stack_outputs_through_the_cli(make_stack: Callable[..., StackEnv], fake_pulumi: FakePulumi,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from rollback.commands.infra_stack import stack_outputs
+    """Outputs through the Automation API (no self-managed backend given to read them from)."""
+    from rollback.adapters.stack_history import cli_stack, read_outputs
     from rollback.config import load_config
 
     env = make_stack(backend_in_config=False)
     monkeypatch.setenv("PULUMI_BACKEND_URL", f"file://{env.backend}")
-    monkeypatch.setattr("rollback.commands.infra_stack._backend_source", lambda config: None)
-    outputs = stack_outputs(load_config(env.config))
+    config = load_config(env.config)
+    outputs = read_outputs(None, lambda: cli_stack(config))
     assert outputs["distributionId"] == "E2QWRUHAPOMQZL"
     assert ["stack", "output", "--json", "--stack", "staging"] in _sub(fake_pulumi.calls(), "stack")
 
