@@ -20,16 +20,25 @@ journaled and have a dry run.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import json
 import shlex
-import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rollback.adapters.stack_config import (
+    atomic_write,
+    backup_dir,
+    backup_stack_config,
+    check_config_backup,
+    config_restore,
+    file_config,
+    file_digest,
+    stack_config_file,
+    write_file_config,
+)
 from rollback.adapters.stack_history import (
     BackendSource,
     CliSource,
@@ -59,7 +68,6 @@ from rollback.stackdiff import (
     StackState,
     StackVersion,
     changed_config_keys,
-    config_value_from_history,
     diff_config,
     diff_states,
     shorten,
@@ -171,138 +179,11 @@ def diff(config: Config, from_version: int, to_version: int | None = None, *, vi
 
 
 # --------------------------------------------------------------------------- stack config file
+# Backup and restore of Pulumi.<stack>.yaml live in rollback.adapters.stack_config (re-exported here).
 
-
-def stack_config_file(config: Config) -> Path:
-    from rollback.adapters.stack_config import stack_config_path
-
-    return stack_config_path(project_dir(config), stack_ref(config).name)
-
-
-def _file_digest(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
-    except OSError as exc:
-        raise OperationFailed(f"cannot read {path}: {exc.strerror}", "check the file's permissions") from exc
-
-
-def file_config(path: Path) -> dict[str, ConfigValue]:
-    """The ``config:`` of ``Pulumi.<stack>.yaml`` as ConfigValues (secrets as ciphertext)."""
-    from rollback.adapters.stack_config import read_stack_config
-
-    return {key: config_value_from_history(value) for key, value in read_stack_config(path).items()}
-
-
-def _write_file_config(path: Path, target: Mapping[str, ConfigValue], current: Mapping[str, ConfigValue],
-                       project: str | None) -> list[str]:
-    """Make the file's config equal ``target``, touching only the keys that differ
-    (so comments and order of everything else survive). Returns the keys written."""
-    from rollback.adapters.stack_config import write_stack_config
-
-    changed = [c.key for c in diff_config(current, target)]
-    if not changed:
-        return []
-    values: dict[str, Any] = {}
-    for key in changed:
-        value = target.get(key)
-        if value is None:
-            values[key] = None
-        elif value.secret:
-            if value.ciphertext is None:
-                raise PulumiError(f"cannot write secret {key}: only its plaintext is known",
-                                  "pin it through the Pulumi CLI (rollback infra preview without --offline)")
-            values[key] = {"secure": value.ciphertext}
-        else:
-            text = value.value or ""
-            parsed = None
-            if text[:1] in ("[", "{"):
-                try:
-                    parsed = json.loads(text)
-                except ValueError:
-                    parsed = None
-            structured = isinstance(parsed, (list, dict)) and not (current.get(key) and current[key].value == text)
-            values[key] = parsed if structured else text
-    write_stack_config(path, values, project=project)
-    return changed
-
-
-def _backup_dir(config: Config) -> Path:
-    return config.resolve_path(".rollback/stack-config")
-
-
-def backup_stack_config(config: Config, path: Path | None = None) -> Path:
-    """Copy ``Pulumi.<stack>.yaml`` (or ``path``) byte for byte before it is rewritten; returns the backup."""
-    from rollback.adapters.stack_config import atomic_write
-
-    path = path or stack_config_file(config)
-    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    directory = _backup_dir(config)
-    backup = directory / f"{stack_ref(config).name}-{stamp}.yaml"
-    existed = path.exists()
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        if existed:
-            shutil.copy2(path, backup)
-        else:
-            backup.write_text("", encoding="utf-8")
-    except OSError as exc:
-        raise OperationFailed(f"cannot save a backup of {path.name} to {directory}: {exc.strerror}",
-                              "check that directory's permissions; nothing was changed") from exc
-    meta = {"stack": config.require_pulumi().stack, "path": str(path), "existed": existed,
-            "sha256": _file_digest(path), "saved_at": stamp}
-    atomic_write(backup.with_suffix(".json"), json.dumps(meta, indent=2))
-    return backup
-
-
-def check_config_backup(config: Config, backup: Path) -> dict[str, Any]:
-    """The metadata ``preview`` saved with a stack config backup; BadInput when ``backup`` is not one."""
-    stack = config.require_pulumi().stack
-    meta_path = backup.with_suffix(".json")
-    pick = f"pick one from {_backup_dir(config)}"
-    if not backup.is_file() or not meta_path.is_file():
-        raise BadInput(f"{backup} is not a stack config backup made by 'rollback infra preview'", pick)
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BadInput(f"cannot read {meta_path}, the metadata of backup {backup.name}: {exc.strerror}", pick) from exc
-    except ValueError as exc:
-        raise BadInput(f"{meta_path}, the metadata of backup {backup.name}, is not valid JSON", pick) from exc
-    if not isinstance(meta, dict) or not isinstance(meta.get("path"), str) or not meta["path"]:
-        raise BadInput(f"{meta_path}, the metadata of backup {backup.name}, does not name the file it saved", pick)
-    if meta.get("stack") != stack:
-        raise BadInput(f"{backup} belongs to stack {meta.get('stack')!r}, not {stack!r}",
-                       "pass --env for that stack's environment")
-    return meta
-
-
-def config_restore(config: Config, backup: Path) -> dict[str, Any]:
-    """Put back the stack config file saved by ``preview`` (undo an abandoned preview).
-
-    The file it overwrites is saved first, so that this restore can be undone in turn.
-    """
-    from rollback.adapters.stack_config import atomic_write
-
-    meta = check_config_backup(config, backup)
-    target = Path(meta["path"])
-    text = None
-    if meta.get("existed"):
-        try:
-            text = backup.read_text(encoding="utf-8")
-        except (OSError, ValueError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            raise BadInput(f"cannot read backup {backup}: {reason}", f"pick another from {_backup_dir(config)}") \
-                from exc
-    saved = backup_stack_config(config, target)
-    if text is not None:
-        atomic_write(target, text)
-    else:
-        try:
-            target.unlink(missing_ok=True)
-        except OSError as exc:
-            raise OperationFailed(f"cannot remove {target}: {exc.strerror}", "check the directory's permissions") \
-                from exc
-    return {"stack": meta["stack"], "restored": str(target), "from": str(backup), "existed": meta.get("existed"),
-            "backup": str(saved), "undo": f"rollback infra config-restore {shlex.quote(str(saved))}"}
+_file_digest = file_digest
+_write_file_config = write_file_config
+_backup_dir = backup_dir
 
 
 # --------------------------------------------------------------------------- preview
@@ -644,8 +525,6 @@ def _write_sidecar(config: Config, plan_file: Path, target: StackVersion, mode: 
     left at that path by an earlier preview (perhaps already applied) is removed, so that whatever
     plan restore finds there was made after this preview.
     """
-    from rollback.adapters.stack_config import atomic_write
-
     sidecar = Path(str(plan_file) + SIDECAR_SUFFIX)
     if mode == "offline":
         try:
@@ -1150,8 +1029,6 @@ def restore_plan(config: Config, version: int, plan_file: Path, *, without_plan:
 
 def _record_refusal(plan_file: Path, refusal: Mapping[str, Any]) -> None:
     """Note in the sidecar that ``pulumi up --plan`` refused this plan (what ``--without-plan`` requires)."""
-    from rollback.adapters.stack_config import atomic_write
-
     meta = _read_sidecar(plan_file)
     meta["refused"] = dict(refusal)
     atomic_write(Path(str(plan_file) + SIDECAR_SUFFIX), json.dumps(meta, indent=2))
@@ -1162,8 +1039,6 @@ KNOWN_PLAN_BUGS = ("pulumi/pulumi#11587 (a Lambda function whose code is an Arch
 
 
 def _mark_applied(plan_file: Path, applied: Mapping[str, Any]) -> None:
-    from rollback.adapters.stack_config import atomic_write
-
     meta = _read_sidecar(plan_file)
     meta["applied"] = dict(applied)
     atomic_write(Path(str(plan_file) + SIDECAR_SUFFIX), json.dumps(meta, indent=2))
