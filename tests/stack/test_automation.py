@@ -291,10 +291,10 @@ def test_restore_that_cannot_mark_the_plan_applied_still_succeeds_with_a_warning
             raise stack_config.StackConfigError(f"cannot write {path}: No space left on device")
         real_write(path, text)
 
-    import rollback.commands.infra_stack as infra_stack
+    import rollback.commands.infra_stack_plan as infra_stack_plan
 
-    # The disk fills up for the plan's sidecar record, which infra_stack writes.
-    monkeypatch.setattr(infra_stack, "atomic_write", full_disk)
+    # The disk fills up for the plan's sidecar record, which infra_stack_plan writes.
+    monkeypatch.setattr(infra_stack_plan, "atomic_write", full_disk)
     result = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
     assert result.code == 0, result.err
     assert "restored version 3: succeeded" in result.out
