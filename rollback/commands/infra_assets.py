@@ -10,17 +10,13 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from rollback.adapters.s3_versions import KeyAction, group_by_key, newest_first, plan_key
+from rollback.adapters.s3_versions import KeyAction, ObjectVersion, S3Versions, group_by_key, newest_first, plan_key
+from rollback.config import Config
 from rollback.errors import BadInput, UnsafePrecondition
 from rollback.plan import Plan, Step
-from rollback.runner import Check, handler
-
-if TYPE_CHECKING:
-    from rollback.adapters.s3_versions import ObjectVersion, S3Versions
-    from rollback.config import Config
-    from rollback.runner import StepContext, StepHandler
+from rollback.runner import Check, StepContext, StepHandler, handler
 
 __all__ = ["AssetsHandlers", "AssetsPlan", "plan_assets", "stamp"]
 

@@ -22,8 +22,6 @@ Resources come from the command line (``--distribution``, ``--function``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from rollback.adapters.aws import AwsClients, make_session
 from rollback.adapters.cloudfront import EdgeAdapter
 from rollback.adapters.s3_versions import S3Versions
@@ -40,10 +38,8 @@ from rollback.commands.infra_edge import (
 )
 from rollback.commands.infra_invalidate import InvalidateHandlers, drift, load_checkpoint_file, plan_invalidate
 from rollback.commands.infra_resources import EDGE_PIN_KEY, Resources, pin_command, resolve_resources
+from rollback.config import Config
 from rollback.context import EDGE_REGION
-
-if TYPE_CHECKING:
-    from rollback.config import Config
 
 __all__ = [
     "EDGE_PIN_KEY",

@@ -23,14 +23,17 @@ Both are plans run through the one step shape (Contract A):
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rollback.adapters.cloudfront import (
     DEFAULT_BEHAVIOUR,
+    DistributionSnapshot,
+    EdgeAdapter,
     SnapshotStore,
     StaleETag,
     _parse_config,
@@ -42,17 +45,13 @@ from rollback.adapters.cloudfront import (
 from rollback.adapters.stack_config import read_stack_config, write_stack_config
 from rollback.commands.infra_invalidate import InvalidateHandlers
 from rollback.commands.infra_resources import pin_target, resolve_resources, short_path
+from rollback.config import Config
 from rollback.context import Services
 from rollback.errors import BadInput, OperationFailed, RollbackError, UnsafePrecondition
+from rollback.journal import Journal
 from rollback.plan import Plan, Step
-from rollback.runner import Check, StepContext, StepHandler, execute, handler
+from rollback.runner import Check, ExecutionResult, StepContext, StepHandler, execute, handler
 from rollback.units import format_duration
-
-if TYPE_CHECKING:
-    from rollback.adapters.cloudfront import DistributionSnapshot, EdgeAdapter
-    from rollback.config import Config
-    from rollback.journal import Journal
-    from rollback.runner import ExecutionResult
 
 __all__ = ["ASSETS_ORIGIN", "CdnHandlers", "CdnPlan", "cdn_document", "cdn_handlers", "list_snapshots",
            "plan_release", "plan_restore", "plan_snapshot", "prepare_restore", "run_cdn", "snapshot_step",
@@ -171,8 +170,6 @@ def plan_restore(config: Config, adapter: EdgeAdapter, snapshot: DistributionSna
 def plan_release(config: Config, adapter: EdgeAdapter, *, distribution_id: str, release: str,
                  origin: str = ASSETS_ORIGIN, pin: bool = True, timeout: float = 1200.0) -> CdnPlan:
     """Switch the assets origin to ``releases/<release>`` alone."""
-    import re
-
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", release):
         raise BadInput(f"{release!r} is not a release id", "use the folder name under releases/ in the bucket")
     current = adapter.get_config(distribution_id)

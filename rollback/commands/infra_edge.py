@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from rollback.adapters.cloudfront import StaleETag, function_name_of, swap_associations
+from rollback.adapters.cloudfront import DistributionConfig, EdgeAdapter, StaleETag, function_name_of, swap_associations
 from rollback.adapters.stack_config import read_stack_config, write_stack_config
 from rollback.commands.infra_cdn import CdnHandlers, snapshot_step
 from rollback.commands.infra_resources import (
@@ -26,17 +26,13 @@ from rollback.commands.infra_resources import (
     resolve_resources,
     short_path,
 )
+from rollback.config import Config
 from rollback.context import Services
 from rollback.errors import AwsError, BadInput, OperationFailed, RollbackError, UnsafePrecondition
+from rollback.journal import Journal
 from rollback.plan import Plan, Step
-from rollback.runner import Check, execute, handler
+from rollback.runner import Check, ExecutionResult, StepContext, StepHandler, execute, handler
 from rollback.units import format_duration
-
-if TYPE_CHECKING:
-    from rollback.adapters.cloudfront import DistributionConfig, EdgeAdapter
-    from rollback.config import Config
-    from rollback.journal import Journal
-    from rollback.runner import ExecutionResult, StepContext, StepHandler
 
 __all__ = ["EdgeHandlers", "EdgePlan", "PreparedEdge", "edge_document", "edge_summary", "plan_edge", "prepare_edge",
            "run_edge"]

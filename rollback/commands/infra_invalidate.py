@@ -10,20 +10,16 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from rollback.adapters.cloudfront import CloudWatchAlarms, function_name_of
+from rollback.adapters.cloudfront import CloudWatchAlarms, EdgeAdapter, function_name_of
+from rollback.config import Config
 from rollback.context import Services
 from rollback.drift import Live, LiveAlarm, LiveDistribution, compare, expected_from_checkpoint
 from rollback.errors import AwsError, BadInput
 from rollback.plan import Plan, Step
-from rollback.runner import Check, handler
+from rollback.runner import Check, StepContext, StepHandler, handler
 from rollback.units import format_duration
-
-if TYPE_CHECKING:
-    from rollback.adapters.cloudfront import EdgeAdapter
-    from rollback.config import Config
-    from rollback.runner import StepContext, StepHandler
 
 __all__ = ["InvalidateHandlers", "drift", "load_checkpoint_file", "plan_invalidate"]
 

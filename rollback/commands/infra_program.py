@@ -11,7 +11,7 @@ import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rollback.adapters.git import GitRepo
 from rollback.adapters.program_checkout import (
@@ -22,15 +22,13 @@ from rollback.adapters.program_checkout import (
     require_program,
     worktree_path,
 )
+from rollback.adapters.pulumi import PulumiStack
 from rollback.adapters.pulumi_mocks import diff_declared_inputs, run_program_under_mocks
 from rollback.adapters.stack_config import stack_config_file
 from rollback.adapters.stack_history import backend_url, cli_stack, project_dir, stack_ref
+from rollback.config import Config
 from rollback.errors import PulumiError, RollbackError, UnsafePrecondition
 from rollback.stackdiff import ConfigValue, StackVersion, shorten
-
-if TYPE_CHECKING:
-    from rollback.adapters.pulumi import PulumiStack
-    from rollback.config import Config
 
 __all__ = ["NEVER_REPLACED", "describe_program", "desired_state_diff", "preview_command", "program_for",
            "program_project_dir", "program_rows", "program_stack", "refuse_replaced_resources",

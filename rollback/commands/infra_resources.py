@@ -8,15 +8,13 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rollback.adapters.stack_config import qualify_key, stack_config_path
 from rollback.adapters.stack_history import stack_ref
+from rollback.config import Config
 from rollback.context import Services
 from rollback.errors import ConfigError, RollbackError
-
-if TYPE_CHECKING:
-    from rollback.config import Config
 
 __all__ = ["EDGE_PIN_KEY", "Resources", "pin_command", "pin_target", "resolve_resources", "short_path"]
 

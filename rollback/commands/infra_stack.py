@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rollback.adapters.stack_config import (
     backup_dir,
@@ -69,16 +69,13 @@ from rollback.commands.infra_stack_plan import (
     preview_report,
     restore_plan,
 )
+from rollback.config import Config
 from rollback.context import Services
 from rollback.errors import BadInput
-from rollback.runner import execute
+from rollback.journal import Journal
+from rollback.plan import Plan
+from rollback.runner import ExecutionResult, StepHandler, execute
 from rollback.stackdiff import ConfigValue, StackState, changed_config_keys, diff_states
-
-if TYPE_CHECKING:
-    from rollback.config import Config
-    from rollback.journal import Journal
-    from rollback.plan import Plan
-    from rollback.runner import ExecutionResult, StepHandler
 
 __all__ = [
     "KNOWN_PLAN_BUGS",

@@ -11,9 +11,16 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from rollback.adapters.pulumi import PlanViolated, cli_available, compare_steps, plan_file_steps
+from rollback.adapters.pulumi import (
+    PlanViolated,
+    PulumiStack,
+    StepComparison,
+    cli_available,
+    compare_steps,
+    plan_file_steps,
+)
 from rollback.adapters.stack_config import (
     backup_dir,
     backup_stack_config,
@@ -44,16 +51,12 @@ from rollback.commands.infra_stack_plan import (
     record_refusal,
     write_sidecar,
 )
+from rollback.config import Config
 from rollback.context import Services
 from rollback.errors import OperationFailed, PulumiError, RollbackError, UnsafePrecondition
-from rollback.runner import Check, handler, read_only
+from rollback.plan import Step
+from rollback.runner import Check, StepContext, StepHandler, handler, read_only
 from rollback.stackdiff import ConfigValue, diff_config
-
-if TYPE_CHECKING:
-    from rollback.adapters.pulumi import PulumiStack, StepComparison
-    from rollback.config import Config
-    from rollback.plan import Step
-    from rollback.runner import StepContext, StepHandler
 
 __all__ = ["StackHandlers"]
 

@@ -15,7 +15,7 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rollback.adapters.git import GitRepo
 from rollback.adapters.pulumi import cli_available
@@ -29,13 +29,11 @@ from rollback.adapters.stack_config import (
 )
 from rollback.adapters.stack_history import CliSource, HistorySource, project_dir, select_source, stack_ref
 from rollback.commands.infra_program import describe_program, preview_command, program_for
+from rollback.config import Config
 from rollback.context import Services
 from rollback.errors import BadInput, LockHeld, OperationFailed, PulumiError, UnsafePrecondition
 from rollback.plan import Plan, Step
 from rollback.stackdiff import StackVersion, diff_config
-
-if TYPE_CHECKING:
-    from rollback.config import Config
 
 __all__ = ["KNOWN_PLAN_BUGS", "NUMBERING_NOTE", "SIDECAR_SUFFIX", "PreviewOptions", "check_restore",
            "cli_source", "config_restore_plan", "default_plan_file", "mark_applied", "offline_source",
