@@ -26,23 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from rollback.adapters.stack_config import (
-    backup_dir,
     backup_stack_config,
     check_config_backup,
     config_restore,
     file_config,
-    file_digest,
     stack_config_file,
-    write_file_config,
 )
 from rollback.adapters.stack_history import (
     BackendSource,
     CliSource,
     HistorySource,
-    backend_source,
     backend_url,
-    cli_stack,
-    find_version,
     open_source,
     project_dir,
     stack_ref,
@@ -119,15 +113,6 @@ __all__ = [
     "stack_outputs",
     "stack_ref",
 ]
-
-# The former private names, for callers that still use them.
-_backend_source = backend_source
-_cli_stack = cli_stack
-_find = find_version
-_file_digest = file_digest
-_write_file_config = write_file_config
-_backup_dir = backup_dir
-
 
 # --------------------------------------------------------------------------- history / diff
 

@@ -117,6 +117,31 @@ def test_preview_sets_the_config_and_saves_the_plan(stack_env: StackEnv, fake_pu
         assert secret not in result.out and secret not in result.err and secret not in journals
 
 
+def test_library_callers_preview_and_restore_without_the_cli(stack_env: StackEnv, fake_pulumi: FakePulumi) -> None:
+    """preview then restore through rollback.commands.infra_stack (run_preview, run_restore), with one
+    Services, against the recorded-CLI double: the same plan is saved, then applied exactly."""
+    from rollback.commands.infra_stack import PreviewOptions, diff, run_preview, run_restore
+    from rollback.config import load_config
+    from rollback.context import Services
+    from rollback.errors import UnsafePrecondition
+
+    config = load_config(stack_env.config)
+    plan = stack_env.root / "v3.plan.json"
+    dry = run_preview(config, Services(config), PreviewOptions(3, plan, config_only=True), dry_run=True)
+    assert dry["dry_run"] is True and not plan.exists() and _sub(fake_pulumi.calls(), "preview") == []
+    report = run_preview(config, Services(config), PreviewOptions(3, plan, config_only=True))
+    assert report["version"] == 3 and report["change_summary"] == {"same": 33, "update": 1}
+    assert report["next"] == f"rollback infra restore --to 3 --plan-file {plan}"
+    assert plan.exists()
+    outcome = run_restore(config, Services(config), 3, plan)
+    assert outcome.result_of("up")["result"] == "succeeded"
+    (up,) = _sub(fake_pulumi.calls(), "up")
+    assert up[up.index("--plan") + 1] == str(plan)
+    assert diff(config, 3, 6, services=Services(config))["config"] == []
+    with pytest.raises(UnsafePrecondition, match="was already applied"):
+        run_restore(config, Services(config), 3, plan)
+
+
 def test_restore_applies_exactly_the_saved_plan(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                 run_cli: RunCli) -> None:
     assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0
