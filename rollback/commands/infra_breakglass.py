@@ -22,7 +22,7 @@ Resources come from the command line (``--distribution``, ``--function``,
 
 from __future__ import annotations
 
-from rollback.adapters.aws import AwsClients, make_session
+from rollback.adapters.aws import AwsClients
 from rollback.adapters.cloudfront import EdgeAdapter
 from rollback.adapters.s3_versions import S3Versions
 from rollback.commands.infra_assets import AssetsHandlers, AssetsPlan, plan_assets, stamp
@@ -39,7 +39,7 @@ from rollback.commands.infra_edge import (
 from rollback.commands.infra_invalidate import InvalidateHandlers, drift, load_checkpoint_file, plan_invalidate
 from rollback.commands.infra_resources import EDGE_PIN_KEY, Resources, pin_command, resolve_resources
 from rollback.config import Config
-from rollback.context import EDGE_REGION
+from rollback.context import EDGE_REGION, Services
 
 __all__ = [
     "EDGE_PIN_KEY",
@@ -73,7 +73,7 @@ __all__ = [
 # the same adapters Services.aws(), .edge() and .s3() build.
 def aws_clients(config: Config) -> AwsClients:
     """One boto3 session for the environment's region (use ``Services(config).aws()``)."""
-    return AwsClients(make_session(config.env.aws.region))
+    return Services(config).aws()
 
 
 def edge_adapter(clients: AwsClients) -> EdgeAdapter:
