@@ -30,8 +30,10 @@ if TYPE_CHECKING:
     from rollback.adapters.git import GitRepo
     from rollback.adapters.pg_tools import PgTools
     from rollback.adapters.postgres import Database, Target
+    from rollback.adapters.pulumi import PulumiStack
     from rollback.adapters.rds import RdsAdapter
     from rollback.adapters.s3_versions import S3Versions
+    from rollback.adapters.stack_history import BackendSource, HistorySource
     from rollback.adapters.vercel import VercelClient
     from rollback.config import Config
 
@@ -194,3 +196,38 @@ class Services:
 
         tools: PgTools = self._get("pg_tools", build)
         return tools
+
+    # ---- stack (shape-infra)
+    # Injected names here: ``stack_source`` (any HistorySource), ``stack_backend``, ``pulumi_stack``.
+    def stack_backend(self) -> BackendSource | None:
+        """The stack's self-managed backend (``file://``, ``s3://``) read directly, or ``None`` when
+        ``pulumi.backend_url`` (or ``$PULUMI_BACKEND_URL``) is not one."""
+        from rollback.adapters.stack_history import backend_source
+
+        found: BackendSource | None = self._get("stack_backend", lambda: backend_source(self.config))
+        return found
+
+    def pulumi_stack(self) -> PulumiStack:
+        """The configured stack through the Automation API (in the project directory)."""
+        from rollback.adapters.stack_history import cli_stack
+
+        stack: PulumiStack = self._get("pulumi_stack", lambda: cli_stack(self.config))
+        return stack
+
+    def stack_source(self, via: str = "auto") -> HistorySource:
+        """Where the stack's history is read: ``backend``, ``cli`` or ``auto`` (the backend when it is
+        self-managed, else the CLI); an injected ``stack_source`` answers every ``via``."""
+        from rollback.adapters.stack_history import select_source
+
+        if self.given.get("stack_source") is not None:
+            given: HistorySource = self.given["stack_source"]
+            return given
+        source: HistorySource = self._get(f"stack_source.{via}", lambda: select_source(
+            via, backend=self.stack_backend, stack=self.pulumi_stack))
+        return source
+
+    def stack_outputs(self) -> dict[str, Any]:
+        """The stack's current outputs (the backend's checkpoint, else the Automation API)."""
+        from rollback.adapters.stack_history import read_outputs
+
+        return read_outputs(self.stack_backend(), self.pulumi_stack)

@@ -10,20 +10,36 @@ read as something other than a string (``7``, ``true``) are double-quoted, as
 
 The file is replaced atomically (temp file + rename) and keeps its mode, so a
 crash never leaves half a stack file behind.
+
+The environment's stack config file (:func:`stack_config_file`) is saved byte for byte before
+``rollback infra preview`` rewrites it (:func:`backup_stack_config`) and put back by
+``rollback infra config-restore`` (:func:`config_restore`).
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
 import io
+import json
 import os
+import shlex
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rollback.errors import BadInput, StackConfigError
+from rollback.adapters.stack_history import project_dir, stack_ref
+from rollback.errors import BadInput, OperationFailed, PulumiError, StackConfigError
+from rollback.stackdiff import ConfigValue, config_value_from_history, diff_config
 
-__all__ = ["StackConfigError", "qualify_key", "read_stack_config", "stack_config_path", "write_stack_config"]
+if TYPE_CHECKING:
+    from rollback.config import Config
+
+__all__ = ["StackConfigError", "atomic_write", "backup_dir", "backup_stack_config", "check_config_backup",
+           "config_restore", "file_config", "file_digest", "qualify_key", "read_stack_config", "stack_config_file",
+           "stack_config_path", "write_file_config", "write_stack_config"]
 
 
 def qualify_key(key: str, project: str | None) -> str:
@@ -258,3 +274,131 @@ def atomic_write(path: Path, text: str) -> None:
     except OSError as exc:
         raise StackConfigError(f"cannot write {path}: {exc.strerror}", "check the directory's permissions",
                                path=str(path)) from exc
+
+
+# --------------------------------------------------------------------------- the environment's stack config file
+
+
+def stack_config_file(config: Config) -> Path:
+    """The configured stack's ``Pulumi.<stack>.yaml`` (``stackConfigDir`` honoured)."""
+    return stack_config_path(project_dir(config), stack_ref(config).name)
+
+
+def file_digest(path: Path) -> str | None:
+    """SHA-256 of the file's bytes, ``None`` when it does not exist."""
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else None
+    except OSError as exc:
+        raise OperationFailed(f"cannot read {path}: {exc.strerror}", "check the file's permissions") from exc
+
+
+def file_config(path: Path) -> dict[str, ConfigValue]:
+    """The ``config:`` of ``Pulumi.<stack>.yaml`` as ConfigValues (secrets as ciphertext)."""
+    return {key: config_value_from_history(value) for key, value in read_stack_config(path).items()}
+
+
+def write_file_config(path: Path, target: Mapping[str, ConfigValue], current: Mapping[str, ConfigValue],
+                       project: str | None) -> list[str]:
+    """Make the file's config equal ``target``, touching only the keys that differ
+    (so comments and order of everything else survive). Returns the keys written."""
+    changed = [c.key for c in diff_config(current, target)]
+    if not changed:
+        return []
+    values: dict[str, Any] = {}
+    for key in changed:
+        value = target.get(key)
+        if value is None:
+            values[key] = None
+        elif value.secret:
+            if value.ciphertext is None:
+                raise PulumiError(f"cannot write secret {key}: only its plaintext is known",
+                                  "pin it through the Pulumi CLI (rollback infra preview without --offline)")
+            values[key] = {"secure": value.ciphertext}
+        else:
+            text = value.value or ""
+            parsed = None
+            if text[:1] in ("[", "{"):
+                try:
+                    parsed = json.loads(text)
+                except ValueError:
+                    parsed = None
+            structured = isinstance(parsed, (list, dict)) and not (current.get(key) and current[key].value == text)
+            values[key] = parsed if structured else text
+    write_stack_config(path, values, project=project)
+    return changed
+
+
+def backup_dir(config: Config) -> Path:
+    """Where ``preview`` saves the stack config before rewriting it."""
+    return config.resolve_path(".rollback/stack-config")
+
+
+def backup_stack_config(config: Config, path: Path | None = None) -> Path:
+    """Copy ``Pulumi.<stack>.yaml`` (or ``path``) byte for byte before it is rewritten; returns the backup."""
+    path = path or stack_config_file(config)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    directory = backup_dir(config)
+    backup = directory / f"{stack_ref(config).name}-{stamp}.yaml"
+    existed = path.exists()
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        if existed:
+            shutil.copy2(path, backup)
+        else:
+            backup.write_text("", encoding="utf-8")
+    except OSError as exc:
+        raise OperationFailed(f"cannot save a backup of {path.name} to {directory}: {exc.strerror}",
+                              "check that directory's permissions; nothing was changed") from exc
+    meta = {"stack": config.require_pulumi().stack, "path": str(path), "existed": existed,
+            "sha256": file_digest(path), "saved_at": stamp}
+    atomic_write(backup.with_suffix(".json"), json.dumps(meta, indent=2))
+    return backup
+
+
+def check_config_backup(config: Config, backup: Path) -> dict[str, Any]:
+    """The metadata ``preview`` saved with a stack config backup; BadInput when ``backup`` is not one."""
+    stack = config.require_pulumi().stack
+    meta_path = backup.with_suffix(".json")
+    pick = f"pick one from {backup_dir(config)}"
+    if not backup.is_file() or not meta_path.is_file():
+        raise BadInput(f"{backup} is not a stack config backup made by 'rollback infra preview'", pick)
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise BadInput(f"cannot read {meta_path}, the metadata of backup {backup.name}: {exc.strerror}", pick) from exc
+    except ValueError as exc:
+        raise BadInput(f"{meta_path}, the metadata of backup {backup.name}, is not valid JSON", pick) from exc
+    if not isinstance(meta, dict) or not isinstance(meta.get("path"), str) or not meta["path"]:
+        raise BadInput(f"{meta_path}, the metadata of backup {backup.name}, does not name the file it saved", pick)
+    if meta.get("stack") != stack:
+        raise BadInput(f"{backup} belongs to stack {meta.get('stack')!r}, not {stack!r}",
+                       "pass --env for that stack's environment")
+    return meta
+
+
+def config_restore(config: Config, backup: Path) -> dict[str, Any]:
+    """Put back the stack config file saved by ``preview`` (undo an abandoned preview).
+
+    The file it overwrites is saved first, so that this restore can be undone in turn.
+    """
+    meta = check_config_backup(config, backup)
+    target = Path(meta["path"])
+    text = None
+    if meta.get("existed"):
+        try:
+            text = backup.read_text(encoding="utf-8")
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+            raise BadInput(f"cannot read backup {backup}: {reason}", f"pick another from {backup_dir(config)}") \
+                from exc
+    saved = backup_stack_config(config, target)
+    if text is not None:
+        atomic_write(target, text)
+    else:
+        try:
+            target.unlink(missing_ok=True)
+        except OSError as exc:
+            raise OperationFailed(f"cannot remove {target}: {exc.strerror}", "check the directory's permissions") \
+                from exc
+    return {"stack": meta["stack"], "restored": str(target), "from": str(backup), "existed": meta.get("existed"),
+            "backup": str(saved), "undo": f"rollback infra config-restore {shlex.quote(str(saved))}"}

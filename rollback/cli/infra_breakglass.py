@@ -1,6 +1,6 @@
 """Break-glass commands of ``rollback infra`` (see rollback/cli/infra.py): edge, assets,
 invalidate, drift. Parsing and presentation only; the work is in
-``rollback.commands.infra_breakglass``.
+``rollback.commands.infra_edge``, ``infra_assets`` and ``infra_invalidate``.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from rollback.cli.support import AppContext, common_options, dry_run_option, echo, emit, pass_app, say, yes_option
+from rollback.context import Services
 
 if TYPE_CHECKING:
     from rollback.plan import Plan
@@ -63,32 +64,19 @@ def edge(app: AppContext, to_version: int, distribution: str | None, function: s
       rollback infra edge --to-version 6 --dry-run
       rollback infra edge --to-version 6 --yes
     """
-    from rollback.commands import infra_breakglass as commands
+    from rollback.commands import infra_edge as commands
 
     config = app.config()
-    resources = commands.resolve_resources(config, need=("distribution", "function"), distribution=distribution,
-                                           function=function)
-    assert resources.distribution and resources.function
-    adapter = commands.edge_adapter(commands.aws_clients(config))
-    wait_timeout = _duration(timeout, "--timeout")
-    planned = commands.plan_edge(config, adapter, to_version=to_version, distribution_id=resources.distribution,
-                                 function=resources.function, pin=not no_pin, timeout=wait_timeout)
-    from rollback.commands.infra_cdn import CdnHandlers
-
-    interval = _duration(poll_interval, "--poll-interval")
-    handlers = {**commands.EdgeHandlers(adapter, interval=interval).handlers(),
-                **CdnHandlers(adapter, interval=interval).handlers()}
-    outcome = _run(app, planned.plan, handlers, dry_run=dry_run, yes=yes,
+    prepared = commands.prepare_edge(config, Services(config), to_version=to_version, distribution=distribution,
+                                     function=function, pin=not no_pin, timeout=_duration(timeout, "--timeout"),
+                                     interval=_duration(poll_interval, "--poll-interval"))
+    planned = prepared.edge
+    outcome = _run(app, prepared.plan, dict(prepared.handlers), dry_run=dry_run, yes=yes,
                    action=f"move edge function {planned.function} to version {planned.to_version}",
                    details={"layer": "infra", "verb": "edge", "distribution": planned.distribution_id,
                             "function": planned.function, "to_version": planned.to_version})
-    results = {item.step.id: item.result for item in outcome.steps}
-    summary = commands.edge_summary(planned, results)
-    line = ("dry run: " if dry_run else "") + summary
-    document = {"ok": True, "dry_run": dry_run, "summary": line,
-                "resources": resources.to_dict(), "edge": planned.to_dict(), "plan": planned.plan.to_dict(),
-                "run": outcome.to_dict()}
-    emit(app, document, lambda: echo(line))
+    document = commands.edge_document(prepared, outcome)
+    emit(app, document, lambda: echo(document["summary"]))
 
 
 @click.command("assets")
@@ -123,14 +111,16 @@ def assets(app: AppContext, key: str | None, prefix: str | None, to_version: str
       rollback infra assets --prefix releases/2026-11-20.1/ --before "30m ago" --dry-run
       rollback infra assets --prefix releases/ --undelete --yes --json
     """
-    from rollback.commands import infra_breakglass as commands
+    from rollback.commands import infra_assets as commands
+    from rollback.commands.infra_resources import resolve_resources
     from rollback.units import parse_time
 
     config = app.config()
+    services = Services(config)
     moment = parse_time(before, option="--before") if before else None
-    resources = commands.resolve_resources(config, need=("bucket",), bucket=bucket)
+    resources = resolve_resources(config, need=("bucket",), bucket=bucket, services=services)
     assert resources.bucket
-    store = commands.s3_versions(commands.aws_clients(config))
+    store = services.s3()
     planned = commands.plan_assets(config, store, bucket=resources.bucket, key=key, prefix=prefix,
                                    to_version=to_version, before=moment, undelete=undelete, keep_new=keep_new)
     outcome = _run(app, planned.plan, commands.AssetsHandlers(store).handlers(), dry_run=dry_run, yes=yes,
@@ -172,17 +162,18 @@ def invalidate(app: AppContext, paths: tuple[str, ...], wait: bool, timeout: str
       rollback infra invalidate --paths "/*" --wait
       rollback infra invalidate --paths "/index.html /app.js"
     """
-    from rollback.commands import infra_breakglass as commands
+    from rollback.commands import infra_invalidate as commands
+    from rollback.commands.infra_resources import resolve_resources
 
     config = app.config()
-    resources = commands.resolve_resources(config, need=("distribution",), distribution=distribution)
+    services = Services(config)
+    resources = resolve_resources(config, need=("distribution",), distribution=distribution, services=services)
     assert resources.distribution
     split = [p for item in (paths or ("/*",)) for p in item.split()]
     plan = commands.plan_invalidate(config, distribution_id=resources.distribution, paths=split, wait=wait,
                                     timeout=_duration(timeout, "--timeout"))
-    adapter = commands.edge_adapter(commands.aws_clients(config))
     interval = _duration(poll_interval, "--poll-interval")
-    outcome = _run(app, plan, commands.InvalidateHandlers(adapter, interval=interval).handlers(),
+    outcome = _run(app, plan, commands.InvalidateHandlers(services.edge(), interval=interval).handlers(),
                    dry_run=dry_run, yes=True, action="invalidate",
                    details={"layer": "infra", "verb": "invalidate", "distribution": resources.distribution})
     created = outcome.result_of("invalidate")
@@ -215,10 +206,10 @@ def drift(app: AppContext, checkpoint: str | None) -> None:
     """
     from pathlib import Path
 
-    from rollback.commands import infra_breakglass as commands
+    from rollback.commands import infra_invalidate as commands
 
     config = app.config()
-    report = commands.drift(config, commands.aws_clients(config), checkpoint=Path(checkpoint) if checkpoint else None)
+    report = commands.drift(config, Services(config), checkpoint=Path(checkpoint) if checkpoint else None)
     differences = report["differences"]
 
     def human() -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from rollback.cli.support import AppContext, common_options, dry_run_option, emit, pass_app, say, yes_option
+from rollback.context import Services
 
 __all__ = ["cdn"]
 
@@ -31,26 +32,13 @@ def cdn() -> None:
     the same values in the stack config."""
 
 
-def _distribution(app: AppContext, distribution: str | None) -> str:
-    from rollback.commands import infra_breakglass as breakglass
+def _distribution(services: Services, distribution: str | None) -> str:
+    from rollback.commands.infra_resources import resolve_resources
 
-    resources = breakglass.resolve_resources(app.config(), need=("distribution",), distribution=distribution)
+    resources = resolve_resources(services.config, need=("distribution",), distribution=distribution,
+                                  services=services)
     assert resources.distribution
     return resources.distribution
-
-
-def _adapter(app: AppContext) -> Any:
-    from rollback.commands import infra_breakglass as breakglass
-
-    return breakglass.edge_adapter(breakglass.aws_clients(app.config()))
-
-
-def _handlers(adapter: Any, interval: float) -> dict[str, Any]:
-    from rollback.commands.infra_breakglass import InvalidateHandlers
-    from rollback.commands.infra_cdn import CdnHandlers
-
-    return {**CdnHandlers(adapter, interval=interval).handlers(),
-            **InvalidateHandlers(adapter, interval=interval).handlers()}
 
 
 def _seconds(text: str, option: str) -> float:
@@ -74,9 +62,10 @@ def snapshot_command(app: AppContext, distribution: str | None, reason: str) -> 
     from rollback.cli.support import run_plan
     from rollback.commands import infra_cdn as commands
 
-    distribution_id = _distribution(app, distribution)
-    plan = commands.plan_snapshot(app.config(), distribution_id, reason)
-    outcome = run_plan(app, plan, _handlers(_adapter(app), 15.0), dry_run=False, yes=True,
+    services = Services(app.config())
+    distribution_id = _distribution(services, distribution)
+    plan = commands.plan_snapshot(services.config, distribution_id, reason)
+    outcome = run_plan(app, plan, commands.cdn_handlers(services.edge(), 15.0), dry_run=False, yes=True,
                        action="snapshot the distribution", confirm_first=False,
                        details={"layer": "infra", "verb": "cdn snapshot", "distribution": distribution_id})
     result = dict(outcome.result_of("snapshot"))
@@ -112,15 +101,16 @@ def list_command(app: AppContext, distribution: str | None) -> None:
     emit(app, {"snapshots": snapshots}, human)
 
 
-def _run(app: AppContext, planned: Any, adapter: Any, *, dry_run: bool, yes: bool, interval: float, action: str,
-         verb: str) -> None:
+def _run(app: AppContext, planned: Any, services: Services, *, dry_run: bool, yes: bool, interval: float,
+         action: str, verb: str) -> None:
     from rollback.cli.support import run_plan
+    from rollback.commands import infra_cdn as commands
 
-    outcome = run_plan(app, planned.plan, _handlers(adapter, interval), dry_run=dry_run, yes=yes, action=action,
+    outcome = run_plan(app, planned.plan, commands.cdn_handlers(services.edge(), interval), dry_run=dry_run,
+                       yes=yes, action=action,
                        details={"layer": "infra", "verb": verb, "distribution": planned.distribution_id})
-    results = {item.step.id: dict(item.result) for item in outcome.steps}
-    document = {"ok": True, "dry_run": dry_run, **planned.to_dict(), "run": outcome.to_dict(),
-                "results": results}
+    document = commands.cdn_document(planned, outcome)
+    results = document["results"]
 
     def human() -> None:
         update = results.get("update") or {}
@@ -164,16 +154,12 @@ def restore_command(app: AppContext, snapshot_id: str, timeout: str, poll_interv
     Example:
       rollback infra cdn restore E2QWRUHAPOMQZL-20261128T093000123456Z --yes
     """
-    from rollback.commands import infra_breakglass as breakglass
     from rollback.commands import infra_cdn as commands
 
-    config = app.config()
-    snapshot = commands.snapshot_store(config).load(snapshot_id)
-    function = breakglass.resolve_resources(config, need=()).function
-    adapter = _adapter(app)
-    planned = commands.plan_restore(config, adapter, snapshot, function=function, pin=not no_pin,
-                                    timeout=_seconds(timeout, "--timeout"))
-    _run(app, planned, adapter, dry_run=dry_run, yes=yes, interval=_seconds(poll_interval, "--poll-interval"),
+    services = Services(app.config())
+    planned = commands.prepare_restore(services.config, services, snapshot_id, pin=not no_pin,
+                                       timeout=_seconds(timeout, "--timeout"))
+    _run(app, planned, services, dry_run=dry_run, yes=yes, interval=_seconds(poll_interval, "--poll-interval"),
          action=f"put snapshot {snapshot_id} back on distribution {planned.distribution_id}", verb="cdn restore")
 
 
@@ -202,10 +188,10 @@ def release_command(app: AppContext, release: str, distribution: str | None, ori
     """
     from rollback.commands import infra_cdn as commands
 
-    config = app.config()
-    distribution_id = _distribution(app, distribution)
-    adapter = _adapter(app)
-    planned = commands.plan_release(config, adapter, distribution_id=distribution_id, release=release, origin=origin,
-                                    pin=not no_pin, timeout=_seconds(timeout, "--timeout"))
-    _run(app, planned, adapter, dry_run=dry_run, yes=yes, interval=_seconds(poll_interval, "--poll-interval"),
+    services = Services(app.config())
+    distribution_id = _distribution(services, distribution)
+    planned = commands.plan_release(services.config, services.edge(), distribution_id=distribution_id,
+                                    release=release, origin=origin, pin=not no_pin,
+                                    timeout=_seconds(timeout, "--timeout"))
+    _run(app, planned, services, dry_run=dry_run, yes=yes, interval=_seconds(poll_interval, "--poll-interval"),
          action=f"switch distribution {distribution_id} to release {release}", verb="cdn release")

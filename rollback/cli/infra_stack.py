@@ -21,6 +21,7 @@ from rollback.cli.support import (
     say,
     yes_option,
 )
+from rollback.context import Services
 
 __all__ = ["COMMANDS"]
 
@@ -55,7 +56,8 @@ def history_command(app: AppContext, limit: int | None, via: str) -> None:
     """
     from rollback.commands import infra_stack as commands
 
-    document = commands.history(app.config(), limit=limit, via=via)
+    config = app.config()
+    document = commands.history(config, limit=limit, via=via, services=Services(config))
 
     def human() -> None:
         say(f"stack {document['stack']}: {document['count']} update(s), oldest first", err=False)
@@ -92,7 +94,8 @@ def diff_command(app: AppContext, from_version: int, to_version: int | None, via
     """
     from rollback.commands import infra_stack as commands
 
-    document = commands.diff(app.config(), from_version, to_version, via=via)
+    config = app.config()
+    document = commands.diff(config, from_version, to_version, via=via, services=Services(config))
 
     def human() -> None:
         from rollback.stackdiff import SECRET_MASK, shorten
@@ -166,13 +169,10 @@ def preview_command(app: AppContext, to_version: int, plan_file: Path | None, of
     config = app.config()
     options = commands.PreviewOptions(to_version, (plan_file or commands.default_plan_file(config, to_version))
                                       .resolve(), offline, message, config_only)
-    plan, context = commands.preview_plan(config, options)
-    handlers = commands.StackHandlers(config, context["source"]).handlers()
-    outcome = run_plan(app, plan, handlers, dry_run=dry_run, yes=True, action="preview", confirm_first=False,
-                       details={"version": to_version})
-    report = commands.preview_report(config, context, {"dry_run": dry_run, "run": outcome.run_id,
-                                                       "plan": plan.to_dict()},
-                                     {item.step.id: item.result for item in outcome.steps})
+    prepared = commands.prepare_preview(config, Services(config), options)
+    outcome = run_plan(app, prepared.plan, dict(prepared.handlers), dry_run=dry_run, yes=True, action="preview",
+                       confirm_first=False, details={"version": to_version})
+    report = commands.preview_document(config, prepared, outcome)
 
     def human() -> None:
         _print_preview(report)
@@ -249,10 +249,11 @@ def restore_command(app: AppContext, to_version: int, plan_file: Path, without_p
 
     config = app.config()
     plan_file = plan_file.resolve()
-    plan = commands.restore_plan(config, to_version, plan_file, without_plan=without_plan)
-    if not dry_run:
-        commands.check_restore(config, to_version, plan_file)  # refuse before asking
-    outcome = run_plan(app, plan, commands.StackHandlers(config).handlers(), dry_run=dry_run, yes=yes,
+    # Checked first (not in a dry run): refuse before asking.
+    prepared = commands.prepare_restore(config, Services(config), to_version, plan_file, without_plan=without_plan,
+                                        check=not dry_run)
+    plan = prepared.plan
+    outcome = run_plan(app, plan, dict(prepared.handlers), dry_run=dry_run, yes=yes,
                        action=f"restore version {to_version}", confirm_first=True,
                        prompt=f"Apply {plan_file.name} to stack {config.require_pulumi().stack}?",
                        details={"version": to_version, "plan_file": str(plan_file)})
@@ -292,7 +293,8 @@ def config_restore_command(app: AppContext, backup: Path, yes: bool, dry_run: bo
     config = app.config()
     meta = commands.check_config_backup(config, backup)  # refuse a stray file before asking
     plan = commands.config_restore_plan(config, backup)
-    result = run_plan(app, plan, commands.StackHandlers(config).handlers(), dry_run=dry_run, yes=yes,
+    handlers = commands.StackHandlers(config, services=Services(config)).handlers()
+    result = run_plan(app, plan, handlers, dry_run=dry_run, yes=yes,
                       action="overwrite the stack config", confirm_first=True,
                       prompt=f"Overwrite {meta['path']} with the copy saved in {backup.name}?")
     document = {"dry_run": dry_run, **result.result_of("restore"), "plan": plan.to_dict()}

@@ -23,23 +23,39 @@ Both are plans run through the one step shape (Contract A):
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from rollback.adapters.cloudfront import (
+    DEFAULT_BEHAVIOUR,
+    DistributionSnapshot,
+    EdgeAdapter,
+    SnapshotStore,
+    StaleETag,
+    _parse_config,
+    function_name_of,
+    invalidation_paths,
+    set_origin_path,
+    take_snapshot,
+)
+from rollback.adapters.stack_config import read_stack_config, write_stack_config
+from rollback.commands.infra_invalidate import InvalidateHandlers
+from rollback.commands.infra_resources import pin_target, resolve_resources, short_path
+from rollback.config import Config
+from rollback.context import Services
 from rollback.errors import BadInput, OperationFailed, RollbackError, UnsafePrecondition
+from rollback.journal import Journal
 from rollback.plan import Plan, Step
-from rollback.runner import Check, StepContext, StepHandler, handler
+from rollback.runner import Check, ExecutionResult, StepContext, StepHandler, execute, handler
 from rollback.units import format_duration
 
-if TYPE_CHECKING:
-    from rollback.adapters.cloudfront import DistributionSnapshot, EdgeAdapter, SnapshotStore
-    from rollback.config import Config
-
-__all__ = ["ASSETS_ORIGIN", "CdnHandlers", "CdnPlan", "list_snapshots", "plan_release", "plan_restore",
-           "plan_snapshot", "snapshot_step", "snapshot_store"]
+__all__ = ["ASSETS_ORIGIN", "CdnHandlers", "CdnPlan", "cdn_document", "cdn_handlers", "list_snapshots",
+           "plan_release", "plan_restore", "plan_snapshot", "prepare_restore", "run_cdn", "snapshot_step",
+           "snapshot_store"]
 
 ASSETS_ORIGIN = "assets"
 RELEASE_PIN_KEY = "assetsRelease"
@@ -48,8 +64,6 @@ RELEASES_PREFIX = "/releases/"
 
 
 def snapshot_store(config: Config) -> SnapshotStore:
-    from rollback.adapters.cloudfront import SnapshotStore
-
     return SnapshotStore(config.resolve_path(".rollback/cdn-snapshots"))
 
 
@@ -89,8 +103,6 @@ def _release_of(config: Mapping[str, Any], origin: str) -> str | None:
 
 
 def _edge_version_of(config: Mapping[str, Any], function: str | None) -> str | None:
-    from rollback.adapters.cloudfront import DEFAULT_BEHAVIOUR, _parse_config, function_name_of
-
     parsed = _parse_config("", "", config)
     wanted = function_name_of(function) if function else None
     versions = {a.version for a in parsed.associations if a.behaviour == DEFAULT_BEHAVIOUR and a.version
@@ -100,8 +112,6 @@ def _edge_version_of(config: Mapping[str, Any], function: str | None) -> str | N
 
 def _pin_steps(config: Config, values: Mapping[str, str | None], pin: bool) -> tuple[list[Step], dict[str, str],
                                                                                       list[str]]:
-    from rollback.commands.infra_breakglass import _pin_target, _short
-
     wanted = {k: v for k, v in values.items() if v}
     if not wanted:
         return [], {}, []
@@ -109,11 +119,11 @@ def _pin_steps(config: Config, values: Mapping[str, str | None], pin: bool) -> t
         shown = ", ".join(f"{k} = {v}" for k, v in wanted.items())
         return [], {}, [f"--no-pin: the stack config is not changed; the next pulumi up puts back what the stack "
                         f"pins unless you set {shown}"]
-    path, _key, stack = _pin_target(config)
+    path, _key, stack = pin_target(config)
     project = _key.split(":", 1)[0] if ":" in _key else None
     qualified = {(f"{project}:{k}" if project else k): v for k, v in wanted.items()}
     step = Step("pin", "cdn.pin", f"pin {', '.join(f'{k} = {v}' for k, v in qualified.items())} in "
-                                  f"{_short(config, path)} so the next pulumi up keeps it",
+                                  f"{short_path(config, path)} so the next pulumi up keeps it",
                 target=f"stack {stack}", params={"path": str(path), "stack": stack, "values": qualified},
                 layer="edge")
     return [step], qualified, []
@@ -135,8 +145,6 @@ def _tail_steps(config: Config, distribution_id: str, paths: list[str], timeout:
 def plan_restore(config: Config, adapter: EdgeAdapter, snapshot: DistributionSnapshot, *, function: str | None = None,
                  pin: bool = True, timeout: float = 1200.0) -> CdnPlan:
     """Put ``snapshot``'s whole config back (read-only: reads the distribution now, for the ETag and the diff)."""
-    from rollback.adapters.cloudfront import invalidation_paths
-
     distribution_id = snapshot.distribution_id
     current = adapter.get_config(distribution_id)
     paths = invalidation_paths(current.raw, snapshot.config)
@@ -162,10 +170,6 @@ def plan_restore(config: Config, adapter: EdgeAdapter, snapshot: DistributionSna
 def plan_release(config: Config, adapter: EdgeAdapter, *, distribution_id: str, release: str,
                  origin: str = ASSETS_ORIGIN, pin: bool = True, timeout: float = 1200.0) -> CdnPlan:
     """Switch the assets origin to ``releases/<release>`` alone."""
-    import re
-
-    from rollback.adapters.cloudfront import invalidation_paths, set_origin_path
-
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", release):
         raise BadInput(f"{release!r} is not a release id", "use the folder name under releases/ in the bucket")
     current = adapter.get_config(distribution_id)
@@ -192,8 +196,6 @@ def plan_release(config: Config, adapter: EdgeAdapter, *, distribution_id: str, 
 
 def _same(current: Mapping[str, Any], target: Mapping[str, Any]) -> bool:
     """Whether ``current`` already serves as ``target`` would (origins, behaviours, associations)."""
-    from rollback.adapters.cloudfront import _parse_config, invalidation_paths
-
     if invalidation_paths(current, target):
         return False
     return _parse_config("", "", current).associations == _parse_config("", "", target).associations
@@ -218,8 +220,6 @@ class CdnHandlers:
 
     @staticmethod
     def _store(step: Step) -> SnapshotStore:
-        from rollback.adapters.cloudfront import SnapshotStore
-
         return SnapshotStore(Path(str(step.params["directory"])))
 
     # --- snapshot -----------------------------------------------------------------------------------
@@ -231,8 +231,6 @@ class CdnHandlers:
         return Check(False, {"would_save_in": str(step.params["directory"])}, would)
 
     def snapshot(self, step: Step, ctx: StepContext) -> dict[str, Any]:
-        from rollback.adapters.cloudfront import take_snapshot
-
         taken = take_snapshot(self.adapter, str(step.params["distribution"]), str(step.params.get("reason") or ""))
         path = self._store(step).save(taken)
         return {"snapshot": taken.id, "etag": taken.etag, "path": str(path), "taken_at": taken.taken_at,
@@ -240,8 +238,6 @@ class CdnHandlers:
 
     # --- update -------------------------------------------------------------------------------------
     def _target(self, step: Step, current: Mapping[str, Any]) -> Mapping[str, Any]:
-        from rollback.adapters.cloudfront import set_origin_path
-
         if step.params["kind"] == "restore":
             return self._store(step).load(str(step.params["snapshot"])).config
         return set_origin_path(current, str(step.params["origin"]), str(step.params["origin_path"]))
@@ -255,8 +251,6 @@ class CdnHandlers:
         return Check(False, {"changed": False, "if_match": step.params["etag"]}, would)
 
     def update(self, step: Step, ctx: StepContext) -> dict[str, Any]:
-        from rollback.adapters.cloudfront import StaleETag
-
         distribution, planned = str(step.params["distribution"]), str(step.params["etag"])
         fresh = self.adapter.get_config(distribution)
         body = self._target(step, fresh.raw)
@@ -296,8 +290,6 @@ class CdnHandlers:
                                details={"pin_command": commands})
 
     def check_pin(self, step: Step, ctx: StepContext) -> Check:
-        from rollback.adapters.stack_config import read_stack_config
-
         values = {str(k): str(v) for k, v in step.params["values"].items()}
         try:
             current = read_stack_config(Path(str(step.params["path"])))
@@ -309,8 +301,6 @@ class CdnHandlers:
         return Check(False, {"would_set": values, "current": {k: current.get(k) for k in values}}, would)
 
     def pin(self, step: Step, ctx: StepContext) -> dict[str, Any]:
-        from rollback.adapters.stack_config import read_stack_config, write_stack_config
-
         path = Path(str(step.params["path"]))
         values = {str(k): str(v) for k, v in step.params["values"].items()}
         try:
@@ -319,3 +309,33 @@ class CdnHandlers:
         except (RollbackError, OSError) as exc:
             raise self._pin_failed(step, exc) from exc
         return {"changed": True, "values": values, "before": {k: before.get(k) for k in values}, "path": str(path)}
+
+
+# --------------------------------------------------------------------------- without the CLI
+
+
+def cdn_handlers(adapter: EdgeAdapter, interval: float = 15.0) -> dict[str, StepHandler]:
+    """The handlers of every ``cdn`` plan: its own steps and the invalidation."""
+    return {**CdnHandlers(adapter, interval=interval).handlers(),
+            **InvalidateHandlers(adapter, interval=interval).handlers()}
+
+
+def prepare_restore(config: Config, services: Services, snapshot_id: str, *, pin: bool = True,
+                    timeout: float = 1200.0) -> CdnPlan:
+    """Load the snapshot and plan putting it back (read-only), through ``services.edge()``."""
+    snapshot = snapshot_store(config).load(snapshot_id)
+    function = resolve_resources(config, need=(), services=services).function
+    return plan_restore(config, services.edge(), snapshot, function=function, pin=pin, timeout=timeout)
+
+
+def cdn_document(planned: CdnPlan, outcome: ExecutionResult) -> dict[str, Any]:
+    """What ``infra cdn restore|release`` prints with ``--json``."""
+    results = {item.step.id: dict(item.result) for item in outcome.steps}
+    return {"ok": True, "dry_run": outcome.dry_run, **planned.to_dict(), "run": outcome.to_dict(), "results": results}
+
+
+def run_cdn(planned: CdnPlan, services: Services, *, interval: float = 15.0, dry_run: bool = False,
+            journal: Journal | None = None) -> dict[str, Any]:
+    """Execute a planned ``cdn restore|release`` without the CLI (no confirmation asked)."""
+    outcome = execute(planned.plan, cdn_handlers(services.edge(), interval), journal=journal, dry_run=dry_run)
+    return cdn_document(planned, outcome)

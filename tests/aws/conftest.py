@@ -147,7 +147,7 @@ class Project:
 @pytest.fixture
 def project(tmp_path: Any, write_config: Callable[..., Any]) -> Callable[..., Project]:
     def make(stack: EdgeStack | None = None, *, aws_settings: dict[str, Any] | None = None,
-             pulumi: bool = True) -> Project:
+             pulumi: bool = True, pulumi_settings: dict[str, Any] | None = None) -> Project:
         (tmp_path / "Pulumi.yaml").write_text("name: rollback\nruntime: python\nstackConfigDir: stacks\n",
                                               encoding="utf-8")
         (tmp_path / "stacks").mkdir(exist_ok=True)
@@ -160,7 +160,7 @@ def project(tmp_path: Any, write_config: Callable[..., Any]) -> Callable[..., Pr
         settings.update(aws_settings or {})
         env: dict[str, Any] = {"aws": settings}
         if pulumi:
-            env["pulumi"] = {"stack": "prod", "project_dir": "."}
+            env["pulumi"] = {"stack": "prod", "project_dir": ".", **(pulumi_settings or {})}
         journal = tmp_path / "journal"
         path = write_config({"prod": env}, default_env="prod", journal_dir=str(journal))
         return Project(path, tmp_path, stack_file, journal)

@@ -158,8 +158,9 @@ def test_prefix_before_time_restores_each_key(aws: Callable[[str], Any], bucket:
 
 def test_key_written_between_plan_and_apply_is_left_alone(aws: Callable[[str], Any],
                                                           bucket: tuple[str, Project]) -> None:
-    from rollback.commands import infra_breakglass as commands
+    from rollback.commands import infra_assets as commands
     from rollback.config import load_config
+    from rollback.context import Services
     from rollback.runner import execute
 
     name, proj = bucket
@@ -167,7 +168,7 @@ def test_key_written_between_plan_and_apply_is_left_alone(aws: Callable[[str], A
     good = _put(s3, name, "index.html", "good")
     _put(s3, name, "index.html", "bad")
     config = load_config(proj.config)
-    store = commands.s3_versions(commands.aws_clients(config))
+    store = Services(config).s3()
     planned = commands.plan_assets(config, store, bucket=name, key="index.html", to_version=good)
     _put(s3, name, "index.html", "hotfix by someone else")
     with pytest.raises(UnsafePrecondition, match="changed since the plan"):

@@ -62,25 +62,48 @@ def test_release_switches_the_origin_path_invalidates_and_pins(
     assert len(invalidations(aws, stack.distribution_id)) == 2
 
 
+class SomeoneChangesItAfterThePlan:
+    """The edge adapter, with someone else's change landing right after the plan's read of the distribution."""
+
+    def __init__(self, adapter: Any, change: Callable[[], object]) -> None:
+        self.adapter = adapter
+        self.change: Callable[[], object] | None = change
+
+    def get_config(self, distribution_id: str) -> Any:
+        read = self.adapter.get_config(distribution_id)
+        if self.change is not None:
+            change, self.change = self.change, None
+            change()
+        return read
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.adapter, name)
+
+
 def test_a_concurrent_change_is_a_412_and_nothing_is_overwritten(
         aws: Callable[[str], Any], edge_stack: Callable[..., EdgeStack], project: Callable[..., Project],
-        run_cli: Any, monkeypatch: Any) -> None:
+        run_cli: Any) -> None:
+    """The restore as a library caller runs it (prepare_restore, then run_cdn, journaled); the CLI runs the
+    same two and prints the refusal's one_line() with exit code 4."""
+    import pytest
+
     from rollback.commands import infra_cdn
+    from rollback.config import load_config
+    from rollback.context import Services
+    from rollback.errors import RollbackError
+    from rollback.journal import Journal
 
     stack = edge_stack()
     proj = project(stack)
     snapshot = run_cli(*CDN, "snapshot", "--reason", "before", "--json", "--config", str(proj.config)).json()
     before_pin = proj.stack_file.read_text()
-    planned = infra_cdn.plan_restore
 
-    def someone_changes_it_after_the_plan(*args: Any, **kwargs: Any) -> Any:
-        result = planned(*args, **kwargs)
+    def someone_changes_it_after_the_plan() -> None:
         client = aws("cloudfront")
         current = client.get_distribution_config(Id=stack.distribution_id)
         client.update_distribution(Id=stack.distribution_id, IfMatch=current["ETag"],
                                    DistributionConfig=set_origin_path(current["DistributionConfig"], "assets",
                                                                       "/releases/hotfix"))
-        return result
 
     # The distribution moves on between the snapshot and the restore's plan...
     client = aws("cloudfront")
@@ -89,10 +112,15 @@ def test_a_concurrent_change_is_a_412_and_nothing_is_overwritten(
                                DistributionConfig=set_origin_path(current["DistributionConfig"], "assets",
                                                                   "/releases/r43"))
     # ...and again between the plan and the update: the planned ETag is stale.
-    monkeypatch.setattr(infra_cdn, "plan_restore", someone_changes_it_after_the_plan)
-    result = run_cli(*CDN, "restore", snapshot["snapshot"], *FAST, "--yes", "--config", str(proj.config))
-    assert result.code == 4, result.err
-    (error,) = [line for line in result.err.splitlines() if line.startswith("error: ")]
+    config = load_config(proj.config)
+    real = Services(config).edge()
+    services = Services(config, edge=SomeoneChangesItAfterThePlan(real, someone_changes_it_after_the_plan))
+    planned = infra_cdn.prepare_restore(config, services, snapshot["snapshot"])
+    with Journal.start(config.journal_dir, command="rollback infra cdn restore", env=config.env_name,
+                       details={}, lock=True) as journal, pytest.raises(RollbackError) as refused:
+        infra_cdn.run_cdn(planned, services, interval=0, journal=journal)
+    assert refused.value.exit_code == 4, refused.value
+    error = f"error: {refused.value.one_line()}"
     assert "changed since the plan" in error and "412 PreconditionFailed" in error
     assert "nothing was overwritten" in error
     assert origin_path(aws, stack.distribution_id) == "/releases/hotfix"  # the other change stands

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 
 from rollback.adapters.stack_config import read_stack_config
 from rollback.config import load_config
+from rollback.context import Services
 from rollback.errors import AwsError, UnsafePrecondition
 from rollback.runner import execute
 from tests.aws.conftest import STACK_FILE, EdgeStack, Project, associations, journal_events
@@ -99,10 +101,10 @@ def test_without_yes_and_terminal_refuses(edge_stack: Callable[..., EdgeStack], 
 
 
 def _plan(proj: Project, stack: EdgeStack, version: int) -> tuple[Any, Any, Any]:
-    from rollback.commands import infra_breakglass as commands
+    from rollback.commands import infra_edge as commands
 
     config = load_config(proj.config)
-    adapter = commands.edge_adapter(commands.aws_clients(config))
+    adapter = Services(config).edge()
     planned = commands.plan_edge(config, adapter, to_version=version, distribution_id=stack.distribution_id,
                                  function=stack.function)
     return config, adapter, planned
@@ -289,44 +291,65 @@ def test_unset_resources_name_the_config_key(project: Callable[..., Project], ru
 
 
 def test_resources_from_stack_outputs(edge_stack: Callable[..., EdgeStack], project: Callable[..., Project],
-                                      run_cli: Any, monkeypatch: pytest.MonkeyPatch, aws: Callable[[str], Any]) -> None:
-    from rollback.commands import infra_stack
-
+                                      run_cli: Any, tmp_path: Any, aws: Callable[[str], Any]) -> None:
+    """The outputs come from the stack's current checkpoint in a self-managed (file://) backend."""
     stack = edge_stack()
-    proj = project(None, aws_settings={"from_stack_outputs": True})
-    monkeypatch.setattr(infra_stack, "stack_outputs", lambda config: {
-        "distributionId": stack.distribution_id, "edgeFunctionName": stack.function, "assetsBucket": stack.bucket})
+    state = tmp_path / "state"
+    (state / ".pulumi" / "stacks").mkdir(parents=True)
+    outputs = {"distributionId": stack.distribution_id, "edgeFunctionName": stack.function,
+               "assetsBucket": stack.bucket}
+    (state / ".pulumi" / "stacks" / "prod.json").write_text(json.dumps({"version": 3, "checkpoint": {
+        "stack": "prod", "latest": {"resources": [{
+            "urn": "urn:pulumi:prod::rollback::pulumi:pulumi:Stack::rollback-prod", "custom": False,
+            "type": "pulumi:pulumi:Stack", "outputs": outputs}]}}}), encoding="utf-8")
+    proj = project(None, aws_settings={"from_stack_outputs": True},
+                   pulumi_settings={"backend_url": f"file://{state}"})
     result = run_cli(*EDGE, "--to-version", "2", "--yes", "--json", "--config", str(proj.config))
     assert result.code == 0, result.err
     assert result.json()["resources"]["sources"] == {"distribution": "stack outputs", "function": "stack outputs"}
     assert associations(aws("cloudfront"), stack.distribution_id)["default"] == [stack.arn(2)]
 
 
-def test_concurrent_change_through_the_cli_exits_4_without_overwriting(
-        aws: Callable[[str], Any], edge_stack: Callable[..., EdgeStack], project: Callable[..., Project],
-        run_cli: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rollback.commands import infra_breakglass as commands
+class SomeoneDeploysAfterTheFirstRead:
+    """The edge adapter, with someone else's deploy landing right after the plan's read of the distribution."""
+
+    def __init__(self, adapter: Any, deploy: Callable[[], object]) -> None:
+        self.adapter = adapter
+        self.deploy: Callable[[], object] | None = deploy
+
+    def get_config(self, distribution_id: str) -> Any:
+        read = self.adapter.get_config(distribution_id)
+        if self.deploy is not None:
+            deploy, self.deploy = self.deploy, None
+            deploy()
+        return read
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.adapter, name)
+
+
+def test_concurrent_change_between_plan_and_act_refuses_without_overwriting(
+        aws: Callable[[str], Any], edge_stack: Callable[..., EdgeStack], project: Callable[..., Project]) -> None:
+    """``infra edge`` as a library caller runs it (rollback.commands.infra_edge.run_edge); the CLI runs the
+    same prepare_edge and prints the refusal's one_line() with exit code 4."""
+    from rollback.commands.infra_edge import run_edge
 
     stack = edge_stack(versions=4, live=3)
     proj = project(stack)
     cf = aws("cloudfront")
-    real_plan = commands.plan_edge
 
-    def plan_then_someone_deploys_v4(*args: Any, **kwargs: Any) -> Any:
-        planned = real_plan(*args, **kwargs)
+    def to_v4(config: dict[str, Any]) -> None:
+        for item in [config["DefaultCacheBehavior"], *config["CacheBehaviors"]["Items"]]:
+            for association in item["LambdaFunctionAssociations"].get("Items", []):
+                association["LambdaFunctionARN"] = stack.arn(4)
 
-        def to_v4(config: dict[str, Any]) -> None:
-            for item in [config["DefaultCacheBehavior"], *config["CacheBehaviors"]["Items"]]:
-                for association in item["LambdaFunctionAssociations"].get("Items", []):
-                    association["LambdaFunctionARN"] = stack.arn(4)
-
-        _someone_else_updates(cf, stack.distribution_id, to_v4)
-        return planned
-
-    monkeypatch.setattr(commands, "plan_edge", plan_then_someone_deploys_v4)
-    result = run_cli(*EDGE, "--to-version", "2", "--yes", "--config", str(proj.config))
-    assert result.code == 4
-    last = result.err.strip().splitlines()[-1]
+    config = load_config(proj.config)
+    real = Services(config).edge()
+    edge = SomeoneDeploysAfterTheFirstRead(real, lambda: _someone_else_updates(cf, stack.distribution_id, to_v4))
+    with pytest.raises(UnsafePrecondition) as refused:
+        run_edge(config, Services(config, edge=edge), to_version=2, interval=0)
+    assert refused.value.exit_code == 4
+    last = f"error: {refused.value.one_line()}"
     assert last.startswith(f"error: distribution {stack.distribution_id} was changed by someone else since the "
                            f"plan: behaviour ")
     assert last.endswith("(nothing was changed by this run; find out who changed it, then run the command again "
@@ -379,14 +402,12 @@ def test_concurrent_updates_from_threads_exactly_one_wins(aws: Callable[[str], A
 
 
 def test_stack_outputs_failure_names_the_config_key(project: Callable[..., Project], run_cli: Any,
-                                                     monkeypatch: pytest.MonkeyPatch, aws_env: str) -> None:
-    from rollback.commands import infra_stack
-    from rollback.errors import PulumiError
-
-    def broken(config: Any) -> dict[str, Any]:
-        raise PulumiError("cannot read the stack outputs: no Pulumi CLI and no self-managed backend configured")
-
-    monkeypatch.setattr(infra_stack, "stack_outputs", broken)
+                                                     monkeypatch: pytest.MonkeyPatch, aws_env: str,
+                                                     tmp_path: Any) -> None:
+    """No self-managed backend and no Pulumi CLI on PATH: the outputs cannot be read, for real."""
+    monkeypatch.delenv("PULUMI_BACKEND_URL", raising=False)
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
     proj = project(None, aws_settings={"from_stack_outputs": True})
     result = run_cli("infra", "invalidate", "--config", str(proj.config))
     assert result.code == 2

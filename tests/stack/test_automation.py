@@ -61,14 +61,19 @@ def test_diff_through_the_cli_reads_old_checkpoints_from_the_backend(stack_env: 
 
 
 def test_diff_through_the_cli_without_a_diy_backend_compares_config(
-        make_stack: Callable[..., StackEnv], fake_pulumi: FakePulumi, run_cli: RunCli,
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        make_stack: Callable[..., StackEnv], fake_pulumi: FakePulumi, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Automation API with no self-managed backend to read old checkpoints from: injected as a
+    CliSource without one (the recorded-CLI double still needs PULUMI_BACKEND_URL to answer)."""
+    from rollback.adapters.stack_history import CliSource, cli_stack
+    from rollback.commands import infra_stack
+    from rollback.config import load_config
+    from rollback.context import Services
+
     env = make_stack(backend_in_config=False)
     monkeypatch.setenv("PULUMI_BACKEND_URL", f"file://{env.backend}")  # for the double only
-    monkeypatch.setattr("rollback.commands.infra_stack._backend_source", lambda config: None)
-    result = run_cli("infra", "diff", "2", "4", "--json")
-    assert result.code == 0, result.err
-    document = result.json()
+    config = load_config(env.config)
+    services = Services(config, stack_source=CliSource(cli_stack(config), None))
+    document = json.loads(json.dumps(infra_stack.diff(config, 2, 4, services=services)))
     assert document["resources"] is None
     assert [c["key"] for c in document["config"]] == ["rollback:assetsRelease", "rollback:edgeFunctionVersion",
                                                       SECRET_KEY]
@@ -110,6 +115,31 @@ def test_preview_sets_the_config_and_saves_the_plan(stack_env: StackEnv, fake_pu
     assert journals  # the preview is journaled: check it too
     for secret in SECRETS:
         assert secret not in result.out and secret not in result.err and secret not in journals
+
+
+def test_library_callers_preview_and_restore_without_the_cli(stack_env: StackEnv, fake_pulumi: FakePulumi) -> None:
+    """preview then restore through rollback.commands.infra_stack (run_preview, run_restore), with one
+    Services, against the recorded-CLI double: the same plan is saved, then applied exactly."""
+    from rollback.commands.infra_stack import PreviewOptions, diff, run_preview, run_restore
+    from rollback.config import load_config
+    from rollback.context import Services
+    from rollback.errors import UnsafePrecondition
+
+    config = load_config(stack_env.config)
+    plan = stack_env.root / "v3.plan.json"
+    dry = run_preview(config, Services(config), PreviewOptions(3, plan, config_only=True), dry_run=True)
+    assert dry["dry_run"] is True and not plan.exists() and _sub(fake_pulumi.calls(), "preview") == []
+    report = run_preview(config, Services(config), PreviewOptions(3, plan, config_only=True))
+    assert report["version"] == 3 and report["change_summary"] == {"same": 33, "update": 1}
+    assert report["next"] == f"rollback infra restore --to 3 --plan-file {plan}"
+    assert plan.exists()
+    outcome = run_restore(config, Services(config), 3, plan)
+    assert outcome.result_of("up")["result"] == "succeeded"
+    (up,) = _sub(fake_pulumi.calls(), "up")
+    assert up[up.index("--plan") + 1] == str(plan)
+    assert diff(config, 3, 6, services=Services(config))["config"] == []
+    with pytest.raises(UnsafePrecondition, match="was already applied"):
+        run_restore(config, Services(config), 3, plan)
 
 
 def test_restore_applies_exactly_the_saved_plan(stack_env: StackEnv, fake_pulumi: FakePulumi,
@@ -195,13 +225,14 @@ def test_restore_needs_confirmation_without_yes(stack_env: StackEnv, fake_pulumi
 
 def test_stack_outputs_through_the_cli(make_stack: Callable[..., StackEnv], fake_pulumi: FakePulumi,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    from rollback.commands.infra_stack import stack_outputs
+    """Outputs through the Automation API (no self-managed backend given to read them from)."""
+    from rollback.adapters.stack_history import cli_stack, read_outputs
     from rollback.config import load_config
 
     env = make_stack(backend_in_config=False)
     monkeypatch.setenv("PULUMI_BACKEND_URL", f"file://{env.backend}")
-    monkeypatch.setattr("rollback.commands.infra_stack._backend_source", lambda config: None)
-    outputs = stack_outputs(load_config(env.config))
+    config = load_config(env.config)
+    outputs = read_outputs(None, lambda: cli_stack(config))
     assert outputs["distributionId"] == "E2QWRUHAPOMQZL"
     assert ["stack", "output", "--json", "--stack", "staging"] in _sub(fake_pulumi.calls(), "stack")
 
@@ -285,7 +316,10 @@ def test_restore_that_cannot_mark_the_plan_applied_still_succeeds_with_a_warning
             raise stack_config.StackConfigError(f"cannot write {path}: No space left on device")
         real_write(path, text)
 
-    monkeypatch.setattr(stack_config, "atomic_write", full_disk)
+    import rollback.commands.infra_stack_plan as infra_stack_plan
+
+    # The disk fills up for the plan's sidecar record, which infra_stack_plan writes.
+    monkeypatch.setattr(infra_stack_plan, "atomic_write", full_disk)
     result = run_cli("infra", "restore", "--to", "3", "--plan-file", "v3.plan.json", "--yes")
     assert result.code == 0, result.err
     assert "restored version 3: succeeded" in result.out

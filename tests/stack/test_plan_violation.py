@@ -64,10 +64,10 @@ def test_step_comparison() -> None:
 
 
 def _stack(env: StackEnv) -> object:
-    from rollback.commands.infra_stack import _cli_stack
     from rollback.config import load_config
+    from rollback.context import Services
 
-    return _cli_stack(load_config(env.config))
+    return Services(load_config(env.config)).pulumi_stack()
 
 
 def test_the_double_reproduces_the_violation_and_the_fresh_preview_matches_the_plan(

@@ -1,0 +1,262 @@
+"""The program a stack version is previewed and restored with: version N's own (the commit its
+update ran from, checked out in a temporary git worktree) or today's; and, offline, the
+desired-state diff of the program run under Pulumi's mocks, with the refusal of anything that would
+replace the assets bucket or the edge function.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rollback.adapters.git import GitRepo
+from rollback.adapters.program_checkout import (
+    checkout,
+    program_changes,
+    program_source,
+    project_in_repo,
+    require_program,
+    worktree_path,
+)
+from rollback.adapters.pulumi import PulumiStack
+from rollback.adapters.pulumi_mocks import diff_declared_inputs, run_program_under_mocks
+from rollback.adapters.stack_config import stack_config_file
+from rollback.adapters.stack_history import backend_url, cli_stack, project_dir, stack_ref
+from rollback.config import Config
+from rollback.errors import PulumiError, RollbackError, UnsafePrecondition
+from rollback.stackdiff import ConfigValue, StackVersion, shorten
+
+__all__ = ["NEVER_REPLACED", "describe_program", "desired_state_diff", "preview_command", "program_for",
+           "program_project_dir", "program_rows", "program_stack", "refuse_replaced_resources",
+           "refuse_replacements", "up_command"]
+
+
+def program_for(config: Config, version: StackVersion, *, config_only: bool = False) -> dict[str, Any]:
+    """Which program previews ``version``: its own (the commit it ran from) or today's.
+
+    Returns the JSON-only description the steps carry: ``mode`` is ``"commit"`` (that commit's
+    program differs from the work tree's: run it from a worktree), ``"same"`` (it does not) or
+    ``"config-only"``. Refuses (UnsafePrecondition) a version whose program cannot be checked out:
+    no commit recorded, run from a dirty tree, a commit this repository lacks, no git repository.
+    """
+    source = program_source(version.version, version.environment)
+    if config_only:
+        return {"mode": "config-only", "commit": source.commit, "files": [], "dirty": source.dirty}
+    repo = GitRepo(project_dir(config))
+    if not repo.is_repository():
+        raise UnsafePrecondition(
+            f"the Pulumi project {project_dir(config)} is not in a git repository, so version {version.version}'s "
+            "program cannot be checked out",
+            "preview it with today's program: add --config-only")
+    commit = require_program(repo, source)
+    files = program_changes(repo, commit, project_dir(config))
+    return {"mode": "commit" if files else "same", "commit": commit, "files": files, "dirty": False}
+
+
+def describe_program(program: Mapping[str, Any], version: int) -> str:
+    commit = str(program.get("commit") or "")[:12]
+    if program.get("mode") == "commit":
+        files = ", ".join(program.get("files") or [])
+        return f"program: version {version}'s own, from commit {commit} (differs from the work tree in {files})"
+    if program.get("mode") == "same":
+        return f"program: today's, the same as version {version}'s commit {commit}"
+    return "program: today's (--config-only): only the config goes back" + (
+        f"; version {version} ran from commit {commit}" if commit else "")
+
+
+@contextmanager
+def program_project_dir(config: Config, program: Mapping[str, Any] | None) -> Iterator[Path]:
+    """The project directory to run Pulumi in: a worktree of the program's commit (removed on exit) when
+    it differs from the work tree's, else the project itself."""
+    if not program or program.get("mode") != "commit":
+        yield project_dir(config)
+        return
+    repo = GitRepo(project_dir(config))
+    with checkout(repo, str(program["commit"]), project_dir=project_dir(config), root=config.root) as found:
+        yield found.project_dir
+
+
+def program_stack(config: Config, directory: Path) -> PulumiStack:
+    return cli_stack(config, directory)
+
+
+def preview_command(config: Config, plan_file: Path, program: Mapping[str, Any] | None = None) -> str:
+    settings = config.require_pulumi()
+    return _in_program(config, program, ["pulumi", "preview", "--diff", "--stack", settings.stack,
+                                         "--save-plan", str(plan_file)])
+
+
+def up_command(config: Config, plan_file: Path, program: Mapping[str, Any] | None = None) -> str:
+    settings = config.require_pulumi()
+    return _in_program(config, program, ["pulumi", "up", "--plan", str(plan_file), "--stack", settings.stack])
+
+
+def _in_program(config: Config, program: Mapping[str, Any] | None, parts: list[str]) -> str:
+    """``parts`` run in the project, or in a worktree of the program's commit (made, then removed)."""
+    url = backend_url(config)
+    env = f"PULUMI_BACKEND_URL={shlex.quote(url)} " if url else ""
+    if not program or program.get("mode") != "commit":
+        return env + " ".join(shlex.quote(p) for p in [*parts, "--cwd", str(project_dir(config))])
+    repo = GitRepo(project_dir(config))
+    top = repo.toplevel()
+    tree = worktree_path(str(program["commit"]), project_dir(config), config.root)
+    inner = tree / project_in_repo(repo, project_dir(config))
+    run = " ".join(shlex.quote(p) for p in [*parts, "--cwd", str(inner), "--config-file",
+                                            str(stack_config_file(config))])
+    git = f"git -C {shlex.quote(str(top))} worktree"
+    return (f"{git} add --detach {shlex.quote(str(tree))} {program['commit']} && {env}{run}; "
+            f"{git} remove --force {shlex.quote(str(tree))}")
+
+
+def _mock_config(values: Mapping[str, ConfigValue]) -> tuple[dict[str, object], list[str]]:
+    """Config for the mocks runner: secrets get one placeholder (their values are not known offline)."""
+    plain: dict[str, object] = {}
+    secrets: list[str] = []
+    for key, value in values.items():
+        if value.secret:
+            plain[key] = "rollback-offline-secret-placeholder"
+            secrets.append(key)
+        else:
+            text = value.value or ""
+            try:
+                plain[key] = json.loads(text) if text[:1] in ("[", "{") else text
+            except ValueError:
+                plain[key] = text
+    return plain, secrets
+
+
+def desired_state_diff(config: Config, before: Mapping[str, ConfigValue],
+                       after: Mapping[str, ConfigValue], *, after_label: str = "the pinned version's config",
+                       after_project_dir: Path | None = None) -> list[dict[str, Any]]:
+    """Declared inputs that differ between the program run with ``before`` (the stack's current
+    config) and with ``after``; a run the program refuses names which config it was and why.
+
+    ``after_project_dir`` runs the ``after`` side with the program of another checkout (the
+    project directory of a worktree of an earlier commit): program@HEAD + current config against
+    program@commit + that version's config.
+    """
+    ref = stack_ref(config)
+    program = _program_dir(config)
+    stack_file = stack_config_file(config)
+    runs = []
+    for values, label in ((before, f"the current stack config ({_display(config, stack_file)})"),
+                          (after, after_label)):
+        if values is after and after_project_dir is not None:
+            program = _program_dir_in(after_project_dir)
+        plain, secrets = _mock_config(values)
+        try:
+            runs.append(run_program_under_mocks(program, plain, project=ref.project, stack=ref.name,
+                                                secret_keys=secrets))
+        except Exception as exc:  # the program's own error, e.g. a key it requires or a pin it rejects
+            raise _program_failure(exc, label, is_current=values is before, stack_file=stack_file,
+                                   program=program) from exc
+    changes = diff_declared_inputs(runs[0], runs[1])
+    rows: list[dict[str, Any]] = []
+    for name, items in changes.items():
+        kind = runs[1].get(name, runs[0].get(name, {})).get("type")
+        for path, old, new in items:
+            rows.append({"resource": name, "type": kind, "path": path, "old": old, "new": new})
+    refuse_replacements(rows, after_label)
+    return rows
+
+
+# Resources whose replacement a rollback must never trigger: inputs that force one (and a changed
+# logical name, which is a delete plus a create). The program retains the edge function and protects
+# the bucket, but by then CloudFront would already point at the new (empty or not yet replicated) one.
+NEVER_REPLACED: dict[str, tuple[str, tuple[str, ...]]] = {
+    "aws:s3/bucket:Bucket": ("the assets bucket", ("bucket", "bucketPrefix")),
+    "aws:lambda/function:Function": ("the Lambda@Edge function", ("name",)),
+}
+
+
+def program_rows(config: Config, values: Mapping[str, ConfigValue], directory: Path) -> set[tuple[str, str]]:
+    """(resource, path) of the declared inputs today's program and the one in ``directory`` give for the
+    same config: the program change itself. Empty when the other program refuses that config."""
+    try:
+        rows = desired_state_diff(config, values, dict(values), after_project_dir=directory,
+                                  after_label="that program with today's config")
+    except RollbackError:
+        return set()
+    return {(str(r["resource"]), str(r["path"])) for r in rows}
+
+
+def refuse_replacements(rows: Sequence[Mapping[str, Any]], label: str) -> None:
+    """Refuse a desired state that replaces the assets bucket or the edge function (UnsafePrecondition)."""
+    for row in rows:
+        what = NEVER_REPLACED.get(str(row.get("type")))
+        if what is None:
+            continue
+        noun, forcing = what
+        if row["path"] == "" or row["path"] in forcing:
+            change = (f"{row['path']}: {shorten(row['old'], 80)} -> {shorten(row['new'], 80)}" if row["path"]
+                      else "its logical name changed (a delete and a create)")
+            raise UnsafePrecondition(
+                f"{label} would replace {noun} {row['resource']} ({change}): CloudFront would be re-pointed at "
+                "the new one before the old one could be removed (a Lambda@Edge function stays undeletable for "
+                "hours; an emptied bucket serves nothing)",
+                f"keep {noun}'s name as it is now: restore the other keys, or this version's program, by hand; "
+                "a rename is a migration, not a rollback")
+
+
+def refuse_replaced_resources(steps: Sequence[Mapping[str, Any]], label: str) -> None:
+    """The same refusal for a real preview's steps (``pulumi preview``'s replace operations)."""
+    for step in steps:
+        what = NEVER_REPLACED.get(str(step.get("type")))
+        if what is None or step.get("op") not in ("replace", "create-replacement", "delete-replaced"):
+            continue
+        noun, _ = what
+        name = str(step.get("urn", "")).rsplit("::", 1)[-1]
+        keys = ", ".join(step.get("keys") or []) or "its name"
+        raise UnsafePrecondition(
+            f"{label} would replace {noun} {name} (because of {keys}): CloudFront would be re-pointed at the new one "
+            "before the old one could be removed (a Lambda@Edge function stays undeletable for hours; an emptied "
+            "bucket serves nothing); the plan was not kept",
+            f"keep {noun}'s name as it is now: restore the other keys, or this version's program, by hand; "
+            "a rename is a migration, not a rollback")
+
+
+def _display(config: Config, path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(config.root.resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _program_failure(exc: BaseException, label: str, *, is_current: bool, stack_file: Path,
+                     program: Path) -> PulumiError:
+    """One line naming the config the program refused (the current one or the pinned one) and what to do."""
+    message = shorten(str(getattr(exc, "message", None) or exc), 300)
+    rejected = message.startswith("config ")  # infra.settings.ConfigError, as the program reports it
+    if rejected and is_current:
+        return PulumiError(f"the program rejects {label}: {message}",
+                           f"fix {stack_file.name} first (nothing was changed); the message says how")
+    if rejected:
+        return PulumiError(f"the program rejects {label}: {message}",
+                           "that version's config does not run with this program; pick another version, or "
+                           "set the value the message asks for in the pinned config")
+    which = "the current stack config" if is_current else label
+    return PulumiError(f"the Pulumi program in {program} failed under mocks with {which}: "
+                       f"{type(exc).__name__}: {message}",
+                       "run 'pytest tests/infra -q' to see the program's error in full; nothing was changed")
+
+
+def _program_dir(config: Config) -> Path:
+    return _program_dir_in(project_dir(config))
+
+
+def _program_dir_in(directory: Path) -> Path:
+    """The program directory of the project in ``directory`` (Pulumi.yaml's ``main``)."""
+    main = "."
+    for name in ("Pulumi.yaml", "Pulumi.yml"):
+        project_file = directory / name
+        if project_file.is_file():
+            from ruamel.yaml import YAML  # lazily: not needed by 'rollback --help'
+
+            document = YAML(typ="safe").load(project_file.read_text(encoding="utf-8")) or {}
+            main = str(document.get("main") or ".")
+            break
+    return directory / main
