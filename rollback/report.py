@@ -433,7 +433,9 @@ def _data_loss(facts: DataLossFacts, rows_only_in_kept: Mapping[str, int] | None
             total = sum(counted.values())
             status = "none" if total == 0 else "some"
             detail = ", ".join(f"{table} {rows}" for table, rows in sorted(counted.items()) if rows)
-            lines.append(f"Rows only in the kept database: {total}" + (f" ({detail})" if detail else "") + ".")
+            lines.append(f"Rows only in the kept database: {total}" + (f" ({detail})" if detail else "") + "."
+                         + (f" Copy them back with 'rollback db salvage {facts.kept_database} --apply'."
+                            if total else ""))
     return {"status": status, "lines": lines, "rows_only_in_kept": counted, **facts.to_dict()}
 
 

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rollback.adapters.cloudwatch import CLOUDFRONT_REGION, CloudFrontMetrics
+from rollback.commands.db_salvage import salvage_report
+from rollback.context import Services
 from rollback.errors import BadInput, OperationFailed, Refused, RollbackError
 from rollback.incident import read_incident
 from rollback.journal import RunRecord, find_run
@@ -147,14 +149,21 @@ def measure_impact(config: Config | None, record: Mapping[str, Any], *, cloudwat
 
 
 def count_rows_only_in_kept(config: Config | None, facts: DataLossFacts) -> Mapping[str, int] | None:
-    """HOOK for the database layer: rows (per table) that exist only in the database a swap kept
-    aside (``facts.kept_database``, ``<db>_replaced_<time>``), i.e. written after the emergency
-    backup and before the swap. ``None`` = not counted (the report says so).
-
-    The "db" helper's ``rollback db salvage`` compares the kept database with the live one; wire
-    its count in here (it needs ``config`` for the database URL and ``facts`` for the names).
-    """
-    return None
+    """Rows (per table) that exist only in the database a swap kept aside (``facts.kept_database``,
+    ``<db>_replaced_<time>``): written after the emergency backup and before the swap, and not salvaged
+    since. Counted by ``rollback db salvage``'s comparison (primary keys only, no row is read out).
+    ``None`` = not counted (no config, no kept database, or the database cannot be reached or the copy
+    is gone): the report says so instead of failing."""
+    if config is None or config.env.database is None or not facts.kept_database:
+        return None
+    try:
+        db = Services(config).database()
+        if facts.live_database and db.target.dbname != facts.live_database:
+            return None  # the config points at another database than the one this incident swapped
+        found = salvage_report(db, facts.kept_database)
+    except (RollbackError, OSError):
+        return None
+    return {str(t["table"]): int(t["only_in_kept"]) for t in found["tables"] if t.get("salvageable", True)}
 
 
 # --------------------------------------------------------------------------- the document

@@ -112,7 +112,8 @@ def test_the_salvage_hook_fills_the_count(incident: IncidentFixture) -> None:
     assert seen[0].kept_database == "app_replaced_20261128T092200"
     assert loss["status"] == "some"
     assert loss["rows_only_in_kept"] == {"User": 3, "Integration": 1, "UserStats": 0}
-    assert "Rows only in the kept database: 4 (Integration 1, User 3)." in loss["lines"]
+    assert "Rows only in the kept database: 4 (Integration 1, User 3). Copy them back with 'rollback db salvage " \
+        "app_replaced_20261128T092200 --apply'." in loss["lines"]
 
 
 def test_no_database_step_means_no_data_loss() -> None:

@@ -168,6 +168,8 @@ def test_run_app_edge_db_restores_all_three_then_verifies(world: SandboxInfo, ru
     report = run_cli("report", document["incident"], "--format", "md")
     assert report.code == 0, report.err
     assert document["run"] in report.out and "emergency backup" in report.out.lower()
+    # ...counted against the copy the swap kept (keys compared, no row read out)
+    assert "Rows only in the kept database: " in report.out and "not counted" not in report.out, report.out
 
 
 # ------------------------------------------------------------------------------------------ faults and resume
