@@ -6,22 +6,7 @@ import math
 
 import click
 
-from rollback.cli.support import AppContext, common_options, emit, pass_app, printable
-
-LAYER_NAMES = ("app", "edge", "assets", "infra", "db")
-
-
-def _layers(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
-    chosen: list[str] = []
-    for item in value:
-        for part in item.split(","):
-            name = part.strip().lower()
-            if not name:
-                continue
-            if name not in LAYER_NAMES:
-                raise click.BadParameter(f"{name!r} is not a layer (use {', '.join(LAYER_NAMES)})")
-            chosen.append(name)
-    return tuple(dict.fromkeys(chosen))
+from rollback.cli.support import AppContext, common_options, emit, layers_option, pass_app, printable
 
 
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -44,7 +29,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 @click.option("--live", is_flag=True,
               help="Measure: rollback alarms, CloudFront 5xx rate and origin p95 (5 min), health URLs, failed "
                    "migrations, Vercel; and what changed recently in each layer.")
-@click.option("--changed", "changed", multiple=True, callback=_layers, metavar="LAYER[,LAYER]",
+@click.option("--changed", "changed", multiple=True, callback=layers_option, metavar="LAYER[,LAYER]",
               help="Layers the bad change touched: app, edge, assets, infra, db (default: with --live, the "
                    "layers that changed within --lookback before detection; else app).")
 @click.option("--lookback", type=click.FloatRange(min=1, max=7 * 24 * 60), default=60, show_default=True,

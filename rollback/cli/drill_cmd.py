@@ -7,25 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollback.cli.support import AppContext, echo, emit, pass_app, printable, say
+from rollback.cli.support import AppContext, echo, emit, layers_option, pass_app, printable, say
 
 if TYPE_CHECKING:
     from rollback.commands.drill import DrillResult
 
-LAYER_NAMES = ("app", "edge", "assets", "infra", "db")
-
-
-def _layers(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
-    chosen: list[str] = []
-    for item in value:
-        for part in item.split(","):
-            name = part.strip().lower()
-            if not name:
-                continue
-            if name not in LAYER_NAMES:
-                raise click.BadParameter(f"{name!r} is not a layer (use {', '.join(LAYER_NAMES)})")
-            chosen.append(name)
-    return tuple(dict.fromkeys(chosen))
 
 
 def _set_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
@@ -91,7 +77,7 @@ def _lines(result: DrillResult) -> list[str]:
               help="Drill in the local sandbox (started here in .rollback/sandbox, stopped at the end).")
 @click.option("--env", "env_name", metavar="NAME", help="Drill a real environment from rollback.toml (staging).")
 @click.option("--config", "config_path", metavar="PATH", help="Config file (with --env).")
-@click.option("--layers", "layers", multiple=True, callback=_layers, metavar="LAYER[,LAYER]",
+@click.option("--layers", "layers", multiple=True, callback=layers_option, metavar="LAYER[,LAYER]",
               help="The layers the drill's bad change touched (decide's --changed; db = data was lost). "
                    "Default: app,edge,assets,db in the sandbox, app elsewhere.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",

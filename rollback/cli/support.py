@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from rollback.errors import ConfirmationRequired, Refused
+from rollback.layers import LAYERS
 from rollback.safetext import dumps, printable
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ __all__ = [
     "dry_run_option",
     "echo",
     "emit",
+    "layers_option",
     "pass_app",
     "plan_lines",
     "print_table",
@@ -332,3 +334,18 @@ def run_plan(
         body = document(outcome) if document is not None else outcome.to_dict()
         emit(app, body, (lambda: human(outcome)) if human is not None else None)
     return outcome
+
+
+def layers_option(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """Click callback of a repeatable ``--layers app,edge`` style option: the layers as given (each once);
+    an unknown name is a usage error (exit 2)."""
+    chosen: list[str] = []
+    for item in value:
+        for part in item.split(","):
+            name = part.strip().lower()
+            if not name:
+                continue
+            if name not in LAYERS:
+                raise click.BadParameter(f"{name!r} is not a layer (use {', '.join(LAYERS)})")
+            chosen.append(name)
+    return tuple(dict.fromkeys(chosen))
