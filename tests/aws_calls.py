@@ -9,7 +9,10 @@ test seeding moto nor from the sandbox's seeders (``rollback.sandbox``).
 ``tests/infra/test_operator_role_vs_cli.py`` checks each recorded call against
 the operator role's policy. With ``ROLLBACK_AWS_CALLS_FILE`` set, the calls are
 also written there as JSON lines when the session ends (how that test gets them
-when it runs without the AWS tests in the same session).
+when it runs without the AWS tests in the same session). With
+``ROLLBACK_AWS_CALLS_DIR`` set (tests/run.sh, under pytest-xdist), each process
+writes its own file in that directory (``gw0.jsonl``, ... or ``main.jsonl``);
+``load`` of the directory reads them all, the calls of every worker together.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 __all__ = ["CALLS", "Call", "current_test", "dump", "install", "load"]
 
 ENV_FILE = "ROLLBACK_AWS_CALLS_FILE"
+ENV_DIR = "ROLLBACK_AWS_CALLS_DIR"
 
 
 @dataclass
@@ -112,6 +116,8 @@ def install() -> None:
 
 def dump(path: Path | None = None) -> None:
     target = path or (Path(os.environ[ENV_FILE]) if os.environ.get(ENV_FILE) else None)
+    if target is None and os.environ.get(ENV_DIR):
+        target = Path(os.environ[ENV_DIR]) / f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}.jsonl"
     if target is None:
         return
     with target.open("w", encoding="utf-8") as handle:
@@ -120,4 +126,7 @@ def dump(path: Path | None = None) -> None:
 
 
 def load(path: Path) -> list[Call]:
-    return [Call(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The calls in a file, or in every ``*.jsonl`` file of a directory (one per worker)."""
+    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
+    return [Call(**json.loads(line)) for file in files
+            for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -16,6 +16,7 @@ without PostgreSQL); in CI nothing does.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,6 +48,16 @@ def forget_secrets() -> None:
     redact._registered.clear()
     if hasattr(redact, "_ordered"):
         redact._ordered = ()
+
+
+def next_wall_second() -> float:
+    """Wait until the wall clock enters its next whole second and return that moment (``time.time()``).
+    For what has one-second resolution (S3's LastModified, names stamped to the second): a condition on
+    the clock, at most one second, never a fixed sleep past it."""
+    start = int(time.time())
+    while (now := time.time()) < start + 1:
+        time.sleep(start + 1 - now + 0.001)
+    return now
 
 
 @pytest.fixture
@@ -213,18 +224,46 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 # --- every AWS call the CLI makes, for the operator-role test (tests/aws_calls.py) ---------------------
 
 
+def _default_signals() -> None:
+    """A suite started in the background (``&`` in a script, ``nohup``, some CI runners) inherits SIGINT
+    (and SIGHUP, SIGTERM) as *ignored*, and an ignored signal stays ignored across ``exec``: every child
+    the signal tests start would then shrug off the signal they are sent. Back to the defaults, in this
+    process and so in its children."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for name in ("SIGTERM", "SIGHUP"):
+        signal.signal(getattr(signal, name), signal.SIG_DFL)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     from tests import aws_calls
 
+    _default_signals()
     aws_calls.install()
     config.addinivalue_line(
         "markers", "after_aws_tests: runs after every other test (it reads the AWS calls they recorded)")
 
 
+def sandbox_group(item: pytest.Item) -> str | None:
+    """The pytest-xdist group of a test that uses the session's sandbox (tests/sandbox/conftest.py), else
+    None. Each group runs on one worker, which starts one sandbox for it (the fixture is per worker
+    session); two groups let the sandbox tests run on two workers at once, each with its own world."""
+    if "sandbox" not in getattr(item, "fixturenames", ()):
+        return None
+    return "sandbox-runs" if item.path.name == "test_run.py" else "sandbox-world"
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group marks
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    last = [item for item in items if item.get_closest_marker("after_aws_tests")]
-    if last:
-        items[:] = [item for item in items if not item.get_closest_marker("after_aws_tests")] + last
+    for item in items:
+        group = sandbox_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+    # The slow tests first, so that on several workers the long ones start early rather than finish
+    # late (the same order in every worker: xdist requires it); the operator-role check last.
+    items.sort(key=lambda item: 2 if item.get_closest_marker("after_aws_tests") else
+               0 if item.get_closest_marker("slow") else 1)
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

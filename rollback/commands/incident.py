@@ -25,6 +25,7 @@ from rollback.incident import (
     iso,
     list_incidents,
     open_incident_of,
+    parse_ts,
     read_incident,
 )
 from rollback.lock import TeamLock
@@ -118,6 +119,17 @@ def attach(config: Config, ref: str | None = None) -> IncidentLog | None:
         return _log(config, record.path)
     record_open = open_incident_of(folder, config.env_name)
     return _log(config, record_open.path) if record_open else None
+
+
+def last_restored(config: Config) -> dt.datetime | None:
+    """When the environment's newest incident, open or closed, last restored service (its last ``restored``
+    event), or None. A ``rollback verify`` run after the incident was closed (say, right after a drill)
+    judges the CloudFront rates since then, not over minutes that still hold the bad deploy's."""
+    newest = next(iter(list_incidents(directory(config), env=config.env_name)), None)
+    if newest is None:
+        return None
+    restored = [e for e in newest.events if e.get("event") == "restored" and e.get("ts")]
+    return parse_ts(restored[-1]["ts"]) if restored else None
 
 
 def ensure(config: Config, ref: str | None, *, detection: Detection, drill: bool = False,

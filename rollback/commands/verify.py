@@ -21,7 +21,9 @@ source is not configured: never a silent pass). Groups follow the runbook:
 The CloudFront rates judge the minutes *since the service was restored*
 when that time is known (``since``): a standalone ``rollback verify`` reads
 it from the open incident's ``restored`` event (which ``rollback run``
-writes); the checklist at the end of ``rollback run`` judges the time since
+writes), or, with no incident open, from the last ``restored`` event of the
+environment's newest incident (a verify right after a drill, which closes
+its incident); the checklist at the end of ``rollback run`` judges the time since
 the run's last layer was rolled back (never before ``restored``). The window
 is never longer than the last 5 minutes; when no datapoint has arrived in it
 yet, the newest datapoint is judged. A plain 5-minute average would still
@@ -487,12 +489,15 @@ def verify(config: Config, *, baseline: str | None = None, expect_version: str |
     """Verify; with ``wait`` re-check until every item passes or the time is up. Records ``verified``
     on the environment's open incident (or ``incident``).
 
-    ``since`` (when the service was restored) defaults to the incident's ``restored`` time, so the
-    CloudFront rates judge the minutes after the rollback (see the module's docstring)."""
+    ``since`` (when the service was restored) defaults to the incident's ``restored`` time (with none
+    open, the newest closed incident's last one), so the CloudFront rates judge the minutes after the
+    rollback (see the module's docstring)."""
 
     log = incidents.attach(config, incident) if (record or since is None) else None
     if since is None and log is not None:
         since = parse_ts(read_incident(log.path).timeline().get("restored"))
+    if since is None and incident is None and log is None:
+        since = incidents.last_restored(config)  # the incident is closed already: since its restore
     if not record:
         log = None
     deadline = time.monotonic() + max(0.0, wait)

@@ -179,8 +179,10 @@ def test_a_superseded_job_is_reported(run_cli: RunCli, app_env: Path, emulator: 
 
     emulator.state.configure(job_seconds=5)
 
-    def someone_else() -> None:
-        time.sleep(0.5)
+    def someone_else() -> None:  # once our rollback's job is under way, another one replaces it
+        deadline = time.monotonic() + 30
+        while not any(r["method"] == "POST" for r in emulator.state.requests) and time.monotonic() < deadline:
+            time.sleep(0.01)
         emulator.state.request_alias_job(DEMO.project_id, DEMO.oldest, "rollback")
 
     thread = threading.Thread(target=someone_else)

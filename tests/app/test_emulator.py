@@ -179,8 +179,10 @@ def test_faults_429_with_retry_after_5xx_latency_and_after(emulator: VercelEmula
 def test_git_push_deployments_go_live_unless_a_rollback_paused_them(emulator: VercelEmulator) -> None:
     created = admin(emulator, "deployments", {"project": "demo", "sha": "a" * 40, "ready_after": 0.2}).json()
     assert created["state"] == "BUILDING"
-    time.sleep(0.3)
-    project = get(emulator, f"/v9/projects/{DEMO.project_id}").json()
+    deadline = time.monotonic() + 30  # ready after 0.2 s (the emulator's clock), then production
+    while (project := get(emulator, f"/v9/projects/{DEMO.project_id}").json())["targets"]["production"]["id"] \
+            != created["id"] and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert project["targets"]["production"]["id"] == created["id"]
     post(emulator, f"/v1/projects/{DEMO.project_id}/rollback/{DEMO.previous}")
     paused = admin(emulator, "deployments", {"project": "demo", "sha": "b" * 40}).json()

@@ -47,6 +47,17 @@ def _wait_for_step(journal_dir: Path, step: str, proc: subprocess.Popen[str], ti
     raise AssertionError(f"step {step} never started")
 
 
+def _wait_for_a_poll(emulator: VercelEmulator, served: int, proc: subprocess.Popen[str],
+                     timeout: float = 30.0) -> None:
+    """Until the emulator has answered a GET after its first ``served`` requests."""
+    deadline = time.monotonic() + timeout
+    while not any(r["method"] == "GET" for r in emulator.state.requests[served:]):
+        if proc.poll() is not None:
+            raise AssertionError(f"the process ended early ({proc.returncode}): {proc.communicate()}")
+        assert time.monotonic() < deadline, "the watch never polled"
+        time.sleep(0.01)
+
+
 def _events(path: Path) -> list[dict[str, object]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
@@ -65,8 +76,9 @@ def test_a_killed_rollback_is_resumed_without_sending_it_again(app_env: Path, em
                                                                signum: int) -> None:
     emulator.state.configure(job_seconds=6)  # the job outlives the process
     proc = _start(app_env)
+    served = len(emulator.state.requests)
     path = _wait_for_step(app_env, "wait-rollback", proc)
-    time.sleep(0.3)  # well inside the watch
+    _wait_for_a_poll(emulator, served, proc)  # inside the watch: it has asked how the job is going
     proc.send_signal(signum)
     _, err = proc.communicate(timeout=30)
     run_id = path.name.removesuffix(".jsonl")

@@ -151,13 +151,17 @@ def test_a_post_that_took_despite_an_error_is_never_sent_again(client: VercelCli
 
 
 def test_a_post_that_timed_out_but_took_is_never_sent_again(emulator: VercelEmulator) -> None:
-    emulator.state.add_fault(FaultRule(method="POST", path="/rollback/", latency=0.6, times=None))
+    slow = FaultRule(method="POST", path="/rollback/", latency=0.6, times=None)
+    emulator.state.add_fault(slow)
     with httpx.Client(base_url=emulator.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=0.3) as http:
         vercel = VercelClient(http, team=DEMO.team_id)  # real sleeps: the POST is still in flight
         before = vercel.get_project(DEMO.project_id).last_alias_request
         change = vercel.request_rollback(DEMO.project_id, DEMO.previous, before=before)
     assert change.confirmed_by == "lastAliasRequest"
-    time.sleep(0.4)  # let the slow request finish on the server before counting
+    deadline = time.monotonic() + 30  # every slow POST the server took has been answered: then count
+    while sum(1 for r in emulator.state.requests if r["method"] == "POST" and "/rollback/" in r["path"]) < slow.fired:
+        assert time.monotonic() < deadline, "a slow POST was never answered"
+        time.sleep(0.01)
     assert len(rollbacks_requested(emulator)) == 1
 
 

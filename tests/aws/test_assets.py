@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +10,7 @@ import pytest
 
 from rollback.errors import UnsafePrecondition
 from tests.aws.conftest import EdgeStack, Project, journal_events, unique
+from tests.conftest import next_wall_second
 
 ASSETS = ("infra", "assets")
 
@@ -37,10 +37,11 @@ def _body(s3: Any, bucket: str, key: str) -> str | None:
 
 
 def _next_second() -> dt.datetime:
-    """Sleep past a second boundary (S3 timestamps have one-second resolution) and return that instant."""
-    time.sleep(1.05)
-    moment = dt.datetime.now(dt.UTC)
-    time.sleep(1.05)
+    """An instant whose second is later than what was written before it and earlier than what is written
+    after it (S3 lists LastModified to the second): the start of the next second, then wait for the one
+    after."""
+    moment = dt.datetime.fromtimestamp(next_wall_second(), dt.UTC)
+    next_wall_second()
     return moment
 
 

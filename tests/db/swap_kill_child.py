@@ -1,11 +1,16 @@
-"""Run the real ``rollback`` CLI, pausing after each statement of the swap's transaction.
+"""Run the real ``rollback`` CLI, stopping after each statement of the swap's transaction until told to go on.
 
-Used by tests/db/test_swap_kill.py, which kills this process at each pause. The pause
-only widens the moments between statements so that the test can see them in the
-catalog and send its signal there; every statement still runs against the real
-server, and the process dies (or handles the signal) exactly as ``rollback`` would.
-The pauses follow the statements that rename or mark databases (and ALLOW_CONNECTIONS, which
-an older swap committed) on connections to the maintenance database, and every COMMIT.
+Used by tests/db/test_swap_kill.py, which kills this process at one of those stops. Each stop is a
+handshake over two pipes the test passes in (``SWAP_KILL_REPORT_FD``, ``SWAP_KILL_GO_FD``): the child
+writes what it just did (``statement <text>`` or ``commit``) and blocks reading one byte; the test
+looks at the catalog and either sends its signal there or writes a byte to let the child go on. When
+the test closes its end, the child runs on without stopping (a read at EOF returns at once). So no
+moment is widened by a sleep: the test acts exactly when the swap stands at the point, however loaded
+the machine. Every statement still runs against the real server, and the process dies (or handles the
+signal) exactly as ``rollback`` would.
+
+The stops follow the statements that rename or mark databases (and ALLOW_CONNECTIONS, which an older
+swap committed) on connections to the maintenance database, and every COMMIT.
 
     python tests/db/swap_kill_child.py db swap app_restore_20261128000000 --yes
 """
@@ -15,16 +20,27 @@ from __future__ import annotations
 import os
 import re
 import sys
-import time
 from typing import Any
 
 import psycopg
 
-PAUSE = float(os.environ.get("SWAP_KILL_PAUSE", "0.5"))
 STATEMENTS = re.compile(r"SET LOCAL statement_timeout|RENAME TO|COMMENT ON DATABASE|ALLOW_CONNECTIONS")
+REPORT_FD = int(os.environ.get("SWAP_KILL_REPORT_FD", "-1"))
+GO_FD = int(os.environ.get("SWAP_KILL_GO_FD", "-1"))
 
 _execute = psycopg.Connection.execute
 _commit = psycopg.Connection.commit
+
+
+def stop(what: str) -> None:
+    """Tell the test where we are and wait until it lets us go on (or has closed the pipe)."""
+    if REPORT_FD < 0:
+        return
+    try:
+        os.write(REPORT_FD, (" ".join(what.split())[:200] + "\n").encode())
+    except BrokenPipeError:  # the test has stopped listening: run on
+        return
+    os.read(GO_FD, 1)
 
 
 def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
@@ -32,13 +48,13 @@ def execute(self: Any, query: Any, *args: Any, **kwargs: Any) -> Any:
     if self.info.dbname in ("postgres", "template1"):
         text = query if isinstance(query, str) else query.as_string(self)
         if STATEMENTS.search(text):
-            time.sleep(PAUSE)
+            stop(f"statement {text}")
     return cursor
 
 
 def commit(self: Any) -> None:
     _commit(self)
-    time.sleep(PAUSE)
+    stop("commit")
 
 
 psycopg.Connection.execute = execute  # type: ignore[method-assign]

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import CliResult, render_config
-from tests.db.conftest import SCHEMA, LiveDb
+from tests.db.conftest import LiveDb, seeded_database
 
 RunCli = Callable[..., CliResult]
 
@@ -26,8 +26,7 @@ RunCli = Callable[..., CliResult]
 def staging(live_db: LiveDb, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A second database (staging) beside the live one (production), in one config, one backups dir."""
     name = f"stg{secrets.token_hex(4)}"
-    live_db.pg.create_database(name, owner="app")
-    live_db.pg.execute(SCHEMA, dbname=name, user="app")
+    seeded_database(live_db.pg, name)
     live_db.pg.execute('DELETE FROM "UserStats"', dbname=name, user="app")  # staging's data differs
     live_db.config_path.write_text(render_config({
         "production": {"database": {"url_env": "TEST_LIVE_DATABASE_URL", "backups_dir": "backups"}},

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from rollback.setaside import Mark
-from tests.conftest import CliResult
+from tests.conftest import CliResult, next_wall_second
 from tests.db.conftest import LiveDb
 
 RunCli = Callable[..., CliResult]
@@ -96,9 +96,7 @@ def test_a_standby_whose_counts_differ_from_the_manifest_is_not_used(run_cli: Ru
 
 def test_standbys_are_bounded_by_keep_standbys_and_pruned(run_cli: RunCli, live_db: LiveDb) -> None:
     first = stage(run_cli)["standby"]
-    import time
-
-    time.sleep(1.1)  # standby names carry the second
+    next_wall_second()  # standby names carry the second
     second = stage(run_cli)
     assert second["dropped_standbys"] == [first]  # keep_standbys = 1 by default
     assert [d for d in live_db.databases() if "_standby_" in d] == [second["standby"]]

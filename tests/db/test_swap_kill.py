@@ -3,9 +3,10 @@
 The swap runs its renames in one transaction. For every point (after each statement
 of that transaction, and after its COMMIT) and every signal (SIGKILL, SIGTERM, SIGHUP,
 SIGINT) the test starts the real CLI in a child process (tests/db/swap_kill_child.py
-widens the moment after each statement), polls the catalog (pg_stat_activity: the
-swap's session, its state and last statement; pg_database: which database holds the
-live name) until the swap stands at that point, and sends the signal. Afterwards:
+stops after each statement and waits on a pipe until the test lets it go on), looks at
+the catalog at each stop (pg_stat_activity: the swap's session, its state and last
+statement; pg_database: which database holds the live name) and, when the swap stands at
+that point, sends the signal there. No sleep widens any moment. Afterwards:
 
 - the live database takes connections and answers with the old data (killed before
   COMMIT) or the new data (after it), nothing in between;
@@ -22,7 +23,9 @@ point with one signal.
 
 from __future__ import annotations
 
+import functools
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -64,31 +67,86 @@ def oid_of(live_db: LiveDb, name: str) -> int | None:
     return int(rows[0][0]) if rows else None
 
 
-def wait_for_point(live_db: LiveDb, proc: subprocess.Popen[str], point: str, restored: str,
-                   restored_oid: int | None, timeout: float = 60) -> None:
-    """Poll the catalog (over one superuser session) until the swap stands at ``point``."""
+class Child:
+    """The CLI in a child process (tests/db/swap_kill_child.py), stopping after each swap statement until
+    :meth:`go_on`; ``stops`` reads where it stands now."""
+
+    def __init__(self, args: list[str]) -> None:
+        report_r, report_w = os.pipe()
+        go_r, go_w = os.pipe()
+        env = {**os.environ, "PGAPPNAME": "rollback-swap-kill-test",
+               "SWAP_KILL_REPORT_FD": str(report_w), "SWAP_KILL_GO_FD": str(go_r)}
+        self.proc = subprocess.Popen([sys.executable, str(CHILD), *args], env=env, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
+                                     pass_fds=(report_w, go_r))
+        os.close(report_w)
+        os.close(go_r)
+        self._report = os.fdopen(report_r, "r", encoding="utf-8")
+        self._go: int | None = go_w
+        self.seen: list[str] = []
+
+    def next_stop(self, timeout: float = 120) -> str | None:
+        """The child's next stop (``statement ...`` or ``commit``), or None once it has ended."""
+        ready, _, _ = select.select([self._report], [], [], timeout)
+        if not ready:
+            self.proc.kill()
+            pytest.fail(f"no stop and no exit within {timeout} s; stops so far: {self.seen}")
+        line = self._report.readline()
+        if not line:
+            return None
+        self.seen.append(line.strip())
+        return line.strip()
+
+    def go_on(self) -> None:
+        assert self._go is not None
+        os.write(self._go, b"g")
+
+    def run_free(self) -> None:
+        """No more stops: the child runs on by itself (its reads see EOF)."""
+        if self._go is not None:
+            os.close(self._go)
+            self._go = None
+        self._report.close()
+
+    def stop_at(self, reached: Callable[[], bool], what: str, sig: str) -> None:
+        """Let the child run stop by stop until ``reached()``, then send ``sig`` there."""
+        while True:
+            stop = self.next_stop()
+            if stop is None:
+                _, err = self.proc.communicate()
+                pytest.fail(f"the command ended (exit {self.proc.returncode}) before point {what}; "
+                            f"stops: {self.seen}; {err}")
+            if reached():
+                self.proc.send_signal(getattr(signal, sig))
+                self.run_free()
+                return
+            self.go_on()
+
+
+def at_point(live_db: LiveDb, point: str, restored: str, restored_oid: int | None) -> bool:
+    """Whether the swap stands at ``point`` now (one look at the catalog, over a superuser session)."""
     import psycopg
 
     pattern = POINTS[point]
-    like = None if pattern is None else pattern.format(live=live_db.name, restored=restored)
-    deadline = time.monotonic() + timeout
     with psycopg.connect(live_db.pg.url("postgres", "postgres"), autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                _, err = proc.communicate()
-                pytest.fail(f"the command ended (exit {proc.returncode}) before point {point}: {err}")
-            if like is None:
-                row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (live_db.name,)).fetchone()
-                reached = restored_oid is not None and row is not None and int(row[0]) == restored_oid
-            else:
-                reached = conn.execute(
-                    "SELECT 1 FROM pg_stat_activity WHERE application_name = 'rollback-swap-kill-test' "
-                    "AND state IN ('idle', 'idle in transaction') AND query LIKE %s", (like,)).fetchone() is not None
-            if reached:
-                return
-            time.sleep(0.005)
-    proc.kill()
-    pytest.fail(f"point {point} not reached within {timeout} s")
+        if pattern is None:
+            row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (live_db.name,)).fetchone()
+            return restored_oid is not None and row is not None and int(row[0]) == restored_oid
+        like = pattern.format(live=live_db.name, restored=restored)
+        return conn.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'rollback-swap-kill-test' "
+            "AND state IN ('idle', 'idle in transaction') AND query LIKE %s", (like,)).fetchone() is not None
+
+
+def restore_at_point(live_db: LiveDb, point: str, found: dict[str, Any]) -> bool:
+    """:func:`at_point` for a ``db restore --swap``, whose restored copy is named when it plans (``found``
+    keeps its name and oid once it exists)."""
+    if "name" not in found:
+        restored = next((d for d in live_db.databases() if "_restore_" in d), "")
+        if not restored:
+            return False
+        found.update(name=restored, oid=oid_of(live_db, restored))
+    return at_point(live_db, point, found["name"], found["oid"])
 
 
 def live_answers(live_db: LiveDb, timeout: float = 20) -> str:
@@ -129,15 +187,9 @@ def drop_leftovers(live_db: LiveDb) -> None:
             live_db.pg.drop_database(name)
 
 
-def start(args: list[str], pause: float = 0.25) -> subprocess.Popen[str]:
-    env = {**os.environ, "SWAP_KILL_PAUSE": str(pause), "PGAPPNAME": "rollback-swap-kill-test"}
-    return subprocess.Popen([sys.executable, str(CHILD), *args], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
-
-
-def check_after(live_db: LiveDb, run_cli: RunCli, proc: subprocess.Popen[str], sig: str, point: str,
-                old: str, new: str) -> str:
-    _, err = proc.communicate(timeout=60)
+def check_after(live_db: LiveDb, run_cli: RunCli, child: Child, sig: str, point: str, old: str, new: str) -> str:
+    proc = child.proc
+    _, err = proc.communicate(timeout=120)
     after_commit = point == "committed"
     if sig == "SIGKILL":
         assert proc.returncode == -signal.SIGKILL
@@ -184,10 +236,9 @@ def test_db_swap_killed_at_each_point(live_db: LiveDb, run_cli: RunCli, point: s
         restored_oid = oid_of(live_db, restored)
         app_session = psycopg.connect(live_db.url, autocommit=True)  # an application on the live database
         try:
-            proc = start(["db", "swap", restored, "--yes"])
-            wait_for_point(live_db, proc, point, restored, restored_oid)
-            proc.send_signal(getattr(signal, sig))
-            data = check_after(live_db, run_cli, proc, sig, point, old, new)
+            child = Child(["db", "swap", restored, "--yes"])
+            child.stop_at(functools.partial(at_point, live_db, point, restored, restored_oid), point, sig)
+            data = check_after(live_db, run_cli, child, sig, point, old, new)
         finally:
             app_session.close()
         if data == old:  # the swap did not happen: running it again does it
@@ -205,18 +256,12 @@ def test_db_restore_swap_killed_at_each_point(live_db: LiveDb, run_cli: RunCli, 
     name = backup.json()["backup"]["name"]
     for n in range(max(1, REPEAT)):
         live_db.sql(f"UPDATE swap_probe SET v = 'live{n}'")
-        proc = start(["db", "restore", name, "--swap", "--yes", "--skip-emergency-backup", "--reason", "kill test"])
-        # The restored copy's name is chosen when the command plans: wait for it to appear.
-        deadline = time.monotonic() + 60
-        restored = ""
-        while not restored and time.monotonic() < deadline:
-            restored = next((d for d in live_db.databases() if "_restore_" in d), "")
-            time.sleep(0.01)
-        assert restored, "the restore never created its copy"
-        restored_oid = oid_of(live_db, restored)
-        wait_for_point(live_db, proc, point, restored, restored_oid)
-        proc.send_signal(getattr(signal, sig))
-        data = check_after(live_db, run_cli, proc, sig, point, f"live{n}", "backup")
+        child = Child(["db", "restore", name, "--swap", "--yes", "--skip-emergency-backup", "--reason",
+                       "kill test"])
+        # The restored copy's name is chosen when the command plans: it exists by the swap's first stop.
+        reached = functools.partial(restore_at_point, live_db, point, {})
+        child.stop_at(reached, point, sig)
+        data = check_after(live_db, run_cli, child, sig, point, f"live{n}", "backup")
         drop_leftovers(live_db)
         if data == f"live{n}":
             again = run_cli("db", "restore", name, "--swap", "--yes", "--skip-emergency-backup", "--reason",

@@ -19,7 +19,7 @@ import pytest
 
 from tests.app.conftest import TOKEN, emulator, emulator_server  # noqa: F401  (fixtures)
 from tests.conftest import render_config
-from tests.db.conftest import SCHEMA, pg  # noqa: F401  (fixture)
+from tests.db.conftest import pg, seeded_database  # noqa: F401  (fixture)
 
 FAILED_MIGRATION = "20261128000000_add_stats_cache"
 
@@ -117,8 +117,7 @@ def world(emulator: Any, pg: Any, aws_env: str, tmp_path: Path,  # noqa: F811
     import boto3
 
     db_name = f"inc{secrets.token_hex(4)}"
-    pg.create_database(db_name, owner="app")
-    pg.execute(SCHEMA, dbname=db_name, user="app")
+    seeded_database(pg, db_name)
     db_url = pg.url(db_name, "app")
     distribution = f"E{secrets.token_hex(6).upper()}"
     alarm = f"{distribution.lower()}-cdn-5xx-error-rate"

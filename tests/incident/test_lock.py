@@ -143,8 +143,15 @@ def test_lease_take_renew_release_and_take_over(bucket: str) -> None:
     with pytest.raises(LockHeld, match="run run-a by alice@laptop-a") as held:
         second.take()
     assert held.value.exit_code == 4
-    time.sleep(2.2)  # alice's laptop went to sleep: no renewal, the lease expires (on S3's clock)
-    second.take()
+    # alice's laptop went to sleep: no renewal, the lease expires (on S3's clock) and bob takes it over.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            second.take()
+            break
+        except LockHeld:
+            assert time.monotonic() < deadline, "the expired lease was never taken over"
+            time.sleep(0.1)
     assert second.taken_over is not None and second.taken_over["run"] == "run-a"
     assert not first.renew() and first.lost is not None and "run-b" in first.lost  # alice learns she lost it
     second.release()
@@ -229,9 +236,10 @@ def test_lease_of_a_run_is_renewed_while_it_lasts(world: World, bucket: str, pro
     procs.append(holder)
     s3 = boto3.client("s3", region_name="us-east-1")
     first = s3.get_object(Bucket=bucket, Key="team/locks/production.json")
-    time.sleep(4)  # renewals every ttl/3
-    second = s3.get_object(Bucket=bucket, Key="team/locks/production.json")
-    assert second["ETag"] != first["ETag"]
+    deadline = time.monotonic() + 30  # renewals every ttl/3: the object changes well within the ttl
+    while (second := s3.get_object(Bucket=bucket, Key="team/locks/production.json"))["ETag"] == first["ETag"]:
+        assert time.monotonic() < deadline and holder.poll() is None, "the lease was never renewed"
+        time.sleep(0.1)
     assert json.loads(second["Body"].read())["run"] == run_id
 
 

@@ -11,9 +11,14 @@ removing any one of them fails here (least privilege, and proof that the check
 bites).
 
 The calls of the test suite's AWS tests are used when they ran in the same
-session (they run first: these tests are marked ``after_aws_tests``); otherwise
-(e.g. ``pytest tests/infra``) those tests are run in a subprocess first, with
-the recorder writing the calls to a file (``ROLLBACK_AWS_CALLS_FROM=<file>``
+process (one process, the whole suite: they run first, these tests being marked
+``after_aws_tests``). ``bash tests/run.sh`` runs the suite on pytest-xdist workers,
+each of which sees only its own calls: it leaves these tests out of the workers'
+phase, has every worker write its calls to one directory, and then runs these
+tests alone with ``ROLLBACK_AWS_CALLS_FROM=<that directory>``: the calls of all
+workers together. Otherwise (e.g. ``pytest tests/infra``, or these tests on an
+xdist worker) the AWS tests are run in a subprocess first, with the recorder
+writing the calls to a file (``ROLLBACK_AWS_CALLS_FROM=<file or directory>``
 reuses such a file instead, to iterate on the role quickly).
 
 The tests' worlds use their own names (random bucket and distribution names,
@@ -46,7 +51,8 @@ from tests.aws_calls import Call
 from tests.infra.conftest import BASE_CONFIG, PROGRAM_DIR, REPO_ROOT
 from tests.infra.iam_model import Need, allowed, granted_actions, needs, without_action
 
-pytestmark = pytest.mark.after_aws_tests
+# Slow: it needs the calls of every AWS test, so `tests/run.sh --fast` (which leaves some out) leaves it out.
+pytestmark = [pytest.mark.after_aws_tests, pytest.mark.slow]
 
 # Where the CLI's AWS calls are exercised.
 SOURCES = [
@@ -106,6 +112,8 @@ def names(rendered: MockRun) -> StackNames:
 
 
 def _whole_suite_ran_here(session: pytest.Session) -> bool:
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return False  # a worker has recorded only the calls of the tests it ran
     option = session.config.option
     if option.keyword or option.markexpr or getattr(option, "deselect", None):
         return False
@@ -121,8 +129,11 @@ def recorded(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         calls = aws_calls.load(Path(os.environ["ROLLBACK_AWS_CALLS_FROM"]))
     else:
         target = tmp_path_factory.mktemp("aws-calls") / "calls.jsonl"
-        env = {**os.environ, aws_calls.ENV_FILE: str(target)}
-        result = subprocess.run([sys.executable, "-m", "pytest", *SOURCES, "-q", "-p", "no:cacheprovider"],
+        env = {key: value for key, value in os.environ.items()
+               if not key.startswith("PYTEST_XDIST") and key not in (aws_calls.ENV_DIR, "PYTEST_CURRENT_TEST")}
+        env[aws_calls.ENV_FILE] = str(target)
+        result = subprocess.run([sys.executable, "-m", "pytest", *SOURCES, "-q", "-p", "no:cacheprovider",
+                                 "-p", "no:xdist"],
                                 cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1800)
         assert result.returncode == 0, f"the AWS tests failed:\n{result.stdout[-3000:]}{result.stderr[-2000:]}"
         calls = aws_calls.load(target)

@@ -1,8 +1,9 @@
 """The sandbox for end-to-end tests: one world per session, in a temp dir laid out as a drill's.
 
-- ``sandbox``: session-scoped; ``rollback.sandbox.world.Sandbox.up`` in
-  ``<tmp>/.rollback/sandbox`` (so journals land in ``<tmp>/.rollback/runs``),
-  torn down (``Sandbox.down``) at the end of the session.
+- ``sandbox``: session-scoped (per pytest-xdist worker);
+  ``rollback.sandbox.world.Sandbox.up`` in ``<tmp>/.rollback/sandbox`` (so
+  journals land in ``<tmp>/.rollback/runs``), torn down (``Sandbox.down``) at
+  the end of the session.
 - ``sandbox_env``: the sandbox with its ``status`` exports set in the environment
   (``ROLLBACK_CONFIG``, ``AWS_ENDPOINT_URL``, ``DATABASE_URL``, ``VERCEL_*``,
   ``APP_URL``...) and the working directory at ``<tmp>`` (where a drill runs).
@@ -18,6 +19,8 @@ fixture is session-scoped per conftest: one world for all of them). With
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,13 +33,19 @@ _handed_out = {"fresh": False}
 
 
 @pytest.fixture(scope="session")
-def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxInfo]:
-    """A running, seeded sandbox for the whole session."""
-    directory = tmp_path_factory.mktemp("drill") / ".rollback" / "sandbox"
+def sandbox() -> Iterator[SandboxInfo]:
+    """A running, seeded sandbox for the whole session (of this worker, under pytest-xdist: the tests that
+    use it are grouped onto workers, tests/conftest.py's ``sandbox_group``).
+
+    Its directory is not under pytest's base temp: pytest removes that (tmp_path_retention_policy) before
+    it tears session fixtures down, and ``Sandbox.down`` needs the sandbox's state file to stop it."""
+    root = Path(tempfile.mkdtemp(prefix="rollback-test-sandbox-"))
+    directory = root / "drill" / ".rollback" / "sandbox"
     try:
         info = Sandbox.up(directory)
     except Exception as exc:
         Sandbox.down(directory)
+        shutil.rmtree(root, ignore_errors=True)
         if IN_CI:
             pytest.fail(f"the sandbox could not start (CI=true forbids skipping): {exc}")
         pytest.skip(f"the sandbox could not start: {exc}")
@@ -44,6 +53,7 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxInfo]:
         yield info
     finally:
         Sandbox.down(directory)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _export(info: SandboxInfo, monkeypatch: pytest.MonkeyPatch) -> SandboxInfo:

@@ -128,7 +128,10 @@ def test_up_over_a_stale_state_starts_afresh(directory: Path) -> None:
     Sandbox.up(directory)
     stale = recorded(directory)
     os.kill(stale["pids"]["supervisor"], signal.SIGKILL)
-    time.sleep(0.5)
+    deadline = time.monotonic() + 30
+    while Sandbox.status(directory) is not None:  # the kernel releases its lock when it is reaped
+        assert time.monotonic() < deadline, "the killed supervisor still holds its lock"
+        time.sleep(0.02)
     info: SandboxInfo = Sandbox.up(directory)
     assert info.reused is False and info.is_ready
     assert info.pids["supervisor"] != stale["pids"]["supervisor"]

@@ -1,8 +1,11 @@
-"""README's practice examples run as written, in order, against one sandbox.
+"""README's practice examples run as written, in order, each practice against its own sandbox.
 
 Every fenced ``bash`` block preceded by ``<!-- readme-test: sandbox -->`` is extracted and run by bash,
-in README order, in one shell (so ``eval "$(rollback sandbox status)"`` carries over), in a fresh
-directory with a throwaway HOME, as a new user would type them after ``source .venv/bin/activate``.
+as a new user would type them after ``source .venv/bin/activate``. The blocks form chains: a chain
+starts at a block that starts a sandbox itself (``rollback sandbox up ...`` or ``rollback drill ...``)
+and takes the blocks after it, in README order, until the next such block. Each chain is one test: its
+blocks run in one shell (so ``eval "$(rollback sandbox status)"`` carries over), in a fresh directory
+with a throwaway HOME, so that the chains can run at the same time on different pytest-xdist workers.
 Each command must exit with the code its comment documents (``# exit 3: ...``; ``exit 0 or 3``), else
 0. An example that stops working fails this test; so does a practice section with an unmarked block,
 or a marked block with a ``<placeholder>`` left for the reader to fill in.
@@ -142,9 +145,36 @@ def _tool_path() -> str:
     return os.pathsep.join([str(Path(sys.executable).parent), str(cli.parent), os.environ.get("PATH", "")])
 
 
-def test_readme_practice_examples_run_as_written(tmp_path: Path) -> None:
-    blocks = marked_blocks(README.read_text(encoding="utf-8"))
-    assert len(blocks) >= 8
+STARTS_A_SANDBOX = re.compile(r"^\s*rollback (sandbox up|drill)\b")
+
+
+def chains(blocks: list[str]) -> list[list[int]]:
+    """The blocks' indexes grouped into chains (see the module docstring)."""
+    found: list[list[int]] = []
+    for index, block in enumerate(blocks):
+        first = next((line for line in block.splitlines() if line.strip()), "")
+        if STARTS_A_SANDBOX.match(first) or not found:
+            found.append([])
+        found[-1].append(index)
+    return found
+
+
+BLOCKS = marked_blocks(README.read_text(encoding="utf-8"))
+CHAINS = chains(BLOCKS)
+
+
+def test_the_practice_examples_are_chains_that_start_a_sandbox() -> None:
+    assert len(BLOCKS) >= 8
+    assert len(CHAINS) >= 4  # the sandbox's own, app, database, break-glass infra
+    for chain in CHAINS:
+        first = next(line for line in BLOCKS[chain[0]].splitlines() if line.strip())
+        assert STARTS_A_SANDBOX.match(first), f"README block {chain[0] + 1} must start a sandbox: {first}"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chain", CHAINS, ids=["blocks-" + "-".join(str(i + 1) for i in c) for c in CHAINS])
+def test_readme_practice_examples_run_as_written(chain: list[int], tmp_path: Path) -> None:
+    blocks = [BLOCKS[index] for index in chain]
     script = checked_script(blocks)
     home = tmp_path / "home"
     work = tmp_path / "work"
@@ -157,14 +187,17 @@ def test_readme_practice_examples_run_as_written(tmp_path: Path) -> None:
                 "XDG_CACHE_HOME": str(home / ".cache"), "XDG_DATA_HOME": str(home / ".local" / "share"),
                 "PYTHONDONTWRITEBYTECODE": "1"})
     (work / "examples.sh").write_text(script, encoding="utf-8")
+    text = "\n".join(blocks)
     try:
         done = subprocess.run(["bash", "examples.sh"], cwd=work, env=env, capture_output=True, text=True,
                               timeout=1200, stdin=subprocess.DEVNULL)
         tail = "\n".join(done.stderr.splitlines()[-60:])
         assert done.returncode == 0, f"exit {done.returncode}\n{tail}"
         # A few outcomes the examples promise, beyond their exit codes.
-        assert (work / "drill.html").is_file()
-        assert "Revert \\\"Add new feature\\\"" in done.stdout or 'Revert "Add new feature"' in done.stdout
+        if "--out drill.html" in text:
+            assert (work / "drill.html").is_file()
+        if "rollback app revert" in text:
+            assert "Revert \\\"Add new feature\\\"" in done.stdout or 'Revert "Add new feature"' in done.stdout
     finally:
         Sandbox.down(work / ".rollback" / "sandbox")
     assert Sandbox.status(work / ".rollback" / "sandbox") is None

@@ -351,6 +351,12 @@ def _journal_with_step(info: SandboxInfo, step: str, proc: subprocess.Popen[str]
     raise AssertionError(f"step {step} never started")
 
 
+def _served(info: SandboxInfo) -> list[dict[str, Any]]:
+    """Every API request the sandbox's Vercel emulator has answered, oldest first."""
+    answer = httpx.get(f"{info.env['VERCEL_API_URL']}/_admin/requests", timeout=10).json()
+    return list(answer["requests"] if isinstance(answer, dict) else answer)
+
+
 def test_sigkill_mid_run_then_resume(world: SandboxInfo, run_cli: RunCli) -> None:
     info = world
     repair_assets(run_cli)
@@ -360,8 +366,12 @@ def test_sigkill_mid_run_then_resume(world: SandboxInfo, run_cli: RunCli) -> Non
                             env=dict(os.environ), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:
+        served = len(_served(info))
         path = _journal_with_step(info, "app.wait-rollback", proc, known)
-        time.sleep(0.3)  # inside the watch of the alias job
+        deadline = time.monotonic() + 60  # inside the watch of the alias job: it has polled the job once
+        while not any(r["method"] == "GET" for r in _served(info)[served:]):
+            assert proc.poll() is None and time.monotonic() < deadline, "the watch never polled"
+            time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
         proc.communicate(timeout=30)
     finally:
