@@ -36,7 +36,9 @@ def staging(live_db: LiveDb, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     try:
         yield name
     finally:
-        live_db.pg.drop_database(name)
+        for database in live_db.pg.databases():  # staging and what rollback set aside beside it
+            if database == name or database.startswith(name + "_"):
+                live_db.pg.drop_database(database)
 
 
 def one_line_error(result: CliResult, code: int, *needles: str) -> str:
@@ -100,3 +102,25 @@ def test_a_backup_of_a_same_named_database_on_another_server_is_refused(run_cli:
     one_line_error(result, 4, "system 1234567890123456789")
     named = run_cli("--env", "production", "db", "restore", taken["name"], "--swap", "--yes")
     one_line_error(named, 4, "not from this environment's database")
+
+
+def test_a_standby_of_another_database_is_never_cloned(run_cli: RunCli, live_db: LiveDb, staging: str) -> None:
+    """Staging's standby holds staging's backup; production restoring that backup (--from-other-database) must
+    load the dump, never clone a database rollback staged beside another live database."""
+    staged = run_cli("--env", "staging", "db", "backup", "--stage", "--json")
+    assert staged.code == 0, staged.err
+    taken, standby = staged.json()["backup"]["name"], staged.json()["backup"]["standby"]
+    assert standby.startswith(f"{staging}_standby_")
+
+    planned = run_cli("--env", "production", "db", "restore", taken, "--from-other-database", "--swap", "--dry-run",
+                      "--json")
+    assert planned.code == 0, planned.err
+    actions = [s["action"] for s in planned.json()["plan"]["steps"]]
+    assert "db.clone_standby" not in actions and "db.restore_beside" in actions, actions
+    assert standby not in planned.out
+
+    restored = run_cli("--env", "production", "db", "restore", taken, "--from-other-database", "--swap", "--yes",
+                       "--skip-emergency-backup", "--reason", "staging data into production")
+    assert restored.code == 0, restored.err
+    assert live_db.scalar('SELECT count(*) FROM "UserStats"') == 0  # staging's data, from its dump
+    assert standby in live_db.pg.databases()  # staging's standby untouched

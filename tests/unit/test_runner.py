@@ -301,3 +301,25 @@ def test_no_handler_branches_on_dry_run() -> None:
             if re.search(r"ctx\.dry_run|\bif (not )?dry_run\b|dry_run=ctx", line):
                 offenders.append(f"{path.relative_to(root)}:{number}: {line.strip()}")
     assert offenders == []
+
+
+def test_resume_never_repeats_a_finished_step_that_has_no_check(tmp_path: Path) -> None:
+    """A step with an ``act`` and no ``check`` (say, "post to the channel", "send the rollback") cannot tell
+    from the world that it ran: only the journal's finished steps keep ``resume`` from doing it twice."""
+    acts: list[str] = []
+
+    def act(step: Step, ctx: StepContext) -> Mapping[str, Any]:
+        acts.append(step.id)
+        if step.id == "rollback" and acts.count("rollback") == 1:
+            raise UnsafePrecondition("the API answered 502", "resume")
+        return {"sent": step.id}
+
+    handlers = dict.fromkeys(PLAN.actions, handler(act))
+    journal = Journal.start(tmp_path, command="x", env="production")
+    with pytest.raises(UnsafePrecondition):
+        execute(PLAN, handlers, journal=journal)
+    assert acts == ["backup", "rollback"]
+    outcome = resume(tmp_path, journal.run_id, handlers)
+    assert acts == ["backup", "rollback", "rollback", "health"]  # backup not sent again
+    assert [s.already_done for s in outcome.steps] == [True, False, False]
+    assert outcome.steps[0].result == {"sent": "backup"}  # the earlier run's result, carried over
