@@ -258,8 +258,9 @@ def sandbox_group(item: pytest.Item) -> str | None:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         group = sandbox_group(item)
-        if group is not None:
+        if group is not None:  # a test of the session's sandbox: the full run, not the inner loop
             item.add_marker(pytest.mark.xdist_group(group))
+            item.add_marker(pytest.mark.slow)
     # The slow tests first, so that on several workers the long ones start early rather than finish
     # late (the same order in every worker: xdist requires it); the operator-role check last.
     items.sort(key=lambda item: 2 if item.get_closest_marker("after_aws_tests") else

@@ -71,6 +71,7 @@ def _resume(app_env: Path, run_id: str) -> object:
     return resume(config.journal_dir, run_id, lambda plan: handlers_for(config, plan.actions))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
 def test_a_killed_rollback_is_resumed_without_sending_it_again(app_env: Path, emulator: VercelEmulator,
                                                                signum: int) -> None:

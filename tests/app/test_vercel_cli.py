@@ -93,6 +93,7 @@ def test_vercel_ls(vercel: Vercel, emulator: VercelEmulator) -> None:
     assert "Production" in output and "Preview" in output
 
 
+@pytest.mark.slow
 def test_vercel_inspect(vercel: Vercel, emulator: VercelEmulator) -> None:
     url = emulator.state.deployments[DEMO.previous].url
     result = vercel("inspect", url)
@@ -101,6 +102,7 @@ def test_vercel_inspect(vercel: Vercel, emulator: VercelEmulator) -> None:
     assert DEMO.previous in output and "production" in output
 
 
+@pytest.mark.slow
 def test_vercel_rollback_then_promote(vercel: Vercel, emulator: VercelEmulator) -> None:
     previous = emulator.state.deployments[DEMO.previous].url
     result = vercel("rollback", previous, "--yes", "--timeout", "60s")
@@ -117,6 +119,7 @@ def test_vercel_rollback_then_promote(vercel: Vercel, emulator: VercelEmulator) 
     assert [r["type"] for r in emulator.state.alias_history] == ["rollback", "promote"]
 
 
+@pytest.mark.slow
 def test_vercel_rollback_reports_failed_aliases(vercel: Vercel, emulator: VercelEmulator) -> None:
     emulator.state.configure(fail_aliases=["www.demo.example.com"])
     result = vercel("rollback", emulator.state.deployments[DEMO.previous].url, "--yes", "--timeout", "60s")
@@ -124,6 +127,7 @@ def test_vercel_rollback_reports_failed_aliases(vercel: Vercel, emulator: Vercel
     assert "www.demo.example.com" in result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_vercel_cli_with_a_wrong_token_fails(emulator: VercelEmulator, tmp_path: Path) -> None:
     cli = vercel_cli()
     result = subprocess.run([cli, "ls", "demo", "--api", emulator.url, "--token", "wrongToken123",

@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from rollback.adapters.stack_config import read_stack_config
 from rollback.sandbox.aws import _free_port, moto_environment, seed_edge, write_workdir
 from tests.aws.conftest import unique
+
+# Each test here starts a sandbox or a browser of its own: the full run, not the inner loop.
+pytestmark = pytest.mark.slow
 
 
 def test_drill_in_process(aws: Callable[[str], Any], tmp_path: Path, run_cli: Any) -> None:

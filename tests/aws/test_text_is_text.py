@@ -9,6 +9,8 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import pytest
+
 from tests.aws.conftest import Project
 from tests.aws.test_assets import ASSETS, _body, _put, bucket  # noqa: F401 - the fixture
 from tests.conftest import CliResult
@@ -23,6 +25,7 @@ def assert_clean(result: CliResult) -> None:
     assert not RAW_CONTROL.search(text), repr(text)
 
 
+@pytest.mark.slow
 def test_markup_and_control_characters_in_s3_keys(aws: Callable[[str], Any], bucket: tuple[str, Project],  # noqa: F811
                                                   run_cli: Any) -> None:
     name, proj = bucket

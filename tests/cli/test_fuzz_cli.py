@@ -252,6 +252,7 @@ def config_files(draw: st.DrawFn) -> tuple[dict[str, Any], Verdict]:
     return document, verdict
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(case=config_files())
 def test_config_files_from_the_real_schema(run_cli: RunCli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -407,6 +408,7 @@ def test_the_generator_reaches_every_command() -> None:
     assert {"app rollback", "db restore", "infra assets", "journal show", "config check"} <= names
 
 
+@pytest.mark.slow
 @SETTINGS
 @given(data=st.data())
 def test_command_lines_from_the_real_command_tree(run_cli: RunCli, tmp_path: Path,

@@ -23,6 +23,7 @@ def _pytest(tmp_path: Path, **env: str) -> int:
     return done.returncode
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("env", "code"), [
     ({}, 1),
     ({"ROLLBACK_TESTS_ALLOW_SKIP": "1"}, 0),

@@ -91,6 +91,7 @@ def test_latest_is_the_newest_backup_of_this_database(run_cli: RunCli, live_db: 
     assert listed[theirs["name"]]["this_database"] is False
 
 
+@pytest.mark.slow
 def test_a_backup_of_a_same_named_database_on_another_server_is_refused(run_cli: RunCli, live_db: LiveDb,
                                                                          staging: str) -> None:
     taken = backup(run_cli, "production")

@@ -74,6 +74,7 @@ def _everything_written(live_db: LiveDb, results: list[CliResult]) -> str:
     return "\n".join(texts)
 
 
+@pytest.mark.slow
 @settings(max_examples=24, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(password=PASSWORDS, form=st.sampled_from(["url-encoded", "url-raw", "key-value"]),

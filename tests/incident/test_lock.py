@@ -59,6 +59,7 @@ def _environ(world: World, **extra: str) -> dict[str, str]:
     return env
 
 
+@pytest.mark.slow
 def test_two_journal_dirs_cannot_both_act_on_one_environment(world: World, procs: list[Any], tmp_path: Path) -> None:
     from rollback.sandbox.vercel import DEMO
 
@@ -175,6 +176,7 @@ def _team_world(world: World, tmp_path: Path, bucket: str, name: str, ttl: int =
     return _environ(world, ROLLBACK_CONFIG=str(path), ROLLBACK_LOCK_DIR=str(folder / "locks"))
 
 
+@pytest.mark.slow
 def test_two_laptops_one_team_lease(world: World, bucket: str, procs: list[Any], tmp_path: Path) -> None:
     import boto3
 
@@ -198,6 +200,7 @@ def test_two_laptops_one_team_lease(world: World, bucket: str, procs: list[Any],
     assert f"team/runs/{run_id}.jsonl" in keys
 
 
+@pytest.mark.slow
 def test_expired_lease_of_a_killed_run_is_taken_over(world: World, bucket: str, procs: list[Any],
                                                      tmp_path: Path) -> None:
     import boto3
@@ -227,6 +230,7 @@ def test_expired_lease_of_a_killed_run_is_taken_over(world: World, bucket: str, 
         s3.get_object(Bucket=bucket, Key="team/locks/production.json")  # released at the end
 
 
+@pytest.mark.slow
 def test_lease_of_a_run_is_renewed_while_it_lasts(world: World, bucket: str, procs: list[Any],
                                                   tmp_path: Path) -> None:
     import boto3

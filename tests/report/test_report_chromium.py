@@ -16,6 +16,9 @@ import pytest
 from tests.conftest import CliResult
 from tests.report.fixture_incident import HOSTILE_DETAIL, HOSTILE_PATH, IncidentFixture
 
+# Each test here starts a sandbox or a browser of its own: the full run, not the inner loop.
+pytestmark = pytest.mark.slow
+
 Run = Callable[..., CliResult]
 
 

@@ -228,6 +228,7 @@ def _all_gone(state: dict[str, Any]) -> bool:
     return not any(is_alive(ProcessRef.from_dict(ref)) for ref in state["processes"].values())
 
 
+@pytest.mark.slow  # starts a sandbox of its own
 def test_ctrl_c_stops_the_sandbox_the_drill_started(tmp_path: Path) -> None:
     """A real `rollback drill --sandbox` process, interrupted (SIGINT) once its sandbox is up: exit 130,
     no process and no PostgreSQL cluster left behind."""
@@ -243,6 +244,7 @@ def test_ctrl_c_stops_the_sandbox_the_drill_started(tmp_path: Path) -> None:
     assert Sandbox.status(tmp_path / ".rollback" / "sandbox") is None
 
 
+@pytest.mark.slow  # starts a sandbox of its own
 def test_a_killed_drill_leaves_a_sandbox_the_next_drill_stops(tmp_path: Path) -> None:
     """SIGKILL cannot be handled: the sandbox stays up, marked as the drill's; the next drill in that
     directory adopts it (re-seeds it), runs to the end as a whole process and stops it."""

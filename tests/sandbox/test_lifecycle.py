@@ -18,6 +18,9 @@ import pytest
 from rollback.sandbox.processes import ProcessRef, is_alive
 from rollback.sandbox.world import Sandbox, SandboxInfo
 
+# Each test here starts a sandbox or a browser of its own: the full run, not the inner loop.
+pytestmark = pytest.mark.slow
+
 
 def rollback(*args: str, cwd: Path | None = None, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ROLLBACK_", "AWS_", "VERCEL_"))}

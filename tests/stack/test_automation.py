@@ -117,6 +117,7 @@ def test_preview_sets_the_config_and_saves_the_plan(stack_env: StackEnv, fake_pu
         assert secret not in result.out and secret not in result.err and secret not in journals
 
 
+@pytest.mark.slow
 def test_library_callers_preview_and_restore_without_the_cli(stack_env: StackEnv, fake_pulumi: FakePulumi) -> None:
     """preview then restore through rollback.commands.infra_stack (run_preview, run_restore), with one
     Services, against the recorded-CLI double: the same plan is saved, then applied exactly."""
@@ -237,6 +238,7 @@ def test_stack_outputs_through_the_cli(make_stack: Callable[..., StackEnv], fake
     assert ["stack", "output", "--json", "--stack", "staging"] in _sub(fake_pulumi.calls(), "stack")
 
 
+@pytest.mark.slow
 def test_failed_preview_names_the_undo_command(stack_env: StackEnv, fake_pulumi: FakePulumi, run_cli: RunCli,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     before = stack_env.stack_file.read_text()
@@ -288,6 +290,7 @@ def test_restore_refuses_a_sidecar_without_a_plan_digest(stack_env: StackEnv, fa
     assert _sub(fake_pulumi.calls(), "up") == []
 
 
+@pytest.mark.slow
 def test_offline_preview_removes_an_applied_plan_at_the_same_path(stack_env: StackEnv, fake_pulumi: FakePulumi,
                                                                   run_cli: RunCli) -> None:
     assert run_cli("infra", "preview", "--config-only", "--to", "3", "--plan-file", "v3.plan.json").code == 0

@@ -70,6 +70,7 @@ def _stack(env: StackEnv) -> object:
     return Services(load_config(env.config)).pulumi_stack()
 
 
+@pytest.mark.slow
 def test_the_double_reproduces_the_violation_and_the_fresh_preview_matches_the_plan(
         stack_env: StackEnv, fake_pulumi: FakePulumi, monkeypatch: pytest.MonkeyPatch, run_cli: object) -> None:
     from rollback.adapters.pulumi import PulumiStack
@@ -107,6 +108,7 @@ def _history_count(run_cli: object) -> int:
     return int(document["count"])
 
 
+@pytest.mark.slow
 def test_restore_recognises_the_violation_and_falls_back_only_on_the_same_steps(
         stack_env: StackEnv, fake_pulumi: FakePulumi, monkeypatch: pytest.MonkeyPatch, run_cli: object) -> None:
     import json
@@ -142,6 +144,7 @@ def test_restore_recognises_the_violation_and_falls_back_only_on_the_same_steps(
     assert again.code == 4 and "was already applied" in again.err
 
 
+@pytest.mark.slow
 def test_the_fallback_is_refused_when_a_fresh_preview_differs(
         stack_env: StackEnv, fake_pulumi: FakePulumi, monkeypatch: pytest.MonkeyPatch, run_cli: object) -> None:
     cli = run_cli  # type: ignore[assignment]

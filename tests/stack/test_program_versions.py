@@ -159,6 +159,7 @@ def program_stack(make_stack: Callable[..., StackEnv]) -> ProgramStack:
     return ProgramStack(env, old, new)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("no_pulumi")
 def test_offline_preview_names_the_program_change_and_its_commit(program_stack: ProgramStack, run_cli: RunCli
                                                                  ) -> None:
@@ -198,6 +199,7 @@ def test_config_only_previews_with_todays_program(program_stack: ProgramStack, r
     assert {r["cause"] for r in document["desired_state_diff"]} == {"config"}
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("no_pulumi")
 @pytest.mark.parametrize(("version", "message"), [
     ("1", f"ran from commit {'f' * 12}, which this repository does not have"),
@@ -213,6 +215,7 @@ def test_a_program_that_cannot_be_checked_out_is_refused_unless_config_only(
     assert run_cli("infra", "preview", "--to", version, "--offline", "--config-only").code == 0
 
 
+@pytest.mark.slow
 def test_preview_and_restore_run_that_commits_program_from_a_worktree(
         program_stack: ProgramStack, fake_pulumi: FakePulumi, run_cli: RunCli) -> None:
     """The Pulumi CLI is the recorded-CLI double (tests/stack/recorded_pulumi.py) driven through the
@@ -240,6 +243,7 @@ def test_preview_and_restore_run_that_commits_program_from_a_worktree(
     assert not tree.exists() and program_stack.worktrees() == [env.project]
 
 
+@pytest.mark.slow
 def test_the_worktree_is_removed_when_the_preview_fails(program_stack: ProgramStack, fake_pulumi: FakePulumi,
                                                         run_cli: RunCli, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FAKE_PULUMI_FAIL", "preview")
