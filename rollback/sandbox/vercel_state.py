@@ -8,7 +8,9 @@ Alias jobs (what an instant rollback or a promote starts) are advanced lazily
 from the wall clock whenever state is read: ``pending`` for the first third of
 ``job_seconds``, then ``in-progress``, then ``succeeded`` (or ``failed`` when
 some alias was configured to fail). With ``job_seconds = 0`` a job completes
-on the first read after the request.
+on the first read after the request. Setting ``job_seconds`` applies to the jobs
+still running too (measured from each one's start), so a test can hold a job
+for as long as it needs and then let it finish, whatever the machine's load.
 """
 
 from __future__ import annotations
@@ -282,6 +284,9 @@ class EmulatorState:
         with self.lock:
             if job_seconds is not None:
                 self.job_seconds = float(job_seconds)
+                for job in self.jobs.values():
+                    if job.status not in ("succeeded", "failed", "skipped"):
+                        job.seconds = self.job_seconds
             if fail_aliases is not None:
                 self.fail_aliases = set(fail_aliases)
             if unhealthy is not None:

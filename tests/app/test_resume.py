@@ -75,7 +75,7 @@ def _resume(app_env: Path, run_id: str) -> object:
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
 def test_a_killed_rollback_is_resumed_without_sending_it_again(app_env: Path, emulator: VercelEmulator,
                                                                signum: int) -> None:
-    emulator.state.configure(job_seconds=6)  # the job outlives the process
+    emulator.state.configure(job_seconds=600)  # the job outlives the process (until the test lets it finish)
     proc = _start(app_env)
     served = len(emulator.state.requests)
     path = _wait_for_step(app_env, "wait-rollback", proc)
@@ -97,6 +97,7 @@ def test_a_killed_rollback_is_resumed_without_sending_it_again(app_env: Path, em
         assert events[-1]["exit_code"] == 130
     assert [r["to"] for r in emulator.state.alias_history] == [DEMO.previous]
 
+    emulator.state.configure(job_seconds=0)  # the job, still running, now finishes at its next read
     outcome = _resume(app_env, run_id)  # watches the same job until it succeeds
     assert emulator.state.project(DEMO.project_id).production_id == DEMO.previous
     assert len(emulator.state.alias_history) == 1  # the rollback was not requested twice
