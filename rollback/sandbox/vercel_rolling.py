@@ -204,14 +204,15 @@ class TrafficSplit:
     Vercel draws a random number per first-time visitor; a stand-in that tests count on must be exact, so
     this one spreads the canary's requests evenly, per path: of any ``n`` consecutive requests to one path,
     ``round(n * share)`` (give or take one) go to the canary. Per path, so that a client cycling through
-    several paths (the sandbox's monitor) still sends each of them to the canary its share of the time.
-    Thread-safe."""
+    several paths (the sandbox's monitor) still sends each of them to the canary its share of the time;
+    the ``spread`` paths start out of phase, so that such a client's canary requests do not all fall in
+    the same round. Thread-safe."""
 
-    def __init__(self) -> None:
+    def __init__(self, spread: tuple[str, ...] = ()) -> None:
         import threading
 
         self._lock = threading.Lock()
-        self._owed: dict[str, float] = {}
+        self._owed: dict[str, float] = {path: index / len(spread) for index, path in enumerate(spread)}
 
     def to_canary(self, path: str, share: float) -> bool:
         if share <= 0:
