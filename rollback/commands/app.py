@@ -313,7 +313,11 @@ def plan_rollback(config: Config, client: VercelClient, *, to: str | None = None
     if current is None:
         raise UnsafePrecondition(f"project {project.name} has no production deployment", "nothing to roll back")
     release = rolling()
-    active = release if release is not None and release.is_active and release.canary and release.base else None
+    active = release if release is not None and release.is_active else None
+    if active is not None and (active.canary is None or active.base is None):
+        raise UnsafePrecondition(f"a rolling release of {project.name} is active, but Vercel does not name its canary "
+                                 "and base", "abort it with 'vercel rolling-release abort --dpl <canary>'; nothing "
+                                 "was changed")
     notes: list[str] = []
     if past_rolling_release and active is None:
         notes.append(f"no rolling release is active: {PAST_FLAG} changes nothing")

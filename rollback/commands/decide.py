@@ -254,7 +254,8 @@ def _read_canary(reading: LiveReading, outcomes: dict[str, sources.Outcome], min
     canary's share (``canary_error_rate``: every error counted against the canary)."""
     found = outcomes["canary"]
     if not found.ok:
-        reading.signals.append(_not_measured("canary_error_rate", "vercel", str(found.problem)))
+        if not str(found.problem).startswith("not configured"):  # no Vercel: said once, by its own reader
+            reading.signals.append(_not_measured("canary_error_rate", "vercel", str(found.problem)))
         return
     canary: sources.CanaryReading = found.value
     reading.rolling = canary.release

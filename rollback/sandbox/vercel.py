@@ -248,25 +248,16 @@ def _delete_rolling_config(state: EmulatorState, match: re.Match[str], query: Qu
     return 200, {"rollingRelease": None}
 
 
-@route("POST", _RR + "/start")
-def _start_rolling_release(state: EmulatorState, match: re.Match[str], query: Query, body: Any) -> Response:
+@route("POST", _RR + "/(?P<verb>start|approve-stage|complete)")
+def _change_rolling_release(state: EmulatorState, match: re.Match[str], query: Query, body: Any) -> Response:
+    """``start`` and ``complete`` take ``{canaryDeploymentId}``; ``approve-stage`` also ``nextStageIndex``."""
     data = body if isinstance(body, dict) else {}
-    release = state.start_rolling_release(match["project"], data.get("canaryDeploymentId"))
-    with state.lock:
-        return 200, shapes.rolling_release_v1(state, release)
-
-
-@route("POST", _RR + "/approve-stage")
-def _approve_rolling_stage(state: EmulatorState, match: re.Match[str], query: Query, body: Any) -> Response:
-    release = state.approve_rolling_stage(match["project"], body)
-    with state.lock:
-        return 200, shapes.rolling_release_v1(state, release)
-
-
-@route("POST", _RR + "/complete")
-def _complete_rolling_release(state: EmulatorState, match: re.Match[str], query: Query, body: Any) -> Response:
-    data = body if isinstance(body, dict) else {}
-    release = state.complete_rolling_release(match["project"], data.get("canaryDeploymentId"))
+    if match["verb"] == "start":
+        release = state.start_rolling_release(match["project"], data.get("canaryDeploymentId"))
+    elif match["verb"] == "complete":
+        release = state.complete_rolling_release(match["project"], data.get("canaryDeploymentId"))
+    else:
+        release = state.approve_rolling_stage(match["project"], data)
     with state.lock:
         return 200, shapes.rolling_release_v1(state, release)
 
