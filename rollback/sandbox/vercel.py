@@ -55,7 +55,7 @@ are now; it builds for half a second, then takes the production domains unless a
 A stand-in for the app itself is served at ``/_app/<project>/``: ``/``,
 ``/api/health`` and ``/api/version`` answer for the deployment currently
 serving production (``/api/version`` gives its commit sha); during a rolling release the canary answers
-its share of the requests (:class:`~rollback.sandbox.vercel_rolling.TrafficSplit`), and a crashing
+its share of the requests (``EmulatorState.split``), and a crashing
 deployment answers 500 to all of them.
 """
 
@@ -75,7 +75,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from rollback.sandbox import vercel_shapes as shapes
-from rollback.sandbox.vercel_rolling import TrafficSplit
 from rollback.sandbox.vercel_state import DEMO, ApiFailure, EmulatorState, FaultRule, fake_id
 
 __all__ = ["DEMO", "EmulatorState", "FaultRule", "VercelEmulator", "main", "start_emulator"]
@@ -324,15 +323,13 @@ def _create_deployment(state: EmulatorState, match: re.Match[str], query: Query,
 
 
 # ---------------------------------------------------------------- the app
-_SPLIT = TrafficSplit()
-
-
 def _app(state: EmulatorState, project_ref: str, path: str) -> Response:
     with state.lock:
         project = state.project(project_ref)
         dep = state.deployments.get(project.production_id or "")
         release = project.rolling_release
-        if release is not None and release.is_active and _SPLIT.to_canary(f"{project.id}{path}", release.canary_share):
+        if release is not None and release.is_active and state.split.to_canary(f"{project.id}{path}",
+                                                                               release.canary_share):
             dep = state.deployments.get(release.canary_id, dep)
         if dep is None:
             return 404, {"error": {"code": "not_found", "message": "no production deployment"}}

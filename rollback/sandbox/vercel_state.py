@@ -39,7 +39,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rollback.sandbox.vercel_rolling import ConfigProblem, RollingConfig, SimRollingRelease, SimStage, parse_config
+from rollback.sandbox.vercel_rolling import (
+    ConfigProblem,
+    RollingConfig,
+    SimRollingRelease,
+    SimStage,
+    TrafficSplit,
+    parse_config,
+)
 
 __all__ = [
     "DEMO_DATABASE_URL",
@@ -233,6 +240,7 @@ class EmulatorState:
         # validate each one against the published schema of its operation.
         self.captured: list[tuple[str, str, int, Any]] | None = None
         self.clock_skew = 0.0  # seconds the emulator's clock runs ahead of the monotonic clock
+        self.split = TrafficSplit()  # which requests to the app stand-in the canary answers
         self.seed_name = seed
         self.reset(seed)
 

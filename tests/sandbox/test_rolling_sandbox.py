@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -102,7 +103,7 @@ def test_drill_with_rolling_names_the_canary_and_the_abort(rolling_sandbox: Sand
     assert canary in rows["deployment_initiated"]["detail"] and "rolling release at 10 %" in \
         rows["deployment_initiated"]["detail"]
     assert "abort the rolling release" in rows["restored"]["detail"]
-    report = open(document["report"], encoding="utf-8").read()
+    report = Path(document["report"]).read_text(encoding="utf-8")
     assert f"canary {info.world['vercel']['bad_url']} ({canary}) started a Vercel rolling release" in report
     assert "abort the rolling release: canary" in report
     assert "abort rolling release" in report  # the resolution names the option
