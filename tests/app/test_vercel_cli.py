@@ -149,6 +149,7 @@ def printed_json(output: str) -> Any:
     return json.loads(output[output.index("{"):output.rindex("}") + 1])
 
 
+@pytest.mark.slow
 def test_vercel_rolling_release_fetch_then_abort(vercel: Vercel, emulator: VercelEmulator) -> None:
     emulator.state.reset("demo-rolling")
     emulator.state.configure(crashing=[DEMO.current])
@@ -172,6 +173,7 @@ def test_vercel_rolling_release_fetch_then_abort(vercel: Vercel, emulator: Verce
     assert state["currentDeployment"]["id"] == DEMO.previous
 
 
+@pytest.mark.slow
 def test_vercel_rolling_release_configure_start_approve_complete(vercel: Vercel, emulator: VercelEmulator) -> None:
     configured = vercel("rolling-release", "configure", "--project", DEMO.project_name, "--enable",
                         "--advancement-type=manual-approval", "--stage=10", "--stage=50")
