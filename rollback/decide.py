@@ -30,7 +30,16 @@ repair (``prisma migrate resolve`` / a down migration), not a restore.
 
 - ``app``: Vercel instant rollback; ``git revert`` instead when a rollback is
   already in effect (an instant rollback would go further back) or the bad
-  commit must go.
+  commit must go; during a Vercel rolling release, its **abort** (all traffic
+  back to the release's base), never a rollback past the base.
+
+A canary is judged on its own share: ``canary_error_rate`` is the error rate
+measured over all of production (CloudFront, a burst of health probes) divided
+by the canary's share of the traffic, every error counted against the canary
+(a 10 % canary failing every request is a 10 % error rate overall, 100 % of its
+own). It is bad (P1, abort) above 5 % of its own requests, which is sooner than
+a full release (P1 above 5 % of all requests: at a 10 % stage the canary is
+aborted from 0.5 % overall), because aborting a canary is cheap and loses nothing.
 - ``edge`` / ``assets``: break-glass (straight through the AWS API) for P0,
   without a Pulumi stack, or without the Pulumi CLI on PATH (a pinned restore
   previews and applies through it; ``rollback infra edge`` pins the version
@@ -162,6 +171,8 @@ RULES: tuple[Rule, ...] = (
     Rule("data_loss", "is", True, "P0", (CHANGED, "db"),
          "data being lost or corrupted: an app rollback stops the damage, a database step repairs it"),
     Rule("security_breach", "is", True, "P0", (CHANGED,), "security breach"),
+    Rule("canary_error_rate", ">", 5.0, "P1", (CHANGED,),
+         "a canary counts as bad sooner than a full release: aborting it is cheap and loses nothing", "%"),
     Rule("error_rate", ">", 5.0, "P1", (CHANGED,), "high error rate", "%"),
     Rule("p95_ms", ">", 5000.0, "P1", (CHANGED,), "slow responses (p95 over 5 s)", "ms"),
     Rule("feature_broken", "==", "major", "P1", (CHANGED,), "major feature broken"),
@@ -207,6 +218,7 @@ class Context:
     remove_commit: bool = False  # the bad commit must go (git revert)
     has_pulumi: bool = False  # a Pulumi stack is configured (pinned restores possible)
     pulumi_cli: bool = True  # the Pulumi CLI is on PATH (a pinned restore previews and applies through it)
+    canary: str | None = None  # Vercel: a rolling release is active (its canary, share and base, for people)
 
 
 @dataclass(frozen=True)
@@ -301,6 +313,9 @@ def _option(layer: str, severity: str, reasons: Sequence[Reason], ctx: Context) 
     """The option for ``layer``, and why."""
     signals = {r.signal.name for r in reasons}
     if layer == "app":
+        if ctx.canary:
+            return "abort-rolling-release", (f"a rolling release is active ({ctx.canary}): abort it, all traffic "
+                                             "back to its base; never an instant rollback past the base")
         if ctx.rollback_active:
             return "git-revert", "an instant rollback is already in effect: another one would go further back"
         if ctx.remove_commit:
@@ -379,6 +394,9 @@ def decide(signals: Sequence[Signal], ctx: Context | None = None, rules: Sequenc
 def _notes(severity: str | None, reasons: Sequence[Reason], ctx: Context, signals: Sequence[Signal]) -> tuple[str, ...]:
     notes: list[str] = []
     names = {r.signal.name for r in reasons}
+    if ctx.canary and severity is not None and severity != "P3":
+        notes.append(f"a rolling release is active ({ctx.canary}): the app step of 'rollback run' is its abort, all "
+                     "traffic back to the base")
     if ctx.rollback_active:
         notes.append("an instant rollback is already in effect: another one would go further back, so the app "
                      "option is git revert (or 'rollback app undo' then promote a fixed deployment)")

@@ -38,6 +38,7 @@ __all__ = [
     "reason_text",
     "run_actions",
     "timeline_bar",
+    "timeline_details",
 ]
 
 REPORT_FORMAT = "rollback.report/1"
@@ -497,7 +498,44 @@ def _hhmm(moment: dt.datetime | None) -> str:
     return moment.strftime("%H:%M:%S") if moment else ""
 
 
-def _timeline_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+def _first_event(record: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
+    return next((e for e in record.get("events") or [] if isinstance(e, Mapping) and e.get("event") == kind), None)
+
+
+def timeline_details(record: Mapping[str, Any], actions: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """What happened at a moment of the timeline, where the record says: the canary of a Vercel rolling
+    release (the deployment), and the step that initiated the rollback and the one that restored service
+    (from the run's journal)."""
+    details: dict[str, str] = {}
+    opened = _first_event(record, "opened") or {}
+    deployment = opened.get("deployment")
+    release = deployment.get("rolling_release") if isinstance(deployment, Mapping) else None
+    if isinstance(release, Mapping) and isinstance(deployment, Mapping):
+        found = release.get("base")
+        base: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+        percentage = _number(release.get("percentage"))
+        share = f" at {percentage:g} % of production" if percentage is not None else ""
+        details["deployment_initiated"] = (f"canary {_plain(deployment.get('url'))} ({_plain(deployment.get('id'))}) "
+                                           f"started a Vercel rolling release{share} (base "
+                                           f"{_plain(base.get('url'))})")
+    steps = {str(a.get("run")): [s for s in a.get("steps") or [] if isinstance(s, Mapping)] for a in actions}
+    initiated = _first_event(record, "initiated")
+    if initiated is not None:
+        step = next((s for s in steps.get(str(initiated.get("run")), []) if s.get("id") == initiated.get("step")), None)
+        if step is not None and step.get("description"):
+            details["initiated"] = str(step["description"])
+    restored = _first_event(record, "restored")
+    if restored is not None and restored.get("layer"):
+        # What brought service back: the restoring layer's first change (its health check only confirmed it).
+        layer = str(restored["layer"])
+        change = next((s for s in steps.get(str(restored.get("run")), [])
+                       if str(s.get("id", "")).startswith(f"{layer}.") and s.get("destructive")), None)
+        if change is not None and change.get("description"):
+            details["restored"] = f"{layer}: {change['description']}"
+    return details
+
+
+def _timeline_rows(record: Mapping[str, Any], details: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
     timeline = record.get("timeline") or {}
     detected = parse_time(timeline.get("detected"))
     first_day = None
@@ -511,7 +549,7 @@ def _timeline_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
         day = moment.date().isoformat() if moment else None
         rows.append({"key": key, "label": label, "at": _iso(moment), "time": _hhmm(moment),
                      "date": day if day and day != first_day else None, "since_detected": offset,
-                     "known": moment is not None})
+                     "known": moment is not None, "detail": (details or {}).get(key)})
         if day and first_day is None:
             first_day = day
     return rows
@@ -593,7 +631,7 @@ def build_report(
             "reasons": reasons,
             "impact": {**impact.to_dict(), **_impact_lines(impact), "users_affected": "not measured"},
         },
-        "timeline": _timeline_rows(record),
+        "timeline": _timeline_rows(record, timeline_details(record, actions)),
         "resolution": _resolution(record),
         "actions": actions,
         "missing_runs": list(missing_runs),

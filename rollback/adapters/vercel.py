@@ -43,6 +43,8 @@ __all__ = [
     "Deployment",
     "EnvVar",
     "Project",
+    "RollingRelease",
+    "RollingStage",
     "VercelClient",
     "is_transient",
     "make_http_client",
@@ -150,6 +152,7 @@ class AliasRequest:
     to_deployment_id: str
     from_deployment_id: str | None
     requested_at: int
+    from_rolling_release_id: str | None = None  # a rollback that ended a rolling release: its canary
 
     @property
     def is_terminal(self) -> bool:
@@ -160,9 +163,22 @@ class AliasRequest:
         return _iso(self.requested_at)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"type": self.type, "job_status": self.job_status, "from_deployment_id": self.from_deployment_id,
-                "to_deployment_id": self.to_deployment_id, "requested_at": self.requested_at,
-                "requested": self.requested}
+        document = {"type": self.type, "job_status": self.job_status, "from_deployment_id": self.from_deployment_id,
+                    "to_deployment_id": self.to_deployment_id, "requested_at": self.requested_at,
+                    "requested": self.requested}
+        if self.from_rolling_release_id:
+            document["from_rolling_release_id"] = self.from_rolling_release_id
+        return document
+
+    @classmethod
+    def from_dict(cls, raw: Any) -> AliasRequest | None:
+        """The inverse of :meth:`to_dict` (a plan's ``before``, read back from a journal)."""
+        if not isinstance(raw, Mapping):
+            return None
+        return cls(type=str(raw.get("type")), job_status=str(raw.get("job_status")),
+                   to_deployment_id=str(raw.get("to_deployment_id")), from_deployment_id=raw.get("from_deployment_id"),
+                   requested_at=int(raw.get("requested_at") or 0),
+                   from_rolling_release_id=raw.get("from_rolling_release_id"))
 
     @classmethod
     def from_api(cls, data: Mapping[str, Any] | None) -> AliasRequest | None:
@@ -171,7 +187,9 @@ class AliasRequest:
         return cls(type=str(data.get("type") or ""), job_status=str(data.get("jobStatus") or ""),
                    to_deployment_id=str(data["toDeploymentId"]),
                    from_deployment_id=str(data["fromDeploymentId"]) if data.get("fromDeploymentId") else None,
-                   requested_at=int(data.get("requestedAt") or 0))
+                   requested_at=int(data.get("requestedAt") or 0),
+                   from_rolling_release_id=str(data["fromRollingReleaseId"]) if data.get("fromRollingReleaseId")
+                   else None)
 
 
 @dataclass(frozen=True)
@@ -208,6 +226,98 @@ class Project:
             last_alias_request=AliasRequest.from_api(data.get("lastAliasRequest")),
             rollback_active=bool(data.get("lastRollbackTarget")),
         )
+
+
+@dataclass(frozen=True)
+class RollingStage:
+    """One stage of a rolling release: the canary's share of production traffic, and how it advances."""
+
+    index: int
+    percentage: float
+    require_approval: bool
+    duration_seconds: float | None  # automatic advancement after this long (None: approval, or the last stage)
+    is_final: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "percentage": self.percentage, "require_approval": self.require_approval,
+                "duration_seconds": self.duration_seconds, "final": self.is_final}
+
+    @classmethod
+    def from_api(cls, data: Any) -> RollingStage | None:
+        if not isinstance(data, Mapping) or not isinstance(data.get("targetPercentage"), (int, float)):
+            return None
+        duration = data.get("duration")
+        return cls(index=int(data.get("index") or 0), percentage=float(data["targetPercentage"]),
+                   require_approval=bool(data.get("requireApproval")),
+                   duration_seconds=float(duration) if isinstance(duration, (int, float)) else None,
+                   is_final=bool(data.get("isFinalStage")))
+
+
+@dataclass(frozen=True)
+class RollingRelease:
+    """A project's rolling release (``GET /v1/projects/{idOrName}/rolling-release``), whatever its state:
+    the canary takes ``percentage`` % of production traffic from the base while ``ACTIVE``; ``ABORTED``
+    sent it all back to the base; ``COMPLETE`` gave it all to the canary."""
+
+    state: str  # ACTIVE | COMPLETE | ABORTED
+    canary: Deployment | None
+    base: Deployment | None  # Vercel's currentDeployment: what serves the rest of the traffic
+    advancement_type: str  # automatic | manual-approval
+    stages: tuple[RollingStage, ...]
+    active_stage: RollingStage | None  # null once aborted
+    next_stage: RollingStage | None
+    started_at: int = 0
+    updated_at: int = 0
+
+    @property
+    def is_active(self) -> bool:
+        return self.state == "ACTIVE"
+
+    @property
+    def percentage(self) -> float:
+        """The canary's share of production traffic now, in percent (0 unless active)."""
+        return self.active_stage.percentage if self.is_active and self.active_stage is not None else 0.0
+
+    @property
+    def canary_id(self) -> str | None:
+        return self.canary.id if self.canary is not None else None
+
+    @property
+    def base_id(self) -> str | None:
+        return self.base.id if self.base is not None else None
+
+    def describe(self) -> str:
+        """One line: ``ACTIVE: canary <url> (<id>) at 10 % (stage 1 of 3, manual-approval), base <url> (<id>)``."""
+        canary = self.canary.label() if self.canary else "(unknown canary)"
+        base = self.base.label() if self.base else "(unknown base)"
+        if not self.is_active:
+            return f"{self.state}: canary {canary}, base {base}"
+        stage = (f" (stage {self.active_stage.index + 1} of {len(self.stages)}, {self.advancement_type})"
+                 if self.active_stage is not None else "")
+        return f"{self.state}: canary {canary} at {self.percentage:g} %{stage}, base {base}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"state": self.state, "canary": self.canary.to_dict() if self.canary else None,
+                "base": self.base.to_dict() if self.base else None, "percentage": self.percentage,
+                "stage": self.active_stage.index + 1 if self.active_stage is not None else None,
+                "stages": [s.to_dict() for s in self.stages], "advancement_type": self.advancement_type,
+                "next_percentage": self.next_stage.percentage if self.next_stage is not None else None,
+                "started": _iso(self.started_at), "updated": _iso(self.updated_at),
+                "started_at": self.started_at, "updated_at": self.updated_at}
+
+    @classmethod
+    def from_api(cls, data: Any) -> RollingRelease | None:
+        if not isinstance(data, Mapping) or not data.get("state"):
+            return None
+        canary, base = data.get("canaryDeployment"), data.get("currentDeployment")
+        stages = tuple(s for s in (RollingStage.from_api(item) for item in data.get("stages") or []) if s is not None)
+        return cls(state=str(data["state"]).upper(),
+                   canary=Deployment.from_api(canary) if isinstance(canary, Mapping) else None,
+                   base=Deployment.from_api(base) if isinstance(base, Mapping) else None,
+                   advancement_type=str(data.get("advancementType") or ""), stages=stages,
+                   active_stage=RollingStage.from_api(data.get("activeStage")),
+                   next_stage=RollingStage.from_api(data.get("nextStage")),
+                   started_at=int(data.get("startedAt") or 0), updated_at=int(data.get("updatedAt") or 0))
 
 
 @dataclass(frozen=True)
@@ -415,6 +525,20 @@ class VercelClient:
         data = self._json(self._request("GET", f"/v9/projects/{quote(id_or_name, safe='')}", budget=budget))
         return Project.from_api(data)
 
+    def get_rolling_release(self, project: str) -> RollingRelease | None:
+        """``GET /v1/projects/{idOrName}/rolling-release``: the project's rolling release, active, aborted or
+        complete; ``None`` when it never had one, or when the team's plan has none (402 or 404: Rolling
+        Releases are a Pro and Enterprise feature). A 403 is raised: a token that may not read it must not
+        be taken for "no canary"."""
+        path = f"/v1/projects/{quote(project, safe='')}/rolling-release"
+        try:
+            data = self._json(self._request("GET", path))
+        except VercelError as exc:
+            if exc.status in (402, 404):
+                return None
+            raise
+        return RollingRelease.from_api(data.get("rollingRelease") if isinstance(data, Mapping) else None)
+
     def get_deployment(self, id_or_url: str) -> Deployment:
         """``GET /v13/deployments/{idOrUrl}`` (an id, or a URL / hostname)."""
         host = id_or_url.split("://", 1)[-1].split("/", 1)[0] if "." in id_or_url else id_or_url
@@ -544,6 +668,16 @@ class VercelClient:
         path = f"/v1/projects/{quote(project_id, safe='')}/rollback/{quote(deployment_id, safe='')}"
         return self._alias_change("rollback", path, project_id, deployment_id, before,
                                   params={"description": description or None})
+
+    def abort_rolling_release(self, project_id: str, canary_id: str, base_id: str, *,
+                              before: AliasRequest | None = None) -> AliasChange:
+        """Abort the project's active rolling release as ``vercel rolling-release abort --dpl <canary>``
+        sends it: ``POST /v9/projects/{projectId}/rollback/{canaryId}`` with an empty JSON body. Vercel
+        answers with a rollback job that points production at the release's base (``lastAliasRequest``:
+        ``toDeploymentId`` the base, ``fromRollingReleaseId`` the canary), which is how a request that may
+        or may not have landed is recognised. Once per intent, as :meth:`request_rollback`."""
+        path = f"/v9/projects/{quote(project_id, safe='')}/rollback/{quote(canary_id, safe='')}"
+        return self._alias_change("rollback", path, project_id, base_id, before, params=None)
 
     def request_promote(self, project_id: str, deployment_id: str, *,
                         before: AliasRequest | None = None) -> AliasChange:

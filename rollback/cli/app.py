@@ -100,11 +100,19 @@ def status_command(app_ctx: AppContext, limit: int) -> None:
         if result["rollback_active"]:
             echo("note: a rollback is in effect; new production deployments are not assigned the production "
                        "domains until 'rollback app undo' (or a promote)")
+        release = result.get("rolling_release")
+        if release:
+            echo(f"rolling release: {release['line']}")
+            if release["state"] == "ACTIVE":
+                following = release.get("next_percentage")
+                echo(f"  next stage: {following:g} %" if following is not None else "  next stage: none")
+                echo("  'rollback app rollback' aborts it (all traffic back to the base)")
         print_table(["", "id", "url", "commit", "created (UTC)", "state", "candidate"],
-                    [("*" if d["current"] else "", d["id"], d["url"], _short(d["commit"]),
+                    [("*" if d["current"] else "c" if d.get("canary") else "", d["id"], d["url"], _short(d["commit"]),
                       (d["created"] or "")[:16].replace("T", " "), d["state"],
                       "yes" if d["rollback_candidate"] else "") for d in result["deployments"]],
-                    title="recent production deployments (* serves production; candidate: a rollback target)")
+                    title="recent production deployments (* serves production, c: the rolling release's canary; "
+                          "candidate: a rollback target)")
 
     emit(app_ctx, result, human)
 
@@ -125,6 +133,20 @@ def _alias_human(kind: str) -> Callable[[dict[str, Any]], None]:
         verb = {"rollback": "rolled back", "promote": "promoted", "undo": "undid the rollback:"}[kind]
         status = document.get("job_status")
         project = (document.get("project") or {}).get("name", "")
+        release = document.get("rolling_release")
+        if release:
+            canary, base = release.get("canary") or {}, release.get("base") or {}
+            echo(f"aborted the rolling release of {project}: canary {canary.get('url')} ({canary.get('id')}) was at "
+                 f"{release.get('percentage'):g} %; all traffic is on the base {base.get('url')} ({base.get('id')}), "
+                 f"rolling release {document.get('rolling_release_state')} [run {document.get('run')}]")
+            if not document.get("past_rolling_release"):
+                health = document.get("health")
+                if health is not None:
+                    echo(f"health: {len(health)} check(s) passed")
+                from rollback.commands.app import ABORT_NOTE
+
+                echo(f"note: {ABORT_NOTE}")
+                return
         echo(f"{verb} {project}: production is now {target.get('url')} ({target.get('id')}, commit "
                    f"{_short(target.get('commit'))}), job {status} in {document.get('seconds')} s "
                    f"[run {document.get('run')}]")
@@ -141,16 +163,19 @@ def _alias_human(kind: str) -> Callable[[dict[str, Any]], None]:
 
 @app.command("rollback")
 @click.option("--to", "to", metavar="DEPLOYMENT", help="Deployment id or URL (default: the previous stable "
-              "production deployment).")
+              "production deployment; during a rolling release, its base).")
 @click.option("--reason", metavar="TEXT", help="Why (sent to Vercel as the rollback's description, and journaled).")
+@click.option("--past-rolling-release", "past_rolling_release", is_flag=True,
+              help="During a rolling release: abort it, then roll back further than its base (to --to, or the "
+                   "deployment before the base).")
 @timeout_option
 @no_verify_option
 @dry_run_option
 @yes_option
 @common_options()
 @pass_app
-def rollback_command(app_ctx: AppContext, to: str | None, reason: str | None, timeout: str, no_verify: bool,
-                     dry_run: bool, yes: bool) -> None:
+def rollback_command(app_ctx: AppContext, to: str | None, reason: str | None, past_rolling_release: bool,
+                     timeout: str, no_verify: bool, dry_run: bool, yes: bool) -> None:
     """Instant rollback of production to an earlier deployment, and wait until Vercel confirms it.
 
     By default the target is the previous stable production deployment (READY, served production, older than
@@ -160,17 +185,24 @@ def rollback_command(app_ctx: AppContext, to: str | None, reason: str | None, ti
     and whether it took cannot be read (check 'rollback app status' before re-running). Without --to, exits 4
     right after a rollback (production is its target): pass --to to go further back.
 
+    During a Vercel rolling release it aborts the release instead (as 'vercel rolling-release abort' does):
+    all traffic goes back to the release's base, and the step checks that the release reads ABORTED and
+    the base serves production. It never targets an older deployment than the base: --to naming another
+    one is refused (exit 2) unless --past-rolling-release, which aborts first and then rolls back further.
+
     \b
     Example:
       rollback app rollback --reason "checkout 500s" --yes
       rollback app rollback --to dpl_8NfTAmBDz... --dry-run
+      rollback app rollback --past-rolling-release --dry-run
     """
     from rollback.commands import app as commands
 
     seconds = _seconds(timeout)
     config = app_ctx.config()
     client = Services(config, on_retry=say).vercel()
-    planned = commands.plan_rollback(config, client, to=to, reason=reason, timeout=seconds, verify=not no_verify)
+    planned = commands.plan_rollback(config, client, to=to, reason=reason, timeout=seconds, verify=not no_verify,
+                                     past_rolling_release=past_rolling_release)
     _run_change(app_ctx, planned, commands.handlers(config=config, client=lambda: client), dry_run=dry_run,
                 yes=yes, action="roll back production", human=_alias_human("rollback"))
 

@@ -43,7 +43,8 @@ def _lines(result: DrillResult) -> list[str]:
         for row in timeline:
             moment = row.get("time") or "not recorded"
             since = f"  ({row['since_detected']})" if row.get("since_detected") else ""
-            lines.append(printable(f"  {moment:<12}  {row.get('label')}{since}"))
+            detail = f": {row['detail']}" if row.get("detail") else ""
+            lines.append(printable(f"  {moment:<12}  {row.get('label')}{since}{detail}"))
     metrics = report.get("metrics") or []
     if metrics:
         lines.append("")
@@ -91,6 +92,9 @@ def _lines(result: DrillResult) -> list[str]:
                    "(default 60s in the sandbox, the detect target elsewhere).")
 @click.option("--verify-wait", callback=_duration, metavar="DURATION",
               help="How long verification may re-check (default: the verify target).")
+@click.option("--rolling", is_flag=True,
+              help="With --sandbox: the bad app release is the canary of a Vercel rolling release at 10 % "
+                   "(sandbox up --rolling), so the rollback aborts it.")
 @click.option("--i-know-this-is-production", "production_ok", is_flag=True,
               help="Allow --env to name a production environment.")
 @click.option("--json", "json_", is_flag=True, expose_value=False, is_eager=True, callback=_set_json,
@@ -98,7 +102,7 @@ def _lines(result: DrillResult) -> list[str]:
 @pass_app
 def drill(app: AppContext, use_sandbox: bool, env_name: str | None, config_path: str | None,
           layers: tuple[str, ...], out: Path | None, keep: bool, sandbox_dir: Path, detect_timeout: float | None,
-          verify_wait: float | None, production_ok: bool) -> None:
+          verify_wait: float | None, rolling: bool, production_ok: bool) -> None:
     """Run a timed rollback drill: bad deploy, detect, decide, roll back, verify, report.
 
     With --sandbox (no configuration needed), it starts the local sandbox
@@ -111,6 +115,11 @@ def drill(app: AppContext, use_sandbox: bool, env_name: str | None, config_path:
     the report is. Config, journals, the incident and the report stay in
     .rollback/ here.
 
+    With --sandbox --rolling the sandbox's bad app release is the canary of a
+    Vercel rolling release at 10 %: decide judges it on its share and the
+    rollback aborts it; the timeline and the report name the canary and the
+    abort.
+
     With --env NAME it drills a real environment after someone deployed a
     bad change there; it refuses a production environment (named production
     or prod, or marked production = true) without --i-know-this-is-production.
@@ -119,6 +128,7 @@ def drill(app: AppContext, use_sandbox: bool, env_name: str | None, config_path:
     Examples:
       rollback drill --sandbox
       rollback drill --sandbox --json --out drill.md
+      rollback drill --sandbox --rolling
       rollback drill --env staging --layers app
 
     Exit codes: 0 rolled back and verified, 1 a phase failed, 2 bad input,
@@ -131,7 +141,7 @@ def drill(app: AppContext, use_sandbox: bool, env_name: str | None, config_path:
     config_path = config_path or app.config_path
     options = DrillOptions(sandbox=use_sandbox, env=env_name, config_path=config_path, layers=layers, out=out,
                            keep=keep, i_know_this_is_production=production_ok, sandbox_dir=sandbox_dir,
-                           detect_timeout=detect_timeout, verify_wait=verify_wait)
+                           detect_timeout=detect_timeout, verify_wait=verify_wait, rolling=rolling)
     stream = None if app.json else (lambda line: say(f"    {printable(line)}"))
     result = run_drill(options, progress=say, echo=stream)
     document: dict[str, Any] = result.to_dict()

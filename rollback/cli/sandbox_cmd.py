@@ -24,6 +24,12 @@ dir_option = click.option("--dir", "directory", type=click.Path(file_okay=False,
                           help="The sandbox's directory (config, state, logs, backups).")
 
 
+rolling_option = click.option("--rolling", is_flag=True,
+                              help="Seed the bad app release as the canary of a Vercel rolling release at 10 % "
+                                   "(the good one, its base, serves the rest) instead of a full production "
+                                   "deployment.")
+
+
 def _json_option(func: Any) -> Any:
     def set_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
         if value:
@@ -39,11 +45,15 @@ def _summary(info: SandboxInfo) -> list[str]:
     world = info.world
     vercel, aws, database = world.get("vercel", {}), world.get("aws", {}), world.get("database", {})
     alarms = [a["name"] for a in aws.get("alarms", [])]
+    rolling = vercel.get("rolling") or {}
+    bad = (f"bad {vercel.get('bad_deployment')} is the canary of a rolling release at "
+           f"{rolling.get('percentage', 0):g} %, good {vercel.get('good_deployment')} (its base) serves the rest"
+           if rolling else
+           f"bad {vercel.get('bad_deployment')} is live, good {vercel.get('good_deployment')} before it")
     lines = [
         f"app        {info.env.get('APP_URL')}  (answers from the deployment Vercel serves in production)",
         f"vercel     {info.env.get('VERCEL_API_URL')}  project {vercel.get('project_name')} "
-        f"({vercel.get('team_slug')}): bad {vercel.get('bad_deployment')} is live, "
-        f"good {vercel.get('good_deployment')} before it",
+        f"({vercel.get('team_slug')}): {bad}",
         f"aws        {info.env.get('AWS_ENDPOINT_URL')}  distribution {aws.get('distribution_id')}: edge "
         f"{aws.get('edge_function')} version {','.join(aws.get('edge_bad_versions', []))} (bad; "
         f"{aws.get('edge_good_version')} good); assets s3://{aws.get('assets_bucket')}/{aws.get('assets_prefix')} "
@@ -84,23 +94,28 @@ def sandbox() -> None:
 @click.option("--reset", "fresh", is_flag=True,
               help="If a sandbox already runs in DIR, break its world again (as 'reset'): every layer broken "
                    "either way.")
+@rolling_option
 @_json_option
 @pass_app
-def up_command(app: AppContext, directory: Path, timeout: float, fresh: bool) -> None:
+def up_command(app: AppContext, directory: Path, timeout: float, fresh: bool, rolling: bool) -> None:
     """Start the sandbox in DIR and seed its world (or reuse the one already running there).
 
     Runs in the background until 'rollback sandbox down'. Exit 1 when it cannot start
-    (the supervisor's log is named), 2 when the sandbox extra is not installed.
+    (the supervisor's log is named), 2 when the sandbox extra is not installed. With --rolling
+    the bad app release is a Vercel rolling release's canary at 10 % (a running sandbox seeded
+    without it is re-seeded, and the other way round).
 
     \b
     Example:
       rollback sandbox up
       rollback sandbox up --reset         # started, or re-broken if it was running
+      rollback sandbox up --rolling       # the bad release as a canary at 10 %
       rollback sandbox up --dir /tmp/practice --json
     """
     from rollback.sandbox import world
 
-    info = world.up(directory, timeout=timeout, progress=None if app.json else (lambda m: say(m)), fresh=fresh)
+    info = world.up(directory, timeout=timeout, progress=None if app.json else (lambda m: say(m)), fresh=fresh,
+                    rolling=rolling)
 
     def human() -> None:
         verb = ("already running, re-seeded" if fresh else "already running") if info.reused else \
@@ -150,18 +165,21 @@ def status_command(app: AppContext, directory: Path) -> None:
 
 @sandbox.command("reset")
 @dir_option
+@rolling_option
 @_json_option
 @pass_app
-def reset_command(app: AppContext, directory: Path) -> None:
-    """Break the running sandbox's world again (re-seed every layer), to practise once more.
+def reset_command(app: AppContext, directory: Path, rolling: bool) -> None:
+    """Break the running sandbox's world again (re-seed every layer), to practise once more
+    (with --rolling: the bad app release as a rolling release's canary at 10 %).
 
     \b
     Example:
       rollback sandbox reset
+      rollback sandbox reset --rolling
     """
     from rollback.sandbox import world
 
-    info = world.reset(directory)
+    info = world.reset(directory, rolling=rolling)
     seconds = info.world.get("seconds")
     emit(app, {"ok": True, **info.to_dict()},
          lambda: say(f"sandbox in {info.dir} re-seeded in {seconds} s: the bad deploy is back", err=False))

@@ -30,6 +30,15 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from rollback.adapters.git import GitRepo
 from rollback.commands.app_handlers import AppHandlers, apply, handlers, result_document
 from rollback.commands.app_health import HealthHandlers, check_health, health_step, run_health_checks
+from rollback.commands.app_rolling import (
+    ABORT_NOTE,
+    PAST_FLAG,
+    abort_steps,
+    past_note,
+    refuse_past,
+    rolling_release_of,
+    rolling_status,
+)
 from rollback.errors import (
     BadInput,
     UnsafePrecondition,
@@ -41,11 +50,12 @@ from rollback.redact import redact_text
 from rollback.units import format_duration
 
 if TYPE_CHECKING:
-    from rollback.adapters.vercel import Deployment, Project, VercelClient
+    from rollback.adapters.vercel import Deployment, Project, RollingRelease, VercelClient
     from rollback.config import Config
 
 
 __all__ = [
+    "ABORT_NOTE",
     "AUTO_ASSIGN_NOTE",
     "AppHandlers",
     "AppPlan",
@@ -61,6 +71,7 @@ __all__ = [
     "plan_undo",
     "project_of",
     "result_document",
+    "rolling_status",
     "run_health_checks",
     "status",
 ]
@@ -83,16 +94,21 @@ def _is_candidate(deployment: Deployment, current: Deployment | None) -> bool:
 
 
 def status(config: Config, client: VercelClient, *, limit: int = 10) -> dict[str, Any]:
-    """Production now, the last alias request (and its job status), recent production deployments."""
+    """Production now, the last alias request (and its job status), the rolling release (active, aborted or
+    complete; ``None`` without one), recent production deployments."""
     settings = config.require_vercel()
+    rolling = _in_background(lambda: rolling_status(config, client))
     project = _project(client, settings.project)
     current = project.production
     recent = client.list_deployments(project.id, limit=limit, target="production")
+    release = rolling()
+    canary = (release.get("canary") or {}).get("id") if release and release.get("state") == "ACTIVE" else None
     rows = []
     for deployment in recent:
         row = deployment.to_dict()
         row["current"] = current is not None and deployment.id == current.id
         row["rollback_candidate"] = _is_candidate(deployment, current)
+        row["canary"] = deployment.id == canary
         rows.append(row)
     last = project.last_alias_request
     failed = ([a.to_dict() for a in client.list_job_aliases(project.id, last.type, failed_only=True)]
@@ -104,6 +120,7 @@ def status(config: Config, client: VercelClient, *, limit: int = 10) -> dict[str
         "current": current.to_dict() if current else None,
         "last_alias_request": project.last_alias_request.to_dict() if project.last_alias_request else None,
         "rollback_active": project.rollback_active,
+        "rolling_release": release,
         "deployments": rows,
     }
 
@@ -274,10 +291,16 @@ def _verify_steps(config: Config, target: Deployment, *, verify: bool, after: st
 
 
 def plan_rollback(config: Config, client: VercelClient, *, to: str | None = None, reason: str | None = None,
-                  timeout: float = 180.0, verify: bool = True) -> AppPlan:
+                  timeout: float = 180.0, verify: bool = True, past_rolling_release: bool = False) -> AppPlan:
     """Resolve the current production deployment and the target, validate, and plan the rollback
-    (and, with ``verify``, the health and version checks that end it)."""
+    (and, with ``verify``, the health and version checks that end it).
+
+    While a rolling release is active the plan is its abort (all traffic back to its base,
+    :mod:`rollback.commands.app_rolling`): ``to`` may only name the base, unless
+    ``past_rolling_release``, which aborts first and then rolls back to ``to`` (default: the deployment
+    before the base)."""
     settings = config.require_vercel()
+    rolling = _in_background(lambda: rolling_release_of(client, settings.project))
     if to:
         wanted = _in_background(lambda: _deployment(client, to))
     else:
@@ -289,24 +312,64 @@ def plan_rollback(config: Config, client: VercelClient, *, to: str | None = None
     current = project.production
     if current is None:
         raise UnsafePrecondition(f"project {project.name} has no production deployment", "nothing to roll back")
+    release = rolling()
+    active = release if release is not None and release.is_active else None
+    if active is not None and (active.canary is None or active.base is None):
+        raise UnsafePrecondition(f"a rolling release of {project.name} is active, but Vercel does not name its canary "
+                                 "and base", "abort it with 'vercel rolling-release abort --dpl <canary>'; nothing "
+                                 "was changed")
+    notes: list[str] = []
+    if past_rolling_release and active is None:
+        notes.append(f"no rolling release is active: {PAST_FLAG} changes nothing")
     if to:
         target = wanted()
+        if active is not None and target.id != active.base_id and not past_rolling_release:
+            raise refuse_past(active, target)
+        if active is not None and target.id == active.canary_id:
+            raise refuse_past(active, target)
         _validate_target(project, target, kind="an instant rollback")
-        if target.id == current.id:
+        if target.id == current.id and active is None:
             raise BadInput(f"deployment {target.label()} already serves production", "pick an earlier deployment")
     else:
-        _refuse_stepping_further(project, current)
+        if active is None:
+            _refuse_stepping_further(project, current)
         try:
             listed = first_page()
         except VercelError:
             listed = []  # read again, the usual way, below
         candidates = [d for d in listed if _is_candidate(d, current)]
-        target = candidates[0] if candidates else pick_rollback_target(client, project)
+        if active is not None and active.base is not None and not past_rolling_release:
+            target = active.base
+        else:
+            target = candidates[0] if candidates else pick_rollback_target(client, project)
+    if active is not None:
+        return _plan_abort(config, project, active, target, timeout=timeout, reason=reason, verify=verify)
     steps = _alias_steps("rollback", project, current, target, timeout=timeout, reason=reason)
-    checks, notes = _verify_steps(config, target, verify=verify, after="the rollback is done and journaled")
+    checks, verify_notes = _verify_steps(config, target, verify=verify, after="the rollback is done and journaled")
     plan = Plan.of(f"instant rollback of {project.name}", config.env_name, [*steps, *checks],
-                   notes=[AUTO_ASSIGN_NOTE, *notes])
+                   notes=[AUTO_ASSIGN_NOTE, *notes, *verify_notes])
     return AppPlan(plan, project, current, target)
+
+
+def _plan_abort(config: Config, project: Project, release: RollingRelease, target: Deployment, *, timeout: float,
+                reason: str | None, verify: bool) -> AppPlan:
+    """Abort the active ``release`` (all traffic to its base); when ``target`` is older than the base
+    (``--past-rolling-release``), then roll production back to it."""
+    assert release.canary is not None and release.base is not None
+    steps = abort_steps(project, release, timeout=timeout, reason=reason)
+    notes = [f"a rolling release is active: canary {release.canary.label()} serves {release.percentage:g} % of "
+             f"production, its base {release.base.label()} the rest", ABORT_NOTE]
+    title = f"abort the rolling release of {project.name}"
+    if target.id != release.base_id:
+        steps += _alias_steps("rollback", project, release.base, target, timeout=timeout, reason=reason)
+        notes += [past_note(release, target), AUTO_ASSIGN_NOTE]
+        title += f", then instant rollback to {target.url}"
+    after = "the abort is done and journaled" if target.id == release.base_id else "the rollback is done and journaled"
+    checks, verify_notes = _verify_steps(config, target, verify=verify, after=after)
+    plan = Plan.of(title, config.env_name, [*steps, *checks], notes=[*notes, *verify_notes])
+    return AppPlan(plan, project, release.canary, target,
+                   extra={"option": "abort-rolling-release", "rolling_release": release.to_dict(),
+                          "past_rolling_release": target.id != release.base_id})
 
 
 def plan_promote(config: Config, client: VercelClient, deployment: str, *, timeout: float = 180.0,

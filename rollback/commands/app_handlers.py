@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from rollback.adapters.git import GitRepo
 from rollback.adapters.vercel import AliasRequest, is_transient, request_took
 from rollback.commands.app_health import HealthHandlers
+from rollback.commands.app_rolling import RollingHandlers
 from rollback.context import Services
 from rollback.errors import (
     BadInput,
@@ -49,13 +50,7 @@ def _is_transient(exc: VercelError) -> bool:
 
 
 def _before(step: Step) -> AliasRequest | None:
-    raw = step.params.get("before")
-    if not isinstance(raw, Mapping):
-        return None
-    return AliasRequest(type=str(raw.get("type")), job_status=str(raw.get("job_status")),
-                        to_deployment_id=str(raw.get("to_deployment_id")),
-                        from_deployment_id=raw.get("from_deployment_id"),
-                        requested_at=int(raw.get("requested_at") or 0))
+    return AliasRequest.from_dict(step.params.get("before"))
 
 
 def _ours(request: AliasRequest | None, step: Step, kind: str) -> bool:
@@ -116,6 +111,7 @@ class AppHandlers:
             "git.revert": handler(self.revert, self.check_revert),
             "git.push": handler(self.push, self.check_push),
             "vercel.wait_deploy": handler(self.wait_deploy, self.check_deploy),
+            **RollingHandlers(self.client, sleep=self.sleep, clock=self.clock).handlers(),
         }
 
     # ---------------------------------------------------------- rollback / promote
@@ -361,8 +357,10 @@ def result_document(planned: AppPlan, outcome: ExecutionResult) -> dict[str, Any
     document.update({"ok": True, "dry_run": outcome.dry_run, "run": outcome.run_id,
                      "seconds": round(outcome.seconds, 3), "steps": [s.to_dict() for s in outcome.steps]})
     for item in outcome.steps:
-        if item.step.action == "vercel.wait_alias_job":
+        if item.step.action in ("vercel.wait_alias_job", "vercel.wait_abort"):
             document["job_status"] = item.result.get("job_status")
+        if item.step.action == "vercel.wait_abort" and not item.dry_run:
+            document["rolling_release_state"] = item.result.get("state")
         if item.step.action == "health.check" and not item.dry_run:
             document["health"] = list(item.result.get("checks") or [])
     return document

@@ -7,9 +7,15 @@ CloudFront ``5xxErrorRate`` and ``OriginLatency`` p95 over the last 5
 minutes, a probe of the health URLs, failed ``_prisma_migrations`` rows,
 data loss in the tables declared ``grow_only`` (fewer rows than in the newest
 backup: rows were deleted where they never are), and Vercel (is a rollback
-already in effect; when was production deployed). A source that is not
-configured is a signal *not measured*, with the reason (the grow-only check
-only when some table is declared grow-only).
+already in effect; when was production deployed; is a rolling release active).
+A source that is not configured is a signal *not measured*, with the reason (the
+grow-only check only when some table is declared grow-only).
+
+During an active Vercel rolling release the canary is judged on its share of the
+traffic: the CloudFront error rate and a burst of health probes (each request is
+served by the canary or the base) become ``canary_error_rate`` (the rate divided by
+the canary's share, see :mod:`rollback.decide`); the app is the changed layer (the
+canary started taking traffic), and its option is the abort.
 
 In the same budget it reads what changed recently in each layer (the Vercel
 production deployment, the stack's latest update, the distribution and the
@@ -42,6 +48,7 @@ from rollback.units import parse_time
 
 if TYPE_CHECKING:
     from rollback.adapters.cloudwatch import AlarmState
+    from rollback.adapters.vercel import RollingRelease
     from rollback.commands.signals import Production
     from rollback.config import Config
 
@@ -124,6 +131,12 @@ class LiveReading:
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     changes: list[recent.Change] = field(default_factory=list)  # what changed recently, not yet judged
     change_problems: dict[str, str] = field(default_factory=dict)  # change source -> why it was not read
+    rolling: RollingRelease | None = None  # the project's rolling release (any state)
+
+    @property
+    def canary(self) -> RollingRelease | None:
+        """The rolling release while it is active (its canary takes a share of production)."""
+        return self.rolling if self.rolling is not None and self.rolling.is_active else None
 
 
 def _not_measured(name: str, source: str, problem: str) -> Signal:
@@ -146,6 +159,7 @@ def live_signals(config: Config, *, budget: float | None = None, minutes: int = 
             "migrations": lambda: sources.migration_state(config, timeout=timeout),
             "data": lambda: sources.grow_only_losses(config, timeout=timeout),
             "vercel": lambda: sources.production_deployment(config, timeout=timeout),
+            "canary": lambda: sources.canary(config, timeout=timeout),
             "changes.vercel": lambda: sources.recent_deployments(config, timeout=timeout),
             "changes.stack": lambda: sources.stack_changes(config, timeout=timeout),
             "changes.cdn": lambda: sources.cdn_changes(config, timeout=timeout, services=services),
@@ -225,15 +239,60 @@ def live_signals(config: Config, *, budget: float | None = None, minutes: int = 
         reading.production = vercel.value
     else:
         signals.append(_not_measured("rollback_active", "vercel", str(vercel.problem)))
+    _read_canary(reading, outcomes, minutes)
     _read_changes(reading, outcomes)
     return reading
+
+
+def _canary_label(release: RollingRelease) -> str:
+    canary = release.canary.label() if release.canary else "(unknown)"
+    return f"canary {canary} at {release.percentage:g} %"
+
+
+def _read_canary(reading: LiveReading, outcomes: dict[str, sources.Outcome], minutes: int) -> None:
+    """While a rolling release is active: the error rates measured over all of production, judged on the
+    canary's share (``canary_error_rate``: every error counted against the canary)."""
+    found = outcomes["canary"]
+    if not found.ok:
+        if not str(found.problem).startswith("not configured"):  # no Vercel: said once, by its own reader
+            reading.signals.append(_not_measured("canary_error_rate", "vercel", str(found.problem)))
+        return
+    canary: sources.CanaryReading = found.value
+    reading.rolling = canary.release
+    release = reading.canary
+    if release is None or release.percentage <= 0:
+        return
+    share = release.percentage / 100
+    label = _canary_label(release)
+    measured: list[tuple[str, float, str]] = []
+    overall = next((s for s in reading.signals if s.name == "error_rate" and s.source == "cloudfront"
+                    and isinstance(s.value, float)), None)
+    if overall is not None and isinstance(overall.value, float):
+        measured.append(("cloudfront", overall.value, f"5xxErrorRate Average over the last {minutes} min"))
+    if canary.error_rate is not None:
+        measured.append(("health", canary.error_rate, f"{canary.failed} of {canary.probes} health probes failed"))
+    elif canary.problem:
+        reading.signals.append(_not_measured("canary_error_rate", "health", canary.problem))
+    for source, rate, how in measured:
+        own = min(100.0, rate / share)
+        reading.signals.append(Signal(
+            "canary_error_rate", round(own, 3), source, "%",
+            f"{label}: abort; {rate:g} % of all requests failed ({how}), about {own:.3g} % of the canary's "
+            f"(every error counted against the canary; base {release.base.label() if release.base else '?'})"))
 
 
 def _read_changes(reading: LiveReading, outcomes: dict[str, sources.Outcome]) -> None:
     """The recent-change facts of every change source that answered; why not, for the others."""
     deployments = outcomes["changes.vercel"]
     serving = reading.production.serving if reading.production is not None else None
-    if deployments.ok or serving is not None:
+    release = reading.canary
+    if release is not None and release.started_at:
+        # The canary is the app's change (the newest deployment, not serving production: not a rollback).
+        base = release.base.label() if release.base else "?"
+        reading.changes.append(recent.Change(
+            "app", "vercel", f"{_canary_label(release)} started a rolling release (base {base})",
+            dt.datetime.fromtimestamp(release.started_at / 1000, dt.UTC)))
+    elif deployments.ok or serving is not None:
         change = recent.app_change(serving, deployments.value if deployments.ok else [])
         if change is not None:
             reading.changes.append(change)
@@ -251,6 +310,11 @@ def _read_changes(reading: LiveReading, outcomes: dict[str, sources.Outcome]) ->
             reading.change_problems["changes.cdn"] = "; ".join(cdn.value.problems)
     else:
         reading.change_problems["changes.cdn"] = str(cdn.problem)
+
+
+def _canary_context(release: RollingRelease) -> str:
+    base = release.base.label() if release.base else "?"
+    return f"{_canary_label(release)}, base {base}"
 
 
 @dataclass(frozen=True)
@@ -328,11 +392,13 @@ def run_decide(config: Config, flags: Flags, *, live: bool = False, changed: Seq
         reading = live_signals(config, budget=budget, services=services)
         signals.extend(reading.signals)
     production = reading.production if reading else None
+    release = reading.canary if reading else None
     when = incidents.detect(detected_at, reading.alarms if reading else None).at
     layers_changed = judge_changed(changed, reading, when, lookback)
     ctx = Context(env=config.env_name, changed=layers_changed.layers,
                   rollback_active=bool(production and production.rollback_active), remove_commit=remove_commit,
-                  has_pulumi=config.env.pulumi is not None, pulumi_cli=cli_available())
+                  has_pulumi=config.env.pulumi is not None, pulumi_cli=cli_available(),
+                  canary=_canary_context(release) if release is not None else None)
     decision = decide(signals, ctx)
     seconds = time.monotonic() - started
     result = DecideResult(decision, seconds, live=reading, changed=layers_changed)
@@ -343,12 +409,17 @@ def run_decide(config: Config, flags: Flags, *, live: bool = False, changed: Seq
         # Not --live: still look at the alarms for when the incident began (within the same budget).
         alarms = live_signals(config, budget=budget, alarms_only=True, services=services).alarms
     detection = incidents.detect(detected_at, alarms)
+    deployment = production.deployment if production else None
+    if release is not None and release.canary is not None:
+        # The bad deployment is the canary; it went out when the rolling release started.
+        deployment = {**release.canary.to_dict(), "rolling_release": release.to_dict()}
+        if deployed is None and release.started_at:
+            deployed = dt.datetime.fromtimestamp(release.started_at / 1000, dt.UTC)
     if production is not None and deployed is None and production.created is not None \
             and not production.rollback_active:
         deployed = production.created
     log, opened = incidents.ensure(config, incident, detection=detection, drill=drill,
-                                   deployment=production.deployment if production else None,
-                                   deployment_initiated_at=deployed)
+                                   deployment=deployment, deployment_initiated_at=deployed)
     incidents.record_decision(log, decision, seconds)
     result.incident, result.incident_opened = log.id, opened
     result.detection = {"at": iso(detection.at), "from": detection.source, "detail": detection.detail}

@@ -13,9 +13,11 @@ Phases (each timed):
               already running there (:mod:`rollback.sandbox.world`, Contract D); its exports are set
               in this process's environment, as ``eval "$(rollback sandbox status)"`` sets them in a
               shell. The moment the sandbox deployed its bad release is the drill's "deployment
-              initiated".
+              initiated". With ``--rolling`` the bad app release is the canary of a Vercel rolling
+              release at 10 % (``sandbox up --rolling``), so the rollback's app step is its abort.
 ``detect``    ``rollback decide --live --no-incident --json`` until the rollback alarms and the health
-              probe see the bad deploy (in a real environment: until either does).
+              probe see the bad deploy (in a real environment: until either does; a canary at 10 % fails
+              only its share of the probes, so there the canary's judged error rate counts as the probe).
 ``decide``    ``rollback decide --live --drill --detected-at T --json`` (``--changed LAYERS`` with ``--layers``):
               opens the incident, marked as a drill, with the severity, the layers and the command to run.
 ``rollback``  that command, verbatim, with ``--yes --json``.
@@ -97,6 +99,7 @@ class DrillOptions:
     sandbox_dir: Path = Path(".rollback") / "sandbox"
     detect_timeout: float | None = None
     verify_wait: float | None = None
+    rolling: bool = False  # --sandbox: the bad release as a rolling release's canary at 10 %
 
     def mode(self) -> str:
         return "sandbox" if self.sandbox else "env"
@@ -251,14 +254,18 @@ class Drill:
                 self.started_sandbox = owner is not None  # a drill started it and died: it is ours to stop
                 if self.started_sandbox:
                     self._write_marker(marker, process_ref("drill", os.getpid()))
-                self.info = world.reset(directory)
+                self.info = world.reset(directory, rolling=self.options.rolling)
                 entry.detail = "reused the running sandbox, re-seeded"
             else:
                 directory.mkdir(parents=True, exist_ok=True)
                 self._write_marker(marker, process_ref("drill", os.getpid()))
                 self.started_sandbox = True
-                self.info = world.up(directory, progress=lambda m: self.run.note(m))
+                self.info = world.up(directory, progress=lambda m: self.run.note(m), rolling=self.options.rolling)
                 entry.detail = f"started and seeded in {self.info.seconds_to_ready or 0:.1f} s"
+            rolling = ((self.info.world or {}).get("vercel") or {}).get("rolling")
+            if rolling:
+                entry.detail += (f"; the bad release is the canary {rolling.get('canary')} of a rolling release at "
+                                 f"{rolling.get('percentage', 0):g} % (base {rolling.get('base')})")
             timeline = (self.info.world or {}).get("timeline") or {}
 
             self.deployed_at = parse_time(timeline.get("now")) or _now()
@@ -346,7 +353,10 @@ class Drill:
                   if str(s.get("signal", "")).startswith("alarm.") and s.get("value") == "ALARM"]
         health = any(s.get("signal") in ("service_down", "health_failing") and s.get("value") is True
                      for s in signals)
-        return firing, health
+        # A canary fails only its share of the probes: its judged error rate is what the probe sees of it.
+        canary = any(r.get("signal") == "canary_error_rate" for r in document.get("reasons") or []
+                     if isinstance(r, Mapping))
+        return firing, health or canary
 
     def detect(self) -> dt.datetime:
         timeout = self.options.detect_timeout
@@ -565,6 +575,9 @@ def run_drill(options: DrillOptions, *, progress: Progress, echo: Progress | Non
     """
     if options.sandbox and options.env:
         raise BadInput("--sandbox and --env exclude each other", "drill the sandbox, or a named environment")
+    if options.rolling and not options.sandbox:
+        raise BadInput("--rolling seeds the sandbox's bad release as a canary: it needs --sandbox",
+                       "drill --sandbox --rolling (a real environment's rolling release is whatever it is)")
     if not options.sandbox and not options.env:
         raise BadInput("nothing to drill", "pass --sandbox (no configuration needed) or --env NAME (e.g. staging)")
     _layers(options)

@@ -51,7 +51,7 @@ __all__ = ["FAMILIES", "family_of", "handlers_for"]
 # family -> the actions its handler class runs
 FAMILIES: dict[str, tuple[str, ...]] = {
     "app": ("vercel.rollback", "vercel.promote", "vercel.wait_alias_job", "git.revert", "git.push",
-            "vercel.wait_deploy"),
+            "vercel.wait_deploy", "vercel.abort_rolling_release", "vercel.wait_abort"),
     "verify": ("health.check", "verify.checklist"),
     "run": ("run.check_world",),
     "switch": ("vercel.switch_database", "vercel.redeploy"),

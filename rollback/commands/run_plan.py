@@ -109,14 +109,22 @@ def _plan_app(config: Config, services: Services, request: RunRequest) -> _Layer
                        if project.last_alias_request else None}
     else:
         reason = f"rollback run ({request.incident})" if request.incident else "rollback run"
+        # During an active rolling release this plans its abort (all traffic back to the base), never an
+        # instant rollback past the base.
         planned = app_commands.plan_rollback(config, client, to=target, reason=reason, verify=True)
         assert planned.project is not None and planned.target is not None and planned.current is not None
         to = planned.target
-        layer.facts = {"option": "vercel-instant-rollback", "from": planned.current.id,
-                       "from_created": _iso_ms(planned.current.created_at), "to": to.id, "to_url": to.url,
-                       "to_commit": to.commit_sha, "to_created": _iso_ms(to.created_at)}
+        release = planned.extra.get("rolling_release")
+        layer.facts = {"option": str(planned.extra.get("option") or "vercel-instant-rollback"),
+                       "from": planned.current.id, "from_created": _iso_ms(planned.current.created_at),
+                       "to": to.id, "to_url": to.url, "to_commit": to.commit_sha, "to_created": _iso_ms(to.created_at)}
         last = planned.project.last_alias_request
-        layer.world = {"production": planned.current.id, "alias_request_at": last.requested_at if last else None}
+        layer.world = {"production": planned.project.production_deployment_id,
+                       "alias_request_at": last.requested_at if last else None}
+        if release:
+            layer.facts.update(canary=planned.current.id, canary_url=planned.current.url,
+                               percentage=release.get("percentage"))
+            layer.world["canary"] = planned.current.id
     layer.steps = _prefixed(planned.plan.steps, "app")
     layer.notes = list(planned.plan.notes)
     return layer

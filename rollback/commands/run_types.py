@@ -31,6 +31,7 @@ __all__ = [
 # Steps that only read or wait: "initiated" is the first step *not* among them.
 READ_ONLY_ACTIONS = frozenset({
     "run.check_world", "health.check", "verify.checklist", "vercel.wait_alias_job", "vercel.wait_deploy",
+    "vercel.wait_abort",
     "edge.wait", "cloudfront.wait_invalidation", "db.verify_backup", "db.check_rights", "db.check_counts",
     "db.check_migration", "infra.check", "infra.desired_state",
 })

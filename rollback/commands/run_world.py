@@ -66,6 +66,11 @@ class WorldHandlers:
                 found.append(f"production serves {project.production_deployment_id}, not {app.get('production')}")
             elif (last.requested_at if last else None) != app.get("alias_request_at"):
                 found.append(f"a new rollback or promote was requested ({last.requested if last else 'none'})")
+            if app.get("canary"):
+                release = self.services.vercel().get_rolling_release(project.id)
+                if release is None or release.canary_id != app["canary"] or not release.is_active:
+                    state = f"{release.state} for {release.canary_id}" if release is not None else "gone"
+                    found.append(f"the rolling release of canary {app['canary']} is no longer active (now: {state})")
         if "edge" in planned:
             edge = planned["edge"]
             etag = self.services.edge().get_config(str(edge["distribution"])).etag

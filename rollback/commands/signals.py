@@ -45,16 +45,20 @@ from rollback.stackdiff import changed_config_keys
 if TYPE_CHECKING:
     from rollback.adapters.cloudwatch import AlarmState, CloudWatch, MetricWindow
     from rollback.adapters.health import CheckResult
+    from rollback.adapters.vercel import RollingRelease
     from rollback.config import Config
 
 __all__ = [
+    "CANARY_PROBES",
     "AlarmSet",
+    "CanaryReading",
     "CdnChanges",
     "MigrationState",
     "NotConfigured",
     "Outcome",
     "Production",
     "alarm_names",
+    "canary",
     "cdn_changes",
     "cloudfront_metric",
     "cloudfront_metrics",
@@ -457,6 +461,50 @@ def production_deployment(config: Config, *, timeout: float) -> Production:
     expected = (current.commit_sha or current.id) if current is not None else None
     return Production(current.to_dict() if current else None, created, project.rollback_active, expected,
                       _deployed(current) if current is not None else None)
+
+
+@dataclass(frozen=True)
+class CanaryReading:
+    """The project's rolling release and, while it is active, what a burst of health probes saw: during a
+    release each request is served by the canary or by the base, so the share that failed is the canary's
+    doing in proportion to its share of the traffic."""
+
+    release: RollingRelease | None
+    probes: int = 0
+    failed: int = 0
+    problem: str | None = None  # why the probes did not run
+
+    @property
+    def error_rate(self) -> float | None:
+        return 100.0 * self.failed / self.probes if self.probes else None
+
+
+CANARY_PROBES = 20  # per health path: at a 10 % stage the canary answers about 2 of them
+
+
+def canary(config: Config, *, timeout: float, probes: int = CANARY_PROBES) -> CanaryReading:
+    """The project's rolling release (any state); while it is active, ``probes`` concurrent GETs of each
+    health path and how many failed."""
+    client = _vercel(config, timeout)
+    assert config.env.vercel is not None
+    started = time.monotonic()
+    with client.http:
+        release = client.get_rolling_release(config.env.vercel.project)
+    if release is None or not release.is_active:
+        return CanaryReading(release)
+    settings = config.env.health
+    if not settings.base_url:
+        return CanaryReading(release, problem=f"[env.{config.env_name}.health] base_url is not set")
+    left = max(0.2, timeout - (time.monotonic() - started))
+    quick = settings.model_copy(update={"timeout": min(settings.timeout, left)})
+    paths = [path for path in quick.paths for _ in range(probes)]
+    results: list[bool] = []
+    from concurrent.futures import ThreadPoolExecutor
+
+    with make_health_client(quick) as http, ThreadPoolExecutor(max_workers=8) as pool:
+        checker = HealthChecker(http, quick)
+        results = list(pool.map(lambda path: checker.check_path(path).ok, paths))
+    return CanaryReading(release, probes=len(results), failed=sum(1 for ok in results if not ok))
 
 
 def recent_deployments(config: Config, *, timeout: float) -> list[Deployed]:

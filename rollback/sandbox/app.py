@@ -2,10 +2,15 @@
 
 It answers the paths the runbook checks from whichever deployment the Vercel
 emulator serves in production (asked on each request, cached for 0.1 s), so
-a rollback changes what it answers:
+a rollback changes what it answers. During a Vercel rolling release the canary
+answers its share of the requests (10 % of them at a 10 % stage, spread evenly per
+path: :class:`~rollback.sandbox.vercel_rolling.TrafficSplit`) and the base the rest,
+so a bad canary at 10 % shows as a 10 % error rate, on ``/api/health`` and in the
+monitor's datapoints; an abort sends every request back to the base at once.
 
 - ``GET /``: the home page (200), naming the deployment and its commit;
 - ``GET /api/health``: 200 ``{"status": "ok"}``, or 500 from a bad deployment;
+- every path: 500 from a deployment that crashes (the sandbox's ``--rolling`` canary);
 - ``GET /api/version``: ``{"commit", "deploymentId", "url", "message"}``;
 - ``/api/auth/login`` (200; 500 from a bad deployment), ``/api/auth/register``
   (201 for POST, 200 otherwise), ``/api/integrations``, ``/api/stats`` (200);
@@ -62,6 +67,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from rollback.sandbox.vercel_rolling import TrafficSplit
+
 __all__ = ["AppServer", "Measurement", "Monitor", "main"]
 
 log = logging.getLogger("rollback.sandbox.app")
@@ -103,6 +110,23 @@ class Production:
     url: str
     message: str
     healthy: bool
+    crashes: bool = False
+
+    @classmethod
+    def of(cls, dep: Any) -> Production | None:
+        if not isinstance(dep, dict):
+            return None
+        return cls(str(dep["id"]), str(dep["sha"]), str(dep["url"]), str(dep.get("message", "")),
+                   bool(dep.get("healthy", True)), bool(dep.get("crashes", False)))
+
+
+@dataclass
+class Serving:
+    """What production serves: the deployment, and during a rolling release the canary and its share."""
+
+    production: Production | None
+    canary: Production | None = None
+    share: float = 0.0
 
 
 class AppServer:
@@ -113,7 +137,8 @@ class AppServer:
         self.project = project
         self.bad_latency = bad_latency
         self._lock = threading.Lock()
-        self._cached: tuple[float, Production | None] | None = None
+        self._cached: tuple[float, Serving] | None = None
+        self.split = TrafficSplit(spread=PROBE_PATHS)
         self.answered: collections.deque[tuple[float, int, float]] = collections.deque(maxlen=20000)
         self.monitor: Monitor | None = None
         self.hook_token: str | None = None
@@ -136,8 +161,8 @@ class AppServer:
             "+00:00", "Z"), "text": body["text"]})
         return 200, "text/plain; charset=utf-8", b"ok"
 
-    def production(self) -> Production | None:
-        """The deployment production serves (None when there is none); raises OSError when the
+    def serving(self) -> Serving:
+        """What production serves (and the canary of a rolling release); raises OSError when the
         emulator cannot be reached."""
         now = time.monotonic()
         with self._lock:
@@ -145,12 +170,20 @@ class AppServer:
                 return self._cached[1]
         with urllib.request.urlopen(f"{self.vercel_url}/_admin/production/{self.project}", timeout=5) as response:
             body = json.loads(response.read())
-        dep = body.get("deployment")
-        found = None if not dep else Production(str(dep["id"]), str(dep["sha"]), str(dep["url"]),
-                                                str(dep.get("message", "")), bool(dep.get("healthy", True)))
+        canary = body.get("canary") if isinstance(body.get("canary"), dict) else {}
+        found = Serving(Production.of(body.get("deployment")), Production.of(canary.get("deployment")),
+                        float(canary.get("share") or 0.0))
         with self._lock:
             self._cached = (time.monotonic(), found)
         return found
+
+    def production(self, path: str = "/") -> Production | None:
+        """The deployment that answers a request to ``path`` now (None when production has none): the
+        canary for its share of the requests during a rolling release, else production's."""
+        serving = self.serving()
+        if serving.canary is not None and self.split.to_canary(path, serving.share):
+            return serving.canary
+        return serving.production
 
     def record(self, started: float, status: int, seconds: float) -> None:
         self.answered.append((started, status, seconds))
@@ -174,11 +207,14 @@ class AppServer:
     def answer(self, method: str, path: str) -> tuple[int, str, bytes]:
         """``(status, content type, body)`` for a request to the app."""
         try:
-            dep = self.production()
+            dep = self.production(path)
         except (OSError, ValueError) as exc:
             return _json(502, {"error": "bad gateway", "detail": f"the deployment platform did not answer: {exc}"})
         if dep is None:
             return _json(502, {"error": "bad gateway", "detail": "no production deployment"})
+        if dep.crashes:
+            return _json(500, {"error": "FUNCTION_INVOCATION_FAILED", "detail": "the deployment crashed",
+                               "deploymentId": dep.id, "commit": dep.sha})
         if path.startswith("/api/") and path != "/api/health" and not dep.healthy:
             time.sleep(self.bad_latency)  # its health check fails fast; the rest of its API is slow
         info = {"deploymentId": dep.id, "commit": dep.sha}
@@ -364,9 +400,21 @@ class Monitor:
         return {"edge_versions": versions, "edge_bad": edge_bad, "assets_changed": changed,
                 "assets_bad": bool(changed)}
 
+    def measure_window(self) -> float:
+        """Seconds of answers a measurement covers: ``window``, or during a rolling release long enough for
+        the canary to have answered each probe path at least once (10 rounds at a 10 % stage), so that a
+        bad canary at 10 % reads as a steady 10 % error rate, as CloudFront's per-minute average would."""
+        try:
+            share = self.app.serving().share
+        except (OSError, ValueError):
+            share = 0.0
+        if share <= 0:
+            return self.window
+        return max(self.window, self.interval / share + self.interval)
+
     def cycle(self, world: dict[str, Any]) -> dict[str, Any]:
         self.probe()
-        measured = self.app.measure(self.window, settle=self.settle, since=self._since)
+        measured = self.app.measure(self.measure_window(), settle=self.settle, since=self._since)
         if measured.requests < self.min_samples:
             # Too few answers yet (just started, or a new world): no verdict, as CloudWatch's
             # "insufficient data" leaves an alarm where it is.

@@ -6,7 +6,10 @@ What it seeds (names follow the Pulumi program in ``infra/`` for project
 - **Vercel** (the emulator): project ``demo`` of team ``demo-team``; production
   serves the bad deployment "Add new feature" (3 minutes old, 500 on
   ``/api/health``, slow ``/api/*``); the good one, "Add stats cache" (2 hours
-  old), is the instant-rollback candidate.
+  old), is the instant-rollback candidate. With ``rolling`` (``sandbox up
+  --rolling``) the bad deployment is instead the canary of a Vercel rolling
+  release at 10 % (manual approval; it crashes: 500 on every request), and the
+  good one, its base, serves the other 90 %: a 10 % error rate.
 - **Edge**: Lambda@Edge ``rollback-sandbox-security-headers`` versions 1, 2
   (good) and 3 (bad, published with the bad deploy); the distribution's
   viewer-response association names version 3.
@@ -147,25 +150,37 @@ def _naive(value: dt.datetime) -> dt.datetime:
 # ------------------------------------------------------------------------------------------ Vercel
 
 
-def seed_vercel(url: str) -> dict[str, Any]:
-    """Reset the emulator to the demo seed with the newest production deployment unhealthy."""
+CANARY_PERCENT = 10.0  # the --rolling world's canary share
+
+
+def seed_vercel(url: str, rolling: bool = False) -> dict[str, Any]:
+    """Reset the emulator to the demo seed with the newest production deployment unhealthy; with
+    ``rolling``, to the demo-rolling seed with that deployment the crashing canary of a release at 10 %."""
     import httpx
 
+    bad_id = DEMO.current
+    config: dict[str, Any] = {"job_seconds": VERCEL_JOB_SECONDS, "unhealthy": [bad_id], "fail_aliases": [],
+                              "crashing": [bad_id] if rolling else []}
     with httpx.Client(base_url=url, timeout=10) as http:
-        http.post("/_admin/reset", json={"seed": "demo"}).raise_for_status()
-        http.post("/_admin/config", json={"job_seconds": VERCEL_JOB_SECONDS, "unhealthy": [DEMO.current],
-                                          "fail_aliases": []}).raise_for_status()
+        http.post("/_admin/reset", json={"seed": "demo-rolling" if rolling else "demo"}).raise_for_status()
+        http.post("/_admin/config", json=config).raise_for_status()
         state = http.get("/_admin/state").raise_for_status().json()
     deployments = {d["id"]: d for d in state["deployments"]}
-    good, bad = deployments[DEMO.previous], deployments[DEMO.current]
-    return {
+    good, bad = deployments[DEMO.previous], deployments[bad_id]
+    seeded = {
         "team_id": DEMO.team_id, "team_slug": DEMO.team_slug, "project_id": DEMO.project_id,
         "project_name": DEMO.project_name, "domains": list(DEMO.domains),
         "bad_deployment": bad["id"], "bad_url": bad["url"], "bad_sha": bad["sha"],
         "good_deployment": good["id"], "good_url": good["url"], "good_sha": good["sha"],
         "bad_created_at": _iso(dt.datetime.fromtimestamp(bad["createdAt"] / 1000, dt.UTC)),
         "job_seconds": VERCEL_JOB_SECONDS,
+        "rolling": None,
     }
+    if rolling:
+        release = state["rollingReleases"][DEMO.project_id]
+        seeded["rolling"] = {"canary": release["canary"], "base": release["base"], "state": release["state"],
+                             "percentage": round(release["share"] * 100, 3)}
+    return seeded
 
 
 # ------------------------------------------------------------------------------------------- AWS
@@ -274,7 +289,7 @@ def pin_distribution_id(created: str) -> str:
     return DISTRIBUTION_ID
 
 
-def seed_aws(session: Any, timeline: Timeline) -> dict[str, Any]:
+def seed_aws(session: Any, timeline: Timeline, rolling: bool = False) -> dict[str, Any]:
     """Create the AWS side of the world through ``session`` (pointed at moto). Returns the ids."""
     from botocore.config import Config
 
@@ -363,7 +378,7 @@ def seed_aws(session: Any, timeline: Timeline) -> dict[str, Any]:
     cloudwatch.put_composite_alarm(
         AlarmName=composite, AlarmDescription="In ALARM when any rollback criterion alarm is: consider rolling back",
         AlarmRule=" OR ".join(f'ALARM("{a["name"]}")' for a in alarms), AlarmActions=[topic], OKActions=[topic])
-    _backfill_metrics(cloudwatch, distribution_id, timeline)
+    _backfill_metrics(cloudwatch, distribution_id, timeline, rolling=rolling)
     bad_layers = {"app", "assets", "edge"}
     for alarm in alarms:
         state = "ALARM" if alarm["layer"] in bad_layers and alarm["value"] != "OriginLatency" else "OK"
@@ -384,8 +399,9 @@ def seed_aws(session: Any, timeline: Timeline) -> dict[str, Any]:
     }
 
 
-def _backfill_metrics(cloudwatch: Any, distribution_id: str, timeline: Timeline) -> None:
-    """15 minutes of per-minute datapoints: good before the bad deploy, bad after."""
+def _backfill_metrics(cloudwatch: Any, distribution_id: str, timeline: Timeline, *, rolling: bool = False) -> None:
+    """15 minutes of per-minute datapoints: good before the bad deploy, bad after (with ``rolling``: the
+    crashing canary's 10 % of the requests fail, fast)."""
     cdn = [{"Name": "DistributionId", "Value": distribution_id}, {"Name": "Region", "Value": "Global"}]
     rds = [{"Name": "DBInstanceIdentifier", "Value": DB_INSTANCE}]
     cdn_data: list[dict[str, Any]] = []
@@ -394,10 +410,12 @@ def _backfill_metrics(cloudwatch: Any, distribution_id: str, timeline: Timeline)
         at = timeline.now - dt.timedelta(minutes=minutes_ago)
         app_bad = at >= timeline.bad_app
         infra_bad = at >= timeline.bad_deploy
-        latencies = [1500.0 + 40 * i for i in range(10)] if app_bad else [80.0 + 12 * i for i in range(10)]
+        slow = app_bad and not rolling
+        latencies = [1500.0 + 40 * i for i in range(10)] if slow else [80.0 + 12 * i for i in range(10)]
+        errors = (CANARY_PERCENT if rolling else 40.0) if app_bad else 0.2
         cdn_data += [
             {"MetricName": "Requests", "Dimensions": cdn, "Timestamp": at, "Value": 600.0},
-            {"MetricName": "5xxErrorRate", "Dimensions": cdn, "Timestamp": at, "Value": 40.0 if app_bad else 0.2,
+            {"MetricName": "5xxErrorRate", "Dimensions": cdn, "Timestamp": at, "Value": errors,
              "Unit": "Percent"},
             {"MetricName": "4xxErrorRate", "Dimensions": cdn, "Timestamp": at, "Value": 0.5, "Unit": "Percent"},
             {"MetricName": "OriginLatency", "Dimensions": cdn, "Timestamp": at, "Values": latencies,

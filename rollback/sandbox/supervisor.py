@@ -18,7 +18,9 @@ whether the owner is alive by trying the lock. State goes to
 ``DIR/sandbox.json`` (written atomically, mode 0600: it holds the sandbox's
 throwaway passwords): ``starting`` -> ``ready`` (or ``failed``) ->
 ``stopping`` -> ``stopped``. SIGTERM, SIGINT and SIGHUP stop everything;
-SIGUSR1 re-seeds the world (``generation`` goes up by one when done).
+SIGUSR1 re-seeds the world (``generation`` goes up by one when done). Each seed reads
+``DIR/seed.json`` (written by ``up`` and ``reset``): ``{"rolling": true}`` seeds the bad app
+release as the canary of a Vercel rolling release at 10 % instead of a full production deployment.
 
 Run by ``rollback sandbox up`` as::
 
@@ -47,11 +49,13 @@ from typing import Any
 from rollback.sandbox import processes
 from rollback.sandbox.processes import ProcessRef, process_ref
 
-__all__ = ["STATE_FILE", "lock_holder", "main", "read_state", "write_state"]
+__all__ = ["SEED_FILE", "STATE_FILE", "lock_holder", "main", "read_seed_options", "read_state", "write_seed_options",
+           "write_state"]
 
 STATE_FILE = "sandbox.json"
 LOCK_FILE = "supervisor.lock"
 WORLD_FILE = "world.json"
+SEED_FILE = "seed.json"  # how to seed the next world: {"rolling": bool}
 log = logging.getLogger("rollback.sandbox.supervisor")
 
 
@@ -76,6 +80,19 @@ def read_state(directory: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def write_seed_options(directory: Path, *, rolling: bool) -> None:
+    """How the supervisor seeds the next world (``up``, ``reset``)."""
+    _write_json(directory / SEED_FILE, {"rolling": rolling})
+
+
+def read_seed_options(directory: Path) -> dict[str, Any]:
+    try:
+        found = json.loads((directory / SEED_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {"rolling": False}
+    return {"rolling": bool(found.get("rolling"))} if isinstance(found, dict) else {"rolling": False}
 
 
 def _write_json(path: Path, document: Any) -> None:
@@ -242,6 +259,7 @@ class Supervisor:
 
         started = time.monotonic()
         timeline = seed.Timeline(dt.datetime.now(dt.UTC))
+        rolling = bool(read_seed_options(self.dir)["rolling"])
         if self.state.get("generation"):
             import urllib.request
 
@@ -265,14 +283,14 @@ class Supervisor:
         def database() -> dict[str, Any]:
             return seed.seed_database(self.wait_for_postgres(), self.dir, timeline)
 
-        threads = [in_thread("vercel", seed.seed_vercel, self.state["urls"]["vercel"]),
+        threads = [in_thread("vercel", seed.seed_vercel, self.state["urls"]["vercel"], rolling),
                    in_thread("database", database),
                    in_thread("git", seed.seed_git, self.dir, self.state["urls"]["vercel"], timeline)]
         import boto3
 
         _warm_backends()  # no-op after the first time
         log.info("moto backends ready at %.2f s", time.monotonic() - self._started)
-        aws = seed.seed_aws(boto3.session.Session(), timeline)
+        aws = seed.seed_aws(boto3.session.Session(), timeline, rolling)
         seed.backdate_aws(aws, timeline)
         log.info("AWS seeded in %.2f s", time.monotonic() - started)
         pulumi = seed.write_pulumi(self.dir, aws, timeline)
@@ -285,7 +303,8 @@ class Supervisor:
                 raise RuntimeError(f"seeding {name} failed: {results[name]}") from results[name]
             if name not in results:
                 raise RuntimeError(f"seeding {name} did not finish within 120 s")
-        world = {"env": seed.ENV, "timeline": timeline.to_dict(), "vercel": results["vercel"], "aws": aws,
+        world = {"env": seed.ENV, "rolling": rolling, "timeline": timeline.to_dict(), "vercel": results["vercel"],
+                 "aws": aws,
                  "database": results["database"], "pulumi": pulumi, "git": results["git"],
                  "seconds": round(time.monotonic() - started, 3)}
         _write_json(self.dir / WORLD_FILE, world)

@@ -1,9 +1,10 @@
 """A Vercel API emulator: real HTTP on loopback, for the sandbox, the tests and drills.
 
-It holds teams, projects, deployments, aliases and alias jobs (instant
-rollback and promote), answers in the shapes of Vercel's published API, and is
+It holds teams, projects, deployments, aliases, alias jobs (instant
+rollback and promote) and rolling releases, answers in the shapes of Vercel's published API, and is
 faithful enough for Vercel's own CLI (``vercel ls``, ``inspect``, ``rollback``,
-``promote`` with ``--api URL --token T --scope demo-team``).
+``promote``, ``rolling-release configure|start|approve|fetch|abort|complete`` with
+``--api URL --token T --scope demo-team``).
 
 Run it standalone::
 
@@ -23,14 +24,24 @@ Admin endpoints (no auth, loopback only; not part of Vercel's API):
 
 - ``GET  /_admin/state``       projects, deployments, aliases, alias jobs
 - ``POST /_admin/reset``       ``{"seed": "demo"}``: back to the seed
-- ``POST /_admin/config``      ``{"job_seconds": 2, "fail_aliases": [...], "unhealthy": [deployment ids]}``
+- ``POST /_admin/config``      ``{"job_seconds": 2, "fail_aliases": [...], "unhealthy": [deployment ids],
+  "crashing": [deployment ids that answer 500 to every request]}``
+- ``POST /_admin/clock``       ``{"advance": 300}``: move the emulator's clock (rolling-release stages) forward
 - ``POST /_admin/faults``      ``{"method": "POST", "path": "/rollback/", "status": 429, "retry_after": "1",
   "latency": 0.5, "times": 1, "after": false}``; ``DELETE /_admin/faults`` clears them
 - ``GET  /_admin/requests``    every API request served (method, path, query, status)
-- ``GET  /_admin/production/<project>`` the deployment production serves now, with its health (what the
+- ``GET  /_admin/production/<project>`` the deployment production serves now, with its health, and during a
+  rolling release the canary and its share of the requests (what the
   sandbox's app server answers from)
 - ``POST /_admin/deployments`` ``{"project": "demo", "sha": "...", "ready_after": 1, "healthy": true}``: what a
   git push does (a production deployment that builds, then takes the domains unless a rollback paused that)
+
+Rolling releases (:mod:`rollback.sandbox.vercel_rolling`; the OpenAPI subset below does not include them,
+so their shapes follow Vercel's REST reference and its SDK's models): ``GET /v1/projects/{idOrName}/rolling-release``,
+``GET|PATCH|DELETE .../rolling-release/config``, ``POST .../rolling-release/start`` ``{canaryDeploymentId}``,
+``.../approve-stage`` ``{nextStageIndex, canaryDeploymentId}`` and ``.../complete`` ``{canaryDeploymentId}``;
+the abort is an instant rollback request during the release (see :mod:`rollback.sandbox.vercel_state`).
+Seed ``demo-rolling`` is ``demo`` with the newest deployment as the canary of an active release at 10 %.
 
 Environment variables and redeploys, as Vercel documents them (the OpenAPI subset in
 ``/work/shared/fixtures/vercel/openapi-subset.json`` does not include these operations, so their
@@ -43,7 +54,9 @@ are now; it builds for half a second, then takes the production domains unless a
 
 A stand-in for the app itself is served at ``/_app/<project>/``: ``/``,
 ``/api/health`` and ``/api/version`` answer for the deployment currently
-serving production (``/api/version`` gives its commit sha).
+serving production (``/api/version`` gives its commit sha); during a rolling release the canary answers
+its share of the requests (``EmulatorState.split``), and a crashing
+deployment answers 500 to all of them.
 """
 
 from __future__ import annotations
@@ -203,6 +216,51 @@ def _job_aliases(state: EmulatorState, match: re.Match[str], query: Query, body:
     return 200, {"aliases": aliases, "pagination": {"count": len(aliases), "next": None, "prev": None}}
 
 
+# ------------------------------------------------------- rolling releases
+_RR = r"/v1/projects/(?P<project>[^/]+)/rolling-release"
+
+
+@route("GET", _RR)
+def _get_rolling_release(state: EmulatorState, match: re.Match[str], query: Query, body: Any) -> Response:
+    wanted = query.get("state") or None
+    if wanted is not None and wanted.upper() not in ("ACTIVE", "COMPLETE", "ABORTED"):
+        raise ApiFailure(400, "bad_request", "Invalid request: `state` should be one of ACTIVE, COMPLETE, ABORTED")
+    with state.lock:
+        return 200, shapes.rolling_release_v1(state, state.rolling_release(match["project"], state=wanted))
+
+
+@route("GET", _RR + "/config")
+def _get_rolling_config(state: EmulatorState, match: re.Match[str], query: Query, body: Any) -> Response:
+    config = state.rolling_config(match["project"])
+    return 200, {"rollingRelease": config.public() if config is not None else None}
+
+
+@route("PATCH", _RR + "/config")
+def _set_rolling_config(state: EmulatorState, match: re.Match[str], query: Query, body: Any) -> Response:
+    config = state.set_rolling_config(match["project"], body)
+    return 200, {"rollingRelease": config.public() if config is not None else None}
+
+
+@route("DELETE", _RR + "/config")
+def _delete_rolling_config(state: EmulatorState, match: re.Match[str], query: Query, body: Any) -> Response:
+    state.set_rolling_config(match["project"], {"enabled": False})
+    return 200, {"rollingRelease": None}
+
+
+@route("POST", _RR + "/(?P<verb>start|approve-stage|complete)")
+def _change_rolling_release(state: EmulatorState, match: re.Match[str], query: Query, body: Any) -> Response:
+    """``start`` and ``complete`` take ``{canaryDeploymentId}``; ``approve-stage`` also ``nextStageIndex``."""
+    data = body if isinstance(body, dict) else {}
+    if match["verb"] == "start":
+        release = state.start_rolling_release(match["project"], data.get("canaryDeploymentId"))
+    elif match["verb"] == "complete":
+        release = state.complete_rolling_release(match["project"], data.get("canaryDeploymentId"))
+    else:
+        release = state.approve_rolling_stage(match["project"], data)
+    with state.lock:
+        return 200, shapes.rolling_release_v1(state, release)
+
+
 # ------------------------------------------------------- environment variables
 def _env_body(env: Any, *, decrypt: bool) -> dict[str, Any]:
     body: dict[str, Any] = {"type": env.type, "key": env.key, "target": list(env.target), "id": env.id,
@@ -269,8 +327,14 @@ def _app(state: EmulatorState, project_ref: str, path: str) -> Response:
     with state.lock:
         project = state.project(project_ref)
         dep = state.deployments.get(project.production_id or "")
+        release = project.rolling_release
+        if release is not None and release.is_active and state.split.to_canary(f"{project.id}{path}",
+                                                                               release.canary_share):
+            dep = state.deployments.get(release.canary_id, dep)
         if dep is None:
             return 404, {"error": {"code": "not_found", "message": "no production deployment"}}
+        if dep.crashes:
+            return 500, {"status": "error", "error": "the deployment crashed", "deploymentId": dep.id}
         if path in ("/api/version", "/version"):
             return 200, {"commit": dep.sha, "deploymentId": dep.id, "url": dep.url}
         if not dep.healthy:
@@ -400,8 +464,11 @@ class _Handler(BaseHTTPRequestHandler):
                 return 200, {"ok": True}
             if path == "/_admin/config" and method == "POST":
                 state.configure(job_seconds=data.get("job_seconds"), fail_aliases=data.get("fail_aliases"),
-                                unhealthy=data.get("unhealthy"))
+                                unhealthy=data.get("unhealthy"), crashing=data.get("crashing"))
                 return 200, {"ok": True}
+            if path == "/_admin/clock" and method == "POST":
+                state.advance_clock(float(data["advance"]))
+                return 200, {"ok": True, "skew": state.clock_skew}
             if path == "/_admin/faults" and method == "POST":
                 allowed = {"method", "path", "status", "retry_after", "latency", "times", "after"}
                 rule = FaultRule(**{k: v for k, v in data.items() if k in allowed})
@@ -432,14 +499,23 @@ class _Handler(BaseHTTPRequestHandler):
         return 404, {"error": {"code": "not_found", "message": f"no admin endpoint {method} {path}"}}
 
 
+def _served(dep: Any) -> dict[str, Any] | None:
+    return None if dep is None else {"id": dep.id, "url": dep.url, "sha": dep.sha, "message": dep.message,
+                                     "healthy": dep.healthy, "crashes": dep.crashes, "createdAt": dep.created_at}
+
+
 def _production(state: EmulatorState, project_ref: str) -> dict[str, Any]:
-    """What production serves now: the deployment (or null) with its health, for the sandbox's app server."""
+    """What production serves now: the deployment (or null) with its health, for the sandbox's app server;
+    during a rolling release also the canary and the share of requests it serves (``canary.share``)."""
     with state.lock:
         project = state.project(project_ref)
         dep = state.deployments.get(project.production_id or "")
-        served = None if dep is None else {"id": dep.id, "url": dep.url, "sha": dep.sha, "message": dep.message,
-                                           "healthy": dep.healthy, "createdAt": dep.created_at}
-        return {"project": project.id, "name": project.name, "deployment": served}
+        release = project.rolling_release
+        canary = None
+        if release is not None and release.is_active:
+            canary = {"deployment": _served(state.deployments.get(release.canary_id)), "share": release.canary_share,
+                      "stage": release.stage_index}
+        return {"project": project.id, "name": project.name, "deployment": _served(dep), "canary": canary}
 
 
 def _host_of(value: str) -> str:
@@ -463,6 +539,9 @@ def _snapshot(state: EmulatorState) -> dict[str, Any]:
             "aliases": {a.alias: a.deployment_id for a in state.aliases.values()},
             "aliasRequests": list(state.alias_history),
             "jobSeconds": state.job_seconds,
+            "rollingReleases": {p.id: {"state": r.state, "canary": r.canary_id, "base": r.base_id,
+                                       "stage": r.stage_index, "share": r.canary_share, "history": list(r.history)}
+                                for p in state.projects.values() if (r := p.rolling_release) is not None},
         }
 
 
@@ -513,7 +592,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument("--token", required=True, help="the token clients must send as a Bearer token")
-    parser.add_argument("--seed", default="demo", choices=["demo", "empty"])
+    parser.add_argument("--seed", default="demo", choices=["demo", "demo-rolling", "empty"])
     parser.add_argument("--job-seconds", type=float, default=2.0, help="how long an alias job takes")
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     args = parser.parse_args(argv)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from rollback.sandbox.vercel_rolling import SimRollingRelease
 from rollback.sandbox.vercel_state import EmulatorState, SimAlias, SimDeployment, SimProject
 
-__all__ = ["alias_v4", "deployment_v6", "deployment_v13", "pagination", "project_v9", "team_body", "user_body"]
+__all__ = ["alias_v4", "deployment_v6", "deployment_v13", "pagination", "project_v9", "rolling_release_v1",
+           "team_body", "user_body"]
 
 
 def _creator(state: EmulatorState) -> dict[str, Any]:
@@ -166,7 +168,27 @@ def project_v9(state: EmulatorState, project: SimProject) -> dict[str, Any]:
                                if project.auto_assign_paused else None),
         "targets": targets,
         "latestDeployments": latest,
+        # The project-level configuration (null when rolling releases are disabled); Vercel's CLI reads it
+        # to tell whether a promote starts a rolling release.
+        "rollingRelease": project.rolling_config.public() if project.rolling_config is not None else None,
     }
+
+
+def _release_deployment(dep: SimDeployment) -> dict[str, Any]:
+    """A deployment as a rolling release names it (``currentDeployment``, ``canaryDeployment``)."""
+    return {"name": dep.name, "createdAt": dep.created_at, "id": dep.id, "target": dep.target,
+            "readyState": dep.state, **({"readyStateAt": dep.ready_at} if dep.ready_at else {}),
+            "source": "git", "url": dep.url}
+
+
+def rolling_release_v1(state: EmulatorState, release: SimRollingRelease | None) -> dict[str, Any]:
+    """``GET /v1/projects/{idOrName}/rolling-release`` (and the answer of start, approve-stage, complete):
+    ``{"rollingRelease": ... | null}``."""
+    if release is None:
+        return {"rollingRelease": None}
+    named = {dep_id: _release_deployment(state.deployments[dep_id])
+             for dep_id in (release.base_id, release.canary_id) if dep_id in state.deployments}
+    return {"rollingRelease": release.body(named)}
 
 
 def _project_deployment(state: EmulatorState, dep: SimDeployment) -> dict[str, Any]:

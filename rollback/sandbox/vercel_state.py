@@ -11,17 +11,44 @@ some alias was configured to fail). With ``job_seconds = 0`` a job completes
 on the first read after the request. Setting ``job_seconds`` applies to the jobs
 still running too (measured from each one's start), so a test can hold a job
 for as long as it needs and then let it finish, whatever the machine's load.
+
+Rolling releases (:mod:`rollback.sandbox.vercel_rolling`) advance the same way, on the emulator's
+own clock (:meth:`EmulatorState.clock`, which :meth:`EmulatorState.advance_clock` moves forward).
+During an active rolling release, an instant rollback request (``POST /v9/projects/{projectId}/
+rollback/{deploymentId}``, what ``vercel rolling-release abort --dpl <canary>`` sends) ends it:
+
+- naming the canary (or the base): the release is **aborted**, all traffic goes back to its base, and
+  the rollback job points production at the base. Vercel documents that "at any point, you can use
+  Instant Rollback to revert from the current release candidate", that the rest of the traffic is routed
+  to "your previous production deployment" (the base), that ``activeStage`` is "null if the rollout is
+  aborted", and that after "rolling back from a rolling release, fromDeploymentId captures the 'base' of
+  that rolling release, and fromRollingReleaseId captures the 'target'" (``lastAliasRequest``);
+- naming an older deployment: an instant rollback *past* the base, and the release is aborted too.
+
+Like every instant rollback it pauses the automatic assignment of production domains. A production
+deployment that finishes building while rolling releases are enabled starts a release as its canary
+instead of taking the domains (Vercel: "new deployments won't be immediately served to 100% of traffic").
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from rollback.sandbox.vercel_rolling import (
+    ConfigProblem,
+    RollingConfig,
+    SimRollingRelease,
+    SimStage,
+    TrafficSplit,
+    parse_config,
+)
 
 __all__ = [
     "DEMO_DATABASE_URL",
@@ -89,6 +116,7 @@ class SimDeployment:
     created_mono: float = field(default_factory=time.monotonic)
     env: dict[str, str] = field(default_factory=dict)  # the production variables it was built with
     redeploy_of: str | None = None
+    crashes: bool = False  # answers 500 to every request (the sandbox app's worst kind of bad deployment)
 
 
 @dataclass
@@ -102,6 +130,8 @@ class SimProject:
     created_at: int = field(default_factory=now_ms)
     last_alias_request: dict[str, Any] | None = None
     envs: list[SimEnv] = field(default_factory=list)
+    rolling_config: RollingConfig | None = None
+    rolling_release: SimRollingRelease | None = None
 
 
 @dataclass
@@ -130,6 +160,7 @@ class AliasJob:
     fail_aliases: frozenset[str]
     status: str = "pending"
     alias_statuses: dict[str, str] = field(default_factory=dict)
+    from_rolling_release: str | None = None  # the canary of the rolling release this rollback ended
 
 
 @dataclass
@@ -210,8 +241,23 @@ class EmulatorState:
         # When a list, every API response is appended as (method, path, status, body): the tests
         # validate each one against the published schema of its operation.
         self.captured: list[tuple[str, str, int, Any]] | None = None
+        self.clock_skew = 0.0  # seconds the emulator's clock runs ahead of the monotonic clock
+        self.split = TrafficSplit()  # which requests to the app stand-in the canary answers
         self.seed_name = seed
         self.reset(seed)
+
+    def clock(self) -> float:
+        """The emulator's own clock (monotonic seconds, moved forward by :meth:`advance_clock`):
+        what rolling-release stages advance on."""
+        return time.monotonic() + self.clock_skew
+
+    def advance_clock(self, seconds: float) -> None:
+        """Move the emulator's clock forward (``POST /_admin/clock``): due stages advance on the next read."""
+        if not math.isfinite(seconds) or seconds < 0:
+            raise ValueError("the clock only moves forward: give a number of seconds >= 0")
+        with self.lock:
+            self.clock_skew += seconds
+            self._advance()
 
     # ---------------------------------------------------------------- seeding
     def reset(self, seed: str | None = None) -> None:
@@ -227,10 +273,12 @@ class EmulatorState:
             self.alias_history = []
             self.fail_aliases = set()
             chosen = seed if seed is not None else self.seed_name
-            if chosen == "demo":
+            if chosen in ("demo", "demo-rolling"):
                 self._seed_demo()
+                if chosen == "demo-rolling":
+                    self._seed_rolling()
             elif chosen not in (None, "", "empty"):
-                raise ValueError(f"unknown seed {chosen!r} (use 'demo' or 'empty')")
+                raise ValueError(f"unknown seed {chosen!r} (use 'demo', 'demo-rolling' or 'empty')")
 
     def _seed_demo(self) -> None:
         self.teams[DEMO.team_id] = {"id": DEMO.team_id, "slug": DEMO.team_slug, "name": "Demo Team",
@@ -266,6 +314,23 @@ class EmulatorState:
         for dep in self.deployments.values():
             dep.env = {"DATABASE_URL": DEMO_DATABASE_URL}
 
+    def _seed_rolling(self) -> None:
+        """``demo-rolling``: rolling releases enabled (manual approval, 10 % then 50 % then 100 %); the
+        newest deployment is the canary of an active release at 10 %, started when it was built; the one
+        before it (its base) serves production and owns the domains."""
+        project = self.projects[DEMO.project_id]
+        canary, base = self.deployments[DEMO.current], self.deployments[DEMO.previous]
+        project.rolling_config = RollingConfig("manual-approval", (SimStage(10.0, True, None),
+                                                                    SimStage(50.0, True, None),
+                                                                    SimStage(100.0, False, None)))
+        canary.served, canary.alias_assigned_at = False, None
+        project.production_id = base.id
+        self._point_domains(project, base.id)
+        started = (canary.ready_at or canary.created_at) + 1000
+        project.rolling_release = SimRollingRelease(
+            project_id=project.id, canary_id=canary.id, base_id=base.id, config=project.rolling_config,
+            started_at=started, updated_at=started, stage_started=self.clock() - (now_ms() - started) / 1000)
+
     def _point_domains(self, project: SimProject, deployment_id: str, only: Iterable[str] | None = None) -> None:
         stamp = now_ms()
         for domain in only if only is not None else project.domains:
@@ -280,7 +345,9 @@ class EmulatorState:
 
     # ------------------------------------------------------------- admin knobs
     def configure(self, *, job_seconds: float | None = None, fail_aliases: Iterable[str] | None = None,
-                  unhealthy: Iterable[str] | None = None) -> None:
+                  unhealthy: Iterable[str] | None = None, crashing: Iterable[str] | None = None) -> None:
+        """``unhealthy``: deployments whose health check fails (500 on ``/api/health``, slow ``/api/*``);
+        ``crashing``: deployments that answer 500 to every request."""
         with self.lock:
             if job_seconds is not None:
                 self.job_seconds = float(job_seconds)
@@ -293,6 +360,10 @@ class EmulatorState:
                 bad = set(unhealthy)
                 for dep in self.deployments.values():
                     dep.healthy = dep.id not in bad
+            if crashing is not None:
+                down = set(crashing)
+                for dep in self.deployments.values():
+                    dep.crashes = dep.id in down
 
     def add_fault(self, rule: FaultRule) -> None:
         with self.lock:
@@ -400,14 +471,24 @@ class EmulatorState:
             if kind == "rollback" and dep.target != "production":
                 raise ApiFailure(400, "invalid_deployment",
                                  "Only production deployments can be used for an instant rollback")
-            job = AliasJob(project_id=project.id, type=kind, from_id=project.production_id, to_id=dep.id,
+            release = project.rolling_release
+            ending = release if kind == "rollback" and release is not None and release.is_active else None
+            to_id = dep.id
+            if ending is not None and dep.id in (ending.canary_id, ending.base_id):
+                to_id = ending.base_id  # the abort: all traffic back to the release's base
+            job = AliasJob(project_id=project.id, type=kind, from_id=project.production_id, to_id=to_id,
                            requested_at=now_ms(), started=time.monotonic(), seconds=self.job_seconds,
                            fail_aliases=frozenset(self.fail_aliases))
-            if project.production_id == dep.id and kind == "rollback":
+            if ending is not None:
+                ending.state, ending.updated_at = "ABORTED", job.requested_at
+                ending.history.append({"state": "ABORTED", "by": "rollback", "to": to_id, "at": job.requested_at})
+                job.from_id, job.from_rolling_release = ending.base_id, ending.canary_id
+            elif project.production_id == dep.id and kind == "rollback":
                 job.status = "skipped"
             self.jobs[project.id] = job
             self.alias_history.append({"type": kind, "project": project.id, "from": job.from_id,
-                                       "to": dep.id, "requestedAt": job.requested_at})
+                                       "to": to_id, "requestedAt": job.requested_at,
+                                       "fromRollingRelease": job.from_rolling_release})
             self._publish(project, job)
             return job
 
@@ -419,6 +500,8 @@ class EmulatorState:
             "requestedAt": job.requested_at,
             "type": job.type,
         }
+        if job.from_rolling_release:
+            project.last_alias_request["fromRollingReleaseId"] = job.from_rolling_release
 
     def _advance(self) -> None:
         """Move time forward for jobs and builds (called under the lock on every read)."""
@@ -429,10 +512,20 @@ class EmulatorState:
                 dep.ready_at = now_ms()
                 project = self.projects.get(dep.project_id)
                 if dep.target == "production" and project is not None and not project.auto_assign_paused:
+                    if project.rolling_config is not None and project.production_id not in (None, dep.id):
+                        self._canary_built(project, dep)
+                        continue
                     project.production_id = dep.id
                     dep.served = True
                     dep.alias_assigned_at = now_ms()
                     self._point_domains(project, dep.id)
+        clock = self.clock()
+        for project in self.projects.values():
+            release = project.rolling_release
+            while release is not None and release.due(clock):
+                release.advance(clock, now_ms(), by="clock")
+                if release.stage_index == len(release.stages) - 1:
+                    self._complete_release(project, release)
         for job in self.jobs.values():
             if job.status in ("succeeded", "failed", "skipped"):
                 continue
@@ -477,6 +570,120 @@ class EmulatorState:
                 alias = self.aliases.get(domain)
                 rows.append((domain, status, alias.deployment_id if alias else job.to_id))
             return rows
+
+    # ------------------------------------------------------ rolling releases
+    def rolling_config(self, project_ref: str) -> RollingConfig | None:
+        with self.lock:
+            return self.project(project_ref).rolling_config
+
+    def set_rolling_config(self, project_ref: str, body: Any) -> RollingConfig | None:
+        """``PATCH .../rolling-release/config`` (``enabled: false`` or ``DELETE``: disabled). An active
+        release keeps the stages it started with: the config is the template of the next one."""
+        with self.lock:
+            project = self.project(project_ref)
+            try:
+                project.rolling_config = parse_config(body)
+            except ConfigProblem as exc:
+                raise ApiFailure(400, "bad_request", str(exc)) from None
+            return project.rolling_config
+
+    def rolling_release(self, project_ref: str, *, state: str | None = None) -> SimRollingRelease | None:
+        """The project's latest rolling release (whatever its state; ``state`` filters), else None."""
+        with self.lock:
+            release = self.project(project_ref).rolling_release
+            if release is None or (state and release.state != state.upper()):
+                return None
+            return release
+
+    def _release_for(self, project: SimProject, canary_id: Any) -> SimRollingRelease:
+        release = project.rolling_release
+        if release is None or not release.is_active:
+            raise ApiFailure(400, "no_active_rolling_release", f"No active rolling release for project {project.name}")
+        if not isinstance(canary_id, str) or canary_id != release.canary_id:
+            raise ApiFailure(400, "bad_request", f"The active rolling release's canary is {release.canary_id}, not "
+                             f"{canary_id}")
+        return release
+
+    def start_rolling_release(self, project_ref: str, canary_ref: Any) -> SimRollingRelease:
+        """``POST .../rolling-release/start`` ``{canaryDeploymentId}``: "If a rolling release is already
+        active for the same canary deployment, returns the current state without side effects"."""
+        with self.lock:
+            project = self.project(project_ref)
+            if not isinstance(canary_ref, str) or not canary_ref:
+                raise ApiFailure(400, "bad_request", "Invalid request: missing required property `canaryDeploymentId`")
+            if project.rolling_config is None:
+                raise ApiFailure(400, "rolling_releases_disabled",
+                                 f"Rolling releases are not enabled for project {project.name}")
+            dep = self.deployment(canary_ref)
+            if dep.project_id != project.id:
+                raise ApiFailure(400, "bad_request", "The deployment does not belong to this project")
+            if dep.state != "READY" or dep.target != "production":
+                raise ApiFailure(400, "invalid_deployment",
+                                 f"Deployment {dep.id} is not a READY production deployment")
+            release = project.rolling_release
+            if release is not None and release.is_active:
+                if release.canary_id == dep.id:
+                    return release
+                raise ApiFailure(409, "conflict", f"A rolling release of {release.canary_id} is already active")
+            if project.production_id in (None, dep.id):
+                raise ApiFailure(400, "bad_request", f"Deployment {dep.id} already serves production")
+            return self._start_release(project, dep)
+
+    def _start_release(self, project: SimProject, canary: SimDeployment) -> SimRollingRelease:
+        assert project.rolling_config is not None and project.production_id is not None
+        stamp = now_ms()
+        release = SimRollingRelease(project_id=project.id, canary_id=canary.id, base_id=project.production_id,
+                                    config=project.rolling_config, started_at=stamp, updated_at=stamp,
+                                    stage_started=self.clock())
+        project.rolling_release = release
+        return release
+
+    def _canary_built(self, project: SimProject, dep: SimDeployment) -> None:
+        """A production deployment finished building while rolling releases are enabled: it starts a
+        release as the canary (or waits as the queued one while another release is active)."""
+        release = project.rolling_release
+        if release is not None and release.is_active:
+            release.queued_id = dep.id
+            return
+        self._start_release(project, dep)
+
+    def approve_rolling_stage(self, project_ref: str, body: Any) -> SimRollingRelease:
+        """``POST .../rolling-release/approve-stage`` ``{nextStageIndex, canaryDeploymentId}``."""
+        with self.lock:
+            project = self.project(project_ref)
+            data = body if isinstance(body, dict) else {}
+            release = self._release_for(project, data.get("canaryDeploymentId"))
+            wanted = data.get("nextStageIndex")
+            if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted != release.stage_index + 1:
+                raise ApiFailure(400, "bad_request", f"The rolling release is at stage {release.stage_index}: the "
+                                 f"next stage is {release.stage_index + 1}, not {wanted}")
+            release.advance(self.clock(), now_ms(), by="approval")
+            if release.stage_index == len(release.stages) - 1:
+                self._complete_release(project, release)
+            return release
+
+    def complete_rolling_release(self, project_ref: str, canary_ref: Any) -> SimRollingRelease:
+        """``POST .../rolling-release/complete`` ``{canaryDeploymentId}``: "Force-complete a Rolling
+        Release. The canary deployment will begin serving 100% of the traffic"."""
+        with self.lock:
+            project = self.project(project_ref)
+            release = self._release_for(project, canary_ref)
+            if release.stage_index < len(release.stages) - 1:
+                release.stage_index = len(release.stages) - 1
+            self._complete_release(project, release)
+            return release
+
+    def _complete_release(self, project: SimProject, release: SimRollingRelease) -> None:
+        stamp = now_ms()
+        release.state, release.updated_at = "COMPLETE", stamp
+        release.history.append({"state": "COMPLETE", "at": stamp})
+        canary = self.deployments[release.canary_id]
+        project.production_id = canary.id
+        canary.served, canary.alias_assigned_at = True, stamp
+        self._point_domains(project, canary.id)
+        queued = self.deployments.get(release.queued_id or "")
+        if queued is not None and queued.state == "READY" and project.rolling_config is not None:
+            self._start_release(project, queued)
 
     # ------------------------------------------------------ environment variables
     def envs_of(self, project_ref: str) -> list[SimEnv]:

@@ -38,7 +38,15 @@ from typing import Any
 
 from rollback.errors import BadInput, OperationFailed
 from rollback.sandbox.processes import ProcessRef, is_alive, stop_process
-from rollback.sandbox.supervisor import LOCK_FILE, STATE_FILE, WORLD_FILE, lock_holder, read_state
+from rollback.sandbox.supervisor import (
+    LOCK_FILE,
+    SEED_FILE,
+    STATE_FILE,
+    WORLD_FILE,
+    lock_holder,
+    read_state,
+    write_seed_options,
+)
 
 __all__ = ["DEFAULT_DIR", "DownResult", "Sandbox", "SandboxInfo", "down", "reset", "status", "up"]
 
@@ -181,12 +189,14 @@ def _tail(path: Path, lines: int = 12) -> str:
 
 
 def up(directory: Path = DEFAULT_DIR, *, timeout: float = 180.0, progress: Progress | None = None,
-       fresh: bool = False) -> SandboxInfo:
+       fresh: bool = False, rolling: bool = False) -> SandboxInfo:
     """Start the sandbox in ``directory`` (or reuse the one running there) and return it once seeded.
 
     With ``fresh``, a sandbox already running is re-seeded (:func:`reset`), so that every layer is
-    broken as after a first ``up`` either way. Raises :class:`OperationFailed` (with the log's last
-    lines) when it cannot start; whatever it started is stopped again. Ctrl-C while waiting stops it too.
+    broken as after a first ``up`` either way. With ``rolling``, the bad app release is the canary of a
+    Vercel rolling release at 10 % instead of a full production deployment (a running sandbox seeded
+    the other way is re-seeded). Raises :class:`OperationFailed` (with the log's last lines) when it
+    cannot start; whatever it started is stopped again. Ctrl-C while waiting stops it too.
     """
     _require_extras()
     directory = _check_directory(directory)
@@ -196,12 +206,14 @@ def up(directory: Path = DEFAULT_DIR, *, timeout: float = 180.0, progress: Progr
         if running and state is not None:
             if state.get("state") not in ("ready", "degraded"):
                 return _wait_ready(directory, timeout, progress, reused=True)
-            if not fresh:
+            seeded_rolling = bool((state.get("world") or {}).get("rolling"))
+            if not fresh and seeded_rolling == rolling:
                 return _info(directory, state, reused=True)
         else:
             if state is not None:
                 _cleanup(directory, state)  # stale: its owner is dead
             _prepare(directory)
+            write_seed_options(directory, rolling=rolling)
             log_path = directory / "logs" / "supervisor.log"
             with open(log_path, "ab") as log_file:
                 subprocess.Popen([sys.executable, "-m", "rollback.sandbox.supervisor", "--dir", str(directory)],
@@ -213,7 +225,7 @@ def up(directory: Path = DEFAULT_DIR, *, timeout: float = 180.0, progress: Progr
                 with contextlib.suppress(Exception):
                     _stop(directory, read_state(directory))
                 raise
-    info = reset(directory, timeout=timeout)  # running, and a fresh world was asked for
+    info = reset(directory, timeout=timeout, rolling=rolling)  # running, and a fresh (or other) world was asked for
     info.reused = True
     return info
 
@@ -223,7 +235,7 @@ def _prepare(directory: Path) -> None:
     (journals, incidents and logs are kept)."""
     for name in ("pulumi", "pulumi-state", "prisma", "backups", "app", "app.git"):
         shutil.rmtree(directory / name, ignore_errors=True)
-    for name in (STATE_FILE, WORLD_FILE, "rollback.toml"):
+    for name in (STATE_FILE, WORLD_FILE, SEED_FILE, "rollback.toml"):
         (directory / name).unlink(missing_ok=True)
     (directory / "logs").mkdir(parents=True, exist_ok=True)
     log_path = directory / "logs" / "supervisor.log"
@@ -267,8 +279,9 @@ def status(directory: Path = DEFAULT_DIR) -> SandboxInfo | None:
     return _info(directory, state)
 
 
-def reset(directory: Path = DEFAULT_DIR, *, timeout: float = 120.0) -> SandboxInfo:
-    """Re-seed every layer of the running sandbox: the bad deploy is back, as after ``up``."""
+def reset(directory: Path = DEFAULT_DIR, *, timeout: float = 120.0, rolling: bool = False) -> SandboxInfo:
+    """Re-seed every layer of the running sandbox: the bad deploy is back, as after ``up`` (with
+    ``rolling``: as the canary of a rolling release at 10 %, as after ``up --rolling``)."""
     directory = _check_directory(directory)
     with _up_lock(directory):
         state = read_state(directory)
@@ -279,6 +292,7 @@ def reset(directory: Path = DEFAULT_DIR, *, timeout: float = 120.0) -> SandboxIn
         if not is_alive(ref):
             raise OperationFailed(f"the sandbox's supervisor (pid {ref.pid}) is not the recorded process",
                                   "run 'rollback sandbox down' then 'up'")
+        write_seed_options(directory, rolling=rolling)
         os.kill(ref.pid, signal.SIGUSR1)
         return _wait_ready(directory, timeout, None, generation=generation)
 
