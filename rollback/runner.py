@@ -352,6 +352,11 @@ class _Interrupts:
 
     @contextmanager
     def step(self) -> Iterator[None]:
+        if self.pending:
+            # It came after the step was journaled as started but before it was armed: interrupt the step
+            # now, at its start, rather than let it run to its end (a wait can last minutes).
+            name, self.pending = self.pending, None
+            raise KeyboardInterrupt(name)
         self.armed = True
         try:
             yield

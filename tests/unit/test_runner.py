@@ -323,3 +323,23 @@ def test_resume_never_repeats_a_finished_step_that_has_no_check(tmp_path: Path) 
     assert acts == ["backup", "rollback", "rollback", "health"]  # backup not sent again
     assert [s.already_done for s in outcome.steps] == [True, False, False]
     assert outcome.steps[0].result == {"sent": "backup"}  # the earlier run's result, carried over
+
+
+def test_a_signal_as_a_step_starts_interrupts_it_before_it_acts(tmp_path: Path) -> None:
+    """A signal that lands after the step was journaled as started but before the runner armed it (the
+    moment a test or an operator sees "step started") interrupts that step at once: a wait step must not
+    run to its end (minutes) first."""
+    acts: list[str] = []
+
+    class SignalAsRollbackStarts(RunObserver):
+        def step_started(self, number: int, step: Step, *, dry_run: bool) -> None:
+            if step.id == "rollback":
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    journal = Journal.start(tmp_path, command="x", env="production")
+    with pytest.raises(Interrupted, match="during step 'rollback'"):
+        execute(PLAN, dict.fromkeys(PLAN.actions, handler(lambda step, ctx: acts.append(step.id) or {})),
+                journal=journal, progress=SignalAsRollbackStarts())
+    assert acts == ["backup"]  # the rollback step never acted
+    run = read_run(journal.path)
+    assert run.status == "interrupted" and run.failed_step is not None and run.failed_step["id"] == "rollback"
