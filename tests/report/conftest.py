@@ -72,6 +72,12 @@ def receiver() -> Iterator[Receiver]:
             answer = state.mode
             if answer == "429-once":
                 state.mode, answer = "ok", "429"
+            # Recorded before the answer goes out: the sender sends its next post (or ends) as soon as it
+            # has the answer, and another handler thread must not record that one first.
+            with state.got:
+                if answer == "ok":
+                    state.posts.append(json.loads(body))
+                state.got.notify_all()
             if answer in ("500", "429"):
                 self.send_response(int(answer))
                 if answer == "429":
@@ -84,10 +90,6 @@ def receiver() -> Iterator[Receiver]:
                 self.send_header("Content-Length", "2")
                 self.end_headers()
                 self.wfile.write(b"ok")
-            with state.got:
-                if answer == "ok":
-                    state.posts.append(json.loads(body))
-                state.got.notify_all()
 
         def log_message(self, *args: Any) -> None:
             pass
