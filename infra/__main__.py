@@ -172,6 +172,7 @@ def main() -> None:
             db_parameter_group_name=db.parameter_group.name,
             backend_url=settings.operator_backend_url,
             lock_url=settings.operator_lock_url,
+            cdn_snapshots_url=settings.operator_cdn_snapshots_url,
             tags=tags,
         ),
     )

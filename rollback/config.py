@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_VERCEL_API_URL",
     "AlarmSettings",
     "AwsSettings",
+    "CdnSettings",
     "Config",
     "DatabaseSettings",
     "EnvSettings",
@@ -273,6 +274,21 @@ class LockSettings(_Model):
         return value.rstrip("/") if value else value
 
 
+class CdnSettings(_Model):
+    """``infra cdn`` snapshots: also shared in S3 (``snapshots_url = "s3://bucket/prefix"``), so that another
+    engineer can list and restore them; without it, under ``<[lock] url>/cdn-snapshots`` when a team lease
+    is configured, else on this machine only."""
+
+    snapshots_url: str | None = None
+
+    @field_validator("snapshots_url")
+    @classmethod
+    def _s3(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?$", value):
+            raise ValueError('must be written s3://bucket or s3://bucket/prefix')
+        return value.rstrip("/") if value else value
+
+
 class EnvSettings(_Model):
     # A production environment (also any environment named production or prod): `rollback drill
     # --env` refuses it without --i-know-this-is-production.
@@ -287,6 +303,7 @@ class EnvSettings(_Model):
     alarms: AlarmSettings = Field(default_factory=AlarmSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
     lock: LockSettings | None = None
+    cdn: CdnSettings | None = None
 
 
 class JournalSettings(_Model):
@@ -299,6 +316,7 @@ class Settings(_Model):
     templates_dir: str | None = Field(default=None, min_length=1,
                                       description="report, email and banner templates that override the defaults")
     lock: LockSettings = Field(default_factory=LockSettings)
+    cdn: CdnSettings = Field(default_factory=CdnSettings)
     env: dict[str, EnvSettings] = Field(default_factory=dict, validate_default=True)
 
     @field_validator("env")
@@ -368,6 +386,16 @@ class Config:
     def lock_settings(self) -> LockSettings:
         """``[env.<name>.lock]``, else the global ``[lock]``."""
         return self.env.lock if self.env.lock is not None else self.settings.lock
+
+    @property
+    def cdn_snapshots_url(self) -> str | None:
+        """Where distribution snapshots are shared: ``[env.<name>.cdn] snapshots_url``, else ``[cdn]``'s,
+        else ``<lock url>/cdn-snapshots`` when a team lease is configured; ``None``: this machine only."""
+        cdn = self.env.cdn if self.env.cdn is not None and self.env.cdn.snapshots_url else self.settings.cdn
+        if cdn.snapshots_url:
+            return cdn.snapshots_url
+        lock = self.lock_settings.url
+        return f"{lock}/cdn-snapshots" if lock else None
 
     @property
     def identity(self) -> str:

@@ -101,7 +101,8 @@ def _edge(services: Services) -> dict[str, Any]:
 
 
 def _cdn(services: Services) -> dict[str, Any]:
-    return dict(CdnHandlers(services.edge(), interval=float(services.setting("edge_interval", 15.0))).handlers())
+    return dict(CdnHandlers(services.edge(), interval=float(services.setting("edge_interval", 15.0)),
+                            shared=services.cdn_snapshots()).handlers())
 
 
 def _invalidate(services: Services) -> dict[str, Any]:
