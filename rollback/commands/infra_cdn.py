@@ -62,8 +62,8 @@ from rollback.runner import Check, ExecutionResult, StepContext, StepHandler, ex
 from rollback.units import format_duration
 
 __all__ = ["ASSETS_ORIGIN", "CdnHandlers", "CdnPlan", "cdn_document", "cdn_handlers", "find_snapshot",
-           "list_snapshots", "plan_release", "plan_restore", "plan_snapshot", "prepare_restore", "run_cdn",
-           "snapshot_step", "snapshot_store"]
+           "list_snapshots", "plan_release", "plan_restore", "plan_snapshot", "prepare_restore",
+           "release_invalidation_paths", "run_cdn", "snapshot_step", "snapshot_store"]
 
 ASSETS_ORIGIN = "assets"
 RELEASE_PIN_KEY = "assetsRelease"
@@ -246,6 +246,18 @@ def plan_release(config: Config, adapter: EdgeAdapter, *, distribution_id: str, 
     plan = Plan.of(f"switch distribution {distribution_id} to release {release}", config.env_name,
                    [*steps, *pin_steps], notes)
     return CdnPlan(plan, distribution_id, current.etag, tuple(paths), pins, tuple(changes))
+
+
+def release_invalidation_paths(live: Mapping[str, Any], before: str | None, after: str,
+                               origin: str = ASSETS_ORIGIN) -> list[str]:
+    """What to invalidate once ``origin`` serves ``releases/<after>`` instead of ``releases/<before>``: the
+    behaviours that origin serves (``/*`` when it is not found as expected: better too much than stale)."""
+    path = f"{RELEASES_PREFIX}{after}"
+    origins = {str(o.get("Id")): str(o.get("OriginPath") or "") for o in (live.get("Origins") or {}).get("Items") or []}
+    if origins.get(origin) != path:
+        return ["/*"]
+    earlier = set_origin_path(live, origin, f"{RELEASES_PREFIX}{before}" if before else "")
+    return invalidation_paths(earlier, live) or ["/*"]
 
 
 def _same(current: Mapping[str, Any], target: Mapping[str, Any]) -> bool:

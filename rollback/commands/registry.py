@@ -60,7 +60,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "invalidate": ("cloudfront.invalidate", "cloudfront.wait_invalidation"),
     "assets": ("s3.restore",),
     "stack": ("infra.backup_config", "infra.desired_state", "infra.write_config", "infra.preview", "infra.check",
-              "infra.up", "stack.config_restore"),
+              "infra.up", "infra.invalidate_release", "stack.config_restore"),
     "db": ("db.backup", "db.skip_emergency_backup", "db.verify_backup", "db.check_rights", "db.restore_beside",
            "db.restore_in_place", "db.check_counts", "db.swap", "db.drop_set_aside", "db.resolve",
            "db.check_migration", "db.down", "rds.create_snapshot", "rds.restore", "db.remove_incomplete_backup",

@@ -163,13 +163,16 @@ def checkpoint(update: Update, *, pending: list[dict[str, Any]] | None = None) -
 
 
 def build_backend(root: Path, *, layout: str = "project", compression: str | None = None,
-                  updates: tuple[Update, ...] = UPDATES, pending: list[dict[str, Any]] | None = None) -> Path:
+                  updates: tuple[Update, ...] = UPDATES, pending: list[dict[str, Any]] | None = None,
+                  extra_config: dict[int, dict[str, Any]] | None = None) -> Path:
     """Write a DIY backend with one history/checkpoint pair per update; returns ``root``.
 
     ``compression`` is ``None``, ``"gz"``, ``"zst"`` or ``"mixed"`` (alternating per update).
+    ``extra_config``: version (1 = oldest) -> more config keys that update ran with.
     """
     written = [
-        BackendUpdate(message=update.message, start_time=START + number * 3600, config=history_config(update),
+        BackendUpdate(message=update.message, start_time=START + number * 3600,
+                      config={**history_config(update), **(extra_config or {}).get(number, {})},
                       checkpoint=checkpoint(update),
                       changes={"create": 34} if number == 1 else {"same": 33, "update": 1},
                       git_head=update.git_head)
