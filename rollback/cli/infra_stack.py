@@ -143,11 +143,15 @@ def diff_command(app: AppContext, from_version: int, to_version: int | None, via
 @click.option("--allow-db-replacement", is_flag=True,
               help="Take VERSION's database restore keys too, and keep a plan that replaces or creates the "
                    "database instance (refused otherwise).")
+@click.option("--with-current-deps", is_flag=True,
+              help="Run VERSION's program with today's .venv instead of an environment built from its own "
+                   "requirements.txt.")
 @dry_run_option
 @common_options()
 @pass_app
 def preview_command(app: AppContext, to_version: int, plan_file: Path | None, offline: bool,
-                    message: str | None, config_only: bool, allow_db_replacement: bool, dry_run: bool) -> None:
+                    message: str | None, config_only: bool, allow_db_replacement: bool, with_current_deps: bool,
+                    dry_run: bool) -> None:
     """Put VERSION back as it ran: its program (the commit its update ran from,
     checked out in a temporary git worktree) and its config, and preview it,
     saving the update plan for 'restore'. The previous config file is saved
@@ -171,7 +175,8 @@ def preview_command(app: AppContext, to_version: int, plan_file: Path | None, of
 
     config = app.config()
     options = commands.PreviewOptions(to_version, (plan_file or commands.default_plan_file(config, to_version))
-                                      .resolve(), offline, message, config_only, allow_db_replacement)
+                                      .resolve(), offline, message, config_only, allow_db_replacement,
+                                      with_current_deps)
     prepared = commands.prepare_preview(config, Services(config), options)
     outcome = run_plan(app, prepared.plan, dict(prepared.handlers), dry_run=dry_run, yes=True, action="preview",
                        confirm_first=False, details={"version": to_version})
@@ -199,6 +204,8 @@ def _print_preview(report: dict[str, Any]) -> None:
         say(f"  = {key}: kept as it is today (the database is not replaced; --allow-db-replacement takes "
             f"version {report['version']}'s)", err=False)
     say(report["program"]["describe"], err=False)
+    for line in report["program"].get("environment") or []:
+        say(line, err=False)
     if report["mode"] == "cli":
         summary = report.get("change_summary") or {}
         text = ", ".join(f"{k} {v}" for k, v in summary.items()) or "no changes"

@@ -26,6 +26,7 @@ from rollback.adapters.program_checkout import (
     require_program,
     worktree_path,
 )
+from rollback.adapters.program_venv import VENVS, ProgramVenv, ensure_venv, pinned_version, requirements_sha
 from rollback.adapters.pulumi import PulumiStack
 from rollback.adapters.pulumi_mocks import diff_declared_inputs, run_program_under_mocks
 from rollback.adapters.stack_config import stack_config_file
@@ -34,19 +35,39 @@ from rollback.config import Config
 from rollback.errors import PulumiError, RollbackError, UnsafePrecondition
 from rollback.stackdiff import ConfigValue, StackVersion, shorten
 
-__all__ = ["DB_INSTANCE_TYPE", "NEVER_REPLACED", "RESTORE_KEYS", "carry_restore_keys", "db_steps_in_plan",
-           "describe_program", "desired_state_diff", "preview_command", "program_for", "program_project_dir",
-           "program_rows", "program_stack", "refuse_db_steps", "refuse_replaced_resources", "refuse_replacements",
-           "up_command"]
+__all__ = [
+    "DB_INSTANCE_TYPE",
+    "NEVER_REPLACED",
+    "RESTORE_KEYS",
+    "carry_restore_keys",
+    "db_steps_in_plan",
+    "describe_program",
+    "describe_program_env",
+    "desired_state_diff",
+    "preview_command",
+    "program_for",
+    "program_project_dir",
+    "program_requirements",
+    "program_rows",
+    "program_stack",
+    "program_venv",
+    "refuse_db_steps",
+    "refuse_replaced_resources",
+    "refuse_replacements",
+    "up_command",
+]
 
 
-def program_for(config: Config, version: StackVersion, *, config_only: bool = False) -> dict[str, Any]:
+def program_for(config: Config, version: StackVersion, *, config_only: bool = False,
+                current_deps: bool = False) -> dict[str, Any]:
     """Which program previews ``version``: its own (the commit it ran from) or today's.
 
     Returns the JSON-only description the steps carry: ``mode`` is ``"commit"`` (that commit's
     program differs from the work tree's: run it from a worktree), ``"same"`` (it does not) or
     ``"config-only"``. Refuses (UnsafePrecondition) a version whose program cannot be checked out:
     no commit recorded, run from a dirty tree, a commit this repository lacks, no git repository.
+    A ``"commit"`` program carries its ``requirements``: the file, its sha256 (the environment it runs in,
+    :func:`program_venv`) and ``deps`` (``"commit"``, or ``"current"`` with ``current_deps``: today's .venv).
     """
     source = program_source(version.version, version.environment)
     if config_only:
@@ -59,7 +80,73 @@ def program_for(config: Config, version: StackVersion, *, config_only: bool = Fa
             "preview it with today's program: add --config-only")
     commit = require_program(repo, source)
     files = program_changes(repo, commit, project_dir(config))
-    return {"mode": "commit" if files else "same", "commit": commit, "files": files, "dirty": False}
+    found: dict[str, Any] = {"mode": "commit" if files else "same", "commit": commit, "files": files, "dirty": False}
+    if files:
+        path, text = program_requirements(repo, commit, project_dir(config))
+        found["requirements"] = {"path": path, "sha256": requirements_sha(text) if text is not None else None,
+                                 "deps": "current" if current_deps else "commit",
+                                 "pulumi_aws": pinned_version(text.decode("utf-8", "replace")) if text else None}
+    return found
+
+
+def program_requirements(repo: GitRepo, commit: str, project: Path) -> tuple[str, bytes | None]:
+    """(path in the repository, content) of the program's ``requirements.txt`` at ``commit``: in the
+    program directory that commit's ``Pulumi.yaml`` names (``main``)."""
+    import posixpath
+
+    relative = project_in_repo(repo, project).as_posix()
+    base = "" if relative == "." else relative
+    main = "."
+    text = repo.show_file(commit, posixpath.join(base, "Pulumi.yaml") if base else "Pulumi.yaml")
+    if text:
+        from ruamel.yaml import YAML  # lazily: not needed by 'rollback --help'
+
+        document = YAML(typ="safe").load(text.decode("utf-8", "replace")) or {}
+        main = str(document.get("main") or ".") if isinstance(document, dict) else "."
+    path = posixpath.normpath(posixpath.join(base or ".", main, "requirements.txt"))
+    return path, repo.show_file(commit, path)
+
+
+def program_venv(config: Config, program: Mapping[str, Any], *, version: int | None = None) -> ProgramVenv | None:
+    """The environment a ``"commit"`` program runs in: built (or reused) from that commit's requirements;
+    ``None`` for today's .venv (not a commit program, no requirements file, or ``--with-current-deps``)."""
+    requirements = program.get("requirements") or {}
+    if program.get("mode") != "commit" or requirements.get("deps") != "commit" or not requirements.get("sha256"):
+        return None
+    repo = GitRepo(project_dir(config))
+    commit = str(program["commit"])
+    text = repo.show_file(commit, str(requirements["path"]))
+    if text is None or requirements_sha(text) != requirements["sha256"]:
+        raise UnsafePrecondition(f"{requirements['path']} at commit {commit[:12]} is not what the preview read",
+                                 "preview again")
+    which = f"version {version}'s " if version is not None else ""
+    return ensure_venv(config.root, text, label=f"{which}{requirements['path']} at commit {commit[:12]}")
+
+
+def describe_program_env(program: Mapping[str, Any], version: int, checkpoint_aws: str | None) -> list[str]:
+    """What the plan says about the environment the program runs in, and the pulumi-aws versions."""
+    requirements = program.get("requirements") or {}
+    if program.get("mode") != "commit":
+        return []
+    pinned = requirements.get("pulumi_aws")
+    versions = (f"pulumi-aws: {checkpoint_aws or 'unknown'} in the stack's checkpoint, {pinned or 'not pinned'} "
+                f"in version {version}'s {requirements.get('path') or 'requirements'}")
+    if _major(checkpoint_aws) and _major(pinned) and _major(checkpoint_aws) != _major(pinned):
+        versions += (f" (another major: the state was last written by pulumi-aws {_major(checkpoint_aws)}; "
+                     "preview carefully)")
+    if not requirements.get("sha256"):
+        return [f"program environment: today's .venv (version {version}'s commit has no "
+                f"{requirements.get('path') or 'requirements.txt'})", versions]
+    if requirements.get("deps") == "current":
+        return [f"program environment: today's .venv (--with-current-deps), not the dependencies version {version} "
+                f"pinned in {requirements['path']}", versions]
+    return [f"program environment: version {version}'s own dependencies ({requirements['path']} at commit "
+            f"{str(program['commit'])[:12]}), in {VENVS}/{str(requirements['sha256'])[:12]}...; today's .venv is "
+            "not touched", versions]
+
+
+def _major(version: str | None) -> str | None:
+    return version.split(".", 1)[0] if version else None
 
 
 def describe_program(program: Mapping[str, Any], version: int) -> str:
@@ -81,8 +168,14 @@ def program_project_dir(config: Config, program: Mapping[str, Any] | None) -> It
         yield project_dir(config)
         return
     repo = GitRepo(project_dir(config))
-    with checkout(repo, str(program["commit"]), project_dir=project_dir(config), root=config.root) as found:
+    with checkout(repo, str(program["commit"]), project_dir=project_dir(config), root=config.root,
+                  virtualenv=lambda _inner: _venv_dir(config, program)) as found:
         yield found.project_dir
+
+
+def _venv_dir(config: Config, program: Mapping[str, Any]) -> Path | None:
+    venv = program_venv(config, program)
+    return venv.path if venv is not None else None
 
 
 def program_stack(config: Config, directory: Path) -> PulumiStack:

@@ -38,6 +38,7 @@ from rollback.commands.infra_program import (
     program_project_dir,
     program_rows,
     program_stack,
+    program_venv,
     refuse_replaced_resources,
     up_command,
 )
@@ -95,6 +96,7 @@ class StackHandlers:
 
     def handlers(self) -> dict[str, StepHandler]:
         return {
+            "infra.program_env": handler(self.program_env, self.check_program_env),
             "infra.backup_config": handler(self.backup_config, self.check_backup_config),
             "infra.desired_state": read_only(self.desired_state),
             "infra.write_config": handler(self.write_config, self.check_write_config),
@@ -147,6 +149,21 @@ class StackHandlers:
                 "release": step.params.get("release")}
 
     # ------------------------------------------------------------ preview
+    def check_program_env(self, step: Step, ctx: StepContext) -> Check:
+        from rollback.adapters.program_venv import installed_version, venv_path
+
+        requirements = step.params["program"]["requirements"]
+        path = venv_path(self.config.root, str(requirements["sha256"]))
+        would = f"build the environment of {requirements['path']} in {path}"
+        if (path / "bin" / "python").exists() and (path / ".rollback-venv.json").exists():
+            return Check(True, {"path": str(path), "built": False, "pulumi_aws": installed_version(path)}, would)
+        return Check(False, {"would_build": str(path)}, would)
+
+    def program_env(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        venv = program_venv(self.config, step.params["program"], version=int(step.params["version"]))
+        assert venv is not None
+        return venv.to_dict()
+
     def check_backup_config(self, step: Step, ctx: StepContext) -> Check:
         earlier = ctx.earlier.get(step.id)
         would = f"save {step.params['path']} to {backup_dir(self.config)}"

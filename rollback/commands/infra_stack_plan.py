@@ -34,6 +34,7 @@ from rollback.commands.infra_program import (
     carry_restore_keys,
     db_steps_in_plan,
     describe_program,
+    describe_program_env,
     preview_command,
     program_for,
     refuse_db_steps,
@@ -42,7 +43,7 @@ from rollback.config import Config
 from rollback.context import Services
 from rollback.errors import BadInput, LockHeld, OperationFailed, PulumiError, RollbackError, UnsafePrecondition
 from rollback.plan import Plan, Step
-from rollback.stackdiff import ConfigValue, StackVersion, diff_config
+from rollback.stackdiff import ConfigValue, StackVersion, diff_config, provider_version
 
 __all__ = ["KNOWN_PLAN_BUGS", "NUMBERING_NOTE", "SIDECAR_SUFFIX", "PreviewOptions", "check_restore",
            "cli_source", "config_restore_plan", "default_plan_file", "mark_applied", "offline_source",
@@ -66,6 +67,8 @@ class PreviewOptions:
     """Preview version N's config with today's program (the old behaviour), not N's own program."""
     allow_db_replacement: bool = False
     """Take version N's database restore keys too and allow a plan that replaces or creates the instance."""
+    with_current_deps: bool = False
+    """Run version N's program with today's .venv, not an environment built from its requirements.txt."""
 
 
 def default_plan_file(config: Config, version: int) -> Path:
@@ -92,7 +95,7 @@ def preview_plan(config: Config, options: PreviewOptions,
     wanted, carried = target_config(config, target.config, current, allow_db_replacement=options.allow_db_replacement)
     changes = diff_config(current, wanted)
     mode = "offline" if offline else "cli"
-    program = program_for(config, target, config_only=options.config_only)
+    program = program_for(config, target, config_only=options.config_only, current_deps=options.with_current_deps)
     release = next(({"key": c.key, "before": c.old, "after": c.new} for c in changes
                     if c.key.endswith(f":{RELEASE_KEY}") and not c.secret), None)
     common = {"version": target.version, "mode": mode, "path": str(path), "plan_file": str(options.plan_file),
@@ -114,15 +117,16 @@ def preview_plan(config: Config, options: PreviewOptions,
                       f"run the program under Pulumi's mocks: today's with the current config vs {against}",
                       target=f"stack {settings.stack}", params=common), backup_step, write_step]
     else:
-        steps = [backup_step, write_step,
+        steps = [*_program_env_steps(config, program, target.version), backup_step, write_step,
                  Step("preview", "infra.preview", f"pulumi preview --diff --save-plan {options.plan_file}",
                       target=f"stack {settings.stack}",
                       params={**common, "message": options.message})]
-    notes = [describe_program(program, target.version)]
-    if program["mode"] == "commit" and any(f.endswith("requirements.txt") for f in program["files"]):
-        notes.append(f"commit {str(program['commit'])[:12]} pins other program dependencies "
-                     "(infra/requirements.txt): the worktree uses the project's .venv; run 'pulumi install' in it "
-                     "first for an exact preview")
+    checkpoint_aws = _checkpoint_aws(source) if program["mode"] == "commit" else None
+    notes = [describe_program(program, target.version),
+             *describe_program_env(program, target.version, checkpoint_aws)]
+    if offline and program["mode"] == "commit":
+        notes.append("offline, the program runs under Pulumi's mocks in this process, with today's packages; "
+                     "the printed 'pulumi preview' runs it with its own")
     if carried:
         notes.append(f"the database restore keys stay as they are today ({', '.join(carried)}): version "
                      f"{target.version}'s would replace or create the database instance; {ALLOW_DB} takes them too")
@@ -134,7 +138,7 @@ def preview_plan(config: Config, options: PreviewOptions,
     plan = Plan.of(f"preview stack {settings.stack} at version {target.version}", config.env_name, steps, notes)
     context = {"mode": mode, "source": source, "target": target, "current": current, "changes": changes,
                "path": path, "options": options, "latest": latest.version if latest else None, "program": program,
-               "carried": carried, "release": release}
+               "carried": carried, "release": release, "checkpoint_aws": checkpoint_aws}
     return plan, context
 
 
@@ -158,6 +162,27 @@ def target_config(config: Config, target: Mapping[str, ConfigValue], current: Ma
     if allow_db_replacement:
         return dict(target), []
     return carry_restore_keys(target, current, stack_ref(config).project)
+
+
+def _program_env_steps(config: Config, program: Mapping[str, Any], version: int) -> list[Step]:
+    """Build (or find) the environment version N's program runs in, before anything is written."""
+    requirements = program.get("requirements") or {}
+    if program.get("mode") != "commit" or requirements.get("deps") != "commit" or not requirements.get("sha256"):
+        return []
+    return [Step("program-env", "infra.program_env",
+                 f"version {version}'s program environment from {requirements['path']} at commit "
+                 f"{str(program['commit'])[:12]} (built once, then reused)",
+                 target=f"stack {config.require_pulumi().stack}", params={"program": dict(program),
+                                                                          "version": version})]
+
+
+def _checkpoint_aws(source: HistorySource) -> str | None:
+    """The pulumi-aws version the current checkpoint was written with (``None`` when it cannot be read)."""
+    try:
+        state = source.current()
+    except RollbackError:
+        return None
+    return provider_version(state) if state is not None else None
 
 
 def cli_source(services: Services) -> HistorySource:
@@ -238,7 +263,10 @@ def preview_report(config: Config, context: dict[str, Any], outcome: Mapping[str
         "config_changes": [c.to_dict() for c in context["changes"]],
         "carried_forward": list(context.get("carried") or []),
         "plan_file": str(options.plan_file),
-        "program": {**context["program"], "describe": describe_program(context["program"], target.version)},
+        "program": {**context["program"], "describe": describe_program(context["program"], target.version),
+                    "environment": describe_program_env(context["program"], target.version,
+                                                        context.get("checkpoint_aws")),
+                    "built": (results.get("program-env") or {}).get("path")},
         "undo": f"rollback infra config-restore {shlex.quote(str(backup))}" if backup else None,
         **outcome,
     }

@@ -46,8 +46,9 @@ properties changed: ~~code[...]``, exit 255, nothing applied); ``$FAKE_PULUMI_EX
 ``$FAKE_PULUMI_DRIFT="<urn> <property> <json value>"`` makes every preview compute that value for that
 input (a data source the program reads answers otherwise now: same property, another value).
 ``preview --json`` prints the steps and the change summary. Every invocation is appended to
-``$FAKE_PULUMI_LOG`` (one JSON line: argv, cwd)
-so tests can assert on the exact commands run.
+``$FAKE_PULUMI_LOG`` (one JSON line: argv, cwd, and the virtualenv the CLI would run the program with:
+``runtime.options.virtualenv`` of the ``Pulumi.yaml`` in cwd, resolved through links, or null when it
+does not exist) so tests can assert on the exact commands run.
 """
 
 from __future__ import annotations
@@ -219,12 +220,26 @@ def save_stack_yaml(path: Path, yaml: Any, document: Any) -> None:
     path.write_text(buffer.getvalue())
 
 
+def virtualenv(cwd: Path) -> str | None:
+    """Where the program would run: the Pulumi.yaml's virtualenv, resolved (None: none there)."""
+    from ruamel.yaml import YAML
+
+    project = cwd / "Pulumi.yaml"
+    if not project.is_file():
+        return None
+    document = YAML(typ="safe").load(project.read_text()) or {}
+    options = (document.get("runtime") or {}).get("options") if isinstance(document.get("runtime"), dict) else None
+    name = (options or {}).get("virtualenv") if isinstance(options, dict) else None
+    path = cwd / str(name) if name else None
+    return str(path.resolve()) if path is not None and (path / "bin" / "python").exists() else None
+
+
 def main(argv: list[str]) -> None:
     cwd = Path.cwd()
     log = os.environ.get("FAKE_PULUMI_LOG")
     if log:
         with open(log, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"argv": argv, "cwd": str(cwd)}) + "\n")
+            handle.write(json.dumps({"argv": argv, "cwd": str(cwd), "virtualenv": virtualenv(cwd)}) + "\n")
     args = [a for a in argv if a != "--non-interactive"]
     failing = os.environ.get("FAKE_PULUMI_FAIL")  # e.g. "preview": that command fails as the CLI would
     if failing and failing in args:

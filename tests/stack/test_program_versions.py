@@ -27,6 +27,7 @@ from rollback.errors import UnsafePrecondition
 from tests.conftest import CliResult
 from tests.stack.backend_fixtures import REPO_ROOT, build_backend
 from tests.stack.conftest import FakePulumi, StackEnv
+from tests.stack.wheels import offline_wheels  # noqa: F401  (a fixture)
 
 RunCli = Callable[..., CliResult]
 
@@ -129,17 +130,20 @@ class ProgramStack:
 
 
 @pytest.fixture
-def program_stack(make_stack: Callable[..., StackEnv]) -> ProgramStack:
+def program_stack(make_stack: Callable[..., StackEnv], request: pytest.FixtureRequest) -> ProgramStack:
     """The stack fixtures, with the project in a git repository whose history has two program versions;
     versions 1-3 ran from the first, 4-5 from the second. Version 1 names a commit the repository lacks
-    and version 2 ran from a dirty tree."""
+    and version 2 ran from a dirty tree. The program's requirements.txt names a package of the test's
+    offline wheel cache (tests/stack/wheels.py): the worktree's environment is built from it."""
     import json
     from dataclasses import replace
 
     from tests.stack.backend_fixtures import UPDATES
 
+    request.getfixturevalue("offline_wheels")
     env = make_stack()
     project = env.project
+    (project / "infra" / "requirements.txt").write_text("rollback-fixture-dep==1.0\n")
     _git(project, "init", "-q", "-b", "main")
     cdn = project / "infra" / "cdn.py"
     _git(project, "add", "-A")
