@@ -260,6 +260,13 @@ class VerifySettings(_Model):
         return value
 
 
+def _s3_url(value: str | None) -> str | None:
+    """``s3://bucket`` or ``s3://bucket/prefix``, without a trailing slash."""
+    if value is not None and not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?$", value):
+        raise ValueError('must be written s3://bucket or s3://bucket/prefix')
+    return value.rstrip("/") if value else value
+
+
 class LockSettings(_Model):
     """The team-wide lease (``url = "s3://bucket/prefix"``); without it, a local lock only."""
 
@@ -269,9 +276,7 @@ class LockSettings(_Model):
     @field_validator("url")
     @classmethod
     def _s3(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?$", value):
-            raise ValueError('must be written s3://bucket or s3://bucket/prefix')
-        return value.rstrip("/") if value else value
+        return _s3_url(value)
 
 
 class CdnSettings(_Model):
@@ -284,9 +289,7 @@ class CdnSettings(_Model):
     @field_validator("snapshots_url")
     @classmethod
     def _s3(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?$", value):
-            raise ValueError('must be written s3://bucket or s3://bucket/prefix')
-        return value.rstrip("/") if value else value
+        return _s3_url(value)
 
 
 class EnvSettings(_Model):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import pytest
 
 from rollback.adapters.program_venv import ensure_venv, installed_version, pinned_version, requirements_sha
 from rollback.stackdiff import StackState, provider_version
-from tests.stack.backend_fixtures import UPDATES, build_backend
+from tests.stack.backend_fixtures import UPDATES, build_backend, commit_two_programs
 from tests.stack.conftest import FakePulumi, StackEnv
 from tests.stack.wheels import make_wheel, offline_wheels  # noqa: F401  (a fixture)
 
@@ -34,11 +33,6 @@ AWS_PROVIDER = {"urn": "urn:pulumi:staging::rollback::pulumi:providers:aws::defa
                 "outputs": {"region": "us-east-1", "version": "7.51.1"}}
 
 
-def git(path: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(path), "-c", "user.email=t@example.com", "-c", "user.name=t", *args],
-                          check=True, capture_output=True, text=True).stdout.strip()
-
-
 def two_programs(make_stack: Callable[..., StackEnv], old_pins: str) -> tuple[StackEnv, str]:
     """Versions 1-3 ran from a commit pinning ``old_pins`` (and serving HTTP/3), 4-5 and the work tree from
     one pinning pulumi-aws 7.51.1; the checkpoint was written by pulumi-aws 7.51.1."""
@@ -46,17 +40,7 @@ def two_programs(make_stack: Callable[..., StackEnv], old_pins: str) -> tuple[St
 
     env = make_stack()
     project = env.project
-    requirements = project / "infra" / "requirements.txt"
-    requirements.write_text(old_pins)
-    git(project, "init", "-q", "-b", "main")
-    git(project, "add", "-A")
-    git(project, "commit", "-q", "-m", "program with the old pins")
-    old = git(project, "rev-parse", "HEAD")
-    cdn = project / "infra" / "cdn.py"
-    cdn.write_text(cdn.read_text().replace('http_version="http2and3"', 'http_version="http2"'))
-    requirements.write_text(TODAYS_PINS)
-    git(project, "commit", "-q", "-am", "pulumi-aws 7")
-    new = git(project, "rev-parse", "HEAD")
+    old, new = commit_two_programs(project, old_requirements=old_pins, new_requirements=TODAYS_PINS)
     shutil.rmtree(env.backend)
     heads = [old, old, old, new, new]
     build_backend(env.backend, updates=tuple(replace(u, git_head=h) for u, h in zip(UPDATES, heads, strict=True)))
