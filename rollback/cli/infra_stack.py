@@ -206,6 +206,9 @@ def _print_preview(report: dict[str, Any]) -> None:
     say(report["program"]["describe"], err=False)
     for line in report["program"].get("environment") or []:
         say(line, err=False)
+    if report["program"].get("built"):
+        say(f"program environment built in {report['program']['built']}: pulumi-aws "
+            f"{report['program'].get('installed_pulumi_aws') or 'not installed'}", err=False)
     if report["mode"] == "cli":
         summary = report.get("change_summary") or {}
         text = ", ".join(f"{k} {v}" for k, v in summary.items()) or "no changes"

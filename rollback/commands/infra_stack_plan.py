@@ -266,7 +266,8 @@ def preview_report(config: Config, context: dict[str, Any], outcome: Mapping[str
         "program": {**context["program"], "describe": describe_program(context["program"], target.version),
                     "environment": describe_program_env(context["program"], target.version,
                                                         context.get("checkpoint_aws")),
-                    "built": (results.get("program-env") or {}).get("path")},
+                    "built": (results.get("program-env") or {}).get("path"),
+                    "installed_pulumi_aws": (results.get("program-env") or {}).get("pulumi_aws")},
         "undo": f"rollback infra config-restore {shlex.quote(str(backup))}" if backup else None,
         **outcome,
     }

@@ -72,7 +72,7 @@ def test_the_old_program_runs_in_an_environment_of_its_own_pins(
     document = preview.json()
     built = Path(document["program"]["built"])
     assert built == env.root / ".rollback" / "venvs" / requirements_sha(OLD_PINS.encode())
-    assert installed_version(built) == "6.0.0"
+    assert installed_version(built) == "6.0.0" == document["program"]["installed_pulumi_aws"]
     environment = " ".join(document["program"]["environment"])
     assert f"version 3's own dependencies (infra/requirements.txt at commit {old[:12]})" in environment
     assert "pulumi-aws: 7.51.1 in the stack's checkpoint, 6.0.0 in version 3's infra/requirements.txt" in environment
