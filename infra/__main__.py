@@ -28,6 +28,7 @@ from infra.assets_bucket import AssetsBucket, AssetsBucketArgs  # noqa: E402
 from infra.cdn import Cdn, CdnArgs  # noqa: E402
 from infra.database import Database, DatabaseArgs  # noqa: E402
 from infra.edge_function import EdgeFunction, EdgeFunctionArgs  # noqa: E402
+from infra.invalidation import AwsSettings  # noqa: E402
 from infra.operator_role import OperatorRole, OperatorRoleArgs  # noqa: E402
 from infra.settings import ConfigError, Settings, check_live_database, parse_settings  # noqa: E402
 
@@ -110,6 +111,8 @@ def main() -> None:
             aliases=settings.cdn_aliases,
             certificate_arn=settings.cdn_certificate_arn,
             price_class=settings.cdn_price_class,
+            # The release invalidation is a dynamic provider: it gets the aws provider's settings as an input.
+            aws=AwsSettings.from_config(pulumi.Config("aws").get, pulumi.Config("aws").get_object),
             tags=tags,
         ),
     )
@@ -172,6 +175,7 @@ def main() -> None:
             db_parameter_group_name=db.parameter_group.name,
             backend_url=settings.operator_backend_url,
             lock_url=settings.operator_lock_url,
+            cdn_snapshots_url=settings.operator_cdn_snapshots_url,
             tags=tags,
         ),
     )

@@ -28,7 +28,7 @@ import pulumi_aws as aws
 
 from infra.assets_bucket import release_origin_path
 from infra.edge.handler import SECURITY_HEADERS
-from infra.invalidation import ReleaseInvalidation
+from infra.invalidation import AwsSettings, ReleaseInvalidation
 
 ASSETS_ORIGIN_ID = "assets"
 APP_ORIGIN_ID = "app"
@@ -63,6 +63,8 @@ class CdnArgs:
     aliases: Sequence[str] = ()
     certificate_arn: str | None = None
     price_class: str = "PriceClass_100"
+    aws: AwsSettings = field(default_factory=AwsSettings)
+    """The stack's aws:* settings: the release invalidation calls CloudFront with them."""
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -178,6 +180,7 @@ class Cdn(pulumi.ComponentResource):
             f"{name}-release-invalidation",
             distribution_id=self.distribution.id,
             origin_path=release_origin_path(args.assets_release),
+            aws=args.aws,
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.distribution]),
         )
 

@@ -27,6 +27,10 @@ checks each against this document, action and resource):
   backend, which the CLI reads directly for ``infra history|diff``, and
   (``operatorLockUrl``) the team lease every state-changing command takes
   (``[env.X.lock] url``: read, conditional writes, release; journals copied there).
+* Distribution snapshots shared for the team (``infra cdn``): written, listed
+  and read under ``operatorCdnSnapshotsUrl`` (``[cdn] snapshots_url``), else
+  under ``<operatorLockUrl>/cdn-snapshots/`` (listing that prefix only; the
+  lease statement already reads and writes there).
 
 Not granted: ``iam:CreateServiceLinkedRole``. CloudFront needs the Lambda@Edge
 service-linked role the first time a function is associated; ``pulumi up``
@@ -72,6 +76,8 @@ class OperatorRoleArgs:
     """``s3://bucket/prefix`` of a self-managed Pulumi backend to read."""
     lock_url: str | None = None
     """``s3://bucket/prefix`` of the CLI's team lease (and the journals it copies there)."""
+    cdn_snapshots_url: str | None = None
+    """``s3://bucket/prefix`` where the CLI shares distribution snapshots (else under ``lock_url``)."""
     tags: dict[str, str] = field(default_factory=dict)
 
 
@@ -117,6 +123,7 @@ class OperatorRole(pulumi.ComponentResource):
                         alarm_name_prefix=args.alarm_name_prefix,
                         backend_url=args.backend_url,
                         lock_url=args.lock_url,
+                        cdn_snapshots_url=args.cdn_snapshots_url,
                     ),
                     sort_keys=True,
                 )
@@ -157,6 +164,7 @@ def operator_policy(
     alarm_name_prefix: str,
     backend_url: str | None = None,
     lock_url: str | None = None,
+    cdn_snapshots_url: str | None = None,
 ) -> dict[str, Any]:
     """The operator's permissions, as a policy document (pure, for tests and review)."""
     # arn:aws:rds:<region>:<account>:db:<id> -> arn:aws:rds:<region>:<account>:
@@ -295,4 +303,33 @@ def operator_policy(
             "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
             "Resource": [objects],
         })
+    if cdn_snapshots_url:
+        bucket, _, prefix = cdn_snapshots_url[len("s3://"):].partition("/")
+        statements += _snapshot_statements(bucket, prefix.strip("/"), with_objects=True)
+    elif lock_url:
+        # Under the lease's prefix: TeamLease already reads and writes the objects; listing is added.
+        bucket, _, prefix = lock_url[len("s3://"):].partition("/")
+        statements += _snapshot_statements(bucket, "/".join(p for p in (prefix.strip("/"), "cdn-snapshots") if p),
+                                           with_objects=False)
     return {"Version": "2012-10-17", "Statement": statements}
+
+
+def _snapshot_statements(bucket: str, prefix: str, *, with_objects: bool) -> list[dict[str, Any]]:
+    """``infra cdn`` shares each distribution snapshot as ``<prefix>/<distribution>/<id>.distribution.json``
+    (written, listed, read by another engineer): the prefix only."""
+    folder = f"{prefix}/" if prefix else ""
+    found: list[dict[str, Any]] = [{
+        "Sid": "CdnSnapshotsList",
+        "Effect": "Allow",
+        "Action": ["s3:ListBucket"],
+        "Resource": [f"arn:aws:s3:::{bucket}"],
+        "Condition": {"StringLike": {"s3:prefix": [folder, f"{folder}*"]}},
+    }]
+    if with_objects:
+        found.append({
+            "Sid": "CdnSnapshotsReadWrite",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:PutObject"],
+            "Resource": [f"arn:aws:s3:::{bucket}/{folder}*"],
+        })
+    return found

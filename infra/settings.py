@@ -186,6 +186,8 @@ class Settings:
     """``s3://bucket/prefix`` of a self-managed Pulumi backend the operator may read."""
     operator_lock_url: str | None = None
     """``s3://bucket/prefix`` of the CLI's team lease (``[env.X.lock] url``), which the operator writes."""
+    operator_cdn_snapshots_url: str | None = None
+    """``s3://bucket/prefix`` where the CLI shares distribution snapshots (``[cdn] snapshots_url``)."""
     warnings: tuple[str, ...] = ()
     """Set keys this program no longer reads, with what to do; reported by the program, never fatal."""
 
@@ -398,6 +400,11 @@ def parse_settings(
         raise ConfigError("operatorLockUrl", f"{lock_url!r} is not an s3:// URL",
                           "give the [env.<name>.lock] url of rollback.toml (s3://bucket/prefix), or remove the key")
 
+    snapshots_url = raw.text("operatorCdnSnapshotsUrl")
+    if snapshots_url is not None and not _BACKEND_URL.match(snapshots_url):
+        raise ConfigError("operatorCdnSnapshotsUrl", f"{snapshots_url!r} is not an s3:// URL",
+                          "give the [cdn] snapshots_url of rollback.toml (s3://bucket/prefix), or remove the key")
+
     return Settings(
         name_prefix=name_prefix,
         region=region,
@@ -433,6 +440,7 @@ def parse_settings(
         operator_trusted_principals=tuple(principals),
         operator_backend_url=backend_url,
         operator_lock_url=lock_url.rstrip("/") if lock_url else None,
+        operator_cdn_snapshots_url=snapshots_url.rstrip("/") if snapshots_url else None,
         warnings=warnings,
     )
 

@@ -38,6 +38,7 @@ __all__ = [
     "DEFAULT_VERCEL_API_URL",
     "AlarmSettings",
     "AwsSettings",
+    "CdnSettings",
     "Config",
     "DatabaseSettings",
     "EnvSettings",
@@ -259,6 +260,13 @@ class VerifySettings(_Model):
         return value
 
 
+def _s3_url(value: str | None) -> str | None:
+    """``s3://bucket`` or ``s3://bucket/prefix``, without a trailing slash."""
+    if value is not None and not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?$", value):
+        raise ValueError('must be written s3://bucket or s3://bucket/prefix')
+    return value.rstrip("/") if value else value
+
+
 class LockSettings(_Model):
     """The team-wide lease (``url = "s3://bucket/prefix"``); without it, a local lock only."""
 
@@ -268,9 +276,20 @@ class LockSettings(_Model):
     @field_validator("url")
     @classmethod
     def _s3(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s]*)?$", value):
-            raise ValueError('must be written s3://bucket or s3://bucket/prefix')
-        return value.rstrip("/") if value else value
+        return _s3_url(value)
+
+
+class CdnSettings(_Model):
+    """``infra cdn`` snapshots: also shared in S3 (``snapshots_url = "s3://bucket/prefix"``), so that another
+    engineer can list and restore them; without it, under ``<[lock] url>/cdn-snapshots`` when a team lease
+    is configured, else on this machine only."""
+
+    snapshots_url: str | None = None
+
+    @field_validator("snapshots_url")
+    @classmethod
+    def _s3(cls, value: str | None) -> str | None:
+        return _s3_url(value)
 
 
 class EnvSettings(_Model):
@@ -287,6 +306,7 @@ class EnvSettings(_Model):
     alarms: AlarmSettings = Field(default_factory=AlarmSettings)
     verify: VerifySettings = Field(default_factory=VerifySettings)
     lock: LockSettings | None = None
+    cdn: CdnSettings | None = None
 
 
 class JournalSettings(_Model):
@@ -299,6 +319,7 @@ class Settings(_Model):
     templates_dir: str | None = Field(default=None, min_length=1,
                                       description="report, email and banner templates that override the defaults")
     lock: LockSettings = Field(default_factory=LockSettings)
+    cdn: CdnSettings = Field(default_factory=CdnSettings)
     env: dict[str, EnvSettings] = Field(default_factory=dict, validate_default=True)
 
     @field_validator("env")
@@ -368,6 +389,16 @@ class Config:
     def lock_settings(self) -> LockSettings:
         """``[env.<name>.lock]``, else the global ``[lock]``."""
         return self.env.lock if self.env.lock is not None else self.settings.lock
+
+    @property
+    def cdn_snapshots_url(self) -> str | None:
+        """Where distribution snapshots are shared: ``[env.<name>.cdn] snapshots_url``, else ``[cdn]``'s,
+        else ``<lock url>/cdn-snapshots`` when a team lease is configured; ``None``: this machine only."""
+        cdn = self.env.cdn if self.env.cdn is not None and self.env.cdn.snapshots_url else self.settings.cdn
+        if cdn.snapshots_url:
+            return cdn.snapshots_url
+        lock = self.lock_settings.url
+        return f"{lock}/cdn-snapshots" if lock else None
 
     @property
     def identity(self) -> str:

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from rollback.adapters.postgres import Database, Target
     from rollback.adapters.pulumi import PulumiStack
     from rollback.adapters.rds import RdsAdapter
+    from rollback.adapters.s3_snapshots import S3SnapshotStore
     from rollback.adapters.s3_versions import S3Versions
     from rollback.adapters.stack_history import BackendSource, HistorySource
     from rollback.adapters.vercel import VercelClient
@@ -122,6 +123,21 @@ class Services:
 
         adapter: EdgeAdapter = self._get("edge", build)
         return adapter
+
+    def cdn_snapshots(self) -> S3SnapshotStore | None:
+        """Where distribution snapshots are shared (``config.cdn_snapshots_url``); ``None``: nowhere."""
+        url = self.config.cdn_snapshots_url
+        if url is None and self.given.get("cdn_snapshots") is None:
+            return None
+
+        def build() -> S3SnapshotStore:
+            from rollback.adapters.s3_snapshots import open_snapshot_store
+
+            assert url is not None
+            return open_snapshot_store(url, self.aws().client("s3"))
+
+        store: S3SnapshotStore = self._get("cdn_snapshots", build)
+        return store
 
     def s3(self) -> S3Versions:
         """Object versions of the assets bucket."""

@@ -44,6 +44,7 @@ __all__ = [
     "format_path",
     "is_secret_value",
     "normalize_resource",
+    "provider_version",
     "shorten",
 ]
 
@@ -172,6 +173,24 @@ class StackState:
 
     def by_urn(self) -> dict[str, Mapping[str, Any]]:
         return {str(r["urn"]): r for r in self.resources}
+
+
+def provider_version(state: StackState, package: str = "aws") -> str | None:
+    """The version of the ``package`` provider the checkpoint's resources were last written with
+    (``pulumi:providers:<package>``: its ``version`` input, else the one in a default provider's name,
+    ``default_7_51_1``); the newest when there are several."""
+    found: list[str] = []
+    for resource in state.resources:
+        if resource.get("type") != f"pulumi:providers:{package}":
+            continue
+        version = (resource.get("inputs") or {}).get("version") or (resource.get("outputs") or {}).get("version")
+        if not version:
+            name = str(resource.get("urn", "")).rsplit("::", 1)[-1]
+            match = re.fullmatch(r"default_(\d+)_(\d+)_(\d+)", name)
+            version = ".".join(match.groups()) if match else None
+        if isinstance(version, str) and re.fullmatch(r"\d+(\.\d+)*([.+-].*)?", version):
+            found.append(version)
+    return max(found, key=lambda v: [int(p) for p in re.findall(r"\d+", v)[:3]]) if found else None
 
 
 def normalize_resource(raw: Mapping[str, Any]) -> dict[str, Any]:

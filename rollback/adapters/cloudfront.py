@@ -47,6 +47,7 @@ __all__ = [
     "origin_header_values",
     "parse_lambda_arn",
     "set_origin_path",
+    "snapshot_from_json",
     "swap_associations",
     "take_snapshot",
 ]
@@ -245,6 +246,11 @@ class EdgeAdapter:
 
     def update_config(self, distribution_id: str, raw: Mapping[str, Any], if_match: str) -> str:
         """Send ``raw`` guarded by ``if_match``; return the new ETag. Raises :class:`StaleETag` on 412."""
+        return self.replace_config(distribution_id, raw, if_match).etag
+
+    def replace_config(self, distribution_id: str, raw: Mapping[str, Any], if_match: str) -> DistributionConfig:
+        """Send ``raw`` guarded by ``if_match``; return the config CloudFront now has (from the response)
+        with its new ETag. Raises :class:`StaleETag` on 412."""
         from botocore.exceptions import ClientError
 
         with aws_errors(f"updating distribution {distribution_id}"):
@@ -258,7 +264,8 @@ class EdgeAdapter:
                         f"distribution {distribution_id} changed since it was read (ETag {if_match} is stale)",
                         code="PreconditionFailed", etag=if_match) from exc
                 raise
-        return str(response["ETag"])
+        written = (response.get("Distribution") or {}).get("DistributionConfig") or {}
+        return _parse_config(distribution_id, str(response["ETag"]), written)
 
     def wait_deployed(self, distribution_id: str, *, timeout: float, interval: float,
                       progress: Callable[[str], None] | None = None, ramp: bool = False) -> tuple[str, float]:
@@ -402,7 +409,9 @@ class DistributionSnapshot:
 
     The config may hold secrets (custom origin header values such as ``X-Origin-Verify``):
     snapshots are written owner-only, those values are registered for redaction when a
-    snapshot is loaded, and :meth:`summary` never contains them.
+    snapshot is loaded, and :meth:`summary` never contains them. ``config_sha256`` is the
+    config's digest when it was taken: a file whose config no longer matches it was edited
+    by hand (:attr:`edited`).
     """
 
     id: str
@@ -411,17 +420,58 @@ class DistributionSnapshot:
     taken_at: str
     reason: str
     config: Mapping[str, Any] = field(repr=False)
+    config_sha256: str | None = None
+
+    @property
+    def edited(self) -> bool:
+        """The config no longer has the digest recorded when the snapshot was taken (a hand edit)."""
+        from rollback.cdndiff import config_digest
+
+        return self.config_sha256 is not None and self.config_sha256 != config_digest(self.config)
+
+    @property
+    def id_names(self) -> str:
+        """The distribution the snapshot id names (``<distribution>-<time>``)."""
+        return self.id.rsplit("-", 1)[0] if "-" in self.id else self.id
 
     def summary(self) -> dict[str, Any]:
         parsed = _parse_config(self.distribution_id, self.etag, self.config)
         return {"id": self.id, "distribution": self.distribution_id, "etag": self.etag, "taken_at": self.taken_at,
                 "reason": self.reason, "origins": [o.to_dict() for o in parsed.origins],
                 "associations": [a.to_dict() for a in parsed.associations],
-                "behaviours": list(parsed.behaviours)}
+                "behaviours": list(parsed.behaviours), "edited": self.edited}
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "distribution_id": self.distribution_id, "etag": self.etag,
-                "taken_at": self.taken_at, "reason": self.reason, "config": dict(self.config)}
+                "taken_at": self.taken_at, "reason": self.reason, "config": dict(self.config),
+                "config_sha256": self.config_sha256}
+
+    def to_json(self) -> str:
+        import json
+
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True, default=str)
+
+
+def snapshot_from_json(text: str | bytes, name: str) -> DistributionSnapshot:
+    """A snapshot file's content; ``ValueError`` naming ``name`` when it is not one. Registers the
+    config's origin header values for redaction."""
+    import json
+
+    from rollback.redact import register_secret
+
+    try:
+        data = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{name}: not a readable snapshot") from exc
+    required = ("id", "distribution_id", "etag", "taken_at", "config")
+    if not isinstance(data, dict) or any(k not in data for k in required) or not isinstance(data["config"], dict):
+        raise ValueError(f"{name}: not a distribution snapshot")
+    for value in origin_header_values(data["config"]):
+        register_secret(value)
+    digest = data.get("config_sha256")
+    return DistributionSnapshot(str(data["id"]), str(data["distribution_id"]), str(data["etag"]),
+                                str(data["taken_at"]), str(data.get("reason") or ""), data["config"],
+                                str(digest) if isinstance(digest, str) else None)
 
 
 def origin_header_values(config: Mapping[str, Any]) -> list[str]:
@@ -441,7 +491,6 @@ class SnapshotStore:
         self.directory = directory
 
     def save(self, snapshot: DistributionSnapshot) -> Path:
-        import json
         import os
         import tempfile
 
@@ -455,7 +504,7 @@ class SnapshotStore:
             try:
                 os.fchmod(fd, 0o600)  # custom origin headers may hold secrets
                 with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                    handle.write(json.dumps(snapshot.to_dict(), indent=2, sort_keys=True, default=str))
+                    handle.write(snapshot.to_json())
                     handle.flush()
                     os.fsync(handle.fileno())
                 os.replace(tmp, path)
@@ -480,11 +529,23 @@ class SnapshotStore:
                     continue
         return sorted(found, key=lambda s: (s.taken_at, s.id), reverse=True)
 
+    def exists(self, snapshot_id: str) -> bool:
+        """Whether a file of that snapshot is here (BadInput when ``snapshot_id`` is not an id)."""
+        self._check_id(snapshot_id)
+        return self.directory.is_dir() and any(self.directory.glob(f"*/{snapshot_id}{SNAPSHOT_SUFFIX}"))
+
+    @staticmethod
+    def _check_id(snapshot_id: str) -> None:
+        from rollback.errors import BadInput
+
+        if "/" in snapshot_id or snapshot_id.startswith(".") or not snapshot_id or "*" in snapshot_id \
+                or "?" in snapshot_id or "[" in snapshot_id:
+            raise BadInput(f"{snapshot_id!r} is not a snapshot id", "list them with 'rollback infra cdn list'")
+
     def load(self, snapshot_id: str) -> DistributionSnapshot:
         from rollback.errors import BadInput
 
-        if "/" in snapshot_id or snapshot_id.startswith("."):
-            raise BadInput(f"{snapshot_id!r} is not a snapshot id", "list them with 'rollback infra cdn list'")
+        self._check_id(snapshot_id)
         for path in self.directory.glob(f"*/{snapshot_id}{SNAPSHOT_SUFFIX}") if self.directory.is_dir() else []:
             try:
                 return self._read(path)
@@ -496,21 +557,11 @@ class SnapshotStore:
 
     @staticmethod
     def _read(path: Path) -> DistributionSnapshot:
-        import json
-
-        from rollback.redact import register_secret
-
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            text = path.read_bytes()
+        except OSError as exc:
             raise ValueError(f"{path.name}: not a readable snapshot") from exc
-        required = ("id", "distribution_id", "etag", "taken_at", "config")
-        if not isinstance(data, dict) or any(k not in data for k in required) or not isinstance(data["config"], dict):
-            raise ValueError(f"{path.name}: not a distribution snapshot")
-        for value in origin_header_values(data["config"]):
-            register_secret(value)
-        return DistributionSnapshot(str(data["id"]), str(data["distribution_id"]), str(data["etag"]),
-                                    str(data["taken_at"]), str(data.get("reason") or ""), data["config"])
+        return snapshot_from_json(text, path.name)
 
 
 def take_snapshot(adapter: EdgeAdapter, distribution_id: str, reason: str, *,
@@ -525,8 +576,11 @@ def take_snapshot(adapter: EdgeAdapter, distribution_id: str, reason: str, *,
     for value in origin_header_values(read.raw):
         register_secret(value)
     stamp = moment.strftime("%Y%m%dT%H%M%S%fZ")
+    from rollback.cdndiff import config_digest
+
     return DistributionSnapshot(f"{distribution_id}-{stamp}", distribution_id, read.etag,
-                                moment.isoformat(timespec="seconds").replace("+00:00", "Z"), reason, dict(read.raw))
+                                moment.isoformat(timespec="seconds").replace("+00:00", "Z"), reason, dict(read.raw),
+                                config_digest(read.raw))
 
 
 def set_origin_path(raw: Mapping[str, Any], origin_id: str, path: str) -> dict[str, Any]:
@@ -547,17 +601,26 @@ def set_origin_path(raw: Mapping[str, Any], origin_id: str, path: str) -> dict[s
 def invalidation_paths(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """What to invalidate after ``old`` became ``new``: the paths whose responses may differ.
 
-    An origin whose path or domain changed invalidates every behaviour that targets it (the cache
-    key does not include the origin path); a changed, added or removed behaviour invalidates its
-    path pattern (``/*`` for the default one); a new default root object invalidates ``/``. Settings
-    that do not change what is served (comment, price class, logging, aliases...) invalidate nothing.
+    An origin that changed in any way (path or domain, which the cache key does not include; its
+    custom headers such as ``X-Origin-Verify``, its access control or protocol, which change what it
+    answers) invalidates every behaviour that targets it; a changed, added or removed behaviour
+    invalidates its path pattern (``/*`` for the default one); a new default root object invalidates
+    ``/``; changed custom error pages invalidate ``/*`` (cached error responses are served from them).
+    Settings that do not change what is served (comment, price class, HTTP version, logging,
+    aliases, certificate, WAF, enabled...) invalidate nothing.
     """
+    from rollback.cdndiff import comparable
+
     def origins(config: Mapping[str, Any]) -> dict[str, Any]:
-        return {str(o.get("Id")): (o.get("DomainName"), o.get("OriginPath") or "")
+        return {str(o.get("Id")): comparable({**o, "OriginPath": o.get("OriginPath") or ""})
                 for o in (config.get("Origins") or {}).get("Items") or []}
 
     def behaviours(config: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-        return {(_DEFAULT_PATTERN if name == DEFAULT_BEHAVIOUR else name): b for name, b in _behaviours(config)}
+        return {(_DEFAULT_PATTERN if name == DEFAULT_BEHAVIOUR else name): comparable(b)
+                for name, b in _behaviours(config)}
+
+    def error_pages(config: Mapping[str, Any]) -> Any:
+        return comparable({"pages": config.get("CustomErrorResponses") or {"Quantity": 0}})
 
     changed_origins = {i for i in set(origins(old)) | set(origins(new)) if origins(old).get(i) != origins(new).get(i)}
     old_b, new_b = behaviours(old), behaviours(new)
@@ -571,6 +634,8 @@ def invalidation_paths(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[s
                 paths.add(pattern)
     if old.get("DefaultRootObject") != new.get("DefaultRootObject"):
         paths.add("/")
+    if error_pages(old) != error_pages(new):
+        paths.add(_DEFAULT_PATTERN)
     if _DEFAULT_PATTERN in paths:
         return [_DEFAULT_PATTERN]
     return sorted(paths)

@@ -167,6 +167,17 @@ class GitRepo:
         proc = self._run("cat-file", "-e", f"{sha}^{{commit}}", check=False)
         return proc.returncode == 0
 
+    def show_file(self, sha: str, path: str) -> bytes | None:
+        """The content of ``path`` (relative to the top level) at commit ``sha``; ``None`` when it has none."""
+        environ = dict(os.environ if self.env is None else self.env)
+        environ["LC_ALL"] = "C"
+        try:  # bytes as stored: no newline translation, so a digest of them is the file's
+            proc = subprocess.run([self.git, "show", f"{sha}:{path}"], cwd=self.path, env=environ,
+                                  capture_output=True, timeout=self.timeout, stdin=subprocess.DEVNULL, check=False)
+        except (FileNotFoundError, subprocess.TimeoutExpired) as exc:
+            raise OperationFailed(f"git show {sha[:12]}:{path} failed: {exc}", "check git") from exc
+        return proc.stdout if proc.returncode == 0 else None
+
     def changed_files(self, old: str, new: str | None = None, paths: Sequence[str] = ()) -> list[str]:
         """Files that differ between two commits, or (``new=None``) between ``old`` and the work tree
         (under ``paths`` when given; untracked files are not listed)."""

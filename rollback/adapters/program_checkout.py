@@ -8,16 +8,17 @@ it (where ``Pulumi.yaml`` is), and removes the worktree afterwards, also after
 a failure or an interrupt. A worktree left by a killed run is removed by the
 next checkout of the same repository (:func:`remove_stale`).
 
-The project's ``.venv`` (``runtime.options.virtualenv`` in ``Pulumi.yaml``) is
-linked into the worktree so the Pulumi CLI runs the program with the pinned
-dependencies it already has; :attr:`Checkout.requirements_differ` says when
-that commit pinned other ones.
+The virtualenv ``Pulumi.yaml`` names (``runtime.options.virtualenv``, ``.venv``)
+is a link in the worktree: to the environment built for that commit's
+``requirements.txt`` (:mod:`rollback.adapters.program_venv`) when the caller
+gives one, else to the project's own (today's dependencies, ``--with-current-deps``);
+:attr:`Checkout.requirements_differ` says when that commit pinned other ones.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from rollback.adapters.git import GitRepo
 from rollback.errors import BadInput, UnsafePrecondition
 
 __all__ = ["Checkout", "ProgramSource", "checkout", "program_changes", "program_paths", "program_source",
-           "project_in_repo", "remove_stale", "require_program", "worktree_path", "worktrees_dir"]
+           "project_in_repo", "remove_stale", "require_program", "virtualenv_name", "worktree_path", "worktrees_dir"]
 
 WORKTREES = ".rollback/worktrees"
 
@@ -124,8 +125,12 @@ def worktree_path(commit: str, project_dir: Path, root: Path) -> Path:
 
 
 @contextmanager
-def checkout(repo: GitRepo, commit: str, *, project_dir: Path, root: Path) -> Iterator[Checkout]:
-    """A worktree of ``commit`` for the project in ``project_dir`` (a directory of ``repo``); removed on exit."""
+def checkout(repo: GitRepo, commit: str, *, project_dir: Path, root: Path,
+             virtualenv: Callable[[Path], Path | None] | None = None) -> Iterator[Checkout]:
+    """A worktree of ``commit`` for the project in ``project_dir`` (a directory of ``repo``); removed on exit.
+
+    ``virtualenv(project dir in the worktree)`` gives the environment to link as the project's virtualenv
+    (``None``, or no callback: the project's own)."""
     relative = project_in_repo(repo, project_dir)
     remove_stale(repo, root)
     path = worktree_path(commit, project_dir, root)
@@ -136,12 +141,38 @@ def checkout(repo: GitRepo, commit: str, *, project_dir: Path, root: Path) -> It
         if not (inner / "Pulumi.yaml").is_file() and not (inner / "Pulumi.yml").is_file():
             raise UnsafePrecondition(f"commit {commit[:12]} has no Pulumi project at {relative or '.'}",
                                      "that version's program is elsewhere; preview with --config-only")
-        _link_virtualenv(project_dir, inner)
+        own = virtualenv(inner) if virtualenv is not None else None
+        if own is not None:
+            _link(own, inner / virtualenv_name(inner))
+        else:
+            _link_virtualenv(project_dir, inner)
         changed = tuple(repo.changed_files(commit, None, program_paths(relative)))
         requirements = [f for f in changed if f.endswith("requirements.txt")]
         yield Checkout(commit, path, inner, changed, bool(requirements))
     finally:
         repo.remove_worktree(path)
+
+
+def virtualenv_name(project: Path) -> str:
+    """``runtime.options.virtualenv`` of the ``Pulumi.yaml`` in ``project`` (``.venv`` when it names none)."""
+    for name in ("Pulumi.yaml", "Pulumi.yml"):
+        path = project / name
+        if path.is_file():
+            from ruamel.yaml import YAML  # lazily: not needed by 'rollback --help'
+
+            document = YAML(typ="safe").load(path.read_text(encoding="utf-8")) or {}
+            runtime = document.get("runtime") if isinstance(document, dict) else None
+            options = runtime.get("options") if isinstance(runtime, dict) else None
+            if isinstance(options, dict) and options.get("virtualenv"):
+                return str(options["virtualenv"])
+    return ".venv"
+
+
+def _link(source: Path, target: Path) -> None:
+    if target.is_symlink() or target.exists():
+        raise UnsafePrecondition(f"{target} is in that commit's tree: its virtualenv cannot be linked there",
+                                 "run with today's .venv: --with-current-deps")
+    target.symlink_to(source.resolve(), target_is_directory=True)
 
 
 def _link_virtualenv(project_dir: Path, inner: Path) -> None:

@@ -28,7 +28,7 @@ import re
 import shutil
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -286,19 +286,20 @@ class PulumiStack:
         return PreviewSummary({str(k): int(v) for k, v in (result.change_summary or {}).items()},
                               redact_text(result.stdout or ""), str(plan_file), tuple(steps))
 
-    def up(self, plan_file: Path | None, *, message: str | None = None, config_file: Path | None = None
-           ) -> UpSummary:
+    def up(self, plan_file: Path | None, *, message: str | None = None, config_file: Path | None = None,
+           targets: list[str] | None = None) -> UpSummary:
         """``pulumi up --plan <plan_file>``: applies exactly what the saved plan allows.
 
         A plan the CLI refuses as violated raises :class:`PlanViolated` naming the resources and
-        properties. ``plan_file=None`` is a plain ``pulumi up`` (the guarded fallback only).
+        properties. ``plan_file=None`` is a plain ``pulumi up`` (the guarded fallback only), limited to
+        ``targets`` (``--target``: "an exclusive list of resource URNs to update") when given.
         """
         from pulumi.automation import errors as auto_errors
 
         with pulumi_errors("applying the plan" if plan_file else "applying the update", stack=self.name):
             try:
                 result = self.stack.up(plan=str(plan_file) if plan_file else None, message=message,
-                                       color="never", show_secrets=False,
+                                       color="never", show_secrets=False, target=list(targets) if targets else None,
                                        config_file=str(config_file) if config_file else None)
             except auto_errors.CommandError as exc:
                 violations = parse_plan_violations("\n".join(_streams(exc)))
@@ -410,11 +411,14 @@ class PlanViolated(PulumiError):
 
 @dataclass(frozen=True)
 class PlannedStep:
-    """What an update does to one resource: its operations and the top-level properties it changes."""
+    """What an update does to one resource: its operations, the top-level properties it changes and,
+    when the source says, their new values (a plan's goal: the changed ones; a preview: all new inputs)."""
 
     urn: str
     ops: tuple[str, ...]
     properties: frozenset[str] | None  # None: the source does not say
+    values: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+    deleted: frozenset[str] = frozenset()
 
     def to_dict(self) -> dict[str, Any]:
         return {"urn": self.urn, "ops": list(self.ops),
@@ -444,10 +448,15 @@ def plan_file_steps(plan_file: Path) -> dict[str, PlannedStep]:
             continue
         diff = ((plan or {}).get("goal") or {}).get("inputDiff")
         properties: frozenset[str] | None = None
+        values: dict[str, Any] | None = None
+        deleted: frozenset[str] = frozenset()
         if isinstance(diff, dict):
             names = [*(diff.get("adds") or {}), *(diff.get("deletes") or []), *(diff.get("updates") or {})]
             properties = frozenset(_top(str(n)) for n in names)
-        steps[str(urn)] = PlannedStep(str(urn), ops, properties)
+            # apitype.PlanDiffV1: the new value of each added or updated top-level input.
+            values = {str(k): v for k, v in {**(diff.get("adds") or {}), **(diff.get("updates") or {})}.items()}
+            deleted = frozenset(str(n) for n in diff.get("deletes") or [])
+        steps[str(urn)] = PlannedStep(str(urn), ops, properties, values, deleted)
     return steps
 
 
@@ -455,11 +464,15 @@ def preview_json_steps(document: Mapping[str, Any]) -> dict[str, PlannedStep]:
     """The steps of a ``pulumi preview --json`` document, by URN."""
     ops: dict[str, list[str]] = {}
     properties: dict[str, set[str] | None] = {}
+    inputs: dict[str, dict[str, Any]] = {}
     for step in document.get("steps") or []:
         urn, op = str(step.get("urn")), str(step.get("op"))
         if op in _NO_CHANGE:
             continue
         ops.setdefault(urn, []).append(op)
+        new_state = step.get("newState")
+        if isinstance(new_state, dict) and isinstance(new_state.get("inputs"), dict):
+            inputs[urn] = dict(new_state["inputs"])
         detailed = step.get("detailedDiff")
         reasons = step.get("diffReasons")
         if isinstance(detailed, dict) or isinstance(reasons, list):
@@ -471,7 +484,8 @@ def preview_json_steps(document: Mapping[str, Any]) -> dict[str, PlannedStep]:
     steps: dict[str, PlannedStep] = {}
     for urn, found in ops.items():
         names = properties.get(urn)
-        steps[urn] = PlannedStep(urn, tuple(found), frozenset(names) if names is not None else None)
+        steps[urn] = PlannedStep(urn, tuple(found), frozenset(names) if names is not None else None,
+                                 inputs.get(urn))
     return steps
 
 
@@ -482,11 +496,18 @@ class StepComparison:
     unplanned: tuple[PlannedStep, ...]  # the preview would do this; the plan did not allow it
     differing: tuple[tuple[PlannedStep, PlannedStep], ...]  # (planned, previewed): other ops or properties
     done: tuple[PlannedStep, ...]  # planned, no longer needed (the failed update applied it)
+    other_values: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    """(URN, properties) whose new value in the preview is not the plan's goal value."""
+    unchecked: tuple[tuple[str, str], ...] = ()
+    """(URN, property) whose value cannot be compared: a secret (encrypted differently on each side) or a
+    value known only during the update."""
+    to_apply: tuple[str, ...] = ()
+    """The URNs the preview would change, every one as planned: ``pulumi up --target`` of these."""
 
     @property
     def approved(self) -> bool:
-        """Every step the preview would take is one the plan allowed, as planned."""
-        return not self.unplanned and not self.differing
+        """Every step the preview would take is one the plan allowed, as planned, with the planned values."""
+        return not self.unplanned and not self.differing and not self.other_values
 
     def describe(self) -> str:
         parts = [f"not in the plan: {s.urn} {'/'.join(s.ops)}" for s in self.unplanned]
@@ -494,17 +515,63 @@ class StepComparison:
             parts.append(f"{fresh.urn}: planned {'/'.join(planned.ops)} of "
                          f"{', '.join(sorted(planned.properties or [])) or '?'}, preview {'/'.join(fresh.ops)} of "
                          f"{', '.join(sorted(fresh.properties or [])) or '?'}")
-        return "; ".join(parts) or "the preview's steps are the plan's"
+        parts += [f"{urn}: the preview's new value of {', '.join(props)} is not the plan's"
+                  for urn, props in self.other_values]
+        if parts:
+            return "; ".join(parts)
+        unchecked = (f"; {len(self.unchecked)} secret or unknown value(s) compared as such only"
+                     if self.unchecked else "")
+        return "the preview's steps and new values are the plan's" + unchecked
 
     def to_dict(self) -> dict[str, Any]:
         return {"approved": self.approved, "unplanned": [s.to_dict() for s in self.unplanned],
                 "differing": [{"planned": p.to_dict(), "preview": f.to_dict()} for p, f in self.differing],
-                "done": [s.to_dict() for s in self.done]}
+                "other_values": [{"urn": u, "properties": list(p)} for u, p in self.other_values],
+                "unchecked": [{"urn": u, "property": p} for u, p in self.unchecked],
+                "to_apply": list(self.to_apply), "done": [s.to_dict() for s in self.done]}
+
+
+# Values a side cannot know exactly: a secret (its ciphertext differs between the plan's encrypter and the
+# preview's "[secret]"), a computed value (Pulumi's UnknownStringValue), an asset or archive (hashed).
+_UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
+_SIG = "4dabf18193072939515e22adb298388d"
+
+
+def _opaque(value: Any) -> bool:
+    return value == _UNKNOWN or (isinstance(value, Mapping) and _SIG in value)
+
+
+def _same_value(planned: Any, fresh: Any, opaque: list[str], path: str) -> bool:
+    if _opaque(planned) or _opaque(fresh):
+        opaque.append(path)
+        return _opaque(planned) == _opaque(fresh) or planned == _UNKNOWN or fresh == _UNKNOWN
+    if isinstance(planned, Mapping) and isinstance(fresh, Mapping):
+        return set(planned) == set(fresh) and all(_same_value(planned[k], fresh[k], opaque, f"{path}.{k}")
+                                                  for k in planned)
+    if isinstance(planned, list) and isinstance(fresh, list):
+        return len(planned) == len(fresh) and all(_same_value(a, b, opaque, f"{path}[{i}]")
+                                                  for i, (a, b) in enumerate(zip(planned, fresh, strict=True)))
+    return bool(planned == fresh)
+
+
+def _value_differences(planned: PlannedStep, fresh: PlannedStep) -> tuple[list[str], list[str]]:
+    """(properties whose preview value is not the plan's goal value, properties compared as opaque only)."""
+    if planned.values is None or fresh.values is None:
+        return [], []
+    differ: list[str] = []
+    opaque: list[str] = []
+    for name, value in sorted(planned.values.items()):
+        if name not in fresh.values or not _same_value(value, fresh.values[name], opaque, name):
+            differ.append(name)
+    differ += sorted(name for name in planned.deleted if name in fresh.values)
+    return differ, opaque
 
 
 def compare_steps(planned: Mapping[str, PlannedStep], fresh: Mapping[str, PlannedStep]) -> StepComparison:
     unplanned: list[PlannedStep] = []
     differing: list[tuple[PlannedStep, PlannedStep]] = []
+    other_values: list[tuple[str, tuple[str, ...]]] = []
+    unchecked: list[tuple[str, str]] = []
     for urn, step in sorted(fresh.items()):
         allowed = planned.get(urn)
         if allowed is None:
@@ -514,5 +581,11 @@ def compare_steps(planned: Mapping[str, PlannedStep], fresh: Mapping[str, Planne
                            or allowed.properties == step.properties)
         if allowed.ops != step.ops or not same_properties:
             differing.append((allowed, step))
+            continue
+        differ, opaque = _value_differences(allowed, step)
+        if differ:
+            other_values.append((urn, tuple(differ)))
+        unchecked += [(urn, path) for path in opaque]
     done = [step for urn, step in sorted(planned.items()) if urn not in fresh]
-    return StepComparison(tuple(unplanned), tuple(differing), tuple(done))
+    return StepComparison(tuple(unplanned), tuple(differing), tuple(done), tuple(other_values), tuple(unchecked),
+                          tuple(sorted(fresh)))

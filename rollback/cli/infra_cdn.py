@@ -65,12 +65,14 @@ def snapshot_command(app: AppContext, distribution: str | None, reason: str) -> 
     services = Services(app.config())
     distribution_id = _distribution(services, distribution)
     plan = commands.plan_snapshot(services.config, distribution_id, reason)
-    outcome = run_plan(app, plan, commands.cdn_handlers(services.edge(), 15.0), dry_run=False, yes=True,
+    outcome = run_plan(app, plan, commands.cdn_handlers(services.edge(), 15.0, services.cdn_snapshots()),
+                       dry_run=False, yes=True,
                        action="snapshot the distribution", confirm_first=False,
                        details={"layer": "infra", "verb": "cdn snapshot", "distribution": distribution_id})
     result = dict(outcome.result_of("snapshot"))
     document = {"ok": True, **result, "distribution": distribution_id, "run": outcome.run_id}
-    emit(app, document, lambda: say(f"saved snapshot {result['snapshot']} (ETag {result['etag']}); "
+    shared = f", also in {result['shared']}" if result.get("shared") else ""
+    emit(app, document, lambda: say(f"saved snapshot {result['snapshot']} (ETag {result['etag']}){shared}; "
                                     f"to put it back: {result['restore']}", err=False))
 
 
@@ -79,7 +81,8 @@ def snapshot_command(app: AppContext, distribution: str | None, reason: str) -> 
 @common_options()
 @pass_app
 def list_command(app: AppContext, distribution: str | None) -> None:
-    """List saved snapshots, newest first: id, when, ETag, release, edge versions, reason.
+    """List saved snapshots, newest first: id, when, ETag, release, edge versions, where
+    (this machine, the shared S3 store), reason.
 
     \b
     Example:
@@ -87,7 +90,8 @@ def list_command(app: AppContext, distribution: str | None) -> None:
     """
     from rollback.commands import infra_cdn as commands
 
-    snapshots = commands.list_snapshots(app.config(), distribution)
+    services = Services(app.config())
+    snapshots = commands.list_snapshots(services.config, distribution, services.cdn_snapshots())
 
     def human() -> None:
         if not snapshots:
@@ -95,8 +99,10 @@ def list_command(app: AppContext, distribution: str | None) -> None:
         for item in snapshots:
             paths = ", ".join(f"{o['id']}={o['origin_path'] or '/'}" for o in item["origins"])
             versions = ", ".join(sorted({str(a["version"]) for a in item["associations"] if a["version"]})) or "-"
+            where = ", ".join("here" if w == "local" else w for w in item["where"])
+            edited = "  EDITED" if item.get("edited") else ""
             say(f"{item['id']}  {item['taken_at']}  ETag {item['etag']}  origins {paths}  edge {versions}  "
-                f"{item['reason']}", err=False)
+                f"[{where}]{edited}  {item['reason']}", err=False)
 
     emit(app, {"snapshots": snapshots}, human)
 
@@ -106,8 +112,8 @@ def _run(app: AppContext, planned: Any, services: Services, *, dry_run: bool, ye
     from rollback.cli.support import run_plan
     from rollback.commands import infra_cdn as commands
 
-    outcome = run_plan(app, planned.plan, commands.cdn_handlers(services.edge(), interval), dry_run=dry_run,
-                       yes=yes, action=action,
+    outcome = run_plan(app, planned.plan, commands.cdn_handlers(services.edge(), interval, services.cdn_snapshots()),
+                       dry_run=dry_run, yes=yes, action=action,
                        details={"layer": "infra", "verb": verb, "distribution": planned.distribution_id})
     document = commands.cdn_document(planned, outcome)
     results = document["results"]
@@ -115,8 +121,10 @@ def _run(app: AppContext, planned: Any, services: Services, *, dry_run: bool, ye
     def human() -> None:
         update = results.get("update") or {}
         if dry_run:
-            say(f"dry run: would update distribution {planned.distribution_id} under IfMatch {planned.etag}; "
-                "nothing was changed", err=False)
+            for change in planned.changes:
+                say(f"  ~ {change.describe()}", err=False)
+            say(f"dry run: would update distribution {planned.distribution_id} ({len(planned.changes)} field(s)) "
+                f"under IfMatch {planned.etag}; nothing was changed", err=False)
             return
         change = (f"ETag {update.get('etag_before')} -> {update.get('etag_after')}" if update.get("changed")
                   else "already as planned")
@@ -144,11 +152,15 @@ def _run(app: AppContext, planned: Any, services: Services, *, dry_run: bool, ye
 @pass_app
 def restore_command(app: AppContext, snapshot_id: str, timeout: str, poll_interval: str, no_pin: bool,
                     dry_run: bool, yes: bool) -> None:
-    """Put a saved distribution config back, guarded by the ETag read now (IfMatch):
-    if anyone changes the distribution in between, CloudFront answers 412 and
-    nothing is overwritten (exit 4). Saves the current config first, waits until
-    Deployed, invalidates what the change serves differently, pins assetsRelease
-    and edgeFunctionVersion in the stack config.
+    """Put a saved distribution config back, whole (every field but
+    CallerReference), on this environment's distribution, guarded by the ETag
+    read now (IfMatch): if anyone changes the distribution in between,
+    CloudFront answers 412 and nothing is overwritten (exit 4). The plan shows
+    every field that differs (origin header values masked); a snapshot of
+    another distribution is refused (exit 2). Saves the current config first,
+    waits until Deployed, invalidates what the change serves differently, pins
+    assetsRelease and edgeFunctionVersion in the stack config. SNAPSHOT comes
+    from this machine, else from the shared store ([cdn] snapshots_url).
 
     \b
     Example:

@@ -140,11 +140,18 @@ def diff_command(app: AppContext, from_version: int, to_version: int | None, via
 @click.option("--message", "-m", default=None, help="Message recorded with the preview.")
 @click.option("--config-only", is_flag=True,
               help="Put back VERSION's config only, with today's program (not the program it ran with).")
+@click.option("--allow-db-replacement", is_flag=True,
+              help="Take VERSION's database restore keys too, and keep a plan that replaces or creates the "
+                   "database instance (refused otherwise).")
+@click.option("--with-current-deps", is_flag=True,
+              help="Run VERSION's program with today's .venv instead of an environment built from its own "
+                   "requirements.txt.")
 @dry_run_option
 @common_options()
 @pass_app
 def preview_command(app: AppContext, to_version: int, plan_file: Path | None, offline: bool,
-                    message: str | None, config_only: bool, dry_run: bool) -> None:
+                    message: str | None, config_only: bool, allow_db_replacement: bool, with_current_deps: bool,
+                    dry_run: bool) -> None:
     """Put VERSION back as it ran: its program (the commit its update ran from,
     checked out in a temporary git worktree) and its config, and preview it,
     saving the update plan for 'restore'. The previous config file is saved
@@ -168,7 +175,8 @@ def preview_command(app: AppContext, to_version: int, plan_file: Path | None, of
 
     config = app.config()
     options = commands.PreviewOptions(to_version, (plan_file or commands.default_plan_file(config, to_version))
-                                      .resolve(), offline, message, config_only)
+                                      .resolve(), offline, message, config_only, allow_db_replacement,
+                                      with_current_deps)
     prepared = commands.prepare_preview(config, Services(config), options)
     outcome = run_plan(app, prepared.plan, dict(prepared.handlers), dry_run=dry_run, yes=True, action="preview",
                        confirm_first=False, details={"version": to_version})
@@ -192,7 +200,15 @@ def _print_preview(report: dict[str, Any]) -> None:
             say(f"  ~ {change['key']}: {shorten(change['old'], 100)} -> {shorten(change['new'], 100)}", err=False)
     if not report["config_changes"]:
         say("  (the config already matches)", err=False)
+    for key in report.get("carried_forward") or []:
+        say(f"  = {key}: kept as it is today (the database is not replaced; --allow-db-replacement takes "
+            f"version {report['version']}'s)", err=False)
     say(report["program"]["describe"], err=False)
+    for line in report["program"].get("environment") or []:
+        say(line, err=False)
+    if report["program"].get("built"):
+        say(f"program environment built in {report['program']['built']}: pulumi-aws "
+            f"{report['program'].get('installed_pulumi_aws') or 'not installed'}", err=False)
     if report["mode"] == "cli":
         summary = report.get("change_summary") or {}
         text = ", ".join(f"{k} {v}" for k, v in summary.items()) or "no changes"
@@ -221,24 +237,29 @@ def _print_preview(report: dict[str, Any]) -> None:
               help="The plan saved by 'rollback infra preview'.")
 @click.option("--without-plan", is_flag=True,
               help="Only after 'pulumi up --plan' refused the plan (a known Pulumi bug): apply without it, if a "
-                   "fresh preview takes exactly the plan's steps.")
+                   "fresh preview takes exactly the plan's steps with the same new inputs; only those resources.")
+@click.option("--allow-db-replacement", is_flag=True,
+              help="Apply a plan that replaces or creates the database instance (refused otherwise).")
 @yes_option
 @dry_run_option
 @common_options()
 @pass_app
-def restore_command(app: AppContext, to_version: int, plan_file: Path, without_plan: bool, yes: bool,
-                    dry_run: bool) -> None:
+def restore_command(app: AppContext, to_version: int, plan_file: Path, without_plan: bool,
+                    allow_db_replacement: bool, yes: bool, dry_run: bool) -> None:
     """Apply exactly the plan saved by 'preview' (pulumi up --plan), with the
     program the preview used (version N's commit, from a worktree). Refuses
     (exit 4) while the stack is locked or has pending operations, or when the
     plan file is missing, was previewed for another version, or the stack
-    config changed since.
+    config changed since, or the plan replaces or creates the database instance
+    (unless --allow-db-replacement). When the restore changes assetsRelease, the
+    paths the assets origin serves are invalidated afterwards.
 
     When 'pulumi up --plan' refuses a correct plan ("resource ... violates
     plan", a known Pulumi bug), it names the resource and property, compares a
-    fresh 'pulumi preview --json' with the plan, and (exit 4) names the
-    --without-plan command when they agree; --without-plan compares again and
-    applies with a plain 'pulumi up' only if they still do.
+    fresh 'pulumi preview --json' with the plan (operations and the new input
+    values), and (exit 4) names the --without-plan command when they agree;
+    --without-plan compares again and applies with 'pulumi up --target' of the
+    planned resources only if they still do.
 
     \b
     Example:
@@ -251,7 +272,7 @@ def restore_command(app: AppContext, to_version: int, plan_file: Path, without_p
     plan_file = plan_file.resolve()
     # Checked first (not in a dry run): refuse before asking.
     prepared = commands.prepare_restore(config, Services(config), to_version, plan_file, without_plan=without_plan,
-                                        check=not dry_run)
+                                        check=not dry_run, allow_db_replacement=allow_db_replacement)
     plan = prepared.plan
     outcome = run_plan(app, plan, dict(prepared.handlers), dry_run=dry_run, yes=yes,
                        action=f"restore version {to_version}", confirm_first=True,
@@ -269,6 +290,11 @@ def restore_command(app: AppContext, to_version: int, plan_file: Path, without_p
         changes = ", ".join(f"{k} {v}" for k, v in (up.get("resource_changes") or {}).items()) or "no changes"
         how = " without the refused plan (a fresh preview took exactly its steps)" if up.get("without_plan") else ""
         say(f"restored version {to_version}{how}: {up.get('result')} ({changes}); run {outcome.run_id}", err=False)
+        invalidated = outcome.result_of("invalidate") if any(s.step.id == "invalidate" for s in outcome.steps) \
+            else {}
+        if invalidated.get("id"):
+            say(f"invalidated {', '.join(invalidated.get('paths') or [])} ({invalidated['id']}): the release "
+                "changed", err=False)
 
     emit(app, document, human)
 

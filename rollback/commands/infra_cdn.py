@@ -2,15 +2,21 @@
 
 ``snapshot`` saves the distribution's full ``DistributionConfig`` with its ETag
 (under ``.rollback/cdn-snapshots/<distribution>/``, owner-only: custom origin
-headers may hold secrets); every break-glass change of the distribution takes
-one first, automatically (``infra edge`` too). ``restore SNAPSHOT`` puts a
-saved config back; ``release RELEASE`` switches the assets origin path alone.
-Both are plans run through the one step shape (Contract A):
+headers may hold secrets; and, with ``[cdn] snapshots_url`` or a team lease,
+also in S3, encrypted and private, where another engineer can list and restore
+it); every break-glass change of the distribution takes one first,
+automatically (``infra edge`` too). ``restore SNAPSHOT`` puts a saved config
+back, whole (every field but ``CallerReference``, which CloudFront never lets
+change), on the environment's own distribution only; ``release RELEASE``
+switches the assets origin path alone. Both are plans run through the one step
+shape (Contract A), and both show what differs field by field (origin header
+values masked) before anything is sent:
 
 1. ``cdn.snapshot``: save the config as it is now (the undo of this run);
 2. ``cdn.update``: send the new config guarded by the ETag read when planning
    (``IfMatch``): if anyone changed the distribution since, CloudFront answers
-   412 and the run stops, exit 4, nothing overwritten;
+   412 and the run stops, exit 4, nothing overwritten; done only when the
+   config CloudFront answers with equals the target in every field;
 3. ``cdn.wait``: until the distribution is ``Deployed``;
 4. ``cloudfront.invalidate``: what the change can serve differently (an origin
    path change invalidates every behaviour of that origin: the cache key does
@@ -42,7 +48,9 @@ from rollback.adapters.cloudfront import (
     set_origin_path,
     take_snapshot,
 )
+from rollback.adapters.s3_snapshots import S3SnapshotStore
 from rollback.adapters.stack_config import read_stack_config, write_stack_config
+from rollback.cdndiff import FieldChange, config_diff, config_digest, with_caller_reference
 from rollback.commands.infra_invalidate import InvalidateHandlers
 from rollback.commands.infra_resources import pin_target, resolve_resources, short_path
 from rollback.config import Config
@@ -53,9 +61,9 @@ from rollback.plan import Plan, Step
 from rollback.runner import Check, ExecutionResult, StepContext, StepHandler, execute, handler
 from rollback.units import format_duration
 
-__all__ = ["ASSETS_ORIGIN", "CdnHandlers", "CdnPlan", "cdn_document", "cdn_handlers", "list_snapshots",
-           "plan_release", "plan_restore", "plan_snapshot", "prepare_restore", "run_cdn", "snapshot_step",
-           "snapshot_store"]
+__all__ = ["ASSETS_ORIGIN", "CdnHandlers", "CdnPlan", "cdn_document", "cdn_handlers", "find_snapshot",
+           "list_snapshots", "plan_release", "plan_restore", "plan_snapshot", "prepare_restore",
+           "release_invalidation_paths", "run_cdn", "snapshot_step", "snapshot_store"]
 
 ASSETS_ORIGIN = "assets"
 RELEASE_PIN_KEY = "assetsRelease"
@@ -68,12 +76,16 @@ def snapshot_store(config: Config) -> SnapshotStore:
 
 
 def snapshot_step(config: Config, distribution_id: str, reason: str, step_id: str = "snapshot") -> Step:
-    """The automatic first step of every break-glass change of the distribution."""
+    """The automatic first step of every break-glass change of the distribution (shared in S3 too when
+    ``config.cdn_snapshots_url`` says where)."""
     directory = snapshot_store(config).directory
+    shared = config.cdn_snapshots_url
+    params: dict[str, Any] = {"distribution": distribution_id, "reason": reason, "directory": str(directory)}
+    if shared:
+        params["shared"] = shared
     return Step(step_id, "cdn.snapshot", f"save distribution {distribution_id}'s whole config and ETag first "
-                                         f"({reason})", target=f"distribution {distribution_id}",
-                params={"distribution": distribution_id, "reason": reason, "directory": str(directory)},
-                layer="edge")
+                                         f"({reason})" + (f"; also in {shared}" if shared else ""),
+                target=f"distribution {distribution_id}", params=params, layer="edge")
 
 
 @dataclass(frozen=True)
@@ -83,10 +95,15 @@ class CdnPlan:
     etag: str
     invalidate: tuple[str, ...]
     pins: Mapping[str, str] = field(default_factory=dict)
+    changes: tuple[FieldChange, ...] = ()
+    """What the update changes, field by field (header values masked)."""
+    edited: bool = False
+    """The snapshot was edited by hand after it was taken."""
 
     def to_dict(self) -> dict[str, Any]:
         return {"distribution": self.distribution_id, "etag": self.etag, "invalidate": list(self.invalidate),
-                "pins": dict(self.pins), "plan": self.plan.to_dict()}
+                "pins": dict(self.pins), "diff": [c.to_dict() for c in self.changes], "edited": self.edited,
+                "plan": self.plan.to_dict()}
 
 
 def plan_snapshot(config: Config, distribution_id: str, reason: str) -> Plan:
@@ -142,29 +159,64 @@ def _tail_steps(config: Config, distribution_id: str, paths: list[str], timeout:
     return steps
 
 
-def plan_restore(config: Config, adapter: EdgeAdapter, snapshot: DistributionSnapshot, *, function: str | None = None,
-                 pin: bool = True, timeout: float = 1200.0) -> CdnPlan:
-    """Put ``snapshot``'s whole config back (read-only: reads the distribution now, for the ETag and the diff)."""
-    distribution_id = snapshot.distribution_id
+def _diff_notes(changes: list[FieldChange]) -> list[str]:
+    if not changes:
+        return ["the distribution already has this config in every field"]
+    return [f"{len(changes)} field(s) differ from the distribution now:",
+            *(f"  ~ {change.describe()}" for change in changes)]
+
+
+def check_snapshot_target(snapshot: DistributionSnapshot, distribution_id: str) -> None:
+    """Refuse (BadInput) a snapshot whose file or id names another distribution than ``distribution_id``."""
+    named = {snapshot.distribution_id, snapshot.id_names} - {distribution_id}
+    if named:
+        raise BadInput(f"snapshot {snapshot.id} is of distribution {', '.join(sorted(named))}, not of "
+                       f"{distribution_id} (this environment's distribution); nothing was sent",
+                       f"restore a snapshot of {distribution_id} ('rollback infra cdn list'), or pick the "
+                       "environment that owns the other distribution with --env")
+
+
+def plan_restore(config: Config, adapter: EdgeAdapter, snapshot: DistributionSnapshot, *,
+                 distribution_id: str | None = None, function: str | None = None, pin: bool = True,
+                 timeout: float = 1200.0, source: str | None = None) -> CdnPlan:
+    """Put ``snapshot``'s whole config back on ``distribution_id`` (the environment's; read-only: reads
+    the distribution now, for the ETag and the field-by-field diff). A snapshot of another distribution
+    is refused (BadInput)."""
+    distribution_id = distribution_id or snapshot.distribution_id
+    check_snapshot_target(snapshot, distribution_id)
     current = adapter.get_config(distribution_id)
-    paths = invalidation_paths(current.raw, snapshot.config)
-    unchanged = _same(current.raw, snapshot.config)
+    target = with_caller_reference(snapshot.config, current.raw)
+    changes = config_diff(current.raw, target)
+    paths = invalidation_paths(current.raw, target)
+    unchanged = not changes
     steps = [snapshot_step(config, distribution_id, f"before restoring {snapshot.id}"),
              Step("update", "cdn.update",
                   (f"already as in snapshot {snapshot.id}" if unchanged else
-                   f"put back snapshot {snapshot.id} (taken {snapshot.taken_at}) under IfMatch {current.etag}"),
+                   f"put back snapshot {snapshot.id} (taken {snapshot.taken_at}), {len(changes)} field(s), "
+                   f"under IfMatch {current.etag}"),
                   target=f"distribution {distribution_id}",
                   params={"distribution": distribution_id, "etag": current.etag, "kind": "restore",
-                          "snapshot": snapshot.id, "directory": str(snapshot_store(config).directory)},
+                          "snapshot": snapshot.id, "directory": str(snapshot_store(config).directory),
+                          "config_sha256": config_digest(snapshot.config),
+                          "fields": [c.path for c in changes]},
                   destructive=not unchanged, layer="edge"),
              *_tail_steps(config, distribution_id, paths, timeout)]
     pin_steps, pins, notes = _pin_steps(config, {RELEASE_PIN_KEY: _release_of(snapshot.config, ASSETS_ORIGIN),
                                                  EDGE_PIN_KEY: _edge_version_of(snapshot.config, function)}, pin)
-    notes = [f"what changes is served fresh: invalidating {', '.join(paths)}" if paths else
+    found = [f"snapshot {snapshot.id} comes from {source}; a copy is kept in {snapshot_store(config).directory}"
+             ] if source else []
+    if snapshot.edited:
+        found.append(f"snapshot {snapshot.id} was EDITED after it was taken (its config no longer matches the "
+                     "checksum recorded then): what is sent is exactly the difference below")
+    elif snapshot.config_sha256 is None:
+        found.append(f"snapshot {snapshot.id} has no checksum (an older rollback took it): whether it was edited "
+                     "cannot be told; what is sent is exactly the difference below")
+    notes = [*found, *_diff_notes(changes),
+             f"what changes is served fresh: invalidating {', '.join(paths)}" if paths else
              "nothing served changes (no invalidation needed)", *notes]
     plan = Plan.of(f"restore distribution {distribution_id} from snapshot {snapshot.id}", config.env_name,
                    [*steps, *pin_steps], notes)
-    return CdnPlan(plan, distribution_id, current.etag, tuple(paths), pins)
+    return CdnPlan(plan, distribution_id, current.etag, tuple(paths), pins, tuple(changes), snapshot.edited)
 
 
 def plan_release(config: Config, adapter: EdgeAdapter, *, distribution_id: str, release: str,
@@ -177,6 +229,7 @@ def plan_release(config: Config, adapter: EdgeAdapter, *, distribution_id: str, 
     target = set_origin_path(current.raw, origin, path)  # BadInput naming the origins when it is not there
     before = next(o.origin_path for o in current.origins if o.id == origin)
     paths = invalidation_paths(current.raw, target)
+    changes = config_diff(current.raw, target)
     unchanged = before == path
     steps = [snapshot_step(config, distribution_id, f"before switching {origin} to {path}"),
              Step("update", "cdn.update",
@@ -187,22 +240,64 @@ def plan_release(config: Config, adapter: EdgeAdapter, *, distribution_id: str, 
                           "origin_path": path}, destructive=not unchanged, layer="edge"),
              *_tail_steps(config, distribution_id, paths, timeout)]
     pin_steps, pins, notes = _pin_steps(config, {RELEASE_PIN_KEY: release} if origin == ASSETS_ORIGIN else {}, pin)
-    notes = [f"the cache key does not include the origin path: invalidating {', '.join(paths)}" if paths else
+    notes = [*(_diff_notes(changes) if changes else []),
+             f"the cache key does not include the origin path: invalidating {', '.join(paths)}" if paths else
              "nothing served changes (no invalidation needed)", *notes]
     plan = Plan.of(f"switch distribution {distribution_id} to release {release}", config.env_name,
                    [*steps, *pin_steps], notes)
-    return CdnPlan(plan, distribution_id, current.etag, tuple(paths), pins)
+    return CdnPlan(plan, distribution_id, current.etag, tuple(paths), pins, tuple(changes))
+
+
+def release_invalidation_paths(live: Mapping[str, Any], before: str | None, after: str,
+                               origin: str = ASSETS_ORIGIN) -> list[str]:
+    """What to invalidate once ``origin`` serves ``releases/<after>`` instead of ``releases/<before>``: the
+    behaviours that origin serves (``/*`` when it is not found as expected: better too much than stale)."""
+    path = f"{RELEASES_PREFIX}{after}"
+    origins = {str(o.get("Id")): str(o.get("OriginPath") or "") for o in (live.get("Origins") or {}).get("Items") or []}
+    if origins.get(origin) != path:
+        return ["/*"]
+    earlier = set_origin_path(live, origin, f"{RELEASES_PREFIX}{before}" if before else "")
+    return invalidation_paths(earlier, live) or ["/*"]
 
 
 def _same(current: Mapping[str, Any], target: Mapping[str, Any]) -> bool:
-    """Whether ``current`` already serves as ``target`` would (origins, behaviours, associations)."""
-    if invalidation_paths(current, target):
-        return False
-    return _parse_config("", "", current).associations == _parse_config("", "", target).associations
+    """Whether ``current`` already is ``target`` in every field (``CallerReference`` aside)."""
+    return not config_diff(current, with_caller_reference(target, current))
 
 
-def list_snapshots(config: Config, distribution_id: str | None = None) -> list[dict[str, Any]]:
-    return [s.summary() for s in snapshot_store(config).list(distribution_id)]
+def list_snapshots(config: Config, distribution_id: str | None = None,
+                   shared: S3SnapshotStore | None = None) -> list[dict[str, Any]]:
+    """Snapshots here and (with ``shared``) in S3, newest first; ``where`` says which."""
+    found: dict[str, dict[str, Any]] = {}
+    for snapshot in snapshot_store(config).list(distribution_id):
+        found[snapshot.id] = {**snapshot.summary(), "where": ["local"]}
+    if shared is not None:
+        for snapshot in shared.list(distribution_id):
+            if snapshot.id in found:
+                found[snapshot.id]["where"].append(shared.url)
+            else:
+                found[snapshot.id] = {**snapshot.summary(), "where": [shared.url]}
+    return sorted(found.values(), key=lambda s: (s["taken_at"], s["id"]), reverse=True)
+
+
+def find_snapshot(config: Config, snapshot_id: str, distribution_id: str,
+                  shared: S3SnapshotStore | None = None) -> tuple[DistributionSnapshot, str | None]:
+    """The snapshot from this machine, else from the shared store (a copy is then saved here, so that the
+    run reads what was planned); the second value names the shared store it came from."""
+    local = snapshot_store(config)
+    if shared is None or local.exists(snapshot_id):
+        return local.load(snapshot_id), None
+    try:
+        snapshot = shared.load(snapshot_id, snapshot_id.rsplit("-", 1)[0])
+    except ValueError as exc:
+        raise BadInput(f"shared snapshot {snapshot_id} is damaged ({exc})",
+                       "pick another one with 'rollback infra cdn list'") from exc
+    if snapshot is None:
+        raise BadInput(f"no distribution snapshot {snapshot_id} in {local.directory} nor in {shared.url}",
+                       "list them with 'rollback infra cdn list'")
+    check_snapshot_target(snapshot, distribution_id)
+    local.save(snapshot)
+    return snapshot, shared.url
 
 
 @dataclass
@@ -211,6 +306,8 @@ class CdnHandlers:
 
     adapter: EdgeAdapter
     interval: float = 15.0
+    shared: S3SnapshotStore | None = None
+    """Where snapshots are also written (``[cdn] snapshots_url``); ``None``: this machine only."""
 
     def handlers(self) -> dict[str, StepHandler]:
         return {"cdn.snapshot": handler(self.snapshot, self.check_snapshot),
@@ -233,14 +330,38 @@ class CdnHandlers:
     def snapshot(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         taken = take_snapshot(self.adapter, str(step.params["distribution"]), str(step.params.get("reason") or ""))
         path = self._store(step).save(taken)
-        return {"snapshot": taken.id, "etag": taken.etag, "path": str(path), "taken_at": taken.taken_at,
-                "restore": f"rollback infra cdn restore {taken.id}"}
+        result: dict[str, Any] = {"snapshot": taken.id, "etag": taken.etag, "path": str(path),
+                                  "taken_at": taken.taken_at, "restore": f"rollback infra cdn restore {taken.id}"}
+        if step.params.get("shared"):
+            result.update(self._share(taken, str(step.params["shared"]), ctx))
+        return result
+
+    def _share(self, taken: DistributionSnapshot, url: str, ctx: StepContext) -> dict[str, Any]:
+        """Also write the snapshot to the shared store. A failure there is a warning, not a failed step:
+        the local copy is the undo of this run, and a break-glass change must not wait on S3."""
+        if self.shared is None:
+            ctx.note(f"warning: snapshot {taken.id} is on this machine only (no S3 client for {url})",
+                     level="warning")
+            return {"shared": None}
+        try:
+            return {"shared": self.shared.save(taken)}
+        except RollbackError as exc:
+            ctx.note(f"warning: snapshot {taken.id} is on this machine only: {exc.message}", level="warning")
+            return {"shared": None, "shared_error": exc.message}
 
     # --- update -------------------------------------------------------------------------------------
-    def _target(self, step: Step, current: Mapping[str, Any]) -> Mapping[str, Any]:
+    def _target(self, step: Step, current: Mapping[str, Any]) -> dict[str, Any]:
+        """The config to send: the snapshot's (as planned) or the current one with the new origin path;
+        with the distribution's own ``CallerReference`` (CloudFront refuses to change it)."""
         if step.params["kind"] == "restore":
-            return self._store(step).load(str(step.params["snapshot"])).config
-        return set_origin_path(current, str(step.params["origin"]), str(step.params["origin_path"]))
+            snapshot = self._store(step).load(str(step.params["snapshot"]))
+            planned = step.params.get("config_sha256")
+            if planned and config_digest(snapshot.config) != planned:
+                raise UnsafePrecondition(f"snapshot {snapshot.id} changed since the plan (its file was edited); "
+                                         "nothing was sent", "run the command again to plan against it")
+            return with_caller_reference(snapshot.config, current)
+        return with_caller_reference(set_origin_path(current, str(step.params["origin"]),
+                                                     str(step.params["origin_path"])), current)
 
     def check_update(self, step: Step, ctx: StepContext) -> Check:
         distribution = str(step.params["distribution"])
@@ -248,21 +369,34 @@ class CdnHandlers:
         would = f"update distribution {distribution} (IfMatch {step.params['etag']})"
         if _same(fresh.raw, self._target(step, fresh.raw)):
             return Check(True, {"changed": False, "etag": fresh.etag, "reason": "already as planned"}, would)
-        return Check(False, {"changed": False, "if_match": step.params["etag"]}, would)
+        return Check(False, {"changed": False, "if_match": step.params["etag"],
+                             "would_change": [c.path for c in config_diff(fresh.raw,
+                                                                           self._target(step, fresh.raw))]}, would)
 
     def update(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         distribution, planned = str(step.params["distribution"]), str(step.params["etag"])
         fresh = self.adapter.get_config(distribution)
         body = self._target(step, fresh.raw)
         try:
-            new_etag = self.adapter.update_config(distribution, body, planned)
+            written = self.adapter.replace_config(distribution, body, planned)
         except StaleETag as exc:
             raise UnsafePrecondition(
                 f"distribution {distribution} changed since the plan (IfMatch {planned}: 412 PreconditionFailed); "
                 "nothing was overwritten",
                 "see what changed ('rollback infra cdn snapshot' saves it as it is now), then run the command again "
                 "to plan against it", details={"etag": planned}) from exc
-        return {"changed": True, "etag_before": planned, "etag_after": new_etag}
+        # Done only when every field reads back as sent: UpdateDistribution replaces the whole config.
+        left = config_diff(written.raw, body)
+        if left:
+            shown = "; ".join(c.describe() for c in left[:5]) + (f" (and {len(left) - 5} more)" if len(left) > 5
+                                                                  else "")
+            raise OperationFailed(
+                f"distribution {distribution} was updated (ETag {written.etag}) but {len(left)} field(s) read back "
+                f"otherwise than sent: {shown}",
+                "compare with 'rollback infra cdn snapshot' and fix those fields by hand; re-running the command "
+                "sends the config again", details={"etag_after": written.etag, "fields": [c.path for c in left]})
+        return {"changed": True, "etag_before": planned, "etag_after": written.etag,
+                "fields": [c.path for c in config_diff(fresh.raw, body)]}
 
     # --- wait ---------------------------------------------------------------------------------------
     def check_wait(self, step: Step, ctx: StepContext) -> Check:
@@ -314,18 +448,22 @@ class CdnHandlers:
 # --------------------------------------------------------------------------- without the CLI
 
 
-def cdn_handlers(adapter: EdgeAdapter, interval: float = 15.0) -> dict[str, StepHandler]:
+def cdn_handlers(adapter: EdgeAdapter, interval: float = 15.0,
+                 shared: S3SnapshotStore | None = None) -> dict[str, StepHandler]:
     """The handlers of every ``cdn`` plan: its own steps and the invalidation."""
-    return {**CdnHandlers(adapter, interval=interval).handlers(),
+    return {**CdnHandlers(adapter, interval=interval, shared=shared).handlers(),
             **InvalidateHandlers(adapter, interval=interval).handlers()}
 
 
 def prepare_restore(config: Config, services: Services, snapshot_id: str, *, pin: bool = True,
                     timeout: float = 1200.0) -> CdnPlan:
-    """Load the snapshot and plan putting it back (read-only), through ``services.edge()``."""
-    snapshot = snapshot_store(config).load(snapshot_id)
-    function = resolve_resources(config, need=(), services=services).function
-    return plan_restore(config, services.edge(), snapshot, function=function, pin=pin, timeout=timeout)
+    """Plan putting the snapshot back on the environment's distribution (read-only), through
+    ``services.edge()``; the snapshot comes from this machine, else from the shared store."""
+    resources = resolve_resources(config, need=("distribution",), services=services)
+    assert resources.distribution
+    snapshot, source = find_snapshot(config, snapshot_id, resources.distribution, services.cdn_snapshots())
+    return plan_restore(config, services.edge(), snapshot, distribution_id=resources.distribution,
+                        function=resources.function, pin=pin, timeout=timeout, source=source)
 
 
 def cdn_document(planned: CdnPlan, outcome: ExecutionResult) -> dict[str, Any]:
@@ -337,5 +475,6 @@ def cdn_document(planned: CdnPlan, outcome: ExecutionResult) -> dict[str, Any]:
 def run_cdn(planned: CdnPlan, services: Services, *, interval: float = 15.0, dry_run: bool = False,
             journal: Journal | None = None) -> dict[str, Any]:
     """Execute a planned ``cdn restore|release`` without the CLI (no confirmation asked)."""
-    outcome = execute(planned.plan, cdn_handlers(services.edge(), interval), journal=journal, dry_run=dry_run)
+    outcome = execute(planned.plan, cdn_handlers(services.edge(), interval, services.cdn_snapshots()),
+                      journal=journal, dry_run=dry_run)
     return cdn_document(planned, outcome)

@@ -309,7 +309,7 @@ def prepare_edge(config: Config, services: Services, *, to_version: int, distrib
     planned = plan_edge(config, adapter, to_version=to_version, distribution_id=resources.distribution,
                         function=resources.function, pin=pin, timeout=timeout)
     handlers = {**EdgeHandlers(adapter, interval=interval).handlers(),
-                **CdnHandlers(adapter, interval=interval).handlers()}
+                **CdnHandlers(adapter, interval=interval, shared=services.cdn_snapshots()).handlers()}
     return PreparedEdge(resources, planned, handlers)
 
 

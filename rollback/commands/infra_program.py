@@ -1,7 +1,11 @@
 """The program a stack version is previewed and restored with: version N's own (the commit its
 update ran from, checked out in a temporary git worktree) or today's; and, offline, the
 desired-state diff of the program run under Pulumi's mocks, with the refusal of anything that would
-replace the assets bucket or the edge function.
+replace the assets bucket or the edge function, or replace or create the database instance
+(unless ``--allow-db-replacement``): a whole-config rollback across a restore of the database
+(``dbRestoreFromSnapshot`` / ``dbRestoreToTime``) would plan a new instance, which either fails half-way
+(``DBInstanceAlreadyExists``, after CloudFront was already changed) or makes an empty instance the
+stack's ``dbAddress``. By default today's restore keys are carried forward (:func:`carry_restore_keys`).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from rollback.adapters.program_checkout import (
     require_program,
     worktree_path,
 )
+from rollback.adapters.program_venv import VENVS, ProgramVenv, ensure_venv, pinned_version, requirements_sha
 from rollback.adapters.pulumi import PulumiStack
 from rollback.adapters.pulumi_mocks import diff_declared_inputs, run_program_under_mocks
 from rollback.adapters.stack_config import stack_config_file
@@ -30,18 +35,39 @@ from rollback.config import Config
 from rollback.errors import PulumiError, RollbackError, UnsafePrecondition
 from rollback.stackdiff import ConfigValue, StackVersion, shorten
 
-__all__ = ["NEVER_REPLACED", "describe_program", "desired_state_diff", "preview_command", "program_for",
-           "program_project_dir", "program_rows", "program_stack", "refuse_replaced_resources",
-           "refuse_replacements", "up_command"]
+__all__ = [
+    "DB_INSTANCE_TYPE",
+    "NEVER_REPLACED",
+    "RESTORE_KEYS",
+    "carry_restore_keys",
+    "db_steps_in_plan",
+    "describe_program",
+    "describe_program_env",
+    "desired_state_diff",
+    "preview_command",
+    "program_for",
+    "program_project_dir",
+    "program_requirements",
+    "program_rows",
+    "program_stack",
+    "program_venv",
+    "refuse_db_steps",
+    "refuse_replaced_resources",
+    "refuse_replacements",
+    "up_command",
+]
 
 
-def program_for(config: Config, version: StackVersion, *, config_only: bool = False) -> dict[str, Any]:
+def program_for(config: Config, version: StackVersion, *, config_only: bool = False,
+                current_deps: bool = False) -> dict[str, Any]:
     """Which program previews ``version``: its own (the commit it ran from) or today's.
 
     Returns the JSON-only description the steps carry: ``mode`` is ``"commit"`` (that commit's
     program differs from the work tree's: run it from a worktree), ``"same"`` (it does not) or
     ``"config-only"``. Refuses (UnsafePrecondition) a version whose program cannot be checked out:
     no commit recorded, run from a dirty tree, a commit this repository lacks, no git repository.
+    A ``"commit"`` program carries its ``requirements``: the file, its sha256 (the environment it runs in,
+    :func:`program_venv`) and ``deps`` (``"commit"``, or ``"current"`` with ``current_deps``: today's .venv).
     """
     source = program_source(version.version, version.environment)
     if config_only:
@@ -54,7 +80,73 @@ def program_for(config: Config, version: StackVersion, *, config_only: bool = Fa
             "preview it with today's program: add --config-only")
     commit = require_program(repo, source)
     files = program_changes(repo, commit, project_dir(config))
-    return {"mode": "commit" if files else "same", "commit": commit, "files": files, "dirty": False}
+    found: dict[str, Any] = {"mode": "commit" if files else "same", "commit": commit, "files": files, "dirty": False}
+    if files:
+        path, text = program_requirements(repo, commit, project_dir(config))
+        found["requirements"] = {"path": path, "sha256": requirements_sha(text) if text is not None else None,
+                                 "deps": "current" if current_deps else "commit",
+                                 "pulumi_aws": pinned_version(text.decode("utf-8", "replace")) if text else None}
+    return found
+
+
+def program_requirements(repo: GitRepo, commit: str, project: Path) -> tuple[str, bytes | None]:
+    """(path in the repository, content) of the program's ``requirements.txt`` at ``commit``: in the
+    program directory that commit's ``Pulumi.yaml`` names (``main``)."""
+    import posixpath
+
+    relative = project_in_repo(repo, project).as_posix()
+    base = "" if relative == "." else relative
+    main = "."
+    text = repo.show_file(commit, posixpath.join(base, "Pulumi.yaml") if base else "Pulumi.yaml")
+    if text:
+        from ruamel.yaml import YAML  # lazily: not needed by 'rollback --help'
+
+        document = YAML(typ="safe").load(text.decode("utf-8", "replace")) or {}
+        main = str(document.get("main") or ".") if isinstance(document, dict) else "."
+    path = posixpath.normpath(posixpath.join(base or ".", main, "requirements.txt"))
+    return path, repo.show_file(commit, path)
+
+
+def program_venv(config: Config, program: Mapping[str, Any], *, version: int | None = None) -> ProgramVenv | None:
+    """The environment a ``"commit"`` program runs in: built (or reused) from that commit's requirements;
+    ``None`` for today's .venv (not a commit program, no requirements file, or ``--with-current-deps``)."""
+    requirements = program.get("requirements") or {}
+    if program.get("mode") != "commit" or requirements.get("deps") != "commit" or not requirements.get("sha256"):
+        return None
+    repo = GitRepo(project_dir(config))
+    commit = str(program["commit"])
+    text = repo.show_file(commit, str(requirements["path"]))
+    if text is None or requirements_sha(text) != requirements["sha256"]:
+        raise UnsafePrecondition(f"{requirements['path']} at commit {commit[:12]} is not what the preview read",
+                                 "preview again")
+    which = f"version {version}'s " if version is not None else ""
+    return ensure_venv(config.root, text, label=f"{which}{requirements['path']} at commit {commit[:12]}")
+
+
+def describe_program_env(program: Mapping[str, Any], version: int, checkpoint_aws: str | None) -> list[str]:
+    """What the plan says about the environment the program runs in, and the pulumi-aws versions."""
+    requirements = program.get("requirements") or {}
+    if program.get("mode") != "commit":
+        return []
+    pinned = requirements.get("pulumi_aws")
+    versions = (f"pulumi-aws: {checkpoint_aws or 'unknown'} in the stack's checkpoint, {pinned or 'not pinned'} "
+                f"in version {version}'s {requirements.get('path') or 'requirements'}")
+    if _major(checkpoint_aws) and _major(pinned) and _major(checkpoint_aws) != _major(pinned):
+        versions += (f" (another major: the state was last written by pulumi-aws {_major(checkpoint_aws)}; "
+                     "preview carefully)")
+    if not requirements.get("sha256"):
+        return [f"program environment: today's .venv (version {version}'s commit has no "
+                f"{requirements.get('path') or 'requirements.txt'})", versions]
+    if requirements.get("deps") == "current":
+        return [f"program environment: today's .venv (--with-current-deps), not the dependencies version {version} "
+                f"pinned in {requirements['path']}", versions]
+    return [f"program environment: version {version}'s own dependencies ({requirements['path']} at commit "
+            f"{str(program['commit'])[:12]}), in {VENVS}/{str(requirements['sha256'])[:12]}...; today's .venv is "
+            "not touched", versions]
+
+
+def _major(version: str | None) -> str | None:
+    return version.split(".", 1)[0] if version else None
 
 
 def describe_program(program: Mapping[str, Any], version: int) -> str:
@@ -76,8 +168,14 @@ def program_project_dir(config: Config, program: Mapping[str, Any] | None) -> It
         yield project_dir(config)
         return
     repo = GitRepo(project_dir(config))
-    with checkout(repo, str(program["commit"]), project_dir=project_dir(config), root=config.root) as found:
+    with checkout(repo, str(program["commit"]), project_dir=project_dir(config), root=config.root,
+                  virtualenv=lambda _inner: _venv_dir(config, program)) as found:
         yield found.project_dir
+
+
+def _venv_dir(config: Config, program: Mapping[str, Any]) -> Path | None:
+    venv = program_venv(config, program)
+    return venv.path if venv is not None else None
 
 
 def program_stack(config: Config, directory: Path) -> PulumiStack:
@@ -131,7 +229,8 @@ def _mock_config(values: Mapping[str, ConfigValue]) -> tuple[dict[str, object], 
 
 def desired_state_diff(config: Config, before: Mapping[str, ConfigValue],
                        after: Mapping[str, ConfigValue], *, after_label: str = "the pinned version's config",
-                       after_project_dir: Path | None = None) -> list[dict[str, Any]]:
+                       after_project_dir: Path | None = None,
+                       allow_db_replacement: bool = False) -> list[dict[str, Any]]:
     """Declared inputs that differ between the program run with ``before`` (the stack's current
     config) and with ``after``; a run the program refuses names which config it was and why.
 
@@ -160,7 +259,7 @@ def desired_state_diff(config: Config, before: Mapping[str, ConfigValue],
         kind = runs[1].get(name, runs[0].get(name, {})).get("type")
         for path, old, new in items:
             rows.append({"resource": name, "type": kind, "path": path, "old": old, "new": new})
-    refuse_replacements(rows, after_label)
+    refuse_replacements(rows, after_label, allow_db_replacement=allow_db_replacement)
     return rows
 
 
@@ -173,20 +272,69 @@ NEVER_REPLACED: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
+# The database instance: never replaced nor created by a rollback unless --allow-db-replacement. The inputs
+# that force a new RDS instance (pulumi-aws / the Terraform provider mark them ForceNew), and a changed
+# logical name (a delete and a create).
+DB_INSTANCE_TYPE = "aws:rds/instance:Instance"
+DB_FORCING = ("identifier", "identifierPrefix", "snapshotIdentifier", "restoreToPointInTime", "s3Import", "engine",
+              "dbName", "username", "storageEncrypted", "kmsKeyId", "availabilityZone", "characterSetName",
+              "ncharCharacterSetName", "timezone", "customIamInstanceProfile")
+# The config keys that declare a restore of the database (each gives the instance a new identifier).
+RESTORE_KEYS = ("dbRestoreFromSnapshot", "dbRestoreToTime", "dbRestoreGeneration")
+ALLOW_DB = "--allow-db-replacement"
+
+
+def carry_restore_keys(target: Mapping[str, ConfigValue], current: Mapping[str, ConfigValue],
+                       project: str) -> tuple[dict[str, ConfigValue], list[str]]:
+    """``target`` with today's database restore keys (set or unset as ``current`` has them), and the keys
+    that this changed: a rollback of the other keys leaves the database instance as it is."""
+    carried = dict(target)
+    changed: list[str] = []
+    for name in RESTORE_KEYS:
+        key = f"{project}:{name}"
+        if key in current:
+            carried[key] = current[key]
+        else:
+            carried.pop(key, None)
+        if (target.get(key) is None) != (current.get(key) is None) or (
+                target.get(key) is not None and current.get(key) is not None
+                and target[key].token != current[key].token):
+            changed.append(key)
+    return carried, changed
+
+
+def _db_refusal(label: str, verb: str, name: str, detail: str = "") -> UnsafePrecondition:
+    return UnsafePrecondition(
+        f"{label} would {verb} the database instance {name}{detail}: the new one would be empty or not yet "
+        "restored when the "
+        "stack's dbAddress points at it, or the update would fail half-way (DBInstanceAlreadyExists) after "
+        "CloudFront was already changed; nothing was kept",
+        "restore the database with 'rollback db rds-restore' and keep today's restore keys (the default), or, "
+        f"if a new instance is really meant, add {ALLOW_DB}")
+
+
 def program_rows(config: Config, values: Mapping[str, ConfigValue], directory: Path) -> set[tuple[str, str]]:
     """(resource, path) of the declared inputs today's program and the one in ``directory`` give for the
     same config: the program change itself. Empty when the other program refuses that config."""
     try:
         rows = desired_state_diff(config, values, dict(values), after_project_dir=directory,
-                                  after_label="that program with today's config")
+                                  after_label="that program with today's config", allow_db_replacement=True)
     except RollbackError:
         return set()
     return {(str(r["resource"]), str(r["path"])) for r in rows}
 
 
-def refuse_replacements(rows: Sequence[Mapping[str, Any]], label: str) -> None:
-    """Refuse a desired state that replaces the assets bucket or the edge function (UnsafePrecondition)."""
+def refuse_replacements(rows: Sequence[Mapping[str, Any]], label: str, *, allow_db_replacement: bool = False) -> None:
+    """Refuse a desired state that replaces the assets bucket or the edge function, or replaces or creates
+    the database instance unless ``allow_db_replacement`` (UnsafePrecondition)."""
     for row in rows:
+        if str(row.get("type")) == DB_INSTANCE_TYPE and not allow_db_replacement:
+            if row["path"] == "" and row.get("old") is None:
+                raise _db_refusal(label, "create", str(row["resource"]))
+            if row["path"] == "" or row["path"] in DB_FORCING:
+                change = (f"{row['path']}: {shorten(row['old'], 80)} -> {shorten(row['new'], 80)}" if row["path"]
+                          else "its logical name changed")
+                raise _db_refusal(label, "replace", str(row["resource"]), f" ({change})")
         what = NEVER_REPLACED.get(str(row.get("type")))
         if what is None:
             continue
@@ -202,8 +350,41 @@ def refuse_replacements(rows: Sequence[Mapping[str, Any]], label: str) -> None:
                 "a rename is a migration, not a rollback")
 
 
-def refuse_replaced_resources(steps: Sequence[Mapping[str, Any]], label: str) -> None:
-    """The same refusal for a real preview's steps (``pulumi preview``'s replace operations)."""
+def refuse_db_steps(steps: Mapping[str, Sequence[str]], label: str, *, allow_db_replacement: bool = False) -> None:
+    """Refuse steps (URN -> operations) that create or replace the database instance."""
+    if allow_db_replacement:
+        return
+    for urn, ops in steps.items():
+        if not _is_db_urn(urn):
+            continue
+        name = urn.rsplit("::", 1)[-1]
+        if any(op in ("replace", "create-replacement", "delete-replaced") for op in ops):
+            raise _db_refusal(label, "replace", name)
+        if "create" in ops:
+            raise _db_refusal(label, "create", name)
+
+
+def _is_db_urn(urn: str) -> bool:
+    """``urn:pulumi:<stack>::<project>::<parent types$>aws:rds/instance:Instance::<name>``."""
+    parts = urn.split("::")
+    return len(parts) >= 4 and parts[-2].rsplit("$", 1)[-1] == DB_INSTANCE_TYPE
+
+
+def db_steps_in_plan(plan_file: Path) -> dict[str, tuple[str, ...]]:
+    """The database instance's steps in a saved update plan (``resourcePlans``), by URN."""
+    from rollback.adapters.pulumi import plan_file_steps
+
+    return {urn: step.ops for urn, step in plan_file_steps(plan_file).items() if _is_db_urn(urn)}
+
+
+def refuse_replaced_resources(steps: Sequence[Mapping[str, Any]], label: str, *,
+                              allow_db_replacement: bool = False) -> None:
+    """The same refusal for a real preview's steps (``pulumi preview``'s replace and create operations)."""
+    by_urn: dict[str, list[str]] = {}
+    for step in steps:
+        if str(step.get("type")) == DB_INSTANCE_TYPE:
+            by_urn.setdefault(str(step.get("urn", "")), []).append(str(step.get("op")))
+    refuse_db_steps(by_urn, label, allow_db_replacement=allow_db_replacement)
     for step in steps:
         what = NEVER_REPLACED.get(str(step.get("type")))
         if what is None or step.get("op") not in ("replace", "create-replacement", "delete-replaced"):

@@ -236,17 +236,21 @@ class PreparedRestore:
 
 
 def prepare_restore(config: Config, services: Services, version: int, plan_file: Path, *,
-                    without_plan: bool = False, check: bool = True) -> PreparedRestore:
+                    without_plan: bool = False, check: bool = True,
+                    allow_db_replacement: bool = False) -> PreparedRestore:
     """Plan the restore and build its handlers; with ``check``, refuse (before anything is asked or
     journaled) what :func:`check_restore` refuses."""
-    plan = restore_plan(config, version, plan_file, without_plan=without_plan)
+    plan = restore_plan(config, version, plan_file, without_plan=without_plan,
+                        allow_db_replacement=allow_db_replacement, services=services)
     if check:
-        check_restore(config, version, plan_file, services=services)
+        check_restore(config, version, plan_file, services=services, allow_db_replacement=allow_db_replacement)
     return PreparedRestore(plan, StackHandlers(config, services=services).handlers())
 
 
 def run_restore(config: Config, services: Services, version: int, plan_file: Path, *,
-                without_plan: bool = False, dry_run: bool = False, journal: Journal | None = None) -> ExecutionResult:
+                without_plan: bool = False, dry_run: bool = False, journal: Journal | None = None,
+                allow_db_replacement: bool = False) -> ExecutionResult:
     """``infra restore`` without the CLI: check, then apply exactly the saved plan (no confirmation asked)."""
-    prepared = prepare_restore(config, services, version, plan_file, without_plan=without_plan, check=not dry_run)
+    prepared = prepare_restore(config, services, version, plan_file, without_plan=without_plan, check=not dry_run,
+                               allow_db_replacement=allow_db_replacement)
     return execute(prepared.plan, dict(prepared.handlers), journal=journal, dry_run=dry_run)

@@ -17,6 +17,7 @@ from rollback.adapters.pulumi import (
     PlanViolated,
     PulumiStack,
     StepComparison,
+    UpSummary,
     cli_available,
     compare_steps,
     plan_file_steps,
@@ -37,6 +38,7 @@ from rollback.commands.infra_program import (
     program_project_dir,
     program_rows,
     program_stack,
+    program_venv,
     refuse_replaced_resources,
     up_command,
 )
@@ -49,6 +51,7 @@ from rollback.commands.infra_stack_plan import (
     offline_source,
     read_sidecar,
     record_refusal,
+    target_config,
     write_sidecar,
 )
 from rollback.config import Config
@@ -93,12 +96,14 @@ class StackHandlers:
 
     def handlers(self) -> dict[str, StepHandler]:
         return {
+            "infra.program_env": handler(self.program_env, self.check_program_env),
             "infra.backup_config": handler(self.backup_config, self.check_backup_config),
             "infra.desired_state": read_only(self.desired_state),
             "infra.write_config": handler(self.write_config, self.check_write_config),
             "infra.preview": handler(self.preview, self.check_preview),
             "infra.check": read_only(self.check_restore),
             "infra.up": handler(self.up, self.check_up),
+            "infra.invalidate_release": handler(self.invalidate_release, self.check_invalidate_release),
             "stack.config_restore": handler(self.config_restore, self.check_config_restore),
         }
 
@@ -112,9 +117,19 @@ class StackHandlers:
         assert isinstance(source, CliSource)
         return source.stack
 
-    def _target(self, step: Step) -> Mapping[str, ConfigValue]:
-        """The config of the planned version."""
-        return self._source(str(step.params["mode"])).find(int(step.params["version"])).config
+    def _target(self, step: Step, current: Mapping[str, ConfigValue] | None = None) -> Mapping[str, ConfigValue]:
+        """The config the plan writes: the planned version's, with today's database restore keys unless the
+        plan allows replacing the database (``carry_db_keys``)."""
+        version = self._source(str(step.params["mode"])).find(int(step.params["version"])).config
+        if not step.params.get("carry_db_keys"):
+            return version
+        planned = step.params.get("db_keys")
+        if current is None and isinstance(planned, Mapping):
+            # Today's restore keys as the plan read them (no second read of the config through the CLI).
+            current = {str(k): ConfigValue(str(v), False) for k, v in planned.items() if v is not None}
+        wanted, _ = target_config(self.config, version, self._current(step) if current is None else current,
+                                  allow_db_replacement=False)
+        return wanted
 
     def _current(self, step: Step) -> dict[str, ConfigValue]:
         """The stack's config now: the file offline, else through the Automation API."""
@@ -123,9 +138,32 @@ class StackHandlers:
         return dict(self._stack().get_config())
 
     def _configs(self, step: Step) -> tuple[dict[str, ConfigValue], Mapping[str, ConfigValue]]:
-        return self._current(step), self._target(step)
+        current = self._current(step)
+        return current, self._target(step, current)
+
+    @staticmethod
+    def _sidecar_extra(step: Step) -> dict[str, Any]:
+        """What restore needs to know about the preview: whether it allowed a new database instance, and
+        the release change it must invalidate after the update."""
+        return {"allow_db_replacement": not step.params.get("carry_db_keys", True),
+                "release": step.params.get("release")}
 
     # ------------------------------------------------------------ preview
+    def check_program_env(self, step: Step, ctx: StepContext) -> Check:
+        from rollback.adapters.program_venv import installed_version, venv_path
+
+        requirements = step.params["program"]["requirements"]
+        path = venv_path(self.config.root, str(requirements["sha256"]))
+        would = f"build the environment of {requirements['path']} in {path}"
+        if (path / "bin" / "python").exists() and (path / ".rollback-venv.json").exists():
+            return Check(True, {"path": str(path), "built": False, "pulumi_aws": installed_version(path)}, would)
+        return Check(False, {"would_build": str(path)}, would)
+
+    def program_env(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        venv = program_venv(self.config, step.params["program"], version=int(step.params["version"]))
+        assert venv is not None
+        return venv.to_dict()
+
     def check_backup_config(self, step: Step, ctx: StepContext) -> Check:
         earlier = ctx.earlier.get(step.id)
         would = f"save {step.params['path']} to {backup_dir(self.config)}"
@@ -140,18 +178,19 @@ class StackHandlers:
         current, target = self._configs(step)
         program = step.params.get("program") or {}
         version = int(step.params["version"])
+        allow_db = not step.params.get("carry_db_keys", True)
         if program.get("mode") == "commit":
             commit = str(program["commit"])
             with program_project_dir(self.config, program) as directory:
                 rows = desired_state_diff(self.config, current, target, after_project_dir=directory,
                                           after_label=f"version {version}'s program (commit {commit[:12]}) "
-                                                      "with its config")
+                                                      "with its config", allow_db_replacement=allow_db)
                 # Which differences the program makes: today's config under that program.
                 by_program = program_rows(self.config, current, directory)
             for row in rows:
                 row["cause"] = "program" if (row["resource"], row["path"]) in by_program else "config"
         else:
-            rows = desired_state_diff(self.config, current, target)
+            rows = desired_state_diff(self.config, current, target, allow_db_replacement=allow_db)
             for row in rows:
                 row["cause"] = "config"
         return Check(False, {"changed_inputs": len(rows), "rows": rows, "program": dict(program)},
@@ -201,7 +240,7 @@ class StackHandlers:
             # 'pulumi preview --save-plan' will run with, so that restore can check both.
             version = self._source(mode).find(int(step.params["version"]))
             sidecar = write_sidecar(self.config, Path(str(step.params["plan_file"])), version, "offline", None,
-                                     step.params.get("program"))
+                                    step.params.get("program"), extra=self._sidecar_extra(step))
             return {"written": keys, "file": str(path), "sidecar": str(sidecar)}
         except RollbackError as exc:
             raise _undo_hint(exc, step, ctx) from exc
@@ -232,12 +271,13 @@ class StackHandlers:
             else:
                 result = self._stack().preview(plan_file, message=message)
             try:
-                refuse_replaced_resources(result.steps, f"version {version}")
+                refuse_replaced_resources(result.steps, f"version {version}",
+                                          allow_db_replacement=not step.params.get("carry_db_keys", True))
             except UnsafePrecondition:
                 plan_file.unlink(missing_ok=True)  # a plan that must not be applied is not kept
                 raise
             sidecar = write_sidecar(self.config, plan_file, self._source("cli").find(version), "cli",
-                                     result.change_summary, program)
+                                    result.change_summary, program, extra=self._sidecar_extra(step))
         except RollbackError as exc:
             raise _undo_hint(exc, step, ctx) from exc
         return {**result.to_dict(), "sidecar": str(sidecar), "program": dict(program)}
@@ -245,7 +285,8 @@ class StackHandlers:
     # ------------------------------------------------------------ restore
     def check_restore(self, step: Step, ctx: StepContext) -> Check:
         version, plan_file = int(step.params["version"]), Path(step.params["plan_file"])
-        found = check_restore(self.config, version, plan_file, services=self._services)
+        found = check_restore(self.config, version, plan_file, services=self._services,
+                              allow_db_replacement=bool(step.params.get("allow_db_replacement")))
         return Check(False, found, f"checked: not locked, no pending operations, plan matches version {version}")
 
     def check_up(self, step: Step, ctx: StepContext) -> Check:
@@ -281,8 +322,12 @@ class StackHandlers:
             if without_plan:
                 comparison = self._compare_with_plan(stack, plan_file, config_file, version)
                 ctx.note(f"a fresh preview takes exactly the plan's steps ({comparison.describe()}); "
-                         "applying them without the plan")
-                result = stack.up(None, message=f"{message} (without the refused plan)", config_file=config_file)
+                         f"applying them without the plan, to {len(comparison.to_apply)} resource(s) only (--target)")
+                if comparison.to_apply:
+                    result = stack.up(None, message=f"{message} (without the refused plan)",
+                                      config_file=config_file, targets=list(comparison.to_apply))
+                else:  # the refused update applied every step before it failed: an untargeted up would be all
+                    result = UpSummary("succeeded", {}, {}, "")
                 extra = {"without_plan": True, "comparison": comparison.to_dict()}
             else:
                 try:
@@ -339,6 +384,30 @@ class StackHandlers:
             f"steps ({comparison.describe()})",
             f"to apply those steps with a plain 'pulumi up' after checking them again: {again}",
             details={"violations": refusal["violations"], "fallback": again})
+
+    # ------------------------------------------------------------ the release invalidation after restore
+    def check_invalidate_release(self, step: Step, ctx: StepContext) -> Check:
+        release = step.params["release"]
+        would = f"invalidate what distribution {step.params['distribution']} serves from release {release['after']}"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None and earlier.get("id"):
+            return Check(True, dict(earlier), would)
+        return Check(False, {"would_invalidate_after": "the update"}, would)
+
+    def invalidate_release(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        from rollback.commands.infra_cdn import release_invalidation_paths
+
+        distribution, release = str(step.params["distribution"]), step.params["release"]
+        edge = self._services.edge()
+        try:
+            live = edge.get_config(distribution)
+            paths = release_invalidation_paths(live.raw, release.get("before"), str(release["after"]))
+            made = edge.create_invalidation(distribution, paths, str(step.params["caller_reference"]))
+        except RollbackError as exc:
+            raise exc.with_hint(f"the stack was restored; invalidate by hand so that the release it serves is not "
+                                f"the cached other one: rollback infra invalidate --paths \"/*\" --distribution "
+                                f"{distribution} (or 'rollback resume' this run)") from exc
+        return made.to_dict()
 
     # ------------------------------------------------------------ config-restore
     def check_config_restore(self, step: Step, ctx: StepContext) -> Check:

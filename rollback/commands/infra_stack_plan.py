@@ -28,21 +28,33 @@ from rollback.adapters.stack_config import (
     stack_config_file,
 )
 from rollback.adapters.stack_history import CliSource, HistorySource, project_dir, select_source, stack_ref
-from rollback.commands.infra_program import describe_program, preview_command, program_for
+from rollback.commands.infra_program import (
+    ALLOW_DB,
+    RESTORE_KEYS,
+    carry_restore_keys,
+    db_steps_in_plan,
+    describe_program,
+    describe_program_env,
+    preview_command,
+    program_for,
+    refuse_db_steps,
+)
 from rollback.config import Config
 from rollback.context import Services
-from rollback.errors import BadInput, LockHeld, OperationFailed, PulumiError, UnsafePrecondition
+from rollback.errors import BadInput, LockHeld, OperationFailed, PulumiError, RollbackError, UnsafePrecondition
 from rollback.plan import Plan, Step
-from rollback.stackdiff import StackVersion, diff_config
+from rollback.stackdiff import ConfigValue, StackVersion, diff_config, provider_version
 
 __all__ = ["KNOWN_PLAN_BUGS", "NUMBERING_NOTE", "SIDECAR_SUFFIX", "PreviewOptions", "check_restore",
            "cli_source", "config_restore_plan", "default_plan_file", "mark_applied", "offline_source",
-           "preview_plan", "preview_report", "read_sidecar", "record_refusal", "restore_plan", "write_sidecar"]
+           "preview_plan", "preview_report", "read_sidecar", "record_refusal", "restore_key_values", "restore_plan",
+           "target_config", "write_sidecar"]
 
 
 NUMBERING_NOTE = ("this backend records version 0 for every update: versions here are numbered by rollback, "
                   "oldest = 1, in update order")
 SIDECAR_SUFFIX = ".rollback.json"
+RELEASE_KEY = "assetsRelease"
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,10 @@ class PreviewOptions:
     message: str | None = None
     config_only: bool = False
     """Preview version N's config with today's program (the old behaviour), not N's own program."""
+    allow_db_replacement: bool = False
+    """Take version N's database restore keys too and allow a plan that replaces or creates the instance."""
+    with_current_deps: bool = False
+    """Run version N's program with today's .venv, not an environment built from its requirements.txt."""
 
 
 def default_plan_file(config: Config, version: int) -> Path:
@@ -76,11 +92,15 @@ def preview_plan(config: Config, options: PreviewOptions,
     else:
         assert isinstance(source, CliSource)
         current = source.stack.get_config()
-    changes = diff_config(current, target.config)
+    wanted, carried = target_config(config, target.config, current, allow_db_replacement=options.allow_db_replacement)
+    changes = diff_config(current, wanted)
     mode = "offline" if offline else "cli"
-    program = program_for(config, target, config_only=options.config_only)
+    program = program_for(config, target, config_only=options.config_only, current_deps=options.with_current_deps)
+    release = next(({"key": c.key, "before": c.old, "after": c.new} for c in changes
+                    if c.key.endswith(f":{RELEASE_KEY}") and not c.secret), None)
     common = {"version": target.version, "mode": mode, "path": str(path), "plan_file": str(options.plan_file),
-              "program": program}
+              "program": program, "carry_db_keys": not options.allow_db_replacement, "release": release,
+              "db_keys": restore_key_values(config, current)}
     backup_step = Step("backup-config", "infra.backup_config", f"save {path.name} to {backup_dir(config)}",
                        target=f"stack {settings.stack}", params={"path": str(path)})
     write_step = Step("write-config", "infra.write_config",
@@ -97,22 +117,72 @@ def preview_plan(config: Config, options: PreviewOptions,
                       f"run the program under Pulumi's mocks: today's with the current config vs {against}",
                       target=f"stack {settings.stack}", params=common), backup_step, write_step]
     else:
-        steps = [backup_step, write_step,
+        steps = [*_program_env_steps(config, program, target.version), backup_step, write_step,
                  Step("preview", "infra.preview", f"pulumi preview --diff --save-plan {options.plan_file}",
                       target=f"stack {settings.stack}",
                       params={**common, "message": options.message})]
-    notes = [describe_program(program, target.version)]
-    if program["mode"] == "commit" and any(f.endswith("requirements.txt") for f in program["files"]):
-        notes.append(f"commit {str(program['commit'])[:12]} pins other program dependencies "
-                     "(infra/requirements.txt): the worktree uses the project's .venv; run 'pulumi install' in it "
-                     "first for an exact preview")
+    checkpoint_aws = _checkpoint_aws(source) if program["mode"] == "commit" else None
+    notes = [describe_program(program, target.version),
+             *describe_program_env(program, target.version, checkpoint_aws)]
+    if offline and program["mode"] == "commit":
+        notes.append("offline, the program runs under Pulumi's mocks in this process, with today's packages; "
+                     "the printed 'pulumi preview' runs it with its own")
+    if carried:
+        notes.append(f"the database restore keys stay as they are today ({', '.join(carried)}): version "
+                     f"{target.version}'s would replace or create the database instance; {ALLOW_DB} takes them too")
+    elif options.allow_db_replacement:
+        notes.append(f"{ALLOW_DB}: a plan that replaces or creates the database instance is allowed")
     notes += [f"config changes: {c.describe()}" for c in changes]
     if target.numbered_locally:
         notes.append(NUMBERING_NOTE)
     plan = Plan.of(f"preview stack {settings.stack} at version {target.version}", config.env_name, steps, notes)
     context = {"mode": mode, "source": source, "target": target, "current": current, "changes": changes,
-               "path": path, "options": options, "latest": latest.version if latest else None, "program": program}
+               "path": path, "options": options, "latest": latest.version if latest else None, "program": program,
+               "carried": carried, "release": release, "checkpoint_aws": checkpoint_aws}
     return plan, context
+
+
+def restore_key_values(config: Config, current: Mapping[str, ConfigValue]) -> dict[str, str | None] | None:
+    """Today's database restore keys as the plan carries them (``None`` when one is a secret: then the
+    handler reads them again rather than journal a secret)."""
+    project = stack_ref(config).project
+    found: dict[str, str | None] = {}
+    for name in RESTORE_KEYS:
+        value = current.get(f"{project}:{name}")
+        if value is not None and value.secret:
+            return None
+        found[f"{project}:{name}"] = None if value is None else value.value
+    return found
+
+
+def target_config(config: Config, target: Mapping[str, ConfigValue], current: Mapping[str, ConfigValue], *,
+                  allow_db_replacement: bool) -> tuple[dict[str, ConfigValue], list[str]]:
+    """The config the preview writes: version N's, with today's database restore keys unless
+    ``allow_db_replacement``; and the keys carried forward that way."""
+    if allow_db_replacement:
+        return dict(target), []
+    return carry_restore_keys(target, current, stack_ref(config).project)
+
+
+def _program_env_steps(config: Config, program: Mapping[str, Any], version: int) -> list[Step]:
+    """Build (or find) the environment version N's program runs in, before anything is written."""
+    requirements = program.get("requirements") or {}
+    if program.get("mode") != "commit" or requirements.get("deps") != "commit" or not requirements.get("sha256"):
+        return []
+    return [Step("program-env", "infra.program_env",
+                 f"version {version}'s program environment from {requirements['path']} at commit "
+                 f"{str(program['commit'])[:12]} (built once, then reused)",
+                 target=f"stack {config.require_pulumi().stack}", params={"program": dict(program),
+                                                                          "version": version})]
+
+
+def _checkpoint_aws(source: HistorySource) -> str | None:
+    """The pulumi-aws version the current checkpoint was written with (``None`` when it cannot be read)."""
+    try:
+        state = source.current()
+    except RollbackError:
+        return None
+    return provider_version(state) if state is not None else None
 
 
 def cli_source(services: Services) -> HistorySource:
@@ -130,7 +200,8 @@ def offline_source(services: Services) -> HistorySource:
 
 
 def write_sidecar(config: Config, plan_file: Path, target: StackVersion, mode: str,
-                   summary: Mapping[str, Any] | None, program: Mapping[str, Any] | None = None) -> Path:
+                  summary: Mapping[str, Any] | None, program: Mapping[str, Any] | None = None, *,
+                  extra: Mapping[str, Any] | None = None) -> Path:
     """Record what the plan at ``plan_file`` was previewed for, next to it.
 
     In ``cli`` mode the plan exists and its digest is recorded, so that restore applies exactly
@@ -159,6 +230,7 @@ def write_sidecar(config: Config, plan_file: Path, target: StackVersion, mode: s
         "change_summary": dict(summary or {}),
         # The program the plan was (or, offline, must be) made with: restore applies it from the same commit.
         "program": dict(program or {"mode": "config-only"}),
+        **dict(extra or {}),
     }
     if mode == "offline":
         # What restore names while the plan does not exist yet.
@@ -189,8 +261,13 @@ def preview_report(config: Config, context: dict[str, Any], outcome: Mapping[str
         "mode": context["mode"],
         "config_file": str(context["path"]),
         "config_changes": [c.to_dict() for c in context["changes"]],
+        "carried_forward": list(context.get("carried") or []),
         "plan_file": str(options.plan_file),
-        "program": {**context["program"], "describe": describe_program(context["program"], target.version)},
+        "program": {**context["program"], "describe": describe_program(context["program"], target.version),
+                    "environment": describe_program_env(context["program"], target.version,
+                                                        context.get("checkpoint_aws")),
+                    "built": (results.get("program-env") or {}).get("path"),
+                    "installed_pulumi_aws": (results.get("program-env") or {}).get("pulumi_aws")},
         "undo": f"rollback infra config-restore {shlex.quote(str(backup))}" if backup else None,
         **outcome,
     }
@@ -253,8 +330,10 @@ def _offline_waiting_for_plan(sidecar: Path) -> dict[str, Any] | None:
 
 
 def check_restore(config: Config, version: int, plan_file: Path, *, source: HistorySource | None = None,
-                  services: Services | None = None) -> dict[str, Any]:
-    """Every precondition of ``restore``; raises Refused subclasses naming the way out."""
+                  services: Services | None = None, allow_db_replacement: bool = False) -> dict[str, Any]:
+    """Every precondition of ``restore``; raises Refused subclasses naming the way out. A plan that replaces
+    or creates the database instance is refused unless ``allow_db_replacement`` (also one the user saved
+    with ``pulumi preview --save-plan`` after an offline preview)."""
     settings = config.require_pulumi()
     meta = read_sidecar(plan_file)
     if meta.get("stack") != settings.stack:
@@ -279,6 +358,8 @@ def check_restore(config: Config, version: int, plan_file: Path, *, source: Hist
                                  preview_again)
     if recorded is not None and recorded != file_digest(plan_file):
         raise UnsafePrecondition(f"the plan file {plan_file.name} changed since the preview", preview_again)
+    refuse_db_steps(db_steps_in_plan(plan_file), f"the plan {plan_file.name}",
+                    allow_db_replacement=allow_db_replacement)
     recorded_program = meta.get("program")
     program: dict[str, Any] = recorded_program if isinstance(recorded_program, dict) else {}
     commit = str(program.get("commit"))
@@ -315,23 +396,66 @@ def check_restore(config: Config, version: int, plan_file: Path, *, source: Hist
             "previewed_at": meta.get("created_at")}
 
 
-def restore_plan(config: Config, version: int, plan_file: Path, *, without_plan: bool = False) -> Plan:
-    """Check, then ``pulumi up --plan``; ``without_plan``: the guarded fallback for a plan the CLI refused."""
+def restore_plan(config: Config, version: int, plan_file: Path, *, without_plan: bool = False,
+                 allow_db_replacement: bool = False, services: Services | None = None,
+                 release: Mapping[str, Any] | None = None) -> Plan:
+    """Check, then ``pulumi up --plan``; ``without_plan``: the guarded fallback for a plan the CLI refused.
+    When the preview changed ``assetsRelease``, an invalidation follows (whether or not that version's
+    program has the release invalidation resource: the cache key does not include the origin path);
+    ``release`` is that change when the preview has not run yet (``rollback run`` plans both at once),
+    else it is read from the preview's record."""
     settings = config.require_pulumi()
-    params = {"plan_file": str(plan_file), "version": version}
+    params: dict[str, Any] = {"plan_file": str(plan_file), "version": version,
+                              "allow_db_replacement": allow_db_replacement}
     if without_plan:
         up = Step("up", "infra.up", f"pulumi up without the plan, only if a fresh preview takes exactly the steps "
-                                    f"of {plan_file.name} (restore version {version})",
+                                    f"of {plan_file.name}, and only those (--target) (restore version {version})",
                   target=f"stack {settings.stack}", params={**params, "without_plan": True}, destructive=True)
         notes = [f"the guarded fallback for a plan 'pulumi up --plan' refused: {plan_file} names the steps allowed; "
-                 "a fresh 'pulumi preview --json' from the same program and config must take exactly those"]
+                 "a fresh 'pulumi preview --json' from the same program and config must take exactly those, with "
+                 "the same new inputs, and only the planned resources are updated"]
     else:
         up = Step("up", "infra.up", f"pulumi up --plan {plan_file} (restore version {version})",
                   target=f"stack {settings.stack}", params=params, destructive=True)
         notes = [f"applies exactly the plan saved by the preview: {plan_file}"]
+    if allow_db_replacement:
+        notes.append(f"{ALLOW_DB}: the plan may replace or create the database instance")
     steps = [Step("check", "infra.check", f"not locked, no pending operations, plan matches version {version}",
                   target=f"stack {settings.stack}", params=params), up]
+    invalidate, note = _release_invalidation(config, plan_file, services, release)
+    steps += invalidate
+    notes += note
     return Plan.of(f"restore stack {settings.stack} to version {version}", config.env_name, steps, notes)
+
+
+def _release_invalidation(config: Config, plan_file: Path, services: Services | None,
+                          release: Mapping[str, Any] | None) -> tuple[list[Step], list[str]]:
+    """The invalidation after an update that changes ``assetsRelease`` (else read from the preview's record)."""
+    import uuid
+
+    from rollback.commands.infra_resources import resolve_resources
+
+    if release is None:
+        try:
+            release = json.loads(Path(str(plan_file) + SIDECAR_SUFFIX).read_text(encoding="utf-8")).get("release")
+        except (OSError, ValueError, AttributeError):
+            return [], []  # the check step refuses such a plan with the reason
+    if not isinstance(release, dict) or not release.get("after"):
+        return [], []
+    change = f"{release.get('before') or '(unset)'} -> {release['after']}"
+    try:
+        distribution = resolve_resources(config, need=("distribution",), services=services).distribution
+    except RollbackError as exc:
+        return [], [f"assetsRelease changes ({change}) but no distribution is known to invalidate ({exc.message}): "
+                    "CloudFront keeps serving the other release's cached objects until they expire; run "
+                    "'rollback infra invalidate --paths \"/*\" --distribution ID' after the restore"]
+    step = Step("invalidate", "infra.invalidate_release",
+                f"invalidate what the assets origin serves (assetsRelease {change}): the cache key does not include "
+                "the origin path", target=f"distribution {distribution}",
+                params={"distribution": distribution, "release": dict(release),
+                        "caller_reference": f"rollback-{uuid.uuid4().hex}"}, layer="edge")
+    return [step], [f"assetsRelease changes ({change}): the paths the assets origin serves are invalidated after "
+                    "the update, whether or not that version's program invalidates them itself"]
 
 
 def record_refusal(plan_file: Path, refusal: Mapping[str, Any]) -> None:

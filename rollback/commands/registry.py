@@ -59,8 +59,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "cdn": ("cdn.snapshot", "cdn.update", "cdn.wait", "cdn.pin"),
     "invalidate": ("cloudfront.invalidate", "cloudfront.wait_invalidation"),
     "assets": ("s3.restore",),
-    "stack": ("infra.backup_config", "infra.desired_state", "infra.write_config", "infra.preview", "infra.check",
-              "infra.up", "stack.config_restore"),
+    "stack": ("infra.program_env", "infra.backup_config", "infra.desired_state", "infra.write_config",
+              "infra.preview", "infra.check", "infra.up", "infra.invalidate_release", "stack.config_restore"),
     "db": ("db.backup", "db.skip_emergency_backup", "db.verify_backup", "db.check_rights", "db.restore_beside",
            "db.restore_in_place", "db.check_counts", "db.swap", "db.drop_set_aside", "db.resolve",
            "db.check_migration", "db.down", "rds.create_snapshot", "rds.restore", "db.remove_incomplete_backup",
@@ -101,7 +101,8 @@ def _edge(services: Services) -> dict[str, Any]:
 
 
 def _cdn(services: Services) -> dict[str, Any]:
-    return dict(CdnHandlers(services.edge(), interval=float(services.setting("edge_interval", 15.0))).handlers())
+    return dict(CdnHandlers(services.edge(), interval=float(services.setting("edge_interval", 15.0)),
+                            shared=services.cdn_snapshots()).handlers())
 
 
 def _invalidate(services: Services) -> dict[str, Any]:

@@ -297,7 +297,7 @@ def _plan_infra(config: Config, services: Services, request: RunRequest) -> _Lay
                        "see 'rollback infra history'")
     plan_file = stack.default_plan_file(config, version)
     preview, context = stack.preview_plan(config, stack.PreviewOptions(to_version=version, plan_file=plan_file))
-    restore = stack.restore_plan(config, version, plan_file)
+    restore = stack.restore_plan(config, version, plan_file, services=services, release=context.get("release"))
     # The restore's own "check" step reads the preview's plan file, which a dry run never writes: the up
     # step checks the plan it applies, and the preview right before it made that plan.
     steps = [*preview.steps, *(s for s in restore.steps if s.action != "infra.check")]

@@ -9,9 +9,15 @@ exactly what a break-glass edge rollback depends on:
   concurrency cannot be exercised;
 - it reports invalidations as ``COMPLETED`` where CloudFront (and boto3's
   ``invalidation_completed`` waiter) say ``Completed``;
-- an updated distribution never goes back to ``InProgress``.
+- an updated distribution never goes back to ``InProgress``;
+- it drops fields of the ``DistributionConfig`` it does not model (an S3
+  origin's ``S3OriginConfig``, ``OriginAccessControlId``, a behaviour's
+  ``ResponseHeadersPolicyId``, ``Staging``, ...), so a config never round-trips
+  whole and a restore that forgets a field cannot be caught;
+- it accepts a ``Quantity`` that does not match its ``Items`` and a changed
+  ``CallerReference`` on update.
 
-:func:`install` patches those four things into moto's model and backend
+:func:`install` patches those things into moto's model and backend
 classes, in this one module, so the patches are easy to audit and to drop when
 moto grows the features. It is idempotent (the patches are applied once per
 process; calling it again only updates the timing settings) and works both
@@ -33,11 +39,21 @@ What the patched backend does, as CloudFront does:
   (``GetDistribution`` / ``GetDistributionConfig`` / ``ListDistributions``) or,
   when ``deploy_after_seconds`` is set, after that many seconds;
 - an invalidation is ``InProgress`` when created and ``Completed`` after
-  ``invalidation_after_reads`` ``GetInvalidation`` calls (or seconds).
+  ``invalidation_after_reads`` ``GetInvalidation`` calls (or seconds);
+- a distribution keeps every field of the ``DistributionConfig`` it was sent and
+  returns it as sent (moto's defaults fill only what was not sent): the API
+  reference of ``UpdateDistribution`` says "the new configuration replaces the
+  existing configuration ... not merged", so what is read back is what was
+  written;
+- a ``Quantity`` that does not match the number of ``Items`` anywhere in the
+  config is ``InconsistentQuantities`` (400), and an update whose
+  ``CallerReference`` differs from the distribution's is ``IllegalUpdate`` (400:
+  "You can't change the value of CallerReference").
 """
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import re
 import threading
@@ -106,7 +122,7 @@ def install(
 # --- the patches --------------------------------------------------------------------------------------
 
 
-def _errors() -> tuple[type[Exception], type[Exception], type[Exception]]:
+def _errors() -> tuple[type[Exception], type[Exception], type[Exception], type[Exception], type[Exception]]:
     from moto.cloudfront.exceptions import CloudFrontException
 
     class PreconditionFailed(CloudFrontException):
@@ -126,7 +142,16 @@ def _errors() -> tuple[type[Exception], type[Exception], type[Exception]]:
         def __init__(self, message: str) -> None:
             super().__init__("InvalidArgument", message)
 
-    return PreconditionFailed, InvalidLambdaFunctionAssociation, InvalidArgument
+    class InconsistentQuantities(CloudFrontException):
+        def __init__(self, where: str) -> None:
+            super().__init__("InconsistentQuantities",
+                             f"The value of Quantity and the size of Items don't match ({where}).")
+
+    class IllegalUpdate(CloudFrontException):
+        def __init__(self) -> None:
+            super().__init__("IllegalUpdate", "You can't change the value of CallerReference.")
+
+    return PreconditionFailed, InvalidLambdaFunctionAssociation, InvalidArgument, InconsistentQuantities, IllegalUpdate
 
 
 def _now() -> str:
@@ -157,6 +182,53 @@ def _associations(raw: Any, *, lambda_: bool, invalid: type[Exception], bad: typ
     return {"Quantity": len(kept), "Items": kept} if kept else {"Quantity": 0}
 
 
+def _check_quantities(value: Any, error: type[Exception], where: str = "DistributionConfig") -> None:
+    """Every ``{"Quantity": n, "Items": [...]}`` in the sent config has n items (CloudFront checks them all)."""
+    if isinstance(value, dict):
+        if "Quantity" in value and isinstance(value.get("Items"), list) \
+                and int(value["Quantity"]) != len(value["Items"]):
+            raise error(where)
+        for key, item in value.items():
+            _check_quantities(item, error, f"{where}.{key}")
+    elif isinstance(value, list):
+        for item in value:
+            _check_quantities(item, error, where)
+
+
+_MISSING = object()
+
+
+def _attribute(model: Any, key: str) -> Any:
+    from botocore import xform_name
+
+    for name in (key, xform_name(key)):
+        if name in vars(model):
+            return vars(model)[name]
+    return _MISSING
+
+
+def _as_sent(model: Any, sent: Any) -> Any:
+    """``model`` (what moto built from ``sent``) with every field of ``sent`` kept as it was sent.
+
+    moto's serializer looks an attribute up by its API name first, so a field set under that name on a
+    model object is what a read returns; moto's own defaults stay for what was not sent.
+    """
+    if isinstance(sent, dict):
+        if isinstance(model, dict):
+            for key, value in sent.items():
+                model[key] = _as_sent(model.get(key, _MISSING), value)
+            return model
+        if model is not _MISSING and model is not None and hasattr(model, "__dict__") \
+                and not isinstance(model, (str, int, float, bool)):
+            for key, value in sent.items():
+                setattr(model, key, _as_sent(_attribute(model, key), value))
+            return model
+        return copy.deepcopy(sent)
+    if isinstance(sent, list) and isinstance(model, list) and len(model) == len(sent):
+        return [_as_sent(m, s) for m, s in zip(model, sent, strict=True)]
+    return copy.deepcopy(sent)
+
+
 def _start_deploying(dist: Any) -> None:
     dist.status = "InProgress"
     dist._tick = 0
@@ -167,7 +239,7 @@ def _start_deploying(dist: Any) -> None:
 def _patch() -> None:
     from moto.cloudfront import models
 
-    precondition_failed, invalid_association, invalid_argument = _errors()
+    precondition_failed, invalid_association, invalid_argument, inconsistent, illegal_update = _errors()
 
     behaviour_init = models.DefaultCacheBehaviour.__init__
 
@@ -179,6 +251,16 @@ def _patch() -> None:
             config.get("FunctionAssociations"), lambda_=False, invalid=invalid_association, bad=invalid_argument)
 
     models.DefaultCacheBehaviour.__init__ = cache_behaviour_init  # type: ignore[method-assign]
+
+    config_init = models.DistributionConfig.__init__
+
+    def distribution_config_init(self: Any, config: dict[str, Any]) -> None:
+        sent = copy.deepcopy(config)  # moto's constructor replaces parts of it with its model objects
+        _check_quantities(sent, inconsistent)
+        config_init(self, config)
+        _as_sent(self, sent)
+
+    models.DistributionConfig.__init__ = distribution_config_init  # type: ignore[method-assign]
 
     backend = models.CloudFrontBackend
     create = backend.create_distribution_with_tags
@@ -199,6 +281,9 @@ def _patch() -> None:
             current = self.distributions.get(_id)
             if current is not None and if_match and if_match != current.etag:
                 raise precondition_failed()
+            if current is not None and dist_config and \
+                    dist_config.get("CallerReference") != current.distribution_config.caller_reference:
+                raise illegal_update()
             dist, location, _ = update(self, dist_config, _id, if_match)
             dist.etag = models.random_id()
             _start_deploying(dist)

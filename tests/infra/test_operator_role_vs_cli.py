@@ -29,7 +29,8 @@ stack's base identifier, keeping suffixes (``<base>-restored`` stays
 ``<base>-restored``, a snapshot not named from the base stays as it is, so a
 name outside the role's namespace is still caught); alarms under the stack's
 alarm prefix; an ``s3://`` Pulumi backend onto ``operatorBackendUrl``, the team lease's bucket onto
-``operatorLockUrl``.
+``operatorLockUrl``, the shared distribution snapshots (wherever a test put them: ``[cdn] snapshots_url``
+or under the lease) onto ``operatorCdnSnapshotsUrl``.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ SOURCES = [
 ]
 STATE_BACKEND = ("rollback-state", "pulumi")
 TEAM_LEASE = ("rollback-locks", "team")
+CDN_SNAPSHOTS = ("rollback-cdn-snapshots", "shared")
 
 # Granted, but no recorded call can show the need; each with the reason it stays.
 NOT_OBSERVABLE = {
@@ -87,7 +89,8 @@ class StackNames:
 @pytest.fixture(scope="module")
 def rendered() -> MockRun:
     config = {**BASE_CONFIG, "rollback:operatorBackendUrl": f"s3://{STATE_BACKEND[0]}/{STATE_BACKEND[1]}",
-              "rollback:operatorLockUrl": f"s3://{TEAM_LEASE[0]}/{TEAM_LEASE[1]}"}
+              "rollback:operatorLockUrl": f"s3://{TEAM_LEASE[0]}/{TEAM_LEASE[1]}",
+              "rollback:operatorCdnSnapshotsUrl": f"s3://{CDN_SNAPSHOTS[0]}/{CDN_SNAPSHOTS[1]}"}
     return run_program(PROGRAM_DIR, config)
 
 
@@ -190,6 +193,13 @@ def canonical(call: Call, names: StackNames, db_base: str | None) -> dict[str, A
             for key in ("Key", "Prefix"):
                 if isinstance(p.get(key), str) and ".pulumi" in p[key]:
                     p[key] = f"{STATE_BACKEND[1]}/.pulumi" + p[key].split(".pulumi", 1)[1]
+        elif call.caller == "rollback.adapters.s3_snapshots":
+            # <prefix>/<distribution>/<id>.distribution.json: the test's prefix and distribution become the stack's.
+            p["Bucket"] = CDN_SNAPSHOTS[0]
+            if isinstance(p.get("Key"), str):
+                p["Key"] = f"{CDN_SNAPSHOTS[1]}/{names.distribution_id}/{str(p['Key']).rsplit('/', 1)[-1]}"
+            if isinstance(p.get("Prefix"), str):
+                p["Prefix"] = f"{CDN_SNAPSHOTS[1]}/{names.distribution_id}/"
         elif call.caller == "rollback.adapters.s3_lease":
             # <prefix>/locks/<env>.json and <prefix>/<kind>/<file>: the test's prefix becomes the stack's.
             p["Bucket"] = TEAM_LEASE[0]

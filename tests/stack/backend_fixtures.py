@@ -163,13 +163,16 @@ def checkpoint(update: Update, *, pending: list[dict[str, Any]] | None = None) -
 
 
 def build_backend(root: Path, *, layout: str = "project", compression: str | None = None,
-                  updates: tuple[Update, ...] = UPDATES, pending: list[dict[str, Any]] | None = None) -> Path:
+                  updates: tuple[Update, ...] = UPDATES, pending: list[dict[str, Any]] | None = None,
+                  extra_config: dict[int, dict[str, Any]] | None = None) -> Path:
     """Write a DIY backend with one history/checkpoint pair per update; returns ``root``.
 
     ``compression`` is ``None``, ``"gz"``, ``"zst"`` or ``"mixed"`` (alternating per update).
+    ``extra_config``: version (1 = oldest) -> more config keys that update ran with.
     """
     written = [
-        BackendUpdate(message=update.message, start_time=START + number * 3600, config=history_config(update),
+        BackendUpdate(message=update.message, start_time=START + number * 3600,
+                      config={**history_config(update), **(extra_config or {}).get(number, {})},
                       checkpoint=checkpoint(update),
                       changes={"create": 34} if number == 1 else {"same": 33, "update": 1},
                       git_head=update.git_head)
@@ -202,3 +205,33 @@ def build_project(root: Path, *, current: Update = UPDATES[-1]) -> Path:
     with path.open("a", encoding="utf-8") as handle:
         handle.write(f"  {SECRET_KEY}:\n    secure: {encrypt(current.origin_secret)}\n")
     return root
+
+
+def git(path: Path, *args: str) -> str:
+    """``git ARGS`` in ``path`` with a fixed identity and no user configuration."""
+    import subprocess
+
+    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@example.com", "PATH": "/usr/bin:/bin", "HOME": str(path)}
+    return subprocess.run(["git", *args], cwd=path, env=env, check=True, capture_output=True,
+                          text=True).stdout.strip()
+
+
+def commit_two_programs(project: Path, *, old_requirements: str | None = None,
+                        new_requirements: str | None = None) -> tuple[str, str]:
+    """Make ``project`` a git repository with two program commits: the first serves HTTP/3
+    (``http2and3``), the second ``http2`` only; each with its ``infra/requirements.txt`` when given.
+    Returns (old, new) commit ids."""
+    requirements = project / "infra" / "requirements.txt"
+    if old_requirements is not None:
+        requirements.write_text(old_requirements)
+    git(project, "init", "-q", "-b", "main")
+    git(project, "add", "-A")
+    git(project, "commit", "-q", "-m", "program v1")
+    old = git(project, "rev-parse", "HEAD")
+    cdn = project / "infra" / "cdn.py"
+    cdn.write_text(cdn.read_text().replace('http_version="http2and3"', 'http_version="http2"'))
+    if new_requirements is not None:
+        requirements.write_text(new_requirements)
+    git(project, "commit", "-q", "-am", "cdn: http2 only")
+    return old, git(project, "rev-parse", "HEAD")

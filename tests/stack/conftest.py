@@ -38,6 +38,9 @@ def _write_config(root: Path, backend_url: str | None) -> Path:
              f'stack = "{STACK}"', f'project = "{PROJECT}"', 'project_dir = "project"']
     if backend_url:
         lines.append(f'backend_url = "{backend_url}"')
+    # No CloudFront here: a restore that changes assetsRelease notes that it cannot invalidate instead of
+    # calling AWS (tests/stack/test_restore_fidelity.py gives it a distribution in the moto server).
+    lines += ["[env.staging.aws]", "from_stack_outputs = false"]
     path = root / "rollback.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path

@@ -22,7 +22,19 @@ CLI's real output formats, against a self-managed backend directory given by
 - ``up --yes --skip-preview ... --plan P``: refuses like the CLI while the stack
   is locked (``the stack is currently locked by 1 lock(s)``) or when the plan
   was saved for another config; otherwise records a new update in the backend
-  (history + checkpoint, the checkpoint of the update whose config it restores).
+  (history + checkpoint, the checkpoint of the update whose config it restores);
+  with ``--target URN`` (repeated) only those resources change, as the CLI's
+  ``--target`` ("an exclusive list of resource URNs to update").
+
+The plan and ``preview --json`` carry values, in the CLI's formats
+(``apitype.DeploymentPlanV1``: each resource plan's ``goal.inputDiff`` holds the new value of
+each changed top-level input under ``adds``/``updates``, removed ones under ``deletes``;
+``preview --json``'s steps carry ``oldState.inputs`` and ``newState.inputs``; secrets as the
+``4dabf18193072939515e22adb298388d`` signature object, ``[secret]`` as the ciphertext in the
+preview): the double's "program" puts the config's release, edge version and origin secret into
+the distribution's inputs, and a change of a database restore key
+(``dbRestoreFromSnapshot``/``dbRestoreToTime``/``dbRestoreGeneration``) replaces the RDS instance
+(a new identifier), as the real program does.
 
 Secrets use the ``b64`` provider's format (ciphertext = base64 of the value).
 ``$FAKE_PULUMI_FAIL=<command>`` makes that command fail as the CLI does (exit
@@ -31,9 +43,12 @@ refuse a correct plan as the CLI does for pulumi/pulumi#11587 (``resource <urn> 
 properties changed: ~~code[...]``, exit 255, nothing applied); ``$FAKE_PULUMI_EXTRA_STEP="<urn>
 <property>"`` adds a step to every preview (the world moved since the plan).
 ``$FAKE_PULUMI_REPLACE="<urn> <property>"`` adds a replacement to the preview's event log.
+``$FAKE_PULUMI_DRIFT="<urn> <property> <json value>"`` makes every preview compute that value for that
+input (a data source the program reads answers otherwise now: same property, another value).
 ``preview --json`` prints the steps and the change summary. Every invocation is appended to
-``$FAKE_PULUMI_LOG`` (one JSON line: argv, cwd)
-so tests can assert on the exact commands run.
+``$FAKE_PULUMI_LOG`` (one JSON line: argv, cwd, and the virtualenv the CLI would run the program with:
+``runtime.options.virtualenv`` of the ``Pulumi.yaml`` in cwd, resolved through links, or null when it
+does not exist) so tests can assert on the exact commands run.
 """
 
 from __future__ import annotations
@@ -205,12 +220,26 @@ def save_stack_yaml(path: Path, yaml: Any, document: Any) -> None:
     path.write_text(buffer.getvalue())
 
 
+def virtualenv(cwd: Path) -> str | None:
+    """Where the program would run: the Pulumi.yaml's virtualenv, resolved (None: none there)."""
+    from ruamel.yaml import YAML
+
+    project = cwd / "Pulumi.yaml"
+    if not project.is_file():
+        return None
+    document = YAML(typ="safe").load(project.read_text()) or {}
+    options = (document.get("runtime") or {}).get("options") if isinstance(document.get("runtime"), dict) else None
+    name = (options or {}).get("virtualenv") if isinstance(options, dict) else None
+    path = cwd / str(name) if name else None
+    return str(path.resolve()) if path is not None and (path / "bin" / "python").exists() else None
+
+
 def main(argv: list[str]) -> None:
     cwd = Path.cwd()
     log = os.environ.get("FAKE_PULUMI_LOG")
     if log:
         with open(log, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"argv": argv, "cwd": str(cwd)}) + "\n")
+            handle.write(json.dumps({"argv": argv, "cwd": str(cwd), "virtualenv": virtualenv(cwd)}) + "\n")
     args = [a for a in argv if a != "--non-interactive"]
     failing = os.environ.get("FAKE_PULUMI_FAIL")  # e.g. "preview": that command fails as the CLI would
     if failing and failing in args:
@@ -307,6 +336,7 @@ def main(argv: list[str]) -> None:
 # Which of the stack's resources each config key feeds (what a real preview would find), and the
 # top-level property it changes there.
 CDN = "urn:pulumi:staging::rollback::aws:cloudfront/distribution:Distribution::cdn"
+DB = "urn:pulumi:staging::rollback::aws:rds/instance:Instance::db"
 AFFECTS = {
     "rollback:edgeFunctionVersion": CDN,
     "rollback:assetsRelease": CDN,
@@ -317,6 +347,10 @@ PROPERTY = {
     "rollback:assetsRelease": "origins",
     "rollback:originVerifySecret": "origins",
 }
+# A restore of the database is a new instance under a new identifier: a replacement.
+REPLACES = ("rollback:dbRestoreFromSnapshot", "rollback:dbRestoreToTime", "rollback:dbRestoreGeneration")
+SIG = "4dabf18193072939515e22adb298388d"
+SECRET_SIG = "1b47061264138c4ac30d75fd1eb44270"
 
 
 def planned_changes(changed: list[str]) -> dict[str, list[str]]:
@@ -325,11 +359,49 @@ def planned_changes(changed: list[str]) -> dict[str, list[str]]:
     for key in changed:
         if key in AFFECTS:
             found.setdefault(AFFECTS[key], set()).add(PROPERTY[key])
+        if key in REPLACES:
+            found.setdefault(DB, set()).add("identifier")
     extra = os.environ.get("FAKE_PULUMI_EXTRA_STEP")  # "<urn> <property>": the world moved since the plan
     if extra:
         urn, prop = extra.split(" ", 1)
         found.setdefault(urn, set()).add(prop)
     return {urn: sorted(props) for urn, props in sorted(found.items())}
+
+
+def _plain(value: Any) -> Any:
+    return decrypt(value["secure"]) if isinstance(value, dict) and "secure" in value else value
+
+
+def program_inputs(resource: dict[str, Any], config: dict[str, Any], *, show: str) -> dict[str, Any]:
+    """The inputs the double's "program" declares for ``resource`` with ``config`` (``show``: how a secret's
+    ciphertext is written: "encrypt" as a plan stores it, "mask" as ``preview --json`` prints it)."""
+    import copy
+
+    inputs = copy.deepcopy(resource.get("inputs") or {})
+    if resource.get("urn") == CDN:
+        release = _plain(config.get("rollback:assetsRelease"))
+        version = _plain(config.get("rollback:edgeFunctionVersion"))
+        secret = _plain(config.get("rollback:originVerifySecret"))
+        origins = inputs.get("origins") or []
+        if release and origins:
+            origins[0]["originPath"] = f"/releases/{release}"
+        associations = (inputs.get("defaultCacheBehavior") or {}).get("lambdaFunctionAssociations") or []
+        if version and associations:
+            associations[0]["lambdaArn"] = associations[0]["lambdaArn"].rsplit(":", 1)[0] + f":{version}"
+        headers = origins[1].get("customHeaders") if len(origins) > 1 else None
+        if secret is not None and headers:
+            ciphertext = encrypt(json.dumps(secret)) if show == "encrypt" else "[secret]"
+            headers[0]["value"] = {SIG: SECRET_SIG, "ciphertext": ciphertext}
+    if resource.get("urn") == DB:
+        restored = _plain(config.get("rollback:dbRestoreFromSnapshot"))
+        if restored:
+            inputs["identifier"] = f"{inputs.get('identifier')}-from-{str(restored).rsplit(':', 1)[-1]}"
+    drift = os.environ.get("FAKE_PULUMI_DRIFT")  # "<urn> <property> <json value>"
+    if drift:
+        urn, prop, value = drift.split(" ", 2)
+        if urn == resource.get("urn"):
+            inputs[prop] = json.loads(value)
+    return inputs
 
 
 def _last_config(backend: Backend) -> dict[str, Any]:
@@ -352,6 +424,10 @@ def _locked(backend: Backend) -> None:
              f"{locks[0].relative_to(backend.root)}: created by ci@runner-7 (pid 4242)")
 
 
+def _op(urn: str, props: list[str]) -> str:
+    return "replace" if urn == DB and "identifier" in props else "update"
+
+
 def preview(backend: Backend, config_path: Path, options: dict[str, list[str]]) -> None:
     _locked(backend)
     config = stack_config(config_path)
@@ -359,16 +435,29 @@ def preview(backend: Backend, config_path: Path, options: dict[str, list[str]]) 
     changes = planned_changes(changed)
     urns = sorted(changes)
     resources = backend.deployment().get("resources") or []
+    by_urn = {str(r.get("urn")): r for r in resources}
     total = len(resources)
     summary = {"same": total - len(urns)}
-    if urns:
-        summary["update"] = len(urns)
+    updated = [u for u in urns if _op(u, changes[u]) == "update"]
+    if updated:
+        summary["update"] = len(updated)
+    if len(updated) != len(urns):
+        summary["replace"] = len(urns) - len(updated)
     plan = options.get("--save-plan", [None])[-1]
     if plan:
+        def goal(urn: str, props: list[str]) -> dict[str, Any]:
+            new = program_inputs(by_urn.get(urn) or {"urn": urn}, config, show="encrypt")
+            diff: dict[str, Any] = {"updates": {p: new[p] for p in props if p in new}}
+            deletes = [p for p in props if p not in new]
+            if deletes:
+                diff["deletes"] = deletes
+            return {"type": urn.split("::")[-2], "name": urn.split("::")[-1], "custom": True, "inputDiff": diff,
+                    "protect": False}
+
+        steps_of = {"update": ["update"], "replace": ["create-replacement", "replace", "delete-replaced"]}
         Path(plan).write_text(json.dumps({
             "manifest": {"time": format_time(int(time.time())), "magic": "", "version": VERSION},
-            "resourcePlans": {urn: {"steps": ["update"],
-                                    "goal": {"inputDiff": {"updates": {p: {} for p in props}}}}
+            "resourcePlans": {urn: {"steps": steps_of[_op(urn, props)], "goal": goal(urn, props), "state": None}
                               for urn, props in changes.items()},
             "config": config,
         }, indent=4))
@@ -385,8 +474,10 @@ def preview(backend: Backend, config_path: Path, options: dict[str, list[str]]) 
             replaced = os.environ.get("FAKE_PULUMI_REPLACE")  # "<urn> <property>": a replacement in the preview
             sequence = 2
             for urn, props in changes.items():
+                keys = {"keys": props} if _op(urn, props) == "replace" else {}
                 handle.write(json.dumps({"sequence": sequence, "timestamp": now, "resourcePreEvent": {"metadata": {
-                    "op": "update", "urn": urn, "type": urn.split("::")[-2], "provider": "", "diffs": props}}}) + "\n")
+                    "op": _op(urn, props), "urn": urn, "type": urn.split("::")[-2], "provider": "", "diffs": props,
+                    **keys}}}) + "\n")
                 sequence += 1
             if replaced:
                 urn, prop = replaced.split(" ", 1)
@@ -398,9 +489,18 @@ def preview(backend: Backend, config_path: Path, options: dict[str, list[str]]) 
             handle.write(json.dumps({"sequence": sequence, "timestamp": now, "cancelEvent": {}}) + "\n")
     if "--json" in options:
         # `pulumi preview --json`: the steps (same ones too) and the summary, nothing else on stdout.
-        steps = [{"op": "update", "urn": urn, "diffReasons": props,
-                  "detailedDiff": {p: {"kind": "update", "inputDiff": True} for p in props}}
-                 for urn, props in changes.items()]
+        def state(urn: str, inputs: dict[str, Any]) -> dict[str, Any]:
+            return {"urn": urn, "custom": True, "type": urn.split("::")[-2], "inputs": inputs}
+
+        # A replacement is three steps, as the engine takes it: create-replacement, replace, delete-replaced.
+        steps = [{"op": op, "urn": urn, "diffReasons": props,
+                  "detailedDiff": {p: {"kind": "update", "inputDiff": True} for p in props},
+                  "oldState": state(urn, program_inputs(by_urn.get(urn) or {"urn": urn}, _last_config(backend),
+                                                        show="mask")),
+                  "newState": state(urn, program_inputs(by_urn.get(urn) or {"urn": urn}, config, show="mask"))}
+                 for urn, props in changes.items()
+                 for op in (["create-replacement", "replace", "delete-replaced"] if _op(urn, props) == "replace"
+                            else ["update"])]
         steps += [{"op": "same", "urn": r["urn"]} for r in resources if r.get("urn") not in changes]
         print(json.dumps({"config": {k: "[secret]" if isinstance(v, dict) else v for k, v in config.items()},
                           "steps": steps, "changeSummary": summary}, indent=4))
@@ -444,6 +544,11 @@ def up(backend: Backend, config_path: Path, options: dict[str, list[str]]) -> No
         if not _changed(backend.read(path).get("config") or {}, config):
             source = path
             break
+    for _, path in reversed(history) if source is None else ():
+        # Today's database restore keys with an older version's other keys: the instance stays as it is.
+        if not [k for k in _changed(backend.read(path).get("config") or {}, config) if k not in REPLACES]:
+            source = path
+            break
     if source is None:
         fail("the recorded-CLI double has no checkpoint for this config")
     assert source is not None
@@ -452,6 +557,9 @@ def up(backend: Backend, config_path: Path, options: dict[str, list[str]]) -> No
     checkpoint = backend.read(checkpoint_path)
     changed = _changed(_last_config(backend), config)
     urns = sorted({AFFECTS[k] for k in changed if k in AFFECTS})
+    targets = options.get("--target") or []
+    if targets:  # --target: an exclusive list of the resources to update
+        urns = [urn for urn in urns if urn in targets]
     now = int(time.time())
     nanos = time.time_ns()
     message = (options.get("--message") or [""])[-1]

@@ -7,7 +7,6 @@ A real git repository whose history has two program versions: a changed property
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +24,9 @@ from rollback.adapters.program_checkout import (
 )
 from rollback.errors import UnsafePrecondition
 from tests.conftest import CliResult
-from tests.stack.backend_fixtures import REPO_ROOT, build_backend
+from tests.stack.backend_fixtures import REPO_ROOT, build_backend, commit_two_programs
 from tests.stack.conftest import FakePulumi, StackEnv
+from tests.stack.wheels import offline_wheels  # noqa: F401  (a fixture)
 
 RunCli = Callable[..., CliResult]
 
@@ -42,13 +42,6 @@ class Repo:
         return GitRepo(self.path)
 
 
-def _git(path: Path, *args: str) -> str:
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@example.com", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@example.com", "PATH": "/usr/bin:/bin", "HOME": str(path)}
-    return subprocess.run(["git", *args], cwd=path, env=env, check=True, capture_output=True,
-                          text=True).stdout.strip()
-
-
 @pytest.fixture
 def repo(tmp_path: Path) -> Repo:
     root = tmp_path / "repo"
@@ -56,14 +49,8 @@ def repo(tmp_path: Path) -> Repo:
     shutil.copy2(REPO_ROOT / "Pulumi.yaml", root / "Pulumi.yaml")
     shutil.copytree(REPO_ROOT / "infra", root / "infra", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(REPO_ROOT / "stacks", root / "stacks")
-    _git(root, "init", "-q", "-b", "main")
-    _git(root, "add", "-A")
-    _git(root, "commit", "-q", "-m", "program v1")
-    old = _git(root, "rev-parse", "HEAD")
-    cdn = root / "infra" / "cdn.py"
-    cdn.write_text(cdn.read_text().replace('http_version="http2and3"', 'http_version="http2"'))
-    _git(root, "commit", "-q", "-am", "cdn: http2 only")
-    return Repo(root, old, _git(root, "rev-parse", "HEAD"))
+    old, new = commit_two_programs(root)
+    return Repo(root, old, new)
 
 
 def test_program_source_reads_the_update_environment() -> None:
@@ -129,25 +116,19 @@ class ProgramStack:
 
 
 @pytest.fixture
-def program_stack(make_stack: Callable[..., StackEnv]) -> ProgramStack:
+def program_stack(make_stack: Callable[..., StackEnv], request: pytest.FixtureRequest) -> ProgramStack:
     """The stack fixtures, with the project in a git repository whose history has two program versions;
     versions 1-3 ran from the first, 4-5 from the second. Version 1 names a commit the repository lacks
-    and version 2 ran from a dirty tree."""
+    and version 2 ran from a dirty tree. The program's requirements.txt names a package of the test's
+    offline wheel cache (tests/stack/wheels.py): the worktree's environment is built from it."""
     import json
     from dataclasses import replace
 
-    from tests.stack.backend_fixtures import UPDATES
+    from tests.stack.backend_fixtures import UPDATES, commit_two_programs
 
+    request.getfixturevalue("offline_wheels")
     env = make_stack()
-    project = env.project
-    _git(project, "init", "-q", "-b", "main")
-    cdn = project / "infra" / "cdn.py"
-    _git(project, "add", "-A")
-    _git(project, "commit", "-q", "-m", "program v1")
-    old = _git(project, "rev-parse", "HEAD")
-    cdn.write_text(cdn.read_text().replace('http_version="http2and3"', 'http_version="http2"'))
-    _git(project, "commit", "-q", "-am", "cdn: http2 only")
-    new = _git(project, "rev-parse", "HEAD")
+    old, new = commit_two_programs(env.project, old_requirements="rollback-fixture-dep==1.0\n")
     heads = ["f" * 40, old, old, new, new]
     updates = tuple(replace(u, git_head=h) for u, h in zip(UPDATES, heads, strict=True))
     shutil.rmtree(env.backend)
