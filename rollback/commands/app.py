@@ -20,6 +20,7 @@ are re-exported from here.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -49,9 +50,11 @@ __all__ = [
     "AUTO_ASSIGN_NOTE",
     "AppHandlers",
     "AppPlan",
+    "DatabaseSwitch",
     "HealthHandlers",
     "apply",
     "check_health",
+    "database_switches",
     "handlers",
     "health_step",
     "pick_rollback_target",
@@ -273,10 +276,66 @@ def _verify_steps(config: Config, target: Deployment, *, verify: bool, after: st
     return [step], []
 
 
+@dataclass(frozen=True)
+class DatabaseSwitch:
+    """A journaled ``run --switch-database``: when the app's database variables were pointed elsewhere."""
+
+    at: dt.datetime
+    run_id: str
+    variables: tuple[str, ...]
+    from_host: str | None
+    to_host: str | None
+
+
+def database_switches(journal_dir: Path, project: Project) -> list[DatabaseSwitch]:
+    """The journaled, finished database switches of ``project``, newest first."""
+    found = []
+    for run in list_runs(journal_dir):
+        if run.started.get("dry_run"):
+            continue
+        for entry in run.entries:
+            result = entry.get("result") or {}
+            if (entry.get("event") == "step_finished" and not entry.get("dry_run")
+                    and not entry.get("already_done")
+                    and str(entry.get("step") or "").rpartition(".")[2] == "switch-database"
+                    and result.get("project") in (project.id, project.name) and result.get("to_host")):
+                stamp = str(result.get("switched_at") or entry.get("ts") or "")
+                try:
+                    at = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+                except ValueError:
+                    continue
+                found.append(DatabaseSwitch(at if at.tzinfo else at.replace(tzinfo=dt.UTC), run.run_id,
+                                            tuple(str(v) for v in result.get("variables") or ()),
+                                            result.get("from_host"), result.get("to_host")))
+    return sorted(found, key=lambda s: s.at, reverse=True)
+
+
+def _old_database(config: Config, project: Project, target: Deployment, accepted: bool) -> list[str]:
+    """Refuse (unless ``accepted``) a target built before the newest recorded database switch: Vercel bakes
+    environment variables into each deployment, so it would connect to the database of before."""
+    switches = database_switches(config.journal_dir, project)
+    if not switches or not target.created_at:
+        return []
+    newest = switches[0]
+    built = dt.datetime.fromtimestamp(target.created_at / 1000, dt.UTC)
+    if built >= newest.at:
+        return []
+    variables = ", ".join(newest.variables) or "the database URL"
+    message = (f"deployment {target.label()} was built before the database switch of "
+               f"{newest.at.isoformat(timespec='seconds')} (run {newest.run_id}: {variables} {newest.from_host} -> "
+               f"{newest.to_host}); Vercel bakes environment variables into each deployment, so it would connect "
+               f"to {newest.from_host}")
+    if not accepted:
+        raise UnsafePrecondition(message, "pass --yes-old-database to roll back to it anyway, or redeploy it with "
+                                          "today's variables; nothing was changed")
+    return [f"warning: {message}"]
+
+
 def plan_rollback(config: Config, client: VercelClient, *, to: str | None = None, reason: str | None = None,
-                  timeout: float = 180.0, verify: bool = True) -> AppPlan:
+                  timeout: float = 180.0, verify: bool = True, yes_old_database: bool = False) -> AppPlan:
     """Resolve the current production deployment and the target, validate, and plan the rollback
-    (and, with ``verify``, the health and version checks that end it)."""
+    (and, with ``verify``, the health and version checks that end it). A target built before a journaled
+    database switch (``run --switch-database``) is refused unless ``yes_old_database``."""
     settings = config.require_vercel()
     if to:
         wanted = _in_background(lambda: _deployment(client, to))
@@ -302,10 +361,11 @@ def plan_rollback(config: Config, client: VercelClient, *, to: str | None = None
             listed = []  # read again, the usual way, below
         candidates = [d for d in listed if _is_candidate(d, current)]
         target = candidates[0] if candidates else pick_rollback_target(client, project)
+    warnings = _old_database(config, project, target, yes_old_database)
     steps = _alias_steps("rollback", project, current, target, timeout=timeout, reason=reason)
     checks, notes = _verify_steps(config, target, verify=verify, after="the rollback is done and journaled")
     plan = Plan.of(f"instant rollback of {project.name}", config.env_name, [*steps, *checks],
-                   notes=[AUTO_ASSIGN_NOTE, *notes])
+                   notes=[*warnings, AUTO_ASSIGN_NOTE, *notes])
     return AppPlan(plan, project, current, target)
 
 

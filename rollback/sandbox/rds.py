@@ -19,6 +19,8 @@ in time, accepts any flag, and makes every instance ``available`` at once. RDS d
 - **A new instance is not available at once.** It reports ``creating`` (and a modified one
   ``modifying``) until it has been described once more, then ``available``; ``ModifyDBInstance`` of
   an instance that is not ``available`` is refused (``InvalidDBInstanceState``), as RDS refuses it.
+- **A managed secret holds the instance's master user** and a generated password (moto: always
+  ``admin`` / ``P@55w0rd!``): ``{"username": <MasterUsername>, "password": <random>}``.
 - **Performance Insights** (``EnablePerformanceInsights``, ``PerformanceInsightsRetentionPeriod``,
   ``PerformanceInsightsKMSKeyId``) is kept and reported, on create and modify (default retention
   7 days).
@@ -175,6 +177,15 @@ def install() -> None:
         patched.create_db_instance = create_db_instance
         patched.modify_db_instance = modify_db_instance
 
+        def _generate_secret_string(self: Any) -> str:
+            import json
+            import secrets
+
+            return json.dumps({"username": self.resource.master_username or "admin",
+                               "password": secrets.token_urlsafe(24)})
+
+        secret_class: Any = models.MasterUserSecret
+        secret_class._generate_secret_string = _generate_secret_string
         instance_class.performance_insights_enabled = property(
             lambda self: bool(getattr(self, "enable_performance_insights", False)))
         instance_class.latest_restorable_time = property(_latest_restorable)
