@@ -44,6 +44,7 @@ __all__ = [
     "EnvSettings",
     "HealthSettings",
     "LockSettings",
+    "LossThreshold",
     "NotifySettings",
     "PulumiSettings",
     "Relation",
@@ -118,6 +119,14 @@ class Relation(_Model):
         return value
 
 
+class LossThreshold(_Model):
+    """When fewer rows than in the newest backup count as data loss: at least ``percent`` % AND at least
+    ``rows`` rows fewer (one account removal is neither)."""
+
+    percent: float = Field(default=1.0, ge=0, le=100, allow_inf_nan=False)
+    rows: int = Field(default=10, ge=1)
+
+
 class DatabaseSettings(_Model):
     url_env: str = Field(default="DATABASE_URL", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
     direct_url_env: str = Field(
@@ -131,9 +140,17 @@ class DatabaseSettings(_Model):
     tables: list[str] = Field(default_factory=list)
     grow_only: list[str] = Field(default_factory=list, description="tables that only ever grow")
     relations: list[Relation] = Field(default_factory=list)
+    data_loss: LossThreshold = Field(default_factory=LossThreshold,
+                                     description="the data-loss threshold of every grow-only table")
+    data_loss_tables: dict[str, LossThreshold] = Field(default_factory=dict,
+                                                       description="table -> its own data-loss threshold")
     backups_dir: str = "backups"
     migrations_dir: str = "prisma/migrations"
     keep_standbys: int = Field(default=1, ge=0, description="staged standby databases kept beside the live one")
+
+    def loss_threshold(self, table: str) -> LossThreshold:
+        """The data-loss threshold of ``table`` (its own, else the database's)."""
+        return self.data_loss_tables.get(table, self.data_loss)
 
 
 class AwsSettings(_Model):

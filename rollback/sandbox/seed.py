@@ -250,12 +250,12 @@ def alarm_definitions(distribution_id: str) -> list[dict[str, Any]]:
          "spec": {"AlarmDescription": f"Rollback criterion: connection pool exhaustion, > 90% of max_connections "
                                       f"({connections} of {DB_MAX_CONNECTIONS})",
                   "Namespace": "AWS/RDS", "MetricName": "DatabaseConnections", "Dimensions": rds,
-                  "Statistic": "Maximum", "TreatMissingData": "missing", **per_minute}},
+                  "Statistic": "Maximum", "TreatMissingData": "breaching", **per_minute}},
         {"name": f"{PREFIX}-db-free-storage", "value": "FreeStorageSpace", "layer": "db",
          "comparison": "LessThanThreshold", "threshold": float(free_bytes),
          "spec": {"AlarmDescription": f"Rollback criterion: RDS free storage < 10% of {DB_ALLOCATED_GB} GiB",
                   "Namespace": "AWS/RDS", "MetricName": "FreeStorageSpace", "Dimensions": rds,
-                  "Statistic": "Minimum", "TreatMissingData": "missing", **per_minute}},
+                  "Statistic": "Minimum", "TreatMissingData": "breaching", **per_minute}},
     ]
 
 
