@@ -729,7 +729,9 @@ def rds_restore_command(app: AppContext, snapshot: str | None, to_time: str | No
     def human() -> None:
         _step_lines(outcome)
         if not dry_run:
+            secret = f"; master password in Secrets Manager: {result['master_secret_arn']}" \
+                if result.get("master_secret_arn") else ""
             say(f"new instance {result.get('id')} ({result.get('status')}): endpoint "
-                f"{result.get('endpoint')}:{result.get('port')}", err=False)
+                f"{result.get('endpoint')}:{result.get('port')}{secret}", err=False)
 
     emit(app, {"ok": True, **outcome.to_dict(), "instance": result}, human)
