@@ -23,7 +23,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -287,26 +287,34 @@ class DatabaseSwitch:
     to_host: str | None
 
 
-def database_switches(journal_dir: Path, project: Project) -> list[DatabaseSwitch]:
-    """The journaled, finished database switches of ``project``, newest first."""
-    found = []
+def _finished_steps(journal_dir: Path, name: str) -> Iterator[tuple[str, Mapping[str, Any], Mapping[str, Any]]]:
+    """``(run id, entry, result)`` of every journaled step ``name`` that finished for real (not a dry run),
+    whichever command ran it (``vercel-rollback`` of 'rollback app rollback', ``app.vercel-rollback`` of
+    'rollback run')."""
     for run in list_runs(journal_dir):
         if run.started.get("dry_run"):
             continue
         for entry in run.entries:
-            result = entry.get("result") or {}
             if (entry.get("event") == "step_finished" and not entry.get("dry_run")
-                    and not entry.get("already_done")
-                    and str(entry.get("step") or "").rpartition(".")[2] == "switch-database"
-                    and result.get("project") in (project.id, project.name) and result.get("to_host")):
-                stamp = str(result.get("switched_at") or entry.get("ts") or "")
-                try:
-                    at = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-                except ValueError:
-                    continue
-                found.append(DatabaseSwitch(at if at.tzinfo else at.replace(tzinfo=dt.UTC), run.run_id,
-                                            tuple(str(v) for v in result.get("variables") or ()),
-                                            result.get("from_host"), result.get("to_host")))
+                    and str(entry.get("step") or "").rpartition(".")[2] == name):
+                yield run.run_id, entry, entry.get("result") or {}
+
+
+def database_switches(journal_dir: Path, project: Project) -> list[DatabaseSwitch]:
+    """The journaled, finished database switches of ``project``, newest first."""
+    found = []
+    for run_id, entry, result in _finished_steps(journal_dir, "switch-database"):
+        if entry.get("already_done") or result.get("project") not in (project.id, project.name) \
+                or not result.get("to_host"):
+            continue
+        stamp = str(result.get("switched_at") or entry.get("ts") or "")
+        try:
+            at = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        found.append(DatabaseSwitch(at if at.tzinfo else at.replace(tzinfo=dt.UTC), run_id,
+                                    tuple(str(v) for v in result.get("variables") or ()),
+                                    result.get("from_host"), result.get("to_host")))
     return sorted(found, key=lambda s: s.at, reverse=True)
 
 
@@ -392,19 +400,10 @@ def plan_promote(config: Config, client: VercelClient, deployment: str, *, timeo
 
 def _journaled_rollbacks(journal_dir: Path, project_id: str) -> list[tuple[str, str, str]]:
     """``(from, to, run id)`` of journaled, completed rollbacks of the project, newest first."""
-    found = []
-    for run in list_runs(journal_dir):
-        if run.started.get("dry_run"):
-            continue
-        for entry in run.entries:
-            result = entry.get("result") or {}
-            step_id = str(entry.get("step") or "")
-            # "vercel-rollback" of 'rollback app rollback', "app.vercel-rollback" of 'rollback run'
-            if (entry.get("event") == "step_finished" and step_id.rpartition(".")[2] == "vercel-rollback"
-                    and not entry.get("dry_run") and result.get("project_id") == project_id
-                    and result.get("from_deployment_id") and result.get("to_deployment_id")):
-                found.append((str(result["from_deployment_id"]), str(result["to_deployment_id"]), run.run_id))
-    return found
+    return [(str(result["from_deployment_id"]), str(result["to_deployment_id"]), run_id)
+            for run_id, _entry, result in _finished_steps(journal_dir, "vercel-rollback")
+            if result.get("project_id") == project_id and result.get("from_deployment_id")
+            and result.get("to_deployment_id")]
 
 
 def plan_undo(config: Config, client: VercelClient, *, timeout: float = 180.0, verify: bool = True) -> AppPlan:

@@ -16,33 +16,29 @@ variables are not applied to previous deployments") and a real PostgreSQL (the r
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from rollback.sandbox.vercel import DEMO, VercelEmulator, start_emulator
+from rollback.sandbox.vercel import DEMO, VercelEmulator
+from tests.app.conftest import TOKEN, emulator_server  # noqa: F401  (fixture)
 from tests.conftest import CliResult, render_config
 from tests.db.conftest import LiveDb
 from tests.db.test_backup_restore import one_line_error
 
 RunCli = Callable[..., CliResult]
-TOKEN = "vercelSwitchToken5f3a9c"
 APP_URL = "postgresql://app_user:app-role-pw@demo-db.cluster.internal:5432/app?schema=public&sslmode=require"
 DIRECT = "postgresql://app_user:app-role-pw@demo-db.cluster.internal:5432/app?sslmode=require"
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def vercel() -> Iterator[VercelEmulator]:
-    server = start_emulator(token=TOKEN, seed="demo", job_seconds=0.0)
-    try:
-        yield server
-    finally:
-        server.stop()
+@pytest.fixture
+def vercel(emulator_server: VercelEmulator) -> VercelEmulator:  # noqa: F811
+    return emulator_server
 
 
 @pytest.fixture
