@@ -390,7 +390,8 @@ def list_runs(directory: Path, skipped: list[str] | None = None) -> list[RunReco
     """
     records = []
     for path in reversed(list(_runs(directory))):
-        if path.exists() and not path.is_file():  # a device or a pipe (a symlink to /dev/full) never ends
+        # A device or a pipe (a symlink to /dev/full) would never end: not even opened.
+        if path.exists() and not path.is_file() and not path.is_dir():
             if skipped is not None:
                 skipped.append(f"{path.name}: not a regular file")
             continue
