@@ -318,15 +318,37 @@ def database_switches(journal_dir: Path, project: Project) -> list[DatabaseSwitc
     return sorted(found, key=lambda s: s.at, reverse=True)
 
 
-def _old_database(config: Config, project: Project, target: Deployment, accepted: bool) -> list[str]:
-    """Refuse (unless ``accepted``) a target built before the newest recorded database switch: Vercel bakes
-    environment variables into each deployment, so it would connect to the database of before."""
+def _switch_in_effect(client: VercelClient, project: Project, switch: DatabaseSwitch) -> bool:
+    """Whether the project's variables still point where ``switch`` pointed them (a value Vercel will not
+    show counts as yes: the journal is all there is to go by)."""
+    from urllib.parse import urlsplit
+
+    from rollback.dburl import register_conninfo_secrets
+
+    envs = {env.key: env for env in client.list_env(project.id) if "production" in env.target}
+    for key in switch.variables[:1]:
+        env = envs.get(key)
+        if env is None:
+            return False
+        value = client.env_value(project.id, env.id)
+        if value is None:
+            return True
+        register_conninfo_secrets(value)
+        return urlsplit(value).hostname == switch.to_host
+    return True
+
+
+def _old_database(config: Config, client: VercelClient, project: Project, target: Deployment,
+                  accepted: bool) -> list[str]:
+    """Refuse (unless ``accepted``) a target built before the newest recorded database switch that is still
+    in effect: Vercel bakes environment variables into each deployment, so it would connect to the database
+    of before."""
     switches = database_switches(config.journal_dir, project)
     if not switches or not target.created_at:
         return []
     newest = switches[0]
     built = dt.datetime.fromtimestamp(target.created_at / 1000, dt.UTC)
-    if built >= newest.at:
+    if built >= newest.at or not _switch_in_effect(client, project, newest):
         return []
     variables = ", ".join(newest.variables) or "the database URL"
     message = (f"deployment {target.label()} was built before the database switch of "
@@ -369,7 +391,7 @@ def plan_rollback(config: Config, client: VercelClient, *, to: str | None = None
             listed = []  # read again, the usual way, below
         candidates = [d for d in listed if _is_candidate(d, current)]
         target = candidates[0] if candidates else pick_rollback_target(client, project)
-    warnings = _old_database(config, project, target, yes_old_database)
+    warnings = _old_database(config, client, project, target, yes_old_database)
     steps = _alias_steps("rollback", project, current, target, timeout=timeout, reason=reason)
     checks, notes = _verify_steps(config, target, verify=verify, after="the rollback is done and journaled")
     plan = Plan.of(f"instant rollback of {project.name}", config.env_name, [*steps, *checks],

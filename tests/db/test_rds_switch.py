@@ -116,6 +116,10 @@ def test_switch_takes_the_restored_instances_secret_and_switches_both_urls(
     accepted = run_cli("app", "rollback", "--to", DEMO.previous, "--yes-old-database", "--dry-run")
     assert accepted.code == 0, accepted.err
     assert "built before the database switch" in accepted.err
+    # Switched back by hand: the journaled switch is no longer in effect, nothing to refuse.
+    vercel.state.create_env(DEMO.project_name, {"key": "DATABASE_URL", "value": APP_URL, "type": "encrypted",
+                                                "target": ["production"]}, upsert=True)
+    assert run_cli("app", "rollback", "--to", DEMO.previous, "--dry-run").code == 0
 
 
 @pytest.mark.parametrize(("url", "why"), [
