@@ -231,6 +231,7 @@ def test_the_stand_in_refuses_a_managed_password_on_a_restore(aws_env: str) -> N
                                   ApplyImmediately=True)
 
 
+@pytest.mark.slow
 def test_restore_of_a_managed_password_instance_gets_its_own_secret(
         run_cli: RunCli, aws_env: str, write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
         tmp_path: Path) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import pytest
 
 from rollback.decide import Context, RowLoss, Signal, data_loss_signals, decide
@@ -56,3 +59,22 @@ def test_cache_hit_rate_alarm_recommends_no_edge_rollback() -> None:
     with_errors = decide([Signal("alarm.cdn-cache-hit-rate", "ALARM", "alarm"),
                           Signal("alarm.edge-function-errors", "ALARM", "alarm")], Context())
     assert with_errors.severity == "P1" and with_errors.layers == ("edge",)
+
+
+def test_an_app_served_by_vercel_directly(tmp_path: Path) -> None:
+    """A Vercel project and no CloudFront distribution (config or stack outputs): its rates are the health
+    probe's and the flows', which the note says."""
+    from rollback.commands.signals import served_by_vercel, vercel_direct_note
+    from rollback.config import load_config
+    from tests.conftest import render_config
+
+    def config(**aws: Any) -> Any:
+        path = tmp_path / "rollback.toml"
+        path.write_text(render_config({"p": {"vercel": {"project": "demo"}, "aws": {"from_stack_outputs": False,
+                                                                                     **aws}}}, default_env="p"))
+        return load_config(path)
+
+    reason = served_by_vercel(config())
+    assert reason is not None and "aws.distribution_id" in reason
+    assert "health probe and the critical flows" in vercel_direct_note(reason)
+    assert served_by_vercel(config(distribution_id="E123")) is None
