@@ -173,6 +173,7 @@ def main() -> None:
             alarm_name_prefix=prefix,
             db_subnet_group_name=db.subnet_group.name,
             db_parameter_group_name=db.parameter_group.name,
+            db_master_secret_kms_key_id=db.master_secret_kms_key_id,
             backend_url=settings.operator_backend_url,
             lock_url=settings.operator_lock_url,
             cdn_snapshots_url=settings.operator_cdn_snapshots_url,
@@ -191,6 +192,7 @@ def main() -> None:
     pulumi.export("dbInstanceId", db.instance_id)
     pulumi.export("dbAddress", db.address)
     pulumi.export("dbMasterSecretArn", db.master_secret_arn)
+    pulumi.export("dbMasterSecretKmsKeyId", db.master_secret_kms_key_id)
     pulumi.export("alarmNames", alarms.alarm_names)
     pulumi.export("compositeAlarmName", alarms.composite_name)
     pulumi.export("alertTopicArn", alarms.topic_arn)

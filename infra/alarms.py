@@ -16,6 +16,11 @@ The edge-errors alarm adds Lambda@Edge execution, validation and limit-exceeded
 errors with ``FILL(m, 0)``: CloudFront publishes an error metric only for
 minutes that had one, and a sum with a missing series is itself missing, which
 would read as "not breaching".
+
+The RDS alarms treat missing data as breaching: an instance that stopped, crashed or
+was deleted publishes no ``DatabaseConnections`` or ``FreeStorageSpace`` at all, and
+with "missing" the alarm would sit in INSUFFICIENT_DATA (which notifies nobody and the
+composite alarm does not count) while the database is down.
 """
 
 from __future__ import annotations
@@ -187,7 +192,8 @@ class RollbackAlarms(pulumi.ComponentResource):
             statistic="Maximum",
             comparison_operator="GreaterThanThreshold",
             threshold=connections_threshold,
-            treat_missing_data="missing",
+            # A dead or deleted instance publishes nothing: that must be ALARM, not INSUFFICIENT_DATA.
+            treat_missing_data="breaching",
             **per_minute,
             **common,
         )
@@ -205,7 +211,8 @@ class RollbackAlarms(pulumi.ComponentResource):
             statistic="Minimum",
             comparison_operator="LessThanThreshold",
             threshold=free_bytes,
-            treat_missing_data="missing",
+            # A dead or deleted instance publishes nothing: that must be ALARM, not INSUFFICIENT_DATA.
+            treat_missing_data="breaching",
             **per_minute,
             **common,
         )

@@ -190,12 +190,18 @@ class Database(pulumi.ComponentResource):
         self.master_secret_arn = self.instance.master_user_secrets.apply(
             lambda secrets: secrets[0].secret_arn if secrets else None
         )
+        # The key RDS encrypts the master secret with (aws/secretsmanager's unless one is named): a restore
+        # turns the managed password on again with it (`rollback db rds-restore`), so the operator may use it.
+        self.master_secret_kms_key_id = self.instance.master_user_secrets.apply(
+            lambda secrets: secrets[0].kms_key_id if secrets else None
+        )
         self.register_outputs(
             {
                 "instanceId": self.instance_id,
                 "instanceArn": self.instance_arn,
                 "address": self.address,
                 "masterSecretArn": self.master_secret_arn,
+                "masterSecretKmsKeyId": self.master_secret_kms_key_id,
                 "snapshotIds": [s.db_snapshot_identifier for s in self.snapshots],
             }
         )

@@ -21,7 +21,17 @@ checks each against this document, action and resource):
   (``db:<base>-*``: the program's ``<base>-from-...``/``<base>-pitr...`` and
   the CLI's ``--target``), their snapshots (``<base>-*``, automated
   ``rds:<base>-*``) and automated backups; restores name the declared subnet
-  and parameter groups and add tags.
+  and parameter groups and add tags. A restore cannot turn on the managed
+  master password (``ManageMasterUserPassword`` on a restore "applies to RDS
+  for Oracle only"), so the CLI turns it on afterwards with
+  ``rds:ModifyDBInstance`` of the *restored* instance only (``db:<base>-*``,
+  never the base one): RDS then creates and tags the secret as the caller
+  (``secretsmanager:CreateSecret``/``TagResource`` on ``rds!*``, the names RDS
+  gives its secrets) and encrypts it with the key of the stack's secret
+  (``kms:DescribeKey``/``GenerateDataKey`` on that key alone). ``run
+  --switch-database`` reads the restored instance's secret for the app's new
+  URL (``secretsmanager:GetSecretValue`` on ``rds!*``, ``kms:Decrypt`` on the
+  same key).
 * CloudWatch: the stack's alarms (``<prefix>-*``) and metric reads.
 * Optionally (``operatorBackendUrl``) read-only access to an ``s3://`` Pulumi
   backend, which the CLI reads directly for ``infra history|diff``, and
@@ -72,6 +82,8 @@ class OperatorRoleArgs:
     """Every rollback alarm is named ``<prefix>-...``."""
     db_subnet_group_name: pulumi.Input[str]
     db_parameter_group_name: pulumi.Input[str]
+    db_master_secret_kms_key_id: pulumi.Input[str | None] = None
+    """ARN of the KMS key that encrypts the instance's managed master secret (RDS reports it)."""
     backend_url: str | None = None
     """``s3://bucket/prefix`` of a self-managed Pulumi backend to read."""
     lock_url: str | None = None
@@ -110,6 +122,7 @@ class OperatorRole(pulumi.ComponentResource):
                 args.db_instance_arn,
                 args.db_subnet_group_name,
                 args.db_parameter_group_name,
+                args.db_master_secret_kms_key_id,
             ).apply(
                 lambda v: json.dumps(
                     operator_policy(
@@ -119,6 +132,7 @@ class OperatorRole(pulumi.ComponentResource):
                         db_instance_arn=v[3],
                         db_subnet_group_name=v[4],
                         db_parameter_group_name=v[5],
+                        db_master_secret_kms_key_id=v[6],
                         db_identifier_base=args.db_identifier_base,
                         alarm_name_prefix=args.alarm_name_prefix,
                         backend_url=args.backend_url,
@@ -162,6 +176,7 @@ def operator_policy(
     db_subnet_group_name: str,
     db_parameter_group_name: str,
     alarm_name_prefix: str,
+    db_master_secret_kms_key_id: str | None = None,
     backend_url: str | None = None,
     lock_url: str | None = None,
     cdn_snapshots_url: str | None = None,
@@ -260,6 +275,23 @@ def operator_policy(
             "Resource": instances + snapshots + restore_groups,
         },
         {
+            # What no restore call can set (the managed master password, Performance Insights, storage
+            # autoscaling), turned on after the restore: on restored instances only, never the base one.
+            "Sid": "DatabaseRestoredSettings",
+            "Effect": "Allow",
+            "Action": ["rds:ModifyDBInstance"],
+            "Resource": [f"{rds_prefix}db:{db_identifier_base}-*"],
+        },
+        {
+            # ModifyDBInstance(ManageMasterUserPassword) has RDS create and tag the secret (rds!db-<uuid>)
+            # with the caller's rights; run --switch-database reads it for the app's new URL.
+            "Sid": "DatabaseManagedPasswordSecret",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:CreateSecret", "secretsmanager:TagResource",
+                       "secretsmanager:GetSecretValue"],
+            "Resource": [f"arn:aws:secretsmanager:{region_account}secret:rds!*"],
+        },
+        {
             "Sid": "AlarmsRead",
             "Effect": "Allow",
             "Action": ["cloudwatch:DescribeAlarms"],
@@ -273,6 +305,14 @@ def operator_policy(
             "Resource": "*",
         },
     ]
+    if db_master_secret_kms_key_id:
+        statements.insert(next(i for i, st in enumerate(statements) if st["Sid"] == "AlarmsRead"), {
+            # The key of the stack's secret: the restored instance's secret is made with the same key.
+            "Sid": "DatabaseManagedPasswordKey",
+            "Effect": "Allow",
+            "Action": ["kms:DescribeKey", "kms:GenerateDataKey", "kms:Decrypt"],
+            "Resource": [db_master_secret_kms_key_id],
+        })
     if backend_url:
         bucket, _, prefix = backend_url[len("s3://"):].partition("/")
         prefix = prefix.strip("/")

@@ -8,7 +8,8 @@ Resolution order:
   ``default_env`` (or its only environment).
 
 Secrets never live in the file: the Vercel token comes from ``VERCEL_TOKEN``,
-the database URL from the variable named by ``database.url_env``, AWS
+the database URL from the variable named by ``database.direct_url_env`` when it
+is set (default ``DIRECT_URL``: the database itself), else ``database.url_env``, AWS
 credentials from the usual chain. A secret written in the file is an error.
 Endpoint overrides for local stand-ins come from ``VERCEL_API_URL`` and
 ``AWS_ENDPOINT_URL``.
@@ -44,6 +45,7 @@ __all__ = [
     "EnvSettings",
     "HealthSettings",
     "LockSettings",
+    "LossThreshold",
     "NotifySettings",
     "PulumiSettings",
     "Relation",
@@ -118,14 +120,38 @@ class Relation(_Model):
         return value
 
 
+class LossThreshold(_Model):
+    """When fewer rows than in the newest backup count as data loss: at least ``percent`` % AND at least
+    ``rows`` rows fewer (one account removal is neither)."""
+
+    percent: float = Field(default=1.0, ge=0, le=100, allow_inf_nan=False)
+    rows: int = Field(default=10, ge=1)
+
+
 class DatabaseSettings(_Model):
     url_env: str = Field(default="DATABASE_URL", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    direct_url_env: str = Field(
+        default="DIRECT_URL", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="the variable holding the database's direct URL (not through a pooler): used instead of url_env "
+        "when it is set; 'run --switch-database' switches the Vercel variable of this name with url_env")
+    app_role: str | None = Field(
+        default=None, min_length=1, pattern=r"^[A-Za-z_][A-Za-z0-9_$-]*$",
+        description="the app's own PostgreSQL role: 'run --switch-database' keeps the credentials the app's "
+        "variables hold for it (RDS restores roles with the data), instead of the restored instance's master secret")
     tables: list[str] = Field(default_factory=list)
     grow_only: list[str] = Field(default_factory=list, description="tables that only ever grow")
     relations: list[Relation] = Field(default_factory=list)
+    data_loss: LossThreshold = Field(default_factory=LossThreshold,
+                                     description="the data-loss threshold of every grow-only table")
+    data_loss_tables: dict[str, LossThreshold] = Field(default_factory=dict,
+                                                       description="table -> its own data-loss threshold")
     backups_dir: str = "backups"
     migrations_dir: str = "prisma/migrations"
     keep_standbys: int = Field(default=1, ge=0, description="staged standby databases kept beside the live one")
+
+    def loss_threshold(self, table: str) -> LossThreshold:
+        """The data-loss threshold of ``table`` (its own, else the database's)."""
+        return self.data_loss_tables.get(table, self.data_loss)
 
 
 class AwsSettings(_Model):
@@ -438,8 +464,14 @@ class Config:
                            "or line breaks")
         return token
 
+    def database_url_variable(self) -> str:
+        """The variable the database URL is read from: ``database.direct_url_env`` when it is set (the
+        database itself, not a pooler), else ``database.url_env``."""
+        direct = self.env.database.direct_url_env
+        return direct if direct and self.environ.get(direct) else self.env.database.url_env
+
     def database_url(self) -> str | None:
-        url = self.environ.get(self.env.database.url_env) or None
+        url = self.environ.get(self.database_url_variable()) or None
         if url:
             from rollback.dburl import register_conninfo_secrets
 
@@ -479,7 +511,7 @@ class Config:
         if database_url:
             from rollback.dburl import parse_database_url
 
-            parse_database_url(database_url, self.env.database.url_env)
+            parse_database_url(database_url, self.database_url_variable())
         token = self.vercel_token()
         webhook = {self.env.notify.webhook_env: MASK if self.webhook_url() else None} if self.env.notify else {}
         return {
@@ -492,7 +524,7 @@ class Config:
             "templates_dirs": [str(d) for d in self.templates_dirs],
             "secrets": {
                 "VERCEL_TOKEN": MASK if token else None,
-                self.env.database.url_env: redact_text(database_url) if database_url else None,
+                self.database_url_variable(): redact_text(database_url) if database_url else None,
                 "AWS credentials": "from the AWS credential chain",
                 **webhook,
             },

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
     from rollback.adapters.rds import RdsAdapter
     from rollback.adapters.s3_snapshots import S3SnapshotStore
     from rollback.adapters.s3_versions import S3Versions
+    from rollback.adapters.secrets import SecretsAdapter
     from rollback.adapters.stack_history import BackendSource, HistorySource
     from rollback.adapters.vercel import VercelClient
     from rollback.config import Config
@@ -47,7 +48,7 @@ EDGE_REGION = "us-east-1"
 class Services:
     """The adapters of one environment, built on first use or injected by name.
 
-    Injected names (all optional): ``vercel``, ``git``, ``aws``, ``edge``, ``s3``, ``rds``,
+    Injected names (all optional): ``vercel``, ``git``, ``aws``, ``edge``, ``s3``, ``rds``, ``secrets``,
     ``database``, ``pg_tools``, ``cloudwatch``, ``stack_source``; plus settings the handlers read
     (``on_retry``, ``edge_interval``, ``invalidate_interval``, ``poll_ramp``, ``sleep``, ``clock``).
     """
@@ -167,6 +168,17 @@ class Services:
         adapter: RdsAdapter = self._get("rds", build)
         return adapter
 
+    def secrets(self) -> SecretsAdapter:
+        """Secrets Manager (a restored instance's managed master secret)."""
+
+        def build() -> SecretsAdapter:
+            from rollback.adapters.secrets import SecretsAdapter
+
+            return SecretsAdapter(self.aws().client("secretsmanager"))
+
+        adapter: SecretsAdapter = self._get("secrets", build)
+        return adapter
+
     def cloudwatch(self, *, timeout: float = 5.0) -> CloudWatch:
         """CloudWatch alarms and metrics, on a client with short timeouts (signals must not stall)."""
 
@@ -180,14 +192,24 @@ class Services:
 
     # -------------------------------------------------------------------------------- PostgreSQL
     def database_target(self) -> Target:
-        """Where ``$<database.url_env>`` points (the URL's password is registered as a secret)."""
+        """Where ``$<database.direct_url_env>`` (else ``$<database.url_env>``) points (the URL's password is
+        registered as a secret). A URL through a connection pooler is refused: a dump, ``CREATE DATABASE``
+        or a rename through a transaction-mode pooler misbehaves (:func:`rollback.dburl.pooler_reason`)."""
         from rollback.adapters.postgres import Target
+        from rollback.dburl import pooler_reason
 
         url = self.config.database_url()
-        env = self.config.env.database.url_env
+        env = self.config.database_url_variable()
         if not url:
             raise ConfigError(f"{env} is not set", f"export {env}=postgresql://USER:PASSWORD@HOST:PORT/DB",
                               key="database.url_env")
+        pooled = pooler_reason(url)
+        if pooled:
+            direct = self.config.env.database.direct_url_env
+            raise ConfigError(f"{env} goes through a connection pooler ({pooled}): dumps, CREATE DATABASE and "
+                              "renames need a direct connection to the database",
+                              f"export {direct} with the database's own URL (or name its variable in "
+                              "database.direct_url_env)", key="database.direct_url_env")
         return Target.from_url(url, env)
 
     def database(self) -> Database:

@@ -18,18 +18,26 @@ libpq with a message that quotes the password. So here:
 
 Prisma's own query parameters (``schema``, ``connection_limit``...), which libpq
 would reject, are taken out first; ``schema`` becomes ``search_path``.
+
+:func:`pooler_reason` says when a URL goes through a connection pooler rather than
+to the database itself: ``prisma://`` / ``prisma+postgres://`` (Prisma Accelerate),
+``pgbouncer=true`` (Prisma's flag for a transaction-mode PgBouncer), port 6543 (the
+transaction poolers of Supabase and others), or an RDS Proxy endpoint
+(``<name>.proxy-<id>.<region>.rds.amazonaws.com``). A dump, ``CREATE DATABASE`` or a
+rename through a transaction-mode pooler misbehaves, and the database behind it is not
+the host in the URL.
 """
 
 from __future__ import annotations
 
 import re
-from urllib.parse import unquote
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from rollback.errors import BadInput
 from rollback.redact import register_secret
 
-__all__ = ["PRISMA_PARAMS", "parse_database_url", "password_candidates", "register_conninfo_secrets",
-           "strip_prisma_params"]
+__all__ = ["PRISMA_PARAMS", "parse_database_url", "password_candidates", "pooler_reason",
+           "register_conninfo_secrets", "strip_prisma_params", "url_user", "with_server"]
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 # Query parameters Prisma accepts in its URLs that libpq would reject.
@@ -62,6 +70,48 @@ ENCODE_HINT = ("percent-encode the password: python3 -c 'import sys, urllib.pars
 
 def _is_url(value: str) -> bool:
     return value[:16].lower().startswith(URL_SCHEMES)
+
+
+POOLER_SCHEMES = ("prisma://", "prisma+postgres://")
+POOLER_PORT = "6543"
+_RDS_PROXY = re.compile(r"\.proxy-[a-z0-9]+\.[a-z0-9-]+\.rds\.amazonaws\.com(\.cn)?$", re.IGNORECASE)
+_KV_FIELD = re.compile(r"(?:^|\s)(host|port|pgbouncer)\s*=\s*'?([^'\s]*)")
+
+
+def pooler_reason(value: str) -> str | None:
+    """Why ``value`` (a URL or key=value string) goes through a connection pooler, or None. Pure: it
+    quotes nothing of the password."""
+    lowered = value.strip().lower()
+    for scheme in POOLER_SCHEMES:
+        if lowered.startswith(scheme):
+            return f"a {scheme} URL (Prisma Accelerate)"
+    hosts: list[str] = []
+    ports: list[str] = []
+    if _is_url(lowered):
+        rest = lowered[lowered.index("://") + 3:]
+        authority = rest.split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+        for part in authority.split(","):
+            host, _, port = part.rpartition(":") if not part.endswith("]") else (part, "", "")
+            hosts.append(host or part)
+            ports.append(port)
+        query = rest.split("?", 1)[1] if "?" in rest else ""
+        params = dict(pair.partition("=")[::2] for pair in query.split("&") if pair)
+        if unquote(params.get("pgbouncer", "")) == "true":
+            return "pgbouncer=true"
+        for key in ("host", "port"):
+            if key in params:
+                (hosts if key == "host" else ports).extend(unquote(params[key]).split(","))
+    else:
+        for key, raw in _KV_FIELD.findall(lowered):
+            if key == "pgbouncer" and raw == "true":
+                return "pgbouncer=true"
+            (hosts if key == "host" else ports if key == "port" else []).extend(raw.split(","))
+    if POOLER_PORT in ports:
+        return f"port {POOLER_PORT} (a transaction-mode pooler's port)"
+    proxy = next((h for h in hosts if _RDS_PROXY.search(h)), None)
+    if proxy:
+        return f"an RDS Proxy endpoint ({proxy})"
+    return None
 
 
 def password_candidates(value: str) -> list[str]:
@@ -185,3 +235,23 @@ def parse_database_url(value: str, variable: str = "the database URL") -> tuple[
             raise BadInput(f"{variable} has a port that is not a number",
                            "write it as postgresql://USER:PASSWORD@HOST:PORT/DATABASE; " + ENCODE_HINT)
     return params, schema
+
+
+def url_user(value: str) -> str | None:
+    """The user name in a URL (percent-decoded), or None."""
+    if not _is_url(value):
+        return None
+    user = urlsplit(value).username
+    return unquote(user) if user else None
+
+
+def with_server(value: str, *, host: str, port: int | None, username: str | None = None,
+                password: str | None = None) -> str:
+    """``value`` (a URL) pointed at ``host:port``, with ``username``/``password`` (percent-encoded) when
+    given, else its own user information; the database name and the parameters are kept."""
+    parts = urlsplit(value)
+    userinfo = parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""
+    if username is not None:
+        userinfo = quote(username, safe="") + (f":{quote(password, safe='')}" if password is not None else "")
+    server = f"{host}:{port or parts.port or 5432}"
+    return urlunsplit(parts._replace(netloc=f"{userinfo}@{server}" if userinfo else server))

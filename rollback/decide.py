@@ -13,8 +13,9 @@ Severity (the runbook's matrix, made exact):
 P0      service down, data being lost or corrupted, security breach
 P1      error rate > 5 %, p95 > 5 s, major feature broken, failed migration,
         DB connections exhausted (and the rollback alarms for those criteria)
-P2      minor feature broken, some errors (error rate > 1 %)
-P3      cosmetic (UI issues, non-critical bugs): fix forward
+P2      minor feature broken, some errors (error rate > 1 %), rows fewer than the
+        backup without the evidence of data loss
+P3      cosmetic (UI issues, non-critical bugs), cache hit rate low: fix forward
 ======  ==========================================================================
 
 Each signal is judged by the first row of :data:`RULES` (most severe first)
@@ -49,6 +50,17 @@ aborted from 0.5 % overall), because aborting a canary is cheap and loses nothin
 - ``db``: ``restore-backup`` for data loss or corruption; ``migration-repair``
   for a failed migration.
 
+Evidence of data loss (:func:`data_loss_signals`). A grow-only table with fewer rows
+than in the newest backup is ``data_loss`` (P0, app + db) only when the loss crosses
+its threshold (default: at least 1 % AND at least 10 rows fewer; per table in
+``database.data_loss_tables``) *and* something explains it: a failed migration, or a
+deploy or migration within the lookback window. Otherwise it is ``rows_fewer`` (P2,
+no db layer): one account removal must not restore the database.
+
+Alarms. The cache-hit-rate alarm is a post-rollback check, not a rollback criterion:
+every release and every rollback invalidates ``/*``, so a low hit rate follows them
+by design; alone it is P3 and recommends no layer.
+
 The recommended command (:func:`run_command`) is what ``rollback run`` runs as
 written: a pinned restore of the edge or the assets is its ``infra`` layer, a
 break-glass one its ``edge``/``assets`` layers; ``--to db=repair`` asks for the
@@ -73,9 +85,11 @@ __all__ = [
     "Context",
     "Decision",
     "Reason",
+    "RowLoss",
     "Rule",
     "Signal",
     "alarm_criterion",
+    "data_loss_signals",
     "decide",
     "order_layers",
     "run_command",
@@ -187,10 +201,60 @@ RULES: tuple[Rule, ...] = (
     _alarm_rule("db-free-storage", "P1", (CHANGED,), "rollback alarm: database storage running out"),
     Rule("feature_broken", "==", "minor", "P2", (CHANGED,), "minor feature broken"),
     Rule("error_rate", ">", 1.0, "P2", (CHANGED,), "some errors", "%"),
-    _alarm_rule("cdn-cache-hit-rate", "P2", ("edge",), "rollback alarm: CloudFront cache hit rate low"),
+    Rule("rows_fewer", "is", True, "P2", (CHANGED,),
+         "rows fewer than the backup: below the data-loss threshold, or nothing (a failed migration, a deploy or "
+         "a migration within the lookback) explains it; look before restoring anything"),
     _alarm_rule("other", "P2", (CHANGED,), "an alarm is in ALARM"),
+    _alarm_rule("cdn-cache-hit-rate", "P3", (),
+                "rollback alarm: CloudFront cache hit rate low (a post-rollback check: every release and rollback "
+                "invalidates /*, so alone it recommends no rollback)"),
     Rule("cosmetic", "is", True, "P3", (), "cosmetic issue (UI, non-critical bug)"),
 )
+
+
+@dataclass(frozen=True)
+class RowLoss:
+    """A grow-only table with fewer rows than in the newest backup, and its data-loss threshold."""
+
+    table: str
+    rows: int
+    backup_rows: int
+    backup: str
+    min_percent: float = 1.0
+    min_rows: int = 10
+
+    @property
+    def fewer(self) -> int:
+        return self.backup_rows - self.rows
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.fewer / self.backup_rows if self.backup_rows else 0.0
+
+    @property
+    def crosses(self) -> bool:
+        """At least ``min_rows`` AND at least ``min_percent`` % fewer."""
+        return self.fewer >= self.min_rows and self.percent >= self.min_percent
+
+    def line(self) -> str:
+        return (f"{self.table}: {self.rows} rows, {self.backup_rows} in backup {self.backup} ({self.fewer} fewer, "
+                f"{self.percent:.1f} %; threshold >= {self.min_rows} rows and >= {self.min_percent:g} %)")
+
+
+def data_loss_signals(losses: Sequence[RowLoss], corroboration: Sequence[str]) -> list[Signal]:
+    """``data_loss`` when a loss crosses its threshold and ``corroboration`` (a failed migration, a deploy or
+    a migration within the lookback) explains it; else ``rows_fewer`` for any table that lost rows."""
+    crossing = [loss for loss in losses if loss.crosses]
+    if crossing and corroboration:
+        return [Signal("data_loss", True, "database", detail="; ".join(loss.line() for loss in crossing)
+                       + f"; with {', '.join(corroboration)}")]
+    if not losses:
+        return [Signal("data_loss", False, "database",
+                       detail="no grow-only table lost rows since the newest backup")]
+    why = ("nothing explains it: no failed migration, deploy or migration within the lookback" if crossing
+           else "below the data-loss threshold")
+    return [Signal("data_loss", False, "database", detail=f"not counted as data loss: {why}"),
+            Signal("rows_fewer", True, "database", detail="; ".join(loss.line() for loss in losses) + f" ({why})")]
 
 
 def alarm_criterion(alarm_name: str, prefix: str | None = None) -> str:

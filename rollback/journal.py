@@ -385,11 +385,16 @@ def _unreadable(path: Path, exc: OSError) -> str:
 def list_runs(directory: Path, skipped: list[str] | None = None) -> list[RunRecord]:
     """Every run in the journal directory, newest first.
 
-    A ``*.jsonl`` that cannot be read (a directory, a dangling symlink...) is left
-    out, and described in ``skipped`` when a list is given.
+    A ``*.jsonl`` that cannot be read (a directory, a dangling symlink, a device or a
+    pipe...) is left out, and described in ``skipped`` when a list is given.
     """
     records = []
     for path in reversed(list(_runs(directory))):
+        # A device or a pipe (a symlink to /dev/full) would never end: not even opened.
+        if path.exists() and not path.is_file() and not path.is_dir():
+            if skipped is not None:
+                skipped.append(f"{path.name}: not a regular file")
+            continue
         try:
             records.append(read_run(path))
         except OSError as exc:

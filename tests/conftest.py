@@ -240,6 +240,9 @@ def pytest_configure(config: pytest.Config) -> None:
     from tests import aws_calls
 
     _default_signals()
+    # db commands prefer $DIRECT_URL (database.direct_url_env) when it is set: a developer's own must not
+    # point the tests' commands at their database.
+    os.environ.pop("DIRECT_URL", None)
     aws_calls.install()
     config.addinivalue_line(
         "markers", "after_aws_tests: runs after every other test (it reads the AWS calls they recorded)")

@@ -420,6 +420,48 @@ class Database:
         with self.connect(dbname) as connection:
             return run(connection)
 
+    # -- what changed in a database since a moment (staged standbys) ----------------------------------
+    def xid_horizon(self) -> int:
+        """The first transaction id not yet assigned (64-bit, cluster-wide): every row written after this
+        moment carries an ``xmin`` at or past it."""
+        with self.maintenance() as conn, db_errors("reading the transaction horizon"):
+            return int(conn.execute("SELECT txid_snapshot_xmax(txid_current_snapshot())").fetchone()[0])
+
+    def sequence_states(self, dbname: str) -> str:
+        """A digest of every sequence's state in ``dbname`` (``nextval`` writes no row version)."""
+        import hashlib
+
+        with self.connect(dbname) as conn, db_errors(f"reading the sequences of {dbname}"):
+            rows = conn.execute("SELECT schemaname, sequencename, last_value FROM pg_sequences "
+                                "ORDER BY 1, 2").fetchall()
+        return hashlib.sha256(repr([tuple(map(str, row)) for row in rows]).encode()).hexdigest()[:16]
+
+    def written_since(self, dbname: str, horizon: int) -> list[str]:
+        """The user tables of ``dbname`` holding a row version written by a transaction at or after
+        ``horizon`` (inserted or updated since; a delete alone changes the row counts), and the tables
+        whose columns were changed since. One sequential read of each table, stopping at the first such
+        row; ``age(xmin)`` compares transaction ids across wraparound (the raw ``xmin`` survives freezing).
+        A horizon more than a billion transactions back cannot be judged: reported as such."""
+        from psycopg import sql
+
+        with self.connect(dbname) as conn, db_errors(f"checking what changed in {dbname}"):
+            now = int(conn.execute("SELECT txid_snapshot_xmax(txid_current_snapshot())").fetchone()[0])
+            if now - horizon > 1_000_000_000:
+                return [f"(more than a billion transactions since {horizon}: cannot tell)"]
+            xid = str(max(3, horizon % 2**32))  # 0-2 are special transaction ids
+            changed = [f"{s}.{t} (columns)" for s, t in conn.execute(
+                "SELECT DISTINCT n.nspname, c.relname FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND a.attnum > 0 "
+                "AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%' "
+                "AND n.nspname NOT LIKE 'pg_temp%%' AND age(a.xmin) <= age(%s::text::xid) ORDER BY 1, 2",
+                (xid,)).fetchall()]
+            for schema, table in conn.execute(_COUNT_TABLES).fetchall():
+                query = sql.SQL("SELECT EXISTS (SELECT 1 FROM ONLY {}.{} WHERE age(xmin) <= age(%s::text::xid))"
+                                ).format(sql.Identifier(schema), sql.Identifier(table))
+                if conn.execute(query, (xid,)).fetchone()[0]:
+                    changed.append(f"{schema}.{table} (rows)")
+        return changed
+
     @contextlib.contextmanager
     def exported_snapshot(self) -> Iterator[tuple[str, Any]]:
         """A REPEATABLE READ transaction with an exported snapshot, kept open for the block.
@@ -510,15 +552,21 @@ class Database:
         """Size, whether it takes connections, its sessions, and whether this role may use it as
         a template (owner or superuser); None when there is no such database."""
         with self.maintenance() as conn, db_errors(f"reading the catalog entry of {name}"):
+            # Client sessions only: an autovacuum worker may be in any database (even one that refuses
+            # connections), and CREATE DATABASE ... TEMPLATE tells it to leave.
             row = conn.execute(
                 "SELECT pg_database_size(d.oid), d.datallowconn, "
-                "(SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid), "
+                "(SELECT count(*) FROM pg_stat_activity a WHERE a.datid = d.oid "
+                "AND a.backend_type = 'client backend'), "
                 "pg_has_role(current_user, d.datdba, 'USAGE') OR (SELECT rolsuper FROM pg_roles "
-                "WHERE rolname = current_user) FROM pg_database d WHERE d.datname = %s", (name,)).fetchone()
+                "WHERE rolname = current_user), d.xmin::text::bigint FROM pg_database d WHERE d.datname = %s",
+                (name,)).fetchone()
         if row is None:
             return None
+        # row_version: the pg_database row's xmin, which every ALTER DATABASE (ALLOW_CONNECTIONS...) changes
+        # and VACUUM does not (it updates datfrozenxid in place).
         return {"bytes": int(row[0]), "allows_connections": bool(row[1]), "sessions": int(row[2]),
-                "may_copy": bool(row[3])}
+                "may_copy": bool(row[3]), "row_version": int(row[4])}
 
     def end_sessions(self, name: str, timeout: float = 10.0) -> int:
         """End every client session on ``name`` and wait until they are gone."""

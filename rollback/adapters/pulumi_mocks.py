@@ -407,11 +407,20 @@ def _mock_state(typ: str, name: str, inputs: Mapping[str, Any]) -> tuple[str, di
         }
     if typ == "aws:rds/instance:Instance":
         ident = inputs.get("identifier") or f"{name}-{_short_hash(name)}"
-        return ident, {
+        state: dict[str, Any] = {
             "identifier": ident,
             "arn": f"arn:aws:rds:{region}:{acct}:db:{ident}",
             "address": f"{ident}.mock.{region}.rds.amazonaws.com",
         }
+        if inputs.get("manageMasterUserPassword"):
+            # RDS names the secret rds!db-<uuid> and encrypts it with the key given, else aws/secretsmanager's.
+            key = inputs.get("masterUserSecretKmsKeyId") or (
+                f"arn:aws:kms:{region}:{acct}:key/{_short_hash('aws/secretsmanager', 8)}-0000-4000-8000-"
+                f"{_short_hash(acct, 12)}")
+            state["masterUserSecrets"] = [{"secretArn": f"arn:aws:secretsmanager:{region}:{acct}:secret:rds!db-"
+                                                        f"{_short_hash(ident, 8)}-0000-4000-8000-000000000000-Ab12Cd",
+                                           "kmsKeyId": key, "secretStatus": "active"}]
+        return ident, state
     if typ == "aws:rds/snapshot:Snapshot":
         snap = inputs.get("dbSnapshotIdentifier") or name
         return snap, {"dbSnapshotArn": f"arn:aws:rds:{region}:{acct}:snapshot:{snap}"}

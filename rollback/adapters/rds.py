@@ -1,9 +1,10 @@
 """Amazon RDS: snapshots, point-in-time windows and restores into NEW instances.
 
 Nothing here deletes or modifies a source instance or snapshot: the only
-mutating calls are ``create_db_snapshot`` and the two ``restore_*`` calls, which
-create a new instance. Waiting uses boto3's waiters. boto3 is imported lazily
-(through :mod:`rollback.adapters.aws`).
+mutating calls are ``create_db_snapshot``, the two ``restore_*`` calls, which
+create a new instance, and ``modify_db_instance`` of that new instance (what no
+restore call can set: see :class:`RestoreSettings`). Waiting uses boto3's
+waiters. boto3 is imported lazily (through :mod:`rollback.adapters.aws`).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ from rollback.errors import AwsError, BadInput
 if TYPE_CHECKING:
     from rollback.config import Config
 
-__all__ = ["RESTORED_FROM_TAG", "DbInstance", "DbSnapshot", "RdsAdapter", "alarm_pin_lines",
-           "resolve_instance"]
+__all__ = ["RESTORED_FROM_TAG", "DbInstance", "DbSnapshot", "RdsAdapter", "RestoreSettings", "alarm_pin_lines",
+           "resolve_instance", "settings_in_effect"]
 
 RESTORED_FROM_TAG = "rollback:restored-from"
 
@@ -60,12 +61,69 @@ class DbInstance:
     retention_days: int
     earliest_restorable: dt.datetime | None
     latest_restorable: dt.datetime | None
+    master_secret_arn: str | None = None  # the master password RDS manages in Secrets Manager
+    master_username: str | None = None
+    db_name: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "status": self.status, "engine": self.engine, "instance_class": self.instance_class,
                 "endpoint": self.endpoint, "port": self.port, "backup_retention_days": self.retention_days,
                 "earliest_restorable_time": _iso(self.earliest_restorable),
-                "latest_restorable_time": _iso(self.latest_restorable)}
+                "latest_restorable_time": _iso(self.latest_restorable), "master_secret_arn": self.master_secret_arn,
+                "master_username": self.master_username, "db_name": self.db_name}
+
+
+@dataclass(frozen=True)
+class RestoreSettings:
+    """What a new instance takes from its source so that the app finds it as it was.
+
+    ``at_restore``: parameters of the restore call itself. ``after``: ``ModifyDBInstance``
+    parameters for what no restore call can set, applied once the new instance is
+    ``available``: the managed master password (``ManageMasterUserPassword`` "applies to RDS
+    for Oracle only" on the restore calls), Performance Insights, enhanced monitoring, and for a
+    snapshot restore storage autoscaling. ``copied``: what the plan lists (label -> value).
+    """
+
+    at_restore: dict[str, Any]
+    after: dict[str, Any]
+    copied: dict[str, str]
+
+    def after_labels(self) -> list[str]:
+        return after_labels(self.after)
+
+
+def after_labels(after: dict[str, Any]) -> list[str]:
+    """``ModifyDBInstance`` parameters (of :attr:`RestoreSettings.after`) as the plan shows them."""
+    labels = []
+    if after.get("ManageMasterUserPassword"):
+        key = after.get("MasterUserSecretKmsKeyId")
+        labels.append("managed master password (Secrets Manager" + (f", KMS key {key})" if key else ")"))
+    if after.get("EnablePerformanceInsights"):
+        labels.append(f"Performance Insights ({after.get('PerformanceInsightsRetentionPeriod') or 7} days)")
+    if after.get("MonitoringInterval"):
+        labels.append(f"enhanced monitoring every {after['MonitoringInterval']} s "
+                      f"(role {after.get('MonitoringRoleArn')})")
+    if after.get("MaxAllocatedStorage"):
+        labels.append(f"storage autoscaling up to {after['MaxAllocatedStorage']} GiB")
+    return labels
+
+
+def settings_in_effect(raw: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """The labels of ``after`` (ModifyDBInstance parameters) not yet in effect on ``raw`` (a DBInstance)."""
+    missing = []
+    if after.get("ManageMasterUserPassword") and not (raw.get("MasterUserSecret") or {}).get("SecretArn"):
+        missing.append("managed master password")
+    if after.get("EnablePerformanceInsights") and not (
+            raw.get("PerformanceInsightsEnabled")
+            and raw.get("PerformanceInsightsRetentionPeriod") == after.get("PerformanceInsightsRetentionPeriod")):
+        missing.append("Performance Insights")
+    if after.get("MonitoringInterval") and not (
+            raw.get("MonitoringInterval") == after["MonitoringInterval"]
+            and raw.get("MonitoringRoleArn") == after.get("MonitoringRoleArn")):
+        missing.append("enhanced monitoring")
+    if after.get("MaxAllocatedStorage") and raw.get("MaxAllocatedStorage") != after["MaxAllocatedStorage"]:
+        missing.append("storage autoscaling")
+    return missing
 
 
 class RdsAdapter:
@@ -104,9 +162,11 @@ class RdsAdapter:
         latest = _utc(raw.get("LatestRestorableTime"))
         earliest = self._earliest_restorable(name, raw, retention) if retention and latest else None
         endpoint = raw.get("Endpoint") or {}
+        secret = (raw.get("MasterUserSecret") or {}).get("SecretArn")
         return DbInstance(name, str(raw.get("DBInstanceStatus", "unknown")), raw.get("Engine"),
                           raw.get("DBInstanceClass"), endpoint.get("Address"),
-                          int(endpoint["Port"]) if endpoint.get("Port") else None, retention, earliest, latest)
+                          int(endpoint["Port"]) if endpoint.get("Port") else None, retention, earliest, latest,
+                          str(secret) if secret else None, raw.get("MasterUsername"), raw.get("DBName"))
 
     def _earliest_restorable(self, name: str, raw: dict[str, Any], retention: int) -> dt.datetime | None:
         """The automated backups' RestoreWindow when reported; else the retention period
@@ -179,16 +239,30 @@ class RdsAdapter:
         self._wait("db_instance_available", DBInstanceIdentifier=instance)
         return self.instance(instance)
 
-    def _copy_settings(self, source: str | None) -> dict[str, Any]:
-        """What the new instance takes from its source so it behaves like it: network and size,
-        parameter and option groups, Multi-AZ, deletion protection, backup retention (so point-in-time
-        restore keeps working on the copy), managed master password, and tags (plus one naming the
-        source). RDS would otherwise give a restore the account's defaults: no deletion protection,
-        a single AZ, default groups, one day of backups."""
+    def raw_instance(self, instance: str) -> dict[str, Any] | None:
+        """DescribeDBInstances' record of ``instance`` (None when there is none)."""
+        return self._describe(instance)
+
+    def restore_settings(self, source: str | None, *, to_time: bool = False) -> RestoreSettings:
+        """What a restore copies from ``source`` (``to_time``: a point-in-time restore, whose call takes
+        ``MaxAllocatedStorage``; a snapshot restore's does not).
+
+        At the restore: network and size, parameter and option groups, Multi-AZ, deletion
+        protection, backup retention (so point-in-time restore keeps working on the copy), IAM
+        database authentication, CloudWatch log exports, the CA certificate, the port, and tags
+        (plus one naming the source). RDS would otherwise give a restore the account's defaults: no
+        deletion protection, a single AZ, default groups, one day of backups, no IAM authentication
+        (the app's IAM tokens fail), the region's default CA (a client pinning the old CA fails), no
+        log exports. After it (:attr:`RestoreSettings.after`): the managed master password with the
+        source's KMS key, Performance Insights and its retention, enhanced monitoring (interval and
+        role), storage autoscaling for a snapshot restore.
+        """
         raw = self._describe(source) if source else None
         if raw is None:
-            return {}
+            return RestoreSettings({}, {}, {})
         out: dict[str, Any] = {}
+        after: dict[str, Any] = {}
+        copied: dict[str, str] = {}
         if raw.get("DBInstanceClass"):
             out["DBInstanceClass"] = raw["DBInstanceClass"]
         subnet = (raw.get("DBSubnetGroup") or {}).get("DBSubnetGroupName")
@@ -204,33 +278,71 @@ class RdsAdapter:
                             if g.get("DBParameterGroupName")]
         parameter_groups = [g for g in parameter_groups if not g.startswith("default.")]
         if parameter_groups:
-            out["DBParameterGroupName"] = parameter_groups[0]
+            out["DBParameterGroupName"] = copied["parameter group"] = parameter_groups[0]
         option_groups = [str(g["OptionGroupName"]) for g in raw.get("OptionGroupMemberships") or []
                          if g.get("OptionGroupName")]
         option_groups = [g for g in option_groups if not g.startswith("default:")]
         if option_groups:
-            out["OptionGroupName"] = option_groups[0]
-        for key in ("MultiAZ", "DeletionProtection", "CopyTagsToSnapshot"):
+            out["OptionGroupName"] = copied["option group"] = option_groups[0]
+        for key, label in (("MultiAZ", "Multi-AZ"), ("DeletionProtection", "deletion protection"),
+                           ("CopyTagsToSnapshot", None)):
             if raw.get(key) is not None:
                 out[key] = bool(raw[key])
+                if label:
+                    copied[label] = str(out[key])
         if raw.get("BackupRetentionPeriod"):
             out["BackupRetentionPeriod"] = int(raw["BackupRetentionPeriod"])
-        if raw.get("MasterUserSecret"):
-            out["ManageMasterUserPassword"] = True
+            copied["backup retention (days)"] = str(out["BackupRetentionPeriod"])
+        if subnet:
+            copied["subnet group"] = str(subnet)
+        if raw.get("DBInstanceClass"):
+            copied["class"] = str(raw["DBInstanceClass"])
+        if raw.get("IAMDatabaseAuthenticationEnabled"):
+            out["EnableIAMDatabaseAuthentication"] = True
+            copied["IAM database authentication"] = "on"
+        exports = [str(e) for e in raw.get("EnabledCloudwatchLogsExports") or []]
+        if exports:
+            out["EnableCloudwatchLogsExports"] = exports
+            copied["CloudWatch log exports"] = "+".join(exports)
+        if raw.get("CACertificateIdentifier"):
+            out["CACertificateIdentifier"] = copied["CA certificate"] = str(raw["CACertificateIdentifier"])
+        port = (raw.get("Endpoint") or {}).get("Port") or raw.get("DbInstancePort")
+        if port:
+            out["Port"] = int(port)
+            copied["port"] = str(port)
+        if raw.get("MaxAllocatedStorage"):
+            (out if to_time else after)["MaxAllocatedStorage"] = int(raw["MaxAllocatedStorage"])
+            copied["storage autoscaling up to (GiB)"] = str(raw["MaxAllocatedStorage"])
+        secret = raw.get("MasterUserSecret") or {}
+        if secret.get("SecretArn"):
+            after["ManageMasterUserPassword"] = True
+            if secret.get("KmsKeyId"):
+                # The source's key: the operator role may use that one (and RDS's default would be another).
+                after["MasterUserSecretKmsKeyId"] = str(secret["KmsKeyId"])
+            copied["managed master password"] = "on"
+        if raw.get("PerformanceInsightsEnabled"):
+            after["EnablePerformanceInsights"] = True
+            after["PerformanceInsightsRetentionPeriod"] = int(raw.get("PerformanceInsightsRetentionPeriod") or 7)
+            if raw.get("PerformanceInsightsKMSKeyId"):
+                after["PerformanceInsightsKMSKeyId"] = str(raw["PerformanceInsightsKMSKeyId"])
+            copied["Performance Insights (days)"] = str(after["PerformanceInsightsRetentionPeriod"])
+        if raw.get("MonitoringInterval"):
+            after["MonitoringInterval"] = int(raw["MonitoringInterval"])
+            if raw.get("MonitoringRoleArn"):
+                after["MonitoringRoleArn"] = str(raw["MonitoringRoleArn"])
+            copied["enhanced monitoring (s)"] = str(after["MonitoringInterval"])
         # aws:* tags are reserved; the copy says where it came from.
         tags = [{"Key": t["Key"], "Value": t.get("Value", "")} for t in raw.get("TagList") or []
                 if t.get("Key") and not str(t["Key"]).startswith("aws:") and t["Key"] != RESTORED_FROM_TAG]
         out["Tags"] = [*tags, {"Key": RESTORED_FROM_TAG, "Value": str(raw["DBInstanceIdentifier"])}]
-        return out
-
-    def copied_settings(self, source: str) -> dict[str, Any]:
-        """The settings a restore copies from ``source`` (for the plan and its tests)."""
-        return self._copy_settings(source)
+        copied["tags"] = f"{len(tags)} tag(s) plus {RESTORED_FROM_TAG}={raw['DBInstanceIdentifier']}"
+        return RestoreSettings(out, after, copied)
 
     def restore_from_snapshot(self, snapshot_id: str, target: str, *, like: str | None = None) -> DbInstance:
+        settings = self.restore_settings(like)
         with aws_errors(f"restoring snapshot {snapshot_id} into {target}"):
             raw = self.client.restore_db_instance_from_db_snapshot(
-                DBInstanceIdentifier=target, DBSnapshotIdentifier=snapshot_id, **self._copy_settings(like))
+                DBInstanceIdentifier=target, DBSnapshotIdentifier=snapshot_id, **settings.at_restore)
         return self._instance(raw["DBInstance"])
 
     def restore_to_time(self, source: str, target: str, when: dt.datetime | None) -> DbInstance:
@@ -240,9 +352,15 @@ class RdsAdapter:
             kwargs["UseLatestRestorableTime"] = True
         else:
             kwargs["RestoreTime"] = when
-        settings = self._copy_settings(source)
+        settings = self.restore_settings(source, to_time=True)
         with aws_errors(f"restoring {source} into {target}"):
-            raw = self.client.restore_db_instance_to_point_in_time(**kwargs, **settings)
+            raw = self.client.restore_db_instance_to_point_in_time(**kwargs, **settings.at_restore)
+        return self._instance(raw["DBInstance"])
+
+    def apply_after_restore(self, target: str, after: dict[str, Any]) -> DbInstance:
+        """``ModifyDBInstance`` of the (available) restored ``target`` with ``after``, applied immediately."""
+        with aws_errors(f"turning on {', '.join(after_labels(after)) or 'settings'} on {target}"):
+            raw = self.client.modify_db_instance(DBInstanceIdentifier=target, ApplyImmediately=True, **after)
         return self._instance(raw["DBInstance"])
 
 

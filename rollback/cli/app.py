@@ -168,6 +168,8 @@ def _alias_human(kind: str) -> Callable[[dict[str, Any]], None]:
 @click.option("--past-rolling-release", "past_rolling_release", is_flag=True,
               help="During a rolling release: abort it, then roll back further than its base (to --to, or the "
                    "deployment before the base).")
+@click.option("--yes-old-database", is_flag=True, help="Roll back to a deployment built before a recorded database "
+              "switch (run --switch-database): it connects to the database of before.")
 @timeout_option
 @no_verify_option
 @dry_run_option
@@ -175,7 +177,7 @@ def _alias_human(kind: str) -> Callable[[dict[str, Any]], None]:
 @common_options()
 @pass_app
 def rollback_command(app_ctx: AppContext, to: str | None, reason: str | None, past_rolling_release: bool,
-                     timeout: str, no_verify: bool, dry_run: bool, yes: bool) -> None:
+                     yes_old_database: bool, timeout: str, no_verify: bool, dry_run: bool, yes: bool) -> None:
     """Instant rollback of production to an earlier deployment, and wait until Vercel confirms it.
 
     By default the target is the previous stable production deployment (READY, served production, older than
@@ -183,7 +185,9 @@ def rollback_command(app_ctx: AppContext, to: str | None, reason: str | None, pa
     (the version must be the target's commit): exit 3 if one fails (the rollback stays done and journaled).
     Exits 1 if the alias job fails (listing the failed aliases) or the timeout passes, or if a request failed
     and whether it took cannot be read (check 'rollback app status' before re-running). Without --to, exits 4
-    right after a rollback (production is its target): pass --to to go further back.
+    right after a rollback (production is its target): pass --to to go further back. Exits 4 when the target
+    was built before a recorded database switch (Vercel bakes the variables into each deployment: it would
+    connect to the old database) unless --yes-old-database.
 
     During a Vercel rolling release it aborts the release instead (as 'vercel rolling-release abort' does):
     all traffic goes back to the release's base, and the step checks that the release reads ABORTED and
@@ -202,7 +206,7 @@ def rollback_command(app_ctx: AppContext, to: str | None, reason: str | None, pa
     config = app_ctx.config()
     client = Services(config, on_retry=say).vercel()
     planned = commands.plan_rollback(config, client, to=to, reason=reason, timeout=seconds, verify=not no_verify,
-                                     past_rolling_release=past_rolling_release)
+                                     past_rolling_release=past_rolling_release, yes_old_database=yes_old_database)
     _run_change(app_ctx, planned, commands.handlers(config=config, client=lambda: client), dry_run=dry_run,
                 yes=yes, action="roll back production", human=_alias_human("rollback"))
 

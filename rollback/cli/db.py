@@ -695,7 +695,8 @@ def snapshot_create_command(app: AppContext, snapshot_id: str | None, instance: 
 @click.option("--latest", is_flag=True, help="The latest restorable time.")
 @click.option("--target", required=True, metavar="NEW_ID", help="Identifier of the NEW instance.")
 @click.option("--instance", metavar="ID", help="Source instance for --to-time/--latest (default: aws.db_instance).")
-@click.option("--wait", is_flag=True, help="Wait until the new instance is available and print its endpoint.")
+@click.option("--wait", is_flag=True, help="Wait until the new instance is available (and has applied what a restore "
+              "cannot set) and print its endpoint.")
 @dry_run_option
 @yes_option
 @common_options()
@@ -705,7 +706,9 @@ def rds_restore_command(app: AppContext, snapshot: str | None, to_time: str | No
     """Restore RDS into a NEW instance from a snapshot or a point in time (the source is never touched).
 
     Validated before any AWS change: the time lies in the restorable window, the
-    target does not exist, the snapshot is available.
+    target does not exist, the snapshot is available. The new instance copies the
+    source's settings; what no restore call can set (the managed master password,
+    Performance Insights, enhanced monitoring) is turned on once it is available.
 
     \b
     Example:
@@ -720,11 +723,15 @@ def rds_restore_command(app: AppContext, snapshot: str | None, to_time: str | No
     outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action="restore into a new RDS instance",
                      confirm_always=True, services=services)
     result = dict(outcome.result_of("rds-restore"))
+    if any(item.step.id == "rds-settings" for item in outcome.steps):
+        result = dict(outcome.result_of("rds-settings").get("instance") or result)
 
     def human() -> None:
         _step_lines(outcome)
         if not dry_run:
+            secret = f"; master password in Secrets Manager: {result['master_secret_arn']}" \
+                if result.get("master_secret_arn") else ""
             say(f"new instance {result.get('id')} ({result.get('status')}): endpoint "
-                f"{result.get('endpoint')}:{result.get('port')}", err=False)
+                f"{result.get('endpoint')}:{result.get('port')}{secret}", err=False)
 
     emit(app, {"ok": True, **outcome.to_dict(), "instance": result}, human)

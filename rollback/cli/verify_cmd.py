@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rollback.cli.support import AppContext, common_options, emit, pass_app, print_table, say
+from rollback.cli.support import AppContext, common_options, emit, pass_app, print_table, printable, say
 from rollback.errors import EXIT_CHECKS_FAILED
 
 _VERDICT = {"pass": "pass", "fail": "FAIL", "not measured": "not measured"}
@@ -65,6 +65,8 @@ def verify(app: AppContext, baseline: str | None, expect_version: str | None, wa
                     title=f"post-rollback checklist: env {document['env']} at {document['checked_at']}")
         click.echo(f"{summary['pass']} passed, {summary['fail']} failed, {summary['not_measured']} not measured "
                    f"({document['seconds']:.1f} s, {document['rounds']} round(s))")
+        for note in document.get("notes") or []:
+            click.echo(f"note: {printable(note)}")
         if summary["pass"] + summary["fail"] == 0:
             click.echo("note: nothing could be measured; configure the sources named above (or use --strict to "
                        "fail on this)")

@@ -20,9 +20,10 @@ are re-exported from here.
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
@@ -59,9 +60,11 @@ __all__ = [
     "AUTO_ASSIGN_NOTE",
     "AppHandlers",
     "AppPlan",
+    "DatabaseSwitch",
     "HealthHandlers",
     "apply",
     "check_health",
+    "database_switches",
     "handlers",
     "health_step",
     "pick_rollback_target",
@@ -290,15 +293,102 @@ def _verify_steps(config: Config, target: Deployment, *, verify: bool, after: st
     return [step], []
 
 
+@dataclass(frozen=True)
+class DatabaseSwitch:
+    """A journaled ``run --switch-database``: when the app's database variables were pointed elsewhere."""
+
+    at: dt.datetime
+    run_id: str
+    variables: tuple[str, ...]
+    from_host: str | None
+    to_host: str | None
+
+
+def _finished_steps(journal_dir: Path, name: str) -> Iterator[tuple[str, Mapping[str, Any], Mapping[str, Any]]]:
+    """``(run id, entry, result)`` of every journaled step ``name`` that finished for real (not a dry run),
+    whichever command ran it (``vercel-rollback`` of 'rollback app rollback', ``app.vercel-rollback`` of
+    'rollback run')."""
+    for run in list_runs(journal_dir):
+        if run.started.get("dry_run"):
+            continue
+        for entry in run.entries:
+            if (entry.get("event") == "step_finished" and not entry.get("dry_run")
+                    and str(entry.get("step") or "").rpartition(".")[2] == name):
+                yield run.run_id, entry, entry.get("result") or {}
+
+
+def database_switches(journal_dir: Path, project: Project) -> list[DatabaseSwitch]:
+    """The journaled, finished database switches of ``project``, newest first."""
+    found = []
+    for run_id, entry, result in _finished_steps(journal_dir, "switch-database"):
+        if entry.get("already_done") or result.get("project") not in (project.id, project.name) \
+                or not result.get("to_host"):
+            continue
+        stamp = str(result.get("switched_at") or entry.get("ts") or "")
+        try:
+            at = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        except ValueError:
+            continue
+        found.append(DatabaseSwitch(at if at.tzinfo else at.replace(tzinfo=dt.UTC), run_id,
+                                    tuple(str(v) for v in result.get("variables") or ()),
+                                    result.get("from_host"), result.get("to_host")))
+    return sorted(found, key=lambda s: s.at, reverse=True)
+
+
+def _switch_in_effect(client: VercelClient, project: Project, switch: DatabaseSwitch) -> bool:
+    """Whether the project's variables still point where ``switch`` pointed them (a value Vercel will not
+    show counts as yes: the journal is all there is to go by)."""
+    from urllib.parse import urlsplit
+
+    from rollback.dburl import register_conninfo_secrets
+
+    envs = {env.key: env for env in client.list_env(project.id) if "production" in env.target}
+    for key in switch.variables[:1]:
+        env = envs.get(key)
+        if env is None:
+            return False
+        value = client.env_value(project.id, env.id)
+        if value is None:
+            return True
+        register_conninfo_secrets(value)
+        return urlsplit(value).hostname == switch.to_host
+    return True
+
+
+def _old_database(config: Config, client: VercelClient, project: Project, target: Deployment,
+                  accepted: bool) -> list[str]:
+    """Refuse (unless ``accepted``) a target built before the newest recorded database switch that is still
+    in effect: Vercel bakes environment variables into each deployment, so it would connect to the database
+    of before."""
+    switches = database_switches(config.journal_dir, project)
+    if not switches or not target.created_at:
+        return []
+    newest = switches[0]
+    built = dt.datetime.fromtimestamp(target.created_at / 1000, dt.UTC)
+    if built >= newest.at or not _switch_in_effect(client, project, newest):
+        return []
+    variables = ", ".join(newest.variables) or "the database URL"
+    message = (f"deployment {target.label()} was built before the database switch of "
+               f"{newest.at.isoformat(timespec='seconds')} (run {newest.run_id}: {variables} {newest.from_host} -> "
+               f"{newest.to_host}); Vercel bakes environment variables into each deployment, so it would connect "
+               f"to {newest.from_host}")
+    if not accepted:
+        raise UnsafePrecondition(message, "pass --yes-old-database to roll back to it anyway, or redeploy it with "
+                                          "today's variables; nothing was changed")
+    return [f"warning: {message}"]
+
+
 def plan_rollback(config: Config, client: VercelClient, *, to: str | None = None, reason: str | None = None,
-                  timeout: float = 180.0, verify: bool = True, past_rolling_release: bool = False) -> AppPlan:
+                  timeout: float = 180.0, verify: bool = True, past_rolling_release: bool = False,
+                  yes_old_database: bool = False) -> AppPlan:
     """Resolve the current production deployment and the target, validate, and plan the rollback
     (and, with ``verify``, the health and version checks that end it).
 
     While a rolling release is active the plan is its abort (all traffic back to its base,
     :mod:`rollback.commands.app_rolling`): ``to`` may only name the base, unless
     ``past_rolling_release``, which aborts first and then rolls back to ``to`` (default: the deployment
-    before the base)."""
+    before the base). A target built before a journaled database switch (``run --switch-database``) is
+    refused unless ``yes_old_database``; the base of an aborted rolling release included."""
     settings = config.require_vercel()
     rolling = _in_background(lambda: rolling_release_of(client, settings.project))
     if to:
@@ -342,17 +432,19 @@ def plan_rollback(config: Config, client: VercelClient, *, to: str | None = None
             target = active.base
         else:
             target = candidates[0] if candidates else pick_rollback_target(client, project)
+    warnings = _old_database(config, client, project, target, yes_old_database)
     if active is not None:
-        return _plan_abort(config, project, active, target, timeout=timeout, reason=reason, verify=verify)
+        return _plan_abort(config, project, active, target, timeout=timeout, reason=reason, verify=verify,
+                           warnings=warnings)
     steps = _alias_steps("rollback", project, current, target, timeout=timeout, reason=reason)
     checks, verify_notes = _verify_steps(config, target, verify=verify, after="the rollback is done and journaled")
     plan = Plan.of(f"instant rollback of {project.name}", config.env_name, [*steps, *checks],
-                   notes=[AUTO_ASSIGN_NOTE, *notes, *verify_notes])
+                   notes=[*warnings, AUTO_ASSIGN_NOTE, *notes, *verify_notes])
     return AppPlan(plan, project, current, target)
 
 
 def _plan_abort(config: Config, project: Project, release: RollingRelease, target: Deployment, *, timeout: float,
-                reason: str | None, verify: bool) -> AppPlan:
+                reason: str | None, verify: bool, warnings: list[str]) -> AppPlan:
     """Abort the active ``release`` (all traffic to its base); when ``target`` is older than the base
     (``--past-rolling-release``), then roll production back to it."""
     assert release.canary is not None and release.base is not None
@@ -366,7 +458,7 @@ def _plan_abort(config: Config, project: Project, release: RollingRelease, targe
         title += f", then instant rollback to {target.url}"
     after = "the abort is done and journaled" if target.id == release.base_id else "the rollback is done and journaled"
     checks, verify_notes = _verify_steps(config, target, verify=verify, after=after)
-    plan = Plan.of(title, config.env_name, [*steps, *checks], notes=[*notes, *verify_notes])
+    plan = Plan.of(title, config.env_name, [*steps, *checks], notes=[*warnings, *notes, *verify_notes])
     return AppPlan(plan, project, release.canary, target,
                    extra={"option": "abort-rolling-release", "rolling_release": release.to_dict(),
                           "past_rolling_release": target.id != release.base_id})
@@ -395,19 +487,10 @@ def plan_promote(config: Config, client: VercelClient, deployment: str, *, timeo
 
 def _journaled_rollbacks(journal_dir: Path, project_id: str) -> list[tuple[str, str, str]]:
     """``(from, to, run id)`` of journaled, completed rollbacks of the project, newest first."""
-    found = []
-    for run in list_runs(journal_dir):
-        if run.started.get("dry_run"):
-            continue
-        for entry in run.entries:
-            result = entry.get("result") or {}
-            step_id = str(entry.get("step") or "")
-            # "vercel-rollback" of 'rollback app rollback', "app.vercel-rollback" of 'rollback run'
-            if (entry.get("event") == "step_finished" and step_id.rpartition(".")[2] == "vercel-rollback"
-                    and not entry.get("dry_run") and result.get("project_id") == project_id
-                    and result.get("from_deployment_id") and result.get("to_deployment_id")):
-                found.append((str(result["from_deployment_id"]), str(result["to_deployment_id"]), run.run_id))
-    return found
+    return [(str(result["from_deployment_id"]), str(result["to_deployment_id"]), run_id)
+            for run_id, _entry, result in _finished_steps(journal_dir, "vercel-rollback")
+            if result.get("project_id") == project_id and result.get("from_deployment_id")
+            and result.get("to_deployment_id")]
 
 
 def plan_undo(config: Config, client: VercelClient, *, timeout: float = 180.0, verify: bool = True) -> AppPlan:

@@ -143,6 +143,7 @@ class DbHandlers(BackupSteps, RestoreSteps, SalvageSteps, GuardSteps, MigrationS
             "db.down": handler(self.down, self.check_down),
             "rds.create_snapshot": handler(self.rds_create_snapshot, self.check_rds_create_snapshot),
             "rds.restore": handler(self.rds_restore, self.check_rds_restore),
+            "rds.apply_settings": handler(self.rds_apply_settings, self.check_rds_apply_settings),
         }
 
     mapping = handlers  # the name callers used before the handlers were split into check and act

@@ -304,11 +304,16 @@ class BackupSteps(DbSteps):
                 raise ChecksFailed(f"row counts of standby {name} do not match the backup: "
                                    f"{'; '.join(mismatches[:3])}", "the backup itself is kept; stage it again "
                                    "with 'rollback db backup --stage'", checks=mismatches)
+            # What its freshness is judged by later (rollback.standby): the sequences' states, the transaction
+            # horizon (every row written after it has an xmin past it) and its catalog row once closed.
+            sequences = db.sequence_states(name)
+            horizon = db.xid_horizon()
             db.set_allow_connections(name, False)
             db.end_sessions(name)
             facts = db.database_facts(name) or {}
-            db.set_comment(name, self._mark(ctx, "standby", name,
-                                            **standby_details(manifest, int(facts.get("bytes") or 0))))
+            db.set_comment(name, self._mark(ctx, "standby", name, **standby_details(
+                manifest, int(facts.get("bytes") or 0), xid_horizon=horizon, sequences=sequences,
+                db_row=facts.get("row_version"))))
         except BaseException as exc:
             dropped = False
             with contextlib.suppress(DatabaseError):

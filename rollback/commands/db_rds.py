@@ -3,6 +3,13 @@
 Everything is validated before any AWS call that changes state; the source instance is
 never modified: a restore creates a new instance, and the notes say how to point the
 stack's rollback alarms at it.
+
+A restore is two steps. ``rds.restore`` creates the instance with every setting the restore
+call takes (:meth:`~rollback.adapters.rds.RdsAdapter.restore_settings`); ``rds.apply_settings``
+then waits until it is ``available`` and turns on, with one ``ModifyDBInstance`` applied
+immediately, what no restore call can set: the managed master password (the API reference says
+``ManageMasterUserPassword`` on a restore "applies to RDS for Oracle only"), Performance
+Insights, enhanced monitoring and, for a snapshot restore, storage autoscaling.
 """
 
 from __future__ import annotations
@@ -10,7 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from rollback.adapters.rds import RdsAdapter, alarm_pin_lines, resolve_instance
+from rollback.adapters.rds import RdsAdapter, after_labels, alarm_pin_lines, resolve_instance, settings_in_effect
 from rollback.commands.db_common import DbSteps, services_for, stamp
 from rollback.commands.infra_stack import stack_ref
 from rollback.config import Config
@@ -87,24 +94,26 @@ def plan_rds_restore(config: Config, *, snapshot: str | None = None, to_time: st
                                "pick a time inside the window, or use --latest")
             params.update(source=source, time=when.isoformat())
             summary = f"restore {source} as of {when.isoformat()} into new instance {target}"
+    origin = str(params["source"]) if params.get("source") else None
+    settings = adapter.restore_settings(origin, to_time=not snapshot) if origin else None
+    steps = [Step("rds-restore", "rds.restore", summary, target=f"rds {target}", params=params)]
+    if settings is not None and settings.after:
+        steps.append(Step("rds-settings", "rds.apply_settings",
+                          f"once {target} is available: turn on {', '.join(settings.after_labels())} "
+                          "(ModifyDBInstance, applied immediately: no restore call can set them)",
+                          target=f"rds {target}", params={"target": target, "settings": settings.after,
+                                                          "wait": wait}))
     notes = ["the source instance is never modified or deleted; point the app at the new endpoint"]
-    notes += _restore_notes(config, adapter, str(params["source"]) if params.get("source") else None, target)
-    return Plan.of("db rds-restore", config.env_name,
-                   [Step("rds-restore", "rds.restore", summary, target=f"rds {target}", params=params)], notes)
+    if settings is not None and settings.copied:
+        notes.append(f"copied from {origin}: " + ", ".join(f"{label} {value}" if label != "tags" else value
+                                                           for label, value in settings.copied.items()))
+    notes += _restore_notes(config, target)
+    return Plan.of("db rds-restore", config.env_name, steps, notes)
 
 
-def _restore_notes(config: Config, adapter: RdsAdapter, source: str | None, target: str) -> list[str]:
-    """What the new instance copies from its source, and how to point the rollback alarms at it."""
+def _restore_notes(config: Config, target: str) -> list[str]:
+    """How to point the rollback alarms at the new instance."""
     notes: list[str] = []
-    copied = adapter.copied_settings(source) if source else {}
-    if copied:
-        shown = {"DBParameterGroupName": "parameter group", "OptionGroupName": "option group",
-                 "MultiAZ": "Multi-AZ", "DeletionProtection": "deletion protection",
-                 "BackupRetentionPeriod": "backup retention (days)", "DBSubnetGroupName": "subnet group",
-                 "DBInstanceClass": "class"}
-        parts = [f"{label} {copied[key]}" for key, label in shown.items() if key in copied]
-        parts.append(f"{len(copied.get('Tags', [])) - 1} tag(s) plus rollback:restored-from={source}")
-        notes.append(f"copied from {source}: " + ", ".join(parts))
     pulumi = config.env.pulumi
     project = "rollback"
     if pulumi is not None:
@@ -118,7 +127,8 @@ def _restore_notes(config: Config, adapter: RdsAdapter, source: str | None, targ
 
 
 class RdsSteps(DbSteps):
-    """Step handlers: create a snapshot, restore into a new instance (both resumable)."""
+    """Step handlers: create a snapshot, restore into a new instance, turn on what a restore cannot set
+    (all resumable)."""
 
     def check_rds_create_snapshot(self, step: Step, ctx: StepContext) -> Check:
         instance, snapshot_id = str(step.params["instance"]), str(step.params["snapshot"])
@@ -162,3 +172,31 @@ class RdsSteps(DbSteps):
             ctx.note(f"waiting for {target} to become available")
             inst = rds.wait_instance(target)
         return inst.to_dict()
+
+    def check_rds_apply_settings(self, step: Step, ctx: StepContext) -> Check:
+        target, after = str(step.params["target"]), dict(step.params["settings"])
+        labels = after_labels(after)
+        raw = self._rds().raw_instance(target)
+        if raw is None:  # a dry run (or a restore still to be made): nothing to look at yet
+            return Check(False, {"would_set": labels}, step.summary)
+        missing = settings_in_effect(raw, after)
+        if not missing and (raw.get("DBInstanceStatus") == "available" or not step.params.get("wait")):
+            return Check(True, {"instance": self._rds().instance(target).to_dict(), "applied": labels},
+                         step.summary)
+        return Check(False, {"would_set": missing or labels}, step.summary)
+
+    def rds_apply_settings(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        rds = self._rds()
+        target, after = str(step.params["target"]), dict(step.params["settings"])
+        raw = rds.raw_instance(target) or {}
+        if settings_in_effect(raw, after):
+            # RDS refuses ModifyDBInstance until the new instance is available.
+            ctx.note(f"waiting for {target} to become available before turning on {', '.join(after_labels(after))}")
+            rds.wait_instance(target)
+            rds.apply_after_restore(target, after)
+        if step.params.get("wait"):
+            ctx.note(f"waiting for {target} to apply them")
+            inst = rds.wait_instance(target)
+        else:
+            inst = rds.instance(target)
+        return {"instance": inst.to_dict(), "applied": after_labels(after)}

@@ -41,7 +41,7 @@ from rollback.errors import BadInput, ChecksFailed, DatabaseError, UnsafePrecond
 from rollback.plan import Plan, Step
 from rollback.runner import Check, StepContext
 from rollback.setaside import Mark, parse_set_aside_name, set_aside_name
-from rollback.standby import StandbyChoice, choose_standby
+from rollback.standby import StandbyChoice, choose_standby, needs_data_check
 from rollback.units import format_duration
 
 __all__ = ["RestoreSteps", "plan_restore", "plan_swap"]
@@ -105,6 +105,9 @@ def plan_restore(config: Config, backup_ref: str | None, *, swap: bool = False, 
     if staged and choice is not None:
         notes.append(f"backup {name} is staged: the restore clones standby {choice.name} (a file copy; the "
                      "standby is kept for a second attempt)")
+        if choice.check_data:
+            notes.append(f"connections to standby {choice.name} were allowed since it was staged: its clone is "
+                         "checked for rows written since staging (one read of each table) before anything else")
     elif choice is not None and choice.reason:
         notes.append(f"{choice.reason}; restoring from the dump instead")
     if in_place:
@@ -355,8 +358,32 @@ class RestoreSteps(DbSteps):
         self.db.create_database_like(name, str(step.params["like"]), template=standby,
                                      comment=self._mark(ctx, "restore", name, backup=manifest["name"], counts=None,
                                                         standby=standby))
+        checked = self._check_clone(ctx, standby, name)
         return {"database": name, "standby": standby, "seconds": round(time.monotonic() - started, 3),
-                "pg_restore_seconds": 0.0, "split_tables": []}
+                "pg_restore_seconds": 0.0, "split_tables": [], **checked}
+
+    def _check_clone(self, ctx: StepContext, standby: str, clone: str) -> dict[str, Any]:
+        """When connections to the standby were allowed since it was staged, the clone's data against
+        staging (:mod:`rollback.standby`); a change drops the clone and marks the standby stale."""
+        mark = Mark.from_comment(self.db.comment(standby))
+        if mark is None or not needs_data_check(mark, self.db.database_facts(standby)):
+            return {"data_checked": False}
+        started = time.monotonic()
+        changed = self.db.written_since(clone, int(mark.get("xid_horizon")))
+        if self.db.sequence_states(clone) != mark.get("sequences"):
+            changed.append("sequences")
+        if not changed:
+            ctx.note(f"standby {standby} took connections since it was staged; its data is as staged "
+                     f"(checked in {time.monotonic() - started:.2f} s)")
+            return {"data_checked": True, "data_check_seconds": round(time.monotonic() - started, 3)}
+        why = "changed since staging: " + ", ".join(changed[:5]) + (" ..." if len(changed) > 5 else "")
+        self.db.drop_database(clone)
+        self.db.set_comment(standby, Mark(mark.role, mark.run, mark.live, mark.name, mark.at,
+                                          {**dict(mark.details), "stale": why}).to_comment())
+        raise ChecksFailed(f"standby {standby} was changed after it was staged ({why}): its clone {clone} was "
+                           "dropped and the standby is marked stale",
+                           "nothing else was changed; run the restore again: it restores from the dump",
+                           checks=changed)
 
     def check_swap(self, step: Step, ctx: StepContext) -> Check:
         restored, aside = str(step.params["restored"]), str(step.params["aside"])

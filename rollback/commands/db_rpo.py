@@ -10,7 +10,14 @@ is looked up on its own and shown with its age:
   ``aws.db_instance`` is known.
 
 A kind that cannot be read (no instance configured, AWS unreachable) is listed
-with the reason and counts as not within the target. :func:`rpo` returns the
+with the reason and counts as not within the target.
+
+RDS uploads an instance's transaction logs every five minutes, so its
+``LatestRestorableTime`` is normally up to five minutes old ("typically within the
+last five minutes", Amazon RDS User Guide, *Restoring a DB instance to a specified
+time*). The point-in-time point is judged with that lag allowed
+(:data:`RDS_LOG_LAG_SECONDS` on top of the target): it misses the target only when
+it is older than that, i.e. when the log uploads themselves fall behind. :func:`rpo` returns the
 document; ``ok`` is False (the CLI exits 3) when no point is within the target.
 """
 
@@ -26,7 +33,9 @@ from rollback.config import Config
 from rollback.context import Services
 from rollback.errors import RollbackError
 
-__all__ = ["rpo"]
+__all__ = ["RDS_LOG_LAG_SECONDS", "rpo"]
+
+RDS_LOG_LAG_SECONDS = 300.0
 
 
 def _iso(value: dt.datetime) -> str:
@@ -34,10 +43,10 @@ def _iso(value: dt.datetime) -> str:
 
 
 def _point(kind: str, name: str | None, at: dt.datetime | None, now: dt.datetime, target: float,
-           detail: str = "") -> dict[str, Any]:
+           detail: str = "", allowance: float = 0.0) -> dict[str, Any]:
     age = None if at is None else max(0.0, round((now - at).total_seconds(), 1))
     return {"kind": kind, "name": name, "at": _iso(at) if at else None, "age_seconds": age,
-            "within_target": age is not None and age <= target, "detail": detail}
+            "within_target": age is not None and age <= target + allowance, "detail": detail}
 
 
 def _logical(config: Config, services: Services, now: dt.datetime, target: float) -> dict[str, Any]:
@@ -74,9 +83,12 @@ def _rds(config: Config, services: Services, now: dt.datetime, target: float) ->
         newest = next((s for s in snaps if s.type == wanted), None)
         out.append(_point(kind, newest.id if newest else None, newest.created if newest else None, now, target,
                           "" if newest else f"no available {wanted} snapshot of {instance}"))
+    lag = f"latest restorable time (RDS ships its logs every 5 min: up to {RDS_LOG_LAG_SECONDS / 60:g} min of lag " \
+          "is allowed on top of the target)"
     out.append(_point(kinds[2], instance, inst.latest_restorable, now, target,
-                      "latest restorable time" if inst.latest_restorable else
-                      f"{instance} has no point-in-time window (automated backups off?)"))
+                      lag if inst.latest_restorable else
+                      f"{instance} has no point-in-time window (automated backups off?)",
+                      allowance=RDS_LOG_LAG_SECONDS))
     return out
 
 

@@ -6,9 +6,12 @@ ones concurrently within a budget (:func:`live_signals`): the rollback alarms,
 CloudFront ``5xxErrorRate`` and ``OriginLatency`` p95 over the last 5
 minutes, a probe of the health URLs, failed ``_prisma_migrations`` rows,
 data loss in the tables declared ``grow_only`` (fewer rows than in the newest
-backup: rows were deleted where they never are), and Vercel (is a rollback
-already in effect; when was production deployed; is a rolling release active).
-A source that is not configured is a signal *not measured*, with the reason (the
+backup: rows were deleted where they never are; data loss only past the
+table's threshold and with a failed migration, a deploy or a migration within
+the lookback to explain it, else "rows fewer than the backup", P2: see
+:func:`rollback.decide.data_loss_signals`), and Vercel (is a rollback already in
+effect; when was production deployed; is a rolling release active). A source
+that is not configured is a signal *not measured*, with the reason (the
 grow-only check only when some table is declared grow-only).
 
 During an active Vercel rolling release the canary is judged on its share of the
@@ -29,6 +32,7 @@ decision.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import time
@@ -41,7 +45,16 @@ from rollback.adapters.pulumi import cli_available
 from rollback.commands import incident as incidents
 from rollback.commands import signals as sources
 from rollback.context import Services
-from rollback.decide import Context, Decision, Signal, alarm_criterion, decide, order_layers
+from rollback.decide import (
+    Context,
+    Decision,
+    RowLoss,
+    Signal,
+    alarm_criterion,
+    data_loss_signals,
+    decide,
+    order_layers,
+)
 from rollback.errors import BadInput
 from rollback.incident import iso, read_incident
 from rollback.units import parse_time
@@ -58,6 +71,7 @@ __all__ = [
     "DecideResult",
     "Flags",
     "LiveReading",
+    "corroboration",
     "flag_signals",
     "live_budget",
     "live_signals",
@@ -131,6 +145,8 @@ class LiveReading:
     sources: dict[str, dict[str, Any]] = field(default_factory=dict)
     changes: list[recent.Change] = field(default_factory=list)  # what changed recently, not yet judged
     change_problems: dict[str, str] = field(default_factory=dict)  # change source -> why it was not read
+    losses: list[RowLoss] | None = None  # grow-only tables with fewer rows than the newest backup (None: none read)
+    notes: list[str] = field(default_factory=list)  # what the reading itself says (no CloudFront in front...)
     rolling: RollingRelease | None = None  # the project's rolling release (any state)
 
     @property
@@ -187,7 +203,19 @@ def live_signals(config: Config, *, budget: float | None = None, minutes: int = 
         return reading
 
     cloudfront = outcomes["cloudfront"]
+    health = outcomes["health"]
+    direct = (config.env.vercel is not None and not cloudfront.ok
+              and str(cloudfront.problem).startswith("not configured: "))
+    if direct:
+        # No CloudFront in front of the app: no CloudFront rates to miss. Latency is the health probe's.
+        reading.notes.append(sources.vercel_direct_note(str(cloudfront.problem).removeprefix("not configured: ")))
+        if health.ok and health.value:
+            slowest = max(health.value, key=lambda r: r.seconds)
+            signals.append(Signal("p95_ms", round(slowest.seconds * 1000, 1), "health", "ms",
+                                  f"the slowest of {len(health.value)} health URL(s) ({slowest.name}); no CloudFront"))
     for index, (name, unit) in enumerate((("error_rate", "%"), ("p95_ms", "ms"))):
+        if direct:
+            continue
         if not cloudfront.ok:
             signals.append(_not_measured(name, "cloudfront", str(cloudfront.problem)))
         elif cloudfront.value[index].value is None:
@@ -197,7 +225,6 @@ def live_signals(config: Config, *, budget: float | None = None, minutes: int = 
             signals.append(Signal(name, round(window.value, 3), "cloudfront", unit,
                                   f"{window.metric} {window.stat} over the last {minutes} min"))
 
-    health = outcomes["health"]
     if not health.ok:
         signals.append(_not_measured("service_down", "health", str(health.problem)))
     else:
@@ -229,10 +256,8 @@ def live_signals(config: Config, *, budget: float | None = None, minutes: int = 
         if config.env.database.grow_only:
             signals.append(_not_measured("data_loss", "database", str(data.problem)))
     elif data.value is not None:
-        shrunk = data.value
-        detail = "; ".join(f"{s.table}: {s.rows} rows, {s.backup_rows} in backup {s.backup} (grow-only)"
-                           for s in shrunk) or "no grow-only table lost rows since the newest backup"
-        signals.append(Signal("data_loss", bool(shrunk), "database", detail=detail))
+        # Judged once the recent changes are (run_decide): data loss needs what explains it.
+        reading.losses = list(data.value)
 
     vercel = outcomes["vercel"]
     if vercel.ok:
@@ -350,6 +375,20 @@ def judge_changed(given: Sequence[str] | None, reading: LiveReading | None, dete
     return Changed(("app",), "default", detected if reading is not None else None, lookback, findings, problems)
 
 
+# Changes that can delete rows: a deployment (Vercel), a stack update (Pulumi), a migration (Prisma).
+_WRITERS = ("vercel", "pulumi", "prisma")
+
+
+def corroboration(signals: Sequence[Signal], changed: Changed) -> list[str]:
+    """What explains rows missing from a grow-only table: a failed migration, or a deploy or migration
+    within the lookback window before detection."""
+    found = [f"failed migration ({s.detail})" if s.detail and s.source != "flag" else "a failed migration"
+             for s in signals if s.name == "failed_migration" and s.value is True]
+    found += [f"{f.change.what} ({f.minutes_before:.0f} min before detection)" for f in changed.findings
+              if f.within and f.change.source in _WRITERS]
+    return found
+
+
 @dataclass
 class DecideResult:
     decision: Decision
@@ -395,11 +434,15 @@ def run_decide(config: Config, flags: Flags, *, live: bool = False, changed: Seq
     release = reading.canary if reading else None
     when = incidents.detect(detected_at, reading.alarms if reading else None).at
     layers_changed = judge_changed(changed, reading, when, lookback)
+    if reading is not None and reading.losses is not None:
+        signals.extend(data_loss_signals(reading.losses, corroboration(signals, layers_changed)))
     ctx = Context(env=config.env_name, changed=layers_changed.layers,
                   rollback_active=bool(production and production.rollback_active), remove_commit=remove_commit,
                   has_pulumi=config.env.pulumi is not None, pulumi_cli=cli_available(),
                   canary=_canary_context(release) if release is not None else None)
     decision = decide(signals, ctx)
+    if reading is not None and reading.notes:
+        decision = dataclasses.replace(decision, notes=(*reading.notes, *decision.notes))
     seconds = time.monotonic() - started
     result = DecideResult(decision, seconds, live=reading, changed=layers_changed)
     if not record or decision.severity is None:

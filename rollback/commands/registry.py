@@ -63,7 +63,8 @@ FAMILIES: dict[str, tuple[str, ...]] = {
               "infra.preview", "infra.check", "infra.up", "infra.invalidate_release", "stack.config_restore"),
     "db": ("db.backup", "db.skip_emergency_backup", "db.verify_backup", "db.check_rights", "db.restore_beside",
            "db.restore_in_place", "db.check_counts", "db.swap", "db.drop_set_aside", "db.resolve",
-           "db.check_migration", "db.down", "rds.create_snapshot", "rds.restore", "db.remove_incomplete_backup",
+           "db.check_migration", "db.down", "rds.create_snapshot", "rds.restore", "rds.apply_settings",
+           "db.remove_incomplete_backup",
            "db.stage", "db.check_standby", "db.clone_standby", "db.salvage_compare", "db.salvage_apply",
            "db.guard_migrations", "db.guard_run", "db.guard_record", "db.guard_outcome"),
 }

@@ -27,6 +27,7 @@ from rollback.commands.app_health import health_step
 from rollback.commands.run_types import RELEASE_GAP, SERVICE_LAYERS, RunPlan, RunRequest
 from rollback.commands.verify import checklist_step
 from rollback.context import Services
+from rollback.dburl import pooler_reason, register_conninfo_secrets, url_user
 from rollback.errors import BadInput, ConfigError, RollbackError, UnsafePrecondition
 from rollback.layers import Hazard, MigrationRow, assets_mismatch, database_switch, order, schema_skew
 from rollback.plan import Plan, Step
@@ -39,11 +40,14 @@ if TYPE_CHECKING:
 
 
 __all__ = [
+    "check_switchable",
     "failed_migrations",
     "file_sha256",
     "handler_services",
     "newest_release_start",
     "plan_run",
+    "switch_keys",
+    "switch_variables",
 ]
 
 # --------------------------------------------------------------------------------------------- adapters
@@ -110,8 +114,11 @@ def _plan_app(config: Config, services: Services, request: RunRequest) -> _Layer
     else:
         reason = f"rollback run ({request.incident})" if request.incident else "rollback run"
         # During an active rolling release this plans its abort (all traffic back to the base), never an
-        # instant rollback past the base.
-        planned = app_commands.plan_rollback(config, client, to=target, reason=reason, verify=True)
+        # instant rollback past the base. A database switch in this run redeploys the target with the new
+        # variables; an earlier one is named in the plan's notes (run has no --yes-old-database: the hazard
+        # is the operator's to judge).
+        planned = app_commands.plan_rollback(config, client, to=target, reason=reason, verify=True,
+                                             yes_old_database=True)
         assert planned.project is not None and planned.target is not None and planned.current is not None
         to = planned.target
         release = planned.extra.get("rolling_release")
@@ -416,24 +423,97 @@ def _database_host(config: Config) -> str | None:
     return urlsplit(url).hostname if url else None
 
 
-def _switch_steps(config: Config, facts: Mapping[str, Any]) -> list[Step]:
-    """``--switch-database``: point the Vercel project's database variable at the restored RDS instance
-    and redeploy what production serves (the rolled-back deployment) so that it takes the new value."""
+def _switch_steps(config: Config, services: Services, facts: Mapping[str, Any]) -> tuple[list[Step], list[str]]:
+    """``--switch-database``: point the Vercel project's database variables (``url_env``, and
+    ``direct_url_env`` when the project has it) at the restored RDS instance and redeploy what
+    production serves (the rolled-back deployment) so that it takes the new values.
+
+    Checked now, before anything changes: each variable can be read, none goes through a pooler,
+    and the app will have credentials (``database.app_role``'s, as the variables hold them, or the
+    restored instance's managed master secret: never this shell's database URL)."""
     settings = config.require_vercel()
-    url_env = config.env.database.url_env
+    database = config.env.database
+    wanted = list(dict.fromkeys((database.url_env, database.direct_url_env)))
+    client = services.vercel()
+    present = {env.key for env in client.list_env(settings.project) if "production" in env.target}
+    keys = [key for key in wanted if key == database.url_env or key in present]
+    for env, value in switch_variables(services, settings.project, keys):
+        check_switchable(settings.project, env.key, value, app_role=database.app_role)
+    notes = [f"--switch-database changes {' and '.join(keys)} together, with the restored instance's endpoint"]
+    if database.app_role:
+        credentials = "app-role"
+        notes.append(f"--switch-database keeps the credentials of the app role {database.app_role} "
+                     "(RDS restores roles with the data)")
+    else:
+        source = str(facts.get("rds_source") or "")
+        master = services.rds().instance(source) if source else None
+        if master is None or not master.master_secret_arn:
+            raise BadInput(f"--switch-database needs credentials for the app: {source or 'the source'} has no "
+                           "managed master password for the restored instance to get, and database.app_role is "
+                           "not set",
+                           "set database.app_role to the app's own role (its credentials stay those the app's "
+                           "variables hold); this shell's database URL is never used")
+        credentials = "master-secret"
+        notes.append(f"--switch-database takes the credentials from the restored instance's managed master "
+                     f"secret: the app connects as the master user {master.master_username or ''}".rstrip()
+                     + "; set database.app_role to keep the app's own role")
     restored_step = "rds-restore"
     redeploy_of = facts.get("app_to")
+    shown = " and ".join(keys)
     return _prefixed([
         Step("switch-database", "vercel.switch_database",
-             f"set {url_env} of Vercel project {settings.project} (production) to the restored instance "
-             f"{facts.get('rds_target')}", target=f"{settings.project} env {url_env}", layer="app",
-             params={"project": settings.project, "key": url_env, "from_step": restored_step,
-                     "instance": facts.get("rds_target")}, destructive=True),
+             f"set {shown} of Vercel project {settings.project} (production) to the restored instance "
+             f"{facts.get('rds_target')}", target=f"{settings.project} env {shown}", layer="app",
+             params={"project": settings.project, "key": database.url_env, "keys": keys,
+                     "from_step": restored_step, "instance": facts.get("rds_target"), "credentials": credentials,
+                     "app_role": database.app_role}, destructive=True),
         Step("redeploy", "vercel.redeploy",
              f"redeploy {'the rolled-back deployment ' + str(redeploy_of) if redeploy_of else 'production'} so it "
-             f"runs with the new {url_env}, and promote it", target=f"{settings.project} production", layer="app",
+             f"runs with the new {shown}, and promote it", target=f"{settings.project} production", layer="app",
              params={"project": settings.project, "deployment": redeploy_of, "timeout": 600.0}, destructive=True),
-    ], "db")
+    ], "db"), notes
+
+
+def switch_keys(params: Mapping[str, Any]) -> list[str]:
+    """The Vercel variables a switch step changes (``key`` alone in plans made before ``keys``)."""
+    return [str(k) for k in params.get("keys") or [params["key"]]]
+
+
+def switch_variables(services: Services, project: str, keys: Sequence[str]) -> list[tuple[Any, str | None]]:
+    """The project's production variables ``keys`` and their values (None: Vercel will not show it)."""
+    client = services.vercel()
+    envs = {env.key: env for env in client.list_env(project) if "production" in env.target}
+    found = []
+    for key in keys:
+        env = envs.get(key)
+        if env is None:
+            raise UnsafePrecondition(f"Vercel project {project} has no production variable {key}",
+                                     f"add it in the Vercel dashboard, or change {key} by hand")
+        value = client.env_value(project, env.id)
+        if value is not None:
+            register_conninfo_secrets(value)
+        found.append((env, value))
+    return found
+
+
+def check_switchable(project: str, key: str, value: str | None, *, app_role: Any = None) -> None:
+    """Refuse a variable the restored instance's endpoint cannot simply replace the host of."""
+    if value is None:
+        raise UnsafePrecondition(
+            f"Vercel will not show the value of {key} of project {project} (a sensitive variable), so rollback "
+            "cannot keep its database name and parameters nor check that it does not go through a pooler",
+            f"set {key} by hand to the restored instance's endpoint and redeploy; nothing was changed")
+    pooled = pooler_reason(value)
+    if pooled:
+        raise UnsafePrecondition(
+            f"{key} of Vercel project {project} goes through a connection pooler ({pooled}): the restored "
+            "instance's endpoint in its place would bypass the pool",
+            "point the pooler at the restored instance instead (the RDS Proxy's target, PgBouncer's host), then "
+            "run without --switch-database; nothing was changed")
+    if app_role and url_user(value) != app_role:
+        raise UnsafePrecondition(f"{key} of Vercel project {project} connects as {url_user(value) or 'nobody'}, not "
+                                 f"as the app role {app_role} (database.app_role)",
+                                 "fix database.app_role or the variable; nothing was changed")
 
 
 def plan_run(config: Config, request: RunRequest, services: Services | None = None) -> RunPlan:
@@ -491,7 +571,8 @@ def plan_run(config: Config, request: RunRequest, services: Services | None = No
         if hazard is not None:
             hazards.append(hazard)
         if request.switch_database:
-            switch = _switch_steps(config, {**db_facts, "app_to": app_facts.get("to")})
+            switch, switch_notes = _switch_steps(config, services, {**db_facts, "app_to": app_facts.get("to")})
+            parts["db"].notes.extend(switch_notes)
     elif request.switch_database:
         raise BadInput("--switch-database needs an RDS restore in this run",
                        "add --to db=rds-time:TIME (or rds-snapshot:ID, rds-latest)")

@@ -4,18 +4,20 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from rollback.adapters.s3_versions import group_by_key, newest_first
 from rollback.backups import manifest_path as backup_manifest_path
 from rollback.commands import db as db_commands
 from rollback.commands import infra_stack as stack
-from rollback.commands.run_plan import failed_migrations, file_sha256
+from rollback.commands.run_plan import check_switchable, failed_migrations, file_sha256, switch_keys, switch_variables
 from rollback.context import Services
+from rollback.dburl import with_server
 from rollback.errors import OperationFailed, UnsafePrecondition
 from rollback.plan import Step
 from rollback.runner import Check, handler
@@ -121,10 +123,17 @@ def _common_prefix(keys: Sequence[str]) -> str:
 
 @dataclass
 class SwitchHandlers:
-    """``--switch-database``: the Vercel project's database variable to the restored RDS instance, then a
-    redeploy of what production serves (a variable applies to deployments built after it), promoted
-    when a rollback paused the automatic assignment of production domains. The variable's value (it
-    holds a password) is read, changed and written back without ever being journaled or printed."""
+    """``--switch-database``: the Vercel project's database variables (``database.url_env`` and, when the
+    project has it, ``database.direct_url_env``: together, so that the app and its migrations never
+    disagree) to the restored RDS instance, then a redeploy of what production serves (a variable
+    applies to deployments built after it), promoted when a rollback paused the automatic assignment
+    of production domains.
+
+    The credentials come from the restored instance's managed master secret, or, with
+    ``database.app_role``, stay those of the app's own role as the variables hold them (RDS restores
+    roles with the data); never from this shell's database URL. A variable that goes through a
+    connection pooler is refused: the instance's endpoint in its place would bypass the pool. Values
+    (they hold passwords) are read, changed and written back without ever being journaled or printed."""
 
     services: Services
     sleep: Callable[[float], None] = time.sleep
@@ -140,45 +149,51 @@ class SwitchHandlers:
         port = restored.get("port")
         return (str(endpoint) if endpoint else None), (int(port) if isinstance(port, int) else None)
 
-    def _variable(self, step: Step) -> tuple[Any, str | None]:
-        client = self.services.vercel()
-        project, key = str(step.params["project"]), str(step.params["key"])
-        for env in client.list_env(project):
-            if env.key == key and "production" in env.target:
-                return env, client.env_value(project, env.id)
-        raise UnsafePrecondition(f"Vercel project {project} has no production variable {key}",
-                                 f"add it in the Vercel dashboard, or change {key} by hand")
+    def _variables(self, step: Step) -> list[tuple[Any, str | None]]:
+        return switch_variables(self.services, str(step.params["project"]), switch_keys(step.params))
 
     def check_switch(self, step: Step, ctx: StepContext) -> Check:
         endpoint, _ = self._endpoint(step, ctx)
-        would = f"set {step.params['key']} of {step.params['project']} to the restored instance's endpoint"
+        keys = switch_keys(step.params)
+        would = f"set {', '.join(keys)} of {step.params['project']} to the restored instance's endpoint"
         if endpoint is None:
-            return Check(False, {"would_set": step.params["key"], "host": "(known once restored)"}, would)
-        env, value = self._variable(step)
-        if value is not None and urlsplit(value).hostname == endpoint:
-            return Check(True, {"variable": env.to_dict(), "host": endpoint}, would)
-        return Check(False, {"would_set": step.params["key"], "host": endpoint}, would)
+            return Check(False, {"would_set": keys, "host": "(known once restored)"}, would)
+        found = self._variables(step)
+        if all(value is not None and urlsplit(value).hostname == endpoint for _, value in found):
+            return Check(True, {"variables": [env.to_dict() for env, _ in found], "host": endpoint,
+                                "project": step.params["project"]}, would)
+        return Check(False, {"would_set": keys, "host": endpoint}, would)
 
     def switch(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         endpoint, port = self._endpoint(step, ctx)
         if endpoint is None:
             raise UnsafePrecondition("the restored instance has no endpoint yet", "wait for it, then resume")
-        env, value = self._variable(step)
-        source = value
-        if source is None:  # a sensitive variable cannot be read back: build it from our own URL
-            source = self.services.config.database_url()
-            ctx.note(f"{env.key} on Vercel cannot be read back (type {env.type}): using this environment's "
-                     f"{self.services.config.env.database.url_env} with the new host")
-        if not source:
-            raise UnsafePrecondition(f"no value of {env.key} to change the host of", "set it by hand")
-        parts = urlsplit(source)
-        userinfo = parts.netloc.rpartition("@")[0]
-        host = f"{endpoint}:{port or parts.port or 5432}"
-        new = urlunsplit(parts._replace(netloc=f"{userinfo}@{host}" if userinfo else host))
-        self.services.vercel().edit_env(str(step.params["project"]), env.id, value=new)
-        ctx.note(f"{env.key}: host {parts.hostname} -> {endpoint} (Vercel project {step.params['project']}, "
-                 "production)")
-        return {"variable": env.to_dict(), "from_host": parts.hostname, "to_host": endpoint}
+        project = str(step.params["project"])
+        found = self._variables(step)
+        for env, value in found:
+            check_switchable(project, env.key, value, app_role=step.params.get("app_role"))
+        username = password = None
+        if step.params.get("credentials") == "master-secret":
+            instance = self.services.rds().instance(str(step.params["instance"]))
+            if not instance.master_secret_arn:
+                raise UnsafePrecondition(f"the restored instance {instance.id} has no managed master secret yet",
+                                         "resume once it has one (rollback resume); nothing was switched")
+            credentials = self.services.secrets().database_credentials(instance.master_secret_arn)
+            username, password = credentials.username, credentials.password
+        source = "the restored instance's managed master secret" if username else \
+            f"the app role {step.params.get('app_role')}"
+        from_hosts = []
+        for env, value in found:
+            assert value is not None  # check_switchable refused an unreadable value
+            old = urlsplit(value).hostname
+            new = with_server(value, host=endpoint, port=port, username=username, password=password)
+            self.services.vercel().edit_env(project, env.id, value=new)
+            from_hosts.append(old)
+            ctx.note(f"{env.key}: host {old} -> {endpoint}, credentials from {source} (Vercel project {project}, "
+                     "production)")
+        return {"project": project, "variables": [env.key for env, _ in found], "from_host": from_hosts[0],
+                "to_host": endpoint, "credentials": step.params.get("credentials"),
+                "switched_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")}
 
     def check_redeploy(self, step: Step, ctx: StepContext) -> Check:
         earlier = ctx.earlier.get(step.id)

@@ -38,6 +38,7 @@ from rollback.backups import list_backups
 from rollback.changes import Change, Deployed
 from rollback.changes import stack_changes as changes_of_update
 from rollback.context import Services
+from rollback.decide import RowLoss
 from rollback.errors import RollbackError
 from rollback.redact import redact_text
 from rollback.stackdiff import changed_config_keys
@@ -71,7 +72,9 @@ __all__ = [
     "production_deployment",
     "read_alarms",
     "recent_deployments",
+    "served_by_vercel",
     "stack_changes",
+    "vercel_direct_note",
 ]
 
 RECENT_DEPLOYMENTS = 3  # production deployments read for "what changed": the serving one and those before
@@ -202,6 +205,25 @@ def distribution_id(config: Config) -> str:
     if not isinstance(value, str) or not value:
         raise NotConfigured("aws.distribution_id is not set and the stack outputs have no distributionId")
     return value
+
+
+def vercel_direct_note(reason: str) -> str:
+    """What ``decide`` and ``verify`` say when no CloudFront distribution is in front of the app."""
+    return (f"the app is served by Vercel directly (no CloudFront distribution: {reason}): error rate and latency "
+            "come from the health probe and the critical flows only ('rollback verify': health URLs, flows, API "
+            "p95, page load), not from CloudFront metrics")
+
+
+def served_by_vercel(config: Config) -> str | None:
+    """Why the app counts as served by Vercel directly (a Vercel project, no CloudFront distribution
+    configured or in the stack outputs), or None when CloudFront is in front of it."""
+    if config.env.vercel is None:
+        return None
+    try:
+        distribution_id(config)
+    except NotConfigured as exc:
+        return str(exc)
+    return None
 
 
 def cloudfront_metric(config: Config, metric: str, stat: str, *, minutes: float, timeout: float,
@@ -349,19 +371,11 @@ def migration_state(config: Config, *, timeout: float) -> MigrationState:
     return MigrationState(True, [m.name for m in rows if m.status == "failed"], newest)
 
 
-@dataclass(frozen=True)
-class Shrunk:
-    """A grow-only table with fewer rows than in the newest backup: rows were deleted (data loss)."""
-
-    table: str
-    rows: int
-    backup_rows: int
-    backup: str
-
-
-def grow_only_losses(config: Config, *, timeout: float) -> list[Shrunk] | None:
+def grow_only_losses(config: Config, *, timeout: float) -> list[RowLoss] | None:
     """The ``database.grow_only`` tables (rows are never deleted there) that now hold fewer rows than in
-    the newest backup that is not an emergency one; ``None`` when no table is declared grow-only."""
+    the newest backup that is not an emergency one, each with its data-loss threshold (whether that is
+    data loss is :func:`rollback.decide.data_loss_signals`'s to judge); ``None`` when no table is declared
+    grow-only."""
     settings = config.env.database
     if not settings.grow_only:
         return None
@@ -375,7 +389,7 @@ def grow_only_losses(config: Config, *, timeout: float) -> list[Shrunk] | None:
     counted = {str(t["name"]) if t.get("schema") in (None, "public") else f"{t['schema']}.{t['name']}": int(t["rows"])
                for t in newest.get("tables", []) if isinstance(t, dict)}
     db = Database(Target.from_url(url), connect_timeout=max(1, round(timeout)))
-    found: list[Shrunk] = []
+    found: list[RowLoss] = []
     with db.connect() as conn, db_errors("counting the grow-only tables"):
         for table in settings.grow_only:
             if table not in counted:
@@ -383,7 +397,9 @@ def grow_only_losses(config: Config, *, timeout: float) -> list[Shrunk] | None:
             schema, _, name = table.rpartition(".")
             rows = db.table_counts(conn=conn, tables=[(schema or "public", name)])[0].rows
             if rows < counted[table]:
-                found.append(Shrunk(table, rows, counted[table], str(newest.get("name"))))
+                threshold = settings.loss_threshold(table)
+                found.append(RowLoss(table, rows, counted[table], str(newest.get("name")), threshold.percent,
+                                     threshold.rows))
     return found
 
 

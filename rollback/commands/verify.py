@@ -18,6 +18,10 @@ source is not configured: never a silent pass). Groups follow the runbook:
 - **Monitoring**: every rollback alarm OK; metrics still arriving (a
   CloudFront datapoint in the last 10 minutes).
 
+When the app is served by Vercel directly (a Vercel project and no CloudFront
+distribution), there are no CloudFront items: the document's ``notes`` say that
+error rate and latency come from the health URLs, the flows and the API p95.
+
 The CloudFront rates judge the minutes *since the service was restored*
 when that time is known (``since``): a standalone ``rollback verify`` reads
 it from the open incident's ``restored`` event (which ``rollback run``
@@ -456,6 +460,12 @@ def verify_once(config: Config, *, baseline: str | None = None, expect_version: 
         "cloudfront": lambda: cloudfront_items(config, since),
         "alarms": lambda: alarm_items(config),
     }
+    notes: list[str] = []
+    direct = signals.served_by_vercel(config)
+    if direct is not None:
+        # No CloudFront in front of the app: its rates are not "not measured", they do not exist here.
+        del readers["cloudfront"]
+        notes.append(signals.vercel_direct_note(direct))
     budget = HTTP_BUDGET + (config.env.verify.smoke_timeout if config.env.verify.smoke else 0)
     outcomes = signals.gather(readers, budget=budget)
     items: list[Item] = []
@@ -472,7 +482,7 @@ def verify_once(config: Config, *, baseline: str | None = None, expect_version: 
     ok = not failed and not (strict and unmeasured)
     return {"ok": ok, "strict": strict, "env": config.env_name, "checked_at": iso(checked_at),
             "since": iso(since) if since is not None else None,
-            "seconds": round(time.monotonic() - started, 3), "items": [i.to_dict() for i in items],
+            "seconds": round(time.monotonic() - started, 3), "items": [i.to_dict() for i in items], "notes": notes,
             "summary": {"pass": sum(1 for i in items if i.status == PASS), "fail": len(failed),
                         "not_measured": len(unmeasured)}}
 

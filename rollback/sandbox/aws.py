@@ -4,8 +4,10 @@
 with ``AWS_ENDPOINT_URL`` (see :func:`moto_environment`). Before serving, it
 adds the CloudFront semantics moto lacks (ETags that change, ``IfMatch``,
 Lambda@Edge associations, deploy and invalidation status; see
-:mod:`rollback.sandbox.cloudfront`) and CloudWatch's percentiles and composite
-alarms (:mod:`rollback.sandbox.cloudwatch`).
+:mod:`rollback.sandbox.cloudfront`), CloudWatch's percentiles and composite
+alarms (:mod:`rollback.sandbox.cloudwatch`), and RDS's restores as RDS does them
+(no managed master password or monitoring carried over, ``creating`` before
+``available``, a lagging latest restorable time; :mod:`rollback.sandbox.rds`).
 
 Standalone, for the sandbox drill::
 
@@ -60,12 +62,13 @@ def start_moto(port: int | None = None, *, deploy_after_reads: int = 2,
     """
     from moto.server import ThreadedMotoServer
 
-    from rollback.sandbox import cloudwatch
+    from rollback.sandbox import cloudwatch, rds
     from rollback.sandbox.cloudfront import install
 
     memoize_region_lists()
     install(deploy_after_reads=deploy_after_reads, deploy_after_seconds=deploy_after_seconds)
     cloudwatch.install()
+    rds.install()
     # One access-log line per request on stderr drowns test output and the drill's progress.
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     chosen = port or _free_port()

@@ -12,6 +12,11 @@
   ``DescribeAlarms`` already lists alarms with a rule as ``CompositeAlarms``,
   so the operation is routed to it. moto never evaluates alarms (nor the
   rule): the sandbox's monitor sets every state itself.
+- **Missing data.** :func:`alarm_state` is CloudWatch's evaluation of one alarm over its
+  evaluation periods, with ``TreatMissingData`` as the CloudWatch User Guide documents it
+  ("Configuring how CloudWatch alarms treat missing data"): ``missing`` (the default) leaves an
+  alarm with no datapoint at all in INSUFFICIENT_DATA, ``breaching`` counts a missing datapoint
+  as over the threshold, ``notBreaching`` as within it, ``ignore`` keeps the current state.
 
 :func:`install` patches once per process, like :mod:`rollback.sandbox.cloudfront`.
 """
@@ -21,9 +26,10 @@ from __future__ import annotations
 import math
 import re
 import threading
+from collections.abc import Callable
 from typing import Any
 
-__all__ = ["install", "percentile"]
+__all__ = ["alarm_state", "install", "percentile"]
 
 _MARK = "_rollback_cloudwatch_installed"
 _LOCK = threading.Lock()
@@ -38,6 +44,30 @@ def percentile(values: list[float], stat: str) -> float | None:
     ordered = sorted(values)
     rank = math.ceil(float(match.group(1)) / 100 * len(ordered))
     return ordered[min(max(rank, 1), len(ordered)) - 1]
+
+
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "GreaterThanThreshold": lambda value, threshold: value > threshold,
+    "GreaterThanOrEqualToThreshold": lambda value, threshold: value >= threshold,
+    "LessThanThreshold": lambda value, threshold: value < threshold,
+    "LessThanOrEqualToThreshold": lambda value, threshold: value <= threshold,
+}
+
+
+def alarm_state(values: list[float | None], *, comparison: str, threshold: float, datapoints_to_alarm: int,
+                treat_missing_data: str = "missing", current: str = "INSUFFICIENT_DATA") -> str:
+    """The state CloudWatch gives an alarm whose evaluation periods hold ``values`` (None: no datapoint)."""
+    treat = treat_missing_data or "missing"
+    if all(value is None for value in values):
+        if treat == "breaching":
+            return "ALARM" if len(values) >= datapoints_to_alarm else current
+        if treat == "notBreaching":
+            return "OK"
+        return current if treat == "ignore" else "INSUFFICIENT_DATA"
+    compare = _COMPARE[comparison]
+    breaching = sum(1 for value in values
+                    if (value is None and treat == "breaching") or (value is not None and compare(value, threshold)))
+    return "ALARM" if breaching >= datapoints_to_alarm else "OK"
 
 
 def install() -> None:

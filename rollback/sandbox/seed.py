@@ -24,9 +24,11 @@ What it seeds (names follow the Pulumi program in ``infra/`` for project
   *before* the damage; then a failed migration and the damage it did (users
   deleted, integrations lost, stats zeroed, orphans), so a restore of that
   backup repairs it. ``prisma/migrations/`` holds the local migration files.
-- **RDS** (moto): instance ``rollback-sandbox-db`` created 3 days ago with
-  7 days of automated backups (so ``--to-time "15m ago"`` is inside its
-  window) and a manual snapshot taken before the release.
+- **RDS** (moto, made as strict as RDS by :mod:`rollback.sandbox.rds`):
+  instance ``rollback-sandbox-db`` created 3 days ago with 7 days of automated
+  backups (so ``--to-time "15m ago"`` is inside its window), its master
+  password managed by RDS in Secrets Manager (as ``infra/database.py``
+  declares it), and a manual snapshot taken before the release.
 - **Alarms**: the six rollback criterion alarms and the composite alarm of
   ``infra/alarms.py``; the 5xx, edge-errors, cache-hit and composite alarms in
   ALARM since 1 minute ago, with 15 minutes of datapoints that turn bad at
@@ -263,12 +265,12 @@ def alarm_definitions(distribution_id: str) -> list[dict[str, Any]]:
          "spec": {"AlarmDescription": f"Rollback criterion: connection pool exhaustion, > 90% of max_connections "
                                       f"({connections} of {DB_MAX_CONNECTIONS})",
                   "Namespace": "AWS/RDS", "MetricName": "DatabaseConnections", "Dimensions": rds,
-                  "Statistic": "Maximum", "TreatMissingData": "missing", **per_minute}},
+                  "Statistic": "Maximum", "TreatMissingData": "breaching", **per_minute}},
         {"name": f"{PREFIX}-db-free-storage", "value": "FreeStorageSpace", "layer": "db",
          "comparison": "LessThanThreshold", "threshold": float(free_bytes),
          "spec": {"AlarmDescription": f"Rollback criterion: RDS free storage < 10% of {DB_ALLOCATED_GB} GiB",
                   "Namespace": "AWS/RDS", "MetricName": "FreeStorageSpace", "Dimensions": rds,
-                  "Statistic": "Minimum", "TreatMissingData": "missing", **per_minute}},
+                  "Statistic": "Minimum", "TreatMissingData": "breaching", **per_minute}},
     ]
 
 
@@ -362,9 +364,10 @@ def seed_aws(session: Any, timeline: Timeline, rolling: bool = False) -> dict[st
     })
     distribution_id = pin_distribution_id(str(distribution["Distribution"]["Id"]))
 
+    # As infra/database.py declares it: RDS manages the master password in Secrets Manager.
     rds.create_db_instance(DBInstanceIdentifier=DB_INSTANCE, DBInstanceClass="db.t4g.medium", Engine="postgres",
                            EngineVersion="16.4", AllocatedStorage=DB_ALLOCATED_GB, DBName="app",
-                           MasterUsername="app_admin", MasterUserPassword=secrets.token_urlsafe(18),
+                           MasterUsername="app_admin", ManageMasterUserPassword=True, Port=5432,
                            BackupRetentionPeriod=7, Tags=[{"Key": "project", "Value": PROJECT}])
     rds.create_db_snapshot(DBSnapshotIdentifier=DB_SNAPSHOT, DBInstanceIdentifier=DB_INSTANCE)
 

@@ -188,3 +188,77 @@ def test_a_restore_copies_the_sources_settings_and_names_the_alarm_pin(
     assert f"copied from {name}: parameter group {name}-pg13, option group {name}-og, Multi-AZ True" in result.err
     assert (f"pulumi config set rollback:dbAlarmInstanceId {target} --stack production; "
             "pulumi up --stack production") in result.err
+
+
+def _managed_instance(client: Any, name: str, **extra: Any) -> dict[str, Any]:
+    client.create_db_instance(DBInstanceIdentifier=name, DBInstanceClass="db.t3.micro", Engine="postgres",
+                              MasterUsername="app_admin", ManageMasterUserPassword=True, AllocatedStorage=20,
+                              BackupRetentionPeriod=7, **extra)
+    found: dict[str, Any] = client.describe_db_instances(DBInstanceIdentifier=name)["DBInstances"][0]
+    return found
+
+
+def _rds_config(write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                name: str) -> None:
+    path = write_config({"test": {"aws": {"region": "us-east-1", "db_instance": name}}}, default_env="test",
+                        journal_dir=str(tmp_path / "runs"))
+    monkeypatch.setenv("ROLLBACK_CONFIG", str(path))
+    monkeypatch.setenv("ROLLBACK_RDS_WAIT_DELAY", "1")
+
+
+def test_the_stand_in_refuses_a_managed_password_on_a_restore(aws_env: str) -> None:
+    """As the API reference of RestoreDBInstanceFromDBSnapshot and RestoreDBInstanceToPointInTime says of
+    ManageMasterUserPassword: "Applies to RDS for Oracle only" (and terraform-provider-aws #31509: no effect
+    on a PostgreSQL restore). A restored instance has no managed secret, is 'creating' before it is
+    'available', and refuses ModifyDBInstance until then (InvalidDBInstanceState)."""
+    import boto3
+    from botocore.exceptions import ClientError
+
+    client = boto3.client("rds", region_name="us-east-1")
+    name = f"app-db-{secrets.token_hex(3)}"
+    source = _managed_instance(client, name)
+    assert source["MasterUserSecret"]["SecretArn"]
+    with pytest.raises(ClientError, match="Oracle only"):
+        client.restore_db_instance_to_point_in_time(SourceDBInstanceIdentifier=name, UseLatestRestorableTime=True,
+                                                    TargetDBInstanceIdentifier=f"{name}-r0",
+                                                    ManageMasterUserPassword=True)
+    restored = client.restore_db_instance_to_point_in_time(
+        SourceDBInstanceIdentifier=name, TargetDBInstanceIdentifier=f"{name}-r1",
+        UseLatestRestorableTime=True)["DBInstance"]
+    assert restored["DBInstanceStatus"] == "creating" and "MasterUserSecret" not in restored
+    with pytest.raises(ClientError, match="not in available state"):
+        client.modify_db_instance(DBInstanceIdentifier=f"{name}-r1", ManageMasterUserPassword=True,
+                                  ApplyImmediately=True)
+
+
+@pytest.mark.slow
+def test_restore_of_a_managed_password_instance_gets_its_own_secret(
+        run_cli: RunCli, aws_env: str, write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch,
+        tmp_path: Path) -> None:
+    """The restore goes without ManageMasterUserPassword (RDS: "Applies to RDS for Oracle only"), waits until
+    the new instance is available, then ModifyDBInstance(ManageMasterUserPassword=True, ApplyImmediately=True)
+    with the source's KMS key: the new instance has a managed secret of its own."""
+    import boto3
+
+    client = boto3.client("rds", region_name="us-east-1")
+    name = f"app-db-{secrets.token_hex(3)}"
+    source = _managed_instance(client, name)
+    _rds_config(write_config, monkeypatch, tmp_path, name)
+    dry = run_cli("db", "rds-restore", "--latest", "--target", f"{name}-r1", "--dry-run", "--json")
+    assert dry.code == 0, dry.err
+    steps = [s["id"] for s in dry.json()["steps"]]
+    assert steps == ["rds-restore", "rds-settings"]
+    assert "managed master password" in dry.json()["plan"]["steps"][1]["summary"]
+    result = run_cli("db", "rds-restore", "--latest", "--target", f"{name}-r1", "--wait", "--yes", "--json")
+    assert result.code == 0, result.err
+    restored = client.describe_db_instances(DBInstanceIdentifier=f"{name}-r1")["DBInstances"][0]
+    secret = restored["MasterUserSecret"]
+    assert secret["SecretArn"] and secret["SecretArn"] != source["MasterUserSecret"]["SecretArn"]
+    assert secret["KmsKeyId"] == source["MasterUserSecret"]["KmsKeyId"]
+    assert restored["DBInstanceStatus"] == "available"
+    assert result.json()["instance"]["master_secret_arn"] == secret["SecretArn"]
+    # from a snapshot too
+    assert run_cli("db", "snapshot", "create", "--id", f"{name}-snap", "--wait", "--yes").code == 0
+    snap = run_cli("db", "rds-restore", "--snapshot", f"{name}-snap", "--target", f"{name}-r2", "--wait", "--yes")
+    assert snap.code == 0, snap.err
+    assert client.describe_db_instances(DBInstanceIdentifier=f"{name}-r2")["DBInstances"][0]["MasterUserSecret"]

@@ -82,7 +82,10 @@ def test_live_without_sources_reports_each_as_not_measured(run_cli: Callable[...
     document = json.loads(result.out)
     assert document["severity"] is None and document["incident"] is None
     missing = {item["signal"]: item["detail"] for item in document["not_measured"]}
-    assert set(missing) == {"alarms", "error_rate", "p95_ms", "service_down", "failed_migration", "rollback_active"}
+    # A Vercel project and no CloudFront: error rate and latency are the health probe's (not measured here,
+    # with service_down), not CloudFront rates "not measured".
+    assert set(missing) == {"alarms", "service_down", "failed_migration", "rollback_active"}
+    assert any("served by Vercel directly" in note for note in document["notes"])
     assert all(detail.startswith("not measured: ") for detail in missing.values())
     assert "base_url is not set" in missing["service_down"]
     human = run_cli("decide", "--live")

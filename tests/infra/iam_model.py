@@ -9,7 +9,13 @@ AWS Service Authorization Reference: e.g. ``CopyObject`` of a version with
 ``VersionId`` is ``s3:DeleteObjectVersion``; ``ListObjectVersions`` is
 ``s3:ListBucketVersions`` on the bucket; ``UpdateDistribution`` associating a
 Lambda@Edge version also needs ``lambda:GetFunction`` and
-``lambda:EnableReplication*`` on that version.
+``lambda:EnableReplication*`` on that version; ``ModifyDBInstance`` turning on the
+managed master password (``ManageMasterUserPassword``) also needs
+``secretsmanager:CreateSecret`` and ``secretsmanager:TagResource`` on the secret RDS
+creates (``rds!db-<uuid>``) and ``kms:DescribeKey``/``kms:GenerateDataKey`` on the
+key it names (RDS User Guide, "Password management with Amazon RDS and AWS Secrets
+Manager", required permissions); ``GetSecretValue`` also needs ``kms:Decrypt`` on the
+secret's key (``_KmsKeyId``: the caller of this model says which key that is).
 
 ``allowed(policy, need)`` evaluates an identity policy the way IAM does for the
 parts our policies use: Allow/Deny, ``Action`` and ``Resource`` with ``*``/``?``
@@ -29,7 +35,10 @@ REGION = "us-east-1"
 
 # botocore service name -> IAM service prefix
 _PREFIX = {"cloudwatch": "cloudwatch", "s3": "s3", "cloudfront": "cloudfront", "lambda": "lambda", "rds": "rds",
-           "sts": "sts"}
+           "sts": "sts", "secretsmanager": "secretsmanager"}
+# The secret RDS creates for a managed master password: its name is RDS's choice, rds!db-<uuid>.
+RDS_SECRET = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:rds!db-00000000-0000-4000-8000-000000000000-AbCdEf"
+DEFAULT_SECRETS_KEY = f"arn:aws:kms:{REGION}:{ACCOUNT}:alias/aws/secretsmanager"
 
 
 @dataclass(frozen=True)
@@ -173,6 +182,24 @@ def needs(service: str, operation: str, params: Mapping[str, Any]) -> list[Need]
             return found + ([Need("rds:AddTagsToResource", _rds("db", target))] if p.get("Tags") else [])
         if operation == "ListTagsForResource":
             return [Need("rds:ListTagsForResource", str(p["ResourceName"]))]
+        if operation == "ModifyDBInstance":
+            found = [Need("rds:ModifyDBInstance", _rds("db", str(p["DBInstanceIdentifier"])))]
+            if p.get("DBParameterGroupName"):
+                found.append(Need("rds:ModifyDBInstance", _rds("pg", str(p["DBParameterGroupName"]))))
+            if p.get("ManageMasterUserPassword"):
+                key = str(p.get("MasterUserSecretKmsKeyId") or DEFAULT_SECRETS_KEY)
+                found += [Need("secretsmanager:CreateSecret", RDS_SECRET),
+                          Need("secretsmanager:TagResource", RDS_SECRET),
+                          Need("kms:DescribeKey", key), Need("kms:GenerateDataKey", key)]
+            if p.get("MonitoringRoleArn"):
+                found.append(Need("iam:PassRole", str(p["MonitoringRoleArn"])))
+            return found
+    if service == "secretsmanager" and operation == "GetSecretValue":
+        secret = str(p["SecretId"])
+        if not secret.startswith("arn:"):
+            secret = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{secret}"
+        return [Need("secretsmanager:GetSecretValue", secret),
+                Need("kms:Decrypt", str(p.get("_KmsKeyId") or DEFAULT_SECRETS_KEY))]
     if service == "cloudwatch":
         if operation == "DescribeAlarms":
             names = p.get("AlarmNames") or []

@@ -59,6 +59,7 @@ pytestmark = [pytest.mark.after_aws_tests, pytest.mark.slow]
 SOURCES = [
     "tests/aws",
     "tests/db/test_rds.py",
+    "tests/db/test_rds_switch.py",
     "tests/incident/test_lock.py",
     "tests/report/test_report_impact.py",
     "tests/stack/test_backend_reader.py::test_s3_backend_through_moto",
@@ -84,6 +85,7 @@ class StackNames:
     alarm_prefix: str
     subnet_group: str
     parameter_group: str
+    db_secret_key: str
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +113,7 @@ def names(rendered: MockRun) -> StackNames:
         alarm_prefix=rendered.outputs["compositeAlarmName"].rsplit("-", 1)[0] + "-",
         subnet_group=db["db-subnets"]["inputs"]["name"],
         parameter_group=db["db-parameters"]["inputs"]["name"],
+        db_secret_key=rendered.outputs["dbMasterSecretKmsKeyId"],
     )
 
 
@@ -216,11 +219,18 @@ def canonical(call: Call, names: StackNames, db_base: str | None) -> dict[str, A
                     "DBSnapshotIdentifier", "OptionGroupName"):
             if isinstance(p.get(key), str):
                 p[key] = _rebase(p[key], db_base, names.db_base)
+        # The source instance's secret key is the stack's (moto's is its aws/secretsmanager key).
+        if p.get("MasterUserSecretKmsKeyId"):
+            p["MasterUserSecretKmsKeyId"] = names.db_secret_key
         # The source instance's groups are the stack's declared ones (moto's are its defaults).
         if p.get("DBSubnetGroupName"):
             p["DBSubnetGroupName"] = names.subnet_group
         if p.get("DBParameterGroupName"):
             p["DBParameterGroupName"] = names.parameter_group
+    elif call.service == "secretsmanager":
+        # RDS's managed secrets (rds!db-<uuid>) are encrypted with the key of the stack's secret.
+        if "rds!" in str(p.get("SecretId", "")):
+            p["_KmsKeyId"] = names.db_secret_key
     elif call.service == "cloudwatch":
         if p.get("AlarmNames"):
             p["AlarmNames"] = [n if n.startswith(names.alarm_prefix) else names.alarm_prefix + n
@@ -279,6 +289,9 @@ def test_every_action_the_role_grants_is_needed_by_the_cli(
         ("AssetsObjectsRestore", "s3:DeleteObjectVersion", "DeleteObject"),  # --undelete
         ("AssetsObjectsRestore", "s3:PutObjectTagging", "CopyObject"),  # TaggingDirective=COPY
         ("DatabaseRestore", "rds:RestoreDBInstanceFromDBSnapshot", "RestoreDBInstanceFromDBSnapshot"),
+        ("DatabaseRestoredSettings", "rds:ModifyDBInstance", "ModifyDBInstance"),  # the managed password
+        ("DatabaseManagedPasswordSecret", "secretsmanager:CreateSecret", "ModifyDBInstance"),
+        ("DatabaseManagedPasswordKey", "kms:GenerateDataKey", "ModifyDBInstance"),
         ("CloudFrontConfigAndInvalidations", "cloudfront:UpdateDistribution", "UpdateDistribution"),
     ],
 )
@@ -302,3 +315,15 @@ def test_the_original_instance_is_in_the_role_after_a_restore(
             statement["Resource"] = [r for r in statement["Resource"] if not r.endswith(f":db:{names.db_base}")]
     problems = denied(narrowed, checked)
     assert any(f":db:{names.db_base} " in f"{p} " for p in problems), problems
+
+
+def test_the_role_modifies_restored_instances_only(names: StackNames, policy: dict[str, Any]) -> None:
+    """Turning on what a restore cannot set is allowed on <base>-* only: never on the stack's own instance,
+    and the secret's key is the stack's secret key alone."""
+    from tests.infra.iam_model import ACCOUNT, REGION, Need
+
+    base = f"arn:aws:rds:{REGION}:{ACCOUNT}:db:{names.db_base}"
+    assert allowed(policy, Need("rds:ModifyDBInstance", f"{base}-r1"))
+    assert not allowed(policy, Need("rds:ModifyDBInstance", base))
+    assert allowed(policy, Need("kms:GenerateDataKey", names.db_secret_key))
+    assert not allowed(policy, Need("kms:GenerateDataKey", f"arn:aws:kms:{REGION}:{ACCOUNT}:key/another"))

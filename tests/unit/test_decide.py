@@ -43,7 +43,10 @@ MATRIX: list[tuple[str, list[Signal], str | None, tuple[str, ...]]] = [
     ("alarm: db connections", [Signal("alarm.db-connections", "ALARM", "alarm")], "P1", ("app",)),
     ("alarm: db free storage", [Signal("alarm.db-free-storage", "ALARM", "alarm")], "P1", ("app",)),
     ("minor feature broken", [Signal("feature_broken", "minor")], "P2", ("app",)),
-    ("alarm: cache hit rate -> edge", [Signal("alarm.cdn-cache-hit-rate", "ALARM", "alarm")], "P2", ("edge",)),
+    # A post-rollback check: every release and rollback invalidates /*, so alone it is no rollback criterion.
+    ("alarm: cache hit rate alone: no rollback", [Signal("alarm.cdn-cache-hit-rate", "ALARM", "alarm")], "P3", ()),
+    ("rows fewer than the backup, unexplained: no db layer", [Signal("rows_fewer", True, "database")], "P2",
+     ("app",)),
     ("another alarm", [Signal("alarm.other", "ALARM", "alarm")], "P2", ("app",)),
     ("cosmetic: fix forward, nothing to roll back", [Signal("cosmetic", True)], "P3", ()),
     ("alarm OK decides nothing", [Signal("alarm.cdn-5xx-error-rate", "OK", "alarm")], None, ()),
