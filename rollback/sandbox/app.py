@@ -67,6 +67,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from rollback.sandbox.serving import QuietDisconnects
 from rollback.sandbox.vercel_rolling import TrafficSplit
 
 __all__ = ["AppServer", "Measurement", "Monitor", "main"]
@@ -296,7 +297,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(body)
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(QuietDisconnects, ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 

@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rollback.sandbox.serving import quiet_disconnects
+
 __all__ = ["MotoServer", "SeededEdge", "main", "moto_environment", "seed_edge", "start_moto", "write_workdir"]
 
 
@@ -74,6 +76,7 @@ def start_moto(port: int | None = None, *, deploy_after_reads: int = 2,
     chosen = port or _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=chosen, verbose=False)
     server.start()
+    quiet_disconnects(server._server)
     return MotoServer(url=f"http://127.0.0.1:{chosen}", stop=server.stop)
 
 

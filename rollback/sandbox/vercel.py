@@ -75,6 +75,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from rollback.sandbox import vercel_shapes as shapes
+from rollback.sandbox.serving import QuietDisconnects
 from rollback.sandbox.vercel_state import DEMO, ApiFailure, EmulatorState, FaultRule, fake_id
 
 __all__ = ["DEMO", "EmulatorState", "FaultRule", "VercelEmulator", "main", "start_emulator"]
@@ -545,7 +546,7 @@ def _snapshot(state: EmulatorState) -> dict[str, Any]:
         }
 
 
-class _Server(ThreadingHTTPServer):
+class _Server(QuietDisconnects, ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from rollback.sandbox.serving import QuietDisconnects
 from tests.report.fixture_incident import IncidentFixture, write_incident
 
 
@@ -94,7 +95,10 @@ def receiver() -> Iterator[Receiver]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    class Server(QuietDisconnects, http.server.ThreadingHTTPServer):
+        pass
+
+    server = Server(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

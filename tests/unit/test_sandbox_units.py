@@ -67,3 +67,35 @@ def test_process_identity_includes_the_start_time() -> None:
     me = process_ref("me", os.getpid())
     assert me.start_time == start_time_of(os.getpid()) is not None
     assert ProcessRef.from_dict(me.to_dict()) == me
+
+
+def test_a_client_that_hangs_up_is_not_a_server_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """socketserver prints a traceback for every error of a request; a client that hung up (a timeout, a byte
+    cap) is not one, and its traceback would land in whatever the process prints (a drill's progress, the
+    captured stderr of another test)."""
+    import socketserver
+
+    from rollback.sandbox.serving import QuietDisconnects, quiet_disconnects
+
+    class Server(QuietDisconnects, socketserver.TCPServer):
+        pass
+
+    server = Server(("127.0.0.1", 0), socketserver.BaseRequestHandler)
+    plain = socketserver.TCPServer(("127.0.0.1", 0), socketserver.BaseRequestHandler)
+    quiet_disconnects(plain)
+    try:
+        for each in (server, plain):
+            for error in (BrokenPipeError(32, "Broken pipe"), ConnectionResetError(104, "reset")):
+                try:
+                    raise error
+                except OSError:
+                    each.handle_error(None, ("127.0.0.1", 1))
+            assert capsys.readouterr().err == ""
+            try:
+                raise ValueError("a real bug")
+            except ValueError:
+                each.handle_error(None, ("127.0.0.1", 1))
+            assert "ValueError: a real bug" in capsys.readouterr().err
+    finally:
+        server.server_close()
+        plain.server_close()
