@@ -134,6 +134,7 @@ def main() -> None:
             restore_from_snapshot=settings.db_restore_from_snapshot,
             restore_to_time=settings.db_restore_to_time,
             release_snapshots=settings.db_release_snapshots,
+            monitoring_interval=settings.db_monitoring_interval,
             tags=tags,
         ),
     )
@@ -174,6 +175,7 @@ def main() -> None:
             db_subnet_group_name=db.subnet_group.name,
             db_parameter_group_name=db.parameter_group.name,
             db_master_secret_kms_key_id=db.master_secret_kms_key_id,
+            db_monitoring_role_arn=db.monitoring_role_arn,
             backend_url=settings.operator_backend_url,
             lock_url=settings.operator_lock_url,
             cdn_snapshots_url=settings.operator_cdn_snapshots_url,
@@ -193,6 +195,7 @@ def main() -> None:
     pulumi.export("dbAddress", db.address)
     pulumi.export("dbMasterSecretArn", db.master_secret_arn)
     pulumi.export("dbMasterSecretKmsKeyId", db.master_secret_kms_key_id)
+    pulumi.export("dbMonitoringRoleArn", db.monitoring_role_arn)
     pulumi.export("alarmNames", alarms.alarm_names)
     pulumi.export("compositeAlarmName", alarms.composite_name)
     pulumi.export("alertTopicArn", alarms.topic_arn)

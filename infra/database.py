@@ -13,6 +13,11 @@
 * Changes apply immediately (``dbApplyImmediately``, default true): a rollback
   of the instance class, storage or Multi-AZ must not report success and wait
   for the maintenance window.
+* Enhanced monitoring (``dbMonitoringInterval``, default every 60 s; 0 turns it
+  off) publishes through a role of its own, ``<base>-rds-monitoring``, which
+  RDS assumes. A restore copies the interval and the role to the new instance
+  (``rollback db rds-restore``), so the operator role may pass exactly this
+  role on to RDS monitoring, and nothing else.
 * Automated backups (retention >= 7 days) give point-in-time restore.
   Deletion protection, a final snapshot and tags copied to snapshots keep every
   rollback point reachable.
@@ -30,6 +35,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +43,9 @@ import pulumi
 import pulumi_aws as aws
 
 from infra.settings import POSTGRES_PORT, DbNetwork, RestoreToTime
+
+MONITORING_SERVICE = "monitoring.rds.amazonaws.com"
+MONITORING_POLICY_ARN = "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"
 
 
 @dataclass
@@ -62,6 +71,8 @@ class DatabaseArgs:
     """Point-in-time restore of another instance."""
     release_snapshots: Sequence[str] = ()
     """Suffixes of manual snapshots to take, e.g. ``pre-2026-11-20-1``."""
+    monitoring_interval: int = 60
+    """Enhanced monitoring every N seconds; 0 turns it off (and declares no monitoring role)."""
     backup_window: str = "03:00-03:30"
     maintenance_window: str = "sun:04:00-sun:04:30"
     tags: dict[str, str] = field(default_factory=dict)
@@ -118,6 +129,19 @@ class Database(pulumi.ComponentResource):
             opts=child,
         )
 
+        self.monitoring_role: aws.iam.Role | None = None
+        if args.monitoring_interval:
+            self.monitoring_role = aws.iam.Role(
+                f"{name}-monitoring",
+                name=f"{base}-rds-monitoring",
+                description=f"Assumed by RDS to publish the enhanced monitoring of {base} and its restores",
+                assume_role_policy=json.dumps({"Version": "2012-10-17", "Statement": [{
+                    "Effect": "Allow", "Principal": {"Service": MONITORING_SERVICE}, "Action": "sts:AssumeRole"}]}),
+                managed_policy_arns=[MONITORING_POLICY_ARN],
+                tags=args.tags,
+                opts=child,
+            )
+
         restoring = args.restore_from_snapshot is not None or args.restore_to_time is not None
         restore_to_point_in_time: dict[str, object] | None = None
         if args.restore_to_time is not None:
@@ -151,6 +175,8 @@ class Database(pulumi.ComponentResource):
             parameter_group_name=self.parameter_group.name,
             publicly_accessible=args.network.publicly_accessible,
             port=POSTGRES_PORT,
+            monitoring_interval=args.monitoring_interval,
+            monitoring_role_arn=self.monitoring_role.arn if self.monitoring_role is not None else None,
             backup_retention_period=args.backup_retention_days,
             backup_window=args.backup_window,
             maintenance_window=args.maintenance_window,
@@ -184,6 +210,8 @@ class Database(pulumi.ComponentResource):
             for suffix in args.release_snapshots
         ]
 
+        self.monitoring_role_arn: pulumi.Output[str] | None = (
+            self.monitoring_role.arn if self.monitoring_role is not None else None)
         self.instance_id = self.instance.identifier
         self.instance_arn = self.instance.arn
         self.address = self.instance.address

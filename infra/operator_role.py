@@ -84,6 +84,8 @@ class OperatorRoleArgs:
     db_parameter_group_name: pulumi.Input[str]
     db_master_secret_kms_key_id: pulumi.Input[str | None] = None
     """ARN of the KMS key that encrypts the instance's managed master secret (RDS reports it)."""
+    db_monitoring_role_arn: pulumi.Input[str | None] = None
+    """The database's enhanced-monitoring role, which a restore passes on to the new instance."""
     backend_url: str | None = None
     """``s3://bucket/prefix`` of a self-managed Pulumi backend to read."""
     lock_url: str | None = None
@@ -123,6 +125,7 @@ class OperatorRole(pulumi.ComponentResource):
                 args.db_subnet_group_name,
                 args.db_parameter_group_name,
                 args.db_master_secret_kms_key_id,
+                args.db_monitoring_role_arn,
             ).apply(
                 lambda v: json.dumps(
                     operator_policy(
@@ -133,6 +136,7 @@ class OperatorRole(pulumi.ComponentResource):
                         db_subnet_group_name=v[4],
                         db_parameter_group_name=v[5],
                         db_master_secret_kms_key_id=v[6],
+                        db_monitoring_role_arn=v[7],
                         db_identifier_base=args.db_identifier_base,
                         alarm_name_prefix=args.alarm_name_prefix,
                         backend_url=args.backend_url,
@@ -177,6 +181,7 @@ def operator_policy(
     db_parameter_group_name: str,
     alarm_name_prefix: str,
     db_master_secret_kms_key_id: str | None = None,
+    db_monitoring_role_arn: str | None = None,
     backend_url: str | None = None,
     lock_url: str | None = None,
     cdn_snapshots_url: str | None = None,
@@ -312,6 +317,16 @@ def operator_policy(
             "Effect": "Allow",
             "Action": ["kms:DescribeKey", "kms:GenerateDataKey", "kms:Decrypt"],
             "Resource": [db_master_secret_kms_key_id],
+        })
+    if db_monitoring_role_arn:
+        statements.insert(next(i for i, st in enumerate(statements) if st["Sid"] == "AlarmsRead"), {
+            # A restore turns enhanced monitoring on with the source's role: RDS must be handed exactly that
+            # role, and only for monitoring.
+            "Sid": "DatabaseMonitoringRolePass",
+            "Effect": "Allow",
+            "Action": ["iam:PassRole"],
+            "Resource": [db_monitoring_role_arn],
+            "Condition": {"StringEquals": {"iam:PassedToService": "monitoring.rds.amazonaws.com"}},
         })
     if backend_url:
         bucket, _, prefix = backend_url[len("s3://"):].partition("/")

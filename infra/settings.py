@@ -57,6 +57,8 @@ _SNAPSHOT_SUFFIX = re.compile(r"^[a-z0-9](?:-?[a-z0-9])*$")
 _DB_IDENTIFIER = re.compile(r"^[a-z](?:-?[a-z0-9])*$")
 _SNAPSHOT_REF = re.compile(r"^(arn:aws[a-z-]*:rds:[a-z0-9-]+:\d{12}:snapshot:)?[A-Za-z][A-Za-z0-9:-]*$")
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$")
+# The enhanced-monitoring intervals RDS accepts (CreateDBInstance MonitoringInterval), 0 being off.
+_MONITORING_INTERVALS = (0, 1, 5, 10, 15, 30, 60)
 _PRICE_CLASSES = ("PriceClass_100", "PriceClass_200", "PriceClass_All")
 _ENGINE_MAJOR = re.compile(r"^\d{1,3}$")
 _VPC_ID = re.compile(r"^vpc-[0-9a-f]{8,17}$")
@@ -176,6 +178,8 @@ class Settings:
     db_restore_to_time: RestoreToTime | None = None
     db_restore_generation: int = 1
     db_release_snapshots: tuple[str, ...] = ()
+    db_monitoring_interval: int = 60
+    """Enhanced monitoring every N seconds (0: off), with a role of its own the operator may pass on."""
     db_alarm_instance_id: str | None = None
     """The instance the RDS alarms watch when it is not the stack's own (after `rollback db rds-restore`)."""
     # Alarms and operator
@@ -302,6 +306,11 @@ def parse_settings(
             f"{retention} days is outside {MIN_BACKUP_RETENTION_DAYS}-{MAX_BACKUP_RETENTION_DAYS}",
             f"keep at least {MIN_BACKUP_RETENTION_DAYS} days so point-in-time restore reaches back a week",
         )
+
+    monitoring = raw.integer("dbMonitoringInterval", 60)
+    if monitoring not in _MONITORING_INTERVALS:
+        raise ConfigError("dbMonitoringInterval", f"{monitoring} is not an interval RDS offers",
+                          f"use one of {', '.join(str(i) for i in _MONITORING_INTERVALS)} (0 turns it off)")
 
     db_identifier = raw.text("dbInstanceIdentifier") or f"{name_prefix}-db"
     if not _DB_IDENTIFIER.match(db_identifier) or len(db_identifier) > 40:
@@ -434,6 +443,7 @@ def parse_settings(
         db_restore_to_time=to_time,
         db_restore_generation=generation,
         db_release_snapshots=tuple(release_snapshots),
+        db_monitoring_interval=monitoring,
         db_alarm_instance_id=alarm_instance,
         alarms=thresholds,
         alert_email=raw.text("alertEmail"),

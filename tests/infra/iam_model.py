@@ -192,7 +192,8 @@ def needs(service: str, operation: str, params: Mapping[str, Any]) -> list[Need]
                           Need("secretsmanager:TagResource", RDS_SECRET),
                           Need("kms:DescribeKey", key), Need("kms:GenerateDataKey", key)]
             if p.get("MonitoringRoleArn"):
-                found.append(Need("iam:PassRole", str(p["MonitoringRoleArn"])))
+                found.append(Need("iam:PassRole", str(p["MonitoringRoleArn"]),
+                                  {"iam:PassedToService": "monitoring.rds.amazonaws.com"}))
             return found
     if service == "secretsmanager" and operation == "GetSecretValue":
         secret = str(p["SecretId"])

@@ -524,6 +524,7 @@ def test_stack_outputs_the_cli_reads(base: MockRun) -> None:
         "dbAddress",
         "dbMasterSecretArn",
         "dbMasterSecretKmsKeyId",
+        "dbMonitoringRoleArn",
         "alarmNames",
         "compositeAlarmName",
         "alertTopicArn",
@@ -534,6 +535,18 @@ def test_stack_outputs_the_cli_reads(base: MockRun) -> None:
     keys = next(s for s in policy["Statement"] if s["Sid"] == "DatabaseManagedPasswordKey")
     assert keys["Resource"] == [outputs["dbMasterSecretKmsKeyId"]] and outputs["dbMasterSecretKmsKeyId"].startswith(
         "arn:aws:kms:")
+    # Enhanced monitoring's role: the operator may pass exactly it, and only to RDS monitoring.
+    monitoring = next(s for s in policy["Statement"] if s["Sid"] == "DatabaseMonitoringRolePass")
+    assert monitoring["Action"] == ["iam:PassRole"] and monitoring["Resource"] == [outputs["dbMonitoringRoleArn"]]
+    assert monitoring["Condition"] == {"StringEquals": {"iam:PassedToService": "monitoring.rds.amazonaws.com"}}
+    assert outputs["dbMonitoringRoleArn"] == f"arn:aws:iam::{MOCK_ACCOUNT_ID}:role/rollback-dev-db-rds-monitoring"
+    instance = inputs(base, "db-instance")
+    assert instance["monitoringInterval"] == 60 and instance["monitoringRoleArn"] == outputs["dbMonitoringRoleArn"]
+    role = inputs(base, "db-monitoring")
+    assert json.loads(role["assumeRolePolicy"])["Statement"][0]["Principal"] == {
+        "Service": "monitoring.rds.amazonaws.com"}
+    assert role["managedPolicyArns"] == [
+        "arn:aws:iam::aws:policy/service-role/AmazonRDSEnhancedMonitoringRole"]
     assert outputs["distributionDomain"].endswith(".cloudfront.net")
     assert outputs["edgeFunctionName"] == "rollback-dev-security-headers"
     assert outputs["assetsRelease"] == "2026-11-20.1"
@@ -541,3 +554,18 @@ def test_stack_outputs_the_cli_reads(base: MockRun) -> None:
     assert isinstance(outputs["alarmNames"], list) and len(outputs["alarmNames"]) == 6
     assert outputs["compositeAlarmName"] == "rollback-dev-rollback"
     assert outputs["operatorRoleArn"] == f"arn:aws:iam::{MOCK_ACCOUNT_ID}:role/rollback-dev-rollback-operator"
+
+
+def test_enhanced_monitoring_off_declares_no_role_and_grants_no_pass(run_infra: Any) -> None:
+    off = run_infra({"dbMonitoringInterval": "0"})
+    assert "db-monitoring" not in off.resources
+    instance = inputs(off, "db-instance")
+    assert instance.get("monitoringInterval") == 0 and not instance.get("monitoringRoleArn")
+    policy = json.loads(inputs(off, "operator-policy")["policy"])
+    assert not [s for s in policy["Statement"] if "iam:PassRole" in s["Action"]]
+    assert off.outputs.get("dbMonitoringRoleArn") is None
+
+
+def test_a_monitoring_interval_rds_does_not_offer_is_refused(run_infra: Any) -> None:
+    with pytest.raises(pulumi.RunError, match=r"rollback:dbMonitoringInterval: 45 is not an interval RDS offers"):
+        run_infra({"dbMonitoringInterval": "45"}, fresh=True)

@@ -59,6 +59,7 @@ pytestmark = [pytest.mark.after_aws_tests, pytest.mark.slow]
 SOURCES = [
     "tests/aws",
     "tests/db/test_rds.py",
+    "tests/db/test_rds_settings.py",
     "tests/db/test_rds_switch.py",
     "tests/incident/test_lock.py",
     "tests/report/test_report_impact.py",
@@ -86,6 +87,7 @@ class StackNames:
     subnet_group: str
     parameter_group: str
     db_secret_key: str
+    db_monitoring_role: str
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +116,7 @@ def names(rendered: MockRun) -> StackNames:
         subnet_group=db["db-subnets"]["inputs"]["name"],
         parameter_group=db["db-parameters"]["inputs"]["name"],
         db_secret_key=rendered.outputs["dbMasterSecretKmsKeyId"],
+        db_monitoring_role=rendered.outputs["dbMonitoringRoleArn"],
     )
 
 
@@ -227,6 +230,9 @@ def canonical(call: Call, names: StackNames, db_base: str | None) -> dict[str, A
             p["DBSubnetGroupName"] = names.subnet_group
         if p.get("DBParameterGroupName"):
             p["DBParameterGroupName"] = names.parameter_group
+        # The source instance's enhanced-monitoring role is the stack's (the tests' instances name their own).
+        if p.get("MonitoringRoleArn"):
+            p["MonitoringRoleArn"] = names.db_monitoring_role
     elif call.service == "secretsmanager":
         # RDS's managed secrets (rds!db-<uuid>) are encrypted with the key of the stack's secret.
         if "rds!" in str(p.get("SecretId", "")):
