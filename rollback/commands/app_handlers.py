@@ -138,6 +138,10 @@ class AppHandlers:
             # An earlier run may have sent it (perhaps killed before it could journal that).
             project = self.client().get_project(str(p["project_id"]))
             serves = project.production_deployment_id == p["to_deployment_id"]
+            if step.id in ctx.earlier and not serves:
+                # A later step of the same run may have moved production on (--switch-database
+                # redeploys what this step rolled back to, and promotes the new build).
+                serves = _moved_on_by_run(project.production_deployment_id, step, ctx)
             if _ours(project.last_alias_request, step, kind) or (step.id in ctx.earlier and serves):
                 return Check(True, {**base, "kind": kind, "deployment_id": p["to_deployment_id"], "sends": 0,
                                     "confirmed_by": "lastAliasRequest"})
@@ -338,6 +342,17 @@ class AppHandlers:
                          f"{format_duration(said - started)} of {format_duration(timeout)})")
             self.sleep(min(interval, max(0.0, deadline - self.clock())))
             interval = min(interval * 1.5, 3.0)
+
+
+def _moved_on_by_run(production: str | None, step: Step, ctx: StepContext) -> bool:
+    """Whether ``production`` is a deployment that a step after ``step``, finished by the run being
+    resumed, put there (a redeploy's ``deployment``, a later promote's ``to_deployment_id``)."""
+    if not production:
+        return False
+    ids = [s.id for s in ctx.plan.steps]
+    later = ids[ids.index(step.id) + 1:] if step.id in ids else []
+    return any(production in (result.get("deployment"), result.get("to_deployment_id"))
+               for sid in later if (result := ctx.earlier.get(sid)) is not None)
 
 
 def _revert_head(step: Step, ctx: StepContext) -> str | None:
