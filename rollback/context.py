@@ -116,9 +116,12 @@ class Services:
 
         def build() -> EdgeAdapter:
             from rollback.adapters.cloudfront import EdgeAdapter
+            from rollback.lock import pause
 
             clients = self.aws()
-            return EdgeAdapter(clients.client("cloudfront", EDGE_REGION), clients.client("lambda", EDGE_REGION))
+            # pause: a CloudFront wait (up to 20 min) stops at its next poll when the team lease is lost
+            return EdgeAdapter(clients.client("cloudfront", EDGE_REGION), clients.client("lambda", EDGE_REGION),
+                               sleep=pause)
 
         adapter: EdgeAdapter = self._get("edge", build)
         return adapter

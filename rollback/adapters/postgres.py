@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rollback.errors import BadInput, DatabaseError, Interrupted, LockHeld, RollbackError, UnsafePrecondition
+from rollback.lock import ensure_held
 from rollback.redact import redact_text
 from rollback.setaside import set_aside_name
 
@@ -648,6 +649,7 @@ class Database:
                     txn.execute(comment(set_aside, aside_comment))
                     txn.execute(comment(live, live_comment))
                     ended += ender.finish()
+                    ensure_held()  # a team lease lost since the step began: roll back, never COMMIT
                     guard.hold()  # from COMMIT on, signals wait until the outcome is known
                     committed = None
                     txn.commit()

@@ -19,6 +19,7 @@ from rollback.errors import (
     OperationFailed,
     VercelError,
 )
+from rollback.lock import pause
 from rollback.plan import Step
 from rollback.runner import Check, ExecutionResult, StepContext, StepHandler, execute, handler
 from rollback.units import format_duration
@@ -87,7 +88,7 @@ class AppHandlers:
     config: Config | None = None
     client_factory: Callable[[], VercelClient] | None = None
     repo: GitRepo | None = None
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] = pause  # time.sleep that stops a watch whose team lease was lost
     clock: Callable[[], float] = time.monotonic
     _client: VercelClient | None = field(default=None, init=False, repr=False)
 
@@ -363,7 +364,7 @@ def _revert_head(step: Step, ctx: StepContext) -> str | None:
 
 
 def handlers(*, config: Config | None = None, client: Callable[[], VercelClient] | None = None,
-             repo: GitRepo | None = None, sleep: Callable[[float], None] = time.sleep,
+             repo: GitRepo | None = None, sleep: Callable[[float], None] = pause,
              clock: Callable[[], float] = time.monotonic) -> dict[str, StepHandler]:
     """This layer's step handlers and the health check's (see :class:`AppHandlers`)."""
     app = AppHandlers(config=config, client_factory=client, repo=repo, sleep=sleep, clock=clock)

@@ -14,6 +14,7 @@ from rollback.config import HealthSettings
 from rollback.errors import (
     ChecksFailed,
 )
+from rollback.lock import pause
 from rollback.plan import Step
 from rollback.runner import Check, StepContext, StepHandler, handler
 
@@ -74,7 +75,7 @@ class HealthHandlers:
     """The ``health.check`` step: GET the configured paths (and the version endpoint), retried for a
     short settle window; a failed check fails the step with exit 3, listing every check."""
 
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] = pause
     clock: Callable[[], float] = time.monotonic
 
     def handlers(self) -> dict[str, StepHandler]:
@@ -101,7 +102,7 @@ class HealthHandlers:
 
 
 def check_health(settings: HealthSettings, *, expected_version: str | None = None, settle: float | None = None,
-                 sleep: Callable[[float], None] = time.sleep,
+                 sleep: Callable[[float], None] = pause,
                  clock: Callable[[], float] = time.monotonic) -> list[CheckResult]:
     """The health and version checks of ``settings``, retried for a short settle window until all pass."""
     window = settings.timeout if settle is None else settle
@@ -116,7 +117,7 @@ def check_health(settings: HealthSettings, *, expected_version: str | None = Non
 
 
 def run_health_checks(config: Config, *, expected_version: str | None = None, settle: float | None = None,
-                      sleep: Callable[[float], None] = time.sleep,
+                      sleep: Callable[[float], None] = pause,
                       clock: Callable[[], float] = time.monotonic) -> list[CheckResult]:
     """The configured health and version checks, retried for a short settle window until all pass."""
     return check_health(config.env.health, expected_version=expected_version, settle=settle, sleep=sleep,

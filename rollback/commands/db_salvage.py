@@ -16,6 +16,7 @@ from rollback.commands.db_common import DbSteps, default_jobs, emergency_step, s
 from rollback.config import Config, Relation
 from rollback.context import Services
 from rollback.errors import BadInput, UnsafePrecondition
+from rollback.lock import ensure_held
 from rollback.plan import Plan, Step
 from rollback.runner import Check, StepContext
 from rollback.setaside import Mark, parse_set_aside_name
@@ -71,6 +72,7 @@ def salvage_report(db: Database, kept: str, tables: Any = None, *, apply: bool =
                                "name tables as Table or schema.Table")
         if apply:
             copy_missing(old, new, diffs, relations=pairs)
+            ensure_held()  # a team lease lost while copying: roll back, never COMMIT
             new.commit()
         else:
             new.rollback()

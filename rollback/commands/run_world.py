@@ -17,6 +17,7 @@ from rollback.commands import infra_stack as stack
 from rollback.commands.run_plan import failed_migrations, file_sha256
 from rollback.context import Services
 from rollback.errors import OperationFailed, UnsafePrecondition
+from rollback.lock import pause
 from rollback.plan import Step
 from rollback.runner import Check, handler
 
@@ -122,7 +123,7 @@ class SwitchHandlers:
     holds a password) is read, changed and written back without ever being journaled or printed."""
 
     services: Services
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] = pause
     clock: Callable[[], float] = time.monotonic
 
     def handlers(self) -> dict[str, StepHandler]:

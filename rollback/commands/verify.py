@@ -51,6 +51,7 @@ from rollback.commands import incident as incidents
 from rollback.commands import signals
 from rollback.errors import BadInput, ChecksFailed, RollbackError
 from rollback.incident import iso, parse_ts, read_incident
+from rollback.lock import pause
 from rollback.plan import Step
 from rollback.redact import redact_text
 from rollback.runner import Check, handler
@@ -543,7 +544,7 @@ class VerifyHandlers:
     of now); resumed, a checklist that passed in the stopped run is done."""
 
     config: Config
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] = pause
 
     def handlers(self) -> dict[str, StepHandler]:
         return {"verify.checklist": handler(self.run, self.check)}
