@@ -42,6 +42,7 @@ __all__ = [
     "DatabaseSettings",
     "EnvSettings",
     "HealthSettings",
+    "HttpSettings",
     "LockSettings",
     "NotifySettings",
     "PulumiSettings",
@@ -83,7 +84,7 @@ class HealthSettings(_Model):
     base_url: str | None = None
     paths: list[str] = Field(default_factory=lambda: ["/"])
     version_path: str | None = None
-    timeout: float = Field(default=5.0, gt=0, description="seconds per request")
+    timeout: float = Field(default=5.0, gt=0, description="seconds per request, the whole answer included")
     expect_status: int = Field(default=200, ge=100, le=599)
 
     @field_validator("base_url")
@@ -293,12 +294,21 @@ class JournalSettings(_Model):
     dir: str = ".rollback/runs"
 
 
+class HttpSettings(_Model):
+    """How much of an HTTP answer rollback reads (health checks, flows, decide --live, webhooks, the
+    Vercel API): more is a failed check (see :func:`rollback.adapters.http.fetch`)."""
+
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30,
+                                description="the longest answer read, in bytes (default 1 MiB)")
+
+
 class Settings(_Model):
     default_env: str | None = None
     journal: JournalSettings = Field(default_factory=JournalSettings)
     templates_dir: str | None = Field(default=None, min_length=1,
                                       description="report, email and banner templates that override the defaults")
     lock: LockSettings = Field(default_factory=LockSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     env: dict[str, EnvSettings] = Field(default_factory=dict, validate_default=True)
 
     @field_validator("env")
@@ -326,6 +336,11 @@ class Config:
     def is_production(self) -> bool:
         """Marked ``production = true``, or named ``production``/``prod`` (any case)."""
         return self.env.production or self.env_name.lower() in PRODUCTION_NAMES
+
+    @property
+    def max_body(self) -> int:
+        """``[http] max_body_bytes``: the longest HTTP answer rollback reads."""
+        return self.settings.http.max_body_bytes
 
     @property
     def root(self) -> Path:
@@ -455,7 +470,9 @@ class Config:
             "config_file": str(self.path),
             "env": self.env_name,
             "environments": sorted(self.settings.env),
-            "settings": self.env.model_dump(mode="json"),
+            # lock: what applies, the environment's own [env.X.lock] or else the top-level [lock]
+            "settings": {**self.env.model_dump(mode="json"), "lock": self.lock_settings.model_dump(mode="json")},
+            "http": self.settings.http.model_dump(mode="json"),
             "journal_dir": str(self.journal_dir),
             "backups_dir": str(self.backups_dir),
             "templates_dirs": [str(d) for d in self.templates_dirs],

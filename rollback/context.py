@@ -82,7 +82,7 @@ class Services:
 
             settings = self.config.require_vercel()
             http = make_http_client(self.config.vercel_api_url, self.config.vercel_token())
-            client = VercelClient(http, team=settings.team)
+            client = VercelClient(http, team=settings.team, max_body=self.config.max_body)
             on_retry = self.given.get("on_retry")
             if on_retry is not None:
                 client.on_retry = on_retry
