@@ -61,7 +61,7 @@ __all__ = [
 
 CONFIG_FILENAME = "rollback.toml"
 DEFAULT_VERCEL_API_URL = "https://api.vercel.com"
-PRODUCTION_NAMES = frozenset({"production", "prod"})
+PROTECTED_PREFIXES = ("prod", "live")
 # A config file is a few kB; anything this size is a mistake (or an attack on the parser).
 MAX_CONFIG_BYTES = 1 << 20
 # Deeper than any real config nests (arrays of inline tables of arrays...); tomllib and the
@@ -275,9 +275,12 @@ class LockSettings(_Model):
 
 
 class EnvSettings(_Model):
-    # A production environment (also any environment named production or prod): `rollback drill
-    # --env` refuses it without --i-know-this-is-production.
-    production: bool = False
+    # `rollback drill --env` refuses a protected environment without --i-know-this-is-production. Unset,
+    # every environment is protected except one marked `sandbox = true` whose name does not start with
+    # prod or live (see Config.protection): a name is not a safe guess of what an environment is.
+    protected: bool | None = None
+    sandbox: bool = Field(default=False, description="a practice environment (no real users)")
+    production: bool = False  # the older spelling of protected = true
     vercel: VercelSettings | None = None
     health: HealthSettings = Field(default_factory=HealthSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -333,9 +336,26 @@ class Config:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
 
     @property
-    def is_production(self) -> bool:
-        """Marked ``production = true``, or named ``production``/``prod`` (any case)."""
-        return self.env.production or self.env_name.lower() in PRODUCTION_NAMES
+    def protection(self) -> str | None:
+        """Why the environment is protected (a drill refuses it without ``--i-know-this-is-production``),
+        or ``None`` when it is not: ``protected`` when set; else protected when marked ``production =
+        true``, when its name starts with ``prod`` or ``live`` (any case: ``prod-eu``, ``Live``), or when
+        it is not marked ``sandbox = true``."""
+        name = self.env_name
+        if self.env.protected is not None:
+            return f"[env.{name}] protected = true" if self.env.protected else None
+        if self.env.production:
+            return f"[env.{name}] production = true"
+        if name.lower().startswith(PROTECTED_PREFIXES):
+            return f"its name starts with {next(p for p in PROTECTED_PREFIXES if name.lower().startswith(p))}"
+        if not self.env.sandbox:
+            return f"[env.{name}] is not marked sandbox = true"
+        return None
+
+    @property
+    def is_protected(self) -> bool:
+        return self.protection is not None
+
 
     @property
     def max_body(self) -> int:

@@ -828,6 +828,9 @@ default_env = "{ENV}"
 [journal]
 dir = "{journal_value}"
 
+[env.{ENV}]
+sandbox = true  # a practice world: `rollback drill --env {ENV}` needs no --i-know-this-is-production
+
 [env.{ENV}.vercel]
 project = "{DEMO.project_name}"
 team = "{DEMO.team_id}"
