@@ -28,10 +28,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import render_config
-from tests.incident.conftest import World, world_config
+from tests.incident.conftest import World
 from tests.incident.cut_proxy import CutProxy, cut_proxy
-from tests.incident.test_lock import bucket, procs  # noqa: F401  (fixtures)
+from tests.incident.test_lock import _team_world, bucket, procs  # noqa: F401  (fixtures)
 
 ROOT = Path(__file__).resolve().parents[2]
 TTL = 5
@@ -47,17 +46,7 @@ def proxy(aws_env: str) -> Iterator[CutProxy]:
 
 def laptop(world: World, tmp_path: Path, bucket: str, name: str, **env: str) -> dict[str, str]:  # noqa: F811
     """One engineer's copy of the config (its own path, journal and local lock) sharing the team lease."""
-    folder = tmp_path / name
-    folder.mkdir()
-    path = folder / "rollback.toml"
-    config = world_config(world.emulator.url, "INC_DATABASE_URL", world.distribution, world.alarms, "true",
-                          lock={"url": f"s3://{bucket}/team", "ttl": TTL})
-    path.write_text(render_config(config, default_env="production", journal_dir=str(folder / "runs")),
-                    encoding="utf-8")
-    out = {**os.environ, **world.env, "ROLLBACK_CONFIG": str(path), "ROLLBACK_LOCK_DIR": str(folder / "locks"),
-           **env}
-    out.pop("ROLLBACK_JOURNAL_DIR", None)
-    return out
+    return {**_team_world(world, tmp_path, bucket, name, ttl=TTL), **env}
 
 
 def spawn(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
