@@ -353,6 +353,10 @@ class _Interrupts:
 
     @contextmanager
     def step(self) -> Iterator[None]:
+        # A signal that came after the step was journaled as started but before this point was only
+        # remembered: it interrupts the step now, not when the step ends (a 5-minute checklist).
+        if self.pending:
+            raise KeyboardInterrupt(self.pending)
         self.armed = True
         try:
             yield
