@@ -217,6 +217,7 @@ class Lease:
         self.taken_over: dict[str, Any] | None = None  # the expired holder we replaced
         self.lost: str | None = None
         self.holder_now: dict[str, Any] = {}  # who holds it now, when it was lost and that could be read
+        self._named = False  # lost is followed by who holds the lease now (or why that is unknown)
         self.renewed_at: float | None = None  # monotonic moment the last successful write was sent
         self.last_error: str | None = None  # why the last renewal failed (cleared by a success)
         self.renewals = 0
@@ -304,9 +305,9 @@ class Lease:
         reader.start()
         reader.join(HOLDER_READ_SECONDS)
         with self._mutex:
-            if self.lost is None or "holds it now" in self.lost or "nobody holds it" in self.lost \
-                    or "could not be read" in self.lost:
+            if self.lost is None or self._named:
                 return
+            self._named = True
             if found:
                 current = found[0]
                 if current is None:

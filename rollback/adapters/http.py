@@ -181,13 +181,13 @@ def fetch(http: httpx.Client, method: str, url: str, *, max_body: int = DEFAULT_
         return remaining
 
     outgoing = http.build_request(method, url, timeout=_capped_timeout(httpx, http.timeout, left()), **request)
-    hops = 0
+    history: list[Any] = []  # the redirects followed (closed, their bodies unread)
     while True:
         response = http.send(outgoing, stream=True, follow_redirects=False)
         try:
             following = http.follow_redirects and response.next_request is not None
-            if following and hops < http.max_redirects:
-                hops += 1
+            if following and len(history) < http.max_redirects:
+                history.append(response)
                 assert response.next_request is not None
                 outgoing = response.next_request
                 outgoing.extensions["timeout"] = _capped_timeout(httpx, http.timeout, left()).as_dict()
@@ -200,7 +200,7 @@ def fetch(http: httpx.Client, method: str, url: str, *, max_body: int = DEFAULT_
         headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in _DROPPED_HEADERS]
         read = httpx.Response(response.status_code, headers=headers, content=body, request=response.request,
                               extensions={k: v for k, v in response.extensions.items() if k == "http_version"})
-        read.history = list(response.history)
+        read.history = history
         return read  # type: ignore[no-any-return]
 
 
