@@ -44,6 +44,7 @@ __all__ = [
     "DatabaseSettings",
     "EnvSettings",
     "HealthSettings",
+    "HttpSettings",
     "LockSettings",
     "LossThreshold",
     "NotifySettings",
@@ -63,7 +64,7 @@ __all__ = [
 
 CONFIG_FILENAME = "rollback.toml"
 DEFAULT_VERCEL_API_URL = "https://api.vercel.com"
-PRODUCTION_NAMES = frozenset({"production", "prod"})
+PROTECTED_PREFIXES = ("prod", "live")
 # A config file is a few kB; anything this size is a mistake (or an attack on the parser).
 MAX_CONFIG_BYTES = 1 << 20
 # Deeper than any real config nests (arrays of inline tables of arrays...); tomllib and the
@@ -86,7 +87,7 @@ class HealthSettings(_Model):
     base_url: str | None = None
     paths: list[str] = Field(default_factory=lambda: ["/"])
     version_path: str | None = None
-    timeout: float = Field(default=5.0, gt=0, description="seconds per request")
+    timeout: float = Field(default=5.0, gt=0, description="seconds per request, the whole answer included")
     expect_status: int = Field(default=200, ge=100, le=599)
 
     @field_validator("base_url")
@@ -319,9 +320,12 @@ class CdnSettings(_Model):
 
 
 class EnvSettings(_Model):
-    # A production environment (also any environment named production or prod): `rollback drill
-    # --env` refuses it without --i-know-this-is-production.
-    production: bool = False
+    # `rollback drill --env` refuses a protected environment without --i-know-this-is-production. Unset,
+    # every environment is protected except one marked `sandbox = true` whose name does not start with
+    # prod or live (see Config.protection): a name is not a safe guess of what an environment is.
+    protected: bool | None = None
+    sandbox: bool = Field(default=False, description="a practice environment (no real users)")
+    production: bool = False  # the older spelling of protected = true
     vercel: VercelSettings | None = None
     health: HealthSettings = Field(default_factory=HealthSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
@@ -339,6 +343,14 @@ class JournalSettings(_Model):
     dir: str = ".rollback/runs"
 
 
+class HttpSettings(_Model):
+    """How much of an HTTP answer rollback reads (health checks, flows, decide --live, webhooks, the
+    Vercel API): more is a failed check (see :func:`rollback.adapters.http.fetch`)."""
+
+    max_body_bytes: int = Field(default=1 << 20, ge=1024, le=1 << 30,
+                                description="the longest answer read, in bytes (default 1 MiB)")
+
+
 class Settings(_Model):
     default_env: str | None = None
     journal: JournalSettings = Field(default_factory=JournalSettings)
@@ -346,6 +358,7 @@ class Settings(_Model):
                                       description="report, email and banner templates that override the defaults")
     lock: LockSettings = Field(default_factory=LockSettings)
     cdn: CdnSettings = Field(default_factory=CdnSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     env: dict[str, EnvSettings] = Field(default_factory=dict, validate_default=True)
 
     @field_validator("env")
@@ -370,9 +383,31 @@ class Config:
     environ: Mapping[str, str] = field(default_factory=lambda: dict(os.environ), repr=False)
 
     @property
-    def is_production(self) -> bool:
-        """Marked ``production = true``, or named ``production``/``prod`` (any case)."""
-        return self.env.production or self.env_name.lower() in PRODUCTION_NAMES
+    def protection(self) -> str | None:
+        """Why the environment is protected (a drill refuses it without ``--i-know-this-is-production``),
+        or ``None`` when it is not: ``protected`` when set; else protected when marked ``production =
+        true``, when its name starts with ``prod`` or ``live`` (any case: ``prod-eu``, ``Live``), or when
+        it is not marked ``sandbox = true``."""
+        name = self.env_name
+        if self.env.protected is not None:
+            return f"[env.{name}] protected = true" if self.env.protected else None
+        if self.env.production:
+            return f"[env.{name}] production = true"
+        if name.lower().startswith(PROTECTED_PREFIXES):
+            return f"its name starts with {next(p for p in PROTECTED_PREFIXES if name.lower().startswith(p))}"
+        if not self.env.sandbox:
+            return f"[env.{name}] is not marked sandbox = true"
+        return None
+
+    @property
+    def is_protected(self) -> bool:
+        return self.protection is not None
+
+
+    @property
+    def max_body(self) -> int:
+        """``[http] max_body_bytes``: the longest HTTP answer rollback reads."""
+        return self.settings.http.max_body_bytes
 
     @property
     def root(self) -> Path:
@@ -518,7 +553,9 @@ class Config:
             "config_file": str(self.path),
             "env": self.env_name,
             "environments": sorted(self.settings.env),
-            "settings": self.env.model_dump(mode="json"),
+            # lock: what applies, the environment's own [env.X.lock] or else the top-level [lock]
+            "settings": {**self.env.model_dump(mode="json"), "lock": self.lock_settings.model_dump(mode="json")},
+            "http": self.settings.http.model_dump(mode="json"),
             "journal_dir": str(self.journal_dir),
             "backups_dir": str(self.backups_dir),
             "templates_dirs": [str(d) for d in self.templates_dirs],

@@ -84,7 +84,7 @@ class Services:
 
             settings = self.config.require_vercel()
             http = make_http_client(self.config.vercel_api_url, self.config.vercel_token())
-            client = VercelClient(http, team=settings.team)
+            client = VercelClient(http, team=settings.team, max_body=self.config.max_body)
             on_retry = self.given.get("on_retry")
             if on_retry is not None:
                 client.on_retry = on_retry
@@ -118,9 +118,12 @@ class Services:
 
         def build() -> EdgeAdapter:
             from rollback.adapters.cloudfront import EdgeAdapter
+            from rollback.lock import pause
 
             clients = self.aws()
-            return EdgeAdapter(clients.client("cloudfront", EDGE_REGION), clients.client("lambda", EDGE_REGION))
+            # pause: a CloudFront wait (up to 20 min) stops at its next poll when the team lease is lost
+            return EdgeAdapter(clients.client("cloudfront", EDGE_REGION), clients.client("lambda", EDGE_REGION),
+                               sleep=pause)
 
         adapter: EdgeAdapter = self._get("edge", build)
         return adapter

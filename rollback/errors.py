@@ -26,7 +26,9 @@ ours ``from`` the original; to add to a hint, raise :meth:`RollbackError.with_hi
     │   ├── PulumiError                        Pulumi CLI / backend error
     │   │   └── PlanViolated                   (rollback.adapters.pulumi) up --plan refused the plan
     │   ├── StackConfigError                   Pulumi.<stack>.yaml unreadable or unwritable (.path)
-    │   └── CommandFailed            its code  a guarded command failed (.exit_code, .record)
+    │   ├── CommandFailed            its code  a guarded command failed (.exit_code, .record)
+    │   └── AnswerRefused                      (rollback.adapters.http) an HTTP answer too long or too
+    │                                          slow, not read further (.reason, .timed_out)
     ├── BadInput                       exit 2  usage, argument values (.path)
     │   ├── ConfigError                        rollback.toml invalid (.key, .line, .path)
     │   ├── UnknownEnvironment                 --env names no environment (.env, .available)

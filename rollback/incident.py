@@ -332,23 +332,74 @@ class IncidentRecord:
 DEFAULT_TARGETS: dict[str, float] = {"detect": 300, "decide": 120, "rollback": 600, "verify": 300, "total": 900}
 
 
-def read_incident(path: Path) -> IncidentRecord:
-    """One incident file; a torn last line (a crash mid-write) is counted, not fatal."""
+# The fields each event's readers rely on, and the JSON types they may have (a missing field is fine:
+# readers take a default). A hand-edited or foreign file that breaks them is refused in one line.
+_NONE = type(None)
+_SHAPES: dict[str, dict[str, tuple[type, ...]]] = {
+    "opened": {"env": (str,), "drill": (bool,), "detected_at": (str, _NONE), "detected_from": (str, _NONE),
+               "detected_detail": (str, _NONE), "deployment_initiated_at": (str, _NONE),
+               "deployment": (dict, _NONE)},
+    "decided": {"severity": (str, _NONE), "reasons": (list,), "layers": (list,), "options": (dict,),
+                "command": (str, _NONE), "signals": (list,), "seconds": (int, float, _NONE)},
+    "verified": {"ok": (bool,), "document": (dict, _NONE)},
+    "run_started": {"run": (str,)},
+    "initiated": {"run": (str,), "step": (str, _NONE)},
+    "restored": {"run": (str,), "layer": (str, _NONE), "health": (list, _NONE)},
+    "run_finished": {"run": (str,), "status": (str, _NONE), "exit_code": (int, _NONE)},
+    "note": {"message": (str,)},
+    "closed": {"by": (str, _NONE), "resolution": (str, _NONE)},
+}
+_ITEMS: dict[tuple[str, str], type] = {("decided", "reasons"): dict, ("decided", "layers"): str,
+                                       ("decided", "signals"): dict, ("restored", "health"): dict}
+_TYPE_NAMES = {str: "text", bool: "true/false", dict: "an object", list: "a list", int: "a number",
+               float: "a number", _NONE: "null"}
+
+
+def _shape_problem(entry: Mapping[str, Any]) -> str | None:
+    """What is wrong with one event's shape (``None`` when its readers can use it)."""
+    event = entry.get("event")
+    if not isinstance(event, str):
+        return "an entry has no event name"
+    if not isinstance(entry.get("ts", ""), str):
+        return f"{event}: ts is not text"
+    for key, types in _SHAPES.get(event, {}).items():
+        if key not in entry:
+            continue
+        value = entry[key]
+        if isinstance(value, bool) and bool not in types:
+            return f"{event}: {key} is true/false, expected {_TYPE_NAMES[types[0]]}"
+        if not isinstance(value, types):
+            return f"{event}: {key} is {_TYPE_NAMES.get(type(value), type(value).__name__)}, expected " \
+                   f"{_TYPE_NAMES[types[0]]}"
+        item = _ITEMS.get((event, key))
+        if item is not None and isinstance(value, list) and not all(isinstance(v, item) for v in value):
+            return f"{event}: {key} holds something that is not {_TYPE_NAMES[item]}"
+    return None
+
+
+def read_incident(path: Path, *, strict: bool = False) -> IncidentRecord:
+    """One incident file; a torn last line (a crash mid-write) is counted, not fatal. With ``strict``
+    (an incident a command shows or acts on), an event of the wrong shape (a hand-edited or foreign
+    file) is :class:`BadInput` naming its line, never a traceback further on."""
     record = IncidentRecord(id=path.name.removesuffix(SUFFIX), path=path)
     try:
         raw_lines = path.read_bytes().splitlines()
     except OSError as exc:
         raise BadInput(f"cannot read incident {path.name}: {exc.strerror}", "check the file") from exc
-    for raw in raw_lines:
+    for number, raw in enumerate(raw_lines, start=1):
         if not raw.strip():
             continue
         try:
             entry = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             record.torn_lines += 1
             continue
-        if isinstance(entry, dict):
+        problem = _shape_problem(entry) if isinstance(entry, dict) else "a line is not a JSON object"
+        if problem is None:
             record.events.append(entry)
+        elif strict:
+            raise BadInput(f"incident file {path.name} is malformed: line {number}: {problem}",
+                           f"fix or move {path}; 'rollback incident list' shows the other incidents")
         else:
             record.torn_lines += 1
     return record
@@ -387,13 +438,13 @@ def find_incident(directory: Path, ref: str, *, env: str | None = None) -> Incid
             which = "open incident" if ref == "open" else "incident"
             scope = f" of env {env!r}" if env else ""
             raise BadInput(f"no {which}{scope} in {directory}", "open one with 'rollback decide'")
-        return records[0]
+        return read_incident(records[0].path, strict=True)
     matches = [p for p in _paths(directory) if p.name.startswith(ref)]
     exact = [p for p in matches if p.name == f"{ref}{SUFFIX}"]
     if exact:
-        return read_incident(exact[0])
+        return read_incident(exact[0], strict=True)
     if len(matches) == 1:
-        return read_incident(matches[0])
+        return read_incident(matches[0], strict=True)
     if not matches:
         raise BadInput(f"no incident {ref!r} in {directory}", "see 'rollback incident list'")
     raise BadInput(f"incident id {ref!r} is ambiguous ({len(matches)} match)", "give more of the id")

@@ -209,8 +209,7 @@ class Journal:
                    notes=list(plan.notes))
 
     def step_started(self, step: Step) -> None:
-        if self.lock is not None:
-            self.lock.check()  # a team lease lost mid-run stops the run before its next step
+        # (a team lease lost mid-run stops the run before this: rollback.runner checks it first)
         self.write("step_started", step=step.id, description=step.describe())
 
     def step_finished(self, step: Step, result: Mapping[str, Any] | None = None, *,

@@ -18,8 +18,9 @@ environment). Laptops share no kernel, so the lease is an S3 object,
 ``<prefix>/locks/<env>.json``, written with conditional writes:
 
 - take: ``PutObject`` with ``If-None-Match: *`` (412 when someone holds it);
-- renew: ``PutObject`` with ``If-Match: <our ETag>``, every ``ttl / 3`` seconds
-  from a background thread while the run lasts;
+- renew: ``PutObject`` with ``If-Match: <our ETag>``, every ``ttl / 4`` seconds
+  from a background thread while the run lasts (long waits included: an RDS
+  restore, a CloudFront deploy);
 - release: ``DeleteObject`` with ``If-Match: <our ETag>``;
 - take over: only when the lease has expired (judged on S3's clock: the
   object's ``Last-Modified`` plus its ``ttl`` against the response's ``Date``),
@@ -28,8 +29,21 @@ environment). Laptops share no kernel, so the lease is an S3 object,
 The object holds holder, host, pid, run id, command and expiry; a refused run
 exits 4 naming them. When the lease is set, journals and incidents are copied
 to ``<prefix>/runs/`` and ``<prefix>/incidents/`` so the whole team sees one
-history. A lease lost while the run lasts (renewals failed past the expiry
-and someone took over) stops the run before its next step.
+history.
+
+**Failing closed.** The lease is *lost* when a renewal finds it taken over or
+removed, and also when its last successful write is older than ``ttl`` minus a
+margin (a quarter of ``ttl``), measured on this machine's monotonic clock from
+the moment that write was *sent* (S3 stamps it later, never earlier): a run cut
+off from S3 cannot tell whether someone took over, so after that long it must
+assume so. :meth:`RunLock.check` (the runner calls it before every step and
+again immediately before each step's act; the database swap calls
+:func:`ensure_held` right before its COMMIT) raises :class:`LockHeld` (exit 4)
+naming the run that holds the lease now, when it can be read. Long waits sleep
+through :func:`pause`, which does the same check, so a 20-minute CloudFront
+wait stops at its next poll. A lost lease is never written again (the other run
+may hold it); it expires on S3 by itself, after which ``rollback resume``
+takes it over and continues.
 """
 
 from __future__ import annotations
@@ -42,12 +56,13 @@ import json
 import os
 import secrets
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from rollback.errors import BadInput, LockHeld
+from rollback.errors import BadInput, LockHeld, RollbackError
 
 __all__ = [
     "Lease",
@@ -57,10 +72,19 @@ __all__ = [
     "TeamLock",
     "acquire",
     "describe_holder",
+    "ensure_held",
     "lock_dir",
     "lock_path",
     "parse_s3_url",
+    "pause",
 ]
+
+# A lease counts as lost once its last successful write is older than ttl * (1 - MARGIN); renewals
+# are sent every ttl * RENEW_EVERY, so two may fail (a blip) before that.
+MARGIN = 0.25
+RENEW_EVERY = 0.25
+# How long a run that lost its lease waits to read who holds it now (S3 may be what is unreachable).
+HOLDER_READ_SECONDS = 5.0
 
 
 def lock_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -142,6 +166,7 @@ class TeamLock:
     url: str
     ttl: float = 60.0
     store_factory: Callable[[str], LeaseStore] | None = None  # bucket -> store; default: S3 via boto3
+    monotonic: Callable[[], float] = time.monotonic  # the clock the lease's age is judged on (tests)
     _store: LeaseStore | None = field(default=None, repr=False)
 
     @property
@@ -167,7 +192,7 @@ class TeamLock:
 
     def lease(self, env: str, holder: Mapping[str, Any]) -> Lease:
         return Lease(self.store(), self.key("locks", f"{env}.json"), dict(holder), self.ttl, env,
-                     prefix=self.prefix)
+                     prefix=self.prefix, monotonic=self.monotonic)
 
     def copy(self, kind: str, path: Path) -> None:
         """Copy a journal (``runs``) or an incident (``incidents``) file to the shared prefix."""
@@ -175,10 +200,11 @@ class TeamLock:
 
 
 class Lease:
-    """A lease on one S3 object, held while a run lasts."""
+    """A lease on one S3 object, held while a run lasts (see the module's docstring: it fails closed)."""
 
     def __init__(self, store: LeaseStore, key: str, holder: dict[str, Any], ttl: float, env: str, *,
-                 prefix: str = "", clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)) -> None:
+                 prefix: str = "", clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.prefix = prefix
         self.key = key
@@ -186,14 +212,23 @@ class Lease:
         self.ttl = ttl
         self.env = env
         self.clock = clock
+        self.monotonic = monotonic
         self.etag: str | None = None
         self.taken_over: dict[str, Any] | None = None  # the expired holder we replaced
         self.lost: str | None = None
+        self.holder_now: dict[str, Any] = {}  # who holds it now, when it was lost and that could be read
+        self._named = False  # lost is followed by who holds the lease now (or why that is unknown)
+        self.renewed_at: float | None = None  # monotonic moment the last successful write was sent
+        self.last_error: str | None = None  # why the last renewal failed (cleared by a success)
         self.renewals = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._mutex = threading.Lock()
         self.mirrors: list[tuple[str, Path]] = []  # (kind, file) copied on each renewal and at release
+
+    @property
+    def margin(self) -> float:
+        return self.ttl * MARGIN
 
     def _body(self) -> bytes:
         now = self.clock()
@@ -216,36 +251,125 @@ class Lease:
     def take(self) -> None:
         """Take the lease, or take over an expired one; :class:`LockHeld` when someone holds it."""
         for _ in range(3):
+            sent = self.monotonic()
             etag = self.store.create(self.key, self._body())
             if etag is not None:
-                self.etag = etag
+                self._taken(etag, sent)
                 return
             current = self.store.read(self.key)
             if current is None:
                 continue  # released between our two calls: try again
             if not current.expired(self.clock()):
                 raise self._refuse(current.body, _expires_in(current))
+            sent = self.monotonic()
             etag = self.store.replace(self.key, self._body(), current.etag)
             if etag is not None:
-                self.etag = etag
+                self._taken(etag, sent)
                 self.taken_over = current.body
                 return
             # someone else renewed or took it over in between: look again
         current = self.store.read(self.key)
         raise self._refuse(current.body if current else {})
 
+    def _taken(self, etag: str, sent: float) -> None:
+        with self._mutex:
+            self.etag, self.renewed_at, self.lost, self.last_error = etag, sent, None, None
+
+    def age(self) -> float | None:
+        """Seconds since the last successful write was sent (None before the lease is taken)."""
+        return None if self.renewed_at is None else self.monotonic() - self.renewed_at
+
+    def _too_old(self) -> bool:
+        age = self.age()
+        return self.lost is None and age is not None and age > self.ttl - self.margin
+
+    def _expire(self) -> None:
+        """Count the lease as lost: not renewed for ``ttl - margin`` seconds. Called under the mutex."""
+        age = self.age() or 0.0
+        why = f"; the last renewal failed: {self.last_error}" if self.last_error else ""
+        self.lost = (f"the team lease on env {self.env!r} was not renewed for {age:.0f} s (ttl {self.ttl:g} s"
+                     f"{why}): it counts as lost, another run may have taken it over")
+
+    def _name_holder(self) -> None:
+        """Add who holds the lease now to :attr:`lost` (read within :data:`HOLDER_READ_SECONDS`)."""
+        found: list[LeaseObject | None] = []
+        failed: list[str] = []
+
+        def read() -> None:
+            try:
+                found.append(self.store.read(self.key))
+            except Exception as exc:  # S3 unreachable: say so
+                failed.append(_error_text(exc))
+
+        reader = threading.Thread(target=read, name=f"rollback-lease-holder-{self.env}", daemon=True)
+        reader.start()
+        reader.join(HOLDER_READ_SECONDS)
+        with self._mutex:
+            if self.lost is None or self._named:
+                return
+            self._named = True
+            if found:
+                current = found[0]
+                if current is None:
+                    self.lost += "; nobody holds it now"
+                elif current.etag == self.etag:
+                    self.lost += "; S3 still shows this run's last renewal"
+                else:
+                    self.holder_now = dict(current.body)
+                    self.lost += f"; {describe_holder(current.body)} holds it now"
+            else:
+                self.lost += ("; who holds it now could not be read (" + (failed[0] if failed else
+                              f"S3 did not answer within {HOLDER_READ_SECONDS:g} s") + ")")
+
+    def check(self) -> None:
+        """Raise :class:`LockHeld` when the lease is lost (taken over, removed, or not renewed for
+        ``ttl - margin`` seconds): call it before each step and right before each destructive act."""
+        with self._mutex:
+            expired = self._too_old()
+            if expired:
+                self._expire()
+            lost = self.lost
+        if lost is None:
+            return
+        if expired:
+            self._name_holder()
+        raise LockHeld(f"stopped: {self.lost}",
+                       "nothing more was done by this run; check 'rollback journal list' and the other run "
+                       "before anything else; 'rollback resume' continues this run once the lease is free",
+                       holder=dict(self.holder_now))
+
     def renew(self) -> bool:
-        """Extend the lease (If-Match on our ETag). False (and ``lost`` set) when it is no longer ours."""
+        """Extend the lease (If-Match on our ETag). False (and ``lost`` set) when it is no longer ours,
+        or was not renewed for ``ttl - margin`` seconds. A failure to reach S3 raises (``last_error``)."""
         with self._mutex:
             if self.etag is None or self.lost:
                 return False
-            etag = self.store.replace(self.key, self._body(), self.etag)
-            if etag is None:
-                current = self.store.read(self.key)
+            if self._too_old():
+                self._expire()
+                expired = True
+            else:
+                expired = False
+            etag = self.etag
+        if expired:
+            self._name_holder()
+            return False
+        sent = self.monotonic()
+        try:
+            new_etag = self.store.replace(self.key, self._body(), etag)
+        except Exception as exc:
+            with self._mutex:
+                self.last_error = _error_text(exc)
+            raise
+        current = self.store.read(self.key) if new_etag is None else None
+        with self._mutex:
+            if self.etag != etag or self.lost:
+                return False  # released, or counted as lost, while the request was out
+            if new_etag is None:
+                self.holder_now = dict(current.body) if current else {}
                 self.lost = ("the team lease was taken over: " + describe_holder(current.body)) if current else (
                     "the team lease was removed by someone else")
                 return False
-            self.etag = etag
+            self.etag, self.renewed_at, self.last_error = new_etag, sent, None
             self.renewals += 1
             return True
 
@@ -259,12 +383,12 @@ class Lease:
                     self.store.upload("/".join(p for p in (self.prefix, kind, path.name) if p), path)
 
     def _loop(self) -> None:
-        interval = max(1.0, self.ttl / 3)
+        interval = max(0.1, self.ttl * RENEW_EVERY)
         while not self._stop.wait(interval):
             try:
                 if not self.renew():
                     return
-            except Exception:  # a network blip: try again next tick; the lease outlives two missed renewals
+            except Exception:  # a network blip: try again next tick; check() judges how old the lease is
                 continue
             self._mirror()
 
@@ -273,15 +397,25 @@ class Lease:
         self._thread.start()
 
     def release(self) -> None:
+        """Stop renewing, copy the mirrored files, delete the lease (If-Match): all skipped once the lease
+        is lost (another run may hold it; S3 may be what is unreachable: it expires by itself)."""
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._mirror()
         with self._mutex:
-            if self.etag is not None and not self.lost:
-                with contextlib.suppress(Exception):
-                    self.store.delete(self.key, self.etag)
-            self.etag = None
+            lost = self.lost is not None or (self.last_error is not None and self._too_old())
+        if self._thread is not None and not lost:
+            self._thread.join(timeout=5)  # a renewal in flight ends first: its ETag is the one to delete
+        with self._mutex:
+            etag, self.etag = self.etag, None
+        if lost or etag is None:
+            return
+        self._mirror()
+        with contextlib.suppress(Exception):
+            self.store.delete(self.key, etag)
+
+
+def _error_text(exc: BaseException) -> str:
+    message = exc.one_line() if isinstance(exc, RollbackError) else f"{type(exc).__name__}: {exc}"
+    return " ".join(message.split())[:300]
 
 
 def _expires_in(current: LeaseObject) -> str:
@@ -304,11 +438,9 @@ class RunLock:
         self.lease = lease
 
     def check(self) -> None:
-        """Raise :class:`LockHeld` when the team lease was lost (call between steps)."""
-        if self.lease is not None and self.lease.lost:
-            raise LockHeld(f"stopped: {self.lease.lost}",
-                           "the other run now owns the environment; check 'rollback journal list' before "
-                           "doing anything else", holder={})
+        """Raise :class:`LockHeld` when the team lease is lost (see :meth:`Lease.check`)."""
+        if self.lease is not None:
+            self.lease.check()
 
     def mirror(self, kind: str, path: Path) -> None:
         """Copy ``path`` to the team prefix on every renewal and at release (no-op without a lease)."""
@@ -321,6 +453,8 @@ class RunLock:
             self.lease.mirror_now()
 
     def release(self) -> None:
+        with contextlib.suppress(ValueError):
+            _HELD.remove(self)
         if self.lease is not None:
             self.lease.release()
             self.lease = None
@@ -333,6 +467,26 @@ class RunLock:
                 fcntl.flock(self._fd, fcntl.LOCK_UN)
                 os.close(self._fd)
             self._fd = None
+
+
+# The run locks with a team lease this process holds: what ensure_held() and pause() check.
+_HELD: list[RunLock] = []
+
+
+def ensure_held() -> None:
+    """Raise :class:`LockHeld` when a team lease this process holds is lost. Cheap (no I/O until it
+    is lost): call it right before an irreversible act that runs inside a step."""
+    for held in list(_HELD):
+        held.check()
+
+
+def pause(seconds: float) -> None:
+    """Sleep between two polls of a long wait, then :func:`ensure_held`: a wait whose lease was lost
+    stops at its next poll."""
+    ensure_held()
+    if seconds > 0:
+        time.sleep(seconds)
+    ensure_held()
 
 
 def _holder(path: Path) -> dict[str, Any]:
@@ -393,4 +547,5 @@ def acquire(env: str, holder: dict[str, Any], *, identity: str, team: TeamLock |
             raise
         lease.start_renewing()
         run_lock.lease = lease
+        _HELD.append(run_lock)
     return run_lock

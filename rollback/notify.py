@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from rollback.adapters.http import DEFAULT_MAX_BODY, AnswerRefused, AnswerTooLarge, fetch
 from rollback.redact import redact_text
 from rollback.report import PHASES, format_seconds
 from rollback.templating import visible
@@ -110,8 +111,10 @@ class Notifier:
         queue_size: int = 50,
         stderr: Callable[[str], None] | None = None,
         why_disabled: str | None = None,
+        max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         self.url = url
+        self.max_body = max_body  # a webhook's answer is read this far at most (rollback.adapters.http.fetch)
         self.env = env
         self.incident = incident
         self.drill = drill
@@ -151,7 +154,7 @@ class Notifier:
             url = None
         return cls(url, env=config.env_name, incident=incident, drill=drill, journal=journal,
                    heartbeat_every=settings.heartbeat_minutes * 60, timeout=settings.timeout, stderr=stderr,
-                   why_disabled=why)
+                   why_disabled=why, max_body=config.max_body)
 
     @property
     def enabled(self) -> bool:
@@ -350,7 +353,15 @@ class Notifier:
             timeout = self.timeout if left is None else max(0.05, min(self.timeout, left))
             wait: float | None = None
             try:
-                response = client.post(self.url, json={"text": text}, timeout=timeout)
+                # timeout bounds the whole attempt, the answer's last byte included
+                response = fetch(client, "POST", self.url, json={"text": text}, max_body=self.max_body,
+                                 deadline=timeout)
+            except AnswerRefused as exc:
+                if isinstance(exc, AnswerTooLarge) and exc.status is not None and exc.status < 300:
+                    with self._lock:  # delivered; only its answer was too long to read
+                        self.report.sent += 1
+                    return
+                error = exc.reason
             except httpx.HTTPError as exc:
                 error = f"{type(exc).__name__}: {' '.join(str(exc).split()) or 'no answer'}"
             else:

@@ -33,7 +33,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from rollback.errors import BadInput, Interrupted, Refused, RollbackError, UnsafePrecondition
+from rollback.errors import BadInput, Interrupted, LockHeld, Refused, RollbackError, UnsafePrecondition
+from rollback.lock import ensure_held
 from rollback.plan import Plan, Step
 from rollback.redact import redact, redact_text
 
@@ -354,7 +355,7 @@ class _Interrupts:
     def step(self) -> Iterator[None]:
         if self.pending:
             # It came after the step was journaled as started but before it was armed: interrupt the step
-            # now, at its start, rather than let it run to its end (a wait can last minutes).
+            # now, at its start, rather than let it run to its end (a wait, a 5-minute checklist).
             name, self.pending = self.pending, None
             raise KeyboardInterrupt(name)
         self.armed = True
@@ -397,6 +398,7 @@ def _run_step(chosen: StepHandler, step: Step, ctx: StepContext) -> tuple[dict[s
     if ctx.dry_run:
         return {"would": check.would, **check.result}, False
     ctx.checked = check
+    ensure_held()  # immediately before the act: a team lease lost during the check stops it here
     return dict(chosen.act(step, ctx) or {}), False
 
 
@@ -455,6 +457,18 @@ def execute(
                                    resume=resume_hint or _resume_text(journal, completed).replace(
                                        "this step", f"step {step.id}"))
                 raise Interrupted(f"interrupted ({why}) before step {step.id!r}; the steps before it are done")
+            try:
+                ensure_held()  # before every step: a lost team lease stops the run here (exit 4)
+            except LockHeld as exc:
+                if journal is not None:
+                    journal.note(exc.message, lease_lost=True, holder=exc.holder)
+                observer.run_ending("refused", exc.exit_code)
+                if journal is not None:
+                    journal.finish("refused", exc.exit_code, stopped_before=step.id,
+                                   resume=resume_hint or _resume_text(journal, completed).replace(
+                                       "this step", f"step {step.id}").replace("fix the cause", "once the lease "
+                                                                               "is free"))
+                raise
             if journal is not None:
                 journal.step_started(step)
             observer.step_started(number, step, dry_run=dry_run)

@@ -20,13 +20,23 @@ text from the incident record shows as written (a reason ``<script>`` or
 In all three, control characters are shown escaped (``\\x1b``) and line breaks
 inside a value become spaces (a value cannot start a header or break a table).
 ``{{ value|safe }}`` prints a value as it is, for a template that knows better.
+
+A render that takes longer than :data:`RENDER_SECONDS` (a loop that never ends, a typo in
+an override) is stopped and reported in one line naming the file: templates are trusted,
+but a report must never hang. In the main thread a timer signal interrupts the render
+wherever it is; elsewhere the sandbox checks the clock at every call and attribute access
+a template makes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
+import signal
+import threading
+import time
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -36,9 +46,39 @@ from rollback.report import format_seconds
 if TYPE_CHECKING:
     from jinja2.sandbox import SandboxedEnvironment
 
-__all__ = ["Templates", "md_escape", "visible"]
+__all__ = ["RENDER_SECONDS", "Templates", "md_escape", "visible"]
 
 PACKAGE_DIR = Path(__file__).parent / "templates"
+RENDER_SECONDS = 10.0  # a report renders in milliseconds; this long is a template that loops for ever
+
+
+class RenderTooLong(Exception):
+    """Raised inside a render that went past its time limit."""
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float, deadline: list[float]) -> Iterator[None]:
+    """Stop the code inside after ``seconds``: a SIGALRM timer in the main thread (it interrupts any
+    Python loop); ``deadline`` is also set for the sandbox's own checks (any thread)."""
+    deadline[0] = time.monotonic() + seconds
+    armed = threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer")
+    previous: Any = None
+    if armed:
+        def expired(signum: int, frame: Any) -> None:
+            raise RenderTooLong()
+
+        try:
+            previous = signal.signal(signal.SIGALRM, expired)
+            signal.setitimer(signal.ITIMER_REAL, seconds)
+        except (ValueError, OSError):
+            armed = False
+    try:
+        yield
+    finally:
+        deadline[0] = float("inf")
+        if armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous if previous is not None else signal.SIG_DFL)
 
 # CommonMark lets any ASCII punctuation be backslash-escaped; these are the ones
 # that can start markup inside a line or a table cell ('[' and ']' disarm links and
@@ -87,12 +127,15 @@ def _kind(name: str) -> str:
 class Templates:
     """Renders a named template found in ``dirs`` (in order), else in the package's defaults."""
 
-    def __init__(self, dirs: Sequence[Path] = (), *, required: Sequence[Path] = ()) -> None:
+    def __init__(self, dirs: Sequence[Path] = (), *, required: Sequence[Path] = (),
+                 render_seconds: float = RENDER_SECONDS) -> None:
         for directory in required:
             if not directory.is_dir():
                 raise BadInput(f"templates_dir {directory} does not exist",
                                "create it, or remove templates_dir from rollback.toml to use the defaults")
         self.dirs = [d for d in dirs if d.is_dir()]
+        self.render_seconds = render_seconds
+        self._deadline = [float("inf")]
         self._envs: dict[str, SandboxedEnvironment] = {}
 
     @classmethod
@@ -119,7 +162,27 @@ class Templates:
                     return Markup(md_escape(value))
                 return visible(value)
 
-            env = SandboxedEnvironment(
+            deadline = self._deadline
+
+            class Limited(SandboxedEnvironment):
+                """The sandbox, checking the render's time limit at every call and attribute access."""
+
+                def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+                    if time.monotonic() > deadline[0]:
+                        raise RenderTooLong()
+                    return super().call(__context, __obj, *args, **kwargs)
+
+                def getattr(self, obj: Any, attribute: str) -> Any:
+                    if time.monotonic() > deadline[0]:
+                        raise RenderTooLong()
+                    return super().getattr(obj, attribute)
+
+                def getitem(self, obj: Any, argument: Any) -> Any:
+                    if time.monotonic() > deadline[0]:
+                        raise RenderTooLong()
+                    return super().getitem(obj, argument)
+
+            env = Limited(
                 loader=FileSystemLoader([str(d) for d in [*self.dirs, PACKAGE_DIR]]),
                 autoescape=kind == "html",
                 undefined=StrictUndefined,
@@ -148,7 +211,14 @@ class Templates:
         hint = f"fix {origin}, or delete it to use the default template"
         try:
             template = self._env(_kind(name)).get_template(name)
-            return template.render(**context)
+            with _time_limit(self.render_seconds, self._deadline):
+                return template.render(**context)
+        except RenderTooLong:
+            raise BadInput(f"template {origin}: rendering took longer than {self.render_seconds:g} s and was "
+                           "stopped (a loop that never ends?)", hint, path=str(origin)) from None
+        except RecursionError:
+            raise BadInput(f"template {origin}: it calls itself without end (a macro or include that never "
+                           "stops)", hint, path=str(origin)) from None
         except jinja2.TemplateSyntaxError as exc:
             raise BadInput(f"template {origin}:{exc.lineno}: {exc.message}", hint, path=str(origin)) from exc
         except jinja2.TemplateError as exc:

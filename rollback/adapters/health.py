@@ -1,8 +1,10 @@
 """HTTP health and version checks of ``[env.<name>.health]``, over an injected ``httpx.Client``.
 
 :class:`HealthChecker` returns :class:`CheckResult` values and never raises for
-a failing endpoint: a refused connection, a timeout or a wrong status is a
-failed check with its reason. Callers decide what a failure means (``rollback
+a failing endpoint: a refused connection, a timeout, a wrong status, or an
+answer longer than ``max_body`` bytes or slower than ``health.timeout`` seconds
+in all (read through :func:`rollback.adapters.http.fetch`) is a failed check
+with its reason. Callers decide what a failure means (``rollback
 app revert --wait`` and ``rollback verify`` raise
 :class:`~rollback.errors.ChecksFailed` when some check failed).
 
@@ -19,6 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rollback.adapters.http import DEFAULT_MAX_BODY, AnswerRefused, fetch
 from rollback.errors import ConfigError
 from rollback.redact import redact_text
 
@@ -114,16 +117,20 @@ def versions_match(found: str | None, expected: str) -> bool:
 class HealthChecker:
     """Runs the configured checks against ``http`` (whose base URL is the app's)."""
 
-    def __init__(self, http: httpx.Client, settings: HealthSettings) -> None:
+    def __init__(self, http: httpx.Client, settings: HealthSettings, *, max_body: int = DEFAULT_MAX_BODY) -> None:
         self.http = http
         self.settings = settings
+        self.max_body = max_body
 
     def _get(self, path: str) -> tuple[httpx.Response | None, str, float]:
         import httpx
 
         started = time.monotonic()
         try:
-            response = self.http.get(path)
+            # health.timeout bounds the whole request, the answer's last byte included
+            response = fetch(self.http, "GET", path, max_body=self.max_body, deadline=self.settings.timeout)
+        except AnswerRefused as exc:
+            return None, exc.reason, time.monotonic() - started
         except httpx.TimeoutException:
             return None, f"timed out after {self.settings.timeout:g} s", time.monotonic() - started
         except httpx.HTTPError as exc:

@@ -27,7 +27,11 @@ from rollback.redact import redact_text
 
 __all__ = ["PgTools", "ToolRun", "copy_blocks", "file_checksums", "sha256_file", "table_data_entries"]
 
-_PROGRESS = re.compile(r"(finished item \d+ TABLE DATA|dumping contents of table|processing data for table)")
+# One table's data: serial runs print the first two kinds, parallel ones (-j) both a start and a
+# "finished item" line per table. A table counts once, by its name (the last part: "finished item"
+# lines give no schema).
+_PROGRESS = re.compile(r'(?:finished item \d+ TABLE DATA (?P<tag>.+)|(?:dumping contents of table|processing data '
+                       r'for table) "(?P<quoted>.+)")')
 
 
 def sha256_file(path: Path) -> str:
@@ -115,17 +119,20 @@ class PgTools:
         if on_start is not None:
             on_start(proc)
         lines: list[str] = []
-        done = 0
+        seen: set[str] = set()
 
         def read() -> None:
-            nonlocal done
             assert proc.stderr is not None
             for line in proc.stderr:
                 line = line.rstrip("\n")
-                if _PROGRESS.search(line):
-                    done += 1
-                    if progress is not None:
-                        progress(f"{action}: {done}/{total} tables" if total else f"{action}: {done} tables")
+                found = _PROGRESS.search(line)
+                if found:
+                    name = (found.group("tag") or found.group("quoted").rsplit(".", 1)[-1]).strip().strip('"')
+                    if name not in seen:
+                        seen.add(name)
+                        done = min(len(seen), total) if total else len(seen)
+                        if progress is not None:
+                            progress(f"{action}: {done}/{total} tables" if total else f"{action}: {done} tables")
                     continue
                 if "pg_dump: " in line or "pg_restore: " in line:
                     if any(word in line for word in ("error", "warning", "FATAL", "fatal", "ERROR")):

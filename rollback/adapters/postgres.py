@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rollback.errors import BadInput, DatabaseError, Interrupted, LockHeld, RollbackError, UnsafePrecondition
+from rollback.lock import ensure_held
 from rollback.redact import redact_text
 from rollback.setaside import set_aside_name
 
@@ -355,6 +356,12 @@ class Database:
         with self.maintenance() as conn, db_errors("looking up databases"):
             return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is not None
 
+    def oid(self, dbname: str) -> int | None:
+        """The database's oid (which a rename keeps: after a swap the live name has the copy's oid)."""
+        with self.maintenance() as conn, db_errors("looking up databases"):
+            row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+        return None if row is None else int(row[0])
+
     def identity(self) -> dict[str, Any]:
         """Which database this is: the server's system identifier (``pg_control_system()``; None when
         the role may not read it), the database name, host and port (as the URL gives them)."""
@@ -690,6 +697,7 @@ class Database:
                     txn.execute(comment(set_aside, aside_comment))
                     txn.execute(comment(live, live_comment))
                     ended += ender.finish()
+                    ensure_held()  # a team lease lost since the step began: roll back, never COMMIT
                     guard.hold()  # from COMMIT on, signals wait until the outcome is known
                     committed = None
                     txn.commit()

@@ -10,11 +10,13 @@ waiters. boto3 is imported lazily (through :mod:`rollback.adapters.aws`).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rollback.adapters.aws import aws_errors
 from rollback.errors import AwsError, BadInput
+from rollback.lock import pause
 
 if TYPE_CHECKING:
     from rollback.config import Config
@@ -129,10 +131,13 @@ def settings_in_effect(raw: dict[str, Any], after: dict[str, Any]) -> list[str]:
 class RdsAdapter:
     """RDS through one boto3 client."""
 
-    def __init__(self, client: Any, *, waiter_delay: int = 15, waiter_max_attempts: int = 120) -> None:
+    def __init__(self, client: Any, *, waiter_delay: int = 15, waiter_max_attempts: int = 120,
+                 sleep: Callable[[float], None] = pause) -> None:
         self.client = client
         self.waiter_delay = waiter_delay
         self.waiter_max_attempts = waiter_max_attempts
+        # Between two polls of a wait (up to 30 min): the default stops it when the team lease is lost.
+        self.sleep = sleep
 
     def _describe(self, instance: str) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError
@@ -221,13 +226,19 @@ class RdsAdapter:
     def _wait(self, name: str, **kwargs: Any) -> None:
         from botocore.exceptions import WaiterError
 
-        with aws_errors(f"waiting ({name})", "check the AWS console; the operation may still finish"):
-            try:
-                self.client.get_waiter(name).wait(**kwargs, WaiterConfig={"Delay": self.waiter_delay,
-                                                                          "MaxAttempts": self.waiter_max_attempts})
-            except WaiterError as exc:
-                raise AwsError(f"waiting ({name}) failed: {' '.join(str(exc).split())}",
-                               "check the AWS console; the operation may still finish") from exc
+        # One poll per waiter call (botocore's acceptors judge it), our own pause between polls: a wait
+        # of many minutes stops at its next poll when the team lease is lost (rollback.lock.pause).
+        waiter = self.client.get_waiter(name)
+        for attempt in range(1, max(1, self.waiter_max_attempts) + 1):
+            with aws_errors(f"waiting ({name})", "check the AWS console; the operation may still finish"):
+                try:
+                    waiter.wait(**kwargs, WaiterConfig={"Delay": max(1, self.waiter_delay), "MaxAttempts": 1})
+                    return
+                except WaiterError as exc:
+                    if "Max attempts exceeded" not in str(exc) or attempt >= self.waiter_max_attempts:
+                        raise AwsError(f"waiting ({name}) failed: {' '.join(str(exc).split())}",
+                                       "check the AWS console; the operation may still finish") from exc
+            self.sleep(self.waiter_delay)
 
     def wait_snapshot(self, snapshot_id: str) -> DbSnapshot:
         self._wait("db_snapshot_available", DBSnapshotIdentifier=snapshot_id)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from rollback.adapters.http import DEFAULT_MAX_BODY, AnswerTooLarge, AnswerTooSlow, fetch
 from rollback.errors import BadInput, VercelError
 from rollback.redact import redact_text
 
@@ -448,6 +449,7 @@ class VercelClient:
     # Wall-clock seconds since the epoch: a Retry-After given as an HTTP date is counted from it.
     wall_clock: Callable[[], float] = time.time
     on_retry: Callable[[str], None] = field(default=lambda message: None)
+    max_body: int = DEFAULT_MAX_BODY  # bytes of one answer read at most ([http] max_body_bytes)
 
     # ------------------------------------------------------------ plumbing
     def _params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -465,12 +467,27 @@ class VercelClient:
         return float(min(self.max_backoff, self.backoff * (2 ** (attempt - 1))))
 
     def _send(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-              json: Any = None) -> httpx.Response:
-        """One HTTP exchange; transport failures become VercelError (``transient``)."""
+              json: Any = None, budget: _Budget | None = None) -> httpx.Response:
+        """One HTTP exchange, its answer read through :func:`~rollback.adapters.http.fetch` (at most
+        :attr:`max_body` bytes, within the client's read timeout in all, and within ``budget``);
+        transport failures become VercelError (``transient``)."""
         import httpx
 
+        limit = float(self.http.timeout.read or 15.0)
+        if budget is not None:
+            limit = min(limit, max(1.0, budget.remaining()))
         try:
-            return self.http.request(method, path, params=self._params(params), json=json)
+            return fetch(self.http, method, path, params=self._params(params), json=json, max_body=self.max_body,
+                         deadline=limit)
+        except AnswerTooSlow as exc:
+            raise VercelError(f"Vercel API {method} {_path_only(path)} timed out: {exc.reason}",
+                              "check connectivity to the Vercel API, then retry", code="timeout", status=None,
+                              transient=True, retry_after=None, sent=True) from exc
+        except AnswerTooLarge as exc:
+            raise VercelError(f"Vercel API {method} {_path_only(path)} answered {exc.status}, but {exc.reason}",
+                              "check VERCEL_API_URL (a proxy or captive portal?), or raise [http] max_body_bytes",
+                              code="too_large", status=exc.status, transient=False, retry_after=None,
+                              sent=True) from exc
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             # No connection, so no byte of the request left: the only failure safe to re-send blindly.
             raise VercelError(f"cannot reach the Vercel API ({redact_text(type(exc).__name__)}: "
@@ -492,7 +509,7 @@ class VercelClient:
         while True:
             budget.used += 1
             try:
-                response = self._send(method, path, params=params, json=json)
+                response = self._send(method, path, params=params, json=json, budget=budget)
                 if response.status_code < 400:
                     return response
                 error = _api_error(response, method, path, now=self.wall_clock())
@@ -651,7 +668,7 @@ class VercelClient:
         while True:
             budget.used += 1
             try:
-                response = self._send("POST", "/v13/deployments", json=body)
+                response = self._send("POST", "/v13/deployments", json=body, budget=budget)
             except VercelError as exc:
                 if exc.sent or budget.used >= budget.attempts:
                     raise
@@ -694,7 +711,7 @@ class VercelClient:
             sends += 1
             budget.used += 1
             try:
-                response = self._send("POST", path, params=params, json={})
+                response = self._send("POST", path, params=params, json={}, budget=budget)
                 if response.status_code < 400:
                     return AliasChange(kind, project_id, deployment_id, sends, "response")
                 error = _api_error(response, "POST", path, now=self.wall_clock())

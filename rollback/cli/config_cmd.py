@@ -38,6 +38,7 @@ def check(app: AppContext) -> None:
                 rows.append((prefix, "(not set)" if value is None else str(value)))
 
         walk("", result["settings"])
+        walk("http", result["http"])
         walk("secrets", result["secrets"])
         walk("endpoints", result["endpoints"])
         rows.append(("journal_dir", result["journal_dir"]))

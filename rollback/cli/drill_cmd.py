@@ -96,7 +96,8 @@ def _lines(result: DrillResult) -> list[str]:
               help="With --sandbox: the bad app release is the canary of a Vercel rolling release at 10 % "
                    "(sandbox up --rolling), so the rollback aborts it.")
 @click.option("--i-know-this-is-production", "production_ok", is_flag=True,
-              help="Allow --env to name a production environment.")
+              help="Allow --env to name a protected environment (protected = true, a name starting with "
+                   "prod or live, or no sandbox = true).")
 @click.option("--json", "json_", is_flag=True, expose_value=False, is_eager=True, callback=_set_json,
               help="Print one JSON document on stdout and nothing else there.")
 @pass_app
@@ -121,8 +122,9 @@ def drill(app: AppContext, use_sandbox: bool, env_name: str | None, config_path:
     abort.
 
     With --env NAME it drills a real environment after someone deployed a
-    bad change there; it refuses a production environment (named production
-    or prod, or marked production = true) without --i-know-this-is-production.
+    bad change there; it refuses a protected environment without
+    --i-know-this-is-production: one marked protected = true or, unset, one
+    whose name starts with prod or live, or that is not marked sandbox = true.
 
     \b
     Examples:
@@ -132,7 +134,7 @@ def drill(app: AppContext, use_sandbox: bool, env_name: str | None, config_path:
       rollback drill --env staging --layers app
 
     Exit codes: 0 rolled back and verified, 1 a phase failed, 2 bad input,
-    3 verification failed, 4 refused (production, another drill running),
+    3 verification failed, 4 refused (a protected environment, another drill running),
     130 interrupted (the sandbox it started is stopped).
     """
     from rollback.commands.drill import DrillOptions, run_drill

@@ -95,16 +95,22 @@ def _open_incident(app: AppContext, config: Config, planned: RunPlan | None, pla
     decision opens one, and records the operator's choice of layers as its decision)."""
     from rollback.commands import incident as incidents
     from rollback.commands.decide import live_signals
-    from rollback.incident import parse_ts
+    from rollback.incident import open_incident_of, parse_ts
 
-    log = incidents.attach(config, ref)
+    facts = (planned.facts.get("app") if planned is not None else None) or {}
+    initiated = parse_ts(facts.get("from_created"))  # the bad deploy this run rolls back, when known
+    log = incidents.attach(config, ref, deployment_initiated_at=initiated)
     if log is None:
+        if ref is None:
+            stale = open_incident_of(incidents.directory(config), config.env_name)
+            why = incidents.superseded(stale, initiated) if stale is not None else None
+            if why:
+                say(why)
         alarms = None if detected_at else live_signals(config, alarms_only=True).alarms
         detection = incidents.detect(detected_at, alarms)
-        facts = (planned.facts.get("app") if planned is not None else None) or {}
         deployment = {"id": facts.get("from"), "created": facts.get("from_created")} if facts.get("from") else None
         log, _ = incidents.ensure(config, None, detection=detection, drill=drill, deployment=deployment,
-                                  deployment_initiated_at=parse_ts(facts.get("from_created")))
+                                  deployment_initiated_at=initiated)
         say(f"opened incident {log.id} (detected {detection.source}: {detection.detail})")
     if not _decision_of(log):
         options = _operator_options(planned) if planned is not None else {}

@@ -20,6 +20,7 @@ from rollback.errors import (
     OperationFailed,
     VercelError,
 )
+from rollback.lock import pause
 from rollback.plan import Step
 from rollback.runner import Check, ExecutionResult, StepContext, StepHandler, execute, handler
 from rollback.units import format_duration
@@ -82,7 +83,7 @@ class AppHandlers:
     config: Config | None = None
     client_factory: Callable[[], VercelClient] | None = None
     repo: GitRepo | None = None
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] = pause  # time.sleep that stops a watch whose team lease was lost
     clock: Callable[[], float] = time.monotonic
     _client: VercelClient | None = field(default=None, init=False, repr=False)
 
@@ -134,6 +135,10 @@ class AppHandlers:
             # An earlier run may have sent it (perhaps killed before it could journal that).
             project = self.client().get_project(str(p["project_id"]))
             serves = project.production_deployment_id == p["to_deployment_id"]
+            if step.id in ctx.earlier and not serves:
+                # A later step of the same run may have moved production on (--switch-database
+                # redeploys what this step rolled back to, and promotes the new build).
+                serves = _moved_on_by_run(project.production_deployment_id, step, ctx)
             if _ours(project.last_alias_request, step, kind) or (step.id in ctx.earlier and serves):
                 return Check(True, {**base, "kind": kind, "deployment_id": p["to_deployment_id"], "sends": 0,
                                     "confirmed_by": "lastAliasRequest"})
@@ -336,6 +341,17 @@ class AppHandlers:
             interval = min(interval * 1.5, 3.0)
 
 
+def _moved_on_by_run(production: str | None, step: Step, ctx: StepContext) -> bool:
+    """Whether ``production`` is a deployment that a step after ``step``, finished by the run being
+    resumed, put there (a redeploy's ``deployment``, a later promote's ``to_deployment_id``)."""
+    if not production:
+        return False
+    ids = [s.id for s in ctx.plan.steps]
+    later = ids[ids.index(step.id) + 1:] if step.id in ids else []
+    return any(production in (result.get("deployment"), result.get("to_deployment_id"))
+               for sid in later if (result := ctx.earlier.get(sid)) is not None)
+
+
 def _revert_head(step: Step, ctx: StepContext) -> str | None:
     result = ctx.results.get(step.sibling("git-revert")) or {}
     head = result.get("head")
@@ -344,7 +360,7 @@ def _revert_head(step: Step, ctx: StepContext) -> str | None:
 
 
 def handlers(*, config: Config | None = None, client: Callable[[], VercelClient] | None = None,
-             repo: GitRepo | None = None, sleep: Callable[[float], None] = time.sleep,
+             repo: GitRepo | None = None, sleep: Callable[[float], None] = pause,
              clock: Callable[[], float] = time.monotonic) -> dict[str, StepHandler]:
     """This layer's step handlers and the health check's (see :class:`AppHandlers`)."""
     app = AppHandlers(config=config, client_factory=client, repo=repo, sleep=sleep, clock=clock)

@@ -10,10 +10,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from rollback.adapters.health import HealthChecker, make_health_client
+from rollback.adapters.http import DEFAULT_MAX_BODY
 from rollback.config import HealthSettings
 from rollback.errors import (
     ChecksFailed,
 )
+from rollback.lock import pause
 from rollback.plan import Step
 from rollback.runner import Check, StepContext, StepHandler, handler
 
@@ -50,7 +52,7 @@ def health_step(config: Config, *, expected_version: str | None = None, expected
                 params={"base_url": settings.base_url, "paths": list(settings.paths), "version_path": version_path,
                         "expect_status": settings.expect_status, "timeout": settings.timeout,
                         "expected_version": expected_version if version_path else None,
-                        "expected_from": expected_from, "after": after})
+                        "expected_from": expected_from, "after": after, "max_body": config.max_body})
 
 
 def _health_settings(params: Mapping[str, Any]) -> HealthSettings:
@@ -74,7 +76,7 @@ class HealthHandlers:
     """The ``health.check`` step: GET the configured paths (and the version endpoint), retried for a
     short settle window; a failed check fails the step with exit 3, listing every check."""
 
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] = pause
     clock: Callable[[], float] = time.monotonic
 
     def handlers(self) -> dict[str, StepHandler]:
@@ -88,7 +90,8 @@ class HealthHandlers:
 
     def run(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         results = check_health(_health_settings(step.params), expected_version=_expected_version(step, ctx),
-                               sleep=self.sleep, clock=self.clock)
+                               sleep=self.sleep, clock=self.clock,
+                               max_body=int(step.params.get("max_body") or DEFAULT_MAX_BODY))
         for result in results:
             ctx.note(f"{'ok  ' if result.ok else 'FAIL'} {result.name}: {result.detail}")
         failed = [r for r in results if not r.ok]
@@ -101,12 +104,12 @@ class HealthHandlers:
 
 
 def check_health(settings: HealthSettings, *, expected_version: str | None = None, settle: float | None = None,
-                 sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> list[CheckResult]:
+                 sleep: Callable[[float], None] = pause, clock: Callable[[], float] = time.monotonic,
+                 max_body: int = DEFAULT_MAX_BODY) -> list[CheckResult]:
     """The health and version checks of ``settings``, retried for a short settle window until all pass."""
     window = settings.timeout if settle is None else settle
     with make_health_client(settings) as http:
-        checker = HealthChecker(http, settings)
+        checker = HealthChecker(http, settings, max_body=max_body)
         deadline = clock() + window
         while True:
             results = checker.run(expected_version)
@@ -116,8 +119,8 @@ def check_health(settings: HealthSettings, *, expected_version: str | None = Non
 
 
 def run_health_checks(config: Config, *, expected_version: str | None = None, settle: float | None = None,
-                      sleep: Callable[[float], None] = time.sleep,
+                      sleep: Callable[[float], None] = pause,
                       clock: Callable[[], float] = time.monotonic) -> list[CheckResult]:
     """The configured health and version checks, retried for a short settle window until all pass."""
     return check_health(config.env.health, expected_version=expected_version, settle=settle, sleep=sleep,
-                        clock=clock)
+                        clock=clock, max_body=config.max_body)

@@ -266,8 +266,11 @@ class BackupSteps(DbSteps):
                 "seconds": manifest["durations"]["total_seconds"], "manifest": manifest}
 
     def check_skip_emergency_backup(self, step: Step, ctx: StepContext) -> Check:
-        return Check(False, {"skipped": True, "reason": step.params["reason"]},
-                     f"skip the emergency backup (reason: {step.params['reason']})")
+        would = f"skip the emergency backup (reason: {step.params['reason']})"
+        earlier = ctx.earlier.get(step.id)
+        if earlier is not None:  # journaled as skipped by the run being resumed: nothing to redo
+            return Check(True, dict(earlier), would)
+        return Check(False, {"skipped": True, "reason": step.params["reason"]}, would)
 
     def skip_emergency_backup(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         ctx.note(f"emergency backup skipped: {step.params['reason']}", reason=step.params["reason"])

@@ -7,14 +7,16 @@ from the live database are copied, in one transaction. Row contents are never pr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from rollback.adapters.postgres import Database, db_errors
 from rollback.adapters.salvage import compare, copy_missing, summary
 from rollback.commands.db_common import DbSteps, default_jobs, emergency_step, services_for
-from rollback.config import Config
+from rollback.config import Config, Relation
 from rollback.context import Services
 from rollback.errors import BadInput, UnsafePrecondition
+from rollback.lock import ensure_held
 from rollback.plan import Plan, Step
 from rollback.runner import Check, StepContext
 from rollback.setaside import Mark, parse_set_aside_name
@@ -50,14 +52,18 @@ def salvage_target(db: Database, kept: str | None) -> tuple[str, dict[str, Any]]
     return kept, {"run": mark.run, "at": mark.at, "backup": mark.get("backup")}
 
 
-def salvage_report(db: Database, kept: str, tables: Any = None, *, apply: bool = False) -> dict[str, Any]:
-    """Compare (and with ``apply`` copy, in one transaction) the kept copy against the live database."""
+def salvage_report(db: Database, kept: str, tables: Any = None, *, apply: bool = False,
+                   relations: Sequence[Relation] = ()) -> dict[str, Any]:
+    """Compare (and with ``apply`` copy, in one transaction) the kept copy against the live database.
+    ``relations`` (``database.relations``) are followed like foreign keys: a row whose parent differs
+    or was skipped is skipped too."""
     live_name = db.target.dbname
     wanted = [str(t) for t in tables] if tables else None
+    pairs = [(r.child, r.parent) for r in relations]
     with db.connect(kept, autocommit=False) as old, db.connect(autocommit=False) as new, \
             db_errors(f"comparing {kept} with {live_name}", "nothing was changed" if apply else None):
         db.begin_read_only_snapshot(old)
-        diffs = compare(old, new, wanted)
+        diffs = compare(old, new, wanted, relations=pairs, with_parents=apply)
         if wanted is not None:
             found = {d.name for d in diffs} | {f"{d.schema}.{d.name}" for d in diffs}
             unknown = sorted(set(wanted) - found)
@@ -65,12 +71,14 @@ def salvage_report(db: Database, kept: str, tables: Any = None, *, apply: bool =
                 raise BadInput(f"no table {', '.join(unknown)} in {kept} or {live_name}",
                                "name tables as Table or schema.Table")
         if apply:
-            copy_missing(old, new, diffs)
+            copy_missing(old, new, diffs, relations=pairs)
+            ensure_held()  # a team lease lost while copying: roll back, never COMMIT
             new.commit()
         else:
             new.rollback()
-    return {"kept": kept, "live": live_name, "applied": apply, "summary": dict(summary(diffs)),
-            "tables": [d.to_dict() for d in diffs]}
+    shown = [d for d in diffs if not d.context]
+    return {"kept": kept, "live": live_name, "applied": apply, "summary": dict(summary(shown)),
+            "tables": [d.to_dict() for d in shown]}
 
 
 def plan_salvage(config: Config, kept: str | None = None, *, tables: list[str] | None = None,
@@ -98,7 +106,7 @@ def salvage(config: Config, kept: str | None = None, *, tables: list[str] | None
     """The read-only salvage report (``db salvage`` without ``--apply``)."""
     db = services_for(config, services).database()
     name, mark = salvage_target(db, kept)
-    return {**salvage_report(db, name, tables), "set_aside_by": mark}
+    return {**salvage_report(db, name, tables, relations=config.env.database.relations), "set_aside_by": mark}
 
 
 class SalvageSteps(DbSteps):
@@ -106,7 +114,8 @@ class SalvageSteps(DbSteps):
 
     def salvage_compare(self, step: Step, ctx: StepContext) -> Check:
         """Read-only: what the kept copy holds that the live database does not (keys and counts)."""
-        report = salvage_report(self.db, str(step.params["kept"]), step.params.get("tables"))
+        report = salvage_report(self.db, str(step.params["kept"]), step.params.get("tables"),
+                                relations=self.config.env.database.relations)
         return Check(False, report, f"{report['summary']['only_in_kept']} row(s) only in {report['kept']}, "
                                     f"{report['summary']['differ']} differ")
 
@@ -121,4 +130,5 @@ class SalvageSteps(DbSteps):
 
     def salvage_apply(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         """Copy the rows only in the kept copy into the live database, in one transaction."""
-        return salvage_report(self.db, str(step.params["kept"]), step.params.get("tables"), apply=True)
+        return salvage_report(self.db, str(step.params["kept"]), step.params.get("tables"), apply=True,
+                              relations=self.config.env.database.relations)

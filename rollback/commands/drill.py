@@ -230,9 +230,12 @@ class Drill:
 
         options = self.options
         config = load_config(options.config_path, options.env)
-        if config.is_production and not options.i_know_this_is_production:
-            raise Refused(f"environment {config.env_name!r} is production: a drill rolls it back for real",
-                          "drill staging, or pass --i-know-this-is-production if that is really the plan")
+        why = config.protection
+        if why is not None and not options.i_know_this_is_production:
+            raise Refused(f"environment {config.env_name!r} is protected ({why}): a drill rolls it back for real",
+                          "drill the sandbox (--sandbox) or an environment marked sandbox = true in its "
+                          "[env.<name>] table, or pass --i-know-this-is-production if that is really the plan",
+                          details={"protection": why})
         self.config = config
         self.result.env = config.env_name
         self.exports = {"ROLLBACK_CONFIG": str(config.path), "ROLLBACK_ENV": config.env_name}

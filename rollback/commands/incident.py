@@ -47,6 +47,7 @@ __all__ = [
     "note",
     "record_decision",
     "show",
+    "superseded",
     "targets_seconds",
 ]
 
@@ -106,8 +107,34 @@ def detect(flag: str | None, alarms: Sequence[AlarmState] | None, *, now: dt.dat
     return Detection(current, "now", "no --detected-at and no rollback alarm in ALARM")
 
 
-def attach(config: Config, ref: str | None = None) -> IncidentLog | None:
-    """The incident a command attaches to: ``--incident ID``, else the environment's open one, else None."""
+def superseded(record: IncidentRecord, deployment_initiated_at: dt.datetime | None) -> str | None:
+    """Why the open incident ``record`` is not the one of a bad deploy initiated at
+    ``deployment_initiated_at``; ``None`` when it may well be. Once an incident is restored, a bad deploy
+    that began after the restore, or after the deploy the incident was opened for, is a new incident
+    (``rollback sandbox reset`` deploys the bad release again: a new deployment, started later)."""
+    timeline = record.timeline()
+    restored = parse_ts(timeline.get("restored"))
+    if deployment_initiated_at is None or restored is None:
+        return None
+    own = parse_ts(timeline.get("deployment_initiated"))
+    if deployment_initiated_at > restored:
+        why = f"before this bad deploy began ({iso(deployment_initiated_at)})"
+    elif own is not None and deployment_initiated_at > own:
+        why = (f"and this bad deploy ({iso(deployment_initiated_at)}) is newer than the one it was opened for "
+               f"({iso(own)})")
+    else:
+        return None
+    return (f"the open incident {record.id} was restored at {iso(restored)}, {why}: a new incident is opened "
+            f"(close {record.id} with 'rollback incident close {record.id} --resolution ...', or pass "
+            f"--incident {record.id} to add to it)")
+
+
+def attach(config: Config, ref: str | None = None, *,
+           deployment_initiated_at: dt.datetime | None = None) -> IncidentLog | None:
+    """The incident a command attaches to: ``--incident ID``, else the environment's open one, else None.
+
+    The open one is not attached to when it was restored before ``deployment_initiated_at`` (the bad
+    deploy this command acts on, when known): see :func:`superseded`."""
     folder = directory(config)
     if ref:
         record = find_incident(folder, ref, env=config.env_name)
@@ -118,7 +145,9 @@ def attach(config: Config, ref: str | None = None) -> IncidentLog | None:
             raise BadInput(f"incident {record.id} is closed", "open a new one with 'rollback decide'")
         return _log(config, record.path)
     record_open = open_incident_of(folder, config.env_name)
-    return _log(config, record_open.path) if record_open else None
+    if record_open is None or superseded(record_open, deployment_initiated_at):
+        return None
+    return _log(config, record_open.path)
 
 
 def last_restored(config: Config) -> dt.datetime | None:
@@ -136,7 +165,7 @@ def ensure(config: Config, ref: str | None, *, detection: Detection, drill: bool
            deployment: dict[str, Any] | None = None,
            deployment_initiated_at: dt.datetime | None = None) -> tuple[IncidentLog, bool]:
     """Attach to the incident (see :func:`attach`) or open a new one. Returns ``(log, opened)``."""
-    found = attach(config, ref)
+    found = attach(config, ref, deployment_initiated_at=deployment_initiated_at)
     if found is not None:
         return found, False
     log = IncidentLog.create(

@@ -41,6 +41,7 @@ from rollback.commands.run import SwitchHandlers, WorldHandlers
 from rollback.commands.verify import VerifyHandlers
 from rollback.context import Services
 from rollback.errors import BadInput
+from rollback.lock import pause
 
 if TYPE_CHECKING:
     from rollback.config import Config
@@ -78,14 +79,14 @@ def family_of(action: str) -> str | None:
 
 def _app(services: Services) -> dict[str, Any]:
     return dict(AppHandlers(config=services.config, client_factory=services.vercel, repo=services.setting("git"),
-                            sleep=services.setting("sleep", time.sleep),
+                            sleep=services.setting("sleep", pause),
                             clock=services.setting("clock", time.monotonic)).handlers())
 
 
 def _verify(services: Services) -> dict[str, Any]:
-    return {**HealthHandlers(sleep=services.setting("sleep", time.sleep),
+    return {**HealthHandlers(sleep=services.setting("sleep", pause),
                              clock=services.setting("clock", time.monotonic)).handlers(),
-            **VerifyHandlers(services.config, sleep=services.setting("sleep", time.sleep)).handlers()}
+            **VerifyHandlers(services.config, sleep=services.setting("sleep", pause)).handlers()}
 
 
 def _run(services: Services) -> dict[str, Any]:

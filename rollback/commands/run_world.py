@@ -19,6 +19,7 @@ from rollback.commands.run_plan import check_switchable, failed_migrations, file
 from rollback.context import Services
 from rollback.dburl import with_server
 from rollback.errors import OperationFailed, UnsafePrecondition
+from rollback.lock import pause
 from rollback.plan import Step
 from rollback.runner import Check, handler
 
@@ -136,7 +137,7 @@ class SwitchHandlers:
     (they hold passwords) are read, changed and written back without ever being journaled or printed."""
 
     services: Services
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] = pause
     clock: Callable[[], float] = time.monotonic
 
     def handlers(self) -> dict[str, StepHandler]:

@@ -332,7 +332,7 @@ def probe_health(config: Config, *, timeout: float) -> list[CheckResult]:
         raise NotConfigured(f"[env.{config.env_name}.health] base_url is not set")
     quick = settings.model_copy(update={"timeout": min(settings.timeout, timeout)})
     with make_health_client(quick) as http:
-        checker = HealthChecker(http, quick)
+        checker = HealthChecker(http, quick, max_body=config.max_body)
         return [checker.check_path(path) for path in quick.paths]
 
 
@@ -462,7 +462,7 @@ def _vercel(config: Config, timeout: float) -> VercelClient:
     if not config.vercel_token():
         raise NotConfigured("VERCEL_TOKEN is not set")
     http = make_http_client(config.vercel_api_url, config.vercel_token(), timeout=timeout)
-    return VercelClient(http, team=config.env.vercel.team, deadline=timeout, max_attempts=2)
+    return VercelClient(http, team=config.env.vercel.team, deadline=timeout, max_attempts=2, max_body=config.max_body)
 
 
 def production_deployment(config: Config, *, timeout: float) -> Production:

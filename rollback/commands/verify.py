@@ -57,6 +57,7 @@ from rollback.commands import incident as incidents
 from rollback.commands import signals
 from rollback.errors import BadInput, ChecksFailed, RollbackError
 from rollback.incident import iso, parse_ts, read_incident
+from rollback.lock import pause
 from rollback.plan import Step
 from rollback.redact import redact_text
 from rollback.runner import Check, handler
@@ -120,11 +121,14 @@ def _http(config: Config) -> httpx.Client:
                                     concurrency=config.env.verify.concurrency, user_agent="rollback-verify")
 
 
-def _request(http: httpx.Client, method: str, path: str, *, content: str | None = None,
+def _request(config: Config, http: httpx.Client, method: str, path: str, *, content: str | None = None,
              content_type: str | None = None) -> tuple[int | None, str, float, str]:
-    """(status, body, seconds, problem): a transport failure is a status of None and its reason."""
-    answer = http_adapter.exchange(http, method, path, content=content, content_type=content_type)
-    problem = "" if answer.status is not None else "timed out" if answer.timed_out else _clip(answer.error, 200)
+    """(status, body, seconds, problem): a transport failure, or an answer longer than ``[http]
+    max_body_bytes`` or slower than ``health.timeout`` in all, is a status of None and its reason."""
+    answer = http_adapter.exchange(http, method, path, content=content, content_type=content_type,
+                                   max_body=config.max_body, deadline=config.env.health.timeout)
+    problem = ("" if answer.status is not None else "timed out" if answer.timed_out and not answer.refused
+               else _clip(answer.error, 200))
     return answer.status, answer.body, answer.seconds, problem
 
 
@@ -138,7 +142,7 @@ def health_items(config: Config, expected: Sequence[str] | None, expected_proble
     items: list[Item] = []
     with _http(config) as http:
         for path in settings.paths:
-            status, _, seconds, problem = _request(http, "GET", path)
+            status, _, seconds, problem = _request(config, http, "GET", path)
             value = str(status) if status is not None else "no answer"
             items.append(Item(f"health.{path}", group, f"health check {path}",
                               _verdict(status == settings.expect_status), value, f"== {settings.expect_status}",
@@ -152,7 +156,8 @@ def health_items(config: Config, expected: Sequence[str] | None, expected_proble
                                      expected_problem or "no expected version"))
         else:
             started = time.monotonic()
-            answer = http_adapter.exchange(http, "GET", version_path)
+            answer = http_adapter.exchange(http, "GET", version_path, max_body=config.max_body,
+                                           deadline=settings.timeout)
             if answer.status is None:
                 found, problem = None, _clip(answer.error, 200)
             else:
@@ -177,7 +182,7 @@ def flow_items(config: Config) -> list[Item]:
     items: list[Item] = []
     with _http(config) as http:
         for flow in flows:
-            status, body, seconds, problem = _request(http, flow.method, flow.path, content=flow.body,
+            status, body, seconds, problem = _request(config, http, flow.method, flow.path, content=flow.body,
                                                       content_type=flow.content_type)
             ok = status == flow.status
             threshold = f"== {flow.status}"
@@ -242,7 +247,7 @@ def performance_items(config: Config) -> list[Item]:
     items: list[Item] = []
     with _http(config) as http:
         with ThreadPoolExecutor(max_workers=min(verify_settings.concurrency, count)) as pool:
-            answers = list(pool.map(lambda path: _request(http, "GET", path), targets))
+            answers = list(pool.map(lambda path: _request(config, http, "GET", path), targets))
         times = sorted(seconds for _, _, seconds, _ in answers)
         failed = [problem or f"HTTP {status}" for status, _, _, problem in answers
                   if status is None or status >= 500]
@@ -254,7 +259,7 @@ def performance_items(config: Config) -> list[Item]:
             detail += f"; {len(failed)} failed ({failed[0]})"
         items.append(Item("api.p95", group, "API response time p95", _verdict(ok), _ms(p95), threshold_api, detail))
         for path in verify_settings.page_paths:
-            status, body, seconds, problem = _request(http, "GET", path)
+            status, body, seconds, problem = _request(config, http, "GET", path)
             ok = status is not None and status < 400 and seconds * 1000 < verify_settings.page_load_ms
             detail = problem or f"HTTP {status}, {len(body)} characters"
             items.append(Item(f"page.{path}", group, f"page load {path}", _verdict(ok), f"{seconds:.2f} s",
@@ -558,7 +563,7 @@ class VerifyHandlers:
     of now); resumed, a checklist that passed in the stopped run is done."""
 
     config: Config
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] = pause
 
     def handlers(self) -> dict[str, StepHandler]:
         return {"verify.checklist": handler(self.run, self.check)}

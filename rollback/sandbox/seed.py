@@ -71,6 +71,7 @@ __all__ = [
     "PREFIX",
     "Timeline",
     "backdate_aws",
+    "carry_over",
     "seed_aws",
     "seed_database",
     "seed_git",
@@ -849,6 +850,9 @@ default_env = "{ENV}"
 [journal]
 dir = "{journal_value}"
 
+[env.{ENV}]
+sandbox = true  # a practice world: `rollback drill --env {ENV}` needs no --i-know-this-is-production
+
 [env.{ENV}.vercel]
 project = "{DEMO.project_name}"
 team = "{DEMO.team_id}"
@@ -924,5 +928,32 @@ verify = 5
 total = 15
 """
     path = directory / "rollback.toml"
+    last = directory / GENERATED_CONFIG
+    if path.is_file() and last.is_file():
+        current, before = path.read_text(encoding="utf-8"), last.read_text(encoding="utf-8")
+        if current != before:  # edited since the sandbox wrote it: keep the edits
+            text, generated = carry_over(current, before, text), text
+            last.write_text(generated, encoding="utf-8")
+            path.write_text(text, encoding="utf-8")
+            return path
+    last.write_text(text, encoding="utf-8")
     path.write_text(text, encoding="utf-8")
     return path
+
+
+# What the sandbox last wrote to DIR/rollback.toml, to tell the user's edits from its own lines.
+GENERATED_CONFIG = ".rollback.toml.generated"
+
+
+def carry_over(current: str, before: str, after: str) -> str:
+    """The user's ``current`` config with the sandbox's own changes from ``before`` to ``after`` applied
+    (a new port of the app after ``up``): a line the sandbox changed is replaced where it still reads as
+    the sandbox wrote it; every line the user changed or added stays."""
+    import difflib
+
+    old_lines, new_lines = before.splitlines(keepends=True), after.splitlines(keepends=True)
+    changes: dict[str, str] = {}
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=old_lines, b=new_lines, autojunk=False).get_opcodes():
+        if tag == "replace" and i2 - i1 == j2 - j1:
+            changes.update(zip(old_lines[i1:i2], new_lines[j1:j2], strict=True))
+    return "".join(changes.get(line, line) for line in current.splitlines(keepends=True))
