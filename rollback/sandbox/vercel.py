@@ -26,7 +26,8 @@ Admin endpoints (no auth, loopback only; not part of Vercel's API):
 - ``POST /_admin/reset``       ``{"seed": "demo"}``: back to the seed
 - ``POST /_admin/config``      ``{"job_seconds": 2, "fail_aliases": [...], "unhealthy": [deployment ids],
   "crashing": [deployment ids that answer 500 to every request]}``
-- ``POST /_admin/clock``       ``{"advance": 300}``: move the emulator's clock (rolling-release stages) forward
+- ``POST /_admin/clock``       ``{"advance": 300}``: move the emulator's clock (rolling-release stages) forward;
+  ``{"freeze": true}`` stops it (only ``advance`` moves it then), ``{"freeze": false}`` lets it run again
 - ``POST /_admin/faults``      ``{"method": "POST", "path": "/rollback/", "status": 429, "retry_after": "1",
   "latency": 0.5, "times": 1, "after": false}``; ``DELETE /_admin/faults`` clears them
 - ``GET  /_admin/requests``    every API request served (method, path, query, status)
@@ -468,8 +469,11 @@ class _Handler(BaseHTTPRequestHandler):
                                 unhealthy=data.get("unhealthy"), crashing=data.get("crashing"))
                 return 200, {"ok": True}
             if path == "/_admin/clock" and method == "POST":
-                state.advance_clock(float(data["advance"]))
-                return 200, {"ok": True, "skew": state.clock_skew}
+                if "freeze" in data:
+                    state.freeze_clock(bool(data["freeze"]))
+                if "advance" in data:
+                    state.advance_clock(float(data["advance"]))
+                return 200, {"ok": True, "skew": state.clock_skew, "frozen": state.clock_frozen is not None}
             if path == "/_admin/faults" and method == "POST":
                 allowed = {"method", "path", "status", "retry_after", "latency", "times", "after"}
                 rule = FaultRule(**{k: v for k, v in data.items() if k in allowed})

@@ -242,14 +242,27 @@ class EmulatorState:
         # validate each one against the published schema of its operation.
         self.captured: list[tuple[str, str, int, Any]] | None = None
         self.clock_skew = 0.0  # seconds the emulator's clock runs ahead of the monotonic clock
+        self.clock_frozen: float | None = None  # the monotonic moment it stands still at, when frozen
         self.split = TrafficSplit()  # which requests to the app stand-in the canary answers
         self.seed_name = seed
         self.reset(seed)
 
     def clock(self) -> float:
-        """The emulator's own clock (monotonic seconds, moved forward by :meth:`advance_clock`):
-        what rolling-release stages advance on."""
-        return time.monotonic() + self.clock_skew
+        """The emulator's own clock (monotonic seconds, moved forward by :meth:`advance_clock`, stopped by
+        :meth:`freeze_clock`): what rolling-release stages advance on."""
+        return (self.clock_frozen if self.clock_frozen is not None else time.monotonic()) + self.clock_skew
+
+    def freeze_clock(self, frozen: bool) -> None:
+        """Stop the emulator's clock where it is (``POST /_admin/clock {"freeze": true}``), so that only
+        :meth:`advance_clock` moves it: a test then knows the exact moment a stage ends, however slowly
+        it runs. Thawed, it goes on from where it stood."""
+        with self.lock:
+            now = time.monotonic()
+            if frozen and self.clock_frozen is None:
+                self.clock_frozen = now
+            elif not frozen and self.clock_frozen is not None:
+                self.clock_skew += self.clock_frozen - now
+                self.clock_frozen = None
 
     def advance_clock(self, seconds: float) -> None:
         """Move the emulator's clock forward (``POST /_admin/clock``): due stages advance on the next read."""
@@ -271,6 +284,9 @@ class EmulatorState:
             self.faults = []
             self.requests = []
             self.alias_history = []
+            if self.clock_frozen is not None:  # a reset starts the clock again (from where it stood)
+                self.clock_skew += self.clock_frozen - time.monotonic()
+                self.clock_frozen = None
             self.fail_aliases = set()
             chosen = seed if seed is not None else self.seed_name
             if chosen in ("demo", "demo-rolling"):

@@ -110,6 +110,8 @@ def test_start_needs_rolling_releases_enabled_and_repeats_without_side_effects(e
 
 
 def test_a_production_build_starts_a_release_that_advances_on_the_emulators_clock(emulator: VercelEmulator) -> None:
+    # Frozen: only the test moves the clock, so the stage ends exactly when it says, however slow the machine.
+    httpx.post(f"{emulator.url}/_admin/clock", json={"freeze": True}, timeout=5).raise_for_status()
     assert call(emulator, "PATCH", RR + "/config", AUTOMATIC).status_code == 200
     created = httpx.post(f"{emulator.url}/_admin/deployments", json={"project": "demo", "sha": "c0ffee" * 6},
                          timeout=5).json()
