@@ -19,6 +19,8 @@ Events (each line also has ``ts``, ``incident`` and ``event``):
 - ``initiated``   run (its first state-changing step started)
 - ``restored``    run, layer, health (the layer that brings service back finished and its health check passed)
 - ``verified``    ok, strict, document (the ``rollback verify`` document)
+- ``needs_person`` why, layers, command (``rollback watch``: what it will not do by itself, and the exact
+                  ``rollback run`` a person types)
 - ``note``        message; ``closed`` by, resolution
 
 :class:`IncidentRecord` is the read model (``rollback incident show --json``):
@@ -58,8 +60,8 @@ __all__ = [
 ]
 
 SUFFIX = ".jsonl"
-EVENTS = ("opened", "decided", "run_started", "run_finished", "initiated", "restored", "verified", "note",
-          "closed")
+EVENTS = ("opened", "decided", "run_started", "run_finished", "initiated", "restored", "verified", "needs_person",
+          "note", "closed")
 TARGET_KEYS = ("detect", "decide", "rollback", "verify", "total")
 
 
@@ -315,6 +317,8 @@ class IncidentRecord:
             "command": decision.get("command"),
             "runs": self.runs,
             "verifications": [e.get("document") for e in self._all("verified")],
+            "needs_person": [{k: e.get(k) for k in ("ts", "why", "layers", "command")}
+                             for e in self._all("needs_person")],
             "metrics": self.metrics(),
             "targets": {key: chosen.get(key, DEFAULT_TARGETS[key]) for key in TARGET_KEYS},
             "events": self.events,
