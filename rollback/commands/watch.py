@@ -3,7 +3,8 @@ goes bad, before anyone is paged.
 
 Every ``--interval`` the watch reads the live signals as ``decide --live`` does (the same readers,
 concurrently, within the same budget: :func:`rollback.commands.decide.live_signals`), the CloudFront
-rates over the time since the release began, and decides (:func:`rollback.commands.decide.judge`) with the
+rates over the time since the deploy (``--deployed-at``, else the watch's start; at most the last 5
+minutes), and decides (:func:`rollback.commands.decide.judge`) with the
 runbook's thresholds raised by the baseline (the same rates over ``--baseline`` minutes before the
 release, read once from CloudWatch's history: :class:`rollback.watch.Baseline`). The rules of the loop
 (what a bad reading is, the streak, flapping, what the watch may do by itself, the outcome) are
@@ -31,8 +32,9 @@ When the streak is reached (``--min-bad`` consecutive bad readings) the watch:
    cooldown, refused by a hazard or by the lock): writes ``needs_person`` on the incident, posts the
    exact ``rollback run`` command to the incident channel and prints it.
 
-After an automatic rollback the watch ends (its verification is the check that the rollback worked).
-After a page it keeps reading, and posting nothing more, until ``--for`` is up; it acts on nothing else.
+The watch ends once it has acted or paged: after an automatic rollback its verification is the check
+that the rollback worked, and after a page the incident is a person's. Until then a paused watch reads,
+prints its status lines and, when the streak comes, pages: it acts on nothing.
 """
 
 from __future__ import annotations
@@ -355,7 +357,6 @@ class _Watcher:
         self.h = hooks
         self.state = state
         self.result = result
-        self.handled = False  # the streak was acted on or paged: nothing more is done
         self.blind_said = False
         self.notifier: Notifier | None = None
         self.shared_closed = False  # the automatic rollback's tracker closed the notifier it shared
@@ -369,9 +370,9 @@ class _Watcher:
             number += 1
             tick = h.clock()
             at = h.now()
-            reading = h.read(result.release_started_at)
+            deployed = options.deployed_at or result.started_at
+            reading = h.read(deployed)  # the CloudFront rates since the deploy: not the minutes before it
             if result.baseline is None:
-                deployed = options.deployed_at or result.started_at
                 result.release_started_at = release_start(deployed, reading)
                 result.baseline = h.baseline(result.release_started_at, options.baseline / 60)
                 h.say(result.baseline.line())
@@ -388,11 +389,9 @@ class _Watcher:
                 self.blind_said = True
                 h.say(f"warning: {result.streak.blind} readings in a row measured nothing: the watch is blind "
                       "until a source answers (an unreadable source never counts as bad)")
-            if result.streak.reached and not self.handled:
-                self.handled = True
+            if result.streak.reached:
                 self.decide(decision, reading)
-                if result.acted is not None:
-                    return  # an automatic rollback ran: its verification is the watch's last word
+                return  # acted or paged: the verification, or the person, has the last word
             following = tick - started + options.interval  # when the next reading would start
             if following >= options.period:
                 return

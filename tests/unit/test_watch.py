@@ -268,7 +268,7 @@ def test_a_paused_environment_pages_and_is_refused(config: Config) -> None:
     assert [e["event"] for e in events] == ["opened", "decided", "needs_person"]
     assert events[0]["detected_from"] == "watch" and events[1]["by"] == "watch"
     assert events[2]["command"] == result.person["command"]
-    assert fake.count == 6  # it kept reading to the end of the period, and did nothing more
+    assert fake.count == 3  # the page ended the watch: the incident is a person's now
 
 
 def test_pause_set_while_the_watch_runs_is_read_when_it_would_act(config: Config) -> None:
