@@ -562,6 +562,10 @@ class _Watcher:
         acted.update(status="succeeded", exit_code=0, run=done.outcome.run_id,
                      verified=bool(verification.get("ok")) if verification is not None else None)
         self._times()
+        if verification is not None and verification.get("ok"):
+            # The run's checklist (the incident's "verified" waits for the whole one when a person restores
+            # the database): when its last, passing, round began.
+            result.verified_at = str(verification.get("checked_at") or "") or result.verified_at
         h.say(f"rolled back {', '.join(choice.auto)} (run {done.outcome.run_id})"
               + (", verified" if acted["verified"] else ""))
 
