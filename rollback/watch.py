@@ -18,7 +18,7 @@ release after a noisy start still does (after twice as many readings). What no s
 that acts after N bad readings in a row acts when a source's *first* bad readings come N in a row,
 about p^(N-1) of the time for a source that is bad at random with probability p. With readings bad at
 random 20 % of the time, 4 % of 100-reading watches roll back (N = 3; the plain "N in a row" rule: 47 %),
-and 0.8 % with ``--min-bad 4`` (tests/unit/test_watch.py measures both over 4000 seeded watches).
+and 0.7 % with ``--min-bad 4`` (tests/unit/test_watch.py measures both over 2000 seeded watches).
 
 **The baseline** (:class:`Baseline`): the measured rates (CloudFront error rate, latency p95, and a
 canary's judged error rate) as they were over ``--baseline`` minutes before the release, from

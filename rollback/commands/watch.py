@@ -503,9 +503,12 @@ class _Watcher:
         layers, targets = run_request_layers(choice.auto, decision.options)
         skip = {"database": "the db layer is left to a person (rollback watch never restores the database)"} \
             if "db" in choice.person else {}
+        # Other layers left to a person keep some items failing until they act: one round of the checklist
+        # then, not minutes of it holding the lock their command needs.
+        once = 0.0 if any(layer != "db" for layer in choice.person) else None
         request = RunRequest(layers=layers, targets=targets, severity=decision.severity, incident=log.id,
                              options={layer: decision.options[layer] for layer in choice.auto
-                                      if layer in decision.options}, verify_skip=skip)
+                                      if layer in decision.options}, verify_skip=skip, verify_wait=once)
         everything = person_command(config.env_name, decision, decision.layers)
         services = h.services or _services(config)
         try:
@@ -585,13 +588,14 @@ class _Watcher:
         self.result.error = exc.one_line()
         self._times()
         self.h.say(f"the automatic rollback {status}: {exc.one_line()}")
-        earlier = (self.result.person or {}).get("command")
-        then = f"; then: {earlier}" if earlier else ""
+        earlier = self.result.person or {}
         if checks:
-            also = f"; also: {earlier}" if earlier else ""
-            self._page(log, acted["layers"], earlier, f"the automatic rollback's verification failed: "
-                                                      f"{exc.message}{also}")
+            # With layers left to a person their items fail until they act: the page stays theirs.
+            why = f"the checklist after the automatic rollback did not pass: {exc.message}"
+            self._page(log, earlier.get("layers") or acted["layers"], earlier.get("command"),
+                       f"{earlier['why']}; {why}" if earlier else why)
         else:
+            then = f"; then: {earlier['command']}" if earlier.get("command") else ""
             resume = f"rollback --env {self.config.env_name} resume {run_id}" if run_id else None
             self._page(log, acted["layers"], resume, f"the automatic rollback {status}: continue it{then}")
 

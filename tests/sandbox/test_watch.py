@@ -120,6 +120,10 @@ def test_watch_brings_the_app_back_leaves_the_database_to_a_person_and_posts_its
     steps = [e["step"] for e in events(info, run_id) if e["event"] == "step_started"]
     assert steps and not any(step.startswith("db.") for step in steps)
     assert set(acted(info, [run_id]).values()) == {1}
+    checklist = next(e for e in events(info, run_id) if e["event"] == "step_finished"
+                     and e["step"] == "verify.checklist")["result"]
+    database = [i for i in checklist["items"] if i["id"] == "database"]
+    assert checklist["ok"] is True and database and database[0]["status"] == "not measured"
     started = next(e for e in events(info, run_id) if e["event"] == "run_started")
     assert started["watch"] == document["watch"] and started["command"].startswith("rollback watch")
 
@@ -388,3 +392,35 @@ def test_a_watch_killed_mid_rollback_leaves_a_journal_resume_completes(world: Sa
     timeline = run_cli("incident", "show", done["incident"], "--json").json()["timeline"]
     # restored; verified only once a person has restored the database (the watch's checklist left it out)
     assert timeline["restored"] and timeline["verified"] is None
+
+
+def test_the_abort_of_a_canary_is_automatic_even_with_auto_none(world: SandboxInfo, run_cli: RunCli) -> None:
+    """Issue 24's rule for watch: during an active rolling release the app step is the abort, done even with
+    ``--auto none`` (all traffic back to the base, sent once); ``--no-abort-canary`` leaves it to a person."""
+    from tests.sandbox.test_rolling_sandbox import health, rollback_posts, rolling_state
+
+    info = Sandbox.reset(world.dir, rolling=True)
+    try:
+        rolling = info.world["vercel"]["rolling"]
+        assert rolling_state(info)["state"] == "ACTIVE"
+        kept = run_cli("watch", "--for", "2m", "--interval", "1s", "--auto", "none", "--no-abort-canary",
+                       "--json")
+        assert kept.code == 3, kept.err
+        document = kept.json()
+        assert document["acted"] is None and "--no-abort-canary" in document["choice"]["why"]["app"]
+        assert rolling_state(info)["state"] == "ACTIVE" and rollback_posts(info) == []
+        _close_open_incidents(run_cli)
+
+        result = run_cli("watch", "--for", "2m", "--interval", "1s", "--auto", "none", "--json")
+        assert result.code == 3, result.err  # the rest (edge, assets, the database) is a person's
+        document = result.json()
+        assert document["decision"]["options"]["app"] == "abort-rolling-release"
+        assert document["acted"]["layers"] == ["app"] and "app" not in document["person"]["layers"]
+        state = rolling_state(info)
+        assert state["state"] == "ABORTED" and state["production"] == rolling["base"]
+        assert rollback_posts(info) == [f"/v9/projects/{info.world['vercel']['project_id']}/rollback/"
+                                        f"{rolling['canary']}"]  # exactly one rollback POST: the abort
+        assert health(info, 50).count(200) == 50
+    finally:
+        Sandbox.reset(world.dir)
+

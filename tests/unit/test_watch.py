@@ -85,21 +85,21 @@ def test_a_flap_doubles_the_streak_needed_until_it_is_old() -> None:
 
 
 def test_random_bad_readings_on_a_healthy_deploy_rarely_act() -> None:
-    """4000 seeded watches of 100 readings, each reading bad at random with probability 20 %: with the flap
+    """2000 seeded watches of 100 readings, each reading bad at random with probability 20 %: with the flap
     damping, about 4 % act (p^(min_bad-1), the floor of any rule that acts after min_bad bad readings in a
     row: a source's first bad readings come in a row that often); the plain rule acts in about half."""
 
     def acting(min_bad: int, window: int) -> float:
         acted = 0
-        for seed in range(4000):
+        for seed in range(2000):
             rng = random.Random(seed)
             streak = Streak(min_bad, flap_window=window)
             acted += _feed(streak, ["bad" if rng.random() < 0.2 else "good" for _ in range(100)])
-        return acted / 4000
+        return acted / 2000
 
-    assert acting(3, 30) <= 0.05
-    assert acting(3, 0) >= 0.40  # without the damping (flaps never counted)
-    assert acting(4, 30) <= 0.012
+    assert acting(3, 30) <= 0.045  # 4.1 % of these seeds
+    assert acting(3, 0) >= 0.45  # without the damping (flaps never counted): 47 %
+    assert acting(4, 30) <= 0.01  # 0.7 %
 
 
 # ------------------------------------------------------------------------------------------ the baseline
@@ -315,3 +315,17 @@ def test_verdicts() -> None:
     assert verdict(decide(UNREADABLE)) == "not measured"
     p2 = [Signal("error_rate", 2.0, "cloudfront", "%")]
     assert verdict(decide(p2)) == "good"  # P2 is fix forward or roll back: a person's call, not the watch's
+
+
+def test_a_verification_that_left_sources_out_is_not_the_incident_s_verified(tmp_path: Path) -> None:
+    """The watch's checklist without the database (a person restores it) is recorded, but the incident is
+    verified only by a whole checklist: the verify and total metrics wait for the person's run."""
+    from rollback.incident import IncidentLog, read_incident
+
+    log = IncidentLog.create(tmp_path, "production", detected_at="2026-12-01T09:00:00.000Z")
+    log.write("restored", run="r1", layer="app", step="app.health", health=[])
+    log.write("verified", ok=True, strict=False, document={}, skipped=["database"])
+    record = read_incident(log.path)
+    assert record.timeline()["verified"] is None and record.metrics()["total"] is None
+    log.write("verified", ok=True, strict=False, document={})
+    assert read_incident(log.path).timeline()["verified"] is not None
