@@ -35,19 +35,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from _common import require_rollback
+from _common import clean_env, require_rollback, spread
 
 TARGET_SECONDS = 30.0
 PHASES = ("detected", "decided", "restored", "verified")
 LABELS = {"detected": "first bad reading", "decided": "decision", "restored": "rollback finished (restored)",
           "verified": "verified"}
-
-
-def clean_env() -> dict[str, str]:
-    """No sandbox exports from the calling shell."""
-    prefixes = ("ROLLBACK_", "AWS_", "VERCEL_", "SANDBOX_")
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(prefixes) and k not in ("DATABASE_URL", "APP_URL", "SLACK_WEBHOOK_URL")}
 
 
 class HealthPoller:
@@ -109,10 +102,6 @@ def timed_to_health(python: str, argv: list[str], env: dict[str, str], health: s
                           stdin=subprocess.DEVNULL, check=False)
     wall = time.perf_counter() - started
     return wall, poller.finish(), done.stdout, done.returncode
-
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):7.2f} s  ({min(values):.2f}-{max(values):.2f})"
 
 
 def main() -> int:
@@ -184,15 +173,15 @@ def main() -> int:
     print("from the start of rollback watch (median (min-max)):")
     for key in PHASES:
         if phases[key]:
-            print(f"  {LABELS[key]:32} {spread(phases[key])}")
+            print(f"  {LABELS[key]:32} {spread(phases[key], 7)}")
     median = statistics.median(healthy)
-    print(f"  {'health 200 on /api/health':32} {spread(healthy)}  target <= {TARGET_SECONDS:.0f} s: "
+    print(f"  {'health 200 on /api/health':32} {spread(healthy, 7)}  target <= {TARGET_SECONDS:.0f} s: "
           f"{'met' if median <= TARGET_SECONDS else 'MISSED'}")
-    print(f"  {'the whole watch process':32} {spread(walls)}")
+    print(f"  {'the whole watch process':32} {spread(walls, 7)}")
     if manual:
         baseline = statistics.median(manual)
         print(f"baseline: rollback run --layers app,edge,assets --yes (a person's command, typed at once) to health "
-              f"200: {spread(manual)}; the watch: {median / baseline:.1f}x that, detection and decision included")
+              f"200: {spread(manual, 7)}; the watch: {median / baseline:.1f}x that, detection and decision included")
     return 0 if failures == 0 and median <= TARGET_SECONDS else 1
 
 

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -61,25 +58,6 @@ class _Lines:
     def say(self, message: str) -> None:
         self.close()
         say(message)
-
-
-@contextmanager
-def _signals_interrupt() -> Iterator[None]:
-    """SIGTERM and SIGHUP stop the watch as Ctrl-C does (between readings; a rollback under way is
-    stopped by the runner's own handling, journaled, for 'rollback resume')."""
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    previous = {}
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(sig) != signal.SIG_IGN:
-            previous[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 def _human(result: WatchResult) -> None:
@@ -196,6 +174,7 @@ def watch(app: AppContext, period: float, interval: float, auto: str, no_abort_c
     if reason is not None:
         raise BadInput("--reason goes with --pause", "rollback watch --pause --reason TEXT")
     from rollback.cli.support import plan_progress
+    from rollback.commands.drill_runner import signals_interrupt
     from rollback.commands.watch import WatchHooks, WatchOptions, run_watch
     from rollback.units import parse_time
     from rollback.watch import parse_auto
@@ -210,7 +189,9 @@ def watch(app: AppContext, period: float, interval: float, auto: str, no_abort_c
     hooks = WatchHooks.real(config, options, line=lines.reading, say=lines.say, start_journal=app.start_journal,
                             display=lambda plan: plan_progress(app, plan, dry_run=False),
                             command="rollback " + " ".join(app.argv))
-    with _signals_interrupt():
+    # SIGTERM and SIGHUP stop the watch as Ctrl-C does (between readings; a rollback under way is stopped
+    # by the runner's own handling, journaled, for 'rollback resume').
+    with signals_interrupt():
         result = run_watch(config, options, hooks)
     lines.close()
     emit(app, result.to_dict(), lambda: _human(result))
