@@ -5,7 +5,7 @@ One sandbox for every run (``rollback sandbox up`` in a temporary directory, ``d
 run: ``rollback sandbox reset`` (the bad release in every layer again), then ``rollback watch --for 3m
 --interval 1s --auto app,edge,assets --json`` as a new process, with a lock directory of its own (a fresh
 CI runner: no cooldown from the run before), while a poller GETs ``/api/health`` every 20 ms. Printed per
-run and as medians (min-max), from the start of the process:
+run and as medians (min-max), in seconds from the start of the process (its imports included):
 
 - first bad reading, decision (``--min-bad`` 3 in a row), service restored (the app layer's health check
   passed), verified (the watch's checklist passed), from the watch's ``--json``;
@@ -22,6 +22,7 @@ health 200; the ratio says what detecting and deciding by itself costs the watch
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import os
 import statistics
@@ -92,16 +93,25 @@ def close_incidents(python: str, env: dict[str, str]) -> None:
             rollback(python, "incident", "close", item["id"], "--resolution", "bench", env=env)
 
 
-def timed_to_health(python: str, argv: list[str], env: dict[str, str], health: str) -> tuple[float, float | None, str,
-                                                                                               int]:
-    """(process seconds, seconds to the first health 200, stdout, exit code) of ``rollback ARGV``."""
+def timed_to_health(python: str, argv: list[str], env: dict[str, str], health: str
+                    ) -> tuple[float, float | None, str, int, dt.datetime]:
+    """(process seconds, seconds to the first health 200, stdout, exit code, when it started) of
+    ``rollback ARGV``."""
     poller = HealthPoller(health)
+    launched = dt.datetime.now(dt.UTC)
     started = time.perf_counter()
     poller.start(started)
     done = subprocess.run([python, "-m", "rollback", *argv], env=env, capture_output=True, text=True,
                           stdin=subprocess.DEVNULL, check=False)
     wall = time.perf_counter() - started
-    return wall, poller.finish(), done.stdout, done.returncode
+    return wall, poller.finish(), done.stdout, done.returncode, launched
+
+
+def since(launched: dt.datetime, moment: Any) -> float | None:
+    """Seconds from the process's start to an ISO time of its document."""
+    if not isinstance(moment, str) or not moment:
+        return None
+    return (dt.datetime.fromisoformat(moment.replace("Z", "+00:00")) - launched).total_seconds()
 
 
 def main() -> int:
@@ -129,7 +139,7 @@ def main() -> int:
                 # the baseline: a person's command, on the bad release
                 rollback(python, "sandbox", "reset", "--dir", str(directory), env=env)
                 close_incidents(python, env)
-                _, person, _, code = timed_to_health(
+                _, person, _, code, _ = timed_to_health(
                     python, ["run", "--layers", "app,edge,assets", "--severity", "P0", "--yes", "--no-verify"],
                     {**env, "ROLLBACK_LOCK_DIR": str(Path(scratch) / f"locks-run-{number}")}, health)
                 if code == 0 and person is not None:
@@ -138,7 +148,7 @@ def main() -> int:
                 rollback(python, "sandbox", "reset", "--dir", str(directory), env=env)
                 close_incidents(python, env)
                 watch_env = {**env, "ROLLBACK_LOCK_DIR": str(Path(scratch) / f"locks-watch-{number}")}
-                wall, first_ok, out, code = timed_to_health(
+                wall, first_ok, out, code, launched = timed_to_health(
                     python, ["watch", "--for", "3m", "--interval", "1s", "--auto", "app,edge,assets", "--json"],
                     watch_env, health)
                 try:
@@ -146,8 +156,8 @@ def main() -> int:
                 except json.JSONDecodeError:
                     document = {}
                 acted = (document.get("acted") or {}).get("status")
-                since = document.get("since_start") or {}
-                shown = ", ".join(f"{LABELS[k]} {since[k]:.1f} s" for k in PHASES if since.get(k) is not None)
+                times = {key: since(launched, document.get(f"{key}_at")) for key in PHASES}
+                shown = ", ".join(f"{LABELS[k]} {times[k]:.1f} s" for k in PHASES if times.get(k) is not None)
                 print(f"run {number}: exit {code} ({document.get('outcome')}, rollback {acted}); {shown}; health 200 "
                       f"after {first_ok:.1f} s" if first_ok is not None else f"run {number}: exit {code}, no health "
                       f"200 ({document.get('error')})", flush=True)
@@ -157,8 +167,9 @@ def main() -> int:
                 healthy.append(first_ok)
                 walls.append(wall)
                 for key in PHASES:
-                    if isinstance(since.get(key), (int, float)):
-                        phases[key].append(float(since[key]))
+                    value = times.get(key)
+                    if value is not None:
+                        phases[key].append(value)
         finally:
             subprocess.run([python, "-m", "rollback", "sandbox", "down", "--dir", str(directory)], env=base,
                            capture_output=True, check=False)
