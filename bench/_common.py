@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -23,3 +25,15 @@ def require_rollback(python: str = sys.executable, *, extras: tuple[str, ...] = 
                      f"environment: {venv if venv.exists() else '.venv/bin/python'} bench/{script}, after "
                      f"bash tests/run.sh --co -q or pip install -e '.[sandbox]')\n")
     raise SystemExit(2)
+
+
+def clean_env() -> dict[str, str]:
+    """No sandbox exports from the calling shell: each run starts from nothing, as on a fresh machine."""
+    prefixes = ("ROLLBACK_", "AWS_", "VERCEL_", "SANDBOX_")
+    return {k: v for k, v in os.environ.items()
+            if not k.startswith(prefixes) and k not in ("DATABASE_URL", "APP_URL", "SLACK_WEBHOOK_URL")}
+
+
+def spread(values: list[float], width: int = 8) -> str:
+    """``median s  (min-max)``."""
+    return f"{statistics.median(values):{width}.2f} s  ({min(values):.2f}-{max(values):.2f})"

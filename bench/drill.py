@@ -26,18 +26,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import require_rollback
+from _common import clean_env, require_rollback, spread
 
 PHASES = ("sandbox", "detect", "decide", "rollback", "verify", "report", "teardown")
 METRICS = ("detect", "decide", "rollback", "verify", "total")
 TARGET_SECONDS = 60.0
-
-
-def clean_env() -> dict[str, str]:
-    """No sandbox exports from the calling shell: each drill starts from nothing, as on a fresh machine."""
-    prefixes = ("ROLLBACK_", "AWS_", "VERCEL_", "SANDBOX_")
-    return {k: v for k, v in os.environ.items()
-            if not k.startswith(prefixes) and k not in ("DATABASE_URL", "APP_URL", "SLACK_WEBHOOK_URL")}
 
 
 def timed(argv: list[str], env: dict[str, str], cwd: str | None = None) -> tuple[float, float, str, int]:
@@ -52,10 +45,6 @@ def timed(argv: list[str], env: dict[str, str], cwd: str | None = None) -> tuple
     if done.returncode != 0 and not done.stdout.strip():
         sys.stderr.write(done.stderr)
     return wall, cpu, done.stdout, done.returncode
-
-
-def spread(values: list[float]) -> str:
-    return f"{statistics.median(values):8.2f} s  ({min(values):.2f}-{max(values):.2f})"
 
 
 def main() -> int:

@@ -18,7 +18,9 @@ Events (each line also has ``ts``, ``incident`` and ``event``):
 - ``run_started`` run, layers, plan_title; ``run_finished`` run, status, exit_code
 - ``initiated``   run (its first state-changing step started)
 - ``restored``    run, layer, health (the layer that brings service back finished and its health check passed)
-- ``verified``    ok, strict, document (the ``rollback verify`` document)
+- ``verified``    ok, strict, document (the ``rollback verify`` document), skipped (sources left out)
+- ``needs_person`` why, layers, command (``rollback watch``: what it will not do by itself, and the exact
+                  ``rollback run`` a person types)
 - ``note``        message; ``closed`` by, resolution
 
 :class:`IncidentRecord` is the read model (``rollback incident show --json``):
@@ -58,8 +60,8 @@ __all__ = [
 ]
 
 SUFFIX = ".jsonl"
-EVENTS = ("opened", "decided", "run_started", "run_finished", "initiated", "restored", "verified", "note",
-          "closed")
+EVENTS = ("opened", "decided", "run_started", "run_finished", "initiated", "restored", "verified", "needs_person",
+          "note", "closed")
 TARGET_KEYS = ("detect", "decide", "rollback", "verify", "total")
 
 
@@ -264,10 +266,11 @@ class IncidentRecord:
         """Moments of the runbook's incident timeline (ISO UTC), ``None`` when not reached yet.
 
         ``decided``, ``initiated`` and ``restored`` are the first such events;
-        ``verified`` the first passing verification.
+        ``verified`` the first passing verification of the whole checklist (one that left sources out,
+        ``skipped``, as ``rollback watch``'s does when a person restores the database, is not it).
         """
         opened = self.opened
-        verified = next((e for e in self._all("verified") if e.get("ok")), None)
+        verified = next((e for e in self._all("verified") if e.get("ok") and not e.get("skipped")), None)
 
         def ts(entry: Mapping[str, Any] | None) -> str | None:
             return str(entry["ts"]) if entry and entry.get("ts") else None
@@ -315,6 +318,8 @@ class IncidentRecord:
             "command": decision.get("command"),
             "runs": self.runs,
             "verifications": [e.get("document") for e in self._all("verified")],
+            "needs_person": [{k: e.get(k) for k in ("ts", "why", "layers", "command")}
+                             for e in self._all("needs_person")],
             "metrics": self.metrics(),
             "targets": {key: chosen.get(key, DEFAULT_TARGETS[key]) for key in TARGET_KEYS},
             "events": self.events,

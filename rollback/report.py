@@ -518,6 +518,15 @@ def timeline_details(record: Mapping[str, Any], actions: Sequence[Mapping[str, A
         details["deployment_initiated"] = (f"canary {_plain(deployment.get('url'))} ({_plain(deployment.get('id'))}) "
                                            f"started a Vercel rolling release{share} (base "
                                            f"{_plain(base.get('url'))})")
+    if opened.get("detected_from") == "watch" and opened.get("detected_detail"):
+        details["detected"] = _plain(opened["detected_detail"])
+    decided = _first_event(record, "decided")
+    if decided is not None and decided.get("by") == "watch":
+        found = decided.get("readings")
+        readings: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
+        details["decided"] = (f"rollback watch {_plain(decided.get('watch'))}: {_plain(readings.get('streak'))} bad "
+                              f"readings in a row (of {_plain(readings.get('readings'))}), "
+                              f"{_plain(decided.get('severity'))}")
     steps = {str(a.get("run")): [s for s in a.get("steps") or [] if isinstance(s, Mapping)] for a in actions}
     initiated = _first_event(record, "initiated")
     if initiated is not None:

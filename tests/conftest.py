@@ -254,7 +254,9 @@ def sandbox_group(item: pytest.Item) -> str | None:
     session); two groups let the sandbox tests run on two workers at once, each with its own world."""
     if "sandbox" not in getattr(item, "fixturenames", ()):
         return None
-    return "sandbox-runs" if item.path.name == "test_run.py" else "sandbox-world"
+    # The runs (rollback run, and rollback watch's automatic ones) on one worker, the rest of the world's
+    # tests on another: two sandboxes, about as long as each other.
+    return "sandbox-runs" if item.path.name in ("test_run.py", "test_watch.py") else "sandbox-world"
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the xdist_group marks

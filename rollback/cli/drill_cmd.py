@@ -95,6 +95,9 @@ def _lines(result: DrillResult) -> list[str]:
 @click.option("--rolling", is_flag=True,
               help="With --sandbox: the bad app release is the canary of a Vercel rolling release at 10 % "
                    "(sandbox up --rolling), so the rollback aborts it.")
+@click.option("--auto", "auto", is_flag=True,
+              help="Detect and decide with 'rollback watch', which rolls back all but the database itself; "
+                   "then run the command it posts for the database.")
 @click.option("--i-know-this-is-production", "production_ok", is_flag=True,
               help="Allow --env to name a protected environment (protected = true, a name starting with "
                    "prod or live, or no sandbox = true).")
@@ -103,7 +106,7 @@ def _lines(result: DrillResult) -> list[str]:
 @pass_app
 def drill(app: AppContext, use_sandbox: bool, env_name: str | None, config_path: str | None,
           layers: tuple[str, ...], out: Path | None, keep: bool, sandbox_dir: Path, detect_timeout: float | None,
-          verify_wait: float | None, rolling: bool, production_ok: bool) -> None:
+          verify_wait: float | None, rolling: bool, auto: bool, production_ok: bool) -> None:
     """Run a timed rollback drill: bad deploy, detect, decide, roll back, verify, report.
 
     With --sandbox (no configuration needed), it starts the local sandbox
@@ -121,6 +124,13 @@ def drill(app: AppContext, use_sandbox: bool, env_name: str | None, config_path:
     rollback aborts it; the timeline and the report name the canary and the
     abort.
 
+    With --auto the detect and decide phases are 'rollback watch --interval
+    1s': it opens the incident at its first bad reading, decides after three
+    in a row and rolls back every layer but the database itself; the drill
+    then runs the 'rollback run' command the watch posted for the database,
+    as the person it paged would. The timeline shows detection and decision
+    in seconds.
+
     With --env NAME it drills a real environment after someone deployed a
     bad change there; it refuses a protected environment without
     --i-know-this-is-production: one marked protected = true or, unset, one
@@ -131,6 +141,7 @@ def drill(app: AppContext, use_sandbox: bool, env_name: str | None, config_path:
       rollback drill --sandbox
       rollback drill --sandbox --json --out drill.md
       rollback drill --sandbox --rolling
+      rollback drill --sandbox --auto
       rollback drill --env staging --layers app
 
     Exit codes: 0 rolled back and verified, 1 a phase failed, 2 bad input,
@@ -143,7 +154,7 @@ def drill(app: AppContext, use_sandbox: bool, env_name: str | None, config_path:
     config_path = config_path or app.config_path
     options = DrillOptions(sandbox=use_sandbox, env=env_name, config_path=config_path, layers=layers, out=out,
                            keep=keep, i_know_this_is_production=production_ok, sandbox_dir=sandbox_dir,
-                           detect_timeout=detect_timeout, verify_wait=verify_wait, rolling=rolling)
+                           detect_timeout=detect_timeout, verify_wait=verify_wait, rolling=rolling, auto=auto)
     stream = None if app.json else (lambda line: say(f"    {printable(line)}"))
     result = run_drill(options, progress=say, echo=stream)
     document: dict[str, Any] = result.to_dict()

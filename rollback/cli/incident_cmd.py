@@ -69,6 +69,9 @@ def _show(record: dict[str, Any]) -> None:
         verdict = "-" if value is None else ("ok" if value <= targets[key] else "OVER")
         rows.append((key, _minutes(value), f"< {_minutes(targets[key])}", verdict))
     print_table(["metric", "took", "target", "verdict"], rows, title="recovery metrics")
+    for page in record.get("needs_person") or []:
+        command = printable(page.get("command") or "(see the reasons)")
+        out(f"a person must act: {command} ({printable(page.get('why'))})")
     if record["runs"]:
         out("runs: " + ", ".join(record["runs"]))
     for document in record["verifications"]:

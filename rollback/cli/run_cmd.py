@@ -22,7 +22,7 @@ from rollback.cli.support import (
     say,
     yes_option,
 )
-from rollback.errors import BadInput, Interrupted, RollbackError, UnsafePrecondition
+from rollback.errors import BadInput, UnsafePrecondition
 
 if TYPE_CHECKING:
     from rollback.commands.run import RunPlan, RunRequest, RunTracker
@@ -37,7 +37,6 @@ if TYPE_CHECKING:
 __all__ = ["resume", "run"]
 
 SEVERITIES = ("P0", "P1", "P2", "P3")
-NOTIFY_CLOSE_SECONDS = 5.0
 
 
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -46,24 +45,11 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     return value
 
 
-def _status_of(exc: BaseException) -> tuple[str, int]:
-    from rollback.errors import Refused
-
-    if isinstance(exc, (KeyboardInterrupt, Interrupted)):
-        return "interrupted", 130
-    if isinstance(exc, Refused):
-        return "refused", exc.exit_code
-    if isinstance(exc, RollbackError):
-        return "failed", exc.exit_code
-    return "failed", 1
-
-
 def _layers_and_targets(decision_layers: list[str], options: dict[str, str]) -> tuple[tuple[str, ...], dict[str, str]]:
     """The ``--layers`` and ``--to`` of the ``rollback run`` a decision recommends (decide's own mapping)."""
-    from rollback.decide import _command_layers
+    from rollback.watch import run_request_layers
 
-    layers, targets = _command_layers(decision_layers, options)
-    return tuple(layers), dict(t.split("=", 1) for t in targets)
+    return run_request_layers(decision_layers, options)
 
 
 def _decision_of(log: IncidentLog | None) -> dict[str, Any]:
@@ -72,82 +58,6 @@ def _decision_of(log: IncidentLog | None) -> dict[str, Any]:
     from rollback.incident import read_incident
 
     return dict(read_incident(log.path).decision)
-
-
-def _operator_options(planned: RunPlan) -> dict[str, str]:
-    options: dict[str, str] = {}
-    for layer in planned.plan.layers:
-        if layer == "app":
-            options[layer] = str(planned.facts.get("app", {}).get("option") or "vercel-instant-rollback")
-        elif layer in ("edge", "assets"):
-            options[layer] = "break-glass"
-        elif layer == "infra":
-            options[layer] = "infra-pin"
-        elif layer == "db":
-            mode = planned.facts.get("db", {}).get("mode")
-            options[layer] = {"repair": "migration-repair", "rds": "rds-restore"}.get(str(mode), "restore-backup")
-    return options
-
-
-def _open_incident(app: AppContext, config: Config, planned: RunPlan | None, plan: Plan, *, ref: str | None,
-                   severity: str | None, detected_at: str | None, drill: bool) -> IncidentLog:
-    """The incident this run attaches to: ``--incident``, the open one, or a new one (a run without a
-    decision opens one, and records the operator's choice of layers as its decision)."""
-    from rollback.commands import incident as incidents
-    from rollback.commands.decide import live_signals
-    from rollback.incident import open_incident_of, parse_ts
-
-    facts = (planned.facts.get("app") if planned is not None else None) or {}
-    initiated = parse_ts(facts.get("from_created"))  # the bad deploy this run rolls back, when known
-    log = incidents.attach(config, ref, deployment_initiated_at=initiated)
-    if log is None:
-        if ref is None:
-            stale = open_incident_of(incidents.directory(config), config.env_name)
-            why = incidents.superseded(stale, initiated) if stale is not None else None
-            if why:
-                say(why)
-        alarms = None if detected_at else live_signals(config, alarms_only=True).alarms
-        detection = incidents.detect(detected_at, alarms)
-        deployment = {"id": facts.get("from"), "created": facts.get("from_created")} if facts.get("from") else None
-        log, _ = incidents.ensure(config, None, detection=detection, drill=drill, deployment=deployment,
-                                  deployment_initiated_at=initiated)
-        say(f"opened incident {log.id} (detected {detection.source}: {detection.detail})")
-    if not _decision_of(log):
-        options = _operator_options(planned) if planned is not None else {}
-        command = "rollback " + " ".join(app.argv)
-        log.write("decided", severity=severity, layers=list(plan.layers), options=options, command=command,
-                  seconds=0.0, signals=[],
-                  reasons=[{"signal": "operator", "value": command, "threshold": "", "unit": "",
-                            "detail": "layers chosen by the operator ('rollback run' without a decision)",
-                            "why": "the operator's choice", "severity": severity, "source": "operator"}])
-    return log
-
-
-def _with_incident(plan: Plan, incident: str) -> Plan:
-    """The plan with the verify step recording on ``incident``."""
-    import dataclasses
-
-    steps = [dataclasses.replace(s, params={**s.params, "incident": incident})
-             if s.action == "verify.checklist" and not s.params.get("incident") else s for s in plan.steps]
-    return dataclasses.replace(plan, steps=tuple(steps))
-
-
-def _resume_hint(exc: BaseException, run_id: str | None) -> BaseException:
-    """The error to raise: a RollbackError's hint names the command that continues the run."""
-    if run_id and isinstance(exc, RollbackError) and "rollback resume" not in exc.hint:
-        return exc.with_hint(f"{exc.hint}; then continue with: rollback resume {run_id}")
-    return exc
-
-
-def _summary(tracker: RunTracker | None, outcome: ExecutionResult) -> dict[str, Any]:
-    verification = next((dict(s.result) for s in outcome.steps if s.step.action == "verify.checklist"), None)
-    document: dict[str, Any] = {"verification": verification}
-    if tracker is not None:
-        metrics, targets = tracker.metrics()
-        document.update(restored={"layer": tracker.layer, "step": tracker.restored_step,
-                                  "at": tracker.restored_at} if tracker.restored else None,
-                        metrics=metrics, targets=targets, notifications=tracker.notifier.report.to_dict())
-    return document
 
 
 def _human(document: dict[str, Any]) -> None:
@@ -359,62 +269,30 @@ def _request(app: AppContext, config: Config, layer_values: tuple[str, ...], tar
 
 def _execute(app: AppContext, config: Config, plan: Plan, planned: RunPlan | None, request: RunRequest,
              services: Services, *, dry_run: bool, yes: bool, detected_at: str | None, drill: bool) -> None:
-    from rollback.cli.support import run_plan
-    from rollback.commands.registry import handlers_for
-    from rollback.commands.run import RunTracker, handler_services
-    from rollback.notify import Notifier
+    """Confirm and show progress here; the run itself is the library's :func:`execute_run`, the same
+    path ``rollback watch`` takes when it acts."""
+    from rollback.cli.support import confirm_plan, plan_progress
+    from rollback.commands.run_exec import execute_run, run_summary
 
-    tracker: RunTracker | None = None
-    log: IncidentLog | None = None
-    if not dry_run:
-        log = _open_incident(app, config, planned, plan, ref=request.incident, severity=request.severity,
-                             detected_at=detected_at, drill=drill)
-        plan = _with_incident(plan, log.id)
-        from rollback.incident import read_incident
-
-        notifier = Notifier.from_config(config, incident=log.id, drill=read_incident(log.path).drill, stderr=say)
-        tracker = RunTracker(plan, config=config, incident=log, notifier=notifier, severity=request.severity)
-    handlers = handlers_for(config, plan.actions, handler_services(services, request.poll_interval))
-    journals: list[Journal] = []
-
-    def opened(journal: Journal) -> None:
-        journals.append(journal)
-        if tracker is not None:
-            tracker.started(journal)
-
-    details = {"layer": "run", "verb": "run", "layers": list(plan.layers), "severity": request.severity,
-               "incident": log.id if log else None, "poll_interval": request.poll_interval}
+    action = f"roll back {', '.join(n for n in plan.layers if n not in ('core', 'verify'))} of env {config.env_name}"
+    asked = confirm_plan(app, plan, dry_run=dry_run, yes=yes, action=action)
     try:
-        outcome = run_plan(app, plan, handlers, dry_run=dry_run, yes=yes,
-                           action=f"roll back {', '.join(n for n in plan.layers if n not in ('core', 'verify'))} "
-                                  f"of env {config.env_name}",
-                           observer=tracker, on_journal=opened, finish_run=False, details=details)
-    except BaseException as exc:
-        status, code = _status_of(exc)
-        if tracker is not None:
-            if tracker.run_id is not None:
-                tracker.finish(status, code)
-            else:
-                tracker.notifier.close(timeout=0)
-            if journals and not journals[0].finished:
-                journals[0].finish(status, code, error=(exc.one_line() if isinstance(exc, RollbackError)
-                                                        else type(exc).__name__)[:500])
-            tracker.closed(status, code)
-        again = _resume_hint(exc, journals[0].run_id if journals else None)
-        if again is exc:
-            raise
-        raise again from exc
-    if tracker is not None:
-        tracker.finish("succeeded", 0, timeout=NOTIFY_CLOSE_SECONDS)
-    if journals:
-        journals[0].finish("succeeded", 0, seconds=round(outcome.seconds, 3))
-    if tracker is not None:
-        tracker.closed("succeeded", 0)
+        with plan_progress(app, plan, dry_run=dry_run, show_notes=not asked) as display:
+            result = execute_run(config, plan, request, services, planned=planned,
+                                 start_journal=None if dry_run else app.start_journal,
+                                 command="rollback " + " ".join(app.argv), progress=display, dry_run=dry_run,
+                                 detected_at=detected_at, drill=drill, say=say)
+    finally:
+        if app.journals and not app.json:
+            run_id = app.journals[-1].run_id
+            say(f"journaled as run {run_id} (rollback journal show {run_id})")
+    outcome = result.outcome
+    log = result.incident
     document: dict[str, Any] = {"ok": True, "dry_run": dry_run, "run": outcome.run_id,
-                                "incident": log.id if log else None, "plan": plan.to_dict(),
+                                "incident": log.id if log else None, "plan": result.plan.to_dict(),
                                 "hazards": [h.to_dict() for h in planned.hazards] if planned else [],
                                 "request": request.to_dict(), "facts": planned.facts if planned else {},
-                                "steps": [s.to_dict() for s in outcome.steps], **_summary(tracker, outcome),
+                                "steps": [s.to_dict() for s in outcome.steps], **run_summary(result.tracker, outcome),
                                 "database_url_changes": _database_url_changes(outcome, config)}
     emit(app, document, lambda: _human(document))
 
@@ -470,6 +348,7 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
     from rollback.commands import incident as incidents
     from rollback.commands.registry import handlers_for
     from rollback.commands.run import RunTracker, Services, handler_services
+    from rollback.commands.run_exec import NOTIFY_CLOSE_SECONDS, resume_hint, run_summary, status_of
     from rollback.journal import find_run
     from rollback.notify import Notifier
     from rollback.runner import Observers, RunObserver, load_resume_point
@@ -538,7 +417,7 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
                 show_plan(app, point.plan, dry_run=dry_run)
             outcome = go(PlainProgress(len(point.plan.steps)))
     except BaseException as exc:
-        status, code = _status_of(exc)
+        status, code = status_of(exc)
         if tracker is not None:
             if tracker.run_id is not None:
                 tracker.finish(status, code)
@@ -547,7 +426,7 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
             if journals and not journals[0].finished:
                 journals[0].finish(status, code)
             tracker.closed(status, code)
-        again = _resume_hint(exc, journals[0].run_id if journals else None)
+        again = resume_hint(exc, journals[0].run_id if journals else None)
         if again is exc:
             raise
         raise again from exc
@@ -562,6 +441,6 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
     document: dict[str, Any] = {"ok": True, "dry_run": dry_run, "run": outcome.run_id, "resumes": point.run_id,
                                 "incident": log.id if log else None, "plan": point.plan.to_dict(),
                                 "already_done": sorted(point.done),
-                                "steps": [s.to_dict() for s in outcome.steps], **_summary(tracker, outcome),
+                                "steps": [s.to_dict() for s in outcome.steps], **run_summary(tracker, outcome),
                                 "database_url_changes": _database_url_changes(outcome, config)}
     emit(app, document, lambda: _human(document))

@@ -8,8 +8,9 @@ imported only when something is drawn on a terminal (or a table is printed).
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -32,12 +33,14 @@ __all__ = [
     "AppContext",
     "common_options",
     "confirm",
+    "confirm_plan",
     "dry_run_option",
     "echo",
     "emit",
     "layers_option",
     "pass_app",
     "plan_lines",
+    "plan_progress",
     "print_table",
     "printable",
     "run_plan",
@@ -75,27 +78,13 @@ class AppContext:
         return resolve_journal_dir(self.config_path)
 
     def start_journal(self, **details: Any) -> Journal:
-        """Open the run's journal, taking the environment's run lock."""
-        from rollback.journal import Journal
-        from rollback.lock import TeamLock
-        from rollback.redact import redact, redact_text
+        """Open the run's journal, taking the environment's run lock and the team lease
+        (:func:`rollback.commands.run_exec.start_journal`); closed by :func:`rollback.cli.main` if the
+        command ends without finishing it."""
+        from rollback.commands.run_exec import start_journal
 
-        config = self.config()
-        lock = config.lock_settings
-        team = TeamLock(lock.url, lock.ttl) if lock.url else None
-        # Redacted here, where the text is made (an argument may quote a URL with its password):
-        # the journal's own redaction is a second guard, not the only one.
-        journal = Journal.start(config.journal_dir, command=redact_text(" ".join(["rollback", *self.argv])),
-                                env=config.env_name, details=redact(details), lock=True,
-                                lock_identity=config.identity, team_lock=team)
+        journal = start_journal(self.config(), command=" ".join(["rollback", *self.argv]), details=details, say=say)
         self.journals.append(journal)
-        lease = journal.lock.lease if journal.lock is not None else None
-        if lease is not None and lease.taken_over is not None:
-            from rollback.lock import describe_holder
-
-            message = f"took over the expired team lease of {describe_holder(lease.taken_over)}"
-            say(f"note: {message}")
-            journal.note(message, taken_over=lease.taken_over)
         return journal
 
     def journal_unless(self, dry_run: bool, **details: Any) -> Journal | None:
@@ -301,9 +290,34 @@ def run_plan(
     before the first step. With ``finish_run=False`` a completed plan leaves the journal open
     for the caller to finish (a failed or interrupted one is finished by the runner).
     """
-    from rollback.cli.progress import LiveProgress, PlainProgress
     from rollback.runner import Observers, execute
 
+    asked = confirm_plan(app, plan, dry_run=dry_run, yes=yes, action=action, confirm_first=confirm_first,
+                         prompt=prompt)
+    # The CLI's main() closes (and finishes, on an error) any journal left open, releasing the run lock.
+    journal = app.journal_unless(dry_run, **dict(details or {}))
+    if journal is not None and on_journal is not None:
+        on_journal(journal)
+    extra = (observer,) if observer is not None else ()
+    try:
+        with plan_progress(app, plan, dry_run=dry_run, show_notes=not asked) as display:
+            outcome = execute(plan, handlers, journal=journal, dry_run=dry_run, progress=Observers(display, *extra),
+                              finish_run=finish_run)
+    finally:
+        if journal is not None and not app.json:
+            say(f"journaled as run {journal.run_id} (rollback journal show {journal.run_id})")
+    if document is not None or human is not None:
+        body = document(outcome) if document is not None else outcome.to_dict()
+        emit(app, body, (lambda: human(outcome)) if human is not None else None)
+    return outcome
+
+
+def confirm_plan(app: AppContext, plan: Plan, *, dry_run: bool, yes: bool, action: str,
+                 confirm_first: bool | None = None, prompt: str | None = None) -> bool:
+    """Show the plan and, when it asks (``confirm_first``, default: a destructive plan, never a dry run),
+    confirm unless ``yes``; with no terminal to ask on, refuse (exit 4) before printing anything. On a
+    terminal the plan is shown here only when a question follows (the live table shows it otherwise).
+    Returns whether a question was asked."""
     asks = (plan.is_destructive if confirm_first is None else confirm_first) and not dry_run
     if asks:
         _require_a_way_to_confirm(action, yes)
@@ -314,26 +328,20 @@ def run_plan(
         if live:
             show_plan(app, plan, dry_run=dry_run)
         confirm(prompt or f"{action}?", yes=yes, action=action)
-    # The CLI's main() closes (and finishes, on an error) any journal left open, releasing the run lock.
-    journal = app.journal_unless(dry_run, **dict(details or {}))
-    if journal is not None and on_journal is not None:
-        on_journal(journal)
-    extra = (observer,) if observer is not None else ()
-    try:
-        if live:
-            with LiveProgress(plan, dry_run=dry_run, show_notes=not (asks and not yes)) as display:
-                outcome = execute(plan, handlers, journal=journal, dry_run=dry_run,
-                                  progress=Observers(display, *extra), finish_run=finish_run)
-        else:
-            outcome = execute(plan, handlers, journal=journal, dry_run=dry_run,
-                              progress=Observers(PlainProgress(len(plan.steps)), *extra), finish_run=finish_run)
-    finally:
-        if journal is not None and not app.json:
-            say(f"journaled as run {journal.run_id} (rollback journal show {journal.run_id})")
-    if document is not None or human is not None:
-        body = document(outcome) if document is not None else outcome.to_dict()
-        emit(app, body, (lambda: human(outcome)) if human is not None else None)
-    return outcome
+        return True
+    return False
+
+
+@contextlib.contextmanager
+def plan_progress(app: AppContext, plan: Plan, *, dry_run: bool, show_notes: bool = True) -> Iterator[RunObserver]:
+    """The display of a running plan: a live table on a terminal, plain lines on stderr otherwise."""
+    from rollback.cli.progress import LiveProgress, PlainProgress
+
+    if not app.json and sys.stderr.isatty():
+        with LiveProgress(plan, dry_run=dry_run, show_notes=show_notes) as display:
+            yield display
+    else:
+        yield PlainProgress(len(plan.steps))
 
 
 def layers_option(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:

@@ -46,9 +46,11 @@ from rollback.commands import incident as incidents
 from rollback.commands import signals as sources
 from rollback.context import Services
 from rollback.decide import (
+    RULES,
     Context,
     Decision,
     RowLoss,
+    Rule,
     Signal,
     alarm_criterion,
     data_loss_signals,
@@ -73,6 +75,8 @@ __all__ = [
     "LiveReading",
     "corroboration",
     "flag_signals",
+    "judge",
+    "judge_changed",
     "live_budget",
     "live_signals",
     "run_decide",
@@ -160,8 +164,12 @@ def _not_measured(name: str, source: str, problem: str) -> Signal:
 
 
 def live_signals(config: Config, *, budget: float | None = None, minutes: int = METRIC_MINUTES,
-                 alarms_only: bool = False, services: Services | None = None) -> LiveReading:
-    """Measure every live source concurrently; a source that did not answer in time is not measured."""
+                 alarms_only: bool = False, services: Services | None = None,
+                 since: dt.datetime | None = None) -> LiveReading:
+    """Measure every live source concurrently; a source that did not answer in time is not measured.
+
+    ``since``: the CloudFront rates judge the window from then (never longer than ``minutes``): ``watch``
+    reads the time since the release began, not the minutes before it."""
     budget = live_budget(budget)
     services = services if services is not None else Services(config)
     timeout = max(0.3, budget - 0.2)
@@ -170,7 +178,7 @@ def live_signals(config: Config, *, budget: float | None = None, minutes: int = 
         readers.update({
             "cloudfront": lambda: sources.cloudfront_metrics(
                 config, [("5xxErrorRate", "Average"), ("OriginLatency", "p95")], minutes=minutes, timeout=timeout,
-                services=services),
+                services=services, since=since),
             "health": lambda: sources.probe_health(config, timeout=timeout),
             "migrations": lambda: sources.migration_state(config, timeout=timeout),
             "data": lambda: sources.grow_only_losses(config, timeout=timeout),
@@ -195,8 +203,8 @@ def live_signals(config: Config, *, budget: float | None = None, minutes: int = 
             signals.append(_not_measured("alarms", "alarm", f"none of the rollback alarms ({wanted.origin}) exist"))
         for alarm in found:
             criterion = "composite" if alarm.composite else alarm_criterion(alarm.name, wanted.prefix)
-            since = f" since {alarm.updated_at.isoformat(timespec='seconds')}" if alarm.updated_at else ""
-            signals.append(Signal(f"alarm.{criterion}", alarm.state, "alarm", detail=f"{alarm.name}{since}"))
+            changed_at = f" since {alarm.updated_at.isoformat(timespec='seconds')}" if alarm.updated_at else ""
+            signals.append(Signal(f"alarm.{criterion}", alarm.state, "alarm", detail=f"{alarm.name}{changed_at}"))
     else:
         signals.append(_not_measured("alarms", "alarm", str(alarms.problem)))
     if alarms_only:
@@ -213,17 +221,19 @@ def live_signals(config: Config, *, budget: float | None = None, minutes: int = 
             slowest = max(health.value, key=lambda r: r.seconds)
             signals.append(Signal("p95_ms", round(slowest.seconds * 1000, 1), "health", "ms",
                                   f"the slowest of {len(health.value)} health URL(s) ({slowest.name}); no CloudFront"))
+    span = f"the last {minutes} min" if since is None else \
+        f"the last {minutes} min since {since.astimezone(dt.UTC).strftime('%H:%M:%SZ')}"
     for index, (name, unit) in enumerate((("error_rate", "%"), ("p95_ms", "ms"))):
         if direct:
             continue
         if not cloudfront.ok:
             signals.append(_not_measured(name, "cloudfront", str(cloudfront.problem)))
         elif cloudfront.value[index].value is None:
-            signals.append(_not_measured(name, "cloudfront", f"no datapoints in the last {minutes} min"))
+            signals.append(_not_measured(name, "cloudfront", f"no datapoints in {span}"))
         else:
             window = cloudfront.value[index]
             signals.append(Signal(name, round(window.value, 3), "cloudfront", unit,
-                                  f"{window.metric} {window.stat} over the last {minutes} min"))
+                                  f"{window.metric} {window.stat} over {span}"))
 
     if not health.ok:
         signals.append(_not_measured("service_down", "health", str(health.problem)))
@@ -389,6 +399,29 @@ def corroboration(signals: Sequence[Signal], changed: Changed) -> list[str]:
     return found
 
 
+def judge(config: Config, reading: LiveReading | None, signals: Sequence[Signal] = (), *, detected: dt.datetime,
+          changed: Sequence[str] | None = None, remove_commit: bool = False,
+          lookback: float = recent.LOOKBACK_MINUTES, rules: Sequence[Rule] = RULES) -> tuple[Decision, Changed]:
+    """The decision from ``signals`` (the flags') and a live ``reading``: the changed layers judged against
+    ``detected``, data loss judged with what explains it, the rolling release and the instant rollback in
+    effect as its context, the reading's notes first. ``rules``: the matrix (``watch`` raises its
+    thresholds by a baseline)."""
+    chosen = [*signals, *(reading.signals if reading is not None else ())]
+    layers_changed = judge_changed(changed, reading, detected, lookback)
+    if reading is not None and reading.losses is not None:
+        chosen.extend(data_loss_signals(reading.losses, corroboration(chosen, layers_changed)))
+    production = reading.production if reading else None
+    release = reading.canary if reading else None
+    ctx = Context(env=config.env_name, changed=layers_changed.layers,
+                  rollback_active=bool(production and production.rollback_active), remove_commit=remove_commit,
+                  has_pulumi=config.env.pulumi is not None, pulumi_cli=cli_available(),
+                  canary=_canary_context(release) if release is not None else None)
+    decision = decide(chosen, ctx, rules)
+    if reading is not None and reading.notes:
+        decision = dataclasses.replace(decision, notes=(*reading.notes, *decision.notes))
+    return decision, layers_changed
+
+
 @dataclass
 class DecideResult:
     decision: Decision
@@ -424,25 +457,15 @@ def run_decide(config: Config, flags: Flags, *, live: bool = False, changed: Seq
     started = time.monotonic()
     deployed = parse_time(deployed_at, option="--deployed-at") if deployed_at else None
     detected_flag = parse_time(detected_at, option="--detected-at") if detected_at else None
-    signals = flag_signals(flags)
     reading: LiveReading | None = None
     budget = live_budget(budget)
     if live:
         reading = live_signals(config, budget=budget, services=services)
-        signals.extend(reading.signals)
     production = reading.production if reading else None
     release = reading.canary if reading else None
     when = incidents.detect(detected_at, reading.alarms if reading else None).at
-    layers_changed = judge_changed(changed, reading, when, lookback)
-    if reading is not None and reading.losses is not None:
-        signals.extend(data_loss_signals(reading.losses, corroboration(signals, layers_changed)))
-    ctx = Context(env=config.env_name, changed=layers_changed.layers,
-                  rollback_active=bool(production and production.rollback_active), remove_commit=remove_commit,
-                  has_pulumi=config.env.pulumi is not None, pulumi_cli=cli_available(),
-                  canary=_canary_context(release) if release is not None else None)
-    decision = decide(signals, ctx)
-    if reading is not None and reading.notes:
-        decision = dataclasses.replace(decision, notes=(*reading.notes, *decision.notes))
+    decision, layers_changed = judge(config, reading, flag_signals(flags), detected=when, changed=changed,
+                                     remove_commit=remove_commit, lookback=lookback)
     seconds = time.monotonic() - started
     result = DecideResult(decision, seconds, live=reading, changed=layers_changed)
     if not record or decision.severity is None:

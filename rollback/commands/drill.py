@@ -21,6 +21,15 @@ Phases (each timed):
 ``decide``    ``rollback decide --live --drill --detected-at T --json`` (``--changed LAYERS`` with ``--layers``):
               opens the incident, marked as a drill, with the severity, the layers and the command to run.
 ``rollback``  that command, verbatim, with ``--yes --json``.
+
+With ``--auto`` the detect and decide phases are ``rollback watch``'s: ``rollback watch --interval 1s
+--auto LAYERS --drill --json`` (the drill's layers but the database; ``--deployed-at`` the bad deploy)
+reads the live signals, opens the incident at its first bad reading, decides after ``--min-bad``
+readings and rolls back its layers itself (``--cooldown 0``: a drill breaks the world again on purpose);
+the drill's detect and decide phases are the watch's own
+times (from its start to its first bad reading, then to its decision). The rollback phase is the rest
+of the watch, then, playing the person it paged, the ``rollback run`` command it posted for the
+database (``--yes --json``).
 ``verify``    ``rollback verify --json --wait <verify target> --interval 1s``.
 ``report``    ``rollback incident close``, ``rollback report ID --format json`` (the timeline and the
               metrics printed at the end) and ``--format md --out FILE``.
@@ -100,6 +109,7 @@ class DrillOptions:
     detect_timeout: float | None = None
     verify_wait: float | None = None
     rolling: bool = False  # --sandbox: the bad release as a rolling release's canary at 10 %
+    auto: bool = False  # detect and decide by 'rollback watch', which rolls back all but the database itself
 
     def mode(self) -> str:
         return "sandbox" if self.sandbox else "env"
@@ -421,6 +431,82 @@ class Drill:
                             f"{self.result.incident}")
             return document
 
+    # ------------------------------------------------------------------ detect, decide and roll back by watch
+
+    def watch(self, layers: Sequence[str]) -> bool:
+        """``--auto``: ``rollback watch`` detects, decides and rolls back all but the database; then the drill
+        runs the command it posted for a person. Whether everything was rolled back."""
+        timeout = self.options.detect_timeout
+        if timeout is None:
+            timeout = SANDBOX_DETECT_TIMEOUT if self.options.sandbox else self.config.env.targets.detect * 60
+        auto = ",".join(layer for layer in layers if layer != "db") or "none"
+        # --cooldown 0: a drill breaks the world again on purpose, and its watch must act each time (its
+        # automatic rollback is still recorded, so a real watch of the environment within the hour pages).
+        argv = ["watch", "--for", f"{timeout:g}s", "--interval", "1s", "--auto", auto, "--cooldown", "0",
+                "--drill", "--json"]
+        if self.deployed_at is not None:
+            argv += ["--deployed-at", _iso(self.deployed_at)]
+        begun = time.monotonic() - self.started
+        done = self.run([*self.global_args, *argv], stream=True)
+        document = done.document()
+        if not isinstance(document, dict) or "outcome" not in document:
+            entry = PhaseResult("detect", begun, done.seconds, False, f"rollback watch: {done.error_line()}")
+            self.result.phases.append(entry)
+            raise OperationFailed(f"rollback watch failed: {done.error_line()}", f"see {self.result.log_path}")
+        command = {"argv": ["rollback", *done.argv], "exit_code": done.code, "seconds": round(done.seconds, 3)}
+        since = document.get("since_start") or {}
+        detected, decided = since.get("detected"), since.get("decided")
+        if detected is None or decided is None:
+            entry = PhaseResult("detect", begun, done.seconds, False, f"not detected within {timeout:g} s "
+                                f"(rollback watch: {document.get('outcome')})", [command])
+            self.result.phases.append(entry)
+            raise OperationFailed(f"rollback watch did not detect the bad deploy within {timeout:g} s",
+                                  "a drill finding: check the rollback alarms and health URLs (rollback decide --live)")
+        decision = document.get("decision") or {}
+        readings = (document.get("readings") or {}).get("readings")
+        self.result.phases += [
+            PhaseResult("detect", begun, detected, True, f"rollback watch: first bad reading after {detected:.1f} s",
+                        [command]),
+            PhaseResult("decide", begun + detected, decided - detected, True,
+                        f"rollback watch: {decision.get('severity')} after {readings} readings, layers "
+                        f"{','.join(decision.get('layers') or [])}; incident {document.get('incident')}")]
+        for phase in self.result.phases[-2:]:
+            self.say(f"[{phase.started + (phase.seconds or 0):5.1f} s] {phase.name} ok in {phase.seconds or 0:.1f} s: "
+                     f"{phase.detail}")
+        self.result.incident = str(document.get("incident"))
+        self.result.severity = decision.get("severity")
+        self.result.layers = [str(x) for x in decision.get("layers") or []]
+        self.result.command = decision.get("command")
+        acted = document.get("acted") or {}
+        if acted.get("run"):
+            self.result.runs.append(str(acted["run"]))
+        entry = PhaseResult("rollback", begun + decided, None)
+        self.result.phases.append(entry)
+        watched = (f"rollback watch rolled back {', '.join(acted.get('layers') or []) or 'nothing'} "
+                   f"({acted.get('status')})")
+        ok = acted.get("status") == "succeeded"
+        person = (document.get("person") or {}).get("command")
+        if ok and person and str(person).startswith("rollback ") and " run " in f" {person} ":
+            more = shlex.split(str(person))[1:]
+            rest = self.run([*self.global_args, *more, "--yes", "--json"], stream=True)
+            entry.commands.append({"argv": ["rollback", *rest.argv], "exit_code": rest.code,
+                                   "seconds": round(rest.seconds, 3)})
+            body = rest.document()
+            if isinstance(body, dict) and body.get("run"):
+                self.result.runs.append(str(body["run"]))
+            ok = rest.code == EXIT_OK
+            watched += f"; then the person's {shlex.join(['rollback', *more, '--yes'])}" + \
+                ("" if ok else f" failed (exit {rest.code}): {rest.error_line()}")
+        elif not ok or document.get("outcome") not in ("rolled_back", "needs_person"):
+            ok = False
+            watched += f": {document.get('error') or (document.get('person') or {}).get('why') or 'nothing done'}"
+        entry.seconds = time.monotonic() - self.started - entry.started
+        entry.ok = ok
+        entry.detail = watched
+        self.say(f"[{time.monotonic() - self.started:5.1f} s] rollback {'ok' if ok else 'FAILED'} in "
+                 f"{entry.seconds:.1f} s: {watched}")
+        return ok
+
     # ------------------------------------------------------------------ rollback
 
     def rollback(self, decision: Mapping[str, Any]) -> bool:
@@ -532,10 +618,13 @@ class Drill:
                     self.load_config()
                     self.open_log()
                     self.close_stale_incidents()
-                    detected = self.detect()
-                    decision = self.decide(detected, layers)
-                    self.notify("start")
-                    rolled_back = self.rollback(decision)
+                    if options.auto:
+                        rolled_back = self.watch(layers)
+                    else:
+                        detected = self.detect()
+                        decision = self.decide(detected, layers)
+                        self.notify("start")
+                        rolled_back = self.rollback(decision)
                     verified = self.verify(wait=rolled_back)
                     outcome = ("rolled back and verified" if rolled_back and verified else
                                "rolled back, verification failed" if rolled_back else "the rollback failed")

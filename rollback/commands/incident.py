@@ -178,11 +178,12 @@ def ensure(config: Config, ref: str | None, *, detection: Detection, drill: bool
     return mirrored, True
 
 
-def record_decision(log: IncidentLog, decision: Decision, seconds: float) -> dict[str, Any]:
+def record_decision(log: IncidentLog, decision: Decision, seconds: float, **extra: Any) -> dict[str, Any]:
+    """The ``decided`` event (``extra``: who decided, e.g. ``by="watch"`` and the watch's readings)."""
     document = decision.to_dict()
     return log.must_write("decided", severity=decision.severity, reasons=document["reasons"],
                           layers=document["layers"], options=document["options"], command=decision.command,
-                          seconds=round(seconds, 3), signals=document["signals"])
+                          seconds=round(seconds, 3), signals=document["signals"], **extra)
 
 
 def _user() -> str:

@@ -56,12 +56,14 @@ class RunRequest:
     incident: str | None = None
     options: Mapping[str, str] = field(default_factory=dict)  # layer -> option, from a decision
     poll_interval: float = 15.0
+    verify_skip: Mapping[str, str] = field(default_factory=dict)  # checklist sources left out, and why
+    verify_wait: float | None = None  # how long the checklist re-checks (None: the environment's verify target)
 
     def to_dict(self) -> dict[str, Any]:
         return {"layers": list(self.layers), "targets": dict(self.targets), "severity": self.severity,
                 "accept_schema_skew": self.accept_schema_skew, "accept_mismatch": self.accept_mismatch,
                 "switch_database": self.switch_database, "verify": self.verify, "incident": self.incident,
-                "options": dict(self.options)}
+                "options": dict(self.options), "verify_skip": dict(self.verify_skip), "verify_wait": self.verify_wait}
 
 
 @dataclass

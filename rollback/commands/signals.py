@@ -235,13 +235,13 @@ def cloudfront_metric(config: Config, metric: str, stat: str, *, minutes: float,
 
 def cloudfront_metrics(config: Config, wanted: list[tuple[str, str]], *, minutes: float, timeout: float,
                        distribution: str | None = None, since: dt.datetime | None = None,
-                       services: Services | None = None) -> list[MetricWindow]:
+                       services: Services | None = None, now: dt.datetime | None = None) -> list[MetricWindow]:
     """Several CloudFront ``(metric, stat)`` of the distribution over the last ``minutes`` (or since
-    ``since``, when that is later), in one call."""
+    ``since``, when that is later), in one call; ``now``: the window ends then (CloudWatch's history)."""
     chosen = distribution or distribution_id(config)
     return _cloudwatch(config, services, timeout).statistics("AWS/CloudFront", wanted,
                                                              cloudfront_dimensions(chosen), minutes=minutes,
-                                                             since=since)
+                                                             since=since, now=now)
 
 
 def cloudfront_newest(config: Config, metric: str, stat: str, *, minutes: float, timeout: float,

@@ -44,7 +44,7 @@ import datetime as dt
 import shlex
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -443,9 +443,12 @@ class VerifyResult:
 
 
 def verify_once(config: Config, *, baseline: str | None = None, expect_version: str | None = None,
-                strict: bool = False, since: dt.datetime | None = None) -> dict[str, Any]:
+                strict: bool = False, since: dt.datetime | None = None,
+                skip: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Measure every checklist item once; the Contract C document. ``since``: when the service was
-    restored (the CloudFront rates judge the minutes after it)."""
+    restored (the CloudFront rates judge the minutes after it). ``skip``: sources not checked here
+    (``database``...) and why, each shown as one item *not measured* with that reason (``watch``
+    leaves the data integrity to the person who runs the db layer)."""
 
     if baseline:
         db_commands.resolve_backup(config, baseline)  # an unknown baseline is bad input (exit 2), up front
@@ -466,6 +469,9 @@ def verify_once(config: Config, *, baseline: str | None = None, expect_version: 
         "alarms": lambda: alarm_items(config),
     }
     notes: list[str] = []
+    for name, why in (skip or {}).items():
+        if readers.pop(name, None) is not None:
+            notes.append(f"{_GROUP_OF[name].lower()} not checked: {why}")
     direct = signals.served_by_vercel(config)
     if direct is not None:
         # No CloudFront in front of the app: its rates are not "not measured", they do not exist here.
@@ -473,7 +479,8 @@ def verify_once(config: Config, *, baseline: str | None = None, expect_version: 
         notes.append(signals.vercel_direct_note(direct))
     budget = HTTP_BUDGET + (config.env.verify.smoke_timeout if config.env.verify.smoke else 0)
     outcomes = signals.gather(readers, budget=budget)
-    items: list[Item] = []
+    items: list[Item] = [_unmeasured(name, _GROUP_OF[name], name, why) for name, why in (skip or {}).items()
+                         if name in _GROUP_OF]
     for name, outcome in outcomes.items():
         if outcome.ok:
             items.extend(outcome.value)
@@ -500,7 +507,7 @@ _GROUP_OF = {"service": "Service health", "flows": "Critical flows", "smoke": "C
 def verify(config: Config, *, baseline: str | None = None, expect_version: str | None = None, strict: bool = False,
            wait: float = 0.0, interval: float = 10.0, progress: Callable[[str], None] | None = None,
            incident: str | None = None, record: bool = True, since: dt.datetime | None = None,
-           sleep: Callable[[float], None] = time.sleep) -> VerifyResult:
+           sleep: Callable[[float], None] = time.sleep, skip: Mapping[str, str] | None = None) -> VerifyResult:
     """Verify; with ``wait`` re-check until every item passes or the time is up. Records ``verified``
     on the environment's open incident (or ``incident``).
 
@@ -520,7 +527,7 @@ def verify(config: Config, *, baseline: str | None = None, expect_version: str |
     while True:
         rounds += 1
         document = verify_once(config, baseline=baseline, expect_version=expect_version, strict=strict,
-                               since=since)
+                               since=since, skip=skip)
         left = deadline - time.monotonic()
         if document["ok"] or left <= 0:
             break
@@ -534,7 +541,10 @@ def verify(config: Config, *, baseline: str | None = None, expect_version: str |
     document["rounds"] = rounds
     document["incident"] = log.id if log else None
     if log is not None:
-        log.write("verified", ok=document["ok"], strict=strict, document=document)
+        # A verification that left sources out (the watch's, without the database a person restores) is
+        # recorded, but it is not the incident's "verified": that needs the whole checklist.
+        log.write("verified", ok=document["ok"], strict=strict, document=document,
+                  **({"skipped": sorted(skip)} if skip else {}))
     return VerifyResult(document)
 
 
@@ -544,16 +554,20 @@ def verify(config: Config, *, baseline: str | None = None, expect_version: str |
 
 def checklist_step(config: Config, *, step_id: str = "checklist", incident: str | None = None,
                    baseline: str | None = None, expect_version: str | None = None, wait: float | None = None,
-                   interval: float = 3.0, strict: bool = False) -> Step:
+                   interval: float = 3.0, strict: bool = False, skip: Mapping[str, str] | None = None) -> Step:
     """The post-rollback checklist as the last step of a plan (``rollback run``): re-checked until every
-    item passes or ``wait`` (default: the environment's verify target) is up; a failure is exit 3."""
+    item passes or ``wait`` (default: the environment's verify target) is up; a failure is exit 3.
+    ``skip``: the sources left out, and why (see :func:`verify_once`)."""
     budget = float(wait if wait is not None else config.env.targets.verify * 60)
     shown = f" (rows against {Path(baseline).name.removesuffix('.manifest.json')})" if baseline else ""
+    if skip:
+        shown += f" (without {', '.join(_GROUP_OF.get(name, name).lower() for name in skip)})"
     return Step(id=step_id, action="verify.checklist", target=f"env {config.env_name}", layer="verify",
                 summary=f"post-rollback checklist{shown}, re-checked for up to {budget / 60:g} min until every "
                         "item passes",
                 params={"incident": incident, "baseline": baseline, "expect_version": expect_version,
-                        "wait": budget, "interval": interval, "strict": strict})
+                        "wait": budget, "interval": interval, "strict": strict,
+                        **({"skip": dict(skip)} if skip else {})})
 
 
 @dataclass
@@ -584,7 +598,7 @@ class VerifyHandlers:
         result = verify(self.config, baseline=p.get("baseline"), expect_version=p.get("expect_version"),
                         strict=bool(p.get("strict")), wait=float(p.get("wait") or 0.0),
                         interval=float(p.get("interval") or 3.0), progress=ctx.note, incident=p.get("incident"),
-                        since=since, sleep=self.sleep)
+                        since=since, sleep=self.sleep, skip=p.get("skip"))
         document = result.document
         summary = document["summary"]
         items = [{"id": i["id"], "status": i["status"], "value": i["value"]} for i in document["items"]]

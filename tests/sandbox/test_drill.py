@@ -265,3 +265,44 @@ def test_a_killed_drill_leaves_a_sandbox_the_next_drill_stops(tmp_path: Path) ->
         assert Sandbox.status(directory) is None and not (directory / "drill.json").exists()
     finally:
         Sandbox.down(directory)
+
+
+def test_drill_auto_detects_and_decides_by_watch(fresh_sandbox: SandboxInfo, run_cli: RunCli,
+                                                 monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """``rollback drill --sandbox --auto``: ``rollback watch`` detects (its first bad reading), decides (after
+    three in a row) and rolls back app, edge and assets itself; the drill then runs the command it posted
+    for the database, as the person it paged would. The timeline shows detection and decision in seconds."""
+    monkeypatch.setenv("ROLLBACK_LOCK_DIR", str(tmp_path / "locks"))  # no cooldown from another test
+    info = fresh_sandbox
+    world = info.world
+    drill = run_cli("drill", "--sandbox", "--auto", "--json")
+    assert drill.code == 0, drill.err + drill.out
+    document = drill.json()
+    assert [p["phase"] for p in document["phases"]] == ["sandbox", "detect", "decide", "rollback", "verify",
+                                                        "report", "teardown"]
+    assert all(p["ok"] for p in document["phases"]), document["phases"]
+    phases = {p["phase"]: p for p in document["phases"]}
+    assert phases["detect"]["detail"].startswith("rollback watch: first bad reading")
+    assert phases["decide"]["detail"].startswith("rollback watch: P0 after 3 readings")
+    person = "then the person's rollback --env sandbox run --severity P0 --layers db --yes"
+    assert person in phases["rollback"]["detail"]
+    assert len(document["runs"]) == 2  # the watch's (app, edge, assets), the person's (db)
+
+    # every layer back, the database by the person's command
+    after = _world_now(info)
+    assert after["deployment"] == world["vercel"]["good_deployment"]
+    assert after["edge"] == world["aws"]["edge_good_version"]
+    assert after["etags"] == world["aws"]["assets_good_etags"]
+    assert after["rows"] == world["database"]["good_counts"]
+
+    # the timeline: detected by the watch, decided by it, each in seconds
+    metrics = {m["phase"]: m for m in document["metrics"]}
+    assert metrics["detect"]["seconds"] < 60 and metrics["decide"]["seconds"] < 30
+    assert metrics["detect"]["verdict"] == metrics["decide"]["verdict"] == "met"
+    rows = {row["key"]: row for row in document["timeline"]}
+    assert rows["detected"]["detail"].startswith("rollback watch ")
+    assert "3 bad readings in a row" in rows["decided"]["detail"]
+    record = read_incident(info.dir.parent / "incidents" / f"{document['incident']}.jsonl")
+    assert record.opened["detected_from"] == "watch" and record.opened["drill"] is True
+    assert [e["command"] for e in record.events if e["event"] == "needs_person"] == \
+        ["rollback --env sandbox run --severity P0 --layers db"]

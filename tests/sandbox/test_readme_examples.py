@@ -137,6 +137,22 @@ def test_the_scheduled_drill_workflow() -> None:
     assert upload["if"] == "always()" and "drill-report.md" in upload["with"]["path"]
 
 
+def test_the_watch_workflow() -> None:
+    """examples/watch.yml: on a successful production deployment (Vercel's deployment_status), rollback
+    watch for 15 minutes with the deploy's time, never the database, its outcome in the job summary."""
+    from ruamel.yaml import YAML
+
+    workflow = YAML(typ="safe").load((ROOT / "examples" / "watch.yml").read_text(encoding="utf-8"))
+    triggers = workflow.get("on") or workflow.get(True)  # YAML 1.1 reads a bare `on` as true
+    assert "deployment_status" in triggers and "workflow_dispatch" in triggers
+    job = workflow["jobs"]["watch"]
+    assert "deployment_status.state == 'success'" in job["if"] and "'Production'" in job["if"]
+    runs = "\n".join(str(step.get("run", "")) for step in job["steps"])
+    assert "rollback watch --for 15m" in runs and "--auto app,edge,assets" in runs and "--deployed-at" in runs
+    assert "GITHUB_STEP_SUMMARY" in runs and "exit $code" in runs
+    assert job["timeout-minutes"] > 15
+
+
 def _tool_path() -> str:
     """This venv's bin (rollback, aws) first, then Vercel's CLI where tests/run.sh installs it."""
     from tests.app.test_vercel_cli import vercel_cli
