@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollback.cli.support import AppContext, echo, emit, layers_option, pass_app, printable, say
+from rollback.cli.support import AppContext, duration_option, echo, emit, layers_option, pass_app, printable, say
 
 if TYPE_CHECKING:
     from rollback.commands.drill import DrillResult
@@ -18,14 +18,6 @@ def _set_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
     if value:
         ctx.ensure_object(AppContext).json = True
     return value
-
-
-def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    if value is None:
-        return None
-    from rollback.units import parse_duration
-
-    return parse_duration(value, option=f"--{param.name.replace('_', '-')}" if param.name else "duration")
 
 
 def _lines(result: DrillResult) -> list[str]:
@@ -87,10 +79,10 @@ def _lines(result: DrillResult) -> list[str]:
 @click.option("--dir", "sandbox_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path(".rollback") / "sandbox", show_default=True, metavar="DIR",
               help="The sandbox's directory.")
-@click.option("--detect-timeout", callback=_duration, metavar="DURATION",
+@click.option("--detect-timeout", callback=duration_option(), metavar="DURATION",
               help="How long to wait for the alarms and health checks to see the bad deploy "
                    "(default 60s in the sandbox, the detect target elsewhere).")
-@click.option("--verify-wait", callback=_duration, metavar="DURATION",
+@click.option("--verify-wait", callback=duration_option(), metavar="DURATION",
               help="How long verification may re-check (default: the verify target).")
 @click.option("--rolling", is_flag=True,
               help="With --sandbox: the bad app release is the canary of a Vercel rolling release at 10 % "

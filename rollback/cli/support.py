@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from rollback.errors import ConfirmationRequired, Refused
+from rollback.errors import BadInput, ConfirmationRequired, Refused
 from rollback.layers import LAYERS
 from rollback.safetext import dumps, printable
+from rollback.units import parse_duration
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -357,3 +358,21 @@ def layers_option(ctx: click.Context, param: click.Parameter, value: tuple[str, 
                 raise click.BadParameter(f"{name!r} is not a layer (use {', '.join(LAYERS)})")
             chosen.append(name)
     return tuple(dict.fromkeys(chosen))
+
+
+def duration_option(*, off_words: Sequence[str] = ()) -> Callable[[click.Context, click.Parameter, Any], Any]:
+    """Click callback of a ``--timeout 90s`` style option: seconds (``None`` when not given; ``0.0`` for one
+    of ``off_words``, such as ``none``). A value that is not a duration is a usage error (exit 2), raised while
+    click parses, as every other bad option value is."""
+
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+        if value is None:
+            return None
+        if value.strip().lower() in off_words:
+            return 0.0
+        try:
+            return parse_duration(value)
+        except BadInput as exc:
+            raise click.BadParameter(f"{value!r} is not a duration ({exc.hint})") from None
+
+    return callback

@@ -7,7 +7,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollback.cli.support import AppContext, common_options, echo, emit, pass_app, printable, say
+from rollback.cli.support import (
+    AppContext,
+    common_options,
+    duration_option,
+    echo,
+    emit,
+    pass_app,
+    printable,
+    say,
+)
 from rollback.errors import BadInput
 
 if TYPE_CHECKING:
@@ -15,16 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = ["watch"]
 
-
-def _duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-    if value is None:
-        return None
-    from rollback.units import parse_duration
-
-    option = f"--{(param.name or 'duration').replace('_', '-')}".replace("--period", "--for")
-    if value.strip().lower() in ("none", "off") and param.name in ("baseline", "cooldown"):
-        return 0.0
-    return parse_duration(value, option=option)
+OFF_OR_DURATION = duration_option(off_words=("none", "off"))  # --baseline none, --cooldown 0 or off
 
 
 class _Lines:
@@ -108,9 +108,9 @@ def _switch(app: AppContext, pause: bool, resume: bool, reason: str | None) -> N
 
 
 @click.command("watch")
-@click.option("--for", "period", default="15m", show_default=True, callback=_duration, metavar="DURATION",
+@click.option("--for", "period", default="15m", show_default=True, callback=duration_option(), metavar="DURATION",
               help="How long to watch after the deploy.")
-@click.option("--interval", default="10s", show_default=True, callback=_duration, metavar="DURATION",
+@click.option("--interval", default="10s", show_default=True, callback=duration_option(), metavar="DURATION",
               help="Time between readings.")
 @click.option("--auto", "auto", default="app,edge,assets", show_default=True, metavar="LAYERS|none",
               help="Layers the watch rolls back by itself (never db).")
@@ -118,9 +118,9 @@ def _switch(app: AppContext, pause: bool, resume: bool, reason: str | None) -> N
               help="Do not abort an active Vercel rolling release by itself (it does even with --auto none).")
 @click.option("--min-bad", type=click.IntRange(min=1), default=3, show_default=True, metavar="N",
               help="Consecutive bad (P0/P1) readings before it acts (twice as many after a flap).")
-@click.option("--baseline", default="10m", show_default=True, callback=_duration, metavar="DURATION|none",
+@click.option("--baseline", default="10m", show_default=True, callback=OFF_OR_DURATION, metavar="DURATION|none",
               help="Judge the rates on their rise over this long before the release (CloudWatch history).")
-@click.option("--cooldown", default="1h", show_default=True, callback=_duration, metavar="DURATION",
+@click.option("--cooldown", default="1h", show_default=True, callback=OFF_OR_DURATION, metavar="DURATION",
               help="At most one automatic rollback per environment this often; later ones page.")
 @click.option("--deployed-at", metavar="TIME", help="When the deploy happened (default: when the watch starts).")
 @click.option("--drill", is_flag=True, help="Mark an incident it opens as a drill.")
