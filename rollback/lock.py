@@ -44,6 +44,12 @@ through :func:`pause`, which does the same check, so a 20-minute CloudFront
 wait stops at its next poll. A lost lease is never written again (the other run
 may hold it); it expires on S3 by itself, after which ``rollback resume``
 takes it over and continues.
+
+The monotonic clock is one that keeps counting while the machine sleeps
+(:func:`elapsed`: ``CLOCK_BOOTTIME`` on Linux, ``CLOCK_MONOTONIC`` on macOS):
+Python's ``time.monotonic`` stops during a suspend, so a laptop whose lid was
+closed for an hour would wake up judging its lease seconds old, and act until
+its next renewal found it taken over.
 """
 
 from __future__ import annotations
@@ -51,10 +57,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -72,6 +80,7 @@ __all__ = [
     "TeamLock",
     "acquire",
     "describe_holder",
+    "elapsed",
     "ensure_held",
     "lock_dir",
     "lock_path",
@@ -85,6 +94,24 @@ MARGIN = 0.25
 RENEW_EVERY = 0.25
 # How long a run that lost its lease waits to read who holds it now (S3 may be what is unreachable).
 HOLDER_READ_SECONDS = 5.0
+
+
+def _suspend_counting_clock() -> Callable[[], float]:
+    clock_id = getattr(time, "CLOCK_BOOTTIME", None)  # Linux: CLOCK_MONOTONIC stops during a suspend
+    if clock_id is None and sys.platform == "darwin":
+        clock_id = getattr(time, "CLOCK_MONOTONIC", None)  # Darwin's counts sleep (time.monotonic's does not)
+    if clock_id is None:
+        return time.monotonic
+    try:
+        time.clock_gettime(clock_id)
+    except OSError:
+        return time.monotonic
+    return functools.partial(time.clock_gettime, clock_id)
+
+
+# Seconds on a clock that never goes back and keeps counting while the machine is suspended: the clock a
+# lease's age is judged on (see the module's docstring).
+elapsed: Callable[[], float] = _suspend_counting_clock()
 
 
 def lock_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -166,7 +193,7 @@ class TeamLock:
     url: str
     ttl: float = 60.0
     store_factory: Callable[[str], LeaseStore] | None = None  # bucket -> store; default: S3 via boto3
-    monotonic: Callable[[], float] = time.monotonic  # the clock the lease's age is judged on (tests)
+    monotonic: Callable[[], float] = elapsed  # the clock the lease's age is judged on (tests)
     _store: LeaseStore | None = field(default=None, repr=False)
 
     @property
@@ -204,7 +231,7 @@ class Lease:
 
     def __init__(self, store: LeaseStore, key: str, holder: dict[str, Any], ttl: float, env: str, *,
                  prefix: str = "", clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = elapsed) -> None:
         self.store = store
         self.prefix = prefix
         self.key = key
