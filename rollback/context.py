@@ -81,10 +81,13 @@ class Services:
 
         def build() -> VercelClient:
             from rollback.adapters.vercel import VercelClient, make_http_client
+            from rollback.lock import pause
 
             settings = self.config.require_vercel()
             http = make_http_client(self.config.vercel_api_url, self.config.vercel_token())
-            client = VercelClient(http, team=settings.team, max_body=self.config.max_body)
+            # pause: a rollback or promote re-sent after a 429/5xx (inside the step's act, up to 30 s later)
+            # is not sent once the team lease is lost meanwhile
+            client = VercelClient(http, team=settings.team, max_body=self.config.max_body, sleep=pause)
             on_retry = self.given.get("on_retry")
             if on_retry is not None:
                 client.on_retry = on_retry

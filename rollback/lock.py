@@ -44,6 +44,17 @@ through :func:`pause`, which does the same check, so a 20-minute CloudFront
 wait stops at its next poll. A lost lease is never written again (the other run
 may hold it); it expires on S3 by itself, after which ``rollback resume``
 takes it over and continues.
+
+Each write carries a fresh nonce. A write S3 stored whose answer was lost
+(a read timeout; botocore's retry of it then gets 412 against our own new ETag)
+is recognised by it: a lease holding one of our nonces is still ours, not
+"taken over" by this very run.
+
+The monotonic clock is one that keeps counting while the machine sleeps
+(:func:`elapsed`: ``CLOCK_BOOTTIME`` on Linux, ``CLOCK_MONOTONIC`` on macOS):
+Python's ``time.monotonic`` stops during a suspend, so a laptop whose lid was
+closed for an hour would wake up judging its lease seconds old, and act until
+its next renewal found it taken over.
 """
 
 from __future__ import annotations
@@ -51,10 +62,12 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import fcntl
+import functools
 import hashlib
 import json
 import os
 import secrets
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -72,6 +85,7 @@ __all__ = [
     "TeamLock",
     "acquire",
     "describe_holder",
+    "elapsed",
     "ensure_held",
     "lock_dir",
     "lock_path",
@@ -85,6 +99,24 @@ MARGIN = 0.25
 RENEW_EVERY = 0.25
 # How long a run that lost its lease waits to read who holds it now (S3 may be what is unreachable).
 HOLDER_READ_SECONDS = 5.0
+
+
+def _suspend_counting_clock() -> Callable[[], float]:
+    clock_id = getattr(time, "CLOCK_BOOTTIME", None)  # Linux: CLOCK_MONOTONIC stops during a suspend
+    if clock_id is None and sys.platform == "darwin":
+        clock_id = getattr(time, "CLOCK_MONOTONIC", None)  # Darwin's counts sleep (time.monotonic's does not)
+    if clock_id is None:
+        return time.monotonic
+    try:
+        time.clock_gettime(clock_id)
+    except OSError:
+        return time.monotonic
+    return functools.partial(time.clock_gettime, clock_id)
+
+
+# Seconds on a clock that never goes back and keeps counting while the machine is suspended: the clock a
+# lease's age is judged on (see the module's docstring).
+elapsed: Callable[[], float] = _suspend_counting_clock()
 
 
 def lock_dir(environ: Mapping[str, str] | None = None) -> Path:
@@ -166,7 +198,7 @@ class TeamLock:
     url: str
     ttl: float = 60.0
     store_factory: Callable[[str], LeaseStore] | None = None  # bucket -> store; default: S3 via boto3
-    monotonic: Callable[[], float] = time.monotonic  # the clock the lease's age is judged on (tests)
+    monotonic: Callable[[], float] = elapsed  # the clock the lease's age is judged on (tests)
     _store: LeaseStore | None = field(default=None, repr=False)
 
     @property
@@ -204,7 +236,7 @@ class Lease:
 
     def __init__(self, store: LeaseStore, key: str, holder: dict[str, Any], ttl: float, env: str, *,
                  prefix: str = "", clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = elapsed) -> None:
         self.store = store
         self.prefix = prefix
         self.key = key
@@ -224,20 +256,25 @@ class Lease:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._mutex = threading.Lock()
+        self._sent: dict[str, float] = {}  # nonce -> when sent, for writes whose outcome is not known yet
         self.mirrors: list[tuple[str, Path]] = []  # (kind, file) copied on each renewal and at release
 
     @property
     def margin(self) -> float:
         return self.ttl * MARGIN
 
-    def _body(self) -> bytes:
+    def _body(self, sent: float) -> bytes:
+        """The lease's next content; its nonce is remembered with ``sent`` until the write's outcome is known."""
+        nonce = secrets.token_hex(8)
+        with self._mutex:
+            self._sent[nonce] = sent
         now = self.clock()
         expires = now + dt.timedelta(seconds=self.ttl)
         body = {**self.holder, "env": self.env, "ttl": self.ttl,
                 "renewed_at": now.isoformat(timespec="seconds").replace("+00:00", "Z"),
                 "expires_at": expires.isoformat(timespec="seconds").replace("+00:00", "Z"),
                 # a fresh nonce each write: the ETag (an MD5 of the body) changes even within one second
-                "nonce": secrets.token_hex(8)}
+                "nonce": nonce}
         return json.dumps(body, sort_keys=True).encode()
 
     def _refuse(self, other: Mapping[str, Any], expires_in: str = "") -> LockHeld:
@@ -252,17 +289,26 @@ class Lease:
         """Take the lease, or take over an expired one; :class:`LockHeld` when someone holds it."""
         for _ in range(3):
             sent = self.monotonic()
-            etag = self.store.create(self.key, self._body())
+            etag = self.store.create(self.key, self._body(sent))
             if etag is not None:
                 self._taken(etag, sent)
                 return
             current = self.store.read(self.key)
             if current is None:
                 continue  # released between our two calls: try again
+            landed = self._ours(current)
+            if landed is not None:  # our own write, whose answer was lost (then a retry got 412)
+                self._taken(current.etag, landed)
+                return
             if not current.expired(self.clock()):
                 raise self._refuse(current.body, _expires_in(current))
             sent = self.monotonic()
-            etag = self.store.replace(self.key, self._body(), current.etag)
+            etag = self.store.replace(self.key, self._body(sent), current.etag)
+            if etag is None:
+                now = self.store.read(self.key)
+                landed = self._ours(now) if now is not None else None
+                if now is not None and landed is not None:
+                    etag, sent = now.etag, landed
             if etag is not None:
                 self._taken(etag, sent)
                 self.taken_over = current.body
@@ -274,6 +320,14 @@ class Lease:
     def _taken(self, etag: str, sent: float) -> None:
         with self._mutex:
             self.etag, self.renewed_at, self.lost, self.last_error = etag, sent, None, None
+            self._sent.clear()
+
+    def _ours(self, current: LeaseObject) -> float | None:
+        """When the lease on S3 is a write of ours whose answer never came (a timeout after S3 stored it;
+        botocore's retry of it then finds our new ETag and gets 412): the moment that write was sent."""
+        nonce = current.body.get("nonce")
+        with self._mutex:
+            return self._sent.get(nonce) if isinstance(nonce, str) else None
 
     def age(self) -> float | None:
         """Seconds since the last successful write was sent (None before the lease is taken)."""
@@ -355,12 +409,15 @@ class Lease:
             return False
         sent = self.monotonic()
         try:
-            new_etag = self.store.replace(self.key, self._body(), etag)
+            new_etag = self.store.replace(self.key, self._body(sent), etag)
         except Exception as exc:
             with self._mutex:
                 self.last_error = _error_text(exc)
             raise
         current = self.store.read(self.key) if new_etag is None else None
+        landed = self._ours(current) if current is not None else None
+        if current is not None and landed is not None:
+            new_etag, sent = current.etag, landed  # our own write stored without its answer: still ours
         with self._mutex:
             if self.etag != etag or self.lost:
                 return False  # released, or counted as lost, while the request was out
@@ -370,6 +427,7 @@ class Lease:
                     "the team lease was removed by someone else")
                 return False
             self.etag, self.renewed_at, self.last_error = new_etag, sent, None
+            self._sent.clear()
             self.renewals += 1
             return True
 

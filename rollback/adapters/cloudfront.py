@@ -466,12 +466,51 @@ def snapshot_from_json(text: str | bytes, name: str) -> DistributionSnapshot:
     required = ("id", "distribution_id", "etag", "taken_at", "config")
     if not isinstance(data, dict) or any(k not in data for k in required) or not isinstance(data["config"], dict):
         raise ValueError(f"{name}: not a distribution snapshot")
+    problems = config_problems(data["config"])
+    if problems:
+        raise ValueError(f"{name}: its config is not a DistributionConfig that CloudFront accepts: {problems}")
     for value in origin_header_values(data["config"]):
         register_secret(value)
     digest = data.get("config_sha256")
     return DistributionSnapshot(str(data["id"]), str(data["distribution_id"]), str(data["etag"]),
                                 str(data["taken_at"]), str(data.get("reason") or ""), data["config"],
                                 str(digest) if isinstance(digest, str) else None)
+
+
+def config_problems(config: Mapping[str, Any]) -> str:
+    """What makes ``config`` something ``UpdateDistribution`` would not accept, checked against the
+    ``DistributionConfig`` shape of botocore's CloudFront model (types and unknown fields) in one line,
+    without the values (an origin header value is a secret); ``""`` when it is one. A hand-edited snapshot
+    is read by code that trusts this shape. (A missing required field harms no reader: CloudFront's own
+    refusal of it is the update's one-line error, as before.)"""
+    from botocore.validate import ParamValidator
+
+    params = {"DistributionConfig": dict(config), "Id": "E0000000000000", "IfMatch": "E0000000000000"}
+    report = ParamValidator().validate(params, _update_distribution_input())
+    if not report.has_errors():
+        return ""
+    lines = []
+    for line in report.generate_report().splitlines():
+        if line.startswith("Missing required parameter"):
+            continue
+        line = re.sub(r", value: .*?(?=, (?:type|valid)\b|$)", "", line)
+        lines.append(re.sub(r"<class '([^']*)'>", r"\1", line))
+    text = "; ".join(lines)
+    if not text:
+        return ""
+    return text if len(text) <= 600 else text[:597] + "..."
+
+
+_INPUT_SHAPE: list[Any] = []
+
+
+def _update_distribution_input() -> Any:
+    if not _INPUT_SHAPE:
+        import botocore.session
+
+        model = botocore.session.get_session().get_service_model("cloudfront")
+        _INPUT_SHAPE.append(model.operation_model("UpdateDistribution").input_shape)
+    return _INPUT_SHAPE[0]
 
 
 def origin_header_values(config: Mapping[str, Any]) -> list[str]:

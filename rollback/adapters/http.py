@@ -3,7 +3,10 @@
 **Reading an answer.** Every HTTP read rollback makes (health checks, verify's flows and timings,
 ``decide --live``, webhooks, the Vercel API) goes through :func:`fetch`: the answer is streamed and read
 at most ``max_body`` bytes (after decompression; 1 MiB unless ``[http] max_body_bytes`` says otherwise)
-within an overall ``deadline`` for the whole request, redirects included. httpx's own timeouts bound
+within an overall ``deadline`` for the whole request, redirects included. A compressed answer is
+decoded here, a bounded piece at a time (httpx would inflate each network chunk whole, and chain a decoder
+per listed coding: a 600-byte ``gzip, gzip`` answer became 256 MiB before any cap was checked); only gzip
+and deflate are asked for and read, any other coding is refused. httpx's own timeouts bound
 each operation (connect, one read), not the request: a server that sends one byte a second never trips
 them, and one that streams a gigabyte is read to the end. An answer that is longer or slower is not
 read further and raises :class:`AnswerTooLarge` / :class:`AnswerTooSlow` (an :class:`AnswerRefused`),
@@ -28,7 +31,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -180,7 +184,11 @@ def fetch(http: httpx.Client, method: str, url: str, *, max_body: int = DEFAULT_
             raise AnswerTooSlow(f"no complete answer within {limit:g} s (the request's deadline)")
         return remaining
 
-    outgoing = http.build_request(method, url, timeout=_capped_timeout(httpx, http.timeout, left()), **request)
+    # Only what _decoded() reads with a bound: httpx would advertise (and inflate without one) zstd and br.
+    headers = httpx.Headers(request.pop("headers", None))
+    headers.setdefault("Accept-Encoding", ACCEPTED_CODINGS)
+    outgoing = http.build_request(method, url, timeout=_capped_timeout(httpx, http.timeout, left()), headers=headers,
+                                  **request)
     history: list[Any] = []  # the redirects followed (closed, their bodies unread)
     while True:
         response = http.send(outgoing, stream=True, follow_redirects=False)
@@ -204,6 +212,59 @@ def fetch(http: httpx.Client, method: str, url: str, *, max_body: int = DEFAULT_
         return read  # type: ignore[no-any-return]
 
 
+ACCEPTED_CODINGS = "gzip, deflate"
+PIECE = 64 << 10  # bytes one decoding step produces at most
+
+
+class _Inflater:
+    """One content coding undone with a bound on what each step produces (``zlib``'s ``max_length``)."""
+
+    def __init__(self, coding: str) -> None:
+        self.coding = coding
+        # gzip: the gzip header; deflate: RFC 9110 says zlib-wrapped, some servers send it raw (as httpx allows)
+        self.unpacker = zlib.decompressobj(zlib.MAX_WBITS | 16 if coding in ("gzip", "x-gzip") else zlib.MAX_WBITS)
+        self.first = True
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        while True:
+            try:
+                piece = self.unpacker.decompress(data, PIECE)
+            except zlib.error as exc:
+                if self.first and self.coding == "deflate":
+                    self.unpacker, self.first = zlib.decompressobj(-zlib.MAX_WBITS), False
+                    continue
+                raise AnswerRefused(f"the answer's {self.coding} encoding is broken ({exc})") from None
+            self.first = False
+            data = self.unpacker.unconsumed_tail
+            if piece:
+                yield piece
+            if not data and len(piece) < PIECE:
+                return
+
+    def drain(self, pieces: Iterable[bytes]) -> Iterator[bytes]:
+        for data in pieces:
+            yield from self.feed(data)
+        rest = self.unpacker.flush()
+        if rest:
+            yield rest
+
+
+def _decoded(response: httpx.Response) -> Iterator[bytes]:
+    """The body, its content codings undone (last applied, first undone), in pieces of at most :data:`PIECE`."""
+    if hasattr(response, "_content"):  # read and decoded already (an in-process transport: httpx.MockTransport)
+        return iter((response.content,))
+    codings = [c.strip().lower() for c in response.headers.get("Content-Encoding", "").split(",") if c.strip()]
+    codings = [c for c in codings if c != "identity"]
+    for coding in codings:
+        if coding not in ("gzip", "x-gzip", "deflate"):
+            raise AnswerRefused(f"the answer is encoded as {coding!r}, which rollback does not read (it asks for "
+                                f"{' or '.join(ACCEPTED_CODINGS.split(', '))})", status=response.status_code)
+    pieces: Iterable[bytes] = response.iter_raw()
+    for coding in reversed(codings):
+        pieces = _Inflater(coding).drain(pieces)
+    return iter(pieces)
+
+
 def _read_capped(response: httpx.Response, max_body: int, limit: float, ends: float,
                  clock: Callable[[], float]) -> bytes:
     declared = response.headers.get("Content-Length", "")
@@ -212,7 +273,7 @@ def _read_capped(response: httpx.Response, max_body: int, limit: float, ends: fl
                              "rollback reads (not read)", status=response.status_code)
     chunks: list[bytes] = []
     size = 0
-    for chunk in response.iter_bytes():
+    for chunk in _decoded(response):
         size += len(chunk)
         if size > max_body:
             raise AnswerTooLarge(f"the answer is longer than {format_size(max_body)} (stopped reading it there)",
