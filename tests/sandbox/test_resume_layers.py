@@ -11,11 +11,17 @@ step twice. The world is the session's sandbox (real processes: moto, the Vercel
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
@@ -56,6 +62,102 @@ def interrupt_at(info: SandboxInfo, step: str, *args: str) -> str:
     if args[0] == "run":
         assert f"rollback resume {run_id}" in err.strip().splitlines()[-1]
     return run_id
+
+
+class HealthGate(ThreadingHTTPServer):
+    """A pass-through proxy in front of the sandbox app that holds every request until :meth:`release`.
+
+    A health step takes a hundredth of a second against the sandbox, so a signal sent when the journal
+    shows it started may arrive after the run has ended. Held here, the step is certainly running when
+    the signal lands, however loaded the machine."""
+
+    daemon_threads = True
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.arrived = threading.Event()
+        self.released = threading.Event()
+        super().__init__(("127.0.0.1", 0), _GateHandler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def release(self) -> None:
+        self.released.set()
+
+
+class _GateHandler(BaseHTTPRequestHandler):
+    server: HealthGate
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        self.server.arrived.set()
+        self.server.released.wait(timeout=180)
+        try:
+            answer = httpx.get(self.server.upstream + self.path, timeout=10)
+            status, body = answer.status_code, answer.content
+            kind = answer.headers.get("content-type", "text/plain")
+        except (httpx.HTTPError, OSError):
+            status, body, kind = 502, b"upstream unreachable", "text/plain"
+        with contextlib.suppress(OSError):  # the run was interrupted and hung up
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+
+@contextmanager
+def gated_health(info: SandboxInfo) -> Iterator[tuple[HealthGate, dict[str, str]]]:
+    """The sandbox's config with its health checks sent through a :class:`HealthGate`, and the environment
+    that selects it (written beside the real config, so that every relative path stays as it is)."""
+    import tomllib
+
+    config = Path(info.env["ROLLBACK_CONFIG"])
+    upstream = next(
+        str(env["health"]["base_url"]) for env in tomllib.loads(config.read_text())["env"].values()
+        if "health" in env)
+    gate = HealthGate(upstream)
+    thread = threading.Thread(target=gate.serve_forever, daemon=True)
+    thread.start()
+    gated = config.with_name("rollback-gated.toml")
+    gated.write_text(config.read_text().replace(f'base_url = "{upstream}"', f'base_url = "{gate.url}"'))
+    try:
+        yield gate, {**os.environ, "ROLLBACK_CONFIG": str(gated)}
+    finally:
+        gate.release()
+        gate.shutdown()
+        gate.server_close()
+        gated.unlink(missing_ok=True)
+
+
+def interrupt_in_health(info: SandboxInfo, gate: HealthGate, env: dict[str, str], *args: str) -> str:
+    """Start ``rollback ARGS``, send it SIGINT (Ctrl-C) while its health step waits on its first answer,
+    and return the run's id once it has stopped (exit 130). The gate stays open (released) after it: the
+    journal records the URL the step checks, so the resumed step asks the gate again."""
+    known = {p.name for p in journal_dir(info).glob("*.jsonl")}
+    proc = subprocess.Popen([sys.executable, "-m", "rollback", *args], env=env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not gate.arrived.wait(timeout=0.05):
+            if proc.poll() is not None:
+                raise AssertionError(f"rollback ended early ({proc.returncode}): {proc.communicate()}")
+            assert time.monotonic() < deadline, "the health step never started"
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        gate.release()
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    started = [p for p in journal_dir(info).glob("*.jsonl") if p.name not in known]
+    assert len(started) == 1, started
+    return started[0].name.removesuffix(".jsonl")
 
 
 def resume_all(run_cli: RunCli, info: SandboxInfo, first: str) -> dict[str, object]:
@@ -122,11 +224,12 @@ def test_edge_layer_interrupted_after_the_pin_and_invalidation_then_resume(world
     info = world
     assert run_cli("app", "rollback", "--yes", "--no-verify").code == 0  # the edge layer's health check needs it
     _, etag_before = edge_state(info)
-    first = interrupt_at(info, "edge.health", "run", "--layers", "edge", "--yes", "--no-verify",
-                         "--poll-interval", "1s")
-    version, etag = edge_state(info)
-    assert version == "2" and etag != etag_before
-    document = resume_all(run_cli, info, first)
+    with gated_health(info) as (gate, env):
+        first = interrupt_in_health(info, gate, env, "run", "--layers", "edge", "--yes", "--no-verify",
+                                    "--poll-interval", "1s")
+        version, etag = edge_state(info)
+        assert version == "2" and etag != etag_before
+        document = resume_all(run_cli, info, first)
     steps = {s["id"]: s for s in document["steps"]}  # type: ignore[attr-defined]
     assert steps["edge.associate"]["already_done"] is True and steps["edge.pin"]["already_done"] is True
     assert edge_state(info) == (version, etag)  # not updated again
@@ -136,9 +239,10 @@ def test_assets_layer_interrupted_after_the_invalidation_then_resume(world: Sand
                                                                     run_cli: RunCli) -> None:
     info = world
     assert run_cli("app", "rollback", "--yes", "--no-verify").code == 0
-    first = interrupt_at(info, "assets.health", "run", "--layers", "assets", "--yes", "--no-verify",
-                         "--poll-interval", "1s")
-    document = resume_all(run_cli, info, first)
+    with gated_health(info) as (gate, env):
+        first = interrupt_in_health(info, gate, env, "run", "--layers", "assets", "--yes", "--no-verify",
+                                    "--poll-interval", "1s")
+        document = resume_all(run_cli, info, first)
     steps = {s["id"]: s for s in document["steps"]}  # type: ignore[attr-defined]
     restored = [sid for sid in steps if sid.startswith("assets.key-")]
     assert restored and all(steps[sid]["already_done"] for sid in restored)
