@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rollback import changes as recent
-from rollback.adapters.pulumi import cli_available
 from rollback.commands import incident as incidents
 from rollback.commands import signals as sources
 from rollback.context import Services
@@ -408,6 +407,14 @@ class DecideResult:
                 "live_sources": self.live.sources if self.live else None, "warnings": self.warnings}
 
 
+def _pulumi_cli() -> bool:
+    # Only asked with a Pulumi stack configured: without one the matrix never weighs the CLI, and the
+    # Pulumi adapter is not loaded for nothing.
+    from rollback.adapters.pulumi import cli_available
+
+    return cli_available()
+
+
 def run_decide(config: Config, flags: Flags, *, live: bool = False, changed: Sequence[str] | None = None,
                remove_commit: bool = False, record: bool = True, incident: str | None = None,
                detected_at: str | None = None, deployed_at: str | None = None, drill: bool = False,
@@ -436,9 +443,10 @@ def run_decide(config: Config, flags: Flags, *, live: bool = False, changed: Seq
     layers_changed = judge_changed(changed, reading, when, lookback)
     if reading is not None and reading.losses is not None:
         signals.extend(data_loss_signals(reading.losses, corroboration(signals, layers_changed)))
+    has_pulumi = config.env.pulumi is not None
     ctx = Context(env=config.env_name, changed=layers_changed.layers,
                   rollback_active=bool(production and production.rollback_active), remove_commit=remove_commit,
-                  has_pulumi=config.env.pulumi is not None, pulumi_cli=cli_available(),
+                  has_pulumi=has_pulumi, pulumi_cli=has_pulumi and _pulumi_cli(),
                   canary=_canary_context(release) if release is not None else None)
     decision = decide(signals, ctx)
     if reading is not None and reading.notes:
