@@ -355,6 +355,12 @@ class Database:
         with self.maintenance() as conn, db_errors("looking up databases"):
             return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone() is not None
 
+    def oid(self, dbname: str) -> int | None:
+        """The database's oid (which a rename keeps: after a swap the live name has the copy's oid)."""
+        with self.maintenance() as conn, db_errors("looking up databases"):
+            row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (dbname,)).fetchone()
+        return None if row is None else int(row[0])
+
     def identity(self) -> dict[str, Any]:
         """Which database this is: the server's system identifier (``pg_control_system()``; None when
         the role may not read it), the database name, host and port (as the URL gives them)."""

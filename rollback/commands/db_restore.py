@@ -201,6 +201,8 @@ class RestoreSteps(DbSteps):
     def _rights(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         live = str(step.params["live"])
         swap_in = step.params.get("swap_in")
+        if swap_in and self._swapped_in(str(swap_in), step, ctx):
+            swap_in = None  # resumed after this plan's swap: the copy is the live database now
         names = [live] + ([str(swap_in)] if swap_in else [])
         rights = self.db.rights(names)
         role = rights.role
@@ -236,7 +238,7 @@ class RestoreSteps(DbSteps):
         manifest, _ = self._manifest(step)
         would = f"create {name} and pg_restore {manifest['name']} into it"
         earlier = ctx.earlier.get(step.id)
-        if earlier is not None and self.db.exists(name):
+        if earlier is not None and (self.db.exists(name) or self._swapped_in(name, step, ctx)):
             return Check(True, dict(earlier), would)
         if ctx.resuming and self.db.exists(name):
             would = f"drop the partial copy {name} the stopped run left, then {would}"
@@ -270,7 +272,7 @@ class RestoreSteps(DbSteps):
                 raise DatabaseError(f"{exc.message}; {partial}, the live database {db.target.dbname} is untouched",
                                     "check the backup and the server log") from exc
             raise
-        return {"database": name, "seconds": round(time.monotonic() - started, 3), **loaded}
+        return {"database": name, "oid": db.oid(name), "seconds": round(time.monotonic() - started, 3), **loaded}
 
     def check_restore_in_place(self, step: Step, ctx: StepContext) -> Check:
         name = str(step.params["database"])
@@ -300,7 +302,8 @@ class RestoreSteps(DbSteps):
         would = f"compare row counts of {len(manifest.get('tables', []))} tables in {name}"
         earlier = ctx.earlier.get(step.id)
         if earlier is not None and (step.params.get("in_place") or (
-                self.db.exists(name) and self._is_marked(name, "restore", counts="match"))):
+                self.db.exists(name) and self._is_marked(name, "restore", counts="match"))
+                or self._swapped_in(name, step, ctx)):
             return Check(True, dict(earlier), would)
         return Check(False, {}, would)
 
@@ -328,7 +331,12 @@ class RestoreSteps(DbSteps):
         return {"database": name, "tables": len(counts), "rows": sum(c.rows for c in counts), "match": True}
 
     def check_standby(self, step: Step, ctx: StepContext) -> Check:
-        """The standby chosen at planning time is still fresh (and the backup is of this database)."""
+        """The standby chosen at planning time is still fresh (and the backup is of this database).
+        Resumed after the clone was made, what it checked then is what counts."""
+        earlier = ctx.earlier.get(step.id)
+        restore = next((s for s in ctx.plan.steps if s.action == "db.clone_standby"), None)
+        if earlier is not None and restore is not None and restore.id in ctx.earlier:
+            return Check(True, dict(earlier), f"standby {step.params['standby']} was fresh")
         manifest, _ = self._manifest(step)
         note = check_source(manifest, live_identity(self.db), allow_other=bool(step.params.get("from_other_database")))
         name = str(step.params["standby"])
@@ -344,7 +352,7 @@ class RestoreSteps(DbSteps):
         name, standby = str(step.params["database"]), str(step.params["standby"])
         would = f"CREATE DATABASE {name} TEMPLATE {standby} STRATEGY FILE_COPY"
         earlier = ctx.earlier.get(step.id)
-        if earlier is not None and self.db.exists(name):
+        if earlier is not None and (self.db.exists(name) or self._swapped_in(name, step, ctx)):
             return Check(True, dict(earlier), would)
         return Check(False, {}, would)
 
@@ -359,7 +367,8 @@ class RestoreSteps(DbSteps):
                                      comment=self._mark(ctx, "restore", name, backup=manifest["name"], counts=None,
                                                         standby=standby))
         checked = self._check_clone(ctx, standby, name)
-        return {"database": name, "standby": standby, "seconds": round(time.monotonic() - started, 3),
+        return {"database": name, "oid": self.db.oid(name), "standby": standby,
+                "seconds": round(time.monotonic() - started, 3),
                 "pg_restore_seconds": 0.0, "split_tables": [], **checked}
 
     def _check_clone(self, ctx: StepContext, standby: str, clone: str) -> dict[str, Any]:
@@ -384,6 +393,26 @@ class RestoreSteps(DbSteps):
                            "dropped and the standby is marked stale",
                            "nothing else was changed; run the restore again: it restores from the dump",
                            checks=changed)
+
+    def _swapped_in(self, name: str, step: Step, ctx: StepContext) -> bool:
+        """Resumed: has this plan's swap put ``name`` (the plan's restored copy) in the live database's
+        place? Then a step that made or checked the copy stays done although no database has its name
+        any more: the copy is gone under that name, the database the swap set aside carries the mark
+        naming it (``replaced_by``), and the live database is that copy (the oid its restore recorded;
+        a rename keeps it)."""
+        if not ctx.resuming:
+            return False
+        swap = next((s for s in ctx.plan.steps if s.action == "db.swap" and s.params.get("restored") == name), None)
+        if swap is None or self.db.exists(name):
+            return False
+        aside = str(swap.params["aside"])
+        if not self.db.exists(aside) or not self._is_marked(aside, "replaced", replaced_by=name):
+            return False
+        made = next((ctx.earlier.get(s.id) for s in ctx.plan.steps
+                     if s.action in ("db.restore_beside", "db.clone_standby") and s.params.get("database") == name
+                     and s.id in ctx.earlier), None)
+        oid = (made or {}).get("oid")
+        return oid is None or self.db.oid(self.db.target.dbname) == oid
 
     def check_swap(self, step: Step, ctx: StepContext) -> Check:
         restored, aside = str(step.params["restored"]), str(step.params["aside"])
