@@ -119,6 +119,7 @@ class DbHandlers(BackupSteps, RestoreSteps, SalvageSteps, GuardSteps, MigrationS
     def handlers(self) -> dict[str, StepHandler]:
         return {
             "db.backup": handler(self.backup, self.check_backup),
+            "db.backup_replaced": handler(self.backup_replaced, self.check_backup_replaced),
             "db.skip_emergency_backup": handler(self.skip_emergency_backup, self.check_skip_emergency_backup),
             "db.verify_backup": read_only(self.verify_backup),
             "db.check_rights": read_only(self.check_rights),
