@@ -267,8 +267,10 @@ def resume_writes_the_dump(live_db: LiveDb, run_cli: RunCli, point: str, sig: st
     assert live_answers(live_db) == "backup" and probe(live_db, aside).startswith("live")
 
 
-# The inner loop (tests/run.sh --fast) keeps one case per command: a kill in the middle of the transaction.
+# The inner loop (tests/run.sh --fast) keeps one case per command: a kill in the middle of the transaction;
+# and, for 'db restore --swap', one in its safety dump.
 FAST_CASE = ("both-renamed", "SIGTERM")
+FAST_DUMP_CASE = ("dumping", "SIGTERM")
 
 
 def cases(*, full: bool, dump: bool = False) -> list[Any]:
@@ -280,7 +282,8 @@ def cases(*, full: bool, dump: bool = False) -> list[Any]:
         pairs, fast = [(point, sig) for point in points for sig in SIGNALS], FAST_CASE
     # The safety dump is killed with every signal whatever the setting: it is the new step (issue 20).
     pairs += [(point, sig) for point in DUMP_POINTS for sig in SIGNALS if dump and (point, sig) not in pairs]
-    return [pytest.param(point, sig, id=f"{point}-{sig}", marks=() if (point, sig) == fast else pytest.mark.slow)
+    return [pytest.param(point, sig, id=f"{point}-{sig}",
+                         marks=() if (point, sig) in (fast, FAST_DUMP_CASE) else pytest.mark.slow)
             for point, sig in pairs]
 
 
