@@ -303,7 +303,8 @@ class BackupSteps(DbSteps):
             return Check(earlier is not None, dict(earlier or {}),
                          f"start the dump of {aside} into {out} as a run of its own, in the background")
         would = f"dump {aside} (the previous database, kept by the swap) into {out}, as an emergency backup"
-        mark = Mark.from_comment(self.db.comment(aside)) if self.db.exists(aside) else None
+        kept = self.db.exists(aside)
+        mark = Mark.from_comment(self.db.comment(aside)) if kept else None
         written = mark.get("dump") if mark is not None and mark.role == "replaced" else None
         if isinstance(written, str) and written != "pending":
             earlier = ctx.earlier.get(step.id)
@@ -313,7 +314,7 @@ class BackupSteps(DbSteps):
             raise UnsafePrecondition(f"the dump of {aside} is being written by another process (pid "
                                      f"{running.get('pid')}, backup {running['name']})",
                                      "wait for it: 'rollback db backups' lists it as in progress until it is done")
-        if mark is None and "would" not in (ctx.results.get(step.sibling("swap")) or {}):  # a dry run: no swap yet
+        if not kept and "would" not in (ctx.results.get(step.sibling("swap")) or {}):  # a dry run: no swap yet
             raise UnsafePrecondition(f"{aside}, the copy the swap kept, is gone: there is nothing to dump",
                                      "the restored database is live; take a backup of it if you need one")
         return Check(False, {}, would)
