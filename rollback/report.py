@@ -362,8 +362,9 @@ def data_loss_facts(actions: Sequence[Mapping[str, Any]]) -> DataLossFacts:
             action = str(step.get("action") or "")
             params = step.get("params") or {}
             result = step.get("result") or {}
-            if action == "db.backup" and params.get("kind") == "emergency":
-                found["emergency_backup"] = result.get("name") or found.get("emergency_backup")
+            if action in ("db.backup", "db.backup_replaced") and params.get("kind") == "emergency":
+                background = f"written in the background by run {result['run']}" if result.get("run") else None
+                found["emergency_backup"] = result.get("name") or background or found.get("emergency_backup")
                 found["emergency_backup_at"] = step.get("started_at")
             elif action == "db.skip_emergency_backup":
                 found["emergency_skipped"] = str(params.get("reason") or result.get("reason") or "no reason given")

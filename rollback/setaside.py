@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -105,7 +105,8 @@ KINDS = {"replaced": "replaced by a swap", "restore": "restored, never swapped i
 
 
 def classify_set_aside(rows: list[dict[str, Any]], live: str, *, live_exists: bool,
-                       journaled: Mapping[str, str], keep_standbys: int = 1) -> list[dict[str, Any]]:
+                       journaled: Mapping[str, str], keep_standbys: int = 1,
+                       dumped: Collection[str] = ()) -> list[dict[str, Any]]:
     """Which databases beside ``live`` rollback may drop.
 
     ``rows``: ``{name, bytes, comment}`` from the catalog; ``journaled``: databases
@@ -114,6 +115,9 @@ def classify_set_aside(rows: list[dict[str, Any]], live: str, *, live_exists: bo
     ``reason``. While the live database is missing (a swap of an older version
     killed between its renames), the newest copy a swap set aside may be the only
     copy of the live data: it is always kept. The ``keep_standbys`` newest standbys are kept.
+    A copy a swap kept while its safety dump is not written (marked ``dump: pending``, and no
+    complete backup in ``dumped``, the copies complete backups were read from) is the only copy of
+    the database as it was before the restore: it is kept.
     """
     candidates: list[tuple[dict[str, Any], str, str]] = []
     lookalikes: list[dict[str, Any]] = []
@@ -141,6 +145,11 @@ def classify_set_aside(rows: list[dict[str, Any]], live: str, *, live_exists: bo
             item.update(run=journaled[name], evidence=f"created by run {journaled[name]} (journaled; not yet marked)")
         else:
             item["reason"] = "it carries no rollback mark, so rollback did not make it (drop it by hand if it is yours)"
+        if item["evidence"] and role == "replaced" and mark is not None and mark.get("dump") == "pending" \
+                and name not in dumped:
+            item.update(evidence=None, reason=f"its safety dump is not written yet (run {mark.run} writes it after "
+                                              "the swap, or a run it started in the background; 'rollback journal "
+                                              "list' shows them, 'rollback resume RUN' finishes one that stopped)")
         if item["evidence"] and role == "replaced" and not live_exists and stamp == newest_replaced:
             item.update(evidence=None, reason=f"the live database {live} is missing and this is the newest copy a "
                                               "swap set aside: it may be the only copy of the live data (rename it "

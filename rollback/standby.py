@@ -30,8 +30,8 @@ every standby stale within minutes of staging. The method, and what it costs:
   against the manifest as always, catch a delete), no column was changed, the sequences
   are as staged. That costs one sequential read of each table of the clone (stopping at the
   first changed row), mostly from the cache the copy just filled. A change drops the clone,
-  marks the standby stale (``stale`` in its mark) and fails the restore before the
-  emergency backup and the swap; run again, it restores from the dump.
+  marks the standby stale (``stale`` in its mark) and fails the restore before the swap
+  (and before any emergency backup); run again, it restores from the dump.
 
 Marks written before this (no ``xid_horizon``) keep the size check.
 

@@ -406,6 +406,18 @@ class Database:
             signal = conn.execute("SELECT pg_has_role(current_user, 'pg_signal_backend', 'USAGE')").fetchone()
         return RoleRights(str(role), bool(superuser), bool(createdb), owns, bool(signal[0]) or bool(superuser))
 
+    def unreadable(self, dbname: str) -> list[str]:
+        """The tables, sequences and materialized views of ``dbname`` this role may not read (``SELECT``,
+        and ``USAGE`` on their schema): what would make ``pg_dump`` of it fail."""
+        with self.connect(dbname) as conn, db_errors(f"reading the privileges on {dbname}"):
+            rows = conn.execute(
+                "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE c.relkind IN ('r', 'p', 'S', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') "
+                "AND n.nspname NOT LIKE 'pg_toast%' AND n.nspname NOT LIKE 'pg_temp%' "
+                "AND NOT (has_schema_privilege(n.oid, 'USAGE') AND has_table_privilege(c.oid, 'SELECT')) "
+                "ORDER BY 1, 2").fetchall()
+        return [f"{schema}.{name}" for schema, name in rows]
+
     def table_counts(self, dbname: str | None = None, tables: Sequence[tuple[str, str]] | None = None,
                      conn: Any = None) -> list[TableCount]:
         """Exact row counts (``count(*)``) of every user table, or of ``tables``."""
@@ -470,13 +482,14 @@ class Database:
         return changed
 
     @contextlib.contextmanager
-    def exported_snapshot(self) -> Iterator[tuple[str, Any]]:
-        """A REPEATABLE READ transaction with an exported snapshot, kept open for the block.
+    def exported_snapshot(self, dbname: str | None = None) -> Iterator[tuple[str, Any]]:
+        """A REPEATABLE READ transaction with an exported snapshot, kept open for the block (on the
+        live database, or on ``dbname``).
 
         pg_dump ``--snapshot`` then dumps exactly what this transaction sees, so
         the row counts taken here match the dump.
         """
-        conn = self.connect(autocommit=False)
+        conn = self.connect(dbname, autocommit=False)
         try:
             with db_errors("exporting a snapshot"):
                 conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")

@@ -219,6 +219,9 @@ def backups_command(app: AppContext) -> None:
               help="The backup 'rollback db guard' took just before migration NAME (instead of BACKUP).")
 @skip_emergency
 @reason_option
+@click.option("--no-wait-backup", is_flag=True,
+              help="With --swap: return once the database is restored; the safety dump of the previous database "
+                   "is written in the background, as a journaled run of its own.")
 @jobs_option
 @dry_run_option
 @yes_option
@@ -226,7 +229,7 @@ def backups_command(app: AppContext) -> None:
 @pass_app
 def restore_command(app: AppContext, backup: str | None, swap: bool, in_place: bool, from_other_database: bool,
                     before_migration: str | None, skip_emergency_backup: bool, reason: str | None,
-                    jobs: int | None, dry_run: bool, yes: bool) -> None:
+                    no_wait_backup: bool, jobs: int | None, dry_run: bool, yes: bool) -> None:
     """Restore BACKUP beside the live database, check it, and optionally swap it in.
 
     BACKUP is a name from 'rollback db backups', a manifest or dump path, or
@@ -234,7 +237,11 @@ def restore_command(app: AppContext, backup: str | None, swap: bool, in_place: b
     check the role's rights; emergency backup of the live database; pg_restore
     into a new database; compare row counts with the manifest; with --swap, end
     the sessions and rename the live database aside (kept) and the restored one
-    into its place in one transaction, and report the downtime. A backup taken
+    into its place in one transaction, and report the downtime. With --swap,
+    service comes first: the emergency backup is a safety dump of the kept
+    previous database, written after the swap (the command waits for it and
+    prints both times; --no-wait-backup leaves it to a background run, and
+    'rollback db prune' keeps the copy until it is written). A backup taken
     from another database is refused unless --from-other-database.
     --before-migration NAME restores the backup 'rollback db guard' took just
     before migration NAME. A backup staged with 'db backup --stage' is restored by
@@ -255,11 +262,12 @@ def restore_command(app: AppContext, backup: str | None, swap: bool, in_place: b
     plan = commands.plan_restore(config, backup, swap=swap, in_place=in_place,
                                  skip_emergency_reason=_skip_reason(skip_emergency_backup, reason), jobs=jobs,
                                  from_other_database=from_other_database, before_migration=before_migration,
-                                 services=services)
+                                 services=services, wait_backup=not no_wait_backup)
     action = "swap the restored database into place" if swap else (
         "restore in place" if in_place else "restore beside the live database")
     outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action=action, services=services)
     swapped = next((dict(s.result) for s in outcome.steps if s.step.id == "swap"), None)
+    timeline = _restore_timeline(outcome) if swapped and not dry_run else None
 
     def human() -> None:
         from rollback.units import format_duration
@@ -271,12 +279,45 @@ def restore_command(app: AppContext, backup: str | None, swap: bool, in_place: b
             say(f"swapped: {swapped['live']} is now the restored copy; downtime "
                 f"{format_duration(swapped['downtime_seconds'])}; previous database kept as "
                 f"{swapped['set_aside']}", err=False)
+            if timeline is not None:
+                say(timeline["line"], err=False)
         elif not in_place:
             restored = outcome.result_of("restore")["database"]
             say(f"restored into {restored} beside the live database; to swap it in: "
                 f"rollback db swap {restored} --yes", err=False)
 
-    emit(app, {"ok": True, **outcome.to_dict(), "swap": swapped}, human)
+    emit(app, {"ok": True, **outcome.to_dict(), "swap": swapped,
+               **({"restored_after_seconds": timeline["restored_after_seconds"],
+                   "safety_dump": timeline["safety_dump"]} if timeline is not None else {})}, human)
+
+
+def _restore_timeline(outcome: ExecutionResult) -> dict[str, Any]:
+    """When service came back (the swap) and when the safety dump was written, counted from the run's
+    start: "database restored after X s; safety dump written after Y s"."""
+    elapsed, restored, dump = 0.0, 0.0, None
+    for item in outcome.steps:
+        elapsed += item.seconds
+        if item.step.action == "db.swap":
+            restored = elapsed
+        elif item.step.id.endswith("emergency-backup"):
+            dump = (item, elapsed)
+    line = f"database restored after {restored:.1f} s"
+    document: dict[str, Any] = {}
+    if dump is not None:
+        item, after = dump
+        result = dict(item.result)
+        if result.get("skipped"):
+            line += f"; safety dump skipped (reason: {result.get('reason')})"
+            document = {"skipped": True, "reason": result.get("reason")}
+        elif result.get("background"):
+            line += (f"; safety dump of {result['database']} being written in the background by run {result['run']} "
+                     f"(pid {result['pid']}): 'rollback journal show {result['run']}' says when it is done; if it "
+                     f"stops, 'rollback resume {result['run']}' finishes it")
+            document = {"background": True, "run": result["run"], "pid": result["pid"], "of": result["database"]}
+        else:
+            line += f"; safety dump written after {after:.1f} s ({result.get('name')}, of {result.get('of')})"
+            document = {"after_seconds": round(after, 3), "name": result.get("name"), "of": result.get("of")}
+    return {"line": line, "restored_after_seconds": round(restored, 3), "safety_dump": document or None}
 
 
 @db.command("swap")
@@ -323,7 +364,9 @@ def prune_command(app: AppContext, keep_standbys: int | None, dry_run: bool, yes
 
     Only databases that carry rollback's mark (a COMMENT naming the run and role) and a name
     of the form <live>_restore_/_replaced_/_standby_<YYYYmmddHHMMSS> are dropped; look-alikes
-    are listed and kept. While the live database is missing, the newest replaced copy is kept.
+    are listed and kept. While the live database is missing, the newest replaced copy is kept;
+    so is a replaced copy whose safety dump ('db restore --swap' writes it after the swap) is
+    not written yet.
 
     \b
     Example:

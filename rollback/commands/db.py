@@ -12,7 +12,8 @@ complete, verified copy sits beside it:
 4. the backup is restored into a new database beside the live one, with
    parallel jobs, and its row counts are checked against the manifest;
 5. with ``swap``, the live database is renamed aside (kept) and the restored one
-   takes its name: downtime is that rename window, measured.
+   takes its name: downtime is that rename window, measured. Service comes first:
+   with ``swap`` step 3 moves after the swap and dumps the kept copy instead.
 
 Every state-changing verb is a :class:`~rollback.plan.Plan` run by
 :func:`rollback.runner.execute` with the handlers built by :class:`DbHandlers`:
@@ -119,6 +120,7 @@ class DbHandlers(BackupSteps, RestoreSteps, SalvageSteps, GuardSteps, MigrationS
     def handlers(self) -> dict[str, StepHandler]:
         return {
             "db.backup": handler(self.backup, self.check_backup),
+            "db.backup_replaced": handler(self.backup_replaced, self.check_backup_replaced),
             "db.skip_emergency_backup": handler(self.skip_emergency_backup, self.check_skip_emergency_backup),
             "db.verify_backup": read_only(self.verify_backup),
             "db.check_rights": read_only(self.check_rights),

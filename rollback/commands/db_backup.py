@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import os
 import time
 from pathlib import Path
@@ -46,11 +47,11 @@ from rollback.commands.db_common import (
 )
 from rollback.config import Config
 from rollback.context import Services
-from rollback.errors import ChecksFailed, DatabaseError, UnsafePrecondition
+from rollback.errors import ChecksFailed, DatabaseError, Interrupted, UnsafePrecondition
 from rollback.journal import list_runs
 from rollback.plan import Plan, Step
 from rollback.runner import Check, StepContext
-from rollback.setaside import classify_set_aside, set_aside_name
+from rollback.setaside import Mark, classify_set_aside, set_aside_name
 from rollback.standby import choose_standby, standby_details
 
 __all__ = ["COPY_ACTIONS", "BackupSteps", "classified", "plan_backup", "plan_prune", "set_aside_databases",
@@ -58,8 +59,14 @@ __all__ = ["COPY_ACTIONS", "BackupSteps", "classified", "plan_backup", "plan_pru
 
 
 def take_backup(db: Database, tools: PgTools, out_dir: Path, *, jobs: int, kind: str = "manual",
-                progress: Progress | None = None, compress: int = DEFAULT_COMPRESS) -> dict[str, Any]:
+                progress: Progress | None = None, compress: int = DEFAULT_COMPRESS,
+                of: str | None = None) -> dict[str, Any]:
     """Dump the live database (one exported snapshot), checksum and verify it, write the manifest.
+
+    With ``of``, dump that database instead: the copy a swap kept (``<live>_replaced_<time>``), which
+    holds the live database as it was until the swap. The backup is still the live database's (its
+    name, its identity: restoring it needs no ``--from-other-database``), and its manifest says which
+    copy it was read from (``dumped_from``).
 
     On any failure the partial dump is removed and nothing is reported as a backup.
     While it runs, ``<name>.inprogress`` is locked: a dump directory without a
@@ -78,9 +85,10 @@ def take_backup(db: Database, tools: PgTools, out_dir: Path, *, jobs: int, kind:
     started = time.monotonic()
     created = dt.datetime.now(dt.UTC)
     try:
-        with disk_errors(out_dir), backup_in_progress(out_dir, name, {"pid": os.getpid(), "kind": kind}):
+        with disk_errors(out_dir), backup_in_progress(out_dir, name, {"pid": os.getpid(), "kind": kind,
+                                                                       "database": of or dbname}):
             manifest = _dump_and_describe(db, tools, dump_dir, name=name, kind=kind, created=created, jobs=jobs,
-                                          compress=compress, progress=progress, started=started)
+                                          compress=compress, progress=progress, started=started, of=of)
             path = manifest_path(dump_dir)
             write_manifest(path, manifest)
     except BaseException:
@@ -92,11 +100,12 @@ def take_backup(db: Database, tools: PgTools, out_dir: Path, *, jobs: int, kind:
 
 def _dump_and_describe(db: Database, tools: PgTools, dump_dir: Path, *, name: str, kind: str,
                        created: dt.datetime, jobs: int, compress: int, progress: Progress | None,
-                       started: float) -> dict[str, Any]:
-    """pg_dump from one exported snapshot, then the manifest (counts, source, checksums), verified."""
+                       started: float, of: str | None = None) -> dict[str, Any]:
+    """pg_dump from one exported snapshot (of the live database, or of ``of``), then the manifest
+    (counts, source, checksums), verified."""
     version, _ = db.server_version()
     source = db.identity()
-    with db.exported_snapshot() as (snapshot, conn):
+    with db.exported_snapshot(of) as (snapshot, conn):
         counts = db.table_counts(conn=conn)
         encoding = db.encoding(conn)
         with db_errors("reading the database's migrations"):
@@ -106,8 +115,8 @@ def _dump_and_describe(db: Database, tools: PgTools, dump_dir: Path, *, name: st
         counted = time.monotonic()
         if progress:
             progress(f"counted {len(counts)} tables ({sum(c.rows for c in counts)} rows); dumping")
-        dump = tools.dump(db.target, dump_dir, jobs=jobs, compress=compress, snapshot=snapshot,
-                          progress=progress, total=len(counts))
+        dump = tools.dump(db.target.for_db(of) if of else db.target, dump_dir, jobs=jobs, compress=compress,
+                          snapshot=snapshot, progress=progress, total=len(counts))
     dumped = time.monotonic()
     files = file_checksums(dump_dir)
     hashed = time.monotonic()
@@ -121,6 +130,8 @@ def _dump_and_describe(db: Database, tools: PgTools, dump_dir: Path, *, name: st
     check = verify_backup(manifest, dump_dir, tools)
     verified = time.monotonic()
     manifest["verified"] = {"toc_entries": check["toc_entries"], "checksums": "match"}
+    if of:
+        manifest["dumped_from"] = of
     manifest["durations"] = {"count_seconds": round(counted - started, 3),
                              "dump_seconds": round(dump.seconds, 3),
                              "checksum_seconds": round(hashed - dumped, 3),
@@ -214,8 +225,10 @@ def classified(db: Database, config: Config, *, keep_standbys: int | None = None
     live = db.target.dbname
     rows = db.databases_with_prefix("")
     keep = config.env.database.keep_standbys if keep_standbys is None else keep_standbys
+    dumped = {str(b["dumped_from"]) for b in list_backups(config.backups_dir)
+              if b.get("status") == "ok" and b.get("dumped_from") and b.get("database") == live}
     return classify_set_aside(rows, live, live_exists=any(r["name"] == live for r in rows),
-                              journaled=journaled_copies(config), keep_standbys=keep)
+                              journaled=journaled_copies(config), keep_standbys=keep, dumped=dumped)
 
 
 def plan_prune(config: Config, *, keep_standbys: int | None = None, services: Services | None = None) -> Plan:
@@ -264,6 +277,81 @@ class BackupSteps(DbSteps):
                 "total_bytes": manifest["total_bytes"], "total_rows": manifest["total_rows"],
                 "tables": len(manifest["tables"]), "prisma_migration_head": manifest["prisma_migration_head"],
                 "seconds": manifest["durations"]["total_seconds"], "manifest": manifest}
+
+    # -- the safety dump after a swap: the copy the swap kept, dumped as a backup of the live database
+
+    def _dump_of(self, out: Path, aside: str) -> dict[str, Any] | None:
+        """The complete backup in ``out`` read from ``aside`` (a kill after its manifest, before the mark)."""
+        return next((b for b in list_backups(out) if b.get("status") == "ok" and b.get("dumped_from") == aside
+                     and b.get("database") == self.db.target.dbname), None)
+
+    def _dumping(self, out: Path, aside: str) -> dict[str, Any] | None:
+        """The dump of ``aside`` another process is writing now (its ``.inprogress`` lock is held)."""
+        for item in incomplete_backups(out, self.db.target.dbname):
+            if item["in_progress"]:
+                with contextlib.suppress(OSError, ValueError):
+                    details = json.loads((out / (item["name"] + INPROGRESS_SUFFIX)).read_text())
+                    if isinstance(details, dict) and details.get("database") == aside:
+                        return {"name": item["name"], **details}
+        return None
+
+    def check_backup_replaced(self, step: Step, ctx: StepContext) -> Check:
+        aside, out = str(step.params["database"]), Path(str(step.params["out"]))
+        if not step.params.get("wait", True):
+            # Its only effect is the background run it starts, which has a journal of its own.
+            earlier = ctx.earlier.get(step.id)
+            return Check(earlier is not None, dict(earlier or {}),
+                         f"start the dump of {aside} into {out} as a run of its own, in the background")
+        would = f"dump {aside} (the previous database, kept by the swap) into {out}, as an emergency backup"
+        kept = self.db.exists(aside)
+        mark = Mark.from_comment(self.db.comment(aside)) if kept else None
+        written = mark.get("dump") if mark is not None and mark.role == "replaced" else None
+        if isinstance(written, str) and written != "pending":
+            earlier = ctx.earlier.get(step.id)
+            return Check(True, dict(earlier) if earlier is not None else {"name": written, "of": aside}, would)
+        running = self._dumping(out, aside)
+        if running is not None:
+            raise UnsafePrecondition(f"the dump of {aside} is being written by another process (pid "
+                                     f"{running.get('pid')}, backup {running['name']})",
+                                     "wait for it: 'rollback db backups' lists it as in progress until it is done")
+        if not kept and "would" not in (ctx.results.get(step.sibling("swap")) or {}):  # a dry run: no swap yet
+            raise UnsafePrecondition(f"{aside}, the copy the swap kept, is gone: there is nothing to dump",
+                                     "the restored database is live; take a backup of it if you need one")
+        return Check(False, {}, would)
+
+    def backup_replaced(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        """Dump the copy the swap kept (waiting for it, or as a background run), then mark it dumped."""
+        aside, out = str(step.params["database"]), Path(str(step.params["out"]))
+        if not step.params.get("wait", True):
+            from rollback.commands.db_background import start_safety_dump
+
+            started = start_safety_dump(self.config, step, parent_run=ctx.run_id)
+            ctx.note(f"safety dump of {aside}: run {started['run']} writes it in the background (pid "
+                     f"{started['pid']})", **started)
+            return {"background": True, "database": aside, **started}
+        manifest = self._dump_of(out, aside)
+        try:
+            if manifest is None:
+                manifest = take_backup(self.db, self.tools, out, jobs=int(step.params["jobs"]),
+                                       kind=str(step.params["kind"]), progress=ctx.progress, of=aside)
+            else:
+                ctx.note(f"{aside} was dumped completely by the stopped run ({manifest['name']}): marking it")
+            mark = Mark.from_comment(self.db.comment(aside))
+            details = dict(mark.details) if mark is not None else {}
+            self.db.set_comment(aside, self._mark(ctx, "replaced", aside, **{**details, "dump": manifest["name"]}))
+        except (KeyboardInterrupt, Interrupted) as exc:
+            raise Interrupted(f"the safety dump of {aside} was interrupted; the restored database is live and "
+                              f"{aside} (the previous one) is kept until its dump is written",
+                              "'rollback resume' writes it") from exc
+        except DatabaseError as exc:
+            raise DatabaseError(f"the safety dump of {aside} failed: {exc.message}; the restored database is live and "
+                                f"{aside} (the previous one) is kept until its dump is written",
+                                f"{exc.hint + '; then ' if exc.hint else ''}'rollback resume' writes it") from exc
+        ctx.note(f"safety dump {manifest['name']} of {aside}: {manifest['total_bytes']} bytes, verified")
+        return {"name": manifest["name"], "of": aside, "manifest_path": manifest["manifest_path"],
+                "path": manifest["path"], "total_bytes": manifest["total_bytes"],
+                "total_rows": manifest["total_rows"], "tables": len(manifest["tables"]),
+                "seconds": manifest.get("durations", {}).get("total_seconds")}
 
     def check_skip_emergency_backup(self, step: Step, ctx: StepContext) -> Check:
         would = f"skip the emergency backup (reason: {step.params['reason']})"

@@ -70,14 +70,27 @@ def migrations_dir(config: Config) -> Path:
     return config.resolve_path(config.env.database.migrations_dir)
 
 
-def emergency_step(reason: str | None, config: Config, jobs: int) -> Step:
-    """The emergency backup before a destructive step, or its journaled skip."""
+def emergency_step(reason: str | None, config: Config, jobs: int, *, replaced: str | None = None,
+                   wait: bool = True) -> Step:
+    """The emergency backup before a destructive step, or its journaled skip.
+
+    With ``replaced`` (a swap's plan), the safety dump that follows the swap instead: the live database
+    as it was until then, read from the copy the swap keeps (``<live>_replaced_<time>``), so that it
+    does not compete with restoring service. ``wait=False``: the step starts that dump as a journaled
+    run of its own in the background and the command returns (``--no-wait-backup``).
+    """
     if reason is not None:
         if not reason.strip():
             raise BadInput("--skip-emergency-backup needs a non-empty --reason", "say why, it is journaled")
         why = redact_text(reason.strip())  # free text, journaled and printed: redacted where it enters
         return Step("emergency-backup", "db.skip_emergency_backup",
                     f"emergency backup SKIPPED (reason: {why})", params={"reason": why})
+    if replaced is not None:
+        where = "in the background (a journaled run of its own)" if not wait else f"into {config.backups_dir}"
+        return Step("emergency-backup", "db.backup_replaced",
+                    f"safety dump of the previous database (the copy the swap kept) {where}",
+                    target=replaced, params={"database": replaced, "out": str(config.backups_dir), "jobs": jobs,
+                                             "kind": "emergency", "wait": wait})
     return Step("emergency-backup", "db.backup", f"emergency backup of the live database into {config.backups_dir}",
                 params={"out": str(config.backups_dir), "jobs": jobs, "kind": "emergency"})
 

@@ -19,7 +19,6 @@ from typing import Any
 
 from rollback.adapters.rds import RdsAdapter, after_labels, alarm_pin_lines, resolve_instance, settings_in_effect
 from rollback.commands.db_common import DbSteps, services_for, stamp
-from rollback.commands.infra_stack import stack_ref
 from rollback.config import Config
 from rollback.context import Services
 from rollback.errors import BadInput, RollbackError, UnsafePrecondition
@@ -117,6 +116,10 @@ def _restore_notes(config: Config, target: str) -> list[str]:
     pulumi = config.env.pulumi
     project = "rollback"
     if pulumi is not None:
+        # Imported here: the stack's modules (the Pulumi backend, the program's machinery) are the largest
+        # part of what 'rollback db' would load, and only this note of an RDS restore reads the stack.
+        from rollback.commands.infra_stack import stack_ref
+
         try:
             project = stack_ref(config).project
         except RollbackError:

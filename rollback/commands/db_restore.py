@@ -5,6 +5,11 @@ the backup is verified, the role's rights checked, an emergency backup taken, th
 backup restored into a new database (or a staged standby cloned), its row counts
 checked against the manifest; with ``swap`` the live database is renamed aside (kept)
 and the copy takes its name in one transaction.
+
+With ``swap`` service comes first: the emergency backup is a safety dump written after the
+swap, from the copy the swap kept (the live database as it was until then, untouched by the
+application since), so it no longer competes with the restore. The swap marks that copy
+``dump: pending`` in its own transaction, and ``db prune`` keeps it until the dump is written.
 """
 
 from __future__ import annotations
@@ -50,8 +55,10 @@ __all__ = ["RestoreSteps", "plan_restore", "plan_swap"]
 def plan_restore(config: Config, backup_ref: str | None, *, swap: bool = False, in_place: bool = False,
                  skip_emergency_reason: str | None = None, jobs: int | None = None,
                  from_other_database: bool = False, before_migration: str | None = None,
-                 services: Services | None = None) -> Plan:
-    """Plan a restore of ``backup_ref``: verify, rights, emergency backup, restore beside, counts, swap.
+                 services: Services | None = None, wait_backup: bool = True) -> Plan:
+    """Plan a restore of ``backup_ref``: verify, rights, emergency backup, restore beside, counts, swap;
+    with ``swap``: verify, rights, restore beside, counts, swap, then the safety dump of the copy the
+    swap kept (``wait_backup=False``: started in the background as a journaled run of its own).
 
     The backup must have been taken from this environment's database (``latest``
     is the newest such backup); another database's backup is refused unless
@@ -59,6 +66,9 @@ def plan_restore(config: Config, backup_ref: str | None, *, swap: bool = False, 
     """
     if swap and in_place:
         raise BadInput("--swap and --in-place exclude each other", "--swap restores beside, then swaps")
+    if not wait_backup and (not swap or skip_emergency_reason is not None):
+        raise BadInput("--no-wait-backup goes with --swap (the safety dump is written after the swap) and "
+                       "without --skip-emergency-backup", "rollback db restore BACKUP --swap --no-wait-backup")
     db = services_for(config, services).database()
     live = db.target.dbname
     identity = live_identity(db)
@@ -95,8 +105,9 @@ def plan_restore(config: Config, backup_ref: str | None, *, swap: bool = False, 
              params={"live": live, "restored": None if in_place else restored, "swap": swap,
                      "in_place": in_place}),
     ]
-    emergency = emergency_step(skip_emergency_reason, config, jobs)
-    if not staged:
+    emergency = emergency_step(skip_emergency_reason, config, jobs, replaced=aside if swap else None,
+                               wait=wait_backup)
+    if not staged and not swap:
         steps.append(emergency)
     notes: list[str] = [f"backup {name} was taken at {manifest.get('created_at')} from database "
                         f"{source.describe()}"]
@@ -131,19 +142,24 @@ def plan_restore(config: Config, backup_ref: str | None, *, swap: bool = False, 
             Step("check-counts", "db.check_counts", f"check row counts of {restored} against the manifest",
                  params={**common, "database": restored}),
         ]
-        if staged:
-            # After the clone, right before the swap: the clone's checkpoint then does not have to write
-            # the pages the backup's reads dirtied (hint bits), and the backup is as recent as it can be.
+        if staged and not swap:
+            # After the clone: the clone's checkpoint then does not have to write the pages the backup's
+            # reads dirtied (hint bits), and the backup is as recent as it can be.
             steps.append(emergency)
         if swap:
             steps.append(Step("swap", "db.swap", f"swap: {live} -> {aside} (kept), {restored} -> {live}",
                               target=live, params={"restored": restored, "aside": aside},
                               destructive=True))
+            steps.append(emergency)  # service first: the safety dump reads the copy the swap kept
         else:
             notes.append(f"the restored database stays beside the live one; swap with: "
                          f"rollback db swap {restored} --yes")
     notes.append("the live database is never dropped: a swap keeps it as <name>_replaced_<time> "
                  "(remove later with 'rollback db prune')")
+    if swap and skip_emergency_reason is None:
+        notes.append(f"service first: the emergency backup is a dump of {aside} written after the swap"
+                     + (" in the background, as a journaled run of its own" if not wait_backup else "")
+                     + f"; 'rollback db prune' keeps {aside} until that dump is written")
     return Plan.of(f"db restore {name}" + (" --swap" if swap else "") + (" --in-place" if in_place else ""),
                    config.env_name, steps, notes)
 
@@ -231,6 +247,17 @@ class RestoreSteps(DbSteps):
                 raise UnsafePrecondition(f"role {role} lacks CREATEDB: renaming a database needs it",
                                          f"ALTER ROLE {role} CREATEDB (as a superuser)",
                                          details={"missing": "CREATEDB"})
+            # The safety dump reads the kept copy after the swap: what it could not read is found now, while
+            # nothing has changed, not once the previous database is only that copy.
+            unreadable = [] if ctx.resuming or not any(s.action == "db.backup_replaced" for s in ctx.plan.steps) \
+                else self.db.unreadable(live)
+            if unreadable:
+                raise UnsafePrecondition(
+                    f"role {role} may not read {', '.join(unreadable[:3])}" + (
+                        f" (+{len(unreadable) - 3} more)" if len(unreadable) > 3 else "")
+                    + f" in {live}: the safety dump of the previous database after the swap would fail",
+                    f"GRANT SELECT on them TO {role} (or USAGE on their schema), or use the owner's URL; nothing "
+                    "was changed", details={"missing": "SELECT", "tables": unreadable})
         return {"role": role, **rights.to_dict()}
 
     def check_restore_beside(self, step: Step, ctx: StepContext) -> Check:
@@ -436,8 +463,12 @@ class RestoreSteps(DbSteps):
         restored, aside = str(step.params["restored"]), str(step.params["aside"])
         mark = Mark.from_comment(self.db.comment(restored))
         backup_name = mark.get("backup") if mark else None
+        # A safety dump of the kept copy follows in this plan: the copy is marked as waiting for it in the
+        # swap's own transaction, so that no moment exists where 'db prune' could drop it undumped.
+        dump = any(s.action == "db.backup_replaced" and s.params.get("database") == aside for s in ctx.plan.steps)
         result = self.db.swap(restored, aside, aside_comment=self._mark(ctx, "replaced", aside, replaced_by=restored,
-                                                                         backup=backup_name))
+                                                                         backup=backup_name,
+                                                                         **({"dump": "pending"} if dump else {})))
         ctx.note(f"swapped in {restored}; downtime {format_duration(result.downtime_seconds)}; "
                  f"previous database kept as {aside}", downtime_seconds=result.downtime_seconds)
         return result.to_dict()

@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rollback import changes as recent
-from rollback.adapters.pulumi import cli_available
 from rollback.commands import incident as incidents
 from rollback.commands import signals as sources
 from rollback.context import Services
@@ -412,9 +411,10 @@ def judge(config: Config, reading: LiveReading | None, signals: Sequence[Signal]
         chosen.extend(data_loss_signals(reading.losses, corroboration(chosen, layers_changed)))
     production = reading.production if reading else None
     release = reading.canary if reading else None
+    has_pulumi = config.env.pulumi is not None
     ctx = Context(env=config.env_name, changed=layers_changed.layers,
                   rollback_active=bool(production and production.rollback_active), remove_commit=remove_commit,
-                  has_pulumi=config.env.pulumi is not None, pulumi_cli=cli_available(),
+                  has_pulumi=has_pulumi, pulumi_cli=has_pulumi and _pulumi_cli(),
                   canary=_canary_context(release) if release is not None else None)
     decision = decide(chosen, ctx, rules)
     if reading is not None and reading.notes:
@@ -439,6 +439,14 @@ class DecideResult:
                 "incident_opened": self.incident_opened, "detected": self.detection,
                 "changed": self.changed.to_dict() if self.changed else None,
                 "live_sources": self.live.sources if self.live else None, "warnings": self.warnings}
+
+
+def _pulumi_cli() -> bool:
+    # Only asked with a Pulumi stack configured: without one the matrix never weighs the CLI, and the
+    # Pulumi adapter is not loaded for nothing.
+    from rollback.adapters.pulumi import cli_available
+
+    return cli_available()
 
 
 def run_decide(config: Config, flags: Flags, *, live: bool = False, changed: Sequence[str] | None = None,

@@ -67,7 +67,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
            "db.check_migration", "db.down", "rds.create_snapshot", "rds.restore", "rds.apply_settings",
            "db.remove_incomplete_backup",
            "db.stage", "db.check_standby", "db.clone_standby", "db.salvage_compare", "db.salvage_apply",
-           "db.guard_migrations", "db.guard_run", "db.guard_record", "db.guard_outcome"),
+           "db.guard_migrations", "db.guard_run", "db.guard_record", "db.guard_outcome", "db.backup_replaced"),
 }
 _FAMILY_OF = {action: family for family, actions in FAMILIES.items() for action in actions}
 

@@ -30,22 +30,21 @@ from rollback.adapters.cloudwatch import cloudfront_dimensions, make_client
 from rollback.adapters.health import HealthChecker, make_health_client
 from rollback.adapters.postgres import Database, Target, db_errors
 from rollback.adapters.prisma import Migration, PrismaMigrations
-from rollback.adapters.pulumi_backend import is_diy_url, open_backend
-from rollback.adapters.pulumi_project import resolve_stack
-from rollback.adapters.s3_versions import S3Versions
 from rollback.adapters.vercel import VercelClient, make_http_client
-from rollback.backups import list_backups
 from rollback.changes import Change, Deployed
 from rollback.changes import stack_changes as changes_of_update
 from rollback.context import Services
 from rollback.decide import RowLoss
 from rollback.errors import RollbackError
 from rollback.redact import redact_text
-from rollback.stackdiff import changed_config_keys
 
+# What only some sources read is imported by the reader that needs it (the Pulumi backend, the
+# backups' manifests, S3's adapter): 'decide --live' loads what its configured sources use, and
+# nothing else (bench/decide.py).
 if TYPE_CHECKING:
     from rollback.adapters.cloudwatch import AlarmState, CloudWatch, MetricWindow
     from rollback.adapters.health import CheckResult
+    from rollback.adapters.s3_versions import ObjectVersion, S3Versions
     from rollback.adapters.vercel import RollingRelease
     from rollback.config import Config
 
@@ -267,7 +266,25 @@ def _utc(value: Any) -> dt.datetime | None:
     return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
 
 
-def _cdn_clients(config: Config, services: Services | None, timeout: float) -> tuple[Any, S3Versions]:
+class _AssetsVersions:
+    """The assets bucket's object versions, its S3 client built at the first read: the distribution may not
+    be read at all (not found, no access) or name no assets bucket, and then no S3 client is built."""
+
+    def __init__(self, config: Config, timeout: float) -> None:
+        self.config, self.timeout = config, timeout
+        self._store: S3Versions | None = None
+
+    def list_versions(self, bucket: str, prefix: str = "") -> list[ObjectVersion]:
+        if self._store is None:
+            from rollback.adapters.s3_versions import S3Versions
+
+            self._store = S3Versions(make_client(timeout=self.timeout, service="s3",
+                                                 region=self.config.env.aws.region))
+        return self._store.list_versions(bucket, prefix=prefix)
+
+
+def _cdn_clients(config: Config, services: Services | None, timeout: float
+                 ) -> tuple[Any, S3Versions | _AssetsVersions]:
     """CloudFront's client and the assets bucket's versions: injected through ``services`` (``edge``,
     ``s3``), else short-timeout clients shared by the process (``make_client``), not the Services'
     own, whose 30 s reads and five attempts would outlast the decision's budget."""
@@ -275,9 +292,7 @@ def _cdn_clients(config: Config, services: Services | None, timeout: float) -> t
     edge = given.get("edge")
     cloudfront = edge.cloudfront if edge is not None else make_client(timeout=timeout, service="cloudfront")
     store = given.get("s3")
-    if store is None:
-        store = S3Versions(make_client(timeout=timeout, service="s3", region=config.env.aws.region))
-    return cloudfront, store
+    return cloudfront, (store if store is not None else _AssetsVersions(config, timeout))
 
 
 def cdn_changes(config: Config, *, timeout: float, services: Services | None = None) -> CdnChanges:
@@ -379,6 +394,8 @@ def grow_only_losses(config: Config, *, timeout: float) -> list[RowLoss] | None:
     settings = config.env.database
     if not settings.grow_only:
         return None
+    from rollback.backups import list_backups
+
     url = config.database_url()
     if not url:
         raise NotConfigured(f"{settings.url_env} is not set")
@@ -412,6 +429,10 @@ def stack_changes(config: Config, *, timeout: float) -> list[Change]:
     settings = config.env.pulumi
     if settings is None:
         raise NotConfigured(f"[env.{config.env_name}.pulumi] is not set")
+    from rollback.adapters.pulumi_backend import is_diy_url, open_backend
+    from rollback.adapters.pulumi_project import resolve_stack
+    from rollback.stackdiff import changed_config_keys
+
     url = settings.backend_url or config.environ.get("PULUMI_BACKEND_URL")
     if not url or not is_diy_url(url):
         raise NotConfigured("the stack's history is read only from a self-managed backend (pulumi.backend_url "

@@ -10,7 +10,8 @@ the machine. Every statement still runs against the real server, and the process
 signal) exactly as ``rollback`` would.
 
 The stops follow the statements that rename or mark databases (and ALLOW_CONNECTIONS, which an older
-swap committed) on connections to the maintenance database, and every COMMIT.
+swap committed) on connections to the maintenance database, and every COMMIT; and, in the safety dump
+after a swap, the moment rollback waits for a running ``pg_dump`` (``pg_dump running``).
 
     python tests/db/swap_kill_child.py db swap app_restore_20261128000000 --yes
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
 import sys
 from typing import Any
 
@@ -30,6 +32,7 @@ GO_FD = int(os.environ.get("SWAP_KILL_GO_FD", "-1"))
 
 _execute = psycopg.Connection.execute
 _commit = psycopg.Connection.commit
+_wait = subprocess.Popen.wait
 
 
 def stop(what: str) -> None:
@@ -57,8 +60,16 @@ def commit(self: Any) -> None:
     stop("commit")
 
 
+def wait(self: Any, timeout: float | None = None) -> Any:
+    # pg_dump is running (rollback waits for it here): a signal now lands where a real one would
+    if timeout is None and os.path.basename(str(self.args[0])) == "pg_dump" and "--version" not in self.args:
+        stop("pg_dump running")
+    return _wait(self, timeout)
+
+
 psycopg.Connection.execute = execute  # type: ignore[method-assign]
 psycopg.Connection.commit = commit  # type: ignore[method-assign]
+subprocess.Popen.wait = wait  # type: ignore[method-assign]
 
 if __name__ == "__main__":
     from rollback.cli import main

@@ -370,12 +370,13 @@ def test_a_failed_pg_dump_leaves_no_backup_behind(run_cli: RunCli, live_db: Live
     one_line_error(result, 1, "permission denied for table secret_audit", "grant it")
     assert password_of not in result.err
     assert not list(live_db.backups_dir.iterdir())
-    # and a restore, which needs an emergency backup first, stops before touching anything
+    # and a restore, whose safety dump (after the swap) could not read that table, refuses before touching
+    # anything: the previous database must not end up as a copy nobody can dump
     live_db.sql("DROP TABLE secret_audit")
     backup = take_backup(run_cli)
     live_db.sql("CREATE TABLE secret_audit (id int)")
     refused = run_cli("db", "restore", backup["name"], "--swap", "--yes")
-    one_line_error(refused, 1, "permission denied for table secret_audit")
+    one_line_error(refused, 4, "may not read public.secret_audit", "safety dump", "nothing was changed")
     assert live_db.databases() == [live_db.name]
     assert password_of not in refused.err + live_db.journal_text()
     live_db.sql("DROP TABLE secret_audit")

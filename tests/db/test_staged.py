@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from rollback.backups import load_manifest
 from rollback.setaside import Mark
 from tests.conftest import CliResult, next_wall_second
 from tests.db.conftest import LiveDb
@@ -40,9 +41,13 @@ def test_a_staged_backup_restores_by_cloning_its_standby(run_cli: RunCli, live_d
     result = run_cli("db", "restore", backup["name"], "--swap", "--yes", "--json")
     assert result.code == 0, result.err
     steps = {s["id"]: s for s in result.json()["steps"]}
-    # the emergency backup right before the swap (after the clone: see plan_restore)
-    assert list(steps) == ["check-standby", "check-rights", "restore", "check-counts", "emergency-backup", "swap"]
+    # service first: the emergency backup is the safety dump of the copy the swap kept, after the swap
+    assert list(steps) == ["check-standby", "check-rights", "restore", "check-counts", "swap", "emergency-backup"]
     assert steps["restore"]["result"]["standby"] == standby
+    dump = load_manifest(Path(steps["emergency-backup"]["result"]["manifest_path"]))
+    assert dump["dumped_from"] == steps["swap"]["result"]["set_aside"] and dump["kind"] == "emergency"
+    assert {t["name"]: t["rows"] for t in dump["tables"]}.get("Integration") == 0  # the data before the restore
+    assert "UserStats" not in {t["name"] for t in dump["tables"]}
     assert any("is staged" in n for n in result.json()["plan"]["notes"])
     assert live_db.scalar('SELECT count(*) FROM "Integration"') == 150
     assert live_db.scalar('SELECT count(*) FROM "UserStats"') == 200

@@ -16,6 +16,13 @@ that point, sends the signal there. No sleep widens any moment. Afterwards:
 - the interrupted command said what happened (exit 130 with "nothing was changed" or
   "after the swap completed"), and running it again completes the swap.
 
+``db restore --swap`` goes on after the swap: the safety dump of the copy the swap kept (service
+first, issue 20). It is killed there too, while ``pg_dump`` runs and once the dump is written and
+the copy marked. Then the restored database is live and the kept copy is intact; ``db prune`` offers
+that copy only once a complete dump of it exists; the command said the restored database is live
+and the dump was interrupted; and ``rollback resume`` writes the dump (once) without restoring or
+swapping again.
+
 ``ROLLBACK_SWAP_KILL_REPEAT=N`` runs every point with every signal N times for both commands (the
 issue's figure is 20); unset, 'db swap' gets the whole matrix once and 'db restore --swap' each
 point with one signal.
@@ -55,6 +62,12 @@ POINTS = {
     "aside-marked": 'COMMENT ON DATABASE "{live}_replaced_%',
     "live-commented": 'COMMENT ON DATABASE "{live}" IS%',
     "committed": None,
+}
+# After the swap, in 'db restore --swap' only: the safety dump of the kept copy. "dumping": the child waits
+# for a running pg_dump (its stop says so); "dump-marked": the kept copy's mark names its written dump.
+DUMP_POINTS = {
+    "dumping": "pg_dump running",
+    "dump-marked": 'COMMENT ON DATABASE "{live}_replaced_%-emergency%',
 }
 
 
@@ -116,7 +129,7 @@ class Child:
                 _, err = self.proc.communicate()
                 pytest.fail(f"the command ended (exit {self.proc.returncode}) before point {what}; "
                             f"stops: {self.seen}; {err}")
-            if reached():
+            if stop == DUMP_POINTS.get(what) or reached():
                 self.proc.send_signal(getattr(signal, sig))
                 self.run_free()
                 return
@@ -127,7 +140,9 @@ def at_point(live_db: LiveDb, point: str, restored: str, restored_oid: int | Non
     """Whether the swap stands at ``point`` now (one look at the catalog, over a superuser session)."""
     import psycopg
 
-    pattern = POINTS[point]
+    pattern = POINTS.get(point, DUMP_POINTS.get(point))
+    if point == "dumping":
+        return False  # a stop of its own (Child.stop_at)
     with psycopg.connect(live_db.pg.url("postgres", "postgres"), autocommit=True) as conn:
         if pattern is None:
             row = conn.execute("SELECT oid FROM pg_database WHERE datname = %s", (live_db.name,)).fetchone()
@@ -187,17 +202,27 @@ def drop_leftovers(live_db: LiveDb) -> None:
             live_db.pg.drop_database(name)
 
 
+def dumps_of(live_db: LiveDb, aside: str) -> list[str]:
+    """The complete backups read from ``aside`` (the safety dumps of the copy a swap kept)."""
+    from rollback.backups import list_backups
+
+    return [str(b["name"]) for b in list_backups(live_db.backups_dir) if b.get("status") == "ok"
+            and b.get("dumped_from") == aside]
+
+
 def check_after(live_db: LiveDb, run_cli: RunCli, child: Child, sig: str, point: str, old: str, new: str) -> str:
     proc = child.proc
     _, err = proc.communicate(timeout=120)
-    after_commit = point == "committed"
+    after_commit = point == "committed" or point in DUMP_POINTS
     if sig == "SIGKILL":
         assert proc.returncode == -signal.SIGKILL
     else:
         assert proc.returncode == 130, (proc.returncode, err)
         errors = [line for line in err.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1 and "Traceback" not in err, err
-        assert ("after the swap completed" if after_commit else "nothing was changed") in errors[0], errors[0]
+        said = ("the restored database is live" if point in DUMP_POINTS else
+                "after the swap completed" if after_commit else "nothing was changed")
+        assert said in errors[0], errors[0]
     data = live_answers(live_db)
     assert data == (new if after_commit else old), (point, sig, data)
     refusing = live_db.sql("SELECT datname FROM pg_database WHERE NOT datallowconn AND datname <> 'template0'",
@@ -215,20 +240,50 @@ def check_after(live_db: LiveDb, run_cli: RunCli, child: Child, sig: str, point:
     assert live_db.name not in listed
     for name in listed:  # whatever prune offers holds a copy, never the data the live name serves
         assert oid_of(live_db, name) != oid_of(live_db, live_db.name)
+    for name in replaced:  # and a copy waiting for its safety dump only once a complete dump of it exists
+        mark = Mark.from_comment(live_db.scalar(
+            f"SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{name}'",
+            dbname="postgres"))
+        waits = mark is not None and mark.get("dump") is not None
+        assert waits == (point in DUMP_POINTS), (point, mark)
+        if waits:
+            assert (name in listed) == bool(dumps_of(live_db, name)), (point, sig, name, listed)
     return data
 
 
-# The inner loop (tests/run.sh --fast) keeps one case per command: a kill in the middle of the transaction.
+def resume_writes_the_dump(live_db: LiveDb, run_cli: RunCli, point: str, sig: str) -> None:
+    """After a kill in the safety dump: ``rollback resume`` writes it, once, restoring and swapping nothing again."""
+    aside = next(d for d in live_db.databases() if "_replaced_" in d)
+    resumed = run_cli("resume", "--yes", "--json")
+    assert resumed.code == 0, (point, sig, resumed.err)
+    steps = {s["id"]: s for s in resumed.json()["steps"]}
+    assert all(steps[i]["already_done"] for i in ("restore", "check-counts", "swap")), steps
+    written = dumps_of(live_db, aside)
+    assert len(written) == 1, written
+    mark = Mark.from_comment(live_db.scalar(
+        f"SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = '{aside}'", dbname="postgres"))
+    assert mark is not None and mark.get("dump") == written[0]
+    assert [d for d in live_db.databases() if "_replaced_" in d] == [aside]
+    assert live_answers(live_db) == "backup" and probe(live_db, aside).startswith("live")
+
+
+# The inner loop (tests/run.sh --fast) keeps one case per command: a kill in the middle of the transaction;
+# and, for 'db restore --swap', one in its safety dump.
 FAST_CASE = ("both-renamed", "SIGTERM")
+FAST_DUMP_CASE = ("dumping", "SIGTERM")
 
 
-def cases(*, full: bool) -> list[Any]:
+def cases(*, full: bool, dump: bool = False) -> list[Any]:
+    points = [*POINTS, *(DUMP_POINTS if dump else ())]
     if not full and not REPEAT:
-        pairs = [(point, SIGNALS[i % len(SIGNALS)]) for i, point in enumerate(POINTS)]
-        fast = ("both-renamed", SIGNALS[list(POINTS).index("both-renamed") % len(SIGNALS)])
+        pairs = [(point, SIGNALS[i % len(SIGNALS)]) for i, point in enumerate(points)]
+        fast = ("both-renamed", SIGNALS[points.index("both-renamed") % len(SIGNALS)])
     else:
-        pairs, fast = [(point, sig) for point in POINTS for sig in SIGNALS], FAST_CASE
-    return [pytest.param(point, sig, id=f"{point}-{sig}", marks=() if (point, sig) == fast else pytest.mark.slow)
+        pairs, fast = [(point, sig) for point in points for sig in SIGNALS], FAST_CASE
+    # The safety dump is killed with every signal whatever the setting: it is the new step (issue 20).
+    pairs += [(point, sig) for point in DUMP_POINTS for sig in SIGNALS if dump and (point, sig) not in pairs]
+    return [pytest.param(point, sig, id=f"{point}-{sig}",
+                         marks=() if (point, sig) in (fast, FAST_DUMP_CASE) else pytest.mark.slow)
             for point, sig in pairs]
 
 
@@ -255,20 +310,23 @@ def test_db_swap_killed_at_each_point(live_db: LiveDb, run_cli: RunCli, point: s
         drop_leftovers(live_db)
 
 
-@pytest.mark.parametrize(("point", "sig"), cases(full=False))
+@pytest.mark.parametrize(("point", "sig"), cases(full=False, dump=True))
 def test_db_restore_swap_killed_at_each_point(live_db: LiveDb, run_cli: RunCli, point: str, sig: str) -> None:
     live_db.sql("CREATE TABLE swap_probe (v text); INSERT INTO swap_probe VALUES ('backup')", user="app")
     backup = run_cli("db", "backup", "--json")
     assert backup.code == 0, backup.err
     name = backup.json()["backup"]["name"]
+    # The swap's own points skip the safety dump (time); the dump's points need it.
+    skip = [] if point in DUMP_POINTS else ["--skip-emergency-backup", "--reason", "kill test"]
     for n in range(max(1, REPEAT)):
         live_db.sql(f"UPDATE swap_probe SET v = 'live{n}'")
-        child = Child(["db", "restore", name, "--swap", "--yes", "--skip-emergency-backup", "--reason",
-                       "kill test"])
+        child = Child(["db", "restore", name, "--swap", "--yes", *skip])
         # The restored copy's name is chosen when the command plans: it exists by the swap's first stop.
         reached = functools.partial(restore_at_point, live_db, point, {})
         child.stop_at(reached, point, sig)
         data = check_after(live_db, run_cli, child, sig, point, f"live{n}", "backup")
+        if point in DUMP_POINTS:
+            resume_writes_the_dump(live_db, run_cli, point, sig)
         drop_leftovers(live_db)
         if data == f"live{n}":
             again = run_cli("db", "restore", name, "--swap", "--yes", "--skip-emergency-backup", "--reason",
