@@ -237,8 +237,8 @@ class RowLoss:
         return self.fewer >= self.min_rows and self.percent >= self.min_percent
 
     def line(self) -> str:
-        return (f"{self.table}: {self.rows} rows, {self.backup_rows} in backup {self.backup} ({self.fewer} fewer, "
-                f"{self.percent:.1f} %; threshold >= {self.min_rows} rows and >= {self.min_percent:g} %)")
+        return (f"{self.table} has {self.rows} rows, {self.fewer} fewer than backup {self.backup} "
+                f"({self.percent:.1f} %; threshold >= {self.min_rows} rows and >= {self.min_percent:g} %)")
 
 
 def data_loss_signals(losses: Sequence[RowLoss], corroboration: Sequence[str]) -> list[Signal]:
@@ -247,7 +247,7 @@ def data_loss_signals(losses: Sequence[RowLoss], corroboration: Sequence[str]) -
     crossing = [loss for loss in losses if loss.crosses]
     if crossing and corroboration:
         return [Signal("data_loss", True, "database", detail="; ".join(loss.line() for loss in crossing)
-                       + f"; with {', '.join(corroboration)}")]
+                       + f"; explained by {', '.join(corroboration)}")]
     if not losses:
         return [Signal("data_loss", False, "database",
                        detail="no grow-only table lost rows since the newest backup")]

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rollback.journal import RunRecord
+from rollback.plan import finished_word
 
 __all__ = [
     "ACTION_ITEMS",
@@ -34,11 +35,16 @@ __all__ = [
     "build_report",
     "data_loss_facts",
     "format_seconds",
+    "metric_lines",
+    "metric_rows",
     "phase_seconds",
+    "reason_sentence",
     "reason_text",
     "run_actions",
     "timeline_bar",
     "timeline_details",
+    "timeline_lines",
+    "timeline_rows",
 ]
 
 REPORT_FORMAT = "rollback.report/1"
@@ -72,6 +78,9 @@ ACTION_ITEMS: tuple[str, ...] = (
     "Improve deployment process",
     "Update documentation",
 )
+
+# A step's statuses that mean its effect is there (a wait that found its work over is "finished").
+DONE = ("done", "already done", "finished")
 
 LAYER_WORDS = {
     "app": "the application",
@@ -155,6 +164,70 @@ def reason_text(reason: Mapping[str, Any]) -> str:
     return text
 
 
+def _sentence(text: str) -> str:
+    text = " ".join(text.split()).rstrip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _alarm_since(detail: str) -> tuple[str, str]:
+    """``("rollback-sandbox-cdn-5xx-error-rate", " since 04:01:22 UTC")`` from an alarm reason's detail."""
+    name, _, since = detail.partition(" since ")
+    moment = parse_time(since.strip()) if since else None
+    return name.strip(), (f" since {moment.strftime('%H:%M:%S')} UTC" if moment is not None else "")
+
+
+def reason_sentence(reason: Mapping[str, Any]) -> str:
+    """One decision reason as a sentence for people (the report, ``incident show``):
+    ``User has 110 rows, 10 fewer than backup app-... (8.3 %; ...).``, ``The error rate was 30.05 %, above the
+    5 % threshold (...)``, ``Rollback alarm rollback-cdn-5xx-error-rate (CloudFront 5xx error rate) was in
+    ALARM since 04:01:22 UTC.``"""
+    signal = str(reason.get("signal") or "")
+    value = reason.get("value")
+    detail = str(reason.get("detail") or "")
+    why = str(reason.get("why") or "")
+    unit = str(reason.get("unit") or "")
+    threshold = str(reason.get("threshold") or "").removeprefix("> ").strip()
+    measured = f"{_plain(value)} {unit}".strip() if value is not None else ""
+    limit = f"{threshold} {unit}".strip()
+    said = f" ({detail})" if detail and detail != why else ""
+    if signal.startswith("alarm."):
+        name, since = _alarm_since(detail)
+        what = why.removeprefix("rollback alarm: ").split(" (")[0] if why.startswith("rollback alarm") else ""
+        return _sentence(f"rollback alarm {name}{f' ({what})' if what else ''} was in {value}{since}")
+    if signal == "data_loss":
+        return _sentence(f"data was being lost: {detail}" if detail and detail != why else "data was being lost")
+    if signal == "rows_fewer":
+        return _sentence(f"rows were missing compared with the backup, without evidence of data loss{said}")
+    if signal == "error_rate":
+        return _sentence(f"the error rate was {measured}, above the {limit} threshold{said}")
+    if signal == "canary_error_rate":
+        return _sentence(f"the canary failed {measured} of its own requests, above {limit}{said}")
+    if signal == "p95_ms":
+        return _sentence(f"responses were slow: p95 {measured}, above {limit}{said}")
+    if signal == "service_down":
+        return _sentence(f"the service was down{said}")
+    if signal == "health_failing":
+        return _sentence(f"some health checks failed{': ' + detail if detail and detail != why else ''}")
+    if signal == "failed_migration":
+        name = detail if detail and detail != why else ""
+        return _sentence(f"a database migration failed{': ' + name if name else ''}")
+    if signal == "feature_broken":
+        return _sentence(f"a {value} feature was broken")
+    if signal == "security_breach":
+        return _sentence("a security breach was reported")
+    if signal == "db_connections_exhausted":
+        return _sentence("the database connections were exhausted")
+    if signal == "cosmetic":
+        return _sentence("a cosmetic issue (UI, non-critical bug)")
+    if signal == "operator":
+        return _sentence(f"the operator chose the layers to roll back: {value}")
+    head = why or signal.replace("_", " ")
+    return _sentence(f"{head}: {measured}{said}" if measured else f"{head}{said}")
+
+
 # --------------------------------------------------------------------------- metrics
 
 
@@ -168,7 +241,10 @@ def phase_seconds(timeline: Mapping[str, Any]) -> dict[str, float | None]:
     return out
 
 
-def _metrics(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+def metric_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rollback metrics of an incident record (its read model) against its targets: one row per phase
+    with ``label``, ``text`` (``1 min 4 s``), ``target_text`` and ``verdict`` (``met``, ``missed``,
+    ``not measured``)."""
     computed = phase_seconds(record.get("timeline") or {})
     recorded = record.get("metrics") or {}
     targets = {**DEFAULT_TARGETS, **{k: float(v) for k, v in (record.get("targets") or {}).items()
@@ -239,6 +315,30 @@ def timeline_bar(record: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]]
             "origin": _iso(origin)}
 
 
+def timeline_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The timeline as aligned text lines (``rollback drill``, ``rollback incident show``)."""
+    lines = []
+    for row in rows:
+        moment = row.get("time") or "not recorded"
+        since = f"  ({row['since_detected']})" if row.get("since_detected") else ""
+        detail = f": {row['detail']}" if row.get("detail") else ""
+        lines.append(f"  {moment:<12}  {row.get('label')}{since}{detail}")
+    return lines
+
+
+def metric_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The metrics against the targets as an aligned text table: the words ``rollback run`` prints too
+    (``1 min 4 s``, ``met``/``missed``)."""
+    if not rows:
+        return []
+    width = max(len(str(m.get("label"))) for m in rows)
+    lines = [f"  {'metric'.ljust(width)}  {'time':>12}  {'target':>10}  verdict"]
+    for m in rows:
+        lines.append(f"  {str(m.get('label')).ljust(width)}  {m.get('text')!s:>12}  {m.get('target_text')!s:>10}  "
+                     f"{m.get('verdict')}")
+    return lines
+
+
 # --------------------------------------------------------------------------- actions from the journals
 
 
@@ -247,28 +347,81 @@ def _entry_seconds(start: Any, end: Any) -> float | None:
     return round((b - a).total_seconds(), 3) if a is not None and b is not None else None
 
 
+# How a step's result fields read in a sentence (:func:`result_text`). Keys not named here read as
+# "<key in words> <value>" (a count as "<value> <key in words>"); paths, manifests and ids of the
+# same thing are left out (the journal keeps every field).
+_LEFT_OUT = frozenset({"already_done", "seconds", "manifest", "manifest_path", "path", "owns", "source",
+                       "split_tables", "items", "from_url", "to_url", "deployment_id", "project_id",
+                       "distribution_id", "checked_at", "incident", "since", "taken_at", "evidence"})
+_COUNTS = frozenset({"files", "tables", "rows", "total_rows", "toc_entries", "terminated_sessions", "sends",
+                     "keys", "steps", "rounds", "copied", "skipped"})
+_WORDS = {"total_rows": "rows", "toc_entries": "TOC entries", "terminated_sessions": "session(s) ended",
+          "sends": "request(s) sent", "rounds": "round(s)", "job_status": "job", "set_aside": "kept aside as",
+          "from_deployment_id": "from", "to_deployment_id": "to", "from_version": "from version",
+          "new_version": "new version", "current_version": "now version", "prisma_migration_head": "Prisma head",
+          "confirmed_by": "confirmed by the", "etag": "ETag", "arn": "ARN", "id": "id"}
+_FLAGS = {"ok": ("ok", "NOT ok"), "match": ("counts match", "counts DIFFER"), "changed": ("changed", "unchanged"),
+          "retried": ("retried after a 412", ""), "superuser": ("superuser", ""), "createdb": ("may create databases",
+                                                                                         "may NOT create databases"),
+          "can_signal_backends": ("may end sessions", "")}
+
+
+def _size_text(value: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
+def _field_phrase(key: str, value: Any) -> str:
+    words = _WORDS.get(key, key.replace("_", " "))
+    if isinstance(value, bool):
+        yes, no = _FLAGS.get(key, (words, f"not {words}"))
+        return yes if value else no
+    if isinstance(value, (int, float)) and key.endswith("_seconds"):
+        what = key[: -len("_seconds")].replace("_", " ")
+        return f"{what} {value * 1000:.0f} ms" if value < 1 else f"{what} {format_seconds(float(value))}"
+    if isinstance(value, (int, float)) and key.endswith("bytes"):
+        return _size_text(float(value))
+    if isinstance(value, (int, float)) and key in _COUNTS:
+        return f"{_plain(value)} {words}"
+    if isinstance(value, (list, tuple)):
+        shown = [str(v) for v in value if isinstance(v, (str, int, float))]
+        if shown and len(shown) == len(value) and len(", ".join(shown)) <= 60:
+            return f"{words} {', '.join(shown)}"
+        return f"{len(value)} {words}"
+    if isinstance(value, Mapping):
+        if key == "summary":
+            names = {"pass": "passed", "fail": "failed"}
+            return ", ".join(f"{_plain(v)} {names.get(k, k.replace('_', ' '))}" for k, v in value.items())
+        return ""
+    return f"{words} {_plain(value)}"
+
+
 def result_text(result: Any, *, limit: int = 200) -> str:
-    """A step's result in one line: its ``would`` or its scalar fields, nested ones counted."""
+    """A step's result as a readable phrase (``backup app-...: 5 files, 15 TOC entries, ok``): its ``would``,
+    or its fields in words; paths and nested documents are left out (the journal has them)."""
     if not isinstance(result, Mapping) or not result:
         return ""
     if result.get("would"):
         return f"would {result['would']}" if not str(result["would"]).startswith("would") else str(result["would"])
+    fields = {k: v for k, v in result.items() if v is not None and k not in _LEFT_OUT}
     parts: list[str] = []
-    for key, value in result.items():
-        if key in ("already_done", "seconds") or value is None:
-            continue
-        if isinstance(value, bool):
-            parts.append(f"{key}={'true' if value else 'false'}")
-        elif isinstance(value, (str, int, float)):
-            parts.append(f"{key}={_plain(value)}")
-        elif isinstance(value, (list, tuple)):
-            parts.append(f"{key}=[{len(value)}]")
+    if "etag_before" in fields and "etag_after" in fields:
+        parts.append(f"ETag {fields.pop('etag_before')} -> {fields.pop('etag_after')}")
+    if "key" in fields and "before" in fields and "value" in fields:
+        parts.append(f"{fields.pop('key')}: {fields.pop('before') or '(unset)'} -> {fields.pop('value')}")
+    if "restore" in fields and str(fields["restore"]).startswith("rollback "):
+        parts.append(f"undo with '{fields.pop('restore')}'")
+    parts += [p for p in (_field_phrase(k, v) for k, v in fields.items()) if p]
     text = ", ".join(parts)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def run_actions(run: RunRecord) -> dict[str, Any]:
-    """One run's steps in plan order with status (``done``, ``already done``, ``failed``,
+    """One run's steps in plan order with status (``done``, ``already done``, ``finished`` for a wait that
+    found its work over, ``failed``,
     ``running`` when the run ended mid-step, ``not run``, ``dry run``), duration and result."""
     order: list[str] = []
     steps: dict[str, dict[str, Any]] = {}
@@ -299,7 +452,8 @@ def run_actions(run: RunRecord) -> dict[str, Any]:
                 raw = entry.get("result")
                 result: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
                 already = bool(entry.get("already_done") or result.get("already_done"))
-                status = "dry run" if entry.get("dry_run") else ("already done" if already else "done")
+                status = "dry run" if entry.get("dry_run") else (
+                    finished_word(str(item.get("action") or "")) if already else "done")
                 item.update(status=status, finished_at=entry.get("ts"), result=dict(result),
                             result_text=result_text(result))
                 item["seconds"] = _entry_seconds(item["started_at"], entry.get("ts"))
@@ -357,7 +511,7 @@ def data_loss_facts(actions: Sequence[Mapping[str, Any]]) -> DataLossFacts:
         if run.get("dry_run"):
             continue
         for step in run.get("steps", []):
-            if step.get("status") not in ("done", "already done"):
+            if step.get("status") not in DONE:
                 continue
             action = str(step.get("action") or "")
             params = step.get("params") or {}
@@ -535,7 +689,9 @@ def timeline_details(record: Mapping[str, Any], actions: Sequence[Mapping[str, A
     return details
 
 
-def _timeline_rows(record: Mapping[str, Any], details: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+def timeline_rows(record: Mapping[str, Any], details: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The runbook's timeline of an incident record: one row per moment (``time``, ``label``,
+    ``since_detected``, ``detail``; ``known`` False for a moment not recorded)."""
     timeline = record.get("timeline") or {}
     detected = parse_time(timeline.get("detected"))
     first_day = None
@@ -599,12 +755,12 @@ def build_report(
     start = parse_time(timeline.get("deployment_initiated")) or detected
     end = parse_time(timeline.get("restored")) or parse_time(timeline.get("verified"))
     duration = (end - start).total_seconds() if start is not None and end is not None else None
-    metrics = _metrics(record)
+    metrics = metric_rows(record)
     actions = [run_actions(run) for run in runs]
     verifications = [v for v in record.get("verifications") or [] if isinstance(v, Mapping)]
     last = verifications[-1] if verifications else None
     facts = data_loss_facts(actions)
-    reasons = [dict(r) | {"text": reason_text(r)} for r in record.get("reasons") or [] if isinstance(r, Mapping)]
+    reasons = [dict(r) | {"text": reason_sentence(r)} for r in record.get("reasons") or [] if isinstance(r, Mapping)]
     notes = [str(e.get("message")) for e in record.get("events") or []
              if isinstance(e, Mapping) and e.get("event") == "note" and e.get("message")]
     brief = _brief(record)
@@ -631,7 +787,7 @@ def build_report(
             "reasons": reasons,
             "impact": {**impact.to_dict(), **_impact_lines(impact), "users_affected": "not measured"},
         },
-        "timeline": _timeline_rows(record, timeline_details(record, actions)),
+        "timeline": timeline_rows(record, timeline_details(record, actions)),
         "resolution": _resolution(record),
         "actions": actions,
         "missing_runs": list(missing_runs),

@@ -109,12 +109,20 @@ def _open_incident(app: AppContext, config: Config, planned: RunPlan | None, pla
     if not _decision_of(log):
         options = _operator_options(planned) if planned is not None else {}
         command = "rollback " + " ".join(app.argv)
-        log.write("decided", severity=severity, layers=list(plan.layers), options=options, command=command,
+        log.write("decided", severity=severity, layers=list(_rolled_back(plan.layers)), options=options,
+                  command=command,
                   seconds=0.0, signals=[],
                   reasons=[{"signal": "operator", "value": command, "threshold": "", "unit": "",
                             "detail": "layers chosen by the operator ('rollback run' without a decision)",
                             "why": "the operator's choice", "severity": severity, "source": "operator"}])
     return log
+
+
+def _rolled_back(layers: Any) -> tuple[str, ...]:
+    """The layers a plan rolls back, in the order ``run`` restores them (not ``core``, ``verify``)."""
+    from rollback.decide import order_layers
+
+    return tuple(n for n in order_layers(layers) if n not in ("core", "verify"))
 
 
 def _with_incident(plan: Plan, incident: str) -> Plan:
@@ -127,9 +135,12 @@ def _with_incident(plan: Plan, incident: str) -> Plan:
 
 
 def _resume_hint(exc: BaseException, run_id: str | None) -> BaseException:
-    """The error to raise: a RollbackError's hint names the command that continues the run."""
-    if run_id and isinstance(exc, RollbackError) and "rollback resume" not in exc.hint:
-        return exc.with_hint(f"{exc.hint}; then continue with: rollback resume {run_id}")
+    """The error to raise: a RollbackError's hint names one next command (see :func:`next_command_hint`)."""
+    from rollback.runner import next_command_hint
+
+    if run_id and isinstance(exc, RollbackError):
+        hint = next_command_hint(exc.hint, f"rollback resume {run_id}")
+        return exc if hint == exc.hint else exc.with_hint(hint)
     return exc
 
 
@@ -380,8 +391,7 @@ def _execute(app: AppContext, config: Config, plan: Plan, planned: RunPlan | Non
                "incident": log.id if log else None, "poll_interval": request.poll_interval}
     try:
         outcome = run_plan(app, plan, handlers, dry_run=dry_run, yes=yes,
-                           action=f"roll back {', '.join(n for n in plan.layers if n not in ('core', 'verify'))} "
-                                  f"of env {config.env_name}",
+                           action=f"roll back {', '.join(_rolled_back(plan.layers))} of env {config.env_name}",
                            observer=tracker, on_journal=opened, finish_run=False, details=details)
     except BaseException as exc:
         status, code = _status_of(exc)
@@ -491,10 +501,10 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
     asks = any(s.destructive for s in left) and not dry_run
     if asks and not yes:
         if not sys.stdin.isatty():
-            confirm("", yes=False, action=f"resume run {point.run_id}")
+            confirm("", yes=False, action=f"resume run {point.run_id}", env=point.plan.env)
         show_plan(app, point.plan, dry_run=dry_run)
         confirm(f"continue run {point.run_id} from step {point.next_step}?", yes=yes,
-                action=f"resume run {point.run_id}")
+                action=f"resume run {point.run_id}", env=point.plan.env)
     tracker: RunTracker | None = None
     if not dry_run:
         from rollback.incident import read_incident

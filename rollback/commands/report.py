@@ -26,6 +26,7 @@ from rollback.journal import RunRecord, find_run
 from rollback.redact import redact
 from rollback.report import (
     DEFAULT_TARGETS,
+    DONE,
     DataLossFacts,
     Impact,
     build_report,
@@ -234,7 +235,7 @@ def _message_context(data: Mapping[str, Any], what: str) -> dict[str, Any]:
     happened += "; ".join(reasons) + "." if reasons else "a bad deployment caused errors."
     resolution = data["resolution"]
     done = [s for run in data.get("actions", []) if not run.get("dry_run") for s in run.get("steps", [])
-            if s.get("status") in ("done", "already done")]
+            if s.get("status") in DONE]
     words = list(resolution.get("layer_words") or [])
     did = ("We rolled back " + (", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else words[0])
            + " to a previous stable version to restore service quickly") if words else \

@@ -82,11 +82,13 @@ def test_every_action_with_its_status_duration_and_result(incident: IncidentFixt
     assert (second["run"], second["status"], second["resumes"]) == (RUN2, "succeeded", RUN1)
     assert [s["status"] for s in first["steps"]] == ["done", "done", "failed"] + ["not run"] * 5
     assert first["steps"][2]["error"].startswith("distribution E2QWRUHAPOMQZL changed")
-    assert [s["status"] for s in second["steps"]] == ["already done", "already done"] + ["done"] * 6
+    # a wait that found its work finished says so ("already done" reads as skipped)
+    assert [s["status"] for s in second["steps"]] == ["already done", "finished"] + ["done"] * 6
     steps = {s["id"]: s for s in second["steps"]}
     assert steps["db.restore"]["seconds"] == 150.0 and steps["db.restore"]["seconds_text"] == "2 min 30 s"
     assert steps["edge.associate"]["layer"] == "edge"
-    assert "set_aside=app_replaced_20261128T092200" in steps["db.swap"]["result_text"]
+    assert "kept aside as app_replaced_20261128T092200" in steps["db.swap"]["result_text"]
+    assert "=" not in steps["db.swap"]["result_text"]  # a phrase, not a key=value dump
     # nested results (a backup's manifest) are not dumped into the one-line result
     assert "manifest" not in steps["db.emergency-backup"]["result_text"]
 

@@ -188,7 +188,9 @@ def test_a_failed_vercel_job_stops_the_run_and_resume_completes_it(world: Sandbo
     line = failed.err.strip().splitlines()[-1]
     assert line.startswith("error: the rollback job failed")
     first = line.rsplit("rollback resume ", 1)[1].rstrip(")")
-    assert f"then continue with: rollback resume {first})" in line
+    # one next command, not two ("then run the command again; then continue with: rollback resume ...")
+    assert line.endswith(f"(check those domains in the Vercel dashboard, then: rollback resume {first})"), line
+    assert "again" not in line
     first_events = events(info, first)
     assert [e["step"] for e in first_events if e["event"] == "step_failed"] == ["app.wait-rollback"]
 
