@@ -79,6 +79,7 @@ __all__ = [
     "ACTIONS",
     "ALARM_CRITERIA",
     "CHANGED",
+    "CRITERION_LAYERS",
     "LAYERS",
     "RULES",
     "SEVERITIES",
@@ -116,6 +117,18 @@ ALARM_CRITERIA = (
     "db-connections",
     "db-free-storage",
 )
+
+# The layers whose rollback can clear the alarm of each criterion; the first is the layer it is about
+# (``rollback status`` shows it there). The 5xx rate is everyone's: a bad app, edge function, release or
+# database all show as 5xx answers.
+CRITERION_LAYERS: dict[str, tuple[str, ...]] = {
+    "cdn-5xx-error-rate": ("app", "edge", "assets", "infra", "db"),
+    "cdn-origin-latency-p95": ("app", "infra", "db"),
+    "cdn-cache-hit-rate": ("assets", "infra"),
+    "edge-function-errors": ("edge", "infra"),
+    "db-connections": ("db", "app"),
+    "db-free-storage": ("db",),
+}
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "resume": ("rollback.cli.run_cmd:resume", "Incident"),
     "incident": ("rollback.cli.incident_cmd:incident", "Incident"),
     "verify": ("rollback.cli.verify_cmd:verify", "Incident"),
+    "status": ("rollback.cli.status_cmd:status", "Incident"),
 }
 SECTIONS = ("Layers", "Incident", "Setup", "Practice")
 

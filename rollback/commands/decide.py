@@ -36,7 +36,7 @@ import dataclasses
 import datetime as dt
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +44,7 @@ from rollback import changes as recent
 from rollback.adapters.pulumi import cli_available
 from rollback.commands import incident as incidents
 from rollback.commands import signals as sources
+from rollback.commands.signals import Outcome
 from rollback.context import Services
 from rollback.decide import (
     Context,
@@ -63,6 +64,7 @@ if TYPE_CHECKING:
     from rollback.adapters.cloudwatch import AlarmState
     from rollback.adapters.vercel import RollingRelease
     from rollback.commands.signals import Production
+    from rollback.commands.status import StatusReport
     from rollback.config import Config
 
 __all__ = [
@@ -148,6 +150,7 @@ class LiveReading:
     losses: list[RowLoss] | None = None  # grow-only tables with fewer rows than the newest backup (None: none read)
     notes: list[str] = field(default_factory=list)  # what the reading itself says (no CloudFront in front...)
     rolling: RollingRelease | None = None  # the project's rolling release (any state)
+    also: dict[str, Outcome] = field(default_factory=dict)  # the outcomes of the ``also`` readers
 
     @property
     def canary(self) -> RollingRelease | None:
@@ -160,8 +163,10 @@ def _not_measured(name: str, source: str, problem: str) -> Signal:
 
 
 def live_signals(config: Config, *, budget: float | None = None, minutes: int = METRIC_MINUTES,
-                 alarms_only: bool = False, services: Services | None = None) -> LiveReading:
-    """Measure every live source concurrently; a source that did not answer in time is not measured."""
+                 alarms_only: bool = False, services: Services | None = None,
+                 also: Mapping[str, Callable[[], Any]] | None = None) -> LiveReading:
+    """Measure every live source concurrently; a source that did not answer in time is not measured.
+    ``also``: more readers (the status screen's) read at the same time, their outcomes in ``reading.also``."""
     budget = live_budget(budget)
     services = services if services is not None else Services(config)
     timeout = max(0.3, budget - 0.2)
@@ -180,9 +185,11 @@ def live_signals(config: Config, *, budget: float | None = None, minutes: int = 
             "changes.stack": lambda: sources.stack_changes(config, timeout=timeout),
             "changes.cdn": lambda: sources.cdn_changes(config, timeout=timeout, services=services),
         })
+    readers.update(also or {})
     started = time.monotonic()
     outcomes = sources.gather(readers, budget=budget)
-    reading = LiveReading(seconds=time.monotonic() - started)
+    reading = LiveReading(seconds=time.monotonic() - started,
+                          also={name: outcomes.pop(name) for name in also or {}})
     reading.sources = {name: {"ok": o.ok, "problem": o.problem, "seconds": round(o.seconds, 3)}
                        for name, o in outcomes.items()}
     signals = reading.signals
@@ -399,25 +406,28 @@ class DecideResult:
     live: LiveReading | None = None
     warnings: list[str] = field(default_factory=list)
     changed: Changed | None = None
+    status: StatusReport | None = None  # the status screen, read with the live sources (``status=True``)
 
     def to_dict(self) -> dict[str, Any]:
         document = self.decision.to_dict()
         return {**document, "seconds": round(self.seconds, 3), "incident": self.incident,
                 "incident_opened": self.incident_opened, "detected": self.detection,
                 "changed": self.changed.to_dict() if self.changed else None,
-                "live_sources": self.live.sources if self.live else None, "warnings": self.warnings}
+                "live_sources": self.live.sources if self.live else None, "warnings": self.warnings,
+                **({"status": self.status.to_dict()} if self.status is not None else {})}
 
 
 def run_decide(config: Config, flags: Flags, *, live: bool = False, changed: Sequence[str] | None = None,
                remove_commit: bool = False, record: bool = True, incident: str | None = None,
                detected_at: str | None = None, deployed_at: str | None = None, drill: bool = False,
                budget: float | None = None, lookback: float = recent.LOOKBACK_MINUTES,
-               services: Services | None = None) -> DecideResult:
+               services: Services | None = None, status: bool = False) -> DecideResult:
     """Decide from ``flags`` (and the live sources with ``live``), and record it on the environment's incident.
 
     ``changed``: the layers the bad change touched; None = find them (with ``live``: the layers that
     changed within ``lookback`` minutes before detection), else the app. No incident is opened when
-    nothing crosses a threshold.
+    nothing crosses a threshold. With ``status`` (and ``live``), the status screen's sources are read in
+    the same budget, beside the signals (``result.status``).
     """
     if not flags.any() and not live:
         raise BadInput("no signal given", "pass what you see (e.g. --error-rate 7, --service-down) or --live")
@@ -427,9 +437,16 @@ def run_decide(config: Config, flags: Flags, *, live: bool = False, changed: Seq
     signals = flag_signals(flags)
     reading: LiveReading | None = None
     budget = live_budget(budget)
+    screen = None
     if live:
-        reading = live_signals(config, budget=budget, services=services)
+        from rollback.commands import status as status_screen
+
+        also = status_screen.status_readers(config, timeout=max(0.3, budget - 0.2), services=services) \
+            if status else None
+        reading = live_signals(config, budget=budget, services=services, also=also)
         signals.extend(reading.signals)
+        if status:
+            screen = status_screen.status_from(config, reading.also, seconds=reading.seconds, budget=budget)
     production = reading.production if reading else None
     release = reading.canary if reading else None
     when = incidents.detect(detected_at, reading.alarms if reading else None).at
@@ -444,7 +461,7 @@ def run_decide(config: Config, flags: Flags, *, live: bool = False, changed: Seq
     if reading is not None and reading.notes:
         decision = dataclasses.replace(decision, notes=(*reading.notes, *decision.notes))
     seconds = time.monotonic() - started
-    result = DecideResult(decision, seconds, live=reading, changed=layers_changed)
+    result = DecideResult(decision, seconds, live=reading, changed=layers_changed, status=screen)
     if not record or decision.severity is None:
         return result
     alarms = reading.alarms if reading else None
