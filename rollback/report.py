@@ -265,25 +265,71 @@ def metric_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+# The timeline picture's text: 11 px sans-serif. A label's box is estimated at CHAR_WIDTH per character
+# (wider than any common sans-serif's average, digits included) so that boxes laid out here never overlap
+# once a browser draws them (tests/report/test_report_chromium.py measures them in headless Chromium).
+FONT_PX = 11.0
+CHAR_WIDTH = 6.9
+LANE = 15.0  # one row of labels
+GAP = 8.0  # between two labels in one row
+NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+
+
+def _text_width(text: str) -> float:
+    return len(text) * CHAR_WIDTH + 2.0
+
+
+def _tick_label(seconds: float) -> str:
+    if seconds == 0:
+        return "0"
+    return format_seconds(seconds)
+
+
+class _Lanes:
+    """Rows of labels: each label takes the first row where it overlaps no other (greedy, left to right)."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def place(self, x0: float, x1: float) -> int:
+        for index, end in enumerate(self.ends):
+            if x0 >= end + GAP:
+                self.ends[index] = x1
+                return index
+        self.ends.append(x1)
+        return len(self.ends) - 1
+
+
+def _fit(center: float, width: float, low: float, high: float) -> float:
+    """The left edge of a ``width`` wide label centred on ``center``, moved to stay within [low, high]."""
+    x0 = center - width / 2
+    return max(low, min(x0, high - width))
+
+
 def timeline_bar(record: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]], *, width: float = 720.0,
                  left: float = 16.0, right: float = 16.0) -> dict[str, Any]:
-    """Geometry of the timeline drawn as one bar: each phase a segment (``x``, ``width`` in
-    user units of an SVG ``viewBox`` ``width`` wide), each phase's target a marker where the
-    phase had to end, and the total target a marker ``total`` after detection. Time runs from
-    the deployment (or the detection, when the deployment time is unknown)."""
+    """Geometry of the timeline drawn as one bar, in user units of an SVG ``viewBox`` ``width`` wide.
+
+    The axis is scaled to the incident (from the deployment, or the detection when the deployment time is
+    unknown, to its last recorded moment), not to the targets: each phase is a segment, each phase's target
+    a marker where the phase had to end, and the total target a marker ``total`` after detection; a target
+    beyond the axis is listed at its right end, "off scale". Every label (``labels``: ``x`` is its left
+    edge, ``y`` its baseline, ``text``, ``kind``) is laid out here in rows so that none overlaps another
+    or leaves the picture; ``height`` follows the rows used."""
     timeline = record.get("timeline") or {}
     moments = {key: parse_time(timeline.get(key)) for key, _ in TIMELINE}
     origin = moments["deployment_initiated"] or moments["detected"]
     by_phase = {m["phase"]: m for m in metrics}
-    usable = width - left - right
+    empty = {"width": width, "height": 0.0, "segments": [], "markers": [], "ticks": [], "labels": [],
+             "offscale": [], "span_seconds": 0, "origin": None}
     if origin is None:
-        return {"width": width, "segments": [], "markers": [], "ticks": [], "span_seconds": 0, "origin": None}
+        return empty
 
     def offset(moment: dt.datetime) -> float:
         return (moment - origin).total_seconds()
 
     segments: list[dict[str, Any]] = []
-    markers: list[dict[str, Any]] = []
+    targets: list[dict[str, Any]] = []
     ends = [0.0]
     for phase, label, start, end in PHASES[:-1]:
         a, b = moments.get(start), moments.get(end)
@@ -293,26 +339,102 @@ def timeline_bar(record: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]]
         segments.append({"phase": phase, "label": label, "start": offset(a), "end": offset(b),
                          "seconds": metric["seconds"], "text": metric["text"], "met": metric["met"],
                          "verdict": metric["verdict"], "target_text": metric["target_text"]})
-        markers.append({"phase": phase, "label": f"{phase} target", "at": offset(a) + metric["target_seconds"],
-                        "kind": "phase"})
-        ends += [offset(b), offset(a) + metric["target_seconds"]]
+        targets.append({"phase": phase, "label": f"{phase} target", "at": offset(a) + metric["target_seconds"],
+                        "kind": "phase", "target_text": format_seconds(metric["target_seconds"])})
+        ends.append(offset(b))
+    if not segments:
+        return empty
     detected = moments["detected"]
     if detected is not None:
         total = by_phase["total"]
-        markers.append({"phase": "total", "label": f"total target ({format_seconds(total['target_seconds'])})",
-                        "at": offset(detected) + total["target_seconds"], "kind": "total"})
-        ends.append(offset(detected) + total["target_seconds"])
-    span = max(max(ends), 1.0)
-    scale = usable / span
+        targets.append({"phase": "total", "label": f"total target ({format_seconds(total['target_seconds'])})",
+                        "at": offset(detected) + total["target_seconds"], "kind": "total",
+                        "target_text": format_seconds(total["target_seconds"])})
+    extent = max(max(ends), 1.0)
+    # A target a little beyond the incident's end still fits the axis; one far beyond it is off scale.
+    reach = max([extent, *(t["at"] for t in targets if t["at"] <= extent * 1.5)])
+    domain = reach * 1.04
+    on_scale = [t for t in targets if t["at"] <= domain]
+    off_scale = [t for t in targets if t["at"] > domain]
+    arrow = 10.0 if off_scale else 0.0
+    plot_left, plot_right = left, width - right - arrow
+    scale = (plot_right - plot_left) / domain
+
+    def x_of(seconds: float) -> float:
+        return round(float(plot_left + seconds * scale), 2)
+
     for segment in segments:
-        segment["x"] = round(left + segment["start"] * scale, 2)
+        segment["x"] = x_of(segment["start"])
         segment["width"] = round(max((segment["end"] - segment["start"]) * scale, 1.0), 2)
+    markers: list[dict[str, Any]] = []
+    for target in on_scale:
+        markers.append({**target, "x": x_of(target["at"])})
+    limit = (plot_right - plot_left) / 80.0
+    step = next((s for s in NICE_STEPS if domain / s <= limit), NICE_STEPS[-1])
+    ticks: list[dict[str, Any]] = [{"x": x_of(t), "label": _tick_label(t), "at": t}
+                                   for t in range(0, int(domain) + 1, step)]
+
+    labels: list[dict[str, Any]] = []
+    low, high = left, width - right
+    above, below = _Lanes(), _Lanes()
+    placed_above: list[tuple[int, float, str, str]] = []
+    for segment in sorted(segments, key=lambda s: s["x"] + s["width"] / 2):
+        text = f"{segment['phase']} {segment['text']}"
+        w = _text_width(text)
+        x0 = _fit(segment["x"] + segment["width"] / 2, w, low, high)
+        placed_above.append((above.place(x0, x0 + w), x0, text, segment["phase"]))
+    placed_below: list[tuple[int, float, str, str]] = []
+    tick_row: list[tuple[float, str]] = []
+    tick_end = -1e9
+    for tick in ticks:
+        w = _text_width(tick["label"])
+        x0 = _fit(tick["x"], w, low, high)
+        if x0 >= tick_end + GAP:  # a tick label that would touch the previous one is left out
+            tick_row.append((x0, tick["label"]))
+            tick_end = x0 + w
+    for marker in sorted(markers, key=lambda m: m["x"]):
+        w = _text_width(marker["label"])
+        x0 = _fit(marker["x"], w, low, high)
+        placed_below.append((below.place(x0, x0 + w), x0, marker["label"], marker["kind"]))
+    # The targets beyond the axis, in as few rows as fit, each row right-aligned under the axis's end.
+    placed_off: list[tuple[int, float, str, str]] = []
+    rows: list[str] = []
+    for target in sorted(off_scale, key=lambda t: t["at"]):
+        item = f"{target['label'].split(' (')[0]} {target['target_text']}"
+        head = "targets off scale: " if not rows else ""
+        if rows and _text_width(f"{rows[-1]}, {item}") <= high - low:
+            rows[-1] = f"{rows[-1]}, {item}"
+        else:
+            rows.append(f"{head}{item}")
+    for row, text in enumerate(rows):
+        placed_off.append((row, high - _text_width(text), text, "offscale"))
+
+    top = 4.0
+    rows_above = max((row for row, *_ in placed_above), default=-1) + 1
+    bar_y = top + rows_above * LANE + 4.0
+    bar_h = 22.0
+    axis_y = bar_y + bar_h + 6.0
+    tick_y = axis_y + 4.0 + FONT_PX + 2.0
+    below_y = tick_y + LANE
+    rows_below = max((row for row, *_ in placed_below), default=-1) + 1
+    off_y = below_y + rows_below * LANE
+    for row, x0, text, kind in placed_above:
+        labels.append({"x": round(x0, 2), "y": round(bar_y - 5.0 - row * LANE, 2), "text": text, "kind": "phase",
+                       "phase": kind})
+    labels += [{"x": round(x0, 2), "y": round(tick_y, 2), "text": text, "kind": "tick"} for x0, text in tick_row]
+    for row, x0, text, kind in placed_below:
+        labels.append({"x": round(x0, 2), "y": round(below_y + row * LANE, 2), "text": text, "kind": kind})
+    for row, x0, text, kind in placed_off:
+        labels.append({"x": round(x0, 2), "y": round(off_y + row * LANE, 2), "text": text, "kind": kind})
+    height = round(max([tick_y] + [lab["y"] for lab in labels]) + 6.0, 2)
     for marker in markers:
-        marker["x"] = round(left + marker["at"] * scale, 2)
-    step = next(s for s in (60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400) if span / s <= 10)
-    ticks = [{"x": round(left + t * scale, 2), "label": f"{t // 60} min"} for t in range(0, int(span) + 1, step)]
-    return {"width": width, "segments": segments, "markers": markers, "ticks": ticks, "span_seconds": span,
-            "origin": _iso(origin)}
+        marker["y1"] = round(bar_y - (4.0 if marker["kind"] == "total" else 2.0), 2)
+        marker["y2"] = round(axis_y + (6.0 if marker["kind"] == "total" else 2.0), 2)
+    return {"width": width, "height": height, "bar_y": round(bar_y, 2), "bar_height": bar_h,
+            "axis_y": round(axis_y, 2), "plot_left": plot_left, "plot_right": round(plot_right, 2),
+            "segments": segments, "markers": markers, "ticks": ticks, "labels": labels,
+            "offscale": [{"phase": t["phase"], "label": t["label"], "at": t["at"]} for t in off_scale],
+            "span_seconds": round(domain, 3), "origin": _iso(origin)}
 
 
 def timeline_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -464,6 +586,10 @@ def run_actions(run: RunRecord) -> dict[str, Any]:
     for number, row in enumerate(rows, start=1):
         row["n"] = number
         row["seconds_text"] = format_seconds(row["seconds"]) if row["seconds"] is not None else ""
+        took = row["seconds"]
+        timed = took is not None and row["status"] in ("done", "failed", "finished")
+        duration = (f"{took * 1000:.0f} ms" if took < 1 else row["seconds_text"]) if timed else ""
+        row["outcome"] = f"{row['status']} in {duration}" if timed else str(row["status"])
     started = run.started
     return {"run": run.run_id, "status": run.status, "command": started.get("command"),
             "dry_run": bool(started.get("dry_run")), "resumes": started.get("resumes"),
@@ -614,6 +740,19 @@ class Impact:
     @classmethod
     def not_measured(cls, reason: str) -> Impact:
         return cls(measured=False, reason=reason)
+
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any]) -> Impact:
+        """The impact as :meth:`to_dict` wrote it (the figures an incident's ``closed`` event stores)."""
+        def number(key: str) -> float | None:
+            return _number(document.get(key))
+
+        requests, failed = number("requests"), number("requests_failed")
+        return cls(measured=bool(document.get("measured")), requests=int(requests) if requests is not None else None,
+                   requests_failed=int(failed) if failed is not None else None, error_rate=number("error_rate"),
+                   peak_error_rate=number("peak_error_rate"), window_start=document.get("window_start"),
+                   window_end=document.get("window_end"), source=str(document.get("source") or ""),
+                   reason=str(document.get("reason") or ""))
 
     def to_dict(self) -> dict[str, Any]:
         return {"measured": self.measured, "requests": self.requests, "requests_failed": self.requests_failed,
@@ -785,7 +924,8 @@ def build_report(
             "end_time": _iso(end),
             "severity": record.get("severity"),
             "reasons": reasons,
-            "impact": {**impact.to_dict(), **_impact_lines(impact), "users_affected": "not measured"},
+            "impact": {**impact.to_dict(), **_impact_lines(impact),
+                       "users_affected": "not measured (CloudFront counts requests, not the users who made them)"},
         },
         "timeline": timeline_rows(record, timeline_details(record, actions)),
         "resolution": _resolution(record),
@@ -793,8 +933,9 @@ def build_report(
         "missing_runs": list(missing_runs),
         "verification": None if last is None else {
             "ok": bool(last.get("ok")), "strict": bool(last.get("strict")), "checked_at": last.get("checked_at"),
-            "seconds": last.get("seconds"), "items": [dict(i) for i in last.get("items") or []
-                                                      if isinstance(i, Mapping)],
+            "seconds": last.get("seconds"),
+            "items": [{"not_healed_by_run": False, **i} for i in last.get("items") or [] if isinstance(i, Mapping)],
+            "not_healed": last.get("not_healed") if isinstance(last.get("not_healed"), Mapping) else None,
             "count": len(verifications)},
         "data_loss": _data_loss(facts, rows_only_in_kept),
         "metrics": metrics,
