@@ -192,13 +192,16 @@ def reason_sentence(reason: Mapping[str, Any]) -> str:
     threshold = str(reason.get("threshold") or "").removeprefix("> ").strip()
     measured = f"{_plain(value)} {unit}".strip() if value is not None else ""
     limit = f"{threshold} {unit}".strip()
+    if reason.get("source") == "flag" and (not detail or detail == why):
+        detail = f"reported with --{signal.replace('_', '-')}"  # what the operator saw, not a measurement
     said = f" ({detail})" if detail and detail != why else ""
     if signal.startswith("alarm."):
         name, since = _alarm_since(detail)
         what = why.removeprefix("rollback alarm: ").split(" (")[0] if why.startswith("rollback alarm") else ""
         return _sentence(f"rollback alarm {name}{f' ({what})' if what else ''} was in {value}{since}")
     if signal == "data_loss":
-        return _sentence(f"data was being lost: {detail}" if detail and detail != why else "data was being lost")
+        return _sentence(f"data was being lost: {detail}" if detail and detail != why and not said.startswith(" (rep")
+                         else f"data was being lost{said}")
     if signal == "rows_fewer":
         return _sentence(f"rows were missing compared with the backup, without evidence of data loss{said}")
     if signal == "error_rate":
@@ -374,30 +377,32 @@ def timeline_bar(record: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]]
     ticks: list[dict[str, Any]] = [{"x": x_of(t), "label": _tick_label(t), "at": t}
                                    for t in range(0, int(domain) + 1, step)]
 
-    labels: list[dict[str, Any]] = []
     low, high = left, width - right
     above, below = _Lanes(), _Lanes()
-    placed_above: list[tuple[int, float, str, str]] = []
+    # (row, left edge, estimated width, text, kind): laid out with the estimated widths; drawn anchored at
+    # the middle (or at the picture's edge when pushed against it), so the real, narrower text stays inside
+    # the box it was given.
+    placed_above: list[tuple[int, float, float, str, str]] = []
     for segment in sorted(segments, key=lambda s: s["x"] + s["width"] / 2):
         text = f"{segment['phase']} {segment['text']}"
         w = _text_width(text)
         x0 = _fit(segment["x"] + segment["width"] / 2, w, low, high)
-        placed_above.append((above.place(x0, x0 + w), x0, text, segment["phase"]))
-    placed_below: list[tuple[int, float, str, str]] = []
-    tick_row: list[tuple[float, str]] = []
+        placed_above.append((above.place(x0, x0 + w), x0, w, text, segment["phase"]))
+    tick_row: list[tuple[int, float, float, str, str]] = []
     tick_end = -1e9
     for tick in ticks:
-        w = _text_width(tick["label"])
-        x0 = _fit(tick["x"], w, low, high)
+        w = _text_width(str(tick["label"]))
+        x0 = _fit(float(tick["x"]), w, low, high)
         if x0 >= tick_end + GAP:  # a tick label that would touch the previous one is left out
-            tick_row.append((x0, tick["label"]))
+            tick_row.append((0, x0, w, str(tick["label"]), "tick"))
             tick_end = x0 + w
+    placed_below: list[tuple[int, float, float, str, str]] = []
     for marker in sorted(markers, key=lambda m: m["x"]):
         w = _text_width(marker["label"])
         x0 = _fit(marker["x"], w, low, high)
-        placed_below.append((below.place(x0, x0 + w), x0, marker["label"], marker["kind"]))
-    # The targets beyond the axis, in as few rows as fit, each row right-aligned under the axis's end.
-    placed_off: list[tuple[int, float, str, str]] = []
+        placed_below.append((below.place(x0, x0 + w), x0, w, marker["label"], marker["kind"]))
+    # The targets beyond the axis, in as few rows as fit, each row against the right edge under the axis's end.
+    placed_off: list[tuple[int, float, float, str, str]] = []
     rows: list[str] = []
     for target in sorted(off_scale, key=lambda t: t["at"]):
         item = f"{target['label'].split(' (')[0]} {target['target_text']}"
@@ -407,7 +412,7 @@ def timeline_bar(record: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]]
         else:
             rows.append(f"{head}{item}")
     for row, text in enumerate(rows):
-        placed_off.append((row, high - _text_width(text), text, "offscale"))
+        placed_off.append((row, high - _text_width(text), _text_width(text), text, "offscale"))
 
     top = 4.0
     rows_above = max((row for row, *_ in placed_above), default=-1) + 1
@@ -418,14 +423,21 @@ def timeline_bar(record: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]]
     below_y = tick_y + LANE
     rows_below = max((row for row, *_ in placed_below), default=-1) + 1
     off_y = below_y + rows_below * LANE
-    for row, x0, text, kind in placed_above:
-        labels.append({"x": round(x0, 2), "y": round(bar_y - 5.0 - row * LANE, 2), "text": text, "kind": "phase",
-                       "phase": kind})
-    labels += [{"x": round(x0, 2), "y": round(tick_y, 2), "text": text, "kind": "tick"} for x0, text in tick_row]
-    for row, x0, text, kind in placed_below:
-        labels.append({"x": round(x0, 2), "y": round(below_y + row * LANE, 2), "text": text, "kind": kind})
-    for row, x0, text, kind in placed_off:
-        labels.append({"x": round(x0, 2), "y": round(off_y + row * LANE, 2), "text": text, "kind": kind})
+
+    def placed(row_y: float, x0: float, w: float, text: str, kind: str) -> dict[str, Any]:
+        if x0 <= low + 0.01:
+            x, anchor = low, "start"
+        elif x0 + w >= high - 0.01:
+            x, anchor = high, "end"
+        else:
+            x, anchor = x0 + w / 2, "middle"
+        return {"x": round(x, 2), "y": round(row_y, 2), "anchor": anchor, "text": text,
+                "kind": "phase" if kind in by_phase else kind, "box": [round(x0, 2), round(x0 + w, 2)]}
+
+    labels = [placed(bar_y - 5.0 - row * LANE, x0, w, text, kind) for row, x0, w, text, kind in placed_above]
+    labels += [placed(tick_y, x0, w, text, kind) for _, x0, w, text, kind in tick_row]
+    labels += [placed(below_y + row * LANE, x0, w, text, kind) for row, x0, w, text, kind in placed_below]
+    labels += [placed(off_y + row * LANE, x0, w, text, kind) for row, x0, w, text, kind in placed_off]
     height = round(max([tick_y] + [lab["y"] for lab in labels]) + 6.0, 2)
     for marker in markers:
         marker["y1"] = round(bar_y - (4.0 if marker["kind"] == "total" else 2.0), 2)

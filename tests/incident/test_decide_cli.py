@@ -75,7 +75,7 @@ def test_incident_show_reads_as_run_and_the_report_do(run_cli: Callable[..., Any
     assert run_cli("incident", "note", "status page updated [/api/pay] \x1b[31m").code == 0
     shown = run_cli("incident", "show", "open")
     assert shown.code == 0, shown.err
-    assert "P1  The error rate was 7 %, above the 5 % threshold." in shown.out
+    assert "P1  The error rate was 7 %, above the 5 % threshold (reported with --error-rate)." in shown.out
     assert "error_rate = 7" not in shown.out  # not the decision's key = value line
     assert "09:30:00      Issue detected" in shown.out
     assert "Time to detect" in shown.out and "not measured" in shown.out
