@@ -309,6 +309,8 @@ def _message_context(data: Mapping[str, Any], what: str) -> dict[str, Any]:
         effects = [USER_EFFECTS["app"]]
     affected = _join(effects)
     start_clock, end_clock = _clock(start, day), _clock(end, day)
+    if start_clock == end_clock:  # within one minute (a drill): the seconds tell them apart
+        start_clock, end_clock = start.strftime("%H:%M:%S"), end.strftime("%H:%M:%S")
     lasted = _minutes_words((end - start).total_seconds())
     when = f"On {_date_words(start)}, from {start_clock} to {end_clock} UTC ({lasted})"
     happened = f"A change we released at {start_clock} UTC did not work as intended: {affected}."
