@@ -179,6 +179,24 @@ def _alarm_since(detail: str) -> tuple[str, str]:
     return name.strip(), (f" since {moment.strftime('%H:%M:%S')} UTC" if moment is not None else "")
 
 
+# A decision reason's signal -> its sentence ({measured}/{limit} with units, {said}: " (detail)",
+# {colon}: ": detail").
+_SENTENCES = {
+    "rows_fewer": "rows were missing compared with the backup, without evidence of data loss{said}",
+    "error_rate": "the error rate was {measured}, above the {limit} threshold{said}",
+    "canary_error_rate": "the canary failed {measured} of its own requests, above {limit}{said}",
+    "p95_ms": "responses were slow: p95 {measured}, above {limit}{said}",
+    "service_down": "the service was down{said}",
+    "health_failing": "some health checks failed{colon}",
+    "failed_migration": "a database migration failed{colon}",
+    "feature_broken": "a {value} feature was broken",
+    "security_breach": "a security breach was reported{said}",
+    "db_connections_exhausted": "the database connections were exhausted{said}",
+    "cosmetic": "a cosmetic issue (UI, non-critical bug)",
+    "operator": "the operator chose the layers to roll back: {value}",
+}
+
+
 def reason_sentence(reason: Mapping[str, Any]) -> str:
     """One decision reason as a sentence for people (the report, ``incident show``):
     ``User has 110 rows, 10 fewer than backup app-... (8.3 %; ...).``, ``The error rate was 30.05 %, above the
@@ -202,31 +220,11 @@ def reason_sentence(reason: Mapping[str, Any]) -> str:
     if signal == "data_loss":
         return _sentence(f"data was being lost: {detail}" if detail and detail != why and not said.startswith(" (rep")
                          else f"data was being lost{said}")
-    if signal == "rows_fewer":
-        return _sentence(f"rows were missing compared with the backup, without evidence of data loss{said}")
-    if signal == "error_rate":
-        return _sentence(f"the error rate was {measured}, above the {limit} threshold{said}")
-    if signal == "canary_error_rate":
-        return _sentence(f"the canary failed {measured} of its own requests, above {limit}{said}")
-    if signal == "p95_ms":
-        return _sentence(f"responses were slow: p95 {measured}, above {limit}{said}")
-    if signal == "service_down":
-        return _sentence(f"the service was down{said}")
-    if signal == "health_failing":
-        return _sentence(f"some health checks failed{': ' + detail if detail and detail != why else ''}")
-    if signal == "failed_migration":
-        name = detail if detail and detail != why else ""
-        return _sentence(f"a database migration failed{': ' + name if name else ''}")
-    if signal == "feature_broken":
-        return _sentence(f"a {value} feature was broken")
-    if signal == "security_breach":
-        return _sentence("a security breach was reported")
-    if signal == "db_connections_exhausted":
-        return _sentence("the database connections were exhausted")
-    if signal == "cosmetic":
-        return _sentence("a cosmetic issue (UI, non-critical bug)")
-    if signal == "operator":
-        return _sentence(f"the operator chose the layers to roll back: {value}")
+    template = _SENTENCES.get(signal)
+    if template is not None:
+        colon = f": {detail}" if detail and detail != why else ""
+        return _sentence(template.format(measured=measured, limit=limit, said=said, colon=colon,
+                                         value=_plain(value)))
     head = why or signal.replace("_", " ")
     return _sentence(f"{head}: {measured}{said}" if measured else f"{head}{said}")
 

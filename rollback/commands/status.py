@@ -278,6 +278,15 @@ def _not_read(section: Section, source: str, outcome: sources.Outcome) -> None:
     section.problems.append(f"{source}: {problem}")
 
 
+def _one_source(name: str, status: str, outcome: sources.Outcome, source: str, what: str) -> Section:
+    """A section read from one source: ``status`` (to be refined) when it was read, else ``not read``."""
+    section = Section(name, status)
+    if not outcome.ok:
+        _not_read(section, source, outcome)
+        section.status, section.summary = NOT_READ, what
+    return section
+
+
 def _alarm_sections(outcome: sources.Outcome) -> dict[str, list[tuple[str, str]]]:
     """Section -> [(alarm name, state)] of the rollback alarms, each in the section of its layer."""
     out: dict[str, list[tuple[str, str]]] = {}
@@ -339,8 +348,8 @@ def _app(get: Callable[[str], sources.Outcome], now: dt.datetime, alarms: list[t
 
 
 def _edge(get: Callable[[str], sources.Outcome], now: dt.datetime, alarms: list[tuple[str, str]]) -> Section:
-    section = Section("edge", OK)
     cdn = get("cdn")
+    section = _one_source("edge", OK, cdn, "CloudFront", "distribution not read")
     if cdn.ok:
         state: sources.DistributionState = cdn.value
         served = ", ".join(state.served) or "no Lambda@Edge function"
@@ -348,16 +357,13 @@ def _edge(get: Callable[[str], sources.Outcome], now: dt.datetime, alarms: list[
         for behaviour, items in state.edge:
             section.details.append(f"behaviour {behaviour}: {', '.join(items) or 'no edge function'}")
         section.details.append(f"last modified {_ago(state.modified, now)}")
-    else:
-        _not_read(section, "CloudFront", cdn)
-        section.status, section.summary = NOT_READ, "distribution not read"
     _with_alarms(section, alarms)
     return section
 
 
 def _assets(get: Callable[[str], sources.Outcome], alarms: list[tuple[str, str]]) -> Section:
-    section = Section("assets", OK)
     cdn = get("cdn")
+    section = _one_source("assets", OK, cdn, "CloudFront", "served release not read")
     if cdn.ok:
         state: sources.DistributionState = cdn.value
         if state.assets_bucket is None:
@@ -367,9 +373,6 @@ def _assets(get: Callable[[str], sources.Outcome], alarms: list[tuple[str, str]]
         else:
             release = state.assets_prefix.rstrip("/").rsplit("/", 1)[-1] or "(the bucket's root)"
             section.summary = f"release {release}: s3://{state.assets_bucket}/{state.assets_prefix}"
-    else:
-        _not_read(section, "CloudFront", cdn)
-        section.status, section.summary = NOT_READ, "served release not read"
     _with_alarms(section, alarms)
     return section
 
@@ -405,11 +408,9 @@ def _db(get: Callable[[str], sources.Outcome], alarms: list[tuple[str, str]]) ->
 
 
 def _stack(get: Callable[[str], sources.Outcome], now: dt.datetime) -> Section:
-    section = Section("stack", OK)
     found = get("stack")
+    section = _one_source("stack", OK, found, "stack", "stack not read")
     if not found.ok:
-        _not_read(section, "stack", found)
-        section.status, section.summary = NOT_READ, "stack not read"
         return section
     state: StackState = found.value
     latest = state.latest
@@ -439,11 +440,9 @@ def _stack(get: Callable[[str], sources.Outcome], now: dt.datetime) -> Section:
 
 
 def _alarms(get: Callable[[str], sources.Outcome]) -> Section:
-    section = Section("alarms", OK)
     found = get("alarms")
+    section = _one_source("alarms", OK, found, "CloudWatch", "rollback alarms not read")
     if not found.ok:
-        _not_read(section, "CloudWatch", found)
-        section.status, section.summary = NOT_READ, "rollback alarms not read"
         return section
     wanted, alarms = found.value
     firing = [a.name for a in alarms if a.state == "ALARM"]
@@ -462,11 +461,9 @@ def _alarms(get: Callable[[str], sources.Outcome]) -> Section:
 def _incident(get: Callable[[str], sources.Outcome], now: dt.datetime) -> Section:
     from rollback.report import parse_time
 
-    section = Section("incident", INFO)
     found = get("incident")
+    section = _one_source("incident", INFO, found, "incident record", "not read")
     if not found.ok:
-        _not_read(section, "incident record", found)
-        section.status, section.summary = NOT_READ, "not read"
         return section
     state: IncidentState = found.value
     incident = state.incident
@@ -486,11 +483,9 @@ def _incident(get: Callable[[str], sources.Outcome], now: dt.datetime) -> Sectio
 def _backups(get: Callable[[str], sources.Outcome]) -> Section:
     from rollback.report import format_seconds
 
-    section = Section("backups", INFO)
     found = get("backups")
+    section = _one_source("backups", INFO, found, "backups", "not read")
     if not found.ok:
-        _not_read(section, "backups", found)
-        section.status, section.summary = NOT_READ, "not read"
         return section
     document = found.value
     target = format_seconds(float(document["target_seconds"]))
