@@ -5,7 +5,6 @@ from __future__ import annotations
 import click
 
 from rollback.cli.support import AppContext, common_options, echo, emit, pass_app, printable
-from rollback.errors import EXIT_CHECKS_FAILED
 
 
 @click.command("status")
@@ -28,8 +27,9 @@ def status(app: AppContext) -> None:
       rollback status
       rollback status --env staging --json
 
-    Exit codes: 0 every section that was read is healthy, 2 bad input,
-    3 a section is BAD.
+    Exit codes: 0 every source was read (or is not configured) and no
+    section is BAD; 1 a source could not be read (timed out, failed), so
+    healthy cannot be said; 2 bad input; 3 a section is BAD.
     """
     from rollback.commands.status import read_status
 
@@ -40,5 +40,5 @@ def status(app: AppContext) -> None:
             echo(printable(line))
 
     emit(app, report.to_dict(), human)
-    if not report.ok:
-        raise click.exceptions.Exit(EXIT_CHECKS_FAILED)
+    if report.exit_code:
+        raise click.exceptions.Exit(report.exit_code)

@@ -151,6 +151,7 @@ class LiveReading:
     notes: list[str] = field(default_factory=list)  # what the reading itself says (no CloudFront in front...)
     rolling: RollingRelease | None = None  # the project's rolling release (any state)
     also: dict[str, Outcome] = field(default_factory=dict)  # the outcomes of the ``also`` readers
+    outcomes: dict[str, Outcome] = field(default_factory=dict)  # every source's outcome, by reader name
 
     @property
     def canary(self) -> RollingRelease | None:
@@ -189,7 +190,7 @@ def live_signals(config: Config, *, budget: float | None = None, minutes: int = 
     started = time.monotonic()
     outcomes = sources.gather(readers, budget=budget)
     reading = LiveReading(seconds=time.monotonic() - started,
-                          also={name: outcomes.pop(name) for name in also or {}})
+                          also={name: outcomes.pop(name) for name in also or {}}, outcomes=dict(outcomes))
     reading.sources = {name: {"ok": o.ok, "problem": o.problem, "seconds": round(o.seconds, 3)}
                        for name, o in outcomes.items()}
     signals = reading.signals
@@ -441,12 +442,14 @@ def run_decide(config: Config, flags: Flags, *, live: bool = False, changed: Seq
     if live:
         from rollback.commands import status as status_screen
 
-        also = status_screen.status_readers(config, timeout=max(0.3, budget - 0.2), services=services) \
-            if status else None
+        # The status screen's sources that decide does not read already, read beside them.
+        also = status_screen.status_readers(config, timeout=max(0.3, budget - 0.2), services=services,
+                                            only=status_screen.BEYOND_DECIDE) if status else None
         reading = live_signals(config, budget=budget, services=services, also=also)
         signals.extend(reading.signals)
         if status:
-            screen = status_screen.status_from(config, reading.also, seconds=reading.seconds, budget=budget)
+            screen = status_screen.status_from(config, {**status_screen.from_decide(reading.outcomes),
+                                                        **reading.also}, seconds=reading.seconds, budget=budget)
     production = reading.production if reading else None
     release = reading.canary if reading else None
     when = incidents.detect(detected_at, reading.alarms if reading else None).at

@@ -262,6 +262,7 @@ class CdnChanges:
     changes: list[Change] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     prefix: str | None = None  # the served assets release (the S3 origin's path)
+    state: DistributionState | None = None  # the distribution as read (``rollback status`` shows it)
 
 
 def _utc(value: Any) -> dt.datetime | None:
@@ -337,7 +338,7 @@ def cdn_changes(config: Config, *, timeout: float, services: Services | None = N
     cloudfront, store = _cdn_clients(config, services, timeout)
     state = _read_distribution(config, cloudfront)
     distribution = state.id
-    result = CdnChanges()
+    result = CdnChanges(state=state)
     served = state.served
     modified = state.modified
     if modified is not None:

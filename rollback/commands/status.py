@@ -22,8 +22,11 @@ Sections (each ``ok``, ``bad``, ``info`` or ``not read``):
 ``incident``  the open incident, and the run in progress (the holder of the run lock or the team lease);
 ``backups``   the newest backup and its standby, the RDS recovery points, each against the RPO target.
 
-The document (``--json``): ``{"env", "checked_at", "seconds", "budget", "ok", "sections": [{"name",
-"status", "summary", "details", "problems"}]}``; ``ok`` is false when a section is ``bad``.
+The document (``--json``): ``{"env", "checked_at", "seconds", "budget", "ok", "unread", "exit_code",
+"sections": [{"name", "status", "summary", "details", "problems"}]}``; ``ok`` is false when a section is
+``bad``; ``unread`` lists the sources that timed out or failed (a source that is not configured is not
+one of them), and the exit code is 3 for a BAD section, else 1 when a source could not be read (a status
+that read nothing must not say healthy), else 0.
 """
 
 from __future__ import annotations
@@ -44,7 +47,8 @@ if TYPE_CHECKING:
     from rollback.config import Config
     from rollback.context import Services
 
-__all__ = ["SECTIONS", "Section", "StatusReport", "read_status", "status_from", "status_lines", "status_readers"]
+__all__ = ["BEYOND_DECIDE", "SECTIONS", "Section", "StatusReport", "from_decide", "read_status", "status_from",
+           "status_lines", "status_readers"]
 
 SECTIONS = ("app", "edge", "assets", "db", "stack", "alarms", "incident", "backups")
 OK, BAD, INFO, NOT_READ = "ok", "bad", "info", "not read"
@@ -77,12 +81,25 @@ class StatusReport:
     def ok(self) -> bool:
         return not any(s.status == BAD for s in self.sections)
 
+    @property
+    def unread(self) -> list[str]:
+        """The sources that could not be read (timed out, failed): not those that are not configured."""
+        return [p for s in self.sections for p in s.problems if ": not configured: " not in p]
+
+    @property
+    def exit_code(self) -> int:
+        """3 a section is BAD; else 1 a source could not be read (healthy cannot be said); else 0."""
+        from rollback.errors import EXIT_CHECKS_FAILED, EXIT_FAILED, EXIT_OK
+
+        return EXIT_CHECKS_FAILED if not self.ok else (EXIT_FAILED if self.unread else EXIT_OK)
+
     def section(self, name: str) -> Section:
         return next(s for s in self.sections if s.name == name)
 
     def to_dict(self) -> dict[str, Any]:
         return {"env": self.env, "checked_at": self.checked_at, "seconds": round(self.seconds, 3),
-                "budget": self.budget, "ok": self.ok, "sections": [s.to_dict() for s in self.sections]}
+                "budget": self.budget, "ok": self.ok, "unread": self.unread, "exit_code": self.exit_code,
+                "sections": [s.to_dict() for s in self.sections]}
 
     def lines(self) -> list[str]:
         return status_lines(self.to_dict())
@@ -243,9 +260,10 @@ def backup_state(config: Config) -> dict[str, Any]:
     return {**document, "standby": standby}
 
 
-def status_readers(config: Config, *, timeout: float, services: Services | None = None
-                   ) -> dict[str, Callable[[], Any]]:
-    """Every source of the status screen, by name (:data:`PREFIX` + source), for :func:`sources.gather`."""
+def status_readers(config: Config, *, timeout: float, services: Services | None = None,
+                   only: tuple[str, ...] | None = None) -> dict[str, Callable[[], Any]]:
+    """Every source of the status screen (or ``only`` those), by name (:data:`PREFIX` + source), for
+    :func:`sources.gather`."""
     readers: dict[str, Callable[[], Any]] = {
         "vercel": lambda: sources.production_deployment(config, timeout=timeout),
         "rolling": lambda: _rolling(config, timeout),
@@ -258,7 +276,30 @@ def status_readers(config: Config, *, timeout: float, services: Services | None 
         "incident": lambda: incident_state(config),
         "backups": lambda: backup_state(config),
     }
-    return {PREFIX + name: reader for name, reader in readers.items()}
+    return {PREFIX + name: reader for name, reader in readers.items() if only is None or name in only}
+
+
+# The sources ``decide --live`` does not read itself; the others' outcomes it shares (:func:`from_decide`).
+BEYOND_DECIDE = ("stack", "incident", "backups")
+
+
+def from_decide(outcomes: Mapping[str, sources.Outcome]) -> dict[str, sources.Outcome]:
+    """The status screen's sources from ``decide --live``'s outcomes (the same readers, read once)."""
+    shared = {"vercel": "vercel", "health": "health", "alarms": "alarms", "migrations": "migrations",
+              "data": "data"}
+    found = {PREFIX + mine: outcomes[theirs] for mine, theirs in shared.items() if theirs in outcomes}
+    canary = outcomes.get("canary")
+    if canary is not None:
+        release = canary.value.release if canary.ok else None
+        found[PREFIX + "rolling"] = sources.Outcome(
+            value={**release.to_dict(), "line": release.describe()} if release is not None else None,
+            problem=canary.problem, seconds=canary.seconds)
+    cdn = outcomes.get("changes.cdn")
+    if cdn is not None:
+        state = cdn.value.state if cdn.ok else None
+        found[PREFIX + "cdn"] = sources.Outcome(value=state, seconds=cdn.seconds,
+                                                problem=cdn.problem if state is None else None)
+    return found
 
 
 # ------------------------------------------------------------------------------------------ sections
