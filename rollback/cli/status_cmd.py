@@ -18,9 +18,9 @@ def status(app: AppContext) -> None:
     alarms, the open incident and the run in progress, the newest backup
     and standby against the RPO.
 
-    Every source is read at the same time within a budget (1.5 s,
-    $ROLLBACK_DECIDE_BUDGET); one that cannot be read is shown as 'not read'
-    with why.
+    Every source is read at the same time within a budget (2.5 s,
+    $ROLLBACK_DECIDE_BUDGET replaces it); one that cannot be read is shown
+    as 'not read' with why.
 
     \b
     Examples:

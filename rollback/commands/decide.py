@@ -121,13 +121,15 @@ def flag_signals(flags: Flags) -> list[Signal]:
     return signals
 
 
-def live_budget(given: float | None = None, environ: dict[str, str] | None = None) -> float:
-    """The live sources' budget: ``given``, else ``$ROLLBACK_DECIDE_BUDGET``, else :data:`LIVE_BUDGET`."""
+def live_budget(given: float | None = None, environ: dict[str, str] | None = None, *,
+                default: float = LIVE_BUDGET) -> float:
+    """The live sources' budget: ``given``, else ``$ROLLBACK_DECIDE_BUDGET``, else ``default``
+    (:data:`LIVE_BUDGET`)."""
     if given is not None:
         return given
     raw = (os.environ if environ is None else environ).get(BUDGET_ENV, "").strip()
     if not raw:
-        return LIVE_BUDGET
+        return default
     try:
         value = float(raw)
     except ValueError:

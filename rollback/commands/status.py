@@ -2,7 +2,8 @@
 
 In the spirit of ``kubectl argo rollouts status`` and ``vercel inspect``: one view an on-call engineer
 reads first, and the first thing ``rollback decide --live`` and ``rollback drill`` show. Every source
-is read concurrently, within the same budget as ``decide --live`` (:func:`rollback.commands.decide.live_budget`),
+is read concurrently, within a budget (:data:`STATUS_BUDGET`, 2.5 s; ``$ROLLBACK_DECIDE_BUDGET`` replaces it;
+beside ``decide --live``, that command's),
 with the readers of :mod:`rollback.commands.signals`; a source that is not configured, failed, or did
 not answer in time is shown as *not read* with why, never as fine.
 
@@ -54,6 +55,9 @@ SECTIONS = ("app", "edge", "assets", "db", "stack", "alarms", "incident", "backu
 OK, BAD, INFO, NOT_READ = "ok", "bad", "info", "not read"
 PINS = ("edgeFunctionVersion", "assetsRelease")
 PREFIX = "status."  # the readers' names when they run beside decide's
+# Seconds for every source together: the screen must print within 3 s, and it reads more than decide
+# does (the recovery points); ``$ROLLBACK_DECIDE_BUDGET`` replaces it as it does decide's.
+STATUS_BUDGET = 2.5
 
 
 @dataclass
@@ -567,11 +571,11 @@ def status_from(config: Config, outcomes: Mapping[str, sources.Outcome], *, seco
 
 
 def read_status(config: Config, *, budget: float | None = None, services: Services | None = None) -> StatusReport:
-    """Read every source concurrently within ``budget`` seconds (default: ``decide --live``'s) and build
-    the status screen."""
+    """Read every source concurrently within ``budget`` seconds (default :data:`STATUS_BUDGET`, or
+    ``$ROLLBACK_DECIDE_BUDGET``) and build the status screen."""
     from rollback.commands.decide import live_budget
 
-    chosen = live_budget(budget)
+    chosen = live_budget(budget, default=STATUS_BUDGET)
     started = time.monotonic()
     outcomes = sources.gather(status_readers(config, timeout=max(0.3, chosen - 0.2), services=services),
                               budget=chosen)
