@@ -79,6 +79,7 @@ __all__ = [
     "ACTIONS",
     "ALARM_CRITERIA",
     "CHANGED",
+    "CRITERION_LAYERS",
     "LAYERS",
     "RULES",
     "SEVERITIES",
@@ -116,6 +117,18 @@ ALARM_CRITERIA = (
     "db-connections",
     "db-free-storage",
 )
+
+# The layers whose rollback can clear the alarm of each criterion; the first is the layer it is about
+# (``rollback status`` shows it there). The 5xx rate is everyone's: a bad app, edge function, release or
+# database all show as 5xx answers.
+CRITERION_LAYERS: dict[str, tuple[str, ...]] = {
+    "cdn-5xx-error-rate": ("app", "edge", "assets", "infra", "db"),
+    "cdn-origin-latency-p95": ("app", "infra", "db"),
+    "cdn-cache-hit-rate": ("assets", "infra"),
+    "edge-function-errors": ("edge", "infra"),
+    "db-connections": ("db", "app"),
+    "db-free-storage": ("db",),
+}
 
 
 @dataclass(frozen=True)
@@ -237,8 +250,8 @@ class RowLoss:
         return self.fewer >= self.min_rows and self.percent >= self.min_percent
 
     def line(self) -> str:
-        return (f"{self.table}: {self.rows} rows, {self.backup_rows} in backup {self.backup} ({self.fewer} fewer, "
-                f"{self.percent:.1f} %; threshold >= {self.min_rows} rows and >= {self.min_percent:g} %)")
+        return (f"{self.table} has {self.rows} rows, {self.fewer} fewer than backup {self.backup} "
+                f"({self.percent:.1f} %; threshold >= {self.min_rows} rows and >= {self.min_percent:g} %)")
 
 
 def data_loss_signals(losses: Sequence[RowLoss], corroboration: Sequence[str]) -> list[Signal]:
@@ -247,7 +260,7 @@ def data_loss_signals(losses: Sequence[RowLoss], corroboration: Sequence[str]) -
     crossing = [loss for loss in losses if loss.crosses]
     if crossing and corroboration:
         return [Signal("data_loss", True, "database", detail="; ".join(loss.line() for loss in crossing)
-                       + f"; with {', '.join(corroboration)}")]
+                       + f"; explained by {', '.join(corroboration)}")]
     if not losses:
         return [Signal("data_loss", False, "database",
                        detail="no grow-only table lost rows since the newest backup")]

@@ -23,7 +23,7 @@ from typing import Any
 
 from rollback.errors import BadInput
 
-__all__ = ["LAYERS", "Plan", "Step", "layer_of"]
+__all__ = ["LAYERS", "Plan", "Step", "finished_word", "is_wait", "layer_of"]
 
 LAYERS = ("app", "edge", "assets", "infra", "db", "verify", "core")
 
@@ -37,6 +37,18 @@ _LAYER_OF_PREFIX = {
 def layer_of(action: str) -> str:
     """The layer an action belongs to, from its prefix (``"vercel.rollback"`` -> ``"app"``)."""
     return _LAYER_OF_PREFIX.get(action.split(".", 1)[0], "core")
+
+
+def is_wait(action: str) -> bool:
+    """Whether an action waits for something to finish (``vercel.wait_alias_job``, ``edge.wait``,
+    ``cloudfront.wait_invalidation``...): its name says so, after the family."""
+    return action.split(".", 1)[-1].startswith("wait")
+
+
+def finished_word(action: str) -> str:
+    """What a step whose check found its effect already there is called: a wait that found its work
+    finished *finished* (it did not skip anything), any other step *already done*."""
+    return "finished" if is_wait(action) else "already done"
 
 
 def _bad(where: str, problem: str) -> BadInput:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from rollback.journal import RunRecord
+from rollback.plan import finished_word
 
 __all__ = [
     "ACTION_ITEMS",
@@ -34,11 +35,16 @@ __all__ = [
     "build_report",
     "data_loss_facts",
     "format_seconds",
+    "metric_lines",
+    "metric_rows",
     "phase_seconds",
+    "reason_sentence",
     "reason_text",
     "run_actions",
     "timeline_bar",
     "timeline_details",
+    "timeline_lines",
+    "timeline_rows",
 ]
 
 REPORT_FORMAT = "rollback.report/1"
@@ -72,6 +78,9 @@ ACTION_ITEMS: tuple[str, ...] = (
     "Improve deployment process",
     "Update documentation",
 )
+
+# A step's statuses that mean its effect is there (a wait that found its work over is "finished").
+DONE = ("done", "already done", "finished")
 
 LAYER_WORDS = {
     "app": "the application",
@@ -155,6 +164,71 @@ def reason_text(reason: Mapping[str, Any]) -> str:
     return text
 
 
+def _sentence(text: str) -> str:
+    text = " ".join(text.split()).rstrip()
+    if not text:
+        return text
+    text = text[0].upper() + text[1:]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _alarm_since(detail: str) -> tuple[str, str]:
+    """``("rollback-sandbox-cdn-5xx-error-rate", " since 04:01:22 UTC")`` from an alarm reason's detail."""
+    name, _, since = detail.partition(" since ")
+    moment = parse_time(since.strip()) if since else None
+    return name.strip(), (f" since {moment.strftime('%H:%M:%S')} UTC" if moment is not None else "")
+
+
+# A decision reason's signal -> its sentence ({measured}/{limit} with units, {said}: " (detail)",
+# {colon}: ": detail").
+_SENTENCES = {
+    "rows_fewer": "rows were missing compared with the backup, without evidence of data loss{said}",
+    "error_rate": "the error rate was {measured}, above the {limit} threshold{said}",
+    "canary_error_rate": "the canary failed {measured} of its own requests, above {limit}{said}",
+    "p95_ms": "responses were slow: p95 {measured}, above {limit}{said}",
+    "service_down": "the service was down{said}",
+    "health_failing": "some health checks failed{colon}",
+    "failed_migration": "a database migration failed{colon}",
+    "feature_broken": "a {value} feature was broken",
+    "security_breach": "a security breach was reported{said}",
+    "db_connections_exhausted": "the database connections were exhausted{said}",
+    "cosmetic": "a cosmetic issue (UI, non-critical bug)",
+    "operator": "the operator chose the layers to roll back: {value}",
+}
+
+
+def reason_sentence(reason: Mapping[str, Any]) -> str:
+    """One decision reason as a sentence for people (the report, ``incident show``):
+    ``User has 110 rows, 10 fewer than backup app-... (8.3 %; ...).``, ``The error rate was 30.05 %, above the
+    5 % threshold (...)``, ``Rollback alarm rollback-cdn-5xx-error-rate (CloudFront 5xx error rate) was in
+    ALARM since 04:01:22 UTC.``"""
+    signal = str(reason.get("signal") or "")
+    value = reason.get("value")
+    detail = str(reason.get("detail") or "")
+    why = str(reason.get("why") or "")
+    unit = str(reason.get("unit") or "")
+    threshold = str(reason.get("threshold") or "").removeprefix("> ").strip()
+    measured = f"{_plain(value)} {unit}".strip() if value is not None else ""
+    limit = f"{threshold} {unit}".strip()
+    if reason.get("source") == "flag" and (not detail or detail == why):
+        detail = f"reported with --{signal.replace('_', '-')}"  # what the operator saw, not a measurement
+    said = f" ({detail})" if detail and detail != why else ""
+    if signal.startswith("alarm."):
+        name, since = _alarm_since(detail)
+        what = why.removeprefix("rollback alarm: ").split(" (")[0] if why.startswith("rollback alarm") else ""
+        return _sentence(f"rollback alarm {name}{f' ({what})' if what else ''} was in {value}{since}")
+    if signal == "data_loss":
+        return _sentence(f"data was being lost: {detail}" if detail and detail != why and not said.startswith(" (rep")
+                         else f"data was being lost{said}")
+    template = _SENTENCES.get(signal)
+    if template is not None:
+        colon = f": {detail}" if detail and detail != why else ""
+        return _sentence(template.format(measured=measured, limit=limit, said=said, colon=colon,
+                                         value=_plain(value)))
+    head = why or signal.replace("_", " ")
+    return _sentence(f"{head}: {measured}{said}" if measured else f"{head}{said}")
+
+
 # --------------------------------------------------------------------------- metrics
 
 
@@ -168,7 +242,10 @@ def phase_seconds(timeline: Mapping[str, Any]) -> dict[str, float | None]:
     return out
 
 
-def _metrics(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+def metric_rows(record: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The rollback metrics of an incident record (its read model) against its targets: one row per phase
+    with ``label``, ``text`` (``1 min 4 s``), ``target_text`` and ``verdict`` (``met``, ``missed``,
+    ``not measured``)."""
     computed = phase_seconds(record.get("timeline") or {})
     recorded = record.get("metrics") or {}
     targets = {**DEFAULT_TARGETS, **{k: float(v) for k, v in (record.get("targets") or {}).items()
@@ -189,25 +266,71 @@ def _metrics(record: Mapping[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+# The timeline picture's text: 11 px sans-serif. A label's box is estimated at CHAR_WIDTH per character
+# (wider than any common sans-serif's average, digits included) so that boxes laid out here never overlap
+# once a browser draws them (tests/report/test_report_chromium.py measures them in headless Chromium).
+FONT_PX = 11.0
+CHAR_WIDTH = 6.9
+LANE = 15.0  # one row of labels
+GAP = 8.0  # between two labels in one row
+NICE_STEPS = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
+
+
+def _text_width(text: str) -> float:
+    return len(text) * CHAR_WIDTH + 2.0
+
+
+def _tick_label(seconds: float) -> str:
+    if seconds == 0:
+        return "0"
+    return format_seconds(seconds)
+
+
+class _Lanes:
+    """Rows of labels: each label takes the first row where it overlaps no other (greedy, left to right)."""
+
+    def __init__(self) -> None:
+        self.ends: list[float] = []
+
+    def place(self, x0: float, x1: float) -> int:
+        for index, end in enumerate(self.ends):
+            if x0 >= end + GAP:
+                self.ends[index] = x1
+                return index
+        self.ends.append(x1)
+        return len(self.ends) - 1
+
+
+def _fit(center: float, width: float, low: float, high: float) -> float:
+    """The left edge of a ``width`` wide label centred on ``center``, moved to stay within [low, high]."""
+    x0 = center - width / 2
+    return max(low, min(x0, high - width))
+
+
 def timeline_bar(record: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]], *, width: float = 720.0,
                  left: float = 16.0, right: float = 16.0) -> dict[str, Any]:
-    """Geometry of the timeline drawn as one bar: each phase a segment (``x``, ``width`` in
-    user units of an SVG ``viewBox`` ``width`` wide), each phase's target a marker where the
-    phase had to end, and the total target a marker ``total`` after detection. Time runs from
-    the deployment (or the detection, when the deployment time is unknown)."""
+    """Geometry of the timeline drawn as one bar, in user units of an SVG ``viewBox`` ``width`` wide.
+
+    The axis is scaled to the incident (from the deployment, or the detection when the deployment time is
+    unknown, to its last recorded moment), not to the targets: each phase is a segment, each phase's target
+    a marker where the phase had to end, and the total target a marker ``total`` after detection; a target
+    beyond the axis is listed at its right end, "off scale". Every label (``labels``: ``x`` is its left
+    edge, ``y`` its baseline, ``text``, ``kind``) is laid out here in rows so that none overlaps another
+    or leaves the picture; ``height`` follows the rows used."""
     timeline = record.get("timeline") or {}
     moments = {key: parse_time(timeline.get(key)) for key, _ in TIMELINE}
     origin = moments["deployment_initiated"] or moments["detected"]
     by_phase = {m["phase"]: m for m in metrics}
-    usable = width - left - right
+    empty = {"width": width, "height": 0.0, "segments": [], "markers": [], "ticks": [], "labels": [],
+             "offscale": [], "span_seconds": 0, "origin": None}
     if origin is None:
-        return {"width": width, "segments": [], "markers": [], "ticks": [], "span_seconds": 0, "origin": None}
+        return empty
 
     def offset(moment: dt.datetime) -> float:
         return (moment - origin).total_seconds()
 
     segments: list[dict[str, Any]] = []
-    markers: list[dict[str, Any]] = []
+    targets: list[dict[str, Any]] = []
     ends = [0.0]
     for phase, label, start, end in PHASES[:-1]:
         a, b = moments.get(start), moments.get(end)
@@ -217,26 +340,135 @@ def timeline_bar(record: Mapping[str, Any], metrics: Sequence[Mapping[str, Any]]
         segments.append({"phase": phase, "label": label, "start": offset(a), "end": offset(b),
                          "seconds": metric["seconds"], "text": metric["text"], "met": metric["met"],
                          "verdict": metric["verdict"], "target_text": metric["target_text"]})
-        markers.append({"phase": phase, "label": f"{phase} target", "at": offset(a) + metric["target_seconds"],
-                        "kind": "phase"})
-        ends += [offset(b), offset(a) + metric["target_seconds"]]
+        targets.append({"phase": phase, "label": f"{phase} target", "at": offset(a) + metric["target_seconds"],
+                        "kind": "phase", "target_text": format_seconds(metric["target_seconds"])})
+        ends.append(offset(b))
+    if not segments:
+        return empty
     detected = moments["detected"]
     if detected is not None:
         total = by_phase["total"]
-        markers.append({"phase": "total", "label": f"total target ({format_seconds(total['target_seconds'])})",
-                        "at": offset(detected) + total["target_seconds"], "kind": "total"})
-        ends.append(offset(detected) + total["target_seconds"])
-    span = max(max(ends), 1.0)
-    scale = usable / span
+        targets.append({"phase": "total", "label": f"total target ({format_seconds(total['target_seconds'])})",
+                        "at": offset(detected) + total["target_seconds"], "kind": "total",
+                        "target_text": format_seconds(total["target_seconds"])})
+    extent = max(max(ends), 1.0)
+    # A target a little beyond the incident's end still fits the axis; one far beyond it is off scale.
+    reach = max([extent, *(t["at"] for t in targets if t["at"] <= extent * 1.5)])
+    domain = reach * 1.04
+    on_scale = [t for t in targets if t["at"] <= domain]
+    off_scale = [t for t in targets if t["at"] > domain]
+    arrow = 10.0 if off_scale else 0.0
+    plot_left, plot_right = left, width - right - arrow
+    scale = (plot_right - plot_left) / domain
+
+    def x_of(seconds: float) -> float:
+        return round(float(plot_left + seconds * scale), 2)
+
     for segment in segments:
-        segment["x"] = round(left + segment["start"] * scale, 2)
+        segment["x"] = x_of(segment["start"])
         segment["width"] = round(max((segment["end"] - segment["start"]) * scale, 1.0), 2)
+    markers: list[dict[str, Any]] = []
+    for target in on_scale:
+        markers.append({**target, "x": x_of(target["at"])})
+    limit = (plot_right - plot_left) / 80.0
+    step = next((s for s in NICE_STEPS if domain / s <= limit), NICE_STEPS[-1])
+    ticks: list[dict[str, Any]] = [{"x": x_of(t), "label": _tick_label(t), "at": t}
+                                   for t in range(0, int(domain) + 1, step)]
+
+    low, high = left, width - right
+    above, below = _Lanes(), _Lanes()
+    # (row, left edge, estimated width, text, kind): laid out with the estimated widths; drawn anchored at
+    # the middle (or at the picture's edge when pushed against it), so the real, narrower text stays inside
+    # the box it was given.
+    placed_above: list[tuple[int, float, float, str, str]] = []
+    for segment in sorted(segments, key=lambda s: s["x"] + s["width"] / 2):
+        text = f"{segment['phase']} {segment['text']}"
+        w = _text_width(text)
+        x0 = _fit(segment["x"] + segment["width"] / 2, w, low, high)
+        placed_above.append((above.place(x0, x0 + w), x0, w, text, segment["phase"]))
+    tick_row: list[tuple[int, float, float, str, str]] = []
+    tick_end = -1e9
+    for tick in ticks:
+        w = _text_width(str(tick["label"]))
+        x0 = _fit(float(tick["x"]), w, low, high)
+        if x0 >= tick_end + GAP:  # a tick label that would touch the previous one is left out
+            tick_row.append((0, x0, w, str(tick["label"]), "tick"))
+            tick_end = x0 + w
+    placed_below: list[tuple[int, float, float, str, str]] = []
+    for marker in sorted(markers, key=lambda m: m["x"]):
+        w = _text_width(marker["label"])
+        x0 = _fit(marker["x"], w, low, high)
+        placed_below.append((below.place(x0, x0 + w), x0, w, marker["label"], marker["kind"]))
+    # The targets beyond the axis, in as few rows as fit, each row against the right edge under the axis's end.
+    placed_off: list[tuple[int, float, float, str, str]] = []
+    rows: list[str] = []
+    for target in sorted(off_scale, key=lambda t: t["at"]):
+        item = f"{target['label'].split(' (')[0]} {target['target_text']}"
+        head = "targets off scale: " if not rows else ""
+        if rows and _text_width(f"{rows[-1]}, {item}") <= high - low:
+            rows[-1] = f"{rows[-1]}, {item}"
+        else:
+            rows.append(f"{head}{item}")
+    for row, text in enumerate(rows):
+        placed_off.append((row, high - _text_width(text), _text_width(text), text, "offscale"))
+
+    top = 4.0
+    rows_above = max((row for row, *_ in placed_above), default=-1) + 1
+    bar_y = top + rows_above * LANE + 4.0
+    bar_h = 22.0
+    axis_y = bar_y + bar_h + 6.0
+    tick_y = axis_y + 4.0 + FONT_PX + 2.0
+    below_y = tick_y + LANE
+    rows_below = max((row for row, *_ in placed_below), default=-1) + 1
+    off_y = below_y + rows_below * LANE
+
+    def placed(row_y: float, x0: float, w: float, text: str, kind: str) -> dict[str, Any]:
+        if x0 <= low + 0.01:
+            x, anchor = low, "start"
+        elif x0 + w >= high - 0.01:
+            x, anchor = high, "end"
+        else:
+            x, anchor = x0 + w / 2, "middle"
+        return {"x": round(x, 2), "y": round(row_y, 2), "anchor": anchor, "text": text,
+                "kind": "phase" if kind in by_phase else kind, "box": [round(x0, 2), round(x0 + w, 2)]}
+
+    labels = [placed(bar_y - 5.0 - row * LANE, x0, w, text, kind) for row, x0, w, text, kind in placed_above]
+    labels += [placed(tick_y, x0, w, text, kind) for _, x0, w, text, kind in tick_row]
+    labels += [placed(below_y + row * LANE, x0, w, text, kind) for row, x0, w, text, kind in placed_below]
+    labels += [placed(off_y + row * LANE, x0, w, text, kind) for row, x0, w, text, kind in placed_off]
+    height = round(max([tick_y] + [lab["y"] for lab in labels]) + 6.0, 2)
     for marker in markers:
-        marker["x"] = round(left + marker["at"] * scale, 2)
-    step = next(s for s in (60, 120, 300, 600, 900, 1800, 3600, 7200, 14400, 43200, 86400) if span / s <= 10)
-    ticks = [{"x": round(left + t * scale, 2), "label": f"{t // 60} min"} for t in range(0, int(span) + 1, step)]
-    return {"width": width, "segments": segments, "markers": markers, "ticks": ticks, "span_seconds": span,
-            "origin": _iso(origin)}
+        marker["y1"] = round(bar_y - (4.0 if marker["kind"] == "total" else 2.0), 2)
+        marker["y2"] = round(axis_y + (6.0 if marker["kind"] == "total" else 2.0), 2)
+    return {"width": width, "height": height, "bar_y": round(bar_y, 2), "bar_height": bar_h,
+            "axis_y": round(axis_y, 2), "plot_left": plot_left, "plot_right": round(plot_right, 2),
+            "segments": segments, "markers": markers, "ticks": ticks, "labels": labels,
+            "offscale": [{"phase": t["phase"], "label": t["label"], "at": t["at"]} for t in off_scale],
+            "span_seconds": round(domain, 3), "origin": _iso(origin)}
+
+
+def timeline_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The timeline as aligned text lines (``rollback drill``, ``rollback incident show``)."""
+    lines = []
+    for row in rows:
+        moment = row.get("time") or "not recorded"
+        since = f"  ({row['since_detected']})" if row.get("since_detected") else ""
+        detail = f": {row['detail']}" if row.get("detail") else ""
+        lines.append(f"  {moment:<12}  {row.get('label')}{since}{detail}")
+    return lines
+
+
+def metric_lines(rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The metrics against the targets as an aligned text table: the words ``rollback run`` prints too
+    (``1 min 4 s``, ``met``/``missed``)."""
+    if not rows:
+        return []
+    width = max(len(str(m.get("label"))) for m in rows)
+    lines = [f"  {'metric'.ljust(width)}  {'time':>12}  {'target':>10}  verdict"]
+    for m in rows:
+        lines.append(f"  {str(m.get('label')).ljust(width)}  {m.get('text')!s:>12}  {m.get('target_text')!s:>10}  "
+                     f"{m.get('verdict')}")
+    return lines
 
 
 # --------------------------------------------------------------------------- actions from the journals
@@ -247,28 +479,81 @@ def _entry_seconds(start: Any, end: Any) -> float | None:
     return round((b - a).total_seconds(), 3) if a is not None and b is not None else None
 
 
+# How a step's result fields read in a sentence (:func:`result_text`). Keys not named here read as
+# "<key in words> <value>" (a count as "<value> <key in words>"); paths, manifests and ids of the
+# same thing are left out (the journal keeps every field).
+_LEFT_OUT = frozenset({"already_done", "seconds", "manifest", "manifest_path", "path", "owns", "source",
+                       "split_tables", "items", "from_url", "to_url", "deployment_id", "project_id",
+                       "distribution_id", "checked_at", "incident", "since", "taken_at", "evidence"})
+_COUNTS = frozenset({"files", "tables", "rows", "total_rows", "toc_entries", "terminated_sessions", "sends",
+                     "keys", "steps", "rounds", "copied", "skipped"})
+_WORDS = {"total_rows": "rows", "toc_entries": "TOC entries", "terminated_sessions": "session(s) ended",
+          "sends": "request(s) sent", "rounds": "round(s)", "job_status": "job", "set_aside": "kept aside as",
+          "from_deployment_id": "from", "to_deployment_id": "to", "from_version": "from version",
+          "new_version": "new version", "current_version": "now version", "prisma_migration_head": "Prisma head",
+          "confirmed_by": "confirmed by the", "etag": "ETag", "arn": "ARN", "id": "id"}
+_FLAGS = {"ok": ("ok", "NOT ok"), "match": ("counts match", "counts DIFFER"), "changed": ("changed", "unchanged"),
+          "retried": ("retried after a 412", ""), "superuser": ("superuser", ""), "createdb": ("may create databases",
+                                                                                         "may NOT create databases"),
+          "can_signal_backends": ("may end sessions", "")}
+
+
+def _size_text(value: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GB"
+
+
+def _field_phrase(key: str, value: Any) -> str:
+    words = _WORDS.get(key, key.replace("_", " "))
+    if isinstance(value, bool):
+        yes, no = _FLAGS.get(key, (words, f"not {words}"))
+        return yes if value else no
+    if isinstance(value, (int, float)) and key.endswith("_seconds"):
+        what = key[: -len("_seconds")].replace("_", " ")
+        return f"{what} {value * 1000:.0f} ms" if value < 1 else f"{what} {format_seconds(float(value))}"
+    if isinstance(value, (int, float)) and key.endswith("bytes"):
+        return _size_text(float(value))
+    if isinstance(value, (int, float)) and key in _COUNTS:
+        return f"{_plain(value)} {words}"
+    if isinstance(value, (list, tuple)):
+        shown = [str(v) for v in value if isinstance(v, (str, int, float))]
+        if shown and len(shown) == len(value) and len(", ".join(shown)) <= 60:
+            return f"{words} {', '.join(shown)}"
+        return f"{len(value)} {words}"
+    if isinstance(value, Mapping):
+        if key == "summary":
+            names = {"pass": "passed", "fail": "failed"}
+            return ", ".join(f"{_plain(v)} {names.get(k, k.replace('_', ' '))}" for k, v in value.items())
+        return ""
+    return f"{words} {_plain(value)}"
+
+
 def result_text(result: Any, *, limit: int = 200) -> str:
-    """A step's result in one line: its ``would`` or its scalar fields, nested ones counted."""
+    """A step's result as a readable phrase (``backup app-...: 5 files, 15 TOC entries, ok``): its ``would``,
+    or its fields in words; paths and nested documents are left out (the journal has them)."""
     if not isinstance(result, Mapping) or not result:
         return ""
     if result.get("would"):
         return f"would {result['would']}" if not str(result["would"]).startswith("would") else str(result["would"])
+    fields = {k: v for k, v in result.items() if v is not None and k not in _LEFT_OUT}
     parts: list[str] = []
-    for key, value in result.items():
-        if key in ("already_done", "seconds") or value is None:
-            continue
-        if isinstance(value, bool):
-            parts.append(f"{key}={'true' if value else 'false'}")
-        elif isinstance(value, (str, int, float)):
-            parts.append(f"{key}={_plain(value)}")
-        elif isinstance(value, (list, tuple)):
-            parts.append(f"{key}=[{len(value)}]")
+    if "etag_before" in fields and "etag_after" in fields:
+        parts.append(f"ETag {fields.pop('etag_before')} -> {fields.pop('etag_after')}")
+    if "key" in fields and "before" in fields and "value" in fields:
+        parts.append(f"{fields.pop('key')}: {fields.pop('before') or '(unset)'} -> {fields.pop('value')}")
+    if "restore" in fields and str(fields["restore"]).startswith("rollback "):
+        parts.append(f"undo with '{fields.pop('restore')}'")
+    parts += [p for p in (_field_phrase(k, v) for k, v in fields.items()) if p]
     text = ", ".join(parts)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def run_actions(run: RunRecord) -> dict[str, Any]:
-    """One run's steps in plan order with status (``done``, ``already done``, ``failed``,
+    """One run's steps in plan order with status (``done``, ``already done``, ``finished`` for a wait that
+    found its work over, ``failed``,
     ``running`` when the run ended mid-step, ``not run``, ``dry run``), duration and result."""
     order: list[str] = []
     steps: dict[str, dict[str, Any]] = {}
@@ -299,7 +584,8 @@ def run_actions(run: RunRecord) -> dict[str, Any]:
                 raw = entry.get("result")
                 result: Mapping[str, Any] = raw if isinstance(raw, Mapping) else {}
                 already = bool(entry.get("already_done") or result.get("already_done"))
-                status = "dry run" if entry.get("dry_run") else ("already done" if already else "done")
+                status = "dry run" if entry.get("dry_run") else (
+                    finished_word(str(item.get("action") or "")) if already else "done")
                 item.update(status=status, finished_at=entry.get("ts"), result=dict(result),
                             result_text=result_text(result))
                 item["seconds"] = _entry_seconds(item["started_at"], entry.get("ts"))
@@ -310,6 +596,10 @@ def run_actions(run: RunRecord) -> dict[str, Any]:
     for number, row in enumerate(rows, start=1):
         row["n"] = number
         row["seconds_text"] = format_seconds(row["seconds"]) if row["seconds"] is not None else ""
+        took = row["seconds"]
+        timed = took is not None and row["status"] in ("done", "failed", "finished")
+        duration = (f"{took * 1000:.0f} ms" if took < 1 else row["seconds_text"]) if timed else ""
+        row["outcome"] = f"{row['status']} in {duration}" if timed else str(row["status"])
     started = run.started
     return {"run": run.run_id, "status": run.status, "command": started.get("command"),
             "dry_run": bool(started.get("dry_run")), "resumes": started.get("resumes"),
@@ -357,7 +647,7 @@ def data_loss_facts(actions: Sequence[Mapping[str, Any]]) -> DataLossFacts:
         if run.get("dry_run"):
             continue
         for step in run.get("steps", []):
-            if step.get("status") not in ("done", "already done"):
+            if step.get("status") not in DONE:
                 continue
             action = str(step.get("action") or "")
             params = step.get("params") or {}
@@ -462,6 +752,19 @@ class Impact:
     def not_measured(cls, reason: str) -> Impact:
         return cls(measured=False, reason=reason)
 
+    @classmethod
+    def from_dict(cls, document: Mapping[str, Any]) -> Impact:
+        """The impact as :meth:`to_dict` wrote it (the figures an incident's ``closed`` event stores)."""
+        def number(key: str) -> float | None:
+            return _number(document.get(key))
+
+        requests, failed = number("requests"), number("requests_failed")
+        return cls(measured=bool(document.get("measured")), requests=int(requests) if requests is not None else None,
+                   requests_failed=int(failed) if failed is not None else None, error_rate=number("error_rate"),
+                   peak_error_rate=number("peak_error_rate"), window_start=document.get("window_start"),
+                   window_end=document.get("window_end"), source=str(document.get("source") or ""),
+                   reason=str(document.get("reason") or ""))
+
     def to_dict(self) -> dict[str, Any]:
         return {"measured": self.measured, "requests": self.requests, "requests_failed": self.requests_failed,
                 "error_rate": self.error_rate, "peak_error_rate": self.peak_error_rate,
@@ -545,7 +848,9 @@ def timeline_details(record: Mapping[str, Any], actions: Sequence[Mapping[str, A
     return details
 
 
-def _timeline_rows(record: Mapping[str, Any], details: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+def timeline_rows(record: Mapping[str, Any], details: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The runbook's timeline of an incident record: one row per moment (``time``, ``label``,
+    ``since_detected``, ``detail``; ``known`` False for a moment not recorded)."""
     timeline = record.get("timeline") or {}
     detected = parse_time(timeline.get("detected"))
     first_day = None
@@ -609,12 +914,12 @@ def build_report(
     start = parse_time(timeline.get("deployment_initiated")) or detected
     end = parse_time(timeline.get("restored")) or parse_time(timeline.get("verified"))
     duration = (end - start).total_seconds() if start is not None and end is not None else None
-    metrics = _metrics(record)
+    metrics = metric_rows(record)
     actions = [run_actions(run) for run in runs]
     verifications = [v for v in record.get("verifications") or [] if isinstance(v, Mapping)]
     last = verifications[-1] if verifications else None
     facts = data_loss_facts(actions)
-    reasons = [dict(r) | {"text": reason_text(r)} for r in record.get("reasons") or [] if isinstance(r, Mapping)]
+    reasons = [dict(r) | {"text": reason_sentence(r)} for r in record.get("reasons") or [] if isinstance(r, Mapping)]
     notes = [str(e.get("message")) for e in record.get("events") or []
              if isinstance(e, Mapping) and e.get("event") == "note" and e.get("message")]
     brief = _brief(record)
@@ -639,16 +944,18 @@ def build_report(
             "end_time": _iso(end),
             "severity": record.get("severity"),
             "reasons": reasons,
-            "impact": {**impact.to_dict(), **_impact_lines(impact), "users_affected": "not measured"},
+            "impact": {**impact.to_dict(), **_impact_lines(impact),
+                       "users_affected": "not measured (CloudFront counts requests, not the users who made them)"},
         },
-        "timeline": _timeline_rows(record, timeline_details(record, actions)),
+        "timeline": timeline_rows(record, timeline_details(record, actions)),
         "resolution": _resolution(record),
         "actions": actions,
         "missing_runs": list(missing_runs),
         "verification": None if last is None else {
             "ok": bool(last.get("ok")), "strict": bool(last.get("strict")), "checked_at": last.get("checked_at"),
-            "seconds": last.get("seconds"), "items": [dict(i) for i in last.get("items") or []
-                                                      if isinstance(i, Mapping)],
+            "seconds": last.get("seconds"),
+            "items": [{"not_healed_by_run": False, **i} for i in last.get("items") or [] if isinstance(i, Mapping)],
+            "not_healed": last.get("not_healed") if isinstance(last.get("not_healed"), Mapping) else None,
             "count": len(verifications)},
         "data_loss": _data_loss(facts, rows_only_in_kept),
         "metrics": metrics,

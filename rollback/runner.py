@@ -23,6 +23,7 @@ the run ends with :class:`~rollback.errors.Interrupted` (exit 130).
 
 from __future__ import annotations
 
+import re
 import signal
 import threading
 import time
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from rollback.errors import BadInput, Interrupted, LockHeld, Refused, RollbackError, UnsafePrecondition
 from rollback.lock import ensure_held
-from rollback.plan import Plan, Step
+from rollback.plan import Plan, Step, finished_word
 from rollback.redact import redact, redact_text
 
 if TYPE_CHECKING:
@@ -56,6 +57,7 @@ __all__ = [
     "execute",
     "handler",
     "load_resume_point",
+    "next_command_hint",
     "read_only",
     "renamed_actions",
     "resume",
@@ -295,7 +297,7 @@ class _Lines(RunObserver):
 
     def step_finished(self, number: int, item: StepResult) -> None:
         if item.already_done:
-            self.say(f"already done: {item.step.describe()}")
+            self.say(f"{finished_word(item.step.action)}: {item.step.describe()}")
 
 
 Progress = Callable[[str], None] | RunObserver
@@ -526,6 +528,28 @@ class ResumePoint:
     def to_dict(self) -> dict[str, Any]:
         return {"run": self.run_id, "env": self.env, "status": self.status, "command": self.command,
                 "plan": self.plan.to_dict(), "done": sorted(self.done), "next_step": self.next_step}
+
+
+# "..., then run the command again": said by errors raised inside a run, where the command to type again
+# is the resume (a second command beside it would leave the reader to choose).
+_AGAIN = re.compile(r"[,;]?\s*(?:and |then )?(?:re-?run|run) (?:the|this|that|it)(?: same)?(?: command)?(?: again)?"
+                    r"(?=$|[;,.)])", re.IGNORECASE)
+# A command of its own in a hint ('rollback journal ...' only points at the record, where the resume is).
+_QUOTED_COMMAND = re.compile(r"['`](?:rollback (?!journal)|pulumi |aws |vercel |psql |git )[^'`]+['`]")
+
+
+def next_command_hint(hint: str, resume: str) -> str:
+    """A failed run's hint naming one next command, not two: an advice to run the command again becomes
+    ``..., then: <resume>``; a hint that names a command of its own (``'rollback verify'``) keeps it as the
+    one; otherwise the resume is added. ``resume`` is ``rollback resume <run id>``."""
+    if "rollback resume" in hint:
+        return hint
+    cleaned = _AGAIN.sub("", hint).strip(" ;,.")
+    if not _QUOTED_COMMAND.search(hint) and "rollback journal" in hint:
+        cleaned = ""  # the default hint: the resume says more than the journal listing
+    if cleaned != hint.strip(" ;,.") or not _QUOTED_COMMAND.search(hint):
+        return f"{cleaned}, then: {resume}" if cleaned else f"continue with: {resume}"
+    return hint
 
 
 def _plan_of(record: RunRecord) -> Plan:

@@ -228,6 +228,27 @@ class S3Versions:
             found = [v for v in found if v.key == key]
         return found
 
+    def has_current_object(self, bucket: str, prefix: str) -> bool:
+        """Whether some object under ``prefix`` exists now: a latest version that is no delete marker (a
+        zero-byte "folder" object named like the prefix does not count). Stops at the first one found."""
+        with aws_errors(f"listing s3://{bucket}/{prefix}", "check the bucket (the origin's domain) and your rights"):
+            paginator = self.s3.get_paginator("list_object_versions")
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+                if any(item.get("IsLatest") and not str(item["Key"]).endswith("/")
+                       for item in page.get("Versions", [])):
+                    return True
+        return False
+
+    def folders(self, bucket: str, prefix: str) -> list[str]:
+        """The folder names right under ``prefix`` (``releases/`` -> ``["r41", "r42"]``) that hold an
+        object now, sorted."""
+        names: list[str] = []
+        with aws_errors(f"listing s3://{bucket}/{prefix}", "check the bucket (the origin's domain) and your rights"):
+            paginator = self.s3.get_paginator("list_object_versions")
+            for page in paginator.paginate(Bucket=bucket, Prefix=prefix, Delimiter="/"):
+                names += [str(p["Prefix"]) for p in page.get("CommonPrefixes", []) if p.get("Prefix")]
+        return sorted(n[len(prefix):].rstrip("/") for n in dict.fromkeys(names) if self.has_current_object(bucket, n))
+
     def latest_version_id(self, bucket: str, key: str) -> str | None:
         versions = newest_first(self.list_versions(bucket, key=key))
         return versions[0].version_id if versions else None

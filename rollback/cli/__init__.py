@@ -52,6 +52,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "incident": ("rollback.cli.incident_cmd:incident", "Incident"),
     "verify": ("rollback.cli.verify_cmd:verify", "Incident"),
     "watch": ("rollback.cli.watch_cmd:watch", "Incident"),
+    "status": ("rollback.cli.status_cmd:status", "Incident"),
 }
 SECTIONS = ("Layers", "Incident", "Setup", "Practice")
 

@@ -47,10 +47,10 @@ def _apply(app: AppContext, plan: Plan, *, dry_run: bool, yes: bool, action: str
 
 
 def _step_lines(outcome: ExecutionResult) -> None:
+    from rollback.report import result_text
+
     for item in outcome.steps:
-        result = dict(item.result)
-        detail = result.get("would") or ", ".join(
-            f"{k}={v}" for k, v in result.items() if k not in ("manifest", "owns") and not isinstance(v, (dict, list)))
+        detail = result_text(item.result)
         say(f"{'would ' if outcome.dry_run else 'done: '}{item.step.describe()} ({item.seconds:.2f} s)"
             + (f"\n    {detail}" if detail else ""), err=False)
 

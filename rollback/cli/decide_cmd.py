@@ -50,7 +50,8 @@ def decide(app: AppContext, error_rate: float | None, p95_ms: float | None, serv
            incident_ref: str | None, no_incident: bool, drill: bool) -> None:
     """Decide severity (P0..P3), the layers to roll back and how, from the runbook's matrix.
 
-    Give what you see as flags, or --live to measure it. Prints each reason
+    Give what you see as flags, or --live to measure it (which shows the
+    status screen of 'rollback status' first, read at the same time). Prints each reason
     with its measured value and threshold, and the 'rollback run' command to
     type. With --live it also finds which layers changed recently (the Vercel
     production deployment, the stack's latest update, the distribution and its
@@ -76,11 +77,15 @@ def decide(app: AppContext, error_rate: float | None, p95_ms: float | None, serv
                   cosmetic=cosmetic)
     result = run_decide(app.config(), flags, live=live, changed=changed or None, remove_commit=remove_commit,
                         record=not no_incident, incident=incident_ref, detected_at=detected_at,
-                        deployed_at=deployed_at, drill=drill, lookback=lookback)
+                        deployed_at=deployed_at, drill=drill, lookback=lookback, status=live and not app.json)
     decision = result.decision
 
     def human() -> None:
         out = click.echo
+        if result.status is not None:
+            for line in result.status.lines():
+                out(printable(line))
+            out("")
         if decision.severity is None:
             out(f"no rollback indicated: no signal crosses a threshold ({result.seconds:.2f} s)")
         else:

@@ -22,6 +22,8 @@ def _set_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
 
 def _lines(result: DrillResult) -> list[str]:
     """The timeline, the metrics table and the drill's phases, as plain aligned text."""
+    from rollback.report import metric_lines, timeline_lines
+
     report = result.report or {}
     lines = []
     what = f"drill {result.id} of env {result.env}"
@@ -30,22 +32,11 @@ def _lines(result: DrillResult) -> list[str]:
     lines.append(printable(what))
     timeline = report.get("timeline") or []
     if timeline:
-        lines.append("")
-        lines.append("timeline (UTC)")
-        for row in timeline:
-            moment = row.get("time") or "not recorded"
-            since = f"  ({row['since_detected']})" if row.get("since_detected") else ""
-            detail = f": {row['detail']}" if row.get("detail") else ""
-            lines.append(printable(f"  {moment:<12}  {row.get('label')}{since}{detail}"))
+        lines += ["", "timeline (UTC)", *(printable(line) for line in timeline_lines(timeline))]
     metrics = report.get("metrics") or []
     if metrics:
-        lines.append("")
-        lines.append("rollback metrics (from the incident record) against the targets")
-        width = max(len(str(m.get("label"))) for m in metrics)
-        lines.append(f"  {'metric'.ljust(width)}  {'time':>12}  {'target':>10}  verdict")
-        for m in metrics:
-            lines.append(printable(f"  {str(m.get('label')).ljust(width)}  {m.get('text')!s:>12}  "
-                                   f"{m.get('target_text')!s:>10}  {m.get('verdict')}"))
+        lines += ["", "rollback metrics (from the incident record) against the targets",
+                  *(printable(line) for line in metric_lines(metrics))]
     lines.append("")
     lines.append("drill phases (wall time)")
     for phase in result.phases:

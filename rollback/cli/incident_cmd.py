@@ -27,60 +27,83 @@ def list_command(app: AppContext, all_envs: bool, only_open: bool) -> None:
       rollback incident list --open
     """
     from rollback.commands import incident as commands
+    from rollback.decide import order_layers
 
     config = app.config()
     rows = commands.list_(config, all_envs=all_envs, include_closed=not only_open)
 
     def human() -> None:
         if not rows:
-            say(f"no incidents in {commands.directory(config)}")
+            scope = "all environments" if all_envs else f"env {config.env_name}"
+            say(f"no open incidents ({scope}; {commands.directory(config)})" if only_open else
+                f"no incidents ({scope}; {commands.directory(config)})")
             return
         print_table(["incident", "env", "status", "severity", "layers", "detected", "verified", "runs"],
                     [(r["id"], r["env"], r["status"] + (" (drill)" if r["drill"] else ""), r["severity"],
-                      ",".join(r["layers"]), r["detected"], r["verified"], r["runs"]) for r in rows])
+                      ",".join(n for n in order_layers(r["layers"]) if n not in ("core", "verify")), r["detected"],
+                      r["verified"], r["runs"]) for r in rows])
 
     emit(app, {"dir": str(commands.directory(config)), "incidents": rows}, human)
 
 
-def _minutes(seconds: Any) -> str:
-    if not isinstance(seconds, (int, float)):
-        return "-"
-    return f"{seconds / 60:.1f} min"
-
-
 def _show(record: dict[str, Any]) -> None:
+    """The incident for people: the words and durations ``rollback run`` and the report use
+    (``1 min 4 s``, ``met``), the reasons as sentences, the notes."""
+    from rollback.decide import order_layers
+    from rollback.report import metric_lines, metric_rows, reason_sentence, timeline_lines, timeline_rows
+
     out = click.echo
     drill = " (drill)" if record["drill"] else ""
-    out(f"incident {record['id']}{drill}: env {record['env']}, {record['status']}, severity "
-        f"{record['severity'] or '-'}, layers {','.join(record['layers']) or '-'}")
+    layers = ", ".join(n for n in order_layers(record["layers"]) if n not in ("core", "verify")) or "none recorded"
+    out(printable(f"incident {record['id']}{drill}: env {record['env']}, {record['status']}, severity "
+                  f"{record['severity'] or 'not decided'}, layers {layers}"))
     if record["command"]:
         out(f"command: {printable(record['command'])}")
-    for reason in record["reasons"]:
-        unit = f" {reason.get('unit')}" if reason.get("unit") else ""
-        out(f"  reason: {printable(reason.get('signal'))} = {printable(reason.get('value'))}{unit} "
-            f"(threshold {printable(reason.get('threshold'))}{unit if reason.get('unit') else ''})")
-    timeline = record["timeline"]
-    print_table(["moment", "at"], [(key.replace("_", " "), value or "-") for key, value in timeline.items()],
-                title="timeline")
-    metrics, targets = record["metrics"], record["targets"]
-    rows = []
-    for key in ("detect", "decide", "rollback", "verify", "total"):
-        value = metrics[key]
-        verdict = "-" if value is None else ("ok" if value <= targets[key] else "OVER")
-        rows.append((key, _minutes(value), f"< {_minutes(targets[key])}", verdict))
-    print_table(["metric", "took", "target", "verdict"], rows, title="recovery metrics")
+    if record["reasons"]:
+        out("reasons:")
+        for reason in record["reasons"]:
+            severity = f"{reason.get('severity')}  " if reason.get("severity") else ""
+            out(printable(f"  {severity}{reason_sentence(reason)}"))
+    out("")
+    out("timeline (UTC)")
+    for line in timeline_lines(timeline_rows(record)):
+        out(printable(line))
+    out("")
+    out("rollback metrics against the targets")
+    for line in metric_lines(metric_rows(record)):
+        out(printable(line))
     for page in record.get("needs_person") or []:
-        command = printable(page.get("command") or "(see the reasons)")
-        out(f"a person must act: {command} ({printable(page.get('why'))})")
+        command = page.get("command") or "(see the reasons)"
+        out(printable(f"a person must act: {command} ({page.get('why')})"))
     if record["runs"]:
+        out("")
         out("runs: " + ", ".join(record["runs"]))
     for document in record["verifications"]:
         if isinstance(document, dict):
             items = document.get("items", [])
             failed = sum(1 for i in items if i.get("status") == "fail")
             unmeasured = sum(1 for i in items if i.get("status") == "not measured")
-            out(f"verification at {document.get('checked_at')}: {'ok' if document.get('ok') else 'FAILED'} "
-                f"({len(items)} items, {failed} failed, {unmeasured} not measured)")
+            verdict = "passed" if document.get("ok") else "FAILED"
+            out(f"verification at {document.get('checked_at')}: {verdict} ({len(items) - failed - unmeasured} passed, "
+                f"{failed} failed, {unmeasured} not measured)")
+    notes = [e for e in record.get("events") or [] if e.get("event") == "note" and e.get("message")]
+    if notes:
+        out("")
+        out("notes")
+        for note in notes:
+            out(printable(f"  {_clock(note.get('ts'))}  {note.get('message')}"))
+    closed = next((e for e in record.get("events") or [] if e.get("event") == "closed"), None)
+    if closed is not None:
+        out("")
+        out(printable(f"closed at {_clock(closed.get('ts'))} by {closed.get('by') or 'someone'}: "
+                      f"{closed.get('resolution') or '(no resolution given)'}"))
+
+
+def _clock(stamp: Any) -> str:
+    from rollback.report import parse_time
+
+    moment = parse_time(stamp)
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment is not None else "?"
 
 
 @incident.command("show")

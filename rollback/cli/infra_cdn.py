@@ -190,7 +190,9 @@ def release_command(app: AppContext, release: str, distribution: str | None, ori
                     poll_interval: str, no_pin: bool, dry_run: bool, yes: bool) -> None:
     """Serve another assets release: the origin path alone becomes
     /releases/RELEASE, under the ETag read now (412: exit 4, nothing
-    overwritten). Saves the current config first, waits until Deployed,
+    overwritten). A release folder that is missing or holds no object is
+    refused (exit 2, listing the releases in the bucket): serving it would
+    take the site down. Saves the current config first, waits until Deployed,
     invalidates every path that origin serves (the cache key does not include
     the origin path), pins assetsRelease in the stack config.
 
@@ -204,6 +206,6 @@ def release_command(app: AppContext, release: str, distribution: str | None, ori
     distribution_id = _distribution(services, distribution)
     planned = commands.plan_release(services.config, services.edge(), distribution_id=distribution_id,
                                     release=release, origin=origin, pin=not no_pin,
-                                    timeout=_seconds(timeout, "--timeout"))
+                                    timeout=_seconds(timeout, "--timeout"), store=services.s3())
     _run(app, planned, services, dry_run=dry_run, yes=yes, interval=_seconds(poll_interval, "--poll-interval"),
          action=f"switch distribution {distribution_id} to release {release}", verb="cdn release")

@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from rollback.cli.support import _markup, _plan_table, printable, say
+from rollback.plan import finished_word
 from rollback.runner import RunObserver
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ class PlainProgress(RunObserver):
 
     def step_finished(self, number: int, item: StepResult) -> None:
         if item.already_done:
-            say(f"[{number}/{self.total}] already done")
+            say(f"[{number}/{self.total}] {finished_word(item.step.action)}")
         elif not item.dry_run:
             say(f"[{number}/{self.total}] done ({item.seconds:.2f} s)")
 
@@ -91,7 +92,7 @@ class LiveProgress(RunObserver):
     def step_finished(self, number: int, item: StepResult) -> None:
         self.running = None
         if item.already_done:
-            self.states[number] = "[green]already done[/]"
+            self.states[number] = f"[green]{finished_word(item.step.action)}[/]"
         elif item.dry_run:
             self.states[number] = "[yellow]would[/]"
         else:

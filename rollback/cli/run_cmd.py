@@ -272,9 +272,9 @@ def _execute(app: AppContext, config: Config, plan: Plan, planned: RunPlan | Non
     """Confirm and show progress here; the run itself is the library's :func:`execute_run`, the same
     path ``rollback watch`` takes when it acts."""
     from rollback.cli.support import confirm_plan, plan_progress
-    from rollback.commands.run_exec import execute_run, run_summary
+    from rollback.commands.run_exec import execute_run, rolled_back, run_summary
 
-    action = f"roll back {', '.join(n for n in plan.layers if n not in ('core', 'verify'))} of env {config.env_name}"
+    action = f"roll back {', '.join(rolled_back(plan.layers))} of env {config.env_name}"
     asked = confirm_plan(app, plan, dry_run=dry_run, yes=yes, action=action)
     try:
         with plan_progress(app, plan, dry_run=dry_run, show_notes=not asked) as display:
@@ -376,10 +376,10 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
     asks = any(s.destructive for s in left) and not dry_run
     if asks and not yes:
         if not sys.stdin.isatty():
-            confirm("", yes=False, action=f"resume run {point.run_id}")
+            confirm("", yes=False, action=f"resume run {point.run_id}", env=point.plan.env)
         show_plan(app, point.plan, dry_run=dry_run)
         confirm(f"continue run {point.run_id} from step {point.next_step}?", yes=yes,
-                action=f"resume run {point.run_id}")
+                action=f"resume run {point.run_id}", env=point.plan.env)
     tracker: RunTracker | None = None
     if not dry_run:
         from rollback.incident import read_incident

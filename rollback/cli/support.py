@@ -181,17 +181,19 @@ def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title:
     Console(soft_wrap=False, width=width).print(table)
 
 
-def _require_a_way_to_confirm(action: str, yes: bool) -> None:
+def _require_a_way_to_confirm(action: str, yes: bool, env: str | None = None) -> None:
     if not yes and not sys.stdin.isatty():
-        raise ConfirmationRequired(f"refusing to {action} without confirmation: no terminal to ask on",
+        where = f" (env {env})" if env and f"env {env}" not in action else ""
+        raise ConfirmationRequired(f"refusing to {action}{where} without confirmation: no terminal to ask on",
                                    "pass --yes to confirm, or --dry-run to see what it would do")
 
 
-def confirm(prompt: str, *, yes: bool, action: str) -> None:
-    """Ask before a destructive step. Without a terminal and without --yes, refuse (exit 4)."""
+def confirm(prompt: str, *, yes: bool, action: str, env: str | None = None) -> None:
+    """Ask before a destructive step. Without a terminal and without --yes, refuse (exit 4), naming the
+    environment it refused."""
     if yes:
         return
-    _require_a_way_to_confirm(action, yes)
+    _require_a_way_to_confirm(action, yes, env)
     if not click.confirm(prompt, default=False, err=True):
         raise Refused(f"{action}: cancelled at the prompt", "nothing was changed")
 
@@ -321,14 +323,14 @@ def confirm_plan(app: AppContext, plan: Plan, *, dry_run: bool, yes: bool, actio
     Returns whether a question was asked."""
     asks = (plan.is_destructive if confirm_first is None else confirm_first) and not dry_run
     if asks:
-        _require_a_way_to_confirm(action, yes)
+        _require_a_way_to_confirm(action, yes, plan.env)
     live = not app.json and sys.stderr.isatty()
     if not live:
         show_plan(app, plan, dry_run=dry_run)
     if asks and not yes:
         if live:
             show_plan(app, plan, dry_run=dry_run)
-        confirm(prompt or f"{action}?", yes=yes, action=action)
+        confirm(prompt or f"{action}?", yes=yes, action=action, env=plan.env)
         return True
     return False
 

@@ -36,13 +36,14 @@ import dataclasses
 import datetime as dt
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rollback import changes as recent
 from rollback.commands import incident as incidents
 from rollback.commands import signals as sources
+from rollback.commands.signals import Outcome
 from rollback.context import Services
 from rollback.decide import (
     RULES,
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from rollback.adapters.cloudwatch import AlarmState
     from rollback.adapters.vercel import RollingRelease
     from rollback.commands.signals import Production
+    from rollback.commands.status import StatusReport
     from rollback.config import Config
 
 __all__ = [
@@ -122,13 +124,15 @@ def flag_signals(flags: Flags) -> list[Signal]:
     return signals
 
 
-def live_budget(given: float | None = None, environ: dict[str, str] | None = None) -> float:
-    """The live sources' budget: ``given``, else ``$ROLLBACK_DECIDE_BUDGET``, else :data:`LIVE_BUDGET`."""
+def live_budget(given: float | None = None, environ: dict[str, str] | None = None, *,
+                default: float = LIVE_BUDGET) -> float:
+    """The live sources' budget: ``given``, else ``$ROLLBACK_DECIDE_BUDGET``, else ``default``
+    (:data:`LIVE_BUDGET`)."""
     if given is not None:
         return given
     raw = (os.environ if environ is None else environ).get(BUDGET_ENV, "").strip()
     if not raw:
-        return LIVE_BUDGET
+        return default
     try:
         value = float(raw)
     except ValueError:
@@ -151,6 +155,8 @@ class LiveReading:
     losses: list[RowLoss] | None = None  # grow-only tables with fewer rows than the newest backup (None: none read)
     notes: list[str] = field(default_factory=list)  # what the reading itself says (no CloudFront in front...)
     rolling: RollingRelease | None = None  # the project's rolling release (any state)
+    also: dict[str, Outcome] = field(default_factory=dict)  # the outcomes of the ``also`` readers
+    outcomes: dict[str, Outcome] = field(default_factory=dict)  # every source's outcome, by reader name
 
     @property
     def canary(self) -> RollingRelease | None:
@@ -164,11 +170,13 @@ def _not_measured(name: str, source: str, problem: str) -> Signal:
 
 def live_signals(config: Config, *, budget: float | None = None, minutes: int = METRIC_MINUTES,
                  alarms_only: bool = False, services: Services | None = None,
-                 since: dt.datetime | None = None) -> LiveReading:
+                 since: dt.datetime | None = None,
+                 also: Mapping[str, Callable[[], Any]] | None = None) -> LiveReading:
     """Measure every live source concurrently; a source that did not answer in time is not measured.
 
     ``since``: the CloudFront rates judge the window from then (never longer than ``minutes``): ``watch``
-    reads the time since the release began, not the minutes before it."""
+    reads the time since the release began, not the minutes before it. ``also``: more readers (the status
+    screen's) read at the same time, their outcomes in ``reading.also``."""
     budget = live_budget(budget)
     services = services if services is not None else Services(config)
     timeout = max(0.3, budget - 0.2)
@@ -187,9 +195,11 @@ def live_signals(config: Config, *, budget: float | None = None, minutes: int = 
             "changes.stack": lambda: sources.stack_changes(config, timeout=timeout),
             "changes.cdn": lambda: sources.cdn_changes(config, timeout=timeout, services=services),
         })
+    readers.update(also or {})
     started = time.monotonic()
     outcomes = sources.gather(readers, budget=budget)
-    reading = LiveReading(seconds=time.monotonic() - started)
+    reading = LiveReading(seconds=time.monotonic() - started,
+                          also={name: outcomes.pop(name) for name in also or {}}, outcomes=dict(outcomes))
     reading.sources = {name: {"ok": o.ok, "problem": o.problem, "seconds": round(o.seconds, 3)}
                        for name, o in outcomes.items()}
     signals = reading.signals
@@ -432,13 +442,15 @@ class DecideResult:
     live: LiveReading | None = None
     warnings: list[str] = field(default_factory=list)
     changed: Changed | None = None
+    status: StatusReport | None = None  # the status screen, read with the live sources (``status=True``)
 
     def to_dict(self) -> dict[str, Any]:
         document = self.decision.to_dict()
         return {**document, "seconds": round(self.seconds, 3), "incident": self.incident,
                 "incident_opened": self.incident_opened, "detected": self.detection,
                 "changed": self.changed.to_dict() if self.changed else None,
-                "live_sources": self.live.sources if self.live else None, "warnings": self.warnings}
+                "live_sources": self.live.sources if self.live else None, "warnings": self.warnings,
+                **({"status": self.status.to_dict()} if self.status is not None else {})}
 
 
 def _pulumi_cli() -> bool:
@@ -453,12 +465,13 @@ def run_decide(config: Config, flags: Flags, *, live: bool = False, changed: Seq
                remove_commit: bool = False, record: bool = True, incident: str | None = None,
                detected_at: str | None = None, deployed_at: str | None = None, drill: bool = False,
                budget: float | None = None, lookback: float = recent.LOOKBACK_MINUTES,
-               services: Services | None = None) -> DecideResult:
+               services: Services | None = None, status: bool = False) -> DecideResult:
     """Decide from ``flags`` (and the live sources with ``live``), and record it on the environment's incident.
 
     ``changed``: the layers the bad change touched; None = find them (with ``live``: the layers that
     changed within ``lookback`` minutes before detection), else the app. No incident is opened when
-    nothing crosses a threshold.
+    nothing crosses a threshold. With ``status`` (and ``live``), the status screen's sources are read in
+    the same budget, beside the signals (``result.status``).
     """
     if not flags.any() and not live:
         raise BadInput("no signal given", "pass what you see (e.g. --error-rate 7, --service-down) or --live")
@@ -467,15 +480,24 @@ def run_decide(config: Config, flags: Flags, *, live: bool = False, changed: Seq
     detected_flag = parse_time(detected_at, option="--detected-at") if detected_at else None
     reading: LiveReading | None = None
     budget = live_budget(budget)
+    screen = None
     if live:
-        reading = live_signals(config, budget=budget, services=services)
+        from rollback.commands import status as status_screen
+
+        # The status screen's sources that decide does not read already, read beside them.
+        also = status_screen.status_readers(config, timeout=max(0.3, budget - 0.2), services=services,
+                                            only=status_screen.BEYOND_DECIDE) if status else None
+        reading = live_signals(config, budget=budget, services=services, also=also)
+        if status:
+            screen = status_screen.status_from(config, {**status_screen.from_decide(reading.outcomes),
+                                                        **reading.also}, seconds=reading.seconds, budget=budget)
     production = reading.production if reading else None
     release = reading.canary if reading else None
     when = incidents.detect(detected_at, reading.alarms if reading else None).at
     decision, layers_changed = judge(config, reading, flag_signals(flags), detected=when, changed=changed,
                                      remove_commit=remove_commit, lookback=lookback)
     seconds = time.monotonic() - started
-    result = DecideResult(decision, seconds, live=reading, changed=layers_changed)
+    result = DecideResult(decision, seconds, live=reading, changed=layers_changed, status=screen)
     if not record or decision.severity is None:
         return result
     alarms = reading.alarms if reading else None

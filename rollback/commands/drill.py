@@ -15,6 +15,8 @@ Phases (each timed):
               shell. The moment the sandbox deployed its bad release is the drill's "deployment
               initiated". With ``--rolling`` the bad app release is the canary of a Vercel rolling
               release at 10 % (``sandbox up --rolling``), so the rollback's app step is its abort.
+``status``    (not timed) ``rollback status --json``, shown as the status screen: what is live in every layer
+              and whether it is healthy, before anything is detected.
 ``detect``    ``rollback decide --live --no-incident --json`` until the rollback alarms and the health
               probe see the bad deploy (in a real environment: until either does; a canary at 10 % fails
               only its share of the probes, so there the canary's judged error rate counts as the probe).
@@ -150,6 +152,7 @@ class DrillResult:
     report_path: str | None = None
     log_path: str | None = None
     notifications: dict[str, Any] | None = None
+    status: dict[str, Any] | None = None  # ``rollback status --json`` before the drill detects anything
 
     @property
     def ok(self) -> bool:
@@ -167,7 +170,7 @@ class DrillResult:
             "layers": self.layers, "command": self.command, "runs": self.runs,
             "timeline": report.get("timeline"), "metrics": report.get("metrics"),
             "verification": self.verification, "report": self.report_path, "log": self.log_path,
-            "notifications": self.notifications,
+            "notifications": self.notifications, "status": self.status,
         }
 
 
@@ -358,7 +361,21 @@ class Drill:
             if closed.code == EXIT_OK:
                 self.say(f"closed the open incident {item['id']} (left by an earlier drill or practice)")
 
-    # ------------------------------------------------------------------ detect, decide
+    # ------------------------------------------------------------------ status, detect, decide
+
+    def show_status(self) -> None:
+        """The first thing a drill shows: ``rollback status`` of the environment it is about to break
+        (or, in the sandbox, already broke), as the on-call engineer would look first."""
+        from rollback.commands.status import status_lines
+
+        done = self.run(["status", "--json"])
+        document = done.document()
+        if not isinstance(document, dict) or "sections" not in document:
+            self.say(f"status: not read ({done.error_line()})")
+            return
+        self.result.status = document
+        for line in status_lines(document):
+            self.say(line)
 
     def _signals_seen(self, document: Mapping[str, Any]) -> tuple[list[str], bool]:
         signals = [s for s in document.get("signals") or [] if isinstance(s, Mapping)]
@@ -618,6 +635,7 @@ class Drill:
                     self.load_config()
                     self.open_log()
                     self.close_stale_incidents()
+                    self.show_status()
                     if options.auto:
                         rolled_back = self.watch(layers)
                     else:

@@ -215,10 +215,16 @@ def note(config: Config, ref: str, message: str) -> dict[str, Any]:
 
 
 def close(config: Config, ref: str, *, resolution: str, by: str | None = None) -> dict[str, Any]:
+    """Close the incident, storing the figures its report shows measured now, once: the impact over the
+    incident window and the rows only in a database a swap kept aside (``closed`` event: ``impact``,
+    ``rows_only_in_kept``, ``measured_at``)."""
+    from rollback.commands.report import closing_figures
+
     record = _find(config, ref)
     if record.status == "closed":
         raise BadInput(f"incident {record.id} is already closed", "see 'rollback incident show'")
-    _log(config, record.path).must_write("closed", by=by or _user(), resolution=resolution)
+    figures = closing_figures(config, config.journal_dir, record.to_dict(targets_seconds(config)))
+    _log(config, record.path).must_write("closed", by=by or _user(), resolution=resolution, **figures)
     with contextlib.suppress(BadInput):
         record = read_incident(record.path)
     return record.to_dict(targets_seconds(config))

@@ -49,6 +49,7 @@ from rollback.adapters.cloudfront import (
     take_snapshot,
 )
 from rollback.adapters.s3_snapshots import S3SnapshotStore
+from rollback.adapters.s3_versions import S3Versions
 from rollback.adapters.stack_config import read_stack_config, write_stack_config
 from rollback.cdndiff import FieldChange, config_diff, config_digest, with_caller_reference
 from rollback.commands.infra_invalidate import InvalidateHandlers
@@ -219,15 +220,49 @@ def plan_restore(config: Config, adapter: EdgeAdapter, snapshot: DistributionSna
     return CdnPlan(plan, distribution_id, current.etag, tuple(paths), pins, tuple(changes), snapshot.edited)
 
 
+_S3_DOMAIN = re.compile(r"^(?P<bucket>[a-z0-9][a-z0-9.-]*?)\.s3(?:[.-][a-z0-9-]+)*\.amazonaws\.com(?:\.cn)?$")
+
+
+def bucket_of_domain(domain: str) -> str | None:
+    """The bucket an S3 origin's domain names (``assets.s3.us-east-1.amazonaws.com`` -> ``assets``)."""
+    found = _S3_DOMAIN.match(domain.strip().lower())
+    return found.group("bucket") if found else None
+
+
+def check_release_exists(store: S3Versions, bucket: str, release: str) -> None:
+    """Refuse (exit 2) a release folder that is missing or holds no object: serving it would answer 403/404
+    to every asset, and the invalidation would drop the cached copies that still work."""
+    folder = f"{RELEASES_PREFIX.lstrip('/')}{release}/"
+    if store.has_current_object(bucket, folder):
+        return
+    existing = store.folders(bucket, RELEASES_PREFIX.lstrip("/"))
+    listed = ", ".join(existing[-20:]) if existing else "none"
+    raise BadInput(f"release {release!r} has no objects in s3://{bucket}/{folder} (the folder is missing or empty): "
+                   "serving it would take the site down",
+                   f"name one of the releases in s3://{bucket}/{RELEASES_PREFIX.lstrip('/')}: {listed}",
+                   details={"bucket": bucket, "release": release, "releases": existing})
+
+
 def plan_release(config: Config, adapter: EdgeAdapter, *, distribution_id: str, release: str,
-                 origin: str = ASSETS_ORIGIN, pin: bool = True, timeout: float = 1200.0) -> CdnPlan:
-    """Switch the assets origin to ``releases/<release>`` alone."""
+                 origin: str = ASSETS_ORIGIN, pin: bool = True, timeout: float = 1200.0,
+                 store: S3Versions | None = None) -> CdnPlan:
+    """Switch the assets origin to ``releases/<release>`` alone. With ``store`` (the S3 client of the
+    origin's bucket), a release folder that is missing or empty is refused before anything is planned."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", release):
         raise BadInput(f"{release!r} is not a release id", "use the folder name under releases/ in the bucket")
     current = adapter.get_config(distribution_id)
     path = f"{RELEASES_PREFIX}{release}"
     target = set_origin_path(current.raw, origin, path)  # BadInput naming the origins when it is not there
     before = next(o.origin_path for o in current.origins if o.id == origin)
+    domain = next((o.domain_name for o in current.origins if o.id == origin), "")
+    bucket = bucket_of_domain(domain)
+    unchecked: list[str] = []
+    if before != path and store is not None:
+        if bucket is not None:
+            check_release_exists(store, bucket, release)
+        else:
+            unchecked.append(f"origin {origin} ({domain}) is not an S3 bucket: whether {path} holds the release "
+                             "was not checked")
     paths = invalidation_paths(current.raw, target)
     changes = config_diff(current.raw, target)
     unchanged = before == path
@@ -242,7 +277,7 @@ def plan_release(config: Config, adapter: EdgeAdapter, *, distribution_id: str, 
     pin_steps, pins, notes = _pin_steps(config, {RELEASE_PIN_KEY: release} if origin == ASSETS_ORIGIN else {}, pin)
     notes = [*(_diff_notes(changes) if changes else []),
              f"the cache key does not include the origin path: invalidating {', '.join(paths)}" if paths else
-             "nothing served changes (no invalidation needed)", *notes]
+             "nothing served changes (no invalidation needed)", *notes, *unchecked]
     plan = Plan.of(f"switch distribution {distribution_id} to release {release}", config.env_name,
                    [*steps, *pin_steps], notes)
     return CdnPlan(plan, distribution_id, current.etag, tuple(paths), pins, tuple(changes))

@@ -44,6 +44,7 @@ __all__ = [
     "FORMATS",
     "banner",
     "build",
+    "closing_figures",
     "count_rows_only_in_kept",
     "email",
     "find_incident",
@@ -57,13 +58,6 @@ __all__ = [
 FORMATS = ("md", "json", "html")
 TEMPLATE_OF = {"md": "report.md.j2", "html": "report.html.j2"}
 SUFFIX = ".jsonl"
-
-SEVERITY_WORDS = {
-    "P0": "A critical incident (service down or data at risk)",
-    "P1": "A major incident (a major feature broken or a high error rate)",
-    "P2": "A medium incident (a minor feature broken, some errors)",
-    "P3": "A minor incident (a non-critical bug)",
-}
 
 
 def incidents_dir(journal_dir: Path) -> Path:
@@ -124,16 +118,22 @@ def load_incident(path: Path, config: Config | None = None) -> dict[str, Any]:
 
 
 def measure_impact(config: Config | None, record: Mapping[str, Any], *, cloudwatch: Any = None) -> Impact:
-    """CloudFront's requests and 5xx rate over the incident window, or why they were not measured.
+    """CloudFront's requests and 5xx rate over the incident window, or why they were not measured: on the
+    distribution ``rollback verify`` reads (``aws.distribution_id``, else the stack outputs).
 
     Never fails the report: an unreachable CloudWatch is a line in the report, not an error.
     """
+    from rollback.commands.signals import NotConfigured, distribution_id
+
     window = impact_window(record)
     if window is None:
         return Impact.not_measured("the incident has no start and restore time yet")
-    distribution = config.env.aws.distribution_id if config is not None else None
-    if not distribution:
-        return Impact.not_measured("no aws.distribution_id in the config")
+    if config is None:
+        return Impact.not_measured("no rollback.toml to name the distribution (measured when the incident closes)")
+    try:
+        distribution = distribution_id(config)
+    except NotConfigured as exc:
+        return Impact.not_measured(f"no CloudFront distribution: {exc}")
     try:
         if cloudwatch is None:
             import boto3  # heavy: only when the report measures impact without an injected client
@@ -180,16 +180,8 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def build(config: Config | None, journal_dir: Path, ref: str | None = None, *, env: str | None = None,
-          measure: bool = True, cloudwatch: Any = None,
-          count_rows: Callable[[Config | None, DataLossFacts], Mapping[str, int] | None] | None = None
-          ) -> dict[str, Any]:
-    """The report's data for incident ``ref`` (default: the newest of ``env``).
-
-    ``count_rows`` counts the rows only in a database a swap kept aside (default
-    :func:`count_rows_only_in_kept`)."""
-    path = find_incident(incidents_dir(journal_dir), ref, env=env)
-    record = load_incident(path, config)
+def _runs_of(record: Mapping[str, Any], journal_dir: Path) -> tuple[list[RunRecord], list[str]]:
+    """The journals of the incident's runs that could be read, and the ids of those that could not."""
     runs: list[RunRecord] = []
     missing: list[str] = []
     for run_id in record.get("runs") or []:
@@ -197,13 +189,63 @@ def build(config: Config | None, journal_dir: Path, ref: str | None = None, *, e
             runs.append(find_run(journal_dir, str(run_id)))
         except (BadInput, OSError):
             missing.append(str(run_id))
-    impact = measure_impact(config, record, cloudwatch=cloudwatch) if measure else \
-        Impact.not_measured("not asked")
+    return runs, missing
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def closing_figures(config: Config, journal_dir: Path, record: Mapping[str, Any], *, cloudwatch: Any = None,
+                    count_rows: Callable[[Config | None, DataLossFacts], Mapping[str, int] | None] | None = None
+                    ) -> dict[str, Any]:
+    """What ``rollback incident close`` stores in the ``closed`` event, measured once, so that every later
+    rendering of the report shows the same numbers: the impact over the incident window (CloudWatch) and
+    the rows only in the database a swap kept aside. Never fails: what cannot be measured says why."""
+    runs, _ = _runs_of(record, journal_dir)
+    impact = measure_impact(config, record, cloudwatch=cloudwatch)
     facts = data_loss_facts([run_actions(run) for run in runs])
     counted = (count_rows or count_rows_only_in_kept)(config, facts) if facts.swapped else None
-    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return {"impact": impact.to_dict(), "rows_only_in_kept": dict(counted) if counted is not None else None,
+            "measured_at": _now()}
+
+
+def _stored_figures(record: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    """The figures the incident's ``closed`` event stored (``None`` for an open incident, or one closed
+    before close measured them)."""
+    closed = next((e for e in record.get("events") or [] if isinstance(e, Mapping) and e.get("event") == "closed"),
+                  None)
+    figures = closed.get("impact") if closed is not None else None
+    return closed if isinstance(figures, Mapping) else None
+
+
+def build(config: Config | None, journal_dir: Path, ref: str | None = None, *, env: str | None = None,
+          measure: bool = True, cloudwatch: Any = None,
+          count_rows: Callable[[Config | None, DataLossFacts], Mapping[str, int] | None] | None = None
+          ) -> dict[str, Any]:
+    """The report's data for incident ``ref`` (default: the newest of ``env``).
+
+    A closed incident's impact and its rows only in the kept database are the figures measured when it
+    closed (:func:`closing_figures`), so re-rendering gives the same numbers; an open incident's are
+    measured now. ``count_rows`` counts the rows only in a database a swap kept aside (default
+    :func:`count_rows_only_in_kept`)."""
+    path = find_incident(incidents_dir(journal_dir), ref, env=env)
+    record = load_incident(path, config)
+    runs, missing = _runs_of(record, journal_dir)
+    stored = _stored_figures(record)
+    facts = data_loss_facts([run_actions(run) for run in runs])
+    if stored is not None:
+        impact = Impact.from_dict(stored["impact"])
+        kept = stored.get("rows_only_in_kept")
+        counted: Mapping[str, int] | None = {str(k): int(v) for k, v in kept.items()} \
+            if isinstance(kept, Mapping) else None
+    else:
+        impact = measure_impact(config, record, cloudwatch=cloudwatch) if measure else \
+            Impact.not_measured("not asked")
+        counted = (count_rows or count_rows_only_in_kept)(config, facts) if facts.swapped else None
     data = build_report(record, runs, impact=impact, rows_only_in_kept=counted, missing_runs=missing,
-                        generated_at=now)
+                        generated_at=_now())
+    data["summary"]["impact"]["measured_at"] = stored.get("measured_at") if stored is not None else None
     return _finite(redact(data))  # type: ignore[no-any-return]
 
 
@@ -220,6 +262,31 @@ def _clock(moment: dt.datetime, day: str) -> str:
     return moment.strftime("%H:%M") if moment.date().isoformat() == day else moment.strftime("%Y-%m-%d %H:%M")
 
 
+# What each layer's fault looked like to the people using the service: the customer email speaks of
+# these, never of alarms, backups or steps (the report holds the engineering details).
+USER_EFFECTS = {
+    "app": "some pages and actions of our service failed with an error or were slow",
+    "edge": "some pages of our site were delivered incorrectly",
+    "assets": "some pages of our site did not load completely or looked broken",
+    "infra": "parts of our site were not delivered as they should have been",
+    "db": "some of your recent data (such as your account, settings or statistics) was missing or out of date",
+}
+USER_PARTS = {"app": "the application", "edge": "our site's delivery network", "assets": "our site's files",
+              "infra": "our hosting configuration", "db": "the database"}
+
+
+def _minutes_words(seconds: float) -> str:
+    minutes = max(1, round(seconds / 60))
+    if minutes < 90:
+        return "about a minute" if minutes == 1 else f"about {minutes} minutes"
+    hours = round(seconds / 3600, 1)
+    return f"about {hours:g} hours"
+
+
+def _date_words(moment: dt.datetime) -> str:
+    return f"{moment.strftime('%A')} {moment.day} {moment.strftime('%B %Y')}"
+
+
 def _message_context(data: Mapping[str, Any], what: str) -> dict[str, Any]:
     summary = data["summary"]
     start, end = parse_time(summary.get("start_time")), parse_time(summary.get("end_time"))
@@ -230,20 +297,46 @@ def _message_context(data: Mapping[str, Any], what: str) -> dict[str, Any]:
     day = start.date().isoformat()
     severity = str(summary.get("severity") or "")
     reasons = [reason_text(r) for r in summary.get("reasons") or []]
-    happened = SEVERITY_WORDS.get(severity, "An incident") + (f" ({severity})" if severity else "") + ": "
-    happened += "; ".join(reasons) + "." if reasons else "a bad deployment caused errors."
-    resolution = data["resolution"]
-    done = [s for run in data.get("actions", []) if not run.get("dry_run") for s in run.get("steps", [])
-            if s.get("status") in ("done", "already done")]
-    words = list(resolution.get("layer_words") or [])
-    did = ("We rolled back " + (", ".join(words[:-1]) + " and " + words[-1] if len(words) > 1 else words[0])
-           + " to a previous stable version to restore service quickly") if words else \
-        "We rolled back to a previous stable version to restore service quickly"
-    did += f" ({len(done)} steps, all journaled)." if done else "."
+    signals = {str(r.get("signal")) for r in summary.get("reasons") or []}
+    layers = [str(layer) for layer in (data.get("resolution") or {}).get("layers") or [] if layer in USER_EFFECTS]
+    data_touched = "db" in layers or "data_loss" in signals
+    effects = [USER_EFFECTS[layer] for layer in layers if layer != "db"]
+    if "service_down" in signals:
+        effects.insert(0, "our service was unavailable")
+    if data_touched:
+        effects.append(USER_EFFECTS["db"])
+    if not effects:
+        effects = [USER_EFFECTS["app"]]
+    affected = _join(effects)
+    start_clock, end_clock = _clock(start, day), _clock(end, day)
+    if start_clock == end_clock:  # within one minute (a drill): the seconds tell them apart
+        start_clock, end_clock = start.strftime("%H:%M:%S"), end.strftime("%H:%M:%S")
+    lasted = _minutes_words((end - start).total_seconds())
+    when = f"On {_date_words(start)}, from {start_clock} to {end_clock} UTC ({lasted})"
+    happened = f"A change we released at {start_clock} UTC did not work as intended: {affected}."
+    parts = [USER_PARTS[layer] for layer in layers]
+    did = ((f"We rolled back {_join(parts)} to the previous version, which worked as expected" if parts else
+            "We rolled back to the previous version, which worked as expected")
+           + f"; the service was back to normal at {end_clock} UTC.")
+    if data_touched:
+        to_do = (f"If you signed up, changed your settings or added anything between {start_clock} and {end_clock} "
+                 "UTC, please check that it is there and do it again if it is not. If something you had before "
+                 f"{start_clock} UTC is still missing, reply to this email and we will put it back for you.")
+    elif "assets" in layers or "edge" in layers:
+        to_do = ("Nothing. If a page still looks wrong, reload it (your browser may have kept a copy of the "
+                 "broken page).")
+    else:
+        to_do = "Nothing. If something failed for you during that time, trying it again now works."
     verified = bool((data.get("verification") or {}).get("ok"))
     return {"report": data, "drill": bool(data.get("drill")), "incident": data.get("incident"), "date": day,
-            "start_time": _clock(start, day), "end_time": _clock(end, day), "severity": severity,
-            "reasons": reasons, "what_happened": happened, "what_we_did": did, "verified": verified}
+            "date_words": _date_words(start), "start_time": start_clock, "end_time": end_clock,
+            "duration_words": lasted, "when": when, "affected": affected,
+            "severity": severity, "reasons": reasons, "what_happened": happened, "what_we_did": did,
+            "what_to_do": to_do, "data_touched": data_touched, "verified": verified}
+
+
+def _join(parts: list[str]) -> str:
+    return parts[0] if len(parts) == 1 else ", ".join(parts[:-1]) + " and " + parts[-1] if parts else ""
 
 
 def email(data: Mapping[str, Any], templates: Templates) -> dict[str, str]:

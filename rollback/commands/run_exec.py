@@ -87,10 +87,20 @@ def status_of(exc: BaseException) -> tuple[str, int]:
     return "failed", 1
 
 
+def rolled_back(layers: Any) -> tuple[str, ...]:
+    """The layers a plan rolls back, in the order ``run`` restores them (not ``core``, ``verify``)."""
+    from rollback.decide import order_layers
+
+    return tuple(n for n in order_layers(layers) if n not in ("core", "verify"))
+
+
 def resume_hint(exc: BaseException, run_id: str | None) -> BaseException:
     """The error to raise: a RollbackError's hint names the command that continues the run."""
-    if run_id and isinstance(exc, RollbackError) and "rollback resume" not in exc.hint:
-        return exc.with_hint(f"{exc.hint}; then continue with: rollback resume {run_id}")
+    from rollback.runner import next_command_hint
+
+    if run_id and isinstance(exc, RollbackError):
+        hint = next_command_hint(exc.hint, f"rollback resume {run_id}")
+        return exc if hint == exc.hint else exc.with_hint(hint)
     return exc
 
 
@@ -135,7 +145,8 @@ def open_incident(config: Config, planned: RunPlan | None, plan: Plan, *, ref: s
         say(f"opened incident {log.id} (detected {detection.source}: {detection.detail})")
     if not read_incident(log.path).decision:
         options = _operator_options(planned) if planned is not None else {}
-        log.write("decided", severity=severity, layers=list(plan.layers), options=options, command=command,
+        log.write("decided", severity=severity, layers=list(rolled_back(plan.layers)), options=options,
+                  command=command,
                   seconds=0.0, signals=[],
                   reasons=[{"signal": "operator", "value": command, "threshold": "", "unit": "",
                             "detail": "layers chosen by the operator ('rollback run' without a decision)",

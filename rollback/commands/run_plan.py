@@ -602,7 +602,8 @@ def plan_run(config: Config, request: RunRequest, services: Services | None = No
         baseline = parts["db"].facts.get("manifest") if "db" in parts else None
         steps.append(checklist_step(config, step_id="verify.checklist", incident=request.incident,
                                     baseline=baseline, expect_version=app_facts.get("to_commit"),
-                                    skip=request.verify_skip, wait=request.verify_wait))
+                                    skip=request.verify_skip, wait=request.verify_wait,
+                                    layers=[name for name in layers if name in parts]))
     if restoring is not None and not any(s.id == f"{restoring}.health" for s in steps):
         notes.append(f"no health check after the {restoring} layer ([env.{config.env_name}.health] base_url is "
                      "not set): service counts as restored when the layer finishes")

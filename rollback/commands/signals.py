@@ -53,6 +53,7 @@ __all__ = [
     "AlarmSet",
     "CanaryReading",
     "CdnChanges",
+    "DistributionState",
     "MigrationState",
     "NotConfigured",
     "Outcome",
@@ -64,6 +65,7 @@ __all__ = [
     "cloudfront_metrics",
     "cloudfront_newest",
     "distribution_id",
+    "distribution_state",
     "gather",
     "grow_only_losses",
     "migration_state",
@@ -73,6 +75,7 @@ __all__ = [
     "recent_deployments",
     "served_by_vercel",
     "stack_changes",
+    "vercel_client",
     "vercel_direct_note",
 ]
 
@@ -258,6 +261,7 @@ class CdnChanges:
     changes: list[Change] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     prefix: str | None = None  # the served assets release (the S3 origin's path)
+    state: DistributionState | None = None  # the distribution as read (``rollback status`` shows it)
 
 
 def _utc(value: Any) -> dt.datetime | None:
@@ -295,22 +299,63 @@ def _cdn_clients(config: Config, services: Services | None, timeout: float
     return cloudfront, (store if store is not None else _AssetsVersions(config, timeout))
 
 
+@dataclass(frozen=True)
+class DistributionState:
+    """What the distribution serves now: its deploy status, the Lambda@Edge versions per behaviour
+    (``"default"`` and each path pattern), and the assets release (the assets bucket origin's path)."""
+
+    id: str
+    status: str  # Deployed | InProgress
+    modified: dt.datetime | None
+    edge: tuple[tuple[str, tuple[str, ...]], ...]  # (behaviour, ("<function>:<version> (<event>)", ...))
+    assets_bucket: str | None
+    assets_prefix: str | None  # "releases/r42/" (None: no origin of the assets bucket)
+
+    @property
+    def served(self) -> tuple[str, ...]:
+        """Each ``<function>:<version>`` served by some behaviour, once."""
+        return tuple(dict.fromkeys(item.split(" (")[0] for _, items in self.edge for item in items))
+
+
+def _read_distribution(config: Config, cloudfront: Any) -> DistributionState:
+    distribution = distribution_id(config)
+    with aws_errors(f"reading distribution {distribution}"):
+        found = cloudfront.get_distribution(Id=distribution)["Distribution"]
+    settings = found.get("DistributionConfig") or {}
+    behaviours = [("default", settings.get("DefaultCacheBehavior") or {}),
+                  *((str(b.get("PathPattern")), b) for b in (settings.get("CacheBehaviors") or {}).get("Items") or [])]
+    edge = []
+    for name, behaviour in behaviours:
+        items = []
+        for item in (behaviour.get("LambdaFunctionAssociations") or {}).get("Items") or []:
+            parsed = parse_lambda_arn(str(item.get("LambdaFunctionARN", "")))
+            if parsed is not None and parsed.version is not None:
+                items.append(f"{parsed.name}:{parsed.version} ({item.get('EventType')})")
+        edge.append((name, tuple(items)))
+    bucket = config.env.aws.assets_bucket
+    origins = (settings.get("Origins") or {}).get("Items") or []
+    path = next((str(o.get("OriginPath") or "") for o in origins
+                 if bucket and str(o.get("DomainName", "")).startswith(f"{bucket}.")), None)
+    prefix = None if path is None else (f"{path.strip('/')}/" if path.strip("/") else "")
+    return DistributionState(distribution, str(found.get("Status") or "?"), _utc(found.get("LastModifiedTime")),
+                             tuple(edge), bucket, prefix)
+
+
+def distribution_state(config: Config, *, timeout: float, services: Services | None = None) -> DistributionState:
+    """The distribution as it serves now (for ``rollback status``)."""
+    cloudfront, _ = _cdn_clients(config, services, timeout)
+    return _read_distribution(config, cloudfront)
+
+
 def cdn_changes(config: Config, *, timeout: float, services: Services | None = None) -> CdnChanges:
     """When the distribution was last modified (and which Lambda@Edge versions it serves), and the newest
     object written (or deleted) under the assets release it serves."""
-    distribution = distribution_id(config)
     cloudfront, store = _cdn_clients(config, services, timeout)
-    with aws_errors(f"reading distribution {distribution}"):
-        found = cloudfront.get_distribution(Id=distribution)["Distribution"]
-    result = CdnChanges()
-    settings = found.get("DistributionConfig") or {}
-    behaviours = [settings.get("DefaultCacheBehavior") or {},
-                  *((settings.get("CacheBehaviors") or {}).get("Items") or [])]
-    served = dict.fromkeys(f"{parsed.name}:{parsed.version}" for behaviour in behaviours
-                           for item in (behaviour.get("LambdaFunctionAssociations") or {}).get("Items") or []
-                           if (parsed := parse_lambda_arn(str(item.get("LambdaFunctionARN", "")))) is not None
-                           and parsed.version is not None)
-    modified = _utc(found.get("LastModifiedTime"))
+    state = _read_distribution(config, cloudfront)
+    distribution = state.id
+    result = CdnChanges(state=state)
+    served = state.served
+    modified = state.modified
     if modified is not None:
         serves = f" (serves {', '.join(served)})" if served else ""
         result.changes.append(Change("edge", "cloudfront", f"distribution {distribution}{serves} modified",
@@ -319,10 +364,7 @@ def cdn_changes(config: Config, *, timeout: float, services: Services | None = N
     if not bucket:
         result.problems.append("assets: aws.assets_bucket is not set")
         return result
-    origins = (settings.get("Origins") or {}).get("Items") or []
-    path = next((str(o.get("OriginPath") or "") for o in origins
-                 if str(o.get("DomainName", "")).startswith(f"{bucket}.")), "")
-    result.prefix = f"{path.strip('/')}/" if path.strip("/") else ""
+    result.prefix = state.assets_prefix or ""
     try:
         versions = store.list_versions(bucket, prefix=result.prefix)
     except RollbackError as exc:
@@ -361,6 +403,7 @@ class MigrationState:
     managed: bool
     failed: list[str]
     newest: Migration | None
+    head: str | None = None  # the newest migration applied (finished, not rolled back)
 
     def change(self) -> Change | None:
         if self.newest is None or self.newest.started_at is None:
@@ -383,7 +426,9 @@ def migration_state(config: Config, *, timeout: float) -> MigrationState:
         rows = prisma.all()
     started = [m for m in rows if m.started_at is not None]
     newest = max(started, key=lambda m: m.started_at or dt.datetime.min) if started else None
-    return MigrationState(True, [m.name for m in rows if m.status == "failed"], newest)
+    applied = [m.name for m in rows if m.status == "applied"]
+    return MigrationState(True, [m.name for m in rows if m.status == "failed"], newest,
+                          max(applied) if applied else None)
 
 
 def grow_only_losses(config: Config, *, timeout: float) -> list[RowLoss] | None:
@@ -476,7 +521,7 @@ def _deployed(deployment: Any) -> Deployed | None:
     return Deployed(deployment.id, f"{deployment.id}{message}", dt.datetime.fromtimestamp(moment / 1000, dt.UTC))
 
 
-def _vercel(config: Config, timeout: float) -> VercelClient:
+def vercel_client(config: Config, timeout: float) -> VercelClient:
     """A client with the budget's timeout: the Services' Vercel client waits up to 15 s per call."""
     if config.env.vercel is None:
         raise NotConfigured(f"[env.{config.env_name}.vercel] is not set")
@@ -488,7 +533,7 @@ def _vercel(config: Config, timeout: float) -> VercelClient:
 
 def production_deployment(config: Config, *, timeout: float) -> Production:
     """What production serves according to Vercel, and whether an instant rollback is in effect."""
-    client = _vercel(config, timeout)
+    client = vercel_client(config, timeout)
     assert config.env.vercel is not None
     with client.http:
         project = client.get_project(config.env.vercel.project)
@@ -522,7 +567,7 @@ CANARY_PROBES = 20  # per health path: at a 10 % stage the canary answers about 
 def canary(config: Config, *, timeout: float, probes: int = CANARY_PROBES) -> CanaryReading:
     """The project's rolling release (any state); while it is active, ``probes`` concurrent GETs of each
     health path and how many failed."""
-    client = _vercel(config, timeout)
+    client = vercel_client(config, timeout)
     assert config.env.vercel is not None
     started = time.monotonic()
     with client.http:
@@ -546,7 +591,7 @@ def canary(config: Config, *, timeout: float, probes: int = CANARY_PROBES) -> Ca
 
 def recent_deployments(config: Config, *, timeout: float) -> list[Deployed]:
     """The newest READY production deployments (the one that went live last first)."""
-    client = _vercel(config, timeout)
+    client = vercel_client(config, timeout)
     assert config.env.vercel is not None
     with client.http:
         found = client.list_deployments(config.env.vercel.project, limit=RECENT_DEPLOYMENTS, states=("READY",))

@@ -415,6 +415,75 @@ def database_items(config: Config, baseline: str | None) -> list[Item]:
     return items
 
 
+# ------------------------------------------------------------------------------------------ scope
+
+
+# The layers whose rollback can heal each checklist item, by item id prefix (first match); the first layer
+# is the one the item is about. Items not named here (health, flows, the 5xx rate, latency, page load,
+# smoke, metrics arriving) can be healed by any layer: a bad app, edge function, release or database all
+# show there. Alarms go by their criterion (:data:`rollback.decide.CRITERION_LAYERS`); the composite alarm
+# clears only when every alarm in it does.
+ITEM_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("db.", ("db",)),
+    ("version", ("app",)),
+    ("cdn.cache-hit-rate", ("assets", "infra")),
+)
+
+
+def healers(item: Mapping[str, Any], prefix: str | None = None) -> tuple[str, ...] | None:
+    """The layers whose rollback can heal ``item`` (the first is the one it is about); ``None``: any layer."""
+    from rollback.decide import CRITERION_LAYERS, alarm_criterion
+
+    item_id = str(item.get("id") or "")
+    if item_id.startswith("alarm."):
+        criterion = alarm_criterion(item_id[len("alarm."):], prefix)
+        return CRITERION_LAYERS.get(criterion)
+    return next((layers for start, layers in ITEM_LAYERS if item_id == start or item_id.startswith(start)), None)
+
+
+def _failing(item: Mapping[str, Any], strict: bool) -> bool:
+    return item.get("status") == FAIL or (strict and item.get("status") == UNMEASURED)
+
+
+def not_healed(items: Sequence[Mapping[str, Any]], layers: Sequence[str], *, prefix: str | None = None,
+               strict: bool = False) -> dict[str, tuple[str, ...]]:
+    """The failing items no layer of ``layers`` can heal (item id -> the layers that can), so a run of
+    those layers does not wait for them. The composite alarm is among them while another alarm is."""
+    chosen = set(layers)
+    found: dict[str, tuple[str, ...]] = {}
+    composite: list[str] = []
+    for item in items:
+        if not _failing(item, strict):
+            continue
+        from rollback.decide import alarm_criterion
+
+        item_id = str(item["id"])
+        if item_id.startswith("alarm.") and alarm_criterion(item_id[len("alarm."):], prefix) == "composite":
+            composite.append(item_id)
+            continue
+        can = healers(item, prefix)
+        if can is not None and not chosen & set(can):
+            found[item_id] = can
+    if any(i.startswith("alarm.") for i in found):
+        blockers = tuple(dict.fromkeys(layer for i, can in found.items() if i.startswith("alarm.") for layer in can))
+        found.update({item_id: blockers for item_id in composite})
+    return found
+
+
+def heal_command(config: Config, left: Mapping[str, tuple[str, ...]],
+                 items: Sequence[Mapping[str, Any]] = ()) -> str:
+    """The ``rollback run`` that would heal the items ``left`` (the layer each is about); a failed migration
+    alone asks for the migration repair."""
+    from rollback.decide import order_layers
+
+    layers = order_layers(can[0] for can in left.values() if can)
+    command = f"rollback --env {config.env_name} run --layers {','.join(layers)}"
+    db_items = [i for i in left if i.startswith("db.")]
+    if db_items and db_items == ["db.migrations"]:
+        command += " --to db=repair"
+    return command
+
+
 # ------------------------------------------------------------------------------------------ the run
 
 
@@ -507,9 +576,14 @@ _GROUP_OF = {"service": "Service health", "flows": "Critical flows", "smoke": "C
 def verify(config: Config, *, baseline: str | None = None, expect_version: str | None = None, strict: bool = False,
            wait: float = 0.0, interval: float = 10.0, progress: Callable[[str], None] | None = None,
            incident: str | None = None, record: bool = True, since: dt.datetime | None = None,
-           sleep: Callable[[float], None] = time.sleep, skip: Mapping[str, str] | None = None) -> VerifyResult:
+           sleep: Callable[[float], None] = time.sleep, skip: Mapping[str, str] | None = None,
+           layers: Sequence[str] | None = None) -> VerifyResult:
     """Verify; with ``wait`` re-check until every item passes or the time is up. Records ``verified``
     on the environment's open incident (or ``incident``).
+
+    ``layers`` (a ``run`` of those layers): re-check only for the items they can heal; a failing item no
+    layer of them can heal (:func:`not_healed`) is reported at once as not healed by this run, with the
+    command that would (``not_healed`` in the document), and is not waited for.
 
     ``since`` (when the service was restored) defaults to the incident's ``restored`` time (with none
     open, the newest closed incident's last one), so the CloudFront rates judge the minutes after the
@@ -524,16 +598,30 @@ def verify(config: Config, *, baseline: str | None = None, expect_version: str |
         log = None
     deadline = time.monotonic() + max(0.0, wait)
     rounds = 0
+    said: set[str] = set()
+    prefix = config.env.alarms.prefix
     while True:
         rounds += 1
         document = verify_once(config, baseline=baseline, expect_version=expect_version, strict=strict,
                                since=since, skip=skip)
+        outside = not_healed(document["items"], layers, prefix=prefix, strict=strict) if layers else {}
+        if outside:
+            command = heal_command(config, outside)
+            for item in document["items"]:
+                if item["id"] in outside:
+                    item["not_healed_by_run"] = True
+                    item["healed_by"] = list(outside[item["id"]])
+            document["not_healed"] = {"layers": list(layers or ()), "items": list(outside), "command": command}
+            if progress is not None and set(outside) - said:
+                progress(f"not healed by this run (no layer of {', '.join(layers or ())} can fix them): "
+                         f"{', '.join(outside)}; '{command}' would")
+                said |= set(outside)
+        failing = [i["id"] for i in document["items"] if _failing(i, strict) and i["id"] not in outside]
         left = deadline - time.monotonic()
-        if document["ok"] or left <= 0:
+        if document["ok"] or not failing or left <= 0:
             break
         pause = min(interval, left)
         if progress is not None:
-            failing = [i["id"] for i in document["items"] if i["status"] == FAIL]
             progress(f"{len(failing)} item(s) not passing yet ({', '.join(failing[:4])}"
                      f"{'...' if len(failing) > 4 else ''}); checking again in {pause:.0f} s "
                      f"({left:.0f} s left)")
@@ -554,20 +642,23 @@ def verify(config: Config, *, baseline: str | None = None, expect_version: str |
 
 def checklist_step(config: Config, *, step_id: str = "checklist", incident: str | None = None,
                    baseline: str | None = None, expect_version: str | None = None, wait: float | None = None,
-                   interval: float = 3.0, strict: bool = False, skip: Mapping[str, str] | None = None) -> Step:
+                   interval: float = 3.0, strict: bool = False, skip: Mapping[str, str] | None = None,
+                   layers: Sequence[str] | None = None) -> Step:
     """The post-rollback checklist as the last step of a plan (``rollback run``): re-checked until every
     item passes or ``wait`` (default: the environment's verify target) is up; a failure is exit 3.
-    ``skip``: the sources left out, and why (see :func:`verify_once`)."""
+    ``skip``: the sources left out, and why (see :func:`verify_once`). With ``layers`` (the run's), only
+    the items those layers can heal are waited for."""
     budget = float(wait if wait is not None else config.env.targets.verify * 60)
     shown = f" (rows against {Path(baseline).name.removesuffix('.manifest.json')})" if baseline else ""
     if skip:
         shown += f" (without {', '.join(_GROUP_OF.get(name, name).lower() for name in skip)})"
+    scope = (f"the items {', '.join(layers)} can heal" if layers else "every item")
     return Step(id=step_id, action="verify.checklist", target=f"env {config.env_name}", layer="verify",
-                summary=f"post-rollback checklist{shown}, re-checked for up to {budget / 60:g} min until every "
-                        "item passes",
+                summary=f"post-rollback checklist{shown}, re-checked for up to {budget / 60:g} min until {scope} "
+                        "pass" + ("" if layers else "es"),
                 params={"incident": incident, "baseline": baseline, "expect_version": expect_version,
                         "wait": budget, "interval": interval, "strict": strict,
-                        **({"skip": dict(skip)} if skip else {})})
+                        **({"skip": dict(skip)} if skip else {}), **({"layers": list(layers)} if layers else {})})
 
 
 @dataclass
@@ -595,23 +686,36 @@ class VerifyHandlers:
         # never before the incident's "restored" (the errors of a layer still rolling back after the app
         # came back were real, but they are over; a verification says what the service is like now).
         since = dt.datetime.now(dt.UTC)
+        layers = [str(x) for x in p.get("layers") or []]
         result = verify(self.config, baseline=p.get("baseline"), expect_version=p.get("expect_version"),
                         strict=bool(p.get("strict")), wait=float(p.get("wait") or 0.0),
                         interval=float(p.get("interval") or 3.0), progress=ctx.note, incident=p.get("incident"),
-                        since=since, sleep=self.sleep, skip=p.get("skip"))
+                        since=since, sleep=self.sleep, skip=p.get("skip"), layers=layers or None)
         document = result.document
         summary = document["summary"]
-        items = [{"id": i["id"], "status": i["status"], "value": i["value"]} for i in document["items"]]
+        items = [{"id": i["id"], "status": i["status"], "value": i["value"],
+                  **({"not_healed_by_run": True} if i.get("not_healed_by_run") else {})} for i in document["items"]]
+        outside = document.get("not_healed")
         compact = {"ok": result.ok, "summary": summary, "rounds": document.get("rounds"),
                    "checked_at": document["checked_at"], "since": document.get("since"),
-                   "incident": document.get("incident"), "items": items}
+                   "incident": document.get("incident"), "items": items,
+                   **({"not_healed": outside} if outside else {})}
         if not result.ok:
-            failing = [i for i in document["items"] if i["status"] == FAIL
-                       or (document["strict"] and i["status"] == UNMEASURED)]
+            failing = [i for i in document["items"] if _failing(i, bool(document["strict"]))]
+            mine = [i for i in failing if not i.get("not_healed_by_run")]
+            if outside and not mine:
+                names = "; ".join(f"{i['name']} = {i['value'] or i['detail']}" for i in failing[:5]) \
+                    + ("; ..." if len(failing) > 5 else "")
+                raise ChecksFailed(
+                    f"verification: every checklist item the layers of this run ({', '.join(layers)}) can heal "
+                    f"passes; {len(failing)} item(s) not healed by this run: {names}",
+                    f"roll back what this run did not: '{outside['command']}'", checks=items, document=compact)
             raise ChecksFailed(
-                f"verification failed: {len(failing)} checklist item(s) did not pass within "
+                f"verification failed: {len(mine)} checklist item(s) did not pass within "
                 f"{float(p.get('wait') or 0):g} s: " + "; ".join(f"{i['name']} = {i['value'] or i['detail']}"
-                                                                 for i in failing[:5]),
-                "see 'rollback verify' for every item; once they pass, 'rollback verify' records it on the incident",
+                                                                 for i in mine[:5])
+                + (f" (and {len(failing) - len(mine)} not healed by this run: '{outside['command']}' would)"
+                   if outside else ""),
+                "see every item with 'rollback verify'; once they pass, it records that on the incident",
                 checks=items, document=compact)
         return compact

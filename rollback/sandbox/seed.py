@@ -35,8 +35,14 @@ What it seeds (names follow the Pulumi program in ``infra/`` for project
   the deploy. The app server's monitor keeps publishing and re-evaluating.
 - **Pulumi**: a self-managed ``file://`` backend with four updates of stack
   ``sandbox``; the last one (4 minutes ago) moved the edge pin to the bad
-  version 3. Its outputs name the resources above. ``pulumi/`` holds the
-  project and stack config (``rollback:edgeFunctionVersion: "3"``).
+  version 3. Its outputs name the resources above. ``pulumi/`` is the project:
+  a git repository of this repository's own ``Pulumi.yaml`` and ``infra/``
+  program at three versions (:data:`PROGRAM_VERSIONS`: HTTP/2 only; then HTTP/3;
+  then IPv6 for viewers, today's program), each update's ``git.head`` the commit
+  it ran from, and the stack config (every required key;
+  ``rollback:edgeFunctionVersion: "3"``), so ``rollback infra preview --to 3
+  --offline`` checks out version 3's program and shows what the program change
+  does beside the config's.
 
 Timestamps that only moto keeps (object versions, function versions, alarm
 state changes, the RDS instance's creation) are moved back in the moto process
@@ -75,6 +81,7 @@ __all__ = [
     "seed_aws",
     "seed_database",
     "seed_git",
+    "seed_program",
     "seed_vercel",
     "write_config",
     "write_pulumi",
@@ -649,6 +656,16 @@ def _source_hash(edge_version: str) -> str:
     return base64.b64encode(hashlib.sha256(_zip(_EDGE_SOURCES[edge_version])).digest()).decode()
 
 
+def _aws_provider_version() -> str:
+    """The pulumi-aws version the program pins (``infra/requirements.txt``): what wrote the checkpoint."""
+    import re
+
+    root = repository_root()
+    text = (root / "infra" / "requirements.txt").read_text(encoding="utf-8") if root is not None else ""
+    found = re.search(r"^pulumi-aws==(\S+)", text, re.MULTILINE)
+    return found.group(1) if found else "7.51.1"
+
+
 def _stack_resources(aws: Mapping[str, Any], edge_version: str, origin_secret: str) -> list[dict[str, Any]]:
     urn = f"urn:pulumi:{STACK}::{PROJECT}::"
     stack_urn = f"{urn}pulumi:pulumi:Stack::{PROJECT}-{STACK}"
@@ -675,8 +692,12 @@ def _stack_resources(aws: Mapping[str, Any], edge_version: str, origin_secret: s
                     {"originId": "app", "originPath": "", "domainName": DEMO.domains[0],
                      "customHeaders": [{"name": "X-Origin-Verify", "value": secret_property(origin_secret)}]}],
     }
+    provider = _aws_provider_version()
     resources: list[dict[str, Any]] = [
         {"urn": stack_urn, "custom": False, "type": "pulumi:pulumi:Stack", "outputs": outputs},
+        {"urn": f"{urn}pulumi:providers:aws::default_{provider.replace('.', '_')}", "custom": True,
+         "type": "pulumi:providers:aws", "id": "c0ffee00-0000-4000-8000-000000000001",
+         "inputs": {"region": REGION, "version": provider}, "outputs": {"region": REGION, "version": provider}},
         {"urn": f"{urn}aws:lambda/function:Function::edge-function", "custom": True, "type":
             "aws:lambda/function:Function", "id": aws["edge_function"], "parent": stack_urn,
          "inputs": {"name": aws["edge_function"], "publish": True, "runtime": "nodejs20.x",
@@ -709,9 +730,83 @@ def _stack_resources(aws: Mapping[str, Any], edge_version: str, origin_secret: s
     return resources
 
 
+# The sandbox's program history: this repository's own infra/ at three versions, oldest first. Each is
+# today's program with these (text, replacement) edits of infra/cdn.py; the last is today's as it is.
+PROGRAM_VERSIONS: tuple[tuple[str, tuple[tuple[str, str], ...]], ...] = (
+    ("infra: the rollback stack (HTTP/2 only)",
+     (('http_version="http2and3"', 'http_version="http2"'), ("is_ipv6_enabled=True", "is_ipv6_enabled=False"))),
+    ("cdn: serve HTTP/3 too", (("is_ipv6_enabled=True", "is_ipv6_enabled=False"),)),
+    ("cdn: IPv6 for viewers", ()),
+)
+# The sandbox's VPC, as dbNetwork declares it (a required key of the program: infra/settings.py).
+DB_NETWORK = {"access": "public", "vpcId": "vpc-05a9d0b1c2e3f4a50",
+              "subnetIds": ["subnet-0a1b2c3d4e5f60718", "subnet-0b2c3d4e5f6071829"], "allowedCidrs": ["0.0.0.0/0"]}
+
+
+def repository_root() -> Path | None:
+    """The repository this package was installed from (``pip install -e .``): where ``Pulumi.yaml`` and
+    ``infra/`` are; ``None`` for an installed copy without them."""
+    root = Path(__file__).resolve().parents[2]
+    return root if (root / "Pulumi.yaml").is_file() and (root / "infra" / "__main__.py").is_file() else None
+
+
+def seed_program(project: Path, timeline: Timeline) -> list[str]:
+    """``project`` as a git repository of this repository's ``Pulumi.yaml`` and ``infra/`` at
+    :data:`PROGRAM_VERSIONS` (the newest is HEAD, the work tree); returns the commits, oldest first.
+    Raises :class:`RuntimeError` when today's program no longer has a text an older version edits."""
+    source = repository_root()
+    if source is None:
+        raise RuntimeError("this installation has no infra/ program (install the repository with pip install -e)")
+    shutil.rmtree(project, ignore_errors=True)
+    project.mkdir(parents=True)
+    shutil.copy2(source / "Pulumi.yaml", project / "Pulumi.yaml")
+    shutil.copytree(source / "infra", project / "infra", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    (project / ".gitignore").write_text(".venv/\n__pycache__/\n", encoding="utf-8")
+    cdn = project / "infra" / "cdn.py"
+    today = cdn.read_text(encoding="utf-8")
+    _git(project, "init", "-q", "-b", "main")
+    commits = []
+    moments = (timeline.created, timeline.good_release - dt.timedelta(minutes=5),
+               timeline.bad_deploy - dt.timedelta(minutes=1))
+    for (message, edits), when in zip(PROGRAM_VERSIONS, moments, strict=True):
+        text = today
+        for old, new in edits:
+            if old not in text:
+                raise RuntimeError(f"infra/cdn.py no longer has {old!r}: update PROGRAM_VERSIONS in {__file__}")
+            text = text.replace(old, new)
+        cdn.write_text(text, encoding="utf-8")
+        _git(project, "add", "-A", "Pulumi.yaml", "infra", ".gitignore")
+        _git(project, "commit", "-q", "-m", message, when=when)
+        commits.append(_git(project, "rev-parse", "HEAD"))
+    return commits
+
+
+def _stack_file(aws: Mapping[str, Any], origin_secret: str) -> str:
+    """``Pulumi.sandbox.yaml``: the config of the last update, every key the program requires."""
+    network = "".join(f"      - {item}\n" for item in DB_NETWORK["subnetIds"])
+    cidrs = "".join(f"      - {item}\n" for item in DB_NETWORK["allowedCidrs"])
+    return ("# The sandbox stack's config (written by rollback sandbox up): the pins of its last update.\n"
+            "config:\n"
+            f"  aws:region: {REGION}\n"
+            f"  {PROJECT}:assetsBucketName: {aws['assets_bucket']}\n"
+            f"  {PROJECT}:assetsRelease: {RELEASE}\n"
+            "  # Edge pin: `rollback infra edge` rewrites it.\n"
+            f"  {PROJECT}:edgeFunctionVersion: \"{BAD_EDGE_VERSION}\"\n"
+            f"  {PROJECT}:appOriginDomain: {DEMO.domains[0]}\n"
+            f"  {PROJECT}:dbInstanceIdentifier: {aws['db_instance']}\n"
+            f"  {PROJECT}:dbInstanceClass: db.t4g.medium\n"
+            f"  {PROJECT}:dbNetwork:\n"
+            f"    access: {DB_NETWORK['access']}\n"
+            f"    vpcId: {DB_NETWORK['vpcId']}\n"
+            f"    subnetIds:\n{network}"
+            f"    allowedCidrs:\n{cidrs}"
+            f"  {ORIGIN_SECRET_KEY}:\n    secure: {encrypt(origin_secret)}\n")
+
+
 def write_pulumi(directory: Path, aws: Mapping[str, Any], timeline: Timeline) -> dict[str, Any]:
     """The self-managed backend (``directory/pulumi-state``) with four updates, and the Pulumi project
-    (``directory/pulumi``) whose stack config pins what the last update deployed."""
+    (``directory/pulumi``, a git repository of the program, :func:`seed_program`) whose stack config pins
+    what the last update deployed."""
     state = directory / "pulumi-state"
     project = directory / "pulumi"
     shutil.rmtree(state, ignore_errors=True)
@@ -719,40 +814,28 @@ def write_pulumi(directory: Path, aws: Mapping[str, Any], timeline: Timeline) ->
     base_config: dict[str, Any] = {
         "aws:region": REGION, f"{PROJECT}:assetsBucketName": aws["assets_bucket"],
         f"{PROJECT}:appOriginDomain": DEMO.domains[0], f"{PROJECT}:dbInstanceIdentifier": aws["db_instance"],
-        f"{PROJECT}:dbInstanceClass": "db.t4g.medium", ORIGIN_SECRET_KEY: {"secure": encrypt(origin_secret)},
+        f"{PROJECT}:dbInstanceClass": "db.t4g.medium", f"{PROJECT}:dbNetwork": DB_NETWORK,
+        ORIGIN_SECRET_KEY: {"secure": encrypt(origin_secret)},
     }
+    first, second, third = seed_program(project, timeline)
     story = (
-        ("initial deploy", timeline.created, "1", {"create": 21}, "a1"),
-        ("edge function v2: HSTS header", timeline.edge_v2, "2", {"same": 20, "update": 1}, "b2"),
-        (f"release {RELEASE}", timeline.good_release, "2", {"same": 21}, "c3"),
-        ("edge function v3: content security policy", timeline.bad_deploy, "3", {"same": 20, "update": 1}, "d4"),
+        ("initial deploy", timeline.created, "1", {"create": 21}, first),
+        ("edge function v2: HSTS header", timeline.edge_v2, "2", {"same": 20, "update": 1}, first),
+        (f"release {RELEASE}", timeline.good_release, "2", {"same": 20, "update": 1}, second),
+        ("edge function v3: content security policy", timeline.bad_deploy, "3", {"same": 19, "update": 2}, third),
     )
     updates = []
     for message, when, edge, changes, head in story:
         config = {**base_config, f"{PROJECT}:assetsRelease": RELEASE, f"{PROJECT}:edgeFunctionVersion": edge}
         updates.append(BackendUpdate(
-            message=message, start_time=int(when.timestamp()), config=config, changes=changes, git_head=head * 20,
+            message=message, start_time=int(when.timestamp()), config=config, changes=changes, git_head=head,
             checkpoint=checkpoint_document(PROJECT, STACK, _stack_resources(aws, edge, origin_secret))))
     build_backend(state, project=PROJECT, stack=STACK, updates=updates)
-
     (project / "stacks").mkdir(parents=True, exist_ok=True)
-    (project / "Pulumi.yaml").write_text(
-        f"name: {PROJECT}\nruntime: python\ndescription: the rollback sandbox's stack (see infra/ for the program)\n"
-        "stackConfigDir: stacks\n", encoding="utf-8")
-    (project / "stacks" / f"Pulumi.{STACK}.yaml").write_text(
-        "# The sandbox stack's config (written by rollback sandbox up): the pins of its last update.\n"
-        "config:\n"
-        f"  aws:region: {REGION}\n"
-        f"  {PROJECT}:assetsBucketName: {aws['assets_bucket']}\n"
-        f"  {PROJECT}:assetsRelease: {RELEASE}\n"
-        "  # Edge pin: `rollback infra edge` rewrites it.\n"
-        f"  {PROJECT}:edgeFunctionVersion: \"{BAD_EDGE_VERSION}\"\n"
-        f"  {PROJECT}:appOriginDomain: {DEMO.domains[0]}\n"
-        f"  {PROJECT}:dbInstanceIdentifier: {aws['db_instance']}\n"
-        f"  {PROJECT}:dbInstanceClass: db.t4g.medium\n"
-        f"  {ORIGIN_SECRET_KEY}:\n    secure: {encrypt(origin_secret)}\n", encoding="utf-8")
+    (project / "stacks" / f"Pulumi.{STACK}.yaml").write_text(_stack_file(aws, origin_secret), encoding="utf-8")
     return {"backend_url": f"file://{state}", "project": PROJECT, "stack": STACK, "project_dir": str(project),
-            "updates": len(updates), "bad_version": len(updates), "good_version": len(updates) - 1}
+            "updates": len(updates), "bad_version": len(updates), "good_version": len(updates) - 1,
+            "commits": [first, second, third]}
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -786,6 +869,19 @@ for line in sys.stdin:
     print(f"vercel: deployment {{created['url']}} ({{created['id']}}) building for {{new[:12]}}", flush=True)
 """
 GIT_READY_AFTER = 1.0  # seconds a pushed commit takes to build in the emulator
+
+
+_GIT_ENV = {"GIT_CONFIG_NOSYSTEM": "1", "GIT_TERMINAL_PROMPT": "0",
+            "GIT_AUTHOR_NAME": "Sandbox Developer", "GIT_AUTHOR_EMAIL": "dev@demo.example.com",
+            "GIT_COMMITTER_NAME": "Sandbox Developer", "GIT_COMMITTER_EMAIL": "dev@demo.example.com"}
+
+
+def _git(cwd: Path, *args: str, when: dt.datetime | None = None) -> str:
+    """``git ARGS`` in ``cwd`` as the sandbox's developer (no system or user config read), at ``when``."""
+    extra = {"GIT_AUTHOR_DATE": when.isoformat(), "GIT_COMMITTER_DATE": when.isoformat()} if when else {}
+    done = subprocess.run(["git", *args], cwd=cwd, env={**os.environ, **_GIT_ENV, "HOME": str(cwd), **extra},
+                          capture_output=True, text=True, check=True)
+    return done.stdout.strip()
 
 
 def seed_git(directory: Path, vercel_url: str, timeline: Timeline) -> dict[str, Any]:

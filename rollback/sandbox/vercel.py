@@ -29,7 +29,8 @@ Admin endpoints (no auth, loopback only; not part of Vercel's API):
 - ``POST /_admin/clock``       ``{"advance": 300}``: move the emulator's clock (rolling-release stages) forward;
   ``{"freeze": true}`` stops it (only ``advance`` moves it then), ``{"freeze": false}`` lets it run again
 - ``POST /_admin/faults``      ``{"method": "POST", "path": "/rollback/", "status": 429, "retry_after": "1",
-  "latency": 0.5, "times": 1, "after": false}``; ``DELETE /_admin/faults`` clears them
+  "latency": 0.5, "times": 1, "after": false}``; ``DELETE /_admin/faults`` clears every injected fault: these
+  rules, ``fail_aliases``, and ``job_seconds`` back to what the emulator was started with
 - ``GET  /_admin/requests``    every API request served (method, path, query, status)
 - ``GET  /_admin/production/<project>`` the deployment production serves now, with its health, and during a
   rolling release the canary and its share of the requests (what the
@@ -544,6 +545,7 @@ def _snapshot(state: EmulatorState) -> dict[str, Any]:
             "aliases": {a.alias: a.deployment_id for a in state.aliases.values()},
             "aliasRequests": list(state.alias_history),
             "jobSeconds": state.job_seconds,
+            "failAliases": sorted(state.fail_aliases),
             "rollingReleases": {p.id: {"state": r.state, "canary": r.canary_id, "base": r.base_id,
                                        "stage": r.stage_index, "share": r.canary_share, "history": list(r.history)}
                                 for p in state.projects.values() if (r := p.rolling_release) is not None},

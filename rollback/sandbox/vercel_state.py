@@ -234,6 +234,9 @@ class EmulatorState:
         self.lock = threading.RLock()
         self.token = token
         self.job_seconds = job_seconds
+        # What the emulator was started with (``--job-seconds``): a reset and DELETE /_admin/faults
+        # put it back, since a slower job is one of the faults a drill injects.
+        self.default_job_seconds = job_seconds
         self.fail_aliases: set[str] = set()
         self.faults: list[FaultRule] = []
         self.requests: list[dict[str, Any]] = []
@@ -288,6 +291,7 @@ class EmulatorState:
                 self.clock_skew += self.clock_frozen - time.monotonic()
                 self.clock_frozen = None
             self.fail_aliases = set()
+            self.job_seconds = self.default_job_seconds
             chosen = seed if seed is not None else self.seed_name
             if chosen in ("demo", "demo-rolling"):
                 self._seed_demo()
@@ -386,8 +390,17 @@ class EmulatorState:
             self.faults.append(rule)
 
     def clear_faults(self) -> None:
+        """Every injected fault gone: the fault rules, the aliases set to fail, and slow alias jobs (back to
+        the job time the emulator was started with, running jobs included). The seeded world stays: the
+        unhealthy and crashing deployments are the bad deploy, not a fault of the API."""
         with self.lock:
             self.faults = []
+            self.fail_aliases = set()
+            self.job_seconds = self.default_job_seconds
+            for job in self.jobs.values():
+                if job.status not in ("succeeded", "failed", "skipped"):
+                    job.seconds = self.job_seconds
+                    job.fail_aliases = frozenset()
 
     def take_fault(self, method: str, path: str) -> FaultRule | None:
         with self.lock:

@@ -103,6 +103,9 @@ class SandboxInfo:
         good_backup = (self.world.get("database") or {}).get("good_backup")
         if good_backup:
             env.setdefault("DB_GOOD_BACKUP", str(good_backup))
+        program = (self.world.get("pulumi") or {}).get("project_dir")
+        if program:
+            env.setdefault("PULUMI_PROJECT_DIR", str(program))
         ordered = {k: env[k] for k in EXPORT_ORDER if k in env}
         ordered.update({k: v for k, v in env.items() if k not in ordered})
         return ordered

@@ -118,6 +118,8 @@ def test_without_yes_and_without_a_terminal_it_refuses(run_cli: RunCli, app_env:
     result = run_cli("app", "rollback")
     assert result.code == 4
     assert "--yes" in result.err
+    # the refusal names the environment it refused: the on-call engineer may have several open
+    assert "error: refusing to roll back production (env production) without confirmation" in result.err
     assert production(emulator) == DEMO.current
 
 

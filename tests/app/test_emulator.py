@@ -176,6 +176,31 @@ def test_faults_429_with_retry_after_5xx_latency_and_after(emulator: VercelEmula
     assert admin(emulator, "faults", method="GET").json()["faults"] == []
 
 
+def _job(emulator: VercelEmulator) -> dict[str, Any]:
+    return dict(get(emulator, f"/v9/projects/{DEMO.project_id}").json()["lastAliasRequest"])
+
+
+def test_delete_faults_clears_every_injected_fault(emulator: VercelEmulator) -> None:
+    """README's drills inject slow alias jobs and failing aliases through ``/_admin/config`` beside the fault
+    rules; ``DELETE /_admin/faults`` takes all of them away (the job time back to what the emulator was started
+    with), so a rollback after it behaves as seeded, a job already running included."""
+    admin(emulator, "config", {"job_seconds": 600, "fail_aliases": ["www.demo.example.com"]})
+    admin(emulator, "faults", {"path": "^/v6/deployments", "status": 503, "times": None})
+    assert post(emulator, f"/v1/projects/{DEMO.project_id}/rollback/{DEMO.previous}").status_code == 201
+    assert _job(emulator)["jobStatus"] == "pending"  # 600 s to go
+    admin(emulator, "faults", method="DELETE")
+    assert admin(emulator, "faults", method="GET").json()["faults"] == []
+    assert get(emulator, "/v6/deployments").status_code == 200
+    assert _job(emulator)["jobStatus"] == "succeeded"  # the running job now takes the started-with 0 s
+    assert get(emulator, f"/v1/projects/{DEMO.project_id}/promote/aliases", failedOnly="true").json()["aliases"] == []
+    state = admin(emulator, "state", method="GET").json()
+    assert state["jobSeconds"] == 0.0 and state["failAliases"] == []
+    # a new job: every alias moves at once
+    assert post(emulator, f"/v1/projects/{DEMO.project_id}/rollback/{DEMO.older}").status_code == 201
+    job = _job(emulator)
+    assert job["jobStatus"] == "succeeded" and job["toDeploymentId"] == DEMO.older
+
+
 def test_git_push_deployments_go_live_unless_a_rollback_paused_them(emulator: VercelEmulator) -> None:
     created = admin(emulator, "deployments", {"project": "demo", "sha": "a" * 40, "ready_after": 0.2}).json()
     assert created["state"] == "BUILDING"

@@ -96,6 +96,8 @@ def edge_stack(aws: Callable[[str], Any]) -> Callable[..., EdgeStack]:
         bucket = unique("assets")
         s3.create_bucket(Bucket=bucket)
         s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+        for release in ("r41", "r42"):  # the release served and the one before it
+            s3.put_object(Bucket=bucket, Key=f"releases/{release}/index.html", Body=b"<html></html>")
         origin_path = "/releases/r42"
         live_arn = arns[str(live)]
         created = cf.create_distribution(DistributionConfig={

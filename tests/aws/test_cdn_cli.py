@@ -30,6 +30,11 @@ def invalidations(aws: Callable[[str], Any], distribution_id: str) -> list[list[
     return found
 
 
+def put_release(aws: Callable[[str], Any], bucket: str, release: str, *keys: str) -> None:
+    for key in keys or ("index.html",):
+        aws("s3").put_object(Bucket=bucket, Key=f"releases/{release}/{key}", Body=b"<html></html>")
+
+
 def test_release_switches_the_origin_path_invalidates_and_pins(
         aws: Callable[[str], Any], edge_stack: Callable[..., EdgeStack], project: Callable[..., Project],
         run_cli: Any) -> None:
@@ -157,3 +162,32 @@ def test_unknown_snapshot_and_release_are_bad_input(edge_stack: Callable[..., Ed
     assert bad.code == 2 and "is not a release id" in bad.err
     origin = run_cli(*CDN, "release", "r1", "--origin", "media", "--yes", "--config", str(proj.config))
     assert origin.code == 2 and "no origin 'media' (origins: assets)" in origin.err
+
+
+def test_a_missing_or_empty_release_is_refused_listing_the_releases(
+        aws: Callable[[str], Any], edge_stack: Callable[..., EdgeStack], project: Callable[..., Project],
+        run_cli: Any) -> None:
+    """A typo at 3 a.m. (``r14`` for ``r41``) must not point CloudFront at an empty prefix, invalidate ``/*``
+    and pin it: S3 answers 403/404 for every key of a prefix that holds no object. A folder whose objects were
+    all deleted (delete markers on top) and a console "folder" (a zero-byte ``releases/r40/`` object) are empty
+    too; the releases listed are those that hold an object now."""
+    stack = edge_stack()  # releases r41 and r42 in its bucket
+    proj = project(stack)
+    put_release(aws, stack.bucket, "r43")
+    put_release(aws, stack.bucket, "r39")
+    aws("s3").delete_object(Bucket=stack.bucket, Key="releases/r39/index.html")  # a delete marker on top
+    aws("s3").put_object(Bucket=stack.bucket, Key="releases/r40/", Body=b"")  # a console "folder"
+    before = aws("cloudfront").get_distribution_config(Id=stack.distribution_id)["ETag"]
+    for release in ("r14", "r39", "r40"):
+        for extra in ("--yes", "--dry-run"):
+            refused = run_cli(*CDN, "release", release, extra, "--json", "--config", str(proj.config))
+            assert refused.code == 2, refused.err
+            assert f"release '{release}' has no objects in s3://{stack.bucket}/releases/{release}/" in refused.err
+            assert "name one of the releases" in refused.err and ": r41, r42, r43)" in refused.err
+    assert aws("cloudfront").get_distribution_config(Id=stack.distribution_id)["ETag"] == before  # nothing sent
+    assert invalidations(aws, stack.distribution_id) == []
+    assert "rollback:assetsRelease: r42" in proj.stack_file.read_text()  # nothing pinned
+    assert not list(proj.journal_dir.glob("*.jsonl"))  # nothing journaled: refused before the plan
+    done = run_cli(*CDN, "release", "r43", *FAST, "--yes", "--config", str(proj.config))
+    assert done.code == 0, done.err
+    assert origin_path(aws, stack.distribution_id) == "/releases/r43"

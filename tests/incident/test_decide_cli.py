@@ -67,6 +67,28 @@ def test_data_loss_recommends_app_then_db_and_opens_an_incident(run_cli: Callabl
     assert "rolled back" not in listed.out and document["incident"] in listed.out
 
 
+def test_incident_show_reads_as_run_and_the_report_do(run_cli: Callable[..., Any], plain: Path) -> None:
+    """``incident show`` for people: the reasons as sentences, the durations and verdict words ``run`` prints
+    (``1 min 4 s``, ``met``), the notes (text as written), who closed it; ``list --open`` with none open says so."""
+    assert "no open incidents (env production;" in run_cli("incident", "list", "--open").err
+    opened = run_cli("decide", "--error-rate", "7", "--detected-at", "2026-11-28T09:30:00Z", "--json").json()
+    assert run_cli("incident", "note", "status page updated [/api/pay] \x1b[31m").code == 0
+    shown = run_cli("incident", "show", "open")
+    assert shown.code == 0, shown.err
+    assert "P1  The error rate was 7 %, above the 5 % threshold (reported with --error-rate)." in shown.out
+    assert "error_rate = 7" not in shown.out  # not the decision's key = value line
+    assert "09:30:00      Issue detected" in shown.out
+    assert "Time to detect" in shown.out and "not measured" in shown.out
+    assert "min 0.0" not in shown.out and " ok " not in shown.out  # no "2.0 min", no "ok"/"OVER" words
+    assert "notes\n" in shown.out and "status page updated [/api/pay] \\x1b[31m" in shown.out
+    assert run_cli("incident", "list", "--open").out.count(opened["incident"]) == 1
+    closed = run_cli("incident", "close", "--resolution", "rolled back", "--by", "alex")
+    assert "by alex: rolled back" in closed.out
+    assert "no open incidents" in run_cli("incident", "list", "--open").err
+    verdicts = run_cli("incident", "show", "last").out
+    assert "Time to decide" in verdicts and ("met" in verdicts or "missed" in verdicts)
+
+
 @pytest.mark.parametrize("args", [[], ["--error-rate", "nan"], ["--error-rate", "-1"], ["--feature-broken", "huge"],
                                   ["--changed", "app,cdn", "--service-down"],
                                   ["--service-down", "--detected-at", "yesterday"]])

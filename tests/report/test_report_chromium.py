@@ -117,3 +117,88 @@ def test_html_report_screenshot_is_drawn(run_cli: Run, incident: IncidentFixture
     done = render_in_chromium(page, tmp_path, "--window-size=1100,1600", f"--screenshot={shot}")
     assert done.returncode == 0, done.stderr[-2000:]
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 20_000
+
+
+# --------------------------------------------------------------------------- the timeline's labels, measured
+
+MEASURE = """<pre id="measured"></pre>
+<script>
+const svg = document.querySelector("figure svg");
+const frame = svg.getBoundingClientRect();
+const boxes = [...svg.querySelectorAll("text")].map(t => {
+  const r = t.getBoundingClientRect();
+  return {text: t.textContent, left: r.left, right: r.right, top: r.top, bottom: r.bottom};
+});
+document.getElementById("measured").textContent = JSON.stringify(
+  {svg: {left: frame.left, right: frame.right, top: frame.top, bottom: frame.bottom}, boxes: boxes});
+</script>
+"""
+
+
+def _incident_of(seconds: float) -> dict[str, object]:
+    """An incident record ``seconds`` long from the deployment to the verification, shaped like a drill's:
+    detected halfway, decided and rolled back quickly, verified at the end."""
+    import datetime as dt
+
+    start = dt.datetime(2026, 12, 1, 3, 0, tzinfo=dt.UTC)
+    share = {"deployment_initiated": 0.0, "detected": 0.45, "decided": 0.47, "initiated": 0.5, "restored": 0.55,
+             "verified": 1.0}
+    timeline = {key: (start + dt.timedelta(seconds=seconds * part)).isoformat().replace("+00:00", "Z")
+                for key, part in share.items()}
+    return {"id": f"INC-{int(seconds)}s", "env": "sandbox", "drill": True, "status": "closed", "timeline": timeline,
+            "severity": "P0", "layers": ["app"], "reasons": [], "events": [], "runs": []}
+
+
+def measured_labels(page_html: str, width: int, tmp_path: Path) -> dict[str, object]:
+    """The timeline's text boxes as headless Chromium lays them out at ``width`` px: the report page with the
+    measuring script added (and its Content-Security-Policy, which forbids scripts, taken out), the
+    measurements written into the DOM and read back with ``--dump-dom``."""
+    import json
+    import re
+
+    page = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page_html)
+    assert "<script" not in page
+    page = page.replace("</body>", MEASURE + "</body>")
+    path = tmp_path / f"timeline-{width}.html"
+    path.write_text(page, encoding="utf-8")
+    done = render_in_chromium(path, tmp_path, f"--window-size={width},1400", "--dump-dom",
+                              "--virtual-time-budget=5000")
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.search(r'<pre id="measured">(.*?)</pre>', done.stdout, re.DOTALL)
+    assert found and found.group(1), done.stdout[-2000:]
+    import html
+
+    return dict(json.loads(html.unescape(found.group(1))))
+
+
+@pytest.mark.parametrize("seconds", [10, 240, 2400], ids=["10s", "4min", "40min"])
+def test_timeline_labels_never_overlap_nor_leave_the_picture(seconds: int, tmp_path: Path) -> None:
+    """The axis scales to the incident (a 10-second sandbox incident put every label on one spot of a
+    15-minute axis, and clipped the total target's). At 800 and 1200 px, for a 10 s, 4 min and 40 min
+    incident, no text box of the picture overlaps another or leaves the SVG, measured in the browser."""
+    from rollback.commands.report import render
+    from rollback.report import build_report
+    from rollback.templating import Templates
+
+    data = build_report(_incident_of(seconds), [], generated_at="2026-12-01T04:00:00Z")
+    bar = data["timeline_bar"]
+    assert bar["span_seconds"] < seconds * 2 or seconds >= 2400  # scaled to the incident, not to 15 min
+    if seconds == 10:
+        assert {t["phase"] for t in bar["offscale"]} == {"detect", "decide", "rollback", "verify", "total"}
+    page = render(data, "html", Templates.for_config(None))
+    for width in (800, 1200):
+        found = measured_labels(page, width, tmp_path)
+        frame = found["svg"]
+        boxes = found["boxes"]
+        assert isinstance(frame, dict) and isinstance(boxes, list) and len(boxes) >= 8, found
+        texts = [b["text"] for b in boxes]
+        assert any(t.startswith("detect ") for t in texts) and any("total target" in t for t in texts), texts
+        for box in boxes:  # inside the picture (half a pixel of rounding allowed)
+            assert box["right"] > box["left"] and box["bottom"] > box["top"], box
+            assert frame["left"] - 0.5 <= box["left"] and box["right"] <= frame["right"] + 0.5, (width, box, frame)
+            assert frame["top"] - 0.5 <= box["top"] and box["bottom"] <= frame["bottom"] + 0.5, (width, box, frame)
+        for index, one in enumerate(boxes):
+            for other in boxes[index + 1:]:
+                apart = (one["right"] <= other["left"] + 0.5 or other["right"] <= one["left"] + 0.5
+                         or one["bottom"] <= other["top"] + 0.5 or other["bottom"] <= one["top"] + 0.5)
+                assert apart, (width, seconds, one, other)

@@ -82,11 +82,13 @@ def test_every_action_with_its_status_duration_and_result(incident: IncidentFixt
     assert (second["run"], second["status"], second["resumes"]) == (RUN2, "succeeded", RUN1)
     assert [s["status"] for s in first["steps"]] == ["done", "done", "failed"] + ["not run"] * 5
     assert first["steps"][2]["error"].startswith("distribution E2QWRUHAPOMQZL changed")
-    assert [s["status"] for s in second["steps"]] == ["already done", "already done"] + ["done"] * 6
+    # a wait that found its work finished says so ("already done" reads as skipped)
+    assert [s["status"] for s in second["steps"]] == ["already done", "finished"] + ["done"] * 6
     steps = {s["id"]: s for s in second["steps"]}
     assert steps["db.restore"]["seconds"] == 150.0 and steps["db.restore"]["seconds_text"] == "2 min 30 s"
     assert steps["edge.associate"]["layer"] == "edge"
-    assert "set_aside=app_replaced_20261128T092200" in steps["db.swap"]["result_text"]
+    assert "kept aside as app_replaced_20261128T092200" in steps["db.swap"]["result_text"]
+    assert "=" not in steps["db.swap"]["result_text"]  # a phrase, not a key=value dump
     # nested results (a backup's manifest) are not dumped into the one-line result
     assert "manifest" not in steps["db.emergency-backup"]["result_text"]
 
@@ -254,3 +256,45 @@ def test_impact_lines() -> None:
     assert summary["requests_failed_text"] == "125" and summary["requests_failed"] == 125
     summary = build_report(record, [], impact=Impact.not_measured("no aws.distribution_id in the config"))["summary"]
     assert summary["impact"]["requests_failed_text"] == "not measured (no aws.distribution_id in the config)"
+
+
+def test_severity_reasons_read_as_sentences() -> None:
+    from rollback.report import reason_sentence
+
+    data_loss = {"signal": "data_loss", "value": True, "threshold": "true", "unit": "", "severity": "P0",
+                 "detail": "User has 110 rows, 10 fewer than backup app-20261201T031400Z (8.3 %; threshold >= 10 "
+                           "rows and >= 1 %); explained by failed migration (20261130090000_merge_user_stats)",
+                 "why": "data being lost or corrupted: an app rollback stops the damage, a database step repairs it"}
+    assert reason_sentence(data_loss) == (
+        "Data was being lost: User has 110 rows, 10 fewer than backup app-20261201T031400Z (8.3 %; threshold >= 10 "
+        "rows and >= 1 %); explained by failed migration (20261130090000_merge_user_stats).")
+    alarm = {"signal": "alarm.edge-function-errors", "value": "ALARM", "threshold": "== ALARM", "unit": "",
+             "detail": "rollback-sandbox-edge-function-errors since 2026-12-01T03:15:07+00:00",
+             "why": "rollback alarm: Lambda@Edge errors"}
+    assert reason_sentence(alarm) == ("Rollback alarm rollback-sandbox-edge-function-errors (Lambda@Edge errors) "
+                                      "was in ALARM since 03:15:07 UTC.")
+    rate = {"signal": "error_rate", "value": 30.05, "threshold": "> 5", "unit": "%", "why": "high error rate",
+            "detail": "5xxErrorRate Average over the last 5 min"}
+    assert reason_sentence(rate) == ("The error rate was 30.05 %, above the 5 % threshold (5xxErrorRate Average "
+                                     "over the last 5 min).")
+    for reason in (data_loss, alarm, rate):
+        assert "threshold true" not in reason_sentence(reason) and ": True" not in reason_sentence(reason)
+
+
+def test_actions_one_line_per_step_details_apart_and_every_column_headed(incident: IncidentFixture) -> None:
+    from rollback.templating import Templates
+
+    data = _data(incident)
+    md = commands.render(data, "md", Templates.for_config(None))
+    html = commands.render(data, "html", Templates.for_config(None))
+    assert "| # | layer | step | outcome |" in md and "| # | layer | step | status | duration | result |" not in md
+    assert "| metric | target | this incident | verdict |" in md
+    assert "<th>verdict</th>" in html and "<th></th>" not in html
+    # each step one row with its outcome; what it found and did in the appendix (md) / a closed details (html)
+    steps = {s["id"]: s for s in data["actions"][1]["steps"]}
+    assert steps["db.restore"]["outcome"] == "done in 2 min 30 s" and steps["app.wait"]["outcome"] == "finished in 1 s"
+    appendix = md[md.index("## Appendix: what each step found and did"):]
+    assert "kept aside as app_replaced_20261128T092200" in appendix
+    assert "kept aside as" not in md[:md.index("## Appendix")]
+    details = html[html.index("<details>"):html.index("</details>")]
+    assert "<summary>What each step of run " in details and "<details open" not in html

@@ -172,6 +172,71 @@ def test_run_app_edge_db_restores_all_three_then_verifies(world: SandboxInfo, ru
     assert "Rows only in the kept database: " in report.out and "not counted" not in report.out, report.out
 
 
+LAYER_SECTIONS = ("app", "edge", "assets", "db", "alarms")
+
+
+def test_status_shows_every_layer_bad_then_good_around_a_run_of_every_layer(world: SandboxInfo, run_cli: RunCli,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """``rollback status`` reads every source of the seeded (broken) world at once and says which layer is
+    bad; after ``run --layers app,edge,assets,db`` every one of them is good. (The budget is raised: this
+    test is about what is shown, and a loaded machine must not turn a source into "not read".)"""
+    monkeypatch.setenv("ROLLBACK_DECIDE_BUDGET", "60")
+    before = run_cli("status", "--json")
+    assert before.code == 3, before.err  # a section is BAD
+    sections = {s["name"]: s for s in before.json()["sections"]}
+    assert [s["name"] for s in before.json()["sections"]] == ["app", "edge", "assets", "db", "stack", "alarms",
+                                                              "incident", "backups"]
+    assert {name: sections[name]["status"] for name in LAYER_SECTIONS} == dict.fromkeys(LAYER_SECTIONS, "bad")
+    assert all(not s["problems"] for s in sections.values()), sections  # every source of the sandbox was read
+    assert "'Add new feature'" in sections["app"]["summary"]
+    assert "health GET /api/health: HTTP 500, expected 200" in sections["app"]["details"]
+    assert "rollback-sandbox-security-headers:3" in sections["edge"]["summary"]
+    assert sections["assets"]["summary"].startswith("release r42:")
+    assert "failed migration(s): 20261130090000_merge_user_stats" in sections["db"]["details"]
+    assert sections["stack"]["summary"].startswith("stack sandbox v4: update succeeded")
+    assert sections["incident"]["summary"] == "none open"
+    human = run_cli("status")
+    assert human.code == 3 and human.out.startswith("status of env sandbox at ")
+    assert re.search(r"^  app +BAD +production dpl_", human.out, re.MULTILINE), human.out
+    # decide --live shows the same screen first
+    decided = run_cli("decide", "--live", "--no-incident")
+    assert decided.out.startswith("status of env sandbox at ") and "\nP0: immediate rollback" in decided.out
+
+    ran = run_cli("run", "--layers", "app,edge,assets,db", "--yes")
+    assert ran.code == 0, ran.err
+    after = run_cli("status", "--json")
+    assert after.code == 0, after.out
+    sections = {s["name"]: s for s in after.json()["sections"]}
+    assert {name: sections[name]["status"] for name in LAYER_SECTIONS} == dict.fromkeys(LAYER_SECTIONS, "ok")
+    assert "rollback-sandbox-security-headers:2" in sections["edge"]["summary"]
+    assert any("auto-assignment paused by an instant rollback" in d for d in sections["app"]["details"])
+    assert any(d.startswith("pin edgeFunctionVersion = 2") and "not deployed yet: v4 deployed 3" in d
+               for d in sections["stack"]["details"]), sections["stack"]
+    assert sections["incident"]["summary"].startswith("open: INC-")
+
+
+def test_a_run_of_some_layers_reports_what_it_cannot_heal_at_once(world: SandboxInfo, run_cli: RunCli) -> None:
+    """``run --layers app,edge`` in the seeded world: the checklist waits only for what an app or edge rollback
+    can heal, then reports the database and the assets' items as not healed by this run, with the command that
+    would (exit 3), instead of re-checking them until the verify target (5 min) is up."""
+    result = run_cli("run", "--layers", "app,edge", "--yes")
+    assert result.code == 3, result.err
+    line = result.err.strip().splitlines()[-1]
+    assert line.startswith("error: verification: every checklist item the layers of this run (app, edge) can "
+                           "heal passes;"), line
+    assert "not healed by this run: no failed migrations = 1" in line
+    assert line.endswith("(roll back what this run did not: 'rollback --env sandbox run --layers assets,db')"), line
+    assert "not healed by this run (no layer of app, edge can fix them): db.migrations" in result.err
+    run_id = re.search(r"journaled as run (\S+)", result.err).group(1)  # type: ignore[union-attr]
+    failed = [e for e in events(world, run_id) if e["event"] == "step_failed"]
+    assert [e["step"] for e in failed] == ["verify.checklist"]
+    incident = run_cli("incident", "show", "open", "--json").json()
+    scoped = incident["verifications"][-1]
+    assert scoped["ok"] is False and scoped["not_healed"]["command"] == "rollback --env sandbox run --layers assets,db"
+    assert {i["id"] for i in scoped["items"] if i.get("not_healed_by_run")} >= {"db.migrations", "cdn.cache-hit-rate"}
+    assert all(i["status"] == "pass" for i in scoped["items"] if i["id"] in ("cdn.5xx-rate", "health./api/health"))
+
+
 # ------------------------------------------------------------------------------------------ faults and resume
 
 
@@ -188,7 +253,9 @@ def test_a_failed_vercel_job_stops_the_run_and_resume_completes_it(world: Sandbo
     line = failed.err.strip().splitlines()[-1]
     assert line.startswith("error: the rollback job failed")
     first = line.rsplit("rollback resume ", 1)[1].rstrip(")")
-    assert f"then continue with: rollback resume {first})" in line
+    # one next command, not two ("then run the command again; then continue with: rollback resume ...")
+    assert line.endswith(f"(check those domains in the Vercel dashboard, then: rollback resume {first})"), line
+    assert "again" not in line
     first_events = events(info, first)
     assert [e["step"] for e in first_events if e["event"] == "step_failed"] == ["app.wait-rollback"]
 

@@ -1,5 +1,5 @@
 """The runbook's own commands work against the sandbox unchanged, after
-``eval "$(rollback sandbox status)"``: the aws CLI (awscli from PyPI, in the dev extra), psql, Vercel's
+``eval "$(rollback sandbox status)"``: the aws CLI (awscli from PyPI, in the sandbox extra), psql, Vercel's
 CLI (vercel@58.10.0 under .cache/vercel-cli, as tests/app/test_vercel_cli.py finds it) and curl.
 
 Each test runs a bash script as a person would type it, in a throwaway HOME."""

@@ -226,4 +226,48 @@ def test_status_prints_exports(sandbox_env: SandboxInfo, run_cli: RunCli, status
         names = {line.split("=", 1)[0][len("export "):] for line in lines}
         assert {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION",
                 "DATABASE_URL", "VERCEL_API_URL", "VERCEL_TOKEN", "VERCEL_ORG_ID", "VERCEL_SCOPE", "VERCEL_ARGS",
-                "APP_URL", "DISTRIBUTION_ID"} <= names
+                "APP_URL", "DISTRIBUTION_ID", "PULUMI_PROJECT_DIR"} <= names
+
+
+def git(repo: Path, *args: str) -> str:
+    import subprocess
+
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_the_stack_history_ran_real_commits_of_the_programs_infra(fresh_sandbox: SandboxInfo,
+                                                                   run_cli: RunCli) -> None:
+    """The sandbox's Pulumi project is a git repository of this repository's own ``Pulumi.yaml`` and ``infra/``
+    at three versions; each update's ``git.head`` is the commit it ran from, the newest the work tree; the stack
+    config holds every key the program requires, so ``infra preview --to 3 --offline`` runs version 3's own
+    program (checked out from its commit) under Pulumi's mocks and shows the program change beside the config's."""
+    from rollback.sandbox.seed import PROGRAM_VERSIONS, repository_root
+
+    info = fresh_sandbox
+    project = Path(info.exports()["PULUMI_PROJECT_DIR"])
+    assert project == info.dir / "pulumi" and (project / "Pulumi.yaml").is_file()
+    commits = git(project, "log", "--format=%H", "--reverse").splitlines()
+    assert len(commits) == len(PROGRAM_VERSIONS) == 3 and commits == info.world["pulumi"]["commits"]
+    assert git(project, "status", "--porcelain", "--", "infra", "Pulumi.yaml") == ""  # the work tree is HEAD's
+    root = repository_root()
+    assert root is not None and (project / "infra" / "settings.py").read_text() == \
+        (root / "infra" / "settings.py").read_text()  # the project's own program
+    history = run_cli("infra", "history", "--json").json()
+    heads = [u["git_head"] for u in history["versions"]]
+    assert heads == [commits[0], commits[0], commits[1], commits[2]]
+    assert "isIpv6Enabled" not in git(project, "diff", commits[0], commits[1])  # v1 -> v2: HTTP/3
+    assert "is_ipv6_enabled=False" in git(project, "show", f"{commits[1]}:infra/cdn.py")
+
+    preview = run_cli("infra", "preview", "--to", "3", "--offline")
+    assert preview.code == 0, preview.err
+    assert f"program: version 3's own, from commit {commits[1][:12]} (differs from the work tree in infra/cdn.py)" \
+        in preview.out
+    assert "isIpv6Enabled: true -> false [program]" in preview.out
+    assert "lambdaArn: arn:aws:lambda:us-east-1:123456789012:function:rollback-sandbox-security-headers:3 -> " \
+           "arn:aws:lambda:us-east-1:123456789012:function:rollback-sandbox-security-headers:2" in preview.out
+    assert "pulumi-aws: 7.51.1 in the stack's checkpoint" in preview.out
+    assert 'rollback:edgeFunctionVersion: "2"' in (project / "stacks" / "Pulumi.sandbox.yaml").read_text()
+    # today's program with version 3's config alone
+    config_only = run_cli("infra", "preview", "--to", "3", "--offline", "--config-only")
+    assert config_only.code == 0, config_only.err
+    assert "[program]" not in config_only.out

@@ -343,3 +343,38 @@ def test_a_signal_as_a_step_starts_interrupts_it_before_it_acts(tmp_path: Path) 
     assert acts == ["backup"]  # the rollback step never acted
     run = read_run(journal.path)
     assert run.status == "interrupted" and run.failed_step is not None and run.failed_step["id"] == "rollback"
+
+
+def test_a_wait_found_over_says_finished_and_another_step_already_done(capsys: pytest.CaptureFixture[str]) -> None:
+    """A wait step whose check finds its work over did not skip anything: the progress line says
+    "finished"; any other step found done says "already done"."""
+    from rollback.cli.progress import PlainProgress
+    from rollback.plan import finished_word, is_wait
+
+    plan = Plan.of("run", "sandbox", [
+        Step("wait", "cloudfront.wait_invalidation", "wait until the invalidation is Completed"),
+        Step("pin", "edge.pin", "pin rollback:edgeFunctionVersion = 2"),
+    ])
+    done = handler(lambda step, ctx: {}, lambda step, ctx: Check(True, {"status": "Completed"}))
+    execute(plan, {"cloudfront.wait_invalidation": done, "edge.pin": done}, progress=PlainProgress(2))
+    lines = capsys.readouterr().err.splitlines()
+    assert "[1/2] finished" in lines and "[2/2] already done" in lines
+    assert [is_wait(a) for a in ("vercel.wait_alias_job", "edge.wait", "cdn.wait", "vercel.wait_abort",
+                                 "edge.pin", "db.swap")] == [True, True, True, True, False, False]
+    assert finished_word("edge.wait") == "finished" and finished_word("db.swap") == "already done"
+
+
+@pytest.mark.parametrize(("hint", "expected"), [
+    ("check those domains in the Vercel dashboard, then run the command again",
+     "check those domains in the Vercel dashboard, then: rollback resume R1"),
+    ("a concurrent transaction got in the way; run the command again",
+     "a concurrent transaction got in the way, then: rollback resume R1"),
+    ("check your AWS credentials", "check your AWS credentials, then: rollback resume R1"),
+    ("see the journal with 'rollback journal list'", "continue with: rollback resume R1"),
+    ("see 'rollback verify' for every item", "see 'rollback verify' for every item"),
+    ("then continue with: rollback resume R0", "then continue with: rollback resume R0"),
+])
+def test_a_failed_runs_hint_names_one_next_command(hint: str, expected: str) -> None:
+    from rollback.runner import next_command_hint
+
+    assert next_command_hint(hint, "rollback resume R1") == expected
