@@ -56,7 +56,7 @@ def _show(record: dict[str, Any]) -> None:
     drill = " (drill)" if record["drill"] else ""
     layers = ", ".join(n for n in order_layers(record["layers"]) if n not in ("core", "verify")) or "none recorded"
     out(printable(f"incident {record['id']}{drill}: env {record['env']}, {record['status']}, severity "
-                  f"{record['severity'] or 'not decided'}, layers {layers}"))
+                  f"{record['severity'] or 'not given'}, layers {layers}"))
     if record["command"]:
         out(f"command: {printable(record['command'])}")
     if record["reasons"]:

@@ -517,7 +517,7 @@ def _incident(get: Callable[[str], sources.Outcome], now: dt.datetime) -> Sectio
     else:
         drill = " (drill)" if incident.get("drill") else ""
         layers = ", ".join(incident.get("layers") or []) or "no layers decided"
-        section.summary = (f"open: {incident['id']}{drill}, {incident.get('severity') or 'not decided'}, "
+        section.summary = (f"open: {incident['id']}{drill}, severity {incident.get('severity') or 'not given'}, "
                            f"{layers}, detected {_ago(parse_time(incident.get('detected')), now)}")
         if incident.get("verified"):
             section.details.append(f"verified at {incident['verified']}")
