@@ -185,6 +185,9 @@ class RunTracker(RunObserver):
             label = group
             status = "restored" if group == self.layer and self.restored else "done"
             detail = ""
+            dumps = [self._results[s.id] for s in steps if s.action == "db.backup_replaced" and s.id in self._results]
+            if group == "db" and dumps:  # a restore's safety dump, written once service was back
+                detail = f"safety dump {dumps[-1].result.get('name') or 'written'}"
         if already:
             detail = (detail + "; " if detail else "") + f"{already} step(s) already done"
         self.notifier.layer_done(label, {"status": status, "seconds": seconds, "steps": len(steps), "detail": detail})

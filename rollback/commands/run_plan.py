@@ -68,13 +68,15 @@ def handler_services(services: Services, poll_interval: float) -> dict[str, Any]
 
 @dataclass
 class _Layer:
-    """One layer's part of the run: its steps (ids prefixed), notes, and what it read."""
+    """One layer's part of the run: its steps (ids prefixed), notes, and what it read. ``after``: steps
+    that follow the layer's health check (the db restore's safety dump: service first)."""
 
     name: str
     steps: list[Step] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     world: dict[str, Any] = field(default_factory=dict)
     facts: dict[str, Any] = field(default_factory=dict)
+    after: list[Step] = field(default_factory=list)
 
 
 def _prefixed(steps: Sequence[Step], group: str) -> list[Step]:
@@ -350,7 +352,9 @@ def failed_migrations(config: Config) -> list[str]:
 
 
 def _plan_db(config: Config, services: Services, request: RunRequest) -> tuple[_Layer, _Layer]:
-    """``(first, last)``: the emergency backup (before every other layer), and the restore."""
+    """``(first, last)``: the emergency backup before every other layer (a repair or an RDS restore), and
+    the restore, whose safety dump follows once service is back (``last.after``: service first, the dump
+    read from the copy the swap kept, which holds every write up to the swap)."""
 
     mode, argument = _db_mode(request)
     jobs = db_commands.default_jobs()
@@ -358,10 +362,12 @@ def _plan_db(config: Config, services: Services, request: RunRequest) -> tuple[_
     last = _Layer("db")
     last.facts["mode"] = mode
     if mode == "restore":
+        first = _Layer("db")
         plan = db_commands.plan_restore(config, argument, swap=True, jobs=jobs)
         manifest, dump_dir = db_commands.resolve_backup(config, argument)
         manifest_path = backup_manifest_path(dump_dir)
         last.steps = _prefixed([s for s in plan.steps if s.id != "emergency-backup"], "db")
+        last.after = _prefixed([s for s in plan.steps if s.id == "emergency-backup"], "db")
         last.notes = list(plan.notes)
         name = str(manifest.get("name", dump_dir.name))
         last.world = {"backup": name, "manifest_sha256": file_sha256(manifest_path)}
@@ -597,6 +603,7 @@ def plan_run(config: Config, request: RunRequest, services: Services | None = No
             steps += _invalidation(config, name)
         if name == restoring and name != "app":
             steps += _health(config, name, health_step)
+        steps += parts[name].after
         notes += parts[name].notes
     if request.verify:
         baseline = parts["db"].facts.get("manifest") if "db" in parts else None

@@ -123,10 +123,12 @@ def test_run_app_edge_db_restores_all_three_then_verifies(world: SandboxInfo, ru
     verification = document["verification"]
     assert verification["ok"] is True and verification["summary"]["fail"] == 0
     assert {i["status"] for i in verification["items"]} <= {"pass", "not measured"}
-    # the plan: world check, emergency backup first, app, edge, the restore last, then verification
+    # the plan: world check, app, edge, the restore last, its safety dump once service is back (issue 20:
+    # service first; the dump reads the copy the swap kept), then verification
     ids = [s["id"] for s in document["plan"]["steps"]]
-    assert ids[0] == "run.world" and ids[1] == "db.emergency-backup" and ids[-1] == "verify.checklist"
-    assert ids.index("app.vercel-rollback") < ids.index("edge.associate") < ids.index("db.swap")
+    assert ids[0] == "run.world" and ids[1] == "app.vercel-rollback" and ids[-1] == "verify.checklist"
+    assert ids.index("app.vercel-rollback") < ids.index("edge.associate") < ids.index("db.swap") \
+        < ids.index("db.emergency-backup") < ids.index("verify.checklist")
     assert ids.index("app.health") == ids.index("app.wait-rollback") + 1
     assert len(ids) == len(set(ids))
     # every step acted exactly once
@@ -143,7 +145,7 @@ def test_run_app_edge_db_restores_all_three_then_verifies(world: SandboxInfo, ru
     assert restored["layer"] == "app" and restored["run"] == document["run"]
     assert {c["ok"] for c in restored["health"]} == {True} and len(restored["health"]) >= 2
     initiated = next(e for e in incident["events"] if e["event"] == "initiated")
-    assert initiated["step"] == "db.emergency-backup"  # the first step that is not a check
+    assert initiated["step"] == "app.vercel-rollback"  # the first step that is not a check
     finished = next(e for e in incident["events"] if e["event"] == "run_finished")
     assert finished["status"] == "succeeded" and finished["exit_code"] == 0
     assert incident["metrics"]["rollback"] is not None and incident["metrics"]["verify"] is not None
@@ -271,7 +273,7 @@ def test_a_failed_vercel_job_stops_the_run_and_resume_completes_it(world: Sandbo
     assert {s["id"] for s in document["steps"]} == {s["id"] for s in document["plan"]["steps"]}
     assert set(counts) >= {"app.vercel-rollback", "app.wait-rollback", "edge.associate", "db.swap"}
     done_again = [s["id"] for s in document["steps"] if s["already_done"]]
-    assert done_again[:3] == ["run.world", "db.emergency-backup", "app.vercel-rollback"]
+    assert done_again[:2] == ["run.world", "app.vercel-rollback"]
     # the job went through the second time: production serves the good deployment; the world is restored
     assert production(info)["deployment"]["id"] == info.world["vercel"]["good_deployment"]
     assert edge_state(info)[0] == "2"
@@ -646,7 +648,8 @@ def test_notifications_start_per_layer_end_and_no_secret(world: SandboxInfo, run
     texts = receiver.texts()
     assert "rollback started" in texts[0] and "P1" in texts[0] and "[app]" in texts[0]
     layers = [t for t in texts if ": layer " in t]
-    assert any("layer db: emergency backup taken" in t for t in layers)
+    # service first (issue 20): the db layer's post names the safety dump written after its swap
+    assert any("layer db: done" in t and "safety dump app-" in t for t in layers), layers
     assert any("layer app: restored" in t for t in layers)
     assert any("layer edge: done" in t for t in layers)
     assert any("layer verification: passed" in t for t in layers)
