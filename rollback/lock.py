@@ -70,7 +70,7 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -99,6 +99,7 @@ MARGIN = 0.25
 RENEW_EVERY = 0.25
 # How long a run that lost its lease waits to read who holds it now (S3 may be what is unreachable).
 HOLDER_READ_SECONDS = 5.0
+SUFFIX = ".jsonl"  # a journal's file name: <run id>.jsonl (rollback.journal), copied as such to <prefix>/runs/
 
 
 def _suspend_counting_clock() -> Callable[[], float]:
@@ -180,6 +181,12 @@ class LeaseStore(Protocol):
     def upload(self, key: str, path: Path) -> None:
         """Copy a local file (a journal, an incident) to the store."""
 
+    def keys(self, prefix: str, *, after: str = "") -> list[str]:
+        """The keys under ``prefix`` that sort after ``after``."""
+
+    def fetch(self, key: str) -> bytes | None:
+        """An object's bytes, or None when there is none."""
+
 
 def parse_s3_url(url: str) -> tuple[str, str]:
     """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``."""
@@ -229,6 +236,19 @@ class TeamLock:
     def copy(self, kind: str, path: Path) -> None:
         """Copy a journal (``runs``) or an incident (``incidents``) file to the shared prefix."""
         self.store().upload(self.key(kind, path.name), path)
+
+    def shared_runs(self, after: str) -> Iterator[tuple[str, str, bytes]]:
+        """The journals copied to ``<prefix>/runs/`` of the runs whose id sorts after ``after`` (run ids sort
+        by start time): ``(run id, s3 URL, the copy's bytes)``. Read wherever the team's runs ran."""
+        folder = self.key("runs") + "/"
+        store = self.store()
+        for key in store.keys(folder, after=folder + after + SUFFIX):
+            name = key[len(folder):]
+            if "/" in name or not name.endswith(SUFFIX):
+                continue
+            data = store.fetch(key)
+            if data is not None:
+                yield name.removesuffix(SUFFIX), f"s3://{self.bucket}/{key}", data
 
 
 class Lease:

@@ -97,6 +97,29 @@ class S3LeaseStore:
                 raise
         return True
 
+    def keys(self, prefix: str, *, after: str = "") -> list[str]:
+        """The keys under ``prefix`` that sort after ``after`` (S3 lists in UTF-8 binary order: ``StartAfter``)."""
+        found: list[str] = []
+        with aws_errors(f"listing s3://{self.bucket}/{prefix}"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix, **({"StartAfter": after} if after else {}))
+            for page in pages:
+                found.extend(str(item["Key"]) for item in page.get("Contents", []))
+        return found
+
+    def fetch(self, key: str) -> bytes | None:
+        """An object's bytes, or None when it is gone (removed between a listing and this read)."""
+        from botocore.exceptions import ClientError
+
+        with aws_errors(f"reading s3://{self.bucket}/{key}"):
+            try:
+                response = self.client.get_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if _code(exc) in _MISSING:
+                    return None
+                raise
+            return bytes(response["Body"].read())
+
     def upload(self, key: str, path: Path) -> None:
         with aws_errors(f"copying {path.name} to s3://{self.bucket}/{key}"):
             self.client.put_object(Bucket=self.bucket, Key=key, Body=path.read_bytes(),

@@ -165,7 +165,8 @@ def test_a_run_cut_off_from_s3_stops_before_its_swap_and_names_who_took_over(
     assert finished["status"] == "refused" and finished["exit_code"] == 4
     assert lease_object(bucket)["run"] == bob_run  # alice never wrote the lease again
 
-    # once bob is gone (his lease expires), alice's run resumes and swaps, once
+    # once bob is gone, having done nothing (SIGTERM ends his run: journal finished, lease released), alice's
+    # run resumes and swaps, once (had bob acted, the resume would be refused: tests/incident/test_resume_overtaken.py)
     holder = procs[-1]
     holder.terminate()
     holder.communicate(timeout=30)
