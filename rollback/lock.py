@@ -43,7 +43,10 @@ naming the run that holds the lease now, when it can be read. Long waits sleep
 through :func:`pause`, which does the same check, so a 20-minute CloudFront
 wait stops at its next poll. A lost lease is never written again (the other run
 may hold it); it expires on S3 by itself, after which ``rollback resume``
-takes it over and continues.
+takes it over and continues, unless another run of the environment acted
+meanwhile: it reads the other runs' journals (here, and their copies in
+``<prefix>/runs/``: :meth:`TeamLock.shared_runs`) and then refuses
+(:mod:`rollback.commands.resume_guard`).
 
 Each write carries a fresh nonce. A write S3 stored whose answer was lost
 (a read timeout; botocore's retry of it then gets 412 against our own new ETag)
@@ -409,7 +412,8 @@ class Lease:
             self._name_holder()
         raise LockHeld(f"stopped: {self.lost}",
                        "nothing more was done by this run; check 'rollback journal list' and the other run "
-                       "before anything else; 'rollback resume' continues this run once the lease is free",
+                       "before anything else; 'rollback resume' continues this run once the lease is free, "
+                       "unless another run acted meanwhile",
                        holder=dict(self.holder_now))
 
     def renew(self) -> bool:

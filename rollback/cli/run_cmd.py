@@ -331,7 +331,9 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
     step is checked again (and journaled as already done), never repeated;
     the step that was running is checked first. Attaches to the same
     incident. Asks before continuing a plan with destructive steps left
-    (or --yes).
+    (or --yes). Refused when another run of the environment acted since
+    the run started (it took the lease over and swapped, say): the plan
+    no longer fits the world; plan a new run instead.
 
     \b
     Examples:
@@ -339,8 +341,9 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
       rollback resume 20261128T093512.048213Z-1a2b3c --yes
 
     Exit codes: 0 completed, 1 a step failed, 2 bad input (nothing to
-    resume), 3 a check failed, 4 refused (a finished step no longer holds,
-    the lock is held, no --yes without a terminal), 130 interrupted.
+    resume), 3 a check failed, 4 refused (another run acted since, a
+    finished step no longer holds, the lock is held, no --yes without a
+    terminal), 130 interrupted.
     """
     import sys
 
