@@ -392,14 +392,15 @@ def _unreadable(path: Path, exc: OSError) -> str:
     return f"{path.name}: {why}"
 
 
-def list_runs(directory: Path, skipped: list[str] | None = None) -> list[RunRecord]:
-    """Every run in the journal directory, newest first.
+def list_runs(directory: Path, skipped: list[str] | None = None, *, after: str = "") -> list[RunRecord]:
+    """Every run in the journal directory, newest first (with ``after``: only the runs whose id sorts
+    after it, that is, started later; the others are not read).
 
     A ``*.jsonl`` that cannot be read (a directory, a dangling symlink, a device or a
     pipe...) is left out, and described in ``skipped`` when a list is given.
     """
     records = []
-    for path in reversed(list(_runs(directory))):
+    for path in reversed([p for p in _runs(directory) if p.name.removesuffix(SUFFIX) > after]):
         # A device or a pipe (a symlink to /dev/full) would never end: not even opened.
         if path.exists() and not path.is_file() and not path.is_dir():
             if skipped is not None:

@@ -22,7 +22,8 @@ when and on which layers it acted, and what to do instead) when one of them
 
 A run that only read (health checks, the checklist), a dry run (never journaled) or no run at all
 leaves the resume allowed. A local journal is written and fsynced before each step acts, so its end is
-known; a run's own resumes are left to :func:`rollback.runner.load_resume_point`, which names them.
+known. The run's own resumes are left to :func:`rollback.runner.load_resume_point`, which names them,
+and the runs it started itself (``continues``: the background safety dump of its swap) are its own.
 
 ``rollback resume`` calls it before asking anything, and again once it holds the lock and the lease,
 when no other run can act any more (a run that acted while the operator read the prompt is caught there).
@@ -144,11 +145,13 @@ def interventions(record: RunRecord, others: Iterable[SeenRun]) -> list[Interven
     """The runs among ``others`` of ``record``'s environment, started after it and not continuing it,
     that acted (or may have), oldest first. Pure: reads only the records given."""
     env = record.started.get("env")
-    chain = {record.run_id}  # the run and the runs that resume it (load_resume_point names those)
+    # The run and the runs that are part of it: its resumes (load_resume_point names those) and the runs it
+    # started itself (a swap's safety dump in the background, "continues"), and theirs in turn.
+    chain = {record.run_id}
     found = []
     for seen in sorted(others, key=lambda s: s.record.run_id):
         other = seen.record
-        if other.started.get("resumes") in chain:
+        if other.started.get("resumes") in chain or other.started.get("continues") in chain:
             chain.add(other.run_id)
             continue
         if (other.run_id in chain or other.run_id <= record.run_id or other.started.get("env") != env
@@ -165,8 +168,7 @@ def runs_after(config: Config, record: RunRecord) -> list[SeenRun]:
     (``[lock] url``) of the others. A run found in both is read from its own journal here."""
     from rollback.journal import list_runs, parse_run
 
-    seen = {r.run_id: SeenRun(r, str(r.path), True) for r in list_runs(config.journal_dir)
-            if r.run_id > record.run_id}
+    seen = {r.run_id: SeenRun(r, str(r.path), True) for r in list_runs(config.journal_dir, after=record.run_id)}
     settings = config.lock_settings
     if settings.url:
         from rollback.lock import TeamLock

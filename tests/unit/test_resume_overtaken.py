@@ -82,6 +82,10 @@ CASES: list[tuple[str, RunRecord, bool, tuple[str, ...] | None, bool | None]] = 
     ("a dry run", record(B, planned(), started("db.swap"), finished("db.swap"), END, dry_run=True), True, None, None),
     ("the stopped run's own resume", record(B, planned(), started("db.swap"), finished("db.swap"), END, resumes=A),
      True, None, None),
+    ("the safety dump the stopped run started in the background",
+     record(B, planned([{"id": "emergency-backup", "action": "db.backup_replaced", "layer": "db"}]),
+            started("emergency-backup"), finished("emergency-backup"), END, continues=A, background=True),
+     True, None, None),
 ]
 
 
