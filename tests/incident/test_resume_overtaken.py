@@ -31,12 +31,12 @@ from rollback.errors import LockHeld
 from tests.conftest import CliResult
 from tests.incident.conftest import World
 from tests.incident.test_lease_fails_closed import (  # noqa: F401  (fixtures)
+    backup,
     cli,
     laptop,
     proxy,
     replaced,
-    spawn,
-    stopped,
+    restore_stopped_before_swap,
     until,
 )
 from tests.incident.test_lease_fails_closed import journal as journal_of
@@ -278,16 +278,8 @@ def test_real_processes_a_run_cut_off_before_its_swap_is_not_resumed_once_anothe
     the writes made since bob's swap only in a set-aside copy: it is refused, naming bob's run."""
     alice = laptop(world, tmp_path, bucket, "alice", AWS_ENDPOINT_URL=proxy.url)
     bob = laptop(world, tmp_path, bucket, "bob")
-    backup = cli(alice, "db", "backup", "--json")
-    assert backup.returncode == 0, backup.stderr
-    name = json.loads(backup.stdout)["backup"]["name"]
-    bob_backup = cli(bob, "db", "backup", "--json")  # backups are kept on each laptop
-    assert bob_backup.returncode == 0, bob_backup.stderr
-    bob_name = json.loads(bob_backup.stdout)["backup"]["name"]
-    restore = spawn({**alice, "STOP_IN_SWAP_CHECK": "1"}, "-m", "tests.incident.stop_in_swap_check", "db", "restore",
-                    name, "--swap", "--yes", "--skip-emergency-backup", "--reason", "alice")
-    procs.append(restore)
-    until("alice stopped in the swap's check", lambda: stopped(restore), timeout=120)
+    name, bob_name = backup(alice), backup(bob)
+    restore = restore_stopped_before_swap(alice, name, procs, "alice")
     proxy.cut()
     first = journal_of(alice)[0]["run"]
 
