@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 from rollback.commands.run_types import READ_ONLY_ACTIONS
 from rollback.errors import AwsError, UnsafePrecondition
 from rollback.lock import describe_holder
-from rollback.runner import renamed_actions
+from rollback.runner import RESUMABLE, renamed_actions
 
 if TYPE_CHECKING:
     from rollback.config import Config
@@ -191,6 +191,9 @@ def refuse_if_overtaken(config: Config, run: str, *, journal: Journal | None = N
     from rollback.journal import find_run
 
     record = find_run(config.journal_dir, run)
+    if (record.status not in RESUMABLE or record.started.get("dry_run")
+            or record.started.get("env") != config.env_name):
+        return  # not a resume at all: load_resume_point and the caller say why (exit 2)
     found = interventions(record, runs_after(config, record))
     if not found:
         return

@@ -169,6 +169,11 @@ def test_resume_is_refused_naming_the_run_that_took_the_lease_over_and_acted(
     document = json.loads(dry.out)
     assert document["ok"] is False and document["error"]["error"] == "UnsafePrecondition"
     assert bob_run in document["error"]["message"]
+    # a run that succeeded has nothing to resume, whoever acted after it (exit 2, as before)
+    assert bob.cli("app", "promote", DEMO.current, "--yes", "--no-verify").code == 0
+    succeeded = bob.cli("resume", bob_run, "--yes")
+    assert succeeded.code == 2, succeeded.err
+    assert f"run {bob_run} succeeded: there is nothing to resume" in succeeded.err, succeeded.err
 
 
 @pytest.mark.parametrize("other", ["nobody", "a run that only read"])
