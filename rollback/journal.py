@@ -38,20 +38,20 @@ import os
 import secrets
 import socket
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rollback.errors import BadInput, Refused
-from rollback.lock import RunLock, TeamLock, acquire
+from rollback.lock import SUFFIX, RunLock, TeamLock, acquire
 from rollback.plan import Plan, Step
 from rollback.redact import redact
 from rollback.safetext import dumps, printable
 
-__all__ = ["Journal", "JournalEntry", "RunRecord", "find_run", "list_runs", "new_run_id", "read_run", "utc_now"]
+__all__ = ["Journal", "JournalEntry", "RunRecord", "find_run", "list_runs", "new_run_id", "parse_run", "read_run",
+           "utc_now"]
 
-SUFFIX = ".jsonl"
 
 
 def utc_now() -> str:
@@ -351,19 +351,30 @@ def read_run(path: Path) -> RunRecord:
     """
     record = RunRecord(run_id=path.name.removesuffix(SUFFIX), path=path)
     with path.open("rb") as handle:
-        for raw in handle:
-            if not raw.strip():
-                continue
-            try:
-                entry = json.loads(raw)
-            except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a 5,000-deep line
-                record.torn_lines += 1
-                continue
-            if isinstance(entry, dict):
-                record.entries.append(entry)
-            else:
-                record.torn_lines += 1
+        _read_lines(record, handle)
     return record
+
+
+def parse_run(run_id: str, data: bytes, path: Path) -> RunRecord:
+    """A run from a journal's bytes (a copy read from the team's prefix), as :func:`read_run` reads a file."""
+    record = RunRecord(run_id=run_id, path=path)
+    _read_lines(record, data.splitlines())
+    return record
+
+
+def _read_lines(record: RunRecord, lines: Iterable[bytes]) -> None:
+    for raw in lines:
+        if not raw.strip():
+            continue
+        try:
+            entry = json.loads(raw)
+        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a 5,000-deep line
+            record.torn_lines += 1
+            continue
+        if isinstance(entry, dict):
+            record.entries.append(entry)
+        else:
+            record.torn_lines += 1
 
 
 def _runs(directory: Path) -> Iterator[Path]:
@@ -381,14 +392,15 @@ def _unreadable(path: Path, exc: OSError) -> str:
     return f"{path.name}: {why}"
 
 
-def list_runs(directory: Path, skipped: list[str] | None = None) -> list[RunRecord]:
-    """Every run in the journal directory, newest first.
+def list_runs(directory: Path, skipped: list[str] | None = None, *, after: str = "") -> list[RunRecord]:
+    """Every run in the journal directory, newest first (with ``after``: only the runs whose id sorts
+    after it, that is, started later; the others are not read).
 
     A ``*.jsonl`` that cannot be read (a directory, a dangling symlink, a device or a
     pipe...) is left out, and described in ``skipped`` when a list is given.
     """
     records = []
-    for path in reversed(list(_runs(directory))):
+    for path in reversed([p for p in _runs(directory) if p.name.removesuffix(SUFFIX) > after]):
         # A device or a pipe (a symlink to /dev/full) would never end: not even opened.
         if path.exists() and not path.is_file() and not path.is_dir():
             if skipped is not None:

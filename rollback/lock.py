@@ -43,7 +43,10 @@ naming the run that holds the lease now, when it can be read. Long waits sleep
 through :func:`pause`, which does the same check, so a 20-minute CloudFront
 wait stops at its next poll. A lost lease is never written again (the other run
 may hold it); it expires on S3 by itself, after which ``rollback resume``
-takes it over and continues.
+takes it over and continues, unless another run of the environment acted
+meanwhile: it reads the other runs' journals (here, and their copies in
+``<prefix>/runs/``: :meth:`TeamLock.shared_runs`) and then refuses
+(:mod:`rollback.commands.resume_guard`).
 
 Each write carries a fresh nonce. A write S3 stored whose answer was lost
 (a read timeout; botocore's retry of it then gets 412 against our own new ETag)
@@ -70,7 +73,7 @@ import secrets
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -99,6 +102,7 @@ MARGIN = 0.25
 RENEW_EVERY = 0.25
 # How long a run that lost its lease waits to read who holds it now (S3 may be what is unreachable).
 HOLDER_READ_SECONDS = 5.0
+SUFFIX = ".jsonl"  # a journal's file name: <run id>.jsonl (rollback.journal), copied as such to <prefix>/runs/
 
 
 def _suspend_counting_clock() -> Callable[[], float]:
@@ -180,6 +184,12 @@ class LeaseStore(Protocol):
     def upload(self, key: str, path: Path) -> None:
         """Copy a local file (a journal, an incident) to the store."""
 
+    def keys(self, prefix: str, *, after: str = "") -> list[str]:
+        """The keys under ``prefix`` that sort after ``after``."""
+
+    def fetch(self, key: str) -> bytes | None:
+        """An object's bytes, or None when there is none."""
+
 
 def parse_s3_url(url: str) -> tuple[str, str]:
     """``s3://bucket/some/prefix`` -> ``("bucket", "some/prefix")``."""
@@ -229,6 +239,19 @@ class TeamLock:
     def copy(self, kind: str, path: Path) -> None:
         """Copy a journal (``runs``) or an incident (``incidents``) file to the shared prefix."""
         self.store().upload(self.key(kind, path.name), path)
+
+    def shared_runs(self, after: str) -> Iterator[tuple[str, str, bytes]]:
+        """The journals copied to ``<prefix>/runs/`` of the runs whose id sorts after ``after`` (run ids sort
+        by start time): ``(run id, s3 URL, the copy's bytes)``. Read wherever the team's runs ran."""
+        folder = self.key("runs") + "/"
+        store = self.store()
+        for key in store.keys(folder, after=folder + after + SUFFIX):
+            name = key[len(folder):]
+            if "/" in name or not name.endswith(SUFFIX):
+                continue
+            data = store.fetch(key)
+            if data is not None:
+                yield name.removesuffix(SUFFIX), f"s3://{self.bucket}/{key}", data
 
 
 class Lease:
@@ -389,7 +412,8 @@ class Lease:
             self._name_holder()
         raise LockHeld(f"stopped: {self.lost}",
                        "nothing more was done by this run; check 'rollback journal list' and the other run "
-                       "before anything else; 'rollback resume' continues this run once the lease is free",
+                       "before anything else; 'rollback resume' continues this run once the lease is free, "
+                       "unless another run acted meanwhile",
                        holder=dict(self.holder_now))
 
     def renew(self) -> bool:

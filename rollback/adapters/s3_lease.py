@@ -64,17 +64,24 @@ class S3LeaseStore:
     def replace(self, key: str, body: bytes, etag: str) -> str | None:
         return self._put(key, body, IfMatch=etag)
 
-    def read(self, key: str) -> LeaseObject | None:
+    def _get(self, key: str, what: str) -> tuple[bytes, dict[str, Any]] | None:
+        """The object's bytes and the response, or None when there is none."""
         from botocore.exceptions import ClientError
 
-        with aws_errors(f"reading the team lease s3://{self.bucket}/{key}"):
+        with aws_errors(f"reading {what}s3://{self.bucket}/{key}"):
             try:
                 response = self.client.get_object(Bucket=self.bucket, Key=key)
             except ClientError as exc:
                 if _code(exc) in _MISSING:
                     return None
                 raise
-            raw = response["Body"].read()
+            return bytes(response["Body"].read()), response
+
+    def read(self, key: str) -> LeaseObject | None:
+        found = self._get(key, "the team lease ")
+        if found is None:
+            return None
+        raw, response = found
         try:
             body = json.loads(raw)
         except ValueError:
@@ -96,6 +103,21 @@ class S3LeaseStore:
                     return False
                 raise
         return True
+
+    def keys(self, prefix: str, *, after: str = "") -> list[str]:
+        """The keys under ``prefix`` that sort after ``after`` (S3 lists in UTF-8 binary order: ``StartAfter``)."""
+        found: list[str] = []
+        with aws_errors(f"listing s3://{self.bucket}/{prefix}"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix, **({"StartAfter": after} if after else {}))
+            for page in pages:
+                found.extend(str(item["Key"]) for item in page.get("Contents", []))
+        return found
+
+    def fetch(self, key: str) -> bytes | None:
+        """An object's bytes, or None when it is gone (removed between a listing and this read)."""
+        found = self._get(key, "")
+        return found[0] if found is not None else None
 
     def upload(self, key: str, path: Path) -> None:
         with aws_errors(f"copying {path.name} to s3://{self.bucket}/{key}"):

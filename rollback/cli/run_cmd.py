@@ -7,6 +7,7 @@ executed through :func:`rollback.cli.support.run_plan` like every other command.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -330,7 +331,9 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
     step is checked again (and journaled as already done), never repeated;
     the step that was running is checked first. Attaches to the same
     incident. Asks before continuing a plan with destructive steps left
-    (or --yes).
+    (or --yes). Refused when another run of the environment acted since
+    the run started (it took the lease over and swapped, say): the plan
+    no longer fits the world; plan a new run instead.
 
     \b
     Examples:
@@ -338,8 +341,9 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
       rollback resume 20261128T093512.048213Z-1a2b3c --yes
 
     Exit codes: 0 completed, 1 a step failed, 2 bad input (nothing to
-    resume), 3 a check failed, 4 refused (a finished step no longer holds,
-    the lock is held, no --yes without a terminal), 130 interrupted.
+    resume), 3 a check failed, 4 refused (another run acted since, a
+    finished step no longer holds, the lock is held, no --yes without a
+    terminal), 130 interrupted.
     """
     import sys
 
@@ -347,6 +351,7 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
     from rollback.cli.support import confirm, show_plan
     from rollback.commands import incident as incidents
     from rollback.commands.registry import handlers_for
+    from rollback.commands.resume_guard import refuse_if_overtaken
     from rollback.commands.run import RunTracker, Services, handler_services
     from rollback.commands.run_exec import NOTIFY_CLOSE_SECONDS, resume_hint, run_summary, status_of
     from rollback.journal import find_run
@@ -357,6 +362,7 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
     config = app.config()
     journal_dir = config.journal_dir
     chosen = run_ref or _newest_resumable(journal_dir, config.env_name)
+    refuse_if_overtaken(config, chosen)  # another run acted since this one: its plan no longer fits the world
     point = load_resume_point(journal_dir, chosen)
     if point.env != config.env_name:
         raise BadInput(f"run {point.run_id} is of env {point.env!r}, not {config.env_name!r}",
@@ -401,12 +407,17 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
     details = {"layer": str(started.get("layer") or "run"), "verb": "resume", "layers": list(point.plan.layers),
                "severity": severity, "incident": log.id if log else None, "poll_interval": poll}
 
+    def start_journal(fields: Mapping[str, Any]) -> Journal:
+        journal = app.start_journal(**fields)
+        # Again, now that this run holds the lock and the lease: no other run can act any more.
+        refuse_if_overtaken(config, point.run_id, journal=journal)
+        return journal
+
     def go(display: RunObserver) -> ExecutionResult:
         return resume_run(journal_dir, point.run_id,
                           lambda plan: handlers_for(config, plan.actions, handler_services(services, poll)),
                           dry_run=dry_run, progress=Observers(display, *extra), details=details,
-                          start_journal=lambda fields: app.start_journal(**fields), on_journal=opened,
-                          finish_run=False)
+                          start_journal=start_journal, on_journal=opened, finish_run=False)
 
     try:
         if live:

@@ -122,6 +122,23 @@ def resume_when_free(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return until("the lease was free for the resume", attempt, timeout=60, every=0.5)  # type: ignore[no-any-return]
 
 
+def backup(env: dict[str, str]) -> str:
+    """``rollback db backup`` on that laptop (backups are kept on each one): the backup's name."""
+    result = cli(env, "db", "backup", "--json")
+    assert result.returncode == 0, result.stderr
+    return str(json.loads(result.stdout)["backup"]["name"])
+
+
+def restore_stopped_before_swap(env: dict[str, str], name: str, procs: list[Any],  # noqa: F811
+                                reason: str) -> subprocess.Popen[str]:
+    """``db restore NAME --swap``, stopped (SIGSTOP, sent to itself) right after the swap's check."""
+    restore = spawn({**env, "STOP_IN_SWAP_CHECK": "1"}, "-m", "tests.incident.stop_in_swap_check", "db", "restore",
+                    name, "--swap", "--yes", "--skip-emergency-backup", "--reason", reason)
+    procs.append(restore)
+    until("the restore stopped in the swap's check", lambda: stopped(restore), timeout=120)
+    return restore
+
+
 def replaced(world: World) -> list[str]:
     rows = world.pg.execute(f"SELECT datname FROM pg_database WHERE datname LIKE '{world.db_name}_replaced_%'")
     return [str(r[0]) for r in rows]
@@ -131,16 +148,11 @@ def test_a_run_cut_off_from_s3_stops_before_its_swap_and_names_who_took_over(
         world: World, bucket: str, procs: list[Any], proxy: CutProxy, tmp_path: Path) -> None:  # noqa: F811
     alice = laptop(world, tmp_path, bucket, "alice", AWS_ENDPOINT_URL=proxy.url)
     bob = laptop(world, tmp_path, bucket, "bob")
-    backup = cli(alice, "db", "backup", "--json")
-    assert backup.returncode == 0, backup.stderr
-    name = json.loads(backup.stdout)["backup"]["name"]
+    name = backup(alice)
     world.sql("""INSERT INTO "User"(email) VALUES ('written-after-the-backup@example.com')""")
 
     # alice restores and stops (SIGSTOP) inside the db layer, right before her swap; her path to S3 is cut
-    restore = spawn({**alice, "STOP_IN_SWAP_CHECK": "1"}, "-m", "tests.incident.stop_in_swap_check", "db", "restore",
-                    name, "--swap", "--yes", "--skip-emergency-backup", "--reason", "lease test")
-    procs.append(restore)
-    until("alice stopped in the swap's check", lambda: stopped(restore), timeout=120)
+    restore = restore_stopped_before_swap(alice, name, procs, "lease test")
     proxy.cut()
     first = journal(alice)[0]["run"]
     # bob's run takes the lease over once it has expired (alice renews no more)
@@ -165,7 +177,8 @@ def test_a_run_cut_off_from_s3_stops_before_its_swap_and_names_who_took_over(
     assert finished["status"] == "refused" and finished["exit_code"] == 4
     assert lease_object(bucket)["run"] == bob_run  # alice never wrote the lease again
 
-    # once bob is gone (his lease expires), alice's run resumes and swaps, once
+    # once bob is gone, having done nothing (SIGTERM ends his run: journal finished, lease released), alice's
+    # run resumes and swaps, once (had bob acted, the resume would be refused: tests/incident/test_resume_overtaken.py)
     holder = procs[-1]
     holder.terminate()
     holder.communicate(timeout=30)
