@@ -546,6 +546,11 @@ def verify_once(config: Config, *, baseline: str | None = None, expect_version: 
         # No CloudFront in front of the app: its rates are not "not measured", they do not exist here.
         del readers["cloudfront"]
         notes.append(signals.vercel_direct_note(direct))
+    if config.env.health.base_url:
+        # Imported here, once, before the readers' threads (health, flows, performance): two of them
+        # importing httpx at the same moment can get it half-initialised ("partially initialized module
+        # 'httpx' has no attribute 'Client'").
+        import httpx  # noqa: F401
     budget = HTTP_BUDGET + (config.env.verify.smoke_timeout if config.env.verify.smoke else 0)
     outcomes = signals.gather(readers, budget=budget)
     items: list[Item] = [_unmeasured(name, _GROUP_OF[name], name, why) for name, why in (skip or {}).items()

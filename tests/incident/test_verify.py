@@ -125,3 +125,43 @@ def test_unreachable_sources_fail_and_missing_ones_are_not_measured(run_cli: Cal
     assert items["health./"]["status"] == "fail" and items["health./"]["value"] == "no answer"
     assert items["db.connect"]["status"] == "not measured"
     assert items["alarms"]["detail"].startswith("not measured: ")
+
+
+def test_a_fresh_process_measures_performance_beside_the_health_checks(tmp_path: Path) -> None:
+    """The health and performance readers run in threads of their own; in a fresh process both imported
+    httpx at the same moment and one got it half-initialised ("partially initialized module 'httpx' has no
+    attribute 'Client'"): performance 'could not measure' in 3 of 4 runs. Several fresh processes here."""
+    import os
+    import subprocess
+    import sys
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Ok(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"{}")
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = tmp_path / "rollback.toml"
+        config.write_text('default_env = "staging"\n[env.staging]\nsandbox = true\n[env.staging.health]\n'
+                          f'base_url = "http://127.0.0.1:{server.server_address[1]}"\npaths = ["/", "/api/health"]\n')
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ROLLBACK_", "AWS_"))}
+        for _ in range(4):
+            done = subprocess.run([sys.executable, "-m", "rollback", "verify", "--config", str(config), "--json"],
+                                  env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+            items = _items(__import__("json").loads(done.stdout))
+            p95 = items["api.p95"]
+            assert str(p95["value"]).endswith(" ms") and p95["detail"].startswith("20 requests"), p95  # measured
+            assert "could not measure" not in done.stdout
+    finally:
+        server.shutdown()
+        server.server_close()
