@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from rollback.cli.support import (
+    DURATION,
     AppContext,
     common_options,
     dry_run_option,
@@ -127,7 +128,7 @@ def _database_url_changes(outcome: ExecutionResult, config: Config) -> list[str]
 @click.option("--switch-database", is_flag=True,
               help="After an RDS restore: point the Vercel project's database variable at it and redeploy.")
 @click.option("--no-verify", is_flag=True, help="Skip the post-rollback checklist at the end.")
-@click.option("--poll-interval", default="15s", show_default=True, metavar="DURATION",
+@click.option("--poll-interval", type=DURATION, default="15s", show_default=True, metavar="DURATION",
               help="Longest pause between CloudFront status polls (the first ones come sooner).")
 @click.option("--error-rate", type=float, metavar="PCT", callback=_finite, help="Decide first: error rate in %.")
 @click.option("--p95-ms", type=float, metavar="MS", callback=_finite, help="Decide first: p95 in ms.")
@@ -146,7 +147,7 @@ def _database_url_changes(outcome: ExecutionResult, config: Config) -> list[str]
 @pass_app
 def run(app: AppContext, layer_values: tuple[str, ...], target_values: tuple[str, ...], severity: str | None,
         plan_file: str | None, incident_ref: str | None, accept_schema_skew: bool, accept_mismatch: bool,
-        switch_database: bool, no_verify: bool, poll_interval: str, error_rate: float | None,
+        switch_database: bool, no_verify: bool, poll_interval: float, error_rate: float | None,
         p95_ms: float | None, service_down: bool, data_loss: bool, security_breach: bool,
         feature_broken: str | None, failed_migration: bool, live: bool, detected_at: str | None, drill: bool,
         dry_run: bool, yes: bool) -> None:
@@ -173,10 +174,8 @@ def run(app: AppContext, layer_values: tuple[str, ...], target_values: tuple[str
     """
     from rollback.commands import run as commands
     from rollback.commands.decide import Flags
-    from rollback.units import parse_duration
 
     config = app.config()
-    poll = parse_duration(poll_interval, option="--poll-interval")
     flags = Flags(error_rate=error_rate, p95_ms=p95_ms, service_down=service_down, data_loss=data_loss,
                   security_breach=security_breach, feature_broken=feature_broken.lower() if feature_broken else None,
                   failed_migration=failed_migration)
@@ -193,11 +192,11 @@ def run(app: AppContext, layer_values: tuple[str, ...], target_values: tuple[str
         severity = severity or saved.get("severity")
         layers = tuple(name for name in plan.layers if name in commands.SERVICE_LAYERS)
         request: RunRequest = commands.RunRequest(layers=layers, severity=severity, incident=incident_ref,
-                                                  poll_interval=poll)
+                                                  poll_interval=poll_interval)
     else:
         request = _request(app, config, layer_values, target_values, severity, incident_ref, flags, live,
                            detected_at, drill, dry_run, accept_schema_skew, accept_mismatch, switch_database,
-                           no_verify, poll)
+                           no_verify, poll_interval)
         severity = request.severity
         planned = commands.plan_run(config, request, services)
         plan = planned.plan
