@@ -6,12 +6,12 @@ executed through :func:`rollback.cli.support.run_plan` like every other command.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from rollback.cli.decide_cmd import signal_flags
 from rollback.cli.support import (
     DURATION,
     AppContext,
@@ -26,6 +26,7 @@ from rollback.cli.support import (
 from rollback.errors import BadInput, UnsafePrecondition
 
 if TYPE_CHECKING:
+    from rollback.commands.decide import Flags
     from rollback.commands.run import RunPlan, RunRequest, RunTracker
     from rollback.config import Config
     from rollback.context import Services
@@ -38,12 +39,6 @@ if TYPE_CHECKING:
 __all__ = ["resume", "run"]
 
 SEVERITIES = ("P0", "P1", "P2", "P3")
-
-
-def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    if value is not None and (not math.isfinite(value) or value < 0):
-        raise click.BadParameter("must be a finite number >= 0")
-    return value
 
 
 def _layers_and_targets(decision_layers: list[str], options: dict[str, str]) -> tuple[tuple[str, ...], dict[str, str]]:
@@ -130,14 +125,7 @@ def _database_url_changes(outcome: ExecutionResult, config: Config) -> list[str]
 @click.option("--no-verify", is_flag=True, help="Skip the post-rollback checklist at the end.")
 @click.option("--poll-interval", type=DURATION, default="15s", show_default=True, metavar="DURATION",
               help="Longest pause between CloudFront status polls (the first ones come sooner).")
-@click.option("--error-rate", type=float, metavar="PCT", callback=_finite, help="Decide first: error rate in %.")
-@click.option("--p95-ms", type=float, metavar="MS", callback=_finite, help="Decide first: p95 in ms.")
-@click.option("--service-down", is_flag=True, help="Decide first: the service does not answer.")
-@click.option("--data-loss", is_flag=True, help="Decide first: data is being lost or corrupted.")
-@click.option("--security-breach", is_flag=True, help="Decide first: a security breach.")
-@click.option("--feature-broken", type=click.Choice(["major", "minor"], case_sensitive=False),
-              help="Decide first: a broken feature.")
-@click.option("--failed-migration", is_flag=True, help="Decide first: a migration failed.")
+@signal_flags(help_prefix="Decide first: ")
 @click.option("--live", is_flag=True, help="Decide first from live signals (as 'rollback decide --live').")
 @click.option("--detected-at", metavar="TIME", help="When the issue was detected (for a new incident).")
 @click.option("--drill", is_flag=True, help="Mark a newly opened incident as a drill.")
@@ -147,10 +135,8 @@ def _database_url_changes(outcome: ExecutionResult, config: Config) -> list[str]
 @pass_app
 def run(app: AppContext, layer_values: tuple[str, ...], target_values: tuple[str, ...], severity: str | None,
         plan_file: str | None, incident_ref: str | None, accept_schema_skew: bool, accept_mismatch: bool,
-        switch_database: bool, no_verify: bool, poll_interval: float, error_rate: float | None,
-        p95_ms: float | None, service_down: bool, data_loss: bool, security_breach: bool,
-        feature_broken: str | None, failed_migration: bool, live: bool, detected_at: str | None, drill: bool,
-        dry_run: bool, yes: bool) -> None:
+        switch_database: bool, no_verify: bool, poll_interval: float, flags: Flags, live: bool,
+        detected_at: str | None, drill: bool, dry_run: bool, yes: bool) -> None:
     """Roll back several layers as one plan: app, edge, assets, infra, db, then verify.
 
     One plan across the layers, in a safe order: with db, an emergency
@@ -173,12 +159,8 @@ def run(app: AppContext, layer_values: tuple[str, ...], target_values: tuple[str
     changed world, no --yes without a terminal), 130 interrupted.
     """
     from rollback.commands import run as commands
-    from rollback.commands.decide import Flags
 
     config = app.config()
-    flags = Flags(error_rate=error_rate, p95_ms=p95_ms, service_down=service_down, data_loss=data_loss,
-                  security_breach=security_breach, feature_broken=feature_broken.lower() if feature_broken else None,
-                  failed_migration=failed_migration)
     severity = severity.upper() if severity else None
     planned: RunPlan | None = None
     services = commands.Services(config)
