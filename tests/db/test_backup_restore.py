@@ -242,6 +242,28 @@ def test_a_partial_copy_that_cannot_be_dropped_is_named(live_db: LiveDb) -> None
     assert "was dropped" not in caught.value.message
 
 
+def test_a_partial_standby_that_cannot_be_dropped_is_named(live_db: LiveDb) -> None:
+    """Staging and restore share one "drop the half-made database" helper: a staged standby whose
+    pg_restore is killed is dropped the same way, and when it cannot be, the error names it as the restore's
+    does, and says the backup itself is complete."""
+    from rollback.commands import db as commands
+
+    config = live_db.config()
+    services = Services(config, database=UndroppableDatabase(Services(config).database_target()))
+    plan = commands.plan_backup(config, stage=True, services=services)
+    handlers = commands.DbHandlers(config, on_restore_start=lambda proc: os.kill(proc.pid, signal.SIGKILL),
+                                   services=services)
+    with pytest.raises(DatabaseError) as caught:
+        commands.run(config, plan, handlers=handlers)
+    partial = [d for d in live_db.databases() if "_standby_" in d]
+    assert len(partial) == 1
+    assert f"the partial standby {partial[0]} could not be dropped; remove it with 'rollback db prune'" in \
+        caught.value.message
+    assert "itself is complete" in caught.value.message
+    assert "was dropped" not in caught.value.message
+    assert len(list(live_db.backups_dir.glob("*.manifest.json"))) == 1  # the backup itself is kept
+
+
 def test_a_failed_count_check_keeps_the_live_database(run_cli: RunCli, live_db: LiveDb) -> None:
     backup = take_backup(run_cli)
     overstate_user_rows(backup)
