@@ -109,7 +109,7 @@ CLOUDFRONT_DEPLOY_SECONDS = 1.0
 ORIGIN_SECRET_KEY = f"{PROJECT}:originVerifySecret"
 
 # The runbook's thresholds, as infra/settings.py AlarmThresholds defaults them.
-DB_MAX_CONNECTIONS = 429  # db.t4g.medium, as infra/settings.py computes it
+DB_MAX_CONNECTIONS = 405  # db.t4g.medium, as infra/settings.py computes it (tests/infra/test_sandbox_alarms.py)
 DB_ALLOCATED_GB = 20
 
 
@@ -229,9 +229,13 @@ BAD_ASSETS = {
 DELETED_ASSETS = ("app.css",)
 
 
+EDGE_ERROR_METRICS = (("executionErrors", "LambdaExecutionError"), ("validationErrors", "LambdaValidationError"),
+                      ("limitErrors", "LambdaLimitExceededErrors"))
+
+
 def alarm_definitions(distribution_id: str) -> list[dict[str, Any]]:
     """The rollback criterion alarms as ``infra/alarms.py`` creates them (default thresholds), and which
-    monitor value each is judged on."""
+    monitor value each is judged on. tests/infra/test_sandbox_alarms.py holds the two equal."""
     cdn = [{"Name": "DistributionId", "Value": distribution_id}, {"Name": "Region", "Value": "Global"}]
     rds = [{"Name": "DBInstanceIdentifier", "Value": DB_INSTANCE}]
     per_minute = {"Period": 60, "EvaluationPeriods": 5, "DatapointsToAlarm": 3}
@@ -256,17 +260,15 @@ def alarm_definitions(distribution_id: str) -> list[dict[str, Any]]:
                   "TreatMissingData": "notBreaching"}},
         {"name": f"{PREFIX}-edge-function-errors", "value": "edgeErrors", "layer": "edge",
          "comparison": "GreaterThanThreshold", "threshold": 0.0,
-         "spec": {"AlarmDescription": "Rollback criterion: Lambda@Edge execution + validation errors > 0 per "
-                                      "minute on this distribution",
+         "spec": {"AlarmDescription": "Rollback criterion: Lambda@Edge execution + validation + limit-exceeded "
+                                      "errors > 0 per minute on this distribution",
                   "Metrics": [
-                      {"Id": "executionErrors", "ReturnData": False, "MetricStat": {
-                          "Metric": {"Namespace": "AWS/CloudFront", "MetricName": "LambdaExecutionError",
-                                     "Dimensions": cdn}, "Period": 60, "Stat": "Sum"}},
-                      {"Id": "validationErrors", "ReturnData": False, "MetricStat": {
-                          "Metric": {"Namespace": "AWS/CloudFront", "MetricName": "LambdaValidationError",
-                                     "Dimensions": cdn}, "Period": 60, "Stat": "Sum"}},
-                      {"Id": "edgeErrors", "Expression": "executionErrors + validationErrors",
-                       "Label": "Lambda@Edge errors", "ReturnData": True}],
+                      *({"Id": query, "ReturnData": False, "MetricStat": {
+                          "Metric": {"Namespace": "AWS/CloudFront", "MetricName": metric, "Dimensions": cdn},
+                          "Period": 60, "Stat": "Sum"}} for query, metric in EDGE_ERROR_METRICS),
+                      # A missing series (no error that minute) counts as 0, not as "no data".
+                      {"Id": "edgeErrors", "Label": "Lambda@Edge errors", "ReturnData": True,
+                       "Expression": " + ".join(f"FILL({query}, 0)" for query, _ in EDGE_ERROR_METRICS)}],
                   "EvaluationPeriods": 5, "DatapointsToAlarm": 3, "TreatMissingData": "notBreaching"}},
         {"name": f"{PREFIX}-db-connections", "value": "DatabaseConnections", "layer": "db",
          "comparison": "GreaterThanThreshold", "threshold": float(connections),
