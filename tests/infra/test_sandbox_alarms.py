@@ -1,4 +1,4 @@
-"""The sandbox's rollback alarms are the Pulumi program's: rollback.sandbox.seed.alarm_definitions creates in
+"""The sandbox's rollback alarms are the Pulumi program's: rollback.sandbox.seed_aws.alarm_definitions creates in
 moto what infra/alarms.py declares (run under Pulumi's mocks as the sandbox's stack, with the defaults),
 field for field in CloudWatch's PutMetricAlarm terms. The sandbox cannot import the program (infra/ is not
 part of the package), so this test is what keeps the two from drifting apart."""
@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from rollback.adapters.pulumi_mocks import MockRun
-from rollback.sandbox.seed import alarm_definitions
+from rollback.sandbox.seed_aws import alarm_definitions
 from tests.infra.conftest import RunInfra
 
 # Dimension values differ by construction (the mocks' ids, the sandbox's own): compared by what they name.
@@ -60,7 +60,7 @@ def _program(run: MockRun) -> dict[str, dict[str, Any]]:
 
 
 def _sandbox() -> dict[str, dict[str, Any]]:
-    """Each alarm rollback.sandbox.seed.seed_aws puts into moto, as its PutMetricAlarm request."""
+    """Each alarm rollback.sandbox.seed_aws.seed_aws puts into moto, as its PutMetricAlarm request."""
     alarms = {}
     for alarm in alarm_definitions("E2SANDBOXR42CF"):
         spec = dict(alarm["spec"])
