@@ -74,6 +74,21 @@ EDGE_ERROR_METRICS = (("executionErrors", "LambdaExecutionError"), ("validationE
                       ("limitErrors", "LambdaLimitExceededErrors"))
 
 
+def cache_behaviour(origin: str, arn: str | None, path: str | None = None) -> dict[str, Any]:
+    """A distribution's cache behaviour towards ``origin``; with ``arn``, that Lambda@Edge version on
+    viewer-response (the association ``rollback infra edge`` moves)."""
+    item: dict[str, Any] = {
+        "TargetOriginId": origin, "ViewerProtocolPolicy": "redirect-to-https", "MinTTL": 0,
+        "ForwardedValues": {"QueryString": False, "Cookies": {"Forward": "none"}},
+        "LambdaFunctionAssociations": ({"Quantity": 1, "Items": [
+            {"LambdaFunctionARN": arn, "EventType": "viewer-response", "IncludeBody": False}]}
+            if arn else {"Quantity": 0}),
+    }
+    if path:
+        item["PathPattern"] = path
+    return item
+
+
 def alarm_definitions(distribution_id: str) -> list[dict[str, Any]]:
     """The rollback criterion alarms as ``infra/alarms.py`` creates them (default thresholds), and which
     monitor value each is judged on. tests/infra/test_sandbox_alarms.py holds the two equal."""
@@ -190,18 +205,6 @@ def seed_aws(session: Any, timeline: Timeline, rolling: bool = False) -> dict[st
         marker = s3.delete_object(Bucket=ASSETS_BUCKET, Key=prefix + name)
         bad_versions[prefix + name] = str(marker.get("VersionId"))
 
-    def behaviour(origin: str, arn: str | None, path: str | None = None) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "TargetOriginId": origin, "ViewerProtocolPolicy": "redirect-to-https", "MinTTL": 0,
-            "ForwardedValues": {"QueryString": False, "Cookies": {"Forward": "none"}},
-            "LambdaFunctionAssociations": ({"Quantity": 1, "Items": [
-                {"LambdaFunctionARN": arn, "EventType": "viewer-response", "IncludeBody": False}]}
-                if arn else {"Quantity": 0}),
-        }
-        if path:
-            item["PathPattern"] = path
-        return item
-
     distribution = cloudfront.create_distribution(DistributionConfig={
         "CallerReference": f"{PREFIX}-cdn", "Comment": "cdn: assets bucket and app origin", "Enabled": True,
         "DefaultRootObject": "index.html",
@@ -210,8 +213,8 @@ def seed_aws(session: Any, timeline: Timeline, rolling: bool = False) -> dict[st
              "OriginPath": f"/releases/{RELEASE}", "S3OriginConfig": {"OriginAccessIdentity": ""}},
             {"Id": "app", "DomainName": DEMO.domains[0], "OriginPath": "",
              "CustomOriginConfig": {"HTTPPort": 80, "HTTPSPort": 443, "OriginProtocolPolicy": "https-only"}}]},
-        "DefaultCacheBehavior": behaviour("assets", versions[BAD_EDGE_VERSION]),
-        "CacheBehaviors": {"Quantity": 1, "Items": [behaviour("app", None, "/api/*")]},
+        "DefaultCacheBehavior": cache_behaviour("assets", versions[BAD_EDGE_VERSION]),
+        "CacheBehaviors": {"Quantity": 1, "Items": [cache_behaviour("app", None, "/api/*")]},
     })
     distribution_id = pin_distribution_id(str(distribution["Distribution"]["Id"]))
 
@@ -441,18 +444,6 @@ def seed_edge(*, name: str = "rollback-sandbox", versions: int = 3, region: str 
     objects["releases/r42/app.js"].append(str(marker.get("VersionId")))
     origin_path = "/releases/r42"
 
-    def behaviour(origin: str, arn: str | None, path: str | None = None) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "TargetOriginId": origin, "ViewerProtocolPolicy": "redirect-to-https", "MinTTL": 0,
-            "ForwardedValues": {"QueryString": False, "Cookies": {"Forward": "none"}},
-            "LambdaFunctionAssociations": ({"Quantity": 1, "Items": [
-                {"LambdaFunctionARN": arn, "EventType": "viewer-response", "IncludeBody": False}]}
-                if arn else {"Quantity": 0}),
-        }
-        if path:
-            item["PathPattern"] = path
-        return item
-
     distribution = cloudfront.create_distribution(DistributionConfig={
         "CallerReference": f"{name}-cdn", "Comment": f"{name}: assets release r42", "Enabled": True,
         "Origins": {"Quantity": 2, "Items": [
@@ -460,8 +451,8 @@ def seed_edge(*, name: str = "rollback-sandbox", versions: int = 3, region: str 
              "S3OriginConfig": {"OriginAccessIdentity": ""}},
             {"Id": "app", "DomainName": "app.example.com", "OriginPath": "",
              "CustomOriginConfig": {"HTTPPort": 80, "HTTPSPort": 443, "OriginProtocolPolicy": "https-only"}}]},
-        "DefaultCacheBehavior": behaviour("assets", arns[live]),
-        "CacheBehaviors": {"Quantity": 1, "Items": [behaviour("app", None, "/api/*")]},
+        "DefaultCacheBehavior": cache_behaviour("assets", arns[live]),
+        "CacheBehaviors": {"Quantity": 1, "Items": [cache_behaviour("app", None, "/api/*")]},
     })
     alarm = f"{name}-cdn-5xx-error-rate"
     cloudwatch.put_metric_alarm(AlarmName=alarm, MetricName="5xxErrorRate", Namespace="AWS/CloudFront",
