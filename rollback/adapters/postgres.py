@@ -932,8 +932,8 @@ class _InterruptGuard:
         self._handlers = contextlib.ExitStack()
 
     def __enter__(self) -> _InterruptGuard:
-        # Taken even when ignored (unlike the runner's), as the swap always has: see rollback.interrupts.
-        self._handlers.enter_context(handling(self._handle, STOP_SIGNALS, keep_ignored=False))
+        # A signal ignored when the command started (nohup's SIGHUP) stays ignored, as in the runner.
+        self._handlers.enter_context(handling(self._handle, STOP_SIGNALS))
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
