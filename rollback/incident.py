@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import os
 import secrets
 import sys
@@ -43,6 +42,7 @@ from typing import Any
 
 from rollback.errors import BadInput, OperationFailed, Refused
 from rollback.journal import write_error_reason
+from rollback.jsonl import append_line, read_json_lines
 from rollback.redact import redact
 from rollback.safetext import printable
 
@@ -152,19 +152,10 @@ class IncidentLog:
         return entry
 
     def _append(self, entry: Mapping[str, Any]) -> None:
-        """One line, durably; raises OSError. A line after a torn one starts on a line of its own."""
-        line = ("\n" if self._torn else "") + json.dumps(entry, default=str, ensure_ascii=False,
-                                                         allow_nan=False) + "\n"
-        data = line.encode("utf-8", errors="backslashreplace")
+        """One line, durably; raises OSError (then the caller marks the line torn)."""
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            # One write of the whole line: O_APPEND keeps lines whole between processes. A short
-            # write (a disk filling up) leaves a torn line, which the reader counts and skips.
-            written = os.write(fd, data)
-            if written < len(data):
-                self._torn = True
-                os.write(fd, data[written:])
-            os.fsync(fd)
+            append_line(fd, entry, after_torn=self._torn)
         finally:
             os.close(fd)
         self._torn = False
@@ -388,17 +379,11 @@ def read_incident(path: Path, *, strict: bool = False) -> IncidentRecord:
     file) is :class:`BadInput` naming its line, never a traceback further on."""
     record = IncidentRecord(id=path.name.removesuffix(SUFFIX), path=path)
     try:
-        raw_lines = path.read_bytes().splitlines()
+        read = read_json_lines(path)
     except OSError as exc:
         raise BadInput(f"cannot read incident {path.name}: {exc.strerror}", "check the file") from exc
-    for number, raw in enumerate(raw_lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            entry = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            record.torn_lines += 1
-            continue
+    record.torn_lines = read.torn
+    for number, entry in read.lines:
         problem = _shape_problem(entry) if isinstance(entry, dict) else "a line is not a JSON object"
         if problem is None:
             record.events.append(entry)

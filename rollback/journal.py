@@ -33,21 +33,21 @@ import contextlib
 import datetime as dt
 import errno
 import getpass
-import json
 import os
 import secrets
 import socket
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rollback.errors import BadInput, Refused
+from rollback.jsonl import JsonLines, append_line, parse_json_lines, read_json_lines
 from rollback.lock import SUFFIX, RunLock, TeamLock, acquire
 from rollback.plan import Plan, Step
 from rollback.redact import redact
-from rollback.safetext import dumps, printable
+from rollback.safetext import printable
 
 __all__ = ["Journal", "JournalEntry", "RunRecord", "find_run", "list_runs", "new_run_id", "parse_run", "read_run",
            "utc_now"]
@@ -166,18 +166,10 @@ class Journal:
         return redact(entry) if self.redact_entries else entry
 
     def _append(self, entry: JournalEntry) -> None:
-        """One line, durably; raises OSError. A line after a torn one starts on a line of its own."""
-        line = ("\n" if self._torn else "") + dumps(entry, indent=None) + "\n"
-        data = line.encode("utf-8", errors="backslashreplace")
+        """One line, durably; raises OSError (then the caller marks the line torn)."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        # One write() of the whole line: O_APPEND keeps lines whole between processes. A short
-        # write (a disk filling up) leaves a torn line, which the reader skips.
-        written = os.write(self._fd, data)
-        if written < len(data):
-            self._torn = True
-            os.write(self._fd, data[written:])
-        os.fsync(self._fd)
+        append_line(self._fd, entry, after_torn=self._torn)
         self._torn = False
 
     def write(self, event: str, **fields: Any) -> JournalEntry:
@@ -349,32 +341,22 @@ def read_run(path: Path) -> RunRecord:
 
     Raises ``OSError`` when the file cannot be read at all (a directory, a dangling symlink...).
     """
-    record = RunRecord(run_id=path.name.removesuffix(SUFFIX), path=path)
-    with path.open("rb") as handle:
-        _read_lines(record, handle)
-    return record
+    return _record(path.name.removesuffix(SUFFIX), path, read_json_lines(path))
 
 
 def parse_run(run_id: str, data: bytes, path: Path) -> RunRecord:
     """A run from a journal's bytes (a copy read from the team's prefix), as :func:`read_run` reads a file."""
-    record = RunRecord(run_id=run_id, path=path)
-    _read_lines(record, data.splitlines())
-    return record
+    return _record(run_id, path, parse_json_lines(data.splitlines()))
 
 
-def _read_lines(record: RunRecord, lines: Iterable[bytes]) -> None:
-    for raw in lines:
-        if not raw.strip():
-            continue
-        try:
-            entry = json.loads(raw)
-        except (ValueError, RecursionError):  # JSONDecodeError, UnicodeDecodeError, a 5,000-deep line
-            record.torn_lines += 1
-            continue
+def _record(run_id: str, path: Path, read: JsonLines) -> RunRecord:
+    record = RunRecord(run_id=run_id, path=path, torn_lines=read.torn)
+    for _, entry in read.lines:
         if isinstance(entry, dict):
             record.entries.append(entry)
         else:
             record.torn_lines += 1
+    return record
 
 
 def _runs(directory: Path) -> Iterator[Path]:

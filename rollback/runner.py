@@ -25,16 +25,16 @@ from __future__ import annotations
 
 import re
 import signal
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from rollback.errors import BadInput, Interrupted, LockHeld, Refused, RollbackError, UnsafePrecondition
+from rollback.interrupts import STOP_SIGNALS, handling
 from rollback.lock import ensure_held
 from rollback.plan import Plan, Step, finished_word
 from rollback.redact import redact, redact_text
@@ -319,12 +319,10 @@ class _Interrupts:
     KeyboardInterrupt (interrupting it); between steps they are remembered and the
     run stops before the next step, so a journal entry is never cut in half."""
 
-    SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name))
-
     def __init__(self) -> None:
         self.pending: str | None = None
         self.armed = False
-        self._previous: dict[int, Any] = {}
+        self._handlers = ExitStack()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         name = signal.Signals(signum).name
@@ -334,24 +332,12 @@ class _Interrupts:
         self.pending = self.pending or name
 
     def __enter__(self) -> _Interrupts:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                try:
-                    current = signal.getsignal(sig)
-                    if current == signal.SIG_IGN:  # nohup, or a parent that wants it ignored
-                        continue
-                    self._previous[sig] = signal.signal(sig, self._handle)
-                except (ValueError, OSError):
-                    continue
+        # A signal ignored when the run starts (nohup's SIGHUP) stays ignored.
+        self._handlers.enter_context(handling(self._handle, STOP_SIGNALS))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for sig, previous in self._previous.items():
-            try:
-                signal.signal(sig, previous if previous is not None else signal.SIG_DFL)
-            except (ValueError, OSError):
-                continue
-        self._previous.clear()
+        self._handlers.close()
 
     @contextmanager
     def step(self) -> Iterator[None]:

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rollback.errors import BadInput, DatabaseError, Interrupted, LockHeld, RollbackError, UnsafePrecondition
+from rollback.interrupts import STOP_SIGNALS, handling
 from rollback.lock import ensure_held
 from rollback.redact import redact_text
 from rollback.setaside import set_aside_name
@@ -924,25 +925,15 @@ class _InterruptGuard:
     previous handlers come back on exit.
     """
 
-    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
-
     def __init__(self) -> None:
         self.pending: str | None = None
         self.received: str | None = None
         self._defer = 0
-        self._old: dict[int, Any] = {}
+        self._handlers = contextlib.ExitStack()
 
     def __enter__(self) -> _InterruptGuard:
-        import signal
-        import threading
-
-        if threading.current_thread() is threading.main_thread():
-            for name in self.SIGNALS:
-                number = getattr(signal, name, None)
-                if number is None:
-                    continue
-                with contextlib.suppress(ValueError, OSError):
-                    self._old[number] = signal.signal(number, self._handle)
+        # A signal ignored when the command started (nohup's SIGHUP) stays ignored, as in the runner.
+        self._handlers.enter_context(handling(self._handle, STOP_SIGNALS))
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
@@ -968,12 +959,7 @@ class _InterruptGuard:
         self._defer += 1
 
     def __exit__(self, *exc: object) -> None:
-        import signal
-
-        for number, old in self._old.items():
-            with contextlib.suppress(ValueError, OSError, TypeError):
-                signal.signal(number, signal.SIG_DFL if old is None else old)
-        self._old.clear()
+        self._handlers.close()
 
 
 class _SessionEnder:

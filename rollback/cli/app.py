@@ -12,7 +12,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollback.cli.support import AppContext, common_options, dry_run_option, echo, emit, pass_app, say, yes_option
+from rollback.cli.support import (
+    DURATION,
+    AppContext,
+    common_options,
+    dry_run_option,
+    echo,
+    emit,
+    pass_app,
+    say,
+    yes_option,
+)
 from rollback.context import Services
 
 if TYPE_CHECKING:
@@ -28,16 +38,10 @@ def app() -> None:
     """
 
 
-timeout_option = click.option("--timeout", default="3m", show_default=True, metavar="DURATION",
+timeout_option = click.option("--timeout", type=DURATION, default="3m", show_default=True, metavar="DURATION",
                               help="How long to wait for Vercel's alias job (90s, 5m...).")
 no_verify_option = click.option("--no-verify", is_flag=True,
                                 help="Skip the closing health and version checks of [env.<name>.health].")
-
-
-def _seconds(text: str) -> float:
-    from rollback.units import parse_duration
-
-    return parse_duration(text, option="--timeout")
 
 
 def _short(sha: str | None) -> str:
@@ -177,7 +181,7 @@ def _alias_human(kind: str) -> Callable[[dict[str, Any]], None]:
 @common_options()
 @pass_app
 def rollback_command(app_ctx: AppContext, to: str | None, reason: str | None, past_rolling_release: bool,
-                     yes_old_database: bool, timeout: str, no_verify: bool, dry_run: bool, yes: bool) -> None:
+                     yes_old_database: bool, timeout: float, no_verify: bool, dry_run: bool, yes: bool) -> None:
     """Instant rollback of production to an earlier deployment, and wait until Vercel confirms it.
 
     By default the target is the previous stable production deployment (READY, served production, older than
@@ -202,10 +206,9 @@ def rollback_command(app_ctx: AppContext, to: str | None, reason: str | None, pa
     """
     from rollback.commands import app as commands
 
-    seconds = _seconds(timeout)
     config = app_ctx.config()
     client = Services(config, on_retry=say).vercel()
-    planned = commands.plan_rollback(config, client, to=to, reason=reason, timeout=seconds, verify=not no_verify,
+    planned = commands.plan_rollback(config, client, to=to, reason=reason, timeout=timeout, verify=not no_verify,
                                      past_rolling_release=past_rolling_release, yes_old_database=yes_old_database)
     _run_change(app_ctx, planned, commands.handlers(config=config, client=lambda: client), dry_run=dry_run,
                 yes=yes, action="roll back production", human=_alias_human("rollback"))
@@ -218,7 +221,7 @@ def rollback_command(app_ctx: AppContext, to: str | None, reason: str | None, pa
 @yes_option
 @common_options()
 @pass_app
-def undo_command(app_ctx: AppContext, timeout: str, no_verify: bool, dry_run: bool, yes: bool) -> None:
+def undo_command(app_ctx: AppContext, timeout: float, no_verify: bool, dry_run: bool, yes: bool) -> None:
     """Undo the last rollback: promote back the deployment that was live before it
     (from the journal, else Vercel's lastAliasRequest). Production domains then follow new deployments again.
     Ends with the health and version checks (exit 3 if one fails) unless --no-verify.
@@ -230,10 +233,9 @@ def undo_command(app_ctx: AppContext, timeout: str, no_verify: bool, dry_run: bo
     """
     from rollback.commands import app as commands
 
-    seconds = _seconds(timeout)
     config = app_ctx.config()
     client = Services(config, on_retry=say).vercel()
-    planned = commands.plan_undo(config, client, timeout=seconds, verify=not no_verify)
+    planned = commands.plan_undo(config, client, timeout=timeout, verify=not no_verify)
     _run_change(app_ctx, planned, commands.handlers(config=config, client=lambda: client), dry_run=dry_run,
                 yes=yes, action="undo the rollback", human=_alias_human("undo"))
 
@@ -246,7 +248,7 @@ def undo_command(app_ctx: AppContext, timeout: str, no_verify: bool, dry_run: bo
 @yes_option
 @common_options()
 @pass_app
-def promote_command(app_ctx: AppContext, deployment: str, timeout: str, no_verify: bool, dry_run: bool,
+def promote_command(app_ctx: AppContext, deployment: str, timeout: float, no_verify: bool, dry_run: bool,
                     yes: bool) -> None:
     """Promote a READY production deployment (id or URL) to serve production, and wait until it does;
     then run the health and version checks (exit 3 if one fails) unless --no-verify.
@@ -257,10 +259,9 @@ def promote_command(app_ctx: AppContext, deployment: str, timeout: str, no_verif
     """
     from rollback.commands import app as commands
 
-    seconds = _seconds(timeout)
     config = app_ctx.config()
     client = Services(config, on_retry=say).vercel()
-    planned = commands.plan_promote(config, client, deployment, timeout=seconds, verify=not no_verify)
+    planned = commands.plan_promote(config, client, deployment, timeout=timeout, verify=not no_verify)
     _run_change(app_ctx, planned, commands.handlers(config=config, client=lambda: client), dry_run=dry_run,
                 yes=yes, action="promote a deployment", human=_alias_human("promote"))
 
@@ -272,7 +273,7 @@ def promote_command(app_ctx: AppContext, deployment: str, timeout: str, no_verif
 @click.option("--branch", metavar="B", help="Branch to push to (default: the current branch).")
 @click.option("--wait", is_flag=True, help="Wait until a READY production deployment of the revert commit is live, "
               "then run the health and version checks from rollback.toml (needs --push).")
-@click.option("--timeout", default="10m", show_default=True, metavar="DURATION",
+@click.option("--timeout", type=DURATION, default="10m", show_default=True, metavar="DURATION",
               help="How long --wait waits for the deployment.")
 @click.option("--repo", default=".", show_default=True, type=click.Path(file_okay=False),
               help="The git work tree.")
@@ -281,7 +282,7 @@ def promote_command(app_ctx: AppContext, deployment: str, timeout: str, no_verif
 @common_options()
 @pass_app
 def revert_command(app_ctx: AppContext, commit: str, push: bool, remote: str, branch: str | None, wait: bool,
-                   timeout: str, repo: str, dry_run: bool, yes: bool) -> None:
+                   timeout: float, repo: str, dry_run: bool, yes: bool) -> None:
     """git revert --no-edit a commit or a range A..B (refuses a dirty work tree); with --push push it,
     with --wait wait for its production deployment and check health. Exits 3 if a check fails; with --wait,
     exits 4 before any git step while a rollback is in effect (undo it first).
@@ -293,7 +294,6 @@ def revert_command(app_ctx: AppContext, commit: str, push: bool, remote: str, br
     """
     from rollback.commands import app as commands
 
-    seconds = _seconds(timeout)
     config = app_ctx.config()
     services = Services(config, on_retry=say)
     git_repo = services.git(Path(repo))
@@ -303,7 +303,7 @@ def revert_command(app_ctx: AppContext, commit: str, push: bool, remote: str, br
         client = services.vercel()
         project = commands.project_of(config, client)
     planned = commands.plan_revert(config, git_repo, commit, push=push, remote=remote, branch=branch, wait=wait,
-                                   timeout=seconds, project=project)
+                                   timeout=timeout, project=project)
 
     def human(document: dict[str, Any]) -> None:
         if document.get("dry_run"):

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from rollback.cli.support import AppContext, common_options, emit, layers_option, pass_app, printable
+
+if TYPE_CHECKING:
+    from rollback.commands.decide import Flags
+
+__all__ = ["decide", "signal_flags"]
 
 
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
@@ -15,17 +23,51 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
     return value
 
 
+# What the on-call sees, as flags: one declaration for 'rollback decide' and 'rollback run' (which decides
+# first from them). Each is a field of rollback.commands.decide.Flags, of the same name.
+_SIGNAL_FLAGS: tuple[tuple[str, dict[str, Any], str], ...] = (
+    ("--error-rate", {"type": float, "metavar": "PCT", "callback": _finite}, "Error rate in percent (e.g. 7)."),
+    ("--p95-ms", {"type": float, "metavar": "MS", "callback": _finite}, "p95 response time in milliseconds."),
+    ("--service-down", {"is_flag": True}, "The service does not answer."),
+    ("--data-loss", {"is_flag": True}, "User data is being lost or corrupted."),
+    ("--security-breach", {"is_flag": True}, "Unauthorized access or leaked credentials."),
+    ("--feature-broken", {"type": click.Choice(["major", "minor"], case_sensitive=False)},
+     "A feature is broken: major (login, checkout...) or minor."),
+    ("--failed-migration", {"is_flag": True}, "A database migration failed."),
+    ("--db-connections-exhausted", {"is_flag": True}, "The database connection pool is exhausted."),
+    ("--cosmetic", {"is_flag": True}, "A UI issue or non-critical bug."),
+)
+SIGNAL_FLAG_NAMES = tuple(option.removeprefix("--").replace("-", "_") for option, _, _ in _SIGNAL_FLAGS)
+
+
+def signal_flags(*, help_prefix: str = "") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """decide's signal flags as click options; the command receives them as one ``flags`` argument
+    (a :class:`rollback.commands.decide.Flags`) instead of one parameter each."""
+
+    def decorate(command: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(command)
+        def with_flags(*args: Any, **kwargs: Any) -> Any:
+            values = {name: kwargs.pop(name) for name in SIGNAL_FLAG_NAMES}
+            return command(*args, flags=make_flags(values), **kwargs)
+
+        decorated: Callable[..., Any] = with_flags
+        for option, attrs, text in reversed(_SIGNAL_FLAGS):
+            shown = f"{help_prefix}{text[0].lower()}{text[1:]}" if help_prefix else text
+            decorated = click.option(option, **attrs, help=shown)(decorated)
+        return decorated
+
+    return decorate
+
+
+def make_flags(values: dict[str, Any]) -> Flags:
+    from rollback.commands.decide import Flags
+
+    broken = values.get("feature_broken")
+    return Flags(**{**values, "feature_broken": broken.lower() if broken else None})
+
+
 @click.command("decide")
-@click.option("--error-rate", type=float, metavar="PCT", callback=_finite, help="Error rate in percent (e.g. 7).")
-@click.option("--p95-ms", type=float, metavar="MS", callback=_finite, help="p95 response time in milliseconds.")
-@click.option("--service-down", is_flag=True, help="The service does not answer.")
-@click.option("--data-loss", is_flag=True, help="User data is being lost or corrupted.")
-@click.option("--security-breach", is_flag=True, help="Unauthorized access or leaked credentials.")
-@click.option("--feature-broken", type=click.Choice(["major", "minor"], case_sensitive=False),
-              help="A feature is broken: major (login, checkout...) or minor.")
-@click.option("--failed-migration", is_flag=True, help="A database migration failed.")
-@click.option("--db-connections-exhausted", is_flag=True, help="The database connection pool is exhausted.")
-@click.option("--cosmetic", is_flag=True, help="A UI issue or non-critical bug.")
+@signal_flags()
 @click.option("--live", is_flag=True,
               help="Measure: rollback alarms, CloudFront 5xx rate and origin p95 (5 min), health URLs, failed "
                    "migrations, Vercel; and what changed recently in each layer.")
@@ -43,9 +85,7 @@ def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> 
 @click.option("--drill", is_flag=True, help="Mark a newly opened incident as a drill.")
 @common_options()
 @pass_app
-def decide(app: AppContext, error_rate: float | None, p95_ms: float | None, service_down: bool, data_loss: bool,
-           security_breach: bool, feature_broken: str | None, failed_migration: bool,
-           db_connections_exhausted: bool, cosmetic: bool, live: bool, changed: tuple[str, ...],
+def decide(app: AppContext, flags: Flags, live: bool, changed: tuple[str, ...],
            lookback: float, remove_commit: bool, detected_at: str | None, deployed_at: str | None,
            incident_ref: str | None, no_incident: bool, drill: bool) -> None:
     """Decide severity (P0..P3), the layers to roll back and how, from the runbook's matrix.
@@ -69,12 +109,8 @@ def decide(app: AppContext, error_rate: float | None, p95_ms: float | None, serv
     Exit codes: 0 decided (whatever the severity), 2 bad input.
     """
     from rollback.changes import changed_layers
-    from rollback.commands.decide import Flags, run_decide
+    from rollback.commands.decide import run_decide
 
-    flags = Flags(error_rate=error_rate, p95_ms=p95_ms, service_down=service_down, data_loss=data_loss,
-                  security_breach=security_breach, feature_broken=feature_broken.lower() if feature_broken else None,
-                  failed_migration=failed_migration, db_connections_exhausted=db_connections_exhausted,
-                  cosmetic=cosmetic)
     result = run_decide(app.config(), flags, live=live, changed=changed or None, remove_commit=remove_commit,
                         record=not no_incident, incident=incident_ref, detected_at=detected_at,
                         deployed_at=deployed_at, drill=drill, lookback=lookback, status=live and not app.json)

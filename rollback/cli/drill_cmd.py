@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollback.cli.support import AppContext, duration_option, echo, emit, layers_option, pass_app, printable, say
+from rollback.cli.support import DURATION, AppContext, echo, emit, layers_option, pass_app, printable, say
 
 if TYPE_CHECKING:
     from rollback.commands.drill import DrillResult
@@ -70,10 +70,10 @@ def _lines(result: DrillResult) -> list[str]:
 @click.option("--dir", "sandbox_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path(".rollback") / "sandbox", show_default=True, metavar="DIR",
               help="The sandbox's directory.")
-@click.option("--detect-timeout", callback=duration_option(), metavar="DURATION",
+@click.option("--detect-timeout", type=DURATION, metavar="DURATION",
               help="How long to wait for the alarms and health checks to see the bad deploy "
                    "(default 60s in the sandbox, the detect target elsewhere).")
-@click.option("--verify-wait", callback=duration_option(), metavar="DURATION",
+@click.option("--verify-wait", type=DURATION, metavar="DURATION",
               help="How long verification may re-check (default: the verify target).")
 @click.option("--rolling", is_flag=True,
               help="With --sandbox: the bad app release is the canary of a Vercel rolling release at 10 % "

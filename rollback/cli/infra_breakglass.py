@@ -9,7 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollback.cli.support import AppContext, common_options, dry_run_option, echo, emit, pass_app, say, yes_option
+from rollback.cli.support import (
+    DURATION,
+    AppContext,
+    common_options,
+    dry_run_option,
+    echo,
+    emit,
+    pass_app,
+    say,
+    yes_option,
+)
 from rollback.context import Services
 
 if TYPE_CHECKING:
@@ -26,21 +36,15 @@ def _run(app: AppContext, plan: Plan, handlers: Handlers, *, dry_run: bool, yes:
     return run_plan(app, plan, handlers, dry_run=dry_run, yes=yes, action=action, details=details)
 
 
-def _duration(text: str, option: str) -> float:
-    from rollback.units import parse_duration
-
-    return parse_duration(text, option=option)
-
-
 @click.command("edge")
 @click.option("--to-version", "to_version", type=int, required=True, metavar="N",
               help="Published Lambda@Edge version to put back on the distribution.")
 @click.option("--distribution", metavar="ID", help="Distribution (else aws.distribution_id, else stack outputs).")
 @click.option("--function", "function", metavar="NAME",
               help="Lambda@Edge function name or ARN (else aws.edge_function, else stack outputs).")
-@click.option("--timeout", default="20m", show_default=True, metavar="DURATION",
+@click.option("--timeout", type=DURATION, default="20m", show_default=True, metavar="DURATION",
               help="How long to wait for the distribution to be Deployed.")
-@click.option("--poll-interval", default="15s", show_default=True, metavar="DURATION",
+@click.option("--poll-interval", type=DURATION, default="15s", show_default=True, metavar="DURATION",
               help="How often to check the distribution's status while waiting.")
 @click.option("--no-pin", is_flag=True,
               help="Do not write rollback:edgeFunctionVersion into the stack config (pin it yourself).")
@@ -48,8 +52,8 @@ def _duration(text: str, option: str) -> float:
 @yes_option
 @common_options()
 @pass_app
-def edge(app: AppContext, to_version: int, distribution: str | None, function: str | None, timeout: str,
-         poll_interval: str, no_pin: bool, dry_run: bool, yes: bool) -> None:
+def edge(app: AppContext, to_version: int, distribution: str | None, function: str | None, timeout: float,
+         poll_interval: float, no_pin: bool, dry_run: bool, yes: bool) -> None:
     """Put a Lambda@Edge version back on the distribution, straight through CloudFront.
 
     Checks the version exists, swaps every association of the function (guarded
@@ -68,8 +72,8 @@ def edge(app: AppContext, to_version: int, distribution: str | None, function: s
 
     config = app.config()
     prepared = commands.prepare_edge(config, Services(config), to_version=to_version, distribution=distribution,
-                                     function=function, pin=not no_pin, timeout=_duration(timeout, "--timeout"),
-                                     interval=_duration(poll_interval, "--poll-interval"))
+                                     function=function, pin=not no_pin, timeout=timeout,
+                                     interval=poll_interval)
     planned = prepared.edge
     outcome = _run(app, prepared.plan, dict(prepared.handlers), dry_run=dry_run, yes=yes,
                    action=f"move edge function {planned.function} to version {planned.to_version}",
@@ -146,14 +150,15 @@ def assets(app: AppContext, key: str | None, prefix: str | None, to_version: str
 @click.option("--paths", "paths", multiple=True, metavar="PATHS",
               help='Paths to invalidate (repeat, or space-separated); default "/*".')
 @click.option("--wait", is_flag=True, help="Wait until the invalidation is Completed.")
-@click.option("--timeout", default="15m", show_default=True, metavar="DURATION", help="Longest wait with --wait.")
-@click.option("--poll-interval", default="10s", show_default=True, metavar="DURATION",
+@click.option("--timeout", type=DURATION, default="15m", show_default=True, metavar="DURATION",
+              help="Longest wait with --wait.")
+@click.option("--poll-interval", type=DURATION, default="10s", show_default=True, metavar="DURATION",
               help="How often to check while waiting.")
 @click.option("--distribution", metavar="ID", help="Distribution (else aws.distribution_id, else stack outputs).")
 @dry_run_option
 @common_options()
 @pass_app
-def invalidate(app: AppContext, paths: tuple[str, ...], wait: bool, timeout: str, poll_interval: str,
+def invalidate(app: AppContext, paths: tuple[str, ...], wait: bool, timeout: float, poll_interval: float,
                distribution: str | None, dry_run: bool) -> None:
     """Invalidate cached paths on the distribution (after an edge or assets restore).
 
@@ -171,9 +176,8 @@ def invalidate(app: AppContext, paths: tuple[str, ...], wait: bool, timeout: str
     assert resources.distribution
     split = [p for item in (paths or ("/*",)) for p in item.split()]
     plan = commands.plan_invalidate(config, distribution_id=resources.distribution, paths=split, wait=wait,
-                                    timeout=_duration(timeout, "--timeout"))
-    interval = _duration(poll_interval, "--poll-interval")
-    outcome = _run(app, plan, commands.InvalidateHandlers(services.edge(), interval=interval).handlers(),
+                                    timeout=timeout)
+    outcome = _run(app, plan, commands.InvalidateHandlers(services.edge(), interval=poll_interval).handlers(),
                    dry_run=dry_run, yes=True, action="invalidate",
                    details={"layer": "infra", "verb": "invalidate", "distribution": resources.distribution})
     created = outcome.result_of("invalidate")

@@ -9,16 +9,16 @@ from typing import Any
 
 import click
 
-from rollback.cli.support import AppContext, common_options, dry_run_option, emit, pass_app, say, yes_option
+from rollback.cli.support import DURATION, AppContext, common_options, dry_run_option, emit, pass_app, say, yes_option
 from rollback.context import Services
 
 __all__ = ["cdn"]
 
 _DISTRIBUTION = click.option("--distribution", metavar="ID",
                              help="Distribution (else aws.distribution_id, else the stack outputs).")
-_TIMEOUT = click.option("--timeout", default="20m", show_default=True, metavar="DURATION",
+_TIMEOUT = click.option("--timeout", type=DURATION, default="20m", show_default=True, metavar="DURATION",
                         help="How long to wait for the distribution to be Deployed.")
-_POLL = click.option("--poll-interval", default="15s", show_default=True, metavar="DURATION",
+_POLL = click.option("--poll-interval", type=DURATION, default="15s", show_default=True, metavar="DURATION",
                      help="How often to check the distribution's status while waiting.")
 _NO_PIN = click.option("--no-pin", is_flag=True,
                        help="Do not write assetsRelease / edgeFunctionVersion into the stack config.")
@@ -39,12 +39,6 @@ def _distribution(services: Services, distribution: str | None) -> str:
                                   services=services)
     assert resources.distribution
     return resources.distribution
-
-
-def _seconds(text: str, option: str) -> float:
-    from rollback.units import parse_duration
-
-    return parse_duration(text, option=option)
 
 
 @cdn.command("snapshot")
@@ -150,7 +144,7 @@ def _run(app: AppContext, planned: Any, services: Services, *, dry_run: bool, ye
 @yes_option
 @common_options()
 @pass_app
-def restore_command(app: AppContext, snapshot_id: str, timeout: str, poll_interval: str, no_pin: bool,
+def restore_command(app: AppContext, snapshot_id: str, timeout: float, poll_interval: float, no_pin: bool,
                     dry_run: bool, yes: bool) -> None:
     """Put a saved distribution config back, whole (every field but
     CallerReference), on this environment's distribution, guarded by the ETag
@@ -170,8 +164,8 @@ def restore_command(app: AppContext, snapshot_id: str, timeout: str, poll_interv
 
     services = Services(app.config())
     planned = commands.prepare_restore(services.config, services, snapshot_id, pin=not no_pin,
-                                       timeout=_seconds(timeout, "--timeout"))
-    _run(app, planned, services, dry_run=dry_run, yes=yes, interval=_seconds(poll_interval, "--poll-interval"),
+                                       timeout=timeout)
+    _run(app, planned, services, dry_run=dry_run, yes=yes, interval=poll_interval,
          action=f"put snapshot {snapshot_id} back on distribution {planned.distribution_id}", verb="cdn restore")
 
 
@@ -186,8 +180,8 @@ def restore_command(app: AppContext, snapshot_id: str, timeout: str, poll_interv
 @yes_option
 @common_options()
 @pass_app
-def release_command(app: AppContext, release: str, distribution: str | None, origin: str, timeout: str,
-                    poll_interval: str, no_pin: bool, dry_run: bool, yes: bool) -> None:
+def release_command(app: AppContext, release: str, distribution: str | None, origin: str, timeout: float,
+                    poll_interval: float, no_pin: bool, dry_run: bool, yes: bool) -> None:
     """Serve another assets release: the origin path alone becomes
     /releases/RELEASE, under the ETag read now (412: exit 4, nothing
     overwritten). A release folder that is missing or holds no object is
@@ -206,6 +200,6 @@ def release_command(app: AppContext, release: str, distribution: str | None, ori
     distribution_id = _distribution(services, distribution)
     planned = commands.plan_release(services.config, services.edge(), distribution_id=distribution_id,
                                     release=release, origin=origin, pin=not no_pin,
-                                    timeout=_seconds(timeout, "--timeout"), store=services.s3())
-    _run(app, planned, services, dry_run=dry_run, yes=yes, interval=_seconds(poll_interval, "--poll-interval"),
+                                    timeout=timeout, store=services.s3())
+    _run(app, planned, services, dry_run=dry_run, yes=yes, interval=poll_interval,
          action=f"switch distribution {distribution_id} to release {release}", verb="cdn release")

@@ -6,14 +6,15 @@ executed through :func:`rollback.cli.support.run_plan` like every other command.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from rollback.cli.decide_cmd import signal_flags
 from rollback.cli.support import (
+    DURATION,
     AppContext,
     common_options,
     dry_run_option,
@@ -26,6 +27,7 @@ from rollback.cli.support import (
 from rollback.errors import BadInput, UnsafePrecondition
 
 if TYPE_CHECKING:
+    from rollback.commands.decide import Flags
     from rollback.commands.run import RunPlan, RunRequest, RunTracker
     from rollback.config import Config
     from rollback.context import Services
@@ -38,12 +40,6 @@ if TYPE_CHECKING:
 __all__ = ["resume", "run"]
 
 SEVERITIES = ("P0", "P1", "P2", "P3")
-
-
-def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    if value is not None and (not math.isfinite(value) or value < 0):
-        raise click.BadParameter("must be a finite number >= 0")
-    return value
 
 
 def _layers_and_targets(decision_layers: list[str], options: dict[str, str]) -> tuple[tuple[str, ...], dict[str, str]]:
@@ -128,16 +124,9 @@ def _database_url_changes(outcome: ExecutionResult, config: Config) -> list[str]
 @click.option("--switch-database", is_flag=True,
               help="After an RDS restore: point the Vercel project's database variable at it and redeploy.")
 @click.option("--no-verify", is_flag=True, help="Skip the post-rollback checklist at the end.")
-@click.option("--poll-interval", default="15s", show_default=True, metavar="DURATION",
+@click.option("--poll-interval", type=DURATION, default="15s", show_default=True, metavar="DURATION",
               help="Longest pause between CloudFront status polls (the first ones come sooner).")
-@click.option("--error-rate", type=float, metavar="PCT", callback=_finite, help="Decide first: error rate in %.")
-@click.option("--p95-ms", type=float, metavar="MS", callback=_finite, help="Decide first: p95 in ms.")
-@click.option("--service-down", is_flag=True, help="Decide first: the service does not answer.")
-@click.option("--data-loss", is_flag=True, help="Decide first: data is being lost or corrupted.")
-@click.option("--security-breach", is_flag=True, help="Decide first: a security breach.")
-@click.option("--feature-broken", type=click.Choice(["major", "minor"], case_sensitive=False),
-              help="Decide first: a broken feature.")
-@click.option("--failed-migration", is_flag=True, help="Decide first: a migration failed.")
+@signal_flags(help_prefix="Decide first: ")
 @click.option("--live", is_flag=True, help="Decide first from live signals (as 'rollback decide --live').")
 @click.option("--detected-at", metavar="TIME", help="When the issue was detected (for a new incident).")
 @click.option("--drill", is_flag=True, help="Mark a newly opened incident as a drill.")
@@ -147,10 +136,8 @@ def _database_url_changes(outcome: ExecutionResult, config: Config) -> list[str]
 @pass_app
 def run(app: AppContext, layer_values: tuple[str, ...], target_values: tuple[str, ...], severity: str | None,
         plan_file: str | None, incident_ref: str | None, accept_schema_skew: bool, accept_mismatch: bool,
-        switch_database: bool, no_verify: bool, poll_interval: str, error_rate: float | None,
-        p95_ms: float | None, service_down: bool, data_loss: bool, security_breach: bool,
-        feature_broken: str | None, failed_migration: bool, live: bool, detected_at: str | None, drill: bool,
-        dry_run: bool, yes: bool) -> None:
+        switch_database: bool, no_verify: bool, poll_interval: float, flags: Flags, live: bool,
+        detected_at: str | None, drill: bool, dry_run: bool, yes: bool) -> None:
     """Roll back several layers as one plan: app, edge, assets, infra, db, then verify.
 
     One plan across the layers, in a safe order: with db, an emergency
@@ -173,14 +160,8 @@ def run(app: AppContext, layer_values: tuple[str, ...], target_values: tuple[str
     changed world, no --yes without a terminal), 130 interrupted.
     """
     from rollback.commands import run as commands
-    from rollback.commands.decide import Flags
-    from rollback.units import parse_duration
 
     config = app.config()
-    poll = parse_duration(poll_interval, option="--poll-interval")
-    flags = Flags(error_rate=error_rate, p95_ms=p95_ms, service_down=service_down, data_loss=data_loss,
-                  security_breach=security_breach, feature_broken=feature_broken.lower() if feature_broken else None,
-                  failed_migration=failed_migration)
     severity = severity.upper() if severity else None
     planned: RunPlan | None = None
     services = commands.Services(config)
@@ -194,11 +175,11 @@ def run(app: AppContext, layer_values: tuple[str, ...], target_values: tuple[str
         severity = severity or saved.get("severity")
         layers = tuple(name for name in plan.layers if name in commands.SERVICE_LAYERS)
         request: RunRequest = commands.RunRequest(layers=layers, severity=severity, incident=incident_ref,
-                                                  poll_interval=poll)
+                                                  poll_interval=poll_interval)
     else:
         request = _request(app, config, layer_values, target_values, severity, incident_ref, flags, live,
                            detected_at, drill, dry_run, accept_schema_skew, accept_mismatch, switch_database,
-                           no_verify, poll)
+                           no_verify, poll_interval)
         severity = request.severity
         planned = commands.plan_run(config, request, services)
         plan = planned.plan

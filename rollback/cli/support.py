@@ -31,7 +31,9 @@ if TYPE_CHECKING:
     from rollback.runner import ExecutionResult, Handlers, RunObserver
 
 __all__ = [
+    "DURATION",
     "AppContext",
+    "Duration",
     "common_options",
     "confirm",
     "confirm_plan",
@@ -362,19 +364,33 @@ def layers_option(ctx: click.Context, param: click.Parameter, value: tuple[str, 
     return tuple(dict.fromkeys(chosen))
 
 
-def duration_option(*, off_words: Sequence[str] = ()) -> Callable[[click.Context, click.Parameter, Any], Any]:
-    """Click callback of a ``--timeout 90s`` style option: seconds (``None`` when not given; ``0.0`` for one
-    of ``off_words``, such as ``none``). A value that is not a duration is a usage error (exit 2), raised while
-    click parses, as every other bad option value is."""
+if TYPE_CHECKING:
+    _FloatType = click.ParamType[float]
+else:
+    _FloatType = click.ParamType  # a generic only in recent click: subscripted for the type checker alone
 
-    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
-        if value is None:
-            return None
-        if value.strip().lower() in off_words:
+
+class Duration(_FloatType):
+    """The value of every ``--timeout 90s`` style option: seconds as a float (``90``, ``90s``, ``5m``,
+    ``1h30m``, ``500ms``; ``0.0`` for one of ``off_words``, such as ``none``). A value that is not a
+    duration is a usage error (exit 2), raised while click parses, as every other bad option value is;
+    a default given as text goes through the same conversion."""
+
+    name = "duration"
+
+    def __init__(self, *, off_words: Sequence[str] = ()) -> None:
+        self.off_words = tuple(off_words)
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        text = str(value)
+        if text.strip().lower() in self.off_words:
             return 0.0
         try:
-            return parse_duration(value)
+            return parse_duration(text)
         except BadInput as exc:
-            raise click.BadParameter(f"{value!r} is not a duration ({exc.hint})") from None
+            self.fail(f"{text!r} is not a duration ({exc.hint})", param, ctx)
 
-    return callback
+
+DURATION = Duration()

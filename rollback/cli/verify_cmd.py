@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from rollback.cli.support import AppContext, common_options, emit, pass_app, print_table, printable, say
+from rollback.cli.support import DURATION, AppContext, common_options, emit, pass_app, print_table, printable, say
 from rollback.errors import EXIT_CHECKS_FAILED
 
 _VERDICT = {"pass": "pass", "fail": "FAIL", "not measured": "not measured"}
@@ -15,16 +15,17 @@ _VERDICT = {"pass": "pass", "fail": "FAIL", "not measured": "not measured"}
               help="Compare row counts with this backup (a manifest, a name in backups_dir, or 'latest').")
 @click.option("--expect-version", metavar="SHA",
               help="The commit (or deployment id) the version endpoint must report (else Vercel's production).")
-@click.option("--wait", "wait", metavar="DURATION", default="0",
+@click.option("--wait", "wait", type=DURATION, metavar="DURATION", default="0",
               help="Re-check until every item passes or this much time is up (e.g. 5m): alarms take minutes "
                    "to clear.")
-@click.option("--interval", metavar="DURATION", default="10s", show_default=True, help="Pause between checks.")
+@click.option("--interval", type=DURATION, metavar="DURATION", default="10s", show_default=True,
+              help="Pause between checks.")
 @click.option("--strict", is_flag=True, help="Items that cannot be measured fail the verification too.")
 @click.option("--incident", "incident_ref", metavar="ID",
               help="Record the result on this incident (else the environment's open one, if any).")
 @common_options()
 @pass_app
-def verify(app: AppContext, baseline: str | None, expect_version: str | None, wait: str, interval: str,
+def verify(app: AppContext, baseline: str | None, expect_version: str | None, wait: float, interval: float,
            strict: bool, incident_ref: str | None) -> None:
     """Check the runbook's post-rollback checklist: every item measured, with value, threshold and verdict.
 
@@ -43,12 +44,8 @@ def verify(app: AppContext, baseline: str | None, expect_version: str | None, wa
     Exit codes: 0 every measured item passes, 2 bad input, 3 an item failed.
     """
     from rollback.commands import verify as commands
-    from rollback.units import parse_duration
-
-    wait_seconds = parse_duration(wait, option="--wait")
-    interval_seconds = max(1.0, parse_duration(interval, option="--interval"))
     result = commands.verify(app.config(), baseline=baseline, expect_version=expect_version, strict=strict,
-                             wait=wait_seconds, interval=interval_seconds, progress=say, incident=incident_ref)
+                             wait=wait, interval=max(1.0, interval), progress=say, incident=incident_ref)
     document = result.document
     summary = document["summary"]
     if not result.ok:

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from rollback.cli.support import (
+    DURATION,
     AppContext,
+    Duration,
     common_options,
-    duration_option,
     echo,
     emit,
     pass_app,
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["watch"]
 
-OFF_OR_DURATION = duration_option(off_words=("none", "off"))  # --baseline none, --cooldown 0 or off
+OFF_OR_DURATION = Duration(off_words=("none", "off"))  # --baseline none, --cooldown 0 or off
 
 
 class _Lines:
@@ -108,9 +109,9 @@ def _switch(app: AppContext, pause: bool, resume: bool, reason: str | None) -> N
 
 
 @click.command("watch")
-@click.option("--for", "period", default="15m", show_default=True, callback=duration_option(), metavar="DURATION",
+@click.option("--for", "period", default="15m", show_default=True, type=DURATION, metavar="DURATION",
               help="How long to watch after the deploy.")
-@click.option("--interval", default="10s", show_default=True, callback=duration_option(), metavar="DURATION",
+@click.option("--interval", default="10s", show_default=True, type=DURATION, metavar="DURATION",
               help="Time between readings.")
 @click.option("--auto", "auto", default="app,edge,assets", show_default=True, metavar="LAYERS|none",
               help="Layers the watch rolls back by itself (never db).")
@@ -118,9 +119,9 @@ def _switch(app: AppContext, pause: bool, resume: bool, reason: str | None) -> N
               help="Do not abort an active Vercel rolling release by itself (it does even with --auto none).")
 @click.option("--min-bad", type=click.IntRange(min=1), default=3, show_default=True, metavar="N",
               help="Consecutive bad (P0/P1) readings before it acts (twice as many after a flap).")
-@click.option("--baseline", default="10m", show_default=True, callback=OFF_OR_DURATION, metavar="DURATION|none",
+@click.option("--baseline", default="10m", show_default=True, type=OFF_OR_DURATION, metavar="DURATION|none",
               help="Judge the rates on their rise over this long before the release (CloudWatch history).")
-@click.option("--cooldown", default="1h", show_default=True, callback=OFF_OR_DURATION, metavar="DURATION",
+@click.option("--cooldown", default="1h", show_default=True, type=OFF_OR_DURATION, metavar="DURATION",
               help="At most one automatic rollback per environment this often; later ones page.")
 @click.option("--deployed-at", metavar="TIME", help="When the deploy happened (default: when the watch starts).")
 @click.option("--drill", is_flag=True, help="Mark an incident it opens as a drill.")

@@ -42,6 +42,8 @@ from rollback.commands.db_common import (
     compare_counts,
     db_stamp,
     default_jobs,
+    drop_partial,
+    dropped_on_failure,
     services_for,
     stamp,
 )
@@ -381,12 +383,10 @@ class BackupSteps(DbSteps):
         dump_dir = manifest_path.parent / str(manifest["dump_dir"])
         db = self.db
         started = time.monotonic()
-        if ctx.resuming and db.exists(name):  # this plan's own standby, half made when the run stopped
-            ctx.note(f"dropping the partial standby {name} left by the stopped run")
-            db.drop_database(name)
+        drop_partial(db, name, ctx, what="standby")
         db.create_database_like(name, str(step.params["like"]),
                                 comment=self._mark(ctx, "standby", name, backup=manifest["name"], counts=None))
-        try:
+        with dropped_on_failure(db, name, what="standby", after=f"; the backup {manifest['name']} itself is complete"):
             loaded = restore_archive(db, self.tools, name, dump_dir, manifest, jobs=int(step.params["jobs"]),
                                      no_owner=not db.rights().superuser, progress=ctx.progress,
                                      on_start=self.on_restore_start, split_min_rows=self.split_min_rows)
@@ -405,16 +405,6 @@ class BackupSteps(DbSteps):
             db.set_comment(name, self._mark(ctx, "standby", name, **standby_details(
                 manifest, int(facts.get("bytes") or 0), xid_horizon=horizon, sequences=sequences,
                 db_row=facts.get("row_version"))))
-        except BaseException as exc:
-            dropped = False
-            with contextlib.suppress(DatabaseError):
-                db.drop_database(name)
-                dropped = True
-            if isinstance(exc, DatabaseError):
-                raise DatabaseError(f"{exc.message}; the standby {name} was "
-                                    f"{'dropped' if dropped else 'left (remove it with rollback db prune)'}; the "
-                                    f"backup {manifest['name']} itself is complete", exc.hint) from exc
-            raise
         ctx.note(f"backup {manifest['name']} staged as {name} ({len(counts)} tables checked)")
         return {"database": name, "backup": manifest["name"], "seconds": round(time.monotonic() - started, 3),
                 "bytes": facts.get("bytes"), **loaded}

@@ -10,9 +10,10 @@ handlers are a mixin of it in that job's module (:mod:`~rollback.commands.db_bac
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,14 +25,15 @@ from rollback.adapters.rds import RdsAdapter
 from rollback.backups import SourceIdentity, load_manifest
 from rollback.config import Config
 from rollback.context import Services
-from rollback.errors import BadInput
+from rollback.errors import BadInput, DatabaseError
 from rollback.plan import Step
 from rollback.redact import redact_text
 from rollback.runner import StepContext
 from rollback.setaside import Mark
 
 __all__ = ["DEFAULT_COMPRESS", "DbSteps", "Progress", "compare_counts", "config_identity", "db_stamp", "default_jobs",
-           "emergency_step", "live_identity", "migrations_dir", "services_for", "stamp"]
+           "drop_partial", "dropped_on_failure", "emergency_step", "live_identity", "migrations_dir", "services_for",
+           "stamp"]
 
 DEFAULT_COMPRESS = 6
 
@@ -106,6 +108,34 @@ def compare_counts(db: Database, name: str, manifest: Mapping[str, Any]) -> tupl
                   if c.rows != expected[(c.schema, c.name)]]
     mismatches += [f"{'.'.join(m)}: missing" for m in missing]
     return counts, mismatches
+
+
+def drop_partial(db: Database, name: str, ctx: StepContext, *, what: str) -> None:
+    """On resume: drop database ``name`` (a ``what``: standby, copy...) half made when the run stopped. Its
+    name is unique to the plan, so whatever has it is this plan's own."""
+    if ctx.resuming and db.exists(name):
+        ctx.note(f"dropping the partial {what} {name} left by the stopped run")
+        db.drop_database(name)
+
+
+@contextlib.contextmanager
+def dropped_on_failure(db: Database, name: str, *, what: str, after: str = "",
+                       hint: str | None = None) -> Iterator[None]:
+    """Around the filling of a database just created (a standby staged, a copy restored): when it fails
+    (or is interrupted), the half-made database is dropped, and a :class:`DatabaseError` says whether it
+    could be (``after`` ends its message; ``hint`` replaces the error's own)."""
+    try:
+        yield
+    except BaseException as exc:
+        dropped = False
+        with contextlib.suppress(DatabaseError):
+            db.drop_database(name)
+            dropped = True
+        if isinstance(exc, DatabaseError):
+            partial = (f"the partial {what} {name} was dropped" if dropped else
+                       f"the partial {what} {name} could not be dropped; remove it with 'rollback db prune'")
+            raise DatabaseError(f"{exc.message}; {partial}{after}", hint or exc.hint) from exc
+        raise
 
 
 @dataclass

@@ -22,7 +22,6 @@ import json
 import shutil
 import signal
 import subprocess
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -37,6 +36,7 @@ from rollback.commands.db_common import DbSteps
 from rollback.config import Config
 from rollback.context import Services
 from rollback.errors import BadInput, CommandFailed
+from rollback.interrupts import handling
 from rollback.plan import Plan, Step
 from rollback.redact import redact_text
 from rollback.runner import Check, StepContext
@@ -87,23 +87,14 @@ def migrations_step(handlers: DbSteps, step: Step, ctx: StepContext) -> dict[str
 
 @contextlib.contextmanager
 def _forwarding(proc: subprocess.Popen[bytes]) -> Iterator[None]:
-    """SIGTERM/SIGHUP to us go on to the command (main thread only)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    old: dict[int, Any] = {}
+    """SIGTERM/SIGHUP to us go on to the command (main thread only; even when ignored here, as always)."""
 
     def forward(signum: int, frame: Any) -> None:
         with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signum)
 
-    for number in (int(signal.SIGTERM), int(signal.SIGHUP)):
-        old[number] = signal.signal(number, forward)
-    try:
+    with handling(forward, ("SIGTERM", "SIGHUP"), keep_ignored=False):
         yield
-    finally:
-        for number, handler in old.items():
-            signal.signal(number, handler if handler is not None else signal.SIG_DFL)
 
 
 def run_step(handlers: DbSteps, step: Step, ctx: StepContext) -> dict[str, Any]:

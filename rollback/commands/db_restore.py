@@ -14,7 +14,6 @@ application since), so it no longer competes with the restore. The swap marks th
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -35,6 +34,8 @@ from rollback.commands.db_common import (
     compare_counts,
     db_stamp,
     default_jobs,
+    drop_partial,
+    dropped_on_failure,
     emergency_step,
     live_identity,
     services_for,
@@ -276,29 +277,16 @@ class RestoreSteps(DbSteps):
         manifest, dump_dir = self._manifest(step)
         db = self.db
         started = time.monotonic()
-        if ctx.resuming and db.exists(name):
-            # This plan's own copy (its name is unique to the plan), half restored when the run stopped.
-            ctx.note(f"dropping the partial copy {name} left by the stopped run")
-            db.drop_database(name)
+        drop_partial(db, name, ctx, what="copy")
         db.create_database_like(name, str(step.params["like"]),
                                 comment=self._mark(ctx, "restore", name, backup=manifest["name"], counts=None))
-        try:
+        # The half-restored copy is ours to remove; the live database was never touched.
+        with dropped_on_failure(db, name, what="copy", after=f", the live database {db.target.dbname} is untouched",
+                                hint="check the backup and the server log"):
             rights = db.rights()
             loaded = restore_archive(db, self.tools, name, dump_dir, manifest, jobs=int(step.params["jobs"]),
                                      no_owner=not rights.superuser, progress=ctx.progress,
                                      on_start=self.on_restore_start, split_min_rows=self.split_min_rows)
-        except BaseException as exc:
-            # The half-restored copy is ours to remove; the live database was never touched.
-            dropped = False
-            with contextlib.suppress(DatabaseError):
-                db.drop_database(name)
-                dropped = True
-            if isinstance(exc, DatabaseError):
-                partial = (f"the partial copy {name} was dropped" if dropped else
-                           f"the partial copy {name} could not be dropped; remove it with 'rollback db prune'")
-                raise DatabaseError(f"{exc.message}; {partial}, the live database {db.target.dbname} is untouched",
-                                    "check the backup and the server log") from exc
-            raise
         return {"database": name, "oid": db.oid(name), "seconds": round(time.monotonic() - started, 3), **loaded}
 
     def check_restore_in_place(self, step: Step, ctx: StepContext) -> Check:
@@ -387,8 +375,7 @@ class RestoreSteps(DbSteps):
         """Create the restored copy as a file copy of the standby (which is kept)."""
         name, standby = str(step.params["database"]), str(step.params["standby"])
         manifest, _ = self._manifest(step)
-        if ctx.resuming and self.db.exists(name):
-            self.db.drop_database(name)
+        drop_partial(self.db, name, ctx, what="copy")
         started = time.monotonic()
         self.db.create_database_like(name, str(step.params["like"]), template=standby,
                                      comment=self._mark(ctx, "restore", name, backup=manifest["name"], counts=None,

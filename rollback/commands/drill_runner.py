@@ -12,7 +12,6 @@ import re
 import shlex
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 from rollback.errors import (
     EXIT_INTERRUPTED,
 )
+from rollback.interrupts import handling, raise_interrupt
 from rollback.redact import redact_text
 
 __all__ = ["STREAMED", "DrillInterrupted", "Invocation", "Progress", "Runner", "scoped_environ",
@@ -175,40 +175,12 @@ def scoped_environ(values: Mapping[str, str], unset: Sequence[str] = ()) -> Iter
 @contextlib.contextmanager
 def signals_interrupt() -> Iterator[None]:
     """SIGTERM and SIGHUP stop the drill as Ctrl-C does (a running step handles them itself)."""
-
-    if threading.current_thread() is not threading.main_thread():
+    with handling(raise_interrupt, ("SIGTERM", "SIGHUP")):
         yield
-        return
-
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
-
-    previous = {}
-    for name in ("SIGTERM", "SIGHUP"):
-        sig = getattr(signal, name, None)
-        if sig is not None and signal.getsignal(sig) != signal.SIG_IGN:
-            previous[sig] = signal.signal(sig, handler)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 @contextlib.contextmanager
 def signals_ignored() -> Iterator[None]:
     """While the sandbox is being stopped: a second Ctrl-C must not leave it half stopped."""
-
-    if threading.current_thread() is not threading.main_thread():
+    with handling(signal.SIG_IGN):
         yield
-        return
-    previous = {}
-    for name in ("SIGINT", "SIGTERM", "SIGHUP"):
-        sig = getattr(signal, name, None)
-        if sig is not None:
-            previous[sig] = signal.signal(sig, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)

@@ -16,31 +16,29 @@ Standalone, for the sandbox drill::
     eval "$(python -m rollback.sandbox.aws --print-env --port 5000)"
     cd /tmp/drill && rollback infra drift --checkpoint stack-export.json
 
-``--seed`` (:func:`seed_edge`) creates what the break-glass commands act on: a
-Lambda@Edge function with published versions, a versioned assets bucket with a
-bad deploy in it, a distribution whose default behaviour uses the newest
-version, and an alarm; ``--workdir`` writes a matching rollback.toml, Pulumi
-project and stack config, and a ``pulumi stack export``-shaped checkpoint.
+``--seed`` (:func:`rollback.sandbox.seed_aws.seed_edge`, beside the sandbox's own AWS seed) creates
+what the break-glass commands act on: a Lambda@Edge function with published versions, a versioned
+assets bucket with a bad deploy in it, a distribution whose default behaviour uses the newest version,
+and an alarm; ``--workdir`` writes a matching rollback.toml, Pulumi project and stack config, and a
+``pulumi stack export``-shaped checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import logging
 import socket
 import sys
 import threading
-import zipfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rollback.sandbox.serving import quiet_disconnects
 
-__all__ = ["MotoServer", "SeededEdge", "main", "moto_environment", "seed_edge", "start_moto", "write_workdir"]
+__all__ = ["MotoServer", "main", "moto_environment", "start_moto"]
 
 
 def _free_port() -> int:
@@ -157,161 +155,6 @@ def moto_environment(url: str, region: str = "us-east-1") -> dict[str, str]:
     }
 
 
-@dataclass
-class SeededEdge:
-    """What :func:`seed_edge` created."""
-
-    function: str
-    versions: dict[str, str]  # version -> qualified ARN
-    live_version: str
-    distribution_id: str
-    etag: str
-    bucket: str
-    origin_path: str
-    alarms: list[str] = field(default_factory=list)
-    objects: dict[str, list[str]] = field(default_factory=dict)  # key -> version ids, oldest first
-
-    def to_dict(self) -> dict[str, Any]:
-        return dict(vars(self))
-
-    def checkpoint_resources(self) -> list[dict[str, Any]]:
-        """Resources as a checkpoint taken right after seeding would hold them (for ``drift``)."""
-        arn = self.versions[self.live_version]
-        urn = "urn:pulumi:sandbox::rollback::"
-        resources: list[dict[str, Any]] = [
-            {"urn": f"{urn}pulumi:pulumi:Stack::rollback-sandbox", "type": "pulumi:pulumi:Stack", "custom": False,
-             "outputs": {"distributionId": self.distribution_id, "edgeFunctionName": self.function,
-                         "edgeFunctionVersion": self.live_version, "edgeFunctionVersionArn": arn,
-                         "assetsBucket": self.bucket, "alarmNames": self.alarms}},
-            {"urn": f"{urn}aws:cloudfront/distribution:Distribution::cdn", "custom": True,
-             "type": "aws:cloudfront/distribution:Distribution", "id": self.distribution_id, "outputs": {
-                 "id": self.distribution_id,
-                 "defaultCacheBehavior": {"lambdaFunctionAssociations": [
-                     {"eventType": "viewer-response", "lambdaArn": arn, "includeBody": False}]},
-                 "orderedCacheBehaviors": [{"pathPattern": "/api/*", "lambdaFunctionAssociations": []}],
-                 "origins": [{"originId": "assets", "originPath": self.origin_path,
-                              "domainName": f"{self.bucket}.s3.amazonaws.com"},
-                             {"originId": "app", "originPath": "", "domainName": "app.example.com"}]}},
-            {"urn": f"{urn}aws:lambda/function:Function::edge", "custom": True,
-             "type": "aws:lambda/function:Function", "id": self.function,
-             "outputs": {"name": self.function, "version": self.live_version, "qualifiedArn": arn}},
-            {"urn": f"{urn}aws:s3/bucket:Bucket::assets", "custom": True, "type": "aws:s3/bucket:Bucket",
-             "id": self.bucket, "outputs": {"bucket": self.bucket}},
-            {"urn": f"{urn}aws:s3/bucketVersioning:BucketVersioning::assets", "custom": True,
-             "type": "aws:s3/bucketVersioning:BucketVersioning", "id": self.bucket,
-             "outputs": {"bucket": self.bucket, "versioningConfiguration": {"status": "Enabled"}}},
-        ]
-        for alarm in self.alarms:
-            resources.append({"urn": f"{urn}aws:cloudwatch/metricAlarm:MetricAlarm::{alarm}", "custom": True,
-                              "type": "aws:cloudwatch/metricAlarm:MetricAlarm", "id": alarm,
-                              "outputs": {"name": alarm, "metricName": "5xxErrorRate", "namespace": "AWS/CloudFront",
-                                          "threshold": 5, "comparisonOperator": "GreaterThanThreshold",
-                                          "actionsEnabled": True}})
-        return resources
-
-
-def _zip(source: str) -> bytes:
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w") as archive:
-        archive.writestr("index.js", source)
-    return buffer.getvalue()
-
-
-def seed_edge(*, name: str = "rollback-sandbox", versions: int = 3, region: str = "us-east-1") -> SeededEdge:
-    """Create the edge stack the break-glass commands act on, through boto3 (pointed at moto by
-    ``AWS_ENDPOINT_URL``). The newest version is live; ``index.html`` has a bad newest version and
-    ``app.js`` has been deleted, ready for ``rollback infra assets``."""
-    import boto3
-
-    # Typed as Any: the stubs' TypedDicts add nothing to a fixture of literals.
-    iam: Any = boto3.client("iam", region_name=region)
-    lam: Any = boto3.client("lambda", region_name="us-east-1")  # Lambda@Edge lives in us-east-1
-    s3: Any = boto3.client("s3", region_name=region)
-    cloudfront: Any = boto3.client("cloudfront", region_name="us-east-1")
-    cloudwatch: Any = boto3.client("cloudwatch", region_name="us-east-1")
-    role = iam.create_role(RoleName=f"{name}-edge", AssumeRolePolicyDocument=json.dumps({
-        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Principal": {
-            "Service": ["lambda.amazonaws.com", "edgelambda.amazonaws.com"]}}]}))["Role"]["Arn"]
-    function = f"{name}-security-headers"
-    created = lam.create_function(FunctionName=function, Runtime="nodejs20.x", Role=role, Handler="index.handler",
-                                  Code={"ZipFile": _zip("// security headers v1")}, Publish=True)
-    arns = {str(created["Version"]): str(lam.get_function(FunctionName=function, Qualifier=str(created["Version"]))[
-        "Configuration"]["FunctionArn"])}
-    for number in range(2, versions + 1):
-        lam.update_function_code(FunctionName=function, ZipFile=_zip(f"// security headers v{number}"))
-        published = lam.publish_version(FunctionName=function, Description=f"v{number}")
-        arns[str(published["Version"])] = str(published["FunctionArn"])
-    live = str(versions)
-    bucket = f"{name}-assets"
-    s3.create_bucket(Bucket=bucket)
-    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
-    objects: dict[str, list[str]] = {}
-    for key, body, content_type in (("releases/r42/index.html", "<h1>release 42</h1>", "text/html"),
-                                    ("releases/r42/index.html", "<h1>broken</h1>", "text/html"),
-                                    ("releases/r42/app.js", "console.log(42)", "application/javascript")):
-        put = s3.put_object(Bucket=bucket, Key=key, Body=body.encode(), ContentType=content_type,
-                            CacheControl="max-age=60")
-        objects.setdefault(key, []).append(str(put["VersionId"]))
-    marker = s3.delete_object(Bucket=bucket, Key="releases/r42/app.js")
-    objects["releases/r42/app.js"].append(str(marker.get("VersionId")))
-    origin_path = "/releases/r42"
-
-    def behaviour(origin: str, arn: str | None, path: str | None = None) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "TargetOriginId": origin, "ViewerProtocolPolicy": "redirect-to-https", "MinTTL": 0,
-            "ForwardedValues": {"QueryString": False, "Cookies": {"Forward": "none"}},
-            "LambdaFunctionAssociations": ({"Quantity": 1, "Items": [
-                {"LambdaFunctionARN": arn, "EventType": "viewer-response", "IncludeBody": False}]}
-                if arn else {"Quantity": 0}),
-        }
-        if path:
-            item["PathPattern"] = path
-        return item
-
-    distribution = cloudfront.create_distribution(DistributionConfig={
-        "CallerReference": f"{name}-cdn", "Comment": f"{name}: assets release r42", "Enabled": True,
-        "Origins": {"Quantity": 2, "Items": [
-            {"Id": "assets", "DomainName": f"{bucket}.s3.amazonaws.com", "OriginPath": origin_path,
-             "S3OriginConfig": {"OriginAccessIdentity": ""}},
-            {"Id": "app", "DomainName": "app.example.com", "OriginPath": "",
-             "CustomOriginConfig": {"HTTPPort": 80, "HTTPSPort": 443, "OriginProtocolPolicy": "https-only"}}]},
-        "DefaultCacheBehavior": behaviour("assets", arns[live]),
-        "CacheBehaviors": {"Quantity": 1, "Items": [behaviour("app", None, "/api/*")]},
-    })
-    alarm = f"{name}-cdn-5xx-error-rate"
-    cloudwatch.put_metric_alarm(AlarmName=alarm, MetricName="5xxErrorRate", Namespace="AWS/CloudFront",
-                                Statistic="Average", Period=60, EvaluationPeriods=1, Threshold=5.0,
-                                ComparisonOperator="GreaterThanThreshold")
-    return SeededEdge(function, arns, live, str(distribution["Distribution"]["Id"]), str(distribution["ETag"]),
-                      bucket, origin_path, [alarm], objects)
-
-
-def write_workdir(directory: Path, seeded: SeededEdge, *, env: str = "sandbox") -> dict[str, Path]:
-    """A drill directory: rollback.toml, Pulumi.yaml, stacks/Pulumi.<env>.yaml and stack-export.json."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "stacks").mkdir(exist_ok=True)
-    files = {
-        "config": directory / "rollback.toml",
-        "project": directory / "Pulumi.yaml",
-        "stack": directory / "stacks" / f"Pulumi.{env}.yaml",
-        "checkpoint": directory / "stack-export.json",
-    }
-    files["config"].write_text(
-        f'default_env = "{env}"\n\n[env.{env}.aws]\nregion = "us-east-1"\n'
-        f'distribution_id = "{seeded.distribution_id}"\nedge_function = "{seeded.function}"\n'
-        f'assets_bucket = "{seeded.bucket}"\nfrom_stack_outputs = false\n\n'
-        f'[env.{env}.pulumi]\nstack = "{env}"\nproject_dir = "."\n', encoding="utf-8")
-    files["project"].write_text("name: rollback\nruntime: python\nstackConfigDir: stacks\n", encoding="utf-8")
-    files["stack"].write_text(
-        "# Sandbox stack config (written by python -m rollback.sandbox.aws --seed).\nconfig:\n"
-        "  aws:region: us-east-1\n  # Edge pin: `rollback infra edge` rewrites it.\n"
-        f'  rollback:edgeFunctionVersion: "{seeded.live_version}"\n  rollback:assetsRelease: r42\n',
-        encoding="utf-8")
-    files["checkpoint"].write_text(json.dumps({"version": 3, "deployment": {
-        "manifest": {}, "resources": seeded.checkpoint_resources()}}, indent=2), encoding="utf-8")
-    return files
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve moto (with our CloudFront semantics) until Ctrl-C."""
     parser = argparse.ArgumentParser(prog="python -m rollback.sandbox.aws", description=main.__doc__)
@@ -336,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         import os
 
         os.environ.update(moto_environment(server.url))
+        from rollback.sandbox.seed_aws import seed_edge, write_workdir
+
         seeded = seed_edge()
         print(json.dumps(seeded.to_dict(), indent=2), flush=True)
         if args.workdir:

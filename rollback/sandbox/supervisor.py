@@ -5,7 +5,7 @@ process to stop and nothing can outlive it:
 
 - the **moto server** (with :mod:`rollback.sandbox.cloudfront` and
   :mod:`rollback.sandbox.cloudwatch` semantics) runs *in* this process, which
-  lets the seed move moto's own timestamps back (:func:`rollback.sandbox.seed.backdate_aws`);
+  lets the seed move moto's own timestamps back (:func:`rollback.sandbox.seed_aws.backdate_aws`);
 - the **Vercel emulator** and the **app server** are child processes that die
   with it (``PR_SET_PDEATHSIG``);
 - the **PostgreSQL cluster** (``pg_ctl``'s postmaster) is watched by the
@@ -255,7 +255,7 @@ class Supervisor:
 
     # ----------------------------------------------------------------- seed
     def seed(self) -> dict[str, Any]:
-        from rollback.sandbox import seed
+        from rollback.sandbox import seed, seed_aws, seed_config, seed_db, seed_git, seed_pulumi, seed_vercel
 
         started = time.monotonic()
         timeline = seed.Timeline(dt.datetime.now(dt.UTC))
@@ -281,20 +281,20 @@ class Supervisor:
             return thread
 
         def database() -> dict[str, Any]:
-            return seed.seed_database(self.wait_for_postgres(), self.dir, timeline)
+            return seed_db.seed_database(self.wait_for_postgres(), self.dir, timeline)
 
-        threads = [in_thread("vercel", seed.seed_vercel, self.state["urls"]["vercel"], rolling),
+        threads = [in_thread("vercel", seed_vercel.seed_vercel, self.state["urls"]["vercel"], rolling),
                    in_thread("database", database),
-                   in_thread("git", seed.seed_git, self.dir, self.state["urls"]["vercel"], timeline)]
+                   in_thread("git", seed_git.seed_git, self.dir, self.state["urls"]["vercel"], timeline)]
         import boto3
 
         _warm_backends()  # no-op after the first time
         log.info("moto backends ready at %.2f s", time.monotonic() - self._started)
-        aws = seed.seed_aws(boto3.session.Session(), timeline, rolling)
-        seed.backdate_aws(aws, timeline)
+        aws = seed_aws.seed_aws(boto3.session.Session(), timeline, rolling)
+        seed_aws.backdate_aws(aws, timeline)
         log.info("AWS seeded in %.2f s", time.monotonic() - started)
-        pulumi = seed.write_pulumi(self.dir, aws, timeline)
-        seed.write_config(self.dir, app_url=self.state["urls"]["app"], aws=aws, pulumi=pulumi)
+        pulumi = seed_pulumi.write_pulumi(self.dir, aws, timeline)
+        seed_config.write_config(self.dir, app_url=self.state["urls"]["app"], aws=aws, pulumi=pulumi)
         for thread in threads:
             thread.join(timeout=120)
         log.info("Vercel, database and Pulumi seeded in %.2f s", time.monotonic() - started)

@@ -17,7 +17,8 @@ import httpx
 import pytest
 
 from rollback.adapters.stack_config import read_stack_config
-from rollback.sandbox.aws import _free_port, moto_environment, seed_edge, write_workdir
+from rollback.sandbox.aws import _free_port, moto_environment
+from rollback.sandbox.seed_aws import seed_edge, write_workdir
 from tests.aws.conftest import unique
 
 # Each test here starts a sandbox or a browser of its own: the full run, not the inner loop.

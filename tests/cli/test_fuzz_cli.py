@@ -29,6 +29,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
+from rollback.cli.support import Duration
 from rollback.config import Settings
 from tests.conftest import CliResult
 
@@ -350,6 +351,11 @@ def _value(draw: st.DrawFn, param: click.Parameter, verdict: Verdict, scratch: P
             existing.write_text("x")
             return str(existing)
         return str(scratch / draw(st.sampled_from(["out", "plan.json", "dir/x"])))
+    if isinstance(kind, Duration):
+        if bad:
+            verdict.broken(f"{param.name}: not a duration")
+            return "soon"
+        return str(draw(st.sampled_from(["0s", "0", "1ms", "0.5s"])))  # short: a valid wait may be waited
     if type(kind) is click.types.StringParamType:  # a subclass may refuse text: "unknown" below
         return draw(TEXT)
     verdict.unknown(f"{param.name}: no generator for {type(kind).__name__}")

@@ -224,22 +224,48 @@ class UndroppableDatabase(Database):
         raise DatabaseError(f"dropping database {name} failed: injected")
 
 
-def test_a_partial_copy_that_cannot_be_dropped_is_named(live_db: LiveDb) -> None:
+def _killed_restore_that_cannot_drop(live_db: LiveDb, planned: Callable[[Any, Services], Any]) -> DatabaseError:
+    """Run ``planned(config, services)`` with pg_restore killed as it starts and a database that cannot be
+    dropped: the error the half-made database's helper raises."""
     from rollback.commands import db as commands
 
     config = live_db.config()
-    backup = commands.backup(config)
-    plan = commands.plan_restore(config, backup["name"], skip_emergency_reason="test")
     services = Services(config, database=UndroppableDatabase(Services(config).database_target()))
     handlers = commands.DbHandlers(config, on_restore_start=lambda proc: os.kill(proc.pid, signal.SIGKILL),
                                    services=services)
     with pytest.raises(DatabaseError) as caught:
-        commands.run(config, plan, handlers=handlers)
+        commands.run(config, planned(config, services), handlers=handlers)
+    return caught.value
+
+
+def test_a_partial_copy_that_cannot_be_dropped_is_named(live_db: LiveDb) -> None:
+    from rollback.commands import db as commands
+
+    backup = commands.backup(live_db.config())
+    error = _killed_restore_that_cannot_drop(
+        live_db, lambda config, services: commands.plan_restore(config, backup["name"], skip_emergency_reason="test"))
     partial = [d for d in live_db.databases() if "_restore_" in d]
     assert len(partial) == 1
     assert f"the partial copy {partial[0]} could not be dropped; remove it with 'rollback db prune'" in \
-        caught.value.message
-    assert "was dropped" not in caught.value.message
+        error.message
+    assert "was dropped" not in error.message
+
+
+def test_a_partial_standby_that_cannot_be_dropped_is_named(live_db: LiveDb) -> None:
+    """Staging and restore share one "drop the half-made database" helper: a staged standby whose
+    pg_restore is killed is dropped the same way, and when it cannot be, the error names it as the restore's
+    does, and says the backup itself is complete."""
+    from rollback.commands import db as commands
+
+    error = _killed_restore_that_cannot_drop(
+        live_db, lambda config, services: commands.plan_backup(config, stage=True, services=services))
+    partial = [d for d in live_db.databases() if "_standby_" in d]
+    assert len(partial) == 1
+    assert f"the partial standby {partial[0]} could not be dropped; remove it with 'rollback db prune'" in \
+        error.message
+    assert "itself is complete" in error.message
+    assert "was dropped" not in error.message
+    assert len(list(live_db.backups_dir.glob("*.manifest.json"))) == 1  # the backup itself is kept
 
 
 def test_a_failed_count_check_keeps_the_live_database(run_cli: RunCli, live_db: LiveDb) -> None:

@@ -84,12 +84,12 @@ class Child:
     """The CLI in a child process (tests/db/swap_kill_child.py), stopping after each swap statement until
     :meth:`go_on`; ``stops`` reads where it stands now."""
 
-    def __init__(self, args: list[str]) -> None:
+    def __init__(self, args: list[str], *, under: tuple[str, ...] = ()) -> None:
         report_r, report_w = os.pipe()
         go_r, go_w = os.pipe()
         env = {**os.environ, "PGAPPNAME": "rollback-swap-kill-test",
                "SWAP_KILL_REPORT_FD": str(report_w), "SWAP_KILL_GO_FD": str(go_r)}
-        self.proc = subprocess.Popen([sys.executable, str(CHILD), *args], env=env, stdout=subprocess.PIPE,
+        self.proc = subprocess.Popen([*under, sys.executable, str(CHILD), *args], env=env, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL,
                                      pass_fds=(report_w, go_r))
         os.close(report_w)
@@ -334,3 +334,19 @@ def test_db_restore_swap_killed_at_each_point(live_db: LiveDb, run_cli: RunCli, 
             assert again.code == 0, again.err
             assert live_answers(live_db) == "backup"
             drop_leftovers(live_db)
+
+
+def test_db_swap_under_nohup_goes_on_through_a_hangup(live_db: LiveDb) -> None:
+    """Under ``nohup`` (SIGHUP ignored when the command starts: a dropped SSH session must not stop it) a
+    hangup in the middle of the swap's transaction is ignored there, as at every other step of a run. The
+    swap's guard used to take SIGHUP even when ignored, so the hangup rolled the swap back (exit 130)."""
+    live_db.sql("CREATE TABLE swap_probe (v text); INSERT INTO swap_probe VALUES ('v0')", user="app")
+    restored = make_restored_copy(live_db, "v1", 0)
+    child = Child(["db", "swap", restored, "--yes"], under=("nohup",))
+    reached = functools.partial(at_point, live_db, "both-renamed", restored, oid_of(live_db, restored))
+    child.stop_at(reached, "both-renamed", "SIGHUP")
+    _, err = child.proc.communicate(timeout=120)
+    assert child.proc.returncode == 0, err
+    assert live_answers(live_db) == "v1"
+    assert [d for d in live_db.databases() if "_replaced_" in d]  # the swap kept the old copy, as it does
+    drop_leftovers(live_db)

@@ -149,3 +149,17 @@ def test_live_healthy_world_decides_no_rollback(run_cli: Callable[..., Any], wor
     statuses = {s["signal"]: s["status"] for s in document["signals"]}
     assert statuses["service_down"] == "ok" and statuses["error_rate"] == "ok"
     assert statuses["failed_migration"] == "ok" and statuses["alarm.cdn-5xx-error-rate"] == "ok"
+
+
+@pytest.mark.parametrize(("flag", "said"), [
+    # The runbook's P3: nothing to roll back, so the run stops at its decision.
+    ("--cosmetic", "fix forward in the next deployment"),
+    # P1 (a pool exhausted), app: it plans the app rollback and stops at the missing Vercel token.
+    ("--db-connections-exhausted", "decided P1: app"),
+])
+def test_run_decides_from_every_signal_flag(run_cli: Callable[..., Any], plain: Path, flag: str, said: str) -> None:
+    """run takes all of decide's signal flags (one declaration: tests/cli/test_signal_flags_shared.py)."""
+    result = run_cli("run", flag, "--dry-run")
+    assert result.code == 2
+    assert said in result.out + result.err
+    assert "no such option" not in result.err

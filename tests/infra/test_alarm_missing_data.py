@@ -16,7 +16,7 @@ import pytest
 
 from rollback.adapters.pulumi_mocks import MockRun
 from rollback.sandbox.cloudwatch import alarm_state
-from rollback.sandbox.seed import alarm_definitions
+from rollback.sandbox.seed_aws import alarm_definitions
 
 
 def _states(alarms: list[dict[str, Any]], values: list[float | None]) -> dict[str, str]:

@@ -241,7 +241,7 @@ def test_the_stack_history_ran_real_commits_of_the_programs_infra(fresh_sandbox:
     at three versions; each update's ``git.head`` is the commit it ran from, the newest the work tree; the stack
     config holds every key the program requires, so ``infra preview --to 3 --offline`` runs version 3's own
     program (checked out from its commit) under Pulumi's mocks and shows the program change beside the config's."""
-    from rollback.sandbox.seed import PROGRAM_VERSIONS, repository_root
+    from rollback.sandbox.seed_pulumi import PROGRAM_VERSIONS, repository_root
 
     info = fresh_sandbox
     project = Path(info.exports()["PULUMI_PROJECT_DIR"])

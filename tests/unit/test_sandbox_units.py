@@ -11,7 +11,7 @@ import pytest
 from rollback.sandbox.app import AppServer
 from rollback.sandbox.cloudwatch import percentile
 from rollback.sandbox.processes import ProcessRef, process_ref, start_time_of
-from rollback.sandbox.seed import journal_dir_for
+from rollback.sandbox.seed_config import journal_dir_for
 from rollback.sandbox.world import SandboxInfo
 
 

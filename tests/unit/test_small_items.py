@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from rollback.errors import BadInput
-from rollback.sandbox import seed
+from rollback.sandbox import seed_config
 from rollback.templating import Templates
 from tests.conftest import CliResult
 
@@ -57,7 +57,7 @@ def test_a_macro_that_calls_itself_for_ever_is_one_line(tmp_path: Path) -> None:
 def _write(directory: Path, app_url: str) -> str:
     aws = {"distribution_id": "E2SANDBOX", "edge_function": "fn", "assets_bucket": "bucket", "db_instance": "db"}
     pulumi = {"stack": "sandbox", "project": "p", "backend_url": f"file://{directory}/state"}
-    return seed.write_config(directory, app_url=app_url, aws=aws, pulumi=pulumi).read_text(encoding="utf-8")
+    return seed_config.write_config(directory, app_url=app_url, aws=aws, pulumi=pulumi).read_text(encoding="utf-8")
 
 
 def test_the_sandbox_config_keeps_the_users_edits(tmp_path: Path) -> None:
