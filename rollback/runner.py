@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from rollback.errors import BadInput, Interrupted, LockHeld, Refused, RollbackError, UnsafePrecondition
 from rollback.lock import ensure_held
-from rollback.plan import Plan, Step, finished_word
+from rollback.plan import PLAN_FORMAT, Plan, Step, finished_word
 from rollback.redact import redact, redact_text
 
 if TYPE_CHECKING:
@@ -63,13 +63,14 @@ __all__ = [
     "next_command_hint",
     "open_journal",
     "read_only",
-    "renamed_actions",
     "resume",
     "status_of",
+    "steps_in_format",
 ]
 
-# Action names are ``family.snake_case``. Names an earlier version wrote -> today's, applied wherever a
-# plan is read back (a journal for ``resume``, a ``--plan`` file), so that those plans still run.
+# Action names are ``family.snake_case``. Plans written before the plan format was recorded (format 1: a
+# journal's ``step_planned`` or a ``--plan`` file without ``plan_format``) used some other names: their
+# translation to today's. A newer format needs no map: the version says how to read it.
 ACTION_RENAMES: Mapping[str, str] = {
     "infra.backup-config": "infra.backup_config",
     "infra.desired-state": "infra.desired_state",
@@ -77,11 +78,16 @@ ACTION_RENAMES: Mapping[str, str] = {
 }
 
 
-def renamed_actions(steps: Any) -> Any:
-    """Serialised steps (as ``Plan.to_dict()["steps"]``) with old action names replaced by today's
-    (:data:`ACTION_RENAMES`); anything that is not a list of objects is returned as it is, for
-    :meth:`Plan.from_dict` to refuse."""
-    if not isinstance(steps, list):
+def steps_in_format(steps: Any, plan_format: Any, *, where: str = "the plan") -> Any:
+    """Serialised steps (as ``Plan.to_dict()["steps"]``) written in ``plan_format`` (``None``: format 1),
+    read as today's (:data:`~rollback.plan.PLAN_FORMAT`): format 1's action names are translated through
+    :data:`ACTION_RENAMES`; a format newer than this version knows is refused (exit 2). Anything that is
+    not a list of objects is returned as it is, for :meth:`Plan.from_dict` to refuse."""
+    version = 1 if plan_format is None else plan_format
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= PLAN_FORMAT:
+        raise BadInput(f"{where} is in plan format {plan_format!r}, which this version of rollback cannot read "
+                       f"(it reads formats 1 to {PLAN_FORMAT})", "use the rollback version that wrote it, or upgrade")
+    if version > 1 or not isinstance(steps, list):
         return steps
     return [{**step, "action": ACTION_RENAMES.get(step["action"], step["action"])}
             if isinstance(step, Mapping) and isinstance(step.get("action"), str) else step for step in steps]
@@ -579,9 +585,10 @@ def _plan_of(record: RunRecord) -> Plan:
         raise BadInput(f"run {record.run_id} stopped before its plan was journaled: there is nothing to resume",
                        "run the command again")
     env = planned.get("env") or record.started.get("env")
+    steps = steps_in_format(planned.get("steps"), planned.get("plan_format"),
+                            where=f"run {record.run_id}'s journaled plan")
     try:
-        return Plan.from_dict({"title": planned.get("title", ""), "env": env,
-                               "steps": renamed_actions(planned.get("steps")),
+        return Plan.from_dict({"title": planned.get("title", ""), "env": env, "steps": steps,
                                "notes": planned.get("notes", [])})
     except BadInput as exc:
         raise BadInput(f"run {record.run_id}: the journaled plan cannot be read back ({exc.message})",

@@ -272,6 +272,7 @@ def _execute(app: AppContext, config: Config, plan: Plan, planned: RunPlan | Non
     terminal's confirmation and progress injected."""
     from rollback.cli.support import saying_the_run, terminal_run
     from rollback.commands.run_exec import execute_run, rolled_back, run_summary
+    from rollback.plan import PLAN_FORMAT
 
     action = f"roll back {', '.join(rolled_back(plan.layers))} of env {config.env_name}"
     terminal = terminal_run(app, dry_run=dry_run, yes=yes, action=action)
@@ -283,7 +284,8 @@ def _execute(app: AppContext, config: Config, plan: Plan, planned: RunPlan | Non
     outcome = result.outcome
     log = result.incident
     document: dict[str, Any] = {"ok": True, "dry_run": dry_run, "run": outcome.run_id,
-                                "incident": log.id if log else None, "plan": result.plan.to_dict(),
+                                "incident": log.id if log else None, "plan_format": PLAN_FORMAT,
+                                "plan": result.plan.to_dict(),
                                 "hazards": [h.to_dict() for h in planned.hazards] if planned else [],
                                 "request": request.to_dict(), "facts": planned.facts if planned else {},
                                 "steps": [s.to_dict() for s in outcome.steps], **run_summary(result.tracker, outcome),
