@@ -14,11 +14,17 @@ same as the plan built a moment ago. For every step :func:`execute` journals
 ``already_done: true``; in a dry run, records ``{"would": ..., **check.result}``;
 otherwise calls ``act``. That is the only place a dry run branches.
 
-:func:`resume` rebuilds a plan and the finished steps' results from a journal
-and continues from the first unfinished step; the finished ones are re-checked,
-not repeated. Ctrl-C, SIGTERM and SIGHUP stop the run between steps, or
-interrupt the running step; either way the journal says where it stopped, and
-the run ends with :class:`~rollback.errors.Interrupted` (exit 130).
+:class:`Run` is the one path from a plan to its finish that every state-changing
+command shares (a single-layer command, ``rollback run`` and ``watch``, ``resume``,
+a library caller): plan -> confirmation policy -> journal (:func:`open_journal`,
+the one opener: the run lock and the team lease) -> :func:`execute` -> finish.
+The CLI injects a terminal confirmation and live progress; a library caller
+injects none. :func:`resume` is the same run with the finished steps taken from
+a journal (:meth:`Run.resuming`): it continues from the first unfinished step;
+the finished ones are re-checked, not repeated. Ctrl-C, SIGTERM and SIGHUP stop
+the run between steps, or interrupt the running step; either way the journal
+says where it stopped, and the run ends with :class:`~rollback.errors.Interrupted`
+(exit 130).
 """
 
 from __future__ import annotations
