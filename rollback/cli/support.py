@@ -90,10 +90,6 @@ class AppContext:
         self.journals.append(journal)
         return journal
 
-    def journal_unless(self, dry_run: bool, **details: Any) -> Journal | None:
-        """The journal of a real run; ``None`` for a dry run, which changes nothing and is not journaled."""
-        return None if dry_run else self.start_journal(**details)
-
     def close_journals(self, status: str, exit_code: int, error: str | None = None) -> None:
         """Close every journal this invocation opened; one left open is finished with the outcome.
 
