@@ -56,6 +56,7 @@ __all__ = [
     "Handlers",
     "JournalOpener",
     "Observers",
+    "Progress",
     "ResumePoint",
     "Run",
     "RunObserver",
@@ -63,6 +64,7 @@ __all__ = [
     "StepFunctions",
     "StepHandler",
     "StepResult",
+    "as_observer",
     "execute",
     "handler",
     "load_resume_point",
@@ -334,7 +336,8 @@ class _Lines(RunObserver):
 Progress = Callable[[str], None] | RunObserver
 
 
-def _observer(progress: Progress | None) -> RunObserver:
+def as_observer(progress: Progress | None) -> RunObserver:
+    """``progress`` (one-line function, observer or ``None``) as a :class:`RunObserver`."""
     if progress is None:
         return RunObserver()
     if isinstance(progress, RunObserver):
@@ -474,7 +477,7 @@ def execute(
     unknown = sorted(set(earlier) - {s.id for s in plan.steps})
     if unknown:
         raise ValueError(f"finished step(s) not in the plan: {', '.join(unknown)}")
-    observer = _observer(progress)
+    observer = as_observer(progress)
     ctx = StepContext(dry_run=dry_run, plan=plan, journal=journal, progress=observer.note, earlier=earlier,
                       resumes=resumes)
     if journal is not None:
@@ -672,7 +675,7 @@ def resume(
         return open_journal(where, command=said, env=point.env, details=fields, lock=lock)
 
     return Run.resuming(point, handlers, dry_run=dry_run, open_journal=opener, details=dict(details or {}),
-                        observers=(_observer(progress),), on_journal=on_journal).go()
+                        observers=(as_observer(progress),), on_journal=on_journal).go()
 
 
 def _journal_dir(source: Config | Path | str) -> Path:
@@ -781,7 +784,9 @@ class Run:
       a plan refused at the prompt opens no incident);
     - ``observers`` see every step and the run's ends: ``run_started(journal)``, ``run_ending`` (before
       the journal's ``run_finished``: the last moment to write to it) and ``run_finished`` (after);
-    - ``names_resume``: a failed run's error names ``rollback resume RUN`` as the next command.
+    - ``names_resume``: a failed run's error names ``rollback resume RUN`` as the next command;
+    - ``journal``: an already open journal (a library caller's own, dry runs included) instead of
+      ``open_journal``; after :meth:`go` starts, the run's journal either way.
 
     The finish is the same on every path: the observers' ``run_ending``, ``run_finished`` in the
     journal (with the error's line when the run stopped before a step could record it), then the
@@ -801,7 +806,7 @@ class Run:
     resumes: str | None = None
     on_journal: Callable[[Journal], None] | None = None
     names_resume: bool = False
-    journal: Journal | None = field(default=None, init=False)
+    journal: Journal | None = None
 
     @classmethod
     def resuming(cls, point: ResumePoint, handlers: Handlers | Callable[[Plan], Handlers], **options: Any) -> Run:
@@ -817,9 +822,10 @@ class Run:
                 self.prepare(self)
                 everyone = _Everyone(*self.observers)
             handlers = self.handlers(self.plan) if callable(self.handlers) else self.handlers
-            if self.open_journal is not None and not self.dry_run:
+            if self.journal is None and self.open_journal is not None and not self.dry_run:
                 fields = {**({"resumes": self.resumes} if self.resumes else {}), **dict(self.details)}
                 self.journal = self.open_journal(**fields)
+            if self.journal is not None:
                 if self.on_journal is not None:
                     self.on_journal(self.journal)
                 everyone.run_started(self.journal)
