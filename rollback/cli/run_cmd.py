@@ -365,27 +365,31 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
     left = [s for s in point.plan.steps if s.id not in point.done]
     say(f"resuming run {point.run_id} ({point.status}): {len(point.done)} of {len(point.plan.steps)} step(s) "
         f"finished; continuing at step {point.next_step}")
-    tracker: RunTracker | None = None
-    if not dry_run:
+    kept: list[RunTracker] = []
+
+    def attach(run: Run) -> None:
+        """After the confirmation, before the journal (as for 'rollback run'): the tracker of the incident."""
         from rollback.incident import read_incident
 
         notifier = Notifier.from_config(config, incident=log.id if log else None,
                                         drill=read_incident(log.path).drill if log else False, stderr=say)
-        tracker = RunTracker(point.plan, config=config, incident=log, notifier=notifier, severity=severity,
-                             resumes=point.run_id, done=list(point.done))
+        kept.append(RunTracker(run.plan, config=config, incident=log, notifier=notifier, severity=severity,
+                               resumes=point.run_id, done=list(point.done)))
+        run.observers = (*run.observers, kept[0])
+
     services = Services(config)
     details = {"layer": str(started.get("layer") or "run"), "verb": "resume", "layers": list(point.plan.layers),
                "severity": severity, "incident": log.id if log else None, "poll_interval": poll}
     # The same run as 'rollback run', its finished steps taken from the journal; it asks only when a
     # destructive step is left.
     run = Run.resuming(point, lambda plan: handlers_for(config, plan.actions, handler_services(services, poll)),
-                       dry_run=dry_run, details=details, observers=(tracker,) if tracker is not None else (),
-                       names_resume=True,
+                       dry_run=dry_run, details=details, prepare=None if dry_run else attach, names_resume=True,
                        **terminal_run(app, dry_run=dry_run, yes=yes, action=f"resume run {point.run_id}",
                                       confirm_first=any(s.destructive for s in left),
                                       prompt=f"continue run {point.run_id} from step {point.next_step}?"))
     with saying_the_run(app):
         outcome = run.go()
+    tracker = kept[0] if kept else None
     document: dict[str, Any] = {"ok": True, "dry_run": dry_run, "run": outcome.run_id, "resumes": point.run_id,
                                 "incident": log.id if log else None, "plan": point.plan.to_dict(),
                                 "already_done": sorted(point.done),
