@@ -1,7 +1,10 @@
 """``rollback run`` and ``rollback resume``: one plan across layers, journaled, with the incident kept.
 
-Parsing and presentation; the plan is built by :mod:`rollback.commands.run` and
-executed through :func:`rollback.cli.support.run_plan` like every other command.
+Parsing and presentation; the plan is built by :mod:`rollback.commands.run` and executed as a
+:class:`rollback.runner.Run` like every other command's (``run`` through
+:func:`~rollback.commands.run_exec.execute_run`, which ``rollback watch`` shares; ``resume`` as
+:meth:`Run.resuming <rollback.runner.Run.resuming>`), with the terminal's confirmation and progress
+(:func:`rollback.cli.support.terminal_run`).
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
 """What every command shares: the app context, common options, output, confirmation,
-and :func:`run_plan`, the one path from a plan to its effect.
+and what the CLI injects into :class:`rollback.runner.Run`, the one path from a plan to its
+finish (:func:`terminal_run`: the journal opener, the terminal's confirmation, the live
+progress; :func:`run_plan`: a single-layer command's run with them).
 
 Presentation only: commands do their work through ``rollback.commands`` and
 hand back plain data; this module turns it into JSON or tables. ``rich`` is
