@@ -6,7 +6,8 @@ microsecond, so two runs in the same second keep their order) and one file
 
 - ``run_started``: who, host, pid, command, env, dry_run
 - ``step_planned``: the plan's title, env, notes and steps in order (each step
-  whole, params included: :func:`rollback.runner.resume` rebuilds the plan from it)
+  whole, params included: :func:`rollback.runner.resume` rebuilds the plan from it),
+  and ``plan_format`` (:data:`rollback.plan.PLAN_FORMAT`: how to read the steps back)
 - ``step_started`` / ``step_finished`` (with its result; ``already_done`` when
   the step's check found its effect already there) / ``step_failed`` (with the
   error and how to resume)
@@ -45,7 +46,7 @@ from typing import Any
 from rollback.errors import BadInput, Refused
 from rollback.jsonl import JsonLines, append_line, parse_json_lines, read_json_lines
 from rollback.lock import SUFFIX, RunLock, TeamLock, acquire
-from rollback.plan import Plan, Step
+from rollback.plan import PLAN_FORMAT, Plan, Step
 from rollback.redact import redact
 from rollback.safetext import printable
 
@@ -198,7 +199,7 @@ class Journal:
 
     def plan(self, plan: Plan) -> None:
         self.write("step_planned", title=plan.title, env=plan.env, steps=[step.to_dict() for step in plan.steps],
-                   notes=list(plan.notes))
+                   notes=list(plan.notes), plan_format=PLAN_FORMAT)
 
     def step_started(self, step: Step) -> None:
         # (a team lease lost mid-run stops the run before this: rollback.runner checks it first)

@@ -223,3 +223,12 @@ class Plan:
             return cls.of(title, env, parsed, notes)
         except ValueError as exc:
             raise _bad("plan", str(exc)) from exc
+
+
+# The format of a serialised plan (``Step.to_dict``: action names, params), recorded with the plan where
+# it is written to be read back later (the journal's ``step_planned``, ``rollback run --dry-run --json``).
+# 1: before the version was recorded (``infra.backup-config``-style names); 2: ``family.snake_case``.
+# A reader translates older formats (:func:`rollback.runner.steps_in_format`); bump it when a change
+# makes an older plan read differently, and add the translation there.
+PLAN_FORMAT = 2
+

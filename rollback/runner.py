@@ -14,11 +14,17 @@ same as the plan built a moment ago. For every step :func:`execute` journals
 ``already_done: true``; in a dry run, records ``{"would": ..., **check.result}``;
 otherwise calls ``act``. That is the only place a dry run branches.
 
-:func:`resume` rebuilds a plan and the finished steps' results from a journal
-and continues from the first unfinished step; the finished ones are re-checked,
-not repeated. Ctrl-C, SIGTERM and SIGHUP stop the run between steps, or
-interrupt the running step; either way the journal says where it stopped, and
-the run ends with :class:`~rollback.errors.Interrupted` (exit 130).
+:class:`Run` is the one path from a plan to its finish that every state-changing
+command shares (a single-layer command, ``rollback run`` and ``watch``, ``resume``,
+a library caller): plan -> confirmation policy -> journal (:func:`open_journal`,
+the one opener: the run lock and the team lease) -> :func:`execute` -> finish.
+The CLI injects a terminal confirmation and live progress; a library caller
+injects none. :func:`resume` is the same run with the finished steps taken from
+a journal (:meth:`Run.resuming`): it continues from the first unfinished step;
+the finished ones are re-checked, not repeated. Ctrl-C, SIGTERM and SIGHUP stop
+the run between steps, or interrupt the running step; either way the journal
+says where it stopped, and the run ends with :class:`~rollback.errors.Interrupted`
+(exit 130).
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import re
 import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -36,10 +42,11 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from rollback.errors import BadInput, Interrupted, LockHeld, Refused, RollbackError, UnsafePrecondition
 from rollback.interrupts import STOP_SIGNALS, handling
 from rollback.lock import ensure_held
-from rollback.plan import Plan, Step, finished_word
+from rollback.plan import PLAN_FORMAT, Plan, Step, finished_word
 from rollback.redact import redact, redact_text
 
 if TYPE_CHECKING:
+    from rollback.config import Config
     from rollback.journal import Journal, RunRecord
 
 __all__ = [
@@ -47,24 +54,31 @@ __all__ = [
     "Check",
     "ExecutionResult",
     "Handlers",
+    "JournalOpener",
     "Observers",
+    "Progress",
     "ResumePoint",
+    "Run",
     "RunObserver",
     "StepContext",
     "StepFunctions",
     "StepHandler",
     "StepResult",
+    "as_observer",
     "execute",
     "handler",
     "load_resume_point",
     "next_command_hint",
+    "open_journal",
     "read_only",
-    "renamed_actions",
     "resume",
+    "status_of",
+    "steps_in_format",
 ]
 
-# Action names are ``family.snake_case``. Names an earlier version wrote -> today's, applied wherever a
-# plan is read back (a journal for ``resume``, a ``--plan`` file), so that those plans still run.
+# Action names are ``family.snake_case``. Plans written before the plan format was recorded (format 1: a
+# journal's ``step_planned`` or a ``--plan`` file without ``plan_format``) used some other names: their
+# translation to today's. A newer format needs no map: the version says how to read it.
 ACTION_RENAMES: Mapping[str, str] = {
     "infra.backup-config": "infra.backup_config",
     "infra.desired-state": "infra.desired_state",
@@ -72,11 +86,16 @@ ACTION_RENAMES: Mapping[str, str] = {
 }
 
 
-def renamed_actions(steps: Any) -> Any:
-    """Serialised steps (as ``Plan.to_dict()["steps"]``) with old action names replaced by today's
-    (:data:`ACTION_RENAMES`); anything that is not a list of objects is returned as it is, for
-    :meth:`Plan.from_dict` to refuse."""
-    if not isinstance(steps, list):
+def steps_in_format(steps: Any, plan_format: Any, *, where: str = "the plan") -> Any:
+    """Serialised steps (as ``Plan.to_dict()["steps"]``) written in ``plan_format`` (``None``: format 1),
+    read as today's (:data:`~rollback.plan.PLAN_FORMAT`): format 1's action names are translated through
+    :data:`ACTION_RENAMES`; a format newer than this version knows is refused (exit 2). Anything that is
+    not a list of objects is returned as it is, for :meth:`Plan.from_dict` to refuse."""
+    version = 1 if plan_format is None else plan_format
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= PLAN_FORMAT:
+        raise BadInput(f"{where} is in plan format {plan_format!r}, which this version of rollback cannot read "
+                       f"(it reads formats 1 to {PLAN_FORMAT})", "use the rollback version that wrote it, or upgrade")
+    if version > 1 or not isinstance(steps, list):
         return steps
     return [{**step, "action": ACTION_RENAMES.get(step["action"], step["action"])}
             if isinstance(step, Mapping) and isinstance(step.get("action"), str) else step for step in steps]
@@ -250,10 +269,16 @@ class RunObserver:
     def step_failed(self, number: int, step: Step, error: BaseException) -> None:
         """The step failed or was interrupted; the run stops here."""
 
+    def run_started(self, journal: Journal) -> None:
+        """The run's journal is open, before the first step (:class:`Run` only)."""
+
     def run_ending(self, status: str, exit_code: int) -> None:
-        """The run stops (failed, refused or interrupted) and its journal is about to be finished:
-        the last moment to write to it. Not called when the plan completes (the caller finishes
-        the journal then, see ``finish_run``)."""
+        """The run stops and its journal is about to be finished: the last moment to write to it.
+        :func:`execute` says so when a step fails, is refused or interrupted; :class:`Run` on every end
+        (a completed plan, an error before the first step, a journal that never opened)."""
+
+    def run_finished(self, status: str, exit_code: int) -> None:
+        """The run's journal is finished (:class:`Run` only)."""
 
 
 class Observers(RunObserver):
@@ -278,9 +303,17 @@ class Observers(RunObserver):
         for observer in self.observers:
             observer.step_failed(number, step, error)
 
+    def run_started(self, journal: Journal) -> None:
+        for observer in self.observers:
+            observer.run_started(journal)
+
     def run_ending(self, status: str, exit_code: int) -> None:
         for observer in self.observers:
             observer.run_ending(status, exit_code)
+
+    def run_finished(self, status: str, exit_code: int) -> None:
+        for observer in self.observers:
+            observer.run_finished(status, exit_code)
 
 
 class _Lines(RunObserver):
@@ -303,7 +336,8 @@ class _Lines(RunObserver):
 Progress = Callable[[str], None] | RunObserver
 
 
-def _observer(progress: Progress | None) -> RunObserver:
+def as_observer(progress: Progress | None) -> RunObserver:
+    """``progress`` (one-line function, observer or ``None``) as a :class:`RunObserver`."""
     if progress is None:
         return RunObserver()
     if isinstance(progress, RunObserver):
@@ -360,12 +394,15 @@ def _signal_text(name: str | None) -> str:
 # ------------------------------------------------------------------ execute
 
 
-def _status_of(exc: BaseException) -> str:
+def status_of(exc: BaseException) -> tuple[str, int]:
+    """The journal status and exit code of an error that stopped a run."""
     if isinstance(exc, (KeyboardInterrupt, Interrupted)):
-        return "interrupted"
+        return "interrupted", 130
     if isinstance(exc, Refused):
-        return "refused"
-    return "failed"
+        return "refused", exc.exit_code
+    if isinstance(exc, RollbackError):
+        return "failed", exc.exit_code
+    return "failed", 1
 
 
 def _run_step(chosen: StepHandler, step: Step, ctx: StepContext) -> tuple[dict[str, Any], bool]:
@@ -426,7 +463,7 @@ def execute(
     unknown = sorted(set(earlier) - {s.id for s in plan.steps})
     if unknown:
         raise ValueError(f"finished step(s) not in the plan: {', '.join(unknown)}")
-    observer = _observer(progress)
+    observer = as_observer(progress)
     ctx = StepContext(dry_run=dry_run, plan=plan, journal=journal, progress=observer.note, earlier=earlier,
                       resumes=resumes)
     if journal is not None:
@@ -465,8 +502,7 @@ def execute(
                 with interrupts.step():
                     result, already_done = _run_step(handlers[step.action], step, ctx)
             except BaseException as exc:
-                status = _status_of(exc)
-                code = exc.exit_code if isinstance(exc, RollbackError) else (130 if status == "interrupted" else 1)
+                status, code = status_of(exc)
                 if journal is not None:
                     message = exc.one_line() if isinstance(exc, RollbackError) else f"{type(exc).__name__}: {exc}"
                     if isinstance(exc, KeyboardInterrupt):
@@ -544,9 +580,10 @@ def _plan_of(record: RunRecord) -> Plan:
         raise BadInput(f"run {record.run_id} stopped before its plan was journaled: there is nothing to resume",
                        "run the command again")
     env = planned.get("env") or record.started.get("env")
+    steps = steps_in_format(planned.get("steps"), planned.get("plan_format"),
+                            where=f"run {record.run_id}'s journaled plan")
     try:
-        return Plan.from_dict({"title": planned.get("title", ""), "env": env,
-                               "steps": renamed_actions(planned.get("steps")),
+        return Plan.from_dict({"title": planned.get("title", ""), "env": env, "steps": steps,
                                "notes": planned.get("notes", [])})
     except BadInput as exc:
         raise BadInput(f"run {record.run_id}: the journaled plan cannot be read back ({exc.message})",
@@ -587,7 +624,7 @@ def load_resume_point(journal_dir: Path, run: str) -> ResumePoint:
 
 
 def resume(
-    journal_dir: Path,
+    source: Config | Path,
     run: str,
     handlers: Handlers | Callable[[Plan], Handlers],
     *,
@@ -597,49 +634,205 @@ def resume(
     details: Mapping[str, Any] | None = None,
     lock: bool = True,
     on_journal: Callable[[Journal], None] | None = None,
-    start_journal: Callable[[Mapping[str, Any]], Journal] | None = None,
-    finish_run: bool = True,
 ) -> ExecutionResult:
-    """Continue run ``run`` from its first unfinished step, in a new journaled run.
+    """Continue run ``run`` from its first unfinished step, in a new journaled run: the library's
+    ``rollback resume``, the same :class:`Run` with the finished steps taken from the journal.
 
-    The plan comes from the old run's ``step_planned`` entry and the finished steps'
-    results from its ``step_finished`` entries; ``handlers`` is a mapping, or a function
-    that builds one from the plan (``lambda plan: handlers_for(config, plan.actions)``).
-    Finished steps are re-checked (``already_done`` in the new journal), never repeated;
-    the step that was running is checked first, so one that completed before a
-    SIGKILL is not done twice. The new run's ``run_started`` records ``resumes``.
-    A dry run changes nothing and is not journaled. ``on_journal`` sees the new
-    journal as soon as it exists (the CLI registers it to close it on any error).
+    ``source`` is the environment's :class:`~rollback.config.Config` (the new run takes its run lock
+    and, with ``[lock] url``, the team lease, through :func:`open_journal` like every other run), or a
+    bare journal directory (no config: the local run lock only). The plan comes from the old run's
+    ``step_planned`` entry and the finished steps' results from its ``step_finished`` entries;
+    ``handlers`` is a mapping, or a function that builds one from the plan
+    (``lambda plan: handlers_for(config, plan.actions)``). Finished steps are re-checked
+    (``already_done`` in the new journal), never repeated; the step that was running is checked first,
+    so one that completed before a SIGKILL is not done twice. The new run's ``run_started`` records
+    ``resumes``. A dry run changes nothing and is not journaled. ``on_journal`` sees the new journal
+    as soon as it exists.
+    """
+    journal_dir = _journal_dir(source)
+    point = load_resume_point(journal_dir, run)
+    env = getattr(source, "env_name", None)
+    if env is not None and point.env != env:
+        raise BadInput(f"run {point.run_id} is of env {point.env!r}, not {env!r}", f"pass --env {point.env}")
+    said = command or f"rollback resume {point.run_id}"
+    where: Config | Path = journal_dir if env is None else source
 
-    ``start_journal(details)`` opens the new run's journal instead of ``Journal.start``
-    (the CLI passes ``AppContext.start_journal``, which takes the environment's lock the
-    way every other command does, the team lease included); it must be for the run's
-    environment (``load_resume_point(...).env``). With ``finish_run=False`` a completed plan
-    leaves the new journal open (the caller finishes and closes it; see :func:`execute`).
+    def opener(**fields: Any) -> Journal:
+        return open_journal(where, command=said, env=point.env, details=fields, lock=lock)
+
+    return Run.resuming(point, handlers, dry_run=dry_run, open_journal=opener, details=dict(details or {}),
+                        observers=(as_observer(progress),), on_journal=on_journal).go()
+
+
+def _journal_dir(source: Config | Path | str) -> Path:
+    journal_dir = getattr(source, "journal_dir", None)
+    return Path(journal_dir) if journal_dir is not None else Path(source)  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ the journal: one opener
+
+
+def _quiet(message: str) -> None:
+    """The default ``say``: a library caller hears nothing."""
+
+
+def open_journal(where: Config | Path, *, command: str, details: Mapping[str, Any] | None = None,
+                 env: str | None = None, lock: bool = True, say: Callable[[str], None] = _quiet) -> Journal:
+    """Open a run's journal: the one opener of every state-changing run (the CLI's commands, ``run``,
+    ``resume``, ``watch`` and a library :func:`resume` alike).
+
+    ``where`` is the environment's :class:`~rollback.config.Config`: the journal goes to its journal
+    directory under the environment's run lock and, with ``[lock] url``, the team lease
+    (:class:`~rollback.errors.LockHeld`, exit 4, naming the holder, when someone holds either); a lease
+    taken over from an expired holder is noted in the journal and told through ``say``. A bare journal
+    directory (a library caller without a config; ``env`` required) takes the local run lock only:
+    without a config there is no team lease to take. ``lock=False`` takes neither (tests).
     """
     from rollback.journal import Journal
+    from rollback.lock import TeamLock, describe_holder
 
-    point = load_resume_point(journal_dir, run)
-    chosen = handlers(point.plan) if callable(handlers) else handlers
-    journal = None
-    if not dry_run:
-        fields = {"resumes": point.run_id, **dict(details or {})}
-        if start_journal is not None:
-            journal = start_journal(fields)
-        else:
-            journal = Journal.start(journal_dir, command=command or f"rollback resume {point.run_id}",
-                                    env=point.env, details=fields, lock=lock)
-        if on_journal is not None:
-            on_journal(journal)
-    try:
-        return execute(point.plan, chosen, journal=journal, dry_run=dry_run, progress=progress, done=point.done,
-                       resumes=point.run_id, finish_run=finish_run)
-    except BaseException as exc:
-        if journal is not None and not journal.finished:  # failed before its first step
-            code = exc.exit_code if isinstance(exc, RollbackError) else (130 if _status_of(exc) == "interrupted"
-                                                                         else 1)
-            journal.finish(_status_of(exc), code, error=redact_text(str(exc))[:500])
-        raise
-    finally:
-        if journal is not None and (finish_run or journal.finished):
-            journal.close()
+    if isinstance(where, (str, Path)):
+        if env is None:
+            raise TypeError("open_journal(journal_dir, ...) needs env=")
+        directory, identity, team = Path(where), None, None
+    else:
+        directory, identity, env = where.journal_dir, where.identity, where.env_name
+        settings = where.lock_settings
+        team = TeamLock(settings.url, settings.ttl) if settings.url else None
+    # Redacted here, where the text is made (an argument may quote a URL with its password):
+    # the journal's own redaction is a second guard, not the only one.
+    journal = Journal.start(directory, command=redact_text(command), env=env, details=redact(dict(details or {})),
+                            lock=lock, lock_identity=identity, team_lock=team)
+    lease = journal.lock.lease if journal.lock is not None else None
+    if lease is not None and lease.taken_over is not None:
+        message = f"took over the expired team lease of {describe_holder(lease.taken_over)}"
+        say(f"note: {message}")
+        journal.note(message, taken_over=lease.taken_over)
+    return journal
+
+
+# ------------------------------------------------------------------ the run: plan to finish
+
+
+class JournalOpener(Protocol):
+    """Opens a run's journal with ``details`` in its ``run_started`` (:func:`open_journal` bound to a
+    config, or the CLI's ``AppContext.start_journal``, which also closes it if the process ends early)."""
+
+    def __call__(self, **details: Any) -> Journal: ...
+
+
+Confirm = Callable[[Plan], bool]
+"""The confirmation policy: shows the plan and asks (raising :class:`~rollback.errors.Refused` or
+:class:`~rollback.errors.ConfirmationRequired` for a no); returns whether a question was asked."""
+
+Display = Callable[[Plan, bool], AbstractContextManager[RunObserver]]
+"""The live display of a running plan: ``display(plan, asked)`` enters an observer for the run's length."""
+
+
+class _Everyone(Observers):
+    """A run's observers, told of its end once (:func:`execute` tells them of a failed step's)."""
+
+    ended = False
+
+    def run_ending(self, status: str, exit_code: int) -> None:
+        if not self.ended:
+            self.ended = True
+            super().run_ending(status, exit_code)
+
+
+def _error_line(exc: BaseException) -> str:
+    text = exc.one_line() if isinstance(exc, RollbackError) else f"{type(exc).__name__}: {exc}".rstrip(": ")
+    return redact_text(text)[:500]
+
+
+def _naming_resume(exc: BaseException, run_id: str) -> BaseException:
+    """The error to raise: a RollbackError's hint names the command that continues the run."""
+    if isinstance(exc, RollbackError):
+        exc.details.setdefault("run", run_id)  # the run to resume
+        hint = next_command_hint(exc.hint, f"rollback resume {run_id}")
+        return exc if hint == exc.hint else exc.with_hint(hint)
+    return exc
+
+
+@dataclass
+class Run:
+    """One plan from confirmation to finish: the controller every state-changing path shares.
+
+    :meth:`go` walks ``plan`` -> ``confirm`` -> ``prepare`` -> the journal (``open_journal``: lock and
+    lease) -> :func:`execute` -> the finish. The CLI injects a terminal confirmation and a live
+    ``display``; a library caller injects neither (it decided). :meth:`resuming` is the same run with
+    the finished steps taken from an earlier run's journal.
+
+    - ``handlers``: a mapping, or a function of the plan as run (after ``prepare``);
+    - ``open_journal``: without it (or in a dry run) nothing is journaled;
+    - ``prepare(run)``: after the confirmation, before the journal opens: may replace ``run.plan``, add
+      ``observers`` and ``details`` (``rollback run`` attaches its incident and tracker here, so that
+      a plan refused at the prompt opens no incident);
+    - ``observers`` see every step and the run's ends: ``run_started(journal)``, ``run_ending`` (before
+      the journal's ``run_finished``: the last moment to write to it) and ``run_finished`` (after);
+    - ``names_resume``: a failed run's error names ``rollback resume RUN`` as the next command;
+    - ``journal``: an already open journal (a library caller's own, dry runs included) instead of
+      ``open_journal``; after :meth:`go` starts, the run's journal either way.
+
+    The finish is the same on every path: the observers' ``run_ending``, ``run_finished`` in the
+    journal (with the error's line when the run stopped before a step could record it), then the
+    observers' ``run_finished``; the journal is closed and its lock released.
+    """
+
+    plan: Plan
+    handlers: Handlers | Callable[[Plan], Handlers]
+    dry_run: bool = False
+    open_journal: JournalOpener | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    confirm: Confirm | None = None
+    display: Display | None = None
+    prepare: Callable[[Run], None] | None = None
+    observers: tuple[RunObserver, ...] = ()
+    done: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    resumes: str | None = None
+    on_journal: Callable[[Journal], None] | None = None
+    names_resume: bool = False
+    journal: Journal | None = None
+
+    @classmethod
+    def resuming(cls, point: ResumePoint, handlers: Handlers | Callable[[Plan], Handlers], **options: Any) -> Run:
+        """The run that continues ``point``: its plan, its finished steps re-checked, ``resumes`` journaled."""
+        return cls(point.plan, handlers, done=point.done, resumes=point.run_id, **options)
+
+    def go(self) -> ExecutionResult:
+        """Confirm, journal, execute and finish (see the class docstring); raises the error that stopped it."""
+        asked = self.confirm(self.plan) if self.confirm is not None else False
+        everyone = _Everyone(*self.observers)
+        try:
+            if self.prepare is not None:
+                self.prepare(self)
+                everyone = _Everyone(*self.observers)
+            handlers = self.handlers(self.plan) if callable(self.handlers) else self.handlers
+            if self.journal is None and self.open_journal is not None and not self.dry_run:
+                fields = {**({"resumes": self.resumes} if self.resumes else {}), **dict(self.details)}
+                self.journal = self.open_journal(**fields)
+            if self.journal is not None:
+                if self.on_journal is not None:
+                    self.on_journal(self.journal)
+                everyone.run_started(self.journal)
+            shown = self.display(self.plan, asked) if self.display is not None else nullcontext(RunObserver())
+            with shown as display:
+                outcome = execute(self.plan, handlers, journal=self.journal, dry_run=self.dry_run,
+                                  progress=Observers(display, everyone), done=self.done, resumes=self.resumes,
+                                  finish_run=False)
+        except BaseException as exc:
+            status, code = status_of(exc)
+            everyone.run_ending(status, code)
+            journal = self.journal
+            if journal is not None and not journal.finished:  # stopped before a step could record it
+                journal.finish(status, code, error=_error_line(exc))
+            everyone.run_finished(status, code)
+            again = _naming_resume(exc, journal.run_id) if self.names_resume and journal is not None else exc
+            if again is exc:
+                raise
+            raise again from exc
+        everyone.run_ending("succeeded", 0)
+        if self.journal is not None:
+            self.journal.finish("succeeded", 0, seconds=round(outcome.seconds, 3))
+        everyone.run_finished("succeeded", 0)
+        return outcome

@@ -1,12 +1,14 @@
 """``rollback run`` and ``rollback resume``: one plan across layers, journaled, with the incident kept.
 
-Parsing and presentation; the plan is built by :mod:`rollback.commands.run` and
-executed through :func:`rollback.cli.support.run_plan` like every other command.
+Parsing and presentation; the plan is built by :mod:`rollback.commands.run` and executed as a
+:class:`rollback.runner.Run` like every other command's (``run`` through
+:func:`~rollback.commands.run_exec.execute_run`, which ``rollback watch`` shares; ``resume`` as
+:meth:`Run.resuming <rollback.runner.Run.resuming>`), with the terminal's confirmation and progress
+(:func:`rollback.cli.support.terminal_run`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -251,27 +253,24 @@ def _request(app: AppContext, config: Config, layer_values: tuple[str, ...], tar
 
 def _execute(app: AppContext, config: Config, plan: Plan, planned: RunPlan | None, request: RunRequest,
              services: Services, *, dry_run: bool, yes: bool, detected_at: str | None, drill: bool) -> None:
-    """Confirm and show progress here; the run itself is the library's :func:`execute_run`, the same
-    path ``rollback watch`` takes when it acts."""
-    from rollback.cli.support import confirm_plan, plan_progress
+    """The library's :func:`execute_run` (the path ``rollback watch`` takes when it acts) with the
+    terminal's confirmation and progress injected."""
+    from rollback.cli.support import saying_the_run, terminal_run
     from rollback.commands.run_exec import execute_run, rolled_back, run_summary
+    from rollback.plan import PLAN_FORMAT
 
     action = f"roll back {', '.join(rolled_back(plan.layers))} of env {config.env_name}"
-    asked = confirm_plan(app, plan, dry_run=dry_run, yes=yes, action=action)
-    try:
-        with plan_progress(app, plan, dry_run=dry_run, show_notes=not asked) as display:
-            result = execute_run(config, plan, request, services, planned=planned,
-                                 start_journal=None if dry_run else app.start_journal,
-                                 command="rollback " + " ".join(app.argv), progress=display, dry_run=dry_run,
-                                 detected_at=detected_at, drill=drill, say=say)
-    finally:
-        if app.journals and not app.json:
-            run_id = app.journals[-1].run_id
-            say(f"journaled as run {run_id} (rollback journal show {run_id})")
+    terminal = terminal_run(app, dry_run=dry_run, yes=yes, action=action)
+    with saying_the_run(app):
+        result = execute_run(config, plan, request, services, planned=planned,
+                             start_journal=None if dry_run else terminal["open_journal"],
+                             command="rollback " + " ".join(app.argv), dry_run=dry_run, detected_at=detected_at,
+                             drill=drill, say=say, confirm=terminal["confirm"], display=terminal["display"])
     outcome = result.outcome
     log = result.incident
     document: dict[str, Any] = {"ok": True, "dry_run": dry_run, "run": outcome.run_id,
-                                "incident": log.id if log else None, "plan": result.plan.to_dict(),
+                                "incident": log.id if log else None, "plan_format": PLAN_FORMAT,
+                                "plan": result.plan.to_dict(),
                                 "hazards": [h.to_dict() for h in planned.hazards] if planned else [],
                                 "request": request.to_dict(), "facts": planned.facts if planned else {},
                                 "steps": [s.to_dict() for s in outcome.steps], **run_summary(result.tracker, outcome),
@@ -326,19 +325,15 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
     finished step no longer holds, the lock is held, no --yes without a
     terminal), 130 interrupted.
     """
-    import sys
-
-    from rollback.cli.progress import LiveProgress, PlainProgress
-    from rollback.cli.support import confirm, show_plan
+    from rollback.cli.support import saying_the_run, terminal_run
     from rollback.commands import incident as incidents
     from rollback.commands.registry import handlers_for
     from rollback.commands.resume_guard import refuse_if_overtaken
     from rollback.commands.run import RunTracker, Services, handler_services
-    from rollback.commands.run_exec import NOTIFY_CLOSE_SECONDS, resume_hint, run_summary, status_of
+    from rollback.commands.run_exec import run_summary
     from rollback.journal import find_run
     from rollback.notify import Notifier
-    from rollback.runner import Observers, RunObserver, load_resume_point
-    from rollback.runner import resume as resume_run
+    from rollback.runner import Run, load_resume_point
 
     config = app.config()
     journal_dir = config.journal_dir
@@ -360,76 +355,41 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
     left = [s for s in point.plan.steps if s.id not in point.done]
     say(f"resuming run {point.run_id} ({point.status}): {len(point.done)} of {len(point.plan.steps)} step(s) "
         f"finished; continuing at step {point.next_step}")
-    asks = any(s.destructive for s in left) and not dry_run
-    if asks and not yes:
-        if not sys.stdin.isatty():
-            confirm("", yes=False, action=f"resume run {point.run_id}", env=point.plan.env)
-        show_plan(app, point.plan, dry_run=dry_run)
-        confirm(f"continue run {point.run_id} from step {point.next_step}?", yes=yes,
-                action=f"resume run {point.run_id}", env=point.plan.env)
-    tracker: RunTracker | None = None
-    if not dry_run:
+    kept: list[RunTracker] = []
+
+    def attach(run: Run) -> None:
+        """After the confirmation, before the journal (as for 'rollback run'): the tracker of the incident."""
         from rollback.incident import read_incident
 
         notifier = Notifier.from_config(config, incident=log.id if log else None,
                                         drill=read_incident(log.path).drill if log else False, stderr=say)
-        tracker = RunTracker(point.plan, config=config, incident=log, notifier=notifier, severity=severity,
-                             resumes=point.run_id, done=list(point.done))
+        kept.append(RunTracker(run.plan, config=config, incident=log, notifier=notifier, severity=severity,
+                               resumes=point.run_id, done=list(point.done)))
+        run.observers = (*run.observers, kept[0])
+
     services = Services(config)
-    journals: list[Journal] = []
-
-    def opened(journal: Journal) -> None:
-        journals.append(journal)
-        if tracker is not None:
-            tracker.started(journal)
-
-    live = not app.json and sys.stderr.isatty()
-    extra: tuple[RunObserver, ...] = (tracker,) if tracker is not None else ()
     details = {"layer": str(started.get("layer") or "run"), "verb": "resume", "layers": list(point.plan.layers),
                "severity": severity, "incident": log.id if log else None, "poll_interval": poll}
+    terminal = terminal_run(app, dry_run=dry_run, yes=yes, action=f"resume run {point.run_id}",
+                            confirm_first=any(s.destructive for s in left),
+                            prompt=f"continue run {point.run_id} from step {point.next_step}?")
+    opener = terminal["open_journal"]
 
-    def start_journal(fields: Mapping[str, Any]) -> Journal:
-        journal = app.start_journal(**fields)
+    def open_journal(**fields: Any) -> Journal:
+        journal = opener(**fields)
         # Again, now that this run holds the lock and the lease: no other run can act any more.
         refuse_if_overtaken(config, point.run_id, journal=journal)
         return journal
 
-    def go(display: RunObserver) -> ExecutionResult:
-        return resume_run(journal_dir, point.run_id,
-                          lambda plan: handlers_for(config, plan.actions, handler_services(services, poll)),
-                          dry_run=dry_run, progress=Observers(display, *extra), details=details,
-                          start_journal=start_journal, on_journal=opened, finish_run=False)
-
-    try:
-        if live:
-            with LiveProgress(point.plan, dry_run=dry_run) as display:
-                outcome = go(display)
-        else:
-            if not app.json:
-                show_plan(app, point.plan, dry_run=dry_run)
-            outcome = go(PlainProgress(len(point.plan.steps)))
-    except BaseException as exc:
-        status, code = status_of(exc)
-        if tracker is not None:
-            if tracker.run_id is not None:
-                tracker.finish(status, code)
-            else:
-                tracker.notifier.close(timeout=0)
-            if journals and not journals[0].finished:
-                journals[0].finish(status, code)
-            tracker.closed(status, code)
-        again = resume_hint(exc, journals[0].run_id if journals else None)
-        if again is exc:
-            raise
-        raise again from exc
-    if tracker is not None:
-        tracker.finish("succeeded", 0, timeout=NOTIFY_CLOSE_SECONDS)
-    if journals:
-        journals[0].finish("succeeded", 0, seconds=round(outcome.seconds, 3))
-        journals[0].close()
-        say(f"journaled as run {journals[0].run_id} (rollback journal show {journals[0].run_id})")
-    if tracker is not None:
-        tracker.closed("succeeded", 0)
+    terminal["open_journal"] = open_journal
+    # The same run as 'rollback run', its finished steps taken from the journal; it asks only when a
+    # destructive step is left.
+    run = Run.resuming(point, lambda plan: handlers_for(config, plan.actions, handler_services(services, poll)),
+                       dry_run=dry_run, details=details, prepare=None if dry_run else attach, names_resume=True,
+                       **terminal)
+    with saying_the_run(app):
+        outcome = run.go()
+    tracker = kept[0] if kept else None
     document: dict[str, Any] = {"ok": True, "dry_run": dry_run, "run": outcome.run_id, "resumes": point.run_id,
                                 "incident": log.id if log else None, "plan": point.plan.to_dict(),
                                 "already_done": sorted(point.done),

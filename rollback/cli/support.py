@@ -1,5 +1,7 @@
 """What every command shares: the app context, common options, output, confirmation,
-and :func:`run_plan`, the one path from a plan to its effect.
+and what the CLI injects into :class:`rollback.runner.Run`, the one path from a plan to its
+finish (:func:`terminal_run`: the journal opener, the terminal's confirmation, the live
+progress; :func:`run_plan`: a single-layer command's run with them).
 
 Presentation only: commands do their work through ``rollback.commands`` and
 hand back plain data; this module turns it into JSON or tables. ``rich`` is
@@ -13,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import click
 
@@ -28,7 +30,7 @@ if TYPE_CHECKING:
     from rollback.config import Config
     from rollback.journal import Journal
     from rollback.plan import Plan
-    from rollback.runner import ExecutionResult, Handlers, RunObserver
+    from rollback.runner import Confirm, Display, ExecutionResult, Handlers, JournalOpener, RunObserver
 
 __all__ = [
     "DURATION",
@@ -48,6 +50,8 @@ __all__ = [
     "printable",
     "run_plan",
     "say",
+    "saying_the_run",
+    "terminal_run",
     "yes_option",
 ]
 
@@ -82,17 +86,13 @@ class AppContext:
 
     def start_journal(self, **details: Any) -> Journal:
         """Open the run's journal, taking the environment's run lock and the team lease
-        (:func:`rollback.commands.run_exec.start_journal`); closed by :func:`rollback.cli.main` if the
+        (:func:`rollback.runner.open_journal`, the one opener); closed by :func:`rollback.cli.main` if the
         command ends without finishing it."""
-        from rollback.commands.run_exec import start_journal
+        from rollback.runner import open_journal
 
-        journal = start_journal(self.config(), command=" ".join(["rollback", *self.argv]), details=details, say=say)
+        journal = open_journal(self.config(), command=" ".join(["rollback", *self.argv]), details=details, say=say)
         self.journals.append(journal)
         return journal
-
-    def journal_unless(self, dry_run: bool, **details: Any) -> Journal | None:
-        """The journal of a real run; ``None`` for a dry run, which changes nothing and is not journaled."""
-        return None if dry_run else self.start_journal(**details)
 
     def close_journals(self, status: str, exit_code: int, error: str | None = None) -> None:
         """Close every journal this invocation opened; one left open is finished with the outcome.
@@ -279,9 +279,9 @@ def run_plan(
     details: Mapping[str, Any] | None = None,
     observer: RunObserver | None = None,
     on_journal: Callable[[Journal], None] | None = None,
-    finish_run: bool = True,
 ) -> ExecutionResult:
-    """Show the plan, confirm, journal, execute: the one path every state-changing command takes.
+    """Show the plan, confirm, journal, execute: a single-layer command's :class:`~rollback.runner.Run`
+    with the terminal's confirmation and progress (:func:`terminal_run`).
 
     ``confirm_first`` (default: when the plan is destructive) asks ``prompt`` (default
     ``"<action>?"``) unless ``yes``; with no terminal to ask on it refuses (exit 4) before
@@ -290,31 +290,57 @@ def run_plan(
     Progress goes to stderr: a live table on a terminal, plain lines otherwise. With ``document``
     (and ``human``) the outcome is also emitted: one JSON document with --json, else ``human``.
 
-    ``observer`` sees the run besides the display (``rollback run`` keeps the incident's timeline
-    and the notifications with it); ``on_journal`` gets the run's journal as soon as it is open,
-    before the first step. With ``finish_run=False`` a completed plan leaves the journal open
-    for the caller to finish (a failed or interrupted one is finished by the runner).
+    ``observer`` sees the run besides the display; ``on_journal`` gets the run's journal as soon as it
+    is open, before the first step.
     """
-    from rollback.runner import Observers, execute
+    from rollback.runner import Run
 
-    asked = confirm_plan(app, plan, dry_run=dry_run, yes=yes, action=action, confirm_first=confirm_first,
-                         prompt=prompt)
-    # The CLI's main() closes (and finishes, on an error) any journal left open, releasing the run lock.
-    journal = app.journal_unless(dry_run, **dict(details or {}))
-    if journal is not None and on_journal is not None:
-        on_journal(journal)
-    extra = (observer,) if observer is not None else ()
-    try:
-        with plan_progress(app, plan, dry_run=dry_run, show_notes=not asked) as display:
-            outcome = execute(plan, handlers, journal=journal, dry_run=dry_run, progress=Observers(display, *extra),
-                              finish_run=finish_run)
-    finally:
-        if journal is not None and not app.json:
-            say(f"journaled as run {journal.run_id} (rollback journal show {journal.run_id})")
+    run = Run(plan, handlers, dry_run=dry_run, details=dict(details or {}),
+              observers=(observer,) if observer is not None else (), on_journal=on_journal,
+              **terminal_run(app, dry_run=dry_run, yes=yes, action=action, confirm_first=confirm_first,
+                             prompt=prompt))
+    with saying_the_run(app):
+        outcome = run.go()
     if document is not None or human is not None:
         body = document(outcome) if document is not None else outcome.to_dict()
         emit(app, body, (lambda: human(outcome)) if human is not None else None)
     return outcome
+
+
+class TerminalRun(TypedDict):
+    """The CLI's part of a :class:`~rollback.runner.Run` (``Run(plan, handlers, **terminal_run(...))``)."""
+
+    open_journal: JournalOpener
+    confirm: Confirm
+    display: Display
+
+
+def terminal_run(app: AppContext, *, dry_run: bool, yes: bool, action: str, confirm_first: bool | None = None,
+                 prompt: str | None = None) -> TerminalRun:
+    """What the CLI injects into a :class:`~rollback.runner.Run`: the journal opener
+    (:meth:`AppContext.start_journal`), the terminal's confirmation (:func:`confirm_plan`) and the live
+    progress (:func:`plan_progress`)."""
+
+    def confirm(plan: Plan) -> bool:
+        return confirm_plan(app, plan, dry_run=dry_run, yes=yes, action=action, confirm_first=confirm_first,
+                            prompt=prompt)
+
+    def display(plan: Plan, asked: bool) -> contextlib.AbstractContextManager[RunObserver]:
+        return plan_progress(app, plan, dry_run=dry_run, show_notes=not asked)
+
+    return TerminalRun(open_journal=app.start_journal, confirm=confirm, display=display)
+
+
+@contextlib.contextmanager
+def saying_the_run(app: AppContext) -> Iterator[None]:
+    """Around a run: once it is over (done or not), which run journaled it (``rollback journal show RUN``)."""
+    opened = len(app.journals)
+    try:
+        yield
+    finally:
+        if len(app.journals) > opened and not app.json:
+            run_id = app.journals[-1].run_id
+            say(f"journaled as run {run_id} (rollback journal show {run_id})")
 
 
 def confirm_plan(app: AppContext, plan: Plan, *, dry_run: bool, yes: bool, action: str,

@@ -22,7 +22,7 @@ from rollback.errors import (
 )
 from rollback.lock import pause
 from rollback.plan import Step
-from rollback.runner import Check, ExecutionResult, StepContext, StepHandler, execute, handler
+from rollback.runner import Check, ExecutionResult, Run, StepContext, StepHandler, as_observer, handler
 from rollback.units import format_duration
 
 if TYPE_CHECKING:
@@ -385,5 +385,6 @@ def result_document(planned: AppPlan, outcome: ExecutionResult) -> dict[str, Any
 def apply(planned: AppPlan, step_handlers: Mapping[str, StepHandler], *, journal: Journal | None = None,
           dry_run: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Execute a planned change and return the result document."""
-    outcome = execute(planned.plan, step_handlers, journal=journal, dry_run=dry_run, progress=progress)
+    outcome = Run(planned.plan, step_handlers, journal=journal, dry_run=dry_run,
+                  observers=(as_observer(progress),)).go()
     return result_document(planned, outcome)

@@ -68,7 +68,7 @@ from rollback.config import Config
 from rollback.context import Services
 from rollback.journal import Journal
 from rollback.plan import Plan
-from rollback.runner import ExecutionResult, StepHandler, execute, handler, read_only
+from rollback.runner import ExecutionResult, Run, StepHandler, as_observer, handler, read_only
 
 __all__ = [
     "COPY_ACTIONS",
@@ -156,7 +156,7 @@ def run(config: Config, plan: Plan, *, journal: Journal | None = None, dry_run: 
         services: Services | None = None) -> ExecutionResult:
     """Execute a db plan with the db handlers."""
     chosen = handlers or DbHandlers(config, services=services)
-    return execute(plan, chosen.handlers(), journal=journal, dry_run=dry_run, progress=progress)
+    return Run(plan, chosen.handlers(), journal=journal, dry_run=dry_run, observers=(as_observer(progress),)).go()
 
 
 def backup(config: Config, *, out: Path | None = None, jobs: int | None = None, journal: Journal | None = None,

@@ -100,10 +100,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             os.close(ready)
             ready = None
 
-    from rollback.journal import Journal
     from rollback.plan import Plan, Step
     from rollback.redact import redact_text
-    from rollback.runner import execute
+    from rollback.runner import execute, open_journal
 
     try:
         from rollback.commands.registry import handlers_for
@@ -115,10 +114,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan = Plan.of(f"db safety dump of {aside}", config.env_name, [step],
                        [f"started by run {args.parent} (db restore --swap --no-wait-backup) once the database "
                         "was restored; 'rollback db prune' keeps the copy until this dump is written"])
-        journal = Journal.start(config.journal_dir, env=config.env_name, lock=False,
-                                command=f"rollback db restore --swap --no-wait-backup: safety dump of {aside} "
-                                        "(in the background)",
-                                details={"continues": args.parent or None, "background": True})
+        # The one opener, without the run lock (see the module's docstring: the engineer's next command
+        # must not be refused because of this dump).
+        journal = open_journal(config, lock=False, command=f"rollback db restore --swap --no-wait-backup: safety "
+                                                           f"dump of {aside} (in the background)",
+                               details={"continues": args.parent or None, "background": True})
     except RollbackError as exc:
         say(f"error {redact_text(exc.one_line())}")
         return exc.exit_code

@@ -59,7 +59,7 @@ from rollback.context import Services
 from rollback.errors import BadInput, OperationFailed, RollbackError, UnsafePrecondition
 from rollback.journal import Journal
 from rollback.plan import Plan, Step
-from rollback.runner import Check, ExecutionResult, StepContext, StepHandler, execute, handler
+from rollback.runner import Check, ExecutionResult, Run, StepContext, StepHandler, handler
 from rollback.units import format_duration
 
 __all__ = ["ASSETS_ORIGIN", "CdnHandlers", "CdnPlan", "cdn_document", "cdn_handlers", "find_snapshot",
@@ -510,6 +510,6 @@ def cdn_document(planned: CdnPlan, outcome: ExecutionResult) -> dict[str, Any]:
 def run_cdn(planned: CdnPlan, services: Services, *, interval: float = 15.0, dry_run: bool = False,
             journal: Journal | None = None) -> dict[str, Any]:
     """Execute a planned ``cdn restore|release`` without the CLI (no confirmation asked)."""
-    outcome = execute(planned.plan, cdn_handlers(services.edge(), interval, services.cdn_snapshots()),
-                      journal=journal, dry_run=dry_run)
+    outcome = Run(planned.plan, cdn_handlers(services.edge(), interval, services.cdn_snapshots()), journal=journal,
+                  dry_run=dry_run).go()
     return cdn_document(planned, outcome)

@@ -31,7 +31,7 @@ from rollback.context import Services
 from rollback.errors import AwsError, BadInput, OperationFailed, RollbackError, UnsafePrecondition
 from rollback.journal import Journal
 from rollback.plan import Plan, Step
-from rollback.runner import Check, ExecutionResult, StepContext, StepHandler, execute, handler
+from rollback.runner import Check, ExecutionResult, Run, StepContext, StepHandler, handler
 from rollback.units import format_duration
 
 __all__ = ["EdgeHandlers", "EdgePlan", "PreparedEdge", "edge_document", "edge_summary", "plan_edge", "prepare_edge",
@@ -328,5 +328,5 @@ def run_edge(config: Config, services: Services, *, to_version: int, distributio
     the caller decided). Returns :func:`edge_document`; refusals raise as they do for the CLI."""
     prepared = prepare_edge(config, services, to_version=to_version, distribution=distribution, function=function,
                             pin=pin, timeout=timeout, interval=interval)
-    outcome = execute(prepared.plan, dict(prepared.handlers), journal=journal, dry_run=dry_run)
+    outcome = Run(prepared.plan, dict(prepared.handlers), journal=journal, dry_run=dry_run).go()
     return edge_document(prepared, outcome)

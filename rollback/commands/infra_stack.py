@@ -68,7 +68,7 @@ from rollback.context import Services
 from rollback.errors import BadInput
 from rollback.journal import Journal
 from rollback.plan import Plan
-from rollback.runner import ExecutionResult, StepHandler, execute
+from rollback.runner import ExecutionResult, Run, StepHandler
 from rollback.stackdiff import ConfigValue, StackState, changed_config_keys, diff_states
 
 __all__ = [
@@ -223,7 +223,7 @@ def run_preview(config: Config, services: Services, options: PreviewOptions, *, 
                 journal: Journal | None = None) -> dict[str, Any]:
     """``infra preview`` without the CLI: plan, execute exactly that plan, return the report."""
     prepared = prepare_preview(config, services, options)
-    outcome = execute(prepared.plan, dict(prepared.handlers), journal=journal, dry_run=dry_run)
+    outcome = Run(prepared.plan, dict(prepared.handlers), journal=journal, dry_run=dry_run).go()
     return preview_document(config, prepared, outcome)
 
 
@@ -253,4 +253,4 @@ def run_restore(config: Config, services: Services, version: int, plan_file: Pat
     """``infra restore`` without the CLI: check, then apply exactly the saved plan (no confirmation asked)."""
     prepared = prepare_restore(config, services, version, plan_file, without_plan=without_plan, check=not dry_run,
                                allow_db_replacement=allow_db_replacement)
-    return execute(prepared.plan, dict(prepared.handlers), journal=journal, dry_run=dry_run)
+    return Run(prepared.plan, dict(prepared.handlers), journal=journal, dry_run=dry_run).go()

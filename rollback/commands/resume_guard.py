@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rollback.commands.run_types import READ_ONLY_ACTIONS
-from rollback.errors import AwsError, UnsafePrecondition
+from rollback.errors import AwsError, BadInput, UnsafePrecondition
 from rollback.lock import describe_holder
-from rollback.runner import RESUMABLE, renamed_actions
+from rollback.runner import RESUMABLE, steps_in_format
 
 if TYPE_CHECKING:
     from rollback.config import Config
@@ -84,7 +84,10 @@ def _planned(record: RunRecord) -> dict[str, tuple[str, str]] | None:
         if entry.get("event") != "step_planned":
             continue
         found = True
-        steps = renamed_actions(entry.get("steps"))
+        try:
+            steps = steps_in_format(entry.get("steps"), entry.get("plan_format"))
+        except BadInput:  # a newer rollback wrote it: its actions taken as they are (not read-only: it acted)
+            steps = entry.get("steps")
         for step in steps if isinstance(steps, list) else []:
             if isinstance(step, Mapping) and isinstance(step.get("id"), str):
                 planned[step["id"]] = (str(step.get("action") or "?"), str(step.get("layer") or "?"))

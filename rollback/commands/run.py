@@ -102,7 +102,8 @@ class RunTracker(RunObserver):
     """
 
     def __init__(self, plan: Plan, *, config: Config, incident: IncidentLog | None, notifier: Notifier,
-                 severity: str | None, resumes: str | None = None, done: Sequence[str] = ()) -> None:
+                 severity: str | None, resumes: str | None = None, done: Sequence[str] = (),
+                 close_unstarted: float = 0.0) -> None:
 
         self.plan = plan
         self.config = config
@@ -125,6 +126,9 @@ class RunTracker(RunObserver):
         self._last_of = {steps[-1].id: (group, steps) for group, steps in self._segments}
         self._results: dict[str, StepResult] = {}
         self.done = set(done)
+        # How long a run whose journal never opened (the lock is held) waits for posts already queued:
+        # only a caller's own (``rollback watch`` shares its notifier), none of ours.
+        self.close_unstarted = close_unstarted
 
     # ---------------------------------------------------------------- run
     def started(self, journal: Journal) -> None:
@@ -200,8 +204,19 @@ class RunTracker(RunObserver):
             "interrupted" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}")
         self.failure = f"stopped at step {step.id} ({step.describe()}): {message}"
 
+    def run_started(self, journal: Journal) -> None:
+        self.started(journal)
+
     def run_ending(self, status: str, exit_code: int) -> None:
+        if self.run_id is None:  # the journal never opened: nothing was done, nothing to post
+            if not self.ended:
+                self.ended = True
+                self.notifier.close(timeout=self.close_unstarted)
+            return
         self.finish(status, exit_code)
+
+    def run_finished(self, status: str, exit_code: int) -> None:
+        self.closed(status, exit_code)
 
     # ---------------------------------------------------------------- end
     def metrics(self) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -1,18 +1,15 @@
 """Executing a ``rollback run`` plan: the library entry point that ``rollback run --yes`` and
-``rollback watch`` share (:func:`execute_run`), and the one journal opener of every state-changing
-command (:func:`start_journal`).
+``rollback watch`` share (:func:`execute_run`).
 
-:func:`start_journal` opens the run's journal under the environment's run lock and, with ``[lock] url``,
-the team lease (:mod:`rollback.lock`): every command that changes the world takes them through it, so a
-rule added to the lock or the lease holds for ``run``, ``resume`` and ``watch`` alike.
-
-:func:`execute_run` carries out a plan :func:`~rollback.commands.run_plan.plan_run` made: the incident
-(the open one or ``request.incident``, else a new one that records the operator's choice of layers as
-its decision), the :class:`~rollback.commands.run.RunTracker` (the incident's timeline and the
-notifications), the journal, :func:`rollback.runner.execute`, and the finish: the notifier's end post and
-close before the journal is finished, then ``run_finished`` on the incident. A failed or interrupted run
-raises its error with ``rollback resume RUN`` in the hint. Showing the plan, asking for confirmation and
-drawing progress are the caller's (``progress`` is any :class:`~rollback.runner.RunObserver`).
+:func:`execute_run` carries out a plan :func:`~rollback.commands.run_plan.plan_run` made as a
+:class:`rollback.runner.Run` (the controller every state-changing command shares, ``resume`` included),
+adding what a cross-layer run keeps besides: the incident (the open one or ``request.incident``, else a
+new one that records the operator's choice of layers as its decision) and the
+:class:`~rollback.commands.run.RunTracker` (the incident's timeline and the notifications), attached
+after the confirmation and before the journal opens. The finish is the runner's: the notifier's end
+post and close before the journal is finished, then ``run_finished`` on the incident. A failed or
+interrupted run raises its error with ``rollback resume RUN`` in the hint. The journal is opened by
+:func:`rollback.runner.open_journal` (the run lock and the team lease) through the caller's opener.
 """
 
 from __future__ import annotations
@@ -21,8 +18,6 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-
-from rollback.errors import Interrupted, Refused, RollbackError
 
 if TYPE_CHECKING:
     from rollback.commands.run import RunTracker
@@ -33,17 +28,15 @@ if TYPE_CHECKING:
     from rollback.journal import Journal
     from rollback.notify import Notifier
     from rollback.plan import Plan
-    from rollback.runner import ExecutionResult, RunObserver
+    from rollback.runner import Confirm, Display, ExecutionResult, JournalOpener, RunObserver
 
 __all__ = [
     "NOTIFY_CLOSE_SECONDS",
     "RunResult",
     "execute_run",
     "open_incident",
-    "resume_hint",
+    "rolled_back",
     "run_summary",
-    "start_journal",
-    "status_of",
 ]
 
 NOTIFY_CLOSE_SECONDS = 5.0
@@ -53,55 +46,11 @@ def _quiet(message: str) -> None:
     """The default ``say``: a library caller hears nothing."""
 
 
-def start_journal(config: Config, *, command: str, details: Mapping[str, Any],
-                  say: Callable[[str], None] = _quiet) -> Journal:
-    """Open a run's journal, taking the environment's run lock and, with ``[lock] url``, the team lease
-    (:class:`~rollback.errors.LockHeld`, exit 4, naming the holder, when someone holds either)."""
-    from rollback.journal import Journal
-    from rollback.lock import TeamLock, describe_holder
-    from rollback.redact import redact, redact_text
-
-    lock = config.lock_settings
-    team = TeamLock(lock.url, lock.ttl) if lock.url else None
-    # Redacted here, where the text is made (an argument may quote a URL with its password):
-    # the journal's own redaction is a second guard, not the only one.
-    journal = Journal.start(config.journal_dir, command=redact_text(command), env=config.env_name,
-                            details=redact(dict(details)), lock=True, lock_identity=config.identity,
-                            team_lock=team)
-    lease = journal.lock.lease if journal.lock is not None else None
-    if lease is not None and lease.taken_over is not None:
-        message = f"took over the expired team lease of {describe_holder(lease.taken_over)}"
-        say(f"note: {message}")
-        journal.note(message, taken_over=lease.taken_over)
-    return journal
-
-
-def status_of(exc: BaseException) -> tuple[str, int]:
-    """The journal status and exit code of an error that stopped a run."""
-    if isinstance(exc, (KeyboardInterrupt, Interrupted)):
-        return "interrupted", 130
-    if isinstance(exc, Refused):
-        return "refused", exc.exit_code
-    if isinstance(exc, RollbackError):
-        return "failed", exc.exit_code
-    return "failed", 1
-
-
 def rolled_back(layers: Any) -> tuple[str, ...]:
     """The layers a plan rolls back, in the order ``run`` restores them (not ``core``, ``verify``)."""
     from rollback.decide import order_layers
 
     return tuple(n for n in order_layers(layers) if n not in ("core", "verify"))
-
-
-def resume_hint(exc: BaseException, run_id: str | None) -> BaseException:
-    """The error to raise: a RollbackError's hint names the command that continues the run."""
-    from rollback.runner import next_command_hint
-
-    if run_id and isinstance(exc, RollbackError):
-        hint = next_command_hint(exc.hint, f"rollback resume {run_id}")
-        return exc if hint == exc.hint else exc.with_hint(hint)
-    return exc
 
 
 def _operator_options(planned: RunPlan) -> dict[str, str]:
@@ -174,66 +123,48 @@ class RunResult:
 
 
 def execute_run(config: Config, plan: Plan, request: RunRequest, services: Services, *,
-                start_journal: Callable[..., Journal] | None, command: str, planned: RunPlan | None = None,
+                start_journal: JournalOpener | None, command: str, planned: RunPlan | None = None,
                 progress: RunObserver | None = None, dry_run: bool = False, detected_at: str | None = None,
                 drill: bool = False, notifier: Notifier | None = None, details: Mapping[str, Any] | None = None,
-                say: Callable[[str], None] = _quiet) -> RunResult:
-    """Carry out ``plan`` (see the module's docstring). ``start_journal(**details)`` opens the journal
-    (the CLI's, which also closes it if the process ends early, or :func:`start_journal` with the config
-    bound); without it nothing is recorded: no journal, incident or post (a dry run, which the runner
-    walks through the same steps). ``command`` is what the incident records as the operator's decision
+                say: Callable[[str], None] = _quiet, confirm: Confirm | None = None,
+                display: Display | None = None) -> RunResult:
+    """Carry out ``plan`` (see the module's docstring) as a :class:`~rollback.runner.Run`.
+    ``start_journal(**details)`` opens the journal (the CLI's, which also closes it if the process ends
+    early, or :func:`rollback.runner.open_journal` with the config bound); without it nothing is
+    recorded: no journal, incident or post (a dry run, which the runner walks through the same steps).
+    ``confirm`` and ``display`` are the CLI's (none for a library caller or ``watch``, which shows the
+    run through ``progress``). ``command`` is what the incident records as the operator's decision
     when it has none; ``notifier``: post through this one (in order with the caller's own posts)."""
     from rollback.commands.registry import handlers_for
     from rollback.commands.run import RunTracker, handler_services
     from rollback.incident import read_incident
     from rollback.notify import Notifier
-    from rollback.runner import Observers, execute
+    from rollback.runner import Run
 
-    tracker: RunTracker | None = None
-    log: IncidentLog | None = None
-    shared = notifier is not None
-    if start_journal is not None:
-        log = open_incident(config, planned, plan, ref=request.incident, severity=request.severity,
+    kept: dict[str, Any] = {"incident": None, "tracker": None}
+
+    def attach(run: Run) -> None:
+        """After the confirmation, before the journal: the incident, and the tracker that keeps it."""
+        log = open_incident(config, planned, run.plan, ref=request.incident, severity=request.severity,
                             detected_at=detected_at, drill=drill, command=command, say=say)
-        plan = _with_incident(plan, log.id)
-        if notifier is None:
-            notifier = Notifier.from_config(config, incident=log.id, drill=read_incident(log.path).drill, stderr=say)
-        tracker = RunTracker(plan, config=config, incident=log, notifier=notifier, severity=request.severity)
-    handlers = handlers_for(config, plan.actions, handler_services(services, request.poll_interval))
+        run.plan = _with_incident(run.plan, log.id)
+        chosen = notifier or Notifier.from_config(config, incident=log.id, drill=read_incident(log.path).drill,
+                                                  stderr=say)
+        tracker = RunTracker(run.plan, config=config, incident=log, notifier=chosen, severity=request.severity,
+                             close_unstarted=NOTIFY_CLOSE_SECONDS if notifier is not None else 0.0)
+        run.observers = (*run.observers, tracker)
+        run.details = {**run.details, "incident": log.id}
+        kept.update(incident=log, tracker=tracker)
+
     fields = {"layer": "run", "verb": "run", "layers": list(plan.layers), "severity": request.severity,
-              "incident": log.id if log else None, "poll_interval": request.poll_interval, **dict(details or {})}
-    journal: Journal | None = None
-    observers = Observers(*(o for o in (progress, tracker) if o is not None))
-    try:
-        if start_journal is not None:
-            journal = start_journal(**fields)
-            if tracker is not None:
-                tracker.started(journal)
-        outcome = execute(plan, handlers, journal=journal, dry_run=dry_run, progress=observers, finish_run=False)
-    except BaseException as exc:
-        status, code = status_of(exc)
-        if tracker is not None:
-            if tracker.run_id is not None:
-                tracker.finish(status, code)
-            else:  # the journal never opened (the lock is held): only the caller's own posts are waiting
-                tracker.notifier.close(timeout=NOTIFY_CLOSE_SECONDS if shared else 0)
-            if journal is not None and not journal.finished:
-                journal.finish(status, code, error=(exc.one_line() if isinstance(exc, RollbackError)
-                                                    else type(exc).__name__)[:500])
-            tracker.closed(status, code)
-        if isinstance(exc, RollbackError) and journal is not None:
-            exc.details.setdefault("run", journal.run_id)  # the run to resume
-        again = resume_hint(exc, journal.run_id if journal is not None else None)
-        if again is exc:
-            raise
-        raise again from exc
-    if tracker is not None:
-        tracker.finish("succeeded", 0, timeout=NOTIFY_CLOSE_SECONDS)
-    if journal is not None:
-        journal.finish("succeeded", 0, seconds=round(outcome.seconds, 3))
-    if tracker is not None:
-        tracker.closed("succeeded", 0)
-    return RunResult(plan, outcome, log, tracker, journal)
+              "incident": None, "poll_interval": request.poll_interval, **dict(details or {})}
+    run = Run(plan, lambda chosen: handlers_for(config, chosen.actions,
+                                                handler_services(services, request.poll_interval)),
+              dry_run=dry_run, open_journal=start_journal, details=fields, confirm=confirm, display=display,
+              prepare=attach if start_journal is not None else None,
+              observers=(progress,) if progress is not None else (), names_resume=True)
+    outcome = run.go()
+    return RunResult(run.plan, outcome, kept["incident"], kept["tracker"], run.journal)
 
 
 def run_summary(tracker: RunTracker | None, outcome: ExecutionResult) -> dict[str, Any]:

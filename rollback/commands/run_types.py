@@ -14,7 +14,7 @@ from typing import Any
 from rollback.errors import BadInput
 from rollback.layers import Hazard
 from rollback.plan import Plan, Step
-from rollback.runner import renamed_actions
+from rollback.runner import steps_in_format
 
 __all__ = [
     "READ_ONLY_ACTIONS",
@@ -111,7 +111,8 @@ def load_plan_document(path: Path) -> tuple[Plan, dict[str, Any]]:
         raise BadInput(f"--plan {path} is not a JSON object", "pass the output of 'rollback run ... --dry-run --json'")
     inner = document.get("plan")
     body: dict[str, Any] = inner if isinstance(inner, dict) else document
-    plan = Plan.from_dict({**body, "steps": renamed_actions(body.get("steps"))})
+    version = document.get("plan_format", body.get("plan_format"))
+    plan = Plan.from_dict({**body, "steps": steps_in_format(body.get("steps"), version, where=f"--plan {path}")})
     if not any(step.action == "run.check_world" for step in plan.steps):
         raise BadInput(f"--plan {path} was not made by 'rollback run' (it has no run.check_world step, so a change "
                        "of the world since could not be noticed)", "plan with 'rollback run ... --dry-run --json'")

@@ -278,7 +278,7 @@ class WatchHooks:
     line: Callable[[Reading], None] = lambda reading: None  # one status line per reading
     say: Callable[[str], None] = lambda message: None  # everything else the watch says
     services: Services | None = None
-    start_journal: Callable[..., Journal] | None = None  # default: run_exec.start_journal (lock and lease)
+    start_journal: Callable[..., Journal] | None = None  # default: runner.open_journal (lock and lease)
     display: Callable[[Plan], AbstractContextManager[RunObserver | None]] = lambda plan: nullcontext(None)
     command: str = "rollback watch"  # what the journal records as the command
 
@@ -661,6 +661,6 @@ def _services(config: Config) -> Services:
 
 
 def _open_journal(config: Config, h: WatchHooks, details: dict[str, Any]) -> Journal:
-    from rollback.commands.run_exec import start_journal
+    from rollback.runner import open_journal
 
-    return start_journal(config, command=h.command, details=details, say=h.say)
+    return open_journal(config, command=h.command, details=details, say=h.say)
