@@ -13,7 +13,7 @@ from typing import Any
 
 from rollback.errors import BadInput
 from rollback.layers import Hazard
-from rollback.plan import Plan, Step
+from rollback.plan import SERVICE_LAYERS, Plan, Step
 from rollback.runner import renamed_actions
 
 __all__ = [
@@ -36,7 +36,6 @@ READ_ONLY_ACTIONS = frozenset({
     "db.check_migration", "infra.check", "infra.desired_state",
 })
 RELEASE_GAP = dt.timedelta(minutes=10)  # writes closer together than this belong to one release
-SERVICE_LAYERS = ("app", "edge", "assets", "infra", "db")
 
 
 # --------------------------------------------------------------------------------------------- request
