@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rollback.actions import action
 from rollback.adapters.pg_restore import restore_archive
 from rollback.adapters.pg_tools import PgTools, file_checksums, remove_tree
 from rollback.adapters.postgres import Database, db_errors
@@ -54,7 +55,7 @@ from rollback.runner import Check, StepContext
 from rollback.setaside import Mark, classify_set_aside, set_aside_name
 from rollback.standby import choose_standby, standby_details
 
-__all__ = ["COPY_ACTIONS", "BackupSteps", "classified", "plan_backup", "plan_prune", "set_aside_databases",
+__all__ = ["BackupSteps", "classified", "plan_backup", "plan_prune", "set_aside_databases",
            "stage_steps", "standbys", "take_backup"]
 
 
@@ -192,15 +193,14 @@ def standbys(config: Config, *, connect_timeout: int = 3,
     return out
 
 
-COPY_ACTIONS = ("db.restore_beside", "db.clone_standby", "db.stage")  # the steps that create a database
-
-
 def journaled_copies(config: Config) -> dict[str, str]:
     """Databases that journaled runs planned to create beside the live one: name -> run id.
 
     A copy is marked right after ``CREATE DATABASE``; a kill between the two leaves it
     unmarked, and the journal is then the proof that rollback made it.
     """
+    from rollback.commands.db import COPY_ACTIONS  # derived from the handlers' declarations
+
     out: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for run in list_runs(config.journal_dir):
@@ -267,6 +267,7 @@ class BackupSteps(DbSteps):
             return Check(True, dict(earlier), would)
         return Check(False, {"kind": step.params["kind"]}, would)
 
+    @action("db.backup", check="check_backup")
     def backup(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         out = Path(str(step.params["out"]))
         manifest = take_backup(self.db, self.tools, out, jobs=int(step.params["jobs"]),
@@ -319,6 +320,7 @@ class BackupSteps(DbSteps):
                                      "the restored database is live; take a backup of it if you need one")
         return Check(False, {}, would)
 
+    @action("db.backup_replaced", check="check_backup_replaced")
     def backup_replaced(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         """Dump the copy the swap kept (waiting for it, or as a background run), then mark it dumped."""
         aside, out = str(step.params["database"]), Path(str(step.params["out"]))
@@ -360,6 +362,7 @@ class BackupSteps(DbSteps):
             return Check(True, dict(earlier), would)
         return Check(False, {"skipped": True, "reason": step.params["reason"]}, would)
 
+    @action("db.skip_emergency_backup", check="check_skip_emergency_backup")
     def skip_emergency_backup(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         ctx.note(f"emergency backup skipped: {step.params['reason']}", reason=step.params["reason"])
         return {"skipped": True, "reason": step.params["reason"]}
@@ -372,6 +375,7 @@ class BackupSteps(DbSteps):
             return Check(True, dict(earlier), would)
         return Check(False, {}, would)
 
+    @action("db.stage", check="check_stage", creates_database=True)
     def stage(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         """Restore the backup just taken into a standby, check its counts, close it, mark it complete."""
         name = str(step.params["database"])
@@ -432,6 +436,7 @@ class BackupSteps(DbSteps):
                                      "nothing was dropped")
         return Check(False, {"evidence": found["evidence"]}, f"drop {name}")
 
+    @action("db.drop_set_aside", check="check_drop_set_aside")
     def drop_set_aside(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         name = str(step.params["database"])
         found = dict(ctx.checked.result) if ctx.checked is not None else {}
@@ -449,6 +454,7 @@ class BackupSteps(DbSteps):
                                      "or still being written)", "nothing was removed")
         return Check(False, {}, would)
 
+    @action("db.remove_incomplete_backup", check="check_remove_incomplete_backup")
     def remove_incomplete_backup(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         directory, name = Path(str(step.params["directory"])), str(step.params["name"])
         with disk_errors(directory):

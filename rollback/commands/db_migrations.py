@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rollback.actions import action
 from rollback.adapters.postgres import ForeignKey, StatementFailed, db_errors, savepoint
 from rollback.adapters.prisma import PrismaMigrations, local_migrations, migration_error
 from rollback.backups import resolve_backup
@@ -180,6 +181,7 @@ class MigrationSteps(DbSteps):
                                  "marked_rolled_back": [m.id for m in failed]},
                          f"record {name} as applied (checksum {checksum[:12]})")
 
+    @action("db.resolve", check="check_resolve")
     def resolve(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         with self.db.connect() as conn, self.db.advisory_lock(conn, timeout=self.lock_timeout), \
                 db_errors("resolving the migration"), conn.transaction():
@@ -188,6 +190,7 @@ class MigrationSteps(DbSteps):
                 return prisma.resolve_rolled_back(str(step.params["rolled_back"]))
             return prisma.resolve_applied(str(step.params["applied"]), Path(str(step.params["migrations_dir"])))
 
+    @action("db.check_migration", read_only=True)
     def check_migration(self, step: Step, ctx: StepContext) -> Check:
         name = str(step.params["name"])
         with self.db.connect() as conn, db_errors(f"reading migration {name}"):
@@ -216,6 +219,7 @@ class MigrationSteps(DbSteps):
                                     **dict(ctx.earlier.get(step.id) or {})}, would)
         return Check(False, {}, would)
 
+    @action("db.down", check="check_down")
     def down(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         name, script = str(step.params["name"]), Path(str(step.params["script"]))
         sql = script.read_text(encoding="utf-8")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
+from rollback.actions import action
 from rollback.adapters.rds import RdsAdapter, after_labels, alarm_pin_lines, resolve_instance, settings_in_effect
 from rollback.commands.db_common import DbSteps, services_for, stamp
 from rollback.config import Config
@@ -142,6 +143,7 @@ class RdsSteps(DbSteps):
                 return Check(True, snap.to_dict(), would)
         return Check(False, {}, would)
 
+    @action("rds.create_snapshot", check="check_rds_create_snapshot")
     def rds_create_snapshot(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         rds = self._rds()
         instance, snapshot_id = str(step.params["instance"]), str(step.params["snapshot"])
@@ -160,6 +162,7 @@ class RdsSteps(DbSteps):
                 return Check(True, inst.to_dict(), step.summary)
         return Check(False, {}, step.summary)
 
+    @action("rds.restore", check="check_rds_restore")
     def rds_restore(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         rds = self._rds()
         p = step.params
@@ -188,6 +191,7 @@ class RdsSteps(DbSteps):
                          step.summary)
         return Check(False, {"would_set": missing or labels}, step.summary)
 
+    @action("rds.apply_settings", check="check_rds_apply_settings")
     def rds_apply_settings(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         rds = self._rds()
         target, after = str(step.params["target"]), dict(step.params["settings"])

@@ -19,6 +19,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from rollback.actions import action
 from rollback.adapters.pg_restore import IN_PLACE_SESSION, restore_archive
 from rollback.adapters.postgres import Database
 from rollback.backups import (
@@ -203,6 +204,7 @@ def plan_swap(config: Config, restored: str, *, services: Services | None = None
 class RestoreSteps(DbSteps):
     """Step handlers: verify, rights, restore beside or in place, row counts, standby clone, swap."""
 
+    @action("db.verify_backup", read_only=True)
     def verify_backup(self, step: Step, ctx: StepContext) -> Check:
         manifest, dump_dir = self._manifest(step)
         note = check_source(manifest, live_identity(self.db),
@@ -211,6 +213,7 @@ class RestoreSteps(DbSteps):
         return Check(False, {**found, "source": source_of(manifest).to_dict(), **({"note": note} if note else {})},
                      f"backup {found['backup']} verified: {found['files']} files, {found['toc_entries']} TOC entries")
 
+    @action("db.check_rights", read_only=True)
     def check_rights(self, step: Step, ctx: StepContext) -> Check:
         return Check(False, self._rights(step, ctx), "the role's rights are sufficient")
 
@@ -271,6 +274,7 @@ class RestoreSteps(DbSteps):
             would = f"drop the partial copy {name} the stopped run left, then {would}"
         return Check(False, {}, would)
 
+    @action("db.restore_beside", check="check_restore_beside", creates_database=True)
     def restore_beside(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         name = str(step.params["database"])
         manifest, dump_dir = self._manifest(step)
@@ -310,6 +314,7 @@ class RestoreSteps(DbSteps):
             return Check(True, dict(earlier), would)
         return Check(False, {}, would)
 
+    @action("db.restore_in_place", check="check_restore_in_place")
     def restore_in_place(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         name = str(step.params["database"])
         _, dump_dir = self._manifest(step)
@@ -334,6 +339,7 @@ class RestoreSteps(DbSteps):
             return Check(True, dict(earlier), would)
         return Check(False, {}, would)
 
+    @action("db.check_counts", check="check_check_counts", read_only=True)
     def check_counts(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         name = str(step.params["database"])
         manifest, _ = self._manifest(step)
@@ -357,6 +363,7 @@ class RestoreSteps(DbSteps):
                                                     if step.params.get("standby") else {})))
         return {"database": name, "tables": len(counts), "rows": sum(c.rows for c in counts), "match": True}
 
+    @action("db.check_standby", read_only=True)
     def check_standby(self, step: Step, ctx: StepContext) -> Check:
         """The standby chosen at planning time is still fresh (and the backup is of this database).
         Resumed after the clone was made, what it checked then is what counts."""
@@ -383,6 +390,7 @@ class RestoreSteps(DbSteps):
             return Check(True, dict(earlier), would)
         return Check(False, {}, would)
 
+    @action("db.clone_standby", check="check_clone_standby", creates_database=True)
     def clone_standby(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         """Create the restored copy as a file copy of the standby (which is kept)."""
         name, standby = str(step.params["database"]), str(step.params["standby"])
@@ -459,6 +467,7 @@ class RestoreSteps(DbSteps):
                                      "BACKUP --swap'")
         return Check(False, {}, would)
 
+    @action("db.swap", check="check_swap")
     def swap(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         restored, aside = str(step.params["restored"]), str(step.params["aside"])
         mark = Mark.from_comment(self.db.comment(restored))

@@ -208,7 +208,7 @@ class PreparedPreview:
 def prepare_preview(config: Config, services: Services, options: PreviewOptions) -> PreparedPreview:
     """Plan the preview (read-only) and build the handlers that carry it out."""
     plan, context = preview_plan(config, options, services)
-    handlers = StackHandlers(config, context["source"], services).handlers()
+    handlers = StackHandlers(services, source=context["source"]).handlers()
     return PreparedPreview(plan, handlers, context)
 
 
@@ -244,7 +244,7 @@ def prepare_restore(config: Config, services: Services, version: int, plan_file:
                         allow_db_replacement=allow_db_replacement, services=services)
     if check:
         check_restore(config, version, plan_file, services=services, allow_db_replacement=allow_db_replacement)
-    return PreparedRestore(plan, StackHandlers(config, services=services).handlers())
+    return PreparedRestore(plan, StackHandlers(services).handlers())
 
 
 def run_restore(config: Config, services: Services, version: int, plan_file: Path, *,

@@ -53,14 +53,12 @@ __all__ = [
 # --------------------------------------------------------------------------------------------- adapters
 
 
-def handler_services(services: Services, poll_interval: float) -> dict[str, Any]:
-    """What :func:`~rollback.commands.registry.handlers_for` gets: the adapters built while planning, and
-    CloudFront polls every ``poll_interval`` seconds, often at first."""
-    chosen = services.built()
-    chosen.setdefault("edge_interval", poll_interval)
-    chosen.setdefault("invalidate_interval", poll_interval)
-    chosen.setdefault("poll_ramp", True)
-    return chosen
+def handler_services(services: Services, poll_interval: float) -> Services:
+    """What :func:`~rollback.commands.registry.handlers_for` gets: the adapters built while planning (the
+    same database target, the same boto3 session), and CloudFront polls every ``poll_interval`` seconds,
+    often at first."""
+    return services.with_settings(dataclasses.replace(services.settings, edge_interval=poll_interval,
+                                                      invalidate_interval=poll_interval, poll_ramp=True))
 
 
 # --------------------------------------------------------------------------------------------- layers

@@ -17,7 +17,6 @@ from rollback.plan import SERVICE_LAYERS, Plan, Step
 from rollback.runner import renamed_actions
 
 __all__ = [
-    "READ_ONLY_ACTIONS",
     "RELEASE_GAP",
     "SERVICE_LAYERS",
     "RunPlan",
@@ -28,13 +27,6 @@ __all__ = [
     "segments",
 ]
 
-# Steps that only read or wait: "initiated" is the first step *not* among them.
-READ_ONLY_ACTIONS = frozenset({
-    "run.check_world", "health.check", "verify.checklist", "vercel.wait_alias_job", "vercel.wait_deploy",
-    "vercel.wait_abort",
-    "edge.wait", "cloudfront.wait_invalidation", "db.verify_backup", "db.check_rights", "db.check_counts",
-    "db.check_migration", "infra.check", "infra.desired_state",
-})
 RELEASE_GAP = dt.timedelta(minutes=10)  # writes closer together than this belong to one release
 
 

@@ -149,7 +149,7 @@ def _services(config: Config, services: Services | None) -> Services:
 
 def _cloudwatch(config: Config, services: Services | None, timeout: float) -> CloudWatch:
     with _BUILD_LOCK:
-        return _services(config, services).cloudwatch(timeout=timeout)
+        return _services(config, services).quick(timeout).cloudwatch()
 
 
 def _stack_outputs(config: Config) -> Mapping[str, Any]:

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rollback.actions import StepHandlers, action
 from rollback.adapters import http as http_adapter
 from rollback.adapters.health import extract_version, versions_match
 from rollback.commands import db as db_commands
@@ -57,16 +58,15 @@ from rollback.commands import incident as incidents
 from rollback.commands import signals
 from rollback.errors import BadInput, ChecksFailed, RollbackError
 from rollback.incident import iso, parse_ts, read_incident
-from rollback.lock import pause
 from rollback.plan import Step
 from rollback.redact import redact_text
-from rollback.runner import Check, handler
+from rollback.runner import Check
 
 if TYPE_CHECKING:
     import httpx
 
     from rollback.config import Config
-    from rollback.runner import StepContext, StepHandler
+    from rollback.runner import StepContext
 
 __all__ = ["GROUPS", "Item", "VerifyHandlers", "VerifyResult", "checklist_step", "verify", "verify_once"]
 
@@ -662,16 +662,13 @@ def checklist_step(config: Config, *, step_id: str = "checklist", incident: str 
 
 
 @dataclass
-class VerifyHandlers:
+class VerifyHandlers(StepHandlers):
     """The ``verify.checklist`` step: :func:`verify` with the step's params; records ``verified`` on
     the incident. Its check never finds it done in a fresh run (a verification is a measurement
     of now); resumed, a checklist that passed in the stopped run is done."""
 
-    config: Config
-    sleep: Callable[[float], None] = pause
+    layer = "verify"
 
-    def handlers(self) -> dict[str, StepHandler]:
-        return {"verify.checklist": handler(self.run, self.check)}
 
     def check(self, step: Step, ctx: StepContext) -> Check:
         would = f"run the post-rollback checklist of env {self.config.env_name}"
@@ -680,6 +677,7 @@ class VerifyHandlers:
             return Check(True, dict(earlier), would)
         return Check(False, {"would_check": self.config.env_name}, would)
 
+    @action("verify.checklist", check="check", read_only=True)
     def run(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         p = step.params
         # The rates judge the time since every layer of the run was rolled back: this moment, which is

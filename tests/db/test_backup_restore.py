@@ -208,7 +208,7 @@ def test_a_killed_pg_restore_leaves_the_live_database(live_db: LiveDb) -> None:
     backup = commands.backup(config)
     live_db.sql('DELETE FROM "User" WHERE id > 10')
     plan = commands.plan_restore(config, backup["name"], swap=True)
-    handlers = commands.DbHandlers(config, on_restore_start=lambda proc: os.kill(proc.pid, signal.SIGKILL))
+    handlers = commands.DbHandlers(Services(config), on_restore_start=lambda proc: os.kill(proc.pid, signal.SIGKILL))
     with pytest.raises(DatabaseError) as caught:
         commands.run(config, plan, handlers=handlers)
     assert "killed by signal 9" in caught.value.message
@@ -231,8 +231,7 @@ def test_a_partial_copy_that_cannot_be_dropped_is_named(live_db: LiveDb) -> None
     backup = commands.backup(config)
     plan = commands.plan_restore(config, backup["name"], skip_emergency_reason="test")
     services = Services(config, database=UndroppableDatabase(Services(config).database_target()))
-    handlers = commands.DbHandlers(config, on_restore_start=lambda proc: os.kill(proc.pid, signal.SIGKILL),
-                                   services=services)
+    handlers = commands.DbHandlers(services, on_restore_start=lambda proc: os.kill(proc.pid, signal.SIGKILL))
     with pytest.raises(DatabaseError) as caught:
         commands.run(config, plan, handlers=handlers)
     partial = [d for d in live_db.databases() if "_restore_" in d]
@@ -437,7 +436,7 @@ def test_big_tables_load_over_parallel_streams_byte_for_byte(live_db: LiveDb) ->
     backup = commands.backup(config)
     live_db.sql('DELETE FROM "Weird" WHERE id % 2 = 0; DELETE FROM "User" WHERE id > 100')
     plan = commands.plan_restore(config, backup["name"], swap=True, jobs=2)
-    outcome = commands.run(config, plan, handlers=commands.DbHandlers(config, split_min_rows=250))
+    outcome = commands.run(config, plan, handlers=commands.DbHandlers(Services(config), split_min_rows=250))
     restored = outcome.result_of("restore")
     assert set(restored["split_tables"]) == {"public.Weird", "public.User"}
     assert live_db.scalar(fingerprint) == before
@@ -466,7 +465,7 @@ def test_a_failing_parallel_load_drops_the_copy_and_keeps_the_live_database(live
     services = Services(config, database=BrokenCopyDatabase(Services(config).database_target()))
     plan = commands.plan_restore(config, backup["name"], swap=True, jobs=2)
     with pytest.raises(DatabaseError, match="untouched"):
-        commands.run(config, plan, handlers=commands.DbHandlers(config, split_min_rows=250, services=services))
+        commands.run(config, plan, handlers=commands.DbHandlers(services, split_min_rows=250))
     assert live_db.databases() == [live_db.name]
     assert live_db.scalar('SELECT count(*) FROM "User"') == 300
 
