@@ -70,14 +70,17 @@ def decide(app: AppContext, error_rate: float | None, p95_ms: float | None, serv
     """
     from rollback.changes import changed_layers
     from rollback.commands.decide import Flags, run_decide
+    from rollback.context import Services
 
     flags = Flags(error_rate=error_rate, p95_ms=p95_ms, service_down=service_down, data_loss=data_loss,
                   security_breach=security_breach, feature_broken=feature_broken.lower() if feature_broken else None,
                   failed_migration=failed_migration, db_connections_exhausted=db_connections_exhausted,
                   cosmetic=cosmetic)
-    result = run_decide(app.config(), flags, live=live, changed=changed or None, remove_commit=remove_commit,
-                        record=not no_incident, incident=incident_ref, detected_at=detected_at,
-                        deployed_at=deployed_at, drill=drill, lookback=lookback, status=live and not app.json)
+    config = app.config()
+    result = run_decide(config, flags, services=Services(config), live=live, changed=changed or None,
+                        remove_commit=remove_commit, record=not no_incident, incident=incident_ref,
+                        detected_at=detected_at, deployed_at=deployed_at, drill=drill, lookback=lookback,
+                        status=live and not app.json)
     decision = result.decision
 
     def human() -> None:

@@ -43,12 +43,15 @@ def verify(app: AppContext, baseline: str | None, expect_version: str | None, wa
     Exit codes: 0 every measured item passes, 2 bad input, 3 an item failed.
     """
     from rollback.commands import verify as commands
+    from rollback.context import Services
     from rollback.units import parse_duration
 
     wait_seconds = parse_duration(wait, option="--wait")
     interval_seconds = max(1.0, parse_duration(interval, option="--interval"))
-    result = commands.verify(app.config(), baseline=baseline, expect_version=expect_version, strict=strict,
-                             wait=wait_seconds, interval=interval_seconds, progress=say, incident=incident_ref)
+    config = app.config()
+    result = commands.verify(config, services=Services(config), baseline=baseline, expect_version=expect_version,
+                             strict=strict, wait=wait_seconds, interval=interval_seconds, progress=say,
+                             incident=incident_ref)
     document = result.document
     summary = document["summary"]
     if not result.ok:

@@ -37,7 +37,6 @@ from typing import Any
 from rollback import backups
 from rollback.actions import StepHandlers, actions_of, creating_actions
 from rollback.adapters.pg_restore import SPLIT_MIN_ROWS, restore_archive
-from rollback.adapters.postgres import Target
 from rollback.backups import SourceIdentity, list_backups, verify_backup
 from rollback.commands import db_rpo
 from rollback.commands.db_backup import (
@@ -57,7 +56,6 @@ from rollback.commands.db_common import (
     emergency_step,
     live_identity,
     migrations_dir,
-    services_for,
 )
 from rollback.commands.db_guard import GuardSteps
 from rollback.commands.db_migrations import MigrationSteps, migrations, plan_down, plan_resolve, verify
@@ -79,7 +77,6 @@ __all__ = [
     "backup",
     "compare_counts",
     "config_identity",
-    "database_target",
     "default_jobs",
     "emergency_step",
     "list_backups",
@@ -125,21 +122,18 @@ class DbHandlers(BackupSteps, RestoreSteps, SalvageSteps, GuardSteps, MigrationS
 COPY_ACTIONS = tuple(sorted(name for name in creating_actions() if name in {a.name for a in actions_of(DbHandlers)}))
 
 
-def run(config: Config, plan: Plan, *, journal: Journal | None = None, dry_run: bool = False,
-        progress: Progress | None = None, handlers: DbHandlers | None = None,
-        services: Services | None = None) -> ExecutionResult:
-    """Execute a db plan with the db handlers."""
-    chosen = handlers or DbHandlers(services_for(config, services))
-    return execute(plan, chosen.handlers(), journal=journal, dry_run=dry_run, progress=progress)
+def run(config: Config, plan: Plan, *, handlers: DbHandlers, journal: Journal | None = None, dry_run: bool = False,
+        progress: Progress | None = None) -> ExecutionResult:
+    """Execute a db plan with the db handlers (``DbHandlers(services)``, the Services the plan was made with)."""
+    return execute(plan, handlers.handlers(), journal=journal, dry_run=dry_run, progress=progress)
 
 
 def backup(config: Config, *, out: Path | None = None, jobs: int | None = None, journal: Journal | None = None,
-           progress: Progress | None = None, stage: bool = False, services: Services | None = None) -> dict[str, Any]:
+           progress: Progress | None = None, stage: bool = False, services: Services) -> dict[str, Any]:
     """Take a verified backup (and stage it); returns its manifest (plus ``manifest_path``/``path``,
     and ``standby`` when staged)."""
-    chosen = services_for(config, services)
-    outcome = run(config, plan_backup(config, out=out, jobs=jobs, stage=stage, services=chosen), journal=journal,
-                  progress=progress, services=chosen)
+    outcome = run(config, plan_backup(config, out=out, jobs=jobs, stage=stage, services=services),
+                  handlers=DbHandlers(services), journal=journal, progress=progress)
     result = dict(outcome.result_of("backup"))
     if stage:
         result["standby"] = outcome.result_of("stage")["database"]
@@ -156,7 +150,3 @@ def resolve_backup(config: Config, ref: str, *, live: SourceIdentity | None = No
     (the newest backup of ``live`` when given)."""
     return backups.resolve_backup(config.backups_dir, ref, live=live)
 
-
-def database_target(config: Config) -> Target:
-    """Where the environment's database URL points (kept for callers that hold no Services yet)."""
-    return services_for(config, None).database_target()

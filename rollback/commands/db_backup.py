@@ -43,7 +43,6 @@ from rollback.commands.db_common import (
     compare_counts,
     db_stamp,
     default_jobs,
-    services_for,
     stamp,
 )
 from rollback.config import Config
@@ -142,10 +141,10 @@ def _dump_and_describe(db: Database, tools: PgTools, dump_dir: Path, *, name: st
 
 
 def plan_backup(config: Config, *, out: Path | None = None, jobs: int | None = None, stage: bool = False,
-                kind: str = "manual", services: Services | None = None) -> Plan:
+                kind: str = "manual", services: Services) -> Plan:
     """A verified backup; with ``stage``, also restored into a standby beside the live database
     (and standbys beyond ``database.keep_standbys`` dropped once the new one is ready)."""
-    chosen = services_for(config, services)
+    chosen = services
     target = chosen.database_target()
     directory = out or config.backups_dir
     jobs = jobs or default_jobs()
@@ -178,10 +177,10 @@ def stage_steps(config: Config, db: Database, jobs: int, *, after: str = "backup
 
 
 def standbys(config: Config, *, connect_timeout: int = 3,
-             services: Services | None = None) -> dict[str, dict[str, Any]]:
+             services: Services) -> dict[str, dict[str, Any]]:
     """Backup name -> its fresh standby (``{"standby": name}``) or why none is usable (``reason``)."""
-    # Its own Database, with a short connect timeout: a listing of the files must not wait for a down server.
-    db = Database(services_for(config, services).database_target(), connect_timeout=connect_timeout)
+    # The short-timeout profile's Database: a listing of the files must not wait for a down server.
+    db = services.quick(float(connect_timeout)).database()
     rows = db.databases_with_prefix("")
     out: dict[str, dict[str, Any]] = {}
     for item in list_backups(config.backups_dir):
@@ -215,10 +214,10 @@ def journaled_copies(config: Config) -> dict[str, str]:
     return out
 
 
-def set_aside_databases(config: Config, services: Services | None = None) -> list[dict[str, Any]]:
+def set_aside_databases(config: Config, services: Services) -> list[dict[str, Any]]:
     """Databases beside the live one that rollback set aside (``prunable``), and look-alikes it did not
     make or must keep (``prunable`` false, with the reason)."""
-    return classified(services_for(config, services).database(), config)
+    return classified(services.database(), config)
 
 
 def classified(db: Database, config: Config, *, keep_standbys: int | None = None) -> list[dict[str, Any]]:
@@ -231,10 +230,10 @@ def classified(db: Database, config: Config, *, keep_standbys: int | None = None
                               journaled=journaled_copies(config), keep_standbys=keep, dumped=dumped)
 
 
-def plan_prune(config: Config, *, keep_standbys: int | None = None, services: Services | None = None) -> Plan:
+def plan_prune(config: Config, *, keep_standbys: int | None = None, services: Services) -> Plan:
     """Drop the databases rollback set aside (standbys beyond the ``keep_standbys`` newest, default
     ``database.keep_standbys``) and remove interrupted backups of this database."""
-    db = services_for(config, services).database()
+    db = services.database()
     keep = config.env.database.keep_standbys if keep_standbys is None else keep_standbys
     found = classified(db, config, keep_standbys=keep)
     live = db.target.dbname

@@ -32,7 +32,7 @@ from rollback.runner import StepContext
 from rollback.setaside import Mark
 
 __all__ = ["DEFAULT_COMPRESS", "DbSteps", "Progress", "compare_counts", "config_identity", "db_stamp", "default_jobs",
-           "emergency_step", "live_identity", "migrations_dir", "services_for", "stamp"]
+           "emergency_step", "live_identity", "migrations_dir", "stamp"]
 
 DEFAULT_COMPRESS = 6
 
@@ -51,19 +51,14 @@ def db_stamp(now: dt.datetime | None = None) -> str:
     return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d%H%M%S")
 
 
-def services_for(config: Config, services: Services | None) -> Services:
-    """The caller's services, or the environment's own (a library call without them)."""
-    return services if services is not None else Services(config)
-
-
 def live_identity(db: Database) -> SourceIdentity:
     """The identity of the live database (system identifier read from the server)."""
     return SourceIdentity.from_dict(db.identity())
 
 
-def config_identity(config: Config, services: Services | None = None) -> SourceIdentity:
+def config_identity(config: Config, services: Services) -> SourceIdentity:
     """The live database as the URL names it (no connection: no system identifier)."""
-    target = services_for(config, services).database_target()
+    target = services.database_target()
     return SourceIdentity(target.dbname, target.params.get("host"), target.params.get("port"))
 
 

@@ -48,7 +48,7 @@ GUARD_KEY = "guard"
 
 
 def plan_guard(config: Config, command: Sequence[str], *, snapshot: bool = False, stage: bool = False,
-               instance: str | None = None, jobs: int | None = None, services: Services | None = None) -> Plan:
+               instance: str | None = None, jobs: int | None = None, services: Services) -> Plan:
     """Backup (or snapshot), migrations before, the command, migrations after (recorded)."""
     if not command:
         raise BadInput("no command to guard", "rollback db guard -- npx prisma migrate deploy")

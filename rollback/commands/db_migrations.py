@@ -20,7 +20,6 @@ from rollback.commands.db_common import (
     emergency_step,
     live_identity,
     migrations_dir,
-    services_for,
 )
 from rollback.config import Config
 from rollback.context import Services
@@ -32,9 +31,9 @@ from rollback.runner import Check, StepContext
 __all__ = ["MigrationSteps", "migrations", "plan_down", "plan_resolve", "verify"]
 
 
-def migrations(config: Config, *, services: Services | None = None) -> dict[str, Any]:
+def migrations(config: Config, *, services: Services) -> dict[str, Any]:
     """The ``_prisma_migrations`` rows by status, plus local migrations never recorded."""
-    db = services_for(config, services).database()
+    db = services.database()
     with db.connect() as conn, db_errors("reading _prisma_migrations"):
         prisma = PrismaMigrations(conn)
         managed = prisma.is_managed()
@@ -56,10 +55,10 @@ def migrations(config: Config, *, services: Services | None = None) -> dict[str,
 
 
 def plan_resolve(config: Config, *, rolled_back: str | None, applied: str | None,
-                 services: Services | None = None) -> Plan:
+                 services: Services) -> Plan:
     if bool(rolled_back) == bool(applied):
         raise BadInput("give exactly one of --rolled-back NAME or --applied NAME")
-    target = services_for(config, services).database_target()
+    target = services.database_target()
     if rolled_back:
         step = Step("resolve", "db.resolve", f"mark migration {rolled_back} rolled back",
                     target=f"database {target.dbname}", params={"rolled_back": rolled_back})
@@ -71,12 +70,12 @@ def plan_resolve(config: Config, *, rolled_back: str | None, applied: str | None
 
 
 def plan_down(config: Config, name: str, *, skip_emergency_reason: str | None = None,
-              jobs: int | None = None, services: Services | None = None) -> Plan:
+              jobs: int | None = None, services: Services) -> Plan:
     script = migrations_dir(config) / name / "down.sql"
     if not script.is_file():
         raise BadInput(f"no down migration {script}",
                        "write it by hand or with 'prisma migrate diff --from-schema-datamodel ... --script'")
-    target = services_for(config, services).database_target()
+    target = services.database_target()
     return Plan.of(f"db down {name}", config.env_name, [
         Step("check-migration", "db.check_migration", f"check that {name} is applied", params={"name": name}),
         emergency_step(skip_emergency_reason, config, jobs or default_jobs()),
@@ -90,11 +89,11 @@ def _check(name: str, ok: bool, value: Any, expected: Any = None, detail: str = 
 
 
 def verify(config: Config, *, baseline: str | None = None, tolerance: float = 0.0,
-           services: Services | None = None) -> dict[str, Any]:
+           services: Services) -> dict[str, Any]:
     """Integrity checks; ``ok`` is False when one fails (the CLI exits 3). Each check runs on its own:
     one that cannot run (a missing schema or table, a missing privilege) is reported as failed."""
     settings = config.env.database
-    db = services_for(config, services).database()
+    db = services.database()
     checks: list[dict[str, Any]] = []
     started = time.monotonic()
     conn = db.connect()

@@ -18,8 +18,8 @@ import datetime as dt
 from typing import Any
 
 from rollback.actions import action
-from rollback.adapters.rds import RdsAdapter, after_labels, alarm_pin_lines, resolve_instance, settings_in_effect
-from rollback.commands.db_common import DbSteps, services_for, stamp
+from rollback.adapters.rds import after_labels, alarm_pin_lines, resolve_instance, settings_in_effect
+from rollback.commands.db_common import DbSteps, stamp
 from rollback.config import Config
 from rollback.context import Services
 from rollback.errors import BadInput, RollbackError, UnsafePrecondition
@@ -30,9 +30,9 @@ from rollback.units import parse_time
 __all__ = ["RdsSteps", "plan_rds_restore", "plan_snapshot_create", "snapshots"]
 
 
-def snapshots(config: Config, instance: str | None = None, *, services: Services | None = None) -> dict[str, Any]:
+def snapshots(config: Config, instance: str | None = None, *, services: Services) -> dict[str, Any]:
     """The instance and its snapshots."""
-    rds = services_for(config, services).rds()
+    rds = services.rds()
     name = resolve_instance(config, instance)
     inst = rds.instance(name)
     snaps = rds.snapshots(name)
@@ -40,10 +40,9 @@ def snapshots(config: Config, instance: str | None = None, *, services: Services
 
 
 def plan_snapshot_create(config: Config, *, instance: str | None = None, snapshot_id: str | None = None,
-                         wait: bool = False, rds: RdsAdapter | None = None,
-                         services: Services | None = None) -> Plan:
+                         wait: bool = False, services: Services) -> Plan:
     """A manual snapshot of the instance (its id refused when it exists already)."""
-    adapter = rds or services_for(config, services).rds()
+    adapter = services.rds()
     name = resolve_instance(config, instance)
     adapter.instance(name)
     chosen = snapshot_id or f"{name}-rollback-{stamp().lower().replace('t', '-').rstrip('z')}"
@@ -56,12 +55,11 @@ def plan_snapshot_create(config: Config, *, instance: str | None = None, snapsho
 
 def plan_rds_restore(config: Config, *, snapshot: str | None = None, to_time: str | None = None,
                      latest: bool = False, target: str, instance: str | None = None, wait: bool = False,
-                     rds: RdsAdapter | None = None, now: dt.datetime | None = None,
-                     services: Services | None = None) -> Plan:
+                     now: dt.datetime | None = None, services: Services) -> Plan:
     """Validate everything before any AWS call that changes state; the source is never modified."""
     if sum(bool(x) for x in (snapshot, to_time, latest)) != 1:
         raise BadInput("give exactly one of --snapshot ID, --to-time TIME or --latest")
-    adapter = rds or services_for(config, services).rds()
+    adapter = services.rds()
     if adapter.instance_exists(target):
         raise UnsafePrecondition(f"DB instance {target} already exists",
                                  "choose a new --target; the source is never overwritten")

@@ -38,7 +38,6 @@ from rollback.commands.db_common import (
     default_jobs,
     emergency_step,
     live_identity,
-    services_for,
 )
 from rollback.commands.db_guard import backups_before_migration
 from rollback.config import Config
@@ -56,7 +55,7 @@ __all__ = ["RestoreSteps", "plan_restore", "plan_swap"]
 def plan_restore(config: Config, backup_ref: str | None, *, swap: bool = False, in_place: bool = False,
                  skip_emergency_reason: str | None = None, jobs: int | None = None,
                  from_other_database: bool = False, before_migration: str | None = None,
-                 services: Services | None = None, wait_backup: bool = True) -> Plan:
+                 services: Services, wait_backup: bool = True) -> Plan:
     """Plan a restore of ``backup_ref``: verify, rights, emergency backup, restore beside, counts, swap;
     with ``swap``: verify, rights, restore beside, counts, swap, then the safety dump of the copy the
     swap kept (``wait_backup=False``: started in the background as a journaled run of its own).
@@ -70,7 +69,7 @@ def plan_restore(config: Config, backup_ref: str | None, *, swap: bool = False, 
     if not wait_backup and (not swap or skip_emergency_reason is not None):
         raise BadInput("--no-wait-backup goes with --swap (the safety dump is written after the swap) and "
                        "without --skip-emergency-backup", "rollback db restore BACKUP --swap --no-wait-backup")
-    db = services_for(config, services).database()
+    db = services.database()
     live = db.target.dbname
     identity = live_identity(db)
     if bool(backup_ref) == bool(before_migration):
@@ -179,8 +178,8 @@ def _standby_for(db: Database, manifest: Mapping[str, Any]) -> StandbyChoice:
     return choose_standby(db.databases_with_prefix(""), db.target.dbname, manifest, db.database_facts)
 
 
-def plan_swap(config: Config, restored: str, *, services: Services | None = None) -> Plan:
-    db = services_for(config, services).database()
+def plan_swap(config: Config, restored: str, *, services: Services) -> Plan:
+    db = services.database()
     live = db.target.dbname
     if restored == live:
         raise BadInput(f"{restored} is the live database", "name the restored database to swap in")

@@ -13,7 +13,7 @@ from typing import Any
 from rollback.actions import action
 from rollback.adapters.postgres import Database, db_errors
 from rollback.adapters.salvage import compare, copy_missing, summary
-from rollback.commands.db_common import DbSteps, default_jobs, emergency_step, services_for
+from rollback.commands.db_common import DbSteps, default_jobs, emergency_step
 from rollback.config import Config, Relation
 from rollback.context import Services
 from rollback.errors import BadInput, UnsafePrecondition
@@ -84,9 +84,9 @@ def salvage_report(db: Database, kept: str, tables: Any = None, *, apply: bool =
 
 def plan_salvage(config: Config, kept: str | None = None, *, tables: list[str] | None = None,
                  skip_emergency_reason: str | None = None, jobs: int | None = None,
-                 services: Services | None = None) -> Plan:
+                 services: Services) -> Plan:
     """Compare, emergency backup, copy the rows only in the kept copy (one transaction)."""
-    db = services_for(config, services).database()
+    db = services.database()
     name, mark = salvage_target(db, kept)
     live = db.target.dbname
     params: dict[str, Any] = {"kept": name, "tables": tables}
@@ -103,9 +103,9 @@ def plan_salvage(config: Config, kept: str | None = None, *, tables: list[str] |
 
 
 def salvage(config: Config, kept: str | None = None, *, tables: list[str] | None = None,
-            services: Services | None = None) -> dict[str, Any]:
+            services: Services) -> dict[str, Any]:
     """The read-only salvage report (``db salvage`` without ``--apply``)."""
-    db = services_for(config, services).database()
+    db = services.database()
     name, mark = salvage_target(db, kept)
     return {**salvage_report(db, name, tables, relations=config.env.database.relations), "set_aside_by": mark}
 

@@ -84,12 +84,9 @@ class StackHandlers(StepHandlers):
 
     source: HistorySource | None = None
 
-    def __post_init__(self) -> None:
-        if self.source is None:
-            self.source = self.services.existing("stack_source")
-
-
     def _source(self, mode: str) -> HistorySource:
+        if self.source is None:
+            self.source = self.services.existing("stack_source")  # the one injected, when it is of the mode
         if self.source is None or (mode == "cli") != isinstance(self.source, CliSource):
             self.source = offline_source(self.services) if mode == "offline" else cli_source(self.services)
         return self.source

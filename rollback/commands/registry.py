@@ -36,7 +36,7 @@ LAYER_HANDLERS: tuple[type[StepHandlers], ...] = (
     AppHandlers, RollingHandlers, SwitchHandlers, HealthHandlers, VerifyHandlers, WorldHandlers, EdgeHandlers,
     CdnHandlers, InvalidateHandlers, AssetsHandlers, StackHandlers, DbHandlers)
 
-__all__ = ["FAMILIES", "family_of", "handlers_for", "is_read_only"]
+__all__ = ["FAMILIES", "LAYER_HANDLERS", "family_of", "handler_objects", "handlers_for", "is_read_only"]
 
 
 class _Families(Mapping[str, tuple[str, ...]]):
@@ -89,25 +89,31 @@ def _builder(owner: type[StepHandlers]) -> type[StepHandlers]:
     return combining[0] if combining else owner
 
 
-def handlers_for(config: Config, actions: Iterable[str], services: Services | None = None) -> dict[str, StepHandler]:
-    """The handlers of ``actions`` (any mix of layers), keyed by action.
-
-    Only the classes the actions are declared in are built, each once, all with ``services`` (else the
-    environment's own, from ``config``): one Vercel client, one boto3 session, one database target for
-    the whole plan. An action no layer declares is bad input (exit 2): a plan from a newer version, or
-    edited by hand.
-    """
+def handler_objects(actions: Iterable[str], services: Services) -> dict[str, StepHandlers]:
+    """The handler class instance that runs each of ``actions``: each class built once, with ``services``.
+    An action no layer declares is bad input (exit 2): a plan from a newer version, or edited by hand."""
     wanted = list(dict.fromkeys(actions))
     unknown = [action for action in wanted if action not in DECLARED]
     if unknown:
         raise BadInput(f"no step handler for action(s) {', '.join(unknown)}",
                        f"known actions: {', '.join(sorted(DECLARED))}")
-    context = services if services is not None else Services(config)
-    built: dict[type[StepHandlers], dict[str, StepHandler]] = {}
-    chosen: dict[str, StepHandler] = {}
+    built: dict[type[StepHandlers], StepHandlers] = {}
     for action in wanted:
         cls = _builder(DECLARED[action].owner)
         if cls not in built:
-            built[cls] = cls(context).handlers()
-        chosen[action] = built[cls][action]
-    return chosen
+            built[cls] = cls(services)
+    return {action: built[_builder(DECLARED[action].owner)] for action in wanted}
+
+
+def handlers_for(config: Config, actions: Iterable[str], services: Services) -> dict[str, StepHandler]:
+    """The handlers of ``actions`` (any mix of layers), keyed by action.
+
+    Only the classes the actions are declared in are built, each once, all with ``services`` (the run's,
+    whose ``config`` is ``config``): one Vercel client, one boto3 session, one database target for the
+    whole plan.
+    """
+    objects = handler_objects(actions, services)
+    bound: dict[int, dict[str, StepHandler]] = {}
+    for obj in objects.values():
+        bound.setdefault(id(obj), obj.handlers())
+    return {action: bound[id(obj)][action] for action, obj in objects.items()}

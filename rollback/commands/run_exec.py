@@ -120,7 +120,7 @@ def _operator_options(planned: RunPlan) -> dict[str, str]:
 
 
 def open_incident(config: Config, planned: RunPlan | None, plan: Plan, *, ref: str | None, severity: str | None,
-                  detected_at: str | None, drill: bool, command: str,
+                  detected_at: str | None, drill: bool, command: str, services: Services,
                   say: Callable[[str], None] = _quiet) -> IncidentLog:
     """The incident this run attaches to: ``ref``, the open one, or a new one (a run without a decision
     opens one, and records the operator's choice of layers, ``command``, as its decision)."""
@@ -137,7 +137,7 @@ def open_incident(config: Config, planned: RunPlan | None, plan: Plan, *, ref: s
             why = incidents.superseded(stale, initiated) if stale is not None else None
             if why:
                 say(why)
-        alarms = None if detected_at else live_signals(config, alarms_only=True).alarms
+        alarms = None if detected_at else live_signals(config, alarms_only=True, services=services).alarms
         detection = incidents.detect(detected_at, alarms)
         deployment = {"id": facts.get("from"), "created": facts.get("from_created")} if facts.get("from") else None
         log, _ = incidents.ensure(config, None, detection=detection, drill=drill, deployment=deployment,
@@ -194,7 +194,7 @@ def execute_run(config: Config, plan: Plan, request: RunRequest, services: Servi
     shared = notifier is not None
     if start_journal is not None:
         log = open_incident(config, planned, plan, ref=request.incident, severity=request.severity,
-                            detected_at=detected_at, drill=drill, command=command, say=say)
+                            detected_at=detected_at, drill=drill, command=command, services=services, say=say)
         plan = _with_incident(plan, log.id)
         if notifier is None:
             notifier = Notifier.from_config(config, incident=log.id, drill=read_incident(log.path).drill, stderr=say)

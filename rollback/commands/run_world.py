@@ -101,7 +101,8 @@ class WorldHandlers(StepHandlers):
                 digest = file_sha256(backup_manifest_path(dump_dir))
                 if digest != db.get("manifest_sha256"):
                     found.append(f"backup {db['backup']}'s manifest changed")
-            if "failed_migrations" in db and sorted(failed_migrations(config)) != sorted(db["failed_migrations"]):
+            failed = sorted(failed_migrations(config, self.services)) if "failed_migrations" in db else None
+            if failed is not None and failed != sorted(db["failed_migrations"]):
                 found.append("the failed migrations changed")
         return found
 

@@ -119,7 +119,7 @@ def test_resolve_waits_for_prismas_advisory_lock(live_db: LiveDb) -> None:
     holder = psycopg.connect(live_db.url, autocommit=True)
     try:
         holder.execute("SELECT pg_advisory_lock(72707369)")
-        plan = commands.plan_resolve(config, rolled_back=FAILED, applied=None)
+        plan = commands.plan_resolve(config, rolled_back=FAILED, applied=None, services=Services(config))
         with pytest.raises(LockHeld):
             commands.run(config, plan, handlers=commands.DbHandlers(Services(config), lock_timeout=0.5))
         assert rows(live_db, FAILED)[0][2] is False

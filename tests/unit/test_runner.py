@@ -288,7 +288,7 @@ def test_handlers_for_builds_any_mix_of_layers(write_config: Any) -> None:
     assert set(built) == {"vercel.rollback", "vercel.wait_alias_job", "health.check", "edge.pin"}
     assert all(isinstance(h, StepHandler) for h in built.values())
     with pytest.raises(BadInput, match="no step handler for action"):
-        handlers_for(config, ["vercel.rollback", "teleport.now"])
+        handlers_for(config, ["vercel.rollback", "teleport.now"], Services(config))
 
 
 def test_no_handler_branches_on_dry_run() -> None:
