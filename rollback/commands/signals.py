@@ -288,10 +288,9 @@ def _cdn_clients(config: Config, services: Services, timeout: float
     """CloudFront's client and the assets bucket's versions: injected through ``services`` (``edge``,
     ``s3``), else short-timeout clients shared by the process (``make_client``), not the Services'
     own, whose 30 s reads and five attempts would outlast the decision's budget."""
-    given = services.given if services is not None else {}
-    edge = given.get("edge")
+    edge = services.given.get("edge")
     cloudfront = edge.cloudfront if edge is not None else make_client(timeout=timeout, service="cloudfront")
-    store = given.get("s3")
+    store = services.given.get("s3")
     return cloudfront, (store if store is not None else _AssetsVersions(config, timeout))
 
 

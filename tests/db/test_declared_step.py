@@ -7,25 +7,14 @@ it, so that no other test sees it."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
-import pytest
-
-from rollback.actions import DECLARED, action
+from rollback.actions import action
 from rollback.context import Services
 from rollback.plan import Plan, Step
 from rollback.runner import Check, StepContext, execute
 from tests.db.conftest import LiveDb
-
-
-@pytest.fixture
-def declarations() -> Iterator[None]:
-    before = dict(DECLARED)
-    yield
-    DECLARED.clear()
-    DECLARED.update(before)
 
 
 def test_a_read_only_step_declared_in_a_test_module_runs_in_the_db_restore(live_db: LiveDb,

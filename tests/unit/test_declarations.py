@@ -7,7 +7,6 @@ each test, so that no other test sees them)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -18,15 +17,6 @@ from rollback.commands.registry import FAMILIES, family_of, handlers_for, is_rea
 from rollback.context import Services
 from rollback.plan import LAYERS, SERVICE_LAYERS, Step, layer_of
 from rollback.runner import Check, StepContext
-
-
-@pytest.fixture
-def declarations() -> Iterator[None]:
-    """Declarations made by a test are forgotten after it."""
-    before = dict(DECLARED)
-    yield
-    DECLARED.clear()
-    DECLARED.update(before)
 
 
 def test_every_declared_action_is_in_its_layer_and_a_step_gets_that_layer() -> None:
