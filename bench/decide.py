@@ -82,6 +82,7 @@ def main() -> int:
 
     from rollback.commands.decide import Flags, run_decide
     from rollback.config import load_config
+    from rollback.context import Services
     from rollback.decide import Signal, decide
     from rollback.sandbox.aws import moto_environment, start_moto
     from rollback.sandbox.postgres import start_postgres
@@ -128,11 +129,12 @@ def main() -> int:
             decide(flags)
             pure.append(time.perf_counter() - started)
 
-        run_decide(config, Flags(), live=True, record=False)  # warm-up: imports, first connections
+        # a fresh Services each call, as a 'rollback decide' process builds one
+        run_decide(config, Flags(), services=Services(config), live=True, record=False)  # warm-up
         live, severities, sources = [], set(), 0
         for _ in range(args.runs):
             started = time.perf_counter()
-            result = run_decide(config, Flags(), live=True, record=False)
+            result = run_decide(config, Flags(), services=Services(config), live=True, record=False)
             live.append(time.perf_counter() - started)
             severities.add(result.decision.severity)
             sources = len(result.live.sources) if result.live is not None else 0

@@ -25,6 +25,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rollback.plan import SERVICE_LAYERS
+
 __all__ = [
     "CLOCK_SKEW",
     "LOOKBACK_MINUTES",
@@ -42,7 +44,7 @@ LOOKBACK_MINUTES = 60.0
 # A change stamped up to this long after detection still counts: the clocks of Vercel, AWS and the
 # database are not ours, and an alarm's state time trails the first bad datapoint.
 CLOCK_SKEW = dt.timedelta(minutes=1)
-_ORDER = ("app", "edge", "assets", "infra", "db")
+_ORDER = SERVICE_LAYERS
 
 
 @dataclass(frozen=True)

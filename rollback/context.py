@@ -17,7 +17,9 @@ when it is built, so ``rollback --help`` stays fast.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,24 +41,72 @@ if TYPE_CHECKING:
     from rollback.adapters.vercel import VercelClient
     from rollback.config import Config
 
-__all__ = ["EDGE_REGION", "Services"]
+__all__ = ["EDGE_REGION", "QUICK_TIMEOUT", "RunSettings", "Services"]
 
 # Lambda@Edge functions and CloudFront's API live in us-east-1, whatever the environment's region.
 EDGE_REGION = "us-east-1"
 
 
+def _pause(seconds: float) -> None:
+    from rollback.lock import pause  # imported on use: the lock module is not needed to build Services
+
+    pause(seconds)
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What the handlers read besides adapters: how long and how often they wait, and whom they tell.
+
+    ``sleep``: between two polls (default :func:`rollback.lock.pause`, which stops a wait whose team lease
+    was lost); ``clock``: the app layer's watches; ``edge_interval`` / ``invalidate_interval``: seconds
+    between CloudFront polls; ``poll_ramp``: poll CloudFront often at first, then every interval (``run``);
+    ``on_retry``: told about Vercel retries."""
+
+    sleep: Callable[[float], None] = _pause
+    clock: Callable[[], float] = time.monotonic
+    edge_interval: float = 15.0
+    invalidate_interval: float = 10.0
+    poll_ramp: bool = False
+    on_retry: Callable[[str], None] | None = None
+
+
+# The short-timeout profile (:meth:`Services.quick`): readers that must answer in seconds (signals, the
+# report's data-loss count, the standby listing) get clients that give up quickly instead of waiting for a
+# down server.
+QUICK_TIMEOUT = 3.0
+
+_ADAPTERS = ("vercel", "git", "aws", "edge", "cdn_snapshots", "s3", "rds", "secrets", "database", "pg_tools",
+             "cloudwatch", "stack_source", "stack_backend", "pulumi_stack")
+
+
 class Services:
     """The adapters of one environment, built on first use or injected by name.
 
-    Injected names (all optional): ``vercel``, ``git``, ``aws``, ``edge``, ``s3``, ``rds``, ``secrets``,
-    ``database``, ``pg_tools``, ``cloudwatch``, ``stack_source``; plus settings the handlers read
-    (``on_retry``, ``edge_interval``, ``invalidate_interval``, ``poll_ramp``, ``sleep``, ``clock``).
+    Injected adapters are keyword arguments (``vercel``, ``git``, ``aws``, ``edge``, ``cdn_snapshots``,
+    ``s3``, ``rds``, ``secrets``, ``database``, ``pg_tools``, ``cloudwatch``, ``stack_source``,
+    ``stack_backend``, ``pulumi_stack``): any other name is refused (a typo would otherwise build the real
+    adapter). ``settings`` (:class:`RunSettings`) holds what is not an adapter. ``quick``: seconds, the
+    short-timeout profile (:meth:`quick`).
     """
 
-    def __init__(self, config: Config, given: Mapping[str, Any] | None = None, **overrides: Any) -> None:
+    def __init__(self, config: Config, *, vercel: VercelClient | None = None, git: GitRepo | None = None,
+                 aws: AwsClients | None = None, edge: EdgeAdapter | None = None,
+                 cdn_snapshots: S3SnapshotStore | None = None, s3: S3Versions | None = None,
+                 rds: RdsAdapter | None = None, secrets: SecretsAdapter | None = None,
+                 database: Database | None = None, pg_tools: PgTools | None = None,
+                 cloudwatch: CloudWatch | None = None, stack_source: HistorySource | None = None,
+                 stack_backend: BackendSource | None = None, pulumi_stack: PulumiStack | None = None,
+                 settings: RunSettings | None = None, quick: float | None = None) -> None:
         self.config = config
-        self.given: dict[str, Any] = {**dict(given or {}), **overrides}
+        self.settings = settings or RunSettings()
+        self.quick_timeout = quick
+        given = {"vercel": vercel, "git": git, "aws": aws, "edge": edge, "cdn_snapshots": cdn_snapshots, "s3": s3,
+                 "rds": rds, "secrets": secrets, "database": database, "pg_tools": pg_tools,
+                 "cloudwatch": cloudwatch, "stack_source": stack_source, "stack_backend": stack_backend,
+                 "pulumi_stack": pulumi_stack}
+        self.given: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
         self._built: dict[str, Any] = {}
+        self._quick: dict[float, Services] = {}
 
     # -------------------------------------------------------------------------------- plumbing
     def _get(self, name: str, build: Callable[[], Any]) -> Any:
@@ -66,14 +116,32 @@ class Services:
             self._built[name] = build()
         return self._built[name]
 
-    def setting(self, name: str, default: Any = None) -> Any:
-        """A non-adapter value handed in by the caller (poll intervals, a test clock)."""
-        value = self.given.get(name)
-        return default if value is None else value
+    def existing(self, name: str) -> Any:
+        """The adapter injected as ``name`` or built so far (``None``: none yet)."""
+        if name not in _ADAPTERS:
+            raise TypeError(f"Services has no adapter {name!r} (one of {', '.join(_ADAPTERS)})")
+        return self.given.get(name, self._built.get(name))
 
-    def built(self) -> dict[str, Any]:
-        """Everything injected or built so far (what a later phase of the same run reuses)."""
-        return {**self.given, **self._built}
+    def with_settings(self, settings: RunSettings) -> Services:
+        """The same adapters (those injected and those built so far, shared) with other settings: a later
+        phase of one run (its execution after its planning) reuses what the planning opened."""
+        other = Services(self.config, settings=settings, quick=self.quick_timeout)
+        other.given = self.given
+        other._built = self._built
+        return other
+
+    def quick(self, timeout: float = QUICK_TIMEOUT) -> Services:
+        """The short-timeout profile of this environment: the database opened with a ``timeout`` connect
+        timeout and CloudWatch on a client that gives up after ``timeout`` seconds, for readers that must
+        not stall (signals, the report, the standby listing). Injected adapters are shared; built ones are
+        not (their timeouts differ)."""
+        if self.quick_timeout == timeout:
+            return self
+        if timeout not in self._quick:
+            other = Services(self.config, settings=self.settings, quick=timeout)
+            other.given = self.given
+            self._quick[timeout] = other
+        return self._quick[timeout]
 
     # -------------------------------------------------------------------------------- Vercel
     def vercel(self) -> VercelClient:
@@ -88,9 +156,8 @@ class Services:
             # pause: a rollback or promote re-sent after a 429/5xx (inside the step's act, up to 30 s later)
             # is not sent once the team lease is lost meanwhile
             client = VercelClient(http, team=settings.team, max_body=self.config.max_body, sleep=pause)
-            on_retry = self.given.get("on_retry")
-            if on_retry is not None:
-                client.on_retry = on_retry
+            if self.settings.on_retry is not None:
+                client.on_retry = self.settings.on_retry
             return client
 
         client: VercelClient = self._get("vercel", build)
@@ -134,7 +201,7 @@ class Services:
     def cdn_snapshots(self) -> S3SnapshotStore | None:
         """Where distribution snapshots are shared (``config.cdn_snapshots_url``); ``None``: nowhere."""
         url = self.config.cdn_snapshots_url
-        if url is None and self.given.get("cdn_snapshots") is None:
+        if url is None and "cdn_snapshots" not in self.given:
             return None
 
         def build() -> S3SnapshotStore:
@@ -185,13 +252,13 @@ class Services:
         adapter: SecretsAdapter = self._get("secrets", build)
         return adapter
 
-    def cloudwatch(self, *, timeout: float = 5.0) -> CloudWatch:
+    def cloudwatch(self) -> CloudWatch:
         """CloudWatch alarms and metrics, on a client with short timeouts (signals must not stall)."""
 
         def build() -> CloudWatch:
             from rollback.adapters.cloudwatch import CloudWatch, make_client
 
-            return CloudWatch(make_client(timeout=timeout))
+            return CloudWatch(make_client(timeout=self.quick_timeout or 5.0))
 
         adapter: CloudWatch = self._get("cloudwatch", build)
         return adapter
@@ -224,7 +291,10 @@ class Services:
         def build() -> Database:
             from rollback.adapters.postgres import Database
 
-            return Database(self.database_target())
+            target = self.database_target()
+            if self.quick_timeout is None:
+                return Database(target)
+            return Database(target, connect_timeout=max(1, round(self.quick_timeout)))
 
         db: Database = self._get("database", build)
         return db
@@ -241,8 +311,7 @@ class Services:
         tools: PgTools = self._get("pg_tools", build)
         return tools
 
-    # ---- stack (shape-infra)
-    # Injected names here: ``stack_source`` (any HistorySource), ``stack_backend``, ``pulumi_stack``.
+    # -------------------------------------------------------------------------------- Pulumi stack
     def stack_backend(self) -> BackendSource | None:
         """The stack's self-managed backend (``file://``, ``s3://``) read directly, or ``None`` when
         ``pulumi.backend_url`` (or ``$PULUMI_BACKEND_URL``) is not one."""
@@ -263,7 +332,7 @@ class Services:
         self-managed, else the CLI); an injected ``stack_source`` answers every ``via``."""
         from rollback.adapters.stack_history import select_source
 
-        if self.given.get("stack_source") is not None:
+        if "stack_source" in self.given:
             given: HistorySource = self.given["stack_source"]
             return given
         source: HistorySource = self._get(f"stack_source.{via}", lambda: select_source(

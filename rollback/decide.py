@@ -75,6 +75,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rollback.plan import SERVICE_LAYERS as LAYERS  # the order ``rollback run`` restores them in
+
 __all__ = [
     "ACTIONS",
     "ALARM_CRITERIA",
@@ -97,7 +99,6 @@ __all__ = [
 ]
 
 SEVERITIES = ("P0", "P1", "P2", "P3")
-LAYERS = ("app", "edge", "assets", "infra", "db")  # the order ``rollback run`` restores them in
 CHANGED = "@changed"  # in a rule's layers: the layers the bad change touched (default: app)
 
 # The runbook's action and timeline per severity.

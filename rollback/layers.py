@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rollback.errors import BadInput
+from rollback.plan import SERVICE_LAYERS as LAYERS
 
 __all__ = [
     "LAYERS",
@@ -41,7 +42,6 @@ __all__ = [
     "schema_skew",
 ]
 
-LAYERS = ("app", "edge", "assets", "infra", "db")
 RUN_ORDER = ("db-backup", "app", "edge", "assets", "infra", "db", "verify")
 
 

@@ -13,6 +13,9 @@ table, serialises to JSON and reads well in the journal. ``Plan.from_dict`` and
 Every step belongs to a *layer* (:data:`LAYERS`): the app on Vercel, the edge,
 the assets bucket, the Pulumi stack, the database, a verification, or the core
 (anything else). A step built without one gets it from its action's prefix.
+The layer names are defined here and nowhere else: :data:`SERVICE_LAYERS` are the
+ones a rollback restores (``--layers``, ``decide``, the drill), in the order
+``rollback run`` restores them.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from typing import Any
 
 from rollback.errors import BadInput
 
-__all__ = ["LAYERS", "Plan", "Step", "finished_word", "is_wait", "layer_of"]
+__all__ = ["LAYERS", "SERVICE_LAYERS", "Plan", "Step", "finished_word", "is_wait", "layer_of"]
 
-LAYERS = ("app", "edge", "assets", "infra", "db", "verify", "core")
+SERVICE_LAYERS = ("app", "edge", "assets", "infra", "db")  # what a rollback restores, in run order
+LAYERS = (*SERVICE_LAYERS, "verify", "core")  # a step's layer
 
 # action prefix -> layer, for steps built without an explicit layer
 _LAYER_OF_PREFIX = {

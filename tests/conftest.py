@@ -115,6 +115,18 @@ def write_config(tmp_path: Path) -> Callable[..., Path]:
     return write
 
 
+@pytest.fixture
+def declarations() -> Iterator[None]:
+    """Step actions a test declares (``rollback.actions.action``) are forgotten after it: no other test of
+    this process sees them in the registry."""
+    from rollback.actions import DECLARED
+
+    before = dict(DECLARED)
+    yield
+    DECLARED.clear()
+    DECLARED.update(before)
+
+
 @pytest.fixture(params=[True, False], ids=["journal-redacts", "journal-does-not-redact"])
 def journal_redaction(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
     """Run an end-to-end secrets test twice: with the journal's own redaction, and with it

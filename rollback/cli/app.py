@@ -23,7 +23,7 @@ from rollback.cli.support import (
     say,
     yes_option,
 )
-from rollback.context import Services
+from rollback.context import RunSettings, Services
 
 if TYPE_CHECKING:
     from rollback.commands.app import AppPlan
@@ -79,7 +79,7 @@ def status_command(app_ctx: AppContext, limit: int) -> None:
     from rollback.commands import app as commands
 
     config = app_ctx.config()
-    client = Services(config, on_retry=say).vercel()
+    client = Services(config, settings=RunSettings(on_retry=say)).vercel()
     result = commands.status(config, client, limit=limit)
 
     def human() -> None:
@@ -207,10 +207,11 @@ def rollback_command(app_ctx: AppContext, to: str | None, reason: str | None, pa
     from rollback.commands import app as commands
 
     config = app_ctx.config()
-    client = Services(config, on_retry=say).vercel()
+    services = Services(config, settings=RunSettings(on_retry=say))
+    client = services.vercel()
     planned = commands.plan_rollback(config, client, to=to, reason=reason, timeout=timeout, verify=not no_verify,
                                      past_rolling_release=past_rolling_release, yes_old_database=yes_old_database)
-    _run_change(app_ctx, planned, commands.handlers(config=config, client=lambda: client), dry_run=dry_run,
+    _run_change(app_ctx, planned, commands.handlers(services), dry_run=dry_run,
                 yes=yes, action="roll back production", human=_alias_human("rollback"))
 
 
@@ -234,9 +235,10 @@ def undo_command(app_ctx: AppContext, timeout: float, no_verify: bool, dry_run: 
     from rollback.commands import app as commands
 
     config = app_ctx.config()
-    client = Services(config, on_retry=say).vercel()
+    services = Services(config, settings=RunSettings(on_retry=say))
+    client = services.vercel()
     planned = commands.plan_undo(config, client, timeout=timeout, verify=not no_verify)
-    _run_change(app_ctx, planned, commands.handlers(config=config, client=lambda: client), dry_run=dry_run,
+    _run_change(app_ctx, planned, commands.handlers(services), dry_run=dry_run,
                 yes=yes, action="undo the rollback", human=_alias_human("undo"))
 
 
@@ -260,9 +262,10 @@ def promote_command(app_ctx: AppContext, deployment: str, timeout: float, no_ver
     from rollback.commands import app as commands
 
     config = app_ctx.config()
-    client = Services(config, on_retry=say).vercel()
+    services = Services(config, settings=RunSettings(on_retry=say))
+    client = services.vercel()
     planned = commands.plan_promote(config, client, deployment, timeout=timeout, verify=not no_verify)
-    _run_change(app_ctx, planned, commands.handlers(config=config, client=lambda: client), dry_run=dry_run,
+    _run_change(app_ctx, planned, commands.handlers(services), dry_run=dry_run,
                 yes=yes, action="promote a deployment", human=_alias_human("promote"))
 
 
@@ -295,7 +298,7 @@ def revert_command(app_ctx: AppContext, commit: str, push: bool, remote: str, br
     from rollback.commands import app as commands
 
     config = app_ctx.config()
-    services = Services(config, on_retry=say)
+    services = Services(config, settings=RunSettings(on_retry=say))
     git_repo = services.git(Path(repo))
     client = None
     project = None
@@ -324,6 +327,5 @@ def revert_command(app_ctx: AppContext, commit: str, push: bool, remote: str, br
         if "health" in results:
             echo(f"health: {len(results['health'].get('checks', []))} check(s) passed")
 
-    factory = (lambda: client) if client is not None else None
-    _run_change(app_ctx, planned, commands.handlers(config=config, client=factory, repo=git_repo), dry_run=dry_run,
+    _run_change(app_ctx, planned, commands.handlers(services), dry_run=dry_run,
                 yes=yes, action="push a revert", human=human, needs_confirm=push)

@@ -41,7 +41,7 @@ def _apply(app: AppContext, plan: Plan, *, dry_run: bool, yes: bool, action: str
            confirm_always: bool = False, services: Services) -> ExecutionResult:
     from rollback.commands import db as commands
 
-    chosen = handlers or commands.DbHandlers(services.config, services=services)
+    chosen = handlers or commands.DbHandlers(services)
     return run_plan(app, plan, chosen.handlers(), dry_run=dry_run, yes=yes, action=action,
                     confirm_first=plan.is_destructive or confirm_always)
 
@@ -118,7 +118,7 @@ def backup_command(app: AppContext, out: Path | None, stage: bool, jobs: int | N
     plan = commands.plan_backup(config, out=out, jobs=jobs, stage=stage, services=services)
     # Not confirmed: a backup changes nothing, and with --stage the only drops are standbys beyond
     # database.keep_standbys (copies of backups, which the setting says not to keep).
-    outcome = run_plan(app, plan, commands.DbHandlers(config, services=services).handlers(), dry_run=False, yes=True,
+    outcome = run_plan(app, plan, commands.DbHandlers(services).handlers(), dry_run=False, yes=True,
                        action="take a backup", confirm_first=False)
     result = dict(outcome.result_of("backup"))
     manifest = result.pop("manifest")
@@ -536,7 +536,7 @@ def guard_command(app: AppContext, snapshot: bool, stage: bool, instance: str | 
     config = services.config
     plan = plan_guard(config, list(command), snapshot=snapshot, stage=stage, instance=instance, jobs=jobs,
                       services=services)
-    handlers = commands.DbHandlers(config, guard_stdout_to_stderr=app.json, services=services)
+    handlers = commands.DbHandlers(services, guard_stdout_to_stderr=app.json)
     # A failing command fails the 'outcome' step with the command's exit status (the error names the backup).
     outcome = run_plan(app, plan, handlers.handlers(), dry_run=False, yes=True, action="guard the command",
                        confirm_first=False)

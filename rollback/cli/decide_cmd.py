@@ -110,10 +110,13 @@ def decide(app: AppContext, flags: Flags, live: bool, changed: tuple[str, ...],
     """
     from rollback.changes import changed_layers
     from rollback.commands.decide import run_decide
+    from rollback.context import Services
 
-    result = run_decide(app.config(), flags, live=live, changed=changed or None, remove_commit=remove_commit,
-                        record=not no_incident, incident=incident_ref, detected_at=detected_at,
-                        deployed_at=deployed_at, drill=drill, lookback=lookback, status=live and not app.json)
+    config = app.config()
+    result = run_decide(config, flags, services=Services(config), live=live, changed=changed or None,
+                        remove_commit=remove_commit, record=not no_incident, incident=incident_ref,
+                        detected_at=detected_at, deployed_at=deployed_at, drill=drill, lookback=lookback,
+                        status=live and not app.json)
     decision = result.decision
 
     def human() -> None:

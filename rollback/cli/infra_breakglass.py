@@ -127,7 +127,7 @@ def assets(app: AppContext, key: str | None, prefix: str | None, to_version: str
     store = services.s3()
     planned = commands.plan_assets(config, store, bucket=resources.bucket, key=key, prefix=prefix,
                                    to_version=to_version, before=moment, undelete=undelete, keep_new=keep_new)
-    outcome = _run(app, planned.plan, commands.AssetsHandlers(store).handlers(), dry_run=dry_run, yes=yes,
+    outcome = _run(app, planned.plan, commands.AssetsHandlers(services).handlers(), dry_run=dry_run, yes=yes,
                    action=f"restore {len(planned.plan.steps)} key(s) in s3://{resources.bucket}",
                    details={"layer": "infra", "verb": "assets", "bucket": resources.bucket})
     changed = len(planned.plan.steps)
@@ -177,7 +177,7 @@ def invalidate(app: AppContext, paths: tuple[str, ...], wait: bool, timeout: flo
     split = [p for item in (paths or ("/*",)) for p in item.split()]
     plan = commands.plan_invalidate(config, distribution_id=resources.distribution, paths=split, wait=wait,
                                     timeout=timeout)
-    outcome = _run(app, plan, commands.InvalidateHandlers(services.edge(), interval=poll_interval).handlers(),
+    outcome = _run(app, plan, commands.InvalidateHandlers(services, interval=poll_interval).handlers(),
                    dry_run=dry_run, yes=True, action="invalidate",
                    details={"layer": "infra", "verb": "invalidate", "distribution": resources.distribution})
     created = outcome.result_of("invalidate")

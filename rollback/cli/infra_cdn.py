@@ -59,7 +59,7 @@ def snapshot_command(app: AppContext, distribution: str | None, reason: str) -> 
     services = Services(app.config())
     distribution_id = _distribution(services, distribution)
     plan = commands.plan_snapshot(services.config, distribution_id, reason)
-    outcome = run_plan(app, plan, commands.cdn_handlers(services.edge(), 15.0, services.cdn_snapshots()),
+    outcome = run_plan(app, plan, commands.cdn_handlers(services, 15.0),
                        dry_run=False, yes=True,
                        action="snapshot the distribution", confirm_first=False,
                        details={"layer": "infra", "verb": "cdn snapshot", "distribution": distribution_id})
@@ -106,7 +106,7 @@ def _run(app: AppContext, planned: Any, services: Services, *, dry_run: bool, ye
     from rollback.cli.support import run_plan
     from rollback.commands import infra_cdn as commands
 
-    outcome = run_plan(app, planned.plan, commands.cdn_handlers(services.edge(), interval, services.cdn_snapshots()),
+    outcome = run_plan(app, planned.plan, commands.cdn_handlers(services, interval),
                        dry_run=dry_run, yes=yes, action=action,
                        details={"layer": "infra", "verb": verb, "distribution": planned.distribution_id})
     document = commands.cdn_document(planned, outcome)

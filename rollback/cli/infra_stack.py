@@ -319,7 +319,7 @@ def config_restore_command(app: AppContext, backup: Path, yes: bool, dry_run: bo
     config = app.config()
     meta = commands.check_config_backup(config, backup)  # refuse a stray file before asking
     plan = commands.config_restore_plan(config, backup)
-    handlers = commands.StackHandlers(config, services=Services(config)).handlers()
+    handlers = commands.StackHandlers(Services(config)).handlers()
     result = run_plan(app, plan, handlers, dry_run=dry_run, yes=yes,
                       action="overwrite the stack config", confirm_first=True,
                       prompt=f"Overwrite {meta['path']} with the copy saved in {backup.name}?")

@@ -181,7 +181,7 @@ def run(app: AppContext, layer_values: tuple[str, ...], target_values: tuple[str
     else:
         request = _request(app, config, layer_values, target_values, severity, incident_ref, flags, live,
                            detected_at, drill, dry_run, accept_schema_skew, accept_mismatch, switch_database,
-                           no_verify, poll_interval)
+                           no_verify, poll_interval, services=services)
         severity = request.severity
         planned = commands.plan_run(config, request, services)
         plan = planned.plan
@@ -202,7 +202,7 @@ def run(app: AppContext, layer_values: tuple[str, ...], target_values: tuple[str
 def _request(app: AppContext, config: Config, layer_values: tuple[str, ...], target_values: tuple[str, ...],
              severity: str | None, incident_ref: str | None, flags: Any, live: bool, detected_at: str | None,
              drill: bool, dry_run: bool, accept_schema_skew: bool, accept_mismatch: bool, switch_database: bool,
-             no_verify: bool, poll: float) -> RunRequest:
+             no_verify: bool, poll: float, *, services: Services) -> RunRequest:
     """The run's layers and targets: ``--layers``, else the open incident's decision, else decide now."""
     from rollback.commands import incident as incidents
     from rollback.commands.decide import run_decide
@@ -222,8 +222,8 @@ def _request(app: AppContext, config: Config, layer_values: tuple[str, ...], tar
         log = incidents.attach(config, incident_ref)
         decision = _decision_of(log)
         if not decision.get("layers") and (flags.any() or live):
-            result = run_decide(config, flags, live=live, record=not dry_run, incident=incident_ref,
-                                detected_at=detected_at, drill=drill)
+            result = run_decide(config, flags, services=services, live=live, record=not dry_run,
+                                incident=incident_ref, detected_at=detected_at, drill=drill)
             made: Decision = result.decision
             if made.severity is None or not made.layers:
                 raise BadInput(f"decide: {made.action}", "nothing to roll back; see 'rollback decide' for the signals")

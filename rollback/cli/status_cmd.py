@@ -32,8 +32,10 @@ def status(app: AppContext) -> None:
     healthy cannot be said; 2 bad input; 3 a section is BAD.
     """
     from rollback.commands.status import read_status
+    from rollback.context import Services
 
-    report = read_status(app.config())
+    config = app.config()
+    report = read_status(config, services=Services(config))
 
     def human() -> None:
         for line in report.lines():

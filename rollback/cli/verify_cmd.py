@@ -44,8 +44,12 @@ def verify(app: AppContext, baseline: str | None, expect_version: str | None, wa
     Exit codes: 0 every measured item passes, 2 bad input, 3 an item failed.
     """
     from rollback.commands import verify as commands
-    result = commands.verify(app.config(), baseline=baseline, expect_version=expect_version, strict=strict,
-                             wait=wait, interval=max(1.0, interval), progress=say, incident=incident_ref)
+    from rollback.context import Services
+
+    config = app.config()
+    result = commands.verify(config, services=Services(config), baseline=baseline, expect_version=expect_version,
+                             strict=strict, wait=wait, interval=max(1.0, interval), progress=say,
+                             incident=incident_ref)
     document = result.document
     summary = document["summary"]
     if not result.ok:

@@ -177,6 +177,7 @@ def watch(app: AppContext, period: float, interval: float, auto: str, no_abort_c
     from rollback.cli.support import plan_progress
     from rollback.commands.drill_runner import signals_interrupt
     from rollback.commands.watch import WatchHooks, WatchOptions, run_watch
+    from rollback.context import Services
     from rollback.units import parse_time
     from rollback.watch import parse_auto
 
@@ -187,7 +188,8 @@ def watch(app: AppContext, period: float, interval: float, auto: str, no_abort_c
                            deployed_at=parse_time(deployed_at, option="--deployed-at") if deployed_at else None)
     options.check()
     lines = _Lines(live=not app.json and sys.stderr.isatty())
-    hooks = WatchHooks.real(config, options, line=lines.reading, say=lines.say, start_journal=app.start_journal,
+    hooks = WatchHooks.real(Services(config), options, line=lines.reading, say=lines.say,
+                            start_journal=app.start_journal,
                             display=lambda plan: plan_progress(app, plan, dry_run=False),
                             command="rollback " + " ".join(app.argv))
     # SIGTERM and SIGHUP stop the watch as Ctrl-C does (between readings; a rollback under way is stopped

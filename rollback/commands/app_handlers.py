@@ -4,12 +4,12 @@ the deploy watch; and :func:`apply`, which runs an app plan with them.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rollback.actions import StepHandlers, action
 from rollback.adapters.git import GitRepo
 from rollback.adapters.vercel import AliasRequest, is_transient, request_took
 from rollback.commands.app_health import HealthHandlers
@@ -20,15 +20,13 @@ from rollback.errors import (
     OperationFailed,
     VercelError,
 )
-from rollback.lock import pause
 from rollback.plan import Step
-from rollback.runner import Check, ExecutionResult, Run, StepContext, StepHandler, as_observer, handler
+from rollback.runner import Check, ExecutionResult, Run, StepContext, StepHandler, as_observer
 from rollback.units import format_duration
 
 if TYPE_CHECKING:
     from rollback.adapters.vercel import Project, VercelClient
     from rollback.commands.app import AppPlan  # app.py re-exports this module's names
-    from rollback.config import Config
     from rollback.journal import Journal
 
 
@@ -75,45 +73,28 @@ def next_poll_gap(elapsed: float, previous: float) -> float:
 
 
 @dataclass
-class AppHandlers:
+class AppHandlers(StepHandlers):
     """The app layer's step handlers (Vercel alias jobs, git revert and push, the deploy watch)
-    and the adapters they use. ``client`` is a factory called on first use, so a git-only plan
-    never needs a Vercel token. Each handler reads only its step's params and earlier results."""
+    and the adapters they use. The Vercel client is built on first use, so a git-only plan never
+    needs a Vercel token. Each handler reads only its step's params and earlier results."""
 
-    config: Config | None = None
-    client_factory: Callable[[], VercelClient] | None = None
-    repo: GitRepo | None = None
-    sleep: Callable[[float], None] = pause  # time.sleep that stops a watch whose team lease was lost
-    clock: Callable[[], float] = time.monotonic
-    _client: VercelClient | None = field(default=None, init=False, repr=False)
+    layer = "app"
+
+    _repo: GitRepo | None = field(default=None, init=False, repr=False)
 
     def client(self) -> VercelClient:
-        if self._client is None:
-            if self.client_factory is not None:
-                self._client = self.client_factory()
-            else:
-                assert self.config is not None, "AppHandlers needs a config or a client factory"
-                self._client = Services(self.config).vercel()
-        return self._client
+        return self.services.vercel()
 
     def git(self, step: Step) -> GitRepo:
-        """The injected repository, else the one the step names (``params["repo"]``)."""
-        if self.repo is None:
+        """The injected repository (``Services(git=...)``), else the one the step names (``params["repo"]``)."""
+        if self._repo is None:
+            self._repo = self.services.existing("git")
+        if self._repo is None:
             if not step.params.get("repo"):
                 raise BadInput(f"step {step.id} does not name its git work tree", "plan it again")
-            self.repo = GitRepo(Path(str(step.params["repo"])))
-        return self.repo
+            self._repo = GitRepo(Path(str(step.params["repo"])))
+        return self._repo
 
-    def handlers(self) -> dict[str, StepHandler]:
-        return {
-            "vercel.rollback": handler(self.request, self.check_request),
-            "vercel.promote": handler(self.request, self.check_request),
-            "vercel.wait_alias_job": handler(self.wait_alias_job, self.check_alias_job),
-            "git.revert": handler(self.revert, self.check_revert),
-            "git.push": handler(self.push, self.check_push),
-            "vercel.wait_deploy": handler(self.wait_deploy, self.check_deploy),
-            **RollingHandlers(self.client, sleep=self.sleep, clock=self.clock).handlers(),
-        }
 
     # ---------------------------------------------------------- rollback / promote
     @staticmethod
@@ -145,6 +126,8 @@ class AppHandlers:
         # In a fresh run the planning read the project a moment ago and refused an alias job in flight.
         return Check(False, {**base, "would_send": f"POST {path}"}, f"POST {path}")
 
+    @action("vercel.rollback", check="check_request")
+    @action("vercel.promote", check="check_request")
     def request(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         p = step.params
         kind = step.action.split(".", 1)[1]
@@ -190,6 +173,7 @@ class AppHandlers:
             client.request_promote(project_id, to_id, before=failed)
         return failed
 
+    @action("vercel.wait_alias_job", check="check_alias_job", read_only=True)
     def wait_alias_job(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         """Poll ``lastAliasRequest`` until the job of the request this plan sent ends. Resumed after
         that job failed, the request is sent once more (its step finished: the POST went out), and
@@ -254,6 +238,7 @@ class AppHandlers:
             return Check(True, dict(earlier), would)
         return Check(False, {"would_run": would, "commits": step.params["commits"]}, would)
 
+    @action("git.revert", check="check_revert")
     def revert(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         repo = self.git(step)
         repo.require_clean()
@@ -270,6 +255,7 @@ class AppHandlers:
             return Check(True, dict(earlier), would)
         return Check(False, {"would_run": would}, would)
 
+    @action("git.push", check="check_push")
     def push(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         remote, branch = str(step.params["remote"]), str(step.params["branch"])
         repo = self.git(step)
@@ -285,6 +271,7 @@ class AppHandlers:
             return Check(True, dict(earlier), would)
         return Check(False, {"would_wait": would}, would)
 
+    @action("vercel.wait_deploy", check="check_deploy", read_only=True)
     def wait_deploy(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         timeout = float(step.params["timeout"])
         sha = _revert_head(step, ctx)
@@ -359,12 +346,10 @@ def _revert_head(step: Step, ctx: StepContext) -> str | None:
 
 
 
-def handlers(*, config: Config | None = None, client: Callable[[], VercelClient] | None = None,
-             repo: GitRepo | None = None, sleep: Callable[[float], None] = pause,
-             clock: Callable[[], float] = time.monotonic) -> dict[str, StepHandler]:
+def handlers(services: Services) -> dict[str, StepHandler]:
     """This layer's step handlers and the health check's (see :class:`AppHandlers`)."""
-    app = AppHandlers(config=config, client_factory=client, repo=repo, sleep=sleep, clock=clock)
-    return {**app.handlers(), **HealthHandlers(sleep=sleep, clock=clock).handlers()}
+    return {**AppHandlers(services).handlers(), **RollingHandlers(services).handlers(),
+            **HealthHandlers(services).handlers()}
 
 
 def result_document(planned: AppPlan, outcome: ExecutionResult) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rollback.actions import StepHandlers, action
 from rollback.adapters.health import HealthChecker, make_health_client
 from rollback.adapters.http import DEFAULT_MAX_BODY
 from rollback.config import HealthSettings
@@ -17,7 +18,7 @@ from rollback.errors import (
 )
 from rollback.lock import pause
 from rollback.plan import Step
-from rollback.runner import Check, StepContext, StepHandler, handler
+from rollback.runner import Check, StepContext
 
 if TYPE_CHECKING:
     from rollback.adapters.health import CheckResult
@@ -72,15 +73,12 @@ def _expected_version(step: Step, ctx: StepContext) -> str | None:
 
 
 @dataclass
-class HealthHandlers:
+class HealthHandlers(StepHandlers):
     """The ``health.check`` step: GET the configured paths (and the version endpoint), retried for a
     short settle window; a failed check fails the step with exit 3, listing every check."""
 
-    sleep: Callable[[float], None] = pause
-    clock: Callable[[], float] = time.monotonic
+    layer = "verify"
 
-    def handlers(self) -> dict[str, StepHandler]:
-        return {"health.check": handler(self.run, self.check)}
 
     def check(self, step: Step, ctx: StepContext) -> Check:
         earlier = ctx.earlier.get(step.id)
@@ -88,6 +86,7 @@ class HealthHandlers:
             return Check(True, dict(earlier), f"check {step.params['base_url']}")
         return Check(False, {"would_check": step.params["base_url"]}, f"check {step.params['base_url']}")
 
+    @action("health.check", check="check", read_only=True)
     def run(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         results = check_health(_health_settings(step.params), expected_version=_expected_version(step, ctx),
                                sleep=self.sleep, clock=self.clock,

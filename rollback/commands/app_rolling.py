@@ -18,15 +18,14 @@ unless asked (``past_rolling_release``), and then aborts first.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rollback.actions import StepHandlers, action
 from rollback.adapters.vercel import AliasRequest, RollingRelease, is_transient, request_took
 from rollback.errors import BadInput, OperationFailed, VercelError
 from rollback.plan import Step
-from rollback.runner import Check, StepContext, StepHandler, handler
+from rollback.runner import Check, StepContext
 from rollback.units import format_duration
 
 if TYPE_CHECKING:
@@ -130,16 +129,14 @@ POLL_MAX_INTERVAL = 1.0
 
 
 @dataclass
-class RollingHandlers:
-    """``vercel.abort_rolling_release`` and ``vercel.wait_abort``. ``client`` is called on first use."""
+class RollingHandlers(StepHandlers):
+    """``vercel.abort_rolling_release`` and ``vercel.wait_abort``. The Vercel client is built on first use."""
 
-    client: Callable[[], VercelClient]
-    sleep: Callable[[float], None] = time.sleep
-    clock: Callable[[], float] = time.monotonic
+    layer = "app"
 
-    def handlers(self) -> dict[str, StepHandler]:
-        return {"vercel.abort_rolling_release": handler(self.abort, self.check_abort),
-                "vercel.wait_abort": handler(self.wait_abort, self.check_aborted)}
+    def client(self) -> VercelClient:
+        return self.services.vercel()
+
 
     @staticmethod
     def _base(step: Step) -> dict[str, Any]:
@@ -182,6 +179,7 @@ class RollingHandlers:
         # In a fresh run the planning read the release a moment ago: active, with this canary.
         return Check(False, {**base, "would_send": f"POST {path} {{}}"}, f"POST {path} {{}}")
 
+    @action("vercel.abort_rolling_release", check="check_abort")
     def abort(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         p = step.params
         change = self.client().abort_rolling_release(str(p["project_id"]), str(p["canary_deployment_id"]),
@@ -204,6 +202,7 @@ class RollingHandlers:
                                     "production": project.production_deployment_id, "seconds": 0.0}, would)
         return Check(False, {"would_poll": would}, would)
 
+    @action("vercel.wait_abort", check="check_aborted", read_only=True)
     def wait_abort(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         """Poll until the release reads ABORTED, the base serves production and the rollback job Vercel
         started for the abort has ended; a job whose aliases failed, a release completed instead, or

@@ -35,12 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from rollback import backups
+from rollback.actions import StepHandlers, actions_of, creating_actions
 from rollback.adapters.pg_restore import SPLIT_MIN_ROWS, restore_archive
-from rollback.adapters.postgres import Target
 from rollback.backups import SourceIdentity, list_backups, verify_backup
 from rollback.commands import db_rpo
 from rollback.commands.db_backup import (
-    COPY_ACTIONS,
     BackupSteps,
     plan_backup,
     plan_prune,
@@ -57,7 +56,6 @@ from rollback.commands.db_common import (
     emergency_step,
     live_identity,
     migrations_dir,
-    services_for,
 )
 from rollback.commands.db_guard import GuardSteps
 from rollback.commands.db_migrations import MigrationSteps, migrations, plan_down, plan_resolve, verify
@@ -68,7 +66,7 @@ from rollback.config import Config
 from rollback.context import Services
 from rollback.journal import Journal
 from rollback.plan import Plan
-from rollback.runner import ExecutionResult, Run, StepHandler, as_observer, handler, read_only
+from rollback.runner import ExecutionResult, Run, as_observer
 
 __all__ = [
     "COPY_ACTIONS",
@@ -79,7 +77,6 @@ __all__ = [
     "backup",
     "compare_counts",
     "config_identity",
-    "database_target",
     "default_jobs",
     "emergency_step",
     "list_backups",
@@ -114,58 +111,29 @@ _emergency_step = emergency_step  # the name commands/run.py uses
 
 
 @dataclass
-class DbHandlers(BackupSteps, RestoreSteps, SalvageSteps, GuardSteps, MigrationSteps, RdsSteps):
-    """The step handlers of every db plan, sharing one Services (one Database, one set of pg tools)."""
+class DbHandlers(BackupSteps, RestoreSteps, SalvageSteps, GuardSteps, MigrationSteps, RdsSteps, combines=True):
+    """The step handlers of every db plan (each declared in its job's module), sharing one Services (one
+    Database, one set of pg tools)."""
 
-    def handlers(self) -> dict[str, StepHandler]:
-        return {
-            "db.backup": handler(self.backup, self.check_backup),
-            "db.backup_replaced": handler(self.backup_replaced, self.check_backup_replaced),
-            "db.skip_emergency_backup": handler(self.skip_emergency_backup, self.check_skip_emergency_backup),
-            "db.verify_backup": read_only(self.verify_backup),
-            "db.check_rights": read_only(self.check_rights),
-            "db.restore_beside": handler(self.restore_beside, self.check_restore_beside),
-            "db.restore_in_place": handler(self.restore_in_place, self.check_restore_in_place),
-            "db.check_counts": handler(self.check_counts, self.check_check_counts),
-            "db.swap": handler(self.swap, self.check_swap),
-            "db.drop_set_aside": handler(self.drop_set_aside, self.check_drop_set_aside),
-            "db.remove_incomplete_backup": handler(self.remove_incomplete_backup,
-                                                   self.check_remove_incomplete_backup),
-            "db.stage": handler(self.stage, self.check_stage),
-            "db.check_standby": read_only(self.check_standby),
-            "db.clone_standby": handler(self.clone_standby, self.check_clone_standby),
-            "db.salvage_compare": read_only(self.salvage_compare),
-            "db.salvage_apply": handler(self.salvage_apply, self.check_salvage_apply),
-            "db.guard_migrations": handler(self.guard_migrations, self.check_guard_migrations),
-            "db.guard_run": handler(self.guard_run, self.check_guard_run),
-            "db.guard_record": handler(self.guard_record, self.check_guard_record),
-            "db.guard_outcome": read_only(self.guard_outcome),
-            "db.resolve": handler(self.resolve, self.check_resolve),
-            "db.check_migration": read_only(self.check_migration),
-            "db.down": handler(self.down, self.check_down),
-            "rds.create_snapshot": handler(self.rds_create_snapshot, self.check_rds_create_snapshot),
-            "rds.restore": handler(self.rds_restore, self.check_rds_restore),
-            "rds.apply_settings": handler(self.rds_apply_settings, self.check_rds_apply_settings),
-        }
-
-    mapping = handlers  # the name callers used before the handlers were split into check and act
+    mapping = StepHandlers.handlers  # the name callers used before the handlers were split into check and act
 
 
-def run(config: Config, plan: Plan, *, journal: Journal | None = None, dry_run: bool = False,
-        progress: Progress | None = None, handlers: DbHandlers | None = None,
-        services: Services | None = None) -> ExecutionResult:
-    """Execute a db plan with the db handlers."""
-    chosen = handlers or DbHandlers(config, services=services)
-    return Run(plan, chosen.handlers(), journal=journal, dry_run=dry_run, observers=(as_observer(progress),)).go()
+# The steps that create a database beside the live one (a journal naming it proves rollback made it).
+COPY_ACTIONS = tuple(sorted(name for name in creating_actions() if name in {a.name for a in actions_of(DbHandlers)}))
+
+
+def run(config: Config, plan: Plan, *, handlers: DbHandlers, journal: Journal | None = None, dry_run: bool = False,
+        progress: Progress | None = None) -> ExecutionResult:
+    """Execute a db plan with the db handlers (``DbHandlers(services)``, the Services the plan was made with)."""
+    return Run(plan, handlers.handlers(), journal=journal, dry_run=dry_run, observers=(as_observer(progress),)).go()
 
 
 def backup(config: Config, *, out: Path | None = None, jobs: int | None = None, journal: Journal | None = None,
-           progress: Progress | None = None, stage: bool = False, services: Services | None = None) -> dict[str, Any]:
+           progress: Progress | None = None, stage: bool = False, services: Services) -> dict[str, Any]:
     """Take a verified backup (and stage it); returns its manifest (plus ``manifest_path``/``path``,
     and ``standby`` when staged)."""
-    chosen = services_for(config, services)
-    outcome = run(config, plan_backup(config, out=out, jobs=jobs, stage=stage, services=chosen), journal=journal,
-                  progress=progress, services=chosen)
+    outcome = run(config, plan_backup(config, out=out, jobs=jobs, stage=stage, services=services),
+                  handlers=DbHandlers(services), journal=journal, progress=progress)
     result = dict(outcome.result_of("backup"))
     if stage:
         result["standby"] = outcome.result_of("stage")["database"]
@@ -182,7 +150,3 @@ def resolve_backup(config: Config, ref: str, *, live: SourceIdentity | None = No
     (the newest backup of ``live`` when given)."""
     return backups.resolve_backup(config.backups_dir, ref, live=live)
 
-
-def database_target(config: Config) -> Target:
-    """Where the environment's database URL points (kept for callers that hold no Services yet)."""
-    return services_for(config, None).database_target()

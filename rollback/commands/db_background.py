@@ -24,6 +24,7 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from rollback.context import Services
 from rollback.errors import DatabaseError, RollbackError
 
 if TYPE_CHECKING:
@@ -108,7 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from rollback.commands.registry import handlers_for
         from rollback.config import load_config
 
-        config = load_config(args.config, args.env)
+        services = Services(load_config(args.config, args.env))  # this process's own: it runs one step
+        config = services.config
         step = Step.from_dict(json.loads(args.step))
         aside = step.params["database"]
         plan = Plan.of(f"db safety dump of {aside}", config.env_name, [step],
@@ -127,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     say(f"run {journal.run_id}")
     try:
-        execute(plan, handlers_for(config, plan.actions), journal=journal)
+        execute(plan, handlers_for(config, plan.actions, services), journal=journal)
     except RollbackError as exc:  # journaled by the runner (where it stopped, how to resume)
         return exc.exit_code
     finally:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rollback.actions import action
 from rollback.adapters.pg_restore import restore_archive
 from rollback.adapters.pg_tools import PgTools, file_checksums, remove_tree
 from rollback.adapters.postgres import Database, db_errors
@@ -44,7 +45,6 @@ from rollback.commands.db_common import (
     default_jobs,
     drop_partial,
     dropped_on_failure,
-    services_for,
     stamp,
 )
 from rollback.config import Config
@@ -56,7 +56,7 @@ from rollback.runner import Check, StepContext
 from rollback.setaside import Mark, classify_set_aside, set_aside_name
 from rollback.standby import choose_standby, standby_details
 
-__all__ = ["COPY_ACTIONS", "BackupSteps", "classified", "plan_backup", "plan_prune", "set_aside_databases",
+__all__ = ["BackupSteps", "classified", "plan_backup", "plan_prune", "set_aside_databases",
            "stage_steps", "standbys", "take_backup"]
 
 
@@ -143,10 +143,10 @@ def _dump_and_describe(db: Database, tools: PgTools, dump_dir: Path, *, name: st
 
 
 def plan_backup(config: Config, *, out: Path | None = None, jobs: int | None = None, stage: bool = False,
-                kind: str = "manual", services: Services | None = None) -> Plan:
+                kind: str = "manual", services: Services) -> Plan:
     """A verified backup; with ``stage``, also restored into a standby beside the live database
     (and standbys beyond ``database.keep_standbys`` dropped once the new one is ready)."""
-    chosen = services_for(config, services)
+    chosen = services
     target = chosen.database_target()
     directory = out or config.backups_dir
     jobs = jobs or default_jobs()
@@ -179,10 +179,10 @@ def stage_steps(config: Config, db: Database, jobs: int, *, after: str = "backup
 
 
 def standbys(config: Config, *, connect_timeout: int = 3,
-             services: Services | None = None) -> dict[str, dict[str, Any]]:
+             services: Services) -> dict[str, dict[str, Any]]:
     """Backup name -> its fresh standby (``{"standby": name}``) or why none is usable (``reason``)."""
-    # Its own Database, with a short connect timeout: a listing of the files must not wait for a down server.
-    db = Database(services_for(config, services).database_target(), connect_timeout=connect_timeout)
+    # The short-timeout profile's Database: a listing of the files must not wait for a down server.
+    db = services.quick(float(connect_timeout)).database()
     rows = db.databases_with_prefix("")
     out: dict[str, dict[str, Any]] = {}
     for item in list_backups(config.backups_dir):
@@ -194,15 +194,14 @@ def standbys(config: Config, *, connect_timeout: int = 3,
     return out
 
 
-COPY_ACTIONS = ("db.restore_beside", "db.clone_standby", "db.stage")  # the steps that create a database
-
-
 def journaled_copies(config: Config) -> dict[str, str]:
     """Databases that journaled runs planned to create beside the live one: name -> run id.
 
     A copy is marked right after ``CREATE DATABASE``; a kill between the two leaves it
     unmarked, and the journal is then the proof that rollback made it.
     """
+    from rollback.commands.db import COPY_ACTIONS  # derived from the handlers' declarations
+
     out: dict[str, str] = {}
     with contextlib.suppress(OSError):
         for run in list_runs(config.journal_dir):
@@ -217,10 +216,10 @@ def journaled_copies(config: Config) -> dict[str, str]:
     return out
 
 
-def set_aside_databases(config: Config, services: Services | None = None) -> list[dict[str, Any]]:
+def set_aside_databases(config: Config, services: Services) -> list[dict[str, Any]]:
     """Databases beside the live one that rollback set aside (``prunable``), and look-alikes it did not
     make or must keep (``prunable`` false, with the reason)."""
-    return classified(services_for(config, services).database(), config)
+    return classified(services.database(), config)
 
 
 def classified(db: Database, config: Config, *, keep_standbys: int | None = None) -> list[dict[str, Any]]:
@@ -233,10 +232,10 @@ def classified(db: Database, config: Config, *, keep_standbys: int | None = None
                               journaled=journaled_copies(config), keep_standbys=keep, dumped=dumped)
 
 
-def plan_prune(config: Config, *, keep_standbys: int | None = None, services: Services | None = None) -> Plan:
+def plan_prune(config: Config, *, keep_standbys: int | None = None, services: Services) -> Plan:
     """Drop the databases rollback set aside (standbys beyond the ``keep_standbys`` newest, default
     ``database.keep_standbys``) and remove interrupted backups of this database."""
-    db = services_for(config, services).database()
+    db = services.database()
     keep = config.env.database.keep_standbys if keep_standbys is None else keep_standbys
     found = classified(db, config, keep_standbys=keep)
     live = db.target.dbname
@@ -269,6 +268,7 @@ class BackupSteps(DbSteps):
             return Check(True, dict(earlier), would)
         return Check(False, {"kind": step.params["kind"]}, would)
 
+    @action("db.backup", check="check_backup")
     def backup(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         out = Path(str(step.params["out"]))
         manifest = take_backup(self.db, self.tools, out, jobs=int(step.params["jobs"]),
@@ -321,6 +321,7 @@ class BackupSteps(DbSteps):
                                      "the restored database is live; take a backup of it if you need one")
         return Check(False, {}, would)
 
+    @action("db.backup_replaced", check="check_backup_replaced")
     def backup_replaced(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         """Dump the copy the swap kept (waiting for it, or as a background run), then mark it dumped."""
         aside, out = str(step.params["database"]), Path(str(step.params["out"]))
@@ -362,6 +363,7 @@ class BackupSteps(DbSteps):
             return Check(True, dict(earlier), would)
         return Check(False, {"skipped": True, "reason": step.params["reason"]}, would)
 
+    @action("db.skip_emergency_backup", check="check_skip_emergency_backup")
     def skip_emergency_backup(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         ctx.note(f"emergency backup skipped: {step.params['reason']}", reason=step.params["reason"])
         return {"skipped": True, "reason": step.params["reason"]}
@@ -374,6 +376,7 @@ class BackupSteps(DbSteps):
             return Check(True, dict(earlier), would)
         return Check(False, {}, would)
 
+    @action("db.stage", check="check_stage", creates_database=True)
     def stage(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         """Restore the backup just taken into a standby, check its counts, close it, mark it complete."""
         name = str(step.params["database"])
@@ -422,6 +425,7 @@ class BackupSteps(DbSteps):
                                      "nothing was dropped")
         return Check(False, {"evidence": found["evidence"]}, f"drop {name}")
 
+    @action("db.drop_set_aside", check="check_drop_set_aside")
     def drop_set_aside(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         name = str(step.params["database"])
         found = dict(ctx.checked.result) if ctx.checked is not None else {}
@@ -439,6 +443,7 @@ class BackupSteps(DbSteps):
                                      "or still being written)", "nothing was removed")
         return Check(False, {}, would)
 
+    @action("db.remove_incomplete_backup", check="check_remove_incomplete_backup")
     def remove_incomplete_backup(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         directory, name = Path(str(step.params["directory"])), str(step.params["name"])
         with disk_errors(directory):

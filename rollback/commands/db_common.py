@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rollback.actions import StepHandlers
 from rollback.adapters.pg_restore import SPLIT_MIN_ROWS
 from rollback.adapters.pg_tools import PgTools
 from rollback.adapters.postgres import Database, TableCount, db_errors
@@ -32,8 +33,7 @@ from rollback.runner import StepContext
 from rollback.setaside import Mark
 
 __all__ = ["DEFAULT_COMPRESS", "DbSteps", "Progress", "compare_counts", "config_identity", "db_stamp", "default_jobs",
-           "drop_partial", "dropped_on_failure", "emergency_step", "live_identity", "migrations_dir", "services_for",
-           "stamp"]
+           "drop_partial", "dropped_on_failure", "emergency_step", "live_identity", "migrations_dir", "stamp"]
 
 DEFAULT_COMPRESS = 6
 
@@ -52,19 +52,14 @@ def db_stamp(now: dt.datetime | None = None) -> str:
     return (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d%H%M%S")
 
 
-def services_for(config: Config, services: Services | None) -> Services:
-    """The caller's services, or the environment's own (a library call without them)."""
-    return services if services is not None else Services(config)
-
-
 def live_identity(db: Database) -> SourceIdentity:
     """The identity of the live database (system identifier read from the server)."""
     return SourceIdentity.from_dict(db.identity())
 
 
-def config_identity(config: Config, services: Services | None = None) -> SourceIdentity:
+def config_identity(config: Config, services: Services) -> SourceIdentity:
     """The live database as the URL names it (no connection: no system identifier)."""
-    target = services_for(config, services).database_target()
+    target = services.database_target()
     return SourceIdentity(target.dbname, target.params.get("host"), target.params.get("port"))
 
 
@@ -139,38 +134,27 @@ def dropped_on_failure(db: Database, name: str, *, what: str, after: str = "",
 
 
 @dataclass
-class DbSteps:
-    """What the step handlers of every db plan share: one Database, one set of pg tools, one RDS adapter."""
+class DbSteps(StepHandlers):
+    """What the step handlers of every db plan share: one Database, one set of pg tools, one RDS adapter
+    (all from ``services``, built on first use)."""
 
-    config: Config
-    rds: RdsAdapter | None = None
+    layer = "db"
+
     on_restore_start: Callable[[Any], None] | None = None  # test seam: receives the pg_restore process
     lock_timeout: float = 10.0
     split_min_rows: int = SPLIT_MIN_ROWS
     guard_stdout_to_stderr: bool = False  # 'db guard --json': the guarded command's output goes to stderr
-    services: Services | None = None  # where the database, the pg tools and RDS come from (built on first use)
-
-    def __post_init__(self) -> None:
-        if self.services is None:
-            self.services = Services(self.config, rds=self.rds)
-
-    @property
-    def _services(self) -> Services:
-        assert self.services is not None  # set in __post_init__
-        return self.services
 
     @property
     def db(self) -> Database:
-        return self._services.database()
+        return self.services.database()
 
     @property
     def tools(self) -> PgTools:
-        return self._services.pg_tools()
+        return self.services.pg_tools()
 
     def _rds(self) -> RdsAdapter:
-        if self.rds is None:
-            self.rds = self._services.rds()
-        return self.rds
+        return self.services.rds()
 
     def _manifest(self, step: Step) -> tuple[dict[str, Any], Path]:
         return load_manifest(Path(str(step.params["manifest"]))), Path(str(step.params["dump_dir"]))

@@ -27,6 +27,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from rollback.actions import action
 from rollback.adapters.postgres import db_errors
 from rollback.adapters.prisma import PrismaMigrations
 from rollback.adapters.rds import resolve_instance
@@ -47,7 +48,7 @@ GUARD_KEY = "guard"
 
 
 def plan_guard(config: Config, command: Sequence[str], *, snapshot: bool = False, stage: bool = False,
-               instance: str | None = None, jobs: int | None = None, services: Services | None = None) -> Plan:
+               instance: str | None = None, jobs: int | None = None, services: Services) -> Plan:
     """Backup (or snapshot), migrations before, the command, migrations after (recorded)."""
     if not command:
         raise BadInput("no command to guard", "rollback db guard -- npx prisma migrate deploy")
@@ -196,6 +197,7 @@ class GuardSteps(DbSteps):
             return Check(True, dict(ctx.earlier[step.id]), "read _prisma_migrations")
         return Check(False, migrations_step(self, step, ctx), "read _prisma_migrations")
 
+    @action("db.guard_migrations", check="check_guard_migrations")
     def guard_migrations(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         return dict(ctx.checked.result) if ctx.checked is not None else {}
 
@@ -205,6 +207,7 @@ class GuardSteps(DbSteps):
         # Resumed after the command ran: never run a migration twice.
         return Check(True, dict(earlier), would) if earlier is not None else Check(False, {}, would)
 
+    @action("db.guard_run", check="check_guard_run")
     def guard_run(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         return run_step(self, step, ctx)
 
@@ -213,8 +216,10 @@ class GuardSteps(DbSteps):
         earlier = ctx.earlier.get(step.id)
         return Check(True, dict(earlier), would) if earlier is not None else Check(False, {}, would)
 
+    @action("db.guard_record", check="check_guard_record")
     def guard_record(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         return record_step(self, step, ctx)
 
+    @action("db.guard_outcome", read_only=True)
     def guard_outcome(self, step: Step, ctx: StepContext) -> Check:
         return outcome_step(self, step, ctx)

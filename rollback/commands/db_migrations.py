@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from rollback.actions import action
 from rollback.adapters.postgres import ForeignKey, StatementFailed, db_errors, savepoint
 from rollback.adapters.prisma import PrismaMigrations, local_migrations, migration_error
 from rollback.backups import resolve_backup
@@ -19,7 +20,6 @@ from rollback.commands.db_common import (
     emergency_step,
     live_identity,
     migrations_dir,
-    services_for,
 )
 from rollback.config import Config
 from rollback.context import Services
@@ -31,9 +31,9 @@ from rollback.runner import Check, StepContext
 __all__ = ["MigrationSteps", "migrations", "plan_down", "plan_resolve", "verify"]
 
 
-def migrations(config: Config, *, services: Services | None = None) -> dict[str, Any]:
+def migrations(config: Config, *, services: Services) -> dict[str, Any]:
     """The ``_prisma_migrations`` rows by status, plus local migrations never recorded."""
-    db = services_for(config, services).database()
+    db = services.database()
     with db.connect() as conn, db_errors("reading _prisma_migrations"):
         prisma = PrismaMigrations(conn)
         managed = prisma.is_managed()
@@ -55,10 +55,10 @@ def migrations(config: Config, *, services: Services | None = None) -> dict[str,
 
 
 def plan_resolve(config: Config, *, rolled_back: str | None, applied: str | None,
-                 services: Services | None = None) -> Plan:
+                 services: Services) -> Plan:
     if bool(rolled_back) == bool(applied):
         raise BadInput("give exactly one of --rolled-back NAME or --applied NAME")
-    target = services_for(config, services).database_target()
+    target = services.database_target()
     if rolled_back:
         step = Step("resolve", "db.resolve", f"mark migration {rolled_back} rolled back",
                     target=f"database {target.dbname}", params={"rolled_back": rolled_back})
@@ -70,12 +70,12 @@ def plan_resolve(config: Config, *, rolled_back: str | None, applied: str | None
 
 
 def plan_down(config: Config, name: str, *, skip_emergency_reason: str | None = None,
-              jobs: int | None = None, services: Services | None = None) -> Plan:
+              jobs: int | None = None, services: Services) -> Plan:
     script = migrations_dir(config) / name / "down.sql"
     if not script.is_file():
         raise BadInput(f"no down migration {script}",
                        "write it by hand or with 'prisma migrate diff --from-schema-datamodel ... --script'")
-    target = services_for(config, services).database_target()
+    target = services.database_target()
     return Plan.of(f"db down {name}", config.env_name, [
         Step("check-migration", "db.check_migration", f"check that {name} is applied", params={"name": name}),
         emergency_step(skip_emergency_reason, config, jobs or default_jobs()),
@@ -89,11 +89,11 @@ def _check(name: str, ok: bool, value: Any, expected: Any = None, detail: str = 
 
 
 def verify(config: Config, *, baseline: str | None = None, tolerance: float = 0.0,
-           services: Services | None = None) -> dict[str, Any]:
+           services: Services) -> dict[str, Any]:
     """Integrity checks; ``ok`` is False when one fails (the CLI exits 3). Each check runs on its own:
     one that cannot run (a missing schema or table, a missing privilege) is reported as failed."""
     settings = config.env.database
-    db = services_for(config, services).database()
+    db = services.database()
     checks: list[dict[str, Any]] = []
     started = time.monotonic()
     conn = db.connect()
@@ -180,6 +180,7 @@ class MigrationSteps(DbSteps):
                                  "marked_rolled_back": [m.id for m in failed]},
                          f"record {name} as applied (checksum {checksum[:12]})")
 
+    @action("db.resolve", check="check_resolve")
     def resolve(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         with self.db.connect() as conn, self.db.advisory_lock(conn, timeout=self.lock_timeout), \
                 db_errors("resolving the migration"), conn.transaction():
@@ -188,6 +189,7 @@ class MigrationSteps(DbSteps):
                 return prisma.resolve_rolled_back(str(step.params["rolled_back"]))
             return prisma.resolve_applied(str(step.params["applied"]), Path(str(step.params["migrations_dir"])))
 
+    @action("db.check_migration", read_only=True)
     def check_migration(self, step: Step, ctx: StepContext) -> Check:
         name = str(step.params["name"])
         with self.db.connect() as conn, db_errors(f"reading migration {name}"):
@@ -216,6 +218,7 @@ class MigrationSteps(DbSteps):
                                     **dict(ctx.earlier.get(step.id) or {})}, would)
         return Check(False, {}, would)
 
+    @action("db.down", check="check_down")
     def down(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         name, script = str(step.params["name"]), Path(str(step.params["script"]))
         sql = script.read_text(encoding="utf-8")

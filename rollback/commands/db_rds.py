@@ -17,8 +17,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from rollback.adapters.rds import RdsAdapter, after_labels, alarm_pin_lines, resolve_instance, settings_in_effect
-from rollback.commands.db_common import DbSteps, services_for, stamp
+from rollback.actions import action
+from rollback.adapters.rds import after_labels, alarm_pin_lines, resolve_instance, settings_in_effect
+from rollback.commands.db_common import DbSteps, stamp
 from rollback.config import Config
 from rollback.context import Services
 from rollback.errors import BadInput, RollbackError, UnsafePrecondition
@@ -29,9 +30,9 @@ from rollback.units import parse_time
 __all__ = ["RdsSteps", "plan_rds_restore", "plan_snapshot_create", "snapshots"]
 
 
-def snapshots(config: Config, instance: str | None = None, *, services: Services | None = None) -> dict[str, Any]:
+def snapshots(config: Config, instance: str | None = None, *, services: Services) -> dict[str, Any]:
     """The instance and its snapshots."""
-    rds = services_for(config, services).rds()
+    rds = services.rds()
     name = resolve_instance(config, instance)
     inst = rds.instance(name)
     snaps = rds.snapshots(name)
@@ -39,10 +40,9 @@ def snapshots(config: Config, instance: str | None = None, *, services: Services
 
 
 def plan_snapshot_create(config: Config, *, instance: str | None = None, snapshot_id: str | None = None,
-                         wait: bool = False, rds: RdsAdapter | None = None,
-                         services: Services | None = None) -> Plan:
+                         wait: bool = False, services: Services) -> Plan:
     """A manual snapshot of the instance (its id refused when it exists already)."""
-    adapter = rds or services_for(config, services).rds()
+    adapter = services.rds()
     name = resolve_instance(config, instance)
     adapter.instance(name)
     chosen = snapshot_id or f"{name}-rollback-{stamp().lower().replace('t', '-').rstrip('z')}"
@@ -55,12 +55,11 @@ def plan_snapshot_create(config: Config, *, instance: str | None = None, snapsho
 
 def plan_rds_restore(config: Config, *, snapshot: str | None = None, to_time: str | None = None,
                      latest: bool = False, target: str, instance: str | None = None, wait: bool = False,
-                     rds: RdsAdapter | None = None, now: dt.datetime | None = None,
-                     services: Services | None = None) -> Plan:
+                     now: dt.datetime | None = None, services: Services) -> Plan:
     """Validate everything before any AWS call that changes state; the source is never modified."""
     if sum(bool(x) for x in (snapshot, to_time, latest)) != 1:
         raise BadInput("give exactly one of --snapshot ID, --to-time TIME or --latest")
-    adapter = rds or services_for(config, services).rds()
+    adapter = services.rds()
     if adapter.instance_exists(target):
         raise UnsafePrecondition(f"DB instance {target} already exists",
                                  "choose a new --target; the source is never overwritten")
@@ -142,6 +141,7 @@ class RdsSteps(DbSteps):
                 return Check(True, snap.to_dict(), would)
         return Check(False, {}, would)
 
+    @action("rds.create_snapshot", check="check_rds_create_snapshot")
     def rds_create_snapshot(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         rds = self._rds()
         instance, snapshot_id = str(step.params["instance"]), str(step.params["snapshot"])
@@ -160,6 +160,7 @@ class RdsSteps(DbSteps):
                 return Check(True, inst.to_dict(), step.summary)
         return Check(False, {}, step.summary)
 
+    @action("rds.restore", check="check_rds_restore")
     def rds_restore(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         rds = self._rds()
         p = step.params
@@ -188,6 +189,7 @@ class RdsSteps(DbSteps):
                          step.summary)
         return Check(False, {"would_set": missing or labels}, step.summary)
 
+    @action("rds.apply_settings", check="check_rds_apply_settings")
     def rds_apply_settings(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         rds = self._rds()
         target, after = str(step.params["target"]), dict(step.params["settings"])

@@ -18,6 +18,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from rollback.actions import action
 from rollback.adapters.pg_restore import IN_PLACE_SESSION, restore_archive
 from rollback.adapters.postgres import Database
 from rollback.backups import (
@@ -38,7 +39,6 @@ from rollback.commands.db_common import (
     dropped_on_failure,
     emergency_step,
     live_identity,
-    services_for,
 )
 from rollback.commands.db_guard import backups_before_migration
 from rollback.config import Config
@@ -56,7 +56,7 @@ __all__ = ["RestoreSteps", "plan_restore", "plan_swap"]
 def plan_restore(config: Config, backup_ref: str | None, *, swap: bool = False, in_place: bool = False,
                  skip_emergency_reason: str | None = None, jobs: int | None = None,
                  from_other_database: bool = False, before_migration: str | None = None,
-                 services: Services | None = None, wait_backup: bool = True) -> Plan:
+                 services: Services, wait_backup: bool = True) -> Plan:
     """Plan a restore of ``backup_ref``: verify, rights, emergency backup, restore beside, counts, swap;
     with ``swap``: verify, rights, restore beside, counts, swap, then the safety dump of the copy the
     swap kept (``wait_backup=False``: started in the background as a journaled run of its own).
@@ -70,7 +70,7 @@ def plan_restore(config: Config, backup_ref: str | None, *, swap: bool = False, 
     if not wait_backup and (not swap or skip_emergency_reason is not None):
         raise BadInput("--no-wait-backup goes with --swap (the safety dump is written after the swap) and "
                        "without --skip-emergency-backup", "rollback db restore BACKUP --swap --no-wait-backup")
-    db = services_for(config, services).database()
+    db = services.database()
     live = db.target.dbname
     identity = live_identity(db)
     if bool(backup_ref) == bool(before_migration):
@@ -179,8 +179,8 @@ def _standby_for(db: Database, manifest: Mapping[str, Any]) -> StandbyChoice:
     return choose_standby(db.databases_with_prefix(""), db.target.dbname, manifest, db.database_facts)
 
 
-def plan_swap(config: Config, restored: str, *, services: Services | None = None) -> Plan:
-    db = services_for(config, services).database()
+def plan_swap(config: Config, restored: str, *, services: Services) -> Plan:
+    db = services.database()
     live = db.target.dbname
     if restored == live:
         raise BadInput(f"{restored} is the live database", "name the restored database to swap in")
@@ -204,6 +204,7 @@ def plan_swap(config: Config, restored: str, *, services: Services | None = None
 class RestoreSteps(DbSteps):
     """Step handlers: verify, rights, restore beside or in place, row counts, standby clone, swap."""
 
+    @action("db.verify_backup", read_only=True)
     def verify_backup(self, step: Step, ctx: StepContext) -> Check:
         manifest, dump_dir = self._manifest(step)
         note = check_source(manifest, live_identity(self.db),
@@ -212,6 +213,7 @@ class RestoreSteps(DbSteps):
         return Check(False, {**found, "source": source_of(manifest).to_dict(), **({"note": note} if note else {})},
                      f"backup {found['backup']} verified: {found['files']} files, {found['toc_entries']} TOC entries")
 
+    @action("db.check_rights", read_only=True)
     def check_rights(self, step: Step, ctx: StepContext) -> Check:
         return Check(False, self._rights(step, ctx), "the role's rights are sufficient")
 
@@ -272,6 +274,7 @@ class RestoreSteps(DbSteps):
             would = f"drop the partial copy {name} the stopped run left, then {would}"
         return Check(False, {}, would)
 
+    @action("db.restore_beside", check="check_restore_beside", creates_database=True)
     def restore_beside(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         name = str(step.params["database"])
         manifest, dump_dir = self._manifest(step)
@@ -298,6 +301,7 @@ class RestoreSteps(DbSteps):
             return Check(True, dict(earlier), would)
         return Check(False, {}, would)
 
+    @action("db.restore_in_place", check="check_restore_in_place")
     def restore_in_place(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         name = str(step.params["database"])
         _, dump_dir = self._manifest(step)
@@ -322,6 +326,7 @@ class RestoreSteps(DbSteps):
             return Check(True, dict(earlier), would)
         return Check(False, {}, would)
 
+    @action("db.check_counts", check="check_check_counts", read_only=True)
     def check_counts(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         name = str(step.params["database"])
         manifest, _ = self._manifest(step)
@@ -345,6 +350,7 @@ class RestoreSteps(DbSteps):
                                                     if step.params.get("standby") else {})))
         return {"database": name, "tables": len(counts), "rows": sum(c.rows for c in counts), "match": True}
 
+    @action("db.check_standby", read_only=True)
     def check_standby(self, step: Step, ctx: StepContext) -> Check:
         """The standby chosen at planning time is still fresh (and the backup is of this database).
         Resumed after the clone was made, what it checked then is what counts."""
@@ -371,6 +377,7 @@ class RestoreSteps(DbSteps):
             return Check(True, dict(earlier), would)
         return Check(False, {}, would)
 
+    @action("db.clone_standby", check="check_clone_standby", creates_database=True)
     def clone_standby(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         """Create the restored copy as a file copy of the standby (which is kept)."""
         name, standby = str(step.params["database"]), str(step.params["standby"])
@@ -446,6 +453,7 @@ class RestoreSteps(DbSteps):
                                      "BACKUP --swap'")
         return Check(False, {}, would)
 
+    @action("db.swap", check="check_swap")
     def swap(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         restored, aside = str(step.params["restored"]), str(step.params["aside"])
         mark = Mark.from_comment(self.db.comment(restored))

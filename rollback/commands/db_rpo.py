@@ -26,9 +26,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from rollback.adapters.rds import RdsAdapter
 from rollback.backups import list_backups
-from rollback.commands.db_common import config_identity, live_identity, services_for
+from rollback.commands.db_common import config_identity, live_identity
 from rollback.config import Config
 from rollback.context import Services
 from rollback.errors import RollbackError
@@ -92,8 +91,7 @@ def _rds(config: Config, services: Services, now: dt.datetime, target: float) ->
     return out
 
 
-def rpo(config: Config, *, rds: RdsAdapter | None = None, now: dt.datetime | None = None,
-        services: Services | None = None) -> dict[str, Any]:
+def rpo(config: Config, *, now: dt.datetime | None = None, services: Services) -> dict[str, Any]:
     """Recovery points of each kind with their age; ``ok`` when at least one is within ``targets.rpo``.
 
     ``points``: ``[{kind, name, at, age_seconds, within_target, detail}]`` (the
@@ -101,9 +99,7 @@ def rpo(config: Config, *, rds: RdsAdapter | None = None, now: dt.datetime | Non
     """
     moment = now or dt.datetime.now(dt.UTC)
     target = float(config.env.targets.rpo) * 60
-    chosen = services_for(config, services)
-    if rds is not None:
-        chosen = Services(config, chosen.built(), rds=rds)
+    chosen = services
     points = [_logical(config, chosen, moment, target), *_rds(config, chosen, moment, target)]
     best = min((p for p in points if p["age_seconds"] is not None), key=lambda p: p["age_seconds"], default=None)
     return {"env": config.env_name, "checked_at": _iso(moment), "target_seconds": target,

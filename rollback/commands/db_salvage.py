@@ -10,9 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rollback.actions import action
 from rollback.adapters.postgres import Database, db_errors
 from rollback.adapters.salvage import compare, copy_missing, summary
-from rollback.commands.db_common import DbSteps, default_jobs, emergency_step, services_for
+from rollback.commands.db_common import DbSteps, default_jobs, emergency_step
 from rollback.config import Config, Relation
 from rollback.context import Services
 from rollback.errors import BadInput, UnsafePrecondition
@@ -83,9 +84,9 @@ def salvage_report(db: Database, kept: str, tables: Any = None, *, apply: bool =
 
 def plan_salvage(config: Config, kept: str | None = None, *, tables: list[str] | None = None,
                  skip_emergency_reason: str | None = None, jobs: int | None = None,
-                 services: Services | None = None) -> Plan:
+                 services: Services) -> Plan:
     """Compare, emergency backup, copy the rows only in the kept copy (one transaction)."""
-    db = services_for(config, services).database()
+    db = services.database()
     name, mark = salvage_target(db, kept)
     live = db.target.dbname
     params: dict[str, Any] = {"kept": name, "tables": tables}
@@ -102,9 +103,9 @@ def plan_salvage(config: Config, kept: str | None = None, *, tables: list[str] |
 
 
 def salvage(config: Config, kept: str | None = None, *, tables: list[str] | None = None,
-            services: Services | None = None) -> dict[str, Any]:
+            services: Services) -> dict[str, Any]:
     """The read-only salvage report (``db salvage`` without ``--apply``)."""
-    db = services_for(config, services).database()
+    db = services.database()
     name, mark = salvage_target(db, kept)
     return {**salvage_report(db, name, tables, relations=config.env.database.relations), "set_aside_by": mark}
 
@@ -112,6 +113,7 @@ def salvage(config: Config, kept: str | None = None, *, tables: list[str] | None
 class SalvageSteps(DbSteps):
     """Step handlers: compare the kept copy, copy the rows only in it."""
 
+    @action("db.salvage_compare", read_only=True)
     def salvage_compare(self, step: Step, ctx: StepContext) -> Check:
         """Read-only: what the kept copy holds that the live database does not (keys and counts)."""
         report = salvage_report(self.db, str(step.params["kept"]), step.params.get("tables"),
@@ -128,6 +130,7 @@ class SalvageSteps(DbSteps):
             return Check(True, dict(earlier), would)
         return Check(False, {}, would)
 
+    @action("db.salvage_apply", check="check_salvage_apply")
     def salvage_apply(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         """Copy the rows only in the kept copy into the live database, in one transaction."""
         return salvage_report(self.db, str(step.params["kept"]), step.params.get("tables"), apply=True,

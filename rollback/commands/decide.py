@@ -169,7 +169,7 @@ def _not_measured(name: str, source: str, problem: str) -> Signal:
 
 
 def live_signals(config: Config, *, budget: float | None = None, minutes: int = METRIC_MINUTES,
-                 alarms_only: bool = False, services: Services | None = None,
+                 alarms_only: bool = False, services: Services,
                  since: dt.datetime | None = None,
                  also: Mapping[str, Callable[[], Any]] | None = None) -> LiveReading:
     """Measure every live source concurrently; a source that did not answer in time is not measured.
@@ -178,7 +178,6 @@ def live_signals(config: Config, *, budget: float | None = None, minutes: int = 
     reads the time since the release began, not the minutes before it. ``also``: more readers (the status
     screen's) read at the same time, their outcomes in ``reading.also``."""
     budget = live_budget(budget)
-    services = services if services is not None else Services(config)
     timeout = max(0.3, budget - 0.2)
     readers: dict[str, Any] = {"alarms": lambda: sources.read_alarms(config, timeout=timeout, services=services)}
     if not alarms_only:
@@ -465,7 +464,7 @@ def run_decide(config: Config, flags: Flags, *, live: bool = False, changed: Seq
                remove_commit: bool = False, record: bool = True, incident: str | None = None,
                detected_at: str | None = None, deployed_at: str | None = None, drill: bool = False,
                budget: float | None = None, lookback: float = recent.LOOKBACK_MINUTES,
-               services: Services | None = None, status: bool = False) -> DecideResult:
+               services: Services, status: bool = False) -> DecideResult:
     """Decide from ``flags`` (and the live sources with ``live``), and record it on the environment's incident.
 
     ``changed``: the layers the bad change touched; None = find them (with ``live``: the layers that

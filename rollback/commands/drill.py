@@ -79,6 +79,7 @@ from rollback.errors import (
     Refused,
 )
 from rollback.notify import Notifier
+from rollback.plan import SERVICE_LAYERS as LAYERS
 from rollback.report import parse_time
 from rollback.sandbox import world
 from rollback.sandbox.processes import ProcessRef, process_ref
@@ -86,7 +87,6 @@ from rollback.sandbox.processes import ProcessRef, process_ref
 __all__ = ["DEFAULT_LAYERS", "PHASES", "DrillOptions", "DrillResult", "Invocation", "PhaseResult", "run_drill"]
 
 PHASES = ("sandbox", "detect", "decide", "rollback", "verify", "report", "teardown")
-LAYERS = ("app", "edge", "assets", "infra", "db")
 DEFAULT_LAYERS = {"sandbox": ("app", "edge", "assets", "db"), "env": ("app",)}
 SANDBOX_DETECT_TIMEOUT = 60.0
 POLL_INTERVAL = 0.5

@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rollback.actions import StepHandlers, action
 from rollback.adapters.s3_versions import KeyAction, ObjectVersion, S3Versions, group_by_key, newest_first, plan_key
 from rollback.config import Config
 from rollback.errors import BadInput, UnsafePrecondition
 from rollback.plan import Plan, Step
-from rollback.runner import Check, StepContext, StepHandler, handler
+from rollback.runner import Check, StepContext
 
 __all__ = ["AssetsHandlers", "AssetsPlan", "plan_assets", "stamp"]
 
@@ -101,14 +102,16 @@ def _key_action(step: Step) -> KeyAction:
 
 
 @dataclass
-class AssetsHandlers:
+class AssetsHandlers(StepHandlers):
     """The assets layer's handler: put one key of a versioned bucket back (copy an old version over
     it, remove delete markers, or add one). Never deletes a version."""
 
-    store: S3Versions
+    layer = "assets"
 
-    def handlers(self) -> dict[str, StepHandler]:
-        return {"s3.restore": handler(self.restore, self.check_restore)}
+    @property
+    def store(self) -> S3Versions:
+        return self.services.s3()
+
 
     def check_restore(self, step: Step, ctx: StepContext) -> Check:
         """Done when the key is already as this step leaves it; refused when someone wrote it since the plan."""
@@ -148,6 +151,7 @@ class AssetsHandlers:
             return {"key": action.key, "action": "delete", "delete_marker": latest.version_id}
         return None
 
+    @action("s3.restore", check="check_restore")
     def restore(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         # The check just read the key and found it as planned.
         return self.store.apply(str(step.params["bucket"]), _key_action(step), check=False)

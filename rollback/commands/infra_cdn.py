@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rollback.actions import StepHandlers, action
 from rollback.adapters.cloudfront import (
     DEFAULT_BEHAVIOUR,
     DistributionSnapshot,
@@ -59,7 +60,7 @@ from rollback.context import Services
 from rollback.errors import BadInput, OperationFailed, RollbackError, UnsafePrecondition
 from rollback.journal import Journal
 from rollback.plan import Plan, Step
-from rollback.runner import Check, ExecutionResult, Run, StepContext, StepHandler, handler
+from rollback.runner import Check, ExecutionResult, Run, StepContext, StepHandler
 from rollback.units import format_duration
 
 __all__ = ["ASSETS_ORIGIN", "CdnHandlers", "CdnPlan", "cdn_document", "cdn_handlers", "find_snapshot",
@@ -336,19 +337,22 @@ def find_snapshot(config: Config, snapshot_id: str, distribution_id: str,
 
 
 @dataclass
-class CdnHandlers:
+class CdnHandlers(StepHandlers):
     """The distribution's break-glass handlers: snapshot, ETag-guarded update, wait, pin."""
 
-    adapter: EdgeAdapter
-    interval: float = 15.0
-    shared: S3SnapshotStore | None = None
-    """Where snapshots are also written (``[cdn] snapshots_url``); ``None``: this machine only."""
+    layer = "edge"
 
-    def handlers(self) -> dict[str, StepHandler]:
-        return {"cdn.snapshot": handler(self.snapshot, self.check_snapshot),
-                "cdn.update": handler(self.update, self.check_update),
-                "cdn.wait": handler(self.wait, self.check_wait),
-                "cdn.pin": handler(self.pin, self.check_pin)}
+    interval: float | None = None  # seconds between polls (None: the services' edge_interval)
+
+    @property
+    def adapter(self) -> EdgeAdapter:
+        return self.services.edge()
+
+    @property
+    def shared(self) -> S3SnapshotStore | None:
+        """Where snapshots are also written (``[cdn] snapshots_url``); ``None``: this machine only."""
+        return self.services.cdn_snapshots()
+
 
     @staticmethod
     def _store(step: Step) -> SnapshotStore:
@@ -362,6 +366,7 @@ class CdnHandlers:
             return Check(True, dict(earlier), would)
         return Check(False, {"would_save_in": str(step.params["directory"])}, would)
 
+    @action("cdn.snapshot", check="check_snapshot")
     def snapshot(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         taken = take_snapshot(self.adapter, str(step.params["distribution"]), str(step.params.get("reason") or ""))
         path = self._store(step).save(taken)
@@ -408,6 +413,7 @@ class CdnHandlers:
                              "would_change": [c.path for c in config_diff(fresh.raw,
                                                                            self._target(step, fresh.raw))]}, would)
 
+    @action("cdn.update", check="check_update")
     def update(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         distribution, planned = str(step.params["distribution"]), str(step.params["etag"])
         fresh = self.adapter.get_config(distribution)
@@ -442,9 +448,12 @@ class CdnHandlers:
             return Check(True, {"status": "Deployed", "seconds": 0.0}, would)
         return Check(False, {"would_wait_for": "Deployed", "timeout": float(step.params["timeout"])}, would)
 
+    @action("cdn.wait", check="check_wait")
     def wait(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         status, seconds = self.adapter.wait_deployed(str(step.params["distribution"]),
-                                                     timeout=float(step.params["timeout"]), interval=self.interval,
+                                                     timeout=float(step.params["timeout"]),
+                                                     interval=self.interval if self.interval is not None
+                                                     else self.services.settings.edge_interval,
                                                      progress=ctx.note)
         return {"status": status, "seconds": round(seconds, 3)}
 
@@ -469,6 +478,7 @@ class CdnHandlers:
             return Check(True, {"changed": False, "values": values, "path": str(step.params["path"])}, would)
         return Check(False, {"would_set": values, "current": {k: current.get(k) for k in values}}, would)
 
+    @action("cdn.pin", check="check_pin")
     def pin(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         path = Path(str(step.params["path"]))
         values = {str(k): str(v) for k, v in step.params["values"].items()}
@@ -483,11 +493,10 @@ class CdnHandlers:
 # --------------------------------------------------------------------------- without the CLI
 
 
-def cdn_handlers(adapter: EdgeAdapter, interval: float = 15.0,
-                 shared: S3SnapshotStore | None = None) -> dict[str, StepHandler]:
+def cdn_handlers(services: Services, interval: float = 15.0) -> dict[str, StepHandler]:
     """The handlers of every ``cdn`` plan: its own steps and the invalidation."""
-    return {**CdnHandlers(adapter, interval=interval, shared=shared).handlers(),
-            **InvalidateHandlers(adapter, interval=interval).handlers()}
+    return {**CdnHandlers(services, interval=interval).handlers(),
+            **InvalidateHandlers(services, interval=interval).handlers()}
 
 
 def prepare_restore(config: Config, services: Services, snapshot_id: str, *, pin: bool = True,
@@ -510,6 +519,5 @@ def cdn_document(planned: CdnPlan, outcome: ExecutionResult) -> dict[str, Any]:
 def run_cdn(planned: CdnPlan, services: Services, *, interval: float = 15.0, dry_run: bool = False,
             journal: Journal | None = None) -> dict[str, Any]:
     """Execute a planned ``cdn restore|release`` without the CLI (no confirmation asked)."""
-    outcome = Run(planned.plan, cdn_handlers(services.edge(), interval, services.cdn_snapshots()), journal=journal,
-                  dry_run=dry_run).go()
+    outcome = Run(planned.plan, cdn_handlers(services, interval), journal=journal, dry_run=dry_run).go()
     return cdn_document(planned, outcome)

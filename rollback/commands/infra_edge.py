@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rollback.actions import StepHandlers, action
 from rollback.adapters.cloudfront import DistributionConfig, EdgeAdapter, StaleETag, function_name_of, swap_associations
 from rollback.adapters.stack_config import read_stack_config, write_stack_config
 from rollback.commands.infra_cdn import CdnHandlers, snapshot_step
@@ -31,7 +32,7 @@ from rollback.context import Services
 from rollback.errors import AwsError, BadInput, OperationFailed, RollbackError, UnsafePrecondition
 from rollback.journal import Journal
 from rollback.plan import Plan, Step
-from rollback.runner import Check, ExecutionResult, Run, StepContext, StepHandler, handler
+from rollback.runner import Check, ExecutionResult, Run, StepContext, StepHandler
 from rollback.units import format_duration
 
 __all__ = ["EdgeHandlers", "EdgePlan", "PreparedEdge", "edge_document", "edge_summary", "plan_edge", "prepare_edge",
@@ -145,18 +146,18 @@ def _changed_by_someone(function: str, planned: Sequence[Mapping[str, Any]], fre
 
 
 @dataclass
-class EdgeHandlers:
+class EdgeHandlers(StepHandlers):
     """The edge layer's handlers: swap the Lambda@Edge associations (ETag-guarded), wait for the
     distribution to deploy, pin the version in the stack config. ``interval``: seconds between polls."""
 
-    adapter: EdgeAdapter
-    interval: float = 15.0
-    ramp: bool = False  # poll often at first (see EdgeAdapter.wait_deployed)
+    layer = "edge"
 
-    def handlers(self) -> dict[str, StepHandler]:
-        return {"edge.associate": handler(self.associate, self.check_associate),
-                "edge.wait": handler(self.wait, self.check_wait),
-                "edge.pin": handler(self.pin, self.check_pin)}
+    interval: float | None = None  # seconds between polls (None: the services' edge_interval)
+
+    @property
+    def adapter(self) -> EdgeAdapter:
+        return self.services.edge()
+
 
     def check_associate(self, step: Step, ctx: StepContext) -> Check:
         p = step.params
@@ -171,6 +172,7 @@ class EdgeHandlers:
         return Check(False, {"changed": False, "would_update": list(p["behaviours"]), "if_match": p["etag"],
                              "to_arn": to_arn}, would)
 
+    @action("edge.associate", check="check_associate")
     def associate(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         p = step.params
         distribution, function, to_arn = str(p["distribution"]), str(p["function"]), str(p["to_arn"])
@@ -221,10 +223,12 @@ class EdgeHandlers:
             return Check(True, {"status": "Deployed", "seconds": 0.0}, would)
         return Check(False, {"would_wait_for": "Deployed", "timeout": timeout}, would)
 
+    @action("edge.wait", check="check_wait", read_only=True)
     def wait(self, step: Step, ctx: StepContext) -> dict[str, Any]:
+        interval = self.interval if self.interval is not None else self.services.settings.edge_interval
         status, seconds = self.adapter.wait_deployed(str(step.params["distribution"]),
-                                                     timeout=float(step.params["timeout"]), interval=self.interval,
-                                                     progress=ctx.note, ramp=self.ramp)
+                                                     timeout=float(step.params["timeout"]), interval=interval,
+                                                     progress=ctx.note, ramp=self.services.settings.poll_ramp)
         return {"status": status, "seconds": round(seconds, 3)}
 
     @staticmethod
@@ -252,6 +256,7 @@ class EdgeHandlers:
             return Check(True, {"changed": False, "key": key, "value": value, "path": str(path)}, would)
         return Check(False, {"would_set": {key: value}, "current": before, "path": str(path)}, would)
 
+    @action("edge.pin", check="check_pin")
     def pin(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         path, key, value = Path(step.params["path"]), str(step.params["key"]), str(step.params["value"])
         try:
@@ -308,8 +313,8 @@ def prepare_edge(config: Config, services: Services, *, to_version: int, distrib
     adapter = services.edge()
     planned = plan_edge(config, adapter, to_version=to_version, distribution_id=resources.distribution,
                         function=resources.function, pin=pin, timeout=timeout)
-    handlers = {**EdgeHandlers(adapter, interval=interval).handlers(),
-                **CdnHandlers(adapter, interval=interval, shared=services.cdn_snapshots()).handlers()}
+    handlers = {**EdgeHandlers(services, interval=interval).handlers(),
+                **CdnHandlers(services, interval=interval).handlers()}
     return PreparedEdge(resources, planned, handlers)
 
 

@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rollback.actions import StepHandlers, action
 from rollback.adapters.cloudfront import CloudWatchAlarms, EdgeAdapter, function_name_of
 from rollback.config import Config
 from rollback.context import Services
 from rollback.drift import Live, LiveAlarm, LiveDistribution, compare, expected_from_checkpoint
 from rollback.errors import AwsError, BadInput
 from rollback.plan import Plan, Step
-from rollback.runner import Check, StepContext, StepHandler, handler
+from rollback.runner import Check, StepContext
 from rollback.units import format_duration
 
 __all__ = ["InvalidateHandlers", "drift", "load_checkpoint_file", "plan_invalidate"]
@@ -44,17 +45,18 @@ def plan_invalidate(config: Config, *, distribution_id: str, paths: Sequence[str
 
 
 @dataclass
-class InvalidateHandlers:
+class InvalidateHandlers(StepHandlers):
     """Create a CloudFront invalidation (its CallerReference is planned, so a resumed run that sends it
     again gets the same invalidation back) and wait for it to complete."""
 
-    adapter: EdgeAdapter
-    interval: float = 10.0
-    ramp: bool = False
+    layer = "edge"
 
-    def handlers(self) -> dict[str, StepHandler]:
-        return {"cloudfront.invalidate": handler(self.invalidate, self.check_invalidate),
-                "cloudfront.wait_invalidation": handler(self.wait, self.check_wait)}
+    interval: float | None = None  # seconds between polls (None: the services' invalidate_interval)
+
+    @property
+    def adapter(self) -> EdgeAdapter:
+        return self.services.edge()
+
 
     def check_invalidate(self, step: Step, ctx: StepContext) -> Check:
         paths = [str(p) for p in step.params["paths"]]
@@ -63,6 +65,7 @@ class InvalidateHandlers:
             return Check(True, dict(earlier), f"invalidate {', '.join(paths)}")
         return Check(False, {"would_invalidate": paths}, f"invalidate {', '.join(paths)}")
 
+    @action("cloudfront.invalidate", check="check_invalidate")
     def invalidate(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         paths = [str(p) for p in step.params["paths"]]
         reference = str(step.params.get("caller_reference") or f"rollback-{uuid.uuid4().hex}")
@@ -80,11 +83,14 @@ class InvalidateHandlers:
                 return Check(True, {"id": created["id"], "status": status, "seconds": 0.0}, would)
         return Check(False, {"would_wait_for": "Completed"}, would)
 
+    @action("cloudfront.wait_invalidation", check="check_wait", read_only=True)
     def wait(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         invalidation_id = str(ctx.results[step.sibling("invalidate")]["id"])
         status, seconds = self.adapter.wait_invalidation(str(step.params["distribution"]), invalidation_id,
                                                          timeout=float(step.params["timeout"]),
-                                                         interval=self.interval, progress=ctx.note, ramp=self.ramp)
+                                                         interval=self.interval if self.interval is not None
+                                                         else self.services.settings.invalidate_interval,
+                                                         progress=ctx.note, ramp=self.services.settings.poll_ramp)
         return {"id": invalidation_id, "status": status, "seconds": round(seconds, 3)}
 
 

@@ -43,7 +43,7 @@ class Resources:
 
 def resolve_resources(config: Config, *, need: Sequence[str], distribution: str | None = None,
                       function: str | None = None, bucket: str | None = None,
-                      services: Services | None = None) -> Resources:
+                      services: Services) -> Resources:
     """The resources a command needs: option, else rollback.toml, else the stack's outputs
     (read through ``services``, only when a needed one is not set)."""
     given = {"distribution": distribution, "function": function, "bucket": bucket}
@@ -60,7 +60,7 @@ def resolve_resources(config: Config, *, need: Sequence[str], distribution: str 
             if not outputs_read:
                 outputs_read = True
                 try:
-                    outputs = (services or Services(config)).stack_outputs()
+                    outputs = services.stack_outputs()
                 except RollbackError as exc:
                     outputs_error = exc.message
             if outputs and outputs.get(output):

@@ -118,13 +118,13 @@ __all__ = [
 
 
 def history(config: Config, *, limit: int | None = None, via: str = "auto",
-            services: Services | None = None) -> dict[str, Any]:
+            services: Services) -> dict[str, Any]:
     """Every update (oldest first) with the config keys each changed.
 
     ``limit`` keeps the newest N and reads only the newest N+1 updates: the extra one
     says what the oldest listed update changed.
     """
-    source = (services or Services(config)).stack_source(via)
+    source = services.stack_source(via)
     versions = source.history(newest=limit + 1 if limit else None)
     rows: list[dict[str, Any]] = []
     previous: Mapping[str, ConfigValue] | None = None
@@ -150,9 +150,9 @@ def history(config: Config, *, limit: int | None = None, via: str = "auto",
 
 
 def diff(config: Config, from_version: int, to_version: int | None = None, *, via: str = "auto",
-         services: Services | None = None) -> dict[str, Any]:
+         services: Services) -> dict[str, Any]:
     """Config and resource differences between two versions (``to_version`` None = current state)."""
-    source = (services or Services(config)).stack_source(via)
+    source = services.stack_source(via)
     latest = source.latest()
     if latest is None:
         raise BadInput("the stack has no history yet", "run 'pulumi up' once first")
@@ -183,14 +183,14 @@ def diff(config: Config, from_version: int, to_version: int | None = None, *, vi
 # --------------------------------------------------------------------------- outputs
 
 
-def stack_outputs(config: Config, services: Services | None = None) -> dict[str, Any]:
+def stack_outputs(config: Config, services: Services) -> dict[str, Any]:
     """Current stack outputs (distributionId, assetsBucket, edgeFunctionName, ...).
 
     From the self-managed backend's current checkpoint when one is configured
     (no CLI needed), else through the Automation API. Secret outputs come back
     as ``"[secret]"``.
     """
-    return (services or Services(config)).stack_outputs()
+    return services.stack_outputs()
 
 
 # --------------------------------------------------------------------------- preview / restore without the CLI
@@ -208,7 +208,7 @@ class PreparedPreview:
 def prepare_preview(config: Config, services: Services, options: PreviewOptions) -> PreparedPreview:
     """Plan the preview (read-only) and build the handlers that carry it out."""
     plan, context = preview_plan(config, options, services)
-    handlers = StackHandlers(config, context["source"], services).handlers()
+    handlers = StackHandlers(services, source=context["source"]).handlers()
     return PreparedPreview(plan, handlers, context)
 
 
@@ -244,7 +244,7 @@ def prepare_restore(config: Config, services: Services, version: int, plan_file:
                         allow_db_replacement=allow_db_replacement, services=services)
     if check:
         check_restore(config, version, plan_file, services=services, allow_db_replacement=allow_db_replacement)
-    return PreparedRestore(plan, StackHandlers(config, services=services).handlers())
+    return PreparedRestore(plan, StackHandlers(services).handlers())
 
 
 def run_restore(config: Config, services: Services, version: int, plan_file: Path, *,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from rollback.actions import StepHandlers, action
 from rollback.adapters.pulumi import (
     PlanViolated,
     PulumiStack,
@@ -54,11 +55,9 @@ from rollback.commands.infra_stack_plan import (
     target_config,
     write_sidecar,
 )
-from rollback.config import Config
-from rollback.context import Services
 from rollback.errors import OperationFailed, PulumiError, RollbackError, UnsafePrecondition
 from rollback.plan import Step
-from rollback.runner import Check, StepContext, StepHandler, handler, read_only
+from rollback.runner import Check, StepContext
 from rollback.stackdiff import ConfigValue, diff_config
 
 __all__ = ["StackHandlers"]
@@ -74,42 +73,22 @@ def _undo_hint(exc: RollbackError, step: Step, ctx: StepContext) -> RollbackErro
 
 
 @dataclass
-class StackHandlers:
+class StackHandlers(StepHandlers):
     """The Pulumi stack layer's handlers: save the stack config, pin an old version's config, preview
     (or, offline, diff the desired state under mocks), apply a saved plan, put a saved config back.
 
     ``source`` is the history source the plan was read from (opened from the config when not given:
     the Automation API for ``cli`` steps, the self-managed backend for ``offline`` ones)."""
 
-    config: Config
+    layer = "infra"
+
     source: HistorySource | None = None
-    services: Services | None = None
-
-    def __post_init__(self) -> None:
-        if self.services is None:
-            self.services = Services(self.config)
-
-    @property
-    def _services(self) -> Services:
-        assert self.services is not None
-        return self.services
-
-    def handlers(self) -> dict[str, StepHandler]:
-        return {
-            "infra.program_env": handler(self.program_env, self.check_program_env),
-            "infra.backup_config": handler(self.backup_config, self.check_backup_config),
-            "infra.desired_state": read_only(self.desired_state),
-            "infra.write_config": handler(self.write_config, self.check_write_config),
-            "infra.preview": handler(self.preview, self.check_preview),
-            "infra.check": read_only(self.check_restore),
-            "infra.up": handler(self.up, self.check_up),
-            "infra.invalidate_release": handler(self.invalidate_release, self.check_invalidate_release),
-            "stack.config_restore": handler(self.config_restore, self.check_config_restore),
-        }
 
     def _source(self, mode: str) -> HistorySource:
+        if self.source is None:
+            self.source = self.services.existing("stack_source")  # the one injected, when it is of the mode
         if self.source is None or (mode == "cli") != isinstance(self.source, CliSource):
-            self.source = offline_source(self._services) if mode == "offline" else cli_source(self._services)
+            self.source = offline_source(self.services) if mode == "offline" else cli_source(self.services)
         return self.source
 
     def _stack(self) -> PulumiStack:
@@ -159,6 +138,7 @@ class StackHandlers:
             return Check(True, {"path": str(path), "built": False, "pulumi_aws": installed_version(path)}, would)
         return Check(False, {"would_build": str(path)}, would)
 
+    @action("infra.program_env", check="check_program_env")
     def program_env(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         venv = program_venv(self.config, step.params["program"], version=int(step.params["version"]))
         assert venv is not None
@@ -171,9 +151,11 @@ class StackHandlers:
             return Check(True, dict(earlier), would)
         return Check(False, {"would_save": str(step.params["path"])}, would)
 
+    @action("infra.backup_config", check="check_backup_config")
     def backup_config(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         return {"backup": str(backup_stack_config(self.config))}
 
+    @action("infra.desired_state", read_only=True)
     def desired_state(self, step: Step, ctx: StepContext) -> Check:
         current, target = self._configs(step)
         program = step.params.get("program") or {}
@@ -225,6 +207,7 @@ class StackHandlers:
                 and meta.get("mode") == "offline" and not meta.get("applied")
                 and meta.get("config_sha256") == file_digest(Path(step.params["path"])))
 
+    @action("infra.write_config", check="check_write_config")
     def write_config(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         mode, keys = str(step.params["mode"]), [str(k) for k in step.params["keys"]]
         path = Path(step.params["path"])
@@ -252,6 +235,7 @@ class StackHandlers:
             return Check(True, dict(earlier), would)
         return Check(False, {"would_run": would}, would)
 
+    @action("infra.preview", check="check_preview")
     def preview(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         plan_file = Path(str(step.params["plan_file"]))
         version = int(step.params["version"])
@@ -283,9 +267,10 @@ class StackHandlers:
         return {**result.to_dict(), "sidecar": str(sidecar), "program": dict(program)}
 
     # ------------------------------------------------------------ restore
+    @action("infra.check", read_only=True)
     def check_restore(self, step: Step, ctx: StepContext) -> Check:
         version, plan_file = int(step.params["version"]), Path(step.params["plan_file"])
-        found = check_restore(self.config, version, plan_file, services=self._services,
+        found = check_restore(self.config, version, plan_file, services=self.services,
                               allow_db_replacement=bool(step.params.get("allow_db_replacement")))
         return Check(False, found, f"checked: not locked, no pending operations, plan matches version {version}")
 
@@ -304,6 +289,7 @@ class StackHandlers:
                               f"run '{would}' where it is installed")
         return Check(False, {"would_run": would}, would)
 
+    @action("infra.up", check="check_up")
     def up(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         plan_file = Path(step.params["plan_file"])
         meta = read_sidecar(plan_file)
@@ -318,7 +304,7 @@ class StackHandlers:
         extra: dict[str, Any] = {}
         # The same commit's program the plan was made with (a worktree, removed afterwards), or today's.
         with program_project_dir(self.config, program) as directory:
-            stack = program_stack(self.config, directory) if config_file else self._services.pulumi_stack()
+            stack = program_stack(self.config, directory) if config_file else self.services.pulumi_stack()
             if without_plan:
                 comparison = self._compare_with_plan(stack, plan_file, config_file, version)
                 ctx.note(f"a fresh preview takes exactly the plan's steps ({comparison.describe()}); "
@@ -394,11 +380,12 @@ class StackHandlers:
             return Check(True, dict(earlier), would)
         return Check(False, {"would_invalidate_after": "the update"}, would)
 
+    @action("infra.invalidate_release", check="check_invalidate_release")
     def invalidate_release(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         from rollback.commands.infra_cdn import release_invalidation_paths
 
         distribution, release = str(step.params["distribution"]), step.params["release"]
-        edge = self._services.edge()
+        edge = self.services.edge()
         try:
             live = edge.get_config(distribution)
             paths = release_invalidation_paths(live.raw, release.get("before"), str(release["after"]))
@@ -423,5 +410,6 @@ class StackHandlers:
                 return Check(True, dict(earlier), would)
         return Check(False, {"would_restore": meta["path"], "from": str(backup)}, would)
 
+    @action("stack.config_restore", check="check_config_restore")
     def config_restore(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         return config_restore(self.config, Path(str(step.params["backup"])))

@@ -76,13 +76,12 @@ def default_plan_file(config: Config, version: int) -> Path:
 
 
 def preview_plan(config: Config, options: PreviewOptions,
-                 services: Services | None = None) -> tuple[Plan, dict[str, Any]]:
+                 services: Services) -> tuple[Plan, dict[str, Any]]:
     """Read-only: find the version and what its config changes; return the plan and a context."""
     settings = config.require_pulumi()
     offline = options.offline or not cli_available()
     # Online, the config must come from the CLI (secrets decrypted, to be set back through it);
     # offline, from the self-managed backend (secrets as ciphertext, written back as 'secure:').
-    services = services or Services(config)
     source = offline_source(services) if offline else cli_source(services)
     target = source.find(options.to_version)
     latest = source.latest()
@@ -330,7 +329,7 @@ def _offline_waiting_for_plan(sidecar: Path) -> dict[str, Any] | None:
 
 
 def check_restore(config: Config, version: int, plan_file: Path, *, source: HistorySource | None = None,
-                  services: Services | None = None, allow_db_replacement: bool = False) -> dict[str, Any]:
+                  services: Services, allow_db_replacement: bool = False) -> dict[str, Any]:
     """Every precondition of ``restore``; raises Refused subclasses naming the way out. A plan that replaces
     or creates the database instance is refused unless ``allow_db_replacement`` (also one the user saved
     with ``pulumi preview --save-plan`` after an offline preview)."""
@@ -370,7 +369,6 @@ def check_restore(config: Config, version: int, plan_file: Path, *, source: Hist
     if meta.get("config_sha256") != digest:
         raise UnsafePrecondition(f"the stack config changed since the preview ({stack_config_file(config).name})",
                                  preview_again)
-    services = services or Services(config)
     backend = services.stack_backend()
     if backend is not None:
         locks = backend.locks()
@@ -397,7 +395,7 @@ def check_restore(config: Config, version: int, plan_file: Path, *, source: Hist
 
 
 def restore_plan(config: Config, version: int, plan_file: Path, *, without_plan: bool = False,
-                 allow_db_replacement: bool = False, services: Services | None = None,
+                 allow_db_replacement: bool = False, services: Services,
                  release: Mapping[str, Any] | None = None) -> Plan:
     """Check, then ``pulumi up --plan``; ``without_plan``: the guarded fallback for a plan the CLI refused.
     When the preview changed ``assetsRelease``, an invalidation follows (whether or not that version's
@@ -428,7 +426,7 @@ def restore_plan(config: Config, version: int, plan_file: Path, *, without_plan:
     return Plan.of(f"restore stack {settings.stack} to version {version}", config.env_name, steps, notes)
 
 
-def _release_invalidation(config: Config, plan_file: Path, services: Services | None,
+def _release_invalidation(config: Config, plan_file: Path, services: Services,
                           release: Mapping[str, Any] | None) -> tuple[list[Step], list[str]]:
     """The invalidation after an update that changes ``assetsRelease`` (else read from the preview's record)."""
     import uuid

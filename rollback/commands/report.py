@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rollback.adapters.cloudwatch import CLOUDFRONT_REGION, CloudFrontMetrics
+from rollback.adapters.cloudwatch import CloudFrontMetrics
 from rollback.commands.db_salvage import salvage_report
 from rollback.context import Services
 from rollback.errors import BadInput, OperationFailed, Refused, RollbackError
@@ -56,6 +56,7 @@ __all__ = [
 ]
 
 FORMATS = ("md", "json", "html")
+REPORT_TIMEOUT = 5.0  # seconds: what the report measures comes from the short-timeout profile
 TEMPLATE_OF = {"md": "report.md.j2", "html": "report.html.j2"}
 SUFFIX = ".jsonl"
 
@@ -130,19 +131,15 @@ def measure_impact(config: Config | None, record: Mapping[str, Any], *, cloudwat
         return Impact.not_measured("the incident has no start and restore time yet")
     if config is None:
         return Impact.not_measured("no rollback.toml to name the distribution (measured when the incident closes)")
+    # The short-timeout profile: a report must not wait on an unreachable CloudWatch.
+    services = Services(config, quick=REPORT_TIMEOUT)
     try:
-        distribution = distribution_id(config)
+        distribution = distribution_id(config, services)
     except NotConfigured as exc:
         return Impact.not_measured(f"no CloudFront distribution: {exc}")
     try:
         if cloudwatch is None:
-            import boto3  # heavy: only when the report measures impact without an injected client
-            from botocore.config import Config as BotoConfig
-
-            # Short and bounded: a report must not wait on an unreachable CloudWatch.
-            cloudwatch = boto3.Session(region_name=CLOUDFRONT_REGION).client(
-                "cloudwatch", config=BotoConfig(retries={"max_attempts": 2, "mode": "standard"},
-                                                connect_timeout=3, read_timeout=10))
+            cloudwatch = services.cloudwatch().client  # us-east-1, where CloudFront's metrics live
         return CloudFrontMetrics(cloudwatch).impact(distribution, *window)
     except RollbackError as exc:
         return Impact.not_measured(f"CloudWatch: {exc.message}")
@@ -157,7 +154,7 @@ def count_rows_only_in_kept(config: Config | None, facts: DataLossFacts) -> Mapp
     if config is None or config.env.database is None or not facts.kept_database:
         return None
     try:
-        db = Services(config).database()
+        db = Services(config, quick=REPORT_TIMEOUT).database()  # the short-timeout profile
         if facts.live_database and db.target.dbname != facts.live_database:
             return None  # the config points at another database than the one this incident swapped
         found = salvage_report(db, facts.kept_database)

@@ -14,7 +14,7 @@ lease keeps in ``<lock url>/runs/`` of runs on other machines. It refuses (exit 
 when and on which layers it acted, and what to do instead) when one of them
 
 - finished a step that changes something (an action outside
-  :data:`~rollback.commands.run_types.READ_ONLY_ACTIONS`, not found already done), or
+  :func:`~rollback.commands.registry.is_read_only`, not found already done), or
 - may have: it stopped inside such a step (killed, failed, interrupted), or its copy in S3 has no end
   (a run killed or cut off from S3: the copy is refreshed at each renewal of the lease, every ``ttl / 4``
   seconds, so what it did after its last copy is unknown) while it had state-changing steps left, or
@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rollback.commands.run_types import READ_ONLY_ACTIONS
 from rollback.errors import AwsError, BadInput, UnsafePrecondition
 from rollback.lock import describe_holder
 from rollback.runner import RESUMABLE, steps_in_format
@@ -110,8 +109,10 @@ def _acted(seen: SeenRun) -> Intervention | None:
         elif event == "step_failed":
             state[step] = ("failed", when)
 
+    from rollback.commands.registry import is_read_only
+
     def changing(step: str) -> bool:
-        return plan.get(step, ("?", "?"))[0] not in READ_ONLY_ACTIONS  # a step outside the plan: unknown
+        return not is_read_only(plan.get(step, ("?", "?"))[0])  # a step outside the plan: unknown
 
     def layers(steps: Iterable[str]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(plan.get(s, ("?", "unknown"))[1] for s in steps))

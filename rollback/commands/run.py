@@ -46,7 +46,6 @@ from typing import TYPE_CHECKING, Any
 from rollback.commands.incident import targets_seconds
 from rollback.commands.run_plan import handler_services, newest_release_start, plan_run
 from rollback.commands.run_types import (
-    READ_ONLY_ACTIONS,
     RELEASE_GAP,
     SERVICE_LAYERS,
     RunPlan,
@@ -72,7 +71,6 @@ if TYPE_CHECKING:
 
 
 __all__ = [
-    "READ_ONLY_ACTIONS",
     "RELEASE_GAP",
     "SERVICE_LAYERS",
     "RunPlan",
@@ -150,7 +148,10 @@ class RunTracker(RunObserver):
     def step_started(self, number: int, step: Step, *, dry_run: bool) -> None:
         # A tracker follows real runs only (a dry run changes nothing, posts nothing, records nothing).
         self.notifier.step_started(step)
-        if not self.initiated and step.action not in READ_ONLY_ACTIONS and step.id not in self.done:
+        # Imported here: the registry imports this module (its handler classes).
+        from rollback.commands.registry import is_read_only  # steps that only read or wait, as declared
+
+        if not self.initiated and not is_read_only(step.action) and step.id not in self.done:
             self.initiated = True
             if self.incident is not None:
                 self.incident.write("initiated", run=self.run_id, step=step.id)

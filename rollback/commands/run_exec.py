@@ -69,7 +69,7 @@ def _operator_options(planned: RunPlan) -> dict[str, str]:
 
 
 def open_incident(config: Config, planned: RunPlan | None, plan: Plan, *, ref: str | None, severity: str | None,
-                  detected_at: str | None, drill: bool, command: str,
+                  detected_at: str | None, drill: bool, command: str, services: Services,
                   say: Callable[[str], None] = _quiet) -> IncidentLog:
     """The incident this run attaches to: ``ref``, the open one, or a new one (a run without a decision
     opens one, and records the operator's choice of layers, ``command``, as its decision)."""
@@ -86,7 +86,7 @@ def open_incident(config: Config, planned: RunPlan | None, plan: Plan, *, ref: s
             why = incidents.superseded(stale, initiated) if stale is not None else None
             if why:
                 say(why)
-        alarms = None if detected_at else live_signals(config, alarms_only=True).alarms
+        alarms = None if detected_at else live_signals(config, alarms_only=True, services=services).alarms
         detection = incidents.detect(detected_at, alarms)
         deployment = {"id": facts.get("from"), "created": facts.get("from_created")} if facts.get("from") else None
         log, _ = incidents.ensure(config, None, detection=detection, drill=drill, deployment=deployment,
@@ -146,7 +146,8 @@ def execute_run(config: Config, plan: Plan, request: RunRequest, services: Servi
     def attach(run: Run) -> None:
         """After the confirmation, before the journal: the incident, and the tracker that keeps it."""
         log = open_incident(config, planned, run.plan, ref=request.incident, severity=request.severity,
-                            detected_at=detected_at, drill=drill, command=command, say=say)
+                            detected_at=detected_at, drill=drill, command=command, services=services,
+                            say=say)
         run.plan = _with_incident(run.plan, log.id)
         chosen = notifier or Notifier.from_config(config, incident=log.id, drill=read_incident(log.path).drill,
                                                   stderr=say)

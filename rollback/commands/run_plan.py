@@ -53,14 +53,12 @@ __all__ = [
 # --------------------------------------------------------------------------------------------- adapters
 
 
-def handler_services(services: Services, poll_interval: float) -> dict[str, Any]:
-    """What :func:`~rollback.commands.registry.handlers_for` gets: the adapters built while planning, and
-    CloudFront polls every ``poll_interval`` seconds, often at first."""
-    chosen = services.built()
-    chosen.setdefault("edge_interval", poll_interval)
-    chosen.setdefault("invalidate_interval", poll_interval)
-    chosen.setdefault("poll_ramp", True)
-    return chosen
+def handler_services(services: Services, poll_interval: float) -> Services:
+    """What :func:`~rollback.commands.registry.handlers_for` gets: the adapters built while planning (the
+    same database target, the same boto3 session), and CloudFront polls every ``poll_interval`` seconds,
+    often at first."""
+    return services.with_settings(dataclasses.replace(services.settings, edge_interval=poll_interval,
+                                                      invalidate_interval=poll_interval, poll_ramp=True))
 
 
 # --------------------------------------------------------------------------------------------- layers
@@ -106,7 +104,7 @@ def _plan_app(config: Config, services: Services, request: RunRequest) -> _Layer
                 raise BadInput("--to app=revert: production's commit is not known to Vercel",
                                "name the commit: --to app=revert:SHA")
             spec = current.commit_sha
-        repo = services.given.get("git") or GitRepo(Path.cwd())
+        repo = services.existing("git") or GitRepo(Path.cwd())
         planned = app_commands.plan_revert(config, repo, spec, push=True, wait=True, project=project)
         layer.facts = {"option": "git-revert", "spec": spec,
                        "from": project.production.id if project.production else None}
@@ -158,7 +156,7 @@ def _edge_version(adapter: EdgeAdapter, distribution: str, function: str) -> int
 
 def _plan_edge(config: Config, services: Services, request: RunRequest, *, pin: bool) -> _Layer:
     layer = _Layer("edge")
-    resources = bg.resolve_resources(config, need=("distribution", "function"))
+    resources = bg.resolve_resources(config, need=("distribution", "function"), services=services)
     assert resources.distribution and resources.function
     adapter = services.edge()
     target = request.targets.get("edge")
@@ -208,7 +206,7 @@ def _origin_prefix(config: Config, services: Services, bucket: str) -> str | Non
     """The prefix the distribution serves the bucket from (its origin path: ``/releases/r42`` ->
     ``releases/r42/``), or ``None`` without a distribution that serves it."""
 
-    distribution = bg.resolve_resources(config, need=()).distribution
+    distribution = bg.resolve_resources(config, need=(), services=services).distribution
     if not distribution:
         return None
     for origin in services.edge().get_config(distribution).origins:
@@ -220,7 +218,7 @@ def _origin_prefix(config: Config, services: Services, bucket: str) -> str | Non
 
 def _plan_assets(config: Config, services: Services, request: RunRequest) -> _Layer:
     layer = _Layer("assets")
-    resources = bg.resolve_resources(config, need=("bucket",))
+    resources = bg.resolve_resources(config, need=("bucket",), services=services)
     assert resources.bucket
     bucket = resources.bucket
     store = services.s3()
@@ -271,10 +269,10 @@ def _plan_assets(config: Config, services: Services, request: RunRequest) -> _La
     return layer
 
 
-def _invalidation(config: Config, group: str) -> list[Step]:
+def _invalidation(config: Config, services: Services, group: str) -> list[Step]:
     """``/*`` invalidated and waited for, in ``group`` (ids ``<group>.invalidate``, ``<group>.wait-invalidation``)."""
 
-    distribution = bg.resolve_resources(config, need=()).distribution
+    distribution = bg.resolve_resources(config, need=(), services=services).distribution
     if not distribution:
         return []
     plan = bg.plan_invalidate(config, distribution_id=distribution, paths=["/*"], wait=True)
@@ -291,7 +289,7 @@ def _plan_infra(config: Config, services: Services, request: RunRequest) -> _Lay
             "installed here",
             "restore the edge pieces straight through AWS instead: --layers edge,assets (break-glass; the edge "
             "version is pinned in the stack config so the next pulumi up keeps it)")
-    source = services.given.get("stack_source") or stack.open_source(config, "cli")
+    source = services.existing("stack_source") or stack.open_source(config, "cli")
     latest = source.latest()
     if latest is None:
         raise UnsafePrecondition(f"stack {config.require_pulumi().stack} has no update to go back from",
@@ -305,7 +303,8 @@ def _plan_infra(config: Config, services: Services, request: RunRequest) -> _Lay
         raise BadInput(f"--to infra: no earlier stack version {version} (the latest is {latest.version})",
                        "see 'rollback infra history'")
     plan_file = stack.default_plan_file(config, version)
-    preview, context = stack.preview_plan(config, stack.PreviewOptions(to_version=version, plan_file=plan_file))
+    options = stack.PreviewOptions(to_version=version, plan_file=plan_file)
+    preview, context = stack.preview_plan(config, options, services)
     restore = stack.restore_plan(config, version, plan_file, services=services, release=context.get("release"))
     # The restore's own "check" step reads the preview's plan file, which a dry run never writes: the up
     # step checks the plan it applies, and the preview right before it made that plan.
@@ -347,8 +346,8 @@ def _db_mode(request: RunRequest) -> tuple[str, str]:
     return "restore", target
 
 
-def failed_migrations(config: Config) -> list[str]:
-    return [str(name) for name in db_commands.migrations(config).get("failed", [])]
+def failed_migrations(config: Config, services: Services) -> list[str]:
+    return [str(name) for name in db_commands.migrations(config, services=services).get("failed", [])]
 
 
 def _plan_db(config: Config, services: Services, request: RunRequest) -> tuple[_Layer, _Layer]:
@@ -363,7 +362,7 @@ def _plan_db(config: Config, services: Services, request: RunRequest) -> tuple[_
     last.facts["mode"] = mode
     if mode == "restore":
         first = _Layer("db")
-        plan = db_commands.plan_restore(config, argument, swap=True, jobs=jobs)
+        plan = db_commands.plan_restore(config, argument, swap=True, jobs=jobs, services=services)
         manifest, dump_dir = db_commands.resolve_backup(config, argument)
         manifest_path = backup_manifest_path(dump_dir)
         last.steps = _prefixed([s for s in plan.steps if s.id != "emergency-backup"], "db")
@@ -373,8 +372,8 @@ def _plan_db(config: Config, services: Services, request: RunRequest) -> tuple[_
         last.world = {"backup": name, "manifest_sha256": file_sha256(manifest_path)}
         last.facts.update(backup=name, backup_created=manifest.get("created_at"), manifest=str(manifest_path))
     elif mode == "repair":
-        failed = failed_migrations(config)
-        target = db_commands.database_target(config)
+        failed = failed_migrations(config, services)
+        target = services.database_target()
         last.steps = _prefixed([Step(f"resolve-{n}", "db.resolve", f"mark failed migration {name} rolled back",
                                      target=f"database {target.dbname}", params={"rolled_back": name})
                                 for n, name in enumerate(failed, start=1)], "db")
@@ -391,20 +390,20 @@ def _plan_db(config: Config, services: Services, request: RunRequest) -> tuple[_
         kind, _, value = argument.partition(":")
         plan = db_commands.plan_rds_restore(config, snapshot=value if kind == "snapshot" else None,
                                             to_time=value if kind == "time" else None, latest=kind == "latest",
-                                            target=restored, wait=True, rds=services.given.get("rds"))
+                                            target=restored, wait=True, services=services)
         last.steps = _prefixed(plan.steps, "db")
         last.notes = list(plan.notes)
         last.facts.update(rds_source=source, rds_target=restored)
     return first, last
 
 
-def _migration_rows(config: Config) -> list[MigrationRow] | str:
+def _migration_rows(config: Config, services: Services) -> list[MigrationRow] | str:
     """The ``_prisma_migrations`` rows for the schema-skew check, or why they could not be read."""
     if not config.database_url():
         return f"{config.env.database.url_env} is not set"
 
     try:
-        listed = db_commands.migrations(config)
+        listed = db_commands.migrations(config, services=services)
     except RollbackError as exc:
         return exc.message
     rows = []
@@ -522,11 +521,10 @@ def check_switchable(project: str, key: str, value: str | None, *, app_role: Any
                                  "fix database.app_role or the variable; nothing was changed")
 
 
-def plan_run(config: Config, request: RunRequest, services: Services | None = None) -> RunPlan:
+def plan_run(config: Config, request: RunRequest, services: Services) -> RunPlan:
     """Read the world and build the cross-layer plan (nothing changes). Blocking hazards are listed,
     not raised: the caller refuses (exit 4) after showing them."""
 
-    services = services or Services(config)
     layers = order(request.layers)
     if not layers:
         raise BadInput("no layer to roll back", "pass --layers, e.g. --layers app")
@@ -547,7 +545,7 @@ def plan_run(config: Config, request: RunRequest, services: Services | None = No
 
     app_facts = parts["app"].facts if "app" in parts else {}
     if app_facts.get("to_created"):
-        rows = _migration_rows(config)
+        rows = _migration_rows(config, services)
         db_mode = parts["db"].facts.get("mode") if "db" in parts else None
         if isinstance(rows, str):
             parts["app"].notes.append(f"schema skew not checked: {rows}")
@@ -600,7 +598,7 @@ def plan_run(config: Config, request: RunRequest, services: Services | None = No
         if name == "db":
             steps += switch
         if name == cache_after:
-            steps += _invalidation(config, name)
+            steps += _invalidation(config, services, name)
         if name == restoring and name != "app":
             steps += _health(config, name, health_step)
         steps += parts[name].after

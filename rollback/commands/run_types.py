@@ -13,11 +13,10 @@ from typing import Any
 
 from rollback.errors import BadInput
 from rollback.layers import Hazard
-from rollback.plan import Plan, Step
+from rollback.plan import SERVICE_LAYERS, Plan, Step
 from rollback.runner import steps_in_format
 
 __all__ = [
-    "READ_ONLY_ACTIONS",
     "RELEASE_GAP",
     "SERVICE_LAYERS",
     "RunPlan",
@@ -28,15 +27,7 @@ __all__ = [
     "segments",
 ]
 
-# Steps that only read or wait: "initiated" is the first step *not* among them.
-READ_ONLY_ACTIONS = frozenset({
-    "run.check_world", "health.check", "verify.checklist", "vercel.wait_alias_job", "vercel.wait_deploy",
-    "vercel.wait_abort",
-    "edge.wait", "cloudfront.wait_invalidation", "db.verify_backup", "db.check_rights", "db.check_counts",
-    "db.check_migration", "infra.check", "infra.desired_state",
-})
 RELEASE_GAP = dt.timedelta(minutes=10)  # writes closer together than this belong to one release
-SERVICE_LAYERS = ("app", "edge", "assets", "infra", "db")
 
 
 # --------------------------------------------------------------------------------------------- request

@@ -5,26 +5,24 @@
 from __future__ import annotations
 
 import datetime as dt
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from rollback.actions import StepHandlers, action
 from rollback.adapters.s3_versions import group_by_key, newest_first
 from rollback.backups import manifest_path as backup_manifest_path
 from rollback.commands import db as db_commands
 from rollback.commands import infra_stack as stack
 from rollback.commands.run_plan import check_switchable, failed_migrations, file_sha256, switch_keys, switch_variables
-from rollback.context import Services
 from rollback.dburl import with_server
 from rollback.errors import OperationFailed, UnsafePrecondition
-from rollback.lock import pause
 from rollback.plan import Step
-from rollback.runner import Check, handler
+from rollback.runner import Check
 
 if TYPE_CHECKING:
-    from rollback.runner import StepContext, StepHandler
+    from rollback.runner import StepContext
 
 
 __all__ = [
@@ -36,14 +34,12 @@ __all__ = [
 
 
 @dataclass
-class WorldHandlers:
+class WorldHandlers(StepHandlers):
     """The ``run.check_world`` step: read again what the plan was made from; refuse (exit 4) when it
     changed, so that a saved plan (``--plan FILE``) never acts on a world it was not made for."""
 
-    services: Services
+    layer = "core"
 
-    def handlers(self) -> dict[str, StepHandler]:
-        return {"run.check_world": handler(self.act, self.check)}
 
     def check(self, step: Step, ctx: StepContext) -> Check:
         if step.id in ctx.earlier:  # checked by the run this one resumes; its own steps changed it since
@@ -55,6 +51,7 @@ class WorldHandlers:
                                      "nothing was changed; plan again (rollback run ... --dry-run) and run that plan")
         return Check(False, {"checked": sorted(planned)}, step.summary)
 
+    @action("run.check_world", check="check", read_only=True)
     def act(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         return dict(ctx.checked.result) if ctx.checked is not None else {}
 
@@ -104,7 +101,8 @@ class WorldHandlers:
                 digest = file_sha256(backup_manifest_path(dump_dir))
                 if digest != db.get("manifest_sha256"):
                     found.append(f"backup {db['backup']}'s manifest changed")
-            if "failed_migrations" in db and sorted(failed_migrations(config)) != sorted(db["failed_migrations"]):
+            failed = sorted(failed_migrations(config, self.services)) if "failed_migrations" in db else None
+            if failed is not None and failed != sorted(db["failed_migrations"]):
                 found.append("the failed migrations changed")
         return found
 
@@ -123,7 +121,7 @@ def _common_prefix(keys: Sequence[str]) -> str:
 
 
 @dataclass
-class SwitchHandlers:
+class SwitchHandlers(StepHandlers):
     """``--switch-database``: the Vercel project's database variables (``database.url_env`` and, when the
     project has it, ``database.direct_url_env``: together, so that the app and its migrations never
     disagree) to the restored RDS instance, then a redeploy of what production serves (a variable
@@ -136,13 +134,8 @@ class SwitchHandlers:
     connection pooler is refused: the instance's endpoint in its place would bypass the pool. Values
     (they hold passwords) are read, changed and written back without ever being journaled or printed."""
 
-    services: Services
-    sleep: Callable[[float], None] = pause
-    clock: Callable[[], float] = time.monotonic
+    layer = "app"
 
-    def handlers(self) -> dict[str, StepHandler]:
-        return {"vercel.switch_database": handler(self.switch, self.check_switch),
-                "vercel.redeploy": handler(self.redeploy, self.check_redeploy)}
 
     def _endpoint(self, step: Step, ctx: StepContext) -> tuple[str | None, int | None]:
         restored = ctx.results.get(step.sibling(str(step.params.get("from_step") or "rds-restore"))) or {}
@@ -165,6 +158,7 @@ class SwitchHandlers:
                                 "project": step.params["project"]}, would)
         return Check(False, {"would_set": keys, "host": endpoint}, would)
 
+    @action("vercel.switch_database", check="check_switch")
     def switch(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         endpoint, port = self._endpoint(step, ctx)
         if endpoint is None:
@@ -203,6 +197,7 @@ class SwitchHandlers:
             return Check(True, dict(earlier), would)
         return Check(False, {"would_redeploy": step.params.get("deployment") or "production"}, would)
 
+    @action("vercel.redeploy", check="check_redeploy")
     def redeploy(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         client = self.services.vercel()
         project = client.get_project(str(step.params["project"]))

@@ -143,23 +143,19 @@ def gather(readers: Mapping[str, Callable[[], Any]], *, budget: float) -> dict[s
 _BUILD_LOCK = threading.Lock()
 
 
-def _services(config: Config, services: Services | None) -> Services:
-    return services if services is not None else Services(config)
-
-
-def _cloudwatch(config: Config, services: Services | None, timeout: float) -> CloudWatch:
+def _cloudwatch(config: Config, services: Services, timeout: float) -> CloudWatch:
     with _BUILD_LOCK:
-        return _services(config, services).cloudwatch(timeout=timeout)
+        return services.quick(timeout).cloudwatch()
 
 
-def _stack_outputs(config: Config) -> Mapping[str, Any]:
+def _stack_outputs(config: Config, services: Services) -> Mapping[str, Any]:
     if config.env.pulumi is None or not config.env.aws.from_stack_outputs:
         raise NotConfigured("no Pulumi stack configured to read its outputs from")
     # Imported here: infra_stack is the largest command module, and only this fallback needs it.
     from rollback.commands.infra_stack import stack_outputs
 
     try:
-        return stack_outputs(config)
+        return stack_outputs(config, services)
     except RollbackError as exc:
         raise NotConfigured(f"reading the stack outputs failed: {exc.message}") from exc
 
@@ -171,13 +167,13 @@ class AlarmSet:
     origin: str  # "config" | "stack outputs"
 
 
-def alarm_names(config: Config) -> AlarmSet:
+def alarm_names(config: Config, services: Services) -> AlarmSet:
     """The rollback alarms: ``[env.<name>.alarms]`` names/prefix, else the stack outputs."""
     settings = config.env.alarms
     if settings.names or settings.prefix:
         return AlarmSet(tuple(settings.names), settings.prefix, "config")
     try:
-        outputs = _stack_outputs(config)
+        outputs = _stack_outputs(config, services)
     except NotConfigured as exc:
         raise NotConfigured(f"set [env.{config.env_name}.alarms] names or prefix ({exc})") from exc
     names = [str(n) for n in outputs.get("alarmNames") or [] if isinstance(n, str)]
@@ -189,18 +185,18 @@ def alarm_names(config: Config) -> AlarmSet:
     return AlarmSet(tuple(names), None, "stack outputs")
 
 
-def read_alarms(config: Config, *, timeout: float, services: Services | None = None
+def read_alarms(config: Config, *, timeout: float, services: Services
                 ) -> tuple[AlarmSet, list[AlarmState]]:
-    wanted = alarm_names(config)
+    wanted = alarm_names(config, services)
     found = _cloudwatch(config, services, timeout).alarms(names=wanted.names, prefix=wanted.prefix)
     return wanted, found
 
 
-def distribution_id(config: Config) -> str:
+def distribution_id(config: Config, services: Services) -> str:
     if config.env.aws.distribution_id:
         return config.env.aws.distribution_id
     try:
-        outputs = _stack_outputs(config)
+        outputs = _stack_outputs(config, services)
     except NotConfigured as exc:
         raise NotConfigured(f"set aws.distribution_id ({exc})") from exc
     value = outputs.get("distributionId")
@@ -216,13 +212,13 @@ def vercel_direct_note(reason: str) -> str:
             "p95, page load), not from CloudFront metrics")
 
 
-def served_by_vercel(config: Config) -> str | None:
+def served_by_vercel(config: Config, services: Services) -> str | None:
     """Why the app counts as served by Vercel directly (a Vercel project, no CloudFront distribution
     configured or in the stack outputs), or None when CloudFront is in front of it."""
     if config.env.vercel is None:
         return None
     try:
-        distribution_id(config)
+        distribution_id(config, services)
     except NotConfigured as exc:
         return str(exc)
     return None
@@ -230,26 +226,26 @@ def served_by_vercel(config: Config) -> str | None:
 
 def cloudfront_metric(config: Config, metric: str, stat: str, *, minutes: float, timeout: float,
                       distribution: str | None = None, since: dt.datetime | None = None,
-                      services: Services | None = None) -> MetricWindow:
+                      services: Services) -> MetricWindow:
     return cloudfront_metrics(config, [(metric, stat)], minutes=minutes, timeout=timeout,
                               distribution=distribution, since=since, services=services)[0]
 
 
 def cloudfront_metrics(config: Config, wanted: list[tuple[str, str]], *, minutes: float, timeout: float,
                        distribution: str | None = None, since: dt.datetime | None = None,
-                       services: Services | None = None, now: dt.datetime | None = None) -> list[MetricWindow]:
+                       services: Services, now: dt.datetime | None = None) -> list[MetricWindow]:
     """Several CloudFront ``(metric, stat)`` of the distribution over the last ``minutes`` (or since
     ``since``, when that is later), in one call; ``now``: the window ends then (CloudWatch's history)."""
-    chosen = distribution or distribution_id(config)
+    chosen = distribution or distribution_id(config, services)
     return _cloudwatch(config, services, timeout).statistics("AWS/CloudFront", wanted,
                                                              cloudfront_dimensions(chosen), minutes=minutes,
                                                              since=since, now=now)
 
 
 def cloudfront_newest(config: Config, metric: str, stat: str, *, minutes: float, timeout: float,
-                      distribution: str | None = None, services: Services | None = None) -> MetricWindow:
+                      distribution: str | None = None, services: Services) -> MetricWindow:
     """The newest one-minute datapoint of a CloudFront metric in the last ``minutes``."""
-    chosen = distribution or distribution_id(config)
+    chosen = distribution or distribution_id(config, services)
     return _cloudwatch(config, services, timeout).newest("AWS/CloudFront", metric, stat,
                                                          cloudfront_dimensions(chosen), minutes=minutes)
 
@@ -287,15 +283,14 @@ class _AssetsVersions:
         return self._store.list_versions(bucket, prefix=prefix)
 
 
-def _cdn_clients(config: Config, services: Services | None, timeout: float
+def _cdn_clients(config: Config, services: Services, timeout: float
                  ) -> tuple[Any, S3Versions | _AssetsVersions]:
     """CloudFront's client and the assets bucket's versions: injected through ``services`` (``edge``,
     ``s3``), else short-timeout clients shared by the process (``make_client``), not the Services'
     own, whose 30 s reads and five attempts would outlast the decision's budget."""
-    given = services.given if services is not None else {}
-    edge = given.get("edge")
+    edge = services.given.get("edge")
     cloudfront = edge.cloudfront if edge is not None else make_client(timeout=timeout, service="cloudfront")
-    store = given.get("s3")
+    store = services.given.get("s3")
     return cloudfront, (store if store is not None else _AssetsVersions(config, timeout))
 
 
@@ -317,8 +312,8 @@ class DistributionState:
         return tuple(dict.fromkeys(item.split(" (")[0] for _, items in self.edge for item in items))
 
 
-def _read_distribution(config: Config, cloudfront: Any) -> DistributionState:
-    distribution = distribution_id(config)
+def _read_distribution(config: Config, services: Services, cloudfront: Any) -> DistributionState:
+    distribution = distribution_id(config, services)
     with aws_errors(f"reading distribution {distribution}"):
         found = cloudfront.get_distribution(Id=distribution)["Distribution"]
     settings = found.get("DistributionConfig") or {}
@@ -341,17 +336,17 @@ def _read_distribution(config: Config, cloudfront: Any) -> DistributionState:
                              tuple(edge), bucket, prefix)
 
 
-def distribution_state(config: Config, *, timeout: float, services: Services | None = None) -> DistributionState:
+def distribution_state(config: Config, *, timeout: float, services: Services) -> DistributionState:
     """The distribution as it serves now (for ``rollback status``)."""
     cloudfront, _ = _cdn_clients(config, services, timeout)
-    return _read_distribution(config, cloudfront)
+    return _read_distribution(config, services, cloudfront)
 
 
-def cdn_changes(config: Config, *, timeout: float, services: Services | None = None) -> CdnChanges:
+def cdn_changes(config: Config, *, timeout: float, services: Services) -> CdnChanges:
     """When the distribution was last modified (and which Lambda@Edge versions it serves), and the newest
     object written (or deleted) under the assets release it serves."""
     cloudfront, store = _cdn_clients(config, services, timeout)
-    state = _read_distribution(config, cloudfront)
+    state = _read_distribution(config, services, cloudfront)
     distribution = state.id
     result = CdnChanges(state=state)
     served = state.served

@@ -249,22 +249,22 @@ def incident_state(config: Config) -> IncidentState:
     return IncidentState(record.summary() if record is not None else None, "; ".join(holders) or None)
 
 
-def backup_state(config: Config) -> dict[str, Any]:
+def backup_state(config: Config, services: Services) -> dict[str, Any]:
     """The recovery points (``rollback db rpo``) and the newest backup's standby."""
     from rollback.commands.db_backup import standbys
     from rollback.commands.db_rpo import rpo
 
     if not config.database_url():
         raise sources.NotConfigured(f"{config.env.database.url_env} is not set")
-    document = rpo(config)
+    document = rpo(config, services=services)
     logical = next((p for p in document["points"] if p["kind"] == "logical backup"), None)
     standby = None
     if logical is not None and logical.get("name"):
-        standby = standbys(config, connect_timeout=2).get(str(logical["name"]))
+        standby = standbys(config, connect_timeout=2, services=services).get(str(logical["name"]))
     return {**document, "standby": standby}
 
 
-def status_readers(config: Config, *, timeout: float, services: Services | None = None,
+def status_readers(config: Config, *, timeout: float, services: Services,
                    only: tuple[str, ...] | None = None) -> dict[str, Callable[[], Any]]:
     """Every source of the status screen (or ``only`` those), by name (:data:`PREFIX` + source), for
     :func:`sources.gather`."""
@@ -278,7 +278,7 @@ def status_readers(config: Config, *, timeout: float, services: Services | None 
         "data": lambda: sources.grow_only_losses(config, timeout=timeout),
         "stack": lambda: stack_state(config, timeout=timeout),
         "incident": lambda: incident_state(config),
-        "backups": lambda: backup_state(config),
+        "backups": lambda: backup_state(config, services),
     }
     return {PREFIX + name: reader for name, reader in readers.items() if only is None or name in only}
 
@@ -570,7 +570,7 @@ def status_from(config: Config, outcomes: Mapping[str, sources.Outcome], *, seco
     return StatusReport(config.env_name, checked, seconds, budget, sections)
 
 
-def read_status(config: Config, *, budget: float | None = None, services: Services | None = None) -> StatusReport:
+def read_status(config: Config, *, budget: float | None = None, services: Services) -> StatusReport:
     """Read every source concurrently within ``budget`` seconds (default :data:`STATUS_BUDGET`, or
     ``$ROLLBACK_DECIDE_BUDGET``) and build the status screen."""
     from rollback.commands.decide import live_budget

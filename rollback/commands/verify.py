@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rollback.actions import StepHandlers, action
 from rollback.adapters import http as http_adapter
 from rollback.adapters.health import extract_version, versions_match
 from rollback.commands import db as db_commands
@@ -57,16 +58,16 @@ from rollback.commands import incident as incidents
 from rollback.commands import signals
 from rollback.errors import BadInput, ChecksFailed, RollbackError
 from rollback.incident import iso, parse_ts, read_incident
-from rollback.lock import pause
 from rollback.plan import Step
 from rollback.redact import redact_text
-from rollback.runner import Check, handler
+from rollback.runner import Check
 
 if TYPE_CHECKING:
     import httpx
 
     from rollback.config import Config
-    from rollback.runner import StepContext, StepHandler
+    from rollback.context import Services
+    from rollback.runner import StepContext
 
 __all__ = ["GROUPS", "Item", "VerifyHandlers", "VerifyResult", "checklist_step", "verify", "verify_once"]
 
@@ -270,7 +271,7 @@ def performance_items(config: Config) -> list[Item]:
 # ------------------------------------------------------------------------------------------ AWS items
 
 
-def cloudfront_items(config: Config, since: dt.datetime | None = None) -> list[Item]:
+def cloudfront_items(config: Config, services: Services, since: dt.datetime | None = None) -> list[Item]:
     """The CloudFront items; the rates over the last ``metrics_minutes``, or since ``since`` when later."""
 
     verify_settings = config.env.verify
@@ -284,7 +285,7 @@ def cloudfront_items(config: Config, since: dt.datetime | None = None) -> list[I
     cache_threshold = f"> {verify_settings.cache_hit_percent:g} %"
     fresh_threshold = f"newest < {verify_settings.fresh_minutes} min old"
     try:
-        distribution = signals.distribution_id(config)
+        distribution = signals.distribution_id(config, services)
     except signals.NotConfigured as exc:
         why = str(exc)
         return [_unmeasured("cdn.5xx-rate", "Service health", f"CloudFront 5xx error rate ({span})", why,
@@ -297,7 +298,7 @@ def cloudfront_items(config: Config, since: dt.datetime | None = None) -> list[I
              good: Callable[[float], bool]) -> Item:
         try:
             window = signals.cloudfront_metric(config, metric, "Average", minutes=minutes, timeout=AWS_TIMEOUT,
-                                               distribution=distribution, since=restored)
+                                               distribution=distribution, since=restored, services=services)
             detail = f"{metric} average over {window.datapoints} minute(s), distribution {distribution}"
             if restored is not None:
                 detail = (f"{metric} average since the service was restored ({iso_seconds(restored)}), "
@@ -305,7 +306,8 @@ def cloudfront_items(config: Config, since: dt.datetime | None = None) -> list[I
                 if window.value is None:
                     # Nothing since the restore yet: judge the newest datapoint (at least one).
                     window = signals.cloudfront_newest(config, metric, "Average", minutes=minutes,
-                                                       timeout=AWS_TIMEOUT, distribution=distribution)
+                                                       timeout=AWS_TIMEOUT, distribution=distribution,
+                                                       services=services)
                     detail = (f"no {metric} datapoint since the service was restored ({iso_seconds(restored)}) "
                               f"yet: the newest one"
                               + (f" ({iso_seconds(window.newest)})" if window.newest else "")
@@ -326,7 +328,7 @@ def cloudfront_items(config: Config, since: dt.datetime | None = None) -> list[I
     fresh = verify_settings.fresh_minutes
     try:
         window = signals.cloudfront_metric(config, "Requests", "Sum", minutes=fresh, timeout=AWS_TIMEOUT,
-                                           distribution=distribution)
+                                           distribution=distribution, services=services)
         if window.newest is None:
             items.append(Item("metrics.arriving", "Monitoring", "metrics being collected", FAIL, "none",
                               fresh_threshold, f"no CloudFront Requests datapoint for {distribution} in the last "
@@ -342,10 +344,10 @@ def cloudfront_items(config: Config, since: dt.datetime | None = None) -> list[I
     return items
 
 
-def alarm_items(config: Config) -> list[Item]:
+def alarm_items(config: Config, services: Services) -> list[Item]:
     group = "Monitoring"
     try:
-        wanted, found = signals.read_alarms(config, timeout=AWS_TIMEOUT)
+        wanted, found = signals.read_alarms(config, timeout=AWS_TIMEOUT, services=services)
     except signals.NotConfigured as exc:
         return [_unmeasured("alarms", group, "rollback alarms in OK state", str(exc), "== OK")]
     except RollbackError as exc:
@@ -366,7 +368,7 @@ def alarm_items(config: Config) -> list[Item]:
 # ------------------------------------------------------------------------------------------ database items
 
 
-def database_items(config: Config, baseline: str | None) -> list[Item]:
+def database_items(config: Config, services: Services, baseline: str | None) -> list[Item]:
     group = "Data integrity"
     if not config.database_url():
         why = f"{config.env.database.url_env} is not set"
@@ -376,7 +378,7 @@ def database_items(config: Config, baseline: str | None) -> list[Item]:
                 _unmeasured("db.orphans", group, "no orphaned records", why, "== 0")]
 
     try:
-        report = db_commands.verify(config, baseline=baseline)
+        report = db_commands.verify(config, baseline=baseline, services=services)
     except BadInput:
         raise
     except RollbackError as exc:
@@ -511,8 +513,8 @@ class VerifyResult:
         return bool(self.document["ok"])
 
 
-def verify_once(config: Config, *, baseline: str | None = None, expect_version: str | None = None,
-                strict: bool = False, since: dt.datetime | None = None,
+def verify_once(config: Config, *, services: Services, baseline: str | None = None,
+                expect_version: str | None = None, strict: bool = False, since: dt.datetime | None = None,
                 skip: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Measure every checklist item once; the Contract C document. ``since``: when the service was
     restored (the CloudFront rates judge the minutes after it). ``skip``: sources not checked here
@@ -532,16 +534,16 @@ def verify_once(config: Config, *, baseline: str | None = None, expect_version: 
         "service": service,
         "flows": lambda: flow_items(config),
         "smoke": lambda: [smoke_item(config)],
-        "database": lambda: database_items(config, baseline),
+        "database": lambda: database_items(config, services, baseline),
         "performance": lambda: performance_items(config),
-        "cloudfront": lambda: cloudfront_items(config, since),
-        "alarms": lambda: alarm_items(config),
+        "cloudfront": lambda: cloudfront_items(config, services, since),
+        "alarms": lambda: alarm_items(config, services),
     }
     notes: list[str] = []
     for name, why in (skip or {}).items():
         if readers.pop(name, None) is not None:
             notes.append(f"{_GROUP_OF[name].lower()} not checked: {why}")
-    direct = signals.served_by_vercel(config)
+    direct = signals.served_by_vercel(config, services)
     if direct is not None:
         # No CloudFront in front of the app: its rates are not "not measured", they do not exist here.
         del readers["cloudfront"]
@@ -578,7 +580,8 @@ _GROUP_OF = {"service": "Service health", "flows": "Critical flows", "smoke": "C
              "alarms": "Monitoring"}
 
 
-def verify(config: Config, *, baseline: str | None = None, expect_version: str | None = None, strict: bool = False,
+def verify(config: Config, *, services: Services, baseline: str | None = None, expect_version: str | None = None,
+           strict: bool = False,
            wait: float = 0.0, interval: float = 10.0, progress: Callable[[str], None] | None = None,
            incident: str | None = None, record: bool = True, since: dt.datetime | None = None,
            sleep: Callable[[float], None] = time.sleep, skip: Mapping[str, str] | None = None,
@@ -607,8 +610,8 @@ def verify(config: Config, *, baseline: str | None = None, expect_version: str |
     prefix = config.env.alarms.prefix
     while True:
         rounds += 1
-        document = verify_once(config, baseline=baseline, expect_version=expect_version, strict=strict,
-                               since=since, skip=skip)
+        document = verify_once(config, services=services, baseline=baseline, expect_version=expect_version,
+                               strict=strict, since=since, skip=skip)
         outside = not_healed(document["items"], layers, prefix=prefix, strict=strict) if layers else {}
         if outside:
             command = heal_command(config, outside)
@@ -667,16 +670,13 @@ def checklist_step(config: Config, *, step_id: str = "checklist", incident: str 
 
 
 @dataclass
-class VerifyHandlers:
+class VerifyHandlers(StepHandlers):
     """The ``verify.checklist`` step: :func:`verify` with the step's params; records ``verified`` on
     the incident. Its check never finds it done in a fresh run (a verification is a measurement
     of now); resumed, a checklist that passed in the stopped run is done."""
 
-    config: Config
-    sleep: Callable[[float], None] = pause
+    layer = "verify"
 
-    def handlers(self) -> dict[str, StepHandler]:
-        return {"verify.checklist": handler(self.run, self.check)}
 
     def check(self, step: Step, ctx: StepContext) -> Check:
         would = f"run the post-rollback checklist of env {self.config.env_name}"
@@ -685,6 +685,7 @@ class VerifyHandlers:
             return Check(True, dict(earlier), would)
         return Check(False, {"would_check": self.config.env_name}, would)
 
+    @action("verify.checklist", check="check", read_only=True)
     def run(self, step: Step, ctx: StepContext) -> dict[str, Any]:
         p = step.params
         # The rates judge the time since every layer of the run was rolled back: this moment, which is
@@ -692,7 +693,8 @@ class VerifyHandlers:
         # came back were real, but they are over; a verification says what the service is like now).
         since = dt.datetime.now(dt.UTC)
         layers = [str(x) for x in p.get("layers") or []]
-        result = verify(self.config, baseline=p.get("baseline"), expect_version=p.get("expect_version"),
+        result = verify(self.config, services=self.services, baseline=p.get("baseline"),
+                        expect_version=p.get("expect_version"),
                         strict=bool(p.get("strict")), wait=float(p.get("wait") or 0.0),
                         interval=float(p.get("interval") or 3.0), progress=ctx.note, incident=p.get("incident"),
                         since=since, sleep=self.sleep, skip=p.get("skip"), layers=layers or None)

@@ -244,7 +244,7 @@ def release_start(deployed: dt.datetime, reading: LiveReading | None, window: dt
 
 
 def read_baseline(config: Config, *, end: dt.datetime, minutes: float, budget: float,
-                  services: Services | None = None) -> Baseline:
+                  services: Services) -> Baseline:
     """The CloudFront rates over the ``minutes`` before ``end`` (CloudWatch's history), within ``budget``."""
     if minutes <= 0:
         return Baseline(problem="--baseline 0")
@@ -271,24 +271,22 @@ class WatchHooks:
 
     read: Callable[[dt.datetime | None], LiveReading]
     baseline: Callable[[dt.datetime, float], Baseline]
+    services: Services  # what a rollback the watch starts acts through
     state: WatchState | None = None
     clock: Callable[[], float] = time.monotonic
     now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
     sleep: Callable[[float], None] = time.sleep
     line: Callable[[Reading], None] = lambda reading: None  # one status line per reading
     say: Callable[[str], None] = lambda message: None  # everything else the watch says
-    services: Services | None = None
     start_journal: Callable[..., Journal] | None = None  # default: runner.open_journal (lock and lease)
     display: Callable[[Plan], AbstractContextManager[RunObserver | None]] = lambda plan: nullcontext(None)
     command: str = "rollback watch"  # what the journal records as the command
 
     @classmethod
-    def real(cls, config: Config, options: WatchOptions, **given: Any) -> WatchHooks:
+    def real(cls, services: Services, options: WatchOptions, **given: Any) -> WatchHooks:
         """Readings from the live sources (``decide --live``'s), the baseline from CloudWatch, the state
         beside the lock; ``given`` overrides any other field (the CLI's display, journal opener, lines)."""
-        from rollback.context import Services
-
-        services = given.pop("services", None) or Services(config)
+        config = services.config
         budget = live_budget(options.budget)
         return cls(read=lambda since: live_signals(config, budget=budget, services=services, since=since),
                    baseline=lambda end, minutes: read_baseline(config, end=end, minutes=minutes, budget=budget,
@@ -299,12 +297,12 @@ class WatchHooks:
 # ------------------------------------------------------------------------------------------ the loop
 
 
-def run_watch(config: Config, options: WatchOptions, hooks: WatchHooks | None = None) -> WatchResult:
+def run_watch(config: Config, options: WatchOptions, hooks: WatchHooks) -> WatchResult:
     """Watch the environment (see the module's docstring). What happens in the world never raises: the
     result says how it ended (its ``outcome`` and ``exit_code``). Bad options raise :class:`BadInput`
     before anything is read."""
     options.check()
-    h = hooks or WatchHooks.real(config, options)
+    h = hooks
     state = h.state or WatchState.of(config)
     started = h.clock()
     result = WatchResult(id=f"watch-{h.now().strftime('%Y%m%dT%H%M%SZ')}-{secrets.token_hex(2)}",
@@ -510,7 +508,7 @@ class _Watcher:
                              options={layer: decision.options[layer] for layer in choice.auto
                                       if layer in decision.options}, verify_skip=skip, verify_wait=once)
         everything = person_command(config.env_name, decision, decision.layers)
-        services = h.services or _services(config)
+        services = h.services
         try:
             planned = plan_run(config, request, services)
         except RollbackError as exc:
@@ -653,11 +651,6 @@ def _deployment(reading: LiveReading, deployed_at: dt.datetime | None
     created = production.created if not production.rollback_active else None
     return production.deployment, deployed_at or created
 
-
-def _services(config: Config) -> Services:
-    from rollback.context import Services
-
-    return Services(config)
 
 
 def _open_journal(config: Config, h: WatchHooks, details: dict[str, Any]) -> Journal:

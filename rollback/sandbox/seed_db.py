@@ -125,7 +125,9 @@ def seed_database(cluster: Any, directory: Path, timeline: Timeline) -> dict[str
     settings = Settings.model_validate({"env": {ENV: {"database": database_settings()}}})
     config = Config(path=directory / "rollback.toml", env_name=ENV, settings=settings, env=settings.env[ENV],
                     environ={"DATABASE_URL": cluster.url("app", "app")})
-    backup = db_commands.backup(config, jobs=1)
+    from rollback.context import Services
+
+    backup = db_commands.backup(config, jobs=1, services=Services(config))
     manifest = backup.get("manifest", backup)
 
     # The bad release's migration: Prisma recorded it as started, it ran its statements outside a

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from rollback.context import RunSettings, Services
 from rollback.sandbox.vercel import DEMO, FaultRule, VercelEmulator
 from tests.app.conftest import TOKEN
 from tests.conftest import CliResult
@@ -359,8 +360,8 @@ def test_a_transient_read_error_while_waiting_for_the_job_keeps_waiting(app_env:
     emulator.state.add_fault(FaultRule(method="GET", path="^/v9/projects", status=503,
                                        times=client.max_attempts))
     notes: list[str] = []
-    document = commands.apply(planned, commands.handlers(config=config, client=lambda: client,
-                                                         sleep=client.sleep, clock=client.clock),
+    document = commands.apply(planned, commands.handlers(Services(config, vercel=client, settings=RunSettings(
+        sleep=client.sleep, clock=client.clock))),
                               progress=notes.append)
     assert document["job_status"] == "succeeded"
     assert production(emulator) == DEMO.previous

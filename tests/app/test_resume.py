@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from rollback.context import Services
 from rollback.sandbox.vercel import DEMO, VercelEmulator
 from tests.conftest import CliResult
 
@@ -68,7 +69,7 @@ def _resume(app_env: Path, run_id: str) -> object:
     from rollback.runner import resume
 
     config = load_config()
-    return resume(config.journal_dir, run_id, lambda plan: handlers_for(config, plan.actions))
+    return resume(config.journal_dir, run_id, lambda plan: handlers_for(config, plan.actions, Services(config)))
 
 
 @pytest.mark.slow
@@ -141,7 +142,7 @@ def test_the_plan_a_dry_run_prints_is_what_runs(app_env: Path, emulator: VercelE
     assert [s.layer for s in plan.steps] == ["app", "app", "verify"]
     assert emulator.state.project(DEMO.project_id).production_id == DEMO.current  # the dry run changed nothing
     config = load_config()
-    outcome = execute(plan, handlers_for(config, plan.actions))
+    outcome = execute(plan, handlers_for(config, plan.actions, Services(config)))
     assert emulator.state.project(DEMO.project_id).production_id == DEMO.previous
     assert outcome.result_of("wait-rollback")["job_status"] == "succeeded"
     assert all(c["ok"] for c in outcome.result_of("health")["checks"])

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from rollback.adapters.git import GitRepo
+from rollback.config import load_config
+from rollback.context import Services
 from rollback.errors import BadInput, OperationFailed, UnsafePrecondition
 from rollback.sandbox.vercel import DEMO, FaultRule, VercelEmulator
 from tests.conftest import CliResult
@@ -187,7 +189,6 @@ def test_a_rollback_in_effect_keeps_the_revert_from_going_live(run_cli: RunCli, 
 def test_a_rollback_that_starts_after_the_push_fails_the_wait(app_env: Path, repo: Path, client: Any,
                                                               emulator: VercelEmulator) -> None:
     from rollback.commands import app as commands
-    from rollback.config import load_config
 
     config = load_config()
     gitrepo = GitRepo(repo)
@@ -195,7 +196,7 @@ def test_a_rollback_that_starts_after_the_push_fails_the_wait(app_env: Path, rep
                                    project=commands.project_of(config, client))
     emulator.state.request_alias_job(DEMO.project_id, DEMO.previous, "rollback")  # someone rolls back meanwhile
     with pytest.raises(OperationFailed) as info:
-        commands.apply(planned, commands.handlers(config=config, client=lambda: client, repo=gitrepo))
+        commands.apply(planned, commands.handlers(Services(config, vercel=client, git=gitrepo)))
     assert type(info.value) is OperationFailed and info.value.exit_code == 1
     assert "rollback app promote dpl_" in info.value.one_line()
 
@@ -203,7 +204,6 @@ def test_a_rollback_that_starts_after_the_push_fails_the_wait(app_env: Path, rep
 def test_a_transient_read_error_while_waiting_for_the_deploy_keeps_waiting(app_env: Path, repo: Path, client: Any,
                                                                            emulator: VercelEmulator) -> None:
     from rollback.commands import app as commands
-    from rollback.config import load_config
 
     config = load_config()
     gitrepo = GitRepo(repo)
@@ -214,7 +214,7 @@ def test_a_transient_read_error_while_waiting_for_the_deploy_keeps_waiting(app_e
     for path in ("^/v9/projects", "^/v6/deployments"):  # each fails for a whole retry budget once
         emulator.state.add_fault(FaultRule(method="GET", path=path, status=503, times=client.max_attempts))
     notes: list[str] = []
-    commands.apply(planned, commands.handlers(config=config, client=lambda: client, repo=gitrepo),
+    commands.apply(planned, commands.handlers(Services(config, vercel=client, git=gitrepo)),
                    progress=notes.append)
     assert live_sha(emulator) == git(repo, "rev-parse", "HEAD")
     assert sum("status failed" in note and "still waiting" in note for note in notes) == 2, notes
@@ -232,7 +232,6 @@ def test_a_slow_build_says_it_is_still_waiting(app_env: Path, repo: Path, client
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from rollback.commands import app as commands
     from rollback.commands import app_handlers
-    from rollback.config import load_config
 
     monkeypatch.setattr(app_handlers, "WAIT_NOTE_SECONDS", 0.3)  # every 10 s in real life
     config = load_config()
@@ -248,7 +247,7 @@ def test_a_slow_build_says_it_is_still_waiting(app_env: Path, repo: Path, client
         if sum(1 for note in notes if note.startswith("still waiting for ")) == 2:
             finish_builds(emulator)  # the build ends after the second "still waiting" line, however slow we are
 
-    commands.apply(planned, commands.handlers(config=config, client=lambda: client, repo=gitrepo),
+    commands.apply(planned, commands.handlers(Services(config, vercel=client, git=gitrepo)),
                    progress=progress)
     head = git(repo, "rev-parse", "HEAD")
     assert live_sha(emulator) == head
@@ -259,7 +258,6 @@ def test_a_slow_build_says_it_is_still_waiting(app_env: Path, repo: Path, client
 
 def test_apply_reverts_the_planned_commits_not_a_fresh_reading(app_env: Path, repo: Path) -> None:
     from rollback.commands import app as commands
-    from rollback.config import load_config
 
     gitrepo = GitRepo(repo)
     bad = gitrepo.head()
@@ -267,7 +265,7 @@ def test_apply_reverts_the_planned_commits_not_a_fresh_reading(app_env: Path, re
     (repo / "file4.txt").write_text("later\n")  # HEAD moves between plan and apply
     git(repo, "add", ".")
     git(repo, "commit", "-m", "commit 4: later")
-    document = commands.apply(planned, commands.handlers(repo=gitrepo))
+    document = commands.apply(planned, commands.handlers(Services(load_config(), git=gitrepo)))
     assert document["steps"][0]["result"]["reverted"] == [bad]
     assert (repo / "file4.txt").exists() and not (repo / "file3.txt").exists()
 

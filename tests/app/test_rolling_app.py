@@ -166,9 +166,11 @@ def test_a_killed_abort_is_resumed_without_sending_it_again(rolling: VercelEmula
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=30)
     assert writes(rolling) == [("POST", ABORT_PATH)]
+    from rollback.context import Services
+
     config = load_config()
     outcome = resume(config.journal_dir, path.name.removesuffix(".jsonl"),
-                     lambda plan: handlers_for(config, plan.actions))
+                     lambda plan: handlers_for(config, plan.actions, Services(config)))
     assert writes(rolling) == [("POST", ABORT_PATH)]  # not sent twice
     finished = {e["step"]: e for e in _events(app_env / f"{outcome.run_id}.jsonl") if e["event"] == "step_finished"}
     assert finished["vercel-abort"]["already_done"] is True

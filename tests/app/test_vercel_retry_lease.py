@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from rollback.config import load_config
-from rollback.context import Services
+from rollback.context import RunSettings, Services
 from rollback.errors import LockHeld
 from rollback.lock import RunLock, TeamLock, acquire
 from rollback.sandbox.vercel import DEMO, VercelEmulator
@@ -45,7 +45,8 @@ def test_a_rollback_turned_away_is_not_sent_again_once_the_lease_is_lost(
     _, clock = held
     fault = FaultRule(method="POST", path="/rollback/", status=429, retry_after="1", times=1)
     emulator.state.add_fault(fault)
-    client = Services(load_config(None, None), on_retry=lambda message: setattr(clock, "now", clock.now + TTL)).vercel()
+    tick = RunSettings(on_retry=lambda message: setattr(clock, "now", clock.now + TTL))
+    client = Services(load_config(None, None), settings=tick).vercel()
     before = emulator.state.project(DEMO.project_id).production_id
     with pytest.raises(LockHeld) as lost:
         client.request_rollback(DEMO.project_id, DEMO.previous)

@@ -169,11 +169,11 @@ def test_key_written_between_plan_and_apply_is_left_alone(aws: Callable[[str], A
     good = _put(s3, name, "index.html", "good")
     _put(s3, name, "index.html", "bad")
     config = load_config(proj.config)
-    store = Services(config).s3()
-    planned = commands.plan_assets(config, store, bucket=name, key="index.html", to_version=good)
+    services = Services(config)
+    planned = commands.plan_assets(config, services.s3(), bucket=name, key="index.html", to_version=good)
     _put(s3, name, "index.html", "hotfix by someone else")
     with pytest.raises(UnsafePrecondition, match="changed since the plan"):
-        execute(planned.plan, commands.AssetsHandlers(store).handlers())
+        execute(planned.plan, commands.AssetsHandlers(services).handlers())
     assert _body(s3, name, "index.html") == "hotfix by someone else"
 
 

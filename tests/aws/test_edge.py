@@ -19,12 +19,13 @@ EDGE = ("infra", "edge", "--poll-interval", "0s")
 
 
 
-def edge_handlers(adapter: Any) -> dict[str, Any]:
+def edge_handlers(config: Any, adapter: Any) -> dict[str, Any]:
     """The edge plan's handlers: its own and the automatic distribution snapshot's."""
     from rollback.commands.infra_breakglass import EdgeHandlers
     from rollback.commands.infra_cdn import CdnHandlers
 
-    return {**EdgeHandlers(adapter, interval=0).handlers(), **CdnHandlers(adapter, interval=0).handlers()}
+    services = Services(config, edge=adapter)
+    return {**EdgeHandlers(services, interval=0).handlers(), **CdnHandlers(services, interval=0).handlers()}
 
 def test_edge_rollback_end_to_end(aws: Callable[[str], Any], edge_stack: Callable[..., EdgeStack],
                                   project: Callable[..., Project], run_cli: Any) -> None:
@@ -134,7 +135,7 @@ def test_concurrent_association_change_fails_cleanly(aws: Callable[[str], Any],
 
     journal = Journal.start(config.journal_dir, command="test", env="prod")
     with pytest.raises(UnsafePrecondition) as caught:
-        execute(planned.plan, edge_handlers(adapter), journal=journal)
+        execute(planned.plan, edge_handlers(config, adapter), journal=journal)
     assert caught.value.exit_code == 4
     assert "changed by someone else" in caught.value.message
     assert f"now uses {stack.arn(4)} (planned to change {stack.arn(3)})" in caught.value.message
@@ -155,11 +156,11 @@ def test_concurrent_unrelated_change_is_kept_and_retried_once(aws: Callable[[str
 
     stack = edge_stack()
     proj = project(stack)
-    _, adapter, planned = _plan(proj, stack, 1)
+    config, adapter, planned = _plan(proj, stack, 1)
     cf = aws("cloudfront")
     their_etag = _someone_else_updates(cf, stack.distribution_id, lambda c: c.update(Comment="changed by Alice"))
     notes: list[str] = []
-    outcome = execute(planned.plan, edge_handlers(adapter), progress=notes.append)
+    outcome = execute(planned.plan, edge_handlers(config, adapter), progress=notes.append)
     result = outcome.result_of("associate")
     assert result["retried"] is True
     assert result["etag_before"] == their_etag and result["etag_planned"] == planned.etag
@@ -175,7 +176,7 @@ def test_changed_again_during_retry_stops(aws: Callable[[str], Any], edge_stack:
 
     stack = edge_stack()
     proj = project(stack)
-    _, adapter, planned = _plan(proj, stack, 1)
+    config, adapter, planned = _plan(proj, stack, 1)
     cf = aws("cloudfront")
     _someone_else_updates(cf, stack.distribution_id, lambda c: c.update(Comment="first"))
     real_get = adapter.get_config
@@ -187,7 +188,7 @@ def test_changed_again_during_retry_stops(aws: Callable[[str], Any], edge_stack:
 
     adapter.get_config = get_then_change
     with pytest.raises(AwsError) as caught:
-        execute(planned.plan, edge_handlers(adapter))
+        execute(planned.plan, edge_handlers(config, adapter))
     assert getattr(caught.value, "code", None) == "PreconditionFailed"
     assert "stopped after one retry" in caught.value.message
     assert associations(cf, stack.distribution_id)["default"] == [stack.arn(3)]

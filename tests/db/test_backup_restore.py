@@ -205,10 +205,10 @@ def test_a_killed_pg_restore_leaves_the_live_database(live_db: LiveDb) -> None:
     from rollback.errors import DatabaseError
 
     config = live_db.config()
-    backup = commands.backup(config)
+    backup = commands.backup(config, services=Services(config))
     live_db.sql('DELETE FROM "User" WHERE id > 10')
-    plan = commands.plan_restore(config, backup["name"], swap=True)
-    handlers = commands.DbHandlers(config, on_restore_start=lambda proc: os.kill(proc.pid, signal.SIGKILL))
+    plan = commands.plan_restore(config, backup["name"], swap=True, services=Services(config))
+    handlers = commands.DbHandlers(Services(config), on_restore_start=lambda proc: os.kill(proc.pid, signal.SIGKILL))
     with pytest.raises(DatabaseError) as caught:
         commands.run(config, plan, handlers=handlers)
     assert "killed by signal 9" in caught.value.message
@@ -231,8 +231,7 @@ def _killed_restore_that_cannot_drop(live_db: LiveDb, planned: Callable[[Any, Se
 
     config = live_db.config()
     services = Services(config, database=UndroppableDatabase(Services(config).database_target()))
-    handlers = commands.DbHandlers(config, on_restore_start=lambda proc: os.kill(proc.pid, signal.SIGKILL),
-                                   services=services)
+    handlers = commands.DbHandlers(services, on_restore_start=lambda proc: os.kill(proc.pid, signal.SIGKILL))
     with pytest.raises(DatabaseError) as caught:
         commands.run(config, planned(config, services), handlers=handlers)
     return caught.value
@@ -241,9 +240,11 @@ def _killed_restore_that_cannot_drop(live_db: LiveDb, planned: Callable[[Any, Se
 def test_a_partial_copy_that_cannot_be_dropped_is_named(live_db: LiveDb) -> None:
     from rollback.commands import db as commands
 
-    backup = commands.backup(live_db.config())
+    config = live_db.config()
+    backup = commands.backup(config, services=Services(config))
     error = _killed_restore_that_cannot_drop(
-        live_db, lambda config, services: commands.plan_restore(config, backup["name"], skip_emergency_reason="test"))
+        live_db, lambda config, services: commands.plan_restore(config, backup["name"], skip_emergency_reason="test",
+                                                                services=services))
     partial = [d for d in live_db.databases() if "_restore_" in d]
     assert len(partial) == 1
     assert f"the partial copy {partial[0]} could not be dropped; remove it with 'rollback db prune'" in \
@@ -460,10 +461,10 @@ def test_big_tables_load_over_parallel_streams_byte_for_byte(live_db: LiveDb) ->
     fingerprint = ("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM \"Weird\" t")
     before = live_db.scalar(fingerprint)
     config = live_db.config()
-    backup = commands.backup(config)
+    backup = commands.backup(config, services=Services(config))
     live_db.sql('DELETE FROM "Weird" WHERE id % 2 = 0; DELETE FROM "User" WHERE id > 100')
-    plan = commands.plan_restore(config, backup["name"], swap=True, jobs=2)
-    outcome = commands.run(config, plan, handlers=commands.DbHandlers(config, split_min_rows=250))
+    plan = commands.plan_restore(config, backup["name"], swap=True, jobs=2, services=Services(config))
+    outcome = commands.run(config, plan, handlers=commands.DbHandlers(Services(config), split_min_rows=250))
     restored = outcome.result_of("restore")
     assert set(restored["split_tables"]) == {"public.Weird", "public.User"}
     assert live_db.scalar(fingerprint) == before
@@ -488,11 +489,11 @@ def test_a_failing_parallel_load_drops_the_copy_and_keeps_the_live_database(live
     from rollback.commands import db as commands
 
     config = live_db.config()
-    backup = commands.backup(config)
+    backup = commands.backup(config, services=Services(config))
     services = Services(config, database=BrokenCopyDatabase(Services(config).database_target()))
-    plan = commands.plan_restore(config, backup["name"], swap=True, jobs=2)
+    plan = commands.plan_restore(config, backup["name"], swap=True, jobs=2, services=Services(config))
     with pytest.raises(DatabaseError, match="untouched"):
-        commands.run(config, plan, handlers=commands.DbHandlers(config, split_min_rows=250, services=services))
+        commands.run(config, plan, handlers=commands.DbHandlers(services, split_min_rows=250))
     assert live_db.databases() == [live_db.name]
     assert live_db.scalar('SELECT count(*) FROM "User"') == 300
 

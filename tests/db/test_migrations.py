@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from rollback.context import Services
 from tests.conftest import CliResult
 from tests.db.conftest import LiveDb
 from tests.db.test_backup_restore import one_line_error
@@ -118,13 +119,13 @@ def test_resolve_waits_for_prismas_advisory_lock(live_db: LiveDb) -> None:
     holder = psycopg.connect(live_db.url, autocommit=True)
     try:
         holder.execute("SELECT pg_advisory_lock(72707369)")
-        plan = commands.plan_resolve(config, rolled_back=FAILED, applied=None)
+        plan = commands.plan_resolve(config, rolled_back=FAILED, applied=None, services=Services(config))
         with pytest.raises(LockHeld):
-            commands.run(config, plan, handlers=commands.DbHandlers(config, lock_timeout=0.5))
+            commands.run(config, plan, handlers=commands.DbHandlers(Services(config), lock_timeout=0.5))
         assert rows(live_db, FAILED)[0][2] is False
         # released while we wait: we go ahead
         threading.Timer(0.3, lambda: holder.execute("SELECT pg_advisory_unlock(72707369)")).start()
-        commands.run(config, plan, handlers=commands.DbHandlers(config, lock_timeout=10))
+        commands.run(config, plan, handlers=commands.DbHandlers(Services(config), lock_timeout=10))
         assert rows(live_db, FAILED)[0][2] is True
     finally:
         holder.close()

@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 from rollback.commands import db as commands
+from rollback.context import Services
 from tests.db.conftest import LiveDb
 
 COUNTED = re.compile(r": (\d+)/(\d+) tables$")
@@ -22,15 +23,16 @@ def _counts(lines: list[str], action: str) -> list[tuple[int, int]]:
 
 def test_each_table_is_counted_once(live_db: LiveDb, tmp_path: Path) -> None:
     config = live_db.config()
+    services = Services(config)
     lines: list[str] = []
-    backup = commands.backup(config, jobs=2, progress=lines.append)
+    backup = commands.backup(config, jobs=2, progress=lines.append, services=services)
     dumped = _counts(lines, "pg_dump")
     tables = int(backup["tables"])
     assert dumped == [(n, tables) for n in range(1, tables + 1)], lines
 
     lines.clear()
     plan = commands.plan_restore(config, str(backup["manifest_path"]), jobs=2,
-                                 skip_emergency_reason="progress test")
-    commands.run(config, plan, progress=lines.append)
+                                 skip_emergency_reason="progress test", services=services)
+    commands.run(config, plan, handlers=commands.DbHandlers(services), progress=lines.append)
     restored = _counts(lines, "pg_restore")
     assert restored == [(n, tables) for n in range(1, tables + 1)], lines

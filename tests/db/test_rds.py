@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from rollback.context import Services
 from tests.conftest import CliResult
 from tests.db.test_backup_restore import one_line_error
 
@@ -130,7 +131,8 @@ def test_a_snapshot_not_yet_available_is_refused(tmp_path: Path, write_config: C
 
     config = load_config(write_config({"test": {"aws": {"db_instance": "app-db"}}}))
     with pytest.raises(UnsafePrecondition, match="is creating, not available"):
-        commands.plan_rds_restore(config, snapshot="s1", target="new", rds=FakeRds())  # type: ignore[arg-type]
+        commands.plan_rds_restore(config, snapshot="s1", target="new",
+                                  services=Services(config, rds=FakeRds()))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("args", [("db", "snapshots"), ("db", "snapshot", "create", "--id", "x"),

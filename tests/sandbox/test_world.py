@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from rollback.context import Services
 from rollback.sandbox.world import Sandbox, SandboxInfo
 from tests.conftest import CliResult
 
@@ -125,7 +126,7 @@ def test_world_as_seeded(fresh_sandbox: SandboxInfo, run_cli: RunCli) -> None:
     from rollback.commands.infra_stack import stack_outputs
     from rollback.config import load_config
 
-    outputs = stack_outputs(load_config())
+    outputs = stack_outputs(load_config(), Services(load_config()))
     assert outputs["distributionId"] == infra["distribution_id"]
     assert outputs["edgeFunctionVersion"] == "3"
     assert sorted(outputs["alarmNames"]) == sorted(a["name"] for a in infra["alarms"])

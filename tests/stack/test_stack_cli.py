@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from rollback.context import Services
 from tests.conftest import CliResult
 from tests.stack.backend_fixtures import SECRET_KEY, UPDATES, encrypt
 from tests.stack.conftest import StackEnv
@@ -166,7 +167,7 @@ def test_stack_outputs_for_break_glass(stack_env: StackEnv) -> None:
     from rollback.commands.infra_stack import stack_outputs
     from rollback.config import load_config
 
-    outputs = stack_outputs(load_config(stack_env.config))
+    outputs = stack_outputs(load_config(stack_env.config), Services(load_config(stack_env.config)))
     assert outputs["distributionId"] == "E2QWRUHAPOMQZL"
     assert outputs["edgeFunctionName"] == "rollback-staging-security-headers"
     assert outputs["assetsBucket"] == "rollback-staging-assets"

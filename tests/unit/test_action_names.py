@@ -62,7 +62,7 @@ def test_a_journal_with_old_action_names_resumes_under_the_new_ones(tmp_path: Pa
         return Check(done, {"there": done}, f"do {step.id}")
 
     def handlers(plan: Plan) -> dict[str, Any]:
-        assert all(family_of(action) == "stack" for action in plan.actions)  # the registry knows them all
+        assert all(family_of(action) == "infra" for action in plan.actions)  # the registry knows them all
         return {action: handler(act, check) for action in plan.actions}
 
     outcome = resume(tmp_path, journal.run_id, handlers)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from rollback.context import Services
 from rollback.decide import Context, RowLoss, Signal, data_loss_signals, decide
 
 ACCOUNT_REMOVAL = RowLoss("User", 299, 300, "app-1")  # one legitimate deletion
@@ -74,7 +75,9 @@ def test_an_app_served_by_vercel_directly(tmp_path: Path) -> None:
                                                                                      **aws}}}, default_env="p"))
         return load_config(path)
 
-    reason = served_by_vercel(config())
+    chosen = config()
+    reason = served_by_vercel(chosen, Services(chosen))
     assert reason is not None and "aws.distribution_id" in reason
     assert "health probe and the critical flows" in vercel_direct_note(reason)
-    assert served_by_vercel(config(distribution_id="E123")) is None
+    other = config(distribution_id="E123")
+    assert served_by_vercel(other, Services(other)) is None

@@ -27,6 +27,7 @@ from rollback.commands.run import (
 )
 from rollback.commands.run_plan import _db_mode
 from rollback.config import Config, load_config
+from rollback.context import Services
 from rollback.decide import NO_CLI, Context, Signal, decide, run_command
 from rollback.errors import BadInput, ChecksFailed
 from rollback.incident import IncidentLog, read_incident
@@ -126,16 +127,16 @@ def planners(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         run_module._Layer("db", [Step("db.emergency-backup", "db.backup", "emergency backup",
                                       params={"kind": "emergency"})]),
         _layer("db", "act", mode="restore", manifest="/backups/app.manifest.json")))
-    monkeypatch.setattr(run_module, "_invalidation", lambda c, group: [
+    monkeypatch.setattr(run_module, "_invalidation", lambda c, s, group: [
         Step(f"{group}.invalidate", "cloudfront.invalidate", "invalidate /*"),
         Step(f"{group}.wait-invalidation", "cloudfront.wait_invalidation", "wait")])
-    monkeypatch.setattr(run_module, "_migration_rows", lambda c: made["migrations"])
+    monkeypatch.setattr(run_module, "_migration_rows", lambda c, s: made["migrations"])
     return made
 
 
 def test_plan_order_world_first_backup_app_edge_assets_restore_last_checklist(config: Config,
                                                                               planners: dict[str, Any]) -> None:
-    planned = plan_run(config, RunRequest(layers=("db", "assets", "app", "edge")))
+    planned = plan_run(config, RunRequest(layers=("db", "assets", "app", "edge")), Services(config))
     ids = [s.id for s in planned.plan.steps]
     assert ids == ["run.world", "db.emergency-backup", "app.act", "app.wait", "app.health", "edge.act", "edge.wait",
                    "assets.act", "assets.invalidate", "assets.wait-invalidation", "db.act", "verify.checklist"]
@@ -150,7 +151,7 @@ def test_plan_order_world_first_backup_app_edge_assets_restore_last_checklist(co
 
 def test_without_the_app_the_first_layer_restores_and_gets_a_health_check(config: Config,
                                                                           planners: dict[str, Any]) -> None:
-    planned = plan_run(config, RunRequest(layers=("edge", "db"), verify=False))
+    planned = plan_run(config, RunRequest(layers=("edge", "db"), verify=False), Services(config))
     ids = [s.id for s in planned.plan.steps]
     assert ids == ["run.world", "db.emergency-backup", "edge.act", "edge.wait", "edge.invalidate",
                    "edge.wait-invalidation", "edge.health", "db.act"]
@@ -165,32 +166,33 @@ def test_schema_skew_is_named_and_blocks_unless_accepted_or_db_restores(config: 
     planners["migrations"] = [MigrationRow("20261130_add_score", T0 - dt.timedelta(minutes=30), "applied"),
                               MigrationRow("20261101_init", T0 - dt.timedelta(days=30), "applied"),
                               MigrationRow("20261130_failed", None, "failed")]
-    planned = plan_run(config, RunRequest(layers=("app",)))
+    planned = plan_run(config, RunRequest(layers=("app",)), Services(config))
     assert [h.kind for h in planned.blocking] == ["schema-skew"]
     assert planned.blocking[0].details["migrations"] == ["20261130_add_score"]
     assert any("20261130_add_score" in n and "--accept-schema-skew" in n for n in planned.plan.notes)
-    assert plan_run(config, RunRequest(layers=("app",), accept_schema_skew=True)).blocking == []
-    with_db = plan_run(config, RunRequest(layers=("app", "db")))
+    assert plan_run(config, RunRequest(layers=("app",), accept_schema_skew=True), Services(config)).blocking == []
+    with_db = plan_run(config, RunRequest(layers=("app", "db")), Services(config))
     assert with_db.blocking == [] and with_db.hazards[0].kind == "schema-skew"
 
 
 def test_assets_release_of_another_deployment_blocks(config: Config, planners: dict[str, Any]) -> None:
-    assert plan_run(config, RunRequest(layers=("app", "assets"))).hazards == []  # r42 belongs to dpl_good
+    assert plan_run(config, RunRequest(layers=("app", "assets")),
+                    Services(config)).hazards == []  # r42 belongs to dpl_good
     planners["release"] = "r41"
-    planned = plan_run(config, RunRequest(layers=("app", "assets")))
+    planned = plan_run(config, RunRequest(layers=("app", "assets")), Services(config))
     assert [h.kind for h in planned.blocking] == ["assets-mismatch"]
-    accepted = plan_run(config, RunRequest(layers=("app", "assets"), accept_mismatch=True))
+    accepted = plan_run(config, RunRequest(layers=("app", "assets"), accept_mismatch=True), Services(config))
     assert accepted.blocking == [] and "--accept-mismatch" in accepted.hazards[0].message
 
 
 def test_switch_database_needs_an_rds_restore(config: Config, planners: dict[str, Any]) -> None:
     with pytest.raises(BadInput, match="--switch-database needs an RDS restore"):
-        plan_run(config, RunRequest(layers=("app", "db"), switch_database=True))
+        plan_run(config, RunRequest(layers=("app", "db"), switch_database=True), Services(config))
 
 
 def test_no_layer_is_bad_input(config: Config) -> None:
     with pytest.raises(BadInput):
-        plan_run(config, RunRequest(layers=()))
+        plan_run(config, RunRequest(layers=()), Services(config))
 
 
 def test_restoring_step_without_health_is_the_layers_last_step() -> None:
@@ -397,7 +399,7 @@ def test_clean_start(since: str, end: str, start: str) -> None:
 
 
 def test_run_plan_steps_are_strict_json(config: Config, planners: dict[str, Any]) -> None:
-    planned = plan_run(config, RunRequest(layers=("app", "edge", "assets", "db")))
+    planned = plan_run(config, RunRequest(layers=("app", "edge", "assets", "db")), Services(config))
     text = json.dumps(planned.to_dict(), allow_nan=False)
     assert Plan.from_dict(json.loads(text)["plan"]) == dataclasses.replace(planned.plan)
 
@@ -410,5 +412,6 @@ def test_the_infra_layer_without_the_pulumi_cli_is_refused_naming_break_glass(tm
     path.write_text('default_env = "production"\n[env.production.pulumi]\nstack = "production"\n', encoding="utf-8")
     monkeypatch.setenv("PATH", str(tmp_path))  # no pulumi executable here
     with pytest.raises(UnsafePrecondition, match="Pulumi CLI") as caught:
-        plan_run(load_config(path, environ={}), RunRequest(layers=("infra",)))
+        chosen = load_config(path, environ={})
+        plan_run(chosen, RunRequest(layers=("infra",)), Services(chosen))
     assert "--layers edge,assets" in caught.value.hint

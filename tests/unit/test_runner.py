@@ -12,10 +12,11 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
+from rollback.context import Services
 from rollback.errors import BadInput, Interrupted, UnsafePrecondition
 from rollback.journal import Journal, read_run
 from rollback.plan import Plan, Step
@@ -283,11 +284,11 @@ def test_handlers_for_builds_any_mix_of_layers(write_config: Any) -> None:
                                         "health": {"base_url": "http://127.0.0.1:9/app"}}})
     config = load_config(path)
     built = handlers_for(config, ["vercel.rollback", "vercel.wait_alias_job", "health.check", "edge.pin"],
-                         services={"edge": object()})
+                         services=Services(config, edge=cast(Any, object())))
     assert set(built) == {"vercel.rollback", "vercel.wait_alias_job", "health.check", "edge.pin"}
     assert all(isinstance(h, StepHandler) for h in built.values())
     with pytest.raises(BadInput, match="no step handler for action"):
-        handlers_for(config, ["vercel.rollback", "teleport.now"])
+        handlers_for(config, ["vercel.rollback", "teleport.now"], Services(config))
 
 
 def test_no_handler_branches_on_dry_run() -> None:

@@ -19,6 +19,7 @@ import pytest
 from rollback.commands.decide import LiveReading
 from rollback.commands.watch import WatchHooks, WatchOptions, WatchResult, release_start, run_watch
 from rollback.config import Config, load_config
+from rollback.context import Services
 from rollback.decide import Context, Signal, decide
 from rollback.errors import BadInput
 from rollback.watch import Baseline, Streak, choose, outcome, parse_auto, person_command, verdict
@@ -218,6 +219,7 @@ class Fake:
         self.lines: list[str] = []
         self.said: list[str] = []
         self.state = WatchState(config.env_name, config.identity)
+        self.services = Services(config)
         self.on_reading: Callable[[int], None] = lambda number: None
 
     def read(self, since: dt.datetime | None) -> LiveReading:
@@ -228,7 +230,8 @@ class Fake:
 
     def hooks(self, baseline: Baseline | None = None) -> WatchHooks:
         return WatchHooks(read=self.read, baseline=lambda end, minutes: baseline or Baseline(problem="none here"),
-                          state=self.state, clock=lambda: self.t, now=lambda: BASE + dt.timedelta(seconds=self.t),
+                          services=self.services, state=self.state, clock=lambda: self.t,
+                          now=lambda: BASE + dt.timedelta(seconds=self.t),
                           sleep=self._sleep, line=lambda r: self.lines.append(r.line()), say=self.said.append)
 
     def _sleep(self, seconds: float) -> None:
