@@ -643,7 +643,7 @@ def resume(
     bare journal directory (no config: the local run lock only). The plan comes from the old run's
     ``step_planned`` entry and the finished steps' results from its ``step_finished`` entries;
     ``handlers`` is a mapping, or a function that builds one from the plan
-    (``lambda plan: handlers_for(config, plan.actions)``). Finished steps are re-checked
+    (``lambda plan: handlers_for(config, plan.actions, services)``). Finished steps are re-checked
     (``already_done`` in the new journal), never repeated; the step that was running is checked first,
     so one that completed before a SIGKILL is not done twice. The new run's ``run_started`` records
     ``resumes``. A dry run changes nothing and is not journaled. ``on_journal`` sees the new journal

@@ -236,6 +236,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  
 # --- every AWS call the CLI makes, for the operator-role test (tests/aws_calls.py) ---------------------
 
 
+@pytest.fixture(autouse=True)
+def _no_team_lease_left_held() -> Iterator[None]:
+    """The team leases this process holds are process-wide (``rollback.lock._HELD``, what every step's
+    ``ensure_held`` checks). A test that stops between taking one and closing its journal (a failed
+    assertion, a TypeError) must not leave it there: on an xdist worker every later test's run would find
+    it lost and stop with exit 4, turning one failure into forty."""
+    yield
+    from rollback import lock
+
+    lock._HELD.clear()
+
+
 def _default_signals() -> None:
     """A suite started in the background (``&`` in a script, ``nohup``, some CI runners) inherits SIGINT
     (and SIGHUP, SIGTERM) as *ignored*, and an ignored signal stays ignored across ``exec``: every child

@@ -125,7 +125,7 @@ def run_that_loses_its_lease(alice: Laptop) -> str:
     planned = plan_rollback(config, Services(config).vercel(), verify=False)
     clock.now += 60  # not renewed for longer than the ttl: lost
     with pytest.raises(LockHeld, match="was not renewed"):
-        execute(planned.plan, handlers_for(config, planned.plan.actions), journal=journal)
+        execute(planned.plan, handlers_for(config, planned.plan.actions, Services(config)), journal=journal)
     journal.close()
     finished = alice.journal(journal.run_id)[-1]
     assert finished["event"] == "run_finished" and finished["status"] == "refused", finished
@@ -203,8 +203,10 @@ def test_resume_continues_when_no_other_run_acted(world: World, laptops: tuple[L
         journal: Journal = until("bob took the lease over", take, timeout=30, every=0.2)
         step = health_step(config)
         assert step is not None
-        outcome = execute(Plan.of("health", config.env_name, [step]), handlers_for(config, [step.action]),
-                          journal=journal)
+        from rollback.context import Services
+
+        outcome = execute(Plan.of("health", config.env_name, [step]),
+                          handlers_for(config, [step.action], Services(config)), journal=journal)
         journal.close()  # releases the lease: its journal is copied to the team's prefix
         assert outcome.steps[0].result  # it read the app's health
 
@@ -249,7 +251,7 @@ def test_a_run_that_acts_while_the_resume_starts_is_caught_once_the_resume_holds
 
             journal: Journal = until("bob took the lease over", take, timeout=30, every=0.2)
             planned = plan_rollback(bob_config, Services(bob_config).vercel(), to=DEMO.older, verify=False)
-            execute(planned.plan, handlers_for(bob_config, planned.plan.actions), journal=journal)
+            execute(planned.plan, handlers_for(bob_config, planned.plan.actions, Services(bob_config)), journal=journal)
             journal.close()
         return seen
 
