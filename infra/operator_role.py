@@ -358,6 +358,16 @@ def operator_policy(
             "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
             "Resource": [objects],
         })
+        runs = "/".join(p for p in (prefix.strip("/"), "runs") if p)
+        statements.append({
+            # 'rollback resume' lists the journals other runs copied there since the run it resumes (a run
+            # that took the lease over and acted refuses the resume).
+            "Sid": "TeamLeaseRuns",
+            "Effect": "Allow",
+            "Action": ["s3:ListBucket"],
+            "Resource": [f"arn:aws:s3:::{bucket}"],
+            "Condition": {"StringLike": {"s3:prefix": [f"{runs}/", f"{runs}/*"]}},
+        })
     if cdn_snapshots_url:
         bucket, _, prefix = cdn_snapshots_url[len("s3://"):].partition("/")
         statements += _snapshot_statements(bucket, prefix.strip("/"), with_objects=True)

@@ -76,6 +76,8 @@ def _caller() -> str | None:
         module = str(frame.f_globals.get("__name__", ""))
         if module == "rollback" or module.startswith("rollback."):
             return module
+        if module == "tests" or module.startswith("tests."):
+            return None  # the test's own call (even when made inside a step the runner called): not the CLI's
         frame = frame.f_back  # type: ignore[assignment]
     return None
 

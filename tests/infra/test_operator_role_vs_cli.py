@@ -62,6 +62,7 @@ SOURCES = [
     "tests/db/test_rds_settings.py",
     "tests/db/test_rds_switch.py",
     "tests/incident/test_lock.py",
+    "tests/incident/test_resume_overtaken.py",
     "tests/report/test_report_impact.py",
     "tests/stack/test_backend_reader.py::test_s3_backend_through_moto",
     "tests/stack/test_stack_cli.py::test_history_and_diff_from_an_s3_backend",
@@ -209,7 +210,13 @@ def canonical(call: Call, names: StackNames, db_base: str | None) -> dict[str, A
         elif call.caller == "rollback.adapters.s3_lease":
             # <prefix>/locks/<env>.json and <prefix>/<kind>/<file>: the test's prefix becomes the stack's.
             p["Bucket"] = TEAM_LEASE[0]
-            p["Key"] = f"{TEAM_LEASE[1]}/" + "/".join(str(p["Key"]).split("/")[-2:])
+            if isinstance(p.get("Key"), str):
+                p["Key"] = f"{TEAM_LEASE[1]}/" + "/".join(str(p["Key"]).split("/")[-2:])
+            # the resume guard lists <prefix>/runs/ after a run's key (ListObjectsV2 Prefix, StartAfter)
+            if isinstance(p.get("Prefix"), str):
+                p["Prefix"] = f"{TEAM_LEASE[1]}/{str(p['Prefix']).rstrip('/').split('/')[-1]}/"
+            if isinstance(p.get("StartAfter"), str):
+                p["StartAfter"] = f"{TEAM_LEASE[1]}/" + "/".join(str(p["StartAfter"]).split("/")[-2:])
         else:
             p["Bucket"] = names.bucket
             source = p.get("CopySource")
