@@ -4,8 +4,10 @@
   origin streams a gigabyte. For the sake of the code before the fix (which read it all), the stand-in
   gives up after ``ENDLESS_CAP`` bytes: the old code then fails an assertion instead of exhausting
   the machine.
-- ``/drip``: 200 with ``Content-Length: DRIP_BYTES`` and one byte a second: every single read is quick,
-  so httpx's per-operation timeouts never trip; only a deadline for the whole request stops it.
+- ``/drip``: 200 with ``Content-Length: DRIP_BYTES`` and one byte every ``DRIP_PACE`` s (30 s in all):
+  every single read is quick, so httpx's per-operation timeouts (1 s in the tests) never trip, even on
+  a loaded machine; only a deadline for the whole request stops it. (At one byte a second each read
+  waited as long as the read timeout, and a loaded machine tripped it first.)
 - ``/announced``: 200 and ``Content-Length`` of 2 GiB (nothing more sent): refused before reading.
 - ``/bomb``: a gzip body of 20 MiB of zeros (a few KiB on the wire): the cap counts decoded bytes.
 - anything else: ``{"ok": true}``.
@@ -24,7 +26,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 ENDLESS_CAP = 200 << 20
-DRIP_BYTES = 30
+DRIP_PACE = 0.2
+DRIP_BYTES = 150  # 30 s at DRIP_PACE
 CHUNK = b"x" * 65536
 BOMB = gzip.compress(b"\0" * (20 << 20))
 
@@ -75,7 +78,7 @@ def hostile_server() -> Iterator[HostileServer]:
                         self.wfile.write(b" ")
                         self.wfile.flush()
                         self._count(path, 1)
-                        if state.stop.wait(1.0):  # the stand-in's own pace, not a test's wait
+                        if state.stop.wait(DRIP_PACE):  # the stand-in's own pace, not a test's wait
                             return
                 elif path == "announced":
                     self.send_response(200)
