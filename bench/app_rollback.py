@@ -40,7 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from rollback.sandbox.vercel import DEMO, VercelEmulator, start_emulator  # noqa: E402
+from rollback.sandbox.vercel import VercelEmulator, start_emulator  # noqa: E402
+from rollback.sandbox.vercel_state import DEMO  # noqa: E402
 
 TOKEN = "benchToken7f3a9c"  # Vercel's CLI refuses tokens with '-'
 TARGET_SECONDS = 0.8

@@ -5,7 +5,7 @@ Starts the moto server, the Vercel emulator and a throwaway PostgreSQL, breaks
 the world (production answers 500, the rollback alarm in ALARM, 20 % 5xx, a
 failed migration) and times, over several runs:
 
-- the pure decision (``rollback.decide.decide``) from flag signals, in process;
+- the pure decision (``rollback.model.decide.decide``) from flag signals, in process;
 - ``run_decide(--live)``: every live source read concurrently (the signals and the recent-change
   sources), then the decision, in process;
 - ``rollback decide --live --no-incident`` as a whole process (interpreter start-up included), wall and
@@ -83,10 +83,11 @@ def main() -> int:
     from rollback.commands.decide import Flags, run_decide
     from rollback.config import load_config
     from rollback.context import Services
-    from rollback.decide import Signal, decide
+    from rollback.model.decide import Signal, decide
     from rollback.sandbox.aws import moto_environment, start_moto
     from rollback.sandbox.postgres import start_postgres
-    from rollback.sandbox.vercel import DEMO, start_emulator
+    from rollback.sandbox.vercel import start_emulator
+    from rollback.sandbox.vercel_state import DEMO
     from tests.conftest import render_config
     from tests.db.conftest import SCHEMA
     from tests.incident.conftest import world_config

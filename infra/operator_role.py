@@ -4,7 +4,7 @@ Every statement names this stack's resources by ARN. The only ``"*"``
 resource is the CloudWatch metric read (GetMetricData), which AWS does not
 scope to resources at all.
 
-What the CLI does with each grant (``tests/infra/test_operator_role_vs_cli.py``
+What the CLI does with each grant (``tests/infra_program/test_operator_role_vs_cli.py``
 records every AWS call the CLI's adapters make during the test suite and
 checks each against this document, action and resource):
 

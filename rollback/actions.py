@@ -122,7 +122,8 @@ class StepHandlers:
             if declared.read_only and declared.check is None:
                 bound[declared.name] = read_only(method)
             else:
-                bound[declared.name] = handler(method, getattr(self, declared.check) if declared.check else None)
+                bound[declared.name] = handler(method, getattr(self, declared.check) if declared.check else None,
+                                               creates_database=declared.creates_database)
         return bound
 
 

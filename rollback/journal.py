@@ -197,9 +197,11 @@ class Journal:
             self.lost_entries = 0
         return entry
 
-    def plan(self, plan: Plan) -> None:
+    def plan(self, plan: Plan, *, creating: Sequence[str] = ()) -> None:
+        """``creating``: the ids of the steps that make a database beside the live one (their handlers say so);
+        a journal naming such a database is the proof rollback made it."""
         self.write("step_planned", title=plan.title, env=plan.env, steps=[step.to_dict() for step in plan.steps],
-                   notes=list(plan.notes), plan_format=PLAN_FORMAT)
+                   notes=list(plan.notes), plan_format=PLAN_FORMAT, creates_database=list(creating))
 
     def step_started(self, step: Step) -> None:
         # (a team lease lost mid-run stops the run before this: rollback.runner checks it first)

@@ -1,7 +1,7 @@
 """The append-only JSON-lines files: the run journal and the incident record.
 
 Both are written one whole line at a time and fsynced (:func:`append_line`; :mod:`rollback.journal`
-and :mod:`rollback.incident` say when a failed write stops a command), so the only damage a crash
+and :mod:`rollback.model.incident` say when a failed write stops a command), so the only damage a crash
 leaves is a torn line (most often the last). The reader (:func:`read_json_lines`) skips blank lines and
 counts a line that does not parse as torn; what an entry must hold is the caller's business.
 """

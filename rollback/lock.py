@@ -46,7 +46,7 @@ may hold it); it expires on S3 by itself, after which ``rollback resume``
 takes it over and continues, unless another run of the environment acted
 meanwhile: it reads the other runs' journals (here, and their copies in
 ``<prefix>/runs/``: :meth:`TeamLock.shared_runs`) and then refuses
-(:mod:`rollback.commands.resume_guard`).
+(:mod:`rollback.commands.run.resume_guard`).
 
 Each write carries a fresh nonce. A write S3 stored whose answer was lost
 (a read timeout; botocore's retry of it then gets 412 against our own new ETag)
@@ -76,14 +76,13 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from rollback.errors import BadInput, LockHeld, RollbackError
+from rollback.leasestore import LeaseObject, LeaseStore
 
 __all__ = [
     "Lease",
-    "LeaseObject",
-    "LeaseStore",
     "RunLock",
     "TeamLock",
     "acquire",
@@ -143,52 +142,6 @@ def describe_holder(holder: Mapping[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the S3 lease
-
-
-@dataclass(frozen=True)
-class LeaseObject:
-    """The lease as read from the store."""
-
-    body: dict[str, Any]
-    etag: str
-    last_modified: dt.datetime | None
-    server_now: dt.datetime | None  # the response's Date: S3's clock
-
-    def expired(self, local_now: dt.datetime) -> bool:
-        ttl = self.body.get("ttl")
-        if self.last_modified is not None and self.server_now is not None and isinstance(ttl, (int, float)):
-            return self.server_now > self.last_modified + dt.timedelta(seconds=float(ttl))
-        expires = self.body.get("expires_at")
-        try:
-            moment = dt.datetime.fromisoformat(str(expires).replace("Z", "+00:00"))
-        except ValueError:
-            return True  # a lease nobody can read protects nothing
-        return local_now > moment
-
-
-class LeaseStore(Protocol):
-    """Conditional writes on one object store (``rollback.adapters.s3_lease.S3LeaseStore``)."""
-
-    def create(self, key: str, body: bytes) -> str | None:
-        """Put if absent (``If-None-Match: *``): the new ETag, or None when it exists."""
-
-    def replace(self, key: str, body: bytes, etag: str) -> str | None:
-        """Put if unchanged (``If-Match``): the new ETag, or None when it changed or is gone."""
-
-    def read(self, key: str) -> LeaseObject | None:
-        """The object, or None when there is none."""
-
-    def delete(self, key: str, etag: str) -> bool:
-        """Delete if unchanged (``If-Match``); False when it changed."""
-
-    def upload(self, key: str, path: Path) -> None:
-        """Copy a local file (a journal, an incident) to the store."""
-
-    def keys(self, prefix: str, *, after: str = "") -> list[str]:
-        """The keys under ``prefix`` that sort after ``after``."""
-
-    def fetch(self, key: str) -> bytes | None:
-        """An object's bytes, or None when there is none."""
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:

@@ -43,8 +43,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from rollback.adapters.http import DEFAULT_MAX_BODY, AnswerRefused, AnswerTooLarge, fetch
+from rollback.model.report import PHASES, format_seconds
 from rollback.redact import redact_text
-from rollback.report import PHASES, format_seconds
 from rollback.templating import visible
 
 if TYPE_CHECKING:

@@ -176,6 +176,7 @@ class StepFunctions:
 
     act_function: ActFunction
     check_function: CheckFunction | None = None
+    creates_database: bool = False  # the journal names the steps that make a database beside the live one
 
     def check(self, step: Step, ctx: StepContext) -> Check:
         if self.check_function is not None:
@@ -187,9 +188,10 @@ class StepFunctions:
         return dict(self.act_function(step, ctx) or {})
 
 
-def handler(act: ActFunction, check: CheckFunction | None = None) -> StepHandler:
-    """A :class:`StepHandler` from an ``act`` function and an optional ``check`` function."""
-    return StepFunctions(act, check)
+def handler(act: ActFunction, check: CheckFunction | None = None, *, creates_database: bool = False) -> StepHandler:
+    """A :class:`StepHandler` from an ``act`` function and an optional ``check`` function (``creates_database``:
+    the step makes a database beside the live one, and the journal's ``step_planned`` says so)."""
+    return StepFunctions(act, check, creates_database)
 
 
 def _checked_result(step: Step, ctx: StepContext) -> Mapping[str, Any]:
@@ -467,7 +469,8 @@ def execute(
     ctx = StepContext(dry_run=dry_run, plan=plan, journal=journal, progress=observer.note, earlier=earlier,
                       resumes=resumes)
     if journal is not None:
-        journal.plan(plan)
+        journal.plan(plan, creating=[s.id for s in plan.steps
+                                     if getattr(handlers[s.action], "creates_database", False)])
     completed: list[StepResult] = []
     started = time.monotonic()
     with _Interrupts() as interrupts:

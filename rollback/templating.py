@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rollback.errors import BadInput
-from rollback.report import format_seconds
+from rollback.model.report import format_seconds
 
 if TYPE_CHECKING:
     from jinja2.sandbox import SandboxedEnvironment

@@ -6,7 +6,7 @@ gets a ``before-parameter-build`` hook (operation and parameters) and an
 from the ``rollback`` package itself (its adapters and commands), not from a
 test seeding moto nor from the sandbox's seeders (``rollback.sandbox``).
 
-``tests/infra/test_operator_role_vs_cli.py`` checks each recorded call against
+``tests/infra_program/test_operator_role_vs_cli.py`` checks each recorded call against
 the operator role's policy. With ``ROLLBACK_AWS_CALLS_FILE`` set, the calls are
 also written there as JSON lines when the session ends (how that test gets them
 when it runs without the AWS tests in the same session). With

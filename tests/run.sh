@@ -14,7 +14,7 @@
 #
 # The whole run has two phases: every test but the operator-role check, on the workers, each
 # worker recording the AWS calls the CLI made (tests/aws_calls.py); then the operator-role check
-# (tests/infra/test_operator_role_vs_cli.py), which checks the calls of all workers together.
+# (tests/infra_program/test_operator_role_vs_cli.py), which checks the calls of all workers together.
 # A run that selects tests itself (paths, -k, -m) is one phase; that check, if selected, then
 # runs the AWS tests again itself.
 set -euo pipefail
@@ -69,6 +69,6 @@ ROLLBACK_AWS_CALLS_DIR="$calls" .venv/bin/python -m pytest "${xdist[@]}" -m "not
 echo "== the operator role against the AWS calls of every worker =="
 second=0
 ROLLBACK_AWS_CALLS_FROM="$calls" .venv/bin/python -m pytest -p no:xdist -m after_aws_tests "${args[@]}" \
-  tests/infra/test_operator_role_vs_cli.py || second=$?
+  tests/infra_program/test_operator_role_vs_cli.py || second=$?
 [ "$status" = 0 ] && status=$second
 exit "$status"

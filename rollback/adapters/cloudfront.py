@@ -425,7 +425,7 @@ class DistributionSnapshot:
     @property
     def edited(self) -> bool:
         """The config no longer has the digest recorded when the snapshot was taken (a hand edit)."""
-        from rollback.cdndiff import config_digest
+        from rollback.model.cdndiff import config_digest
 
         return self.config_sha256 is not None and self.config_sha256 != config_digest(self.config)
 
@@ -615,7 +615,7 @@ def take_snapshot(adapter: EdgeAdapter, distribution_id: str, reason: str, *,
     for value in origin_header_values(read.raw):
         register_secret(value)
     stamp = moment.strftime("%Y%m%dT%H%M%S%fZ")
-    from rollback.cdndiff import config_digest
+    from rollback.model.cdndiff import config_digest
 
     return DistributionSnapshot(f"{distribution_id}-{stamp}", distribution_id, read.etag,
                                 moment.isoformat(timespec="seconds").replace("+00:00", "Z"), reason, dict(read.raw),
@@ -648,7 +648,7 @@ def invalidation_paths(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[s
     Settings that do not change what is served (comment, price class, HTTP version, logging,
     aliases, certificate, WAF, enabled...) invalidate nothing.
     """
-    from rollback.cdndiff import comparable
+    from rollback.model.cdndiff import comparable
 
     def origins(config: Mapping[str, Any]) -> dict[str, Any]:
         return {str(o.get("Id")): comparable({**o, "OriginPath": o.get("OriginPath") or ""})

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from rollback.adapters.aws import aws_errors
 
 if TYPE_CHECKING:
-    from rollback.report import Impact
+    from rollback.model.report import Impact
 
 __all__ = [
     "CLOUDFRONT_REGION",
@@ -290,7 +290,7 @@ class CloudFrontMetrics:
                period: int = PERIOD) -> Impact:
         """Requests, failed requests and the error rate of ``distribution_id`` between ``start`` and ``end``."""
         # Imported here: the report's module brings the journal's, which reading alarms does not need.
-        from rollback.report import Impact
+        from rollback.model.report import Impact
 
         first, last = _floor(start, period), _ceil(end, period)
         if last <= first:

@@ -21,7 +21,6 @@ from rollback.errors import BadInput, DatabaseError, Interrupted, LockHeld, Roll
 from rollback.interrupts import STOP_SIGNALS, handling
 from rollback.lock import ensure_held
 from rollback.redact import redact_text
-from rollback.setaside import set_aside_name
 
 __all__ = [
     "Database",
@@ -33,7 +32,6 @@ __all__ = [
     "Target",
     "db_errors",
     "savepoint",
-    "set_aside_name",
 ]
 
 PRISMA_LOCK_ID = 72707369
@@ -1060,10 +1058,3 @@ def _describe_failure(exc: BaseException) -> str:
     if isinstance(exc, DatabaseError):
         return exc.message
     return redact_text(" ".join(str(exc).split())) or type(exc).__name__
-
-
-def _strip_prisma_params(url: str) -> tuple[str, str | None]:
-    """Remove Prisma-only query parameters; return the URL and Prisma's ``schema``."""
-    from rollback.dburl import strip_prisma_params
-
-    return strip_prisma_params(url)

@@ -19,7 +19,7 @@ Library errors are mapped in one place, :func:`pulumi_errors`:
 
 Secret config values come back decrypted from ``--show-secrets``: they are
 registered for redaction at once and only ever leave this module inside
-:class:`~rollback.stackdiff.ConfigValue`, which never prints them.
+:class:`~rollback.model.stackdiff.ConfigValue`, which never prints them.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from typing import Any
 
 from rollback.adapters.pulumi_backend import state_from_deployment
 from rollback.errors import BadInput, LockHeld, PulumiError
+from rollback.model.stackdiff import ConfigValue, StackState, StackVersion, config_value_from_cli
 from rollback.redact import redact_text, register_secret
-from rollback.stackdiff import ConfigValue, StackState, StackVersion, config_value_from_cli
 
 __all__ = [
     "HISTORY_PAGE_SIZE",

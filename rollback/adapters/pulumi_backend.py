@@ -37,7 +37,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlparse
 
 from rollback.errors import BadInput, PulumiError
-from rollback.stackdiff import StackState, StackVersion, config_value_from_history, normalize_resource
+from rollback.model.stackdiff import StackState, StackVersion, config_value_from_history, normalize_resource
 
 __all__ = [
     "Counters",

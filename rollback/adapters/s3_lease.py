@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from rollback.adapters.aws import aws_errors
-from rollback.lock import LeaseObject
+from rollback.leasestore import LeaseObject
 
 __all__ = ["S3LeaseStore", "open_store"]
 

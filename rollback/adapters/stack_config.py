@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from rollback.adapters.stack_history import project_dir, stack_ref
 from rollback.errors import BadInput, OperationFailed, PulumiError, StackConfigError
-from rollback.stackdiff import ConfigValue, config_value_from_history, diff_config
+from rollback.model.stackdiff import ConfigValue, config_value_from_history, diff_config
 
 if TYPE_CHECKING:
     from rollback.config import Config

@@ -22,7 +22,7 @@ from rollback.adapters.pulumi import cli_available, select_stack
 from rollback.adapters.pulumi_backend import is_diy_url, open_backend
 from rollback.adapters.pulumi_project import DIY_ORGANIZATION, resolve_stack
 from rollback.errors import BadInput, PulumiError
-from rollback.stackdiff import SECRET_MASK, StackState, StackVersion, is_secret_value
+from rollback.model.stackdiff import SECRET_MASK, StackState, StackVersion, is_secret_value
 
 if TYPE_CHECKING:
     from rollback.adapters.pulumi import PulumiStack

@@ -1,6 +1,6 @@
 """``rollback app``: Vercel instant rollback, promote and undo, and git revert.
 
-Parsing and presentation only; the work is done by :mod:`rollback.commands.app`
+Parsing and presentation only; the work is done by :mod:`rollback.commands.app.plan`
 (imported lazily, with httpx, so ``rollback --help`` stays fast).
 """
 
@@ -12,21 +12,12 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollback.cli.support import (
-    DURATION,
-    AppContext,
-    common_options,
-    dry_run_option,
-    echo,
-    emit,
-    pass_app,
-    say,
-    yes_option,
-)
+from rollback.cli.output import echo, say
+from rollback.cli.support import DURATION, AppContext, common_options, dry_run_option, emit, pass_app, yes_option
 from rollback.context import RunSettings, Services
 
 if TYPE_CHECKING:
-    from rollback.commands.app import AppPlan
+    from rollback.commands.app.plan import AppPlan
     from rollback.runner import Handlers
 
 
@@ -51,7 +42,7 @@ def _short(sha: str | None) -> str:
 def _run_change(app_ctx: AppContext, planned: AppPlan, step_handlers: Handlers, *, dry_run: bool,
                 yes: bool, action: str, human: Callable[[dict[str, Any]], None], needs_confirm: bool = True) -> None:
     from rollback.cli.support import run_plan
-    from rollback.commands import app as commands
+    from rollback.commands.app import handlers as app_handlers
 
     if planned.noop:
         document = {**planned.to_dict(), "ok": True, "dry_run": dry_run}
@@ -59,7 +50,7 @@ def _run_change(app_ctx: AppContext, planned: AppPlan, step_handlers: Handlers, 
         return
     outcome = run_plan(app_ctx, planned.plan, step_handlers, dry_run=dry_run, yes=yes, action=action,
                        confirm_first=needs_confirm, prompt=f"{planned.plan.title}: go ahead?")
-    document = commands.result_document(planned, outcome)
+    document = app_handlers.result_document(planned, outcome)
     emit(app_ctx, document, lambda: human(document))
 
 
@@ -76,14 +67,14 @@ def status_command(app_ctx: AppContext, limit: int) -> None:
     Example:
       rollback app status --json
     """
-    from rollback.commands import app as commands
+    from rollback.commands.app import plan as commands
 
     config = app_ctx.config()
     client = Services(config, settings=RunSettings(on_retry=say)).vercel()
     result = commands.status(config, client, limit=limit)
 
     def human() -> None:
-        from rollback.cli.support import print_table
+        from rollback.cli.output import print_table
 
         project = result["project"]
         current = result["current"]
@@ -123,7 +114,7 @@ def status_command(app_ctx: AppContext, limit: int) -> None:
 
 def _alias_human(kind: str) -> Callable[[dict[str, Any]], None]:
     def human(document: dict[str, Any]) -> None:
-        from rollback.commands.app import AUTO_ASSIGN_NOTE
+        from rollback.commands.app.plan import AUTO_ASSIGN_NOTE
 
         target = document.get("to") or {}
         if document.get("dry_run"):
@@ -147,7 +138,7 @@ def _alias_human(kind: str) -> Callable[[dict[str, Any]], None]:
                 health = document.get("health")
                 if health is not None:
                     echo(f"health: {len(health)} check(s) passed")
-                from rollback.commands.app import ABORT_NOTE
+                from rollback.commands.app.rolling import ABORT_NOTE
 
                 echo(f"note: {ABORT_NOTE}")
                 return
@@ -204,14 +195,15 @@ def rollback_command(app_ctx: AppContext, to: str | None, reason: str | None, pa
       rollback app rollback --to dpl_8NfTAmBDz... --dry-run
       rollback app rollback --past-rolling-release --dry-run
     """
-    from rollback.commands import app as commands
+    from rollback.commands.app import handlers as app_handlers
+    from rollback.commands.app import plan as commands
 
     config = app_ctx.config()
     services = Services(config, settings=RunSettings(on_retry=say))
     client = services.vercel()
     planned = commands.plan_rollback(config, client, to=to, reason=reason, timeout=timeout, verify=not no_verify,
                                      past_rolling_release=past_rolling_release, yes_old_database=yes_old_database)
-    _run_change(app_ctx, planned, commands.handlers(services), dry_run=dry_run,
+    _run_change(app_ctx, planned, app_handlers.handlers(services), dry_run=dry_run,
                 yes=yes, action="roll back production", human=_alias_human("rollback"))
 
 
@@ -232,13 +224,14 @@ def undo_command(app_ctx: AppContext, timeout: float, no_verify: bool, dry_run: 
     Example:
       rollback app undo --yes
     """
-    from rollback.commands import app as commands
+    from rollback.commands.app import handlers as app_handlers
+    from rollback.commands.app import plan as commands
 
     config = app_ctx.config()
     services = Services(config, settings=RunSettings(on_retry=say))
     client = services.vercel()
     planned = commands.plan_undo(config, client, timeout=timeout, verify=not no_verify)
-    _run_change(app_ctx, planned, commands.handlers(services), dry_run=dry_run,
+    _run_change(app_ctx, planned, app_handlers.handlers(services), dry_run=dry_run,
                 yes=yes, action="undo the rollback", human=_alias_human("undo"))
 
 
@@ -259,13 +252,14 @@ def promote_command(app_ctx: AppContext, deployment: str, timeout: float, no_ver
     Example:
       rollback app promote demo-m5aejtrhn-demo-team.vercel.app --yes
     """
-    from rollback.commands import app as commands
+    from rollback.commands.app import handlers as app_handlers
+    from rollback.commands.app import plan as commands
 
     config = app_ctx.config()
     services = Services(config, settings=RunSettings(on_retry=say))
     client = services.vercel()
     planned = commands.plan_promote(config, client, deployment, timeout=timeout, verify=not no_verify)
-    _run_change(app_ctx, planned, commands.handlers(services), dry_run=dry_run,
+    _run_change(app_ctx, planned, app_handlers.handlers(services), dry_run=dry_run,
                 yes=yes, action="promote a deployment", human=_alias_human("promote"))
 
 
@@ -295,7 +289,8 @@ def revert_command(app_ctx: AppContext, commit: str, push: bool, remote: str, br
       rollback app revert abc1234 --push --wait --yes
       rollback app revert abc1234..HEAD --dry-run
     """
-    from rollback.commands import app as commands
+    from rollback.commands.app import handlers as app_handlers
+    from rollback.commands.app import plan as commands
 
     config = app_ctx.config()
     services = Services(config, settings=RunSettings(on_retry=say))
@@ -327,5 +322,5 @@ def revert_command(app_ctx: AppContext, commit: str, push: bool, remote: str, br
         if "health" in results:
             echo(f"health: {len(results['health'].get('checks', []))} check(s) passed")
 
-    _run_change(app_ctx, planned, commands.handlers(services), dry_run=dry_run,
+    _run_change(app_ctx, planned, app_handlers.handlers(services), dry_run=dry_run,
                 yes=yes, action="push a revert", human=human, needs_confirm=push)

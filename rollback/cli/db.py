@@ -1,6 +1,6 @@
 """``rollback db``: backups, restore-then-swap, Prisma migrations, integrity checks, RDS.
 
-Presentation only; the work is in :mod:`rollback.commands.db`.
+Presentation only; the work is in :mod:`rollback.commands.db.handlers`.
 """
 
 from __future__ import annotations
@@ -10,17 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollback.cli.support import (
-    AppContext,
-    common_options,
-    dry_run_option,
-    emit,
-    pass_app,
-    print_table,
-    run_plan,
-    say,
-    yes_option,
-)
+from rollback.cli.output import print_table, say
+from rollback.cli.support import AppContext, common_options, dry_run_option, emit, pass_app, run_plan, yes_option
 from rollback.context import Services
 
 if TYPE_CHECKING:
@@ -39,7 +30,7 @@ def _size(num: Any) -> str:
 
 def _apply(app: AppContext, plan: Plan, *, dry_run: bool, yes: bool, action: str, handlers: Any = None,
            confirm_always: bool = False, services: Services) -> ExecutionResult:
-    from rollback.commands import db as commands
+    from rollback.commands.db import handlers as commands
 
     chosen = handlers or commands.DbHandlers(services)
     return run_plan(app, plan, chosen.handlers(), dry_run=dry_run, yes=yes, action=action,
@@ -47,7 +38,7 @@ def _apply(app: AppContext, plan: Plan, *, dry_run: bool, yes: bool, action: str
 
 
 def _step_lines(outcome: ExecutionResult) -> None:
-    from rollback.report import result_text
+    from rollback.model.report import result_text
 
     for item in outcome.steps:
         detail = result_text(item.result)
@@ -111,11 +102,13 @@ def backup_command(app: AppContext, out: Path | None, stage: bool, jobs: int | N
       rollback db backup --stage
       rollback db backup --out /var/backups/db --json
     """
-    from rollback.commands import db as commands
+
+    from rollback.commands.db import backup as db_backup
+    from rollback.commands.db import handlers as commands
 
     services = Services(app.config())
     config = services.config
-    plan = commands.plan_backup(config, out=out, jobs=jobs, stage=stage, services=services)
+    plan = db_backup.plan_backup(config, out=out, jobs=jobs, stage=stage, services=services)
     # Not confirmed: a backup changes nothing, and with --stage the only drops are standbys beyond
     # database.keep_standbys (copies of backups, which the setting says not to keep).
     outcome = run_plan(app, plan, commands.DbHandlers(services).handlers(), dry_run=False, yes=True,
@@ -160,16 +153,19 @@ def backups_command(app: AppContext) -> None:
     Example:
       rollback db backups --json
     """
-    from rollback.commands import db as commands
+
+    from rollback import backups
+    from rollback.commands.db import backup as db_backup
+    from rollback.commands.db import common as db_common
     from rollback.errors import RollbackError
 
     services = Services(app.config())
     config = services.config
     directory = config.backups_dir
-    found = commands.list_backups(directory, commands.config_identity(config, services))
+    found = backups.list_backups(directory, db_common.config_identity(config, services))
     staged_note = None
     try:
-        staged = commands.standbys(config, services=services)
+        staged = db_backup.standbys(config, services=services)
     except RollbackError as exc:  # no database: the files are still listed
         staged, staged_note = None, f"staged standbys unknown: {exc.message}"
     for item in found:
@@ -255,11 +251,11 @@ def restore_command(app: AppContext, backup: str | None, swap: bool, in_place: b
       rollback db restore latest --dry-run
       rollback db restore --before-migration 20261128093000_add_stats --swap --yes
     """
-    from rollback.commands import db as commands
+    from rollback.commands.db import restore as db_restore
 
     services = Services(app.config())
     config = services.config
-    plan = commands.plan_restore(config, backup, swap=swap, in_place=in_place,
+    plan = db_restore.plan_restore(config, backup, swap=swap, in_place=in_place,
                                  skip_emergency_reason=_skip_reason(skip_emergency_backup, reason), jobs=jobs,
                                  from_other_database=from_other_database, before_migration=before_migration,
                                  services=services, wait_backup=not no_wait_backup)
@@ -338,10 +334,10 @@ def swap_command(app: AppContext, restored: str, dry_run: bool, yes: bool) -> No
     Example:
       rollback db swap app_restore_20261128093000 --yes
     """
-    from rollback.commands import db as commands
+    from rollback.commands.db import restore as db_restore
 
     services = Services(app.config())
-    plan = commands.plan_swap(services.config, restored, services=services)
+    plan = db_restore.plan_swap(services.config, restored, services=services)
     outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action=f"swap {restored} into place", services=services)
 
     def human() -> None:
@@ -373,10 +369,11 @@ def prune_command(app: AppContext, keep_standbys: int | None, dry_run: bool, yes
       rollback db prune --dry-run
       rollback db prune --keep-standbys 0 --yes
     """
-    from rollback.commands import db as commands
+
+    from rollback.commands.db import backup as db_backup
 
     services = Services(app.config())
-    plan = commands.plan_prune(services.config, keep_standbys=keep_standbys, services=services)
+    plan = db_backup.plan_prune(services.config, keep_standbys=keep_standbys, services=services)
     if not plan.steps:
         def nothing() -> None:
             for note in plan.notes:
@@ -423,7 +420,7 @@ def salvage_command(app: AppContext, replaced: str | None, tables: tuple[str, ..
       rollback db salvage
       rollback db salvage app_replaced_20261128094500 --tables User,Integration --apply --yes
     """
-    from rollback.commands import db as commands
+    from rollback.commands.db import salvage as db_salvage
 
     services = Services(app.config())
     config = services.config
@@ -431,10 +428,10 @@ def salvage_command(app: AppContext, replaced: str | None, tables: tuple[str, ..
     if not apply_:
         if skip_emergency_backup or reason:
             raise click.UsageError("--skip-emergency-backup and --reason go with --apply")
-        report = commands.salvage(config, replaced, tables=chosen, services=services)
+        report = db_salvage.salvage(config, replaced, tables=chosen, services=services)
         emit(app, {"ok": True, **report}, lambda: _salvage_human(report))
         return
-    plan = commands.plan_salvage(config, replaced, tables=chosen,
+    plan = db_salvage.plan_salvage(config, replaced, tables=chosen,
                                  skip_emergency_reason=_skip_reason(skip_emergency_backup, reason), services=services)
     outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action=f"copy rows from {plan.steps[0].params['kept']}",
                      services=services)
@@ -483,7 +480,7 @@ def rpo_command(app: AppContext) -> None:
       rollback db rpo
       rollback db rpo --json
     """
-    from rollback.commands import db as commands
+    from rollback.commands.db import handlers as commands
     from rollback.units import format_duration
 
     services = Services(app.config())
@@ -528,8 +525,8 @@ def guard_command(app: AppContext, snapshot: bool, stage: bool, instance: str | 
       rollback db guard --stage -- ./scripts/migrate.sh
       rollback db guard --snapshot -- npx prisma migrate deploy
     """
-    from rollback.commands import db as commands
-    from rollback.commands.db_guard import plan_guard, restore_hint
+    from rollback.commands.db import handlers as commands
+    from rollback.commands.db.guard import plan_guard, restore_hint
     from rollback.redact import redact
 
     services = Services(app.config())
@@ -566,10 +563,10 @@ def migrations_command(app: AppContext) -> None:
     Example:
       rollback db migrations --json
     """
-    from rollback.commands import db as commands
+    from rollback.commands.db import migrations as db_migrations
 
     services = Services(app.config())
-    report = commands.migrations(services.config, services=services)
+    report = db_migrations.migrations(services.config, services=services)
 
     def human() -> None:
         if not report["managed"]:
@@ -606,10 +603,10 @@ def resolve_command(app: AppContext, rolled_back: str | None, applied: str | Non
       rollback db resolve --rolled-back 20261128093000_add_stats --yes
       rollback db resolve --applied 20261128093000_add_stats --yes
     """
-    from rollback.commands import db as commands
+    from rollback.commands.db import migrations as db_migrations
 
     services = Services(app.config())
-    plan = commands.plan_resolve(services.config, rolled_back=rolled_back, applied=applied, services=services)
+    plan = db_migrations.plan_resolve(services.config, rolled_back=rolled_back, applied=applied, services=services)
     outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action="resolve the migration", confirm_always=True,
                      services=services)
     emit(app, {"ok": True, **outcome.to_dict()}, lambda: _step_lines(outcome))
@@ -634,11 +631,11 @@ def down_command(app: AppContext, name: str, skip_emergency_backup: bool, reason
     Example:
       rollback db down 20261128093000_add_stats --yes
     """
-    from rollback.commands import db as commands
+    from rollback.commands.db import migrations as db_migrations
 
     services = Services(app.config())
-    plan = commands.plan_down(services.config, name, skip_emergency_reason=_skip_reason(skip_emergency_backup, reason),
-                              services=services)
+    plan = db_migrations.plan_down(services.config, name,
+                                   skip_emergency_reason=_skip_reason(skip_emergency_backup, reason), services=services)
     outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action=f"run the down migration of {name}", services=services)
     emit(app, {"ok": True, **outcome.to_dict()}, lambda: _step_lines(outcome))
 
@@ -659,10 +656,10 @@ def verify_command(app: AppContext, baseline: str | None, tolerance: float) -> N
     Example:
       rollback db verify --baseline latest --json
     """
-    from rollback.commands import db as commands
+    from rollback.commands.db import migrations as db_migrations
 
     services = Services(app.config())
-    report = commands.verify(services.config, baseline=baseline, tolerance=tolerance, services=services)
+    report = db_migrations.verify(services.config, baseline=baseline, tolerance=tolerance, services=services)
 
     def human() -> None:
         print_table(["check", "result", "value", "expected", "detail"],
@@ -686,10 +683,10 @@ def snapshots_command(app: AppContext, instance: str | None) -> None:
     Example:
       rollback db snapshots --json
     """
-    from rollback.commands import db as commands
+    from rollback.commands.db import rds as db_rds
 
     services = Services(app.config())
-    report = commands.snapshots(services.config, instance, services=services)
+    report = db_rds.snapshots(services.config, instance, services=services)
 
     def human() -> None:
         inst = report["instance"]
@@ -722,10 +719,10 @@ def snapshot_create_command(app: AppContext, snapshot_id: str | None, instance: 
     Example:
       rollback db snapshot create --id before-migration --wait --yes
     """
-    from rollback.commands import db as commands
+    from rollback.commands.db import rds as db_rds
 
     services = Services(app.config())
-    plan = commands.plan_snapshot_create(services.config, instance=instance, snapshot_id=snapshot_id, wait=wait,
+    plan = db_rds.plan_snapshot_create(services.config, instance=instance, snapshot_id=snapshot_id, wait=wait,
                                          services=services)
     outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action="create the snapshot", confirm_always=True,
                      services=services)
@@ -758,10 +755,10 @@ def rds_restore_command(app: AppContext, snapshot: str | None, to_time: str | No
       rollback db rds-restore --to-time "15m ago" --target app-db-restored --wait --yes
       rollback db rds-restore --snapshot before-migration --target app-db-restored --yes
     """
-    from rollback.commands import db as commands
+    from rollback.commands.db import rds as db_rds
 
     services = Services(app.config())
-    plan = commands.plan_rds_restore(services.config, snapshot=snapshot, to_time=to_time, latest=latest,
+    plan = db_rds.plan_rds_restore(services.config, snapshot=snapshot, to_time=to_time, latest=latest,
                                      target=target, instance=instance, wait=wait, services=services)
     outcome = _apply(app, plan, dry_run=dry_run, yes=yes, action="restore into a new RDS instance",
                      confirm_always=True, services=services)

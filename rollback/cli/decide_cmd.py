@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollback.cli.support import AppContext, common_options, emit, layers_option, pass_app, printable
+from rollback.cli.support import AppContext, common_options, emit, layers_option, pass_app
+from rollback.safetext import printable
 
 if TYPE_CHECKING:
     from rollback.commands.decide import Flags
@@ -108,9 +109,9 @@ def decide(app: AppContext, flags: Flags, live: bool, changed: tuple[str, ...],
 
     Exit codes: 0 decided (whatever the severity), 2 bad input.
     """
-    from rollback.changes import changed_layers
     from rollback.commands.decide import run_decide
     from rollback.context import Services
+    from rollback.model.changes import changed_layers
 
     config = app.config()
     result = run_decide(config, flags, services=Services(config), live=live, changed=changed or None,

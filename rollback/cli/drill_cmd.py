@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollback.cli.support import DURATION, AppContext, echo, emit, layers_option, pass_app, printable, say
+from rollback.cli.output import echo, say
+from rollback.cli.support import DURATION, AppContext, emit, layers_option, pass_app
+from rollback.safetext import printable
 
 if TYPE_CHECKING:
     from rollback.commands.drill import DrillResult
@@ -22,7 +24,7 @@ def _set_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
 
 def _lines(result: DrillResult) -> list[str]:
     """The timeline, the metrics table and the drill's phases, as plain aligned text."""
-    from rollback.report import metric_lines, timeline_lines
+    from rollback.model.report import metric_lines, timeline_lines
 
     report = result.report or {}
     lines = []

@@ -6,7 +6,9 @@ from typing import Any
 
 import click
 
-from rollback.cli.support import AppContext, common_options, emit, pass_app, print_table, printable, say
+from rollback.cli.output import print_table, say
+from rollback.cli.support import AppContext, common_options, emit, pass_app
+from rollback.safetext import printable
 
 
 @click.group()
@@ -27,7 +29,7 @@ def list_command(app: AppContext, all_envs: bool, only_open: bool) -> None:
       rollback incident list --open
     """
     from rollback.commands import incident as commands
-    from rollback.decide import order_layers
+    from rollback.model.decide import order_layers
 
     config = app.config()
     rows = commands.list_(config, all_envs=all_envs, include_closed=not only_open)
@@ -49,8 +51,8 @@ def list_command(app: AppContext, all_envs: bool, only_open: bool) -> None:
 def _show(record: dict[str, Any]) -> None:
     """The incident for people: the words and durations ``rollback run`` and the report use
     (``1 min 4 s``, ``met``), the reasons as sentences, the notes."""
-    from rollback.decide import order_layers
-    from rollback.report import metric_lines, metric_rows, reason_sentence, timeline_lines, timeline_rows
+    from rollback.model.decide import order_layers
+    from rollback.model.report import metric_lines, metric_rows, reason_sentence, timeline_lines, timeline_rows
 
     out = click.echo
     drill = " (drill)" if record["drill"] else ""
@@ -100,7 +102,7 @@ def _show(record: dict[str, Any]) -> None:
 
 
 def _clock(stamp: Any) -> str:
-    from rollback.report import parse_time
+    from rollback.model.report import parse_time
 
     moment = parse_time(stamp)
     return moment.strftime("%Y-%m-%d %H:%M:%S") if moment is not None else "?"

@@ -1,6 +1,6 @@
 """Break-glass commands of ``rollback infra`` (see rollback/cli/infra.py): edge, assets,
 invalidate, drift. Parsing and presentation only; the work is in
-``rollback.commands.infra_edge``, ``infra_assets`` and ``infra_invalidate``.
+``rollback.commands.infra.edge``, ``infra.assets`` and ``infra.invalidate``.
 """
 
 from __future__ import annotations
@@ -9,17 +9,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollback.cli.support import (
-    DURATION,
-    AppContext,
-    common_options,
-    dry_run_option,
-    echo,
-    emit,
-    pass_app,
-    say,
-    yes_option,
-)
+from rollback.cli.output import echo, say
+from rollback.cli.support import DURATION, AppContext, common_options, dry_run_option, emit, pass_app, yes_option
 from rollback.context import Services
 
 if TYPE_CHECKING:
@@ -68,10 +59,11 @@ def edge(app: AppContext, to_version: int, distribution: str | None, function: s
       rollback infra edge --to-version 6 --dry-run
       rollback infra edge --to-version 6 --yes
     """
-    from rollback.commands import infra_edge as commands
+
+    from rollback.commands.infra import edge as infra_edge
 
     config = app.config()
-    prepared = commands.prepare_edge(config, Services(config), to_version=to_version, distribution=distribution,
+    prepared = infra_edge.prepare_edge(config, Services(config), to_version=to_version, distribution=distribution,
                                      function=function, pin=not no_pin, timeout=timeout,
                                      interval=poll_interval)
     planned = prepared.edge
@@ -79,7 +71,7 @@ def edge(app: AppContext, to_version: int, distribution: str | None, function: s
                    action=f"move edge function {planned.function} to version {planned.to_version}",
                    details={"layer": "infra", "verb": "edge", "distribution": planned.distribution_id,
                             "function": planned.function, "to_version": planned.to_version})
-    document = commands.edge_document(prepared, outcome)
+    document = infra_edge.edge_document(prepared, outcome)
     emit(app, document, lambda: echo(document["summary"]))
 
 
@@ -115,8 +107,9 @@ def assets(app: AppContext, key: str | None, prefix: str | None, to_version: str
       rollback infra assets --prefix releases/2026-11-20.1/ --before "30m ago" --dry-run
       rollback infra assets --prefix releases/ --undelete --yes --json
     """
-    from rollback.commands import infra_assets as commands
-    from rollback.commands.infra_resources import resolve_resources
+
+    from rollback.commands.infra import assets as infra_assets
+    from rollback.commands.infra.resources import resolve_resources
     from rollback.units import parse_time
 
     config = app.config()
@@ -125,9 +118,9 @@ def assets(app: AppContext, key: str | None, prefix: str | None, to_version: str
     resources = resolve_resources(config, need=("bucket",), bucket=bucket, services=services)
     assert resources.bucket
     store = services.s3()
-    planned = commands.plan_assets(config, store, bucket=resources.bucket, key=key, prefix=prefix,
+    planned = infra_assets.plan_assets(config, store, bucket=resources.bucket, key=key, prefix=prefix,
                                    to_version=to_version, before=moment, undelete=undelete, keep_new=keep_new)
-    outcome = _run(app, planned.plan, commands.AssetsHandlers(services).handlers(), dry_run=dry_run, yes=yes,
+    outcome = _run(app, planned.plan, infra_assets.AssetsHandlers(services).handlers(), dry_run=dry_run, yes=yes,
                    action=f"restore {len(planned.plan.steps)} key(s) in s3://{resources.bucket}",
                    details={"layer": "infra", "verb": "assets", "bucket": resources.bucket})
     changed = len(planned.plan.steps)
@@ -167,8 +160,8 @@ def invalidate(app: AppContext, paths: tuple[str, ...], wait: bool, timeout: flo
       rollback infra invalidate --paths "/*" --wait
       rollback infra invalidate --paths "/index.html /app.js"
     """
-    from rollback.commands import infra_invalidate as commands
-    from rollback.commands.infra_resources import resolve_resources
+    from rollback.commands.infra import invalidate as commands
+    from rollback.commands.infra.resources import resolve_resources
 
     config = app.config()
     services = Services(config)
@@ -210,7 +203,7 @@ def drift(app: AppContext, checkpoint: str | None) -> None:
     """
     from pathlib import Path
 
-    from rollback.commands import infra_invalidate as commands
+    from rollback.commands.infra import invalidate as commands
 
     config = app.config()
     report = commands.drift(config, Services(config), checkpoint=Path(checkpoint) if checkpoint else None)

@@ -1,6 +1,6 @@
 """``rollback infra cdn snapshot | list | restore | release``: the whole distribution, break-glass.
 
-Parsing and presentation only; the verbs live in ``rollback.commands.infra_cdn``.
+Parsing and presentation only; the verbs live in ``rollback.commands.infra.cdn``.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from rollback.cli.support import DURATION, AppContext, common_options, dry_run_option, emit, pass_app, say, yes_option
+from rollback.cli.output import say
+from rollback.cli.support import DURATION, AppContext, common_options, dry_run_option, emit, pass_app, yes_option
 from rollback.context import Services
 
 __all__ = ["cdn"]
@@ -33,7 +34,7 @@ def cdn() -> None:
 
 
 def _distribution(services: Services, distribution: str | None) -> str:
-    from rollback.commands.infra_resources import resolve_resources
+    from rollback.commands.infra.resources import resolve_resources
 
     resources = resolve_resources(services.config, need=("distribution",), distribution=distribution,
                                   services=services)
@@ -54,7 +55,7 @@ def snapshot_command(app: AppContext, distribution: str | None, reason: str) -> 
       rollback infra cdn snapshot --reason "before the release"
     """
     from rollback.cli.support import run_plan
-    from rollback.commands import infra_cdn as commands
+    from rollback.commands.infra import cdn as commands
 
     services = Services(app.config())
     distribution_id = _distribution(services, distribution)
@@ -82,7 +83,7 @@ def list_command(app: AppContext, distribution: str | None) -> None:
     Example:
       rollback infra cdn list --json
     """
-    from rollback.commands import infra_cdn as commands
+    from rollback.commands.infra import cdn as commands
 
     services = Services(app.config())
     snapshots = commands.list_snapshots(services.config, distribution, services.cdn_snapshots())
@@ -104,7 +105,7 @@ def list_command(app: AppContext, distribution: str | None) -> None:
 def _run(app: AppContext, planned: Any, services: Services, *, dry_run: bool, yes: bool, interval: float,
          action: str, verb: str) -> None:
     from rollback.cli.support import run_plan
-    from rollback.commands import infra_cdn as commands
+    from rollback.commands.infra import cdn as commands
 
     outcome = run_plan(app, planned.plan, commands.cdn_handlers(services, interval),
                        dry_run=dry_run, yes=yes, action=action,
@@ -160,7 +161,7 @@ def restore_command(app: AppContext, snapshot_id: str, timeout: float, poll_inte
     Example:
       rollback infra cdn restore E2QWRUHAPOMQZL-20261128T093000123456Z --yes
     """
-    from rollback.commands import infra_cdn as commands
+    from rollback.commands.infra import cdn as commands
 
     services = Services(app.config())
     planned = commands.prepare_restore(services.config, services, snapshot_id, pin=not no_pin,
@@ -194,7 +195,7 @@ def release_command(app: AppContext, release: str, distribution: str | None, ori
     Example:
       rollback infra cdn release 2026-11-20.1 --yes
     """
-    from rollback.commands import infra_cdn as commands
+    from rollback.commands.infra import cdn as commands
 
     services = Services(app.config())
     distribution_id = _distribution(services, distribution)

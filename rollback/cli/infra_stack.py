@@ -1,6 +1,6 @@
 """``rollback infra history | diff | preview | restore | config-restore``: Pulumi stack state.
 
-Parsing and presentation only; the verbs live in ``rollback.commands.infra_stack``.
+Parsing and presentation only; the verbs live in ``rollback.commands.infra.stack``.
 """
 
 from __future__ import annotations
@@ -11,16 +11,8 @@ from typing import Any
 
 import click
 
-from rollback.cli.support import (
-    AppContext,
-    common_options,
-    dry_run_option,
-    emit,
-    pass_app,
-    run_plan,
-    say,
-    yes_option,
-)
+from rollback.cli.output import say
+from rollback.cli.support import AppContext, common_options, dry_run_option, emit, pass_app, run_plan, yes_option
 from rollback.context import Services
 
 __all__ = ["COMMANDS"]
@@ -54,7 +46,7 @@ def history_command(app: AppContext, limit: int | None, via: str) -> None:
     Example:
       rollback infra history --limit 10
     """
-    from rollback.commands import infra_stack as commands
+    from rollback.commands.infra import stack as commands
 
     config = app.config()
     document = commands.history(config, limit=limit, via=via, services=Services(config))
@@ -92,13 +84,13 @@ def diff_command(app: AppContext, from_version: int, to_version: int | None, via
       rollback infra diff 3 4
       rollback infra diff 2 --json
     """
-    from rollback.commands import infra_stack as commands
+    from rollback.commands.infra import stack as commands
 
     config = app.config()
     document = commands.diff(config, from_version, to_version, via=via, services=Services(config))
 
     def human() -> None:
-        from rollback.stackdiff import SECRET_MASK, shorten
+        from rollback.model.stackdiff import SECRET_MASK, shorten
 
         to = document["to"]
         say(f"stack {document['stack']}: version {document['from']} -> {to}", err=False)
@@ -171,12 +163,14 @@ def preview_command(app: AppContext, to_version: int, plan_file: Path | None, of
       rollback infra preview --to 3 --plan-file rollback-v3.plan.json
       rollback infra preview --to 3 --offline --config-only
     """
-    from rollback.commands import infra_stack as commands
+
+    from rollback.commands.infra import stack as commands
+    from rollback.commands.infra import stack_plan as infra_stack_plan
 
     config = app.config()
-    options = commands.PreviewOptions(to_version, (plan_file or commands.default_plan_file(config, to_version))
-                                      .resolve(), offline, message, config_only, allow_db_replacement,
-                                      with_current_deps)
+    chosen = plan_file or infra_stack_plan.default_plan_file(config, to_version)
+    options = infra_stack_plan.PreviewOptions(to_version, chosen.resolve(), offline, message, config_only,
+                                              allow_db_replacement, with_current_deps)
     prepared = commands.prepare_preview(config, Services(config), options)
     outcome = run_plan(app, prepared.plan, dict(prepared.handlers), dry_run=dry_run, yes=True, action="preview",
                        confirm_first=False, details={"version": to_version})
@@ -189,7 +183,7 @@ def preview_command(app: AppContext, to_version: int, plan_file: Path | None, of
 
 
 def _print_preview(report: dict[str, Any]) -> None:
-    from rollback.stackdiff import SECRET_MASK, shorten
+    from rollback.model.stackdiff import SECRET_MASK, shorten
 
     say(f"stack {report['stack']}: pinned version {report['version']}'s config "
         f"(latest is {report['latest_version']}) in {report['config_file']}", err=False)
@@ -266,7 +260,7 @@ def restore_command(app: AppContext, to_version: int, plan_file: Path, without_p
       rollback infra restore --to 3 --plan-file rollback-v3.plan.json --yes
       rollback infra restore --to 3 --plan-file rollback-v3.plan.json --without-plan
     """
-    from rollback.commands import infra_stack as commands
+    from rollback.commands.infra import stack as commands
 
     config = app.config()
     plan_file = plan_file.resolve()
@@ -314,12 +308,15 @@ def config_restore_command(app: AppContext, backup: Path, yes: bool, dry_run: bo
     Example:
       rollback infra config-restore .rollback/stack-config/staging-20261128T100000123456Z.yaml --yes
     """
-    from rollback.commands import infra_stack as commands
+
+    from rollback.adapters import stack_config
+    from rollback.commands.infra import stack_handlers as infra_stack_handlers
+    from rollback.commands.infra import stack_plan as infra_stack_plan
 
     config = app.config()
-    meta = commands.check_config_backup(config, backup)  # refuse a stray file before asking
-    plan = commands.config_restore_plan(config, backup)
-    handlers = commands.StackHandlers(Services(config)).handlers()
+    meta = stack_config.check_config_backup(config, backup)  # refuse a stray file before asking
+    plan = infra_stack_plan.config_restore_plan(config, backup)
+    handlers = infra_stack_handlers.StackHandlers(Services(config)).handlers()
     result = run_plan(app, plan, handlers, dry_run=dry_run, yes=yes,
                       action="overwrite the stack config", confirm_first=True,
                       prompt=f"Overwrite {meta['path']} with the copy saved in {backup.name}?")

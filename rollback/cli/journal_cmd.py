@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from rollback.cli.support import AppContext, common_options, emit, pass_app, print_table, say
+from rollback.cli.output import print_table, say
+from rollback.cli.support import AppContext, common_options, emit, pass_app
 
 
 @click.group()

@@ -7,12 +7,16 @@ Imported only when a plan runs (``rich`` only on a terminal).
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from rollback.cli.support import _markup, _plan_table, printable, say
+from rollback.cli.output import markup, plan_table, say
 from rollback.plan import finished_word
 from rollback.runner import RunObserver
+from rollback.safetext import printable
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -21,7 +25,7 @@ if TYPE_CHECKING:
     from rollback.plan import Plan, Step
     from rollback.runner import StepResult
 
-__all__ = ["LiveProgress", "PlainProgress"]
+__all__ = ["LiveProgress", "PlainProgress", "plan_progress"]
 
 
 class PlainProgress(RunObserver):
@@ -65,13 +69,13 @@ class LiveProgress(RunObserver):
         if self.running is not None:
             number, started = self.running
             states[number] = Spinner("dots", text=f"{time.monotonic() - started:.1f} s", style="cyan")
-        return _plan_table(self.plan, states, dry_run=self.dry_run)
+        return plan_table(self.plan, states, dry_run=self.dry_run)
 
     def __enter__(self) -> LiveProgress:
         from rich.live import Live
 
         for note in self.plan.notes if self.show_notes else ():
-            self.console.print(f"note: {_markup(note)}")
+            self.console.print(f"note: {markup(note)}")
         self.live = Live(console=self.console, get_renderable=self._render, refresh_per_second=10,
                          transient=False, redirect_stdout=False, redirect_stderr=False)
         self.live.start()
@@ -84,7 +88,7 @@ class LiveProgress(RunObserver):
             self.live.stop()
 
     def note(self, message: str) -> None:
-        self.console.print(f"  {_markup(message)}")
+        self.console.print(f"  {markup(message)}")
 
     def step_started(self, number: int, step: Step, *, dry_run: bool) -> None:
         self.running = (number, time.monotonic())
@@ -102,3 +106,14 @@ class LiveProgress(RunObserver):
         self.running = None
         interrupted = isinstance(error, KeyboardInterrupt)
         self.states[number] = "[red]interrupted[/]" if interrupted else "[red]failed[/]"
+
+
+@contextlib.contextmanager
+def plan_progress(plan: Plan, *, json_output: bool, dry_run: bool, show_notes: bool = True) -> Iterator[RunObserver]:
+    """The display of a running plan: a live table on a terminal, plain lines on stderr otherwise (and with
+    ``--json``, whose stdout is the document)."""
+    if not json_output and sys.stderr.isatty():
+        with LiveProgress(plan, dry_run=dry_run, show_notes=show_notes) as display:
+            yield display
+    else:
+        yield PlainProgress(len(plan.steps))

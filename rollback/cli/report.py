@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from rollback.cli.support import AppContext, common_options, pass_app, say
+from rollback.cli.output import say
+from rollback.cli.support import AppContext, common_options, pass_app
 from rollback.errors import BadInput
 from rollback.safetext import dumps
 

@@ -1,8 +1,8 @@
 """``rollback run`` and ``rollback resume``: one plan across layers, journaled, with the incident kept.
 
-Parsing and presentation; the plan is built by :mod:`rollback.commands.run` and executed as a
+Parsing and presentation; the plan is built by :mod:`rollback.commands.run.plan` and executed as a
 :class:`rollback.runner.Run` like every other command's (``run`` through
-:func:`~rollback.commands.run_exec.execute_run`, which ``rollback watch`` shares; ``resume`` as
+:func:`~rollback.commands.run.execute.execute_run`, which ``rollback watch`` shares; ``resume`` as
 :meth:`Run.resuming <rollback.runner.Run.resuming>`), with the terminal's confirmation and progress
 (:func:`rollback.cli.support.terminal_run`).
 """
@@ -15,27 +15,19 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from rollback.cli.decide_cmd import signal_flags
-from rollback.cli.support import (
-    DURATION,
-    AppContext,
-    common_options,
-    dry_run_option,
-    echo,
-    emit,
-    pass_app,
-    say,
-    yes_option,
-)
+from rollback.cli.output import echo, say
+from rollback.cli.support import DURATION, AppContext, common_options, dry_run_option, emit, pass_app, yes_option
 from rollback.errors import BadInput, UnsafePrecondition
 
 if TYPE_CHECKING:
     from rollback.commands.decide import Flags
-    from rollback.commands.run import RunPlan, RunRequest, RunTracker
+    from rollback.commands.run.tracker import RunTracker
+    from rollback.commands.run.types import RunPlan, RunRequest
     from rollback.config import Config
     from rollback.context import Services
-    from rollback.decide import Decision
-    from rollback.incident import IncidentLog
     from rollback.journal import Journal
+    from rollback.model.decide import Decision
+    from rollback.model.incident import IncidentLog
     from rollback.plan import Plan
     from rollback.runner import ExecutionResult
 
@@ -46,7 +38,7 @@ SEVERITIES = ("P0", "P1", "P2", "P3")
 
 def _layers_and_targets(decision_layers: list[str], options: dict[str, str]) -> tuple[tuple[str, ...], dict[str, str]]:
     """The ``--layers`` and ``--to`` of the ``rollback run`` a decision recommends (decide's own mapping)."""
-    from rollback.watch import run_request_layers
+    from rollback.model.watch import run_request_layers
 
     return run_request_layers(decision_layers, options)
 
@@ -54,13 +46,13 @@ def _layers_and_targets(decision_layers: list[str], options: dict[str, str]) -> 
 def _decision_of(log: IncidentLog | None) -> dict[str, Any]:
     if log is None:
         return {}
-    from rollback.incident import read_incident
+    from rollback.model.incident import read_incident
 
     return dict(read_incident(log.path).decision)
 
 
 def _human(document: dict[str, Any]) -> None:
-    from rollback.report import format_seconds
+    from rollback.model.report import format_seconds
 
     out = echo
     if document["dry_run"]:
@@ -161,29 +153,32 @@ def run(app: AppContext, layer_values: tuple[str, ...], target_values: tuple[str
     3 a health check or the verification failed, 4 refused (a hazard, a
     changed world, no --yes without a terminal), 130 interrupted.
     """
-    from rollback.commands import run as commands
+    from rollback.commands.run.plan import plan_run
+    from rollback.commands.run.types import RunRequest, load_plan_document
+    from rollback.context import Services
+    from rollback.plan import SERVICE_LAYERS
 
     config = app.config()
     severity = severity.upper() if severity else None
     planned: RunPlan | None = None
-    services = commands.Services(config)
+    services = Services(config)
     if plan_file:
         if layer_values or target_values or flags.any() or live:
             raise BadInput("--plan runs a saved plan as it is", "drop --layers, --to and the decide flags")
-        plan, saved = commands.load_plan_document(Path(plan_file))
+        plan, saved = load_plan_document(Path(plan_file))
         if plan.env != config.env_name:
             raise BadInput(f"--plan {plan_file} is for env {plan.env!r}, not {config.env_name!r}",
                            f"pass --env {plan.env}")
         severity = severity or saved.get("severity")
-        layers = tuple(name for name in plan.layers if name in commands.SERVICE_LAYERS)
-        request: RunRequest = commands.RunRequest(layers=layers, severity=severity, incident=incident_ref,
+        layers = tuple(name for name in plan.layers if name in SERVICE_LAYERS)
+        request: RunRequest = RunRequest(layers=layers, severity=severity, incident=incident_ref,
                                                   poll_interval=poll_interval)
     else:
         request = _request(app, config, layer_values, target_values, severity, incident_ref, flags, live,
                            detected_at, drill, dry_run, accept_schema_skew, accept_mismatch, switch_database,
                            no_verify, poll_interval, services=services)
         severity = request.severity
-        planned = commands.plan_run(config, request, services)
+        planned = plan_run(config, request, services)
         plan = planned.plan
         if planned.blocking:
             from rollback.cli.support import show_plan
@@ -206,8 +201,9 @@ def _request(app: AppContext, config: Config, layer_values: tuple[str, ...], tar
     """The run's layers and targets: ``--layers``, else the open incident's decision, else decide now."""
     from rollback.commands import incident as incidents
     from rollback.commands.decide import run_decide
-    from rollback.commands.run import RunRequest
-    from rollback.layers import LAYERS, parse_layers, parse_targets
+    from rollback.commands.run.types import RunRequest
+    from rollback.model.layers import parse_layers, parse_targets
+    from rollback.plan import LAYERS
 
     options: dict[str, str] = {}
     targets: dict[str, str] = {}
@@ -256,7 +252,7 @@ def _execute(app: AppContext, config: Config, plan: Plan, planned: RunPlan | Non
     """The library's :func:`execute_run` (the path ``rollback watch`` takes when it acts) with the
     terminal's confirmation and progress injected."""
     from rollback.cli.support import saying_the_run, terminal_run
-    from rollback.commands.run_exec import execute_run, rolled_back, run_summary
+    from rollback.commands.run.execute import execute_run, rolled_back, run_summary
     from rollback.plan import PLAN_FORMAT
 
     action = f"roll back {', '.join(rolled_back(plan.layers))} of env {config.env_name}"
@@ -328,9 +324,11 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
     from rollback.cli.support import saying_the_run, terminal_run
     from rollback.commands import incident as incidents
     from rollback.commands.registry import handlers_for
-    from rollback.commands.resume_guard import refuse_if_overtaken
-    from rollback.commands.run import RunTracker, Services, handler_services
-    from rollback.commands.run_exec import run_summary
+    from rollback.commands.run.execute import run_summary
+    from rollback.commands.run.plan import handler_services
+    from rollback.commands.run.resume_guard import refuse_if_overtaken
+    from rollback.commands.run.tracker import RunTracker
+    from rollback.context import Services
     from rollback.journal import find_run
     from rollback.notify import Notifier
     from rollback.runner import Run, load_resume_point
@@ -359,7 +357,7 @@ def resume(app: AppContext, run_ref: str | None, dry_run: bool, yes: bool) -> No
 
     def attach(run: Run) -> None:
         """After the confirmation, before the journal (as for 'rollback run'): the tracker of the incident."""
-        from rollback.incident import read_incident
+        from rollback.model.incident import read_incident
 
         notifier = Notifier.from_config(config, incident=log.id if log else None,
                                         drill=read_incident(log.path).drill if log else False, stderr=say)

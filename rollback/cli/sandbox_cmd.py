@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollback.cli.support import AppContext, emit, pass_app, say
+from rollback.cli.output import say
+from rollback.cli.support import AppContext, emit, pass_app
 
 if TYPE_CHECKING:
     from rollback.sandbox.world import SandboxInfo

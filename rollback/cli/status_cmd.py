@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from rollback.cli.support import AppContext, common_options, echo, emit, pass_app, printable
+from rollback.cli.output import echo
+from rollback.cli.support import AppContext, common_options, emit, pass_app
+from rollback.safetext import printable
 
 
 @click.command("status")

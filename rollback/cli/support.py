@@ -12,20 +12,20 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar
 
 import click
 
+from rollback.cli.output import markup, plan_lines, plan_table, say
 from rollback.errors import BadInput, ConfirmationRequired, Refused
-from rollback.layers import LAYERS
-from rollback.safetext import dumps, printable
+from rollback.plan import LAYERS
+from rollback.safetext import dumps
 from rollback.units import parse_duration
 
 if TYPE_CHECKING:
-    from rich.console import RenderableType
 
     from rollback.config import Config
     from rollback.journal import Journal
@@ -40,16 +40,10 @@ __all__ = [
     "confirm",
     "confirm_plan",
     "dry_run_option",
-    "echo",
     "emit",
     "layers_option",
     "pass_app",
-    "plan_lines",
-    "plan_progress",
-    "print_table",
-    "printable",
     "run_plan",
-    "say",
     "saying_the_run",
     "terminal_run",
     "yes_option",
@@ -144,43 +138,12 @@ dry_run_option = click.option("--dry-run", is_flag=True,
 yes_option = click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 
 
-def say(message: str, *, err: bool = True) -> None:
-    """Human progress and notes: stderr, so stdout stays clean for results and --json.
-
-    Control characters in the message (an ESC from a ``--reason``...) are shown escaped.
-    """
-    click.echo(printable(message, keep_newlines=True), err=err)
-
-
-def echo(message: str) -> None:
-    """A human result line on stdout (``say(message, err=False)``)."""
-    say(message, err=False)
-
-
 def emit(app: AppContext, document: Any, human: Callable[[], None] | None = None) -> None:
     """Print a result: one strict JSON document with --json (no NaN/Infinity), else the human rendering."""
     if app.json or human is None:
         click.echo(dumps(document))
     else:
         human()
-
-
-def print_table(columns: Sequence[str], rows: Iterable[Sequence[Any]], *, title: str | None = None) -> None:
-    """A table on stdout. Every cell is text: rich markup in it is shown as written
-    (``rich.text.Text`` is never parsed as markup) and control characters escaped."""
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(title=Text(printable(title)) if title is not None else None, title_justify="left",
-                  show_lines=False, header_style="bold")
-    for column in columns:
-        table.add_column(Text(printable(column)), overflow="fold")
-    for row in rows:
-        table.add_row(*(Text("" if cell is None else printable(cell)) for cell in row))
-    # Piped or captured output (a log, an incident channel) must not wrap ids and URLs at 80 columns.
-    width = None if sys.stdout.isatty() else 240
-    Console(soft_wrap=False, width=width).print(table)
 
 
 def _require_a_way_to_confirm(action: str, yes: bool, env: str | None = None) -> None:
@@ -200,53 +163,7 @@ def confirm(prompt: str, *, yes: bool, action: str, env: str | None = None) -> N
         raise Refused(f"{action}: cancelled at the prompt", "nothing was changed")
 
 
-# --------------------------------------------------------------------------- text is text
-
-
-def _markup(value: Any) -> str:
-    """Printable text, safe to hand to rich (``[/api/pay]`` prints as written)."""
-    from rich.markup import escape
-
-    return escape(printable(value))
-
-
 # --------------------------------------------------------------------------- the plan, shown one way
-
-PLAN_COLUMNS = ("#", "layer", "step", "destructive")
-
-
-def plan_lines(plan: Plan, *, dry_run: bool = False) -> list[str]:
-    """The plan as plain text: its title, one aligned row per step (number, layer, step,
-    destructive flag), then its notes. What a terminal shows as a table, a log gets as text."""
-    rows = [tuple(printable(cell) for cell in row) for row in plan.table_rows()]
-    lines = [printable(f"{'dry run: ' if dry_run else ''}{plan.title} (env {plan.env})")]
-    if not rows:
-        lines.append("  nothing to do")
-    else:
-        widths = [max(len(row[i]) for row in rows) for i in range(2)]
-        for number, layer, step, flag in rows:
-            lines.append(f"  {number.rjust(widths[0])}  {layer.ljust(widths[1])}  {step}"
-                         + (f"  [{flag}]" if flag else ""))
-    lines.extend(f"  note: {printable(note)}" for note in plan.notes)
-    return lines
-
-
-def _plan_table(plan: Plan, states: Mapping[int, RenderableType] | None = None, *, dry_run: bool = False) -> Any:
-    from rich.table import Table
-
-    table = Table(title=_markup(f"{'dry run: ' if dry_run else ''}{plan.title} (env {plan.env})"),
-                  title_justify="left", header_style="bold", show_lines=False)
-    for column in PLAN_COLUMNS:
-        table.add_column(column, overflow="fold", no_wrap=column != "step")
-    if states is not None:
-        table.add_column("status", no_wrap=True)
-    for index, (number, layer, step, flag) in enumerate(plan.table_rows(), start=1):
-        cells: list[Any] = [number, _markup(layer), _markup(step), "[bold red]yes[/]" if flag else ""]
-        if states is not None:
-            cells.append(states.get(index, ""))
-        table.add_row(*cells)
-    return table
-
 
 def show_plan(app: AppContext, plan: Plan, *, dry_run: bool) -> None:
     """Print the plan on stderr (a table on a terminal, aligned text otherwise); nothing with --json."""
@@ -256,9 +173,9 @@ def show_plan(app: AppContext, plan: Plan, *, dry_run: bool) -> None:
         from rich.console import Console
 
         console = Console(stderr=True, soft_wrap=False)
-        console.print(_plan_table(plan, dry_run=dry_run))
+        console.print(plan_table(plan, dry_run=dry_run))
         for note in plan.notes:
-            console.print(f"note: {_markup(note)}")
+            console.print(f"note: {markup(note)}")
         return
     for line in plan_lines(plan, dry_run=dry_run):
         say(line)
@@ -319,14 +236,16 @@ def terminal_run(app: AppContext, *, dry_run: bool, yes: bool, action: str, conf
                  prompt: str | None = None) -> TerminalRun:
     """What the CLI injects into a :class:`~rollback.runner.Run`: the journal opener
     (:meth:`AppContext.start_journal`), the terminal's confirmation (:func:`confirm_plan`) and the live
-    progress (:func:`plan_progress`)."""
+    progress (:func:`rollback.cli.progress.plan_progress`)."""
 
     def confirm(plan: Plan) -> bool:
         return confirm_plan(app, plan, dry_run=dry_run, yes=yes, action=action, confirm_first=confirm_first,
                             prompt=prompt)
 
     def display(plan: Plan, asked: bool) -> contextlib.AbstractContextManager[RunObserver]:
-        return plan_progress(app, plan, dry_run=dry_run, show_notes=not asked)
+        from rollback.cli.progress import plan_progress
+
+        return plan_progress(plan, json_output=app.json, dry_run=dry_run, show_notes=not asked)
 
     return TerminalRun(open_journal=app.start_journal, confirm=confirm, display=display)
 
@@ -363,16 +282,6 @@ def confirm_plan(app: AppContext, plan: Plan, *, dry_run: bool, yes: bool, actio
     return False
 
 
-@contextlib.contextmanager
-def plan_progress(app: AppContext, plan: Plan, *, dry_run: bool, show_notes: bool = True) -> Iterator[RunObserver]:
-    """The display of a running plan: a live table on a terminal, plain lines on stderr otherwise."""
-    from rollback.cli.progress import LiveProgress, PlainProgress
-
-    if not app.json and sys.stderr.isatty():
-        with LiveProgress(plan, dry_run=dry_run, show_notes=show_notes) as display:
-            yield display
-    else:
-        yield PlainProgress(len(plan.steps))
 
 
 def layers_option(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import click
 
-from rollback.cli.support import DURATION, AppContext, common_options, emit, pass_app, print_table, printable, say
+from rollback.cli.output import print_table, say
+from rollback.cli.support import DURATION, AppContext, common_options, emit, pass_app
 from rollback.errors import EXIT_CHECKS_FAILED
+from rollback.safetext import printable
 
 _VERDICT = {"pass": "pass", "fail": "FAIL", "not measured": "not measured"}
 

@@ -7,18 +7,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from rollback.cli.support import (
-    DURATION,
-    AppContext,
-    Duration,
-    common_options,
-    echo,
-    emit,
-    pass_app,
-    printable,
-    say,
-)
+from rollback.cli.output import echo, say
+from rollback.cli.support import DURATION, AppContext, Duration, common_options, emit, pass_app
 from rollback.errors import BadInput
+from rollback.safetext import printable
 
 if TYPE_CHECKING:
     from rollback.commands.watch import Reading, WatchResult
@@ -174,12 +166,12 @@ def watch(app: AppContext, period: float, interval: float, auto: str, no_abort_c
         return
     if reason is not None:
         raise BadInput("--reason goes with --pause", "rollback watch --pause --reason TEXT")
-    from rollback.cli.support import plan_progress
+    from rollback.cli.progress import plan_progress
     from rollback.commands.drill_runner import signals_interrupt
     from rollback.commands.watch import WatchHooks, WatchOptions, run_watch
     from rollback.context import Services
+    from rollback.model.watch import parse_auto
     from rollback.units import parse_time
-    from rollback.watch import parse_auto
 
     config = app.config()
     options = WatchOptions(period=float(period), interval=float(interval), auto=parse_auto(auto),
@@ -190,7 +182,7 @@ def watch(app: AppContext, period: float, interval: float, auto: str, no_abort_c
     lines = _Lines(live=not app.json and sys.stderr.isatty())
     hooks = WatchHooks.real(Services(config), options, line=lines.reading, say=lines.say,
                             start_journal=app.start_journal,
-                            display=lambda plan: plan_progress(app, plan, dry_run=False),
+                            display=lambda plan: plan_progress(plan, json_output=app.json, dry_run=False),
                             command="rollback " + " ".join(app.argv))
     # SIGTERM and SIGHUP stop the watch as Ctrl-C does (between readings; a rollback under way is stopped
     # by the runner's own handling, journaled, for 'rollback resume').

@@ -1,7 +1,7 @@
 """``rollback decide``: gather signals (flags, or live sources), decide, record it on the incident.
 
-The decision itself is pure (:func:`rollback.decide.decide`). This module
-turns flags into :class:`~rollback.decide.Signal` values, measures the live
+The decision itself is pure (:func:`rollback.model.decide.decide`). This module
+turns flags into :class:`~rollback.model.decide.Signal` values, measures the live
 ones concurrently within a budget (:func:`live_signals`): the rollback alarms,
 CloudFront ``5xxErrorRate`` and ``OriginLatency`` p95 over the last 5
 minutes, a probe of the health URLs, failed ``_prisma_migrations`` rows,
@@ -9,7 +9,7 @@ data loss in the tables declared ``grow_only`` (fewer rows than in the newest
 backup: rows were deleted where they never are; data loss only past the
 table's threshold and with a failed migration, a deploy or a migration within
 the lookback to explain it, else "rows fewer than the backup", P2: see
-:func:`rollback.decide.data_loss_signals`), and Vercel (is a rollback already in
+:func:`rollback.model.decide.data_loss_signals`), and Vercel (is a rollback already in
 effect; when was production deployed; is a rolling release active). A source
 that is not configured is a signal *not measured*, with the reason (the
 grow-only check only when some table is declared grow-only).
@@ -17,13 +17,13 @@ grow-only check only when some table is declared grow-only).
 During an active Vercel rolling release the canary is judged on its share of the
 traffic: the CloudFront error rate and a burst of health probes (each request is
 served by the canary or the base) become ``canary_error_rate`` (the rate divided by
-the canary's share, see :mod:`rollback.decide`); the app is the changed layer (the
+the canary's share, see :mod:`rollback.model.decide`); the app is the changed layer (the
 canary started taking traffic), and its option is the abort.
 
 In the same budget it reads what changed recently in each layer (the Vercel
 production deployment, the stack's latest update, the distribution and the
 Lambda@Edge version it serves, the objects under the served assets release,
-the newest migration) and :func:`rollback.changes.judge` measures each change
+the newest migration) and :func:`rollback.model.changes.judge` measures each change
 against the detection time: the layers that changed within the lookback
 window fill the matrix's ``@changed`` slot, unless ``--changed`` names them.
 A change source that cannot be read is reported as such and never fails the
@@ -34,18 +34,19 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from rollback import changes as recent
 from rollback.commands import incident as incidents
 from rollback.commands import signals as sources
+from rollback.commands.budget import live_budget
 from rollback.commands.signals import Outcome
 from rollback.context import Services
-from rollback.decide import (
+from rollback.errors import BadInput
+from rollback.model import changes as recent
+from rollback.model.decide import (
     RULES,
     Context,
     Decision,
@@ -57,8 +58,7 @@ from rollback.decide import (
     decide,
     order_layers,
 )
-from rollback.errors import BadInput
-from rollback.incident import iso, read_incident
+from rollback.model.incident import iso, read_incident
 from rollback.units import parse_time
 
 if TYPE_CHECKING:
@@ -69,8 +69,6 @@ if TYPE_CHECKING:
     from rollback.config import Config
 
 __all__ = [
-    "BUDGET_ENV",
-    "LIVE_BUDGET",
     "DecideResult",
     "Flags",
     "LiveReading",
@@ -78,15 +76,10 @@ __all__ = [
     "flag_signals",
     "judge",
     "judge_changed",
-    "live_budget",
     "live_signals",
     "run_decide",
 ]
 
-LIVE_BUDGET = 1.5  # seconds for every live source together (the decision must take < 2 s)
-# Overrides LIVE_BUDGET (seconds): a slow link to the sources, or a loaded test machine, trades the
-# 2 s target for measuring every source.
-BUDGET_ENV = "ROLLBACK_DECIDE_BUDGET"
 METRIC_MINUTES = 5
 
 
@@ -122,25 +115,6 @@ def flag_signals(flags: Flags) -> list[Signal]:
         if getattr(flags, name):
             signals.append(Signal(name, True, "flag"))
     return signals
-
-
-def live_budget(given: float | None = None, environ: dict[str, str] | None = None, *,
-                default: float = LIVE_BUDGET) -> float:
-    """The live sources' budget: ``given``, else ``$ROLLBACK_DECIDE_BUDGET``, else ``default``
-    (:data:`LIVE_BUDGET`)."""
-    if given is not None:
-        return given
-    raw = (os.environ if environ is None else environ).get(BUDGET_ENV, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = -1.0
-    if not 0.1 <= value <= 600:
-        raise BadInput(f"{BUDGET_ENV}={raw!r} is not a number of seconds between 0.1 and 600",
-                       f"unset it, or give seconds, e.g. {BUDGET_ENV}=1.5")
-    return value
 
 
 @dataclass

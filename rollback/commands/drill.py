@@ -78,9 +78,9 @@ from rollback.errors import (
     OperationFailed,
     Refused,
 )
+from rollback.model.report import parse_time
 from rollback.notify import Notifier
 from rollback.plan import SERVICE_LAYERS as LAYERS
-from rollback.report import parse_time
 from rollback.sandbox import world
 from rollback.sandbox.processes import ProcessRef, process_ref
 

@@ -1,6 +1,6 @@
 """Incidents as verbs: open or attach, record, list, show, close.
 
-The record itself (file format, read model) is :mod:`rollback.incident`; this
+The record itself (file format, read model) is :mod:`rollback.model.incident`; this
 module wires it to the config: where the files live, which incident a command
 attaches to, when detection happened, and the copy to the team's S3 prefix.
 """
@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rollback.errors import BadInput, RollbackError
-from rollback.incident import (
+from rollback.lock import TeamLock
+from rollback.model.incident import (
     IncidentLog,
     IncidentRecord,
     find_incident,
@@ -28,13 +29,12 @@ from rollback.incident import (
     parse_ts,
     read_incident,
 )
-from rollback.lock import TeamLock
 from rollback.units import parse_time
 
 if TYPE_CHECKING:
     from rollback.adapters.cloudwatch import AlarmState
     from rollback.config import Config
-    from rollback.decide import Decision
+    from rollback.model.decide import Decision
 
 __all__ = [
     "Detection",

@@ -16,13 +16,16 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 from rollback.actions import DECLARED, StepHandlers
-from rollback.commands.app import AppHandlers, HealthHandlers
-from rollback.commands.app_rolling import RollingHandlers
-from rollback.commands.db import DbHandlers
-from rollback.commands.infra_breakglass import AssetsHandlers, EdgeHandlers, InvalidateHandlers
-from rollback.commands.infra_cdn import CdnHandlers
-from rollback.commands.infra_stack import StackHandlers
-from rollback.commands.run import SwitchHandlers, WorldHandlers
+from rollback.commands.app.handlers import AppHandlers
+from rollback.commands.app.health import HealthHandlers
+from rollback.commands.app.rolling import RollingHandlers
+from rollback.commands.db.handlers import DbHandlers
+from rollback.commands.infra.assets import AssetsHandlers
+from rollback.commands.infra.cdn import CdnHandlers
+from rollback.commands.infra.edge import EdgeHandlers
+from rollback.commands.infra.invalidate import InvalidateHandlers
+from rollback.commands.infra.stack_handlers import StackHandlers
+from rollback.commands.run.world import SwitchHandlers, WorldHandlers
 from rollback.commands.verify import VerifyHandlers
 from rollback.context import Services
 from rollback.errors import BadInput

@@ -3,7 +3,7 @@
 The data comes from the incident record (``<root>/.rollback/incidents/<id>.jsonl``,
 CONTRACTS.md "Contract B"), the journals of the incident's runs and, where the
 config names a CloudFront distribution, CloudWatch's request and 5xx figures
-for the incident window. :func:`rollback.report.build_report` turns them into
+for the incident window. :func:`rollback.model.report.build_report` turns them into
 one document; the templates (:mod:`rollback.templating`) lay it out.
 """
 
@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rollback.adapters.cloudwatch import CloudFrontMetrics
-from rollback.commands.db_salvage import salvage_report
+from rollback.commands.db.salvage import salvage_report
 from rollback.context import Services
 from rollback.errors import BadInput, OperationFailed, Refused, RollbackError
-from rollback.incident import read_incident
 from rollback.journal import RunRecord, find_run
-from rollback.redact import redact
-from rollback.report import (
+from rollback.model.incident import read_incident
+from rollback.model.report import (
     DEFAULT_TARGETS,
     DataLossFacts,
     Impact,
@@ -35,6 +34,7 @@ from rollback.report import (
     reason_text,
     run_actions,
 )
+from rollback.redact import redact
 from rollback.templating import Templates
 
 if TYPE_CHECKING:
@@ -67,7 +67,7 @@ def incidents_dir(journal_dir: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- the incident record
-# The record is rollback.incident's (Contract B); the report reads its read model only.
+# The record is rollback.model.incident's (Contract B); the report reads its read model only.
 
 
 def _targets(config: Config | None) -> dict[str, float]:
@@ -109,7 +109,7 @@ def find_incident(directory: Path, ref: str | None = None, *, env: str | None = 
 
 
 def load_incident(path: Path, config: Config | None = None) -> dict[str, Any]:
-    """The incident's read model (Contract B, :meth:`rollback.incident.IncidentRecord.to_dict`) from its file,
+    """The incident's read model (Contract B, :meth:`rollback.model.incident.IncidentRecord.to_dict`) from its file,
     with the environment's targets."""
 
     return read_incident(path).to_dict(_targets(config))

@@ -11,8 +11,8 @@ timed out.
 
 The recent-change readers (:func:`recent_deployments`, :func:`stack_changes`,
 :func:`cdn_changes`, and the newest migration of :func:`migration_state`)
-return :class:`~rollback.changes.Change` facts; ``decide`` judges them
-against the detection time (:func:`rollback.changes.judge`).
+return :class:`~rollback.model.changes.Change` facts; ``decide`` judges them
+against the detection time (:func:`rollback.model.changes.judge`).
 """
 
 from __future__ import annotations
@@ -31,11 +31,11 @@ from rollback.adapters.health import HealthChecker, make_health_client
 from rollback.adapters.postgres import Database, Target, db_errors
 from rollback.adapters.prisma import Migration, PrismaMigrations
 from rollback.adapters.vercel import VercelClient, make_http_client
-from rollback.changes import Change, Deployed
-from rollback.changes import stack_changes as changes_of_update
 from rollback.context import Services
-from rollback.decide import RowLoss
 from rollback.errors import RollbackError
+from rollback.model.changes import Change, Deployed
+from rollback.model.changes import stack_changes as changes_of_update
+from rollback.model.decide import RowLoss
 from rollback.redact import redact_text
 
 # What only some sources read is imported by the reader that needs it (the Pulumi backend, the
@@ -152,7 +152,7 @@ def _stack_outputs(config: Config, services: Services) -> Mapping[str, Any]:
     if config.env.pulumi is None or not config.env.aws.from_stack_outputs:
         raise NotConfigured("no Pulumi stack configured to read its outputs from")
     # Imported here: infra_stack is the largest command module, and only this fallback needs it.
-    from rollback.commands.infra_stack import stack_outputs
+    from rollback.commands.infra.stack import stack_outputs
 
     try:
         return stack_outputs(config, services)
@@ -429,7 +429,7 @@ def migration_state(config: Config, *, timeout: float) -> MigrationState:
 def grow_only_losses(config: Config, *, timeout: float) -> list[RowLoss] | None:
     """The ``database.grow_only`` tables (rows are never deleted there) that now hold fewer rows than in
     the newest backup that is not an emergency one, each with its data-loss threshold (whether that is
-    data loss is :func:`rollback.decide.data_loss_signals`'s to judge); ``None`` when no table is declared
+    data loss is :func:`rollback.model.decide.data_loss_signals`'s to judge); ``None`` when no table is declared
     grow-only."""
     settings = config.env.database
     if not settings.grow_only:
@@ -465,13 +465,13 @@ def grow_only_losses(config: Config, *, timeout: float) -> list[RowLoss] | None:
 
 def stack_changes(config: Config, *, timeout: float) -> list[Change]:
     """What the stack's latest update changed, read from its self-managed backend (``file://``, ``s3://``):
-    the layers its config keys name (:func:`rollback.changes.stack_changes`), and when."""
+    the layers its config keys name (:func:`rollback.model.changes.stack_changes`), and when."""
     settings = config.env.pulumi
     if settings is None:
         raise NotConfigured(f"[env.{config.env_name}.pulumi] is not set")
     from rollback.adapters.pulumi_backend import is_diy_url, open_backend
     from rollback.adapters.pulumi_project import resolve_stack
-    from rollback.stackdiff import changed_config_keys
+    from rollback.model.stackdiff import changed_config_keys
 
     url = settings.backend_url or config.environ.get("PULUMI_BACKEND_URL")
     if not url or not is_diy_url(url):

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from rollback.commands import signals as sources
-from rollback.decide import CRITERION_LAYERS, alarm_criterion
+from rollback.model.decide import CRITERION_LAYERS, alarm_criterion
 
 if TYPE_CHECKING:
     from rollback.config import Config
@@ -128,7 +128,7 @@ def status_lines(document: Mapping[str, Any]) -> list[str]:
 
 
 def _rolling(config: Config, timeout: float) -> dict[str, Any] | None:
-    from rollback.commands.app_rolling import rolling_status
+    from rollback.commands.app.rolling import rolling_status
 
     client = sources.vercel_client(config, timeout)
     with client.http:
@@ -242,7 +242,7 @@ def _team_holder(config: Config) -> str | None:
 
 def incident_state(config: Config) -> IncidentState:
     from rollback.commands.incident import directory
-    from rollback.incident import open_incident_of
+    from rollback.model.incident import open_incident_of
 
     record = open_incident_of(directory(config), config.env_name)
     holders = [h for h in (_local_holder(config), _team_holder(config)) if h]
@@ -251,8 +251,8 @@ def incident_state(config: Config) -> IncidentState:
 
 def backup_state(config: Config, services: Services) -> dict[str, Any]:
     """The recovery points (``rollback db rpo``) and the newest backup's standby."""
-    from rollback.commands.db_backup import standbys
-    from rollback.commands.db_rpo import rpo
+    from rollback.commands.db.backup import standbys
+    from rollback.commands.db.rpo import rpo
 
     if not config.database_url():
         raise sources.NotConfigured(f"{config.env.database.url_env} is not set")
@@ -310,7 +310,7 @@ def from_decide(outcomes: Mapping[str, sources.Outcome]) -> dict[str, sources.Ou
 
 
 def _ago(moment: dt.datetime | None, now: dt.datetime) -> str:
-    from rollback.report import format_seconds
+    from rollback.model.report import format_seconds
 
     if moment is None:
         return "at an unknown time"
@@ -504,7 +504,7 @@ def _alarms(get: Callable[[str], sources.Outcome]) -> Section:
 
 
 def _incident(get: Callable[[str], sources.Outcome], now: dt.datetime) -> Section:
-    from rollback.report import parse_time
+    from rollback.model.report import parse_time
 
     found = get("incident")
     section = _one_source("incident", INFO, found, "incident record", "not read")
@@ -526,7 +526,7 @@ def _incident(get: Callable[[str], sources.Outcome], now: dt.datetime) -> Sectio
 
 
 def _backups(get: Callable[[str], sources.Outcome]) -> Section:
-    from rollback.report import format_seconds
+    from rollback.model.report import format_seconds
 
     found = get("backups")
     section = _one_source("backups", INFO, found, "backups", "not read")
@@ -573,7 +573,7 @@ def status_from(config: Config, outcomes: Mapping[str, sources.Outcome], *, seco
 def read_status(config: Config, *, budget: float | None = None, services: Services) -> StatusReport:
     """Read every source concurrently within ``budget`` seconds (default :data:`STATUS_BUDGET`, or
     ``$ROLLBACK_DECIDE_BUDGET``) and build the status screen."""
-    from rollback.commands.decide import live_budget
+    from rollback.commands.budget import live_budget
 
     chosen = live_budget(budget, default=STATUS_BUDGET)
     started = time.monotonic()

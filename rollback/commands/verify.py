@@ -12,7 +12,7 @@ source is not configured: never a silent pass). Groups follow the runbook:
   status, body substring); the smoke command (``verify.smoke``, run without a
   shell), exit status 0.
 - **Data integrity**: the database answers, no failed migration, row counts
-  against ``--baseline``, no orphans (:func:`rollback.commands.db.verify`).
+  against ``--baseline``, no orphans (:func:`rollback.commands.db.handlers.verify`).
 - **Performance**: API p95 < 500 ms over N concurrent requests; page load < 3 s;
   CloudFront cache hit rate > 70 % over the last 5 minutes.
 - **Monitoring**: every rollback alarm OK; metrics still arriving (a
@@ -53,11 +53,12 @@ from typing import TYPE_CHECKING, Any
 from rollback.actions import StepHandlers, action
 from rollback.adapters import http as http_adapter
 from rollback.adapters.health import extract_version, versions_match
-from rollback.commands import db as db_commands
 from rollback.commands import incident as incidents
 from rollback.commands import signals
+from rollback.commands.db import handlers as db_commands
+from rollback.commands.db import migrations as db_migrations
 from rollback.errors import BadInput, ChecksFailed, RollbackError
-from rollback.incident import iso, parse_ts, read_incident
+from rollback.model.incident import iso, parse_ts, read_incident
 from rollback.plan import Step
 from rollback.redact import redact_text
 from rollback.runner import Check
@@ -378,7 +379,7 @@ def database_items(config: Config, services: Services, baseline: str | None) -> 
                 _unmeasured("db.orphans", group, "no orphaned records", why, "== 0")]
 
     try:
-        report = db_commands.verify(config, baseline=baseline, services=services)
+        report = db_migrations.verify(config, baseline=baseline, services=services)
     except BadInput:
         raise
     except RollbackError as exc:
@@ -423,7 +424,7 @@ def database_items(config: Config, services: Services, baseline: str | None) -> 
 # The layers whose rollback can heal each checklist item, by item id prefix (first match); the first layer
 # is the one the item is about. Items not named here (health, flows, the 5xx rate, latency, page load,
 # smoke, metrics arriving) can be healed by any layer: a bad app, edge function, release or database all
-# show there. Alarms go by their criterion (:data:`rollback.decide.CRITERION_LAYERS`); the composite alarm
+# show there. Alarms go by their criterion (:data:`rollback.model.decide.CRITERION_LAYERS`); the composite alarm
 # clears only when every alarm in it does.
 ITEM_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("db.", ("db",)),
@@ -434,7 +435,7 @@ ITEM_LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
 
 def healers(item: Mapping[str, Any], prefix: str | None = None) -> tuple[str, ...] | None:
     """The layers whose rollback can heal ``item`` (the first is the one it is about); ``None``: any layer."""
-    from rollback.decide import CRITERION_LAYERS, alarm_criterion
+    from rollback.model.decide import CRITERION_LAYERS, alarm_criterion
 
     item_id = str(item.get("id") or "")
     if item_id.startswith("alarm."):
@@ -457,7 +458,7 @@ def not_healed(items: Sequence[Mapping[str, Any]], layers: Sequence[str], *, pre
     for item in items:
         if not _failing(item, strict):
             continue
-        from rollback.decide import alarm_criterion
+        from rollback.model.decide import alarm_criterion
 
         item_id = str(item["id"])
         if item_id.startswith("alarm.") and alarm_criterion(item_id[len("alarm."):], prefix) == "composite":
@@ -476,7 +477,7 @@ def heal_command(config: Config, left: Mapping[str, tuple[str, ...]],
                  items: Sequence[Mapping[str, Any]] = ()) -> str:
     """The ``rollback run`` that would heal the items ``left`` (the layer each is about); a failed migration
     alone asks for the migration repair."""
-    from rollback.decide import order_layers
+    from rollback.model.decide import order_layers
 
     layers = order_layers(can[0] for can in left.values() if can)
     command = f"rollback --env {config.env_name} run --layers {','.join(layers)}"

@@ -6,9 +6,9 @@ concurrently, within the same budget: :func:`rollback.commands.decide.live_signa
 rates over the time since the deploy (``--deployed-at``, else the watch's start; at most the last 5
 minutes), and decides (:func:`rollback.commands.decide.judge`) with the
 runbook's thresholds raised by the baseline (the same rates over ``--baseline`` minutes before the
-release, read once from CloudWatch's history: :class:`rollback.watch.Baseline`). The rules of the loop
+release, read once from CloudWatch's history: :class:`rollback.model.watch.Baseline`). The rules of the loop
 (what a bad reading is, the streak, flapping, what the watch may do by itself, the outcome) are
-:mod:`rollback.watch`'s.
+:mod:`rollback.model.watch`'s.
 
 The release began at the earliest change ``decide`` sees within :data:`RELEASE_WINDOW` before the deploy
 (``--deployed-at``, else the moment the watch started): a release that updates the stack, then the
@@ -20,11 +20,11 @@ When the streak is reached (``--min-bad`` consecutive bad readings) the watch:
    records the decision (``by: watch``);
 2. reads the kill switch and the cooldown again (:class:`rollback.watchstate.WatchState`; a switch or a
    record that cannot be read counts as set: it fails closed) and splits the layers between itself and
-   a person (:func:`rollback.watch.choose`);
-3. for its own layers: plans them as ``rollback run`` does (:func:`~rollback.commands.run_plan.plan_run`;
+   a person (:func:`rollback.model.watch.choose`);
+3. for its own layers: plans them as ``rollback run`` does (:func:`~rollback.commands.run.plan.plan_run`;
    a blocking hazard, such as a migration the app's target does not know, pages instead), records the
    automatic rollback (for the cooldown, before anything changes, so that a watch killed mid-rollback
-   still counts), and runs the plan through :func:`~rollback.commands.run_exec.execute_run`, the path
+   still counts), and runs the plan through :func:`~rollback.commands.run.execute.execute_run`, the path
    ``rollback run --yes`` takes: the same lock and team lease, journal, incident timeline, posts and
    verification (without the data integrity items when the db layer is left to a person), so that
    ``rollback resume`` completes it if the watch is killed;
@@ -49,12 +49,12 @@ from typing import TYPE_CHECKING, Any
 
 from rollback.commands import incident as incidents
 from rollback.commands import signals as sources
-from rollback.commands.decide import LiveReading, judge, live_budget, live_signals
-from rollback.decide import Decision
+from rollback.commands.budget import live_budget
+from rollback.commands.decide import LiveReading, judge, live_signals
 from rollback.errors import BadInput, LockHeld, OperationFailed, RollbackError
-from rollback.incident import iso, parse_ts, read_incident
-from rollback.units import format_duration
-from rollback.watch import (
+from rollback.model.decide import Decision
+from rollback.model.incident import iso, parse_ts, read_incident
+from rollback.model.watch import (
     BAD,
     BASELINED,
     DEFAULT_AUTO,
@@ -68,13 +68,14 @@ from rollback.watch import (
     run_request_layers,
     verdict,
 )
+from rollback.units import format_duration
 from rollback.watchstate import WatchState
 
 if TYPE_CHECKING:
     from rollback.config import Config
     from rollback.context import Services
-    from rollback.incident import IncidentLog
     from rollback.journal import Journal
+    from rollback.model.incident import IncidentLog
     from rollback.notify import Notifier
     from rollback.plan import Plan
     from rollback.runner import RunObserver
@@ -494,8 +495,9 @@ class _Watcher:
     # ------------------------------------------------------------------ the automatic rollback
 
     def _roll_back(self, decision: Decision, choice: Choice, log: IncidentLog) -> None:
-        from rollback.commands.run import RunRequest, plan_run
-        from rollback.commands.run_exec import execute_run
+        from rollback.commands.run.execute import execute_run
+        from rollback.commands.run.plan import plan_run
+        from rollback.commands.run.types import RunRequest
 
         result, h, config = self.result, self.h, self.config
         layers, targets = run_request_layers(choice.auto, decision.options)
@@ -601,7 +603,7 @@ class _Watcher:
         """When service was restored and verified, from the incident's timeline."""
         if self.result.incident is None:
             return
-        from rollback.incident import find_incident
+        from rollback.model.incident import find_incident
 
         timeline = find_incident(incidents.directory(self.config), self.result.incident).timeline()
         self.result.restored_at = timeline.get("restored")

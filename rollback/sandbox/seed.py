@@ -96,7 +96,7 @@ CLOUDFRONT_DEPLOY_SECONDS = 1.0
 ORIGIN_SECRET_KEY = f"{PROJECT}:originVerifySecret"
 
 # The runbook's thresholds, as infra/settings.py AlarmThresholds defaults them.
-DB_MAX_CONNECTIONS = 405  # db.t4g.medium, as infra/settings.py computes it (tests/infra/test_sandbox_alarms.py)
+DB_MAX_CONNECTIONS = 405  # db.t4g.medium, as infra/settings.py computes it (tests/infra_program/test_sandbox_alarms.py)
 DB_ALLOCATED_GB = 20
 
 

@@ -91,7 +91,7 @@ def cache_behaviour(origin: str, arn: str | None, path: str | None = None) -> di
 
 def alarm_definitions(distribution_id: str) -> list[dict[str, Any]]:
     """The rollback criterion alarms as ``infra/alarms.py`` creates them (default thresholds), and which
-    monitor value each is judged on. tests/infra/test_sandbox_alarms.py holds the two equal."""
+    monitor value each is judged on. tests/infra_program/test_sandbox_alarms.py holds the two equal."""
     cdn = [{"Name": "DistributionId", "Value": distribution_id}, {"Name": "Region", "Value": "Global"}]
     rds = [{"Name": "DBInstanceIdentifier", "Value": DB_INSTANCE}]
     per_minute = {"Period": 60, "EvaluationPeriods": 5, "DatapointsToAlarm": 3}

@@ -117,7 +117,7 @@ def seed_database(cluster: Any, directory: Path, timeline: Timeline) -> dict[str
         conn.commit()
     good = _counts(cluster)
 
-    from rollback.commands import db as db_commands
+    from rollback.commands.db import handlers as db_commands
     from rollback.config import Config, Settings
 
     # Only the database section matters to the backup; the full rollback.toml needs ids the AWS seed

@@ -46,7 +46,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rollback.sandbox import processes
+from rollback.sandbox import processes, vercel_state
 from rollback.sandbox.processes import ProcessRef, process_ref
 
 __all__ = ["SEED_FILE", "STATE_FILE", "lock_holder", "main", "read_seed_options", "read_state", "write_seed_options",
@@ -176,8 +176,8 @@ class Supervisor:
         # Hermetic: the user's ~/.aws must not redirect or re-credential the sandbox's clients.
         os.environ["AWS_CONFIG_FILE"] = os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
         os.environ.pop("AWS_PROFILE", None)
-        self._spawn("app", ["-m", "rollback.sandbox.app", "--port", str(self.ports["app"]), "--vercel-url",
-                            vercel_url, "--project", seed.DEMO.project_name, "--world", str(self.dir / WORLD_FILE)],
+        self._spawn("app", ["-m", "rollback.sandbox.app", "--port", str(self.ports["app"]), "--vercel-url", vercel_url,
+                            "--project", vercel_state.DEMO.project_name, "--world", str(self.dir / WORLD_FILE)],
                     env={"SANDBOX_HOOK_TOKEN": self.hook_token})
         self.save()
 
@@ -206,10 +206,10 @@ class Supervisor:
             **aws_env,
             "VERCEL_API_URL": vercel_url,
             "VERCEL_TOKEN": self.token,
-            "VERCEL_ORG_ID": seed.DEMO.team_id,
-            "VERCEL_PROJECT_ID": seed.DEMO.project_id,
-            "VERCEL_SCOPE": seed.DEMO.team_slug,
-            "VERCEL_ARGS": f"--api {vercel_url} --token {self.token} --scope {seed.DEMO.team_slug}",
+            "VERCEL_ORG_ID": vercel_state.DEMO.team_id,
+            "VERCEL_PROJECT_ID": vercel_state.DEMO.project_id,
+            "VERCEL_SCOPE": vercel_state.DEMO.team_slug,
+            "VERCEL_ARGS": f"--api {vercel_url} --token {self.token} --scope {vercel_state.DEMO.team_slug}",
             "APP_URL": app_url,
             seed.WEBHOOK_ENV: f"{app_url}/_sandbox/hooks/{self.hook_token}",
         }

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from rollback.sandbox.vercel import DEMO, VercelEmulator, start_emulator
+from rollback.sandbox.vercel import VercelEmulator, start_emulator
+from rollback.sandbox.vercel_state import DEMO
 
 # Vercel's CLI refuses tokens with "-" in them; this one is also long enough to be masked.
 TOKEN = "vercelTestToken8c1d2e"

@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from rollback.commands.app import handlers as app_handlers
 from rollback.context import RunSettings, Services
-from rollback.sandbox.vercel import DEMO, FaultRule, VercelEmulator
+from rollback.sandbox.vercel import VercelEmulator
+from rollback.sandbox.vercel_state import DEMO, FaultRule
 from tests.app.conftest import TOKEN
 from tests.conftest import CliResult
 
@@ -351,7 +353,7 @@ def test_undo_refuses_when_production_is_not_a_rollback_target(run_cli: RunCli, 
 
 def test_a_transient_read_error_while_waiting_for_the_job_keeps_waiting(app_env: Path, client: Any,
                                                                         emulator: VercelEmulator) -> None:
-    from rollback.commands import app as commands
+    from rollback.commands.app import plan as commands
     from rollback.config import load_config
 
     config = load_config()
@@ -360,7 +362,7 @@ def test_a_transient_read_error_while_waiting_for_the_job_keeps_waiting(app_env:
     emulator.state.add_fault(FaultRule(method="GET", path="^/v9/projects", status=503,
                                        times=client.max_attempts))
     notes: list[str] = []
-    document = commands.apply(planned, commands.handlers(Services(config, vercel=client, settings=RunSettings(
+    document = app_handlers.apply(planned, app_handlers.handlers(Services(config, vercel=client, settings=RunSettings(
         sleep=client.sleep, clock=client.clock))),
                               progress=notes.append)
     assert document["job_status"] == "succeeded"

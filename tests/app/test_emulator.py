@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from rollback.sandbox.vercel import DEMO, VercelEmulator
+from rollback.sandbox.vercel import VercelEmulator
+from rollback.sandbox.vercel_state import DEMO
 from tests.app import openapi_check
 from tests.app.conftest import TOKEN
 

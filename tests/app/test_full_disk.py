@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from rollback.sandbox.vercel import DEMO, VercelEmulator
+from rollback.sandbox.vercel import VercelEmulator
+from rollback.sandbox.vercel_state import DEMO
 from tests.app.test_app_cli import production
 from tests.conftest import CliResult, SmallDisk
 

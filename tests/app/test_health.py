@@ -10,7 +10,8 @@ import pytest
 from rollback.adapters.health import HealthChecker, extract_version, make_health_client, versions_match
 from rollback.config import HealthSettings
 from rollback.errors import ConfigError
-from rollback.sandbox.vercel import DEMO, VercelEmulator
+from rollback.sandbox.vercel import VercelEmulator
+from rollback.sandbox.vercel_state import DEMO
 
 
 def settings(base_url: str, **extra: object) -> HealthSettings:

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from rollback.context import Services
-from rollback.sandbox.vercel import DEMO, VercelEmulator
+from rollback.sandbox.vercel import VercelEmulator
+from rollback.sandbox.vercel_state import DEMO
 from tests.conftest import CliResult
 
 RunCli = Callable[..., CliResult]

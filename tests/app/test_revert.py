@@ -15,10 +15,12 @@ from typing import Any
 import pytest
 
 from rollback.adapters.git import GitRepo
+from rollback.commands.app import handlers as app_handlers
 from rollback.config import load_config
 from rollback.context import Services
 from rollback.errors import BadInput, OperationFailed, UnsafePrecondition
-from rollback.sandbox.vercel import DEMO, FaultRule, VercelEmulator
+from rollback.sandbox.vercel import VercelEmulator
+from rollback.sandbox.vercel_state import DEMO, FaultRule
 from tests.conftest import CliResult
 
 RunCli = Callable[..., CliResult]
@@ -188,7 +190,7 @@ def test_a_rollback_in_effect_keeps_the_revert_from_going_live(run_cli: RunCli, 
 
 def test_a_rollback_that_starts_after_the_push_fails_the_wait(app_env: Path, repo: Path, client: Any,
                                                               emulator: VercelEmulator) -> None:
-    from rollback.commands import app as commands
+    from rollback.commands.app import plan as commands
 
     config = load_config()
     gitrepo = GitRepo(repo)
@@ -196,14 +198,14 @@ def test_a_rollback_that_starts_after_the_push_fails_the_wait(app_env: Path, rep
                                    project=commands.project_of(config, client))
     emulator.state.request_alias_job(DEMO.project_id, DEMO.previous, "rollback")  # someone rolls back meanwhile
     with pytest.raises(OperationFailed) as info:
-        commands.apply(planned, commands.handlers(Services(config, vercel=client, git=gitrepo)))
+        app_handlers.apply(planned, app_handlers.handlers(Services(config, vercel=client, git=gitrepo)))
     assert type(info.value) is OperationFailed and info.value.exit_code == 1
     assert "rollback app promote dpl_" in info.value.one_line()
 
 
 def test_a_transient_read_error_while_waiting_for_the_deploy_keeps_waiting(app_env: Path, repo: Path, client: Any,
                                                                            emulator: VercelEmulator) -> None:
-    from rollback.commands import app as commands
+    from rollback.commands.app import plan as commands
 
     config = load_config()
     gitrepo = GitRepo(repo)
@@ -214,7 +216,7 @@ def test_a_transient_read_error_while_waiting_for_the_deploy_keeps_waiting(app_e
     for path in ("^/v9/projects", "^/v6/deployments"):  # each fails for a whole retry budget once
         emulator.state.add_fault(FaultRule(method="GET", path=path, status=503, times=client.max_attempts))
     notes: list[str] = []
-    commands.apply(planned, commands.handlers(Services(config, vercel=client, git=gitrepo)),
+    app_handlers.apply(planned, app_handlers.handlers(Services(config, vercel=client, git=gitrepo)),
                    progress=notes.append)
     assert live_sha(emulator) == git(repo, "rev-parse", "HEAD")
     assert sum("status failed" in note and "still waiting" in note for note in notes) == 2, notes
@@ -230,8 +232,8 @@ def finish_builds(emulator: VercelEmulator) -> None:
 
 def test_a_slow_build_says_it_is_still_waiting(app_env: Path, repo: Path, client: Any, emulator: VercelEmulator,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    from rollback.commands import app as commands
-    from rollback.commands import app_handlers
+    from rollback.commands.app import handlers as app_handlers
+    from rollback.commands.app import plan as commands
 
     monkeypatch.setattr(app_handlers, "WAIT_NOTE_SECONDS", 0.3)  # every 10 s in real life
     config = load_config()
@@ -247,7 +249,7 @@ def test_a_slow_build_says_it_is_still_waiting(app_env: Path, repo: Path, client
         if sum(1 for note in notes if note.startswith("still waiting for ")) == 2:
             finish_builds(emulator)  # the build ends after the second "still waiting" line, however slow we are
 
-    commands.apply(planned, commands.handlers(Services(config, vercel=client, git=gitrepo)),
+    app_handlers.apply(planned, app_handlers.handlers(Services(config, vercel=client, git=gitrepo)),
                    progress=progress)
     head = git(repo, "rev-parse", "HEAD")
     assert live_sha(emulator) == head
@@ -257,7 +259,7 @@ def test_a_slow_build_says_it_is_still_waiting(app_env: Path, repo: Path, client
 
 
 def test_apply_reverts_the_planned_commits_not_a_fresh_reading(app_env: Path, repo: Path) -> None:
-    from rollback.commands import app as commands
+    from rollback.commands.app import plan as commands
 
     gitrepo = GitRepo(repo)
     bad = gitrepo.head()
@@ -265,7 +267,7 @@ def test_apply_reverts_the_planned_commits_not_a_fresh_reading(app_env: Path, re
     (repo / "file4.txt").write_text("later\n")  # HEAD moves between plan and apply
     git(repo, "add", ".")
     git(repo, "commit", "-m", "commit 4: later")
-    document = commands.apply(planned, commands.handlers(Services(load_config(), git=gitrepo)))
+    document = app_handlers.apply(planned, app_handlers.handlers(Services(load_config(), git=gitrepo)))
     assert document["steps"][0]["result"]["reverted"] == [bad]
     assert (repo / "file4.txt").exists() and not (repo / "file3.txt").exists()
 

@@ -21,7 +21,8 @@ from typing import Any
 
 import pytest
 
-from rollback.sandbox.vercel import DEMO, VercelEmulator
+from rollback.sandbox.vercel import VercelEmulator
+from rollback.sandbox.vercel_state import DEMO
 from tests.conftest import CliResult
 
 RunCli = Callable[..., CliResult]
@@ -114,7 +115,7 @@ def test_without_a_rolling_release_the_flag_changes_nothing(emulator: VercelEmul
 
 
 def test_status_shows_the_rolling_release(rolling: VercelEmulator, run_cli: RunCli) -> None:
-    from rollback.commands.app import rolling_status
+    from rollback.commands.app.rolling import rolling_status
     from rollback.config import load_config
     from rollback.context import Services
 

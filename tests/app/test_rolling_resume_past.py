@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from rollback.sandbox.vercel import DEMO, VercelEmulator
+from rollback.sandbox.vercel import VercelEmulator
+from rollback.sandbox.vercel_state import DEMO
 from tests.app.test_rolling_app import ABORT_PATH, production, release_state, rolling, writes  # noqa: F401
 from tests.conftest import CliResult
 

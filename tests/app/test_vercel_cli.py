@@ -30,7 +30,8 @@ from typing import Any
 
 import pytest
 
-from rollback.sandbox.vercel import DEMO, VercelEmulator
+from rollback.sandbox.vercel import VercelEmulator
+from rollback.sandbox.vercel_state import DEMO
 from tests.app.conftest import TOKEN
 from tests.conftest import IN_CI
 

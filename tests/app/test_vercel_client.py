@@ -12,7 +12,8 @@ import pytest
 
 from rollback.adapters.vercel import AliasRequest, Deployment, Project, VercelClient, parse_retry_after
 from rollback.errors import VercelError
-from rollback.sandbox.vercel import DEMO, FaultRule, VercelEmulator
+from rollback.sandbox.vercel import VercelEmulator
+from rollback.sandbox.vercel_state import DEMO, FaultRule
 from tests.app.conftest import TOKEN
 
 

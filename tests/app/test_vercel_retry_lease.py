@@ -8,7 +8,7 @@ parallel with the colleague who had taken the expired lease over. The client the
 sleeps through :func:`rollback.lock.pause`, which stops when the lease is lost.
 
 Against the Vercel emulator (a documented 429 with ``Retry-After``); the lease is held in a strict
-in-memory S3 (tests/unit/test_lease_fails_closed.py) and its age moves on the test's clock.
+in-memory S3 (tests/run/test_lease_fails_closed.py) and its age moves on the test's clock.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from rollback.config import load_config
 from rollback.context import RunSettings, Services
 from rollback.errors import LockHeld
 from rollback.lock import RunLock, TeamLock, acquire
-from rollback.sandbox.vercel import DEMO, VercelEmulator
-from rollback.sandbox.vercel_state import FaultRule
-from tests.unit.test_lease_fails_closed import TTL, Clock, MemoryStore
+from rollback.sandbox.vercel import VercelEmulator
+from rollback.sandbox.vercel_state import DEMO, FaultRule
+from tests.run.test_lease_fails_closed import TTL, Clock, MemoryStore
 
 
 @pytest.fixture

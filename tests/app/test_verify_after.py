@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rollback.sandbox.vercel import DEMO, VercelEmulator
+from rollback.sandbox.vercel import VercelEmulator
+from rollback.sandbox.vercel_state import DEMO
 from tests.conftest import CliResult
 
 RunCli = Callable[..., CliResult]
@@ -86,14 +87,14 @@ def test_rich_rendering_escapes_markup_and_control_characters() -> None:
 
     from rich.console import Console
 
-    from rollback.cli.support import _plan_table, plan_lines
+    from rollback.cli.output import plan_lines, plan_table
     from rollback.plan import Plan, Step
 
     plan = Plan.of("restore [bold]x[/bold]", "prod", [
         Step("a", "db.skip_emergency_backup", "emergency backup SKIPPED (reason: [/api/pay] 500s\x1b[31m)"),
     ], notes=["line one\nline two"])
     buffer = io.StringIO()
-    Console(file=buffer, width=200, color_system=None).print(_plan_table(plan))
+    Console(file=buffer, width=200, color_system=None).print(plan_table(plan))
     text = buffer.getvalue()
     assert "[/api/pay] 500s\\x1b[31m)" in text and "restore [bold]x[/bold]" in text
     assert "\x1b" not in text

@@ -159,7 +159,7 @@ def test_prefix_before_time_restores_each_key(aws: Callable[[str], Any], bucket:
 
 def test_key_written_between_plan_and_apply_is_left_alone(aws: Callable[[str], Any],
                                                           bucket: tuple[str, Project]) -> None:
-    from rollback.commands import infra_assets as commands
+    from rollback.commands.infra import assets as commands
     from rollback.config import load_config
     from rollback.context import Services
     from rollback.runner import execute

@@ -92,7 +92,7 @@ def test_a_concurrent_change_is_a_412_and_nothing_is_overwritten(
     same two and prints the refusal's one_line() with exit code 4."""
     import pytest
 
-    from rollback.commands import infra_cdn
+    from rollback.commands.infra import cdn as infra_cdn
     from rollback.config import load_config
     from rollback.context import Services
     from rollback.errors import RollbackError

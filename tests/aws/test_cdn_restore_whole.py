@@ -258,7 +258,7 @@ def test_a_hand_edited_snapshot_is_shown_as_its_diff_before_anything_is_sent(
 def test_a_snapshot_edited_after_the_plan_is_not_sent(
         aws: Callable[[str], Any], full_stack: EdgeStack, project: Callable[..., Project], run_cli: Any) -> None:
     """What is sent is what the plan showed: the run re-reads the file and refuses (exit 4) if it changed."""
-    from rollback.commands import infra_cdn
+    from rollback.commands.infra import cdn as infra_cdn
     from rollback.config import load_config
     from rollback.context import Services
     from rollback.errors import UnsafePrecondition

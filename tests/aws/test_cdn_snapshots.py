@@ -13,15 +13,8 @@ from typing import Any
 
 import pytest
 
-from rollback.adapters.cloudfront import (
-    EdgeAdapter,
-    SnapshotStore,
-    StaleETag,
-    invalidation_paths,
-    set_origin_path,
-    take_snapshot,
-)
-from rollback.errors import BadInput
+from rollback.adapters.cloudfront import EdgeAdapter, SnapshotStore, invalidation_paths, set_origin_path, take_snapshot
+from rollback.errors import BadInput, StaleETag
 from tests.aws.conftest import EdgeStack
 
 

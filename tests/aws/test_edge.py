@@ -21,8 +21,8 @@ EDGE = ("infra", "edge", "--poll-interval", "0s")
 
 def edge_handlers(config: Any, adapter: Any) -> dict[str, Any]:
     """The edge plan's handlers: its own and the automatic distribution snapshot's."""
-    from rollback.commands.infra_breakglass import EdgeHandlers
-    from rollback.commands.infra_cdn import CdnHandlers
+    from rollback.commands.infra.cdn import CdnHandlers
+    from rollback.commands.infra.edge import EdgeHandlers
 
     services = Services(config, edge=adapter)
     return {**EdgeHandlers(services, interval=0).handlers(), **CdnHandlers(services, interval=0).handlers()}
@@ -102,7 +102,7 @@ def test_without_yes_and_terminal_refuses(edge_stack: Callable[..., EdgeStack], 
 
 
 def _plan(proj: Project, stack: EdgeStack, version: int) -> tuple[Any, Any, Any]:
-    from rollback.commands import infra_edge as commands
+    from rollback.commands.infra import edge as commands
 
     config = load_config(proj.config)
     adapter = Services(config).edge()
@@ -331,9 +331,9 @@ class SomeoneDeploysAfterTheFirstRead:
 
 def test_concurrent_change_between_plan_and_act_refuses_without_overwriting(
         aws: Callable[[str], Any], edge_stack: Callable[..., EdgeStack], project: Callable[..., Project]) -> None:
-    """``infra edge`` as a library caller runs it (rollback.commands.infra_edge.run_edge); the CLI runs the
+    """``infra edge`` as a library caller runs it (rollback.commands.infra.edge.run_edge); the CLI runs the
     same prepare_edge and prints the refusal's one_line() with exit code 4."""
-    from rollback.commands.infra_edge import run_edge
+    from rollback.commands.infra.edge import run_edge
 
     stack = edge_stack(versions=4, live=3)
     proj = project(stack)

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 
 from rollback.adapters.postgres import Database
+from rollback.commands.db import backup as db_backup
+from rollback.commands.db import restore as db_restore
 from rollback.context import Services
 from rollback.errors import DatabaseError
 from tests.conftest import CliResult
@@ -201,13 +203,13 @@ def test_a_damaged_backup_is_refused_before_anything_is_touched(run_cli: RunCli,
 
 
 def test_a_killed_pg_restore_leaves_the_live_database(live_db: LiveDb) -> None:
-    from rollback.commands import db as commands
+    from rollback.commands.db import handlers as commands
     from rollback.errors import DatabaseError
 
     config = live_db.config()
     backup = commands.backup(config, services=Services(config))
     live_db.sql('DELETE FROM "User" WHERE id > 10')
-    plan = commands.plan_restore(config, backup["name"], swap=True, services=Services(config))
+    plan = db_restore.plan_restore(config, backup["name"], swap=True, services=Services(config))
     handlers = commands.DbHandlers(Services(config), on_restore_start=lambda proc: os.kill(proc.pid, signal.SIGKILL))
     with pytest.raises(DatabaseError) as caught:
         commands.run(config, plan, handlers=handlers)
@@ -227,7 +229,7 @@ class UndroppableDatabase(Database):
 def _killed_restore_that_cannot_drop(live_db: LiveDb, planned: Callable[[Any, Services], Any]) -> DatabaseError:
     """Run ``planned(config, services)`` with pg_restore killed as it starts and a database that cannot be
     dropped: the error the half-made database's helper raises."""
-    from rollback.commands import db as commands
+    from rollback.commands.db import handlers as commands
 
     config = live_db.config()
     services = Services(config, database=UndroppableDatabase(Services(config).database_target()))
@@ -238,12 +240,12 @@ def _killed_restore_that_cannot_drop(live_db: LiveDb, planned: Callable[[Any, Se
 
 
 def test_a_partial_copy_that_cannot_be_dropped_is_named(live_db: LiveDb) -> None:
-    from rollback.commands import db as commands
+    from rollback.commands.db import handlers as commands
 
     config = live_db.config()
     backup = commands.backup(config, services=Services(config))
     error = _killed_restore_that_cannot_drop(
-        live_db, lambda config, services: commands.plan_restore(config, backup["name"], skip_emergency_reason="test",
+        live_db, lambda config, services: db_restore.plan_restore(config, backup["name"], skip_emergency_reason="test",
                                                                 services=services))
     partial = [d for d in live_db.databases() if "_restore_" in d]
     assert len(partial) == 1
@@ -256,10 +258,9 @@ def test_a_partial_standby_that_cannot_be_dropped_is_named(live_db: LiveDb) -> N
     """Staging and restore share one "drop the half-made database" helper: a staged standby whose
     pg_restore is killed is dropped the same way, and when it cannot be, the error names it as the restore's
     does, and says the backup itself is complete."""
-    from rollback.commands import db as commands
 
     error = _killed_restore_that_cannot_drop(
-        live_db, lambda config, services: commands.plan_backup(config, stage=True, services=services))
+        live_db, lambda config, services: db_backup.plan_backup(config, stage=True, services=services))
     partial = [d for d in live_db.databases() if "_standby_" in d]
     assert len(partial) == 1
     assert f"the partial standby {partial[0]} could not be dropped; remove it with 'rollback db prune'" in \
@@ -455,7 +456,7 @@ FROM generate_series(1, 5000) g;
 
 
 def test_big_tables_load_over_parallel_streams_byte_for_byte(live_db: LiveDb) -> None:
-    from rollback.commands import db as commands
+    from rollback.commands.db import handlers as commands
 
     live_db.sql(WEIRD, user="app")
     fingerprint = ("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM \"Weird\" t")
@@ -463,7 +464,7 @@ def test_big_tables_load_over_parallel_streams_byte_for_byte(live_db: LiveDb) ->
     config = live_db.config()
     backup = commands.backup(config, services=Services(config))
     live_db.sql('DELETE FROM "Weird" WHERE id % 2 = 0; DELETE FROM "User" WHERE id > 100')
-    plan = commands.plan_restore(config, backup["name"], swap=True, jobs=2, services=Services(config))
+    plan = db_restore.plan_restore(config, backup["name"], swap=True, jobs=2, services=Services(config))
     outcome = commands.run(config, plan, handlers=commands.DbHandlers(Services(config), split_min_rows=250))
     restored = outcome.result_of("restore")
     assert set(restored["split_tables"]) == {"public.Weird", "public.User"}
@@ -486,12 +487,12 @@ class BrokenCopyDatabase(Database):
 
 
 def test_a_failing_parallel_load_drops_the_copy_and_keeps_the_live_database(live_db: LiveDb) -> None:
-    from rollback.commands import db as commands
+    from rollback.commands.db import handlers as commands
 
     config = live_db.config()
     backup = commands.backup(config, services=Services(config))
     services = Services(config, database=BrokenCopyDatabase(Services(config).database_target()))
-    plan = commands.plan_restore(config, backup["name"], swap=True, jobs=2, services=Services(config))
+    plan = db_restore.plan_restore(config, backup["name"], swap=True, jobs=2, services=Services(config))
     with pytest.raises(DatabaseError, match="untouched"):
         commands.run(config, plan, handlers=commands.DbHandlers(services, split_min_rows=250))
     assert live_db.databases() == [live_db.name]

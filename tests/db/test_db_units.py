@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from rollback.adapters.postgres import ForeignKey, Target, _strip_prisma_params, set_aside_name
+from rollback.adapters.postgres import ForeignKey, Target
+from rollback.dburl import strip_prisma_params
 from rollback.errors import BadInput
+from rollback.setaside import set_aside_name
 
 
 def test_set_aside_names_fit_postgres_identifier_limit() -> None:
@@ -17,7 +19,7 @@ def test_set_aside_names_fit_postgres_identifier_limit() -> None:
 
 
 def test_prisma_url_parameters_are_stripped_and_schema_becomes_search_path() -> None:
-    url, schema = _strip_prisma_params("postgresql://u:p@h:5432/db?schema=tenant&connection_limit=5&sslmode=require")
+    url, schema = strip_prisma_params("postgresql://u:p@h:5432/db?schema=tenant&connection_limit=5&sslmode=require")
     assert schema == "tenant"
     assert "connection_limit" not in url and "schema=" not in url and "sslmode=require" in url
     target = Target.from_url("postgresql://u:s3cretpass@h:5432/db?schema=tenant&pgbouncer=true")
@@ -101,7 +103,7 @@ def test_the_registry_knows_every_db_action() -> None:
     """Resume and 'rollback run' build handlers through the registry: it must know every action."""
     from typing import Any, cast
 
-    from rollback.commands.db import DbHandlers
+    from rollback.commands.db.handlers import DbHandlers
     from rollback.commands.registry import FAMILIES
 
     assert set(DbHandlers(cast(Any, None)).handlers()) == set(FAMILIES["db"])

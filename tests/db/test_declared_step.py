@@ -11,6 +11,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from rollback.actions import action
+from rollback.commands.db import restore as db_restore
 from rollback.context import Services
 from rollback.plan import Plan, Step
 from rollback.runner import Check, StepContext, execute
@@ -19,8 +20,8 @@ from tests.db.conftest import LiveDb
 
 def test_a_read_only_step_declared_in_a_test_module_runs_in_the_db_restore(live_db: LiveDb,
                                                                            declarations: None) -> None:
-    from rollback.commands import db as commands
-    from rollback.commands.db_common import DbSteps
+    from rollback.commands.db import handlers as commands
+    from rollback.commands.db.common import DbSteps
     from rollback.commands.registry import FAMILIES, family_of, handlers_for, is_read_only
 
     opened: list[Any] = []
@@ -44,7 +45,7 @@ def test_a_read_only_step_declared_in_a_test_module_runs_in_the_db_restore(live_
     services = Services(config)
     backup = commands.backup(config, services=services)
     live_db.sql('DELETE FROM "User" WHERE id > 100')
-    planned = commands.plan_restore(config, backup["name"], skip_emergency_reason="test", services=services)
+    planned = db_restore.plan_restore(config, backup["name"], skip_emergency_reason="test", services=services)
     at = [s.id for s in planned.steps].index("check-counts") + 1
     probe = Step("count-users", "db.count_restored_users", "count the restored copy's users")
     plan = replace(planned, steps=(*planned.steps[:at], probe, *planned.steps[at:]))

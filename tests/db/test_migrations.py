@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from rollback.commands.db import migrations as db_migrations
 from rollback.context import Services
 from tests.conftest import CliResult
 from tests.db.conftest import LiveDb
@@ -111,7 +112,7 @@ def test_resolve_applied_creates_the_table_when_missing(run_cli: RunCli, live_db
 def test_resolve_waits_for_prismas_advisory_lock(live_db: LiveDb) -> None:
     import psycopg
 
-    from rollback.commands import db as commands
+    from rollback.commands.db import handlers as commands
     from rollback.errors import LockHeld
 
     add_failed(live_db)
@@ -119,7 +120,7 @@ def test_resolve_waits_for_prismas_advisory_lock(live_db: LiveDb) -> None:
     holder = psycopg.connect(live_db.url, autocommit=True)
     try:
         holder.execute("SELECT pg_advisory_lock(72707369)")
-        plan = commands.plan_resolve(config, rolled_back=FAILED, applied=None, services=Services(config))
+        plan = db_migrations.plan_resolve(config, rolled_back=FAILED, applied=None, services=Services(config))
         with pytest.raises(LockHeld):
             commands.run(config, plan, handlers=commands.DbHandlers(Services(config), lock_timeout=0.5))
         assert rows(live_db, FAILED)[0][2] is False

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from rollback.commands import db as commands
+from rollback.commands.db import handlers as commands
+from rollback.commands.db import restore as db_restore
 from rollback.context import Services
 from tests.db.conftest import LiveDb
 
@@ -31,7 +32,7 @@ def test_each_table_is_counted_once(live_db: LiveDb, tmp_path: Path) -> None:
     assert dumped == [(n, tables) for n in range(1, tables + 1)], lines
 
     lines.clear()
-    plan = commands.plan_restore(config, str(backup["manifest_path"]), jobs=2,
+    plan = db_restore.plan_restore(config, str(backup["manifest_path"]), jobs=2,
                                  skip_emergency_reason="progress test", services=services)
     commands.run(config, plan, handlers=commands.DbHandlers(services), progress=lines.append)
     restored = _counts(lines, "pg_restore")

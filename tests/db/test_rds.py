@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from rollback.commands.db import rds as db_rds
 from rollback.context import Services
 from tests.conftest import CliResult
 from tests.db.test_backup_restore import one_line_error
@@ -44,7 +45,7 @@ def instances(client: Any) -> set[str]:
 
 
 # Names follow the stack's convention, <instance>-...: the operator role may only create and restore
-# snapshots and instances named from the base instance (tests/infra/test_operator_role_vs_cli.py).
+# snapshots and instances named from the base instance (tests/infra_program/test_operator_role_vs_cli.py).
 
 
 def test_snapshots_lists_manual_and_automated_with_the_window(run_cli: RunCli, rds_instance: dict[str, Any]) -> None:
@@ -125,13 +126,12 @@ class FakeRds:
 
 
 def test_a_snapshot_not_yet_available_is_refused(tmp_path: Path, write_config: Callable[..., Path]) -> None:
-    from rollback.commands import db as commands
     from rollback.config import load_config
     from rollback.errors import UnsafePrecondition
 
     config = load_config(write_config({"test": {"aws": {"db_instance": "app-db"}}}))
     with pytest.raises(UnsafePrecondition, match="is creating, not available"):
-        commands.plan_rds_restore(config, snapshot="s1", target="new",
+        db_rds.plan_rds_restore(config, snapshot="s1", target="new",
                                   services=Services(config, rds=FakeRds()))  # type: ignore[arg-type]
 
 

@@ -8,7 +8,7 @@ have no parameter at all for Performance Insights or enhanced monitoring, which 
 ModifyDBInstance sets. The port defaults to the source's ("Default: The same port as the original DB
 instance").
 
-Not part of the operator role's check (tests/infra/test_operator_role_vs_cli.py): copying enhanced
+Not part of the operator role's check (tests/infra_program/test_operator_role_vs_cli.py): copying enhanced
 monitoring passes the source's monitoring role (iam:PassRole), and the stack declares no enhanced
 monitoring, so its operator role does not grant that.
 """

@@ -23,7 +23,8 @@ from urllib.parse import unquote, urlsplit
 
 import pytest
 
-from rollback.sandbox.vercel import DEMO, VercelEmulator
+from rollback.sandbox.vercel import VercelEmulator
+from rollback.sandbox.vercel_state import DEMO
 from tests.app.conftest import TOKEN, emulator_server  # noqa: F401  (fixture)
 from tests.conftest import CliResult, render_config
 from tests.db.conftest import LiveDb

@@ -69,7 +69,7 @@ class World:
 
     def break_it(self) -> None:
         """What a bad deploy does: production answers 500, the alarm fires, 5xx climbs, a migration failed."""
-        from rollback.sandbox.vercel import DEMO
+        from rollback.sandbox.vercel_state import DEMO
 
         self.emulator.state.configure(unhealthy=[DEMO.current])
         self.set_alarm("ALARM")
@@ -90,7 +90,7 @@ class World:
 
 def world_config(url: str, db_env: str, distribution: str, alarms: list[str], smoke: str,
                  **extra: dict[str, Any]) -> dict[str, Any]:
-    from rollback.sandbox.vercel import DEMO
+    from rollback.sandbox.vercel_state import DEMO
 
     env: dict[str, Any] = {
         "vercel": {"project": DEMO.project_name, "team": DEMO.team_id},

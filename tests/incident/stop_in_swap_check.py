@@ -15,7 +15,7 @@ import signal
 import sys
 from typing import Any
 
-from rollback.commands.db_restore import RestoreSteps
+from rollback.commands.db.restore import RestoreSteps
 
 _check_swap = RestoreSteps.check_swap
 

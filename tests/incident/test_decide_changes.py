@@ -1,4 +1,4 @@
-"""What changed recently, per layer: the pure judgement (rollback.changes) and how it fills @changed."""
+"""What changed recently, per layer: the pure judgement (rollback.model.changes) and how it fills @changed."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import datetime as dt
 
 import pytest
 
-from rollback.changes import (
+from rollback.commands.budget import live_budget
+from rollback.commands.decide import LiveReading, judge_changed
+from rollback.errors import BadInput
+from rollback.model.changes import (
     Change,
     Deployed,
     app_change,
@@ -15,9 +18,7 @@ from rollback.changes import (
     layer_of_config_key,
     stack_changes,
 )
-from rollback.commands.decide import LiveReading, judge_changed, live_budget
-from rollback.decide import Context, Signal, decide
-from rollback.errors import BadInput
+from rollback.model.decide import Context, Signal, decide
 
 DETECTED = dt.datetime(2026, 11, 30, 9, 0, tzinfo=dt.UTC)
 

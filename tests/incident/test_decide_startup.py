@@ -34,7 +34,7 @@ print(json.dumps({"code": code, "modules": sorted(m for m in sys.modules if m.st
 """
 
 NOT_USED_HERE = ("rollback.adapters.pulumi", "rollback.adapters.pulumi_backend", "rollback.adapters.pulumi_project",
-                 "rollback.stackdiff", "rollback.backups", "rollback.adapters.s3_versions")
+                 "rollback.model.stackdiff", "rollback.backups", "rollback.adapters.s3_versions")
 
 
 def test_decide_live_loads_and_builds_only_what_its_sources_use(world: World, monkeypatch: pytest.MonkeyPatch) -> None:

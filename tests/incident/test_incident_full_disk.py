@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from rollback.errors import OperationFailed, Refused
-from rollback.incident import IncidentLog, read_incident
+from rollback.model.incident import IncidentLog, read_incident
 from tests.conftest import CliResult, SmallDisk
 
 RunCli = Callable[..., CliResult]

@@ -191,7 +191,7 @@ def test_a_run_cut_off_from_s3_stops_before_its_swap_and_names_who_took_over(
 
 def test_a_long_wait_keeps_renewing_and_stops_at_its_next_poll_when_renewing_fails(
         world: World, bucket: str, procs: list[Any], proxy: CutProxy, tmp_path: Path) -> None:  # noqa: F811
-    from rollback.sandbox.vercel import DEMO
+    from rollback.sandbox.vercel_state import DEMO
 
     alice = laptop(world, tmp_path, bucket, "alice", AWS_ENDPOINT_URL=proxy.url)
     # The alias job outlasts the lease several times over: the run can only end by finishing it (exit 0) or

@@ -61,7 +61,7 @@ def _environ(world: World, **extra: str) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_two_journal_dirs_cannot_both_act_on_one_environment(world: World, procs: list[Any], tmp_path: Path) -> None:
-    from rollback.sandbox.vercel import DEMO
+    from rollback.sandbox.vercel_state import DEMO
 
     env = _environ(world)
     holder, run_id = _hold({**env, "ROLLBACK_JOURNAL_DIR": str(tmp_path / "journal-a")})
@@ -164,7 +164,6 @@ def test_lease_take_renew_release_and_take_over(bucket: str) -> None:
 
 def _team_world(world: World, tmp_path: Path, bucket: str, name: str, ttl: int = 60) -> dict[str, str]:
     """A second copy of the config (another laptop: another path) sharing the team lock."""
-    from rollback.sandbox.vercel import DEMO  # noqa: F401
 
     folder = tmp_path / name
     folder.mkdir()
@@ -180,7 +179,7 @@ def _team_world(world: World, tmp_path: Path, bucket: str, name: str, ttl: int =
 def test_two_laptops_one_team_lease(world: World, bucket: str, procs: list[Any], tmp_path: Path) -> None:
     import boto3
 
-    from rollback.sandbox.vercel import DEMO
+    from rollback.sandbox.vercel_state import DEMO
 
     alice = _team_world(world, tmp_path, bucket, "alice")
     bob = _team_world(world, tmp_path, bucket, "bob")
@@ -205,7 +204,7 @@ def test_expired_lease_of_a_killed_run_is_taken_over(world: World, bucket: str, 
                                                      tmp_path: Path) -> None:
     import boto3
 
-    from rollback.sandbox.vercel import DEMO
+    from rollback.sandbox.vercel_state import DEMO
 
     alice = _team_world(world, tmp_path, bucket, "alice", ttl=5)
     bob = _team_world(world, tmp_path, bucket, "bob", ttl=5)

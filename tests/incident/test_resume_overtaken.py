@@ -103,14 +103,14 @@ def laptops(world: World, tmp_path: Path, bucket: str, monkeypatch: pytest.Monke
 
 
 def production(world: World) -> str:
-    from rollback.sandbox.vercel import DEMO
+    from rollback.sandbox.vercel_state import DEMO
 
     return str(world.emulator.state.project(DEMO.project_name).production_id)
 
 
 def run_that_loses_its_lease(alice: Laptop) -> str:
     """alice's instant rollback (to the previous deployment) loses its lease before its first act."""
-    from rollback.commands.app import plan_rollback
+    from rollback.commands.app.plan import plan_rollback
     from rollback.commands.registry import handlers_for
     from rollback.context import Services
     from rollback.journal import Journal
@@ -134,7 +134,7 @@ def run_that_loses_its_lease(alice: Laptop) -> str:
 
 def test_resume_is_refused_naming_the_run_that_took_the_lease_over_and_acted(
         world: World, laptops: tuple[Laptop, Laptop]) -> None:
-    from rollback.sandbox.vercel import DEMO
+    from rollback.sandbox.vercel_state import DEMO
 
     alice, bob = laptops
     first = run_that_loses_its_lease(alice)
@@ -179,13 +179,13 @@ def test_resume_is_refused_naming_the_run_that_took_the_lease_over_and_acted(
 @pytest.mark.parametrize("other", ["nobody", "a run that only read"])
 def test_resume_continues_when_no_other_run_acted(world: World, laptops: tuple[Laptop, Laptop],
                                                   other: str) -> None:
-    from rollback.commands.app_health import health_step
+    from rollback.commands.app.health import health_step
     from rollback.commands.registry import handlers_for
     from rollback.journal import Journal
     from rollback.lock import TeamLock
     from rollback.plan import Plan
     from rollback.runner import execute
-    from rollback.sandbox.vercel import DEMO
+    from rollback.sandbox.vercel_state import DEMO
 
     alice, bob = laptops
     first = run_that_loses_its_lease(alice)
@@ -221,14 +221,14 @@ def test_a_run_that_acts_while_the_resume_starts_is_caught_once_the_resume_holds
         world: World, laptops: tuple[Laptop, Laptop], monkeypatch: pytest.MonkeyPatch) -> None:
     """The first look (before any question) can come before the other run acts: the resume looks again once
     it holds the lock and the lease, when no other run can act any more, and stops there."""
-    from rollback.commands import resume_guard
-    from rollback.commands.app import plan_rollback
+    from rollback.commands.app.plan import plan_rollback
     from rollback.commands.registry import handlers_for
+    from rollback.commands.run import resume_guard
     from rollback.context import Services
     from rollback.journal import Journal
     from rollback.lock import TeamLock
     from rollback.runner import execute
-    from rollback.sandbox.vercel import DEMO
+    from rollback.sandbox.vercel_state import DEMO
 
     alice, bob = laptops
     first = run_that_loses_its_lease(alice)

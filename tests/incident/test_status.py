@@ -37,7 +37,7 @@ def test_status_reads_what_it_can_and_says_why_not_the_rest(run_cli: Callable[..
     assert human.code == 3 and "not read: stack: not configured: [env.production.pulumi] is not set" in human.out
 
     # fixed: the deployment healthy, the alarm OK, the migration repaired; what was not read stays so
-    from rollback.sandbox.vercel import DEMO
+    from rollback.sandbox.vercel_state import DEMO
 
     world.emulator.state.configure(unhealthy=[])
     world.set_alarm("OK")

@@ -20,7 +20,7 @@ def _items(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def test_verify_fails_in_a_broken_world_and_passes_after_the_rollback(run_cli: Callable[..., Any],
                                                                       world: World) -> None:
-    from rollback.sandbox.vercel import DEMO
+    from rollback.sandbox.vercel_state import DEMO
 
     world.break_it()
     decided = run_cli("decide", "--live", "--json")

@@ -177,7 +177,7 @@ def test_timeline_labels_never_overlap_nor_leave_the_picture(seconds: int, tmp_p
     15-minute axis, and clipped the total target's). At 800 and 1200 px, for a 10 s, 4 min and 40 min
     incident, no text box of the picture overlaps another or leaves the SVG, measured in the browser."""
     from rollback.commands.report import render
-    from rollback.report import build_report
+    from rollback.model.report import build_report
     from rollback.templating import Templates
 
     data = build_report(_incident_of(seconds), [], generated_at="2026-12-01T04:00:00Z")

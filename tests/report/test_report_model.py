@@ -11,7 +11,7 @@ import pytest
 
 from rollback.commands import report as commands
 from rollback.journal import find_run
-from rollback.report import (
+from rollback.model.report import (
     DataLossFacts,
     Impact,
     build_report,
@@ -259,7 +259,7 @@ def test_impact_lines() -> None:
 
 
 def test_severity_reasons_read_as_sentences() -> None:
-    from rollback.report import reason_sentence
+    from rollback.model.report import reason_sentence
 
     data_loss = {"signal": "data_loss", "value": True, "threshold": "true", "unit": "", "severity": "P0",
                  "detail": "User has 110 rows, 10 fewer than backup app-20261201T031400Z (8.3 %; threshold >= 10 "

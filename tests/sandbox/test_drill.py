@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from rollback.incident import read_incident
+from rollback.model.incident import read_incident
 from rollback.sandbox.processes import ProcessRef, is_alive
 from rollback.sandbox.world import Sandbox, SandboxInfo
 from tests.conftest import CliResult

@@ -123,7 +123,7 @@ def test_world_as_seeded(fresh_sandbox: SandboxInfo, run_cli: RunCli) -> None:
     assert history.code == 0, history.err
     updates = history.json()["versions"]
     assert len(updates) == 4 and "v3" in updates[-1]["message"]
-    from rollback.commands.infra_stack import stack_outputs
+    from rollback.commands.infra.stack import stack_outputs
     from rollback.config import load_config
 
     outputs = stack_outputs(load_config(), Services(load_config()))

@@ -65,7 +65,7 @@ def test_diff_through_the_cli_without_a_diy_backend_compares_config(
     """The Automation API with no self-managed backend to read old checkpoints from: injected as a
     CliSource without one (the recorded-CLI double still needs PULUMI_BACKEND_URL to answer)."""
     from rollback.adapters.stack_history import CliSource, cli_stack
-    from rollback.commands import infra_stack
+    from rollback.commands.infra import stack as infra_stack
     from rollback.config import load_config
     from rollback.context import Services
 
@@ -119,9 +119,10 @@ def test_preview_sets_the_config_and_saves_the_plan(stack_env: StackEnv, fake_pu
 
 @pytest.mark.slow
 def test_library_callers_preview_and_restore_without_the_cli(stack_env: StackEnv, fake_pulumi: FakePulumi) -> None:
-    """preview then restore through rollback.commands.infra_stack (run_preview, run_restore), with one
+    """preview then restore through rollback.commands.infra.stack (run_preview, run_restore), with one
     Services, against the recorded-CLI double: the same plan is saved, then applied exactly."""
-    from rollback.commands.infra_stack import PreviewOptions, diff, run_preview, run_restore
+    from rollback.commands.infra.stack import diff, run_preview, run_restore
+    from rollback.commands.infra.stack_plan import PreviewOptions
     from rollback.config import load_config
     from rollback.context import Services
     from rollback.errors import UnsafePrecondition
@@ -319,7 +320,7 @@ def test_restore_that_cannot_mark_the_plan_applied_still_succeeds_with_a_warning
             raise stack_config.StackConfigError(f"cannot write {path}: No space left on device")
         real_write(path, text)
 
-    import rollback.commands.infra_stack_plan as infra_stack_plan
+    import rollback.commands.infra.stack_plan as infra_stack_plan
 
     # The disk fills up for the plan's sidecar record, which infra_stack_plan writes.
     monkeypatch.setattr(infra_stack_plan, "atomic_write", full_disk)

@@ -9,7 +9,7 @@ import pytest
 
 from rollback.adapters.pulumi_backend import DiyBackend, FileStore, S3Store, open_backend
 from rollback.errors import BadInput, PulumiError
-from rollback.stackdiff import diff_resources
+from rollback.model.stackdiff import diff_resources
 from tests.stack.backend_fixtures import (
     DISTRIBUTION_ID,
     PROJECT,

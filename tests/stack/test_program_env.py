@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from rollback.adapters.program_venv import ensure_venv, installed_version, pinned_version, requirements_sha
-from rollback.stackdiff import StackState, provider_version
+from rollback.model.stackdiff import StackState, provider_version
 from tests.stack.backend_fixtures import UPDATES, build_backend, commit_two_programs
 from tests.stack.conftest import FakePulumi, StackEnv
 from tests.stack.wheels import make_wheel, offline_wheels  # noqa: F401  (a fixture)

@@ -164,7 +164,7 @@ def test_restore_refuses_without_a_plan_from_preview(stack_env: StackEnv, run_cl
 
 
 def test_stack_outputs_for_break_glass(stack_env: StackEnv) -> None:
-    from rollback.commands.infra_stack import stack_outputs
+    from rollback.commands.infra.stack import stack_outputs
     from rollback.config import load_config
 
     outputs = stack_outputs(load_config(stack_env.config), Services(load_config(stack_env.config)))

@@ -67,7 +67,7 @@ def test_fully_qualified_name_of_another_project_against_a_self_managed_backend(
     assert diff.code == 0, diff.err
     assert [r["name"] for r in diff.json()["resources"]] == ["cdn"]
     # Pulumi.<stack>.yaml takes the short name.
-    from rollback.commands.infra_stack import stack_config_file
+    from rollback.adapters.stack_config import stack_config_file
     from rollback.config import load_config
 
     assert stack_config_file(load_config(stack_env.config)) == stack_env.project / "stacks" / "Pulumi.foo.yaml"
