@@ -16,6 +16,7 @@ without PostgreSQL); in CI nothing does.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -201,6 +202,27 @@ def small_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Small
         subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _shared_program_venvs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """One cache of Pulumi program environments for the whole run, every worker and sandbox included
+    (``$ROLLBACK_PROGRAM_VENVS``): an environment depends only on its requirements, and each build of the
+    program's own (pulumi, pulumi-aws) takes about 25 s of CPU and 370 MB. Builds of the same pins by two
+    workers at once wait on each other's lock. tests/stack/test_program_env.py checks the per-root default."""
+    from rollback.adapters.program_venv import VENVS_ENV
+
+    if os.environ.get(VENVS_ENV):  # given from outside: use it
+        yield
+        return
+    root = tmp_path_factory.getbasetemp()
+    shared = (root.parent if root.name.startswith("popen-gw") else root) / "program-venvs"
+    shared.mkdir(exist_ok=True)
+    os.environ[VENVS_ENV] = str(shared)
+    try:
+        yield
+    finally:
+        os.environ.pop(VENVS_ENV, None)
+
+
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[str]:
     from rollback.sandbox.aws import start_moto
@@ -306,3 +328,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     from tests import aws_calls
 
     aws_calls.dump()
+    if not hasattr(session.config, "workerinput"):  # the controller, once every worker has ended
+        factory = getattr(session.config, "_tmp_path_factory", None)
+        if factory is not None and not os.environ.get("ROLLBACK_PROGRAM_VENVS"):
+            shutil.rmtree(factory.getbasetemp() / "program-venvs", ignore_errors=True)  # about 370 MB each

@@ -3,9 +3,10 @@
 ``infra/requirements.txt`` pins the program's dependencies (``pulumi-aws`` decides the aws plugin, and so
 the provider that reads and writes the stack's state). Version N's program is run by the Pulumi CLI from a
 worktree of its commit, with the virtualenv ``Pulumi.yaml`` names (``.venv``): :func:`ensure_venv` builds
-one per content of that commit's ``requirements.txt``, under ``<root>/.rollback/venvs/<sha256>``, and
-reuses it for every later preview and restore of a version with the same pins. Today's ``.venv`` is never
-written into.
+one per content of that commit's ``requirements.txt``, under ``<root>/.rollback/venvs/<sha256>`` (or
+``$ROLLBACK_PROGRAM_VENVS/<sha256>``: one cache for several checkouts or sandboxes, since an environment
+depends only on those pins), and reuses it for every later preview and restore of a version with the same
+pins. Today's ``.venv`` is never written into.
 
 A build happens in place (a virtualenv's scripts name its path, so it cannot be moved) under a lock file
 (``<sha256>.lock``: two runs never build the same environment at once), and is complete only when its
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -31,10 +33,11 @@ from typing import Any
 
 from rollback.errors import UnsafePrecondition
 
-__all__ = ["VENVS", "ProgramVenv", "ensure_venv", "installed_version", "pinned_version", "requirements_sha",
-           "venv_path"]
+__all__ = ["VENVS", "VENVS_ENV", "ProgramVenv", "ensure_venv", "installed_version", "pinned_version",
+           "requirements_sha", "venv_path", "venvs_dir"]
 
 VENVS = ".rollback/venvs"
+VENVS_ENV = "ROLLBACK_PROGRAM_VENVS"  # a directory shared by several roots (checkouts, sandboxes)
 _COMPLETE = ".rollback-venv.json"
 _TIMEOUT = 900.0
 
@@ -56,8 +59,15 @@ def requirements_sha(text: bytes) -> str:
     return hashlib.sha256(text).hexdigest()
 
 
+def venvs_dir(root: Path) -> Path:
+    """Where the program environments of ``root`` are kept: ``$ROLLBACK_PROGRAM_VENVS``, else
+    ``root/.rollback/venvs``."""
+    shared = os.environ.get(VENVS_ENV, "").strip()
+    return Path(shared).expanduser() if shared else root / VENVS
+
+
 def venv_path(root: Path, sha256: str) -> Path:
-    return root / VENVS / sha256
+    return venvs_dir(root) / sha256
 
 
 def pinned_version(requirements: str, package: str = "pulumi-aws") -> str | None:
@@ -99,7 +109,7 @@ def _pip_error(output: str) -> str:
 
 
 def ensure_venv(root: Path, requirements: bytes, *, label: str, python: str | None = None) -> ProgramVenv:
-    """The environment for ``requirements`` under ``root/.rollback/venvs/<sha256>``: reused when complete,
+    """The environment for ``requirements`` under :func:`venvs_dir` ``/<sha256>``: reused when complete,
     else built. ``label`` names the requirements in a refusal ("infra/requirements.txt at commit 5d2c0f7e9a41")."""
     import fcntl
 

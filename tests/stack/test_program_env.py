@@ -19,7 +19,13 @@ from typing import Any
 
 import pytest
 
-from rollback.adapters.program_venv import ensure_venv, installed_version, pinned_version, requirements_sha
+from rollback.adapters.program_venv import (
+    VENVS_ENV,
+    ensure_venv,
+    installed_version,
+    pinned_version,
+    requirements_sha,
+)
 from rollback.model.stackdiff import StackState, provider_version
 from tests.stack.backend_fixtures import UPDATES, build_backend, commit_two_programs
 from tests.stack.conftest import FakePulumi, StackEnv
@@ -55,6 +61,12 @@ def two_programs(make_stack: Callable[..., StackEnv], old_pins: str) -> tuple[St
     (today / "bin" / "python").symlink_to(shutil.which("python3") or "/usr/bin/python3")
     (today / "marker").write_text("today's\n")
     return env, old
+
+
+@pytest.fixture(autouse=True)
+def _environments_under_the_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """These tests check where a root keeps its environments by default (the suite shares one cache)."""
+    monkeypatch.delenv(VENVS_ENV, raising=False)
 
 
 def listing(path: Path) -> list[tuple[str, float]]:
@@ -124,6 +136,20 @@ def test_a_built_environment_is_reused_and_a_killed_build_is_redone(tmp_path: Pa
     (first.path / ".rollback-venv.json").unlink()  # as a build killed before its marker leaves it
     redone = ensure_venv(tmp_path, pins, label="pins")
     assert redone.built and (redone.path / ".rollback-venv.json").is_file()
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("offline_wheels")
+def test_a_shared_cache_serves_every_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``$ROLLBACK_PROGRAM_VENVS``: one cache for several checkouts (or sandboxes); the second root reuses
+    the environment the first built, and neither root gets a .rollback/venvs of its own."""
+    monkeypatch.setenv(VENVS_ENV, str(tmp_path / "cache"))
+    pins = b"rollback-fixture-dep==1.0\n"
+    first = ensure_venv(tmp_path / "checkout-a", pins, label="pins")
+    second = ensure_venv(tmp_path / "checkout-b", pins, label="pins")
+    assert first.built and not second.built
+    assert first.path == second.path == tmp_path / "cache" / requirements_sha(pins)
+    assert not (tmp_path / "checkout-a" / ".rollback").exists() and not (tmp_path / "checkout-b").exists()
 
 
 def test_versions_from_pins_and_checkpoints() -> None:
