@@ -112,3 +112,30 @@ def test_standbys_are_bounded_by_keep_standbys_and_pruned(run_cli: RunCli, live_
     assert live_db.databases() == [live_db.name]
     listed = run_cli("db", "backups", "--json").json()["backups"]
     assert all(b["staged"] is None for b in listed)
+
+
+def test_a_standby_that_went_away_after_planning_stops_the_restore_before_anything(run_cli: RunCli,
+                                                                                     live_db: LiveDb) -> None:
+    """The standby is chosen when the restore is planned and checked again when it runs (``db.check_standby``):
+    one dropped (or gone stale) in between stops the run before any database is made or swapped, saying to plan
+    again; a clone of a database that is not the fresh standby of this backup is never made."""
+    import pytest
+
+    from rollback.commands.db import restore as db_restore
+    from rollback.commands.db.handlers import DbHandlers, run
+    from rollback.context import Services
+    from rollback.errors import UnsafePrecondition
+
+    backup = stage(run_cli)
+    config = live_db.config()
+    services = Services(config)
+    plan = db_restore.plan_restore(config, backup["name"], swap=True, services=services)
+    assert plan.steps[0].action == "db.check_standby"
+    live_db.sql('DELETE FROM "Integration"')
+    live_db.sql(f'DROP DATABASE "{backup["standby"]}"', dbname="postgres")
+    with pytest.raises(UnsafePrecondition, match="the standby chosen when planning is no longer usable"):
+        run(config, plan, handlers=DbHandlers(services))
+    made = live_db.sql(f"SELECT datname FROM pg_database WHERE datname LIKE '{live_db.name}\\_restore\\_%' "
+                       f"OR datname LIKE '{live_db.name}\\_replaced\\_%'", dbname="postgres")
+    assert made == []
+    assert live_db.scalar('SELECT count(*) FROM "Integration"') == 0  # live untouched
