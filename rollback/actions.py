@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from rollback.config import Config
     from rollback.context import Services
 
-__all__ = ["DECLARED", "Action", "StepHandlers", "action", "actions_of", "creating_actions", "read_only_actions"]
+__all__ = ["DECLARED", "Action", "StepHandlers", "action", "actions_of", "read_only_actions"]
 
 _MARK = "__rollback_actions__"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -136,8 +136,3 @@ def read_only_actions(names: Iterable[str] | None = None) -> frozenset[str]:
     """The declared actions that only read or wait (of ``names``, or all)."""
     chosen = DECLARED if names is None else {n: DECLARED[n] for n in names if n in DECLARED}
     return frozenset(name for name, declared in chosen.items() if declared.read_only)
-
-
-def creating_actions() -> frozenset[str]:
-    """The declared actions that create a database beside the live one."""
-    return frozenset(name for name, declared in DECLARED.items() if declared.creates_database)

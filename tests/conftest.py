@@ -202,6 +202,12 @@ def small_disk(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Small
         subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
 
 
+def _program_venvs(basetemp: Path) -> Path:
+    """The run's one cache of program environments: beside the workers' own temp dirs (a worker's basetemp is
+    ``<run>/popen-gwN``; the controller's, and a run without workers', is ``<run>``)."""
+    return (basetemp.parent if basetemp.name.startswith("popen-gw") else basetemp) / "program-venvs"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _shared_program_venvs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """One cache of Pulumi program environments for the whole run, every worker and sandbox included
@@ -213,8 +219,7 @@ def _shared_program_venvs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     if os.environ.get(VENVS_ENV):  # given from outside: use it
         yield
         return
-    root = tmp_path_factory.getbasetemp()
-    shared = (root.parent if root.name.startswith("popen-gw") else root) / "program-venvs"
+    shared = _program_venvs(tmp_path_factory.getbasetemp())
     shared.mkdir(exist_ok=True)
     os.environ[VENVS_ENV] = str(shared)
     try:
@@ -329,6 +334,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
     aws_calls.dump()
     if not hasattr(session.config, "workerinput"):  # the controller, once every worker has ended
+        from rollback.adapters.program_venv import VENVS_ENV
+
         factory = getattr(session.config, "_tmp_path_factory", None)
-        if factory is not None and not os.environ.get("ROLLBACK_PROGRAM_VENVS"):
-            shutil.rmtree(factory.getbasetemp() / "program-venvs", ignore_errors=True)  # about 370 MB each
+        if factory is not None and not os.environ.get(VENVS_ENV):  # not one given from outside
+            shutil.rmtree(_program_venvs(factory.getbasetemp()), ignore_errors=True)  # about 370 MB each

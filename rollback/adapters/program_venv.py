@@ -34,7 +34,7 @@ from typing import Any
 from rollback.errors import UnsafePrecondition
 
 __all__ = ["VENVS", "VENVS_ENV", "ProgramVenv", "ensure_venv", "installed_version", "pinned_version",
-           "requirements_sha", "venv_path", "venvs_dir"]
+           "requirements_sha", "shared_venvs", "venv_path", "venvs_dir"]
 
 VENVS = ".rollback/venvs"
 VENVS_ENV = "ROLLBACK_PROGRAM_VENVS"  # a directory shared by several roots (checkouts, sandboxes)
@@ -59,11 +59,15 @@ def requirements_sha(text: bytes) -> str:
     return hashlib.sha256(text).hexdigest()
 
 
-def venvs_dir(root: Path) -> Path:
-    """Where the program environments of ``root`` are kept: ``$ROLLBACK_PROGRAM_VENVS``, else
-    ``root/.rollback/venvs``."""
+def shared_venvs() -> Path | None:
+    """``$ROLLBACK_PROGRAM_VENVS``: one directory for the environments of every root, else ``None``."""
     shared = os.environ.get(VENVS_ENV, "").strip()
-    return Path(shared).expanduser() if shared else root / VENVS
+    return Path(shared).expanduser() if shared else None
+
+
+def venvs_dir(root: Path) -> Path:
+    """Where the program environments of ``root`` are kept: :func:`shared_venvs`, else ``root/.rollback/venvs``."""
+    return shared_venvs() or root / VENVS
 
 
 def venv_path(root: Path, sha256: str) -> Path:

@@ -1,6 +1,6 @@
 """``rollback app``: Vercel instant rollback, promote and undo, and git revert.
 
-Parsing and presentation only; the work is done by :mod:`rollback.commands.app.plan`
+Parsing and presentation only; the work is done by :mod:`rollback.commands.app`
 (imported lazily, with httpx, so ``rollback --help`` stays fast).
 """
 

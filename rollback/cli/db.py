@@ -1,6 +1,6 @@
 """``rollback db``: backups, restore-then-swap, Prisma migrations, integrity checks, RDS.
 
-Presentation only; the work is in :mod:`rollback.commands.db.handlers`.
+Presentation only; the work is in :mod:`rollback.commands.db`.
 """
 
 from __future__ import annotations
@@ -102,7 +102,6 @@ def backup_command(app: AppContext, out: Path | None, stage: bool, jobs: int | N
       rollback db backup --stage
       rollback db backup --out /var/backups/db --json
     """
-
     from rollback.commands.db import backup as db_backup
     from rollback.commands.db import handlers as commands
 
@@ -153,7 +152,6 @@ def backups_command(app: AppContext) -> None:
     Example:
       rollback db backups --json
     """
-
     from rollback import backups
     from rollback.commands.db import backup as db_backup
     from rollback.commands.db import common as db_common
@@ -369,7 +367,6 @@ def prune_command(app: AppContext, keep_standbys: int | None, dry_run: bool, yes
       rollback db prune --dry-run
       rollback db prune --keep-standbys 0 --yes
     """
-
     from rollback.commands.db import backup as db_backup
 
     services = Services(app.config())
@@ -480,11 +477,11 @@ def rpo_command(app: AppContext) -> None:
       rollback db rpo
       rollback db rpo --json
     """
-    from rollback.commands.db import handlers as commands
+    from rollback.commands.db.rpo import rpo
     from rollback.units import format_duration
 
     services = Services(app.config())
-    report = commands.rpo(services.config, services=services)
+    report = rpo(services.config, services=services)
 
     def human() -> None:
         print_table(["recovery point", "name", "at", "age", "within target"],

@@ -59,7 +59,6 @@ def edge(app: AppContext, to_version: int, distribution: str | None, function: s
       rollback infra edge --to-version 6 --dry-run
       rollback infra edge --to-version 6 --yes
     """
-
     from rollback.commands.infra import edge as infra_edge
 
     config = app.config()
@@ -107,7 +106,6 @@ def assets(app: AppContext, key: str | None, prefix: str | None, to_version: str
       rollback infra assets --prefix releases/2026-11-20.1/ --before "30m ago" --dry-run
       rollback infra assets --prefix releases/ --undelete --yes --json
     """
-
     from rollback.commands.infra import assets as infra_assets
     from rollback.commands.infra.resources import resolve_resources
     from rollback.units import parse_time

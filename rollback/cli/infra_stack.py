@@ -163,7 +163,6 @@ def preview_command(app: AppContext, to_version: int, plan_file: Path | None, of
       rollback infra preview --to 3 --plan-file rollback-v3.plan.json
       rollback infra preview --to 3 --offline --config-only
     """
-
     from rollback.commands.infra import stack as commands
     from rollback.commands.infra import stack_plan as infra_stack_plan
 
@@ -308,7 +307,6 @@ def config_restore_command(app: AppContext, backup: Path, yes: bool, dry_run: bo
     Example:
       rollback infra config-restore .rollback/stack-config/staging-20261128T100000123456Z.yaml --yes
     """
-
     from rollback.adapters import stack_config
     from rollback.commands.infra import stack_handlers as infra_stack_handlers
     from rollback.commands.infra import stack_plan as infra_stack_plan

@@ -12,7 +12,7 @@ source is not configured: never a silent pass). Groups follow the runbook:
   status, body substring); the smoke command (``verify.smoke``, run without a
   shell), exit status 0.
 - **Data integrity**: the database answers, no failed migration, row counts
-  against ``--baseline``, no orphans (:func:`rollback.commands.db.handlers.verify`).
+  against ``--baseline``, no orphans (:func:`rollback.commands.db.migrations.verify`).
 - **Performance**: API p95 < 500 ms over N concurrent requests; page load < 3 s;
   CloudFront cache hit rate > 70 % over the last 5 minutes.
 - **Monitoring**: every rollback alarm OK; metrics still arriving (a

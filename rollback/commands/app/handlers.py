@@ -26,7 +26,7 @@ from rollback.units import format_duration
 
 if TYPE_CHECKING:
     from rollback.adapters.vercel import Project, VercelClient
-    from rollback.commands.app.plan import AppPlan  # app.py re-exports this module's names
+    from rollback.commands.app.plan import AppPlan
     from rollback.journal import Journal
 
 

@@ -13,9 +13,7 @@ from rollback.actions import StepHandlers, action
 from rollback.adapters.health import HealthChecker, make_health_client
 from rollback.adapters.http import DEFAULT_MAX_BODY
 from rollback.config import HealthSettings
-from rollback.errors import (
-    ChecksFailed,
-)
+from rollback.errors import ChecksFailed
 from rollback.lock import pause
 from rollback.plan import Step
 from rollback.runner import Check, StepContext

@@ -14,8 +14,9 @@ The verbs, as plain functions taking the config (and the adapters) first:
   after the checks);
 - :func:`apply`: run a plan with those handlers and return the result document.
 
-This module holds status and planning; the handlers' and the health checks' names
-are re-exported from here.
+This module holds status and planning; the handlers are in :mod:`rollback.commands.app.handlers`, the
+health checks in :mod:`rollback.commands.app.health`, the rolling release's canary in
+:mod:`rollback.commands.app.rolling`.
 """
 
 from __future__ import annotations

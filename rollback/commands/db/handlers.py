@@ -20,12 +20,12 @@ Every state-changing verb is a :class:`~rollback.plan.Plan` run by
 each a read-only check (a backup already taken, a swap already made is "already
 done") and an act.
 
-This module is the front door: each job lives in its own module and is re-exported
-here (:mod:`~rollback.commands.db.backup`, :mod:`~rollback.commands.db.restore`,
-:mod:`~rollback.commands.db.salvage`, :mod:`~rollback.commands.db.migrations`,
-:mod:`~rollback.commands.db.rds`, :mod:`~rollback.commands.db.guard`,
-:mod:`~rollback.commands.db.rpo`); backups on disk are :mod:`rollback.backups`, the
-restore of an archive :mod:`rollback.adapters.pg_restore`.
+Each job lives in its own module (:mod:`~rollback.commands.db.backup`,
+:mod:`~rollback.commands.db.restore`, :mod:`~rollback.commands.db.salvage`,
+:mod:`~rollback.commands.db.migrations`, :mod:`~rollback.commands.db.rds`,
+:mod:`~rollback.commands.db.guard`, :mod:`~rollback.commands.db.rpo`); this module combines their handlers
+and holds the library entry points (:func:`run`, :func:`backup`, :func:`resolve_backup`). Backups on disk
+are :mod:`rollback.backups`, the restore of an archive :mod:`rollback.adapters.pg_restore`.
 """
 
 from __future__ import annotations
@@ -36,15 +36,8 @@ from typing import Any
 
 from rollback import backups
 from rollback.backups import SourceIdentity
-from rollback.commands.db import rpo as db_rpo
-from rollback.commands.db.backup import (
-    BackupSteps,
-    plan_backup,
-)
-from rollback.commands.db.common import (
-    Progress,
-    emergency_step,
-)
+from rollback.commands.db.backup import BackupSteps, plan_backup
+from rollback.commands.db.common import Progress
 from rollback.commands.db.guard import GuardSteps
 from rollback.commands.db.migrations import MigrationSteps
 from rollback.commands.db.rds import RdsSteps
@@ -60,11 +53,8 @@ __all__ = [
     "DbHandlers",
     "backup",
     "resolve_backup",
-    "rpo",
     "run",
 ]
-
-_emergency_step = emergency_step  # the name commands/run/tracker.py uses
 
 
 @dataclass
@@ -89,11 +79,6 @@ def backup(config: Config, *, out: Path | None = None, jobs: int | None = None, 
     if stage:
         result["standby"] = outcome.result_of("stage")["database"]
     return result
-
-
-def rpo(config: Config, **kwargs: Any) -> dict[str, Any]:
-    """Recovery points and their age against ``targets.rpo`` (see :mod:`rollback.commands.db.rpo`)."""
-    return db_rpo.rpo(config, **kwargs)
 
 
 def resolve_backup(config: Config, ref: str, *, live: SourceIdentity | None = None) -> tuple[dict[str, Any], Path]:

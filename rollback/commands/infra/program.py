@@ -11,7 +11,6 @@ stack's ``dbAddress``. By default today's restore keys are carried forward (:fun
 from __future__ import annotations
 
 import json
-import os
 import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -27,7 +26,14 @@ from rollback.adapters.program_checkout import (
     require_program,
     worktree_path,
 )
-from rollback.adapters.program_venv import VENVS, VENVS_ENV, ProgramVenv, ensure_venv, pinned_version, requirements_sha
+from rollback.adapters.program_venv import (
+    VENVS,
+    ProgramVenv,
+    ensure_venv,
+    pinned_version,
+    requirements_sha,
+    shared_venvs,
+)
 from rollback.adapters.pulumi import PulumiStack
 from rollback.adapters.pulumi_mocks import diff_declared_inputs, run_program_under_mocks
 from rollback.adapters.stack_config import stack_config_file
@@ -141,14 +147,10 @@ def describe_program_env(program: Mapping[str, Any], version: int, checkpoint_aw
     if requirements.get("deps") == "current":
         return [f"program environment: today's .venv (--with-current-deps), not the dependencies version {version} "
                 f"pinned in {requirements['path']}", versions]
+    kept = shared_venvs() or VENVS
     return [f"program environment: version {version}'s own dependencies ({requirements['path']} at commit "
-            f"{str(program['commit'])[:12]}), in {_venvs_shown()}/{str(requirements['sha256'])[:12]}...; today's "
-            ".venv is not touched", versions]
-
-
-def _venvs_shown() -> str:
-    """Where the environments are kept, as the plan names it (``$ROLLBACK_PROGRAM_VENVS`` when set)."""
-    return os.environ.get(VENVS_ENV, "").strip() or VENVS
+            f"{str(program['commit'])[:12]}), in {kept}/{str(requirements['sha256'])[:12]}...; today's .venv is "
+            "not touched", versions]
 
 
 def _major(version: str | None) -> str | None:

@@ -14,8 +14,7 @@ executed by :func:`rollback.runner.execute` with :class:`StackHandlers`
 (:mod:`rollback.commands.infra.stack_handlers`), so they are journaled and have a
 dry run; the program a version runs with is :mod:`rollback.commands.infra.program`.
 :func:`prepare_preview` / :func:`run_preview` and :func:`prepare_restore` /
-:func:`run_restore` are what the CLI and library callers share. This module
-re-exports the names of all four.
+:func:`run_restore` are what the CLI and library callers share.
 """
 
 from __future__ import annotations

@@ -366,7 +366,7 @@ def _plan_db(config: Config, services: Services, request: RunRequest) -> tuple[_
 
     mode, argument = _db_mode(request)
     jobs = db_common.default_jobs()
-    first = _Layer("db", _prefixed([db_commands._emergency_step(None, config, jobs)], "db"))
+    first = _Layer("db", _prefixed([db_common.emergency_step(None, config, jobs)], "db"))
     last = _Layer("db")
     last.facts["mode"] = mode
     if mode == "restore":

@@ -1,13 +1,14 @@
 """``rollback run``: one plan across layers, built from each layer's own planning functions.
 
-:func:`plan_run` reads the world and returns a :class:`RunPlan`: one
+:func:`~rollback.commands.run.plan.plan_run` reads the world and returns a
+:class:`~rollback.commands.run.types.RunPlan`: one
 :class:`~rollback.plan.Plan` whose steps come from the layers' planners
 (``app``: :func:`~rollback.commands.app.plan.plan_rollback` or
 :func:`~rollback.commands.app.plan.plan_revert`; ``edge``:
 :func:`~rollback.commands.infra.edge.plan_edge`; ``assets``:
 :func:`~rollback.commands.infra.assets.plan_assets` plus an invalidation;
 ``infra``: the stack's preview and restore; ``db``: an emergency backup, and
-:func:`~rollback.commands.db.handlers.plan_restore`, a migration repair or an RDS
+:func:`~rollback.commands.db.restore.plan_restore`, a migration repair or an RDS
 restore), in the order of :data:`rollback.model.layers.RUN_ORDER`:
 
 1. ``run.world``: a read-only check that the world is still as planned (what
@@ -33,9 +34,8 @@ and the end.
 
 One job per module: :mod:`~rollback.commands.run.types` (the request, the plan,
 saved plans, segments), :mod:`~rollback.commands.run.plan` (each layer's planning
-and :func:`plan_run`), :mod:`~rollback.commands.run.world` (the ``run.check_world``
-and ``--switch-database`` handlers); this module keeps :class:`RunTracker` and
-re-exports the public names of the others.
+and :func:`~rollback.commands.run.plan.plan_run`), :mod:`~rollback.commands.run.world` (the
+``run.check_world`` and ``--switch-database`` handlers); this module keeps :class:`RunTracker`.
 """
 
 from __future__ import annotations
