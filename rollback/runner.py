@@ -34,10 +34,10 @@ import signal
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
 
 from rollback.errors import BadInput, Interrupted, LockHeld, Refused, RollbackError, UnsafePrecondition
 from rollback.interrupts import STOP_SIGNALS, handling
@@ -56,6 +56,7 @@ __all__ = [
     "Handlers",
     "JournalOpener",
     "Observers",
+    "Prepared",
     "Progress",
     "ResumePoint",
     "Run",
@@ -755,6 +756,42 @@ def _naming_resume(exc: BaseException, run_id: str) -> BaseException:
         hint = next_command_hint(exc.hint, f"rollback resume {run_id}")
         return exc if hint == exc.hint else exc.with_hint(hint)
     return exc
+
+
+Facts = TypeVar("Facts")
+
+
+@dataclass(frozen=True)
+class Prepared(Generic[Facts]):
+    """A plan ready to run: what every planner returns (the app's rollback, promote and revert, the
+    edge, assets and CloudFront restores, the stack's preview and restore, ``rollback run``).
+
+    - ``plan``: the steps, exactly as they will run (and as ``--dry-run --json`` prints them);
+    - ``facts``: what it was planned from, the layer's own record (the deployments, the distribution and
+      the ETag it was read with, the hazards of a cross-layer run, ...): shown, never re-read by a step;
+    - ``handlers``: what carries the steps out. A planner that reads through one client (the app's, on a
+      Vercel client) returns none; the caller attaches them (:meth:`with_handlers`) from its services.
+
+    :meth:`run` is the :class:`Run` of it; ``to_dict`` is the plan and the facts' own document.
+    """
+
+    plan: Plan
+    facts: Facts
+    handlers: Mapping[str, StepHandler] = field(default_factory=dict)
+
+    def with_handlers(self, handlers: Mapping[str, StepHandler]) -> Prepared[Facts]:
+        return replace(self, handlers=handlers)
+
+    def with_plan(self, plan: Plan) -> Prepared[Facts]:
+        return replace(self, plan=plan)
+
+    def run(self, **options: Any) -> Run:
+        """The :class:`Run` of this plan with its handlers (``options`` as :class:`Run` takes them)."""
+        return Run(self.plan, dict(self.handlers), **options)
+
+    def to_dict(self) -> dict[str, Any]:
+        document = getattr(self.facts, "to_dict", None)
+        return {"plan": self.plan.to_dict(), **(document() if callable(document) else {})}
 
 
 @dataclass

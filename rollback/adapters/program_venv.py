@@ -33,7 +33,7 @@ from typing import Any
 
 from rollback.errors import UnsafePrecondition
 
-__all__ = ["VENVS", "VENVS_ENV", "ProgramVenv", "ensure_venv", "installed_version", "pinned_version",
+__all__ = ["VENVS", "VENVS_ENV", "ProgramVenv", "ensure_venv", "installed_version", "is_complete", "pinned_version",
            "requirements_sha", "shared_venvs", "venv_path", "venvs_dir"]
 
 VENVS = ".rollback/venvs"
@@ -94,7 +94,9 @@ def installed_version(venv: Path, package: str = "pulumi_aws") -> str | None:
     return None
 
 
-def _complete(path: Path, sha256: str) -> bool:
+def is_complete(path: Path, sha256: str) -> bool:
+    """Whether ``path`` holds a finished environment of the requirements whose digest is ``sha256`` (a
+    build that was killed, or another file's environment, is not)."""
     try:
         marker = json.loads((path / _COMPLETE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -119,14 +121,14 @@ def ensure_venv(root: Path, requirements: bytes, *, label: str, python: str | No
 
     sha = requirements_sha(requirements)
     target = venv_path(root, sha)
-    if _complete(target, sha):
+    if is_complete(target, sha):
         return ProgramVenv(target, sha, False, installed_version(target))
     python = python or sys.executable
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         with (target.parent / f"{sha}.lock").open("w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
-            if _complete(target, sha):  # another run built it while this one waited
+            if is_complete(target, sha):  # another run built it while this one waited
                 return ProgramVenv(target, sha, False, installed_version(target))
             shutil.rmtree(target, ignore_errors=True)  # what a killed build left
             try:

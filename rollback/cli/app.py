@@ -17,8 +17,8 @@ from rollback.cli.support import DURATION, AppContext, common_options, dry_run_o
 from rollback.context import RunSettings, Services
 
 if TYPE_CHECKING:
-    from rollback.commands.app.plan import AppPlan
-    from rollback.runner import Handlers
+    from rollback.commands.app.plan import AppFacts
+    from rollback.runner import Handlers, Prepared
 
 
 @click.group()
@@ -39,14 +39,15 @@ def _short(sha: str | None) -> str:
     return sha[:7] if sha else "-"
 
 
-def _run_change(app_ctx: AppContext, planned: AppPlan, step_handlers: Handlers, *, dry_run: bool,
+def _run_change(app_ctx: AppContext, planned: Prepared[AppFacts], step_handlers: Handlers, *, dry_run: bool,
                 yes: bool, action: str, human: Callable[[dict[str, Any]], None], needs_confirm: bool = True) -> None:
     from rollback.cli.support import run_plan
     from rollback.commands.app import handlers as app_handlers
 
-    if planned.noop:
+    noop = planned.facts.noop
+    if noop:
         document = {**planned.to_dict(), "ok": True, "dry_run": dry_run}
-        emit(app_ctx, document, lambda: say(f"nothing to do: {planned.noop}", err=False))
+        emit(app_ctx, document, lambda: say(f"nothing to do: {noop}", err=False))
         return
     outcome = run_plan(app_ctx, planned.plan, step_handlers, dry_run=dry_run, yes=yes, action=action,
                        confirm_first=needs_confirm, prompt=f"{planned.plan.title}: go ahead?")

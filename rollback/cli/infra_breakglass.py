@@ -63,9 +63,9 @@ def edge(app: AppContext, to_version: int, distribution: str | None, function: s
 
     config = app.config()
     prepared = infra_edge.prepare_edge(config, Services(config), to_version=to_version, distribution=distribution,
-                                     function=function, pin=not no_pin, timeout=timeout,
-                                     interval=poll_interval)
-    planned = prepared.edge
+                                       function=function, pin=not no_pin, timeout=timeout,
+                                       interval=poll_interval)
+    planned = prepared.facts
     outcome = _run(app, prepared.plan, dict(prepared.handlers), dry_run=dry_run, yes=yes,
                    action=f"move edge function {planned.function} to version {planned.to_version}",
                    details={"layer": "infra", "verb": "edge", "distribution": planned.distribution_id,
@@ -117,20 +117,20 @@ def assets(app: AppContext, key: str | None, prefix: str | None, to_version: str
     assert resources.bucket
     store = services.s3()
     planned = infra_assets.plan_assets(config, store, bucket=resources.bucket, key=key, prefix=prefix,
-                                   to_version=to_version, before=moment, undelete=undelete, keep_new=keep_new)
+                                       to_version=to_version, before=moment, undelete=undelete, keep_new=keep_new)
     outcome = _run(app, planned.plan, infra_assets.AssetsHandlers(services).handlers(), dry_run=dry_run, yes=yes,
                    action=f"restore {len(planned.plan.steps)} key(s) in s3://{resources.bucket}",
                    details={"layer": "infra", "verb": "assets", "bucket": resources.bucket})
     changed = len(planned.plan.steps)
     summary = (f"{'dry run: would restore' if dry_run else 'restored'} {changed} key(s) in s3://{resources.bucket}"
-               f"; {len(planned.actions) - changed} unchanged")
+               f"; {len(planned.facts.actions) - changed} unchanged")
     document = {"ok": True, "dry_run": dry_run, "summary": summary, "bucket": resources.bucket,
-                "actions": [a.to_dict() for a in planned.actions],
+                "actions": [a.to_dict() for a in planned.facts.actions],
                 "results": [item.result for item in outcome.steps], "plan": planned.plan.to_dict(),
                 "run": outcome.to_dict()}
 
     def human() -> None:
-        for action in planned.actions:
+        for action in planned.facts.actions:
             echo(("would " if dry_run and action.changes else "") + action.describe())
         echo(summary)
 

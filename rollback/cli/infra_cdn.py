@@ -5,13 +5,17 @@ Parsing and presentation only; the verbs live in ``rollback.commands.infra.cdn``
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
 from rollback.cli.output import say
 from rollback.cli.support import DURATION, AppContext, common_options, dry_run_option, emit, pass_app, yes_option
 from rollback.context import Services
+
+if TYPE_CHECKING:
+    from rollback.commands.infra.cdn import CdnFacts
+    from rollback.runner import Prepared
 
 __all__ = ["cdn"]
 
@@ -102,32 +106,33 @@ def list_command(app: AppContext, distribution: str | None) -> None:
     emit(app, {"snapshots": snapshots}, human)
 
 
-def _run(app: AppContext, planned: Any, services: Services, *, dry_run: bool, yes: bool, interval: float,
+def _run(app: AppContext, planned: Prepared[CdnFacts], services: Services, *, dry_run: bool, yes: bool, interval: float,
          action: str, verb: str) -> None:
     from rollback.cli.support import run_plan
     from rollback.commands.infra import cdn as commands
 
+    facts = planned.facts
     outcome = run_plan(app, planned.plan, commands.cdn_handlers(services, interval),
                        dry_run=dry_run, yes=yes, action=action,
-                       details={"layer": "infra", "verb": verb, "distribution": planned.distribution_id})
+                       details={"layer": "infra", "verb": verb, "distribution": facts.distribution_id})
     document = commands.cdn_document(planned, outcome)
     results = document["results"]
 
     def human() -> None:
         update = results.get("update") or {}
         if dry_run:
-            for change in planned.changes:
-                say(f"  ~ {change.describe()}", err=False)
-            say(f"dry run: would update distribution {planned.distribution_id} ({len(planned.changes)} field(s)) "
-                f"under IfMatch {planned.etag}; nothing was changed", err=False)
+            for field_change in facts.changes:
+                say(f"  ~ {field_change.describe()}", err=False)
+            say(f"dry run: would update distribution {facts.distribution_id} ({len(facts.changes)} field(s)) "
+                f"under IfMatch {facts.etag}; nothing was changed", err=False)
             return
         change = (f"ETag {update.get('etag_before')} -> {update.get('etag_after')}" if update.get("changed")
                   else "already as planned")
-        parts = [f"distribution {planned.distribution_id}: {change}"]
+        parts = [f"distribution {facts.distribution_id}: {change}"]
         if results.get("invalidate", {}).get("id"):
-            parts.append(f"invalidated {', '.join(planned.invalidate)} ({results['invalidate']['id']})")
-        if planned.pins:
-            parts.append("pinned " + ", ".join(f"{k} = {v}" for k, v in planned.pins.items()))
+            parts.append(f"invalidated {', '.join(facts.invalidate)} ({results['invalidate']['id']})")
+        if facts.pins:
+            parts.append("pinned " + ", ".join(f"{k} = {v}" for k, v in facts.pins.items()))
         saved = results.get("snapshot", {}).get("snapshot")
         say("; ".join(parts), err=False)
         if saved:
@@ -167,7 +172,7 @@ def restore_command(app: AppContext, snapshot_id: str, timeout: float, poll_inte
     planned = commands.prepare_restore(services.config, services, snapshot_id, pin=not no_pin,
                                        timeout=timeout)
     _run(app, planned, services, dry_run=dry_run, yes=yes, interval=poll_interval,
-         action=f"put snapshot {snapshot_id} back on distribution {planned.distribution_id}", verb="cdn restore")
+         action=f"put snapshot {snapshot_id} back on distribution {planned.facts.distribution_id}", verb="cdn restore")
 
 
 @cdn.command("release")

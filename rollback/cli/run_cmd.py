@@ -22,14 +22,14 @@ from rollback.errors import BadInput, UnsafePrecondition
 if TYPE_CHECKING:
     from rollback.commands.decide import Flags
     from rollback.commands.run.tracker import RunTracker
-    from rollback.commands.run.types import RunPlan, RunRequest
+    from rollback.commands.run.types import RunFacts, RunRequest
     from rollback.config import Config
     from rollback.context import Services
     from rollback.journal import Journal
     from rollback.model.decide import Decision
     from rollback.model.incident import IncidentLog
     from rollback.plan import Plan
-    from rollback.runner import ExecutionResult
+    from rollback.runner import ExecutionResult, Prepared
 
 __all__ = ["resume", "run"]
 
@@ -160,7 +160,7 @@ def run(app: AppContext, layer_values: tuple[str, ...], target_values: tuple[str
 
     config = app.config()
     severity = severity.upper() if severity else None
-    planned: RunPlan | None = None
+    planned: Prepared[RunFacts] | None = None
     services = Services(config)
     if plan_file:
         if layer_values or target_values or flags.any() or live:
@@ -180,16 +180,17 @@ def run(app: AppContext, layer_values: tuple[str, ...], target_values: tuple[str
         severity = request.severity
         planned = plan_run(config, request, services)
         plan = planned.plan
-        if planned.blocking:
+        if planned.facts.blocking:
             from rollback.cli.support import show_plan
 
             show_plan(app, plan, dry_run=dry_run)
-            first = planned.blocking[0]
-            others = f" (and {len(planned.blocking) - 1} more hazard(s))" if len(planned.blocking) > 1 else ""
-            flags_needed = ", ".join(dict.fromkeys(h.override or "" for h in planned.blocking if h.override))
+            blocking = planned.facts.blocking
+            first = blocking[0]
+            others = f" (and {len(blocking) - 1} more hazard(s))" if len(blocking) > 1 else ""
+            flags_needed = ", ".join(dict.fromkeys(h.override or "" for h in blocking if h.override))
             raise UnsafePrecondition(f"{first.kind}: {first.message}{others}",
                                      f"nothing was changed; accept it with {flags_needed}, or change the layers",
-                                     details={"hazards": [h.to_dict() for h in planned.blocking]})
+                                     details={"hazards": [h.to_dict() for h in blocking]})
     _execute(app, config, plan, planned, request, services, dry_run=dry_run, yes=yes, detected_at=detected_at,
              drill=drill)
 
@@ -247,7 +248,7 @@ def _request(app: AppContext, config: Config, layer_values: tuple[str, ...], tar
                       incident=incident_ref, options=options, poll_interval=poll)
 
 
-def _execute(app: AppContext, config: Config, plan: Plan, planned: RunPlan | None, request: RunRequest,
+def _execute(app: AppContext, config: Config, plan: Plan, planned: Prepared[RunFacts] | None, request: RunRequest,
              services: Services, *, dry_run: bool, yes: bool, detected_at: str | None, drill: bool) -> None:
     """The library's :func:`execute_run` (the path ``rollback watch`` takes when it acts) with the
     terminal's confirmation and progress injected."""
@@ -267,8 +268,8 @@ def _execute(app: AppContext, config: Config, plan: Plan, planned: RunPlan | Non
     document: dict[str, Any] = {"ok": True, "dry_run": dry_run, "run": outcome.run_id,
                                 "incident": log.id if log else None, "plan_format": PLAN_FORMAT,
                                 "plan": result.plan.to_dict(),
-                                "hazards": [h.to_dict() for h in planned.hazards] if planned else [],
-                                "request": request.to_dict(), "facts": planned.facts if planned else {},
+                                "hazards": [h.to_dict() for h in planned.facts.hazards] if planned else [],
+                                "request": request.to_dict(), "facts": planned.facts.by_layer if planned else {},
                                 "steps": [s.to_dict() for s in outcome.steps], **run_summary(result.tracker, outcome),
                                 "database_url_changes": _database_url_changes(outcome, config)}
     emit(app, document, lambda: _human(document))

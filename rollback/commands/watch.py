@@ -518,8 +518,8 @@ class _Watcher:
             self._page(log, decision.layers, everything, f"the automatic rollback could not be planned: "
                                                          f"{exc.one_line()}")
             return
-        if planned.blocking:
-            hazard = planned.blocking[0]
+        if planned.facts.blocking:
+            hazard = planned.facts.blocking[0]
             how = f": a person decides (the db layer, or {hazard.override})" if hazard.override else ""
             self._page(log, decision.layers, everything, f"{hazard.kind}: {hazard.message}{how}")
             return

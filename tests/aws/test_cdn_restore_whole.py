@@ -271,7 +271,7 @@ def test_a_snapshot_edited_after_the_plan_is_not_sent(
     settings = load_config(proj.config)
     services = Services(settings)
     planned = infra_cdn.prepare_restore(settings, services, snapshot_id)
-    assert [c.path for c in planned.changes] == ["Comment"]
+    assert [c.path for c in planned.facts.changes] == ["Comment"]
     path = next((proj.root / ".rollback" / "cdn-snapshots").glob(f"*/{snapshot_id}.distribution.json"))
     data = json.loads(path.read_text())
     data["config"]["Enabled"] = False

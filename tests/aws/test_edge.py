@@ -163,7 +163,7 @@ def test_concurrent_unrelated_change_is_kept_and_retried_once(aws: Callable[[str
     outcome = execute(planned.plan, edge_handlers(config, adapter), progress=notes.append)
     result = outcome.result_of("associate")
     assert result["retried"] is True
-    assert result["etag_before"] == their_etag and result["etag_planned"] == planned.etag
+    assert result["etag_before"] == their_etag and result["etag_planned"] == planned.facts.etag
     after = cf.get_distribution_config(Id=stack.distribution_id)
     assert after["DistributionConfig"]["Comment"] == "changed by Alice"  # not overwritten
     assert associations(cf, stack.distribution_id)["default"] == [stack.arn(1)]

@@ -139,7 +139,7 @@ def test_plan_order_world_first_backup_app_edge_assets_restore_last_checklist(co
     assert checklist.params["baseline"] == "/backups/app.manifest.json"
     assert checklist.params["expect_version"] == "abc123"
     assert restoring_step(planned.plan) == ("app", "app.health")
-    assert planned.hazards == [] and planned.blocking == []
+    assert planned.facts.hazards == [] and planned.facts.blocking == []
 
 
 def test_without_the_app_the_first_layer_restores_and_gets_a_health_check(config: Config,
@@ -160,22 +160,22 @@ def test_schema_skew_is_named_and_blocks_unless_accepted_or_db_restores(config: 
                               MigrationRow("20261101_init", T0 - dt.timedelta(days=30), "applied"),
                               MigrationRow("20261130_failed", None, "failed")]
     planned = plan_run(config, RunRequest(layers=("app",)), Services(config))
-    assert [h.kind for h in planned.blocking] == ["schema-skew"]
-    assert planned.blocking[0].details["migrations"] == ["20261130_add_score"]
+    assert [h.kind for h in planned.facts.blocking] == ["schema-skew"]
+    assert planned.facts.blocking[0].details["migrations"] == ["20261130_add_score"]
     assert any("20261130_add_score" in n and "--accept-schema-skew" in n for n in planned.plan.notes)
-    assert plan_run(config, RunRequest(layers=("app",), accept_schema_skew=True), Services(config)).blocking == []
+    assert plan_run(config, RunRequest(layers=("app",), accept_schema_skew=True), Services(config)).facts.blocking == []
     with_db = plan_run(config, RunRequest(layers=("app", "db")), Services(config))
-    assert with_db.blocking == [] and with_db.hazards[0].kind == "schema-skew"
+    assert with_db.facts.blocking == [] and with_db.facts.hazards[0].kind == "schema-skew"
 
 
 def test_assets_release_of_another_deployment_blocks(config: Config, planners: dict[str, Any]) -> None:
     assert plan_run(config, RunRequest(layers=("app", "assets")),
-                    Services(config)).hazards == []  # r42 belongs to dpl_good
+                    Services(config)).facts.hazards == []  # r42 belongs to dpl_good
     planners["release"] = "r41"
     planned = plan_run(config, RunRequest(layers=("app", "assets")), Services(config))
-    assert [h.kind for h in planned.blocking] == ["assets-mismatch"]
+    assert [h.kind for h in planned.facts.blocking] == ["assets-mismatch"]
     accepted = plan_run(config, RunRequest(layers=("app", "assets"), accept_mismatch=True), Services(config))
-    assert accepted.blocking == [] and "--accept-mismatch" in accepted.hazards[0].message
+    assert accepted.facts.blocking == [] and "--accept-mismatch" in accepted.facts.hazards[0].message
 
 
 def test_switch_database_needs_an_rds_restore(config: Config, planners: dict[str, Any]) -> None:

@@ -15,7 +15,7 @@ import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -164,3 +164,33 @@ def test_versions_from_pins_and_checkpoints() -> None:
 def test_make_wheel_is_installable_by_name(tmp_path: Path) -> None:
     wheel = make_wheel(tmp_path, "pulumi_aws", "6.0.0")
     assert wheel.name == "pulumi_aws-6.0.0-py3-none-any.whl"
+
+
+def test_the_plan_counts_only_a_finished_environment_of_the_same_requirements_as_built(
+        tmp_path: Path, write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step's check and the builder judge an environment with one function (``is_complete``): a
+    directory with a python but a marker of other requirements (or none: a killed build) gets built."""
+    from rollback.adapters.program_venv import is_complete, venv_path
+    from rollback.commands.infra.stack_handlers import StackHandlers
+    from rollback.config import load_config
+    from rollback.context import Services
+    from rollback.plan import Step
+    from rollback.runner import StepContext
+
+    monkeypatch.setenv(VENVS_ENV, str(tmp_path / "venvs"))
+    config = load_config(write_config({"staging": {"vercel": {"project": "web"}}}))
+    sha = requirements_sha(b"rollback-fixture-dep==1.0\n")
+    path = venv_path(config.root, sha)
+    (path / "bin").mkdir(parents=True)
+    (path / "bin" / "python").write_text("")
+    step = Step(id="program-env", action="infra.program_env", target="program", summary="build",
+                params={"program": {"requirements": {"sha256": sha, "path": "infra/requirements.txt"}},
+                        "version": 3})
+    check = StackHandlers(Services(config)).check_program_env(step, StepContext(dry_run=True, plan=cast(Any, None)))
+    assert not check.done and not is_complete(path, sha)  # no marker: a killed build
+    (path / ".rollback-venv.json").write_text(json.dumps({"sha256": "0" * 64}))
+    check = StackHandlers(Services(config)).check_program_env(step, StepContext(dry_run=True, plan=cast(Any, None)))
+    assert not check.done and not is_complete(path, sha)  # another file's environment
+    (path / ".rollback-venv.json").write_text(json.dumps({"sha256": sha}))
+    check = StackHandlers(Services(config)).check_program_env(step, StepContext(dry_run=True, plan=cast(Any, None)))
+    assert check.done and check.result["path"] == str(path) and is_complete(path, sha)

@@ -21,12 +21,12 @@ from rollback.errors import (
     VercelError,
 )
 from rollback.plan import Step
-from rollback.runner import Check, ExecutionResult, Run, StepContext, StepHandler, as_observer
+from rollback.runner import Check, ExecutionResult, Prepared, StepContext, StepHandler, as_observer
 from rollback.units import format_duration
 
 if TYPE_CHECKING:
     from rollback.adapters.vercel import Project, VercelClient
-    from rollback.commands.app.plan import AppPlan
+    from rollback.commands.app.plan import AppFacts
     from rollback.journal import Journal
 
 
@@ -352,7 +352,7 @@ def handlers(services: Services) -> dict[str, StepHandler]:
             **HealthHandlers(services).handlers()}
 
 
-def result_document(planned: AppPlan, outcome: ExecutionResult) -> dict[str, Any]:
+def result_document(planned: Prepared[AppFacts], outcome: ExecutionResult) -> dict[str, Any]:
     """The document an app command prints: the plan's context plus every step's result."""
     document = planned.to_dict()
     document.update({"ok": True, "dry_run": outcome.dry_run, "run": outcome.run_id,
@@ -367,9 +367,9 @@ def result_document(planned: AppPlan, outcome: ExecutionResult) -> dict[str, Any
     return document
 
 
-def apply(planned: AppPlan, step_handlers: Mapping[str, StepHandler], *, journal: Journal | None = None,
+def apply(planned: Prepared[AppFacts], step_handlers: Mapping[str, StepHandler], *, journal: Journal | None = None,
           dry_run: bool = False, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Execute a planned change and return the result document."""
-    outcome = Run(planned.plan, step_handlers, journal=journal, dry_run=dry_run,
-                  observers=(as_observer(progress),)).go()
+    outcome = planned.with_handlers(step_handlers).run(journal=journal, dry_run=dry_run,
+                                                       observers=(as_observer(progress),)).go()
     return result_document(planned, outcome)

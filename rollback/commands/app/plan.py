@@ -25,7 +25,7 @@ import datetime as dt
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -48,6 +48,7 @@ from rollback.errors import (
 from rollback.journal import list_runs
 from rollback.plan import Plan, Step
 from rollback.redact import redact_text
+from rollback.runner import Prepared
 from rollback.units import format_duration
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AUTO_ASSIGN_NOTE",
-    "AppPlan",
+    "AppFacts",
     "DatabaseSwitch",
     "database_switches",
     "pick_rollback_target",
@@ -144,10 +145,9 @@ def _deployment(client: VercelClient, ref: str) -> Deployment:
 
 # --------------------------------------------------------------- planning
 @dataclass(frozen=True)
-class AppPlan:
-    """A planned rollback / promote / revert: the plan, plus what it was planned from."""
+class AppFacts:
+    """What a rollback / promote / revert was planned from (the facts of its :class:`~rollback.runner.Prepared`)."""
 
-    plan: Plan
     project: Project | None = None
     current: Deployment | None = None
     target: Deployment | None = None
@@ -156,7 +156,6 @@ class AppPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "plan": self.plan.to_dict(),
             "project": {"id": self.project.id, "name": self.project.name} if self.project else None,
             "from": self.current.to_dict() if self.current else None,
             "to": self.target.to_dict() if self.target else None,
@@ -370,7 +369,7 @@ def _old_database(config: Config, client: VercelClient, project: Project, target
 
 def plan_rollback(config: Config, client: VercelClient, *, to: str | None = None, reason: str | None = None,
                   timeout: float = 180.0, verify: bool = True, past_rolling_release: bool = False,
-                  yes_old_database: bool = False) -> AppPlan:
+                  yes_old_database: bool = False) -> Prepared[AppFacts]:
     """Resolve the current production deployment and the target, validate, and plan the rollback
     (and, with ``verify``, the health and version checks that end it).
 
@@ -430,11 +429,11 @@ def plan_rollback(config: Config, client: VercelClient, *, to: str | None = None
     checks, verify_notes = _verify_steps(config, target, verify=verify, after="the rollback is done and journaled")
     plan = Plan.of(f"instant rollback of {project.name}", config.env_name, [*steps, *checks],
                    notes=[*warnings, AUTO_ASSIGN_NOTE, *notes, *verify_notes])
-    return AppPlan(plan, project, current, target)
+    return Prepared(plan, AppFacts(project, current, target))
 
 
 def _plan_abort(config: Config, project: Project, release: RollingRelease, target: Deployment, *, timeout: float,
-                reason: str | None, verify: bool, warnings: list[str]) -> AppPlan:
+                reason: str | None, verify: bool, warnings: list[str]) -> Prepared[AppFacts]:
     """Abort the active ``release`` (all traffic to its base); when ``target`` is older than the base
     (``--past-rolling-release``), then roll production back to it."""
     assert release.canary is not None and release.base is not None
@@ -449,13 +448,13 @@ def _plan_abort(config: Config, project: Project, release: RollingRelease, targe
     after = "the abort is done and journaled" if target.id == release.base_id else "the rollback is done and journaled"
     checks, verify_notes = _verify_steps(config, target, verify=verify, after=after)
     plan = Plan.of(title, config.env_name, [*steps, *checks], notes=[*warnings, *notes, *verify_notes])
-    return AppPlan(plan, project, release.canary, target,
-                   extra={"option": "abort-rolling-release", "rolling_release": release.to_dict(),
-                          "past_rolling_release": target.id != release.base_id})
+    return Prepared(plan, AppFacts(project, release.canary, target,
+                                   extra={"option": "abort-rolling-release", "rolling_release": release.to_dict(),
+                                          "past_rolling_release": target.id != release.base_id}))
 
 
 def plan_promote(config: Config, client: VercelClient, deployment: str, *, timeout: float = 180.0,
-                 undo_of: str | None = None, verify: bool = True, project: Project | None = None) -> AppPlan:
+                 undo_of: str | None = None, verify: bool = True, project: Project | None = None) -> Prepared[AppFacts]:
     """Plan a promote of ``deployment`` (and, with ``verify``, the closing health checks).
     ``project``: the configured project, when the caller has just read it."""
     settings = config.require_vercel()
@@ -466,13 +465,13 @@ def plan_promote(config: Config, client: VercelClient, deployment: str, *, timeo
     _validate_target(project, target, kind="promote")
     current = project.production
     if current is not None and current.id == target.id and not project.rollback_active:
-        return AppPlan(Plan.of(f"promote {target.url}", config.env_name, []), project, current, target,
-                       noop=f"{target.label()} already serves production")
+        return Prepared(Plan.of(f"promote {target.url}", config.env_name, []),
+                        AppFacts(project, current, target, noop=f"{target.label()} already serves production"))
     steps = _alias_steps("promote", project, current, target, timeout=timeout, undo_of=undo_of)
     after = "the undo is done and journaled" if undo_of else "the promote is done and journaled"
     checks, notes = _verify_steps(config, target, verify=verify, after=after)
-    return AppPlan(Plan.of(f"promote {target.url} to production", config.env_name, [*steps, *checks], notes),
-                   project, current, target)
+    return Prepared(Plan.of(f"promote {target.url} to production", config.env_name, [*steps, *checks], notes),
+                    AppFacts(project, current, target))
 
 
 def _journaled_rollbacks(journal_dir: Path, project_id: str) -> list[tuple[str, str, str]]:
@@ -483,7 +482,8 @@ def _journaled_rollbacks(journal_dir: Path, project_id: str) -> list[tuple[str, 
             and result.get("to_deployment_id")]
 
 
-def plan_undo(config: Config, client: VercelClient, *, timeout: float = 180.0, verify: bool = True) -> AppPlan:
+def plan_undo(config: Config, client: VercelClient, *, timeout: float = 180.0,
+              verify: bool = True) -> Prepared[AppFacts]:
     """Promote back the deployment that was live before the last rollback (journal, else ``lastAliasRequest``)."""
     settings = config.require_vercel()
     project = _project(client, settings.project)
@@ -508,8 +508,7 @@ def plan_undo(config: Config, client: VercelClient, *, timeout: float = 180.0, v
     before_id, _rolled_to, source = chosen
     planned = plan_promote(config, client, before_id, timeout=timeout, undo_of=source, verify=verify,
                            project=project)
-    return AppPlan(planned.plan, planned.project, planned.current, planned.target, planned.noop,
-                   {"source": source})
+    return Prepared(planned.plan, replace(planned.facts, extra={"source": source}))
 
 
 def _refuse_revert_under_rollback(project: Project) -> None:
@@ -526,7 +525,7 @@ def _refuse_revert_under_rollback(project: Project) -> None:
 
 def plan_revert(config: Config, repo: GitRepo, spec: str, *, push: bool = False, remote: str = "origin",
                 branch: str | None = None, wait: bool = False, timeout: float = 600.0,
-                project: Project | None = None) -> AppPlan:
+                project: Project | None = None) -> Prepared[AppFacts]:
     """Plan ``git revert --no-edit SPEC`` (+ push, + wait for the production deploy, + health checks)."""
     repo.check_repository()
     commits = repo.commits_in(spec)
@@ -557,4 +556,5 @@ def plan_revert(config: Config, repo: GitRepo, spec: str, *, push: bool = False,
         check = health_step(config, expected_from="git-revert", after="the revert is deployed")
         if check is not None:
             steps.append(check)
-    return AppPlan(Plan.of(f"git revert {spec}", config.env_name, steps), project, extra={"commits": commits})
+    return Prepared(Plan.of(f"git revert {spec}", config.env_name, steps),
+                    AppFacts(project, extra={"commits": commits}))

@@ -1,7 +1,7 @@
 """``rollback infra assets``: put object versions of the assets bucket back, straight through S3.
 
-:func:`plan_assets` reads the key's versions and returns an :class:`AssetsPlan` (one step per key
-that changes); :class:`AssetsHandlers` carries out each, re-checking the key first: a key written
+:func:`plan_assets` reads the key's versions and returns the plan (one step per key that changes)
+with its :class:`AssetsFacts`; :class:`AssetsHandlers` carries out each, re-checking the key first: a key written
 since the plan is left alone. No version is ever deleted.
 """
 
@@ -17,14 +17,16 @@ from rollback.adapters.s3_versions import KeyAction, ObjectVersion, S3Versions, 
 from rollback.config import Config
 from rollback.errors import BadInput, UnsafePrecondition
 from rollback.plan import Plan, Step
-from rollback.runner import Check, StepContext
+from rollback.runner import Check, Prepared, StepContext
 
-__all__ = ["AssetsHandlers", "AssetsPlan", "plan_assets", "stamp"]
+__all__ = ["AssetsFacts", "AssetsHandlers", "plan_assets", "stamp"]
 
 
 @dataclass(frozen=True)
-class AssetsPlan:
-    plan: Plan
+class AssetsFacts:
+    """What an assets restore was planned from: every key's versions as read (the facts of its
+    :class:`~rollback.runner.Prepared`)."""
+
     bucket: str
     actions: tuple[KeyAction, ...]
     versioning: str
@@ -32,7 +34,7 @@ class AssetsPlan:
     def to_dict(self) -> dict[str, Any]:
         return {"bucket": self.bucket, "versioning": self.versioning,
                 "actions": [a.to_dict() for a in self.actions],
-                "changes": sum(1 for a in self.actions if a.changes), "plan": self.plan.to_dict()}
+                "changes": sum(1 for a in self.actions if a.changes)}
 
 
 def stamp(moment: dt.datetime) -> str:
@@ -43,7 +45,7 @@ def stamp(moment: dt.datetime) -> str:
 
 def plan_assets(config: Config, store: S3Versions, *, bucket: str, key: str | None = None,
                 prefix: str | None = None, to_version: str | None = None, before: dt.datetime | None = None,
-                undelete: bool = False, keep_new: bool = False) -> AssetsPlan:
+                undelete: bool = False, keep_new: bool = False) -> Prepared[AssetsFacts]:
     """Plan the per-key restores (one step per key that changes)."""
     if (key is None) == (prefix is None):
         raise BadInput("choose exactly one of --key and --prefix")
@@ -91,8 +93,8 @@ def plan_assets(config: Config, store: S3Versions, *, bucket: str, key: str | No
     if versioning == "Suspended":
         notes.append(f"bucket {bucket} has versioning suspended: a restored key's new version is 'null', which the "
                      "next write replaces (re-enable versioning to keep it)")
-    return AssetsPlan(Plan.of(f"restore {what} ({mode})", config.env_name, steps, notes), bucket, actions,
-                      versioning)
+    return Prepared(Plan.of(f"restore {what} ({mode})", config.env_name, steps, notes),
+                    AssetsFacts(bucket, actions, versioning))
 
 
 def _key_action(step: Step) -> KeyAction:

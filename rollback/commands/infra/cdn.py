@@ -59,10 +59,10 @@ from rollback.errors import BadInput, OperationFailed, RollbackError, StaleETag,
 from rollback.journal import Journal
 from rollback.model.cdndiff import FieldChange, config_diff, config_digest, with_caller_reference
 from rollback.plan import Plan, Step
-from rollback.runner import Check, ExecutionResult, Run, StepContext, StepHandler
+from rollback.runner import Check, ExecutionResult, Prepared, StepContext, StepHandler
 from rollback.units import format_duration
 
-__all__ = ["ASSETS_ORIGIN", "CdnHandlers", "CdnPlan", "cdn_document", "cdn_handlers", "find_snapshot",
+__all__ = ["ASSETS_ORIGIN", "CdnFacts", "CdnHandlers", "cdn_document", "cdn_handlers", "find_snapshot",
            "list_snapshots", "plan_release", "plan_restore", "plan_snapshot", "prepare_restore",
            "release_invalidation_paths", "run_cdn", "snapshot_step", "snapshot_store"]
 
@@ -90,8 +90,10 @@ def snapshot_step(config: Config, distribution_id: str, reason: str, step_id: st
 
 
 @dataclass(frozen=True)
-class CdnPlan:
-    plan: Plan
+class CdnFacts:
+    """What a CloudFront restore or release switch was planned against: the distribution, the ETag it
+    was read with, the field-by-field diff (the facts of its :class:`~rollback.runner.Prepared`)."""
+
     distribution_id: str
     etag: str
     invalidate: tuple[str, ...]
@@ -103,8 +105,7 @@ class CdnPlan:
 
     def to_dict(self) -> dict[str, Any]:
         return {"distribution": self.distribution_id, "etag": self.etag, "invalidate": list(self.invalidate),
-                "pins": dict(self.pins), "diff": [c.to_dict() for c in self.changes], "edited": self.edited,
-                "plan": self.plan.to_dict()}
+                "pins": dict(self.pins), "diff": [c.to_dict() for c in self.changes], "edited": self.edited}
 
 
 def plan_snapshot(config: Config, distribution_id: str, reason: str) -> Plan:
@@ -179,7 +180,7 @@ def check_snapshot_target(snapshot: DistributionSnapshot, distribution_id: str) 
 
 def plan_restore(config: Config, adapter: EdgeAdapter, snapshot: DistributionSnapshot, *,
                  distribution_id: str | None = None, function: str | None = None, pin: bool = True,
-                 timeout: float = 1200.0, source: str | None = None) -> CdnPlan:
+                 timeout: float = 1200.0, source: str | None = None) -> Prepared[CdnFacts]:
     """Put ``snapshot``'s whole config back on ``distribution_id`` (the environment's; read-only: reads
     the distribution now, for the ETag and the field-by-field diff). A snapshot of another distribution
     is refused (BadInput)."""
@@ -217,7 +218,7 @@ def plan_restore(config: Config, adapter: EdgeAdapter, snapshot: DistributionSna
              "nothing served changes (no invalidation needed)", *notes]
     plan = Plan.of(f"restore distribution {distribution_id} from snapshot {snapshot.id}", config.env_name,
                    [*steps, *pin_steps], notes)
-    return CdnPlan(plan, distribution_id, current.etag, tuple(paths), pins, tuple(changes), snapshot.edited)
+    return Prepared(plan, CdnFacts(distribution_id, current.etag, tuple(paths), pins, tuple(changes), snapshot.edited))
 
 
 _S3_DOMAIN = re.compile(r"^(?P<bucket>[a-z0-9][a-z0-9.-]*?)\.s3(?:[.-][a-z0-9-]+)*\.amazonaws\.com(?:\.cn)?$")
@@ -245,7 +246,7 @@ def check_release_exists(store: S3Versions, bucket: str, release: str) -> None:
 
 def plan_release(config: Config, adapter: EdgeAdapter, *, distribution_id: str, release: str,
                  origin: str = ASSETS_ORIGIN, pin: bool = True, timeout: float = 1200.0,
-                 store: S3Versions | None = None) -> CdnPlan:
+                 store: S3Versions | None = None) -> Prepared[CdnFacts]:
     """Switch the assets origin to ``releases/<release>`` alone. With ``store`` (the S3 client of the
     origin's bucket), a release folder that is missing or empty is refused before anything is planned."""
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", release):
@@ -280,7 +281,7 @@ def plan_release(config: Config, adapter: EdgeAdapter, *, distribution_id: str, 
              "nothing served changes (no invalidation needed)", *notes, *unchecked]
     plan = Plan.of(f"switch distribution {distribution_id} to release {release}", config.env_name,
                    [*steps, *pin_steps], notes)
-    return CdnPlan(plan, distribution_id, current.etag, tuple(paths), pins, tuple(changes))
+    return Prepared(plan, CdnFacts(distribution_id, current.etag, tuple(paths), pins, tuple(changes)))
 
 
 def release_invalidation_paths(live: Mapping[str, Any], before: str | None, after: str,
@@ -499,7 +500,7 @@ def cdn_handlers(services: Services, interval: float = 15.0) -> dict[str, StepHa
 
 
 def prepare_restore(config: Config, services: Services, snapshot_id: str, *, pin: bool = True,
-                    timeout: float = 1200.0) -> CdnPlan:
+                    timeout: float = 1200.0) -> Prepared[CdnFacts]:
     """Plan putting the snapshot back on the environment's distribution (read-only), through
     ``services.edge()``; the snapshot comes from this machine, else from the shared store."""
     resources = resolve_resources(config, need=("distribution",), services=services)
@@ -509,14 +510,14 @@ def prepare_restore(config: Config, services: Services, snapshot_id: str, *, pin
                         function=resources.function, pin=pin, timeout=timeout, source=source)
 
 
-def cdn_document(planned: CdnPlan, outcome: ExecutionResult) -> dict[str, Any]:
+def cdn_document(planned: Prepared[CdnFacts], outcome: ExecutionResult) -> dict[str, Any]:
     """What ``infra cdn restore|release`` prints with ``--json``."""
     results = {item.step.id: dict(item.result) for item in outcome.steps}
     return {"ok": True, "dry_run": outcome.dry_run, **planned.to_dict(), "run": outcome.to_dict(), "results": results}
 
 
-def run_cdn(planned: CdnPlan, services: Services, *, interval: float = 15.0, dry_run: bool = False,
+def run_cdn(planned: Prepared[CdnFacts], services: Services, *, interval: float = 15.0, dry_run: bool = False,
             journal: Journal | None = None) -> dict[str, Any]:
     """Execute a planned ``cdn restore|release`` without the CLI (no confirmation asked)."""
-    outcome = Run(planned.plan, cdn_handlers(services, interval), journal=journal, dry_run=dry_run).go()
+    outcome = planned.with_handlers(cdn_handlers(services, interval)).run(journal=journal, dry_run=dry_run).go()
     return cdn_document(planned, outcome)

@@ -1,7 +1,7 @@
 """``rollback infra edge``: put a Lambda@Edge version back on the distribution, straight through
 CloudFront, then pin it in the stack config.
 
-:func:`plan_edge` reads and returns an :class:`EdgePlan` (nothing changes); :class:`EdgeHandlers`
+:func:`plan_edge` reads and returns the plan with its :class:`EdgeFacts` (nothing changes); :class:`EdgeHandlers`
 carries out exactly the planned swap, guarded by the distribution's ETag: where someone changed the
 distribution in between, it re-reads once and stops rather than overwrite their change.
 :func:`prepare_edge` resolves the resources and builds the plan and its handlers from a
@@ -11,7 +11,7 @@ distribution in between, it re-reads once and stops rather than overwrite their 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +32,17 @@ from rollback.context import Services
 from rollback.errors import AwsError, BadInput, OperationFailed, RollbackError, StaleETag, UnsafePrecondition
 from rollback.journal import Journal
 from rollback.plan import Plan, Step
-from rollback.runner import Check, ExecutionResult, Run, StepContext, StepHandler
+from rollback.runner import Check, ExecutionResult, Prepared, StepContext
 from rollback.units import format_duration
 
-__all__ = ["EdgeHandlers", "EdgePlan", "PreparedEdge", "edge_document", "edge_summary", "plan_edge", "prepare_edge",
+__all__ = ["EdgeFacts", "EdgeHandlers", "edge_document", "edge_summary", "plan_edge", "prepare_edge",
            "run_edge"]
 
 
 @dataclass(frozen=True)
-class EdgePlan:
-    """A planned edge rollback: the plan, and what it was planned against."""
+class EdgeFacts:
+    """What an edge rollback was planned against (the facts of its :class:`~rollback.runner.Prepared`)."""
 
-    plan: Plan
     distribution_id: str
     function: str
     to_version: str
@@ -54,6 +53,8 @@ class EdgePlan:
     from_versions: tuple[str, ...]
     config: DistributionConfig = field(repr=False, compare=False)
     pin: Mapping[str, str] | None = None  # path, key, stack, value
+    resources: Resources | None = field(default=None, repr=False, compare=False)
+    """How the distribution and function were found (:func:`prepare_edge`)."""
 
     @property
     def unchanged(self) -> bool:
@@ -63,8 +64,7 @@ class EdgePlan:
         return {"distribution": self.distribution_id, "function": self.function, "to_version": self.to_version,
                 "to_arn": self.to_arn, "etag": self.etag, "behaviours": list(self.behaviours),
                 "from_versions": list(self.from_versions), "associations": [dict(a) for a in self.associations],
-                "unchanged": self.unchanged, "pin": dict(self.pin) if self.pin else None,
-                "plan": self.plan.to_dict()}
+                "unchanged": self.unchanged, "pin": dict(self.pin) if self.pin else None}
 
 
 def _versions_text(versions: Sequence[str]) -> str:
@@ -73,7 +73,7 @@ def _versions_text(versions: Sequence[str]) -> str:
 
 
 def plan_edge(config: Config, adapter: EdgeAdapter, *, to_version: int, distribution_id: str, function: str,
-              pin: bool = True, timeout: float = 1200.0) -> EdgePlan:
+              pin: bool = True, timeout: float = 1200.0) -> Prepared[EdgeFacts]:
     """Read the distribution and the function's versions; plan the association swap, the wait and the pin."""
     if to_version < 1:
         raise BadInput(f"--to-version must be a published version number (1 or more), got {to_version}")
@@ -126,8 +126,8 @@ def plan_edge(config: Config, adapter: EdgeAdapter, *, to_version: int, distribu
         notes.append(f"--no-pin: the stack config is not changed; the next pulumi up will put back the version "
                      f"the stack pins unless you run: pulumi config set <project>:{EDGE_PIN_KEY} {version}")
     plan = Plan.of(f"break-glass edge rollback: {name} -> version {version}", config.env_name, steps, notes)
-    return EdgePlan(plan, distribution_id, name, version, target.arn, current.etag, associations, behaviours,
-                    from_versions, current, pin_info)
+    return Prepared(plan, EdgeFacts(distribution_id, name, version, target.arn, current.etag, associations,
+                                    behaviours, from_versions, current, pin_info))
 
 
 def _changed_by_someone(function: str, planned: Sequence[Mapping[str, Any]], fresh: DistributionConfig) -> str | None:
@@ -267,7 +267,7 @@ class EdgeHandlers(StepHandlers):
         return {"changed": True, "key": key, "before": before, "value": value, "path": str(path)}
 
 
-def edge_summary(edge: EdgePlan, results: Mapping[str, Mapping[str, Any]]) -> str:
+def edge_summary(edge: EdgeFacts, results: Mapping[str, Mapping[str, Any]]) -> str:
     """``edge function X: version 7 -> 6 on behaviours [default, /api/*]; ETag E1 -> E2``."""
     associate = results.get("associate", {})
     behaviours = ", ".join(edge.behaviours)
@@ -290,22 +290,9 @@ def edge_summary(edge: EdgePlan, results: Mapping[str, Mapping[str, Any]]) -> st
 
 
 
-@dataclass(frozen=True)
-class PreparedEdge:
-    """An edge rollback ready to run: what it acts on, the plan, and the handlers that carry it out."""
-
-    resources: Resources
-    edge: EdgePlan
-    handlers: Mapping[str, StepHandler]
-
-    @property
-    def plan(self) -> Plan:
-        return self.edge.plan
-
-
 def prepare_edge(config: Config, services: Services, *, to_version: int, distribution: str | None = None,
                  function: str | None = None, pin: bool = True, timeout: float = 1200.0,
-                 interval: float = 15.0) -> PreparedEdge:
+                 interval: float = 15.0) -> Prepared[EdgeFacts]:
     """Resolve the distribution and function, plan the rollback (read-only) and build its handlers."""
     resources = resolve_resources(config, need=("distribution", "function"), distribution=distribution,
                                   function=function, services=services)
@@ -315,15 +302,17 @@ def prepare_edge(config: Config, services: Services, *, to_version: int, distrib
                         function=resources.function, pin=pin, timeout=timeout)
     handlers = {**EdgeHandlers(services, interval=interval).handlers(),
                 **CdnHandlers(services, interval=interval).handlers()}
-    return PreparedEdge(resources, planned, handlers)
+    return replace(planned, facts=replace(planned.facts, resources=resources), handlers=handlers)
 
 
-def edge_document(prepared: PreparedEdge, outcome: ExecutionResult) -> dict[str, Any]:
+def edge_document(prepared: Prepared[EdgeFacts], outcome: ExecutionResult) -> dict[str, Any]:
     """What ``infra edge`` prints (``--json``): the summary line, the resources, the plan and the run."""
     results = {item.step.id: item.result for item in outcome.steps}
-    line = ("dry run: " if outcome.dry_run else "") + edge_summary(prepared.edge, results)
-    return {"ok": True, "dry_run": outcome.dry_run, "summary": line, "resources": prepared.resources.to_dict(),
-            "edge": prepared.edge.to_dict(), "plan": prepared.plan.to_dict(), "run": outcome.to_dict()}
+    line = ("dry run: " if outcome.dry_run else "") + edge_summary(prepared.facts, results)
+    resources = prepared.facts.resources
+    return {"ok": True, "dry_run": outcome.dry_run, "summary": line,
+            "resources": resources.to_dict() if resources is not None else None,
+            "edge": prepared.to_dict(), "plan": prepared.plan.to_dict(), "run": outcome.to_dict()}
 
 
 def run_edge(config: Config, services: Services, *, to_version: int, distribution: str | None = None,
@@ -333,5 +322,5 @@ def run_edge(config: Config, services: Services, *, to_version: int, distributio
     the caller decided). Returns :func:`edge_document`; refusals raise as they do for the CLI."""
     prepared = prepare_edge(config, services, to_version=to_version, distribution=distribution, function=function,
                             pin=pin, timeout=timeout, interval=interval)
-    outcome = Run(prepared.plan, dict(prepared.handlers), journal=journal, dry_run=dry_run).go()
+    outcome = prepared.run(journal=journal, dry_run=dry_run).go()
     return edge_document(prepared, outcome)

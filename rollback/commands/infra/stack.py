@@ -20,7 +20,6 @@ dry run; the program a version runs with is :mod:`rollback.commands.infra.progra
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +37,9 @@ from rollback.context import Services
 from rollback.errors import BadInput
 from rollback.journal import Journal
 from rollback.model.stackdiff import ConfigValue, StackState, changed_config_keys, diff_states
-from rollback.plan import Plan
-from rollback.runner import ExecutionResult, Run, StepHandler
+from rollback.runner import ExecutionResult, Prepared
 
 __all__ = [
-    "PreparedPreview",
-    "PreparedRestore",
     "diff",
     "history",
     "prepare_preview",
@@ -136,25 +132,17 @@ def stack_outputs(config: Config, services: Services) -> dict[str, Any]:
 # --------------------------------------------------------------------------- preview / restore without the CLI
 
 
-@dataclass(frozen=True)
-class PreparedPreview:
-    """A preview ready to run: the plan, its handlers and what the report needs (see :func:`preview_report`)."""
-
-    plan: Plan
-    handlers: Mapping[str, StepHandler]
-    context: dict[str, Any]
-
-
-def prepare_preview(config: Config, services: Services, options: PreviewOptions) -> PreparedPreview:
-    """Plan the preview (read-only) and build the handlers that carry it out."""
+def prepare_preview(config: Config, services: Services, options: PreviewOptions) -> Prepared[dict[str, Any]]:
+    """Plan the preview (read-only) and build the handlers that carry it out; its facts are what the
+    report needs (see :func:`preview_report`)."""
     plan, context = preview_plan(config, options, services)
     handlers = StackHandlers(services, source=context["source"]).handlers()
-    return PreparedPreview(plan, handlers, context)
+    return Prepared(plan, context, handlers)
 
 
-def preview_document(config: Config, prepared: PreparedPreview, outcome: ExecutionResult) -> dict[str, Any]:
+def preview_document(config: Config, prepared: Prepared[dict[str, Any]], outcome: ExecutionResult) -> dict[str, Any]:
     """What ``infra preview`` prints: :func:`preview_report` of the run."""
-    return preview_report(config, prepared.context, {"dry_run": outcome.dry_run, "run": outcome.run_id,
+    return preview_report(config, prepared.facts, {"dry_run": outcome.dry_run, "run": outcome.run_id,
                                                      "plan": prepared.plan.to_dict()},
                           {item.step.id: item.result for item in outcome.steps})
 
@@ -163,28 +151,20 @@ def run_preview(config: Config, services: Services, options: PreviewOptions, *, 
                 journal: Journal | None = None) -> dict[str, Any]:
     """``infra preview`` without the CLI: plan, execute exactly that plan, return the report."""
     prepared = prepare_preview(config, services, options)
-    outcome = Run(prepared.plan, dict(prepared.handlers), journal=journal, dry_run=dry_run).go()
+    outcome = prepared.run(journal=journal, dry_run=dry_run).go()
     return preview_document(config, prepared, outcome)
-
-
-@dataclass(frozen=True)
-class PreparedRestore:
-    """A restore ready to run: the plan and its handlers."""
-
-    plan: Plan
-    handlers: Mapping[str, StepHandler]
 
 
 def prepare_restore(config: Config, services: Services, version: int, plan_file: Path, *,
                     without_plan: bool = False, check: bool = True,
-                    allow_db_replacement: bool = False) -> PreparedRestore:
+                    allow_db_replacement: bool = False) -> Prepared[None]:
     """Plan the restore and build its handlers; with ``check``, refuse (before anything is asked or
     journaled) what :func:`check_restore` refuses."""
     plan = restore_plan(config, version, plan_file, without_plan=without_plan,
                         allow_db_replacement=allow_db_replacement, services=services)
     if check:
         check_restore(config, version, plan_file, services=services, allow_db_replacement=allow_db_replacement)
-    return PreparedRestore(plan, StackHandlers(services).handlers())
+    return Prepared(plan, None, StackHandlers(services).handlers())
 
 
 def run_restore(config: Config, services: Services, version: int, plan_file: Path, *,
@@ -193,4 +173,4 @@ def run_restore(config: Config, services: Services, version: int, plan_file: Pat
     """``infra restore`` without the CLI: check, then apply exactly the saved plan (no confirmation asked)."""
     prepared = prepare_restore(config, services, version, plan_file, without_plan=without_plan, check=not dry_run,
                                allow_db_replacement=allow_db_replacement)
-    return Run(prepared.plan, dict(prepared.handlers), journal=journal, dry_run=dry_run).go()
+    return prepared.run(journal=journal, dry_run=dry_run).go()

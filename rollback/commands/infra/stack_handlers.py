@@ -129,12 +129,13 @@ class StackHandlers(StepHandlers):
 
     # ------------------------------------------------------------ preview
     def check_program_env(self, step: Step, ctx: StepContext) -> Check:
-        from rollback.adapters.program_venv import installed_version, venv_path
+        from rollback.adapters.program_venv import installed_version, is_complete, venv_path
 
         requirements = step.params["program"]["requirements"]
-        path = venv_path(self.config.root, str(requirements["sha256"]))
+        sha256 = str(requirements["sha256"])
+        path = venv_path(self.config.root, sha256)
         would = f"build the environment of {requirements['path']} in {path}"
-        if (path / "bin" / "python").exists() and (path / ".rollback-venv.json").exists():
+        if is_complete(path, sha256):
             return Check(True, {"path": str(path), "built": False, "pulumi_aws": installed_version(path)}, would)
         return Check(False, {"would_build": str(path)}, would)
 

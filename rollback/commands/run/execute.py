@@ -21,14 +21,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rollback.commands.run.tracker import RunTracker
-    from rollback.commands.run.types import RunPlan, RunRequest
+    from rollback.commands.run.types import RunFacts, RunRequest
     from rollback.config import Config
     from rollback.context import Services
     from rollback.journal import Journal
     from rollback.model.incident import IncidentLog
     from rollback.notify import Notifier
     from rollback.plan import Plan
-    from rollback.runner import Confirm, Display, ExecutionResult, JournalOpener, RunObserver
+    from rollback.runner import Confirm, Display, ExecutionResult, JournalOpener, Prepared, RunObserver
 
 __all__ = [
     "NOTIFY_CLOSE_SECONDS",
@@ -53,23 +53,23 @@ def rolled_back(layers: Any) -> tuple[str, ...]:
     return tuple(n for n in order_layers(layers) if n not in ("core", "verify"))
 
 
-def _operator_options(planned: RunPlan) -> dict[str, str]:
+def _operator_options(planned: Prepared[RunFacts]) -> dict[str, str]:
     options: dict[str, str] = {}
     for layer in planned.plan.layers:
         if layer == "app":
-            options[layer] = str(planned.facts.get("app", {}).get("option") or "vercel-instant-rollback")
+            options[layer] = str(planned.facts.by_layer.get("app", {}).get("option") or "vercel-instant-rollback")
         elif layer in ("edge", "assets"):
             options[layer] = "break-glass"
         elif layer == "infra":
             options[layer] = "infra-pin"
         elif layer == "db":
-            mode = planned.facts.get("db", {}).get("mode")
+            mode = planned.facts.by_layer.get("db", {}).get("mode")
             options[layer] = {"repair": "migration-repair", "rds": "rds-restore"}.get(str(mode), "restore-backup")
     return options
 
 
-def open_incident(config: Config, planned: RunPlan | None, plan: Plan, *, ref: str | None, severity: str | None,
-                  detected_at: str | None, drill: bool, command: str, services: Services,
+def open_incident(config: Config, planned: Prepared[RunFacts] | None, plan: Plan, *, ref: str | None,
+                  severity: str | None, detected_at: str | None, drill: bool, command: str, services: Services,
                   say: Callable[[str], None] = _quiet) -> IncidentLog:
     """The incident this run attaches to: ``ref``, the open one, or a new one (a run without a decision
     opens one, and records the operator's choice of layers, ``command``, as its decision)."""
@@ -77,7 +77,7 @@ def open_incident(config: Config, planned: RunPlan | None, plan: Plan, *, ref: s
     from rollback.commands.decide import live_signals
     from rollback.model.incident import open_incident_of, parse_ts, read_incident
 
-    facts = (planned.facts.get("app") if planned is not None else None) or {}
+    facts = (planned.facts.by_layer.get("app") if planned is not None else None) or {}
     initiated = parse_ts(facts.get("from_created"))  # the bad deploy this run rolls back, when known
     log = incidents.attach(config, ref, deployment_initiated_at=initiated)
     if log is None:
@@ -123,7 +123,7 @@ class RunResult:
 
 
 def execute_run(config: Config, plan: Plan, request: RunRequest, services: Services, *,
-                start_journal: JournalOpener | None, command: str, planned: RunPlan | None = None,
+                start_journal: JournalOpener | None, command: str, planned: Prepared[RunFacts] | None = None,
                 progress: RunObserver | None = None, dry_run: bool = False, detected_at: str | None = None,
                 drill: bool = False, notifier: Notifier | None = None, details: Mapping[str, Any] | None = None,
                 say: Callable[[str], None] = _quiet, confirm: Confirm | None = None,

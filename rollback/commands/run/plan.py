@@ -32,13 +32,14 @@ from rollback.commands.infra.assets import plan_assets
 from rollback.commands.infra.edge import plan_edge
 from rollback.commands.infra.invalidate import plan_invalidate
 from rollback.commands.infra.resources import resolve_resources
-from rollback.commands.run.types import RELEASE_GAP, RunPlan, RunRequest
+from rollback.commands.run.types import RELEASE_GAP, RunFacts, RunRequest, restoring_step
 from rollback.commands.verify import checklist_step
 from rollback.context import Services
 from rollback.dburl import pooler_reason, register_conninfo_secrets, url_user
 from rollback.errors import BadInput, ConfigError, RollbackError, UnsafePrecondition
 from rollback.model.layers import Hazard, MigrationRow, assets_mismatch, database_switch, order, schema_skew
 from rollback.plan import SERVICE_LAYERS, Plan, Step
+from rollback.runner import Prepared
 from rollback.units import parse_time
 
 if TYPE_CHECKING:
@@ -127,19 +128,20 @@ def _plan_app(config: Config, services: Services, request: RunRequest) -> _Layer
         # is the operator's to judge).
         planned = app_commands.plan_rollback(config, client, to=target, reason=reason, verify=True,
                                              yes_old_database=True)
-        assert planned.project is not None and planned.target is not None and planned.current is not None
-        to = planned.target
-        release = planned.extra.get("rolling_release")
-        layer.facts = {"option": str(planned.extra.get("option") or "vercel-instant-rollback"),
-                       "from": planned.current.id, "from_created": _iso_ms(planned.current.created_at),
+        facts = planned.facts
+        assert facts.project is not None and facts.target is not None and facts.current is not None
+        to = facts.target
+        release = facts.extra.get("rolling_release")
+        layer.facts = {"option": str(facts.extra.get("option") or "vercel-instant-rollback"),
+                       "from": facts.current.id, "from_created": _iso_ms(facts.current.created_at),
                        "to": to.id, "to_url": to.url, "to_commit": to.commit_sha, "to_created": _iso_ms(to.created_at)}
-        last = planned.project.last_alias_request
-        layer.world = {"production": planned.project.production_deployment_id,
+        last = facts.project.last_alias_request
+        layer.world = {"production": facts.project.production_deployment_id,
                        "alias_request_at": last.requested_at if last else None}
         if release:
-            layer.facts.update(canary=planned.current.id, canary_url=planned.current.url,
+            layer.facts.update(canary=facts.current.id, canary_url=facts.current.url,
                                percentage=release.get("percentage"))
-            layer.world["canary"] = planned.current.id
+            layer.world["canary"] = facts.current.id
     layer.steps = _prefixed(planned.plan.steps, "app")
     layer.notes = list(planned.plan.notes)
     return layer
@@ -178,21 +180,22 @@ def _plan_edge(config: Config, services: Services, request: RunRequest, *, pin: 
     pin = pin and config.env.pulumi is not None
     try:
         planned = plan_edge(config, adapter, to_version=version, distribution_id=resources.distribution,
-                               function=resources.function, pin=pin)
+                            function=resources.function, pin=pin)
     except ConfigError as exc:
         if not pin:
             raise
         planned = plan_edge(config, adapter, to_version=version, distribution_id=resources.distribution,
-                               function=resources.function, pin=False)
+                            function=resources.function, pin=False)
         layer.notes.append(f"the version is not pinned in the stack config: {exc.message}")
     layer.steps = _prefixed(planned.plan.steps, "edge")
     layer.notes += [n for n in planned.plan.notes if not n.startswith("--no-pin")]
     if not pin and "infra" in request.layers:
         layer.notes.append("the edge version is not pinned separately: the infra layer restores the whole stack "
                            "config")
-    layer.world = {"distribution": planned.distribution_id, "etag": planned.etag}
-    layer.facts = {"distribution": planned.distribution_id, "function": planned.function,
-                   "from_versions": list(planned.from_versions), "to_version": planned.to_version}
+    edge = planned.facts
+    layer.world = {"distribution": edge.distribution_id, "etag": edge.etag}
+    layer.facts = {"distribution": edge.distribution_id, "function": edge.function,
+                   "from_versions": list(edge.from_versions), "to_version": edge.to_version}
     return layer
 
 
@@ -267,10 +270,10 @@ def _plan_assets(config: Config, services: Services, request: RunRequest) -> _La
                            f"{start.isoformat(timespec='seconds')} .. {newest.isoformat(timespec='seconds')}; "
                            "its keys go back to their state just before it")
     planned = plan_assets(config, store, bucket=bucket, key=key, prefix=prefix, to_version=version,
-                             before=before)
+                          before=before)
     layer.steps = _prefixed(planned.plan.steps, "assets")
     layer.notes += list(planned.plan.notes)
-    layer.world = {"bucket": bucket, "keys": {a.key: a.current_version for a in planned.actions}}
+    layer.world = {"bucket": bucket, "keys": {a.key: a.current_version for a in planned.facts.actions}}
     release = (prefix or "").strip("/").rpartition("/")[2] or None
     layer.facts = {"bucket": bucket, "prefix": prefix, "key": key, "before": before.isoformat() if before else None,
                    "release": release, "changes": len(planned.plan.steps)}
@@ -530,7 +533,7 @@ def check_switchable(project: str, key: str, value: str | None, *, app_role: Any
                                  "fix database.app_role or the variable; nothing was changed")
 
 
-def plan_run(config: Config, request: RunRequest, services: Services) -> RunPlan:
+def plan_run(config: Config, request: RunRequest, services: Services) -> Prepared[RunFacts]:
     """Read the world and build the cross-layer plan (nothing changes). Blocking hazards are listed,
     not raised: the caller refuses (exit 4) after showing them."""
 
@@ -626,7 +629,7 @@ def plan_run(config: Config, request: RunRequest, services: Services) -> RunPlan
         notes.append(f"hazard: {hazard.kind}: {hazard.message}{flag}")
     title = f"rollback run: {', '.join(layers)}" + (f" ({request.severity})" if request.severity else "")
     plan = Plan.of(title, config.env_name, steps, list(dict.fromkeys(notes)))
-    return RunPlan(plan, hazards, request, facts)
+    return Prepared(plan, RunFacts(hazards, request, facts, restoring_step(plan)))
 
 
 def _health(config: Config, layer: str, health_step: Callable[..., Step | None]) -> list[Step]:

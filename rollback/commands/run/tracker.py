@@ -1,7 +1,7 @@
 """``rollback run``: one plan across layers, built from each layer's own planning functions.
 
 :func:`~rollback.commands.run.plan.plan_run` reads the world and returns a
-:class:`~rollback.commands.run.types.RunPlan`: one
+:class:`~rollback.runner.Prepared` (its facts a :class:`~rollback.commands.run.types.RunFacts`): one
 :class:`~rollback.plan.Plan` whose steps come from the layers' planners
 (``app``: :func:`~rollback.commands.app.plan.plan_rollback` or
 :func:`~rollback.commands.app.plan.plan_revert`; ``edge``:

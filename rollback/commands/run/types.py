@@ -18,7 +18,7 @@ from rollback.runner import steps_in_format
 
 __all__ = [
     "RELEASE_GAP",
-    "RunPlan",
+    "RunFacts",
     "RunRequest",
     "is_emergency",
     "load_plan_document",
@@ -57,23 +57,24 @@ class RunRequest:
 
 
 @dataclass
-class RunPlan:
-    """The cross-layer plan, its hazards, and what it was planned from."""
+class RunFacts:
+    """What a cross-layer plan was planned from (the facts of its :class:`~rollback.runner.Prepared`):
+    the request, its hazards, each layer's facts (``by_layer``: the deployments, versions, keys and
+    backup it chose) and the step after which service is restored (``restoring``: layer, step id)."""
 
-    plan: Plan
     hazards: list[Hazard]
     request: RunRequest
-    facts: dict[str, Any] = field(default_factory=dict)
+    by_layer: dict[str, Any] = field(default_factory=dict)
+    restoring: tuple[str | None, str | None] = (None, None)
 
     @property
     def blocking(self) -> list[Hazard]:
         return [h for h in self.hazards if h.blocking]
 
     def to_dict(self) -> dict[str, Any]:
-        restoring, restored_at = restoring_step(self.plan)
-        return {"plan": self.plan.to_dict(), "hazards": [h.to_dict() for h in self.hazards],
-                "request": self.request.to_dict(), "facts": self.facts,
-                "restoring": {"layer": restoring, "step": restored_at}}
+        restoring, restored_at = self.restoring
+        return {"hazards": [h.to_dict() for h in self.hazards], "request": self.request.to_dict(),
+                "facts": self.by_layer, "restoring": {"layer": restoring, "step": restored_at}}
 
 
 
