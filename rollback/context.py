@@ -11,12 +11,18 @@ Tests and library callers inject adapters instead of patching module functions::
     services = Services(config, vercel=client, edge=EdgeAdapter(cloudfront, lambda_))
     app_commands.rollback(config, services, ...)
 
+The short-timeout profile (:meth:`Services.quick`) serves the readers that must answer within seconds
+(the live signals of ``decide``, ``status`` and ``watch``, the report, the standby listing): the same
+accessors, each building a client that gives up quickly. Building is thread-safe: those readers run
+concurrently, and the first to ask builds the adapter every other one then shares.
+
 Nothing heavy is imported here: every adapter imports its library (httpx, boto3, psycopg, pulumi)
 when it is built, so ``rollback --help`` stays fast.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,6 +80,25 @@ class RunSettings:
 # report's data-loss count, the standby listing) get clients that give up quickly instead of waiting for a
 # down server.
 QUICK_TIMEOUT = 3.0
+QUICK_ATTEMPTS = 2  # the profile's Vercel calls (its boto3 clients': cloudwatch.make_client's)
+
+# Guards the per-adapter build locks of every Services (taken only to find or make one).
+_LOCKS_GUARD = threading.Lock()
+
+
+class _BuiltOnFirstCall:
+    """A boto3 client built when first used. The short-timeout profile's :class:`EdgeAdapter` is read for its
+    CloudFront client (the live signals): building its Lambda client up front would load botocore's Lambda
+    model for nothing, in a process (``decide --live``) whose start-up is measured (bench/decide.py)."""
+
+    def __init__(self, build: Callable[[], Any]) -> None:
+        self._build = build
+        self._client: Any = None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._client is None:
+            self._client = self._build()  # make_client keeps one per key: a racing second build returns it
+        return getattr(self._client, name)
 
 _ADAPTERS = ("vercel", "git", "aws", "edge", "cdn_snapshots", "s3", "rds", "secrets", "database", "pg_tools",
              "cloudwatch", "stack_source", "stack_backend", "pulumi_stack")
@@ -106,15 +131,24 @@ class Services:
                  "pulumi_stack": pulumi_stack}
         self.given: dict[str, Any] = {name: value for name, value in given.items() if value is not None}
         self._built: dict[str, Any] = {}
+        self._locks: dict[str, threading.RLock] = {}  # one per adapter name, shared with _built
         self._quick: dict[float, Services] = {}
 
     # -------------------------------------------------------------------------------- plumbing
     def _get(self, name: str, build: Callable[[], Any]) -> Any:
+        """The adapter ``name``: injected, else built by ``build`` once. Readers on threads (the live
+        signals) ask concurrently: one builds it while the others wait for it, per name, so that two
+        adapters still build side by side (an adapter's build may ask for another: ``edge`` -> ``aws``)."""
         if self.given.get(name) is not None:
             return self.given[name]
-        if name not in self._built:
-            self._built[name] = build()
-        return self._built[name]
+        if name in self._built:
+            return self._built[name]
+        with _LOCKS_GUARD:
+            lock = self._locks.setdefault(name, threading.RLock())
+        with lock:
+            if name not in self._built:
+                self._built[name] = build()
+            return self._built[name]
 
     def existing(self, name: str) -> Any:
         """The adapter injected as ``name`` or built so far (``None``: none yet)."""
@@ -128,30 +162,43 @@ class Services:
         other = Services(self.config, settings=settings, quick=self.quick_timeout)
         other.given = self.given
         other._built = self._built
+        other._locks = self._locks
         return other
 
     def quick(self, timeout: float = QUICK_TIMEOUT) -> Services:
-        """The short-timeout profile of this environment: the database opened with a ``timeout`` connect
-        timeout and CloudWatch on a client that gives up after ``timeout`` seconds, for readers that must
-        not stall (signals, the report, the standby listing). Injected adapters are shared; built ones are
-        not (their timeouts differ)."""
+        """The short-timeout profile of this environment, for readers that must not stall (signals, the
+        report, the standby listing): the database opened with a ``timeout`` connect timeout; Vercel with a
+        ``timeout`` deadline per call and two attempts; CloudWatch, CloudFront, Lambda, S3 (and any
+        :meth:`aws_client`) on boto3 clients that give up after ``timeout`` seconds, two attempts, shared by
+        the process (:func:`rollback.adapters.cloudwatch.make_client`). Injected adapters are shared; built
+        ones are not (their timeouts differ). One profile per timeout, kept: a ``watch`` reads through the
+        same clients at every poll."""
         if self.quick_timeout == timeout:
             return self
-        if timeout not in self._quick:
-            other = Services(self.config, settings=self.settings, quick=timeout)
-            other.given = self.given
-            self._quick[timeout] = other
-        return self._quick[timeout]
+        with _LOCKS_GUARD:
+            if timeout not in self._quick:
+                other = Services(self.config, settings=self.settings, quick=timeout)
+                other.given = self.given
+                self._quick[timeout] = other
+            return self._quick[timeout]
 
     # -------------------------------------------------------------------------------- Vercel
     def vercel(self) -> VercelClient:
-        """A :class:`VercelClient` for ``VERCEL_API_URL`` with ``$VERCEL_TOKEN`` and the team."""
+        """A :class:`VercelClient` for ``VERCEL_API_URL`` with ``$VERCEL_TOKEN`` and the team; on the
+        short-timeout profile, one whose calls (their retries included) end within the profile's timeout."""
 
         def build() -> VercelClient:
             from rollback.adapters.vercel import VercelClient, make_http_client
             from rollback.lock import pause
 
             settings = self.config.require_vercel()
+            if self.quick_timeout is not None:
+                # Reads only (the live signals): nothing to stop when the team lease is lost, and a retry of
+                # a read is not news to the user, so neither pause nor on_retry.
+                http = make_http_client(self.config.vercel_api_url, self.config.vercel_token(),
+                                        timeout=self.quick_timeout)
+                return VercelClient(http, team=settings.team, deadline=self.quick_timeout,
+                                    max_attempts=QUICK_ATTEMPTS, max_body=self.config.max_body)
             http = make_http_client(self.config.vercel_api_url, self.config.vercel_token())
             # pause: a rollback or promote re-sent after a 429/5xx (inside the step's act, up to 30 s later)
             # is not sent once the team lease is lost meanwhile
@@ -183,6 +230,17 @@ class Services:
         clients: AwsClients = self._get("aws", build)
         return clients
 
+    def aws_client(self, service: str, region: str | None = None) -> Any:
+        """A boto3 client for ``service`` in ``region`` (default: the environment's): the session's
+        (:meth:`aws`), or on the short-timeout profile a client with the profile's timeouts and two attempts
+        that the process shares (:func:`rollback.adapters.cloudwatch.make_client`; an injected ``aws``
+        answers on every profile)."""
+        if self.quick_timeout is None or "aws" in self.given:
+            return self.aws().client(service, region)
+        from rollback.adapters.cloudwatch import make_client
+
+        return make_client(timeout=self.quick_timeout, service=service, region=region or self.config.env.aws.region)
+
     def edge(self) -> EdgeAdapter:
         """CloudFront and Lambda (both in us-east-1, where Lambda@Edge lives)."""
 
@@ -190,10 +248,11 @@ class Services:
             from rollback.adapters.cloudfront import EdgeAdapter
             from rollback.lock import pause
 
-            clients = self.aws()
+            cloudfront = self.aws_client("cloudfront", EDGE_REGION)
+            lambda_ = (self.aws_client("lambda", EDGE_REGION) if self.quick_timeout is None
+                       else _BuiltOnFirstCall(lambda: self.aws_client("lambda", EDGE_REGION)))
             # pause: a CloudFront wait (up to 20 min) stops at its next poll when the team lease is lost
-            return EdgeAdapter(clients.client("cloudfront", EDGE_REGION), clients.client("lambda", EDGE_REGION),
-                               sleep=pause)
+            return EdgeAdapter(cloudfront, lambda_, sleep=pause)
 
         adapter: EdgeAdapter = self._get("edge", build)
         return adapter
@@ -208,18 +267,18 @@ class Services:
             from rollback.adapters.s3_snapshots import open_snapshot_store
 
             assert url is not None
-            return open_snapshot_store(url, self.aws().client("s3"))
+            return open_snapshot_store(url, self.aws_client("s3"))
 
         store: S3SnapshotStore = self._get("cdn_snapshots", build)
         return store
 
     def s3(self) -> S3Versions:
-        """Object versions of the assets bucket."""
+        """Object versions of the assets bucket (its S3 client: :meth:`aws_client`)."""
 
         def build() -> S3Versions:
             from rollback.adapters.s3_versions import S3Versions
 
-            return S3Versions(self.aws().client("s3"))
+            return S3Versions(self.aws_client("s3"))
 
         store: S3Versions = self._get("s3", build)
         return store
@@ -236,7 +295,7 @@ class Services:
             except ValueError:
                 raise ConfigError(f"ROLLBACK_RDS_WAIT_DELAY={raw!r} is not a whole number of seconds",
                                   "unset it, or give seconds, e.g. ROLLBACK_RDS_WAIT_DELAY=15") from None
-            return RdsAdapter(self.aws().client("rds"), waiter_delay=delay)
+            return RdsAdapter(self.aws_client("rds"), waiter_delay=delay)
 
         adapter: RdsAdapter = self._get("rds", build)
         return adapter
@@ -247,7 +306,7 @@ class Services:
         def build() -> SecretsAdapter:
             from rollback.adapters.secrets import SecretsAdapter
 
-            return SecretsAdapter(self.aws().client("secretsmanager"))
+            return SecretsAdapter(self.aws_client("secretsmanager"))
 
         adapter: SecretsAdapter = self._get("secrets", build)
         return adapter
@@ -285,18 +344,38 @@ class Services:
                               "database.direct_url_env)", key="database.direct_url_env")
         return Target.from_url(url, env)
 
+    def _open(self, target: Target) -> Database:
+        from rollback.adapters.postgres import Database
+
+        if self.quick_timeout is None:
+            return Database(target)
+        return Database(target, connect_timeout=max(1, round(self.quick_timeout)))
+
     def database(self) -> Database:
         """The environment's PostgreSQL database."""
+        db: Database = self._get("database", lambda: self._open(self.database_target()))
+        return db
+
+    def read_database(self) -> Database:
+        """The environment's database for reads (the live signals: ``_prisma_migrations``, row counts): the
+        URL :meth:`database_target` reads, a connection pooler allowed, since a read needs no direct
+        connection (``decide`` must not lose its migration signal to a pooled ``DATABASE_URL``). An
+        injected ``database`` answers."""
+        if self.given.get("database") is not None:
+            injected: Database = self.given["database"]
+            return injected
 
         def build() -> Database:
-            from rollback.adapters.postgres import Database
+            from rollback.adapters.postgres import Target
 
-            target = self.database_target()
-            if self.quick_timeout is None:
-                return Database(target)
-            return Database(target, connect_timeout=max(1, round(self.quick_timeout)))
+            url = self.config.database_url()
+            env = self.config.database_url_variable()
+            if not url:
+                raise ConfigError(f"{env} is not set", f"export {env}=postgresql://USER:PASSWORD@HOST:PORT/DB",
+                                  key="database.url_env")
+            return self._open(Target.from_url(url, env))
 
-        db: Database = self._get("database", build)
+        db: Database = self._get("database.reads", build)
         return db
 
     def pg_tools(self) -> PgTools:

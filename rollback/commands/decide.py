@@ -160,12 +160,12 @@ def live_signals(config: Config, *, budget: float | None = None, minutes: int = 
                 config, [("5xxErrorRate", "Average"), ("OriginLatency", "p95")], minutes=minutes, timeout=timeout,
                 services=services, since=since),
             "health": lambda: sources.probe_health(config, timeout=timeout),
-            "migrations": lambda: sources.migration_state(config, timeout=timeout),
-            "data": lambda: sources.grow_only_losses(config, timeout=timeout),
-            "vercel": lambda: sources.production_deployment(config, timeout=timeout),
-            "canary": lambda: sources.canary(config, timeout=timeout),
-            "changes.vercel": lambda: sources.recent_deployments(config, timeout=timeout),
-            "changes.stack": lambda: sources.stack_changes(config, timeout=timeout),
+            "migrations": lambda: sources.migration_state(config, timeout=timeout, services=services),
+            "data": lambda: sources.grow_only_losses(config, timeout=timeout, services=services),
+            "vercel": lambda: sources.production_deployment(config, timeout=timeout, services=services),
+            "canary": lambda: sources.canary(config, timeout=timeout, services=services),
+            "changes.vercel": lambda: sources.recent_deployments(config, timeout=timeout, services=services),
+            "changes.stack": lambda: sources.stack_changes(config, timeout=timeout, services=services),
             "changes.cdn": lambda: sources.cdn_changes(config, timeout=timeout, services=services),
         })
     readers.update(also or {})

@@ -1,10 +1,12 @@
 """Live sources shared by ``decide`` and ``verify``: alarms, CloudFront metrics, health, migrations, Vercel,
 and what changed recently in each layer.
 
-Each reader takes the config (and a timeout, and the command's
-:class:`~rollback.context.Services` for its AWS clients) and returns plain
-values; a source that is not configured raises :class:`NotConfigured` with
-the reason, so the caller reports it as *not measured*, never as fine.
+Each reader takes the config, a timeout and the command's
+:class:`~rollback.context.Services`, whose short-timeout profile
+(``services.quick(timeout)``) gives it its clients (Vercel, CloudWatch,
+CloudFront, S3, the database), and returns plain values; a source that is
+not configured raises :class:`NotConfigured` with the reason, so the caller
+reports it as *not measured*, never as fine.
 :func:`gather` runs readers concurrently on daemon threads and returns within
 its budget whatever happens: a reader still running then is reported as
 timed out.
@@ -26,11 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from rollback.adapters.aws import aws_errors
 from rollback.adapters.cloudfront import parse_lambda_arn
-from rollback.adapters.cloudwatch import cloudfront_dimensions, make_client
+from rollback.adapters.cloudwatch import cloudfront_dimensions
 from rollback.adapters.health import HealthChecker, make_health_client
-from rollback.adapters.postgres import Database, Target, db_errors
+from rollback.adapters.postgres import db_errors
 from rollback.adapters.prisma import Migration, PrismaMigrations
-from rollback.adapters.vercel import VercelClient, make_http_client
 from rollback.context import Services
 from rollback.errors import RollbackError
 from rollback.model.changes import Change, Deployed
@@ -42,10 +43,9 @@ from rollback.redact import redact_text
 # backups' manifests, S3's adapter): 'decide --live' loads what its configured sources use, and
 # nothing else (bench/decide.py).
 if TYPE_CHECKING:
-    from rollback.adapters.cloudwatch import AlarmState, CloudWatch, MetricWindow
+    from rollback.adapters.cloudwatch import AlarmState, MetricWindow
     from rollback.adapters.health import CheckResult
-    from rollback.adapters.s3_versions import ObjectVersion, S3Versions
-    from rollback.adapters.vercel import RollingRelease
+    from rollback.adapters.vercel import RollingRelease, VercelClient
     from rollback.config import Config
 
 __all__ = [
@@ -139,14 +139,6 @@ def gather(readers: Mapping[str, Callable[[], Any]], *, budget: float) -> dict[s
 
 # ------------------------------------------------------------------------------------------ AWS
 
-# Services builds an adapter on first use and is not thread-safe; readers run on threads.
-_BUILD_LOCK = threading.Lock()
-
-
-def _cloudwatch(config: Config, services: Services, timeout: float) -> CloudWatch:
-    with _BUILD_LOCK:
-        return services.quick(timeout).cloudwatch()
-
 
 def _stack_outputs(config: Config, services: Services) -> Mapping[str, Any]:
     if config.env.pulumi is None or not config.env.aws.from_stack_outputs:
@@ -188,7 +180,7 @@ def alarm_names(config: Config, services: Services) -> AlarmSet:
 def read_alarms(config: Config, *, timeout: float, services: Services
                 ) -> tuple[AlarmSet, list[AlarmState]]:
     wanted = alarm_names(config, services)
-    found = _cloudwatch(config, services, timeout).alarms(names=wanted.names, prefix=wanted.prefix)
+    found = services.quick(timeout).cloudwatch().alarms(names=wanted.names, prefix=wanted.prefix)
     return wanted, found
 
 
@@ -237,17 +229,16 @@ def cloudfront_metrics(config: Config, wanted: list[tuple[str, str]], *, minutes
     """Several CloudFront ``(metric, stat)`` of the distribution over the last ``minutes`` (or since
     ``since``, when that is later), in one call; ``now``: the window ends then (CloudWatch's history)."""
     chosen = distribution or distribution_id(config, services)
-    return _cloudwatch(config, services, timeout).statistics("AWS/CloudFront", wanted,
-                                                             cloudfront_dimensions(chosen), minutes=minutes,
-                                                             since=since, now=now)
+    return services.quick(timeout).cloudwatch().statistics("AWS/CloudFront", wanted, cloudfront_dimensions(chosen),
+                                                           minutes=minutes, since=since, now=now)
 
 
 def cloudfront_newest(config: Config, metric: str, stat: str, *, minutes: float, timeout: float,
                       distribution: str | None = None, services: Services) -> MetricWindow:
     """The newest one-minute datapoint of a CloudFront metric in the last ``minutes``."""
     chosen = distribution or distribution_id(config, services)
-    return _cloudwatch(config, services, timeout).newest("AWS/CloudFront", metric, stat,
-                                                         cloudfront_dimensions(chosen), minutes=minutes)
+    return services.quick(timeout).cloudwatch().newest("AWS/CloudFront", metric, stat, cloudfront_dimensions(chosen),
+                                                       minutes=minutes)
 
 
 @dataclass
@@ -264,34 +255,6 @@ def _utc(value: Any) -> dt.datetime | None:
     if not isinstance(value, dt.datetime):
         return None
     return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).astimezone(dt.UTC)
-
-
-class _AssetsVersions:
-    """The assets bucket's object versions, its S3 client built at the first read: the distribution may not
-    be read at all (not found, no access) or name no assets bucket, and then no S3 client is built."""
-
-    def __init__(self, config: Config, timeout: float) -> None:
-        self.config, self.timeout = config, timeout
-        self._store: S3Versions | None = None
-
-    def list_versions(self, bucket: str, prefix: str = "") -> list[ObjectVersion]:
-        if self._store is None:
-            from rollback.adapters.s3_versions import S3Versions
-
-            self._store = S3Versions(make_client(timeout=self.timeout, service="s3",
-                                                 region=self.config.env.aws.region))
-        return self._store.list_versions(bucket, prefix=prefix)
-
-
-def _cdn_clients(config: Config, services: Services, timeout: float
-                 ) -> tuple[Any, S3Versions | _AssetsVersions]:
-    """CloudFront's client and the assets bucket's versions: injected through ``services`` (``edge``,
-    ``s3``), else short-timeout clients shared by the process (``make_client``), not the Services'
-    own, whose 30 s reads and five attempts would outlast the decision's budget."""
-    edge = services.given.get("edge")
-    cloudfront = edge.cloudfront if edge is not None else make_client(timeout=timeout, service="cloudfront")
-    store = services.given.get("s3")
-    return cloudfront, (store if store is not None else _AssetsVersions(config, timeout))
 
 
 @dataclass(frozen=True)
@@ -338,15 +301,18 @@ def _read_distribution(config: Config, services: Services, cloudfront: Any) -> D
 
 def distribution_state(config: Config, *, timeout: float, services: Services) -> DistributionState:
     """The distribution as it serves now (for ``rollback status``)."""
-    cloudfront, _ = _cdn_clients(config, services, timeout)
-    return _read_distribution(config, services, cloudfront)
+    return _read_distribution(config, services, services.quick(timeout).edge().cloudfront)
 
 
 def cdn_changes(config: Config, *, timeout: float, services: Services) -> CdnChanges:
     """When the distribution was last modified (and which Lambda@Edge versions it serves), and the newest
-    object written (or deleted) under the assets release it serves."""
-    cloudfront, store = _cdn_clients(config, services, timeout)
-    state = _read_distribution(config, services, cloudfront)
+    object written (or deleted) under the assets release it serves.
+
+    The short-timeout profile's clients (the Services' own would read for 30 s, five times, past the
+    decision's budget); its S3 client is built only here, at the first read of an assets release: a
+    distribution that cannot be read, or an environment without an assets bucket, never builds one."""
+    quick = services.quick(timeout)
+    state = _read_distribution(config, services, quick.edge().cloudfront)
     distribution = state.id
     result = CdnChanges(state=state)
     served = state.served
@@ -361,7 +327,7 @@ def cdn_changes(config: Config, *, timeout: float, services: Services) -> CdnCha
         return result
     result.prefix = state.assets_prefix or ""
     try:
-        versions = store.list_versions(bucket, prefix=result.prefix)
+        versions = quick.s3().list_versions(bucket, prefix=result.prefix)
     except RollbackError as exc:
         result.problems.append(redact_text(exc.message))
         return result
@@ -378,7 +344,11 @@ def cdn_changes(config: Config, *, timeout: float, services: Services) -> CdnCha
 
 
 def probe_health(config: Config, *, timeout: float) -> list[CheckResult]:
-    """Every configured health path (not the version: that needs an expected value)."""
+    """Every configured health path (not the version: that needs an expected value).
+
+    Its client is built here, not taken from the Services: it is no adapter of the environment but a
+    client of the app's public URL, whose timeout is each read's (:func:`canary` gives it what is left of
+    the budget), closed after the read so that every probe opens its own connections."""
     settings = config.env.health
     if not settings.base_url:
         raise NotConfigured(f"[env.{config.env_name}.health] base_url is not set")
@@ -408,12 +378,11 @@ class MigrationState:
         return Change("db", "prisma", f"migration {self.newest.name} started ({self.newest.status})", started)
 
 
-def migration_state(config: Config, *, timeout: float) -> MigrationState:
+def migration_state(config: Config, *, timeout: float, services: Services) -> MigrationState:
     """The failed ``_prisma_migrations`` rows and the newest one; ``managed`` False without that table."""
-    url = config.database_url()
-    if not url:
+    if not config.database_url():
         raise NotConfigured(f"{config.env.database.url_env} is not set")
-    db = Database(Target.from_url(url), connect_timeout=max(1, round(timeout)))
+    db = services.quick(timeout).read_database()
     with db.connect() as conn, db_errors("reading _prisma_migrations"):
         prisma = PrismaMigrations(conn)
         if not prisma.is_managed():
@@ -426,7 +395,7 @@ def migration_state(config: Config, *, timeout: float) -> MigrationState:
                           max(applied) if applied else None)
 
 
-def grow_only_losses(config: Config, *, timeout: float) -> list[RowLoss] | None:
+def grow_only_losses(config: Config, *, timeout: float, services: Services) -> list[RowLoss] | None:
     """The ``database.grow_only`` tables (rows are never deleted there) that now hold fewer rows than in
     the newest backup that is not an emergency one, each with its data-loss threshold (whether that is
     data loss is :func:`rollback.model.decide.data_loss_signals`'s to judge); ``None`` when no table is declared
@@ -436,8 +405,7 @@ def grow_only_losses(config: Config, *, timeout: float) -> list[RowLoss] | None:
         return None
     from rollback.backups import list_backups
 
-    url = config.database_url()
-    if not url:
+    if not config.database_url():
         raise NotConfigured(f"{settings.url_env} is not set")
     backups = [b for b in list_backups(config.backups_dir) if "error" not in b and b.get("kind") != "emergency"]
     if not backups:
@@ -445,7 +413,7 @@ def grow_only_losses(config: Config, *, timeout: float) -> list[RowLoss] | None:
     newest = backups[0]
     counted = {str(t["name"]) if t.get("schema") in (None, "public") else f"{t['schema']}.{t['name']}": int(t["rows"])
                for t in newest.get("tables", []) if isinstance(t, dict)}
-    db = Database(Target.from_url(url), connect_timeout=max(1, round(timeout)))
+    db = services.quick(timeout).read_database()
     found: list[RowLoss] = []
     with db.connect() as conn, db_errors("counting the grow-only tables"):
         for table in settings.grow_only:
@@ -463,7 +431,7 @@ def grow_only_losses(config: Config, *, timeout: float) -> list[RowLoss] | None:
 # ------------------------------------------------------------------------------------------ Pulumi
 
 
-def stack_changes(config: Config, *, timeout: float) -> list[Change]:
+def stack_changes(config: Config, *, timeout: float, services: Services) -> list[Change]:
     """What the stack's latest update changed, read from its self-managed backend (``file://``, ``s3://``):
     the layers its config keys name (:func:`rollback.model.changes.stack_changes`), and when."""
     settings = config.env.pulumi
@@ -478,8 +446,7 @@ def stack_changes(config: Config, *, timeout: float) -> list[Change]:
         raise NotConfigured("the stack's history is read only from a self-managed backend (pulumi.backend_url "
                             "file:// or s3://) within the decision's budget")
     ref = resolve_stack(settings.stack, config.resolve_path(settings.project_dir), project=settings.project)
-    s3_client = make_client(timeout=timeout, service="s3", region=config.env.aws.region) \
-        if url.startswith("s3://") else None
+    s3_client = services.quick(timeout).aws_client("s3") if url.startswith("s3://") else None
     backend = open_backend(url, base_dir=config.root, s3_client=s3_client, region=config.env.aws.region)
     versions = backend.history(ref.project, ref.name, newest=RECENT_DEPLOYMENTS)
     updates = [i for i, v in enumerate(versions) if v.kind in ("update", "destroy", "import")]
@@ -516,22 +483,21 @@ def _deployed(deployment: Any) -> Deployed | None:
     return Deployed(deployment.id, f"{deployment.id}{message}", dt.datetime.fromtimestamp(moment / 1000, dt.UTC))
 
 
-def vercel_client(config: Config, timeout: float) -> VercelClient:
-    """A client with the budget's timeout: the Services' Vercel client waits up to 15 s per call."""
+def vercel_client(config: Config, *, timeout: float, services: Services) -> VercelClient:
+    """The short-timeout profile's Vercel client (a ``timeout`` deadline per call, two attempts: the
+    Services' own waits up to 15 s per call), shared by the readers; not closed by them."""
     if config.env.vercel is None:
         raise NotConfigured(f"[env.{config.env_name}.vercel] is not set")
     if not config.vercel_token():
         raise NotConfigured("VERCEL_TOKEN is not set")
-    http = make_http_client(config.vercel_api_url, config.vercel_token(), timeout=timeout)
-    return VercelClient(http, team=config.env.vercel.team, deadline=timeout, max_attempts=2, max_body=config.max_body)
+    return services.quick(timeout).vercel()
 
 
-def production_deployment(config: Config, *, timeout: float) -> Production:
+def production_deployment(config: Config, *, timeout: float, services: Services) -> Production:
     """What production serves according to Vercel, and whether an instant rollback is in effect."""
-    client = vercel_client(config, timeout)
+    client = vercel_client(config, timeout=timeout, services=services)
     assert config.env.vercel is not None
-    with client.http:
-        project = client.get_project(config.env.vercel.project)
+    project = client.get_project(config.env.vercel.project)
     current = project.production
     created = (dt.datetime.fromtimestamp(current.created_at / 1000, dt.UTC)
                if current is not None and current.created_at else None)
@@ -559,14 +525,13 @@ class CanaryReading:
 CANARY_PROBES = 20  # per health path: at a 10 % stage the canary answers about 2 of them
 
 
-def canary(config: Config, *, timeout: float, probes: int = CANARY_PROBES) -> CanaryReading:
+def canary(config: Config, *, timeout: float, services: Services, probes: int = CANARY_PROBES) -> CanaryReading:
     """The project's rolling release (any state); while it is active, ``probes`` concurrent GETs of each
     health path and how many failed."""
-    client = vercel_client(config, timeout)
+    client = vercel_client(config, timeout=timeout, services=services)
     assert config.env.vercel is not None
     started = time.monotonic()
-    with client.http:
-        release = client.get_rolling_release(config.env.vercel.project)
+    release = client.get_rolling_release(config.env.vercel.project)
     if release is None or not release.is_active:
         return CanaryReading(release)
     settings = config.env.health
@@ -584,10 +549,9 @@ def canary(config: Config, *, timeout: float, probes: int = CANARY_PROBES) -> Ca
     return CanaryReading(release, probes=len(results), failed=sum(1 for ok in results if not ok))
 
 
-def recent_deployments(config: Config, *, timeout: float) -> list[Deployed]:
+def recent_deployments(config: Config, *, timeout: float, services: Services) -> list[Deployed]:
     """The newest READY production deployments (the one that went live last first)."""
-    client = vercel_client(config, timeout)
+    client = vercel_client(config, timeout=timeout, services=services)
     assert config.env.vercel is not None
-    with client.http:
-        found = client.list_deployments(config.env.vercel.project, limit=RECENT_DEPLOYMENTS, states=("READY",))
+    found = client.list_deployments(config.env.vercel.project, limit=RECENT_DEPLOYMENTS, states=("READY",))
     return [d for d in (_deployed(item) for item in found) if d is not None]

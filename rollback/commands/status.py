@@ -127,12 +127,10 @@ def status_lines(document: Mapping[str, Any]) -> list[str]:
 # ------------------------------------------------------------------------------------------ readers
 
 
-def _rolling(config: Config, timeout: float) -> dict[str, Any] | None:
+def _rolling(config: Config, timeout: float, services: Services) -> dict[str, Any] | None:
     from rollback.commands.app.rolling import rolling_status
 
-    client = sources.vercel_client(config, timeout)
-    with client.http:
-        return rolling_status(config, client)
+    return rolling_status(config, sources.vercel_client(config, timeout=timeout, services=services))
 
 
 @dataclass(frozen=True)
@@ -158,9 +156,8 @@ def _program_defaults(project_dir: Any) -> dict[str, Any]:
     return {}
 
 
-def stack_state(config: Config, *, timeout: float) -> StackState:
+def stack_state(config: Config, *, timeout: float, services: Services) -> StackState:
     """The stack's last update and its pins, from its self-managed backend and ``Pulumi.<stack>.yaml``."""
-    from rollback.adapters.cloudwatch import make_client
     from rollback.adapters.pulumi_backend import is_diy_url, open_backend
     from rollback.adapters.pulumi_project import resolve_stack
     from rollback.adapters.stack_config import qualify_key, read_stack_config, stack_config_path
@@ -174,8 +171,7 @@ def stack_state(config: Config, *, timeout: float) -> StackState:
                                     "file:// or s3://) within the budget; 'rollback infra history' reads others")
     project_dir = config.resolve_path(settings.project_dir)
     ref = resolve_stack(settings.stack, project_dir, project=settings.project)
-    s3_client = make_client(timeout=timeout, service="s3", region=config.env.aws.region) \
-        if url.startswith("s3://") else None
+    s3_client = services.quick(timeout).aws_client("s3") if url.startswith("s3://") else None
     backend = open_backend(url, base_dir=config.root, s3_client=s3_client, region=config.env.aws.region)
     versions = backend.history(ref.project, ref.name, newest=1)
     last = versions[-1] if versions else None
@@ -269,14 +265,14 @@ def status_readers(config: Config, *, timeout: float, services: Services,
     """Every source of the status screen (or ``only`` those), by name (:data:`PREFIX` + source), for
     :func:`sources.gather`."""
     readers: dict[str, Callable[[], Any]] = {
-        "vercel": lambda: sources.production_deployment(config, timeout=timeout),
-        "rolling": lambda: _rolling(config, timeout),
+        "vercel": lambda: sources.production_deployment(config, timeout=timeout, services=services),
+        "rolling": lambda: _rolling(config, timeout, services),
         "health": lambda: sources.probe_health(config, timeout=timeout),
         "cdn": lambda: sources.distribution_state(config, timeout=timeout, services=services),
         "alarms": lambda: sources.read_alarms(config, timeout=timeout, services=services),
-        "migrations": lambda: sources.migration_state(config, timeout=timeout),
-        "data": lambda: sources.grow_only_losses(config, timeout=timeout),
-        "stack": lambda: stack_state(config, timeout=timeout),
+        "migrations": lambda: sources.migration_state(config, timeout=timeout, services=services),
+        "data": lambda: sources.grow_only_losses(config, timeout=timeout, services=services),
+        "stack": lambda: stack_state(config, timeout=timeout, services=services),
         "incident": lambda: incident_state(config),
         "backups": lambda: backup_state(config, services),
     }

@@ -490,12 +490,13 @@ def heal_command(config: Config, left: Mapping[str, tuple[str, ...]],
 # ------------------------------------------------------------------------------------------ the run
 
 
-def _expected_version(config: Config, expect_version: str | None) -> tuple[list[str] | None, str | None]:
+def _expected_version(config: Config, expect_version: str | None, services: Services
+                      ) -> tuple[list[str] | None, str | None]:
     if expect_version:
         return [expect_version], None
 
     try:
-        production = signals.production_deployment(config, timeout=10.0)
+        production = signals.production_deployment(config, timeout=10.0, services=services)
     except signals.NotConfigured as exc:
         return None, f"no expected version: pass --expect-version ({exc})"
     except RollbackError as exc:
@@ -528,7 +529,7 @@ def verify_once(config: Config, *, services: Services, baseline: str | None = No
     checked_at = dt.datetime.now(dt.UTC)
 
     def service() -> list[Item]:
-        expected, problem = _expected_version(config, expect_version)
+        expected, problem = _expected_version(config, expect_version, services)
         return health_items(config, expected, problem)
 
     readers: dict[str, Callable[[], list[Item]]] = {

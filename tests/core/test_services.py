@@ -97,3 +97,88 @@ def test_one_run_opens_one_boto3_session_and_one_database_target(config: Any, op
         assert objects[action].adapter is services.edge()
     assert objects["s3.restore"].store is planning.s3()
     assert opened == {"sessions": 1, "targets": 1}
+
+
+@pytest.fixture
+def vercel_config(write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch) -> Any:
+    from rollback.config import load_config
+
+    monkeypatch.setenv("VERCEL_TOKEN", "token-for-the-services-test")
+    monkeypatch.setenv("VERCEL_API_URL", "http://127.0.0.1:9")
+    # A transaction-mode pooler's port (6543): the commands' database refuses it, the readers' does not.
+    monkeypatch.setenv("SERVICES_TEST_DATABASE_URL", "postgresql://app:secret@127.0.0.1:6543/shop")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    return load_config(write_config({"production": {
+        "vercel": {"project": "shop", "team": "team_quick"},
+        "aws": {"region": "eu-west-1", "distribution_id": "E123", "assets_bucket": "assets"},
+        "database": {"url_env": "SERVICES_TEST_DATABASE_URL"}}}))
+
+
+def test_the_short_timeout_profile_serves_the_live_readers_their_clients(vercel_config: Any) -> None:
+    """What ``signals`` and ``status`` read through: Vercel within the budget and two attempts, boto3 clients
+    with the profile's timeouts in the right regions (CloudFront in us-east-1, S3 in the environment's), and
+    a database that a pooled URL still reaches for a read."""
+    from rollback.adapters.cloudwatch import make_client
+    from rollback.errors import ConfigError
+
+    services = Services(vercel_config)
+    quick = services.quick(2.0)
+
+    client = quick.vercel()
+    assert (client.deadline, client.max_attempts, client.team) == (2.0, 2, "team_quick")
+    assert client.max_body == vercel_config.max_body and client.http.timeout.read == 2.0
+    assert services.vercel().deadline == 30.0 and services.vercel().max_attempts == 5  # the commands' own
+    assert quick.vercel() is client
+
+    # The process's short-timeout clients (cloudwatch.make_client: two attempts, shared by every reader).
+    cloudfront = quick.edge().cloudfront
+    assert cloudfront is make_client(timeout=2.0, service="cloudfront", region="us-east-1")
+    assert (cloudfront.meta.config.read_timeout, cloudfront.meta.config.connect_timeout) == (2.0, 2.0)
+    s3 = quick.s3().s3
+    assert s3 is make_client(timeout=2.0, service="s3", region="eu-west-1") and s3.meta.config.read_timeout == 2.0
+    assert quick.aws_client("s3") is s3
+    assert services.s3().s3.meta.config.read_timeout == 30  # the commands' own
+
+    with pytest.raises(ConfigError, match="connection pooler"):
+        quick.database()
+    reads = quick.read_database()
+    assert reads.connect_timeout == 2 and reads.target.dbname == "shop" and quick.read_database() is reads
+
+
+def test_the_short_timeout_edge_builds_its_lambda_client_only_when_used(vercel_config: Any) -> None:
+    from rollback.adapters import cloudwatch
+
+    edge = Services(vercel_config).quick(1.5).edge()
+    assert "lambda" not in {key[1] for key in cloudwatch._CLIENTS if key[3] == 1.5}
+    assert edge.lambda_.meta.region_name == "us-east-1" and edge.lambda_.meta.config.read_timeout == 1.5
+    assert "lambda" in {key[1] for key in cloudwatch._CLIENTS if key[3] == 1.5}
+
+
+def test_readers_on_threads_build_an_adapter_once(config: Any) -> None:
+    """The live readers ask one profile from several threads at once: the first builds, the others wait."""
+    import threading
+    import time
+
+    services = Services(config)
+    built: list[int] = []
+    start = threading.Barrier(8)
+
+    def build() -> object:
+        built.append(1)
+        time.sleep(0.05)  # a build long enough for the others to arrive while it runs
+        return object()
+
+    found: list[object] = []
+
+    def ask() -> None:
+        start.wait()
+        found.append(services._get("vercel", build))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(built) == 1 and len({id(item) for item in found}) == 1
+    assert services.quick(2.0) is services.quick(2.0)
