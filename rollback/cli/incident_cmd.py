@@ -157,6 +157,8 @@ def close_command(app: AppContext, incident_ref: str, resolution: str, by: str |
       rollback incident close --resolution "rolled back app to dpl_123; fix in #482"
     """
     from rollback.commands import incident as commands
+    from rollback.context import Services
 
-    record = commands.close(app.config(), incident_ref, resolution=resolution, by=by)
+    config = app.config()
+    record = commands.close(config, incident_ref, resolution=resolution, by=by, services=Services(config))
     emit(app, record, lambda: _show(record))

@@ -69,7 +69,9 @@ def report(app: AppContext, incident: str | None, fmt: str | None, out: Path | N
     journal_dir = config.journal_dir if config is not None else app.journal_dir()
     env = config.env_name if config is not None else (app.env_name or os.environ.get("ROLLBACK_ENV"))
     templates = Templates.for_config(config)
-    data = commands.build(config, journal_dir, incident, env=env,
+    from rollback.context import Services
+
+    data = commands.build(Services(config) if config is not None else None, journal_dir, incident, env=env,
                           measure=not (as_email or feature is not None))
     if as_email:
         message = commands.email(data, templates)

@@ -34,6 +34,7 @@ from rollback.units import parse_time
 if TYPE_CHECKING:
     from rollback.adapters.cloudwatch import AlarmState
     from rollback.config import Config
+    from rollback.context import Services
     from rollback.model.decide import Decision
 
 __all__ = [
@@ -214,16 +215,17 @@ def note(config: Config, ref: str, message: str) -> dict[str, Any]:
     return read_incident(record.path).to_dict(targets_seconds(config))
 
 
-def close(config: Config, ref: str, *, resolution: str, by: str | None = None) -> dict[str, Any]:
-    """Close the incident, storing the figures its report shows measured now, once: the impact over the
-    incident window and the rows only in a database a swap kept aside (``closed`` event: ``impact``,
-    ``rows_only_in_kept``, ``measured_at``)."""
+def close(config: Config, ref: str, *, resolution: str, services: Services,
+          by: str | None = None) -> dict[str, Any]:
+    """Close the incident, storing the figures its report shows measured now, once (through ``services``'
+    short-timeout profile): the impact over the incident window and the rows only in a database a swap
+    kept aside (``closed`` event: ``impact``, ``rows_only_in_kept``, ``measured_at``)."""
     from rollback.commands.report import closing_figures
 
     record = _find(config, ref)
     if record.status == "closed":
         raise BadInput(f"incident {record.id} is already closed", "see 'rollback incident show'")
-    figures = closing_figures(config, config.journal_dir, record.to_dict(targets_seconds(config)))
+    figures = closing_figures(services, config.journal_dir, record.to_dict(targets_seconds(config)))
     _log(config, record.path).must_write("closed", by=by or _user(), resolution=resolution, **figures)
     with contextlib.suppress(BadInput):
         record = read_incident(record.path)

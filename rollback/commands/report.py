@@ -118,9 +118,11 @@ def load_incident(path: Path, config: Config | None = None) -> dict[str, Any]:
 # --------------------------------------------------------------------------- measurements
 
 
-def measure_impact(config: Config | None, record: Mapping[str, Any], *, cloudwatch: Any = None) -> Impact:
+def measure_impact(services: Services | None, record: Mapping[str, Any]) -> Impact:
     """CloudFront's requests and 5xx rate over the incident window, or why they were not measured: on the
-    distribution ``rollback verify`` reads (``aws.distribution_id``, else the stack outputs).
+    distribution ``rollback verify`` reads (``aws.distribution_id``, else the stack outputs), through the
+    command's short-timeout profile (``services.quick``: a report must not wait on an unreachable
+    CloudWatch). ``services`` is ``None`` where there is no rollback.toml.
 
     Never fails the report: an unreachable CloudWatch is a line in the report, not an error.
     """
@@ -129,32 +131,30 @@ def measure_impact(config: Config | None, record: Mapping[str, Any], *, cloudwat
     window = impact_window(record)
     if window is None:
         return Impact.not_measured("the incident has no start and restore time yet")
-    if config is None:
+    if services is None:
         return Impact.not_measured("no rollback.toml to name the distribution (measured when the incident closes)")
-    # The short-timeout profile: a report must not wait on an unreachable CloudWatch.
-    services = Services(config, quick=REPORT_TIMEOUT)
+    quick = services.quick(REPORT_TIMEOUT)
     try:
-        distribution = distribution_id(config, services)
+        distribution = distribution_id(services.config, quick)
     except NotConfigured as exc:
         return Impact.not_measured(f"no CloudFront distribution: {exc}")
     try:
-        if cloudwatch is None:
-            cloudwatch = services.cloudwatch().client  # us-east-1, where CloudFront's metrics live
-        return CloudFrontMetrics(cloudwatch).impact(distribution, *window)
+        # us-east-1, where CloudFront's metrics live
+        return CloudFrontMetrics(quick.cloudwatch().client).impact(distribution, *window)
     except RollbackError as exc:
         return Impact.not_measured(f"CloudWatch: {exc.message}")
 
 
-def count_rows_only_in_kept(config: Config | None, facts: DataLossFacts) -> Mapping[str, int] | None:
+def count_rows_only_in_kept(services: Services | None, facts: DataLossFacts) -> Mapping[str, int] | None:
     """Rows (per table) that exist only in the database a swap kept aside (``facts.kept_database``,
     ``<db>_replaced_<time>``): written after the emergency backup and before the swap, and not salvaged
     since. Counted by ``rollback db salvage``'s comparison (primary keys only, no row is read out).
     ``None`` = not counted (no config, no kept database, or the database cannot be reached or the copy
     is gone): the report says so instead of failing."""
-    if config is None or config.env.database is None or not facts.kept_database:
+    if services is None or services.config.env.database is None or not facts.kept_database:
         return None
     try:
-        db = Services(config, quick=REPORT_TIMEOUT).database()  # the short-timeout profile
+        db = services.quick(REPORT_TIMEOUT).database()
         if facts.live_database and db.target.dbname != facts.live_database:
             return None  # the config points at another database than the one this incident swapped
         found = salvage_report(db, facts.kept_database)
@@ -193,16 +193,16 @@ def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def closing_figures(config: Config, journal_dir: Path, record: Mapping[str, Any], *, cloudwatch: Any = None,
-                    count_rows: Callable[[Config | None, DataLossFacts], Mapping[str, int] | None] | None = None
+def closing_figures(services: Services, journal_dir: Path, record: Mapping[str, Any], *,
+                    count_rows: Callable[[Services | None, DataLossFacts], Mapping[str, int] | None] | None = None
                     ) -> dict[str, Any]:
     """What ``rollback incident close`` stores in the ``closed`` event, measured once, so that every later
     rendering of the report shows the same numbers: the impact over the incident window (CloudWatch) and
     the rows only in the database a swap kept aside. Never fails: what cannot be measured says why."""
     runs, _ = _runs_of(record, journal_dir)
-    impact = measure_impact(config, record, cloudwatch=cloudwatch)
+    impact = measure_impact(services, record)
     facts = data_loss_facts([run_actions(run) for run in runs])
-    counted = (count_rows or count_rows_only_in_kept)(config, facts) if facts.swapped else None
+    counted = (count_rows or count_rows_only_in_kept)(services, facts) if facts.swapped else None
     return {"impact": impact.to_dict(), "rows_only_in_kept": dict(counted) if counted is not None else None,
             "measured_at": _now()}
 
@@ -216,18 +216,19 @@ def _stored_figures(record: Mapping[str, Any]) -> Mapping[str, Any] | None:
     return closed if isinstance(figures, Mapping) else None
 
 
-def build(config: Config | None, journal_dir: Path, ref: str | None = None, *, env: str | None = None,
-          measure: bool = True, cloudwatch: Any = None,
-          count_rows: Callable[[Config | None, DataLossFacts], Mapping[str, int] | None] | None = None
+def build(services: Services | None, journal_dir: Path, ref: str | None = None, *, env: str | None = None,
+          measure: bool = True,
+          count_rows: Callable[[Services | None, DataLossFacts], Mapping[str, int] | None] | None = None
           ) -> dict[str, Any]:
-    """The report's data for incident ``ref`` (default: the newest of ``env``).
+    """The report's data for incident ``ref`` (default: the newest of ``env``); ``services``: the
+    command's (``None`` where there is no rollback.toml: the report is rendered from the journals alone).
 
     A closed incident's impact and its rows only in the kept database are the figures measured when it
     closed (:func:`closing_figures`), so re-rendering gives the same numbers; an open incident's are
     measured now. ``count_rows`` counts the rows only in a database a swap kept aside (default
     :func:`count_rows_only_in_kept`)."""
     path = find_incident(incidents_dir(journal_dir), ref, env=env)
-    record = load_incident(path, config)
+    record = load_incident(path, services.config if services is not None else None)
     runs, missing = _runs_of(record, journal_dir)
     stored = _stored_figures(record)
     facts = data_loss_facts([run_actions(run) for run in runs])
@@ -237,9 +238,8 @@ def build(config: Config | None, journal_dir: Path, ref: str | None = None, *, e
         counted: Mapping[str, int] | None = {str(k): int(v) for k, v in kept.items()} \
             if isinstance(kept, Mapping) else None
     else:
-        impact = measure_impact(config, record, cloudwatch=cloudwatch) if measure else \
-            Impact.not_measured("not asked")
-        counted = (count_rows or count_rows_only_in_kept)(config, facts) if facts.swapped else None
+        impact = measure_impact(services, record) if measure else Impact.not_measured("not asked")
+        counted = (count_rows or count_rows_only_in_kept)(services, facts) if facts.swapped else None
     data = build_report(record, runs, impact=impact, rows_only_in_kept=counted, missing_runs=missing,
                         generated_at=_now())
     data["summary"]["impact"]["measured_at"] = stored.get("measured_at") if stored is not None else None

@@ -116,3 +116,26 @@ def test_the_figures_are_measured_once_when_the_incident_closes(run_cli: Run, in
         assert _without_generated_at(later.out) == _without_generated_at(first), fmt  # all but the generated-at line
     document = run_cli("report", "--json").json()["summary"]["impact"]
     assert document["requests"] == sum(r for _, r, _ in MINUTES) and document["measured_at"] == event["measured_at"]
+
+
+def test_a_library_caller_measures_through_the_services_it_gives(incident: IncidentFixture, aws_env: str) -> None:
+    """``report.build`` reads CloudWatch through the caller's Services (its short-timeout profile shares
+    what was injected): the figures come from the injected client, and only through it."""
+    import boto3
+
+    from rollback.adapters.cloudwatch import CloudWatch
+    from rollback.commands import report
+    from rollback.config import load_config
+    from rollback.context import Services
+
+    text = incident.config.read_text(encoding="utf-8").replace(DISTRIBUTION, "E0LIBRARYCALLER")
+    incident.config.write_text(text, encoding="utf-8")  # its own datapoints: the moto server is shared
+    _seed("E0LIBRARYCALLER")
+    config = load_config(incident.config)
+    client = boto3.client("cloudwatch", region_name="us-east-1")
+    calls: list[str] = []
+    client.meta.events.register("before-call.cloudwatch.*", lambda model, **_: calls.append(model.name))
+    data = report.build(Services(config, cloudwatch=CloudWatch(client)), incident.journal_dir)
+    impact = data["summary"]["impact"]
+    assert impact["measured"] is True and impact["requests"] == sum(r for _, r, _ in MINUTES)
+    assert calls and set(calls) <= {"GetMetricData", "GetMetricStatistics"}
