@@ -323,10 +323,11 @@ class Services:
         return adapter
 
     # -------------------------------------------------------------------------------- PostgreSQL
-    def database_target(self) -> Target:
+    def database_target(self, *, allow_pooler: bool = False) -> Target:
         """Where ``$<database.direct_url_env>`` (else ``$<database.url_env>``) points (the URL's password is
-        registered as a secret). A URL through a connection pooler is refused: a dump, ``CREATE DATABASE``
-        or a rename through a transaction-mode pooler misbehaves (:func:`rollback.dburl.pooler_reason`)."""
+        registered as a secret). A URL through a connection pooler is refused unless ``allow_pooler`` (reads
+        only): a dump, ``CREATE DATABASE`` or a rename through a transaction-mode pooler misbehaves
+        (:func:`rollback.dburl.pooler_reason`)."""
         from rollback.adapters.postgres import Target
         from rollback.dburl import pooler_reason
 
@@ -335,7 +336,7 @@ class Services:
         if not url:
             raise ConfigError(f"{env} is not set", f"export {env}=postgresql://USER:PASSWORD@HOST:PORT/DB",
                               key="database.url_env")
-        pooled = pooler_reason(url)
+        pooled = None if allow_pooler else pooler_reason(url)
         if pooled:
             direct = self.config.env.database.direct_url_env
             raise ConfigError(f"{env} goes through a connection pooler ({pooled}): dumps, CREATE DATABASE and "
@@ -365,17 +366,7 @@ class Services:
             injected: Database = self.given["database"]
             return injected
 
-        def build() -> Database:
-            from rollback.adapters.postgres import Target
-
-            url = self.config.database_url()
-            env = self.config.database_url_variable()
-            if not url:
-                raise ConfigError(f"{env} is not set", f"export {env}=postgresql://USER:PASSWORD@HOST:PORT/DB",
-                                  key="database.url_env")
-            return self._open(Target.from_url(url, env))
-
-        db: Database = self._get("database.reads", build)
+        db: Database = self._get("database.reads", lambda: self._open(self.database_target(allow_pooler=True)))
         return db
 
     def pg_tools(self) -> PgTools:

@@ -782,9 +782,6 @@ class Prepared(Generic[Facts]):
     def with_handlers(self, handlers: Mapping[str, StepHandler]) -> Prepared[Facts]:
         return replace(self, handlers=handlers)
 
-    def with_plan(self, plan: Plan) -> Prepared[Facts]:
-        return replace(self, plan=plan)
-
     def run(self, **options: Any) -> Run:
         """The :class:`Run` of this plan with its handlers (``options`` as :class:`Run` takes them)."""
         return Run(self.plan, dict(self.handlers), **options)
