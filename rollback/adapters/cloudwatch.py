@@ -39,8 +39,9 @@ _CLIENTS_LOCK = threading.Lock()
 
 
 def make_client(*, timeout: float, service: str = "cloudwatch", region: str | None = None) -> Any:
-    """A boto3 client with short timeouts and two attempts, for reads that must not stall (live signals),
-    shared by every reader of this process for the same endpoint, service, region and timeout (clients
+    """A boto3 client with short timeouts and two attempts in all (botocore's ``total_max_attempts``; its
+    ``max_attempts`` counts only the retries after the first request), for reads that must not stall (live
+    signals), shared by every reader of this process for the same endpoint, service, region and timeout (clients
     are thread-safe, and building one costs more than the calls it makes).
 
     ``region`` defaults to us-east-1, where CloudFront's metrics, the rollback alarms, CloudFront's API
@@ -61,7 +62,7 @@ def make_client(*, timeout: float, service: str = "cloudwatch", region: str | No
             if session is None:
                 session = _SESSIONS[endpoint] = botocore.session.Session()
             client = session.create_client(service, region_name=chosen,
-                                           config=BotoConfig(retries={"max_attempts": 2, "mode": "standard"},
+                                           config=BotoConfig(retries={"total_max_attempts": 2, "mode": "standard"},
                                                              connect_timeout=timeout, read_timeout=timeout))
             _CLIENTS[key] = client
     return client

@@ -182,3 +182,41 @@ def test_readers_on_threads_build_an_adapter_once(config: Any) -> None:
         thread.join()
     assert len(built) == 1 and len({id(item) for item in found}) == 1
     assert services.quick(2.0) is services.quick(2.0)
+
+
+def test_the_short_timeout_aws_clients_make_two_attempts_in_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two requests, not three: botocore's ``retries.max_attempts`` counts the retries after the first
+    request ("setting this value to 2 will result in the request being retried at most two times"), so
+    the profile sets ``total_max_attempts``. Against a local server that answers every request 503."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from botocore.exceptions import ClientError
+
+    from rollback.adapters.cloudwatch import make_client
+
+    seen: list[str] = []
+
+    class Unavailable(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length") or 0))
+            seen.append(self.path)
+            self.send_response(503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Unavailable)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        with pytest.raises(ClientError):
+            make_client(timeout=2.0, service="cloudwatch").describe_alarms()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert len(seen) == 2
