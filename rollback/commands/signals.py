@@ -308,7 +308,7 @@ def cdn_changes(config: Config, *, timeout: float, services: Services) -> CdnCha
     """When the distribution was last modified (and which Lambda@Edge versions it serves), and the newest
     object written (or deleted) under the assets release it serves.
 
-    The short-timeout profile's clients (the Services' own would read for 30 s, five times, past the
+    The short-timeout profile's clients (the Services' own would wait 30 s a request, retried five times, past the
     decision's budget); its S3 client is built only here, at the first read of an assets release: a
     distribution that cannot be read, or an environment without an assets bucket, never builds one."""
     quick = services.quick(timeout)
